@@ -1,0 +1,275 @@
+// Command sigil-server runs Sigil's certificate authority and registry, and
+// administers a running one through its admin socket.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server"
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "sigil-server:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{Use: "sigil-server", Short: "Sigil's certificate authority and registry", SilenceUsage: true, SilenceErrors: true}
+	root.AddCommand(newRun(), newBundle(), newToken(), newEntry(), newAgent())
+	return root
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func newRun() *cobra.Command {
+	var cfg server.Config
+	var level string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(level)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return server.Run(ctx, cfg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the registry, keys and audit trail (required)")
+	f.StringVar(&cfg.TrustDomain, "trust-domain", "", "trust domain, fixed at first start, such as example.org (required)")
+	f.StringVar(&cfg.Bind, "bind", server.DefaultBind, "HOST:PORT of the agent API")
+	f.DurationVar(&cfg.DefaultX509TTL, "default-x509-ttl", server.DefaultX509TTL, "X.509-SVID lifetime when an entry sets none")
+	f.DurationVar(&cfg.DefaultJWTTTL, "default-jwt-ttl", server.DefaultJWTTTL, "JWT-SVID lifetime when an entry sets none")
+	f.DurationVar(&cfg.CATTL, "ca-ttl", 0, "lifetime of the signing intermediate and JWT key (default 24h)")
+	f.DurationVar(&cfg.RootTTL, "root-ttl", 0, "lifetime of a root made by the server (default 8760h)")
+	f.StringVar(&cfg.UpstreamCert, "upstream-cert", "", "PEM chain of an existing CA to sign Sigil's intermediate: signing cert first, root last")
+	f.StringVar(&cfg.UpstreamKey, "upstream-key", "", "PEM key of --upstream-cert's first certificate")
+	f.StringVar(&cfg.KMS, "kms", "softkms:", "key manager URI (go.step.sm/crypto kms); softkms keeps 0600 key files in the data dir")
+	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// adminFlags are the flags every admin subcommand shares.
+type adminFlags struct{ dataDir string }
+
+func (a *adminFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&a.dataDir, "data-dir", "", "the running server's data dir (required)")
+}
+
+func (a *adminFlags) client() (*server.AdminClient, error) {
+	if a.dataDir == "" {
+		return nil, errors.New("--data-dir is required")
+	}
+	return server.NewAdminClient(server.AdminSocket(a.dataDir)), nil
+}
+
+func newBundle() *cobra.Command {
+	cmd := &cobra.Command{Use: "bundle", Short: "Trust bundle"}
+	var a adminFlags
+	var format string
+	show := &cobra.Command{
+		Use: "show", Short: "Print the trust bundle (PEM by default)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			b, err := c.Bundle(cmd.Context(), format)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	}
+	a.register(show)
+	show.Flags().StringVar(&format, "format", "pem", "pem or spiffe (JWKS-based SPIFFE bundle)")
+	cmd.AddCommand(show)
+	return cmd
+}
+
+func newToken() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Join tokens"}
+	var a adminFlags
+	var node string
+	var ttl time.Duration
+	gen := &cobra.Command{
+		Use: "generate", Short: "Print a single-use join token for a node", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if node == "" {
+				return errors.New("--node is required")
+			}
+			t, err := c.CreateJoinToken(cmd.Context(), node, ttl)
+			if err != nil {
+				return err
+			}
+			// The token alone on stdout, so scripts can take it as it is.
+			fmt.Fprintln(cmd.OutOrStdout(), t.Token)
+			return nil
+		},
+	}
+	a.register(gen)
+	gen.Flags().StringVar(&node, "node", "", "node name; the agent's ID will be spiffe://<td>/sigil/agent/join_token/<node> (required)")
+	gen.Flags().DurationVar(&ttl, "ttl", 10*time.Minute, "how long the token may be used")
+	cmd.AddCommand(gen)
+	return cmd
+}
+
+func newEntry() *cobra.Command {
+	cmd := &cobra.Command{Use: "entry", Short: "Registration entries"}
+	var a adminFlags
+	var req server.EntryRequest
+	var output string
+	create := &cobra.Command{
+		Use: "create", Short: "Grant a SPIFFE ID to workloads with the given selectors on one node", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			e, err := c.CreateEntry(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return printEntries(cmd.OutOrStdout(), output, []registry.Entry{e})
+		},
+	}
+	a.register(create)
+	cf := create.Flags()
+	cf.StringVar(&req.ParentID, "parent-id", "", "the agent whose node the workloads run on (required)")
+	cf.StringVar(&req.SPIFFEID, "spiffe-id", "", "the SPIFFE ID to grant (required)")
+	cf.StringArrayVar(&req.Selectors, "selector", nil, "a selector such as unix:uid:1000; repeat for more (all must match)")
+	cf.DurationVar(&req.X509TTL, "x509-ttl", 0, "X.509-SVID lifetime (default: the server's)")
+	cf.DurationVar(&req.JWTTTL, "jwt-ttl", 0, "JWT-SVID lifetime (default: the server's)")
+	cf.StringVar(&output, "output", "text", "text or json")
+
+	var la adminFlags
+	var parent, listOutput string
+	list := &cobra.Command{
+		Use: "list", Short: "List entries", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := la.client()
+			if err != nil {
+				return err
+			}
+			es, err := c.ListEntries(cmd.Context(), parent)
+			if err != nil {
+				return err
+			}
+			return printEntries(cmd.OutOrStdout(), listOutput, es)
+		},
+	}
+	la.register(list)
+	list.Flags().StringVar(&parent, "parent-id", "", "only the entries of this agent")
+	list.Flags().StringVar(&listOutput, "output", "text", "text or json")
+
+	var da adminFlags
+	var id string
+	del := &cobra.Command{
+		Use: "delete", Short: "Delete an entry", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := da.client()
+			if err != nil {
+				return err
+			}
+			if id == "" {
+				return errors.New("--id is required")
+			}
+			e, err := c.DeleteEntry(cmd.Context(), id)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Deleted entry %s (%s)\n", e.ID, e.SPIFFEID)
+			return nil
+		},
+	}
+	da.register(del)
+	del.Flags().StringVar(&id, "id", "", "entry ID (required)")
+	cmd.AddCommand(create, list, del)
+	return cmd
+}
+
+func printEntries(w io.Writer, format string, es []registry.Entry) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(es)
+	case "text":
+	default:
+		return fmt.Errorf("--output %q: want text or json", format)
+	}
+	if len(es) == 0 {
+		fmt.Fprintln(w, "No entries")
+	}
+	for i, e := range es {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "Entry ID      : %s\nSPIFFE ID     : %s\nParent ID     : %s\nRevision      : %d\nX509-SVID TTL : %s\nJWT-SVID TTL  : %s\nSource        : %s\n",
+			e.ID, e.SPIFFEID, e.ParentID, e.Revision, ttlText(e.X509TTL), ttlText(e.JWTTTL), e.Source)
+		for _, s := range e.Selectors {
+			fmt.Fprintf(w, "Selector      : %s\n", s)
+		}
+	}
+	return nil
+}
+
+func ttlText(d time.Duration) string {
+	if d == 0 {
+		return "default"
+	}
+	return d.String()
+}
+
+func newAgent() *cobra.Command {
+	cmd := &cobra.Command{Use: "agent", Short: "Attested agents"}
+	var a adminFlags
+	list := &cobra.Command{
+		Use: "list", Short: "List attested agents", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			agents, err := c.ListAgents(cmd.Context())
+			if err != nil {
+				return err
+			}
+			for _, ag := range agents {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s  node=%s  svid_expires=%s\n", ag.SPIFFEID, ag.Node, ag.ExpiresAt.UTC().Format(time.RFC3339))
+			}
+			return nil
+		},
+	}
+	a.register(list)
+	cmd.AddCommand(list)
+	return cmd
+}
+

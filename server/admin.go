@@ -1,0 +1,267 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/selector"
+	"github.com/sigil-mesh/sigil/spiffeids"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// APIError is the admin API's one error type: a message and the HTTP
+// status it is sent with.
+type APIError struct {
+	Status  int    `json:"-"`
+	Message string `json:"error"`
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+func apiErrorf(status int, format string, args ...any) *APIError {
+	return &APIError{Status: status, Message: fmt.Sprintf(format, args...)}
+}
+
+// TokenRequest asks for a join token.
+type TokenRequest struct {
+	Node string        `json:"node"`
+	TTL  time.Duration `json:"ttl"`
+}
+
+// TokenResponse carries a new join token.
+type TokenResponse struct {
+	Token     string    `json:"token"`
+	Node      string    `json:"node"`
+	AgentID   string    `json:"agent_id"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// EntryRequest asks for a registration entry.
+type EntryRequest struct {
+	SPIFFEID  string        `json:"spiffe_id"`
+	ParentID  string        `json:"parent_id"`
+	Selectors []string      `json:"selectors"`
+	X509TTL   time.Duration `json:"x509_ttl"`
+	JWTTTL    time.Duration `json:"jwt_ttl"`
+}
+
+// Limits on admin requests.
+const (
+	MaxTokenTTL = 24 * time.Hour
+	MaxSVIDTTL  = 30 * 24 * time.Hour
+	maxBody     = 1 << 20
+)
+
+func (s *Server) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/bundle", s.handle(s.getBundle))
+	mux.HandleFunc("POST /v1/join-tokens", s.handle(s.createToken))
+	mux.HandleFunc("POST /v1/entries", s.handle(s.createEntry))
+	mux.HandleFunc("GET /v1/entries", s.handle(s.listEntries))
+	mux.HandleFunc("DELETE /v1/entries/{id}", s.handle(s.deleteEntry))
+	mux.HandleFunc("GET /v1/agents", s.handle(s.listAgents))
+	return mux
+}
+
+func (s *Server) handle(fn func(*http.Request) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		out, err := fn(r)
+		w.Header().Set("Content-Type", "application/json")
+		if err != nil {
+			var apiErr *APIError
+			if !errors.As(err, &apiErr) {
+				s.log.Error("admin request failed", "path", r.URL.Path, "error", err)
+				apiErr = &APIError{Status: http.StatusInternalServerError, Message: err.Error()}
+			}
+			w.WriteHeader(apiErr.Status)
+			_ = json.NewEncoder(w).Encode(apiErr)
+			return
+		}
+		if b, ok := out.([]byte); ok {
+			w.Header().Set("Content-Type", "application/octet-stream")
+			_, _ = w.Write(b)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(out)
+	}
+}
+
+// decodeStrict reads a JSON body, refusing unknown fields.
+func decodeStrict(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return apiErrorf(http.StatusBadRequest, "request body: %v", err)
+	}
+	return nil
+}
+
+func (s *Server) getBundle(r *http.Request) (any, error) {
+	b := s.ca.Bundle()
+	switch f := r.URL.Query().Get("format"); f {
+	case "", "pem":
+		var out []byte
+		for _, c := range b.X509Authorities() {
+			out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		}
+		return out, nil
+	case "spiffe":
+		return b.Marshal()
+	default:
+		return nil, apiErrorf(http.StatusBadRequest, "format %q: want pem or spiffe", f)
+	}
+}
+
+func (s *Server) createToken(r *http.Request) (any, error) {
+	var req TokenRequest
+	if err := decodeStrict(r.Body, &req); err != nil {
+		return nil, err
+	}
+	if err := spiffeids.ValidNodeName(req.Node); err != nil {
+		return nil, apiErrorf(http.StatusBadRequest, "node: %v", err)
+	}
+	if req.TTL <= 0 || req.TTL > MaxTokenTTL {
+		return nil, apiErrorf(http.StatusBadRequest, "ttl %s: must be above 0 and at most %s", req.TTL, MaxTokenTTL)
+	}
+	agentID, err := spiffeids.Agent(s.cfg.td, AttestorJoinToken, req.Node)
+	if err != nil {
+		return nil, apiErrorf(http.StatusBadRequest, "node: %v", err)
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return nil, err
+	}
+	token := base64.RawURLEncoding.EncodeToString(raw[:])
+	hash := HashJoinToken(token)
+	exp := s.now().Add(req.TTL)
+	if err := s.audit.Append(audit.Event{Type: audit.TokenCreated, Actor: "admin", Subject: agentID.String(), Details: map[string]string{"node": req.Node, "token_sha256": hash[:16], "expires_at": exp.UTC().Format(time.RFC3339)}}); err != nil {
+		return nil, err
+	}
+	if err := s.store.CreateJoinToken(r.Context(), hash, req.Node, exp); err != nil {
+		return nil, err
+	}
+	return TokenResponse{Token: token, Node: req.Node, AgentID: agentID.String(), ExpiresAt: exp}, nil
+}
+
+// ValidateEntry checks an entry request and returns the entry it asks for;
+// every problem is named by its field.
+func ValidateEntry(td spiffeid.TrustDomain, req EntryRequest) (registry.Entry, error) {
+	var errs []error
+	id, err := spiffeid.FromString(req.SPIFFEID)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("spiffe_id %q: %w", req.SPIFFEID, err))
+	case !id.MemberOf(td):
+		errs = append(errs, fmt.Errorf("spiffe_id %s: not in trust domain %s", id, td))
+	case spiffeids.IsReserved(id):
+		errs = append(errs, fmt.Errorf("spiffe_id %s: paths under %s are reserved for Sigil", id, spiffeids.AgentPathPrefix))
+	}
+	parent, err := spiffeid.FromString(req.ParentID)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("parent_id %q: %w", req.ParentID, err))
+	case !spiffeids.IsAgent(td, parent):
+		errs = append(errs, fmt.Errorf("parent_id %s: not an agent of %s (want spiffe://%s/sigil/agent/<attestor>/<node>)", parent, td, td))
+	}
+	if len(req.Selectors) == 0 {
+		errs = append(errs, errors.New("selectors: at least one is required"))
+	}
+	sels, err := selector.ParseAll(req.Selectors)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("selectors: %w", err))
+	}
+	for name, ttl := range map[string]time.Duration{"x509_ttl": req.X509TTL, "jwt_ttl": req.JWTTTL} {
+		if ttl != 0 && (ttl < MinSVIDTTL || ttl > MaxSVIDTTL) {
+			errs = append(errs, fmt.Errorf("%s %s: must be between %s and %s (or 0 for the server default)", name, ttl, MinSVIDTTL, MaxSVIDTTL))
+		}
+	}
+	if len(errs) > 0 {
+		return registry.Entry{}, errors.Join(errs...)
+	}
+	return registry.Entry{SPIFFEID: id.String(), ParentID: parent.String(), Selectors: sels, X509TTL: req.X509TTL, JWTTTL: req.JWTTTL, Source: registry.SourceLocal}, nil
+}
+
+func (s *Server) createEntry(r *http.Request) (any, error) {
+	var req EntryRequest
+	if err := decodeStrict(r.Body, &req); err != nil {
+		return nil, err
+	}
+	e, err := ValidateEntry(s.cfg.td, req)
+	if err != nil {
+		return nil, apiErrorf(http.StatusBadRequest, "entry: %v", err)
+	}
+	e.ID = registry.NewEntryID()
+	// Audit first: a change that happened is never missing from the trail
+	// (at worst a refused one appears in it, marked by the error log).
+	if err := s.audit.Append(audit.Event{Type: audit.EntryCreated, Actor: "admin", Subject: e.SPIFFEID, Details: entryDetails(e)}); err != nil {
+		return nil, err
+	}
+	created, err := s.store.CreateEntry(r.Context(), e, s.now())
+	if err != nil {
+		s.log.Error("audited entry creation failed", "entry", e.ID, "error", err)
+		return nil, storeError(err)
+	}
+	s.changes.Notify()
+	return created, nil
+}
+
+func (s *Server) deleteEntry(r *http.Request) (any, error) {
+	e, err := s.store.GetEntry(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return nil, storeError(err)
+	}
+	if err := s.audit.Append(audit.Event{Type: audit.EntryDeleted, Actor: "admin", Subject: e.SPIFFEID, Details: entryDetails(e)}); err != nil {
+		return nil, err
+	}
+	if _, err := s.store.DeleteEntry(r.Context(), e.ID); err != nil {
+		s.log.Error("audited entry deletion failed", "entry", e.ID, "error", err)
+		return nil, storeError(err)
+	}
+	s.changes.Notify()
+	return e, nil
+}
+
+func storeError(err error) error {
+	switch {
+	case errors.Is(err, registry.ErrExists):
+		return apiErrorf(http.StatusConflict, "%v", err)
+	case errors.Is(err, registry.ErrNotFound):
+		return apiErrorf(http.StatusNotFound, "%v", err)
+	}
+	return err
+}
+
+func entryDetails(e registry.Entry) map[string]string {
+	sels := make([]string, len(e.Selectors))
+	for i, s := range e.Selectors {
+		sels[i] = s.String()
+	}
+	b, _ := json.Marshal(sels)
+	return map[string]string{"entry_id": e.ID, "parent_id": e.ParentID, "selectors": string(b)}
+}
+
+func (s *Server) listEntries(r *http.Request) (any, error) {
+	entries, _, err := s.store.ListEntries(r.Context(), r.URL.Query().Get("parent_id"))
+	if entries == nil {
+		entries = []registry.Entry{}
+	}
+	return entries, err
+}
+
+func (s *Server) listAgents(r *http.Request) (any, error) {
+	agents, err := s.store.ListAgents(r.Context())
+	if agents == nil {
+		agents = []registry.Agent{}
+	}
+	return agents, err
+}

@@ -1,0 +1,123 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"syscall"
+	"time"
+
+	"github.com/sigil-mesh/sigil/registry"
+)
+
+// AdminClient talks to a running server's admin socket.
+type AdminClient struct {
+	socket string
+	http   *http.Client
+}
+
+// NewAdminClient returns a client for the admin socket at path.
+func NewAdminClient(path string) *AdminClient {
+	return &AdminClient{socket: path, http: &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}},
+	}}
+}
+
+// ErrServerNotRunning means nothing answers on the admin socket.
+var ErrServerNotRunning = errors.New("no sigil-server is running on this data dir")
+
+func (c *AdminClient) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://sigil-server"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w (admin socket %s)", ErrServerNotRunning, c.socket)
+		}
+		return fmt.Errorf("admin api: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("admin api: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var apiErr APIError
+		if json.Unmarshal(data, &apiErr) == nil && apiErr.Message != "" {
+			apiErr.Status = resp.StatusCode
+			return &apiErr
+		}
+		return fmt.Errorf("admin api: %s", resp.Status)
+	}
+	switch o := out.(type) {
+	case nil:
+		return nil
+	case *[]byte:
+		*o = data
+		return nil
+	default:
+		return json.Unmarshal(data, out)
+	}
+}
+
+// Bundle returns the trust bundle as PEM ("pem") or SPIFFE JSON ("spiffe").
+func (c *AdminClient) Bundle(ctx context.Context, format string) ([]byte, error) {
+	var out []byte
+	err := c.do(ctx, http.MethodGet, "/v1/bundle?format="+url.QueryEscape(format), nil, &out)
+	return out, err
+}
+
+// CreateJoinToken makes a single-use join token for node.
+func (c *AdminClient) CreateJoinToken(ctx context.Context, node string, ttl time.Duration) (TokenResponse, error) {
+	var out TokenResponse
+	err := c.do(ctx, http.MethodPost, "/v1/join-tokens", TokenRequest{Node: node, TTL: ttl}, &out)
+	return out, err
+}
+
+// CreateEntry creates a registration entry.
+func (c *AdminClient) CreateEntry(ctx context.Context, req EntryRequest) (registry.Entry, error) {
+	var out registry.Entry
+	err := c.do(ctx, http.MethodPost, "/v1/entries", req, &out)
+	return out, err
+}
+
+// ListEntries lists entries, all or those of one parent.
+func (c *AdminClient) ListEntries(ctx context.Context, parentID string) ([]registry.Entry, error) {
+	var out []registry.Entry
+	err := c.do(ctx, http.MethodGet, "/v1/entries?parent_id="+url.QueryEscape(parentID), nil, &out)
+	return out, err
+}
+
+// DeleteEntry deletes an entry and returns what it was.
+func (c *AdminClient) DeleteEntry(ctx context.Context, id string) (registry.Entry, error) {
+	var out registry.Entry
+	err := c.do(ctx, http.MethodDelete, "/v1/entries/"+url.PathEscape(id), nil, &out)
+	return out, err
+}
+
+// ListAgents lists attested agents.
+func (c *AdminClient) ListAgents(ctx context.Context) ([]registry.Agent, error) {
+	var out []registry.Agent
+	err := c.do(ctx, http.MethodGet, "/v1/agents", nil, &out)
+	return out, err
+}

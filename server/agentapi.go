@@ -1,0 +1,342 @@
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/spiffeids"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// Attestor names used in agent IDs.
+const AttestorJoinToken = "join_token"
+
+// MaxBatch bounds the CSRs of one BatchNewX509SVID call.
+const MaxBatch = 1000
+
+var _ agentv1.AgentServer = (*Server)(nil)
+
+func (s *Server) verifyPeer(raw [][]byte) (spiffeid.ID, error) {
+	id, _, err := x509svid.ParseAndVerify(raw, s.ca.Bundle().X509Bundle(), x509svid.WithTime(s.now()))
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("server: peer certificate: %w", err)
+	}
+	return id, nil
+}
+
+// callerAgent returns the ID of the agent on the other end of the call: a
+// verified agent SVID of our trust domain, for an agent still registered.
+func (s *Server) callerAgent(ctx context.Context) (spiffeid.ID, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "no peer")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "an agent SVID is required for this call")
+	}
+	raw := make([][]byte, len(info.State.PeerCertificates))
+	for i, c := range info.State.PeerCertificates {
+		raw[i] = c.Raw
+	}
+	// Checked again here, not only at the handshake, because streams outlive
+	// certificates.
+	id, err := s.verifyPeer(raw)
+	if err != nil {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, err.Error())
+	}
+	if !spiffeids.IsAgent(s.cfg.td, id) {
+		return spiffeid.ID{}, status.Errorf(codes.PermissionDenied, "%s is not an agent identity", id)
+	}
+	if _, err := s.store.GetAgent(ctx, id.String()); err != nil {
+		if errors.Is(err, registry.ErrNotFound) {
+			return spiffeid.ID{}, status.Errorf(codes.PermissionDenied, "agent %s is not registered", id)
+		}
+		return spiffeid.ID{}, status.Error(codes.Unavailable, err.Error())
+	}
+	return id, nil
+}
+
+// HashJoinToken is how join tokens are stored: only their SHA-256.
+func HashJoinToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// Attest exchanges a join token for an agent SVID.
+func (s *Server) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agentv1.AttestResponse, error) {
+	now := s.now()
+	if req.GetJoinToken() == "" {
+		return nil, status.Error(codes.InvalidArgument, "join_token is required")
+	}
+	pub, err := ca.ParseCSR(req.GetCsr())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	hash := HashJoinToken(req.GetJoinToken())
+	node, err := s.store.UseJoinToken(ctx, hash, now)
+	if err != nil {
+		reason := "unknown join token"
+		switch {
+		case errors.Is(err, registry.ErrTokenUsed):
+			reason = "join token already used"
+		case errors.Is(err, registry.ErrTokenExpired):
+			reason = "join token expired"
+		case !errors.Is(err, registry.ErrNotFound):
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
+		if aerr := s.audit.Append(audit.Event{Type: audit.AgentRefused, Actor: peerAddr(ctx), Details: map[string]string{"reason": reason, "node": node, "token_sha256": hash[:16]}}); aerr != nil {
+			return nil, status.Error(codes.Unavailable, aerr.Error())
+		}
+		s.log.Warn("agent attestation refused", "reason", reason, "node", node, "peer", peerAddr(ctx))
+		return nil, status.Error(codes.PermissionDenied, reason)
+	}
+	id, err := spiffeids.Agent(s.cfg.td, AttestorJoinToken, node)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	svid, err := s.signAgent(ctx, id, pub, node, now, audit.Event{Type: audit.TokenUsed, Actor: id.String(), Details: map[string]string{"node": node, "token_sha256": hash[:16]}}, audit.AgentAttested)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("agent attested", "agent", id.String(), "node", node)
+	return &agentv1.AttestResponse{Svid: svid, Bundle: s.bundleProto()}, nil
+}
+
+// RenewAgent signs a fresh SVID for the calling agent.
+func (s *Server) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest) (*agentv1.RenewAgentResponse, error) {
+	id, err := s.callerAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := ca.ParseCSR(req.GetCsr())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	agent, err := s.store.GetAgent(ctx, id.String())
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	svid, err := s.signAgent(ctx, id, pub, agent.Node, agent.AttestedAt, audit.Event{}, audit.AgentRenewed)
+	if err != nil {
+		return nil, err
+	}
+	return &agentv1.RenewAgentResponse{Svid: svid}, nil
+}
+
+func (s *Server) signAgent(ctx context.Context, id spiffeid.ID, pub crypto.PublicKey, node string, attestedAt time.Time, first audit.Event, eventType string) (*agentv1.X509SVID, error) {
+	chain, err := s.ca.SignX509SVID(pub, id, s.cfg.DefaultX509TTL)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	serial := chain[0].SerialNumber.Text(16)
+	events := []audit.Event{{Type: eventType, Actor: id.String(), Subject: id.String(), Details: map[string]string{"serial": serial, "not_after": chain[0].NotAfter.UTC().Format(time.RFC3339)}}}
+	if first.Type != "" {
+		events = append([]audit.Event{first}, events...)
+	}
+	// Recorded before the SVID is handed out: no record, no SVID.
+	if err := s.audit.Append(events...); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	if err := s.store.SaveAgent(ctx, registry.Agent{SPIFFEID: id.String(), Attestor: AttestorJoinToken, Node: node, Serial: serial, ExpiresAt: chain[0].NotAfter, AttestedAt: attestedAt}, s.now()); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return svidProto(id, chain), nil
+}
+
+func svidProto(id spiffeid.ID, chain []*x509.Certificate) *agentv1.X509SVID {
+	out := &agentv1.X509SVID{SpiffeId: id.String(), ExpiresAt: chain[0].NotAfter.Unix()}
+	for _, c := range chain {
+		out.CertChain = append(out.CertChain, c.Raw)
+	}
+	return out
+}
+
+// entryFor returns the entry with this ID if the calling agent is its
+// parent. Any other case is the same refusal, so an agent learns nothing
+// about other nodes' entries.
+func (s *Server) entryFor(ctx context.Context, agent spiffeid.ID, entryID string) (registry.Entry, error) {
+	e, err := s.store.GetEntry(ctx, entryID)
+	if err != nil && !errors.Is(err, registry.ErrNotFound) {
+		return registry.Entry{}, status.Error(codes.Unavailable, err.Error())
+	}
+	if err != nil || e.ParentID != agent.String() {
+		return registry.Entry{}, status.Errorf(codes.PermissionDenied, "entry %q is not an entry of agent %s", entryID, agent)
+	}
+	return e, nil
+}
+
+// BatchNewX509SVID signs a CSR for each entry the caller names. A refused
+// CSR does not spoil the others; a failure to audit fails the whole call.
+func (s *Server) BatchNewX509SVID(ctx context.Context, req *agentv1.BatchNewX509SVIDRequest) (*agentv1.BatchNewX509SVIDResponse, error) {
+	agent, err := s.callerAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if n := len(req.GetParams()); n == 0 || n > MaxBatch {
+		return nil, status.Errorf(codes.InvalidArgument, "batch of %d CSRs: want 1 to %d", n, MaxBatch)
+	}
+	resp := &agentv1.BatchNewX509SVIDResponse{Results: make([]*agentv1.X509SVIDResult, 0, len(req.GetParams()))}
+	events := make([]audit.Event, 0, len(req.GetParams()))
+	for _, p := range req.GetParams() {
+		res := &agentv1.X509SVIDResult{EntryId: p.GetEntryId()}
+		resp.Results = append(resp.Results, res)
+		chain, id, err := s.signEntry(ctx, agent, p)
+		if err != nil {
+			res.Error = status.Convert(err).Message()
+			events = append(events, audit.Event{Type: audit.X509SVIDRefused, Actor: agent.String(), Details: map[string]string{"entry_id": p.GetEntryId(), "reason": res.Error}})
+			continue
+		}
+		res.Svid = svidProto(id, chain)
+		events = append(events, audit.Event{Type: audit.X509SVIDIssued, Actor: agent.String(), Subject: id.String(), Details: map[string]string{
+			"entry_id": p.GetEntryId(), "serial": chain[0].SerialNumber.Text(16), "not_after": chain[0].NotAfter.UTC().Format(time.RFC3339),
+		}})
+	}
+	if err := s.audit.Append(events...); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return resp, nil
+}
+
+func (s *Server) signEntry(ctx context.Context, agent spiffeid.ID, p *agentv1.X509SVIDParams) ([]*x509.Certificate, spiffeid.ID, error) {
+	e, err := s.entryFor(ctx, agent, p.GetEntryId())
+	if err != nil {
+		return nil, spiffeid.ID{}, err
+	}
+	pub, err := ca.ParseCSR(p.GetCsr())
+	if err != nil {
+		return nil, spiffeid.ID{}, status.Error(codes.InvalidArgument, err.Error())
+	}
+	id, err := spiffeid.FromString(e.SPIFFEID)
+	if err != nil {
+		return nil, spiffeid.ID{}, status.Error(codes.Internal, err.Error())
+	}
+	ttl := e.X509TTL
+	if ttl == 0 {
+		ttl = s.cfg.DefaultX509TTL
+	}
+	chain, err := s.ca.SignX509SVID(pub, id, ttl)
+	if err != nil {
+		return nil, spiffeid.ID{}, status.Error(codes.Unavailable, err.Error())
+	}
+	return chain, id, nil
+}
+
+// NewJWTSVID signs a JWT-SVID for one of the caller's entries.
+func (s *Server) NewJWTSVID(ctx context.Context, req *agentv1.NewJWTSVIDRequest) (*agentv1.NewJWTSVIDResponse, error) {
+	agent, err := s.callerAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, err := s.entryFor(ctx, agent, req.GetEntryId())
+	if err != nil {
+		return nil, err
+	}
+	id, err := spiffeid.FromString(e.SPIFFEID)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	ttl := e.JWTTTL
+	if ttl == 0 {
+		ttl = s.cfg.DefaultJWTTTL
+	}
+	token, exp, err := s.ca.SignJWTSVID(id, req.GetAudience(), ttl)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.audit.Append(audit.Event{Type: audit.JWTSVIDIssued, Actor: agent.String(), Subject: id.String(), Details: map[string]string{
+		"entry_id": e.ID, "audience": fmt.Sprint(req.GetAudience()), "expires_at": exp.UTC().Format(time.RFC3339),
+	}}); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return &agentv1.NewJWTSVIDResponse{Token: token, SpiffeId: id.String(), ExpiresAt: exp.Unix()}, nil
+}
+
+// Sync sends the caller's entries and the bundle, then a new snapshot each
+// time either changes. Changes are pushed, never polled for.
+func (s *Server) Sync(_ *agentv1.SyncRequest, stream agentv1.Agent_SyncServer) error {
+	ctx := stream.Context()
+	agent, err := s.callerAgent(ctx)
+	if err != nil {
+		return err
+	}
+	s.log.Info("agent connected", "agent", agent.String(), "peer", peerAddr(ctx))
+	defer s.log.Info("agent disconnected", "agent", agent.String())
+	var last *agentv1.SyncResponse
+	for {
+		changed := s.changes.Changed()
+		snap, err := s.snapshot(ctx, agent)
+		if err != nil {
+			return err
+		}
+		if last == nil || !proto.Equal(snap, last) {
+			if err := stream.Send(snap); err != nil {
+				return err
+			}
+			last = snap
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+func (s *Server) snapshot(ctx context.Context, agent spiffeid.ID) (*agentv1.SyncResponse, error) {
+	entries, _, err := s.store.ListEntries(ctx, agent.String())
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	out := &agentv1.SyncResponse{Bundle: s.bundleProto()}
+	for _, e := range entries {
+		pe := &agentv1.Entry{Id: e.ID, SpiffeId: e.SPIFFEID, ParentId: e.ParentID, X509SvidTtl: int64(e.X509TTL / time.Second), JwtSvidTtl: int64(e.JWTTTL / time.Second), Revision: e.Revision}
+		for _, sel := range e.Selectors {
+			pe.Selectors = append(pe.Selectors, &agentv1.Selector{Type: sel.Type, Value: sel.Value})
+		}
+		out.Entries = append(out.Entries, pe)
+		// The store's revision is global; an agent's is its newest entry's,
+		// so other nodes' changes do not wake it.
+		out.Revision = max(out.Revision, e.Revision)
+	}
+	return out, nil
+}
+
+func (s *Server) bundleProto() *agentv1.Bundle {
+	b := s.ca.Bundle()
+	out := &agentv1.Bundle{TrustDomain: b.TrustDomain().Name(), RefreshHint: int64(ca.RefreshHint / time.Second)}
+	if seq, ok := b.SequenceNumber(); ok {
+		out.Sequence = int64(seq)
+	}
+	for _, c := range b.X509Authorities() {
+		out.X509Authorities = append(out.X509Authorities, c.Raw)
+	}
+	jwks, err := b.JWTBundle().Marshal()
+	if err == nil {
+		out.Jwks = jwks
+	}
+	return out
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return "unknown"
+}
