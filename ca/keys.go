@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/sigil-mesh/sigil/atomicfile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,7 +67,7 @@ func (m *keyManager) create(name string) (crypto.Signer, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("ca: encoding key %s: %w", name, err)
 	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := atomicfile.Write(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		return nil, "", fmt.Errorf("ca: saving key %s: %w", name, err)
 	}
 	return signer, "softkms:path=" + path, nil
@@ -94,30 +95,4 @@ func (m *keyManager) remove(ref string) error {
 		return fmt.Errorf("ca: removing key: %w", err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes data to a temporary file beside path, syncs it and
-// renames it into place, so readers see the old content or the new.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

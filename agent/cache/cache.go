@@ -1,0 +1,356 @@
+// Package cache is the agent's store of identities: the registration
+// entries the server streams for this node, the X.509-SVID signed for each
+// (its private key made here, never sent anywhere), cached JWT-SVIDs and the
+// trust bundle. Its Run loop renews every SVID at half of its life, in
+// batches, and keeps serving what it holds while the server is away.
+package cache
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/selector"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// Signer is the part of the server's API the cache needs.
+type Signer interface {
+	BatchNewX509SVID(ctx context.Context, params []*agentv1.X509SVIDParams) ([]*agentv1.X509SVIDResult, error)
+	NewJWTSVID(ctx context.Context, entryID string, audience []string) (*agentv1.NewJWTSVIDResponse, error)
+}
+
+// Identity is one entry and the SVID held for it.
+type Identity struct {
+	EntryID   string
+	ID        spiffeid.ID
+	Selectors []selector.Selector
+	X509TTL   time.Duration
+	Revision  int64
+	// SVID is nil until the first signature arrives.
+	SVID *x509svid.SVID
+
+	signedRevision int64
+	retryAt        time.Time
+}
+
+// Cache holds the node's identities. It is safe for concurrent use.
+type Cache struct {
+	signer Signer
+	log    *slog.Logger
+	now    func() time.Time
+
+	mu     sync.RWMutex
+	bundle *spiffebundle.Bundle
+	ids    map[string]*Identity
+	jwts   map[string]jwtCached
+	ch     chan struct{} // closed and replaced on every change
+	wake   chan struct{}
+}
+
+// maxBatch is how many CSRs go in one call to the server.
+const maxBatch = 500
+
+// New returns a cache that signs through signer.
+func New(signer Signer, bundle *spiffebundle.Bundle, log *slog.Logger, now func() time.Time) *Cache {
+	if now == nil {
+		now = time.Now
+	}
+	return &Cache{signer: signer, log: log, now: now, bundle: bundle, ids: map[string]*Identity{}, jwts: map[string]jwtCached{}, ch: make(chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+// notifyLocked wakes watchers; c.mu must be held.
+func (c *Cache) notifyLocked() {
+	close(c.ch)
+	c.ch = make(chan struct{})
+}
+
+// Changed returns a channel closed at the next change of SVIDs, entries or
+// bundle. Take it before reading, so that no change is missed.
+func (c *Cache) Changed() <-chan struct{} {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.ch
+}
+
+// Bundle returns the current trust bundle.
+func (c *Cache) Bundle() *spiffebundle.Bundle {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.bundle
+}
+
+// SetBundle replaces the trust bundle.
+func (c *Cache) SetBundle(b *spiffebundle.Bundle) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bundle != nil && c.bundle.Equal(b) {
+		return
+	}
+	c.bundle = b
+	c.notifyLocked()
+}
+
+// SetEntries replaces the node's entries with what the server sent: new
+// ones get signed, changed ones re-signed, removed ones dropped at once.
+func (c *Cache) SetEntries(entries []*agentv1.Entry) error {
+	next := make(map[string]*Identity, len(entries))
+	for _, e := range entries {
+		id, err := spiffeid.FromString(e.GetSpiffeId())
+		if err != nil {
+			return fmt.Errorf("cache: entry %s: %w", e.GetId(), err)
+		}
+		sels := make([]selector.Selector, 0, len(e.GetSelectors()))
+		for _, s := range e.GetSelectors() {
+			sel, err := selector.Parse(s.GetType() + ":" + s.GetValue())
+			if err != nil {
+				return fmt.Errorf("cache: entry %s: %w", e.GetId(), err)
+			}
+			sels = append(sels, sel)
+		}
+		next[e.GetId()] = &Identity{EntryID: e.GetId(), ID: id, Selectors: sels, X509TTL: time.Duration(e.GetX509SvidTtl()) * time.Second, Revision: e.GetRevision()}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changed := len(next) != len(c.ids)
+	for id, n := range next {
+		old, ok := c.ids[id]
+		if !ok {
+			changed = true
+			continue
+		}
+		if old.ID != n.ID || old.X509TTL != n.X509TTL || !sameSelectors(old.Selectors, n.Selectors) {
+			changed = true
+			continue // a changed entry starts over with a new SVID
+		}
+		next[id] = old
+	}
+	if !changed {
+		return nil
+	}
+	c.ids = next
+	for k := range c.jwts {
+		if _, ok := next[strings.SplitN(k, "|", 2)[0]]; !ok {
+			delete(c.jwts, k)
+		}
+	}
+	c.notifyLocked()
+	c.poke()
+	return nil
+}
+
+func sameSelectors(a, b []selector.Selector) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Cache) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Match returns the identities whose selectors the workload has, sorted by
+// SPIFFE ID, and whether any still waits for its first SVID.
+func (c *Cache) Match(sels selector.Set) (ids []Identity, pending bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	now := c.now()
+	for _, id := range c.ids {
+		if !sels.Includes(id.Selectors) {
+			continue
+		}
+		// An expired SVID is never handed out: the workload waits for renewal.
+		if id.SVID == nil || !now.Before(id.SVID.Certificates[0].NotAfter) {
+			pending = true
+			continue
+		}
+		ids = append(ids, *id)
+	}
+	sort.Slice(ids, func(i, j int) bool {
+		if ids[i].ID != ids[j].ID {
+			return ids[i].ID.String() < ids[j].ID.String()
+		}
+		return ids[i].EntryID < ids[j].EntryID
+	})
+	return ids, pending
+}
+
+// Len reports how many entries the cache holds and how many have an SVID.
+func (c *Cache) Len() (entries, signed int) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, id := range c.ids {
+		if id.SVID != nil {
+			signed++
+		}
+	}
+	return len(c.ids), signed
+}
+
+// Run renews SVIDs until ctx is done.
+func (c *Cache) Run(ctx context.Context) {
+	backoff := time.Second
+	for {
+		due, next := c.due()
+		if len(due) > 0 {
+			if err := c.sign(ctx, due); err != nil {
+				c.log.Warn("svid signing failed; keeping the SVIDs held and retrying", "error", err, "retry_in", backoff.String())
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(backoff*2, 10*time.Second)
+				continue
+			}
+			backoff = time.Second
+			continue
+		}
+		wait := time.Minute
+		if !next.IsZero() {
+			wait = max(next.Sub(c.now()), 10*time.Millisecond)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-c.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// due returns the entries to sign now and when the next one falls due.
+func (c *Cache) due() ([]Identity, time.Time) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	now := c.now()
+	var out []Identity
+	var next time.Time
+	for _, id := range c.ids {
+		at := now
+		if id.SVID != nil && id.signedRevision == id.Revision {
+			leaf := id.SVID.Certificates[0]
+			at = leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+		}
+		if id.retryAt.After(at) {
+			at = id.retryAt
+		}
+		if !at.After(now) {
+			out = append(out, *id)
+			continue
+		}
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return out, next
+}
+
+// sign makes a key and CSR for each identity and has the server sign them.
+func (c *Cache) sign(ctx context.Context, ids []Identity) error {
+	for start := 0; start < len(ids); start += maxBatch {
+		batch := ids[start:min(start+maxBatch, len(ids))]
+		keys := make([]*ecdsa.PrivateKey, len(batch))
+		params := make([]*agentv1.X509SVIDParams, len(batch))
+		for i, id := range batch {
+			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				return fmt.Errorf("cache: key: %w", err)
+			}
+			csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+			if err != nil {
+				return fmt.Errorf("cache: csr: %w", err)
+			}
+			keys[i], params[i] = key, &agentv1.X509SVIDParams{EntryId: id.EntryID, Csr: csr}
+		}
+		callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		results, err := c.signer.BatchNewX509SVID(callCtx, params)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("cache: batch of %d: %w", len(batch), err)
+		}
+		if len(results) != len(batch) {
+			return fmt.Errorf("cache: server answered %d of %d CSRs", len(results), len(batch))
+		}
+		c.store(batch, keys, results)
+	}
+	return nil
+}
+
+func (c *Cache) store(batch []Identity, keys []*ecdsa.PrivateKey, results []*agentv1.X509SVIDResult) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	bundle := c.bundle
+	updated := false
+	for i, res := range results {
+		cur, ok := c.ids[batch[i].EntryID]
+		if !ok || res.GetEntryId() != batch[i].EntryID {
+			continue // removed meanwhile
+		}
+		svid, err := c.check(batch[i], keys[i], res, bundle)
+		if err != nil {
+			c.log.Warn("svid refused", "entry", batch[i].EntryID, "spiffe_id", batch[i].ID.String(), "error", err)
+			cur.retryAt = c.now().Add(5 * time.Second)
+			continue
+		}
+		cur.SVID, cur.signedRevision, cur.retryAt = svid, batch[i].Revision, time.Time{}
+		updated = true
+		c.log.Debug("svid updated", "spiffe_id", svid.ID.String(), "expires", svid.Certificates[0].NotAfter)
+	}
+	if updated {
+		c.notifyLocked()
+	}
+}
+
+// check verifies what the server sent before any workload sees it: the
+// chain against the bundle, and the ID against the entry.
+func (c *Cache) check(id Identity, key *ecdsa.PrivateKey, res *agentv1.X509SVIDResult, bundle *spiffebundle.Bundle) (*x509svid.SVID, error) {
+	if res.GetError() != "" {
+		return nil, fmt.Errorf("server: %s", res.GetError())
+	}
+	var certs []*x509.Certificate
+	for _, der := range res.GetSvid().GetCertChain() {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, cert)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("empty chain")
+	}
+	got, _, err := x509svid.Verify(certs, bundle.X509Bundle(), x509svid.WithTime(c.now()))
+	if err != nil {
+		return nil, err
+	}
+	if got != id.ID {
+		return nil, fmt.Errorf("signed for %s, want %s", got, id.ID)
+	}
+	if !key.PublicKey.Equal(certs[0].PublicKey) {
+		return nil, fmt.Errorf("certificate is not for the key sent")
+	}
+	return &x509svid.SVID{ID: got, Certificates: certs, PrivateKey: key}, nil
+}

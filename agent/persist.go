@@ -1,0 +1,94 @@
+package agent
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"github.com/sigil-mesh/sigil/atomicfile"
+	"os"
+	"path/filepath"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// Files in the agent's data dir. The key is 0600; it never leaves the node.
+const (
+	svidCertFile = "agent_svid.pem"
+	svidKeyFile  = "agent_svid.key"
+	bundleFile   = "bundle.json"
+)
+
+func saveSVID(dir string, svid *x509svid.SVID) error {
+	certs, key, err := svid.Marshal()
+	if err != nil {
+		return fmt.Errorf("agent: encoding agent svid: %w", err)
+	}
+	if err := atomicfile.Write(filepath.Join(dir, svidKeyFile), key, 0o600); err != nil {
+		return fmt.Errorf("agent: saving agent key: %w", err)
+	}
+	if err := atomicfile.Write(filepath.Join(dir, svidCertFile), certs, 0o644); err != nil {
+		return fmt.Errorf("agent: saving agent svid: %w", err)
+	}
+	return nil
+}
+
+// loadSVID returns the saved agent SVID, or nil if there is none.
+func loadSVID(dir string) (*x509svid.SVID, error) {
+	svid, err := x509svid.Load(filepath.Join(dir, svidCertFile), filepath.Join(dir, svidKeyFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agent: saved agent svid: %w", err)
+	}
+	return svid, nil
+}
+
+func saveBundle(dir string, b *spiffebundle.Bundle) error {
+	data, err := b.Marshal()
+	if err != nil {
+		return fmt.Errorf("agent: encoding bundle: %w", err)
+	}
+	return atomicfile.Write(filepath.Join(dir, bundleFile), data, 0o644)
+}
+
+// loadBundle returns the bundle last received from the server, or nil.
+func loadBundle(dir string, td spiffeid.TrustDomain) (*spiffebundle.Bundle, error) {
+	b, err := spiffebundle.Load(td, filepath.Join(dir, bundleFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// readTrustBundle reads the PEM roots an operator gives the agent to trust
+// the server on first contact.
+func readTrustBundle(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("agent: --trust-bundle: %w", err)
+	}
+	var certs []*x509.Certificate
+	for len(data) > 0 {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("agent: --trust-bundle %s: %w", path, err)
+		}
+		certs = append(certs, cert)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("agent: --trust-bundle %s: no PEM certificates", path)
+	}
+	return certs, nil
+}

@@ -1,0 +1,143 @@
+// Command sigil-agent runs Sigil's node agent, and reads the Workload API
+// the way a workload would (`sigil-agent api fetch`).
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sigil-mesh/sigil/agent"
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+)
+
+func main() {
+	root := &cobra.Command{Use: "sigil-agent", Short: "Sigil's node agent", SilenceUsage: true, SilenceErrors: true}
+	root.AddCommand(newRun(), newAPI())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "sigil-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func newRun() *cobra.Command {
+	var cfg agent.Config
+	var level string
+	cmd := &cobra.Command{
+		Use: "run", Short: "Run the agent", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var l slog.Level
+			if err := l.UnmarshalText([]byte(level)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+			}
+			log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return agent.Run(ctx, cfg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ServerAddr, "server", "", "HOST:PORT of sigil-server's agent API (required)")
+	f.StringVar(&cfg.TrustBundle, "trust-bundle", "", "PEM roots to trust the server by on first contact (from `sigil-server bundle show`) (required)")
+	f.StringVar(&cfg.TrustDomain, "trust-domain", "", "trust domain (default: read from the bundle's root)")
+	f.StringVar(&cfg.JoinToken, "join-token", "", "single-use join token (from `sigil-server token generate`); not needed once attested")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the agent's SVID, key (0600) and bundle (required)")
+	f.StringVar(&cfg.Socket, "socket", agent.DefaultSocket, "path of the Workload API socket")
+	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func newAPI() *cobra.Command {
+	api := &cobra.Command{Use: "api", Short: "Call the Workload API as a workload would"}
+	fetch := &cobra.Command{Use: "fetch", Short: "Fetch SVIDs"}
+	var socket string
+	var timeout time.Duration
+	x509Cmd := &cobra.Command{
+		Use: "x509", Short: "Print this process's X.509-SVIDs: SPIFFE ID, expiry and chain", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			resp, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+socket))
+			if err != nil {
+				return fmt.Errorf("fetching X.509-SVID: %w", err)
+			}
+			printX509(cmd.OutOrStdout(), resp)
+			return nil
+		},
+	}
+	var audience []string
+	jwtCmd := &cobra.Command{
+		Use: "jwt", Short: "Print a JWT-SVID for an audience, and check it against the JWT bundle", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(audience) == 0 {
+				return errors.New("--audience is required")
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			client, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+socket))
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			svid, err := client.FetchJWTSVID(ctx, jwtsvid.Params{Audience: audience[0], ExtraAudiences: audience[1:]})
+			if err != nil {
+				return fmt.Errorf("fetching JWT-SVID: %w", err)
+			}
+			bundles, err := client.FetchJWTBundles(ctx)
+			if err != nil {
+				return fmt.Errorf("fetching JWT bundle: %w", err)
+			}
+			if _, err := jwtsvid.ParseAndValidate(svid.Marshal(), bundles, audience[:1]); err != nil {
+				return fmt.Errorf("JWT-SVID does not validate: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "SPIFFE ID : %s\nExpires   : %s\nToken     : %s\n", svid.ID, svid.Expiry.Format(time.RFC3339), svid.Marshal())
+			return nil
+		},
+	}
+	jwtCmd.Flags().StringArrayVar(&audience, "audience", nil, "audience (repeatable)")
+	for _, c := range []*cobra.Command{x509Cmd, jwtCmd} {
+		c.Flags().StringVar(&socket, "socket", agent.DefaultSocket, "path of the Workload API socket")
+		c.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait")
+	}
+	fetch.AddCommand(x509Cmd, jwtCmd)
+	api.AddCommand(fetch)
+	return api
+}
+
+func printX509(w io.Writer, resp *workloadapi.X509Context) {
+	for _, svid := range resp.SVIDs {
+		leaf := svid.Certificates[0]
+		fmt.Fprintf(w, "SPIFFE ID : %s\nExpires   : %s (in %s)\nChain     :\n", svid.ID, leaf.NotAfter.Format(time.RFC3339), time.Until(leaf.NotAfter).Round(time.Second))
+		for i, c := range svid.Certificates {
+			fmt.Fprintf(w, "  [%d] %s%s  serial %s  expires %s\n", i, subject(c), uriOf(c), c.SerialNumber.Text(16), c.NotAfter.Format(time.RFC3339))
+		}
+		if b, err := resp.Bundles.GetX509BundleForTrustDomain(svid.ID.TrustDomain()); err == nil {
+			for _, r := range b.X509Authorities() {
+				fmt.Fprintf(w, "  root: %s%s  expires %s\n", subject(r), uriOf(r), r.NotAfter.Format(time.RFC3339))
+			}
+		}
+	}
+}
+
+func subject(c *x509.Certificate) string {
+	if s := c.Subject.String(); s != "" {
+		return s
+	}
+	return "(no subject)"
+}
+
+func uriOf(c *x509.Certificate) string {
+	if len(c.URIs) == 0 {
+		return ""
+	}
+	return "  " + c.URIs[0].String()
+}
