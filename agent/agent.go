@@ -20,10 +20,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/agent/cache"
 	"github.com/sigil-mesh/sigil/agent/unixattest"
 	"github.com/sigil-mesh/sigil/agent/workloadapi"
+	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"

@@ -110,7 +110,10 @@ func (c *CA) SignX509SVID(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duratio
 }
 
 // svidTemplate is the X509-SVID profile: one URI SAN, not a CA,
-// digitalSignature only, serverAuth and clientAuth.
+// digitalSignature only, serverAuth and clientAuth. The backdating for
+// clock skew is capped at a tenth of the TTL, so that renewal at half of
+// the certificate's span stays near half of its real life even for the
+// 20-second SVIDs tests use.
 func svidTemplate(pub crypto.PublicKey, id spiffeid.ID, now time.Time, ttl time.Duration, limit time.Time) (*x509.Certificate, error) {
 	serial, err := newSerial()
 	if err != nil {
@@ -127,7 +130,7 @@ func svidTemplate(pub crypto.PublicKey, id spiffeid.ID, now time.Time, ttl time.
 	return &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"Sigil"}, SerialNumber: serial.Text(16)},
-		NotBefore:             now.Add(-backdate),
+		NotBefore:             now.Add(-min(backdate, ttl/10)),
 		NotAfter:              notAfter,
 		URIs:                  []*url.URL{id.URL()},
 		KeyUsage:              keyUsage,

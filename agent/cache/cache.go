@@ -55,6 +55,7 @@ type Cache struct {
 	bundle *spiffebundle.Bundle
 	ids    map[string]*Identity
 	jwts   map[string]jwtCached
+	synced bool // entries received from the server at least once
 	ch     chan struct{} // closed and replaced on every change
 	wake   chan struct{}
 }
@@ -123,7 +124,8 @@ func (c *Cache) SetEntries(entries []*agentv1.Entry) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	changed := len(next) != len(c.ids)
+	changed := len(next) != len(c.ids) || !c.synced
+	c.synced = true
 	for id, n := range next {
 		old, ok := c.ids[id]
 		if !ok {
@@ -170,10 +172,15 @@ func (c *Cache) poke() {
 }
 
 // Match returns the identities whose selectors the workload has, sorted by
-// SPIFFE ID, and whether any still waits for its first SVID.
+// SPIFFE ID, and whether any still waits for its first SVID. Before the
+// first entries arrive from the server everything is pending: "no entry"
+// is only said once the cache knows the node's entries.
 func (c *Cache) Match(sels selector.Set) (ids []Identity, pending bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if !c.synced {
+		return nil, true
+	}
 	now := c.now()
 	for _, id := range c.ids {
 		if !sels.Includes(id.Selectors) {
@@ -220,7 +227,7 @@ func (c *Cache) Run(ctx context.Context) {
 					return
 				case <-time.After(backoff):
 				}
-				backoff = min(backoff*2, 10*time.Second)
+				backoff = min(backoff*2, 5*time.Second)
 				continue
 			}
 			backoff = time.Second

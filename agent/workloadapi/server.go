@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/sigil-mesh/sigil/agent/cache"
@@ -257,7 +258,7 @@ func (h *Handler) streamBundles(ctx context.Context, send func(*spiffebundle.Bun
 
 // FetchJWTSVID returns JWT-SVIDs for the audience asked for.
 func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
-	if len(req.GetAudience()) == 0 {
+	if len(req.GetAudience()) == 0 || slices.Contains(req.GetAudience(), "") {
 		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
 	}
 	var want spiffeid.ID

@@ -272,4 +272,3 @@ func newAgent() *cobra.Command {
 	cmd.AddCommand(list)
 	return cmd
 }
-
