@@ -27,7 +27,11 @@ func TestMain(m *testing.M) {
 	}
 	// World-readable so that tests can run a client as another uid.
 	os.Chmod(dir, 0o755)
-	cmd := exec.Command("go", "build", "-o", dir+"/", "../cmd/...")
+	args := []string{"build", "-o", dir + "/"}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "../cmd/...")...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building binaries:", err)

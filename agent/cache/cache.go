@@ -55,7 +55,7 @@ type Cache struct {
 	bundle *spiffebundle.Bundle
 	ids    map[string]*Identity
 	jwts   map[string]jwtCached
-	synced bool // entries received from the server at least once
+	synced bool          // entries received from the server at least once
 	ch     chan struct{} // closed and replaced on every change
 	wake   chan struct{}
 }
