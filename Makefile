@@ -14,7 +14,7 @@ build:
 
 ## test: unit, fuzz seeds and e2e (real binaries as processes), with -race.
 test:
-	$(GO) test $(GOFLAGS_T) -timeout 15m ./...
+	$(GO) test $(GOFLAGS_T) -timeout 15m $$($(GO) list ./... | grep -v /bench)
 
 ## check: formatting, vet, staticcheck, stale generated code, dependency guard.
 check: fmt vet staticcheck proto-check
@@ -63,6 +63,7 @@ bench: build
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./selector/
 	$(GO) test -run '^$$' -fuzz FuzzParseCSR -fuzztime 30s ./ca/
+	$(GO) test -run '^$$' -fuzz FuzzValidateEntry -fuzztime 30s ./server/
 
 clean:
 	rm -rf $(BIN) $(TOOLS)

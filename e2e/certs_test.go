@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"github.com/sigil-mesh/sigil/e2e/harness"
 	"math/big"
 	"testing"
 	"time"
@@ -29,9 +30,9 @@ func newCSR(t *testing.T) []byte {
 }
 
 // x509svidBundle reads the server's bundle as the operator would.
-func x509svidBundle(m *mesh) (*x509bundle.Bundle, error) {
-	path := m.bundleFile()
-	return x509bundle.Load(spiffeid.RequireTrustDomainFromString(trustDomain), path)
+func x509svidBundle(m *harness.Mesh) (*x509bundle.Bundle, error) {
+	path := m.BundleFile()
+	return x509bundle.Load(spiffeid.RequireTrustDomainFromString(harness.TrustDomain), path)
 }
 
 // selfSigned is a certificate from a CA the mesh does not trust.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/sigil-mesh/sigil/e2e/harness"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,10 +54,10 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 // agent's ValidateJWTSVID.
 func TestWorkloadFetchesAndVerifiesSVIDs(t *testing.T) {
 	t.Parallel()
-	m := startMesh(t)
-	m.entry("node1", webID().String(), "--selector", "unix:uid:"+myUID)
-	a := m.startAgent("node1")
-	c := client(t, a.socket)
+	m := harness.StartMesh(t)
+	m.Entry("node1", webID().String(), "--selector", "unix:uid:"+myUID)
+	a := m.StartAgent("node1")
+	c := client(t, a.Socket)
 	ctx := ctxT(t, 30*time.Second)
 
 	x509ctx, err := c.FetchX509Context(ctx)
@@ -75,7 +76,7 @@ func TestWorkloadFetchesAndVerifiesSVIDs(t *testing.T) {
 		t.Fatalf("default TTL %s, want 1h", ttl)
 	}
 	// The bundle the client got equals what the operator sees.
-	roots := m.admin("bundle", "show")
+	roots := m.Admin("bundle", "show")
 	b, err := x509ctx.Bundles.GetX509BundleForTrustDomain(webID().TrustDomain())
 	if err != nil || len(b.X509Authorities()) == 0 || !strings.Contains(roots, "BEGIN CERTIFICATE") {
 		t.Fatalf("bundle: %v %v", b, err)
@@ -115,11 +116,11 @@ func TestWorkloadFetchesAndVerifiesSVIDs(t *testing.T) {
 	}
 
 	// The agent's own key is 0600 and no private key is in any log.
-	st, err := os.Stat(filepath.Join(a.dataDir, "agent_svid.key"))
+	st, err := os.Stat(filepath.Join(a.DataDir, "agent_svid.key"))
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("agent key: %v %v", st.Mode(), err)
 	}
-	for _, out := range []string{a.output(), m.server.output()} {
+	for _, out := range []string{a.Output(), m.Server.Output()} {
 		if strings.Contains(out, "PRIVATE KEY") {
 			t.Fatal("a private key appears in a log")
 		}
@@ -129,10 +130,10 @@ func TestWorkloadFetchesAndVerifiesSVIDs(t *testing.T) {
 // The Workload API refuses calls without the security header.
 func TestWorkloadAPIRequiresHeader(t *testing.T) {
 	t.Parallel()
-	m := startMesh(t)
-	m.entry("node1", webID().String(), "--selector", "unix:uid:"+myUID)
-	a := m.startAgent("node1")
-	conn, err := grpc.NewClient("unix://"+a.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	m := harness.StartMesh(t)
+	m.Entry("node1", webID().String(), "--selector", "unix:uid:"+myUID)
+	a := m.StartAgent("node1")
+	conn, err := grpc.NewClient("unix://"+a.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,16 +151,16 @@ func TestWorkloadAPIRequiresHeader(t *testing.T) {
 // holds an expired SVID; an entry created while it watches reaches it.
 func TestRenewalAt20sTTL(t *testing.T) {
 	t.Parallel()
-	m := startMesh(t, "--default-x509-ttl", "20s")
-	m.entry("node1", webID().String(), "--selector", "unix:uid:"+myUID)
-	a := m.startAgent("node1")
-	w := watch(t, a.socket)
+	m := harness.StartMesh(t, "--default-x509-ttl", "20s")
+	m.Entry("node1", webID().String(), "--selector", "unix:uid:"+myUID)
+	a := m.StartAgent("node1")
+	w := watch(t, a.Socket)
 	w.waitUpdates(t, 3, 35*time.Second)
 	w.checkNeverExpired(t)
 
 	// A new entry for the same workload is pushed to the watcher.
 	api := spiffeid.RequireFromString("spiffe://example.org/ns/default/sa/api")
-	m.entry("node1", api.String(), "--selector", "unix:uid:"+myUID)
+	m.Entry("node1", api.String(), "--selector", "unix:uid:"+myUID)
 	w.waitFor(t, 10*time.Second, func(u update) bool { return len(u.ids) == 2 })
 }
 
@@ -271,17 +272,17 @@ func (w *watcher) checkNeverExpired(t *testing.T) {
 // agent serves what it holds, and renewal resumes when the server is back.
 func TestServerRestartDoesNotInterruptWorkloads(t *testing.T) {
 	t.Parallel()
-	m := startMesh(t, "--default-x509-ttl", "20s")
-	m.entry("node1", webID().String(), "--selector", "unix:uid:"+myUID)
-	a := m.startAgent("node1")
-	w := watch(t, a.socket)
+	m := harness.StartMesh(t, "--default-x509-ttl", "20s")
+	m.Entry("node1", webID().String(), "--selector", "unix:uid:"+myUID)
+	a := m.StartAgent("node1")
+	w := watch(t, a.Socket)
 	w.waitUpdates(t, 1, 30*time.Second)
 
-	m.server.stop()
+	m.Server.Stop()
 	// The server stays down past the SVID's half-life: the agent tries to
 	// renew, fails, and keeps serving what it holds.
-	a.waitFor(`svid signing failed; keeping the SVIDs held`, 20*time.Second)
-	c := client(t, a.socket)
+	a.WaitFor(`svid signing failed; keeping the SVIDs held`, 20*time.Second)
+	c := client(t, a.Socket)
 	svid, err := c.FetchX509SVID(ctxT(t, 10*time.Second))
 	if err != nil || svid.ID != webID() {
 		t.Fatalf("fetch with server down: %v %v", svid, err)
@@ -290,7 +291,7 @@ func TestServerRestartDoesNotInterruptWorkloads(t *testing.T) {
 		t.Fatalf("agent served an expired SVID (%s)", ttl)
 	}
 
-	m.startServer()
+	m.StartServer()
 	// Renewals continue: two more SVIDs after the restart, none expired.
 	restarted := time.Now()
 	seen := map[string]bool{}
@@ -313,13 +314,13 @@ func TestNoEntryIsPermissionDenied(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to run a client as another uid")
 	}
-	m := startMesh(t)
-	m.entry("node1", webID().String(), "--selector", "unix:uid:0")
-	a := m.startAgent("node1")
-	os.Chmod(filepath.Dir(a.socket), 0o755)
+	m := harness.StartMesh(t)
+	m.Entry("node1", webID().String(), "--selector", "unix:uid:0")
+	a := m.StartAgent("node1")
+	os.Chmod(filepath.Dir(a.Socket), 0o755)
 
 	// The real go-spiffe client in sigil-agent, run as nobody.
-	cmd := exec.Command(bin("sigil-agent"), "api", "fetch", "x509", "--socket", a.socket, "--timeout", "20s")
+	cmd := exec.Command(harness.Bin("sigil-agent"), "api", "fetch", "x509", "--socket", a.Socket, "--timeout", "20s")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
@@ -329,7 +330,7 @@ func TestNoEntryIsPermissionDenied(t *testing.T) {
 	if took := time.Since(start); took > 10*time.Second {
 		t.Fatalf("PermissionDenied took %s; it must not hang", took)
 	}
-	out2 := mustRun(t, "sigil-agent", "api", "fetch", "x509", "--socket", a.socket)
+	out2 := harness.MustRun(t, "sigil-agent", "api", "fetch", "x509", "--socket", a.Socket)
 	if !strings.Contains(out2, webID().String()) {
 		t.Fatalf("root got %s", out2)
 	}
@@ -338,30 +339,30 @@ func TestNoEntryIsPermissionDenied(t *testing.T) {
 // A join token works once, and an expired one not at all.
 func TestJoinTokenIsSingleUse(t *testing.T) {
 	t.Parallel()
-	m := startMesh(t)
-	token := m.token("node1")
-	bundle := m.bundleFile()
-	first := start(t, "sigil-agent", "run", "--server", m.addr, "--trust-bundle", bundle, "--join-token", token,
-		"--data-dir", filepath.Join(m.dir, "a1"), "--socket", filepath.Join(m.dir, "a1.sock"))
-	first.waitFor(`sigil-agent running`, 30*time.Second)
+	m := harness.StartMesh(t)
+	token := m.Token("node1")
+	bundle := m.BundleFile()
+	first := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token", token,
+		"--data-dir", filepath.Join(m.Dir, "a1"), "--socket", filepath.Join(m.Dir, "a1.sock"))
+	first.WaitFor(`sigil-agent running`, 30*time.Second)
 
-	second := start(t, "sigil-agent", "run", "--server", m.addr, "--trust-bundle", bundle, "--join-token", token,
-		"--data-dir", filepath.Join(m.dir, "a2"), "--socket", filepath.Join(m.dir, "a2.sock"))
-	if code := second.wait(30 * time.Second); code == 0 {
+	second := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token", token,
+		"--data-dir", filepath.Join(m.Dir, "a2"), "--socket", filepath.Join(m.Dir, "a2.sock"))
+	if code := second.Wait(30 * time.Second); code == 0 {
 		t.Fatal("second agent with a used token ran")
 	}
-	if !strings.Contains(second.output(), "join token already used") {
-		t.Fatalf("second agent said: %s", second.output())
+	if !strings.Contains(second.Output(), "join token already used") {
+		t.Fatalf("second agent said: %s", second.Output())
 	}
 
-	expired := strings.TrimSpace(m.admin("token", "generate", "--node", "node3", "--ttl", "1s"))
+	expired := strings.TrimSpace(m.Admin("token", "generate", "--node", "node3", "--ttl", "1s"))
 	time.Sleep(1100 * time.Millisecond) // the condition under test is time passing
-	third := start(t, "sigil-agent", "run", "--server", m.addr, "--trust-bundle", bundle, "--join-token", expired,
-		"--data-dir", filepath.Join(m.dir, "a3"), "--socket", filepath.Join(m.dir, "a3.sock"))
-	if code := third.wait(30 * time.Second); code == 0 || !strings.Contains(third.output(), "join token expired") {
-		t.Fatalf("expired token: code %d, %s", code, third.output())
+	third := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token", expired,
+		"--data-dir", filepath.Join(m.Dir, "a3"), "--socket", filepath.Join(m.Dir, "a3.sock"))
+	if code := third.Wait(30 * time.Second); code == 0 || !strings.Contains(third.Output(), "join token expired") {
+		t.Fatalf("expired token: code %d, %s", code, third.Output())
 	}
-	audit, err := os.ReadFile(filepath.Join(m.dataDir, "audit.log"))
+	audit, err := os.ReadFile(filepath.Join(m.DataDir, "audit.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,13 +381,13 @@ func TestJoinTokenIsSingleUse(t *testing.T) {
 // with node1's real agent SVID from its data dir.
 func TestAgentCannotMintAnotherNodesIdentity(t *testing.T) {
 	t.Parallel()
-	m := startMesh(t)
-	m.entry("node1", webID().String(), "--selector", "unix:uid:"+myUID)
-	otherEntry := m.entry("node2", "spiffe://example.org/ns/default/sa/db", "--selector", "unix:uid:"+myUID)
-	a1 := m.startAgent("node1")
-	m.startAgent("node2")
+	m := harness.StartMesh(t)
+	m.Entry("node1", webID().String(), "--selector", "unix:uid:"+myUID)
+	otherEntry := m.Entry("node2", "spiffe://example.org/ns/default/sa/db", "--selector", "unix:uid:"+myUID)
+	a1 := m.StartAgent("node1")
+	m.StartAgent("node2")
 
-	svid, err := x509svid.Load(filepath.Join(a1.dataDir, "agent_svid.pem"), filepath.Join(a1.dataDir, "agent_svid.key"))
+	svid, err := x509svid.Load(filepath.Join(a1.DataDir, "agent_svid.pem"), filepath.Join(a1.DataDir, "agent_svid.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +397,7 @@ func TestAgentCannotMintAnotherNodesIdentity(t *testing.T) {
 	}
 	serverID := spiffeid.RequireFromString("spiffe://example.org/sigil/server")
 	tlsCfg := tlsconfig.MTLSClientConfig(svid, roots, tlsconfig.AuthorizeID(serverID))
-	conn, err := grpc.NewClient("passthrough:///"+m.addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	conn, err := grpc.NewClient("passthrough:///"+m.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,7 +417,7 @@ func TestAgentCannotMintAnotherNodesIdentity(t *testing.T) {
 	}
 
 	// No client certificate: only Attest is open, and it wants a token.
-	anon, err := grpc.NewClient("passthrough:///"+m.addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.TLSClientConfig(roots, tlsconfig.AuthorizeID(serverID)))))
+	anon, err := grpc.NewClient("passthrough:///"+m.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.TLSClientConfig(roots, tlsconfig.AuthorizeID(serverID)))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,13 +428,13 @@ func TestAgentCannotMintAnotherNodesIdentity(t *testing.T) {
 	}
 	// A client certificate from another CA fails the handshake.
 	foreign := &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{selfSigned(t)}, MinVersion: tls.VersionTLS13}
-	bad, _ := grpc.NewClient("passthrough:///"+m.addr, grpc.WithTransportCredentials(credentials.NewTLS(foreign)))
+	bad, _ := grpc.NewClient("passthrough:///"+m.Addr, grpc.WithTransportCredentials(credentials.NewTLS(foreign)))
 	defer bad.Close()
 	_, err = agentv1.NewAgentClient(bad).Attest(ctx, &agentv1.AttestRequest{JoinToken: "x"})
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("foreign client cert: %v", err)
 	}
-	audit, _ := os.ReadFile(filepath.Join(m.dataDir, "audit.log"))
+	audit, _ := os.ReadFile(filepath.Join(m.DataDir, "audit.log"))
 	if !strings.Contains(string(audit), `"type":"x509svid.refused"`) {
 		t.Fatal("refusal not audited")
 	}
@@ -442,12 +443,12 @@ func TestAgentCannotMintAnotherNodesIdentity(t *testing.T) {
 // Deleting the entry ends the workload's stream with PermissionDenied.
 func TestEntryDeleteRevokesWorkloadAccess(t *testing.T) {
 	t.Parallel()
-	m := startMesh(t)
-	id := m.entry("node1", webID().String(), "--selector", "unix:uid:"+myUID)
-	a := m.startAgent("node1")
-	w := watch(t, a.socket)
+	m := harness.StartMesh(t)
+	id := m.Entry("node1", webID().String(), "--selector", "unix:uid:"+myUID)
+	a := m.StartAgent("node1")
+	w := watch(t, a.Socket)
 	w.waitUpdates(t, 1, 30*time.Second)
-	m.admin("entry", "delete", "--id", id)
+	m.Admin("entry", "delete", "--id", id)
 	deadline := time.After(10 * time.Second)
 	for {
 		w.mu.Lock()
@@ -468,7 +469,7 @@ func TestEntryDeleteRevokesWorkloadAccess(t *testing.T) {
 			t.Fatalf("no PermissionDenied after delete; errors %v", w.errs)
 		}
 	}
-	if _, err := client(t, a.socket).FetchX509SVID(ctxT(t, 10*time.Second)); status.Code(errors.Unwrap(err)) != codes.PermissionDenied && status.Code(err) != codes.PermissionDenied {
+	if _, err := client(t, a.Socket).FetchX509SVID(ctxT(t, 10*time.Second)); status.Code(errors.Unwrap(err)) != codes.PermissionDenied && status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("fetch after delete: %v", err)
 	}
 

@@ -1,0 +1,292 @@
+// Package harness starts Sigil's real binaries as processes for the e2e
+// tests and the benchmarks, and waits on what they print (their readiness
+// signals) rather than sleeping.
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binDir holds the binaries built once for all tests.
+var binDir string
+
+// Main builds every binary of cmd/ (with -race if race is set) into a
+// temporary, world-readable directory, runs the tests and cleans up. Call
+// it from TestMain with the path of the module's cmd/ directory.
+func Main(m *testing.M, cmdDir string, race bool) {
+	dir, err := os.MkdirTemp("", "sigil-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// World-readable so that tests can run a client as another uid.
+	os.Chmod(dir, 0o755)
+	args := []string{"build", "-o", dir + "/"}
+	if race {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, cmdDir+"/...")...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building binaries:", err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Bin returns the path of a built binary.
+func Bin(name string) string { return filepath.Join(binDir, name) }
+
+// Proc is a running binary whose stderr the test can wait on.
+type Proc struct {
+	t    testing.TB
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+
+	mu    sync.Mutex
+	lines []string
+	wake  chan struct{}
+}
+
+// Start runs a binary and logs its output into the test log.
+func Start(t testing.TB, name string, args ...string) *Proc {
+	t.Helper()
+	cmd := exec.Command(Bin(name), args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = cmd.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &Proc{t: t, name: name, cmd: cmd, done: make(chan struct{}), wake: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			close(p.wake)
+			p.wake = make(chan struct{})
+			p.mu.Unlock()
+		}
+		cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			p.mu.Lock()
+			t.Logf("--- %s output:\n%s", name, strings.Join(p.lines, "\n"))
+			p.mu.Unlock()
+		}
+	})
+	return p
+}
+
+// WaitFor waits until a line of output matches re and returns its submatches.
+func (p *Proc) WaitFor(re string, timeout time.Duration) []string {
+	p.t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	seen := 0
+	for {
+		p.mu.Lock()
+		for ; seen < len(p.lines); seen++ {
+			if m := rx.FindStringSubmatch(p.lines[seen]); m != nil {
+				p.mu.Unlock()
+				return m
+			}
+		}
+		wake := p.wake
+		p.mu.Unlock()
+		select {
+		case <-wake:
+		case <-p.done:
+			p.mu.Lock()
+			for ; seen < len(p.lines); seen++ {
+				if m := rx.FindStringSubmatch(p.lines[seen]); m != nil {
+					p.mu.Unlock()
+					return m
+				}
+			}
+			p.mu.Unlock()
+			p.t.Fatalf("%s exited before printing %q", p.name, re)
+		case <-deadline.C:
+			p.t.Fatalf("%s did not print %q within %s", p.name, re, timeout)
+		}
+	}
+}
+
+// Output returns everything the process printed so far.
+func (p *Proc) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+// Wait waits for the process to exit and returns its exit code.
+func (p *Proc) Wait(timeout time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(timeout):
+		p.t.Fatalf("%s did not exit within %s", p.name, timeout)
+		return -1
+	}
+}
+
+// Stop sends SIGTERM and waits; SIGKILL after 10 s.
+func (p *Proc) Stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// Run runs a command to completion and returns stdout; stderr goes into
+// the error.
+func Run(t testing.TB, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, Bin(name), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// MustRun is Run that fails the test on error.
+func MustRun(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := Run(t, name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Mesh is a server with its data dir, and helpers for agents.
+type Mesh struct {
+	t       testing.TB
+	Dir     string
+	DataDir string
+	Addr    string
+	Server  *Proc
+	args    []string
+}
+
+// TrustDomain is the trust domain of every test mesh.
+const TrustDomain = "example.org"
+
+// StartMesh starts sigil-server on a free loopback port and waits until
+// it serves.
+func StartMesh(t testing.TB, extra ...string) *Mesh {
+	t.Helper()
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	m := &Mesh{t: t, Dir: dir, DataDir: filepath.Join(dir, "server")}
+	m.args = append([]string{"run", "--data-dir", m.DataDir, "--trust-domain", TrustDomain, "--bind", "127.0.0.1:0"}, extra...)
+	m.StartServer()
+	return m
+}
+
+// StartServer starts (or restarts, on the same port) the server.
+func (m *Mesh) StartServer() {
+	m.t.Helper()
+	args := m.args
+	if m.Addr != "" {
+		// A restart keeps the port agents know.
+		args = append(append([]string(nil), args...), "--bind", m.Addr)
+	}
+	m.Server = Start(m.t, "sigil-server", args...)
+	m.Addr = m.Server.WaitFor(`"msg":"sigil-server running".*"agent_api":"([^"]+)"`, 30*time.Second)[1]
+}
+
+// Admin runs a sigil-server admin subcommand against this data dir.
+func (m *Mesh) Admin(args ...string) string {
+	m.t.Helper()
+	return MustRun(m.t, "sigil-server", append(args, "--data-dir", m.DataDir)...)
+}
+
+// Token generates a join token for node.
+func (m *Mesh) Token(node string) string {
+	return strings.TrimSpace(m.Admin("token", "generate", "--node", node))
+}
+
+// AgentID is the ID of the join-token agent of node.
+func AgentID(node string) string {
+	return "spiffe://" + TrustDomain + "/sigil/agent/join_token/" + node
+}
+
+// Entry creates an entry and returns its ID.
+func (m *Mesh) Entry(node, spiffeID string, extra ...string) string {
+	m.t.Helper()
+	out := m.Admin(append([]string{"entry", "create", "--parent-id", AgentID(node), "--spiffe-id", spiffeID}, extra...)...)
+	match := regexp.MustCompile(`Entry ID\s+:\s+(\S+)`).FindStringSubmatch(out)
+	if match == nil {
+		m.t.Fatalf("no entry ID in %q", out)
+	}
+	return match[1]
+}
+
+// AgentProc is a running sigil-agent with its data dir and socket.
+type AgentProc struct {
+	*Proc
+	DataDir string
+	Socket  string
+}
+
+// BundleFile writes the trust bundle to a file and returns its path.
+func (m *Mesh) BundleFile() string {
+	path := filepath.Join(m.Dir, "bundle.pem")
+	if err := os.WriteFile(path, []byte(m.Admin("bundle", "show")), 0o644); err != nil {
+		m.t.Fatal(err)
+	}
+	return path
+}
+
+// StartAgent attests a new agent for node and waits until it serves.
+func (m *Mesh) StartAgent(node string) *AgentProc {
+	m.t.Helper()
+	dir := filepath.Join(m.Dir, "agent-"+node)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		m.t.Fatal(err)
+	}
+	a := &AgentProc{DataDir: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "agent.sock")}
+	a.Proc = Start(m.t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", m.BundleFile(),
+		"--join-token", m.Token(node), "--data-dir", a.DataDir, "--socket", a.Socket)
+	a.WaitFor(`"msg":"sigil-agent running"`, 30*time.Second)
+	return a
+}

@@ -1,0 +1,86 @@
+package server
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+var td = spiffeid.RequireTrustDomainFromString("example.org")
+
+const agent1 = "spiffe://example.org/sigil/agent/join_token/node1"
+
+func TestValidateEntry(t *testing.T) {
+	tests := []struct {
+		name    string
+		req     EntryRequest
+		wantErr []string
+	}{
+		{"ok", EntryRequest{SPIFFEID: "spiffe://example.org/ns/a/sa/b", ParentID: agent1, Selectors: []string{"unix:uid:1"}, X509TTL: time.Hour}, nil},
+		{"other trust domain", EntryRequest{SPIFFEID: "spiffe://other.org/x", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"spiffe_id", "not in trust domain"}},
+		{"reserved path", EntryRequest{SPIFFEID: "spiffe://example.org/sigil/agent/join_token/evil", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"reserved"}},
+		{"parent not an agent", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://example.org/ns/a/sa/b", Selectors: []string{"unix:uid:1"}}, []string{"parent_id", "not an agent"}},
+		{"no selectors", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1}, []string{"selectors: at least one"}},
+		{"bad selector", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:x"}}, []string{"decimal id"}},
+		{"ttl too short", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:1"}, X509TTL: time.Second}, []string{"x509_ttl"}},
+		{"all wrong at once", EntryRequest{SPIFFEID: "nope", ParentID: "nope"}, []string{"spiffe_id", "parent_id", "selectors"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, err := ValidateEntry(td, tt.req)
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e.SPIFFEID != tt.req.SPIFFEID || len(e.Selectors) != 1 {
+					t.Fatalf("entry %+v", e)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted %+v", tt.req)
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigValidateNamesEveryFlag(t *testing.T) {
+	_, err := Config{TrustDomain: "Not A Domain", Bind: "nope", DefaultX509TTL: time.Second, DefaultJWTTTL: time.Second, UpstreamCert: "x"}.Validate()
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, flag := range []string{"--data-dir", "--trust-domain", "--bind", "--default-x509-ttl", "--default-jwt-ttl", "--upstream-cert and --upstream-key"} {
+		if !strings.Contains(err.Error(), flag) {
+			t.Errorf("error does not name %s: %v", flag, err)
+		}
+	}
+	if _, err := (Config{DataDir: t.TempDir(), TrustDomain: "example.org", Bind: DefaultBind, DefaultX509TTL: DefaultX509TTL, DefaultJWTTTL: DefaultJWTTTL}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func FuzzValidateEntry(f *testing.F) {
+	f.Add("spiffe://example.org/ns/a/sa/b", agent1, "unix:uid:1", int64(3600))
+	f.Add("spiffe://example.org/sigil/x", "spiffe://example.org/sigil/agent/a/b", "k8s:ns:x", int64(0))
+	f.Fuzz(func(t *testing.T, id, parent, sel string, ttl int64) {
+		e, err := ValidateEntry(td, EntryRequest{SPIFFEID: id, ParentID: parent, Selectors: []string{sel}, X509TTL: time.Duration(ttl)})
+		if err != nil {
+			return
+		}
+		// Whatever passes is in the trust domain, under an agent, and not reserved.
+		got, perr := spiffeid.FromString(e.SPIFFEID)
+		if perr != nil || !got.MemberOf(td) || strings.HasPrefix(got.Path(), "/sigil/") {
+			t.Fatalf("accepted %q", e.SPIFFEID)
+		}
+		if !strings.HasPrefix(e.ParentID, "spiffe://example.org/sigil/agent/") || len(e.Selectors) == 0 {
+			t.Fatalf("accepted parent %q selectors %v", e.ParentID, e.Selectors)
+		}
+	})
+}
