@@ -1,0 +1,101 @@
+package policy
+
+import (
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// Input is the document every decision is made on (DESIGN.md, Policy). Its
+// JSON form is what Rego sees as `input` and what decision logs record.
+type Input struct {
+	Source      Peer       `json:"source"`
+	Destination Dest       `json:"destination"`
+	Request     Request    `json:"request"`
+	Connection  Connection `json:"connection"`
+}
+
+// Peer is the caller, from its verified X.509-SVID.
+type Peer struct {
+	Principal      string `json:"principal"`
+	Namespace      string `json:"namespace"`
+	ServiceAccount string `json:"service_account"`
+}
+
+// Dest is the service being called.
+type Dest struct {
+	Principal string `json:"principal"`
+	Service   string `json:"service"`
+	Port      int    `json:"port"`
+}
+
+// Request describes the request; for TCP only Protocol is set.
+type Request struct {
+	Method   string            `json:"method"`
+	Path     string            `json:"path"`
+	Host     string            `json:"host"`
+	Headers  map[string]string `json:"headers"`
+	Protocol string            `json:"protocol"` // http, grpc or tcp
+}
+
+// Connection describes the mTLS connection the request came on.
+type Connection struct {
+	TLSVersion string `json:"tls_version"`
+}
+
+// Protocols.
+const (
+	ProtocolHTTP = "http"
+	ProtocolGRPC = "grpc"
+	ProtocolTCP  = "tcp"
+)
+
+// PeerFromID fills namespace and service account from an ID of the form
+// spiffe://td/ns/<ns>/sa/<sa>; other IDs leave them empty.
+func PeerFromID(id string) Peer {
+	p := Peer{Principal: id}
+	rest, ok := strings.CutPrefix(id, "spiffe://")
+	if !ok {
+		return p
+	}
+	_, path, _ := strings.Cut(rest, "/")
+	parts := strings.Split(path, "/")
+	if len(parts) == 4 && parts[0] == "ns" && parts[2] == "sa" {
+		p.Namespace, p.ServiceAccount = parts[1], parts[3]
+	}
+	return p
+}
+
+func str(s string) *ast.Term { return ast.StringTerm(s) }
+
+// value builds the AST of the input directly: converting a Go value
+// through OPA's generic path (JSON round trip and reflection) costs more
+// than the evaluation of a small policy.
+func (in *Input) value() ast.Value {
+	headers := make([][2]*ast.Term, 0, len(in.Request.Headers))
+	for k, v := range in.Request.Headers {
+		headers = append(headers, [2]*ast.Term{str(k), str(v)})
+	}
+	return ast.NewObject(
+		[2]*ast.Term{str("source"), ast.ObjectTerm(
+			[2]*ast.Term{str("principal"), str(in.Source.Principal)},
+			[2]*ast.Term{str("namespace"), str(in.Source.Namespace)},
+			[2]*ast.Term{str("service_account"), str(in.Source.ServiceAccount)},
+		)},
+		[2]*ast.Term{str("destination"), ast.ObjectTerm(
+			[2]*ast.Term{str("principal"), str(in.Destination.Principal)},
+			[2]*ast.Term{str("service"), str(in.Destination.Service)},
+			[2]*ast.Term{str("port"), ast.IntNumberTerm(in.Destination.Port)},
+		)},
+		[2]*ast.Term{str("request"), ast.ObjectTerm(
+			[2]*ast.Term{str("method"), str(in.Request.Method)},
+			[2]*ast.Term{str("path"), str(in.Request.Path)},
+			[2]*ast.Term{str("host"), str(in.Request.Host)},
+			[2]*ast.Term{str("headers"), ast.ObjectTerm(headers...)},
+			[2]*ast.Term{str("protocol"), str(in.Request.Protocol)},
+		)},
+		[2]*ast.Term{str("connection"), ast.ObjectTerm(
+			[2]*ast.Term{str("tls_version"), str(in.Connection.TLSVersion)},
+		)},
+	)
+}

@@ -1,0 +1,248 @@
+// Package policy evaluates Sigil's authorization policy: Rego (OPA v1
+// syntax) in package sigil.authz, rule allow, compiled once into a prepared
+// query and evaluated in process for every request and TCP connection.
+//
+// Strict mode: a request is allowed only when allow is true. No policy, a
+// policy that fails to load, or an evaluation error all deny (fail closed).
+// A policy directory is watched; a changed policy is swapped in atomically
+// once it compiles, and a broken one is refused while the old stays in force.
+package policy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+)
+
+// Query is the rule every decision asks for.
+const Query = "data.sigil.authz.allow"
+
+// Path is Query as decision logs name it.
+const Path = "sigil/authz/allow"
+
+// compiled is one loaded policy.
+type compiled struct {
+	query    rego.PreparedEvalQuery
+	revision string
+	files    []string
+}
+
+// Decision is the outcome of one evaluation.
+type Decision struct {
+	ID       string
+	Allow    bool
+	Err      error
+	Revision string
+}
+
+// Engine holds the policy in force.
+type Engine struct {
+	path string
+	log  *slog.Logger
+	cur  atomic.Pointer[compiled]
+	// OnReload, if set, is told of every reload attempt (for metrics).
+	OnReload func(ok bool)
+	// Logger, if set, receives every decision.
+	Logger DecisionLogger
+}
+
+// DecisionLogger records decisions.
+type DecisionLogger interface {
+	LogDecision(in *Input, d Decision, at time.Time)
+}
+
+// ErrNoPolicy means no policy is loaded; every decision denies.
+var ErrNoPolicy = errors.New("policy: no policy loaded")
+
+// New returns an engine for the .rego files at path (a file or a
+// directory, _test.rego files excluded) and loads them once. A load error
+// is returned but the engine stays usable: it denies until a good policy
+// appears and Watch loads it.
+func New(ctx context.Context, path string, log *slog.Logger) (*Engine, error) {
+	e := &Engine{path: path, log: log}
+	return e, e.Reload(ctx)
+}
+
+// Loaded reports whether a policy is in force.
+func (e *Engine) Loaded() bool { return e.cur.Load() != nil }
+
+// Revision is the SHA-256 of the policy in force, or "".
+func (e *Engine) Revision() string {
+	if c := e.cur.Load(); c != nil {
+		return c.revision
+	}
+	return ""
+}
+
+// Files lists the policy files in force.
+func (e *Engine) Files() []string {
+	if c := e.cur.Load(); c != nil {
+		return c.files
+	}
+	return nil
+}
+
+// readSources returns the policy files under path and their revision.
+func readSources(path string) (map[string]string, string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("policy: %w", err)
+	}
+	var files []string
+	if st.IsDir() {
+		err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if !d.IsDir() && strings.HasSuffix(p, ".rego") && !strings.HasSuffix(p, "_test.rego") {
+				files = append(files, p)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, "", fmt.Errorf("policy: %w", err)
+		}
+	} else {
+		files = []string{path}
+	}
+	if len(files) == 0 {
+		return nil, "", fmt.Errorf("policy: no .rego files in %s", path)
+	}
+	sort.Strings(files)
+	h := sha256.New()
+	srcs := make(map[string]string, len(files))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, "", fmt.Errorf("policy: %w", err)
+		}
+		srcs[f] = string(b)
+		fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
+		h.Write(b)
+	}
+	return srcs, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Compile parses and compiles policy sources (file name → Rego) into a
+// prepared query; it is what a dry run (`sigil policy check`) uses too.
+func Compile(ctx context.Context, srcs map[string]string) (rego.PreparedEvalQuery, error) {
+	opts := []func(*rego.Rego){rego.Query(Query), rego.SetRegoVersion(ast.RegoV1), rego.StrictBuiltinErrors(true)}
+	hasPackage := false
+	names := make([]string, 0, len(srcs))
+	for name := range srcs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		m, err := ast.ParseModuleWithOpts(name, srcs[name], ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			return rego.PreparedEvalQuery{}, fmt.Errorf("policy: %w", err)
+		}
+		if m.Package.Path.String() == "data.sigil.authz" {
+			hasPackage = true
+		}
+		opts = append(opts, rego.ParsedModule(m))
+	}
+	if !hasPackage {
+		return rego.PreparedEvalQuery{}, errors.New("policy: no module declares package sigil.authz")
+	}
+	q, err := rego.New(opts...).PrepareForEval(ctx)
+	if err != nil {
+		return rego.PreparedEvalQuery{}, fmt.Errorf("policy: %w", err)
+	}
+	return q, nil
+}
+
+// Reload loads the policy if it changed. On error the policy in force
+// stays, and the error is returned (and logged by Watch).
+func (e *Engine) Reload(ctx context.Context) error {
+	srcs, rev, err := readSources(e.path)
+	if err == nil {
+		if c := e.cur.Load(); c != nil && c.revision == rev {
+			return nil
+		}
+		var q rego.PreparedEvalQuery
+		if q, err = Compile(ctx, srcs); err == nil {
+			files := make([]string, 0, len(srcs))
+			for f := range srcs {
+				files = append(files, f)
+			}
+			sort.Strings(files)
+			e.cur.Store(&compiled{query: q, revision: rev, files: files})
+			e.log.Info("policy loaded", "revision", rev[:12], "files", len(files))
+		}
+	}
+	if e.OnReload != nil {
+		e.OnReload(err == nil)
+	}
+	return err
+}
+
+// Watch reloads the policy when its files change, every interval, until
+// ctx is done.
+func (e *Engine) Watch(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := e.Reload(ctx); err != nil {
+			if err.Error() != lastErr {
+				e.log.Error("policy refused; the policy in force stays", "error", err, "revision", e.Revision())
+			}
+			lastErr = err.Error()
+			continue
+		}
+		lastErr = ""
+	}
+}
+
+// Decide evaluates the policy for in. Anything but allow == true denies.
+func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
+	d := Decision{ID: newID()}
+	c := e.cur.Load()
+	if c == nil {
+		d.Err = ErrNoPolicy
+	} else {
+		d.Revision = c.revision
+		rs, err := c.query.Eval(ctx, rego.EvalParsedInput(in.value()))
+		switch {
+		case err != nil:
+			d.Err = fmt.Errorf("policy: evaluation: %w", err)
+		case len(rs) == 1 && len(rs[0].Expressions) == 1:
+			d.Allow = rs[0].Expressions[0].Value == true
+		}
+	}
+	if e.Logger != nil {
+		e.Logger.LogDecision(in, d, time.Now())
+	}
+	return d
+}
+
+// newID returns a random UUID-shaped decision ID.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	x := hex.EncodeToString(b[:])
+	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:]
+}

@@ -1,0 +1,195 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const webToAPI = `package sigil.authz
+
+default allow := false
+
+allow if {
+	input.source.service_account == "web"
+	input.destination.service == "api"
+	input.request.method == "GET"
+}
+`
+
+func write(t *testing.T, dir, name, src string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func input(method string) *Input {
+	return &Input{
+		Source:      PeerFromID("spiffe://example.org/ns/default/sa/web"),
+		Destination: Dest{Principal: "spiffe://example.org/ns/default/sa/api", Service: "api", Port: 8080},
+		Request:     Request{Method: method, Path: "/", Host: "api", Headers: map[string]string{"x": "y"}, Protocol: ProtocolHTTP},
+		Connection:  Connection{TLSVersion: "TLSv1.3"},
+	}
+}
+
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestDecide(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	write(t, dir, "authz.rego", webToAPI)
+	write(t, dir, "authz_test.rego", "this is not even rego") // tests are not loaded
+	e, err := New(ctx, dir, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := NewJSONLogger(&buf, map[string]string{"service": "api"})
+	e.Logger = log
+	if d := e.Decide(ctx, input("GET")); !d.Allow || d.Err != nil {
+		t.Fatalf("GET: %+v", d)
+	}
+	if d := e.Decide(ctx, input("POST")); d.Allow {
+		t.Fatalf("POST allowed: %+v", d)
+	}
+	other := input("GET")
+	other.Source = PeerFromID("spiffe://example.org/ns/default/sa/db")
+	if d := e.Decide(ctx, other); d.Allow {
+		t.Fatal("db allowed")
+	}
+	log.Flush()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d decision log lines", len(lines))
+	}
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &rec); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"decision_id", "path", "input", "result", "timestamp", "bundles", "labels"} {
+		if _, ok := rec[k]; !ok {
+			t.Errorf("decision log lacks %q: %s", k, lines[0])
+		}
+	}
+	if rec["path"] != Path || rec["result"] != true {
+		t.Fatalf("record %v", rec)
+	}
+}
+
+func TestFailClosed(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	// No policy at all: load error, every decision denies.
+	e, err := New(ctx, dir, quiet())
+	if err == nil || e.Loaded() {
+		t.Fatal("empty dir loaded")
+	}
+	if d := e.Decide(ctx, input("GET")); d.Allow || !errors.Is(d.Err, ErrNoPolicy) {
+		t.Fatalf("no policy: %+v", d)
+	}
+	// A policy whose evaluation fails (conflicting values) denies.
+	write(t, dir, "a.rego", `package sigil.authz
+allow := true if input.request.method == "GET"
+allow := false if input.request.path == "/"
+`)
+	if err := e.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.Decide(ctx, input("GET")); d.Allow || d.Err == nil {
+		t.Fatalf("eval error: %+v", d)
+	}
+	// Allow that is not exactly true denies.
+	write(t, dir, "a.rego", "package sigil.authz\nallow := \"yes\"\n")
+	if err := e.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.Decide(ctx, input("GET")); d.Allow {
+		t.Fatal("non-boolean allow allowed")
+	}
+}
+
+func TestReloadRefusesBrokenPolicy(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	write(t, dir, "authz.rego", webToAPI)
+	e, err := New(ctx, dir, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var oks, refused int
+	e.OnReload = func(ok bool) {
+		if ok {
+			oks++
+		} else {
+			refused++
+		}
+	}
+	rev := e.Revision()
+	for name, src := range map[string]string{
+		"syntax":        "package sigil.authz\nallow if {",
+		"wrong package": "package sigil.other\nallow := true\n",
+		"unsafe var":    "package sigil.authz\nallow if { x }\n",
+	} {
+		write(t, dir, "authz.rego", src)
+		if err := e.Reload(ctx); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+		if e.Revision() != rev {
+			t.Errorf("%s: the old policy was replaced", name)
+		}
+		if d := e.Decide(ctx, input("GET")); !d.Allow {
+			t.Errorf("%s: old policy no longer in force", name)
+		}
+	}
+	if refused != 3 {
+		t.Fatalf("refusals counted %d", refused)
+	}
+	write(t, dir, "authz.rego", strings.Replace(webToAPI, `"GET"`, `"POST"`, 1))
+	watchCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); e.Watch(watchCtx, 10*time.Millisecond) }()
+	deadline := time.After(5 * time.Second)
+	for e.Revision() == rev {
+		select {
+		case <-deadline:
+			t.Fatal("watch did not load the new policy")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	<-done
+	if d := e.Decide(ctx, input("POST")); !d.Allow {
+		t.Fatal("new policy not in force")
+	}
+}
+
+func TestPeerFromID(t *testing.T) {
+	p := PeerFromID("spiffe://example.org/ns/prod/sa/web")
+	if p.Namespace != "prod" || p.ServiceAccount != "web" {
+		t.Fatalf("%+v", p)
+	}
+	if p := PeerFromID("spiffe://example.org/other/path"); p.Namespace != "" || p.Principal == "" {
+		t.Fatalf("%+v", p)
+	}
+}
+
+func FuzzPeerFromID(f *testing.F) {
+	f.Add("spiffe://example.org/ns/a/sa/b")
+	f.Add("spiffe://x/ns//sa/")
+	f.Fuzz(func(t *testing.T, id string) {
+		p := PeerFromID(id)
+		if p.Principal != id {
+			t.Fatal("principal changed")
+		}
+		in := &Input{Source: p, Request: Request{Headers: map[string]string{id: id}}}
+		_ = in.value() // building the input never panics
+	})
+}
