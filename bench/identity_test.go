@@ -33,7 +33,7 @@ import (
 	"google.golang.org/grpc/credentials"
 )
 
-func TestMain(m *testing.M) { harness.Main(m, "../cmd", false) }
+func TestMain(m *testing.M) { harness.Main(m, "..", false) }
 
 func p256(b *testing.B) *ecdsa.PrivateKey {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

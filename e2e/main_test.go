@@ -8,4 +8,4 @@ import (
 	"github.com/sigil-mesh/sigil/e2e/harness"
 )
 
-func TestMain(m *testing.M) { harness.Main(m, "../cmd", raceEnabled) }
+func TestMain(m *testing.M) { harness.Main(m, "..", raceEnabled) }

@@ -22,10 +22,10 @@ import (
 // binDir holds the binaries built once for all tests.
 var binDir string
 
-// Main builds every binary of cmd/ (with -race if race is set) into a
-// temporary, world-readable directory, runs the tests and cleans up. Call
-// it from TestMain with the path of the module's cmd/ directory.
-func Main(m *testing.M, cmdDir string, race bool) {
+// Main builds every binary of cmd/ and the demo app (with -race if race
+// is set) into a temporary, world-readable directory, runs the tests and
+// cleans up. Call it from TestMain with the path of the module's root.
+func Main(m *testing.M, root string, race bool) {
 	dir, err := os.MkdirTemp("", "sigil-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -37,7 +37,7 @@ func Main(m *testing.M, cmdDir string, race bool) {
 	if race {
 		args = append(args, "-race")
 	}
-	cmd := exec.Command("go", append(args, cmdDir+"/...")...)
+	cmd := exec.Command("go", append(args, root+"/cmd/...", root+"/demo/sigil-demo-app")...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building binaries:", err)
@@ -289,4 +289,31 @@ func (m *Mesh) StartAgent(node string) *AgentProc {
 		"--join-token", m.Token(node), "--data-dir", a.DataDir, "--socket", a.Socket)
 	a.WaitFor(`"msg":"sigil-agent running"`, 30*time.Second)
 	return a
+}
+
+// StartApp starts sigil-demo-app on a free loopback port and returns it
+// with its address.
+func StartApp(t testing.TB, name string, extra ...string) (*Proc, string) {
+	t.Helper()
+	p := Start(t, "sigil-demo-app", append([]string{"--listen", "127.0.0.1:0", "--name", name}, extra...)...)
+	return p, p.WaitFor(`listening on (\S+)`, 30*time.Second)[1]
+}
+
+// ProxyProc is a running sigil-proxy and the addresses it bound.
+type ProxyProc struct {
+	*Proc
+	Inbound, Outbound, Admin string
+}
+
+// StartProxy starts sigil-proxy for service in front of app, with its
+// identity from agent, on free loopback ports unless extra says otherwise,
+// and waits until it runs.
+func StartProxy(t testing.TB, agent *AgentProc, service, app, policy string, extra ...string) *ProxyProc {
+	t.Helper()
+	args := []string{"run", "--socket", agent.Socket, "--service", service, "--app", app, "--policy", policy,
+		"--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"}
+	p := &ProxyProc{Proc: Start(t, "sigil-proxy", append(args, extra...)...)}
+	m := p.WaitFor(`"msg":"sigil-proxy running".*"inbound":"([^"]+)","outbound":"([^"]+)","admin":"([^"]+)"`, 60*time.Second)
+	p.Inbound, p.Outbound, p.Admin = m[1], m[2], m[3]
+	return p
 }

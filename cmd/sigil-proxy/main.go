@@ -1,0 +1,55 @@
+// Command sigil-proxy is Sigil's sidecar proxy.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sigil-mesh/sigil/proxy"
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	root := &cobra.Command{Use: "sigil-proxy", Short: "Sigil's sidecar proxy", SilenceUsage: true, SilenceErrors: true}
+	root.AddCommand(newRun(), newIptables())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "sigil-proxy:", err)
+		os.Exit(1)
+	}
+}
+
+func newRun() *cobra.Command {
+	var cfg proxy.Config
+	var level string
+	cmd := &cobra.Command{
+		Use: "run", Short: "Run the sidecar", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var l slog.Level
+			if err := l.UnmarshalText([]byte(level)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+			}
+			log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return proxy.Run(ctx, cfg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Socket, "socket", "/run/sigil/agent.sock", "the agent's Workload API socket")
+	f.StringVar(&cfg.Service, "service", "", "name of the service this sidecar fronts (required)")
+	f.StringArrayVar(&cfg.Labels, "label", nil, "KEY=VALUE label of this endpoint, such as version=v1 (repeatable)")
+	f.StringVar(&cfg.App, "app", "", "HOST:PORT of the local app (required)")
+	f.StringVar(&cfg.Inbound, "inbound", proxy.DefaultInbound, "HOST:PORT for mTLS from other sidecars")
+	f.StringVar(&cfg.Outbound, "outbound", proxy.DefaultOutbound, "HOST:PORT the app sends its outbound traffic to (HTTP proxy, or iptables target)")
+	f.StringVar(&cfg.Admin, "admin", proxy.DefaultAdmin, "HOST:PORT for /metrics, /ready and /config")
+	f.StringVar(&cfg.Policy, "policy", "", "Rego policy: a .rego file or a directory of them (required)")
+	f.StringArrayVar(&cfg.Upstreams, "upstream", nil, "NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]: where a service's sidecars listen and who they must be (repeatable)")
+	f.BoolVar(&cfg.Transparent, "transparent", false, "route redirected connections by their original destination (see `sigil-proxy iptables`)")
+	f.StringVar(&cfg.AccessLog, "access-log", "", "access log file (JSON lines); - for stdout")
+	f.StringVar(&cfg.DecisionLog, "decision-log", "", "decision log file (OPA decision-log JSON lines); - for stdout")
+	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}

@@ -1,0 +1,303 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"math/big"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sigil-mesh/sigil/e2e/harness"
+	"golang.org/x/net/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+const (
+	webSA  = "spiffe://example.org/ns/default/sa/web"
+	apiSA  = "spiffe://example.org/ns/default/sa/api"
+	grpcSA = "spiffe://example.org/ns/default/sa/grpc"
+)
+
+// webToAPIPolicy lets web GET from api (and call the gRPC health service's
+// Check and Watch); everything else is denied by default.
+const webToAPIPolicy = `package sigil.authz
+
+default allow := false
+
+allow if {
+	input.source.principal == "spiffe://example.org/ns/default/sa/web"
+	input.destination.service == "api"
+	input.request.method == "GET"
+}
+
+allow if {
+	input.source.service_account == "web"
+	input.destination.service == "grpc"
+	input.request.protocol == "grpc"
+	input.request.path in {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"}
+}
+`
+
+// meshWithProxies is a server, one agent per service (node1: web, node2:
+// api, node3: grpc), the demo apps and their sidecars.
+type meshWithProxies struct {
+	m             *harness.Mesh
+	web, api, rpc *harness.ProxyProc
+	policyDir     string
+}
+
+func startMeshWithProxies(t *testing.T, serverArgs ...string) *meshWithProxies {
+	t.Helper()
+	m := harness.StartMesh(t, serverArgs...)
+	m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID)
+	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
+	m.Entry("node3", grpcSA, "--selector", "unix:uid:"+myUID)
+	a1, a2, a3 := m.StartAgent("node1"), m.StartAgent("node2"), m.StartAgent("node3")
+	dir := filepath.Join(m.Dir, "policy")
+	os.MkdirAll(dir, 0o755)
+	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(webToAPIPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, webApp := harness.StartApp(t, "web")
+	_, apiApp := harness.StartApp(t, "api")
+	_, grpcApp := harness.StartApp(t, "grpc", "--grpc")
+	api := harness.StartProxy(t, a2, "api", apiApp, dir, "--access-log", filepath.Join(m.Dir, "api-access.log"), "--decision-log", filepath.Join(m.Dir, "api-decisions.log"))
+	rpc := harness.StartProxy(t, a3, "grpc", grpcApp, dir)
+	web := harness.StartProxy(t, a1, "web", webApp, dir,
+		"--upstream", "api="+api.Inbound+"@"+apiSA,
+		"--upstream", "grpc="+rpc.Inbound+"@"+grpcSA,
+		"--upstream", "impostor="+api.Inbound+"@"+grpcSA, // api's sidecar claiming to be grpc
+	)
+	return &meshWithProxies{m: m, web: web, api: api, rpc: rpc, policyDir: dir}
+}
+
+type appReply struct {
+	Service string            `json:"service"`
+	Method  string            `json:"method"`
+	Caller  string            `json:"caller"`
+	Host    string            `json:"host"`
+	Headers map[string]string `json:"headers"`
+}
+
+// curl runs the real curl and returns the HTTP status and body.
+func curl(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	out, err := exec.Command("curl", append([]string{"-sS", "-m", "20", "-w", "\n%{http_code}"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("curl %v: %v: %s", args, err, out)
+	}
+	s := strings.TrimSpace(string(out))
+	i := strings.LastIndex(s, "\n")
+	code := 0
+	for _, c := range s[i+1:] {
+		code = code*10 + int(c-'0')
+	}
+	return code, s[:max(i, 0)]
+}
+
+func TestProxyHTTPAndPolicy(t *testing.T) {
+	t.Parallel()
+	mp := startMeshWithProxies(t)
+
+	// curl with the outbound port as its HTTP proxy reaches api; the app
+	// sees the caller's SPIFFE ID, and a forged XFCC from the caller is gone.
+	code, body := curl(t, "-x", "http://"+mp.web.Outbound, "-H", "X-Forwarded-Client-Cert: URI=spiffe://example.org/ns/evil/sa/evil", "http://api/hello")
+	if code != 200 {
+		t.Fatalf("GET via proxy: %d %s", code, body)
+	}
+	var r appReply
+	if err := json.Unmarshal([]byte(body), &r); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	if r.Service != "api" || r.Caller != webSA || strings.Contains(r.Headers["X-Forwarded-Client-Cert"], "evil") {
+		t.Fatalf("app saw %+v", r)
+	}
+	if !strings.HasPrefix(r.Headers["X-Forwarded-Client-Cert"], "By="+apiSA+";Hash=") {
+		t.Fatalf("XFCC %q", r.Headers["X-Forwarded-Client-Cert"])
+	}
+	// Origin-form with a Host header, as load generators send it.
+	if code, body := curl(t, "-H", "Host: api:8080", "http://"+mp.web.Outbound+"/hello"); code != 200 || !strings.Contains(body, webSA) {
+		t.Fatalf("origin-form: %d %s", code, body)
+	}
+	// The policy allows GET only.
+	if code, body := curl(t, "-x", "http://"+mp.web.Outbound, "-X", "POST", "-d", "x", "http://api/hello"); code != 403 {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	// An unknown service is refused, not passed through.
+	if code, _ := curl(t, "-x", "http://"+mp.web.Outbound, "http://nowhere/"); code != 502 {
+		t.Fatalf("unknown service: %d", code)
+	}
+	// Secure naming: api's sidecar presenting api's SVID where grpc's is
+	// expected fails the handshake.
+	if code, body := curl(t, "-x", "http://"+mp.web.Outbound, "http://impostor/"); code != 502 || !strings.Contains(body, "unexpected ID") {
+		t.Fatalf("impostor: %d %s", code, body)
+	}
+
+	// WebSocket upgrade through both sidecars.
+	wsCfg, _ := websocket.NewConfig("ws://api/ws", "http://web/")
+	conn, err := websocketViaProxy(wsCfg, mp.web.Outbound)
+	if err != nil {
+		t.Fatalf("websocket: %v", err)
+	}
+	websocket.Message.Send(conn, "ping through the mesh")
+	var echo string
+	if err := websocket.Message.Receive(conn, &echo); err != nil || echo != "ping through the mesh" {
+		t.Fatalf("websocket echo %q %v", echo, err)
+	}
+	conn.Close()
+
+	// Metrics, logs and readiness.
+	metrics := httpGet(t, "http://"+mp.api.Admin+"/metrics")
+	for _, want := range []string{
+		`sigil_requests_total{destination_service="api",direction="inbound",protocol="http",source="` + webSA + `",status="200"}`,
+		`sigil_requests_total{destination_service="api",direction="inbound",protocol="http",source="` + webSA + `",status="403"}`,
+		`sigil_policy_decisions_total{result="allow"}`, `sigil_policy_decisions_total{result="deny"}`,
+		"sigil_svid_expiry_seconds", "sigil_request_duration_seconds_bucket",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if got := httpGet(t, "http://"+mp.api.Admin+"/ready"); !strings.Contains(got, "ready") {
+		t.Fatalf("ready: %s", got)
+	}
+	mp.api.Stop() // flushes the logs
+	decisions, _ := os.ReadFile(filepath.Join(mp.m.Dir, "api-decisions.log"))
+	access, _ := os.ReadFile(filepath.Join(mp.m.Dir, "api-access.log"))
+	if !strings.Contains(string(decisions), `"path":"sigil/authz/allow"`) || !strings.Contains(string(decisions), `"result":false`) {
+		t.Fatalf("decision log: %s", decisions)
+	}
+	if !strings.Contains(string(access), `"status":403`) || !strings.Contains(string(access), `"source":"`+webSA+`"`) {
+		t.Fatalf("access log: %s", access)
+	}
+}
+
+func websocketViaProxy(cfg *websocket.Config, proxyAddr string) (*websocket.Conn, error) {
+	// The app sends WebSocket upgrades to its sidecar like any request.
+	c, err := (&netDialer{}).dial(proxyAddr)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Location, _ = url.Parse("ws://api/ws")
+	return websocket.NewClient(cfg, c)
+}
+
+func httpGet(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// The inbound port takes mTLS from mesh identities only.
+func TestInboundRefusesOutsiders(t *testing.T) {
+	t.Parallel()
+	mp := startMeshWithProxies(t)
+	// Plaintext: curl gets no HTTP answer.
+	out, err := exec.Command("curl", "-sS", "-m", "10", "http://"+mp.api.Inbound+"/").CombinedOutput()
+	if err == nil {
+		t.Fatalf("plaintext got an answer: %s", out)
+	}
+	// TLS without a client certificate.
+	out, err = exec.Command("curl", "-sS", "-m", "10", "-k", "https://"+mp.api.Inbound+"/").CombinedOutput()
+	if err == nil {
+		t.Fatalf("TLS without client cert got an answer: %s", out)
+	}
+	// A client certificate from another trust domain, with a SPIFFE ID.
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		InsecureSkipVerify: true, MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{foreignSVID(t, "spiffe://evil.org/ns/default/sa/web")},
+	}}}
+	if resp, err := c.Get("https://" + mp.api.Inbound + "/"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("foreign trust domain got %s", resp.Status)
+	}
+	// TLS 1.2 is refused between proxies.
+	c12 := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12}}}
+	if resp, err := c12.Get("https://" + mp.api.Inbound + "/"); err == nil {
+		resp.Body.Close()
+		t.Fatal("TLS 1.2 accepted")
+	}
+	metrics := httpGet(t, "http://"+mp.api.Admin+"/metrics")
+	for _, reason := range []string{"not_tls", "no_client_certificate", "untrusted_chain", "tls_version"} {
+		if !strings.Contains(metrics, `sigil_tls_handshake_failures_total{direction="inbound",reason="`+reason+`"}`) {
+			t.Errorf("no handshake failure counted as %s in\n%s", reason, grepLines(metrics, "handshake"))
+		}
+	}
+}
+
+// foreignSVID is an X.509-SVID from a CA the mesh does not trust.
+func foreignSVID(t *testing.T, id string) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(id)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// A grpc-go client reaches a grpc-go server through both sidecars, unary
+// and server-streaming, with status and trailers intact; a method the
+// policy does not allow is PERMISSION_DENIED.
+func TestProxyGRPC(t *testing.T) {
+	t.Parallel()
+	mp := startMeshWithProxies(t)
+	conn, err := grpc.NewClient("passthrough:///"+mp.web.Outbound, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc:50051"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := healthpb.NewHealthClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Check: %v %v", resp, err)
+	}
+	// A gRPC error status from the server crosses the mesh intact.
+	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "no-such-service"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("Check unknown: %v", err)
+	}
+	stream, err := client.Watch(ctx, &healthpb.HealthCheckRequest{Service: "flapping"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[healthpb.HealthCheckResponse_ServingStatus]bool{}
+	for i := 0; i < 4; i++ {
+		m, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("Watch message %d: %v", i, err)
+		}
+		seen[m.GetStatus()] = true
+	}
+	if len(seen) < 2 {
+		t.Fatalf("Watch did not stream changes: %v", seen)
+	}
+	if _, err := client.List(ctx, &healthpb.HealthListRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("List (not allowed): %v", err)
+	}
+}

@@ -1,0 +1,164 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Config is what `sigil-proxy run` takes.
+type Config struct {
+	Socket      string
+	Service     string
+	Labels      []string // K=V
+	App         string
+	Inbound     string
+	Outbound    string
+	Admin       string
+	Policy      string
+	Upstreams   []string // NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]
+	Transparent bool
+	AccessLog   string // file path, "-" for stdout, "" for none
+	DecisionLog string
+}
+
+// Defaults from DESIGN.md.
+const (
+	DefaultOutbound = "127.0.0.1:15001"
+	DefaultInbound  = "0.0.0.0:15006"
+	DefaultAdmin    = "127.0.0.1:15000"
+)
+
+// Upstream is a service the app may call and where its sidecars listen.
+type Upstream struct {
+	Name      string
+	Endpoints []string
+	// ID is the identity the service's sidecars must present; zero means
+	// any identity of the trust domain (logged as a warning at start).
+	ID spiffeid.ID
+}
+
+// checked is a validated Config.
+type checked struct {
+	Config
+	labels    map[string]string
+	upstreams map[string]*Upstream
+	appPort   int
+}
+
+// ParseUpstream reads NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID].
+func ParseUpstream(s string) (*Upstream, error) {
+	name, rest, ok := strings.Cut(s, "=")
+	if !ok || name == "" || rest == "" {
+		return nil, fmt.Errorf("--upstream %q: want NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]", s)
+	}
+	if err := validName(name); err != nil {
+		return nil, fmt.Errorf("--upstream %q: %w", s, err)
+	}
+	u := &Upstream{Name: name}
+	addrs, id, hasID := strings.Cut(rest, "@")
+	if hasID {
+		parsed, err := spiffeid.FromString(id)
+		if err != nil {
+			return nil, fmt.Errorf("--upstream %q: identity: %w", s, err)
+		}
+		u.ID = parsed
+	}
+	for _, a := range strings.Split(addrs, ",") {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || host == "" {
+			return nil, fmt.Errorf("--upstream %q: endpoint %q: want HOST:PORT", s, a)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return nil, fmt.Errorf("--upstream %q: endpoint %q: bad port", s, a)
+		}
+		u.Endpoints = append(u.Endpoints, a)
+	}
+	return u, nil
+}
+
+// validName accepts DNS-label-like service names.
+func validName(name string) error {
+	if len(name) > 63 {
+		return errors.New("service name longer than 63 characters")
+	}
+	for i, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' && i > 0 && i < len(name)-1
+		if !ok {
+			return fmt.Errorf("service name %q: only a-z, 0-9 and inner '-'", name)
+		}
+	}
+	return nil
+}
+
+func checkAddr(flag, addr string, errs *[]error) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		*errs = append(*errs, fmt.Errorf("%s %q: %w", flag, addr, err))
+	}
+}
+
+// Validate checks every flag and returns all problems at once.
+func (c Config) Validate() (*checked, error) {
+	var errs []error
+	out := &checked{Config: c, labels: map[string]string{}, upstreams: map[string]*Upstream{}}
+	if c.Socket == "" {
+		errs = append(errs, errors.New("--socket is required"))
+	}
+	if err := validName(c.Service); c.Service == "" || err != nil {
+		errs = append(errs, fmt.Errorf("--service %q: required, %v", c.Service, err))
+	}
+	if c.App == "" {
+		errs = append(errs, errors.New("--app is required"))
+	} else if ap, err := netip.ParseAddrPort(c.App); err == nil {
+		out.appPort = int(ap.Port())
+	} else if _, port, err := net.SplitHostPort(c.App); err == nil {
+		out.appPort, _ = strconv.Atoi(port)
+	} else {
+		errs = append(errs, fmt.Errorf("--app %q: %w", c.App, err))
+	}
+	checkAddr("--inbound", c.Inbound, &errs)
+	checkAddr("--outbound", c.Outbound, &errs)
+	checkAddr("--admin", c.Admin, &errs)
+	if c.Policy == "" {
+		errs = append(errs, errors.New("--policy is required (a .rego file or a directory of them)"))
+	}
+	for _, l := range c.Labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			errs = append(errs, fmt.Errorf("--label %q: want KEY=VALUE", l))
+			continue
+		}
+		out.labels[k] = v
+	}
+	for _, s := range c.Upstreams {
+		u, err := ParseUpstream(s)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, dup := out.upstreams[u.Name]; dup {
+			errs = append(errs, fmt.Errorf("--upstream %s given twice", u.Name))
+		}
+		out.upstreams[u.Name] = u
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("proxy: invalid configuration: %w", errors.Join(errs...))
+	}
+	return out, nil
+}
+
+// upstreamNames lists the configured upstreams, sorted.
+func (c *checked) upstreamNames() []string {
+	names := make([]string, 0, len(c.upstreams))
+	for n := range c.upstreams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

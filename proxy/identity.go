@@ -1,0 +1,119 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+)
+
+// ALPN protocols between sidecars. Opaque TCP gets its own name so the
+// inbound side knows to pipe bytes instead of parsing HTTP.
+const (
+	alpnH2   = "h2"
+	alpnH1   = "http/1.1"
+	alpnTCP  = "sigil-tcp"
+	tls13    = "TLSv1.3"
+	hsLimit  = 10 * time.Second
+	xfccName = "X-Forwarded-Client-Cert"
+)
+
+// identity is the proxy's SVID and bundle from the agent's Workload API.
+// go-spiffe's X509Source follows the Workload API stream, so renewed SVIDs
+// and bundles are picked up by the next handshake with nothing to restart.
+type identity struct {
+	src *workloadapi.X509Source
+	id  spiffeid.ID
+}
+
+func newIdentity(ctx context.Context, socket string) (*identity, error) {
+	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+socket)))
+	if err != nil {
+		return nil, fmt.Errorf("proxy: workload api %s: %w", socket, err)
+	}
+	svid, err := src.GetX509SVID()
+	if err != nil {
+		src.Close()
+		return nil, fmt.Errorf("proxy: svid: %w", err)
+	}
+	return &identity{src: src, id: svid.ID}, nil
+}
+
+func (i *identity) close() { i.src.Close() }
+
+func (i *identity) expiresIn() float64 {
+	svid, err := i.src.GetX509SVID()
+	if err != nil {
+		return 0
+	}
+	return time.Until(svid.Certificates[0].NotAfter).Seconds()
+}
+
+// serverTLS requires a client SVID of our trust domain that chains to the
+// bundle and has not expired; TLS 1.3 only.
+func (i *identity) serverTLS(onFail func(error)) *tls.Config {
+	cfg := tlsconfig.MTLSServerConfig(i.src, i.src, tlsconfig.AuthorizeMemberOf(i.id.TrustDomain()))
+	cfg.MinVersion = tls.VersionTLS13
+	cfg.NextProtos = []string{alpnH2, alpnH1, alpnTCP}
+	verify := cfg.VerifyPeerCertificate
+	cfg.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+		err := verify(raw, chains)
+		if err != nil {
+			if onFail != nil {
+				onFail(err)
+			}
+			return verifyError{err}
+		}
+		return nil
+	}
+	return cfg
+}
+
+// verifyError marks a handshake that failed on the peer's certificate
+// (chain, expiry or ID), as opposed to the transport.
+type verifyError struct{ error }
+
+func (e verifyError) Unwrap() error { return e.error }
+
+func verifyFailed(err error) bool {
+	var v verifyError
+	return errors.As(err, &v)
+}
+
+// clientTLS checks that the peer sidecar is who the destination service
+// may be (secure naming): want, or any member of the trust domain.
+func (i *identity) clientTLS(want spiffeid.ID, alpn string) *tls.Config {
+	auth := tlsconfig.AuthorizeMemberOf(i.id.TrustDomain())
+	if !want.IsZero() {
+		auth = tlsconfig.AuthorizeID(want)
+	}
+	cfg := tlsconfig.MTLSClientConfig(i.src, i.src, auth)
+	cfg.MinVersion = tls.VersionTLS13
+	cfg.NextProtos = []string{alpn}
+	return cfg
+}
+
+// peerID returns the verified SPIFFE ID of a TLS peer.
+func peerID(cs *tls.ConnectionState) (spiffeid.ID, *x509.Certificate, error) {
+	if cs == nil || len(cs.PeerCertificates) == 0 {
+		return spiffeid.ID{}, nil, fmt.Errorf("proxy: no peer certificate")
+	}
+	id, err := x509svid.IDFromCert(cs.PeerCertificates[0])
+	return id, cs.PeerCertificates[0], err
+}
+
+// xfcc formats the caller's identity as Envoy and Istio do:
+// By=<our ID>;Hash=<SHA-256 of the peer's certificate>;URI=<peer ID>.
+func xfcc(by, peer spiffeid.ID, cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return "By=" + by.String() + ";Hash=" + hex.EncodeToString(sum[:]) + ";URI=" + peer.String()
+}

@@ -1,0 +1,286 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sigil-mesh/sigil/policy"
+	"golang.org/x/net/http2"
+)
+
+// inbound terminates mTLS from other sidecars, asks the policy about every
+// request (or TCP connection) and forwards what is allowed to the app.
+type inbound struct {
+	p        *Proxy
+	tls      *tls.Config
+	queue    *connQueue
+	srv      *http.Server
+	toApp    *httputil.ReverseProxy // HTTP/1.1 to the app (and WebSocket upgrades)
+	toAppH2C *httputil.ReverseProxy // h2c to the app, for gRPC
+	tcpConns sync.WaitGroup
+}
+
+func newInbound(p *Proxy, addr net.Addr) *inbound {
+	in := &inbound{p: p, queue: newConnQueue(addr)}
+	// Failures of chain, expiry or ID are counted here, at verification;
+	// handshake() counts the others (no certificate, not TLS, timeouts).
+	in.tls = p.id.serverTLS(func(err error) {
+		p.metrics.handshakes.WithLabelValues("inbound", handshakeReason(err)).Inc()
+	})
+	h1 := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}
+	h2c := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DialContext: h1.DialContext, Protocols: new(http.Protocols)}
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+	in.toApp = in.appProxy(h1)
+	in.toAppH2C = in.appProxy(h2c)
+	in.srv = &http.Server{
+		Handler:           in,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          p.httpErrorLog("inbound"),
+	}
+	// HTTP/2 between sidecars: bounded streams per connection.
+	_ = http2.ConfigureServer(in.srv, &http2.Server{MaxConcurrentStreams: 250, IdleTimeout: 2 * time.Minute})
+	return in
+}
+
+func (in *inbound) appProxy(tr http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Transport: tr,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = in.p.cfg.App
+			pr.Out.Host = pr.In.Host
+		},
+		ModifyResponse: grpcTrailersOnly,
+		FlushInterval: -1, // stream: gRPC and server-sent events must not be held back
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			in.p.log.Warn("app unreachable", "app", in.p.cfg.App, "error", err)
+			writeError(w, r, http.StatusBadGateway, "sigil: app unreachable")
+		},
+		ErrorLog: in.p.httpErrorLog("inbound-proxy"),
+	}
+}
+
+// serve accepts connections and handshakes each on its own goroutine, so
+// one slow client cannot hold up the others.
+func (in *inbound) serve(ln net.Listener) error {
+	go in.srv.Serve(in.queue)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go in.handshake(c)
+	}
+}
+
+func (in *inbound) handshake(c net.Conn) {
+	tc := tls.Server(c, in.tls)
+	ctx, cancel := context.WithTimeout(context.Background(), hsLimit)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		var rh tls.RecordHeaderError
+		if errors.As(err, &rh) {
+			err = errNotTLS
+		}
+		if verifyFailed(err) {
+			// Already counted with its reason by VerifyPeerCertificate.
+			c.Close()
+			return
+		}
+		in.p.metrics.handshakes.WithLabelValues("inbound", handshakeReason(err)).Inc()
+		in.p.log.Debug("inbound handshake failed", "peer", c.RemoteAddr().String(), "error", err)
+		c.Close()
+		return
+	}
+	if tc.ConnectionState().NegotiatedProtocol == alpnTCP {
+		in.tcpConns.Add(1)
+		defer in.tcpConns.Done()
+		in.serveTCP(tc)
+		return
+	}
+	in.queue.push(tc)
+}
+
+func protocolOf(r *http.Request) string {
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		return policy.ProtocolGRPC
+	}
+	return policy.ProtocolHTTP
+}
+
+func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w}
+	peer, cert, err := peerID(r.TLS)
+	if err != nil {
+		writeError(rec, r, http.StatusForbidden, "sigil: no peer identity")
+		return
+	}
+	proto := protocolOf(r)
+	input := &policy.Input{
+		Source:      policy.PeerFromID(peer.String()),
+		Destination: policy.Dest{Principal: in.p.id.id.String(), Service: in.p.cfg.Service, Port: in.p.cfg.appPort},
+		Request:     policy.Request{Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Headers: headerMap(r.Header), Protocol: proto},
+		Connection:  policy.Connection{TLSVersion: tls13},
+	}
+	d := in.p.policy.Decide(r.Context(), input)
+	in.p.countDecision(d)
+	if !d.Allow {
+		writeError(rec, r, http.StatusForbidden, "RBAC: access denied")
+	} else {
+		// Only the mesh says who the caller is.
+		r.Header.Del(xfccName)
+		r.Header.Set(xfccName, xfcc(in.p.id.id, peer, cert))
+		if proto == policy.ProtocolGRPC {
+			in.toAppH2C.ServeHTTP(rec, r)
+		} else {
+			in.toApp.ServeHTTP(rec, r)
+		}
+	}
+	in.p.observe("inbound", peer.String(), in.p.cfg.Service, r, rec.status(), proto, start, d.ID)
+}
+
+// headerMap flattens headers for the policy input: lower-case names,
+// repeated values joined by ",".
+func headerMap(h http.Header) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		out[strings.ToLower(k)] = strings.Join(v, ",")
+	}
+	return out
+}
+
+// serveTCP authorizes one opaque TCP connection and pipes it to the app.
+func (in *inbound) serveTCP(tc *tls.Conn) {
+	defer tc.Close()
+	cs := tc.ConnectionState()
+	peer, _, err := peerID(&cs)
+	if err != nil {
+		return
+	}
+	input := &policy.Input{
+		Source:      policy.PeerFromID(peer.String()),
+		Destination: policy.Dest{Principal: in.p.id.id.String(), Service: in.p.cfg.Service, Port: in.p.cfg.appPort},
+		Request:     policy.Request{Protocol: policy.ProtocolTCP, Headers: map[string]string{}},
+		Connection:  policy.Connection{TLSVersion: tls13},
+	}
+	d := in.p.policy.Decide(context.Background(), input)
+	in.p.countDecision(d)
+	if !d.Allow {
+		in.p.metrics.tcp.WithLabelValues("inbound", peer.String(), in.p.cfg.Service, "denied").Inc()
+		return
+	}
+	app, err := net.DialTimeout("tcp", in.p.cfg.App, 5*time.Second)
+	if err != nil {
+		in.p.metrics.tcp.WithLabelValues("inbound", peer.String(), in.p.cfg.Service, "app_unreachable").Inc()
+		return
+	}
+	defer app.Close()
+	in.p.metrics.tcp.WithLabelValues("inbound", peer.String(), in.p.cfg.Service, "ok").Inc()
+	pipe(tc, app)
+}
+
+// pipe copies both ways until both directions end, passing half-closes on.
+func pipe(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	cp := func(dst, src net.Conn) {
+		defer wg.Done()
+		io.Copy(dst, src)
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		} else {
+			dst.Close()
+		}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	wg.Wait()
+}
+
+// statusRecorder notes the status code; Unwrap lets http.ResponseController
+// reach Flush and Hijack (streaming, WebSocket) underneath.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusRecorder) status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
+}
+
+// writeError answers in the caller's protocol: gRPC callers get a
+// trailers-only response with the matching gRPC status.
+func writeError(w http.ResponseWriter, r *http.Request, code int, msg string) {
+	if protocolOf(r) == policy.ProtocolGRPC {
+		grpcCode := "14" // UNAVAILABLE
+		if code == http.StatusForbidden {
+			grpcCode = "7" // PERMISSION_DENIED
+		}
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", grpcCode)
+		w.Header().Set("Grpc-Message", msg)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	io.WriteString(w, msg+"\n")
+}
+
+// grpcTrailersOnly turns a gRPC "trailers-only" response (status in the
+// headers, no body) into headers plus trailers. A proxy that streams must
+// flush headers at once, and headers flushed without END_STREAM would leave
+// the status where gRPC clients no longer look for it.
+func grpcTrailersOnly(resp *http.Response) error {
+	if resp.Header.Get("Grpc-Status") == "" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc") {
+		return nil
+	}
+	if resp.Trailer == nil {
+		resp.Trailer = http.Header{}
+	}
+	for _, k := range []string{"Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin"} {
+		if v, ok := resp.Header[k]; ok {
+			resp.Trailer[k] = v
+			resp.Header.Del(k)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the proxy's Prometheus series; every name starts sigil_.
+type metrics struct {
+	reg        *prometheus.Registry
+	requests   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	handshakes *prometheus.CounterVec
+	decisions  *prometheus.CounterVec
+	reloads    *prometheus.CounterVec
+	tcp        *prometheus.CounterVec
+}
+
+func newMetrics(svidExpiry func() float64) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_requests_total", Help: "Requests handled, by direction, source identity, destination service, HTTP status and protocol.",
+		}, []string{"direction", "source", "destination_service", "status", "protocol"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sigil_request_duration_seconds", Help: "Request latency through the proxy, to the response headers.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"direction", "destination_service", "protocol"}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_tls_handshake_failures_total", Help: "mTLS handshakes that failed, by direction and reason.",
+		}, []string{"direction", "reason"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_policy_decisions_total", Help: "Authorization decisions, by result (allow, deny, error).",
+		}, []string{"result"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_policy_reloads_total", Help: "Policy loads, by result (ok, refused).",
+		}, []string{"result"}),
+		tcp: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_tcp_connections_total", Help: "Opaque TCP connections, by direction, source, destination service and result.",
+		}, []string{"direction", "source", "destination_service", "result"}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.handshakes, m.decisions, m.reloads, m.tcp,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_svid_expiry_seconds", Help: "Seconds until the proxy's X.509-SVID expires."}, svidExpiry),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) request(direction, source, service string, status int, protocol string, d time.Duration) {
+	m.requests.WithLabelValues(direction, source, service, statusText(status), protocol).Inc()
+	m.latency.WithLabelValues(direction, service, protocol).Observe(d.Seconds())
+}
+
+func statusText(s int) string { return strconv.Itoa(s) }
+
+// handshakeReason turns a handshake error into a short, bounded label.
+func handshakeReason(err error) string {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, errNotTLS) || strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return "not_tls"
+	case strings.Contains(msg, "didn't provide a certificate") || strings.Contains(msg, "certificate required"):
+		return "no_client_certificate"
+	case strings.Contains(msg, "expired") || strings.Contains(msg, "not yet valid"):
+		return "expired"
+	case strings.Contains(msg, "unknown authority") || strings.Contains(msg, "could not verify") || strings.Contains(msg, "bundle"):
+		return "untrusted_chain"
+	case strings.Contains(msg, "unexpected ID") || strings.Contains(msg, "unexpected trust domain"):
+		return "unauthorized_id"
+	case strings.Contains(msg, "protocol version") || strings.Contains(msg, "unsupported versions"):
+		return "tls_version"
+	case strings.Contains(msg, "timeout") || strings.Contains(msg, "deadline"):
+		return "timeout"
+	case strings.Contains(msg, "EOF") || strings.Contains(msg, "reset by peer"):
+		return "closed"
+	default:
+		return "other"
+	}
+}
+
+var errNotTLS = errors.New("proxy: not a TLS client")

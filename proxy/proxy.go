@@ -1,0 +1,315 @@
+// Package proxy is sigil-proxy, the sidecar. It takes the workload's
+// identity from the agent's Workload API and carries the workload's traffic:
+// inbound, mTLS (TLS 1.3, client certificate required and verified) with an
+// OPA decision on every request or TCP connection before the app sees it;
+// outbound, to other services' sidecars over mTLS, checking that each peer
+// is an identity the destination service may have (secure naming).
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sigil-mesh/sigil/policy"
+)
+
+// Proxy is a running sidecar.
+type Proxy struct {
+	cfg     *checked
+	log     *slog.Logger
+	id      *identity
+	policy  *policy.Engine
+	metrics *metrics
+	access  *jsonLines
+	ready   atomic.Bool
+	drain   atomic.Bool
+}
+
+// Run runs the proxy until ctx is done, then drains in-flight requests.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	c, err := cfg.Validate()
+	if err != nil {
+		return err
+	}
+	p := &Proxy{cfg: c, log: log}
+	p.metrics = newMetrics(func() float64 {
+		if p.id == nil {
+			return 0
+		}
+		return p.id.expiresIn()
+	})
+
+	// The admin endpoint comes up first, so /ready can say what is missing.
+	adminLn, err := net.Listen("tcp", c.Admin)
+	if err != nil {
+		return fmt.Errorf("proxy: --admin %s: %w", c.Admin, err)
+	}
+	adminSrv := &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go adminSrv.Serve(adminLn)
+	defer adminSrv.Close()
+
+	var closers []func() error
+	defer func() {
+		for _, f := range closers {
+			f()
+		}
+	}()
+	if p.access, err = openJSONLines(c.AccessLog); err != nil {
+		return fmt.Errorf("proxy: --access-log: %w", err)
+	}
+	closers = append(closers, p.access.Close)
+	decisions, err := openJSONLines(c.DecisionLog)
+	if err != nil {
+		return fmt.Errorf("proxy: --decision-log: %w", err)
+	}
+	closers = append(closers, decisions.Close)
+
+	p.policy, err = policy.New(ctx, c.Policy, log)
+	if err != nil {
+		// Not fatal: the proxy denies everything and is not ready until a
+		// good policy appears at the path.
+		log.Error("policy not loaded; denying every request until it is", "error", err)
+	}
+	p.policy.OnReload = func(ok bool) {
+		if ok {
+			p.metrics.reloads.WithLabelValues("ok").Inc()
+		} else {
+			p.metrics.reloads.WithLabelValues("refused").Inc()
+		}
+	}
+	if decisions.w != nil {
+		p.policy.Logger = policy.NewJSONLogger(decisions, map[string]string{"service": c.Service, "type": "sigil-proxy"})
+	}
+
+	log.Info("waiting for an SVID from the agent", "socket", c.Socket)
+	p.id, err = newIdentity(ctx, c.Socket)
+	if err != nil {
+		return err
+	}
+	closers = append([]func() error{func() error { p.id.close(); return nil }}, closers...)
+	log.Info("svid received", "spiffe_id", p.id.id.String(), "expires_in", time.Duration(p.id.expiresIn()*float64(time.Second)).Round(time.Second).String())
+
+	inLn, err := net.Listen("tcp", c.Inbound)
+	if err != nil {
+		return fmt.Errorf("proxy: --inbound %s: %w", c.Inbound, err)
+	}
+	outLn, err := net.Listen("tcp", c.Outbound)
+	if err != nil {
+		inLn.Close()
+		return fmt.Errorf("proxy: --outbound %s: %w", c.Outbound, err)
+	}
+	in := newInbound(p, inLn.Addr())
+	out := newOutbound(p, outLn.Addr())
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); in.serve(inLn) }()
+	go func() { defer wg.Done(); out.serve(outLn) }()
+	go func() { defer wg.Done(); p.policy.Watch(runCtx, time.Second) }()
+	go p.flushLoop(runCtx, decisions)
+
+	p.ready.Store(true)
+	log.Info("sigil-proxy running", "service", c.Service, "spiffe_id", p.id.id.String(),
+		"inbound", inLn.Addr().String(), "outbound", outLn.Addr().String(), "admin", adminLn.Addr().String(),
+		"app", c.App, "transparent", c.Transparent, "upstreams", c.upstreamNames())
+
+	<-ctx.Done()
+	// Drain: stop taking connections, let in-flight requests finish.
+	p.drain.Store(true)
+	log.Info("draining")
+	inLn.Close()
+	outLn.Close()
+	shutdownCtx, stop := context.WithTimeout(context.Background(), 15*time.Second)
+	defer stop()
+	errs := errors.Join(in.srv.Shutdown(shutdownCtx), out.srv.Shutdown(shutdownCtx))
+	in.queue.Close()
+	out.queue.Close()
+	cancel()
+	wg.Wait()
+	p.access.Flush()
+	if l, ok := p.policy.Logger.(*policy.JSONLogger); ok {
+		l.Flush()
+	}
+	decisions.Flush()
+	log.Info("sigil-proxy stopped")
+	if errs != nil {
+		log.Warn("some requests did not finish before the drain timeout", "error", errs)
+	}
+	return nil
+}
+
+func (p *Proxy) countDecision(d policy.Decision) {
+	switch {
+	case d.Err != nil:
+		p.metrics.decisions.WithLabelValues("error").Inc()
+		p.log.Warn("policy evaluation failed; denied", "decision_id", d.ID, "error", d.Err)
+	case d.Allow:
+		p.metrics.decisions.WithLabelValues("allow").Inc()
+	default:
+		p.metrics.decisions.WithLabelValues("deny").Inc()
+	}
+}
+
+// accessRecord is one access log line.
+type accessRecord struct {
+	Time        time.Time `json:"time"`
+	Direction   string    `json:"direction"`
+	Source      string    `json:"source"`
+	Destination string    `json:"destination_service"`
+	Method      string    `json:"method"`
+	Host        string    `json:"host"`
+	Path        string    `json:"path"`
+	Protocol    string    `json:"protocol"`
+	Status      int       `json:"status"`
+	DurationMS  float64   `json:"duration_ms"`
+	DecisionID  string    `json:"decision_id,omitempty"`
+	TraceParent string    `json:"traceparent,omitempty"`
+}
+
+func (p *Proxy) observe(direction, source, service string, r *http.Request, status int, proto string, start time.Time, decisionID string) {
+	d := time.Since(start)
+	p.metrics.request(direction, source, service, status, proto, d)
+	if p.access.w == nil {
+		return
+	}
+	p.access.write(accessRecord{
+		Time: start.UTC(), Direction: direction, Source: source, Destination: service,
+		Method: r.Method, Host: r.Host, Path: r.URL.Path, Protocol: proto, Status: status,
+		DurationMS: float64(d.Microseconds()) / 1000, DecisionID: decisionID, TraceParent: r.Header.Get("Traceparent"),
+	})
+}
+
+func (p *Proxy) flushLoop(ctx context.Context, decisions *jsonLines) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.access.Flush()
+			decisions.Flush()
+			if l, ok := p.policy.Logger.(*policy.JSONLogger); ok {
+				l.Flush()
+			}
+		}
+	}
+}
+
+// httpErrorLog sends net/http's own complaints to slog at debug level.
+func (p *Proxy) httpErrorLog(part string) *log.Logger {
+	return slog.NewLogLogger(p.log.With("part", part).Handler(), slog.LevelDebug)
+}
+
+func (p *Proxy) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		var missing []string
+		if p.id == nil {
+			missing = append(missing, "svid")
+		}
+		if p.policy == nil || !p.policy.Loaded() {
+			missing = append(missing, "policy")
+		}
+		if p.drain.Load() {
+			missing = append(missing, "draining")
+		}
+		if len(missing) > 0 || !p.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: %v\n", missing)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
+		out := map[string]any{"service": p.cfg.Service, "labels": p.cfg.labels, "app": p.cfg.App, "transparent": p.cfg.Transparent}
+		ups := map[string]any{}
+		for name, u := range p.cfg.upstreams {
+			ups[name] = map[string]any{"endpoints": u.Endpoints, "identity": u.ID.String()}
+		}
+		out["upstreams"] = ups
+		if p.id != nil {
+			out["spiffe_id"] = p.id.id.String()
+			out["svid_expires_in_seconds"] = int(p.id.expiresIn())
+		}
+		if p.policy != nil {
+			out["policy"] = map[string]any{"path": p.cfg.Policy, "revision": p.policy.Revision(), "files": p.policy.Files()}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(out)
+	})
+	return mux
+}
+
+// jsonLines is a buffered JSON-lines writer to a file or stdout; a nil
+// writer (no path) discards.
+type jsonLines struct {
+	mu sync.Mutex
+	w  *bufio.Writer
+	f  *os.File
+}
+
+func openJSONLines(path string) (*jsonLines, error) {
+	switch path {
+	case "":
+		return &jsonLines{}, nil
+	case "-":
+		return &jsonLines{w: bufio.NewWriterSize(os.Stdout, 64<<10)}, nil
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	return &jsonLines{w: bufio.NewWriterSize(f, 64<<10), f: f}, nil
+}
+
+func (j *jsonLines) Write(b []byte) (int, error) {
+	if j.w == nil {
+		return len(b), nil
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.w.Write(b)
+}
+
+func (j *jsonLines) write(v any) {
+	line, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	j.Write(append(line, '\n'))
+}
+
+func (j *jsonLines) Flush() error {
+	if j.w == nil {
+		return nil
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.w.Flush()
+}
+
+func (j *jsonLines) Close() error {
+	err := j.Flush()
+	if j.f != nil {
+		err = errors.Join(err, j.f.Close())
+	}
+	return err
+}
