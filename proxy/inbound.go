@@ -61,7 +61,7 @@ func (in *inbound) appProxy(tr http.RoundTripper) *httputil.ReverseProxy {
 			pr.Out.Host = pr.In.Host
 		},
 		ModifyResponse: grpcTrailersOnly,
-		FlushInterval: -1, // stream: gRPC and server-sent events must not be held back
+		FlushInterval:  -1, // stream: gRPC and server-sent events must not be held back
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			in.p.log.Warn("app unreachable", "app", in.p.cfg.App, "error", err)
 			writeError(w, r, http.StatusBadGateway, "sigil: app unreachable")

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
 )
 
 // outbound carries the app's calls to other services over mTLS to their
@@ -120,7 +119,7 @@ func (o *outbound) reverseProxy(r *route, tr http.RoundTripper) *httputil.Revers
 			}
 		},
 		ModifyResponse: grpcTrailersOnly,
-		FlushInterval: -1,
+		FlushInterval:  -1,
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			o.p.log.Warn("upstream request failed", "service", r.up.Name, "error", err)
 			code := http.StatusBadGateway
@@ -301,4 +300,3 @@ func (o *outbound) routeForAddr(dst *net.TCPAddr) *route {
 	}
 	return nil
 }
-
