@@ -36,6 +36,17 @@ func TestBinaryDependencies(t *testing.T) {
 			"modernc.org/sqlite",
 			"k8s.io/client-go/kubernetes",
 		}},
+		// The proxy runs beside every workload: no Kubernetes client and none
+		// of the server's CA, signing or storage code.
+		{"github.com/sigil-mesh/sigil/cmd/sigil-proxy", []string{
+			"github.com/sigil-mesh/sigil/ca",
+			"github.com/sigil-mesh/sigil/registry",
+			"github.com/sigil-mesh/sigil/server",
+			"go.step.sm/crypto",
+			"github.com/smallstep/certificates",
+			"modernc.org/sqlite",
+			"k8s.io/client-go",
+		}},
 	}
 	// A control: the server does link the CA, so the listing is real.
 	if !deps(t, "github.com/sigil-mesh/sigil/cmd/sigil-server")["github.com/sigil-mesh/sigil/ca"] {

@@ -47,6 +47,12 @@ allow if {
 }
 
 allow if {
+	input.source.principal == "spiffe://example.org/ns/default/sa/web"
+	input.destination.service == "api"
+	input.request.protocol == "tcp"
+}
+
+allow if {
 	input.source.service_account == "web"
 	input.destination.service == "grpc"
 	input.request.protocol == "grpc"
@@ -62,18 +68,32 @@ type meshWithProxies struct {
 	policyDir     string
 }
 
-func startMeshWithProxies(t *testing.T, serverArgs ...string) *meshWithProxies {
+// identities is a server with one agent per service identity and the
+// policy directory.
+type identities struct {
+	m              *harness.Mesh
+	web, api, grpc *harness.AgentProc
+	policyDir      string
+}
+
+func startIdentities(t *testing.T, serverArgs ...string) identities {
 	t.Helper()
 	m := harness.StartMesh(t, serverArgs...)
 	m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID)
 	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
 	m.Entry("node3", grpcSA, "--selector", "unix:uid:"+myUID)
-	a1, a2, a3 := m.StartAgent("node1"), m.StartAgent("node2"), m.StartAgent("node3")
-	dir := filepath.Join(m.Dir, "policy")
-	os.MkdirAll(dir, 0o755)
-	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(webToAPIPolicy), 0o644); err != nil {
+	ids := identities{m: m, web: m.StartAgent("node1"), api: m.StartAgent("node2"), grpc: m.StartAgent("node3"), policyDir: filepath.Join(m.Dir, "policy")}
+	os.MkdirAll(ids.policyDir, 0o755)
+	if err := os.WriteFile(filepath.Join(ids.policyDir, "authz.rego"), []byte(webToAPIPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return ids
+}
+
+func startMeshWithProxies(t *testing.T, serverArgs ...string) *meshWithProxies {
+	t.Helper()
+	ids := startIdentities(t, serverArgs...)
+	m, a1, a2, a3, dir := ids.m, ids.web, ids.api, ids.grpc, ids.policyDir
 	_, webApp := harness.StartApp(t, "web")
 	_, apiApp := harness.StartApp(t, "api")
 	_, grpcApp := harness.StartApp(t, "grpc", "--grpc")

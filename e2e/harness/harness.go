@@ -67,7 +67,18 @@ type Proc struct {
 // Start runs a binary and logs its output into the test log.
 func Start(t testing.TB, name string, args ...string) *Proc {
 	t.Helper()
-	cmd := exec.Command(Bin(name), args...)
+	return StartCmd(t, name, exec.Command(Bin(name), args...))
+}
+
+// StartIn runs a binary inside a network namespace (ip netns exec).
+func StartIn(t testing.TB, netns, name string, args ...string) *Proc {
+	t.Helper()
+	return StartCmd(t, name, exec.Command("ip", append([]string{"netns", "exec", netns, Bin(name)}, args...)...))
+}
+
+// StartCmd runs cmd, named name in the test log.
+func StartCmd(t testing.TB, name string, cmd *exec.Cmd) *Proc {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
