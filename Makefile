@@ -53,6 +53,7 @@ proto-check: tools
 
 ## demo: a server, an agent and a workload fetching its SVID.
 demo: build
+	$(GO) build -o $(BIN)/ ./demo/sigil-demo-app
 	./demo/run.sh
 
 ## bench: benchmarks (never part of make test); see bench/README.md.
@@ -64,6 +65,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./selector/
 	$(GO) test -run '^$$' -fuzz FuzzParseCSR -fuzztime 30s ./ca/
 	$(GO) test -run '^$$' -fuzz FuzzValidateEntry -fuzztime 30s ./server/
+	$(GO) test -run '^$$' -fuzz FuzzParseUpstream -fuzztime 30s ./proxy/
+	$(GO) test -run '^$$' -fuzz FuzzPeerFromID -fuzztime 30s ./policy/
 
 clean:
 	rm -rf $(BIN) $(TOOLS)

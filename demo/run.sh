@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# make demo: a working identity plane on the embedded default.
-# Starts sigil-server (CA + SQLite registry) and one sigil-agent, registers
-# this shell's uid as a workload, and fetches its SVIDs over the SPIFFE
-# Workload API with go-spiffe (inside `sigil-agent api fetch`).
+# make demo: a working mesh on the embedded default. Starts sigil-server
+# (CA + SQLite registry), two agents (node1, node2), two demo services (web
+# and api) with sidecars, fetches a workload's SVIDs over the SPIFFE
+# Workload API, and sends traffic from web to api: one call allowed by the
+# policy, one denied.
 # Everything lives in a temporary directory and stops when the demo ends;
 # set SIGIL_DEMO_KEEP=1 to keep it running until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
+command -v curl >/dev/null || { echo "installing curl"; apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 DIR=$(mktemp -d /tmp/sigil-demo.XXXXXX)
 chmod 755 "$DIR"
 TD=example.org
@@ -40,29 +42,63 @@ echo "agent API on $ADDR, admin socket $DIR/server/admin.sock"
 "$BIN/sigil-server" bundle show --data-dir "$DIR/server" > "$DIR/bundle.pem"
 echo "trust bundle written to $DIR/bundle.pem"
 
-step "2. a join token for node1, and an entry: uid $(id -u) on node1 is spiffe://$TD/ns/demo/sa/web"
-TOKEN=$("$BIN/sigil-server" token generate --data-dir "$DIR/server" --node node1)
-"$BIN/sigil-server" entry create --data-dir "$DIR/server" \
-	--parent-id spiffe://$TD/sigil/agent/join_token/node1 \
-	--spiffe-id spiffe://$TD/ns/demo/sa/web --selector "unix:uid:$(id -u)"
+step "2. two nodes; on node1 uid $(id -u) is spiffe://$TD/ns/demo/sa/web, on node2 it is .../sa/api"
+for n in 1 2; do
+	sa=$([ $n = 1 ] && echo web || echo api)
+	"$BIN/sigil-server" entry create --data-dir "$DIR/server" \
+		--parent-id spiffe://$TD/sigil/agent/join_token/node$n \
+		--spiffe-id spiffe://$TD/ns/demo/sa/$sa --selector "unix:uid:$(id -u)" | sed -n '1,3p'
+done
 
-step "3. sigil-agent attests node1 with the token and opens the Workload API"
-"$BIN/sigil-agent" run --server "$ADDR" --trust-bundle "$DIR/bundle.pem" --join-token "$TOKEN" \
-	--data-dir "$DIR/agent" --socket "$DIR/agent.sock" 2>"$DIR/agent.log" &
+step "3. an agent per node attests with a single-use join token and opens the Workload API"
+for n in 1 2; do
+	TOKEN=$("$BIN/sigil-server" token generate --data-dir "$DIR/server" --node node$n)
+	"$BIN/sigil-agent" run --server "$ADDR" --trust-bundle "$DIR/bundle.pem" --join-token "$TOKEN" \
+		--data-dir "$DIR/agent$n" --socket "$DIR/agent$n.sock" 2>"$DIR/agent$n.log" &
+	pids+=($!)
+	wait_log "$DIR/agent$n.log" '"sigil-agent running"'
+	grep -o '"agent_id":"[^"]*"' "$DIR/agent$n.log" | head -1
+done
+
+step "4. a workload on node1 fetches its X.509-SVID (SPIFFE ID, expiry, chain) and a JWT-SVID"
+"$BIN/sigil-agent" api fetch x509 --socket "$DIR/agent1.sock"
+"$BIN/sigil-agent" api fetch jwt --audience api --socket "$DIR/agent1.sock" | head -2
+
+step "5. two services, web and api, each with a sidecar; policy: web may GET from api"
+for svc in web api; do
+	"$BIN/sigil-demo-app" --listen 127.0.0.1:0 --name $svc 2>"$DIR/$svc-app.log" &
+	pids+=($!)
+	wait_log "$DIR/$svc-app.log" 'listening on'
+done
+addr_of() { grep -o "listening on [^ ]*" "$DIR/$1-app.log" | head -1 | cut -d' ' -f3; }
+field() { grep -o "\"$2\":\"[^\"]*\"" "$DIR/$1.log" | head -1 | cut -d'"' -f4; }
+"$BIN/sigil-proxy" run --socket "$DIR/agent2.sock" --service api --app "$(addr_of api)" --policy demo/policy \
+	--inbound 127.0.0.1:0 --outbound 127.0.0.1:0 --admin 127.0.0.1:0 --access-log "$DIR/api-access.log" 2>"$DIR/api-proxy.log" &
 pids+=($!)
-wait_log "$DIR/agent.log" '"sigil-agent running"'
-grep -o '"agent_id":"[^"]*"' "$DIR/agent.log" | head -1
+wait_log "$DIR/api-proxy.log" '"sigil-proxy running"'
+"$BIN/sigil-proxy" run --socket "$DIR/agent1.sock" --service web --app "$(addr_of web)" --policy demo/policy \
+	--inbound 127.0.0.1:0 --outbound 127.0.0.1:0 --admin 127.0.0.1:0 \
+	--upstream "api=$(field api-proxy inbound)@spiffe://$TD/ns/demo/sa/api" 2>"$DIR/web-proxy.log" &
+pids+=($!)
+wait_log "$DIR/web-proxy.log" '"sigil-proxy running"'
+OUT=$(field web-proxy outbound)
+echo "web's sidecar: outbound $OUT (the app's HTTP proxy); api's sidecar: inbound $(field api-proxy inbound) (mTLS only)"
 
-step "4. the workload fetches its X.509-SVID (SPIFFE ID, expiry, chain)"
-"$BIN/sigil-agent" api fetch x509 --socket "$DIR/agent.sock"
+step "6. web calls api through the mesh: GET is allowed, and api sees who called"
+echo "\$ curl -x http://$OUT http://api/hello"
+curl -sS -x "http://$OUT" http://api/hello | head -c 400; echo
 
-step "5. and a JWT-SVID for audience 'api', checked against the JWT bundle"
-"$BIN/sigil-agent" api fetch jwt --audience api --socket "$DIR/agent.sock" | head -2
+step "7. POST is not in the policy: denied by api's sidecar before the app sees it"
+echo "\$ curl -x http://$OUT -X POST http://api/hello"
+curl -sS -x "http://$OUT" -X POST -w 'HTTP %{http_code}\n' http://api/hello
 
-step "6. the audit trail (every token, attestation, issuance and CA event)"
-cut -c1-160 "$DIR/server/audit.log" | tail -5
+step "8. what api's sidecar counted (http://$(field api-proxy admin)/metrics)"
+curl -sS "http://$(field api-proxy admin)/metrics" | grep -E '^sigil_(requests_total|policy_decisions_total)'
+
+step "9. the audit trail (every token, attestation, issuance and CA event)"
+cut -c1-150 "$DIR/server/audit.log" | tail -4
 
 if [ "${SIGIL_DEMO_KEEP:-}" = 1 ]; then
-	step "running; Workload API at $DIR/agent.sock — Ctrl-C to stop"
+	step "running; try: curl -x http://$OUT http://api/ — Ctrl-C to stop"
 	wait
 fi

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -319,5 +321,87 @@ func TestProxyGRPC(t *testing.T) {
 	}
 	if _, err := client.List(ctx, &healthpb.HealthListRequest{}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("List (not allowed): %v", err)
+	}
+}
+
+// SIGTERM drains: a request in flight when the sidecar is told to stop
+// completes, and the sidecar then exits cleanly.
+func TestProxyDrainsOnSIGTERM(t *testing.T) {
+	t.Parallel()
+	ids := startIdentities(t)
+	app, appAddr := harness.StartApp(t, "api")
+	api := harness.StartProxy(t, ids.api, "api", appAddr, ids.policyDir)
+	web := harness.StartProxy(t, ids.web, "web", appAddr, ids.policyDir, "--upstream", "api="+api.Inbound+"@"+apiSA)
+	done := make(chan error, 1)
+	go func() {
+		code, body := curlNoFatal("-x", "http://"+web.Outbound, "http://api/slow?delay=1500ms")
+		if code != 200 {
+			done <- fmt.Errorf("in-flight request got %d: %s", code, body)
+			return
+		}
+		done <- nil
+	}()
+	app.WaitFor(`slow request /slow`, 30*time.Second)
+	api.Signal(syscall.SIGTERM)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if code := api.Wait(20 * time.Second); code != 0 {
+		t.Fatalf("proxy exited %d", code)
+	}
+	if !strings.Contains(api.Output(), "draining") {
+		t.Fatal("no drain logged")
+	}
+}
+
+func curlNoFatal(args ...string) (int, string) {
+	out, _ := exec.Command("curl", append([]string{"-sS", "-m", "20", "-w", "\n%{http_code}"}, args...)...).CombinedOutput()
+	s := strings.TrimSpace(string(out))
+	i := strings.LastIndex(s, "\n")
+	code := 0
+	fmt.Sscanf(s[i+1:], "%d", &code)
+	return code, s[:max(i, 0)]
+}
+
+// With no usable policy the sidecar denies everything and is not ready; a
+// good policy is picked up without a restart; a broken one is refused and
+// the good one stays in force.
+func TestProxyPolicyReload(t *testing.T) {
+	t.Parallel()
+	ids := startIdentities(t)
+	dir := filepath.Join(ids.m.Dir, "live-policy")
+	os.MkdirAll(dir, 0o755)
+	policyFile := filepath.Join(dir, "authz.rego")
+	os.WriteFile(policyFile, []byte("package sigil.authz\nallow if {"), 0o644) // broken from the start
+	_, appAddr := harness.StartApp(t, "api")
+	api := harness.StartProxy(t, ids.api, "api", appAddr, dir)
+	web := harness.StartProxy(t, ids.web, "web", appAddr, ids.policyDir, "--upstream", "api="+api.Inbound+"@"+apiSA)
+
+	resp, err := http.Get("http://" + api.Admin + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("ready with a broken policy: %s", resp.Status)
+	}
+	if code, _ := curl(t, "-x", "http://"+web.Outbound, "http://api/"); code != 403 {
+		t.Fatalf("no policy: %d, want 403", code)
+	}
+	os.WriteFile(policyFile, []byte(webToAPIPolicy), 0o644)
+	api.WaitFor(`"msg":"policy loaded"`, 10*time.Second)
+	if code, _ := curl(t, "-x", "http://"+web.Outbound, "http://api/"); code != 200 {
+		t.Fatalf("after a good policy: %d", code)
+	}
+	if got := httpGet(t, "http://"+api.Admin+"/ready"); !strings.HasPrefix(got, "ready") {
+		t.Fatalf("ready: %s", got)
+	}
+	os.WriteFile(policyFile, []byte("package sigil.authz\nallow if { x }\n"), 0o644)
+	api.WaitFor(`policy refused; the policy in force stays`, 10*time.Second)
+	if code, _ := curl(t, "-x", "http://"+web.Outbound, "http://api/"); code != 200 {
+		t.Fatalf("after a broken policy: %d, want the old policy still in force", code)
+	}
+	if m := httpGet(t, "http://"+api.Admin+"/metrics"); !strings.Contains(m, `sigil_policy_reloads_total{result="refused"}`) {
+		t.Fatal("refusal not counted")
 	}
 }

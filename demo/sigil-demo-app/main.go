@@ -74,6 +74,15 @@ func main() {
 	mux := http.NewServeMux()
 	mux.Handle("/ws", websocket.Handler(func(c *websocket.Conn) { io.Copy(c, c) }))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// ?delay=1500ms makes a slow request (drain tests, the demo).
+		if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil && d > 0 {
+			fmt.Fprintf(os.Stderr, "slow request %s for %s\n", r.URL.Path, d)
+			select {
+			case <-time.After(min(d, time.Minute)):
+			case <-r.Context().Done():
+				return
+			}
+		}
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		h := map[string]string{}
 		for k, v := range r.Header {

@@ -328,3 +328,6 @@ func StartProxy(t testing.TB, agent *AgentProc, service, app, policy string, ext
 	p.Inbound, p.Outbound, p.Admin = m[1], m[2], m[3]
 	return p
 }
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig os.Signal) { p.cmd.Process.Signal(sig) }

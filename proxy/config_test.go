@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestParseUpstream(t *testing.T) {
+	tests := []struct {
+		in      string
+		eps     int
+		id      string
+		wantErr string
+	}{
+		{in: "api=127.0.0.1:15006", eps: 1},
+		{in: "api=10.0.0.1:15006,10.0.0.2:15006@spiffe://example.org/ns/default/sa/api", eps: 2, id: "spiffe://example.org/ns/default/sa/api"},
+		{in: "api=[::1]:15006", eps: 1},
+		{in: "api", wantErr: "want NAME=HOST:PORT"},
+		{in: "=1.2.3.4:5", wantErr: "want NAME=HOST:PORT"},
+		{in: "API=1.2.3.4:5", wantErr: "only a-z"},
+		{in: "api=1.2.3.4", wantErr: "want HOST:PORT"},
+		{in: "api=1.2.3.4:0", wantErr: "bad port"},
+		{in: "api=1.2.3.4:5@not-an-id", wantErr: "identity"},
+		{in: "api=:5", wantErr: "want HOST:PORT"},
+	}
+	for _, tt := range tests {
+		u, err := ParseUpstream(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%q: error %v, want %q", tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tt.in, err)
+			continue
+		}
+		if len(u.Endpoints) != tt.eps || (tt.id != "" && u.ID.String() != tt.id) {
+			t.Errorf("%q: %+v", tt.in, u)
+		}
+	}
+}
+
+func TestValidateNamesEveryFlag(t *testing.T) {
+	_, err := Config{Service: "Bad_Name", Inbound: "x", Outbound: "y", Admin: "z", Labels: []string{"novalue"}, Upstreams: []string{"a=b", "api=1.2.3.4:5", "api=1.2.3.4:6"}}.Validate()
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, flag := range []string{"--socket", "--service", "--app", "--inbound", "--outbound", "--admin", "--policy", "--label", "--upstream \"a=b\"", "--upstream api given twice"} {
+		if !strings.Contains(err.Error(), flag) {
+			t.Errorf("error does not name %s:\n%v", flag, err)
+		}
+	}
+}
+
+func FuzzParseUpstream(f *testing.F) {
+	f.Add("api=127.0.0.1:15006@spiffe://example.org/ns/a/sa/b")
+	f.Add("a=h:1,h:2")
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := ParseUpstream(s)
+		if err != nil {
+			return
+		}
+		if u.Name == "" || len(u.Endpoints) == 0 {
+			t.Fatalf("accepted %q as %+v", s, u)
+		}
+	})
+}
+
+func TestServiceOfAndHeaders(t *testing.T) {
+	for target, want := range map[string]string{
+		"http://api/x":      "api",
+		"http://API:8080/x": "api",
+		"http://api./x":     "api",
+	} {
+		r := httptest.NewRequest("GET", target, nil)
+		if got := serviceOf(r); got != want {
+			t.Errorf("serviceOf(%s) = %q, want %q", target, got, want)
+		}
+	}
+	r := httptest.NewRequest("GET", "/x", nil)
+	r.Host = "web:80"
+	if got := serviceOf(r); got != "web" {
+		t.Errorf("origin-form: %q", got)
+	}
+	if got := headerMap(map[string][]string{"X-A": {"1", "2"}}); got["x-a"] != "1,2" {
+		t.Fatalf("headerMap %v", got)
+	}
+}
