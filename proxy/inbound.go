@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/policy"
-	"golang.org/x/net/http2"
 )
 
 // inbound terminates mTLS from other sidecars, asks the policy about every
@@ -46,9 +45,14 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          p.httpErrorLog("inbound"),
+		Protocols:         new(http.Protocols),
+		// HTTP/2 between sidecars: bounded streams per connection.
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 250},
 	}
-	// HTTP/2 between sidecars: bounded streams per connection.
-	_ = http2.ConfigureServer(in.srv, &http2.Server{MaxConcurrentStreams: 250, IdleTimeout: 2 * time.Minute})
+	// The TLS handshake is done before the connection reaches the server
+	// (see handshake), which then picks HTTP/1.1 or HTTP/2 by ALPN.
+	in.srv.Protocols.SetHTTP1(true)
+	in.srv.Protocols.SetHTTP2(true)
 	return in
 }
 
