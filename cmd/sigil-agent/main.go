@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/agent"
+	"github.com/sigil-mesh/sigil/cmd/internal/logflag"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -31,15 +32,14 @@ func main() {
 
 func newRun() *cobra.Command {
 	var cfg agent.Config
-	var level string
+	var logger func() (*slog.Logger, error)
 	cmd := &cobra.Command{
 		Use: "run", Short: "Run the agent", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var l slog.Level
-			if err := l.UnmarshalText([]byte(level)); err != nil {
-				return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+			log, err := logger()
+			if err != nil {
+				return err
 			}
-			log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return agent.Run(ctx, cfg, log)
@@ -52,7 +52,7 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.JoinToken, "join-token", "", "single-use join token (from `sigil-server token generate`); not needed once attested")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the agent's SVID, key (0600) and bundle (required)")
 	f.StringVar(&cfg.Socket, "socket", agent.DefaultSocket, "path of the Workload API socket")
-	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	logger = logflag.Register(cmd)
 	return cmd
 }
 

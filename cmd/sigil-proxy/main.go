@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/sigil-mesh/sigil/cmd/internal/logflag"
 	"github.com/sigil-mesh/sigil/proxy"
 	"github.com/spf13/cobra"
 )
@@ -23,15 +24,14 @@ func main() {
 
 func newRun() *cobra.Command {
 	var cfg proxy.Config
-	var level string
+	var logger func() (*slog.Logger, error)
 	cmd := &cobra.Command{
 		Use: "run", Short: "Run the sidecar", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var l slog.Level
-			if err := l.UnmarshalText([]byte(level)); err != nil {
-				return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+			log, err := logger()
+			if err != nil {
+				return err
 			}
-			log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return proxy.Run(ctx, cfg, log)
@@ -50,6 +50,6 @@ func newRun() *cobra.Command {
 	f.BoolVar(&cfg.Transparent, "transparent", false, "route redirected connections by their original destination (see `sigil-proxy iptables`)")
 	f.StringVar(&cfg.AccessLog, "access-log", "", "access log file (JSON lines); - for stdout")
 	f.StringVar(&cfg.DecisionLog, "decision-log", "", "decision log file (OPA decision-log JSON lines); - for stdout")
-	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	logger = logflag.Register(cmd)
 	return cmd
 }

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sigil-mesh/sigil/cmd/internal/logflag"
 	"github.com/sigil-mesh/sigil/registry"
 	"github.com/sigil-mesh/sigil/server"
 	"github.com/spf13/cobra"
@@ -31,23 +32,15 @@ func newRoot() *cobra.Command {
 	return root
 }
 
-func newLogger(level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
-}
-
 func newRun() *cobra.Command {
 	var cfg server.Config
-	var level string
+	var logger func() (*slog.Logger, error)
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the server",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(level)
+			log, err := logger()
 			if err != nil {
 				return err
 			}
@@ -67,7 +60,7 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.UpstreamCert, "upstream-cert", "", "PEM chain of an existing CA to sign Sigil's intermediate: signing cert first, root last")
 	f.StringVar(&cfg.UpstreamKey, "upstream-key", "", "PEM key of --upstream-cert's first certificate")
 	f.StringVar(&cfg.KMS, "kms", "softkms:", "key manager URI (go.step.sm/crypto kms); softkms keeps 0600 key files in the data dir")
-	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	logger = logflag.Register(cmd)
 	return cmd
 }
 
