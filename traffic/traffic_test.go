@@ -1,0 +1,248 @@
+package traffic
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// Istio's own canary example, unchanged but for the names.
+const canary = `
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy:
+    loadBalancer:
+      simple: LEAST_REQUEST
+    connectionPool:
+      tcp:
+        maxConnections: 100
+      http:
+        http1MaxPendingRequests: 10
+        maxRequestsPerConnection: 10
+    outlierDetection:
+      consecutive5xxErrors: 7
+      interval: 5m
+      baseEjectionTime: 15m
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+    trafficPolicy:
+      loadBalancer:
+        simple: ROUND_ROBIN
+---
+# the route
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts:
+  - reviews
+  http:
+  - match:
+    - headers:
+        end-user:
+          exact: jason
+      uri:
+        prefix: /ratings
+    fault:
+      abort:
+        httpStatus: 503
+        percentage:
+          value: 50
+    route:
+    - destination:
+        host: reviews
+        subset: v2
+  - route:
+    - destination:
+        host: reviews
+        subset: v1
+      weight: 80
+    - destination:
+        host: reviews
+        subset: v2
+      weight: 20
+    retries:
+      attempts: 3
+      perTryTimeout: 2s
+      retryOn: 5xx,connect-failure,unavailable
+    timeout: 10s
+    mirror:
+      host: reviews
+      subset: v2
+    mirrorPercentage:
+      value: 50.0
+`
+
+func TestParseIstioYAML(t *testing.T) {
+	rs, err := Parse([]byte(canary), "canary.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || rs[0].DR == nil || rs[1].VS == nil || rs[1].Ref() != "VirtualService default/reviews" {
+		t.Fatalf("%+v", rs)
+	}
+	if err := CheckReferences(rs); err != nil {
+		t.Fatal(err)
+	}
+	tab := Compile(1, rs)
+	r := httptest.NewRequest("GET", "http://reviews/ratings/1", nil)
+	r.Header.Set("End-User", "jason")
+	m, ok := tab.Match("reviews", r, nil)
+	if !ok || m.AbortHTTP != 503 || m.AbortPct != 50 || m.PrefixMatched != "/ratings" || m.Dests[0].Subset != "v2" {
+		t.Fatalf("jason's route: %+v", m.Route)
+	}
+	m, ok = tab.Match("reviews", httptest.NewRequest("GET", "http://reviews/", nil), nil)
+	if !ok || len(m.Dests) != 2 || m.Attempts != 3 || m.Timeout.String() != "10s" || m.MirrorPct != 50 || !m.RetryOn.FiveXX {
+		t.Fatalf("default route: %+v", m.Route)
+	}
+	counts := map[string]int{}
+	for i := 0; i < 10000; i++ {
+		counts[m.Pick().Subset]++
+	}
+	if counts["v1"] < 7700 || counts["v1"] > 8300 {
+		t.Fatalf("80/20 pick: %v", counts)
+	}
+	if p := tab.Policy("reviews", "v2"); p.LoadBalancer.Simple != "ROUND_ROBIN" || p.ConnectionPool.TCP.MaxConnections != 100 {
+		t.Fatalf("v2 policy merge: %+v", p)
+	}
+	if l, ok := tab.SubsetLabels("reviews", "v1"); !ok || l["version"] != "v1" {
+		t.Fatal("subset labels")
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	vs := func(spec string) string {
+		return "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: api\nspec:\n" + spec
+	}
+	tests := []struct {
+		name, doc string
+		want      []string
+	}{
+		{"unsupported field", vs("  hosts: [api]\n  http:\n  - route:\n    - destination: {host: api}\n    corsPolicy: {}\n"), []string{"VirtualService default/api", `field "corsPolicy" is not supported`}},
+		{"tcp routes", vs("  hosts: [api]\n  tcp: []\n"), []string{`field "tcp" is not supported`}},
+		{"weights", vs("  hosts: [api]\n  http:\n  - route:\n    - destination: {host: api, subset: a}\n      weight: 70\n    - destination: {host: api, subset: b}\n      weight: 20\n"), []string{"spec.http[0].route", "add up to 90"}},
+		{"abort status", vs("  hosts: [api]\n  http:\n  - fault: {abort: {httpStatus: 42}}\n    route:\n    - destination: {host: api}\n"), []string{"spec.http[0].fault.abort.httpStatus"}},
+		{"bad regex", vs("  hosts: [api]\n  http:\n  - match:\n    - uri: {regex: '('}\n    route:\n    - destination: {host: api}\n"), []string{"spec.http[0].match[0].uri.regex"}},
+		{"retryOn", vs("  hosts: [api]\n  http:\n  - retries: {attempts: 2, retryOn: sometimes}\n    route:\n    - destination: {host: api}\n"), []string{"spec.http[0].retries.retryOn", `"sometimes"`}},
+		{"duration", vs("  hosts: [api]\n  http:\n  - timeout: soon\n    route:\n    - destination: {host: api}\n"), []string{`duration "soon"`}},
+		{"kind", "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\n", []string{`kind "Gateway"`}},
+		{"version", "apiVersion: v1\nkind: Service\nmetadata: {name: g}\n", []string{`apiVersion "v1"`}},
+		{"lb", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api\n  trafficPolicy: {loadBalancer: {simple: FASTEST}}\n", []string{"spec.trafficPolicy.loadBalancer.simple"}},
+		{"xfcc", vs("  hosts: [api]\n  http:\n  - headers: {request: {set: {x-forwarded-client-cert: forged}}}\n    route:\n    - destination: {host: api}\n"), []string{"set by the mesh"}},
+	}
+	for _, tt := range tests {
+		_, err := Parse([]byte(tt.doc), "f.yaml")
+		if err == nil {
+			t.Errorf("%s: accepted", tt.name)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q lacks %q", tt.name, err, w)
+			}
+		}
+	}
+	// A subset no DestinationRule defines.
+	rs, err := Parse([]byte(vs("  hosts: [api]\n  http:\n  - route:\n    - destination: {host: api, subset: v9}\n")), "f.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckReferences(rs); err == nil || !strings.Contains(err.Error(), `subset "v9"`) {
+		t.Fatalf("missing subset: %v", err)
+	}
+}
+
+func TestMatchers(t *testing.T) {
+	rs, err := Parse([]byte(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [api]
+  http:
+  - match:
+    - method: {exact: POST}
+      queryParams: {debug: {exact: "1"}}
+    route: [{destination: {host: api}}]
+    headers: {request: {set: {x-route: post-debug}}}
+  - match:
+    - uri: {regex: "/users/[0-9]+"}
+      sourceLabels: {app: web}
+    route: [{destination: {host: api}}]
+    headers: {request: {set: {x-route: users}}}
+  - match:
+    - uri: {exact: /Exact}
+      ignoreUriCase: true
+    route: [{destination: {host: api}}]
+    headers: {request: {set: {x-route: exact}}}
+`), "m.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := Compile(1, rs)
+	cases := []struct {
+		method, url string
+		labels      map[string]string
+		want        string
+	}{
+		{"POST", "http://api/x?debug=1", nil, "post-debug"},
+		{"POST", "http://api/x?debug=2", nil, ""},
+		{"GET", "http://api/users/42", map[string]string{"app": "web"}, "users"},
+		{"GET", "http://api/users/42", map[string]string{"app": "db"}, ""},
+		{"GET", "http://api/users/4x", map[string]string{"app": "web"}, ""},
+		{"GET", "http://api/exact", nil, "exact"},
+	}
+	for _, c := range cases {
+		m, ok := tab.Match("api", httptest.NewRequest(c.method, c.url, nil), c.labels)
+		got := ""
+		if ok {
+			got = m.Headers.Request.Set["x-route"]
+		}
+		if got != c.want {
+			t.Errorf("%s %s %v: route %q, want %q", c.method, c.url, c.labels, got, c.want)
+		}
+	}
+}
+
+func TestRetryOn(t *testing.T) {
+	r, err := ParseRetryOn("gateway-error,unavailable,409")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Status(503, -1) || r.Status(500, -1) || !r.Status(409, -1) || !r.Status(200, 14) || r.Status(200, 13) {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(canary))
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rs, err := Parse(data, "fuzz")
+		if err != nil {
+			return
+		}
+		// Whatever parses compiles and can be routed on without panicking.
+		tab := Compile(1, rs)
+		r := httptest.NewRequest("GET", "http://a/x?y=1", nil)
+		for _, res := range rs {
+			if res.VS != nil {
+				for _, h := range res.VS.Spec.Hosts {
+					if m, ok := tab.Match(ServiceName(h), r, nil); ok && len(m.Dests) > 0 {
+						m.Pick()
+					}
+				}
+			}
+		}
+	})
+}

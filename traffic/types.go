@@ -1,0 +1,241 @@
+package traffic
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Kinds and API versions Sigil reads. Istio's networking.istio.io v1,
+// v1beta1 and v1alpha3 share the fields below.
+const (
+	KindVirtualService  = "VirtualService"
+	KindDestinationRule = "DestinationRule"
+	GroupIstio          = "networking.istio.io"
+)
+
+var istioVersions = map[string]bool{"networking.istio.io/v1": true, "networking.istio.io/v1beta1": true, "networking.istio.io/v1alpha3": true}
+
+// Metadata is the part of Kubernetes object metadata Sigil uses. Other
+// metadata fields (labels, annotations, ...) are accepted and kept opaque,
+// as kubectl users expect.
+type Metadata struct {
+	Name        string            `json:"name"`
+	Namespace   string            `json:"namespace,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// Fields that tools add and that mean nothing here.
+	ResourceVersion   string          `json:"resourceVersion,omitempty"`
+	Generation        int64           `json:"generation,omitempty"`
+	UID               string          `json:"uid,omitempty"`
+	CreationTimestamp json.RawMessage `json:"creationTimestamp,omitempty"`
+}
+
+// VirtualService is Istio's networking.istio.io VirtualService, HTTP part.
+type VirtualService struct {
+	APIVersion string             `json:"apiVersion"`
+	Kind       string             `json:"kind"`
+	Metadata   Metadata           `json:"metadata"`
+	Spec       VirtualServiceSpec `json:"spec"`
+}
+
+// VirtualServiceSpec: hosts and HTTP routes. Gateways, tcp, tls and
+// exportTo are not supported and refused by name.
+type VirtualServiceSpec struct {
+	Hosts []string    `json:"hosts"`
+	HTTP  []HTTPRoute `json:"http"`
+}
+
+// HTTPRoute is one rule: the first whose match applies routes the request.
+type HTTPRoute struct {
+	Name             string                 `json:"name,omitempty"`
+	Match            []HTTPMatchRequest     `json:"match,omitempty"`
+	Route            []HTTPRouteDestination `json:"route,omitempty"`
+	Redirect         *HTTPRedirect          `json:"redirect,omitempty"`
+	Rewrite          *HTTPRewrite           `json:"rewrite,omitempty"`
+	Timeout          *Duration              `json:"timeout,omitempty"`
+	Retries          *HTTPRetry             `json:"retries,omitempty"`
+	Fault            *HTTPFaultInjection    `json:"fault,omitempty"`
+	Mirror           *Destination           `json:"mirror,omitempty"`
+	MirrorPercentage *Percent               `json:"mirrorPercentage,omitempty"`
+	Headers          *Headers               `json:"headers,omitempty"`
+}
+
+// HTTPMatchRequest: all of its conditions must hold.
+type HTTPMatchRequest struct {
+	Name          string                 `json:"name,omitempty"`
+	URI           *StringMatch           `json:"uri,omitempty"`
+	Method        *StringMatch           `json:"method,omitempty"`
+	Authority     *StringMatch           `json:"authority,omitempty"`
+	Headers       map[string]StringMatch `json:"headers,omitempty"`
+	QueryParams   map[string]StringMatch `json:"queryParams,omitempty"`
+	SourceLabels  map[string]string      `json:"sourceLabels,omitempty"`
+	IgnoreURICase bool                   `json:"ignoreUriCase,omitempty"`
+}
+
+// StringMatch is exactly one of exact, prefix or regex (RE2).
+type StringMatch struct {
+	Exact  *string `json:"exact,omitempty"`
+	Prefix *string `json:"prefix,omitempty"`
+	Regex  *string `json:"regex,omitempty"`
+}
+
+// HTTPRouteDestination is a weighted destination.
+type HTTPRouteDestination struct {
+	Destination Destination `json:"destination"`
+	Weight      *int32      `json:"weight,omitempty"`
+	Headers     *Headers    `json:"headers,omitempty"`
+}
+
+// Destination names a service, a subset of it and optionally a port.
+type Destination struct {
+	Host   string        `json:"host"`
+	Subset string        `json:"subset,omitempty"`
+	Port   *PortSelector `json:"port,omitempty"`
+}
+
+// PortSelector selects a service port.
+type PortSelector struct {
+	Number uint32 `json:"number"`
+}
+
+// HTTPRedirect answers with a redirect instead of forwarding.
+type HTTPRedirect struct {
+	URI          string `json:"uri,omitempty"`
+	Authority    string `json:"authority,omitempty"`
+	Scheme       string `json:"scheme,omitempty"`
+	RedirectCode uint32 `json:"redirectCode,omitempty"`
+}
+
+// HTTPRewrite rewrites the path prefix that matched, or the authority.
+type HTTPRewrite struct {
+	URI       string `json:"uri,omitempty"`
+	Authority string `json:"authority,omitempty"`
+}
+
+// HTTPRetry is the retry policy.
+type HTTPRetry struct {
+	Attempts      int32     `json:"attempts"`
+	PerTryTimeout *Duration `json:"perTryTimeout,omitempty"`
+	RetryOn       string    `json:"retryOn,omitempty"`
+}
+
+// HTTPFaultInjection delays or aborts requests.
+type HTTPFaultInjection struct {
+	Delay *FaultDelay `json:"delay,omitempty"`
+	Abort *FaultAbort `json:"abort,omitempty"`
+}
+
+// FaultDelay delays a percentage of requests.
+type FaultDelay struct {
+	FixedDelay *Duration `json:"fixedDelay"`
+	Percentage *Percent  `json:"percentage,omitempty"`
+}
+
+// FaultAbort fails a percentage of requests with an HTTP or gRPC status.
+type FaultAbort struct {
+	HTTPStatus int32    `json:"httpStatus,omitempty"`
+	GRPCStatus string   `json:"grpcStatus,omitempty"`
+	Percentage *Percent `json:"percentage,omitempty"`
+}
+
+// Percent is Istio's {value: 12.5}.
+type Percent struct {
+	Value float64 `json:"value"`
+}
+
+// Headers manipulates request and response headers.
+type Headers struct {
+	Request  *HeaderOperations `json:"request,omitempty"`
+	Response *HeaderOperations `json:"response,omitempty"`
+}
+
+// HeaderOperations sets, adds and removes headers.
+type HeaderOperations struct {
+	Set    map[string]string `json:"set,omitempty"`
+	Add    map[string]string `json:"add,omitempty"`
+	Remove []string          `json:"remove,omitempty"`
+}
+
+// DestinationRule is Istio's networking.istio.io DestinationRule.
+type DestinationRule struct {
+	APIVersion string              `json:"apiVersion"`
+	Kind       string              `json:"kind"`
+	Metadata   Metadata            `json:"metadata"`
+	Spec       DestinationRuleSpec `json:"spec"`
+}
+
+// DestinationRuleSpec: policies for a host and its subsets.
+type DestinationRuleSpec struct {
+	Host          string         `json:"host"`
+	TrafficPolicy *TrafficPolicy `json:"trafficPolicy,omitempty"`
+	Subsets       []Subset       `json:"subsets,omitempty"`
+}
+
+// Subset is a named group of a service's endpoints, by label.
+type Subset struct {
+	Name          string            `json:"name"`
+	Labels        map[string]string `json:"labels,omitempty"`
+	TrafficPolicy *TrafficPolicy    `json:"trafficPolicy,omitempty"`
+}
+
+// TrafficPolicy: load balancing, connection pool, outlier detection.
+type TrafficPolicy struct {
+	LoadBalancer     *LoadBalancer     `json:"loadBalancer,omitempty"`
+	ConnectionPool   *ConnectionPool   `json:"connectionPool,omitempty"`
+	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+}
+
+// LoadBalancer picks the algorithm.
+type LoadBalancer struct {
+	Simple string `json:"simple,omitempty"`
+}
+
+// ConnectionPool limits what one sidecar sends to a destination.
+type ConnectionPool struct {
+	TCP  *TCPSettings  `json:"tcp,omitempty"`
+	HTTP *HTTPSettings `json:"http,omitempty"`
+}
+
+// TCPSettings of the connection pool.
+type TCPSettings struct {
+	MaxConnections int32     `json:"maxConnections,omitempty"`
+	ConnectTimeout *Duration `json:"connectTimeout,omitempty"`
+}
+
+// HTTPSettings of the connection pool.
+type HTTPSettings struct {
+	HTTP1MaxPendingRequests  int32 `json:"http1MaxPendingRequests,omitempty"`
+	HTTP2MaxRequests         int32 `json:"http2MaxRequests,omitempty"`
+	MaxRequestsPerConnection int32 `json:"maxRequestsPerConnection,omitempty"`
+	MaxRetries               int32 `json:"maxRetries,omitempty"`
+}
+
+// OutlierDetection ejects endpoints that keep failing.
+type OutlierDetection struct {
+	Consecutive5xxErrors     *int32    `json:"consecutive5xxErrors,omitempty"`
+	ConsecutiveGatewayErrors *int32    `json:"consecutiveGatewayErrors,omitempty"`
+	Interval                 *Duration `json:"interval,omitempty"`
+	BaseEjectionTime         *Duration `json:"baseEjectionTime,omitempty"`
+	MaxEjectionPercent       *int32    `json:"maxEjectionPercent,omitempty"`
+}
+
+// Duration reads Istio's duration strings ("1s", "200ms", "1.5s").
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"1s\" or \"200ms\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %v", s, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.Duration.String()) }

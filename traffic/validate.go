@@ -1,0 +1,360 @@
+package traffic
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+)
+
+// Validate checks one resource on its own and names every bad field.
+func Validate(r Resource) error {
+	var v validator
+	switch {
+	case r.VS != nil:
+		v.virtualService(r.VS)
+	case r.DR != nil:
+		v.destinationRule(r.DR)
+	}
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", r.Ref(), errors.Join(v.errs...))
+}
+
+type validator struct{ errs []error }
+
+func (v *validator) fail(path, format string, args ...any) {
+	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+}
+
+var labelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// ServiceName maps a host as Istio users write it ("api",
+// "api.default.svc.cluster.local", "api.default") to a Sigil service name.
+func ServiceName(host string) string {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if name, _, ok := strings.Cut(host, "."); ok {
+		return name
+	}
+	return host
+}
+
+func (v *validator) host(path, h string) {
+	if h == "" {
+		v.fail(path, "required")
+		return
+	}
+	if strings.Contains(h, "*") {
+		v.fail(path, "wildcard hosts are not supported")
+		return
+	}
+	if !labelRE.MatchString(ServiceName(h)) {
+		v.fail(path, "%q is not a service name", h)
+	}
+}
+
+func (v *validator) virtualService(vs *VirtualService) {
+	if len(vs.Spec.Hosts) == 0 {
+		v.fail("spec.hosts", "at least one host is required")
+	}
+	for i, h := range vs.Spec.Hosts {
+		v.host(fmt.Sprintf("spec.hosts[%d]", i), h)
+	}
+	if len(vs.Spec.HTTP) == 0 {
+		v.fail("spec.http", "at least one route is required")
+	}
+	for i, rt := range vs.Spec.HTTP {
+		v.httpRoute(fmt.Sprintf("spec.http[%d]", i), &rt)
+	}
+}
+
+func (v *validator) httpRoute(p string, rt *HTTPRoute) {
+	switch {
+	case len(rt.Route) == 0 && rt.Redirect == nil:
+		v.fail(p, "needs route or redirect")
+	case len(rt.Route) > 0 && rt.Redirect != nil:
+		v.fail(p, "route and redirect cannot both be set")
+	}
+	for i, m := range rt.Match {
+		v.match(fmt.Sprintf("%s.match[%d]", p, i), &m)
+	}
+	total, weighted := 0, false
+	for i, d := range rt.Route {
+		dp := fmt.Sprintf("%s.route[%d]", p, i)
+		v.destination(dp+".destination", &d.Destination)
+		if d.Weight != nil {
+			weighted = true
+			if *d.Weight < 0 || *d.Weight > 100 {
+				v.fail(dp+".weight", "%d is not between 0 and 100", *d.Weight)
+			}
+			total += int(*d.Weight)
+		}
+		v.headers(dp+".headers", d.Headers)
+	}
+	if len(rt.Route) > 1 || weighted {
+		if total != 100 && !(len(rt.Route) == 1 && !weighted) {
+			v.fail(p+".route", "weights add up to %d, want 100", total)
+		}
+	}
+	if rd := rt.Redirect; rd != nil {
+		if rd.URI == "" && rd.Authority == "" && rd.Scheme == "" {
+			v.fail(p+".redirect", "set uri, authority or scheme")
+		}
+		switch rd.RedirectCode {
+		case 0, 301, 302, 303, 307, 308:
+		default:
+			v.fail(p+".redirect.redirectCode", "%d is not a redirect status", rd.RedirectCode)
+		}
+		if rd.Scheme != "" && rd.Scheme != "http" && rd.Scheme != "https" {
+			v.fail(p+".redirect.scheme", "%q: want http or https", rd.Scheme)
+		}
+	}
+	if rw := rt.Rewrite; rw != nil && rw.URI == "" && rw.Authority == "" {
+		v.fail(p+".rewrite", "set uri or authority")
+	}
+	if rw := rt.Rewrite; rw != nil && rw.URI != "" && !strings.HasPrefix(rw.URI, "/") {
+		v.fail(p+".rewrite.uri", "%q must start with /", rw.URI)
+	}
+	v.positive(p+".timeout", rt.Timeout)
+	if r := rt.Retries; r != nil {
+		if r.Attempts < 0 || r.Attempts > 10 {
+			v.fail(p+".retries.attempts", "%d: want 0 to 10", r.Attempts)
+		}
+		v.positive(p+".retries.perTryTimeout", r.PerTryTimeout)
+		if _, err := ParseRetryOn(r.RetryOn); err != nil {
+			v.fail(p+".retries.retryOn", "%v", err)
+		}
+	}
+	if f := rt.Fault; f != nil {
+		if f.Delay == nil && f.Abort == nil {
+			v.fail(p+".fault", "set delay or abort")
+		}
+		if d := f.Delay; d != nil {
+			if d.FixedDelay == nil {
+				v.fail(p+".fault.delay.fixedDelay", "required")
+			}
+			v.positive(p+".fault.delay.fixedDelay", d.FixedDelay)
+			v.percent(p+".fault.delay.percentage", d.Percentage)
+		}
+		if a := f.Abort; a != nil {
+			switch {
+			case a.HTTPStatus != 0 && a.GRPCStatus != "":
+				v.fail(p+".fault.abort", "httpStatus and grpcStatus cannot both be set")
+			case a.GRPCStatus != "":
+				if _, ok := GRPCCodes[a.GRPCStatus]; !ok {
+					v.fail(p+".fault.abort.grpcStatus", "%q is not a gRPC status name", a.GRPCStatus)
+				}
+			case a.HTTPStatus < 200 || a.HTTPStatus > 599:
+				v.fail(p+".fault.abort.httpStatus", "%d: want 200 to 599", a.HTTPStatus)
+			}
+			v.percent(p+".fault.abort.percentage", a.Percentage)
+		}
+	}
+	if rt.Mirror != nil {
+		v.destination(p+".mirror", rt.Mirror)
+	}
+	if rt.MirrorPercentage != nil && rt.Mirror == nil {
+		v.fail(p+".mirrorPercentage", "set without mirror")
+	}
+	v.percent(p+".mirrorPercentage", rt.MirrorPercentage)
+	v.headers(p+".headers", rt.Headers)
+}
+
+func (v *validator) destination(p string, d *Destination) {
+	v.host(p+".host", d.Host)
+	if d.Subset != "" && !labelRE.MatchString(d.Subset) {
+		v.fail(p+".subset", "%q is not a valid subset name", d.Subset)
+	}
+}
+
+func (v *validator) positive(p string, d *Duration) {
+	if d != nil && d.Duration <= 0 {
+		v.fail(p, "must be positive")
+	}
+}
+
+func (v *validator) percent(p string, pc *Percent) {
+	if pc != nil && (pc.Value < 0 || pc.Value > 100) {
+		v.fail(p+".value", "%v is not between 0 and 100", pc.Value)
+	}
+}
+
+func (v *validator) match(p string, m *HTTPMatchRequest) {
+	v.stringMatch(p+".uri", m.URI)
+	v.stringMatch(p+".method", m.Method)
+	v.stringMatch(p+".authority", m.Authority)
+	for k, sm := range m.Headers {
+		sm := sm
+		v.stringMatch(p+".headers."+k, &sm)
+	}
+	for k, sm := range m.QueryParams {
+		sm := sm
+		v.stringMatch(p+".queryParams."+k, &sm)
+	}
+}
+
+func (v *validator) stringMatch(p string, sm *StringMatch) {
+	if sm == nil {
+		return
+	}
+	n := 0
+	for _, s := range []*string{sm.Exact, sm.Prefix, sm.Regex} {
+		if s != nil {
+			n++
+		}
+	}
+	if n != 1 {
+		v.fail(p, "set exactly one of exact, prefix or regex")
+	}
+	if sm.Regex != nil {
+		if _, err := regexp.Compile("^(?:" + *sm.Regex + ")$"); err != nil {
+			v.fail(p+".regex", "%v", err)
+		}
+	}
+}
+
+func (v *validator) headers(p string, h *Headers) {
+	if h == nil {
+		return
+	}
+	for name, ops := range map[string]*HeaderOperations{"request": h.Request, "response": h.Response} {
+		if ops == nil {
+			continue
+		}
+		for k := range ops.Set {
+			v.headerName(p+"."+name+".set", k)
+		}
+		for k := range ops.Add {
+			v.headerName(p+"."+name+".add", k)
+		}
+		for _, k := range ops.Remove {
+			v.headerName(p+"."+name+".remove", k)
+		}
+	}
+}
+
+func (v *validator) headerName(p, k string) {
+	if k == "" || strings.ContainsAny(k, " :\t\r\n") || http.CanonicalHeaderKey(k) == "" {
+		v.fail(p, "%q is not a header name", k)
+	}
+	if strings.EqualFold(k, "X-Forwarded-Client-Cert") || strings.EqualFold(k, "Host") {
+		v.fail(p, "%q is set by the mesh and cannot be changed here", k)
+	}
+}
+
+// Load balancer names.
+var lbNames = map[string]bool{"": true, "UNSPECIFIED": true, "ROUND_ROBIN": true, "LEAST_REQUEST": true, "LEAST_CONN": true, "RANDOM": true}
+
+func (v *validator) destinationRule(dr *DestinationRule) {
+	v.host("spec.host", dr.Spec.Host)
+	v.trafficPolicy("spec.trafficPolicy", dr.Spec.TrafficPolicy)
+	seen := map[string]bool{}
+	for i, s := range dr.Spec.Subsets {
+		p := fmt.Sprintf("spec.subsets[%d]", i)
+		if !labelRE.MatchString(s.Name) {
+			v.fail(p+".name", "%q is not a valid subset name", s.Name)
+		}
+		if seen[s.Name] {
+			v.fail(p+".name", "%q repeats an earlier subset", s.Name)
+		}
+		seen[s.Name] = true
+		if len(s.Labels) == 0 {
+			v.fail(p+".labels", "at least one label is required")
+		}
+		v.trafficPolicy(p+".trafficPolicy", s.TrafficPolicy)
+	}
+}
+
+func (v *validator) trafficPolicy(p string, tp *TrafficPolicy) {
+	if tp == nil {
+		return
+	}
+	if lb := tp.LoadBalancer; lb != nil && !lbNames[lb.Simple] {
+		v.fail(p+".loadBalancer.simple", "%q: want ROUND_ROBIN, LEAST_REQUEST or RANDOM", lb.Simple)
+	}
+	if cp := tp.ConnectionPool; cp != nil {
+		if cp.TCP != nil {
+			v.nonNegative(p+".connectionPool.tcp.maxConnections", cp.TCP.MaxConnections)
+			v.positive(p+".connectionPool.tcp.connectTimeout", cp.TCP.ConnectTimeout)
+		}
+		if h := cp.HTTP; h != nil {
+			v.nonNegative(p+".connectionPool.http.http1MaxPendingRequests", h.HTTP1MaxPendingRequests)
+			v.nonNegative(p+".connectionPool.http.http2MaxRequests", h.HTTP2MaxRequests)
+			v.nonNegative(p+".connectionPool.http.maxRequestsPerConnection", h.MaxRequestsPerConnection)
+			v.nonNegative(p+".connectionPool.http.maxRetries", h.MaxRetries)
+		}
+	}
+	if od := tp.OutlierDetection; od != nil {
+		for name, n := range map[string]*int32{"consecutive5xxErrors": od.Consecutive5xxErrors, "consecutiveGatewayErrors": od.ConsecutiveGatewayErrors} {
+			if n != nil {
+				v.nonNegative(p+".outlierDetection."+name, *n)
+			}
+		}
+		v.positive(p+".outlierDetection.interval", od.Interval)
+		v.positive(p+".outlierDetection.baseEjectionTime", od.BaseEjectionTime)
+		if m := od.MaxEjectionPercent; m != nil && (*m < 0 || *m > 100) {
+			v.fail(p+".outlierDetection.maxEjectionPercent", "%d is not between 0 and 100", *m)
+		}
+	}
+}
+
+func (v *validator) nonNegative(p string, n int32) {
+	if n < 0 {
+		v.fail(p, "%d must not be negative", n)
+	}
+}
+
+// GRPCCodes maps gRPC status names, as retryOn and abort.grpcStatus use
+// them, to codes.
+var GRPCCodes = map[string]int{
+	"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
+	"ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
+	"ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
+	"DATA_LOSS": 15, "UNAUTHENTICATED": 16,
+}
+
+// CheckReferences checks what one resource cannot check alone: every
+// subset a VirtualService routes or mirrors to is defined by a
+// DestinationRule for its host, and no host has two DestinationRules.
+func CheckReferences(all []Resource) error {
+	subsets := map[string]map[string]bool{}
+	owner := map[string]string{}
+	var errs []error
+	for _, r := range all {
+		if r.DR == nil {
+			continue
+		}
+		svc := ServiceName(r.DR.Spec.Host)
+		if prev, dup := owner[svc]; dup {
+			errs = append(errs, fmt.Errorf("%s: spec.host %q already has %s", r.Ref(), r.DR.Spec.Host, prev))
+			continue
+		}
+		owner[svc] = r.Ref()
+		subsets[svc] = map[string]bool{}
+		for _, s := range r.DR.Spec.Subsets {
+			subsets[svc][s.Name] = true
+		}
+	}
+	for _, r := range all {
+		if r.VS == nil {
+			continue
+		}
+		for i, h := range r.VS.Spec.HTTP {
+			check := func(path string, d *Destination) {
+				if d == nil || d.Subset == "" {
+					return
+				}
+				if !subsets[ServiceName(d.Host)][d.Subset] {
+					errs = append(errs, fmt.Errorf("%s: %s: subset %q of %s is not defined by any DestinationRule (apply the DestinationRule first)", r.Ref(), path, d.Subset, d.Host))
+				}
+			}
+			for j := range h.Route {
+				check(fmt.Sprintf("spec.http[%d].route[%d].destination.subset", i, j), &h.Route[j].Destination)
+			}
+			check(fmt.Sprintf("spec.http[%d].mirror.subset", i), h.Mirror)
+		}
+	}
+	return errors.Join(errs...)
+}
