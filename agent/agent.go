@@ -21,9 +21,11 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/agent/cache"
+	"github.com/sigil-mesh/sigil/agent/relay"
 	"github.com/sigil-mesh/sigil/agent/unixattest"
 	"github.com/sigil-mesh/sigil/agent/workloadapi"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -39,6 +41,10 @@ type Config struct {
 	DataDir     string
 	Socket      string
 }
+
+// reportEvery is the heartbeat of the node's sidecar report; the server
+// expires a node's endpoints after a few missed beats.
+const reportEvery = 5 * time.Second
 
 // DefaultSocket is where the Workload API listens unless told otherwise.
 const DefaultSocket = "/run/sigil/agent.sock"
@@ -79,6 +85,7 @@ type agent struct {
 	bundle atomic.Pointer[spiffebundle.Bundle]
 	client *client
 	cache  *cache.Cache
+	relay  *relay.Relay
 }
 
 // GetX509BundleForTrustDomain makes the agent an x509bundle.Source over
@@ -113,14 +120,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv := workloadapi.NewServer(workloadapi.New(a.cache, &unixattest.Attestor{}, log))
+	attestor := &unixattest.Attestor{}
+	a.relay = relay.New(a.cache, attestor, log)
+	srv := workloadapi.NewServer(workloadapi.New(a.cache, attestor, log))
+	proxyv1.RegisterDiscoveryServer(srv, a.relay)
 	log.Info("sigil-agent running", "agent_id", a.svid.Load().ID.String(), "server", cfg.ServerAddr, "socket", cfg.Socket)
 
 	var wg sync.WaitGroup
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	serveErr := make(chan error, 1)
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); a.relay.Report(runCtx, reportEvery, a.client.ReportProxies) }()
 	go func() { defer wg.Done(); serveErr <- srv.Serve(lis) }()
 	go func() { defer wg.Done(); a.cache.Run(runCtx) }()
 	go func() { defer wg.Done(); a.syncLoop(runCtx) }()
@@ -282,6 +293,7 @@ func (a *agent) syncOnce(ctx context.Context) (bool, error) {
 			a.log.Error("entries from server refused", "error", err)
 			continue
 		}
+		a.relay.SetConfig(msg.GetConfig())
 		a.log.Debug("synced", "entries", len(msg.GetEntries()), "revision", msg.GetRevision())
 	}
 }

@@ -189,3 +189,13 @@ func (c *client) NewJWTSVID(ctx context.Context, entryID string, audience []stri
 	}
 	return api.NewJWTSVID(ctx, &agentv1.NewJWTSVIDRequest{EntryId: entryID, Audience: audience})
 }
+
+// ReportProxies sends the node's sidecars to the server.
+func (c *client) ReportProxies(ctx context.Context, proxies []*agentv1.Proxy) error {
+	api, err := c.api()
+	if err != nil {
+		return err
+	}
+	_, err = api.ReportProxies(ctx, &agentv1.ReportProxiesRequest{Proxies: proxies})
+	return err
+}

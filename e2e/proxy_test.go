@@ -167,7 +167,7 @@ func TestProxyHTTPAndPolicy(t *testing.T) {
 	}
 	// Secure naming: api's sidecar presenting api's SVID where grpc's is
 	// expected fails the handshake.
-	if code, body := curl(t, "-x", "http://"+mp.web.Outbound, "http://impostor/"); code != 502 || !strings.Contains(body, "unexpected ID") {
+	if code, body := curl(t, "-x", "http://"+mp.web.Outbound, "http://impostor/"); code != 503 || !strings.Contains(body, "unexpected ID") {
 		t.Fatalf("impostor: %d %s", code, body)
 	}
 

@@ -24,6 +24,7 @@ type Config struct {
 	Policy      string
 	Upstreams   []string // NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]
 	Transparent bool
+	Advertise   string // inbound address other sidecars reach; default: the bound one
 	AccessLog   string // file path, "-" for stdout, "" for none
 	DecisionLog string
 }
@@ -125,6 +126,11 @@ func (c Config) Validate() (*checked, error) {
 	checkAddr("--inbound", c.Inbound, &errs)
 	checkAddr("--outbound", c.Outbound, &errs)
 	checkAddr("--admin", c.Admin, &errs)
+	if c.Advertise != "" {
+		if h, _, err := net.SplitHostPort(c.Advertise); err != nil || net.ParseIP(h) == nil {
+			errs = append(errs, fmt.Errorf("--advertise %q: want IP:PORT", c.Advertise))
+		}
+	}
 	if c.Policy == "" {
 		errs = append(errs, errors.New("--policy is required (a .rego file or a directory of them)"))
 	}

@@ -19,6 +19,15 @@ type metrics struct {
 	decisions  *prometheus.CounterVec
 	reloads    *prometheus.CounterVec
 	tcp        *prometheus.CounterVec
+
+	configs       *prometheus.CounterVec
+	configVersion prometheus.Gauge
+	overflows     *prometheus.CounterVec
+	faults        *prometheus.CounterVec
+	ejections     *prometheus.CounterVec
+	retries       *prometheus.CounterVec
+	retryBudget   *prometheus.CounterVec
+	mirrors       *prometheus.CounterVec
 }
 
 func newMetrics(svidExpiry func() float64) *metrics {
@@ -44,6 +53,18 @@ func newMetrics(svidExpiry func() float64) *metrics {
 			Name: "sigil_tcp_connections_total", Help: "Opaque TCP connections, by direction, source, destination service and result.",
 		}, []string{"direction", "source", "destination_service", "result"}),
 	}
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+	m.configs = counter("sigil_config_updates_total", "Configurations received from the agent, by result (applied, refused).", "result")
+	m.configVersion = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_config_version", Help: "Version of the traffic configuration in force."})
+	m.overflows = counter("sigil_upstream_overflow_total", "Requests refused with 503 because a DestinationRule connection pool was full.", "destination_service")
+	m.faults = counter("sigil_faults_injected_total", "Requests aborted by fault injection.", "destination_service", "kind")
+	m.ejections = counter("sigil_outlier_ejections_total", "Endpoints ejected by outlier detection.", "destination_service")
+	m.retries = counter("sigil_retries_total", "Retries sent.", "destination_service")
+	m.retryBudget = counter("sigil_retry_budget_exhausted_total", "Retries not sent because the retry budget was spent.", "destination_service")
+	m.mirrors = counter("sigil_mirror_requests_total", "Mirrored requests, by result (sent, error, dropped, no_endpoint, skipped_body).", "destination_service", "result")
+	m.reg.MustRegister(m.configs, m.configVersion, m.overflows, m.faults, m.ejections, m.retries, m.retryBudget, m.mirrors)
 	m.reg.MustRegister(m.requests, m.latency, m.handshakes, m.decisions, m.reloads, m.tcp,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_svid_expiry_seconds", Help: "Seconds until the proxy's X.509-SVID expires."}, svidExpiry),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -5,9 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/sigil-mesh/sigil/traffic"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,24 +19,19 @@ import (
 // sidecars. Explicit mode: the app names the service in the Host (as an
 // HTTP proxy client, or origin-form with Host), or uses CONNECT for TCP.
 // Transparent mode: iptables redirects the app's connections here and the
-// original destination picks the service.
+// original destination picks the service. Routing follows the mesh's
+// VirtualServices and DestinationRules (see forward.go).
 type outbound struct {
-	p      *Proxy
-	queue  *connQueue
-	srv    *http.Server
-	routes map[string]*route
-	tcp    sync.WaitGroup
-}
+	p        *Proxy
+	queue    *connQueue
+	srv      *http.Server
+	state    atomic.Pointer[meshState]
+	clusters *clusters
+	mirrors  chan struct{} // bounds mirrored requests in flight
+	tcp      sync.WaitGroup
 
-// route is one upstream service: its endpoints and pooled transports
-// whose TLS checks the service's identity.
-type route struct {
-	up   *Upstream
-	next atomic.Uint64
-	h2   *http.Transport // HTTP/2 over mTLS, multiplexed and pooled
-	h1   *http.Transport // HTTP/1.1 over mTLS, for WebSocket upgrades
-	rp   *httputil.ReverseProxy
-	rp1  *httputil.ReverseProxy
+	epMu      sync.Mutex
+	endpoints map[string]*endpoint
 }
 
 type ctxKey struct{}
@@ -51,17 +47,13 @@ type routedConn struct {
 func (c *routedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 func newOutbound(p *Proxy, addr net.Addr) *outbound {
-	o := &outbound{p: p, queue: newConnQueue(addr), routes: map[string]*route{}}
+	o := &outbound{p: p, queue: newConnQueue(addr), clusters: newClusters(), mirrors: make(chan struct{}, maxMirrorsInFlight), endpoints: map[string]*endpoint{}}
 	for name, up := range p.cfg.upstreams {
 		if up.ID.IsZero() {
 			p.log.Warn("upstream has no expected identity; any identity of the trust domain is accepted", "upstream", name)
 		}
-		r := &route{up: up}
-		r.h2 = o.transport(up, alpnH2)
-		r.h1 = o.transport(up, alpnH1)
-		r.rp, r.rp1 = o.reverseProxy(r, r.h2), o.reverseProxy(r, r.h1)
-		o.routes[name] = r
 	}
+	o.setState(traffic.Compile(0, nil), 0, 0, nil)
 	o.srv = &http.Server{
 		Handler:           o,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -83,9 +75,11 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 	return o
 }
 
-func (o *outbound) transport(up *Upstream, alpn string) *http.Transport {
+// transportFor makes a pooled transport to one endpoint whose TLS checks
+// the endpoint's identity (secure naming).
+func (o *outbound) transportFor(id spiffeid.ID, alpn string) *http.Transport {
 	tr := &http.Transport{
-		TLSClientConfig:     o.p.id.clientTLS(up.ID, alpn),
+		TLSClientConfig:     o.p.id.clientTLS(id, alpn),
 		TLSHandshakeTimeout: hsLimit,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 64,
@@ -99,37 +93,6 @@ func (o *outbound) transport(up *Upstream, alpn string) *http.Transport {
 		tr.Protocols.SetHTTP1(true)
 	}
 	return tr
-}
-
-// pick chooses the next endpoint of a route, round robin.
-func (r *route) pick() string {
-	eps := r.up.Endpoints
-	return eps[int(r.next.Add(1)-1)%len(eps)]
-}
-
-func (o *outbound) reverseProxy(r *route, tr http.RoundTripper) *httputil.ReverseProxy {
-	return &httputil.ReverseProxy{
-		Transport: tr,
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = "https"
-			pr.Out.URL.Host = r.pick()
-			pr.Out.Host = pr.In.Host
-			if pr.In.URL.IsAbs() && pr.In.Host == "" {
-				pr.Out.Host = pr.In.URL.Host
-			}
-		},
-		ModifyResponse: grpcTrailersOnly,
-		FlushInterval:  -1,
-		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			o.p.log.Warn("upstream request failed", "service", r.up.Name, "error", err)
-			code := http.StatusBadGateway
-			if errors.Is(err, context.DeadlineExceeded) {
-				code = http.StatusGatewayTimeout
-			}
-			writeError(w, req, code, "sigil: upstream "+r.up.Name+" failed: "+reasonOf(err))
-		},
-		ErrorLog: o.p.httpErrorLog("outbound-proxy"),
-	}
 }
 
 func reasonOf(err error) string {
@@ -154,44 +117,18 @@ func serviceOf(r *http.Request) string {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	return strings.TrimSuffix(strings.ToLower(host), ".")
-}
-
-func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	if r.Method == http.MethodConnect {
-		o.connect(w, r)
-		return
-	}
-	rec := &statusRecorder{ResponseWriter: w}
-	svc := serviceOf(r)
-	rt, ok := o.routes[svc]
-	proto := protocolOf(r)
-	switch {
-	case !ok:
-		// Fail closed: only known services are reachable through the mesh.
-		writeError(rec, r, http.StatusBadGateway, "sigil: unknown service "+svc)
-	default:
-		// The app may not claim an identity; the receiving sidecar sets it.
-		r.Header.Del(xfccName)
-		if r.Header.Get("Upgrade") != "" {
-			rt.rp1.ServeHTTP(rec, r)
-		} else {
-			rt.rp.ServeHTTP(rec, r)
-		}
-	}
-	o.p.observe("outbound", o.p.id.id.String(), svc, r, rec.status(), proto, start, "")
+	return traffic.ServiceName(host)
 }
 
 // connect tunnels opaque TCP: CONNECT host:port, where host is a service.
 func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 	svc := serviceOf(r)
-	rt, ok := o.routes[svc]
-	if !ok {
+	c := o.cluster(o.state.Load(), svc, "")
+	if c == nil || len(c.eps) == 0 {
 		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+svc)
 		return
 	}
-	up, err := o.dialTCP(r.Context(), rt)
+	up, err := o.dialTCP(r.Context(), c.pick(nil))
 	if err != nil {
 		writeError(w, r, http.StatusBadGateway, "sigil: upstream "+svc+" failed: "+reasonOf(err))
 		return
@@ -213,11 +150,11 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 }
 
 // dialTCP opens an mTLS connection for opaque TCP to a service's sidecar.
-func (o *outbound) dialTCP(ctx context.Context, rt *route) (net.Conn, error) {
+func (o *outbound) dialTCP(ctx context.Context, ep *endpoint) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, hsLimit)
 	defer cancel()
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: o.p.id.clientTLS(rt.up.ID, alpnTCP)}
-	c, err := d.DialContext(ctx, "tcp", rt.pick())
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: o.p.id.clientTLS(ep.id, alpnTCP)}
+	c, err := d.DialContext(ctx, "tcp", ep.addr)
 	if err != nil {
 		o.p.metrics.handshakes.WithLabelValues("outbound", handshakeReason(err)).Inc()
 		return nil, err
@@ -256,8 +193,8 @@ func (o *outbound) transparent(c net.Conn) {
 		o.queue.push(c)
 		return
 	}
-	rt := o.routeForAddr(dst)
-	if rt == nil {
+	svc := o.serviceForAddr(dst)
+	if svc == "" {
 		o.p.log.Warn("transparent connection to an unknown destination refused", "dst", dst.String())
 		o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), "unknown", "refused").Inc()
 		c.Close()
@@ -267,16 +204,17 @@ func (o *outbound) transparent(c net.Conn) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	head, _ := br.Peek(4)
 	c.SetReadDeadline(time.Time{})
-	rc := &routedConn{Conn: c, r: br, service: rt.up.Name}
+	rc := &routedConn{Conn: c, r: br, service: svc}
 	for _, p := range httpPrefixes {
 		if string(head) == p {
 			o.queue.push(rc)
 			return
 		}
 	}
-	up, err := o.dialTCP(context.Background(), rt)
+	cl := o.cluster(o.state.Load(), svc, "")
+	up, err := o.dialTCP(context.Background(), cl.pick(nil))
 	if err != nil {
-		o.p.log.Warn("upstream tcp failed", "service", rt.up.Name, "error", err)
+		o.p.log.Warn("upstream tcp failed", "service", svc, "error", err)
 		c.Close()
 		return
 	}
@@ -284,19 +222,19 @@ func (o *outbound) transparent(c net.Conn) {
 	defer o.tcp.Done()
 	defer c.Close()
 	defer up.Close()
-	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), rt.up.Name, "ok").Inc()
+	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), svc, "ok").Inc()
 	pipe(rc, up)
 }
 
-// routeForAddr finds the service one of whose endpoints is on dst's host.
-func (o *outbound) routeForAddr(dst *net.TCPAddr) *route {
-	for _, rt := range o.routes {
-		for _, ep := range rt.up.Endpoints {
-			host, _, _ := net.SplitHostPort(ep)
+// serviceForAddr finds the service one of whose endpoints is on dst's host.
+func (o *outbound) serviceForAddr(dst *net.TCPAddr) string {
+	for svc, eps := range o.state.Load().byService {
+		for _, e := range eps {
+			host, _, _ := net.SplitHostPort(e.addr)
 			if ip := net.ParseIP(host); ip != nil && ip.Equal(dst.IP) {
-				return rt
+				return svc
 			}
 		}
 	}
-	return nil
+	return ""
 }

@@ -111,12 +111,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		inLn.Close()
 		return fmt.Errorf("proxy: --outbound %s: %w", c.Outbound, err)
 	}
+	advertise, err := advertiseAddr(c, inLn.Addr())
+	if err != nil {
+		inLn.Close()
+		outLn.Close()
+		return err
+	}
 	in := newInbound(p, inLn.Addr())
 	out := newOutbound(p, outLn.Addr())
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Discovery has its own context: cancelling it first on shutdown
+	// deregisters the endpoint before the listeners close.
+	discoverCtx, stopDiscovery := context.WithCancel(ctx)
+	defer stopDiscovery()
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); p.discover(discoverCtx, out, advertise) }()
 	go func() { defer wg.Done(); in.serve(inLn) }()
 	go func() { defer wg.Done(); out.serve(outLn) }()
 	go func() { defer wg.Done(); p.policy.Watch(runCtx, time.Second) }()
@@ -125,11 +136,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	p.ready.Store(true)
 	log.Info("sigil-proxy running", "service", c.Service, "spiffe_id", p.id.id.String(),
 		"inbound", inLn.Addr().String(), "outbound", outLn.Addr().String(), "admin", adminLn.Addr().String(),
-		"app", c.App, "transparent", c.Transparent, "upstreams", c.upstreamNames())
+		"advertise", advertise, "app", c.App, "transparent", c.Transparent, "upstreams", c.upstreamNames())
 
 	<-ctx.Done()
-	// Drain: stop taking connections, let in-flight requests finish.
+	// Drain: leave the endpoint pool, stop taking connections, let
+	// in-flight requests finish.
 	p.drain.Store(true)
+	stopDiscovery()
 	log.Info("draining")
 	inLn.Close()
 	outLn.Close()

@@ -68,6 +68,26 @@ CREATE TABLE IF NOT EXISTS entries (
 	UNIQUE (spiffe_id, parent_id, selectors)
 );
 CREATE INDEX IF NOT EXISTS entries_parent ON entries (parent_id);
+CREATE TABLE IF NOT EXISTS resources (
+	kind       TEXT NOT NULL,
+	namespace  TEXT NOT NULL,
+	name       TEXT NOT NULL,
+	spec       BLOB NOT NULL,
+	version    INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL,
+	PRIMARY KEY (kind, namespace, name)
+);
+CREATE TABLE IF NOT EXISTS proxies (
+	agent_id       TEXT NOT NULL,
+	proxy_id       TEXT NOT NULL,
+	spiffe_id      TEXT NOT NULL,
+	service        TEXT NOT NULL,
+	address        TEXT NOT NULL,
+	labels         TEXT NOT NULL,
+	config_version INTEGER NOT NULL,
+	reported_at    INTEGER NOT NULL,
+	PRIMARY KEY (agent_id, proxy_id)
+);
 `
 
 // Open opens (creating if needed) the registry in dir/sigil.db.

@@ -69,6 +69,11 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("GET /v1/entries", s.handle(s.listEntries))
 	mux.HandleFunc("DELETE /v1/entries/{id}", s.handle(s.deleteEntry))
 	mux.HandleFunc("GET /v1/agents", s.handle(s.listAgents))
+	mux.HandleFunc("POST /v1/config", s.handle(s.applyConfig))
+	mux.HandleFunc("GET /v1/config/{kind}", s.handle(s.listConfig))
+	mux.HandleFunc("DELETE /v1/config/{kind}/{namespace}/{name}", s.handle(s.deleteConfig))
+	mux.HandleFunc("GET /v1/proxies", s.handle(s.listProxies))
+	mux.HandleFunc("GET /v1/services", s.handle(s.listServices))
 	return mux
 }
 

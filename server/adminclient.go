@@ -121,3 +121,39 @@ func (c *AdminClient) ListAgents(ctx context.Context) ([]registry.Agent, error) 
 	err := c.do(ctx, http.MethodGet, "/v1/agents", nil, &out)
 	return out, err
 }
+
+// Apply sends files of configuration resources; with dryRun nothing is
+// stored and the response says what would change.
+func (c *AdminClient) Apply(ctx context.Context, files []File, dryRun bool) (ApplyResponse, error) {
+	var out ApplyResponse
+	err := c.do(ctx, http.MethodPost, "/v1/config", ApplyRequest{Files: files, DryRun: dryRun}, &out)
+	return out, err
+}
+
+// ListConfig lists the resources of a kind (virtualservices, destinationrules).
+func (c *AdminClient) ListConfig(ctx context.Context, kind string) ([]registry.StoredResource, error) {
+	var out []registry.StoredResource
+	err := c.do(ctx, http.MethodGet, "/v1/config/"+url.PathEscape(kind), nil, &out)
+	return out, err
+}
+
+// DeleteConfig deletes one resource.
+func (c *AdminClient) DeleteConfig(ctx context.Context, kind, namespace, name string) (registry.ApplyResult, error) {
+	var out registry.ApplyResult
+	err := c.do(ctx, http.MethodDelete, "/v1/config/"+url.PathEscape(kind)+"/"+url.PathEscape(namespace)+"/"+url.PathEscape(name), nil, &out)
+	return out, err
+}
+
+// ListProxies lists sidecars and whether each runs the current config.
+func (c *AdminClient) ListProxies(ctx context.Context) ([]ProxyStatus, error) {
+	var out []ProxyStatus
+	err := c.do(ctx, http.MethodGet, "/v1/proxies", nil, &out)
+	return out, err
+}
+
+// ListServices lists services and their endpoints.
+func (c *AdminClient) ListServices(ctx context.Context) ([]ServiceInfo, error) {
+	var out []ServiceInfo
+	err := c.do(ctx, http.MethodGet, "/v1/services", nil, &out)
+	return out, err
+}

@@ -344,7 +344,11 @@ func (s *Server) snapshot(ctx context.Context, agent spiffeid.ID) (*agentv1.Sync
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	out := &agentv1.SyncResponse{Bundle: s.bundleProto()}
+	cfg, err := s.configProto(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	out := &agentv1.SyncResponse{Bundle: s.bundleProto(), Config: cfg}
 	for _, e := range entries {
 		pe := &agentv1.Entry{Id: e.ID, SpiffeId: e.SPIFFEID, ParentId: e.ParentID, X509SvidTtl: int64(e.X509TTL / time.Second), JwtSvidTtl: int64(e.JWTTTL / time.Second), Revision: e.Revision}
 		for _, sel := range e.Selectors {

@@ -210,6 +210,12 @@ func (s *Server) rotateLoop(ctx context.Context) {
 		if changed {
 			s.changes.Notify()
 		}
+		if n, err := s.store.ExpireProxies(ctx, s.now().Add(-proxyExpiry)); err != nil {
+			s.log.Error("expiring proxies failed", "error", err)
+		} else if n > 0 {
+			s.log.Info("endpoints expired: their agents stopped reporting", "proxies", n)
+			s.changes.Notify()
+		}
 		if leaf := s.svid.Load().Leaf; s.now().After(halfLife(leaf.NotBefore, leaf.NotAfter)) {
 			if err := s.renewServerSVID(); err != nil {
 				s.log.Error("server svid renewal failed; will retry", "error", err)

@@ -132,3 +132,25 @@ func strictDecode(js []byte, v any) error {
 	}
 	return nil
 }
+
+// FromSpec rebuilds a resource from its stored or streamed form (kind,
+// namespace, name and spec JSON), strictly and validated: a sidecar never
+// trusts what it receives more than the server trusted what it stored.
+func FromSpec(kind, namespace, name string, spec []byte) (Resource, error) {
+	r := Resource{Kind: kind, Namespace: namespace, Name: name}
+	var err error
+	switch kind {
+	case KindVirtualService:
+		r.VS = &VirtualService{APIVersion: "networking.istio.io/v1", Kind: kind, Metadata: Metadata{Name: name, Namespace: namespace}}
+		err = strictDecode(spec, &r.VS.Spec)
+	case KindDestinationRule:
+		r.DR = &DestinationRule{APIVersion: "networking.istio.io/v1", Kind: kind, Metadata: Metadata{Name: name, Namespace: namespace}}
+		err = strictDecode(spec, &r.DR.Spec)
+	default:
+		return Resource{}, fmt.Errorf("kind %q: want VirtualService or DestinationRule", kind)
+	}
+	if err != nil {
+		return Resource{}, fmt.Errorf("%s: %w", r.Ref(), err)
+	}
+	return r, Validate(r)
+}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sigil-mesh/sigil/agent/cache"
@@ -86,16 +87,24 @@ func checkHeader(ctx context.Context) error {
 	return status.Errorf(codes.InvalidArgument, "security header missing from request: %s: %s", headerKey, headerValue)
 }
 
-func requireHeader(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := checkHeader(ctx); err != nil {
-		return nil, err
+// workloadPrefix is the Workload API's service; other services on the
+// socket (the sidecars' Discovery API) are not browser-facing by design.
+const workloadPrefix = "/SpiffeWorkloadAPI/"
+
+func requireHeader(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if strings.HasPrefix(info.FullMethod, workloadPrefix) {
+		if err := checkHeader(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return handler(ctx, req)
 }
 
-func requireHeaderStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := checkHeader(ss.Context()); err != nil {
-		return err
+func requireHeaderStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if strings.HasPrefix(info.FullMethod, workloadPrefix) {
+		if err := checkHeader(ss.Context()); err != nil {
+			return err
+		}
 	}
 	return handler(srv, ss)
 }

@@ -47,6 +47,7 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.Admin, "admin", proxy.DefaultAdmin, "HOST:PORT for /metrics, /ready and /config")
 	f.StringVar(&cfg.Policy, "policy", "", "Rego policy: a .rego file or a directory of them (required)")
 	f.StringArrayVar(&cfg.Upstreams, "upstream", nil, "NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]: where a service's sidecars listen and who they must be (repeatable)")
+	f.StringVar(&cfg.Advertise, "advertise", "", "IP:PORT other sidecars reach this one's inbound at (default: the --inbound address, when it names an IP)")
 	f.BoolVar(&cfg.Transparent, "transparent", false, "route redirected connections by their original destination (see `sigil-proxy iptables`)")
 	f.StringVar(&cfg.AccessLog, "access-log", "", "access log file (JSON lines); - for stdout")
 	f.StringVar(&cfg.DecisionLog, "decision-log", "", "decision log file (OPA decision-log JSON lines); - for stdout")

@@ -856,10 +856,12 @@ func (x *Entry) GetRevision() int64 {
 }
 
 type SyncResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	Entries       []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
-	Bundle        *Bundle                `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Entries  []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	Bundle   *Bundle                `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	// Traffic configuration and the mesh's endpoints, for the node's sidecars.
+	Config        *Config `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -913,6 +915,387 @@ func (x *SyncResponse) GetBundle() *Bundle {
 		return x.Bundle
 	}
 	return nil
+}
+
+func (x *SyncResponse) GetConfig() *Config {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+// Config is what every sidecar routes by.
+type Config struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Version of the configuration resources; bumped by every apply or delete.
+	Version   int64       `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Resources []*Resource `protobuf:"bytes,2,rep,name=resources,proto3" json:"resources,omitempty"`
+	// Revision of the endpoint set; bumped whenever an endpoint comes or goes.
+	EndpointsRevision int64       `protobuf:"varint,3,opt,name=endpoints_revision,json=endpointsRevision,proto3" json:"endpoints_revision,omitempty"`
+	Endpoints         []*Endpoint `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Config) Reset() {
+	*x = Config{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Config) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Config) ProtoMessage() {}
+
+func (x *Config) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Config.ProtoReflect.Descriptor instead.
+func (*Config) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Config) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Config) GetResources() []*Resource {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *Config) GetEndpointsRevision() int64 {
+	if x != nil {
+		return x.EndpointsRevision
+	}
+	return 0
+}
+
+func (x *Config) GetEndpoints() []*Endpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+// Resource is a validated configuration resource.
+type Resource struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"` // VirtualService or DestinationRule
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Spec          []byte                 `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"` // the spec, as JSON
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Resource) Reset() {
+	*x = Resource{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Resource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Resource) ProtoMessage() {}
+
+func (x *Resource) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Resource.ProtoReflect.Descriptor instead.
+func (*Resource) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Resource) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Resource) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Resource) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Resource) GetSpec() []byte {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+// Endpoint is one sidecar of a service.
+type Endpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`                   // the sidecar's inbound HOST:PORT
+	SpiffeId      string                 `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"` // the identity its agent attested
+	Labels        map[string]string      `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Endpoint) Reset() {
+	*x = Endpoint{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Endpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Endpoint) ProtoMessage() {}
+
+func (x *Endpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
+func (*Endpoint) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Endpoint) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *Endpoint) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Endpoint) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *Endpoint) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+// Proxy is a sidecar as its agent reports it.
+type Proxy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Service       string                 `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`
+	Address       string                 `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	Labels        map[string]string      `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ConfigVersion int64                  `protobuf:"varint,6,opt,name=config_version,json=configVersion,proto3" json:"config_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Proxy) Reset() {
+	*x = Proxy{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Proxy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Proxy) ProtoMessage() {}
+
+func (x *Proxy) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Proxy.ProtoReflect.Descriptor instead.
+func (*Proxy) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Proxy) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Proxy) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *Proxy) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *Proxy) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Proxy) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Proxy) GetConfigVersion() int64 {
+	if x != nil {
+		return x.ConfigVersion
+	}
+	return 0
+}
+
+type ReportProxiesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Proxies       []*Proxy               `protobuf:"bytes,1,rep,name=proxies,proto3" json:"proxies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportProxiesRequest) Reset() {
+	*x = ReportProxiesRequest{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportProxiesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportProxiesRequest) ProtoMessage() {}
+
+func (x *ReportProxiesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportProxiesRequest.ProtoReflect.Descriptor instead.
+func (*ReportProxiesRequest) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ReportProxiesRequest) GetProxies() []*Proxy {
+	if x != nil {
+		return x.Proxies
+	}
+	return nil
+}
+
+type ReportProxiesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportProxiesResponse) Reset() {
+	*x = ReportProxiesResponse{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportProxiesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportProxiesResponse) ProtoMessage() {}
+
+func (x *ReportProxiesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportProxiesResponse.ProtoReflect.Descriptor instead.
+func (*ReportProxiesResponse) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 var File_api_agent_v1_agent_proto protoreflect.FileDescriptor
@@ -974,11 +1357,43 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\rx509_svid_ttl\x18\x05 \x01(\x03R\vx509SvidTtl\x12 \n" +
 	"\fjwt_svid_ttl\x18\x06 \x01(\x03R\n" +
 	"jwtSvidTtl\x12\x1a\n" +
-	"\brevision\x18\a \x01(\x03R\brevision\"\x8b\x01\n" +
+	"\brevision\x18\a \x01(\x03R\brevision\"\xbb\x01\n" +
 	"\fSyncResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12/\n" +
 	"\aentries\x18\x02 \x03(\v2\x15.sigil.agent.v1.EntryR\aentries\x12.\n" +
-	"\x06bundle\x18\x03 \x01(\v2\x16.sigil.agent.v1.BundleR\x06bundle2\xa6\x03\n" +
+	"\x06bundle\x18\x03 \x01(\v2\x16.sigil.agent.v1.BundleR\x06bundle\x12.\n" +
+	"\x06config\x18\x04 \x01(\v2\x16.sigil.agent.v1.ConfigR\x06config\"\xc1\x01\n" +
+	"\x06Config\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\x126\n" +
+	"\tresources\x18\x02 \x03(\v2\x18.sigil.agent.v1.ResourceR\tresources\x12-\n" +
+	"\x12endpoints_revision\x18\x03 \x01(\x03R\x11endpointsRevision\x126\n" +
+	"\tendpoints\x18\x04 \x03(\v2\x18.sigil.agent.v1.EndpointR\tendpoints\"d\n" +
+	"\bResource\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
+	"\x04spec\x18\x04 \x01(\fR\x04spec\"\xd4\x01\n" +
+	"\bEndpoint\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1b\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\x12<\n" +
+	"\x06labels\x18\x04 \x03(\v2$.sigil.agent.v1.Endpoint.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x02\n" +
+	"\x05Proxy\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x18\n" +
+	"\aservice\x18\x03 \x01(\tR\aservice\x12\x18\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\x129\n" +
+	"\x06labels\x18\x05 \x03(\v2!.sigil.agent.v1.Proxy.LabelsEntryR\x06labels\x12%\n" +
+	"\x0econfig_version\x18\x06 \x01(\x03R\rconfigVersion\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
+	"\x14ReportProxiesRequest\x12/\n" +
+	"\aproxies\x18\x01 \x03(\v2\x15.sigil.agent.v1.ProxyR\aproxies\"\x17\n" +
+	"\x15ReportProxiesResponse2\x84\x04\n" +
 	"\x05Agent\x12G\n" +
 	"\x06Attest\x12\x1d.sigil.agent.v1.AttestRequest\x1a\x1e.sigil.agent.v1.AttestResponse\x12S\n" +
 	"\n" +
@@ -986,7 +1401,8 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x10BatchNewX509SVID\x12'.sigil.agent.v1.BatchNewX509SVIDRequest\x1a(.sigil.agent.v1.BatchNewX509SVIDResponse\x12S\n" +
 	"\n" +
 	"NewJWTSVID\x12!.sigil.agent.v1.NewJWTSVIDRequest\x1a\".sigil.agent.v1.NewJWTSVIDResponse\x12C\n" +
-	"\x04Sync\x12\x1b.sigil.agent.v1.SyncRequest\x1a\x1c.sigil.agent.v1.SyncResponse0\x01B2Z0github.com/sigil-mesh/sigil/api/agent/v1;agentv1b\x06proto3"
+	"\x04Sync\x12\x1b.sigil.agent.v1.SyncRequest\x1a\x1c.sigil.agent.v1.SyncResponse0\x01\x12\\\n" +
+	"\rReportProxies\x12$.sigil.agent.v1.ReportProxiesRequest\x1a%.sigil.agent.v1.ReportProxiesResponseB2Z0github.com/sigil-mesh/sigil/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_api_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -1000,7 +1416,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*AttestRequest)(nil),            // 0: sigil.agent.v1.AttestRequest
 	(*AttestResponse)(nil),           // 1: sigil.agent.v1.AttestResponse
@@ -1018,6 +1434,14 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Selector)(nil),                 // 13: sigil.agent.v1.Selector
 	(*Entry)(nil),                    // 14: sigil.agent.v1.Entry
 	(*SyncResponse)(nil),             // 15: sigil.agent.v1.SyncResponse
+	(*Config)(nil),                   // 16: sigil.agent.v1.Config
+	(*Resource)(nil),                 // 17: sigil.agent.v1.Resource
+	(*Endpoint)(nil),                 // 18: sigil.agent.v1.Endpoint
+	(*Proxy)(nil),                    // 19: sigil.agent.v1.Proxy
+	(*ReportProxiesRequest)(nil),     // 20: sigil.agent.v1.ReportProxiesRequest
+	(*ReportProxiesResponse)(nil),    // 21: sigil.agent.v1.ReportProxiesResponse
+	nil,                              // 22: sigil.agent.v1.Endpoint.LabelsEntry
+	nil,                              // 23: sigil.agent.v1.Proxy.LabelsEntry
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	4,  // 0: sigil.agent.v1.AttestResponse.svid:type_name -> sigil.agent.v1.X509SVID
@@ -1029,21 +1453,29 @@ var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	13, // 6: sigil.agent.v1.Entry.selectors:type_name -> sigil.agent.v1.Selector
 	14, // 7: sigil.agent.v1.SyncResponse.entries:type_name -> sigil.agent.v1.Entry
 	5,  // 8: sigil.agent.v1.SyncResponse.bundle:type_name -> sigil.agent.v1.Bundle
-	0,  // 9: sigil.agent.v1.Agent.Attest:input_type -> sigil.agent.v1.AttestRequest
-	2,  // 10: sigil.agent.v1.Agent.RenewAgent:input_type -> sigil.agent.v1.RenewAgentRequest
-	7,  // 11: sigil.agent.v1.Agent.BatchNewX509SVID:input_type -> sigil.agent.v1.BatchNewX509SVIDRequest
-	10, // 12: sigil.agent.v1.Agent.NewJWTSVID:input_type -> sigil.agent.v1.NewJWTSVIDRequest
-	12, // 13: sigil.agent.v1.Agent.Sync:input_type -> sigil.agent.v1.SyncRequest
-	1,  // 14: sigil.agent.v1.Agent.Attest:output_type -> sigil.agent.v1.AttestResponse
-	3,  // 15: sigil.agent.v1.Agent.RenewAgent:output_type -> sigil.agent.v1.RenewAgentResponse
-	9,  // 16: sigil.agent.v1.Agent.BatchNewX509SVID:output_type -> sigil.agent.v1.BatchNewX509SVIDResponse
-	11, // 17: sigil.agent.v1.Agent.NewJWTSVID:output_type -> sigil.agent.v1.NewJWTSVIDResponse
-	15, // 18: sigil.agent.v1.Agent.Sync:output_type -> sigil.agent.v1.SyncResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	16, // 9: sigil.agent.v1.SyncResponse.config:type_name -> sigil.agent.v1.Config
+	17, // 10: sigil.agent.v1.Config.resources:type_name -> sigil.agent.v1.Resource
+	18, // 11: sigil.agent.v1.Config.endpoints:type_name -> sigil.agent.v1.Endpoint
+	22, // 12: sigil.agent.v1.Endpoint.labels:type_name -> sigil.agent.v1.Endpoint.LabelsEntry
+	23, // 13: sigil.agent.v1.Proxy.labels:type_name -> sigil.agent.v1.Proxy.LabelsEntry
+	19, // 14: sigil.agent.v1.ReportProxiesRequest.proxies:type_name -> sigil.agent.v1.Proxy
+	0,  // 15: sigil.agent.v1.Agent.Attest:input_type -> sigil.agent.v1.AttestRequest
+	2,  // 16: sigil.agent.v1.Agent.RenewAgent:input_type -> sigil.agent.v1.RenewAgentRequest
+	7,  // 17: sigil.agent.v1.Agent.BatchNewX509SVID:input_type -> sigil.agent.v1.BatchNewX509SVIDRequest
+	10, // 18: sigil.agent.v1.Agent.NewJWTSVID:input_type -> sigil.agent.v1.NewJWTSVIDRequest
+	12, // 19: sigil.agent.v1.Agent.Sync:input_type -> sigil.agent.v1.SyncRequest
+	20, // 20: sigil.agent.v1.Agent.ReportProxies:input_type -> sigil.agent.v1.ReportProxiesRequest
+	1,  // 21: sigil.agent.v1.Agent.Attest:output_type -> sigil.agent.v1.AttestResponse
+	3,  // 22: sigil.agent.v1.Agent.RenewAgent:output_type -> sigil.agent.v1.RenewAgentResponse
+	9,  // 23: sigil.agent.v1.Agent.BatchNewX509SVID:output_type -> sigil.agent.v1.BatchNewX509SVIDResponse
+	11, // 24: sigil.agent.v1.Agent.NewJWTSVID:output_type -> sigil.agent.v1.NewJWTSVIDResponse
+	15, // 25: sigil.agent.v1.Agent.Sync:output_type -> sigil.agent.v1.SyncResponse
+	21, // 26: sigil.agent.v1.Agent.ReportProxies:output_type -> sigil.agent.v1.ReportProxiesResponse
+	21, // [21:27] is the sub-list for method output_type
+	15, // [15:21] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_api_agent_v1_agent_proto_init() }
@@ -1057,7 +1489,7 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

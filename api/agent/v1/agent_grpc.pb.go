@@ -31,6 +31,7 @@ const (
 	Agent_BatchNewX509SVID_FullMethodName = "/sigil.agent.v1.Agent/BatchNewX509SVID"
 	Agent_NewJWTSVID_FullMethodName       = "/sigil.agent.v1.Agent/NewJWTSVID"
 	Agent_Sync_FullMethodName             = "/sigil.agent.v1.Agent/Sync"
+	Agent_ReportProxies_FullMethodName    = "/sigil.agent.v1.Agent/ReportProxies"
 )
 
 // AgentClient is the client API for Agent service.
@@ -49,6 +50,11 @@ type AgentClient interface {
 	// Sync streams the calling agent's entries and the trust bundle: a full
 	// snapshot first, then a new snapshot whenever either changes.
 	Sync(ctx context.Context, in *SyncRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SyncResponse], error)
+	// ReportProxies tells the server which sidecars run on the calling
+	// agent's node: their endpoints, attested identities and the config
+	// version each runs. Each report replaces the agent's previous one; an
+	// agent that stops reporting has its endpoints expire.
+	ReportProxies(ctx context.Context, in *ReportProxiesRequest, opts ...grpc.CallOption) (*ReportProxiesResponse, error)
 }
 
 type agentClient struct {
@@ -118,6 +124,16 @@ func (c *agentClient) Sync(ctx context.Context, in *SyncRequest, opts ...grpc.Ca
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_SyncClient = grpc.ServerStreamingClient[SyncResponse]
 
+func (c *agentClient) ReportProxies(ctx context.Context, in *ReportProxiesRequest, opts ...grpc.CallOption) (*ReportProxiesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportProxiesResponse)
+	err := c.cc.Invoke(ctx, Agent_ReportProxies_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -134,6 +150,11 @@ type AgentServer interface {
 	// Sync streams the calling agent's entries and the trust bundle: a full
 	// snapshot first, then a new snapshot whenever either changes.
 	Sync(*SyncRequest, grpc.ServerStreamingServer[SyncResponse]) error
+	// ReportProxies tells the server which sidecars run on the calling
+	// agent's node: their endpoints, attested identities and the config
+	// version each runs. Each report replaces the agent's previous one; an
+	// agent that stops reporting has its endpoints expire.
+	ReportProxies(context.Context, *ReportProxiesRequest) (*ReportProxiesResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -158,6 +179,9 @@ func (UnimplementedAgentServer) NewJWTSVID(context.Context, *NewJWTSVIDRequest) 
 }
 func (UnimplementedAgentServer) Sync(*SyncRequest, grpc.ServerStreamingServer[SyncResponse]) error {
 	return status.Error(codes.Unimplemented, "method Sync not implemented")
+}
+func (UnimplementedAgentServer) ReportProxies(context.Context, *ReportProxiesRequest) (*ReportProxiesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportProxies not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -263,6 +287,24 @@ func _Agent_Sync_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_SyncServer = grpc.ServerStreamingServer[SyncResponse]
 
+func _Agent_ReportProxies_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportProxiesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).ReportProxies(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_ReportProxies_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).ReportProxies(ctx, req.(*ReportProxiesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -285,6 +327,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "NewJWTSVID",
 			Handler:    _Agent_NewJWTSVID_Handler,
+		},
+		{
+			MethodName: "ReportProxies",
+			Handler:    _Agent_ReportProxies_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

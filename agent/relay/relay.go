@@ -1,0 +1,226 @@
+// Package relay is the agent's side of the sidecars' Discovery API: it
+// registers each sidecar's endpoint under the identity the agent attested
+// for it, relays the configuration and endpoints the server streams to
+// every sidecar on the node, and reports the node's sidecars (with the
+// config version each runs) back to the server.
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sigil-mesh/sigil/agent/cache"
+	"github.com/sigil-mesh/sigil/agent/unixattest"
+	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
+	"github.com/sigil-mesh/sigil/selector"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// Identities says which identities a caller's selectors grant.
+type Identities interface {
+	Match(sels selector.Set) ([]cache.Identity, bool)
+}
+
+// Attestor turns a caller's credentials into selectors.
+type Attestor interface {
+	Attest(info unixattest.AuthInfo) []selector.Selector
+}
+
+// Relay serves proxyv1.Discovery.
+type Relay struct {
+	proxyv1.UnimplementedDiscoveryServer
+	ids      Identities
+	attestor Attestor
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	cfg     *agentv1.Config
+	changed chan struct{}
+	proxies map[string]*agentv1.Proxy
+	dirty   chan struct{}
+}
+
+var _ proxyv1.DiscoveryServer = (*Relay)(nil)
+
+// New returns a relay.
+func New(ids Identities, attestor Attestor, log *slog.Logger) *Relay {
+	return &Relay{ids: ids, attestor: attestor, log: log, changed: make(chan struct{}), proxies: map[string]*agentv1.Proxy{}, dirty: make(chan struct{}, 1)}
+}
+
+// SetConfig takes a new configuration from the server and wakes every
+// sidecar stream if it differs.
+func (r *Relay) SetConfig(c *agentv1.Config) {
+	if c == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cfg != nil && proto.Equal(r.cfg, c) {
+		return
+	}
+	r.cfg = c
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *Relay) current() (*agentv1.Config, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cfg, r.changed
+}
+
+func (r *Relay) markDirty() {
+	select {
+	case r.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// Proxies lists the node's sidecars.
+func (r *Relay) Proxies() []*agentv1.Proxy {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*agentv1.Proxy, 0, len(r.proxies))
+	for _, p := range r.proxies {
+		out = append(out, proto.Clone(p).(*agentv1.Proxy))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Id < out[j].Id })
+	return out
+}
+
+// Stream implements proxyv1.DiscoveryServer.
+func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
+	ctx := stream.Context()
+	info, err := unixattest.FromContext(ctx)
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	ids, _ := r.ids.Match(selector.NewSet(r.attestor.Attest(info)...))
+	if len(ids) == 0 {
+		return status.Error(codes.PermissionDenied, "no identity issued to this sidecar; it cannot register an endpoint")
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	reg := first.GetRegister()
+	if err := checkRegister(reg); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	p := &agentv1.Proxy{Id: newID(), SpiffeId: ids[0].ID.String(), Service: reg.GetService(), Address: reg.GetAddress(), Labels: reg.GetLabels()}
+	r.mu.Lock()
+	r.proxies[p.Id] = p
+	r.mu.Unlock()
+	r.markDirty()
+	r.log.Info("sidecar registered", "proxy", p.Id, "service", p.Service, "address", p.Address, "spiffe_id", p.SpiffeId, "pid", info.PID)
+	defer func() {
+		r.mu.Lock()
+		delete(r.proxies, p.Id)
+		r.mu.Unlock()
+		r.markDirty()
+		r.log.Info("sidecar deregistered", "proxy", p.Id, "service", p.Service, "address", p.Address)
+	}()
+
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			if ack := msg.GetAck(); ack != nil {
+				r.mu.Lock()
+				p.ConfigVersion = ack.GetConfigVersion()
+				r.mu.Unlock()
+				r.markDirty()
+			}
+		}
+	}()
+	var sent *agentv1.Config
+	for {
+		cfg, changed := r.current()
+		if cfg != nil && cfg != sent {
+			if err := stream.Send(&proxyv1.DiscoveryResponse{Config: cfg}); err != nil {
+				return err
+			}
+			sent = cfg
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case <-changed:
+		}
+	}
+}
+
+func checkRegister(reg *proxyv1.Register) error {
+	if reg == nil {
+		return errors.New("the first message must be register")
+	}
+	if reg.GetService() == "" {
+		return errors.New("register: service is required")
+	}
+	host, port, err := net.SplitHostPort(reg.GetAddress())
+	if err != nil || host == "" || net.ParseIP(host) == nil {
+		return fmt.Errorf("register: address %q: want IP:PORT", reg.GetAddress())
+	}
+	if ip := net.ParseIP(host); ip.IsUnspecified() {
+		return fmt.Errorf("register: address %q: an unspecified IP cannot be reached; advertise a routable one", reg.GetAddress())
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("register: address %q: bad port", reg.GetAddress())
+	}
+	return nil
+}
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Report runs until ctx is done, sending the node's sidecars to the server
+// when they change and every interval as a heartbeat.
+func (r *Relay) Report(ctx context.Context, interval time.Duration, send func(context.Context, []*agentv1.Proxy) error) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.dirty:
+		case <-t.C:
+		}
+		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := send(callCtx, r.Proxies())
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("reporting sidecars failed; retrying", "error", err)
+			r.markDirty()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}

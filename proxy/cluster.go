@@ -1,0 +1,319 @@
+package proxy
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sigil-mesh/sigil/traffic"
+)
+
+// cluster is a service's subset as a sidecar sends to it: its endpoints and
+// the DestinationRule policy that applies (balancer, connection pool,
+// outlier detection).
+type cluster struct {
+	service, subset string
+	eps             []*endpoint
+	lb              string
+	pool            *pool
+	outlier         *outlierPolicy
+	rr              *atomic.Uint64
+}
+
+// Load balancer names after defaults are resolved.
+const (
+	lbPeakEWMA     = "PEAK_EWMA"
+	lbRoundRobin   = "ROUND_ROBIN"
+	lbLeastRequest = "LEAST_REQUEST"
+	lbRandom       = "RANDOM"
+)
+
+func lbOf(p *traffic.TrafficPolicy) string {
+	if p == nil || p.LoadBalancer == nil {
+		return lbPeakEWMA
+	}
+	switch p.LoadBalancer.Simple {
+	case "ROUND_ROBIN":
+		return lbRoundRobin
+	case "LEAST_REQUEST", "LEAST_CONN":
+		return lbLeastRequest
+	case "RANDOM":
+		return lbRandom
+	}
+	return lbPeakEWMA
+}
+
+// pick chooses an endpoint, avoiding ejected ones and, when it can, the
+// ones already tried for this request. With every endpoint ejected it
+// uses them all (Envoy's panic mode): some traffic beats none.
+func (c *cluster) pick(tried map[*endpoint]bool) *endpoint {
+	now := time.Now()
+	cands := make([]*endpoint, 0, len(c.eps))
+	for _, e := range c.eps {
+		if !e.ejected(now) && !tried[e] {
+			cands = append(cands, e)
+		}
+	}
+	if len(cands) == 0 {
+		for _, e := range c.eps {
+			if !tried[e] {
+				cands = append(cands, e)
+			}
+		}
+	}
+	if len(cands) == 0 {
+		cands = c.eps
+	}
+	if len(cands) == 0 {
+		return nil
+	}
+	if len(cands) == 1 {
+		return cands[0]
+	}
+	switch c.lb {
+	case lbRoundRobin:
+		return cands[int(c.rr.Add(1)-1)%len(cands)]
+	case lbRandom:
+		return cands[rand.IntN(len(cands))]
+	}
+	// Power of two choices: by requests in flight (LEAST_REQUEST) or by
+	// peak-EWMA latency times load (the default).
+	a, b := cands[rand.IntN(len(cands))], cands[rand.IntN(len(cands))]
+	for b == a {
+		b = cands[rand.IntN(len(cands))]
+	}
+	if c.lb == lbLeastRequest {
+		if b.active.Load() < a.active.Load() {
+			return b
+		}
+		return a
+	}
+	if b.cost() < a.cost() {
+		return b
+	}
+	return a
+}
+
+// pool is a DestinationRule's connectionPool for one cluster: requests in
+// flight are capped by maxConnections and http2MaxRequests (between
+// sidecars requests share multiplexed connections, so each request in
+// flight stands for a connection's worth of concurrency, as with HTTP/1.1
+// upstreams in Istio), http1MaxPendingRequests more may wait, and the rest
+// overflow at once with 503.
+type pool struct {
+	slots      chan struct{} // nil: unlimited
+	maxPending int64
+	pending    atomic.Int64
+	perConn    int
+	maxRetries int64
+	retries    atomic.Int64
+	active     atomic.Int64
+}
+
+// Istio's default for http1MaxPendingRequests is effectively unlimited;
+// Envoy's circuit breaker default is 1024.
+const defaultMaxPending = 1024
+
+func newPool(p *traffic.TrafficPolicy) *pool {
+	pl := &pool{maxPending: defaultMaxPending}
+	if p == nil || p.ConnectionPool == nil {
+		return pl
+	}
+	limit := int32(0)
+	if t := p.ConnectionPool.TCP; t != nil && t.MaxConnections > 0 {
+		limit = t.MaxConnections
+	}
+	if h := p.ConnectionPool.HTTP; h != nil {
+		if h.HTTP2MaxRequests > 0 && (limit == 0 || h.HTTP2MaxRequests < limit) {
+			limit = h.HTTP2MaxRequests
+		}
+		if h.HTTP1MaxPendingRequests > 0 {
+			pl.maxPending = int64(h.HTTP1MaxPendingRequests)
+		}
+		pl.perConn = int(h.MaxRequestsPerConnection)
+		pl.maxRetries = int64(h.MaxRetries)
+	}
+	if limit > 0 {
+		pl.slots = make(chan struct{}, limit)
+	}
+	return pl
+}
+
+// errOverflow is the pool refusing a request.
+type overflowError struct{}
+
+func (overflowError) Error() string { return "upstream connection pool overflow" }
+
+// acquire takes a slot, waiting if the pending queue has room.
+func (p *pool) acquire(ctx context.Context) (func(), error) {
+	p.active.Add(1)
+	if p.slots == nil {
+		return func() { p.active.Add(-1) }, nil
+	}
+	release := func() { <-p.slots; p.active.Add(-1) }
+	select {
+	case p.slots <- struct{}{}:
+		return release, nil
+	default:
+	}
+	if p.pending.Add(1) > p.maxPending {
+		p.pending.Add(-1)
+		p.active.Add(-1)
+		return nil, overflowError{}
+	}
+	defer p.pending.Add(-1)
+	select {
+	case p.slots <- struct{}{}:
+		return release, nil
+	case <-ctx.Done():
+		p.active.Add(-1)
+		return nil, ctx.Err()
+	}
+}
+
+// Retry budget (Envoy's defaults): retries in flight may be at most 20% of
+// requests in flight, but 3 are always allowed; maxRetries caps them too.
+const (
+	retryBudgetPercent = 20
+	minRetryConcurrent = 3
+)
+
+func (p *pool) tryRetry() (func(), bool) {
+	n := p.retries.Add(1)
+	limit := max(int64(minRetryConcurrent), p.active.Load()*retryBudgetPercent/100)
+	if p.maxRetries > 0 {
+		limit = min(limit, p.maxRetries)
+	}
+	if n > limit {
+		p.retries.Add(-1)
+		return nil, false
+	}
+	return func() { p.retries.Add(-1) }, true
+}
+
+// outlierPolicy is a DestinationRule's outlierDetection, with Istio's
+// defaults filled in.
+type outlierPolicy struct {
+	consec5xx, consecGW int
+	interval, base      time.Duration
+	maxPercent          int
+}
+
+func outlierOf(p *traffic.TrafficPolicy) *outlierPolicy {
+	if p == nil || p.OutlierDetection == nil {
+		return nil
+	}
+	od := p.OutlierDetection
+	o := &outlierPolicy{consec5xx: 5, interval: 10 * time.Second, base: 30 * time.Second, maxPercent: 10}
+	if od.Consecutive5xxErrors != nil {
+		o.consec5xx = int(*od.Consecutive5xxErrors)
+	}
+	if od.ConsecutiveGatewayErrors != nil {
+		o.consecGW = int(*od.ConsecutiveGatewayErrors)
+	}
+	if od.Interval != nil {
+		o.interval = od.Interval.Duration
+	}
+	if od.BaseEjectionTime != nil {
+		o.base = od.BaseEjectionTime.Duration
+	}
+	if od.MaxEjectionPercent != nil {
+		o.maxPercent = int(*od.MaxEjectionPercent)
+	}
+	return o
+}
+
+// record updates an endpoint's error streak after a request and ejects it
+// when a streak reaches the policy's threshold. It reports an ejection.
+func (c *cluster) record(e *endpoint, status int, connectFailed bool) bool {
+	o := c.outlier
+	if o == nil {
+		return false
+	}
+	gateway := connectFailed || status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout
+	e.mu.Lock()
+	if connectFailed || status >= 500 {
+		e.consec5xx++
+	} else {
+		e.consec5xx = 0
+	}
+	if gateway {
+		e.consecGW++
+	} else {
+		e.consecGW = 0
+	}
+	trip := (o.consec5xx > 0 && e.consec5xx >= o.consec5xx) || (o.consecGW > 0 && e.consecGW >= o.consecGW)
+	e.mu.Unlock()
+	if !trip {
+		return false
+	}
+	now := time.Now()
+	ejected := 0
+	for _, x := range c.eps {
+		if x != e && x.ejected(now) {
+			ejected++
+		}
+	}
+	// Never more than maxEjectionPercent, but at least one host may go.
+	if allowed := max(1, len(c.eps)*o.maxPercent/100); ejected >= allowed || o.maxPercent == 0 {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if now.Before(e.ejectedUntil) {
+		return false
+	}
+	e.ejections++
+	until := now.Add(o.base * time.Duration(e.ejections))
+	// Hosts come back at the detector's interval ticks, as in Envoy.
+	if o.interval > 0 {
+		until = until.Truncate(o.interval).Add(o.interval)
+	}
+	e.ejectedUntil, e.consec5xx, e.consecGW = until, 0, 0
+	return true
+}
+
+// clusters caches clusters and their pools; a pool survives a config
+// change as long as its limits do.
+type clusters struct {
+	mu    sync.Mutex
+	pools map[string]*pool
+	keys  map[string]string
+	rr    map[string]*atomic.Uint64
+}
+
+func newClusters() *clusters {
+	return &clusters{pools: map[string]*pool{}, keys: map[string]string{}, rr: map[string]*atomic.Uint64{}}
+}
+
+func (cs *clusters) poolFor(key string, p *traffic.TrafficPolicy) (*pool, *atomic.Uint64) {
+	sig := ""
+	if p != nil && p.ConnectionPool != nil {
+		sig = fmtPool(p.ConnectionPool)
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.rr[key] == nil {
+		cs.rr[key] = new(atomic.Uint64)
+	}
+	if pl, ok := cs.pools[key]; ok && cs.keys[key] == sig {
+		return pl, cs.rr[key]
+	}
+	pl := newPool(p)
+	cs.pools[key], cs.keys[key] = pl, sig
+	return pl, cs.rr[key]
+}
+
+func fmtPool(cp *traffic.ConnectionPool) string {
+	var s []any
+	if cp.TCP != nil {
+		s = append(s, cp.TCP.MaxConnections)
+	}
+	if cp.HTTP != nil {
+		s = append(s, *cp.HTTP)
+	}
+	return fmtAny(s)
+}

@@ -1,0 +1,224 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
+	"github.com/sigil-mesh/sigil/traffic"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// meshState is what the sidecar routes by: the compiled configuration and
+// the endpoints of every service. It is replaced whole, atomically.
+type meshState struct {
+	table        *traffic.Table
+	version      int64
+	endpointsRev int64
+	byService    map[string][]*endpoint
+}
+
+func fmtAny(v any) string { return fmt.Sprintf("%v", v) }
+
+// cluster returns the endpoints and policy for a service's subset, or nil
+// when the subset is not defined.
+func (o *outbound) cluster(st *meshState, service, subset string) *cluster {
+	eps := st.byService[service]
+	if subset != "" {
+		labels, ok := st.table.SubsetLabels(service, subset)
+		if !ok {
+			return nil
+		}
+		var in []*endpoint
+		for _, e := range eps {
+			if hasLabels(e.labels, labels) {
+				in = append(in, e)
+			}
+		}
+		eps = in
+	}
+	policy := st.table.Policy(service, subset)
+	pl, rr := o.clusters.poolFor(service+"|"+subset, policy)
+	return &cluster{service: service, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr}
+}
+
+func hasLabels(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// setState builds a state from a configuration (nil: keep the current
+// table) and endpoints, reusing endpoint objects that did not change.
+func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*agentv1.Endpoint) {
+	o.epMu.Lock()
+	defer o.epMu.Unlock()
+	st := &meshState{table: table, version: version, endpointsRev: rev, byService: map[string][]*endpoint{}}
+	seen := map[string]bool{}
+	add := func(service, addr string, id spiffeid.ID, labels map[string]string) {
+		key := service + "|" + addr + "|" + id.String() + "|" + fmtAny(sortedLabels(labels))
+		e := o.endpoints[key]
+		if e == nil {
+			e = o.newEndpoint(addr, id, labels)
+			o.endpoints[key] = e
+		}
+		seen[key] = true
+		st.byService[service] = append(st.byService[service], e)
+	}
+	for _, ep := range eps {
+		if _, static := o.p.cfg.upstreams[ep.GetService()]; static {
+			continue // --upstream wins over discovery for its service
+		}
+		id, err := spiffeid.FromString(ep.GetSpiffeId())
+		if err != nil {
+			o.p.log.Warn("endpoint with a bad identity ignored", "service", ep.GetService(), "address", ep.GetAddress())
+			continue
+		}
+		add(ep.GetService(), ep.GetAddress(), id, ep.GetLabels())
+	}
+	for name, up := range o.p.cfg.upstreams {
+		for _, addr := range up.Endpoints {
+			add(name, addr, up.ID, nil)
+		}
+	}
+	for key, e := range o.endpoints {
+		if !seen[key] {
+			delete(o.endpoints, key)
+			// Requests in flight finish; pooled connections then close.
+			time.AfterFunc(time.Minute, e.transports.close)
+		}
+	}
+	o.state.Store(st)
+}
+
+func sortedLabels(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (o *outbound) newEndpoint(addr string, id spiffeid.ID, labels map[string]string) *endpoint {
+	e := &endpoint{addr: addr, id: id, labels: labels}
+	e.transports = &transports{make: func(alpn string) *http.Transport { return o.transportFor(id, alpn) }}
+	return e
+}
+
+// discover follows the agent's Discovery stream until ctx is done,
+// reconnecting with backoff; closing it (ctx done) deregisters the endpoint.
+func (p *Proxy) discover(ctx context.Context, o *outbound, advertise string) {
+	backoff := 200 * time.Millisecond
+	for ctx.Err() == nil {
+		got, err := p.discoverOnce(ctx, o, advertise)
+		if ctx.Err() != nil {
+			return
+		}
+		if got {
+			backoff = 200 * time.Millisecond
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		p.log.Warn("discovery stream ended; keeping the last configuration and reconnecting", "error", err, "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string) (bool, error) {
+	conn, err := grpc.NewClient("unix://"+p.cfg.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	stream, err := proxyv1.NewDiscoveryClient(conn).Stream(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err := stream.Send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Register{Register: &proxyv1.Register{
+		Service: p.cfg.Service, Address: advertise, Labels: p.cfg.labels,
+	}}}); err != nil {
+		return false, err
+	}
+	got := false
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			return got, fmt.Errorf("agent closed the stream")
+		}
+		if err != nil {
+			return got, err
+		}
+		got = true
+		version := p.applyConfig(o, msg.GetConfig())
+		if err := stream.Send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Ack{Ack: &proxyv1.Ack{
+			ConfigVersion: version, EndpointsRevision: msg.GetConfig().GetEndpointsRevision(),
+		}}}); err != nil {
+			return got, err
+		}
+	}
+}
+
+// applyConfig compiles and swaps in a configuration and returns the
+// version now in force. A configuration that does not validate is refused
+// whole: the sidecar keeps the one it had (and acknowledges that version,
+// so `sigil get proxies` shows it stale), but takes the new endpoints.
+func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
+	cur := o.state.Load()
+	var rs []traffic.Resource
+	var errs []string
+	for _, r := range cfg.GetResources() {
+		res, err := traffic.FromSpec(r.GetKind(), r.GetNamespace(), r.GetName(), r.GetSpec())
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		rs = append(rs, res)
+	}
+	if len(errs) == 0 {
+		if err := traffic.CheckReferences(rs); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	table, version := cur.table, cur.version
+	if len(errs) > 0 {
+		p.metrics.configs.WithLabelValues("refused").Inc()
+		p.log.Error("configuration refused; keeping the one in force", "version", cfg.GetVersion(), "in_force", version, "errors", strings.Join(errs, "; "))
+	} else if cfg.GetVersion() != version || table == nil {
+		table, version = traffic.Compile(cfg.GetVersion(), rs), cfg.GetVersion()
+		p.metrics.configs.WithLabelValues("applied").Inc()
+		p.log.Info("configuration applied", "version", version, "resources", len(rs))
+	}
+	o.setState(table, version, cfg.GetEndpointsRevision(), cfg.GetEndpoints())
+	p.metrics.configVersion.Set(float64(version))
+	return version
+}
+
+// advertiseAddr is the inbound address other sidecars reach.
+func advertiseAddr(cfg *checked, bound net.Addr) (string, error) {
+	if cfg.Advertise != "" {
+		return cfg.Advertise, nil
+	}
+	host, port, _ := net.SplitHostPort(bound.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		return "", fmt.Errorf("proxy: --inbound %s listens on every address; give --advertise IP:PORT", cfg.Inbound)
+	}
+	return net.JoinHostPort(host, port), nil
+}

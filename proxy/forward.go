@@ -1,0 +1,456 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/traffic"
+)
+
+// Limits of the request path.
+const (
+	maxReplayBody      = 1 << 20 // bodies up to this size are kept for retries and mirrors
+	maxMirrorsInFlight = 64      // beyond this, mirrored copies are dropped, never queued
+	mirrorTimeout      = 5 * time.Second
+	retryBackoffBase   = 25 * time.Millisecond
+)
+
+// hopHeaders are connection-scoped and never forwarded.
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// ServeHTTP routes one request from the app: VirtualService match, fault
+// injection, redirect, rewrite, header changes, mirroring, then the chosen
+// destination with retries, timeouts, the connection pool and outlier
+// detection of its DestinationRule.
+func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if r.Method == http.MethodConnect {
+		o.connect(w, r)
+		return
+	}
+	rec := &statusRecorder{ResponseWriter: w}
+	svc := serviceOf(r)
+	proto := protocolOf(r)
+	o.route(rec, r, svc)
+	o.p.observe("outbound", o.p.id.id.String(), svc, r, rec.status(), proto, start, "")
+}
+
+func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
+	st := o.state.Load()
+	// The app may not claim an identity; the receiving sidecar sets it.
+	r.Header.Del(xfccName)
+	m, ok := st.table.Match(svc, r, o.p.cfg.labels)
+	if !ok && len(st.byService[svc]) == 0 && !st.table.HasRoutes(svc) {
+		// Fail closed: only services of the mesh are reachable through it.
+		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+svc)
+		return
+	}
+	if !ok {
+		if st.table.HasRoutes(svc) {
+			writeError(w, r, http.StatusNotFound, "sigil: no route of "+svc+" matches")
+			return
+		}
+		// No VirtualService: every endpoint of the service, Istio's default
+		// retries.
+		m = traffic.Matched{Route: defaultRoute(svc)}
+	}
+	if m.AbortPct > 0 && rand.Float64()*100 < m.AbortPct {
+		o.abort(w, r, m.Route)
+		return
+	}
+	if m.Delay > 0 && rand.Float64()*100 < m.DelayPct {
+		t := time.NewTimer(m.Delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	if rd := m.Redirect; rd != nil {
+		redirect(w, r, m)
+		return
+	}
+	dest := m.Pick()
+	rewrite(r, m)
+	applyHeaders(r.Header, m.Headers, true)
+	applyHeaders(r.Header, dest.Headers, true)
+	c := o.cluster(st, dest.Service, dest.Subset)
+	if c == nil || len(c.eps) == 0 {
+		writeError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Service+subsetSuffix(dest.Subset))
+		return
+	}
+	body, replay := readReplayable(r)
+	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
+		o.mirror(st, r, body, replay, m.Mirror)
+	}
+	if r.Header.Get("Upgrade") != "" {
+		o.upgrade(w, r, c)
+		return
+	}
+	resp, release, err := o.send(r, body, replay, c, m.Route)
+	if err != nil {
+		var of overflowError
+		switch {
+		case errors.As(err, &of):
+			o.p.metrics.overflows.WithLabelValues(dest.Service).Inc()
+			w.Header().Set("X-Sigil-Overflow", "connection pool of "+dest.Service+subsetSuffix(dest.Subset)+" is full")
+			writeError(w, r, http.StatusServiceUnavailable, "sigil: upstream connection pool overflow ("+dest.Service+subsetSuffix(dest.Subset)+")")
+		case errors.Is(err, context.DeadlineExceeded):
+			writeError(w, r, http.StatusGatewayTimeout, "sigil: upstream request timeout")
+		default:
+			writeError(w, r, http.StatusServiceUnavailable, "sigil: upstream "+dest.Service+" failed: "+reasonOf(err))
+		}
+		return
+	}
+	defer release()
+	applyHeaders(resp.Header, m.Headers, false)
+	applyHeaders(resp.Header, dest.Headers, false)
+	copyResponse(w, resp)
+}
+
+func subsetSuffix(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "/" + s
+}
+
+var defaultRoutes sync.Map // service → *traffic.Route
+
+// defaultRoute is the route of a service no VirtualService covers.
+func defaultRoute(svc string) *traffic.Route {
+	if rt, ok := defaultRoutes.Load(svc); ok {
+		return rt.(*traffic.Route)
+	}
+	rt := traffic.Compile(0, []traffic.Resource{{Kind: traffic.KindVirtualService, Namespace: "sigil", Name: "default", VS: &traffic.VirtualService{
+		Spec: traffic.VirtualServiceSpec{Hosts: []string{svc}, HTTP: []traffic.HTTPRoute{{Route: []traffic.HTTPRouteDestination{{Destination: traffic.Destination{Host: svc}}}}}},
+	}}})
+	m, _ := rt.Match(svc, &http.Request{URL: &url.URL{Path: "/"}, Header: http.Header{}}, nil)
+	defaultRoutes.Store(svc, m.Route)
+	return m.Route
+}
+
+// abort answers with the fault's status, in the caller's protocol.
+func (o *outbound) abort(w http.ResponseWriter, r *http.Request, rt *traffic.Route) {
+	o.p.metrics.faults.WithLabelValues(serviceOf(r), "abort").Inc()
+	if rt.AbortGRPC >= 0 || (protocolOf(r) == policy.ProtocolGRPC && rt.AbortHTTP == 0) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", strconv.Itoa(max(rt.AbortGRPC, 0)))
+		w.Header().Set("Grpc-Message", "fault filter abort")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(rt.AbortHTTP)
+	io.WriteString(w, "fault filter abort\n")
+}
+
+func redirect(w http.ResponseWriter, r *http.Request, m traffic.Matched) {
+	rd := m.Redirect
+	u := url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
+	if rd.Scheme != "" {
+		u.Scheme = rd.Scheme
+	}
+	if rd.Authority != "" {
+		u.Host = rd.Authority
+	}
+	if rd.URI != "" {
+		u.Path, u.RawQuery = rd.URI, ""
+	}
+	code := int(rd.RedirectCode)
+	if code == 0 {
+		code = http.StatusMovedPermanently
+	}
+	http.Redirect(w, r, u.String(), code)
+}
+
+// rewrite replaces the matched prefix (or the whole path) and the authority.
+func rewrite(r *http.Request, m traffic.Matched) {
+	rw := m.Rewrite
+	if rw == nil {
+		return
+	}
+	if rw.URI != "" {
+		p := r.URL.Path
+		if m.PrefixMatched != "" && strings.HasPrefix(p, m.PrefixMatched) {
+			p = rw.URI + strings.TrimPrefix(p, m.PrefixMatched)
+			p = strings.ReplaceAll(p, "//", "/")
+		} else {
+			p = rw.URI
+		}
+		r.URL.Path, r.URL.RawPath = p, ""
+	}
+	if rw.Authority != "" {
+		r.Host = rw.Authority
+	}
+}
+
+func applyHeaders(h http.Header, hs *traffic.Headers, request bool) {
+	if hs == nil {
+		return
+	}
+	ops := hs.Response
+	if request {
+		ops = hs.Request
+	}
+	if ops == nil {
+		return
+	}
+	for k, v := range ops.Set {
+		h.Set(k, v)
+	}
+	for k, v := range ops.Add {
+		h.Add(k, v)
+	}
+	for _, k := range ops.Remove {
+		h.Del(k)
+	}
+}
+
+// readReplayable keeps a small body so it can be sent again (retries,
+// mirror). A large or streaming body is sent once, as it comes.
+func readReplayable(r *http.Request) ([]byte, bool) {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil, true
+	}
+	if r.ContentLength < 0 || r.ContentLength > maxReplayBody || protocolOf(r) == policy.ProtocolGRPC && r.ProtoMajor == 2 && r.ContentLength < 0 {
+		return nil, false
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))
+	if err != nil || len(b) > maxReplayBody {
+		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(b), r.Body))
+		return nil, false
+	}
+	return b, true
+}
+
+// outRequest builds the request to one endpoint.
+func outRequest(ctx context.Context, r *http.Request, ep *endpoint, body []byte, replay bool) *http.Request {
+	out := r.Clone(ctx)
+	out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	out.Host = r.Host
+	out.RequestURI = ""
+	for _, h := range hopHeaders {
+		out.Header.Del(h)
+	}
+	if strings.Contains(strings.ToLower(r.Header.Get("Te")), "trailers") {
+		out.Header.Set("Te", "trailers") // gRPC needs it end to end
+	}
+	if replay {
+		out.Body, out.ContentLength = http.NoBody, 0
+		if len(body) > 0 {
+			out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		}
+	}
+	return out
+}
+
+// send sends with retries. It returns the response and a release to call
+// when the response has been copied.
+func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, rt *traffic.Route) (*http.Response, func(), error) {
+	ctx := r.Context()
+	cancel := context.CancelFunc(func() {})
+	if rt.Timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
+	}
+	releasePool, err := c.pool.acquire(ctx)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	attempts := rt.Attempts
+	if !replay {
+		attempts = 0
+	}
+	tried := map[*endpoint]bool{}
+	for attempt := 0; ; attempt++ {
+		ep := c.pick(tried)
+		tried[ep] = true
+		tryCtx, tryCancel := ctx, context.CancelFunc(func() {})
+		if rt.PerTry > 0 {
+			tryCtx, tryCancel = context.WithTimeout(ctx, rt.PerTry)
+		}
+		req := outRequest(tryCtx, r, ep, body, replay)
+		tr := ep.transports.get(false, c.pool.perConn)
+		ep.active.Add(1)
+		began := time.Now()
+		resp, err := tr.RoundTrip(req)
+		ep.active.Add(-1)
+		connectFailed := err != nil && isConnectFailure(err)
+		status := 0
+		if resp != nil {
+			grpcTrailersOnly(resp)
+			status = resp.StatusCode
+			ep.observe(time.Since(began), time.Now())
+		}
+		if c.record(ep, status, connectFailed) {
+			o.p.metrics.ejections.WithLabelValues(c.service).Inc()
+			o.p.log.Warn("endpoint ejected", "service", c.service, "endpoint", ep.addr)
+		}
+		retry := attempt < attempts && ctx.Err() == nil && (err != nil && rt.RetryOn.Failure(connectFailed) ||
+			resp != nil && rt.RetryOn.Status(resp.StatusCode, grpcStatusOf(resp)))
+		if retry {
+			if done, ok := c.pool.tryRetry(); ok {
+				if resp != nil {
+					io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+					resp.Body.Close()
+				}
+				tryCancel()
+				o.p.metrics.retries.WithLabelValues(c.service).Inc()
+				backoff := retryBackoffBase << attempt
+				select {
+				case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+				case <-ctx.Done():
+				}
+				done()
+				continue
+			}
+			o.p.metrics.retryBudget.WithLabelValues(c.service).Inc()
+		}
+		if err != nil {
+			tryCancel()
+			releasePool()
+			cancel()
+			if ctx.Err() != nil {
+				return nil, nil, context.DeadlineExceeded
+			}
+			return nil, nil, err
+		}
+		return resp, func() { resp.Body.Close(); tryCancel(); releasePool(); cancel() }, nil
+	}
+}
+
+func isConnectFailure(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "tls:") || strings.Contains(msg, "handshake")
+}
+
+func grpcStatusOf(resp *http.Response) int {
+	v := resp.Header.Get("Grpc-Status")
+	if v == "" && resp.Trailer != nil {
+		v = resp.Trailer.Get("Grpc-Status")
+	}
+	if v == "" {
+		return -1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// copyResponse writes the upstream response, streaming (flushing each
+// write, as gRPC and server-sent events need) and then its trailers.
+func copyResponse(w http.ResponseWriter, resp *http.Response) {
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+	for k := range resp.Trailer {
+		h.Add("Trailer", k)
+	}
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	rc.Flush()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			rc.Flush()
+		}
+		if err != nil {
+			break
+		}
+	}
+	for k, v := range resp.Trailer {
+		h[http.TrailerPrefix+k] = v
+	}
+}
+
+// upgrade forwards an Upgrade (WebSocket) request over HTTP/1.1 to one
+// endpoint; the connection then carries the upgraded protocol both ways.
+func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
+	ep := c.pick(nil)
+	rp := &httputil.ReverseProxy{
+		Transport: ep.transports.get(true, 0),
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: pr.In.URL.Path, RawQuery: pr.In.URL.RawQuery}
+			pr.Out.Host = pr.In.Host
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			writeError(w, r, http.StatusServiceUnavailable, "sigil: upstream failed: "+reasonOf(err))
+		},
+		ErrorLog: o.p.httpErrorLog("outbound-upgrade"),
+	}
+	rp.ServeHTTP(w, r)
+}
+
+// mirror sends a copy of the request to the mirror destination and forgets
+// it: it never delays or fails the original, and when too many copies are
+// in flight new ones are dropped.
+func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bool, d *traffic.Destination) {
+	svc := traffic.ServiceName(d.Host)
+	if !replay {
+		o.p.metrics.mirrors.WithLabelValues(svc, "skipped_body").Inc()
+		return
+	}
+	c := o.cluster(st, svc, d.Subset)
+	if c == nil || len(c.eps) == 0 {
+		o.p.metrics.mirrors.WithLabelValues(svc, "no_endpoint").Inc()
+		return
+	}
+	select {
+	case o.mirrors <- struct{}{}:
+	default:
+		o.p.metrics.mirrors.WithLabelValues(svc, "dropped").Inc()
+		return
+	}
+	ep := c.pick(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), mirrorTimeout)
+	req := outRequest(ctx, r, ep, body, true)
+	// Istio marks mirrored traffic by the Host's -shadow suffix.
+	host, port, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host, port = r.Host, ""
+	}
+	req.Host = host + "-shadow"
+	if port != "" {
+		req.Host = net.JoinHostPort(host+"-shadow", port)
+	}
+	go func() {
+		defer func() { <-o.mirrors }()
+		defer cancel()
+		resp, err := ep.transports.get(false, 0).RoundTrip(req)
+		if err != nil {
+			o.p.metrics.mirrors.WithLabelValues(svc, "error").Inc()
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		o.p.metrics.mirrors.WithLabelValues(svc, "sent").Inc()
+	}()
+}
