@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"encoding/json"
 	"net"
+	"net/http"
+	"os"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -20,4 +24,28 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+func writeFile(t *testing.T, dir, content string) string {
+	t.Helper()
+	f, err := os.CreateTemp(dir, "resource-*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(content)
+	f.Close()
+	return f.Name()
+}
+
+// statsOf reads a demo app's /__stats directly.
+func statsOf(t *testing.T, addr string) map[string]int64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/__stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]int64{}
+	json.NewDecoder(resp.Body).Decode(&out)
+	return out
 }

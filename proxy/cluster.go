@@ -176,22 +176,24 @@ func (p *pool) acquire(ctx context.Context) (func(), error) {
 
 // Retry budget (Envoy's defaults): retries in flight may be at most 20% of
 // requests in flight, but 3 are always allowed; maxRetries caps them too.
+// A retry counts from when it is sent until its answer, not while it waits
+// out its backoff.
 const (
 	retryBudgetPercent = 20
 	minRetryConcurrent = 3
 )
 
-func (p *pool) tryRetry() (func(), bool) {
-	n := p.retries.Add(1)
+func (p *pool) canRetry() bool {
 	limit := max(int64(minRetryConcurrent), p.active.Load()*retryBudgetPercent/100)
 	if p.maxRetries > 0 {
 		limit = min(limit, p.maxRetries)
 	}
-	if n > limit {
-		p.retries.Add(-1)
-		return nil, false
-	}
-	return func() { p.retries.Add(-1) }, true
+	return p.retries.Load() < limit
+}
+
+func (p *pool) startRetry() func() {
+	p.retries.Add(1)
+	return func() { p.retries.Add(-1) }
 }
 
 // outlierPolicy is a DestinationRule's outlierDetection, with Istio's

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -24,8 +25,9 @@ type Config struct {
 	Policy      string
 	Upstreams   []string // NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]
 	Transparent bool
-	Advertise   string // inbound address other sidecars reach; default: the bound one
-	AccessLog   string // file path, "-" for stdout, "" for none
+	DrainGrace  time.Duration // how long to keep serving after leaving the endpoint pool
+	Advertise   string        // inbound address other sidecars reach; default: the bound one
+	AccessLog   string        // file path, "-" for stdout, "" for none
 	DecisionLog string
 }
 
@@ -126,6 +128,9 @@ func (c Config) Validate() (*checked, error) {
 	checkAddr("--inbound", c.Inbound, &errs)
 	checkAddr("--outbound", c.Outbound, &errs)
 	checkAddr("--admin", c.Admin, &errs)
+	if c.DrainGrace < 0 || c.DrainGrace > time.Minute {
+		errs = append(errs, fmt.Errorf("--drain-grace %s: want 0 to 1m", c.DrainGrace))
+	}
 	if c.Advertise != "" {
 		if h, _, err := net.SplitHostPort(c.Advertise); err != nil || net.ParseIP(h) == nil {
 			errs = append(errs, fmt.Errorf("--advertise %q: want IP:PORT", c.Advertise))

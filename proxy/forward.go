@@ -276,6 +276,7 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 		attempts = 0
 	}
 	tried := map[*endpoint]bool{}
+	retryDone := func() {}
 	for attempt := 0; ; attempt++ {
 		ep := c.pick(tried)
 		tried[ep] = true
@@ -289,7 +290,10 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 		began := time.Now()
 		resp, err := tr.RoundTrip(req)
 		ep.active.Add(-1)
-		connectFailed := err != nil && isConnectFailure(err)
+		retryDone()
+		retryDone = func() {}
+		kind := failureKind(err)
+		connectFailed := err != nil && kind == traffic.FailConnect
 		status := 0
 		if resp != nil {
 			grpcTrailersOnly(resp)
@@ -300,10 +304,10 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 			o.p.metrics.ejections.WithLabelValues(c.service).Inc()
 			o.p.log.Warn("endpoint ejected", "service", c.service, "endpoint", ep.addr)
 		}
-		retry := attempt < attempts && ctx.Err() == nil && (err != nil && rt.RetryOn.Failure(connectFailed) ||
+		retry := attempt < attempts && ctx.Err() == nil && (err != nil && rt.RetryOn.Failure(kind) ||
 			resp != nil && rt.RetryOn.Status(resp.StatusCode, grpcStatusOf(resp)))
 		if retry {
-			if done, ok := c.pool.tryRetry(); ok {
+			if c.pool.canRetry() {
 				if resp != nil {
 					io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 					resp.Body.Close()
@@ -315,7 +319,7 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 				case <-time.After(backoff/2 + rand.N(backoff/2+1)):
 				case <-ctx.Done():
 				}
-				done()
+				retryDone = c.pool.startRetry()
 				continue
 			}
 			o.p.metrics.retryBudget.WithLabelValues(c.service).Inc()
@@ -333,13 +337,23 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 	}
 }
 
-func isConnectFailure(err error) bool {
+// failureKind classifies a transport error for retryOn.
+func failureKind(err error) int {
+	if err == nil {
+		return -1
+	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
-		return true
+		return traffic.FailConnect
 	}
 	msg := err.Error()
-	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "tls:") || strings.Contains(msg, "handshake")
+	switch {
+	case strings.Contains(msg, "connection refused") || strings.Contains(msg, "tls:") || strings.Contains(msg, "handshake"):
+		return traffic.FailConnect
+	case strings.Contains(msg, "GOAWAY") || strings.Contains(msg, "REFUSED_STREAM"):
+		return traffic.FailRefused
+	}
+	return traffic.FailReset
 }
 
 func grpcStatusOf(resp *http.Response) int {

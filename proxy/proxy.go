@@ -143,7 +143,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// in-flight requests finish.
 	p.drain.Store(true)
 	stopDiscovery()
-	log.Info("draining")
+	log.Info("draining", "grace", c.DrainGrace.String())
+	// Keep serving while the other sidecars learn that this endpoint left.
+	time.Sleep(c.DrainGrace)
 	inLn.Close()
 	outLn.Close()
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 15*time.Second)

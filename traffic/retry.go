@@ -74,11 +74,20 @@ func (r RetryOn) Status(code, grpcStatus int) bool {
 	return false
 }
 
-// Failure reports whether a request that got no response (connect error,
-// reset) should be retried.
-func (r RetryOn) Failure(connectFailed bool) bool {
-	if connectFailed {
+// Failure kinds of a request that got no response.
+const (
+	FailConnect = iota // no connection could be made
+	FailRefused        // the peer refused the stream (HTTP/2 GOAWAY or REFUSED_STREAM): it never ran
+	FailReset          // the connection broke after the request was sent
+)
+
+// Failure reports whether a request that got no response should be retried.
+func (r RetryOn) Failure(kind int) bool {
+	switch kind {
+	case FailConnect:
 		return r.ConnectFailure || r.FiveXX || r.GatewayError || r.RefusedStream
+	case FailRefused:
+		return r.RefusedStream || r.ConnectFailure || r.Reset || r.FiveXX
 	}
 	return r.Reset || r.FiveXX
 }

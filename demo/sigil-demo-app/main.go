@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/websocket"
@@ -47,6 +48,9 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "HOST:PORT to serve on")
 	name := flag.String("name", "app", "name to report in replies")
 	grpcMode := flag.Bool("grpc", false, "serve the gRPC health service instead of HTTP")
+	failEvery := flag.Int("fail-every", 0, "answer 500 to every Nth request (0: never)")
+	status := flag.Int("status", 200, "status of every answer (500 makes an unhealthy backend)")
+	delay := flag.Duration("delay", 0, "delay every answer by this much")
 	flag.Parse()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -71,9 +75,30 @@ func main() {
 		}()
 		log.Fatal(s.Serve(ln))
 	}
+	var requests, shadow, failed atomic.Int64
 	mux := http.NewServeMux()
+	// /__stats reports what this instance saw (tests count mirrored requests).
+	mux.HandleFunc("/__stats", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]int64{"requests": requests.Load(), "shadow": shadow.Load(), "failed": failed.Load()})
+	})
 	mux.Handle("/ws", websocket.Handler(func(c *websocket.Conn) { io.Copy(c, c) }))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		n := requests.Add(1)
+		if strings.Contains(r.Host, "-shadow") {
+			shadow.Add(1)
+		}
+		if *delay > 0 {
+			time.Sleep(*delay)
+		}
+		if *status != 200 || (*failEvery > 0 && n%int64(*failEvery) == 0) {
+			failed.Add(1)
+			code := *status
+			if code == 200 {
+				code = 500
+			}
+			http.Error(w, *name+" failed on purpose", code)
+			return
+		}
 		// ?delay=1500ms makes a slow request (drain tests, the demo).
 		if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil && d > 0 {
 			fmt.Fprintf(os.Stderr, "slow request %s for %s\n", r.URL.Path, d)

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server"
+	"github.com/sigil-mesh/sigil/traffic"
+	"github.com/spf13/cobra"
+)
+
+// readFiles reads -f arguments: files, directories (their .yaml, .yml and
+// .json files; -R for subdirectories) and - for stdin.
+func readFiles(paths []string, recursive bool) ([]server.File, error) {
+	var out []server.File
+	for _, p := range paths {
+		if p == "-" {
+			b, err := io.ReadAll(os.Stdin)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, server.File{Name: "stdin", Content: string(b)})
+			continue
+		}
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		if !st.IsDir() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, server.File{Name: p, Content: string(b)})
+			continue
+		}
+		var names []string
+		err = filepath.WalkDir(p, func(path string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() && path != p && !recursive {
+				return filepath.SkipDir
+			}
+			switch strings.ToLower(filepath.Ext(path)) {
+			case ".yaml", ".yml", ".json":
+				names = append(names, path)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			b, err := os.ReadFile(n)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, server.File{Name: n, Content: string(b)})
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no files to apply in %v", paths)
+	}
+	return out, nil
+}
+
+// resourceName prints a resource as kubectl does.
+func resourceName(kind, ns, name string) string {
+	return strings.ToLower(kind) + "." + traffic.GroupIstio + "/" + name + nsSuffix(ns)
+}
+
+func nsSuffix(ns string) string {
+	if ns == "" || ns == "default" {
+		return ""
+	}
+	return " (namespace " + ns + ")"
+}
+
+func newApply(client clientFunc) *cobra.Command {
+	var files []string
+	var dryRun, recursive bool
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE|DIR|-",
+		Short: "Apply VirtualServices and DestinationRules (all or nothing)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(files) == 0 {
+				return fmt.Errorf("-f is required")
+			}
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			fs, err := readFiles(files, recursive)
+			if err != nil {
+				return err
+			}
+			resp, err := c.Apply(cmd.Context(), fs, dryRun)
+			if err != nil {
+				return err
+			}
+			suffix := ""
+			if resp.DryRun {
+				suffix = " (dry run)"
+			}
+			w := cmd.OutOrStdout()
+			for _, r := range resp.Results {
+				fmt.Fprintf(w, "%s %s%s\n", resourceName(r.Kind, r.Namespace, r.Name), r.Action, suffix)
+				if r.Diff != "" {
+					fmt.Fprint(w, indent(r.Diff))
+				}
+			}
+			if !resp.DryRun {
+				fmt.Fprintf(w, "config version %d\n", resp.Version)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "file, directory or - (repeatable); multi-document YAML is read whole")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate and show what would change; change nothing")
+	cmd.Flags().BoolVarP(&recursive, "recursive", "R", false, "read directories recursively")
+	return cmd
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString("    " + l + "\n")
+	}
+	return b.String()
+}
+
+func newDelete(client clientFunc) *cobra.Command {
+	var files []string
+	var namespace string
+	cmd := &cobra.Command{
+		Use:   "delete (KIND NAME | -f FILE)",
+		Short: "Delete VirtualServices or DestinationRules",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			type target struct{ kind, ns, name string }
+			var targets []target
+			switch {
+			case len(files) > 0 && len(args) == 0:
+				fs, err := readFiles(files, false)
+				if err != nil {
+					return err
+				}
+				for _, f := range fs {
+					rs, err := traffic.Parse([]byte(f.Content), f.Name)
+					if err != nil {
+						return err
+					}
+					for _, r := range rs {
+						targets = append(targets, target{r.Kind, r.Namespace, r.Name})
+					}
+				}
+			case len(args) == 2 && len(files) == 0:
+				kind, ok := server.KindOf(args[0])
+				if !ok {
+					return fmt.Errorf("unknown kind %q: want virtualservice or destinationrule", args[0])
+				}
+				targets = append(targets, target{kind, namespace, args[1]})
+			default:
+				return fmt.Errorf("give KIND NAME, or -f FILE")
+			}
+			for _, t := range targets {
+				if _, err := c.DeleteConfig(cmd.Context(), t.kind, t.ns, t.name); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", resourceName(t.kind, t.ns, t.name), registry.Deleted)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "delete the resources in these files")
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", "default", "namespace")
+	return cmd
+}

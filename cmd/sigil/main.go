@@ -1,0 +1,31 @@
+// Command sigil is Sigil's command-line client: it applies, lists and
+// deletes configuration (Istio VirtualService and DestinationRule) and
+// shows services, endpoints and sidecars, through a server's admin socket.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/sigil-mesh/sigil/server"
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	root := &cobra.Command{Use: "sigil", Short: "Sigil's command-line client", SilenceUsage: true, SilenceErrors: true}
+	socket := root.PersistentFlags().String("admin-socket", os.Getenv("SIGIL_ADMIN_SOCKET"), "the server's admin socket (<data-dir>/admin.sock); default $SIGIL_ADMIN_SOCKET")
+	client := func() (*server.AdminClient, error) {
+		if *socket == "" {
+			return nil, errors.New("--admin-socket (or SIGIL_ADMIN_SOCKET) is required: the server's <data-dir>/admin.sock")
+		}
+		return server.NewAdminClient(*socket), nil
+	}
+	root.AddCommand(newApply(client), newGet(client), newDelete(client))
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "sigil:", err)
+		os.Exit(1)
+	}
+}
+
+type clientFunc func() (*server.AdminClient, error)
