@@ -67,6 +67,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzValidateEntry -fuzztime 30s ./server/
 	$(GO) test -run '^$$' -fuzz FuzzParseUpstream -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzPeerFromID -fuzztime 30s ./policy/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./traffic/
 
 clean:
 	rm -rf $(BIN) $(TOOLS)

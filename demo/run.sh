@@ -3,7 +3,8 @@
 # (CA + SQLite registry), two agents (node1, node2), two demo services (web
 # and api) with sidecars, fetches a workload's SVIDs over the SPIFFE
 # Workload API, and sends traffic from web to api: one call allowed by the
-# policy, one denied.
+# policy, one denied; then a 90/10 canary of api v1/v2 with the split
+# measured.
 # Everything lives in a temporary directory and stops when the demo ends;
 # set SIGIL_DEMO_KEEP=1 to keep it running until Ctrl-C.
 set -euo pipefail
@@ -64,25 +65,34 @@ step "4. a workload on node1 fetches its X.509-SVID (SPIFFE ID, expiry, chain) a
 "$BIN/sigil-agent" api fetch x509 --socket "$DIR/agent1.sock"
 "$BIN/sigil-agent" api fetch jwt --audience api --socket "$DIR/agent1.sock" | head -2
 
-step "5. two services, web and api, each with a sidecar; policy: web may GET from api"
-for svc in web api; do
+step "5. two services, web and api (v1 and v2), each with a sidecar; policy: web may GET from api"
+for svc in web api-v1 api-v2; do
 	"$BIN/sigil-demo-app" --listen 127.0.0.1:0 --name $svc 2>"$DIR/$svc-app.log" &
 	pids+=($!)
 	wait_log "$DIR/$svc-app.log" 'listening on'
 done
 addr_of() { grep -o "listening on [^ ]*" "$DIR/$1-app.log" | head -1 | cut -d' ' -f3; }
 field() { grep -o "\"$2\":\"[^\"]*\"" "$DIR/$1.log" | head -1 | cut -d'"' -f4; }
-"$BIN/sigil-proxy" run --socket "$DIR/agent2.sock" --service api --app "$(addr_of api)" --policy demo/policy \
-	--inbound 127.0.0.1:0 --outbound 127.0.0.1:0 --admin 127.0.0.1:0 --access-log "$DIR/api-access.log" 2>"$DIR/api-proxy.log" &
-pids+=($!)
-wait_log "$DIR/api-proxy.log" '"sigil-proxy running"'
+for v in v1 v2; do
+	# api's sidecars register themselves (service api, label version) through
+	# their agent: no addresses are configured anywhere.
+	"$BIN/sigil-proxy" run --socket "$DIR/agent2.sock" --service api --label version=$v --app "$(addr_of api-$v)" \
+		--policy demo/policy --inbound 127.0.0.1:0 --outbound 127.0.0.1:0 --admin 127.0.0.1:0 2>"$DIR/api-$v-proxy.log" &
+	pids+=($!)
+	wait_log "$DIR/api-$v-proxy.log" '"sigil-proxy running"'
+done
 "$BIN/sigil-proxy" run --socket "$DIR/agent1.sock" --service web --app "$(addr_of web)" --policy demo/policy \
-	--inbound 127.0.0.1:0 --outbound 127.0.0.1:0 --admin 127.0.0.1:0 \
-	--upstream "api=$(field api-proxy inbound)@spiffe://$TD/ns/demo/sa/api" 2>"$DIR/web-proxy.log" &
+	--inbound 127.0.0.1:0 --outbound 127.0.0.1:0 --admin 127.0.0.1:0 2>"$DIR/web-proxy.log" &
 pids+=($!)
 wait_log "$DIR/web-proxy.log" '"sigil-proxy running"'
 OUT=$(field web-proxy outbound)
-echo "web's sidecar: outbound $OUT (the app's HTTP proxy); api's sidecar: inbound $(field api-proxy inbound) (mTLS only)"
+export SIGIL_ADMIN_SOCKET="$DIR/server/admin.sock"
+for _ in $(seq 100); do
+	[ "$("$BIN/sigil" get endpoints -o json | grep -c '"service": "api"')" -ge 2 ] && break
+	sleep 0.1
+done
+"$BIN/sigil" get endpoints
+echo "web's sidecar: outbound $OUT (the app's HTTP proxy); api's sidecars: mTLS only"
 
 step "6. web calls api through the mesh: GET is allowed, and api sees who called"
 echo "\$ curl -x http://$OUT http://api/hello"
@@ -92,13 +102,33 @@ step "7. POST is not in the policy: denied by api's sidecar before the app sees 
 echo "\$ curl -x http://$OUT -X POST http://api/hello"
 curl -sS -x "http://$OUT" -X POST -w 'HTTP %{http_code}\n' http://api/hello
 
-step "8. what api's sidecar counted (http://$(field api-proxy admin)/metrics)"
-curl -sS "http://$(field api-proxy admin)/metrics" | grep -E '^sigil_(requests_total|policy_decisions_total)'
+step "8. what api's sidecars counted (their /metrics)"
+for v in v1 v2; do
+	echo "api $v (http://$(field api-$v-proxy admin)/metrics):"
+	curl -sS "http://$(field api-$v-proxy admin)/metrics" | grep -E '^sigil_(requests_total|policy_decisions_total)' | sed 's/^/  /'
+done
 
-step "9. the audit trail (every token, attestation, issuance and CA event)"
+step "9. a canary: sigil apply -f demo/canary.yaml (Istio DestinationRule + VirtualService, 90/10)"
+"$BIN/sigil" apply -f demo/canary.yaml
+for _ in $(seq 100); do
+	"$BIN/sigil" get proxies | grep -q STALE || break
+	sleep 0.1
+done
+"$BIN/sigil" get proxies
+echo "sending 500 requests from web to api..."
+v1=0; v2=0
+for _ in $(seq 500); do
+	case "$(curl -sS -x "http://$OUT" http://api/)" in
+		*'"service":"api-v1"'*) v1=$((v1+1)) ;;
+		*'"service":"api-v2"'*) v2=$((v2+1)) ;;
+	esac
+done
+echo "measured split: v1 $((v1*100/500))% ($v1), v2 $((v2*100/500))% ($v2)   (configured 90/10)"
+
+step "10. the audit trail (every token, attestation, issuance and CA event)"
 cut -c1-150 "$DIR/server/audit.log" | tail -4
 
 if [ "${SIGIL_DEMO_KEEP:-}" = 1 ]; then
-	step "running; try: curl -x http://$OUT http://api/ — Ctrl-C to stop"
+	step "running; try: curl -x http://$OUT http://api/ ; SIGIL_ADMIN_SOCKET=$SIGIL_ADMIN_SOCKET bin/sigil get proxies — Ctrl-C to stop"
 	wait
 fi

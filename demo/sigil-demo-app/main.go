@@ -90,15 +90,6 @@ func main() {
 		if *delay > 0 {
 			time.Sleep(*delay)
 		}
-		if *status != 200 || (*failEvery > 0 && n%int64(*failEvery) == 0) {
-			failed.Add(1)
-			code := *status
-			if code == 200 {
-				code = 500
-			}
-			http.Error(w, *name+" failed on purpose", code)
-			return
-		}
 		// ?delay=1500ms makes a slow request (drain tests, the demo).
 		if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil && d > 0 {
 			fmt.Fprintf(os.Stderr, "slow request %s for %s\n", r.URL.Path, d)
@@ -107,6 +98,15 @@ func main() {
 			case <-r.Context().Done():
 				return
 			}
+		}
+		if *status != 200 || (*failEvery > 0 && n%int64(*failEvery) == 0) {
+			failed.Add(1)
+			code := *status
+			if code == 200 {
+				code = 500
+			}
+			http.Error(w, *name+" failed on purpose", code)
+			return
 		}
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		h := map[string]string{}
