@@ -276,8 +276,11 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 		attempts = 0
 	}
 	tried := map[*endpoint]bool{}
-	retryDone := func() {}
 	for attempt := 0; ; attempt++ {
+		retryDone := func() {}
+		if attempt > 0 {
+			retryDone = c.pool.startRetry()
+		}
 		ep := c.pick(tried)
 		tried[ep] = true
 		tryCtx, tryCancel := ctx, context.CancelFunc(func() {})
@@ -291,7 +294,6 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 		resp, err := tr.RoundTrip(req)
 		ep.active.Add(-1)
 		retryDone()
-		retryDone = func() {}
 		kind := failureKind(err)
 		connectFailed := err != nil && kind == traffic.FailConnect
 		status := 0
@@ -319,7 +321,6 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 				case <-time.After(backoff/2 + rand.N(backoff/2+1)):
 				case <-ctx.Done():
 				}
-				retryDone = c.pool.startRetry()
 				continue
 			}
 			o.p.metrics.retryBudget.WithLabelValues(c.service).Inc()
