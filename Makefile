@@ -5,7 +5,7 @@ TOOLS     := .tools
 PROTOS    := $(wildcard api/*/v1/*.proto)
 GOFLAGS_T ?= -race -count=1
 
-.PHONY: all build test check fmt vet staticcheck proto proto-check demo bench fuzz tools clean
+.PHONY: all build test check fmt vet staticcheck proto proto-check demo bench bench-tools fuzz tools clean
 
 all: build
 
@@ -56,9 +56,19 @@ demo: build
 	$(GO) build -o $(BIN)/ ./demo/sigil-demo-app
 	./demo/run.sh
 
-## bench: benchmarks (never part of make test); see bench/README.md.
-bench: build
+## bench-tools: the load generator and a peer, built from the module proxy
+## in their own module (bench/tools) so they never move Sigil's versions;
+## nginx and HAProxy come from Debian.
+bench-tools:
+	cd bench/tools && $(GO) build -o ../../$(TOOLS)/fortio fortio.org/fortio && $(GO) build -o ../../$(TOOLS)/ghostunnel github.com/ghostunnel/ghostunnel
+	@command -v nginx >/dev/null && command -v haproxy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy >/dev/null; }
+
+## bench: Go benchmarks, then Sigil against its peers (bench/README.md).
+## Never part of make test.
+bench: build bench-tools
+	$(GO) build -o $(BIN)/ ./demo/sigil-demo-app
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 20m ./bench/ | tee bench/last-run.txt
+	$(GO) run ./bench/meshbench -bin $(BIN) -tools $(TOOLS)
 
 ## fuzz: a short run of every fuzz target.
 fuzz:

@@ -39,6 +39,8 @@ type compiled struct {
 	query    rego.PreparedEvalQuery
 	revision string
 	files    []string
+	plan     *keyPlan // nil: decisions are not cached (see cache.go)
+	cache    *decisionCache
 }
 
 // Decision is the outcome of one evaluation.
@@ -140,6 +142,12 @@ func readSources(path string) (map[string]string, string, error) {
 // Compile parses and compiles policy sources (file name → Rego) into a
 // prepared query; it is what a dry run (`sigil policy check`) uses too.
 func Compile(ctx context.Context, srcs map[string]string) (rego.PreparedEvalQuery, error) {
+	q, _, err := compile(ctx, srcs)
+	return q, err
+}
+
+func compile(ctx context.Context, srcs map[string]string) (rego.PreparedEvalQuery, []*ast.Module, error) {
+	var mods []*ast.Module
 	opts := []func(*rego.Rego){rego.Query(Query), rego.SetRegoVersion(ast.RegoV1), rego.StrictBuiltinErrors(true)}
 	hasPackage := false
 	names := make([]string, 0, len(srcs))
@@ -150,21 +158,22 @@ func Compile(ctx context.Context, srcs map[string]string) (rego.PreparedEvalQuer
 	for _, name := range names {
 		m, err := ast.ParseModuleWithOpts(name, srcs[name], ast.ParserOptions{RegoVersion: ast.RegoV1})
 		if err != nil {
-			return rego.PreparedEvalQuery{}, fmt.Errorf("policy: %w", err)
+			return rego.PreparedEvalQuery{}, nil, fmt.Errorf("policy: %w", err)
 		}
 		if m.Package.Path.String() == "data.sigil.authz" {
 			hasPackage = true
 		}
+		mods = append(mods, m)
 		opts = append(opts, rego.ParsedModule(m))
 	}
 	if !hasPackage {
-		return rego.PreparedEvalQuery{}, errors.New("policy: no module declares package sigil.authz")
+		return rego.PreparedEvalQuery{}, nil, errors.New("policy: no module declares package sigil.authz")
 	}
 	q, err := rego.New(opts...).PrepareForEval(ctx)
 	if err != nil {
-		return rego.PreparedEvalQuery{}, fmt.Errorf("policy: %w", err)
+		return rego.PreparedEvalQuery{}, nil, fmt.Errorf("policy: %w", err)
 	}
-	return q, nil
+	return q, mods, nil
 }
 
 // Reload loads the policy if it changed. On error the policy in force
@@ -176,14 +185,20 @@ func (e *Engine) Reload(ctx context.Context) error {
 			return nil
 		}
 		var q rego.PreparedEvalQuery
-		if q, err = Compile(ctx, srcs); err == nil {
+		var mods []*ast.Module
+		if q, mods, err = compile(ctx, srcs); err == nil {
 			files := make([]string, 0, len(srcs))
 			for f := range srcs {
 				files = append(files, f)
 			}
 			sort.Strings(files)
-			e.cur.Store(&compiled{query: q, revision: rev, files: files})
-			e.log.Info("policy loaded", "revision", rev[:12], "files", len(files))
+			plan, why := planFor(mods)
+			e.cur.Store(&compiled{query: q, revision: rev, files: files, plan: plan, cache: &decisionCache{m: map[string]bool{}}})
+			if plan != nil {
+				e.log.Info("policy loaded", "revision", rev[:12], "files", len(files), "decision_cache", "on", "input_paths", len(plan.paths))
+			} else {
+				e.log.Info("policy loaded", "revision", rev[:12], "files", len(files), "decision_cache", "off", "why", why)
+			}
 		}
 	}
 	if e.OnReload != nil {
@@ -223,12 +238,24 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 		d.Err = ErrNoPolicy
 	} else {
 		d.Revision = c.revision
-		rs, err := c.query.Eval(ctx, rego.EvalParsedInput(in.value()))
-		switch {
-		case err != nil:
-			d.Err = fmt.Errorf("policy: evaluation: %w", err)
-		case len(rs) == 1 && len(rs[0].Expressions) == 1:
-			d.Allow = rs[0].Expressions[0].Value == true
+		key := ""
+		cached := false
+		if c.plan != nil {
+			key = c.plan.key(in)
+			d.Allow, cached = c.cache.get(key)
+		}
+		if !cached {
+			rs, err := c.query.Eval(ctx, rego.EvalParsedInput(in.value()))
+			switch {
+			case err != nil:
+				d.Err = fmt.Errorf("policy: evaluation: %w", err)
+			case len(rs) == 1 && len(rs[0].Expressions) == 1:
+				d.Allow = rs[0].Expressions[0].Value == true
+			}
+			// Errors are never cached: they deny now and are retried next time.
+			if c.plan != nil && d.Err == nil {
+				c.cache.put(key, d.Allow)
+			}
 		}
 	}
 	if e.Logger != nil {
