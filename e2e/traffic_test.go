@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"encoding/json"
 	"math"
+	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -388,5 +390,68 @@ func TestTrafficEndpointDeregistration(t *testing.T) {
 	wg.Wait()
 	if by["api-v2"] != 0 || fails.Load() > 0 {
 		t.Fatalf("after v2's sidecar stopped: %v; %d of %d requests failed", by, fails.Load(), total.Load())
+	}
+}
+
+// Redirect, rewrite and header changes, as Istio's YAML writes them.
+func TestTrafficRewriteRedirectHeaders(t *testing.T) {
+	t.Parallel()
+	tm := startTrafficMesh(t, &backend{name: "api-v1", version: "v1"})
+	tm.apply(t, `apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata:
+  name: api
+spec:
+  hosts: [api.default.svc.cluster.local]
+  http:
+  - match:
+    - uri: {prefix: /old}
+    redirect:
+      uri: /new
+      redirectCode: 308
+  - match:
+    - uri: {prefix: /v1/}
+    rewrite:
+      uri: /internal/
+    headers:
+      request:
+        set: {x-route: rewritten}
+        remove: [x-drop-me]
+      response:
+        add: {x-served-by: sigil}
+    route:
+    - destination: {host: api}
+      headers:
+        request:
+          add: {x-dest: v1}
+  - route:
+    - destination: {host: api}
+`)
+	noFollow := &http.Client{Transport: tm.client.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get("http://api/old/thing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 308 || resp.Header.Get("Location") != "http://api/new" {
+		t.Fatalf("redirect: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	req, _ := http.NewRequest("GET", "http://api/v1/users?id=7", nil)
+	req.Header.Set("X-Drop-Me", "secret")
+	resp, err = tm.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		Path    string            `json:"path"`
+		Headers map[string]string `json:"headers"`
+	}
+	json.NewDecoder(resp.Body).Decode(&r)
+	resp.Body.Close()
+	if r.Path != "/internal/users" || r.Headers["X-Route"] != "rewritten" || r.Headers["X-Dest"] != "v1" || r.Headers["X-Drop-Me"] != "" {
+		t.Fatalf("app saw %+v", r)
+	}
+	if resp.Header.Get("X-Served-By") != "sigil" {
+		t.Fatalf("response headers %v", resp.Header)
 	}
 }

@@ -1,0 +1,56 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+func TestResourcesAndProxies(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	vs := StoredResource{Kind: "VirtualService", Namespace: "default", Name: "api", Spec: json.RawMessage(`{"hosts":["api"]}`)}
+	res, v, err := s.ApplyResources(ctx, []StoredResource{vs}, true, now)
+	if err != nil || res[0].Action != Created || v != 0 {
+		t.Fatalf("dry run: %+v %d %v", res, v, err)
+	}
+	if rs, _, _ := s.ListResources(ctx, ""); len(rs) != 0 {
+		t.Fatal("dry run stored something")
+	}
+	if res, v, _ = s.ApplyResources(ctx, []StoredResource{vs}, false, now); res[0].Action != Created || v != 1 {
+		t.Fatalf("apply: %+v %d", res, v)
+	}
+	if res, v, _ = s.ApplyResources(ctx, []StoredResource{vs}, false, now); res[0].Action != Unchanged || v != 1 {
+		t.Fatalf("re-apply: %+v %d (an unchanged apply must not move the version)", res, v)
+	}
+	vs.Spec = json.RawMessage(`{"hosts":["api","api2"]}`)
+	if res, v, _ = s.ApplyResources(ctx, []StoredResource{vs}, false, now); res[0].Action != Configured || v != 2 {
+		t.Fatalf("change: %+v %d", res, v)
+	}
+	if v, err := s.DeleteResource(ctx, "VirtualService", "default", "api"); err != nil || v != 3 {
+		t.Fatalf("delete: %d %v", v, err)
+	}
+
+	p := ProxyRecord{ProxyID: "p1", SPIFFEID: "spiffe://td/a", Service: "api", Address: "10.0.0.1:15006", Labels: map[string]string{"version": "v1"}, ConfigVersion: 3}
+	changed, rev, err := s.ReplaceProxies(ctx, "agent1", []ProxyRecord{p}, now)
+	if err != nil || !changed || rev != 1 {
+		t.Fatalf("first report: %v %d %v", changed, rev, err)
+	}
+	p.ConfigVersion = 4
+	if changed, _, _ = s.ReplaceProxies(ctx, "agent1", []ProxyRecord{p}, now); changed {
+		t.Fatal("a new config version alone counted as an endpoint change")
+	}
+	// An agent that stops reporting loses its endpoints.
+	if n, _ := s.ExpireProxies(ctx, now.Add(time.Second)); n != 1 {
+		t.Fatalf("expired %d", n)
+	}
+	if ps, rev, _ := s.ListProxies(ctx); len(ps) != 0 || rev != 2 {
+		t.Fatalf("after expiry: %v, revision %d", ps, rev)
+	}
+}
