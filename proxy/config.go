@@ -26,6 +26,7 @@ type Config struct {
 	Upstreams   []string // NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]
 	Transparent bool
 	DrainGrace  time.Duration // how long to keep serving after leaving the endpoint pool
+	IdleTimeout time.Duration // a connection silent this long is closed
 	Advertise   string        // inbound address other sidecars reach; default: the bound one
 	AccessLog   string        // file path, "-" for stdout, "" for none
 	DecisionLog string
@@ -128,6 +129,9 @@ func (c Config) Validate() (*checked, error) {
 	checkAddr("--inbound", c.Inbound, &errs)
 	checkAddr("--outbound", c.Outbound, &errs)
 	checkAddr("--admin", c.Admin, &errs)
+	if c.IdleTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--idle-timeout %s: want at least 1s", c.IdleTimeout))
+	}
 	if c.DrainGrace < 0 || c.DrainGrace > time.Minute {
 		errs = append(errs, fmt.Errorf("--drain-grace %s: want 0 to 1m", c.DrainGrace))
 	}

@@ -10,6 +10,9 @@ import (
 // originalDst reads where a connection redirected by iptables REDIRECT was
 // going (SO_ORIGINAL_DST, IPv4).
 func originalDst(c net.Conn) (*net.TCPAddr, error) {
+	if ic, ok := c.(*idleConn); ok {
+		c = ic.Conn
+	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return nil, errors.New("proxy: not a TCP connection")

@@ -129,8 +129,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	wg.Add(4)
 	go func() { defer wg.Done(); p.discover(discoverCtx, out, advertise) }()
-	go func() { defer wg.Done(); in.serve(inLn) }()
-	go func() { defer wg.Done(); out.serve(outLn) }()
+	go func() { defer wg.Done(); in.serve(idleListener{inLn, c.IdleTimeout}) }()
+	go func() { defer wg.Done(); out.serve(idleListener{outLn, c.IdleTimeout}) }()
 	go func() { defer wg.Done(); p.policy.Watch(runCtx, time.Second) }()
 	go p.flushLoop(runCtx, decisions)
 

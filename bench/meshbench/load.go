@@ -49,7 +49,7 @@ type fortioJSON struct {
 			Value      float64
 		}
 	}
-	RetCodes    map[string]int64
+	RetCodes                map[string]int64
 	ErrorsDurationHistogram struct{ Count int64 }
 }
 

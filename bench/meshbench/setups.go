@@ -313,4 +313,3 @@ func (s *setup) stopPair() {
 		s.server.stop()
 	}
 }
-

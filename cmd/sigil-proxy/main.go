@@ -58,6 +58,7 @@ func newRun() *cobra.Command {
 	f.StringArrayVar(&cfg.Upstreams, "upstream", nil, "NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]: where a service's sidecars listen and who they must be (repeatable)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "IP:PORT other sidecars reach this one's inbound at (default: the --inbound address, when it names an IP)")
 	f.DurationVar(&cfg.DrainGrace, "drain-grace", time.Second, "on SIGTERM, keep serving this long after leaving the endpoint pool, so callers stop choosing this sidecar first")
+	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 5*time.Minute, "close a connection (app or peer side, HTTP or TCP) that sends nothing for this long")
 	f.BoolVar(&cfg.Transparent, "transparent", false, "route redirected connections by their original destination (see `sigil-proxy iptables`)")
 	f.StringVar(&cfg.AccessLog, "access-log", "", "access log file (JSON lines); - for stdout")
 	f.StringVar(&cfg.DecisionLog, "decision-log", "", "decision log file (OPA decision-log JSON lines); - for stdout")
