@@ -23,7 +23,6 @@ type setup struct {
 	client *proc  // the caller's sidecar
 	server *proc  // the callee's sidecar
 	l4     bool   // the pair does not parse HTTP
-	stop   func()
 }
 
 // env is everything the setups share: tools, the Sigil mesh, its SVIDs.

@@ -10,8 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/sigil-mesh/sigil/agent"
@@ -35,14 +33,8 @@ func newRun() *cobra.Command {
 	var logger func() (*slog.Logger, error)
 	cmd := &cobra.Command{
 		Use: "run", Short: "Run the agent", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logger()
-			if err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			return agent.Run(ctx, cfg, log)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return logflag.RunE(logger, func(ctx context.Context, log *slog.Logger) error { return agent.Run(ctx, cfg, log) })(cmd, args)
 		},
 	}
 	f := cmd.Flags()

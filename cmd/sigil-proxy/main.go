@@ -2,12 +2,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"runtime"
-	"syscall"
 	"time"
 
 	"github.com/sigil-mesh/sigil/cmd/internal/logflag"
@@ -30,20 +29,14 @@ func newRun() *cobra.Command {
 	var maxProcs int
 	cmd := &cobra.Command{
 		Use: "run", Short: "Run the sidecar", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logger()
-			if err != nil {
-				return err
-			}
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if maxProcs < 0 {
 				return fmt.Errorf("--max-procs %d: want 0 (every core) or more", maxProcs)
 			}
 			if maxProcs > 0 {
 				runtime.GOMAXPROCS(maxProcs)
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			return proxy.Run(ctx, cfg, log)
+			return logflag.RunE(logger, func(ctx context.Context, log *slog.Logger) error { return proxy.Run(ctx, cfg, log) })(cmd, args)
 		},
 	}
 	f := cmd.Flags()

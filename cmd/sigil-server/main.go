@@ -3,14 +3,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/sigil-mesh/sigil/cmd/internal/logflag"
@@ -39,14 +38,8 @@ func newRun() *cobra.Command {
 		Use:   "run",
 		Short: "Run the server",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logger()
-			if err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			return server.Run(ctx, cfg, log)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return logflag.RunE(logger, func(ctx context.Context, log *slog.Logger) error { return server.Run(ctx, cfg, log) })(cmd, args)
 		},
 	}
 	f := cmd.Flags()

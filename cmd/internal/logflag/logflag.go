@@ -3,9 +3,12 @@
 package logflag
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -20,5 +23,19 @@ func Register(cmd *cobra.Command) func() (*slog.Logger, error) {
 			return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
 		}
 		return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+	}
+}
+
+// RunE makes a cobra RunE that builds the logger and runs fn with a
+// context cancelled on SIGINT or SIGTERM: every daemon starts this way.
+func RunE(logger func() (*slog.Logger, error), fn func(ctx context.Context, log *slog.Logger) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		log, err := logger()
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return fn(ctx, log)
 	}
 }
