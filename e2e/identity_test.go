@@ -374,6 +374,16 @@ func TestJoinTokenIsSingleUse(t *testing.T) {
 	if strings.Contains(string(audit), token) {
 		t.Fatal("the join token itself is in the audit log")
 	}
+	// The exported trail verifies; a tampered copy does not.
+	trail := filepath.Join(m.DataDir, "audit.log")
+	if out := harness.MustRun(t, "sigil", "audit", "verify", trail); !strings.Contains(out, ": ok, ") {
+		t.Fatalf("audit verify: %s", out)
+	}
+	tampered := filepath.Join(m.Dir, "tampered.log")
+	os.WriteFile(tampered, []byte(strings.Replace(string(audit), `"node":"node1"`, `"node":"node9"`, 1)), 0o600)
+	if out, err := harness.Run(t, "sigil", "audit", "verify", tampered); err == nil || !strings.Contains(out, "BROKEN") {
+		t.Fatalf("tampered trail: %v %s", err, out)
+	}
 }
 
 // An agent cannot get an SVID or JWT-SVID for an entry parented to another

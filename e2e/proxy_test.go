@@ -397,6 +397,10 @@ func TestProxyPolicyReload(t *testing.T) {
 		t.Fatalf("ready: %s", got)
 	}
 	os.WriteFile(policyFile, []byte("package sigil.authz\nallow if { x }\n"), 0o644)
+	// `sigil policy check` says what the sidecar will say, before it does.
+	if _, err := harness.Run(t, "sigil", "policy", "check", dir); err == nil || !strings.Contains(err.Error(), "var x is unsafe") {
+		t.Fatalf("policy check of a broken policy: %v", err)
+	}
 	api.WaitFor(`policy refused; the policy in force stays`, 10*time.Second)
 	if code, _ := curl(t, "-x", "http://"+web.Outbound, "http://api/"); code != 200 {
 		t.Fatalf("after a broken policy: %d, want the old policy still in force", code)

@@ -21,7 +21,7 @@ func main() {
 		}
 		return server.NewAdminClient(*socket), nil
 	}
-	root.AddCommand(newApply(client), newGet(client), newDelete(client))
+	root.AddCommand(newApply(client), newGet(client), newDelete(client), newAudit(), newPolicy())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sigil:", err)
 		os.Exit(1)
