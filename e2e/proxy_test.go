@@ -409,3 +409,29 @@ func TestProxyPolicyReload(t *testing.T) {
 		t.Fatal("refusal not counted")
 	}
 }
+
+// Policy as code: `sigil policy test` runs the policy's own Rego tests and
+// fails when one fails.
+func TestPolicyTestCommand(t *testing.T) {
+	t.Parallel()
+	out := harness.MustRun(t, "sigil", "policy", "test", "../demo/policy")
+	if !strings.Contains(out, "2/2 passed") {
+		t.Fatalf("demo policy tests: %s", out)
+	}
+	dir := t.TempDir()
+	for _, f := range []string{"authz.rego", "authz_test.rego"} {
+		b, err := os.ReadFile(filepath.Join("../demo/policy", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A reviewer's change that lets web POST breaks the second test.
+		if f == "authz.rego" {
+			b = []byte(strings.Replace(string(b), `input.request.method == "GET"`, `input.request.method in {"GET", "POST"}`, 1))
+		}
+		os.WriteFile(filepath.Join(dir, f), b, 0o644)
+	}
+	out, err := harness.Run(t, "sigil", "policy", "test", dir)
+	if err == nil || !strings.Contains(out, "test_web_may_not_post: FAIL") {
+		t.Fatalf("a policy that breaks its tests: %v\n%s", err, out)
+	}
+}
