@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"regexp"
 	"sort"
 	"strconv"
 	"sync"
@@ -176,8 +177,16 @@ func checkRegister(reg *proxyv1.Register) error {
 	if reg == nil {
 		return errors.New("the first message must be register")
 	}
-	if reg.GetService() == "" {
-		return errors.New("register: service is required")
+	if !serviceRE.MatchString(reg.GetService()) {
+		return fmt.Errorf("register: service %q: want a DNS label (a-z, 0-9, inner '-', at most 63)", reg.GetService())
+	}
+	if len(reg.GetLabels()) > 64 {
+		return fmt.Errorf("register: %d labels, at most 64", len(reg.GetLabels()))
+	}
+	for k, v := range reg.GetLabels() {
+		if k == "" || len(k) > 253 || len(v) > 253 {
+			return fmt.Errorf("register: label %q=%q: keys 1 to 253 bytes, values up to 253", k, v)
+		}
 	}
 	host, port, err := net.SplitHostPort(reg.GetAddress())
 	if err != nil || host == "" || net.ParseIP(host) == nil {
@@ -191,6 +200,8 @@ func checkRegister(reg *proxyv1.Register) error {
 	}
 	return nil
 }
+
+var serviceRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 func newID() string {
 	var b [8]byte

@@ -1,0 +1,47 @@
+package relay
+
+import (
+	"strings"
+	"testing"
+
+	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
+)
+
+func TestCheckRegister(t *testing.T) {
+	ok := &proxyv1.Register{Service: "api", Address: "10.0.0.2:15006", Labels: map[string]string{"version": "v1"}}
+	if err := checkRegister(ok); err != nil {
+		t.Fatal(err)
+	}
+	for name, tt := range map[string]struct {
+		reg  *proxyv1.Register
+		want string
+	}{
+		"missing":     {nil, "first message must be register"},
+		"service":     {&proxyv1.Register{Service: "API_1", Address: "10.0.0.2:1"}, "DNS label"},
+		"no service":  {&proxyv1.Register{Address: "10.0.0.2:1"}, "DNS label"},
+		"hostname":    {&proxyv1.Register{Service: "api", Address: "api:15006"}, "want IP:PORT"},
+		"unspecified": {&proxyv1.Register{Service: "api", Address: "0.0.0.0:15006"}, "unspecified"},
+		"port":        {&proxyv1.Register{Service: "api", Address: "10.0.0.2:0"}, "bad port"},
+		"label":       {&proxyv1.Register{Service: "api", Address: "10.0.0.2:1", Labels: map[string]string{"": "x"}}, "label"},
+	} {
+		err := checkRegister(tt.reg)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", name, err, tt.want)
+		}
+	}
+}
+
+func FuzzCheckRegister(f *testing.F) {
+	f.Add("api", "10.0.0.2:15006", "version", "v1")
+	f.Add("", "[::1]:1", "", "")
+	f.Fuzz(func(t *testing.T, service, addr, k, v string) {
+		reg := &proxyv1.Register{Service: service, Address: addr, Labels: map[string]string{k: v}}
+		if checkRegister(reg) != nil {
+			return
+		}
+		// Whatever passes names a service as a DNS label and a routable IP:port.
+		if !serviceRE.MatchString(service) || strings.HasPrefix(addr, "0.0.0.0:") {
+			t.Fatalf("accepted %q at %q", service, addr)
+		}
+	})
+}
