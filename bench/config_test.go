@@ -92,7 +92,11 @@ func BenchmarkApplyToAllProxies(b *testing.B) {
 	sockets := make([]string, agents)
 	for i := range agents {
 		node := "node" + strconv.Itoa(i)
-		m.Entry(node, "spiffe://example.org/ns/bench/sa/sim", "--selector", "unix:uid:"+strconv.Itoa(os.Getuid()))
+		args := []string{"--selector", "unix:uid:" + strconv.Itoa(os.Getuid())}
+		for s := range 20 {
+			args = append(args, "--service", "svc"+strconv.Itoa(s))
+		}
+		m.Entry(node, "spiffe://example.org/ns/bench/sa/sim", args...)
 		sockets[i] = m.StartAgent(node).Socket
 	}
 	sim := &simProxies{seen: map[int64]int{}, last: map[int64]time.Time{}, wake: make(chan struct{})}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -453,5 +455,40 @@ spec:
 	}
 	if resp.Header.Get("X-Served-By") != "sigil" {
 		t.Fatalf("response headers %v", resp.Header)
+	}
+}
+
+// A sidecar may register only a service its identity may serve: web's
+// identity claiming to be api is refused (and audited), and api's traffic
+// never reaches it.
+func TestTrafficImpostorEndpointRefused(t *testing.T) {
+	t.Parallel()
+	tm := startTrafficMesh(t, &backend{name: "api-v1", version: "v1"})
+	_, evilApp := harness.StartApp(t, "evil")
+	harness.StartProxy(t, tm.ids.web, "api", evilApp, tm.ids.policyDir, "--label", "version=v1")
+	auditLog := filepath.Join(tm.ids.m.DataDir, "audit.log")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		b, _ := os.ReadFile(auditLog)
+		if strings.Contains(string(b), `"type":"endpoint.refused"`) && strings.Contains(string(b), `"subject":"`+webSA+`"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the impostor's registration was not refused")
+		}
+		time.Sleep(50 * time.Millisecond) // waiting on the agent's next report, a file the server appends to
+	}
+	by, failed := count(tm.load(200, 4, "/", nil))
+	if failed > 0 || by["api-v1"] != 200 {
+		t.Fatalf("api's traffic: %v, %d failed", by, failed)
+	}
+	ss, err := tm.admin().ListServices(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ss {
+		if s.Name == "api" && (s.Endpoints != 1 || strings.Join(s.Identities, ",") != apiSA) {
+			t.Fatalf("api's endpoints: %+v", s)
+		}
 	}
 }

@@ -22,6 +22,10 @@ type Entry struct {
 	ParentID  string              `json:"parent_id"`
 	Selectors []selector.Selector `json:"selectors"`
 	X509TTL   time.Duration       `json:"x509_ttl"`
+	// Services are the services whose endpoints a sidecar with this
+	// identity may register. Empty: the service named by the ID's service
+	// account (spiffe://td/ns/<ns>/sa/<service>), as in Kubernetes.
+	Services []string `json:"services,omitempty"`
 	JWTTTL    time.Duration       `json:"jwt_ttl"`
 	Source    string              `json:"source"`
 	Revision  int64               `json:"revision"`
@@ -88,9 +92,10 @@ func (s *Store) CreateEntry(ctx context.Context, e Entry, now time.Time) (Entry,
 	if e.Revision, err = bumpRevision(ctx, tx); err != nil {
 		return Entry{}, err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, source, revision, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.ID, e.SPIFFEID, e.ParentID, encodeSelectors(e.Selectors), int64(e.X509TTL/time.Second), int64(e.JWTTTL/time.Second), e.Source, e.Revision, e.CreatedAt.Unix())
+	services, _ := json.Marshal(e.Services)
+	_, err = tx.ExecContext(ctx, `INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, source, revision, created_at, services)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.ID, e.SPIFFEID, e.ParentID, encodeSelectors(e.Selectors), int64(e.X509TTL/time.Second), int64(e.JWTTTL/time.Second), e.Source, e.Revision, e.CreatedAt.Unix(), string(services))
 	if err != nil {
 		if strings.Contains(err.Error(), "UNIQUE") {
 			return Entry{}, fmt.Errorf("%w: an entry for %s under %s with these selectors", ErrExists, e.SPIFFEID, e.ParentID)
@@ -126,15 +131,15 @@ func (s *Store) DeleteEntry(ctx context.Context, id string) (Entry, error) {
 	return e, nil
 }
 
-const entryColumns = `SELECT id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, source, revision, created_at FROM entries`
+const entryColumns = `SELECT id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, source, revision, created_at, services FROM entries`
 
 type rowScanner interface{ Scan(dest ...any) error }
 
 func scanEntry(row rowScanner) (Entry, error) {
 	var e Entry
-	var sels string
+	var sels, services string
 	var x509TTL, jwtTTL, created int64
-	err := row.Scan(&e.ID, &e.SPIFFEID, &e.ParentID, &sels, &x509TTL, &jwtTTL, &e.Source, &e.Revision, &created)
+	err := row.Scan(&e.ID, &e.SPIFFEID, &e.ParentID, &sels, &x509TTL, &jwtTTL, &e.Source, &e.Revision, &created, &services)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Entry{}, fmt.Errorf("%w: entry", ErrNotFound)
 	}
@@ -145,6 +150,9 @@ func scanEntry(row rowScanner) (Entry, error) {
 		return Entry{}, fmt.Errorf("registry: entry %s selectors: %w", e.ID, err)
 	}
 	e.X509TTL, e.JWTTTL = time.Duration(x509TTL)*time.Second, time.Duration(jwtTTL)*time.Second
+	if err := json.Unmarshal([]byte(services), &e.Services); err != nil {
+		return Entry{}, fmt.Errorf("registry: entry %s services: %w", e.ID, err)
+	}
 	e.CreatedAt = time.Unix(created, 0).UTC()
 	return e, nil
 }

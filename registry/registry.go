@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
@@ -113,6 +114,11 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("registry: schema: %w", err)
+	}
+	// Columns added after the first release, for data dirs made before.
+	if _, err := db.ExecContext(ctx, `ALTER TABLE entries ADD COLUMN services TEXT NOT NULL DEFAULT '[]'`); err != nil && !strings.Contains(err.Error(), "duplicate column") {
+		db.Close()
+		return nil, fmt.Errorf("registry: migrating entries: %w", err)
 	}
 	return &Store{db: db}, nil
 }

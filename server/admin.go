@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/sigil-mesh/sigil/audit"
@@ -52,7 +54,11 @@ type EntryRequest struct {
 	Selectors []string      `json:"selectors"`
 	X509TTL   time.Duration `json:"x509_ttl"`
 	JWTTTL    time.Duration `json:"jwt_ttl"`
+	// Services whose endpoints sidecars of this identity may register.
+	Services []string `json:"services,omitempty"`
 }
+
+var serviceNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // Limits on admin requests.
 const (
@@ -190,10 +196,15 @@ func ValidateEntry(td spiffeid.TrustDomain, req EntryRequest) (registry.Entry, e
 			errs = append(errs, fmt.Errorf("%s %s: must be between %s and %s (or 0 for the server default)", name, ttl, MinSVIDTTL, MaxSVIDTTL))
 		}
 	}
+	for _, svc := range req.Services {
+		if !serviceNameRE.MatchString(svc) {
+			errs = append(errs, fmt.Errorf("services: %q is not a service name (a DNS label)", svc))
+		}
+	}
 	if len(errs) > 0 {
 		return registry.Entry{}, errors.Join(errs...)
 	}
-	return registry.Entry{SPIFFEID: id.String(), ParentID: parent.String(), Selectors: sels, X509TTL: req.X509TTL, JWTTTL: req.JWTTTL, Source: registry.SourceLocal}, nil
+	return registry.Entry{SPIFFEID: id.String(), ParentID: parent.String(), Selectors: sels, X509TTL: req.X509TTL, JWTTTL: req.JWTTTL, Services: req.Services, Source: registry.SourceLocal}, nil
 }
 
 func (s *Server) createEntry(r *http.Request) (any, error) {
@@ -252,7 +263,11 @@ func entryDetails(e registry.Entry) map[string]string {
 		sels[i] = s.String()
 	}
 	b, _ := json.Marshal(sels)
-	return map[string]string{"entry_id": e.ID, "parent_id": e.ParentID, "selectors": string(b)}
+	d := map[string]string{"entry_id": e.ID, "parent_id": e.ParentID, "selectors": string(b)}
+	if len(e.Services) > 0 {
+		d["services"] = strings.Join(e.Services, ",")
+	}
+	return d
 }
 
 func (s *Server) listEntries(r *http.Request) (any, error) {

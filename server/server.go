@@ -47,6 +47,9 @@ type Server struct {
 
 	svid atomic.Pointer[tls.Certificate]
 
+	refusedMu   sync.Mutex
+	refusedSeen map[string]bool // endpoint refusals already audited
+
 	agentv1.UnimplementedAgentServer
 }
 
@@ -88,7 +91,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	s := &Server{cfg: c, log: log, store: store, audit: auditLog, ca: authority, changes: newBroadcaster(), now: time.Now}
+	s := &Server{cfg: c, log: log, store: store, audit: auditLog, ca: authority, changes: newBroadcaster(), now: time.Now, refusedSeen: map[string]bool{}}
 	if err := s.renewServerSVID(); err != nil {
 		return err
 	}

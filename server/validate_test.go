@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/sigil-mesh/sigil/registry"
 	"strings"
 	"testing"
 	"time"
@@ -83,4 +84,24 @@ func FuzzValidateEntry(f *testing.F) {
 			t.Fatalf("accepted parent %q selectors %v", e.ParentID, e.Selectors)
 		}
 	})
+}
+
+func TestAllowedServices(t *testing.T) {
+	got := allowedServices([]registry.Entry{
+		{SPIFFEID: "spiffe://example.org/ns/default/sa/web"},
+		{SPIFFEID: "spiffe://example.org/ns/default/sa/bench", Services: []string{"api", "api-caller"}},
+		{SPIFFEID: "spiffe://example.org/custom/path"},
+	})
+	if !got["spiffe://example.org/ns/default/sa/web"]["web"] || got["spiffe://example.org/ns/default/sa/web"]["api"] {
+		t.Fatalf("default from the service account: %v", got)
+	}
+	if !got["spiffe://example.org/ns/default/sa/bench"]["api"] || got["spiffe://example.org/ns/default/sa/bench"]["bench"] {
+		t.Fatalf("explicit services replace the default: %v", got)
+	}
+	if len(got["spiffe://example.org/custom/path"]) != 0 || got["spiffe://example.org/ns/other/sa/x"]["x"] {
+		t.Fatalf("no services for other IDs, nor for IDs without an entry: %v", got)
+	}
+	if _, err := ValidateEntry(td, EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:1"}, Services: []string{"Not_A_Name"}}); err == nil || !strings.Contains(err.Error(), "services") {
+		t.Fatalf("bad service name: %v", err)
+	}
 }

@@ -82,7 +82,12 @@ func (e *env) startMesh(ctx context.Context) error {
 	e.bundleFile = e.dir + "/bundle.pem"
 	os.WriteFile(e.bundleFile, []byte(bundle+"\n"), 0o644)
 	e.id = "spiffe://example.org/ns/bench/sa/bench"
-	if _, err := e.sigil("entry", "create", "--parent-id", "spiffe://example.org/sigil/agent/join_token/bench", "--spiffe-id", e.id, "--selector", "unix:uid:"+strconv.Itoa(os.Getuid())); err != nil {
+	// One identity serves every bench service (all sidecars run as this uid).
+	services := []string{}
+	for _, s := range []string{"api", "api-caller", "idle", "idle-caller", "grpc", "grpc-caller"} {
+		services = append(services, "--service", s)
+	}
+	if _, err := e.sigil(append([]string{"entry", "create", "--parent-id", "spiffe://example.org/sigil/agent/join_token/bench", "--spiffe-id", e.id, "--selector", "unix:uid:" + strconv.Itoa(os.Getuid())}, services...)...); err != nil {
 		return err
 	}
 	token, err := e.sigil("token", "generate", "--node", "bench")

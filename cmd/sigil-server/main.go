@@ -153,6 +153,7 @@ func newEntry() *cobra.Command {
 	cf.StringArrayVar(&req.Selectors, "selector", nil, "a selector such as unix:uid:1000; repeat for more (all must match)")
 	cf.DurationVar(&req.X509TTL, "x509-ttl", 0, "X.509-SVID lifetime (default: the server's)")
 	cf.DurationVar(&req.JWTTTL, "jwt-ttl", 0, "JWT-SVID lifetime (default: the server's)")
+	cf.StringArrayVar(&req.Services, "service", nil, "a service whose endpoints sidecars of this identity may register (repeatable; default: the ID's service account, .../sa/<service>)")
 	cf.StringVar(&output, "output", "text", "text or json")
 
 	var la adminFlags
@@ -222,6 +223,9 @@ func printEntries(w io.Writer, format string, es []registry.Entry) error {
 			e.ID, e.SPIFFEID, e.ParentID, e.Revision, ttlText(e.X509TTL), ttlText(e.JWTTTL), e.Source)
 		for _, s := range e.Selectors {
 			fmt.Fprintf(w, "Selector      : %s\n", s)
+		}
+		for _, s := range e.Services {
+			fmt.Fprintf(w, "Service       : %s\n", s)
 		}
 	}
 	return nil
