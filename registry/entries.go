@@ -25,11 +25,11 @@ type Entry struct {
 	// Services are the services whose endpoints a sidecar with this
 	// identity may register. Empty: the service named by the ID's service
 	// account (spiffe://td/ns/<ns>/sa/<service>), as in Kubernetes.
-	Services []string `json:"services,omitempty"`
-	JWTTTL    time.Duration       `json:"jwt_ttl"`
-	Source    string              `json:"source"`
-	Revision  int64               `json:"revision"`
-	CreatedAt time.Time           `json:"created_at"`
+	Services  []string      `json:"services,omitempty"`
+	JWTTTL    time.Duration `json:"jwt_ttl"`
+	Source    string        `json:"source"`
+	Revision  int64         `json:"revision"`
+	CreatedAt time.Time     `json:"created_at"`
 }
 
 // Entry sources.
