@@ -474,11 +474,8 @@ func newSerial() (*big.Int, error) {
 	return serial, nil
 }
 
-// keyDirFor is where softkms keeps the keys of a data dir.
-func keyDirFor(dataDir string) string { return filepath.Join(dataDir, "keys") }
-
 // KeyDir returns the key directory used for a server data directory.
-func KeyDir(dataDir string) string { return keyDirFor(dataDir) }
+func KeyDir(dataDir string) string { return filepath.Join(dataDir, "keys") }
 
 // Bundle returns the trust bundle: every root and JWT key that has not
 // expired, including the prepared ones.

@@ -55,17 +55,6 @@ func decodeSelectors(s string) ([]selector.Selector, error) {
 	return selector.ParseAll(parts)
 }
 
-func bumpRevision(ctx context.Context, tx *sql.Tx) (int64, error) {
-	var rev int64
-	err := tx.QueryRowContext(ctx, `INSERT INTO meta (key, value) VALUES ('revision', 1)
-		ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1
-		RETURNING CAST(value AS INTEGER)`).Scan(&rev)
-	if err != nil {
-		return 0, fmt.Errorf("registry: revision: %w", err)
-	}
-	return rev, nil
-}
-
 // NewEntryID returns a random entry ID.
 func NewEntryID() string {
 	var id [16]byte
@@ -89,7 +78,7 @@ func (s *Store) CreateEntry(ctx context.Context, e Entry, now time.Time) (Entry,
 		return Entry{}, fmt.Errorf("registry: %w", err)
 	}
 	defer tx.Rollback()
-	if e.Revision, err = bumpRevision(ctx, tx); err != nil {
+	if e.Revision, err = bumpMeta(ctx, tx, "revision"); err != nil {
 		return Entry{}, err
 	}
 	services, _ := json.Marshal(e.Services)
@@ -122,7 +111,7 @@ func (s *Store) DeleteEntry(ctx context.Context, id string) (Entry, error) {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM entries WHERE id = ?`, id); err != nil {
 		return Entry{}, fmt.Errorf("registry: deleting entry %s: %w", id, err)
 	}
-	if _, err := bumpRevision(ctx, tx); err != nil {
+	if _, err := bumpMeta(ctx, tx, "revision"); err != nil {
 		return Entry{}, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -170,9 +159,8 @@ func (s *Store) ListEntries(ctx context.Context, parentID string) ([]Entry, int6
 		return nil, 0, fmt.Errorf("registry: %w", err)
 	}
 	defer tx.Rollback()
-	var rev int64
-	err = tx.QueryRowContext(ctx, `SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'revision'`).Scan(&rev)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+	rev, err := metaInt(ctx, tx, "revision")
+	if err != nil {
 		return nil, 0, fmt.Errorf("registry: revision: %w", err)
 	}
 	q, args := entryColumns+` ORDER BY spiffe_id, id`, []any{}
