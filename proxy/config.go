@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"github.com/sigil-mesh/sigil/traffic"
 	"net"
 	"net/netip"
 	"sort"
@@ -92,11 +93,8 @@ func validName(name string) error {
 	if len(name) > 63 {
 		return errors.New("service name longer than 63 characters")
 	}
-	for i, r := range name {
-		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' && i > 0 && i < len(name)-1
-		if !ok {
-			return fmt.Errorf("service name %q: only a-z, 0-9 and inner '-'", name)
-		}
+	if name != "" && !traffic.ValidServiceName(name) {
+		return fmt.Errorf("service name %q: only a-z, 0-9 and inner '-'", name)
 	}
 	return nil
 }

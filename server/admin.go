@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
 	"strings"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/sigil-mesh/sigil/registry"
 	"github.com/sigil-mesh/sigil/selector"
 	"github.com/sigil-mesh/sigil/spiffeids"
+	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -57,8 +57,6 @@ type EntryRequest struct {
 	// Services whose endpoints sidecars of this identity may register.
 	Services []string `json:"services,omitempty"`
 }
-
-var serviceNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // Limits on admin requests.
 const (
@@ -197,7 +195,7 @@ func ValidateEntry(td spiffeid.TrustDomain, req EntryRequest) (registry.Entry, e
 		}
 	}
 	for _, svc := range req.Services {
-		if !serviceNameRE.MatchString(svc) {
+		if !traffic.ValidServiceName(svc) {
 			errs = append(errs, fmt.Errorf("services: %q is not a service name (a DNS label)", svc))
 		}
 	}

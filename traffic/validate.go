@@ -29,7 +29,12 @@ func (v *validator) fail(path, format string, args ...any) {
 	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 }
 
-var labelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+var labelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// ValidServiceName reports whether name is a DNS label (a-z, 0-9, inner
+// '-', at most 63): the form of service and subset names everywhere in
+// Sigil (resources, sidecar flags, registrations, entries).
+func ValidServiceName(name string) bool { return labelRE.MatchString(name) }
 
 // ServiceName maps a host as Istio users write it ("api",
 // "api.default.svc.cluster.local", "api.default") to a Sigil service name.

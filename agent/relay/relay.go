@@ -14,7 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"regexp"
 	"sort"
 	"strconv"
 	"sync"
@@ -25,6 +24,7 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
 	"github.com/sigil-mesh/sigil/selector"
+	"github.com/sigil-mesh/sigil/traffic"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -177,7 +177,7 @@ func checkRegister(reg *proxyv1.Register) error {
 	if reg == nil {
 		return errors.New("the first message must be register")
 	}
-	if !serviceRE.MatchString(reg.GetService()) {
+	if !traffic.ValidServiceName(reg.GetService()) {
 		return fmt.Errorf("register: service %q: want a DNS label (a-z, 0-9, inner '-', at most 63)", reg.GetService())
 	}
 	if len(reg.GetLabels()) > 64 {
@@ -200,8 +200,6 @@ func checkRegister(reg *proxyv1.Register) error {
 	}
 	return nil
 }
-
-var serviceRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 func newID() string {
 	var b [8]byte

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
+	"github.com/sigil-mesh/sigil/traffic"
 )
 
 func TestCheckRegister(t *testing.T) {
@@ -40,7 +41,7 @@ func FuzzCheckRegister(f *testing.F) {
 			return
 		}
 		// Whatever passes names a service as a DNS label and a routable IP:port.
-		if !serviceRE.MatchString(service) || strings.HasPrefix(addr, "0.0.0.0:") {
+		if !traffic.ValidServiceName(service) || strings.HasPrefix(addr, "0.0.0.0:") {
 			t.Fatalf("accepted %q at %q", service, addr)
 		}
 	})
