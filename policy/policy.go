@@ -98,6 +98,14 @@ func (e *Engine) Files() []string {
 	return nil
 }
 
+// ReadSources returns the policy files at path (a .rego file, or the
+// .rego files under a directory, _test.rego files excluded) as Compile
+// takes them: what the sidecar loads, for `sigil policy check`.
+func ReadSources(path string) (map[string]string, error) {
+	srcs, _, err := readSources(path)
+	return srcs, err
+}
+
 // readSources returns the policy files under path and their revision.
 func readSources(path string) (map[string]string, string, error) {
 	st, err := os.Stat(path)

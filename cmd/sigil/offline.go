@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/open-policy-agent/opa/v1/tester"
 	"github.com/sigil-mesh/sigil/audit"
@@ -91,25 +89,9 @@ func newPolicy() *cobra.Command {
 		Short: "Compile a policy as the sidecar does (package sigil.authz, Rego v1) and report errors",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			srcs := map[string]string{}
-			err := filepath.WalkDir(args[0], func(p string, d os.DirEntry, err error) error {
-				if err != nil {
-					return err
-				}
-				if !d.IsDir() && strings.HasSuffix(p, ".rego") && !strings.HasSuffix(p, "_test.rego") {
-					b, err := os.ReadFile(p)
-					if err != nil {
-						return err
-					}
-					srcs[p] = string(b)
-				}
-				return nil
-			})
+			srcs, err := policy.ReadSources(args[0])
 			if err != nil {
 				return err
-			}
-			if len(srcs) == 0 {
-				return fmt.Errorf("no .rego files in %s", args[0])
 			}
 			if _, err := policy.Compile(context.Background(), srcs); err != nil {
 				return err
