@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -312,7 +313,7 @@ func (s *Server) listServices(r *http.Request) (any, error) {
 			by[p.Service] = si
 		}
 		si.Endpoints++
-		if !contains(si.Identities, p.SPIFFEID) {
+		if !slices.Contains(si.Identities, p.SPIFFEID) {
 			si.Identities = append(si.Identities, p.SPIFFEID)
 		}
 		si.Labels = append(si.Labels, p.Labels)
@@ -323,15 +324,6 @@ func (s *Server) listServices(r *http.Request) (any, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // ReportProxies records the calling agent's sidecars. A sidecar's endpoint
