@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
@@ -26,6 +27,9 @@ type meshState struct {
 	version      int64
 	endpointsRev int64
 	byService    map[string][]*endpoint
+	// clusters caches cluster() per service|subset: a state never changes,
+	// so its clusters are built once, not on every request.
+	clusters sync.Map
 }
 
 func fmtAny(v any) string { return fmt.Sprintf("%v", v) }
@@ -33,6 +37,16 @@ func fmtAny(v any) string { return fmt.Sprintf("%v", v) }
 // cluster returns the endpoints and policy for a service's subset, or nil
 // when the subset is not defined.
 func (o *outbound) cluster(st *meshState, service, subset string) *cluster {
+	key := service + "|" + subset
+	if c, ok := st.clusters.Load(key); ok {
+		return c.(*cluster)
+	}
+	c := o.buildCluster(st, service, subset)
+	st.clusters.Store(key, c)
+	return c
+}
+
+func (o *outbound) buildCluster(st *meshState, service, subset string) *cluster {
 	eps := st.byService[service]
 	if subset != "" {
 		labels, ok := st.table.SubsetLabels(service, subset)
