@@ -120,17 +120,21 @@ type appReply struct {
 // curl runs the real curl and returns the HTTP status and body.
 func curl(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	out, err := exec.Command("curl", append([]string{"-sS", "-m", "20", "-w", "\n%{http_code}"}, args...)...).CombinedOutput()
+	code, body, err := runCurl(args...)
 	if err != nil {
-		t.Fatalf("curl %v: %v: %s", args, err, out)
+		t.Fatalf("curl %v: %v: %s", args, err, body)
 	}
+	return code, body
+}
+
+// runCurl runs curl and splits its output into status and body.
+func runCurl(args ...string) (int, string, error) {
+	out, err := exec.Command("curl", append([]string{"-sS", "-m", "20", "-w", "\n%{http_code}"}, args...)...).CombinedOutput()
 	s := strings.TrimSpace(string(out))
 	i := strings.LastIndex(s, "\n")
 	code := 0
-	for _, c := range s[i+1:] {
-		code = code*10 + int(c-'0')
-	}
-	return code, s[:max(i, 0)]
+	fmt.Sscanf(s[i+1:], "%d", &code)
+	return code, s[:max(i, 0)], err
 }
 
 func TestProxyHTTPAndPolicy(t *testing.T) {
@@ -355,12 +359,8 @@ func TestProxyDrainsOnSIGTERM(t *testing.T) {
 }
 
 func curlNoFatal(args ...string) (int, string) {
-	out, _ := exec.Command("curl", append([]string{"-sS", "-m", "20", "-w", "\n%{http_code}"}, args...)...).CombinedOutput()
-	s := strings.TrimSpace(string(out))
-	i := strings.LastIndex(s, "\n")
-	code := 0
-	fmt.Sscanf(s[i+1:], "%d", &code)
-	return code, s[:max(i, 0)]
+	code, body, _ := runCurl(args...)
+	return code, body
 }
 
 // With no usable policy the sidecar denies everything and is not ready; a
