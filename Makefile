@@ -79,6 +79,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzPeerFromID -fuzztime 30s ./policy/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzCheckRegister -fuzztime 30s ./agent/relay/
+	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime 30s ./proxy/h1/
 
 clean:
 	rm -rf $(BIN) $(TOOLS)

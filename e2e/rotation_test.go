@@ -17,9 +17,10 @@ import (
 )
 
 // With 20-second SVIDs, 60 seconds of continuous load through the mesh see
-// no failed request while every SVID rotates several times. Pooled HTTP/2
-// connections and fresh mTLS handshakes (a CONNECT tunnel per request) are
-// both exercised.
+// no failed request while every SVID rotates several times. Pooled
+// HTTP/1.1 connections between the sidecars (retired before either
+// certificate expires) and fresh mTLS handshakes (a CONNECT tunnel per
+// request) are both exercised.
 func TestProxyRotationUnderLoad(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {

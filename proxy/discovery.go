@@ -129,7 +129,19 @@ func sortedLabels(m map[string]string) []string {
 
 func (o *outbound) newEndpoint(addr string, id spiffeid.ID, labels map[string]string) *endpoint {
 	e := &endpoint{addr: addr, id: id, labels: labels}
-	e.transports = &transports{make: func(alpn string) *http.Transport { return o.transportFor(id, alpn) }}
+	e.transports = &transports{
+		make: func(alpn string) *http.Transport { return o.transportFor(id, alpn) },
+		dial: func(ctx context.Context) (net.Conn, error) {
+			// Our SVID now is the one the handshake presents or an older
+			// one: its expiry is a safe bound for the connection.
+			own := o.p.id.notAfter()
+			c, err := o.dialTLS(ctx, addr, id, alpnH1)
+			if err != nil {
+				return nil, err
+			}
+			return expiringConn{Conn: c, notAfter: own}, nil
+		},
+	}
 	return e
 }
 

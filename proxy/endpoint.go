@@ -1,12 +1,16 @@
 package proxy
 
 import (
+	"context"
+	"crypto/tls"
 	"math"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/sigil-mesh/sigil/proxy/h1"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -32,24 +36,46 @@ type endpoint struct {
 	transports *transports
 }
 
-// transports are an endpoint's pooled connections. maxRequestsPerConnection
-// is honoured by starting a new generation (new pool, old one drained)
-// every N requests: between sidecars one HTTP/2 connection carries them.
+// transports are an endpoint's pooled connections: HTTP/2 for what the
+// app sent as HTTP/2 (gRPC), the lean HTTP/1.1 client for HTTP/1.x, and
+// net/http's HTTP/1.1 transport for upgrades (WebSocket).
+// maxRequestsPerConnection is honoured by the HTTP/1.1 client per
+// connection, and for HTTP/2 by starting a new generation (new pool, old
+// one drained) every N requests, since one connection carries them all.
 type transports struct {
 	mu       sync.Mutex
-	h2, h1   *http.Transport
+	h2, up   *http.Transport
+	fast     *h1.Client
+	fastPer  int
 	requests int
 	make     func(alpn string) *http.Transport
+	dial     func(ctx context.Context) (net.Conn, error) // mTLS to the endpoint, HTTP/1.1
 }
 
-func (t *transports) get(upgrade bool, perConn int) *http.Transport {
+// Kinds of traffic an endpoint carries.
+const (
+	viaH2 = iota
+	viaH1
+	viaUpgrade
+)
+
+func (t *transports) get(kind, perConn int) http.RoundTripper {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if upgrade {
-		if t.h1 == nil {
-			t.h1 = t.make(alpnH1)
+	switch kind {
+	case viaUpgrade:
+		if t.up == nil {
+			t.up = t.make(alpnH1)
 		}
-		return t.h1
+		return t.up
+	case viaH1:
+		if t.fast == nil || t.fastPer != perConn {
+			if t.fast != nil {
+				t.fast.CloseIdle(true)
+			}
+			t.fast, t.fastPer = &h1.Client{Dial: t.dial, MaxIdle: 256, MaxRequestsPerConn: perConn}, perConn
+		}
+		return t.fast
 	}
 	if t.h2 == nil {
 		t.h2 = t.make(alpnH2)
@@ -68,10 +94,13 @@ func (t *transports) get(upgrade bool, perConn int) *http.Transport {
 func (t *transports) close() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, tr := range []*http.Transport{t.h1, t.h2} {
+	for _, tr := range []*http.Transport{t.up, t.h2} {
 		if tr != nil {
 			tr.CloseIdleConnections()
 		}
+	}
+	if t.fast != nil {
+		t.fast.CloseIdle(true)
 	}
 }
 
@@ -108,4 +137,27 @@ func (e *endpoint) ejected(now time.Time) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return now.Before(e.ejectedUntil)
+}
+
+// expiringConn is an mTLS connection to a sidecar that stops carrying
+// requests when the first of its two certificates expires (h1.NotAfterConn).
+type expiringConn struct {
+	net.Conn
+	notAfter time.Time // ours, read before the handshake
+}
+
+func (c expiringConn) NotAfter() time.Time {
+	peer := time.Time{}
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
+			peer = cs.PeerCertificates[0].NotAfter
+		}
+	}
+	switch {
+	case peer.IsZero():
+		return c.notAfter
+	case c.notAfter.IsZero() || peer.Before(c.notAfter):
+		return peer
+	}
+	return c.notAfter
 }

@@ -237,22 +237,48 @@ func readReplayable(r *http.Request) ([]byte, bool) {
 	return b, true
 }
 
+// kindOf picks the connection a request travels on between sidecars:
+// HTTP/1.x stays HTTP/1.1 (the lean client), HTTP/2 and gRPC go over
+// HTTP/2.
+func kindOf(r *http.Request) int {
+	if r.ProtoMajor == 1 && protocolOf(r) != policy.ProtocolGRPC {
+		return viaH1
+	}
+	return viaH2
+}
+
+// removeHopHeaders drops connection-scoped headers: the standard ones and
+// any the Connection header names.
+func removeHopHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		for _, name := range strings.Split(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+}
+
 // outRequest builds the request to one endpoint.
 func outRequest(ctx context.Context, r *http.Request, ep *endpoint, body []byte, replay bool) *http.Request {
 	out := r.Clone(ctx)
 	out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	out.Host = r.Host
 	out.RequestURI = ""
-	for _, h := range hopHeaders {
-		out.Header.Del(h)
-	}
+	out.Close = false // the app's connection may close; the pooled one need not
+	removeHopHeaders(out.Header)
 	if strings.Contains(strings.ToLower(r.Header.Get("Te")), "trailers") {
 		out.Header.Set("Te", "trailers") // gRPC needs it end to end
 	}
 	if replay {
 		out.Body, out.ContentLength = http.NoBody, 0
 		if len(body) > 0 {
-			out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+			out.Body, _ = out.GetBody()
+			out.ContentLength = int64(len(body))
 		}
 	}
 	return out
@@ -288,7 +314,7 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 			tryCtx, tryCancel = context.WithTimeout(ctx, rt.PerTry)
 		}
 		req := outRequest(tryCtx, r, ep, body, replay)
-		tr := ep.transports.get(false, c.pool.perConn)
+		tr := ep.transports.get(kindOf(r), c.pool.perConn)
 		ep.active.Add(1)
 		began := time.Now()
 		resp, err := tr.RoundTrip(req)
@@ -424,7 +450,7 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
 	ep := c.pick(nil)
 	rp := &httputil.ReverseProxy{
-		Transport: ep.transports.get(true, 0),
+		Transport: ep.transports.get(viaUpgrade, 0),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: pr.In.URL.Path, RawQuery: pr.In.URL.RawQuery}
 			pr.Out.Host = pr.In.Host
@@ -472,7 +498,7 @@ func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bo
 	go func() {
 		defer func() { <-o.mirrors }()
 		defer cancel()
-		resp, err := ep.transports.get(false, 0).RoundTrip(req)
+		resp, err := ep.transports.get(kindOf(r), 0).RoundTrip(req)
 		if err != nil {
 			o.p.metrics.mirrors.WithLabelValues(svc, "error").Inc()
 			return

@@ -50,6 +50,15 @@ func newIdentity(ctx context.Context, socket string) (*identity, error) {
 
 func (i *identity) close() { i.src.Close() }
 
+// notAfter is when the current SVID expires (zero if there is none).
+func (i *identity) notAfter() time.Time {
+	svid, err := i.src.GetX509SVID()
+	if err != nil {
+		return time.Time{}
+	}
+	return svid.Certificates[0].NotAfter
+}
+
 func (i *identity) expiresIn() float64 {
 	svid, err := i.src.GetX509SVID()
 	if err != nil {

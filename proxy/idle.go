@@ -2,22 +2,57 @@ package proxy
 
 import (
 	"net"
+	"sync"
 	"time"
 )
 
 // idleConn gives every read a deadline: a peer that stops sending for
 // longer than the idle timeout is cut off (slowloris on bodies, stalled
 // tunnels). Streams that keep moving live as long as they like.
+//
+// A deadline set explicitly (net/http aborts its background read with one
+// in the past) wins over the idle one: a read must not push it back, or
+// the reader it was meant to wake sleeps for the whole idle timeout.
 type idleConn struct {
 	net.Conn
 	idle time.Duration
+
+	mu       sync.Mutex
+	explicit time.Time // read deadline set by the connection's user
+	set      time.Time // when the idle deadline was last moved
 }
 
 func (c *idleConn) Read(b []byte) (int, error) {
-	if err := c.Conn.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
-		return 0, err
+	c.mu.Lock()
+	now := time.Now()
+	switch {
+	case !c.explicit.IsZero():
+		// The user's deadline stands (it is already set on the conn).
+	case now.Sub(c.set) > c.idle/8:
+		// Moving a timer on every read costs; within an eighth of the
+		// timeout the old deadline is close enough.
+		if err := c.Conn.SetReadDeadline(now.Add(c.idle)); err != nil {
+			c.mu.Unlock()
+			return 0, err
+		}
+		c.set = now
 	}
+	c.mu.Unlock()
 	return c.Conn.Read(b)
+}
+
+func (c *idleConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.explicit, c.set = t, time.Time{}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *idleConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.explicit, c.set = t, time.Time{}
+	return c.Conn.SetDeadline(t)
 }
 
 // CloseWrite passes half-closes through for TCP tunnels.

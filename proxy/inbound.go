@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/proxy/h1"
 )
 
 // inbound terminates mTLS from other sidecars, asks the policy about every
@@ -22,7 +23,9 @@ type inbound struct {
 	tls      *tls.Config
 	queue    *connQueue
 	srv      *http.Server
-	toApp    *httputil.ReverseProxy // HTTP/1.1 to the app (and WebSocket upgrades)
+	fast     *h1.Server             // HTTP/1.1 from other sidecars
+	app      *h1.Client             // HTTP/1.x requests to the app
+	toApp    *httputil.ReverseProxy // WebSocket upgrades to the app
 	toAppH2C *httputil.ReverseProxy // h2c to the app, for gRPC
 	tcpConns sync.WaitGroup
 }
@@ -34,11 +37,14 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	in.tls = p.id.serverTLS(func(err error) {
 		p.metrics.handshakes.WithLabelValues("inbound", handshakeReason(err)).Inc()
 	})
-	h1 := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}
-	h2c := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DialContext: h1.DialContext, Protocols: new(http.Protocols)}
+	h1t := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}
+	h2c := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DialContext: h1t.DialContext, Protocols: new(http.Protocols)}
 	h2c.Protocols.SetUnencryptedHTTP2(true)
-	in.toApp = in.appProxy(h1)
+	in.toApp = in.appProxy(h1t)
 	in.toAppH2C = in.appProxy(h2c)
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	in.app = &h1.Client{MaxIdle: 256, Dial: func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", p.cfg.App) }}
+	in.fast = &h1.Server{Handler: in, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	in.srv = &http.Server{
 		Handler:           in,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -107,13 +113,17 @@ func (in *inbound) handshake(c net.Conn) {
 		c.Close()
 		return
 	}
-	if tc.ConnectionState().NegotiatedProtocol == alpnTCP {
+	switch tc.ConnectionState().NegotiatedProtocol {
+	case alpnTCP:
 		in.tcpConns.Add(1)
 		defer in.tcpConns.Done()
 		in.serveTCP(tc)
-		return
+	case alpnH1, "":
+		// HTTP/1.1, also from clients that offer no ALPN.
+		in.fast.Serve(context.Background(), tc)
+	default:
+		in.queue.push(tc)
 	}
-	in.queue.push(tc)
 }
 
 func protocolOf(r *http.Request) string {
@@ -146,13 +156,38 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Only the mesh says who the caller is.
 		r.Header.Del(xfccName)
 		r.Header.Set(xfccName, xfcc(in.p.id.id, peer, cert))
-		if proto == policy.ProtocolGRPC {
+		switch {
+		case proto == policy.ProtocolGRPC:
 			in.toAppH2C.ServeHTTP(rec, r)
-		} else {
+		case r.Header.Get("Upgrade") != "":
 			in.toApp.ServeHTTP(rec, r)
+		default:
+			in.forward(rec, r)
 		}
 	}
 	in.p.observe("inbound", peer.String(), in.p.cfg.Service, r, rec.status(), proto, start, d.ID)
+}
+
+// forward sends an HTTP request to the app over a pooled HTTP/1.1
+// connection and copies the answer back.
+func (in *inbound) forward(w http.ResponseWriter, r *http.Request) {
+	out := r.Clone(r.Context())
+	out.URL.Scheme, out.URL.Host = "http", in.p.cfg.App
+	out.RequestURI, out.Close = "", false
+	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	te := strings.Contains(strings.ToLower(r.Header.Get("Te")), "trailers")
+	removeHopHeaders(out.Header)
+	if te {
+		out.Header.Set("Te", "trailers")
+	}
+	resp, err := in.app.RoundTrip(out)
+	if err != nil {
+		in.p.log.Warn("app unreachable", "app", in.p.cfg.App, "error", err)
+		writeError(w, r, http.StatusBadGateway, "sigil: app unreachable")
+		return
+	}
+	defer resp.Body.Close()
+	copyResponse(w, resp)
 }
 
 // headerMap flattens headers for the policy input: lower-case names,

@@ -5,14 +5,16 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"github.com/sigil-mesh/sigil/traffic"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sigil-mesh/sigil/proxy/h1"
+	"github.com/sigil-mesh/sigil/traffic"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // outbound carries the app's calls to other services over mTLS to their
@@ -24,7 +26,8 @@ import (
 type outbound struct {
 	p        *Proxy
 	queue    *connQueue
-	srv      *http.Server
+	srv      *http.Server // h2c from the app (gRPC)
+	fast     *h1.Server   // HTTP/1.x from the app
 	state    atomic.Pointer[meshState]
 	clusters *clusters
 	mirrors  chan struct{} // bounds mirrored requests in flight
@@ -63,13 +66,14 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 250},
 		ErrorLog:          p.httpErrorLog("outbound"),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if rc, ok := c.(*routedConn); ok {
+			if rc, ok := c.(*routedConn); ok && rc.service != "" {
 				return context.WithValue(ctx, ctxKey{}, rc.service)
 			}
 			return ctx
 		},
 	}
-	// Apps speak HTTP/1.1 or h2c (gRPC) to their sidecar.
+	o.fast = &h1.Server{Handler: o, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	// Apps speak HTTP/1.1 (served by fast) or h2c (gRPC) to their sidecar.
 	o.srv.Protocols.SetHTTP1(true)
 	o.srv.Protocols.SetUnencryptedHTTP2(true)
 	return o
@@ -151,17 +155,23 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 
 // dialTCP opens an mTLS connection for opaque TCP to a service's sidecar.
 func (o *outbound) dialTCP(ctx context.Context, ep *endpoint) (net.Conn, error) {
+	return o.dialTLS(ctx, ep.addr, ep.id, alpnTCP)
+}
+
+// dialTLS opens an mTLS connection to a sidecar that must be id (secure
+// naming) and speak alpn.
+func (o *outbound) dialTLS(ctx context.Context, addr string, id spiffeid.ID, alpn string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, hsLimit)
 	defer cancel()
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: o.p.id.clientTLS(ep.id, alpnTCP)}
-	c, err := d.DialContext(ctx, "tcp", ep.addr)
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}, Config: o.p.id.clientTLS(id, alpn)}
+	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		o.p.metrics.handshakes.WithLabelValues("outbound", handshakeReason(err)).Inc()
 		return nil, err
 	}
-	if c.(*tls.Conn).ConnectionState().NegotiatedProtocol != alpnTCP {
+	if c.(*tls.Conn).ConnectionState().NegotiatedProtocol != alpn {
 		c.Close()
-		return nil, errors.New("peer sidecar does not speak " + alpnTCP)
+		return nil, errors.New("peer sidecar does not speak " + alpn)
 	}
 	return c, nil
 }
@@ -176,11 +186,33 @@ func (o *outbound) serve(ln net.Listener) error {
 			return err
 		}
 		if !o.p.cfg.Transparent {
-			o.queue.push(c)
+			go o.serveApp(&routedConn{Conn: c, r: bufio.NewReader(c)})
 			continue
 		}
 		go o.transparent(c)
 	}
+}
+
+// serveApp serves an HTTP connection from the app: h2c (its preface)
+// through net/http, HTTP/1.x through the lean server. The first bytes
+// are already buffered or come within the idle timeout.
+func (o *outbound) serveApp(rc *routedConn) {
+	rc.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	head, err := rc.r.Peek(4)
+	if err != nil {
+		rc.Close()
+		return
+	}
+	rc.SetReadDeadline(time.Time{})
+	if string(head) == "PRI " {
+		o.queue.push(rc)
+		return
+	}
+	ctx := context.Background()
+	if rc.service != "" {
+		ctx = context.WithValue(ctx, ctxKey{}, rc.service)
+	}
+	o.fast.Serve(ctx, rc)
 }
 
 // httpPrefixes are the first bytes of HTTP/1.x requests and the h2 preface.
@@ -190,7 +222,7 @@ func (o *outbound) transparent(c net.Conn) {
 	dst, err := originalDst(c)
 	if err != nil || dst.String() == c.LocalAddr().String() {
 		// Not redirected: the app spoke to us explicitly.
-		o.queue.push(c)
+		o.serveApp(&routedConn{Conn: c, r: bufio.NewReader(c)})
 		return
 	}
 	svc := o.serviceForAddr(dst)
@@ -207,7 +239,7 @@ func (o *outbound) transparent(c net.Conn) {
 	rc := &routedConn{Conn: c, r: br, service: svc}
 	for _, p := range httpPrefixes {
 		if string(head) == p {
-			o.queue.push(rc)
+			o.serveApp(rc)
 			return
 		}
 	}

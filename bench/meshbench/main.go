@@ -16,6 +16,7 @@ import (
 	"log"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -47,6 +48,8 @@ func main() {
 	duration := flag.Duration("duration", 30*time.Second, "measured time per fixed-rate run")
 	short := flag.Duration("short", 10*time.Second, "measured time of the other runs")
 	warmup := flag.Duration("warmup", 5*time.Second, "warm-up before each fixed-rate run")
+	only := flag.String("setups", "sigil,nginx,haproxy,ghostunnel", "peers to measure against direct (comma-separated); fewer for a quick look")
+	dataOnly := flag.Bool("data-plane-only", false, "skip the identity, policy and agent-memory scenarios")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 
@@ -55,7 +58,15 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	e := &env{dir: dir, bin: abs(*bin), tools: abs(*tools)}
+	e := &env{dir: dir, bin: abs(*bin), tools: abs(*tools), dataOnly: *dataOnly}
+	for _, name := range strings.Split(*only, ",") {
+		switch name = strings.TrimSpace(name); name {
+		case "sigil", "nginx", "haproxy", "ghostunnel":
+			e.only = append(e.only, name)
+		default:
+			log.Fatalf("-setups: unknown setup %q (want sigil, nginx, haproxy, ghostunnel)", name)
+		}
+	}
 	defer e.close()
 	rep := &report{Date: time.Now().UTC().Format("2006-01-02"), Machine: machine(), Command: "make bench"}
 	fail := func(what string, err error) {
@@ -146,6 +157,9 @@ func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Durati
 	}
 	setups := []*setup{direct}
 	for _, b := range builders {
+		if !slices.Contains(e.only, b.name) {
+			continue
+		}
 		s, err := b.make(ctx)
 		if err != nil {
 			fail("start "+b.name, err)
@@ -220,6 +234,9 @@ func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Durati
 	}
 
 	// 3. gRPC unary, mesh vs direct.
+	if !slices.Contains(e.only, "sigil") {
+		return nil
+	}
 	if d, err := grpcLoad(ctx, e.grpcBackend, "", 16, short); err != nil {
 		fail("grpc/direct", err)
 	} else {
@@ -240,6 +257,9 @@ func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Durati
 	}
 
 	// 6. Identity, 7. policy, 8. memory of the agent.
+	if e.dataOnly {
+		return nil
+	}
 	if err := e.identity(ctx, rep); err != nil {
 		fail("identity", err)
 	}

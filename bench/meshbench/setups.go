@@ -39,6 +39,8 @@ type env struct {
 	comboFile       string // chain + key, for HAProxy
 	id              string
 	policyDir       string
+	only            []string // peers measured
+	dataOnly        bool     // skip identity, policy, agent memory
 	procs           []*proc
 }
 

@@ -1,0 +1,249 @@
+// Package h1 is the sidecar's HTTP/1.1 hot path: a server loop and a
+// client connection pool that each keep one goroutine per connection and
+// answer a request with one write.
+//
+// net/http's server starts a background read goroutine for every request
+// and its transport hands every request to a write loop and every response
+// back from a read loop; on a 2-core machine those hand-offs, not the
+// parsing, were most of the sidecar's cost. Here a connection's goroutine
+// reads a request, runs the handler and writes the response, headers and a
+// buffered body together, then reads the next. Parsing stays net/http's
+// (http.ReadRequest, http.ReadResponse, Request.Write), and handlers are
+// ordinary http.Handlers, so routing code is shared with the HTTP/2 path.
+// See bench/README.md for the figures.
+package h1
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server serves HTTP/1.1 on connections handed to it by Serve.
+type Server struct {
+	Handler           http.Handler
+	ReadHeaderTimeout time.Duration // time to read a request's headers
+	IdleTimeout       time.Duration // time to wait for the next request
+	MaxHeaderBytes    int
+
+	mu       sync.Mutex
+	conns    map[*serverConn]struct{}
+	shutdown atomic.Bool
+}
+
+// Defaults when a Server's fields are zero.
+const (
+	defaultMaxHeaderBytes = 64 << 10
+	defaultHeaderTimeout  = 10 * time.Second
+	defaultIdleTimeout    = 2 * time.Minute
+	maxDrainBody          = 256 << 10 // unread request body drained to keep a connection
+	bufSize               = 4 << 10
+)
+
+// serverConn is one connection being served.
+type serverConn struct {
+	s      *Server
+	c      net.Conn
+	lr     *limitReader
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	active atomic.Bool // between reading a request and finishing its response
+	closed atomic.Bool
+}
+
+// limitReader bounds how much a header read may consume.
+type limitReader struct {
+	r io.Reader
+	n int64 // < 0: no limit
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n == 0 {
+		return 0, errHeaderTooLarge
+	}
+	if l.n > 0 && int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	if l.n > 0 {
+		l.n -= int64(n)
+	}
+	return n, err
+}
+
+var errHeaderTooLarge = errors.New("h1: request headers too large")
+
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bufSize) }}
+)
+
+// Serve serves requests on c until the peer closes it, a request asks to
+// close, an error or a timeout. ctx is the parent of every request's
+// context. Serve closes c unless a handler hijacked it.
+func (s *Server) Serve(ctx context.Context, c net.Conn) {
+	sc := &serverConn{s: s, c: c, lr: &limitReader{r: c, n: -1}}
+	sc.br = readers.Get().(*bufio.Reader)
+	sc.br.Reset(sc.lr)
+	sc.bw = writers.Get().(*bufio.Writer)
+	sc.bw.Reset(c)
+	if !s.track(sc, true) {
+		c.Close()
+		return
+	}
+	hijacked := sc.serve(ctx)
+	s.track(sc, false)
+	if !hijacked {
+		c.Close()
+		sc.br.Reset(nil)
+		readers.Put(sc.br)
+		sc.bw.Reset(nil)
+		writers.Put(sc.bw)
+	}
+}
+
+func (s *Server) track(sc *serverConn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !add {
+		delete(s.conns, sc)
+		return true
+	}
+	if s.shutdown.Load() {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = map[*serverConn]struct{}{}
+	}
+	s.conns[sc] = struct{}{}
+	return true
+}
+
+// Shutdown stops taking requests: idle connections close at once, busy
+// ones after their response. It returns when none is left or ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdown.Store(true)
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		for sc := range s.conns {
+			if !sc.active.Load() && sc.closed.CompareAndSwap(false, true) {
+				// Wakes the read of the next request; Serve then closes.
+				sc.c.SetReadDeadline(time.Unix(1, 0))
+			}
+		}
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) limits() (maxHeader int, header, idle time.Duration) {
+	maxHeader, header, idle = s.MaxHeaderBytes, s.ReadHeaderTimeout, s.IdleTimeout
+	if maxHeader <= 0 {
+		maxHeader = defaultMaxHeaderBytes
+	}
+	if header <= 0 {
+		header = defaultHeaderTimeout
+	}
+	if idle <= 0 {
+		idle = defaultIdleTimeout
+	}
+	return
+}
+
+// serve is the connection's loop. It reports whether the connection was
+// hijacked.
+func (sc *serverConn) serve(ctx context.Context) bool {
+	maxHeader, headerTimeout, idleTimeout := sc.s.limits()
+	var tlsState *tls.ConnectionState
+	if tc, ok := sc.c.(*tls.Conn); ok {
+		cs := tc.ConnectionState()
+		tlsState = &cs
+	}
+	remote := sc.c.RemoteAddr().String()
+	notAfter := peerNotAfter(sc.c)
+	for {
+		if sc.s.shutdown.Load() || sc.closed.Load() {
+			return false
+		}
+		// A kept connection serves no request past its peer certificate's
+		// expiry: the peer reconnects with its renewed one.
+		if !notAfter.IsZero() && !time.Now().Before(notAfter) {
+			return false
+		}
+		// Wait for the next request, then give its headers their own limit.
+		sc.c.SetReadDeadline(time.Now().Add(idleTimeout))
+		sc.lr.n = int64(maxHeader) + bufSize
+		if _, err := sc.br.Peek(1); err != nil {
+			return false
+		}
+		sc.active.Store(true)
+		if sc.closed.Load() {
+			return false
+		}
+		sc.c.SetReadDeadline(time.Now().Add(headerTimeout))
+		req, err := http.ReadRequest(sc.br)
+		sc.lr.n = -1
+		if err != nil {
+			sc.badRequest(err)
+			return false
+		}
+		sc.c.SetReadDeadline(time.Time{})
+		req.RemoteAddr = remote
+		req.TLS = tlsState
+		rctx, cancel := context.WithCancel(ctx)
+		req = req.WithContext(rctx)
+		w := newResponse(sc, req)
+		sc.s.Handler.ServeHTTP(w, req)
+		cancel()
+		if w.hijacked {
+			return true
+		}
+		if err := w.finish(); err != nil || w.closeAfter {
+			return false
+		}
+		// Unread body: drain a little to keep the connection, else close.
+		if req.Body != nil {
+			n, err := io.CopyN(io.Discard, req.Body, maxDrainBody+1)
+			if n > maxDrainBody || (err != nil && err != io.EOF) {
+				return false
+			}
+		}
+		w.release()
+		sc.active.Store(false)
+	}
+}
+
+// badRequest answers a request that could not be read, as net/http does.
+func (sc *serverConn) badRequest(err error) {
+	if errors.Is(err, io.EOF) || isTimeout(err) {
+		return
+	}
+	status := "400 Bad Request"
+	if errors.Is(err, errHeaderTooLarge) {
+		status = "431 Request Header Fields Too Large"
+	}
+	sc.c.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(sc.c, "HTTP/1.1 "+status+"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"+status+"\n")
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
