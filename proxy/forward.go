@@ -419,8 +419,9 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 		h.Add("Trailer", k)
 	}
 	w.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(w)
+	var rc *http.ResponseController
 	if streaming {
+		rc = http.NewResponseController(w)
 		rc.Flush()
 	}
 	bp := copyBufs.Get().(*[]byte)

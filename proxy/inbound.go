@@ -28,6 +28,7 @@ type inbound struct {
 	toApp    *httputil.ReverseProxy // WebSocket upgrades to the app
 	toAppH2C *httputil.ReverseProxy // h2c to the app, for gRPC
 	tcpConns sync.WaitGroup
+	peers    peerCache
 }
 
 func newInbound(p *Proxy, addr net.Addr) *inbound {
@@ -136,16 +137,20 @@ func protocolOf(r *http.Request) string {
 func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w}
-	peer, cert, err := peerID(r.TLS)
+	peer, err := in.peers.of(in.p.id.id, r.TLS)
 	if err != nil {
 		writeError(rec, r, http.StatusForbidden, "sigil: no peer identity")
 		return
 	}
 	proto := protocolOf(r)
+	path := r.RequestURI
+	if path == "" || path[0] != '/' {
+		path = r.URL.RequestURI()
+	}
 	input := &policy.Input{
-		Source:      policy.PeerFromID(peer.String()),
+		Source:      peer.source,
 		Destination: policy.Dest{Principal: in.p.id.id.String(), Service: in.p.cfg.Service, Port: in.p.cfg.appPort},
-		Request:     policy.Request{Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Headers: headerMap(r.Header), Protocol: proto},
+		Request:     policy.Request{Method: r.Method, Path: path, Host: r.Host, Headers: headerMap(r.Header), Protocol: proto},
 		Connection:  policy.Connection{TLSVersion: tls13},
 	}
 	d := in.p.policy.Decide(r.Context(), input)
@@ -154,8 +159,7 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, http.StatusForbidden, "RBAC: access denied")
 	} else {
 		// Only the mesh says who the caller is.
-		r.Header.Del(xfccName)
-		r.Header.Set(xfccName, xfcc(in.p.id.id, peer, cert))
+		r.Header[xfccName] = []string{peer.xfcc}
 		switch {
 		case proto == policy.ProtocolGRPC:
 			in.toAppH2C.ServeHTTP(rec, r)
@@ -165,13 +169,17 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			in.forward(rec, r)
 		}
 	}
-	in.p.observe("inbound", peer.String(), in.p.cfg.Service, r, rec.status(), proto, start, d.ID)
+	in.p.observe("inbound", peer.id, in.p.cfg.Service, r, rec.status(), proto, start, d.ID)
 }
 
 // forward sends an HTTP request to the app over a pooled HTTP/1.1
 // connection and copies the answer back.
 func (in *inbound) forward(w http.ResponseWriter, r *http.Request) {
-	out := r.Clone(r.Context())
+	// A shallow copy: r is this handler's own, only the URL is shared.
+	out := new(http.Request)
+	*out = *r
+	u := *r.URL
+	out.URL = &u
 	out.URL.Scheme, out.URL.Host = "http", in.p.cfg.App
 	out.RequestURI, out.Close = "", false
 	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1

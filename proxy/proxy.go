@@ -135,6 +135,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	go p.flushLoop(runCtx, decisions)
 
 	p.ready.Store(true)
+	// Start-up is over: give back what only it needed, now and once more
+	// after the first configuration and requests have settled.
+	go func() {
+		for _, wait := range []time.Duration{0, 30 * time.Second} {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-time.After(wait):
+			}
+			log.Debug("released start-up memory", "advised_bytes", releaseStartupMemory())
+		}
+	}()
 	log.Info("sigil-proxy running", "service", c.Service, "spiffe_id", p.id.id.String(),
 		"inbound", inLn.Addr().String(), "outbound", outLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"advertise", advertise, "app", c.App, "transparent", c.Transparent, "upstreams", c.upstreamNames())
