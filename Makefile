@@ -10,7 +10,7 @@ GOFLAGS_T ?= -race -count=1
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
 
 ## test: unit, fuzz seeds and e2e (real binaries as processes), with -race.
 test:

@@ -138,7 +138,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// Start-up is over: give back what only it needed, now and once more
 	// after the first configuration and requests have settled.
 	go func() {
-		for _, wait := range []time.Duration{0, 30 * time.Second} {
+		for _, wait := range []time.Duration{0, time.Second, 30 * time.Second} {
 			select {
 			case <-runCtx.Done():
 				return

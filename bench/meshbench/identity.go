@@ -35,6 +35,8 @@ type identityResult struct {
 
 type memoryResult struct {
 	IdleProxyMB  float64 `json:"idle_proxy_rss_mb"`
+	IdleAnonMB   float64 `json:"idle_proxy_rss_anon_mb"` // private: heap, stacks
+	IdleFileMB   float64 `json:"idle_proxy_rss_file_mb"` // pages of the executable, shared with the page cache
 	AgentMB      float64 `json:"agent_rss_mb_1000_workloads"`
 	AgentIdleMB  float64 `json:"agent_rss_mb_idle"`
 	AgentEntries int     `json:"agent_entries"`

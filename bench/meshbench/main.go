@@ -31,6 +31,7 @@ type report struct {
 	Memory   memoryResult   `json:"memory"`
 	Targets  []target       `json:"targets"`
 	Failures []string       `json:"failures,omitempty"`
+	DataOnly bool           `json:"data_plane_only,omitempty"`
 }
 
 type target struct {
@@ -68,7 +69,18 @@ func main() {
 		}
 	}
 	defer e.close()
-	rep := &report{Date: time.Now().UTC().Format("2006-01-02"), Machine: machine(), Command: "make bench"}
+	rep := &report{Date: time.Now().UTC().Format("2006-01-02"), Machine: machine(), Command: "make bench", DataOnly: *dataOnly}
+	// A run with other scenarios or timings than make bench's says so.
+	flag.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "bin", "tools", "out", "readme":
+		default:
+			rep.Command += fmt.Sprintf(" -%s=%s", f.Name, f.Value)
+		}
+	})
+	if rep.Command != "make bench" {
+		rep.Command = "go run ./bench/meshbench" + strings.TrimPrefix(rep.Command, "make bench")
+	}
 	fail := func(what string, err error) {
 		log.Printf("FAILED %s: %v", what, err)
 		rep.Failures = append(rep.Failures, what+": "+err.Error())
@@ -143,6 +155,8 @@ func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Durati
 	}
 	time.Sleep(2 * time.Second) // let start-up garbage be collected: idle means idle
 	rep.Memory.IdleProxyMB = rssMB(idle.server.pid())
+	rep.Memory.IdleAnonMB = statusMB(idle.server.pid(), "RssAnon:")
+	rep.Memory.IdleFileMB = statusMB(idle.server.pid(), "RssFile:")
 	idle.stopPair()
 
 	direct := &setup{name: "direct", target: e.backend}

@@ -81,13 +81,11 @@ func markdown(rep *report) string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %s | %s | %d |\n", r.Scenario, r.Setup, r.QPS, ratio, f2(r.P50ms), f2(r.P99ms), r.Errors)
 	}
-	b.WriteString("\n### Policy decision (prepared query, input built as the sidecar builds it)\n\n| rules | ns/op | allocs/op | B/op | p50 µs | p99 µs |\n|---|---|---|---|---|---|\n")
-	for _, p := range rep.Policy {
-		fmt.Fprintf(&b, "| %d | %.0f | %d | %d | %.1f | %.1f |\n", p.Rules, p.NsPerOp, p.AllocsPerOp, p.BytesPerOp, p.P50us, p.P99us)
+	if rep.DataOnly {
+		fmt.Fprintf(&b, "\nRSS of an idle sidecar: %.1f MB (anonymous %.1f, file-backed %.1f).\n", rep.Memory.IdleProxyMB, rep.Memory.IdleAnonMB, rep.Memory.IdleFileMB)
+	} else {
+		policyAndIdentity(&b, rep)
 	}
-	id := rep.Identity
-	fmt.Fprintf(&b, "\n### Identity and memory\n\n| figure | value |\n|---|---|\n| renewal storm: %d workloads on %d agents, all at once | %.2f s wall, %.0f SVIDs/s, server %.2f CPU s (%.2f cores) |\n", id.Workloads, id.Agents, id.WallSeconds, id.SVIDsPerSec, id.ServerCPUSecs, id.ServerCores)
-	fmt.Fprintf(&b, "| RSS of an idle sidecar | %.1f MB |\n| RSS of the agent, idle / holding %d workloads' SVIDs | %.1f MB / %.1f MB |\n", rep.Memory.IdleProxyMB, rep.Memory.AgentEntries, rep.Memory.AgentIdleMB, rep.Memory.AgentMB)
 	b.WriteString("\n### Targets\n\n| target | goal | this run | met |\n|---|---|---|---|\n")
 	for _, t := range rep.Targets {
 		met := "no"
@@ -103,6 +101,17 @@ func markdown(rep *report) string {
 		}
 	}
 	return b.String()
+}
+
+// policyAndIdentity writes the policy, identity and memory tables.
+func policyAndIdentity(b *strings.Builder, rep *report) {
+	b.WriteString("\n### Policy decision (prepared query, input built as the sidecar builds it)\n\n| rules | ns/op | allocs/op | B/op | p50 µs | p99 µs |\n|---|---|---|---|---|---|\n")
+	for _, p := range rep.Policy {
+		fmt.Fprintf(b, "| %d | %.0f | %d | %d | %.1f | %.1f |\n", p.Rules, p.NsPerOp, p.AllocsPerOp, p.BytesPerOp, p.P50us, p.P99us)
+	}
+	id := rep.Identity
+	fmt.Fprintf(b, "\n### Identity and memory\n\n| figure | value |\n|---|---|\n| renewal storm: %d workloads on %d agents, all at once | %.2f s wall, %.0f SVIDs/s, server %.2f CPU s (%.2f cores) |\n", id.Workloads, id.Agents, id.WallSeconds, id.SVIDsPerSec, id.ServerCPUSecs, id.ServerCores)
+	fmt.Fprintf(b, "| RSS of an idle sidecar | %.1f MB (anonymous %.1f, file-backed %.1f) |\n| RSS of the agent, idle / holding %d workloads' SVIDs | %.1f MB / %.1f MB |\n", rep.Memory.IdleProxyMB, rep.Memory.IdleAnonMB, rep.Memory.IdleFileMB, rep.Memory.AgentEntries, rep.Memory.AgentIdleMB, rep.Memory.AgentMB)
 }
 
 func printTable(rep *report) { fmt.Fprintln(os.Stdout, markdown(rep)) }

@@ -56,7 +56,11 @@ func (cl *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	if _, ok := req.Header["User-Agent"]; !ok {
 		// Request.Write would add Go's; the caller's absence is passed on.
-		req.Header["User-Agent"] = []string{""}
+		// The header may be shared (mirrors): change a copy.
+		r := *req
+		r.Header = req.Header.Clone()
+		r.Header["User-Agent"] = []string{""}
+		req = &r
 	}
 	for attempt := 0; ; attempt++ {
 		cc, reused, err := cl.get(ctx, attempt == 0)
