@@ -126,17 +126,25 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 		return nil, err
 	}
 	cc.requests++
+	// A kept connection the server has already closed fails the write
+	// (EPIPE, reset) before anything reached it.
+	stale := func(err error) error {
+		if isReset(err) {
+			return fmt.Errorf("%w: %w", errClosedIdle, err)
+		}
+		return err
+	}
 	if err := req.Write(cc.bw); err != nil {
-		return fail(err)
+		return fail(stale(err))
 	}
 	if err := cc.bw.Flush(); err != nil {
-		return fail(err)
+		return fail(stale(err))
 	}
 	if _, err := cc.br.Peek(1); err != nil {
-		if errors.Is(err, io.EOF) || isReset(err) {
+		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: %w", errClosedIdle, err)
 		}
-		return fail(err)
+		return fail(stale(err))
 	}
 	var resp *http.Response
 	for {

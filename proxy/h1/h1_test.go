@@ -157,6 +157,30 @@ func TestExpectContinue(t *testing.T) {
 	}
 }
 
+// A handler that answers without reading a body the client held back for
+// "100 Continue" ends the connection instead of asking for the body late.
+func TestExpectContinueUnread(t *testing.T) {
+	_, cl, dials := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+	}))
+	for range 2 {
+		req, _ := http.NewRequest("PUT", "http://svc/", strings.NewReader("payload"))
+		req.Header.Set("Expect", "100-continue")
+		resp, err := cl.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !resp.Close {
+			t.Errorf("got %d, close=%v; want 403 and the connection closed", resp.StatusCode, resp.Close)
+		}
+	}
+	if n := dials.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (none reused after an unread body)", n)
+	}
+}
+
 func TestBadRequests(t *testing.T) {
 	s, _, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	s.MaxHeaderBytes = 1 << 10

@@ -49,15 +49,18 @@ func newResponse(sc *serverConn, req *http.Request) *response {
 	return w
 }
 
-// continueReader sends "100 Continue" when the handler first reads the body.
+// continueReader sends "100 Continue" when the handler first reads the
+// body, unless the final response has started (late is the one thing
+// 100 Continue may not be).
 type continueReader struct {
 	r    io.ReadCloser
 	w    *bufio.Writer
 	sent bool
+	late bool
 }
 
 func (c *continueReader) Read(p []byte) (int, error) {
-	if !c.sent {
+	if !c.sent && !c.late {
 		c.sent = true
 		c.w.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 		if err := c.w.Flush(); err != nil {
@@ -172,6 +175,11 @@ func (w *response) commit(chunked bool) {
 		} else {
 			h.Set("Content-Length", strconv.Itoa(len(w.body)))
 		}
+	}
+	if cr, ok := w.req.Body.(*continueReader); ok && !cr.sent {
+		// The client may be holding the body back: after this response
+		// the connection's framing is unknown, so it ends.
+		cr.late, w.closeAfter = true, true
 	}
 	if w.closeAfter || w.sc.s.shutdown.Load() {
 		w.closeAfter = true
