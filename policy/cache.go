@@ -114,30 +114,74 @@ func (kp *keyPlan) key(in *Input) string {
 const undefined = "\x00undefined"
 
 func lookup(in *Input, p []string) string {
+	field := ""
+	if len(p) >= 2 {
+		field = p[1]
+	}
 	switch p[0] {
 	case "source":
-		return pick(p[1:], map[string]string{"principal": in.Source.Principal, "namespace": in.Source.Namespace, "service_account": in.Source.ServiceAccount})
+		if field == "" {
+			return pick(nil, map[string]string{"principal": in.Source.Principal, "namespace": in.Source.Namespace, "service_account": in.Source.ServiceAccount})
+		}
+		switch field {
+		case "principal":
+			return in.Source.Principal
+		case "namespace":
+			return in.Source.Namespace
+		case "service_account":
+			return in.Source.ServiceAccount
+		}
 	case "destination":
-		return pick(p[1:], map[string]string{"principal": in.Destination.Principal, "service": in.Destination.Service, "port": strconv.Itoa(in.Destination.Port)})
+		if field == "" {
+			return pick(nil, map[string]string{"principal": in.Destination.Principal, "service": in.Destination.Service, "port": strconv.Itoa(in.Destination.Port)})
+		}
+		switch field {
+		case "principal":
+			return in.Destination.Principal
+		case "service":
+			return in.Destination.Service
+		case "port":
+			return strconv.Itoa(in.Destination.Port)
+		}
 	case "connection":
-		return pick(p[1:], map[string]string{"tls_version": in.Connection.TLSVersion})
+		switch field {
+		case "":
+			return pick(nil, map[string]string{"tls_version": in.Connection.TLSVersion})
+		case "tls_version":
+			return in.Connection.TLSVersion
+		}
 	case "request":
-		if len(p) >= 2 && p[1] == "headers" {
+		switch field {
+		case "":
+			return pick(nil, map[string]string{"method": in.Request.Method, "path": in.Request.Path, "host": in.Request.Host, "protocol": in.Request.Protocol}) + pick(nil, in.Request.Headers)
+		case "headers":
 			if len(p) == 2 {
 				return pick(nil, in.Request.Headers)
 			}
 			if v, ok := in.Request.Headers[p[2]]; ok {
 				return v
 			}
-			return undefined
+		case "method":
+			return in.Request.Method
+		case "path":
+			return in.Request.Path
+		case "host":
+			return in.Request.Host
+		case "protocol":
+			return in.Request.Protocol
 		}
-		fields := map[string]string{"method": in.Request.Method, "path": in.Request.Path, "host": in.Request.Host, "protocol": in.Request.Protocol}
-		if len(p) == 1 {
-			return pick(nil, fields) + pick(nil, in.Request.Headers)
-		}
-		return pick(p[1:], fields)
 	}
 	return undefined
+}
+
+// readsHeaders reports whether the plan's key includes request headers.
+func (kp *keyPlan) readsHeaders() bool {
+	for _, p := range kp.paths {
+		if p[0] == "request" && (len(p) == 1 || p[1] == "headers") {
+			return true
+		}
+	}
+	return false
 }
 
 // pick is one field of an object, or all of them in a stable order.

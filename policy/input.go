@@ -36,6 +36,9 @@ type Request struct {
 	Host     string            `json:"host"`
 	Headers  map[string]string `json:"headers"`
 	Protocol string            `json:"protocol"` // http, grpc or tcp
+	// HeadersFrom, with Headers nil, builds Headers only if the policy in
+	// force reads them or decisions are logged.
+	HeadersFrom func() map[string]string `json:"-"`
 }
 
 // Connection describes the mTLS connection the request came on.

@@ -40,6 +40,7 @@ type compiled struct {
 	revision string
 	files    []string
 	plan     *keyPlan // nil: decisions are not cached (see cache.go)
+	headers  bool     // the plan reads request headers
 	cache    *decisionCache
 }
 
@@ -201,7 +202,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 			}
 			sort.Strings(files)
 			plan, why := planFor(mods)
-			e.cur.Store(&compiled{query: q, revision: rev, files: files, plan: plan, cache: &decisionCache{m: map[string]bool{}}})
+			e.cur.Store(&compiled{query: q, revision: rev, files: files, plan: plan, headers: plan != nil && plan.readsHeaders(), cache: &decisionCache{m: map[string]bool{}}})
 			if plan != nil {
 				e.log.Info("policy loaded", "revision", rev[:12], "files", len(files), "decision_cache", "on", "input_paths", len(plan.paths))
 			} else {
@@ -242,6 +243,12 @@ func (e *Engine) Watch(ctx context.Context, interval time.Duration) {
 func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 	d := Decision{ID: newID()}
 	c := e.cur.Load()
+	if in.Request.Headers == nil && in.Request.HeadersFrom != nil &&
+		(e.Logger != nil || c != nil && (c.plan == nil || c.headers)) {
+		// Decided against the policy loaded above, so a reload in between
+		// cannot leave a policy that reads headers without them.
+		in.Request.Headers = in.Request.HeadersFrom()
+	}
 	if c == nil {
 		d.Err = ErrNoPolicy
 	} else {

@@ -193,3 +193,30 @@ func FuzzPeerFromID(f *testing.F) {
 		_ = in.value() // building the input never panics
 	})
 }
+
+// Headers given lazily are built only for a policy that reads them (or
+// for the decision log), and then decided on.
+func TestHeadersFrom(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, rego string
+		wantBuilt  bool
+	}{
+		{"reads headers", "package sigil.authz\ndefault allow := false\nallow if input.request.headers[\"x-user\"] == \"ann\"\n", true},
+		{"reads none", "package sigil.authz\ndefault allow := false\nallow if input.request.method == \"GET\"\n", false},
+	} {
+		dir := t.TempDir()
+		write(t, dir, "authz.rego", tc.rego)
+		e, err := New(ctx, dir, quiet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		built := false
+		in := input("GET")
+		in.Request.Headers = nil
+		in.Request.HeadersFrom = func() map[string]string { built = true; return map[string]string{"x-user": "ann"} }
+		if d := e.Decide(ctx, in); !d.Allow || built != tc.wantBuilt {
+			t.Errorf("%s: allow=%v built=%v; want allow and built=%v", tc.name, d.Allow, built, tc.wantBuilt)
+		}
+	}
+}

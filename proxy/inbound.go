@@ -150,7 +150,7 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	input := &policy.Input{
 		Source:      peer.source,
 		Destination: policy.Dest{Principal: in.p.id.id.String(), Service: in.p.cfg.Service, Port: in.p.cfg.appPort},
-		Request:     policy.Request{Method: r.Method, Path: path, Host: r.Host, Headers: headerMap(r.Header), Protocol: proto},
+		Request:     policy.Request{Method: r.Method, Path: path, Host: r.Host, HeadersFrom: func() map[string]string { return headerMap(r.Header) }, Protocol: proto},
 		Connection:  policy.Connection{TLSVersion: tls13},
 	}
 	d := in.p.policy.Decide(r.Context(), input)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,22 @@ type metrics struct {
 	retries       *prometheus.CounterVec
 	retryBudget   *prometheus.CounterVec
 	mirrors       *prometheus.CounterVec
+
+	// series caches each request series' counter and histogram: looking
+	// them up by label values hashed and UTF-8-checked five strings per
+	// request (~8% of a sidecar's CPU at 1000 requests/s).
+	seriesMu sync.RWMutex
+	series   map[seriesKey]requestSeries
+}
+
+type seriesKey struct {
+	direction, source, service, protocol string
+	status                               int
+}
+
+type requestSeries struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
 }
 
 func newMetrics(svidExpiry func() float64) *metrics {
@@ -72,9 +89,29 @@ func newMetrics(svidExpiry func() float64) *metrics {
 }
 
 func (m *metrics) request(direction, source, service string, status int, protocol string, d time.Duration) {
-	m.requests.WithLabelValues(direction, source, service, statusText(status), protocol).Inc()
-	m.latency.WithLabelValues(direction, service, protocol).Observe(d.Seconds())
+	k := seriesKey{direction, source, service, protocol, status}
+	m.seriesMu.RLock()
+	s, ok := m.series[k]
+	m.seriesMu.RUnlock()
+	if !ok {
+		s = requestSeries{
+			count:   m.requests.WithLabelValues(direction, source, service, statusText(status), protocol),
+			latency: m.latency.WithLabelValues(direction, service, protocol),
+		}
+		m.seriesMu.Lock()
+		if m.series == nil || len(m.series) >= maxSeriesCache {
+			m.series = map[seriesKey]requestSeries{}
+		}
+		m.series[k] = s
+		m.seriesMu.Unlock()
+	}
+	s.count.Inc()
+	s.latency.Observe(d.Seconds())
 }
+
+// maxSeriesCache bounds the cache (the series themselves live on in the
+// registry); beyond it, it starts afresh.
+const maxSeriesCache = 4096
 
 func statusText(s int) string { return strconv.Itoa(s) }
 
