@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,17 +50,21 @@ func lbOf(p *traffic.TrafficPolicy) string {
 // pick chooses an endpoint, avoiding ejected ones and, when it can, the
 // ones already tried for this request. With every endpoint ejected it
 // uses them all (Envoy's panic mode): some traffic beats none.
-func (c *cluster) pick(tried map[*endpoint]bool) *endpoint {
+func (c *cluster) pick(tried []*endpoint) *endpoint {
+	if len(c.eps) == 1 {
+		// Whatever its state, the only endpoint is the answer.
+		return c.eps[0]
+	}
 	now := time.Now()
 	cands := make([]*endpoint, 0, len(c.eps))
 	for _, e := range c.eps {
-		if !e.ejected(now) && !tried[e] {
+		if !e.ejected(now) && !slices.Contains(tried, e) {
 			cands = append(cands, e)
 		}
 	}
 	if len(cands) == 0 {
 		for _, e := range c.eps {
-			if !tried[e] {
+			if !slices.Contains(tried, e) {
 				cands = append(cands, e)
 			}
 		}

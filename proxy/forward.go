@@ -306,14 +306,15 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 	if !replay {
 		attempts = 0
 	}
-	tried := map[*endpoint]bool{}
+	var triedBuf [4]*endpoint
+	tried := triedBuf[:0]
 	for attempt := 0; ; attempt++ {
 		retryDone := func() {}
 		if attempt > 0 {
 			retryDone = c.pool.startRetry()
 		}
 		ep := c.pick(tried)
-		tried[ep] = true
+		tried = append(tried, ep)
 		tryCtx, tryCancel := ctx, context.CancelFunc(func() {})
 		if rt.PerTry > 0 {
 			tryCtx, tryCancel = context.WithTimeout(ctx, rt.PerTry)
