@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -72,7 +73,7 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 			return ctx
 		},
 	}
-	o.fast = &h1.Server{Handler: o, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	o.fast = &h1.Server{Handler: o, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(p.log.With("part", "outbound").Handler(), slog.LevelError)}
 	// Apps speak HTTP/1.1 (served by fast) or h2c (gRPC) to their sidecar.
 	o.srv.Protocols.SetHTTP1(true)
 	o.srv.Protocols.SetUnencryptedHTTP2(true)

@@ -128,6 +128,43 @@ func TestKeepAliveAndFraming(t *testing.T) {
 	}
 }
 
+// A panicking handler ends its connection, and only that.
+func TestHandlerPanic(t *testing.T) {
+	_, cl, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/abort" {
+			panic(http.ErrAbortHandler)
+		}
+		if r.URL.Path == "/bug" {
+			panic("bug")
+		}
+		io.WriteString(w, "fine")
+	}))
+	for _, path := range []string{"/abort", "/bug"} {
+		req, _ := http.NewRequest("POST", "http://svc"+path, nil)
+		if _, err := cl.RoundTrip(req); err == nil {
+			t.Errorf("%s: got a response from a handler that panicked", path)
+		}
+	}
+	if _, body := get(t, cl, "GET", "/", nil); body != "fine" {
+		t.Errorf("after panics: %q", body)
+	}
+}
+
+// A body still held after its request ended reads nothing of the next.
+func TestBodyEndsWithRequest(t *testing.T) {
+	kept := make(chan io.Reader, 1)
+	_, cl, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/keep" {
+			kept <- r.Body
+		}
+	}))
+	get(t, cl, "POST", "/keep", strings.NewReader("first"))
+	get(t, cl, "POST", "/other", strings.NewReader("second request body"))
+	if n, err := (<-kept).Read(make([]byte, 64)); n != 0 || !errors.Is(err, http.ErrBodyReadAfterClose) {
+		t.Errorf("read after the request: %d bytes, %v; want ErrBodyReadAfterClose", n, err)
+	}
+}
+
 func TestMaxRequestsPerConn(t *testing.T) {
 	_, cl, dials := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	cl.MaxRequestsPerConn = 2

@@ -19,8 +19,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +34,9 @@ type Server struct {
 	ReadHeaderTimeout time.Duration // time to read a request's headers
 	IdleTimeout       time.Duration // time to wait for the next request
 	MaxHeaderBytes    int
+	// ErrorLog gets handler panics (other than http.ErrAbortHandler), as
+	// net/http's does; nil discards.
+	ErrorLog *log.Logger
 
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
@@ -214,24 +219,50 @@ func (sc *serverConn) serve(ctx context.Context) bool {
 		if ctx != context.Background() {
 			req = req.WithContext(ctx)
 		}
+		body := &guardedBody{rc: req.Body}
+		if req.Body != http.NoBody {
+			req.Body = body // NoBody stays: "no body" must remain recognisable
+		}
 		w := newResponse(sc, req)
-		sc.s.Handler.ServeHTTP(w, req)
+		if !sc.handle(w, req) {
+			// The handler panicked: the response is in an unknown state.
+			body.close()
+			return w.hijacked
+		}
 		if w.hijacked {
 			return true
 		}
 		if err := w.finish(); err != nil || w.closeAfter {
+			body.close()
 			return false
 		}
 		// Unread body: drain a little to keep the connection, else close.
-		if req.Body != nil {
-			n, err := io.CopyN(io.Discard, req.Body, maxDrainBody+1)
-			if n > maxDrainBody || (err != nil && err != io.EOF) {
-				return false
-			}
+		// Either way nothing reads it any more (a transport may still hold
+		// it): the connection's reader is about to serve the next request.
+		if !body.drainAndClose() {
+			return false
 		}
 		w.release()
 		sc.active.Store(false)
 	}
+}
+
+// handle runs the handler; a panic ends the connection, not the process
+// (httputil.ReverseProxy panics with http.ErrAbortHandler to abort a
+// response). It reports whether the handler returned normally.
+func (sc *serverConn) handle(w *response, req *http.Request) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			ok = false
+			if v != http.ErrAbortHandler && sc.s.ErrorLog != nil {
+				buf := make([]byte, 16<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				sc.s.ErrorLog.Printf("h1: panic serving %s: %v\n%s", sc.c.RemoteAddr(), v, buf)
+			}
+		}
+	}()
+	sc.s.Handler.ServeHTTP(w, req)
+	return true
 }
 
 // badRequest answers a request that could not be read, as net/http does.
@@ -250,4 +281,44 @@ func (sc *serverConn) badRequest(err error) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// guardedBody is a request body that stops at the end of its request: a
+// reader left holding it (an HTTP/2 transport's body-copying goroutine)
+// gets http.ErrBodyReadAfterClose instead of the next request's bytes.
+type guardedBody struct {
+	mu     sync.Mutex
+	rc     io.ReadCloser
+	closed bool
+}
+
+func (b *guardedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.rc.Read(p)
+}
+
+// Close by the handler is a no-op: the server decides when the body ends.
+func (b *guardedBody) Close() error { return nil }
+
+func (b *guardedBody) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+}
+
+// drainAndClose reads what is left, up to maxDrainBody, and closes; it
+// reports whether the body ended so the connection can be kept.
+func (b *guardedBody) drainAndClose() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false
+	}
+	b.closed = true
+	n, err := io.CopyN(io.Discard, b.rc, maxDrainBody+1)
+	return n <= maxDrainBody && (err == nil || err == io.EOF)
 }
