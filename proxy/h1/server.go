@@ -219,9 +219,10 @@ func (sc *serverConn) serve(ctx context.Context) bool {
 		if ctx != context.Background() {
 			req = req.WithContext(ctx)
 		}
-		body := &guardedBody{rc: req.Body}
+		var body *guardedBody // nil for NoBody, which must stay recognisable
 		if req.Body != http.NoBody {
-			req.Body = body // NoBody stays: "no body" must remain recognisable
+			body = &guardedBody{rc: req.Body}
+			req.Body = body
 		}
 		w := newResponse(sc, req)
 		if !sc.handle(w, req) {
@@ -305,6 +306,9 @@ func (b *guardedBody) Read(p []byte) (int, error) {
 func (b *guardedBody) Close() error { return nil }
 
 func (b *guardedBody) close() {
+	if b == nil {
+		return
+	}
 	b.mu.Lock()
 	b.closed = true
 	b.mu.Unlock()
@@ -313,6 +317,9 @@ func (b *guardedBody) close() {
 // drainAndClose reads what is left, up to maxDrainBody, and closes; it
 // reports whether the body ended so the connection can be kept.
 func (b *guardedBody) drainAndClose() bool {
+	if b == nil {
+		return true
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
