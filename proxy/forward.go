@@ -100,11 +100,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
 	}
 	// The request's headers, stripped once, are shared by every attempt
 	// and the mirror, which only read them.
-	te := strings.Contains(strings.ToLower(r.Header.Get("Te")), "trailers")
-	removeHopHeaders(r.Header)
-	if te {
-		r.Header["Te"] = []string{"trailers"} // gRPC needs it end to end
-	}
+	stripRequestHopHeaders(r.Header)
 	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
 		o.mirror(st, r, body, replay, m.Mirror)
 	}
@@ -270,6 +266,16 @@ func removeHopHeaders(h http.Header) {
 	}
 }
 
+// stripRequestHopHeaders removes a request's hop-by-hop headers but keeps
+// "Te: trailers", which gRPC needs end to end.
+func stripRequestHopHeaders(h http.Header) {
+	te := strings.Contains(strings.ToLower(h.Get("Te")), "trailers")
+	removeHopHeaders(h)
+	if te {
+		h["Te"] = []string{"trailers"}
+	}
+}
+
 // outRequest builds the request to one endpoint: a shallow copy sharing
 // r's (already stripped) headers.
 func outRequest(ctx context.Context, r *http.Request, ep *endpoint, body []byte, replay bool) *http.Request {
@@ -418,9 +424,7 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	for k, v := range resp.Header {
 		h[k] = v
 	}
-	for _, k := range hopHeaders {
-		delete(h, k)
-	}
+	removeHopHeaders(h)
 	for k := range resp.Trailer {
 		h.Add("Trailer", k)
 	}

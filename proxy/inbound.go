@@ -184,11 +184,7 @@ func (in *inbound) forward(w http.ResponseWriter, r *http.Request) {
 	out.URL.Scheme, out.URL.Host = "http", in.p.cfg.App
 	out.RequestURI, out.Close = "", false
 	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
-	te := strings.Contains(strings.ToLower(r.Header.Get("Te")), "trailers")
-	removeHopHeaders(out.Header)
-	if te {
-		out.Header.Set("Te", "trailers")
-	}
+	stripRequestHopHeaders(out.Header)
 	resp, err := in.app.RoundTrip(out)
 	if err != nil {
 		in.p.log.Warn("app unreachable", "app", in.p.cfg.App, "error", err)
