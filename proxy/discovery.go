@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -139,7 +140,7 @@ func (o *outbound) newEndpoint(addr string, id spiffeid.ID, labels map[string]st
 			if err != nil {
 				return nil, err
 			}
-			return expiringConn{Conn: c, notAfter: own}, nil
+			return expiringConn{Conn: c.(*tls.Conn), notAfter: own}, nil
 		},
 	}
 	return e

@@ -139,25 +139,12 @@ func (e *endpoint) ejected(now time.Time) bool {
 	return now.Before(e.ejectedUntil)
 }
 
-// expiringConn is an mTLS connection to a sidecar that stops carrying
-// requests when the first of its two certificates expires (h1.NotAfterConn).
+// expiringConn is an mTLS connection to a sidecar that carries requests
+// only until our certificate expires; h1 takes the earlier of that and the
+// peer certificate's expiry (h1.NotAfterConn).
 type expiringConn struct {
-	net.Conn
+	*tls.Conn
 	notAfter time.Time // ours, read before the handshake
 }
 
-func (c expiringConn) NotAfter() time.Time {
-	peer := time.Time{}
-	if tc, ok := c.Conn.(*tls.Conn); ok {
-		if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
-			peer = cs.PeerCertificates[0].NotAfter
-		}
-	}
-	switch {
-	case peer.IsZero():
-		return c.notAfter
-	case c.notAfter.IsZero() || peer.Before(c.notAfter):
-		return peer
-	}
-	return c.notAfter
-}
+func (c expiringConn) NotAfter() time.Time { return c.notAfter }

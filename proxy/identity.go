@@ -62,11 +62,11 @@ func (i *identity) notAfter() time.Time {
 }
 
 func (i *identity) expiresIn() float64 {
-	svid, err := i.src.GetX509SVID()
-	if err != nil {
+	t := i.notAfter()
+	if t.IsZero() {
 		return 0
 	}
-	return time.Until(svid.Certificates[0].NotAfter).Seconds()
+	return time.Until(t).Seconds()
 }
 
 // serverTLS requires a client SVID of our trust domain that chains to the

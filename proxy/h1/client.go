@@ -288,25 +288,29 @@ func (cl *Client) CloseIdle(stop bool) {
 	}
 }
 
-// NotAfterConn is a connection that knows when it must stop carrying
-// requests, such as the earlier expiry of the two certificates of an mTLS
-// connection. Dial may return one; otherwise the peer certificate's
-// expiry counts.
+// NotAfterConn is a connection with a bound of its own on when it may
+// carry requests, such as the expiry of the certificate this side
+// presented. The client stops using a connection at the earlier of that
+// and the peer certificate's expiry.
 type NotAfterConn interface {
 	net.Conn
 	NotAfter() time.Time
 }
 
 func connNotAfter(c net.Conn) time.Time {
+	t := peerNotAfter(c)
 	if e, ok := c.(NotAfterConn); ok {
-		return e.NotAfter()
+		if own := e.NotAfter(); !own.IsZero() && (t.IsZero() || own.Before(t)) {
+			t = own
+		}
 	}
-	return peerNotAfter(c)
+	return t
 }
 
-// peerNotAfter is when a TLS connection's peer certificate expires.
+// peerNotAfter is when a TLS connection's peer certificate expires (zero
+// if the connection has none).
 func peerNotAfter(c net.Conn) time.Time {
-	tc, ok := c.(*tls.Conn)
+	tc, ok := c.(interface{ ConnectionState() tls.ConnectionState })
 	if !ok {
 		return time.Time{}
 	}

@@ -3,6 +3,8 @@ package h1
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -398,3 +400,36 @@ func (c *scriptConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
 func (c *scriptConn) SetDeadline(time.Time) error      { return nil }
 func (c *scriptConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *scriptConn) SetWriteDeadline(time.Time) error { return nil }
+
+// A connection is retired at the earlier of its own bound and its peer
+// certificate's expiry.
+func TestConnNotAfter(t *testing.T) {
+	early, late := time.Unix(1000, 0), time.Unix(2000, 0)
+	for _, tc := range []struct {
+		own, peer, want time.Time
+	}{
+		{early, late, early},
+		{late, early, early},
+		{time.Time{}, late, late},
+		{early, time.Time{}, early},
+	} {
+		c := boundConn{own: tc.own, peer: tc.peer}
+		if got := connNotAfter(c); !got.Equal(tc.want) {
+			t.Errorf("own %v, peer %v: got %v, want %v", tc.own, tc.peer, got, tc.want)
+		}
+	}
+}
+
+type boundConn struct {
+	net.Conn
+	own, peer time.Time
+}
+
+func (c boundConn) NotAfter() time.Time { return c.own }
+
+func (c boundConn) ConnectionState() tls.ConnectionState {
+	if c.peer.IsZero() {
+		return tls.ConnectionState{}
+	}
+	return tls.ConnectionState{PeerCertificates: []*x509.Certificate{{NotAfter: c.peer}}}
+}
