@@ -59,7 +59,7 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	e := &env{dir: dir, bin: abs(*bin), tools: abs(*tools), dataOnly: *dataOnly}
+	e := &env{dir: dir, bin: abs(*bin), tools: abs(*tools)}
 	for _, name := range strings.Split(*only, ",") {
 		switch name = strings.TrimSpace(name); name {
 		case "sigil", "nginx", "haproxy", "ghostunnel":
@@ -71,15 +71,16 @@ func main() {
 	defer e.close()
 	rep := &report{Date: time.Now().UTC().Format("2006-01-02"), Machine: machine(), Command: "make bench", DataOnly: *dataOnly}
 	// A run with other scenarios or timings than make bench's says so.
+	extra := ""
 	flag.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "bin", "tools", "out", "readme":
 		default:
-			rep.Command += fmt.Sprintf(" -%s=%s", f.Name, f.Value)
+			extra += fmt.Sprintf(" -%s=%s", f.Name, f.Value)
 		}
 	})
-	if rep.Command != "make bench" {
-		rep.Command = "go run ./bench/meshbench" + strings.TrimPrefix(rep.Command, "make bench")
+	if extra != "" {
+		rep.Command = "go run ./bench/meshbench" + extra
 	}
 	fail := func(what string, err error) {
 		log.Printf("FAILED %s: %v", what, err)
@@ -271,7 +272,7 @@ func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Durati
 	}
 
 	// 6. Identity, 7. policy, 8. memory of the agent.
-	if e.dataOnly {
+	if rep.DataOnly {
 		return nil
 	}
 	if err := e.identity(ctx, rep); err != nil {

@@ -40,7 +40,6 @@ type env struct {
 	id              string
 	policyDir       string
 	only            []string // peers measured
-	dataOnly        bool     // skip identity, policy, agent memory
 	procs           []*proc
 }
 
