@@ -135,8 +135,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	go p.flushLoop(runCtx, decisions)
 
 	p.ready.Store(true)
-	// Start-up is over: give back what only it needed, now and once more
-	// after the first configuration and requests have settled.
+	// Start-up is over: give back what only it needed, now, after the
+	// first configuration (1 s) and after the first requests (30 s).
 	go func() {
 		for _, wait := range []time.Duration{0, time.Second, 30 * time.Second} {
 			select {

@@ -287,8 +287,6 @@ func (w *response) finish() error {
 	return w.sc.bw.Flush()
 }
 
-func (w *response) release() { w.putBody() }
-
 // Hijack hands the connection to the handler (WebSocket, CONNECT).
 func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.hijacked {

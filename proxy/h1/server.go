@@ -243,7 +243,7 @@ func (sc *serverConn) serve(ctx context.Context) bool {
 		if !body.drainAndClose() {
 			return false
 		}
-		w.release()
+		w.putBody()
 		sc.active.Store(false)
 	}
 }
