@@ -80,6 +80,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzCheckRegister -fuzztime 30s ./agent/relay/
 	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime 30s ./proxy/h1/
+	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 30s ./proxy/h1/
+	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime 30s ./proxy/h1/
+	$(GO) test -run '^$$' -fuzz FuzzWriteRequest -fuzztime 30s ./proxy/h1/
 
 clean:
 	rm -rf $(BIN) $(TOOLS)

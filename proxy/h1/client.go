@@ -54,14 +54,6 @@ var errClosedIdle = errors.New("h1: server closed the idle connection before ans
 // end. The request's context bounds the whole exchange, body included.
 func (cl *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	if _, ok := req.Header["User-Agent"]; !ok {
-		// Request.Write would add Go's; the caller's absence is passed on.
-		// The header may be shared (mirrors): change a copy.
-		r := *req
-		r.Header = req.Header.Clone()
-		r.Header["User-Agent"] = []string{""}
-		req = &r
-	}
 	for attempt := 0; ; attempt++ {
 		cc, reused, err := cl.get(ctx, attempt == 0)
 		if err != nil {
@@ -134,7 +126,7 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 		}
 		return err
 	}
-	if err := req.Write(cc.bw); err != nil {
+	if err := writeRequest(cc.bw, req); err != nil {
 		return fail(stale(err))
 	}
 	if err := cc.bw.Flush(); err != nil {
@@ -148,7 +140,7 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 	}
 	var resp *http.Response
 	for {
-		r, err := http.ReadResponse(cc.br, req)
+		r, err := readResponse(cc.br, req)
 		if err != nil {
 			return fail(err)
 		}

@@ -7,9 +7,11 @@
 // back from a read loop; on a 2-core machine those hand-offs, not the
 // parsing, were most of the sidecar's cost. Here a connection's goroutine
 // reads a request, runs the handler and writes the response, headers and a
-// buffered body together, then reads the next. Parsing stays net/http's
-// (http.ReadRequest, http.ReadResponse, Request.Write), and handlers are
-// ordinary http.Handlers, so routing code is shared with the HTTP/2 path.
+// buffered body together, then reads the next. The common message heads
+// are parsed and written here with few allocations; everything else is
+// left to net/http (http.ReadRequest, http.ReadResponse, Request.Write).
+// Handlers are ordinary http.Handlers, so routing code is shared with the
+// HTTP/2 path.
 // See bench/README.md for the figures.
 package h1
 
@@ -203,7 +205,7 @@ func (sc *serverConn) serve(ctx context.Context) bool {
 			return false
 		}
 		sc.c.SetReadDeadline(time.Now().Add(headerTimeout))
-		req, err := http.ReadRequest(sc.br)
+		req, err := readRequest(sc.br)
 		sc.lr.n = -1
 		if err != nil {
 			sc.badRequest(err)
