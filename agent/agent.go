@@ -30,6 +30,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Config is what `sigil-agent run` takes.
@@ -253,6 +255,15 @@ func (a *agent) syncLoop(ctx context.Context) {
 		}
 		if got {
 			backoff = 500 * time.Millisecond
+		}
+		if status.Code(err) == codes.PermissionDenied {
+			// The server no longer knows this agent (evicted): its workloads
+			// keep nothing it holds. Fail closed; only a new attestation
+			// brings identities back.
+			if cerr := a.cache.SetEntries(nil); cerr != nil {
+				a.log.Error("dropping identities", "error", cerr)
+			}
+			a.log.Error("the server refused this agent (evicted?); serving no identities until it attests again with a new join token", "error", err)
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		a.log.Warn("sync stream ended; reconnecting", "error", err, "retry_in", wait.String())

@@ -26,6 +26,7 @@ const (
 	AgentAttested   = "agent.attested"
 	AgentRefused    = "agent.refused"
 	AgentRenewed    = "agent.renewed"
+	AgentEvicted    = "agent.evicted"
 	TokenCreated    = "token.created"
 	TokenUsed       = "token.used"
 	EntryCreated    = "entry.created"

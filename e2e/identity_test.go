@@ -484,3 +484,40 @@ func TestEntryDeleteRevokesWorkloadAccess(t *testing.T) {
 	}
 
 }
+
+// TestAgentEvictCutsOffTheNode: after `agent evict` the server refuses
+// the agent (its open Sync stream included), the agent drops every
+// identity it serves, the eviction is audited, and the node is gone from
+// the agent list.
+func TestAgentEvictCutsOffTheNode(t *testing.T) {
+	t.Parallel()
+	m := harness.StartMesh(t)
+	m.Entry("node1", webID().String(), "--selector", "unix:uid:"+myUID)
+	a := m.StartAgent("node1")
+	w := watch(t, a.Socket)
+	w.waitUpdates(t, 1, 30*time.Second)
+
+	if _, err := harness.Run(t, "sigil-server", "agent", "evict", "--spiffe-id", "not-an-id", "--data-dir", m.DataDir); err == nil {
+		t.Fatal("evict accepted a malformed SPIFFE ID")
+	}
+	out := m.Admin("agent", "evict", "--spiffe-id", harness.AgentID("node1"))
+	if !strings.Contains(out, "Evicted agent "+harness.AgentID("node1")) {
+		t.Fatalf("evict: %q", out)
+	}
+	// The open Sync stream is refused, and the agent fails closed.
+	a.WaitFor(`the server refused this agent`, 15*time.Second)
+	if _, err := client(t, a.Socket).FetchX509SVID(ctxT(t, 10*time.Second)); status.Code(errors.Unwrap(err)) != codes.PermissionDenied && status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("fetch after evict: %v", err)
+	}
+	if list := m.Admin("agent", "list"); strings.Contains(list, harness.AgentID("node1")) {
+		t.Fatalf("evicted agent still listed: %q", list)
+	}
+	trail, err := os.ReadFile(filepath.Join(m.DataDir, "audit.log"))
+	if err != nil || !strings.Contains(string(trail), `"agent.evicted"`) {
+		t.Fatalf("audit log lacks agent.evicted (%v)", err)
+	}
+	// Evicting it again names what is wrong.
+	if _, err := harness.Run(t, "sigil-server", "agent", "evict", "--spiffe-id", harness.AgentID("node1"), "--data-dir", m.DataDir); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("second evict: %v", err)
+	}
+}

@@ -251,6 +251,34 @@ func (s *Store) GetAgent(ctx context.Context, id string) (Agent, error) {
 	return a, nil
 }
 
+// DeleteAgent removes an agent and the endpoints its sidecars reported,
+// in one transaction: an evicted node stops being an agent and stops
+// receiving traffic at once.
+func (s *Store) DeleteAgent(ctx context.Context, id string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `DELETE FROM agents WHERE spiffe_id = ?`, id)
+	if err != nil {
+		return fmt.Errorf("registry: deleting agent %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("%w: agent %s", ErrNotFound, id)
+	}
+	res, err = tx.ExecContext(ctx, `DELETE FROM proxies WHERE agent_id = ?`, id)
+	if err != nil {
+		return fmt.Errorf("registry: deleting the proxies of agent %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		if _, err := bumpMeta(ctx, tx, "endpoints_revision"); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
 // ListAgents returns every agent.
 func (s *Store) ListAgents(ctx context.Context) ([]Agent, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT spiffe_id, attestor, node, serial, expires_at, attested_at FROM agents ORDER BY spiffe_id`)

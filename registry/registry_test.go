@@ -83,3 +83,34 @@ func TestEntriesAndTokens(t *testing.T) {
 		t.Fatalf("db mode %v", st.Mode().Perm())
 	}
 }
+
+func TestDeleteAgentTakesItsEndpoints(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, id := range []string{"spiffe://td/sigil/agent/join_token/n1", "spiffe://td/sigil/agent/join_token/n2"} {
+		if err := s.SaveAgent(ctx, Agent{SPIFFEID: id, Attestor: "join_token", Node: "n", Serial: "01", ExpiresAt: now.Add(time.Hour), AttestedAt: now}, now); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.ReplaceProxies(ctx, id, []ProxyRecord{{ProxyID: "p", SPIFFEID: "spiffe://td/web", Service: "web", Address: "127.0.0.1:1"}}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, before, _ := s.ListProxies(ctx)
+	if err := s.DeleteAgent(ctx, "spiffe://td/sigil/agent/join_token/n1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetAgent(ctx, "spiffe://td/sigil/agent/join_token/n1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("evicted agent still there: %v", err)
+	}
+	ps, after, err := s.ListProxies(ctx)
+	if err != nil || len(ps) != 1 || ps[0].AgentID != "spiffe://td/sigil/agent/join_token/n2" || after <= before {
+		t.Fatalf("proxies %+v, revision %d -> %d, %v", ps, before, after, err)
+	}
+	if err := s.DeleteAgent(ctx, "spiffe://td/sigil/agent/join_token/n1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+}

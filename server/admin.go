@@ -73,6 +73,7 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("GET /v1/entries", s.handle(s.listEntries))
 	mux.HandleFunc("DELETE /v1/entries/{id}", s.handle(s.deleteEntry))
 	mux.HandleFunc("GET /v1/agents", s.handle(s.listAgents))
+	mux.HandleFunc("DELETE /v1/agents/{id}", s.handle(s.evictAgent))
 	mux.HandleFunc("POST /v1/config", s.handle(s.applyConfig))
 	mux.HandleFunc("GET /v1/config/{kind}", s.handle(s.listConfig))
 	mux.HandleFunc("DELETE /v1/config/{kind}/{namespace}/{name}", s.handle(s.deleteConfig))
@@ -243,6 +244,28 @@ func (s *Server) deleteEntry(r *http.Request) (any, error) {
 	}
 	s.changes.Notify()
 	return e, nil
+}
+
+// evictAgent removes an attested agent, as spire-server agent evict does:
+// its next call (and its open Sync stream, woken by the change) is refused,
+// its sidecars' endpoints leave discovery, and only a new join token
+// brings the node back. The audit record is written first; if it cannot
+// be, nothing changes.
+func (s *Server) evictAgent(r *http.Request) (any, error) {
+	a, err := s.store.GetAgent(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return nil, storeError(err)
+	}
+	if err := s.audit.Append(audit.Event{Type: audit.AgentEvicted, Actor: "admin", Subject: a.SPIFFEID, Details: map[string]string{"node": a.Node, "serial": a.Serial}}); err != nil {
+		return nil, err
+	}
+	if err := s.store.DeleteAgent(r.Context(), a.SPIFFEID); err != nil {
+		s.log.Error("audited agent eviction failed", "agent", a.SPIFFEID, "error", err)
+		return nil, storeError(err)
+	}
+	s.log.Warn("agent evicted", "agent", a.SPIFFEID, "node", a.Node)
+	s.changes.Notify()
+	return a, nil
 }
 
 func storeError(err error) error {

@@ -108,6 +108,13 @@ func (c *AdminClient) ListEntries(ctx context.Context, parentID string) ([]regis
 	return out, err
 }
 
+// EvictAgent removes an attested agent and returns what it was.
+func (c *AdminClient) EvictAgent(ctx context.Context, id string) (registry.Agent, error) {
+	var out registry.Agent
+	err := c.do(ctx, http.MethodDelete, "/v1/agents/"+url.PathEscape(id), nil, &out)
+	return out, err
+}
+
 // DeleteEntry deletes an entry and returns what it was.
 func (c *AdminClient) DeleteEntry(ctx context.Context, id string) (registry.Entry, error) {
 	var out registry.Entry

@@ -319,8 +319,15 @@ func (s *Server) Sync(_ *agentv1.SyncRequest, stream agentv1.Agent_SyncServer) e
 	s.log.Info("agent connected", "agent", agent.String(), "peer", peerAddr(ctx))
 	defer s.log.Info("agent disconnected", "agent", agent.String())
 	var last *agentv1.SyncResponse
-	for {
+	for first := true; ; first = false {
 		changed := s.changes.Changed()
+		// Each change checks the caller again: an evicted agent, or one
+		// whose certificate has expired, loses the stream.
+		if !first {
+			if _, err := s.callerAgent(ctx); err != nil {
+				return err
+			}
+		}
 		snap, err := s.snapshot(ctx, agent)
 		if err != nil {
 			return err

@@ -16,6 +16,7 @@ import (
 	"github.com/sigil-mesh/sigil/registry"
 	"github.com/sigil-mesh/sigil/server"
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 func main() {
@@ -259,6 +260,30 @@ func newAgent() *cobra.Command {
 		},
 	}
 	a.register(list)
-	cmd.AddCommand(list)
+	var id string
+	evict := &cobra.Command{
+		Use: "evict", Short: "Evict an agent: its node gets no identities until it attests again with a new join token", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if id == "" {
+				return errors.New("--spiffe-id is required")
+			}
+			if _, err := spiffeid.FromString(id); err != nil {
+				return fmt.Errorf("--spiffe-id %q: %w", id, err)
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ag, err := c.EvictAgent(cmd.Context(), id)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Evicted agent %s (node %s)\n", ag.SPIFFEID, ag.Node)
+			return nil
+		},
+	}
+	a.register(evict)
+	evict.Flags().StringVar(&id, "spiffe-id", "", "the agent's SPIFFE ID, as agent list shows it (required)")
+	cmd.AddCommand(list, evict)
 	return cmd
 }
