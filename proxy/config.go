@@ -31,6 +31,10 @@ type Config struct {
 	Advertise   string        // inbound address other sidecars reach; default: the bound one
 	AccessLog   string        // file path, "-" for stdout, "" for none
 	DecisionLog string
+	// OTLPEndpoint is the OTLP/HTTP collector spans go to ("" for no
+	// tracing); TraceSampling the share of new traces sampled.
+	OTLPEndpoint  string
+	TraceSampling float64
 }
 
 // Defaults from DESIGN.md.
@@ -55,6 +59,7 @@ type checked struct {
 	labels    map[string]string
 	upstreams map[string]*Upstream
 	appPort   int
+	otlpURL   string
 }
 
 // ParseUpstream reads NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID].
@@ -140,6 +145,16 @@ func (c Config) Validate() (*checked, error) {
 	}
 	if c.Policy == "" {
 		errs = append(errs, errors.New("--policy is required (a .rego file or a directory of them)"))
+	}
+	if c.OTLPEndpoint != "" {
+		u, err := checkOTLPEndpoint(c.OTLPEndpoint)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		out.otlpURL = u
+	}
+	if c.TraceSampling < 0 || c.TraceSampling > 1 {
+		errs = append(errs, fmt.Errorf("--trace-sampling %v: want 0 to 1", c.TraceSampling))
 	}
 	for _, l := range c.Labels {
 		k, v, ok := strings.Cut(l, "=")

@@ -4,6 +4,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseUpstream(t *testing.T) {
@@ -86,5 +87,30 @@ func TestServiceOfAndHeaders(t *testing.T) {
 	}
 	if got := headerMap(map[string][]string{"X-A": {"1", "2"}}); got["x-a"] != "1,2" {
 		t.Fatalf("headerMap %v", got)
+	}
+}
+
+func TestTracingFlags(t *testing.T) {
+	base := Config{Socket: "s", Service: "api", App: "127.0.0.1:8080", Inbound: DefaultInbound, Outbound: DefaultOutbound, Admin: DefaultAdmin, Policy: "p", IdleTimeout: time.Minute}
+	for _, tt := range []struct {
+		endpoint string
+		sampling float64
+		want     string // the collector URL, or the error's words
+	}{
+		{"http://127.0.0.1:4318", 0.01, "http://127.0.0.1:4318/v1/traces"},
+		{"https://otel.example:4318/custom/path", 1, "https://otel.example:4318/custom/path"},
+		{"127.0.0.1:4318", 0.01, "--otlp-endpoint"},
+		{"grpc://127.0.0.1:4317", 0.01, "--otlp-endpoint"},
+		{"http://127.0.0.1:4318", 1.5, "--trace-sampling"},
+	} {
+		c := base
+		c.OTLPEndpoint, c.TraceSampling = tt.endpoint, tt.sampling
+		got, err := c.Validate()
+		switch {
+		case err != nil && !strings.Contains(err.Error(), tt.want):
+			t.Errorf("%s %v: %v, want %q", tt.endpoint, tt.sampling, err, tt.want)
+		case err == nil && got.otlpURL != tt.want:
+			t.Errorf("%s: collector URL %q, want %q", tt.endpoint, got.otlpURL, tt.want)
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/traffic"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Limits of the request path.
@@ -43,6 +44,10 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w}
 	svc := serviceOf(r)
 	proto := protocolOf(r)
+	if o.p.trace != nil {
+		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", svc)
+		defer func() { o.p.trace.end(span, rec.status(), "") }()
+	}
 	o.route(rec, r, svc)
 	o.p.observe("outbound", o.p.id.id.String(), svc, r, rec.status(), proto, start, "")
 }

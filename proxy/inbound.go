@@ -15,6 +15,7 @@ import (
 
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/proxy/h1"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // inbound terminates mTLS from other sidecars, asks the policy about every
@@ -142,6 +143,10 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(rec, r, http.StatusForbidden, "sigil: no peer identity")
 		return
+	}
+	if in.p.trace != nil {
+		span := in.p.trace.start(r, trace.SpanKindServer, "inbound", in.p.cfg.Service)
+		defer func() { in.p.trace.end(span, rec.status(), peer.id) }()
 	}
 	proto := protocolOf(r)
 	path := r.RequestURI

@@ -35,6 +35,7 @@ type Proxy struct {
 	policy  *policy.Engine
 	metrics *metrics
 	access  *jsonLines
+	trace   *tracing // nil: no tracing
 	ready   atomic.Bool
 	drain   atomic.Bool
 }
@@ -101,6 +102,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	closers = append([]func() error{func() error { p.id.close(); return nil }}, closers...)
+	if c.otlpURL != "" {
+		if p.trace, err = newTracing(c, p.id.id.String()); err != nil {
+			return err
+		}
+		// Runs before the other closers: the last spans go out first.
+		closers = append([]func() error{func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return p.trace.shutdown(ctx)
+		}}, closers...)
+	}
 	log.Info("svid received", "spiffe_id", p.id.id.String(), "expires_in", time.Duration(p.id.expiresIn()*float64(time.Second)).Round(time.Second).String())
 
 	inLn, err := net.Listen("tcp", c.Inbound)

@@ -55,6 +55,8 @@ func newRun() *cobra.Command {
 	f.BoolVar(&cfg.Transparent, "transparent", false, "route redirected connections by their original destination (see `sigil-proxy iptables`)")
 	f.StringVar(&cfg.AccessLog, "access-log", "", "access log file (JSON lines); - for stdout")
 	f.StringVar(&cfg.DecisionLog, "decision-log", "", "decision log file (OPA decision-log JSON lines); - for stdout")
+	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "export a span per request to this OTLP/HTTP collector, such as http://127.0.0.1:4318")
+	f.Float64Var(&cfg.TraceSampling, "trace-sampling", 0.01, "share of new traces sampled, 0 to 1 (a caller's traceparent decides for its own)")
 	// A sidecar shares its node with its app: one core by default, as
 	// Linkerd's proxy. At 1000 requests/s it also spends 27% less CPU per
 	// request than with GOMAXPROCS=2 on the 2-core bench machine, for the

@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"compress/gzip"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sigil-mesh/sigil/e2e/harness"
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// otlpReceiver stands in for an OpenTelemetry collector (none can run
+// here): it decodes what the sidecars' real OTLP/HTTP exporters post.
+type otlpReceiver struct {
+	mu    sync.Mutex
+	spans []receivedSpan
+	wake  chan struct{}
+}
+
+type receivedSpan struct {
+	key  string // service.name|span name
+	span *tracepb.Span
+}
+
+func startOTLPReceiver(t *testing.T) (*otlpReceiver, string) {
+	rcv := &otlpReceiver{wake: make(chan struct{})}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" {
+			http.Error(w, "want OTLP/HTTP protobuf on /v1/traces", http.StatusBadRequest)
+			return
+		}
+		var body io.Reader = r.Body
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			gz, err := gzip.NewReader(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			body = gz
+		}
+		b, _ := io.ReadAll(body)
+		var req collectortrace.ExportTraceServiceRequest
+		if err := proto.Unmarshal(b, &req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		rcv.mu.Lock()
+		for _, rs := range req.GetResourceSpans() {
+			service := ""
+			for _, a := range rs.GetResource().GetAttributes() {
+				if a.GetKey() == "service.name" {
+					service = a.GetValue().GetStringValue()
+				}
+			}
+			for _, ss := range rs.GetScopeSpans() {
+				for _, s := range ss.GetSpans() {
+					rcv.spans = append(rcv.spans, receivedSpan{service + "|" + s.GetName(), s})
+				}
+			}
+		}
+		close(rcv.wake)
+		rcv.wake = make(chan struct{})
+		rcv.mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		out, _ := proto.Marshal(&collectortrace.ExportTraceServiceResponse{})
+		w.Write(out)
+	}))
+	t.Cleanup(srv.Close)
+	return rcv, srv.URL
+}
+
+// waitSpans waits until spans of trace with all these service|name keys
+// arrived.
+func (r *otlpReceiver) waitSpans(t *testing.T, trace string, keys ...string) map[string]*tracepb.Span {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		r.mu.Lock()
+		got, wake := r.trace(trace), r.wake
+		r.mu.Unlock()
+		missing := 0
+		for _, k := range keys {
+			if got[k] == nil {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return got
+		}
+		select {
+		case <-wake:
+		case <-deadline:
+			t.Fatalf("spans %v of trace %s never arrived (have %v)", keys, trace, got)
+		}
+	}
+}
+
+// trace returns the spans received for one trace ID, by key.
+func (r *otlpReceiver) trace(id string) map[string]*tracepb.Span {
+	out := map[string]*tracepb.Span{}
+	for _, s := range r.spans {
+		if hex.EncodeToString(s.span.GetTraceId()) == id {
+			out[s.key] = s.span
+		}
+	}
+	return out
+}
+
+// TestTracesJoinAcrossSidecars: a request carrying a W3C traceparent goes
+// web → web's sidecar → api's sidecar → api. Both sidecars export a span
+// to the collector over OTLP/HTTP, in the caller's trace, the server
+// span a child of the client span, and the app receives a traceparent
+// naming the server span — so the app's own spans join the same trace.
+func TestTracesJoinAcrossSidecars(t *testing.T) {
+	t.Parallel()
+	rcv, collector := startOTLPReceiver(t)
+	ids := startIdentities(t)
+	_, apiApp := harness.StartApp(t, "api")
+	_, webApp := harness.StartApp(t, "web")
+	tracingArgs := []string{"--otlp-endpoint", collector, "--trace-sampling", "0"}
+	api := harness.StartProxy(t, ids.api, "api", apiApp, ids.policyDir, tracingArgs...)
+	web := harness.StartProxy(t, ids.web, "web", webApp, ids.policyDir, append(tracingArgs, "--upstream", "api="+api.Inbound+"@"+apiSA)...)
+
+	if _, err := harness.Run(t, "sigil-proxy", "run", "--socket", "/nonexistent", "--service", "x", "--app", "127.0.0.1:1", "--policy", ids.policyDir, "--otlp-endpoint", "collector:4318"); err == nil || !strings.Contains(err.Error(), "--otlp-endpoint") {
+		t.Fatalf("a bad --otlp-endpoint was not named: %v", err)
+	}
+
+	// Sampling is 0 for new traces: the caller's sampled flag decides.
+	const traceID, parentSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	code, body := curl(t, "-x", "http://"+web.Outbound, "-H", "traceparent: 00-"+traceID+"-"+parentSpan+"-01", "http://api/hello")
+	if code != 200 {
+		t.Fatalf("GET through the mesh: %d %s", code, body)
+	}
+	var reply appReply
+	if err := json.Unmarshal([]byte(body), &reply); err != nil {
+		t.Fatal(err)
+	}
+	spans := rcv.waitSpans(t, traceID, "web|outbound api", "api|inbound api")
+	client, server := spans["web|outbound api"], spans["api|inbound api"]
+	if hex.EncodeToString(client.GetParentSpanId()) != parentSpan || client.GetKind() != tracepb.Span_SPAN_KIND_CLIENT {
+		t.Fatalf("client span: parent %x kind %v", client.GetParentSpanId(), client.GetKind())
+	}
+	if string(server.GetParentSpanId()) != string(client.GetSpanId()) || server.GetKind() != tracepb.Span_SPAN_KIND_SERVER {
+		t.Fatalf("server span: parent %x, want the client span %x; kind %v", server.GetParentSpanId(), client.GetSpanId(), server.GetKind())
+	}
+	attrs := map[string]string{}
+	for _, a := range server.GetAttributes() {
+		attrs[a.GetKey()] = a.GetValue().String()
+	}
+	if !strings.Contains(attrs["http.response.status_code"], "200") || !strings.Contains(attrs["sigil.source.principal"], webSA) {
+		t.Fatalf("server span attributes: %v", attrs)
+	}
+	want := "00-" + traceID + "-" + hex.EncodeToString(server.GetSpanId()) + "-01"
+	if got := reply.Headers["Traceparent"]; got != want {
+		t.Fatalf("the app got traceparent %q, want %q", got, want)
+	}
+
+	// An unsampled caller (and sampling 0) exports nothing: the sampled
+	// request after it is exported, the unsampled one never (spans leave
+	// in the order they end).
+	unsampled, sampled := strings.Repeat("1", 32), strings.Repeat("2", 32)
+	for _, tp := range []string{unsampled + "-" + parentSpan + "-00", sampled + "-" + parentSpan + "-01"} {
+		if code, body := curl(t, "-x", "http://"+web.Outbound, "-H", "traceparent: 00-"+tp, "http://api/hello"); code != 200 {
+			t.Fatalf("GET: %d %s", code, body)
+		}
+	}
+	rcv.waitSpans(t, sampled, "web|outbound api", "api|inbound api")
+	rcv.mu.Lock()
+	defer rcv.mu.Unlock()
+	if got := rcv.trace(unsampled); len(got) > 0 {
+		t.Fatalf("spans of an unsampled trace were exported: %v", got)
+	}
+}

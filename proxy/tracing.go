@@ -1,0 +1,97 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// tracing makes one span per request the sidecar handles — a client span
+// for the app's outgoing call, a server span for an incoming one — and
+// exports them to an OpenTelemetry collector over OTLP/HTTP. The W3C
+// traceparent the request came with is the span's parent, and the one
+// sent on (to the peer sidecar or to the app) names the new span, so the
+// app's own spans and the two sidecars' join one trace. Off (nil) unless
+// --otlp-endpoint is given: then nothing on the request path changes.
+type tracing struct {
+	tp     *sdktrace.TracerProvider
+	tracer trace.Tracer
+	prop   propagation.TraceContext
+}
+
+// checkOTLPEndpoint validates --otlp-endpoint: an http(s) URL of a
+// collector; without a path, OTLP's /v1/traces.
+func checkOTLPEndpoint(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("--otlp-endpoint %q: want http(s)://HOST:PORT[/PATH] of an OTLP/HTTP collector", s)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/v1/traces"
+	}
+	return u.String(), nil
+}
+
+func newTracing(c *checked, spiffeID string) (*tracing, error) {
+	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(c.otlpURL))
+	if err != nil {
+		return nil, fmt.Errorf("proxy: --otlp-endpoint: %w", err)
+	}
+	res := resource.NewSchemaless(
+		attribute.String("service.name", c.Service),
+		attribute.String("sigil.spiffe_id", spiffeID),
+		attribute.String("telemetry.sdk.name", "sigil-proxy"),
+	)
+	tp := sdktrace.NewTracerProvider(
+		sdktrace.WithBatcher(exp),
+		sdktrace.WithResource(res),
+		// A caller's sampling decision stands; new traces are sampled at
+		// the configured ratio (Istio's default is 1%).
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(c.TraceSampling))),
+	)
+	return &tracing{tp: tp, tracer: tp.Tracer("github.com/sigil-mesh/sigil/proxy")}, nil
+}
+
+// start begins r's span and rewrites r's traceparent (and tracestate) to
+// name it, for whoever r goes to next.
+func (t *tracing) start(r *http.Request, kind trace.SpanKind, direction, service string) trace.Span {
+	h := propagation.HeaderCarrier(r.Header)
+	ctx := t.prop.Extract(r.Context(), h)
+	ctx, span := t.tracer.Start(ctx, direction+" "+service, trace.WithSpanKind(kind), trace.WithAttributes(
+		attribute.String("http.request.method", r.Method),
+		attribute.String("url.path", r.URL.Path),
+		attribute.String("server.address", strings.ToLower(r.Host)),
+		attribute.String("sigil.direction", direction),
+		attribute.String("sigil.service", service),
+	))
+	t.prop.Inject(ctx, h)
+	return span
+}
+
+// end closes a span with the response status and, for an inbound call,
+// who the caller was.
+func (t *tracing) end(span trace.Span, status int, peer string) {
+	span.SetAttributes(attribute.Int("http.response.status_code", status))
+	if peer != "" {
+		span.SetAttributes(attribute.String("sigil.source.principal", peer))
+	}
+	if status >= 500 {
+		span.SetStatus(codes.Error, http.StatusText(status))
+	}
+	span.End()
+}
+
+// shutdown sends what is still batched.
+func (t *tracing) shutdown(ctx context.Context) error {
+	return t.tp.Shutdown(ctx)
+}
