@@ -23,8 +23,8 @@ import (
 // sent on (to the peer sidecar or to the app) names the new span, so the
 // app's own spans and the two sidecars' join one trace. Off (nil) unless
 // --otlp-endpoint is given: then nothing on the request path changes.
-// Measured at 1000 requests/s (two pairs loaded side by side, CPU from
-// /proc): every request sampled costs ~40% more CPU per request; at the
+// Measured at 1000 requests/s with bench/scripts/ab-pairs.sh (two pairs
+// loaded side by side, CPU from /proc): every request sampled costs ~40% more CPU per request; at the
 // default 1% ~3–5%, once unsampled spans build no attributes.
 type tracing struct {
 	tp     *sdktrace.TracerProvider

@@ -22,8 +22,8 @@ import (
 // Request.Write takes 5. Measured with BenchmarkHTTP1Exchange (make
 // bench): one keep-alive exchange through h1 went from 42 to 27
 // allocations and from 0.61 to 0.57 of net/http's time; two concurrent
-// sidecar pairs at 1500 requests/s, one on each version, put the new
-// one's CPU about 4% lower. Anything else — chunked or other transfer
+// sidecar pairs at 1500 requests/s, one on each version
+// (bench/scripts/ab-pairs.sh), put the new one's CPU about 4% lower. Anything else — chunked or other transfer
 // codings, Trailer, Pragma, several Host or Content-Length headers, bare
 // LF line ends, escapes in the path, HTTP/1.0, informational or bodiless
 // statuses — is left to net/http, which then parses the same unconsumed

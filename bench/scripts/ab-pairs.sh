@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# ab-pairs.sh A B [RATE] [SECONDS] — CPU per request of two sidecar
+# binaries (or wrappers adding flags), measured side by side: a pair of A
+# and a pair of B run at the same time, each under the same fixed-rate
+# load, so both see the same machine noise. Prints cores per 1000 req/s
+# of each pair's callee (api) and caller (web) sidecar, from /proc.
+# Swap A and B for a second run: the second pair started tends to read a
+# few percent higher (an A/A run shows how much).
+#
+# Needs `make build bench-tools`. Uses loopback ports 25000-28006 and 18080.
+set -euo pipefail
+A=${1:?usage: ab-pairs.sh A B [RATE] [SECONDS]}; B=${2:?usage: ab-pairs.sh A B [RATE] [SECONDS]}
+RATE=${3:-1000}; SECS=${4:-10}
+cd "$(dirname "$0")/../.."
+BIN=$PWD/bin; TOOLS=$PWD/.tools
+D=$(mktemp -d /tmp/ab-pairs.XXXX)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$D"; }
+trap cleanup EXIT
+waitlog() { for _ in $(seq 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out waiting for $2 in $1" >&2; exit 1; }
+
+"$BIN/sigil-server" run --data-dir "$D/server" --trust-domain example.org --bind 127.0.0.1:0 >"$D/server.log" 2>&1 & pids+=($!)
+waitlog "$D/server.log" '"sigil-server running"'
+ADDR=$(grep -o '"agent_api":"[^"]*"' "$D/server.log" | cut -d'"' -f4)
+"$BIN/sigil-server" bundle show --data-dir "$D/server" >"$D/bundle.pem"
+"$BIN/sigil-server" entry create --data-dir "$D/server" --parent-id spiffe://example.org/sigil/agent/join_token/ab \
+  --spiffe-id spiffe://example.org/ns/bench/sa/bench --selector "unix:uid:$(id -u)" \
+  --service api --service web --service api2 --service web2 >/dev/null
+TOKEN=$("$BIN/sigil-server" token generate --node ab --data-dir "$D/server")
+"$BIN/sigil-agent" run --server "$ADDR" --trust-bundle "$D/bundle.pem" --join-token "$TOKEN" --data-dir "$D/agent" --socket "$D/a.sock" >"$D/agent.log" 2>&1 & pids+=($!)
+waitlog "$D/agent.log" '"sigil-agent running"'
+cat >"$D/p.rego" <<'R'
+package sigil.authz
+
+default allow := false
+
+allow if {
+	input.source.namespace == "bench"
+	input.request.method in {"GET", "POST"}
+}
+R
+"$TOOLS/fortio" server -http-port 18080 -grpc-port disabled -redirect-port disabled -loglevel Error >"$D/fortio.log" 2>&1 & pids+=($!)
+
+start() { # binary service port-prefix app
+  "$1" run --socket "$D/a.sock" --service "$2" --app "$4" --policy "$D/p.rego" --inbound "127.0.0.1:${3}6" \
+    --outbound "127.0.0.1:${3}1" --admin "127.0.0.1:${3}0" --drain-grace 0s >"$D/$2.log" 2>&1 &
+  echo $!
+}
+A1=$(start "$A" api 2500 127.0.0.1:18080); W1=$(start "$A" web 2600 127.0.0.1:1)
+A2=$(start "$B" api2 2700 127.0.0.1:18080); W2=$(start "$B" web2 2800 127.0.0.1:1)
+pids+=("$A1" "$W1" "$A2" "$W2")
+for p in 26001:api 28001:api2; do
+  for _ in $(seq 200); do
+    c=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: ${p#*:}" "http://127.0.0.1:${p%:*}/echo" || true)
+    [ "$c" = 200 ] && break; sleep 0.1
+  done
+  [ "$c" = 200 ] || { echo "pair ${p#*:} never routed (last status $c)" >&2; exit 1; }
+done
+load() { "$TOOLS/fortio" load -qps "$RATE" -c 16 -t "$1" -a=false -loglevel Error -H "Host: $2" "http://127.0.0.1:$3/echo?size=1024" 2>&1 | grep -o '[0-9.]* qps$' || true; }
+load 3s api 26001 >/dev/null & load 3s api2 28001 >/dev/null; wait $!
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+a1=$(cpu "$A1"); w1=$(cpu "$W1"); a2=$(cpu "$A2"); w2=$(cpu "$W2")
+load "${SECS}s" api2 28001 >"$D/r2" & l2=$!
+r1=$(load "${SECS}s" api 26001); wait $l2; r2=$(cat "$D/r2")
+per() { echo "scale=4; ($2-$1)/100/$SECS*1000/$RATE" | bc; }
+echo "A $(per "$a1" "$(cpu "$A1")") $(per "$w1" "$(cpu "$W1")") [$r1]   B $(per "$a2" "$(cpu "$A2")") $(per "$w2" "$(cpu "$W2")") [$r2]   (cores per 1000 req/s: api web)"
