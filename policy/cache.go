@@ -121,7 +121,7 @@ func lookup(in *Input, p []string) string {
 	switch p[0] {
 	case "source":
 		if field == "" {
-			return pick(nil, map[string]string{"principal": in.Source.Principal, "namespace": in.Source.Namespace, "service_account": in.Source.ServiceAccount})
+			return pick(map[string]string{"principal": in.Source.Principal, "namespace": in.Source.Namespace, "service_account": in.Source.ServiceAccount})
 		}
 		switch field {
 		case "principal":
@@ -133,7 +133,7 @@ func lookup(in *Input, p []string) string {
 		}
 	case "destination":
 		if field == "" {
-			return pick(nil, map[string]string{"principal": in.Destination.Principal, "service": in.Destination.Service, "port": strconv.Itoa(in.Destination.Port)})
+			return pick(map[string]string{"principal": in.Destination.Principal, "service": in.Destination.Service, "port": strconv.Itoa(in.Destination.Port)})
 		}
 		switch field {
 		case "principal":
@@ -146,17 +146,17 @@ func lookup(in *Input, p []string) string {
 	case "connection":
 		switch field {
 		case "":
-			return pick(nil, map[string]string{"tls_version": in.Connection.TLSVersion})
+			return pick(map[string]string{"tls_version": in.Connection.TLSVersion})
 		case "tls_version":
 			return in.Connection.TLSVersion
 		}
 	case "request":
 		switch field {
 		case "":
-			return pick(nil, map[string]string{"method": in.Request.Method, "path": in.Request.Path, "host": in.Request.Host, "protocol": in.Request.Protocol}) + pick(nil, in.Request.Headers)
+			return pick(map[string]string{"method": in.Request.Method, "path": in.Request.Path, "host": in.Request.Host, "protocol": in.Request.Protocol}) + pick(in.Request.Headers)
 		case "headers":
 			if len(p) == 2 {
-				return pick(nil, in.Request.Headers)
+				return pick(in.Request.Headers)
 			}
 			if v, ok := in.Request.Headers[p[2]]; ok {
 				return v
@@ -184,14 +184,8 @@ func (kp *keyPlan) readsHeaders() bool {
 	return false
 }
 
-// pick is one field of an object, or all of them in a stable order.
-func pick(rest []string, fields map[string]string) string {
-	if len(rest) > 0 {
-		if v, ok := fields[rest[0]]; ok {
-			return v
-		}
-		return undefined
-	}
+// pick is all the fields of an object, in a stable order.
+func pick(fields map[string]string) string {
 	keys := make([]string, 0, len(fields))
 	for k := range fields {
 		keys = append(keys, k)
