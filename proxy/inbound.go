@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -47,7 +46,7 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	in.toAppH2C = in.appProxy(h2c)
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
 	in.app = &h1.Client{MaxIdle: 256, Dial: func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", p.cfg.App) }}
-	in.fast = &h1.Server{Handler: in, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(p.log.With("part", "inbound").Handler(), slog.LevelError)}
+	in.fast = p.leanServer(in, "inbound")
 	in.srv = &http.Server{
 		Handler:           in,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -73,7 +72,7 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 			return ctx
 		},
 	}
-	o.fast = &h1.Server{Handler: o, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(p.log.With("part", "outbound").Handler(), slog.LevelError)}
+	o.fast = p.leanServer(o, "outbound")
 	// Apps speak HTTP/1.1 (served by fast) or h2c (gRPC) to their sidecar.
 	o.srv.Protocols.SetHTTP1(true)
 	o.srv.Protocols.SetUnencryptedHTTP2(true)
@@ -198,7 +197,7 @@ func (o *outbound) serve(ln net.Listener) error {
 // through net/http, HTTP/1.x through the lean server. The first bytes
 // are already buffered or come within the idle timeout.
 func (o *outbound) serveApp(rc *routedConn) {
-	rc.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	rc.SetReadDeadline(time.Now().Add(o.fast.IdleTimeout))
 	head, err := rc.r.Peek(4)
 	if err != nil {
 		rc.Close()

@@ -25,6 +25,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/proxy/h1"
 )
 
 // Proxy is a running sidecar.
@@ -248,6 +249,13 @@ func (p *Proxy) flushLoop(ctx context.Context, decisions *jsonLines) {
 			}
 		}
 	}
+}
+
+// leanServer is the HTTP/1.1 server of one side, with the limits of its
+// net/http twin; handler panics it logs at error level.
+func (p *Proxy) leanServer(h http.Handler, part string) *h1.Server {
+	return &h1.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(p.log.With("part", part).Handler(), slog.LevelError)}
 }
 
 // httpErrorLog sends net/http's own complaints to slog at debug level.
