@@ -196,10 +196,7 @@ func (w *response) commit(chunked bool) {
 			continue
 		}
 		for _, v := range vs {
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(headerValue(v))
-			bw.WriteString("\r\n")
+			writeField(bw, k, headerValue(v))
 		}
 	}
 	bw.WriteString("\r\n")
@@ -218,6 +215,14 @@ func statusText(code int) string {
 		return t
 	}
 	return "status code " + strconv.Itoa(code)
+}
+
+// writeField writes one header or trailer line.
+func writeField(bw *bufio.Writer, k, v string) {
+	bw.WriteString(k)
+	bw.WriteString(": ")
+	bw.WriteString(v)
+	bw.WriteString("\r\n")
 }
 
 // headerValue keeps a value on its line: CR and LF become spaces, as
@@ -272,13 +277,13 @@ func (w *response) finish() error {
 		bw.WriteString("0\r\n")
 		for _, k := range w.declared {
 			for _, v := range w.header[k] {
-				bw.WriteString(k + ": " + headerValue(v) + "\r\n")
+				writeField(bw, k, headerValue(v))
 			}
 		}
 		for k, vs := range w.header {
 			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
 				for _, v := range vs {
-					bw.WriteString(http.CanonicalHeaderKey(name) + ": " + headerValue(v) + "\r\n")
+					writeField(bw, http.CanonicalHeaderKey(name), headerValue(v))
 				}
 			}
 		}

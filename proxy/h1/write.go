@@ -52,9 +52,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 	bw.WriteString(hostOf(req))
 	bw.WriteString("\r\n")
 	if ua := req.Header["User-Agent"]; len(ua) > 0 && ua[0] != "" {
-		bw.WriteString("User-Agent: ")
-		bw.WriteString(textproto.TrimString(ua[0]))
-		bw.WriteString("\r\n")
+		writeField(bw, "User-Agent", textproto.TrimString(ua[0]))
 	}
 	if req.ContentLength > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
 		bw.WriteString("Content-Length: ")
@@ -77,10 +75,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 	slices.Sort(keys)
 	for _, k := range keys {
 		for _, v := range req.Header[k] {
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(textproto.TrimString(v))
-			bw.WriteString("\r\n")
+			writeField(bw, k, textproto.TrimString(v))
 		}
 	}
 	if _, err := bw.WriteString("\r\n"); err != nil {
