@@ -147,18 +147,19 @@ func TestPathNormalizationThroughSidecars(t *testing.T) {
 	tr.Protocols.SetHTTP2(true)
 	defer tr.CloseIdleConnections()
 	for _, c := range cases {
-		if c.target == "admin" || strings.HasPrefix(c.target, "//") || strings.HasPrefix(c.target, "http:") || strings.Contains(c.target, "#") || strings.ContainsFunc(c.target, func(r rune) bool { return r > 0x7f }) {
+		// net/http's HTTP/2 server resets a :path with a malformed escape
+		// itself, and its client then retries until the deadline.
+		if c.target == "admin" || c.target == "/admin%" || strings.HasPrefix(c.target, "//") || strings.HasPrefix(c.target, "http:") || strings.Contains(c.target, "#") || strings.ContainsFunc(c.target, func(r rune) bool { return r > 0x7f }) {
 			continue // not a :path an HTTP/2 client sends
 		}
-		req, _ := http.NewRequest("GET", "https://"+api.Inbound+"/", nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+api.Inbound+"/", nil)
 		req.URL.Opaque = c.target // sent as :path, unescaped
 		req.Host = "api"
 		resp, err := tr.RoundTrip(req)
 		if err != nil {
-			// net/http's HTTP/2 server resets a malformed :path itself.
-			if !slices.Contains(c.codes, 400) || !strings.Contains(err.Error(), "PROTOCOL_ERROR") {
-				t.Errorf("inbound h2 %q: %v", c.target, err)
-			}
+			t.Errorf("inbound h2 %q: %v", c.target, err)
 			continue
 		}
 		body, _ := io.ReadAll(resp.Body)
