@@ -146,26 +146,12 @@ func TestPathNormalizationThroughSidecars(t *testing.T) {
 	tr := &http.Transport{TLSClientConfig: h2, Protocols: new(http.Protocols)}
 	tr.Protocols.SetHTTP2(true)
 	defer tr.CloseIdleConnections()
-	for _, c := range cases {
-		// net/http's HTTP/2 server resets a :path with a malformed escape
-		// itself, and its client then retries until the deadline.
-		if c.target == "admin" || c.target == "/admin%" || strings.HasPrefix(c.target, "//") || strings.HasPrefix(c.target, "http:") || strings.Contains(c.target, "#") || strings.ContainsFunc(c.target, func(r rune) bool { return r > 0x7f }) {
-			continue // not a :path an HTTP/2 client sends
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+api.Inbound+"/", nil)
-		req.URL.Opaque = c.target // sent as :path, unescaped
-		req.Host = "api"
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			t.Errorf("inbound h2 %q: %v", c.target, err)
-			continue
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		check(t, "inbound h2", c, resp.StatusCode, string(body))
-	}
+	h2Cases(t, "inbound h2", tr, "https://"+api.Inbound, cases, check)
+	// The caller's sidecar over h2c, as gRPC apps speak to it.
+	h2c := &http.Transport{Protocols: new(http.Protocols)}
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+	defer h2c.CloseIdleConnections()
+	h2Cases(t, "outbound h2c", h2c, "http://"+web.Outbound, cases, check)
 
 	// The policy saw what the app got: every allowed decision's path is a
 	// target the app received, and url_path is that path without its query.
@@ -248,4 +234,29 @@ func peerTLS(t *testing.T, socket, want string) (*tls.Config, *tls.Config) {
 	h2 := h1.Clone()
 	h2.NextProtos = []string{"h2"}
 	return h1, h2
+}
+
+// h2Cases sends each case's target as an HTTP/2 :path through tr to base.
+func h2Cases(t *testing.T, via string, tr *http.Transport, base string, cases []pathCase, check func(*testing.T, string, pathCase, int, string)) {
+	t.Helper()
+	for _, c := range cases {
+		// net/http's HTTP/2 server resets a :path with a malformed escape
+		// itself, and its client then retries until the deadline.
+		if c.target == "admin" || c.target == "/admin%" || strings.HasPrefix(c.target, "//") || strings.HasPrefix(c.target, "http:") || strings.Contains(c.target, "#") || strings.ContainsFunc(c.target, func(r rune) bool { return r > 0x7f }) {
+			continue // not a :path an HTTP/2 client sends
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/", nil)
+		req.URL.Opaque = c.target // sent as :path, unescaped
+		req.Host = "api"
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Errorf("%s %q: %v", via, c.target, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		check(t, via, c, resp.StatusCode, string(body))
+	}
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,11 @@ func TestPathNormalizationRewritesRequest(t *testing.T) {
 		got, err := p.normalizeTarget(r)
 		if err != nil {
 			t.Fatalf("%q: %v", tc.target, err)
+		}
+		// VirtualService uri matches read URL.Path: the normalized path,
+		// decoded.
+		if want, _ := url.PathUnescape(got.Path); r.URL.Path != want {
+			t.Errorf("%q: URL.Path %q, want %q", tc.target, r.URL.Path, want)
 		}
 		if got.URI() != tc.uri || r.RequestURI != tc.uri || r.URL.RequestURI() != tc.uri || r.URL.Host != host {
 			t.Errorf("%q: target %q, RequestURI %q, URL sends %q (host %q); want %q", tc.target, got.URI(), r.RequestURI, r.URL.RequestURI(), r.URL.Host, tc.uri)
