@@ -303,8 +303,11 @@ func (s *statusRecorder) status() int {
 func writeError(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	if protocolOf(r) == policy.ProtocolGRPC {
 		grpcCode := "14" // UNAVAILABLE
-		if code == http.StatusForbidden {
+		switch code {
+		case http.StatusForbidden:
 			grpcCode = "7" // PERMISSION_DENIED
+		case http.StatusBadRequest:
+			grpcCode = "13" // INTERNAL, gRPC's mapping of 400: not worth a retry
 		}
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", grpcCode)
