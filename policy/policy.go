@@ -255,8 +255,9 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 	d := Decision{ID: newID()}
 	c := e.cur.Load()
 	in.Request.fill()
-	if e.Logger != nil {
-		in.Request.parsedQuery()
+	if e.Logger != nil && in.Request.parsedQuery() == nil {
+		// Logged as the policy sees it: {}, not null.
+		in.Request.Query = map[string][]string{}
 	}
 	if in.Request.Headers == nil && in.Request.HeadersFrom != nil &&
 		(e.Logger != nil || c != nil && (c.plan == nil || c.headers)) {
