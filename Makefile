@@ -83,6 +83,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzWriteRequest -fuzztime 30s ./proxy/h1/
+	$(GO) test -run '^$$' -fuzz FuzzNormalize -fuzztime 30s ./pathnorm/
 
 clean:
 	rm -rf $(BIN) $(TOOLS)

@@ -239,10 +239,26 @@ func (e *Engine) Watch(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// CacheSize is the bytes (keys plus a per-entry overhead, bounded by
+// MaxCacheBytes) and the entries of the decision cache of the policy in
+// force; zeros when none is loaded.
+func (e *Engine) CacheSize() (bytes, entries int) {
+	c := e.cur.Load()
+	if c == nil || c.cache == nil {
+		return 0, 0
+	}
+	return c.cache.size()
+}
+
 // Decide evaluates the policy for in. Anything but allow == true denies.
 func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 	d := Decision{ID: newID()}
 	c := e.cur.Load()
+	in.Request.fill()
+	if e.Logger != nil && in.Request.parsedQuery() == nil {
+		// Logged as the policy sees it: {}, not null.
+		in.Request.Query = map[string][]string{}
+	}
 	if in.Request.Headers == nil && in.Request.HeadersFrom != nil &&
 		(e.Logger != nil || c != nil && (c.plan == nil || c.headers)) {
 		// Decided against the policy loaded above, so a reload in between

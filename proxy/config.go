@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"github.com/sigil-mesh/sigil/pathnorm"
 	"github.com/sigil-mesh/sigil/traffic"
 	"net"
 	"net/netip"
@@ -35,6 +36,10 @@ type Config struct {
 	// tracing); TraceSampling the share of new traces sampled.
 	OTLPEndpoint  string
 	TraceSampling float64
+	// PathWithEscapedSlashes is what becomes of "%2F" and "%5C" in a
+	// request path: "decode" (also ""), "keep" or "reject" (Envoy's
+	// path_with_escaped_slashes_action; see package pathnorm).
+	PathWithEscapedSlashes string
 }
 
 // Defaults from DESIGN.md.
@@ -60,6 +65,7 @@ type checked struct {
 	upstreams map[string]*Upstream
 	appPort   int
 	otlpURL   string
+	paths     pathnorm.Options
 }
 
 // ParseUpstream reads NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID].
@@ -152,6 +158,12 @@ func (c Config) Validate() (*checked, error) {
 			errs = append(errs, err)
 		}
 		out.otlpURL = u
+	}
+	if c.PathWithEscapedSlashes != "" {
+		var err error
+		if out.paths.EscapedSlashes, err = pathnorm.ParseEscapedSlashes(c.PathWithEscapedSlashes); err != nil {
+			errs = append(errs, fmt.Errorf("--path-with-escaped-slashes: %w", err))
+		}
 	}
 	if c.TraceSampling < 0 || c.TraceSampling > 1 {
 		errs = append(errs, fmt.Errorf("--trace-sampling %v: want 0 to 1", c.TraceSampling))

@@ -44,12 +44,18 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w}
 	svc := serviceOf(r)
 	proto := protocolOf(r)
+	// Routes match, and the peer sidecar authorizes, the path forwarded.
+	if _, err := o.p.normalizeTarget(r); err != nil {
+		refuseTarget(rec, r, err)
+		o.p.observe("outbound", o.p.id.id.String(), o.metricService(svc), r, rec.status(), proto, start, "")
+		return
+	}
 	if o.p.trace != nil {
 		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", svc)
 		defer func() { o.p.trace.end(span, rec.status(), "") }()
 	}
 	o.route(rec, r, svc)
-	o.p.observe("outbound", o.p.id.id.String(), svc, r, rec.status(), proto, start, "")
+	o.p.observe("outbound", o.p.id.id.String(), o.metricService(svc), r, rec.status(), proto, start, "")
 }
 
 func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
@@ -169,7 +175,7 @@ func (o *outbound) abort(w http.ResponseWriter, r *http.Request, rt *traffic.Rou
 
 func redirect(w http.ResponseWriter, r *http.Request, m traffic.Matched) {
 	rd := m.Redirect
-	u := url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
+	u := url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	if rd.Scheme != "" {
 		u.Scheme = rd.Scheme
 	}
@@ -468,7 +474,7 @@ func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
 	rp := &httputil.ReverseProxy{
 		Transport: ep.transports.get(viaUpgrade, 0),
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: pr.In.URL.Path, RawQuery: pr.In.URL.RawQuery}
+			pr.Out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: pr.In.URL.Path, RawPath: pr.In.URL.RawPath, RawQuery: pr.In.URL.RawQuery}
 			pr.Out.Host = pr.In.Host
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
