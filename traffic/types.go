@@ -99,10 +99,14 @@ type PortSelector struct {
 	Number uint32 `json:"number"`
 }
 
-// HTTPRedirect answers with a redirect instead of forwarding.
+// HTTPRedirect answers with a redirect instead of forwarding. Port and
+// DerivePort are Istio's oneof: at most one is set. See
+// Matched.RedirectLocation for how each field applies.
 type HTTPRedirect struct {
 	URI          string `json:"uri,omitempty"`
 	Authority    string `json:"authority,omitempty"`
+	Port         uint32 `json:"port,omitempty"`
+	DerivePort   string `json:"derivePort,omitempty"`
 	Scheme       string `json:"scheme,omitempty"`
 	RedirectCode uint32 `json:"redirectCode,omitempty"`
 }

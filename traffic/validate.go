@@ -3,8 +3,10 @@ package traffic
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -104,8 +106,8 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 		}
 	}
 	if rd := rt.Redirect; rd != nil {
-		if rd.URI == "" && rd.Authority == "" && rd.Scheme == "" {
-			v.fail(p+".redirect", "set uri, authority or scheme")
+		if rd.URI == "" && rd.Authority == "" && rd.Scheme == "" && rd.Port == 0 && rd.DerivePort == "" {
+			v.fail(p+".redirect", "set uri, authority, scheme, port or derivePort")
 		}
 		switch rd.RedirectCode {
 		case 0, 301, 302, 303, 307, 308:
@@ -115,12 +117,29 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 		if rd.Scheme != "" && rd.Scheme != "http" && rd.Scheme != "https" {
 			v.fail(p+".redirect.scheme", "%q: want http or https", rd.Scheme)
 		}
+		v.uri(p+".redirect.uri", rd.URI, true)
+		v.authority(p+".redirect.authority", rd.Authority)
+		if rd.Port > 65535 {
+			v.fail(p+".redirect.port", "%d is not a port", rd.Port)
+		}
+		switch rd.DerivePort {
+		case "", DerivePortFromProtocolDefault, DerivePortFromRequestPort:
+		default:
+			v.fail(p+".redirect.derivePort", "%q: want %s or %s", rd.DerivePort, DerivePortFromProtocolDefault, DerivePortFromRequestPort)
+		}
+		if rd.Port != 0 && rd.DerivePort != "" {
+			v.fail(p+".redirect", "port and derivePort cannot both be set")
+		}
+		if rt.Rewrite != nil {
+			v.fail(p, "rewrite and redirect cannot both be set")
+		}
 	}
-	if rw := rt.Rewrite; rw != nil && rw.URI == "" && rw.Authority == "" {
-		v.fail(p+".rewrite", "set uri or authority")
-	}
-	if rw := rt.Rewrite; rw != nil && rw.URI != "" && !strings.HasPrefix(rw.URI, "/") {
-		v.fail(p+".rewrite.uri", "%q must start with /", rw.URI)
+	if rw := rt.Rewrite; rw != nil {
+		if rw.URI == "" && rw.Authority == "" {
+			v.fail(p+".rewrite", "set uri or authority")
+		}
+		v.uri(p+".rewrite.uri", rw.URI, false)
+		v.authority(p+".rewrite.authority", rw.Authority)
 	}
 	v.positive(p+".timeout", rt.Timeout)
 	if r := rt.Retries; r != nil {
@@ -165,6 +184,43 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 	}
 	v.percent(p+".mirrorPercentage", rt.MirrorPercentage)
 	v.headers(p+".headers", rt.Headers)
+}
+
+// uri checks a path that replaces the request's (rewrite.uri, or
+// redirect.uri, which may carry a query): absolute, and printable ASCII
+// with no space, so it can never split or smuggle a request line or a
+// Location header.
+func (v *validator) uri(p, u string, query bool) {
+	if u == "" {
+		return
+	}
+	if !strings.HasPrefix(u, "/") {
+		v.fail(p, "%q must start with /", u)
+	}
+	if i := strings.IndexFunc(u, func(c rune) bool { return c <= ' ' || c >= 0x7f || c == '#' || !query && c == '?' }); i >= 0 {
+		v.fail(p, "%q: byte %d (%q) is not allowed in a path", u, i, u[i])
+	}
+}
+
+// authority checks a host[:port] that replaces the request's
+// (rewrite.authority, redirect.authority).
+func (v *validator) authority(p, a string) {
+	if a == "" {
+		return
+	}
+	host, port := a, ""
+	if h, pt, err := net.SplitHostPort(a); err == nil {
+		host, port = h, pt
+	}
+	bad := host == "" || strings.ContainsFunc(host, func(c rune) bool {
+		return !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == ':' || c == '_')
+	})
+	if n, err := strconv.Atoi(port); port != "" && (err != nil || n < 1 || n > 65535) {
+		bad = true
+	}
+	if bad {
+		v.fail(p, "%q is not a host or host:port", a)
+	}
 }
 
 func (v *validator) destination(p string, d *Destination) {
