@@ -233,6 +233,12 @@ func (s *Server) deleteConfig(r *http.Request) (any, error) {
 	}
 	ns, name := r.PathValue("namespace"), r.PathValue("name")
 	ref := kind + " " + ns + "/" + name
+	badName := traffic.ValidateMeta(kind, ns, name)
+	if badName != nil {
+		// Only a record stored before names were checked can have such a
+		// name; it may be deleted, and is never echoed raw.
+		ref = kind + " " + strconv.QuoteToASCII(ns) + "/" + strconv.QuoteToASCII(name)
+	}
 	// Deleting must not leave a VirtualService pointing at subsets that no
 	// longer exist.
 	stored, _, err := s.store.ListResources(r.Context(), "")
@@ -251,6 +257,9 @@ func (s *Server) deleteConfig(r *http.Request) (any, error) {
 			return nil, err
 		}
 		rest = append(rest, res)
+	}
+	if !found && badName != nil {
+		return nil, apiErrorf(http.StatusBadRequest, "%v", badName)
 	}
 	if !found {
 		return nil, apiErrorf(http.StatusNotFound, "%s not found", ref)

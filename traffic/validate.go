@@ -31,12 +31,10 @@ func (v *validator) fail(path, format string, args ...any) {
 	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 }
 
-var labelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
-
 // ValidServiceName reports whether name is a DNS label (a-z, 0-9, inner
 // '-', at most 63): the form of service and subset names everywhere in
 // Sigil (resources, sidecar flags, registrations, entries).
-func ValidServiceName(name string) bool { return labelRE.MatchString(name) }
+func ValidServiceName(name string) bool { return isDNS1123Label(name) }
 
 // ServiceName maps a host as Istio users write it ("api",
 // "api.default.svc.cluster.local", "api.default") to a Sigil service name.
@@ -57,7 +55,7 @@ func (v *validator) host(path, h string) {
 		v.fail(path, "wildcard hosts are not supported")
 		return
 	}
-	if !labelRE.MatchString(ServiceName(h)) {
+	if !isDNS1123Label(ServiceName(h)) {
 		v.fail(path, "%q is not a service name", h)
 	}
 }
@@ -225,7 +223,7 @@ func (v *validator) authority(p, a string) {
 
 func (v *validator) destination(p string, d *Destination) {
 	v.host(p+".host", d.Host)
-	if d.Subset != "" && !labelRE.MatchString(d.Subset) {
+	if d.Subset != "" && !isDNS1123Label(d.Subset) {
 		v.fail(p+".subset", "%q is not a valid subset name", d.Subset)
 	}
 }
@@ -314,7 +312,7 @@ func (v *validator) destinationRule(dr *DestinationRule) {
 	seen := map[string]bool{}
 	for i, s := range dr.Spec.Subsets {
 		p := fmt.Sprintf("spec.subsets[%d]", i)
-		if !labelRE.MatchString(s.Name) {
+		if !isDNS1123Label(s.Name) {
 			v.fail(p+".name", "%q is not a valid subset name", s.Name)
 		}
 		if seen[s.Name] {
