@@ -111,6 +111,8 @@ func TestIstioRouteSemanticsRefusals(t *testing.T) {
 		{"  - redirect: {uri: /a}\n    rewrite: {uri: /b}\n", "rewrite and redirect cannot both be set"},
 		{"  - rewrite: {uri: \"/a b\"}\n    route:\n    - destination: {host: api}\n", "spec.http[0].rewrite.uri"},
 		{"  - rewrite: {authority: \"x\\ny\"}\n    route:\n    - destination: {host: api}\n", "spec.http[0].rewrite.authority"},
+		{"  - headers: {response: {set: {x-a: \"1\\r\\nSet-Cookie: s=1\"}}}\n    route:\n    - destination: {host: api}\n", "spec.http[0].headers.response.set.x-a"},
+		{"  - route:\n    - destination: {host: api}\n      headers: {request: {add: {x-b: \"a\\u0000b\"}}}\n", "spec.http[0].route[0].headers.request.add.x-b"},
 	}
 	for _, tt := range tests {
 		_, err := parseRule(tt.rule)
@@ -148,4 +150,39 @@ func TestIstioRouteSemanticsRetryOnPerTryTimeout(t *testing.T) {
 	if r, _ := ParseRetryOn("gateway-error"); !r.Failure(FailReset) {
 		t.Error("gateway-error must retry a reset stream (Envoy answers it 503)")
 	}
+}
+
+// FuzzRouteSemantics: whatever the request path, a rewrite keeps the rest
+// of the path (less at most the one slash of the join) and a redirect
+// never puts a line break in Location.
+func FuzzRouteSemantics(f *testing.F) {
+	f.Add("/CASE/x/y", "/case/", "/v2/", "a=1")
+	f.Add("/v1//a", "/v1", "/", "")
+	f.Add("/", "/", "/x", "q=%0d%0a")
+	f.Fuzz(func(t *testing.T, path, prefix, uri, query string) {
+		r := httptest.NewRequest("GET", "http://api/", nil)
+		r.URL.Path, r.URL.RawQuery = path, query
+		matched := ""
+		if len(prefix) <= len(path) && asciiEqualFold(path[:len(prefix)], prefix) {
+			matched = path[:len(prefix)]
+		}
+		m := Matched{Route: &Route{Rewrite: &HTTPRewrite{URI: uri}}, PrefixMatched: matched}
+		got := m.RewritePath(path)
+		if uri != "" && matched != "" {
+			rest := path[len(matched):]
+			if !strings.HasPrefix(got, uri) || !strings.HasSuffix(got, strings.TrimPrefix(rest, "/")) || len(got) < len(uri)+len(rest)-1 {
+				t.Fatalf("RewritePath(%q) with prefix %q, uri %q = %q", path, matched, uri, got)
+			}
+		}
+		var v validator
+		v.uri("uri", uri, true)
+		if len(v.errs) > 0 {
+			return
+		}
+		m.Redirect = &HTTPRedirect{URI: uri, Scheme: "https"}
+		loc, _, _ := m.RedirectLocation(r)
+		if strings.ContainsAny(loc, "\r\n") && !strings.ContainsAny(query, "\r\n") {
+			t.Fatalf("Location %q has a line break", loc)
+		}
+	})
 }

@@ -282,15 +282,26 @@ func (v *validator) headers(p string, h *Headers) {
 		if ops == nil {
 			continue
 		}
-		for k := range ops.Set {
+		for k, val := range ops.Set {
 			v.headerName(p+"."+name+".set", k)
+			v.headerValue(p+"."+name+".set."+k, val)
 		}
-		for k := range ops.Add {
+		for k, val := range ops.Add {
 			v.headerName(p+"."+name+".add", k)
+			v.headerValue(p+"."+name+".add."+k, val)
 		}
 		for _, k := range ops.Remove {
 			v.headerName(p+"."+name+".remove", k)
 		}
+	}
+}
+
+// headerValue refuses a value that is not an RFC 9110 field value
+// (section 5.5: no control character but horizontal tab): a CR or LF would
+// end the line, and the writer would have to alter the value.
+func (v *validator) headerValue(p, val string) {
+	if i := strings.IndexFunc(val, func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f }); i >= 0 {
+		v.fail(p, "%q: byte %d (%q) is not allowed in a header value", val, i, val[i])
 	}
 }
 
