@@ -58,6 +58,12 @@ spec:
     route:
     - destination: {host: api, subset: raw}
   - match:
+    - uri: {prefix: /service/}
+    rewrite:
+      uriRegexRewrite: {match: '^/service/([^/]+)(/.*)$', rewrite: '\2/instance/\1'}
+    route:
+    - destination: {host: api, subset: raw}
+  - match:
     - uri: {prefix: /old}
     redirect: {uri: /new}
   - match:
@@ -87,11 +93,12 @@ spec:
 		return r.Path
 	}
 	for path, want := range map[string]string{
-		"/CASE/x/y":    "/v2/x/y",
-		"/case/":       "/v2/",
-		"/keep/a//b":   "/kept/a//b",
-		"/keep//a":     "/kept/a",
-		"/CaSe/a//b/c": "/v2/a//b/c",
+		"/CASE/x/y":                "/v2/x/y",
+		"/case/":                   "/v2/",
+		"/keep/a//b":               "/kept/a//b",
+		"/keep//a":                 "/kept/a",
+		"/CaSe/a//b/c":             "/v2/a//b/c",
+		"/service/foo/v1//api?x=1": "/v1//api/instance/foo",
 	} {
 		if got := appPath(path); got != want {
 			t.Errorf("app got %q for %s, want %q (Envoy's prefix_rewrite)", got, path, want)

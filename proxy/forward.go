@@ -181,7 +181,7 @@ func rewrite(r *http.Request, m traffic.Matched) {
 	if rw == nil {
 		return
 	}
-	if rw.URI != "" {
+	if rw.URI != "" || rw.URIRegexRewrite != nil {
 		r.URL.Path, r.URL.RawPath = m.RewritePath(r.URL.Path), ""
 	}
 	if rw.Authority != "" {

@@ -1,6 +1,7 @@
 package traffic
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -21,7 +22,13 @@ const (
 // when rewrite.uri ends in "/" and the rest starts with one, one of the
 // two goes, so "/v1/" → "/" turns "/v1/users" into "/users", not
 // "//users". Without rewrite.uri the path is returned unchanged.
+//
+// Under rewrite.uriRegexRewrite every match of its regex in path is
+// replaced, as Envoy's regex_rewrite does.
 func (m Matched) RewritePath(path string) string {
+	if m.Route != nil && m.rewriteRE != nil {
+		return m.rewriteRE.ReplaceAllString(path, m.rewriteTo)
+	}
 	if m.Route == nil || m.Rewrite == nil || m.Rewrite.URI == "" {
 		return path
 	}
@@ -122,4 +129,31 @@ func defaultPort(scheme string) string {
 		return "443"
 	}
 	return "80"
+}
+
+// expandTemplate turns an Envoy substitution (\1 to \9 for groups, \\ for
+// a backslash) into a Go regexp template (${1}, with $ doubled), and
+// reports the highest group it names.
+func expandTemplate(sub string) (tmpl string, maxGroup int, err error) {
+	var b strings.Builder
+	for i := 0; i < len(sub); i++ {
+		c := sub[i]
+		switch {
+		case c == '$':
+			b.WriteString("$$")
+		case c != '\\':
+			b.WriteByte(c)
+		case i+1 < len(sub) && sub[i+1] >= '0' && sub[i+1] <= '9':
+			n := int(sub[i+1] - '0')
+			maxGroup = max(maxGroup, n)
+			fmt.Fprintf(&b, "${%d}", n)
+			i++
+		case i+1 < len(sub) && sub[i+1] == '\\':
+			b.WriteByte('\\')
+			i++
+		default:
+			return "", 0, fmt.Errorf("%q: a backslash must be followed by a group number or another backslash", sub)
+		}
+	}
+	return b.String(), maxGroup, nil
 }

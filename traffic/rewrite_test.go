@@ -39,6 +39,9 @@ func TestIstioRouteSemanticsRewrite(t *testing.T) {
 		{"only the join", "  - match:\n    - uri: {prefix: /v1}\n    rewrite: {uri: /}\n    route:\n    - destination: {host: api}\n", "http://api/v1//users", "//users"},
 		{"no slash at the join", "  - match:\n    - uri: {prefix: /v1/}\n    rewrite: {uri: /v2}\n    route:\n    - destination: {host: api}\n", "http://api/v1/users", "/v2users"},
 		{"regex match replaces the whole path", "  - match:\n    - uri: {regex: '/v[0-9]+/.*'}\n    rewrite: {uri: /all}\n    route:\n    - destination: {host: api}\n", "http://api/v7/x", "/all"},
+		{"uriRegexRewrite, Istio's example", "  - match:\n    - uri: {prefix: /service/}\n    rewrite:\n      uriRegexRewrite: {match: '^/service/([^/]+)(/.*)$', rewrite: '\\2/instance/\\1'}\n    route:\n    - destination: {host: api}\n", "http://api/service/foo/v1/api", "/v1/api/instance/foo"},
+		{"uriRegexRewrite replaces every match", "  - rewrite:\n      uriRegexRewrite: {match: 'a+', rewrite: 'b'}\n    route:\n    - destination: {host: api}\n", "http://api/aa/xa/a?q=a", "/b/xb/b"},
+		{"uriRegexRewrite: a literal dollar", "  - rewrite:\n      uriRegexRewrite: {match: '^/p/(.*)$', rewrite: '/$x/\\1'}\n    route:\n    - destination: {host: api}\n", "http://api/p/q", "/$x/q"},
 		{"no uri match replaces the whole path", "  - rewrite: {uri: /fixed}\n    route:\n    - destination: {host: api}\n", "http://api/any/thing", "/fixed"},
 	}
 	for _, tt := range tests {
@@ -111,6 +114,10 @@ func TestIstioRouteSemanticsRefusals(t *testing.T) {
 		{"  - redirect: {uri: /a}\n    rewrite: {uri: /b}\n", "rewrite and redirect cannot both be set"},
 		{"  - rewrite: {uri: \"/a b\"}\n    route:\n    - destination: {host: api}\n", "spec.http[0].rewrite.uri"},
 		{"  - rewrite: {authority: \"x\\ny\"}\n    route:\n    - destination: {host: api}\n", "spec.http[0].rewrite.authority"},
+		{"  - rewrite: {uri: /a, uriRegexRewrite: {match: a, rewrite: b}}\n    route:\n    - destination: {host: api}\n", "uri and uriRegexRewrite cannot both be set"},
+		{"  - rewrite: {uriRegexRewrite: {match: '(', rewrite: b}}\n    route:\n    - destination: {host: api}\n", "spec.http[0].rewrite.uriRegexRewrite.match"},
+		{"  - rewrite: {uriRegexRewrite: {match: '(a)', rewrite: '/\\2'}}\n    route:\n    - destination: {host: api}\n", "refers to group \\2; the match has 1"},
+		{"  - rewrite: {uriRegexRewrite: {match: 'a', rewrite: '/\\x'}}\n    route:\n    - destination: {host: api}\n", "a backslash must be followed"},
 		{"  - headers: {response: {set: {x-a: \"1\\r\\nSet-Cookie: s=1\"}}}\n    route:\n    - destination: {host: api}\n", "spec.http[0].headers.response.set.x-a"},
 		{"  - route:\n    - destination: {host: api}\n      headers: {request: {add: {x-b: \"a\\u0000b\"}}}\n", "spec.http[0].route[0].headers.request.add.x-b"},
 	}

@@ -26,6 +26,8 @@ type Route struct {
 	total     int
 	Redirect  *HTTPRedirect
 	Rewrite   *HTTPRewrite
+	rewriteRE *regexp.Regexp // rewrite.uriRegexRewrite.match, or nil
+	rewriteTo string         // its rewrite as a Go regexp template
 	Timeout   time.Duration
 	Attempts  int
 	PerTry    time.Duration
@@ -296,6 +298,10 @@ func compileRoute(source string, h *HTTPRoute) *Route {
 		}
 		rt.Dests = append(rt.Dests, WeightedDest{Service: ServiceName(d.Destination.Host), Subset: d.Destination.Subset, Weight: w, Headers: d.Headers})
 		rt.total += w
+	}
+	if rw := h.Rewrite; rw != nil && rw.URIRegexRewrite != nil {
+		rt.rewriteRE = regexp.MustCompile(rw.URIRegexRewrite.Match)
+		rt.rewriteTo, _, _ = expandTemplate(rw.URIRegexRewrite.Rewrite)
 	}
 	if h.Timeout != nil {
 		rt.Timeout = h.Timeout.Duration

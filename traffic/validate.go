@@ -133,10 +133,14 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 		}
 	}
 	if rw := rt.Rewrite; rw != nil {
-		if rw.URI == "" && rw.Authority == "" {
-			v.fail(p+".rewrite", "set uri or authority")
+		if rw.URI == "" && rw.URIRegexRewrite == nil && rw.Authority == "" {
+			v.fail(p+".rewrite", "set uri, uriRegexRewrite or authority")
+		}
+		if rw.URI != "" && rw.URIRegexRewrite != nil {
+			v.fail(p+".rewrite", "uri and uriRegexRewrite cannot both be set")
 		}
 		v.uri(p+".rewrite.uri", rw.URI, false)
+		v.regexRewrite(p+".rewrite.uriRegexRewrite", rw.URIRegexRewrite)
 		v.authority(p+".rewrite.authority", rw.Authority)
 	}
 	v.positive(p+".timeout", rt.Timeout)
@@ -197,6 +201,29 @@ func (v *validator) uri(p, u string, query bool) {
 	}
 	if i := strings.IndexFunc(u, func(c rune) bool { return c <= ' ' || c >= 0x7f || c == '#' || !query && c == '?' }); i >= 0 {
 		v.fail(p, "%q: byte %d (%q) is not allowed in a path", u, i, u[i])
+	}
+}
+
+// regexRewrite checks a uriRegexRewrite: the match compiles as RE2, and
+// the rewrite names only groups the match has and keeps the path a path.
+func (v *validator) regexRewrite(p string, rr *RegexRewrite) {
+	if rr == nil {
+		return
+	}
+	re, err := regexp.Compile(rr.Match)
+	switch {
+	case rr.Match == "":
+		v.fail(p+".match", "required")
+	case err != nil:
+		v.fail(p+".match", "%v", err)
+	}
+	if _, groups, err := expandTemplate(rr.Rewrite); err != nil {
+		v.fail(p+".rewrite", "%v", err)
+	} else if re != nil && groups > re.NumSubexp() {
+		v.fail(p+".rewrite", "refers to group \\%d; the match has %d", groups, re.NumSubexp())
+	}
+	if i := strings.IndexFunc(rr.Rewrite, func(c rune) bool { return c <= ' ' || c >= 0x7f || c == '?' || c == '#' }); i >= 0 {
+		v.fail(p+".rewrite", "%q: byte %d (%q) is not allowed in a path", rr.Rewrite, i, rr.Rewrite[i])
 	}
 }
 
