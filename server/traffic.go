@@ -165,16 +165,23 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 func mergeResources(stored []registry.StoredResource, parsed []traffic.Resource) ([]traffic.Resource, map[string][]byte, error) {
 	byKey := map[string]traffic.Resource{}
 	old := map[string][]byte{}
+	for _, p := range parsed {
+		byKey[p.Key()] = p
+	}
 	for _, sr := range stored {
+		key := traffic.Resource{Kind: sr.Kind, Namespace: sr.Namespace, Name: sr.Name}.Key()
+		if _, replaced := byKey[key]; replaced {
+			// Not re-validated: a stored resource that rules added since
+			// refuse can still be fixed by applying a good one over it.
+			old[key] = sr.Spec
+			continue
+		}
 		r, err := traffic.FromSpec(sr.Kind, sr.Namespace, sr.Name, sr.Spec)
 		if err != nil {
 			return nil, nil, fmt.Errorf("stored %s %s/%s: %w", sr.Kind, sr.Namespace, sr.Name, err)
 		}
 		byKey[r.Key()] = r
 		old[r.Key()] = sr.Spec
-	}
-	for _, p := range parsed {
-		byKey[p.Key()] = p
 	}
 	out := make([]traffic.Resource, 0, len(byKey))
 	for _, r := range byKey {
