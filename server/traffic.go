@@ -360,9 +360,15 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 	recs := make([]registry.ProxyRecord, 0, len(req.GetProxies()))
 	var refused []audit.Event
 	for _, p := range req.GetProxies() {
+		reason := ""
 		if !allowed[p.GetSpiffeId()][p.GetService()] {
+			reason = "its identity may not serve this service"
+		} else if err := validLabels(p.GetLabels()); err != nil {
+			reason = err.Error()
+		}
+		if reason != "" {
 			refused = append(refused, audit.Event{Type: auditEndpointRefused, Actor: agent.String(), Subject: p.GetSpiffeId(),
-				Details: map[string]string{"service": p.GetService(), "address": p.GetAddress()}})
+				Details: map[string]string{"service": p.GetService(), "address": p.GetAddress(), "reason": reason}})
 			continue
 		}
 		recs = append(recs, registry.ProxyRecord{AgentID: agent.String(), ProxyID: p.GetId(), SPIFFEID: p.GetSpiffeId(), Service: p.GetService(),
@@ -388,7 +394,7 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 				return nil, status.Error(codes.Unavailable, err.Error())
 			}
 			for _, e := range fresh {
-				s.log.Warn("endpoint refused: its identity may not serve this service", "agent", agent.String(), "spiffe_id", e.Subject, "service", e.Details["service"])
+				s.log.Warn("endpoint refused", "reason", e.Details["reason"], "agent", agent.String(), "spiffe_id", e.Subject, "service", e.Details["service"])
 			}
 		}
 	}
@@ -400,6 +406,17 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 		s.changes.Notify()
 	}
 	return &agentv1.ReportProxiesResponse{}, nil
+}
+
+// validLabels checks a sidecar's labels as Kubernetes does (the agent
+// checked them too; the server trusts no agent more than it must).
+func validLabels(labels map[string]string) error {
+	for k, v := range labels {
+		if err := traffic.ValidateLabel(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // configProto is the configuration and endpoints every agent gets.

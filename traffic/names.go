@@ -3,6 +3,7 @@ package traffic
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -96,4 +97,47 @@ func quoteName(s string) string {
 		cut--
 	}
 	return strconv.QuoteToASCII(s[:cut]) + "... (" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+// labelRule is Kubernetes' rule for a label value and a label key's name.
+const labelRule = "at most 63 characters of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending with a letter or digit"
+
+// ValidateLabel checks a label as Kubernetes does: the key an optional
+// DNS-1123 subdomain prefix and '/', then a name of labelRule; the value
+// empty or of labelRule. Sidecars' labels (--label) are what
+// DestinationRule subsets select, and are listed by `sigil get`.
+func ValidateLabel(key, value string) error {
+	name := key
+	if prefix, rest, ok := strings.Cut(key, "/"); ok {
+		if !isDNS1123Subdomain(prefix) {
+			return fmt.Errorf("label key %s: the prefix %s", quoteName(key), nameRule)
+		}
+		name = rest
+	}
+	if !isLabelValue(name) || name == "" {
+		return fmt.Errorf("label key %s: the name must be %s", quoteName(key), labelRule)
+	}
+	if !isLabelValue(value) {
+		return fmt.Errorf("label %s: value %s must be empty or %s", quoteName(key), quoteName(value), labelRule)
+	}
+	return nil
+}
+
+func isLabelValue(s string) bool {
+	if s == "" {
+		return true
+	}
+	if len(s) > 63 || !isAlnum(s[0]) || !isAlnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '-' && c != '_' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }

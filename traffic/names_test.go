@@ -118,3 +118,34 @@ func TestNonUTF8RefusedParse(t *testing.T) {
 		})
 	}
 }
+
+// Labels as Kubernetes has them: what sidecars register and subsets
+// select.
+func TestResourceNameValidationLabels(t *testing.T) {
+	long := strings.Repeat("v", 64)
+	tests := []struct {
+		k, v string
+		ok   bool
+	}{
+		{"version", "v1", true},
+		{"app.kubernetes.io/name", "api", true},
+		{"tier", "", true},
+		{"Version_2", "1.0-rc_1", true},
+		{"", "x", false},
+		{"a b", "x", false},
+		{"/name", "x", false},
+		{"Bad.Prefix/name", "x", false},
+		{"version", "\x1b]0;x\a", false},
+		{"version", "a\nb", false},
+		{"version", "-v1", false},
+		{"version", long, false},
+		{long, "x", false},
+	}
+	for _, tt := range tests {
+		if err := ValidateLabel(tt.k, tt.v); (err == nil) != tt.ok {
+			t.Errorf("ValidateLabel(%q, %q) = %v, want ok %v", tt.k, tt.v, err, tt.ok)
+		} else if err != nil && strings.ContainsAny(err.Error(), "\x1b\x07\n") {
+			t.Errorf("error %q carries a control character", err)
+		}
+	}
+}
