@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -24,6 +25,17 @@ func TestIstioRouteSemanticsRetryBackoff(t *testing.T) {
 			if d := retryBackoff(tt.attempt); d < tt.min || d > tt.max {
 				t.Fatalf("attempt %d: %s, want %s to %s", tt.attempt, d, tt.min, tt.max)
 			}
+		}
+	}
+}
+
+// --label takes Kubernetes labels only: the agent would refuse the
+// registration anyway, so the sidecar says so at start.
+func TestResourceNameValidationLabelFlag(t *testing.T) {
+	for _, l := range []string{"version=\x1b]0;x\a", "a b=c", "version=-v1"} {
+		_, err := Config{Service: "api", Labels: []string{l}}.Validate()
+		if err == nil || !strings.Contains(err.Error(), "--label: label") {
+			t.Errorf("--label %q: %v", l, err)
 		}
 	}
 }
