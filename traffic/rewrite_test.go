@@ -88,6 +88,8 @@ func TestIstioRouteSemanticsRedirect(t *testing.T) {
 		{"default port left out", "{scheme: https, port: 443}", "http://api:9000/old", "https://api/old"},
 		{"FROM_PROTOCOL_DEFAULT", "{scheme: https, derivePort: FROM_PROTOCOL_DEFAULT}", "http://api:9000/old", "https://api/old"},
 		{"FROM_REQUEST_PORT", "{authority: other, derivePort: FROM_REQUEST_PORT}", "http://api:9000/old", "http://other:9000/old"},
+		{"IPv6 authority", "{authority: '[::1]:8080'}", "http://api/old", "http://[::1]:8080/old"},
+		{"IPv6 authority, default port", "{authority: '[::1]', scheme: https, derivePort: FROM_PROTOCOL_DEFAULT}", "http://api/old", "https://[::1]/old"},
 		{"escaped path kept", "{scheme: https}", "http://api/a%20b?c=%2F", "https://api/a%20b?c=%2F"},
 	}
 	for _, tt := range tests {
