@@ -20,7 +20,7 @@ import (
 func TestIstioRouteSemanticsThroughSidecars(t *testing.T) {
 	t.Parallel()
 	tm := startTrafficMesh(t,
-		&backend{name: "api-slow", version: "v1", appArgs: []string{"--delay", "2s"}},
+		&backend{name: "api-slow", version: "v1", appArgs: []string{"--delay", "1s"}},
 		&backend{name: "api-fast", version: "v2"})
 	// The demo app's ServeMux redirects a path with "//" to a cleaned
 	// one; this app reports the path exactly as it arrived.
@@ -109,11 +109,11 @@ spec:
 		t.Errorf("redirect: %d %q, want 301 http://api/new?a=1&b=2", code, loc)
 	}
 
-	// One endpoint in three answers after 2s: a 300ms per-try timeout
+	// One endpoint in three answers after 1s: a 300ms per-try timeout
 	// with gateway-error moves the request to another.
 	for i := range 20 {
 		r := tm.get("/", nil)
-		if r.err != nil || r.status != 200 || r.service == "api-slow" || r.took > 2*time.Second {
+		if r.err != nil || r.status != 200 || r.service == "api-slow" || r.took > time.Second {
 			t.Fatalf("request %d: status %d from %q (%v) after %s; a per-try timeout must be retried for gateway-error", i, r.status, r.service, r.err, r.took)
 		}
 	}
