@@ -149,7 +149,9 @@ func readSources(path string) (map[string]string, string, error) {
 }
 
 // Compile parses and compiles policy sources (file name → Rego) into a
-// prepared query; it is what a dry run (`sigil policy check`) uses too.
+// prepared query, and refuses a policy that compiles but cannot work (see
+// validate); it is what a dry run (`sigil policy check`) uses too, so
+// check and the sidecar's load accept exactly the same policies.
 func Compile(ctx context.Context, srcs map[string]string) (rego.PreparedEvalQuery, error) {
 	q, _, err := compile(ctx, srcs)
 	return q, err
@@ -181,6 +183,9 @@ func compile(ctx context.Context, srcs map[string]string) (rego.PreparedEvalQuer
 	q, err := rego.New(opts...).PrepareForEval(ctx)
 	if err != nil {
 		return rego.PreparedEvalQuery{}, nil, fmt.Errorf("policy: %w", err)
+	}
+	if err := validate(ctx, q, mods); err != nil {
+		return rego.PreparedEvalQuery{}, nil, err
 	}
 	return q, mods, nil
 }

@@ -174,6 +174,10 @@ func (c Config) Validate() (*checked, error) {
 			errs = append(errs, fmt.Errorf("--label %q: want KEY=VALUE", l))
 			continue
 		}
+		if err := traffic.ValidateLabel(k, v); err != nil {
+			errs = append(errs, fmt.Errorf("--label: %w", err))
+			continue
+		}
 		out.labels[k] = v
 	}
 	for _, s := range c.Upstreams {

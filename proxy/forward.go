@@ -26,6 +26,7 @@ const (
 	maxMirrorsInFlight = 64      // beyond this, mirrored copies are dropped, never queued
 	mirrorTimeout      = 5 * time.Second
 	retryBackoffBase   = 25 * time.Millisecond
+	retryBackoffMax    = 10 * retryBackoffBase // Envoy's max_interval default
 )
 
 // hopHeaders are connection-scoped and never forwarded.
@@ -173,40 +174,22 @@ func (o *outbound) abort(w http.ResponseWriter, r *http.Request, rt *traffic.Rou
 	io.WriteString(w, "fault filter abort\n")
 }
 
+// redirect answers with the route's redirect (traffic.Matched.RedirectLocation
+// says how Istio's fields apply).
 func redirect(w http.ResponseWriter, r *http.Request, m traffic.Matched) {
-	rd := m.Redirect
-	u := url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-	if rd.Scheme != "" {
-		u.Scheme = rd.Scheme
-	}
-	if rd.Authority != "" {
-		u.Host = rd.Authority
-	}
-	if rd.URI != "" {
-		u.Path, u.RawQuery = rd.URI, ""
-	}
-	code := int(rd.RedirectCode)
-	if code == 0 {
-		code = http.StatusMovedPermanently
-	}
-	http.Redirect(w, r, u.String(), code)
+	loc, code, _ := m.RedirectLocation(r)
+	http.Redirect(w, r, loc, code)
 }
 
-// rewrite replaces the matched prefix (or the whole path) and the authority.
+// rewrite replaces the matched prefix (or the whole path) and the
+// authority (traffic.Matched.RewritePath says how).
 func rewrite(r *http.Request, m traffic.Matched) {
 	rw := m.Rewrite
 	if rw == nil {
 		return
 	}
-	if rw.URI != "" {
-		p := r.URL.Path
-		if m.PrefixMatched != "" && strings.HasPrefix(p, m.PrefixMatched) {
-			p = rw.URI + strings.TrimPrefix(p, m.PrefixMatched)
-			p = strings.ReplaceAll(p, "//", "/")
-		} else {
-			p = rw.URI
-		}
-		r.URL.Path, r.URL.RawPath = p, ""
+	if rw.URI != "" || rw.URIRegexRewrite != nil {
+		r.URL.Path, r.URL.RawPath = m.RewritePath(r.URL.Path), ""
 	}
 	if rw.Authority != "" {
 		r.Host = rw.Authority
@@ -346,6 +329,11 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 		kind := failureKind(err)
 		connectFailed := err != nil && kind == traffic.FailConnect
 		status := 0
+		if err != nil && ctx.Err() == nil && tryCtx.Err() != nil {
+			// The per-try timeout, not the route's: Envoy counts it as a
+			// 504, for retryOn and for outlier detection alike.
+			kind, status, err = traffic.FailTimeout, http.StatusGatewayTimeout, context.DeadlineExceeded
+		}
 		if resp != nil {
 			grpcTrailersOnly(resp)
 			status = resp.StatusCode
@@ -365,9 +353,8 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 				}
 				tryCancel()
 				o.p.metrics.retries.WithLabelValues(c.service).Inc()
-				backoff := retryBackoffBase << attempt
 				select {
-				case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+				case <-time.After(retryBackoff(attempt)):
 				case <-ctx.Done():
 				}
 				continue
@@ -385,6 +372,18 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 		}
 		return resp, func() { resp.Body.Close(); tryCancel(); releasePool(); cancel() }, nil
 	}
+}
+
+// retryBackoff is the wait after attempt (0 for the first): from 25ms,
+// doubling, capped at 250ms (Envoy's base_interval and its default
+// max_interval), the upper half jittered. Uncapped, the ninth retry of a
+// route with attempts: 10 waited up to 12.8s.
+func retryBackoff(attempt int) time.Duration {
+	b := retryBackoffMax
+	if attempt < 10 {
+		b = min(retryBackoffBase<<attempt, retryBackoffMax)
+	}
+	return b/2 + rand.N(b/2+1)
 }
 
 // failureKind classifies a transport error for retryOn.
