@@ -74,7 +74,8 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("DELETE /v1/entries/{id}", s.handle(s.deleteEntry))
 	mux.HandleFunc("GET /v1/agents", s.handle(s.listAgents))
 	mux.HandleFunc("DELETE /v1/agents/{id}", s.handle(s.evictAgent))
-	mux.HandleFunc("POST /v1/config", s.handle(s.applyConfig))
+	mux.HandleFunc("POST /v1/config", s.handleBody(maxApplyBody, s.applyConfig))
+	mux.HandleFunc("POST /v1/config/delete", s.handle(s.deleteConfigBatch))
 	mux.HandleFunc("GET /v1/config/{kind}", s.handle(s.listConfig))
 	mux.HandleFunc("DELETE /v1/config/{kind}/{namespace}/{name}", s.handle(s.deleteConfig))
 	mux.HandleFunc("GET /v1/proxies", s.handle(s.listProxies))
@@ -83,8 +84,13 @@ func (s *Server) adminHandler() http.Handler {
 }
 
 func (s *Server) handle(fn func(*http.Request) (any, error)) http.HandlerFunc {
+	return s.handleBody(maxBody, fn)
+}
+
+// handleBody is handle with a request body of at most limit bytes.
+func (s *Server) handleBody(limit int64, fn func(*http.Request) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		out, err := fn(r)
 		w.Header().Set("Content-Type", "application/json")
 		if err != nil {

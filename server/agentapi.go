@@ -14,6 +14,7 @@ import (
 	"time"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/api/configdelta"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
 	"github.com/sigil-mesh/sigil/registry"
@@ -309,7 +310,8 @@ func (s *Server) NewJWTSVID(ctx context.Context, req *agentv1.NewJWTSVIDRequest)
 }
 
 // Sync sends the caller's entries and the bundle, then a new snapshot each
-// time either changes. Changes are pushed, never polled for.
+// time either changes. Changes are pushed, never polled for. Configuration
+// travels on StreamConfig: identity never waits on it.
 func (s *Server) Sync(_ *agentv1.SyncRequest, stream agentv1.Agent_SyncServer) error {
 	ctx := stream.Context()
 	agent, err := s.callerAgent(ctx)
@@ -351,11 +353,7 @@ func (s *Server) snapshot(ctx context.Context, agent spiffeid.ID) (*agentv1.Sync
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	cfg, err := s.configProto(ctx)
-	if err != nil {
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	out := &agentv1.SyncResponse{Bundle: s.bundleProto(), Config: cfg}
+	out := &agentv1.SyncResponse{Bundle: s.bundleProto()}
 	for _, e := range entries {
 		pe := &agentv1.Entry{Id: e.ID, SpiffeId: e.SPIFFEID, ParentId: e.ParentID, X509SvidTtl: int64(e.X509TTL / time.Second), JwtSvidTtl: int64(e.JWTTTL / time.Second), Revision: e.Revision}
 		for _, sel := range e.Selectors {
@@ -367,6 +365,45 @@ func (s *Server) snapshot(ctx context.Context, agent spiffeid.ID) (*agentv1.Sync
 		out.Revision = max(out.Revision, e.Revision)
 	}
 	return out, nil
+}
+
+// StreamConfig sends the configuration and endpoints as deltas (see
+// package configdelta): the whole state first, in messages of at most
+// configdelta.MaxMessageBytes plus one resource, then what changed at each
+// change. This is Envoy's incremental xDS in shape, and what SPIRE does
+// for entries: a large configuration costs more messages, never a message
+// that cannot be sent.
+func (s *Server) StreamConfig(_ *agentv1.StreamConfigRequest, stream agentv1.Agent_StreamConfigServer) error {
+	ctx := stream.Context()
+	if _, err := s.callerAgent(ctx); err != nil {
+		return err
+	}
+	var last *configdelta.Snapshot
+	for first := true; ; first = false {
+		changed := s.changes.Changed()
+		if !first {
+			if _, err := s.callerAgent(ctx); err != nil {
+				return err
+			}
+		}
+		snap, err := s.configSnapshot(ctx)
+		if err != nil {
+			return status.Error(codes.Unavailable, err.Error())
+		}
+		if !configdelta.Same(last, snap) {
+			for _, d := range configdelta.Diff(last, snap, configdelta.MaxMessageBytes) {
+				if err := stream.Send(d); err != nil {
+					return err
+				}
+			}
+			last = snap
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
 }
 
 func (s *Server) bundleProto() *agentv1.Bundle {

@@ -47,6 +47,8 @@ type Server struct {
 
 	svid atomic.Pointer[tls.Certificate]
 
+	config configIndex // the stored configuration, parsed; see configindex.go
+
 	refusedMu   sync.Mutex
 	refusedSeen map[string]bool // endpoint refusals already audited
 
