@@ -151,6 +151,14 @@ func (c *AdminClient) DeleteConfig(ctx context.Context, kind, namespace, name st
 	return out, err
 }
 
+// DeleteConfigBatch deletes many resources in one transaction (at most
+// MaxDeleteBatch); those that do not exist come back in NotFound.
+func (c *AdminClient) DeleteConfigBatch(ctx context.Context, keys []registry.ResourceKey) (DeleteResponse, error) {
+	var out DeleteResponse
+	err := c.do(ctx, http.MethodPost, "/v1/config/delete", DeleteRequest{Resources: keys}, &out)
+	return out, err
+}
+
 // ListProxies lists sidecars and whether each runs the current config.
 func (c *AdminClient) ListProxies(ctx context.Context) ([]ProxyStatus, error) {
 	var out []ProxyStatus

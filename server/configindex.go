@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/sigil-mesh/sigil/api/configdelta"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/api/configdelta"
 	"github.com/sigil-mesh/sigil/registry"
 	"github.com/sigil-mesh/sigil/traffic"
 	"google.golang.org/protobuf/proto"
