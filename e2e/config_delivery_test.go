@@ -57,15 +57,23 @@ func TestConfigCannotBlockIdentityWhenLarge(t *testing.T) {
 	admin := server.NewAdminClient(server.AdminSocket(m.DataDir))
 
 	// 2,000 ordinary resources carrying 5 MB: past the old 4 MiB total.
-	yaml, padded := vsDocs("big", 2000, 2500)
+	// Applied in files of 200, each well under any request limit, as a
+	// user would grow a config.
+	var out string
+	var version int64
+	padded := 0
+	for i := range 10 {
+		yaml, n := vsDocs(fmt.Sprintf("big%d", i), 200, 2500)
+		padded += n
+		var err error
+		out, err = sigilRun(t, m, "apply", "-f", writeFile(t, m.Dir, yaml))
+		if err != nil {
+			t.Fatalf("apply: %v\n%s", err, out)
+		}
+	}
 	if padded <= 4<<20 {
 		t.Fatalf("test config is only %d bytes", padded)
 	}
-	out, err := sigilRun(t, m, "apply", "-f", writeFile(t, m.Dir, yaml))
-	if err != nil {
-		t.Fatalf("apply: %v\n%s", err, out)
-	}
-	var version int64
 	if _, err := fmt.Sscanf(out[strings.LastIndex(out, "config version"):], "config version %d", &version); err != nil {
 		t.Fatalf("no version in %q", out[max(0, len(out)-200):])
 	}
@@ -104,7 +112,7 @@ func TestConfigCannotBlockIdentityWhenLarge(t *testing.T) {
 	// One resource over 1 MiB, beside a small one: refused whole.
 	huge, _ := vsDocs("huge", 1, 1200<<10)
 	small, _ := vsDocs("small", 1, 10)
-	out, err = sigilRun(t, m, "apply", "-f", writeFile(t, m.Dir, small+huge))
+	out, err := sigilRun(t, m, "apply", "-f", writeFile(t, m.Dir, small+huge))
 	if err == nil || !strings.Contains(out+err.Error(), "VirtualService default/huge-0: encoded size") ||
 		!strings.Contains(out+err.Error(), "exceeds the per-resource limit of 1048576 bytes") {
 		t.Fatalf("oversized resource: %v %s", err, out)

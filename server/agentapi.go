@@ -155,10 +155,9 @@ func (s *Server) signAgent(ctx context.Context, id spiffeid.ID, pub crypto.Publi
 		events = append([]audit.Event{first}, events...)
 	}
 	// Recorded before the SVID is handed out: no record, no SVID.
-	if err := s.audit.Append(events...); err != nil {
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	if err := s.store.SaveAgent(ctx, registry.Agent{SPIFFEID: id.String(), Attestor: AttestorJoinToken, Node: node, Serial: serial, ExpiresAt: chain[0].NotAfter, AttestedAt: attestedAt}, s.now()); err != nil {
+	if err := s.audited(ctx, events, func() error {
+		return s.store.SaveAgent(ctx, registry.Agent{SPIFFEID: id.String(), Attestor: AttestorJoinToken, Node: node, Serial: serial, ExpiresAt: chain[0].NotAfter, AttestedAt: attestedAt}, s.now())
+	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	return svidProto(id, chain), nil
