@@ -283,7 +283,7 @@ func (a *agent) syncOnce(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	stream, err := api.Sync(ctx, &agentv1.SyncRequest{})
+	stream, err := api.Sync(ctx, &agentv1.SyncRequest{}, syncCallOptions...)
 	if err != nil {
 		return false, err
 	}

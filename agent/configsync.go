@@ -9,7 +9,16 @@ import (
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/api/configdelta"
+	"google.golang.org/grpc"
 )
+
+// maxSyncMessage bounds one Sync message (a node's entries and the
+// bundle). Configuration no longer rides on it, but a node with more
+// than some 16,000 entries would pass gRPC's 4 MiB default and lose its
+// identity stream; 64 MiB holds about 250,000.
+const maxSyncMessage = 64 << 20
+
+var syncCallOptions = []grpc.CallOption{grpc.MaxCallRecvMsgSize(maxSyncMessage)}
 
 // configLoop follows the server's StreamConfig, apart from Sync: entries
 // and bundles keep flowing whatever happens to configuration. It

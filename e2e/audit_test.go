@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/e2e/harness"
 	"github.com/sigil-mesh/sigil/server"
 )
@@ -65,8 +64,15 @@ func TestAuditReconcilesAfterCrashKill9(t *testing.T) {
 		inStore[e.ID] = true
 	}
 
+	// The trail read as its consumers read it: JSON lines.
+	type record struct {
+		Seq     int64             `json:"seq"`
+		Type    string            `json:"type"`
+		Intent  bool              `json:"intent"`
+		Details map[string]string `json:"details"`
+	}
 	trail := filepath.Join(m.DataDir, "audit.log")
-	intents := map[int64]audit.Event{}
+	var records []record
 	settled := map[int64]string{}
 	f, err := os.Open(trail)
 	if err != nil {
@@ -76,39 +82,40 @@ func TestAuditReconcilesAfterCrashKill9(t *testing.T) {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		var e audit.Event
+		var e record
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			t.Fatal(err)
 		}
-		if e.Intent {
-			intents[e.Seq] = e
-		}
-		if e.Type == audit.ActionCommitted || e.Type == audit.ActionAborted {
-			first, _ := strconv.ParseInt(e.Details[audit.DetailIntentSeq], 10, 64)
-			n, _ := strconv.ParseInt(e.Details[audit.DetailIntentCount], 10, 64)
+		records = append(records, e)
+		if e.Type == "action.committed" || e.Type == "action.aborted" {
+			first, _ := strconv.ParseInt(e.Details["intent_seq"], 10, 64)
+			n, _ := strconv.ParseInt(e.Details["intent_count"], 10, 64)
 			for seq := first; seq < first+n; seq++ {
 				settled[seq] = e.Type
 			}
 		}
 	}
-	committed := map[string]bool{}
-	for seq, e := range intents {
-		outcome, ok := settled[seq]
-		if !ok {
-			t.Errorf("intent %d (%s) has no commit or abort record", seq, e.Type)
+	// Every entry.created is settled, and its outcome is the store's.
+	recorded := map[string]bool{}
+	for _, e := range records {
+		if e.Intent && settled[e.Seq] == "" {
+			t.Errorf("intent %d (%s) has no commit or abort record", e.Seq, e.Type)
 		}
-		if e.Type == audit.EntryCreated && outcome == audit.ActionCommitted {
-			committed[e.Details["entry_id"]] = true
+		if e.Type != "entry.created" {
+			continue
+		}
+		id := e.Details["entry_id"]
+		recorded[id] = true
+		switch want := map[bool]string{true: "action.committed", false: "action.aborted"}[inStore[id]]; {
+		case !e.Intent || settled[e.Seq] == "":
+			t.Errorf("entry.created %d for %s (in store: %v) is not marked committed or aborted", e.Seq, id, inStore[id])
+		case settled[e.Seq] != want:
+			t.Errorf("entry.created %d for %s is %s, but in store: %v", e.Seq, id, settled[e.Seq], inStore[id])
 		}
 	}
 	for id := range inStore {
-		if !committed[id] {
-			t.Errorf("entry %s is in the store without a committed entry.created", id)
-		}
-	}
-	for id := range committed {
-		if !inStore[id] {
-			t.Errorf("entry.created for %s is committed but the entry is not in the store", id)
+		if !recorded[id] {
+			t.Errorf("entry %s is in the store without an entry.created record", id)
 		}
 	}
 	if len(inStore) == 0 {
