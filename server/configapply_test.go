@@ -78,3 +78,55 @@ func TestConfigApplyRefusesUndeliverable(t *testing.T) {
 		}
 	}
 }
+
+// A stored resource that no longer validates (the rules grew stricter)
+// blocks nothing: other applies go through, it is not sent to agents, and
+// it can be deleted.
+func TestConfigStoredInvalidBlocksNothing(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	store, err := registry.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	trail, err := audit.Open(filepath.Join(dir, "audit.log"), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer trail.Close()
+	s := &Server{cfg: &checked{Config: Config{MaxResourceBytes: DefaultMaxResourceBytes, MaxConfigBytes: DefaultMaxConfigBytes}}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		store: store, audit: trail, changes: newBroadcaster(), now: time.Now}
+	if _, _, err := store.ApplyResources(ctx, []registry.StoredResource{{Kind: "VirtualService", Namespace: "default", Name: "old", Spec: []byte(`{"hosts":["old"]}`)}}, false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	h := s.adminHandler()
+	steps := []struct {
+		method, path, body string
+		status             int
+	}{
+		{http.MethodPost, "/v1/config", vsYAML("new", 10), http.StatusOK},
+		{http.MethodDelete, "/v1/config/virtualservice/default/old", "", http.StatusOK},
+	}
+	for i, st := range steps {
+		body := st.body
+		if st.method == http.MethodPost {
+			b, _ := json.Marshal(ApplyRequest{Files: []File{{Name: "x.yaml", Content: body}}})
+			body = string(b)
+		}
+		if i == 1 {
+			snap, err := s.configSnapshot(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, sent := snap.Resources["VirtualService/default/old"]; sent || len(snap.Resources) != 1 {
+				t.Fatalf("snapshot holds %d resources, the invalid one: %v", len(snap.Resources), sent)
+			}
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(st.method, st.path, strings.NewReader(body)))
+		if w.Code != st.status {
+			t.Fatalf("%s %s: %d %s", st.method, st.path, w.Code, w.Body)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
@@ -40,6 +41,11 @@ type indexed struct {
 	parsed traffic.Resource
 	wire   *agentv1.Resource
 	size   int64 // proto.Size(wire): what the per-resource limit measures
+	// bad is why a stored resource no longer parses (validation grew
+	// stricter since it was stored). It stays deletable and replaceable,
+	// but is neither checked against nor sent: one such resource must not
+	// block every apply, delete and config stream.
+	bad error
 }
 
 func newIndexed(sr registry.StoredResource, parsed traffic.Resource) indexed {
@@ -52,7 +58,7 @@ func newIndexed(sr registry.StoredResource, parsed traffic.Resource) indexed {
 func (s *Server) lockConfig(ctx context.Context) (*configIndex, func(), error) {
 	x := &s.config
 	x.mu.Lock()
-	if err := x.refresh(ctx, s.store); err != nil {
+	if err := x.refresh(ctx, s.store, s.log); err != nil {
 		x.mu.Unlock()
 		return nil, nil, err
 	}
@@ -61,7 +67,7 @@ func (s *Server) lockConfig(ctx context.Context) (*configIndex, func(), error) {
 
 // refresh reloads from the store if its config version moved; resources
 // whose own version did not move keep their parsed form.
-func (x *configIndex) refresh(ctx context.Context, store *registry.Store) error {
+func (x *configIndex) refresh(ctx context.Context, store *registry.Store, log *slog.Logger) error {
 	if x.loaded {
 		v, err := store.ConfigVersion(ctx)
 		if err != nil {
@@ -82,10 +88,11 @@ func (x *configIndex) refresh(ctx context.Context, store *registry.Store) error 
 		it, ok := x.items[key]
 		if !ok || it.stored.Version != sr.Version {
 			parsed, err := traffic.FromSpec(sr.Kind, sr.Namespace, sr.Name, sr.Spec)
-			if err != nil {
-				return fmt.Errorf("server: stored %s %s/%s: %w", sr.Kind, sr.Namespace, sr.Name, err)
-			}
 			it = newIndexed(sr, parsed)
+			if err != nil {
+				it.bad = fmt.Errorf("server: stored %s %s/%s: %w", sr.Kind, sr.Namespace, sr.Name, err)
+				log.Error("stored resource no longer valid; not sent to sidecars until replaced or deleted", "resource", sr.Kind+" "+sr.Namespace+"/"+sr.Name, "error", err)
+			}
 		}
 		items[key] = it
 		total += it.size
@@ -120,7 +127,7 @@ func (x *configIndex) wrote(version int64, changes map[string]*indexed) {
 func (x *configIndex) parsedWith(overlay map[string]*traffic.Resource) []traffic.Resource {
 	out := make([]traffic.Resource, 0, len(x.items)+len(overlay))
 	for key, it := range x.items {
-		if _, over := overlay[key]; !over {
+		if _, over := overlay[key]; !over && it.bad == nil {
 			out = append(out, it.parsed)
 		}
 	}
@@ -155,7 +162,9 @@ func (s *Server) configSnapshot(ctx context.Context) (*configdelta.Snapshot, err
 		snap.Resources = x.snap.Resources // the resources did not move; only the endpoints did
 	} else {
 		for key, it := range x.items {
-			snap.Resources[key] = it.wire
+			if it.bad == nil {
+				snap.Resources[key] = it.wire
+			}
 		}
 	}
 	for _, p := range ps {
