@@ -185,21 +185,12 @@ func (s *Store) CreateJoinToken(ctx context.Context, hash, node string, expires 
 // JoinTokenExists reports whether a token whose hash starts with prefix
 // (hex, as the audit trail records it) is stored.
 func (s *Store) JoinTokenExists(ctx context.Context, prefix string) (bool, error) {
-	return s.tokenQuery(ctx, `SELECT EXISTS (SELECT 1 FROM join_tokens WHERE substr(hash, 1, length(?1)) = ?1)`, prefix)
-}
-
-// JoinTokenUsed reports whether a token whose hash starts with prefix has
-// been used.
-func (s *Store) JoinTokenUsed(ctx context.Context, prefix string) (bool, error) {
-	return s.tokenQuery(ctx, `SELECT EXISTS (SELECT 1 FROM join_tokens WHERE substr(hash, 1, length(?1)) = ?1 AND used_at IS NOT NULL)`, prefix)
-}
-
-func (s *Store) tokenQuery(ctx context.Context, query, prefix string) (bool, error) {
 	if prefix == "" {
 		return false, nil
 	}
 	var ok bool
-	if err := s.db.QueryRowContext(ctx, query, prefix).Scan(&ok); err != nil {
+	err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM join_tokens WHERE substr(hash, 1, length(?1)) = ?1)`, prefix).Scan(&ok)
+	if err != nil {
 		return false, fmt.Errorf("registry: join tokens: %w", err)
 	}
 	return ok, nil

@@ -151,8 +151,12 @@ func (s *Server) signAgent(ctx context.Context, id spiffeid.ID, pub crypto.Publi
 	}
 	serial := chain[0].SerialNumber.Text(16)
 	events := []audit.Event{{Type: eventType, Actor: id.String(), Subject: id.String(), Details: map[string]string{"serial": serial, "not_after": chain[0].NotAfter.UTC().Format(time.RFC3339)}}}
+	// first (token.used) records a change already made, so it is a plain
+	// record, not an intent.
 	if first.Type != "" {
-		events = append([]audit.Event{first}, events...)
+		if err := s.audit.Append(first); err != nil {
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
 	}
 	// Recorded before the SVID is handed out: no record, no SVID.
 	if err := s.audited(ctx, events, func() error {

@@ -74,8 +74,6 @@ func (s *Server) tookEffect(ctx context.Context, e audit.Event) (bool, string, e
 		a, gerr := s.store.GetAgent(ctx, e.Subject)
 		found, err = exists(gerr)
 		found = found && a.Serial == e.Details["serial"]
-	case audit.TokenUsed:
-		found, err = s.store.JoinTokenUsed(ctx, e.Details["token_sha256"])
 	case audit.TokenCreated:
 		found, err = s.store.JoinTokenExists(ctx, e.Details["token_sha256"])
 	case auditConfigApplied, auditConfigDeleted:
