@@ -373,9 +373,9 @@ func (s *Server) snapshot(ctx context.Context, agent spiffeid.ID) (*agentv1.Sync
 // StreamConfig sends the configuration and endpoints as deltas (see
 // package configdelta): the whole state first, in messages of at most
 // configdelta.MaxMessageBytes plus one resource, then what changed at each
-// change. This is Envoy's incremental xDS in shape, and what SPIRE does
-// for entries: a large configuration costs more messages, never a message
-// that cannot be sent.
+// change. This is Envoy's incremental xDS in shape, on a stream of its own
+// as SPIRE keeps entry sync to itself: a large configuration costs more
+// messages, never a message that cannot be sent, and never delays Sync.
 func (s *Server) StreamConfig(_ *agentv1.StreamConfigRequest, stream agentv1.Agent_StreamConfigServer) error {
 	ctx := stream.Context()
 	if _, err := s.callerAgent(ctx); err != nil {
