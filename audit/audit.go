@@ -284,6 +284,8 @@ type Summary struct {
 	Last Event
 	// Committed and Aborted count settling records.
 	Committed, Aborted int
+	// Aborts are the action.aborted records, in order.
+	Aborts []Event
 	// Pending are intents no record settles, in order: a server still
 	// running, or one that stopped and has not started again.
 	Pending []Event
@@ -299,6 +301,7 @@ func Check(r io.Reader) (Summary, error) {
 			sum.Committed++
 		case ActionAborted:
 			sum.Aborted++
+			sum.Aborts = append(sum.Aborts, e)
 		}
 		trackSettlement(pending, e)
 	})

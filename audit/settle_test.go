@@ -45,7 +45,7 @@ func TestAuditSettlesIntents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Committed != 1 || sum.Aborted != 1 || len(sum.Pending) != 1 || sum.Pending[0].Type != EntryDeleted {
+	if sum.Committed != 1 || sum.Aborted != 1 || len(sum.Aborts) != 1 || sum.Aborts[0].Details[DetailIntentCount] != "3" || len(sum.Pending) != 1 || sum.Pending[0].Type != EntryDeleted {
 		t.Fatalf("summary %+v", sum)
 	}
 	// Reopened, the log knows what is still pending.

@@ -43,6 +43,9 @@ func newAudit() *cobra.Command {
 				// Pending: written before a store change whose outcome is
 				// not recorded yet (the server is running, or stopped and
 				// settles them when it starts).
+				for _, e := range sum.Aborts {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: aborted: intent seq %s (%s records): %s\n", path, e.Details[audit.DetailIntentSeq], e.Details[audit.DetailIntentCount], e.Details[audit.DetailReason])
+				}
 				for _, e := range sum.Pending {
 					fmt.Fprintf(cmd.OutOrStdout(), "%s: pending: seq %d %s %s\n", path, e.Seq, e.Type, e.Subject)
 				}
