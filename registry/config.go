@@ -320,3 +320,13 @@ func (s *Store) ConfigVersion(ctx context.Context) (int64, error) {
 	}
 	return v, nil
 }
+
+// EndpointsRevision returns the current endpoints revision, which moves
+// whenever an endpoint comes or goes.
+func (s *Store) EndpointsRevision(ctx context.Context) (int64, error) {
+	v, err := metaInt(ctx, s.db, "endpoints_revision")
+	if err != nil {
+		return 0, fmt.Errorf("registry: endpoints revision: %w", err)
+	}
+	return v, nil
+}

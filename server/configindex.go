@@ -149,18 +149,26 @@ func (s *Server) configSnapshot(ctx context.Context) (*configdelta.Snapshot, err
 		return nil, err
 	}
 	defer unlock()
+	// Every agent's stream asks at every change: a revision read is enough
+	// when nothing moved.
+	if x.snap != nil {
+		rev, err := s.store.EndpointsRevision(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if x.snap.EndpointsRevision == rev {
+			return x.snap, nil
+		}
+	}
 	ps, rev, err := s.store.ListProxies(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if x.snap != nil && x.snap.EndpointsRevision == rev {
-		return x.snap, nil
-	}
-	snap := &configdelta.Snapshot{Version: x.version, EndpointsRevision: rev,
-		Resources: make(map[string]*agentv1.Resource, len(x.items)), Endpoints: make(map[string]*agentv1.Endpoint, len(ps))}
+	snap := &configdelta.Snapshot{Version: x.version, EndpointsRevision: rev, Endpoints: make(map[string]*agentv1.Endpoint, len(ps))}
 	if x.snap != nil {
 		snap.Resources = x.snap.Resources // the resources did not move; only the endpoints did
 	} else {
+		snap.Resources = make(map[string]*agentv1.Resource, len(x.items))
 		for key, it := range x.items {
 			if it.bad == nil {
 				snap.Resources[key] = it.wire
