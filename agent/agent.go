@@ -132,11 +132,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	serveErr := make(chan error, 1)
-	wg.Add(5)
+	wg.Add(6)
 	go func() { defer wg.Done(); a.relay.Report(runCtx, reportEvery, a.client.ReportProxies) }()
 	go func() { defer wg.Done(); serveErr <- srv.Serve(lis) }()
 	go func() { defer wg.Done(); a.cache.Run(runCtx) }()
 	go func() { defer wg.Done(); a.syncLoop(runCtx) }()
+	go func() { defer wg.Done(); a.configLoop(runCtx) }()
 	go func() { defer wg.Done(); a.renewLoop(runCtx) }()
 	select {
 	case <-ctx.Done():
@@ -282,7 +283,7 @@ func (a *agent) syncOnce(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	stream, err := api.Sync(ctx, &agentv1.SyncRequest{})
+	stream, err := api.Sync(ctx, &agentv1.SyncRequest{}, syncCallOptions...)
 	if err != nil {
 		return false, err
 	}
@@ -304,7 +305,6 @@ func (a *agent) syncOnce(ctx context.Context) (bool, error) {
 			a.log.Error("entries from server refused", "error", err)
 			continue
 		}
-		a.relay.SetConfig(msg.GetConfig())
 		a.log.Debug("synced", "entries", len(msg.GetEntries()), "revision", msg.GetRevision())
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/api/configdelta"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -190,6 +191,7 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string)
 		return false, err
 	}
 	got := false
+	var deltas configdelta.Receiver
 	for {
 		msg, err := stream.Recv()
 		if err == io.EOF {
@@ -199,9 +201,16 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string)
 			return got, err
 		}
 		got = true
-		version := p.applyConfig(o, msg.GetConfig())
+		snap, err := deltas.Apply(msg.GetDelta())
+		if err != nil {
+			return got, err
+		}
+		if snap == nil {
+			continue // more of this change to come
+		}
+		version := p.applyConfig(o, snap.Config())
 		if err := stream.Send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Ack{Ack: &proxyv1.Ack{
-			ConfigVersion: version, EndpointsRevision: msg.GetConfig().GetEndpointsRevision(),
+			ConfigVersion: version, EndpointsRevision: snap.EndpointsRevision,
 		}}}); err != nil {
 			return got, err
 		}
@@ -214,6 +223,11 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string)
 // so `sigil get proxies` shows it stale), but takes the new endpoints.
 func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
 	cur := o.state.Load()
+	if cur.table != nil && cfg.GetVersion() == cur.version {
+		// Only endpoints moved: the routes compiled for this version stand.
+		o.setState(cur.table, cur.version, cfg.GetEndpointsRevision(), cfg.GetEndpoints())
+		return cur.version
+	}
 	var rs []traffic.Resource
 	var errs []string
 	for _, r := range cfg.GetResources() {

@@ -23,6 +23,11 @@ type Config struct {
 	UpstreamCert   string
 	UpstreamKey    string
 	KMS            string
+	// MaxResourceBytes bounds one configuration resource's encoded size
+	// (--max-resource-bytes); MaxConfigBytes bounds them all together
+	// (--max-config-bytes). Zero takes the default.
+	MaxResourceBytes int64
+	MaxConfigBytes   int64
 }
 
 // Defaults for Config, as DESIGN.md fixes them.
@@ -67,6 +72,18 @@ func (c Config) Validate() (*checked, error) {
 	}
 	if c.CATTL != 0 && c.CATTL < 2*c.DefaultX509TTL {
 		errs = append(errs, fmt.Errorf("--ca-ttl %s: must be at least twice --default-x509-ttl", c.CATTL))
+	}
+	if out.MaxResourceBytes == 0 {
+		out.MaxResourceBytes = DefaultMaxResourceBytes
+	}
+	if out.MaxConfigBytes == 0 {
+		out.MaxConfigBytes = DefaultMaxConfigBytes
+	}
+	if out.MaxResourceBytes < 1024 || out.MaxResourceBytes > MaxResourceBytesCeiling {
+		errs = append(errs, fmt.Errorf("--max-resource-bytes %d: want 1024 to %d (a resource travels whole in one gRPC message)", out.MaxResourceBytes, MaxResourceBytesCeiling))
+	}
+	if out.MaxConfigBytes < out.MaxResourceBytes {
+		errs = append(errs, fmt.Errorf("--max-config-bytes %d: must be at least --max-resource-bytes (%d)", out.MaxConfigBytes, out.MaxResourceBytes))
 	}
 	if (c.UpstreamCert == "") != (c.UpstreamKey == "") {
 		errs = append(errs, errors.New("--upstream-cert and --upstream-key go together"))

@@ -3,12 +3,9 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -81,115 +78,6 @@ func allowedServices(entries []registry.Entry) map[string]map[string]bool {
 	return out
 }
 
-func (s *Server) applyConfig(r *http.Request) (any, error) {
-	var req ApplyRequest
-	if err := decodeStrict(r.Body, &req); err != nil {
-		return nil, err
-	}
-	if len(req.Files) == 0 {
-		return nil, apiErrorf(http.StatusBadRequest, "no files")
-	}
-	// Parse and validate everything before anything is stored: one bad
-	// resource refuses the whole apply, and the config in force stays.
-	var parsed []traffic.Resource
-	var errs []error
-	for _, f := range req.Files {
-		rs, err := traffic.Parse([]byte(f.Content), f.Name)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		parsed = append(parsed, rs...)
-	}
-	seen := map[string]string{}
-	for _, r := range parsed {
-		if prev, dup := seen[r.Key()]; dup {
-			errs = append(errs, fmt.Errorf("%s is given twice (%s)", r.Ref(), prev))
-		}
-		seen[r.Key()] = r.Ref()
-	}
-	if len(errs) > 0 {
-		return nil, apiErrorf(http.StatusBadRequest, "%v", errors.Join(errs...))
-	}
-	stored, _, err := s.store.ListResources(r.Context(), "")
-	if err != nil {
-		return nil, err
-	}
-	merged, old, err := mergeResources(stored, parsed)
-	if err != nil {
-		return nil, err
-	}
-	if err := traffic.CheckReferences(merged); err != nil {
-		return nil, apiErrorf(http.StatusBadRequest, "%v", err)
-	}
-	toStore := make([]registry.StoredResource, len(parsed))
-	for i, p := range parsed {
-		spec, err := p.Spec()
-		if err != nil {
-			return nil, err
-		}
-		toStore[i] = registry.StoredResource{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name, Spec: spec}
-	}
-	// A dry run first: it is what gets audited, then applied.
-	preview, version, err := s.store.ApplyResources(r.Context(), toStore, true, s.now())
-	if err != nil {
-		return nil, err
-	}
-	resp := ApplyResponse{DryRun: req.DryRun, Version: version}
-	var events []audit.Event
-	for i, res := range preview {
-		out := ApplyResult{ApplyResult: res}
-		if req.DryRun && res.Action == registry.Configured {
-			out.Diff = lineDiff(prettyJSON(old[parsed[i].Key()]), prettyJSON(toStore[i].Spec))
-		}
-		resp.Results = append(resp.Results, out)
-		if res.Action != registry.Unchanged {
-			events = append(events, audit.Event{Type: auditConfigApplied, Actor: "admin", Subject: parsed[i].Ref(), Details: map[string]string{"action": res.Action}})
-		}
-	}
-	if req.DryRun || len(events) == 0 {
-		return resp, nil
-	}
-	if err := s.audit.Append(events...); err != nil {
-		return nil, err
-	}
-	if _, resp.Version, err = s.store.ApplyResources(r.Context(), toStore, false, s.now()); err != nil {
-		return nil, err
-	}
-	s.log.Info("configuration applied", "version", resp.Version, "resources", len(events))
-	s.changes.Notify()
-	return resp, nil
-}
-
-// mergeResources overlays parsed on stored, returning the result and the
-// stored specs by key.
-func mergeResources(stored []registry.StoredResource, parsed []traffic.Resource) ([]traffic.Resource, map[string][]byte, error) {
-	byKey := map[string]traffic.Resource{}
-	old := map[string][]byte{}
-	for _, p := range parsed {
-		byKey[p.Key()] = p
-	}
-	for _, sr := range stored {
-		key := traffic.Resource{Kind: sr.Kind, Namespace: sr.Namespace, Name: sr.Name}.Key()
-		if _, replaced := byKey[key]; replaced {
-			// Not re-validated: a stored resource that rules added since
-			// refuse can still be fixed by applying a good one over it.
-			old[key] = sr.Spec
-			continue
-		}
-		r, err := traffic.FromSpec(sr.Kind, sr.Namespace, sr.Name, sr.Spec)
-		if err != nil {
-			return nil, nil, fmt.Errorf("stored %s %s/%s: %w", sr.Kind, sr.Namespace, sr.Name, err)
-		}
-		byKey[r.Key()] = r
-		old[r.Key()] = sr.Spec
-	}
-	out := make([]traffic.Resource, 0, len(byKey))
-	for _, r := range byKey {
-		out = append(out, r)
-	}
-	return out, old, nil
-}
-
 func prettyJSON(b []byte) string {
 	if b == nil {
 		return ""
@@ -231,58 +119,6 @@ func (s *Server) listConfig(r *http.Request) (any, error) {
 		rs = []registry.StoredResource{}
 	}
 	return rs, err
-}
-
-func (s *Server) deleteConfig(r *http.Request) (any, error) {
-	kind, ok := KindOf(r.PathValue("kind"))
-	if !ok {
-		return nil, apiErrorf(http.StatusBadRequest, "unknown kind %q", r.PathValue("kind"))
-	}
-	ns, name := r.PathValue("namespace"), r.PathValue("name")
-	ref := kind + " " + ns + "/" + name
-	badName := traffic.ValidateMeta(kind, ns, name)
-	if badName != nil {
-		// Only a record stored before names were checked can have such a
-		// name; it may be deleted, and is never echoed raw.
-		ref = kind + " " + strconv.QuoteToASCII(ns) + "/" + strconv.QuoteToASCII(name)
-	}
-	// Deleting must not leave a VirtualService pointing at subsets that no
-	// longer exist.
-	stored, _, err := s.store.ListResources(r.Context(), "")
-	if err != nil {
-		return nil, err
-	}
-	var rest []traffic.Resource
-	found := false
-	for _, sr := range stored {
-		if sr.Kind == kind && sr.Namespace == ns && sr.Name == name {
-			found = true
-			continue
-		}
-		res, err := traffic.FromSpec(sr.Kind, sr.Namespace, sr.Name, sr.Spec)
-		if err != nil {
-			return nil, err
-		}
-		rest = append(rest, res)
-	}
-	if !found && badName != nil {
-		return nil, apiErrorf(http.StatusBadRequest, "%v", badName)
-	}
-	if !found {
-		return nil, apiErrorf(http.StatusNotFound, "%s not found", ref)
-	}
-	if err := traffic.CheckReferences(rest); err != nil {
-		return nil, apiErrorf(http.StatusConflict, "deleting %s would break: %v", ref, err)
-	}
-	if err := s.audit.Append(audit.Event{Type: auditConfigDeleted, Actor: "admin", Subject: ref}); err != nil {
-		return nil, err
-	}
-	v, err := s.store.DeleteResource(r.Context(), kind, ns, name)
-	if err != nil {
-		return nil, storeError(err)
-	}
-	s.changes.Notify()
-	return registry.ApplyResult{Kind: kind, Namespace: ns, Name: name, Action: registry.Deleted + " (version " + strconv.FormatInt(v, 10) + ")"}, nil
 }
 
 // ProxyStatus is a sidecar with whether it runs the current config.
@@ -417,24 +253,4 @@ func validLabels(labels map[string]string) error {
 		}
 	}
 	return nil
-}
-
-// configProto is the configuration and endpoints every agent gets.
-func (s *Server) configProto(ctx context.Context) (*agentv1.Config, error) {
-	rs, version, err := s.store.ListResources(ctx, "")
-	if err != nil {
-		return nil, err
-	}
-	ps, rev, err := s.store.ListProxies(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := &agentv1.Config{Version: version, EndpointsRevision: rev}
-	for _, r := range rs {
-		out.Resources = append(out.Resources, &agentv1.Resource{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, Spec: r.Spec})
-	}
-	for _, p := range ps {
-		out.Endpoints = append(out.Endpoints, &agentv1.Endpoint{Service: p.Service, Address: p.Address, SpiffeId: p.SPIFFEID, Labels: p.Labels})
-	}
-	return out, nil
 }

@@ -52,6 +52,8 @@ func newRun() *cobra.Command {
 	f.DurationVar(&cfg.RootTTL, "root-ttl", 0, "lifetime of a root made by the server (default 8760h)")
 	f.StringVar(&cfg.UpstreamCert, "upstream-cert", "", "PEM chain of an existing CA to sign Sigil's intermediate: signing cert first, root last")
 	f.StringVar(&cfg.UpstreamKey, "upstream-key", "", "PEM key of --upstream-cert's first certificate")
+	f.Int64Var(&cfg.MaxResourceBytes, "max-resource-bytes", server.DefaultMaxResourceBytes, "largest configuration resource accepted, encoded, in bytes (at most 2 MiB)")
+	f.Int64Var(&cfg.MaxConfigBytes, "max-config-bytes", server.DefaultMaxConfigBytes, "largest total configuration accepted, encoded, in bytes")
 	f.StringVar(&cfg.KMS, "kms", "softkms:", "key manager URI (go.step.sm/crypto kms); softkms keeps 0600 key files in the data dir")
 	logger = logflag.Register(cmd)
 	return cmd

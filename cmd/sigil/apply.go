@@ -157,8 +157,7 @@ func newDelete(client clientFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			type target struct{ kind, ns, name string }
-			var targets []target
+			var targets []registry.ResourceKey
 			switch {
 			case len(files) > 0 && len(args) == 0:
 				fs, err := readFiles(files, false)
@@ -171,7 +170,7 @@ func newDelete(client clientFunc) *cobra.Command {
 						return err
 					}
 					for _, r := range rs {
-						targets = append(targets, target{r.Kind, r.Namespace, r.Name})
+						targets = append(targets, registry.ResourceKey{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name})
 					}
 				}
 			case len(args) == 2 && len(files) == 0:
@@ -179,15 +178,28 @@ func newDelete(client clientFunc) *cobra.Command {
 				if !ok {
 					return fmt.Errorf("unknown kind %q: want virtualservice or destinationrule", args[0])
 				}
-				targets = append(targets, target{kind, namespace, args[1]})
+				targets = append(targets, registry.ResourceKey{Kind: kind, Namespace: namespace, Name: args[1]})
 			default:
 				return fmt.Errorf("give KIND NAME, or -f FILE")
 			}
-			for _, t := range targets {
-				if _, err := c.DeleteConfig(cmd.Context(), t.kind, t.ns, t.name); err != nil {
+			// One request, and one transaction, per batch: deleting
+			// thousands takes seconds, not one round trip each.
+			missing := 0
+			for start := 0; start < len(targets); start += server.MaxDeleteBatch {
+				resp, err := c.DeleteConfigBatch(cmd.Context(), targets[start:min(start+server.MaxDeleteBatch, len(targets))])
+				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", resourceName(t.kind, t.ns, t.name), registry.Deleted)
+				for _, r := range resp.Results {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", resourceName(r.Kind, r.Namespace, r.Name), registry.Deleted)
+				}
+				for _, ref := range resp.NotFound {
+					fmt.Fprintf(cmd.ErrOrStderr(), "Error from server (NotFound): %s not found\n", ref)
+				}
+				missing += len(resp.NotFound)
+			}
+			if missing > 0 {
+				return fmt.Errorf("%d of %d resources not found", missing, len(targets))
 			}
 			return nil
 		},

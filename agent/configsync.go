@@ -1,0 +1,80 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/api/configdelta"
+	"google.golang.org/grpc"
+)
+
+// maxSyncMessage bounds one Sync message (a node's entries and the
+// bundle). Configuration no longer rides on it, but a node with more
+// than some 16,000 entries would pass gRPC's 4 MiB default and lose its
+// identity stream; 64 MiB holds about 250,000.
+const maxSyncMessage = 64 << 20
+
+var syncCallOptions = []grpc.CallOption{grpc.MaxCallRecvMsgSize(maxSyncMessage)}
+
+// configLoop follows the server's StreamConfig, apart from Sync: entries
+// and bundles keep flowing whatever happens to configuration. It
+// reconnects with jittered exponential backoff, like syncLoop.
+func (a *agent) configLoop(ctx context.Context) {
+	backoff := 500 * time.Millisecond
+	for ctx.Err() == nil {
+		got, err := a.configOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if got {
+			backoff = 500 * time.Millisecond
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		a.log.Warn("config stream ended; sidecars keep the last configuration; reconnecting", "error", err, "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// configOnce runs one StreamConfig; it reports whether a complete
+// configuration arrived. Deltas are assembled until one is complete, and
+// only then handed to the relay, so sidecars never see half a change.
+func (a *agent) configOnce(ctx context.Context) (bool, error) {
+	api, err := a.client.api()
+	if err != nil {
+		return false, err
+	}
+	stream, err := api.StreamConfig(ctx, &agentv1.StreamConfigRequest{})
+	if err != nil {
+		return false, err
+	}
+	var deltas configdelta.Receiver
+	got := false
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return got, errors.New("server closed the config stream")
+		}
+		if err != nil {
+			return got, err
+		}
+		snap, err := deltas.Apply(msg)
+		if err != nil {
+			return got, err
+		}
+		if snap == nil {
+			continue
+		}
+		got = true
+		a.relay.SetConfig(snap)
+		a.log.Debug("config synced", "version", snap.Version, "resources", len(snap.Resources), "endpoints_revision", snap.EndpointsRevision)
+	}
+}
