@@ -23,7 +23,8 @@
 //     parameter and resolve the segment, where RFC 3986 does not;
 //   - raw bytes outside RFC 3986's pchar set that are harmless to quote
 //     (non-ASCII, '"', '<', '>', '`', '{', '}', '|', '^', '[', ']') are
-//     percent-encoded; raw control characters, space and '#' are errors.
+//     percent-encoded; raw control characters, space and '#' are errors;
+//   - a query of more than MaxQueryParams pairs is an error.
 //
 // Letter case is kept: paths are case-sensitive (§6.2.2.1), and a policy
 // for an app that folds case must fold it too.
@@ -346,15 +347,28 @@ func (o Options) normalize(p string) (string, error) {
 	return string(out), nil
 }
 
+// MaxQueryParams is the most "&"-separated pairs a query may have (empty
+// ones count, as in net/url). Apps stop parsing past a limit of their own,
+// and then decide on fewer parameters than the policy saw: Express's qs
+// keeps the first 1,000 (its parameterLimit); Go's net/url (since 1.24)
+// drops every one past 10,000; Tomcat stops at its maxParameterCount. So
+// a longer query is refused (400), at the lowest of those limits.
+const MaxQueryParams = 1000
+
 // normalQuery checks a raw query: control characters, space and '#' are
 // errors, as is a malformed escape (the policy's parsed query and the app
-// could read it differently); raw non-ASCII bytes are percent-encoded.
-// Escapes are kept as they are: what they mean is the app's business.
+// could read it differently), and so is one of more than MaxQueryParams
+// pairs; raw non-ASCII bytes are percent-encoded. Escapes are kept as they
+// are: what they mean is the app's business.
 func normalQuery(q string) (string, error) {
-	quote := 0
+	quote, pairs := 0, 1
 	for i := 0; i < len(q); i++ {
 		c := q[i]
 		switch {
+		case c == '&':
+			if pairs++; pairs > MaxQueryParams {
+				return "", invalid(fmt.Sprintf("query of more than %d parameters (apps drop those past their limit)", MaxQueryParams))
+			}
 		case c < 0x21 || c == 0x7f || c == '#':
 			return "", invalid(fmt.Sprintf("character %q in query", c))
 		case c == '%':

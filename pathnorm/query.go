@@ -15,7 +15,9 @@ func ParseQuery(q string) map[string][]string {
 	if q == "" {
 		return nil
 	}
-	m := make(map[string][]string, strings.Count(q, "&")+1)
+	// No size hint from the separators: "a&a&a..." is one name, and a map
+	// sized for every pair would cost a hundred times the query.
+	m := map[string][]string{}
 	for q != "" {
 		var pair string
 		pair, q, _ = strings.Cut(q, "&")
