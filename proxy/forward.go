@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -96,7 +97,10 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
 		return
 	}
 	dest := m.Pick()
-	rewrite(r, m)
+	if err := o.rewrite(r, m); err != nil {
+		refuseTarget(w, r, err)
+		return
+	}
 	applyHeaders(r.Header, m.Headers, true)
 	applyHeaders(r.Header, dest.Headers, true)
 	c := o.cluster(st, dest.Service, dest.Subset)
@@ -182,18 +186,31 @@ func redirect(w http.ResponseWriter, r *http.Request, m traffic.Matched) {
 }
 
 // rewrite replaces the matched prefix (or the whole path) and the
-// authority (traffic.Matched.RewritePath says how).
-func rewrite(r *http.Request, m traffic.Matched) {
+// authority (traffic.Matched.RewritePath says how). Routes match the
+// decoded path, so the rewrite works on it too (an escaped slash kept by
+// --path-with-escaped-slashes is decoded by a rewrite: docs/security.md),
+// and the result is normalized again, since a prefix rewrite can join
+// "/v1/" and "../x" into a path the peer would resolve outside the route.
+// An error means the request must be refused.
+func (o *outbound) rewrite(r *http.Request, m traffic.Matched) error {
 	rw := m.Rewrite
 	if rw == nil {
-		return
+		return nil
 	}
 	if rw.URI != "" || rw.URIRegexRewrite != nil {
-		r.URL.Path, r.URL.RawPath = m.RewritePath(r.URL.Path), ""
+		rewritten := url.URL{Path: m.RewritePath(r.URL.Path)}
+		p, err := o.p.cfg.paths.Path(rewritten.EscapedPath())
+		if err != nil {
+			return fmt.Errorf("rewritten path: %w", err)
+		}
+		if err := setEscapedPath(r.URL, p); err != nil {
+			return err
+		}
 	}
 	if rw.Authority != "" {
 		r.Host = rw.Authority
 	}
+	return nil
 }
 
 func applyHeaders(h http.Header, hs *traffic.Headers, request bool) {

@@ -23,16 +23,26 @@ func (p *Proxy) normalizeTarget(r *http.Request) (pathnorm.Target, error) {
 		return t, err
 	}
 	u := r.URL
-	if u.Path, err = url.PathUnescape(t.Path); err != nil {
-		return t, err // unreachable: a normalized path has only well-formed escapes
-	}
-	u.RawPath = ""
-	if u.EscapedPath() != t.Path {
-		u.RawPath = t.Path
+	if err := setEscapedPath(u, t.Path); err != nil {
+		return t, err
 	}
 	u.RawQuery, u.ForceQuery, u.Opaque, u.Fragment, u.RawFragment = t.Query, false, "", "", ""
 	r.RequestURI = t.URI()
 	return t, nil
+}
+
+// setEscapedPath sets u's path from its escaped form p, keeping p as the
+// form sent (RawPath) where decoding would lose an escape.
+func setEscapedPath(u *url.URL, p string) error {
+	var err error
+	if u.Path, err = url.PathUnescape(p); err != nil {
+		return err // unreachable for a normalized path: its escapes are well formed
+	}
+	u.RawPath = ""
+	if u.EscapedPath() != p {
+		u.RawPath = p
+	}
+	return nil
 }
 
 // refuseTarget answers a request whose target cannot be normalized.

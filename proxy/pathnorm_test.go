@@ -3,12 +3,14 @@ package proxy
 import (
 	"bufio"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sigil-mesh/sigil/pathnorm"
+	"github.com/sigil-mesh/sigil/traffic"
 )
 
 // After normalization a request's URL sends exactly the normalized target,
@@ -68,5 +70,39 @@ func TestPathWithEscapedSlashesFlag(t *testing.T) {
 	c.PathWithEscapedSlashes = "unescape"
 	if _, err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--path-with-escaped-slashes") {
 		t.Errorf("bad value accepted or unnamed: %v", err)
+	}
+}
+
+// A prefix rewrite can splice "../" into the path it builds ("/api../x"
+// under prefix /api rewritten to /v1/ is /v1/../x); the result is
+// normalized again, so what leaves the sidecar is the path the peer's
+// policy and app act on, never a dot-segment one of them resolves.
+func TestPathNormalizationAfterRewrite(t *testing.T) {
+	rs, err := traffic.Parse([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api}\nspec:\n  hosts: [api]\n  http:\n  - match:\n    - uri: {prefix: /api}\n    rewrite: {uri: /v1/}\n    route:\n    - destination: {host: api}\n"), "vs.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := traffic.Compile(1, rs)
+	o := &outbound{p: &Proxy{cfg: &checked{}}}
+	for target, want := range map[string]string{
+		"/api../admin": "/admin",
+		"/api/x/y":     "/v1/x/y",
+		"/api%2e%2e/x": "/x",
+		"/api//x":      "/v1/x",
+	} {
+		r := httptest.NewRequest(http.MethodGet, "http://api"+target, nil)
+		if _, err := o.p.normalizeTarget(r); err != nil {
+			t.Fatalf("%s: %v", target, err)
+		}
+		m, ok := table.Match("api", r, nil)
+		if !ok {
+			t.Fatalf("%s: no route", target)
+		}
+		if err := o.rewrite(r, m); err != nil {
+			t.Fatalf("%s: %v", target, err)
+		}
+		if got := r.URL.EscapedPath(); got != want {
+			t.Errorf("%s rewritten to %q, want %q", target, got, want)
+		}
 	}
 }
