@@ -94,6 +94,9 @@ func (c *CA) SignX509SVID(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duratio
 	if err != nil {
 		return nil, err
 	}
+	if tmpl.AuthorityKeyId, err = authorityKeyID(inter.cert); err != nil {
+		return nil, err
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, inter.cert, pub, inter.signer)
 	if err != nil {
 		return nil, fmt.Errorf("ca: signing svid for %s: %w", id, err)
@@ -110,7 +113,8 @@ func (c *CA) SignX509SVID(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duratio
 }
 
 // svidTemplate is the X509-SVID profile: one URI SAN, not a CA,
-// digitalSignature only, serverAuth and clientAuth. The backdating for
+// digitalSignature only, serverAuth and clientAuth, and a Subject Key
+// Identifier (RFC 5280 §4.2.1.2, as SPIRE's SVIDs carry). The backdating for
 // clock skew is capped at a tenth of the TTL, so that renewal at half of
 // the certificate's span stays near half of its real life even for the
 // 20-second SVIDs tests use.
@@ -122,6 +126,10 @@ func svidTemplate(pub crypto.PublicKey, id spiffeid.ID, now time.Time, ttl time.
 	notAfter := now.Add(ttl)
 	if notAfter.After(limit) {
 		notAfter = limit
+	}
+	ski, err := keyID(pub)
+	if err != nil {
+		return nil, err
 	}
 	keyUsage := x509.KeyUsageDigitalSignature
 	if _, ok := pub.(*rsa.PublicKey); ok {
@@ -137,5 +145,6 @@ func svidTemplate(pub crypto.PublicKey, id spiffeid.ID, now time.Time, ttl time.
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 		IsCA:                  false,
+		SubjectKeyId:          ski,
 	}, nil
 }
