@@ -123,3 +123,10 @@ func TestCertificateKeyIdentifiers(t *testing.T) {
 		checkKeyIdentifiers(t, chain, c.Bundle().X509Authorities())
 	})
 }
+
+func TestWorkloadIDRequiresPathAtCA(t *testing.T) {
+	c := newTestCA(t, &fakeClock{t: time.Now()}, &memState{}, t.TempDir())
+	if _, err := c.SignX509SVID(newKey(t).Public(), td.ID(), time.Hour); err == nil {
+		t.Fatal("signed an SVID for the bare trust domain ID")
+	}
+}

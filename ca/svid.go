@@ -68,7 +68,8 @@ func checkKey(pub crypto.PublicKey) error {
 }
 
 // SignX509SVID signs an X.509-SVID for id over pub, valid for ttl or until
-// the intermediate expires, whichever is sooner. It returns the chain: the
+// the intermediate expires, whichever is sooner. An id outside the CA's
+// trust domain or without a path is refused. It returns the chain: the
 // SVID, then the intermediates up to (not including) the root.
 //
 // This is the hot path of the CA, so the template is built by hand for
@@ -77,6 +78,10 @@ func checkKey(pub crypto.PublicKey) error {
 func (c *CA) SignX509SVID(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration) ([]*x509.Certificate, error) {
 	if id.TrustDomain() != c.cfg.TrustDomain {
 		return nil, fmt.Errorf("ca: %s is not in trust domain %s", id, c.cfg.TrustDomain)
+	}
+	if id.Path() == "" {
+		// X509-SVID §2: a leaf's ID has a path; relying parties refuse one without.
+		return nil, fmt.Errorf("ca: %s has no path; an X509-SVID's ID needs one", id)
 	}
 	if err := checkKey(pub); err != nil {
 		return nil, fmt.Errorf("ca: %w", err)

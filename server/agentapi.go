@@ -263,9 +263,11 @@ func (s *Server) signEntry(entries map[string]registry.Entry, agent spiffeid.ID,
 	if err != nil {
 		return nil, spiffeid.ID{}, status.Error(codes.InvalidArgument, err.Error())
 	}
-	id, err := spiffeid.FromString(e.SPIFFEID)
+	// Entries stored before a rule existed are checked again: what the
+	// rules refuse is never signed.
+	id, err := spiffeids.ParseWorkload(s.cfg.td, e.SPIFFEID)
 	if err != nil {
-		return nil, spiffeid.ID{}, status.Error(codes.Internal, err.Error())
+		return nil, spiffeid.ID{}, status.Errorf(codes.FailedPrecondition, "entry %s: %v", e.ID, err)
 	}
 	ttl := e.X509TTL
 	if ttl == 0 {
@@ -288,9 +290,9 @@ func (s *Server) NewJWTSVID(ctx context.Context, req *agentv1.NewJWTSVIDRequest)
 	if err != nil {
 		return nil, err
 	}
-	id, err := spiffeid.FromString(e.SPIFFEID)
+	id, err := spiffeids.ParseWorkload(s.cfg.td, e.SPIFFEID)
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, status.Errorf(codes.FailedPrecondition, "entry %s: %v", e.ID, err)
 	}
 	ttl := e.JWTTTL
 	if ttl == 0 {

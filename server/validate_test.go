@@ -20,8 +20,11 @@ func TestValidateEntry(t *testing.T) {
 		wantErr []string
 	}{
 		{"ok", EntryRequest{SPIFFEID: "spiffe://example.org/ns/a/sa/b", ParentID: agent1, Selectors: []string{"unix:uid:1"}, X509TTL: time.Hour}, nil},
-		{"other trust domain", EntryRequest{SPIFFEID: "spiffe://other.org/x", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"spiffe_id", "not in trust domain"}},
+		{"other trust domain", EntryRequest{SPIFFEID: "spiffe://other.org/x", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"spiffe_id", "not in the trust domain"}},
 		{"reserved path", EntryRequest{SPIFFEID: "spiffe://example.org/sigil/agent/join_token/evil", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"reserved"}},
+		{"no path", EntryRequest{SPIFFEID: "spiffe://example.org", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"spiffe_id", "needs a path"}},
+		{"parent in another trust domain", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://other.org/sigil/agent/join_token/node1", Selectors: []string{"unix:uid:1"}}, []string{"parent_id", "not in the trust domain"}},
+		{"parent is the server", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://example.org/sigil/server", Selectors: []string{"unix:uid:1"}}, []string{"parent_id", "not an agent"}},
 		{"parent not an agent", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://example.org/ns/a/sa/b", Selectors: []string{"unix:uid:1"}}, []string{"parent_id", "not an agent"}},
 		{"no selectors", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1}, []string{"selectors: at least one"}},
 		{"bad selector", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:x"}}, []string{"decimal id"}},
