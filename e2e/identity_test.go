@@ -340,13 +340,19 @@ func TestNoEntryIsPermissionDenied(t *testing.T) {
 func TestJoinTokenIsSingleUse(t *testing.T) {
 	t.Parallel()
 	m := harness.StartMesh(t)
-	token := m.Token("node1")
+	tokenFile := filepath.Join(m.Dir, "token1")
+	m.TokenFile("node1", tokenFile)
+	raw, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(raw))
 	bundle := m.BundleFile()
-	first := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token", token,
+	first := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token-file", tokenFile,
 		"--data-dir", filepath.Join(m.Dir, "a1"), "--socket", filepath.Join(m.Dir, "a1.sock"))
 	first.WaitFor(`sigil-agent running`, 30*time.Second)
 
-	second := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token", token,
+	second := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token-file", tokenFile,
 		"--data-dir", filepath.Join(m.Dir, "a2"), "--socket", filepath.Join(m.Dir, "a2.sock"))
 	if code := second.Wait(30 * time.Second); code == 0 {
 		t.Fatal("second agent with a used token ran")
@@ -355,9 +361,10 @@ func TestJoinTokenIsSingleUse(t *testing.T) {
 		t.Fatalf("second agent said: %s", second.Output())
 	}
 
-	expired := strings.TrimSpace(m.Admin("token", "generate", "--node", "node3", "--ttl", "1s"))
+	expired := filepath.Join(m.Dir, "token3")
+	m.Admin("token", "generate", "--node", "node3", "--ttl", "1s", "--output", expired)
 	time.Sleep(1100 * time.Millisecond) // the condition under test is time passing
-	third := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token", expired,
+	third := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token-file", expired,
 		"--data-dir", filepath.Join(m.Dir, "a3"), "--socket", filepath.Join(m.Dir, "a3.sock"))
 	if code := third.Wait(30 * time.Second); code == 0 || !strings.Contains(third.Output(), "join token expired") {
 		t.Fatalf("expired token: code %d, %s", code, third.Output())

@@ -292,11 +292,3 @@ func (s *Server) listEntries(r *http.Request) (any, error) {
 	}
 	return entries, err
 }
-
-func (s *Server) listAgents(r *http.Request) (any, error) {
-	agents, err := s.store.ListAgents(r.Context())
-	if agents == nil {
-		agents = []registry.Agent{}
-	}
-	return agents, err
-}

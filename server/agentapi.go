@@ -73,6 +73,7 @@ func (s *Server) callerAgent(ctx context.Context) (spiffeid.ID, error) {
 		}
 		return spiffeid.ID{}, status.Error(codes.Unavailable, err.Error())
 	}
+	s.seen.mark(id.String(), s.now())
 	return id, nil
 }
 
@@ -118,6 +119,7 @@ func (s *Server) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agent
 	if err != nil {
 		return nil, err
 	}
+	s.seen.mark(id.String(), now)
 	s.log.Info("agent attested", "agent", id.String(), "node", node)
 	return &agentv1.AttestResponse{Svid: svid, Bundle: s.bundleProto()}, nil
 }
@@ -144,7 +146,7 @@ func (s *Server) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest)
 }
 
 func (s *Server) signAgent(ctx context.Context, id spiffeid.ID, pub crypto.PublicKey, node string, attestedAt time.Time, first audit.Event, eventType string) (*agentv1.X509SVID, error) {
-	chain, err := s.ca.SignX509SVID(pub, id, s.cfg.DefaultX509TTL)
+	chain, err := s.ca.SignX509SVID(pub, id, s.cfg.AgentX509TTL)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}

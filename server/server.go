@@ -46,6 +46,7 @@ type Server struct {
 	now     func() time.Time
 
 	svid atomic.Pointer[tls.Certificate]
+	seen agentsSeen // last authenticated call of each agent
 
 	refusedMu   sync.Mutex
 	refusedSeen map[string]bool // endpoint refusals already audited
