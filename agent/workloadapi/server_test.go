@@ -19,9 +19,9 @@ import (
 type pendingIDs struct{ why error }
 
 func (p pendingIDs) Match(selector.Set) ([]cache.Identity, bool) { return nil, true }
-func (p pendingIDs) Unavailable(selector.Set) error                { return p.why }
-func (p pendingIDs) Changed() <-chan struct{}                      { return nil }
-func (p pendingIDs) Bundle() *spiffebundle.Bundle                  { return nil }
+func (p pendingIDs) Unavailable(selector.Set) error              { return p.why }
+func (p pendingIDs) Changed() <-chan struct{}                    { return nil }
+func (p pendingIDs) Bundle() *spiffebundle.Bundle                { return nil }
 func (p pendingIDs) FetchJWTSVIDs(context.Context, selector.Set, spiffeid.ID, []string) ([]cache.JWTSVID, error) {
 	return nil, p.why
 }
