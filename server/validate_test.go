@@ -108,3 +108,28 @@ func TestAllowedServices(t *testing.T) {
 		t.Fatalf("bad service name: %v", err)
 	}
 }
+
+// Which services an identity may serve by default is read from its ID by
+// the one parser: exactly spiffe://td/ns/<ns>/sa/<sa>, never a suffix of a
+// longer path.
+func TestWorkloadIDRequiresPathAllowedServices(t *testing.T) {
+	got := allowedServices([]registry.Entry{
+		{SPIFFEID: "spiffe://example.org/ns/default/sa/api"},
+		{SPIFFEID: "spiffe://example.org/evil/ns/default/sa/web"},
+		{SPIFFEID: "spiffe://example.org/other", Services: []string{"db"}},
+	})
+	for id, want := range map[string][]string{
+		"spiffe://example.org/ns/default/sa/api":      {"api"},
+		"spiffe://example.org/evil/ns/default/sa/web": nil,
+		"spiffe://example.org/other":                  {"db"},
+	} {
+		if len(got[id]) != len(want) {
+			t.Errorf("%s may serve %v, want %v", id, got[id], want)
+		}
+		for _, svc := range want {
+			if !got[id][svc] {
+				t.Errorf("%s may not serve %s", id, svc)
+			}
+		}
+	}
+}

@@ -105,6 +105,19 @@ func Workload(td spiffeid.TrustDomain, namespace, serviceAccount string) (spiffe
 	return spiffeid.FromSegments(td, "ns", namespace, "sa", serviceAccount)
 }
 
+// NamespaceServiceAccount returns the namespace and service account of a
+// workload ID of the Kubernetes form spiffe://<td>/ns/<ns>/sa/<sa>, exactly
+// (Istio's rule: no prefix, no suffix); ok is false for any other path.
+// Server (which services an identity may serve) and proxy (the policy's
+// source.namespace) read IDs through here, so they agree.
+func NamespaceServiceAccount(id spiffeid.ID) (namespace, serviceAccount string, ok bool) {
+	parts := strings.Split(id.Path(), "/")
+	if len(parts) != 5 || parts[0] != "" || parts[1] != "ns" || parts[3] != "sa" {
+		return "", "", false
+	}
+	return parts[2], parts[4], true
+}
+
 // ValidNodeName reports whether name can be a node name: a valid path
 // segment of letters, digits, '.', '-' and '_'.
 func ValidNodeName(name string) error {

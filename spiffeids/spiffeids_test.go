@@ -113,3 +113,21 @@ func FuzzParseWorkload(f *testing.F) {
 		}
 	})
 }
+
+func TestWorkloadIDRequiresPathNamespaceServiceAccount(t *testing.T) {
+	for _, tt := range []struct {
+		id, ns, sa string
+		ok         bool
+	}{
+		{"spiffe://example.org/ns/prod/sa/web", "prod", "web", true},
+		{"spiffe://example.org/evil/ns/prod/sa/api", "", "", false},
+		{"spiffe://example.org/ns/prod/sa/api/extra", "", "", false},
+		{"spiffe://example.org/ns/prod", "", "", false},
+		{"spiffe://example.org", "", "", false},
+	} {
+		ns, sa, ok := NamespaceServiceAccount(spiffeid.RequireFromString(tt.id))
+		if ns != tt.ns || sa != tt.sa || ok != tt.ok {
+			t.Errorf("%s: %q %q %v", tt.id, ns, sa, ok)
+		}
+	}
+}
