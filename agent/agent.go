@@ -105,7 +105,7 @@ type agent struct {
 	client *client
 	cache  *cache.Cache
 	relay  *relay.Relay
-	tokens *tokens
+	tokens tokenSource
 	health *health
 	// evicted is set when the server refuses this agent; renewWake wakes
 	// renewLoop for it, and reattested wakes syncLoop after a re-attestation.

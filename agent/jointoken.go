@@ -65,6 +65,24 @@ func readToken(r io.Reader, name string) (string, error) {
 // errNoToken means no join token that has not been tried is at hand.
 var errNoToken = errors.New("agent: no new join token")
 
+// tokenSource is where the agent gets what it attests with, at start and
+// again to re-attest when its SVID has expired or been refused. Join tokens
+// (tokens) are the one source today. It is the seam for Kubernetes: a
+// projected service-account token source (PSAT) re-reads the token the
+// kubelet refreshes, so a node re-attests with no person involved.
+type tokenSource interface {
+	// next returns a token not yet spent, errNoToken if there is none
+	// now, or an error that names what is wrong with the source.
+	next() (string, error)
+	// spent marks a token the server took or refused: never offered again.
+	spent(token string)
+	// where says where new tokens come from, for the operator; "" when
+	// none can come after start (a restart with a new token is needed).
+	where() string
+}
+
+var _ tokenSource = (*tokens)(nil)
+
 // tokens hands out join tokens to attest with: the one given at start
 // (flag or stdin), then, for re-attestation, whatever --join-token-file
 // holds each time it holds a token not tried before. A token is offered
@@ -96,9 +114,8 @@ func newTokens(flag, file string, stdin io.Reader) (*tokens, error) {
 	return t, nil
 }
 
-// canReread reports whether tokens can bring new tokens after start, which
-// is what unattended re-attestation needs.
-func (t *tokens) canReread() bool { return t.file != "" }
+// where names the token file, the one place new tokens can come from.
+func (t *tokens) where() string { return t.file }
 
 // next returns a token not yet refused, or errNoToken; an unreadable or
 // unsafe file is an error that names it.

@@ -65,7 +65,7 @@ func TestJoinTokenFileReread(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !toks.canReread() {
+	if toks.where() != path {
 		t.Fatal("a token file must be re-readable")
 	}
 	if _, err := toks.next(); !errors.Is(err, errNoToken) {
@@ -94,8 +94,8 @@ func TestJoinTokenFileReread(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tok, _ := stdin.next(); tok != "from-stdin" || stdin.canReread() {
-		t.Fatalf("stdin token %q, re-readable %v", tok, stdin.canReread())
+	if tok, _ := stdin.next(); tok != "from-stdin" || stdin.where() != "" {
+		t.Fatalf("stdin token %q, re-read from %q", tok, stdin.where())
 	}
 	if _, err := newTokens("", StdinTokenFile, strings.NewReader("")); err == nil {
 		t.Fatal("empty stdin accepted")

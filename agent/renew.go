@@ -102,17 +102,17 @@ func (a *agent) reattest(ctx context.Context) bool {
 	a.cache.SetBlocked(errors.New(reason + "; the node must re-attest with a new join token"))
 	token, err := a.tokens.next()
 	switch {
-	case errors.Is(err, errNoToken) && !a.tokens.canReread():
+	case errors.Is(err, errNoToken) && a.tokens.where() == "":
 		a.health.set(state, reason+"; no --join-token-file to take a new join token from, so only a restart with a new token brings the node back")
 		return false
 	case errors.Is(err, errNoToken):
-		a.health.set(state, reason+"; waiting for a new join token in "+a.tokens.file)
+		a.health.set(state, reason+"; waiting for a new join token in "+a.tokens.where())
 		return false
 	case err != nil:
 		a.health.set(state, reason+"; "+err.Error())
 		return false
 	}
-	a.health.set(state, reason+"; re-attesting with the join token from "+a.tokens.file)
+	a.health.set(state, reason+"; re-attesting with a join token not tried before")
 	callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	svid, bundle, err := a.client.attest(callCtx, token)
 	cancel()
@@ -122,7 +122,7 @@ func (a *agent) reattest(ctx context.Context) bool {
 			// Single use: a refused token is never sent again.
 			a.tokens.spent(token)
 			a.health.reattestations.WithLabelValues("refused").Inc()
-			a.log.Error("re-attestation refused; write a new join token", "file", a.tokens.file, "error", err)
+			a.log.Error("re-attestation refused; write a new join token", "file", a.tokens.where(), "error", err)
 		default:
 			a.health.reattestations.WithLabelValues("failed").Inc()
 			a.log.Warn("re-attestation failed; retrying", "error", err)
