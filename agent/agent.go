@@ -327,6 +327,7 @@ func (a *agent) applyBundle(p *agentv1.Bundle) error {
 func (a *agent) syncLoop(ctx context.Context) {
 	var b backoff.Backoff
 	for ctx.Err() == nil {
+		used := a.svid.Load()
 		got, err := a.syncOnce(ctx)
 		if ctx.Err() != nil {
 			return
@@ -334,7 +335,9 @@ func (a *agent) syncLoop(ctx context.Context) {
 		if got {
 			b.Reset()
 		}
-		if status.Code(err) == codes.PermissionDenied {
+		// A refusal of an SVID since replaced (a re-attestation raced this
+		// stream) says nothing about the agent now.
+		if status.Code(err) == codes.PermissionDenied && a.svid.Load() == used {
 			// The server no longer knows this agent (evicted): its workloads
 			// keep nothing it holds. Fail closed; only a new attestation
 			// brings identities back.

@@ -147,7 +147,9 @@ func (a *agent) adoptReattested(svid *x509svid.SVID, bundle *agentv1.Bundle) boo
 	if svid.ID != prev {
 		a.log.Warn("re-attested under another agent ID: this node now gets the entries of the new one", "previous_agent_id", prev.String(), "agent_id", svid.ID.String())
 	}
-	a.evicted.Store(false)
+	if a.evicted.Swap(false) {
+		a.cache.Unsynced() // the eviction dropped the entries; the next sync brings them
+	}
 	a.cache.SetBlocked(nil)
 	a.health.reattestations.WithLabelValues("ok").Inc()
 	a.health.set(StateOK, "")

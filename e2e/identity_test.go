@@ -527,4 +527,12 @@ func TestAgentEvictCutsOffTheNode(t *testing.T) {
 	if _, err := harness.Run(t, "sigil-server", "agent", "evict", "--spiffe-id", harness.AgentID("node1"), "--data-dir", m.DataDir); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("second evict: %v", err)
 	}
+	// A new join token in the agent's token file brings the node back,
+	// without restarting the agent.
+	m.TokenFile("node1", a.TokenFile)
+	a.WaitFor(`"msg":"node re-attested"`, 20*time.Second)
+	svid, err := client(t, a.Socket).FetchX509SVID(ctxT(t, 20*time.Second))
+	if err != nil || svid.ID != webID() {
+		t.Fatalf("fetch after re-attestation: %v %v", svid, err)
+	}
 }

@@ -270,6 +270,16 @@ func (c *Cache) SetBlocked(reason error) {
 	}
 }
 
+// Unsynced forgets that the node's entries are known, as after a
+// re-attestation that follows an eviction (which dropped them): until the
+// server's next snapshot arrives, a caller waits for it, bounded, rather
+// than being told it has no identity.
+func (c *Cache) Unsynced() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.synced = false
+}
+
 // Unavailable says why a workload with these selectors cannot be given an
 // X.509-SVID now, or nil when it can, or soon will (its first SVID is being
 // signed). Call it when Match reports pending identities: an expired SVID,
