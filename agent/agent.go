@@ -33,6 +33,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -359,7 +360,10 @@ func (a *agent) syncOnce(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	stream, err := api.Sync(ctx, &agentv1.SyncRequest{})
+	// Wait for the channel rather than fail while it reconnects: the
+	// stream opens the moment the server is back (the channel retries on
+	// the backoff schedule), not at this loop's next turn.
+	stream, err := api.Sync(ctx, &agentv1.SyncRequest{}, grpc.WaitForReady(true))
 	if err != nil {
 		return false, err
 	}

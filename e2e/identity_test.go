@@ -292,6 +292,9 @@ func TestServerRestartDoesNotInterruptWorkloads(t *testing.T) {
 	}
 
 	m.StartServer()
+	// The agent is back on its Sync stream within seconds (its reconnects
+	// are capped at 5 s; gRPC's default backoff had it wait up to 35 s).
+	m.Server.WaitFor(`"msg":"agent connected"`, 10*time.Second)
 	// Renewals continue: two more SVIDs after the restart, none expired.
 	restarted := time.Now()
 	seen := map[string]bool{}
