@@ -129,8 +129,10 @@ var errNoIdentity = status.Error(codes.PermissionDenied, "no identity issued")
 // (Unavailable is the code Workload API clients retry on); an SVID merely
 // being signed is waited for, up to firstSVIDWait. Later, an open stream
 // waits quietly for the next SVIDs: the client keeps the ones it holds and
-// gets the new ones the moment the agent has them.
-func (h *Handler) waitMatch(ctx context.Context, sels selector.Set, first bool) ([]cache.Identity, error) {
+// gets the new ones the moment the agent has them. A caller that wants
+// only bundles (!svid) is served once it is known to have an entry, SVID
+// or not.
+func (h *Handler) waitMatch(ctx context.Context, sels selector.Set, first, svid bool) ([]cache.Identity, error) {
 	var deadline <-chan time.Time
 	if first {
 		t := time.NewTimer(h.firstSVIDWait)
@@ -146,8 +148,11 @@ func (h *Handler) waitMatch(ctx context.Context, sels selector.Set, first bool) 
 		if !pending {
 			return nil, errNoIdentity
 		}
-		if first {
+		if first || !svid {
 			if err := h.ids.Unavailable(sels); err != nil {
+				if !svid {
+					return nil, nil
+				}
 				return nil, status.Error(codes.Unavailable, err.Error())
 			}
 		}
@@ -174,7 +179,7 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 	var lastBundle *spiffebundle.Bundle
 	for {
 		changed := h.ids.Changed()
-		ids, err := h.waitMatch(ctx, sels, last == nil)
+		ids, err := h.waitMatch(ctx, sels, last == nil, true)
 		if err != nil {
 			if status.Code(err) == codes.PermissionDenied {
 				h.log.Info("workload has no identity", "pid", info.PID, "uid", info.UID)
@@ -266,7 +271,7 @@ func (h *Handler) streamBundles(ctx context.Context, send func(*spiffebundle.Bun
 	var last *spiffebundle.Bundle
 	for {
 		changed := h.ids.Changed()
-		if _, err := h.waitMatch(ctx, sels, last == nil); err != nil {
+		if _, err := h.waitMatch(ctx, sels, last == nil, false); err != nil {
 			return err
 		}
 		if b := h.ids.Bundle(); b != last {

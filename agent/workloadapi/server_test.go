@@ -45,7 +45,7 @@ func TestAgentRecoversAfterLongOutageFetchFailsFast(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 			defer cancel()
 			start := time.Now()
-			_, err := h.waitMatch(ctx, selector.NewSet(), tt.first)
+			_, err := h.waitMatch(ctx, selector.NewSet(), tt.first, true)
 			if took := time.Since(start); took > tt.maxTime {
 				t.Fatalf("took %s", took)
 			}
@@ -54,6 +54,12 @@ func TestAgentRecoversAfterLongOutageFetchFailsFast(t *testing.T) {
 			}
 			if tt.why != nil && tt.first && status.Convert(err).Message() != tt.why.Error() {
 				t.Fatalf("message %q does not give the reason %q", status.Convert(err).Message(), tt.why)
+			}
+			if tt.why != nil && tt.first {
+				// Bundles are the caller's with an entry, SVID or not.
+				if _, err := h.waitMatch(ctx, selector.NewSet(), true, false); err != nil {
+					t.Fatalf("bundles refused: %v", err)
+				}
 			}
 		})
 	}
