@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"strings"
 	"sync"
+
+	"github.com/sigil-mesh/sigil/privatefile"
 )
 
 // maxTokenFile bounds what is read from a join token file or stdin; a
@@ -20,27 +21,15 @@ const maxTokenFile = 4 << 10
 // standard input, once, at start.
 const StdinTokenFile = "-"
 
-// readJoinTokenFile reads a join token from path. The file must be a
-// regular file that neither group nor others may read (a token is a
-// credential: whoever reads it first becomes the node), as ssh refuses a
-// private key other users can read.
+// readJoinTokenFile reads a join token from path: a regular file that
+// neither group nor others may read (a token is a credential: whoever
+// reads it first becomes the node).
 func readJoinTokenFile(path string) (string, error) {
-	f, err := os.Open(path)
+	data, err := privatefile.Read(path, maxTokenFile)
 	if err != nil {
 		return "", fmt.Errorf("agent: --join-token-file: %w", err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "", fmt.Errorf("agent: --join-token-file: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("agent: --join-token-file %s: not a regular file (%s)", path, st.Mode().Type())
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("agent: --join-token-file %s: mode %04o lets group or others read the token; chmod 600 it (and use a fresh token: this one may have been read)", path, perm)
-	}
-	return readToken(f, path)
+	return readToken(bytes.NewReader(data), path)
 }
 
 // readToken reads one token: the content, trimmed of surrounding space.

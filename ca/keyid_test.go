@@ -3,9 +3,15 @@ package ca
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,5 +134,28 @@ func TestWorkloadIDRequiresPathAtCA(t *testing.T) {
 	c := newTestCA(t, &fakeClock{t: time.Now()}, &memState{}, t.TempDir())
 	if _, err := c.SignX509SVID(newKey(t).Public(), td.ID(), time.Hour); err == nil {
 		t.Fatal("signed an SVID for the bare trust domain ID")
+	}
+}
+
+// The upstream CA's key is a credential like a join token: a key file
+// others may read is refused, naming file and mode.
+func TestJoinTokenNotInArgvUpstreamKeyMode(t *testing.T) {
+	key := newKey(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "up"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "up.pem"), filepath.Join(dir, "up.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: mustPKCS8(t, key)}), 0o600)
+	if _, err := LoadUpstream(certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(keyFile, 0o644)
+	if _, err := LoadUpstream(certFile, keyFile); err == nil || !strings.Contains(err.Error(), keyFile) || !strings.Contains(err.Error(), "0644") {
+		t.Fatalf("a world-readable upstream key: %v", err)
 	}
 }
