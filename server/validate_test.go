@@ -73,14 +73,16 @@ func TestConfigValidateNamesEveryFlag(t *testing.T) {
 func FuzzValidateEntry(f *testing.F) {
 	f.Add("spiffe://example.org/ns/a/sa/b", agent1, "unix:uid:1", int64(3600))
 	f.Add("spiffe://example.org/sigil/x", "spiffe://example.org/sigil/agent/a/b", "k8s:ns:x", int64(0))
+	f.Add("spiffe://example.org", agent1, "unix:uid:1", int64(0))
 	f.Fuzz(func(t *testing.T, id, parent, sel string, ttl int64) {
 		e, err := ValidateEntry(td, EntryRequest{SPIFFEID: id, ParentID: parent, Selectors: []string{sel}, X509TTL: time.Duration(ttl)})
 		if err != nil {
 			return
 		}
-		// Whatever passes is in the trust domain, under an agent, and not reserved.
+		// Whatever passes is in the trust domain, has a path, is under an
+		// agent, and is not reserved.
 		got, perr := spiffeid.FromString(e.SPIFFEID)
-		if perr != nil || !got.MemberOf(td) || strings.HasPrefix(got.Path(), "/sigil/") {
+		if perr != nil || !got.MemberOf(td) || got.Path() == "" || strings.HasPrefix(got.Path()+"/", "/sigil/") {
 			t.Fatalf("accepted %q", e.SPIFFEID)
 		}
 		if !strings.HasPrefix(e.ParentID, "spiffe://example.org/sigil/agent/") || len(e.Selectors) == 0 {
