@@ -188,7 +188,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer cancel()
 	serveErr := make(chan error, 1)
 	wg.Add(5)
-	go func() { defer wg.Done(); a.relay.Report(runCtx, reportEvery, a.client.ReportProxies) }()
+	go func() { defer wg.Done(); a.relay.Report(runCtx, reportEvery, a.reportProxies) }()
 	go func() { defer wg.Done(); serveErr <- srv.Serve(lis) }()
 	go func() { defer wg.Done(); a.cache.Run(runCtx) }()
 	go func() { defer wg.Done(); a.syncLoop(runCtx) }()
@@ -234,6 +234,16 @@ func (a *agent) loadTrust() error {
 	}
 	a.bundle.Store(b)
 	return nil
+}
+
+// reportProxies sends the node's sidecars to the server; its success every
+// reportEvery is the heartbeat behind sigil_agent_server_contact_age_seconds.
+func (a *agent) reportProxies(ctx context.Context, proxies []*agentv1.Proxy) error {
+	err := a.client.ReportProxies(ctx, proxies)
+	if err == nil {
+		a.health.contact()
+	}
+	return err
 }
 
 // svidNotAfter is when the agent SVID expires (zero before there is one).
