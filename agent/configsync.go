@@ -18,7 +18,10 @@ import (
 // identity stream; 64 MiB holds about 250,000.
 const maxSyncMessage = 64 << 20
 
-var syncCallOptions = []grpc.CallOption{grpc.MaxCallRecvMsgSize(maxSyncMessage)}
+// The Sync stream waits for the channel rather than fail while it
+// reconnects: it opens the moment the server is back (the channel retries
+// on the backoff schedule), not at the sync loop's next turn.
+var syncCallOptions = []grpc.CallOption{grpc.MaxCallRecvMsgSize(maxSyncMessage), grpc.WaitForReady(true)}
 
 // configLoop follows the server's StreamConfig, apart from Sync: entries
 // and bundles keep flowing whatever happens to configuration. It

@@ -462,8 +462,17 @@ func (c *CA) signCA(subject pkix.Name, notBefore, notAfter time.Time, key crypto
 	// SPIFFE: a signing certificate names its trust domain.
 	cert.URIs = x509util.MultiURL{c.cfg.TrustDomain.ID().URL()}
 	x509Tmpl := cert.GetCertificate()
+	// Key identifiers (RFC 5280 §4.2.1.1-2): an SKI on every CA
+	// certificate, and an AKI naming the issuer's on every one that is not
+	// self-signed, so a chain can be built across rotations by key.
+	if x509Tmpl.SubjectKeyId, err = keyID(key.Public()); err != nil {
+		return nil, err
+	}
 	if parent == nil {
 		parent, parentSigner = x509Tmpl, key
+		x509Tmpl.AuthorityKeyId = nil
+	} else if x509Tmpl.AuthorityKeyId, err = authorityKeyID(parent); err != nil {
+		return nil, err
 	}
 	out, err := x509util.CreateCertificate(x509Tmpl, parent, key.Public(), parentSigner)
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/sigil-mesh/sigil/pathnorm"
+	"github.com/sigil-mesh/sigil/spiffeids"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Input is the document every decision is made on (DESIGN.md, Policy). Its
@@ -65,17 +67,12 @@ const (
 )
 
 // PeerFromID fills namespace and service account from an ID of the form
-// spiffe://td/ns/<ns>/sa/<sa>; other IDs leave them empty.
+// spiffe://td/ns/<ns>/sa/<sa> (spiffeids.NamespaceServiceAccount); other
+// IDs leave them empty.
 func PeerFromID(id string) Peer {
 	p := Peer{Principal: id}
-	rest, ok := strings.CutPrefix(id, "spiffe://")
-	if !ok {
-		return p
-	}
-	_, path, _ := strings.Cut(rest, "/")
-	parts := strings.Split(path, "/")
-	if len(parts) == 4 && parts[0] == "ns" && parts[2] == "sa" {
-		p.Namespace, p.ServiceAccount = parts[1], parts[3]
+	if parsed, err := spiffeid.FromString(id); err == nil {
+		p.Namespace, p.ServiceAccount, _ = spiffeids.NamespaceServiceAccount(parsed)
 	}
 	return p
 }

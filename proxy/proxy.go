@@ -277,6 +277,8 @@ func (p *Proxy) adminHandler() http.Handler {
 		var missing []string
 		if p.id == nil {
 			missing = append(missing, "svid")
+		} else if why := p.id.notReady(time.Now()); why != "" {
+			missing = append(missing, why)
 		}
 		if p.policy == nil || !p.policy.Loaded() {
 			missing = append(missing, "policy")

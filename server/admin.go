@@ -168,24 +168,18 @@ func (s *Server) createToken(r *http.Request) (any, error) {
 }
 
 // ValidateEntry checks an entry request and returns the entry it asks for;
-// every problem is named by its field.
+// every problem is named by its field. The SPIFFE ID must be a workload ID
+// of the trust domain with a path, outside /sigil/ (spiffeids.ParseWorkload),
+// and the parent an agent ID of the trust domain (spiffeids.ParseAgent).
 func ValidateEntry(td spiffeid.TrustDomain, req EntryRequest) (registry.Entry, error) {
 	var errs []error
-	id, err := spiffeid.FromString(req.SPIFFEID)
-	switch {
-	case err != nil:
-		errs = append(errs, fmt.Errorf("spiffe_id %q: %w", req.SPIFFEID, err))
-	case !id.MemberOf(td):
-		errs = append(errs, fmt.Errorf("spiffe_id %s: not in trust domain %s", id, td))
-	case spiffeids.IsReserved(id):
-		errs = append(errs, fmt.Errorf("spiffe_id %s: paths under %s are reserved for Sigil", id, spiffeids.AgentPathPrefix))
+	id, err := spiffeids.ParseWorkload(td, req.SPIFFEID)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("spiffe_id: %w", err))
 	}
-	parent, err := spiffeid.FromString(req.ParentID)
-	switch {
-	case err != nil:
-		errs = append(errs, fmt.Errorf("parent_id %q: %w", req.ParentID, err))
-	case !spiffeids.IsAgent(td, parent):
-		errs = append(errs, fmt.Errorf("parent_id %s: not an agent of %s (want spiffe://%s/sigil/agent/<attestor>/<node>)", parent, td, td))
+	parent, err := spiffeids.ParseAgent(td, req.ParentID)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("parent_id: %w", err))
 	}
 	if len(req.Selectors) == 0 {
 		errs = append(errs, errors.New("selectors: at least one is required"))
@@ -302,12 +296,4 @@ func (s *Server) listEntries(r *http.Request) (any, error) {
 		entries = []registry.Entry{}
 	}
 	return entries, err
-}
-
-func (s *Server) listAgents(r *http.Request) (any, error) {
-	agents, err := s.store.ListAgents(r.Context())
-	if agents == nil {
-		agents = []registry.Agent{}
-	}
-	return agents, err
 }

@@ -125,8 +125,8 @@ func (c *AdminClient) DeleteEntry(ctx context.Context, id string) (registry.Entr
 }
 
 // ListAgents lists attested agents.
-func (c *AdminClient) ListAgents(ctx context.Context) ([]registry.Agent, error) {
-	var out []registry.Agent
+func (c *AdminClient) ListAgents(ctx context.Context) ([]AgentStatus, error) {
+	var out []AgentStatus
 	err := c.do(ctx, http.MethodGet, "/v1/agents", nil, &out)
 	return out, err
 }

@@ -74,6 +74,7 @@ func (s *Server) callerAgent(ctx context.Context) (spiffeid.ID, error) {
 		}
 		return spiffeid.ID{}, status.Error(codes.Unavailable, err.Error())
 	}
+	s.seen.mark(id.String(), s.now())
 	return id, nil
 }
 
@@ -119,6 +120,7 @@ func (s *Server) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agent
 	if err != nil {
 		return nil, err
 	}
+	s.seen.mark(id.String(), now)
 	s.log.Info("agent attested", "agent", id.String(), "node", node)
 	return &agentv1.AttestResponse{Svid: svid, Bundle: s.bundleProto()}, nil
 }
@@ -145,7 +147,7 @@ func (s *Server) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest)
 }
 
 func (s *Server) signAgent(ctx context.Context, id spiffeid.ID, pub crypto.PublicKey, node string, attestedAt time.Time, first audit.Event, eventType string) (*agentv1.X509SVID, error) {
-	chain, err := s.ca.SignX509SVID(pub, id, s.cfg.DefaultX509TTL)
+	chain, err := s.ca.SignX509SVID(pub, id, s.cfg.AgentX509TTL)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -267,9 +269,11 @@ func (s *Server) signEntry(entries map[string]registry.Entry, agent spiffeid.ID,
 	if err != nil {
 		return nil, spiffeid.ID{}, status.Error(codes.InvalidArgument, err.Error())
 	}
-	id, err := spiffeid.FromString(e.SPIFFEID)
+	// Entries stored before a rule existed are checked again: what the
+	// rules refuse is never signed.
+	id, err := spiffeids.ParseWorkload(s.cfg.td, e.SPIFFEID)
 	if err != nil {
-		return nil, spiffeid.ID{}, status.Error(codes.Internal, err.Error())
+		return nil, spiffeid.ID{}, status.Errorf(codes.FailedPrecondition, "entry %s: %v", e.ID, err)
 	}
 	ttl := e.X509TTL
 	if ttl == 0 {
@@ -292,9 +296,9 @@ func (s *Server) NewJWTSVID(ctx context.Context, req *agentv1.NewJWTSVIDRequest)
 	if err != nil {
 		return nil, err
 	}
-	id, err := spiffeid.FromString(e.SPIFFEID)
+	id, err := spiffeids.ParseWorkload(s.cfg.td, e.SPIFFEID)
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, status.Errorf(codes.FailedPrecondition, "entry %s: %v", e.ID, err)
 	}
 	ttl := e.JWTTTL
 	if ttl == 0 {

@@ -17,12 +17,16 @@ type Config struct {
 	TrustDomain    string
 	Bind           string
 	DefaultX509TTL time.Duration
-	DefaultJWTTTL  time.Duration
-	CATTL          time.Duration
-	RootTTL        time.Duration
-	UpstreamCert   string
-	UpstreamKey    string
-	KMS            string
+	// AgentX509TTL is the life of agents' own SVIDs (SPIRE's agent_ttl);
+	// 0 means DefaultX509TTL. An agent cut off from the server for longer
+	// must re-attest.
+	AgentX509TTL  time.Duration
+	DefaultJWTTTL time.Duration
+	CATTL         time.Duration
+	RootTTL       time.Duration
+	UpstreamCert  string
+	UpstreamKey   string
+	KMS           string
 	// MaxResourceBytes bounds one configuration resource's encoded size
 	// (--max-resource-bytes); MaxConfigBytes bounds them all together
 	// (--max-config-bytes). Zero takes the default.
@@ -66,6 +70,12 @@ func (c Config) Validate() (*checked, error) {
 	}
 	if c.DefaultX509TTL < MinSVIDTTL {
 		errs = append(errs, fmt.Errorf("--default-x509-ttl %s: must be at least %s", c.DefaultX509TTL, MinSVIDTTL))
+	}
+	if out.AgentX509TTL == 0 {
+		out.AgentX509TTL = c.DefaultX509TTL
+	}
+	if out.AgentX509TTL < MinSVIDTTL || out.AgentX509TTL > MaxSVIDTTL {
+		errs = append(errs, fmt.Errorf("--agent-x509-ttl %s: must be between %s and %s", out.AgentX509TTL, MinSVIDTTL, MaxSVIDTTL))
 	}
 	if c.DefaultJWTTTL < MinSVIDTTL {
 		errs = append(errs, fmt.Errorf("--default-jwt-ttl %s: must be at least %s", c.DefaultJWTTTL, MinSVIDTTL))

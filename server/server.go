@@ -46,6 +46,7 @@ type Server struct {
 	now     func() time.Time
 
 	svid atomic.Pointer[tls.Certificate]
+	seen agentsSeen // last authenticated call of each agent
 
 	config configIndex // the stored configuration, parsed; see configindex.go
 

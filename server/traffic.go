@@ -12,7 +12,9 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/spiffeids"
 	"github.com/sigil-mesh/sigil/traffic"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -69,9 +71,10 @@ func allowedServices(entries []registry.Entry) map[string]map[string]bool {
 			set[svc] = true
 		}
 		if len(e.Services) == 0 {
-			parts := strings.Split(e.SPIFFEID, "/")
-			if n := len(parts); n >= 4 && parts[n-2] == "sa" && parts[n-4] == "ns" {
-				set[parts[n-1]] = true
+			if id, err := spiffeid.FromString(e.SPIFFEID); err == nil {
+				if _, sa, ok := spiffeids.NamespaceServiceAccount(id); ok {
+					set[sa] = true
+				}
 			}
 		}
 	}

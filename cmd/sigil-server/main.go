@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/sigil-mesh/sigil/atomicfile"
 	"github.com/sigil-mesh/sigil/cmd/internal/logflag"
 	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
 	"github.com/sigil-mesh/sigil/registry"
@@ -47,6 +48,7 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.TrustDomain, "trust-domain", "", "trust domain, fixed at first start, such as example.org (required)")
 	f.StringVar(&cfg.Bind, "bind", server.DefaultBind, "HOST:PORT of the agent API")
 	f.DurationVar(&cfg.DefaultX509TTL, "default-x509-ttl", server.DefaultX509TTL, "X.509-SVID lifetime when an entry sets none")
+	f.DurationVar(&cfg.AgentX509TTL, "agent-x509-ttl", 0, "lifetime of agents' own X.509-SVIDs (default: --default-x509-ttl); an agent cut off from the server longer than this must re-attest")
 	f.DurationVar(&cfg.DefaultJWTTTL, "default-jwt-ttl", server.DefaultJWTTTL, "JWT-SVID lifetime when an entry sets none")
 	f.DurationVar(&cfg.CATTL, "ca-ttl", 0, "lifetime of the signing intermediate and JWT key (default 24h)")
 	f.DurationVar(&cfg.RootTTL, "root-ttl", 0, "lifetime of a root made by the server (default 8760h)")
@@ -101,7 +103,7 @@ func newBundle() *cobra.Command {
 func newToken() *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Join tokens"}
 	var a adminFlags
-	var node string
+	var node, output string
 	var ttl time.Duration
 	gen := &cobra.Command{
 		Use: "generate", Short: "Print a single-use join token for a node", Args: cobra.NoArgs,
@@ -117,6 +119,15 @@ func newToken() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if output != "" {
+				// 0600 from the first byte, replaced whole: an agent
+				// re-reading the file never sees half a token.
+				if err := atomicfile.Write(output, []byte(t.Token+"\n"), 0o600); err != nil {
+					return fmt.Errorf("--output %s: %w", output, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Join token for node %s written to %s (mode 0600), valid until %s\n", t.Node, output, t.ExpiresAt.UTC().Format(time.RFC3339))
+				return nil
+			}
 			// The token alone on stdout, so scripts can take it as it is.
 			fmt.Fprintln(cmd.OutOrStdout(), t.Token)
 			return nil
@@ -125,6 +136,7 @@ func newToken() *cobra.Command {
 	a.register(gen)
 	gen.Flags().StringVar(&node, "node", "", "node name; the agent's ID will be spiffe://<td>/sigil/agent/join_token/<node> (required)")
 	gen.Flags().DurationVar(&ttl, "ttl", 10*time.Minute, "how long the token may be used")
+	gen.Flags().StringVar(&output, "output", "", "write the token to this file (mode 0600, replaced atomically) instead of stdout: the agent's --join-token-file")
 	cmd.AddCommand(gen)
 	return cmd
 }
@@ -255,7 +267,14 @@ func newAgent() *cobra.Command {
 				return err
 			}
 			for _, ag := range agents {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s  node=%s  svid_expires=%s\n", ag.SPIFFEID, ag.Node, ag.ExpiresAt.UTC().Format(time.RFC3339))
+				seen := "never"
+				if ag.LastSeen != nil {
+					seen = ag.LastSeen.UTC().Format(time.RFC3339)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s  node=%s  svid_expires=%s  state=%s  last_seen=%s\n", ag.SPIFFEID, ag.Node, ag.ExpiresAt.UTC().Format(time.RFC3339), ag.State, seen)
+				if ag.State == server.AgentExpired {
+					fmt.Fprintf(cmd.OutOrStdout(), "  the agent's SVID has expired: it must re-attest; write a new token (sigil-server token generate --node %s --output FILE) to its --join-token-file\n", ag.Node)
+				}
 			}
 			return nil
 		},
