@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
-	"time"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/api/configdelta"
+	"github.com/sigil-mesh/sigil/backoff"
 	"google.golang.org/grpc"
 )
 
@@ -25,25 +24,21 @@ var syncCallOptions = []grpc.CallOption{grpc.MaxCallRecvMsgSize(maxSyncMessage),
 
 // configLoop follows the server's StreamConfig, apart from Sync: entries
 // and bundles keep flowing whatever happens to configuration. It
-// reconnects with jittered exponential backoff, like syncLoop.
+// reconnects on the backoff schedule, like syncLoop.
 func (a *agent) configLoop(ctx context.Context) {
-	backoff := 500 * time.Millisecond
+	var b backoff.Backoff
 	for ctx.Err() == nil {
 		got, err := a.configOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if got {
-			backoff = 500 * time.Millisecond
+			b.Reset()
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		a.log.Warn("config stream ended; sidecars keep the last configuration; reconnecting", "error", err, "retry_in", wait.String())
-		select {
-		case <-ctx.Done():
+		a.log.Warn("config stream ended; sidecars keep the last configuration; reconnecting", "error", err)
+		if !b.Wait(ctx, nil) {
 			return
-		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
