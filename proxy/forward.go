@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/traffic"
 	"go.opentelemetry.io/otel/trace"
@@ -42,29 +43,39 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &statusRecorder{ResponseWriter: w}
-	svc := serviceOf(r)
 	proto := protocolOf(r)
+	svc, err := o.serviceOf(r)
+	if err != nil {
+		// A fixed label: the caller's host must not mint metric series.
+		refuseName(rec, r, err)
+		o.p.observe("outbound", o.p.id.id.String(), unknownService, r, rec.status(), proto, start, "")
+		return
+	}
 	if o.p.trace != nil {
-		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", svc)
+		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", svc.Name)
 		defer func() { o.p.trace.end(span, rec.status(), "") }()
 	}
 	o.route(rec, r, svc)
-	o.p.observe("outbound", o.p.id.id.String(), svc, r, rec.status(), proto, start, "")
+	o.p.observe("outbound", o.p.id.id.String(), svc.Name, r, rec.status(), proto, start, "")
 }
 
-func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
+// unknownService is the destination label of requests for no mesh service.
+const unknownService = "unknown"
+
+func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service) {
 	st := o.state.Load()
 	// The app may not claim an identity; the receiving sidecar sets it.
 	delete(r.Header, xfccName)
-	m, ok := st.table.Match(svc, r, o.p.cfg.labels)
-	if !ok && len(st.byService[svc]) == 0 && !st.table.HasRoutes(svc) {
+	key := svc.String()
+	m, ok := st.table.Match(key, r, o.p.cfg.labels)
+	if !ok && len(st.byService[svc]) == 0 && !st.table.HasRoutes(key) {
 		// Fail closed: only services of the mesh are reachable through it.
-		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+svc)
+		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+key)
 		return
 	}
 	if !ok {
-		if st.table.HasRoutes(svc) {
-			writeError(w, r, http.StatusNotFound, "sigil: no route of "+svc+" matches")
+		if st.table.HasRoutes(key) {
+			writeError(w, r, http.StatusNotFound, "sigil: no route of "+key+" matches")
 			return
 		}
 		// No VirtualService: every endpoint of the service, Istio's default
@@ -72,7 +83,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
 		m = traffic.Matched{Route: defaultRoute(svc)}
 	}
 	if m.AbortPct > 0 && rand.Float64()*100 < m.AbortPct {
-		o.abort(w, r, m.Route)
+		o.abort(w, r, svc, m.Route)
 		return
 	}
 	if m.Delay > 0 && rand.Float64()*100 < m.DelayPct {
@@ -92,7 +103,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
 	rewrite(r, m)
 	applyHeaders(r.Header, m.Headers, true)
 	applyHeaders(r.Header, dest.Headers, true)
-	c := o.cluster(st, dest.Service, dest.Subset)
+	c := o.cluster(st, naming.Service{Name: dest.Service, Namespace: dest.Namespace}, dest.Subset)
 	if c == nil || len(c.eps) == 0 {
 		writeError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Service+subsetSuffix(dest.Subset))
 		return
@@ -107,7 +118,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
 	// and the mirror, which only read them.
 	stripRequestHopHeaders(r.Header)
 	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
-		o.mirror(st, r, body, replay, m.Mirror)
+		o.mirror(st, r, body, replay, m.MirrorTo, m.Mirror)
 	}
 	resp, release, err := o.send(r, body, replay, c, m.Route)
 	if err != nil {
@@ -137,24 +148,24 @@ func subsetSuffix(s string) string {
 	return "/" + s
 }
 
-var defaultRoutes sync.Map // service → *traffic.Route
+var defaultRoutes sync.Map // naming.Service → *traffic.Route
 
 // defaultRoute is the route of a service no VirtualService covers.
-func defaultRoute(svc string) *traffic.Route {
+func defaultRoute(svc naming.Service) *traffic.Route {
 	if rt, ok := defaultRoutes.Load(svc); ok {
 		return rt.(*traffic.Route)
 	}
-	rt := traffic.Compile(0, []traffic.Resource{{Kind: traffic.KindVirtualService, Namespace: "sigil", Name: "default", VS: &traffic.VirtualService{
-		Spec: traffic.VirtualServiceSpec{Hosts: []string{svc}, HTTP: []traffic.HTTPRoute{{Route: []traffic.HTTPRouteDestination{{Destination: traffic.Destination{Host: svc}}}}}},
+	rt := traffic.Compile(0, []traffic.Resource{{Kind: traffic.KindVirtualService, Namespace: svc.Namespace, Name: "default", VS: &traffic.VirtualService{
+		Spec: traffic.VirtualServiceSpec{Hosts: []string{svc.Name}, HTTP: []traffic.HTTPRoute{{Route: []traffic.HTTPRouteDestination{{Destination: traffic.Destination{Host: svc.Name}}}}}},
 	}}})
-	m, _ := rt.Match(svc, &http.Request{URL: &url.URL{Path: "/"}, Header: http.Header{}}, nil)
+	m, _ := rt.Match(svc.String(), &http.Request{URL: &url.URL{Path: "/"}, Header: http.Header{}}, nil)
 	defaultRoutes.Store(svc, m.Route)
 	return m.Route
 }
 
 // abort answers with the fault's status, in the caller's protocol.
-func (o *outbound) abort(w http.ResponseWriter, r *http.Request, rt *traffic.Route) {
-	o.p.metrics.faults.WithLabelValues(serviceOf(r), "abort").Inc()
+func (o *outbound) abort(w http.ResponseWriter, r *http.Request, svc naming.Service, rt *traffic.Route) {
+	o.p.metrics.faults.WithLabelValues(svc.Name, "abort").Inc()
 	if rt.AbortGRPC >= 0 || (protocolOf(r) == policy.ProtocolGRPC && rt.AbortHTTP == 0) {
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", strconv.Itoa(max(rt.AbortGRPC, 0)))
@@ -482,13 +493,13 @@ func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
 // mirror sends a copy of the request to the mirror destination and forgets
 // it: it never delays or fails the original, and when too many copies are
 // in flight new ones are dropped.
-func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bool, d *traffic.Destination) {
-	svc := traffic.ServiceName(d.Host)
+func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bool, to naming.Service, d *traffic.Destination) {
+	svc := to.Name
 	if !replay {
 		o.p.metrics.mirrors.WithLabelValues(svc, "skipped_body").Inc()
 		return
 	}
-	c := o.cluster(st, svc, d.Subset)
+	c := o.cluster(st, to, d.Subset)
 	if c == nil || len(c.eps) == 0 {
 		o.p.metrics.mirrors.WithLabelValues(svc, "no_endpoint").Inc()
 		return

@@ -57,3 +57,14 @@ func ValidNodeName(name string) error {
 	}
 	return nil
 }
+
+// WorkloadNamespace returns the namespace of a workload ID
+// spiffe://<td>/ns/<namespace>/sa/<service-account>; ok is false for an ID
+// of any other form.
+func WorkloadNamespace(id spiffeid.ID) (namespace string, ok bool) {
+	parts := strings.Split(id.Path(), "/")
+	if len(parts) != 5 || parts[0] != "" || parts[1] != "ns" || parts[3] != "sa" || parts[2] == "" || parts[4] == "" {
+		return "", false
+	}
+	return parts[2], true
+}

@@ -32,3 +32,18 @@ func TestIDs(t *testing.T) {
 		}
 	}
 }
+
+func TestWorkloadNamespace(t *testing.T) {
+	for id, want := range map[string]string{
+		"spiffe://example.org/ns/prod/sa/web":      "prod",
+		"spiffe://example.org/ns/prod/sa/web/x":    "",
+		"spiffe://example.org/web":                 "",
+		"spiffe://example.org/sigil/agent/jt/node": "",
+		"spiffe://example.org/x/prod/sa/web":       "",
+	} {
+		got, ok := WorkloadNamespace(spiffeid.RequireFromString(id))
+		if got != want || ok != (want != "") {
+			t.Errorf("WorkloadNamespace(%s) = %q, %v; want %q", id, got, ok, want)
+		}
+	}
+}
