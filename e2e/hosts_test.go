@@ -56,8 +56,9 @@ func (a *recordingApp) requests() []*http.Request {
 // recordingMesh is web calling api (the recording app) through their
 // sidecars; web knows api by --upstream.
 type recordingMesh struct {
-	web, api *harness.ProxyProc
-	app      *recordingApp
+	web, api       *harness.ProxyProc
+	app            *recordingApp
+	webAgentSocket string // web's Workload API: the test can act as web itself
 }
 
 func startRecordingMesh(t *testing.T) *recordingMesh {
@@ -67,7 +68,7 @@ func startRecordingMesh(t *testing.T) *recordingMesh {
 	api := harness.StartProxy(t, ids.api, "api", app.addr, ids.policyDir)
 	_, webApp := harness.StartApp(t, "web")
 	web := harness.StartProxy(t, ids.web, "web", webApp, ids.policyDir, "--upstream", "api="+api.Inbound+"@"+apiSA)
-	return &recordingMesh{web: web, api: api, app: app}
+	return &recordingMesh{web: web, api: api, app: app, webAgentSocket: ids.web.Socket}
 }
 
 // rawRequest writes one HTTP/1.1 request as given to addr and returns
@@ -78,6 +79,14 @@ func rawRequest(t *testing.T, addr, req string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	resp, _ := rawExchange(t, c, req)
+	return resp.StatusCode
+}
+
+// rawExchange writes req on c, reads the response and its body, and
+// closes c.
+func rawExchange(t *testing.T, c net.Conn, req string) (*http.Response, string) {
+	t.Helper()
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := io.WriteString(c, req); err != nil {
@@ -87,8 +96,9 @@ func rawRequest(t *testing.T, addr, req string) int {
 	if err != nil {
 		t.Fatalf("%q: %v", req, err)
 	}
+	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp, string(b)
 }
 
 // An app using its sidecar as an HTTP proxy reaches mesh services only by

@@ -51,6 +51,14 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.p.observe("outbound", o.p.id.id.String(), unknownService, r, rec.status(), proto, start, "")
 		return
 	}
+	// Before the sidecar adds headers of its own (trace context, route
+	// headers), so the app's Connection header cannot remove them.
+	if err := takeConnectionOptions(r.Header); err != nil {
+		writeError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
+		o.p.observe("outbound", o.p.id.id.String(), svc.Name, r, rec.status(), proto, start, "")
+		return
+	}
+	dropForgedIdentity(r.Header)
 	if o.p.trace != nil {
 		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", svc.Name)
 		defer func() { o.p.trace.end(span, rec.status(), "") }()
@@ -136,6 +144,8 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service)
 		return
 	}
 	defer release()
+	// The upstream's Connection header may not remove the route's headers.
+	removeHopHeaders(resp.Header)
 	applyHeaders(resp.Header, m.Headers, false)
 	applyHeaders(resp.Header, dest.Headers, false)
 	copyResponse(w, resp)
@@ -268,12 +278,12 @@ func kindOf(r *http.Request) int {
 }
 
 // removeHopHeaders drops connection-scoped headers: the standard ones and
-// any the Connection header names.
+// any the Connection header names, except protected ones (hopheaders.go).
 func removeHopHeaders(h http.Header) {
 	for _, v := range h["Connection"] {
 		for _, name := range strings.Split(v, ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				h.Del(name)
+			if name = http.CanonicalHeaderKey(strings.TrimSpace(name)); name != "" && !protectedHeaders[name] {
+				delete(h, name)
 			}
 		}
 	}

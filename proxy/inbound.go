@@ -143,6 +143,14 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, http.StatusForbidden, "sigil: no peer identity")
 		return
 	}
+	// First, before the sidecar adds the caller's identity and trace
+	// context: a Connection header may not remove what the sidecar sets.
+	if err := takeConnectionOptions(r.Header); err != nil {
+		writeError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
+		in.p.observe("inbound", peer.id, in.p.cfg.Service, r, rec.status(), protocolOf(r), start, "")
+		return
+	}
+	dropForgedIdentity(r.Header)
 	if in.p.trace != nil {
 		span := in.p.trace.start(r, trace.SpanKindServer, "inbound", in.p.cfg.Service)
 		defer func() { in.p.trace.end(span, rec.status(), peer.id) }()
