@@ -59,6 +59,11 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	dropForgedIdentity(r.Header)
+	if proto == policy.ProtocolGRPC {
+		var cancel context.CancelFunc
+		r, cancel = withGRPCDeadline(r, start)
+		defer cancel()
+	}
 	if o.p.trace != nil {
 		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", svc.Name)
 		defer func() { o.p.trace.end(span, rec.status(), "") }()
@@ -463,8 +468,10 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
+	var err error
 	for {
-		n, err := resp.Body.Read(buf)
+		var n int
+		n, err = resp.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return
@@ -479,6 +486,12 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	}
 	for k, v := range resp.Trailer {
 		h[http.TrailerPrefix+k] = v
+	}
+	if err != io.EOF && resp.Request != nil && protocolOf(resp.Request) == policy.ProtocolGRPC && resp.Trailer.Get("Grpc-Status") == "" {
+		// The upstream stream broke before its status: the caller gets
+		// one all the same, DEADLINE_EXCEEDED if its deadline is why.
+		h[http.TrailerPrefix+"Grpc-Status"] = []string{grpcFailureStatus(resp.Request, http.StatusBadGateway)}
+		h[http.TrailerPrefix+"Grpc-Message"] = []string{"sigil: upstream stream ended without a status"}
 	}
 }
 

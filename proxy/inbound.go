@@ -156,6 +156,11 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer func() { in.p.trace.end(span, rec.status(), peer.id) }()
 	}
 	proto := protocolOf(r)
+	if proto == policy.ProtocolGRPC {
+		var cancel context.CancelFunc
+		r, cancel = withGRPCDeadline(r, start)
+		defer cancel()
+	}
 	path := r.RequestURI
 	if path == "" || path[0] != '/' {
 		path = r.URL.RequestURI()
@@ -302,15 +307,12 @@ func (s *statusRecorder) status() int {
 }
 
 // writeError answers in the caller's protocol: gRPC callers get a
-// trailers-only response with the matching gRPC status.
+// trailers-only response with the matching gRPC status (grpcFailureStatus:
+// DEADLINE_EXCEEDED once their deadline has passed, whatever failed).
 func writeError(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	if protocolOf(r) == policy.ProtocolGRPC {
-		grpcCode := "14" // UNAVAILABLE
-		if code == http.StatusForbidden {
-			grpcCode = "7" // PERMISSION_DENIED
-		}
 		w.Header().Set("Content-Type", "application/grpc")
-		w.Header().Set("Grpc-Status", grpcCode)
+		w.Header().Set("Grpc-Status", grpcFailureStatus(r, code))
 		w.Header().Set("Grpc-Message", msg)
 		w.WriteHeader(http.StatusOK)
 		return
