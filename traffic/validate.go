@@ -34,8 +34,6 @@ func (v *validator) fail(path, format string, args ...any) {
 	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 }
 
-var labelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
-
 // ValidServiceName reports whether name is a DNS label (a-z, 0-9, inner
 // '-', at most 63): naming.ValidServiceName, kept here for its callers.
 func ValidServiceName(name string) bool { return naming.ValidServiceName(name) }
@@ -179,7 +177,7 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 
 func (v *validator) destination(p string, d *Destination) {
 	v.host(p+".host", d.Host)
-	if d.Subset != "" && !labelRE.MatchString(d.Subset) {
+	if d.Subset != "" && !naming.ValidServiceName(d.Subset) {
 		v.fail(p+".subset", "%q is not a valid subset name", d.Subset)
 	}
 }
@@ -268,7 +266,7 @@ func (v *validator) destinationRule(dr *DestinationRule) {
 	seen := map[string]bool{}
 	for i, s := range dr.Spec.Subsets {
 		p := fmt.Sprintf("spec.subsets[%d]", i)
-		if !labelRE.MatchString(s.Name) {
+		if !naming.ValidServiceName(s.Name) {
 			v.fail(p+".name", "%q is not a valid subset name", s.Name)
 		}
 		if seen[s.Name] {
