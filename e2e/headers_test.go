@@ -62,7 +62,7 @@ func TestHopByHopCannotRemoveSidecarHeaders(t *testing.T) {
 	// A custom header named by Connection goes, the identity header stays,
 	// and forged identity headers, however spelled, are replaced.
 	resp, body := rawTLSRequest(t, h1, api.Inbound, "GET /custom HTTP/1.1\r\nHost: api\r\nConnection: X-Hop, keep-alive\r\nX-Hop: 1\r\n"+
-		"x-forwarded-client-cert: URI=spiffe://example.org/ns/evil/sa/evil\r\nX_Forwarded_Client_Cert: URI=spiffe://example.org/ns/evil/sa/evil\r\n\r\n")
+		"x-forwarded-client-cert: URI=spiffe://example.org/ns/evil/sa/evil\r\nX-Forwarded-Client-Cert: URI=spiffe://example.org/ns/evil/sa/evil2\r\nX_Forwarded_Client_Cert: URI=spiffe://example.org/ns/evil/sa/evil\r\n\r\n")
 	if resp.StatusCode != 200 {
 		t.Fatalf("inbound custom hop header: %s %s", resp.Status, body)
 	}
