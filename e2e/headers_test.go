@@ -1,33 +1,11 @@
 package e2e
 
 import (
-	"context"
 	"crypto/tls"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
-
-// meshCaller is a workload that calls another sidecar's inbound port
-// itself, with its own SVID, instead of through its sidecar: a mesh
-// identity the inbound sidecar must not trust with its headers.
-func meshCaller(t *testing.T, socket string, alpn string) *tls.Config {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+socket)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close() })
-	cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeAny())
-	cfg.NextProtos = []string{alpn}
-	return cfg
-}
 
 // rawTLSRequest writes one HTTP/1.1 request as given over mTLS to addr
 // and returns the response, its body read.
@@ -50,7 +28,9 @@ func TestHopByHopCannotRemoveSidecarHeaders(t *testing.T) {
 	t.Parallel()
 	rm := startRecordingMesh(t)
 	api := rm.api
-	h1 := meshCaller(t, rm.webAgentSocket, "http/1.1")
+	// web itself, with its SVID, not through its sidecar: a mesh identity
+	// the inbound sidecar must not trust with its headers.
+	h1, h2cfg := peerTLS(t, rm.webAgentSocket, apiSA)
 
 	// Inbound, HTTP/1.1: the identity header cannot be named away.
 	for _, opt := range []string{"X-Forwarded-Client-Cert", "x-forwarded-client-cert, close", "Traceparent", "Host", "Content-Length", "Content-Type", "X-Request-Id"} {
@@ -69,7 +49,7 @@ func TestHopByHopCannotRemoveSidecarHeaders(t *testing.T) {
 
 	// Inbound, HTTP/2 (as sidecars speak to each other): forged identity
 	// headers in lower case and with underscores.
-	h2 := &http.Transport{TLSClientConfig: meshCaller(t, rm.webAgentSocket, "h2"), ForceAttemptHTTP2: true}
+	h2 := &http.Transport{TLSClientConfig: h2cfg, ForceAttemptHTTP2: true}
 	defer h2.CloseIdleConnections()
 	req, _ := http.NewRequest("GET", "https://"+api.Inbound+"/h2", nil)
 	req.Host = "api"
@@ -86,10 +66,10 @@ func TestHopByHopCannotRemoveSidecarHeaders(t *testing.T) {
 
 	// Outbound: the app's own sidecar refuses the same, and passes the
 	// rest on with the identity header api's sidecar sets.
-	if code := rawRequest(t, rm.web.Outbound, "GET /named HTTP/1.1\r\nHost: api\r\nConnection: Traceparent\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"); code != http.StatusBadRequest {
+	if code := sendRaw(t, rm.web.Outbound, "GET /named HTTP/1.1\r\nHost: api\r\nConnection: Traceparent\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"); code != http.StatusBadRequest {
 		t.Errorf("outbound, Connection: Traceparent: %d, want 400", code)
 	}
-	if code := rawRequest(t, rm.web.Outbound, "GET /outbound HTTP/1.1\r\nHost: api\r\nConnection: X-Hop\r\nX-Hop: 1\r\nX_Forwarded_Client_Cert: URI=spiffe://example.org/ns/evil/sa/evil\r\n\r\n"); code != 200 {
+	if code := sendRaw(t, rm.web.Outbound, "GET /outbound HTTP/1.1\r\nHost: api\r\nConnection: X-Hop\r\nX-Hop: 1\r\nX_Forwarded_Client_Cert: URI=spiffe://example.org/ns/evil/sa/evil\r\n\r\n"); code != 200 {
 		t.Errorf("outbound custom hop header: %d", code)
 	}
 

@@ -71,9 +71,9 @@ func startRecordingMesh(t *testing.T) *recordingMesh {
 	return &recordingMesh{web: web, api: api, app: app, webAgentSocket: ids.web.Socket}
 }
 
-// rawRequest writes one HTTP/1.1 request as given to addr and returns
+// sendRaw writes one HTTP/1.1 request as given to addr and returns
 // the status of the answer.
-func rawRequest(t *testing.T, addr, req string) int {
+func sendRaw(t *testing.T, addr, req string) int {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -139,7 +139,7 @@ func TestExternalNamesNotRoutedIntoMesh(t *testing.T) {
 	}
 
 	// CONNECT, as HTTPS clients use a proxy.
-	if code := rawRequest(t, rm.web.Outbound, "CONNECT api.github.com:443 HTTP/1.1\r\nHost: api.github.com:443\r\n\r\n"); code != http.StatusBadGateway {
+	if code := sendRaw(t, rm.web.Outbound, "CONNECT api.github.com:443 HTTP/1.1\r\nHost: api.github.com:443\r\n\r\n"); code != http.StatusBadGateway {
 		t.Errorf("CONNECT api.github.com:443: %d, want 502", code)
 	}
 	// HTTPS through the proxy, end to end, fails the same way.
@@ -167,14 +167,14 @@ func TestExternalNamesNotRoutedIntoMesh(t *testing.T) {
 		"ap%69":                        http.StatusBadRequest,
 		"\xc3\xa4pi":                   http.StatusBadRequest,
 	} {
-		if code := rawRequest(t, rm.web.Outbound, "GET /user HTTP/1.1\r\nHost: "+host+"\r\nAuthorization: Bearer x\r\n\r\n"); code != want {
+		if code := sendRaw(t, rm.web.Outbound, "GET /user HTTP/1.1\r\nHost: "+host+"\r\nAuthorization: Bearer x\r\n\r\n"); code != want {
 			t.Errorf("Host %q: %d, want %d", host, code, want)
 		}
 	}
-	if code := rawRequest(t, rm.web.Outbound, "GET /user HTTP/1.1\r\nHost: \r\n\r\n"); code != http.StatusBadRequest {
+	if code := sendRaw(t, rm.web.Outbound, "GET /user HTTP/1.1\r\nHost: \r\n\r\n"); code != http.StatusBadRequest {
 		t.Errorf("empty Host: %d, want 400", code)
 	}
-	if code := rawRequest(t, rm.web.Outbound, "GET http://a@api/user HTTP/1.1\r\nHost: api\r\n\r\n"); code != http.StatusBadRequest {
+	if code := sendRaw(t, rm.web.Outbound, "GET http://a@api/user HTTP/1.1\r\nHost: api\r\n\r\n"); code != http.StatusBadRequest {
 		t.Errorf("userinfo in the target: %d, want 400", code)
 	}
 

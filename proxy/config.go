@@ -3,6 +3,8 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"github.com/sigil-mesh/sigil/pathnorm"
+	"github.com/sigil-mesh/sigil/traffic"
 	"net"
 	"net/netip"
 	"sort"
@@ -38,6 +40,10 @@ type Config struct {
 	// tracing); TraceSampling the share of new traces sampled.
 	OTLPEndpoint  string
 	TraceSampling float64
+	// PathWithEscapedSlashes is what becomes of "%2F" and "%5C" in a
+	// request path: "decode" (also ""), "keep" or "reject" (Envoy's
+	// path_with_escaped_slashes_action; see package pathnorm).
+	PathWithEscapedSlashes string
 }
 
 // Defaults from DESIGN.md.
@@ -65,6 +71,7 @@ type checked struct {
 	upstreams map[string]*Upstream
 	appPort   int
 	otlpURL   string
+	paths     pathnorm.Options
 }
 
 // ParseUpstream reads NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID].
@@ -163,6 +170,12 @@ func (c Config) Validate() (*checked, error) {
 		}
 		out.otlpURL = u
 	}
+	if c.PathWithEscapedSlashes != "" {
+		var err error
+		if out.paths.EscapedSlashes, err = pathnorm.ParseEscapedSlashes(c.PathWithEscapedSlashes); err != nil {
+			errs = append(errs, fmt.Errorf("--path-with-escaped-slashes: %w", err))
+		}
+	}
 	if c.TraceSampling < 0 || c.TraceSampling > 1 {
 		errs = append(errs, fmt.Errorf("--trace-sampling %v: want 0 to 1", c.TraceSampling))
 	}
@@ -170,6 +183,10 @@ func (c Config) Validate() (*checked, error) {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {
 			errs = append(errs, fmt.Errorf("--label %q: want KEY=VALUE", l))
+			continue
+		}
+		if err := traffic.ValidateLabel(k, v); err != nil {
+			errs = append(errs, fmt.Errorf("--label: %w", err))
 			continue
 		}
 		out.labels[k] = v

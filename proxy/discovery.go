@@ -40,6 +40,11 @@ func fmtAny(v any) string { return fmt.Sprintf("%v", v) }
 // cluster returns the endpoints and policy for a service's subset, or nil
 // when the subset is not defined.
 func (o *outbound) cluster(st *meshState, service naming.Service, subset string) *cluster {
+	if len(st.byService[service]) == 0 {
+		// Nothing to balance over; and caching a cluster (and its pool)
+		// per name would let an app grow them with names of its choosing.
+		return nil
+	}
 	key := service.String() + "|" + subset
 	if c, ok := st.clusters.Load(key); ok {
 		return c.(*cluster)

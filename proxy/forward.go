@@ -27,6 +27,7 @@ const (
 	maxMirrorsInFlight = 64      // beyond this, mirrored copies are dropped, never queued
 	mirrorTimeout      = 5 * time.Second
 	retryBackoffBase   = 25 * time.Millisecond
+	retryBackoffMax    = 10 * retryBackoffBase // Envoy's max_interval default
 )
 
 // hopHeaders are connection-scoped and never forwarded.
@@ -55,7 +56,7 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// headers), so the app's Connection header cannot remove them.
 	if err := takeConnectionOptions(r.Header); err != nil {
 		writeError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
-		o.p.observe("outbound", o.p.id.id.String(), svc.Name, r, rec.status(), proto, start, "")
+		o.p.observe("outbound", o.p.id.id.String(), o.metricService(svc), r, rec.status(), proto, start, "")
 		return
 	}
 	dropForgedIdentity(r.Header)
@@ -64,12 +65,18 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r, cancel = withGRPCDeadline(r, start)
 		defer cancel()
 	}
+	// Routes match, and the peer sidecar authorizes, the path forwarded.
+	if _, err := o.p.normalizeTarget(r); err != nil {
+		refuseTarget(rec, r, err)
+		o.p.observe("outbound", o.p.id.id.String(), o.metricService(svc), r, rec.status(), proto, start, "")
+		return
+	}
 	if o.p.trace != nil {
 		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", svc.Name)
 		defer func() { o.p.trace.end(span, rec.status(), "") }()
 	}
 	o.route(rec, r, svc)
-	o.p.observe("outbound", o.p.id.id.String(), svc.Name, r, rec.status(), proto, start, "")
+	o.p.observe("outbound", o.p.id.id.String(), o.metricService(svc), r, rec.status(), proto, start, "")
 }
 
 // unknownService is the destination label of requests for no mesh service.
@@ -193,40 +200,22 @@ func (o *outbound) abort(w http.ResponseWriter, r *http.Request, svc naming.Serv
 	io.WriteString(w, "fault filter abort\n")
 }
 
+// redirect answers with the route's redirect (traffic.Matched.RedirectLocation
+// says how Istio's fields apply).
 func redirect(w http.ResponseWriter, r *http.Request, m traffic.Matched) {
-	rd := m.Redirect
-	u := url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
-	if rd.Scheme != "" {
-		u.Scheme = rd.Scheme
-	}
-	if rd.Authority != "" {
-		u.Host = rd.Authority
-	}
-	if rd.URI != "" {
-		u.Path, u.RawQuery = rd.URI, ""
-	}
-	code := int(rd.RedirectCode)
-	if code == 0 {
-		code = http.StatusMovedPermanently
-	}
-	http.Redirect(w, r, u.String(), code)
+	loc, code, _ := m.RedirectLocation(r)
+	http.Redirect(w, r, loc, code)
 }
 
-// rewrite replaces the matched prefix (or the whole path) and the authority.
+// rewrite replaces the matched prefix (or the whole path) and the
+// authority (traffic.Matched.RewritePath says how).
 func rewrite(r *http.Request, m traffic.Matched) {
 	rw := m.Rewrite
 	if rw == nil {
 		return
 	}
-	if rw.URI != "" {
-		p := r.URL.Path
-		if m.PrefixMatched != "" && strings.HasPrefix(p, m.PrefixMatched) {
-			p = rw.URI + strings.TrimPrefix(p, m.PrefixMatched)
-			p = strings.ReplaceAll(p, "//", "/")
-		} else {
-			p = rw.URI
-		}
-		r.URL.Path, r.URL.RawPath = p, ""
+	if rw.URI != "" || rw.URIRegexRewrite != nil {
+		r.URL.Path, r.URL.RawPath = m.RewritePath(r.URL.Path), ""
 	}
 	if rw.Authority != "" {
 		r.Host = rw.Authority
@@ -366,6 +355,11 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 		kind := failureKind(err)
 		connectFailed := err != nil && kind == traffic.FailConnect
 		status := 0
+		if err != nil && ctx.Err() == nil && tryCtx.Err() != nil {
+			// The per-try timeout, not the route's: Envoy counts it as a
+			// 504, for retryOn and for outlier detection alike.
+			kind, status, err = traffic.FailTimeout, http.StatusGatewayTimeout, context.DeadlineExceeded
+		}
 		if resp != nil {
 			grpcTrailersOnly(resp)
 			status = resp.StatusCode
@@ -385,9 +379,8 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 				}
 				tryCancel()
 				o.p.metrics.retries.WithLabelValues(c.service).Inc()
-				backoff := retryBackoffBase << attempt
 				select {
-				case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+				case <-time.After(retryBackoff(attempt)):
 				case <-ctx.Done():
 				}
 				continue
@@ -405,6 +398,18 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 		}
 		return resp, func() { resp.Body.Close(); tryCancel(); releasePool(); cancel() }, nil
 	}
+}
+
+// retryBackoff is the wait after attempt (0 for the first): from 25ms,
+// doubling, capped at 250ms (Envoy's base_interval and its default
+// max_interval), the upper half jittered. Uncapped, the ninth retry of a
+// route with attempts: 10 waited up to 12.8s.
+func retryBackoff(attempt int) time.Duration {
+	b := retryBackoffMax
+	if attempt < 10 {
+		b = min(retryBackoffBase<<attempt, retryBackoffMax)
+	}
+	return b/2 + rand.N(b/2+1)
 }
 
 // failureKind classifies a transport error for retryOn.
@@ -502,7 +507,7 @@ func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
 	rp := &httputil.ReverseProxy{
 		Transport: ep.transports.get(viaUpgrade, 0),
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: pr.In.URL.Path, RawQuery: pr.In.URL.RawQuery}
+			pr.Out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: pr.In.URL.Path, RawPath: pr.In.URL.RawPath, RawQuery: pr.In.URL.RawQuery}
 			pr.Out.Host = pr.In.Host
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

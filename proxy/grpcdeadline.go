@@ -13,6 +13,7 @@ const (
 	grpcCancelled        = "1"
 	grpcDeadlineExceeded = "4"
 	grpcPermissionDenied = "7"
+	grpcInternal         = "13"
 	grpcUnavailable      = "14"
 )
 
@@ -93,6 +94,9 @@ func grpcFailureStatus(r *http.Request, code int) string {
 	switch code {
 	case http.StatusForbidden:
 		return grpcPermissionDenied
+	case http.StatusBadRequest:
+		// gRPC's mapping of 400: a malformed request is not worth a retry.
+		return grpcInternal
 	case http.StatusGatewayTimeout:
 		// The route's own timeout: a deadline, not an outage.
 		return grpcDeadlineExceeded

@@ -45,6 +45,7 @@ func TestGRPCDeadlineStatusMapping(t *testing.T) {
 		{"caller cancelled", cancelled, http.StatusServiceUnavailable, grpcCancelled},
 		{"route timeout", live, http.StatusGatewayTimeout, grpcDeadlineExceeded},
 		{"denied", live, http.StatusForbidden, grpcPermissionDenied},
+		{"malformed", live, http.StatusBadRequest, grpcInternal},
 		{"upstream failed", live, http.StatusServiceUnavailable, grpcUnavailable},
 	} {
 		r := grpcReq(tt.ctx)

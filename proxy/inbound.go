@@ -71,6 +71,8 @@ func (in *inbound) appProxy(tr http.RoundTripper) *httputil.ReverseProxy {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = in.p.cfg.App
 			pr.Out.Host = pr.In.Host
+			// As authorized: ReverseProxy drops query pairs net/url cannot parse.
+			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 		},
 		ModifyResponse: grpcTrailersOnly,
 		FlushInterval:  -1, // stream: gRPC and server-sent events must not be held back
@@ -161,14 +163,17 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r, cancel = withGRPCDeadline(r, start)
 		defer cancel()
 	}
-	path := r.RequestURI
-	if path == "" || path[0] != '/' {
-		path = r.URL.RequestURI()
+	// The policy decides on the path the app will get.
+	target, err := in.p.normalizeTarget(r)
+	if err != nil {
+		refuseTarget(rec, r, err)
+		in.p.observe("inbound", peer.id, in.p.cfg.Service, r, rec.status(), proto, start, "")
+		return
 	}
 	input := &policy.Input{
 		Source:      peer.source,
 		Destination: policy.Dest{Principal: in.p.id.id.String(), Service: in.p.cfg.Service, Port: in.p.cfg.appPort},
-		Request:     policy.Request{Method: r.Method, Path: path, Host: r.Host, HeadersFrom: func() map[string]string { return headerMap(r.Header) }, Protocol: proto},
+		Request:     policy.Request{Method: r.Method, Path: r.RequestURI, URLPath: target.Path, RawQuery: target.Query, Host: r.Host, HeadersFrom: func() map[string]string { return headerMap(r.Header) }, Protocol: proto},
 		Connection:  policy.Connection{TLSVersion: tls13},
 	}
 	d := in.p.policy.Decide(r.Context(), input)

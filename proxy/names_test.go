@@ -50,13 +50,16 @@ func TestMeshHostNamesEndpointNamespaces(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tt.host, err)
 		}
-		c := o.cluster(st, svc, "")
-		got := ""
-		if len(c.eps) > 0 {
-			got = c.eps[0].addr
+		var eps []*endpoint
+		if c := o.cluster(st, svc, ""); c != nil {
+			eps = c.eps
 		}
-		if got != tt.addr || len(c.eps) > 1 {
-			t.Errorf("%s → %+v: endpoints %d, first %q; want %q", tt.host, svc, len(c.eps), got, tt.addr)
+		got := ""
+		if len(eps) > 0 {
+			got = eps[0].addr
+		}
+		if got != tt.addr || len(eps) > 1 {
+			t.Errorf("%s → %+v: endpoints %d, first %q; want %q", tt.host, svc, len(eps), got, tt.addr)
 		}
 	}
 	if len(st.byService) != 5 || st.byService[naming.Service{Name: "bad", Namespace: naming.DefaultNamespace}] != nil {

@@ -88,6 +88,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		// good policy appears at the path.
 		log.Error("policy not loaded; denying every request until it is", "error", err)
 	}
+	p.metrics.reg.MustRegister(policyCacheMetrics(p.policy)...)
 	p.policy.OnReload = func(ok bool) {
 		if ok {
 			p.metrics.reloads.WithLabelValues("ok").Inc()

@@ -165,16 +165,23 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 func mergeResources(stored []registry.StoredResource, parsed []traffic.Resource) ([]traffic.Resource, map[string][]byte, error) {
 	byKey := map[string]traffic.Resource{}
 	old := map[string][]byte{}
+	for _, p := range parsed {
+		byKey[p.Key()] = p
+	}
 	for _, sr := range stored {
+		key := traffic.Resource{Kind: sr.Kind, Namespace: sr.Namespace, Name: sr.Name}.Key()
+		if _, replaced := byKey[key]; replaced {
+			// Not re-validated: a stored resource that rules added since
+			// refuse can still be fixed by applying a good one over it.
+			old[key] = sr.Spec
+			continue
+		}
 		r, err := traffic.FromSpec(sr.Kind, sr.Namespace, sr.Name, sr.Spec)
 		if err != nil {
 			return nil, nil, fmt.Errorf("stored %s %s/%s: %w", sr.Kind, sr.Namespace, sr.Name, err)
 		}
 		byKey[r.Key()] = r
 		old[r.Key()] = sr.Spec
-	}
-	for _, p := range parsed {
-		byKey[p.Key()] = p
 	}
 	out := make([]traffic.Resource, 0, len(byKey))
 	for _, r := range byKey {
@@ -233,6 +240,12 @@ func (s *Server) deleteConfig(r *http.Request) (any, error) {
 	}
 	ns, name := r.PathValue("namespace"), r.PathValue("name")
 	ref := kind + " " + ns + "/" + name
+	badName := traffic.ValidateMeta(kind, ns, name)
+	if badName != nil {
+		// Only a record stored before names were checked can have such a
+		// name; it may be deleted, and is never echoed raw.
+		ref = kind + " " + strconv.QuoteToASCII(ns) + "/" + strconv.QuoteToASCII(name)
+	}
 	// Deleting must not leave a VirtualService pointing at subsets that no
 	// longer exist.
 	stored, _, err := s.store.ListResources(r.Context(), "")
@@ -251,6 +264,9 @@ func (s *Server) deleteConfig(r *http.Request) (any, error) {
 			return nil, err
 		}
 		rest = append(rest, res)
+	}
+	if !found && badName != nil {
+		return nil, apiErrorf(http.StatusBadRequest, "%v", badName)
 	}
 	if !found {
 		return nil, apiErrorf(http.StatusNotFound, "%s not found", ref)
@@ -344,9 +360,15 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 	recs := make([]registry.ProxyRecord, 0, len(req.GetProxies()))
 	var refused []audit.Event
 	for _, p := range req.GetProxies() {
+		reason := ""
 		if !allowed[p.GetSpiffeId()][p.GetService()] {
+			reason = "its identity may not serve this service"
+		} else if err := validLabels(p.GetLabels()); err != nil {
+			reason = err.Error()
+		}
+		if reason != "" {
 			refused = append(refused, audit.Event{Type: auditEndpointRefused, Actor: agent.String(), Subject: p.GetSpiffeId(),
-				Details: map[string]string{"service": p.GetService(), "address": p.GetAddress()}})
+				Details: map[string]string{"service": p.GetService(), "address": p.GetAddress(), "reason": reason}})
 			continue
 		}
 		recs = append(recs, registry.ProxyRecord{AgentID: agent.String(), ProxyID: p.GetId(), SPIFFEID: p.GetSpiffeId(), Service: p.GetService(),
@@ -372,7 +394,7 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 				return nil, status.Error(codes.Unavailable, err.Error())
 			}
 			for _, e := range fresh {
-				s.log.Warn("endpoint refused: its identity may not serve this service", "agent", agent.String(), "spiffe_id", e.Subject, "service", e.Details["service"])
+				s.log.Warn("endpoint refused", "reason", e.Details["reason"], "agent", agent.String(), "spiffe_id", e.Subject, "service", e.Details["service"])
 			}
 		}
 	}
@@ -384,6 +406,17 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 		s.changes.Notify()
 	}
 	return &agentv1.ReportProxiesResponse{}, nil
+}
+
+// validLabels checks a sidecar's labels as Kubernetes does (the agent
+// checked them too; the server trusts no agent more than it must).
+func validLabels(labels map[string]string) error {
+	for k, v := range labels {
+		if err := traffic.ValidateLabel(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // configProto is the configuration and endpoints every agent gets.

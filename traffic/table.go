@@ -28,6 +28,8 @@ type Route struct {
 	total     int
 	Redirect  *HTTPRedirect
 	Rewrite   *HTTPRewrite
+	rewriteRE *regexp.Regexp // rewrite.uriRegexRewrite.match, or nil
+	rewriteTo string         // its rewrite as a Go regexp template
 	Timeout   time.Duration
 	Attempts  int
 	PerTry    time.Duration
@@ -55,25 +57,21 @@ type WeightedDest struct {
 type strMatch struct {
 	kind  byte // 'e', 'p', 'r'
 	value string
+	fold  bool // exact and prefix: ASCII case-insensitive
 	re    *regexp.Regexp
 }
 
+// compileStr compiles a string match. fold makes exact and prefix
+// matches ASCII case-insensitive (Istio's ignoreUriCase, Envoy's
+// case_sensitive: false); a regex is never folded, as Istio documents.
 func compileStr(sm *StringMatch, fold bool) *strMatch {
 	switch {
 	case sm == nil:
 		return nil
 	case sm.Exact != nil:
-		v := *sm.Exact
-		if fold {
-			v = strings.ToLower(v)
-		}
-		return &strMatch{kind: 'e', value: v}
+		return &strMatch{kind: 'e', value: *sm.Exact, fold: fold}
 	case sm.Prefix != nil:
-		v := *sm.Prefix
-		if fold {
-			v = strings.ToLower(v)
-		}
-		return &strMatch{kind: 'p', value: v}
+		return &strMatch{kind: 'p', value: *sm.Prefix, fold: fold}
 	default:
 		// Istio's regexes are RE2 and must match the whole value.
 		return &strMatch{kind: 'r', re: regexp.MustCompile("^(?:" + *sm.Regex + ")$")}
@@ -86,17 +84,39 @@ func (m *strMatch) ok(v string, present bool) bool {
 	}
 	switch m.kind {
 	case 'e':
-		return v == m.value
+		return v == m.value || m.fold && asciiEqualFold(v, m.value)
 	case 'p':
-		return strings.HasPrefix(v, m.value)
+		return len(v) >= len(m.value) && (v[:len(m.value)] == m.value || m.fold && asciiEqualFold(v[:len(m.value)], m.value))
 	default:
 		return m.re.MatchString(v)
 	}
 }
 
+// asciiEqualFold compares ASCII letters without case and every other byte
+// exactly, as Envoy's case-insensitive path match does. Unlike
+// strings.EqualFold it never equates strings of different byte lengths, so
+// a matched prefix is always the same number of bytes of the path.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
 type match struct {
 	uri, method, authority *strMatch
-	foldURI                bool
 	headers, query         map[string]*strMatch
 	sourceLabels           map[string]string
 }
@@ -104,7 +124,10 @@ type match struct {
 // Matched is a route with what matched, for rewrites.
 type Matched struct {
 	*Route
-	// PrefixMatched is the URI prefix of the match that applied, or "".
+	// PrefixMatched is the part of the request's path that the URI
+	// prefix of the applied match matched, as the request spelled it (it
+	// differs from the configured prefix in case under ignoreUriCase), or
+	// "" when the match was not by URI prefix.
 	PrefixMatched string
 }
 
@@ -125,7 +148,7 @@ func (t *Table) Match(service string, r *http.Request, sourceLabels map[string]s
 			if m.matches(r, sourceLabels) {
 				prefix := ""
 				if m.uri != nil && m.uri.kind == 'p' {
-					prefix = m.uri.value
+					prefix = r.URL.Path[:len(m.uri.value)]
 				}
 				return Matched{Route: rt, PrefixMatched: prefix}, true
 			}
@@ -138,14 +161,8 @@ func (t *Table) Match(service string, r *http.Request, sourceLabels map[string]s
 func (t *Table) HasRoutes(service string) bool { return t != nil && len(t.routes[service]) > 0 }
 
 func (m *match) matches(r *http.Request, src map[string]string) bool {
-	if m.uri != nil {
-		p := r.URL.Path
-		if m.foldURI {
-			p = strings.ToLower(p)
-		}
-		if !m.uri.ok(p, true) {
-			return false
-		}
+	if m.uri != nil && !m.uri.ok(r.URL.Path, true) {
+		return false
 	}
 	if m.method != nil && !m.method.ok(r.Method, true) {
 		return false
@@ -266,7 +283,7 @@ func Compile(version int64, resources []Resource) *Table {
 func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 	rt := &Route{Name: h.Name, Source: source, Redirect: h.Redirect, Rewrite: h.Rewrite, Mirror: h.Mirror, Headers: h.Headers, AbortGRPC: -1}
 	for _, m := range h.Match {
-		cm := &match{uri: compileStr(m.URI, m.IgnoreURICase), foldURI: m.IgnoreURICase, method: compileStr(m.Method, false),
+		cm := &match{uri: compileStr(m.URI, m.IgnoreURICase), method: compileStr(m.Method, false),
 			authority: compileStr(m.Authority, false), headers: map[string]*strMatch{}, query: map[string]*strMatch{}, sourceLabels: m.SourceLabels}
 		for k, sm := range m.Headers {
 			cm.headers[k] = compileStr(&sm, false)
@@ -287,6 +304,10 @@ func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 		svc := ServiceOf(d.Destination.Host, namespace)
 		rt.Dests = append(rt.Dests, WeightedDest{Service: svc.Name, Namespace: svc.Namespace, Subset: d.Destination.Subset, Weight: w, Headers: d.Headers})
 		rt.total += w
+	}
+	if rw := h.Rewrite; rw != nil && rw.URIRegexRewrite != nil {
+		rt.rewriteRE = regexp.MustCompile(rw.URIRegexRewrite.Match)
+		rt.rewriteTo, _, _ = expandTemplate(rw.URIRegexRewrite.Rewrite)
 	}
 	if h.Timeout != nil {
 		rt.Timeout = h.Timeout.Duration

@@ -3,8 +3,10 @@ package traffic
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/sigil-mesh/sigil/naming"
@@ -112,8 +114,8 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 		}
 	}
 	if rd := rt.Redirect; rd != nil {
-		if rd.URI == "" && rd.Authority == "" && rd.Scheme == "" {
-			v.fail(p+".redirect", "set uri, authority or scheme")
+		if rd.URI == "" && rd.Authority == "" && rd.Scheme == "" && rd.Port == 0 && rd.DerivePort == "" {
+			v.fail(p+".redirect", "set uri, authority, scheme, port or derivePort")
 		}
 		switch rd.RedirectCode {
 		case 0, 301, 302, 303, 307, 308:
@@ -123,12 +125,33 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 		if rd.Scheme != "" && rd.Scheme != "http" && rd.Scheme != "https" {
 			v.fail(p+".redirect.scheme", "%q: want http or https", rd.Scheme)
 		}
+		v.uri(p+".redirect.uri", rd.URI, true)
+		v.authority(p+".redirect.authority", rd.Authority)
+		if rd.Port > 65535 {
+			v.fail(p+".redirect.port", "%d is not a port", rd.Port)
+		}
+		switch rd.DerivePort {
+		case "", DerivePortFromProtocolDefault, DerivePortFromRequestPort:
+		default:
+			v.fail(p+".redirect.derivePort", "%q: want %s or %s", rd.DerivePort, DerivePortFromProtocolDefault, DerivePortFromRequestPort)
+		}
+		if rd.Port != 0 && rd.DerivePort != "" {
+			v.fail(p+".redirect", "port and derivePort cannot both be set")
+		}
+		if rt.Rewrite != nil {
+			v.fail(p, "rewrite and redirect cannot both be set")
+		}
 	}
-	if rw := rt.Rewrite; rw != nil && rw.URI == "" && rw.Authority == "" {
-		v.fail(p+".rewrite", "set uri or authority")
-	}
-	if rw := rt.Rewrite; rw != nil && rw.URI != "" && !strings.HasPrefix(rw.URI, "/") {
-		v.fail(p+".rewrite.uri", "%q must start with /", rw.URI)
+	if rw := rt.Rewrite; rw != nil {
+		if rw.URI == "" && rw.URIRegexRewrite == nil && rw.Authority == "" {
+			v.fail(p+".rewrite", "set uri, uriRegexRewrite or authority")
+		}
+		if rw.URI != "" && rw.URIRegexRewrite != nil {
+			v.fail(p+".rewrite", "uri and uriRegexRewrite cannot both be set")
+		}
+		v.uri(p+".rewrite.uri", rw.URI, false)
+		v.regexRewrite(p+".rewrite.uriRegexRewrite", rw.URIRegexRewrite)
+		v.authority(p+".rewrite.authority", rw.Authority)
 	}
 	v.positive(p+".timeout", rt.Timeout)
 	if r := rt.Retries; r != nil {
@@ -173,6 +196,66 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 	}
 	v.percent(p+".mirrorPercentage", rt.MirrorPercentage)
 	v.headers(p+".headers", rt.Headers)
+}
+
+// uri checks a path that replaces the request's (rewrite.uri, or
+// redirect.uri, which may carry a query): absolute, and printable ASCII
+// with no space, so it can never split or smuggle a request line or a
+// Location header.
+func (v *validator) uri(p, u string, query bool) {
+	if u == "" {
+		return
+	}
+	if !strings.HasPrefix(u, "/") {
+		v.fail(p, "%q must start with /", u)
+	}
+	if i := strings.IndexFunc(u, func(c rune) bool { return c <= ' ' || c >= 0x7f || c == '#' || !query && c == '?' }); i >= 0 {
+		v.fail(p, "%q: byte %d (%q) is not allowed in a path", u, i, u[i])
+	}
+}
+
+// regexRewrite checks a uriRegexRewrite: the match compiles as RE2, and
+// the rewrite names only groups the match has and keeps the path a path.
+func (v *validator) regexRewrite(p string, rr *RegexRewrite) {
+	if rr == nil {
+		return
+	}
+	re, err := regexp.Compile(rr.Match)
+	switch {
+	case rr.Match == "":
+		v.fail(p+".match", "required")
+	case err != nil:
+		v.fail(p+".match", "%v", err)
+	}
+	if _, groups, err := expandTemplate(rr.Rewrite); err != nil {
+		v.fail(p+".rewrite", "%v", err)
+	} else if re != nil && groups > re.NumSubexp() {
+		v.fail(p+".rewrite", "refers to group \\%d; the match has %d", groups, re.NumSubexp())
+	}
+	if i := strings.IndexFunc(rr.Rewrite, func(c rune) bool { return c <= ' ' || c >= 0x7f || c == '?' || c == '#' }); i >= 0 {
+		v.fail(p+".rewrite", "%q: byte %d (%q) is not allowed in a path", rr.Rewrite, i, rr.Rewrite[i])
+	}
+}
+
+// authority checks a host[:port] that replaces the request's
+// (rewrite.authority, redirect.authority).
+func (v *validator) authority(p, a string) {
+	if a == "" {
+		return
+	}
+	host, port := a, ""
+	if h, pt, err := net.SplitHostPort(a); err == nil {
+		host, port = h, pt
+	}
+	bad := host == "" || strings.ContainsFunc(host, func(c rune) bool {
+		return !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == ':' || c == '_' || c == '[' || c == ']')
+	})
+	if n, err := strconv.Atoi(port); port != "" && (err != nil || n < 1 || n > 65535) {
+		bad = true
+	}
+	if bad {
+		v.fail(p, "%q is not a host or host:port", a)
+	}
 }
 
 func (v *validator) destination(p string, d *Destination) {
@@ -236,15 +319,26 @@ func (v *validator) headers(p string, h *Headers) {
 		if ops == nil {
 			continue
 		}
-		for k := range ops.Set {
+		for k, val := range ops.Set {
 			v.headerName(p+"."+name+".set", k)
+			v.headerValue(p+"."+name+".set."+k, val)
 		}
-		for k := range ops.Add {
+		for k, val := range ops.Add {
 			v.headerName(p+"."+name+".add", k)
+			v.headerValue(p+"."+name+".add."+k, val)
 		}
 		for _, k := range ops.Remove {
 			v.headerName(p+"."+name+".remove", k)
 		}
+	}
+}
+
+// headerValue refuses a value that is not an RFC 9110 field value
+// (section 5.5: no control character but horizontal tab): a CR or LF would
+// end the line, and the writer would have to alter the value.
+func (v *validator) headerValue(p, val string) {
+	if i := strings.IndexFunc(val, func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f }); i >= 0 {
+		v.fail(p, "%q: byte %d (%q) is not allowed in a header value", val, i, val[i])
 	}
 }
 

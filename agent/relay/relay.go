@@ -184,8 +184,8 @@ func checkRegister(reg *proxyv1.Register) error {
 		return fmt.Errorf("register: %d labels, at most 64", len(reg.GetLabels()))
 	}
 	for k, v := range reg.GetLabels() {
-		if k == "" || len(k) > 253 || len(v) > 253 {
-			return fmt.Errorf("register: label %q=%q: keys 1 to 253 bytes, values up to 253", k, v)
+		if err := traffic.ValidateLabel(k, v); err != nil {
+			return fmt.Errorf("register: %w", err)
 		}
 	}
 	host, port, err := net.SplitHostPort(reg.GetAddress())

@@ -56,6 +56,7 @@ func newRun() *cobra.Command {
 	f.BoolVar(&cfg.Transparent, "transparent", false, "route redirected connections by their original destination (see `sigil-proxy iptables`)")
 	f.StringVar(&cfg.AccessLog, "access-log", "", "access log file (JSON lines); - for stdout")
 	f.StringVar(&cfg.DecisionLog, "decision-log", "", "decision log file (OPA decision-log JSON lines); - for stdout")
+	f.StringVar(&cfg.PathWithEscapedSlashes, "path-with-escaped-slashes", "decode", "what becomes of %2F and %5C in a request path, before routing and authorization: decode (into separators, Istio's DECODE_AND_MERGE_SLASHES), keep, or reject (400); see docs/security.md")
 	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "export a span per request to this OTLP/HTTP collector, such as http://127.0.0.1:4318")
 	f.Float64Var(&cfg.TraceSampling, "trace-sampling", 0.01, "share of new traces sampled, 0 to 1 (a caller's traceparent decides for its own)")
 	// A sidecar shares its node with its app: one core by default, as

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/cmd/internal/logflag"
+	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
 	"github.com/sigil-mesh/sigil/registry"
 	"github.com/sigil-mesh/sigil/server"
 	"github.com/spf13/cobra"
@@ -20,10 +21,8 @@ import (
 )
 
 func main() {
-	if err := newRoot().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "sigil-server:", err)
-		os.Exit(1)
-	}
+	// No control character from a stored record reaches the terminal.
+	os.Exit(termsafe.Main(newRoot(), "sigil-server"))
 }
 
 func newRoot() *cobra.Command {
@@ -223,10 +222,10 @@ func printEntries(w io.Writer, format string, es []registry.Entry) error {
 		fmt.Fprintf(w, "Entry ID      : %s\nSPIFFE ID     : %s\nParent ID     : %s\nRevision      : %d\nX509-SVID TTL : %s\nJWT-SVID TTL  : %s\nSource        : %s\n",
 			e.ID, e.SPIFFEID, e.ParentID, e.Revision, ttlText(e.X509TTL), ttlText(e.JWTTTL), e.Source)
 		for _, s := range e.Selectors {
-			fmt.Fprintf(w, "Selector      : %s\n", s)
+			fmt.Fprintf(w, "Selector      : %s\n", termsafe.Field(s.String()))
 		}
 		for _, s := range e.Services {
-			fmt.Fprintf(w, "Service       : %s\n", s)
+			fmt.Fprintf(w, "Service       : %s\n", termsafe.Field(s))
 		}
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
 	"github.com/sigil-mesh/sigil/registry"
 	"github.com/sigil-mesh/sigil/server"
 	"github.com/sigil-mesh/sigil/traffic"
@@ -15,16 +16,26 @@ import (
 )
 
 // readFiles reads -f arguments: files, directories (their .yaml, .yml and
-// .json files; -R for subdirectories) and - for stdin.
+// .json files; -R for subdirectories) and - for stdin. A file that is not
+// UTF-8 is refused here, by name and byte offset: encoded for the server
+// its bad bytes would silently become U+FFFD.
 func readFiles(paths []string, recursive bool) ([]server.File, error) {
 	var out []server.File
+	add := func(name string, b []byte, err error) error {
+		if err == nil {
+			err = traffic.CheckUTF8(b, name)
+		}
+		if err == nil {
+			out = append(out, server.File{Name: name, Content: string(b)})
+		}
+		return err
+	}
 	for _, p := range paths {
 		if p == "-" {
 			b, err := io.ReadAll(os.Stdin)
-			if err != nil {
+			if err := add("stdin", b, err); err != nil {
 				return nil, err
 			}
-			out = append(out, server.File{Name: "stdin", Content: string(b)})
 			continue
 		}
 		st, err := os.Stat(p)
@@ -33,10 +44,9 @@ func readFiles(paths []string, recursive bool) ([]server.File, error) {
 		}
 		if !st.IsDir() {
 			b, err := os.ReadFile(p)
-			if err != nil {
+			if err := add(p, b, err); err != nil {
 				return nil, err
 			}
-			out = append(out, server.File{Name: p, Content: string(b)})
 			continue
 		}
 		var names []string
@@ -59,10 +69,9 @@ func readFiles(paths []string, recursive bool) ([]server.File, error) {
 		sort.Strings(names)
 		for _, n := range names {
 			b, err := os.ReadFile(n)
-			if err != nil {
+			if err := add(n, b, err); err != nil {
 				return nil, err
 			}
-			out = append(out, server.File{Name: n, Content: string(b)})
 		}
 	}
 	if len(out) == 0 {
@@ -73,14 +82,14 @@ func readFiles(paths []string, recursive bool) ([]server.File, error) {
 
 // resourceName prints a resource as kubectl does.
 func resourceName(kind, ns, name string) string {
-	return strings.ToLower(kind) + "." + traffic.GroupIstio + "/" + name + nsSuffix(ns)
+	return termsafe.Field(strings.ToLower(kind)) + "." + traffic.GroupIstio + "/" + termsafe.Field(name) + nsSuffix(ns)
 }
 
 func nsSuffix(ns string) string {
 	if ns == "" || ns == "default" {
 		return ""
 	}
-	return " (namespace " + ns + ")"
+	return " (namespace " + termsafe.Field(ns) + ")"
 }
 
 func newApply(client clientFunc) *cobra.Command {

@@ -1,0 +1,41 @@
+package proxy
+
+import (
+	"net/http"
+	"net/url"
+
+	"github.com/sigil-mesh/sigil/pathnorm"
+)
+
+// normalizeTarget normalizes r's request target in place (package
+// pathnorm), before routing and authorization, so that the path matched
+// and authorized is the one forwarded. It leaves the URL's scheme and host
+// (an absolute-form target names the service) and returns the normalized
+// path and query; r.RequestURI is then the origin-form target. An error
+// means the request must be refused with 400.
+func (p *Proxy) normalizeTarget(r *http.Request) (pathnorm.Target, error) {
+	target := r.RequestURI
+	if target == "" {
+		target = r.URL.RequestURI()
+	}
+	t, err := p.cfg.paths.Target(r.Method, target)
+	if err != nil || !t.Changed {
+		return t, err
+	}
+	u := r.URL
+	if u.Path, err = url.PathUnescape(t.Path); err != nil {
+		return t, err // unreachable: a normalized path has only well-formed escapes
+	}
+	u.RawPath = ""
+	if u.EscapedPath() != t.Path {
+		u.RawPath = t.Path
+	}
+	u.RawQuery, u.ForceQuery, u.Opaque, u.Fragment, u.RawFragment = t.Query, false, "", "", ""
+	r.RequestURI = t.URI()
+	return t, nil
+}
+
+// refuseTarget answers a request whose target cannot be normalized.
+func refuseTarget(w http.ResponseWriter, r *http.Request, err error) {
+	writeError(w, r, http.StatusBadRequest, "sigil: "+err.Error())
+}
