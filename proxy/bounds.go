@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 )
 
@@ -19,10 +20,10 @@ func policyCacheMetrics(e *policy.Engine) []prometheus.Collector {
 // metricService is the destination_service label of an outbound request:
 // the service, or "unknown" for a name that is not in the mesh (the app
 // chooses the Host; a label per name would grow the registry forever).
-func (o *outbound) metricService(svc string) string {
+func (o *outbound) metricService(svc naming.Service) string {
 	st := o.state.Load()
-	if len(st.byService[svc]) == 0 && !st.table.HasRoutes(svc) {
-		return "unknown"
+	if len(st.byService[svc]) == 0 && !st.table.HasRoutes(svc.String()) {
+		return unknownService
 	}
-	return svc
+	return svc.Name
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
@@ -16,7 +17,7 @@ func TestCacheMemoryBoundOutboundNames(t *testing.T) {
 	o.setState(traffic.Compile(0, nil), 0, 0, nil)
 	st := o.state.Load()
 	for i := range 5000 {
-		name := fmt.Sprintf("made-up-%d", i)
+		name := naming.Service{Name: fmt.Sprintf("made-up-%d", i), Namespace: naming.DefaultNamespace}
 		if got := o.metricService(name); got != "unknown" {
 			t.Fatalf("metric label %q for a name outside the mesh", got)
 		}

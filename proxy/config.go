@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -27,11 +28,14 @@ type Config struct {
 	Policy      string
 	Upstreams   []string // NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]
 	Transparent bool
-	DrainGrace  time.Duration // how long to keep serving after leaving the endpoint pool
-	IdleTimeout time.Duration // a connection silent this long is closed
-	Advertise   string        // inbound address other sidecars reach; default: the bound one
-	AccessLog   string        // file path, "-" for stdout, "" for none
-	DecisionLog string
+	// ClusterDomain ends the longest form of a mesh host,
+	// svc.ns.svc.<ClusterDomain> (Kubernetes' term); "" is cluster.local.
+	ClusterDomain string
+	DrainGrace    time.Duration // how long to keep serving after leaving the endpoint pool
+	IdleTimeout   time.Duration // a connection silent this long is closed
+	Advertise     string        // inbound address other sidecars reach; default: the bound one
+	AccessLog     string        // file path, "-" for stdout, "" for none
+	DecisionLog   string
 	// OTLPEndpoint is the OTLP/HTTP collector spans go to ("" for no
 	// tracing); TraceSampling the share of new traces sampled.
 	OTLPEndpoint  string
@@ -47,6 +51,8 @@ const (
 	DefaultOutbound = "127.0.0.1:15001"
 	DefaultInbound  = "0.0.0.0:15006"
 	DefaultAdmin    = "127.0.0.1:15000"
+	// DefaultClusterDomain is Kubernetes' default cluster domain.
+	DefaultClusterDomain = naming.DefaultClusterDomain
 )
 
 // Upstream is a service the app may call and where its sidecars listen.
@@ -104,7 +110,7 @@ func validName(name string) error {
 	if len(name) > 63 {
 		return errors.New("service name longer than 63 characters")
 	}
-	if name != "" && !traffic.ValidServiceName(name) {
+	if name != "" && !naming.ValidServiceName(name) {
 		return fmt.Errorf("service name %q: only a-z, 0-9 and inner '-'", name)
 	}
 	return nil
@@ -148,6 +154,11 @@ func (c Config) Validate() (*checked, error) {
 		if h, _, err := net.SplitHostPort(c.Advertise); err != nil || net.ParseIP(h) == nil {
 			errs = append(errs, fmt.Errorf("--advertise %q: want IP:PORT", c.Advertise))
 		}
+	}
+	if c.ClusterDomain == "" {
+		out.ClusterDomain = DefaultClusterDomain
+	} else if _, err := naming.NewResolver(naming.DefaultNamespace, c.ClusterDomain); err != nil {
+		errs = append(errs, fmt.Errorf("--cluster-domain %q: want a DNS name such as cluster.local", c.ClusterDomain))
 	}
 	if c.Policy == "" {
 		errs = append(errs, errors.New("--policy is required (a .rego file or a directory of them)"))

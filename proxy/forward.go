@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/traffic"
 	"go.opentelemetry.io/otel/trace"
@@ -44,8 +45,27 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &statusRecorder{ResponseWriter: w}
-	svc := serviceOf(r)
 	proto := protocolOf(r)
+	svc, err := o.serviceOf(r)
+	if err != nil {
+		// A fixed label: the caller's host must not mint metric series.
+		refuseName(rec, r, err)
+		o.p.observe("outbound", o.p.id.id.String(), unknownService, r, rec.status(), proto, start, "")
+		return
+	}
+	// Before the sidecar adds headers of its own (trace context, route
+	// headers), so the app's Connection header cannot remove them.
+	if err := takeConnectionOptions(r.Header); err != nil {
+		writeError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
+		o.p.observe("outbound", o.p.id.id.String(), o.metricService(svc), r, rec.status(), proto, start, "")
+		return
+	}
+	dropForgedIdentity(r.Header)
+	if proto == policy.ProtocolGRPC {
+		var cancel context.CancelFunc
+		r, cancel = withGRPCDeadline(r, start)
+		defer cancel()
+	}
 	// Routes match, and the peer sidecar authorizes, the path forwarded.
 	if _, err := o.p.normalizeTarget(r); err != nil {
 		refuseTarget(rec, r, err)
@@ -53,26 +73,30 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if o.p.trace != nil {
-		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", svc)
+		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", svc.Name)
 		defer func() { o.p.trace.end(span, rec.status(), "") }()
 	}
 	o.route(rec, r, svc)
 	o.p.observe("outbound", o.p.id.id.String(), o.metricService(svc), r, rec.status(), proto, start, "")
 }
 
-func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
+// unknownService is the destination label of requests for no mesh service.
+const unknownService = "unknown"
+
+func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service) {
 	st := o.state.Load()
 	// The app may not claim an identity; the receiving sidecar sets it.
 	delete(r.Header, xfccName)
-	m, ok := st.table.Match(svc, r, o.p.cfg.labels)
-	if !ok && len(st.byService[svc]) == 0 && !st.table.HasRoutes(svc) {
+	key := svc.String()
+	m, ok := st.table.Match(key, r, o.p.cfg.labels)
+	if !ok && len(st.byService[svc]) == 0 && !st.table.HasRoutes(key) {
 		// Fail closed: only services of the mesh are reachable through it.
-		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+svc)
+		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+key)
 		return
 	}
 	if !ok {
-		if st.table.HasRoutes(svc) {
-			writeError(w, r, http.StatusNotFound, "sigil: no route of "+svc+" matches")
+		if st.table.HasRoutes(key) {
+			writeError(w, r, http.StatusNotFound, "sigil: no route of "+key+" matches")
 			return
 		}
 		// No VirtualService: every endpoint of the service, Istio's default
@@ -80,7 +104,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
 		m = traffic.Matched{Route: defaultRoute(svc)}
 	}
 	if m.AbortPct > 0 && rand.Float64()*100 < m.AbortPct {
-		o.abort(w, r, m.Route)
+		o.abort(w, r, svc, m.Route)
 		return
 	}
 	if m.Delay > 0 && rand.Float64()*100 < m.DelayPct {
@@ -103,7 +127,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
 	}
 	applyHeaders(r.Header, m.Headers, true)
 	applyHeaders(r.Header, dest.Headers, true)
-	c := o.cluster(st, dest.Service, dest.Subset)
+	c := o.cluster(st, naming.Service{Name: dest.Service, Namespace: dest.Namespace}, dest.Subset)
 	if c == nil || len(c.eps) == 0 {
 		writeError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Service+subsetSuffix(dest.Subset))
 		return
@@ -118,7 +142,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
 	// and the mirror, which only read them.
 	stripRequestHopHeaders(r.Header)
 	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
-		o.mirror(st, r, body, replay, m.Mirror)
+		o.mirror(st, r, body, replay, m.MirrorTo, m.Mirror)
 	}
 	resp, release, err := o.send(r, body, replay, c, m.Route)
 	if err != nil {
@@ -136,6 +160,8 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
 		return
 	}
 	defer release()
+	// The upstream's Connection header may not remove the route's headers.
+	removeHopHeaders(resp.Header)
 	applyHeaders(resp.Header, m.Headers, false)
 	applyHeaders(resp.Header, dest.Headers, false)
 	copyResponse(w, resp)
@@ -148,24 +174,24 @@ func subsetSuffix(s string) string {
 	return "/" + s
 }
 
-var defaultRoutes sync.Map // service → *traffic.Route
+var defaultRoutes sync.Map // naming.Service → *traffic.Route
 
 // defaultRoute is the route of a service no VirtualService covers.
-func defaultRoute(svc string) *traffic.Route {
+func defaultRoute(svc naming.Service) *traffic.Route {
 	if rt, ok := defaultRoutes.Load(svc); ok {
 		return rt.(*traffic.Route)
 	}
-	rt := traffic.Compile(0, []traffic.Resource{{Kind: traffic.KindVirtualService, Namespace: "sigil", Name: "default", VS: &traffic.VirtualService{
-		Spec: traffic.VirtualServiceSpec{Hosts: []string{svc}, HTTP: []traffic.HTTPRoute{{Route: []traffic.HTTPRouteDestination{{Destination: traffic.Destination{Host: svc}}}}}},
+	rt := traffic.Compile(0, []traffic.Resource{{Kind: traffic.KindVirtualService, Namespace: svc.Namespace, Name: "default", VS: &traffic.VirtualService{
+		Spec: traffic.VirtualServiceSpec{Hosts: []string{svc.Name}, HTTP: []traffic.HTTPRoute{{Route: []traffic.HTTPRouteDestination{{Destination: traffic.Destination{Host: svc.Name}}}}}},
 	}}})
-	m, _ := rt.Match(svc, &http.Request{URL: &url.URL{Path: "/"}, Header: http.Header{}}, nil)
+	m, _ := rt.Match(svc.String(), &http.Request{URL: &url.URL{Path: "/"}, Header: http.Header{}}, nil)
 	defaultRoutes.Store(svc, m.Route)
 	return m.Route
 }
 
 // abort answers with the fault's status, in the caller's protocol.
-func (o *outbound) abort(w http.ResponseWriter, r *http.Request, rt *traffic.Route) {
-	o.p.metrics.faults.WithLabelValues(serviceOf(r), "abort").Inc()
+func (o *outbound) abort(w http.ResponseWriter, r *http.Request, svc naming.Service, rt *traffic.Route) {
+	o.p.metrics.faults.WithLabelValues(svc.Name, "abort").Inc()
 	if rt.AbortGRPC >= 0 || (protocolOf(r) == policy.ProtocolGRPC && rt.AbortHTTP == 0) {
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", strconv.Itoa(max(rt.AbortGRPC, 0)))
@@ -263,12 +289,12 @@ func kindOf(r *http.Request) int {
 }
 
 // removeHopHeaders drops connection-scoped headers: the standard ones and
-// any the Connection header names.
+// any the Connection header names, except protected ones (hopheaders.go).
 func removeHopHeaders(h http.Header) {
 	for _, v := range h["Connection"] {
 		for _, name := range strings.Split(v, ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				h.Del(name)
+			if name = http.CanonicalHeaderKey(strings.TrimSpace(name)); name != "" && !protectedHeaders[name] {
+				delete(h, name)
 			}
 		}
 	}
@@ -464,8 +490,10 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
+	var err error
 	for {
-		n, err := resp.Body.Read(buf)
+		var n int
+		n, err = resp.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return
@@ -480,6 +508,12 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	}
 	for k, v := range resp.Trailer {
 		h[http.TrailerPrefix+k] = v
+	}
+	if err != io.EOF && resp.Request != nil && protocolOf(resp.Request) == policy.ProtocolGRPC && resp.Trailer.Get("Grpc-Status") == "" {
+		// The upstream stream broke before its status: the caller gets
+		// one all the same, DEADLINE_EXCEEDED if its deadline is why.
+		h[http.TrailerPrefix+"Grpc-Status"] = []string{grpcFailureStatus(resp.Request, http.StatusBadGateway)}
+		h[http.TrailerPrefix+"Grpc-Message"] = []string{"sigil: upstream stream ended without a status"}
 	}
 }
 
@@ -504,13 +538,13 @@ func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
 // mirror sends a copy of the request to the mirror destination and forgets
 // it: it never delays or fails the original, and when too many copies are
 // in flight new ones are dropped.
-func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bool, d *traffic.Destination) {
-	svc := traffic.ServiceName(d.Host)
+func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bool, to naming.Service, d *traffic.Destination) {
+	svc := to.Name
 	if !replay {
 		o.p.metrics.mirrors.WithLabelValues(svc, "skipped_body").Inc()
 		return
 	}
-	c := o.cluster(st, svc, d.Subset)
+	c := o.cluster(st, to, d.Subset)
 	if c == nil || len(c.eps) == 0 {
 		o.p.metrics.mirrors.WithLabelValues(svc, "no_endpoint").Inc()
 		return

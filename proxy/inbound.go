@@ -145,11 +145,24 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, http.StatusForbidden, "sigil: no peer identity")
 		return
 	}
+	// First, before the sidecar adds the caller's identity and trace
+	// context: a Connection header may not remove what the sidecar sets.
+	if err := takeConnectionOptions(r.Header); err != nil {
+		writeError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
+		in.p.observe("inbound", peer.id, in.p.cfg.Service, r, rec.status(), protocolOf(r), start, "")
+		return
+	}
+	dropForgedIdentity(r.Header)
 	if in.p.trace != nil {
 		span := in.p.trace.start(r, trace.SpanKindServer, "inbound", in.p.cfg.Service)
 		defer func() { in.p.trace.end(span, rec.status(), peer.id) }()
 	}
 	proto := protocolOf(r)
+	if proto == policy.ProtocolGRPC {
+		var cancel context.CancelFunc
+		r, cancel = withGRPCDeadline(r, start)
+		defer cancel()
+	}
 	// The policy decides on the path the app will get.
 	target, err := in.p.normalizeTarget(r)
 	if err != nil {
@@ -299,18 +312,12 @@ func (s *statusRecorder) status() int {
 }
 
 // writeError answers in the caller's protocol: gRPC callers get a
-// trailers-only response with the matching gRPC status.
+// trailers-only response with the matching gRPC status (grpcFailureStatus:
+// DEADLINE_EXCEEDED once their deadline has passed, whatever failed).
 func writeError(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	if protocolOf(r) == policy.ProtocolGRPC {
-		grpcCode := "14" // UNAVAILABLE
-		switch code {
-		case http.StatusForbidden:
-			grpcCode = "7" // PERMISSION_DENIED
-		case http.StatusBadRequest:
-			grpcCode = "13" // INTERNAL, gRPC's mapping of 400: not worth a retry
-		}
 		w.Header().Set("Content-Type", "application/grpc")
-		w.Header().Set("Grpc-Status", grpcCode)
+		w.Header().Set("Grpc-Status", grpcFailureStatus(r, code))
 		w.Header().Set("Grpc-Message", msg)
 		w.WriteHeader(http.StatusOK)
 		return

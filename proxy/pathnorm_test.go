@@ -94,7 +94,7 @@ func TestPathNormalizationAfterRewrite(t *testing.T) {
 		if _, err := o.p.normalizeTarget(r); err != nil {
 			t.Fatalf("%s: %v", target, err)
 		}
-		m, ok := table.Match("api", r, nil)
+		m, ok := table.Match("api.default", r, nil)
 		if !ok {
 			t.Fatalf("%s: no route", target)
 		}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/proxy/h1"
 )
@@ -37,6 +38,7 @@ type Proxy struct {
 	metrics *metrics
 	access  *jsonLines
 	trace   *tracing // nil: no tracing
+	names   naming.Resolver
 	ready   atomic.Bool
 	drain   atomic.Bool
 }
@@ -116,6 +118,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}}, closers...)
 	}
 	log.Info("svid received", "spiffe_id", p.id.id.String(), "expires_in", time.Duration(p.id.expiresIn()*float64(time.Second)).Round(time.Second).String())
+	if p.names, err = meshNames(p.id.id, c.ClusterDomain); err != nil {
+		return err
+	}
 
 	inLn, err := net.Listen("tcp", c.Inbound)
 	if err != nil {

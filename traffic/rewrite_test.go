@@ -14,7 +14,7 @@ func routeFor(t *testing.T, rule, target string) Matched {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, ok := Compile(1, rs).Match("api", httptest.NewRequest("GET", target, nil), nil)
+	m, ok := Compile(1, rs).Match("api.default", httptest.NewRequest("GET", target, nil), nil)
 	if !ok {
 		t.Fatalf("%s does not match %s", target, rule)
 	}

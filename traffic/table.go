@@ -7,14 +7,16 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/sigil-mesh/sigil/naming"
 )
 
 // Table is the compiled configuration a sidecar routes by. It is
 // immutable; a new configuration is a new Table, swapped in atomically.
 type Table struct {
 	Version int64
-	routes  map[string][]*Route // by service name, in order
-	rules   map[string]*Rule    // DestinationRules by service name
+	routes  map[string][]*Route // by service key ("name.namespace", naming.Service.String), in order
+	rules   map[string]*Rule    // DestinationRules by service key
 }
 
 // Route is a compiled HTTP route.
@@ -38,16 +40,18 @@ type Route struct {
 	AbortGRPC int // -1 when unset
 	AbortPct  float64
 	Mirror    *Destination
+	MirrorTo  naming.Service // Mirror's host, resolved in the VirtualService's namespace
 	MirrorPct float64
 	Headers   *Headers
 }
 
 // WeightedDest is one destination of a route.
 type WeightedDest struct {
-	Service string
-	Subset  string
-	Weight  int
-	Headers *Headers
+	Service   string // the service's name
+	Namespace string // its namespace (a bare host: the VirtualService's)
+	Subset    string
+	Weight    int
+	Headers   *Headers
 }
 
 type strMatch struct {
@@ -127,9 +131,11 @@ type Matched struct {
 	PrefixMatched string
 }
 
-// Match finds the route for a request to service from a sidecar with
-// sourceLabels. ok is false when no VirtualService covers the service, and
-// also when one does but no route matches (Istio answers 404 then; the
+// Match finds the route for a request to service (its key, "name.namespace"
+// as naming.Service.String gives it; so are the service arguments of
+// HasRoutes, Policy and SubsetLabels) from a sidecar with sourceLabels. ok
+// is false when no VirtualService covers the service, and also when one
+// does but no route matches (Istio answers 404 then; the
 // caller decides).
 func (t *Table) Match(service string, r *http.Request, sourceLabels map[string]string) (Matched, bool) {
 	if t == nil {
@@ -259,9 +265,9 @@ func Compile(version int64, resources []Resource) *Table {
 		switch {
 		case r.VS != nil:
 			for _, h := range r.VS.Spec.Hosts {
-				svc := ServiceName(h)
+				svc := ServiceOf(h, r.Namespace).String()
 				for i := range r.VS.Spec.HTTP {
-					t.routes[svc] = append(t.routes[svc], compileRoute(r.Ref(), &r.VS.Spec.HTTP[i]))
+					t.routes[svc] = append(t.routes[svc], compileRoute(r.Ref(), r.Namespace, &r.VS.Spec.HTTP[i]))
 				}
 			}
 		case r.DR != nil:
@@ -269,13 +275,13 @@ func Compile(version int64, resources []Resource) *Table {
 			for _, s := range r.DR.Spec.Subsets {
 				rule.Subsets[s.Name] = s
 			}
-			t.rules[ServiceName(r.DR.Spec.Host)] = rule
+			t.rules[ServiceOf(r.DR.Spec.Host, r.Namespace).String()] = rule
 		}
 	}
 	return t
 }
 
-func compileRoute(source string, h *HTTPRoute) *Route {
+func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 	rt := &Route{Name: h.Name, Source: source, Redirect: h.Redirect, Rewrite: h.Rewrite, Mirror: h.Mirror, Headers: h.Headers, AbortGRPC: -1}
 	for _, m := range h.Match {
 		cm := &match{uri: compileStr(m.URI, m.IgnoreURICase), method: compileStr(m.Method, false),
@@ -296,7 +302,8 @@ func compileRoute(source string, h *HTTPRoute) *Route {
 		if len(h.Route) == 1 {
 			w = 100
 		}
-		rt.Dests = append(rt.Dests, WeightedDest{Service: ServiceName(d.Destination.Host), Subset: d.Destination.Subset, Weight: w, Headers: d.Headers})
+		svc := ServiceOf(d.Destination.Host, namespace)
+		rt.Dests = append(rt.Dests, WeightedDest{Service: svc.Name, Namespace: svc.Namespace, Subset: d.Destination.Subset, Weight: w, Headers: d.Headers})
 		rt.total += w
 	}
 	if rw := h.Rewrite; rw != nil && rw.URIRegexRewrite != nil {
@@ -328,6 +335,7 @@ func compileRoute(source string, h *HTTPRoute) *Route {
 		}
 	}
 	if h.Mirror != nil {
+		rt.MirrorTo = ServiceOf(h.Mirror.Host, namespace)
 		rt.MirrorPct = pct(h.MirrorPercentage)
 	}
 	return rt

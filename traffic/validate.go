@@ -8,11 +8,16 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/sigil-mesh/sigil/naming"
 )
 
 // Validate checks one resource on its own and names every bad field.
 func Validate(r Resource) error {
 	var v validator
+	if !naming.ValidNamespace(r.Namespace) {
+		v.fail("metadata.namespace", "%q is not a namespace (a DNS label: a-z, 0-9, inner '-', at most 63)", r.Namespace)
+	}
 	switch {
 	case r.VS != nil:
 		v.virtualService(r.VS)
@@ -32,18 +37,23 @@ func (v *validator) fail(path, format string, args ...any) {
 }
 
 // ValidServiceName reports whether name is a DNS label (a-z, 0-9, inner
-// '-', at most 63): the form of service and subset names everywhere in
-// Sigil (resources, sidecar flags, registrations, entries).
-func ValidServiceName(name string) bool { return isDNS1123Label(name) }
+// '-', at most 63): naming.ValidServiceName, kept here for its callers.
+func ValidServiceName(name string) bool { return naming.ValidServiceName(name) }
 
-// ServiceName maps a host as Istio users write it ("api",
-// "api.default.svc.cluster.local", "api.default") to a Sigil service name.
-func ServiceName(host string) string {
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if name, _, ok := strings.Cut(host, "."); ok {
-		return name
+// ServiceOf resolves a host as a resource in namespace writes it ("api",
+// "api.prod", "api.prod.svc.cluster.local"): a bare name is a service of
+// the resource's own namespace, as in Istio. It returns the zero Service
+// for a host that is not a mesh service (Validate refuses those).
+func ServiceOf(host, namespace string) naming.Service {
+	r, err := naming.NewResolver(namespace, naming.DefaultClusterDomain)
+	if err != nil {
+		return naming.Service{}
 	}
-	return host
+	svc, err := r.Host(host)
+	if err != nil {
+		return naming.Service{}
+	}
+	return svc
 }
 
 func (v *validator) host(path, h string) {
@@ -55,8 +65,8 @@ func (v *validator) host(path, h string) {
 		v.fail(path, "wildcard hosts are not supported")
 		return
 	}
-	if !isDNS1123Label(ServiceName(h)) {
-		v.fail(path, "%q is not a service name", h)
+	if _, err := (naming.Resolver{}).Host(h); err != nil {
+		v.fail(path, "%q is not a mesh service: %v", h, err)
 	}
 }
 
@@ -250,7 +260,7 @@ func (v *validator) authority(p, a string) {
 
 func (v *validator) destination(p string, d *Destination) {
 	v.host(p+".host", d.Host)
-	if d.Subset != "" && !isDNS1123Label(d.Subset) {
+	if d.Subset != "" && !naming.ValidServiceName(d.Subset) {
 		v.fail(p+".subset", "%q is not a valid subset name", d.Subset)
 	}
 }
@@ -350,7 +360,7 @@ func (v *validator) destinationRule(dr *DestinationRule) {
 	seen := map[string]bool{}
 	for i, s := range dr.Spec.Subsets {
 		p := fmt.Sprintf("spec.subsets[%d]", i)
-		if !isDNS1123Label(s.Name) {
+		if !naming.ValidServiceName(s.Name) {
 			v.fail(p+".name", "%q is not a valid subset name", s.Name)
 		}
 		if seen[s.Name] {
@@ -416,14 +426,14 @@ var GRPCCodes = map[string]int{
 // subset a VirtualService routes or mirrors to is defined by a
 // DestinationRule for its host, and no host has two DestinationRules.
 func CheckReferences(all []Resource) error {
-	subsets := map[string]map[string]bool{}
-	owner := map[string]string{}
+	subsets := map[naming.Service]map[string]bool{}
+	owner := map[naming.Service]string{}
 	var errs []error
 	for _, r := range all {
 		if r.DR == nil {
 			continue
 		}
-		svc := ServiceName(r.DR.Spec.Host)
+		svc := ServiceOf(r.DR.Spec.Host, r.Namespace)
 		if prev, dup := owner[svc]; dup {
 			errs = append(errs, fmt.Errorf("%s: spec.host %q already has %s", r.Ref(), r.DR.Spec.Host, prev))
 			continue
@@ -443,7 +453,7 @@ func CheckReferences(all []Resource) error {
 				if d == nil || d.Subset == "" {
 					return
 				}
-				if !subsets[ServiceName(d.Host)][d.Subset] {
+				if !subsets[ServiceOf(d.Host, r.Namespace)][d.Subset] {
 					errs = append(errs, fmt.Errorf("%s: %s: subset %q of %s is not defined by any DestinationRule (apply the DestinationRule first)", r.Ref(), path, d.Subset, d.Host))
 				}
 			}
