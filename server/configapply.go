@@ -179,9 +179,6 @@ func (s *Server) deleteConfig(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if len(resp.Results) == 0 {
-		if ref, err := resourceRef(key); err != nil {
-			return nil, apiErrorf(http.StatusBadRequest, "%s: %v", ref, err)
-		}
 		return nil, apiErrorf(http.StatusNotFound, "%s not found", resp.NotFound[0])
 	}
 	res := resp.Results[0]
@@ -223,10 +220,16 @@ func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKe
 	changes := map[string]*indexed{}
 	var found []registry.ResourceKey
 	var events []audit.Event
+	var refused []error
 	for _, k := range keys {
 		key := k.Kind + "/" + k.Namespace + "/" + k.Name
-		ref, _ := resourceRef(k)
+		ref, badName := resourceRef(k)
 		if _, ok := x.items[key]; !ok {
+			if badName != nil {
+				// No such record can exist: say which rule the name
+				// breaks rather than that it was not found.
+				refused = append(refused, fmt.Errorf("%s: %w", ref, badName))
+			}
 			resp.NotFound = append(resp.NotFound, ref)
 			continue
 		}
@@ -237,6 +240,9 @@ func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKe
 		found = append(found, k)
 		resp.Results = append(resp.Results, registry.ApplyResult{Kind: k.Kind, Namespace: k.Namespace, Name: k.Name, Action: registry.Deleted})
 		events = append(events, audit.Event{Type: auditConfigDeleted, Actor: "admin", Subject: ref})
+	}
+	if len(refused) > 0 {
+		return DeleteResponse{}, apiErrorf(http.StatusBadRequest, "%v", errors.Join(refused...))
 	}
 	if len(found) == 0 {
 		return resp, nil
