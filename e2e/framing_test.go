@@ -78,6 +78,7 @@ type rawApp struct {
 	complete []string // requests read to the end of their body
 	respond  func(req *http.Request, c net.Conn) bool
 	conns    map[net.Conn]bool
+	closed   chan struct{} // told of each connection the app closed
 }
 
 func startRawApp(t *testing.T) *rawApp {
@@ -86,7 +87,7 @@ func startRawApp(t *testing.T) *rawApp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &rawApp{ln: ln, addr: ln.Addr().String(), conns: map[net.Conn]bool{}}
+	a := &rawApp{ln: ln, addr: ln.Addr().String(), conns: map[net.Conn]bool{}, closed: make(chan struct{}, 64)}
 	t.Cleanup(a.stop)
 	go a.serve(ln)
 	return a
@@ -111,6 +112,10 @@ func (a *rawApp) conn(c net.Conn) {
 		a.mu.Lock()
 		delete(a.conns, c)
 		a.mu.Unlock()
+		select {
+		case a.closed <- struct{}{}:
+		default:
+		}
 	}()
 	br := bufio.NewReader(c)
 	for {
