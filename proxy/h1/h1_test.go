@@ -349,6 +349,9 @@ func FuzzServe(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	for _, c := range framingCases {
+		f.Add(c.in)
+	}
 	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(io.LimitReader(r.Body, 1<<16))
 		w.Header().Set("Trailer", "X-T")

@@ -150,9 +150,12 @@ func trimOWS[T string | []byte](v T) T {
 // check decides the framing fields once the version is known. It reports
 // whether the body is chunked.
 func (f *framing) check(major, minor int, request bool) (chunked bool, err error) {
+	if major != 1 {
+		return false, framingError("HTTP/%d.%d is not HTTP/1", major, minor)
+	}
 	if len(f.te) > 0 {
 		switch {
-		case major == 1 && minor == 0:
+		case minor == 0:
 			return false, framingError("Transfer-Encoding in an HTTP/1.0 message")
 		case len(f.te) > 1 || !strings.EqualFold(f.te[0], "chunked"):
 			return false, framingError("transfer coding %.40q: only chunked is accepted", strings.Join(f.te, ", "))

@@ -275,3 +275,41 @@ func FuzzReadStrict(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadStrictResponse is FuzzReadStrict for responses.
+func FuzzReadStrictResponse(f *testing.F) {
+	for _, c := range responseCases {
+		f.Add(c.in, c.method == "HEAD")
+	}
+	f.Add("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\nrest", false)
+	f.Add("HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", false)
+	f.Fuzz(func(t *testing.T, in string, head bool) {
+		req := &http.Request{Method: "GET"}
+		if head {
+			req.Method = "HEAD"
+		}
+		br := bufio.NewReaderSize(strings.NewReader(in), bufSize)
+		got, err := readResponse(br, req)
+		if err != nil {
+			return
+		}
+		gb, err := io.ReadAll(got.Body)
+		if err != nil {
+			return
+		}
+		wr := bufio.NewReaderSize(strings.NewReader(in), bufSize)
+		want, err := http.ReadResponse(wr, req)
+		if err != nil {
+			t.Fatalf("%q: read here, refused by net/http: %v", in, err)
+		}
+		wb, err := io.ReadAll(want.Body)
+		if err != nil {
+			t.Fatalf("%q: body read here, refused by net/http: %v", in, err)
+		}
+		grest, _ := io.ReadAll(br)
+		wrest, _ := io.ReadAll(wr)
+		if !bytes.Equal(gb, wb) || !bytes.Equal(grest, wrest) || got.StatusCode != want.StatusCode {
+			t.Fatalf("%q: body %q rest %q, net/http body %q rest %q", in, gb, grest, wb, wrest)
+		}
+	})
+}
