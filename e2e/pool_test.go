@@ -131,12 +131,30 @@ func TestStalePooledConnection(t *testing.T) {
 	app.restart(t)
 	post("after the app restarted")
 	// api's sidecar restarts on the same address: web's pooled mTLS
-	// connections to it are closed.
+	// connections to it, HTTP/1.1 and HTTP/2, are closed.
+	h2 := &http.Transport{Protocols: new(http.Protocols)}
+	h2.Protocols.SetUnencryptedHTTP2(true)
+	postH2 := func(what string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "http://"+rm.web.Outbound+"/post", strings.NewReader(what))
+		req.Host = "api"
+		resp, err := (&http.Client{Timeout: 20 * time.Second, Transport: h2}).Do(req)
+		if err != nil {
+			t.Fatalf("%s (HTTP/2): %v", what, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "ok" || resp.ProtoMajor != 2 {
+			t.Fatalf("%s (HTTP/2): %s %d %q, want HTTP/2 200 ok", what, resp.Proto, resp.StatusCode, b)
+		}
+	}
+	postH2("before api's sidecar restarted")
 	rm.api.Stop()
 	rm.api = harness.StartProxy(t, rm.ids.api, "api", app.addr, filepath.Join(rm.ids.m.Dir, "policy-raw"), "--inbound", inbound)
 	post("after api's sidecar restarted")
-	if n := countPosts() - before; n != 2 {
-		t.Errorf("the app got %d POSTs after the restarts, want 2", n)
+	postH2("after api's sidecar restarted")
+	if n := countPosts() - before; n != 4 {
+		t.Errorf("the app got %d POSTs after the restarts, want 4", n)
 	}
 }
 

@@ -213,6 +213,11 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 		if err == nil {
 			err = beginChunks(cc.br, r.Body)
 		}
+		if err == nil && r.StatusCode == http.StatusSwitchingProtocols && req.Header.Get("Upgrade") == "" {
+			// What follows is in no protocol the request asked for (RFC
+			// 9110 §15.2.2), yet would be read as the next answer.
+			err = framingError("101 Switching Protocols to a request without Upgrade")
+		}
 		if err != nil {
 			if written != nil {
 				cc.close()

@@ -8,8 +8,10 @@
 // parsing, were most of the sidecar's cost. Here a connection's goroutine
 // reads a request, runs the handler and writes the response, headers and a
 // buffered body together, then reads the next. The common message heads
-// are parsed and written here with few allocations; everything else is
-// left to net/http (http.ReadRequest, http.ReadResponse, Request.Write).
+// are parsed and written here with few allocations; everything else goes
+// to the strict path (strict.go: net/http parses the head once it is
+// checked, bodies are framed here; ambiguous framing is refused, RFC 9112)
+// or to Request.Write.
 // Handlers are ordinary http.Handlers, so routing code is shared with the
 // HTTP/2 path.
 // See bench/README.md for the figures.

@@ -206,6 +206,7 @@ func TestHTTP1FramingResponses(t *testing.T) {
 		{"HTTP/1.0 with TE", "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
 		{"bad chunk later", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n+3\r\nabc\r\n0\r\n\r\n"},
 		{"forbidden trailer", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n"},
+		{"101 unasked", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, _ := rawServer(t, func(c net.Conn, br *bufio.Reader) {
