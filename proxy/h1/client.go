@@ -87,6 +87,10 @@ func (cc *clientConn) close() {
 // errClosedIdle is a pooled connection the server had closed.
 var errClosedIdle = errors.New("h1: server closed the idle connection before answering")
 
+// errRequestBody: the request's own body failed while it was being sent
+// (not the connection).
+var errRequestBody = errors.New("h1: reading the request body")
+
 // errNothingWritten: the request failed before any byte of it reached the
 // connection.
 var errNothingWritten = errors.New("h1: connection failed before the request was sent")
@@ -179,7 +183,7 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 			// The connection's deadline is the context's and may fire first.
 			return nil, fmt.Errorf("h1: %w", context.DeadlineExceeded)
 		}
-		if errors.Is(err, ErrFraming) {
+		if errors.Is(err, ErrFraming) && !errors.Is(err, errRequestBody) {
 			cl.protocolError(ReasonMalformedResponse)
 		}
 		return nil, err
@@ -194,16 +198,22 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 		return fail(err)
 	}
 	if _, err := cc.br.Peek(1); err != nil {
-		if written != nil {
-			// The writer's error, if any, says more (and it must be done
-			// with the connection before we return).
-			cc.close()
-			if werr := <-written; werr != nil {
-				return fail(werr)
-			}
-		}
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: %w", errClosedIdle, err)
+		}
+		if written != nil {
+			cc.close()
+			select {
+			case werr := <-written:
+				// The writer's error, if any, says more.
+				if werr != nil {
+					return fail(werr)
+				}
+			default:
+				// Still writing, maybe waiting for the caller's body: it
+				// ends on the closed connection; the read error stands.
+				return fail(err)
+			}
 		}
 		return fail(cc.sendError(err))
 	}
@@ -219,11 +229,7 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 			err = framingError("101 Switching Protocols to a request without Upgrade")
 		}
 		if err != nil {
-			if written != nil {
-				cc.close()
-				<-written
-			}
-			return fail(err)
+			return fail(err) // a writer still running ends on the closed connection
 		}
 		// Informational answers (100 Continue, 103) are not passed on.
 		if r.StatusCode >= 200 || r.StatusCode == http.StatusSwitchingProtocols {
@@ -279,7 +285,7 @@ func (cc *clientConn) send(req *http.Request) error {
 	}
 	if err != nil && cc.w.err == nil {
 		cc.c.Close()
-		return err
+		return fmt.Errorf("%w: %w", errRequestBody, err)
 	}
 	return cc.sendError(err)
 }
