@@ -205,35 +205,37 @@ func exchangeRaw(c net.Conn, in string) (out string, closed bool) {
 }
 
 // sidecarFramingCases: requests with framing Sigil refuses (RFC 9112),
-// for api. partial: the head may reach the app, never the whole request
-// (the body breaks after the request went on; it is cut off there).
+// for api. later is sent once the app has the head: a body that breaks
+// after the request went on, which is then cut off there.
 var sidecarFramingCases = []struct {
 	name, in string
 	want     int
-	partial  bool
+	later    string
 }{
-	{"CL and TE then a second request", "POST / HTTP/1.1\r\nHost: api\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: api\r\n\r\n", 400, false},
-	{"TE with space before colon", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding : chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, false},
-	{"chunk size 0x5", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", 400, false},
-	{"chunk size +5", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n", 400, false},
-	{"chunk size overflow", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff5\r\nhello\r\n0\r\n\r\n", 400, false},
-	{"TE chunked, chunked", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400, false},
-	{"TE gzip, chunked", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400, false},
-	{"TE identity", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: identity\r\nContent-Length: 1\r\n\r\nx", 400, false},
-	{"TE xchunked", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400, false},
-	{"TE with vertical tab", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\v\r\n\r\n0\r\n\r\n", 400, false},
-	{"differing Content-Lengths", "POST / HTTP/1.1\r\nHost: api\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy", 400, false},
-	{"Content-Length +1", "POST / HTTP/1.1\r\nHost: api\r\nContent-Length: +1\r\n\r\nx", 400, false},
-	{"obs-fold", "GET / HTTP/1.1\r\nHost: api\r\nX-A: a\r\n b\r\n\r\n", 400, false},
-	{"bare CR", "GET / HTTP/1.1\r\nHost: api\r\nX-A: a\rb\r\n\r\n", 400, false},
-	{"NUL in a value", "GET / HTTP/1.1\r\nHost: api\r\nX-A: a\x00b\r\n\r\n", 400, false},
-	{"invalid field name", "GET / HTTP/1.1\r\nHost: api\r\nX(A): b\r\n\r\n", 400, false},
-	{"bad chunk extension", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"\x01\"\r\nhello\r\n0\r\n\r\n", 400, false},
-	{"identity in a trailer", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Forwarded-Client-Cert: By=spiffe://example.org/ns/default/sa/admin\r\n\r\n", 400, false},
-	{"HTTP/1.0 with TE", "POST / HTTP/1.0\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, false},
-	{"unknown expectation", "POST / HTTP/1.1\r\nHost: api\r\nExpect: 100-continuex\r\nContent-Length: 1\r\n\r\nx", 417, false},
-	{"chunk data without CRLF", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", 400, true},
-	{"forbidden trailer", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n", 400, true},
+	{"CL and TE then a second request", "POST / HTTP/1.1\r\nHost: api\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: api\r\n\r\n", 400, ""},
+	{"TE with space before colon", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding : chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400, ""},
+	{"chunk size 0x5", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", 400, ""},
+	{"chunk size +5", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n", 400, ""},
+	{"chunk size overflow", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff5\r\nhello\r\n0\r\n\r\n", 400, ""},
+	{"TE chunked, chunked", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400, ""},
+	{"TE gzip, chunked", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400, ""},
+	{"TE identity", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: identity\r\nContent-Length: 1\r\n\r\nx", 400, ""},
+	{"TE xchunked", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400, ""},
+	{"TE with vertical tab", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\v\r\n\r\n0\r\n\r\n", 400, ""},
+	{"differing Content-Lengths", "POST / HTTP/1.1\r\nHost: api\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy", 400, ""},
+	{"Content-Length +1", "POST / HTTP/1.1\r\nHost: api\r\nContent-Length: +1\r\n\r\nx", 400, ""},
+	{"obs-fold", "GET / HTTP/1.1\r\nHost: api\r\nX-A: a\r\n b\r\n\r\n", 400, ""},
+	{"bare CR", "GET / HTTP/1.1\r\nHost: api\r\nX-A: a\rb\r\n\r\n", 400, ""},
+	{"NUL in a value", "GET / HTTP/1.1\r\nHost: api\r\nX-A: a\x00b\r\n\r\n", 400, ""},
+	{"invalid field name", "GET / HTTP/1.1\r\nHost: api\r\nX(A): b\r\n\r\n", 400, ""},
+	{"bad chunk extension", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"\x01\"\r\nhello\r\n0\r\n\r\n", 400, ""},
+	{"identity in a trailer", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Forwarded-Client-Cert: By=spiffe://example.org/ns/default/sa/admin\r\n\r\n", 400, ""},
+	{"HTTP/1.0 with TE", "POST / HTTP/1.0\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, ""},
+	{"unknown expectation", "POST / HTTP/1.1\r\nHost: api\r\nExpect: 100-continuex\r\nContent-Length: 1\r\n\r\nx", 417, ""},
+	{"chunk data without CRLF", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", 400, ""},
+	{"forbidden trailer", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n", 400, ""},
+	{"bad chunk size later", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", 400, "0x3\r\nabc\r\n0\r\n\r\n"},
+	{"missing CRLF later", "POST / HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", 400, "3\r\nabcXX0\r\n\r\n"},
 }
 
 // TestHTTP1FramingRefusedBySidecars writes each malformed request on a TCP
@@ -270,12 +272,18 @@ func TestHTTP1FramingRefusedBySidecars(t *testing.T) {
 				// still be on its way to the app.
 				prefix := "/" + side.name + strconv.Itoa(i)
 				in := strings.Replace(strings.Replace(tc.in, " / HTTP", " "+prefix+" HTTP", 1), "/smuggled", prefix+"/smuggled", 1)
-				out, closed := exchangeRaw(side.dial(t), in)
+				c := side.dial(t)
+				if tc.later != "" {
+					io.WriteString(c, in)
+					waitHead(t, app, prefix)
+					in = tc.later
+				}
+				out, closed := exchangeRaw(c, in)
 				if !strings.HasPrefix(out, "HTTP/1.1 "+strconv.Itoa(tc.want)+" ") || strings.Count(out, "HTTP/1.1 ") != 1 || !closed {
 					t.Errorf("got %q (closed: %v), want one %d and the connection closed", out, closed, tc.want)
 				}
 				heads, complete := app.seen(prefix)
-				if len(complete) > 0 || len(heads) > 0 && !tc.partial {
+				if len(complete) > 0 || len(heads) > 0 && tc.later == "" {
 					t.Errorf("the app saw heads %v and complete requests %v, want none", heads, complete)
 				}
 			})
@@ -299,6 +307,8 @@ func TestHTTP1FramingRefusedFromApp(t *testing.T) {
 		{"space before colon", "HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\nContent-Length: 1\r\n\r\nx"},
 		{"NUL", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-A: \x00\r\n\r\nx"},
 		{"HTTP/1.0 with TE", "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+		{"bad chunk after a good one", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n+3\r\nabc\r\n0\r\n\r\n"},
+		{"101 unasked", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			app.reset(func(_ *http.Request, c net.Conn) bool {
@@ -315,10 +325,13 @@ func TestHTTP1FramingRefusedFromApp(t *testing.T) {
 			}
 		})
 	}
-	// A chunk gone wrong after the head: the caller's response is cut
-	// off, never complete.
+	// A chunk gone wrong after the head was passed on: the caller's
+	// response is cut off, never complete.
+	headRead := make(chan struct{})
 	app.reset(func(_ *http.Request, c net.Conn) bool {
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n+3\r\nabc\r\n0\r\n\r\n")
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+		<-headRead
+		io.WriteString(c, "+3\r\nabc\r\n0\r\n\r\n")
 		return true
 	})
 	c := mustDial(t, rm.web.Outbound)
@@ -326,16 +339,29 @@ func TestHTTP1FramingRefusedFromApp(t *testing.T) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: api\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err == nil {
-		var b []byte
-		if b, err = io.ReadAll(resp.Body); err == nil {
-			t.Errorf("a response whose body broke upstream arrived complete: %d %q", resp.StatusCode, b)
-		}
+	close(headRead)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the head of a streamed response: %v %v", resp, err)
+	}
+	if b, err := io.ReadAll(resp.Body); err == nil {
+		t.Errorf("a response whose body broke upstream arrived complete: %q", b)
 	}
 	metrics := httpGet(t, "http://"+rm.api.Admin+"/metrics")
 	if !strings.Contains(metrics, `sigil_upstream_protocol_errors_total{direction="inbound",reason="malformed_response"}`) {
 		t.Errorf("no protocol error counted:\n%s", grepLines(metrics, "protocol_errors"))
 	}
+}
+
+// waitHead waits until the app has read the head of a request whose path
+// starts with prefix.
+func waitHead(t *testing.T, app *rawApp, prefix string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if heads, _ := app.seen(prefix); len(heads) > 0 {
+			return
+		}
+	}
+	t.Fatal("the app never got the request's head")
 }
 
 func mustDial(t *testing.T, addr string) net.Conn {

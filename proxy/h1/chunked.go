@@ -2,6 +2,8 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"net/textproto"
@@ -98,6 +100,27 @@ func (b *chunkedBody) begin() error {
 		b.err = b.sizeLine()
 	}
 	return b.err
+}
+
+// check checks the part of the body that has already arrived in br's
+// buffer, without consuming it: a small body comes with its head, and is
+// then refused whole before anything of it is passed on, rather than cut
+// off after. A fault further on is still found while streaming.
+func (b *chunkedBody) check() error {
+	if b.err != nil || b.state == chunkDone {
+		return b.err
+	}
+	buf, _ := b.br.Peek(b.br.Buffered())
+	if len(buf) == 0 {
+		return nil
+	}
+	// Never larger than the buffer: a line too long here is one there.
+	dry := chunkedBody{br: bufio.NewReaderSize(bytes.NewReader(buf), len(buf)+16), trailer: new(http.Header), n: b.n, state: b.state}
+	if _, err := io.Copy(io.Discard, &dry); err != nil && errors.Is(err, ErrFraming) {
+		b.err = err
+		return err
+	}
+	return nil
 }
 
 func (b *chunkedBody) crlf() error {

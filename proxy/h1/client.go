@@ -271,7 +271,10 @@ func beginChunks(br *bufio.Reader, body io.ReadCloser) error {
 	if buf, _ := br.Peek(br.Buffered()); bytes.IndexByte(buf, '\n') < 0 {
 		return nil
 	}
-	return cb.begin()
+	if err := cb.begin(); err != nil {
+		return err
+	}
+	return cb.check()
 }
 
 // send writes req on the connection. If the request's own body failed

@@ -290,8 +290,9 @@ func (sc *serverConn) handle(w *response, req *http.Request) (ok bool) {
 	return true
 }
 
-// beginBody reads the first chunk line of a chunked request body, so a
-// request whose framing is malformed from the start is refused before the
+// beginBody reads the first chunk line of a chunked request body and
+// checks what else of it has arrived, so a request whose framing is
+// malformed from the start (or, if small, anywhere) is refused before the
 // handler sends anything on. Not when the client waits for 100 Continue:
 // it sends the body only once the handler asks for it.
 func beginBody(req *http.Request) error {
@@ -299,7 +300,10 @@ func beginBody(req *http.Request) error {
 	if !ok || strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
 		return nil
 	}
-	return cb.begin()
+	if err := cb.begin(); err != nil {
+		return err
+	}
+	return cb.check()
 }
 
 // badRequest answers a request that could not be read, as net/http does,
