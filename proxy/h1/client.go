@@ -102,6 +102,10 @@ var errNothingWritten = errors.New("h1: connection failed before the request was
 // fit in the sockets' buffers and are written inline.
 const streamedBody = 64 << 10
 
+// writerGrace is how long an answer waits for the body's writer to finish
+// before it counts as early.
+const writerGrace = 2 * time.Millisecond
+
 // RoundTrip sends req and returns its response, whose body the caller must
 // close; the connection goes back to the pool when the body is read to the
 // end. The request's context bounds the whole exchange, body included.
@@ -238,10 +242,13 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 	}
 	keep := !resp.Close && !req.Close && (cl.MaxRequestsPerConn <= 0 || cc.requests < cl.MaxRequestsPerConn)
 	if written != nil {
+		// The writer may just be finishing (the answer came as the body's
+		// end went out): a moment decides, so such connections are kept.
+		t := time.NewTimer(writerGrace)
 		select {
 		case werr := <-written:
 			keep = keep && werr == nil
-		default:
+		case <-t.C:
 			// An answer before the whole body was sent (RFC 9112 §9.5
 			// lets a server do so): stop sending it, and as the server's
 			// idea of where this request ends is now unknown, never
@@ -249,6 +256,7 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 			cc.c.SetWriteDeadline(time.Unix(1, 0))
 			keep = false
 		}
+		t.Stop()
 	}
 	b := &body{cl: cl, cc: cc, rc: resp.Body, stop: stop, keep: keep}
 	if resp.Body == http.NoBody {
