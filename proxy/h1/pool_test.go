@@ -182,6 +182,20 @@ func TestEarlyResponse(t *testing.T) {
 	if dials.Load() != before+1 {
 		t.Errorf("a connection with an early answer was reused")
 	}
+	// A large body read to its end before the answer keeps the connection.
+	for range 3 {
+		req, _ := http.NewRequest("POST", "http://svc/small", io.LimitReader(zeros{}, 1<<20))
+		req.ContentLength = 1 << 20
+		resp, err := cl.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if n, _ := read.Load("small"); n != 1<<20 || dials.Load() != before+1 {
+		t.Errorf("large bodies read in full: %v bytes, %d new connections; want 1 MiB over the one kept", n, dials.Load()-before)
+	}
 }
 
 type zeros struct{}
