@@ -91,6 +91,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzWriteRequest -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzNormalize -fuzztime 30s ./pathnorm/
+	$(GO) test -run '^$$' -fuzz 'FuzzReadStrict$$' -fuzztime 30s ./proxy/h1/
+	$(GO) test -run '^$$' -fuzz FuzzReadStrictResponse -fuzztime 30s ./proxy/h1/
 
 clean:
 	rm -rf $(BIN) $(TOOLS)

@@ -164,7 +164,8 @@ func sortedLabels(m map[string]string) []string {
 func (o *outbound) newEndpoint(addr string, id spiffeid.ID, labels map[string]string) *endpoint {
 	e := &endpoint{addr: addr, id: id, labels: labels}
 	e.transports = &transports{
-		make: func(alpn string) *http.Transport { return o.transportFor(id, alpn) },
+		make:          func(alpn string) *http.Transport { return o.transportFor(id, alpn) },
+		protocolError: o.p.metrics.protocolError("outbound"),
 		dial: func(ctx context.Context) (net.Conn, error) {
 			// Our SVID now is the one the handshake presents or an older
 			// one: its expiry is a safe bound for the connection.

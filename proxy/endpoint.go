@@ -50,6 +50,8 @@ type transports struct {
 	requests int
 	make     func(alpn string) *http.Transport
 	dial     func(ctx context.Context) (net.Conn, error) // mTLS to the endpoint, HTTP/1.1
+	// protocolError counts connections closed for a peer's framing fault.
+	protocolError func(reason string)
 }
 
 // Kinds of traffic an endpoint carries.
@@ -73,7 +75,7 @@ func (t *transports) get(kind, perConn int) http.RoundTripper {
 			if t.fast != nil {
 				t.fast.CloseIdle(true)
 			}
-			t.fast, t.fastPer = &h1.Client{Dial: t.dial, MaxIdle: 256, MaxRequestsPerConn: perConn}, perConn
+			t.fast, t.fastPer = &h1.Client{Dial: t.dial, MaxIdle: 256, MaxRequestsPerConn: perConn, ProtocolError: t.protocolError}, perConn
 		}
 		return t.fast
 	}

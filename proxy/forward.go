@@ -503,6 +503,12 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 			}
 		}
 		if err != nil {
+			if err != io.EOF {
+				// A body cut short or malformed upstream must not end as
+				// if complete downstream: abort the response (h1 and
+				// net/http close the connection or reset the stream).
+				panic(http.ErrAbortHandler)
+			}
 			break
 		}
 	}

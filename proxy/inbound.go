@@ -45,7 +45,8 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	in.toApp = in.appProxy(h1t)
 	in.toAppH2C = in.appProxy(h2c)
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	in.app = &h1.Client{MaxIdle: 256, Dial: func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", p.cfg.App) }}
+	in.app = &h1.Client{MaxIdle: 256, Dial: func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", p.cfg.App) },
+		ProtocolError: p.metrics.protocolError("inbound")}
 	in.fast = p.leanServer(in, "inbound")
 	in.srv = &http.Server{
 		Handler:           in,

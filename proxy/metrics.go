@@ -29,6 +29,7 @@ type metrics struct {
 	retries       *prometheus.CounterVec
 	retryBudget   *prometheus.CounterVec
 	mirrors       *prometheus.CounterVec
+	protocolErrs  *prometheus.CounterVec
 
 	// series caches each request series' counter and histogram: looking
 	// them up by label values hashed and UTF-8-checked five strings per
@@ -81,6 +82,10 @@ func newMetrics(svidExpiry func() float64) *metrics {
 	m.retries = counter("sigil_retries_total", "Retries sent.", "destination_service")
 	m.retryBudget = counter("sigil_retry_budget_exhausted_total", "Retries not sent because the retry budget was spent.", "destination_service")
 	m.mirrors = counter("sigil_mirror_requests_total", "Mirrored requests, by result (sent, error, dropped, no_endpoint, skipped_body).", "destination_service", "result")
+	m.protocolErrs = counter("sigil_upstream_protocol_errors_total",
+		"Upstream HTTP/1.1 connections closed because the peer broke the framing, by direction (inbound: the app; outbound: a peer sidecar) and reason (malformed_response, bytes_after_response, unsolicited_bytes).",
+		"direction", "reason")
+	m.reg.MustRegister(m.protocolErrs)
 	m.reg.MustRegister(m.configs, m.configVersion, m.overflows, m.faults, m.ejections, m.retries, m.retryBudget, m.mirrors)
 	m.reg.MustRegister(m.requests, m.latency, m.handshakes, m.decisions, m.reloads, m.tcp,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_svid_expiry_seconds", Help: "Seconds until the proxy's X.509-SVID expires."}, svidExpiry),
@@ -107,6 +112,12 @@ func (m *metrics) request(direction, source, service string, status int, protoco
 	}
 	s.count.Inc()
 	s.latency.Observe(d.Seconds())
+}
+
+// protocolError is the h1.Client hook counting one direction's protocol
+// errors; reasons are h1's few constants, so the series stay bounded.
+func (m *metrics) protocolError(direction string) func(reason string) {
+	return func(reason string) { m.protocolErrs.WithLabelValues(direction, reason).Inc() }
 }
 
 // maxSeriesCache bounds the cache (the series themselves live on in the

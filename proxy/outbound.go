@@ -51,6 +51,10 @@ type routedConn struct {
 
 func (c *routedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
+// NetConn is the app's TCP connection, which h1 half-closes to end a
+// connection lingering (so an early answer is not lost to a reset).
+func (c *routedConn) NetConn() net.Conn { return c.Conn }
+
 func newOutbound(p *Proxy, addr net.Addr) *outbound {
 	o := &outbound{p: p, queue: newConnQueue(addr), clusters: newClusters(), mirrors: make(chan struct{}, maxMirrorsInFlight), endpoints: map[string]*endpoint{}}
 	for name, up := range p.cfg.upstreams {

@@ -267,33 +267,6 @@ func TestHijack(t *testing.T) {
 	}
 }
 
-func TestStaleConnectionRetriedOnlyWhenSafe(t *testing.T) {
-	var calls atomic.Int64
-	s, cl, dials := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
-	get(t, cl, "GET", "/", nil)
-	// The server drops its idle connections; the client still holds one.
-	s.mu.Lock()
-	for sc := range s.conns {
-		sc.c.Close()
-	}
-	s.mu.Unlock()
-	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 0 })
-	get(t, cl, "GET", "/", nil)
-	if dials.Load() != 2 || calls.Load() != 2 {
-		t.Errorf("GET on a stale connection: %d dials, %d calls; want a transparent redial", dials.Load(), calls.Load())
-	}
-	s.mu.Lock()
-	for sc := range s.conns {
-		sc.c.Close()
-	}
-	s.mu.Unlock()
-	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 0 })
-	req, _ := http.NewRequest("POST", "http://svc/", strings.NewReader("x"))
-	if _, err := cl.RoundTrip(req); !errors.Is(err, errClosedIdle) {
-		t.Errorf("POST on a stale connection: %v; want errClosedIdle, not a silent resend", err)
-	}
-}
-
 func TestContextDeadline(t *testing.T) {
 	release := make(chan struct{})
 	_, cl, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
@@ -375,6 +348,9 @@ func FuzzServe(f *testing.F) {
 		"HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
 	} {
 		f.Add(s)
+	}
+	for _, c := range framingCases {
+		f.Add(c.in)
 	}
 	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(io.LimitReader(r.Body, 1<<16))

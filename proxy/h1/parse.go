@@ -24,11 +24,12 @@ import (
 // allocations and from 0.61 to 0.57 of net/http's time; two concurrent
 // sidecar pairs at 1500 requests/s, one on each version
 // (bench/scripts/ab-pairs.sh), put the new one's CPU about 4% lower. Anything else — chunked or other transfer
-// codings, Trailer, Pragma, several Host or Content-Length headers, bare
+// codings, Trailer, Pragma, Expect, several Host or Content-Length headers, bare
 // LF line ends, escapes in the path, HTTP/1.0, informational or bodiless
-// statuses — is left to net/http, which then parses the same unconsumed
-// bytes: the fast path never decides a case differently, it only declines
-// it. FuzzParseRequest and FuzzParseResponse hold it to that.
+// statuses — is left to the strict path (strict.go), which checks the
+// same unconsumed bytes and has net/http parse them: the fast path never
+// decides a case differently, it only declines it. FuzzParseRequest and
+// FuzzParseResponse hold it to that.
 
 // peekHead returns the message head at the front of br, through its blank
 // line, without consuming it; ok is false if it does not fit in br's
@@ -54,27 +55,27 @@ var crlf2 = []byte("\r\n\r\n")
 // readRequest reads a request as http.ReadRequest does, parsing the common
 // case itself.
 func readRequest(br *bufio.Reader) (*http.Request, error) {
-	if head, ok := peekHead(br); ok {
+	head, ok := peekHead(br)
+	if ok {
 		if req := parseRequest(head, br); req != nil {
 			br.Discard(len(head))
 			return req, nil
 		}
 	}
-	return http.ReadRequest(br)
+	return readRequestStrict(br, head, ok)
 }
 
 // readResponse reads req's response as http.ReadResponse does, parsing
 // the common case itself.
 func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
-	if req.Method != http.MethodHead {
-		if head, ok := peekHead(br); ok {
-			if resp := parseResponse(head, br, req); resp != nil {
-				br.Discard(len(head))
-				return resp, nil
-			}
+	head, ok := peekHead(br)
+	if ok && req.Method != http.MethodHead {
+		if resp := parseResponse(head, br, req); resp != nil {
+			br.Discard(len(head))
+			return resp, nil
 		}
 	}
-	return http.ReadResponse(br, req)
+	return readResponseStrict(br, head, ok, req)
 }
 
 // parsedRequest puts a request and the parts it points to in one
@@ -107,7 +108,7 @@ func parseRequest(head []byte, br *bufio.Reader) *http.Request {
 		return nil
 	}
 	length, ok := bodyLength(h)
-	if !ok || len(h["Host"]) > 1 || h["Pragma"] != nil {
+	if !ok || len(h["Host"]) > 1 || h["Pragma"] != nil || h["Expect"] != nil {
 		return nil
 	}
 	p := &parsedRequest{}

@@ -32,6 +32,7 @@ type response struct {
 	body        []byte // body held until commit
 	hijacked    bool
 	closeAfter  bool
+	rejected    bool // the request body's framing failed: 400, whatever the handler says
 }
 
 // bodyBuffer is how much of a body is held to compute its length.
@@ -89,6 +90,10 @@ func (w *response) WriteHeader(code int) {
 		w.sc.bw.Flush()
 		return
 	}
+	if w.sc.badBody.Load() {
+		w.reject()
+		return
+	}
 	w.wroteHeader, w.status = true, code
 	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 	if cl := w.header.Get("Content-Length"); cl != "" {
@@ -107,12 +112,27 @@ func (w *response) WriteHeader(code int) {
 	}
 }
 
+// reject replaces the handler's answer by 400: the request's body broke
+// its framing (ErrFraming) before the handler answered, so what it made of
+// the request (typically a failed upstream) is not the caller's answer,
+// and the connection ends (RFC 9112 §6.3).
+func (w *response) reject() {
+	w.wroteHeader, w.status, w.rejected, w.closeAfter = true, http.StatusBadRequest, true, true
+	w.header = http.Header{"Content-Type": {"text/plain; charset=utf-8"}}
+	w.length = -1
+	w.putBody()
+	w.body = append((*bodies.Get().(*[]byte))[:0], "400 Bad Request: malformed request body framing\n"...)
+}
+
 func (w *response) Write(p []byte) (int, error) {
 	if w.hijacked {
 		return 0, http.ErrHijacked
 	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
+	}
+	if w.rejected {
+		return len(p), nil
 	}
 	if w.noBody {
 		return 0, http.ErrBodyNotAllowed
@@ -161,7 +181,7 @@ func (w *response) commit(chunked bool) {
 	}
 	w.committed = true
 	h := w.header
-	if w.noBody {
+	if w.noBody || w.rejected {
 		chunked = false
 	}
 	if w.length < 0 && !w.noBody && w.status >= 200 {
@@ -175,6 +195,9 @@ func (w *response) commit(chunked bool) {
 		} else {
 			h.Set("Content-Length", strconv.Itoa(len(w.body)))
 		}
+	}
+	if b := w.sc.body; b != nil && !b.drainable(w.req.ContentLength) {
+		w.closeAfter = true
 	}
 	if cr, ok := w.req.Body.(*continueReader); ok && !cr.sent {
 		// The client may be holding the body back: after this response

@@ -8,8 +8,10 @@
 // parsing, were most of the sidecar's cost. Here a connection's goroutine
 // reads a request, runs the handler and writes the response, headers and a
 // buffered body together, then reads the next. The common message heads
-// are parsed and written here with few allocations; everything else is
-// left to net/http (http.ReadRequest, http.ReadResponse, Request.Write).
+// are parsed and written here with few allocations; everything else goes
+// to the strict path (strict.go: net/http parses the head once it is
+// checked, bodies are framed here; ambiguous framing is refused, RFC 9112)
+// or to Request.Write.
 // Handlers are ordinary http.Handlers, so routing code is shared with the
 // HTTP/2 path.
 // See bench/README.md for the figures.
@@ -25,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +66,13 @@ type serverConn struct {
 	bw     *bufio.Writer
 	active atomic.Bool // between reading a request and finishing its response
 	closed atomic.Bool
+	// badBody: the request's body broke its framing (ErrFraming); the
+	// answer is 400 (response.reject) and the connection ends.
+	badBody atomic.Bool
+	body    *guardedBody // the current request's, nil if it has none
+	// linger: the connection ends while the peer may still be sending
+	// (an unread body, a refused request): close with lingerClose.
+	linger bool
 }
 
 // limitReader bounds how much a header read may consume.
@@ -108,7 +118,11 @@ func (s *Server) Serve(ctx context.Context, c net.Conn) {
 	hijacked := sc.serve(ctx)
 	s.track(sc, false)
 	if !hijacked {
-		c.Close()
+		if sc.linger {
+			lingerClose(c)
+		} else {
+			c.Close()
+		}
 		sc.br.Reset(nil)
 		readers.Put(sc.br)
 		sc.bw.Reset(nil)
@@ -207,11 +221,15 @@ func (sc *serverConn) serve(ctx context.Context) bool {
 		sc.c.SetReadDeadline(time.Now().Add(headerTimeout))
 		req, err := readRequest(sc.br)
 		sc.lr.n = -1
+		if err == nil {
+			err = beginBody(req)
+		}
 		if err != nil {
 			sc.badRequest(err)
 			return false
 		}
 		sc.c.SetReadDeadline(time.Time{})
+		sc.badBody.Store(false)
 		req.RemoteAddr = remote
 		req.TLS = tlsState
 		// Requests are served one at a time and nothing watches the
@@ -223,13 +241,15 @@ func (sc *serverConn) serve(ctx context.Context) bool {
 		}
 		var body *guardedBody // nil for NoBody, which must stay recognisable
 		if req.Body != http.NoBody {
-			body = &guardedBody{rc: req.Body}
+			body = &guardedBody{rc: req.Body, bad: &sc.badBody}
 			req.Body = body
 		}
+		sc.body = body
 		w := newResponse(sc, req)
 		if !sc.handle(w, req) {
 			// The handler panicked: the response is in an unknown state.
 			body.close()
+			sc.linger = !w.hijacked
 			return w.hijacked
 		}
 		if w.hijacked {
@@ -237,12 +257,14 @@ func (sc *serverConn) serve(ctx context.Context) bool {
 		}
 		if err := w.finish(); err != nil || w.closeAfter {
 			body.close()
+			sc.linger = true
 			return false
 		}
 		// Unread body: drain a little to keep the connection, else close.
 		// Either way nothing reads it any more (a transport may still hold
 		// it): the connection's reader is about to serve the next request.
 		if !body.drainAndClose() {
+			sc.linger = true
 			return false
 		}
 		w.putBody()
@@ -268,14 +290,35 @@ func (sc *serverConn) handle(w *response, req *http.Request) (ok bool) {
 	return true
 }
 
-// badRequest answers a request that could not be read, as net/http does.
+// beginBody reads the first chunk line of a chunked request body and
+// checks what else of it has arrived, so a request whose framing is
+// malformed from the start (or, if small, anywhere) is refused before the
+// handler sends anything on. Not when the client waits for 100 Continue:
+// it sends the body only once the handler asks for it.
+func beginBody(req *http.Request) error {
+	cb, ok := req.Body.(*chunkedBody)
+	if !ok || strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
+		return nil
+	}
+	if err := cb.begin(); err != nil {
+		return err
+	}
+	return cb.check()
+}
+
+// badRequest answers a request that could not be read, as net/http does,
+// and has the connection close lingering.
 func (sc *serverConn) badRequest(err error) {
 	if errors.Is(err, io.EOF) || isTimeout(err) {
 		return
 	}
+	sc.linger = true
 	status := "400 Bad Request"
-	if errors.Is(err, errHeaderTooLarge) {
+	switch {
+	case errors.Is(err, errHeaderTooLarge):
 		status = "431 Request Header Fields Too Large"
+	case errors.Is(err, errExpectation):
+		status = "417 Expectation Failed"
 	}
 	sc.c.SetWriteDeadline(time.Now().Add(time.Second))
 	io.WriteString(sc.c, "HTTP/1.1 "+status+"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"+status+"\n")
@@ -292,7 +335,22 @@ func isTimeout(err error) bool {
 type guardedBody struct {
 	mu     sync.Mutex
 	rc     io.ReadCloser
+	bad    *atomic.Bool // set when the body breaks its framing
 	closed bool
+	// What the handler has read, for a response that starts before the
+	// body is read to its end (drainable); atomic, since the mutex may be
+	// held by a read waiting for the peer.
+	got atomic.Int64
+	eof atomic.Bool
+}
+
+// drainable reports whether what is left of a body of length n (-1:
+// chunked, unknown) can be drained after the response, so the connection
+// can be kept; when not, the response says "Connection: close" (as
+// net/http's server does past 256 KiB), and a client does not send its
+// next request on a connection about to close.
+func (b *guardedBody) drainable(n int64) bool {
+	return b.eof.Load() || n >= 0 && n-b.got.Load() <= maxDrainBody
 }
 
 func (b *guardedBody) Read(p []byte) (int, error) {
@@ -301,7 +359,14 @@ func (b *guardedBody) Read(p []byte) (int, error) {
 	if b.closed {
 		return 0, http.ErrBodyReadAfterClose
 	}
-	return b.rc.Read(p)
+	n, err := b.rc.Read(p)
+	b.got.Add(int64(n))
+	if err == io.EOF {
+		b.eof.Store(true)
+	} else if err != nil && errors.Is(err, ErrFraming) {
+		b.bad.Store(true)
+	}
+	return n, err
 }
 
 // Close by the handler is a no-op: the server decides when the body ends.
