@@ -35,6 +35,15 @@ type Config struct {
 	// tracing); TraceSampling the share of new traces sampled.
 	OTLPEndpoint  string
 	TraceSampling float64
+	// Listener limits (see docs/limits.md, "Listeners and HTTP/2"); a
+	// zero cap is sized from the process's file-descriptor limit.
+	InboundMaxConnections  int
+	OutboundMaxConnections int
+	InboundMaxHandshakes   int
+	// MinRequestBodyRate is the rate (bytes/s) below which a request body
+	// is cut off after MinRequestBodyGrace; 0 turns the check off.
+	MinRequestBodyRate  int
+	MinRequestBodyGrace time.Duration
 }
 
 // Defaults from DESIGN.md.
@@ -152,6 +161,17 @@ func (c Config) Validate() (*checked, error) {
 			errs = append(errs, err)
 		}
 		out.otlpURL = u
+	}
+	for _, f := range []struct {
+		flag string
+		v    int
+	}{{"--inbound-max-connections", c.InboundMaxConnections}, {"--outbound-max-connections", c.OutboundMaxConnections}, {"--inbound-max-handshakes", c.InboundMaxHandshakes}, {"--min-request-body-rate", c.MinRequestBodyRate}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %d: want 0 or more", f.flag, f.v))
+		}
+	}
+	if c.MinRequestBodyRate > 0 && c.MinRequestBodyGrace < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--min-request-body-grace %s: want at least 100ms", c.MinRequestBodyGrace))
 	}
 	if c.TraceSampling < 0 || c.TraceSampling > 1 {
 		errs = append(errs, fmt.Errorf("--trace-sampling %v: want 0 to 1", c.TraceSampling))

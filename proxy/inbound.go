@@ -23,6 +23,7 @@ type inbound struct {
 	p        *Proxy
 	tls      *tls.Config
 	queue    *connQueue
+	hs       handshakeSlots // TLS handshakes in progress
 	srv      *http.Server
 	fast     *h1.Server             // HTTP/1.1 from other sidecars
 	app      *h1.Client             // HTTP/1.x requests to the app
@@ -33,7 +34,7 @@ type inbound struct {
 }
 
 func newInbound(p *Proxy, addr net.Addr) *inbound {
-	in := &inbound{p: p, queue: newConnQueue(addr)}
+	in := &inbound{p: p, queue: newConnQueue(addr), hs: make(handshakeSlots, p.limits.handshakes)}
 	// Failures of chain, expiry or ID are counted here, at verification;
 	// handshake() counts the others (no certificate, not TLS, timeouts).
 	in.tls = p.id.serverTLS(func(err error) {
@@ -48,7 +49,7 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	in.app = &h1.Client{MaxIdle: 256, Dial: func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", p.cfg.App) }}
 	in.fast = p.leanServer(in, "inbound")
 	in.srv = &http.Server{
-		Handler:           in,
+		Handler:           p.bodyRate.handler(in),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -91,6 +92,11 @@ func (in *inbound) serve(ln net.Listener) error {
 		if err != nil {
 			return err
 		}
+		if !in.hs.take() {
+			in.p.refused.WithLabelValues("inbound", refusedMaxHandshakes).Inc()
+			c.Close()
+			continue
+		}
 		go in.handshake(c)
 	}
 }
@@ -100,6 +106,7 @@ func (in *inbound) handshake(c net.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), hsLimit)
 	err := tc.HandshakeContext(ctx)
 	cancel()
+	in.hs.put()
 	if err != nil {
 		var rh tls.RecordHeaderError
 		if errors.As(err, &rh) {
@@ -122,7 +129,7 @@ func (in *inbound) handshake(c net.Conn) {
 		in.serveTCP(tc)
 	case alpnH1, "":
 		// HTTP/1.1, also from clients that offer no ALPN.
-		in.fast.Serve(context.Background(), tc)
+		in.fast.Serve(withConnAbort(context.Background(), tc), tc)
 	default:
 		in.queue.push(tc)
 	}

@@ -58,7 +58,7 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 	}
 	o.setState(traffic.Compile(0, nil), 0, 0, nil)
 	o.srv = &http.Server{
-		Handler:           o,
+		Handler:           p.bodyRate.handler(o),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -208,7 +208,7 @@ func (o *outbound) serveApp(rc *routedConn) {
 		o.queue.push(rc)
 		return
 	}
-	ctx := context.Background()
+	ctx := withConnAbort(context.Background(), rc)
 	if rc.service != "" {
 		ctx = context.WithValue(ctx, ctxKey{}, rc.service)
 	}

@@ -57,6 +57,11 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.DecisionLog, "decision-log", "", "decision log file (OPA decision-log JSON lines); - for stdout")
 	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "export a span per request to this OTLP/HTTP collector, such as http://127.0.0.1:4318")
 	f.Float64Var(&cfg.TraceSampling, "trace-sampling", 0.01, "share of new traces sampled, 0 to 1 (a caller's traceparent decides for its own)")
+	f.IntVar(&cfg.InboundMaxConnections, "inbound-max-connections", 0, "connections the inbound listener keeps open at once; more are refused at accept (0: sized from the open-file limit, see docs/limits.md)")
+	f.IntVar(&cfg.OutboundMaxConnections, "outbound-max-connections", 0, "connections the outbound listener keeps open at once; more are refused at accept (0: sized from the open-file limit)")
+	f.IntVar(&cfg.InboundMaxHandshakes, "inbound-max-handshakes", 0, "TLS handshakes in progress at once on the inbound listener; more connections are refused at accept (0: a quarter of the inbound cap)")
+	f.IntVar(&cfg.MinRequestBodyRate, "min-request-body-rate", 240, "bytes/s a request body must keep up, measured over windows of --min-request-body-grace after one such grace period; slower bodies are cut off (0: no minimum)")
+	f.DurationVar(&cfg.MinRequestBodyGrace, "min-request-body-grace", 5*time.Second, "grace period and measuring window of --min-request-body-rate")
 	// A sidecar shares its node with its app: one core by default, as
 	// Linkerd's proxy. At 1000 requests/s it also spends 27% less CPU per
 	// request than with GOMAXPROCS=2 on the 2-core bench machine, for the
