@@ -12,8 +12,8 @@ import (
 // and does not blame the client for time the proxy spends elsewhere (a
 // slow upstream) between reads.
 func TestSlowBodyBoundedRateBody(t *testing.T) {
-	const window = 100 * time.Millisecond
-	rate := bodyRate{rate: 100, window: window} // 10 bytes a window
+	const window = 300 * time.Millisecond
+	rate := bodyRate{rate: 100, window: window} // 30 bytes a window
 	for _, tc := range []struct {
 		name      string
 		chunk     int           // bytes the client sends at a time
@@ -22,10 +22,10 @@ func TestSlowBodyBoundedRateBody(t *testing.T) {
 		readPause time.Duration // time the reader spends elsewhere between reads
 		wantCut   bool
 	}{
-		{name: "trickle", chunk: 1, every: 40 * time.Millisecond, total: 100, wantCut: true},
+		{name: "trickle", chunk: 1, every: 100 * time.Millisecond, total: 100, wantCut: true},
 		{name: "silent after headers", chunk: 0, every: time.Second, total: 10, wantCut: true},
-		{name: "steady upload", chunk: 20, every: 20 * time.Millisecond, total: 1000},
-		{name: "slow reader, fast client", chunk: 20, every: 0, total: 200, readPause: 3 * window},
+		{name: "steady upload", chunk: 20, every: 10 * time.Millisecond, total: 2000},
+		{name: "slow reader, fast client", chunk: 20, every: 0, total: 60, readPause: 3 * window},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pr, pw := io.Pipe()

@@ -44,6 +44,11 @@ type Config struct {
 	// is cut off after MinRequestBodyGrace; 0 turns the check off.
 	MinRequestBodyRate  int
 	MinRequestBodyGrace time.Duration
+	// HTTP2MaxResets and HTTP2MaxControlFrames bound the RST_STREAM and
+	// control frames one HTTP/2 client connection may send per 10 s; a
+	// connection past them is closed with GOAWAY ENHANCE_YOUR_CALM.
+	HTTP2MaxResets        int
+	HTTP2MaxControlFrames int
 }
 
 // Defaults from DESIGN.md.
@@ -165,7 +170,7 @@ func (c Config) Validate() (*checked, error) {
 	for _, f := range []struct {
 		flag string
 		v    int
-	}{{"--inbound-max-connections", c.InboundMaxConnections}, {"--outbound-max-connections", c.OutboundMaxConnections}, {"--inbound-max-handshakes", c.InboundMaxHandshakes}, {"--min-request-body-rate", c.MinRequestBodyRate}} {
+	}{{"--inbound-max-connections", c.InboundMaxConnections}, {"--outbound-max-connections", c.OutboundMaxConnections}, {"--inbound-max-handshakes", c.InboundMaxHandshakes}, {"--min-request-body-rate", c.MinRequestBodyRate}, {"--http2-max-resets", c.HTTP2MaxResets}, {"--http2-max-control-frames", c.HTTP2MaxControlFrames}} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %d: want 0 or more", f.flag, f.v))
 		}

@@ -63,6 +63,7 @@ func (o *outbound) buildCluster(st *meshState, service, subset string) *cluster 
 		eps = in
 	}
 	policy := st.table.Policy(service, subset)
+	o.upstream.setMax(eps, maxConnectionsOf(policy))
 	pl, rr := o.clusters.poolFor(service+"|"+subset, policy)
 	return &cluster{service: service, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr}
 }

@@ -49,19 +49,20 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	in.app = &h1.Client{MaxIdle: 256, Dial: func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", p.cfg.App) }}
 	in.fast = p.leanServer(in, "inbound")
 	in.srv = &http.Server{
-		Handler:           p.bodyRate.handler(in),
+		Handler:           p.bodyRate.handler(withGuardedTLS(in)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          p.httpErrorLog("inbound"),
 		Protocols:         new(http.Protocols),
 		// HTTP/2 between sidecars: bounded streams per connection.
-		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 250},
+		HTTP2:       &http.HTTP2Config{MaxConcurrentStreams: 250},
+		ConnContext: guardedTLSContext,
 	}
 	// The TLS handshake is done before the connection reaches the server
-	// (see handshake), which then picks HTTP/1.1 or HTTP/2 by ALPN.
-	in.srv.Protocols.SetHTTP1(true)
-	in.srv.Protocols.SetHTTP2(true)
+	// (see handshake), which gets the HTTP/2 ones, decrypted and watched
+	// by a frameGuard: to the server they are HTTP/2 with prior knowledge.
+	in.srv.Protocols.SetUnencryptedHTTP2(true)
 	return in
 }
 
@@ -131,7 +132,7 @@ func (in *inbound) handshake(c net.Conn) {
 		// HTTP/1.1, also from clients that offer no ALPN.
 		in.fast.Serve(withConnAbort(context.Background(), tc), tc)
 	default:
-		in.queue.push(tc)
+		in.queue.push(in.p.guardHTTP2(tc, "inbound"))
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sigil-mesh/sigil/listener"
@@ -25,6 +26,10 @@ const (
 // what is not a listener's connection: logs, the policy files, the agent
 // socket, the admin port, DNS, the Go runtime.
 const fdReserve = 64
+
+// h2Window is the window over which an HTTP/2 connection's resets and
+// control frames are counted.
+const h2Window = 10 * time.Second
 
 // fdLimit reads the process's open-file limit (RLIMIT_NOFILE, soft; Go
 // raises it to the hard limit at start).
@@ -181,7 +186,12 @@ func (p *Proxy) setLimits() error {
 		Name: "sigil_listener_connections_refused_total",
 		Help: "Connections a listener closed at accept, by listener and reason (max_connections, max_handshakes, peer_uid, peer_unknown).",
 	}, []string{"listener", "reason"})
-	p.metrics.reg.MustRegister(p.refused)
+	p.h2Limits = h2Limits{maxResets: c.HTTP2MaxResets, maxControl: c.HTTP2MaxControlFrames, window: h2Window}
+	p.h2Closed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sigil_http2_connections_closed_total",
+		Help: "HTTP/2 client connections closed with GOAWAY ENHANCE_YOUR_CALM, by listener and reason (rapid_reset, control_frame_flood).",
+	}, []string{"listener", "reason"})
+	p.metrics.reg.MustRegister(p.refused, p.h2Closed)
 	return nil
 }
 

@@ -49,6 +49,10 @@ type Proxy struct {
 	// refused counts connections a listener closed at accept, by listener
 	// and reason.
 	refused *prometheus.CounterVec
+	// h2Limits bound what one HTTP/2 client connection may send;
+	// h2Closed counts the connections closed for going past them.
+	h2Limits h2Limits
+	h2Closed *prometheus.CounterVec
 }
 
 // Run runs the proxy until ctx is done, then drains in-flight requests.

@@ -62,6 +62,8 @@ func newRun() *cobra.Command {
 	f.IntVar(&cfg.InboundMaxHandshakes, "inbound-max-handshakes", 0, "TLS handshakes in progress at once on the inbound listener; more connections are refused at accept (0: a quarter of the inbound cap)")
 	f.IntVar(&cfg.MinRequestBodyRate, "min-request-body-rate", 240, "bytes/s a request body must keep up, measured over windows of --min-request-body-grace after one such grace period; slower bodies are cut off (0: no minimum)")
 	f.DurationVar(&cfg.MinRequestBodyGrace, "min-request-body-grace", 5*time.Second, "grace period and measuring window of --min-request-body-rate")
+	f.IntVar(&cfg.HTTP2MaxResets, "http2-max-resets", 200, "RST_STREAM frames one HTTP/2 client connection may send per 10s before it is closed with GOAWAY ENHANCE_YOUR_CALM (rapid reset; 0: no limit)")
+	f.IntVar(&cfg.HTTP2MaxControlFrames, "http2-max-control-frames", 1000, "SETTINGS, PING, PRIORITY, zero WINDOW_UPDATE and empty DATA frames one HTTP/2 client connection may send per 10s before it is closed with GOAWAY ENHANCE_YOUR_CALM (0: no limit)")
 	// A sidecar shares its node with its app: one core by default, as
 	// Linkerd's proxy. At 1000 requests/s it also spends 27% less CPU per
 	// request than with GOMAXPROCS=2 on the 2-core bench machine, for the
