@@ -49,6 +49,10 @@ type Config struct {
 	// connection past them is closed with GOAWAY ENHANCE_YOUR_CALM.
 	HTTP2MaxResets        int
 	HTTP2MaxControlFrames int
+	// AppUID and AppGID, when 0 or more, are the only owners whose local
+	// connections the outbound listener takes (either may match); -1: any.
+	AppUID int
+	AppGID int
 }
 
 // Defaults from DESIGN.md.
@@ -174,6 +178,9 @@ func (c Config) Validate() (*checked, error) {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %d: want 0 or more", f.flag, f.v))
 		}
+	}
+	if c.AppUID < -1 || c.AppGID < -1 {
+		errs = append(errs, fmt.Errorf("--app-uid %d / --app-gid %d: want a uid or gid (0 or more)", c.AppUID, c.AppGID))
 	}
 	if c.MinRequestBodyRate > 0 && c.MinRequestBodyGrace < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("--min-request-body-grace %s: want at least 100ms", c.MinRequestBodyGrace))

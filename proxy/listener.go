@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -207,4 +208,54 @@ func (p *Proxy) serveListener(name string, serve func() error) {
 	}
 	p.log.Error("listener stopped; it accepts no more connections", "listener", name, "error", err)
 	p.notReady.set(name+"_listener", "stopped: "+err.Error())
+}
+
+// appOnly vets outbound connections: the peer socket must belong to the
+// app's uid, or to a process in the app's group (--app-uid, --app-gid), as
+// the kernel records it. An owner that cannot be found is refused (fail
+// closed). Connections redirected by iptables in transparent mode were
+// already picked by the owner match of the rules and pass.
+func appOnly(transparent bool, uid, gid int) func(net.Conn) (string, error) {
+	return func(c net.Conn) (string, error) {
+		if transparent {
+			if dst, err := originalDst(c); err == nil && dst.String() != c.LocalAddr().String() {
+				return "", nil
+			}
+		}
+		puid, inode, err := peerSocket(c)
+		if err != nil {
+			return refusedPeerUnknown, err
+		}
+		if uid >= 0 && int(puid) == uid {
+			return "", nil
+		}
+		if gid >= 0 {
+			groups, err := peerGroups(inode)
+			if err != nil {
+				return refusedPeerUnknown, err
+			}
+			if slices.Contains(groups, uint32(gid)) {
+				return "", nil
+			}
+		}
+		return refusedPeerUID, fmt.Errorf("proxy: peer uid %d is not the app's", puid)
+	}
+}
+
+// guardOutbound applies --app-uid/--app-gid to the outbound listener, or
+// warns that any local user may speak as the workload.
+func (p *Proxy) guardOutbound(l *limitedListener) {
+	c := p.cfg
+	if c.AppUID >= 0 || c.AppGID >= 0 {
+		l.check = appOnly(c.Transparent, c.AppUID, c.AppGID)
+		return
+	}
+	msg := "outbound listener takes connections from any local user, who then speak as this workload's identity; set --app-uid"
+	if tcp, ok := l.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
+		msg = "outbound listener is not on loopback: any host that reaches it speaks as this workload's identity; listen on 127.0.0.1 and set --app-uid"
+	}
+	if c.Transparent {
+		msg += " (in transparent mode, redirected connections are picked by the iptables owner match instead)"
+	}
+	p.log.Warn(msg, "outbound", l.Addr().String())
 }

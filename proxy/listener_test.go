@@ -140,3 +140,17 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+func TestValidateListenerFlags(t *testing.T) {
+	_, err := Config{InboundMaxConnections: -1, OutboundMaxConnections: -2, InboundMaxHandshakes: -3, MinRequestBodyRate: 10, MinRequestBodyGrace: time.Millisecond,
+		HTTP2MaxResets: -1, HTTP2MaxControlFrames: -1, AppUID: -2, AppGID: -1, IdleTimeout: time.Minute}.Validate()
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, flag := range []string{"--inbound-max-connections -1", "--outbound-max-connections -2", "--inbound-max-handshakes -3", "--min-request-body-grace 1ms",
+		"--http2-max-resets -1", "--http2-max-control-frames -1", "--app-uid -2"} {
+		if !strings.Contains(err.Error(), flag) {
+			t.Errorf("error does not name %s:\n%v", flag, err)
+		}
+	}
+}

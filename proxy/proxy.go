@@ -166,6 +166,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	go func() { defer wg.Done(); p.discover(discoverCtx, out, advertise) }()
 	inLimited := newLimitedListener(inLn, "inbound", p.limits.inbound, p.metrics.reg, p.refused, log)
 	outLimited := newLimitedListener(outLn, "outbound", p.limits.outbound, p.metrics.reg, p.refused, log)
+	p.guardOutbound(outLimited)
 	go func() {
 		defer wg.Done()
 		p.serveListener("inbound", func() error { return in.serve(idleListener{inLimited, c.IdleTimeout}) })

@@ -64,6 +64,8 @@ func newRun() *cobra.Command {
 	f.DurationVar(&cfg.MinRequestBodyGrace, "min-request-body-grace", 5*time.Second, "grace period and measuring window of --min-request-body-rate")
 	f.IntVar(&cfg.HTTP2MaxResets, "http2-max-resets", 200, "RST_STREAM frames one HTTP/2 client connection may send per 10s before it is closed with GOAWAY ENHANCE_YOUR_CALM (rapid reset; 0: no limit)")
 	f.IntVar(&cfg.HTTP2MaxControlFrames, "http2-max-control-frames", 1000, "SETTINGS, PING, PRIORITY, zero WINDOW_UPDATE and empty DATA frames one HTTP/2 client connection may send per 10s before it is closed with GOAWAY ENHANCE_YOUR_CALM (0: no limit)")
+	f.IntVar(&cfg.AppUID, "app-uid", -1, "take outbound connections only from local sockets of this uid (checked with the kernel, NETLINK_SOCK_DIAG); others are refused (-1: any local user, logged as a warning)")
+	f.IntVar(&cfg.AppGID, "app-gid", -1, "take outbound connections also from processes with this group, effective or supplementary (-1: none)")
 	// A sidecar shares its node with its app: one core by default, as
 	// Linkerd's proxy. At 1000 requests/s it also spends 27% less CPU per
 	// request than with GOMAXPROCS=2 on the 2-core bench machine, for the
