@@ -224,3 +224,32 @@ func TestSlowBodyBoundedByMinimumRate(t *testing.T) {
 		}
 	}
 }
+
+// Every opaque TCP tunnel gives its upstream connection back when it ends
+// (the per-destination cap would otherwise fill up with dead tunnels).
+func TestUpstreamConnectionsReleasedAfterTunnels(t *testing.T) {
+	t.Parallel()
+	ids := startIdentities(t)
+	_, apiApp := harness.StartApp(t, "api")
+	api := harness.StartProxy(t, ids.api, "api", apiApp, ids.policyDir)
+	web := harness.StartProxy(t, ids.web, "web", "127.0.0.1:1", ids.policyDir, "--upstream", "api="+api.Inbound+"@"+apiSA)
+	waitServed(t, web.Outbound, 30*time.Second)
+	const tunnels = 30
+	for range tunnels {
+		if err := tunnelGet(web.Outbound); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// The pooled HTTP/1.1 connection of waitServed may stay.
+		n := metricValue(t, web.Admin, `^sigil_upstream_connections `)
+		if n <= 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%v upstream connections open after %d tunnels ended", n, tunnels)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

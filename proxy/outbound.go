@@ -140,11 +140,15 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusBadGateway, "sigil: upstream "+svc+" failed: "+reasonOf(err))
 		return
 	}
+	// Both ends close when the tunnel ends: pipe only half-closes, and an
+	// mTLS connection's CloseWrite leaves its socket (and its slot among
+	// the destination's connections) open.
+	defer up.Close()
 	client, buf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		up.Close()
 		return
 	}
+	defer client.Close()
 	o.tcp.Add(1)
 	defer o.tcp.Done()
 	client.Write([]byte("HTTP/1.1 200 Connection Established\r\n\r\n"))
