@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -194,13 +195,13 @@ func (g *frameGuard) over(count *int, limit int) bool {
 // enhanceYourCalm marks the connection closed for abuse: GOAWAY
 // ENHANCE_YOUR_CALM goes out as soon as the server is between two frames
 // (now, or when its write in progress ends that frame), and the
-// connection closes; a writer that never gets there is cut after 1 s.
+// connection closes; a writer that never gets there is cut after 2 s.
 func (g *frameGuard) enhanceYourCalm(reason string) {
 	if !g.calm.CompareAndSwap(false, true) {
 		return
 	}
 	g.onAbuse(reason)
-	time.AfterFunc(time.Second, func() { g.Conn.Close() })
+	time.AfterFunc(2*time.Second, func() { g.Conn.Close() })
 	if g.wmu.TryLock() {
 		g.goAwayLocked()
 		g.wmu.Unlock()
@@ -222,6 +223,18 @@ func (g *frameGuard) goAwayLocked() {
 	binary.BigEndian.PutUint32(f[13:], h2EnhanceYourCalm)
 	g.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 	g.Conn.Write(f[:])
+	go g.lingerClose()
+}
+
+// lingerClose half-closes, reads what the client still sends for up to a
+// second, then closes: closing a socket with unread input sends a reset,
+// which can destroy the GOAWAY before the client reads it.
+func (g *frameGuard) lingerClose() {
+	if cw, ok := g.Conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	g.Conn.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, g.Conn)
 	g.Conn.Close()
 }
 
@@ -252,11 +265,16 @@ func (g *frameGuard) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Close sends the pending GOAWAY, if it can, on the way out.
+// Close sends the pending GOAWAY, if it can, on the way out; a connection
+// whose GOAWAY went out is closed by lingerClose.
 func (g *frameGuard) Close() error {
 	if g.calm.Load() && g.wmu.TryLock() {
 		g.goAwayLocked()
+		gone := g.goneAway
 		g.wmu.Unlock()
+		if gone {
+			return nil
+		}
 	}
 	return g.Conn.Close()
 }
