@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -36,6 +37,11 @@ func dialH2C(t *testing.T, addr string) *h2Client {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newH2Client(t, c)
+}
+
+// newH2Client speaks HTTP/2 on c (plain, or TLS with h2 negotiated).
+func newH2Client(t *testing.T, c net.Conn) *h2Client {
 	h := &h2Client{c: c, goAway: make(chan http2.ErrCode, 1)}
 	bw := bufio.NewWriter(c)
 	h.bw = bw
@@ -285,6 +291,64 @@ func TestHTTP2ControlFrameFloodIsClosed(t *testing.T) {
 			}
 			if n := metricValue(t, web.Admin, `^sigil_http2_connections_closed_total\{listener="outbound",reason="control_frame_flood"\}`); n != closedBefore+1 {
 				t.Errorf("control-flood closes counted: %v, want %v", n, closedBefore+1)
+			}
+		})
+	}
+}
+
+// The inbound port's HTTP/2 between sidecars is guarded alike: a caller
+// with a valid SVID that floods SETTINGS, or resets every stream it opens,
+// is closed with GOAWAY ENHANCE_YOUR_CALM.
+func TestHTTP2ControlFrameFloodOnInbound(t *testing.T) {
+	t.Parallel()
+	ids := startIdentities(t)
+	_, apiApp := harness.StartApp(t, "api")
+	api := harness.StartProxy(t, ids.api, "api", apiApp, ids.policyDir)
+	svid, err := client(t, ids.web.Socket).FetchX509SVID(ctxT(t, 30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{PrivateKey: svid.PrivateKey}
+	for _, c := range svid.Certificates {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	for _, tc := range []struct {
+		name, reason string
+		frame        func(h *h2Client, i uint32) func(*http2.Framer) error
+	}{
+		{"settings", "control_frame_flood", func(*h2Client, uint32) func(*http2.Framer) error {
+			return func(fr *http2.Framer) error { return fr.WriteSettings() }
+		}},
+		{"rapid reset", "rapid_reset", func(h *h2Client, i uint32) func(*http2.Framer) error {
+			return func(fr *http2.Framer) error {
+				if err := h.headers(2*i+1, "api", "/hello")(fr); err != nil {
+					return err
+				}
+				return fr.WriteRSTStream(2*i+1, http2.ErrCodeCancel)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The server's identity is not what this test is about.
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", api.Inbound,
+				&tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS13, InsecureSkipVerify: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
+				t.Fatalf("negotiated %q, want h2", p)
+			}
+			h := newH2Client(t, conn)
+			for i := uint32(0); i < 100000 && !h.closed.Load(); i++ {
+				if !h.write(tc.frame(h, i)) {
+					break
+				}
+			}
+			if code := h.waitGoAway(t); code != http2.ErrCodeEnhanceYourCalm {
+				t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", code)
+			}
+			if n := metricValue(t, api.Admin, `^sigil_http2_connections_closed_total\{listener="inbound",reason="`+tc.reason+`"\}`); n != 1 {
+				t.Errorf("closes counted: %v, want 1", n)
 			}
 		})
 	}
