@@ -71,6 +71,7 @@ type rateBody struct {
 
 	mu       sync.Mutex
 	graced   bool          // the grace period has been spent
+	gen      uint64        // counts Reads, so a stale timer knows it is one
 	since    time.Time     // when the pending Read (or its window) began
 	waited   time.Duration // time spent in Read this window
 	got      int64         // bytes read this window
@@ -86,7 +87,9 @@ func (b *rateBody) Read(p []byte) (int, error) {
 		return 0, errBodyTooSlow
 	}
 	b.since = b.now()
-	b.timer = time.AfterFunc(b.rate.window-b.waited, b.expire)
+	b.gen++
+	gen := b.gen
+	b.timer = time.AfterFunc(b.rate.window-b.waited, func() { b.expire(gen) })
 	b.mu.Unlock()
 
 	n, err := b.ReadCloser.Read(p)
@@ -112,11 +115,12 @@ func (b *rateBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// expire runs when a Read still waiting has used up the window.
-func (b *rateBody) expire() {
+// expire runs when Read number gen, still waiting, has used up the
+// window; a timer that fired as its Read returned finds a later gen.
+func (b *rateBody) expire(gen uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.finished || b.timer == nil {
+	if b.finished || b.timer == nil || b.gen != gen {
 		return
 	}
 	b.endWindow()
