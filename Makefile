@@ -75,15 +75,23 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./selector/
 	$(GO) test -run '^$$' -fuzz FuzzParseCSR -fuzztime 30s ./ca/
 	$(GO) test -run '^$$' -fuzz FuzzValidateEntry -fuzztime 30s ./server/
+	$(GO) test -run '^$$' -fuzz FuzzParseWorkload -fuzztime 30s ./spiffeids/
+	$(GO) test -run '^$$' -fuzz FuzzReadToken -fuzztime 30s ./agent/
 	$(GO) test -run '^$$' -fuzz FuzzParseUpstream -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzFrameGuardScan -fuzztime 30s ./proxy/
+	$(GO) test -run '^$$' -fuzz FuzzGRPCTimeout -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzPeerFromID -fuzztime 30s ./policy/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./traffic/
+	$(GO) test -run '^$$' -fuzz FuzzAuthority -fuzztime 30s ./naming/
+	$(GO) test -run '^$$' -fuzz FuzzRouteSemantics -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzCheckRegister -fuzztime 30s ./agent/relay/
+	$(GO) test -run '^$$' -fuzz FuzzWriter -fuzztime 30s ./cmd/internal/termsafe/
+	$(GO) test -run '^$$' -fuzz FuzzReceiver -fuzztime 30s ./api/configdelta/
 	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzWriteRequest -fuzztime 30s ./proxy/h1/
+	$(GO) test -run '^$$' -fuzz FuzzNormalize -fuzztime 30s ./pathnorm/
 
 clean:
 	rm -rf $(BIN) $(TOOLS)

@@ -1,5 +1,7 @@
 // Package agent is sigil-agent, one per node. It attests the node to the
-// server with a join token, keeps its own SVID fresh, follows the server's
+// server with a join token, keeps its own SVID fresh (and, should it expire
+// or be refused, re-attests with a new token from --join-token-file without
+// a restart), follows the server's
 // stream of this node's registration entries and the trust bundle, has each
 // entry's SVID signed (keys made here, never sent), and serves the SPIFFE
 // Workload API on a Unix socket. With the server away it keeps serving what
@@ -12,8 +14,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -26,6 +28,7 @@ import (
 	"github.com/sigil-mesh/sigil/agent/workloadapi"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
+	"github.com/sigil-mesh/sigil/backoff"
 	"github.com/sigil-mesh/sigil/listener"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -40,9 +43,15 @@ type Config struct {
 	ServerAddr  string
 	TrustBundle string
 	TrustDomain string
-	JoinToken   string
-	DataDir     string
-	Socket      string
+	// JoinToken is a token given on the command line, where every local
+	// user can read it; JoinTokenFile is the safe way (a 0600 file, or "-"
+	// for stdin), and the one the agent re-reads to re-attest.
+	JoinToken     string
+	JoinTokenFile string
+	DataDir       string
+	Socket        string
+	// Admin is HOST:PORT for /metrics, /ready and /live; empty: none.
+	Admin string
 }
 
 // reportEvery is the heartbeat of the node's sidecar report; the server
@@ -69,6 +78,14 @@ func (c Config) Validate() error {
 	if c.Socket == "" {
 		errs = append(errs, errors.New("--socket is required"))
 	}
+	if c.JoinToken != "" && c.JoinTokenFile != "" {
+		errs = append(errs, errors.New("--join-token and --join-token-file: give one"))
+	}
+	if c.Admin != "" {
+		if _, _, err := net.SplitHostPort(c.Admin); err != nil {
+			errs = append(errs, fmt.Errorf("--admin %q: %w", c.Admin, err))
+		}
+	}
 	if c.TrustDomain != "" {
 		if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
 			errs = append(errs, fmt.Errorf("--trust-domain %q: %w", c.TrustDomain, err))
@@ -89,6 +106,24 @@ type agent struct {
 	client *client
 	cache  *cache.Cache
 	relay  *relay.Relay
+	tokens tokenSource
+	health *health
+	// evicted is set when the server refuses this agent; renewWake wakes
+	// renewLoop for it, and reattested wakes syncLoop after a re-attestation.
+	evicted    atomic.Bool
+	renewWake  chan struct{}
+	reattested chan struct{}
+}
+
+// argvTokenWarning is logged when the token comes from the command line.
+const argvTokenWarning = "--join-token puts the join token in this process's command line, which every local user can read (ps, /proc/PID/cmdline) and use first to attest as this node and receive its workloads' identities; use --join-token-file FILE (mode 0600) or --join-token-file - (stdin) instead"
+
+// poke sends on a wake-up channel of capacity 1 without blocking.
+func poke(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }
 
 // GetX509BundleForTrustDomain makes the agent an x509bundle.Source over
@@ -108,7 +143,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("agent: data dir: %w", err)
 	}
-	a := &agent{cfg: cfg, log: log}
+	if cfg.JoinToken != "" {
+		log.Warn(argvTokenWarning)
+	}
+	toks, err := newTokens(cfg.JoinToken, cfg.JoinTokenFile, os.Stdin)
+	if err != nil {
+		return err
+	}
+	a := &agent{cfg: cfg, log: log, tokens: toks, renewWake: make(chan struct{}, 1), reattested: make(chan struct{}, 1)}
+	a.health = newHealth(log, time.Now, a.svidNotAfter)
 	if err := a.loadTrust(); err != nil {
 		return err
 	}
@@ -119,6 +162,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	a.cache = cache.New(a.client, a.bundle.Load(), log, nil)
 
+	adminAddr := ""
+	if cfg.Admin != "" {
+		adminLn, err := net.Listen("tcp", cfg.Admin)
+		if err != nil {
+			return fmt.Errorf("agent: --admin %s: %w", cfg.Admin, err)
+		}
+		adminSrv := &http.Server{Handler: a.health.handler(), ReadHeaderTimeout: 5 * time.Second}
+		go adminSrv.Serve(adminLn)
+		defer adminSrv.Close()
+		adminAddr = adminLn.Addr().String()
+	}
 	lis, err := listenWorkloadAPI(cfg.Socket)
 	if err != nil {
 		return err
@@ -127,17 +181,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	a.relay = relay.New(a.cache, attestor, log)
 	srv := workloadapi.NewServer(workloadapi.New(a.cache, attestor, log))
 	proxyv1.RegisterDiscoveryServer(srv, a.relay)
-	log.Info("sigil-agent running", "agent_id", a.svid.Load().ID.String(), "server", cfg.ServerAddr, "socket", cfg.Socket)
+	log.Info("sigil-agent running", "agent_id", a.svid.Load().ID.String(), "server", cfg.ServerAddr, "socket", cfg.Socket, "admin", adminAddr)
 
 	var wg sync.WaitGroup
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	serveErr := make(chan error, 1)
-	wg.Add(5)
-	go func() { defer wg.Done(); a.relay.Report(runCtx, reportEvery, a.client.ReportProxies) }()
+	wg.Add(6)
+	go func() { defer wg.Done(); a.relay.Report(runCtx, reportEvery, a.reportProxies) }()
 	go func() { defer wg.Done(); serveErr <- srv.Serve(listener.Retrying(lis, "workload_api", log)) }()
 	go func() { defer wg.Done(); a.cache.Run(runCtx) }()
 	go func() { defer wg.Done(); a.syncLoop(runCtx) }()
+	go func() { defer wg.Done(); a.configLoop(runCtx) }()
 	go func() { defer wg.Done(); a.renewLoop(runCtx) }()
 	select {
 	case <-ctx.Done():
@@ -182,6 +237,24 @@ func (a *agent) loadTrust() error {
 	return nil
 }
 
+// reportProxies sends the node's sidecars to the server; its success every
+// reportEvery is the heartbeat behind sigil_agent_server_contact_age_seconds.
+func (a *agent) reportProxies(ctx context.Context, proxies []*agentv1.Proxy) error {
+	err := a.client.ReportProxies(ctx, proxies)
+	if err == nil {
+		a.health.contact()
+	}
+	return err
+}
+
+// svidNotAfter is when the agent SVID expires (zero before there is one).
+func (a *agent) svidNotAfter() time.Time {
+	if s := a.svid.Load(); s != nil {
+		return s.Certificates[0].NotAfter
+	}
+	return time.Time{}
+}
+
 // ensureSVID loads the saved agent SVID, or attests with the join token
 // when there is none or it has expired.
 func (a *agent) ensureSVID(ctx context.Context) error {
@@ -194,23 +267,39 @@ func (a *agent) ensureSVID(ctx context.Context) error {
 		a.log.Info("resuming with saved agent svid", "agent_id", svid.ID.String(), "expires", svid.Certificates[0].NotAfter)
 		return nil
 	}
-	if a.cfg.JoinToken == "" {
-		return errors.New("agent: no valid saved agent SVID in --data-dir; --join-token is required to attest")
+	token, err := a.tokens.next()
+	if errors.Is(err, errNoToken) {
+		return errors.New("agent: no valid saved agent SVID in --data-dir; a join token is required to attest (--join-token-file)")
 	}
-	attestCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	svid, bundle, err := a.client.attest(attestCtx, a.cfg.JoinToken)
 	if err != nil {
 		return err
 	}
-	a.svid.Store(svid)
-	if err := saveSVID(a.cfg.DataDir, svid); err != nil {
+	attestCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	svid, bundle, err := a.client.attest(attestCtx, token)
+	if err != nil {
+		return err
+	}
+	a.tokens.spent(token)
+	if err := a.adopt(svid); err != nil {
 		return err
 	}
 	if err := a.applyBundle(bundle); err != nil {
 		return err
 	}
 	a.log.Info("node attested", "agent_id", svid.ID.String(), "expires", svid.Certificates[0].NotAfter)
+	return nil
+}
+
+// adopt makes svid the agent's SVID: kept, saved, and presented by the
+// next handshake with the server.
+func (a *agent) adopt(svid *x509svid.SVID) error {
+	a.svid.Store(svid)
+	a.client.reset()
+	if err := saveSVID(a.cfg.DataDir, svid); err != nil {
+		return err
+	}
+	a.health.contact()
 	return nil
 }
 
@@ -245,35 +334,34 @@ func (a *agent) applyBundle(p *agentv1.Bundle) error {
 	return saveBundle(a.cfg.DataDir, b)
 }
 
-// syncLoop follows the server's Sync stream, reconnecting with jittered
-// exponential backoff while the server is away.
+// syncLoop follows the server's Sync stream, reconnecting on the backoff
+// schedule while the server is away, and at once after a re-attestation.
 func (a *agent) syncLoop(ctx context.Context) {
-	backoff := 500 * time.Millisecond
+	var b backoff.Backoff
 	for ctx.Err() == nil {
+		used := a.svid.Load()
 		got, err := a.syncOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if got {
-			backoff = 500 * time.Millisecond
+			b.Reset()
 		}
-		if status.Code(err) == codes.PermissionDenied {
+		// A refusal of an SVID since replaced (a re-attestation raced this
+		// stream) says nothing about the agent now.
+		if status.Code(err) == codes.PermissionDenied && a.svid.Load() == used {
 			// The server no longer knows this agent (evicted): its workloads
 			// keep nothing it holds. Fail closed; only a new attestation
 			// brings identities back.
 			if cerr := a.cache.SetEntries(nil); cerr != nil {
 				a.log.Error("dropping identities", "error", cerr)
 			}
-			a.log.Error("the server refused this agent (evicted?); serving no identities until it attests again with a new join token", "error", err)
+			a.markEvicted(err)
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		a.log.Warn("sync stream ended; reconnecting", "error", err, "retry_in", wait.String())
-		select {
-		case <-ctx.Done():
+		a.log.Warn("sync stream ended; reconnecting", "error", err)
+		if !b.Wait(ctx, a.reattested) {
 			return
-		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
@@ -283,7 +371,7 @@ func (a *agent) syncOnce(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	stream, err := api.Sync(ctx, &agentv1.SyncRequest{})
+	stream, err := api.Sync(ctx, &agentv1.SyncRequest{}, syncCallOptions...)
 	if err != nil {
 		return false, err
 	}
@@ -297,6 +385,7 @@ func (a *agent) syncOnce(ctx context.Context) (bool, error) {
 			return got, err
 		}
 		got = true
+		a.health.contact()
 		if err := a.applyBundle(msg.GetBundle()); err != nil {
 			a.log.Error("bundle from server refused", "error", err)
 			continue
@@ -305,46 +394,7 @@ func (a *agent) syncOnce(ctx context.Context) (bool, error) {
 			a.log.Error("entries from server refused", "error", err)
 			continue
 		}
-		a.relay.SetConfig(msg.GetConfig())
 		a.log.Debug("synced", "entries", len(msg.GetEntries()), "revision", msg.GetRevision())
-	}
-}
-
-// renewLoop renews the agent's own SVID at half-life.
-func (a *agent) renewLoop(ctx context.Context) {
-	backoff := time.Second
-	for {
-		leaf := a.svid.Load().Certificates[0]
-		wait := time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2))
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(max(wait, 0)):
-		}
-		callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		svid, err := a.client.renew(callCtx)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			a.log.Warn("agent svid renewal failed; retrying", "error", err, "expires", leaf.NotAfter)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 10*time.Second)
-			continue
-		}
-		backoff = time.Second
-		a.svid.Store(svid)
-		if err := saveSVID(a.cfg.DataDir, svid); err != nil {
-			a.log.Error("agent svid not saved", "error", err)
-		}
-		// New handshakes must present the new certificate.
-		a.client.reset()
-		a.log.Info("agent svid renewed", "expires", svid.Certificates[0].NotAfter)
 	}
 }
 

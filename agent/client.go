@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/backoff"
 	"github.com/sigil-mesh/sigil/spiffeids"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -61,7 +62,10 @@ func (c *client) tlsConfig(withSVID bool) *tls.Config {
 }
 
 func (c *client) dial(withSVID bool) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient("passthrough:///"+c.addr, grpc.WithTransportCredentials(credentials.NewTLS(c.tlsConfig(withSVID))))
+	// Reconnects follow the agent's backoff (at most a few seconds), not
+	// gRPC's default, which waits up to 2 minutes once a server is away.
+	conn, err := grpc.NewClient("passthrough:///"+c.addr, grpc.WithTransportCredentials(credentials.NewTLS(c.tlsConfig(withSVID))),
+		grpc.WithConnectParams(backoff.GRPCConnectParams()))
 	if err != nil {
 		return nil, fmt.Errorf("agent: dialing %s: %w", c.addr, err)
 	}

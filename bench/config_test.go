@@ -47,7 +47,10 @@ func (s *simProxies) run(ctx context.Context, b *testing.B, socket string, i int
 		if err != nil {
 			return
 		}
-		v := msg.GetConfig().GetVersion()
+		if !msg.GetDelta().GetComplete() {
+			continue // the rest of this change follows
+		}
+		v := msg.GetDelta().GetVersion()
 		now := time.Now()
 		s.mu.Lock()
 		s.seen[v]++

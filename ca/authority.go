@@ -29,9 +29,10 @@ type StateStore interface {
 	SaveCAState(ctx context.Context, state []byte) error
 }
 
-// Auditor records CA events before they take effect.
+// Auditor records CA events as intents before they take effect; the
+// returned Intent records whether they did.
 type Auditor interface {
-	Append(events ...audit.Event) error
+	Begin(events ...audit.Event) (audit.Intent, error)
 }
 
 // Config configures a CA. TrustDomain, KeyDir, State and Audit are required.
@@ -298,14 +299,19 @@ func (c *CA) Rotate(ctx context.Context) (bool, error) {
 	if bundleChanged {
 		next.Sequence++
 	}
-	if err := c.cfg.Audit.Append(events...); err != nil {
-		return false, fmt.Errorf("ca: rotation not recorded: %w", err)
-	}
 	raw, err := json.Marshal(&next)
 	if err != nil {
 		return false, fmt.Errorf("ca: encoding state: %w", err)
 	}
-	if err := c.cfg.State.SaveCAState(ctx, raw); err != nil {
+	intent, err := c.cfg.Audit.Begin(events...)
+	if err != nil {
+		return false, fmt.Errorf("ca: rotation not recorded: %w", err)
+	}
+	err = c.cfg.State.SaveCAState(ctx, raw)
+	if serr := intent.Settle(err); serr != nil {
+		c.log.Error("ca: rotation outcome not recorded; reconciled at the next start", "error", serr)
+	}
+	if err != nil {
 		return false, fmt.Errorf("ca: saving state: %w", err)
 	}
 	c.st = next
@@ -456,8 +462,17 @@ func (c *CA) signCA(subject pkix.Name, notBefore, notAfter time.Time, key crypto
 	// SPIFFE: a signing certificate names its trust domain.
 	cert.URIs = x509util.MultiURL{c.cfg.TrustDomain.ID().URL()}
 	x509Tmpl := cert.GetCertificate()
+	// Key identifiers (RFC 5280 §4.2.1.1-2): an SKI on every CA
+	// certificate, and an AKI naming the issuer's on every one that is not
+	// self-signed, so a chain can be built across rotations by key.
+	if x509Tmpl.SubjectKeyId, err = keyID(key.Public()); err != nil {
+		return nil, err
+	}
 	if parent == nil {
 		parent, parentSigner = x509Tmpl, key
+		x509Tmpl.AuthorityKeyId = nil
+	} else if x509Tmpl.AuthorityKeyId, err = authorityKeyID(parent); err != nil {
+		return nil, err
 	}
 	out, err := x509util.CreateCertificate(x509Tmpl, parent, key.Public(), parentSigner)
 	if err != nil {

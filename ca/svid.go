@@ -68,7 +68,8 @@ func checkKey(pub crypto.PublicKey) error {
 }
 
 // SignX509SVID signs an X.509-SVID for id over pub, valid for ttl or until
-// the intermediate expires, whichever is sooner. It returns the chain: the
+// the intermediate expires, whichever is sooner. An id outside the CA's
+// trust domain or without a path is refused. It returns the chain: the
 // SVID, then the intermediates up to (not including) the root.
 //
 // This is the hot path of the CA, so the template is built by hand for
@@ -77,6 +78,10 @@ func checkKey(pub crypto.PublicKey) error {
 func (c *CA) SignX509SVID(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration) ([]*x509.Certificate, error) {
 	if id.TrustDomain() != c.cfg.TrustDomain {
 		return nil, fmt.Errorf("ca: %s is not in trust domain %s", id, c.cfg.TrustDomain)
+	}
+	if id.Path() == "" {
+		// X509-SVID §2: a leaf's ID has a path; relying parties refuse one without.
+		return nil, fmt.Errorf("ca: %s has no path; an X509-SVID's ID needs one", id)
 	}
 	if err := checkKey(pub); err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
@@ -92,6 +97,9 @@ func (c *CA) SignX509SVID(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duratio
 	}
 	tmpl, err := svidTemplate(pub, id, c.cfg.Now(), ttl, inter.cert.NotAfter)
 	if err != nil {
+		return nil, err
+	}
+	if tmpl.AuthorityKeyId, err = authorityKeyID(inter.cert); err != nil {
 		return nil, err
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, inter.cert, pub, inter.signer)
@@ -110,7 +118,8 @@ func (c *CA) SignX509SVID(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duratio
 }
 
 // svidTemplate is the X509-SVID profile: one URI SAN, not a CA,
-// digitalSignature only, serverAuth and clientAuth. The backdating for
+// digitalSignature only, serverAuth and clientAuth, and a Subject Key
+// Identifier (RFC 5280 §4.2.1.2, as SPIRE's SVIDs carry). The backdating for
 // clock skew is capped at a tenth of the TTL, so that renewal at half of
 // the certificate's span stays near half of its real life even for the
 // 20-second SVIDs tests use.
@@ -122,6 +131,10 @@ func svidTemplate(pub crypto.PublicKey, id spiffeid.ID, now time.Time, ttl time.
 	notAfter := now.Add(ttl)
 	if notAfter.After(limit) {
 		notAfter = limit
+	}
+	ski, err := keyID(pub)
+	if err != nil {
+		return nil, err
 	}
 	keyUsage := x509.KeyUsageDigitalSignature
 	if _, ok := pub.(*rsa.PublicKey); ok {
@@ -137,5 +150,6 @@ func svidTemplate(pub crypto.PublicKey, id spiffeid.ID, now time.Time, ttl time.
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 		IsCA:                  false,
+		SubjectKeyId:          ski,
 	}, nil
 }

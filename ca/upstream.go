@@ -5,8 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 
+	"github.com/sigil-mesh/sigil/privatefile"
 	"go.step.sm/crypto/pemutil"
 )
 
@@ -24,8 +24,12 @@ func (u *Upstream) root() *x509.Certificate { return u.Chain[len(u.Chain)-1] }
 // the root, which every SVID chain carries.
 func (u *Upstream) intermediates() []*x509.Certificate { return u.Chain[:len(u.Chain)-1] }
 
+// maxKeyFile bounds the upstream key file read.
+const maxKeyFile = 1 << 20
+
 // LoadUpstream reads the upstream CA's certificate chain (signing
-// certificate first, root last) and its key (PEM, unencrypted).
+// certificate first, root last) and its key (PEM, unencrypted, in a file
+// only its owner may read: mode 0600 or 0400).
 func LoadUpstream(certFile, keyFile string) (*Upstream, error) {
 	chain, err := pemutil.ReadCertificateBundle(certFile)
 	if err != nil {
@@ -34,7 +38,9 @@ func LoadUpstream(certFile, keyFile string) (*Upstream, error) {
 	if len(chain) == 0 {
 		return nil, fmt.Errorf("ca: upstream-cert %s: no certificate", certFile)
 	}
-	keyPEM, err := os.ReadFile(keyFile)
+	// The key signs every intermediate: like a join token, refused when
+	// others may read it.
+	keyPEM, err := privatefile.Read(keyFile, maxKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("ca: upstream-key: %w", err)
 	}

@@ -53,8 +53,9 @@ done
 
 step "3. an agent per node attests with a single-use join token and opens the Workload API"
 for n in 1 2; do
-	TOKEN=$("$BIN/sigil-server" token generate --data-dir "$DIR/server" --node node$n)
-	"$BIN/sigil-agent" run --server "$ADDR" --trust-bundle "$DIR/bundle.pem" --join-token "$TOKEN" \
+	# The token goes in a 0600 file, never on the command line (ps shows argv to every user).
+	"$BIN/sigil-server" token generate --data-dir "$DIR/server" --node node$n --output "$DIR/agent$n.token" >/dev/null
+	"$BIN/sigil-agent" run --server "$ADDR" --trust-bundle "$DIR/bundle.pem" --join-token-file "$DIR/agent$n.token" \
 		--data-dir "$DIR/agent$n" --socket "$DIR/agent$n.sock" 2>"$DIR/agent$n.log" &
 	pids+=($!)
 	wait_log "$DIR/agent$n.log" '"sigil-agent running"'

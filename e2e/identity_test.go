@@ -292,6 +292,9 @@ func TestServerRestartDoesNotInterruptWorkloads(t *testing.T) {
 	}
 
 	m.StartServer()
+	// The agent is back on its Sync stream within seconds (its reconnects
+	// are capped at 5 s; gRPC's default backoff had it wait up to 35 s).
+	m.Server.WaitFor(`"msg":"agent connected"`, 10*time.Second)
 	// Renewals continue: two more SVIDs after the restart, none expired.
 	restarted := time.Now()
 	seen := map[string]bool{}
@@ -340,13 +343,19 @@ func TestNoEntryIsPermissionDenied(t *testing.T) {
 func TestJoinTokenIsSingleUse(t *testing.T) {
 	t.Parallel()
 	m := harness.StartMesh(t)
-	token := m.Token("node1")
+	tokenFile := filepath.Join(m.Dir, "token1")
+	m.TokenFile("node1", tokenFile)
+	raw, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(raw))
 	bundle := m.BundleFile()
-	first := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token", token,
+	first := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token-file", tokenFile,
 		"--data-dir", filepath.Join(m.Dir, "a1"), "--socket", filepath.Join(m.Dir, "a1.sock"))
 	first.WaitFor(`sigil-agent running`, 30*time.Second)
 
-	second := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token", token,
+	second := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token-file", tokenFile,
 		"--data-dir", filepath.Join(m.Dir, "a2"), "--socket", filepath.Join(m.Dir, "a2.sock"))
 	if code := second.Wait(30 * time.Second); code == 0 {
 		t.Fatal("second agent with a used token ran")
@@ -355,9 +364,10 @@ func TestJoinTokenIsSingleUse(t *testing.T) {
 		t.Fatalf("second agent said: %s", second.Output())
 	}
 
-	expired := strings.TrimSpace(m.Admin("token", "generate", "--node", "node3", "--ttl", "1s"))
+	expired := filepath.Join(m.Dir, "token3")
+	m.Admin("token", "generate", "--node", "node3", "--ttl", "1s", "--output", expired)
 	time.Sleep(1100 * time.Millisecond) // the condition under test is time passing
-	third := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token", expired,
+	third := harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", bundle, "--join-token-file", expired,
 		"--data-dir", filepath.Join(m.Dir, "a3"), "--socket", filepath.Join(m.Dir, "a3.sock"))
 	if code := third.Wait(30 * time.Second); code == 0 || !strings.Contains(third.Output(), "join token expired") {
 		t.Fatalf("expired token: code %d, %s", code, third.Output())
@@ -519,5 +529,13 @@ func TestAgentEvictCutsOffTheNode(t *testing.T) {
 	// Evicting it again names what is wrong.
 	if _, err := harness.Run(t, "sigil-server", "agent", "evict", "--spiffe-id", harness.AgentID("node1"), "--data-dir", m.DataDir); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("second evict: %v", err)
+	}
+	// A new join token in the agent's token file brings the node back,
+	// without restarting the agent.
+	m.TokenFile("node1", a.TokenFile)
+	a.WaitFor(`"msg":"node re-attested"`, 20*time.Second)
+	svid, err := client(t, a.Socket).FetchX509SVID(ctxT(t, 20*time.Second))
+	if err != nil || svid.ID != webID() {
+		t.Fatalf("fetch after re-attestation: %v %v", svid, err)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/big"
 	"net/http"
 	"net/url"
@@ -226,13 +225,8 @@ func websocketViaProxy(cfg *websocket.Config, proxyAddr string) (*websocket.Conn
 
 func httpGet(t *testing.T, u string) string {
 	t.Helper()
-	resp, err := http.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	_, body := getStatus(t, u)
+	return body
 }
 
 // The inbound port takes mTLS from mesh identities only.

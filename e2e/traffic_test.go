@@ -432,18 +432,12 @@ spec:
   - route:
     - destination: {host: api}
 `)
-	noFollow := &http.Client{Transport: tm.client.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get("http://api/old/thing")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 308 || resp.Header.Get("Location") != "http://api/new" {
-		t.Fatalf("redirect: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	if code, loc := tm.redirectOf(t, "http://api/old/thing"); code != 308 || loc != "http://api/new" {
+		t.Fatalf("redirect: %d %q", code, loc)
 	}
 	req, _ := http.NewRequest("GET", "http://api/v1/users?id=7", nil)
 	req.Header.Set("X-Drop-Me", "secret")
-	resp, err = tm.client.Do(req)
+	resp, err := tm.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -153,7 +153,16 @@ func lookup(in *Input, p []string) string {
 	case "request":
 		switch field {
 		case "":
-			return pick(map[string]string{"method": in.Request.Method, "path": in.Request.Path, "host": in.Request.Host, "protocol": in.Request.Protocol}) + pick(in.Request.Headers)
+			return pick(map[string]string{"method": in.Request.Method, "path": in.Request.Path, "url_path": in.Request.URLPath, "host": in.Request.Host, "protocol": in.Request.Protocol}) +
+				pick(in.Request.Headers) + pickQuery(in.Request.parsedQuery())
+		case "query":
+			q := in.Request.parsedQuery()
+			if len(p) == 2 {
+				return pickQuery(q)
+			}
+			if vs, ok := q[p[2]]; ok {
+				return pickValues(vs)
+			}
 		case "headers":
 			if len(p) == 2 {
 				return pick(in.Request.Headers)
@@ -165,6 +174,8 @@ func lookup(in *Input, p []string) string {
 			return in.Request.Method
 		case "path":
 			return in.Request.Path
+		case "url_path":
+			return in.Request.URLPath
 		case "host":
 			return in.Request.Host
 		case "protocol":
@@ -172,6 +183,24 @@ func lookup(in *Input, p []string) string {
 		}
 	}
 	return undefined
+}
+
+// pickQuery is a parsed query, in a stable order.
+func pickQuery(q map[string][]string) string {
+	flat := make(map[string]string, len(q))
+	for k, vs := range q {
+		flat[k] = pickValues(vs)
+	}
+	return pick(flat)
+}
+
+// pickValues is a list of values, each length-prefixed.
+func pickValues(vs []string) string {
+	var b strings.Builder
+	for _, v := range vs {
+		b.WriteString(strconv.Itoa(len(v)) + ":" + v)
+	}
+	return b.String()
 }
 
 // readsHeaders reports whether the plan's key includes request headers.
@@ -199,14 +228,32 @@ func pick(fields map[string]string) string {
 }
 
 // decisionCache maps keys to decisions for one compiled policy. It is
-// bounded; when full it starts over (cheap, and a policy's working set of
+// bounded by bytes, not entries: a key holds request fields a caller
+// chooses (a path may be 64 KiB), so 8,192 entries of long keys once held
+// over 800 MB. A key longer than MaxCacheKeyBytes is not cached (its
+// request is evaluated every time), and when the keys held would pass
+// MaxCacheBytes the cache starts over (cheap, and a policy's working set of
 // distinct inputs is small).
 type decisionCache struct {
-	mu sync.RWMutex
-	m  map[string]bool
+	mu    sync.RWMutex
+	m     map[string]bool
+	bytes int // sum of entryBytes over m
 }
 
-const maxCached = 8192
+// Limits of the decision cache of one policy version.
+const (
+	// MaxCacheBytes bounds the memory the cache accounts for: keys plus
+	// a per-entry overhead.
+	MaxCacheBytes = 8 << 20
+	// MaxCacheKeyBytes is the longest key cached.
+	MaxCacheKeyBytes = 2 << 10
+	// cacheEntryOverhead is what one entry costs beside its key's bytes:
+	// the map slot (string header, bool, tophash) and the key's
+	// allocation rounding.
+	cacheEntryOverhead = 48
+)
+
+func entryBytes(k string) int { return len(k) + cacheEntryOverhead }
 
 func (c *decisionCache) get(k string) (bool, bool) {
 	c.mu.RLock()
@@ -216,10 +263,29 @@ func (c *decisionCache) get(k string) (bool, bool) {
 }
 
 func (c *decisionCache) put(k string, v bool) {
-	c.mu.Lock()
-	if len(c.m) >= maxCached {
-		c.m = make(map[string]bool, maxCached)
+	if len(k) > MaxCacheKeyBytes {
+		return
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[k]; ok {
+		c.m[k] = v
+		return
+	}
+	if c.m == nil || c.bytes+entryBytes(k) > MaxCacheBytes {
+		// A fresh map: clearing the old one would keep its grown buckets.
+		c.m, c.bytes = map[string]bool{}, 0
+	}
+	// A copy of exactly its length: the key's builder may have left it in
+	// a buffer up to twice as large.
+	k = strings.Clone(k)
 	c.m[k] = v
-	c.mu.Unlock()
+	c.bytes += entryBytes(k)
+}
+
+// size is the bytes and entries the cache holds.
+func (c *decisionCache) size() (bytes, entries int) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.bytes, len(c.m)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -101,6 +103,124 @@ allow if {
 		want := len(rs) == 1 && rs[0].Expressions[0].Value == true
 		if got.Allow != want {
 			t.Fatalf("input %+v: cached engine says %v, evaluation says %v", in, got.Allow, want)
+		}
+	}
+}
+
+// The cache accounts for every byte it keeps and never passes its bound;
+// a key longer than MaxCacheKeyBytes is not kept at all.
+func TestCacheMemoryBoundAccounting(t *testing.T) {
+	c := &decisionCache{}
+	for i := 0; i < 20000; i++ {
+		k := fmt.Sprintf("%d:%s", i, strings.Repeat("x", i%MaxCacheKeyBytes))
+		c.put(k, i%2 == 0)
+		if c.bytes > MaxCacheBytes {
+			t.Fatalf("after %d puts the cache holds %d bytes, over %d", i+1, c.bytes, MaxCacheBytes)
+		}
+		if i%997 != 0 {
+			continue
+		}
+		sum := 0
+		for k := range c.m {
+			sum += entryBytes(k)
+		}
+		if sum != c.bytes {
+			t.Fatalf("accounted %d bytes, holds %d", c.bytes, sum)
+		}
+	}
+	c.put(strings.Repeat("y", MaxCacheKeyBytes+1), true)
+	if _, ok := c.get(strings.Repeat("y", MaxCacheKeyBytes+1)); ok {
+		t.Fatal("a key over MaxCacheKeyBytes was cached")
+	}
+	// Putting a key again does not count it twice.
+	c = &decisionCache{}
+	c.put("k", true)
+	c.put("k", false)
+	if b, n := c.size(); b != entryBytes("k") || n != 1 {
+		t.Fatalf("size %d bytes, %d entries", b, n)
+	}
+}
+
+// Many requests with long distinct paths from a caller the policy denies
+// leave the heap within the cache's bound (it once grew by 800 MB).
+func TestCacheMemoryBoundHeap(t *testing.T) {
+	src := `package sigil.authz
+
+allow if not startswith(input.request.url_path, "/admin")
+`
+	ctx := context.Background()
+	q, mods, err := compile(ctx, map[string]string{"p.rego": src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, why := planFor(mods)
+	if plan == nil {
+		t.Fatal(why)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	for _, size := range []int{MaxCacheKeyBytes - 64, 16 << 10} {
+		e := &Engine{log: quiet()}
+		e.cur.Store(&compiled{query: q, plan: plan, cache: &decisionCache{}})
+		before := heap()
+		for i := 0; i < 8000; i++ {
+			p := fmt.Sprintf("/admin/%08d/%s", i, strings.Repeat("a", size))
+			if d := e.Decide(ctx, &Input{Request: Request{Method: "GET", Path: p}}); d.Allow || d.Err != nil {
+				t.Fatalf("%s... allowed or failed: %+v", p[:20], d)
+			}
+		}
+		after := heap()
+		const slack = 8 << 20
+		if after > before && after-before > MaxCacheBytes+slack {
+			t.Errorf("paths of %d bytes: heap grew by %d MiB, over the cache bound of %d MiB", size, (after-before)>>20, MaxCacheBytes>>20)
+		}
+		b, n := e.CacheSize()
+		t.Logf("paths of %d bytes: heap +%d KiB; cache %d KiB in %d entries", size, int64(after-before)>>10, b>>10, n)
+		runtime.KeepAlive(e)
+	}
+}
+
+// The query and the path without it are policy input, in the cache key.
+func TestPolicyInputQueryAndURLPath(t *testing.T) {
+	src := `package sigil.authz
+
+allow if {
+	input.request.url_path == "/reports"
+	"viewer" in input.request.query.role
+}
+`
+	ctx := context.Background()
+	q, mods, err := compile(ctx, map[string]string{"p.rego": src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, why := planFor(mods)
+	if plan == nil {
+		t.Fatal(why)
+	}
+	e := &Engine{log: quiet()}
+	e.cur.Store(&compiled{query: q, plan: plan, cache: &decisionCache{}})
+	for _, tc := range []struct {
+		in   Request
+		want bool
+	}{
+		{Request{Path: "/reports?role=viewer", URLPath: "/reports", RawQuery: "role=viewer"}, true},
+		{Request{Path: "/reports?role=admin&role=viewer"}, true},
+		{Request{Path: "/reports?role=admin"}, false},
+		{Request{Path: "/reports"}, false},
+		{Request{Path: "/reports/x?role=viewer"}, false},
+		{Request{Path: "/reports?role=view%65r"}, true},
+		{Request{Path: "/reports?role=viewer;x"}, false},
+	} {
+		for range 2 { // evaluated, then cached
+			in := &Input{Request: tc.in}
+			if d := e.Decide(ctx, in); d.Allow != tc.want || d.Err != nil {
+				t.Errorf("%q: allow %v, %v; want %v", tc.in.Path, d.Allow, d.Err, tc.want)
+			}
 		}
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/sigil-mesh/sigil/pathnorm"
+	"github.com/sigil-mesh/sigil/spiffeids"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Input is the document every decision is made on (DESIGN.md, Policy). Its
@@ -31,8 +34,18 @@ type Dest struct {
 
 // Request describes the request; for TCP only Protocol is set.
 type Request struct {
-	Method   string            `json:"method"`
-	Path     string            `json:"path"`
+	Method string `json:"method"`
+	// Path is the normalized request target with its query, exactly as
+	// the app receives it (see package pathnorm); URLPath is the same
+	// without the query, and Query the query parsed (name -> values, in
+	// order, as OPA-Envoy's parsed_query). When URLPath is empty they are
+	// derived from Path.
+	Path    string              `json:"path"`
+	URLPath string              `json:"url_path"`
+	Query   map[string][]string `json:"query"`
+	// RawQuery, with Query nil, is parsed only if the policy in force
+	// reads the query or decisions are logged.
+	RawQuery string            `json:"-"`
 	Host     string            `json:"host"`
 	Headers  map[string]string `json:"headers"`
 	Protocol string            `json:"protocol"` // http, grpc or tcp
@@ -54,19 +67,30 @@ const (
 )
 
 // PeerFromID fills namespace and service account from an ID of the form
-// spiffe://td/ns/<ns>/sa/<sa>; other IDs leave them empty.
+// spiffe://td/ns/<ns>/sa/<sa> (spiffeids.NamespaceServiceAccount); other
+// IDs leave them empty.
 func PeerFromID(id string) Peer {
 	p := Peer{Principal: id}
-	rest, ok := strings.CutPrefix(id, "spiffe://")
-	if !ok {
-		return p
-	}
-	_, path, _ := strings.Cut(rest, "/")
-	parts := strings.Split(path, "/")
-	if len(parts) == 4 && parts[0] == "ns" && parts[2] == "sa" {
-		p.Namespace, p.ServiceAccount = parts[1], parts[3]
+	if parsed, err := spiffeid.FromString(id); err == nil {
+		p.Namespace, p.ServiceAccount, _ = spiffeids.NamespaceServiceAccount(parsed)
 	}
 	return p
+}
+
+// fill derives URLPath and RawQuery from Path where the caller set only
+// Path (decision logs written before url_path existed, tests).
+func (r *Request) fill() {
+	if r.URLPath == "" && r.Path != "" {
+		r.URLPath, r.RawQuery, _ = strings.Cut(r.Path, "?")
+	}
+}
+
+// parsedQuery is Query, parsed from RawQuery on first use.
+func (r *Request) parsedQuery() map[string][]string {
+	if r.Query == nil && r.RawQuery != "" {
+		r.Query = pathnorm.ParseQuery(r.RawQuery)
+	}
+	return r.Query
 }
 
 func str(s string) *ast.Term { return ast.StringTerm(s) }
@@ -78,6 +102,14 @@ func (in *Input) value() ast.Value {
 	headers := make([][2]*ast.Term, 0, len(in.Request.Headers))
 	for k, v := range in.Request.Headers {
 		headers = append(headers, [2]*ast.Term{str(k), str(v)})
+	}
+	query := make([][2]*ast.Term, 0, len(in.Request.parsedQuery()))
+	for k, vs := range in.Request.Query {
+		terms := make([]*ast.Term, len(vs))
+		for i, v := range vs {
+			terms[i] = str(v)
+		}
+		query = append(query, [2]*ast.Term{str(k), ast.ArrayTerm(terms...)})
 	}
 	return ast.NewObject(
 		[2]*ast.Term{str("source"), ast.ObjectTerm(
@@ -93,6 +125,8 @@ func (in *Input) value() ast.Value {
 		[2]*ast.Term{str("request"), ast.ObjectTerm(
 			[2]*ast.Term{str("method"), str(in.Request.Method)},
 			[2]*ast.Term{str("path"), str(in.Request.Path)},
+			[2]*ast.Term{str("url_path"), str(in.Request.URLPath)},
+			[2]*ast.Term{str("query"), ast.ObjectTerm(query...)},
 			[2]*ast.Term{str("host"), str(in.Request.Host)},
 			[2]*ast.Term{str("headers"), ast.ObjectTerm(headers...)},
 			[2]*ast.Term{str("protocol"), str(in.Request.Protocol)},

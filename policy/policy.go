@@ -149,7 +149,9 @@ func readSources(path string) (map[string]string, string, error) {
 }
 
 // Compile parses and compiles policy sources (file name → Rego) into a
-// prepared query; it is what a dry run (`sigil policy check`) uses too.
+// prepared query, and refuses a policy that compiles but cannot work (see
+// validate); it is what a dry run (`sigil policy check`) uses too, so
+// check and the sidecar's load accept exactly the same policies.
 func Compile(ctx context.Context, srcs map[string]string) (rego.PreparedEvalQuery, error) {
 	q, _, err := compile(ctx, srcs)
 	return q, err
@@ -181,6 +183,9 @@ func compile(ctx context.Context, srcs map[string]string) (rego.PreparedEvalQuer
 	q, err := rego.New(opts...).PrepareForEval(ctx)
 	if err != nil {
 		return rego.PreparedEvalQuery{}, nil, fmt.Errorf("policy: %w", err)
+	}
+	if err := validate(ctx, q, mods); err != nil {
+		return rego.PreparedEvalQuery{}, nil, err
 	}
 	return q, mods, nil
 }
@@ -239,10 +244,26 @@ func (e *Engine) Watch(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// CacheSize is the bytes (keys plus a per-entry overhead, bounded by
+// MaxCacheBytes) and the entries of the decision cache of the policy in
+// force; zeros when none is loaded.
+func (e *Engine) CacheSize() (bytes, entries int) {
+	c := e.cur.Load()
+	if c == nil || c.cache == nil {
+		return 0, 0
+	}
+	return c.cache.size()
+}
+
 // Decide evaluates the policy for in. Anything but allow == true denies.
 func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 	d := Decision{ID: newID()}
 	c := e.cur.Load()
+	in.Request.fill()
+	if e.Logger != nil && in.Request.parsedQuery() == nil {
+		// Logged as the policy sees it: {}, not null.
+		in.Request.Query = map[string][]string{}
+	}
 	if in.Request.Headers == nil && in.Request.HeadersFrom != nil &&
 		(e.Logger != nil || c != nil && (c.plan == nil || c.headers)) {
 		// Decided against the policy loaded above, so a reload in between

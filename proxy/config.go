@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"github.com/sigil-mesh/sigil/pathnorm"
 	"github.com/sigil-mesh/sigil/traffic"
 	"net"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -26,11 +28,14 @@ type Config struct {
 	Policy      string
 	Upstreams   []string // NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]
 	Transparent bool
-	DrainGrace  time.Duration // how long to keep serving after leaving the endpoint pool
-	IdleTimeout time.Duration // a connection silent this long is closed
-	Advertise   string        // inbound address other sidecars reach; default: the bound one
-	AccessLog   string        // file path, "-" for stdout, "" for none
-	DecisionLog string
+	// ClusterDomain ends the longest form of a mesh host,
+	// svc.ns.svc.<ClusterDomain> (Kubernetes' term); "" is cluster.local.
+	ClusterDomain string
+	DrainGrace    time.Duration // how long to keep serving after leaving the endpoint pool
+	IdleTimeout   time.Duration // a connection silent this long is closed
+	Advertise     string        // inbound address other sidecars reach; default: the bound one
+	AccessLog     string        // file path, "-" for stdout, "" for none
+	DecisionLog   string
 	// OTLPEndpoint is the OTLP/HTTP collector spans go to ("" for no
 	// tracing); TraceSampling the share of new traces sampled.
 	OTLPEndpoint  string
@@ -53,6 +58,10 @@ type Config struct {
 	// connections the outbound listener takes (either may match); -1: any.
 	AppUID int
 	AppGID int
+	// PathWithEscapedSlashes is what becomes of "%2F" and "%5C" in a
+	// request path: "decode" (also ""), "keep" or "reject" (Envoy's
+	// path_with_escaped_slashes_action; see package pathnorm).
+	PathWithEscapedSlashes string
 }
 
 // Defaults from DESIGN.md.
@@ -60,6 +69,8 @@ const (
 	DefaultOutbound = "127.0.0.1:15001"
 	DefaultInbound  = "0.0.0.0:15006"
 	DefaultAdmin    = "127.0.0.1:15000"
+	// DefaultClusterDomain is Kubernetes' default cluster domain.
+	DefaultClusterDomain = naming.DefaultClusterDomain
 )
 
 // Upstream is a service the app may call and where its sidecars listen.
@@ -78,6 +89,7 @@ type checked struct {
 	upstreams map[string]*Upstream
 	appPort   int
 	otlpURL   string
+	paths     pathnorm.Options
 }
 
 // ParseUpstream reads NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID].
@@ -116,7 +128,7 @@ func validName(name string) error {
 	if len(name) > 63 {
 		return errors.New("service name longer than 63 characters")
 	}
-	if name != "" && !traffic.ValidServiceName(name) {
+	if name != "" && !naming.ValidServiceName(name) {
 		return fmt.Errorf("service name %q: only a-z, 0-9 and inner '-'", name)
 	}
 	return nil
@@ -161,6 +173,11 @@ func (c Config) Validate() (*checked, error) {
 			errs = append(errs, fmt.Errorf("--advertise %q: want IP:PORT", c.Advertise))
 		}
 	}
+	if c.ClusterDomain == "" {
+		out.ClusterDomain = DefaultClusterDomain
+	} else if _, err := naming.NewResolver(naming.DefaultNamespace, c.ClusterDomain); err != nil {
+		errs = append(errs, fmt.Errorf("--cluster-domain %q: want a DNS name such as cluster.local", c.ClusterDomain))
+	}
 	if c.Policy == "" {
 		errs = append(errs, errors.New("--policy is required (a .rego file or a directory of them)"))
 	}
@@ -185,6 +202,12 @@ func (c Config) Validate() (*checked, error) {
 	if c.MinRequestBodyRate > 0 && c.MinRequestBodyGrace < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("--min-request-body-grace %s: want at least 100ms", c.MinRequestBodyGrace))
 	}
+	if c.PathWithEscapedSlashes != "" {
+		var err error
+		if out.paths.EscapedSlashes, err = pathnorm.ParseEscapedSlashes(c.PathWithEscapedSlashes); err != nil {
+			errs = append(errs, fmt.Errorf("--path-with-escaped-slashes: %w", err))
+		}
+	}
 	if c.TraceSampling < 0 || c.TraceSampling > 1 {
 		errs = append(errs, fmt.Errorf("--trace-sampling %v: want 0 to 1", c.TraceSampling))
 	}
@@ -192,6 +215,10 @@ func (c Config) Validate() (*checked, error) {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {
 			errs = append(errs, fmt.Errorf("--label %q: want KEY=VALUE", l))
+			continue
+		}
+		if err := traffic.ValidateLabel(k, v); err != nil {
+			errs = append(errs, fmt.Errorf("--label: %w", err))
 			continue
 		}
 		out.labels[k] = v

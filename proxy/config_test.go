@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"errors"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sigil-mesh/sigil/naming"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 func TestParseUpstream(t *testing.T) {
@@ -69,21 +73,42 @@ func FuzzParseUpstream(f *testing.F) {
 	})
 }
 
-func TestServiceOfAndHeaders(t *testing.T) {
-	for target, want := range map[string]string{
-		"http://api/x":      "api",
-		"http://API:8080/x": "api",
-		"http://api./x":     "api",
-	} {
-		r := httptest.NewRequest("GET", target, nil)
-		if got := serviceOf(r); got != want {
-			t.Errorf("serviceOf(%s) = %q, want %q", target, got, want)
-		}
+func TestMeshHostNamesOfRequests(t *testing.T) {
+	names, err := meshNames(spiffeid.RequireFromString("spiffe://example.org/ns/prod/sa/web"), DefaultClusterDomain)
+	if err != nil {
+		t.Fatal(err)
 	}
-	r := httptest.NewRequest("GET", "/x", nil)
-	r.Host = "web:80"
-	if got := serviceOf(r); got != "web" {
-		t.Errorf("origin-form: %q", got)
+	o := &outbound{p: &Proxy{names: names}}
+	api := naming.Service{Name: "api", Namespace: "prod"}
+	for _, tt := range []struct {
+		method, target, host string
+		want                 naming.Service
+		err                  error
+	}{
+		{"GET", "http://api/x", "", api, nil},
+		{"GET", "http://API:8080/x", "", api, nil},
+		{"GET", "http://api./x", "", api, nil},
+		{"GET", "http://api.other.svc.cluster.local/x", "", naming.Service{Name: "api", Namespace: "other"}, nil},
+		{"GET", "/x", "web:80", naming.Service{Name: "web", Namespace: "prod"}, nil},
+		{"GET", "/x", "api.prod.svc", api, nil},
+		// Absolute form: the target's authority, not the Host header.
+		{"GET", "http://api.github.com/user", "api", naming.Service{}, naming.ErrNotInMesh},
+		{"GET", "/user", "api.github.com", naming.Service{}, naming.ErrNotInMesh},
+		{"CONNECT", "api.github.com:443", "api.github.com:443", naming.Service{}, naming.ErrNotInMesh},
+		{"CONNECT", "api:443", "api:443", api, nil},
+		{"GET", "http://a@api/x", "", naming.Service{}, naming.ErrMalformed},
+		{"GET", "http://%C3%A4pi/x", "", naming.Service{}, naming.ErrMalformed},
+		{"GET", "/x", "api..", naming.Service{}, naming.ErrMalformed},
+		{"GET", "/x", "", naming.Service{}, naming.ErrMalformed},
+	} {
+		r := httptest.NewRequest(tt.method, tt.target, nil)
+		if tt.host != "" || !r.URL.IsAbs() {
+			r.Host = tt.host
+		}
+		got, err := o.serviceOf(r)
+		if got != tt.want || !errors.Is(err, tt.err) {
+			t.Errorf("%s %s (Host %q) = %+v, %v; want %+v, %v", tt.method, tt.target, tt.host, got, err, tt.want, tt.err)
+		}
 	}
 	if got := headerMap(map[string][]string{"X-A": {"1", "2"}}); got["x-a"] != "1,2" {
 		t.Fatalf("headerMap %v", got)

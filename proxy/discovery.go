@@ -14,7 +14,10 @@ import (
 	"time"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/api/configdelta"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
+	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/spiffeids"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -27,7 +30,7 @@ type meshState struct {
 	table        *traffic.Table
 	version      int64
 	endpointsRev int64
-	byService    map[string][]*endpoint
+	byService    map[naming.Service][]*endpoint
 	// clusters caches cluster() per service|subset: a state never changes,
 	// so its clusters are built once, not on every request.
 	clusters sync.Map
@@ -37,8 +40,13 @@ func fmtAny(v any) string { return fmt.Sprintf("%v", v) }
 
 // cluster returns the endpoints and policy for a service's subset, or nil
 // when the subset is not defined.
-func (o *outbound) cluster(st *meshState, service, subset string) *cluster {
-	key := service + "|" + subset
+func (o *outbound) cluster(st *meshState, service naming.Service, subset string) *cluster {
+	if len(st.byService[service]) == 0 {
+		// Nothing to balance over; and caching a cluster (and its pool)
+		// per name would let an app grow them with names of its choosing.
+		return nil
+	}
+	key := service.String() + "|" + subset
 	if c, ok := st.clusters.Load(key); ok {
 		return c.(*cluster)
 	}
@@ -47,10 +55,10 @@ func (o *outbound) cluster(st *meshState, service, subset string) *cluster {
 	return c
 }
 
-func (o *outbound) buildCluster(st *meshState, service, subset string) *cluster {
+func (o *outbound) buildCluster(st *meshState, service naming.Service, subset string) *cluster {
 	eps := st.byService[service]
 	if subset != "" {
-		labels, ok := st.table.SubsetLabels(service, subset)
+		labels, ok := st.table.SubsetLabels(service.String(), subset)
 		if !ok {
 			return nil
 		}
@@ -62,10 +70,10 @@ func (o *outbound) buildCluster(st *meshState, service, subset string) *cluster 
 		}
 		eps = in
 	}
-	policy := st.table.Policy(service, subset)
+	policy := st.table.Policy(service.String(), subset)
 	o.upstream.setMax(eps, maxConnectionsOf(policy))
-	pl, rr := o.clusters.poolFor(service+"|"+subset, policy)
-	return &cluster{service: service, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr}
+	pl, rr := o.clusters.poolFor(service.String()+"|"+subset, policy)
+	return &cluster{service: service.Name, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr}
 }
 
 func hasLabels(have, want map[string]string) bool {
@@ -82,10 +90,10 @@ func hasLabels(have, want map[string]string) bool {
 func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*agentv1.Endpoint) {
 	o.epMu.Lock()
 	defer o.epMu.Unlock()
-	st := &meshState{table: table, version: version, endpointsRev: rev, byService: map[string][]*endpoint{}}
+	st := &meshState{table: table, version: version, endpointsRev: rev, byService: map[naming.Service][]*endpoint{}}
 	seen := map[string]bool{}
-	add := func(service, addr string, id spiffeid.ID, labels map[string]string) {
-		key := service + "|" + addr + "|" + id.String() + "|" + fmtAny(sortedLabels(labels))
+	add := func(service naming.Service, addr string, id spiffeid.ID, labels map[string]string) {
+		key := service.String() + "|" + addr + "|" + id.String() + "|" + fmtAny(sortedLabels(labels))
 		e := o.endpoints[key]
 		if e == nil {
 			e = o.newEndpoint(addr, id, labels)
@@ -94,20 +102,31 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 		seen[key] = true
 		st.byService[service] = append(st.byService[service], e)
 	}
+	static := make(map[naming.Service]*Upstream, len(o.p.cfg.upstreams))
+	for name, up := range o.p.cfg.upstreams {
+		static[naming.Service{Name: name, Namespace: namespaceOf(up.ID, o.p.names.Namespace())}] = up
+	}
 	for _, ep := range eps {
-		if _, static := o.p.cfg.upstreams[ep.GetService()]; static {
-			continue // --upstream wins over discovery for its service
-		}
 		id, err := spiffeid.FromString(ep.GetSpiffeId())
 		if err != nil {
 			o.p.log.Warn("endpoint with a bad identity ignored", "service", ep.GetService(), "address", ep.GetAddress())
 			continue
 		}
-		add(ep.GetService(), ep.GetAddress(), id, ep.GetLabels())
+		// Endpoints carry no namespace: a workload's is its SPIFFE ID's.
+		ns := namespaceOf(id, naming.DefaultNamespace)
+		if ns == "" {
+			o.p.log.Warn("endpoint whose identity's namespace is not a DNS label ignored", "service", ep.GetService(), "address", ep.GetAddress())
+			continue
+		}
+		svc := naming.Service{Name: ep.GetService(), Namespace: ns}
+		if static[svc] != nil {
+			continue // --upstream wins over discovery for its service
+		}
+		add(svc, ep.GetAddress(), id, ep.GetLabels())
 	}
-	for name, up := range o.p.cfg.upstreams {
+	for svc, up := range static {
 		for _, addr := range up.Endpoints {
-			add(name, addr, up.ID, nil)
+			add(svc, addr, up.ID, nil)
 		}
 	}
 	for key, e := range o.endpoints {
@@ -118,6 +137,20 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 		}
 	}
 	o.state.Store(st)
+}
+
+// namespaceOf is the namespace of a workload with identity id
+// (spiffe://td/ns/<ns>/sa/<sa>), def for an ID of another form or none,
+// and "" when the ID's namespace is not a DNS label (no service has it).
+func namespaceOf(id spiffeid.ID, def string) string {
+	ns, _, ok := spiffeids.NamespaceServiceAccount(id)
+	switch {
+	case !ok:
+		return def
+	case !naming.ValidNamespace(ns):
+		return ""
+	}
+	return ns
 }
 
 func sortedLabels(m map[string]string) []string {
@@ -186,6 +219,7 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string)
 		return false, err
 	}
 	got := false
+	var deltas configdelta.Receiver
 	for {
 		msg, err := stream.Recv()
 		if err == io.EOF {
@@ -195,9 +229,16 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string)
 			return got, err
 		}
 		got = true
-		version := p.applyConfig(o, msg.GetConfig())
+		snap, err := deltas.Apply(msg.GetDelta())
+		if err != nil {
+			return got, err
+		}
+		if snap == nil {
+			continue // more of this change to come
+		}
+		version := p.applyConfig(o, snap.Config())
 		if err := stream.Send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Ack{Ack: &proxyv1.Ack{
-			ConfigVersion: version, EndpointsRevision: msg.GetConfig().GetEndpointsRevision(),
+			ConfigVersion: version, EndpointsRevision: snap.EndpointsRevision,
 		}}}); err != nil {
 			return got, err
 		}
@@ -210,6 +251,11 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string)
 // so `sigil get proxies` shows it stale), but takes the new endpoints.
 func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
 	cur := o.state.Load()
+	if cur.table != nil && cfg.GetVersion() == cur.version {
+		// Only endpoints moved: the routes compiled for this version stand.
+		o.setState(cur.table, cur.version, cfg.GetEndpointsRevision(), cfg.GetEndpoints())
+		return cur.version
+	}
 	var rs []traffic.Resource
 	var errs []string
 	for _, r := range cfg.GetResources() {

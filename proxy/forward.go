@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/traffic"
 	"go.opentelemetry.io/otel/trace"
@@ -26,6 +28,7 @@ const (
 	maxMirrorsInFlight = 64      // beyond this, mirrored copies are dropped, never queued
 	mirrorTimeout      = 5 * time.Second
 	retryBackoffBase   = 25 * time.Millisecond
+	retryBackoffMax    = 10 * retryBackoffBase // Envoy's max_interval default
 )
 
 // hopHeaders are connection-scoped and never forwarded.
@@ -42,29 +45,58 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &statusRecorder{ResponseWriter: w}
-	svc := serviceOf(r)
 	proto := protocolOf(r)
+	svc, err := o.serviceOf(r)
+	if err != nil {
+		// A fixed label: the caller's host must not mint metric series.
+		refuseName(rec, r, err)
+		o.p.observe("outbound", o.p.id.id.String(), unknownService, r, rec.status(), proto, start, "")
+		return
+	}
+	// Before the sidecar adds headers of its own (trace context, route
+	// headers), so the app's Connection header cannot remove them.
+	if err := takeConnectionOptions(r.Header); err != nil {
+		writeError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
+		o.p.observe("outbound", o.p.id.id.String(), o.metricService(svc), r, rec.status(), proto, start, "")
+		return
+	}
+	dropForgedIdentity(r.Header)
+	if proto == policy.ProtocolGRPC {
+		var cancel context.CancelFunc
+		r, cancel = withGRPCDeadline(r, start)
+		defer cancel()
+	}
+	// Routes match, and the peer sidecar authorizes, the path forwarded.
+	if _, err := o.p.normalizeTarget(r); err != nil {
+		refuseTarget(rec, r, err)
+		o.p.observe("outbound", o.p.id.id.String(), o.metricService(svc), r, rec.status(), proto, start, "")
+		return
+	}
 	if o.p.trace != nil {
-		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", svc)
+		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", svc.Name)
 		defer func() { o.p.trace.end(span, rec.status(), "") }()
 	}
 	o.route(rec, r, svc)
-	o.p.observe("outbound", o.p.id.id.String(), svc, r, rec.status(), proto, start, "")
+	o.p.observe("outbound", o.p.id.id.String(), o.metricService(svc), r, rec.status(), proto, start, "")
 }
 
-func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
+// unknownService is the destination label of requests for no mesh service.
+const unknownService = "unknown"
+
+func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service) {
 	st := o.state.Load()
 	// The app may not claim an identity; the receiving sidecar sets it.
 	delete(r.Header, xfccName)
-	m, ok := st.table.Match(svc, r, o.p.cfg.labels)
-	if !ok && len(st.byService[svc]) == 0 && !st.table.HasRoutes(svc) {
+	key := svc.String()
+	m, ok := st.table.Match(key, r, o.p.cfg.labels)
+	if !ok && len(st.byService[svc]) == 0 && !st.table.HasRoutes(key) {
 		// Fail closed: only services of the mesh are reachable through it.
-		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+svc)
+		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+key)
 		return
 	}
 	if !ok {
-		if st.table.HasRoutes(svc) {
-			writeError(w, r, http.StatusNotFound, "sigil: no route of "+svc+" matches")
+		if st.table.HasRoutes(key) {
+			writeError(w, r, http.StatusNotFound, "sigil: no route of "+key+" matches")
 			return
 		}
 		// No VirtualService: every endpoint of the service, Istio's default
@@ -72,7 +104,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
 		m = traffic.Matched{Route: defaultRoute(svc)}
 	}
 	if m.AbortPct > 0 && rand.Float64()*100 < m.AbortPct {
-		o.abort(w, r, m.Route)
+		o.abort(w, r, svc, m.Route)
 		return
 	}
 	if m.Delay > 0 && rand.Float64()*100 < m.DelayPct {
@@ -89,10 +121,13 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
 		return
 	}
 	dest := m.Pick()
-	rewrite(r, m)
+	if err := o.rewrite(r, m); err != nil {
+		refuseTarget(w, r, err)
+		return
+	}
 	applyHeaders(r.Header, m.Headers, true)
 	applyHeaders(r.Header, dest.Headers, true)
-	c := o.cluster(st, dest.Service, dest.Subset)
+	c := o.cluster(st, naming.Service{Name: dest.Service, Namespace: dest.Namespace}, dest.Subset)
 	if c == nil || len(c.eps) == 0 {
 		writeError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Service+subsetSuffix(dest.Subset))
 		return
@@ -107,7 +142,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
 	// and the mirror, which only read them.
 	stripRequestHopHeaders(r.Header)
 	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
-		o.mirror(st, r, body, replay, m.Mirror)
+		o.mirror(st, r, body, replay, m.MirrorTo, m.Mirror)
 	}
 	resp, release, err := o.send(r, body, replay, c, m.Route)
 	if err != nil {
@@ -125,6 +160,8 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc string) {
 		return
 	}
 	defer release()
+	// The upstream's Connection header may not remove the route's headers.
+	removeHopHeaders(resp.Header)
 	applyHeaders(resp.Header, m.Headers, false)
 	applyHeaders(resp.Header, dest.Headers, false)
 	copyResponse(w, resp)
@@ -137,24 +174,24 @@ func subsetSuffix(s string) string {
 	return "/" + s
 }
 
-var defaultRoutes sync.Map // service → *traffic.Route
+var defaultRoutes sync.Map // naming.Service → *traffic.Route
 
 // defaultRoute is the route of a service no VirtualService covers.
-func defaultRoute(svc string) *traffic.Route {
+func defaultRoute(svc naming.Service) *traffic.Route {
 	if rt, ok := defaultRoutes.Load(svc); ok {
 		return rt.(*traffic.Route)
 	}
-	rt := traffic.Compile(0, []traffic.Resource{{Kind: traffic.KindVirtualService, Namespace: "sigil", Name: "default", VS: &traffic.VirtualService{
-		Spec: traffic.VirtualServiceSpec{Hosts: []string{svc}, HTTP: []traffic.HTTPRoute{{Route: []traffic.HTTPRouteDestination{{Destination: traffic.Destination{Host: svc}}}}}},
+	rt := traffic.Compile(0, []traffic.Resource{{Kind: traffic.KindVirtualService, Namespace: svc.Namespace, Name: "default", VS: &traffic.VirtualService{
+		Spec: traffic.VirtualServiceSpec{Hosts: []string{svc.Name}, HTTP: []traffic.HTTPRoute{{Route: []traffic.HTTPRouteDestination{{Destination: traffic.Destination{Host: svc.Name}}}}}},
 	}}})
-	m, _ := rt.Match(svc, &http.Request{URL: &url.URL{Path: "/"}, Header: http.Header{}}, nil)
+	m, _ := rt.Match(svc.String(), &http.Request{URL: &url.URL{Path: "/"}, Header: http.Header{}}, nil)
 	defaultRoutes.Store(svc, m.Route)
 	return m.Route
 }
 
 // abort answers with the fault's status, in the caller's protocol.
-func (o *outbound) abort(w http.ResponseWriter, r *http.Request, rt *traffic.Route) {
-	o.p.metrics.faults.WithLabelValues(serviceOf(r), "abort").Inc()
+func (o *outbound) abort(w http.ResponseWriter, r *http.Request, svc naming.Service, rt *traffic.Route) {
+	o.p.metrics.faults.WithLabelValues(svc.Name, "abort").Inc()
 	if rt.AbortGRPC >= 0 || (protocolOf(r) == policy.ProtocolGRPC && rt.AbortHTTP == 0) {
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", strconv.Itoa(max(rt.AbortGRPC, 0)))
@@ -167,44 +204,39 @@ func (o *outbound) abort(w http.ResponseWriter, r *http.Request, rt *traffic.Rou
 	io.WriteString(w, "fault filter abort\n")
 }
 
+// redirect answers with the route's redirect (traffic.Matched.RedirectLocation
+// says how Istio's fields apply).
 func redirect(w http.ResponseWriter, r *http.Request, m traffic.Matched) {
-	rd := m.Redirect
-	u := url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
-	if rd.Scheme != "" {
-		u.Scheme = rd.Scheme
-	}
-	if rd.Authority != "" {
-		u.Host = rd.Authority
-	}
-	if rd.URI != "" {
-		u.Path, u.RawQuery = rd.URI, ""
-	}
-	code := int(rd.RedirectCode)
-	if code == 0 {
-		code = http.StatusMovedPermanently
-	}
-	http.Redirect(w, r, u.String(), code)
+	loc, code, _ := m.RedirectLocation(r)
+	http.Redirect(w, r, loc, code)
 }
 
-// rewrite replaces the matched prefix (or the whole path) and the authority.
-func rewrite(r *http.Request, m traffic.Matched) {
+// rewrite replaces the matched prefix (or the whole path) and the
+// authority (traffic.Matched.RewritePath says how). Routes match the
+// decoded path, so the rewrite works on it too (an escaped slash kept by
+// --path-with-escaped-slashes is decoded by a rewrite: docs/security.md),
+// and the result is normalized again, since a prefix rewrite can join
+// "/v1/" and "../x" into a path the peer would resolve outside the route.
+// An error means the request must be refused.
+func (o *outbound) rewrite(r *http.Request, m traffic.Matched) error {
 	rw := m.Rewrite
 	if rw == nil {
-		return
+		return nil
 	}
-	if rw.URI != "" {
-		p := r.URL.Path
-		if m.PrefixMatched != "" && strings.HasPrefix(p, m.PrefixMatched) {
-			p = rw.URI + strings.TrimPrefix(p, m.PrefixMatched)
-			p = strings.ReplaceAll(p, "//", "/")
-		} else {
-			p = rw.URI
+	if rw.URI != "" || rw.URIRegexRewrite != nil {
+		rewritten := url.URL{Path: m.RewritePath(r.URL.Path)}
+		p, err := o.p.cfg.paths.Path(rewritten.EscapedPath())
+		if err != nil {
+			return fmt.Errorf("rewritten path: %w", err)
 		}
-		r.URL.Path, r.URL.RawPath = p, ""
+		if err := setEscapedPath(r.URL, p); err != nil {
+			return err
+		}
 	}
 	if rw.Authority != "" {
 		r.Host = rw.Authority
 	}
+	return nil
 }
 
 func applyHeaders(h http.Header, hs *traffic.Headers, request bool) {
@@ -257,12 +289,12 @@ func kindOf(r *http.Request) int {
 }
 
 // removeHopHeaders drops connection-scoped headers: the standard ones and
-// any the Connection header names.
+// any the Connection header names, except protected ones (hopheaders.go).
 func removeHopHeaders(h http.Header) {
 	for _, v := range h["Connection"] {
 		for _, name := range strings.Split(v, ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				h.Del(name)
+			if name = http.CanonicalHeaderKey(strings.TrimSpace(name)); name != "" && !protectedHeaders[name] {
+				delete(h, name)
 			}
 		}
 	}
@@ -340,6 +372,11 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 		kind := failureKind(err)
 		connectFailed := err != nil && kind == traffic.FailConnect
 		status := 0
+		if err != nil && ctx.Err() == nil && tryCtx.Err() != nil {
+			// The per-try timeout, not the route's: Envoy counts it as a
+			// 504, for retryOn and for outlier detection alike.
+			kind, status, err = traffic.FailTimeout, http.StatusGatewayTimeout, context.DeadlineExceeded
+		}
 		if resp != nil {
 			grpcTrailersOnly(resp)
 			status = resp.StatusCode
@@ -359,9 +396,8 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 				}
 				tryCancel()
 				o.p.metrics.retries.WithLabelValues(c.service).Inc()
-				backoff := retryBackoffBase << attempt
 				select {
-				case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+				case <-time.After(retryBackoff(attempt)):
 				case <-ctx.Done():
 				}
 				continue
@@ -379,6 +415,18 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 		}
 		return resp, func() { resp.Body.Close(); tryCancel(); releasePool(); cancel() }, nil
 	}
+}
+
+// retryBackoff is the wait after attempt (0 for the first): from 25ms,
+// doubling, capped at 250ms (Envoy's base_interval and its default
+// max_interval), the upper half jittered. Uncapped, the ninth retry of a
+// route with attempts: 10 waited up to 12.8s.
+func retryBackoff(attempt int) time.Duration {
+	b := retryBackoffMax
+	if attempt < 10 {
+		b = min(retryBackoffBase<<attempt, retryBackoffMax)
+	}
+	return b/2 + rand.N(b/2+1)
 }
 
 // failureKind classifies a transport error for retryOn.
@@ -442,8 +490,10 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
+	var err error
 	for {
-		n, err := resp.Body.Read(buf)
+		var n int
+		n, err = resp.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return
@@ -459,6 +509,12 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	for k, v := range resp.Trailer {
 		h[http.TrailerPrefix+k] = v
 	}
+	if err != io.EOF && resp.Request != nil && protocolOf(resp.Request) == policy.ProtocolGRPC && resp.Trailer.Get("Grpc-Status") == "" {
+		// The upstream stream broke before its status: the caller gets
+		// one all the same, DEADLINE_EXCEEDED if its deadline is why.
+		h[http.TrailerPrefix+"Grpc-Status"] = []string{grpcFailureStatus(resp.Request, http.StatusBadGateway)}
+		h[http.TrailerPrefix+"Grpc-Message"] = []string{"sigil: upstream stream ended without a status"}
+	}
 }
 
 // upgrade forwards an Upgrade (WebSocket) request over HTTP/1.1 to one
@@ -468,7 +524,7 @@ func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
 	rp := &httputil.ReverseProxy{
 		Transport: ep.transports.get(viaUpgrade, 0),
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: pr.In.URL.Path, RawQuery: pr.In.URL.RawQuery}
+			pr.Out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: pr.In.URL.Path, RawPath: pr.In.URL.RawPath, RawQuery: pr.In.URL.RawQuery}
 			pr.Out.Host = pr.In.Host
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -482,13 +538,13 @@ func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
 // mirror sends a copy of the request to the mirror destination and forgets
 // it: it never delays or fails the original, and when too many copies are
 // in flight new ones are dropped.
-func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bool, d *traffic.Destination) {
-	svc := traffic.ServiceName(d.Host)
+func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bool, to naming.Service, d *traffic.Destination) {
+	svc := to.Name
 	if !replay {
 		o.p.metrics.mirrors.WithLabelValues(svc, "skipped_body").Inc()
 		return
 	}
-	c := o.cluster(st, svc, d.Subset)
+	c := o.cluster(st, to, d.Subset)
 	if c == nil || len(c.eps) == 0 {
 		o.p.metrics.mirrors.WithLabelValues(svc, "no_endpoint").Inc()
 		return

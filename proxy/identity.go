@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sigil-mesh/sigil/backoff"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -37,8 +38,15 @@ type identity struct {
 	id  spiffeid.ID
 }
 
+// reconnects puts go-spiffe's Workload API client on Sigil's backoff
+// schedule (its own climbs linearly to 30 s), so a sidecar is back on its
+// agent within seconds of the agent's return.
+type reconnects struct{}
+
+func (reconnects) NewBackoff() workloadapi.Backoff { return &backoff.Backoff{} }
+
 func newIdentity(ctx context.Context, socket string) (*identity, error) {
-	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+socket)))
+	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+socket), workloadapi.WithBackoffStrategy(reconnects{})))
 	if err != nil {
 		return nil, fmt.Errorf("proxy: workload api %s: %w", socket, err)
 	}
@@ -59,6 +67,16 @@ func (i *identity) notAfter() time.Time {
 		return time.Time{}
 	}
 	return svid.Certificates[0].NotAfter
+}
+
+// notReady says why the SVID cannot serve at now ("" when it can): a
+// sidecar whose SVID expired fails every handshake, so it is not ready.
+func (i *identity) notReady(now time.Time) string {
+	t := i.notAfter()
+	if t.IsZero() || now.Before(t) {
+		return ""
+	}
+	return fmt.Sprintf("svid expired at %s (%s ago) and the agent has not renewed it: see the agent's log and its /ready", t.UTC().Format(time.RFC3339), now.Sub(t).Round(time.Second))
 }
 
 func (i *identity) expiresIn() float64 {

@@ -73,6 +73,8 @@ func (in *inbound) appProxy(tr http.RoundTripper) *httputil.ReverseProxy {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = in.p.cfg.App
 			pr.Out.Host = pr.In.Host
+			// As authorized: ReverseProxy drops query pairs net/url cannot parse.
+			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 		},
 		ModifyResponse: grpcTrailersOnly,
 		FlushInterval:  -1, // stream: gRPC and server-sent events must not be held back
@@ -151,19 +153,35 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, http.StatusForbidden, "sigil: no peer identity")
 		return
 	}
+	// First, before the sidecar adds the caller's identity and trace
+	// context: a Connection header may not remove what the sidecar sets.
+	if err := takeConnectionOptions(r.Header); err != nil {
+		writeError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
+		in.p.observe("inbound", peer.id, in.p.cfg.Service, r, rec.status(), protocolOf(r), start, "")
+		return
+	}
+	dropForgedIdentity(r.Header)
 	if in.p.trace != nil {
 		span := in.p.trace.start(r, trace.SpanKindServer, "inbound", in.p.cfg.Service)
 		defer func() { in.p.trace.end(span, rec.status(), peer.id) }()
 	}
 	proto := protocolOf(r)
-	path := r.RequestURI
-	if path == "" || path[0] != '/' {
-		path = r.URL.RequestURI()
+	if proto == policy.ProtocolGRPC {
+		var cancel context.CancelFunc
+		r, cancel = withGRPCDeadline(r, start)
+		defer cancel()
+	}
+	// The policy decides on the path the app will get.
+	target, err := in.p.normalizeTarget(r)
+	if err != nil {
+		refuseTarget(rec, r, err)
+		in.p.observe("inbound", peer.id, in.p.cfg.Service, r, rec.status(), proto, start, "")
+		return
 	}
 	input := &policy.Input{
 		Source:      peer.source,
 		Destination: policy.Dest{Principal: in.p.id.id.String(), Service: in.p.cfg.Service, Port: in.p.cfg.appPort},
-		Request:     policy.Request{Method: r.Method, Path: path, Host: r.Host, HeadersFrom: func() map[string]string { return headerMap(r.Header) }, Protocol: proto},
+		Request:     policy.Request{Method: r.Method, Path: r.RequestURI, URLPath: target.Path, RawQuery: target.Query, Host: r.Host, HeadersFrom: func() map[string]string { return headerMap(r.Header) }, Protocol: proto},
 		Connection:  policy.Connection{TLSVersion: tls13},
 	}
 	d := in.p.policy.Decide(r.Context(), input)
@@ -302,15 +320,12 @@ func (s *statusRecorder) status() int {
 }
 
 // writeError answers in the caller's protocol: gRPC callers get a
-// trailers-only response with the matching gRPC status.
+// trailers-only response with the matching gRPC status (grpcFailureStatus:
+// DEADLINE_EXCEEDED once their deadline has passed, whatever failed).
 func writeError(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	if protocolOf(r) == policy.ProtocolGRPC {
-		grpcCode := "14" // UNAVAILABLE
-		if code == http.StatusForbidden {
-			grpcCode = "7" // PERMISSION_DENIED
-		}
 		w.Header().Set("Content-Type", "application/grpc")
-		w.Header().Set("Grpc-Status", grpcCode)
+		w.Header().Set("Grpc-Status", grpcFailureStatus(r, code))
 		w.Header().Set("Grpc-Message", msg)
 		w.WriteHeader(http.StatusOK)
 		return

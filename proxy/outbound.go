@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/proxy/h1"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -44,7 +46,7 @@ type ctxKey struct{}
 type routedConn struct {
 	net.Conn
 	r       *bufio.Reader
-	service string
+	service naming.Service
 }
 
 func (c *routedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
@@ -69,7 +71,7 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 			if g, ok := c.(*frameGuard); ok {
 				c = g.Conn
 			}
-			if rc, ok := c.(*routedConn); ok && rc.service != "" {
+			if rc, ok := c.(*routedConn); ok && !rc.service.IsZero() {
 				return context.WithValue(ctx, ctxKey{}, rc.service)
 			}
 			return ctx
@@ -111,33 +113,76 @@ func reasonOf(err error) string {
 }
 
 // serviceOf names the service a request is for: the transparent route,
-// else the host of an absolute-form URL, else the Host header; ports and a
-// trailing dot are dropped.
-func serviceOf(r *http.Request) string {
-	if s, ok := r.Context().Value(ctxKey{}).(string); ok {
-		return s
+// else the authority of an absolute-form target (RFC 9112 §3.2.2: a proxy
+// ignores the Host header then), else the Host header or :authority. The
+// name must be one of a mesh service's own forms (package naming); errors
+// wrap naming.ErrMalformed or naming.ErrNotInMesh.
+func (o *outbound) serviceOf(r *http.Request) (naming.Service, error) {
+	if s, ok := r.Context().Value(ctxKey{}).(naming.Service); ok {
+		return s, nil
 	}
-	host := r.Host
-	if r.URL.IsAbs() {
-		host = r.URL.Host
+	authority := r.Host
+	if r.Method != http.MethodConnect && r.URL.IsAbs() {
+		if r.URL.User != nil {
+			return naming.Service{}, fmt.Errorf("%w: userinfo in the request target", naming.ErrMalformed)
+		}
+		authority = rawAuthority(r.RequestURI, r.URL.Host)
 	}
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	return o.p.names.Authority(authority)
+}
+
+// rawAuthority is the authority of an absolute-form target as the caller
+// wrote it: net/url has already undone %-escapes in the host, which a
+// mesh name never has.
+func rawAuthority(target, parsed string) string {
+	_, rest, ok := strings.Cut(target, "://")
+	if !ok {
+		return parsed
 	}
-	return traffic.ServiceName(host)
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	return rest
+}
+
+// meshNames is the resolver of the app's hosts: a bare service name is
+// one of the workload's own namespace, the one in its SPIFFE ID
+// (spiffe://td/ns/<ns>/sa/<sa>; "default" for an ID of another form).
+func meshNames(self spiffeid.ID, clusterDomain string) (naming.Resolver, error) {
+	ns := namespaceOf(self, naming.DefaultNamespace)
+	r, err := naming.NewResolver(ns, clusterDomain)
+	if err != nil {
+		return naming.Resolver{}, fmt.Errorf("proxy: own identity %s: %w", self, err)
+	}
+	return r, nil
+}
+
+// refuseName answers a request whose host names no mesh service: 400 for a
+// malformed name, else 502 (fail closed: only the mesh's own services are
+// reachable through it).
+func refuseName(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, naming.ErrMalformed) {
+		writeError(w, r, http.StatusBadRequest, "sigil: bad host: "+err.Error())
+		return
+	}
+	writeError(w, r, http.StatusBadGateway, "sigil: unknown service: "+err.Error())
 }
 
 // connect tunnels opaque TCP: CONNECT host:port, where host is a service.
 func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
-	svc := serviceOf(r)
+	svc, err := o.serviceOf(r)
+	if err != nil {
+		refuseName(w, r, err)
+		return
+	}
 	c := o.cluster(o.state.Load(), svc, "")
 	if c == nil || len(c.eps) == 0 {
-		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+svc)
+		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+svc.String())
 		return
 	}
 	up, err := o.dialTCP(r.Context(), c.pick(nil))
 	if err != nil {
-		writeError(w, r, http.StatusBadGateway, "sigil: upstream "+svc+" failed: "+reasonOf(err))
+		writeError(w, r, http.StatusBadGateway, "sigil: upstream "+svc.String()+" failed: "+reasonOf(err))
 		return
 	}
 	// Both ends close when the tunnel ends: pipe only half-closes, and an
@@ -156,7 +201,7 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 		peeked, _ := buf.Reader.Peek(n)
 		up.Write(peeked)
 	}
-	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), svc, "ok").Inc()
+	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), svc.Name, "ok").Inc()
 	pipe(client, up)
 }
 
@@ -215,7 +260,7 @@ func (o *outbound) serveApp(rc *routedConn) {
 		return
 	}
 	ctx := withConnAbort(context.Background(), rc)
-	if rc.service != "" {
+	if !rc.service.IsZero() {
 		ctx = context.WithValue(ctx, ctxKey{}, rc.service)
 	}
 	o.fast.Serve(ctx, rc)
@@ -232,7 +277,7 @@ func (o *outbound) transparent(c net.Conn) {
 		return
 	}
 	svc := o.serviceForAddr(dst)
-	if svc == "" {
+	if svc.IsZero() {
 		o.p.log.Warn("transparent connection to an unknown destination refused", "dst", dst.String())
 		o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), "unknown", "refused").Inc()
 		c.Close()
@@ -252,7 +297,7 @@ func (o *outbound) transparent(c net.Conn) {
 	cl := o.cluster(o.state.Load(), svc, "")
 	up, err := o.dialTCP(context.Background(), cl.pick(nil))
 	if err != nil {
-		o.p.log.Warn("upstream tcp failed", "service", svc, "error", err)
+		o.p.log.Warn("upstream tcp failed", "service", svc.String(), "error", err)
 		c.Close()
 		return
 	}
@@ -260,12 +305,12 @@ func (o *outbound) transparent(c net.Conn) {
 	defer o.tcp.Done()
 	defer c.Close()
 	defer up.Close()
-	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), svc, "ok").Inc()
+	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), svc.Name, "ok").Inc()
 	pipe(rc, up)
 }
 
 // serviceForAddr finds the service one of whose endpoints is on dst's host.
-func (o *outbound) serviceForAddr(dst *net.TCPAddr) string {
+func (o *outbound) serviceForAddr(dst *net.TCPAddr) naming.Service {
 	for svc, eps := range o.state.Load().byService {
 		for _, e := range eps {
 			host, _, _ := net.SplitHostPort(e.addr)
@@ -274,5 +319,5 @@ func (o *outbound) serviceForAddr(dst *net.TCPAddr) string {
 			}
 		}
 	}
-	return ""
+	return naming.Service{}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sigil-mesh/sigil/listener"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/proxy/h1"
 )
@@ -39,6 +40,7 @@ type Proxy struct {
 	metrics *metrics
 	access  *jsonLines
 	trace   *tracing // nil: no tracing
+	names   naming.Resolver
 	ready   atomic.Bool
 	drain   atomic.Bool
 	// notReady holds the reasons, beyond start-up and drain, that /ready
@@ -108,6 +110,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		// good policy appears at the path.
 		log.Error("policy not loaded; denying every request until it is", "error", err)
 	}
+	p.metrics.reg.MustRegister(policyCacheMetrics(p.policy)...)
 	p.policy.OnReload = func(ok bool) {
 		if ok {
 			p.metrics.reloads.WithLabelValues("ok").Inc()
@@ -137,6 +140,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}}, closers...)
 	}
 	log.Info("svid received", "spiffe_id", p.id.id.String(), "expires_in", time.Duration(p.id.expiresIn()*float64(time.Second)).Round(time.Second).String())
+	if p.names, err = meshNames(p.id.id, c.ClusterDomain); err != nil {
+		return err
+	}
 
 	inLn, err := net.Listen("tcp", c.Inbound)
 	if err != nil {
@@ -308,6 +314,8 @@ func (p *Proxy) adminHandler() http.Handler {
 		var missing []string
 		if p.id == nil {
 			missing = append(missing, "svid")
+		} else if why := p.id.notReady(time.Now()); why != "" {
+			missing = append(missing, why)
 		}
 		if p.policy == nil || !p.policy.Loaded() {
 			missing = append(missing, "policy")

@@ -45,6 +45,10 @@ func checkOTLPEndpoint(s string) (string, error) {
 	return u.String(), nil
 }
 
+// maxSpanAttrBytes bounds a span attribute's value and the service in its
+// name.
+const maxSpanAttrBytes = 1024
+
 func newTracing(c *checked, spiffeID string) (*tracing, error) {
 	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(c.otlpURL))
 	if err != nil {
@@ -55,7 +59,12 @@ func newTracing(c *checked, spiffeID string) (*tracing, error) {
 		attribute.String("sigil.spiffe_id", spiffeID),
 		attribute.String("telemetry.sdk.name", "sigil-proxy"),
 	)
+	// Attribute values come from the request (path, host): bounded, so
+	// that the batcher's queue of spans (2,048) cannot hold 64 KiB each.
+	limits := sdktrace.NewSpanLimits()
+	limits.AttributeValueLengthLimit = maxSpanAttrBytes
 	tp := sdktrace.NewTracerProvider(
+		sdktrace.WithRawSpanLimits(limits),
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithResource(res),
 		// A caller's sampling decision stands; new traces are sampled at
@@ -70,6 +79,9 @@ func newTracing(c *checked, spiffeID string) (*tracing, error) {
 func (t *tracing) start(r *http.Request, kind trace.SpanKind, direction, service string) trace.Span {
 	h := propagation.HeaderCarrier(r.Header)
 	ctx := t.prop.Extract(r.Context(), h)
+	if len(service) > maxSpanAttrBytes {
+		service = service[:maxSpanAttrBytes] // an outbound Host is the app's to choose
+	}
 	ctx, span := t.tracer.Start(ctx, direction+" "+service, trace.WithSpanKind(kind))
 	// Most requests are not sampled: their spans record nothing, so
 	// nothing is built for them.

@@ -67,8 +67,12 @@ func (u *upstreamConns) limiter(addr string) *connLimiter {
 }
 
 // setMax applies a DestinationRule's maxConnections (0: the default) to
-// eps.
+// eps. An outbound built without upstreamConns (some tests route without
+// ever dialing) has nothing to set.
 func (u *upstreamConns) setMax(eps []*endpoint, n int) {
+	if u == nil {
+		return
+	}
 	if n <= 0 {
 		n = defaultMaxUpstreamConns
 	}

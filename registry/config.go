@@ -115,25 +115,49 @@ func (s *Store) ApplyResources(ctx context.Context, rs []StoredResource, dryRun 
 	return results, version, nil
 }
 
+// ResourceKey names a stored resource.
+type ResourceKey struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
 // DeleteResource removes one resource and moves the config version.
 func (s *Store) DeleteResource(ctx context.Context, kind, namespace, name string) (int64, error) {
+	return s.DeleteResources(ctx, []ResourceKey{{Kind: kind, Namespace: namespace, Name: name}})
+}
+
+// DeleteResources removes every resource of keys in one transaction and
+// moves the config version once. All must exist: otherwise nothing is
+// removed and the error wraps ErrNotFound, naming the first missing one.
+func (s *Store) DeleteResources(ctx context.Context, keys []ResourceKey) (int64, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("registry: %w", err)
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `DELETE FROM resources WHERE kind = ? AND namespace = ? AND name = ?`, kind, namespace, name)
+	stmt, err := tx.PrepareContext(ctx, `DELETE FROM resources WHERE kind = ? AND namespace = ? AND name = ?`)
 	if err != nil {
-		return 0, fmt.Errorf("registry: deleting %s %s/%s: %w", kind, namespace, name, err)
+		return 0, fmt.Errorf("registry: deleting resources: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return 0, fmt.Errorf("%w: %s %s/%s", ErrNotFound, kind, namespace, name)
+	defer stmt.Close()
+	for _, k := range keys {
+		res, err := stmt.ExecContext(ctx, k.Kind, k.Namespace, k.Name)
+		if err != nil {
+			return 0, fmt.Errorf("registry: deleting %s %s/%s: %w", k.Kind, k.Namespace, k.Name, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return 0, fmt.Errorf("%w: %s %s/%s", ErrNotFound, k.Kind, k.Namespace, k.Name)
+		}
 	}
 	v, err := bumpMeta(ctx, tx, "config_version")
 	if err != nil {
 		return 0, err
 	}
-	return v, tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("registry: deleting resources: %w", err)
+	}
+	return v, nil
 }
 
 // ListResources returns the resources of a kind (all kinds for ""), and
@@ -293,6 +317,16 @@ func (s *Store) ConfigVersion(ctx context.Context) (int64, error) {
 	v, err := metaInt(ctx, s.db, "config_version")
 	if err != nil {
 		return 0, fmt.Errorf("registry: config version: %w", err)
+	}
+	return v, nil
+}
+
+// EndpointsRevision returns the current endpoints revision, which moves
+// whenever an endpoint comes or goes.
+func (s *Store) EndpointsRevision(ctx context.Context) (int64, error) {
+	v, err := metaInt(ctx, s.db, "endpoints_revision")
+	if err != nil {
+		return 0, fmt.Errorf("registry: endpoints revision: %w", err)
 	}
 	return v, nil
 }

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 )
@@ -52,5 +53,45 @@ func TestResourcesAndProxies(t *testing.T) {
 	}
 	if ps, rev, _ := s.ListProxies(ctx); len(ps) != 0 || rev != 2 {
 		t.Fatalf("after expiry: %v, revision %d", ps, rev)
+	}
+}
+
+// A batch delete is one transaction: a missing key removes nothing.
+func TestDeleteResourcesBatch(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var rs []StoredResource
+	var keys []ResourceKey
+	for _, name := range []string{"a", "b", "c"} {
+		rs = append(rs, StoredResource{Kind: "VirtualService", Namespace: "default", Name: name, Spec: json.RawMessage(`{}`)})
+		keys = append(keys, ResourceKey{Kind: "VirtualService", Namespace: "default", Name: name})
+	}
+	if _, _, err := s.ApplyResources(ctx, rs, false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		keys    []ResourceKey
+		wantErr bool
+		left    int
+		version int64
+	}{
+		{"one missing", append(keys[:1:1], ResourceKey{Kind: "VirtualService", Namespace: "default", Name: "zz"}), true, 3, 1},
+		{"two at once", keys[:2], false, 1, 2},
+		{"the last", keys[2:], false, 0, 3},
+	}
+	for _, tt := range tests {
+		v, err := s.DeleteResources(ctx, tt.keys)
+		if (err != nil) != tt.wantErr || (err != nil && !errors.Is(err, ErrNotFound)) {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		left, version, _ := s.ListResources(ctx, "")
+		if len(left) != tt.left || version != tt.version || (err == nil && v != tt.version) {
+			t.Fatalf("%s: %d left at version %d (returned %d), want %d at %d", tt.name, len(left), version, v, tt.left, tt.version)
+		}
 	}
 }

@@ -182,6 +182,20 @@ func (s *Store) CreateJoinToken(ctx context.Context, hash, node string, expires 
 	return nil
 }
 
+// JoinTokenExists reports whether a token whose hash starts with prefix
+// (hex, as the audit trail records it) is stored.
+func (s *Store) JoinTokenExists(ctx context.Context, prefix string) (bool, error) {
+	if prefix == "" {
+		return false, nil
+	}
+	var ok bool
+	err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM join_tokens WHERE substr(hash, 1, length(?1)) = ?1)`, prefix).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("registry: join tokens: %w", err)
+	}
+	return ok, nil
+}
+
 // UseJoinToken marks the token with this hash used and returns its node.
 // A token works once: a second use, or a use after expiry, is refused.
 func (s *Store) UseJoinToken(ctx context.Context, hash string, now time.Time) (string, error) {

@@ -74,7 +74,8 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("DELETE /v1/entries/{id}", s.handle(s.deleteEntry))
 	mux.HandleFunc("GET /v1/agents", s.handle(s.listAgents))
 	mux.HandleFunc("DELETE /v1/agents/{id}", s.handle(s.evictAgent))
-	mux.HandleFunc("POST /v1/config", s.handle(s.applyConfig))
+	mux.HandleFunc("POST /v1/config", s.handleBody(maxApplyBody, s.applyConfig))
+	mux.HandleFunc("POST /v1/config/delete", s.handle(s.deleteConfigBatch))
 	mux.HandleFunc("GET /v1/config/{kind}", s.handle(s.listConfig))
 	mux.HandleFunc("DELETE /v1/config/{kind}/{namespace}/{name}", s.handle(s.deleteConfig))
 	mux.HandleFunc("GET /v1/proxies", s.handle(s.listProxies))
@@ -83,8 +84,13 @@ func (s *Server) adminHandler() http.Handler {
 }
 
 func (s *Server) handle(fn func(*http.Request) (any, error)) http.HandlerFunc {
+	return s.handleBody(maxBody, fn)
+}
+
+// handleBody is handle with a request body of at most limit bytes.
+func (s *Server) handleBody(limit int64, fn func(*http.Request) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		out, err := fn(r)
 		w.Header().Set("Content-Type", "application/json")
 		if err != nil {
@@ -154,34 +160,26 @@ func (s *Server) createToken(r *http.Request) (any, error) {
 	token := base64.RawURLEncoding.EncodeToString(raw[:])
 	hash := HashJoinToken(token)
 	exp := s.now().Add(req.TTL)
-	if err := s.audit.Append(audit.Event{Type: audit.TokenCreated, Actor: "admin", Subject: agentID.String(), Details: map[string]string{"node": req.Node, "token_sha256": hash[:16], "expires_at": exp.UTC().Format(time.RFC3339)}}); err != nil {
-		return nil, err
-	}
-	if err := s.store.CreateJoinToken(r.Context(), hash, req.Node, exp); err != nil {
+	if err := s.audited(r.Context(), []audit.Event{{Type: audit.TokenCreated, Actor: "admin", Subject: agentID.String(), Details: map[string]string{"node": req.Node, "token_sha256": hash[:16], "expires_at": exp.UTC().Format(time.RFC3339)}}},
+		func() error { return s.store.CreateJoinToken(r.Context(), hash, req.Node, exp) }); err != nil {
 		return nil, err
 	}
 	return TokenResponse{Token: token, Node: req.Node, AgentID: agentID.String(), ExpiresAt: exp}, nil
 }
 
 // ValidateEntry checks an entry request and returns the entry it asks for;
-// every problem is named by its field.
+// every problem is named by its field. The SPIFFE ID must be a workload ID
+// of the trust domain with a path, outside /sigil/ (spiffeids.ParseWorkload),
+// and the parent an agent ID of the trust domain (spiffeids.ParseAgent).
 func ValidateEntry(td spiffeid.TrustDomain, req EntryRequest) (registry.Entry, error) {
 	var errs []error
-	id, err := spiffeid.FromString(req.SPIFFEID)
-	switch {
-	case err != nil:
-		errs = append(errs, fmt.Errorf("spiffe_id %q: %w", req.SPIFFEID, err))
-	case !id.MemberOf(td):
-		errs = append(errs, fmt.Errorf("spiffe_id %s: not in trust domain %s", id, td))
-	case spiffeids.IsReserved(id):
-		errs = append(errs, fmt.Errorf("spiffe_id %s: paths under %s are reserved for Sigil", id, spiffeids.AgentPathPrefix))
+	id, err := spiffeids.ParseWorkload(td, req.SPIFFEID)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("spiffe_id: %w", err))
 	}
-	parent, err := spiffeid.FromString(req.ParentID)
-	switch {
-	case err != nil:
-		errs = append(errs, fmt.Errorf("parent_id %q: %w", req.ParentID, err))
-	case !spiffeids.IsAgent(td, parent):
-		errs = append(errs, fmt.Errorf("parent_id %s: not an agent of %s (want spiffe://%s/sigil/agent/<attestor>/<node>)", parent, td, td))
+	parent, err := spiffeids.ParseAgent(td, req.ParentID)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("parent_id: %w", err))
 	}
 	if len(req.Selectors) == 0 {
 		errs = append(errs, errors.New("selectors: at least one is required"))
@@ -218,10 +216,12 @@ func (s *Server) createEntry(r *http.Request) (any, error) {
 	e.ID = registry.NewEntryID()
 	// Audit first: a change that happened is never missing from the trail
 	// (at worst a refused one appears in it, marked by the error log).
-	if err := s.audit.Append(audit.Event{Type: audit.EntryCreated, Actor: "admin", Subject: e.SPIFFEID, Details: entryDetails(e)}); err != nil {
-		return nil, err
-	}
-	created, err := s.store.CreateEntry(r.Context(), e, s.now())
+	var created registry.Entry
+	err = s.audited(r.Context(), []audit.Event{{Type: audit.EntryCreated, Actor: "admin", Subject: e.SPIFFEID, Details: entryDetails(e)}}, func() error {
+		var err error
+		created, err = s.store.CreateEntry(r.Context(), e, s.now())
+		return err
+	})
 	if err != nil {
 		s.log.Error("audited entry creation failed", "entry", e.ID, "error", err)
 		return nil, storeError(err)
@@ -235,10 +235,10 @@ func (s *Server) deleteEntry(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, storeError(err)
 	}
-	if err := s.audit.Append(audit.Event{Type: audit.EntryDeleted, Actor: "admin", Subject: e.SPIFFEID, Details: entryDetails(e)}); err != nil {
-		return nil, err
-	}
-	if _, err := s.store.DeleteEntry(r.Context(), e.ID); err != nil {
+	if err := s.audited(r.Context(), []audit.Event{{Type: audit.EntryDeleted, Actor: "admin", Subject: e.SPIFFEID, Details: entryDetails(e)}}, func() error {
+		_, err := s.store.DeleteEntry(r.Context(), e.ID)
+		return err
+	}); err != nil {
 		s.log.Error("audited entry deletion failed", "entry", e.ID, "error", err)
 		return nil, storeError(err)
 	}
@@ -256,10 +256,9 @@ func (s *Server) evictAgent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, storeError(err)
 	}
-	if err := s.audit.Append(audit.Event{Type: audit.AgentEvicted, Actor: "admin", Subject: a.SPIFFEID, Details: map[string]string{"node": a.Node, "serial": a.Serial}}); err != nil {
-		return nil, err
-	}
-	if err := s.store.DeleteAgent(r.Context(), a.SPIFFEID); err != nil {
+	if err := s.audited(r.Context(), []audit.Event{{Type: audit.AgentEvicted, Actor: "admin", Subject: a.SPIFFEID, Details: map[string]string{"node": a.Node, "serial": a.Serial}}}, func() error {
+		return s.store.DeleteAgent(r.Context(), a.SPIFFEID)
+	}); err != nil {
 		s.log.Error("audited agent eviction failed", "agent", a.SPIFFEID, "error", err)
 		return nil, storeError(err)
 	}
@@ -297,12 +296,4 @@ func (s *Server) listEntries(r *http.Request) (any, error) {
 		entries = []registry.Entry{}
 	}
 	return entries, err
-}
-
-func (s *Server) listAgents(r *http.Request) (any, error) {
-	agents, err := s.store.ListAgents(r.Context())
-	if agents == nil {
-		agents = []registry.Agent{}
-	}
-	return agents, err
 }

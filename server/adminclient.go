@@ -57,7 +57,9 @@ func (c *AdminClient) do(ctx context.Context, method, path string, in, out any) 
 		return fmt.Errorf("admin api: %w", err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	// Listings of a configuration at --max-config-bytes (64 MiB) carry
+	// per-resource fields besides.
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 	if err != nil {
 		return fmt.Errorf("admin api: %w", err)
 	}
@@ -123,8 +125,8 @@ func (c *AdminClient) DeleteEntry(ctx context.Context, id string) (registry.Entr
 }
 
 // ListAgents lists attested agents.
-func (c *AdminClient) ListAgents(ctx context.Context) ([]registry.Agent, error) {
-	var out []registry.Agent
+func (c *AdminClient) ListAgents(ctx context.Context) ([]AgentStatus, error) {
+	var out []AgentStatus
 	err := c.do(ctx, http.MethodGet, "/v1/agents", nil, &out)
 	return out, err
 }
@@ -148,6 +150,14 @@ func (c *AdminClient) ListConfig(ctx context.Context, kind string) ([]registry.S
 func (c *AdminClient) DeleteConfig(ctx context.Context, kind, namespace, name string) (registry.ApplyResult, error) {
 	var out registry.ApplyResult
 	err := c.do(ctx, http.MethodDelete, "/v1/config/"+url.PathEscape(kind)+"/"+url.PathEscape(namespace)+"/"+url.PathEscape(name), nil, &out)
+	return out, err
+}
+
+// DeleteConfigBatch deletes many resources in one transaction (at most
+// MaxDeleteBatch); those that do not exist come back in NotFound.
+func (c *AdminClient) DeleteConfigBatch(ctx context.Context, keys []registry.ResourceKey) (DeleteResponse, error) {
+	var out DeleteResponse
+	err := c.do(ctx, http.MethodPost, "/v1/config/delete", DeleteRequest{Resources: keys}, &out)
 	return out, err
 }
 

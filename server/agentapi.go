@@ -14,6 +14,7 @@ import (
 	"time"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/api/configdelta"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
 	"github.com/sigil-mesh/sigil/registry"
@@ -73,6 +74,7 @@ func (s *Server) callerAgent(ctx context.Context) (spiffeid.ID, error) {
 		}
 		return spiffeid.ID{}, status.Error(codes.Unavailable, err.Error())
 	}
+	s.seen.mark(id.String(), s.now())
 	return id, nil
 }
 
@@ -118,6 +120,7 @@ func (s *Server) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agent
 	if err != nil {
 		return nil, err
 	}
+	s.seen.mark(id.String(), now)
 	s.log.Info("agent attested", "agent", id.String(), "node", node)
 	return &agentv1.AttestResponse{Svid: svid, Bundle: s.bundleProto()}, nil
 }
@@ -144,20 +147,23 @@ func (s *Server) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest)
 }
 
 func (s *Server) signAgent(ctx context.Context, id spiffeid.ID, pub crypto.PublicKey, node string, attestedAt time.Time, first audit.Event, eventType string) (*agentv1.X509SVID, error) {
-	chain, err := s.ca.SignX509SVID(pub, id, s.cfg.DefaultX509TTL)
+	chain, err := s.ca.SignX509SVID(pub, id, s.cfg.AgentX509TTL)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	serial := chain[0].SerialNumber.Text(16)
 	events := []audit.Event{{Type: eventType, Actor: id.String(), Subject: id.String(), Details: map[string]string{"serial": serial, "not_after": chain[0].NotAfter.UTC().Format(time.RFC3339)}}}
+	// first (token.used) records a change already made, so it is a plain
+	// record, not an intent.
 	if first.Type != "" {
-		events = append([]audit.Event{first}, events...)
+		if err := s.audit.Append(first); err != nil {
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
 	}
 	// Recorded before the SVID is handed out: no record, no SVID.
-	if err := s.audit.Append(events...); err != nil {
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	if err := s.store.SaveAgent(ctx, registry.Agent{SPIFFEID: id.String(), Attestor: AttestorJoinToken, Node: node, Serial: serial, ExpiresAt: chain[0].NotAfter, AttestedAt: attestedAt}, s.now()); err != nil {
+	if err := s.audited(ctx, events, func() error {
+		return s.store.SaveAgent(ctx, registry.Agent{SPIFFEID: id.String(), Attestor: AttestorJoinToken, Node: node, Serial: serial, ExpiresAt: chain[0].NotAfter, AttestedAt: attestedAt}, s.now())
+	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	return svidProto(id, chain), nil
@@ -263,9 +269,11 @@ func (s *Server) signEntry(entries map[string]registry.Entry, agent spiffeid.ID,
 	if err != nil {
 		return nil, spiffeid.ID{}, status.Error(codes.InvalidArgument, err.Error())
 	}
-	id, err := spiffeid.FromString(e.SPIFFEID)
+	// Entries stored before a rule existed are checked again: what the
+	// rules refuse is never signed.
+	id, err := spiffeids.ParseWorkload(s.cfg.td, e.SPIFFEID)
 	if err != nil {
-		return nil, spiffeid.ID{}, status.Error(codes.Internal, err.Error())
+		return nil, spiffeid.ID{}, status.Errorf(codes.FailedPrecondition, "entry %s: %v", e.ID, err)
 	}
 	ttl := e.X509TTL
 	if ttl == 0 {
@@ -288,9 +296,9 @@ func (s *Server) NewJWTSVID(ctx context.Context, req *agentv1.NewJWTSVIDRequest)
 	if err != nil {
 		return nil, err
 	}
-	id, err := spiffeid.FromString(e.SPIFFEID)
+	id, err := spiffeids.ParseWorkload(s.cfg.td, e.SPIFFEID)
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, status.Errorf(codes.FailedPrecondition, "entry %s: %v", e.ID, err)
 	}
 	ttl := e.JWTTTL
 	if ttl == 0 {
@@ -309,7 +317,8 @@ func (s *Server) NewJWTSVID(ctx context.Context, req *agentv1.NewJWTSVIDRequest)
 }
 
 // Sync sends the caller's entries and the bundle, then a new snapshot each
-// time either changes. Changes are pushed, never polled for.
+// time either changes. Changes are pushed, never polled for. Configuration
+// travels on StreamConfig: identity never waits on it.
 func (s *Server) Sync(_ *agentv1.SyncRequest, stream agentv1.Agent_SyncServer) error {
 	ctx := stream.Context()
 	agent, err := s.callerAgent(ctx)
@@ -351,11 +360,7 @@ func (s *Server) snapshot(ctx context.Context, agent spiffeid.ID) (*agentv1.Sync
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	cfg, err := s.configProto(ctx)
-	if err != nil {
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	out := &agentv1.SyncResponse{Bundle: s.bundleProto(), Config: cfg}
+	out := &agentv1.SyncResponse{Bundle: s.bundleProto()}
 	for _, e := range entries {
 		pe := &agentv1.Entry{Id: e.ID, SpiffeId: e.SPIFFEID, ParentId: e.ParentID, X509SvidTtl: int64(e.X509TTL / time.Second), JwtSvidTtl: int64(e.JWTTTL / time.Second), Revision: e.Revision}
 		for _, sel := range e.Selectors {
@@ -367,6 +372,45 @@ func (s *Server) snapshot(ctx context.Context, agent spiffeid.ID) (*agentv1.Sync
 		out.Revision = max(out.Revision, e.Revision)
 	}
 	return out, nil
+}
+
+// StreamConfig sends the configuration and endpoints as deltas (see
+// package configdelta): the whole state first, in messages of at most
+// configdelta.MaxMessageBytes plus one resource, then what changed at each
+// change. This is Envoy's incremental xDS in shape, on a stream of its own
+// as SPIRE keeps entry sync to itself: a large configuration costs more
+// messages, never a message that cannot be sent, and never delays Sync.
+func (s *Server) StreamConfig(_ *agentv1.StreamConfigRequest, stream agentv1.Agent_StreamConfigServer) error {
+	ctx := stream.Context()
+	if _, err := s.callerAgent(ctx); err != nil {
+		return err
+	}
+	var last *configdelta.Snapshot
+	for first := true; ; first = false {
+		changed := s.changes.Changed()
+		if !first {
+			if _, err := s.callerAgent(ctx); err != nil {
+				return err
+			}
+		}
+		snap, err := s.configSnapshot(ctx)
+		if err != nil {
+			return status.Error(codes.Unavailable, err.Error())
+		}
+		if !configdelta.Same(last, snap) {
+			for _, d := range configdelta.Diff(last, snap, configdelta.MaxMessageBytes) {
+				if err := stream.Send(d); err != nil {
+					return err
+				}
+			}
+			last = snap
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
 }
 
 func (s *Server) bundleProto() *agentv1.Bundle {

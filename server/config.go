@@ -17,12 +17,21 @@ type Config struct {
 	TrustDomain    string
 	Bind           string
 	DefaultX509TTL time.Duration
-	DefaultJWTTTL  time.Duration
-	CATTL          time.Duration
-	RootTTL        time.Duration
-	UpstreamCert   string
-	UpstreamKey    string
-	KMS            string
+	// AgentX509TTL is the life of agents' own SVIDs (SPIRE's agent_ttl);
+	// 0 means DefaultX509TTL. An agent cut off from the server for longer
+	// must re-attest.
+	AgentX509TTL  time.Duration
+	DefaultJWTTTL time.Duration
+	CATTL         time.Duration
+	RootTTL       time.Duration
+	UpstreamCert  string
+	UpstreamKey   string
+	KMS           string
+	// MaxResourceBytes bounds one configuration resource's encoded size
+	// (--max-resource-bytes); MaxConfigBytes bounds them all together
+	// (--max-config-bytes). Zero takes the default.
+	MaxResourceBytes int64
+	MaxConfigBytes   int64
 }
 
 // Defaults for Config, as DESIGN.md fixes them.
@@ -62,11 +71,29 @@ func (c Config) Validate() (*checked, error) {
 	if c.DefaultX509TTL < MinSVIDTTL {
 		errs = append(errs, fmt.Errorf("--default-x509-ttl %s: must be at least %s", c.DefaultX509TTL, MinSVIDTTL))
 	}
+	if out.AgentX509TTL == 0 {
+		out.AgentX509TTL = c.DefaultX509TTL
+	}
+	if out.AgentX509TTL < MinSVIDTTL || out.AgentX509TTL > MaxSVIDTTL {
+		errs = append(errs, fmt.Errorf("--agent-x509-ttl %s: must be between %s and %s", out.AgentX509TTL, MinSVIDTTL, MaxSVIDTTL))
+	}
 	if c.DefaultJWTTTL < MinSVIDTTL {
 		errs = append(errs, fmt.Errorf("--default-jwt-ttl %s: must be at least %s", c.DefaultJWTTTL, MinSVIDTTL))
 	}
 	if c.CATTL != 0 && c.CATTL < 2*c.DefaultX509TTL {
 		errs = append(errs, fmt.Errorf("--ca-ttl %s: must be at least twice --default-x509-ttl", c.CATTL))
+	}
+	if out.MaxResourceBytes == 0 {
+		out.MaxResourceBytes = DefaultMaxResourceBytes
+	}
+	if out.MaxConfigBytes == 0 {
+		out.MaxConfigBytes = DefaultMaxConfigBytes
+	}
+	if out.MaxResourceBytes < 1024 || out.MaxResourceBytes > MaxResourceBytesCeiling {
+		errs = append(errs, fmt.Errorf("--max-resource-bytes %d: want 1024 to %d (a resource travels whole in one gRPC message)", out.MaxResourceBytes, MaxResourceBytesCeiling))
+	}
+	if out.MaxConfigBytes < out.MaxResourceBytes {
+		errs = append(errs, fmt.Errorf("--max-config-bytes %d: must be at least --max-resource-bytes (%d)", out.MaxConfigBytes, out.MaxResourceBytes))
 	}
 	if (c.UpstreamCert == "") != (c.UpstreamKey == "") {
 		errs = append(errs, errors.New("--upstream-cert and --upstream-key go together"))

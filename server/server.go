@@ -47,6 +47,9 @@ type Server struct {
 	now     func() time.Time
 
 	svid atomic.Pointer[tls.Certificate]
+	seen agentsSeen // last authenticated call of each agent
+
+	config configIndex // the stored configuration, parsed; see configindex.go
 
 	refusedMu   sync.Mutex
 	refusedSeen map[string]bool // endpoint refusals already audited
@@ -93,6 +96,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	s := &Server{cfg: c, log: log, store: store, audit: auditLog, ca: authority, changes: newBroadcaster(), now: time.Now, refusedSeen: map[string]bool{}}
+	if err := s.reconcileAudit(ctx); err != nil {
+		return err
+	}
 	if err := s.renewServerSVID(); err != nil {
 		return err
 	}

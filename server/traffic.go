@@ -3,19 +3,18 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/spiffeids"
 	"github.com/sigil-mesh/sigil/traffic"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -72,115 +71,14 @@ func allowedServices(entries []registry.Entry) map[string]map[string]bool {
 			set[svc] = true
 		}
 		if len(e.Services) == 0 {
-			parts := strings.Split(e.SPIFFEID, "/")
-			if n := len(parts); n >= 4 && parts[n-2] == "sa" && parts[n-4] == "ns" {
-				set[parts[n-1]] = true
+			if id, err := spiffeid.FromString(e.SPIFFEID); err == nil {
+				if _, sa, ok := spiffeids.NamespaceServiceAccount(id); ok {
+					set[sa] = true
+				}
 			}
 		}
 	}
 	return out
-}
-
-func (s *Server) applyConfig(r *http.Request) (any, error) {
-	var req ApplyRequest
-	if err := decodeStrict(r.Body, &req); err != nil {
-		return nil, err
-	}
-	if len(req.Files) == 0 {
-		return nil, apiErrorf(http.StatusBadRequest, "no files")
-	}
-	// Parse and validate everything before anything is stored: one bad
-	// resource refuses the whole apply, and the config in force stays.
-	var parsed []traffic.Resource
-	var errs []error
-	for _, f := range req.Files {
-		rs, err := traffic.Parse([]byte(f.Content), f.Name)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		parsed = append(parsed, rs...)
-	}
-	seen := map[string]string{}
-	for _, r := range parsed {
-		if prev, dup := seen[r.Key()]; dup {
-			errs = append(errs, fmt.Errorf("%s is given twice (%s)", r.Ref(), prev))
-		}
-		seen[r.Key()] = r.Ref()
-	}
-	if len(errs) > 0 {
-		return nil, apiErrorf(http.StatusBadRequest, "%v", errors.Join(errs...))
-	}
-	stored, _, err := s.store.ListResources(r.Context(), "")
-	if err != nil {
-		return nil, err
-	}
-	merged, old, err := mergeResources(stored, parsed)
-	if err != nil {
-		return nil, err
-	}
-	if err := traffic.CheckReferences(merged); err != nil {
-		return nil, apiErrorf(http.StatusBadRequest, "%v", err)
-	}
-	toStore := make([]registry.StoredResource, len(parsed))
-	for i, p := range parsed {
-		spec, err := p.Spec()
-		if err != nil {
-			return nil, err
-		}
-		toStore[i] = registry.StoredResource{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name, Spec: spec}
-	}
-	// A dry run first: it is what gets audited, then applied.
-	preview, version, err := s.store.ApplyResources(r.Context(), toStore, true, s.now())
-	if err != nil {
-		return nil, err
-	}
-	resp := ApplyResponse{DryRun: req.DryRun, Version: version}
-	var events []audit.Event
-	for i, res := range preview {
-		out := ApplyResult{ApplyResult: res}
-		if req.DryRun && res.Action == registry.Configured {
-			out.Diff = lineDiff(prettyJSON(old[parsed[i].Key()]), prettyJSON(toStore[i].Spec))
-		}
-		resp.Results = append(resp.Results, out)
-		if res.Action != registry.Unchanged {
-			events = append(events, audit.Event{Type: auditConfigApplied, Actor: "admin", Subject: parsed[i].Ref(), Details: map[string]string{"action": res.Action}})
-		}
-	}
-	if req.DryRun || len(events) == 0 {
-		return resp, nil
-	}
-	if err := s.audit.Append(events...); err != nil {
-		return nil, err
-	}
-	if _, resp.Version, err = s.store.ApplyResources(r.Context(), toStore, false, s.now()); err != nil {
-		return nil, err
-	}
-	s.log.Info("configuration applied", "version", resp.Version, "resources", len(events))
-	s.changes.Notify()
-	return resp, nil
-}
-
-// mergeResources overlays parsed on stored, returning the result and the
-// stored specs by key.
-func mergeResources(stored []registry.StoredResource, parsed []traffic.Resource) ([]traffic.Resource, map[string][]byte, error) {
-	byKey := map[string]traffic.Resource{}
-	old := map[string][]byte{}
-	for _, sr := range stored {
-		r, err := traffic.FromSpec(sr.Kind, sr.Namespace, sr.Name, sr.Spec)
-		if err != nil {
-			return nil, nil, fmt.Errorf("stored %s %s/%s: %w", sr.Kind, sr.Namespace, sr.Name, err)
-		}
-		byKey[r.Key()] = r
-		old[r.Key()] = sr.Spec
-	}
-	for _, p := range parsed {
-		byKey[p.Key()] = p
-	}
-	out := make([]traffic.Resource, 0, len(byKey))
-	for _, r := range byKey {
-		out = append(out, r)
-	}
-	return out, old, nil
 }
 
 func prettyJSON(b []byte) string {
@@ -224,49 +122,6 @@ func (s *Server) listConfig(r *http.Request) (any, error) {
 		rs = []registry.StoredResource{}
 	}
 	return rs, err
-}
-
-func (s *Server) deleteConfig(r *http.Request) (any, error) {
-	kind, ok := KindOf(r.PathValue("kind"))
-	if !ok {
-		return nil, apiErrorf(http.StatusBadRequest, "unknown kind %q", r.PathValue("kind"))
-	}
-	ns, name := r.PathValue("namespace"), r.PathValue("name")
-	ref := kind + " " + ns + "/" + name
-	// Deleting must not leave a VirtualService pointing at subsets that no
-	// longer exist.
-	stored, _, err := s.store.ListResources(r.Context(), "")
-	if err != nil {
-		return nil, err
-	}
-	var rest []traffic.Resource
-	found := false
-	for _, sr := range stored {
-		if sr.Kind == kind && sr.Namespace == ns && sr.Name == name {
-			found = true
-			continue
-		}
-		res, err := traffic.FromSpec(sr.Kind, sr.Namespace, sr.Name, sr.Spec)
-		if err != nil {
-			return nil, err
-		}
-		rest = append(rest, res)
-	}
-	if !found {
-		return nil, apiErrorf(http.StatusNotFound, "%s not found", ref)
-	}
-	if err := traffic.CheckReferences(rest); err != nil {
-		return nil, apiErrorf(http.StatusConflict, "deleting %s would break: %v", ref, err)
-	}
-	if err := s.audit.Append(audit.Event{Type: auditConfigDeleted, Actor: "admin", Subject: ref}); err != nil {
-		return nil, err
-	}
-	v, err := s.store.DeleteResource(r.Context(), kind, ns, name)
-	if err != nil {
-		return nil, storeError(err)
-	}
-	s.changes.Notify()
-	return registry.ApplyResult{Kind: kind, Namespace: ns, Name: name, Action: registry.Deleted + " (version " + strconv.FormatInt(v, 10) + ")"}, nil
 }
 
 // ProxyStatus is a sidecar with whether it runs the current config.
@@ -344,9 +199,15 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 	recs := make([]registry.ProxyRecord, 0, len(req.GetProxies()))
 	var refused []audit.Event
 	for _, p := range req.GetProxies() {
+		reason := ""
 		if !allowed[p.GetSpiffeId()][p.GetService()] {
+			reason = "its identity may not serve this service"
+		} else if err := validLabels(p.GetLabels()); err != nil {
+			reason = err.Error()
+		}
+		if reason != "" {
 			refused = append(refused, audit.Event{Type: auditEndpointRefused, Actor: agent.String(), Subject: p.GetSpiffeId(),
-				Details: map[string]string{"service": p.GetService(), "address": p.GetAddress()}})
+				Details: map[string]string{"service": p.GetService(), "address": p.GetAddress(), "reason": reason}})
 			continue
 		}
 		recs = append(recs, registry.ProxyRecord{AgentID: agent.String(), ProxyID: p.GetId(), SPIFFEID: p.GetSpiffeId(), Service: p.GetService(),
@@ -372,7 +233,7 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 				return nil, status.Error(codes.Unavailable, err.Error())
 			}
 			for _, e := range fresh {
-				s.log.Warn("endpoint refused: its identity may not serve this service", "agent", agent.String(), "spiffe_id", e.Subject, "service", e.Details["service"])
+				s.log.Warn("endpoint refused", "reason", e.Details["reason"], "agent", agent.String(), "spiffe_id", e.Subject, "service", e.Details["service"])
 			}
 		}
 	}
@@ -386,22 +247,13 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 	return &agentv1.ReportProxiesResponse{}, nil
 }
 
-// configProto is the configuration and endpoints every agent gets.
-func (s *Server) configProto(ctx context.Context) (*agentv1.Config, error) {
-	rs, version, err := s.store.ListResources(ctx, "")
-	if err != nil {
-		return nil, err
+// validLabels checks a sidecar's labels as Kubernetes does (the agent
+// checked them too; the server trusts no agent more than it must).
+func validLabels(labels map[string]string) error {
+	for k, v := range labels {
+		if err := traffic.ValidateLabel(k, v); err != nil {
+			return err
+		}
 	}
-	ps, rev, err := s.store.ListProxies(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := &agentv1.Config{Version: version, EndpointsRevision: rev}
-	for _, r := range rs {
-		out.Resources = append(out.Resources, &agentv1.Resource{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, Spec: r.Spec})
-	}
-	for _, p := range ps {
-		out.Endpoints = append(out.Endpoints, &agentv1.Endpoint{Service: p.Service, Address: p.Address, SpiffeId: p.SPIFFEID, Labels: p.Labels})
-	}
-	return out, nil
+	return nil
 }

@@ -20,8 +20,11 @@ func TestValidateEntry(t *testing.T) {
 		wantErr []string
 	}{
 		{"ok", EntryRequest{SPIFFEID: "spiffe://example.org/ns/a/sa/b", ParentID: agent1, Selectors: []string{"unix:uid:1"}, X509TTL: time.Hour}, nil},
-		{"other trust domain", EntryRequest{SPIFFEID: "spiffe://other.org/x", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"spiffe_id", "not in trust domain"}},
+		{"other trust domain", EntryRequest{SPIFFEID: "spiffe://other.org/x", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"spiffe_id", "not in the trust domain"}},
 		{"reserved path", EntryRequest{SPIFFEID: "spiffe://example.org/sigil/agent/join_token/evil", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"reserved"}},
+		{"no path", EntryRequest{SPIFFEID: "spiffe://example.org", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"spiffe_id", "needs a path"}},
+		{"parent in another trust domain", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://other.org/sigil/agent/join_token/node1", Selectors: []string{"unix:uid:1"}}, []string{"parent_id", "not in the trust domain"}},
+		{"parent is the server", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://example.org/sigil/server", Selectors: []string{"unix:uid:1"}}, []string{"parent_id", "not an agent"}},
 		{"parent not an agent", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://example.org/ns/a/sa/b", Selectors: []string{"unix:uid:1"}}, []string{"parent_id", "not an agent"}},
 		{"no selectors", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1}, []string{"selectors: at least one"}},
 		{"bad selector", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:x"}}, []string{"decimal id"}},
@@ -70,14 +73,16 @@ func TestConfigValidateNamesEveryFlag(t *testing.T) {
 func FuzzValidateEntry(f *testing.F) {
 	f.Add("spiffe://example.org/ns/a/sa/b", agent1, "unix:uid:1", int64(3600))
 	f.Add("spiffe://example.org/sigil/x", "spiffe://example.org/sigil/agent/a/b", "k8s:ns:x", int64(0))
+	f.Add("spiffe://example.org", agent1, "unix:uid:1", int64(0))
 	f.Fuzz(func(t *testing.T, id, parent, sel string, ttl int64) {
 		e, err := ValidateEntry(td, EntryRequest{SPIFFEID: id, ParentID: parent, Selectors: []string{sel}, X509TTL: time.Duration(ttl)})
 		if err != nil {
 			return
 		}
-		// Whatever passes is in the trust domain, under an agent, and not reserved.
+		// Whatever passes is in the trust domain, has a path, is under an
+		// agent, and is not reserved.
 		got, perr := spiffeid.FromString(e.SPIFFEID)
-		if perr != nil || !got.MemberOf(td) || strings.HasPrefix(got.Path(), "/sigil/") {
+		if perr != nil || !got.MemberOf(td) || got.Path() == "" || strings.HasPrefix(got.Path()+"/", "/sigil/") {
 			t.Fatalf("accepted %q", e.SPIFFEID)
 		}
 		if !strings.HasPrefix(e.ParentID, "spiffe://example.org/sigil/agent/") || len(e.Selectors) == 0 {
@@ -103,5 +108,30 @@ func TestAllowedServices(t *testing.T) {
 	}
 	if _, err := ValidateEntry(td, EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:1"}, Services: []string{"Not_A_Name"}}); err == nil || !strings.Contains(err.Error(), "services") {
 		t.Fatalf("bad service name: %v", err)
+	}
+}
+
+// Which services an identity may serve by default is read from its ID by
+// the one parser: exactly spiffe://td/ns/<ns>/sa/<sa>, never a suffix of a
+// longer path.
+func TestWorkloadIDRequiresPathAllowedServices(t *testing.T) {
+	got := allowedServices([]registry.Entry{
+		{SPIFFEID: "spiffe://example.org/ns/default/sa/api"},
+		{SPIFFEID: "spiffe://example.org/evil/ns/default/sa/web"},
+		{SPIFFEID: "spiffe://example.org/other", Services: []string{"db"}},
+	})
+	for id, want := range map[string][]string{
+		"spiffe://example.org/ns/default/sa/api":      {"api"},
+		"spiffe://example.org/evil/ns/default/sa/web": nil,
+		"spiffe://example.org/other":                  {"db"},
+	} {
+		if len(got[id]) != len(want) {
+			t.Errorf("%s may serve %v, want %v", id, got[id], want)
+		}
+		for _, svc := range want {
+			if !got[id][svc] {
+				t.Errorf("%s may not serve %s", id, svc)
+			}
+		}
 	}
 }

@@ -5,6 +5,7 @@
 package spiffeids
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -41,9 +42,80 @@ func IsReserved(id spiffeid.ID) bool {
 	return strings.HasPrefix(id.Path()+"/", AgentPathPrefix)
 }
 
+// Sentinel errors of ParseWorkload and ParseAgent, for callers that branch.
+var (
+	ErrOtherTrustDomain = errors.New("not in the trust domain")
+	ErrNoPath           = errors.New("a workload ID needs a path (spiffe://<td>/<path>); the bare trust domain ID names no workload")
+	ErrReserved         = errors.New("paths under " + AgentPathPrefix + " are reserved for Sigil's server and agents")
+	ErrNotAgent         = errors.New("not an agent ID")
+)
+
+// ParseWorkload parses s as an ID a registration entry may grant a
+// workload in td, with SPIRE's rules for entry IDs: a valid SPIFFE ID
+// (go-spiffe's parser: lower-case scheme and trust domain, no empty, "." or
+// ".." segment, no trailing slash), a member of td, with a non-empty path
+// (the X509-SVID specification §2: a leaf's ID has a path; SPIRE: "path
+// cannot be empty"), outside the reserved /sigil/ namespace (SPIRE reserves
+// /spire/ the same way). Errors say which rule failed and wrap the
+// sentinels above.
+func ParseWorkload(td spiffeid.TrustDomain, s string) (spiffeid.ID, error) {
+	id, err := spiffeid.FromString(s)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("spiffeids: %q: %w", s, err)
+	}
+	if err := CheckWorkload(td, id); err != nil {
+		return spiffeid.ID{}, err
+	}
+	return id, nil
+}
+
+// CheckWorkload applies ParseWorkload's rules to an ID already parsed.
+func CheckWorkload(td spiffeid.TrustDomain, id spiffeid.ID) error {
+	switch {
+	case id.IsZero():
+		return fmt.Errorf("spiffeids: empty ID: %w", ErrNoPath)
+	case !id.MemberOf(td):
+		return fmt.Errorf("spiffeids: %s: %w %s", id, ErrOtherTrustDomain, td)
+	case id.Path() == "":
+		return fmt.Errorf("spiffeids: %s: %w", id, ErrNoPath)
+	case IsReserved(id):
+		return fmt.Errorf("spiffeids: %s: %w", id, ErrReserved)
+	}
+	return nil
+}
+
+// ParseAgent parses s as the ID of an agent of td:
+// spiffe://<td>/sigil/agent/<attestor>/<node>.
+func ParseAgent(td spiffeid.TrustDomain, s string) (spiffeid.ID, error) {
+	id, err := spiffeid.FromString(s)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("spiffeids: %q: %w", s, err)
+	}
+	if !id.MemberOf(td) {
+		return spiffeid.ID{}, fmt.Errorf("spiffeids: %s: %w %s", id, ErrOtherTrustDomain, td)
+	}
+	if !IsAgent(td, id) {
+		return spiffeid.ID{}, fmt.Errorf("spiffeids: %s: %w of %s (want spiffe://%s%sagent/<attestor>/<node>)", id, ErrNotAgent, td, td, AgentPathPrefix)
+	}
+	return id, nil
+}
+
 // Workload returns spiffe://<td>/ns/<namespace>/sa/<serviceAccount>.
 func Workload(td spiffeid.TrustDomain, namespace, serviceAccount string) (spiffeid.ID, error) {
 	return spiffeid.FromSegments(td, "ns", namespace, "sa", serviceAccount)
+}
+
+// NamespaceServiceAccount returns the namespace and service account of a
+// workload ID of the Kubernetes form spiffe://<td>/ns/<ns>/sa/<sa>, exactly
+// (Istio's rule: no prefix, no suffix); ok is false for any other path.
+// Server (which services an identity may serve) and proxy (the policy's
+// source.namespace) read IDs through here, so they agree.
+func NamespaceServiceAccount(id spiffeid.ID) (namespace, serviceAccount string, ok bool) {
+	parts := strings.Split(id.Path(), "/")
+	if len(parts) != 5 || parts[0] != "" || parts[1] != "ns" || parts[3] != "sa" {
+		return "", "", false
+	}
+	return parts[2], parts[4], true
 }
 
 // ValidNodeName reports whether name can be a node name: a valid path

@@ -1,6 +1,7 @@
 package spiffeids
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -29,6 +30,104 @@ func TestIDs(t *testing.T) {
 	for _, bad := range []string{"", "..", "a b"} {
 		if ValidNodeName(bad) == nil {
 			t.Errorf("node name %q accepted", bad)
+		}
+	}
+}
+
+func TestWorkloadIDRequiresPath(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	tests := []struct {
+		in   string
+		want error // nil: accepted
+	}{
+		{"spiffe://example.org/ns/default/sa/web", nil},
+		{"spiffe://example.org/anything/else", nil},
+		{"spiffe://example.org", ErrNoPath},
+		{"spiffe://other.org/ns/default/sa/web", ErrOtherTrustDomain},
+		{"spiffe://example.org/sigil/agent/join_token/node1", ErrReserved},
+		{"spiffe://example.org/sigil/server", ErrReserved},
+		{"spiffe://example.org/sigil", ErrReserved},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			id, err := ParseWorkload(td, tt.in)
+			if tt.want == nil {
+				if err != nil || id.String() != tt.in {
+					t.Fatalf("ParseWorkload = %s, %v", id, err)
+				}
+				return
+			}
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("ParseWorkload error %v, want %v", err, tt.want)
+			}
+		})
+	}
+	for _, bad := range []string{"", "spiffe://example.org/", "spiffe://example.org/a/../b", "spiffe://EXAMPLE.org/a", "http://example.org/a", "spiffe://example.org/a//b"} {
+		if _, err := ParseWorkload(td, bad); err == nil {
+			t.Errorf("ParseWorkload(%q) accepted", bad)
+		}
+	}
+	if err := CheckWorkload(td, spiffeid.ID{}); !errors.Is(err, ErrNoPath) {
+		t.Errorf("CheckWorkload(zero) = %v", err)
+	}
+}
+
+func TestParseAgent(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	tests := []struct {
+		in   string
+		want error
+	}{
+		{"spiffe://example.org/sigil/agent/join_token/node1", nil},
+		{"spiffe://other.org/sigil/agent/join_token/node1", ErrOtherTrustDomain},
+		{"spiffe://example.org/ns/default/sa/web", ErrNotAgent},
+		{"spiffe://example.org/sigil/agent/join_token", ErrNotAgent},
+		{"spiffe://example.org/sigil/agent/join_token/node1/x", ErrNotAgent},
+		{"spiffe://example.org/sigil/server", ErrNotAgent},
+		{"spiffe://example.org", ErrNotAgent},
+	}
+	for _, tt := range tests {
+		_, err := ParseAgent(td, tt.in)
+		if (tt.want == nil && err != nil) || (tt.want != nil && !errors.Is(err, tt.want)) {
+			t.Errorf("ParseAgent(%q) = %v, want %v", tt.in, err, tt.want)
+		}
+	}
+}
+
+func FuzzParseWorkload(f *testing.F) {
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	for _, s := range []string{"spiffe://example.org/ns/a/sa/b", "spiffe://example.org", "spiffe://example.org/sigil/x", "spiffe://o.org/a", "spiffe://example.org/%41"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := ParseWorkload(td, s)
+		if err != nil {
+			return
+		}
+		// Whatever passes is in td, has a path, is not reserved, and reads back the same.
+		if !id.MemberOf(td) || id.Path() == "" || IsReserved(id) || id.String() != s {
+			t.Fatalf("ParseWorkload(%q) accepted %s", s, id)
+		}
+		if _, err := ParseAgent(td, s); err == nil {
+			t.Fatalf("%q is both a workload and an agent ID", s)
+		}
+	})
+}
+
+func TestWorkloadIDRequiresPathNamespaceServiceAccount(t *testing.T) {
+	for _, tt := range []struct {
+		id, ns, sa string
+		ok         bool
+	}{
+		{"spiffe://example.org/ns/prod/sa/web", "prod", "web", true},
+		{"spiffe://example.org/evil/ns/prod/sa/api", "", "", false},
+		{"spiffe://example.org/ns/prod/sa/api/extra", "", "", false},
+		{"spiffe://example.org/ns/prod", "", "", false},
+		{"spiffe://example.org", "", "", false},
+	} {
+		ns, sa, ok := NamespaceServiceAccount(spiffeid.RequireFromString(tt.id))
+		if ns != tt.ns || sa != tt.sa || ok != tt.ok {
+			t.Errorf("%s: %q %q %v", tt.id, ns, sa, ok)
 		}
 	}
 }

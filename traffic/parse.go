@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"sigs.k8s.io/yaml"
 )
@@ -44,6 +45,9 @@ var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*(#.*)?$`)
 // Parse reads one or more YAML (or JSON) documents. source names the file
 // in errors. Empty documents are skipped.
 func Parse(data []byte, source string) ([]Resource, error) {
+	if err := CheckUTF8(data, source); err != nil {
+		return nil, err
+	}
 	var out []Resource
 	var errs []error
 	for i, doc := range docSeparator.Split(string(data), -1) {
@@ -94,7 +98,14 @@ func parseDoc(doc []byte) (Resource, error) {
 		r.Namespace = "default"
 	}
 	if r.Name == "" {
-		return Resource{}, fmt.Errorf("%s: metadata.name is required", tm.Kind)
+		return Resource{}, fmt.Errorf("%s: metadata.name is required", quoteName(tm.Kind))
+	}
+	if tm.Kind != KindVirtualService && tm.Kind != KindDestinationRule {
+		return Resource{}, fmt.Errorf("kind %s: Sigil reads VirtualService and DestinationRule", quoteName(tm.Kind))
+	}
+	// Before anything prints r.Ref(): a name is checked before it is shown.
+	if err := ValidateMeta(r.Kind, r.Namespace, r.Name); err != nil {
+		return Resource{}, err
 	}
 	switch tm.Kind {
 	case KindVirtualService:
@@ -103,8 +114,6 @@ func parseDoc(doc []byte) (Resource, error) {
 	case KindDestinationRule:
 		r.DR = &DestinationRule{}
 		err = strictDecode(js, r.DR)
-	default:
-		return Resource{}, fmt.Errorf("kind %q: Sigil reads VirtualService and DestinationRule", tm.Kind)
 	}
 	if err != nil {
 		return Resource{}, fmt.Errorf("%s: %w", r.Ref(), err)
@@ -153,4 +162,26 @@ func FromSpec(kind, namespace, name string, spec []byte) (Resource, error) {
 		return Resource{}, fmt.Errorf("%s: %w", r.Ref(), err)
 	}
 	return r, Validate(r)
+}
+
+// CheckUTF8 refuses input that is not UTF-8, naming source, the line and
+// the byte offset of the first bad byte. Such input is refused rather
+// than read: decoding would replace the bytes with U+FFFD, so what is
+// stored would differ from the file, and a later `delete -f` of the same
+// file would name a resource that does not exist.
+func CheckUTF8(data []byte, source string) error {
+	for i := 0; i < len(data); {
+		c := data[i]
+		if c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size <= 1 {
+			line := 1 + bytes.Count(data[:i], []byte("\n"))
+			return fmt.Errorf("%s: line %d, byte offset %d: byte 0x%02x is not UTF-8 (save the file as UTF-8)", source, line, i, c)
+		}
+		i += size
+	}
+	return nil
 }

@@ -79,15 +79,20 @@ const (
 	FailConnect = iota // no connection could be made
 	FailRefused        // the peer refused the stream (HTTP/2 GOAWAY or REFUSED_STREAM): it never ran
 	FailReset          // the connection broke after the request was sent
+	FailTimeout        // the attempt's per-try timeout passed before a response came
 )
 
-// Failure reports whether a request that got no response should be retried.
+// Failure reports whether a request that got no response should be
+// retried, as Envoy decides: 5xx and gateway-error cover every way of
+// getting no response, since the proxy would answer it with a 502, 503 or
+// 504 of its own (a per-try timeout is a 504); reset covers a broken
+// stream and a per-try timeout ("does not respond at all").
 func (r RetryOn) Failure(kind int) bool {
 	switch kind {
 	case FailConnect:
 		return r.ConnectFailure || r.FiveXX || r.GatewayError || r.RefusedStream
 	case FailRefused:
-		return r.RefusedStream || r.ConnectFailure || r.Reset || r.FiveXX
+		return r.RefusedStream || r.ConnectFailure || r.Reset || r.FiveXX || r.GatewayError
 	}
-	return r.Reset || r.FiveXX
+	return r.Reset || r.FiveXX || r.GatewayError
 }

@@ -7,14 +7,16 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/sigil-mesh/sigil/naming"
 )
 
 // Table is the compiled configuration a sidecar routes by. It is
 // immutable; a new configuration is a new Table, swapped in atomically.
 type Table struct {
 	Version int64
-	routes  map[string][]*Route // by service name, in order
-	rules   map[string]*Rule    // DestinationRules by service name
+	routes  map[string][]*Route // by service key ("name.namespace", naming.Service.String), in order
+	rules   map[string]*Rule    // DestinationRules by service key
 }
 
 // Route is a compiled HTTP route.
@@ -26,6 +28,8 @@ type Route struct {
 	total     int
 	Redirect  *HTTPRedirect
 	Rewrite   *HTTPRewrite
+	rewriteRE *regexp.Regexp // rewrite.uriRegexRewrite.match, or nil
+	rewriteTo string         // its rewrite as a Go regexp template
 	Timeout   time.Duration
 	Attempts  int
 	PerTry    time.Duration
@@ -36,40 +40,38 @@ type Route struct {
 	AbortGRPC int // -1 when unset
 	AbortPct  float64
 	Mirror    *Destination
+	MirrorTo  naming.Service // Mirror's host, resolved in the VirtualService's namespace
 	MirrorPct float64
 	Headers   *Headers
 }
 
 // WeightedDest is one destination of a route.
 type WeightedDest struct {
-	Service string
-	Subset  string
-	Weight  int
-	Headers *Headers
+	Service   string // the service's name
+	Namespace string // its namespace (a bare host: the VirtualService's)
+	Subset    string
+	Weight    int
+	Headers   *Headers
 }
 
 type strMatch struct {
 	kind  byte // 'e', 'p', 'r'
 	value string
+	fold  bool // exact and prefix: ASCII case-insensitive
 	re    *regexp.Regexp
 }
 
+// compileStr compiles a string match. fold makes exact and prefix
+// matches ASCII case-insensitive (Istio's ignoreUriCase, Envoy's
+// case_sensitive: false); a regex is never folded, as Istio documents.
 func compileStr(sm *StringMatch, fold bool) *strMatch {
 	switch {
 	case sm == nil:
 		return nil
 	case sm.Exact != nil:
-		v := *sm.Exact
-		if fold {
-			v = strings.ToLower(v)
-		}
-		return &strMatch{kind: 'e', value: v}
+		return &strMatch{kind: 'e', value: *sm.Exact, fold: fold}
 	case sm.Prefix != nil:
-		v := *sm.Prefix
-		if fold {
-			v = strings.ToLower(v)
-		}
-		return &strMatch{kind: 'p', value: v}
+		return &strMatch{kind: 'p', value: *sm.Prefix, fold: fold}
 	default:
 		// Istio's regexes are RE2 and must match the whole value.
 		return &strMatch{kind: 'r', re: regexp.MustCompile("^(?:" + *sm.Regex + ")$")}
@@ -82,17 +84,39 @@ func (m *strMatch) ok(v string, present bool) bool {
 	}
 	switch m.kind {
 	case 'e':
-		return v == m.value
+		return v == m.value || m.fold && asciiEqualFold(v, m.value)
 	case 'p':
-		return strings.HasPrefix(v, m.value)
+		return len(v) >= len(m.value) && (v[:len(m.value)] == m.value || m.fold && asciiEqualFold(v[:len(m.value)], m.value))
 	default:
 		return m.re.MatchString(v)
 	}
 }
 
+// asciiEqualFold compares ASCII letters without case and every other byte
+// exactly, as Envoy's case-insensitive path match does. Unlike
+// strings.EqualFold it never equates strings of different byte lengths, so
+// a matched prefix is always the same number of bytes of the path.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
 type match struct {
 	uri, method, authority *strMatch
-	foldURI                bool
 	headers, query         map[string]*strMatch
 	sourceLabels           map[string]string
 }
@@ -100,13 +124,18 @@ type match struct {
 // Matched is a route with what matched, for rewrites.
 type Matched struct {
 	*Route
-	// PrefixMatched is the URI prefix of the match that applied, or "".
+	// PrefixMatched is the part of the request's path that the URI
+	// prefix of the applied match matched, as the request spelled it (it
+	// differs from the configured prefix in case under ignoreUriCase), or
+	// "" when the match was not by URI prefix.
 	PrefixMatched string
 }
 
-// Match finds the route for a request to service from a sidecar with
-// sourceLabels. ok is false when no VirtualService covers the service, and
-// also when one does but no route matches (Istio answers 404 then; the
+// Match finds the route for a request to service (its key, "name.namespace"
+// as naming.Service.String gives it; so are the service arguments of
+// HasRoutes, Policy and SubsetLabels) from a sidecar with sourceLabels. ok
+// is false when no VirtualService covers the service, and also when one
+// does but no route matches (Istio answers 404 then; the
 // caller decides).
 func (t *Table) Match(service string, r *http.Request, sourceLabels map[string]string) (Matched, bool) {
 	if t == nil {
@@ -120,7 +149,7 @@ func (t *Table) Match(service string, r *http.Request, sourceLabels map[string]s
 			if m.matches(r, sourceLabels) {
 				prefix := ""
 				if m.uri != nil && m.uri.kind == 'p' {
-					prefix = m.uri.value
+					prefix = r.URL.Path[:len(m.uri.value)]
 				}
 				return Matched{Route: rt, PrefixMatched: prefix}, true
 			}
@@ -133,14 +162,8 @@ func (t *Table) Match(service string, r *http.Request, sourceLabels map[string]s
 func (t *Table) HasRoutes(service string) bool { return t != nil && len(t.routes[service]) > 0 }
 
 func (m *match) matches(r *http.Request, src map[string]string) bool {
-	if m.uri != nil {
-		p := r.URL.Path
-		if m.foldURI {
-			p = strings.ToLower(p)
-		}
-		if !m.uri.ok(p, true) {
-			return false
-		}
+	if m.uri != nil && !m.uri.ok(r.URL.Path, true) {
+		return false
 	}
 	if m.method != nil && !m.method.ok(r.Method, true) {
 		return false
@@ -242,9 +265,9 @@ func Compile(version int64, resources []Resource) *Table {
 		switch {
 		case r.VS != nil:
 			for _, h := range r.VS.Spec.Hosts {
-				svc := ServiceName(h)
+				svc := ServiceOf(h, r.Namespace).String()
 				for i := range r.VS.Spec.HTTP {
-					t.routes[svc] = append(t.routes[svc], compileRoute(r.Ref(), &r.VS.Spec.HTTP[i]))
+					t.routes[svc] = append(t.routes[svc], compileRoute(r.Ref(), r.Namespace, &r.VS.Spec.HTTP[i]))
 				}
 			}
 		case r.DR != nil:
@@ -252,16 +275,16 @@ func Compile(version int64, resources []Resource) *Table {
 			for _, s := range r.DR.Spec.Subsets {
 				rule.Subsets[s.Name] = s
 			}
-			t.rules[ServiceName(r.DR.Spec.Host)] = rule
+			t.rules[ServiceOf(r.DR.Spec.Host, r.Namespace).String()] = rule
 		}
 	}
 	return t
 }
 
-func compileRoute(source string, h *HTTPRoute) *Route {
+func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 	rt := &Route{Name: h.Name, Source: source, Redirect: h.Redirect, Rewrite: h.Rewrite, Mirror: h.Mirror, Headers: h.Headers, AbortGRPC: -1}
 	for _, m := range h.Match {
-		cm := &match{uri: compileStr(m.URI, m.IgnoreURICase), foldURI: m.IgnoreURICase, method: compileStr(m.Method, false),
+		cm := &match{uri: compileStr(m.URI, m.IgnoreURICase), method: compileStr(m.Method, false),
 			authority: compileStr(m.Authority, false), headers: map[string]*strMatch{}, query: map[string]*strMatch{}, sourceLabels: m.SourceLabels}
 		for k, sm := range m.Headers {
 			cm.headers[k] = compileStr(&sm, false)
@@ -279,8 +302,13 @@ func compileRoute(source string, h *HTTPRoute) *Route {
 		if len(h.Route) == 1 {
 			w = 100
 		}
-		rt.Dests = append(rt.Dests, WeightedDest{Service: ServiceName(d.Destination.Host), Subset: d.Destination.Subset, Weight: w, Headers: d.Headers})
+		svc := ServiceOf(d.Destination.Host, namespace)
+		rt.Dests = append(rt.Dests, WeightedDest{Service: svc.Name, Namespace: svc.Namespace, Subset: d.Destination.Subset, Weight: w, Headers: d.Headers})
 		rt.total += w
+	}
+	if rw := h.Rewrite; rw != nil && rw.URIRegexRewrite != nil {
+		rt.rewriteRE = regexp.MustCompile(rw.URIRegexRewrite.Match)
+		rt.rewriteTo, _, _ = expandTemplate(rw.URIRegexRewrite.Rewrite)
 	}
 	if h.Timeout != nil {
 		rt.Timeout = h.Timeout.Duration
@@ -307,6 +335,7 @@ func compileRoute(source string, h *HTTPRoute) *Route {
 		}
 	}
 	if h.Mirror != nil {
+		rt.MirrorTo = ServiceOf(h.Mirror.Host, namespace)
 		rt.MirrorPct = pct(h.MirrorPercentage)
 	}
 	return rt

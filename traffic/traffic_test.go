@@ -1,6 +1,7 @@
 package traffic
 
 import (
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -98,11 +99,11 @@ func TestParseIstioYAML(t *testing.T) {
 	tab := Compile(1, rs)
 	r := httptest.NewRequest("GET", "http://reviews/ratings/1", nil)
 	r.Header.Set("End-User", "jason")
-	m, ok := tab.Match("reviews", r, nil)
+	m, ok := tab.Match("reviews.default", r, nil)
 	if !ok || m.AbortHTTP != 503 || m.AbortPct != 50 || m.PrefixMatched != "/ratings" || m.Dests[0].Subset != "v2" {
 		t.Fatalf("jason's route: %+v", m.Route)
 	}
-	m, ok = tab.Match("reviews", httptest.NewRequest("GET", "http://reviews/", nil), nil)
+	m, ok = tab.Match("reviews.default", httptest.NewRequest("GET", "http://reviews/", nil), nil)
 	if !ok || len(m.Dests) != 2 || m.Attempts != 3 || m.Timeout.String() != "10s" || m.MirrorPct != 50 || !m.RetryOn.FiveXX {
 		t.Fatalf("default route: %+v", m.Route)
 	}
@@ -113,10 +114,10 @@ func TestParseIstioYAML(t *testing.T) {
 	if counts["v1"] < 7700 || counts["v1"] > 8300 {
 		t.Fatalf("80/20 pick: %v", counts)
 	}
-	if p := tab.Policy("reviews", "v2"); p.LoadBalancer.Simple != "ROUND_ROBIN" || p.ConnectionPool.TCP.MaxConnections != 100 {
+	if p := tab.Policy("reviews.default", "v2"); p.LoadBalancer.Simple != "ROUND_ROBIN" || p.ConnectionPool.TCP.MaxConnections != 100 {
 		t.Fatalf("v2 policy merge: %+v", p)
 	}
-	if l, ok := tab.SubsetLabels("reviews", "v1"); !ok || l["version"] != "v1" {
+	if l, ok := tab.SubsetLabels("reviews.default", "v1"); !ok || l["version"] != "v1" {
 		t.Fatal("subset labels")
 	}
 }
@@ -203,7 +204,7 @@ spec:
 		{"GET", "http://api/exact", nil, "exact"},
 	}
 	for _, c := range cases {
-		m, ok := tab.Match("api", httptest.NewRequest(c.method, c.url, nil), c.labels)
+		m, ok := tab.Match("api.default", httptest.NewRequest(c.method, c.url, nil), c.labels)
 		got := ""
 		if ok {
 			got = m.Headers.Request.Set["x-route"]
@@ -238,11 +239,51 @@ func FuzzParse(f *testing.F) {
 		for _, res := range rs {
 			if res.VS != nil {
 				for _, h := range res.VS.Spec.Hosts {
-					if m, ok := tab.Match(ServiceName(h), r, nil); ok && len(m.Dests) > 0 {
+					if m, ok := tab.Match(ServiceOf(h, res.Namespace).String(), r, nil); ok && len(m.Dests) > 0 {
 						m.Pick()
 					}
 				}
 			}
 		}
 	})
+}
+
+func TestMeshHostNamesInResources(t *testing.T) {
+	const vs = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r, namespace: prod}
+spec:
+  hosts: [%s]
+  http: [{route: [{destination: {host: %s}}], mirror: {host: %s}}]
+`
+	for _, tt := range []struct {
+		host, dest, err string
+		key             string
+		want            WeightedDest
+	}{
+		{"api", "api", "", "api.prod", WeightedDest{Service: "api", Namespace: "prod"}},
+		{"api.prod.svc.cluster.local", "api.other", "", "api.prod", WeightedDest{Service: "api", Namespace: "other"}},
+		{"api.github.com", "api", "spec.hosts[0]", "", WeightedDest{}},
+		{"api", "api.github.com", "spec.http[0].route[0].destination.host", "", WeightedDest{}},
+		{"api", "api..", "spec.http[0].route[0].destination.host", "", WeightedDest{}},
+	} {
+		rs, err := Parse([]byte(fmt.Sprintf(vs, tt.host, tt.dest, tt.dest)), "t")
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), "not a mesh service") {
+				t.Errorf("%s → %s: %v, want an error naming %s", tt.host, tt.dest, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s → %s: %v", tt.host, tt.dest, err)
+		}
+		tab := Compile(1, rs)
+		m, ok := tab.Match(tt.key, httptest.NewRequest("GET", "/", nil), nil)
+		if !ok || m.Dests[0].Service != tt.want.Service || m.Dests[0].Namespace != tt.want.Namespace || m.MirrorTo.Namespace != tt.want.Namespace {
+			t.Errorf("%s → %s: %+v %v", tt.host, tt.dest, m.Route, ok)
+		}
+		if _, ok := tab.Match("api.default", httptest.NewRequest("GET", "/", nil), nil); ok {
+			t.Errorf("%s: a route of namespace prod matched api.default", tt.host)
+		}
+	}
 }

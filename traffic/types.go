@@ -99,18 +99,32 @@ type PortSelector struct {
 	Number uint32 `json:"number"`
 }
 
-// HTTPRedirect answers with a redirect instead of forwarding.
+// HTTPRedirect answers with a redirect instead of forwarding. Port and
+// DerivePort are Istio's oneof: at most one is set. See
+// Matched.RedirectLocation for how each field applies.
 type HTTPRedirect struct {
 	URI          string `json:"uri,omitempty"`
 	Authority    string `json:"authority,omitempty"`
+	Port         uint32 `json:"port,omitempty"`
+	DerivePort   string `json:"derivePort,omitempty"`
 	Scheme       string `json:"scheme,omitempty"`
 	RedirectCode uint32 `json:"redirectCode,omitempty"`
 }
 
-// HTTPRewrite rewrites the path prefix that matched, or the authority.
+// HTTPRewrite rewrites the path prefix that matched (URI) or the path by
+// a regex (URIRegexRewrite; at most one of the two), and the authority.
 type HTTPRewrite struct {
-	URI       string `json:"uri,omitempty"`
-	Authority string `json:"authority,omitempty"`
+	URI             string        `json:"uri,omitempty"`
+	URIRegexRewrite *RegexRewrite `json:"uriRegexRewrite,omitempty"`
+	Authority       string        `json:"authority,omitempty"`
+}
+
+// RegexRewrite is Istio's uriRegexRewrite (Envoy's regex_rewrite): every
+// match of Match (RE2) in the path is replaced by Rewrite, in which \1 to
+// \9 name Match's groups.
+type RegexRewrite struct {
+	Match   string `json:"match"`
+	Rewrite string `json:"rewrite"`
 }
 
 // HTTPRetry is the retry policy.

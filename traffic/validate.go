@@ -3,14 +3,21 @@ package traffic
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
+
+	"github.com/sigil-mesh/sigil/naming"
 )
 
 // Validate checks one resource on its own and names every bad field.
 func Validate(r Resource) error {
 	var v validator
+	if !naming.ValidNamespace(r.Namespace) {
+		v.fail("metadata.namespace", "%q is not a namespace (a DNS label: a-z, 0-9, inner '-', at most 63)", r.Namespace)
+	}
 	switch {
 	case r.VS != nil:
 		v.virtualService(r.VS)
@@ -29,21 +36,24 @@ func (v *validator) fail(path, format string, args ...any) {
 	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 }
 
-var labelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
-
 // ValidServiceName reports whether name is a DNS label (a-z, 0-9, inner
-// '-', at most 63): the form of service and subset names everywhere in
-// Sigil (resources, sidecar flags, registrations, entries).
-func ValidServiceName(name string) bool { return labelRE.MatchString(name) }
+// '-', at most 63): naming.ValidServiceName, kept here for its callers.
+func ValidServiceName(name string) bool { return naming.ValidServiceName(name) }
 
-// ServiceName maps a host as Istio users write it ("api",
-// "api.default.svc.cluster.local", "api.default") to a Sigil service name.
-func ServiceName(host string) string {
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if name, _, ok := strings.Cut(host, "."); ok {
-		return name
+// ServiceOf resolves a host as a resource in namespace writes it ("api",
+// "api.prod", "api.prod.svc.cluster.local"): a bare name is a service of
+// the resource's own namespace, as in Istio. It returns the zero Service
+// for a host that is not a mesh service (Validate refuses those).
+func ServiceOf(host, namespace string) naming.Service {
+	r, err := naming.NewResolver(namespace, naming.DefaultClusterDomain)
+	if err != nil {
+		return naming.Service{}
 	}
-	return host
+	svc, err := r.Host(host)
+	if err != nil {
+		return naming.Service{}
+	}
+	return svc
 }
 
 func (v *validator) host(path, h string) {
@@ -55,8 +65,8 @@ func (v *validator) host(path, h string) {
 		v.fail(path, "wildcard hosts are not supported")
 		return
 	}
-	if !labelRE.MatchString(ServiceName(h)) {
-		v.fail(path, "%q is not a service name", h)
+	if _, err := (naming.Resolver{}).Host(h); err != nil {
+		v.fail(path, "%q is not a mesh service: %v", h, err)
 	}
 }
 
@@ -104,8 +114,8 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 		}
 	}
 	if rd := rt.Redirect; rd != nil {
-		if rd.URI == "" && rd.Authority == "" && rd.Scheme == "" {
-			v.fail(p+".redirect", "set uri, authority or scheme")
+		if rd.URI == "" && rd.Authority == "" && rd.Scheme == "" && rd.Port == 0 && rd.DerivePort == "" {
+			v.fail(p+".redirect", "set uri, authority, scheme, port or derivePort")
 		}
 		switch rd.RedirectCode {
 		case 0, 301, 302, 303, 307, 308:
@@ -115,12 +125,33 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 		if rd.Scheme != "" && rd.Scheme != "http" && rd.Scheme != "https" {
 			v.fail(p+".redirect.scheme", "%q: want http or https", rd.Scheme)
 		}
+		v.uri(p+".redirect.uri", rd.URI, true)
+		v.authority(p+".redirect.authority", rd.Authority)
+		if rd.Port > 65535 {
+			v.fail(p+".redirect.port", "%d is not a port", rd.Port)
+		}
+		switch rd.DerivePort {
+		case "", DerivePortFromProtocolDefault, DerivePortFromRequestPort:
+		default:
+			v.fail(p+".redirect.derivePort", "%q: want %s or %s", rd.DerivePort, DerivePortFromProtocolDefault, DerivePortFromRequestPort)
+		}
+		if rd.Port != 0 && rd.DerivePort != "" {
+			v.fail(p+".redirect", "port and derivePort cannot both be set")
+		}
+		if rt.Rewrite != nil {
+			v.fail(p, "rewrite and redirect cannot both be set")
+		}
 	}
-	if rw := rt.Rewrite; rw != nil && rw.URI == "" && rw.Authority == "" {
-		v.fail(p+".rewrite", "set uri or authority")
-	}
-	if rw := rt.Rewrite; rw != nil && rw.URI != "" && !strings.HasPrefix(rw.URI, "/") {
-		v.fail(p+".rewrite.uri", "%q must start with /", rw.URI)
+	if rw := rt.Rewrite; rw != nil {
+		if rw.URI == "" && rw.URIRegexRewrite == nil && rw.Authority == "" {
+			v.fail(p+".rewrite", "set uri, uriRegexRewrite or authority")
+		}
+		if rw.URI != "" && rw.URIRegexRewrite != nil {
+			v.fail(p+".rewrite", "uri and uriRegexRewrite cannot both be set")
+		}
+		v.uri(p+".rewrite.uri", rw.URI, false)
+		v.regexRewrite(p+".rewrite.uriRegexRewrite", rw.URIRegexRewrite)
+		v.authority(p+".rewrite.authority", rw.Authority)
 	}
 	v.positive(p+".timeout", rt.Timeout)
 	if r := rt.Retries; r != nil {
@@ -167,9 +198,69 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 	v.headers(p+".headers", rt.Headers)
 }
 
+// uri checks a path that replaces the request's (rewrite.uri, or
+// redirect.uri, which may carry a query): absolute, and printable ASCII
+// with no space, so it can never split or smuggle a request line or a
+// Location header.
+func (v *validator) uri(p, u string, query bool) {
+	if u == "" {
+		return
+	}
+	if !strings.HasPrefix(u, "/") {
+		v.fail(p, "%q must start with /", u)
+	}
+	if i := strings.IndexFunc(u, func(c rune) bool { return c <= ' ' || c >= 0x7f || c == '#' || !query && c == '?' }); i >= 0 {
+		v.fail(p, "%q: byte %d (%q) is not allowed in a path", u, i, u[i])
+	}
+}
+
+// regexRewrite checks a uriRegexRewrite: the match compiles as RE2, and
+// the rewrite names only groups the match has and keeps the path a path.
+func (v *validator) regexRewrite(p string, rr *RegexRewrite) {
+	if rr == nil {
+		return
+	}
+	re, err := regexp.Compile(rr.Match)
+	switch {
+	case rr.Match == "":
+		v.fail(p+".match", "required")
+	case err != nil:
+		v.fail(p+".match", "%v", err)
+	}
+	if _, groups, err := expandTemplate(rr.Rewrite); err != nil {
+		v.fail(p+".rewrite", "%v", err)
+	} else if re != nil && groups > re.NumSubexp() {
+		v.fail(p+".rewrite", "refers to group \\%d; the match has %d", groups, re.NumSubexp())
+	}
+	if i := strings.IndexFunc(rr.Rewrite, func(c rune) bool { return c <= ' ' || c >= 0x7f || c == '?' || c == '#' }); i >= 0 {
+		v.fail(p+".rewrite", "%q: byte %d (%q) is not allowed in a path", rr.Rewrite, i, rr.Rewrite[i])
+	}
+}
+
+// authority checks a host[:port] that replaces the request's
+// (rewrite.authority, redirect.authority).
+func (v *validator) authority(p, a string) {
+	if a == "" {
+		return
+	}
+	host, port := a, ""
+	if h, pt, err := net.SplitHostPort(a); err == nil {
+		host, port = h, pt
+	}
+	bad := host == "" || strings.ContainsFunc(host, func(c rune) bool {
+		return !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == ':' || c == '_' || c == '[' || c == ']')
+	})
+	if n, err := strconv.Atoi(port); port != "" && (err != nil || n < 1 || n > 65535) {
+		bad = true
+	}
+	if bad {
+		v.fail(p, "%q is not a host or host:port", a)
+	}
+}
+
 func (v *validator) destination(p string, d *Destination) {
 	v.host(p+".host", d.Host)
-	if d.Subset != "" && !labelRE.MatchString(d.Subset) {
+	if d.Subset != "" && !naming.ValidServiceName(d.Subset) {
 		v.fail(p+".subset", "%q is not a valid subset name", d.Subset)
 	}
 }
@@ -228,15 +319,26 @@ func (v *validator) headers(p string, h *Headers) {
 		if ops == nil {
 			continue
 		}
-		for k := range ops.Set {
+		for k, val := range ops.Set {
 			v.headerName(p+"."+name+".set", k)
+			v.headerValue(p+"."+name+".set."+k, val)
 		}
-		for k := range ops.Add {
+		for k, val := range ops.Add {
 			v.headerName(p+"."+name+".add", k)
+			v.headerValue(p+"."+name+".add."+k, val)
 		}
 		for _, k := range ops.Remove {
 			v.headerName(p+"."+name+".remove", k)
 		}
+	}
+}
+
+// headerValue refuses a value that is not an RFC 9110 field value
+// (section 5.5: no control character but horizontal tab): a CR or LF would
+// end the line, and the writer would have to alter the value.
+func (v *validator) headerValue(p, val string) {
+	if i := strings.IndexFunc(val, func(c rune) bool { return c < ' ' && c != '\t' || c == 0x7f }); i >= 0 {
+		v.fail(p, "%q: byte %d (%q) is not allowed in a header value", val, i, val[i])
 	}
 }
 
@@ -258,7 +360,7 @@ func (v *validator) destinationRule(dr *DestinationRule) {
 	seen := map[string]bool{}
 	for i, s := range dr.Spec.Subsets {
 		p := fmt.Sprintf("spec.subsets[%d]", i)
-		if !labelRE.MatchString(s.Name) {
+		if !naming.ValidServiceName(s.Name) {
 			v.fail(p+".name", "%q is not a valid subset name", s.Name)
 		}
 		if seen[s.Name] {
@@ -324,14 +426,14 @@ var GRPCCodes = map[string]int{
 // subset a VirtualService routes or mirrors to is defined by a
 // DestinationRule for its host, and no host has two DestinationRules.
 func CheckReferences(all []Resource) error {
-	subsets := map[string]map[string]bool{}
-	owner := map[string]string{}
+	subsets := map[naming.Service]map[string]bool{}
+	owner := map[naming.Service]string{}
 	var errs []error
 	for _, r := range all {
 		if r.DR == nil {
 			continue
 		}
-		svc := ServiceName(r.DR.Spec.Host)
+		svc := ServiceOf(r.DR.Spec.Host, r.Namespace)
 		if prev, dup := owner[svc]; dup {
 			errs = append(errs, fmt.Errorf("%s: spec.host %q already has %s", r.Ref(), r.DR.Spec.Host, prev))
 			continue
@@ -351,7 +453,7 @@ func CheckReferences(all []Resource) error {
 				if d == nil || d.Subset == "" {
 					return
 				}
-				if !subsets[ServiceName(d.Host)][d.Subset] {
+				if !subsets[ServiceOf(d.Host, r.Namespace)][d.Subset] {
 					errs = append(errs, fmt.Errorf("%s: %s: subset %q of %s is not defined by any DestinationRule (apply the DestinationRule first)", r.Ref(), path, d.Subset, d.Host))
 				}
 			}

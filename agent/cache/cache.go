@@ -19,6 +19,7 @@ import (
 	"time"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/backoff"
 	"github.com/sigil-mesh/sigil/selector"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -55,9 +56,13 @@ type Cache struct {
 	bundle *spiffebundle.Bundle
 	ids    map[string]*Identity
 	jwts   map[string]jwtCached
-	synced bool          // entries received from the server at least once
-	ch     chan struct{} // closed and replaced on every change
-	wake   chan struct{}
+	synced bool // entries received from the server at least once
+	// blocked, when set, is why nothing can be signed now (the agent's own
+	// SVID expired or was refused): callers waiting for an SVID are told at
+	// once instead of waiting for a signature that cannot come.
+	blocked error
+	ch      chan struct{} // closed and replaced on every change
+	wake    chan struct{}
 }
 
 // maxBatch is how many CSRs go in one call to the server.
@@ -214,23 +219,21 @@ func (c *Cache) Len() (entries, signed int) {
 	return len(c.ids), signed
 }
 
-// Run renews SVIDs until ctx is done.
+// Run renews SVIDs until ctx is done. Failed signing is retried on the
+// backoff schedule, at once when SetBlocked(nil) says signing works again.
 func (c *Cache) Run(ctx context.Context) {
-	backoff := time.Second
+	var b backoff.Backoff
 	for {
 		due, next := c.due()
 		if len(due) > 0 {
 			if err := c.sign(ctx, due); err != nil {
-				c.log.Warn("svid signing failed; keeping the SVIDs held and retrying", "error", err, "retry_in", backoff.String())
-				select {
-				case <-ctx.Done():
+				c.log.Warn("svid signing failed; keeping the SVIDs held and retrying", "error", err)
+				if !b.Wait(ctx, c.wake) {
 					return
-				case <-time.After(backoff):
 				}
-				backoff = min(backoff*2, 5*time.Second)
 				continue
 			}
-			backoff = time.Second
+			b.Reset()
 			continue
 		}
 		wait := time.Minute
@@ -247,6 +250,60 @@ func (c *Cache) Run(ctx context.Context) {
 		}
 		t.Stop()
 	}
+}
+
+// SetBlocked records why the cache cannot have SVIDs signed now (nil: it
+// can again, and signing is retried at once). While blocked, a workload
+// whose SVID is missing or expired is told why at once (Unavailable) rather
+// than kept waiting; the SVIDs held stay served until they expire.
+func (c *Cache) SetBlocked(reason error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if (c.blocked == nil) == (reason == nil) {
+		c.blocked = reason
+		return
+	}
+	c.blocked = reason
+	c.notifyLocked()
+	if reason == nil {
+		c.poke()
+	}
+}
+
+// Unsynced forgets that the node's entries are known, as after a
+// re-attestation that follows an eviction (which dropped them): until the
+// server's next snapshot arrives, a caller waits for it, bounded, rather
+// than being told it has no identity.
+func (c *Cache) Unsynced() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.synced = false
+}
+
+// Unavailable says why a workload with these selectors cannot be given an
+// X.509-SVID now, or nil when it can, or soon will (its first SVID is being
+// signed). Call it when Match reports pending identities: an expired SVID,
+// or any missing one while blocked, is an answer to give at once.
+func (c *Cache) Unavailable(sels selector.Set) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	now := c.now()
+	for _, id := range c.ids {
+		if !sels.Includes(id.Selectors) {
+			continue
+		}
+		switch {
+		case id.SVID != nil && !now.Before(id.SVID.Certificates[0].NotAfter):
+			why := "the server has not renewed it"
+			if c.blocked != nil {
+				why = c.blocked.Error()
+			}
+			return fmt.Errorf("cache: the X509-SVID of %s expired at %s: %s", id.ID, id.SVID.Certificates[0].NotAfter.UTC().Format(time.RFC3339), why)
+		case id.SVID == nil && c.blocked != nil:
+			return fmt.Errorf("cache: no X509-SVID for %s yet: %w", id.ID, c.blocked)
+		}
+	}
+	return nil
 }
 
 // due returns the entries to sign now and when the next one falls due.

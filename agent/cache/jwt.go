@@ -55,6 +55,12 @@ func (c *Cache) FetchJWTSVIDs(ctx context.Context, sels selector.Set, want spiff
 			out = append(out, JWTSVID{ID: id.ID, Token: cached.token})
 			continue
 		}
+		c.mu.RLock()
+		blocked := c.blocked
+		c.mu.RUnlock()
+		if blocked != nil {
+			return nil, fmt.Errorf("cache: jwt-svid for %s: %w", id.ID, blocked)
+		}
 		resp, err := c.signer.NewJWTSVID(ctx, id.EntryID, aud)
 		if err != nil {
 			return nil, fmt.Errorf("cache: jwt-svid for %s: %w", id.ID, err)

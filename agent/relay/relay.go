@@ -1,7 +1,10 @@
 // Package relay is the agent's side of the sidecars' Discovery API: it
 // registers each sidecar's endpoint under the identity the agent attested
 // for it, relays the configuration and endpoints the server streams to
-// every sidecar on the node, and reports the node's sidecars (with the
+// every sidecar on the node as deltas of bounded size (package
+// configdelta, the same scheme the server uses towards the agent, so a
+// configuration larger than one gRPC message still reaches sidecars), and
+// reports the node's sidecars (with the
 // config version each runs) back to the server.
 package relay
 
@@ -22,6 +25,7 @@ import (
 	"github.com/sigil-mesh/sigil/agent/cache"
 	"github.com/sigil-mesh/sigil/agent/unixattest"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/api/configdelta"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
 	"github.com/sigil-mesh/sigil/selector"
 	"github.com/sigil-mesh/sigil/traffic"
@@ -48,7 +52,7 @@ type Relay struct {
 	log      *slog.Logger
 
 	mu      sync.Mutex
-	cfg     *agentv1.Config
+	cfg     *configdelta.Snapshot
 	changed chan struct{}
 	proxies map[string]*agentv1.Proxy
 	dirty   chan struct{}
@@ -61,15 +65,15 @@ func New(ids Identities, attestor Attestor, log *slog.Logger) *Relay {
 	return &Relay{ids: ids, attestor: attestor, log: log, changed: make(chan struct{}), proxies: map[string]*agentv1.Proxy{}, dirty: make(chan struct{}, 1)}
 }
 
-// SetConfig takes a new configuration from the server and wakes every
-// sidecar stream if it differs.
-func (r *Relay) SetConfig(c *agentv1.Config) {
+// SetConfig takes a complete configuration from the server and wakes
+// every sidecar stream if it differs. c is not changed afterwards.
+func (r *Relay) SetConfig(c *configdelta.Snapshot) {
 	if c == nil {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.cfg != nil && proto.Equal(r.cfg, c) {
+	if configdelta.Same(r.cfg, c) {
 		return
 	}
 	r.cfg = c
@@ -77,7 +81,7 @@ func (r *Relay) SetConfig(c *agentv1.Config) {
 	r.changed = make(chan struct{})
 }
 
-func (r *Relay) current() (*agentv1.Config, <-chan struct{}) {
+func (r *Relay) current() (*configdelta.Snapshot, <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.cfg, r.changed
@@ -151,12 +155,14 @@ func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
 			}
 		}
 	}()
-	var sent *agentv1.Config
+	var sent *configdelta.Snapshot
 	for {
 		cfg, changed := r.current()
 		if cfg != nil && cfg != sent {
-			if err := stream.Send(&proxyv1.DiscoveryResponse{Config: cfg}); err != nil {
-				return err
+			for _, d := range configdelta.Diff(sent, cfg, configdelta.MaxMessageBytes) {
+				if err := stream.Send(&proxyv1.DiscoveryResponse{Delta: d}); err != nil {
+					return err
+				}
 			}
 			sent = cfg
 		}
@@ -184,8 +190,8 @@ func checkRegister(reg *proxyv1.Register) error {
 		return fmt.Errorf("register: %d labels, at most 64", len(reg.GetLabels()))
 	}
 	for k, v := range reg.GetLabels() {
-		if k == "" || len(k) > 253 || len(v) > 253 {
-			return fmt.Errorf("register: label %q=%q: keys 1 to 253 bytes, values up to 253", k, v)
+		if err := traffic.ValidateLabel(k, v); err != nil {
+			return fmt.Errorf("register: %w", err)
 		}
 	}
 	host, port, err := net.SplitHostPort(reg.GetAddress())

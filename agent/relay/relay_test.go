@@ -24,6 +24,8 @@ func TestCheckRegister(t *testing.T) {
 		"unspecified": {&proxyv1.Register{Service: "api", Address: "0.0.0.0:15006"}, "unspecified"},
 		"port":        {&proxyv1.Register{Service: "api", Address: "10.0.0.2:0"}, "bad port"},
 		"label":       {&proxyv1.Register{Service: "api", Address: "10.0.0.2:1", Labels: map[string]string{"": "x"}}, "label"},
+		"label value": {&proxyv1.Register{Service: "api", Address: "10.0.0.2:1", Labels: map[string]string{"version": "\x1b]0;x\a"}}, `value "\x1b]0;x\a" must be empty or`},
+		"label key":   {&proxyv1.Register{Service: "api", Address: "10.0.0.2:1", Labels: map[string]string{"a b": "x"}}, `label key "a b"`},
 	} {
 		err := checkRegister(tt.reg)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {

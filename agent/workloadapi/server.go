@@ -32,6 +32,7 @@ import (
 // Identities is what the server reads from the agent's cache.
 type Identities interface {
 	Match(sels selector.Set) ([]cache.Identity, bool)
+	Unavailable(sels selector.Set) error
 	Changed() <-chan struct{}
 	Bundle() *spiffebundle.Bundle
 	FetchJWTSVIDs(ctx context.Context, sels selector.Set, want spiffeid.ID, audience []string) ([]cache.JWTSVID, error)
@@ -117,13 +118,27 @@ func (h *Handler) attest(ctx context.Context) (selector.Set, unixattest.AuthInfo
 	return selector.NewSet(h.attestor.Attest(info)...), info, nil
 }
 
+// errNoIdentity is SPIRE's answer to a caller no entry matches.
 var errNoIdentity = status.Error(codes.PermissionDenied, "no identity issued")
 
-// waitMatch returns the caller's identities, waiting (bounded) for those
-// whose first SVID is on its way. No entry at all is PermissionDenied at once.
-func (h *Handler) waitMatch(ctx context.Context, sels selector.Set) ([]cache.Identity, error) {
-	deadline := time.NewTimer(h.firstSVIDWait)
-	defer deadline.Stop()
+// waitMatch returns the caller's identities. No entry at all is
+// PermissionDenied at once (as SPIRE). For a stream's first answer
+// (first), an SVID that cannot come now — expired and not renewed, or the
+// agent unable to have anything signed — is Unavailable at once with the
+// reason, so the caller retries rather than hangs to its deadline
+// (Unavailable is the code Workload API clients retry on); an SVID merely
+// being signed is waited for, up to firstSVIDWait. Later, an open stream
+// waits quietly for the next SVIDs: the client keeps the ones it holds and
+// gets the new ones the moment the agent has them. A caller that wants
+// only bundles (!svid) is served once it is known to have an entry, SVID
+// or not.
+func (h *Handler) waitMatch(ctx context.Context, sels selector.Set, first, svid bool) ([]cache.Identity, error) {
+	var deadline <-chan time.Time
+	if first {
+		t := time.NewTimer(h.firstSVIDWait)
+		defer t.Stop()
+		deadline = t.C
+	}
 	for {
 		changed := h.ids.Changed()
 		ids, pending := h.ids.Match(sels)
@@ -133,10 +148,18 @@ func (h *Handler) waitMatch(ctx context.Context, sels selector.Set) ([]cache.Ide
 		if !pending {
 			return nil, errNoIdentity
 		}
+		if first || !svid {
+			if err := h.ids.Unavailable(sels); err != nil {
+				if !svid {
+					return nil, nil
+				}
+				return nil, status.Error(codes.Unavailable, err.Error())
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return nil, status.FromContextError(ctx.Err()).Err()
-		case <-deadline.C:
+		case <-deadline:
 			return nil, status.Error(codes.Unavailable, "the SVID for this workload is not signed yet; retry")
 		case <-changed:
 		}
@@ -156,7 +179,7 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 	var lastBundle *spiffebundle.Bundle
 	for {
 		changed := h.ids.Changed()
-		ids, err := h.waitMatch(ctx, sels)
+		ids, err := h.waitMatch(ctx, sels, last == nil, true)
 		if err != nil {
 			if status.Code(err) == codes.PermissionDenied {
 				h.log.Info("workload has no identity", "pid", info.PID, "uid", info.UID)
@@ -248,7 +271,7 @@ func (h *Handler) streamBundles(ctx context.Context, send func(*spiffebundle.Bun
 	var last *spiffebundle.Bundle
 	for {
 		changed := h.ids.Changed()
-		if _, err := h.waitMatch(ctx, sels); err != nil {
+		if _, err := h.waitMatch(ctx, sels, last == nil, false); err != nil {
 			return err
 		}
 		if b := h.ids.Bundle(); b != last {
@@ -286,6 +309,8 @@ func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest
 	if errors.Is(err, cache.ErrNoIdentity) {
 		return nil, errNoIdentity
 	}
+	// Unavailable, with the cache's reason (the agent cannot have a token
+	// signed now, or the server did not answer): the caller may retry.
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}

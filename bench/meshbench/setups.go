@@ -91,13 +91,14 @@ func (e *env) startMesh(ctx context.Context) error {
 	if _, err := e.sigil(append([]string{"entry", "create", "--parent-id", "spiffe://example.org/sigil/agent/join_token/bench", "--spiffe-id", e.id, "--selector", "unix:uid:" + strconv.Itoa(os.Getuid())}, services...)...); err != nil {
 		return err
 	}
-	token, err := e.sigil("token", "generate", "--node", "bench")
-	if err != nil {
+	// The token in a 0600 file, never in argv (any local user reads argv).
+	tokenFile := e.dir + "/agent.token"
+	if _, err := e.sigil("token", "generate", "--node", "bench", "--output", tokenFile); err != nil {
 		return err
 	}
 	e.agentSocket = e.dir + "/agent.sock"
 	e.admin = e.dir + "/server/admin.sock"
-	if e.agent, err = e.start("sigil-agent", e.bin+"/sigil-agent", "run", "--server", addr, "--trust-bundle", e.bundleFile, "--join-token", token, "--data-dir", e.dir+"/agent", "--socket", e.agentSocket); err != nil {
+	if e.agent, err = e.start("sigil-agent", e.bin+"/sigil-agent", "run", "--server", addr, "--trust-bundle", e.bundleFile, "--join-token-file", tokenFile, "--data-dir", e.dir+"/agent", "--socket", e.agentSocket); err != nil {
 		return err
 	}
 	if _, err := e.agent.waitLog(`"sigil-agent running"`, 30*time.Second); err != nil {

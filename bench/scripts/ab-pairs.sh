@@ -26,8 +26,8 @@ ADDR=$(grep -o '"agent_api":"[^"]*"' "$D/server.log" | cut -d'"' -f4)
 "$BIN/sigil-server" entry create --data-dir "$D/server" --parent-id spiffe://example.org/sigil/agent/join_token/ab \
   --spiffe-id spiffe://example.org/ns/bench/sa/bench --selector "unix:uid:$(id -u)" \
   --service api --service web --service api2 --service web2 >/dev/null
-TOKEN=$("$BIN/sigil-server" token generate --node ab --data-dir "$D/server")
-"$BIN/sigil-agent" run --server "$ADDR" --trust-bundle "$D/bundle.pem" --join-token "$TOKEN" --data-dir "$D/agent" --socket "$D/a.sock" >"$D/agent.log" 2>&1 & pids+=($!)
+"$BIN/sigil-server" token generate --node ab --data-dir "$D/server" --output "$D/agent.token" >/dev/null
+"$BIN/sigil-agent" run --server "$ADDR" --trust-bundle "$D/bundle.pem" --join-token-file "$D/agent.token" --data-dir "$D/agent" --socket "$D/a.sock" >"$D/agent.log" 2>&1 & pids+=($!)
 waitlog "$D/agent.log" '"sigil-agent running"'
 cat >"$D/p.rego" <<'R'
 package sigil.authz

@@ -12,7 +12,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/sigil-mesh/sigil/atomicfile"
 	"github.com/sigil-mesh/sigil/cmd/internal/logflag"
+	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
 	"github.com/sigil-mesh/sigil/registry"
 	"github.com/sigil-mesh/sigil/server"
 	"github.com/spf13/cobra"
@@ -20,10 +22,8 @@ import (
 )
 
 func main() {
-	if err := newRoot().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "sigil-server:", err)
-		os.Exit(1)
-	}
+	// No control character from a stored record reaches the terminal.
+	os.Exit(termsafe.Main(newRoot(), "sigil-server"))
 }
 
 func newRoot() *cobra.Command {
@@ -48,11 +48,14 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.TrustDomain, "trust-domain", "", "trust domain, fixed at first start, such as example.org (required)")
 	f.StringVar(&cfg.Bind, "bind", server.DefaultBind, "HOST:PORT of the agent API")
 	f.DurationVar(&cfg.DefaultX509TTL, "default-x509-ttl", server.DefaultX509TTL, "X.509-SVID lifetime when an entry sets none")
+	f.DurationVar(&cfg.AgentX509TTL, "agent-x509-ttl", 0, "lifetime of agents' own X.509-SVIDs (default: --default-x509-ttl); an agent cut off from the server longer than this must re-attest")
 	f.DurationVar(&cfg.DefaultJWTTTL, "default-jwt-ttl", server.DefaultJWTTTL, "JWT-SVID lifetime when an entry sets none")
 	f.DurationVar(&cfg.CATTL, "ca-ttl", 0, "lifetime of the signing intermediate and JWT key (default 24h)")
 	f.DurationVar(&cfg.RootTTL, "root-ttl", 0, "lifetime of a root made by the server (default 8760h)")
 	f.StringVar(&cfg.UpstreamCert, "upstream-cert", "", "PEM chain of an existing CA to sign Sigil's intermediate: signing cert first, root last")
 	f.StringVar(&cfg.UpstreamKey, "upstream-key", "", "PEM key of --upstream-cert's first certificate")
+	f.Int64Var(&cfg.MaxResourceBytes, "max-resource-bytes", server.DefaultMaxResourceBytes, "largest configuration resource accepted, encoded, in bytes (at most 2 MiB)")
+	f.Int64Var(&cfg.MaxConfigBytes, "max-config-bytes", server.DefaultMaxConfigBytes, "largest total configuration accepted, encoded, in bytes")
 	f.StringVar(&cfg.KMS, "kms", "softkms:", "key manager URI (go.step.sm/crypto kms); softkms keeps 0600 key files in the data dir")
 	logger = logflag.Register(cmd)
 	return cmd
@@ -100,7 +103,7 @@ func newBundle() *cobra.Command {
 func newToken() *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Join tokens"}
 	var a adminFlags
-	var node string
+	var node, output string
 	var ttl time.Duration
 	gen := &cobra.Command{
 		Use: "generate", Short: "Print a single-use join token for a node", Args: cobra.NoArgs,
@@ -116,6 +119,15 @@ func newToken() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if output != "" {
+				// 0600 from the first byte, replaced whole: an agent
+				// re-reading the file never sees half a token.
+				if err := atomicfile.Write(output, []byte(t.Token+"\n"), 0o600); err != nil {
+					return fmt.Errorf("--output %s: %w", output, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Join token for node %s written to %s (mode 0600), valid until %s\n", t.Node, output, t.ExpiresAt.UTC().Format(time.RFC3339))
+				return nil
+			}
 			// The token alone on stdout, so scripts can take it as it is.
 			fmt.Fprintln(cmd.OutOrStdout(), t.Token)
 			return nil
@@ -124,6 +136,7 @@ func newToken() *cobra.Command {
 	a.register(gen)
 	gen.Flags().StringVar(&node, "node", "", "node name; the agent's ID will be spiffe://<td>/sigil/agent/join_token/<node> (required)")
 	gen.Flags().DurationVar(&ttl, "ttl", 10*time.Minute, "how long the token may be used")
+	gen.Flags().StringVar(&output, "output", "", "write the token to this file (mode 0600, replaced atomically) instead of stdout: the agent's --join-token-file")
 	cmd.AddCommand(gen)
 	return cmd
 }
@@ -223,10 +236,10 @@ func printEntries(w io.Writer, format string, es []registry.Entry) error {
 		fmt.Fprintf(w, "Entry ID      : %s\nSPIFFE ID     : %s\nParent ID     : %s\nRevision      : %d\nX509-SVID TTL : %s\nJWT-SVID TTL  : %s\nSource        : %s\n",
 			e.ID, e.SPIFFEID, e.ParentID, e.Revision, ttlText(e.X509TTL), ttlText(e.JWTTTL), e.Source)
 		for _, s := range e.Selectors {
-			fmt.Fprintf(w, "Selector      : %s\n", s)
+			fmt.Fprintf(w, "Selector      : %s\n", termsafe.Field(s.String()))
 		}
 		for _, s := range e.Services {
-			fmt.Fprintf(w, "Service       : %s\n", s)
+			fmt.Fprintf(w, "Service       : %s\n", termsafe.Field(s))
 		}
 	}
 	return nil
@@ -254,7 +267,14 @@ func newAgent() *cobra.Command {
 				return err
 			}
 			for _, ag := range agents {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s  node=%s  svid_expires=%s\n", ag.SPIFFEID, ag.Node, ag.ExpiresAt.UTC().Format(time.RFC3339))
+				seen := "never"
+				if ag.LastSeen != nil {
+					seen = ag.LastSeen.UTC().Format(time.RFC3339)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s  node=%s  svid_expires=%s  state=%s  last_seen=%s\n", ag.SPIFFEID, ag.Node, ag.ExpiresAt.UTC().Format(time.RFC3339), ag.State, seen)
+				if ag.State == server.AgentExpired {
+					fmt.Fprintf(cmd.OutOrStdout(), "  the agent's SVID has expired: it must re-attest; write a new token (sigil-server token generate --node %s --output FILE) to its --join-token-file\n", ag.Node)
+				}
 			}
 			return nil
 		},

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
 	"github.com/sigil-mesh/sigil/registry"
 	"github.com/sigil-mesh/sigil/server"
 	"github.com/sigil-mesh/sigil/traffic"
@@ -15,16 +16,26 @@ import (
 )
 
 // readFiles reads -f arguments: files, directories (their .yaml, .yml and
-// .json files; -R for subdirectories) and - for stdin.
+// .json files; -R for subdirectories) and - for stdin. A file that is not
+// UTF-8 is refused here, by name and byte offset: encoded for the server
+// its bad bytes would silently become U+FFFD.
 func readFiles(paths []string, recursive bool) ([]server.File, error) {
 	var out []server.File
+	add := func(name string, b []byte, err error) error {
+		if err == nil {
+			err = traffic.CheckUTF8(b, name)
+		}
+		if err == nil {
+			out = append(out, server.File{Name: name, Content: string(b)})
+		}
+		return err
+	}
 	for _, p := range paths {
 		if p == "-" {
 			b, err := io.ReadAll(os.Stdin)
-			if err != nil {
+			if err := add("stdin", b, err); err != nil {
 				return nil, err
 			}
-			out = append(out, server.File{Name: "stdin", Content: string(b)})
 			continue
 		}
 		st, err := os.Stat(p)
@@ -33,10 +44,9 @@ func readFiles(paths []string, recursive bool) ([]server.File, error) {
 		}
 		if !st.IsDir() {
 			b, err := os.ReadFile(p)
-			if err != nil {
+			if err := add(p, b, err); err != nil {
 				return nil, err
 			}
-			out = append(out, server.File{Name: p, Content: string(b)})
 			continue
 		}
 		var names []string
@@ -59,10 +69,9 @@ func readFiles(paths []string, recursive bool) ([]server.File, error) {
 		sort.Strings(names)
 		for _, n := range names {
 			b, err := os.ReadFile(n)
-			if err != nil {
+			if err := add(n, b, err); err != nil {
 				return nil, err
 			}
-			out = append(out, server.File{Name: n, Content: string(b)})
 		}
 	}
 	if len(out) == 0 {
@@ -73,14 +82,14 @@ func readFiles(paths []string, recursive bool) ([]server.File, error) {
 
 // resourceName prints a resource as kubectl does.
 func resourceName(kind, ns, name string) string {
-	return strings.ToLower(kind) + "." + traffic.GroupIstio + "/" + name + nsSuffix(ns)
+	return termsafe.Field(strings.ToLower(kind)) + "." + traffic.GroupIstio + "/" + termsafe.Field(name) + nsSuffix(ns)
 }
 
 func nsSuffix(ns string) string {
 	if ns == "" || ns == "default" {
 		return ""
 	}
-	return " (namespace " + ns + ")"
+	return " (namespace " + termsafe.Field(ns) + ")"
 }
 
 func newApply(client clientFunc) *cobra.Command {
@@ -148,8 +157,7 @@ func newDelete(client clientFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			type target struct{ kind, ns, name string }
-			var targets []target
+			var targets []registry.ResourceKey
 			switch {
 			case len(files) > 0 && len(args) == 0:
 				fs, err := readFiles(files, false)
@@ -162,7 +170,7 @@ func newDelete(client clientFunc) *cobra.Command {
 						return err
 					}
 					for _, r := range rs {
-						targets = append(targets, target{r.Kind, r.Namespace, r.Name})
+						targets = append(targets, registry.ResourceKey{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name})
 					}
 				}
 			case len(args) == 2 && len(files) == 0:
@@ -170,15 +178,28 @@ func newDelete(client clientFunc) *cobra.Command {
 				if !ok {
 					return fmt.Errorf("unknown kind %q: want virtualservice or destinationrule", args[0])
 				}
-				targets = append(targets, target{kind, namespace, args[1]})
+				targets = append(targets, registry.ResourceKey{Kind: kind, Namespace: namespace, Name: args[1]})
 			default:
 				return fmt.Errorf("give KIND NAME, or -f FILE")
 			}
-			for _, t := range targets {
-				if _, err := c.DeleteConfig(cmd.Context(), t.kind, t.ns, t.name); err != nil {
+			// One request, and one transaction, per batch: deleting
+			// thousands takes seconds, not one round trip each.
+			missing := 0
+			for start := 0; start < len(targets); start += server.MaxDeleteBatch {
+				resp, err := c.DeleteConfigBatch(cmd.Context(), targets[start:min(start+server.MaxDeleteBatch, len(targets))])
+				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", resourceName(t.kind, t.ns, t.name), registry.Deleted)
+				for _, r := range resp.Results {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", resourceName(r.Kind, r.Namespace, r.Name), registry.Deleted)
+				}
+				for _, ref := range resp.NotFound {
+					fmt.Fprintf(cmd.ErrOrStderr(), "Error from server (NotFound): %s not found\n", ref)
+				}
+				missing += len(resp.NotFound)
+			}
+			if missing > 0 {
+				return fmt.Errorf("%d of %d resources not found", missing, len(targets))
 			}
 			return nil
 		},

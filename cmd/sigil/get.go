@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 )
@@ -40,7 +41,7 @@ func newGet(client clientFunc) *cobra.Command {
 						if p.Stale {
 							st = fmt.Sprintf("STALE (current %d)", p.CurrentVersion)
 						}
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s ago\n", p.Service, p.Address, p.SPIFFEID, labels(p.Labels), p.ConfigVersion, st, time.Since(p.ReportedAt).Round(time.Second))
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s ago\n", termsafe.Field(p.Service), termsafe.Field(p.Address), termsafe.Field(p.SPIFFEID), labels(p.Labels), p.ConfigVersion, st, time.Since(p.ReportedAt).Round(time.Second))
 					}
 				})
 			case "services", "service", "svc":
@@ -51,7 +52,7 @@ func newGet(client clientFunc) *cobra.Command {
 				return show(w, output, ss, func(tw io.Writer) {
 					fmt.Fprintln(tw, "NAME\tENDPOINTS\tIDENTITIES")
 					for _, s := range ss {
-						fmt.Fprintf(tw, "%s\t%d\t%s\n", s.Name, s.Endpoints, strings.Join(s.Identities, ","))
+						fmt.Fprintf(tw, "%s\t%d\t%s\n", termsafe.Field(s.Name), s.Endpoints, strings.Join(termsafe.Fields(s.Identities), ","))
 					}
 				})
 			case "endpoints", "endpoint", "ep":
@@ -62,7 +63,7 @@ func newGet(client clientFunc) *cobra.Command {
 				return show(w, output, ps, func(tw io.Writer) {
 					fmt.Fprintln(tw, "SERVICE\tADDRESS\tIDENTITY\tLABELS")
 					for _, p := range ps {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Service, p.Address, p.SPIFFEID, labels(p.Labels))
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", termsafe.Field(p.Service), termsafe.Field(p.Address), termsafe.Field(p.SPIFFEID), labels(p.Labels))
 					}
 				})
 			default:
@@ -73,7 +74,7 @@ func newGet(client clientFunc) *cobra.Command {
 				return show(w, output, rs, func(tw io.Writer) {
 					fmt.Fprintln(tw, "NAMESPACE\tNAME\tKIND\tVERSION\tUPDATED")
 					for _, r := range rs {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", r.Namespace, r.Name, r.Kind, r.Version, r.UpdatedAt.Format(time.RFC3339))
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", termsafe.Field(r.Namespace), termsafe.Field(r.Name), termsafe.Field(r.Kind), r.Version, r.UpdatedAt.Format(time.RFC3339))
 					}
 				})
 			}
@@ -89,7 +90,7 @@ func labels(m map[string]string) string {
 	}
 	out := make([]string, 0, len(m))
 	for k, v := range m {
-		out = append(out, k+"="+v)
+		out = append(out, termsafe.Field(k)+"="+termsafe.Field(v))
 	}
 	sort.Strings(out)
 	return strings.Join(out, ",")

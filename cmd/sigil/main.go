@@ -5,9 +5,9 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"os"
 
+	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
 	"github.com/sigil-mesh/sigil/server"
 	"github.com/spf13/cobra"
 )
@@ -22,10 +22,9 @@ func main() {
 		return server.NewAdminClient(*socket), nil
 	}
 	root.AddCommand(newApply(client), newGet(client), newDelete(client), newAudit(), newPolicy())
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "sigil:", err)
-		os.Exit(1)
-	}
+	// Everything printed passes through termsafe: no control character
+	// from a stored name reaches the terminal.
+	os.Exit(termsafe.Main(root, "sigil"))
 }
 
 type clientFunc func() (*server.AdminClient, error)

@@ -28,6 +28,7 @@ type reply struct {
 	Service string            `json:"service"`
 	Method  string            `json:"method"`
 	Path    string            `json:"path"`
+	URI     string            `json:"uri"` // the request target as received
 	Host    string            `json:"host"`
 	Caller  string            `json:"caller"`
 	Headers map[string]string `json:"headers"`
@@ -114,7 +115,7 @@ func main() {
 			h[k] = strings.Join(v, ",")
 		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(reply{Service: *name, Method: r.Method, Path: r.URL.Path, Host: r.Host,
+		json.NewEncoder(w).Encode(reply{Service: *name, Method: r.Method, Path: r.URL.Path, URI: r.RequestURI, Host: r.Host,
 			Caller: callerOf(r.Header.Get("X-Forwarded-Client-Cert")), Headers: h, Body: string(body)})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

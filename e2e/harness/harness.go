@@ -256,6 +256,13 @@ func (m *Mesh) Token(node string) string {
 	return strings.TrimSpace(m.Admin("token", "generate", "--node", node))
 }
 
+// TokenFile writes a new join token for node to path (mode 0600, through
+// `sigil-server token generate --output`), the form agents take it in.
+func (m *Mesh) TokenFile(node, path string) {
+	m.t.Helper()
+	m.Admin("token", "generate", "--node", node, "--output", path)
+}
+
 // AgentID is the ID of the join-token agent of node.
 func AgentID(node string) string {
 	return "spiffe://" + TrustDomain + "/sigil/agent/join_token/" + node
@@ -272,11 +279,14 @@ func (m *Mesh) Entry(node, spiffeID string, extra ...string) string {
 	return match[1]
 }
 
-// AgentProc is a running sigil-agent with its data dir and socket.
+// AgentProc is a running sigil-agent with its data dir, socket, join
+// token file and admin address (/metrics, /ready).
 type AgentProc struct {
 	*Proc
-	DataDir string
-	Socket  string
+	DataDir   string
+	Socket    string
+	TokenFile string
+	Admin     string
 }
 
 // BundleFile writes the trust bundle to a file and returns its path.
@@ -295,10 +305,13 @@ func (m *Mesh) StartAgent(node string) *AgentProc {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		m.t.Fatal(err)
 	}
-	a := &AgentProc{DataDir: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "agent.sock")}
+	a := &AgentProc{DataDir: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "agent.sock"), TokenFile: filepath.Join(dir, "join-token")}
+	// The token goes in a 0600 file, never in argv where any local user
+	// could read it.
+	m.TokenFile(node, a.TokenFile)
 	a.Proc = Start(m.t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", m.BundleFile(),
-		"--join-token", m.Token(node), "--data-dir", a.DataDir, "--socket", a.Socket)
-	a.WaitFor(`"msg":"sigil-agent running"`, 30*time.Second)
+		"--join-token-file", a.TokenFile, "--data-dir", a.DataDir, "--socket", a.Socket, "--admin", "127.0.0.1:0")
+	a.Admin = a.WaitFor(`"msg":"sigil-agent running".*"admin":"([^"]*)"`, 30*time.Second)[1]
 	return a
 }
 
@@ -328,6 +341,9 @@ func StartProxy(t testing.TB, agent *AgentProc, service, app, policy string, ext
 	p.Inbound, p.Outbound, p.Admin = m[1], m[2], m[3]
 	return p
 }
+
+// PID is the process's ID.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
 
 // Signal sends sig to the process.
 func (p *Proc) Signal(sig os.Signal) { p.cmd.Process.Signal(sig) }

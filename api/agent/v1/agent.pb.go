@@ -856,12 +856,10 @@ func (x *Entry) GetRevision() int64 {
 }
 
 type SyncResponse struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Revision int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	Entries  []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
-	Bundle   *Bundle                `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
-	// Traffic configuration and the mesh's endpoints, for the node's sidecars.
-	Config        *Config `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Entries       []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	Bundle        *Bundle                `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -917,14 +915,156 @@ func (x *SyncResponse) GetBundle() *Bundle {
 	return nil
 }
 
-func (x *SyncResponse) GetConfig() *Config {
+type StreamConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamConfigRequest) Reset() {
+	*x = StreamConfigRequest{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamConfigRequest) ProtoMessage() {}
+
+func (x *StreamConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
-		return x.Config
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamConfigRequest.ProtoReflect.Descriptor instead.
+func (*StreamConfigRequest) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+// ConfigDelta moves a receiver's configuration towards the sender's. The
+// first delta of a stream has full set: the receiver drops what it held
+// and the deltas up to the next complete one carry the whole state.
+// A change larger than one message is split over several deltas; only the
+// last has complete set, and only then does the receiver's state equal
+// the sender's at version and endpoints_revision (before that it is a mix
+// and must not be used).
+type ConfigDelta struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Config version and endpoints revision the receiver is at once this
+	// delta is applied and complete is set.
+	Version           int64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	EndpointsRevision int64 `protobuf:"varint,2,opt,name=endpoints_revision,json=endpointsRevision,proto3" json:"endpoints_revision,omitempty"`
+	Full              bool  `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
+	Complete          bool  `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`
+	// Resources added or changed, whole.
+	Resources []*Resource `protobuf:"bytes,5,rep,name=resources,proto3" json:"resources,omitempty"`
+	// Resources removed, by kind, namespace and name (spec left empty).
+	RemovedResources []*Resource `protobuf:"bytes,6,rep,name=removed_resources,json=removedResources,proto3" json:"removed_resources,omitempty"`
+	// Endpoints that appeared; an endpoint never changes in place (a change
+	// is a removal and an addition).
+	Endpoints        []*Endpoint `protobuf:"bytes,7,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	RemovedEndpoints []*Endpoint `protobuf:"bytes,8,rep,name=removed_endpoints,json=removedEndpoints,proto3" json:"removed_endpoints,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ConfigDelta) Reset() {
+	*x = ConfigDelta{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigDelta) ProtoMessage() {}
+
+func (x *ConfigDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigDelta.ProtoReflect.Descriptor instead.
+func (*ConfigDelta) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ConfigDelta) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ConfigDelta) GetEndpointsRevision() int64 {
+	if x != nil {
+		return x.EndpointsRevision
+	}
+	return 0
+}
+
+func (x *ConfigDelta) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+func (x *ConfigDelta) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *ConfigDelta) GetResources() []*Resource {
+	if x != nil {
+		return x.Resources
 	}
 	return nil
 }
 
-// Config is what every sidecar routes by.
+func (x *ConfigDelta) GetRemovedResources() []*Resource {
+	if x != nil {
+		return x.RemovedResources
+	}
+	return nil
+}
+
+func (x *ConfigDelta) GetEndpoints() []*Endpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *ConfigDelta) GetRemovedEndpoints() []*Endpoint {
+	if x != nil {
+		return x.RemovedEndpoints
+	}
+	return nil
+}
+
+// Config is what every sidecar routes by, assembled from ConfigDeltas.
 type Config struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Version of the configuration resources; bumped by every apply or delete.
@@ -939,7 +1079,7 @@ type Config struct {
 
 func (x *Config) Reset() {
 	*x = Config{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1091,7 @@ func (x *Config) String() string {
 func (*Config) ProtoMessage() {}
 
 func (x *Config) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1104,7 @@ func (x *Config) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Config.ProtoReflect.Descriptor instead.
 func (*Config) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Config) GetVersion() int64 {
@@ -1008,7 +1148,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1160,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1173,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Resource) GetKind() string {
@@ -1077,7 +1217,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1229,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1242,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Endpoint) GetService() string {
@@ -1148,7 +1288,7 @@ type Proxy struct {
 
 func (x *Proxy) Reset() {
 	*x = Proxy{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1300,7 @@ func (x *Proxy) String() string {
 func (*Proxy) ProtoMessage() {}
 
 func (x *Proxy) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1313,7 @@ func (x *Proxy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proxy.ProtoReflect.Descriptor instead.
 func (*Proxy) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Proxy) GetId() string {
@@ -1227,7 +1367,7 @@ type ReportProxiesRequest struct {
 
 func (x *ReportProxiesRequest) Reset() {
 	*x = ReportProxiesRequest{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1379,7 @@ func (x *ReportProxiesRequest) String() string {
 func (*ReportProxiesRequest) ProtoMessage() {}
 
 func (x *ReportProxiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1392,7 @@ func (x *ReportProxiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportProxiesRequest.ProtoReflect.Descriptor instead.
 func (*ReportProxiesRequest) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReportProxiesRequest) GetProxies() []*Proxy {
@@ -1270,7 +1410,7 @@ type ReportProxiesResponse struct {
 
 func (x *ReportProxiesResponse) Reset() {
 	*x = ReportProxiesResponse{}
-	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1422,7 @@ func (x *ReportProxiesResponse) String() string {
 func (*ReportProxiesResponse) ProtoMessage() {}
 
 func (x *ReportProxiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_api_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1435,7 @@ func (x *ReportProxiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportProxiesResponse.ProtoReflect.Descriptor instead.
 func (*ReportProxiesResponse) Descriptor() ([]byte, []int) {
-	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 var File_api_agent_v1_agent_proto protoreflect.FileDescriptor
@@ -1357,12 +1497,21 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\rx509_svid_ttl\x18\x05 \x01(\x03R\vx509SvidTtl\x12 \n" +
 	"\fjwt_svid_ttl\x18\x06 \x01(\x03R\n" +
 	"jwtSvidTtl\x12\x1a\n" +
-	"\brevision\x18\a \x01(\x03R\brevision\"\xbb\x01\n" +
+	"\brevision\x18\a \x01(\x03R\brevision\"\x99\x01\n" +
 	"\fSyncResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12/\n" +
 	"\aentries\x18\x02 \x03(\v2\x15.sigil.agent.v1.EntryR\aentries\x12.\n" +
-	"\x06bundle\x18\x03 \x01(\v2\x16.sigil.agent.v1.BundleR\x06bundle\x12.\n" +
-	"\x06config\x18\x04 \x01(\v2\x16.sigil.agent.v1.ConfigR\x06config\"\xc1\x01\n" +
+	"\x06bundle\x18\x03 \x01(\v2\x16.sigil.agent.v1.BundleR\x06bundleJ\x04\b\x04\x10\x05R\x06config\"\x15\n" +
+	"\x13StreamConfigRequest\"\x84\x03\n" +
+	"\vConfigDelta\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\x12-\n" +
+	"\x12endpoints_revision\x18\x02 \x01(\x03R\x11endpointsRevision\x12\x12\n" +
+	"\x04full\x18\x03 \x01(\bR\x04full\x12\x1a\n" +
+	"\bcomplete\x18\x04 \x01(\bR\bcomplete\x126\n" +
+	"\tresources\x18\x05 \x03(\v2\x18.sigil.agent.v1.ResourceR\tresources\x12E\n" +
+	"\x11removed_resources\x18\x06 \x03(\v2\x18.sigil.agent.v1.ResourceR\x10removedResources\x126\n" +
+	"\tendpoints\x18\a \x03(\v2\x18.sigil.agent.v1.EndpointR\tendpoints\x12E\n" +
+	"\x11removed_endpoints\x18\b \x03(\v2\x18.sigil.agent.v1.EndpointR\x10removedEndpoints\"\xc1\x01\n" +
 	"\x06Config\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x126\n" +
 	"\tresources\x18\x02 \x03(\v2\x18.sigil.agent.v1.ResourceR\tresources\x12-\n" +
@@ -1393,7 +1542,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
 	"\x14ReportProxiesRequest\x12/\n" +
 	"\aproxies\x18\x01 \x03(\v2\x15.sigil.agent.v1.ProxyR\aproxies\"\x17\n" +
-	"\x15ReportProxiesResponse2\x84\x04\n" +
+	"\x15ReportProxiesResponse2\xd8\x04\n" +
 	"\x05Agent\x12G\n" +
 	"\x06Attest\x12\x1d.sigil.agent.v1.AttestRequest\x1a\x1e.sigil.agent.v1.AttestResponse\x12S\n" +
 	"\n" +
@@ -1401,7 +1550,8 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x10BatchNewX509SVID\x12'.sigil.agent.v1.BatchNewX509SVIDRequest\x1a(.sigil.agent.v1.BatchNewX509SVIDResponse\x12S\n" +
 	"\n" +
 	"NewJWTSVID\x12!.sigil.agent.v1.NewJWTSVIDRequest\x1a\".sigil.agent.v1.NewJWTSVIDResponse\x12C\n" +
-	"\x04Sync\x12\x1b.sigil.agent.v1.SyncRequest\x1a\x1c.sigil.agent.v1.SyncResponse0\x01\x12\\\n" +
+	"\x04Sync\x12\x1b.sigil.agent.v1.SyncRequest\x1a\x1c.sigil.agent.v1.SyncResponse0\x01\x12R\n" +
+	"\fStreamConfig\x12#.sigil.agent.v1.StreamConfigRequest\x1a\x1b.sigil.agent.v1.ConfigDelta0\x01\x12\\\n" +
 	"\rReportProxies\x12$.sigil.agent.v1.ReportProxiesRequest\x1a%.sigil.agent.v1.ReportProxiesResponseB2Z0github.com/sigil-mesh/sigil/api/agent/v1;agentv1b\x06proto3"
 
 var (
@@ -1416,7 +1566,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*AttestRequest)(nil),            // 0: sigil.agent.v1.AttestRequest
 	(*AttestResponse)(nil),           // 1: sigil.agent.v1.AttestResponse
@@ -1434,14 +1584,16 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Selector)(nil),                 // 13: sigil.agent.v1.Selector
 	(*Entry)(nil),                    // 14: sigil.agent.v1.Entry
 	(*SyncResponse)(nil),             // 15: sigil.agent.v1.SyncResponse
-	(*Config)(nil),                   // 16: sigil.agent.v1.Config
-	(*Resource)(nil),                 // 17: sigil.agent.v1.Resource
-	(*Endpoint)(nil),                 // 18: sigil.agent.v1.Endpoint
-	(*Proxy)(nil),                    // 19: sigil.agent.v1.Proxy
-	(*ReportProxiesRequest)(nil),     // 20: sigil.agent.v1.ReportProxiesRequest
-	(*ReportProxiesResponse)(nil),    // 21: sigil.agent.v1.ReportProxiesResponse
-	nil,                              // 22: sigil.agent.v1.Endpoint.LabelsEntry
-	nil,                              // 23: sigil.agent.v1.Proxy.LabelsEntry
+	(*StreamConfigRequest)(nil),      // 16: sigil.agent.v1.StreamConfigRequest
+	(*ConfigDelta)(nil),              // 17: sigil.agent.v1.ConfigDelta
+	(*Config)(nil),                   // 18: sigil.agent.v1.Config
+	(*Resource)(nil),                 // 19: sigil.agent.v1.Resource
+	(*Endpoint)(nil),                 // 20: sigil.agent.v1.Endpoint
+	(*Proxy)(nil),                    // 21: sigil.agent.v1.Proxy
+	(*ReportProxiesRequest)(nil),     // 22: sigil.agent.v1.ReportProxiesRequest
+	(*ReportProxiesResponse)(nil),    // 23: sigil.agent.v1.ReportProxiesResponse
+	nil,                              // 24: sigil.agent.v1.Endpoint.LabelsEntry
+	nil,                              // 25: sigil.agent.v1.Proxy.LabelsEntry
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	4,  // 0: sigil.agent.v1.AttestResponse.svid:type_name -> sigil.agent.v1.X509SVID
@@ -1453,29 +1605,34 @@ var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	13, // 6: sigil.agent.v1.Entry.selectors:type_name -> sigil.agent.v1.Selector
 	14, // 7: sigil.agent.v1.SyncResponse.entries:type_name -> sigil.agent.v1.Entry
 	5,  // 8: sigil.agent.v1.SyncResponse.bundle:type_name -> sigil.agent.v1.Bundle
-	16, // 9: sigil.agent.v1.SyncResponse.config:type_name -> sigil.agent.v1.Config
-	17, // 10: sigil.agent.v1.Config.resources:type_name -> sigil.agent.v1.Resource
-	18, // 11: sigil.agent.v1.Config.endpoints:type_name -> sigil.agent.v1.Endpoint
-	22, // 12: sigil.agent.v1.Endpoint.labels:type_name -> sigil.agent.v1.Endpoint.LabelsEntry
-	23, // 13: sigil.agent.v1.Proxy.labels:type_name -> sigil.agent.v1.Proxy.LabelsEntry
-	19, // 14: sigil.agent.v1.ReportProxiesRequest.proxies:type_name -> sigil.agent.v1.Proxy
-	0,  // 15: sigil.agent.v1.Agent.Attest:input_type -> sigil.agent.v1.AttestRequest
-	2,  // 16: sigil.agent.v1.Agent.RenewAgent:input_type -> sigil.agent.v1.RenewAgentRequest
-	7,  // 17: sigil.agent.v1.Agent.BatchNewX509SVID:input_type -> sigil.agent.v1.BatchNewX509SVIDRequest
-	10, // 18: sigil.agent.v1.Agent.NewJWTSVID:input_type -> sigil.agent.v1.NewJWTSVIDRequest
-	12, // 19: sigil.agent.v1.Agent.Sync:input_type -> sigil.agent.v1.SyncRequest
-	20, // 20: sigil.agent.v1.Agent.ReportProxies:input_type -> sigil.agent.v1.ReportProxiesRequest
-	1,  // 21: sigil.agent.v1.Agent.Attest:output_type -> sigil.agent.v1.AttestResponse
-	3,  // 22: sigil.agent.v1.Agent.RenewAgent:output_type -> sigil.agent.v1.RenewAgentResponse
-	9,  // 23: sigil.agent.v1.Agent.BatchNewX509SVID:output_type -> sigil.agent.v1.BatchNewX509SVIDResponse
-	11, // 24: sigil.agent.v1.Agent.NewJWTSVID:output_type -> sigil.agent.v1.NewJWTSVIDResponse
-	15, // 25: sigil.agent.v1.Agent.Sync:output_type -> sigil.agent.v1.SyncResponse
-	21, // 26: sigil.agent.v1.Agent.ReportProxies:output_type -> sigil.agent.v1.ReportProxiesResponse
-	21, // [21:27] is the sub-list for method output_type
-	15, // [15:21] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	19, // 9: sigil.agent.v1.ConfigDelta.resources:type_name -> sigil.agent.v1.Resource
+	19, // 10: sigil.agent.v1.ConfigDelta.removed_resources:type_name -> sigil.agent.v1.Resource
+	20, // 11: sigil.agent.v1.ConfigDelta.endpoints:type_name -> sigil.agent.v1.Endpoint
+	20, // 12: sigil.agent.v1.ConfigDelta.removed_endpoints:type_name -> sigil.agent.v1.Endpoint
+	19, // 13: sigil.agent.v1.Config.resources:type_name -> sigil.agent.v1.Resource
+	20, // 14: sigil.agent.v1.Config.endpoints:type_name -> sigil.agent.v1.Endpoint
+	24, // 15: sigil.agent.v1.Endpoint.labels:type_name -> sigil.agent.v1.Endpoint.LabelsEntry
+	25, // 16: sigil.agent.v1.Proxy.labels:type_name -> sigil.agent.v1.Proxy.LabelsEntry
+	21, // 17: sigil.agent.v1.ReportProxiesRequest.proxies:type_name -> sigil.agent.v1.Proxy
+	0,  // 18: sigil.agent.v1.Agent.Attest:input_type -> sigil.agent.v1.AttestRequest
+	2,  // 19: sigil.agent.v1.Agent.RenewAgent:input_type -> sigil.agent.v1.RenewAgentRequest
+	7,  // 20: sigil.agent.v1.Agent.BatchNewX509SVID:input_type -> sigil.agent.v1.BatchNewX509SVIDRequest
+	10, // 21: sigil.agent.v1.Agent.NewJWTSVID:input_type -> sigil.agent.v1.NewJWTSVIDRequest
+	12, // 22: sigil.agent.v1.Agent.Sync:input_type -> sigil.agent.v1.SyncRequest
+	16, // 23: sigil.agent.v1.Agent.StreamConfig:input_type -> sigil.agent.v1.StreamConfigRequest
+	22, // 24: sigil.agent.v1.Agent.ReportProxies:input_type -> sigil.agent.v1.ReportProxiesRequest
+	1,  // 25: sigil.agent.v1.Agent.Attest:output_type -> sigil.agent.v1.AttestResponse
+	3,  // 26: sigil.agent.v1.Agent.RenewAgent:output_type -> sigil.agent.v1.RenewAgentResponse
+	9,  // 27: sigil.agent.v1.Agent.BatchNewX509SVID:output_type -> sigil.agent.v1.BatchNewX509SVIDResponse
+	11, // 28: sigil.agent.v1.Agent.NewJWTSVID:output_type -> sigil.agent.v1.NewJWTSVIDResponse
+	15, // 29: sigil.agent.v1.Agent.Sync:output_type -> sigil.agent.v1.SyncResponse
+	17, // 30: sigil.agent.v1.Agent.StreamConfig:output_type -> sigil.agent.v1.ConfigDelta
+	23, // 31: sigil.agent.v1.Agent.ReportProxies:output_type -> sigil.agent.v1.ReportProxiesResponse
+	25, // [25:32] is the sub-list for method output_type
+	18, // [18:25] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_api_agent_v1_agent_proto_init() }
@@ -1489,7 +1646,7 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	Agent_BatchNewX509SVID_FullMethodName = "/sigil.agent.v1.Agent/BatchNewX509SVID"
 	Agent_NewJWTSVID_FullMethodName       = "/sigil.agent.v1.Agent/NewJWTSVID"
 	Agent_Sync_FullMethodName             = "/sigil.agent.v1.Agent/Sync"
+	Agent_StreamConfig_FullMethodName     = "/sigil.agent.v1.Agent/StreamConfig"
 	Agent_ReportProxies_FullMethodName    = "/sigil.agent.v1.Agent/ReportProxies"
 )
 
@@ -48,8 +49,16 @@ type AgentClient interface {
 	// NewJWTSVID signs a JWT-SVID for one entry of the calling agent.
 	NewJWTSVID(ctx context.Context, in *NewJWTSVIDRequest, opts ...grpc.CallOption) (*NewJWTSVIDResponse, error)
 	// Sync streams the calling agent's entries and the trust bundle: a full
-	// snapshot first, then a new snapshot whenever either changes.
+	// snapshot first, then a new snapshot whenever either changes. It carries
+	// identity only: configuration has its own stream (StreamConfig), so no
+	// configuration, however large or broken, can hold identities back.
 	Sync(ctx context.Context, in *SyncRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SyncResponse], error)
+	// StreamConfig streams the traffic configuration and the mesh's endpoints
+	// as per-resource deltas, in the manner of Envoy's incremental xDS
+	// (DeltaDiscoveryResponse): the full state first, split into messages of
+	// bounded size, then only what was added, changed or removed. A receiver
+	// holds a consistent configuration only after a delta marked complete.
+	StreamConfig(ctx context.Context, in *StreamConfigRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConfigDelta], error)
 	// ReportProxies tells the server which sidecars run on the calling
 	// agent's node: their endpoints, attested identities and the config
 	// version each runs. Each report replaces the agent's previous one; an
@@ -124,6 +133,25 @@ func (c *agentClient) Sync(ctx context.Context, in *SyncRequest, opts ...grpc.Ca
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_SyncClient = grpc.ServerStreamingClient[SyncResponse]
 
+func (c *agentClient) StreamConfig(ctx context.Context, in *StreamConfigRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConfigDelta], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[1], Agent_StreamConfig_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamConfigRequest, ConfigDelta]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_StreamConfigClient = grpc.ServerStreamingClient[ConfigDelta]
+
 func (c *agentClient) ReportProxies(ctx context.Context, in *ReportProxiesRequest, opts ...grpc.CallOption) (*ReportProxiesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReportProxiesResponse)
@@ -148,8 +176,16 @@ type AgentServer interface {
 	// NewJWTSVID signs a JWT-SVID for one entry of the calling agent.
 	NewJWTSVID(context.Context, *NewJWTSVIDRequest) (*NewJWTSVIDResponse, error)
 	// Sync streams the calling agent's entries and the trust bundle: a full
-	// snapshot first, then a new snapshot whenever either changes.
+	// snapshot first, then a new snapshot whenever either changes. It carries
+	// identity only: configuration has its own stream (StreamConfig), so no
+	// configuration, however large or broken, can hold identities back.
 	Sync(*SyncRequest, grpc.ServerStreamingServer[SyncResponse]) error
+	// StreamConfig streams the traffic configuration and the mesh's endpoints
+	// as per-resource deltas, in the manner of Envoy's incremental xDS
+	// (DeltaDiscoveryResponse): the full state first, split into messages of
+	// bounded size, then only what was added, changed or removed. A receiver
+	// holds a consistent configuration only after a delta marked complete.
+	StreamConfig(*StreamConfigRequest, grpc.ServerStreamingServer[ConfigDelta]) error
 	// ReportProxies tells the server which sidecars run on the calling
 	// agent's node: their endpoints, attested identities and the config
 	// version each runs. Each report replaces the agent's previous one; an
@@ -179,6 +215,9 @@ func (UnimplementedAgentServer) NewJWTSVID(context.Context, *NewJWTSVIDRequest) 
 }
 func (UnimplementedAgentServer) Sync(*SyncRequest, grpc.ServerStreamingServer[SyncResponse]) error {
 	return status.Error(codes.Unimplemented, "method Sync not implemented")
+}
+func (UnimplementedAgentServer) StreamConfig(*StreamConfigRequest, grpc.ServerStreamingServer[ConfigDelta]) error {
+	return status.Error(codes.Unimplemented, "method StreamConfig not implemented")
 }
 func (UnimplementedAgentServer) ReportProxies(context.Context, *ReportProxiesRequest) (*ReportProxiesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportProxies not implemented")
@@ -287,6 +326,17 @@ func _Agent_Sync_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_SyncServer = grpc.ServerStreamingServer[SyncResponse]
 
+func _Agent_StreamConfig_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StreamConfigRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServer).StreamConfig(m, &grpc.GenericServerStream[StreamConfigRequest, ConfigDelta]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_StreamConfigServer = grpc.ServerStreamingServer[ConfigDelta]
+
 func _Agent_ReportProxies_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReportProxiesRequest)
 	if err := dec(in); err != nil {
@@ -337,6 +387,11 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Sync",
 			Handler:       _Agent_Sync_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "StreamConfig",
+			Handler:       _Agent_StreamConfig_Handler,
 			ServerStreams: true,
 		},
 	},

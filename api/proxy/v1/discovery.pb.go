@@ -224,7 +224,7 @@ func (x *Ack) GetEndpointsRevision() int64 {
 
 type DiscoveryResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Config        *v1.Config             `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	Delta         *v1.ConfigDelta        `protobuf:"bytes,2,opt,name=delta,proto3" json:"delta,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -259,9 +259,9 @@ func (*DiscoveryResponse) Descriptor() ([]byte, []int) {
 	return file_api_proxy_v1_discovery_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *DiscoveryResponse) GetConfig() *v1.Config {
+func (x *DiscoveryResponse) GetDelta() *v1.ConfigDelta {
 	if x != nil {
-		return x.Config
+		return x.Delta
 	}
 	return nil
 }
@@ -284,9 +284,9 @@ const file_api_proxy_v1_discovery_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +
 	"\x03Ack\x12%\n" +
 	"\x0econfig_version\x18\x01 \x01(\x03R\rconfigVersion\x12-\n" +
-	"\x12endpoints_revision\x18\x02 \x01(\x03R\x11endpointsRevision\"C\n" +
-	"\x11DiscoveryResponse\x12.\n" +
-	"\x06config\x18\x01 \x01(\v2\x16.sigil.agent.v1.ConfigR\x06config2^\n" +
+	"\x12endpoints_revision\x18\x02 \x01(\x03R\x11endpointsRevision\"T\n" +
+	"\x11DiscoveryResponse\x121\n" +
+	"\x05delta\x18\x02 \x01(\v2\x1b.sigil.agent.v1.ConfigDeltaR\x05deltaJ\x04\b\x01\x10\x02R\x06config2^\n" +
 	"\tDiscovery\x12Q\n" +
 	"\x06Stream\x12 .sigil.proxy.v1.DiscoveryRequest\x1a!.sigil.proxy.v1.DiscoveryResponse(\x010\x01B2Z0github.com/sigil-mesh/sigil/api/proxy/v1;proxyv1b\x06proto3"
 
@@ -309,13 +309,13 @@ var file_api_proxy_v1_discovery_proto_goTypes = []any{
 	(*Ack)(nil),               // 2: sigil.proxy.v1.Ack
 	(*DiscoveryResponse)(nil), // 3: sigil.proxy.v1.DiscoveryResponse
 	nil,                       // 4: sigil.proxy.v1.Register.LabelsEntry
-	(*v1.Config)(nil),         // 5: sigil.agent.v1.Config
+	(*v1.ConfigDelta)(nil),    // 5: sigil.agent.v1.ConfigDelta
 }
 var file_api_proxy_v1_discovery_proto_depIdxs = []int32{
 	1, // 0: sigil.proxy.v1.DiscoveryRequest.register:type_name -> sigil.proxy.v1.Register
 	2, // 1: sigil.proxy.v1.DiscoveryRequest.ack:type_name -> sigil.proxy.v1.Ack
 	4, // 2: sigil.proxy.v1.Register.labels:type_name -> sigil.proxy.v1.Register.LabelsEntry
-	5, // 3: sigil.proxy.v1.DiscoveryResponse.config:type_name -> sigil.agent.v1.Config
+	5, // 3: sigil.proxy.v1.DiscoveryResponse.delta:type_name -> sigil.agent.v1.ConfigDelta
 	0, // 4: sigil.proxy.v1.Discovery.Stream:input_type -> sigil.proxy.v1.DiscoveryRequest
 	3, // 5: sigil.proxy.v1.Discovery.Stream:output_type -> sigil.proxy.v1.DiscoveryResponse
 	5, // [5:6] is the sub-list for method output_type

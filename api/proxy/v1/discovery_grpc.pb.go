@@ -32,8 +32,9 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type DiscoveryClient interface {
 	// Stream: the sidecar sends Register first, then an Ack each time it has
-	// applied a configuration. The agent sends the configuration at once and
-	// again after every change. Closing the stream deregisters the endpoint.
+	// applied a complete configuration. The agent sends the configuration as
+	// deltas of bounded size (sigil.agent.v1.ConfigDelta): the whole of it at
+	// once, then what changed. Closing the stream deregisters the endpoint.
 	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[DiscoveryRequest, DiscoveryResponse], error)
 }
 
@@ -63,8 +64,9 @@ type Discovery_StreamClient = grpc.BidiStreamingClient[DiscoveryRequest, Discove
 // for forward compatibility.
 type DiscoveryServer interface {
 	// Stream: the sidecar sends Register first, then an Ack each time it has
-	// applied a configuration. The agent sends the configuration at once and
-	// again after every change. Closing the stream deregisters the endpoint.
+	// applied a complete configuration. The agent sends the configuration as
+	// deltas of bounded size (sigil.agent.v1.ConfigDelta): the whole of it at
+	// once, then what changed. Closing the stream deregisters the endpoint.
 	Stream(grpc.BidiStreamingServer[DiscoveryRequest, DiscoveryResponse]) error
 	mustEmbedUnimplementedDiscoveryServer()
 }

@@ -1,0 +1,139 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"strings"
+	"sync"
+
+	"github.com/sigil-mesh/sigil/privatefile"
+)
+
+// maxTokenFile bounds what is read from a join token file or stdin; a
+// token is 43 characters.
+const maxTokenFile = 4 << 10
+
+// StdinTokenFile is the --join-token-file value that reads the token from
+// standard input, once, at start.
+const StdinTokenFile = "-"
+
+// readJoinTokenFile reads a join token from path: a regular file that
+// neither group nor others may read (a token is a credential: whoever
+// reads it first becomes the node).
+func readJoinTokenFile(path string) (string, error) {
+	data, err := privatefile.Read(path, maxTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("agent: --join-token-file: %w", err)
+	}
+	return readToken(bytes.NewReader(data), path)
+}
+
+// readToken reads one token: the content, trimmed of surrounding space.
+func readToken(r io.Reader, name string) (string, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxTokenFile+1))
+	if err != nil {
+		return "", fmt.Errorf("agent: join token from %s: %w", name, err)
+	}
+	if len(data) > maxTokenFile {
+		return "", fmt.Errorf("agent: join token from %s: more than %d bytes", name, maxTokenFile)
+	}
+	tok := string(bytes.TrimSpace(data))
+	if tok == "" {
+		return "", fmt.Errorf("agent: join token from %s: empty", name)
+	}
+	if strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("agent: join token from %s: more than one word", name)
+	}
+	return tok, nil
+}
+
+// errNoToken means no join token that has not been tried is at hand.
+var errNoToken = errors.New("agent: no new join token")
+
+// tokenSource is where the agent gets what it attests with, at start and
+// again to re-attest when its SVID has expired or been refused. Join tokens
+// (tokens) are the one source today. It is the seam for Kubernetes: a
+// projected service-account token source (PSAT) re-reads the token the
+// kubelet refreshes, so a node re-attests with no person involved.
+type tokenSource interface {
+	// next returns a token not yet spent, errNoToken if there is none
+	// now, or an error that names what is wrong with the source.
+	next() (string, error)
+	// spent marks a token the server took or refused: never offered again.
+	spent(token string)
+	// where says where new tokens come from, for the operator; "" when
+	// none can come after start (a restart with a new token is needed).
+	where() string
+}
+
+var _ tokenSource = (*tokens)(nil)
+
+// tokens hands out join tokens to attest with: the one given at start
+// (flag or stdin), then, for re-attestation, whatever --join-token-file
+// holds each time it holds a token not tried before. A token is offered
+// until the server refuses it (it is single use), so a network failure
+// does not waste it.
+type tokens struct {
+	file string // re-read on every next(); "" or "-" when there is no file
+
+	mu      sync.Mutex
+	initial string
+	refused map[[32]byte]bool
+}
+
+// newTokens reads the start-up token: from --join-token (flag), or from
+// --join-token-file (stdin when it is "-").
+func newTokens(flag, file string, stdin io.Reader) (*tokens, error) {
+	t := &tokens{initial: flag, refused: map[[32]byte]bool{}}
+	switch file {
+	case "":
+	case StdinTokenFile:
+		tok, err := readToken(stdin, "stdin")
+		if err != nil {
+			return nil, err
+		}
+		t.initial = tok
+	default:
+		t.file = file
+	}
+	return t, nil
+}
+
+// where names the token file, the one place new tokens can come from.
+func (t *tokens) where() string { return t.file }
+
+// next returns a token not yet refused, or errNoToken; an unreadable or
+// unsafe file is an error that names it.
+func (t *tokens) next() (string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.file != "" {
+		tok, err := readJoinTokenFile(t.file)
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", errNoToken
+		}
+		if err != nil {
+			return "", err
+		}
+		if !t.refused[sha256.Sum256([]byte(tok))] {
+			return tok, nil
+		}
+		return "", errNoToken
+	}
+	if t.initial != "" && !t.refused[sha256.Sum256([]byte(t.initial))] {
+		return t.initial, nil
+	}
+	return "", errNoToken
+}
+
+// spent marks a token the server has taken or refused: it is never
+// offered again.
+func (t *tokens) spent(tok string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.refused[sha256.Sum256([]byte(tok))] = true
+}

@@ -1,0 +1,101 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// rawTLSRequest writes one HTTP/1.1 request as given over mTLS to addr
+// and returns the response, its body read.
+func rawTLSRequest(t *testing.T, cfg *tls.Config, addr, req string) (*http.Response, string) {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rawExchange(t, c, req)
+}
+
+// A caller cannot make a sidecar drop the headers it adds: a Connection
+// header naming the identity header (or trace context, or a header that
+// framing and routing depend on) is refused before it reaches the app, and
+// a forged identity header, however spelled, never reaches it. Checked on
+// both sides: at api's inbound sidecar (a caller using its SVID directly,
+// over HTTP/1.1 and HTTP/2) and at web's outbound sidecar.
+func TestHopByHopCannotRemoveSidecarHeaders(t *testing.T) {
+	t.Parallel()
+	rm := startRecordingMesh(t)
+	api := rm.api
+	// web itself, with its SVID, not through its sidecar: a mesh identity
+	// the inbound sidecar must not trust with its headers.
+	h1, h2cfg := peerTLS(t, rm.webAgentSocket, apiSA)
+
+	// Inbound, HTTP/1.1: the identity header cannot be named away.
+	for _, opt := range []string{"X-Forwarded-Client-Cert", "x-forwarded-client-cert, close", "Traceparent", "Host", "Content-Length", "Content-Type", "X-Request-Id"} {
+		resp, body := rawTLSRequest(t, h1, api.Inbound, "GET /named HTTP/1.1\r\nHost: api\r\nConnection: "+opt+"\r\n\r\n")
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Connection header may not name") {
+			t.Errorf("inbound, Connection: %s: %s %q, want 400", opt, resp.Status, body)
+		}
+	}
+	// A custom header named by Connection goes, the identity header stays,
+	// and forged identity headers, however spelled, are replaced.
+	resp, body := rawTLSRequest(t, h1, api.Inbound, "GET /custom HTTP/1.1\r\nHost: api\r\nConnection: X-Hop, keep-alive\r\nX-Hop: 1\r\n"+
+		"x-forwarded-client-cert: URI=spiffe://example.org/ns/evil/sa/evil\r\nX-Forwarded-Client-Cert: URI=spiffe://example.org/ns/evil/sa/evil2\r\nX_Forwarded_Client_Cert: URI=spiffe://example.org/ns/evil/sa/evil\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("inbound custom hop header: %s %s", resp.Status, body)
+	}
+
+	// Inbound, HTTP/2 (as sidecars speak to each other): forged identity
+	// headers in lower case and with underscores.
+	h2 := &http.Transport{TLSClientConfig: h2cfg, ForceAttemptHTTP2: true}
+	defer h2.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", "https://"+api.Inbound+"/h2", nil)
+	req.Host = "api"
+	req.Header["x-forwarded-client-cert"] = []string{"URI=spiffe://example.org/ns/evil/sa/evil"}
+	req.Header["X_forwarded_client_cert"] = []string{"URI=spiffe://example.org/ns/evil/sa/evil"}
+	r2, err := h2.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	if r2.ProtoMajor != 2 || r2.StatusCode != 200 {
+		t.Fatalf("inbound h2: %s %s", r2.Proto, r2.Status)
+	}
+
+	// Outbound: the app's own sidecar refuses the same, and passes the
+	// rest on with the identity header api's sidecar sets.
+	if code := sendRaw(t, rm.web.Outbound, "GET /named HTTP/1.1\r\nHost: api\r\nConnection: Traceparent\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"); code != http.StatusBadRequest {
+		t.Errorf("outbound, Connection: Traceparent: %d, want 400", code)
+	}
+	if code := sendRaw(t, rm.web.Outbound, "GET /outbound HTTP/1.1\r\nHost: api\r\nConnection: X-Hop\r\nX-Hop: 1\r\nX_Forwarded_Client_Cert: URI=spiffe://example.org/ns/evil/sa/evil\r\n\r\n"); code != 200 {
+		t.Errorf("outbound custom hop header: %d", code)
+	}
+
+	seen := rm.app.requests()
+	paths := map[string]bool{}
+	for _, r := range seen {
+		paths[r.URL.Path] = true
+		if r.URL.Path == "/named" {
+			t.Errorf("a refused request reached the app: %s %v", r.URL.Path, r.Header)
+		}
+		xfcc := r.Header.Values("X-Forwarded-Client-Cert")
+		if len(xfcc) != 1 || !strings.Contains(xfcc[0], "URI="+webSA) || strings.Contains(xfcc[0], "evil") {
+			t.Errorf("%s: the app got X-Forwarded-Client-Cert %q, want exactly the sidecar's naming %s", r.URL.Path, xfcc, webSA)
+		}
+		for k := range r.Header {
+			if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), "X-Forwarded-Client-Cert") && k != "X-Forwarded-Client-Cert" {
+				t.Errorf("%s: the app got a forged identity header %s", r.URL.Path, k)
+			}
+		}
+		if r.Header.Get("X-Hop") != "" || r.Header.Get("Connection") != "" {
+			t.Errorf("%s: hop-by-hop headers reached the app: %v", r.URL.Path, r.Header)
+		}
+	}
+	for _, p := range []string{"/custom", "/h2", "/outbound"} {
+		if !paths[p] {
+			t.Errorf("the app never got %s", p)
+		}
+	}
+}

@@ -1,0 +1,120 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// protectedHeaders may never be named by a Connection header: the ones the
+// sidecar sets or relies on (the caller's identity, trace context, request
+// ID) and end-to-end ones that framing, routing and gRPC depend on. RFC
+// 9110 §7.6.1 forbids naming a field "intended for all recipients"; Envoy
+// refuses requests that name X-Forwarded-* (envoyproxy/envoy#8862); Traefik's
+// CVE-2021-32813 was a Connection header removing X-Forwarded-Client-Cert-like
+// headers the proxy had just set. Canonical names.
+var protectedHeaders = map[string]bool{
+	xfccName:                  true,
+	"Traceparent":             true,
+	"Tracestate":              true,
+	"X-Request-Id":            true,
+	"X-Forwarded-For":         true,
+	"X-Forwarded-Host":        true,
+	"X-Forwarded-Proto":       true,
+	"Forwarded":               true,
+	"Host":                    true,
+	"Content-Length":          true,
+	"Content-Type":            true, // picks gRPC or HTTP on both sides
+	"Grpc-Timeout":            true,
+	"Grpc-Status":             true,
+	"Grpc-Message":            true,
+	"Grpc-Status-Details-Bin": true,
+}
+
+// errConnectionOption is a request whose Connection header names a
+// protected header.
+var errConnectionOption = errors.New("proxy: the Connection header may not name")
+
+// takeConnectionOptions removes the headers a request's Connection header
+// names, as the first step, before the sidecar adds headers of its own
+// (RFC 9110 §7.6.1), and leaves in Connection only the options later steps
+// still act on: close and the standard hop-by-hop headers (Upgrade, Te...),
+// which every forwarding path removes. A Connection header that names a
+// protected header refuses the request.
+func takeConnectionOptions(h http.Header) error {
+	conn := h["Connection"]
+	if len(conn) == 0 {
+		return nil
+	}
+	var keep []string
+	for _, v := range conn {
+		for opt := range strings.SplitSeq(v, ",") {
+			opt = strings.TrimSpace(opt)
+			if opt == "" {
+				continue
+			}
+			name := http.CanonicalHeaderKey(opt)
+			switch {
+			case protectedHeaders[name]:
+				return fmt.Errorf("%w %s", errConnectionOption, name)
+			case name == "Connection":
+			case name == "Close" || isHopHeader(name):
+				keep = append(keep, name)
+			default:
+				delete(h, name)
+			}
+		}
+	}
+	if len(keep) == 0 {
+		delete(h, "Connection")
+	} else {
+		h["Connection"] = []string{strings.Join(keep, ", ")}
+	}
+	return nil
+}
+
+func isHopHeader(name string) bool {
+	for _, k := range hopHeaders {
+		if k == name {
+			return true
+		}
+	}
+	return false
+}
+
+// dropForgedIdentity deletes every header a caller sent that an app could
+// read as the sidecar's identity header: X-Forwarded-Client-Cert in any
+// case, or with '_' for '-' (CGI, WSGI and nginx's underscores_in_headers
+// map both to one name). Only the sidecar says who the caller is.
+func dropForgedIdentity(h http.Header) {
+	for k := range h {
+		if len(k) == len(xfccName) && sameHeaderName(k, xfccName) {
+			delete(h, k)
+		}
+	}
+}
+
+// sameHeaderName compares header names as apps may: case-insensitively and
+// with '_' equal to '-'.
+func sameHeaderName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if foldHeaderByte(a[i]) != foldHeaderByte(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func foldHeaderByte(c byte) byte {
+	switch {
+	case c == '_':
+		return '-'
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	}
+	return c
+}

@@ -1,0 +1,279 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/traffic"
+)
+
+// Limits on configuration, checked at apply time so that nothing is
+// accepted that cannot be delivered (see docs/limits.md, "Configuration
+// size").
+const (
+	// DefaultMaxResourceBytes bounds one resource's encoded size, as
+	// Kubernetes bounds an object (etcd's 1.5 MiB request limit).
+	DefaultMaxResourceBytes = 1 << 20
+	// MaxResourceBytesCeiling is the most --max-resource-bytes may be: a
+	// resource travels whole in one delta, beside up to
+	// configdelta.MaxMessageBytes of others, under gRPC's 4 MiB.
+	MaxResourceBytesCeiling = 2 << 20
+	// DefaultMaxConfigBytes bounds the whole configuration, which every
+	// sidecar holds in memory and compiles.
+	DefaultMaxConfigBytes = 64 << 20
+	// MaxDeleteBatch bounds the resources of one delete request.
+	MaxDeleteBatch = 10000
+	// maxApplyBody bounds an apply request (its YAML files); larger sets
+	// are applied in several calls.
+	maxApplyBody = 32 << 20
+)
+
+// DeleteRequest names the resources to delete, in one transaction.
+type DeleteRequest struct {
+	Resources []registry.ResourceKey `json:"resources"`
+}
+
+// DeleteResponse says what was deleted, and which named resources did not
+// exist (kubectl's NotFound; the others are still deleted).
+type DeleteResponse struct {
+	Results  []registry.ApplyResult `json:"results"`
+	NotFound []string               `json:"not_found,omitempty"`
+	Version  int64                  `json:"version"`
+}
+
+func specDigest(spec []byte) string {
+	sum := sha256.Sum256(spec)
+	return hex.EncodeToString(sum[:])
+}
+
+// applyConfig validates every resource of every file, then stores those
+// that changed in one transaction. One bad resource refuses the whole
+// apply and the config in force stays. Sizes and references are checked
+// against the in-memory index (configindex.go), so an apply costs the
+// resources it carries plus one pass over the parsed config for
+// references, not a read and parse of every stored resource.
+func (s *Server) applyConfig(r *http.Request) (any, error) {
+	ctx := r.Context()
+	var req ApplyRequest
+	if err := decodeStrict(r.Body, &req); err != nil {
+		return nil, err
+	}
+	if len(req.Files) == 0 {
+		return nil, apiErrorf(http.StatusBadRequest, "no files")
+	}
+	var parsed []traffic.Resource
+	var errs []error
+	for _, f := range req.Files {
+		rs, err := traffic.Parse([]byte(f.Content), f.Name)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		parsed = append(parsed, rs...)
+	}
+	seen := map[string]string{}
+	for _, r := range parsed {
+		if prev, dup := seen[r.Key()]; dup {
+			errs = append(errs, fmt.Errorf("%s is given twice (%s)", r.Ref(), prev))
+		}
+		seen[r.Key()] = r.Ref()
+	}
+	items := make([]indexed, len(parsed))
+	for i, p := range parsed {
+		spec, err := p.Spec()
+		if err != nil {
+			return nil, err
+		}
+		items[i] = newIndexed(registry.StoredResource{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name, Spec: spec}, p)
+		if items[i].size > s.cfg.MaxResourceBytes {
+			errs = append(errs, fmt.Errorf("%s: encoded size %d bytes exceeds the per-resource limit of %d bytes (--max-resource-bytes); split it into smaller resources",
+				p.Ref(), items[i].size, s.cfg.MaxResourceBytes))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, apiErrorf(http.StatusBadRequest, "%v", errors.Join(errs...))
+	}
+
+	x, unlock, err := s.lockConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	resp := ApplyResponse{DryRun: req.DryRun, Version: x.version}
+	overlay := map[string]*traffic.Resource{}
+	changes := map[string]*indexed{}
+	var toStore []registry.StoredResource
+	var events []audit.Event
+	total := x.bytes
+	for i, p := range parsed {
+		key := p.Key()
+		old, exists := x.items[key]
+		action := registry.Created
+		if exists {
+			action = registry.Configured
+			if bytes.Equal(old.stored.Spec, items[i].stored.Spec) {
+				action = registry.Unchanged
+			}
+		}
+		out := ApplyResult{ApplyResult: registry.ApplyResult{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name, Action: action}}
+		if req.DryRun && action == registry.Configured {
+			out.Diff = lineDiff(prettyJSON(old.stored.Spec), prettyJSON(items[i].stored.Spec))
+		}
+		resp.Results = append(resp.Results, out)
+		if action == registry.Unchanged {
+			continue
+		}
+		overlay[key], changes[key] = &parsed[i], &items[i]
+		total += items[i].size - old.size
+		toStore = append(toStore, items[i].stored)
+		events = append(events, audit.Event{Type: auditConfigApplied, Actor: "admin", Subject: p.Ref(),
+			Details: map[string]string{"action": action, "spec_sha256": specDigest(items[i].stored.Spec)}})
+	}
+	if total > s.cfg.MaxConfigBytes {
+		return nil, apiErrorf(http.StatusBadRequest, "the configuration would be %d bytes encoded; the total limit is %d bytes (--max-config-bytes)", total, s.cfg.MaxConfigBytes)
+	}
+	if len(overlay) > 0 {
+		if err := traffic.CheckReferences(x.parsedWith(overlay)); err != nil {
+			return nil, apiErrorf(http.StatusBadRequest, "%v", err)
+		}
+	}
+	if req.DryRun || len(events) == 0 {
+		return resp, nil
+	}
+	var version int64
+	err = s.audited(ctx, events, func() error {
+		var err error
+		_, version, err = s.store.ApplyResources(ctx, toStore, false, s.now())
+		return err
+	})
+	if err != nil {
+		x.loaded = false // the store's state is in doubt; reload it
+		return nil, err
+	}
+	for _, it := range changes {
+		it.stored.Version, it.stored.UpdatedAt = version, s.now().UTC()
+	}
+	x.wrote(version, changes)
+	resp.Version = version
+	s.log.Info("configuration applied", "version", version, "resources", len(events))
+	s.changes.Notify()
+	return resp, nil
+}
+
+// deleteConfig is DELETE /v1/config/{kind}/{namespace}/{name}.
+func (s *Server) deleteConfig(r *http.Request) (any, error) {
+	kind, ok := KindOf(r.PathValue("kind"))
+	if !ok {
+		return nil, apiErrorf(http.StatusBadRequest, "unknown kind %q", r.PathValue("kind"))
+	}
+	key := registry.ResourceKey{Kind: kind, Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}
+	resp, err := s.deleteResources(r.Context(), []registry.ResourceKey{key})
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Results) == 0 {
+		return nil, apiErrorf(http.StatusNotFound, "%s not found", resp.NotFound[0])
+	}
+	res := resp.Results[0]
+	res.Action = registry.Deleted + " (version " + strconv.FormatInt(resp.Version, 10) + ")"
+	return res, nil
+}
+
+// deleteConfigBatch is POST /v1/config/delete: many resources in one
+// transaction, as `sigil delete -f` sends them.
+func (s *Server) deleteConfigBatch(r *http.Request) (any, error) {
+	var req DeleteRequest
+	if err := decodeStrict(r.Body, &req); err != nil {
+		return nil, err
+	}
+	if n := len(req.Resources); n == 0 || n > MaxDeleteBatch {
+		return nil, apiErrorf(http.StatusBadRequest, "%d resources to delete: want 1 to %d per request", n, MaxDeleteBatch)
+	}
+	for i, k := range req.Resources {
+		kind, ok := KindOf(k.Kind)
+		if !ok {
+			return nil, apiErrorf(http.StatusBadRequest, "resources[%d]: unknown kind %q", i, k.Kind)
+		}
+		req.Resources[i].Kind = kind
+	}
+	return s.deleteResources(r.Context(), req.Resources)
+}
+
+// deleteResources deletes the keys that exist, after checking that what
+// stays still holds together (no VirtualService left pointing at a subset
+// whose DestinationRule goes).
+func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKey) (DeleteResponse, error) {
+	x, unlock, err := s.lockConfig(ctx)
+	if err != nil {
+		return DeleteResponse{}, err
+	}
+	defer unlock()
+	resp := DeleteResponse{Version: x.version}
+	overlay := map[string]*traffic.Resource{}
+	changes := map[string]*indexed{}
+	var found []registry.ResourceKey
+	var events []audit.Event
+	var refused []error
+	for _, k := range keys {
+		key := k.Kind + "/" + k.Namespace + "/" + k.Name
+		ref, badName := resourceRef(k)
+		if _, ok := x.items[key]; !ok {
+			if badName != nil {
+				// No such record can exist: say which rule the name
+				// breaks rather than that it was not found.
+				refused = append(refused, fmt.Errorf("%s: %w", ref, badName))
+			}
+			resp.NotFound = append(resp.NotFound, ref)
+			continue
+		}
+		if _, dup := overlay[key]; dup {
+			continue
+		}
+		overlay[key], changes[key] = nil, nil
+		found = append(found, k)
+		resp.Results = append(resp.Results, registry.ApplyResult{Kind: k.Kind, Namespace: k.Namespace, Name: k.Name, Action: registry.Deleted})
+		events = append(events, audit.Event{Type: auditConfigDeleted, Actor: "admin", Subject: ref})
+	}
+	if len(refused) > 0 {
+		return DeleteResponse{}, apiErrorf(http.StatusBadRequest, "%v", errors.Join(refused...))
+	}
+	if len(found) == 0 {
+		return resp, nil
+	}
+	if err := traffic.CheckReferences(x.parsedWith(overlay)); err != nil {
+		return DeleteResponse{}, apiErrorf(http.StatusConflict, "deleting %d resources would break: %v", len(found), err)
+	}
+	var version int64
+	err = s.audited(ctx, events, func() error {
+		var err error
+		version, err = s.store.DeleteResources(ctx, found)
+		return err
+	})
+	if err != nil {
+		x.loaded = false
+		return DeleteResponse{}, storeError(err)
+	}
+	x.wrote(version, changes)
+	resp.Version = version
+	s.log.Info("configuration deleted", "version", version, "resources", len(found))
+	s.changes.Notify()
+	return resp, nil
+}
+
+// resourceRef names a resource in messages and audit records. A name that
+// fails today's rules (only a record stored before names were checked can
+// have one; it may still be deleted) is quoted, never echoed raw, and the
+// rule it breaks is returned.
+func resourceRef(k registry.ResourceKey) (string, error) {
+	if err := traffic.ValidateMeta(k.Kind, k.Namespace, k.Name); err != nil {
+		return k.Kind + " " + strconv.QuoteToASCII(k.Namespace) + "/" + strconv.QuoteToASCII(k.Name), err
+	}
+	return k.Kind + " " + k.Namespace + "/" + k.Name, nil
+}
