@@ -78,6 +78,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseWorkload -fuzztime 30s ./spiffeids/
 	$(GO) test -run '^$$' -fuzz FuzzReadToken -fuzztime 30s ./agent/
 	$(GO) test -run '^$$' -fuzz FuzzParseUpstream -fuzztime 30s ./proxy/
+	$(GO) test -run '^$$' -fuzz FuzzFrameGuardScan -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzGRPCTimeout -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzPeerFromID -fuzztime 30s ./policy/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./traffic/

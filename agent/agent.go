@@ -29,6 +29,7 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
 	"github.com/sigil-mesh/sigil/backoff"
+	"github.com/sigil-mesh/sigil/listener"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -188,7 +189,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	serveErr := make(chan error, 1)
 	wg.Add(6)
 	go func() { defer wg.Done(); a.relay.Report(runCtx, reportEvery, a.reportProxies) }()
-	go func() { defer wg.Done(); serveErr <- srv.Serve(lis) }()
+	go func() { defer wg.Done(); serveErr <- srv.Serve(listener.Retrying(lis, "workload_api", log)) }()
 	go func() { defer wg.Done(); a.cache.Run(runCtx) }()
 	go func() { defer wg.Done(); a.syncLoop(runCtx) }()
 	go func() { defer wg.Done(); a.configLoop(runCtx) }()

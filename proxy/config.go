@@ -40,6 +40,24 @@ type Config struct {
 	// tracing); TraceSampling the share of new traces sampled.
 	OTLPEndpoint  string
 	TraceSampling float64
+	// Listener limits (see docs/limits.md, "Listeners and HTTP/2"); a
+	// zero cap is sized from the process's file-descriptor limit.
+	InboundMaxConnections  int
+	OutboundMaxConnections int
+	InboundMaxHandshakes   int
+	// MinRequestBodyRate is the rate (bytes/s) below which a request body
+	// is cut off after MinRequestBodyGrace; 0 turns the check off.
+	MinRequestBodyRate  int
+	MinRequestBodyGrace time.Duration
+	// HTTP2MaxResets and HTTP2MaxControlFrames bound the RST_STREAM and
+	// control frames one HTTP/2 client connection may send per 10 s; a
+	// connection past them is closed with GOAWAY ENHANCE_YOUR_CALM.
+	HTTP2MaxResets        int
+	HTTP2MaxControlFrames int
+	// AppUID and AppGID, when 0 or more, are the only owners whose local
+	// connections the outbound listener takes (either may match); -1: any.
+	AppUID int
+	AppGID int
 	// PathWithEscapedSlashes is what becomes of "%2F" and "%5C" in a
 	// request path: "decode" (also ""), "keep" or "reject" (Envoy's
 	// path_with_escaped_slashes_action; see package pathnorm).
@@ -169,6 +187,20 @@ func (c Config) Validate() (*checked, error) {
 			errs = append(errs, err)
 		}
 		out.otlpURL = u
+	}
+	for _, f := range []struct {
+		flag string
+		v    int
+	}{{"--inbound-max-connections", c.InboundMaxConnections}, {"--outbound-max-connections", c.OutboundMaxConnections}, {"--inbound-max-handshakes", c.InboundMaxHandshakes}, {"--min-request-body-rate", c.MinRequestBodyRate}, {"--http2-max-resets", c.HTTP2MaxResets}, {"--http2-max-control-frames", c.HTTP2MaxControlFrames}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %d: want 0 or more", f.flag, f.v))
+		}
+	}
+	if c.AppUID < -1 || c.AppGID < -1 {
+		errs = append(errs, fmt.Errorf("--app-uid %d / --app-gid %d: want a uid or gid (0 or more)", c.AppUID, c.AppGID))
+	}
+	if c.MinRequestBodyRate > 0 && c.MinRequestBodyGrace < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--min-request-body-grace %s: want at least 100ms", c.MinRequestBodyGrace))
 	}
 	if c.PathWithEscapedSlashes != "" {
 		var err error

@@ -71,6 +71,7 @@ func (o *outbound) buildCluster(st *meshState, service naming.Service, subset st
 		eps = in
 	}
 	policy := st.table.Policy(service.String(), subset)
+	o.upstream.setMax(eps, maxConnectionsOf(policy))
 	pl, rr := o.clusters.poolFor(service.String()+"|"+subset, policy)
 	return &cluster{service: service.Name, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr}
 }

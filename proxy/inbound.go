@@ -23,6 +23,7 @@ type inbound struct {
 	p        *Proxy
 	tls      *tls.Config
 	queue    *connQueue
+	hs       handshakeSlots // TLS handshakes in progress
 	srv      *http.Server
 	fast     *h1.Server             // HTTP/1.1 from other sidecars
 	app      *h1.Client             // HTTP/1.x requests to the app
@@ -33,7 +34,7 @@ type inbound struct {
 }
 
 func newInbound(p *Proxy, addr net.Addr) *inbound {
-	in := &inbound{p: p, queue: newConnQueue(addr)}
+	in := &inbound{p: p, queue: newConnQueue(addr), hs: make(handshakeSlots, p.limits.handshakes)}
 	// Failures of chain, expiry or ID are counted here, at verification;
 	// handshake() counts the others (no certificate, not TLS, timeouts).
 	in.tls = p.id.serverTLS(func(err error) {
@@ -49,19 +50,20 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 		ProtocolError: p.metrics.protocolError("inbound")}
 	in.fast = p.leanServer(in, "inbound")
 	in.srv = &http.Server{
-		Handler:           in,
+		Handler:           p.bodyRate.handler(withGuardedTLS(in)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          p.httpErrorLog("inbound"),
 		Protocols:         new(http.Protocols),
 		// HTTP/2 between sidecars: bounded streams per connection.
-		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 250},
+		HTTP2:       &http.HTTP2Config{MaxConcurrentStreams: 250},
+		ConnContext: guardedTLSContext,
 	}
 	// The TLS handshake is done before the connection reaches the server
-	// (see handshake), which then picks HTTP/1.1 or HTTP/2 by ALPN.
-	in.srv.Protocols.SetHTTP1(true)
-	in.srv.Protocols.SetHTTP2(true)
+	// (see handshake), which gets the HTTP/2 ones, decrypted and watched
+	// by a frameGuard: to the server they are HTTP/2 with prior knowledge.
+	in.srv.Protocols.SetUnencryptedHTTP2(true)
 	return in
 }
 
@@ -94,6 +96,11 @@ func (in *inbound) serve(ln net.Listener) error {
 		if err != nil {
 			return err
 		}
+		if !in.hs.take() {
+			in.p.refused.WithLabelValues("inbound", refusedMaxHandshakes).Inc()
+			c.Close()
+			continue
+		}
 		go in.handshake(c)
 	}
 }
@@ -103,6 +110,7 @@ func (in *inbound) handshake(c net.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), hsLimit)
 	err := tc.HandshakeContext(ctx)
 	cancel()
+	in.hs.put()
 	if err != nil {
 		var rh tls.RecordHeaderError
 		if errors.As(err, &rh) {
@@ -125,9 +133,9 @@ func (in *inbound) handshake(c net.Conn) {
 		in.serveTCP(tc)
 	case alpnH1, "":
 		// HTTP/1.1, also from clients that offer no ALPN.
-		in.fast.Serve(context.Background(), tc)
+		in.fast.Serve(withConnAbort(context.Background(), tc), tc)
 	default:
-		in.queue.push(tc)
+		in.queue.push(in.p.guardHTTP2(tc, "inbound"))
 	}
 }
 

@@ -13,6 +13,9 @@ func originalDst(c net.Conn) (*net.TCPAddr, error) {
 	if ic, ok := c.(*idleConn); ok {
 		c = ic.Conn
 	}
+	if cc, ok := c.(*countedConn); ok {
+		c = cc.Conn
+	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return nil, errors.New("proxy: not a TCP connection")

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -32,7 +31,8 @@ type outbound struct {
 	fast     *h1.Server   // HTTP/1.x from the app
 	state    atomic.Pointer[meshState]
 	clusters *clusters
-	mirrors  chan struct{} // bounds mirrored requests in flight
+	upstream *upstreamConns // connections to other sidecars, capped per destination
+	mirrors  chan struct{}  // bounds mirrored requests in flight
 	tcp      sync.WaitGroup
 
 	epMu      sync.Mutex
@@ -56,7 +56,7 @@ func (c *routedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 func (c *routedConn) NetConn() net.Conn { return c.Conn }
 
 func newOutbound(p *Proxy, addr net.Addr) *outbound {
-	o := &outbound{p: p, queue: newConnQueue(addr), clusters: newClusters(), mirrors: make(chan struct{}, maxMirrorsInFlight), endpoints: map[string]*endpoint{}}
+	o := &outbound{p: p, queue: newConnQueue(addr), clusters: newClusters(), mirrors: make(chan struct{}, maxMirrorsInFlight), endpoints: map[string]*endpoint{}, upstream: newUpstreamConns(p.metrics.reg)}
 	for name, up := range p.cfg.upstreams {
 		if up.ID.IsZero() {
 			p.log.Warn("upstream has no expected identity; any identity of the trust domain is accepted", "upstream", name)
@@ -64,7 +64,7 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 	}
 	o.setState(traffic.Compile(0, nil), 0, 0, nil)
 	o.srv = &http.Server{
-		Handler:           o,
+		Handler:           p.bodyRate.handler(followRequest(o)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -72,13 +72,16 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 250},
 		ErrorLog:          p.httpErrorLog("outbound"),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if g, ok := c.(*frameGuard); ok {
+				c = g.Conn
+			}
 			if rc, ok := c.(*routedConn); ok && !rc.service.IsZero() {
 				return context.WithValue(ctx, ctxKey{}, rc.service)
 			}
 			return ctx
 		},
 	}
-	o.fast = p.leanServer(o, "outbound")
+	o.fast = p.leanServer(followRequest(o), "outbound")
 	// Apps speak HTTP/1.1 (served by fast) or h2c (gRPC) to their sidecar.
 	o.srv.Protocols.SetHTTP1(true)
 	o.srv.Protocols.SetUnencryptedHTTP2(true)
@@ -91,7 +94,7 @@ func (o *outbound) transportFor(id spiffeid.ID, alpn string) *http.Transport {
 	tr := &http.Transport{
 		TLSClientConfig:     o.p.id.clientTLS(id, alpn),
 		TLSHandshakeTimeout: hsLimit,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         func(ctx context.Context, _, addr string) (net.Conn, error) { return o.upstream.dial(ctx, addr) },
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 		Protocols:           new(http.Protocols),
@@ -186,11 +189,15 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusBadGateway, "sigil: upstream "+svc.String()+" failed: "+reasonOf(err))
 		return
 	}
+	// Both ends close when the tunnel ends: pipe only half-closes, and an
+	// mTLS connection's CloseWrite leaves its socket (and its slot among
+	// the destination's connections) open.
+	defer up.Close()
 	client, buf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		up.Close()
 		return
 	}
+	defer client.Close()
 	o.tcp.Add(1)
 	defer o.tcp.Done()
 	client.Write([]byte("HTTP/1.1 200 Connection Established\r\n\r\n"))
@@ -212,13 +219,12 @@ func (o *outbound) dialTCP(ctx context.Context, ep *endpoint) (net.Conn, error) 
 func (o *outbound) dialTLS(ctx context.Context, addr string, id spiffeid.ID, alpn string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, hsLimit)
 	defer cancel()
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}, Config: o.p.id.clientTLS(id, alpn)}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := o.upstream.dialTLS(ctx, addr, o.p.id.clientTLS(id, alpn))
 	if err != nil {
 		o.p.metrics.handshakes.WithLabelValues("outbound", handshakeReason(err)).Inc()
 		return nil, err
 	}
-	if c.(*tls.Conn).ConnectionState().NegotiatedProtocol != alpn {
+	if c.ConnectionState().NegotiatedProtocol != alpn {
 		c.Close()
 		return nil, errors.New("peer sidecar does not speak " + alpn)
 	}
@@ -254,10 +260,10 @@ func (o *outbound) serveApp(rc *routedConn) {
 	}
 	rc.SetReadDeadline(time.Time{})
 	if string(head) == "PRI " {
-		o.queue.push(rc)
+		o.queue.push(o.p.guardHTTP2(rc, "outbound"))
 		return
 	}
-	ctx := context.Background()
+	ctx := withConnAbort(context.Background(), rc)
 	if !rc.service.IsZero() {
 		ctx = context.WithValue(ctx, ctxKey{}, rc.service)
 	}

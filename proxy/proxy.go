@@ -23,7 +23,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sigil-mesh/sigil/listener"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/proxy/h1"
@@ -41,6 +43,18 @@ type Proxy struct {
 	names   naming.Resolver
 	ready   atomic.Bool
 	drain   atomic.Bool
+	// notReady holds the reasons, beyond start-up and drain, that /ready
+	// fails (a listener that stopped, say).
+	notReady notReady
+	limits   connLimits
+	bodyRate bodyRate
+	// refused counts connections a listener closed at accept, by listener
+	// and reason.
+	refused *prometheus.CounterVec
+	// h2Limits bound what one HTTP/2 client connection may send;
+	// h2Closed counts the connections closed for going past them.
+	h2Limits h2Limits
+	h2Closed *prometheus.CounterVec
 }
 
 // Run runs the proxy until ctx is done, then drains in-flight requests.
@@ -56,6 +70,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		return p.id.expiresIn()
 	})
+	if err := p.setLimits(); err != nil {
+		return err
+	}
 
 	// The admin endpoint comes up first, so /ready can say what is missing.
 	adminLn, err := net.Listen("tcp", c.Admin)
@@ -63,7 +80,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("proxy: --admin %s: %w", c.Admin, err)
 	}
 	adminSrv := &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
-	go adminSrv.Serve(adminLn)
+	go p.serveListener("admin", func() error {
+		if err := adminSrv.Serve(listener.Retrying(adminLn, "admin", log)); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
 	defer adminSrv.Close()
 
 	var closers []func() error
@@ -148,8 +170,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	wg.Add(4)
 	go func() { defer wg.Done(); p.discover(discoverCtx, out, advertise) }()
-	go func() { defer wg.Done(); in.serve(idleListener{inLn, c.IdleTimeout}) }()
-	go func() { defer wg.Done(); out.serve(idleListener{outLn, c.IdleTimeout}) }()
+	inLimited := newLimitedListener(inLn, "inbound", p.limits.inbound, p.metrics.reg, p.refused, log)
+	outLimited := newLimitedListener(outLn, "outbound", p.limits.outbound, p.metrics.reg, p.refused, log)
+	p.guardOutbound(outLimited)
+	go func() {
+		defer wg.Done()
+		p.serveListener("inbound", func() error { return in.serve(idleListener{inLimited, c.IdleTimeout}) })
+	}()
+	go func() {
+		defer wg.Done()
+		p.serveListener("outbound", func() error { return out.serve(idleListener{outLimited, c.IdleTimeout}) })
+	}()
 	go func() { defer wg.Done(); p.policy.Watch(runCtx, time.Second) }()
 	go p.flushLoop(runCtx, decisions)
 
@@ -168,7 +199,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}()
 	log.Info("sigil-proxy running", "service", c.Service, "spiffe_id", p.id.id.String(),
 		"inbound", inLn.Addr().String(), "outbound", outLn.Addr().String(), "admin", adminLn.Addr().String(),
-		"advertise", advertise, "app", c.App, "transparent", c.Transparent, "upstreams", c.upstreamNames())
+		"advertise", advertise, "app", c.App, "transparent", c.Transparent, "upstreams", c.upstreamNames(),
+		"inbound_max_connections", p.limits.inbound, "outbound_max_connections", p.limits.outbound, "inbound_max_handshakes", p.limits.handshakes)
 
 	<-ctx.Done()
 	// Drain: leave the endpoint pool, stop taking connections, let
@@ -260,7 +292,7 @@ func (p *Proxy) flushLoop(ctx context.Context, decisions *jsonLines) {
 // leanServer is the HTTP/1.1 server of one side, with the limits of its
 // net/http twin; handler panics it logs at error level.
 func (p *Proxy) leanServer(h http.Handler, part string) *h1.Server {
-	return &h1.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+	return &h1.Server{Handler: p.bodyRate.handler(h), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(p.log.With("part", part).Handler(), slog.LevelError)}
 }
 
@@ -291,6 +323,7 @@ func (p *Proxy) adminHandler() http.Handler {
 		if p.drain.Load() {
 			missing = append(missing, "draining")
 		}
+		missing = append(missing, p.notReady.list()...)
 		if len(missing) > 0 || !p.ready.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintf(w, "not ready: %v\n", missing)

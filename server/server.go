@@ -28,6 +28,7 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/listener"
 	"github.com/sigil-mesh/sigil/registry"
 	"github.com/sigil-mesh/sigil/spiffeids"
 	"google.golang.org/grpc"
@@ -128,10 +129,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
 	wg.Add(3)
-	go func() { defer wg.Done(); errc <- grpcServer.Serve(agentLis) }()
+	go func() { defer wg.Done(); errc <- grpcServer.Serve(listener.Retrying(agentLis, "agent_api", log)) }()
 	go func() {
 		defer wg.Done()
-		if err := adminServer.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+		if err := adminServer.Serve(listener.Retrying(adminLis, "admin", log)); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()

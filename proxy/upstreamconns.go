@@ -1,0 +1,222 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sigil-mesh/sigil/traffic"
+)
+
+// Envoy's circuit-breaker defaults for a cluster, which Sigil applies per
+// destination sidecar: at most this many connections, and this many dials
+// waiting for one to free; the rest overflow at once.
+const (
+	defaultMaxUpstreamConns   = 1024
+	defaultMaxUpstreamPending = 1024
+	// upstreamConnWait bounds how long a dial waits for a slot when it
+	// has no request to follow (a mirror, say).
+	upstreamConnWait = 5 * time.Second
+)
+
+// errUpstreamConnOverflow is a dial refused because the destination's
+// connections and pending dials are all taken.
+var errUpstreamConnOverflow = errors.New("proxy: upstream connection limit reached")
+
+// upstreamConns caps the connections the outbound side holds to each
+// destination sidecar (by address), so that no caller, however it behaves
+// (an HTTP/2 client cancelling every request it sends, say), makes this
+// sidecar spread its load as new connections to its peers. A
+// DestinationRule's connectionPool.tcp.maxConnections overrides the
+// default for the endpoints of its host.
+type upstreamConns struct {
+	mu       sync.Mutex
+	by       map[string]*connLimiter
+	open     atomic.Int64
+	overflow prometheus.Counter
+}
+
+func newUpstreamConns(reg *prometheus.Registry) *upstreamConns {
+	u := &upstreamConns{by: map[string]*connLimiter{}}
+	u.overflow = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sigil_upstream_connections_overflow_total",
+		Help: "Dials to a destination sidecar refused because its connections (max_connections) and pending dials were all taken.",
+	})
+	reg.MustRegister(u.overflow, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sigil_upstream_connections",
+		Help: "Connections open from the outbound side to other sidecars.",
+	}, func() float64 { return float64(u.open.Load()) }))
+	return u
+}
+
+func (u *upstreamConns) limiter(addr string) *connLimiter {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	l := u.by[addr]
+	if l == nil {
+		l = &connLimiter{max: defaultMaxUpstreamConns, freed: make(chan struct{})}
+		u.by[addr] = l
+	}
+	return l
+}
+
+// setMax applies a DestinationRule's maxConnections (0: the default) to
+// eps. An outbound built without upstreamConns (some tests route without
+// ever dialing) has nothing to set.
+func (u *upstreamConns) setMax(eps []*endpoint, n int) {
+	if u == nil {
+		return
+	}
+	if n <= 0 {
+		n = defaultMaxUpstreamConns
+	}
+	for _, e := range eps {
+		l := u.limiter(e.addr)
+		l.mu.Lock()
+		l.max = n
+		l.mu.Unlock()
+	}
+}
+
+// maxConnectionsOf reads connectionPool.tcp.maxConnections (0: unset).
+func maxConnectionsOf(p *traffic.TrafficPolicy) int {
+	if p == nil || p.ConnectionPool == nil || p.ConnectionPool.TCP == nil {
+		return 0
+	}
+	return int(p.ConnectionPool.TCP.MaxConnections)
+}
+
+// requestCtxKey carries, in a request's context, the request's own context:
+// net/http's Transport dials with the request's values but not its
+// cancellation, and a dial for a request already gone is load for nothing.
+type requestCtxKey struct{}
+
+// withRequestCtx marks r's context as the one dials for r follow.
+func withRequestCtx(ctx context.Context) context.Context {
+	return context.WithValue(ctx, requestCtxKey{}, ctx)
+}
+
+// dial opens a TCP connection to addr within its cap: it fails at once if
+// the request it serves is gone, waits for a slot while the request lives
+// (at most upstreamConnWait without one), and overflows when too many
+// wait already. Closing the connection frees the slot.
+func (u *upstreamConns) dial(ctx context.Context, addr string) (net.Conn, error) {
+	if rc, ok := ctx.Value(requestCtxKey{}).(context.Context); ok {
+		if err := rc.Err(); err != nil {
+			return nil, err
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(rc, cancel)()
+	} else {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, upstreamConnWait)
+		defer cancel()
+	}
+	l := u.limiter(addr)
+	if err := l.acquire(ctx); err != nil {
+		if errors.Is(err, errUpstreamConnOverflow) {
+			u.overflow.Inc()
+		}
+		return nil, err
+	}
+	c, err := (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		l.release()
+		return nil, err
+	}
+	u.open.Add(1)
+	return &limitedConn{Conn: c, release: func() { l.release(); u.open.Add(-1) }}, nil
+}
+
+// dialTLS opens an mTLS connection to addr within its cap.
+func (u *upstreamConns) dialTLS(ctx context.Context, addr string, cfg *tls.Config) (*tls.Conn, error) {
+	c, err := u.dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(c, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// connLimiter counts one destination's connections.
+type connLimiter struct {
+	mu      sync.Mutex
+	max     int
+	open    int
+	waiting int
+	freed   chan struct{} // closed, and replaced, when a slot frees
+}
+
+func (l *connLimiter) acquire(ctx context.Context) error {
+	l.mu.Lock()
+	for l.open >= l.max {
+		if l.waiting >= defaultMaxUpstreamPending {
+			l.mu.Unlock()
+			return errUpstreamConnOverflow
+		}
+		freed := l.freed
+		l.waiting++
+		l.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			l.mu.Lock()
+			l.waiting--
+			l.mu.Unlock()
+			return ctx.Err()
+		}
+		l.mu.Lock()
+		l.waiting--
+	}
+	l.open++
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *connLimiter) release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.open--
+	close(l.freed)
+	l.freed = make(chan struct{})
+}
+
+// limitedConn frees its slot when closed, once.
+type limitedConn struct {
+	net.Conn
+	release func()
+	once    sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}
+
+// CloseWrite passes half-closes through for TCP tunnels.
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
+
+// followRequest lets the dials a request causes follow its context (see
+// requestCtxKey).
+func followRequest(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(withRequestCtx(r.Context())))
+	})
+}
