@@ -33,7 +33,7 @@ func Read(path string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
+		return nil, fmt.Errorf("%s: not a regular file but %s", path, kind(st.Mode()))
 	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("%s: mode %04o %w; chmod 600 it (and replace what it holds: others may have read it)", path, perm, ErrReadable)
@@ -46,4 +46,19 @@ func Read(path string, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: more than %d bytes", path, max)
 	}
 	return data, nil
+}
+
+// kind names a file type for an error message.
+func kind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return fmt.Sprintf("of type %s", m.Type())
 }
