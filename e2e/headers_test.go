@@ -125,7 +125,7 @@ func TestSidecarsAddNoRequestHeaders(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("h2c: %s", resp.Status)
 	}
-	if code := sendRaw(t, rm.web.Outbound, "GET /added-upgrade HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: x-test\r\n\r\n"); code == 0 {
+	if code := sendRaw(t, rm.web.Outbound, "GET /added-upgrade HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"); code == 0 {
 		t.Fatal("upgrade: no answer")
 	}
 	seen := map[string]bool{}

@@ -133,7 +133,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service)
 		return
 	}
 	body, replay := readReplayable(r)
-	if r.Header.Get("Upgrade") != "" {
+	if isWebSocketUpgrade(r.Header) {
 		// Not mirrored: a copy of an upgrade has nowhere to go.
 		o.upgrade(w, r, c)
 		return

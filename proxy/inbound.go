@@ -188,7 +188,7 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case proto == policy.ProtocolGRPC:
 			in.toAppH2C.ServeHTTP(rec, r)
-		case r.Header.Get("Upgrade") != "":
+		case isWebSocketUpgrade(r.Header):
 			in.toApp.ServeHTTP(rec, r)
 		default:
 			in.forward(rec, r)
