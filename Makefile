@@ -88,6 +88,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzWriter -fuzztime 30s ./cmd/internal/termsafe/
 	$(GO) test -run '^$$' -fuzz FuzzReceiver -fuzztime 30s ./api/configdelta/
 	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime 30s ./proxy/h1/
+	$(GO) test -run '^$$' -fuzz FuzzCheck -fuzztime 30s ./audit/
 	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzWriteRequest -fuzztime 30s ./proxy/h1/

@@ -316,6 +316,7 @@ func Check(r io.Reader) (Summary, error) {
 func scan(r io.Reader, each func(Event)) (Event, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+	sc.Split(scanLF)
 	var last Event
 	for n := 1; sc.Scan(); n++ {
 		var e Event
@@ -327,12 +328,20 @@ func scan(r io.Reader, each func(Event)) (Event, error) {
 		if e.Prev != last.Hash || e.Seq != last.Seq+1 {
 			return last, fmt.Errorf("%w at line %d (seq %d): does not follow seq %d", ErrBroken, n, e.Seq, last.Seq)
 		}
-		h, _, err := seal(e)
+		h, line, err := seal(e)
 		if err != nil {
 			return last, err
 		}
 		if h != e.Hash {
 			return last, fmt.Errorf("%w at line %d (seq %d): hash does not match the content", ErrBroken, n, e.Seq)
+		}
+		// The hash covers the decoded event, so the line must also be the
+		// very bytes the server wrote: anything else (a second JSON object
+		// after the first, which line readers such as jq take for an event
+		// of its own; spaces; a CR; another escape of the same text) is an
+		// edit the hash alone would not see.
+		if !bytes.Equal(line, sc.Bytes()) {
+			return last, fmt.Errorf("%w at line %d (seq %d): the line is not byte for byte the record written (bytes added or re-encoded)", ErrBroken, n, e.Seq)
 		}
 		each(e)
 		last = e
@@ -341,4 +350,16 @@ func scan(r io.Reader, each func(Event)) (Event, error) {
 		return last, fmt.Errorf("audit: reading: %w", err)
 	}
 	return last, nil
+}
+
+// scanLF splits at '\n' only: unlike bufio.ScanLines it keeps a '\r', so
+// a CR added to a line is seen (and refused) by the byte comparison.
+func scanLF(data []byte, atEOF bool) (int, []byte, error) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return i + 1, data[:i], nil
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
 }

@@ -56,3 +56,39 @@ func TestAppendVerifyAndReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAuditTamperAnyByte: a line is whole only when it is byte for byte
+// the record the server wrote. Bytes added around or inside it (a second,
+// forged JSON object after the first, which jq and log shippers read as
+// an event of its own; spaces; a CR; an escape spelling the same text)
+// break the chain, even where they decode to the same event.
+func TestAuditTamperAnyByte(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(path, fixedNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(Event{Type: TokenCreated, Actor: "admin"}, Event{Type: EntryCreated, Actor: "admin"}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	data, _ := os.ReadFile(path)
+	lines := strings.SplitAfter(string(data), "\n")
+	first := strings.TrimSuffix(lines[0], "\n")
+	for _, tt := range []struct{ name, line string }{
+		{"second object", first + ` {"seq":2,"type":"agent.evicted","actor":"forged"}`},
+		{"trailing bytes", first + "x"},
+		{"trailing space", first + " "},
+		{"leading space", " " + first},
+		{"CR", first + "\r"},
+		{"space inside", strings.Replace(first, `{"seq"`, `{ "seq"`, 1)},
+		{"escaped letter", strings.Replace(first, `"admin"`, `"\u0061dmin"`, 1)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			text := tt.line + "\n" + lines[1]
+			if _, err := Verify(strings.NewReader(text)); !errors.Is(err, ErrBroken) {
+				t.Errorf("Verify = %v, want ErrBroken", err)
+			}
+		})
+	}
+}

@@ -125,6 +125,10 @@ for _ in $(seq 500); do
 	esac
 done
 echo "measured split: v1 $((v1*100/500))% ($v1), v2 $((v2*100/500))% ($v2)   (configured 90/10)"
+# 10% of 500 is 50 +/- 7: far outside 20..100 the canary did not apply.
+if [ "$v2" -lt 20 ] || [ "$v2" -gt 100 ] || [ $((v1+v2)) -ne 500 ]; then
+	echo "the measured split is not the configured 90/10: the canary did not take effect"; exit 1
+fi
 
 step "10. the audit trail (every token, attestation, issuance and CA event)"
 cut -c1-150 "$DIR/server/audit.log" | tail -4

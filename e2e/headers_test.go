@@ -99,3 +99,47 @@ func TestHopByHopCannotRemoveSidecarHeaders(t *testing.T) {
 		}
 	}
 }
+
+// The sidecars pass on the request the app sent and add only their own
+// headers (the identity header, trace context): no User-Agent or
+// Accept-Encoding the app never sent reaches the peer app (or its policy,
+// which reads request.headers). Go's transports add both by default, and
+// with Accept-Encoding they also unzip the answer behind the app's back.
+// Checked for HTTP/2 from the app (h2c, between sidecars over HTTP/2) and
+// for an HTTP/1.1 Upgrade (which the inbound sidecar proxies to the app
+// with a different transport).
+func TestSidecarsAddNoRequestHeaders(t *testing.T) {
+	t.Parallel()
+	rm := startRecordingMesh(t)
+	h2c := &http.Transport{Protocols: new(http.Protocols), DisableCompression: true}
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+	defer h2c.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", "http://"+rm.web.Outbound+"/added-h2", nil)
+	req.Host = "api"
+	req.Header["User-Agent"] = []string{""} // Go's client then sends none
+	resp, err := h2c.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("h2c: %s", resp.Status)
+	}
+	if code := sendRaw(t, rm.web.Outbound, "GET /added-upgrade HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"); code == 0 {
+		t.Fatal("upgrade: no answer")
+	}
+	seen := map[string]bool{}
+	for _, r := range rm.app.requests() {
+		seen[r.URL.Path] = true
+		for _, h := range []string{"User-Agent", "Accept-Encoding"} {
+			if v, ok := r.Header[h]; ok {
+				t.Errorf("%s: the app got %s %q, which the caller never sent", r.URL.Path, h, v)
+			}
+		}
+	}
+	for _, p := range []string{"/added-h2", "/added-upgrade"} {
+		if !seen[p] {
+			t.Errorf("the app never got %s", p)
+		}
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestJoinTokenNotInArgvPrivateFile(t *testing.T) {
@@ -44,5 +46,38 @@ func TestJoinTokenNotInArgvPrivateFile(t *testing.T) {
 	}
 	if _, err := Read(dir, 100); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Fatalf("directory: %v", err)
+	}
+}
+
+// TestPrivateFileSpecialFiles: a FIFO (or a device) in the credential's
+// place is refused at once, never waited on, and a symlink is judged by
+// the file it names.
+func TestPrivateFileSpecialFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	loose := filepath.Join(dir, "loose")
+	os.WriteFile(loose, []byte("tok"), 0o644)
+	os.Chmod(loose, 0o644)
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(loose, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ path, want string }{
+		{fifo, "not a regular file"},
+		{link, "mode 0644"},
+	} {
+		done := make(chan error, 1)
+		go func() { _, err := Read(tt.path, 100); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("%s: %v, want an error with %q", tt.path, err, tt.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: Read still blocked after 5s (it waits for a writer)", tt.path)
+		}
 	}
 }

@@ -133,7 +133,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service)
 		return
 	}
 	body, replay := readReplayable(r)
-	if r.Header.Get("Upgrade") != "" {
+	if isWebSocketUpgrade(r.Header) {
 		// Not mirrored: a copy of an upgrade has nowhere to go.
 		o.upgrade(w, r, c)
 		return
@@ -141,6 +141,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service)
 	// The request's headers, stripped once, are shared by every attempt
 	// and the mirror, which only read them.
 	stripRequestHopHeaders(r.Header)
+	noDefaultUserAgent(r.Header)
 	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
 		o.mirror(st, r, body, replay, m.MirrorTo, m.Mirror)
 	}
@@ -300,6 +301,16 @@ func removeHopHeaders(h http.Header) {
 	}
 	for _, k := range hopHeaders {
 		delete(h, k) // already canonical: Header.Del would canonicalise again (2% of CPU)
+	}
+}
+
+// noDefaultUserAgent keeps a request without a User-Agent without one:
+// Go's transports send "Go-http-client/1.1" or "/2.0" unless the header is
+// present and empty (httputil.ReverseProxy does the same), and the peer's
+// policy and app would see a header the caller never sent.
+func noDefaultUserAgent(h http.Header) {
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{""}
 	}
 }
 

@@ -118,3 +118,14 @@ func foldHeaderByte(c byte) byte {
 	}
 	return c
 }
+
+// isWebSocketUpgrade reports whether a request asks to become a WebSocket,
+// the one upgrade a sidecar tunnels (Istio enables only websocket). Any
+// other Upgrade is a plain request whose hop-by-hop Upgrade goes: h2c in
+// particular, since an app that took it would read HTTP/2 frames from the
+// tunnel with no policy decision per request (h2c smuggling; Envoy strips
+// h2c upgrades). The header must hold exactly one token, "websocket".
+func isWebSocketUpgrade(h http.Header) bool {
+	v := h["Upgrade"]
+	return len(v) == 1 && strings.EqualFold(strings.TrimSpace(v[0]), "websocket")
+}

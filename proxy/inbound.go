@@ -40,8 +40,10 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	in.tls = p.id.serverTLS(func(err error) {
 		p.metrics.handshakes.WithLabelValues("inbound", handshakeReason(err)).Inc()
 	})
-	h1t := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}
-	h2c := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DialContext: h1t.DialContext, Protocols: new(http.Protocols)}
+	// DisableCompression: the caller's Accept-Encoding reaches the app as
+	// sent (Go's default adds gzip and unzips the answer).
+	h1t := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, DisableCompression: true}
+	h2c := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DialContext: h1t.DialContext, Protocols: new(http.Protocols), DisableCompression: true}
 	h2c.Protocols.SetUnencryptedHTTP2(true)
 	in.toApp = in.appProxy(h1t)
 	in.toAppH2C = in.appProxy(h2c)
@@ -195,7 +197,7 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case proto == policy.ProtocolGRPC:
 			in.toAppH2C.ServeHTTP(rec, r)
-		case r.Header.Get("Upgrade") != "":
+		case isWebSocketUpgrade(r.Header):
 			in.toApp.ServeHTTP(rec, r)
 		default:
 			in.forward(rec, r)

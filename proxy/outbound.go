@@ -99,6 +99,9 @@ func (o *outbound) transportFor(id spiffeid.ID, alpn string) *http.Transport {
 		IdleConnTimeout:     90 * time.Second,
 		Protocols:           new(http.Protocols),
 		HTTP2:               &http.HTTP2Config{MaxConcurrentStreams: 250, PingTimeout: 15 * time.Second, SendPingTimeout: 30 * time.Second},
+		// The app's Accept-Encoding passes as sent; Go's default adds gzip
+		// and unzips the answer behind the app's back.
+		DisableCompression: true,
 	}
 	if alpn == alpnH2 {
 		tr.Protocols.SetHTTP2(true)

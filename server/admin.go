@@ -108,7 +108,16 @@ func (s *Server) handleBody(limit int64, fn func(*http.Request) (any, error)) ht
 			_, _ = w.Write(b)
 			return
 		}
-		_ = json.NewEncoder(w).Encode(out)
+		// Encoded before the status goes out: a value that cannot be
+		// encoded is a 500 that says so, not a 200 with no body.
+		b, err := json.Marshal(out)
+		if err != nil {
+			s.log.Error("admin response could not be encoded", "path", r.URL.Path, "error", err)
+			w.WriteHeader(http.StatusInternalServerError)
+			_ = json.NewEncoder(w).Encode(&APIError{Status: http.StatusInternalServerError, Message: "admin: encoding the response: " + err.Error()})
+			return
+		}
+		_, _ = w.Write(append(b, '\n'))
 	}
 }
 

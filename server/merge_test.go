@@ -3,16 +3,12 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/registry"
 )
 
@@ -20,19 +16,7 @@ import (
 // and can be fixed by applying a good one over it.
 func TestStoredResourceRefusedByNewerRulesCanBeReplaced(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := registry.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	trail, err := audit.Open(filepath.Join(dir, "audit.log"), time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer trail.Close()
-	s := &Server{cfg: &checked{Config: Config{MaxResourceBytes: DefaultMaxResourceBytes, MaxConfigBytes: DefaultMaxConfigBytes}}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		store: store, audit: trail, changes: newBroadcaster(), now: time.Now}
+	s, store := storeServer(t)
 	legacy := registry.StoredResource{Kind: "VirtualService", Namespace: "default", Name: "old",
 		Spec: []byte(`{"hosts":["api"],"http":[{"redirect":{"uri":"new"}}]}`)}
 	if _, _, err := store.ApplyResources(ctx, []registry.StoredResource{legacy}, false, time.Now()); err != nil {

@@ -121,6 +121,15 @@ func (s *Server) listConfig(r *http.Request) (any, error) {
 	if rs == nil {
 		rs = []registry.StoredResource{}
 	}
+	for i := range rs {
+		// A record stored before today's checks may hold bytes that are
+		// not JSON; it is listed with them as a JSON string, so the rest
+		// still lists and this one can be seen and deleted.
+		if !json.Valid(rs[i].Spec) {
+			s.log.Warn("stored resource is not valid JSON; listed as a string", "kind", rs[i].Kind, "namespace", rs[i].Namespace, "name", rs[i].Name)
+			rs[i].Spec, _ = json.Marshal(string(rs[i].Spec))
+		}
+	}
 	return rs, err
 }
 

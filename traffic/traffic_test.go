@@ -140,6 +140,8 @@ func TestRefusals(t *testing.T) {
 		{"kind", "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\n", []string{`kind "Gateway"`}},
 		{"version", "apiVersion: v1\nkind: Service\nmetadata: {name: g}\n", []string{`apiVersion "v1"`}},
 		{"lb", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api\n  trafficPolicy: {loadBalancer: {simple: FASTEST}}\n", []string{"spec.trafficPolicy.loadBalancer.simple"}},
+		{"header ops size", vs("  hosts: [api]\n  http:\n  - headers: {request: {set: {x-big: " + strings.Repeat("a", MaxHeaderOpsBytes) + "}}}\n    route:\n    - destination: {host: api}\n"), []string{"spec.http[0].headers.request", "more than 16384"}},
+		{"header ops size, add", vs("  hosts: [api]\n  http:\n  - route:\n    - destination: {host: api}\n      headers: {response: {add: {x-a: " + strings.Repeat("a", 9000) + ", x-b: " + strings.Repeat("b", 9000) + "}}}\n"), []string{"spec.http[0].route[0].headers.response", "more than 16384"}},
 		{"xfcc", vs("  hosts: [api]\n  http:\n  - headers: {request: {set: {x-forwarded-client-cert: forged}}}\n    route:\n    - destination: {host: api}\n"), []string{"set by the mesh"}},
 	}
 	for _, tt := range tests {

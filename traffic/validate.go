@@ -319,19 +319,33 @@ func (v *validator) headers(p string, h *Headers) {
 		if ops == nil {
 			continue
 		}
+		size := 0
 		for k, val := range ops.Set {
 			v.headerName(p+"."+name+".set", k)
 			v.headerValue(p+"."+name+".set."+k, val)
+			size += len(k) + len(val) + len(": \r\n")
 		}
 		for k, val := range ops.Add {
 			v.headerName(p+"."+name+".add", k)
 			v.headerValue(p+"."+name+".add."+k, val)
+			size += len(k) + len(val) + len(": \r\n")
+		}
+		if size > MaxHeaderOpsBytes {
+			v.fail(p+"."+name, "set and add come to %d bytes of header fields, more than %d: the sidecars accept 64 KiB of request or response header fields in all (Envoy: 60 KiB), so every request on this route would fail", size, MaxHeaderOpsBytes)
 		}
 		for _, k := range ops.Remove {
 			v.headerName(p+"."+name+".remove", k)
 		}
 	}
 }
+
+// MaxHeaderOpsBytes bounds the header fields one headers block (a route's
+// or a destination's request or response operations) may set and add,
+// counted as name + ": " + value + CRLF: with both blocks a request grows
+// by at most 32 KiB, half of the 64 KiB of header fields a sidecar
+// accepts, and the rest is the app's. A larger block would make every
+// request on the route fail at the peer (431 or 503).
+const MaxHeaderOpsBytes = 16 << 10
 
 // headerValue refuses a value that is not an RFC 9110 field value
 // (section 5.5: no control character but horizontal tab): a CR or LF would
