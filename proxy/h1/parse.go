@@ -108,7 +108,7 @@ func parseRequest(head []byte, br *bufio.Reader) *http.Request {
 		return nil
 	}
 	length, ok := bodyLength(h)
-	if !ok || len(h["Host"]) > 1 || h["Pragma"] != nil || h["Expect"] != nil {
+	if !ok || len(h["Host"]) != 1 || h["Pragma"] != nil || h["Expect"] != nil {
 		return nil
 	}
 	p := &parsedRequest{}

@@ -20,7 +20,7 @@ var requestCases = []struct {
 	{"GET /echo?size=1024 HTTP/1.1\r\nHost: api\r\nUser-Agent: fortio.org/fortio-1.68.2\r\n\r\n", true},
 	{"POST /v1/items HTTP/1.1\r\nHost: api:8080\r\nContent-Type: application/json\r\nContent-Length: 7\r\nx-lower: a\r\nAccept: a\r\nAccept: b\r\n\r\n{\"a\":1}", true},
 	{"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n", true},
-	{"GET / HTTP/1.1\r\n\r\n", true},
+	{"GET / HTTP/1.1\r\n\r\n", false}, // no Host: RFC 9112 §3.2 makes it a 400, which the strict path says
 	{"GET /a%20b HTTP/1.1\r\nHost: a\r\n\r\n", false},
 	{"GET /a? HTTP/1.1\r\nHost: a\r\n\r\n", false},
 	{"GET http://a/b HTTP/1.1\r\nHost: a\r\n\r\n", false},

@@ -73,6 +73,7 @@ func wholeHead(br *bufio.Reader, head []byte, peeked bool, limit int) ([]byte, e
 type framing struct {
 	te, cl, expect []string // field values as received
 	hosts          int
+	connect        bool // the start line's method is CONNECT
 }
 
 // checkHead checks a head's lines: each ends in CRLF (no bare CR or LF),
@@ -91,6 +92,7 @@ func checkHead(head []byte) (framing, error) {
 		head = head[i+1:]
 		if first {
 			first = false
+			f.connect = bytes.HasPrefix(line, []byte("CONNECT "))
 			for _, c := range line {
 				if c < ' ' && c != '\t' || c == 0x7f {
 					return f, framingError("control character in the start line")
@@ -175,6 +177,11 @@ func (f *framing) check(major, minor int, request bool) (chunked bool, err error
 	if request {
 		if f.hosts > 1 {
 			return false, framingError("more than one Host")
+		}
+		// RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400 (as
+		// net/http's server; CONNECT names its target in the start line).
+		if f.hosts == 0 && minor >= 1 && !f.connect {
+			return false, framingError("HTTP/1.1 request without Host")
 		}
 		for _, v := range f.expect {
 			if !strings.EqualFold(v, "100-continue") {

@@ -25,6 +25,10 @@ var framingCases = []struct {
 }{
 	{"CL and TE chunked then a second request", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 	{"TE with space before colon", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400},
+	{"any field with space before colon", "GET / HTTP/1.1\r\nHost: a\r\nX-Test : 1\r\n\r\n", 400},
+	{"identity header with space before colon", "GET / HTTP/1.1\r\nHost: a\r\nx-forwarded-client-cert : URI=spiffe://x/y\r\n\r\n", 400},
+	{"Host with space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400},
+	{"HTTP/1.1 without Host", "GET / HTTP/1.1\r\nX-A: 1\r\n\r\n", 400},
 	{"chunk size 0x5", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", 400},
 	{"chunk size +5", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n", 400},
 	{"chunk size with trailing space", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n", 400},
