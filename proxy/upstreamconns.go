@@ -205,6 +205,10 @@ func (c *limitedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// NetConn is the dialled connection underneath: the h1 client peeks at
+// its socket before reusing a pooled connection (h1.idlePeek).
+func (c *limitedConn) NetConn() net.Conn { return c.Conn }
+
 // CloseWrite passes half-closes through for TCP tunnels.
 func (c *limitedConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {

@@ -21,8 +21,14 @@ type idlePeek struct {
 }
 
 func newIdlePeek(c net.Conn) idlePeek {
-	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
-		c = tc.NetConn() // TLS: its records, unread, are on the socket below
+	// TLS, and the sidecar's own wrappers (a connection cap's slot, say):
+	// the bytes unread are on the socket below them all.
+	for range 4 {
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = w.NetConn()
 	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestPooledConnectionPoisoning: bytes an upstream sends past the end of a
@@ -201,3 +202,47 @@ func TestEarlyResponse(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// wrapped is a connection wrapper of the kind the sidecar puts between
+// TLS and the socket (a connection cap's slot).
+type wrapped struct{ net.Conn }
+
+func (w wrapped) NetConn() net.Conn { return w.Conn }
+
+// The idle check reaches the socket through TLS and wrappers: bytes that
+// arrive on an idle connection are seen whatever wraps it (a wrapper
+// without a way down had turned the check off for every sidecar-to-sidecar
+// connection).
+func TestPooledConnectionPoisoningSeenThroughWrappers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer := <-accepted
+	defer peer.Close()
+	p := newIdlePeek(wrapped{wrapped{c}})
+	if got := p.check(); got != idleQuiet {
+		t.Fatalf("quiet connection: state %d, want idleQuiet", got)
+	}
+	peer.Write([]byte("HTTP/1.1 200 OK\r\n\r\n"))
+	deadline := time.Now().Add(5 * time.Second)
+	for p.check() != idleData {
+		if time.Now().After(deadline) {
+			t.Fatal("stray bytes never seen through the wrappers")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
