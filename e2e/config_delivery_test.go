@@ -14,25 +14,18 @@ import (
 // of pad bytes, and returns the YAML and the bytes of header values.
 func vsDocs(prefix string, n, pad int) (string, int) {
 	var b strings.Builder
-	value := strings.Repeat("x", pad)
 	for i := range n {
-		fmt.Fprintf(&b, `---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: %s-%d
-  namespace: default
-spec:
-  hosts: [%s-%d]
-  http:
-  - headers:
-      request:
-        set:
-          x-pad: %q
-    route:
-    - destination:
-        host: %s-%d
-`, prefix, i, prefix, i, value, prefix, i)
+		fmt.Fprintf(&b, "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: %s-%d\n  namespace: default\nspec:\n  hosts: [%s-%d]\n  http:\n", prefix, i, prefix, i)
+		// The padding rides in header values of at most 8 KiB per route:
+		// one route's header changes are bounded (traffic.MaxHeaderOpsBytes),
+		// a resource's size only by --max-resource-bytes.
+		for left := pad; left > 0 || left == pad; left -= 8 << 10 {
+			fmt.Fprintf(&b, "  - headers:\n      request:\n        set:\n          x-pad: %q\n    route:\n    - destination:\n        host: %s-%d\n",
+				strings.Repeat("x", min(left, 8<<10)), prefix, i)
+			if left <= 8<<10 {
+				break
+			}
+		}
 	}
 	return b.String(), n * pad
 }
