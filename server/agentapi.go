@@ -328,15 +328,7 @@ func (s *Server) Sync(_ *agentv1.SyncRequest, stream agentv1.Agent_SyncServer) e
 	s.log.Info("agent connected", "agent", agent.String(), "peer", peerAddr(ctx))
 	defer s.log.Info("agent disconnected", "agent", agent.String())
 	var last *agentv1.SyncResponse
-	for first := true; ; first = false {
-		changed := s.changes.Changed()
-		// Each change checks the caller again: an evicted agent, or one
-		// whose certificate has expired, loses the stream.
-		if !first {
-			if _, err := s.callerAgent(ctx); err != nil {
-				return err
-			}
-		}
+	return s.followChanges(ctx, func() error {
 		snap, err := s.snapshot(ctx, agent)
 		if err != nil {
 			return err
@@ -346,6 +338,25 @@ func (s *Server) Sync(_ *agentv1.SyncRequest, stream agentv1.Agent_SyncServer) e
 				return err
 			}
 			last = snap
+		}
+		return nil
+	})
+}
+
+// followChanges calls send at once, then again at each change the
+// broadcaster signals, until ctx is done. Each change checks the caller
+// again first: an evicted agent, or one whose certificate has expired,
+// loses the stream.
+func (s *Server) followChanges(ctx context.Context, send func() error) error {
+	for first := true; ; first = false {
+		changed := s.changes.Changed()
+		if !first {
+			if _, err := s.callerAgent(ctx); err != nil {
+				return err
+			}
+		}
+		if err := send(); err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -386,13 +397,7 @@ func (s *Server) StreamConfig(_ *agentv1.StreamConfigRequest, stream agentv1.Age
 		return err
 	}
 	var last *configdelta.Snapshot
-	for first := true; ; first = false {
-		changed := s.changes.Changed()
-		if !first {
-			if _, err := s.callerAgent(ctx); err != nil {
-				return err
-			}
-		}
+	return s.followChanges(ctx, func() error {
 		snap, err := s.configSnapshot(ctx)
 		if err != nil {
 			return status.Error(codes.Unavailable, err.Error())
@@ -405,12 +410,8 @@ func (s *Server) StreamConfig(_ *agentv1.StreamConfigRequest, stream agentv1.Age
 			}
 			last = snap
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-changed:
-		}
-	}
+		return nil
+	})
 }
 
 func (s *Server) bundleProto() *agentv1.Bundle {
