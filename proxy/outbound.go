@@ -81,7 +81,10 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 			return ctx
 		},
 	}
-	o.fast = p.leanServer(followRequest(o), "outbound")
+	// The lean server gives every request its connection's context, which
+	// serveApp marks for dials to follow (followRequest, once per
+	// connection instead of a copy of each request).
+	o.fast = p.leanServer(o, "outbound")
 	// Apps speak HTTP/1.1 (served by fast) or h2c (gRPC) to their sidecar.
 	o.srv.Protocols.SetHTTP1(true)
 	o.srv.Protocols.SetUnencryptedHTTP2(true)
@@ -270,7 +273,7 @@ func (o *outbound) serveApp(rc *routedConn) {
 	if !rc.service.IsZero() {
 		ctx = context.WithValue(ctx, ctxKey{}, rc.service)
 	}
-	o.fast.Serve(ctx, rc)
+	o.fast.Serve(withRequestCtx(ctx), rc)
 }
 
 // httpPrefixes are the first bytes of HTTP/1.x requests and the h2 preface.

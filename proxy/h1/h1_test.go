@@ -409,3 +409,35 @@ func (c boundConn) ConnectionState() tls.ConnectionState {
 	}
 	return tls.ConnectionState{PeerCertificates: []*x509.Certificate{{NotAfter: c.peer}}}
 }
+
+// TestConnContextPerConnection: the context a connection is served with
+// reaches every request on it, for a cost paid once per connection, not
+// once per request (a WithContext copy of each request was a sidecar's
+// per-request CPU regression once its contexts carried values).
+func TestConnContextPerConnection(t *testing.T) {
+	type key struct{}
+	const requests = 20
+	script := strings.Repeat("GET /a?b=c HTTP/1.1\r\nHost: a\r\n\r\n", requests-1) +
+		"GET /odd%20path HTTP/1.1\r\nHost: a\r\nPragma: no-cache\r\n\r\n" // the strict parser's path
+	var seen, missing int
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen++
+		if r.Context().Value(key{}) == nil {
+			missing++
+		}
+	})}
+	serveAll := func(ctx context.Context) func() {
+		return func() { s.Serve(ctx, &scriptConn{r: strings.NewReader(script)}) }
+	}
+	base := testing.AllocsPerRun(20, serveAll(context.Background()))
+	seen, missing = 0, 0
+	valued := testing.AllocsPerRun(20, serveAll(context.WithValue(context.Background(), key{}, true)))
+	if seen == 0 || missing != 0 {
+		t.Fatalf("%d of %d requests lacked the connection's context value", missing, seen)
+	}
+	// One template request per connection (and the strict parser's
+	// request, which takes the context with WithContext).
+	if extra := valued - base; extra > 2 {
+		t.Errorf("a context with values costs %v allocations per connection of %d requests, want at most 2", extra, requests)
+	}
+}

@@ -53,16 +53,22 @@ func peekHead(br *bufio.Reader) (head []byte, ok bool) {
 var crlf2 = []byte("\r\n\r\n")
 
 // readRequest reads a request as http.ReadRequest does, parsing the common
-// case itself.
-func readRequest(br *bufio.Reader) (*http.Request, error) {
+// case itself. base, if not nil, is a request with nothing set but its
+// context: the request read has that context (set by copying base, where
+// WithContext would allocate a second request).
+func readRequest(br *bufio.Reader, base *http.Request) (*http.Request, error) {
 	head, ok := peekHead(br)
 	if ok {
-		if req := parseRequest(head, br); req != nil {
+		if req := parseRequest(head, br, base); req != nil {
 			br.Discard(len(head))
 			return req, nil
 		}
 	}
-	return readRequestStrict(br, head, ok)
+	req, err := readRequestStrict(br, head, ok)
+	if err == nil && base != nil {
+		req = req.WithContext(base.Context())
+	}
+	return req, err
 }
 
 // readResponse reads req's response as http.ReadResponse does, parsing
@@ -87,8 +93,9 @@ type parsedRequest struct {
 }
 
 // parseRequest parses a request head that br's body reads follow, or
-// returns nil for net/http to parse.
-func parseRequest(head []byte, br *bufio.Reader) *http.Request {
+// returns nil for net/http to parse. The request starts as a copy of base
+// (see readRequest) if base is not nil.
+func parseRequest(head []byte, br *bufio.Reader, base *http.Request) *http.Request {
 	line, rest, ok := cutLine(head)
 	if !ok {
 		return nil
@@ -112,6 +119,9 @@ func parseRequest(head []byte, br *bufio.Reader) *http.Request {
 		return nil
 	}
 	p := &parsedRequest{}
+	if base != nil {
+		p.req = *base
+	}
 	p.url.Path = s[len(method)+1 : len(method)+1+len(path)]
 	if hasQuery {
 		p.url.RawQuery = s[len(method)+len(path)+2 : len(method)+1+len(target)]

@@ -39,7 +39,7 @@ func TestParseRequestCases(t *testing.T) {
 		br := bufio.NewReaderSize(strings.NewReader(c.in), bufSize)
 		br.Peek(1)
 		head, ok := peekHead(br)
-		fast := ok && parseRequest(head, br) != nil
+		fast := ok && parseRequest(head, br, nil) != nil
 		if fast != c.fast {
 			t.Errorf("%q: fast path %v, want %v", c.in, fast, c.fast)
 		}
@@ -54,7 +54,7 @@ func TestReadRequestAllocs(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, func() {
 		r.Reset(in)
 		br.Reset(r)
-		if _, err := readRequest(br); err != nil {
+		if _, err := readRequest(br, nil); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -73,7 +73,7 @@ func compareRequest(t *testing.T, in string) {
 	if !ok {
 		return
 	}
-	got := parseRequest(head, br)
+	got := parseRequest(head, br, nil)
 	if got == nil {
 		return
 	}

@@ -256,7 +256,7 @@ func FuzzReadStrict(f *testing.F) {
 	f.Add("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		br := bufio.NewReaderSize(strings.NewReader(in), bufSize)
-		got, err := readRequest(br)
+		got, err := readRequest(br, nil)
 		if err != nil {
 			return
 		}
