@@ -3,16 +3,12 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/registry"
 )
 
@@ -33,19 +29,8 @@ spec:
 // limit, and nothing of the apply is stored.
 func TestConfigApplyRefusesUndeliverable(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := registry.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	trail, err := audit.Open(filepath.Join(dir, "audit.log"), time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer trail.Close()
-	s := &Server{cfg: &checked{Config: Config{MaxResourceBytes: 4096, MaxConfigBytes: 10000}}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		store: store, audit: trail, changes: newBroadcaster(), now: time.Now}
+	s, store := storeServer(t)
+	s.cfg.MaxResourceBytes, s.cfg.MaxConfigBytes = 4096, 10000
 	h := s.adminHandler()
 	tests := []struct {
 		name    string
@@ -84,19 +69,7 @@ func TestConfigApplyRefusesUndeliverable(t *testing.T) {
 // it can be deleted.
 func TestConfigStoredInvalidBlocksNothing(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := registry.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	trail, err := audit.Open(filepath.Join(dir, "audit.log"), time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer trail.Close()
-	s := &Server{cfg: &checked{Config: Config{MaxResourceBytes: DefaultMaxResourceBytes, MaxConfigBytes: DefaultMaxConfigBytes}}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		store: store, audit: trail, changes: newBroadcaster(), now: time.Now}
+	s, store := storeServer(t)
 	if _, _, err := store.ApplyResources(ctx, []registry.StoredResource{{Kind: "VirtualService", Namespace: "default", Name: "old", Spec: []byte(`{"hosts":["old"]}`)}}, false, time.Now()); err != nil {
 		t.Fatal(err)
 	}
