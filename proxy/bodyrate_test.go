@@ -13,7 +13,7 @@ import (
 // slow upstream) between reads.
 func TestSlowBodyBoundedRateBody(t *testing.T) {
 	const window = 300 * time.Millisecond
-	rate := bodyRate{rate: 100, window: window} // 30 bytes a window
+	rate := newBodyRate(100, window) // 30 bytes a window
 	for _, tc := range []struct {
 		name      string
 		chunk     int           // bytes the client sends at a time
@@ -30,11 +30,12 @@ func TestSlowBodyBoundedRateBody(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			pr, pw := io.Pipe()
 			var aborted atomic.Int32
-			b := &rateBody{ReadCloser: pr, rate: rate, now: time.Now, abort: func() {
+			b := &rateBody{ReadCloser: pr, abort: func() {
 				aborted.Add(1)
 				pr.CloseWithError(errors.New("aborted"))
 			}}
-			defer b.stop()
+			rate.watch(b)
+			defer rate.unwatch(b)
 			go func() {
 				sent := 0
 				for sent < tc.total {
@@ -80,5 +81,41 @@ func TestSlowBodyBoundedRateBody(t *testing.T) {
 				t.Fatalf("read %d of %d bytes, error %v, aborts %d", got, tc.total, err, aborted.Load())
 			}
 		})
+	}
+}
+
+// The heartbeat credits waiting only to bodies with a Read in progress,
+// judges a window once it is full, and stops when nothing is watched.
+func TestBodyRateHeartbeat(t *testing.T) {
+	const window = time.Second
+	r := &bodyRate{rate: 100, window: window, watched: map[*rateBody]struct{}{}, beating: true}
+	var cut atomic.Int32
+	waiting := &rateBody{abort: func() { cut.Add(1) }}
+	idle := &rateBody{abort: func() { t.Error("a body with no Read in progress was cut") }}
+	r.watched[waiting], r.watched[idle] = struct{}{}, struct{}{}
+	waiting.reading.Store(true)
+	tick := r.tick()
+	for range 5 { // the grace period
+		r.beat(tick)
+	}
+	if cut.Load() != 0 || !waiting.graced || idle.graced {
+		t.Fatalf("after the grace: cut %d, graced %v/%v", cut.Load(), waiting.graced, idle.graced)
+	}
+	waiting.got.Add(100) // enough for one window
+	for range 5 {
+		r.beat(tick)
+	}
+	if cut.Load() != 0 {
+		t.Fatal("a body that kept the rate was cut")
+	}
+	for range 5 { // a window with nothing
+		r.beat(tick)
+	}
+	if cut.Load() != 1 || !waiting.tooSlow.Load() {
+		t.Fatalf("a silent body: cut %d", cut.Load())
+	}
+	r.unwatch(idle)
+	if r.beat(tick) || r.beating {
+		t.Fatal("the heartbeat goes on with nothing watched")
 	}
 }

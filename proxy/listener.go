@@ -182,7 +182,7 @@ func (p *Proxy) setLimits() error {
 		p.log.Warn("listener caps exceed what the open-file limit allows; the process may run out of file descriptors",
 			"open_file_limit", fds, "inbound_max_connections", p.limits.inbound, "outbound_max_connections", p.limits.outbound)
 	}
-	p.bodyRate = bodyRate{rate: int64(c.MinRequestBodyRate), window: c.MinRequestBodyGrace}
+	p.bodyRate = newBodyRate(int64(c.MinRequestBodyRate), c.MinRequestBodyGrace)
 	p.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sigil_listener_connections_refused_total",
 		Help: "Connections a listener closed at accept, by listener and reason (max_connections, max_handshakes, peer_uid, peer_unknown).",

@@ -47,7 +47,7 @@ type Proxy struct {
 	// fails (a listener that stopped, say).
 	notReady notReady
 	limits   connLimits
-	bodyRate bodyRate
+	bodyRate *bodyRate
 	// refused counts connections a listener closed at accept, by listener
 	// and reason.
 	refused *prometheus.CounterVec
