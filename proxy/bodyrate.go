@@ -129,6 +129,10 @@ func withConnAbort(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, connAbortKey{}, func() { c.Close() })
 }
 
+// received is a request body that can tell it has fully arrived
+// (h1's bodies can).
+type received interface{ Received() bool }
+
 // handler wraps the request bodies next reads. gRPC streams are exempt
 // (a client stream may rightly stay quiet for long; grpc-dotnet exempts
 // them from Kestrel's minimum too): their idle timeout still bounds them.
@@ -138,6 +142,12 @@ func (b *bodyRate) handler(next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 || strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if rb, ok := r.Body.(received); ok && rb.Received() {
+			// Already in memory (most small bodies come with their
+			// headers): nothing to wait for, so nothing to watch.
 			next.ServeHTTP(w, r)
 			return
 		}

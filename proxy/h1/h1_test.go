@@ -441,3 +441,28 @@ func TestConnContextPerConnection(t *testing.T) {
 		t.Errorf("a context with values costs %v allocations per connection of %d requests, want at most 2", extra, requests)
 	}
 }
+
+// A body that came with its headers reports itself received; one whose
+// bytes are still on the way (here: never sent) does not.
+func TestBodyReceived(t *testing.T) {
+	for _, tc := range []struct {
+		name, script string
+		want         bool
+	}{
+		{"with headers", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", true},
+		{"still to come", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhe", false},
+		{"chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := make(chan bool, 1)
+			s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				rb, ok := r.Body.(interface{ Received() bool })
+				got <- ok && rb.Received()
+			})}
+			s.Serve(context.Background(), &scriptConn{r: strings.NewReader(tc.script)})
+			if g := <-got; g != tc.want {
+				t.Fatalf("Received() = %v, want %v", g, tc.want)
+			}
+		})
+	}
+}

@@ -374,3 +374,7 @@ func (b *lengthBody) Read(p []byte) (int, error) {
 // Close is a no-op: the server or client owning the connection decides
 // what happens to an unread rest.
 func (b *lengthBody) Close() error { return nil }
+
+// received reports whether the rest of the body is already in the
+// connection's buffer, so reading it cannot wait on the peer.
+func (b *lengthBody) received() bool { return b.n <= int64(b.br.Buffered()) }

@@ -375,6 +375,15 @@ func (b *guardedBody) Read(p []byte) (int, error) {
 // Close by the handler is a no-op: the server decides when the body ends.
 func (b *guardedBody) Close() error { return nil }
 
+// Received reports whether the whole body has already arrived (it sits in
+// the connection's buffer), so reading it cannot wait on the client: a
+// rate limit on the body has nothing to watch. Bodies of unknown length
+// (chunked) report false.
+func (b *guardedBody) Received() bool {
+	lb, ok := b.rc.(*lengthBody)
+	return ok && lb.received()
+}
+
 func (b *guardedBody) close() {
 	if b == nil {
 		return
