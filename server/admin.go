@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/registry"
 	"github.com/sigil-mesh/sigil/selector"
@@ -20,50 +21,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// APIError is the admin API's one error type: a message and the HTTP
-// status it is sent with.
-type APIError struct {
-	Status  int    `json:"-"`
-	Message string `json:"error"`
-}
-
-func (e *APIError) Error() string { return e.Message }
-
-func apiErrorf(status int, format string, args ...any) *APIError {
-	return &APIError{Status: status, Message: fmt.Sprintf(format, args...)}
-}
-
-// TokenRequest asks for a join token.
-type TokenRequest struct {
-	Node string        `json:"node"`
-	TTL  time.Duration `json:"ttl"`
-}
-
-// TokenResponse carries a new join token.
-type TokenResponse struct {
-	Token     string    `json:"token"`
-	Node      string    `json:"node"`
-	AgentID   string    `json:"agent_id"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
-// EntryRequest asks for a registration entry.
-type EntryRequest struct {
-	SPIFFEID  string        `json:"spiffe_id"`
-	ParentID  string        `json:"parent_id"`
-	Selectors []string      `json:"selectors"`
-	X509TTL   time.Duration `json:"x509_ttl"`
-	JWTTTL    time.Duration `json:"jwt_ttl"`
-	// Services whose endpoints sidecars of this identity may register.
-	Services []string `json:"services,omitempty"`
-}
-
-// Limits on admin requests.
-const (
-	MaxTokenTTL = 24 * time.Hour
-	MaxSVIDTTL  = 30 * 24 * time.Hour
-	maxBody     = 1 << 20
-)
+// maxBody bounds an admin request's body, but for an apply's
+// (maxApplyBody).
+const maxBody = 1 << 20
 
 func (s *Server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -94,10 +54,10 @@ func (s *Server) handleBody(limit int64, fn func(*http.Request) (any, error)) ht
 		out, err := fn(r)
 		w.Header().Set("Content-Type", "application/json")
 		if err != nil {
-			var apiErr *APIError
+			var apiErr *adminv1.APIError
 			if !errors.As(err, &apiErr) {
 				s.log.Error("admin request failed", "path", r.URL.Path, "error", err)
-				apiErr = &APIError{Status: http.StatusInternalServerError, Message: err.Error()}
+				apiErr = &adminv1.APIError{Status: http.StatusInternalServerError, Message: err.Error()}
 			}
 			w.WriteHeader(apiErr.Status)
 			_ = json.NewEncoder(w).Encode(apiErr)
@@ -114,7 +74,7 @@ func (s *Server) handleBody(limit int64, fn func(*http.Request) (any, error)) ht
 		if err != nil {
 			s.log.Error("admin response could not be encoded", "path", r.URL.Path, "error", err)
 			w.WriteHeader(http.StatusInternalServerError)
-			_ = json.NewEncoder(w).Encode(&APIError{Status: http.StatusInternalServerError, Message: "admin: encoding the response: " + err.Error()})
+			_ = json.NewEncoder(w).Encode(&adminv1.APIError{Status: http.StatusInternalServerError, Message: "admin: encoding the response: " + err.Error()})
 			return
 		}
 		_, _ = w.Write(append(b, '\n'))
@@ -126,7 +86,7 @@ func decodeStrict(r io.Reader, v any) error {
 	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return apiErrorf(http.StatusBadRequest, "request body: %v", err)
+		return adminv1.Errorf(http.StatusBadRequest, "request body: %v", err)
 	}
 	return nil
 }
@@ -143,24 +103,24 @@ func (s *Server) getBundle(r *http.Request) (any, error) {
 	case "spiffe":
 		return b.Marshal()
 	default:
-		return nil, apiErrorf(http.StatusBadRequest, "format %q: want pem or spiffe", f)
+		return nil, adminv1.Errorf(http.StatusBadRequest, "format %q: want pem or spiffe", f)
 	}
 }
 
 func (s *Server) createToken(r *http.Request) (any, error) {
-	var req TokenRequest
+	var req adminv1.TokenRequest
 	if err := decodeStrict(r.Body, &req); err != nil {
 		return nil, err
 	}
 	if err := spiffeids.ValidNodeName(req.Node); err != nil {
-		return nil, apiErrorf(http.StatusBadRequest, "node: %v", err)
+		return nil, adminv1.Errorf(http.StatusBadRequest, "node: %v", err)
 	}
-	if req.TTL <= 0 || req.TTL > MaxTokenTTL {
-		return nil, apiErrorf(http.StatusBadRequest, "ttl %s: must be above 0 and at most %s", req.TTL, MaxTokenTTL)
+	if req.TTL <= 0 || req.TTL > adminv1.MaxTokenTTL {
+		return nil, adminv1.Errorf(http.StatusBadRequest, "ttl %s: must be above 0 and at most %s", req.TTL, adminv1.MaxTokenTTL)
 	}
 	agentID, err := spiffeids.Agent(s.cfg.td, AttestorJoinToken, req.Node)
 	if err != nil {
-		return nil, apiErrorf(http.StatusBadRequest, "node: %v", err)
+		return nil, adminv1.Errorf(http.StatusBadRequest, "node: %v", err)
 	}
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
@@ -173,14 +133,14 @@ func (s *Server) createToken(r *http.Request) (any, error) {
 		func() error { return s.store.CreateJoinToken(r.Context(), hash, req.Node, exp) }); err != nil {
 		return nil, err
 	}
-	return TokenResponse{Token: token, Node: req.Node, AgentID: agentID.String(), ExpiresAt: exp}, nil
+	return adminv1.TokenResponse{Token: token, Node: req.Node, AgentID: agentID.String(), ExpiresAt: exp}, nil
 }
 
 // ValidateEntry checks an entry request and returns the entry it asks for;
 // every problem is named by its field. The SPIFFE ID must be a workload ID
 // of the trust domain with a path, outside /sigil/ (spiffeids.ParseWorkload),
 // and the parent an agent ID of the trust domain (spiffeids.ParseAgent).
-func ValidateEntry(td spiffeid.TrustDomain, req EntryRequest) (registry.Entry, error) {
+func ValidateEntry(td spiffeid.TrustDomain, req adminv1.EntryRequest) (registry.Entry, error) {
 	var errs []error
 	id, err := spiffeids.ParseWorkload(td, req.SPIFFEID)
 	if err != nil {
@@ -198,8 +158,8 @@ func ValidateEntry(td spiffeid.TrustDomain, req EntryRequest) (registry.Entry, e
 		errs = append(errs, fmt.Errorf("selectors: %w", err))
 	}
 	for name, ttl := range map[string]time.Duration{"x509_ttl": req.X509TTL, "jwt_ttl": req.JWTTTL} {
-		if ttl != 0 && (ttl < MinSVIDTTL || ttl > MaxSVIDTTL) {
-			errs = append(errs, fmt.Errorf("%s %s: must be between %s and %s (or 0 for the server default)", name, ttl, MinSVIDTTL, MaxSVIDTTL))
+		if ttl != 0 && (ttl < MinSVIDTTL || ttl > adminv1.MaxSVIDTTL) {
+			errs = append(errs, fmt.Errorf("%s %s: must be between %s and %s (or 0 for the server default)", name, ttl, MinSVIDTTL, adminv1.MaxSVIDTTL))
 		}
 	}
 	for _, svc := range req.Services {
@@ -214,13 +174,13 @@ func ValidateEntry(td spiffeid.TrustDomain, req EntryRequest) (registry.Entry, e
 }
 
 func (s *Server) createEntry(r *http.Request) (any, error) {
-	var req EntryRequest
+	var req adminv1.EntryRequest
 	if err := decodeStrict(r.Body, &req); err != nil {
 		return nil, err
 	}
 	e, err := ValidateEntry(s.cfg.td, req)
 	if err != nil {
-		return nil, apiErrorf(http.StatusBadRequest, "entry: %v", err)
+		return nil, adminv1.Errorf(http.StatusBadRequest, "entry: %v", err)
 	}
 	e.ID = registry.NewEntryID()
 	// Audit first: a change that happened is never missing from the trail
@@ -236,7 +196,7 @@ func (s *Server) createEntry(r *http.Request) (any, error) {
 		return nil, storeError(err)
 	}
 	s.changes.Notify()
-	return created, nil
+	return wireEntry(created), nil
 }
 
 func (s *Server) deleteEntry(r *http.Request) (any, error) {
@@ -252,7 +212,7 @@ func (s *Server) deleteEntry(r *http.Request) (any, error) {
 		return nil, storeError(err)
 	}
 	s.changes.Notify()
-	return e, nil
+	return wireEntry(e), nil
 }
 
 // evictAgent removes an attested agent, as spire-server agent evict does:
@@ -273,15 +233,15 @@ func (s *Server) evictAgent(r *http.Request) (any, error) {
 	}
 	s.log.Warn("agent evicted", "agent", a.SPIFFEID, "node", a.Node)
 	s.changes.Notify()
-	return a, nil
+	return wireAgent(a), nil
 }
 
 func storeError(err error) error {
 	switch {
 	case errors.Is(err, registry.ErrExists):
-		return apiErrorf(http.StatusConflict, "%v", err)
+		return adminv1.Errorf(http.StatusConflict, "%v", err)
 	case errors.Is(err, registry.ErrNotFound):
-		return apiErrorf(http.StatusNotFound, "%v", err)
+		return adminv1.Errorf(http.StatusNotFound, "%v", err)
 	}
 	return err
 }
@@ -301,8 +261,5 @@ func entryDetails(e registry.Entry) map[string]string {
 
 func (s *Server) listEntries(r *http.Request) (any, error) {
 	entries, _, err := s.store.ListEntries(r.Context(), r.URL.Query().Get("parent_id"))
-	if entries == nil {
-		entries = []registry.Entry{}
-	}
-	return entries, err
+	return wireEntries(entries), err
 }

@@ -5,28 +5,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sigil-mesh/sigil/registry"
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 )
-
-// Agent states in `sigil-server agent list` and GET /v1/agents.
-const (
-	// AgentActive: the agent's newest SVID is still valid.
-	AgentActive = "active"
-	// AgentExpired: its newest SVID has expired; the agent cannot renew it
-	// and must re-attest with a new join token (README: runbook).
-	AgentExpired = "expired"
-)
-
-// AgentStatus is an attested agent as the admin API lists it: the stored
-// record, whether its SVID is still valid, and when this server last
-// heard from it.
-type AgentStatus struct {
-	registry.Agent
-	State string `json:"state"`
-	// LastSeen is the agent's last authenticated call to this server
-	// process (nil if none since it started).
-	LastSeen *time.Time `json:"last_seen,omitempty"`
-}
 
 // agentsSeen keeps when each agent last made an authenticated call. It is
 // held in memory: a restarted server has not seen anyone yet.
@@ -49,11 +29,11 @@ func (s *Server) listAgents(r *http.Request) (any, error) {
 		return nil, err
 	}
 	now := s.now()
-	out := make([]AgentStatus, 0, len(agents))
+	out := make([]adminv1.AgentStatus, 0, len(agents))
 	for _, a := range agents {
-		st := AgentStatus{Agent: a, State: AgentActive, LastSeen: s.seen.get(a.SPIFFEID)}
+		st := adminv1.AgentStatus{Agent: wireAgent(a), State: adminv1.AgentActive, LastSeen: s.seen.get(a.SPIFFEID)}
 		if !now.Before(a.ExpiresAt) {
-			st.State = AgentExpired
+			st.State = adminv1.AgentExpired
 		}
 		out = append(out, st)
 	}

@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
@@ -107,7 +108,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("server: --bind %s: %w", c.Bind, err)
 	}
-	adminLis, err := listenAdmin(AdminSocket(c.DataDir))
+	adminLis, err := listenAdmin(adminv1.AdminSocket(c.DataDir))
 	if err != nil {
 		agentLis.Close()
 		return err
@@ -124,7 +125,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := s.audit.Append(audit.Event{Type: audit.ServerStarted, Actor: "server", Details: map[string]string{"trust_domain": c.td.Name(), "bind": agentLis.Addr().String()}}); err != nil {
 		return err
 	}
-	log.Info("sigil-server running", "trust_domain", c.td.Name(), "agent_api", agentLis.Addr().String(), "admin_socket", AdminSocket(c.DataDir))
+	log.Info("sigil-server running", "trust_domain", c.td.Name(), "agent_api", agentLis.Addr().String(), "admin_socket", adminv1.AdminSocket(c.DataDir))
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)

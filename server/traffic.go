@@ -6,9 +6,9 @@ import (
 	"net/http"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/registry"
@@ -18,31 +18,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
-
-// File is one file given to `sigil apply -f`.
-type File struct {
-	Name    string `json:"name"`
-	Content string `json:"content"`
-}
-
-// ApplyRequest carries files of configuration resources.
-type ApplyRequest struct {
-	Files  []File `json:"files"`
-	DryRun bool   `json:"dry_run"`
-}
-
-// ApplyResult is one resource's outcome, with a diff on a dry run.
-type ApplyResult struct {
-	registry.ApplyResult
-	Diff string `json:"diff,omitempty"`
-}
-
-// ApplyResponse says what happened (or, on a dry run, would happen).
-type ApplyResponse struct {
-	Results []ApplyResult `json:"results"`
-	Version int64         `json:"version"`
-	DryRun  bool          `json:"dry_run"`
-}
 
 // proxyExpiry is how long an agent's report of its sidecars holds; agents
 // report every few seconds, so an endpoint outlives its node by this much.
@@ -93,35 +68,15 @@ func prettyJSON(b []byte) string {
 	return string(out)
 }
 
-// kinds maps the names `sigil get` and `sigil delete` accept to kinds.
-var kinds = map[string]string{
-	"virtualservice": traffic.KindVirtualService, "virtualservices": traffic.KindVirtualService, "vs": traffic.KindVirtualService,
-	"destinationrule": traffic.KindDestinationRule, "destinationrules": traffic.KindDestinationRule, "dr": traffic.KindDestinationRule,
-}
-
-// KindOf resolves a kind name as kubectl users type it.
-func KindOf(name string) (string, bool) {
-	if k, ok := kinds[strings.ToLower(name)]; ok {
-		return k, true
-	}
-	for _, k := range kinds {
-		if strings.EqualFold(k, name) {
-			return k, true
-		}
-	}
-	return "", false
-}
-
 func (s *Server) listConfig(r *http.Request) (any, error) {
-	kind, ok := KindOf(r.PathValue("kind"))
+	kind, ok := adminv1.KindOf(r.PathValue("kind"))
 	if !ok {
-		return nil, apiErrorf(http.StatusBadRequest, "unknown kind %q: want virtualservices or destinationrules", r.PathValue("kind"))
+		return nil, adminv1.Errorf(http.StatusBadRequest, "unknown kind %q: want virtualservices or destinationrules", r.PathValue("kind"))
 	}
-	rs, _, err := s.store.ListResources(r.Context(), kind)
-	if rs == nil {
-		rs = []registry.StoredResource{}
-	}
-	for i := range rs {
+	stored, _, err := s.store.ListResources(r.Context(), kind)
+	rs := make([]adminv1.Resource, len(stored))
+	for i := range stored {
+		rs[i] = wireResource(stored[i])
 		// A record stored before today's checks may hold bytes that are
 		// not JSON; it is listed with them as a JSON string, so the rest
 		// still lists and this one can be seen and deleted.
@@ -133,13 +88,6 @@ func (s *Server) listConfig(r *http.Request) (any, error) {
 	return rs, err
 }
 
-// ProxyStatus is a sidecar with whether it runs the current config.
-type ProxyStatus struct {
-	registry.ProxyRecord
-	CurrentVersion int64 `json:"current_version"`
-	Stale          bool  `json:"stale"`
-}
-
 func (s *Server) listProxies(r *http.Request) (any, error) {
 	ps, _, err := s.store.ListProxies(r.Context())
 	if err != nil {
@@ -149,19 +97,11 @@ func (s *Server) listProxies(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]ProxyStatus, 0, len(ps))
+	out := make([]adminv1.ProxyStatus, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, ProxyStatus{ProxyRecord: p, CurrentVersion: version, Stale: p.ConfigVersion != version})
+		out = append(out, adminv1.ProxyStatus{Proxy: wireProxy(p), CurrentVersion: version, Stale: p.ConfigVersion != version})
 	}
 	return out, nil
-}
-
-// ServiceInfo summarizes a service's endpoints.
-type ServiceInfo struct {
-	Name       string              `json:"name"`
-	Endpoints  int                 `json:"endpoints"`
-	Identities []string            `json:"identities"`
-	Labels     []map[string]string `json:"labels"`
 }
 
 func (s *Server) listServices(r *http.Request) (any, error) {
@@ -169,11 +109,11 @@ func (s *Server) listServices(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	by := map[string]*ServiceInfo{}
+	by := map[string]*adminv1.ServiceInfo{}
 	for _, p := range ps {
 		si := by[p.Service]
 		if si == nil {
-			si = &ServiceInfo{Name: p.Service}
+			si = &adminv1.ServiceInfo{Name: p.Service}
 			by[p.Service] = si
 		}
 		si.Endpoints++
@@ -182,7 +122,7 @@ func (s *Server) listServices(r *http.Request) (any, error) {
 		}
 		si.Labels = append(si.Labels, p.Labels)
 	}
-	out := make([]ServiceInfo, 0, len(by))
+	out := make([]adminv1.ServiceInfo, 0, len(by))
 	for _, si := range by {
 		out = append(out, *si)
 	}
