@@ -30,7 +30,7 @@ func TestBinaryDependencies(t *testing.T) {
 		// no Kubernetes client.
 		{"github.com/sigil-mesh/sigil/cmd/sigil-agent", []string{
 			"github.com/sigil-mesh/sigil/ca",
-			"github.com/sigil-mesh/sigil/registry",
+			"github.com/sigil-mesh/sigil/server/registry",
 			"github.com/sigil-mesh/sigil/server",
 			"go.step.sm/crypto/kms",
 			"modernc.org/sqlite",
@@ -40,7 +40,7 @@ func TestBinaryDependencies(t *testing.T) {
 		// of the server's CA, signing or storage code.
 		{"github.com/sigil-mesh/sigil/cmd/sigil-proxy", []string{
 			"github.com/sigil-mesh/sigil/ca",
-			"github.com/sigil-mesh/sigil/registry",
+			"github.com/sigil-mesh/sigil/server/registry",
 			"github.com/sigil-mesh/sigil/server",
 			"go.step.sm/crypto",
 			"github.com/smallstep/certificates",

@@ -9,7 +9,7 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/e2e/harness"
-	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server/registry"
 )
 
 const evilName = "\x1b]0;pwned\x07evil"

@@ -14,8 +14,8 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/audit"
-	"github.com/sigil-mesh/sigil/registry"
 	"github.com/sigil-mesh/sigil/selector"
+	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/sigil-mesh/sigil/spiffeids"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"

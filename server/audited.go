@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/sigil-mesh/sigil/audit"
-	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server/registry"
 )
 
 // audited records events as intents, runs the store write they describe,

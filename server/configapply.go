@@ -12,7 +12,7 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/audit"
-	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 

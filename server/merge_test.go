@@ -10,7 +10,7 @@ import (
 	"time"
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
-	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server/registry"
 )
 
 // A stored resource that a rule added since refuses blocks nothing else

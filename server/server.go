@@ -30,7 +30,7 @@ import (
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
 	"github.com/sigil-mesh/sigil/listener"
-	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/sigil-mesh/sigil/spiffeids"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"

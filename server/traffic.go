@@ -11,7 +11,7 @@ import (
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
-	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/sigil-mesh/sigil/spiffeids"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"

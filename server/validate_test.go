@@ -2,7 +2,7 @@ package server
 
 import (
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
-	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server/registry"
 	"strings"
 	"testing"
 	"time"

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
-	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server/registry"
 )
 
 // fill sets every field of v (a pointer) to a value that is not its zero,
