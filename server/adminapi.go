@@ -1,30 +1,25 @@
 package server
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"strings"
-	"time"
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
-	"github.com/sigil-mesh/sigil/audit"
-	"github.com/sigil-mesh/sigil/selector"
 	"github.com/sigil-mesh/sigil/server/registry"
-	"github.com/sigil-mesh/sigil/spiffeids"
-	"github.com/sigil-mesh/sigil/traffic"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // maxBody bounds an admin request's body, but for an apply's
 // (maxApplyBody).
 const maxBody = 1 << 20
 
+// adminHandler routes the admin API. Its wire types and client are
+// api/admin/v1's; the handlers are filed by resource: join tokens and the
+// bundle (adminapi_tokens.go), entries (adminapi_entries.go), agents
+// (adminapi_agents.go), configuration (adminapi_config.go), sidecars and
+// services (adminapi_proxies.go). adminapi_wire.go converts the store's
+// records to their wire twins.
 func (s *Server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/bundle", s.handle(s.getBundle))
@@ -43,6 +38,8 @@ func (s *Server) adminHandler() http.Handler {
 	return mux
 }
 
+// handle runs fn for a request of at most maxBody bytes and writes its
+// result as JSON (bytes as they are), or its error as an adminv1.APIError.
 func (s *Server) handle(fn func(*http.Request) (any, error)) http.HandlerFunc {
 	return s.handleBody(maxBody, fn)
 }
@@ -91,151 +88,6 @@ func decodeStrict(r io.Reader, v any) error {
 	return nil
 }
 
-func (s *Server) getBundle(r *http.Request) (any, error) {
-	b := s.ca.Bundle()
-	switch f := r.URL.Query().Get("format"); f {
-	case "", "pem":
-		var out []byte
-		for _, c := range b.X509Authorities() {
-			out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-		}
-		return out, nil
-	case "spiffe":
-		return b.Marshal()
-	default:
-		return nil, adminv1.Errorf(http.StatusBadRequest, "format %q: want pem or spiffe", f)
-	}
-}
-
-func (s *Server) createToken(r *http.Request) (any, error) {
-	var req adminv1.TokenRequest
-	if err := decodeStrict(r.Body, &req); err != nil {
-		return nil, err
-	}
-	if err := spiffeids.ValidNodeName(req.Node); err != nil {
-		return nil, adminv1.Errorf(http.StatusBadRequest, "node: %v", err)
-	}
-	if req.TTL <= 0 || req.TTL > adminv1.MaxTokenTTL {
-		return nil, adminv1.Errorf(http.StatusBadRequest, "ttl %s: must be above 0 and at most %s", req.TTL, adminv1.MaxTokenTTL)
-	}
-	agentID, err := spiffeids.Agent(s.cfg.td, AttestorJoinToken, req.Node)
-	if err != nil {
-		return nil, adminv1.Errorf(http.StatusBadRequest, "node: %v", err)
-	}
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return nil, err
-	}
-	token := base64.RawURLEncoding.EncodeToString(raw[:])
-	hash := HashJoinToken(token)
-	exp := s.now().Add(req.TTL)
-	if err := s.audited(r.Context(), []audit.Event{{Type: audit.TokenCreated, Actor: "admin", Subject: agentID.String(), Details: map[string]string{"node": req.Node, "token_sha256": hash[:16], "expires_at": exp.UTC().Format(time.RFC3339)}}},
-		func() error { return s.store.CreateJoinToken(r.Context(), hash, req.Node, exp) }); err != nil {
-		return nil, err
-	}
-	return adminv1.TokenResponse{Token: token, Node: req.Node, AgentID: agentID.String(), ExpiresAt: exp}, nil
-}
-
-// ValidateEntry checks an entry request and returns the entry it asks for;
-// every problem is named by its field. The SPIFFE ID must be a workload ID
-// of the trust domain with a path, outside /sigil/ (spiffeids.ParseWorkload),
-// and the parent an agent ID of the trust domain (spiffeids.ParseAgent).
-func ValidateEntry(td spiffeid.TrustDomain, req adminv1.EntryRequest) (registry.Entry, error) {
-	var errs []error
-	id, err := spiffeids.ParseWorkload(td, req.SPIFFEID)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("spiffe_id: %w", err))
-	}
-	parent, err := spiffeids.ParseAgent(td, req.ParentID)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("parent_id: %w", err))
-	}
-	if len(req.Selectors) == 0 {
-		errs = append(errs, errors.New("selectors: at least one is required"))
-	}
-	sels, err := selector.ParseAll(req.Selectors)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("selectors: %w", err))
-	}
-	for name, ttl := range map[string]time.Duration{"x509_ttl": req.X509TTL, "jwt_ttl": req.JWTTTL} {
-		if ttl != 0 && (ttl < MinSVIDTTL || ttl > adminv1.MaxSVIDTTL) {
-			errs = append(errs, fmt.Errorf("%s %s: must be between %s and %s (or 0 for the server default)", name, ttl, MinSVIDTTL, adminv1.MaxSVIDTTL))
-		}
-	}
-	for _, svc := range req.Services {
-		if !traffic.ValidServiceName(svc) {
-			errs = append(errs, fmt.Errorf("services: %q is not a service name (a DNS label)", svc))
-		}
-	}
-	if len(errs) > 0 {
-		return registry.Entry{}, errors.Join(errs...)
-	}
-	return registry.Entry{SPIFFEID: id.String(), ParentID: parent.String(), Selectors: sels, X509TTL: req.X509TTL, JWTTTL: req.JWTTTL, Services: req.Services, Source: registry.SourceLocal}, nil
-}
-
-func (s *Server) createEntry(r *http.Request) (any, error) {
-	var req adminv1.EntryRequest
-	if err := decodeStrict(r.Body, &req); err != nil {
-		return nil, err
-	}
-	e, err := ValidateEntry(s.cfg.td, req)
-	if err != nil {
-		return nil, adminv1.Errorf(http.StatusBadRequest, "entry: %v", err)
-	}
-	e.ID = registry.NewEntryID()
-	// Audit first: a change that happened is never missing from the trail
-	// (at worst a refused one appears in it, marked by the error log).
-	var created registry.Entry
-	err = s.audited(r.Context(), []audit.Event{{Type: audit.EntryCreated, Actor: "admin", Subject: e.SPIFFEID, Details: entryDetails(e)}}, func() error {
-		var err error
-		created, err = s.store.CreateEntry(r.Context(), e, s.now())
-		return err
-	})
-	if err != nil {
-		s.log.Error("audited entry creation failed", "entry", e.ID, "error", err)
-		return nil, storeError(err)
-	}
-	s.changes.Notify()
-	return wireEntry(created), nil
-}
-
-func (s *Server) deleteEntry(r *http.Request) (any, error) {
-	e, err := s.store.GetEntry(r.Context(), r.PathValue("id"))
-	if err != nil {
-		return nil, storeError(err)
-	}
-	if err := s.audited(r.Context(), []audit.Event{{Type: audit.EntryDeleted, Actor: "admin", Subject: e.SPIFFEID, Details: entryDetails(e)}}, func() error {
-		_, err := s.store.DeleteEntry(r.Context(), e.ID)
-		return err
-	}); err != nil {
-		s.log.Error("audited entry deletion failed", "entry", e.ID, "error", err)
-		return nil, storeError(err)
-	}
-	s.changes.Notify()
-	return wireEntry(e), nil
-}
-
-// evictAgent removes an attested agent, as spire-server agent evict does:
-// its next call (and its open Sync stream, woken by the change) is refused,
-// its sidecars' endpoints leave discovery, and only a new join token
-// brings the node back. The audit record is written first; if it cannot
-// be, nothing changes.
-func (s *Server) evictAgent(r *http.Request) (any, error) {
-	a, err := s.store.GetAgent(r.Context(), r.PathValue("id"))
-	if err != nil {
-		return nil, storeError(err)
-	}
-	if err := s.audited(r.Context(), []audit.Event{{Type: audit.AgentEvicted, Actor: "admin", Subject: a.SPIFFEID, Details: map[string]string{"node": a.Node, "serial": a.Serial}}}, func() error {
-		return s.store.DeleteAgent(r.Context(), a.SPIFFEID)
-	}); err != nil {
-		s.log.Error("audited agent eviction failed", "agent", a.SPIFFEID, "error", err)
-		return nil, storeError(err)
-	}
-	s.log.Warn("agent evicted", "agent", a.SPIFFEID, "node", a.Node)
-	s.changes.Notify()
-	return wireAgent(a), nil
-}
-
 func storeError(err error) error {
 	switch {
 	case errors.Is(err, registry.ErrExists):
@@ -244,22 +96,4 @@ func storeError(err error) error {
 		return adminv1.Errorf(http.StatusNotFound, "%v", err)
 	}
 	return err
-}
-
-func entryDetails(e registry.Entry) map[string]string {
-	sels := make([]string, len(e.Selectors))
-	for i, s := range e.Selectors {
-		sels[i] = s.String()
-	}
-	b, _ := json.Marshal(sels)
-	d := map[string]string{"entry_id": e.ID, "parent_id": e.ParentID, "selectors": string(b)}
-	if len(e.Services) > 0 {
-		d["services"] = strings.Join(e.Services, ",")
-	}
-	return d
-}
-
-func (s *Server) listEntries(r *http.Request) (any, error) {
-	entries, _, err := s.store.ListEntries(r.Context(), r.URL.Query().Get("parent_id"))
-	return wireEntries(entries), err
 }

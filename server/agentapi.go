@@ -436,3 +436,18 @@ func peerAddr(ctx context.Context) string {
 	}
 	return "unknown"
 }
+
+// agentsSeen keeps when each agent last made an authenticated call. It is
+// held in memory: a restarted server has not seen anyone yet.
+type agentsSeen struct{ m sync.Map }
+
+func (a *agentsSeen) mark(id string, at time.Time) { a.m.Store(id, at) }
+
+func (a *agentsSeen) get(id string) *time.Time {
+	v, ok := a.m.Load(id)
+	if !ok {
+		return nil
+	}
+	t := v.(time.Time)
+	return &t
+}

@@ -2,13 +2,8 @@ package server
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
-	"slices"
-	"sort"
 	"time"
 
-	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/server/registry"
@@ -19,16 +14,12 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// The sidecars each agent reports (ReportProxies), kept as endpoints only
+// when the agent's entries let their identities serve the service.
+
 // proxyExpiry is how long an agent's report of its sidecars holds; agents
 // report every few seconds, so an endpoint outlives its node by this much.
 const proxyExpiry = 20 * time.Second
-
-// Audit event types for configuration and endpoints.
-const (
-	auditConfigApplied   = "config.applied"
-	auditConfigDeleted   = "config.deleted"
-	auditEndpointRefused = "endpoint.refused"
-)
 
 // allowedServices maps each identity of an agent's entries to the
 // services its sidecars may register: the entries' services, or, for an
@@ -54,80 +45,6 @@ func allowedServices(entries []registry.Entry) map[string]map[string]bool {
 		}
 	}
 	return out
-}
-
-func prettyJSON(b []byte) string {
-	if b == nil {
-		return ""
-	}
-	var v any
-	if json.Unmarshal(b, &v) != nil {
-		return string(b)
-	}
-	out, _ := json.MarshalIndent(v, "", "  ")
-	return string(out)
-}
-
-func (s *Server) listConfig(r *http.Request) (any, error) {
-	kind, ok := adminv1.KindOf(r.PathValue("kind"))
-	if !ok {
-		return nil, adminv1.Errorf(http.StatusBadRequest, "unknown kind %q: want virtualservices or destinationrules", r.PathValue("kind"))
-	}
-	stored, _, err := s.store.ListResources(r.Context(), kind)
-	rs := make([]adminv1.Resource, len(stored))
-	for i := range stored {
-		rs[i] = wireResource(stored[i])
-		// A record stored before today's checks may hold bytes that are
-		// not JSON; it is listed with them as a JSON string, so the rest
-		// still lists and this one can be seen and deleted.
-		if !json.Valid(rs[i].Spec) {
-			s.log.Warn("stored resource is not valid JSON; listed as a string", "kind", rs[i].Kind, "namespace", rs[i].Namespace, "name", rs[i].Name)
-			rs[i].Spec, _ = json.Marshal(string(rs[i].Spec))
-		}
-	}
-	return rs, err
-}
-
-func (s *Server) listProxies(r *http.Request) (any, error) {
-	ps, _, err := s.store.ListProxies(r.Context())
-	if err != nil {
-		return nil, err
-	}
-	version, err := s.store.ConfigVersion(r.Context())
-	if err != nil {
-		return nil, err
-	}
-	out := make([]adminv1.ProxyStatus, 0, len(ps))
-	for _, p := range ps {
-		out = append(out, adminv1.ProxyStatus{Proxy: wireProxy(p), CurrentVersion: version, Stale: p.ConfigVersion != version})
-	}
-	return out, nil
-}
-
-func (s *Server) listServices(r *http.Request) (any, error) {
-	ps, _, err := s.store.ListProxies(r.Context())
-	if err != nil {
-		return nil, err
-	}
-	by := map[string]*adminv1.ServiceInfo{}
-	for _, p := range ps {
-		si := by[p.Service]
-		if si == nil {
-			si = &adminv1.ServiceInfo{Name: p.Service}
-			by[p.Service] = si
-		}
-		si.Endpoints++
-		if !slices.Contains(si.Identities, p.SPIFFEID) {
-			si.Identities = append(si.Identities, p.SPIFFEID)
-		}
-		si.Labels = append(si.Labels, p.Labels)
-	}
-	out := make([]adminv1.ServiceInfo, 0, len(by))
-	for _, si := range by {
-		out = append(out, *si)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
 }
 
 // ReportProxies records the calling agent's sidecars. A sidecar's endpoint

@@ -131,3 +131,10 @@ func (s *Server) caStateHolds(ctx context.Context, e audit.Event) (bool, error) 
 	}
 	return false, nil
 }
+
+// Audit event types for configuration and endpoints.
+const (
+	auditConfigApplied   = "config.applied"
+	auditConfigDeleted   = "config.deleted"
+	auditEndpointRefused = "endpoint.refused"
+)

@@ -3,7 +3,14 @@
 // attests agents with join tokens, signs their workloads' SVIDs in batches
 // and streams entry and bundle changes to them. The admin API (HTTP+JSON on
 // a Unix socket in the data dir, owner only) is what `sigil-server token`,
-// `entry` and `bundle` use.
+// `entry`, `agent` and `bundle` and the `sigil` CLI use, through the wire
+// types and client of api/admin/v1.
+//
+// server.go and config.go are the daemon's wiring; agentapi*.go the agent
+// API (agentapi_endpoints.go: the sidecars agents report); adminapi*.go the
+// admin API, one file per resource; configindex.go the parsed
+// configuration both APIs read; audited.go the audit trail's
+// intent-then-outcome writes; registry/ the SQLite store.
 package server
 
 import (
