@@ -39,10 +39,10 @@ func (s *Server) evictAgent(r *http.Request) (any, error) {
 	if err := s.audited(r.Context(), []audit.Event{{Type: audit.AgentEvicted, Actor: "admin", Subject: a.SPIFFEID, Details: map[string]string{"node": a.Node, "serial": a.Serial}}}, func() error {
 		return s.store.DeleteAgent(r.Context(), a.SPIFFEID)
 	}); err != nil {
-		s.log.Error("audited agent eviction failed", "agent", a.SPIFFEID, "error", err)
+		s.log.Error("audited agent eviction failed", "agent_id", a.SPIFFEID, "error", err)
 		return nil, storeError(err)
 	}
-	s.log.Warn("agent evicted", "agent", a.SPIFFEID, "node", a.Node)
+	s.log.Warn("agent evicted", "agent_id", a.SPIFFEID, "node", a.Node)
 	s.changes.Notify()
 	return wireAgent(a), nil
 }

@@ -73,7 +73,7 @@ func (s *Server) createEntry(r *http.Request) (any, error) {
 		return err
 	})
 	if err != nil {
-		s.log.Error("audited entry creation failed", "entry", e.ID, "error", err)
+		s.log.Error("audited entry creation failed", "entry_id", e.ID, "error", err)
 		return nil, storeError(err)
 	}
 	s.changes.Notify()
@@ -89,7 +89,7 @@ func (s *Server) deleteEntry(r *http.Request) (any, error) {
 		_, err := s.store.DeleteEntry(r.Context(), e.ID)
 		return err
 	}); err != nil {
-		s.log.Error("audited entry deletion failed", "entry", e.ID, "error", err)
+		s.log.Error("audited entry deletion failed", "entry_id", e.ID, "error", err)
 		return nil, storeError(err)
 	}
 	s.changes.Notify()

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -45,7 +46,7 @@ func (s *Server) createToken(r *http.Request) (any, error) {
 	}
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("server: join token: %w", err)
 	}
 	token := base64.RawURLEncoding.EncodeToString(raw[:])
 	hash := HashJoinToken(token)

@@ -121,7 +121,7 @@ func (s *Server) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agent
 		return nil, err
 	}
 	s.seen.mark(id.String(), now)
-	s.log.Info("agent attested", "agent", id.String(), "node", node)
+	s.log.Info("agent attested", "agent_id", id.String(), "node", node)
 	return &agentv1.AttestResponse{Svid: svid, Bundle: s.bundleProto()}, nil
 }
 
@@ -325,8 +325,8 @@ func (s *Server) Sync(_ *agentv1.SyncRequest, stream agentv1.Agent_SyncServer) e
 	if err != nil {
 		return err
 	}
-	s.log.Info("agent connected", "agent", agent.String(), "peer", peerAddr(ctx))
-	defer s.log.Info("agent disconnected", "agent", agent.String())
+	s.log.Info("agent connected", "agent_id", agent.String(), "peer", peerAddr(ctx))
+	defer s.log.Info("agent disconnected", "agent_id", agent.String())
 	var last *agentv1.SyncResponse
 	return s.followChanges(ctx, func() error {
 		snap, err := s.snapshot(ctx, agent)

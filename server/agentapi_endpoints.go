@@ -99,7 +99,7 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 				return nil, status.Error(codes.Unavailable, err.Error())
 			}
 			for _, e := range fresh {
-				s.log.Warn("endpoint refused", "reason", e.Details["reason"], "agent", agent.String(), "spiffe_id", e.Subject, "service", e.Details["service"])
+				s.log.Warn("endpoint refused", "reason", e.Details["reason"], "agent_id", agent.String(), "spiffe_id", e.Subject, "service", e.Details["service"])
 			}
 		}
 	}

@@ -118,7 +118,7 @@ func (s *Server) caStateHolds(ctx context.Context, e audit.Event) (bool, error) 
 		} `json:"authorities"`
 	}
 	if err := json.Unmarshal(raw, &st); err != nil {
-		return false, fmt.Errorf("ca state: %w", err)
+		return false, fmt.Errorf("server: the CA's saved state: %w", err)
 	}
 	for _, a := range st.Authorities {
 		if strconv.FormatInt(a.ID, 10) != e.Details["id"] || a.Kind != e.Details["kind"] {
