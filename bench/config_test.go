@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
 	"github.com/sigil-mesh/sigil/e2e/harness"
-	"github.com/sigil-mesh/sigil/server"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -112,7 +112,7 @@ func BenchmarkApplyToAllProxies(b *testing.B) {
 	}
 	b.Cleanup(func() { cancel(); done.Wait() })
 	ready.Wait()
-	admin := server.NewAdminClient(server.AdminSocket(m.DataDir))
+	admin := adminv1.NewAdminClient(adminv1.AdminSocket(m.DataDir))
 	var rtt time.Duration
 	for range 20 {
 		start := time.Now()
@@ -133,7 +133,7 @@ spec:
     route: [{destination: {host: svc0}}]
 `, 1000+i)
 		start := time.Now()
-		resp, err := admin.Apply(ctx, []server.File{{Name: "bench.yaml", Content: vs}}, false)
+		resp, err := admin.Apply(ctx, []adminv1.File{{Name: "bench.yaml", Content: vs}}, false)
 		if err != nil {
 			b.Fatal(err)
 		}

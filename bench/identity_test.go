@@ -20,9 +20,9 @@ import (
 	"testing"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/e2e/harness"
-	"github.com/sigil-mesh/sigil/server"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -152,7 +152,7 @@ func BenchmarkEntryToSVID(b *testing.B) {
 	m := harness.StartMesh(b)
 	m.Entry("node1", "spiffe://example.org/bench/first", "--selector", "unix:uid:"+strconv.Itoa(os.Getuid()))
 	a := m.StartAgent("node1")
-	admin := server.NewAdminClient(server.AdminSocket(m.DataDir))
+	admin := adminv1.NewAdminClient(adminv1.AdminSocket(m.DataDir))
 	ctx := context.Background()
 
 	w := &idWatcher{seen: map[spiffeid.ID]time.Time{}, wake: make(chan struct{})}
@@ -180,7 +180,7 @@ func BenchmarkEntryToSVID(b *testing.B) {
 	for b.Loop() {
 		id := spiffeid.RequireFromString(fmt.Sprintf("spiffe://example.org/bench/e%d", i))
 		i++
-		if _, err := admin.CreateEntry(ctx, server.EntryRequest{SPIFFEID: id.String(), ParentID: harness.AgentID("node1"), Selectors: []string{"unix:uid:" + strconv.Itoa(os.Getuid())}}); err != nil {
+		if _, err := admin.CreateEntry(ctx, adminv1.EntryRequest{SPIFFEID: id.String(), ParentID: harness.AgentID("node1"), Selectors: []string{"unix:uid:" + strconv.Itoa(os.Getuid())}}); err != nil {
 			b.Fatal(err)
 		}
 		w.wait(b, id)

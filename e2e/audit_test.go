@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/e2e/harness"
-	"github.com/sigil-mesh/sigil/server"
 )
 
 // kill -9 of the server during a burst of `entry create` used to leave
@@ -55,7 +55,7 @@ func TestAuditReconcilesAfterCrashKill9(t *testing.T) {
 	t.Logf("%d entries created before kill -9", created.Load())
 
 	m.StartServer()
-	entries, err := server.NewAdminClient(server.AdminSocket(m.DataDir)).ListEntries(t.Context(), "")
+	entries, err := adminv1.NewAdminClient(adminv1.AdminSocket(m.DataDir)).ListEntries(t.Context(), "")
 	if err != nil {
 		t.Fatal(err)
 	}

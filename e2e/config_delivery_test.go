@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/e2e/harness"
-	"github.com/sigil-mesh/sigil/server"
 )
 
 // vsDocs writes n VirtualServices named prefix-i, each with a header value
@@ -32,7 +32,7 @@ func vsDocs(prefix string, n, pad int) (string, int) {
 
 func sigilRun(t *testing.T, m *harness.Mesh, args ...string) (string, error) {
 	t.Helper()
-	return harness.Run(t, "sigil", append(args, "--admin-socket", server.AdminSocket(m.DataDir))...)
+	return harness.Run(t, "sigil", append(args, "--admin-socket", adminv1.AdminSocket(m.DataDir))...)
 }
 
 // A configuration larger than gRPC's 4 MiB message limit used to be
@@ -47,7 +47,7 @@ func TestConfigCannotBlockIdentityWhenLarge(t *testing.T) {
 	m := ids.m
 	_, apiApp := harness.StartApp(t, "api")
 	harness.StartProxy(t, ids.api, "api", apiApp, ids.policyDir)
-	admin := server.NewAdminClient(server.AdminSocket(m.DataDir))
+	admin := adminv1.NewAdminClient(adminv1.AdminSocket(m.DataDir))
 
 	// 2,000 ordinary resources carrying 5 MB: past the old 4 MiB total.
 	// Applied in files of 200, each well under any request limit, as a
@@ -152,7 +152,7 @@ func TestBulkDeleteScalesWithBatch(t *testing.T) {
 	if applied > 15*time.Second || deleted > 15*time.Second {
 		t.Fatalf("bulk apply took %s and delete %s; want each under 15s", applied, deleted)
 	}
-	stored, err := server.NewAdminClient(server.AdminSocket(m.DataDir)).ListConfig(t.Context(), "virtualservices")
+	stored, err := adminv1.NewAdminClient(adminv1.AdminSocket(m.DataDir)).ListConfig(t.Context(), "virtualservices")
 	if err != nil || len(stored) != 0 {
 		t.Fatalf("after delete: %d stored, %v", len(stored), err)
 	}

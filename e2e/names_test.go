@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/e2e/harness"
-	"github.com/sigil-mesh/sigil/registry"
-	"github.com/sigil-mesh/sigil/server"
+	"github.com/sigil-mesh/sigil/server/registry"
 )
 
 const evilName = "\x1b]0;pwned\x07evil"
@@ -34,7 +34,7 @@ func vsNamed(meta string) string {
 func TestResourceNameValidationCLI(t *testing.T) {
 	t.Parallel()
 	m := harness.StartMesh(t)
-	sock := server.AdminSocket(m.DataDir)
+	sock := adminv1.AdminSocket(m.DataDir)
 	sigil := func(args ...string) (string, error) {
 		return harness.Run(t, "sigil", append(args, "--admin-socket", sock)...)
 	}
@@ -101,7 +101,7 @@ func TestResourceNameValidationCLI(t *testing.T) {
 func TestNonUTF8RefusedCLI(t *testing.T) {
 	t.Parallel()
 	m := harness.StartMesh(t)
-	sock := server.AdminSocket(m.DataDir)
+	sock := adminv1.AdminSocket(m.DataDir)
 	path := filepath.Join(m.Dir, "latin1.yaml")
 	os.WriteFile(path, []byte(vsNamed("  name: caf\xe9\n")), 0o644)
 	for _, cmd := range [][]string{{"apply", "-f", path}, {"delete", "-f", path}} {

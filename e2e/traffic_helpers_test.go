@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/e2e/harness"
-	"github.com/sigil-mesh/sigil/server"
 )
 
 // backend is one instance of the api service: its app and its sidecar.
@@ -131,8 +131,8 @@ func (tm *trafficMesh) waitBackends(t *testing.T, names ...string) {
 	t.Fatalf("backends %v not all reachable; saw %v", names, seen)
 }
 
-func (tm *trafficMesh) admin() *server.AdminClient {
-	return server.NewAdminClient(server.AdminSocket(tm.ids.m.DataDir))
+func (tm *trafficMesh) admin() *adminv1.AdminClient {
+	return adminv1.NewAdminClient(adminv1.AdminSocket(tm.ids.m.DataDir))
 }
 
 // apply runs the real `sigil apply -f` and waits until every sidecar
@@ -143,7 +143,7 @@ func (tm *trafficMesh) apply(t *testing.T, yaml string, extra ...string) string 
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out := harness.MustRun(t, "sigil", append([]string{"apply", "-f", path, "--admin-socket", server.AdminSocket(tm.ids.m.DataDir)}, extra...)...)
+	out := harness.MustRun(t, "sigil", append([]string{"apply", "-f", path, "--admin-socket", adminv1.AdminSocket(tm.ids.m.DataDir)}, extra...)...)
 	tm.waitSynced(t)
 	return out
 }

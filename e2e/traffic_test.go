@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/e2e/harness"
-	"github.com/sigil-mesh/sigil/server"
 )
 
 func strconvItoa(n int) string { return strconv.Itoa(n) }
@@ -45,15 +45,15 @@ func TestTrafficSplitAndShift(t *testing.T) {
 	admin := tm.admin()
 	before, _ := admin.ListProxies(t.Context())
 	bad := strings.Replace(splitVS(80, 20), "weight: 20", "weight: 30", 1)
-	_, err := harness.Run(t, "sigil", "apply", "-f", writeTemp(t, tm, bad), "--admin-socket", server.AdminSocket(tm.ids.m.DataDir))
+	_, err := harness.Run(t, "sigil", "apply", "-f", writeTemp(t, tm, bad), "--admin-socket", adminv1.AdminSocket(tm.ids.m.DataDir))
 	if err == nil || !strings.Contains(err.Error(), "VirtualService default/api") || !strings.Contains(err.Error(), "spec.http[0].route") {
 		t.Fatalf("bad weights: %v", err)
 	}
 	unsupported := strings.Replace(splitVS(80, 20), "  - route:", "  - corsPolicy: {}\n    route:", 1)
-	if _, err := harness.Run(t, "sigil", "apply", "-f", writeTemp(t, tm, unsupported), "--admin-socket", server.AdminSocket(tm.ids.m.DataDir)); err == nil || !strings.Contains(err.Error(), `"corsPolicy" is not supported`) {
+	if _, err := harness.Run(t, "sigil", "apply", "-f", writeTemp(t, tm, unsupported), "--admin-socket", adminv1.AdminSocket(tm.ids.m.DataDir)); err == nil || !strings.Contains(err.Error(), `"corsPolicy" is not supported`) {
 		t.Fatalf("unsupported field: %v", err)
 	}
-	dry := harness.MustRun(t, "sigil", "apply", "--dry-run", "-f", writeTemp(t, tm, splitVS(50, 50)), "--admin-socket", server.AdminSocket(tm.ids.m.DataDir))
+	dry := harness.MustRun(t, "sigil", "apply", "--dry-run", "-f", writeTemp(t, tm, splitVS(50, 50)), "--admin-socket", adminv1.AdminSocket(tm.ids.m.DataDir))
 	if !strings.Contains(dry, "configured (dry run)") || !strings.Contains(dry, "-       \"weight\": 80") && !strings.Contains(dry, `"weight": 80`) {
 		t.Fatalf("dry run said: %s", dry)
 	}
@@ -61,7 +61,7 @@ func TestTrafficSplitAndShift(t *testing.T) {
 	if after[0].CurrentVersion != before[0].CurrentVersion {
 		t.Fatalf("a refused or dry-run apply moved the version %d → %d", before[0].CurrentVersion, after[0].CurrentVersion)
 	}
-	get := harness.MustRun(t, "sigil", "get", "proxies", "--admin-socket", server.AdminSocket(tm.ids.m.DataDir))
+	get := harness.MustRun(t, "sigil", "get", "proxies", "--admin-socket", adminv1.AdminSocket(tm.ids.m.DataDir))
 	if strings.Contains(get, "STALE") || strings.Count(get, "SYNCED") != 3 {
 		t.Fatalf("get proxies:\n%s", get)
 	}

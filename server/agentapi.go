@@ -17,7 +17,7 @@ import (
 	"github.com/sigil-mesh/sigil/api/configdelta"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
-	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/sigil-mesh/sigil/spiffeids"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -121,7 +121,7 @@ func (s *Server) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agent
 		return nil, err
 	}
 	s.seen.mark(id.String(), now)
-	s.log.Info("agent attested", "agent", id.String(), "node", node)
+	s.log.Info("agent attested", "agent_id", id.String(), "node", node)
 	return &agentv1.AttestResponse{Svid: svid, Bundle: s.bundleProto()}, nil
 }
 
@@ -325,8 +325,8 @@ func (s *Server) Sync(_ *agentv1.SyncRequest, stream agentv1.Agent_SyncServer) e
 	if err != nil {
 		return err
 	}
-	s.log.Info("agent connected", "agent", agent.String(), "peer", peerAddr(ctx))
-	defer s.log.Info("agent disconnected", "agent", agent.String())
+	s.log.Info("agent connected", "agent_id", agent.String(), "peer", peerAddr(ctx))
+	defer s.log.Info("agent disconnected", "agent_id", agent.String())
 	var last *agentv1.SyncResponse
 	return s.followChanges(ctx, func() error {
 		snap, err := s.snapshot(ctx, agent)
@@ -435,4 +435,19 @@ func peerAddr(ctx context.Context) string {
 		return p.Addr.String()
 	}
 	return "unknown"
+}
+
+// agentsSeen keeps when each agent last made an authenticated call. It is
+// held in memory: a restarted server has not seen anyone yet.
+type agentsSeen struct{ m sync.Map }
+
+func (a *agentsSeen) mark(id string, at time.Time) { a.m.Store(id, at) }
+
+func (a *agentsSeen) get(id string) *time.Time {
+	v, ok := a.m.Load(id)
+	if !ok {
+		return nil
+	}
+	t := v.(time.Time)
+	return &t
 }

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/sigil-mesh/sigil/audit"
-	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server/registry"
 )
 
 // audited records events as intents, runs the store write they describe,
@@ -118,7 +118,7 @@ func (s *Server) caStateHolds(ctx context.Context, e audit.Event) (bool, error) 
 		} `json:"authorities"`
 	}
 	if err := json.Unmarshal(raw, &st); err != nil {
-		return false, fmt.Errorf("ca state: %w", err)
+		return false, fmt.Errorf("server: the CA's saved state: %w", err)
 	}
 	for _, a := range st.Authorities {
 		if strconv.FormatInt(a.ID, 10) != e.Details["id"] || a.Kind != e.Details["kind"] {
@@ -131,3 +131,10 @@ func (s *Server) caStateHolds(ctx context.Context, e audit.Event) (bool, error) 
 	}
 	return false, nil
 }
+
+// Audit event types for configuration and endpoints.
+const (
+	auditConfigApplied   = "config.applied"
+	auditConfigDeleted   = "config.deleted"
+	auditEndpointRefused = "endpoint.refused"
+)

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/audit"
-	"github.com/sigil-mesh/sigil/registry"
 	"github.com/sigil-mesh/sigil/selector"
+	"github.com/sigil-mesh/sigil/server/registry"
 )
 
 // A server killed between an intent and the store's answer leaves the

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/ca"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -74,8 +75,8 @@ func (c Config) Validate() (*checked, error) {
 	if out.AgentX509TTL == 0 {
 		out.AgentX509TTL = c.DefaultX509TTL
 	}
-	if out.AgentX509TTL < MinSVIDTTL || out.AgentX509TTL > MaxSVIDTTL {
-		errs = append(errs, fmt.Errorf("--agent-x509-ttl %s: must be between %s and %s", out.AgentX509TTL, MinSVIDTTL, MaxSVIDTTL))
+	if out.AgentX509TTL < MinSVIDTTL || out.AgentX509TTL > adminv1.MaxSVIDTTL {
+		errs = append(errs, fmt.Errorf("--agent-x509-ttl %s: must be between %s and %s", out.AgentX509TTL, MinSVIDTTL, adminv1.MaxSVIDTTL))
 	}
 	if c.DefaultJWTTTL < MinSVIDTTL {
 		errs = append(errs, fmt.Errorf("--default-jwt-ttl %s: must be at least %s", c.DefaultJWTTTL, MinSVIDTTL))
@@ -109,6 +110,3 @@ func (c Config) Validate() (*checked, error) {
 	}
 	return out, nil
 }
-
-// AdminSocket is the admin API's socket in a data dir.
-func AdminSocket(dataDir string) string { return filepath.Join(dataDir, "admin.sock") }

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/audit"
-	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server/registry"
 )
 
 // A legacy record whose stored spec is not JSON (a raw ESC in a string,

@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sigil-mesh/sigil/registry"
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
+	"github.com/sigil-mesh/sigil/server/registry"
 )
 
 // A stored resource that a rule added since refuses blocks nothing else
@@ -23,7 +24,7 @@ func TestStoredResourceRefusedByNewerRulesCanBeReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: old}\nspec: {hosts: [api], http: [{redirect: {uri: /new}}]}\n"
-	b, _ := json.Marshal(ApplyRequest{Files: []File{{Name: "t.yaml", Content: good}}})
+	b, _ := json.Marshal(adminv1.ApplyRequest{Files: []adminv1.File{{Name: "t.yaml", Content: good}}})
 	w := httptest.NewRecorder()
 	s.adminHandler().ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/config", strings.NewReader(string(b))))
 	if w.Code != http.StatusOK {

@@ -3,7 +3,14 @@
 // attests agents with join tokens, signs their workloads' SVIDs in batches
 // and streams entry and bundle changes to them. The admin API (HTTP+JSON on
 // a Unix socket in the data dir, owner only) is what `sigil-server token`,
-// `entry` and `bundle` use.
+// `entry`, `agent` and `bundle` and the `sigil` CLI use, through the wire
+// types and client of api/admin/v1.
+//
+// server.go and config.go are the daemon's wiring; agentapi*.go the agent
+// API (agentapi_endpoints.go: the sidecars agents report); adminapi*.go the
+// admin API, one file per resource; configindex.go the parsed
+// configuration both APIs read; audited.go the audit trail's
+// intent-then-outcome writes; registry/ the SQLite store.
 package server
 
 import (
@@ -25,11 +32,12 @@ import (
 	"syscall"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
 	"github.com/sigil-mesh/sigil/listener"
-	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/sigil-mesh/sigil/spiffeids"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -107,7 +115,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("server: --bind %s: %w", c.Bind, err)
 	}
-	adminLis, err := listenAdmin(AdminSocket(c.DataDir))
+	adminLis, err := listenAdmin(adminv1.AdminSocket(c.DataDir))
 	if err != nil {
 		agentLis.Close()
 		return err
@@ -124,7 +132,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := s.audit.Append(audit.Event{Type: audit.ServerStarted, Actor: "server", Details: map[string]string{"trust_domain": c.td.Name(), "bind": agentLis.Addr().String()}}); err != nil {
 		return err
 	}
-	log.Info("sigil-server running", "trust_domain", c.td.Name(), "agent_api", agentLis.Addr().String(), "admin_socket", AdminSocket(c.DataDir))
+	log.Info("sigil-server running", "trust_domain", c.td.Name(), "agent_api", agentLis.Addr().String(), "admin_socket", adminv1.AdminSocket(c.DataDir))
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)

@@ -1,7 +1,8 @@
 package server
 
 import (
-	"github.com/sigil-mesh/sigil/registry"
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
+	"github.com/sigil-mesh/sigil/server/registry"
 	"strings"
 	"testing"
 	"time"
@@ -16,20 +17,20 @@ const agent1 = "spiffe://example.org/sigil/agent/join_token/node1"
 func TestValidateEntry(t *testing.T) {
 	tests := []struct {
 		name    string
-		req     EntryRequest
+		req     adminv1.EntryRequest
 		wantErr []string
 	}{
-		{"ok", EntryRequest{SPIFFEID: "spiffe://example.org/ns/a/sa/b", ParentID: agent1, Selectors: []string{"unix:uid:1"}, X509TTL: time.Hour}, nil},
-		{"other trust domain", EntryRequest{SPIFFEID: "spiffe://other.org/x", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"spiffe_id", "not in the trust domain"}},
-		{"reserved path", EntryRequest{SPIFFEID: "spiffe://example.org/sigil/agent/join_token/evil", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"reserved"}},
-		{"no path", EntryRequest{SPIFFEID: "spiffe://example.org", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"spiffe_id", "needs a path"}},
-		{"parent in another trust domain", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://other.org/sigil/agent/join_token/node1", Selectors: []string{"unix:uid:1"}}, []string{"parent_id", "not in the trust domain"}},
-		{"parent is the server", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://example.org/sigil/server", Selectors: []string{"unix:uid:1"}}, []string{"parent_id", "not an agent"}},
-		{"parent not an agent", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://example.org/ns/a/sa/b", Selectors: []string{"unix:uid:1"}}, []string{"parent_id", "not an agent"}},
-		{"no selectors", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1}, []string{"selectors: at least one"}},
-		{"bad selector", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:x"}}, []string{"decimal id"}},
-		{"ttl too short", EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:1"}, X509TTL: time.Second}, []string{"x509_ttl"}},
-		{"all wrong at once", EntryRequest{SPIFFEID: "nope", ParentID: "nope"}, []string{"spiffe_id", "parent_id", "selectors"}},
+		{"ok", adminv1.EntryRequest{SPIFFEID: "spiffe://example.org/ns/a/sa/b", ParentID: agent1, Selectors: []string{"unix:uid:1"}, X509TTL: time.Hour}, nil},
+		{"other trust domain", adminv1.EntryRequest{SPIFFEID: "spiffe://other.org/x", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"spiffe_id", "not in the trust domain"}},
+		{"reserved path", adminv1.EntryRequest{SPIFFEID: "spiffe://example.org/sigil/agent/join_token/evil", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"reserved"}},
+		{"no path", adminv1.EntryRequest{SPIFFEID: "spiffe://example.org", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"spiffe_id", "needs a path"}},
+		{"parent in another trust domain", adminv1.EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://other.org/sigil/agent/join_token/node1", Selectors: []string{"unix:uid:1"}}, []string{"parent_id", "not in the trust domain"}},
+		{"parent is the server", adminv1.EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://example.org/sigil/server", Selectors: []string{"unix:uid:1"}}, []string{"parent_id", "not an agent"}},
+		{"parent not an agent", adminv1.EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: "spiffe://example.org/ns/a/sa/b", Selectors: []string{"unix:uid:1"}}, []string{"parent_id", "not an agent"}},
+		{"no selectors", adminv1.EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1}, []string{"selectors: at least one"}},
+		{"bad selector", adminv1.EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:x"}}, []string{"decimal id"}},
+		{"ttl too short", adminv1.EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:1"}, X509TTL: time.Second}, []string{"x509_ttl"}},
+		{"all wrong at once", adminv1.EntryRequest{SPIFFEID: "nope", ParentID: "nope"}, []string{"spiffe_id", "parent_id", "selectors"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,7 +76,7 @@ func FuzzValidateEntry(f *testing.F) {
 	f.Add("spiffe://example.org/sigil/x", "spiffe://example.org/sigil/agent/a/b", "k8s:ns:x", int64(0))
 	f.Add("spiffe://example.org", agent1, "unix:uid:1", int64(0))
 	f.Fuzz(func(t *testing.T, id, parent, sel string, ttl int64) {
-		e, err := ValidateEntry(td, EntryRequest{SPIFFEID: id, ParentID: parent, Selectors: []string{sel}, X509TTL: time.Duration(ttl)})
+		e, err := ValidateEntry(td, adminv1.EntryRequest{SPIFFEID: id, ParentID: parent, Selectors: []string{sel}, X509TTL: time.Duration(ttl)})
 		if err != nil {
 			return
 		}
@@ -106,7 +107,7 @@ func TestAllowedServices(t *testing.T) {
 	if len(got["spiffe://example.org/custom/path"]) != 0 || got["spiffe://example.org/ns/other/sa/x"]["x"] {
 		t.Fatalf("no services for other IDs, nor for IDs without an entry: %v", got)
 	}
-	if _, err := ValidateEntry(td, EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:1"}, Services: []string{"Not_A_Name"}}); err == nil || !strings.Contains(err.Error(), "services") {
+	if _, err := ValidateEntry(td, adminv1.EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:1"}, Services: []string{"Not_A_Name"}}); err == nil || !strings.Contains(err.Error(), "services") {
 		t.Fatalf("bad service name: %v", err)
 	}
 }

@@ -14,8 +14,8 @@ import (
 	"sync"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
-	"github.com/sigil-mesh/sigil/server"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -52,7 +52,7 @@ type simAgent struct {
 // every agent sending its batch at once.
 func (e *env) identity(ctx context.Context, rep *report) error {
 	const agents, per = 100, 100
-	admin := server.NewAdminClient(e.admin)
+	admin := adminv1.NewAdminClient(e.admin)
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	roots, err := x509bundle.Load(td, e.bundleFile)
 	if err != nil {
@@ -108,7 +108,7 @@ func (e *env) identity(ctx context.Context, rep *report) error {
 			}
 			sa := &simAgent{api: agentv1.NewAgentClient(conn)}
 			for j := range per {
-				ent, err := admin.CreateEntry(ctx, server.EntryRequest{SPIFFEID: fmt.Sprintf("spiffe://example.org/ns/storm/sa/w%d-%d", i, j),
+				ent, err := admin.CreateEntry(ctx, adminv1.EntryRequest{SPIFFEID: fmt.Sprintf("spiffe://example.org/ns/storm/sa/w%d-%d", i, j),
 					ParentID: "spiffe://example.org/sigil/agent/join_token/" + node, Selectors: []string{"unix:uid:" + strconv.Itoa(4000000+j)}})
 				if err != nil {
 					errs <- err
@@ -179,11 +179,11 @@ func mustLine(p *proc, substr string) string {
 // agentMemory is scenario 8's agent half: the bench agent's RSS idle, then
 // holding 1000 workloads' SVIDs (and keys).
 func (e *env) agentMemory(ctx context.Context, rep *report) error {
-	admin := server.NewAdminClient(e.admin)
+	admin := adminv1.NewAdminClient(e.admin)
 	rep.Memory.AgentIdleMB = rssMB(e.agent.pid())
 	const n = 1000
 	for i := range n {
-		if _, err := admin.CreateEntry(ctx, server.EntryRequest{SPIFFEID: fmt.Sprintf("spiffe://example.org/ns/mem/sa/w%d", i),
+		if _, err := admin.CreateEntry(ctx, adminv1.EntryRequest{SPIFFEID: fmt.Sprintf("spiffe://example.org/ns/mem/sa/w%d", i),
 			ParentID: "spiffe://example.org/sigil/agent/join_token/bench", Selectors: []string{"unix:uid:" + strconv.Itoa(5000000+i)}}); err != nil {
 			return err
 		}

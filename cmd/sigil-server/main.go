@@ -12,10 +12,10 @@ import (
 	"os"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/atomicfile"
 	"github.com/sigil-mesh/sigil/cmd/internal/logflag"
 	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
-	"github.com/sigil-mesh/sigil/registry"
 	"github.com/sigil-mesh/sigil/server"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -68,11 +68,11 @@ func (a *adminFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&a.dataDir, "data-dir", "", "the running server's data dir (required)")
 }
 
-func (a *adminFlags) client() (*server.AdminClient, error) {
+func (a *adminFlags) client() (*adminv1.AdminClient, error) {
 	if a.dataDir == "" {
 		return nil, errors.New("--data-dir is required")
 	}
-	return server.NewAdminClient(server.AdminSocket(a.dataDir)), nil
+	return adminv1.NewAdminClient(adminv1.AdminSocket(a.dataDir)), nil
 }
 
 func newBundle() *cobra.Command {
@@ -144,7 +144,7 @@ func newToken() *cobra.Command {
 func newEntry() *cobra.Command {
 	cmd := &cobra.Command{Use: "entry", Short: "Registration entries"}
 	var a adminFlags
-	var req server.EntryRequest
+	var req adminv1.EntryRequest
 	var output string
 	create := &cobra.Command{
 		Use: "create", Short: "Grant a SPIFFE ID to workloads with the given selectors on one node", Args: cobra.NoArgs,
@@ -157,7 +157,7 @@ func newEntry() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printEntries(cmd.OutOrStdout(), output, []registry.Entry{e})
+			return printEntries(cmd.OutOrStdout(), output, []adminv1.Entry{e})
 		},
 	}
 	a.register(create)
@@ -216,7 +216,7 @@ func newEntry() *cobra.Command {
 	return cmd
 }
 
-func printEntries(w io.Writer, format string, es []registry.Entry) error {
+func printEntries(w io.Writer, format string, es []adminv1.Entry) error {
 	switch format {
 	case "json":
 		enc := json.NewEncoder(w)
@@ -272,7 +272,7 @@ func newAgent() *cobra.Command {
 					seen = ag.LastSeen.UTC().Format(time.RFC3339)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s  node=%s  svid_expires=%s  state=%s  last_seen=%s\n", ag.SPIFFEID, ag.Node, ag.ExpiresAt.UTC().Format(time.RFC3339), ag.State, seen)
-				if ag.State == server.AgentExpired {
+				if ag.State == adminv1.AgentExpired {
 					fmt.Fprintf(cmd.OutOrStdout(), "  the agent's SVID has expired: it must re-attest; write a new token (sigil-server token generate --node %s --output FILE) to its --join-token-file\n", ag.Node)
 				}
 			}

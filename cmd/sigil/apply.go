@@ -8,9 +8,8 @@ import (
 	"sort"
 	"strings"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
-	"github.com/sigil-mesh/sigil/registry"
-	"github.com/sigil-mesh/sigil/server"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spf13/cobra"
 )
@@ -19,14 +18,14 @@ import (
 // .json files; -R for subdirectories) and - for stdin. A file that is not
 // UTF-8 is refused here, by name and byte offset: encoded for the server
 // its bad bytes would silently become U+FFFD.
-func readFiles(paths []string, recursive bool) ([]server.File, error) {
-	var out []server.File
+func readFiles(paths []string, recursive bool) ([]adminv1.File, error) {
+	var out []adminv1.File
 	add := func(name string, b []byte, err error) error {
 		if err == nil {
 			err = traffic.CheckUTF8(b, name)
 		}
 		if err == nil {
-			out = append(out, server.File{Name: name, Content: string(b)})
+			out = append(out, adminv1.File{Name: name, Content: string(b)})
 		}
 		return err
 	}
@@ -157,7 +156,7 @@ func newDelete(client clientFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var targets []registry.ResourceKey
+			var targets []adminv1.ResourceKey
 			switch {
 			case len(files) > 0 && len(args) == 0:
 				fs, err := readFiles(files, false)
@@ -170,28 +169,28 @@ func newDelete(client clientFunc) *cobra.Command {
 						return err
 					}
 					for _, r := range rs {
-						targets = append(targets, registry.ResourceKey{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name})
+						targets = append(targets, adminv1.ResourceKey{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name})
 					}
 				}
 			case len(args) == 2 && len(files) == 0:
-				kind, ok := server.KindOf(args[0])
+				kind, ok := adminv1.KindOf(args[0])
 				if !ok {
 					return fmt.Errorf("unknown kind %q: want virtualservice or destinationrule", args[0])
 				}
-				targets = append(targets, registry.ResourceKey{Kind: kind, Namespace: namespace, Name: args[1]})
+				targets = append(targets, adminv1.ResourceKey{Kind: kind, Namespace: namespace, Name: args[1]})
 			default:
 				return fmt.Errorf("give KIND NAME, or -f FILE")
 			}
 			// One request, and one transaction, per batch: deleting
 			// thousands takes seconds, not one round trip each.
 			missing := 0
-			for start := 0; start < len(targets); start += server.MaxDeleteBatch {
-				resp, err := c.DeleteConfigBatch(cmd.Context(), targets[start:min(start+server.MaxDeleteBatch, len(targets))])
+			for start := 0; start < len(targets); start += adminv1.MaxDeleteBatch {
+				resp, err := c.DeleteConfigBatch(cmd.Context(), targets[start:min(start+adminv1.MaxDeleteBatch, len(targets))])
 				if err != nil {
 					return err
 				}
 				for _, r := range resp.Results {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", resourceName(r.Kind, r.Namespace, r.Name), registry.Deleted)
+					fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", resourceName(r.Kind, r.Namespace, r.Name), adminv1.Deleted)
 				}
 				for _, ref := range resp.NotFound {
 					fmt.Fprintf(cmd.ErrOrStderr(), "Error from server (NotFound): %s not found\n", ref)

@@ -7,19 +7,19 @@ import (
 	"errors"
 	"os"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
-	"github.com/sigil-mesh/sigil/server"
 	"github.com/spf13/cobra"
 )
 
 func main() {
 	root := &cobra.Command{Use: "sigil", Short: "Sigil's command-line client", SilenceUsage: true, SilenceErrors: true}
 	socket := root.PersistentFlags().String("admin-socket", os.Getenv("SIGIL_ADMIN_SOCKET"), "the server's admin socket (<data-dir>/admin.sock); default $SIGIL_ADMIN_SOCKET")
-	client := func() (*server.AdminClient, error) {
+	client := func() (*adminv1.AdminClient, error) {
 		if *socket == "" {
 			return nil, errors.New("--admin-socket (or SIGIL_ADMIN_SOCKET) is required: the server's <data-dir>/admin.sock")
 		}
-		return server.NewAdminClient(*socket), nil
+		return adminv1.NewAdminClient(*socket), nil
 	}
 	root.AddCommand(newApply(client), newGet(client), newDelete(client), newAudit(), newPolicy())
 	// Everything printed passes through termsafe: no control character
@@ -27,4 +27,4 @@ func main() {
 	os.Exit(termsafe.Main(root, "sigil"))
 }
 
-type clientFunc func() (*server.AdminClient, error)
+type clientFunc func() (*adminv1.AdminClient, error)

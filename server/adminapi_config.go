@@ -5,13 +5,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/audit"
-	"github.com/sigil-mesh/sigil/registry"
+	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
@@ -29,25 +31,10 @@ const (
 	// DefaultMaxConfigBytes bounds the whole configuration, which every
 	// sidecar holds in memory and compiles.
 	DefaultMaxConfigBytes = 64 << 20
-	// MaxDeleteBatch bounds the resources of one delete request.
-	MaxDeleteBatch = 10000
 	// maxApplyBody bounds an apply request (its YAML files); larger sets
 	// are applied in several calls.
 	maxApplyBody = 32 << 20
 )
-
-// DeleteRequest names the resources to delete, in one transaction.
-type DeleteRequest struct {
-	Resources []registry.ResourceKey `json:"resources"`
-}
-
-// DeleteResponse says what was deleted, and which named resources did not
-// exist (kubectl's NotFound; the others are still deleted).
-type DeleteResponse struct {
-	Results  []registry.ApplyResult `json:"results"`
-	NotFound []string               `json:"not_found,omitempty"`
-	Version  int64                  `json:"version"`
-}
 
 func specDigest(spec []byte) string {
 	sum := sha256.Sum256(spec)
@@ -62,12 +49,12 @@ func specDigest(spec []byte) string {
 // references, not a read and parse of every stored resource.
 func (s *Server) applyConfig(r *http.Request) (any, error) {
 	ctx := r.Context()
-	var req ApplyRequest
+	var req adminv1.ApplyRequest
 	if err := decodeStrict(r.Body, &req); err != nil {
 		return nil, err
 	}
 	if len(req.Files) == 0 {
-		return nil, apiErrorf(http.StatusBadRequest, "no files")
+		return nil, adminv1.Errorf(http.StatusBadRequest, "no files")
 	}
 	var parsed []traffic.Resource
 	var errs []error
@@ -98,7 +85,7 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return nil, apiErrorf(http.StatusBadRequest, "%v", errors.Join(errs...))
+		return nil, adminv1.Errorf(http.StatusBadRequest, "%v", errors.Join(errs...))
 	}
 
 	x, unlock, err := s.lockConfig(ctx)
@@ -106,7 +93,7 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 		return nil, err
 	}
 	defer unlock()
-	resp := ApplyResponse{DryRun: req.DryRun, Version: x.version}
+	resp := adminv1.ApplyResponse{DryRun: req.DryRun, Version: x.version}
 	overlay := map[string]*traffic.Resource{}
 	changes := map[string]*indexed{}
 	var toStore []registry.StoredResource
@@ -115,19 +102,19 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 	for i, p := range parsed {
 		key := p.Key()
 		old, exists := x.items[key]
-		action := registry.Created
+		action := adminv1.Created
 		if exists {
-			action = registry.Configured
+			action = adminv1.Configured
 			if bytes.Equal(old.stored.Spec, items[i].stored.Spec) {
-				action = registry.Unchanged
+				action = adminv1.Unchanged
 			}
 		}
-		out := ApplyResult{ApplyResult: registry.ApplyResult{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name, Action: action}}
-		if req.DryRun && action == registry.Configured {
+		out := adminv1.ApplyResult{Result: adminv1.Result{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name, Action: action}}
+		if req.DryRun && action == adminv1.Configured {
 			out.Diff = lineDiff(prettyJSON(old.stored.Spec), prettyJSON(items[i].stored.Spec))
 		}
 		resp.Results = append(resp.Results, out)
-		if action == registry.Unchanged {
+		if action == adminv1.Unchanged {
 			continue
 		}
 		overlay[key], changes[key] = &parsed[i], &items[i]
@@ -137,11 +124,11 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 			Details: map[string]string{"action": action, "spec_sha256": specDigest(items[i].stored.Spec)}})
 	}
 	if total > s.cfg.MaxConfigBytes {
-		return nil, apiErrorf(http.StatusBadRequest, "the configuration would be %d bytes encoded; the total limit is %d bytes (--max-config-bytes)", total, s.cfg.MaxConfigBytes)
+		return nil, adminv1.Errorf(http.StatusBadRequest, "the configuration would be %d bytes encoded; the total limit is %d bytes (--max-config-bytes)", total, s.cfg.MaxConfigBytes)
 	}
 	if len(overlay) > 0 {
 		if err := traffic.CheckReferences(x.parsedWith(overlay)); err != nil {
-			return nil, apiErrorf(http.StatusBadRequest, "%v", err)
+			return nil, adminv1.Errorf(http.StatusBadRequest, "%v", err)
 		}
 	}
 	if req.DryRun || len(events) == 0 {
@@ -169,9 +156,9 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 
 // deleteConfig is DELETE /v1/config/{kind}/{namespace}/{name}.
 func (s *Server) deleteConfig(r *http.Request) (any, error) {
-	kind, ok := KindOf(r.PathValue("kind"))
+	kind, ok := adminv1.KindOf(r.PathValue("kind"))
 	if !ok {
-		return nil, apiErrorf(http.StatusBadRequest, "unknown kind %q", r.PathValue("kind"))
+		return nil, adminv1.Errorf(http.StatusBadRequest, "unknown kind %q", r.PathValue("kind"))
 	}
 	key := registry.ResourceKey{Kind: kind, Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}
 	resp, err := s.deleteResources(r.Context(), []registry.ResourceKey{key})
@@ -179,43 +166,45 @@ func (s *Server) deleteConfig(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if len(resp.Results) == 0 {
-		return nil, apiErrorf(http.StatusNotFound, "%s not found", resp.NotFound[0])
+		return nil, adminv1.Errorf(http.StatusNotFound, "%s not found", resp.NotFound[0])
 	}
 	res := resp.Results[0]
-	res.Action = registry.Deleted + " (version " + strconv.FormatInt(resp.Version, 10) + ")"
+	res.Action = adminv1.Deleted + " (version " + strconv.FormatInt(resp.Version, 10) + ")"
 	return res, nil
 }
 
 // deleteConfigBatch is POST /v1/config/delete: many resources in one
 // transaction, as `sigil delete -f` sends them.
 func (s *Server) deleteConfigBatch(r *http.Request) (any, error) {
-	var req DeleteRequest
+	var req adminv1.DeleteRequest
 	if err := decodeStrict(r.Body, &req); err != nil {
 		return nil, err
 	}
-	if n := len(req.Resources); n == 0 || n > MaxDeleteBatch {
-		return nil, apiErrorf(http.StatusBadRequest, "%d resources to delete: want 1 to %d per request", n, MaxDeleteBatch)
+	if n := len(req.Resources); n == 0 || n > adminv1.MaxDeleteBatch {
+		return nil, adminv1.Errorf(http.StatusBadRequest, "%d resources to delete: want 1 to %d per request", n, adminv1.MaxDeleteBatch)
 	}
+	keys := make([]registry.ResourceKey, len(req.Resources))
 	for i, k := range req.Resources {
-		kind, ok := KindOf(k.Kind)
+		kind, ok := adminv1.KindOf(k.Kind)
 		if !ok {
-			return nil, apiErrorf(http.StatusBadRequest, "resources[%d]: unknown kind %q", i, k.Kind)
+			return nil, adminv1.Errorf(http.StatusBadRequest, "resources[%d]: unknown kind %q", i, k.Kind)
 		}
-		req.Resources[i].Kind = kind
+		keys[i] = storeKey(k)
+		keys[i].Kind = kind
 	}
-	return s.deleteResources(r.Context(), req.Resources)
+	return s.deleteResources(r.Context(), keys)
 }
 
 // deleteResources deletes the keys that exist, after checking that what
 // stays still holds together (no VirtualService left pointing at a subset
 // whose DestinationRule goes).
-func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKey) (DeleteResponse, error) {
+func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKey) (adminv1.DeleteResponse, error) {
 	x, unlock, err := s.lockConfig(ctx)
 	if err != nil {
-		return DeleteResponse{}, err
+		return adminv1.DeleteResponse{}, err
 	}
 	defer unlock()
-	resp := DeleteResponse{Version: x.version}
+	resp := adminv1.DeleteResponse{Version: x.version}
 	overlay := map[string]*traffic.Resource{}
 	changes := map[string]*indexed{}
 	var found []registry.ResourceKey
@@ -238,17 +227,17 @@ func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKe
 		}
 		overlay[key], changes[key] = nil, nil
 		found = append(found, k)
-		resp.Results = append(resp.Results, registry.ApplyResult{Kind: k.Kind, Namespace: k.Namespace, Name: k.Name, Action: registry.Deleted})
+		resp.Results = append(resp.Results, adminv1.Result{Kind: k.Kind, Namespace: k.Namespace, Name: k.Name, Action: adminv1.Deleted})
 		events = append(events, audit.Event{Type: auditConfigDeleted, Actor: "admin", Subject: ref})
 	}
 	if len(refused) > 0 {
-		return DeleteResponse{}, apiErrorf(http.StatusBadRequest, "%v", errors.Join(refused...))
+		return adminv1.DeleteResponse{}, adminv1.Errorf(http.StatusBadRequest, "%v", errors.Join(refused...))
 	}
 	if len(found) == 0 {
 		return resp, nil
 	}
 	if err := traffic.CheckReferences(x.parsedWith(overlay)); err != nil {
-		return DeleteResponse{}, apiErrorf(http.StatusConflict, "deleting %d resources would break: %v", len(found), err)
+		return adminv1.DeleteResponse{}, adminv1.Errorf(http.StatusConflict, "deleting %d resources would break: %v", len(found), err)
 	}
 	var version int64
 	err = s.audited(ctx, events, func() error {
@@ -258,7 +247,7 @@ func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKe
 	})
 	if err != nil {
 		x.loaded = false
-		return DeleteResponse{}, storeError(err)
+		return adminv1.DeleteResponse{}, storeError(err)
 	}
 	x.wrote(version, changes)
 	resp.Version = version
@@ -276,4 +265,36 @@ func resourceRef(k registry.ResourceKey) (string, error) {
 		return k.Kind + " " + strconv.QuoteToASCII(k.Namespace) + "/" + strconv.QuoteToASCII(k.Name), err
 	}
 	return k.Kind + " " + k.Namespace + "/" + k.Name, nil
+}
+
+func prettyJSON(b []byte) string {
+	if b == nil {
+		return ""
+	}
+	var v any
+	if json.Unmarshal(b, &v) != nil {
+		return string(b)
+	}
+	out, _ := json.MarshalIndent(v, "", "  ")
+	return string(out)
+}
+
+func (s *Server) listConfig(r *http.Request) (any, error) {
+	kind, ok := adminv1.KindOf(r.PathValue("kind"))
+	if !ok {
+		return nil, adminv1.Errorf(http.StatusBadRequest, "unknown kind %q: want virtualservices or destinationrules", r.PathValue("kind"))
+	}
+	stored, _, err := s.store.ListResources(r.Context(), kind)
+	rs := make([]adminv1.Resource, len(stored))
+	for i := range stored {
+		rs[i] = wireResource(stored[i])
+		// A record stored before today's checks may hold bytes that are
+		// not JSON; it is listed with them as a JSON string, so the rest
+		// still lists and this one can be seen and deleted.
+		if !json.Valid(rs[i].Spec) {
+			s.log.Warn("stored resource is not valid JSON; listed as a string", "kind", rs[i].Kind, "namespace", rs[i].Namespace, "name", rs[i].Name)
+			rs[i].Spec, _ = json.Marshal(string(rs[i].Spec))
+		}
+	}
+	return rs, err
 }

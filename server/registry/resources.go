@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 )
 
@@ -37,28 +36,6 @@ type ApplyResult struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 	Action    string `json:"action"`
-}
-
-func metaInt(ctx context.Context, q interface {
-	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, key string) (int64, error) {
-	var v int64
-	err := q.QueryRowContext(ctx, `SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?`, key).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	return v, err
-}
-
-func bumpMeta(ctx context.Context, tx *sql.Tx, key string) (int64, error) {
-	var v int64
-	err := tx.QueryRowContext(ctx, `INSERT INTO meta (key, value) VALUES (?, 1)
-		ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1
-		RETURNING CAST(value AS INTEGER)`, key).Scan(&v)
-	if err != nil {
-		return 0, fmt.Errorf("registry: %s: %w", key, err)
-	}
-	return v, nil
 }
 
 // ApplyResources stores all of rs in one transaction, or none of them when
@@ -192,141 +169,11 @@ func (s *Store) ListResources(ctx context.Context, kind string) ([]StoredResourc
 	return out, version, rows.Err()
 }
 
-// ProxyRecord is a sidecar as its agent last reported it.
-type ProxyRecord struct {
-	AgentID       string            `json:"agent_id"`
-	ProxyID       string            `json:"proxy_id"`
-	SPIFFEID      string            `json:"spiffe_id"`
-	Service       string            `json:"service"`
-	Address       string            `json:"address"`
-	Labels        map[string]string `json:"labels"`
-	ConfigVersion int64             `json:"config_version"`
-	ReportedAt    time.Time         `json:"reported_at"`
-}
-
-func endpointKey(p ProxyRecord) string {
-	labels, _ := json.Marshal(p.Labels)
-	return p.Service + "\x00" + p.Address + "\x00" + p.SPIFFEID + "\x00" + string(labels)
-}
-
-// ReplaceProxies replaces everything agentID reported before with ps. It
-// reports whether the set of endpoints changed (config versions alone do
-// not count) and the endpoints revision after the change.
-func (s *Store) ReplaceProxies(ctx context.Context, agentID string, ps []ProxyRecord, now time.Time) (bool, int64, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return false, 0, fmt.Errorf("registry: %w", err)
-	}
-	defer tx.Rollback()
-	old, err := scanProxies(tx.QueryContext(ctx, proxyColumns+` WHERE agent_id = ?`, agentID))
-	if err != nil {
-		return false, 0, err
-	}
-	oldKeys, newKeys := make([]string, 0, len(old)), make([]string, 0, len(ps))
-	for _, p := range old {
-		oldKeys = append(oldKeys, endpointKey(p))
-	}
-	for _, p := range ps {
-		newKeys = append(newKeys, endpointKey(p))
-	}
-	sort.Strings(oldKeys)
-	sort.Strings(newKeys)
-	changed := fmt.Sprint(oldKeys) != fmt.Sprint(newKeys)
-	if _, err := tx.ExecContext(ctx, `DELETE FROM proxies WHERE agent_id = ?`, agentID); err != nil {
-		return false, 0, fmt.Errorf("registry: replacing proxies: %w", err)
-	}
-	for _, p := range ps {
-		labels, _ := json.Marshal(p.Labels)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO proxies (agent_id, proxy_id, spiffe_id, service, address, labels, config_version, reported_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, agentID, p.ProxyID, p.SPIFFEID, p.Service, p.Address, string(labels), p.ConfigVersion, now.Unix()); err != nil {
-			return false, 0, fmt.Errorf("registry: storing proxy %s: %w", p.ProxyID, err)
-		}
-	}
-	var rev int64
-	if changed {
-		if rev, err = bumpMeta(ctx, tx, "endpoints_revision"); err != nil {
-			return false, 0, err
-		}
-	} else if rev, err = metaInt(ctx, tx, "endpoints_revision"); err != nil {
-		return false, 0, err
-	}
-	return changed, rev, tx.Commit()
-}
-
-// ExpireProxies removes the proxies of agents that have not reported since
-// before; it reports how many went.
-func (s *Store) ExpireProxies(ctx context.Context, before time.Time) (int64, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("registry: %w", err)
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `DELETE FROM proxies WHERE reported_at < ?`, before.Unix())
-	if err != nil {
-		return 0, fmt.Errorf("registry: expiring proxies: %w", err)
-	}
-	n, _ := res.RowsAffected()
-	if n > 0 {
-		if _, err := bumpMeta(ctx, tx, "endpoints_revision"); err != nil {
-			return 0, err
-		}
-	}
-	return n, tx.Commit()
-}
-
-const proxyColumns = `SELECT agent_id, proxy_id, spiffe_id, service, address, labels, config_version, reported_at FROM proxies`
-
-func scanProxies(rows *sql.Rows, err error) ([]ProxyRecord, error) {
-	if err != nil {
-		return nil, fmt.Errorf("registry: listing proxies: %w", err)
-	}
-	defer rows.Close()
-	var out []ProxyRecord
-	for rows.Next() {
-		var p ProxyRecord
-		var labels string
-		var reported int64
-		if err := rows.Scan(&p.AgentID, &p.ProxyID, &p.SPIFFEID, &p.Service, &p.Address, &labels, &p.ConfigVersion, &reported); err != nil {
-			return nil, fmt.Errorf("registry: listing proxies: %w", err)
-		}
-		_ = json.Unmarshal([]byte(labels), &p.Labels)
-		p.ReportedAt = time.Unix(reported, 0).UTC()
-		out = append(out, p)
-	}
-	return out, rows.Err()
-}
-
-// ListProxies returns every proxy, by service then address, with the
-// endpoints revision.
-func (s *Store) ListProxies(ctx context.Context) ([]ProxyRecord, int64, error) {
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return nil, 0, fmt.Errorf("registry: %w", err)
-	}
-	defer tx.Rollback()
-	rev, err := metaInt(ctx, tx, "endpoints_revision")
-	if err != nil {
-		return nil, 0, err
-	}
-	ps, err := scanProxies(tx.QueryContext(ctx, proxyColumns+` ORDER BY service, address, proxy_id`))
-	return ps, rev, err
-}
-
 // ConfigVersion returns the current config version.
 func (s *Store) ConfigVersion(ctx context.Context) (int64, error) {
 	v, err := metaInt(ctx, s.db, "config_version")
 	if err != nil {
 		return 0, fmt.Errorf("registry: config version: %w", err)
-	}
-	return v, nil
-}
-
-// EndpointsRevision returns the current endpoints revision, which moves
-// whenever an endpoint comes or goes.
-func (s *Store) EndpointsRevision(ctx context.Context) (int64, error) {
-	v, err := metaInt(ctx, s.db, "endpoints_revision")
-	if err != nil {
-		return 0, fmt.Errorf("registry: endpoints revision: %w", err)
 	}
 	return v, nil
 }

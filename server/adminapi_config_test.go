@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sigil-mesh/sigil/registry"
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
+	"github.com/sigil-mesh/sigil/server/registry"
 )
 
 func vsYAML(name string, pad int) string {
@@ -47,7 +48,7 @@ func TestConfigApplyRefusesUndeliverable(t *testing.T) {
 		{"replacing keeps the total", vsYAML("a", 3500) + vsYAML("g", 3000), http.StatusOK, nil, 2},
 	}
 	for _, tt := range tests {
-		body, _ := json.Marshal(ApplyRequest{Files: []File{{Name: "x.yaml", Content: tt.yaml}}})
+		body, _ := json.Marshal(adminv1.ApplyRequest{Files: []adminv1.File{{Name: "x.yaml", Content: tt.yaml}}})
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/config", strings.NewReader(string(body))))
 		if w.Code != tt.status {
@@ -84,7 +85,7 @@ func TestConfigStoredInvalidBlocksNothing(t *testing.T) {
 	for i, st := range steps {
 		body := st.body
 		if st.method == http.MethodPost {
-			b, _ := json.Marshal(ApplyRequest{Files: []File{{Name: "x.yaml", Content: body}}})
+			b, _ := json.Marshal(adminv1.ApplyRequest{Files: []adminv1.File{{Name: "x.yaml", Content: body}}})
 			body = string(b)
 		}
 		if i == 1 {

@@ -1,6 +1,8 @@
 // Package registry is the server's store: join tokens, attested agents,
-// registration entries and the CA's state, in one SQLite file (pure-Go
-// driver, WAL mode) in the server's data directory.
+// registration entries and the CA's state (registry.go, entries.go), the
+// configuration resources (resources.go) and the sidecars' endpoints
+// (endpoints.go), in one SQLite file (pure-Go driver, WAL mode) in the
+// server's data directory. Only sigil-server links it.
 //
 // Entries carry a Source. Entries made with `sigil-server entry create` are
 // "local"; a Kubernetes controller can later write entries derived from
@@ -311,4 +313,28 @@ func (s *Store) ListAgents(ctx context.Context) ([]Agent, error) {
 		out = append(out, a)
 	}
 	return out, rows.Err()
+}
+
+// metaInt and bumpMeta read and move the counters of the meta table (the
+// config version, the endpoints revision).
+func metaInt(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, key string) (int64, error) {
+	var v int64
+	err := q.QueryRowContext(ctx, `SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return v, err
+}
+
+func bumpMeta(ctx context.Context, tx *sql.Tx, key string) (int64, error) {
+	var v int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO meta (key, value) VALUES (?, 1)
+		ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1
+		RETURNING CAST(value AS INTEGER)`, key).Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("registry: %s: %w", key, err)
+	}
+	return v, nil
 }

@@ -1,4 +1,4 @@
-package server
+package adminv1
 
 import (
 	"bytes"
@@ -12,11 +12,10 @@ import (
 	"net/url"
 	"syscall"
 	"time"
-
-	"github.com/sigil-mesh/sigil/registry"
 )
 
-// AdminClient talks to a running server's admin socket.
+// AdminClient talks to a running server's admin socket. Every request
+// times out after 30 seconds; an error the server sends is an *APIError.
 type AdminClient struct {
 	socket string
 	http   *http.Client
@@ -33,35 +32,32 @@ func NewAdminClient(path string) *AdminClient {
 	}}
 }
 
-// ErrServerNotRunning means nothing answers on the admin socket.
-var ErrServerNotRunning = errors.New("no sigil-server is running on this data dir")
-
 func (c *AdminClient) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return fmt.Errorf("adminv1: encoding the request: %w", err)
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://sigil-server"+path, body)
 	if err != nil {
-		return err
+		return fmt.Errorf("adminv1: %w", err)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
 			return fmt.Errorf("%w (admin socket %s)", ErrServerNotRunning, c.socket)
 		}
-		return fmt.Errorf("admin api: %w", err)
+		return fmt.Errorf("adminv1: %w", err)
 	}
 	defer resp.Body.Close()
 	// Listings of a configuration at --max-config-bytes (64 MiB) carry
 	// per-resource fields besides.
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 	if err != nil {
-		return fmt.Errorf("admin api: %w", err)
+		return fmt.Errorf("adminv1: %w", err)
 	}
 	if resp.StatusCode >= 300 {
 		var apiErr APIError
@@ -69,7 +65,7 @@ func (c *AdminClient) do(ctx context.Context, method, path string, in, out any) 
 			apiErr.Status = resp.StatusCode
 			return &apiErr
 		}
-		return fmt.Errorf("admin api: %s", resp.Status)
+		return fmt.Errorf("adminv1: %s", resp.Status)
 	}
 	switch o := out.(type) {
 	case nil:
@@ -78,7 +74,10 @@ func (c *AdminClient) do(ctx context.Context, method, path string, in, out any) 
 		*o = data
 		return nil
 	default:
-		return json.Unmarshal(data, out)
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("adminv1: decoding the response to %s %s: %w", method, path, err)
+		}
+		return nil
 	}
 }
 
@@ -97,29 +96,29 @@ func (c *AdminClient) CreateJoinToken(ctx context.Context, node string, ttl time
 }
 
 // CreateEntry creates a registration entry.
-func (c *AdminClient) CreateEntry(ctx context.Context, req EntryRequest) (registry.Entry, error) {
-	var out registry.Entry
+func (c *AdminClient) CreateEntry(ctx context.Context, req EntryRequest) (Entry, error) {
+	var out Entry
 	err := c.do(ctx, http.MethodPost, "/v1/entries", req, &out)
 	return out, err
 }
 
 // ListEntries lists entries, all or those of one parent.
-func (c *AdminClient) ListEntries(ctx context.Context, parentID string) ([]registry.Entry, error) {
-	var out []registry.Entry
+func (c *AdminClient) ListEntries(ctx context.Context, parentID string) ([]Entry, error) {
+	var out []Entry
 	err := c.do(ctx, http.MethodGet, "/v1/entries?parent_id="+url.QueryEscape(parentID), nil, &out)
 	return out, err
 }
 
 // EvictAgent removes an attested agent and returns what it was.
-func (c *AdminClient) EvictAgent(ctx context.Context, id string) (registry.Agent, error) {
-	var out registry.Agent
+func (c *AdminClient) EvictAgent(ctx context.Context, id string) (Agent, error) {
+	var out Agent
 	err := c.do(ctx, http.MethodDelete, "/v1/agents/"+url.PathEscape(id), nil, &out)
 	return out, err
 }
 
 // DeleteEntry deletes an entry and returns what it was.
-func (c *AdminClient) DeleteEntry(ctx context.Context, id string) (registry.Entry, error) {
-	var out registry.Entry
+func (c *AdminClient) DeleteEntry(ctx context.Context, id string) (Entry, error) {
+	var out Entry
 	err := c.do(ctx, http.MethodDelete, "/v1/entries/"+url.PathEscape(id), nil, &out)
 	return out, err
 }
@@ -140,22 +139,22 @@ func (c *AdminClient) Apply(ctx context.Context, files []File, dryRun bool) (App
 }
 
 // ListConfig lists the resources of a kind (virtualservices, destinationrules).
-func (c *AdminClient) ListConfig(ctx context.Context, kind string) ([]registry.StoredResource, error) {
-	var out []registry.StoredResource
+func (c *AdminClient) ListConfig(ctx context.Context, kind string) ([]Resource, error) {
+	var out []Resource
 	err := c.do(ctx, http.MethodGet, "/v1/config/"+url.PathEscape(kind), nil, &out)
 	return out, err
 }
 
 // DeleteConfig deletes one resource.
-func (c *AdminClient) DeleteConfig(ctx context.Context, kind, namespace, name string) (registry.ApplyResult, error) {
-	var out registry.ApplyResult
+func (c *AdminClient) DeleteConfig(ctx context.Context, kind, namespace, name string) (Result, error) {
+	var out Result
 	err := c.do(ctx, http.MethodDelete, "/v1/config/"+url.PathEscape(kind)+"/"+url.PathEscape(namespace)+"/"+url.PathEscape(name), nil, &out)
 	return out, err
 }
 
 // DeleteConfigBatch deletes many resources in one transaction (at most
 // MaxDeleteBatch); those that do not exist come back in NotFound.
-func (c *AdminClient) DeleteConfigBatch(ctx context.Context, keys []registry.ResourceKey) (DeleteResponse, error) {
+func (c *AdminClient) DeleteConfigBatch(ctx context.Context, keys []ResourceKey) (DeleteResponse, error) {
 	var out DeleteResponse
 	err := c.do(ctx, http.MethodPost, "/v1/config/delete", DeleteRequest{Resources: keys}, &out)
 	return out, err

@@ -1,0 +1,51 @@
+package server
+
+import (
+	"net/http"
+	"slices"
+	"sort"
+
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
+)
+
+func (s *Server) listProxies(r *http.Request) (any, error) {
+	ps, _, err := s.store.ListProxies(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	version, err := s.store.ConfigVersion(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]adminv1.ProxyStatus, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, adminv1.ProxyStatus{Proxy: wireProxy(p), CurrentVersion: version, Stale: p.ConfigVersion != version})
+	}
+	return out, nil
+}
+
+func (s *Server) listServices(r *http.Request) (any, error) {
+	ps, _, err := s.store.ListProxies(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	by := map[string]*adminv1.ServiceInfo{}
+	for _, p := range ps {
+		si := by[p.Service]
+		if si == nil {
+			si = &adminv1.ServiceInfo{Name: p.Service}
+			by[p.Service] = si
+		}
+		si.Endpoints++
+		if !slices.Contains(si.Identities, p.SPIFFEID) {
+			si.Identities = append(si.Identities, p.SPIFFEID)
+		}
+		si.Labels = append(si.Labels, p.Labels)
+	}
+	out := make([]adminv1.ServiceInfo, 0, len(by))
+	for _, si := range by {
+		out = append(out, *si)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}

@@ -1,0 +1,125 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/server/registry"
+	"github.com/sigil-mesh/sigil/spiffeids"
+	"github.com/sigil-mesh/sigil/traffic"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// The sidecars each agent reports (ReportProxies), kept as endpoints only
+// when the agent's entries let their identities serve the service.
+
+// proxyExpiry is how long an agent's report of its sidecars holds; agents
+// report every few seconds, so an endpoint outlives its node by this much.
+const proxyExpiry = 20 * time.Second
+
+// allowedServices maps each identity of an agent's entries to the
+// services its sidecars may register: the entries' services, or, for an
+// entry that names none, the service account of a
+// spiffe://td/ns/<ns>/sa/<sa> ID (the Kubernetes convention).
+func allowedServices(entries []registry.Entry) map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for _, e := range entries {
+		set := out[e.SPIFFEID]
+		if set == nil {
+			set = map[string]bool{}
+			out[e.SPIFFEID] = set
+		}
+		for _, svc := range e.Services {
+			set[svc] = true
+		}
+		if len(e.Services) == 0 {
+			if id, err := spiffeid.FromString(e.SPIFFEID); err == nil {
+				if _, sa, ok := spiffeids.NamespaceServiceAccount(id); ok {
+					set[sa] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// ReportProxies records the calling agent's sidecars. A sidecar's endpoint
+// is kept only if its identity is one the agent holds an entry for, and
+// that entry lets the identity serve the service (see allowedServices):
+// otherwise any workload with a mesh identity could register itself as any
+// service and receive that service's traffic.
+func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRequest) (*agentv1.ReportProxiesResponse, error) {
+	agent, err := s.callerAgent(ctx)
+	if err != nil {
+		return nil, err
+	}
+	entries, _, err := s.store.ListEntries(ctx, agent.String())
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	allowed := allowedServices(entries)
+	recs := make([]registry.ProxyRecord, 0, len(req.GetProxies()))
+	var refused []audit.Event
+	for _, p := range req.GetProxies() {
+		reason := ""
+		if !allowed[p.GetSpiffeId()][p.GetService()] {
+			reason = "its identity may not serve this service"
+		} else if err := validLabels(p.GetLabels()); err != nil {
+			reason = err.Error()
+		}
+		if reason != "" {
+			refused = append(refused, audit.Event{Type: auditEndpointRefused, Actor: agent.String(), Subject: p.GetSpiffeId(),
+				Details: map[string]string{"service": p.GetService(), "address": p.GetAddress(), "reason": reason}})
+			continue
+		}
+		recs = append(recs, registry.ProxyRecord{AgentID: agent.String(), ProxyID: p.GetId(), SPIFFEID: p.GetSpiffeId(), Service: p.GetService(),
+			Address: p.GetAddress(), Labels: p.GetLabels(), ConfigVersion: p.GetConfigVersion()})
+	}
+	if len(refused) > 0 {
+		s.refusedMu.Lock()
+		if len(s.refusedSeen) > 10000 {
+			s.refusedSeen = map[string]bool{}
+		}
+		var fresh []audit.Event
+		for _, e := range refused {
+			key := agent.String() + "|" + e.Subject + "|" + e.Details["service"] + "|" + e.Details["address"]
+			if !s.refusedSeen[key] {
+				s.refusedSeen[key] = true
+				fresh = append(fresh, e)
+			}
+		}
+		s.refusedMu.Unlock()
+		// Reports repeat every few seconds; each refusal is recorded once.
+		if len(fresh) > 0 {
+			if err := s.audit.Append(fresh...); err != nil {
+				return nil, status.Error(codes.Unavailable, err.Error())
+			}
+			for _, e := range fresh {
+				s.log.Warn("endpoint refused", "reason", e.Details["reason"], "agent_id", agent.String(), "spiffe_id", e.Subject, "service", e.Details["service"])
+			}
+		}
+	}
+	changed, _, err := s.store.ReplaceProxies(ctx, agent.String(), recs, s.now())
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	if changed {
+		s.changes.Notify()
+	}
+	return &agentv1.ReportProxiesResponse{}, nil
+}
+
+// validLabels checks a sidecar's labels as Kubernetes does (the agent
+// checked them too; the server trusts no agent more than it must).
+func validLabels(labels map[string]string) error {
+	for k, v := range labels {
+		if err := traffic.ValidateLabel(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
