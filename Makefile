@@ -75,7 +75,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./selector/
 	$(GO) test -run '^$$' -fuzz FuzzParseCSR -fuzztime 30s ./ca/
 	$(GO) test -run '^$$' -fuzz FuzzValidateEntry -fuzztime 30s ./server/
-	$(GO) test -run '^$$' -fuzz FuzzParseWorkload -fuzztime 30s ./spiffeids/
+	$(GO) test -run '^$$' -fuzz FuzzParseWorkload -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzReadToken -fuzztime 30s ./agent/
 	$(GO) test -run '^$$' -fuzz FuzzParseUpstream -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzFrameGuardScan -fuzztime 30s ./proxy/

@@ -46,20 +46,12 @@ const maxHost = 253
 // has it: a-z, 0-9 and inner '-', 1 to 63 characters, lower case. It is
 // the form of service and subset names everywhere in Sigil (resources,
 // sidecar flags, registrations, entries).
-func ValidServiceName(name string) bool {
-	if len(name) == 0 || len(name) > 63 || name[0] == '-' || name[len(name)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+func ValidServiceName(name string) bool { return isDNS1123Label(name) }
 
-// ValidNamespace reports whether ns can be a namespace: the same DNS label
-// rule as a service name (Kubernetes namespaces are RFC 1123 labels).
+// ValidNamespace reports whether ns can be a namespace (metadata.namespace,
+// the /ns/ segment of a workload ID): the same DNS label
+// rule as a service name (Kubernetes namespaces are RFC 1123 labels, as
+// IsDNS1123Label). A refusal states NamespaceRule.
 func ValidNamespace(ns string) bool { return ValidServiceName(ns) }
 
 // Service is a mesh service: a name in a namespace. The zero Service is

@@ -4,8 +4,8 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/pathnorm"
-	"github.com/sigil-mesh/sigil/spiffeids"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -67,12 +67,12 @@ const (
 )
 
 // PeerFromID fills namespace and service account from an ID of the form
-// spiffe://td/ns/<ns>/sa/<sa> (spiffeids.NamespaceServiceAccount); other
+// spiffe://td/ns/<ns>/sa/<sa> (naming.NamespaceServiceAccount); other
 // IDs leave them empty.
 func PeerFromID(id string) Peer {
 	p := Peer{Principal: id}
 	if parsed, err := spiffeid.FromString(id); err == nil {
-		p.Namespace, p.ServiceAccount, _ = spiffeids.NamespaceServiceAccount(parsed)
+		p.Namespace, p.ServiceAccount, _ = naming.NamespaceServiceAccount(parsed)
 	}
 	return p
 }

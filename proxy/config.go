@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"github.com/sigil-mesh/sigil/pathnorm"
-	"github.com/sigil-mesh/sigil/traffic"
 	"net"
 	"net/netip"
 	"sort"
@@ -217,7 +216,7 @@ func (c Config) Validate() (*checked, error) {
 			errs = append(errs, fmt.Errorf("--label %q: want KEY=VALUE", l))
 			continue
 		}
-		if err := traffic.ValidateLabel(k, v); err != nil {
+		if err := naming.ValidateLabel(k, v); err != nil {
 			errs = append(errs, fmt.Errorf("--label: %w", err))
 			continue
 		}

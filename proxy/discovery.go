@@ -17,7 +17,6 @@ import (
 	"github.com/sigil-mesh/sigil/api/configdelta"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
 	"github.com/sigil-mesh/sigil/naming"
-	"github.com/sigil-mesh/sigil/spiffeids"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -143,7 +142,7 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 // (spiffe://td/ns/<ns>/sa/<sa>), def for an ID of another form or none,
 // and "" when the ID's namespace is not a DNS label (no service has it).
 func namespaceOf(id spiffeid.ID, def string) string {
-	ns, _, ok := spiffeids.NamespaceServiceAccount(id)
+	ns, _, ok := naming.NamespaceServiceAccount(id)
 	switch {
 	case !ok:
 		return def

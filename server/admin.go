@@ -13,10 +13,9 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/registry"
 	"github.com/sigil-mesh/sigil/selector"
-	"github.com/sigil-mesh/sigil/spiffeids"
-	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -152,13 +151,13 @@ func (s *Server) createToken(r *http.Request) (any, error) {
 	if err := decodeStrict(r.Body, &req); err != nil {
 		return nil, err
 	}
-	if err := spiffeids.ValidNodeName(req.Node); err != nil {
+	if err := naming.ValidateNodeName(req.Node); err != nil {
 		return nil, apiErrorf(http.StatusBadRequest, "node: %v", err)
 	}
 	if req.TTL <= 0 || req.TTL > MaxTokenTTL {
 		return nil, apiErrorf(http.StatusBadRequest, "ttl %s: must be above 0 and at most %s", req.TTL, MaxTokenTTL)
 	}
-	agentID, err := spiffeids.Agent(s.cfg.td, AttestorJoinToken, req.Node)
+	agentID, err := naming.AgentID(s.cfg.td, AttestorJoinToken, req.Node)
 	if err != nil {
 		return nil, apiErrorf(http.StatusBadRequest, "node: %v", err)
 	}
@@ -178,15 +177,15 @@ func (s *Server) createToken(r *http.Request) (any, error) {
 
 // ValidateEntry checks an entry request and returns the entry it asks for;
 // every problem is named by its field. The SPIFFE ID must be a workload ID
-// of the trust domain with a path, outside /sigil/ (spiffeids.ParseWorkload),
-// and the parent an agent ID of the trust domain (spiffeids.ParseAgent).
+// of the trust domain with a path, outside /sigil/ (naming.ParseWorkloadID),
+// and the parent an agent ID of the trust domain (naming.ParseAgentID).
 func ValidateEntry(td spiffeid.TrustDomain, req EntryRequest) (registry.Entry, error) {
 	var errs []error
-	id, err := spiffeids.ParseWorkload(td, req.SPIFFEID)
+	id, err := naming.ParseWorkloadID(td, req.SPIFFEID)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("spiffe_id: %w", err))
 	}
-	parent, err := spiffeids.ParseAgent(td, req.ParentID)
+	parent, err := naming.ParseAgentID(td, req.ParentID)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("parent_id: %w", err))
 	}
@@ -203,7 +202,7 @@ func ValidateEntry(td spiffeid.TrustDomain, req EntryRequest) (registry.Entry, e
 		}
 	}
 	for _, svc := range req.Services {
-		if !traffic.ValidServiceName(svc) {
+		if !naming.ValidServiceName(svc) {
 			errs = append(errs, fmt.Errorf("services: %q is not a service name (a DNS label)", svc))
 		}
 	}

@@ -11,8 +11,8 @@ import (
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/registry"
-	"github.com/sigil-mesh/sigil/spiffeids"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
@@ -72,7 +72,7 @@ func allowedServices(entries []registry.Entry) map[string]map[string]bool {
 		}
 		if len(e.Services) == 0 {
 			if id, err := spiffeid.FromString(e.SPIFFEID); err == nil {
-				if _, sa, ok := spiffeids.NamespaceServiceAccount(id); ok {
+				if _, sa, ok := naming.NamespaceServiceAccount(id); ok {
 					set[sa] = true
 				}
 			}
@@ -260,7 +260,7 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 // checked them too; the server trusts no agent more than it must).
 func validLabels(labels map[string]string) error {
 	for k, v := range labels {
-		if err := traffic.ValidateLabel(k, v); err != nil {
+		if err := naming.ValidateLabel(k, v); err != nil {
 			return err
 		}
 	}

@@ -27,8 +27,8 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/api/configdelta"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/selector"
-	"github.com/sigil-mesh/sigil/traffic"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -183,14 +183,14 @@ func checkRegister(reg *proxyv1.Register) error {
 	if reg == nil {
 		return errors.New("the first message must be register")
 	}
-	if !traffic.ValidServiceName(reg.GetService()) {
+	if !naming.ValidServiceName(reg.GetService()) {
 		return fmt.Errorf("register: service %q: want a DNS label (a-z, 0-9, inner '-', at most 63)", reg.GetService())
 	}
 	if len(reg.GetLabels()) > 64 {
 		return fmt.Errorf("register: %d labels, at most 64", len(reg.GetLabels()))
 	}
 	for k, v := range reg.GetLabels() {
-		if err := traffic.ValidateLabel(k, v); err != nil {
+		if err := naming.ValidateLabel(k, v); err != nil {
 			return fmt.Errorf("register: %w", err)
 		}
 	}

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
-	"github.com/sigil-mesh/sigil/traffic"
+	"github.com/sigil-mesh/sigil/naming"
 )
 
 func TestCheckRegister(t *testing.T) {
@@ -43,7 +43,7 @@ func FuzzCheckRegister(f *testing.F) {
 			return
 		}
 		// Whatever passes names a service as a DNS label and a routable IP:port.
-		if !traffic.ValidServiceName(service) || strings.HasPrefix(addr, "0.0.0.0:") {
+		if !naming.ValidServiceName(service) || strings.HasPrefix(addr, "0.0.0.0:") {
 			t.Fatalf("accepted %q at %q", service, addr)
 		}
 	})

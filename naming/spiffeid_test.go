@@ -1,4 +1,4 @@
-package spiffeids
+package naming
 
 import (
 	"errors"
@@ -9,26 +9,26 @@ import (
 
 func TestIDs(t *testing.T) {
 	td := spiffeid.RequireTrustDomainFromString("example.org")
-	a, err := Agent(td, "join_token", "node1")
-	if err != nil || a.String() != "spiffe://example.org/sigil/agent/join_token/node1" || !IsAgent(td, a) {
+	a, err := AgentID(td, "join_token", "node1")
+	if err != nil || a.String() != "spiffe://example.org/sigil/agent/join_token/node1" || !IsAgentID(td, a) {
 		t.Fatalf("agent id %s %v", a, err)
 	}
-	if _, err := Agent(td, "join_token", "a/b"); err == nil {
+	if _, err := AgentID(td, "join_token", "a/b"); err == nil {
 		t.Fatal("node with a slash accepted")
 	}
-	w, _ := Workload(td, "default", "web")
-	if IsAgent(td, w) || IsReserved(w) || w.String() != "spiffe://example.org/ns/default/sa/web" {
+	w, _ := WorkloadID(td, "default", "web")
+	if IsAgentID(td, w) || IsReservedID(w) || w.String() != "spiffe://example.org/ns/default/sa/web" {
 		t.Fatalf("workload id %s", w)
 	}
-	if !IsReserved(Server(td)) || IsAgent(td, Server(td)) {
+	if !IsReservedID(ServerID(td)) || IsAgentID(td, ServerID(td)) {
 		t.Fatal("server id classification")
 	}
 	other := spiffeid.RequireTrustDomainFromString("other.org")
-	if IsAgent(other, a) {
+	if IsAgentID(other, a) {
 		t.Fatal("agent of another trust domain")
 	}
 	for _, bad := range []string{"", "..", "a b"} {
-		if ValidNodeName(bad) == nil {
+		if ValidateNodeName(bad) == nil {
 			t.Errorf("node name %q accepted", bad)
 		}
 	}
@@ -50,7 +50,7 @@ func TestWorkloadIDRequiresPath(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			id, err := ParseWorkload(td, tt.in)
+			id, err := ParseWorkloadID(td, tt.in)
 			if tt.want == nil {
 				if err != nil || id.String() != tt.in {
 					t.Fatalf("ParseWorkload = %s, %v", id, err)
@@ -63,12 +63,12 @@ func TestWorkloadIDRequiresPath(t *testing.T) {
 		})
 	}
 	for _, bad := range []string{"", "spiffe://example.org/", "spiffe://example.org/a/../b", "spiffe://EXAMPLE.org/a", "http://example.org/a", "spiffe://example.org/a//b"} {
-		if _, err := ParseWorkload(td, bad); err == nil {
-			t.Errorf("ParseWorkload(%q) accepted", bad)
+		if _, err := ParseWorkloadID(td, bad); err == nil {
+			t.Errorf("ParseWorkloadID(%q) accepted", bad)
 		}
 	}
-	if err := CheckWorkload(td, spiffeid.ID{}); !errors.Is(err, ErrNoPath) {
-		t.Errorf("CheckWorkload(zero) = %v", err)
+	if err := CheckWorkloadID(td, spiffeid.ID{}); !errors.Is(err, ErrNoPath) {
+		t.Errorf("CheckWorkloadID(zero) = %v", err)
 	}
 }
 
@@ -87,9 +87,9 @@ func TestParseAgent(t *testing.T) {
 		{"spiffe://example.org", ErrNotAgent},
 	}
 	for _, tt := range tests {
-		_, err := ParseAgent(td, tt.in)
+		_, err := ParseAgentID(td, tt.in)
 		if (tt.want == nil && err != nil) || (tt.want != nil && !errors.Is(err, tt.want)) {
-			t.Errorf("ParseAgent(%q) = %v, want %v", tt.in, err, tt.want)
+			t.Errorf("ParseAgentID(%q) = %v, want %v", tt.in, err, tt.want)
 		}
 	}
 }
@@ -100,15 +100,15 @@ func FuzzParseWorkload(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		id, err := ParseWorkload(td, s)
+		id, err := ParseWorkloadID(td, s)
 		if err != nil {
 			return
 		}
 		// Whatever passes is in td, has a path, is not reserved, and reads back the same.
-		if !id.MemberOf(td) || id.Path() == "" || IsReserved(id) || id.String() != s {
-			t.Fatalf("ParseWorkload(%q) accepted %s", s, id)
+		if !id.MemberOf(td) || id.Path() == "" || IsReservedID(id) || id.String() != s {
+			t.Fatalf("ParseWorkloadID(%q) accepted %s", s, id)
 		}
-		if _, err := ParseAgent(td, s); err == nil {
+		if _, err := ParseAgentID(td, s); err == nil {
 			t.Fatalf("%q is both a workload and an agent ID", s)
 		}
 	})

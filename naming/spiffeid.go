@@ -1,8 +1,9 @@
-// Package spiffeids holds the SPIFFE ID scheme of DESIGN.md: workload IDs
-// of the form spiffe://<td>/ns/<ns>/sa/<sa>, agent IDs under
-// /sigil/agent/<attestor>/<node>, and the server's own ID. Server, agent and
-// proxy build and recognise IDs only through here.
-package spiffeids
+package naming
+
+// The SPIFFE ID scheme of DESIGN.md: workload IDs of the form
+// spiffe://<td>/ns/<ns>/sa/<sa>, agent IDs under
+// /sigil/agent/<attestor>/<node>, and the server's own ID. Server, agent
+// and proxy build and recognise IDs only through here.
 
 import (
 	"errors"
@@ -16,33 +17,33 @@ import (
 // may not use it.
 const AgentPathPrefix = "/sigil/"
 
-// Server returns the server's ID in td.
-func Server(td spiffeid.TrustDomain) spiffeid.ID {
+// ServerID returns the server's ID in td.
+func ServerID(td spiffeid.TrustDomain) spiffeid.ID {
 	id, _ := spiffeid.FromSegments(td, "sigil", "server")
 	return id
 }
 
-// Agent returns the ID of the agent that attestor attested on node.
-func Agent(td spiffeid.TrustDomain, attestor, node string) (spiffeid.ID, error) {
+// AgentID returns the ID of the agent that attestor attested on node.
+func AgentID(td spiffeid.TrustDomain, attestor, node string) (spiffeid.ID, error) {
 	id, err := spiffeid.FromSegments(td, "sigil", "agent", attestor, node)
 	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("spiffeids: agent %s/%s: %w", attestor, node, err)
+		return spiffeid.ID{}, fmt.Errorf("naming: agent %s/%s: %w", attestor, node, err)
 	}
 	return id, nil
 }
 
-// IsAgent reports whether id is an agent ID of td.
-func IsAgent(td spiffeid.TrustDomain, id spiffeid.ID) bool {
+// IsAgentID reports whether id is an agent ID of td.
+func IsAgentID(td spiffeid.TrustDomain, id spiffeid.ID) bool {
 	return id.MemberOf(td) && strings.HasPrefix(id.Path(), AgentPathPrefix+"agent/") && strings.Count(id.Path(), "/") == 4
 }
 
-// IsReserved reports whether id is one Sigil keeps for itself (server and
+// IsReservedID reports whether id is one Sigil keeps for itself (server and
 // agents), which registration entries may not grant.
-func IsReserved(id spiffeid.ID) bool {
+func IsReservedID(id spiffeid.ID) bool {
 	return strings.HasPrefix(id.Path()+"/", AgentPathPrefix)
 }
 
-// Sentinel errors of ParseWorkload and ParseAgent, for callers that branch.
+// Sentinel errors of ParseWorkloadID and ParseAgentID, for callers that branch.
 var (
 	ErrOtherTrustDomain = errors.New("not in the trust domain")
 	ErrNoPath           = errors.New("a workload ID needs a path (spiffe://<td>/<path>); the bare trust domain ID names no workload")
@@ -50,7 +51,7 @@ var (
 	ErrNotAgent         = errors.New("not an agent ID")
 )
 
-// ParseWorkload parses s as an ID a registration entry may grant a
+// ParseWorkloadID parses s as an ID a registration entry may grant a
 // workload in td, with SPIRE's rules for entry IDs: a valid SPIFFE ID
 // (go-spiffe's parser: lower-case scheme and trust domain, no empty, "." or
 // ".." segment, no trailing slash), a member of td, with a non-empty path
@@ -58,50 +59,50 @@ var (
 // cannot be empty"), outside the reserved /sigil/ namespace (SPIRE reserves
 // /spire/ the same way). Errors say which rule failed and wrap the
 // sentinels above.
-func ParseWorkload(td spiffeid.TrustDomain, s string) (spiffeid.ID, error) {
+func ParseWorkloadID(td spiffeid.TrustDomain, s string) (spiffeid.ID, error) {
 	id, err := spiffeid.FromString(s)
 	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("spiffeids: %q: %w", s, err)
+		return spiffeid.ID{}, fmt.Errorf("naming: %q: %w", s, err)
 	}
-	if err := CheckWorkload(td, id); err != nil {
+	if err := CheckWorkloadID(td, id); err != nil {
 		return spiffeid.ID{}, err
 	}
 	return id, nil
 }
 
-// CheckWorkload applies ParseWorkload's rules to an ID already parsed.
-func CheckWorkload(td spiffeid.TrustDomain, id spiffeid.ID) error {
+// CheckWorkloadID applies ParseWorkloadID's rules to an ID already parsed.
+func CheckWorkloadID(td spiffeid.TrustDomain, id spiffeid.ID) error {
 	switch {
 	case id.IsZero():
-		return fmt.Errorf("spiffeids: empty ID: %w", ErrNoPath)
+		return fmt.Errorf("naming: empty ID: %w", ErrNoPath)
 	case !id.MemberOf(td):
-		return fmt.Errorf("spiffeids: %s: %w %s", id, ErrOtherTrustDomain, td)
+		return fmt.Errorf("naming: %s: %w %s", id, ErrOtherTrustDomain, td)
 	case id.Path() == "":
-		return fmt.Errorf("spiffeids: %s: %w", id, ErrNoPath)
-	case IsReserved(id):
-		return fmt.Errorf("spiffeids: %s: %w", id, ErrReserved)
+		return fmt.Errorf("naming: %s: %w", id, ErrNoPath)
+	case IsReservedID(id):
+		return fmt.Errorf("naming: %s: %w", id, ErrReserved)
 	}
 	return nil
 }
 
-// ParseAgent parses s as the ID of an agent of td:
+// ParseAgentID parses s as the ID of an agent of td:
 // spiffe://<td>/sigil/agent/<attestor>/<node>.
-func ParseAgent(td spiffeid.TrustDomain, s string) (spiffeid.ID, error) {
+func ParseAgentID(td spiffeid.TrustDomain, s string) (spiffeid.ID, error) {
 	id, err := spiffeid.FromString(s)
 	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("spiffeids: %q: %w", s, err)
+		return spiffeid.ID{}, fmt.Errorf("naming: %q: %w", s, err)
 	}
 	if !id.MemberOf(td) {
-		return spiffeid.ID{}, fmt.Errorf("spiffeids: %s: %w %s", id, ErrOtherTrustDomain, td)
+		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w %s", id, ErrOtherTrustDomain, td)
 	}
-	if !IsAgent(td, id) {
-		return spiffeid.ID{}, fmt.Errorf("spiffeids: %s: %w of %s (want spiffe://%s%sagent/<attestor>/<node>)", id, ErrNotAgent, td, td, AgentPathPrefix)
+	if !IsAgentID(td, id) {
+		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w of %s (want spiffe://%s%sagent/<attestor>/<node>)", id, ErrNotAgent, td, td, AgentPathPrefix)
 	}
 	return id, nil
 }
 
-// Workload returns spiffe://<td>/ns/<namespace>/sa/<serviceAccount>.
-func Workload(td spiffeid.TrustDomain, namespace, serviceAccount string) (spiffeid.ID, error) {
+// WorkloadID returns spiffe://<td>/ns/<namespace>/sa/<serviceAccount>.
+func WorkloadID(td spiffeid.TrustDomain, namespace, serviceAccount string) (spiffeid.ID, error) {
 	return spiffeid.FromSegments(td, "ns", namespace, "sa", serviceAccount)
 }
 
@@ -118,14 +119,14 @@ func NamespaceServiceAccount(id spiffeid.ID) (namespace, serviceAccount string, 
 	return parts[2], parts[4], true
 }
 
-// ValidNodeName reports whether name can be a node name: a valid path
+// ValidateNodeName reports whether name can be a node name: a valid path
 // segment of letters, digits, '.', '-' and '_'.
-func ValidNodeName(name string) error {
+func ValidateNodeName(name string) error {
 	if name == "" || len(name) > 253 {
-		return fmt.Errorf("spiffeids: node name must be 1 to 253 characters, got %d", len(name))
+		return fmt.Errorf("naming: node name must be 1 to 253 characters, got %d", len(name))
 	}
 	if err := spiffeid.ValidatePathSegment(name); err != nil {
-		return fmt.Errorf("spiffeids: node name %q: %w", name, err)
+		return fmt.Errorf("naming: node name %q: %w", name, err)
 	}
 	return nil
 }
