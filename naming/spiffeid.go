@@ -32,9 +32,17 @@ func AgentID(td spiffeid.TrustDomain, attestor, node string) (spiffeid.ID, error
 	return id, nil
 }
 
-// IsAgentID reports whether id is an agent ID of td.
+// IsAgentID reports whether id is an agent ID of td:
+// spiffe://<td>/sigil/agent/<attestor>/<node>.
 func IsAgentID(td spiffeid.TrustDomain, id spiffeid.ID) bool {
-	return id.MemberOf(td) && strings.HasPrefix(id.Path(), AgentPathPrefix+"agent/") && strings.Count(id.Path(), "/") == 4
+	return id.MemberOf(td) && isAgentPath(id)
+}
+
+// isAgentPath reports whether id's path is /sigil/agent/<attestor>/<node>
+// (go-spiffe's parser has already refused empty segments).
+func isAgentPath(id spiffeid.ID) bool {
+	rest, ok := strings.CutPrefix(id.Path(), AgentPathPrefix+"agent/")
+	return ok && strings.Count(rest, "/") == 1
 }
 
 // IsReservedID reports whether id is one Sigil keeps for itself (server and
@@ -62,7 +70,7 @@ var (
 func ParseWorkloadID(td spiffeid.TrustDomain, s string) (spiffeid.ID, error) {
 	id, err := spiffeid.FromString(s)
 	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("naming: %q: %w", s, err)
+		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w", Quote(s), err)
 	}
 	if err := CheckWorkloadID(td, id); err != nil {
 		return spiffeid.ID{}, err
@@ -88,15 +96,42 @@ func CheckWorkloadID(td spiffeid.TrustDomain, id spiffeid.ID) error {
 // ParseAgentID parses s as the ID of an agent of td:
 // spiffe://<td>/sigil/agent/<attestor>/<node>.
 func ParseAgentID(td spiffeid.TrustDomain, s string) (spiffeid.ID, error) {
-	id, err := spiffeid.FromString(s)
+	id, err := ParseAnyAgentID(s)
 	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("naming: %q: %w", s, err)
+		return spiffeid.ID{}, err
 	}
 	if !id.MemberOf(td) {
 		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w %s", id, ErrOtherTrustDomain, td)
 	}
-	if !IsAgentID(td, id) {
-		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w of %s (want spiffe://%s%sagent/<attestor>/<node>)", id, ErrNotAgent, td, td, AgentPathPrefix)
+	return id, nil
+}
+
+// ParseAnyAgentID parses s as an agent ID of any trust domain,
+// spiffe://<td>/sigil/agent/<attestor>/<node>, for a caller that does not
+// know the trust domain (`sigil-server agent evict --spiffe-id`; the
+// server checks the domain when it looks the agent up).
+func ParseAnyAgentID(s string) (spiffeid.ID, error) {
+	id, err := spiffeid.FromString(s)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w", Quote(s), err)
+	}
+	if !isAgentPath(id) {
+		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w (want spiffe://%s%sagent/<attestor>/<node>)", id, ErrNotAgent, id.TrustDomain(), AgentPathPrefix)
+	}
+	return id, nil
+}
+
+// ParseAnyWorkloadID parses s as an ID a workload of any trust domain can
+// hold: ParseWorkloadID's rules but the trust domain's, for a caller
+// that does not know it (`sigil-proxy --upstream NAME=ADDR@SPIFFE-ID`,
+// the identity an upstream's sidecars must present).
+func ParseAnyWorkloadID(s string) (spiffeid.ID, error) {
+	id, err := spiffeid.FromString(s)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w", Quote(s), err)
+	}
+	if err := CheckWorkloadID(id.TrustDomain(), id); err != nil {
+		return spiffeid.ID{}, err
 	}
 	return id, nil
 }
@@ -107,26 +142,48 @@ func WorkloadID(td spiffeid.TrustDomain, namespace, serviceAccount string) (spif
 }
 
 // NamespaceServiceAccount returns the namespace and service account of a
-// workload ID of the Kubernetes form spiffe://<td>/ns/<ns>/sa/<sa>, exactly
-// (Istio's rule: no prefix, no suffix); ok is false for any other path.
-// Server (which services an identity may serve) and proxy (the policy's
-// source.namespace) read IDs through here, so they agree.
+// workload ID of the Kubernetes form spiffe://<td>/ns/<ns>/sa/<sa>,
+// exactly: four segments, "ns" and "sa" in the first and third, as Istio
+// writes and reads them (pkg/spiffe: "spiffe://%s/ns/%s/sa/%s"); ok is
+// false for any other path (a prefix or a suffix, /x/ns/a/sa/b or
+// /ns/a/sa/b/c, is another ID, not a workload of namespace a). Such IDs
+// have no namespace: policy input leaves source.namespace empty, the
+// server grants no service from a service account, the proxy puts their
+// endpoints in the default namespace. The segments are returned as they
+// are: whether ns is a valid namespace (ValidNamespace) is the caller's
+// question, since an ID of a bad namespace must not fall back to the
+// default one. Server (which services an identity may serve), policy
+// (source.namespace) and proxy (an endpoint's namespace) read IDs only
+// through here, so they agree.
 func NamespaceServiceAccount(id spiffeid.ID) (namespace, serviceAccount string, ok bool) {
-	parts := strings.Split(id.Path(), "/")
-	if len(parts) != 5 || parts[0] != "" || parts[1] != "ns" || parts[3] != "sa" {
+	rest, ok := strings.CutPrefix(id.Path(), "/ns/")
+	if !ok {
 		return "", "", false
 	}
-	return parts[2], parts[4], true
+	ns, rest, ok := strings.Cut(rest, "/")
+	if !ok {
+		return "", "", false
+	}
+	sa, ok := strings.CutPrefix(rest, "sa/")
+	if !ok || ns == "" || sa == "" || strings.Contains(sa, "/") {
+		return "", "", false
+	}
+	return ns, sa, true
 }
 
-// ValidateNodeName reports whether name can be a node name: a valid path
-// segment of letters, digits, '.', '-' and '_'.
+// MaxNodeName is the longest node name, a Kubernetes node's (a DNS-1123
+// subdomain, 253 characters).
+const MaxNodeName = 253
+
+// ValidateNodeName checks a node name, the last segment of an agent ID:
+// 1 to MaxNodeName characters, a SPIFFE path segment (letters, digits,
+// '.', '-' and '_'; not "." or "..", go-spiffe's ValidatePathSegment).
 func ValidateNodeName(name string) error {
-	if name == "" || len(name) > 253 {
-		return fmt.Errorf("naming: node name must be 1 to 253 characters, got %d", len(name))
+	if name == "" || len(name) > MaxNodeName {
+		return fmt.Errorf("naming: node name must be 1 to %d characters, got %d", MaxNodeName, len(name))
 	}
 	if err := spiffeid.ValidatePathSegment(name); err != nil {
-		return fmt.Errorf("naming: node name %q: %w", name, err)
+		return fmt.Errorf("naming: node name %s: %w", Quote(name), err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package naming
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -94,12 +95,33 @@ func TestParseAgent(t *testing.T) {
 	}
 }
 
+// FuzzParseWorkload checks the ID parsers together: a workload ID is
+// never an agent ID, reads back as given, and the namespace and service
+// account read from it build the same ID again.
 func FuzzParseWorkload(f *testing.F) {
 	td := spiffeid.RequireTrustDomainFromString("example.org")
-	for _, s := range []string{"spiffe://example.org/ns/a/sa/b", "spiffe://example.org", "spiffe://example.org/sigil/x", "spiffe://o.org/a", "spiffe://example.org/%41"} {
+	for _, s := range []string{"spiffe://example.org/ns/a/sa/b", "spiffe://example.org", "spiffe://example.org/sigil/x", "spiffe://o.org/a", "spiffe://example.org/%41",
+		"spiffe://example.org/x/ns/a/sa/b", "spiffe://example.org/ns/a/sa/b/c", "spiffe://example.org/sigil/agent/join_token/n1", "spiffe://o.org/sigil/agent/a/b/c"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		if id, err := ParseAnyAgentID(s); err == nil {
+			if id.String() != s || !IsAgentID(id.TrustDomain(), id) || IsAgentID(td, id) != id.MemberOf(td) {
+				t.Fatalf("ParseAnyAgentID(%q) accepted %s", s, id)
+			}
+			if _, err := ParseAnyWorkloadID(s); err == nil {
+				t.Fatalf("%q is both a workload and an agent ID", s)
+			}
+		}
+		if any, err := ParseAnyWorkloadID(s); err == nil {
+			if ns, sa, ok := NamespaceServiceAccount(any); ok {
+				if again, err := WorkloadID(any.TrustDomain(), ns, sa); err != nil || again != any {
+					t.Fatalf("%q: ns %q sa %q build %s, %v", s, ns, sa, again, err)
+				}
+			} else if ns != "" || sa != "" {
+				t.Fatalf("%q: not a workload of a namespace, yet %q %q", s, ns, sa)
+			}
+		}
 		id, err := ParseWorkloadID(td, s)
 		if err != nil {
 			return
@@ -123,11 +145,44 @@ func TestWorkloadIDRequiresPathNamespaceServiceAccount(t *testing.T) {
 		{"spiffe://example.org/evil/ns/prod/sa/api", "", "", false},
 		{"spiffe://example.org/ns/prod/sa/api/extra", "", "", false},
 		{"spiffe://example.org/ns/prod", "", "", false},
+		{"spiffe://example.org/ns/prod/sa", "", "", false},
+		{"spiffe://example.org/ns/prod/xa/web", "", "", false},
+		{"spiffe://example.org/nsx/prod/sa/web", "", "", false},
+		{"spiffe://example.org/ns/Not_A_Label/sa/web", "Not_A_Label", "web", true},
+		{"spiffe://example.org/sa/web/ns/prod", "", "", false},
 		{"spiffe://example.org", "", "", false},
 	} {
 		ns, sa, ok := NamespaceServiceAccount(spiffeid.RequireFromString(tt.id))
 		if ns != tt.ns || sa != tt.sa || ok != tt.ok {
 			t.Errorf("%s: %q %q %v", tt.id, ns, sa, ok)
+		}
+	}
+}
+
+// The parsers for callers that do not know the trust domain (the evict
+// CLI, --upstream's identity) apply the same rules but the domain's.
+func TestWorkloadIDRequiresPathAnyTrustDomain(t *testing.T) {
+	for _, tt := range []struct {
+		in              string
+		agent, workload bool
+	}{
+		{"spiffe://example.org/sigil/agent/join_token/node1", true, false},
+		{"spiffe://other.org/sigil/agent/k8s_psat/n.1", true, false},
+		{"spiffe://example.org/sigil/agent/join_token", false, false},
+		{"spiffe://example.org/sigil/agent/a/b/c", false, false},
+		{"spiffe://example.org/sigil/server", false, false},
+		{"spiffe://example.org/ns/default/sa/web", false, true},
+		{"spiffe://other.org/legacy", false, true},
+		{"spiffe://example.org", false, false},
+		{"not-an-id", false, false},
+		{"spiffe://example.org/ns//sa/web", false, false},
+		{"", false, false},
+	} {
+		if _, err := ParseAnyAgentID(tt.in); (err == nil) != tt.agent || err != nil && !strings.HasPrefix(err.Error(), "naming: ") {
+			t.Errorf("ParseAnyAgentID(%q) = %v, want ok %v", tt.in, err, tt.agent)
+		}
+		if _, err := ParseAnyWorkloadID(tt.in); (err == nil) != tt.workload || err != nil && !strings.HasPrefix(err.Error(), "naming: ") {
+			t.Errorf("ParseAnyWorkloadID(%q) = %v, want ok %v", tt.in, err, tt.workload)
 		}
 	}
 }

@@ -16,9 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -194,15 +192,12 @@ func checkRegister(reg *proxyv1.Register) error {
 			return fmt.Errorf("register: %w", err)
 		}
 	}
-	host, port, err := net.SplitHostPort(reg.GetAddress())
-	if err != nil || host == "" || net.ParseIP(host) == nil {
+	ep, err := naming.ParseEndpoint(reg.GetAddress())
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	if !ep.Addr().IsValid() {
 		return fmt.Errorf("register: address %q: want IP:PORT", reg.GetAddress())
-	}
-	if ip := net.ParseIP(host); ip.IsUnspecified() {
-		return fmt.Errorf("register: address %q: an unspecified IP cannot be reached; advertise a routable one", reg.GetAddress())
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("register: address %q: bad port", reg.GetAddress())
 	}
 	return nil
 }
