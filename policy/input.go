@@ -66,9 +66,11 @@ const (
 	ProtocolTCP  = "tcp"
 )
 
-// PeerFromID fills namespace and service account from an ID of the form
-// spiffe://td/ns/<ns>/sa/<sa> (naming.NamespaceServiceAccount); other
-// IDs leave them empty.
+// PeerFromID fills namespace and service account from a workload ID of
+// exactly the form spiffe://td/ns/<ns>/sa/<sa> (naming.NamespaceServiceAccount,
+// the rule the server and the proxy read IDs by); other IDs, with a
+// prefix, a suffix or another path, have no namespace and leave both
+// empty.
 func PeerFromID(id string) Peer {
 	p := Peer{Principal: id}
 	if parsed, err := spiffeid.FromString(id); err == nil {

@@ -107,7 +107,7 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 		static[naming.Service{Name: name, Namespace: namespaceOf(up.ID, o.p.names.Namespace())}] = up
 	}
 	for _, ep := range eps {
-		id, err := spiffeid.FromString(ep.GetSpiffeId())
+		id, err := naming.ParseAnyWorkloadID(ep.GetSpiffeId())
 		if err != nil {
 			o.p.log.Warn("endpoint with a bad identity ignored", "service", ep.GetService(), "address", ep.GetAddress())
 			continue

@@ -57,8 +57,9 @@ const (
 
 // allowedServices maps each identity of an agent's entries to the
 // services its sidecars may register: the entries' services, or, for an
-// entry that names none, the service account of a
-// spiffe://td/ns/<ns>/sa/<sa> ID (the Kubernetes convention).
+// entry that names none, the service account of an ID of exactly the form
+// spiffe://td/ns/<ns>/sa/<sa> (the Kubernetes convention,
+// naming.NamespaceServiceAccount).
 func allowedServices(entries []registry.Entry) map[string]map[string]bool {
 	out := map[string]map[string]bool{}
 	for _, e := range entries {
