@@ -3,6 +3,8 @@ package naming
 import (
 	"strings"
 	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Kubernetes' object name rules: metadata.name a DNS-1123 subdomain
@@ -57,6 +59,31 @@ func TestResourceNameValidationLabels(t *testing.T) {
 			t.Errorf("ValidateLabel(%q, %q) = %v, want ok %v", tt.k, tt.v, err, tt.ok)
 		} else if err != nil && strings.ContainsAny(err.Error(), "\x1b\x07\n") {
 			t.Errorf("error %q carries a control character", err)
+		}
+	}
+}
+
+// Every error of naming names the package first, whatever the rule.
+func TestOneParserPerNameErrorPrefix(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	errs := map[string]error{}
+	_, errs["ParseEndpoint"] = ParseEndpoint("x")
+	_, errs["ParseWorkloadID"] = ParseWorkloadID(td, "spiffe://example.org/sigil/x")
+	_, errs["ParseWorkloadID syntax"] = ParseWorkloadID(td, "nope")
+	errs["CheckWorkloadID"] = CheckWorkloadID(td, spiffeid.ID{})
+	_, errs["ParseAgentID"] = ParseAgentID(td, "spiffe://other.org/sigil/agent/a/b")
+	_, errs["ParseAnyAgentID"] = ParseAnyAgentID("spiffe://example.org/ns/a/sa/b")
+	_, errs["ParseAnyWorkloadID"] = ParseAnyWorkloadID("spiffe://example.org")
+	_, errs["AgentID"] = AgentID(td, "join_token", "a/b")
+	_, errs["WorkloadID"] = WorkloadID(td, "..", "b")
+	errs["ValidateNodeName"] = ValidateNodeName("..")
+	errs["ValidateLabel"] = ValidateLabel("a b", "")
+	_, errs["NewResolver"] = NewResolver("Bad", "cluster.local")
+	_, errs["Resolver.Authority"] = Resolver{}.Authority("a..b")
+	_, errs["Resolver.Host"] = Resolver{}.Host("api.github.com")
+	for name, err := range errs {
+		if err == nil || !strings.HasPrefix(err.Error(), "naming: ") {
+			t.Errorf("%s: %v, want an error starting with %q", name, err, "naming: ")
 		}
 	}
 }

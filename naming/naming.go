@@ -1,6 +1,19 @@
-// Package naming parses the names of the mesh: service and namespace
-// names, and the hosts (a Host header, an HTTP/2 :authority, a CONNECT
-// target, a VirtualService host) that name a mesh service.
+// Package naming holds the names of the mesh, one parser each, so that
+// server, agent, proxy, policy and CLI read every name by the same rule:
+//
+//   - SPIFFE IDs (spiffeid.go): workload IDs (ParseWorkloadID,
+//     NamespaceServiceAccount for the exact /ns/<ns>/sa/<sa> form), agent
+//     IDs (AgentID, ParseAgentID), the server's ID, node names;
+//   - service, namespace and Kubernetes object names, and labels
+//     (names.go: ValidServiceName, ValidNamespace, ValidName,
+//     ValidateLabel);
+//   - the hosts (a Host header, an HTTP/2 :authority, a CONNECT target, a
+//     VirtualService host) that name a mesh service (Resolver, below);
+//   - endpoint addresses, host:port of a sidecar's inbound (endpoint.go:
+//     ParseEndpoint).
+//
+// Errors carry the prefix "naming: ". No other package takes these names
+// apart by hand (TestOneParserPerName).
 //
 // A host names a service only in that service's own forms, as Kubernetes
 // DNS spells them (https://kubernetes.io/docs/concepts/services-networking/dns-pod-service/):

@@ -27,7 +27,7 @@ func ServerID(td spiffeid.TrustDomain) spiffeid.ID {
 func AgentID(td spiffeid.TrustDomain, attestor, node string) (spiffeid.ID, error) {
 	id, err := spiffeid.FromSegments(td, "sigil", "agent", attestor, node)
 	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("naming: agent %s/%s: %w", attestor, node, err)
+		return spiffeid.ID{}, fmt.Errorf("naming: agent %s/%s: %w", Quote(attestor), Quote(node), err)
 	}
 	return id, nil
 }
@@ -138,7 +138,11 @@ func ParseAnyWorkloadID(s string) (spiffeid.ID, error) {
 
 // WorkloadID returns spiffe://<td>/ns/<namespace>/sa/<serviceAccount>.
 func WorkloadID(td spiffeid.TrustDomain, namespace, serviceAccount string) (spiffeid.ID, error) {
-	return spiffeid.FromSegments(td, "ns", namespace, "sa", serviceAccount)
+	id, err := spiffeid.FromSegments(td, "ns", namespace, "sa", serviceAccount)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("naming: workload %s/%s: %w", Quote(namespace), Quote(serviceAccount), err)
+	}
+	return id, nil
 }
 
 // NamespaceServiceAccount returns the namespace and service account of a
