@@ -16,9 +16,12 @@ build:
 test:
 	$(GO) test $(GOFLAGS_T) -timeout 15m $$($(GO) list ./... | grep -v /bench)
 
-## check: formatting, vet, staticcheck, stale generated code, dependency guard.
+## check: formatting, vet, staticcheck, stale generated code, dependency guard,
+## one parser per name (naming's guard), naming vetted for macOS.
 check: fmt vet staticcheck proto-check
 	$(GO) test -count=1 -run TestBinaryDependencies ./cmd/
+	$(GO) test -count=1 -run TestOneParserPerName ./naming/
+	GOOS=darwin $(GO) vet ./naming/...
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -75,7 +78,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./selector/
 	$(GO) test -run '^$$' -fuzz FuzzParseCSR -fuzztime 30s ./ca/
 	$(GO) test -run '^$$' -fuzz FuzzValidateEntry -fuzztime 30s ./server/
-	$(GO) test -run '^$$' -fuzz FuzzParseWorkload -fuzztime 30s ./spiffeids/
+	$(GO) test -run '^$$' -fuzz FuzzParseWorkload -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzReadToken -fuzztime 30s ./agent/
 	$(GO) test -run '^$$' -fuzz FuzzParseUpstream -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzFrameGuardScan -fuzztime 30s ./proxy/
@@ -83,6 +86,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzPeerFromID -fuzztime 30s ./policy/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzAuthority -fuzztime 30s ./naming/
+	$(GO) test -run '^$$' -fuzz FuzzParseEndpoint -fuzztime 30s ./naming/
+	$(GO) test -run '^$$' -fuzz FuzzServiceName -fuzztime 30s ./naming/
+	$(GO) test -run '^$$' -fuzz FuzzNodeName -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzRouteSemantics -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzCheckRegister -fuzztime 30s ./agent/relay/
 	$(GO) test -run '^$$' -fuzz FuzzWriter -fuzztime 30s ./cmd/internal/termsafe/

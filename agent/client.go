@@ -14,7 +14,7 @@ import (
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/backoff"
-	"github.com/sigil-mesh/sigil/spiffeids"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -50,7 +50,7 @@ func (s svidSource) GetX509SVID() (*x509svid.SVID, error) {
 }
 
 func (c *client) tlsConfig(withSVID bool) *tls.Config {
-	serverID := spiffeids.Server(c.td)
+	serverID := naming.ServerID(c.td)
 	var cfg *tls.Config
 	if withSVID {
 		cfg = tlsconfig.MTLSClientConfig(svidSource{c.svid}, c.bundles, tlsconfig.AuthorizeID(serverID))
@@ -163,7 +163,7 @@ func (c *client) checkAgentSVID(p *agentv1.X509SVID, key *ecdsa.PrivateKey) (*x5
 	if err != nil {
 		return nil, fmt.Errorf("agent: agent svid: %w", err)
 	}
-	if !spiffeids.IsAgent(c.td, id) {
+	if !naming.IsAgentID(c.td, id) {
 		return nil, fmt.Errorf("agent: server issued %s, which is not an agent ID", id)
 	}
 	if !key.PublicKey.Equal(certs[0].PublicKey) {

@@ -39,6 +39,8 @@ var forbidden = map[string]map[string]string{
 		mod + "/server/registry": "the agent never stores registrations: entries come from the server's stream",
 		"go.step.sm/crypto/kms":  "the agent never holds a signing key in a KMS: it has only its own SVID key",
 		"modernc.org/sqlite":     "the agent keeps no database: its state is a few files in its data dir",
+		mod + "/traffic":         "the agent checks names (naming), never Istio resources: the traffic package brings the Istio schema",
+		"sigs.k8s.io/yaml":       "the agent reads no YAML: resources are parsed at the server, the agent relays them",
 	},
 	mod + "/cmd/sigil-proxy": {
 		mod + "/ca":              "the proxy runs beside every workload: no CA or signing code there",

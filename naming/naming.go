@@ -1,6 +1,19 @@
-// Package naming parses the names of the mesh: service and namespace
-// names, and the hosts (a Host header, an HTTP/2 :authority, a CONNECT
-// target, a VirtualService host) that name a mesh service.
+// Package naming holds the names of the mesh, one parser each, so that
+// server, agent, proxy, policy and CLI read every name by the same rule:
+//
+//   - SPIFFE IDs (spiffeid.go): workload IDs (ParseWorkloadID,
+//     NamespaceServiceAccount for the exact /ns/<ns>/sa/<sa> form), agent
+//     IDs (AgentID, ParseAgentID), the server's ID, node names;
+//   - service, namespace and Kubernetes object names, and labels
+//     (names.go: ValidServiceName, ValidNamespace, ValidName,
+//     ValidateLabel);
+//   - the hosts (a Host header, an HTTP/2 :authority, a CONNECT target, a
+//     VirtualService host) that name a mesh service (Resolver, below);
+//   - endpoint addresses, host:port of a sidecar's inbound (endpoint.go:
+//     ParseEndpoint).
+//
+// Errors carry the prefix "naming: ". No other package takes these names
+// apart by hand (TestOneParserPerName).
 //
 // A host names a service only in that service's own forms, as Kubernetes
 // DNS spells them (https://kubernetes.io/docs/concepts/services-networking/dns-pod-service/):
@@ -46,20 +59,12 @@ const maxHost = 253
 // has it: a-z, 0-9 and inner '-', 1 to 63 characters, lower case. It is
 // the form of service and subset names everywhere in Sigil (resources,
 // sidecar flags, registrations, entries).
-func ValidServiceName(name string) bool {
-	if len(name) == 0 || len(name) > 63 || name[0] == '-' || name[len(name)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+func ValidServiceName(name string) bool { return isDNS1123Label(name) }
 
-// ValidNamespace reports whether ns can be a namespace: the same DNS label
-// rule as a service name (Kubernetes namespaces are RFC 1123 labels).
+// ValidNamespace reports whether ns can be a namespace (metadata.namespace,
+// the /ns/ segment of a workload ID): the same DNS label
+// rule as a service name (Kubernetes namespaces are RFC 1123 labels, as
+// IsDNS1123Label). A refusal states NamespaceRule.
 func ValidNamespace(ns string) bool { return ValidServiceName(ns) }
 
 // Service is a mesh service: a name in a namespace. The zero Service is

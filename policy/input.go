@@ -4,8 +4,8 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/pathnorm"
-	"github.com/sigil-mesh/sigil/spiffeids"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -66,13 +66,15 @@ const (
 	ProtocolTCP  = "tcp"
 )
 
-// PeerFromID fills namespace and service account from an ID of the form
-// spiffe://td/ns/<ns>/sa/<sa> (spiffeids.NamespaceServiceAccount); other
-// IDs leave them empty.
+// PeerFromID fills namespace and service account from a workload ID of
+// exactly the form spiffe://td/ns/<ns>/sa/<sa> (naming.NamespaceServiceAccount,
+// the rule the server and the proxy read IDs by); other IDs, with a
+// prefix, a suffix or another path, have no namespace and leave both
+// empty.
 func PeerFromID(id string) Peer {
 	p := Peer{Principal: id}
 	if parsed, err := spiffeid.FromString(id); err == nil {
-		p.Namespace, p.ServiceAccount, _ = spiffeids.NamespaceServiceAccount(parsed)
+		p.Namespace, p.ServiceAccount, _ = naming.NamespaceServiceAccount(parsed)
 	}
 	return p
 }

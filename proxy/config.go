@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"github.com/sigil-mesh/sigil/pathnorm"
-	"github.com/sigil-mesh/sigil/traffic"
 	"net"
 	"net/netip"
 	"sort"
@@ -76,7 +75,7 @@ const (
 // Upstream is a service the app may call and where its sidecars listen.
 type Upstream struct {
 	Name      string
-	Endpoints []string
+	Endpoints []naming.Endpoint
 	// ID is the identity the service's sidecars must present; zero means
 	// any identity of the trust domain (logged as a warning at start).
 	ID spiffeid.ID
@@ -104,32 +103,27 @@ func ParseUpstream(s string) (*Upstream, error) {
 	u := &Upstream{Name: name}
 	addrs, id, hasID := strings.Cut(rest, "@")
 	if hasID {
-		parsed, err := spiffeid.FromString(id)
+		parsed, err := naming.ParseAnyWorkloadID(id)
 		if err != nil {
 			return nil, fmt.Errorf("--upstream %q: identity: %w", s, err)
 		}
 		u.ID = parsed
 	}
 	for _, a := range strings.Split(addrs, ",") {
-		host, port, err := net.SplitHostPort(a)
-		if err != nil || host == "" {
-			return nil, fmt.Errorf("--upstream %q: endpoint %q: want HOST:PORT", s, a)
+		ep, err := naming.ParseEndpoint(a)
+		if err != nil {
+			return nil, fmt.Errorf("--upstream %q: %w", s, err)
 		}
-		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-			return nil, fmt.Errorf("--upstream %q: endpoint %q: bad port", s, a)
-		}
-		u.Endpoints = append(u.Endpoints, a)
+		u.Endpoints = append(u.Endpoints, ep)
 	}
 	return u, nil
 }
 
-// validName accepts DNS-label-like service names.
+// validName accepts an empty name (the caller requires one where it must)
+// or a service name (naming.ValidServiceName).
 func validName(name string) error {
-	if len(name) > 63 {
-		return errors.New("service name longer than 63 characters")
-	}
 	if name != "" && !naming.ValidServiceName(name) {
-		return fmt.Errorf("service name %q: only a-z, 0-9 and inner '-'", name)
+		return fmt.Errorf("service name %s: only a-z, 0-9 and inner '-', at most 63 characters", naming.Quote(name))
 	}
 	return nil
 }
@@ -169,7 +163,9 @@ func (c Config) Validate() (*checked, error) {
 		errs = append(errs, fmt.Errorf("--drain-grace %s: want 0 to 1m", c.DrainGrace))
 	}
 	if c.Advertise != "" {
-		if h, _, err := net.SplitHostPort(c.Advertise); err != nil || net.ParseIP(h) == nil {
+		if ep, err := naming.ParseEndpoint(c.Advertise); err != nil {
+			errs = append(errs, fmt.Errorf("--advertise: %w", err))
+		} else if !ep.Addr().IsValid() {
 			errs = append(errs, fmt.Errorf("--advertise %q: want IP:PORT", c.Advertise))
 		}
 	}
@@ -217,7 +213,7 @@ func (c Config) Validate() (*checked, error) {
 			errs = append(errs, fmt.Errorf("--label %q: want KEY=VALUE", l))
 			continue
 		}
-		if err := traffic.ValidateLabel(k, v); err != nil {
+		if err := naming.ValidateLabel(k, v); err != nil {
 			errs = append(errs, fmt.Errorf("--label: %w", err))
 			continue
 		}

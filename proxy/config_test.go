@@ -139,3 +139,36 @@ func TestTracingFlags(t *testing.T) {
 		}
 	}
 }
+
+// --upstream and --advertise read addresses and identities through
+// naming's one rule: what the old hand-written checks let through (a sign
+// in the port, a numeric non-IP host, an unreachable IP, an ID no
+// workload can hold) is refused.
+func TestEndpointAddressRuleUpstream(t *testing.T) {
+	for in, want := range map[string]string{
+		"api=1.2.3.4:+80":   "bad port",
+		"api=0x7f.1:80":     "neither an IP address",
+		"api=10.0.0.300:80": "neither an IP address",
+		"api=0.0.0.0:15006": "unspecified",
+		"api=[::]:15006":    "unspecified",
+		"api=224.0.0.1:80":  "multicast",
+		"api=host_name:80":  "neither an IP address",
+		"api=1.2.3.4:5@spiffe://example.org/sigil/server":              "reserved",
+		"api=1.2.3.4:5@spiffe://example.org":                           "needs a path",
+		"api=1.2.3.4:5@spiffe://example.org/sigil/agent/join_token/n1": "reserved",
+	} {
+		if _, err := ParseUpstream(in); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "--upstream") {
+			t.Errorf("ParseUpstream(%q) = %v, want an error with %q", in, err, want)
+		}
+	}
+	u, err := ParseUpstream("api=api.prod.svc:15006,[::1]:15006@spiffe://other.org/ns/a/sa/b")
+	if err != nil || len(u.Endpoints) != 2 || u.Endpoints[0].String() != "api.prod.svc:15006" || u.ID.String() != "spiffe://other.org/ns/a/sa/b" {
+		t.Fatalf("%+v, %v", u, err)
+	}
+	for adv, want := range map[string]string{"0.0.0.0:15006": "unspecified", "api:15006": "want IP:PORT", "10.0.0.2:+1": "bad port"} {
+		_, err := Config{Advertise: adv}.Validate()
+		if err == nil || !strings.Contains(err.Error(), "--advertise") || !strings.Contains(err.Error(), want) {
+			t.Errorf("--advertise %s: %v, want %q", adv, err, want)
+		}
+	}
+}

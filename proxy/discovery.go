@@ -17,7 +17,6 @@ import (
 	"github.com/sigil-mesh/sigil/api/configdelta"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
 	"github.com/sigil-mesh/sigil/naming"
-	"github.com/sigil-mesh/sigil/spiffeids"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -92,11 +91,12 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 	defer o.epMu.Unlock()
 	st := &meshState{table: table, version: version, endpointsRev: rev, byService: map[naming.Service][]*endpoint{}}
 	seen := map[string]bool{}
-	add := func(service naming.Service, addr string, id spiffeid.ID, labels map[string]string) {
+	add := func(service naming.Service, ep naming.Endpoint, id spiffeid.ID, labels map[string]string) {
+		addr := ep.String()
 		key := service.String() + "|" + addr + "|" + id.String() + "|" + fmtAny(sortedLabels(labels))
 		e := o.endpoints[key]
 		if e == nil {
-			e = o.newEndpoint(addr, id, labels)
+			e = o.newEndpoint(ep, id, labels)
 			o.endpoints[key] = e
 		}
 		seen[key] = true
@@ -107,7 +107,7 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 		static[naming.Service{Name: name, Namespace: namespaceOf(up.ID, o.p.names.Namespace())}] = up
 	}
 	for _, ep := range eps {
-		id, err := spiffeid.FromString(ep.GetSpiffeId())
+		id, err := naming.ParseAnyWorkloadID(ep.GetSpiffeId())
 		if err != nil {
 			o.p.log.Warn("endpoint with a bad identity ignored", "service", ep.GetService(), "address", ep.GetAddress())
 			continue
@@ -122,7 +122,12 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 		if static[svc] != nil {
 			continue // --upstream wins over discovery for its service
 		}
-		add(svc, ep.GetAddress(), id, ep.GetLabels())
+		addr, err := naming.ParseEndpoint(ep.GetAddress())
+		if err != nil {
+			o.p.log.Warn("endpoint with a bad address ignored", "service", ep.GetService(), "error", err)
+			continue
+		}
+		add(svc, addr, id, ep.GetLabels())
 	}
 	for svc, up := range static {
 		for _, addr := range up.Endpoints {
@@ -143,7 +148,7 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 // (spiffe://td/ns/<ns>/sa/<sa>), def for an ID of another form or none,
 // and "" when the ID's namespace is not a DNS label (no service has it).
 func namespaceOf(id spiffeid.ID, def string) string {
-	ns, _, ok := spiffeids.NamespaceServiceAccount(id)
+	ns, _, ok := naming.NamespaceServiceAccount(id)
 	switch {
 	case !ok:
 		return def
@@ -162,8 +167,9 @@ func sortedLabels(m map[string]string) []string {
 	return out
 }
 
-func (o *outbound) newEndpoint(addr string, id spiffeid.ID, labels map[string]string) *endpoint {
-	e := &endpoint{addr: addr, id: id, labels: labels}
+func (o *outbound) newEndpoint(ep naming.Endpoint, id spiffeid.ID, labels map[string]string) *endpoint {
+	addr := ep.String()
+	e := &endpoint{addr: addr, ip: ep.Addr(), id: id, labels: labels}
 	e.transports = &transports{
 		make:          func(alpn string) *http.Transport { return o.transportFor(id, alpn) },
 		protocolError: o.p.metrics.protocolError("outbound"),
@@ -286,14 +292,16 @@ func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
 	return version
 }
 
-// advertiseAddr is the inbound address other sidecars reach.
+// advertiseAddr is the inbound address other sidecars reach: --advertise,
+// or the bound address when that is one (naming.ParseEndpoint refuses an
+// unspecified IP).
 func advertiseAddr(cfg *checked, bound net.Addr) (string, error) {
 	if cfg.Advertise != "" {
 		return cfg.Advertise, nil
 	}
-	host, port, _ := net.SplitHostPort(bound.String())
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+	ep, err := naming.ParseEndpoint(bound.String())
+	if err != nil || !ep.Addr().IsValid() {
 		return "", fmt.Errorf("proxy: --inbound %s listens on every address; give --advertise IP:PORT", cfg.Inbound)
 	}
-	return net.JoinHostPort(host, port), nil
+	return ep.String(), nil
 }

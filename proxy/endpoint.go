@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +20,8 @@ import (
 // they are kept by address and identity, so ejections, latency estimates
 // and pooled connections carry over.
 type endpoint struct {
-	addr   string
+	addr   string      // host:port, naming.Endpoint's String
+	ip     netip.Addr  // its IP when the host is one (discovery's always are)
 	id     spiffeid.ID // the identity its agent attested; zero: any of the trust domain
 	labels map[string]string
 

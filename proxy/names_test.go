@@ -18,9 +18,11 @@ func TestMeshHostNamesEndpointNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	db, _ := naming.ParseEndpoint("10.0.0.9:15006")
+	cache, _ := naming.ParseEndpoint("10.0.0.8:15006")
 	p := &Proxy{cfg: &checked{upstreams: map[string]*Upstream{
-		"db":    {Name: "db", Endpoints: []string{"10.0.0.9:15006"}},                                                                        // no ID: the caller's namespace
-		"cache": {Name: "cache", Endpoints: []string{"10.0.0.8:15006"}, ID: spiffeid.RequireFromString("spiffe://example.org/ns/ops/sa/c")}, // the ID's
+		"db":    {Name: "db", Endpoints: []naming.Endpoint{db}},                                                                           // no ID: the caller's namespace
+		"cache": {Name: "cache", Endpoints: []naming.Endpoint{cache}, ID: spiffeid.RequireFromString("spiffe://example.org/ns/ops/sa/c")}, // the ID's
 	}}, log: slog.New(slog.DiscardHandler), names: names}
 	o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
 	o.setState(traffic.Compile(0, nil), 1, 1, []*agentv1.Endpoint{

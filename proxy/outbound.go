@@ -323,8 +323,7 @@ func (o *outbound) transparent(c net.Conn) {
 func (o *outbound) serviceForAddr(dst *net.TCPAddr) naming.Service {
 	for svc, eps := range o.state.Load().byService {
 		for _, e := range eps {
-			host, _, _ := net.SplitHostPort(e.addr)
-			if ip := net.ParseIP(host); ip != nil && ip.Equal(dst.IP) {
+			if e.ip.IsValid() && net.IP(e.ip.AsSlice()).Equal(dst.IP) {
 				return svc
 			}
 		}

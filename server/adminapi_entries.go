@@ -10,24 +10,23 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/selector"
 	"github.com/sigil-mesh/sigil/server/registry"
-	"github.com/sigil-mesh/sigil/spiffeids"
-	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // ValidateEntry checks an entry request and returns the entry it asks for;
 // every problem is named by its field. The SPIFFE ID must be a workload ID
-// of the trust domain with a path, outside /sigil/ (spiffeids.ParseWorkload),
-// and the parent an agent ID of the trust domain (spiffeids.ParseAgent).
+// of the trust domain with a path, outside /sigil/ (naming.ParseWorkloadID),
+// and the parent an agent ID of the trust domain (naming.ParseAgentID).
 func ValidateEntry(td spiffeid.TrustDomain, req adminv1.EntryRequest) (registry.Entry, error) {
 	var errs []error
-	id, err := spiffeids.ParseWorkload(td, req.SPIFFEID)
+	id, err := naming.ParseWorkloadID(td, req.SPIFFEID)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("spiffe_id: %w", err))
 	}
-	parent, err := spiffeids.ParseAgent(td, req.ParentID)
+	parent, err := naming.ParseAgentID(td, req.ParentID)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("parent_id: %w", err))
 	}
@@ -44,7 +43,7 @@ func ValidateEntry(td spiffeid.TrustDomain, req adminv1.EntryRequest) (registry.
 		}
 	}
 	for _, svc := range req.Services {
-		if !traffic.ValidServiceName(svc) {
+		if !naming.ValidServiceName(svc) {
 			errs = append(errs, fmt.Errorf("services: %q is not a service name (a DNS label)", svc))
 		}
 	}

@@ -10,7 +10,7 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/audit"
-	"github.com/sigil-mesh/sigil/spiffeids"
+	"github.com/sigil-mesh/sigil/naming"
 )
 
 func (s *Server) getBundle(r *http.Request) (any, error) {
@@ -34,13 +34,13 @@ func (s *Server) createToken(r *http.Request) (any, error) {
 	if err := decodeStrict(r.Body, &req); err != nil {
 		return nil, err
 	}
-	if err := spiffeids.ValidNodeName(req.Node); err != nil {
+	if err := naming.ValidateNodeName(req.Node); err != nil {
 		return nil, adminv1.Errorf(http.StatusBadRequest, "node: %v", err)
 	}
 	if req.TTL <= 0 || req.TTL > adminv1.MaxTokenTTL {
 		return nil, adminv1.Errorf(http.StatusBadRequest, "ttl %s: must be above 0 and at most %s", req.TTL, adminv1.MaxTokenTTL)
 	}
-	agentID, err := spiffeids.Agent(s.cfg.td, AttestorJoinToken, req.Node)
+	agentID, err := naming.AgentID(s.cfg.td, AttestorJoinToken, req.Node)
 	if err != nil {
 		return nil, adminv1.Errorf(http.StatusBadRequest, "node: %v", err)
 	}

@@ -17,8 +17,8 @@ import (
 	"github.com/sigil-mesh/sigil/api/configdelta"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/server/registry"
-	"github.com/sigil-mesh/sigil/spiffeids"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
@@ -65,7 +65,7 @@ func (s *Server) callerAgent(ctx context.Context) (spiffeid.ID, error) {
 	if err != nil {
 		return spiffeid.ID{}, status.Error(codes.Unauthenticated, err.Error())
 	}
-	if !spiffeids.IsAgent(s.cfg.td, id) {
+	if !naming.IsAgentID(s.cfg.td, id) {
 		return spiffeid.ID{}, status.Errorf(codes.PermissionDenied, "%s is not an agent identity", id)
 	}
 	if _, err := s.store.GetAgent(ctx, id.String()); err != nil {
@@ -112,7 +112,7 @@ func (s *Server) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agent
 		s.log.Warn("agent attestation refused", "reason", reason, "node", node, "peer", peerAddr(ctx))
 		return nil, status.Error(codes.PermissionDenied, reason)
 	}
-	id, err := spiffeids.Agent(s.cfg.td, AttestorJoinToken, node)
+	id, err := naming.AgentID(s.cfg.td, AttestorJoinToken, node)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -271,7 +271,7 @@ func (s *Server) signEntry(entries map[string]registry.Entry, agent spiffeid.ID,
 	}
 	// Entries stored before a rule existed are checked again: what the
 	// rules refuse is never signed.
-	id, err := spiffeids.ParseWorkload(s.cfg.td, e.SPIFFEID)
+	id, err := naming.ParseWorkloadID(s.cfg.td, e.SPIFFEID)
 	if err != nil {
 		return nil, spiffeid.ID{}, status.Errorf(codes.FailedPrecondition, "entry %s: %v", e.ID, err)
 	}
@@ -296,7 +296,7 @@ func (s *Server) NewJWTSVID(ctx context.Context, req *agentv1.NewJWTSVIDRequest)
 	if err != nil {
 		return nil, err
 	}
-	id, err := spiffeids.ParseWorkload(s.cfg.td, e.SPIFFEID)
+	id, err := naming.ParseWorkloadID(s.cfg.td, e.SPIFFEID)
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "entry %s: %v", e.ID, err)
 	}

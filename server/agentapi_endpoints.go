@@ -6,9 +6,8 @@ import (
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/server/registry"
-	"github.com/sigil-mesh/sigil/spiffeids"
-	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -23,8 +22,9 @@ const proxyExpiry = 20 * time.Second
 
 // allowedServices maps each identity of an agent's entries to the
 // services its sidecars may register: the entries' services, or, for an
-// entry that names none, the service account of a
-// spiffe://td/ns/<ns>/sa/<sa> ID (the Kubernetes convention).
+// entry that names none, the service account of an ID of exactly the form
+// spiffe://td/ns/<ns>/sa/<sa> (the Kubernetes convention,
+// naming.NamespaceServiceAccount).
 func allowedServices(entries []registry.Entry) map[string]map[string]bool {
 	out := map[string]map[string]bool{}
 	for _, e := range entries {
@@ -38,7 +38,7 @@ func allowedServices(entries []registry.Entry) map[string]map[string]bool {
 		}
 		if len(e.Services) == 0 {
 			if id, err := spiffeid.FromString(e.SPIFFEID); err == nil {
-				if _, sa, ok := spiffeids.NamespaceServiceAccount(id); ok {
+				if _, sa, ok := naming.NamespaceServiceAccount(id); ok {
 					set[sa] = true
 				}
 			}
@@ -117,7 +117,7 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 // checked them too; the server trusts no agent more than it must).
 func validLabels(labels map[string]string) error {
 	for k, v := range labels {
-		if err := traffic.ValidateLabel(k, v); err != nil {
+		if err := naming.ValidateLabel(k, v); err != nil {
 			return err
 		}
 	}

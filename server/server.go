@@ -37,8 +37,8 @@ import (
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
 	"github.com/sigil-mesh/sigil/listener"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/server/registry"
-	"github.com/sigil-mesh/sigil/spiffeids"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -253,7 +253,7 @@ func (s *Server) renewServerSVID() error {
 	if err != nil {
 		return fmt.Errorf("server: svid key: %w", err)
 	}
-	chain, err := s.ca.SignX509SVID(key.Public(), spiffeids.Server(s.cfg.td), s.cfg.DefaultX509TTL)
+	chain, err := s.ca.SignX509SVID(key.Public(), naming.ServerID(s.cfg.td), s.cfg.DefaultX509TTL)
 	if err != nil {
 		return fmt.Errorf("server: own svid: %w", err)
 	}

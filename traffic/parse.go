@@ -14,6 +14,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/sigil-mesh/sigil/naming"
 	"sigs.k8s.io/yaml"
 )
 
@@ -98,10 +99,10 @@ func parseDoc(doc []byte) (Resource, error) {
 		r.Namespace = "default"
 	}
 	if r.Name == "" {
-		return Resource{}, fmt.Errorf("%s: metadata.name is required", quoteName(tm.Kind))
+		return Resource{}, fmt.Errorf("%s: metadata.name is required", naming.Quote(tm.Kind))
 	}
 	if tm.Kind != KindVirtualService && tm.Kind != KindDestinationRule {
-		return Resource{}, fmt.Errorf("kind %s: Sigil reads VirtualService and DestinationRule", quoteName(tm.Kind))
+		return Resource{}, fmt.Errorf("kind %s: Sigil reads VirtualService and DestinationRule", naming.Quote(tm.Kind))
 	}
 	// Before anything prints r.Ref(): a name is checked before it is shown.
 	if err := ValidateMeta(r.Kind, r.Namespace, r.Name); err != nil {

@@ -36,10 +36,6 @@ func (v *validator) fail(path, format string, args ...any) {
 	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 }
 
-// ValidServiceName reports whether name is a DNS label (a-z, 0-9, inner
-// '-', at most 63): naming.ValidServiceName, kept here for its callers.
-func ValidServiceName(name string) bool { return naming.ValidServiceName(name) }
-
 // ServiceOf resolves a host as a resource in namespace writes it ("api",
 // "api.prod", "api.prod.svc.cluster.local"): a bare name is a service of
 // the resource's own namespace, as in Istio. It returns the zero Service

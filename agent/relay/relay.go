@@ -16,9 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -27,8 +25,8 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/api/configdelta"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/selector"
-	"github.com/sigil-mesh/sigil/traffic"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -183,26 +181,23 @@ func checkRegister(reg *proxyv1.Register) error {
 	if reg == nil {
 		return errors.New("the first message must be register")
 	}
-	if !traffic.ValidServiceName(reg.GetService()) {
+	if !naming.ValidServiceName(reg.GetService()) {
 		return fmt.Errorf("register: service %q: want a DNS label (a-z, 0-9, inner '-', at most 63)", reg.GetService())
 	}
 	if len(reg.GetLabels()) > 64 {
 		return fmt.Errorf("register: %d labels, at most 64", len(reg.GetLabels()))
 	}
 	for k, v := range reg.GetLabels() {
-		if err := traffic.ValidateLabel(k, v); err != nil {
+		if err := naming.ValidateLabel(k, v); err != nil {
 			return fmt.Errorf("register: %w", err)
 		}
 	}
-	host, port, err := net.SplitHostPort(reg.GetAddress())
-	if err != nil || host == "" || net.ParseIP(host) == nil {
+	ep, err := naming.ParseEndpoint(reg.GetAddress())
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	if !ep.Addr().IsValid() {
 		return fmt.Errorf("register: address %q: want IP:PORT", reg.GetAddress())
-	}
-	if ip := net.ParseIP(host); ip.IsUnspecified() {
-		return fmt.Errorf("register: address %q: an unspecified IP cannot be reached; advertise a routable one", reg.GetAddress())
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("register: address %q: bad port", reg.GetAddress())
 	}
 	return nil
 }

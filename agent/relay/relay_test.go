@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
-	"github.com/sigil-mesh/sigil/traffic"
+	"github.com/sigil-mesh/sigil/naming"
 )
 
 func TestCheckRegister(t *testing.T) {
@@ -43,8 +43,30 @@ func FuzzCheckRegister(f *testing.F) {
 			return
 		}
 		// Whatever passes names a service as a DNS label and a routable IP:port.
-		if !traffic.ValidServiceName(service) || strings.HasPrefix(addr, "0.0.0.0:") {
+		if !naming.ValidServiceName(service) || strings.HasPrefix(addr, "0.0.0.0:") {
 			t.Fatalf("accepted %q at %q", service, addr)
 		}
 	})
+}
+
+// A registration's address passes naming's endpoint rule, and must be an
+// IP: what the hand-written check let through (a sign in the port, a
+// multicast IP) is refused.
+func TestEndpointAddressRuleRegister(t *testing.T) {
+	for addr, want := range map[string]string{
+		"10.0.0.2:+80":      "bad port",
+		"224.0.0.1:80":      "multicast",
+		"[ff02::1]:80":      "multicast",
+		"[fe80::1%eth0]:80": "zone",
+		"[::]:80":           "unspecified",
+		"api.prod:80":       "want IP:PORT",
+	} {
+		err := checkRegister(&proxyv1.Register{Service: "api", Address: addr})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", addr, err, want)
+		}
+	}
+	if err := checkRegister(&proxyv1.Register{Service: "api", Address: "[2001:db8::2]:15006"}); err != nil {
+		t.Fatal(err)
+	}
 }

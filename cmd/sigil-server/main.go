@@ -16,9 +16,9 @@ import (
 	"github.com/sigil-mesh/sigil/atomicfile"
 	"github.com/sigil-mesh/sigil/cmd/internal/logflag"
 	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/server"
 	"github.com/spf13/cobra"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 func main() {
@@ -287,8 +287,8 @@ func newAgent() *cobra.Command {
 			if id == "" {
 				return errors.New("--spiffe-id is required")
 			}
-			if _, err := spiffeid.FromString(id); err != nil {
-				return fmt.Errorf("--spiffe-id %q: %w", id, err)
+			if _, err := naming.ParseAnyAgentID(id); err != nil {
+				return fmt.Errorf("--spiffe-id: %w", err)
 			}
 			c, err := a.client()
 			if err != nil {

@@ -1,4 +1,4 @@
-package traffic
+package naming
 
 import (
 	"fmt"
@@ -15,42 +15,18 @@ const (
 	MaxNamespaceLength = 63
 )
 
-// Rules as Kubernetes words them, for errors.
+// Rules as Kubernetes words them, for errors that name the field:
+// `metadata.name "a/b" must be a lowercase RFC 1123 subdomain: ...`.
 const (
-	nameRule      = "must be a lowercase RFC 1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.', starting and ending with a-z or 0-9 (e.g. 'reviews' or 'reviews.v1')"
-	namespaceRule = "must be a lowercase RFC 1123 label: at most 63 characters of a-z, 0-9 and '-', starting and ending with a-z or 0-9 (e.g. 'default')"
+	NameRule      = "must be a lowercase RFC 1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.', starting and ending with a-z or 0-9 (e.g. 'reviews' or 'reviews.v1')"
+	NamespaceRule = "must be a lowercase RFC 1123 label: at most 63 characters of a-z, 0-9 and '-', starting and ending with a-z or 0-9 (e.g. 'default')"
 )
 
-// ValidateName checks a metadata.name: a DNS-1123 subdomain of at most
-// 253 characters, each dot-separated part a label of a-z, 0-9 and inner
-// '-' (as Kubernetes' IsDNS1123Subdomain). The error states the rule.
-func ValidateName(name string) error {
-	if !isDNS1123Subdomain(name) {
-		return fmt.Errorf("%s %s", quoteName(name), nameRule)
-	}
-	return nil
-}
-
-// ValidateNamespace checks a metadata.namespace: a DNS-1123 label of at
-// most 63 characters (as Kubernetes' IsDNS1123Label).
-func ValidateNamespace(ns string) error {
-	if len(ns) > MaxNamespaceLength || !isDNS1123Label(ns) {
-		return fmt.Errorf("%s %s", quoteName(ns), namespaceRule)
-	}
-	return nil
-}
-
-// ValidateMeta checks a resource's namespace and name, naming the kind
-// and the field: "VirtualService: metadata.name "a/b" must be ...".
-func ValidateMeta(kind, namespace, name string) error {
-	if err := ValidateNamespace(namespace); err != nil {
-		return fmt.Errorf("%s %s: metadata.namespace %w", kind, quoteName(name), err)
-	}
-	if err := ValidateName(name); err != nil {
-		return fmt.Errorf("%s in namespace %s: metadata.name %w", kind, namespace, err)
-	}
-	return nil
-}
+// ValidName reports whether name can be a Kubernetes object name
+// (metadata.name): a DNS-1123 subdomain of at most 253 characters, each
+// dot-separated part a label of a-z, 0-9 and inner '-' (as Kubernetes'
+// IsDNS1123Subdomain). A refusal states NameRule.
+func ValidName(name string) bool { return isDNS1123Subdomain(name) }
 
 func isDNS1123Subdomain(s string) bool {
 	if s == "" || len(s) > MaxNameLength {
@@ -69,9 +45,9 @@ func isDNS1123Subdomain(s string) bool {
 }
 
 // isDNS1123Label: 1 to 63 of a-z, 0-9 and '-', not starting or ending
-// with '-'.
+// with '-' (RFC 1123 §2.1 as Kubernetes' IsDNS1123Label has it).
 func isDNS1123Label(s string) bool {
-	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+	if s == "" || len(s) > MaxNamespaceLength || s[0] == '-' || s[len(s)-1] == '-' {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -83,11 +59,11 @@ func isDNS1123Label(s string) bool {
 	return true
 }
 
-// quoteName quotes a name for an error message: Go-escaped ASCII (so no
+// Quote quotes a name for an error message: Go-escaped ASCII (so no
 // control character reaches a terminal or a log) and cut to 64
 // characters, with the length when cut (a 200 KB name must not become a
 // 200 KB error).
-func quoteName(s string) string {
+func Quote(s string) string {
 	const show = 64
 	if len(s) <= show {
 		return strconv.QuoteToASCII(s)
@@ -110,15 +86,15 @@ func ValidateLabel(key, value string) error {
 	name := key
 	if prefix, rest, ok := strings.Cut(key, "/"); ok {
 		if !isDNS1123Subdomain(prefix) {
-			return fmt.Errorf("label key %s: the prefix %s", quoteName(key), nameRule)
+			return fmt.Errorf("naming: label key %s: the prefix %s", Quote(key), NameRule)
 		}
 		name = rest
 	}
 	if !isLabelValue(name) || name == "" {
-		return fmt.Errorf("label key %s: the name must be %s", quoteName(key), labelRule)
+		return fmt.Errorf("naming: label key %s: the name must be %s", Quote(key), labelRule)
 	}
 	if !isLabelValue(value) {
-		return fmt.Errorf("label %s: value %s must be empty or %s", quoteName(key), quoteName(value), labelRule)
+		return fmt.Errorf("naming: label %s: value %s must be empty or %s", Quote(key), Quote(value), labelRule)
 	}
 	return nil
 }

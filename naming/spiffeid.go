@@ -1,0 +1,193 @@
+package naming
+
+// The SPIFFE ID scheme of DESIGN.md: workload IDs of the form
+// spiffe://<td>/ns/<ns>/sa/<sa>, agent IDs under
+// /sigil/agent/<attestor>/<node>, and the server's own ID. Server, agent
+// and proxy build and recognise IDs only through here.
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// AgentPathPrefix is the path under which agent IDs live; workload entries
+// may not use it.
+const AgentPathPrefix = "/sigil/"
+
+// ServerID returns the server's ID in td.
+func ServerID(td spiffeid.TrustDomain) spiffeid.ID {
+	id, _ := spiffeid.FromSegments(td, "sigil", "server")
+	return id
+}
+
+// AgentID returns the ID of the agent that attestor attested on node.
+func AgentID(td spiffeid.TrustDomain, attestor, node string) (spiffeid.ID, error) {
+	id, err := spiffeid.FromSegments(td, "sigil", "agent", attestor, node)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("naming: agent %s/%s: %w", Quote(attestor), Quote(node), err)
+	}
+	return id, nil
+}
+
+// IsAgentID reports whether id is an agent ID of td:
+// spiffe://<td>/sigil/agent/<attestor>/<node>.
+func IsAgentID(td spiffeid.TrustDomain, id spiffeid.ID) bool {
+	return id.MemberOf(td) && isAgentPath(id)
+}
+
+// isAgentPath reports whether id's path is /sigil/agent/<attestor>/<node>
+// (go-spiffe's parser has already refused empty segments).
+func isAgentPath(id spiffeid.ID) bool {
+	rest, ok := strings.CutPrefix(id.Path(), AgentPathPrefix+"agent/")
+	return ok && strings.Count(rest, "/") == 1
+}
+
+// IsReservedID reports whether id is one Sigil keeps for itself (server and
+// agents), which registration entries may not grant.
+func IsReservedID(id spiffeid.ID) bool {
+	return strings.HasPrefix(id.Path()+"/", AgentPathPrefix)
+}
+
+// Sentinel errors of ParseWorkloadID and ParseAgentID, for callers that branch.
+var (
+	ErrOtherTrustDomain = errors.New("not in the trust domain")
+	ErrNoPath           = errors.New("a workload ID needs a path (spiffe://<td>/<path>); the bare trust domain ID names no workload")
+	ErrReserved         = errors.New("paths under " + AgentPathPrefix + " are reserved for Sigil's server and agents")
+	ErrNotAgent         = errors.New("not an agent ID")
+)
+
+// ParseWorkloadID parses s as an ID a registration entry may grant a
+// workload in td, with SPIRE's rules for entry IDs: a valid SPIFFE ID
+// (go-spiffe's parser: lower-case scheme and trust domain, no empty, "." or
+// ".." segment, no trailing slash), a member of td, with a non-empty path
+// (the X509-SVID specification §2: a leaf's ID has a path; SPIRE: "path
+// cannot be empty"), outside the reserved /sigil/ namespace (SPIRE reserves
+// /spire/ the same way). Errors say which rule failed and wrap the
+// sentinels above.
+func ParseWorkloadID(td spiffeid.TrustDomain, s string) (spiffeid.ID, error) {
+	id, err := spiffeid.FromString(s)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w", Quote(s), err)
+	}
+	if err := CheckWorkloadID(td, id); err != nil {
+		return spiffeid.ID{}, err
+	}
+	return id, nil
+}
+
+// CheckWorkloadID applies ParseWorkloadID's rules to an ID already parsed.
+func CheckWorkloadID(td spiffeid.TrustDomain, id spiffeid.ID) error {
+	switch {
+	case id.IsZero():
+		return fmt.Errorf("naming: empty ID: %w", ErrNoPath)
+	case !id.MemberOf(td):
+		return fmt.Errorf("naming: %s: %w %s", id, ErrOtherTrustDomain, td)
+	case id.Path() == "":
+		return fmt.Errorf("naming: %s: %w", id, ErrNoPath)
+	case IsReservedID(id):
+		return fmt.Errorf("naming: %s: %w", id, ErrReserved)
+	}
+	return nil
+}
+
+// ParseAgentID parses s as the ID of an agent of td:
+// spiffe://<td>/sigil/agent/<attestor>/<node>.
+func ParseAgentID(td spiffeid.TrustDomain, s string) (spiffeid.ID, error) {
+	id, err := ParseAnyAgentID(s)
+	if err != nil {
+		return spiffeid.ID{}, err
+	}
+	if !id.MemberOf(td) {
+		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w %s", id, ErrOtherTrustDomain, td)
+	}
+	return id, nil
+}
+
+// ParseAnyAgentID parses s as an agent ID of any trust domain,
+// spiffe://<td>/sigil/agent/<attestor>/<node>, for a caller that does not
+// know the trust domain (`sigil-server agent evict --spiffe-id`; the
+// server checks the domain when it looks the agent up).
+func ParseAnyAgentID(s string) (spiffeid.ID, error) {
+	id, err := spiffeid.FromString(s)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w", Quote(s), err)
+	}
+	if !isAgentPath(id) {
+		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w (want spiffe://%s%sagent/<attestor>/<node>)", id, ErrNotAgent, id.TrustDomain(), AgentPathPrefix)
+	}
+	return id, nil
+}
+
+// ParseAnyWorkloadID parses s as an ID a workload of any trust domain can
+// hold: ParseWorkloadID's rules but the trust domain's, for a caller
+// that does not know it (`sigil-proxy --upstream NAME=ADDR@SPIFFE-ID`,
+// the identity an upstream's sidecars must present).
+func ParseAnyWorkloadID(s string) (spiffeid.ID, error) {
+	id, err := spiffeid.FromString(s)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w", Quote(s), err)
+	}
+	if err := CheckWorkloadID(id.TrustDomain(), id); err != nil {
+		return spiffeid.ID{}, err
+	}
+	return id, nil
+}
+
+// WorkloadID returns spiffe://<td>/ns/<namespace>/sa/<serviceAccount>.
+func WorkloadID(td spiffeid.TrustDomain, namespace, serviceAccount string) (spiffeid.ID, error) {
+	id, err := spiffeid.FromSegments(td, "ns", namespace, "sa", serviceAccount)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("naming: workload %s/%s: %w", Quote(namespace), Quote(serviceAccount), err)
+	}
+	return id, nil
+}
+
+// NamespaceServiceAccount returns the namespace and service account of a
+// workload ID of the Kubernetes form spiffe://<td>/ns/<ns>/sa/<sa>,
+// exactly: four segments, "ns" and "sa" in the first and third, as Istio
+// writes and reads them (pkg/spiffe: "spiffe://%s/ns/%s/sa/%s"); ok is
+// false for any other path (a prefix or a suffix, /x/ns/a/sa/b or
+// /ns/a/sa/b/c, is another ID, not a workload of namespace a). Such IDs
+// have no namespace: policy input leaves source.namespace empty, the
+// server grants no service from a service account, the proxy puts their
+// endpoints in the default namespace. The segments are returned as they
+// are: whether ns is a valid namespace (ValidNamespace) is the caller's
+// question, since an ID of a bad namespace must not fall back to the
+// default one. Server (which services an identity may serve), policy
+// (source.namespace) and proxy (an endpoint's namespace) read IDs only
+// through here, so they agree.
+func NamespaceServiceAccount(id spiffeid.ID) (namespace, serviceAccount string, ok bool) {
+	rest, ok := strings.CutPrefix(id.Path(), "/ns/")
+	if !ok {
+		return "", "", false
+	}
+	ns, rest, ok := strings.Cut(rest, "/")
+	if !ok {
+		return "", "", false
+	}
+	sa, ok := strings.CutPrefix(rest, "sa/")
+	if !ok || ns == "" || sa == "" || strings.Contains(sa, "/") {
+		return "", "", false
+	}
+	return ns, sa, true
+}
+
+// MaxNodeName is the longest node name, a Kubernetes node's (a DNS-1123
+// subdomain, 253 characters).
+const MaxNodeName = 253
+
+// ValidateNodeName checks a node name, the last segment of an agent ID:
+// 1 to MaxNodeName characters, a SPIFFE path segment (letters, digits,
+// '.', '-' and '_'; not "." or "..", go-spiffe's ValidatePathSegment).
+func ValidateNodeName(name string) error {
+	if name == "" || len(name) > MaxNodeName {
+		return fmt.Errorf("naming: node name must be 1 to %d characters, got %d", MaxNodeName, len(name))
+	}
+	if err := spiffeid.ValidatePathSegment(name); err != nil {
+		return fmt.Errorf("naming: node name %s: %w", Quote(name), err)
+	}
+	return nil
+}
