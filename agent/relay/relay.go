@@ -27,6 +27,7 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/api/configdelta"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
+	"github.com/sigil-mesh/sigil/internal/backoff"
 	"github.com/sigil-mesh/sigil/selector"
 	"github.com/sigil-mesh/sigil/traffic"
 	"google.golang.org/grpc/codes"
@@ -214,10 +215,13 @@ func newID() string {
 }
 
 // Report runs until ctx is done, sending the node's sidecars to the server
-// when they change and every interval as a heartbeat.
+// when they change and every interval as a heartbeat. A failed report is
+// retried on the backoff schedule (internal/backoff), apart from the
+// heartbeat.
 func (r *Relay) Report(ctx context.Context, interval time.Duration, send func(context.Context, []*agentv1.Proxy) error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var b backoff.Backoff
 	for {
 		select {
 		case <-ctx.Done():
@@ -228,14 +232,18 @@ func (r *Relay) Report(ctx context.Context, interval time.Duration, send func(co
 		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := send(callCtx, r.Proxies())
 		cancel()
-		if err != nil && ctx.Err() == nil {
-			r.log.Warn("reporting sidecars failed; retrying", "error", err)
-			r.markDirty()
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
+		if err == nil {
+			b.Reset()
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		wait := b.Next()
+		r.log.Warn("reporting sidecars failed; retrying", "error", err, "retry_in", wait.String())
+		r.markDirty()
+		if !backoff.Sleep(ctx, wait, nil) {
+			return
 		}
 	}
 }
