@@ -1,4 +1,4 @@
-package agent
+package svid
 
 import (
 	"crypto/x509"
@@ -21,7 +21,7 @@ const (
 	bundleFile   = "bundle.json"
 )
 
-func saveSVID(dir string, svid *x509svid.SVID) error {
+func Save(dir string, svid *x509svid.SVID) error {
 	certs, key, err := svid.Marshal()
 	if err != nil {
 		return fmt.Errorf("agent: encoding agent svid: %w", err)
@@ -35,8 +35,8 @@ func saveSVID(dir string, svid *x509svid.SVID) error {
 	return nil
 }
 
-// loadSVID returns the saved agent SVID, or nil if there is none.
-func loadSVID(dir string) (*x509svid.SVID, error) {
+// Load returns the saved agent SVID, or nil if there is none.
+func Load(dir string) (*x509svid.SVID, error) {
 	svid, err := x509svid.Load(filepath.Join(dir, svidCertFile), filepath.Join(dir, svidKeyFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -47,7 +47,7 @@ func loadSVID(dir string) (*x509svid.SVID, error) {
 	return svid, nil
 }
 
-func saveBundle(dir string, b *spiffebundle.Bundle) error {
+func SaveBundle(dir string, b *spiffebundle.Bundle) error {
 	data, err := b.Marshal()
 	if err != nil {
 		return fmt.Errorf("agent: encoding bundle: %w", err)
@@ -55,8 +55,8 @@ func saveBundle(dir string, b *spiffebundle.Bundle) error {
 	return atomicfile.Write(filepath.Join(dir, bundleFile), data, 0o644)
 }
 
-// loadBundle returns the bundle last received from the server, or nil.
-func loadBundle(dir string, td spiffeid.TrustDomain) (*spiffebundle.Bundle, error) {
+// LoadBundle returns the bundle last received from the server, or nil.
+func LoadBundle(dir string, td spiffeid.TrustDomain) (*spiffebundle.Bundle, error) {
 	b, err := spiffebundle.Load(td, filepath.Join(dir, bundleFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -64,9 +64,9 @@ func loadBundle(dir string, td spiffeid.TrustDomain) (*spiffebundle.Bundle, erro
 	return b, err
 }
 
-// readTrustBundle reads the PEM roots an operator gives the agent to trust
+// ReadTrustBundle reads the PEM roots an operator gives the agent to trust
 // the server on first contact.
-func readTrustBundle(path string) ([]*x509.Certificate, error) {
+func ReadTrustBundle(path string) ([]*x509.Certificate, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("agent: --trust-bundle: %w", err)
