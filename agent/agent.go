@@ -365,7 +365,7 @@ func (a *agent) syncOnce(ctx context.Context) (bool, error) {
 	for {
 		msg, err := stream.Recv()
 		if err == io.EOF {
-			return got, errors.New("server closed the stream")
+			return got, errors.New("agent: server closed the stream")
 		}
 		if err != nil {
 			return got, err

@@ -182,28 +182,28 @@ func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
 
 func checkRegister(reg *proxyv1.Register) error {
 	if reg == nil {
-		return errors.New("the first message must be register")
+		return errors.New("relay: the first message must be register")
 	}
 	if !traffic.ValidServiceName(reg.GetService()) {
-		return fmt.Errorf("register: service %q: want a DNS label (a-z, 0-9, inner '-', at most 63)", reg.GetService())
+		return fmt.Errorf("relay: register: service %q: want a DNS label (a-z, 0-9, inner '-', at most 63)", reg.GetService())
 	}
 	if len(reg.GetLabels()) > 64 {
-		return fmt.Errorf("register: %d labels, at most 64", len(reg.GetLabels()))
+		return fmt.Errorf("relay: register: %d labels, at most 64", len(reg.GetLabels()))
 	}
 	for k, v := range reg.GetLabels() {
 		if err := traffic.ValidateLabel(k, v); err != nil {
-			return fmt.Errorf("register: %w", err)
+			return fmt.Errorf("relay: register: %w", err)
 		}
 	}
 	host, port, err := net.SplitHostPort(reg.GetAddress())
 	if err != nil || host == "" || net.ParseIP(host) == nil {
-		return fmt.Errorf("register: address %q: want IP:PORT", reg.GetAddress())
+		return fmt.Errorf("relay: register: address %q: want IP:PORT", reg.GetAddress())
 	}
 	if ip := net.ParseIP(host); ip.IsUnspecified() {
-		return fmt.Errorf("register: address %q: an unspecified IP cannot be reached; advertise a routable one", reg.GetAddress())
+		return fmt.Errorf("relay: register: address %q: an unspecified IP cannot be reached; advertise a routable one", reg.GetAddress())
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("register: address %q: bad port", reg.GetAddress())
+		return fmt.Errorf("relay: register: address %q: bad port", reg.GetAddress())
 	}
 	return nil
 }

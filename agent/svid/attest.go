@@ -33,18 +33,13 @@ type Trust struct {
 	Now         func() time.Time
 }
 
-// verify checks an agent SVID the server signed for key; what names it in
-// the error.
-func (t Trust) verify(p *agentv1.X509SVID, what string, key *ecdsa.PrivateKey) (*x509svid.SVID, error) {
+// verify checks an agent SVID the server signed for key.
+func (t Trust) verify(p *agentv1.X509SVID, key *ecdsa.PrivateKey) (*x509svid.SVID, error) {
 	now := time.Now
 	if t.Now != nil {
 		now = t.Now
 	}
-	s, err := verifyChain(p.GetCertChain(), key, t.Bundles, now(), AgentOf(t.TrustDomain))
-	if err != nil {
-		return nil, fmt.Errorf("svid: %s: %w", what, err)
-	}
-	return s, nil
+	return VerifyChain(p.GetCertChain(), key, t.Bundles, now(), AgentOf(t.TrustDomain))
 }
 
 // Attest trades token for the agent's first SVID (a key made here) and the
@@ -59,7 +54,7 @@ func Attest(ctx context.Context, api Attester, token string, trust Trust) (*x509
 	if err != nil {
 		return nil, nil, fmt.Errorf("svid: attestation: %w", err)
 	}
-	s, err := trust.verify(resp.GetSvid(), "agent svid", key)
+	s, err := trust.verify(resp.GetSvid(), key)
 	return s, resp.GetBundle(), err
 }
 
@@ -75,5 +70,5 @@ func Renew(ctx context.Context, api Renewer, trust Trust) (*x509svid.SVID, error
 	if err != nil {
 		return nil, fmt.Errorf("svid: renewing agent svid: %w", err)
 	}
-	return trust.verify(resp.GetSvid(), "renewed agent svid", key)
+	return trust.verify(resp.GetSvid(), key)
 }

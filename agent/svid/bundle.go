@@ -23,9 +23,9 @@ func ParseBundle(td spiffeid.TrustDomain, p *agentv1.Bundle) (*spiffebundle.Bund
 	if err != nil {
 		return nil, fmt.Errorf("svid: bundle jwks: %w", err)
 	}
-	roots, err := parseCertificates(p.GetX509Authorities())
+	roots, err := parseCertificates(p.GetX509Authorities(), "bundle root")
 	if err != nil {
-		return nil, fmt.Errorf("svid: bundle: %w", err)
+		return nil, err
 	}
 	if len(roots) == 0 {
 		return nil, errors.New("svid: server sent a bundle without roots")
@@ -40,13 +40,13 @@ func ParseBundle(td spiffeid.TrustDomain, p *agentv1.Bundle) (*spiffebundle.Bund
 
 // parseCertificates parses DER certificates, one each (the form the agent
 // API carries chains and roots in); the error names the first that does
-// not parse.
-func parseCertificates(ders [][]byte) ([]*x509.Certificate, error) {
+// not parse as what and its index.
+func parseCertificates(ders [][]byte, what string) ([]*x509.Certificate, error) {
 	out := make([]*x509.Certificate, 0, len(ders))
 	for i, der := range ders {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", i, err)
+			return nil, fmt.Errorf("svid: %s %d: %w", what, i, err)
 		}
 		out = append(out, c)
 	}

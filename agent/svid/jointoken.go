@@ -27,7 +27,7 @@ const StdinTokenFile = "-"
 func readJoinTokenFile(path string) (string, error) {
 	data, err := privatefile.Read(path, maxTokenFile)
 	if err != nil {
-		return "", fmt.Errorf("agent: --join-token-file: %w", err)
+		return "", fmt.Errorf("svid: --join-token-file: %w", err)
 	}
 	return readToken(bytes.NewReader(data), path)
 }
@@ -36,23 +36,23 @@ func readJoinTokenFile(path string) (string, error) {
 func readToken(r io.Reader, name string) (string, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxTokenFile+1))
 	if err != nil {
-		return "", fmt.Errorf("agent: join token from %s: %w", name, err)
+		return "", fmt.Errorf("svid: join token from %s: %w", name, err)
 	}
 	if len(data) > maxTokenFile {
-		return "", fmt.Errorf("agent: join token from %s: more than %d bytes", name, maxTokenFile)
+		return "", fmt.Errorf("svid: join token from %s: more than %d bytes", name, maxTokenFile)
 	}
 	tok := string(bytes.TrimSpace(data))
 	if tok == "" {
-		return "", fmt.Errorf("agent: join token from %s: empty", name)
+		return "", fmt.Errorf("svid: join token from %s: empty", name)
 	}
 	if strings.ContainsAny(tok, " \t\r\n") {
-		return "", fmt.Errorf("agent: join token from %s: more than one word", name)
+		return "", fmt.Errorf("svid: join token from %s: more than one word", name)
 	}
 	return tok, nil
 }
 
 // ErrNoToken means no join token that has not been tried is at hand.
-var ErrNoToken = errors.New("agent: no new join token")
+var ErrNoToken = errors.New("svid: no new join token")
 
 // TokenSource is where the agent gets what it attests with, at start and
 // again to re-attest when its SVID has expired or been refused. Join tokens

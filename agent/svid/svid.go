@@ -41,25 +41,25 @@ func NewKeyAndCSR() (*ecdsa.PrivateKey, []byte, error) {
 }
 
 // WantID checks the SPIFFE ID of a signed SVID: nil when it is the one
-// expected, else an error that says what was expected.
+// expected, else an error ("svid: ...") that says what was expected.
 type WantID func(spiffeid.ID) error
 
 // Exactly expects the SVID of one SPIFFE ID (a workload's entry).
 func Exactly(want spiffeid.ID) WantID {
 	return func(got spiffeid.ID) error {
 		if got != want {
-			return fmt.Errorf("signed for %s, want %s", got, want)
+			return fmt.Errorf("svid: signed for %s, want %s", got, want)
 		}
 		return nil
 	}
 }
 
 // AgentOf expects an agent ID of trust domain td
-// (spiffe://td/spire/agent/..., spiffeids.IsAgent).
+// (spiffe://td/sigil/agent/ATTESTOR/NODE, spiffeids.IsAgent).
 func AgentOf(td spiffeid.TrustDomain) WantID {
 	return func(got spiffeid.ID) error {
 		if !spiffeids.IsAgent(td, got) {
-			return fmt.Errorf("server issued %s, which is not an agent ID", got)
+			return fmt.Errorf("svid: server issued %s, which is not an agent ID", got)
 		}
 		return nil
 	}
@@ -72,31 +72,22 @@ func AgentOf(td spiffeid.TrustDomain) WantID {
 // for key (the server signed the CSR sent, not another). It returns the
 // SVID with key; errors start with "svid: ".
 func VerifyChain(chain [][]byte, key *ecdsa.PrivateKey, bundles x509bundle.Source, now time.Time, want WantID) (*x509svid.SVID, error) {
-	s, err := verifyChain(chain, key, bundles, now, want)
-	if err != nil {
-		return nil, fmt.Errorf("svid: %w", err)
-	}
-	return s, nil
-}
-
-// verifyChain is VerifyChain with errors that the caller prefixes.
-func verifyChain(chain [][]byte, key *ecdsa.PrivateKey, bundles x509bundle.Source, now time.Time, want WantID) (*x509svid.SVID, error) {
-	certs, err := parseCertificates(chain)
+	certs, err := parseCertificates(chain, "certificate")
 	if err != nil {
 		return nil, err
 	}
 	if len(certs) == 0 {
-		return nil, errors.New("empty chain")
+		return nil, errors.New("svid: empty chain")
 	}
 	id, _, err := x509svid.Verify(certs, bundles, x509svid.WithTime(now))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("svid: %w", err)
 	}
 	if err := want(id); err != nil {
 		return nil, err
 	}
 	if !key.PublicKey.Equal(certs[0].PublicKey) {
-		return nil, errors.New("certificate is not for the key sent")
+		return nil, errors.New("svid: certificate is not for the key sent")
 	}
 	return &x509svid.SVID{ID: id, Certificates: certs, PrivateKey: key}, nil
 }
