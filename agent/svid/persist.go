@@ -83,21 +83,20 @@ func ReadTrustBundle(path string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("svid: --trust-bundle: %w", err)
 	}
-	var certs []*x509.Certificate
+	var ders [][]byte
 	for len(data) > 0 {
 		var block *pem.Block
 		block, data = pem.Decode(data)
 		if block == nil {
 			break
 		}
-		if block.Type != "CERTIFICATE" {
-			continue
+		if block.Type == "CERTIFICATE" {
+			ders = append(ders, block.Bytes)
 		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("svid: --trust-bundle %s: %w", path, err)
-		}
-		certs = append(certs, cert)
+	}
+	certs, err := parseCertificates(ders, "--trust-bundle "+path+": certificate")
+	if err != nil {
+		return nil, err
 	}
 	if len(certs) == 0 {
 		return nil, fmt.Errorf("svid: --trust-bundle %s: no PEM certificates", path)

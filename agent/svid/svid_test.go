@@ -40,6 +40,8 @@ func newTestCA(t *testing.T, td string) *testCA {
 	return &testCA{cert: cert, key: key}
 }
 
+func (ca *testCA) certs() []*x509.Certificate { return []*x509.Certificate{ca.cert} }
+
 // leaf signs pub for id, valid from notBefore for an hour.
 func (ca *testCA) leaf(t *testing.T, id string, pub *ecdsa.PublicKey, notBefore time.Time) []byte {
 	t.Helper()
