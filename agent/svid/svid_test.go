@@ -23,7 +23,7 @@ type testCA struct {
 	key  *ecdsa.PrivateKey
 }
 
-func newTestCA(t *testing.T, td string) *testCA {
+func newTestCA(t testing.TB, td string) *testCA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
@@ -43,7 +43,7 @@ func newTestCA(t *testing.T, td string) *testCA {
 func (ca *testCA) certs() []*x509.Certificate { return []*x509.Certificate{ca.cert} }
 
 // leaf signs pub for id, valid from notBefore for an hour.
-func (ca *testCA) leaf(t *testing.T, id string, pub *ecdsa.PublicKey, notBefore time.Time) []byte {
+func (ca *testCA) leaf(t testing.TB, id string, pub *ecdsa.PublicKey, notBefore time.Time) []byte {
 	t.Helper()
 	u, _ := url.Parse(id)
 	tmpl := &x509.Certificate{
