@@ -6,6 +6,11 @@
 // entry's SVID signed (keys made here, never sent), and serves the SPIFFE
 // Workload API on a Unix socket. With the server away it keeps serving what
 // it holds and keeps retrying.
+//
+// This package is the daemon's wiring: when to renew or re-attest and what
+// the node serves meanwhile (renew.go), the streams from the server, the
+// health endpoint. The agent's own SVID (attestation, renewal, the files
+// it is kept in, the checks every SVID received passes) is agent/svid.
 package agent
 
 import (
