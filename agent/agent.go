@@ -375,6 +375,9 @@ func (a *agent) syncOnce(ctx context.Context) (bool, error) {
 		if err != nil {
 			return got, err
 		}
+		if !got {
+			a.relay.ServerReachable() // a report that failed meanwhile goes now
+		}
 		got = true
 		a.health.contact()
 		if err := a.applyBundle(msg.GetBundle()); err != nil {

@@ -57,13 +57,16 @@ type Relay struct {
 	changed chan struct{}
 	proxies map[string]*agentv1.Proxy
 	dirty   chan struct{}
+	// reachable is poked when the server answers on another stream: a
+	// report waiting out its backoff is retried at once.
+	reachable chan struct{}
 }
 
 var _ proxyv1.DiscoveryServer = (*Relay)(nil)
 
 // New returns a relay.
 func New(ids Identities, attestor Attestor, log *slog.Logger) *Relay {
-	return &Relay{ids: ids, attestor: attestor, log: log, changed: make(chan struct{}), proxies: map[string]*agentv1.Proxy{}, dirty: make(chan struct{}, 1)}
+	return &Relay{ids: ids, attestor: attestor, log: log, changed: make(chan struct{}), proxies: map[string]*agentv1.Proxy{}, dirty: make(chan struct{}, 1), reachable: make(chan struct{}, 1)}
 }
 
 // SetConfig takes a complete configuration from the server and wakes
@@ -214,10 +217,21 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// ServerReachable says the server has just answered on another stream (the
+// agent's Sync stream): a report waiting out its backoff after a failure
+// is sent at once, so the server learns the node's sidecars as soon as it
+// is back, before it expires their endpoints.
+func (r *Relay) ServerReachable() {
+	select {
+	case r.reachable <- struct{}{}:
+	default:
+	}
+}
+
 // Report runs until ctx is done, sending the node's sidecars to the server
 // when they change and every interval as a heartbeat. A failed report is
 // retried on the backoff schedule (internal/backoff), apart from the
-// heartbeat.
+// heartbeat, or at once when ServerReachable says the server is back.
 func (r *Relay) Report(ctx context.Context, interval time.Duration, send func(context.Context, []*agentv1.Proxy) error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -228,6 +242,10 @@ func (r *Relay) Report(ctx context.Context, interval time.Duration, send func(co
 			return
 		case <-r.dirty:
 		case <-t.C:
+		}
+		select {
+		case <-r.reachable: // only news from now on cuts a wait
+		default:
 		}
 		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := send(callCtx, r.Proxies())
@@ -242,7 +260,7 @@ func (r *Relay) Report(ctx context.Context, interval time.Duration, send func(co
 		wait := b.Next()
 		r.log.Warn("reporting sidecars failed; retrying", "error", err, "retry_in", wait.String())
 		r.markDirty()
-		if !backoff.Sleep(ctx, wait, nil) {
+		if !backoff.Sleep(ctx, wait, r.reachable) {
 			return
 		}
 	}

@@ -48,3 +48,41 @@ func TestReportRetriesOnTheBackoffSchedule(t *testing.T) {
 		t.Errorf("second retry after %s, want at least %s (the wait doubles)", second, backoff.Initial)
 	}
 }
+
+// TestReportRetriesAtOnceWhenTheServerIsReachable: once the server answers
+// on another stream, a failed report does not wait out its backoff (the
+// server would expire the node's endpoints meanwhile).
+func TestReportRetriesAtOnceWhenTheServerIsReachable(t *testing.T) {
+	r := New(nil, nil, slog.New(slog.DiscardHandler))
+	calls := make(chan time.Time, 8)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	n := 0
+	go func() {
+		defer close(done)
+		r.Report(ctx, time.Hour, func(context.Context, []*agentv1.Proxy) error {
+			n++
+			if n == 2 {
+				r.ServerReachable() // the Sync stream got through meanwhile
+			}
+			calls <- time.Now()
+			return errors.New("server away")
+		})
+	}()
+	r.markDirty()
+	var at []time.Time
+	for len(at) < 3 {
+		select {
+		case c := <-calls:
+			at = append(at, c)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d reports in 10 s, want 3", len(at))
+		}
+	}
+	cancel()
+	<-done
+	if gap := at[2].Sub(at[1]); gap >= backoff.Initial/2 {
+		t.Fatalf("report retried %s after the server was reachable again, want at once (under %s, the shortest backoff wait)", gap, backoff.Initial/2)
+	}
+}
