@@ -79,7 +79,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseCSR -fuzztime 30s ./ca/
 	$(GO) test -run '^$$' -fuzz FuzzValidateEntry -fuzztime 30s ./server/
 	$(GO) test -run '^$$' -fuzz FuzzParseWorkload -fuzztime 30s ./naming/
-	$(GO) test -run '^$$' -fuzz FuzzReadToken -fuzztime 30s ./agent/
+	$(GO) test -run '^$$' -fuzz FuzzReadToken -fuzztime 30s ./agent/svid/
+	$(GO) test -run '^$$' -fuzz FuzzParseBundle -fuzztime 30s ./agent/svid/
+	$(GO) test -run '^$$' -fuzz FuzzVerifyChain -fuzztime 30s ./agent/svid/
 	$(GO) test -run '^$$' -fuzz FuzzParseUpstream -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzFrameGuardScan -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzGRPCTimeout -fuzztime 30s ./proxy/

@@ -6,6 +6,11 @@
 // entry's SVID signed (keys made here, never sent), and serves the SPIFFE
 // Workload API on a Unix socket. With the server away it keeps serving what
 // it holds and keeps retrying.
+//
+// This package is the daemon's wiring: when to renew or re-attest and what
+// the node serves meanwhile (renew.go), the streams from the server, the
+// health endpoint. The agent's own SVID (attestation, renewal, the files
+// it is kept in, the checks every SVID received passes) is agent/svid.
 package agent
 
 import (
@@ -24,11 +29,12 @@ import (
 
 	"github.com/sigil-mesh/sigil/agent/cache"
 	"github.com/sigil-mesh/sigil/agent/relay"
+	"github.com/sigil-mesh/sigil/agent/svid"
 	"github.com/sigil-mesh/sigil/agent/unixattest"
 	"github.com/sigil-mesh/sigil/agent/workloadapi"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
-	"github.com/sigil-mesh/sigil/backoff"
+	"github.com/sigil-mesh/sigil/internal/backoff"
 	"github.com/sigil-mesh/sigil/listener"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -106,7 +112,7 @@ type agent struct {
 	client *client
 	cache  *cache.Cache
 	relay  *relay.Relay
-	tokens tokenSource
+	tokens svid.TokenSource
 	health *health
 	// evicted is set when the server refuses this agent; renewWake wakes
 	// renewLoop for it, and reattested wakes syncLoop after a re-attestation.
@@ -146,7 +152,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.JoinToken != "" {
 		log.Warn(argvTokenWarning)
 	}
-	toks, err := newTokens(cfg.JoinToken, cfg.JoinTokenFile, os.Stdin)
+	toks, err := svid.NewTokens(cfg.JoinToken, cfg.JoinTokenFile, os.Stdin)
 	if err != nil {
 		return err
 	}
@@ -210,7 +216,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // loadTrust sets the trust domain and the bundle: the one last received
 // from the server if there is one, else the operator's --trust-bundle.
 func (a *agent) loadTrust() error {
-	roots, err := readTrustBundle(a.cfg.TrustBundle)
+	roots, err := svid.ReadTrustBundle(a.cfg.TrustBundle)
 	if err != nil {
 		return err
 	}
@@ -226,7 +232,7 @@ func (a *agent) loadTrust() error {
 	} else {
 		return errors.New("agent: --trust-bundle's root names no trust domain; pass --trust-domain")
 	}
-	b, err := loadBundle(a.cfg.DataDir, a.td)
+	b, err := svid.LoadBundle(a.cfg.DataDir, a.td)
 	if err != nil {
 		return err
 	}
@@ -258,17 +264,17 @@ func (a *agent) svidNotAfter() time.Time {
 // ensureSVID loads the saved agent SVID, or attests with the join token
 // when there is none or it has expired.
 func (a *agent) ensureSVID(ctx context.Context) error {
-	svid, err := loadSVID(a.cfg.DataDir)
+	saved, err := svid.Load(a.cfg.DataDir)
 	if err != nil {
 		return err
 	}
-	if svid != nil && time.Now().Before(svid.Certificates[0].NotAfter) && svid.ID.MemberOf(a.td) {
-		a.svid.Store(svid)
-		a.log.Info("resuming with saved agent svid", "agent_id", svid.ID.String(), "expires", svid.Certificates[0].NotAfter)
+	if saved != nil && time.Now().Before(saved.Certificates[0].NotAfter) && saved.ID.MemberOf(a.td) {
+		a.svid.Store(saved)
+		a.log.Info("resuming with saved agent svid", "agent_id", saved.ID.String(), "not_after", saved.Certificates[0].NotAfter)
 		return nil
 	}
-	token, err := a.tokens.next()
-	if errors.Is(err, errNoToken) {
+	token, err := a.tokens.Next()
+	if errors.Is(err, svid.ErrNoToken) {
 		return errors.New("agent: no valid saved agent SVID in --data-dir; a join token is required to attest (--join-token-file)")
 	}
 	if err != nil {
@@ -276,27 +282,27 @@ func (a *agent) ensureSVID(ctx context.Context) error {
 	}
 	attestCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	svid, bundle, err := a.client.attest(attestCtx, token)
+	own, bundle, err := a.client.attest(attestCtx, token)
 	if err != nil {
 		return err
 	}
-	a.tokens.spent(token)
-	if err := a.adopt(svid); err != nil {
+	a.tokens.Spent(token)
+	if err := a.adopt(own); err != nil {
 		return err
 	}
 	if err := a.applyBundle(bundle); err != nil {
 		return err
 	}
-	a.log.Info("node attested", "agent_id", svid.ID.String(), "expires", svid.Certificates[0].NotAfter)
+	a.log.Info("node attested", "agent_id", own.ID.String(), "not_after", own.Certificates[0].NotAfter)
 	return nil
 }
 
-// adopt makes svid the agent's SVID: kept, saved, and presented by the
+// adopt makes own the agent's SVID: kept, saved, and presented by the
 // next handshake with the server.
-func (a *agent) adopt(svid *x509svid.SVID) error {
-	a.svid.Store(svid)
+func (a *agent) adopt(own *x509svid.SVID) error {
+	a.svid.Store(own)
 	a.client.reset()
-	if err := saveSVID(a.cfg.DataDir, svid); err != nil {
+	if err := svid.Save(a.cfg.DataDir, own); err != nil {
 		return err
 	}
 	a.health.contact()
@@ -305,25 +311,10 @@ func (a *agent) adopt(svid *x509svid.SVID) error {
 
 // applyBundle takes a bundle from the server, keeps it and saves it.
 func (a *agent) applyBundle(p *agentv1.Bundle) error {
-	if p == nil || p.GetTrustDomain() != a.td.Name() {
-		return fmt.Errorf("agent: server sent a bundle for %q, want %s", p.GetTrustDomain(), a.td)
-	}
-	jwtKeys, err := jwtBundle(a.td, p.GetJwks())
+	b, err := svid.ParseBundle(a.td, p)
 	if err != nil {
-		return fmt.Errorf("agent: bundle jwks: %w", err)
+		return err
 	}
-	b := spiffebundle.New(a.td)
-	b.SetJWTAuthorities(jwtKeys)
-	roots, err := parseDERs(p.GetX509Authorities())
-	if err != nil {
-		return fmt.Errorf("agent: bundle: %w", err)
-	}
-	if len(roots) == 0 {
-		return errors.New("agent: server sent a bundle without roots")
-	}
-	b.SetX509Authorities(roots)
-	b.SetSequenceNumber(uint64(p.GetSequence()))
-	b.SetRefreshHint(time.Duration(p.GetRefreshHint()) * time.Second)
 	if old := a.bundle.Load(); old != nil && old.Equal(b) {
 		return nil
 	}
@@ -331,7 +322,7 @@ func (a *agent) applyBundle(p *agentv1.Bundle) error {
 	if a.cache != nil {
 		a.cache.SetBundle(b)
 	}
-	return saveBundle(a.cfg.DataDir, b)
+	return svid.SaveBundle(a.cfg.DataDir, b)
 }
 
 // syncLoop follows the server's Sync stream, reconnecting on the backoff
@@ -379,10 +370,13 @@ func (a *agent) syncOnce(ctx context.Context) (bool, error) {
 	for {
 		msg, err := stream.Recv()
 		if err == io.EOF {
-			return got, errors.New("server closed the stream")
+			return got, errors.New("agent: server closed the stream")
 		}
 		if err != nil {
 			return got, err
+		}
+		if !got {
+			a.relay.ServerReachable() // a report that failed meanwhile goes now
 		}
 		got = true
 		a.health.contact()

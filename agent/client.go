@@ -2,18 +2,15 @@ package agent
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 
+	"github.com/sigil-mesh/sigil/agent/svid"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
-	"github.com/sigil-mesh/sigil/backoff"
+	"github.com/sigil-mesh/sigil/internal/backoff"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -98,78 +95,28 @@ func (c *client) reset() {
 
 func (c *client) close() { c.reset() }
 
-// newCSR makes a P-256 key on this node and a CSR for it.
-func newCSR() (*ecdsa.PrivateKey, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("agent: key: %w", err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("agent: csr: %w", err)
-	}
-	return key, csr, nil
-}
-
-// attest trades a join token for the agent's first SVID.
+// attest trades a join token for the agent's first SVID, over a
+// connection that presents none.
 func (c *client) attest(ctx context.Context, token string) (*x509svid.SVID, *agentv1.Bundle, error) {
-	key, csr, err := newCSR()
-	if err != nil {
-		return nil, nil, err
-	}
 	conn, err := c.dial(false)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer conn.Close()
-	resp, err := agentv1.NewAgentClient(conn).Attest(ctx, &agentv1.AttestRequest{JoinToken: token, Csr: csr})
-	if err != nil {
-		return nil, nil, fmt.Errorf("agent: attestation: %w", err)
-	}
-	svid, err := c.checkAgentSVID(resp.GetSvid(), key)
-	return svid, resp.GetBundle(), err
+	return svid.Attest(ctx, agentv1.NewAgentClient(conn), token, c.trust())
 }
 
 // renew gets a fresh agent SVID with a new key.
 func (c *client) renew(ctx context.Context) (*x509svid.SVID, error) {
-	key, csr, err := newCSR()
-	if err != nil {
-		return nil, err
-	}
 	api, err := c.api()
 	if err != nil {
 		return nil, err
 	}
-	resp, err := api.RenewAgent(ctx, &agentv1.RenewAgentRequest{Csr: csr})
-	if err != nil {
-		return nil, fmt.Errorf("agent: renewing agent svid: %w", err)
-	}
-	return c.checkAgentSVID(resp.GetSvid(), key)
+	return svid.Renew(ctx, api, c.trust())
 }
 
-func (c *client) checkAgentSVID(p *agentv1.X509SVID, key *ecdsa.PrivateKey) (*x509svid.SVID, error) {
-	var certs []*x509.Certificate
-	for _, der := range p.GetCertChain() {
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			return nil, fmt.Errorf("agent: agent svid: %w", err)
-		}
-		certs = append(certs, cert)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("agent: agent svid: empty chain")
-	}
-	id, _, err := x509svid.Verify(certs, c.bundles)
-	if err != nil {
-		return nil, fmt.Errorf("agent: agent svid: %w", err)
-	}
-	if !naming.IsAgentID(c.td, id) {
-		return nil, fmt.Errorf("agent: server issued %s, which is not an agent ID", id)
-	}
-	if !key.PublicKey.Equal(certs[0].PublicKey) {
-		return nil, errors.New("agent: agent svid is not for the key sent")
-	}
-	return &x509svid.SVID{ID: id, Certificates: certs, PrivateKey: key}, nil
+func (c *client) trust() svid.Trust {
+	return svid.Trust{TrustDomain: c.td, Bundles: c.bundles}
 }
 
 // BatchNewX509SVID implements cache.Signer.

@@ -7,7 +7,7 @@ import (
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/api/configdelta"
-	"github.com/sigil-mesh/sigil/backoff"
+	"github.com/sigil-mesh/sigil/internal/backoff"
 	"google.golang.org/grpc"
 )
 
@@ -59,7 +59,7 @@ func (a *agent) configOnce(ctx context.Context) (bool, error) {
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return got, errors.New("server closed the config stream")
+			return got, errors.New("agent: server closed the config stream")
 		}
 		if err != nil {
 			return got, err

@@ -112,13 +112,13 @@ func (h *health) set(s State, reason string) {
 	h.setGauge(s)
 	switch {
 	case s == StateOK && prev != StateOK:
-		h.log.Info("agent identity healthy again", "previous_state", string(prev), "svid_expires", h.expiry())
+		h.log.Info("agent identity healthy again", "previous_state", string(prev), "not_after", h.expiry())
 	case loud && s == StateRenewalFailing:
 		h.log.Warn("agent svid renewal overdue: the server has been unreachable since the renewal at half-life was due; if the agent svid expires before the server is back, this node needs a new join token (--join-token-file)",
-			"state", string(s), "reason", reason, "svid_expires", h.expiry(), "server_unreachable_since", since)
+			"state", string(s), "reason", reason, "not_after", h.expiry(), "server_unreachable_since", since)
 	case loud:
 		h.log.Error("agent cannot renew its identity: "+reason+"; workloads on this node get no new SVIDs until the node re-attests. To recover, write a new join token (sigil-server token generate --node NODE --output FILE) to the agent's --join-token-file, or restart the agent with a new token",
-			"state", string(s), "svid_expires", h.expiry(), "server_unreachable_since", since)
+			"state", string(s), "not_after", h.expiry(), "server_unreachable_since", since)
 	}
 }
 

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sigil-mesh/sigil/agent/svid"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
-	"github.com/sigil-mesh/sigil/backoff"
+	"github.com/sigil-mesh/sigil/internal/backoff"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -53,7 +54,7 @@ func (a *agent) renewLoop(ctx context.Context) {
 			continue
 		}
 		callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		svid, err := a.client.renew(callCtx)
+		own, err := a.client.renew(callCtx)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -64,7 +65,7 @@ func (a *agent) renewLoop(ctx context.Context) {
 		}
 		if err != nil {
 			failing = true
-			a.log.Warn("agent svid renewal failed; retrying", "error", err, "expires", leaf.NotAfter)
+			a.log.Warn("agent svid renewal failed; retrying", "error", err, "not_after", leaf.NotAfter)
 			a.health.set(StateRenewalFailing, fmt.Sprintf("agent svid expires in %s and cannot be renewed: %v", time.Until(leaf.NotAfter).Round(time.Second), err))
 			if !b.Wait(ctx, a.renewWake) {
 				return
@@ -73,11 +74,11 @@ func (a *agent) renewLoop(ctx context.Context) {
 		}
 		b.Reset()
 		failing = false
-		if err := a.adopt(svid); err != nil {
+		if err := a.adopt(own); err != nil {
 			a.log.Error("agent svid not saved", "error", err)
 		}
 		a.health.set(StateOK, "")
-		a.log.Info("agent svid renewed", "expires", svid.Certificates[0].NotAfter)
+		a.log.Info("agent svid renewed", "not_after", own.Certificates[0].NotAfter)
 	}
 }
 
@@ -100,13 +101,13 @@ func (a *agent) reattest(ctx context.Context) bool {
 		state, reason = StateEvicted, "the server refused this agent (evicted)"
 	}
 	a.cache.SetBlocked(errors.New(reason + "; the node must re-attest with a new join token"))
-	token, err := a.tokens.next()
+	token, err := a.tokens.Next()
 	switch {
-	case errors.Is(err, errNoToken) && a.tokens.where() == "":
+	case errors.Is(err, svid.ErrNoToken) && a.tokens.Where() == "":
 		a.health.set(state, reason+"; no --join-token-file to take a new join token from, so only a restart with a new token brings the node back")
 		return false
-	case errors.Is(err, errNoToken):
-		a.health.set(state, reason+"; waiting for a new join token in "+a.tokens.where())
+	case errors.Is(err, svid.ErrNoToken):
+		a.health.set(state, reason+"; waiting for a new join token in "+a.tokens.Where())
 		return false
 	case err != nil:
 		a.health.set(state, reason+"; "+err.Error())
@@ -114,38 +115,38 @@ func (a *agent) reattest(ctx context.Context) bool {
 	}
 	a.health.set(state, reason+"; re-attesting with a join token not tried before")
 	callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	svid, bundle, err := a.client.attest(callCtx, token)
+	own, bundle, err := a.client.attest(callCtx, token)
 	cancel()
 	if err != nil {
 		switch status.Code(err) {
 		case codes.PermissionDenied, codes.InvalidArgument:
 			// Single use: a refused token is never sent again.
-			a.tokens.spent(token)
+			a.tokens.Spent(token)
 			a.health.reattestations.WithLabelValues("refused").Inc()
-			a.log.Error("re-attestation refused; write a new join token", "file", a.tokens.where(), "error", err)
+			a.log.Error("re-attestation refused; write a new join token", "file", a.tokens.Where(), "error", err)
 		default:
 			a.health.reattestations.WithLabelValues("failed").Inc()
 			a.log.Warn("re-attestation failed; retrying", "error", err)
 		}
 		return false
 	}
-	a.tokens.spent(token)
-	return a.adoptReattested(svid, bundle)
+	a.tokens.Spent(token)
+	return a.adoptReattested(own, bundle)
 }
 
 // adoptReattested takes the SVID and bundle of a re-attestation and lifts
 // the block: the cache re-signs what has expired, the sync stream
 // reconnects at once.
-func (a *agent) adoptReattested(svid *x509svid.SVID, bundle *agentv1.Bundle) bool {
+func (a *agent) adoptReattested(own *x509svid.SVID, bundle *agentv1.Bundle) bool {
 	prev := a.svid.Load().ID
-	if err := a.adopt(svid); err != nil {
+	if err := a.adopt(own); err != nil {
 		a.log.Error("agent svid not saved", "error", err)
 	}
 	if err := a.applyBundle(bundle); err != nil {
 		a.log.Error("bundle from server refused", "error", err)
 	}
-	if svid.ID != prev {
-		a.log.Warn("re-attested under another agent ID: this node now gets the entries of the new one", "previous_agent_id", prev.String(), "agent_id", svid.ID.String())
+	if own.ID != prev {
+		a.log.Warn("re-attested under another agent ID: this node now gets the entries of the new one", "previous_agent_id", prev.String(), "agent_id", own.ID.String())
 	}
 	if a.evicted.Swap(false) {
 		a.cache.Unsynced() // the eviction dropped the entries; the next sync brings them
@@ -153,7 +154,7 @@ func (a *agent) adoptReattested(svid *x509svid.SVID, bundle *agentv1.Bundle) boo
 	a.cache.SetBlocked(nil)
 	a.health.reattestations.WithLabelValues("ok").Inc()
 	a.health.set(StateOK, "")
-	a.log.Info("node re-attested", "agent_id", svid.ID.String(), "expires", svid.Certificates[0].NotAfter)
+	a.log.Info("node re-attested", "agent_id", own.ID.String(), "not_after", own.Certificates[0].NotAfter)
 	poke(a.reattested)
 	return true
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"sort"
@@ -16,6 +15,7 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/api/configdelta"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
+	"github.com/sigil-mesh/sigil/internal/backoff"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -188,25 +188,23 @@ func (o *outbound) newEndpoint(ep naming.Endpoint, id spiffeid.ID, labels map[st
 }
 
 // discover follows the agent's Discovery stream until ctx is done,
-// reconnecting with backoff; closing it (ctx done) deregisters the endpoint.
+// reconnecting on the backoff schedule (internal/backoff); closing it (ctx
+// done) deregisters the endpoint.
 func (p *Proxy) discover(ctx context.Context, o *outbound, advertise string) {
-	backoff := 200 * time.Millisecond
+	var b backoff.Backoff
 	for ctx.Err() == nil {
 		got, err := p.discoverOnce(ctx, o, advertise)
 		if ctx.Err() != nil {
 			return
 		}
 		if got {
-			backoff = 200 * time.Millisecond
+			b.Reset()
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := b.Next()
 		p.log.Warn("discovery stream ended; keeping the last configuration and reconnecting", "error", err, "retry_in", wait.String())
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, wait, nil) {
 			return
-		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sigil-mesh/sigil/backoff"
+	"github.com/sigil-mesh/sigil/internal/backoff"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"

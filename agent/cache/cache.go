@@ -8,9 +8,6 @@ package cache
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -18,8 +15,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sigil-mesh/sigil/agent/svid"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
-	"github.com/sigil-mesh/sigil/backoff"
+	"github.com/sigil-mesh/sigil/internal/backoff"
 	"github.com/sigil-mesh/sigil/selector"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -340,13 +338,9 @@ func (c *Cache) sign(ctx context.Context, ids []Identity) error {
 		keys := make([]*ecdsa.PrivateKey, len(batch))
 		params := make([]*agentv1.X509SVIDParams, len(batch))
 		for i, id := range batch {
-			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			key, csr, err := svid.NewKeyAndCSR()
 			if err != nil {
-				return fmt.Errorf("cache: key: %w", err)
-			}
-			csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-			if err != nil {
-				return fmt.Errorf("cache: csr: %w", err)
+				return fmt.Errorf("cache: %w", err)
 			}
 			keys[i], params[i] = key, &agentv1.X509SVIDParams{EntryId: id.EntryID, Csr: csr}
 		}
@@ -374,15 +368,17 @@ func (c *Cache) store(batch []Identity, keys []*ecdsa.PrivateKey, results []*age
 		if !ok || res.GetEntryId() != batch[i].EntryID {
 			continue // removed meanwhile
 		}
-		svid, err := c.check(batch[i], keys[i], res, bundle)
+		signed, err := c.check(batch[i], keys[i], res, bundle)
 		if err != nil {
 			c.log.Warn("svid refused", "entry", batch[i].EntryID, "spiffe_id", batch[i].ID.String(), "error", err)
-			cur.retryAt = c.now().Add(5 * time.Second)
+			// A refused SVID is the server's mistake, not an outage: it
+			// is asked again after the schedule's longest wait, not sooner.
+			cur.retryAt = c.now().Add(backoff.Max)
 			continue
 		}
-		cur.SVID, cur.signedRevision, cur.retryAt = svid, batch[i].Revision, time.Time{}
+		cur.SVID, cur.signedRevision, cur.retryAt = signed, batch[i].Revision, time.Time{}
 		updated = true
-		c.log.Debug("svid updated", "spiffe_id", svid.ID.String(), "expires", svid.Certificates[0].NotAfter)
+		c.log.Debug("svid updated", "spiffe_id", signed.ID.String(), "not_after", signed.Certificates[0].NotAfter)
 	}
 	if updated {
 		c.notifyLocked()
@@ -393,28 +389,11 @@ func (c *Cache) store(batch []Identity, keys []*ecdsa.PrivateKey, results []*age
 // chain against the bundle, and the ID against the entry.
 func (c *Cache) check(id Identity, key *ecdsa.PrivateKey, res *agentv1.X509SVIDResult, bundle *spiffebundle.Bundle) (*x509svid.SVID, error) {
 	if res.GetError() != "" {
-		return nil, fmt.Errorf("server: %s", res.GetError())
+		return nil, fmt.Errorf("cache: server: %s", res.GetError())
 	}
-	var certs []*x509.Certificate
-	for _, der := range res.GetSvid().GetCertChain() {
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, cert)
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("empty chain")
-	}
-	got, _, err := x509svid.Verify(certs, bundle.X509Bundle(), x509svid.WithTime(c.now()))
+	s, err := svid.VerifyChain(res.GetSvid().GetCertChain(), key, bundle.X509Bundle(), c.now(), svid.Exactly(id.ID))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cache: %w", err)
 	}
-	if got != id.ID {
-		return nil, fmt.Errorf("signed for %s, want %s", got, id.ID)
-	}
-	if !key.PublicKey.Equal(certs[0].PublicKey) {
-		return nil, fmt.Errorf("certificate is not for the key sent")
-	}
-	return &x509svid.SVID{ID: got, Certificates: certs, PrivateKey: key}, nil
+	return s, nil
 }

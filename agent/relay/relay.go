@@ -25,6 +25,7 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/api/configdelta"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
+	"github.com/sigil-mesh/sigil/internal/backoff"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/selector"
 	"google.golang.org/grpc/codes"
@@ -54,13 +55,16 @@ type Relay struct {
 	changed chan struct{}
 	proxies map[string]*agentv1.Proxy
 	dirty   chan struct{}
+	// reachable is poked when the server answers on another stream: a
+	// report waiting out its backoff is retried at once.
+	reachable chan struct{}
 }
 
 var _ proxyv1.DiscoveryServer = (*Relay)(nil)
 
 // New returns a relay.
 func New(ids Identities, attestor Attestor, log *slog.Logger) *Relay {
-	return &Relay{ids: ids, attestor: attestor, log: log, changed: make(chan struct{}), proxies: map[string]*agentv1.Proxy{}, dirty: make(chan struct{}, 1)}
+	return &Relay{ids: ids, attestor: attestor, log: log, changed: make(chan struct{}), proxies: map[string]*agentv1.Proxy{}, dirty: make(chan struct{}, 1), reachable: make(chan struct{}, 1)}
 }
 
 // SetConfig takes a complete configuration from the server and wakes
@@ -179,25 +183,25 @@ func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
 
 func checkRegister(reg *proxyv1.Register) error {
 	if reg == nil {
-		return errors.New("the first message must be register")
+		return errors.New("relay: the first message must be register")
 	}
 	if !naming.ValidServiceName(reg.GetService()) {
-		return fmt.Errorf("register: service %q: want a DNS label (a-z, 0-9, inner '-', at most 63)", reg.GetService())
+		return fmt.Errorf("relay: register: service %q: want a DNS label (a-z, 0-9, inner '-', at most 63)", reg.GetService())
 	}
 	if len(reg.GetLabels()) > 64 {
-		return fmt.Errorf("register: %d labels, at most 64", len(reg.GetLabels()))
+		return fmt.Errorf("relay: register: %d labels, at most 64", len(reg.GetLabels()))
 	}
 	for k, v := range reg.GetLabels() {
 		if err := naming.ValidateLabel(k, v); err != nil {
-			return fmt.Errorf("register: %w", err)
+			return fmt.Errorf("relay: register: %w", err)
 		}
 	}
 	ep, err := naming.ParseEndpoint(reg.GetAddress())
 	if err != nil {
-		return fmt.Errorf("register: %w", err)
+		return fmt.Errorf("relay: register: %w", err)
 	}
 	if !ep.Addr().IsValid() {
-		return fmt.Errorf("register: address %q: want IP:PORT", reg.GetAddress())
+		return fmt.Errorf("relay: register: address %q: want IP:PORT", reg.GetAddress())
 	}
 	return nil
 }
@@ -208,11 +212,25 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// ServerReachable says the server has just answered on another stream (the
+// agent's Sync stream): a report waiting out its backoff after a failure
+// is sent at once, so the server learns the node's sidecars as soon as it
+// is back, before it expires their endpoints.
+func (r *Relay) ServerReachable() {
+	select {
+	case r.reachable <- struct{}{}:
+	default:
+	}
+}
+
 // Report runs until ctx is done, sending the node's sidecars to the server
-// when they change and every interval as a heartbeat.
+// when they change and every interval as a heartbeat. A failed report is
+// retried on the backoff schedule (internal/backoff), apart from the
+// heartbeat, or at once when ServerReachable says the server is back.
 func (r *Relay) Report(ctx context.Context, interval time.Duration, send func(context.Context, []*agentv1.Proxy) error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var b backoff.Backoff
 	for {
 		select {
 		case <-ctx.Done():
@@ -220,17 +238,25 @@ func (r *Relay) Report(ctx context.Context, interval time.Duration, send func(co
 		case <-r.dirty:
 		case <-t.C:
 		}
+		select {
+		case <-r.reachable: // only news from now on cuts a wait
+		default:
+		}
 		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := send(callCtx, r.Proxies())
 		cancel()
-		if err != nil && ctx.Err() == nil {
-			r.log.Warn("reporting sidecars failed; retrying", "error", err)
-			r.markDirty()
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
+		if err == nil {
+			b.Reset()
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		wait := b.Next()
+		r.log.Warn("reporting sidecars failed; retrying", "error", err, "retry_in", wait.String())
+		r.markDirty()
+		if !backoff.Sleep(ctx, wait, r.reachable) {
+			return
 		}
 	}
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -14,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sigil-mesh/sigil/agent/svid"
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -166,8 +165,7 @@ func (e *env) identity(ctx context.Context, rep *report) error {
 }
 
 func newCSR() (*ecdsa.PrivateKey, []byte) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	key, csr, _ := svid.NewKeyAndCSR()
 	return key, csr
 }
 

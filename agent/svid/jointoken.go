@@ -1,4 +1,4 @@
-package agent
+package svid
 
 import (
 	"bytes"
@@ -27,7 +27,7 @@ const StdinTokenFile = "-"
 func readJoinTokenFile(path string) (string, error) {
 	data, err := privatefile.Read(path, maxTokenFile)
 	if err != nil {
-		return "", fmt.Errorf("agent: --join-token-file: %w", err)
+		return "", fmt.Errorf("svid: --join-token-file: %w", err)
 	}
 	return readToken(bytes.NewReader(data), path)
 }
@@ -36,59 +36,59 @@ func readJoinTokenFile(path string) (string, error) {
 func readToken(r io.Reader, name string) (string, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxTokenFile+1))
 	if err != nil {
-		return "", fmt.Errorf("agent: join token from %s: %w", name, err)
+		return "", fmt.Errorf("svid: join token from %s: %w", name, err)
 	}
 	if len(data) > maxTokenFile {
-		return "", fmt.Errorf("agent: join token from %s: more than %d bytes", name, maxTokenFile)
+		return "", fmt.Errorf("svid: join token from %s: more than %d bytes", name, maxTokenFile)
 	}
 	tok := string(bytes.TrimSpace(data))
 	if tok == "" {
-		return "", fmt.Errorf("agent: join token from %s: empty", name)
+		return "", fmt.Errorf("svid: join token from %s: empty", name)
 	}
 	if strings.ContainsAny(tok, " \t\r\n") {
-		return "", fmt.Errorf("agent: join token from %s: more than one word", name)
+		return "", fmt.Errorf("svid: join token from %s: more than one word", name)
 	}
 	return tok, nil
 }
 
-// errNoToken means no join token that has not been tried is at hand.
-var errNoToken = errors.New("agent: no new join token")
+// ErrNoToken means no join token that has not been tried is at hand.
+var ErrNoToken = errors.New("svid: no new join token")
 
-// tokenSource is where the agent gets what it attests with, at start and
+// TokenSource is where the agent gets what it attests with, at start and
 // again to re-attest when its SVID has expired or been refused. Join tokens
-// (tokens) are the one source today. It is the seam for Kubernetes: a
+// (Tokens) are the one source today. It is the seam for Kubernetes: a
 // projected service-account token source (PSAT) re-reads the token the
 // kubelet refreshes, so a node re-attests with no person involved.
-type tokenSource interface {
-	// next returns a token not yet spent, errNoToken if there is none
+type TokenSource interface {
+	// Next returns a token not yet spent, ErrNoToken if there is none
 	// now, or an error that names what is wrong with the source.
-	next() (string, error)
-	// spent marks a token the server took or refused: never offered again.
-	spent(token string)
-	// where says where new tokens come from, for the operator; "" when
+	Next() (string, error)
+	// Spent marks a token the server took or refused: never offered again.
+	Spent(token string)
+	// Where says where new tokens come from, for the operator; "" when
 	// none can come after start (a restart with a new token is needed).
-	where() string
+	Where() string
 }
 
-var _ tokenSource = (*tokens)(nil)
+var _ TokenSource = (*Tokens)(nil)
 
-// tokens hands out join tokens to attest with: the one given at start
+// Tokens hands out join tokens to attest with: the one given at start
 // (flag or stdin), then, for re-attestation, whatever --join-token-file
 // holds each time it holds a token not tried before. A token is offered
 // until the server refuses it (it is single use), so a network failure
 // does not waste it.
-type tokens struct {
-	file string // re-read on every next(); "" or "-" when there is no file
+type Tokens struct {
+	file string // re-read on every Next(); "" or "-" when there is no file
 
 	mu      sync.Mutex
 	initial string
 	refused map[[32]byte]bool
 }
 
-// newTokens reads the start-up token: from --join-token (flag), or from
+// NewTokens reads the start-up token: from --join-token (flag), or from
 // --join-token-file (stdin when it is "-").
-func newTokens(flag, file string, stdin io.Reader) (*tokens, error) {
-	t := &tokens{initial: flag, refused: map[[32]byte]bool{}}
+func NewTokens(flag, file string, stdin io.Reader) (*Tokens, error) {
+	t := &Tokens{initial: flag, refused: map[[32]byte]bool{}}
 	switch file {
 	case "":
 	case StdinTokenFile:
@@ -103,18 +103,18 @@ func newTokens(flag, file string, stdin io.Reader) (*tokens, error) {
 	return t, nil
 }
 
-// where names the token file, the one place new tokens can come from.
-func (t *tokens) where() string { return t.file }
+// Where names the token file, the one place new tokens can come from.
+func (t *Tokens) Where() string { return t.file }
 
-// next returns a token not yet refused, or errNoToken; an unreadable or
+// Next returns a token not yet refused, or ErrNoToken; an unreadable or
 // unsafe file is an error that names it.
-func (t *tokens) next() (string, error) {
+func (t *Tokens) Next() (string, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.file != "" {
 		tok, err := readJoinTokenFile(t.file)
 		if errors.Is(err, fs.ErrNotExist) {
-			return "", errNoToken
+			return "", ErrNoToken
 		}
 		if err != nil {
 			return "", err
@@ -122,17 +122,17 @@ func (t *tokens) next() (string, error) {
 		if !t.refused[sha256.Sum256([]byte(tok))] {
 			return tok, nil
 		}
-		return "", errNoToken
+		return "", ErrNoToken
 	}
 	if t.initial != "" && !t.refused[sha256.Sum256([]byte(t.initial))] {
 		return t.initial, nil
 	}
-	return "", errNoToken
+	return "", ErrNoToken
 }
 
-// spent marks a token the server has taken or refused: it is never
+// Spent marks a token the server has taken or refused: it is never
 // offered again.
-func (t *tokens) spent(tok string) {
+func (t *Tokens) Spent(tok string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.refused[sha256.Sum256([]byte(tok))] = true

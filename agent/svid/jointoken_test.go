@@ -1,4 +1,4 @@
-package agent
+package svid
 
 import (
 	"errors"
@@ -57,47 +57,47 @@ func TestJoinTokenNotInArgvFileRules(t *testing.T) {
 	}
 }
 
-// The file is re-read on every next(): a token is offered until spent,
+// The file is re-read on every Next(): a token is offered until spent,
 // then only a new one is.
 func TestJoinTokenFileReread(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "token")
-	toks, err := newTokens("", path, nil)
+	toks, err := NewTokens("", path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if toks.where() != path {
+	if toks.Where() != path {
 		t.Fatal("a token file must be re-readable")
 	}
-	if _, err := toks.next(); !errors.Is(err, errNoToken) {
-		t.Fatalf("missing file: %v, want errNoToken", err)
+	if _, err := toks.Next(); !errors.Is(err, ErrNoToken) {
+		t.Fatalf("missing file: %v, want ErrNoToken", err)
 	}
 	os.WriteFile(path, []byte("one"), 0o600)
 	for range 2 { // offered again until spent: a network failure wastes nothing
-		if tok, err := toks.next(); tok != "one" || err != nil {
+		if tok, err := toks.Next(); tok != "one" || err != nil {
 			t.Fatalf("next = %q, %v", tok, err)
 		}
 	}
-	toks.spent("one")
-	if _, err := toks.next(); !errors.Is(err, errNoToken) {
+	toks.Spent("one")
+	if _, err := toks.Next(); !errors.Is(err, ErrNoToken) {
 		t.Fatalf("spent token offered again: %v", err)
 	}
 	os.WriteFile(path, []byte("two"), 0o600)
-	if tok, err := toks.next(); tok != "two" || err != nil {
+	if tok, err := toks.Next(); tok != "two" || err != nil {
 		t.Fatalf("new token: %q, %v", tok, err)
 	}
 	os.Chmod(path, 0o644)
-	if _, err := toks.next(); err == nil || errors.Is(err, errNoToken) {
+	if _, err := toks.Next(); err == nil || errors.Is(err, ErrNoToken) {
 		t.Fatalf("readable file: %v, want a refusal", err)
 	}
 
-	stdin, err := newTokens("", StdinTokenFile, strings.NewReader("from-stdin\n"))
+	stdin, err := NewTokens("", StdinTokenFile, strings.NewReader("from-stdin\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tok, _ := stdin.next(); tok != "from-stdin" || stdin.where() != "" {
-		t.Fatalf("stdin token %q, re-read from %q", tok, stdin.where())
+	if tok, _ := stdin.Next(); tok != "from-stdin" || stdin.Where() != "" {
+		t.Fatalf("stdin token %q, re-read from %q", tok, stdin.Where())
 	}
-	if _, err := newTokens("", StdinTokenFile, strings.NewReader("")); err == nil {
+	if _, err := NewTokens("", StdinTokenFile, strings.NewReader("")); err == nil {
 		t.Fatal("empty stdin accepted")
 	}
 }

@@ -57,7 +57,14 @@ func (b *Backoff) Reset() { b.cur = 0 }
 // once (a new credential, a server known to be back). It reports whether
 // ctx is still live.
 func (b *Backoff) Wait(ctx context.Context, wake <-chan struct{}) bool {
-	t := time.NewTimer(b.Next())
+	return Sleep(ctx, b.Next(), wake)
+}
+
+// Sleep waits d (a wait Next returned, for a loop that logs it first), or
+// less if ctx is done or wake (which may be nil) fires. It reports whether
+// ctx is still live.
+func Sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
