@@ -16,9 +16,11 @@ build:
 test:
 	$(GO) test $(GOFLAGS_T) -timeout 15m $$($(GO) list ./... | grep -v /bench)
 
-## check: formatting, vet, staticcheck, stale generated code, dependency guard.
+## check: formatting, vet, staticcheck, stale generated code, dependency
+## guard, the code base's own conventions (internal/lint).
 check: fmt vet staticcheck proto-check
 	$(GO) test -count=1 -run TestBinaryDependencies ./cmd/
+	$(GO) test -count=1 ./internal/lint/
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

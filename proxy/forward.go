@@ -101,7 +101,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service)
 		}
 		// No VirtualService: every endpoint of the service, Istio's default
 		// retries.
-		m = traffic.Matched{Route: defaultRoute(svc)}
+		m = traffic.Matched{Route: o.defaultRoute(svc)}
 	}
 	if m.AbortPct > 0 && rand.Float64()*100 < m.AbortPct {
 		o.abort(w, r, svc, m.Route)
@@ -175,18 +175,17 @@ func subsetSuffix(s string) string {
 	return "/" + s
 }
 
-var defaultRoutes sync.Map // naming.Service → *traffic.Route
-
-// defaultRoute is the route of a service no VirtualService covers.
-func defaultRoute(svc naming.Service) *traffic.Route {
-	if rt, ok := defaultRoutes.Load(svc); ok {
+// defaultRoute is the route of a service no VirtualService covers,
+// compiled once per service and kept in o.defaults.
+func (o *outbound) defaultRoute(svc naming.Service) *traffic.Route {
+	if rt, ok := o.defaults.Load(svc); ok {
 		return rt.(*traffic.Route)
 	}
 	rt := traffic.Compile(0, []traffic.Resource{{Kind: traffic.KindVirtualService, Namespace: svc.Namespace, Name: "default", VS: &traffic.VirtualService{
 		Spec: traffic.VirtualServiceSpec{Hosts: []string{svc.Name}, HTTP: []traffic.HTTPRoute{{Route: []traffic.HTTPRouteDestination{{Destination: traffic.Destination{Host: svc.Name}}}}}},
 	}}})
 	m, _ := rt.Match(svc.String(), &http.Request{URL: &url.URL{Path: "/"}, Header: http.Header{}}, nil)
-	defaultRoutes.Store(svc, m.Route)
+	o.defaults.Store(svc, m.Route)
 	return m.Route
 }
 
