@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sigil-mesh/sigil/listener"
+	"github.com/sigil-mesh/sigil/proxy/capture"
 )
 
 // Reasons a listener refuses a connection (the reason label of
@@ -116,6 +117,23 @@ func (l *limitedListener) refuse(c net.Conn, reason string, err error) {
 	c.Close()
 	l.refused.WithLabelValues(l.name, reason).Inc()
 	l.log.Debug("connection refused", "listener", l.name, "peer", c.RemoteAddr().String(), "reason", reason, "error", err)
+}
+
+// originalDst is where a connection captured by iptables was going
+// (capture.OriginalDst), read from the socket under the listener's
+// wrappers.
+func originalDst(c net.Conn) (*net.TCPAddr, error) {
+	if ic, ok := c.(*idleConn); ok {
+		c = ic.Conn
+	}
+	if cc, ok := c.(*countedConn); ok {
+		c = cc.Conn
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil, errors.New("proxy: not a TCP connection")
+	}
+	return capture.OriginalDst(tc)
 }
 
 // countedConn gives its listener's slot back when closed, once.
