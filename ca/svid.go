@@ -54,15 +54,15 @@ func checkKey(pub crypto.PublicKey) error {
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
 		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
-			return fmt.Errorf("ecdsa curve %s not allowed (P-256 or P-384)", k.Curve.Params().Name)
+			return fmt.Errorf("ca: ecdsa curve %s not allowed (P-256 or P-384)", k.Curve.Params().Name)
 		}
 	case *rsa.PublicKey:
 		if k.N.BitLen() < 2048 {
-			return fmt.Errorf("rsa key of %d bits is too small (2048 or more)", k.N.BitLen())
+			return fmt.Errorf("ca: rsa key of %d bits is too small (2048 or more)", k.N.BitLen())
 		}
 	case ed25519.PublicKey:
 	default:
-		return fmt.Errorf("key type %T not allowed", pub)
+		return fmt.Errorf("ca: key type %T not allowed", pub)
 	}
 	return nil
 }

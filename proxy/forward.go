@@ -227,7 +227,7 @@ func (o *outbound) rewrite(r *http.Request, m traffic.Matched) error {
 		rewritten := url.URL{Path: m.RewritePath(r.URL.Path)}
 		p, err := o.p.cfg.paths.Path(rewritten.EscapedPath())
 		if err != nil {
-			return fmt.Errorf("rewritten path: %w", err)
+			return fmt.Errorf("proxy: rewritten path: %w", err)
 		}
 		if err := setEscapedPath(r.URL, p); err != nil {
 			return err

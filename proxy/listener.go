@@ -101,7 +101,7 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 		}
 		if l.open.Add(1) > l.max {
 			l.open.Add(-1)
-			l.refuse(c, refusedMaxConnections, errors.New("too many open connections"))
+			l.refuse(c, refusedMaxConnections, errors.New("proxy: too many open connections"))
 			continue
 		}
 		return &countedConn{Conn: c, open: &l.open}, nil
@@ -222,7 +222,7 @@ func (p *Proxy) serveListener(name string, serve func() error) {
 		return
 	}
 	if err == nil {
-		err = errors.New("closed")
+		err = errors.New("proxy: closed")
 	}
 	p.log.Error("listener stopped; it accepts no more connections", "listener", name, "error", err)
 	p.notReady.set(name+"_listener", "stopped: "+err.Error())

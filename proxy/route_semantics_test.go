@@ -34,7 +34,7 @@ func TestIstioRouteSemanticsRetryBackoff(t *testing.T) {
 func TestResourceNameValidationLabelFlag(t *testing.T) {
 	for _, l := range []string{"version=\x1b]0;x\a", "a b=c", "version=-v1"} {
 		_, err := Config{Service: "api", Labels: []string{l}}.Validate()
-		if err == nil || !strings.Contains(err.Error(), "--label: label") {
+		if err == nil || !strings.Contains(err.Error(), "--label: traffic: label") {
 			t.Errorf("--label %q: %v", l, err)
 		}
 	}

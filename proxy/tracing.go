@@ -37,7 +37,7 @@ type tracing struct {
 func checkOTLPEndpoint(s string) (string, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("--otlp-endpoint %q: want http(s)://HOST:PORT[/PATH] of an OTLP/HTTP collector", s)
+		return "", fmt.Errorf("proxy: --otlp-endpoint %q: want http(s)://HOST:PORT[/PATH] of an OTLP/HTTP collector", s)
 	}
 	if u.Path == "" || u.Path == "/" {
 		u.Path = "/v1/traces"

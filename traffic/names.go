@@ -26,7 +26,7 @@ const (
 // '-' (as Kubernetes' IsDNS1123Subdomain). The error states the rule.
 func ValidateName(name string) error {
 	if !isDNS1123Subdomain(name) {
-		return fmt.Errorf("%s %s", quoteName(name), nameRule)
+		return fmt.Errorf("traffic: %s %s", quoteName(name), nameRule)
 	}
 	return nil
 }
@@ -35,7 +35,7 @@ func ValidateName(name string) error {
 // most 63 characters (as Kubernetes' IsDNS1123Label).
 func ValidateNamespace(ns string) error {
 	if len(ns) > MaxNamespaceLength || !isDNS1123Label(ns) {
-		return fmt.Errorf("%s %s", quoteName(ns), namespaceRule)
+		return fmt.Errorf("traffic: %s %s", quoteName(ns), namespaceRule)
 	}
 	return nil
 }
@@ -44,10 +44,10 @@ func ValidateNamespace(ns string) error {
 // and the field: "VirtualService: metadata.name "a/b" must be ...".
 func ValidateMeta(kind, namespace, name string) error {
 	if err := ValidateNamespace(namespace); err != nil {
-		return fmt.Errorf("%s %s: metadata.namespace %w", kind, quoteName(name), err)
+		return fmt.Errorf("traffic: %s %s: metadata.namespace %w", kind, quoteName(name), bare{err})
 	}
 	if err := ValidateName(name); err != nil {
-		return fmt.Errorf("%s in namespace %s: metadata.name %w", kind, namespace, err)
+		return fmt.Errorf("traffic: %s in namespace %s: metadata.name %w", kind, namespace, bare{err})
 	}
 	return nil
 }
@@ -110,15 +110,15 @@ func ValidateLabel(key, value string) error {
 	name := key
 	if prefix, rest, ok := strings.Cut(key, "/"); ok {
 		if !isDNS1123Subdomain(prefix) {
-			return fmt.Errorf("label key %s: the prefix %s", quoteName(key), nameRule)
+			return fmt.Errorf("traffic: label key %s: the prefix %s", quoteName(key), nameRule)
 		}
 		name = rest
 	}
 	if !isLabelValue(name) || name == "" {
-		return fmt.Errorf("label key %s: the name must be %s", quoteName(key), labelRule)
+		return fmt.Errorf("traffic: label key %s: the name must be %s", quoteName(key), labelRule)
 	}
 	if !isLabelValue(value) {
-		return fmt.Errorf("label %s: value %s must be empty or %s", quoteName(key), quoteName(value), labelRule)
+		return fmt.Errorf("traffic: label %s: value %s must be empty or %s", quoteName(key), quoteName(value), labelRule)
 	}
 	return nil
 }

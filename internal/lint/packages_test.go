@@ -16,9 +16,9 @@ import (
 const root = "../.."
 
 // notYet lists the directories the checks skip for now: other branches
-// rewrite them in the same step (issue 12). The lead empties it once they
-// are merged.
-var notYet = []string{"server", "registry", "agent", "naming"}
+// rewrite them in the same step (issue 12; spiffeids becomes naming). The
+// lead empties it once they are merged.
+var notYet = []string{"server", "registry", "agent", "naming", "spiffeids"}
 
 // pkg is one parsed directory of Go files (tests and generated files left
 // out).

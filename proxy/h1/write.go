@@ -92,7 +92,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 func copyBody(w io.Writer, body io.Reader, n int64) error {
 	got, err := io.CopyN(w, body, n)
 	if err == io.EOF {
-		return fmt.Errorf("http: ContentLength=%d with Body length %d", n, got)
+		return fmt.Errorf("h1: ContentLength=%d with Body length %d", n, got)
 	}
 	if err != nil {
 		return err
