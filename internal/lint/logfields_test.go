@@ -30,7 +30,7 @@ func TestLogFieldNames(t *testing.T) {
 	}
 	documented := map[string]bool{}
 	// The first cell of each table row names the fields.
-	for _, m := range regexp.MustCompile("(?m)^\\|([^|]*)\\|").FindAllSubmatch(doc, -1) {
+	for _, m := range regexp.MustCompile(`(?m)^\|([^|]*)\|`).FindAllSubmatch(doc, -1) {
 		for _, k := range regexp.MustCompile("`([a-z_]+)`").FindAllSubmatch(m[1], -1) {
 			documented[string(k[1])] = true
 		}
