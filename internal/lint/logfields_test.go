@@ -12,10 +12,14 @@ import (
 
 // retiredFields are log field names once used for things that have a
 // name of their own (docs/logging.md).
+// The same list as server/conventions_test.go's bannedLogKeys.
 var retiredFields = map[string]string{
 	"agent":        "agent_id",
+	"entry":        "entry_id",
 	"expires":      "not_after",
+	"expiry":       "not_after",
 	"svid_expires": "not_after",
+	"id":           "agent_id, spiffe_id or entry_id",
 }
 
 // A log field has one name everywhere (agent_id, spiffe_id, not_after...),
