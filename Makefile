@@ -16,12 +16,15 @@ build:
 test:
 	$(GO) test $(GOFLAGS_T) -timeout 15m $$($(GO) list ./... | grep -v /bench)
 
-## check: formatting, vet, staticcheck, stale generated code, dependency guard,
-## one parser per name (naming's guard), naming vetted for macOS.
+## check: formatting, vet, staticcheck, stale generated code, dependency
+## guard, one parser per name (naming's guard), the code base's own
+## conventions (internal/lint), and the builds for macOS users run the CLI on.
 check: fmt vet staticcheck proto-check
 	$(GO) test -count=1 -run TestBinaryDependencies ./cmd/
 	$(GO) test -count=1 -run TestOneParserPerName ./naming/
-	GOOS=darwin $(GO) vet ./naming/...
+	$(GO) test -count=1 ./internal/lint/
+	GOOS=darwin $(GO) build ./cmd/sigil ./proxy/...
+	GOOS=darwin $(GO) vet ./naming/... ./policy/...
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

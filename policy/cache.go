@@ -18,10 +18,11 @@ import (
 // input as a whole, through a computed key, or calls a non-deterministic
 // built-in gets no plan and is evaluated every time.
 //
-// Measured with `make bench` (policy scenario): a cached decision costs a
-// map lookup and a short key (~0.3 µs) where a prepared-query evaluation
-// costs ~13 µs and 156 allocations; on the sidecar the evaluation's deep
-// recursion also grew a fresh goroutine stack on every request.
+// A cached decision costs a map lookup and a short key where a
+// prepared-query evaluation costs tens of times more, in time and
+// allocations (figures: bench/README.md, "Figures once quoted in the
+// code"); on the sidecar the evaluation's deep recursion also grew a fresh
+// goroutine stack on every request.
 
 // keyPlan is the input paths a policy reads.
 type keyPlan struct {

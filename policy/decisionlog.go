@@ -3,6 +3,8 @@ package policy
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -21,22 +23,22 @@ type decisionRecord struct {
 	Timestamp  time.Time                    `json:"timestamp"`
 }
 
-// JSONLogger writes decisions as JSON lines. Writes are buffered and
-// flushed by Flush or when the buffer fills; it never drops a record.
-type JSONLogger struct {
+// decisionLog writes decisions as JSON lines. Writes are buffered and
+// flushed by flush or when the buffer fills; it never drops a record.
+type decisionLog struct {
 	mu     sync.Mutex
-	w      *bufio.Writer
+	buf    *bufio.Writer
+	w      io.Writer // under buf: flushed and closed with it when it can be
 	labels map[string]string
 }
 
-// NewJSONLogger returns a logger writing to w, with labels on every record
-// (OPA puts the instance id and version there; Sigil adds the service).
-func NewJSONLogger(w io.Writer, labels map[string]string) *JSONLogger {
-	return &JSONLogger{w: bufio.NewWriterSize(w, 64<<10), labels: labels}
+// newDecisionLog returns a log writing to w, with labels on every record.
+func newDecisionLog(w io.Writer, labels map[string]string) *decisionLog {
+	return &decisionLog{buf: bufio.NewWriterSize(w, 64<<10), w: w, labels: labels}
 }
 
-// LogDecision implements DecisionLogger.
-func (l *JSONLogger) LogDecision(in *Input, d Decision, at time.Time) {
+// log writes one decision.
+func (l *decisionLog) log(in *Input, d Decision, at time.Time) {
 	rec := decisionRecord{Labels: l.labels, DecisionID: d.ID, Path: Path, Input: in, Timestamp: at.UTC()}
 	if d.Revision != "" {
 		rec.Bundles = map[string]map[string]string{"sigil": {"revision": d.Revision}}
@@ -53,13 +55,36 @@ func (l *JSONLogger) LogDecision(in *Input, d Decision, at time.Time) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.w.Write(line)
-	l.w.WriteByte('\n')
+	l.buf.Write(line)
+	l.buf.WriteByte('\n')
 }
 
-// Flush writes out buffered records.
-func (l *JSONLogger) Flush() error {
+// flusher is a writer with its own buffer (the sidecar's log files).
+type flusher interface{ Flush() error }
+
+// flush writes out buffered records, through w's own buffer if it has one.
+func (l *decisionLog) flush() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Flush()
+	err := l.buf.Flush()
+	if f, ok := l.w.(flusher); ok {
+		err = errors.Join(err, f.Flush())
+	}
+	if err != nil {
+		return fmt.Errorf("policy: decision log: %w", err)
+	}
+	return nil
+}
+
+// close flushes, then closes w if it is an io.Closer.
+func (l *decisionLog) close() error {
+	err := l.flush()
+	if c, ok := l.w.(io.Closer); ok {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if cerr := c.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("policy: decision log: %w", cerr))
+		}
+	}
+	return err
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -52,32 +53,72 @@ type Decision struct {
 	Revision string
 }
 
-// Engine holds the policy in force.
+// Engine holds the policy in force. Its hooks are given to New as
+// Options and never change afterwards, so the first load is seen by them
+// like every later one.
 type Engine struct {
 	path string
 	log  *slog.Logger
 	cur  atomic.Pointer[compiled]
-	// OnReload, if set, is told of every reload attempt (for metrics).
-	OnReload func(ok bool)
-	// Logger, if set, receives every decision.
-	Logger DecisionLogger
+	// onReload, if set, is told of every load attempt, the first included
+	// (for metrics).
+	onReload func(ok bool)
+	// decisions, if set, receives every decision; the engine owns it and
+	// its writer (Flush, Close).
+	decisions *decisionLog
 }
 
-// DecisionLogger records decisions.
-type DecisionLogger interface {
-	LogDecision(in *Input, d Decision, at time.Time)
+// Option sets one of an Engine's hooks at construction (see New).
+type Option func(*Engine)
+
+// WithReloadHook has f told of every load attempt, the one New makes
+// included: ok is false when the policy was refused.
+func WithReloadHook(f func(ok bool)) Option {
+	return func(e *Engine) { e.onReload = f }
+}
+
+// WithDecisionLog has every decision written to w as a JSON line in the
+// shape of OPA's decision logs, with labels on every record (OPA puts the
+// instance id and version there; Sigil adds the service). The engine owns
+// w from then on: Flush writes out what is buffered (and flushes w too if
+// it has a Flush() error method), Close flushes and closes w if it is an
+// io.Closer.
+func WithDecisionLog(w io.Writer, labels map[string]string) Option {
+	return func(e *Engine) { e.decisions = newDecisionLog(w, labels) }
 }
 
 // ErrNoPolicy means no policy is loaded; every decision denies.
 var ErrNoPolicy = errors.New("policy: no policy loaded")
 
 // New returns an engine for the .rego files at path (a file or a
-// directory, _test.rego files excluded) and loads them once. A load error
-// is returned but the engine stays usable: it denies until a good policy
+// directory, _test.rego files excluded), with its hooks set by opts, and
+// loads them once (the reload hook sees that load). A load error is
+// returned but the engine stays usable: it denies until a good policy
 // appears and Watch loads it.
-func New(ctx context.Context, path string, log *slog.Logger) (*Engine, error) {
+func New(ctx context.Context, path string, log *slog.Logger, opts ...Option) (*Engine, error) {
 	e := &Engine{path: path, log: log}
+	for _, o := range opts {
+		o(e)
+	}
 	return e, e.Reload(ctx)
+}
+
+// Flush writes out the decision records buffered so far; nil without a
+// decision log.
+func (e *Engine) Flush() error {
+	if e.decisions == nil {
+		return nil
+	}
+	return e.decisions.flush()
+}
+
+// Close flushes the decision log and closes its writer; nil without a
+// decision log. Decisions made afterwards are not logged reliably.
+func (e *Engine) Close() error {
+	if e.decisions == nil {
+		return nil
+	}
+	return e.decisions.close()
 }
 
 // Loaded reports whether a policy is in force.
@@ -215,8 +256,8 @@ func (e *Engine) Reload(ctx context.Context) error {
 			}
 		}
 	}
-	if e.OnReload != nil {
-		e.OnReload(err == nil)
+	if e.onReload != nil {
+		e.onReload(err == nil)
 	}
 	return err
 }
@@ -260,12 +301,12 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 	d := Decision{ID: newID()}
 	c := e.cur.Load()
 	in.Request.fill()
-	if e.Logger != nil && in.Request.parsedQuery() == nil {
+	if e.decisions != nil && in.Request.parsedQuery() == nil {
 		// Logged as the policy sees it: {}, not null.
 		in.Request.Query = map[string][]string{}
 	}
 	if in.Request.Headers == nil && in.Request.HeadersFrom != nil &&
-		(e.Logger != nil || c != nil && (c.plan == nil || c.headers)) {
+		(e.decisions != nil || c != nil && (c.plan == nil || c.headers)) {
 		// Decided against the policy loaded above, so a reload in between
 		// cannot leave a policy that reads headers without them.
 		in.Request.Headers = in.Request.HeadersFrom()
@@ -294,8 +335,8 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 			}
 		}
 	}
-	if e.Logger != nil {
-		e.Logger.LogDecision(in, d, time.Now())
+	if e.decisions != nil {
+		e.decisions.log(in, d, time.Now())
 	}
 	return d
 }

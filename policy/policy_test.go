@@ -47,13 +47,11 @@ func TestDecide(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, "authz.rego", webToAPI)
 	write(t, dir, "authz_test.rego", "this is not even rego") // tests are not loaded
-	e, err := New(ctx, dir, quiet())
+	var buf bytes.Buffer
+	e, err := New(ctx, dir, quiet(), WithDecisionLog(&buf, map[string]string{"service": "api"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	log := NewJSONLogger(&buf, map[string]string{"service": "api"})
-	e.Logger = log
 	if d := e.Decide(ctx, input("GET")); !d.Allow || d.Err != nil {
 		t.Fatalf("GET: %+v", d)
 	}
@@ -65,7 +63,9 @@ func TestDecide(t *testing.T) {
 	if d := e.Decide(ctx, other); d.Allow {
 		t.Fatal("db allowed")
 	}
-	log.Flush()
+	if err := e.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 3 {
 		t.Fatalf("%d decision log lines", len(lines))
@@ -121,17 +121,16 @@ func TestReloadRefusesBrokenPolicy(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	write(t, dir, "authz.rego", webToAPI)
-	e, err := New(ctx, dir, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
 	var oks, refused int
-	e.OnReload = func(ok bool) {
+	e, err := New(ctx, dir, quiet(), WithReloadHook(func(ok bool) {
 		if ok {
 			oks++
 		} else {
 			refused++
 		}
+	}))
+	if err != nil {
+		t.Fatal(err)
 	}
 	rev := e.Revision()
 	for name, src := range map[string]string{
@@ -221,3 +220,56 @@ func TestHeadersFrom(t *testing.T) {
 		}
 	}
 }
+
+// An engine is built whole: the hooks given to New see the load New
+// makes (the first policy load once went uncounted because the reload
+// hook was set after New), and the decision log's writer is the engine's
+// to flush and close.
+func TestPolicyHooksAtConstruction(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name        string
+		src         string // "" writes no policy at all
+		ok, refused int
+	}{
+		{"good policy", webToAPI, 1, 0},
+		{"broken policy", "package sigil.authz\nallow if {", 0, 1},
+		{"no policy", "", 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tc.src != "" {
+				write(t, dir, "authz.rego", tc.src)
+			}
+			var ok, refused int
+			w := &closeRecorder{}
+			e, _ := New(ctx, dir, quiet(), WithReloadHook(func(good bool) {
+				if good {
+					ok++
+				} else {
+					refused++
+				}
+			}), WithDecisionLog(w, nil))
+			if ok != tc.ok || refused != tc.refused {
+				t.Fatalf("after New: %d ok, %d refused; want %d, %d", ok, refused, tc.ok, tc.refused)
+			}
+			e.Decide(ctx, input("GET"))
+			if err := e.Flush(); err != nil || w.Len() == 0 || w.flushed != 1 {
+				t.Fatalf("Flush: %v, %d bytes written, writer flushed %d times", err, w.Len(), w.flushed)
+			}
+			if err := e.Close(); err != nil || !w.closed {
+				t.Fatalf("Close: %v, writer closed: %v", err, w.closed)
+			}
+		})
+	}
+}
+
+// closeRecorder is a buffer that records Flush and Close.
+type closeRecorder struct {
+	bytes.Buffer
+	flushed int
+	closed  bool
+}
+
+func (c *closeRecorder) Flush() error { c.flushed++; return nil }
+func (c *closeRecorder) Close() error { c.closed = true; return nil }

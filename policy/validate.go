@@ -38,20 +38,20 @@ func validate(ctx context.Context, q rego.PreparedEvalQuery, mods []*ast.Module)
 			where := fmt.Sprintf("%s:%d", r.Location.File, r.Location.Row)
 			switch {
 			case len(ref) > 1:
-				errs = append(errs, fmt.Errorf("%s: %s defines part of an object; allow must be a boolean rule (allow if { ... })", where, ref))
+				errs = append(errs, fmt.Errorf("policy: %s: %s defines part of an object; allow must be a boolean rule (allow if { ... })", where, ref))
 			case len(r.Head.Args) > 0:
-				errs = append(errs, fmt.Errorf("%s: allow is a function; it must be a boolean rule (allow if { ... })", where))
+				errs = append(errs, fmt.Errorf("policy: %s: allow is a function; it must be a boolean rule (allow if { ... })", where))
 			case r.Head.RuleKind() == ast.MultiValue:
-				errs = append(errs, fmt.Errorf("%s: allow contains ... makes a set; allow must be a boolean rule (allow if { ... })", where))
+				errs = append(errs, fmt.Errorf("policy: %s: allow contains ... makes a set; allow must be a boolean rule (allow if { ... })", where))
 			case r.Head.Value != nil && ast.IsConstant(r.Head.Value.Value) && !isBoolean(r.Head.Value.Value):
-				errs = append(errs, fmt.Errorf("%s: allow is %s, not a boolean: only true allows", where, r.Head.Value))
+				errs = append(errs, fmt.Errorf("policy: %s: allow is %s, not a boolean: only true allows", where, r.Head.Value))
 			default:
 				found = true
 			}
 		}
 	}
 	if !found && len(errs) == 0 {
-		errs = append(errs, errors.New("package sigil.authz has no rule named allow: every request would be denied (write allow if { ... }, or default allow := false to deny on purpose)"))
+		errs = append(errs, errors.New("policy: package sigil.authz has no rule named allow: every request would be denied (write allow if { ... }, or default allow := false to deny on purpose)"))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("policy: %w", errors.Join(errs...))

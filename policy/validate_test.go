@@ -54,14 +54,13 @@ func TestPolicyCheckRefusesOnReload(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, "authz.rego", webToAPI)
 	var refused int
-	e, err := New(ctx, dir, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.OnReload = func(ok bool) {
+	e, err := New(ctx, dir, quiet(), WithReloadHook(func(ok bool) {
 		if !ok {
 			refused++
 		}
+	}))
+	if err != nil {
+		t.Fatal(err)
 	}
 	rev := e.Revision()
 	write(t, dir, "conflict.rego", "package sigil.authz\n\nallow := false\n")

@@ -33,17 +33,17 @@ func Read(path string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file but %s", path, kind(st.Mode()))
+		return nil, fmt.Errorf("privatefile: %s: not a regular file but %s", path, kind(st.Mode()))
 	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%s: mode %04o %w; chmod 600 it (and replace what it holds: others may have read it)", path, perm, ErrReadable)
+		return nil, fmt.Errorf("privatefile: %s: mode %04o %w; chmod 600 it (and replace what it holds: others may have read it)", path, perm, ErrReadable)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("privatefile: %s: %w", path, err)
 	}
 	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%s: more than %d bytes", path, max)
+		return nil, fmt.Errorf("privatefile: %s: more than %d bytes", path, max)
 	}
 	return data, nil
 }

@@ -31,8 +31,8 @@ var errBodyTooSlow = errors.New("proxy: request body arrived slower than the min
 // (a fifth of the window, at most a second) and credits a tick of waiting
 // to those with a Read in progress. A Read then costs two atomic stores and
 // an atomic add; a timer and two clock readings per Read, as first built,
-// added 12 % of the instructions per request to a 4 KiB POST
-// (bench/scripts/ir-per-request.sh -b 4096). The price is resolution:
+// made a 4 KiB POST measurably dearer (bench/scripts/ir-per-request.sh
+// -b 4096; the figure is in bench/README.md). The price is resolution:
 // waiting is known to a tick.
 type bodyRate struct {
 	rate   int64         // bytes per second; 0: no minimum

@@ -95,24 +95,24 @@ type checked struct {
 func ParseUpstream(s string) (*Upstream, error) {
 	name, rest, ok := strings.Cut(s, "=")
 	if !ok || name == "" || rest == "" {
-		return nil, fmt.Errorf("--upstream %q: want NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]", s)
+		return nil, fmt.Errorf("proxy: --upstream %q: want NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]", s)
 	}
 	if err := validName(name); err != nil {
-		return nil, fmt.Errorf("--upstream %q: %w", s, err)
+		return nil, fmt.Errorf("proxy: --upstream %q: %w", s, err)
 	}
 	u := &Upstream{Name: name}
 	addrs, id, hasID := strings.Cut(rest, "@")
 	if hasID {
 		parsed, err := naming.ParseAnyWorkloadID(id)
 		if err != nil {
-			return nil, fmt.Errorf("--upstream %q: identity: %w", s, err)
+			return nil, fmt.Errorf("proxy: --upstream %q: identity: %w", s, err)
 		}
 		u.ID = parsed
 	}
 	for _, a := range strings.Split(addrs, ",") {
 		ep, err := naming.ParseEndpoint(a)
 		if err != nil {
-			return nil, fmt.Errorf("--upstream %q: %w", s, err)
+			return nil, fmt.Errorf("proxy: --upstream %q: %w", s, err)
 		}
 		u.Endpoints = append(u.Endpoints, ep)
 	}
@@ -123,14 +123,14 @@ func ParseUpstream(s string) (*Upstream, error) {
 // or a service name (naming.ValidServiceName).
 func validName(name string) error {
 	if name != "" && !naming.ValidServiceName(name) {
-		return fmt.Errorf("service name %s: only a-z, 0-9 and inner '-', at most 63 characters", naming.Quote(name))
+		return fmt.Errorf("proxy: service name %s: only a-z, 0-9 and inner '-', at most 63 characters", naming.Quote(name))
 	}
 	return nil
 }
 
 func checkAddr(flag, addr string, errs *[]error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
-		*errs = append(*errs, fmt.Errorf("%s %q: %w", flag, addr, err))
+		*errs = append(*errs, fmt.Errorf("proxy: %s %q: %w", flag, addr, err))
 	}
 }
 
@@ -139,43 +139,43 @@ func (c Config) Validate() (*checked, error) {
 	var errs []error
 	out := &checked{Config: c, labels: map[string]string{}, upstreams: map[string]*Upstream{}}
 	if c.Socket == "" {
-		errs = append(errs, errors.New("--socket is required"))
+		errs = append(errs, errors.New("proxy: --socket is required"))
 	}
 	if err := validName(c.Service); c.Service == "" || err != nil {
-		errs = append(errs, fmt.Errorf("--service %q: required, %v", c.Service, err))
+		errs = append(errs, fmt.Errorf("proxy: --service %q: required, %v", c.Service, err))
 	}
 	if c.App == "" {
-		errs = append(errs, errors.New("--app is required"))
+		errs = append(errs, errors.New("proxy: --app is required"))
 	} else if ap, err := netip.ParseAddrPort(c.App); err == nil {
 		out.appPort = int(ap.Port())
 	} else if _, port, err := net.SplitHostPort(c.App); err == nil {
 		out.appPort, _ = strconv.Atoi(port)
 	} else {
-		errs = append(errs, fmt.Errorf("--app %q: %w", c.App, err))
+		errs = append(errs, fmt.Errorf("proxy: --app %q: %w", c.App, err))
 	}
 	checkAddr("--inbound", c.Inbound, &errs)
 	checkAddr("--outbound", c.Outbound, &errs)
 	checkAddr("--admin", c.Admin, &errs)
 	if c.IdleTimeout < time.Second {
-		errs = append(errs, fmt.Errorf("--idle-timeout %s: want at least 1s", c.IdleTimeout))
+		errs = append(errs, fmt.Errorf("proxy: --idle-timeout %s: want at least 1s", c.IdleTimeout))
 	}
 	if c.DrainGrace < 0 || c.DrainGrace > time.Minute {
-		errs = append(errs, fmt.Errorf("--drain-grace %s: want 0 to 1m", c.DrainGrace))
+		errs = append(errs, fmt.Errorf("proxy: --drain-grace %s: want 0 to 1m", c.DrainGrace))
 	}
 	if c.Advertise != "" {
 		if ep, err := naming.ParseEndpoint(c.Advertise); err != nil {
-			errs = append(errs, fmt.Errorf("--advertise: %w", err))
+			errs = append(errs, fmt.Errorf("proxy: --advertise: %w", err))
 		} else if !ep.Addr().IsValid() {
-			errs = append(errs, fmt.Errorf("--advertise %q: want IP:PORT", c.Advertise))
+			errs = append(errs, fmt.Errorf("proxy: --advertise %q: want IP:PORT", c.Advertise))
 		}
 	}
 	if c.ClusterDomain == "" {
 		out.ClusterDomain = DefaultClusterDomain
 	} else if _, err := naming.NewResolver(naming.DefaultNamespace, c.ClusterDomain); err != nil {
-		errs = append(errs, fmt.Errorf("--cluster-domain %q: want a DNS name such as cluster.local", c.ClusterDomain))
+		errs = append(errs, fmt.Errorf("proxy: --cluster-domain %q: want a DNS name such as cluster.local", c.ClusterDomain))
 	}
 	if c.Policy == "" {
-		errs = append(errs, errors.New("--policy is required (a .rego file or a directory of them)"))
+		errs = append(errs, errors.New("proxy: --policy is required (a .rego file or a directory of them)"))
 	}
 	if c.OTLPEndpoint != "" {
 		u, err := checkOTLPEndpoint(c.OTLPEndpoint)
@@ -189,32 +189,32 @@ func (c Config) Validate() (*checked, error) {
 		v    int
 	}{{"--inbound-max-connections", c.InboundMaxConnections}, {"--outbound-max-connections", c.OutboundMaxConnections}, {"--inbound-max-handshakes", c.InboundMaxHandshakes}, {"--min-request-body-rate", c.MinRequestBodyRate}, {"--http2-max-resets", c.HTTP2MaxResets}, {"--http2-max-control-frames", c.HTTP2MaxControlFrames}} {
 		if f.v < 0 {
-			errs = append(errs, fmt.Errorf("%s %d: want 0 or more", f.flag, f.v))
+			errs = append(errs, fmt.Errorf("proxy: %s %d: want 0 or more", f.flag, f.v))
 		}
 	}
 	if c.AppUID < -1 || c.AppGID < -1 {
-		errs = append(errs, fmt.Errorf("--app-uid %d / --app-gid %d: want a uid or gid (0 or more)", c.AppUID, c.AppGID))
+		errs = append(errs, fmt.Errorf("proxy: --app-uid %d / --app-gid %d: want a uid or gid (0 or more)", c.AppUID, c.AppGID))
 	}
 	if c.MinRequestBodyRate > 0 && c.MinRequestBodyGrace < 100*time.Millisecond {
-		errs = append(errs, fmt.Errorf("--min-request-body-grace %s: want at least 100ms", c.MinRequestBodyGrace))
+		errs = append(errs, fmt.Errorf("proxy: --min-request-body-grace %s: want at least 100ms", c.MinRequestBodyGrace))
 	}
 	if c.PathWithEscapedSlashes != "" {
 		var err error
 		if out.paths.EscapedSlashes, err = pathnorm.ParseEscapedSlashes(c.PathWithEscapedSlashes); err != nil {
-			errs = append(errs, fmt.Errorf("--path-with-escaped-slashes: %w", err))
+			errs = append(errs, fmt.Errorf("proxy: --path-with-escaped-slashes: %w", err))
 		}
 	}
 	if c.TraceSampling < 0 || c.TraceSampling > 1 {
-		errs = append(errs, fmt.Errorf("--trace-sampling %v: want 0 to 1", c.TraceSampling))
+		errs = append(errs, fmt.Errorf("proxy: --trace-sampling %v: want 0 to 1", c.TraceSampling))
 	}
 	for _, l := range c.Labels {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {
-			errs = append(errs, fmt.Errorf("--label %q: want KEY=VALUE", l))
+			errs = append(errs, fmt.Errorf("proxy: --label %q: want KEY=VALUE", l))
 			continue
 		}
 		if err := naming.ValidateLabel(k, v); err != nil {
-			errs = append(errs, fmt.Errorf("--label: %w", err))
+			errs = append(errs, fmt.Errorf("proxy: --label: %w", err))
 			continue
 		}
 		out.labels[k] = v
@@ -226,12 +226,14 @@ func (c Config) Validate() (*checked, error) {
 			continue
 		}
 		if _, dup := out.upstreams[u.Name]; dup {
-			errs = append(errs, fmt.Errorf("--upstream %s given twice", u.Name))
+			errs = append(errs, fmt.Errorf("proxy: --upstream %s given twice", u.Name))
 		}
 		out.upstreams[u.Name] = u
 	}
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("proxy: invalid configuration: %w", errors.Join(errs...))
+		// The first problem's own prefix is dropped: the text carries
+		// "proxy: " once at its front, then once per further line.
+		return nil, fmt.Errorf("proxy: invalid configuration: %w", unprefixed{errors.Join(errs...)})
 	}
 	return out, nil
 }
@@ -245,3 +247,10 @@ func (c *checked) upstreamNames() []string {
 	sort.Strings(names)
 	return names
 }
+
+// unprefixed shows a proxy error without its "proxy: " prefix, to wrap it
+// in another proxy error; errors.Is and errors.As see through it.
+type unprefixed struct{ err error }
+
+func (u unprefixed) Error() string { return strings.TrimPrefix(u.err.Error(), "proxy: ") }
+func (u unprefixed) Unwrap() error { return u.err }

@@ -228,7 +228,7 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string)
 	for {
 		msg, err := stream.Recv()
 		if err == io.EOF {
-			return got, fmt.Errorf("agent closed the stream")
+			return got, fmt.Errorf("proxy: agent closed the stream")
 		}
 		if err != nil {
 			return got, err

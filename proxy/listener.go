@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sigil-mesh/sigil/listener"
+	"github.com/sigil-mesh/sigil/proxy/capture"
 )
 
 // Reasons a listener refuses a connection (the reason label of
@@ -100,7 +101,7 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 		}
 		if l.open.Add(1) > l.max {
 			l.open.Add(-1)
-			l.refuse(c, refusedMaxConnections, errors.New("too many open connections"))
+			l.refuse(c, refusedMaxConnections, errors.New("proxy: too many open connections"))
 			continue
 		}
 		return &countedConn{Conn: c, open: &l.open}, nil
@@ -116,6 +117,23 @@ func (l *limitedListener) refuse(c net.Conn, reason string, err error) {
 	c.Close()
 	l.refused.WithLabelValues(l.name, reason).Inc()
 	l.log.Debug("connection refused", "listener", l.name, "peer", c.RemoteAddr().String(), "reason", reason, "error", err)
+}
+
+// originalDst is where a connection captured by iptables was going
+// (capture.OriginalDst), read from the socket under the listener's
+// wrappers.
+func originalDst(c net.Conn) (*net.TCPAddr, error) {
+	if ic, ok := c.(*idleConn); ok {
+		c = ic.Conn
+	}
+	if cc, ok := c.(*countedConn); ok {
+		c = cc.Conn
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil, errors.New("proxy: not a TCP connection")
+	}
+	return capture.OriginalDst(tc)
 }
 
 // countedConn gives its listener's slot back when closed, once.
@@ -204,7 +222,7 @@ func (p *Proxy) serveListener(name string, serve func() error) {
 		return
 	}
 	if err == nil {
-		err = errors.New("closed")
+		err = errors.New("proxy: closed")
 	}
 	p.log.Error("listener stopped; it accepts no more connections", "listener", name, "error", err)
 	p.notReady.set(name+"_listener", "stopped: "+err.Error())

@@ -33,7 +33,7 @@ type metrics struct {
 
 	// series caches each request series' counter and histogram: looking
 	// them up by label values hashed and UTF-8-checked five strings per
-	// request (~8% of a sidecar's CPU at 1000 requests/s).
+	// request, a visible share of a sidecar's CPU (bench/README.md).
 	seriesMu sync.RWMutex
 	series   map[seriesKey]requestSeries
 }

@@ -34,6 +34,9 @@ type outbound struct {
 	upstream *upstreamConns // connections to other sidecars, capped per destination
 	mirrors  chan struct{}  // bounds mirrored requests in flight
 	tcp      sync.WaitGroup
+	// defaults holds the route of each service no VirtualService covers
+	// (naming.Service → *traffic.Route), built on first use.
+	defaults sync.Map
 
 	epMu      sync.Mutex
 	endpoints map[string]*endpoint

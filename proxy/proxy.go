@@ -102,25 +102,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("proxy: --decision-log: %w", err)
 	}
-	closers = append(closers, decisions.Close)
-
-	p.policy, err = policy.New(ctx, c.Policy, log)
+	opts := []policy.Option{policy.WithReloadHook(p.countReload)}
+	if decisions.w != nil {
+		// The engine owns the decision log from here: it flushes and closes it.
+		opts = append(opts, policy.WithDecisionLog(decisions, map[string]string{"service": c.Service, "type": "sigil-proxy"}))
+	}
+	p.policy, err = policy.New(ctx, c.Policy, log, opts...)
+	closers = append(closers, p.policy.Close)
 	if err != nil {
 		// Not fatal: the proxy denies everything and is not ready until a
 		// good policy appears at the path.
 		log.Error("policy not loaded; denying every request until it is", "error", err)
 	}
 	p.metrics.reg.MustRegister(policyCacheMetrics(p.policy)...)
-	p.policy.OnReload = func(ok bool) {
-		if ok {
-			p.metrics.reloads.WithLabelValues("ok").Inc()
-		} else {
-			p.metrics.reloads.WithLabelValues("refused").Inc()
-		}
-	}
-	if decisions.w != nil {
-		p.policy.Logger = policy.NewJSONLogger(decisions, map[string]string{"service": c.Service, "type": "sigil-proxy"})
-	}
 
 	log.Info("waiting for an SVID from the agent", "socket", c.Socket)
 	p.id, err = newIdentity(ctx, c.Socket)
@@ -182,7 +176,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		p.serveListener("outbound", func() error { return out.serve(idleListener{outLimited, c.IdleTimeout}) })
 	}()
 	go func() { defer wg.Done(); p.policy.Watch(runCtx, time.Second) }()
-	go p.flushLoop(runCtx, decisions)
+	go p.flushLoop(runCtx)
 
 	p.ready.Store(true)
 	// Start-up is over: give back what only it needed, now, after the
@@ -220,10 +214,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	cancel()
 	wg.Wait()
 	p.access.Flush()
-	if l, ok := p.policy.Logger.(*policy.JSONLogger); ok {
-		l.Flush()
-	}
-	decisions.Flush()
+	p.policy.Flush()
 	log.Info("sigil-proxy stopped")
 	if errs != nil {
 		log.Warn("some requests did not finish before the drain timeout", "error", errs)
@@ -272,7 +263,17 @@ func (p *Proxy) observe(direction, source, service string, r *http.Request, stat
 	})
 }
 
-func (p *Proxy) flushLoop(ctx context.Context, decisions *jsonLines) {
+// countReload counts one policy load attempt, the first included.
+func (p *Proxy) countReload(ok bool) {
+	if ok {
+		p.metrics.reloads.WithLabelValues("ok").Inc()
+	} else {
+		p.metrics.reloads.WithLabelValues("refused").Inc()
+	}
+}
+
+// flushLoop writes out the access and decision logs every second.
+func (p *Proxy) flushLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -281,10 +282,7 @@ func (p *Proxy) flushLoop(ctx context.Context, decisions *jsonLines) {
 			return
 		case <-t.C:
 			p.access.Flush()
-			decisions.Flush()
-			if l, ok := p.policy.Logger.(*policy.JSONLogger); ok {
-				l.Flush()
-			}
+			p.policy.Flush()
 		}
 	}
 }

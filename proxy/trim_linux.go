@@ -19,9 +19,8 @@ import (
 //
 // Only the read-only mappings of our own executable are touched (r-xp and
 // r--p: text and rodata, which a static Go binary never writes), so no
-// data can be lost. Measured (make bench): an idle sidecar's RSS went from
-// ~26 MB, of which ~18 MB were pages of its 43 MB binary, to the figure in
-// bench/README.md.
+// data can be lost. Most of an idle sidecar's resident memory was once
+// such pages of its binary (before and after: bench/README.md).
 func releaseStartupMemory() (released int64) {
 	debug.FreeOSMemory()
 	exe, err := os.Readlink("/proc/self/exe")

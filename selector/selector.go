@@ -55,8 +55,8 @@ func Parse(s string) (Selector, error) {
 	}
 	sel := Selector{Type: typ, Value: value}
 	if typ == TypeUnix {
-		if err := checkUnix(value); err != nil {
-			return Selector{}, fmt.Errorf("selector: %q: %w", s, err)
+		if why := checkUnix(value); why != "" {
+			return Selector{}, fmt.Errorf("selector: %q: %s", s, why)
 		}
 	}
 	return sel, nil
@@ -97,30 +97,32 @@ const (
 	UnixSHA256 = "sha256"
 )
 
-func checkUnix(value string) error {
+// checkUnix returns what is wrong with a unix selector's value, or "";
+// Parse makes the error.
+func checkUnix(value string) (why string) {
 	key, v, ok := strings.Cut(value, ":")
 	if !ok || v == "" {
-		return errors.New("unix selectors are unix:KEY:VALUE")
+		return "unix selectors are unix:KEY:VALUE"
 	}
 	switch key {
 	case UnixUID, UnixGID:
 		if _, err := strconv.ParseUint(v, 10, 32); err != nil {
-			return fmt.Errorf("%s must be a decimal id", key)
+			return key + " must be a decimal id"
 		}
 	case UnixUser, UnixGroup:
 		// Names are resolved by the attestor; any non-empty name may be asked for.
 	case UnixPath:
 		if !strings.HasPrefix(v, "/") {
-			return errors.New("path must be absolute")
+			return "path must be absolute"
 		}
 	case UnixSHA256:
 		if b, err := hex.DecodeString(v); err != nil || len(b) != 32 || strings.ToLower(v) != v {
-			return errors.New("sha256 must be 64 lower-case hex digits")
+			return "sha256 must be 64 lower-case hex digits"
 		}
 	default:
-		return fmt.Errorf("unknown unix key %q (want uid, gid, user, group, path or sha256)", key)
+		return fmt.Sprintf("unknown unix key %q (want uid, gid, user, group, path or sha256)", key)
 	}
-	return nil
+	return ""
 }
 
 // Unix builds a unix selector from a key and value made by the attestor.

@@ -12,10 +12,10 @@ import (
 // must be ...".
 func ValidateMeta(kind, namespace, name string) error {
 	if !naming.ValidNamespace(namespace) {
-		return fmt.Errorf("%s %s: metadata.namespace %s %s", kind, naming.Quote(name), naming.Quote(namespace), naming.NamespaceRule)
+		return fmt.Errorf("traffic: %s %s: metadata.namespace %s %s", kind, naming.Quote(name), naming.Quote(namespace), naming.NamespaceRule)
 	}
 	if !naming.ValidName(name) {
-		return fmt.Errorf("%s in namespace %s: metadata.name %s %s", kind, namespace, naming.Quote(name), naming.NameRule)
+		return fmt.Errorf("traffic: %s in namespace %s: metadata.name %s %s", kind, namespace, naming.Quote(name), naming.NameRule)
 	}
 	return nil
 }

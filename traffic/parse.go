@@ -57,7 +57,7 @@ func Parse(data []byte, source string) ([]Resource, error) {
 		}
 		r, err := parseDoc([]byte(doc))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: document %d: %w", source, i+1, err))
+			errs = append(errs, fmt.Errorf("traffic: %s: document %d: %w", source, i+1, bare{err}))
 			continue
 		}
 		out = append(out, r)
@@ -85,24 +85,24 @@ type typeMeta struct {
 func parseDoc(doc []byte) (Resource, error) {
 	js, err := yaml.YAMLToJSON(doc)
 	if err != nil {
-		return Resource{}, fmt.Errorf("not YAML: %w", err)
+		return Resource{}, fmt.Errorf("traffic: not YAML: %w", err)
 	}
 	var tm typeMeta
 	if err := json.Unmarshal(js, &tm); err != nil {
-		return Resource{}, fmt.Errorf("not a Kubernetes-style resource: %w", err)
+		return Resource{}, fmt.Errorf("traffic: not a Kubernetes-style resource: %w", err)
 	}
 	if !istioVersions[tm.APIVersion] {
-		return Resource{}, fmt.Errorf("apiVersion %q: want networking.istio.io/v1, v1beta1 or v1alpha3", tm.APIVersion)
+		return Resource{}, fmt.Errorf("traffic: apiVersion %q: want networking.istio.io/v1, v1beta1 or v1alpha3", tm.APIVersion)
 	}
 	r := Resource{Kind: tm.Kind, Name: tm.Metadata.Name, Namespace: tm.Metadata.Namespace}
 	if r.Namespace == "" {
 		r.Namespace = "default"
 	}
 	if r.Name == "" {
-		return Resource{}, fmt.Errorf("%s: metadata.name is required", naming.Quote(tm.Kind))
+		return Resource{}, fmt.Errorf("traffic: %s: metadata.name is required", naming.Quote(tm.Kind))
 	}
 	if tm.Kind != KindVirtualService && tm.Kind != KindDestinationRule {
-		return Resource{}, fmt.Errorf("kind %s: Sigil reads VirtualService and DestinationRule", naming.Quote(tm.Kind))
+		return Resource{}, fmt.Errorf("traffic: kind %s: Sigil reads VirtualService and DestinationRule", naming.Quote(tm.Kind))
 	}
 	// Before anything prints r.Ref(): a name is checked before it is shown.
 	if err := ValidateMeta(r.Kind, r.Namespace, r.Name); err != nil {
@@ -117,7 +117,7 @@ func parseDoc(doc []byte) (Resource, error) {
 		err = strictDecode(js, r.DR)
 	}
 	if err != nil {
-		return Resource{}, fmt.Errorf("%s: %w", r.Ref(), err)
+		return Resource{}, fmt.Errorf("traffic: %s: %w", r.Ref(), bare{err})
 	}
 	if err := Validate(r); err != nil {
 		return Resource{}, err
@@ -132,13 +132,13 @@ func strictDecode(js []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		msg := err.Error()
 		if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-			return fmt.Errorf("field %s is not supported by Sigil (or is misspelled)", f)
+			return fmt.Errorf("traffic: field %s is not supported by Sigil (or is misspelled)", f)
 		}
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return fmt.Errorf("field %s: %s is not a valid %s", te.Field, te.Value, te.Type)
+			return fmt.Errorf("traffic: field %s: %s is not a valid %s", te.Field, te.Value, te.Type)
 		}
-		return fmt.Errorf("%s", strings.TrimPrefix(msg, "json: "))
+		return fmt.Errorf("traffic: %s", strings.TrimPrefix(msg, "json: "))
 	}
 	return nil
 }
@@ -157,10 +157,10 @@ func FromSpec(kind, namespace, name string, spec []byte) (Resource, error) {
 		r.DR = &DestinationRule{APIVersion: "networking.istio.io/v1", Kind: kind, Metadata: Metadata{Name: name, Namespace: namespace}}
 		err = strictDecode(spec, &r.DR.Spec)
 	default:
-		return Resource{}, fmt.Errorf("kind %q: want VirtualService or DestinationRule", kind)
+		return Resource{}, fmt.Errorf("traffic: kind %q: want VirtualService or DestinationRule", kind)
 	}
 	if err != nil {
-		return Resource{}, fmt.Errorf("%s: %w", r.Ref(), err)
+		return Resource{}, fmt.Errorf("traffic: %s: %w", r.Ref(), bare{err})
 	}
 	return r, Validate(r)
 }
@@ -180,7 +180,7 @@ func CheckUTF8(data []byte, source string) error {
 		r, size := utf8.DecodeRune(data[i:])
 		if r == utf8.RuneError && size <= 1 {
 			line := 1 + bytes.Count(data[:i], []byte("\n"))
-			return fmt.Errorf("%s: line %d, byte offset %d: byte 0x%02x is not UTF-8 (save the file as UTF-8)", source, line, i, c)
+			return fmt.Errorf("traffic: %s: line %d, byte offset %d: byte 0x%02x is not UTF-8 (save the file as UTF-8)", source, line, i, c)
 		}
 		i += size
 	}

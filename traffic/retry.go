@@ -42,7 +42,7 @@ func ParseRetryOn(s string) (RetryOn, error) {
 		default:
 			n, err := strconv.Atoi(tok)
 			if err != nil || n < 100 || n > 599 {
-				return r, fmt.Errorf("%q is not a retry condition (5xx, gateway-error, connect-failure, reset, retriable-4xx, refused-stream, retriable-status-codes, an HTTP status, or cancelled, deadline-exceeded, internal, resource-exhausted, unavailable)", tok)
+				return r, fmt.Errorf("traffic: %q is not a retry condition (5xx, gateway-error, connect-failure, reset, retriable-4xx, refused-stream, retriable-status-codes, an HTTP status, or cancelled, deadline-exceeded, internal, resource-exhausted, unavailable)", tok)
 			}
 			r.Codes[n] = true
 		}

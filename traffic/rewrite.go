@@ -152,7 +152,7 @@ func expandTemplate(sub string) (tmpl string, maxGroup int, err error) {
 			b.WriteByte('\\')
 			i++
 		default:
-			return "", 0, fmt.Errorf("%q: a backslash must be followed by a group number or another backslash", sub)
+			return "", 0, fmt.Errorf("traffic: %q: a backslash must be followed by a group number or another backslash", sub)
 		}
 	}
 	return b.String(), maxGroup, nil

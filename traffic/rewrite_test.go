@@ -185,7 +185,7 @@ func FuzzRouteSemantics(f *testing.F) {
 		}
 		var v validator
 		v.uri("uri", uri, true)
-		if len(v.errs) > 0 {
+		if len(v.problems) > 0 {
 			return
 		}
 		m.Redirect = &HTTPRedirect{URI: uri, Scheme: "https"}

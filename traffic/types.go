@@ -241,11 +241,11 @@ type Duration struct{ time.Duration }
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"1s\" or \"200ms\"")
+		return fmt.Errorf("traffic: duration must be a string such as \"1s\" or \"200ms\"")
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("duration %q: %v", s, err)
+		return fmt.Errorf("traffic: duration %q: %v", s, err)
 	}
 	d.Duration = v
 	return nil

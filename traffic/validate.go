@@ -24,16 +24,18 @@ func Validate(r Resource) error {
 	case r.DR != nil:
 		v.destinationRule(r.DR)
 	}
-	if len(v.errs) == 0 {
+	if len(v.problems) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%s: %w", r.Ref(), errors.Join(v.errs...))
+	return fmt.Errorf("traffic: %s: %s", r.Ref(), strings.Join(v.problems, "\n"))
 }
 
-type validator struct{ errs []error }
+// validator collects a resource's problems, one line each ("path:
+// what is wrong"), for Validate to return as one error.
+type validator struct{ problems []string }
 
 func (v *validator) fail(path, format string, args ...any) {
-	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	v.problems = append(v.problems, path+": "+fmt.Sprintf(format, args...))
 }
 
 // ServiceOf resolves a host as a resource in namespace writes it ("api",
@@ -445,7 +447,7 @@ func CheckReferences(all []Resource) error {
 		}
 		svc := ServiceOf(r.DR.Spec.Host, r.Namespace)
 		if prev, dup := owner[svc]; dup {
-			errs = append(errs, fmt.Errorf("%s: spec.host %q already has %s", r.Ref(), r.DR.Spec.Host, prev))
+			errs = append(errs, fmt.Errorf("traffic: %s: spec.host %q already has %s", r.Ref(), r.DR.Spec.Host, prev))
 			continue
 		}
 		owner[svc] = r.Ref()
@@ -464,7 +466,7 @@ func CheckReferences(all []Resource) error {
 					return
 				}
 				if !subsets[ServiceOf(d.Host, r.Namespace)][d.Subset] {
-					errs = append(errs, fmt.Errorf("%s: %s: subset %q of %s is not defined by any DestinationRule (apply the DestinationRule first)", r.Ref(), path, d.Subset, d.Host))
+					errs = append(errs, fmt.Errorf("traffic: %s: %s: subset %q of %s is not defined by any DestinationRule (apply the DestinationRule first)", r.Ref(), path, d.Subset, d.Host))
 				}
 			}
 			for j := range h.Route {

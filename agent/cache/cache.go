@@ -370,7 +370,7 @@ func (c *Cache) store(batch []Identity, keys []*ecdsa.PrivateKey, results []*age
 		}
 		signed, err := c.check(batch[i], keys[i], res, bundle)
 		if err != nil {
-			c.log.Warn("svid refused", "entry", batch[i].EntryID, "spiffe_id", batch[i].ID.String(), "error", err)
+			c.log.Warn("svid refused", "entry_id", batch[i].EntryID, "spiffe_id", batch[i].ID.String(), "error", err)
 			// A refused SVID is the server's mistake, not an outage: it
 			// is asked again after the schedule's longest wait, not sooner.
 			cur.retryAt = c.now().Add(backoff.Max)

@@ -5,19 +5,19 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/sigil-mesh/sigil/proxy"
+	"github.com/sigil-mesh/sigil/proxy/capture"
 	"github.com/spf13/cobra"
 )
 
 func newIptables() *cobra.Command {
-	cfg := proxy.IptablesConfig{ProxyUID: -1}
+	cfg := capture.IptablesConfig{ProxyUID: -1}
 	var dryRun, remove bool
 	cmd := &cobra.Command{
 		Use:   "iptables",
 		Short: "Redirect this network namespace's outbound TCP to the sidecar (like Istio's init container)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rules := proxy.RemoveRules()
+			rules := capture.RemoveRules()
 			if !remove {
 				if cfg.ProxyUID < 0 {
 					return errors.New("--proxy-uid is required: the sidecar's own traffic must not be redirected")
@@ -33,7 +33,7 @@ func newIptables() *cobra.Command {
 				}
 				return nil
 			}
-			return proxy.ApplyRules(cmd.Context(), rules)
+			return capture.ApplyRules(cmd.Context(), rules)
 		},
 	}
 	f := cmd.Flags()

@@ -69,9 +69,9 @@ func newRun() *cobra.Command {
 	f.IntVar(&cfg.AppUID, "app-uid", -1, "take outbound connections only from local sockets of this uid (checked with the kernel, NETLINK_SOCK_DIAG); others are refused (-1: any local user, logged as a warning)")
 	f.IntVar(&cfg.AppGID, "app-gid", -1, "take outbound connections also from processes with this group, effective or supplementary (-1: none)")
 	// A sidecar shares its node with its app: one core by default, as
-	// Linkerd's proxy. At 1000 requests/s it also spends 27% less CPU per
-	// request than with GOMAXPROCS=2 on the 2-core bench machine, for the
-	// same saturation throughput (measured with bench/meshbench's setup).
+	// Linkerd's proxy. It also spends less CPU per request than with two,
+	// for the same saturation throughput (bench/README.md, "Figures once
+	// quoted in the code").
 	f.IntVar(&maxProcs, "max-procs", 1, "cores the sidecar may use at once (GOMAXPROCS); 0 for all")
 	logger = logflag.Register(cmd)
 	return cmd

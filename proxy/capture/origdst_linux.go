@@ -1,28 +1,20 @@
-package proxy
+package capture
 
 import (
-	"errors"
+	"fmt"
 	"net"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// originalDst reads where a connection redirected by iptables REDIRECT was
-// going (SO_ORIGINAL_DST, IPv4).
-func originalDst(c net.Conn) (*net.TCPAddr, error) {
-	if ic, ok := c.(*idleConn); ok {
-		c = ic.Conn
-	}
-	if cc, ok := c.(*countedConn); ok {
-		c = cc.Conn
-	}
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return nil, errors.New("proxy: not a TCP connection")
-	}
-	raw, err := tc.SyscallConn()
+// OriginalDst reads where a connection redirected by iptables REDIRECT was
+// going (SO_ORIGINAL_DST, IPv4). c is the accepted socket itself (a
+// *net.TCPConn), not a wrapper around it.
+func OriginalDst(c syscall.Conn) (*net.TCPAddr, error) {
+	raw, err := c.SyscallConn()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("capture: original destination: %w", err)
 	}
 	var addr *net.TCPAddr
 	var optErr error
@@ -31,14 +23,14 @@ func originalDst(c net.Conn) (*net.TCPAddr, error) {
 		// usual way to read those 16 bytes.
 		mreq, err := unix.GetsockoptIPv6Mreq(int(fd), unix.IPPROTO_IP, unix.SO_ORIGINAL_DST)
 		if err != nil {
-			optErr = err
+			optErr = fmt.Errorf("capture: original destination: %w", err)
 			return
 		}
 		b := mreq.Multiaddr
 		addr = &net.TCPAddr{IP: net.IPv4(b[4], b[5], b[6], b[7]), Port: int(b[2])<<8 | int(b[3])}
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("capture: original destination: %w", err)
 	}
 	return addr, optErr
 }

@@ -1,4 +1,10 @@
-package proxy
+// Package capture redirects an app's outbound TCP to its sidecar and
+// tells the sidecar where a redirected connection was going: the iptables
+// rules of transparent mode (as Istio's init container installs them) and
+// SO_ORIGINAL_DST. Both are Linux's; elsewhere OriginalDst returns an error
+// wrapping errors.ErrUnsupported, so the sidecar and the CLI still build
+// (the CLI is what users run on laptops).
+package capture
 
 import (
 	"context"
@@ -25,10 +31,10 @@ const chain = "SIGIL_OUTPUT"
 // RemoveRules undoes them.
 func (c IptablesConfig) Rules() ([][]string, error) {
 	if c.ProxyUID < 0 {
-		return nil, fmt.Errorf("--proxy-uid %d: must be the uid sigil-proxy runs as", c.ProxyUID)
+		return nil, fmt.Errorf("capture: --proxy-uid %d: must be the uid sigil-proxy runs as", c.ProxyUID)
 	}
 	if c.OutboundPort < 1 || c.OutboundPort > 65535 {
-		return nil, fmt.Errorf("--outbound-port %d: not a port", c.OutboundPort)
+		return nil, fmt.Errorf("capture: --outbound-port %d: not a port", c.OutboundPort)
 	}
 	rules := [][]string{
 		{"-t", "nat", "-N", chain},
@@ -59,7 +65,7 @@ func RemoveRules() [][]string {
 func ApplyRules(ctx context.Context, rules [][]string) error {
 	for _, r := range rules {
 		if out, err := exec.CommandContext(ctx, "iptables", r...).CombinedOutput(); err != nil {
-			return fmt.Errorf("iptables %s: %w: %s", strings.Join(r, " "), err, strings.TrimSpace(string(out)))
+			return fmt.Errorf("capture: iptables %s: %w: %s", strings.Join(r, " "), err, strings.TrimSpace(string(out)))
 		}
 	}
 	return nil
