@@ -12,7 +12,7 @@ import (
 
 // retiredFields are log field names once used for things that have a
 // name of their own (docs/logging.md).
-// The same list as server/conventions_test.go's bannedLogKeys.
+// docs/logging.md's "Retired names" lists the same.
 var retiredFields = map[string]string{
 	"agent":        "agent_id",
 	"entry":        "entry_id",
