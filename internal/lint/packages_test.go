@@ -15,9 +15,10 @@ import (
 // root is the module's root, from this package's directory.
 const root = "../.."
 
-// notYet lists the directories the checks skip for now: other branches
-// rewrite them in the same step (issue 12; spiffeids becomes naming). The
-// lead empties it once they are merged.
+// notYet lists directories the checks skip while another branch rewrites
+// them, so that two branches of one step need not both fix them; it is
+// emptied when they merge (it is empty: the structure step's branches have
+// all merged).
 var notYet = []string{}
 
 // pkg is one parsed directory of Go files (tests and generated files left
