@@ -42,6 +42,11 @@ var forbidden = map[string]map[string]string{
 		mod + "/traffic":         "the agent checks names (naming), never Istio resources: the traffic package brings the Istio schema",
 		"sigs.k8s.io/yaml":       "the agent reads no YAML: resources are parsed at the server, the agent relays them",
 	},
+	mod + "/cmd/sigil-server": {
+		mod + "/proxy":       "the control plane carries no requests: the data plane's code stays out of the binary that holds the CA",
+		mod + "/agent":       "the server is no node agent: it signs for agents, it does not attest workloads",
+		mod + "/agent/cache": "the server is no node agent: workload SVIDs are cached on nodes, not beside the CA",
+	},
 	mod + "/cmd/sigil-proxy": {
 		mod + "/ca":              "the proxy runs beside every workload: no CA or signing code there",
 		mod + "/server":          "the proxy runs beside every workload: none of the server's daemon belongs there",
@@ -78,6 +83,11 @@ func TestBinaryDependencies(t *testing.T) {
 			t.Fatalf("%s: no dependencies listed", b)
 		}
 	}
+	for _, b := range binaries {
+		if _, ok := forbidden[b]; !ok {
+			t.Errorf("%s: a binary with no rules here; say what it must not link, and why", b)
+		}
+	}
 	for binary, rules := range forbidden {
 		got, ok := deps[binary]
 		if !ok {
@@ -105,7 +115,7 @@ func TestBinaryDependencies(t *testing.T) {
 			}
 			for _, dep := range got {
 				if under(dep, path) {
-					t.Errorf("%s links %s (via %s): %s", binary, path, dep, reason)
+					t.Errorf("%s links %s (package %s; `go list -deps -f '{{.ImportPath}}: {{.Imports}}' %s` shows who imports it): %s", binary, path, dep, binary, reason)
 					break
 				}
 			}
