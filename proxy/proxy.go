@@ -33,16 +33,21 @@ import (
 
 // Proxy is a running sidecar.
 type Proxy struct {
-	cfg     *checked
-	log     *slog.Logger
-	id      *identity
-	policy  *policy.Engine
-	metrics *metrics
-	access  *jsonLines
-	trace   *tracing // nil: no tracing
-	names   naming.Resolver
-	ready   atomic.Bool
-	drain   atomic.Bool
+	cfg    *checked
+	log    *slog.Logger
+	id     *identity
+	policy *policy.Engine
+	// shownID and shownPolicy publish id and policy to the admin endpoint
+	// and the expiry gauge, which come up before either exists (Run
+	// writes the plain fields once, before any listener that reads them).
+	shownID     atomic.Pointer[identity]
+	shownPolicy atomic.Pointer[policy.Engine]
+	metrics     *metrics
+	access      *jsonLines
+	trace       *tracing // nil: no tracing
+	names       naming.Resolver
+	ready       atomic.Bool
+	drain       atomic.Bool
 	// notReady holds the reasons, beyond start-up and drain, that /ready
 	// fails (a listener that stopped, say).
 	notReady notReady
@@ -65,10 +70,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	p := &Proxy{cfg: c, log: log}
 	p.metrics = newMetrics(func() float64 {
-		if p.id == nil {
-			return 0
+		if id := p.shownID.Load(); id != nil {
+			return id.expiresIn()
 		}
-		return p.id.expiresIn()
+		return 0
 	})
 	if err := p.setLimits(); err != nil {
 		return err
@@ -108,6 +113,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		opts = append(opts, policy.WithDecisionLog(decisions, map[string]string{"service": c.Service, "type": "sigil-proxy"}))
 	}
 	p.policy, err = policy.New(ctx, c.Policy, log, opts...)
+	p.shownPolicy.Store(p.policy)
 	closers = append(closers, p.policy.Close)
 	if err != nil {
 		// Not fatal: the proxy denies everything and is not ready until a
@@ -121,6 +127,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	p.shownID.Store(p.id)
 	closers = append([]func() error{func() error { p.id.close(); return nil }}, closers...)
 	if c.otlpURL != "" {
 		if p.trace, err = newTracing(c, p.id.id.String()); err != nil {
@@ -310,12 +317,13 @@ func (p *Proxy) adminHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
 		var missing []string
-		if p.id == nil {
+		id, pol := p.shownID.Load(), p.shownPolicy.Load()
+		if id == nil {
 			missing = append(missing, "svid")
-		} else if why := p.id.notReady(time.Now()); why != "" {
+		} else if why := id.notReady(time.Now()); why != "" {
 			missing = append(missing, why)
 		}
-		if p.policy == nil || !p.policy.Loaded() {
+		if pol == nil || !pol.Loaded() {
 			missing = append(missing, "policy")
 		}
 		if p.drain.Load() {
@@ -336,12 +344,13 @@ func (p *Proxy) adminHandler() http.Handler {
 			ups[name] = map[string]any{"endpoints": u.Endpoints, "identity": u.ID.String()}
 		}
 		out["upstreams"] = ups
-		if p.id != nil {
-			out["spiffe_id"] = p.id.id.String()
-			out["svid_expires_in_seconds"] = int(p.id.expiresIn())
+		id, pol := p.shownID.Load(), p.shownPolicy.Load()
+		if id != nil {
+			out["spiffe_id"] = id.id.String()
+			out["svid_expires_in_seconds"] = int(id.expiresIn())
 		}
-		if p.policy != nil {
-			out["policy"] = map[string]any{"path": p.cfg.Policy, "revision": p.policy.Revision(), "files": p.policy.Files()}
+		if pol != nil {
+			out["policy"] = map[string]any{"path": p.cfg.Policy, "revision": pol.Revision(), "files": pol.Files()}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
