@@ -202,6 +202,8 @@ type Proxy struct {
 	Labels        map[string]string `json:"labels"`
 	ConfigVersion int64             `json:"config_version"`
 	ReportedAt    time.Time         `json:"reported_at"`
+	// Namespace is the namespace of its service.
+	Namespace string `json:"namespace"`
 }
 
 // ProxyStatus is a sidecar with whether it runs the current config.
@@ -217,4 +219,7 @@ type ServiceInfo struct {
 	Endpoints  int                 `json:"endpoints"`
 	Identities []string            `json:"identities"`
 	Labels     []map[string]string `json:"labels"`
+	// Namespace is the service's namespace: reviews in prod and reviews
+	// in staging are two services.
+	Namespace string `json:"namespace"`
 }
