@@ -19,8 +19,8 @@ var ErrWildcard = errors.New("naming: '*' may only be the whole leftmost label (
 // ParseHostPattern.
 type HostPattern struct{ name string }
 
-// ParseHostPattern checks a resource's host: a DNS name (RFC 1123 labels;
-// ErrMalformed otherwise), optionally with '*' as the whole leftmost label
+// ParseHostPattern checks a resource's host: a DNS name (RFC 1123 labels,
+// the last not all digits; ErrMalformed otherwise), optionally with '*' as the whole leftmost label
 // (ErrWildcard for any other '*'). An IP address is not a host pattern: it
 // names no service and no outside host by name (ErrNotInMesh).
 func ParseHostPattern(host string) (HostPattern, error) {
@@ -31,12 +31,17 @@ func ParseHostPattern(host string) (HostPattern, error) {
 	if strings.Contains(rest, "*") {
 		return HostPattern{}, fmt.Errorf("%w: %s", ErrWildcard, Quote(host))
 	}
-	if _, err := netip.ParseAddr(strings.Trim(rest, "[]")); err == nil {
+	if _, err := netip.ParseAddr(strings.Trim(strings.TrimSuffix(rest, "."), "[]")); err == nil {
 		return HostPattern{}, fmt.Errorf("%w: %s is an IP address", ErrNotInMesh, Quote(host))
 	}
 	labels, err := splitName(rest)
 	if err != nil {
 		return HostPattern{}, fmt.Errorf("%w %s: %w", ErrMalformed, Quote(host), err)
+	}
+	if allDigits(labels[len(labels)-1]) {
+		// 10.0.0.300, 127.1: what some resolvers read as an address, and
+		// no DNS name (as ParseEndpoint has it).
+		return HostPattern{}, fmt.Errorf("%w %s: the last label is all digits, as in an IP address", ErrMalformed, Quote(host))
 	}
 	name := strings.Join(labels, ".")
 	if wild {
@@ -79,23 +84,4 @@ func (h HostPattern) Specificity() int {
 // as "*.prod.svc.cluster.local" or "*.local" is matched against.
 func (r Resolver) FQDN(s Service) string {
 	return s.Name + "." + s.Namespace + ".svc." + r.ClusterDomain()
-}
-
-// OutsideHost is the canonical form (lower case, no trailing dot, no
-// port) of an authority that names no mesh service, for looking up the
-// resources written for that host. Errors wrap ErrMalformed; an IP
-// address wraps ErrNotInMesh.
-func OutsideHost(authority string) (string, error) {
-	host, err := splitPort(authority)
-	if err != nil {
-		return "", err
-	}
-	h, err := ParseHostPattern(host)
-	if err != nil {
-		return "", err
-	}
-	if h.IsWildcard() {
-		return "", fmt.Errorf("%w %s: '*' in a request's host", ErrMalformed, Quote(authority))
-	}
-	return h.String(), nil
 }

@@ -2,6 +2,7 @@ package naming
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -26,6 +27,9 @@ func TestHostPatternRules(t *testing.T) {
 		{in: "a..b", err: ErrMalformed},
 		{in: "a_b.com", err: ErrMalformed},
 		{in: "10.0.0.1", err: ErrNotInMesh},
+		{in: "0.0.0.0.", err: ErrNotInMesh},
+		{in: "10.0.0.300", err: ErrMalformed},
+		{in: "127.1", err: ErrMalformed},
 		{in: "[::1]", err: ErrNotInMesh},
 		{in: "", err: ErrMalformed},
 	} {
@@ -60,20 +64,40 @@ func TestHostPatternRules(t *testing.T) {
 	}
 }
 
-// The canonical outside host of a request's authority: lower case, no
-// port or trailing dot; a wildcard or an IP is no outside host name.
-func TestOutsideHostNames(t *testing.T) {
-	for in, want := range map[string]string{"Reviews.Example.com:8080": "reviews.example.com", "httpbin.org.": "httpbin.org"} {
-		if got, err := OutsideHost(in); err != nil || got != want {
-			t.Errorf("%q: %q %v, want %q", in, got, err, want)
-		}
-	}
-	for in, want := range map[string]error{"*.example.com": ErrMalformed, "a.com:0": ErrMalformed, "1.2.3.4:80": ErrNotInMesh, "a@b.com": ErrMalformed} {
-		if _, err := OutsideHost(in); !errors.Is(err, want) {
-			t.Errorf("%q: err %v, want %v", in, err, want)
-		}
-	}
+// A service's FQDN is what wildcard hosts are matched against.
+func TestHostPatternFQDN(t *testing.T) {
 	if got := (Resolver{}).FQDN(Service{Name: "reviews", Namespace: "prod"}); got != "reviews.prod.svc.cluster.local" {
 		t.Errorf("FQDN %q", got)
 	}
+	r, _ := NewResolver("prod", "corp.example")
+	if got := r.FQDN(Service{Name: "reviews", Namespace: "prod"}); got != "reviews.prod.svc.corp.example" {
+		t.Errorf("FQDN %q", got)
+	}
+}
+
+// Whatever ParseHostPattern accepts is canonical (parsing its String gives
+// it back), ASCII lower case, and has '*' only as the leftmost label.
+func FuzzHostPattern(f *testing.F) {
+	for _, s := range []string{"httpbin.org", "*.example.com", "*", "a.*.com", "*foo.com", "API.GitHub.com.", "10.0.0.1", "[::1]", "a..b", "\u212a.com"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParseHostPattern(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseHostPattern(p.String())
+		if err != nil || again != p {
+			t.Fatalf("%q → %q → %q %v", s, p, again, err)
+		}
+		name := p.String()
+		if strings.Contains(strings.TrimPrefix(name, "*"), "*") || strings.ToLower(name) != name || strings.HasSuffix(name, ".") {
+			t.Fatalf("%q → %q", s, name)
+		}
+		for i := 0; i < len(name); i++ {
+			if name[i] >= 0x80 {
+				t.Fatalf("%q → non-ASCII %q", s, name)
+			}
+		}
+	})
 }
