@@ -67,7 +67,7 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 	for _, p := range req.GetProxies() {
 		reason := ""
 		ns, nsErr := proxyNamespace(p)
-		if !allowed[p.GetSpiffeId()][p.GetService()] {
+		if nsErr == nil && !mayServe(allowed, p.GetSpiffeId(), p.GetService(), ns) {
 			reason = "its identity may not serve this service"
 		} else if err := validLabels(p.GetLabels()); err != nil {
 			reason = err.Error()
@@ -114,6 +114,24 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 		s.changes.Notify()
 	}
 	return &agentv1.ReportProxiesResponse{}, nil
+}
+
+// mayServe reports whether identity id may register an endpoint of
+// service in namespace: by a grant "service.namespace", or by a grant
+// "service" (or its service account) when namespace is the identity's own
+// (the ID's /ns/ segment, else "default"). So an identity without a
+// namespace in its ID that claims one (sigil-proxy run --namespace) needs
+// a grant naming it: a bare grant never lets it serve prod's reviews.
+func mayServe(allowed map[string]map[string]bool, id, service, namespace string) bool {
+	if allowed[id][service+"."+namespace] {
+		return true
+	}
+	parsed, err := spiffeid.FromString(id)
+	if err != nil {
+		return false
+	}
+	own, err := naming.WorkloadNamespace(parsed, "")
+	return err == nil && own == namespace && allowed[id][service]
 }
 
 // proxyNamespace is the namespace of a reported sidecar's service: its

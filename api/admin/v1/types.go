@@ -55,7 +55,8 @@ type EntryRequest struct {
 	Selectors []string      `json:"selectors"`
 	X509TTL   time.Duration `json:"x509_ttl"`
 	JWTTTL    time.Duration `json:"jwt_ttl"`
-	// Services whose endpoints sidecars of this identity may register.
+	// Services whose endpoints sidecars of this identity may register:
+	// NAME (in the identity's own namespace) or NAME.NAMESPACE.
 	Services []string `json:"services,omitempty"`
 }
 
