@@ -41,7 +41,8 @@ func (v *validator) fail(path, format string, args ...any) {
 // ServiceOf resolves a host as a resource in namespace writes it ("api",
 // "api.prod", "api.prod.svc.cluster.local"): a bare name is a service of
 // the resource's own namespace, as in Istio. It returns the zero Service
-// for a host that is not a mesh service (Validate refuses those).
+// for a host that is not a mesh service: an outside host or a wildcard
+// (HostKey keys those).
 func ServiceOf(host, namespace string) naming.Service {
 	r, err := naming.NewResolver(namespace, naming.DefaultClusterDomain)
 	if err != nil {
