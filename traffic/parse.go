@@ -111,36 +111,60 @@ func parseDoc(doc []byte) (Resource, error) {
 	switch tm.Kind {
 	case KindVirtualService:
 		r.VS = &VirtualService{}
-		err = strictDecode(js, r.VS)
+		err = strictDecode(js, r.VS, false)
 	case KindDestinationRule:
 		r.DR = &DestinationRule{}
-		err = strictDecode(js, r.DR)
+		err = strictDecode(js, r.DR, false)
 	}
 	if err != nil {
 		return Resource{}, fmt.Errorf("traffic: %s: %w", r.Ref(), bare{err})
 	}
+	upgradeDeprecated(&r)
 	if err := Validate(r); err != nil {
 		return Resource{}, err
 	}
+	clearDeprecated(&r)
 	return r, nil
 }
 
-// strictDecode refuses unknown fields, naming them as unsupported.
-func strictDecode(js []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		msg := err.Error()
-		if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-			return fmt.Errorf("traffic: field %s is not supported by Sigil (or is misspelled)", f)
-		}
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return fmt.Errorf("traffic: field %s: %s is not a valid %s", te.Field, te.Value, te.Type)
-		}
-		return fmt.Errorf("traffic: %s", strings.TrimPrefix(msg, "json: "))
+// upgradeDeprecated moves Istio's deprecated fields to their successors,
+// as Istio's own translation does (the successor wins when both are
+// set): fault.delay.percent to fault.delay.percentage, mirrorPercent
+// (mirror_percent) to mirrorPercentage. What is stored and streamed then
+// has the successors only. It runs after strictDecode, before Validate,
+// which checks the deprecated values' ranges while they are still there.
+func upgradeDeprecated(r *Resource) {
+	if r.VS == nil {
+		return
 	}
-	return nil
+	for i := range r.VS.Spec.HTTP {
+		h := &r.VS.Spec.HTTP[i]
+		if h.MirrorPercent != nil {
+			if h.MirrorPercentage == nil && *h.MirrorPercent <= 100 {
+				h.MirrorPercentage = &Percent{Value: float64(*h.MirrorPercent)}
+			}
+		}
+		if d := h.Fault; d != nil && d.Delay != nil && d.Delay.Percent != nil {
+			if d.Delay.Percentage == nil && *d.Delay.Percent >= 0 && *d.Delay.Percent <= 100 {
+				d.Delay.Percentage = &Percent{Value: float64(*d.Delay.Percent)}
+			}
+		}
+	}
+}
+
+// clearDeprecated drops the deprecated fields once Validate has checked
+// them and upgradeDeprecated has moved them.
+func clearDeprecated(r *Resource) {
+	if r.VS == nil {
+		return
+	}
+	for i := range r.VS.Spec.HTTP {
+		h := &r.VS.Spec.HTTP[i]
+		h.MirrorPercent = nil
+		if h.Fault != nil && h.Fault.Delay != nil {
+			h.Fault.Delay.Percent = nil
+		}
+	}
 }
 
 // FromSpec rebuilds a resource from its stored or streamed form (kind,
@@ -152,17 +176,22 @@ func FromSpec(kind, namespace, name string, spec []byte) (Resource, error) {
 	switch kind {
 	case KindVirtualService:
 		r.VS = &VirtualService{APIVersion: "networking.istio.io/v1", Kind: kind, Metadata: Metadata{Name: name, Namespace: namespace}}
-		err = strictDecode(spec, &r.VS.Spec)
+		err = strictDecode(spec, &r.VS.Spec, true)
 	case KindDestinationRule:
 		r.DR = &DestinationRule{APIVersion: "networking.istio.io/v1", Kind: kind, Metadata: Metadata{Name: name, Namespace: namespace}}
-		err = strictDecode(spec, &r.DR.Spec)
+		err = strictDecode(spec, &r.DR.Spec, true)
 	default:
 		return Resource{}, fmt.Errorf("traffic: kind %q: want VirtualService or DestinationRule", kind)
 	}
 	if err != nil {
 		return Resource{}, fmt.Errorf("traffic: %s: %w", r.Ref(), bare{err})
 	}
-	return r, Validate(r)
+	upgradeDeprecated(&r)
+	if err := Validate(r); err != nil {
+		return Resource{}, err
+	}
+	clearDeprecated(&r)
+	return r, nil
 }
 
 // CheckUTF8 refuses input that is not UTF-8, naming source, the line and

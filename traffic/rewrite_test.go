@@ -177,14 +177,17 @@ func FuzzRouteSemantics(f *testing.F) {
 		}
 		m := Matched{Route: &Route{Rewrite: &HTTPRewrite{URI: uri}}, PrefixMatched: matched}
 		got := m.RewritePath(path)
+		if uri != "" && !strings.HasPrefix(got, "/") {
+			t.Fatalf("RewritePath(%q) with uri %q = %q, not a path", path, uri, got)
+		}
 		if uri != "" && matched != "" {
 			rest := path[len(matched):]
-			if !strings.HasPrefix(got, uri) || !strings.HasSuffix(got, strings.TrimPrefix(rest, "/")) || len(got) < len(uri)+len(rest)-1 {
+			if !strings.HasPrefix(got, uri) && !strings.HasPrefix(got, "/"+uri) || !strings.HasSuffix(got, strings.TrimPrefix(rest, "/")) || len(got) < len(uri)+len(rest)-1 {
 				t.Fatalf("RewritePath(%q) with prefix %q, uri %q = %q", path, matched, uri, got)
 			}
 		}
 		var v validator
-		v.uri("uri", uri, true)
+		v.uri("uri", uri, true, true)
 		if len(v.problems) > 0 {
 			return
 		}
