@@ -13,6 +13,7 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/sigil-mesh/sigil/traffic"
 )
@@ -131,6 +132,8 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 			return nil, adminv1.Errorf(http.StatusBadRequest, "%v", err)
 		}
 	}
+	resp.Warnings = subsetWarnings(x.parsedWith(overlay), parsed)
+
 	if req.DryRun || len(events) == 0 {
 		return resp, nil
 	}
@@ -239,6 +242,16 @@ func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKe
 	if err := traffic.CheckReferences(x.parsedWith(overlay)); err != nil {
 		return adminv1.DeleteResponse{}, adminv1.Errorf(http.StatusConflict, "deleting %d resources would break: %v", len(found), err)
 	}
+	var gone []traffic.Resource
+	for _, k := range found {
+		if k.Kind == traffic.KindDestinationRule {
+			if it, ok := x.items[k.Kind+"/"+k.Namespace+"/"+k.Name]; ok {
+				gone = append(gone, it.parsed)
+			}
+		}
+	}
+	resp.Warnings = subsetWarnings(x.parsedWith(overlay), gone)
+
 	var version int64
 	err = s.audited(ctx, events, func() error {
 		var err error
@@ -297,4 +310,29 @@ func (s *Server) listConfig(r *http.Request) (any, error) {
 		}
 	}
 	return rs, err
+}
+
+// subsetWarnings returns, as warnings for the user, the routes of the
+// whole configuration all to subsets no DestinationRule defines, that
+// concern the resources touched: a VirtualService among them, or one
+// routing to the host of a DestinationRule among them. Istio accepts
+// such routes (they answer 503 until the subset exists), so they are
+// not refused; the other routes' warnings were shown when they were
+// applied.
+func subsetWarnings(all, touched []traffic.Resource) []string {
+	refs := map[string]bool{}
+	hosts := map[naming.Service]bool{}
+	for _, r := range touched {
+		refs[r.Ref()] = true
+		if r.DR != nil {
+			hosts[traffic.ServiceOf(r.DR.Spec.Host, r.Namespace)] = true
+		}
+	}
+	var out []string
+	for _, u := range traffic.UndefinedSubsets(all) {
+		if refs[u.Source] || hosts[u.Service] {
+			out = append(out, u.String())
+		}
+	}
+	return out
 }

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/strictjson"
 	"sigs.k8s.io/yaml"
 )
 
@@ -111,10 +112,10 @@ func parseDoc(doc []byte) (Resource, error) {
 	switch tm.Kind {
 	case KindVirtualService:
 		r.VS = &VirtualService{}
-		err = strictDecode(js, r.VS, false)
+		err = strictDecode(js, r.VS, strictjson.Proto("spec"))
 	case KindDestinationRule:
 		r.DR = &DestinationRule{}
-		err = strictDecode(js, r.DR, false)
+		err = strictDecode(js, r.DR, strictjson.Proto("spec"))
 	}
 	if err != nil {
 		return Resource{}, fmt.Errorf("traffic: %s: %w", r.Ref(), bare{err})
@@ -125,6 +126,26 @@ func parseDoc(doc []byte) (Resource, error) {
 	}
 	clearDeprecated(&r)
 	return r, nil
+}
+
+// strictDecode decodes a resource by strictjson's rules (case-sensitive
+// names; in a spec, Istio's protobuf names too) and says which field
+// Sigil does not support.
+func strictDecode(js []byte, v any, proto strictjson.Option) error {
+	err := strictjson.Unmarshal(js, v, proto)
+	var uf *strictjson.UnknownFieldError
+	var te *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &uf) && uf.Suggest != "":
+		return fmt.Errorf("traffic: field %q is not supported: field names are case-sensitive (did you mean %q?), at %s", uf.Field, uf.Suggest, uf.Path)
+	case errors.As(err, &uf):
+		return fmt.Errorf("traffic: field %q is not supported by Sigil (or is misspelled), at %s", uf.Field, uf.Path)
+	case errors.As(err, &te):
+		return fmt.Errorf("traffic: field %s: %s is not a valid %s", te.Field, te.Value, te.Type)
+	}
+	return fmt.Errorf("traffic: %s", strings.TrimPrefix(strings.TrimPrefix(err.Error(), "json: "), "strictjson: "))
 }
 
 // upgradeDeprecated moves Istio's deprecated fields to their successors,
@@ -176,10 +197,10 @@ func FromSpec(kind, namespace, name string, spec []byte) (Resource, error) {
 	switch kind {
 	case KindVirtualService:
 		r.VS = &VirtualService{APIVersion: "networking.istio.io/v1", Kind: kind, Metadata: Metadata{Name: name, Namespace: namespace}}
-		err = strictDecode(spec, &r.VS.Spec, true)
+		err = strictDecode(spec, &r.VS.Spec, strictjson.Proto(""))
 	case KindDestinationRule:
 		r.DR = &DestinationRule{APIVersion: "networking.istio.io/v1", Kind: kind, Metadata: Metadata{Name: name, Namespace: namespace}}
-		err = strictDecode(spec, &r.DR.Spec, true)
+		err = strictDecode(spec, &r.DR.Spec, strictjson.Proto(""))
 	default:
 		return Resource{}, fmt.Errorf("traffic: kind %q: want VirtualService or DestinationRule", kind)
 	}

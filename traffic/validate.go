@@ -115,11 +115,12 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 			}
 		}
 		v.headers(dp+".headers", d.Headers)
+		v.authorityOnce(dp, nil, d.Headers)
 	}
 	if len(rt.Route) > 1 && total == 0 {
 		v.fail(p+".route", "the weights of its %d destinations add up to 0: no destination would get a request (an unset weight is 0)", len(rt.Route))
 	}
-	v.authorityOnce(p, rt)
+	v.authorityOnce(p, rt.Rewrite, rt.Headers)
 	if rd := rt.Redirect; rd != nil {
 		if rd.URI == "" && rd.Authority == "" && rd.Scheme == "" && rd.Port == 0 && rd.DerivePort == "" {
 			v.fail(p+".redirect", "set uri, authority, scheme, port or derivePort")
@@ -442,15 +443,15 @@ func IsAuthorityHeader(k string) bool {
 	return strings.EqualFold(k, "host") || strings.EqualFold(k, ":authority")
 }
 
-// authorityOnce refuses a route that sets the authority in more than one
-// place (rewrite.authority, headers.request set or add), as Istio does:
-// which would win is not obvious.
-func (v *validator) authorityOnce(p string, rt *HTTPRoute) {
+// authorityOnce refuses a route (or a route's destination) that sets the
+// authority in more than one place (rewrite.authority, headers.request
+// set or add), as Istio does: which would win is not obvious.
+func (v *validator) authorityOnce(p string, rw *HTTPRewrite, h *Headers) {
 	var where []string
-	if rt.Rewrite != nil && rt.Rewrite.Authority != "" {
+	if rw != nil && rw.Authority != "" {
 		where = append(where, "rewrite.authority")
 	}
-	if h := rt.Headers; h != nil && h.Request != nil {
+	if h != nil && h.Request != nil {
 		for op, m := range map[string]map[string]string{"set": h.Request.Set, "add": h.Request.Add} {
 			for k := range m {
 				if IsAuthorityHeader(k) {
@@ -562,12 +563,27 @@ func CheckReferences(all []Resource) error {
 	return errors.Join(errs...)
 }
 
-// UndefinedSubsets lists, one warning each, the subsets a VirtualService
-// routes or mirrors to that no DestinationRule for the host defines.
-// Istio accepts such a route, and so does Sigil: a request it takes is
-// answered 503 (as Envoy's "no healthy upstream") until the subset is
-// defined.
-func UndefinedSubsets(all []Resource) []string {
+// UndefinedSubset is a route or mirror to a subset that no
+// DestinationRule for its host defines.
+type UndefinedSubset struct {
+	Source  string         // the VirtualService, as Resource.Ref names it
+	Path    string         // the field: spec.http[0].route[1].destination.subset
+	Host    string         // the destination's host, as written
+	Service naming.Service // the host resolved in the VirtualService's namespace
+	Subset  string
+}
+
+// String is the warning shown to the user.
+func (u UndefinedSubset) String() string {
+	return fmt.Sprintf("%s: %s: subset %q of %s is not defined by any DestinationRule: requests routed there get 503 until one defines it", u.Source, u.Path, u.Subset, u.Host)
+}
+
+// UndefinedSubsets lists the subsets the VirtualServices of all route or
+// mirror to that no DestinationRule of all defines. Istio accepts such a
+// route, and so does Sigil (a warning, not a refusal): a request it
+// takes is answered 503, as Envoy answers for a cluster with no
+// endpoints, until the subset is defined.
+func UndefinedSubsets(all []Resource) []UndefinedSubset {
 	subsets := map[naming.Service]map[string]bool{}
 	for _, r := range all {
 		if r.DR == nil {
@@ -581,17 +597,20 @@ func UndefinedSubsets(all []Resource) []string {
 			subsets[svc][s.Name] = true
 		}
 	}
-	var warnings []string
+	var out []UndefinedSubset
 	for _, r := range all {
 		if r.VS == nil {
 			continue
 		}
 		for i, h := range r.VS.Spec.HTTP {
 			check := func(path string, d *Destination) {
-				if d == nil || d.Subset == "" || subsets[ServiceOf(d.Host, r.Namespace)][d.Subset] {
+				if d == nil || d.Subset == "" {
 					return
 				}
-				warnings = append(warnings, fmt.Sprintf("%s: %s: subset %q of %s is not defined by any DestinationRule: requests this route sends there get 503 until one defines it", r.Ref(), path, d.Subset, d.Host))
+				svc := ServiceOf(d.Host, r.Namespace)
+				if !subsets[svc][d.Subset] {
+					out = append(out, UndefinedSubset{Source: r.Ref(), Path: path, Host: d.Host, Service: svc, Subset: d.Subset})
+				}
 			}
 			for j := range h.Route {
 				check(fmt.Sprintf("spec.http[%d].route[%d].destination.subset", i, j), &h.Route[j].Destination)
@@ -599,5 +618,5 @@ func UndefinedSubsets(all []Resource) []string {
 			check(fmt.Sprintf("spec.http[%d].mirror.subset", i), h.Mirror)
 		}
 	}
-	return warnings
+	return out
 }

@@ -1,48 +1,86 @@
-package traffic
+// Package strictjson decodes JSON as the Kubernetes API server and Istio
+// read it (Caddy's StrictUnmarshalJSON is the model): a field the target
+// type does not have is an error, and field names are case-sensitive —
+// Go's encoding/json alone would read "Timeout" into "timeout". Where a
+// document is protobuf JSON (an Istio spec), a field may also be spelled
+// by its protobuf name, snake_case ("per_try_timeout"), as protojson
+// accepts; nothing else is accepted.
+//
+//	var spec traffic.VirtualServiceSpec
+//	err := strictjson.Unmarshal(data, &spec, strictjson.Proto(""))
+package strictjson
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
-	"sync"
 	"unicode"
 )
 
-// strictDecode decodes the JSON js into v, refusing any field v does not
-// have. Field names are case-sensitive, as in the Kubernetes API and
-// Istio (Go's encoding/json alone would read "Timeout" as "timeout"). In
-// a spec (proto: the Istio API, read as protobuf JSON), a field may also
-// be spelled by its protobuf name, snake_case ("per_try_timeout"), as
-// Istio's protojson reader accepts; nothing else is accepted. Metadata
-// and status are Kubernetes JSON: camelCase only.
-func strictDecode(js []byte, v any, proto bool) error {
-	dec := json.NewDecoder(bytes.NewReader(js))
+// Option changes how Unmarshal reads field names.
+type Option func(*options)
+
+type options struct {
+	proto   bool
+	protoIn string
+}
+
+// Proto accepts protobuf (snake_case) field names in the value of the
+// top-level field named field, or everywhere when field is "" (the
+// document is a protobuf message).
+func Proto(field string) Option {
+	return func(o *options) { o.proto, o.protoIn = true, field }
+}
+
+// UnknownFieldError is a field the target type does not have.
+type UnknownFieldError struct {
+	Field string // as written
+	Path  string // where: "spec.http[0].Timeout"
+	// Suggest is the field's right spelling when Field differs from it
+	// only in case (or is its protobuf name where that is not accepted).
+	Suggest string
+}
+
+func (e *UnknownFieldError) Error() string {
+	if e.Suggest != "" {
+		return fmt.Sprintf("strictjson: unknown field %q at %s: field names are case-sensitive (did you mean %q?)", e.Field, e.Path, e.Suggest)
+	}
+	return fmt.Sprintf("strictjson: unknown field %q at %s", e.Field, e.Path)
+}
+
+// Unmarshal decodes the JSON value data holds into v (a pointer),
+// refusing unknown fields and names that match a field only without case
+// (an *UnknownFieldError), and a field given twice under its two
+// spellings. Other errors are encoding/json's.
+func Unmarshal(data []byte, v any, opts ...Option) error {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var raw any
 	if err := dec.Decode(&raw); err != nil {
-		return fmt.Errorf("traffic: %s", strings.TrimPrefix(err.Error(), "json: "))
+		return err
 	}
-	canon, err := canonicalKeys(raw, reflect.TypeOf(v).Elem(), "", proto)
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("strictjson: data after the JSON value")
+	}
+	canon, err := canonicalKeys(raw, reflect.TypeOf(v).Elem(), "", o.proto && o.protoIn == "", o)
 	if err != nil {
 		return err
 	}
-	js, err = json.Marshal(canon)
+	data, err = json.Marshal(canon)
 	if err != nil {
-		return fmt.Errorf("traffic: %w", err)
+		return err
 	}
-	dec = json.NewDecoder(bytes.NewReader(js))
+	dec = json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return fmt.Errorf("traffic: field %s: %s is not a valid %s", te.Field, te.Value, te.Type)
-		}
-		return fmt.Errorf("traffic: %s", strings.TrimPrefix(err.Error(), "json: "))
-	}
-	return nil
+	return dec.Decode(v)
 }
 
 var (
@@ -54,7 +92,7 @@ var (
 // decoded into, checks every object key of a struct against the struct's
 // JSON names exactly, and renames protobuf (snake_case) spellings to them.
 // path is where val sits, for errors ("spec.http[0]").
-func canonicalKeys(val any, t reflect.Type, path string, proto bool) (any, error) {
+func canonicalKeys(val any, t reflect.Type, path string, proto bool, o options) (any, error) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -79,11 +117,11 @@ func canonicalKeys(val any, t reflect.Type, path string, proto bool) (any, error
 				return nil, unknownField(k, path, fields)
 			}
 			if prev, dup := from[f.json]; dup {
-				return nil, fmt.Errorf("traffic: %s: fields %q and %q are the same field; set it once", join(path, f.json), prev, k)
+				return nil, fmt.Errorf("strictjson: %s: fields %q and %q are the same field; set it once", join(path, f.json), prev, k)
 			}
 			from[f.json] = k
-			sub := proto || path == "" && f.json == "spec"
-			cv, err := canonicalKeys(v, f.typ, join(path, f.json), sub)
+			sub := proto || o.proto && path == "" && f.json == o.protoIn
+			cv, err := canonicalKeys(v, f.typ, join(path, f.json), sub, o)
 			if err != nil {
 				return nil, err
 			}
@@ -97,7 +135,7 @@ func canonicalKeys(val any, t reflect.Type, path string, proto bool) (any, error
 		}
 		out := make(map[string]any, len(obj))
 		for k, v := range obj {
-			cv, err := canonicalKeys(v, t.Elem(), path+"."+k, proto)
+			cv, err := canonicalKeys(v, t.Elem(), path+"."+k, proto, o)
 			if err != nil {
 				return nil, err
 			}
@@ -111,7 +149,7 @@ func canonicalKeys(val any, t reflect.Type, path string, proto bool) (any, error
 		}
 		out := make([]any, len(arr))
 		for i, v := range arr {
-			cv, err := canonicalKeys(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i), proto)
+			cv, err := canonicalKeys(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i), proto, o)
 			if err != nil {
 				return nil, err
 			}
@@ -122,16 +160,16 @@ func canonicalKeys(val any, t reflect.Type, path string, proto bool) (any, error
 	return val, nil
 }
 
-// unknownField names a field Sigil does not have; one that differs from a
-// field only in case is named with the spelling that works.
+// unknownField names a field the struct lacks, with the spelling that
+// works when it differs only in case.
 func unknownField(k, path string, fields *structFields) error {
-	at := join(path, k)
+	e := &UnknownFieldError{Field: k, Path: join(path, k)}
 	for name := range fields.byJSON {
 		if strings.EqualFold(name, k) || strings.EqualFold(protoName(name), k) {
-			return fmt.Errorf("traffic: field %q is not supported: field names are case-sensitive (did you mean %q?), at %s", k, name, at)
+			e.Suggest = name
 		}
 	}
-	return fmt.Errorf("traffic: field %q is not supported by Sigil (or is misspelled), at %s", k, at)
+	return e
 }
 
 func join(path, name string) string {
@@ -151,12 +189,10 @@ type field struct {
 	typ  reflect.Type
 }
 
-var fieldCache sync.Map // reflect.Type → *structFields
-
+// fieldsOf indexes t's fields. It is not cached: resources are small
+// and rare next to what a cache shared by every caller would cost in
+// process-global state.
 func fieldsOf(t reflect.Type) *structFields {
-	if f, ok := fieldCache.Load(t); ok {
-		return f.(*structFields)
-	}
 	sf := &structFields{byJSON: map[string]field{}, byProto: map[string]field{}}
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -175,7 +211,6 @@ func fieldsOf(t reflect.Type) *structFields {
 			sf.byProto[p] = field{json: name, typ: f.Type}
 		}
 	}
-	fieldCache.Store(t, sf)
 	return sf
 }
 
