@@ -199,8 +199,9 @@ func (s *Server) deleteConfigBatch(r *http.Request) (any, error) {
 }
 
 // deleteResources deletes the keys that exist, after checking that what
-// stays still holds together (no VirtualService left pointing at a subset
-// whose DestinationRule goes).
+// stays still holds together (traffic.CheckReferences). A VirtualService
+// left routing to a subset whose DestinationRule goes is allowed, as in
+// Istio, and named in the response's warnings.
 func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKey) (adminv1.DeleteResponse, error) {
 	x, unlock, err := s.lockConfig(ctx)
 	if err != nil {
