@@ -420,7 +420,7 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 			o.p.log.Warn("endpoint ejected", "service", c.service, "endpoint", ep.addr)
 		}
 		retry := attempt < attempts && ctx.Err() == nil && (err != nil && rt.RetryOn.Failure(kind) ||
-			resp != nil && (rt.RetryOn.Status(resp.StatusCode, grpcStatusOf(resp)) || rt.RetryOn.Headers(resp.Header)))
+			resp != nil && rt.RetryOn.Response(resp.StatusCode, grpcStatusOf(resp), resp.Header))
 		if retry {
 			if c.pool.canRetry() {
 				if resp != nil {

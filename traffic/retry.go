@@ -103,12 +103,15 @@ func (r RetryOn) Status(code, grpcStatus int) bool {
 	return false
 }
 
-// Headers reports whether a response with these header fields should be
-// retried whatever its status: under envoy-ratelimited, one that carries
-// x-envoy-ratelimited (Envoy's rate limit filter sets it).
-func (r RetryOn) Headers(h http.Header) bool {
-	_, limited := h["X-Envoy-Ratelimited"]
-	return r.RateLimited && limited
+// Response reports whether a response should be retried, as Envoy's
+// router decides: one carrying x-envoy-ratelimited (an upstream Envoy's
+// rate limit) only under envoy-ratelimited, whatever its status; any
+// other by Status.
+func (r RetryOn) Response(code, grpcStatus int, h http.Header) bool {
+	if _, limited := h["X-Envoy-Ratelimited"]; limited {
+		return r.RateLimited
+	}
+	return r.Status(code, grpcStatus)
 }
 
 // Failure kinds of a request that got no response.
@@ -123,13 +126,13 @@ const (
 // retried, as Envoy decides: 5xx and gateway-error cover every way of
 // getting no response, since the proxy would answer it with a 502, 503 or
 // 504 of its own (a per-try timeout is a 504); reset covers a broken
-// stream and a per-try timeout ("does not respond at all");
-// reset-before-request only the failures before any of the request
-// reached the peer.
+// stream, a failed connection and a per-try timeout ("does not respond at
+// all"); reset-before-request only the failures before any of the
+// request reached the peer.
 func (r RetryOn) Failure(kind int) bool {
 	switch kind {
 	case FailConnect:
-		return r.ConnectFailure || r.FiveXX || r.GatewayError || r.RefusedStream || r.ResetBeforeRequest
+		return r.ConnectFailure || r.FiveXX || r.GatewayError || r.RefusedStream || r.Reset || r.ResetBeforeRequest
 	case FailRefused:
 		return r.RefusedStream || r.ConnectFailure || r.Reset || r.FiveXX || r.GatewayError || r.ResetBeforeRequest
 	}

@@ -273,13 +273,14 @@ func TestRetryOnConditions(t *testing.T) {
 	status := func(code int) outcome { return outcome{kind: -1, code: code, grpc: -1} }
 	grpc := func(c string) outcome { return outcome{kind: -1, code: 200, grpc: GRPCCodes[c]} }
 	limited := outcome{kind: -1, code: 429, grpc: -1, header: "X-Envoy-Ratelimited"}
+	limited503 := outcome{kind: -1, code: 503, grpc: -1, header: "X-Envoy-Ratelimited"}
 	tests := []struct {
 		retryOn string
 		retry   []outcome
 		noRetry []outcome
 	}{
 		{"reset-before-request", []outcome{connect, refused}, []outcome{reset, timeout, status(503)}},
-		{"reset", []outcome{refused, reset, timeout}, []outcome{status(503)}},
+		{"reset", []outcome{connect, refused, reset, timeout}, []outcome{status(503)}},
 		{"envoy-ratelimited", []outcome{limited}, []outcome{status(429), status(503), reset}},
 		{"retriable-headers", nil, []outcome{limited, status(503), reset, connect}},
 		{"http3-post-connect-failure", nil, []outcome{connect, reset, status(503)}},
@@ -288,8 +289,9 @@ func TestRetryOnConditions(t *testing.T) {
 		{"retriable-4xx", []outcome{status(409)}, []outcome{status(400), status(429)}},
 		{"deadline-exceeded,resource-exhausted,internal", []outcome{grpc("DEADLINE_EXCEEDED"), grpc("RESOURCE_EXHAUSTED"), grpc("INTERNAL")}, []outcome{grpc("UNAVAILABLE"), grpc("NOT_FOUND")}},
 		{"cancelled,unavailable", []outcome{grpc("CANCELLED"), grpc("UNAVAILABLE")}, []outcome{grpc("INTERNAL")}},
-		{"gateway-error", []outcome{status(502), status(503), status(504), connect, reset}, []outcome{status(500)}},
-		{"5xx", []outcome{status(500), connect, refused, reset, timeout}, []outcome{status(409)}},
+		{"gateway-error", []outcome{status(502), status(503), status(504), connect, reset}, []outcome{status(500), limited503}},
+		{"5xx", []outcome{status(500), connect, refused, reset, timeout}, []outcome{status(409), limited503}},
+		{"5xx,envoy-ratelimited", []outcome{limited503, limited}, nil},
 		{"connect-failure", []outcome{connect}, []outcome{reset, timeout, status(503)}},
 		{"refused-stream", []outcome{refused, connect}, []outcome{reset}},
 	}
@@ -301,7 +303,7 @@ func TestRetryOnConditions(t *testing.T) {
 		if o.header != "" {
 			h.Set(o.header, "true")
 		}
-		return r.Status(o.code, o.grpc) || r.Headers(h)
+		return r.Response(o.code, o.grpc, h)
 	}
 	for _, tt := range tests {
 		r, err := ParseRetryOn(tt.retryOn)
