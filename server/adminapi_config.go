@@ -127,12 +127,13 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 	if total > s.cfg.MaxConfigBytes {
 		return nil, adminv1.Errorf(http.StatusBadRequest, "the configuration would be %d bytes encoded; the total limit is %d bytes (--max-config-bytes)", total, s.cfg.MaxConfigBytes)
 	}
+	all := x.parsedWith(overlay)
 	if len(overlay) > 0 {
-		if err := traffic.CheckReferences(x.parsedWith(overlay)); err != nil {
+		if err := traffic.CheckReferences(all); err != nil {
 			return nil, adminv1.Errorf(http.StatusBadRequest, "%v", err)
 		}
 	}
-	resp.Warnings = subsetWarnings(x.parsedWith(overlay), parsed)
+	resp.Warnings = subsetWarnings(all, parsed)
 
 	if req.DryRun || len(events) == 0 {
 		return resp, nil
@@ -240,7 +241,8 @@ func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKe
 	if len(found) == 0 {
 		return resp, nil
 	}
-	if err := traffic.CheckReferences(x.parsedWith(overlay)); err != nil {
+	all := x.parsedWith(overlay)
+	if err := traffic.CheckReferences(all); err != nil {
 		return adminv1.DeleteResponse{}, adminv1.Errorf(http.StatusConflict, "deleting %d resources would break: %v", len(found), err)
 	}
 	var gone []traffic.Resource
@@ -251,7 +253,7 @@ func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKe
 			}
 		}
 	}
-	resp.Warnings = subsetWarnings(x.parsedWith(overlay), gone)
+	resp.Warnings = subsetWarnings(all, gone)
 
 	var version int64
 	err = s.audited(ctx, events, func() error {
