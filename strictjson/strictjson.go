@@ -194,24 +194,42 @@ type field struct {
 // process-global state.
 func fieldsOf(t reflect.Type) *structFields {
 	sf := &structFields{byJSON: map[string]field{}, byProto: map[string]field{}}
+	sf.add(t, false)
+	return sf
+}
+
+// add indexes t's fields; those of an embedded struct without a JSON
+// name are promoted, as encoding/json promotes them, and give way to a
+// field of the outer struct with the same name.
+func (sf *structFields) add(t reflect.Type, promoted bool) {
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if name == "-" {
 			continue
 		}
+		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if f.Anonymous && name == "" && ft.Kind() == reflect.Struct {
+			sf.add(ft, true)
+			continue
+		}
+		if !f.IsExported() {
+			continue
+		}
 		if name == "" {
 			name = f.Name
+		}
+		if _, taken := sf.byJSON[name]; taken && promoted {
+			continue
 		}
 		sf.byJSON[name] = field{json: name, typ: f.Type}
 		if p := protoName(name); p != name {
 			sf.byProto[p] = field{json: name, typ: f.Type}
 		}
 	}
-	return sf
 }
 
 // protoName is the protobuf field name of a lowerCamel JSON name

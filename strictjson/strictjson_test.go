@@ -84,6 +84,30 @@ func TestStrictJSONCaseSensitive(t *testing.T) {
 	}
 }
 
+type base struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+}
+
+type withEmbedded struct {
+	base
+	Name string `json:"name"` // wins over base's
+	Spec string `json:"spec"`
+}
+
+// Fields of an embedded struct are promoted, as encoding/json promotes
+// them.
+func TestStrictJSONEmbedded(t *testing.T) {
+	var v withEmbedded
+	if err := Unmarshal([]byte(`{"kind":"k","name":"n","spec":"s"}`), &v); err != nil || v.Kind != "k" || v.Name != "n" || v.Spec != "s" {
+		t.Fatalf("%+v %v", v, err)
+	}
+	var uf *UnknownFieldError
+	if err := Unmarshal([]byte(`{"base":{}}`), &v); !errors.As(err, &uf) {
+		t.Fatalf("the embedded struct's own name: %v", err)
+	}
+}
+
 // Whatever the input, Unmarshal never panics, and what it accepts
 // encoding/json accepts with the same result.
 func FuzzUnmarshal(f *testing.F) {
