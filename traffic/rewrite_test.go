@@ -43,6 +43,8 @@ func TestIstioRouteSemanticsRewrite(t *testing.T) {
 		{"uriRegexRewrite replaces every match", "  - rewrite:\n      uriRegexRewrite: {match: 'a+', rewrite: 'b'}\n    route:\n    - destination: {host: api}\n", "http://api/aa/xa/a?q=a", "/b/xb/b"},
 		{"uriRegexRewrite: a literal dollar", "  - rewrite:\n      uriRegexRewrite: {match: '^/p/(.*)$', rewrite: '/$x/\\1'}\n    route:\n    - destination: {host: api}\n", "http://api/p/q", "/$x/q"},
 		{"no uri match replaces the whole path", "  - rewrite: {uri: /fixed}\n    route:\n    - destination: {host: api}\n", "http://api/any/thing", "/fixed"},
+		{"a uri without / gets one", "  - match:\n    - uri: {prefix: /api/}\n    rewrite: {uri: v1/}\n    route:\n    - destination: {host: api}\n", "http://api/api/x", "/v1/x"},
+		{"a whole-path uri without / gets one", "  - rewrite: {uri: fixed}\n    route:\n    - destination: {host: api}\n", "http://api/any", "/fixed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
