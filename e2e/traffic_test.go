@@ -44,7 +44,7 @@ func TestTrafficSplitAndShift(t *testing.T) {
 	// Refusals: the resource and field are named; the version stays.
 	admin := tm.admin()
 	before, _ := admin.ListProxies(t.Context())
-	bad := strings.Replace(splitVS(80, 20), "weight: 20", "weight: 30", 1)
+	bad := strings.Replace(splitVS(80, 20), "weight: 20", "weight: -20", 1)
 	_, err := harness.Run(t, "sigil", "apply", "-f", writeTemp(t, tm, bad), "--admin-socket", adminv1.AdminSocket(tm.ids.m.DataDir))
 	if err == nil || !strings.Contains(err.Error(), "VirtualService default/api") || !strings.Contains(err.Error(), "spec.http[0].route") {
 		t.Fatalf("bad weights: %v", err)

@@ -127,6 +127,8 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service)
 	}
 	applyHeaders(r.Header, m.Headers, true)
 	applyHeaders(r.Header, dest.Headers, true)
+	setAuthority(r, m.Headers)
+	setAuthority(r, dest.Headers)
 	c := o.cluster(st, naming.Service{Name: dest.Service, Namespace: dest.Namespace}, dest.Subset)
 	if c == nil || len(c.eps) == 0 {
 		writeError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Service+subsetSuffix(dest.Subset))
@@ -251,13 +253,34 @@ func applyHeaders(h http.Header, hs *traffic.Headers, request bool) {
 		return
 	}
 	for k, v := range ops.Set {
-		h.Set(k, v)
+		if !request || !traffic.IsAuthorityHeader(k) {
+			h.Set(k, v)
+		}
 	}
 	for k, v := range ops.Add {
-		h.Add(k, v)
+		if !request || !traffic.IsAuthorityHeader(k) {
+			h.Add(k, v)
+		}
 	}
 	for _, k := range ops.Remove {
 		h.Del(k)
+	}
+}
+
+// setAuthority applies a request header operation on host or :authority
+// (set or add; validation allows one per route): it replaces the
+// authority sent upstream, as Envoy does, rather than adding a Host
+// field that Go's transport would ignore.
+func setAuthority(r *http.Request, hs *traffic.Headers) {
+	if hs == nil || hs.Request == nil {
+		return
+	}
+	for _, ops := range []map[string]string{hs.Request.Set, hs.Request.Add} {
+		for k, v := range ops {
+			if traffic.IsAuthorityHeader(k) {
+				r.Host = v
+			}
+		}
 	}
 }
 
@@ -397,7 +420,7 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 			o.p.log.Warn("endpoint ejected", "service", c.service, "endpoint", ep.addr)
 		}
 		retry := attempt < attempts && ctx.Err() == nil && (err != nil && rt.RetryOn.Failure(kind) ||
-			resp != nil && rt.RetryOn.Status(resp.StatusCode, grpcStatusOf(resp)))
+			resp != nil && rt.RetryOn.Response(resp.StatusCode, grpcStatusOf(resp), resp.Header))
 		if retry {
 			if c.pool.canRetry() {
 				if resp != nil {

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/server/registry"
+	"github.com/sigil-mesh/sigil/strictjson"
 )
 
 // maxBody bounds an admin request's body, but for an apply's
@@ -78,12 +80,15 @@ func (s *Server) handleBody(limit int64, fn func(*http.Request) (any, error)) ht
 	}
 }
 
-// decodeStrict reads a JSON body, refusing unknown fields.
+// decodeStrict reads a JSON body, refusing unknown fields; field names
+// are case-sensitive (strictjson), as the API's types spell them.
 func decodeStrict(r io.Reader, v any) error {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	data, err := io.ReadAll(r)
+	if err != nil {
 		return adminv1.Errorf(http.StatusBadRequest, "request body: %v", err)
+	}
+	if err := strictjson.Unmarshal(data, v); err != nil {
+		return adminv1.Errorf(http.StatusBadRequest, "request body: %s", strings.TrimPrefix(err.Error(), "strictjson: "))
 	}
 	return nil
 }

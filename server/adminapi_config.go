@@ -126,11 +126,14 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 	if total > s.cfg.MaxConfigBytes {
 		return nil, adminv1.Errorf(http.StatusBadRequest, "the configuration would be %d bytes encoded; the total limit is %d bytes (--max-config-bytes)", total, s.cfg.MaxConfigBytes)
 	}
+	all := x.parsedWith(overlay)
 	if len(overlay) > 0 {
-		if err := traffic.CheckReferences(x.parsedWith(overlay)); err != nil {
+		if err := traffic.CheckReferences(all); err != nil {
 			return nil, adminv1.Errorf(http.StatusBadRequest, "%v", err)
 		}
 	}
+	resp.Warnings = subsetWarnings(all, parsed)
+
 	if req.DryRun || len(events) == 0 {
 		return resp, nil
 	}
@@ -196,8 +199,9 @@ func (s *Server) deleteConfigBatch(r *http.Request) (any, error) {
 }
 
 // deleteResources deletes the keys that exist, after checking that what
-// stays still holds together (no VirtualService left pointing at a subset
-// whose DestinationRule goes).
+// stays still holds together (traffic.CheckReferences). A VirtualService
+// left routing to a subset whose DestinationRule goes is allowed, as in
+// Istio, and named in the response's warnings.
 func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKey) (adminv1.DeleteResponse, error) {
 	x, unlock, err := s.lockConfig(ctx)
 	if err != nil {
@@ -236,9 +240,20 @@ func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKe
 	if len(found) == 0 {
 		return resp, nil
 	}
-	if err := traffic.CheckReferences(x.parsedWith(overlay)); err != nil {
+	all := x.parsedWith(overlay)
+	if err := traffic.CheckReferences(all); err != nil {
 		return adminv1.DeleteResponse{}, adminv1.Errorf(http.StatusConflict, "deleting %d resources would break: %v", len(found), err)
 	}
+	var gone []traffic.Resource
+	for _, k := range found {
+		if k.Kind == traffic.KindDestinationRule {
+			if it, ok := x.items[k.Kind+"/"+k.Namespace+"/"+k.Name]; ok {
+				gone = append(gone, it.parsed)
+			}
+		}
+	}
+	resp.Warnings = subsetWarnings(all, gone)
+
 	var version int64
 	err = s.audited(ctx, events, func() error {
 		var err error
@@ -297,4 +312,31 @@ func (s *Server) listConfig(r *http.Request) (any, error) {
 		}
 	}
 	return rs, err
+}
+
+// subsetWarnings returns, as warnings for the user, the routes of the
+// whole configuration all to subsets no DestinationRule defines, that
+// concern the resources touched: a VirtualService among them, or one
+// routing to the host of a DestinationRule among them. Istio accepts
+// such routes (they answer 503 until the subset exists), so they are
+// not refused; the other routes' warnings were shown when they were
+// applied.
+func subsetWarnings(all, touched []traffic.Resource) []string {
+	refs := map[string]bool{}
+	hosts := map[string]bool{}
+	for _, r := range touched {
+		refs[r.Ref()] = true
+		if r.DR != nil {
+			if key, _, ok := traffic.HostKey(r.DR.Spec.Host, r.Namespace); ok {
+				hosts[key] = true
+			}
+		}
+	}
+	var out []string
+	for _, u := range traffic.UndefinedSubsets(all) {
+		if refs[u.Source] || hosts[u.Key] {
+			out = append(out, u.String())
+		}
+	}
+	return out
 }

@@ -53,7 +53,7 @@ func TestNamespacedServicesReferences(t *testing.T) {
 		{"route in prod, subset only in staging", []string{
 			dr("staging", "reviews", "reviews", v2Subset),
 			vsTo("prod", "reviews", "reviews", "reviews", "v2", ""),
-		}, `subset "v2" of reviews (reviews.prod) is not defined`},
+		}, `subset "v2" of reviews is not defined by any DestinationRule for reviews.prod`},
 		{"route in prod to staging's subset by name", []string{
 			dr("staging", "reviews", "reviews", v2Subset),
 			vsTo("prod", "reviews", "reviews", "reviews.staging", "v2", ""),
@@ -61,7 +61,7 @@ func TestNamespacedServicesReferences(t *testing.T) {
 		{"outside host's subset never defines the service's", []string{
 			dr("prod", "ext", "reviews.example.com", v2Subset),
 			vsTo("prod", "reviews", "reviews", "reviews", "v2", ""),
-		}, `subset "v2" of reviews (reviews.prod) is not defined`},
+		}, `subset "v2" of reviews is not defined by any DestinationRule for reviews.prod`},
 		{"a wildcard rule's subsets cover its services", []string{
 			dr("prod", "all", "*.prod.svc.cluster.local", v2Subset),
 			vsTo("prod", "reviews", "reviews", "reviews", "v2", ""),
@@ -69,16 +69,26 @@ func TestNamespacedServicesReferences(t *testing.T) {
 		{"a wildcard rule covers no other namespace", []string{
 			dr("prod", "all", "*.prod.svc.cluster.local", v2Subset),
 			vsTo("staging", "reviews", "reviews", "reviews", "v2", ""),
-		}, `subset "v2" of reviews (reviews.staging) is not defined`},
+		}, `subset "v2" of reviews is not defined by any DestinationRule for reviews.staging`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := CheckReferences(mustParse(t, tt.docs...))
+			// A refusal (CheckReferences) or a warning (UndefinedSubsets):
+			// either names the subset and the host it was looked for in.
+			all := mustParse(t, tt.docs...)
+			var got []string
+			if err := CheckReferences(all); err != nil {
+				got = append(got, err.Error())
+			}
+			for _, u := range UndefinedSubsets(all) {
+				got = append(got, u.String())
+			}
+			msg := strings.Join(got, "\n")
 			switch {
-			case tt.want == "" && err != nil:
-				t.Fatal(err)
-			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
-				t.Fatalf("err %v, want %q", err, tt.want)
+			case tt.want == "" && msg != "":
+				t.Fatal(msg)
+			case tt.want != "" && !strings.Contains(msg, tt.want):
+				t.Fatalf("got %q, want %q", msg, tt.want)
 			}
 		})
 	}

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/strictjson"
 	"sigs.k8s.io/yaml"
 )
 
@@ -111,36 +112,80 @@ func parseDoc(doc []byte) (Resource, error) {
 	switch tm.Kind {
 	case KindVirtualService:
 		r.VS = &VirtualService{}
-		err = strictDecode(js, r.VS)
+		err = strictDecode(js, r.VS, strictjson.Proto("spec"))
 	case KindDestinationRule:
 		r.DR = &DestinationRule{}
-		err = strictDecode(js, r.DR)
+		err = strictDecode(js, r.DR, strictjson.Proto("spec"))
 	}
 	if err != nil {
 		return Resource{}, fmt.Errorf("traffic: %s: %w", r.Ref(), bare{err})
 	}
+	upgradeDeprecated(&r)
 	if err := Validate(r); err != nil {
 		return Resource{}, err
 	}
+	clearDeprecated(&r)
 	return r, nil
 }
 
-// strictDecode refuses unknown fields, naming them as unsupported.
-func strictDecode(js []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		msg := err.Error()
-		if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-			return fmt.Errorf("traffic: field %s is not supported by Sigil (or is misspelled)", f)
-		}
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return fmt.Errorf("traffic: field %s: %s is not a valid %s", te.Field, te.Value, te.Type)
-		}
-		return fmt.Errorf("traffic: %s", strings.TrimPrefix(msg, "json: "))
+// strictDecode decodes a resource by strictjson's rules (case-sensitive
+// names; in a spec, Istio's protobuf names too) and says which field
+// Sigil does not support.
+func strictDecode(js []byte, v any, proto strictjson.Option) error {
+	err := strictjson.Unmarshal(js, v, proto)
+	var uf *strictjson.UnknownFieldError
+	var te *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &uf) && uf.Suggest != "":
+		return fmt.Errorf("traffic: field %q is not supported: field names are case-sensitive (did you mean %q?), at %s", uf.Field, uf.Suggest, uf.Path)
+	case errors.As(err, &uf):
+		return fmt.Errorf("traffic: field %q is not supported by Sigil (or is misspelled), at %s", uf.Field, uf.Path)
+	case errors.As(err, &te):
+		return fmt.Errorf("traffic: field %s: %s is not a valid %s", te.Field, te.Value, te.Type)
 	}
-	return nil
+	return fmt.Errorf("traffic: %s", strings.TrimPrefix(strings.TrimPrefix(err.Error(), "json: "), "strictjson: "))
+}
+
+// upgradeDeprecated moves Istio's deprecated fields to their successors,
+// as Istio's own translation does (the successor wins when both are
+// set): fault.delay.percent to fault.delay.percentage, mirrorPercent
+// (mirror_percent) to mirrorPercentage. What is stored and streamed then
+// has the successors only. It runs after strictDecode, before Validate,
+// which checks the deprecated values' ranges while they are still there.
+func upgradeDeprecated(r *Resource) {
+	if r.VS == nil {
+		return
+	}
+	for i := range r.VS.Spec.HTTP {
+		h := &r.VS.Spec.HTTP[i]
+		if h.MirrorPercent != nil {
+			if h.MirrorPercentage == nil && *h.MirrorPercent <= 100 {
+				h.MirrorPercentage = &Percent{Value: float64(*h.MirrorPercent)}
+			}
+		}
+		if d := h.Fault; d != nil && d.Delay != nil && d.Delay.Percent != nil {
+			if d.Delay.Percentage == nil && *d.Delay.Percent >= 0 && *d.Delay.Percent <= 100 {
+				d.Delay.Percentage = &Percent{Value: float64(*d.Delay.Percent)}
+			}
+		}
+	}
+}
+
+// clearDeprecated drops the deprecated fields once Validate has checked
+// them and upgradeDeprecated has moved them.
+func clearDeprecated(r *Resource) {
+	if r.VS == nil {
+		return
+	}
+	for i := range r.VS.Spec.HTTP {
+		h := &r.VS.Spec.HTTP[i]
+		h.MirrorPercent = nil
+		if h.Fault != nil && h.Fault.Delay != nil {
+			h.Fault.Delay.Percent = nil
+		}
+	}
 }
 
 // FromSpec rebuilds a resource from its stored or streamed form (kind,
@@ -152,17 +197,22 @@ func FromSpec(kind, namespace, name string, spec []byte) (Resource, error) {
 	switch kind {
 	case KindVirtualService:
 		r.VS = &VirtualService{APIVersion: "networking.istio.io/v1", Kind: kind, Metadata: Metadata{Name: name, Namespace: namespace}}
-		err = strictDecode(spec, &r.VS.Spec)
+		err = strictDecode(spec, &r.VS.Spec, strictjson.Proto(""))
 	case KindDestinationRule:
 		r.DR = &DestinationRule{APIVersion: "networking.istio.io/v1", Kind: kind, Metadata: Metadata{Name: name, Namespace: namespace}}
-		err = strictDecode(spec, &r.DR.Spec)
+		err = strictDecode(spec, &r.DR.Spec, strictjson.Proto(""))
 	default:
 		return Resource{}, fmt.Errorf("traffic: kind %q: want VirtualService or DestinationRule", kind)
 	}
 	if err != nil {
 		return Resource{}, fmt.Errorf("traffic: %s: %w", r.Ref(), bare{err})
 	}
-	return r, Validate(r)
+	upgradeDeprecated(&r)
+	if err := Validate(r); err != nil {
+		return Resource{}, err
+	}
+	clearDeprecated(&r)
+	return r, nil
 }
 
 // CheckUTF8 refuses input that is not UTF-8, naming source, the line and

@@ -33,6 +33,11 @@ func (m Matched) RewritePath(path string) string {
 		return path
 	}
 	uri := m.Rewrite.URI
+	if !strings.HasPrefix(uri, "/") {
+		// Istio accepts a rewrite.uri without the leading "/"; a request
+		// path has one (RFC 9112 origin-form), so the sidecar adds it.
+		uri = "/" + uri
+	}
 	if m.PrefixMatched == "" || !strings.HasPrefix(path, m.PrefixMatched) {
 		return uri
 	}

@@ -43,6 +43,8 @@ func TestIstioRouteSemanticsRewrite(t *testing.T) {
 		{"uriRegexRewrite replaces every match", "  - rewrite:\n      uriRegexRewrite: {match: 'a+', rewrite: 'b'}\n    route:\n    - destination: {host: api}\n", "http://api/aa/xa/a?q=a", "/b/xb/b"},
 		{"uriRegexRewrite: a literal dollar", "  - rewrite:\n      uriRegexRewrite: {match: '^/p/(.*)$', rewrite: '/$x/\\1'}\n    route:\n    - destination: {host: api}\n", "http://api/p/q", "/$x/q"},
 		{"no uri match replaces the whole path", "  - rewrite: {uri: /fixed}\n    route:\n    - destination: {host: api}\n", "http://api/any/thing", "/fixed"},
+		{"a uri without / gets one", "  - match:\n    - uri: {prefix: /api/}\n    rewrite: {uri: v1/}\n    route:\n    - destination: {host: api}\n", "http://api/api/x", "/v1/x"},
+		{"a whole-path uri without / gets one", "  - rewrite: {uri: fixed}\n    route:\n    - destination: {host: api}\n", "http://api/any", "/fixed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -177,14 +179,17 @@ func FuzzRouteSemantics(f *testing.F) {
 		}
 		m := Matched{Route: &Route{Rewrite: &HTTPRewrite{URI: uri}}, PrefixMatched: matched}
 		got := m.RewritePath(path)
+		if uri != "" && !strings.HasPrefix(got, "/") {
+			t.Fatalf("RewritePath(%q) with uri %q = %q, not a path", path, uri, got)
+		}
 		if uri != "" && matched != "" {
 			rest := path[len(matched):]
-			if !strings.HasPrefix(got, uri) || !strings.HasSuffix(got, strings.TrimPrefix(rest, "/")) || len(got) < len(uri)+len(rest)-1 {
+			if !strings.HasPrefix(got, uri) && !strings.HasPrefix(got, "/"+uri) || !strings.HasSuffix(got, strings.TrimPrefix(rest, "/")) || len(got) < len(uri)+len(rest)-1 {
 				t.Fatalf("RewritePath(%q) with prefix %q, uri %q = %q", path, matched, uri, got)
 			}
 		}
 		var v validator
-		v.uri("uri", uri, true)
+		v.uri("uri", uri, true, true)
 		if len(v.problems) > 0 {
 			return
 		}

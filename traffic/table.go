@@ -318,7 +318,7 @@ func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 		rt.matches = append(rt.matches, cm)
 	}
 	for _, d := range h.Route {
-		w := 100
+		w := 0 // weights are relative; an unset one is 0 (Istio)
 		if d.Weight != nil {
 			w = int(*d.Weight)
 		}

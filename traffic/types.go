@@ -29,6 +29,15 @@ type Metadata struct {
 	Generation        int64           `json:"generation,omitempty"`
 	UID               string          `json:"uid,omitempty"`
 	CreationTimestamp json.RawMessage `json:"creationTimestamp,omitempty"`
+	// The rest of Kubernetes' ObjectMeta, kept opaque so that what
+	// `kubectl get -o yaml`, Helm and Argo CD write applies unchanged.
+	GenerateName               string          `json:"generateName,omitempty"`
+	SelfLink                   string          `json:"selfLink,omitempty"`
+	DeletionTimestamp          json.RawMessage `json:"deletionTimestamp,omitempty"`
+	DeletionGracePeriodSeconds json.RawMessage `json:"deletionGracePeriodSeconds,omitempty"`
+	OwnerReferences            json.RawMessage `json:"ownerReferences,omitempty"`
+	Finalizers                 json.RawMessage `json:"finalizers,omitempty"`
+	ManagedFields              json.RawMessage `json:"managedFields,omitempty"`
 }
 
 // VirtualService is Istio's networking.istio.io VirtualService, HTTP part.
@@ -37,6 +46,9 @@ type VirtualService struct {
 	Kind       string             `json:"kind"`
 	Metadata   Metadata           `json:"metadata"`
 	Spec       VirtualServiceSpec `json:"spec"`
+	// Status is what a controller wrote; accepted and ignored (Sigil
+	// keeps the spec only).
+	Status json.RawMessage `json:"status,omitempty"`
 }
 
 // VirtualServiceSpec: hosts and HTTP routes. Gateways, tcp, tls and
@@ -63,6 +75,10 @@ type HTTPRoute struct {
 	Mirror           *Destination           `json:"mirror,omitempty"`
 	MirrorPercentage *Percent               `json:"mirrorPercentage,omitempty"`
 	Headers          *Headers               `json:"headers,omitempty"`
+	// MirrorPercent is Istio's deprecated integer percentage (also
+	// spelled mirror_percent); the parser moves it to MirrorPercentage
+	// when that is unset, as Istio does.
+	MirrorPercent *uint32 `json:"mirrorPercent,omitempty"`
 }
 
 // HTTPMatchRequest: all of its conditions must hold.
@@ -148,6 +164,9 @@ type HTTPFaultInjection struct {
 type FaultDelay struct {
 	FixedDelay *Duration `json:"fixedDelay"`
 	Percentage *Percent  `json:"percentage,omitempty"`
+	// Percent is Istio's deprecated integer percentage; the parser moves
+	// it to Percentage when that is unset, as Istio does.
+	Percent *int32 `json:"percent,omitempty"`
 }
 
 // FaultAbort fails a percentage of requests with an HTTP or gRPC status.
@@ -181,6 +200,9 @@ type DestinationRule struct {
 	Kind       string              `json:"kind"`
 	Metadata   Metadata            `json:"metadata"`
 	Spec       DestinationRuleSpec `json:"spec"`
+	// Status is what a controller wrote; accepted and ignored (Sigil
+	// keeps the spec only).
+	Status json.RawMessage `json:"status,omitempty"`
 }
 
 // DestinationRuleSpec: policies for a host and its subsets.

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"reflect"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sigil-mesh/sigil/naming"
 )
@@ -109,8 +112,13 @@ func (v *validator) virtualService(vs *VirtualService) {
 	if len(vs.Spec.Hosts) == 0 {
 		v.fail("spec.hosts", "at least one host is required")
 	}
+	seenHost := map[string]int{}
 	for i, h := range vs.Spec.Hosts {
 		v.host(fmt.Sprintf("spec.hosts[%d]", i), h, false)
+		if j, dup := seenHost[strings.ToLower(h)]; dup {
+			v.fail(fmt.Sprintf("spec.hosts[%d]", i), "%q repeats spec.hosts[%d]: list each host once", h, j)
+		}
+		seenHost[strings.ToLower(h)] = i
 	}
 	v.exportTo(vs.Spec.ExportTo)
 	if len(vs.Spec.HTTP) == 0 {
@@ -131,37 +139,37 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 	for i, m := range rt.Match {
 		v.match(fmt.Sprintf("%s.match[%d]", p, i), &m)
 	}
-	total, weighted := 0, false
+	// Weights are relative, as in Istio: they need not add up to 100, and
+	// a single destination takes every request whatever its weight.
+	total := int64(0)
 	for i, d := range rt.Route {
 		dp := fmt.Sprintf("%s.route[%d]", p, i)
 		v.destination(dp+".destination", &d.Destination)
 		if d.Weight != nil {
-			weighted = true
-			if *d.Weight < 0 || *d.Weight > 100 {
-				v.fail(dp+".weight", "%d is not between 0 and 100", *d.Weight)
+			if *d.Weight < 0 {
+				v.fail(dp+".weight", "%d is negative", *d.Weight)
+			} else {
+				total += int64(*d.Weight)
 			}
-			total += int(*d.Weight)
 		}
 		v.headers(dp+".headers", d.Headers)
+		v.authorityOnce(dp, nil, d.Headers)
 	}
-	if len(rt.Route) > 1 || weighted {
-		if total != 100 && !(len(rt.Route) == 1 && !weighted) {
-			v.fail(p+".route", "weights add up to %d, want 100", total)
-		}
+	if len(rt.Route) > 1 && total == 0 {
+		v.fail(p+".route", "the weights of its %d destinations add up to 0: no destination would get a request (an unset weight is 0)", len(rt.Route))
 	}
+	v.authorityOnce(p, rt.Rewrite, rt.Headers)
 	if rd := rt.Redirect; rd != nil {
 		if rd.URI == "" && rd.Authority == "" && rd.Scheme == "" && rd.Port == 0 && rd.DerivePort == "" {
 			v.fail(p+".redirect", "set uri, authority, scheme, port or derivePort")
 		}
-		switch rd.RedirectCode {
-		case 0, 301, 302, 303, 307, 308:
-		default:
-			v.fail(p+".redirect.redirectCode", "%d is not a redirect status", rd.RedirectCode)
+		if rd.RedirectCode != 0 && (rd.RedirectCode < 300 || rd.RedirectCode > 399) {
+			v.fail(p+".redirect.redirectCode", "%d is not a redirect status: want 3xx", rd.RedirectCode)
 		}
 		if rd.Scheme != "" && rd.Scheme != "http" && rd.Scheme != "https" {
 			v.fail(p+".redirect.scheme", "%q: want http or https", rd.Scheme)
 		}
-		v.uri(p+".redirect.uri", rd.URI, true)
+		v.uri(p+".redirect.uri", rd.URI, true, true)
 		v.authority(p+".redirect.authority", rd.Authority)
 		if rd.Port > 65535 {
 			v.fail(p+".redirect.port", "%d is not a port", rd.Port)
@@ -177,6 +185,9 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 		if rt.Rewrite != nil {
 			v.fail(p, "rewrite and redirect cannot both be set")
 		}
+		if rt.Fault != nil {
+			v.fail(p, "fault and redirect cannot both be set")
+		}
 	}
 	if rw := rt.Rewrite; rw != nil {
 		if rw.URI == "" && rw.URIRegexRewrite == nil && rw.Authority == "" {
@@ -185,18 +196,21 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 		if rw.URI != "" && rw.URIRegexRewrite != nil {
 			v.fail(p+".rewrite", "uri and uriRegexRewrite cannot both be set")
 		}
-		v.uri(p+".rewrite.uri", rw.URI, false)
+		v.uri(p+".rewrite.uri", rw.URI, false, false)
 		v.regexRewrite(p+".rewrite.uriRegexRewrite", rw.URIRegexRewrite)
 		v.authority(p+".rewrite.authority", rw.Authority)
 	}
-	v.positive(p+".timeout", rt.Timeout)
+	v.duration(p+".timeout", rt.Timeout)
 	if r := rt.Retries; r != nil {
-		if r.Attempts < 0 || r.Attempts > 10 {
-			v.fail(p+".retries.attempts", "%d: want 0 to 10", r.Attempts)
+		if r.Attempts < 0 {
+			v.fail(p+".retries.attempts", "%d is negative", r.Attempts)
 		}
-		v.positive(p+".retries.perTryTimeout", r.PerTryTimeout)
+		if r.Attempts == 0 && (r.PerTryTimeout != nil || r.RetryOn != "") {
+			v.fail(p+".retries", "attempts is 0, which turns retries off, yet perTryTimeout or retryOn is set: remove them, or set attempts")
+		}
+		v.duration(p+".retries.perTryTimeout", r.PerTryTimeout)
 		if _, err := ParseRetryOn(r.RetryOn); err != nil {
-			v.fail(p+".retries.retryOn", "%v", err)
+			v.fail(p+".retries.retryOn", "%v", bare{err})
 		}
 	}
 	if f := rt.Fault; f != nil {
@@ -207,8 +221,11 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 			if d.FixedDelay == nil {
 				v.fail(p+".fault.delay.fixedDelay", "required")
 			}
-			v.positive(p+".fault.delay.fixedDelay", d.FixedDelay)
-			v.percent(p+".fault.delay.percentage", d.Percentage)
+			v.duration(p+".fault.delay.fixedDelay", d.FixedDelay)
+			v.faultPercent(p+".fault.delay.percentage", d.Percentage)
+			if d.Percent != nil && (*d.Percent < 0 || *d.Percent > 100) {
+				v.fail(p+".fault.delay.percent", "%d is not between 0 and 100", *d.Percent)
+			}
 		}
 		if a := f.Abort; a != nil {
 			switch {
@@ -221,7 +238,7 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 			case a.HTTPStatus < 200 || a.HTTPStatus > 599:
 				v.fail(p+".fault.abort.httpStatus", "%d: want 200 to 599", a.HTTPStatus)
 			}
-			v.percent(p+".fault.abort.percentage", a.Percentage)
+			v.faultPercent(p+".fault.abort.percentage", a.Percentage)
 		}
 	}
 	if rt.Mirror != nil {
@@ -230,19 +247,24 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 	if rt.MirrorPercentage != nil && rt.Mirror == nil {
 		v.fail(p+".mirrorPercentage", "set without mirror")
 	}
+	if rt.MirrorPercent != nil && *rt.MirrorPercent > 100 {
+		v.fail(p+".mirrorPercent", "%d is not between 0 and 100", *rt.MirrorPercent)
+	}
 	v.percent(p+".mirrorPercentage", rt.MirrorPercentage)
 	v.headers(p+".headers", rt.Headers)
 }
 
 // uri checks a path that replaces the request's (rewrite.uri, or
-// redirect.uri, which may carry a query): absolute, and printable ASCII
-// with no space, so it can never split or smuggle a request line or a
-// Location header.
-func (v *validator) uri(p, u string, query bool) {
+// redirect.uri, which may carry a query): printable ASCII with no space,
+// so it can never split or smuggle a request line or a Location header;
+// a redirect's is absolute. A rewrite.uri need not start with "/"
+// (Istio accepts it: Envoy's prefix_rewrite joins it to the rest of the
+// path); the sidecar puts a "/" before a rewritten path that lacks one.
+func (v *validator) uri(p, u string, query, absolute bool) {
 	if u == "" {
 		return
 	}
-	if !strings.HasPrefix(u, "/") {
+	if absolute && !strings.HasPrefix(u, "/") {
 		v.fail(p, "%q must start with /", u)
 	}
 	if i := strings.IndexFunc(u, func(c rune) bool { return c <= ' ' || c >= 0x7f || c == '#' || !query && c == '?' }); i >= 0 {
@@ -295,15 +317,28 @@ func (v *validator) authority(p, a string) {
 }
 
 func (v *validator) destination(p string, d *Destination) {
+	// Istio refuses an IP address, or any name whose last label is all
+	// digits, as a destination host: a destination names a service.
+	last := d.Host[strings.LastIndexByte(d.Host, '.')+1:]
+	if net.ParseIP(strings.Trim(d.Host, "[]")) != nil || last != "" && strings.Trim(last, "0123456789") == "" {
+		v.fail(p+".host", "%q is an IP address (or ends in a numeric label): a destination host names a service", d.Host)
+		return
+	}
 	v.destinationHost(p+".host", d.Host)
 	if d.Subset != "" && !naming.ValidServiceName(d.Subset) {
 		v.fail(p+".subset", "%q is not a valid subset name", d.Subset)
 	}
 }
 
-func (v *validator) positive(p string, d *Duration) {
-	if d != nil && d.Duration <= 0 {
-		v.fail(p, "must be positive")
+// duration applies Istio's rule for every duration: at least 1ms, and a
+// whole number of milliseconds (Envoy keeps no finer precision).
+func (v *validator) duration(p string, d *Duration) {
+	switch {
+	case d == nil:
+	case d.Duration < time.Millisecond:
+		v.fail(p, "%s is less than 1ms: durations must be at least 1ms", d.Duration)
+	case d.Duration%time.Millisecond != 0:
+		v.fail(p, "%s is finer than 1ms: durations are whole milliseconds", d.Duration)
 	}
 }
 
@@ -313,17 +348,39 @@ func (v *validator) percent(p string, pc *Percent) {
 	}
 }
 
+// faultPercent is Istio's rule for a fault's percentage: 0, or 0.0001 to
+// 100 (Envoy's fractional percent has a millionth's resolution).
+func (v *validator) faultPercent(p string, pc *Percent) {
+	if pc != nil && pc.Value > 0 && pc.Value < 0.0001 {
+		v.fail(p+".value", "%v is neither 0 nor between 0.0001 and 100", pc.Value)
+		return
+	}
+	v.percent(p, pc)
+}
+
+// match checks a match. An empty prefix matches everything; Istio (and
+// Envoy's StringMatcher) allow it for the uri only.
 func (v *validator) match(p string, m *HTTPMatchRequest) {
 	v.stringMatch(p+".uri", m.URI)
 	v.stringMatch(p+".method", m.Method)
+	v.nonEmptyPrefix(p+".method", m.Method)
 	v.stringMatch(p+".authority", m.Authority)
+	v.nonEmptyPrefix(p+".authority", m.Authority)
 	for k, sm := range m.Headers {
 		sm := sm
 		v.stringMatch(p+".headers."+k, &sm)
+		v.nonEmptyPrefix(p+".headers."+k, &sm)
 	}
 	for k, sm := range m.QueryParams {
 		sm := sm
 		v.stringMatch(p+".queryParams."+k, &sm)
+		v.nonEmptyPrefix(p+".queryParams."+k, &sm)
+	}
+}
+
+func (v *validator) nonEmptyPrefix(p string, sm *StringMatch) {
+	if sm != nil && sm.Prefix != nil && *sm.Prefix == "" {
+		v.fail(p+".prefix", "an empty prefix is not allowed here (it would match any value; to match presence, use regex: '.*')")
 	}
 }
 
@@ -356,21 +413,30 @@ func (v *validator) headers(p string, h *Headers) {
 			continue
 		}
 		size := 0
+		// A request's set or add may name the authority (host or
+		// :authority): Envoy rewrites the authority sent upstream.
+		authority := name == "request"
 		for k, val := range ops.Set {
-			v.headerName(p+"."+name+".set", k)
+			v.headerName(p+"."+name+".set", k, authority)
 			v.headerValue(p+"."+name+".set."+k, val)
+			if authority && IsAuthorityHeader(k) {
+				v.authority(p+"."+name+".set."+k, val)
+			}
 			size += len(k) + len(val) + len(": \r\n")
 		}
 		for k, val := range ops.Add {
-			v.headerName(p+"."+name+".add", k)
+			v.headerName(p+"."+name+".add", k, authority)
 			v.headerValue(p+"."+name+".add."+k, val)
+			if authority && IsAuthorityHeader(k) {
+				v.authority(p+"."+name+".add."+k, val)
+			}
 			size += len(k) + len(val) + len(": \r\n")
 		}
 		if size > MaxHeaderOpsBytes {
 			v.fail(p+"."+name, "set and add come to %d bytes of header fields, more than %d: the sidecars accept 64 KiB of request or response header fields in all (Envoy: 60 KiB), so every request on this route would fail", size, MaxHeaderOpsBytes)
 		}
 		for _, k := range ops.Remove {
-			v.headerName(p+"."+name+".remove", k)
+			v.headerName(p+"."+name+".remove", k, false)
 		}
 	}
 }
@@ -392,12 +458,49 @@ func (v *validator) headerValue(p, val string) {
 	}
 }
 
-func (v *validator) headerName(p, k string) {
-	if k == "" || strings.ContainsAny(k, " :\t\r\n") || http.CanonicalHeaderKey(k) == "" {
+// headerName checks a header a route sets, adds or removes. authority
+// allows host and :authority (a request's set and add, as in Istio); any
+// other pseudo-header, and the mesh's own X-Forwarded-Client-Cert, are
+// refused.
+func (v *validator) headerName(p, k string, authority bool) {
+	switch {
+	case IsAuthorityHeader(k) && authority:
+	case IsAuthorityHeader(k):
+		v.fail(p, "%q: the authority can be set (request set or add), not removed or set on a response", k)
+	case k == "" || strings.ContainsAny(k, " :\t\r\n") || http.CanonicalHeaderKey(k) == "":
 		v.fail(p, "%q is not a header name", k)
-	}
-	if strings.EqualFold(k, "X-Forwarded-Client-Cert") || strings.EqualFold(k, "Host") {
+	case strings.EqualFold(k, "X-Forwarded-Client-Cert"):
 		v.fail(p, "%q is set by the mesh and cannot be changed here", k)
+	}
+}
+
+// IsAuthorityHeader reports whether a header name a route sets names the
+// request's authority: "host" or ":authority", in any case (Istio's
+// isAuthorityHeader).
+func IsAuthorityHeader(k string) bool {
+	return strings.EqualFold(k, "host") || strings.EqualFold(k, ":authority")
+}
+
+// authorityOnce refuses a route (or a route's destination) that sets the
+// authority in more than one place (rewrite.authority, headers.request
+// set or add), as Istio does: which would win is not obvious.
+func (v *validator) authorityOnce(p string, rw *HTTPRewrite, h *Headers) {
+	var where []string
+	if rw != nil && rw.Authority != "" {
+		where = append(where, "rewrite.authority")
+	}
+	if h != nil && h.Request != nil {
+		for op, m := range map[string]map[string]string{"set": h.Request.Set, "add": h.Request.Add} {
+			for k := range m {
+				if IsAuthorityHeader(k) {
+					where = append(where, "headers.request."+op+"."+k)
+				}
+			}
+		}
+	}
+	if len(where) > 1 {
+		sort.Strings(where)
+		v.fail(p, "the authority is set more than once (%s): set it in one place", strings.Join(where, ", "))
 	}
 }
 
@@ -418,9 +521,6 @@ func (v *validator) destinationRule(dr *DestinationRule) {
 			v.fail(p+".name", "%q repeats an earlier subset", s.Name)
 		}
 		seen[s.Name] = true
-		if len(s.Labels) == 0 {
-			v.fail(p+".labels", "at least one label is required")
-		}
 		v.trafficPolicy(p+".trafficPolicy", s.TrafficPolicy)
 	}
 }
@@ -429,13 +529,20 @@ func (v *validator) trafficPolicy(p string, tp *TrafficPolicy) {
 	if tp == nil {
 		return
 	}
+	if reflect.ValueOf(*tp).IsZero() {
+		v.fail(p, "is empty: set at least one of its fields, or remove it")
+		return
+	}
 	if lb := tp.LoadBalancer; lb != nil && !lbNames[lb.Simple] {
 		v.fail(p+".loadBalancer.simple", "%q: want ROUND_ROBIN, LEAST_REQUEST or RANDOM", lb.Simple)
 	}
 	if cp := tp.ConnectionPool; cp != nil {
+		if cp.TCP == nil && cp.HTTP == nil {
+			v.fail(p+".connectionPool", "is empty: set tcp or http, or remove it")
+		}
 		if cp.TCP != nil {
 			v.nonNegative(p+".connectionPool.tcp.maxConnections", cp.TCP.MaxConnections)
-			v.positive(p+".connectionPool.tcp.connectTimeout", cp.TCP.ConnectTimeout)
+			v.duration(p+".connectionPool.tcp.connectTimeout", cp.TCP.ConnectTimeout)
 		}
 		if h := cp.HTTP; h != nil {
 			v.nonNegative(p+".connectionPool.http.http1MaxPendingRequests", h.HTTP1MaxPendingRequests)
@@ -450,8 +557,8 @@ func (v *validator) trafficPolicy(p string, tp *TrafficPolicy) {
 				v.nonNegative(p+".outlierDetection."+name, *n)
 			}
 		}
-		v.positive(p+".outlierDetection.interval", od.Interval)
-		v.positive(p+".outlierDetection.baseEjectionTime", od.BaseEjectionTime)
+		v.duration(p+".outlierDetection.interval", od.Interval)
+		v.duration(p+".outlierDetection.baseEjectionTime", od.BaseEjectionTime)
 		if m := od.MaxEjectionPercent; m != nil && (*m < 0 || *m > 100) {
 			v.fail(p+".outlierDetection.maxEjectionPercent", "%d is not between 0 and 100", *m)
 		}
@@ -473,22 +580,20 @@ var GRPCCodes = map[string]int{
 	"DATA_LOSS": 15, "UNAUTHENTICATED": 16,
 }
 
-// CheckReferences checks what one resource cannot check alone: every
-// subset a VirtualService routes or mirrors to is defined by the
-// DestinationRule for its host (the service's own, in the namespace the
-// host names, else the most specific wildcard that covers it), and no host
-// has two DestinationRules. Services are told apart by namespace:
-// reviews.prod and reviews.staging are two hosts, and a subset of one
-// never satisfies a route to the other.
+// CheckReferences checks what one resource cannot check alone: no host
+// has two DestinationRules (hosts are told apart by namespace:
+// reviews.prod and reviews.staging are two). Istio merges such rules when
+// their subsets and policies do not clash and otherwise keeps the oldest;
+// Sigil refuses the second, so that what is in force never depends on the
+// order of creation.
 func CheckReferences(all []Resource) error {
-	subsets := newHostIndex[map[string]bool]()
 	owner := map[string]string{}
 	var errs []error
 	for _, r := range all {
 		if r.DR == nil {
 			continue
 		}
-		key, wild, ok := HostKey(r.DR.Spec.Host, r.Namespace)
+		key, _, ok := HostKey(r.DR.Spec.Host, r.Namespace)
 		if !ok {
 			continue // Validate refused it
 		}
@@ -497,12 +602,48 @@ func CheckReferences(all []Resource) error {
 			continue
 		}
 		owner[key] = r.Ref()
+	}
+	return errors.Join(errs...)
+}
+
+// UndefinedSubset is a route or mirror to a subset that no
+// DestinationRule for its host defines.
+type UndefinedSubset struct {
+	Source string // the VirtualService, as Resource.Ref names it
+	Path   string // the field: spec.http[0].route[1].destination.subset
+	Host   string // the destination's host, as written
+	Key    string // the host resolved in the VirtualService's namespace (HostKey)
+	Subset string
+}
+
+// String is the warning shown to the user.
+func (u UndefinedSubset) String() string {
+	return fmt.Sprintf("%s: %s: subset %q of %s is not defined by any DestinationRule for %s: requests routed there get 503 until one defines it", u.Source, u.Path, u.Subset, u.Host, u.Key)
+}
+
+// UndefinedSubsets lists the subsets the VirtualServices of all route or
+// mirror to that no DestinationRule of all defines (the service's own, in
+// the namespace the host names, else the most specific wildcard that
+// covers it). Istio accepts such a route, and so does Sigil (a warning,
+// not a refusal): a request it takes is answered 503, as Envoy answers for
+// a cluster with no endpoints, until the subset is defined.
+func UndefinedSubsets(all []Resource) []UndefinedSubset {
+	subsets := newHostIndex[map[string]bool]()
+	for _, r := range all {
+		if r.DR == nil {
+			continue
+		}
+		key, wild, ok := HostKey(r.DR.Spec.Host, r.Namespace)
+		if !ok {
+			continue
+		}
 		set := map[string]bool{}
 		for _, s := range r.DR.Spec.Subsets {
 			set[s.Name] = true
 		}
 		subsets.set(key, wild, set)
 	}
+	var out []UndefinedSubset
 	for _, r := range all {
 		if r.VS == nil {
 			continue
@@ -514,7 +655,7 @@ func CheckReferences(all []Resource) error {
 				}
 				key, _, _ := HostKey(d.Host, r.Namespace)
 				if set, _ := subsets.lookup(key); !set[d.Subset] {
-					errs = append(errs, fmt.Errorf("traffic: %s: %s: subset %q of %s (%s) is not defined by any DestinationRule (apply the DestinationRule first)", r.Ref(), path, d.Subset, d.Host, key))
+					out = append(out, UndefinedSubset{Source: r.Ref(), Path: path, Host: d.Host, Key: key, Subset: d.Subset})
 				}
 			}
 			for j := range h.Route {
@@ -523,5 +664,5 @@ func CheckReferences(all []Resource) error {
 			check(fmt.Sprintf("spec.http[%d].mirror.subset", i), h.Mirror)
 		}
 	}
-	return errors.Join(errs...)
+	return out
 }

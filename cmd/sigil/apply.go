@@ -128,6 +128,7 @@ func newApply(client clientFunc) *cobra.Command {
 			if !resp.DryRun {
 				fmt.Fprintf(w, "config version %d\n", resp.Version)
 			}
+			printWarnings(cmd.ErrOrStderr(), resp.Warnings)
 			return nil
 		},
 	}
@@ -135,6 +136,14 @@ func newApply(client clientFunc) *cobra.Command {
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate and show what would change; change nothing")
 	cmd.Flags().BoolVarP(&recursive, "recursive", "R", false, "read directories recursively")
 	return cmd
+}
+
+// printWarnings prints the server's warnings, one "warning: " line each,
+// to stderr as kubectl does, so that stdout stays the list of results.
+func printWarnings(w io.Writer, warnings []string) {
+	for _, m := range warnings {
+		fmt.Fprintf(w, "warning: %s\n", m)
+	}
 }
 
 func indent(s string) string {
@@ -195,6 +204,7 @@ func newDelete(client clientFunc) *cobra.Command {
 				for _, ref := range resp.NotFound {
 					fmt.Fprintf(cmd.ErrOrStderr(), "Error from server (NotFound): %s not found\n", ref)
 				}
+				printWarnings(cmd.ErrOrStderr(), resp.Warnings)
 				missing += len(resp.NotFound)
 			}
 			if missing > 0 {

@@ -158,6 +158,10 @@ type ApplyResponse struct {
 	Results []ApplyResult `json:"results"`
 	Version int64         `json:"version"`
 	DryRun  bool          `json:"dry_run"`
+	// Warnings are about what was applied and accepted but will not work
+	// as written yet (a route to a subset no DestinationRule defines);
+	// `sigil apply` prints each as "warning: ...".
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ResourceKey names a configuration resource.
@@ -179,6 +183,10 @@ type DeleteResponse struct {
 	Results  []Result `json:"results"`
 	NotFound []string `json:"not_found,omitempty"`
 	Version  int64    `json:"version"`
+	// Warnings are about what stays and will not work as written (a
+	// route left pointing at a subset whose DestinationRule went);
+	// `sigil delete` prints each as "warning: ...".
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Resource is a stored configuration resource: its spec is the JSON the
