@@ -17,6 +17,7 @@ type Table struct {
 	Version int64
 	routes  map[string][]*Route // by service key ("name.namespace", naming.Service.String), in order
 	rules   map[string]*Rule    // DestinationRules by service key
+	more    moreRules           // tcp routes and rules of hosts outside the mesh (tcproute.go)
 }
 
 // Route is a compiled HTTP route.
@@ -238,6 +239,9 @@ func (t *Table) Policy(service, subset string) *TrafficPolicy {
 			if merged.OutlierDetection == nil {
 				merged.OutlierDetection = rule.Policy.OutlierDetection
 			}
+			if merged.TLS == nil {
+				merged.TLS = rule.Policy.TLS
+			}
 		}
 		return &merged
 	}
@@ -270,10 +274,14 @@ func Compile(version int64, resources []Resource) *Table {
 					t.routes[svc] = append(t.routes[svc], compileRoute(r.Ref(), r.Namespace, &r.VS.Spec.HTTP[i]))
 				}
 			}
+			t.compileTCPRoutes(r)
 		case r.DR != nil:
 			rule := &Rule{Source: r.Ref(), Policy: r.DR.Spec.TrafficPolicy, Subsets: map[string]Subset{}}
 			for _, s := range r.DR.Spec.Subsets {
 				rule.Subsets[s.Name] = s
+			}
+			if t.addExternalRule(r, rule) {
+				continue
 			}
 			t.rules[ServiceOf(r.DR.Spec.Host, r.Namespace).String()] = rule
 		}

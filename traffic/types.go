@@ -44,6 +44,11 @@ type VirtualService struct {
 type VirtualServiceSpec struct {
 	Hosts []string    `json:"hosts"`
 	HTTP  []HTTPRoute `json:"http"`
+	// TCP routes opaque TCP connections (tcproute.go).
+	TCP []TCPRoute `json:"tcp,omitempty"`
+	// TLS would route TLS connections by SNI; Sigil refuses it by name
+	// (tcproute.go).
+	TLS []json.RawMessage `json:"tls,omitempty"`
 }
 
 // HTTPRoute is one rule: the first whose match applies routes the request.
@@ -198,6 +203,8 @@ type TrafficPolicy struct {
 	LoadBalancer     *LoadBalancer     `json:"loadBalancer,omitempty"`
 	ConnectionPool   *ConnectionPool   `json:"connectionPool,omitempty"`
 	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+	// TLS is how the sidecar speaks to the destination (tlsmode.go).
+	TLS *ClientTLSSettings `json:"tls,omitempty"`
 }
 
 // LoadBalancer picks the algorithm.

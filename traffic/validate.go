@@ -75,9 +75,10 @@ func (v *validator) virtualService(vs *VirtualService) {
 	for i, h := range vs.Spec.Hosts {
 		v.host(fmt.Sprintf("spec.hosts[%d]", i), h)
 	}
-	if len(vs.Spec.HTTP) == 0 {
+	if len(vs.Spec.HTTP) == 0 && len(vs.Spec.TCP) == 0 && len(vs.Spec.TLS) == 0 {
 		v.fail("spec.http", "at least one route is required")
 	}
+	v.l4Routes(vs)
 	for i, rt := range vs.Spec.HTTP {
 		v.httpRoute(fmt.Sprintf("spec.http[%d]", i), &rt)
 	}
@@ -367,7 +368,7 @@ func (v *validator) headerName(p, k string) {
 var lbNames = map[string]bool{"": true, "UNSPECIFIED": true, "ROUND_ROBIN": true, "LEAST_REQUEST": true, "LEAST_CONN": true, "RANDOM": true}
 
 func (v *validator) destinationRule(dr *DestinationRule) {
-	v.host("spec.host", dr.Spec.Host)
+	v.policyTLS(dr, v.ruleHost(dr))
 	v.trafficPolicy("spec.trafficPolicy", dr.Spec.TrafficPolicy)
 	seen := map[string]bool{}
 	for i, s := range dr.Spec.Subsets {
@@ -446,6 +447,9 @@ func CheckReferences(all []Resource) error {
 			continue
 		}
 		svc := ServiceOf(r.DR.Spec.Host, r.Namespace)
+		if svc.IsZero() {
+			svc = naming.Service{Name: externalKey(r.DR.Spec.Host)} // outside the mesh: one rule per host
+		}
 		if prev, dup := owner[svc]; dup {
 			errs = append(errs, fmt.Errorf("traffic: %s: spec.host %q already has %s", r.Ref(), r.DR.Spec.Host, prev))
 			continue
@@ -474,6 +478,7 @@ func CheckReferences(all []Resource) error {
 			}
 			check(fmt.Sprintf("spec.http[%d].mirror.subset", i), h.Mirror)
 		}
+		errs = append(errs, tcpSubsetRefs(r, func(d *Destination) bool { return subsets[ServiceOf(d.Host, r.Namespace)][d.Subset] })...)
 	}
 	return errors.Join(errs...)
 }

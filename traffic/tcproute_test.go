@@ -1,0 +1,96 @@
+package traffic
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestTCPRouteTable: tcp routes match by port and source labels, in
+// order, and pick destinations by relative weight, as Istio's TCP
+// traffic-shifting task configures them.
+func TestTCPRouteTable(t *testing.T) {
+	doc := `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo}
+spec:
+  host: tcp-echo
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - match: [{port: 31400, sourceLabels: {app: canary}}]
+    route:
+    - destination: {host: tcp-echo, subset: v2}
+  - match: [{port: 31400}]
+    route:
+    - destination: {host: tcp-echo, subset: v1}
+      weight: 8
+    - destination: {host: tcp-echo, subset: v2}
+      weight: 2
+`
+	rs, err := Parse([]byte(doc), "f.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckReferences(rs); err != nil {
+		t.Fatal(err)
+	}
+	tab := Compile(1, rs)
+	if _, ok := tab.MatchTCP("tcp-echo.default", 9000, nil); ok {
+		t.Error("port 9000 matched a route for 31400")
+	}
+	if _, ok := tab.MatchTCP("other.default", 31400, nil); ok {
+		t.Error("another service matched")
+	}
+	rt, ok := tab.MatchTCP("tcp-echo.default", 31400, map[string]string{"app": "canary", "version": "x"})
+	if !ok || len(rt.Dests) != 1 || rt.Dests[0].Subset != "v2" {
+		t.Fatalf("canary route: %+v", rt)
+	}
+	rt, ok = tab.MatchTCP("tcp-echo.default", 31400, map[string]string{"app": "web"})
+	if !ok || len(rt.Dests) != 2 {
+		t.Fatalf("weighted route: %+v", rt)
+	}
+	counts := map[string]int{}
+	for range 10000 {
+		counts[rt.Pick().Subset]++
+	}
+	// 8000 expected; 300 is over 7 standard deviations (sqrt(10000*.8*.2) = 40).
+	if counts["v1"] < 7700 || counts["v1"] > 8300 {
+		t.Fatalf("8:2 pick: %v", counts)
+	}
+}
+
+// TestTCPRouteRefusals: each rule of a tcp route names its field.
+func TestTCPRouteRefusals(t *testing.T) {
+	vs := func(spec string) string {
+		return "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api}\nspec:\n  hosts: [api]\n" + spec
+	}
+	tests := []struct {
+		name, doc string
+		want      []string
+	}{
+		{"no route", vs("  tcp:\n  - match: [{port: 80}]\n"), []string{"spec.tcp[0].route"}},
+		{"negative weight", vs("  tcp:\n  - route:\n    - {destination: {host: api}, weight: -1}\n"), []string{"spec.tcp[0].route[0].weight"}},
+		{"all zero", vs("  tcp:\n  - route:\n    - {destination: {host: a}, weight: 0}\n    - {destination: {host: b}, weight: 0}\n"), []string{"spec.tcp[0].route", "every weight is 0"}},
+		{"bad port", vs("  tcp:\n  - match: [{port: 70000}]\n    route: [{destination: {host: api}}]\n"), []string{"spec.tcp[0].match[0].port"}},
+		{"external destination", vs("  tcp:\n  - route: [{destination: {host: db.example.com}}]\n"), []string{"spec.tcp[0].route[0].destination.host"}},
+		{"destination subnets", vs("  tcp:\n  - match: [{destinationSubnets: [10.0.0.0/8]}]\n    route: [{destination: {host: api}}]\n"), []string{`field "destinationSubnets"`}},
+		{"tls route", vs("  tls:\n  - match: [{sniHosts: [a.example.com], port: 443}]\n    route: [{destination: {host: api}}]\n"), []string{"spec.tls", "SNI"}},
+	}
+	for _, tt := range tests {
+		checkParse(t, tt.name, tt.doc, tt.want)
+	}
+	rs, err := Parse([]byte(vs("  tcp:\n  - route: [{destination: {host: api, subset: v9}}]\n")), "f.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckReferences(rs); err == nil || !strings.Contains(err.Error(), "spec.tcp[0].route[0].destination.subset") {
+		t.Errorf("undefined subset: %v", err)
+	}
+}
