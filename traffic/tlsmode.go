@@ -99,7 +99,7 @@ func (v *validator) tlsSettings(p string, s *ClientTLSSettings, external bool) {
 		v.fail(p+".insecureSkipVerify", "true together with caCertificates or subjectAltNames: nothing would check them")
 	}
 	if s.SNI != "" {
-		if _, err := parseExternalHost(s.SNI); err != nil || strings.Contains(s.SNI, "*") {
+		if _, err := (naming.Resolver{}).Host(s.SNI); errors.Is(err, naming.ErrMalformed) || strings.ContainsAny(s.SNI, "*[]") {
 			v.fail(p+".sni", "%q is not a host name", s.SNI)
 		}
 	}
@@ -124,6 +124,13 @@ func (v *validator) policyTLS(dr *DestinationRule, external bool) {
 	}
 	if external && (dr.Spec.TrafficPolicy == nil || !dr.Spec.TrafficPolicy.TLS.Originates()) {
 		v.fail("spec.trafficPolicy.tls", "a DestinationRule for a host outside the mesh (%q) must say how to reach it: tls.mode DISABLE, SIMPLE or MUTUAL", dr.Spec.Host)
+	}
+	if tp := dr.Spec.TrafficPolicy; external && tp != nil {
+		for f, set := range map[string]bool{"loadBalancer": tp.LoadBalancer != nil, "connectionPool": tp.ConnectionPool != nil, "outlierDetection": tp.OutlierDetection != nil} {
+			if set {
+				v.fail("spec.trafficPolicy."+f, "not supported for a host outside the mesh: the sidecar sends to the host the app names, with only tls applied")
+			}
+		}
 	}
 	if external && len(dr.Spec.Subsets) > 0 {
 		v.fail("spec.subsets", "a host outside the mesh has no endpoints Sigil knows the labels of")

@@ -38,6 +38,7 @@ func TestDestinationRuleTLSModes(t *testing.T) {
 		{"bad sni", dr("api.example.com", "{mode: SIMPLE, sni: 'a b'}"), []string{"spec.trafficPolicy.tls.sni"}},
 		{"external without tls", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api.example.com\n  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n", []string{"spec.host", "not a mesh service"}},
 		{"external with subsets", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api.example.com\n  trafficPolicy: {tls: {mode: DISABLE}}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n", []string{"spec.subsets", "outside the mesh"}},
+		{"external connection pool", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api.example.com\n  trafficPolicy: {tls: {mode: DISABLE}, connectionPool: {tcp: {maxConnections: 3}}}\n", []string{"spec.trafficPolicy.connectionPool", "outside the mesh"}},
 		{"external wildcard", dr("'*.example.com'", "{mode: DISABLE}"), []string{"spec.host", "wildcard"}},
 	}
 	for _, tt := range tests {
@@ -67,7 +68,7 @@ func checkParse(t *testing.T, name, doc string, want []string) {
 // through a DestinationRule that says how, matched without case or
 // trailing dot; two rules for one external host are refused.
 func TestExternalRuleLookup(t *testing.T) {
-	rs, err := Parse([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: prod}\nspec:\n  host: Plain.Example.com\n  trafficPolicy: {tls: {mode: DISABLE}, connectionPool: {tcp: {maxConnections: 3}}}\n"), "f.yaml")
+	rs, err := Parse([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: prod}\nspec:\n  host: Plain.Example.com\n  trafficPolicy: {tls: {mode: DISABLE}}\n"), "f.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +78,7 @@ func TestExternalRuleLookup(t *testing.T) {
 		if ok != want {
 			t.Errorf("%s: rule found %v, want %v", host, ok, want)
 		}
-		if ok && (p.TLS.Mode != TLSDisable || p.ConnectionPool.TCP.MaxConnections != 3) {
+		if ok && p.TLS.Mode != TLSDisable {
 			t.Errorf("%s: policy %+v", host, p)
 		}
 	}

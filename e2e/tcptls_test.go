@@ -1,0 +1,212 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// tunnelCall opens a CONNECT tunnel to authority through a sidecar's
+// outbound (opaque TCP: one new connection each time), sends one HTTP GET
+// of path through it, and returns the answer's status and body.
+func tunnelCall(outbound, authority, path string) (int, string, error) {
+	c, err := net.DialTimeout("tcp", outbound, 5*time.Second)
+	if err != nil {
+		return 0, "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", authority, authority)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		return 0, "", fmt.Errorf("connect: %w", err)
+	}
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), fmt.Errorf("connect: %s", resp.Status)
+	}
+	host, _, _ := net.SplitHostPort(authority)
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host)
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		return 0, "", fmt.Errorf("tunnelled request: %w", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(b), nil
+}
+
+// TestTCPRouteWeightedShift is Istio's TCP traffic-shifting task: a
+// VirtualService's tcp route on port 31400 sends 80% of the connections
+// to v1 and 20% to v2, each connection whole to one of them; a
+// connection on another port is not matched and goes to the service.
+func TestTCPRouteWeightedShift(t *testing.T) {
+	tm := startTrafficMesh(t, &backend{name: "api-v1", version: "v1"}, &backend{name: "api-v2", version: "v2"})
+	tm.apply(t, subsetsDR+`---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: api-tcp
+spec:
+  hosts: [api]
+  tcp:
+  - match: [{port: 31400}]
+    route:
+    - destination: {host: api, subset: v1}
+      weight: 80
+    - destination: {host: api, subset: v2}
+      weight: 20
+  - match: [{port: 31401}]
+    route:
+    - destination: {host: api, subset: v2}
+`)
+	const n = 200
+	counts := map[string]int{}
+	var mu sync.Mutex
+	var failed atomic.Int64
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= n {
+				code, body, err := tunnelCall(tm.web.Outbound, "api:31400", "/tcp")
+				var r appReply
+				if err != nil || code != 200 || json.Unmarshal([]byte(body), &r) != nil {
+					failed.Add(1)
+					t.Logf("connection failed: %d %v %q", code, err, body)
+					continue
+				}
+				mu.Lock()
+				counts[r.Service]++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d connections failed", failed.Load(), n)
+	}
+	// Binomial(200, 0.8): mean 160, sd 5.66; 135..185 is ±4.4 sd, so a
+	// correct split fails this about once in 100,000 runs, while a 50/50
+	// split (mean 100) or no routing at all never passes.
+	if v1 := counts["api-v1"]; v1 < 135 || v1 > 185 || v1+counts["api-v2"] != n {
+		t.Fatalf("80/20 over %d connections: %v", n, counts)
+	}
+	t.Logf("80/20 over %d connections: %v", n, counts)
+	for range 20 {
+		code, body, err := tunnelCall(tm.web.Outbound, "api:31401", "/tcp")
+		if err != nil || code != 200 || !strings.Contains(body, `"api-v2"`) {
+			t.Fatalf("port 31401 goes to v2 only: %d %v %q", code, err, body)
+		}
+	}
+}
+
+// TestDestinationRuleTLSDisableExternal: a host outside the mesh (a plain
+// HTTP server no sidecar fronts) is refused with 502 until a
+// DestinationRule with tls DISABLE names it; then the sidecar sends it
+// plain HTTP, as a request or a CONNECT tunnel, without the mesh's
+// identity headers. SIMPLE originates TLS to a server whose certificate
+// the rule's caCertificates and subjectAltNames check.
+func TestDestinationRuleTLSDisableExternal(t *testing.T) {
+	var seen atomic.Value
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.Header.Clone())
+		fmt.Fprintf(w, "plain %s %s", r.Method, r.URL.Path)
+	}))
+	defer plain.Close()
+	tm := startTrafficMesh(t, &backend{name: "api-v1", version: "v1"})
+	host := plain.Listener.Addr().String()
+	get := func(authority, path string) (int, string) {
+		resp, err := tm.client.Get("http://" + authority + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(host, "/before"); code != http.StatusBadGateway {
+		t.Fatalf("no DestinationRule: %d %q, want 502", code, body)
+	}
+	tm.apply(t, `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: plain-http
+spec:
+  host: 127.0.0.1
+  trafficPolicy:
+    tls: {mode: DISABLE}
+`)
+	code, body := get(host, "/hello")
+	if code != 200 || body != "plain GET /hello" {
+		t.Fatalf("tls DISABLE: %d %q", code, body)
+	}
+	h := seen.Load().(http.Header)
+	for _, k := range []string{"X-Forwarded-Client-Cert", "X-Sigil-Source"} {
+		if h.Get(k) != "" {
+			t.Errorf("the external host got the mesh's %s: %q", k, h.Get(k))
+		}
+	}
+	if code, body, err := tunnelCall(tm.web.Outbound, host, "/tunnel"); err != nil || code != 200 || body != "plain GET /tunnel" {
+		t.Fatalf("CONNECT with tls DISABLE: %d %v %q", code, err, body)
+	}
+	// Another host outside the mesh is still refused.
+	if code, _ := get("127.0.0.3:"+plain.URL[strings.LastIndex(plain.URL, ":")+1:], "/"); code != http.StatusBadGateway {
+		t.Fatalf("a host no rule names: %d, want 502", code)
+	}
+
+	// SIMPLE: the sidecar originates TLS, checking the server's
+	// certificate against caCertificates and subjectAltNames.
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2 on this host: %v", err)
+	}
+	secure := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tls %s", r.URL.Path)
+	}))
+	secure.Listener = ln
+	secure.StartTLS()
+	defer secure.Close()
+	ca := filepath.Join(tm.ids.m.Dir, "external-ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: secure.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rule := func(san string) string {
+		return `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: secure
+spec:
+  host: 127.0.0.2
+  trafficPolicy:
+    tls:
+      mode: SIMPLE
+      caCertificates: ` + ca + `
+      sni: example.com
+      subjectAltNames: [` + san + `]
+`
+	}
+	tm.apply(t, rule("example.com"))
+	if code, body := get(ln.Addr().String(), "/secure"); code != 200 || body != "tls /secure" {
+		t.Fatalf("tls SIMPLE: %d %q", code, body)
+	}
+	tm.apply(t, rule("other.example.com"))
+	if code, body := get(ln.Addr().String(), "/secure"); code != http.StatusBadGateway || !strings.Contains(body, "subjectAltNames") {
+		t.Fatalf("tls SIMPLE to a server with another name: %d %q, want 502 naming subjectAltNames", code, body)
+	}
+}

@@ -1,0 +1,60 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/sigil-mesh/sigil/naming"
+)
+
+// tcpCluster picks where one opaque TCP connection for svc on port (0:
+// not known) goes: the destination a tcp route of the service's
+// VirtualService picks by weight for this sidecar's labels, else the
+// service itself. The whole connection goes to that one destination, as
+// in Istio's TCP traffic shifting. dest names it for logs and errors.
+func (o *outbound) tcpCluster(st *meshState, svc naming.Service, port uint32) (c *cluster, dest string) {
+	if rt, ok := st.table.MatchTCP(svc.String(), port, o.p.cfg.labels); ok {
+		d := rt.Pick()
+		to := naming.Service{Name: d.Service, Namespace: d.Namespace}
+		return o.cluster(st, to, d.Subset), to.String() + subsetSuffix(d.Subset)
+	}
+	return o.cluster(st, svc, ""), svc.String()
+}
+
+// portOf is the port of a host:port authority, 0 when there is none.
+func portOf(authority string) uint32 {
+	_, p, err := net.SplitHostPort(authority)
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return 0
+	}
+	return uint32(n)
+}
+
+// hijackAndPipe answers a CONNECT with 200 and pipes the app's connection
+// to up until both ends are done; label names the destination in the
+// metric.
+func (o *outbound) hijackAndPipe(w http.ResponseWriter, up net.Conn, label string) {
+	// Both ends close when the tunnel ends: pipe only half-closes, and an
+	// mTLS connection's CloseWrite leaves its socket (and its slot among
+	// the destination's connections) open.
+	defer up.Close()
+	client, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer client.Close()
+	o.tcp.Add(1)
+	defer o.tcp.Done()
+	client.Write([]byte("HTTP/1.1 200 Connection Established\r\n\r\n"))
+	if n := buf.Reader.Buffered(); n > 0 {
+		peeked, _ := buf.Reader.Peek(n)
+		up.Write(peeked)
+	}
+	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), label, "ok").Inc()
+	pipe(client, up)
+}
