@@ -263,18 +263,51 @@ func (o *outbound) connectExternal(w http.ResponseWriter, r *http.Request) bool 
 		return false
 	}
 	h, port, _ := t.hostPort(r.Host)
-	ctx, cancel := context.WithTimeout(r.Context(), externalDialLimit+hsLimit)
-	defer cancel()
-	var up net.Conn
-	if t.tls != nil {
-		up, err = (&tls.Dialer{NetDialer: &net.Dialer{Timeout: externalDialLimit}, Config: t.tls}).DialContext(ctx, "tcp", net.JoinHostPort(h, port))
-	} else {
-		up, err = (&net.Dialer{Timeout: externalDialLimit}).DialContext(ctx, "tcp", net.JoinHostPort(h, port))
-	}
+	up, err := t.dial(r.Context(), net.JoinHostPort(h, port))
 	if err != nil {
 		writeError(w, r, http.StatusBadGateway, "sigil: "+t.host+" failed: "+reasonOf(err))
 		return true
 	}
 	o.hijackAndPipe(w, up, t.host)
+	return true
+}
+
+// dial opens a connection to addr of the target's host: plain, or with
+// the TLS the sidecar originates.
+func (t *externalTarget) dial(ctx context.Context, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, externalDialLimit+hsLimit)
+	defer cancel()
+	if t.tls != nil {
+		return (&tls.Dialer{NetDialer: &net.Dialer{Timeout: externalDialLimit}, Config: t.tls}).DialContext(ctx, "tcp", addr)
+	}
+	return (&net.Dialer{Timeout: externalDialLimit}).DialContext(ctx, "tcp", addr)
+}
+
+// transparentExternal carries a captured connection to an address no
+// mesh endpoint has when a DestinationRule names its IP (transparent mode
+// knows only the original destination's address, not a name), and
+// reports whether one did.
+func (o *outbound) transparentExternal(c net.Conn, dst *net.TCPAddr) bool {
+	ip := dst.IP.String()
+	t, err := o.externalFor(o.state.Load(), ip)
+	if err != nil {
+		o.p.log.Warn("tls origination refused", "host", ip, "error", err)
+		return false
+	}
+	if t == nil {
+		return false
+	}
+	up, err := t.dial(context.Background(), dst.String())
+	if err != nil {
+		o.p.log.Warn("external tcp failed", "host", t.host, "error", err)
+		c.Close()
+		return true
+	}
+	o.tcp.Add(1)
+	defer o.tcp.Done()
+	defer c.Close()
+	defer up.Close()
+	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), t.host, "ok").Inc()
+	pipe(c, up)
 	return true
 }

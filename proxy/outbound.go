@@ -279,6 +279,9 @@ func (o *outbound) transparent(c net.Conn) {
 	}
 	svc := o.serviceForAddr(dst)
 	if svc.IsZero() {
+		if o.transparentExternal(c, dst) {
+			return
+		}
 		o.p.log.Warn("transparent connection to an unknown destination refused", "dst", dst.String())
 		o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), "unknown", "refused").Inc()
 		c.Close()
