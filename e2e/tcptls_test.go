@@ -10,12 +10,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
+	"github.com/sigil-mesh/sigil/e2e/harness"
 )
 
 // tunnelCall opens a CONNECT tunnel to authority through a sidecar's
@@ -208,5 +212,53 @@ spec:
 	tm.apply(t, rule("other.example.com"))
 	if code, body := get(ln.Addr().String(), "/secure"); code != http.StatusBadGateway || !strings.Contains(body, "subjectAltNames") {
 		t.Fatalf("tls SIMPLE to a server with another name: %d %q, want 502 naming subjectAltNames", code, body)
+	}
+}
+
+// TestTransparentExternalDisable: in transparent mode an app's connection
+// to an address outside the mesh (a plain HTTP server on another address
+// of the server's namespace, no sidecar before it) is refused until a
+// DestinationRule with tls DISABLE names that IP; then it goes through.
+func TestTransparentExternalDisable(t *testing.T) {
+	t.Parallel()
+	clientNS, serverNS, clientIP, serverIP := netnsPair(t)
+	plainIP := strings.TrimSuffix(serverIP, ".2") + ".3"
+	if out, err := exec.Command("ip", "-n", serverNS, "addr", "add", plainIP+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v: %s", err, out)
+	}
+	ids := startIdentities(t)
+	harness.StartIn(t, serverNS, "sigil-demo-app", "--listen", plainIP+":9090", "--name", "plain").WaitFor(`listening on`, 30*time.Second)
+	web := harness.StartIn(t, clientNS, "sigil-proxy", "run", "--socket", ids.web.Socket, "--service", "web", "--app", "127.0.0.1:8080",
+		"--inbound", clientIP+":15006", "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--policy", ids.policyDir, "--transparent")
+	web.WaitFor(`sigil-proxy running`, 60*time.Second)
+	if out, err := exec.Command("ip", "netns", "exec", clientNS, harness.Bin("sigil-proxy"), "iptables", "--proxy-uid", "0").CombinedOutput(); err != nil {
+		t.Fatalf("iptables: %v: %s", err, out)
+	}
+	curl := func() (string, error) {
+		out, err := exec.Command("ip", "netns", "exec", clientNS, "setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+			"curl", "-sS", "-m", "10", "-w", "\n%{http_code}", "http://"+plainIP+":9090/out").CombinedOutput()
+		return string(out), err
+	}
+	if out, err := curl(); err == nil {
+		t.Fatalf("no DestinationRule, yet the external address answered: %s", out)
+	}
+	web.WaitFor(`transparent connection to an unknown destination refused`, 10*time.Second)
+	harness.MustRun(t, "sigil", "apply", "-f", writeFile(t, ids.m.Dir, `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: plain
+spec:
+  host: `+plainIP+`
+  trafficPolicy:
+    tls: {mode: DISABLE}
+`), "--admin-socket", adminv1.AdminSocket(ids.m.DataDir))
+	web.WaitFor(`configuration applied","version":1\b`, 20*time.Second)
+	out, err := curl()
+	if err != nil || !strings.HasSuffix(strings.TrimSpace(out), "200") || !strings.Contains(out, `"plain"`) {
+		t.Fatalf("with tls DISABLE: %v: %s", err, out)
+	}
+	var r appReply
+	if err := json.Unmarshal([]byte(out[:strings.LastIndex(out, "\n")]), &r); err != nil || r.Caller != "" {
+		t.Fatalf("the external app saw a mesh caller: %+v %v", r, err)
 	}
 }

@@ -303,11 +303,6 @@ func (o *outbound) transparentExternal(c net.Conn, dst *net.TCPAddr) bool {
 		c.Close()
 		return true
 	}
-	o.tcp.Add(1)
-	defer o.tcp.Done()
-	defer c.Close()
-	defer up.Close()
-	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), t.host, "ok").Inc()
-	pipe(c, up)
+	o.pipeTCP(c, up, t.host)
 	return true
 }

@@ -310,12 +310,7 @@ func (o *outbound) transparent(c net.Conn) {
 		c.Close()
 		return
 	}
-	o.tcp.Add(1)
-	defer o.tcp.Done()
-	defer c.Close()
-	defer up.Close()
-	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), svc.Name, "ok").Inc()
-	pipe(rc, up)
+	o.pipeTCP(rc, up, svc.Name)
 }
 
 // serviceForAddr finds the service one of whose endpoints is on dst's host.

@@ -58,3 +58,14 @@ func (o *outbound) hijackAndPipe(w http.ResponseWriter, up net.Conn, label strin
 	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), label, "ok").Inc()
 	pipe(client, up)
 }
+
+// pipeTCP carries a captured connection of the app to up until both ends
+// are done, then closes both; label names the destination in the metric.
+func (o *outbound) pipeTCP(app, up net.Conn, label string) {
+	o.tcp.Add(1)
+	defer o.tcp.Done()
+	defer app.Close()
+	defer up.Close()
+	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), label, "ok").Inc()
+	pipe(app, up)
+}
