@@ -61,9 +61,16 @@ func (o *outbound) externalFor(st *meshState, host string) (*externalTarget, err
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
-		Protocols:           new(http.Protocols),
+		// As much of the answer's header as the sidecar accepts anywhere.
+		MaxResponseHeaderBytes: 64 << 10,
+		Protocols:              new(http.Protocols),
 	}
 	t.transport.Protocols.SetHTTP1(true)
+	if cfg != nil {
+		// Over TLS the server may pick HTTP/2 (ALPN), which gRPC needs;
+		// plain text stays HTTP/1.1 (no h2c toward hosts outside the mesh).
+		t.transport.Protocols.SetHTTP2(true)
+	}
 	got, _ := st.clusters.LoadOrStore(key, t)
 	return got.(*externalTarget), nil
 }
@@ -262,7 +269,11 @@ func (o *outbound) connectExternal(w http.ResponseWriter, r *http.Request) bool 
 	if t == nil {
 		return false
 	}
-	h, port, _ := t.hostPort(r.Host)
+	h, port, err := t.hostPort(r.Host)
+	if err != nil {
+		refuseName(w, r, err)
+		return true
+	}
 	up, err := t.dial(r.Context(), net.JoinHostPort(h, port))
 	if err != nil {
 		writeError(w, r, http.StatusBadGateway, "sigil: "+t.host+" failed: "+reasonOf(err))

@@ -94,3 +94,34 @@ func TestTCPRouteRefusals(t *testing.T) {
 		t.Errorf("undefined subset: %v", err)
 	}
 }
+
+// FuzzParseTCPAndTLS: whatever tcp routes and DestinationRule tls parse
+// compile, and matching and picking on them never panics.
+func FuzzParseTCPAndTLS(f *testing.F) {
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  tcp:\n  - match: [{port: 31400, sourceLabels: {app: w}}]\n    route:\n    - {destination: {host: a}, weight: 3}\n    - {destination: {host: b}, weight: 0}\n"))
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api.example.com\n  trafficPolicy: {tls: {mode: SIMPLE, sni: api.example.com, subjectAltNames: [x], caCertificates: /ca.pem}}\n"))
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: 10.0.0.1\n  trafficPolicy: {tls: {mode: DISABLE}}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rs, err := Parse(data, "fuzz")
+		if err != nil {
+			return
+		}
+		tab := Compile(1, rs)
+		for _, res := range rs {
+			if res.VS != nil {
+				for _, h := range res.VS.Spec.Hosts {
+					for _, port := range []uint32{0, 80, 31400} {
+						if rt, ok := tab.MatchTCP(ServiceOf(h, res.Namespace).String(), port, map[string]string{"app": "w"}); ok && len(rt.Dests) > 0 {
+							rt.Pick()
+						}
+					}
+				}
+			}
+			if res.DR != nil {
+				if _, ok := tab.ExternalRule(res.DR.Spec.Host); ok != IsExternalHost(res.DR.Spec.Host) {
+					t.Fatalf("rule for %q: found %v", res.DR.Spec.Host, ok)
+				}
+			}
+		}
+	})
+}

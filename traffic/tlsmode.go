@@ -122,7 +122,7 @@ func (v *validator) policyTLS(dr *DestinationRule, external bool) {
 			v.tlsSettings(fmt.Sprintf("spec.subsets[%d].trafficPolicy.tls", i), s.TrafficPolicy.TLS, external)
 		}
 	}
-	if external && (dr.Spec.TrafficPolicy == nil || !dr.Spec.TrafficPolicy.TLS.Originates()) {
+	if external && !ruleOriginates(&dr.Spec) {
 		v.fail("spec.trafficPolicy.tls", "a DestinationRule for a host outside the mesh (%q) must say how to reach it: tls.mode DISABLE, SIMPLE or MUTUAL", dr.Spec.Host)
 	}
 	if tp := dr.Spec.TrafficPolicy; external && tp != nil {
@@ -161,10 +161,18 @@ func parseExternalHost(host string) (string, error) {
 	return externalKey(host), nil
 }
 
+// ruleOriginates reports whether a DestinationRule says how to reach a
+// host outside the mesh: its trafficPolicy.tls is DISABLE, SIMPLE or
+// MUTUAL. (A per-port tls, portLevelSettings[].tls, joins here, with
+// ExternalRule taking the port.)
+func ruleOriginates(spec *DestinationRuleSpec) bool {
+	return spec.TrafficPolicy != nil && spec.TrafficPolicy.TLS.Originates()
+}
+
 // ruleHost checks a DestinationRule's host, which may be outside the mesh
 // when its tls says how to reach it, and returns whether it is.
 func (v *validator) ruleHost(dr *DestinationRule) bool {
-	if IsExternalHost(dr.Spec.Host) && dr.Spec.TrafficPolicy != nil && dr.Spec.TrafficPolicy.TLS.Originates() {
+	if IsExternalHost(dr.Spec.Host) && ruleOriginates(&dr.Spec) {
 		return true
 	}
 	v.host("spec.host", dr.Spec.Host)
@@ -189,7 +197,7 @@ func (t *Table) ExternalRule(host string) (*TrafficPolicy, bool) {
 // reports whether it was one.
 func (t *Table) addExternalRule(r Resource, rule *Rule) bool {
 	key, err := parseExternalHost(r.DR.Spec.Host)
-	if err != nil || !rule.Policy.TLS.Originates() {
+	if err != nil || !ruleOriginates(&r.DR.Spec) {
 		return false
 	}
 	if t.more.external == nil {
