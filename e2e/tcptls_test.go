@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -262,3 +263,87 @@ spec:
 		t.Fatalf("the external app saw a mesh caller: %+v %v", r, err)
 	}
 }
+
+// TestTLSRouteSNIPassthrough: the app speaks TLS to api through a CONNECT
+// tunnel; the sidecar reads the ClientHello's SNI without terminating it
+// and routes the connection by the VirtualService's tls route (SNI
+// api.default.svc.cluster.local to v2), carrying the app's own TLS inside
+// the mesh's mTLS to the TLS server behind v2's sidecar. Another SNI falls
+// to the tcp route (v1).
+func TestTLSRouteSNIPassthrough(t *testing.T) {
+	tm := startTrafficMesh(t)
+	for _, version := range []string{"v1", "v2"} {
+		srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s over %s", version, r.TLS.ServerName)
+		}))
+		t.Cleanup(srv.Close)
+		b := &backend{name: "tls-" + version, version: version, addr: srv.Listener.Addr().String()}
+		b.proxy = harness.StartProxy(t, tm.ids.api, "api", b.addr, tm.ids.policyDir, "--label", "version="+version)
+		tm.backends[b.name] = b
+	}
+	tm.apply(t, subsetsDR+`---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: api-tls
+spec:
+  hosts: [api]
+  tls:
+  - match: [{sniHosts: [api.default.svc.cluster.local], port: 443}]
+    route:
+    - destination: {host: api, subset: v2}
+  tcp:
+  - route:
+    - destination: {host: api, subset: v1}
+`)
+	call := func(sni string) (string, error) {
+		c, err := net.DialTimeout("tcp", tm.web.Outbound, 5*time.Second)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "CONNECT api:443 HTTP/1.1\r\nHost: api:443\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil || resp.StatusCode != 200 {
+			return "", fmt.Errorf("connect: %v %v", resp, err)
+		}
+		// The app's own TLS, end to end: the sidecars never see inside it.
+		tc := tls.Client(&bufferedConn{Conn: c, r: br}, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+		fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
+		resp, err = http.ReadResponse(bufio.NewReader(tc), nil)
+		if err != nil {
+			return "", err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return string(b), nil
+	}
+	// Until the sidecars know both endpoints, a route may find none.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, err := call("api.default.svc.cluster.local")
+		if err == nil && got == "v2 over api.default.svc.cluster.local" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SNI api.default.svc.cluster.local: %q %v, want v2", got, err)
+		}
+	}
+	for range 10 {
+		if got, err := call("api.default.svc.cluster.local"); err != nil || got != "v2 over api.default.svc.cluster.local" {
+			t.Fatalf("SNI api.default.svc.cluster.local: %q %v, want v2", got, err)
+		}
+		if got, err := call("other.example"); err != nil || got != "v1 over other.example" {
+			t.Fatalf("SNI other.example (tcp route): %q %v, want v1", got, err)
+		}
+	}
+}
+
+// bufferedConn reads through r, which holds bytes already read from Conn.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }

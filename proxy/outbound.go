@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -193,7 +195,11 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 		refuseName(w, r, err)
 		return
 	}
-	c, dest := o.tcpCluster(o.state.Load(), svc, portOf(r.Host))
+	if o.state.Load().table.HasTLSRoutes(svc.String()) {
+		o.connectTLS(w, r, svc)
+		return
+	}
+	c, dest := o.tcpCluster(o.state.Load(), svc, portOf(r.Host), "")
 	if c == nil || len(c.eps) == 0 {
 		writeError(w, r, http.StatusBadGateway, "sigil: no endpoint of "+dest)
 		return
@@ -298,7 +304,15 @@ func (o *outbound) transparent(c net.Conn) {
 			return
 		}
 	}
-	cl, dest := o.tcpCluster(o.state.Load(), svc, uint32(dst.Port))
+	st := o.state.Load()
+	sni := ""
+	if st.table.HasTLSRoutes(svc.String()) {
+		c.SetReadDeadline(time.Now().Add(clientHelloWait))
+		record, name := readClientHello(br)
+		c.SetReadDeadline(time.Time{})
+		rc.r, sni = bufio.NewReader(io.MultiReader(bytes.NewReader(record), br)), name
+	}
+	cl, dest := o.tcpCluster(st, svc, uint32(dst.Port), sni)
 	if cl == nil || len(cl.eps) == 0 {
 		o.p.log.Warn("tcp route has no endpoint", "service", svc.String(), "destination", dest)
 		c.Close()

@@ -33,6 +33,7 @@ type RouteDestination struct {
 // DestinationRules.
 type moreRules struct {
 	tcp      map[string][]tcpRoute // tcp routes by service key, in order
+	tls      map[string][]tlsRoute // tls routes by service key, in order (tlsroute.go)
 	external map[string]*Rule      // DestinationRules of hosts outside the mesh, by externalKey
 }
 
@@ -97,10 +98,16 @@ func hasAll(have, want map[string]string) bool {
 	return true
 }
 
-// compileTCPRoutes adds a VirtualService's tcp routes to t.
+// compileTCPRoutes adds a VirtualService's tcp and tls routes to t.
 func (t *Table) compileTCPRoutes(r Resource) {
 	for _, h := range r.VS.Spec.Hosts {
 		svc := ServiceOf(h, r.Namespace).String()
+		for i := range r.VS.Spec.TLS {
+			if t.more.tls == nil {
+				t.more.tls = map[string][]tlsRoute{}
+			}
+			t.more.tls[svc] = append(t.more.tls[svc], compileTLS(r.Ref(), r.Namespace, &r.VS.Spec.TLS[i]))
+		}
 		for i := range r.VS.Spec.TCP {
 			if t.more.tcp == nil {
 				t.more.tcp = map[string][]tcpRoute{}
@@ -110,48 +117,58 @@ func (t *Table) compileTCPRoutes(r Resource) {
 	}
 }
 
-// l4Routes checks a VirtualService's tcp routes and refuses its tls
-// routes by name.
+// l4Routes checks a VirtualService's tcp and tls routes.
 func (v *validator) l4Routes(vs *VirtualService) {
-	if len(vs.Spec.TLS) > 0 {
-		v.fail("spec.tls", "TLS routes (SNI match, passthrough) are not supported by Sigil: route the service's TCP with spec.tcp, and reach a host outside the mesh with a DestinationRule whose trafficPolicy.tls is DISABLE, SIMPLE or MUTUAL")
-	}
+	v.tlsRoutes(vs)
 	for i, tr := range vs.Spec.TCP {
 		p := fmt.Sprintf("spec.tcp[%d]", i)
-		if len(tr.Route) == 0 {
-			v.fail(p+".route", "at least one destination is required")
-		}
 		for j, m := range tr.Match {
 			if m.Port > 65535 {
 				v.fail(fmt.Sprintf("%s.match[%d].port", p, j), "%d is not a port", m.Port)
 			}
 		}
-		allZero := len(tr.Route) > 1
-		for j, d := range tr.Route {
-			dp := fmt.Sprintf("%s.route[%d]", p, j)
-			v.destination(dp+".destination", &d.Destination)
-			if d.Weight != nil && *d.Weight < 0 {
-				v.fail(dp+".weight", "%d must not be negative", *d.Weight)
-			}
-			allZero = allZero && d.Weight != nil && *d.Weight == 0
-		}
-		if allZero {
-			v.fail(p+".route", "every weight is 0: no destination would get a connection")
-		}
+		v.l4Destinations(p, tr.Route)
 	}
 }
 
-// tcpSubsetRefs lists the subsets a VirtualService's tcp routes send to
+// l4Destinations checks the route of a tcp or tls route (p is its path):
+// mesh destinations, relative weights of which none is negative and not
+// all are 0 (Istio's rules).
+func (v *validator) l4Destinations(p string, route []RouteDestination) {
+	if len(route) == 0 {
+		v.fail(p+".route", "at least one destination is required")
+	}
+	allZero := len(route) > 1
+	for j, d := range route {
+		dp := fmt.Sprintf("%s.route[%d]", p, j)
+		v.destination(dp+".destination", &d.Destination)
+		if d.Weight != nil && *d.Weight < 0 {
+			v.fail(dp+".weight", "%d must not be negative", *d.Weight)
+		}
+		allZero = allZero && d.Weight != nil && *d.Weight == 0
+	}
+	if allZero {
+		v.fail(p+".route", "every weight is 0: no destination would get a connection")
+	}
+}
+
+// tcpSubsetRefs lists the subsets a VirtualService's tcp and tls routes send to
 // that no DestinationRule defines (defined answers for a destination).
 func tcpSubsetRefs(r Resource, defined func(*Destination) bool) []error {
 	var errs []error
-	for i, tr := range r.VS.Spec.TCP {
-		for j := range tr.Route {
-			d := &tr.Route[j].Destination
+	check := func(section string, i int, route []RouteDestination) {
+		for j := range route {
+			d := &route[j].Destination
 			if d.Subset != "" && !defined(d) {
-				errs = append(errs, fmt.Errorf("traffic: %s: spec.tcp[%d].route[%d].destination.subset: subset %q of %s is not defined by any DestinationRule (apply the DestinationRule first)", r.Ref(), i, j, d.Subset, d.Host))
+				errs = append(errs, fmt.Errorf("traffic: %s: spec.%s[%d].route[%d].destination.subset: subset %q of %s is not defined by any DestinationRule (apply the DestinationRule first)", r.Ref(), section, i, j, d.Subset, d.Host))
 			}
 		}
+	}
+	for i, tr := range r.VS.Spec.TCP {
+		check("tcp", i, tr.Route)
+	}
+	for i, tr := range r.VS.Spec.TLS {
+		check("tls", i, tr.Route)
 	}
 	return errs
 }

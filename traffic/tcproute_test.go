@@ -81,7 +81,11 @@ func TestTCPRouteRefusals(t *testing.T) {
 		{"bad port", vs("  tcp:\n  - match: [{port: 70000}]\n    route: [{destination: {host: api}}]\n"), []string{"spec.tcp[0].match[0].port"}},
 		{"external destination", vs("  tcp:\n  - route: [{destination: {host: db.example.com}}]\n"), []string{"spec.tcp[0].route[0].destination.host"}},
 		{"destination subnets", vs("  tcp:\n  - match: [{destinationSubnets: [10.0.0.0/8]}]\n    route: [{destination: {host: api}}]\n"), []string{`field "destinationSubnets"`}},
-		{"tls route", vs("  tls:\n  - match: [{sniHosts: [a.example.com], port: 443}]\n    route: [{destination: {host: api}}]\n"), []string{"spec.tls", "SNI"}},
+		{"tls route, sni of another host", vs("  tls:\n  - match: [{sniHosts: [a.example.com], port: 443}]\n    route: [{destination: {host: api}}]\n"), []string{"spec.tls[0].match[0].sniHosts[0]", "does not name one of the VirtualService's hosts"}},
+		{"tls route, wildcard sni", vs("  tls:\n  - match: [{sniHosts: ['*.api']}]\n    route: [{destination: {host: api}}]\n"), []string{"spec.tls[0].match[0].sniHosts[0]", "wildcard"}},
+		{"tls route, no match", vs("  tls:\n  - route: [{destination: {host: api}}]\n"), []string{"spec.tls[0].match", "sniHosts"}},
+		{"tls route, no sniHosts", vs("  tls:\n  - match: [{port: 443}]\n    route: [{destination: {host: api}}]\n"), []string{"spec.tls[0].match[0].sniHosts"}},
+		{"tls route, no route", vs("  tls:\n  - match: [{sniHosts: [api]}]\n"), []string{"spec.tls[0].route"}},
 	}
 	for _, tt := range tests {
 		checkParse(t, tt.name, tt.doc, tt.want)
@@ -100,6 +104,7 @@ func TestTCPRouteRefusals(t *testing.T) {
 func FuzzParseTCPAndTLS(f *testing.F) {
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  tcp:\n  - match: [{port: 31400, sourceLabels: {app: w}}]\n    route:\n    - {destination: {host: a}, weight: 3}\n    - {destination: {host: b}, weight: 0}\n"))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api.example.com\n  trafficPolicy: {tls: {mode: SIMPLE, sni: api.example.com, subjectAltNames: [x], caCertificates: /ca.pem}}\n"))
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  tls:\n  - match: [{sniHosts: [a], port: 443}]\n    route: [{destination: {host: a}}]\n"))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: 10.0.0.1\n  trafficPolicy: {tls: {mode: DISABLE}}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rs, err := Parse(data, "fuzz")
@@ -114,6 +119,9 @@ func FuzzParseTCPAndTLS(f *testing.F) {
 						if rt, ok := tab.MatchTCP(ServiceOf(h, res.Namespace).String(), port, map[string]string{"app": "w"}); ok && len(rt.Dests) > 0 {
 							rt.Pick()
 						}
+						if rt, ok := tab.MatchTLS(ServiceOf(h, res.Namespace).String(), h, port, nil); ok && len(rt.Dests) > 0 {
+							rt.Pick()
+						}
 					}
 				}
 			}
@@ -124,4 +132,63 @@ func FuzzParseTCPAndTLS(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestTLSRouteTable: tls routes match a connection's SNI (without case or
+// trailing dot), port and source labels; a TLS connection no tls route
+// matches falls to the tcp routes.
+func TestTLSRouteTable(t *testing.T) {
+	doc := `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: prod}
+spec:
+  host: api
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: prod}
+spec:
+  hosts: [api]
+  tls:
+  - match: [{sniHosts: [api.prod.svc.cluster.local], port: 443}]
+    route:
+    - destination: {host: api, subset: v2}
+  tcp:
+  - route:
+    - destination: {host: api, subset: v1}
+`
+	rs, err := Parse([]byte(doc), "f.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckReferences(rs); err != nil {
+		t.Fatal(err)
+	}
+	tab := Compile(1, rs)
+	if !tab.HasTLSRoutes("api.prod") || tab.HasTLSRoutes("api.default") {
+		t.Fatal("HasTLSRoutes")
+	}
+	for _, tt := range []struct {
+		sni  string
+		port uint32
+		ok   bool
+	}{
+		{"api.prod.svc.cluster.local", 443, true},
+		{"API.prod.svc.cluster.local.", 443, true},
+		{"api.prod.svc.cluster.local", 0, false},
+		{"api.prod.svc.cluster.local", 8443, false},
+		{"api", 443, false},
+		{"", 443, false},
+	} {
+		rt, ok := tab.MatchTLS("api.prod", tt.sni, tt.port, nil)
+		if ok != tt.ok || ok && rt.Dests[0].Subset != "v2" {
+			t.Errorf("SNI %q port %d: %v %+v, want %v", tt.sni, tt.port, ok, rt, tt.ok)
+		}
+	}
+	if rt, ok := tab.MatchTCP("api.prod", 443, nil); !ok || rt.Dests[0].Subset != "v1" {
+		t.Errorf("tcp fallback: %v %+v", ok, rt)
+	}
 }

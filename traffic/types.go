@@ -39,16 +39,16 @@ type VirtualService struct {
 	Spec       VirtualServiceSpec `json:"spec"`
 }
 
-// VirtualServiceSpec: hosts and HTTP routes. Gateways, tcp, tls and
+// VirtualServiceSpec: hosts and HTTP, tcp and tls routes. Gateways and
 // exportTo are not supported and refused by name.
 type VirtualServiceSpec struct {
 	Hosts []string    `json:"hosts"`
 	HTTP  []HTTPRoute `json:"http"`
 	// TCP routes opaque TCP connections (tcproute.go).
 	TCP []TCPRoute `json:"tcp,omitempty"`
-	// TLS would route TLS connections by SNI; Sigil refuses it by name
-	// (tcproute.go).
-	TLS []json.RawMessage `json:"tls,omitempty"`
+	// TLS routes TLS connections by SNI without terminating them
+	// (tlsroute.go).
+	TLS []TLSRoute `json:"tls,omitempty"`
 }
 
 // HTTPRoute is one rule: the first whose match applies routes the request.
