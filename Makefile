@@ -84,6 +84,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseWorkload -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzReadToken -fuzztime 30s ./agent/svid/
 	$(GO) test -run '^$$' -fuzz FuzzParseBundle -fuzztime 30s ./agent/svid/
+	$(GO) test -run '^$$' -fuzz FuzzParseTCPAndTLS -fuzztime 30s ./traffic/
+	$(GO) test -run '^$$' -fuzz FuzzReadClientHello -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzVerifyChain -fuzztime 30s ./agent/svid/
 	$(GO) test -run '^$$' -fuzz FuzzParseUpstream -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzFrameGuardScan -fuzztime 30s ./proxy/

@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -99,30 +97,9 @@ func TestProxyRotationUnderLoad(t *testing.T) {
 // tunnelGet sends one HTTP request through a CONNECT tunnel (opaque TCP,
 // a new mTLS connection between the sidecars each time).
 func tunnelGet(outbound string) error {
-	c, err := net.DialTimeout("tcp", outbound, 5*time.Second)
-	if err != nil {
-		return err
+	code, _, err := tunnelCall(outbound, "api:80", "/tunnel")
+	if err == nil && code != 200 {
+		err = fmt.Errorf("tunnelled request: %d", code)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(c, "CONNECT api:80 HTTP/1.1\r\nHost: api:80\r\n\r\n")
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("connect: %s", resp.Status)
-	}
-	fmt.Fprintf(c, "GET /tunnel HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
-	resp, err = http.ReadResponse(br, nil)
-	if err != nil {
-		return fmt.Errorf("tunnelled request: %w", err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("tunnelled request: %s", resp.Status)
-	}
-	return nil
+	return err
 }

@@ -48,6 +48,10 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	proto := protocolOf(r)
 	svc, err := o.serviceOf(r)
 	if err != nil {
+		if label, ok := o.externalOf(rec, r, err); ok {
+			o.p.observe("outbound", o.p.id.id.String(), label, r, rec.status(), proto, start, "")
+			return
+		}
 		// A fixed label: the caller's host must not mint metric series.
 		refuseName(rec, r, err)
 		o.p.observe("outbound", o.p.id.id.String(), unknownService, r, rec.status(), proto, start, "")

@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -186,41 +188,33 @@ func refuseName(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, r, http.StatusBadGateway, "sigil: unknown service: "+err.Error())
 }
 
-// connect tunnels opaque TCP: CONNECT host:port, where host is a service.
+// connect tunnels opaque TCP: CONNECT host:port, where host is a service
+// (routed by its tcp routes) or a host outside the mesh that a
+// DestinationRule names (external.go).
 func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 	svc, err := o.serviceOf(r)
 	if err != nil {
+		if errors.Is(err, naming.ErrNotInMesh) && o.connectExternal(w, r) {
+			return
+		}
 		refuseName(w, r, err)
 		return
 	}
-	c := o.cluster(o.state.Load(), svc, "")
+	if o.state.Load().table.HasTLSRoutes(svc.String()) {
+		o.connectTLS(w, r, svc)
+		return
+	}
+	c, dest := o.tcpCluster(o.state.Load(), svc, portOf(r.Host), "")
 	if c == nil || len(c.eps) == 0 {
-		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+svc.String())
+		writeError(w, r, http.StatusBadGateway, "sigil: no endpoint of "+dest)
 		return
 	}
 	up, err := o.dialTCP(r.Context(), c.pick(nil))
 	if err != nil {
-		writeError(w, r, http.StatusBadGateway, "sigil: upstream "+svc.String()+" failed: "+reasonOf(err))
+		writeError(w, r, http.StatusBadGateway, "sigil: upstream "+dest+" failed: "+reasonOf(err))
 		return
 	}
-	// Both ends close when the tunnel ends: pipe only half-closes, and an
-	// mTLS connection's CloseWrite leaves its socket (and its slot among
-	// the destination's connections) open.
-	defer up.Close()
-	client, buf, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		return
-	}
-	defer client.Close()
-	o.tcp.Add(1)
-	defer o.tcp.Done()
-	client.Write([]byte("HTTP/1.1 200 Connection Established\r\n\r\n"))
-	if n := buf.Reader.Buffered(); n > 0 {
-		peeked, _ := buf.Reader.Peek(n)
-		up.Write(peeked)
-	}
-	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), svc.Name, "ok").Inc()
-	pipe(client, up)
+	o.hijackAndPipe(w, up, svc.Name)
 }
 
 // dialTCP opens an mTLS connection for opaque TCP to a service's sidecar.
@@ -296,6 +290,9 @@ func (o *outbound) transparent(c net.Conn) {
 	}
 	svc := o.serviceForAddr(dst)
 	if svc.IsZero() {
+		if o.transparentExternal(c, dst) {
+			return
+		}
 		o.p.log.Warn("transparent connection to an unknown destination refused", "dst", dst.String())
 		o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), "unknown", "refused").Inc()
 		c.Close()
@@ -312,19 +309,27 @@ func (o *outbound) transparent(c net.Conn) {
 			return
 		}
 	}
-	cl := o.cluster(o.state.Load(), svc, "")
-	up, err := o.dialTCP(context.Background(), cl.pick(nil))
-	if err != nil {
-		o.p.log.Warn("upstream tcp failed", "service", svc.String(), "error", err)
+	st := o.state.Load()
+	sni := ""
+	if st.table.HasTLSRoutes(svc.String()) {
+		c.SetReadDeadline(time.Now().Add(clientHelloWait))
+		record, name := readClientHello(br)
+		c.SetReadDeadline(time.Time{})
+		rc.r, sni = bufio.NewReader(io.MultiReader(bytes.NewReader(record), br)), name
+	}
+	cl, dest := o.tcpCluster(st, svc, uint32(dst.Port), sni)
+	if cl == nil || len(cl.eps) == 0 {
+		o.p.log.Warn("tcp route has no endpoint", "service", svc.String(), "destination", dest)
 		c.Close()
 		return
 	}
-	o.tcp.Add(1)
-	defer o.tcp.Done()
-	defer c.Close()
-	defer up.Close()
-	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), svc.Name, "ok").Inc()
-	pipe(rc, up)
+	up, err := o.dialTCP(context.Background(), cl.pick(nil))
+	if err != nil {
+		o.p.log.Warn("upstream tcp failed", "service", svc.String(), "destination", dest, "error", err)
+		c.Close()
+		return
+	}
+	o.pipeTCP(rc, up, svc.Name)
 }
 
 // serviceForAddr finds the service one of whose endpoints is on dst's host.

@@ -17,6 +17,7 @@ type Table struct {
 	Version int64
 	routes  *hostIndex[*[]*Route] // by host key (HostKey: "name.namespace" for a service), in order
 	rules   *hostIndex[*Rule]     // DestinationRules by host key
+	more    moreRules             // tcp routes and rules of hosts outside the mesh (tcproute.go)
 }
 
 // Route is a compiled HTTP route.
@@ -251,6 +252,9 @@ func (t *Table) Policy(service, subset string) *TrafficPolicy {
 			if merged.OutlierDetection == nil {
 				merged.OutlierDetection = rule.Policy.OutlierDetection
 			}
+			if merged.TLS == nil {
+				merged.TLS = rule.Policy.TLS
+			}
 		}
 		return &merged
 	}
@@ -291,10 +295,14 @@ func Compile(version int64, resources []Resource) *Table {
 					*rs = append(*rs, compileRoute(r.Ref(), r.Namespace, &r.VS.Spec.HTTP[i]))
 				}
 			}
+			t.compileTCPRoutes(r)
 		case r.DR != nil:
 			rule := &Rule{Source: r.Ref(), Policy: r.DR.Spec.TrafficPolicy, Subsets: map[string]Subset{}}
 			for _, s := range r.DR.Spec.Subsets {
 				rule.Subsets[s.Name] = s
+			}
+			if t.addExternalRule(r, rule) {
+				continue
 			}
 			if key, wild, ok := HostKey(r.DR.Spec.Host, r.Namespace); ok {
 				t.rules.set(key, wild, rule)

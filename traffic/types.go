@@ -51,7 +51,7 @@ type VirtualService struct {
 	Status json.RawMessage `json:"status,omitempty"`
 }
 
-// VirtualServiceSpec: hosts and HTTP routes. Gateways, tcp, tls and
+// VirtualServiceSpec: hosts and HTTP, tcp and tls routes. Gateways and
 // exportTo are not supported and refused by name.
 type VirtualServiceSpec struct {
 	Hosts []string    `json:"hosts"`
@@ -60,6 +60,11 @@ type VirtualServiceSpec struct {
 	// applies to: "." its own, "*" all (the default when empty), or
 	// namespace names (Resource.Visible).
 	ExportTo []string `json:"exportTo,omitempty"`
+	// TCP routes opaque TCP connections (tcproute.go).
+	TCP []TCPRoute `json:"tcp,omitempty"`
+	// TLS routes TLS connections by SNI without terminating them
+	// (tlsroute.go).
+	TLS []TLSRoute `json:"tls,omitempty"`
 }
 
 // HTTPRoute is one rule: the first whose match applies routes the request.
@@ -226,6 +231,8 @@ type TrafficPolicy struct {
 	LoadBalancer     *LoadBalancer     `json:"loadBalancer,omitempty"`
 	ConnectionPool   *ConnectionPool   `json:"connectionPool,omitempty"`
 	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+	// TLS is how the sidecar speaks to the destination (tlsmode.go).
+	TLS *ClientTLSSettings `json:"tls,omitempty"`
 }
 
 // LoadBalancer picks the algorithm.

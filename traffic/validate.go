@@ -121,9 +121,10 @@ func (v *validator) virtualService(vs *VirtualService) {
 		seenHost[strings.ToLower(h)] = i
 	}
 	v.exportTo(vs.Spec.ExportTo)
-	if len(vs.Spec.HTTP) == 0 {
+	if len(vs.Spec.HTTP) == 0 && len(vs.Spec.TCP) == 0 && len(vs.Spec.TLS) == 0 {
 		v.fail("spec.http", "at least one route is required")
 	}
+	v.l4Routes(vs)
 	for i, rt := range vs.Spec.HTTP {
 		v.httpRoute(fmt.Sprintf("spec.http[%d]", i), &rt)
 	}
@@ -508,7 +509,7 @@ func (v *validator) authorityOnce(p string, rw *HTTPRewrite, h *Headers) {
 var lbNames = map[string]bool{"": true, "UNSPECIFIED": true, "ROUND_ROBIN": true, "LEAST_REQUEST": true, "LEAST_CONN": true, "RANDOM": true}
 
 func (v *validator) destinationRule(dr *DestinationRule) {
-	v.host("spec.host", dr.Spec.Host, true)
+	v.policyTLS(dr, v.ruleHost(dr))
 	v.exportTo(dr.Spec.ExportTo)
 	v.trafficPolicy("spec.trafficPolicy", dr.Spec.TrafficPolicy)
 	seen := map[string]bool{}
@@ -648,20 +649,30 @@ func UndefinedSubsets(all []Resource) []UndefinedSubset {
 		if r.VS == nil {
 			continue
 		}
-		for i, h := range r.VS.Spec.HTTP {
-			check := func(path string, d *Destination) {
-				if d == nil || d.Subset == "" {
-					return
-				}
-				key, _, _ := HostKey(d.Host, r.Namespace)
-				if set, _ := subsets.lookup(key); !set[d.Subset] {
-					out = append(out, UndefinedSubset{Source: r.Ref(), Path: path, Host: d.Host, Key: key, Subset: d.Subset})
-				}
+		check := func(path string, d *Destination) {
+			if d == nil || d.Subset == "" {
+				return
 			}
+			key, _, _ := HostKey(d.Host, r.Namespace)
+			if set, _ := subsets.lookup(key); !set[d.Subset] {
+				out = append(out, UndefinedSubset{Source: r.Ref(), Path: path, Host: d.Host, Key: key, Subset: d.Subset})
+			}
+		}
+		for i, h := range r.VS.Spec.HTTP {
 			for j := range h.Route {
 				check(fmt.Sprintf("spec.http[%d].route[%d].destination.subset", i, j), &h.Route[j].Destination)
 			}
 			check(fmt.Sprintf("spec.http[%d].mirror.subset", i), h.Mirror)
+		}
+		for i, tr := range r.VS.Spec.TCP {
+			for j := range tr.Route {
+				check(fmt.Sprintf("spec.tcp[%d].route[%d].destination.subset", i, j), &tr.Route[j].Destination)
+			}
+		}
+		for i, tr := range r.VS.Spec.TLS {
+			for j := range tr.Route {
+				check(fmt.Sprintf("spec.tls[%d].route[%d].destination.subset", i, j), &tr.Route[j].Destination)
+			}
 		}
 	}
 	return out

@@ -1,0 +1,178 @@
+package traffic
+
+import (
+	"fmt"
+	"strings"
+)
+
+// TCPRoute is one rule of a VirtualService's tcp section (Istio's
+// TCPRoute): a TCP connection to the VirtualService's host, on a port and
+// from a workload its match allows, goes whole to one destination picked
+// by weight, as in Istio's TCP traffic-shifting task.
+type TCPRoute struct {
+	Match []L4MatchAttributes `json:"match,omitempty"`
+	Route []RouteDestination  `json:"route"`
+}
+
+// L4MatchAttributes is what a TCP route can match on: the service port the
+// connection is for and the labels of the sending workload. Istio's
+// destinationSubnets, sourceNamespace and gateways are refused by name.
+type L4MatchAttributes struct {
+	Port         uint32            `json:"port,omitempty"`
+	SourceLabels map[string]string `json:"sourceLabels,omitempty"`
+}
+
+// RouteDestination is a weighted destination of a TCP route. Weights are
+// relative, as for HTTP routes.
+type RouteDestination struct {
+	Destination Destination `json:"destination"`
+	Weight      *int32      `json:"weight,omitempty"`
+}
+
+// moreRules are the parts of a Table beyond HTTP routes and mesh
+// DestinationRules.
+type moreRules struct {
+	tcp      map[string][]tcpRoute // tcp routes by service key, in order
+	tls      map[string][]tlsRoute // tls routes by service key, in order (tlsroute.go)
+	external map[string]*Rule      // DestinationRules of hosts outside the mesh, by externalKey
+}
+
+// l4Match is a compiled L4MatchAttributes; port 0 matches every port.
+type l4Match struct {
+	port         uint32
+	sourceLabels map[string]string
+}
+
+// tcpRoute is a compiled TCP route: its matches and its destinations,
+// held in a Route so Pick weighs them as for HTTP.
+type tcpRoute struct {
+	matches []l4Match
+	route   *Route
+}
+
+func compileTCP(source, namespace string, tr *TCPRoute) tcpRoute {
+	h := HTTPRoute{}
+	for _, d := range tr.Route {
+		h.Route = append(h.Route, HTTPRouteDestination{Destination: d.Destination, Weight: d.Weight})
+	}
+	out := tcpRoute{route: compileRoute(source, namespace, &h)}
+	for _, m := range tr.Match {
+		out.matches = append(out.matches, l4Match{port: m.Port, sourceLabels: m.SourceLabels})
+	}
+	return out
+}
+
+// MatchTCP finds the TCP route for a connection to service (its key, as
+// for Match) on port (0 when the port is not known) from a workload with
+// sourceLabels. ok is false when no tcp route of a VirtualService covers
+// the service, or none matches; the caller then sends the connection to
+// the service itself, as a VirtualService with only http routes leaves
+// TCP alone in Istio.
+func (t *Table) MatchTCP(service string, port uint32, sourceLabels map[string]string) (*Route, bool) {
+	if t == nil {
+		return nil, false
+	}
+	for _, tr := range t.more.tcp[service] {
+		if len(tr.matches) == 0 {
+			return tr.route, true
+		}
+		for _, m := range tr.matches {
+			if m.port != 0 && m.port != port {
+				continue
+			}
+			if hasAll(sourceLabels, m.sourceLabels) {
+				return tr.route, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// hasAll reports whether have carries every label of want.
+func hasAll(have, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := have[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// compileTCPRoutes adds a VirtualService's tcp and tls routes to t.
+func (t *Table) compileTCPRoutes(r Resource) {
+	for _, h := range r.VS.Spec.Hosts {
+		svc := ServiceOf(h, r.Namespace).String()
+		for i := range r.VS.Spec.TLS {
+			if t.more.tls == nil {
+				t.more.tls = map[string][]tlsRoute{}
+			}
+			t.more.tls[svc] = append(t.more.tls[svc], compileTLS(r.Ref(), r.Namespace, &r.VS.Spec.TLS[i]))
+		}
+		for i := range r.VS.Spec.TCP {
+			if t.more.tcp == nil {
+				t.more.tcp = map[string][]tcpRoute{}
+			}
+			t.more.tcp[svc] = append(t.more.tcp[svc], compileTCP(r.Ref(), r.Namespace, &r.VS.Spec.TCP[i]))
+		}
+	}
+}
+
+// l4Routes checks a VirtualService's tcp and tls routes.
+func (v *validator) l4Routes(vs *VirtualService) {
+	v.tlsRoutes(vs)
+	for i, tr := range vs.Spec.TCP {
+		p := fmt.Sprintf("spec.tcp[%d]", i)
+		for j, m := range tr.Match {
+			if m.Port > 65535 {
+				v.fail(fmt.Sprintf("%s.match[%d].port", p, j), "%d is not a port", m.Port)
+			}
+		}
+		v.l4Destinations(p, tr.Route)
+	}
+}
+
+// l4Destinations checks the route of a tcp or tls route (p is its path):
+// mesh destinations, relative weights of which none is negative and not
+// all are 0 (Istio's rules).
+func (v *validator) l4Destinations(p string, route []RouteDestination) {
+	if len(route) == 0 {
+		v.fail(p+".route", "at least one destination is required")
+	}
+	allZero := len(route) > 1
+	for j, d := range route {
+		dp := fmt.Sprintf("%s.route[%d]", p, j)
+		v.destination(dp+".destination", &d.Destination)
+		if d.Weight != nil && *d.Weight < 0 {
+			v.fail(dp+".weight", "%d must not be negative", *d.Weight)
+		}
+		allZero = allZero && d.Weight != nil && *d.Weight == 0
+	}
+	if allZero {
+		v.fail(p+".route", "every weight is 0: no destination would get a connection")
+	}
+}
+
+// tcpSubsetRefs lists the subsets a VirtualService's tcp and tls routes send to
+// that no DestinationRule defines (defined answers for a destination).
+func tcpSubsetRefs(r Resource, defined func(*Destination) bool) []error {
+	var errs []error
+	check := func(section string, i int, route []RouteDestination) {
+		for j := range route {
+			d := &route[j].Destination
+			if d.Subset != "" && !defined(d) {
+				errs = append(errs, fmt.Errorf("traffic: %s: spec.%s[%d].route[%d].destination.subset: subset %q of %s is not defined by any DestinationRule (apply the DestinationRule first)", r.Ref(), section, i, j, d.Subset, d.Host))
+			}
+		}
+	}
+	for i, tr := range r.VS.Spec.TCP {
+		check("tcp", i, tr.Route)
+	}
+	for i, tr := range r.VS.Spec.TLS {
+		check("tls", i, tr.Route)
+	}
+	return errs
+}
+
+// externalKey is how a host outside the mesh is kept: lower case, no
+// trailing dot.
+func externalKey(host string) string { return strings.ToLower(strings.TrimSuffix(host, ".")) }

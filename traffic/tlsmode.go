@@ -1,0 +1,212 @@
+package traffic
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/sigil-mesh/sigil/naming"
+)
+
+// TLS modes of a DestinationRule's trafficPolicy.tls (Istio's
+// ClientTLSSettings.TLSmode).
+const (
+	TLSDisable     = "DISABLE"      // plain TCP/HTTP to a host outside the mesh
+	TLSSimple      = "SIMPLE"       // TLS originated to a host outside the mesh
+	TLSMutual      = "MUTUAL"       // TLS with a client certificate from files
+	TLSIstioMutual = "ISTIO_MUTUAL" // the mesh's own mTLS (the default)
+)
+
+// ClientTLSSettings is Istio's ClientTLSSettings: how a sidecar speaks to
+// a destination. Between sidecars it is always the mesh's mTLS
+// (ISTIO_MUTUAL); toward a host outside the mesh, DISABLE sends plain
+// HTTP, SIMPLE and MUTUAL originate TLS checked against CACertificates
+// (or the system roots). Files are read by the sidecar that sends.
+type ClientTLSSettings struct {
+	Mode               string   `json:"mode,omitempty"`
+	ClientCertificate  string   `json:"clientCertificate,omitempty"`
+	PrivateKey         string   `json:"privateKey,omitempty"`
+	CACertificates     string   `json:"caCertificates,omitempty"`
+	CredentialName     string   `json:"credentialName,omitempty"`
+	SubjectAltNames    []string `json:"subjectAltNames,omitempty"`
+	SNI                string   `json:"sni,omitempty"`
+	InsecureSkipVerify *bool    `json:"insecureSkipVerify,omitempty"`
+}
+
+// Originates reports whether the settings send to a host outside the
+// mesh (DISABLE, SIMPLE or MUTUAL), as opposed to the mesh's own mTLS.
+func (s *ClientTLSSettings) Originates() bool {
+	return s != nil && (s.Mode == TLSDisable || s.Mode == TLSSimple || s.Mode == TLSMutual)
+}
+
+// tlsSettings checks one trafficPolicy.tls (p is its path, "…​.tls").
+// external says whether the DestinationRule's host is outside the mesh:
+// toward a mesh service only ISTIO_MUTUAL is allowed, since Sigil's
+// sidecars never speak plaintext or another TLS to each other; toward an
+// external host only DISABLE, SIMPLE and MUTUAL mean anything.
+func (v *validator) tlsSettings(p string, s *ClientTLSSettings, external bool) {
+	if s == nil {
+		return
+	}
+	mode := s.Mode
+	if mode == "" {
+		mode = TLSDisable // Istio's default enum value
+	}
+	switch mode {
+	case TLSIstioMutual:
+		if external {
+			v.fail(p+".mode", "ISTIO_MUTUAL toward a host outside the mesh: it has no sidecar to speak the mesh's mTLS (use DISABLE, SIMPLE or MUTUAL)")
+		}
+		for f, set := range map[string]bool{"clientCertificate": s.ClientCertificate != "", "privateKey": s.PrivateKey != "", "caCertificates": s.CACertificates != "", "credentialName": s.CredentialName != "", "sni": s.SNI != "", "subjectAltNames": len(s.SubjectAltNames) > 0, "insecureSkipVerify": s.InsecureSkipVerify != nil} {
+			if set {
+				v.fail(p+"."+f, "not used with mode ISTIO_MUTUAL: the mesh's mTLS uses the workload's SPIFFE identity and checks the peer's")
+			}
+		}
+		return
+	case TLSDisable, TLSSimple, TLSMutual:
+		if !external {
+			v.fail(p+".mode", "%s toward a mesh service is not supported: Sigil's sidecars speak only the mesh's mTLS to each other (ISTIO_MUTUAL, the default); remove tls or set mode ISTIO_MUTUAL", mode)
+			return
+		}
+	default:
+		v.fail(p+".mode", "%q: want DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL", s.Mode)
+		return
+	}
+	if s.CredentialName != "" {
+		v.fail(p+".credentialName", "not supported: it names a Kubernetes Secret, which sidecars on plain hosts cannot read; give clientCertificate, privateKey and caCertificates as files")
+	}
+	if mode == TLSDisable {
+		for f, set := range map[string]bool{"clientCertificate": s.ClientCertificate != "", "privateKey": s.PrivateKey != "", "caCertificates": s.CACertificates != "", "sni": s.SNI != "", "subjectAltNames": len(s.SubjectAltNames) > 0, "insecureSkipVerify": s.InsecureSkipVerify != nil} {
+			if set {
+				v.fail(p+"."+f, "not used with mode DISABLE (plain text)")
+			}
+		}
+		return
+	}
+	switch {
+	case mode == TLSMutual && s.CredentialName == "" && (s.ClientCertificate == "" || s.PrivateKey == ""):
+		v.fail(p, "mode MUTUAL needs clientCertificate and privateKey")
+	case mode == TLSSimple && (s.ClientCertificate != "" || s.PrivateKey != ""):
+		v.fail(p, "mode SIMPLE sends no client certificate: use MUTUAL for clientCertificate and privateKey")
+	}
+	for f, path := range map[string]string{"clientCertificate": s.ClientCertificate, "privateKey": s.PrivateKey, "caCertificates": s.CACertificates} {
+		if path != "" && !filepath.IsAbs(path) {
+			v.fail(p+"."+f, "%q: want an absolute file path", path)
+		}
+	}
+	if s.InsecureSkipVerify != nil && *s.InsecureSkipVerify && (s.CACertificates != "" || len(s.SubjectAltNames) > 0) {
+		v.fail(p+".insecureSkipVerify", "true together with caCertificates or subjectAltNames: nothing would check them")
+	}
+	if s.SNI != "" {
+		if _, err := (naming.Resolver{}).Host(s.SNI); errors.Is(err, naming.ErrMalformed) || strings.ContainsAny(s.SNI, "*[]") {
+			v.fail(p+".sni", "%q is not a host name", s.SNI)
+		}
+	}
+	for i, san := range s.SubjectAltNames {
+		if san == "" || strings.ContainsAny(san, " \t\r\n") {
+			v.fail(fmt.Sprintf("%s.subjectAltNames[%d]", p, i), "%q is not a name", san)
+		}
+	}
+}
+
+// policyTLS checks the tls of every level of a DestinationRule's policy
+// (the rule's and its subsets'; a per-port level calls tlsSettings with
+// its own path the same way).
+func (v *validator) policyTLS(dr *DestinationRule, external bool) {
+	if tp := dr.Spec.TrafficPolicy; tp != nil {
+		v.tlsSettings("spec.trafficPolicy.tls", tp.TLS, external)
+	}
+	for i, s := range dr.Spec.Subsets {
+		if s.TrafficPolicy != nil {
+			v.tlsSettings(fmt.Sprintf("spec.subsets[%d].trafficPolicy.tls", i), s.TrafficPolicy.TLS, external)
+		}
+	}
+	if external && !ruleOriginates(&dr.Spec) {
+		v.fail("spec.trafficPolicy.tls", "a DestinationRule for a host outside the mesh (%q) must say how to reach it: tls.mode DISABLE, SIMPLE or MUTUAL", dr.Spec.Host)
+	}
+	if tp := dr.Spec.TrafficPolicy; external && tp != nil {
+		for f, set := range map[string]bool{"loadBalancer": tp.LoadBalancer != nil, "connectionPool": tp.ConnectionPool != nil, "outlierDetection": tp.OutlierDetection != nil} {
+			if set {
+				v.fail("spec.trafficPolicy."+f, "not supported for a host outside the mesh: the sidecar sends to the host the app names, with only tls applied")
+			}
+		}
+	}
+	if external && len(dr.Spec.Subsets) > 0 {
+		v.fail("spec.subsets", "a host outside the mesh has no endpoints Sigil knows the labels of")
+	}
+}
+
+// IsExternalHost reports whether host is a well-formed name or IPv4
+// address that names no mesh service (httpbin.org's form depends on the
+// naming rules; 127.0.0.1 and api.example.com are outside the mesh).
+func IsExternalHost(host string) bool {
+	_, err := parseExternalHost(host)
+	return err == nil
+}
+
+// parseExternalHost returns host's key when host is outside the mesh, and
+// an error (wrapping naming's) when it is malformed or a mesh service.
+func parseExternalHost(host string) (string, error) {
+	if strings.Contains(host, "*") {
+		return "", fmt.Errorf("traffic: %q: wildcard hosts are not supported", host)
+	}
+	_, err := (naming.Resolver{}).Host(host)
+	switch {
+	case err == nil:
+		return "", fmt.Errorf("traffic: %q is a mesh service", host)
+	case !errors.Is(err, naming.ErrNotInMesh) || strings.HasPrefix(host, "["):
+		return "", fmt.Errorf("traffic: %q: %w", host, err)
+	}
+	return externalKey(host), nil
+}
+
+// ruleOriginates reports whether a DestinationRule says how to reach a
+// host outside the mesh: its trafficPolicy.tls is DISABLE, SIMPLE or
+// MUTUAL. (A per-port tls, portLevelSettings[].tls, joins here, with
+// ExternalRule taking the port.)
+func ruleOriginates(spec *DestinationRuleSpec) bool {
+	return spec.TrafficPolicy != nil && spec.TrafficPolicy.TLS.Originates()
+}
+
+// ruleHost checks a DestinationRule's host, which may be outside the mesh
+// when its tls says how to reach it, and returns whether it is.
+func (v *validator) ruleHost(dr *DestinationRule) bool {
+	if IsExternalHost(dr.Spec.Host) && ruleOriginates(&dr.Spec) {
+		return true
+	}
+	if strings.Contains(dr.Spec.Host, "*") && ruleOriginates(&dr.Spec) {
+		v.fail("spec.host", "%s: a wildcard host cannot say how to reach hosts outside the mesh (tls DISABLE, SIMPLE and MUTUAL need one host name)", naming.Quote(dr.Spec.Host))
+		return true
+	}
+	v.host("spec.host", dr.Spec.Host, true)
+	return false
+}
+
+// ExternalRule returns the DestinationRule policy for host (without a
+// port) outside the mesh, and whether one says how to reach it. A request
+// for a host outside the mesh leaves the sidecar only then.
+func (t *Table) ExternalRule(host string) (*TrafficPolicy, bool) {
+	if t == nil {
+		return nil, false
+	}
+	r, ok := t.more.external[externalKey(host)]
+	if !ok {
+		return nil, false
+	}
+	return r.Policy, true
+}
+
+// addExternalRule keeps a DestinationRule for a host outside the mesh, and
+// reports whether it was one.
+func (t *Table) addExternalRule(r Resource, rule *Rule) bool {
+	key, err := parseExternalHost(r.DR.Spec.Host)
+	if err != nil || !ruleOriginates(&r.DR.Spec) {
+		return false
+	}
+	if t.more.external == nil {
+		t.more.external = map[string]*Rule{}
+	}
+	t.more.external[key] = rule
+	return true
+}

@@ -1,0 +1,80 @@
+package traffic
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestDestinationRuleTLSModes: ISTIO_MUTUAL is the mesh's own mTLS;
+// DISABLE, SIMPLE and MUTUAL reach hosts outside the mesh only; every
+// refusal names the field and the mode.
+func TestDestinationRuleTLSModes(t *testing.T) {
+	dr := func(host, tls string) string {
+		return "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: " + host + "\n  trafficPolicy:\n    tls: " + tls + "\n"
+	}
+	tests := []struct {
+		name, doc string
+		want      []string // nil: accepted
+	}{
+		{"istio mutual", dr("api", "{mode: ISTIO_MUTUAL}"), nil},
+		{"istio mutual, subset level", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api\n  subsets:\n  - name: v1\n    labels: {version: v1}\n    trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n", nil},
+		{"disable to ip", dr("127.0.0.1", "{mode: DISABLE}"), nil},
+		{"disable to name", dr("api.example.com", "{mode: DISABLE}"), nil},
+		{"simple with ca", dr("api.example.com", "{mode: SIMPLE, caCertificates: /etc/ca.pem, sni: api.example.com, subjectAltNames: [api.example.com]}"), nil},
+		{"mutual with files", dr("api.example.com", "{mode: MUTUAL, clientCertificate: /etc/c.pem, privateKey: /etc/k.pem, caCertificates: /etc/ca.pem}"), nil},
+		{"simple insecure", dr("api.example.com", "{mode: SIMPLE, insecureSkipVerify: true}"), nil},
+		{"disable to mesh", dr("api", "{mode: DISABLE}"), []string{"spec.trafficPolicy.tls.mode", "DISABLE toward a mesh service"}},
+		{"simple to mesh", dr("api.prod.svc.cluster.local", "{mode: SIMPLE}"), []string{"spec.trafficPolicy.tls.mode", "SIMPLE toward a mesh service"}},
+		{"mutual to mesh, subset", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api\n  subsets:\n  - name: v1\n    labels: {version: v1}\n    trafficPolicy: {tls: {mode: MUTUAL}}\n", []string{"spec.subsets[0].trafficPolicy.tls.mode", "MUTUAL toward a mesh service"}},
+		// A rule for a host outside the mesh that does not say how to
+		// reach it is accepted and kept apart; it opens nothing.
+		{"istio mutual external", dr("api.example.com", "{mode: ISTIO_MUTUAL}"), nil},
+		{"credentialName", dr("api.example.com", "{mode: MUTUAL, credentialName: client-credential}"), []string{"spec.trafficPolicy.tls.credentialName", "Kubernetes Secret"}},
+		{"mutual without key", dr("api.example.com", "{mode: MUTUAL, clientCertificate: /etc/c.pem}"), []string{"spec.trafficPolicy.tls", "MUTUAL needs clientCertificate and privateKey"}},
+		{"simple with key", dr("api.example.com", "{mode: SIMPLE, clientCertificate: /etc/c.pem, privateKey: /etc/k.pem}"), []string{"mode SIMPLE sends no client certificate"}},
+		{"relative path", dr("api.example.com", "{mode: SIMPLE, caCertificates: ca.pem}"), []string{"spec.trafficPolicy.tls.caCertificates", "absolute"}},
+		{"disable with ca", dr("api.example.com", "{mode: DISABLE, caCertificates: /etc/ca.pem}"), []string{"spec.trafficPolicy.tls.caCertificates", "not used with mode DISABLE"}},
+		{"istio mutual with files", dr("api", "{mode: ISTIO_MUTUAL, privateKey: /etc/k.pem}"), []string{"spec.trafficPolicy.tls.privateKey", "not used with mode ISTIO_MUTUAL"}},
+		{"unknown mode", dr("api", "{mode: STRICT}"), []string{"spec.trafficPolicy.tls.mode", `"STRICT"`}},
+		{"insecure and ca", dr("api.example.com", "{mode: SIMPLE, insecureSkipVerify: true, caCertificates: /etc/ca.pem}"), []string{"spec.trafficPolicy.tls.insecureSkipVerify"}},
+		{"bad sni", dr("api.example.com", "{mode: SIMPLE, sni: 'a b'}"), []string{"spec.trafficPolicy.tls.sni"}},
+		{"external without tls", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api.example.com\n  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n", nil},
+		{"external with subsets", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api.example.com\n  trafficPolicy: {tls: {mode: DISABLE}}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n", []string{"spec.subsets", "outside the mesh"}},
+		{"external connection pool", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api.example.com\n  trafficPolicy: {tls: {mode: DISABLE}, connectionPool: {tcp: {maxConnections: 3}}}\n", []string{"spec.trafficPolicy.connectionPool", "outside the mesh"}},
+		{"external wildcard", dr("'*.example.com'", "{mode: DISABLE}"), []string{"spec.host", "wildcard"}},
+	}
+	for _, tt := range tests {
+		checkParse(t, tt.name, tt.doc, tt.want)
+	}
+}
+
+// TestExternalRuleLookup: a host outside the mesh is reachable only
+// through a DestinationRule that says how, matched without case or
+// trailing dot; two rules for one external host are refused.
+func TestExternalRuleLookup(t *testing.T) {
+	rs, err := Parse([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: prod}\nspec:\n  host: Plain.Example.com\n  trafficPolicy: {tls: {mode: DISABLE}}\n"), "f.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := Compile(1, rs)
+	for host, want := range map[string]bool{"plain.example.com": true, "plain.example.com.": true, "PLAIN.EXAMPLE.COM": true, "other.example.com": false, "127.0.0.1": false} {
+		p, ok := tab.ExternalRule(host)
+		if ok != want {
+			t.Errorf("%s: rule found %v, want %v", host, ok, want)
+		}
+		if ok && p.TLS.Mode != TLSDisable {
+			t.Errorf("%s: policy %+v", host, p)
+		}
+	}
+	if tab.HasRoutes(".") || tab.Policy("", "") != nil {
+		t.Error("an external rule leaked into the mesh's rules")
+	}
+	again, _ := Parse([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: e}\nspec:\n  host: plain.example.com\n  trafficPolicy: {tls: {mode: SIMPLE}}\n"), "g.yaml")
+	if err := CheckReferences(append(rs, again...)); err == nil || !strings.Contains(err.Error(), "already has DestinationRule prod/d") {
+		t.Errorf("two rules for one external host: %v", err)
+	}
+	other, _ := Parse([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: e}\nspec:\n  host: 127.0.0.1\n  trafficPolicy: {tls: {mode: SIMPLE}}\n"), "g.yaml")
+	if err := CheckReferences(append(rs, other...)); err != nil {
+		t.Errorf("rules for two external hosts: %v", err)
+	}
+}

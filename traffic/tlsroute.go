@@ -1,0 +1,115 @@
+package traffic
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/sigil-mesh/sigil/naming"
+)
+
+// TLSRoute is one rule of a VirtualService's tls section (Istio's
+// TLSRoute): a TLS connection the app opens to the VirtualService's host
+// whose ClientHello names one of sniHosts (and, when set, on port, from a
+// workload with sourceLabels) goes whole, still encrypted by the app, to
+// one destination picked by weight; the sidecar never terminates it (TLS
+// passthrough) and carries it inside the mesh's mTLS.
+type TLSRoute struct {
+	Match []TLSMatchAttributes `json:"match"`
+	Route []RouteDestination   `json:"route"`
+}
+
+// TLSMatchAttributes matches a TLS connection by its SNI. Istio's
+// destinationSubnets, sourceNamespace and gateways are refused by name.
+type TLSMatchAttributes struct {
+	SNIHosts     []string          `json:"sniHosts"`
+	Port         uint32            `json:"port,omitempty"`
+	SourceLabels map[string]string `json:"sourceLabels,omitempty"`
+}
+
+// tlsRoute is a compiled TLS route.
+type tlsRoute struct {
+	matches []tlsMatch
+	route   *Route
+}
+
+type tlsMatch struct {
+	sni map[string]bool // lower case, no trailing dot
+	l4Match
+}
+
+func compileTLS(source, namespace string, tr *TLSRoute) tlsRoute {
+	out := tlsRoute{route: compileTCP(source, namespace, &TCPRoute{Route: tr.Route}).route}
+	for _, m := range tr.Match {
+		cm := tlsMatch{sni: map[string]bool{}, l4Match: l4Match{port: m.Port, sourceLabels: m.SourceLabels}}
+		for _, h := range m.SNIHosts {
+			cm.sni[externalKey(h)] = true
+		}
+		out.matches = append(out.matches, cm)
+	}
+	return out
+}
+
+// HasTLSRoutes reports whether a VirtualService routes TLS connections to
+// service (its key, as for Match) by SNI: the sidecar then reads the
+// ClientHello of a connection before it routes it.
+func (t *Table) HasTLSRoutes(service string) bool {
+	return t != nil && len(t.more.tls[service]) > 0
+}
+
+// MatchTLS finds the tls route for a TLS connection to service on port
+// (0: not known) whose ClientHello named sni, from a workload with
+// sourceLabels. ok is false when none matches; the caller then tries the
+// tcp routes, as Envoy falls back from the TLS filter chains.
+func (t *Table) MatchTLS(service, sni string, port uint32, sourceLabels map[string]string) (*Route, bool) {
+	if t == nil || sni == "" {
+		return nil, false
+	}
+	sni = externalKey(sni)
+	for _, tr := range t.more.tls[service] {
+		for _, m := range tr.matches {
+			if m.sni[sni] && (m.port == 0 || m.port == port) && hasAll(sourceLabels, m.sourceLabels) {
+				return tr.route, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// tlsRoutes checks a VirtualService's tls routes: each has a match with
+// sniHosts, and each SNI host names one of the VirtualService's hosts
+// (Istio's rule), written as any of the service's forms.
+func (v *validator) tlsRoutes(vs *VirtualService) {
+	ns := vs.Metadata.Namespace
+	if ns == "" {
+		ns = naming.DefaultNamespace // as Parse reads a resource without one
+	}
+	hosts := map[string]bool{}
+	for _, h := range vs.Spec.Hosts {
+		hosts[ServiceOf(h, ns).String()] = true
+	}
+	for i, tr := range vs.Spec.TLS {
+		p := fmt.Sprintf("spec.tls[%d]", i)
+		if len(tr.Match) == 0 {
+			v.fail(p+".match", "at least one match with sniHosts is required")
+		}
+		for j, m := range tr.Match {
+			mp := fmt.Sprintf("%s.match[%d]", p, j)
+			if len(m.SNIHosts) == 0 {
+				v.fail(mp+".sniHosts", "at least one SNI host is required")
+			}
+			for k, h := range m.SNIHosts {
+				hp := fmt.Sprintf("%s.sniHosts[%d]", mp, k)
+				switch svc := ServiceOf(h, ns); {
+				case strings.Contains(h, "*"):
+					v.fail(hp, "%q: wildcard SNI hosts are not supported", h)
+				case svc.IsZero() || !hosts[svc.String()]:
+					v.fail(hp, "%q does not name one of the VirtualService's hosts", h)
+				}
+			}
+			if m.Port > 65535 {
+				v.fail(mp+".port", "%d is not a port", m.Port)
+			}
+		}
+		v.l4Destinations(p, tr.Route)
+	}
+}
