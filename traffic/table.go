@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -52,6 +53,10 @@ type WeightedDest struct {
 	Subset    string
 	Weight    int
 	Headers   *Headers
+	// Port is the destination's port.number, 0 when unset: the port whose
+	// policy applies (DestinationRule portLevelSettings) is this one, else
+	// the port the request was for.
+	Port uint32
 }
 
 type strMatch struct {
@@ -119,6 +124,11 @@ type match struct {
 	uri, method, authority *strMatch
 	headers, query         map[string]*strMatch
 	sourceLabels           map[string]string
+	port                   uint32 // 0: any port
+	// gateways: the match names gateways of its own, so sourceLabels do
+	// not apply (Istio's sourceMatchHTTP); one that leaves out the mesh
+	// is never compiled.
+	gateways bool
 }
 
 // Matched is a route with what matched, for rewrites.
@@ -131,13 +141,22 @@ type Matched struct {
 	PrefixMatched string
 }
 
-// Match finds the route for a request to service (its key, "name.namespace"
-// as naming.Service.String gives it; so are the service arguments of
-// HasRoutes, Policy and SubsetLabels) from a sidecar with sourceLabels. ok
+// Match is MatchPort for a request whose port is not known: no route
+// with a match.port applies to it.
+func (t *Table) Match(service string, r *http.Request, sourceLabels map[string]string) (Matched, bool) {
+	return t.MatchPort(service, 0, r, sourceLabels)
+}
+
+// MatchPort finds the route for a request to port of service (its key,
+// "name.namespace" as naming.Service.String gives it; so are the service
+// arguments of HasRoutes, Policy and SubsetLabels) from a sidecar with
+// sourceLabels. port is the port the app addressed (0: unknown, which no
+// match.port equals). Only VirtualServices and matches that apply to the
+// mesh are in the table (AppliesToMesh, Compile). ok
 // is false when no VirtualService covers the service, and also when one
 // does but no route matches (Istio answers 404 then; the
 // caller decides).
-func (t *Table) Match(service string, r *http.Request, sourceLabels map[string]string) (Matched, bool) {
+func (t *Table) MatchPort(service string, port uint32, r *http.Request, sourceLabels map[string]string) (Matched, bool) {
 	if t == nil {
 		return Matched{}, false
 	}
@@ -146,7 +165,7 @@ func (t *Table) Match(service string, r *http.Request, sourceLabels map[string]s
 			return Matched{Route: rt}, true
 		}
 		for _, m := range rt.matches {
-			if m.matches(r, sourceLabels) {
+			if m.matches(r, port, sourceLabels) {
 				prefix := ""
 				if m.uri != nil && m.uri.kind == 'p' {
 					prefix = r.URL.Path[:len(m.uri.value)]
@@ -161,7 +180,10 @@ func (t *Table) Match(service string, r *http.Request, sourceLabels map[string]s
 // HasRoutes reports whether a VirtualService covers service.
 func (t *Table) HasRoutes(service string) bool { return t != nil && len(t.routes[service]) > 0 }
 
-func (m *match) matches(r *http.Request, src map[string]string) bool {
+func (m *match) matches(r *http.Request, port uint32, src map[string]string) bool {
+	if m.port != 0 && m.port != port {
+		return false
+	}
 	if m.uri != nil && !m.uri.ok(r.URL.Path, true) {
 		return false
 	}
@@ -187,7 +209,7 @@ func (m *match) matches(r *http.Request, src map[string]string) bool {
 		}
 	}
 	for k, want := range m.sourceLabels {
-		if src[k] != want {
+		if !m.gateways && src[k] != want {
 			return false
 		}
 	}
@@ -216,9 +238,18 @@ type Rule struct {
 	Subsets map[string]Subset
 }
 
-// Policy returns the traffic policy for a service's subset: the subset's
-// own where it sets one, else the rule's.
-func (t *Table) Policy(service, subset string) *TrafficPolicy {
+// Policy is PolicyAt for no particular port: portLevelSettings do not
+// apply.
+func (t *Table) Policy(service, subset string) *TrafficPolicy { return t.PolicyAt(service, subset, 0) }
+
+// PolicyAt returns the traffic policy for requests to port (0: none
+// known) of a service's subset, resolved as Istio merges it: the rule's policy,
+// then its portLevelSettings entry for port, then each field the subset's
+// own policy sets, then the subset's entry for port. A port-level entry
+// replaces all of the fields it carries, unset ones with the defaults: it
+// inherits nothing (Istio's DestinationRule reference). The result has no
+// PortLevelSettings.
+func (t *Table) PolicyAt(service, subset string, port uint32) *TrafficPolicy {
 	if t == nil {
 		return nil
 	}
@@ -226,22 +257,53 @@ func (t *Table) Policy(service, subset string) *TrafficPolicy {
 	if rule == nil {
 		return nil
 	}
+	merged := atPort(rule.Policy, port)
 	if s, ok := rule.Subsets[subset]; ok && s.TrafficPolicy != nil {
-		merged := *s.TrafficPolicy
-		if rule.Policy != nil {
-			if merged.LoadBalancer == nil {
-				merged.LoadBalancer = rule.Policy.LoadBalancer
-			}
-			if merged.ConnectionPool == nil {
-				merged.ConnectionPool = rule.Policy.ConnectionPool
-			}
-			if merged.OutlierDetection == nil {
-				merged.OutlierDetection = rule.Policy.OutlierDetection
-			}
+		sp := s.TrafficPolicy
+		if merged == nil {
+			merged = &TrafficPolicy{}
 		}
-		return &merged
+		if sp.LoadBalancer != nil {
+			merged.LoadBalancer = sp.LoadBalancer
+		}
+		if sp.ConnectionPool != nil {
+			merged.ConnectionPool = sp.ConnectionPool
+		}
+		if sp.OutlierDetection != nil {
+			merged.OutlierDetection = sp.OutlierDetection
+		}
+		if pl := portLevel(sp, port); pl != nil {
+			merged = pl
+		}
 	}
-	return rule.Policy
+	return merged
+}
+
+// atPort is a copy of tp without its portLevelSettings, replaced by the
+// entry for port if it has one.
+func atPort(tp *TrafficPolicy, port uint32) *TrafficPolicy {
+	if tp == nil {
+		return nil
+	}
+	if pl := portLevel(tp, port); pl != nil {
+		return pl
+	}
+	out := *tp
+	out.PortLevelSettings = nil
+	return &out
+}
+
+// portLevel is tp's portLevelSettings entry for port as a policy, or nil.
+func portLevel(tp *TrafficPolicy, port uint32) *TrafficPolicy {
+	if port == 0 {
+		return nil
+	}
+	for _, ps := range tp.PortLevelSettings {
+		if ps.Port != nil && ps.Port.Number == port {
+			return &TrafficPolicy{LoadBalancer: ps.LoadBalancer, ConnectionPool: ps.ConnectionPool, OutlierDetection: ps.OutlierDetection}
+		}
+	}
+	return nil
 }
 
 // SubsetLabels returns the labels of a service's subset, and whether the
@@ -263,11 +325,13 @@ func Compile(version int64, resources []Resource) *Table {
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Key() < sorted[j].Key() })
 	for _, r := range sorted {
 		switch {
-		case r.VS != nil:
+		case r.VS != nil && AppliesToMesh(r.VS.Spec.Gateways):
 			for _, h := range r.VS.Spec.Hosts {
 				svc := ServiceOf(h, r.Namespace).String()
 				for i := range r.VS.Spec.HTTP {
-					t.routes[svc] = append(t.routes[svc], compileRoute(r.Ref(), r.Namespace, &r.VS.Spec.HTTP[i]))
+					if rt := compileRoute(r.Ref(), r.Namespace, &r.VS.Spec.HTTP[i]); rt != nil {
+						t.routes[svc] = append(t.routes[svc], rt)
+					}
 				}
 			}
 		case r.DR != nil:
@@ -281,11 +345,19 @@ func Compile(version int64, resources []Resource) *Table {
 	return t
 }
 
+// compileRoute compiles one HTTP route of a VirtualService that applies
+// to the mesh; nil when it has matches and none of them does (a route
+// whose matches are all for gateways never matches at a sidecar, and must
+// not become a catch-all there).
 func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 	rt := &Route{Name: h.Name, Source: source, Redirect: h.Redirect, Rewrite: h.Rewrite, Mirror: h.Mirror, Headers: h.Headers, AbortGRPC: -1}
 	for _, m := range h.Match {
+		if len(m.Gateways) > 0 && !slices.Contains(m.Gateways, MeshGateway) {
+			continue
+		}
 		cm := &match{uri: compileStr(m.URI, m.IgnoreURICase), method: compileStr(m.Method, false),
-			authority: compileStr(m.Authority, false), headers: map[string]*strMatch{}, query: map[string]*strMatch{}, sourceLabels: m.SourceLabels}
+			authority: compileStr(m.Authority, false), headers: map[string]*strMatch{}, query: map[string]*strMatch{}, sourceLabels: m.SourceLabels,
+			port: m.Port, gateways: len(m.Gateways) > 0}
 		for k, sm := range m.Headers {
 			cm.headers[k] = compileStr(&sm, false)
 		}
@@ -293,6 +365,9 @@ func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 			cm.query[k] = compileStr(&sm, false)
 		}
 		rt.matches = append(rt.matches, cm)
+	}
+	if len(h.Match) > 0 && len(rt.matches) == 0 {
+		return nil
 	}
 	for _, d := range h.Route {
 		w := 100
@@ -303,7 +378,7 @@ func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 			w = 100
 		}
 		svc := ServiceOf(d.Destination.Host, namespace)
-		rt.Dests = append(rt.Dests, WeightedDest{Service: svc.Name, Namespace: svc.Namespace, Subset: d.Destination.Subset, Weight: w, Headers: d.Headers})
+		rt.Dests = append(rt.Dests, WeightedDest{Service: svc.Name, Namespace: svc.Namespace, Subset: d.Destination.Subset, Weight: w, Headers: d.Headers, Port: portNumber(d.Destination.Port)})
 		rt.total += w
 	}
 	if rw := h.Rewrite; rw != nil && rw.URIRegexRewrite != nil {
@@ -339,6 +414,14 @@ func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 		rt.MirrorPct = pct(h.MirrorPercentage)
 	}
 	return rt
+}
+
+// portNumber is a port selector's number, 0 when there is none.
+func portNumber(p *PortSelector) uint32 {
+	if p == nil {
+		return 0
+	}
+	return p.Number
 }
 
 // pct is Istio's rule: an absent percentage means 100.

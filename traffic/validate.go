@@ -73,8 +73,13 @@ func (v *validator) virtualService(vs *VirtualService) {
 		v.fail("spec.hosts", "at least one host is required")
 	}
 	for i, h := range vs.Spec.Hosts {
+		if !AppliesToMesh(vs.Spec.Gateways) {
+			v.gatewayHost(fmt.Sprintf("spec.hosts[%d]", i), h)
+			continue
+		}
 		v.host(fmt.Sprintf("spec.hosts[%d]", i), h)
 	}
+	v.vsGateways(vs)
 	if len(vs.Spec.HTTP) == 0 {
 		v.fail("spec.http", "at least one route is required")
 	}
@@ -417,6 +422,7 @@ func (v *validator) trafficPolicy(p string, tp *TrafficPolicy) {
 			v.fail(p+".outlierDetection.maxEjectionPercent", "%d is not between 0 and 100", *m)
 		}
 	}
+	v.portLevelSettings(p, tp)
 }
 
 func (v *validator) nonNegative(p string, n int32) {
