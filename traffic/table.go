@@ -293,6 +293,25 @@ func atPort(tp *TrafficPolicy, port uint32) *TrafficPolicy {
 	return &out
 }
 
+// HasPortPolicy reports whether the DestinationRule of service has a
+// portLevelSettings entry for port, at its top or in a subset: only then
+// does PolicyAt differ from the policy of no port.
+func (t *Table) HasPortPolicy(service string, port uint32) bool {
+	if t == nil || t.rules[service] == nil {
+		return false
+	}
+	rule := t.rules[service]
+	if rule.Policy != nil && portLevel(rule.Policy, port) != nil {
+		return true
+	}
+	for _, s := range rule.Subsets {
+		if s.TrafficPolicy != nil && portLevel(s.TrafficPolicy, port) != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // portLevel is tp's portLevelSettings entry for port as a policy, or nil.
 func portLevel(tp *TrafficPolicy, port uint32) *TrafficPolicy {
 	if port == 0 {
