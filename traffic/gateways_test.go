@@ -191,3 +191,41 @@ func TestGatewayAndPortValidation(t *testing.T) {
 		})
 	}
 }
+
+// FuzzGatewaysAndPorts: whatever parses compiles, and selecting routes
+// and policies by any port never panics; a VirtualService for gateways
+// only leaves nothing at the sidecar.
+func FuzzGatewaysAndPorts(f *testing.F) {
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  gateways: [mesh, ns/gw]\n  http:\n  - match: [{port: 8080, gateways: [mesh]}, {gateways: [gw]}]\n    route: [{destination: {host: a, port: {number: 9080}}}]\n"), uint32(8080))
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: ['*.example.com']\n  gateways: [gw]\n  http: [{route: [{destination: {host: a}}]}]\n"), uint32(80))
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec:\n  host: a\n  trafficPolicy:\n    portLevelSettings: [{port: {number: 80}, loadBalancer: {simple: RANDOM}}]\n  subsets:\n  - name: v1\n    labels: {v: '1'}\n    trafficPolicy: {portLevelSettings: [{port: {number: 81}, outlierDetection: {consecutive5xxErrors: 1}}]}\n"), uint32(81))
+	f.Fuzz(func(t *testing.T, data []byte, port uint32) {
+		rs, err := Parse(data, "fuzz")
+		if err != nil {
+			return
+		}
+		tab := Compile(1, rs)
+		r := httptest.NewRequest("GET", "http://a/x", nil)
+		for _, res := range rs {
+			switch {
+			case res.VS != nil:
+				for _, h := range res.VS.Spec.Hosts {
+					key := ServiceOf(h, res.Namespace).String()
+					if !AppliesToMesh(res.VS.Spec.Gateways) && tab.HasRoutes(key) && len(rs) == 1 {
+						t.Fatalf("a VirtualService for gateways %v left routes for %s", res.VS.Spec.Gateways, key)
+					}
+					if m, ok := tab.MatchPort(key, port, r, nil); ok && len(m.Dests) > 0 {
+						m.Pick()
+					}
+				}
+			case res.DR != nil:
+				key := ServiceOf(res.DR.Spec.Host, res.Namespace).String()
+				for _, s := range append(res.DR.Spec.Subsets, Subset{}) {
+					if p := tab.PolicyAt(key, s.Name, port); p != nil && len(p.PortLevelSettings) > 0 {
+						t.Fatalf("PolicyAt left portLevelSettings: %+v", p)
+					}
+				}
+			}
+		}
+	})
+}
