@@ -97,12 +97,12 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 		return
 	}
 	if !ok {
-		if st.table.HasRoutes(key) {
+		if st.table.HasRoutesAt(key, port, o.p.cfg.labels) {
 			writeError(w, r, http.StatusNotFound, "sigil: no route of "+key+" matches")
 			return
 		}
-		// No VirtualService: every endpoint of the service, Istio's default
-		// retries.
+		// No VirtualService, or none with routes for this port and this
+		// sidecar: every endpoint of the service, Istio's default retries.
 		m = traffic.Matched{Route: o.defaultRoute(svc)}
 	}
 	if m.AbortPct > 0 && rand.Float64()*100 < m.AbortPct {

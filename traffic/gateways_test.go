@@ -95,6 +95,35 @@ spec:
 	}
 }
 
+// A VirtualService with no route whose matches can apply to this sidecar
+// at this port (by port, sourceLabels or gateways) leaves the service's
+// default route in force there, as Istio drops it from that port's routes;
+// one that has such routes but none matching answers 404.
+func TestRoutesAtPortAndSidecar(t *testing.T) {
+	const head = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: api\nspec:\n  hosts: [api]\n  http:\n"
+	const route = "    route:\n    - destination: {host: api}\n"
+	web := map[string]string{"app": "web"}
+	for _, tt := range []struct {
+		name, match string
+		port        uint32
+		want        bool
+	}{
+		{"no match", "  - name: all\n", 80, true},
+		{"other port", "  - match: [{port: 8080}]\n", 80, false},
+		{"its port", "  - match: [{port: 8080}]\n", 8080, true},
+		{"uri at any port", "  - match: [{uri: {prefix: /x}}]\n", 80, true},
+		{"other sidecar", "  - match: [{sourceLabels: {app: other}}]\n", 80, false},
+		{"this sidecar", "  - match: [{sourceLabels: {app: web}, port: 80}]\n", 80, true},
+		{"mesh match", "  - match: [{gateways: [mesh], sourceLabels: {app: other}}]\n", 80, true},
+		{"gateway match only", "  - match: [{gateways: [gw]}]\n", 80, false},
+	} {
+		tab := Compile(1, mustParse(t, head+tt.match+route))
+		if got := tab.HasRoutesAt("api.default", tt.port, web); got != tt.want {
+			t.Errorf("%s: HasRoutesAt port %d = %v, want %v", tt.name, tt.port, got, tt.want)
+		}
+	}
+}
+
 // portLevelSettings: the rule's, then the subset's fields, then the
 // subset's entry for the port; an entry inherits nothing.
 func TestPortLevelPolicy(t *testing.T) {

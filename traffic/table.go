@@ -180,6 +180,42 @@ func (t *Table) MatchPort(service string, port uint32, r *http.Request, sourceLa
 // HasRoutes reports whether a VirtualService covers service.
 func (t *Table) HasRoutes(service string) bool { return t != nil && len(t.routes[service]) > 0 }
 
+// HasRoutesAt reports whether a VirtualService has routes for requests to
+// port of service from a sidecar with sourceLabels: a route without
+// matches, or with a match whose port and sourceLabels (or gateways) fit.
+// Istio builds a sidecar's routes per port and drops those whose matches
+// cannot apply to it; a VirtualService left with none for the port is
+// dropped there, and the service's default route applies (Istio's
+// BuildSidecarVirtualHostWrapper). When this is true and MatchPort finds
+// nothing, the answer is 404.
+func (t *Table) HasRoutesAt(service string, port uint32, sourceLabels map[string]string) bool {
+	if t == nil {
+		return false
+	}
+	for _, rt := range t.routes[service] {
+		if len(rt.matches) == 0 {
+			return true
+		}
+		for _, m := range rt.matches {
+			if (m.port == 0 || m.port == port) && (m.gateways || hasAll(sourceLabels, m.sourceLabels)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hasAll reports whether have holds every label of want, as a match's
+// sourceLabels are judged.
+func hasAll(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
 func (m *match) matches(r *http.Request, port uint32, src map[string]string) bool {
 	if m.port != 0 && m.port != port {
 		return false
@@ -208,12 +244,7 @@ func (m *match) matches(r *http.Request, port uint32, src map[string]string) boo
 			}
 		}
 	}
-	for k, want := range m.sourceLabels {
-		if !m.gateways && src[k] != want {
-			return false
-		}
-	}
-	return true
+	return m.gateways || hasAll(src, m.sourceLabels)
 }
 
 // Pick chooses a destination by weight.
