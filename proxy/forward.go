@@ -145,7 +145,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 	stripRequestHopHeaders(r.Header)
 	noDefaultUserAgent(r.Header)
 	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
-		o.mirror(st, r, body, replay, m.MirrorTo, m.Mirror, port)
+		o.mirror(st, r, body, replay, m.MirrorTo, m.Mirror, cmp.Or(m.MirrorPort, port))
 	}
 	resp, release, err := o.send(r, body, replay, c, m.Route)
 	if err != nil {
@@ -557,16 +557,13 @@ func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
 // mirror sends a copy of the request to the mirror destination and forgets
 // it: it never delays or fails the original, and when too many copies are
 // in flight new ones are dropped.
-func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bool, to naming.Service, d *traffic.Destination, reqPort uint32) {
+func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bool, to naming.Service, d *traffic.Destination, destPort uint32) {
 	svc := to.Name
 	if !replay {
 		o.p.metrics.mirrors.WithLabelValues(svc, "skipped_body").Inc()
 		return
 	}
-	if d.Port != nil {
-		reqPort = d.Port.Number
-	}
-	c := o.clusterAt(st, to, d.Subset, reqPort)
+	c := o.clusterAt(st, to, d.Subset, destPort)
 	if c == nil || len(c.eps) == 0 {
 		o.p.metrics.mirrors.WithLabelValues(svc, "no_endpoint").Inc()
 		return

@@ -67,6 +67,7 @@ spec:
     - port: 8080
     route:
     - destination: {host: api}
+    mirror: {host: api, port: {number: 7000}}
   - name: p9090
     match:
     - port: 9090
@@ -88,6 +89,9 @@ spec:
 		}
 		if got != tt.want {
 			t.Errorf("port %d %s: matched %q, want %q", tt.port, tt.path, got, tt.want)
+		}
+		if got == "p8080" && m.MirrorPort != 7000 {
+			t.Errorf("mirror port %d, want 7000", m.MirrorPort)
 		}
 		if got == "p9090" && m.Dests[0].Port != 9091 {
 			t.Errorf("destination port %d, want 9091", m.Dests[0].Port)

@@ -44,6 +44,8 @@ type Route struct {
 	MirrorTo  naming.Service // Mirror's host, resolved in the VirtualService's namespace
 	MirrorPct float64
 	Headers   *Headers
+	// MirrorPort is the mirror's port.number, 0 when unset (WeightedDest.Port).
+	MirrorPort uint32
 }
 
 // WeightedDest is one destination of a route.
@@ -461,6 +463,7 @@ func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 	}
 	if h.Mirror != nil {
 		rt.MirrorTo = ServiceOf(h.Mirror.Host, namespace)
+		rt.MirrorPort = portNumber(h.Mirror.Port)
 		rt.MirrorPct = pct(h.MirrorPercentage)
 	}
 	return rt
