@@ -64,8 +64,8 @@ func (v *validator) gatewayHost(p, h string) {
 	v.fail(p, "%s is not a host: want *, *.DOMAIN or a DNS name", naming.Quote(h))
 }
 
-// vsGateways checks a VirtualService's gateways and its matches' ports
-// and gateways.
+// vsGateways checks a VirtualService's gateways, its matches' ports and
+// gateways, and its destinations' ports (Istio's validatePortSelector).
 func (v *validator) vsGateways(vs *VirtualService) {
 	v.gatewayNames("spec.gateways", vs.Spec.Gateways)
 	for i, rt := range vs.Spec.HTTP {
@@ -75,6 +75,14 @@ func (v *validator) vsGateways(vs *VirtualService) {
 			if m.Port != 0 {
 				v.portNumber(p+".port", m.Port)
 			}
+		}
+		for j, d := range rt.Route {
+			if d.Destination.Port != nil {
+				v.portNumber(fmt.Sprintf("spec.http[%d].route[%d].destination.port.number", i, j), d.Destination.Port.Number)
+			}
+		}
+		if rt.Mirror != nil && rt.Mirror.Port != nil {
+			v.portNumber(fmt.Sprintf("spec.http[%d].mirror.port.number", i), rt.Mirror.Port.Number)
 		}
 	}
 }

@@ -203,6 +203,8 @@ func TestGatewayAndPortValidation(t *testing.T) {
 		{"bad namespace", vs + "  hosts: [api]\n  gateways: [a.b/gw]\n" + route, "spec.gateways[0]"},
 		{"bad match gateway", vs + "  hosts: [api]\n  http:\n  - match:\n    - gateways: ['x/']\n    route:\n    - destination: {host: api}\n", "spec.http[0].match[0].gateways[0]"},
 		{"bad match port", vs + "  hosts: [api]\n  http:\n  - match:\n    - port: 70000\n    route:\n    - destination: {host: api}\n", "spec.http[0].match[0].port"},
+		{"destination port 0", vs + "  hosts: [api]\n  http:\n  - route:\n    - destination: {host: api, port: {number: 0}}\n", "spec.http[0].route[0].destination.port.number"},
+		{"mirror port", vs + "  hosts: [api]\n  http:\n  - route:\n    - destination: {host: api}\n    mirror: {host: api, port: {number: 65536}}\n", "spec.http[0].mirror.port.number"},
 		{"bad gateway host", vs + "  hosts: ['a..b']\n  gateways: [gw]\n" + route, "spec.hosts[0]"},
 		{"port level: no port", dr + "  trafficPolicy:\n    portLevelSettings:\n    - loadBalancer: {simple: RANDOM}\n", "spec.trafficPolicy.portLevelSettings[0].port"},
 		{"port level: port 0", dr + "  trafficPolicy:\n    portLevelSettings:\n    - port: {number: 0}\n      loadBalancer: {simple: RANDOM}\n", "spec.trafficPolicy.portLevelSettings[0].port.number"},
