@@ -143,11 +143,12 @@ func (o *outbound) serviceOf(r *http.Request) (naming.Service, error) {
 // transparent route (the original destination's port), else the authority
 // of an absolute-form target (RFC 9112 §3.2.2: a proxy ignores the Host
 // header then), else the Host header or :authority, with its port, or 80
-// when it has none (http's default port, RFC 9110 §4.2.2: the app speaks
+// when it has none (http's default port, RFC 9110 §4.2.1: the app speaks
 // plain HTTP to its sidecar). The name must be one of a mesh service's own
 // forms (package naming); errors wrap naming.ErrMalformed or
 // naming.ErrNotInMesh. The port selects routes (match.port) and
-// port-level policies (portLevelSettings); docs/istio.md, Ports.
+// port-level policies (portLevelSettings): docs/istio.md, Gateways and
+// ports.
 func (o *outbound) destOf(r *http.Request) (naming.Service, uint16, error) {
 	if d, ok := r.Context().Value(ctxKey{}).(routedDest); ok {
 		return d.service, d.port, nil
