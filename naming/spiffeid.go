@@ -191,3 +191,32 @@ func ValidateNodeName(name string) error {
 	}
 	return nil
 }
+
+// ErrNamespaceMismatch is the error of a workload claiming a namespace
+// other than the one in its SPIFFE ID.
+var ErrNamespaceMismatch = errors.New("naming: namespace disagrees with the workload's identity")
+
+// WorkloadNamespace is the namespace of a workload with identity id that
+// claims namespace claimed (sigil-proxy run --namespace; "" for no
+// claim): the ID's own when it has the form spiffe://td/ns/<ns>/sa/<sa>,
+// which no claim can change (a different one is ErrNamespaceMismatch: a
+// sidecar authenticated as a staging workload never routes or registers
+// as prod); else the claim; else DefaultNamespace. A claim or an ID
+// namespace that is not a DNS label is an error too.
+func WorkloadNamespace(id spiffeid.ID, claimed string) (string, error) {
+	if claimed != "" && !ValidNamespace(claimed) {
+		return "", fmt.Errorf("naming: namespace %s %s", Quote(claimed), NamespaceRule)
+	}
+	ns, _, ok := NamespaceServiceAccount(id)
+	switch {
+	case !ok && claimed == "":
+		return DefaultNamespace, nil
+	case !ok:
+		return claimed, nil
+	case !ValidNamespace(ns):
+		return "", fmt.Errorf("naming: %s: namespace %s %s", id, Quote(ns), NamespaceRule)
+	case claimed != "" && claimed != ns:
+		return "", fmt.Errorf("%w: %s is in namespace %s, not %s", ErrNamespaceMismatch, id, ns, claimed)
+	}
+	return ns, nil
+}

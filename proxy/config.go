@@ -61,6 +61,11 @@ type Config struct {
 	// request path: "decode" (also ""), "keep" or "reject" (Envoy's
 	// path_with_escaped_slashes_action; see package pathnorm).
 	PathWithEscapedSlashes string
+	// Namespace is the workload's namespace (--namespace): "" takes the
+	// one in its SPIFFE ID, or "default" for an ID without one; for an ID
+	// of the form spiffe://td/ns/<ns>/sa/<sa>, any other value is refused
+	// at start (naming.WorkloadNamespace).
+	Namespace string
 }
 
 // Defaults from DESIGN.md.
@@ -173,6 +178,9 @@ func (c Config) Validate() (*checked, error) {
 		out.ClusterDomain = DefaultClusterDomain
 	} else if _, err := naming.NewResolver(naming.DefaultNamespace, c.ClusterDomain); err != nil {
 		errs = append(errs, fmt.Errorf("proxy: --cluster-domain %q: want a DNS name such as cluster.local", c.ClusterDomain))
+	}
+	if c.Namespace != "" && !naming.ValidNamespace(c.Namespace) {
+		errs = append(errs, fmt.Errorf("proxy: --namespace %s %s", naming.Quote(c.Namespace), naming.NamespaceRule))
 	}
 	if c.Policy == "" {
 		errs = append(errs, errors.New("proxy: --policy is required (a .rego file or a directory of them)"))

@@ -74,7 +74,7 @@ func FuzzParseUpstream(f *testing.F) {
 }
 
 func TestMeshHostNamesOfRequests(t *testing.T) {
-	names, err := meshNames(spiffeid.RequireFromString("spiffe://example.org/ns/prod/sa/web"), DefaultClusterDomain)
+	names, err := meshNames(spiffeid.RequireFromString("spiffe://example.org/ns/prod/sa/web"), "", DefaultClusterDomain)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -125,10 +125,11 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 			o.p.log.Warn("endpoint with a bad identity ignored", "service", ep.GetService(), "address", ep.GetAddress())
 			continue
 		}
-		// Endpoints carry no namespace: a workload's is its SPIFFE ID's.
-		ns := namespaceOf(id, naming.DefaultNamespace)
-		if ns == "" {
-			o.p.log.Warn("endpoint whose identity's namespace is not a DNS label ignored", "service", ep.GetService(), "address", ep.GetAddress())
+		// A workload's namespace is its SPIFFE ID's; the registered one
+		// counts only for an ID without one.
+		ns, err := naming.WorkloadNamespace(id, ep.GetNamespace())
+		if err != nil {
+			o.p.log.Warn("endpoint with a bad namespace ignored", "service", ep.GetService(), "address", ep.GetAddress(), "error", err)
 			continue
 		}
 		svc := naming.Service{Name: ep.GetService(), Namespace: ns}
@@ -232,7 +233,7 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string)
 		return false, err
 	}
 	if err := stream.Send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Register{Register: &proxyv1.Register{
-		Service: p.cfg.Service, Address: advertise, Labels: p.cfg.labels,
+		Service: p.cfg.Service, Address: advertise, Labels: p.cfg.labels, Namespace: p.names.Namespace(),
 	}}}); err != nil {
 		return false, err
 	}
@@ -294,7 +295,9 @@ func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
 		p.metrics.configs.WithLabelValues("refused").Inc()
 		p.log.Error("configuration refused; keeping the one in force", "version", cfg.GetVersion(), "in_force", version, "errors", strings.Join(errs, "; "))
 	} else if cfg.GetVersion() != version || table == nil {
-		table, version = traffic.Compile(cfg.GetVersion(), rs), cfg.GetVersion()
+		// References were checked across every namespace, as the server
+		// did; the table holds what is exported to this one (exportTo).
+		table, version = traffic.Compile(cfg.GetVersion(), traffic.VisibleIn(rs, p.names.Namespace())), cfg.GetVersion()
 		p.metrics.configs.WithLabelValues("applied").Inc()
 		p.log.Info("configuration applied", "version", version, "resources", len(rs))
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"log/slog"
+	"strings"
 	"testing"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
@@ -10,11 +11,13 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Endpoints carry no namespace: each is in its SPIFFE ID's, so a service
-// of one namespace never answers for the same name in another.
+// Endpoints live in their SPIFFE ID's namespace, so a service of one
+// namespace never answers for the same name in another; the namespace an
+// endpoint registered counts only for an ID without one, and one that
+// contradicts its ID is ignored.
 func TestMeshHostNamesEndpointNamespaces(t *testing.T) {
 	self := spiffeid.RequireFromString("spiffe://example.org/ns/prod/sa/web")
-	names, err := meshNames(self, DefaultClusterDomain)
+	names, err := meshNames(self, "", DefaultClusterDomain)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,6 +33,9 @@ func TestMeshHostNamesEndpointNamespaces(t *testing.T) {
 		{Service: "api", Address: "10.0.0.2:15006", SpiffeId: "spiffe://example.org/ns/prod/sa/api"},
 		{Service: "legacy", Address: "10.0.0.3:15006", SpiffeId: "spiffe://example.org/legacy"},
 		{Service: "bad", Address: "10.0.0.4:15006", SpiffeId: "spiffe://example.org/ns/Not_A_Label/sa/x"},
+		{Service: "plain", Address: "10.0.0.5:15006", SpiffeId: "spiffe://example.org/plain", Namespace: "prod"},
+		{Service: "api", Address: "10.0.0.6:15006", SpiffeId: "spiffe://example.org/ns/staging/sa/api", Namespace: "prod"},
+		{Service: "odd", Address: "10.0.0.7:15006", SpiffeId: "spiffe://example.org/odd", Namespace: "Not_A_Label"},
 	})
 	st := o.state.Load()
 	for _, tt := range []struct {
@@ -47,6 +53,11 @@ func TestMeshHostNamesEndpointNamespaces(t *testing.T) {
 		{"cache.ops", "10.0.0.8:15006"},
 		{"cache", ""},
 		{"bad.not-a-label", ""},
+		{"plain", "10.0.0.5:15006"},
+		{"plain.default", ""},
+		{"api.staging", ""},
+		{"odd", ""},
+		{"odd.default", ""},
 	} {
 		svc, err := names.Authority(tt.host)
 		if err != nil {
@@ -64,7 +75,67 @@ func TestMeshHostNamesEndpointNamespaces(t *testing.T) {
 			t.Errorf("%s → %+v: endpoints %d, first %q; want %q", tt.host, svc, len(eps), got, tt.addr)
 		}
 	}
-	if len(st.byService) != 5 || st.byService[naming.Service{Name: "bad", Namespace: naming.DefaultNamespace}] != nil {
+	if len(st.byService) != 6 || st.byService[naming.Service{Name: "bad", Namespace: naming.DefaultNamespace}] != nil {
 		t.Errorf("services %v", st.byService)
+	}
+}
+
+// --namespace names the workload's namespace for an ID without one, and
+// is refused when it contradicts an ID of the form /ns/<ns>/sa/<sa>.
+func TestMeshHostNamesNamespaceFlag(t *testing.T) {
+	for _, tt := range []struct {
+		id, flag, want, err string
+	}{
+		{"spiffe://example.org/ns/prod/sa/web", "", "prod", ""},
+		{"spiffe://example.org/ns/prod/sa/web", "prod", "prod", ""},
+		{"spiffe://example.org/ns/prod/sa/web", "staging", "", "proxy: --namespace: naming: namespace disagrees with the workload's identity: spiffe://example.org/ns/prod/sa/web is in namespace prod, not staging"},
+		{"spiffe://example.org/web", "", "default", ""},
+		{"spiffe://example.org/web", "staging", "staging", ""},
+		{"spiffe://example.org/web", "Bad_NS", "", "RFC 1123 label"},
+	} {
+		r, err := meshNames(spiffeid.RequireFromString(tt.id), tt.flag, DefaultClusterDomain)
+		switch {
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("%s --namespace %q: err %v, want %q", tt.id, tt.flag, err, tt.err)
+		case tt.err == "" && (err != nil || r.Namespace() != tt.want):
+			t.Errorf("%s --namespace %q: %q %v, want %q", tt.id, tt.flag, r.Namespace(), err, tt.want)
+		}
+	}
+	if _, err := (Config{Namespace: "a.b"}).Validate(); err == nil || !strings.Contains(err.Error(), `--namespace "a.b" must be a lowercase RFC 1123 label`) {
+		t.Errorf("Validate: %v", err)
+	}
+}
+
+// exportTo is honoured: a sidecar compiles only what is exported to its
+// namespace, while references are still checked across all of them.
+func TestExportToAppliesPerNamespace(t *testing.T) {
+	vs := func(ns, to string) *agentv1.Resource {
+		spec := `{"hosts":["reviews.prod.svc.cluster.local"],"http":[{"route":[{"destination":{"host":"reviews.prod.svc.cluster.local"}}]}],"exportTo":["` + to + `"]}`
+		return &agentv1.Resource{Kind: traffic.KindVirtualService, Namespace: ns, Name: "reviews", Spec: []byte(spec)}
+	}
+	for _, tt := range []struct {
+		self      string
+		resources []*agentv1.Resource
+		want      bool
+	}{
+		{"spiffe://example.org/ns/prod/sa/web", []*agentv1.Resource{vs("prod", ".")}, true},
+		{"spiffe://example.org/ns/staging/sa/web", []*agentv1.Resource{vs("prod", ".")}, false},
+		{"spiffe://example.org/ns/staging/sa/web", []*agentv1.Resource{vs("prod", "*")}, true},
+		{"spiffe://example.org/ns/staging/sa/web", []*agentv1.Resource{vs("prod", "staging")}, true},
+		{"spiffe://example.org/ns/dev/sa/web", []*agentv1.Resource{vs("prod", "staging")}, false},
+	} {
+		names, err := meshNames(spiffeid.RequireFromString(tt.self), "", DefaultClusterDomain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names, metrics: newMetrics(func() float64 { return 0 })}
+		o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
+		o.setState(traffic.Compile(0, nil), 0, 0, nil)
+		if v := p.applyConfig(o, &agentv1.Config{Version: 2, Resources: tt.resources}); v != 2 {
+			t.Fatalf("version %d: the configuration was refused", v)
+		}
+		if got := o.state.Load().table.HasRoutes("reviews.prod"); got != tt.want {
+			t.Errorf("%s, exportTo %s: routes %v, want %v", tt.self, tt.resources[0].Spec, got, tt.want)
+		}
 	}
 }

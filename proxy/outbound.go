@@ -193,9 +193,14 @@ func rawAuthority(target, parsed string) string {
 
 // meshNames is the resolver of the app's hosts: a bare service name is
 // one of the workload's own namespace, the one in its SPIFFE ID
-// (spiffe://td/ns/<ns>/sa/<sa>; "default" for an ID of another form).
-func meshNames(self spiffeid.ID, clusterDomain string) (naming.Resolver, error) {
-	ns := namespaceOf(self, naming.DefaultNamespace)
+// (spiffe://td/ns/<ns>/sa/<sa>), which --namespace (claimed) may not
+// contradict; for an ID of another form, claimed, else "default"
+// (naming.WorkloadNamespace).
+func meshNames(self spiffeid.ID, claimed, clusterDomain string) (naming.Resolver, error) {
+	ns, err := naming.WorkloadNamespace(self, claimed)
+	if err != nil {
+		return naming.Resolver{}, fmt.Errorf("proxy: --namespace: %w", err)
+	}
 	r, err := naming.NewResolver(ns, clusterDomain)
 	if err != nil {
 		return naming.Resolver{}, fmt.Errorf("proxy: own identity %s: %w", self, err)

@@ -15,7 +15,7 @@ import (
 // The port a request is for: the transparent route's (the original
 // destination's), else the authority's, else 80.
 func TestRequestPortOfAuthority(t *testing.T) {
-	names, err := meshNames(spiffeid.RequireFromString("spiffe://example.org/ns/prod/sa/web"), DefaultClusterDomain)
+	names, err := meshNames(spiffeid.RequireFromString("spiffe://example.org/ns/prod/sa/web"), "", DefaultClusterDomain)
 	if err != nil {
 		t.Fatal(err)
 	}

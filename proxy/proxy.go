@@ -141,7 +141,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}}, closers...)
 	}
 	log.Info("svid received", "spiffe_id", p.id.id.String(), "expires_in", time.Duration(p.id.expiresIn()*float64(time.Second)).Round(time.Second).String())
-	if p.names, err = meshNames(p.id.id, c.ClusterDomain); err != nil {
+	if p.names, err = meshNames(p.id.id, c.Namespace, c.ClusterDomain); err != nil {
 		return err
 	}
 

@@ -43,8 +43,9 @@ func ValidateEntry(td spiffeid.TrustDomain, req adminv1.EntryRequest) (registry.
 		}
 	}
 	for _, svc := range req.Services {
-		if !naming.ValidServiceName(svc) {
-			errs = append(errs, fmt.Errorf("services: %q is not a service name (a DNS label)", svc))
+		name, ns, qualified := strings.Cut(svc, ".")
+		if !naming.ValidServiceName(name) || qualified && !naming.ValidNamespace(ns) {
+			errs = append(errs, fmt.Errorf("services: %q is not a service name (a DNS label), nor NAME.NAMESPACE", svc))
 		}
 	}
 	if len(errs) > 0 {

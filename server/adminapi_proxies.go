@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
+	"github.com/sigil-mesh/sigil/naming"
 )
 
 func (s *Server) listProxies(r *http.Request) (any, error) {
@@ -29,12 +30,13 @@ func (s *Server) listServices(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	by := map[string]*adminv1.ServiceInfo{}
+	by := map[naming.Service]*adminv1.ServiceInfo{}
 	for _, p := range ps {
-		si := by[p.Service]
+		key := naming.Service{Name: p.Service, Namespace: p.Namespace}
+		si := by[key]
 		if si == nil {
-			si = &adminv1.ServiceInfo{Name: p.Service}
-			by[p.Service] = si
+			si = &adminv1.ServiceInfo{Name: p.Service, Namespace: p.Namespace}
+			by[key] = si
 		}
 		si.Endpoints++
 		if !slices.Contains(si.Identities, p.SPIFFEID) {
@@ -46,6 +48,11 @@ func (s *Server) listServices(r *http.Request) (any, error) {
 	for _, si := range by {
 		out = append(out, *si)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Name < out[j].Name
+	})
 	return out, nil
 }

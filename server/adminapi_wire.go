@@ -40,7 +40,7 @@ func wireResource(r registry.StoredResource) adminv1.Resource {
 
 func wireProxy(p registry.ProxyRecord) adminv1.Proxy {
 	return adminv1.Proxy{AgentID: p.AgentID, ProxyID: p.ProxyID, SPIFFEID: p.SPIFFEID, Service: p.Service, Address: p.Address,
-		Labels: p.Labels, ConfigVersion: p.ConfigVersion, ReportedAt: p.ReportedAt}
+		Labels: p.Labels, ConfigVersion: p.ConfigVersion, ReportedAt: p.ReportedAt, Namespace: p.Namespace}
 }
 
 func storeKey(k adminv1.ResourceKey) registry.ResourceKey {

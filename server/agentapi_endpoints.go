@@ -66,10 +66,13 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 	var refused []audit.Event
 	for _, p := range req.GetProxies() {
 		reason := ""
-		if !allowed[p.GetSpiffeId()][p.GetService()] {
+		ns, nsErr := proxyNamespace(p)
+		if nsErr == nil && !mayServe(allowed, p.GetSpiffeId(), p.GetService(), ns) {
 			reason = "its identity may not serve this service"
 		} else if err := validLabels(p.GetLabels()); err != nil {
 			reason = err.Error()
+		} else if nsErr != nil {
+			reason = nsErr.Error()
 		}
 		if reason != "" {
 			refused = append(refused, audit.Event{Type: auditEndpointRefused, Actor: agent.String(), Subject: p.GetSpiffeId(),
@@ -77,7 +80,7 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 			continue
 		}
 		recs = append(recs, registry.ProxyRecord{AgentID: agent.String(), ProxyID: p.GetId(), SPIFFEID: p.GetSpiffeId(), Service: p.GetService(),
-			Address: p.GetAddress(), Labels: p.GetLabels(), ConfigVersion: p.GetConfigVersion()})
+			Namespace: ns, Address: p.GetAddress(), Labels: p.GetLabels(), ConfigVersion: p.GetConfigVersion()})
 	}
 	if len(refused) > 0 {
 		s.refusedMu.Lock()
@@ -111,6 +114,36 @@ func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRe
 		s.changes.Notify()
 	}
 	return &agentv1.ReportProxiesResponse{}, nil
+}
+
+// mayServe reports whether identity id may register an endpoint of
+// service in namespace: by a grant "service.namespace", or by a grant
+// "service" (or its service account) when namespace is the identity's own
+// (the ID's /ns/ segment, else "default"). So an identity without a
+// namespace in its ID that claims one (sigil-proxy run --namespace) needs
+// a grant naming it: a bare grant never lets it serve prod's reviews.
+func mayServe(allowed map[string]map[string]bool, id, service, namespace string) bool {
+	if allowed[id][service+"."+namespace] {
+		return true
+	}
+	parsed, err := spiffeid.FromString(id)
+	if err != nil {
+		return false
+	}
+	own, err := naming.WorkloadNamespace(parsed, "")
+	return err == nil && own == namespace && allowed[id][service]
+}
+
+// proxyNamespace is the namespace of a reported sidecar's service: its
+// identity's, which the report may not contradict, else the one it
+// reports, else "default" (naming.WorkloadNamespace; the agent checked
+// it too, and the server trusts no agent more than it must).
+func proxyNamespace(p *agentv1.Proxy) (string, error) {
+	id, err := spiffeid.FromString(p.GetSpiffeId())
+	if err != nil {
+		return "", err
+	}
+	return naming.WorkloadNamespace(id, p.GetNamespace())
 }
 
 // validLabels checks a sidecar's labels as Kubernetes does (the agent

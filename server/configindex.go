@@ -176,7 +176,7 @@ func (s *Server) configSnapshot(ctx context.Context) (*configdelta.Snapshot, err
 		}
 	}
 	for _, p := range ps {
-		e := &agentv1.Endpoint{Service: p.Service, Address: p.Address, SpiffeId: p.SPIFFEID, Labels: p.Labels}
+		e := &agentv1.Endpoint{Service: p.Service, Namespace: p.Namespace, Address: p.Address, SpiffeId: p.SPIFFEID, Labels: p.Labels}
 		snap.Endpoints[configdelta.EndpointKey(e)] = e
 	}
 	x.snap = snap

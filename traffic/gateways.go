@@ -52,18 +52,6 @@ func (v *validator) portNumber(p string, n uint32) {
 	}
 }
 
-// gatewayHost checks a host of a VirtualService that applies to gateways
-// only (it attaches to no mesh service, so it need not be one): Istio's
-// gateway hosts, "*", "*.example.com" or a DNS name (Istio takes
-// upper-case letters too).
-func (v *validator) gatewayHost(p, h string) {
-	name := strings.ToLower(strings.TrimPrefix(h, "*."))
-	if h == "*" || naming.ValidName(strings.TrimSuffix(name, ".")) {
-		return
-	}
-	v.fail(p, "%s is not a host: want *, *.DOMAIN or a DNS name", naming.Quote(h))
-}
-
 // vsGateways checks a VirtualService's gateways, its matches' ports and
 // gateways, and its destinations' ports (Istio's validatePortSelector).
 func (v *validator) vsGateways(vs *VirtualService) {

@@ -6,15 +6,6 @@ import (
 	"testing"
 )
 
-func mustParse(t *testing.T, doc string) []Resource {
-	t.Helper()
-	rs, err := Parse([]byte(doc), "test.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rs
-}
-
 // A VirtualService applies to sidecars when gateways is absent or names
 // mesh; a match with gateways applies only if they name mesh (and then
 // its sourceLabels are not consulted, as in Istio's sourceMatchHTTP); a
@@ -196,8 +187,8 @@ func TestGatewayAndPortValidation(t *testing.T) {
 	route := "  http:\n  - route:\n    - destination: {host: api}\n"
 	tests := []struct{ name, doc, want string }{
 		{"ok: mesh, name, ns/name", vs + "  hosts: [api]\n  gateways: [mesh, gw, istio-system/gw, gw.istio-system.svc.cluster.local]\n" + route, ""},
-		{"ok: gateway host need not be a mesh service", vs + "  hosts: ['*', uk.bookinfo.com, '*.example.com']\n  gateways: [gw]\n" + route, ""},
-		{"mesh host rules when mesh is named", vs + "  hosts: [uk.bookinfo.com]\n  gateways: [mesh, gw]\n" + route, "spec.hosts[0]"},
+		{"ok: '*' for a gateway", vs + "  hosts: ['*', uk.bookinfo.com, '*.example.com']\n  gateways: [gw]\n" + route, ""},
+		{"'*' is for gateways only", vs + "  hosts: ['*']\n  gateways: [mesh, gw]\n" + route, "spec.hosts[0]"},
 		{"bad gateway name", vs + "  hosts: [api]\n  gateways: [Bad_Name]\n" + route, "spec.gateways[0]"},
 		{"empty namespace", vs + "  hosts: [api]\n  gateways: [/gw]\n" + route, "spec.gateways[0]"},
 		{"bad namespace", vs + "  hosts: [api]\n  gateways: [a.b/gw]\n" + route, "spec.gateways[0]"},

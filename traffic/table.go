@@ -16,8 +16,8 @@ import (
 // immutable; a new configuration is a new Table, swapped in atomically.
 type Table struct {
 	Version int64
-	routes  map[string][]*Route // by service key ("name.namespace", naming.Service.String), in order
-	rules   map[string]*Rule    // DestinationRules by service key
+	routes  *hostIndex[*[]*Route] // by host key (HostKey: "name.namespace" for a service), in order
+	rules   *hostIndex[*Rule]     // DestinationRules by host key
 }
 
 // Route is a compiled HTTP route.
@@ -55,6 +55,9 @@ type WeightedDest struct {
 	Subset    string
 	Weight    int
 	Headers   *Headers
+	// Outside is the destination's host when it is not a mesh service
+	// (Service and Namespace are then empty): lower case, as HostKey.
+	Outside string
 	// Port is the destination's port.number, 0 when unset: the port whose
 	// policy applies (DestinationRule portLevelSettings) is this one, else
 	// the port the request was for.
@@ -150,11 +153,14 @@ func (t *Table) Match(service string, r *http.Request, sourceLabels map[string]s
 }
 
 // MatchPort finds the route for a request to port of service (its key,
-// "name.namespace" as naming.Service.String gives it; so are the service
-// arguments of HasRoutes, Policy and SubsetLabels) from a sidecar with
-// sourceLabels. port is the port the app addressed (0: unknown, which no
-// match.port equals). Only VirtualServices and matches that apply to the
-// mesh are in the table (AppliesToMesh, Compile). ok
+// "name.namespace" as naming.Service.String gives it, or an outside host
+// as naming.OutsideHost gives it; so are the service arguments of
+// HasRoutes, Policy and SubsetLabels) from a sidecar with sourceLabels.
+// port is the port the app addressed (0: unknown, which no match.port
+// equals). The routes are those of the VirtualService for that host, else
+// of the most specific wildcard host that covers it (HostKey); only
+// VirtualServices and matches that apply to the mesh are in the table
+// (AppliesToMesh, Compile). ok
 // is false when no VirtualService covers the service, and also when one
 // does but no route matches (Istio answers 404 then; the
 // caller decides).
@@ -162,7 +168,7 @@ func (t *Table) MatchPort(service string, port uint32, r *http.Request, sourceLa
 	if t == nil {
 		return Matched{}, false
 	}
-	for _, rt := range t.routes[service] {
+	for _, rt := range t.routesOf(service) {
 		if len(rt.matches) == 0 {
 			return Matched{Route: rt}, true
 		}
@@ -180,7 +186,14 @@ func (t *Table) MatchPort(service string, port uint32, r *http.Request, sourceLa
 }
 
 // HasRoutes reports whether a VirtualService covers service.
-func (t *Table) HasRoutes(service string) bool { return t != nil && len(t.routes[service]) > 0 }
+func (t *Table) HasRoutes(service string) bool { return t != nil && len(t.routesOf(service)) > 0 }
+
+func (t *Table) routesOf(service string) []*Route {
+	if rs, ok := t.routes.lookup(service); ok {
+		return *rs
+	}
+	return nil
+}
 
 // HasRoutesAt reports whether a VirtualService has routes for requests to
 // port of service from a sidecar with sourceLabels: a route without
@@ -194,7 +207,7 @@ func (t *Table) HasRoutesAt(service string, port uint32, sourceLabels map[string
 	if t == nil {
 		return false
 	}
-	for _, rt := range t.routes[service] {
+	for _, rt := range t.routesOf(service) {
 		if len(rt.matches) == 0 {
 			return true
 		}
@@ -286,7 +299,7 @@ func (t *Table) PolicyAt(service, subset string, port uint32) *TrafficPolicy {
 	if t == nil {
 		return nil
 	}
-	rule := t.rules[service]
+	rule, _ := t.rules.lookup(service)
 	if rule == nil {
 		return nil
 	}
@@ -330,10 +343,13 @@ func atPort(tp *TrafficPolicy, port uint32) *TrafficPolicy {
 // portLevelSettings entry for port, at its top or in a subset: only then
 // does PolicyAt differ from the policy of no port.
 func (t *Table) HasPortPolicy(service string, port uint32) bool {
-	if t == nil || t.rules[service] == nil {
+	if t == nil {
 		return false
 	}
-	rule := t.rules[service]
+	rule, _ := t.rules.lookup(service)
+	if rule == nil {
+		return false
+	}
 	if rule.Policy != nil && portLevel(rule.Policy, port) != nil {
 		return true
 	}
@@ -361,10 +377,14 @@ func portLevel(tp *TrafficPolicy, port uint32) *TrafficPolicy {
 // SubsetLabels returns the labels of a service's subset, and whether the
 // subset is defined.
 func (t *Table) SubsetLabels(service, subset string) (map[string]string, bool) {
-	if t == nil || t.rules[service] == nil {
+	if t == nil {
 		return nil, false
 	}
-	s, ok := t.rules[service].Subsets[subset]
+	rule, _ := t.rules.lookup(service)
+	if rule == nil {
+		return nil, false
+	}
+	s, ok := rule.Subsets[subset]
 	return s.Labels, ok
 }
 
@@ -372,17 +392,21 @@ func (t *Table) SubsetLabels(service, subset string) (map[string]string, bool) {
 // VirtualServices for one host keep the order of their names, so the
 // result does not depend on the order they were applied in.
 func Compile(version int64, resources []Resource) *Table {
-	t := &Table{Version: version, routes: map[string][]*Route{}, rules: map[string]*Rule{}}
+	t := &Table{Version: version, routes: newHostIndex[*[]*Route](), rules: newHostIndex[*Rule]()}
 	sorted := append([]Resource(nil), resources...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Key() < sorted[j].Key() })
 	for _, r := range sorted {
 		switch {
 		case r.VS != nil && AppliesToMesh(r.VS.Spec.Gateways):
 			for _, h := range r.VS.Spec.Hosts {
-				svc := ServiceOf(h, r.Namespace).String()
+				key, wild, ok := HostKey(h, r.Namespace)
+				if !ok {
+					continue // Validate refused it
+				}
+				rs := t.routes.ref(key, wild, func() *[]*Route { return new([]*Route) })
 				for i := range r.VS.Spec.HTTP {
 					if rt := compileRoute(r.Ref(), r.Namespace, &r.VS.Spec.HTTP[i]); rt != nil {
-						t.routes[svc] = append(t.routes[svc], rt)
+						*rs = append(*rs, rt)
 					}
 				}
 			}
@@ -391,7 +415,9 @@ func Compile(version int64, resources []Resource) *Table {
 			for _, s := range r.DR.Spec.Subsets {
 				rule.Subsets[s.Name] = s
 			}
-			t.rules[ServiceOf(r.DR.Spec.Host, r.Namespace).String()] = rule
+			if key, wild, ok := HostKey(r.DR.Spec.Host, r.Namespace); ok {
+				t.rules.set(key, wild, rule)
+			}
 		}
 	}
 	return t
@@ -430,7 +456,11 @@ func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 			w = 100
 		}
 		svc := ServiceOf(d.Destination.Host, namespace)
-		rt.Dests = append(rt.Dests, WeightedDest{Service: svc.Name, Namespace: svc.Namespace, Subset: d.Destination.Subset, Weight: w, Headers: d.Headers, Port: portNumber(d.Destination.Port)})
+		wd := WeightedDest{Service: svc.Name, Namespace: svc.Namespace, Subset: d.Destination.Subset, Weight: w, Headers: d.Headers, Port: portNumber(d.Destination.Port)}
+		if svc.IsZero() {
+			wd.Outside, _, _ = HostKey(d.Destination.Host, namespace)
+		}
+		rt.Dests = append(rt.Dests, wd)
 		rt.total += w
 	}
 	if rw := h.Rewrite; rw != nil && rw.URIRegexRewrite != nil {

@@ -241,7 +241,8 @@ func FuzzParse(f *testing.F) {
 		for _, res := range rs {
 			if res.VS != nil {
 				for _, h := range res.VS.Spec.Hosts {
-					if m, ok := tab.Match(ServiceOf(h, res.Namespace).String(), r, nil); ok && len(m.Dests) > 0 {
+					key, _, _ := HostKey(h, res.Namespace)
+					if m, ok := tab.Match(key, r, nil); ok && len(m.Dests) > 0 {
 						m.Pick()
 					}
 				}
@@ -265,13 +266,14 @@ spec:
 	}{
 		{"api", "api", "", "api.prod", WeightedDest{Service: "api", Namespace: "prod"}},
 		{"api.prod.svc.cluster.local", "api.other", "", "api.prod", WeightedDest{Service: "api", Namespace: "other"}},
-		{"api.github.com", "api", "spec.hosts[0]", "", WeightedDest{}},
-		{"api", "api.github.com", "spec.http[0].route[0].destination.host", "", WeightedDest{}},
+		// Outside hosts are kept apart: their own key, never api.prod.
+		{"api.github.com", "api", "", "api.github.com", WeightedDest{Service: "api", Namespace: "prod"}},
+		{"api", "API.github.com.", "", "api.prod", WeightedDest{Outside: "api.github.com"}},
 		{"api", "api..", "spec.http[0].route[0].destination.host", "", WeightedDest{}},
 	} {
 		rs, err := Parse([]byte(fmt.Sprintf(vs, tt.host, tt.dest, tt.dest)), "t")
 		if tt.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), "not a mesh service") {
+			if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), "not a host name") {
 				t.Errorf("%s → %s: %v, want an error naming %s", tt.host, tt.dest, err, tt.err)
 			}
 			continue
@@ -281,11 +283,16 @@ spec:
 		}
 		tab := Compile(1, rs)
 		m, ok := tab.Match(tt.key, httptest.NewRequest("GET", "/", nil), nil)
-		if !ok || m.Dests[0].Service != tt.want.Service || m.Dests[0].Namespace != tt.want.Namespace || m.MirrorTo.Namespace != tt.want.Namespace {
+		if got := m.Route; !ok || got.Dests[0].Service != tt.want.Service || got.Dests[0].Namespace != tt.want.Namespace || got.Dests[0].Outside != tt.want.Outside || got.MirrorTo.Namespace != tt.want.Namespace {
 			t.Errorf("%s → %s: %+v %v", tt.host, tt.dest, m.Route, ok)
 		}
-		if _, ok := tab.Match("api.default", httptest.NewRequest("GET", "/", nil), nil); ok {
-			t.Errorf("%s: a route of namespace prod matched api.default", tt.host)
+		for _, other := range []string{"api.default", "api.github", "api.prod"} {
+			if other == tt.key {
+				continue
+			}
+			if _, ok := tab.Match(other, httptest.NewRequest("GET", "/", nil), nil); ok {
+				t.Errorf("%s: a route for %s matched %s", tt.host, tt.key, other)
+			}
 		}
 	}
 }

@@ -44,6 +44,10 @@ type VirtualService struct {
 type VirtualServiceSpec struct {
 	Hosts []string    `json:"hosts"`
 	HTTP  []HTTPRoute `json:"http"`
+	// ExportTo lists the namespaces whose sidecars the VirtualService
+	// applies to: "." its own, "*" all (the default when empty), or
+	// namespace names (Resource.Visible).
+	ExportTo []string `json:"exportTo,omitempty"`
 	// Gateways names where the routes apply, as Istio's gateways:
 	// MeshGateway ("mesh") for every sidecar, any other name
 	// ("[namespace/]name") an ingress or egress gateway, which Sigil does
@@ -195,6 +199,8 @@ type DestinationRuleSpec struct {
 	Host          string         `json:"host"`
 	TrafficPolicy *TrafficPolicy `json:"trafficPolicy,omitempty"`
 	Subsets       []Subset       `json:"subsets,omitempty"`
+	// ExportTo is as VirtualServiceSpec.ExportTo.
+	ExportTo []string `json:"exportTo,omitempty"`
 }
 
 // Subset is a named group of a service's endpoints, by label.

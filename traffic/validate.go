@@ -41,7 +41,8 @@ func (v *validator) fail(path, format string, args ...any) {
 // ServiceOf resolves a host as a resource in namespace writes it ("api",
 // "api.prod", "api.prod.svc.cluster.local"): a bare name is a service of
 // the resource's own namespace, as in Istio. It returns the zero Service
-// for a host that is not a mesh service (Validate refuses those).
+// for a host that is not a mesh service: an outside host or a wildcard
+// (HostKey keys those).
 func ServiceOf(host, namespace string) naming.Service {
 	r, err := naming.NewResolver(namespace, naming.DefaultClusterDomain)
 	if err != nil {
@@ -54,17 +55,53 @@ func ServiceOf(host, namespace string) naming.Service {
 	return svc
 }
 
-func (v *validator) host(path, h string) {
+// host checks a resource's host: a mesh service in one of its forms, a
+// host outside the mesh (kept apart: it never attaches to a service), or
+// a wildcard "*.suffix" (HostKey). "*" alone is refused where everyAllowed
+// is false: as in Istio, a VirtualService that applies to sidecars cannot
+// take every host, the mesh's own services included.
+func (v *validator) host(path, h string, everyAllowed bool) {
 	if h == "" {
 		v.fail(path, "required")
 		return
 	}
-	if strings.Contains(h, "*") {
-		v.fail(path, "wildcard hosts are not supported")
+	if h == "*" && !everyAllowed {
+		v.fail(path, "the wildcard host \"*\" is not allowed for a VirtualService that applies to sidecars (name the hosts, or \"*.suffix\")")
 		return
 	}
-	if _, err := (naming.Resolver{}).Host(h); err != nil {
-		v.fail(path, "%q is not a mesh service: %v", h, err)
+	if _, err := naming.ParseHostPattern(h); err != nil {
+		v.fail(path, "%s is not a host name: %v", naming.Quote(h), err)
+	}
+}
+
+// destinationHost checks a route's or a mirror's destination host: a
+// service or an outside host, never a wildcard (a request goes to one
+// host).
+func (v *validator) destinationHost(path, h string) {
+	v.host(path, h, false)
+	if strings.HasPrefix(h, "*") {
+		v.fail(path, "%s: a destination is one host, not a wildcard", naming.Quote(h))
+	}
+}
+
+// exportTo checks an exportTo list as Istio does: ".", "*" or namespace
+// names, none twice, and "*" alone.
+func (v *validator) exportTo(to []string) {
+	seen := map[string]bool{}
+	for i, ns := range to {
+		p := fmt.Sprintf("spec.exportTo[%d]", i)
+		switch {
+		case ns == "~":
+			v.fail(p, "\"~\" (exported to no namespace) is not supported: delete the resource instead")
+		case ns != "." && ns != "*" && !naming.ValidNamespace(ns):
+			v.fail(p, "%s: want \".\", \"*\" or a namespace, which %s", naming.Quote(ns), naming.NamespaceRule)
+		case seen[ns]:
+			v.fail(p, "%s repeats an earlier entry", naming.Quote(ns))
+		}
+		seen[ns] = true
+	}
+	if seen["*"] && len(to) > 1 {
+		v.fail("spec.exportTo", "\"*\" exports to every namespace and cannot be combined with other entries")
 	}
 }
 
@@ -73,12 +110,11 @@ func (v *validator) virtualService(vs *VirtualService) {
 		v.fail("spec.hosts", "at least one host is required")
 	}
 	for i, h := range vs.Spec.Hosts {
-		if !AppliesToMesh(vs.Spec.Gateways) {
-			v.gatewayHost(fmt.Sprintf("spec.hosts[%d]", i), h)
-			continue
-		}
-		v.host(fmt.Sprintf("spec.hosts[%d]", i), h)
+		// "*" is for gateways only (Istio): a VirtualService bound to no
+		// sidecar may take it.
+		v.host(fmt.Sprintf("spec.hosts[%d]", i), h, !AppliesToMesh(vs.Spec.Gateways))
 	}
+	v.exportTo(vs.Spec.ExportTo)
 	v.vsGateways(vs)
 	if len(vs.Spec.HTTP) == 0 {
 		v.fail("spec.http", "at least one route is required")
@@ -262,7 +298,7 @@ func (v *validator) authority(p, a string) {
 }
 
 func (v *validator) destination(p string, d *Destination) {
-	v.host(p+".host", d.Host)
+	v.destinationHost(p+".host", d.Host)
 	if d.Subset != "" && !naming.ValidServiceName(d.Subset) {
 		v.fail(p+".subset", "%q is not a valid subset name", d.Subset)
 	}
@@ -372,7 +408,8 @@ func (v *validator) headerName(p, k string) {
 var lbNames = map[string]bool{"": true, "UNSPECIFIED": true, "ROUND_ROBIN": true, "LEAST_REQUEST": true, "LEAST_CONN": true, "RANDOM": true}
 
 func (v *validator) destinationRule(dr *DestinationRule) {
-	v.host("spec.host", dr.Spec.Host)
+	v.host("spec.host", dr.Spec.Host, true)
+	v.exportTo(dr.Spec.ExportTo)
 	v.trafficPolicy("spec.trafficPolicy", dr.Spec.TrafficPolicy)
 	seen := map[string]bool{}
 	for i, s := range dr.Spec.Subsets {
@@ -441,26 +478,34 @@ var GRPCCodes = map[string]int{
 }
 
 // CheckReferences checks what one resource cannot check alone: every
-// subset a VirtualService routes or mirrors to is defined by a
-// DestinationRule for its host, and no host has two DestinationRules.
+// subset a VirtualService routes or mirrors to is defined by the
+// DestinationRule for its host (the service's own, in the namespace the
+// host names, else the most specific wildcard that covers it), and no host
+// has two DestinationRules. Services are told apart by namespace:
+// reviews.prod and reviews.staging are two hosts, and a subset of one
+// never satisfies a route to the other.
 func CheckReferences(all []Resource) error {
-	subsets := map[naming.Service]map[string]bool{}
-	owner := map[naming.Service]string{}
+	subsets := newHostIndex[map[string]bool]()
+	owner := map[string]string{}
 	var errs []error
 	for _, r := range all {
 		if r.DR == nil {
 			continue
 		}
-		svc := ServiceOf(r.DR.Spec.Host, r.Namespace)
-		if prev, dup := owner[svc]; dup {
-			errs = append(errs, fmt.Errorf("traffic: %s: spec.host %q already has %s", r.Ref(), r.DR.Spec.Host, prev))
+		key, wild, ok := HostKey(r.DR.Spec.Host, r.Namespace)
+		if !ok {
+			continue // Validate refused it
+		}
+		if prev, dup := owner[key]; dup {
+			errs = append(errs, fmt.Errorf("traffic: %s: spec.host %q (%s) already has %s", r.Ref(), r.DR.Spec.Host, key, prev))
 			continue
 		}
-		owner[svc] = r.Ref()
-		subsets[svc] = map[string]bool{}
+		owner[key] = r.Ref()
+		set := map[string]bool{}
 		for _, s := range r.DR.Spec.Subsets {
-			subsets[svc][s.Name] = true
+			set[s.Name] = true
 		}
+		subsets.set(key, wild, set)
 	}
 	for _, r := range all {
 		if r.VS == nil {
@@ -471,8 +516,9 @@ func CheckReferences(all []Resource) error {
 				if d == nil || d.Subset == "" {
 					return
 				}
-				if !subsets[ServiceOf(d.Host, r.Namespace)][d.Subset] {
-					errs = append(errs, fmt.Errorf("traffic: %s: %s: subset %q of %s is not defined by any DestinationRule (apply the DestinationRule first)", r.Ref(), path, d.Subset, d.Host))
+				key, _, _ := HostKey(d.Host, r.Namespace)
+				if set, _ := subsets.lookup(key); !set[d.Subset] {
+					errs = append(errs, fmt.Errorf("traffic: %s: %s: subset %q of %s (%s) is not defined by any DestinationRule (apply the DestinationRule first)", r.Ref(), path, d.Subset, d.Host, key))
 				}
 			}
 			for j := range h.Route {

@@ -28,6 +28,7 @@ import (
 	"github.com/sigil-mesh/sigil/internal/backoff"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/selector"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -123,16 +124,15 @@ func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
 	if err != nil {
 		return err
 	}
-	reg := first.GetRegister()
-	if err := checkRegister(reg); err != nil {
+	p, err := registration(ids[0].ID, first.GetRegister())
+	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	p := &agentv1.Proxy{Id: newID(), SpiffeId: ids[0].ID.String(), Service: reg.GetService(), Address: reg.GetAddress(), Labels: reg.GetLabels()}
 	r.mu.Lock()
 	r.proxies[p.Id] = p
 	r.mu.Unlock()
 	r.markDirty()
-	r.log.Info("sidecar registered", "proxy", p.Id, "service", p.Service, "address", p.Address, "spiffe_id", p.SpiffeId, "pid", info.PID)
+	r.log.Info("sidecar registered", "proxy", p.Id, "service", p.Service, "namespace", p.Namespace, "address", p.Address, "spiffe_id", p.SpiffeId, "pid", info.PID)
 	defer func() {
 		r.mu.Lock()
 		delete(r.proxies, p.Id)
@@ -179,6 +179,20 @@ func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
 		case <-changed:
 		}
 	}
+}
+
+// registration is the sidecar a checked Register describes, attested as
+// id. Its namespace is the identity's; a sidecar may name one only when
+// its ID has none (naming.WorkloadNamespace).
+func registration(id spiffeid.ID, reg *proxyv1.Register) (*agentv1.Proxy, error) {
+	if err := checkRegister(reg); err != nil {
+		return nil, err
+	}
+	ns, err := naming.WorkloadNamespace(id, reg.GetNamespace())
+	if err != nil {
+		return nil, fmt.Errorf("relay: register: %w", err)
+	}
+	return &agentv1.Proxy{Id: newID(), SpiffeId: id.String(), Service: reg.GetService(), Address: reg.GetAddress(), Labels: reg.GetLabels(), Namespace: ns}, nil
 }
 
 func checkRegister(reg *proxyv1.Register) error {

@@ -6,6 +6,7 @@ import (
 
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 func TestCheckRegister(t *testing.T) {
@@ -68,5 +69,28 @@ func TestEndpointAddressRuleRegister(t *testing.T) {
 	}
 	if err := checkRegister(&proxyv1.Register{Service: "api", Address: "[2001:db8::2]:15006"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A sidecar's namespace is its identity's: one it names is taken only for
+// an ID without one, and a contradiction refuses the registration.
+func TestRegistrationNamespace(t *testing.T) {
+	for _, tt := range []struct {
+		id, ns, want, err string
+	}{
+		{"spiffe://example.org/ns/prod/sa/api", "", "prod", ""},
+		{"spiffe://example.org/ns/prod/sa/api", "prod", "prod", ""},
+		{"spiffe://example.org/ns/prod/sa/api", "staging", "", "relay: register: naming: namespace disagrees with the workload's identity"},
+		{"spiffe://example.org/api", "", "default", ""},
+		{"spiffe://example.org/api", "staging", "staging", ""},
+		{"spiffe://example.org/api", "a.b", "", "RFC 1123 label"},
+	} {
+		p, err := registration(spiffeid.RequireFromString(tt.id), &proxyv1.Register{Service: "api", Address: "10.0.0.2:15006", Namespace: tt.ns})
+		switch {
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("%s as %q: err %v, want %q", tt.id, tt.ns, err, tt.err)
+		case tt.err == "" && (err != nil || p.GetNamespace() != tt.want || p.GetSpiffeId() != tt.id):
+			t.Errorf("%s as %q: %v %v, want namespace %q", tt.id, tt.ns, p, err, tt.want)
+		}
 	}
 }

@@ -54,7 +54,7 @@ func ResourceKey(r *agentv1.Resource) string {
 // included, so an endpoint never changes in place.
 func EndpointKey(e *agentv1.Endpoint) string {
 	var b strings.Builder
-	b.WriteString(e.GetService() + "\x00" + e.GetAddress() + "\x00" + e.GetSpiffeId())
+	b.WriteString(e.GetService() + "\x00" + e.GetNamespace() + "\x00" + e.GetAddress() + "\x00" + e.GetSpiffeId())
 	for _, k := range slices.Sorted(maps.Keys(e.GetLabels())) {
 		b.WriteString("\x00" + k + "=" + e.GetLabels()[k])
 	}

@@ -167,7 +167,7 @@ func newEntry() *cobra.Command {
 	cf.StringArrayVar(&req.Selectors, "selector", nil, "a selector such as unix:uid:1000; repeat for more (all must match)")
 	cf.DurationVar(&req.X509TTL, "x509-ttl", 0, "X.509-SVID lifetime (default: the server's)")
 	cf.DurationVar(&req.JWTTTL, "jwt-ttl", 0, "JWT-SVID lifetime (default: the server's)")
-	cf.StringArrayVar(&req.Services, "service", nil, "a service whose endpoints sidecars of this identity may register (repeatable; default: the ID's service account, .../sa/<service>)")
+	cf.StringArrayVar(&req.Services, "service", nil, "a service whose endpoints sidecars of this identity may register: NAME in the identity's own namespace (the ID's /ns/<ns>, else default), or NAME.NAMESPACE (repeatable; default: the ID's service account, .../sa/<service>)")
 	cf.StringVar(&output, "output", "text", "text or json")
 
 	var la adminFlags

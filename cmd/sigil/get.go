@@ -35,13 +35,13 @@ func newGet(client clientFunc) *cobra.Command {
 					return err
 				}
 				return show(w, output, ps, func(tw io.Writer) {
-					fmt.Fprintln(tw, "SERVICE\tADDRESS\tIDENTITY\tLABELS\tCONFIG\tSTATUS\tREPORTED")
+					fmt.Fprintln(tw, "NAMESPACE\tSERVICE\tADDRESS\tIDENTITY\tLABELS\tCONFIG\tSTATUS\tREPORTED")
 					for _, p := range ps {
 						st := "SYNCED"
 						if p.Stale {
 							st = fmt.Sprintf("STALE (current %d)", p.CurrentVersion)
 						}
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s ago\n", termsafe.Field(p.Service), termsafe.Field(p.Address), termsafe.Field(p.SPIFFEID), labels(p.Labels), p.ConfigVersion, st, time.Since(p.ReportedAt).Round(time.Second))
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s ago\n", termsafe.Field(p.Namespace), termsafe.Field(p.Service), termsafe.Field(p.Address), termsafe.Field(p.SPIFFEID), labels(p.Labels), p.ConfigVersion, st, time.Since(p.ReportedAt).Round(time.Second))
 					}
 				})
 			case "services", "service", "svc":
@@ -50,9 +50,9 @@ func newGet(client clientFunc) *cobra.Command {
 					return err
 				}
 				return show(w, output, ss, func(tw io.Writer) {
-					fmt.Fprintln(tw, "NAME\tENDPOINTS\tIDENTITIES")
+					fmt.Fprintln(tw, "NAMESPACE\tNAME\tENDPOINTS\tIDENTITIES")
 					for _, s := range ss {
-						fmt.Fprintf(tw, "%s\t%d\t%s\n", termsafe.Field(s.Name), s.Endpoints, strings.Join(termsafe.Fields(s.Identities), ","))
+						fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", termsafe.Field(s.Namespace), termsafe.Field(s.Name), s.Endpoints, strings.Join(termsafe.Fields(s.Identities), ","))
 					}
 				})
 			case "endpoints", "endpoint", "ep":
@@ -61,9 +61,9 @@ func newGet(client clientFunc) *cobra.Command {
 					return err
 				}
 				return show(w, output, ps, func(tw io.Writer) {
-					fmt.Fprintln(tw, "SERVICE\tADDRESS\tIDENTITY\tLABELS")
+					fmt.Fprintln(tw, "NAMESPACE\tSERVICE\tADDRESS\tIDENTITY\tLABELS")
 					for _, p := range ps {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", termsafe.Field(p.Service), termsafe.Field(p.Address), termsafe.Field(p.SPIFFEID), labels(p.Labels))
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", termsafe.Field(p.Namespace), termsafe.Field(p.Service), termsafe.Field(p.Address), termsafe.Field(p.SPIFFEID), labels(p.Labels))
 					}
 				})
 			default:

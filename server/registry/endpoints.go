@@ -19,11 +19,14 @@ type ProxyRecord struct {
 	Labels        map[string]string `json:"labels"`
 	ConfigVersion int64             `json:"config_version"`
 	ReportedAt    time.Time         `json:"reported_at"`
+	// Namespace is the namespace of its service; "" in rows stored
+	// before namespaces were (a sidecar then reads its SPIFFE ID's).
+	Namespace string `json:"namespace"`
 }
 
 func endpointKey(p ProxyRecord) string {
 	labels, _ := json.Marshal(p.Labels)
-	return p.Service + "\x00" + p.Address + "\x00" + p.SPIFFEID + "\x00" + string(labels)
+	return p.Service + "\x00" + p.Namespace + "\x00" + p.Address + "\x00" + p.SPIFFEID + "\x00" + string(labels)
 }
 
 // ReplaceProxies replaces everything agentID reported before with ps. It
@@ -54,8 +57,8 @@ func (s *Store) ReplaceProxies(ctx context.Context, agentID string, ps []ProxyRe
 	}
 	for _, p := range ps {
 		labels, _ := json.Marshal(p.Labels)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO proxies (agent_id, proxy_id, spiffe_id, service, address, labels, config_version, reported_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, agentID, p.ProxyID, p.SPIFFEID, p.Service, p.Address, string(labels), p.ConfigVersion, now.Unix()); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO proxies (agent_id, proxy_id, spiffe_id, service, namespace, address, labels, config_version, reported_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, agentID, p.ProxyID, p.SPIFFEID, p.Service, p.Namespace, p.Address, string(labels), p.ConfigVersion, now.Unix()); err != nil {
 			return false, 0, fmt.Errorf("registry: storing proxy %s: %w", p.ProxyID, err)
 		}
 	}
@@ -91,7 +94,7 @@ func (s *Store) ExpireProxies(ctx context.Context, before time.Time) (int64, err
 	return n, tx.Commit()
 }
 
-const proxyColumns = `SELECT agent_id, proxy_id, spiffe_id, service, address, labels, config_version, reported_at FROM proxies`
+const proxyColumns = `SELECT agent_id, proxy_id, spiffe_id, service, namespace, address, labels, config_version, reported_at FROM proxies`
 
 func scanProxies(rows *sql.Rows, err error) ([]ProxyRecord, error) {
 	if err != nil {
@@ -103,7 +106,7 @@ func scanProxies(rows *sql.Rows, err error) ([]ProxyRecord, error) {
 		var p ProxyRecord
 		var labels string
 		var reported int64
-		if err := rows.Scan(&p.AgentID, &p.ProxyID, &p.SPIFFEID, &p.Service, &p.Address, &labels, &p.ConfigVersion, &reported); err != nil {
+		if err := rows.Scan(&p.AgentID, &p.ProxyID, &p.SPIFFEID, &p.Service, &p.Namespace, &p.Address, &labels, &p.ConfigVersion, &reported); err != nil {
 			return nil, fmt.Errorf("registry: listing proxies: %w", err)
 		}
 		_ = json.Unmarshal([]byte(labels), &p.Labels)
@@ -125,7 +128,7 @@ func (s *Store) ListProxies(ctx context.Context) ([]ProxyRecord, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	ps, err := scanProxies(tx.QueryContext(ctx, proxyColumns+` ORDER BY service, address, proxy_id`))
+	ps, err := scanProxies(tx.QueryContext(ctx, proxyColumns+` ORDER BY namespace, service, address, proxy_id`))
 	return ps, rev, err
 }
 

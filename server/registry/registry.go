@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS proxies (
 	proxy_id       TEXT NOT NULL,
 	spiffe_id      TEXT NOT NULL,
 	service        TEXT NOT NULL,
+	namespace      TEXT NOT NULL DEFAULT '',
 	address        TEXT NOT NULL,
 	labels         TEXT NOT NULL,
 	config_version INTEGER NOT NULL,
@@ -121,6 +122,10 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	if _, err := db.ExecContext(ctx, `ALTER TABLE entries ADD COLUMN services TEXT NOT NULL DEFAULT '[]'`); err != nil && !strings.Contains(err.Error(), "duplicate column") {
 		db.Close()
 		return nil, fmt.Errorf("registry: migrating entries: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, `ALTER TABLE proxies ADD COLUMN namespace TEXT NOT NULL DEFAULT ''`); err != nil && !strings.Contains(err.Error(), "duplicate column") {
+		db.Close()
+		return nil, fmt.Errorf("registry: migrating proxies: %w", err)
 	}
 	return &Store{db: db}, nil
 }

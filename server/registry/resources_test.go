@@ -47,11 +47,20 @@ func TestResourcesAndProxies(t *testing.T) {
 	if changed, _, _ = s.ReplaceProxies(ctx, "agent1", []ProxyRecord{p}, now); changed {
 		t.Fatal("a new config version alone counted as an endpoint change")
 	}
+	// The namespace is part of the endpoint: stored, listed, and a move
+	// from one namespace to another is a change.
+	p.Namespace = "prod"
+	if changed, _, _ = s.ReplaceProxies(ctx, "agent1", []ProxyRecord{p}, now); !changed {
+		t.Fatal("a namespace change did not count as an endpoint change")
+	}
+	if ps, _, _ := s.ListProxies(ctx); len(ps) != 1 || ps[0].Namespace != "prod" {
+		t.Fatalf("listed %+v, want namespace prod", ps)
+	}
 	// An agent that stops reporting loses its endpoints.
 	if n, _ := s.ExpireProxies(ctx, now.Add(time.Second)); n != 1 {
 		t.Fatalf("expired %d", n)
 	}
-	if ps, rev, _ := s.ListProxies(ctx); len(ps) != 0 || rev != 2 {
+	if ps, rev, _ := s.ListProxies(ctx); len(ps) != 0 || rev != 3 {
 		t.Fatalf("after expiry: %v, revision %d", ps, rev)
 	}
 }

@@ -55,7 +55,8 @@ type EntryRequest struct {
 	Selectors []string      `json:"selectors"`
 	X509TTL   time.Duration `json:"x509_ttl"`
 	JWTTTL    time.Duration `json:"jwt_ttl"`
-	// Services whose endpoints sidecars of this identity may register.
+	// Services whose endpoints sidecars of this identity may register:
+	// NAME (in the identity's own namespace) or NAME.NAMESPACE.
 	Services []string `json:"services,omitempty"`
 }
 
@@ -202,6 +203,8 @@ type Proxy struct {
 	Labels        map[string]string `json:"labels"`
 	ConfigVersion int64             `json:"config_version"`
 	ReportedAt    time.Time         `json:"reported_at"`
+	// Namespace is the namespace of its service.
+	Namespace string `json:"namespace"`
 }
 
 // ProxyStatus is a sidecar with whether it runs the current config.
@@ -217,4 +220,7 @@ type ServiceInfo struct {
 	Endpoints  int                 `json:"endpoints"`
 	Identities []string            `json:"identities"`
 	Labels     []map[string]string `json:"labels"`
+	// Namespace is the service's namespace: reviews in prod and reviews
+	// in staging are two services.
+	Namespace string `json:"namespace"`
 }

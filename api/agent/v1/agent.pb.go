@@ -1206,11 +1206,15 @@ func (x *Resource) GetSpec() []byte {
 
 // Endpoint is one sidecar of a service.
 type Endpoint struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`                   // the sidecar's inbound HOST:PORT
-	SpiffeId      string                 `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"` // the identity its agent attested
-	Labels        map[string]string      `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Service  string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Address  string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`                   // the sidecar's inbound HOST:PORT
+	SpiffeId string                 `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"` // the identity its agent attested
+	Labels   map[string]string      `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The service's namespace: the one in spiffe_id when it has the form
+	// spiffe://td/ns/<ns>/sa/<sa>, else the one the sidecar registered
+	// ("default" when none).
+	Namespace     string `protobuf:"bytes,5,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1273,6 +1277,13 @@ func (x *Endpoint) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *Endpoint) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
 // Proxy is a sidecar as its agent reports it.
 type Proxy struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1282,6 +1293,8 @@ type Proxy struct {
 	Address       string                 `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
 	Labels        map[string]string      `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	ConfigVersion int64                  `protobuf:"varint,6,opt,name=config_version,json=configVersion,proto3" json:"config_version,omitempty"`
+	// The namespace of its service (as Endpoint.namespace).
+	Namespace     string `protobuf:"bytes,7,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1356,6 +1369,13 @@ func (x *Proxy) GetConfigVersion() int64 {
 		return x.ConfigVersion
 	}
 	return 0
+}
+
+func (x *Proxy) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
 }
 
 type ReportProxiesRequest struct {
@@ -1521,22 +1541,24 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
-	"\x04spec\x18\x04 \x01(\fR\x04spec\"\xd4\x01\n" +
+	"\x04spec\x18\x04 \x01(\fR\x04spec\"\xf2\x01\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1b\n" +
 	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\x12<\n" +
-	"\x06labels\x18\x04 \x03(\v2$.sigil.agent.v1.Endpoint.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x04 \x03(\v2$.sigil.agent.v1.Endpoint.LabelsEntryR\x06labels\x12\x1c\n" +
+	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa3\x02\n" +
 	"\x05Proxy\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x18\n" +
 	"\aservice\x18\x03 \x01(\tR\aservice\x12\x18\n" +
 	"\aaddress\x18\x04 \x01(\tR\aaddress\x129\n" +
 	"\x06labels\x18\x05 \x03(\v2!.sigil.agent.v1.Proxy.LabelsEntryR\x06labels\x12%\n" +
-	"\x0econfig_version\x18\x06 \x01(\x03R\rconfigVersion\x1a9\n" +
+	"\x0econfig_version\x18\x06 \x01(\x03R\rconfigVersion\x12\x1c\n" +
+	"\tnamespace\x18\a \x01(\tR\tnamespace\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +

@@ -113,8 +113,12 @@ type Register struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	// The sidecar's inbound HOST:PORT as other sidecars reach it.
-	Address       string            `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Address string            `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Labels  map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The workload's namespace (sigil-proxy run --namespace). Empty: the one
+	// in its SPIFFE ID (spiffe://td/ns/<ns>/sa/<sa>), else "default". For an
+	// ID of that form, any other value is refused.
+	Namespace     string `protobuf:"bytes,4,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -168,6 +172,13 @@ func (x *Register) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *Register) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
 }
 
 type Ack struct {
@@ -274,11 +285,12 @@ const file_api_proxy_v1_discovery_proto_rawDesc = "" +
 	"\x10DiscoveryRequest\x126\n" +
 	"\bregister\x18\x01 \x01(\v2\x18.sigil.proxy.v1.RegisterH\x00R\bregister\x12'\n" +
 	"\x03ack\x18\x02 \x01(\v2\x13.sigil.proxy.v1.AckH\x00R\x03ackB\x05\n" +
-	"\x03msg\"\xb7\x01\n" +
+	"\x03msg\"\xd5\x01\n" +
 	"\bRegister\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12<\n" +
-	"\x06labels\x18\x03 \x03(\v2$.sigil.proxy.v1.Register.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x03 \x03(\v2$.sigil.proxy.v1.Register.LabelsEntryR\x06labels\x12\x1c\n" +
+	"\tnamespace\x18\x04 \x01(\tR\tnamespace\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +

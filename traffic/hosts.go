@@ -1,0 +1,152 @@
+package traffic
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/sigil-mesh/sigil/naming"
+)
+
+// A resource's host is one of three things (DESIGN: Names):
+//
+//   - a mesh service, in one of its own forms (svc, svc.ns, svc.ns.svc,
+//     svc.ns.svc.cluster.local; a bare name in the resource's namespace):
+//     its key is "name.namespace" (naming.Service.String);
+//   - a host outside the mesh (httpbin.org, api.github.com,
+//     reviews.example.com): its key is the name itself, lower case. It
+//     never attaches to a mesh service, whatever its first label;
+//   - a wildcard, "*.suffix" (or "*" for a DestinationRule): it applies
+//     to every service whose FQDN (name.ns.svc.cluster.local), and to
+//     every outside host, that ends in ".suffix", when no more specific
+//     resource names that host (Istio's rule: the most specific host
+//     wins).
+//
+// Keys cannot collide: every name of one or two labels is a mesh form,
+// so an outside host has at least three labels and a service key two.
+
+// HostKey is the key of host as a resource in namespace writes it, and
+// whether it is a wildcard pattern (then the key is the pattern). ok is
+// false for a host that is not a host name (Validate refuses those).
+func HostKey(host, namespace string) (key string, wildcard, ok bool) {
+	if svc := ServiceOf(host, namespace); !svc.IsZero() {
+		return svc.String(), false, true
+	}
+	p, err := naming.ParseHostPattern(host)
+	if err != nil {
+		return "", false, false
+	}
+	return p.String(), p.IsWildcard(), true
+}
+
+// hostName is the name wildcards are matched against for a key: a
+// service's FQDN, or the outside host itself.
+func hostName(key string) string {
+	if strings.Count(key, ".") == 1 {
+		name, ns, _ := strings.Cut(key, ".")
+		return naming.Resolver{}.FQDN(naming.Service{Name: name, Namespace: ns})
+	}
+	return key
+}
+
+// hostIndex finds what was written for a host: the value under its own
+// key, else the most specific wildcard that matches it.
+type hostIndex[T any] struct {
+	exact map[string]T
+	wild  []wildEntry[T] // most specific first
+}
+
+type wildEntry[T any] struct {
+	pattern naming.HostPattern
+	value   T
+}
+
+func newHostIndex[T any]() *hostIndex[T] { return &hostIndex[T]{exact: map[string]T{}} }
+
+// ref returns the value stored under key (a HostKey), creating it with
+// mk when absent, for building the index.
+func (x *hostIndex[T]) ref(key string, wildcard bool, mk func() T) T {
+	if !wildcard {
+		v, ok := x.exact[key]
+		if !ok {
+			v = mk()
+			x.exact[key] = v
+		}
+		return v
+	}
+	for _, e := range x.wild {
+		if e.pattern.String() == key {
+			return e.value
+		}
+	}
+	p, _ := naming.ParseHostPattern(key)
+	v := mk()
+	x.wild = append(x.wild, wildEntry[T]{pattern: p, value: v})
+	sort.SliceStable(x.wild, func(i, j int) bool { return x.wild[i].pattern.Specificity() > x.wild[j].pattern.Specificity() })
+	return v
+}
+
+// set stores v under key, replacing what was there.
+func (x *hostIndex[T]) set(key string, wildcard bool, v T) {
+	if !wildcard {
+		x.exact[key] = v
+		return
+	}
+	for i, e := range x.wild {
+		if e.pattern.String() == key {
+			x.wild[i].value = v
+			return
+		}
+	}
+	x.ref(key, true, func() T { return v })
+}
+
+// lookup returns the value for key (a service key or an outside host).
+func (x *hostIndex[T]) lookup(key string) (T, bool) {
+	if v, ok := x.exact[key]; ok {
+		return v, true
+	}
+	if len(x.wild) > 0 {
+		name := hostName(key)
+		for _, e := range x.wild {
+			if e.pattern.Matches(name) {
+				return e.value, true
+			}
+		}
+	}
+	var zero T
+	return zero, false
+}
+
+// Visible reports whether r applies to sidecars in namespace, by its
+// exportTo (Istio's rule: absent means every namespace; "." is r's own,
+// "*" every one, any other entry a namespace by name).
+func (r Resource) Visible(namespace string) bool {
+	var to []string
+	switch {
+	case r.VS != nil:
+		to = r.VS.Spec.ExportTo
+	case r.DR != nil:
+		to = r.DR.Spec.ExportTo
+	}
+	if len(to) == 0 {
+		return true
+	}
+	for _, ns := range to {
+		if ns == "*" || ns == namespace || ns == "." && r.Namespace == namespace {
+			return true
+		}
+	}
+	return false
+}
+
+// VisibleIn returns the resources of all that apply to sidecars in
+// namespace (Visible), in order.
+func VisibleIn(all []Resource, namespace string) []Resource {
+	out := make([]Resource, 0, len(all))
+	for _, r := range all {
+		if r.Visible(namespace) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
