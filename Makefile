@@ -99,6 +99,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzHostPattern -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzRouteSemantics -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzUnmarshal -fuzztime 30s ./strictjson/
+	$(GO) test -run '^$$' -fuzz FuzzGatewaysAndPorts -fuzztime 30s ./traffic/
+	$(GO) test -run '^$$' -fuzz FuzzPort -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzCheckRegister -fuzztime 30s ./agent/relay/
 	$(GO) test -run '^$$' -fuzz FuzzWriter -fuzztime 30s ./cmd/internal/termsafe/
 	$(GO) test -run '^$$' -fuzz FuzzReceiver -fuzztime 30s ./api/configdelta/

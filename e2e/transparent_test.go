@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/e2e/harness"
 )
 
@@ -108,5 +109,32 @@ func TestTransparentMode(t *testing.T) {
 	// the mTLS inbound, which refuses plaintext.
 	if out, err := exec.Command("ip", "netns", "exec", clientNS, "curl", "-sS", "-m", "10", "http://"+serverIP+":15006/").CombinedOutput(); err == nil {
 		t.Fatalf("plaintext to the inbound port answered: %s", out)
+	}
+	transparentPortRoutes(t, ids, curlAs, serverIP)
+}
+
+// transparentPortRoutes: in transparent mode the port a request is for is
+// the one the app dialled (the original destination's), whatever the Host
+// says: match.port routes 8080 and 9090 of one service apart.
+func transparentPortRoutes(t *testing.T, ids identities, curlAs func(...string) (string, error), serverIP string) {
+	t.Helper()
+	route := func(port string) string {
+		return "  - match: [{port: " + port + "}]\n    headers: {response: {set: {x-route: port-" + port + "}}}\n    route: [{destination: {host: api}}]\n"
+	}
+	vs := "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api-ports}\nspec:\n  hosts: [api]\n  http:\n" + route("8080") + route("9090")
+	harness.MustRun(t, "sigil", "apply", "-f", writeFile(t, ids.m.Dir, vs), "--admin-socket", adminv1.AdminSocket(ids.m.DataDir))
+	for _, port := range []string{"8080", "9090"} {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			// Host names port 1: the original destination decides.
+			out, err := curlAs("-D", "-", "-H", "Host: api:1", "http://"+serverIP+":"+port+"/hello")
+			if err == nil && strings.Contains(strings.ToLower(out), "x-route: port-"+port) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("port %s: no x-route: port-%s in the answer: %v: %s", port, port, err, out)
+			}
+			time.Sleep(50 * time.Millisecond) // the sidecar's config version is not visible from the namespace; poll the answer
+		}
 	}
 }

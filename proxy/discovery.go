@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -37,24 +38,36 @@ type meshState struct {
 
 func fmtAny(v any) string { return fmt.Sprintf("%v", v) }
 
-// cluster returns the endpoints and policy for a service's subset, or nil
-// when the subset is not defined.
+// cluster is clusterAt for no particular port.
 func (o *outbound) cluster(st *meshState, service naming.Service, subset string) *cluster {
+	return o.clusterAt(st, service, subset, 0)
+}
+
+// clusterAt returns the endpoints and policy for requests to port (0: no
+// port-level policy) of a service's subset, or nil when the subset is not
+// defined. As in Envoy, each port of a service is a cluster of its own:
+// its own pool and balancer state.
+func (o *outbound) clusterAt(st *meshState, service naming.Service, subset string, port uint32) *cluster {
 	if len(st.byService[service]) == 0 {
 		// Nothing to balance over; and caching a cluster (and its pool)
 		// per name would let an app grow them with names of its choosing.
 		return nil
 	}
-	key := service.String() + "|" + subset
+	if port != 0 && !st.table.HasPortPolicy(service.String(), port) {
+		// A port no portLevelSettings names shares the port-less cluster:
+		// an app cannot grow clusters (and pools) by dialling ports.
+		port = 0
+	}
+	key := service.String() + "|" + subset + "|" + strconv.FormatUint(uint64(port), 10)
 	if c, ok := st.clusters.Load(key); ok {
 		return c.(*cluster)
 	}
-	c := o.buildCluster(st, service, subset)
+	c := o.buildCluster(st, service, subset, port)
 	st.clusters.Store(key, c)
 	return c
 }
 
-func (o *outbound) buildCluster(st *meshState, service naming.Service, subset string) *cluster {
+func (o *outbound) buildCluster(st *meshState, service naming.Service, subset string, port uint32) *cluster {
 	eps := st.byService[service]
 	if subset != "" {
 		labels, ok := st.table.SubsetLabels(service.String(), subset)
@@ -69,9 +82,9 @@ func (o *outbound) buildCluster(st *meshState, service naming.Service, subset st
 		}
 		eps = in
 	}
-	policy := st.table.Policy(service.String(), subset)
+	policy := st.table.PolicyAt(service.String(), subset, port)
 	o.upstream.setMax(eps, maxConnectionsOf(policy))
-	pl, rr := o.clusters.poolFor(service.String()+"|"+subset, policy)
+	pl, rr := o.clusters.poolFor(service.String()+"|"+subset+"|"+strconv.FormatUint(uint64(port), 10), policy)
 	return &cluster{service: service.Name, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr}
 }
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -46,7 +47,7 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := &statusRecorder{ResponseWriter: w}
 	proto := protocolOf(r)
-	svc, err := o.serviceOf(r)
+	svc, port, err := o.destOf(r)
 	if err != nil {
 		if label, ok := o.externalOf(rec, r, err); ok {
 			o.p.observe("outbound", o.p.id.id.String(), label, r, rec.status(), proto, start, "")
@@ -80,31 +81,32 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", svc.Name)
 		defer func() { o.p.trace.end(span, rec.status(), "") }()
 	}
-	o.route(rec, r, svc)
+	o.route(rec, r, svc, uint32(port))
 	o.p.observe("outbound", o.p.id.id.String(), o.metricService(svc), r, rec.status(), proto, start, "")
 }
 
 // unknownService is the destination label of requests for no mesh service.
 const unknownService = "unknown"
 
-func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service) {
+// route sends a request for port of svc (the port the app addressed) on.
+func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service, port uint32) {
 	st := o.state.Load()
 	// The app may not claim an identity; the receiving sidecar sets it.
 	delete(r.Header, xfccName)
 	key := svc.String()
-	m, ok := st.table.Match(key, r, o.p.cfg.labels)
+	m, ok := st.table.MatchPort(key, port, r, o.p.cfg.labels)
 	if !ok && len(st.byService[svc]) == 0 && !st.table.HasRoutes(key) {
 		// Fail closed: only services of the mesh are reachable through it.
 		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+key)
 		return
 	}
 	if !ok {
-		if st.table.HasRoutes(key) {
+		if st.table.HasRoutesAt(key, port, o.p.cfg.labels) {
 			writeError(w, r, http.StatusNotFound, "sigil: no route of "+key+" matches")
 			return
 		}
-		// No VirtualService: every endpoint of the service, Istio's default
-		// retries.
+		// No VirtualService, or none with routes for this port and this
+		// sidecar: every endpoint of the service, Istio's default retries.
 		m = traffic.Matched{Route: o.defaultRoute(svc)}
 	}
 	if m.AbortPct > 0 && rand.Float64()*100 < m.AbortPct {
@@ -133,7 +135,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service)
 	applyHeaders(r.Header, dest.Headers, true)
 	setAuthority(r, m.Headers)
 	setAuthority(r, dest.Headers)
-	c := o.cluster(st, naming.Service{Name: dest.Service, Namespace: dest.Namespace}, dest.Subset)
+	c := o.clusterAt(st, naming.Service{Name: dest.Service, Namespace: dest.Namespace}, dest.Subset, cmp.Or(dest.Port, port))
 	if c == nil || len(c.eps) == 0 {
 		writeError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Service+subsetSuffix(dest.Subset))
 		return
@@ -149,7 +151,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service)
 	stripRequestHopHeaders(r.Header)
 	noDefaultUserAgent(r.Header)
 	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
-		o.mirror(st, r, body, replay, m.MirrorTo, m.Mirror)
+		o.mirror(st, r, body, replay, m.MirrorTo, m.Mirror, cmp.Or(m.MirrorPort, port))
 	}
 	resp, release, err := o.send(r, body, replay, c, m.Route)
 	if err != nil {
@@ -582,13 +584,13 @@ func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
 // mirror sends a copy of the request to the mirror destination and forgets
 // it: it never delays or fails the original, and when too many copies are
 // in flight new ones are dropped.
-func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bool, to naming.Service, d *traffic.Destination) {
+func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bool, to naming.Service, d *traffic.Destination, destPort uint32) {
 	svc := to.Name
 	if !replay {
 		o.p.metrics.mirrors.WithLabelValues(svc, "skipped_body").Inc()
 		return
 	}
-	c := o.cluster(st, to, d.Subset)
+	c := o.clusterAt(st, to, d.Subset, destPort)
 	if c == nil || len(c.eps) == 0 {
 		o.p.metrics.mirrors.WithLabelValues(svc, "no_endpoint").Inc()
 		return

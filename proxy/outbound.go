@@ -46,12 +46,20 @@ type outbound struct {
 
 type ctxKey struct{}
 
+// routedDest is what a transparently captured connection is for, carried
+// in the context of its requests under ctxKey.
+type routedDest struct {
+	service naming.Service
+	port    uint16 // the original destination's port: the one the app dialled
+}
+
 // routedConn is a transparently captured connection already matched to a
 // service; reads start with the bytes peeked while sniffing.
 type routedConn struct {
 	net.Conn
 	r       *bufio.Reader
 	service naming.Service
+	port    uint16 // the original destination's port
 }
 
 func (c *routedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
@@ -81,7 +89,7 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 				c = g.Conn
 			}
 			if rc, ok := c.(*routedConn); ok && !rc.service.IsZero() {
-				return context.WithValue(ctx, ctxKey{}, rc.service)
+				return context.WithValue(ctx, ctxKey{}, routedDest{rc.service, rc.port})
 			}
 			return ctx
 		},
@@ -127,24 +135,49 @@ func reasonOf(err error) string {
 	return msg
 }
 
-// serviceOf names the service a request is for: the transparent route,
-// else the authority of an absolute-form target (RFC 9112 §3.2.2: a proxy
-// ignores the Host header then), else the Host header or :authority. The
-// name must be one of a mesh service's own forms (package naming); errors
-// wrap naming.ErrMalformed or naming.ErrNotInMesh.
+// serviceOf names the service a request is for (destOf without the port).
 func (o *outbound) serviceOf(r *http.Request) (naming.Service, error) {
-	if s, ok := r.Context().Value(ctxKey{}).(naming.Service); ok {
-		return s, nil
+	svc, _, err := o.destOf(r)
+	return svc, err
+}
+
+// destOf names the service a request is for, and the port: the
+// transparent route (the original destination's port), else the authority
+// of an absolute-form target (RFC 9112 §3.2.2: a proxy ignores the Host
+// header then), else the Host header or :authority, with its port, or 80
+// when it has none (http's default port, RFC 9110 §4.2.1: the app speaks
+// plain HTTP to its sidecar). The name must be one of a mesh service's own
+// forms (package naming); errors wrap naming.ErrMalformed or
+// naming.ErrNotInMesh. The port selects routes (match.port) and
+// port-level policies (portLevelSettings): docs/istio.md, Gateways and
+// ports.
+func (o *outbound) destOf(r *http.Request) (naming.Service, uint16, error) {
+	if d, ok := r.Context().Value(ctxKey{}).(routedDest); ok {
+		return d.service, d.port, nil
 	}
 	authority := r.Host
 	if r.Method != http.MethodConnect && r.URL.IsAbs() {
 		if r.URL.User != nil {
-			return naming.Service{}, fmt.Errorf("%w: userinfo in the request target", naming.ErrMalformed)
+			return naming.Service{}, 0, fmt.Errorf("%w: userinfo in the request target", naming.ErrMalformed)
 		}
 		authority = rawAuthority(r.RequestURI, r.URL.Host)
 	}
-	return o.p.names.Authority(authority)
+	svc, err := o.p.names.Authority(authority)
+	if err != nil {
+		return naming.Service{}, 0, err
+	}
+	port, err := naming.Port(authority)
+	if err != nil {
+		return naming.Service{}, 0, err
+	}
+	if port == 0 {
+		port = defaultHTTPPort
+	}
+	return svc, port, nil
 }
+
+// defaultHTTPPort is the port of a request whose authority names none.
+const defaultHTTPPort = 80
 
 // rawAuthority is the authority of an absolute-form target as the caller
 // wrote it: net/url has already undone %-escapes in the host, which a
@@ -192,7 +225,7 @@ func refuseName(w http.ResponseWriter, r *http.Request, err error) {
 // (routed by its tcp routes) or a host outside the mesh that a
 // DestinationRule names (external.go).
 func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
-	svc, err := o.serviceOf(r)
+	svc, port, err := o.destOf(r)
 	if err != nil {
 		if errors.Is(err, naming.ErrNotInMesh) && o.connectExternal(w, r) {
 			return
@@ -201,10 +234,10 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if o.state.Load().table.HasTLSRoutes(svc.String()) {
-		o.connectTLS(w, r, svc)
+		o.connectTLS(w, r, svc, uint32(port))
 		return
 	}
-	c, dest := o.tcpCluster(o.state.Load(), svc, portOf(r.Host), "")
+	c, dest := o.tcpCluster(o.state.Load(), svc, uint32(port), "")
 	if c == nil || len(c.eps) == 0 {
 		writeError(w, r, http.StatusBadGateway, "sigil: no endpoint of "+dest)
 		return
@@ -273,7 +306,7 @@ func (o *outbound) serveApp(rc *routedConn) {
 	}
 	ctx := withConnAbort(context.Background(), rc)
 	if !rc.service.IsZero() {
-		ctx = context.WithValue(ctx, ctxKey{}, rc.service)
+		ctx = context.WithValue(ctx, ctxKey{}, routedDest{rc.service, rc.port})
 	}
 	o.fast.Serve(withRequestCtx(ctx), rc)
 }
@@ -302,7 +335,7 @@ func (o *outbound) transparent(c net.Conn) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	head, _ := br.Peek(4)
 	c.SetReadDeadline(time.Time{})
-	rc := &routedConn{Conn: c, r: br, service: svc}
+	rc := &routedConn{Conn: c, r: br, service: svc, port: uint16(dst.Port)}
 	for _, p := range httpPrefixes {
 		if string(head) == p {
 			o.serveApp(rc)

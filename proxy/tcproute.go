@@ -3,7 +3,6 @@ package proxy
 import (
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/sigil-mesh/sigil/naming"
@@ -24,16 +23,16 @@ func (o *outbound) tcpCluster(st *meshState, svc naming.Service, port uint32, sn
 	if ok {
 		d := rt.Pick()
 		to := naming.Service{Name: d.Service, Namespace: d.Namespace}
-		return o.cluster(st, to, d.Subset), to.String() + subsetSuffix(d.Subset)
+		return o.clusterAt(st, to, d.Subset, port), to.String() + subsetSuffix(d.Subset)
 	}
-	return o.cluster(st, svc, ""), svc.String()
+	return o.clusterAt(st, svc, "", port), svc.String()
 }
 
 // connectTLS tunnels a CONNECT to a service that tls routes cover: the
 // app's ClientHello comes only after the 200, so the sidecar answers
 // first, reads the ClientHello for its SNI, and then routes; a connection
 // it cannot route is closed.
-func (o *outbound) connectTLS(w http.ResponseWriter, r *http.Request, svc naming.Service) {
+func (o *outbound) connectTLS(w http.ResponseWriter, r *http.Request, svc naming.Service, port uint32) {
 	client, buf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return
@@ -44,7 +43,7 @@ func (o *outbound) connectTLS(w http.ResponseWriter, r *http.Request, svc naming
 	record, sni := readClientHello(buf.Reader)
 	client.SetReadDeadline(time.Time{})
 	st := o.state.Load()
-	c, dest := o.tcpCluster(st, svc, portOf(r.Host), sni)
+	c, dest := o.tcpCluster(st, svc, port, sni)
 	if c == nil || len(c.eps) == 0 {
 		o.p.log.Warn("tls route has no endpoint", "service", svc.String(), "destination", dest)
 		return
@@ -63,19 +62,6 @@ func (o *outbound) connectTLS(w http.ResponseWriter, r *http.Request, svc naming
 		up.Write(peeked)
 	}
 	o.pipeTCP(client, up, svc.Name)
-}
-
-// portOf is the port of a host:port authority, 0 when there is none.
-func portOf(authority string) uint32 {
-	_, p, err := net.SplitHostPort(authority)
-	if err != nil {
-		return 0
-	}
-	n, err := strconv.ParseUint(p, 10, 16)
-	if err != nil {
-		return 0
-	}
-	return uint32(n)
 }
 
 // hijackAndPipe answers a CONNECT with 200 and pipes the app's connection

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -44,6 +45,8 @@ type Route struct {
 	MirrorTo  naming.Service // Mirror's host, resolved in the VirtualService's namespace
 	MirrorPct float64
 	Headers   *Headers
+	// MirrorPort is the mirror's port.number, 0 when unset (WeightedDest.Port).
+	MirrorPort uint32
 }
 
 // WeightedDest is one destination of a route.
@@ -56,6 +59,10 @@ type WeightedDest struct {
 	// Outside is the destination's host when it is not a mesh service
 	// (Service and Namespace are then empty): lower case, as HostKey.
 	Outside string
+	// Port is the destination's port.number, 0 when unset: the port whose
+	// policy applies (DestinationRule portLevelSettings) is this one, else
+	// the port the request was for.
+	Port uint32
 }
 
 type strMatch struct {
@@ -123,6 +130,11 @@ type match struct {
 	uri, method, authority *strMatch
 	headers, query         map[string]*strMatch
 	sourceLabels           map[string]string
+	port                   uint32 // 0: any port
+	// gateways: the match names gateways of its own, so sourceLabels do
+	// not apply (Istio's sourceMatchHTTP); one that leaves out the mesh
+	// is never compiled.
+	gateways bool
 }
 
 // Matched is a route with what matched, for rewrites.
@@ -135,16 +147,25 @@ type Matched struct {
 	PrefixMatched string
 }
 
-// Match finds the route for a request to service (its key, "name.namespace"
-// as naming.Service.String gives it, or an outside host as
-// naming.OutsideHost gives it; so are the service arguments of HasRoutes,
-// Policy and SubsetLabels) from a sidecar with sourceLabels. The routes
-// are those of the VirtualService for that host, else of the most
-// specific wildcard host that covers it (HostKey). ok
+// Match is MatchPort for a request whose port is not known: no route
+// with a match.port applies to it.
+func (t *Table) Match(service string, r *http.Request, sourceLabels map[string]string) (Matched, bool) {
+	return t.MatchPort(service, 0, r, sourceLabels)
+}
+
+// MatchPort finds the route for a request to port of service (its key,
+// "name.namespace" as naming.Service.String gives it, or an outside host
+// as naming.OutsideHost gives it; so are the service arguments of
+// HasRoutes, Policy and SubsetLabels) from a sidecar with sourceLabels.
+// port is the port the app addressed (0: unknown, which no match.port
+// equals). The routes are those of the VirtualService for that host, else
+// of the most specific wildcard host that covers it (HostKey); only
+// VirtualServices and matches that apply to the mesh are in the table
+// (AppliesToMesh, Compile). ok
 // is false when no VirtualService covers the service, and also when one
 // does but no route matches (Istio answers 404 then; the
 // caller decides).
-func (t *Table) Match(service string, r *http.Request, sourceLabels map[string]string) (Matched, bool) {
+func (t *Table) MatchPort(service string, port uint32, r *http.Request, sourceLabels map[string]string) (Matched, bool) {
 	if t == nil {
 		return Matched{}, false
 	}
@@ -153,7 +174,7 @@ func (t *Table) Match(service string, r *http.Request, sourceLabels map[string]s
 			return Matched{Route: rt}, true
 		}
 		for _, m := range rt.matches {
-			if m.matches(r, sourceLabels) {
+			if m.matches(r, port, sourceLabels) {
 				prefix := ""
 				if m.uri != nil && m.uri.kind == 'p' {
 					prefix = r.URL.Path[:len(m.uri.value)]
@@ -175,7 +196,46 @@ func (t *Table) routesOf(service string) []*Route {
 	return nil
 }
 
-func (m *match) matches(r *http.Request, src map[string]string) bool {
+// HasRoutesAt reports whether a VirtualService has routes for requests to
+// port of service from a sidecar with sourceLabels: a route without
+// matches, or with a match whose port and sourceLabels (or gateways) fit.
+// Istio builds a sidecar's routes per port and drops those whose matches
+// cannot apply to it; a VirtualService left with none for the port is
+// dropped there, and the service's default route applies (Istio's
+// BuildSidecarVirtualHostWrapper). When this is true and MatchPort finds
+// nothing, the answer is 404.
+func (t *Table) HasRoutesAt(service string, port uint32, sourceLabels map[string]string) bool {
+	if t == nil {
+		return false
+	}
+	for _, rt := range t.routesOf(service) {
+		if len(rt.matches) == 0 {
+			return true
+		}
+		for _, m := range rt.matches {
+			if (m.port == 0 || m.port == port) && (m.gateways || hasAll(sourceLabels, m.sourceLabels)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hasAll reports whether have holds every label of want, as a match's
+// sourceLabels are judged.
+func hasAll(have, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := have[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *match) matches(r *http.Request, port uint32, src map[string]string) bool {
+	if m.port != 0 && m.port != port {
+		return false
+	}
 	if m.uri != nil && !m.uri.ok(r.URL.Path, true) {
 		return false
 	}
@@ -200,12 +260,7 @@ func (m *match) matches(r *http.Request, src map[string]string) bool {
 			}
 		}
 	}
-	for k, want := range m.sourceLabels {
-		if src[k] != want {
-			return false
-		}
-	}
-	return true
+	return m.gateways || hasAll(src, m.sourceLabels)
 }
 
 // Pick chooses a destination by weight.
@@ -230,9 +285,18 @@ type Rule struct {
 	Subsets map[string]Subset
 }
 
-// Policy returns the traffic policy for a service's subset: the subset's
-// own where it sets one, else the rule's.
-func (t *Table) Policy(service, subset string) *TrafficPolicy {
+// Policy is PolicyAt for no particular port: portLevelSettings do not
+// apply.
+func (t *Table) Policy(service, subset string) *TrafficPolicy { return t.PolicyAt(service, subset, 0) }
+
+// PolicyAt returns the traffic policy for requests to port (0: none
+// known) of a service's subset, resolved as Istio merges it: the rule's policy,
+// then its portLevelSettings entry for port, then each field the subset's
+// own policy sets, then the subset's entry for port. A port-level entry
+// replaces all of the fields it carries, unset ones with the defaults: it
+// inherits nothing (Istio's DestinationRule reference). The result has no
+// PortLevelSettings.
+func (t *Table) PolicyAt(service, subset string, port uint32) *TrafficPolicy {
 	if t == nil {
 		return nil
 	}
@@ -240,25 +304,78 @@ func (t *Table) Policy(service, subset string) *TrafficPolicy {
 	if rule == nil {
 		return nil
 	}
+	merged := atPort(rule.Policy, port)
 	if s, ok := rule.Subsets[subset]; ok && s.TrafficPolicy != nil {
-		merged := *s.TrafficPolicy
-		if rule.Policy != nil {
-			if merged.LoadBalancer == nil {
-				merged.LoadBalancer = rule.Policy.LoadBalancer
-			}
-			if merged.ConnectionPool == nil {
-				merged.ConnectionPool = rule.Policy.ConnectionPool
-			}
-			if merged.OutlierDetection == nil {
-				merged.OutlierDetection = rule.Policy.OutlierDetection
-			}
-			if merged.TLS == nil {
-				merged.TLS = rule.Policy.TLS
-			}
+		sp := s.TrafficPolicy
+		if merged == nil {
+			merged = &TrafficPolicy{}
 		}
-		return &merged
+		if sp.LoadBalancer != nil {
+			merged.LoadBalancer = sp.LoadBalancer
+		}
+		if sp.ConnectionPool != nil {
+			merged.ConnectionPool = sp.ConnectionPool
+		}
+		if sp.OutlierDetection != nil {
+			merged.OutlierDetection = sp.OutlierDetection
+		}
+		if sp.TLS != nil {
+			merged.TLS = sp.TLS
+		}
+		if pl := portLevel(sp, port); pl != nil {
+			merged = pl
+		}
 	}
-	return rule.Policy
+	return merged
+}
+
+// atPort is a copy of tp without its portLevelSettings, replaced by the
+// entry for port if it has one.
+func atPort(tp *TrafficPolicy, port uint32) *TrafficPolicy {
+	if tp == nil {
+		return nil
+	}
+	if pl := portLevel(tp, port); pl != nil {
+		return pl
+	}
+	out := *tp
+	out.PortLevelSettings = nil
+	return &out
+}
+
+// HasPortPolicy reports whether the DestinationRule of service has a
+// portLevelSettings entry for port, at its top or in a subset: only then
+// does PolicyAt differ from the policy of no port.
+func (t *Table) HasPortPolicy(service string, port uint32) bool {
+	if t == nil {
+		return false
+	}
+	rule, _ := t.rules.lookup(service)
+	if rule == nil {
+		return false
+	}
+	if rule.Policy != nil && portLevel(rule.Policy, port) != nil {
+		return true
+	}
+	for _, s := range rule.Subsets {
+		if s.TrafficPolicy != nil && portLevel(s.TrafficPolicy, port) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// portLevel is tp's portLevelSettings entry for port as a policy, or nil.
+func portLevel(tp *TrafficPolicy, port uint32) *TrafficPolicy {
+	if port == 0 {
+		return nil
+	}
+	for _, ps := range tp.PortLevelSettings {
+		if ps.Port != nil && ps.Port.Number == port {
+			return &TrafficPolicy{LoadBalancer: ps.LoadBalancer, ConnectionPool: ps.ConnectionPool, OutlierDetection: ps.OutlierDetection, TLS: ps.TLS}
+		}
+	}
+	return nil
 }
 
 // SubsetLabels returns the labels of a service's subset, and whether the
@@ -284,7 +401,7 @@ func Compile(version int64, resources []Resource) *Table {
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Key() < sorted[j].Key() })
 	for _, r := range sorted {
 		switch {
-		case r.VS != nil:
+		case r.VS != nil && AppliesToMesh(r.VS.Spec.Gateways):
 			for _, h := range r.VS.Spec.Hosts {
 				key, wild, ok := HostKey(h, r.Namespace)
 				if !ok {
@@ -292,7 +409,9 @@ func Compile(version int64, resources []Resource) *Table {
 				}
 				rs := t.routes.ref(key, wild, func() *[]*Route { return new([]*Route) })
 				for i := range r.VS.Spec.HTTP {
-					*rs = append(*rs, compileRoute(r.Ref(), r.Namespace, &r.VS.Spec.HTTP[i]))
+					if rt := compileRoute(r.Ref(), r.Namespace, &r.VS.Spec.HTTP[i]); rt != nil {
+						*rs = append(*rs, rt)
+					}
 				}
 			}
 			t.compileTCPRoutes(r)
@@ -312,11 +431,19 @@ func Compile(version int64, resources []Resource) *Table {
 	return t
 }
 
+// compileRoute compiles one HTTP route of a VirtualService that applies
+// to the mesh; nil when it has matches and none of them does (a route
+// whose matches are all for gateways never matches at a sidecar, and must
+// not become a catch-all there).
 func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 	rt := &Route{Name: h.Name, Source: source, Redirect: h.Redirect, Rewrite: h.Rewrite, Mirror: h.Mirror, Headers: h.Headers, AbortGRPC: -1}
 	for _, m := range h.Match {
+		if len(m.Gateways) > 0 && !slices.Contains(m.Gateways, MeshGateway) {
+			continue
+		}
 		cm := &match{uri: compileStr(m.URI, m.IgnoreURICase), method: compileStr(m.Method, false),
-			authority: compileStr(m.Authority, false), headers: map[string]*strMatch{}, query: map[string]*strMatch{}, sourceLabels: m.SourceLabels}
+			authority: compileStr(m.Authority, false), headers: map[string]*strMatch{}, query: map[string]*strMatch{}, sourceLabels: m.SourceLabels,
+			port: m.Port, gateways: len(m.Gateways) > 0}
 		for k, sm := range m.Headers {
 			cm.headers[k] = compileStr(&sm, false)
 		}
@@ -324,6 +451,9 @@ func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 			cm.query[k] = compileStr(&sm, false)
 		}
 		rt.matches = append(rt.matches, cm)
+	}
+	if len(h.Match) > 0 && len(rt.matches) == 0 {
+		return nil
 	}
 	for _, d := range h.Route {
 		w := 0 // weights are relative; an unset one is 0 (Istio)
@@ -334,7 +464,7 @@ func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 			w = 100
 		}
 		svc := ServiceOf(d.Destination.Host, namespace)
-		wd := WeightedDest{Service: svc.Name, Namespace: svc.Namespace, Subset: d.Destination.Subset, Weight: w, Headers: d.Headers}
+		wd := WeightedDest{Service: svc.Name, Namespace: svc.Namespace, Subset: d.Destination.Subset, Weight: w, Headers: d.Headers, Port: portNumber(d.Destination.Port)}
 		if svc.IsZero() {
 			wd.Outside, _, _ = HostKey(d.Destination.Host, namespace)
 		}
@@ -371,9 +501,18 @@ func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 	}
 	if h.Mirror != nil {
 		rt.MirrorTo = ServiceOf(h.Mirror.Host, namespace)
+		rt.MirrorPort = portNumber(h.Mirror.Port)
 		rt.MirrorPct = pct(h.MirrorPercentage)
 	}
 	return rt
+}
+
+// portNumber is a port selector's number, 0 when there is none.
+func portNumber(p *PortSelector) uint32 {
+	if p == nil {
+		return 0
+	}
+	return p.Number
 }
 
 // pct is Istio's rule: an absent percentage means 100.

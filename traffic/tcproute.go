@@ -88,16 +88,6 @@ func (t *Table) MatchTCP(service string, port uint32, sourceLabels map[string]st
 	return nil, false
 }
 
-// hasAll reports whether have carries every label of want.
-func hasAll(have, want map[string]string) bool {
-	for k, v := range want {
-		if got, ok := have[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
-}
-
 // compileTCPRoutes adds a VirtualService's tcp and tls routes to t.
 func (t *Table) compileTCPRoutes(r Resource) {
 	for _, h := range r.VS.Spec.Hosts {

@@ -114,12 +114,29 @@ func (v *validator) tlsSettings(p string, s *ClientTLSSettings, external bool) {
 // (the rule's and its subsets'; a per-port level calls tlsSettings with
 // its own path the same way).
 func (v *validator) policyTLS(dr *DestinationRule, external bool) {
+	// portTLS checks the tls of a policy's portLevelSettings: for a mesh
+	// service only the mesh's own mTLS, as at the other levels; for a host
+	// outside the mesh, not yet (the rule says how to reach the host
+	// whatever its port: put tls at the trafficPolicy).
+	outside := external || IsExternalHost(dr.Spec.Host)
+	portTLS := func(path string, tp *TrafficPolicy) {
+		for j, ps := range tp.PortLevelSettings {
+			p := fmt.Sprintf("%s.portLevelSettings[%d].tls", path, j)
+			if outside && ps.TLS != nil {
+				v.fail(p, "per-port tls toward a host outside the mesh is not supported: set tls at spec.trafficPolicy (it applies to every port of %q)", dr.Spec.Host)
+				continue
+			}
+			v.tlsSettings(p, ps.TLS, false)
+		}
+	}
 	if tp := dr.Spec.TrafficPolicy; tp != nil {
 		v.tlsSettings("spec.trafficPolicy.tls", tp.TLS, external)
+		portTLS("spec.trafficPolicy", tp)
 	}
 	for i, s := range dr.Spec.Subsets {
 		if s.TrafficPolicy != nil {
 			v.tlsSettings(fmt.Sprintf("spec.subsets[%d].trafficPolicy.tls", i), s.TrafficPolicy.TLS, external)
+			portTLS(fmt.Sprintf("spec.subsets[%d].trafficPolicy", i), s.TrafficPolicy)
 		}
 	}
 	if external && !ruleOriginates(&dr.Spec) {

@@ -78,3 +78,22 @@ func TestExternalRuleLookup(t *testing.T) {
 		t.Errorf("rules for two external hosts: %v", err)
 	}
 }
+
+// portLevelSettings carry tls as the other levels do: the mesh's own mTLS
+// toward a mesh service; toward a host outside the mesh, per-port tls is
+// refused by name (the rule's trafficPolicy.tls says how, for every port).
+func TestPortLevelTLS(t *testing.T) {
+	dr := func(host, pls string) string {
+		return "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: " + host + "\n  trafficPolicy:\n    portLevelSettings:\n    - " + pls + "\n"
+	}
+	for _, tt := range []struct {
+		name, doc string
+		want      []string
+	}{
+		{"mesh, istio mutual", dr("api", "{port: {number: 8080}, tls: {mode: ISTIO_MUTUAL}}"), nil},
+		{"mesh, disable", dr("api", "{port: {number: 8080}, tls: {mode: DISABLE}}"), []string{"spec.trafficPolicy.portLevelSettings[0].tls", "DISABLE"}},
+		{"outside, simple", dr("edition.cnn.com", "{port: {number: 443}, tls: {mode: SIMPLE}}"), []string{"spec.trafficPolicy.portLevelSettings[0].tls", "per-port tls toward a host outside the mesh"}},
+	} {
+		checkParse(t, tt.name, tt.doc, tt.want)
+	}
+}

@@ -51,8 +51,8 @@ type VirtualService struct {
 	Status json.RawMessage `json:"status,omitempty"`
 }
 
-// VirtualServiceSpec: hosts and HTTP, tcp and tls routes. Gateways and
-// exportTo are not supported and refused by name.
+// VirtualServiceSpec: hosts, where the routes apply (gateways, exportTo),
+// and HTTP, tcp and tls routes.
 type VirtualServiceSpec struct {
 	Hosts []string    `json:"hosts"`
 	HTTP  []HTTPRoute `json:"http"`
@@ -65,6 +65,11 @@ type VirtualServiceSpec struct {
 	// TLS routes TLS connections by SNI without terminating them
 	// (tlsroute.go).
 	TLS []TLSRoute `json:"tls,omitempty"`
+	// Gateways names where the routes apply, as Istio's gateways:
+	// MeshGateway ("mesh") for every sidecar, any other name
+	// ("[namespace/]name") an ingress or egress gateway, which Sigil does
+	// not have. Absent: the sidecars only (AppliesToMesh).
+	Gateways []string `json:"gateways,omitempty"`
 }
 
 // HTTPRoute is one rule: the first whose match applies routes the request.
@@ -96,6 +101,12 @@ type HTTPMatchRequest struct {
 	QueryParams   map[string]StringMatch `json:"queryParams,omitempty"`
 	SourceLabels  map[string]string      `json:"sourceLabels,omitempty"`
 	IgnoreURICase bool                   `json:"ignoreUriCase,omitempty"`
+	// Port is the port the request is for (the port the app addressed);
+	// 0: any.
+	Port uint32 `json:"port,omitempty"`
+	// Gateways, when set, replaces the VirtualService's gateways for this
+	// match: it applies at sidecars only if it names MeshGateway.
+	Gateways []string `json:"gateways,omitempty"`
 }
 
 // StringMatch is exactly one of exact, prefix or regex (RE2).
@@ -232,6 +243,20 @@ type TrafficPolicy struct {
 	ConnectionPool   *ConnectionPool   `json:"connectionPool,omitempty"`
 	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
 	// TLS is how the sidecar speaks to the destination (tlsmode.go).
+	TLS *ClientTLSSettings `json:"tls,omitempty"`
+	// PortLevelSettings override the policy above, field by field, for
+	// requests to one port of the destination (Istio's portLevelSettings).
+	PortLevelSettings []PortTrafficPolicy `json:"portLevelSettings,omitempty"`
+}
+
+// PortTrafficPolicy is the policy for one port of a destination: what it
+// sets replaces the enclosing TrafficPolicy's field of the same name.
+type PortTrafficPolicy struct {
+	Port             *PortSelector     `json:"port"`
+	LoadBalancer     *LoadBalancer     `json:"loadBalancer,omitempty"`
+	ConnectionPool   *ConnectionPool   `json:"connectionPool,omitempty"`
+	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+	// TLS is how the sidecar speaks to that port (tlsmode.go).
 	TLS *ClientTLSSettings `json:"tls,omitempty"`
 }
 

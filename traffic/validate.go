@@ -114,13 +114,16 @@ func (v *validator) virtualService(vs *VirtualService) {
 	}
 	seenHost := map[string]int{}
 	for i, h := range vs.Spec.Hosts {
-		v.host(fmt.Sprintf("spec.hosts[%d]", i), h, false)
+		// "*" is for gateways only (Istio): a VirtualService bound to no
+		// sidecar may take it.
+		v.host(fmt.Sprintf("spec.hosts[%d]", i), h, !AppliesToMesh(vs.Spec.Gateways))
 		if j, dup := seenHost[strings.ToLower(h)]; dup {
 			v.fail(fmt.Sprintf("spec.hosts[%d]", i), "%q repeats spec.hosts[%d]: list each host once", h, j)
 		}
 		seenHost[strings.ToLower(h)] = i
 	}
 	v.exportTo(vs.Spec.ExportTo)
+	v.vsGateways(vs)
 	if len(vs.Spec.HTTP) == 0 && len(vs.Spec.TCP) == 0 && len(vs.Spec.TLS) == 0 {
 		v.fail("spec.http", "at least one route is required")
 	}
@@ -564,6 +567,7 @@ func (v *validator) trafficPolicy(p string, tp *TrafficPolicy) {
 			v.fail(p+".outlierDetection.maxEjectionPercent", "%d is not between 0 and 100", *m)
 		}
 	}
+	v.portLevelSettings(p, tp)
 }
 
 func (v *validator) nonNegative(p string, n int32) {

@@ -72,9 +72,9 @@ func newGet(client clientFunc) *cobra.Command {
 					return err
 				}
 				return show(w, output, rs, func(tw io.Writer) {
-					fmt.Fprintln(tw, "NAMESPACE\tNAME\tKIND\tVERSION\tUPDATED")
+					fmt.Fprintln(tw, "NAMESPACE\tNAME\tKIND\tVERSION\tUPDATED\tAPPLIES TO")
 					for _, r := range rs {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", termsafe.Field(r.Namespace), termsafe.Field(r.Name), termsafe.Field(r.Kind), r.Version, r.UpdatedAt.Format(time.RFC3339))
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", termsafe.Field(r.Namespace), termsafe.Field(r.Name), termsafe.Field(r.Kind), r.Version, r.UpdatedAt.Format(time.RFC3339), appliesTo(r))
 					}
 				})
 			}

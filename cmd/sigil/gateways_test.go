@@ -1,0 +1,23 @@
+package main
+
+import (
+	"testing"
+
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
+)
+
+// `sigil get` says which VirtualServices apply to no sidecar.
+func TestGatewaysAppliesToColumn(t *testing.T) {
+	for _, tt := range []struct {
+		kind, spec, want string
+	}{
+		{"VirtualService", `{"hosts":["api"]}`, "sidecars"},
+		{"VirtualService", `{"hosts":["api"],"gateways":["mesh","gw"]}`, "sidecars"},
+		{"VirtualService", `{"hosts":["*"],"gateways":["bookinfo-gateway","istio-system/gw"]}`, "no sidecar (gateways: bookinfo-gateway,istio-system/gw)"},
+		{"DestinationRule", `{"host":"api"}`, "sidecars"},
+	} {
+		if got := appliesTo(adminv1.Resource{Kind: tt.kind, Spec: []byte(tt.spec)}); got != tt.want {
+			t.Errorf("%s %s: %q, want %q", tt.kind, tt.spec, got, tt.want)
+		}
+	}
+}
