@@ -19,11 +19,13 @@ type TLSRoute struct {
 }
 
 // TLSMatchAttributes matches a TLS connection by its SNI. Istio's
-// destinationSubnets, sourceNamespace and gateways are refused by name.
+// destinationSubnets and sourceNamespace are refused by name.
 type TLSMatchAttributes struct {
 	SNIHosts     []string          `json:"sniHosts"`
 	Port         uint32            `json:"port,omitempty"`
 	SourceLabels map[string]string `json:"sourceLabels,omitempty"`
+	// Gateways is as L4MatchAttributes.Gateways.
+	Gateways []string `json:"gateways,omitempty"`
 }
 
 // tlsRoute is a compiled TLS route.
@@ -37,16 +39,23 @@ type tlsMatch struct {
 	l4Match
 }
 
-func compileTLS(source, namespace string, tr *TLSRoute) tlsRoute {
-	out := tlsRoute{route: compileTCP(source, namespace, &TCPRoute{Route: tr.Route}).route}
+// compileTLS compiles a tls route; ok is false when none of its matches
+// applies at a sidecar (compileTCP).
+func compileTLS(source, namespace string, tr *TLSRoute) (tlsRoute, bool) {
+	tcp, _ := compileTCP(source, namespace, &TCPRoute{Route: tr.Route})
+	out := tlsRoute{route: tcp.route}
 	for _, m := range tr.Match {
-		cm := tlsMatch{sni: map[string]bool{}, l4Match: l4Match{port: m.Port, sourceLabels: m.SourceLabels}}
+		l4, ok := compileL4Match(m.Port, m.SourceLabels, m.Gateways)
+		if !ok {
+			continue
+		}
+		cm := tlsMatch{sni: map[string]bool{}, l4Match: l4}
 		for _, h := range m.SNIHosts {
 			cm.sni[externalKey(h)] = true
 		}
 		out.matches = append(out.matches, cm)
 	}
-	return out
+	return out, len(out.matches) > 0
 }
 
 // HasTLSRoutes reports whether a VirtualService routes TLS connections to
@@ -67,7 +76,7 @@ func (t *Table) MatchTLS(service, sni string, port uint32, sourceLabels map[stri
 	sni = externalKey(sni)
 	for _, tr := range t.more.tls[service] {
 		for _, m := range tr.matches {
-			if m.sni[sni] && (m.port == 0 || m.port == port) && hasAll(sourceLabels, m.sourceLabels) {
+			if m.sni[sni] && m.fits(port, sourceLabels) {
 				return tr.route, true
 			}
 		}
@@ -109,6 +118,7 @@ func (v *validator) tlsRoutes(vs *VirtualService) {
 			if m.Port > 65535 {
 				v.fail(mp+".port", "%d is not a port", m.Port)
 			}
+			v.gatewayNames(mp+".gateways", m.Gateways)
 		}
 		v.l4Destinations(p, tr.Route)
 	}
