@@ -83,3 +83,64 @@ func TestL4MatchGatewayNames(t *testing.T) {
 		}
 	}
 }
+
+// TestSNIHostSubsetOfHosts: each SNI host of a tls match must be one of
+// the VirtualService's hosts or a name or wildcard within one of their
+// wildcards (Istio's validateSniHost); anything else is refused by path.
+func TestSNIHostSubsetOfHosts(t *testing.T) {
+	vs := func(hosts, sni string) string {
+		return "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api}\nspec:\n  hosts: " + hosts +
+			"\n  tls:\n  - match: [{sniHosts: " + sni + "}]\n    route: [{destination: {host: api}}]\n"
+	}
+	tests := []struct{ name, doc, want string }{
+		{"same outside host", vs("[mysite.example.com]", "[mysite.example.com]"), ""},
+		{"name within a wildcard", vs("['*.bookinfo.com']", "[login.bookinfo.com, reviews.bookinfo.com]"), ""},
+		{"wildcard within a wildcard", vs("['*.wikipedia.org']", "['*.wikipedia.org', '*.en.wikipedia.org']"), ""},
+		{"mesh service in another form", vs("[api]", "[api.default.svc.cluster.local]"), ""},
+		{"other name", vs("[api]", "[a.example.com]"), "spec.tls[0].match[0].sniHosts[0]"},
+		{"wider wildcard", vs("['*.en.wikipedia.org']", "['*.wikipedia.org']"), "spec.tls[0].match[0].sniHosts[0]"},
+		{"wildcard under a plain host", vs("[en.wikipedia.org]", "['*.wikipedia.org']"), "spec.tls[0].match[0].sniHosts[0]"},
+		{"malformed", vs("[api]", "['a..b']"), "spec.tls[0].match[0].sniHosts[0]"},
+		{"misplaced star", vs("['*.example.com']", "['a.*.example.com']"), "spec.tls[0].match[0].sniHosts[0]"},
+		{"ip address", vs("[api]", "[10.0.0.1]"), "spec.tls[0].match[0].sniHosts[0]"},
+	}
+	for _, tt := range tests {
+		_, err := Parse([]byte(tt.doc), "f.yaml")
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: refused: %v", tt.name, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: %v; want a refusal naming %s", tt.name, err, tt.want)
+		}
+	}
+}
+
+// TestSNIWildcardRouting: a wildcard SNI host matches the ClientHello's
+// name by suffix at run time; a plain one only itself, in any case.
+func TestSNIWildcardRouting(t *testing.T) {
+	doc := `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [api, '*.example.com']
+  tls:
+  - match: [{sniHosts: [login.example.com]}]
+    route: [{destination: {host: login}}]
+  - match: [{sniHosts: ['*.example.com']}]
+    route: [{destination: {host: any}}]
+`
+	rs, err := Parse([]byte(doc), "f.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := Compile(1, rs)
+	for sni, want := range map[string]string{"LOGIN.example.com.": "login", "a.b.example.com": "any", "example.com": "", "api": "", "evilexample.com": ""} {
+		rt, ok := tab.MatchTLS("api.default", sni, 443, nil)
+		switch {
+		case want == "" && ok:
+			t.Errorf("%q matched %+v", sni, rt.Dests)
+		case want != "" && (!ok || rt.Dests[0].Service != want):
+			t.Errorf("%q: %v %+v, want %s", sni, ok, rt, want)
+		}
+	}
+}

@@ -118,7 +118,11 @@ func (t *Table) MatchTCP(service string, port uint32, sourceLabels map[string]st
 // compileTCPRoutes adds a VirtualService's tcp and tls routes to t.
 func (t *Table) compileTCPRoutes(r Resource) {
 	for _, h := range r.VS.Spec.Hosts {
-		svc := ServiceOf(h, r.Namespace).String()
+		s := ServiceOf(h, r.Namespace)
+		if s.IsZero() {
+			continue // a host outside the mesh: the sidecar routes no tcp or tls to it
+		}
+		svc := s.String()
 		for i := range r.VS.Spec.TLS {
 			if t.more.tls == nil {
 				t.more.tls = map[string][]tlsRoute{}
