@@ -70,6 +70,23 @@ func (h HostPattern) Matches(name string) bool {
 	return name == h.name
 }
 
+// SubsetOf reports whether every name h covers is one o covers, as
+// Istio's host.Name.SubsetOf has it: a plain name when o Matches it; a
+// wildcard "*.suffix" when o is "*" or a wildcard whose suffix ends its
+// own ("*.a.example.com" is a subset of "*.example.com" and of itself);
+// "*" only of "*".
+func (h HostPattern) SubsetOf(o HostPattern) bool {
+	switch {
+	case o.name == "*":
+		return true
+	case !h.IsWildcard():
+		return o.Matches(h.name)
+	case h.name == "*" || !o.IsWildcard():
+		return false
+	}
+	return strings.HasSuffix(h.name[1:], o.name[1:])
+}
+
 // Specificity orders patterns as Istio picks among those that match one
 // host: a plain name before any wildcard, then the longer suffix first.
 func (h HostPattern) Specificity() int {

@@ -101,3 +101,39 @@ func FuzzHostPattern(f *testing.F) {
 		}
 	})
 }
+
+// TestHostPatternSubsetOf: a host pattern is a subset of another as in
+// Istio's host.Name.SubsetOf, which its SNI host rule uses.
+func TestHostPatternSubsetOf(t *testing.T) {
+	for _, tt := range []struct {
+		h, o string
+		want bool
+	}{
+		{"mysite.example.com", "mysite.example.com", true},
+		{"mysite.example.com", "*.example.com", true},
+		{"a.b.example.com", "*.example.com", true},
+		{"example.com", "*.example.com", false},
+		{"mysite.example.com", "other.example.com", false},
+		{"*.wikipedia.org", "*.wikipedia.org", true},
+		{"*.en.wikipedia.org", "*.wikipedia.org", true},
+		{"*.wikipedia.org", "*.en.wikipedia.org", false},
+		{"*.wikipedia.org", "en.wikipedia.org", false},
+		{"*.example.com", "*", true},
+		{"anything", "*", true},
+		{"*", "*", true},
+		{"*", "*.example.com", false},
+		{"*.xexample.com", "*.example.com", false},
+	} {
+		h, err := ParseHostPattern(tt.h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := ParseHostPattern(tt.o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := h.SubsetOf(o); got != tt.want {
+			t.Errorf("%q SubsetOf %q = %v, want %v", tt.h, tt.o, got, tt.want)
+		}
+	}
+}

@@ -126,6 +126,10 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 		redirect(w, r, m)
 		return
 	}
+	if d := m.Direct; d != nil {
+		directResponse(w, d, m.Headers)
+		return
+	}
 	dest := m.Pick()
 	if err := o.rewrite(r, m); err != nil {
 		refuseTarget(w, r, err)
@@ -210,6 +214,21 @@ func (o *outbound) abort(w http.ResponseWriter, r *http.Request, svc naming.Serv
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(rt.AbortHTTP)
 	io.WriteString(w, "fault filter abort\n")
+}
+
+// directResponse answers with the route's directResponse, no upstream
+// involved: its status and body, as text/plain when it has a body (as
+// Envoy's direct responses are sent), the route's response headers
+// applied.
+func directResponse(w http.ResponseWriter, d *traffic.DirectResponse, hs *traffic.Headers) {
+	h := w.Header()
+	if len(d.Body) > 0 {
+		h.Set("Content-Type", "text/plain")
+	}
+	h.Set("Content-Length", strconv.Itoa(len(d.Body)))
+	applyHeaders(h, hs, false)
+	w.WriteHeader(d.Status)
+	w.Write(d.Body)
 }
 
 // redirect answers with the route's redirect (traffic.Matched.RedirectLocation

@@ -47,6 +47,9 @@ type Route struct {
 	Headers   *Headers
 	// MirrorPort is the mirror's port.number, 0 when unset (WeightedDest.Port).
 	MirrorPort uint32
+	// Direct, when set, is the answer the sidecar gives itself: the route
+	// has no destinations.
+	Direct *DirectResponse
 }
 
 // WeightedDest is one destination of a route.
@@ -436,7 +439,7 @@ func Compile(version int64, resources []Resource) *Table {
 // whose matches are all for gateways never matches at a sidecar, and must
 // not become a catch-all there).
 func compileRoute(source, namespace string, h *HTTPRoute) *Route {
-	rt := &Route{Name: h.Name, Source: source, Redirect: h.Redirect, Rewrite: h.Rewrite, Mirror: h.Mirror, Headers: h.Headers, AbortGRPC: -1}
+	rt := &Route{Name: h.Name, Source: source, Redirect: h.Redirect, Direct: compileDirect(h.DirectResponse), Rewrite: h.Rewrite, Mirror: h.Mirror, Headers: h.Headers, AbortGRPC: -1}
 	for _, m := range h.Match {
 		if len(m.Gateways) > 0 && !slices.Contains(m.Gateways, MeshGateway) {
 			continue

@@ -2,6 +2,7 @@ package traffic
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -15,11 +16,16 @@ type TCPRoute struct {
 }
 
 // L4MatchAttributes is what a TCP route can match on: the service port the
-// connection is for and the labels of the sending workload. Istio's
-// destinationSubnets, sourceNamespace and gateways are refused by name.
+// connection is for, the labels of the sending workload, and the gateways
+// the match is for. Istio's destinationSubnets and sourceNamespace are
+// refused by name.
 type L4MatchAttributes struct {
 	Port         uint32            `json:"port,omitempty"`
 	SourceLabels map[string]string `json:"sourceLabels,omitempty"`
+	// Gateways, when set, replaces the VirtualService's gateways for this
+	// match, as for HTTPMatchRequest.Gateways: it applies at sidecars only
+	// if it names MeshGateway, and then sourceLabels do not apply.
+	Gateways []string `json:"gateways,omitempty"`
 }
 
 // RouteDestination is a weighted destination of a TCP route. Weights are
@@ -41,6 +47,25 @@ type moreRules struct {
 type l4Match struct {
 	port         uint32
 	sourceLabels map[string]string
+	// gateways: the match names gateways of its own (MeshGateway among
+	// them, or it is not compiled), so sourceLabels do not apply, as for
+	// HTTP matches.
+	gateways bool
+}
+
+// compileL4Match compiles m; ok is false when m names gateways but not
+// MeshGateway, so it never matches at a sidecar.
+func compileL4Match(port uint32, sourceLabels map[string]string, gateways []string) (l4Match, bool) {
+	if len(gateways) > 0 && !slices.Contains(gateways, MeshGateway) {
+		return l4Match{}, false
+	}
+	return l4Match{port: port, sourceLabels: sourceLabels, gateways: len(gateways) > 0}, true
+}
+
+// fits reports whether a connection on port from a workload with
+// sourceLabels fits m.
+func (m *l4Match) fits(port uint32, sourceLabels map[string]string) bool {
+	return (m.port == 0 || m.port == port) && (m.gateways || hasAll(sourceLabels, m.sourceLabels))
 }
 
 // tcpRoute is a compiled TCP route: its matches and its destinations,
@@ -50,16 +75,21 @@ type tcpRoute struct {
 	route   *Route
 }
 
-func compileTCP(source, namespace string, tr *TCPRoute) tcpRoute {
+// compileTCP compiles a tcp route; ok is false when it has matches and
+// none applies at a sidecar (all name gateways but not MeshGateway): it
+// must not become a catch-all there.
+func compileTCP(source, namespace string, tr *TCPRoute) (tcpRoute, bool) {
 	h := HTTPRoute{}
 	for _, d := range tr.Route {
 		h.Route = append(h.Route, HTTPRouteDestination{Destination: d.Destination, Weight: d.Weight})
 	}
 	out := tcpRoute{route: compileRoute(source, namespace, &h)}
 	for _, m := range tr.Match {
-		out.matches = append(out.matches, l4Match{port: m.Port, sourceLabels: m.SourceLabels})
+		if cm, ok := compileL4Match(m.Port, m.SourceLabels, m.Gateways); ok {
+			out.matches = append(out.matches, cm)
+		}
 	}
-	return out
+	return out, len(tr.Match) == 0 || len(out.matches) > 0
 }
 
 // MatchTCP finds the TCP route for a connection to service (its key, as
@@ -77,10 +107,7 @@ func (t *Table) MatchTCP(service string, port uint32, sourceLabels map[string]st
 			return tr.route, true
 		}
 		for _, m := range tr.matches {
-			if m.port != 0 && m.port != port {
-				continue
-			}
-			if hasAll(sourceLabels, m.sourceLabels) {
+			if m.fits(port, sourceLabels) {
 				return tr.route, true
 			}
 		}
@@ -91,18 +118,26 @@ func (t *Table) MatchTCP(service string, port uint32, sourceLabels map[string]st
 // compileTCPRoutes adds a VirtualService's tcp and tls routes to t.
 func (t *Table) compileTCPRoutes(r Resource) {
 	for _, h := range r.VS.Spec.Hosts {
-		svc := ServiceOf(h, r.Namespace).String()
+		s := ServiceOf(h, r.Namespace)
+		if s.IsZero() {
+			continue // a host outside the mesh: the sidecar routes no tcp or tls to it
+		}
+		svc := s.String()
 		for i := range r.VS.Spec.TLS {
 			if t.more.tls == nil {
 				t.more.tls = map[string][]tlsRoute{}
 			}
-			t.more.tls[svc] = append(t.more.tls[svc], compileTLS(r.Ref(), r.Namespace, &r.VS.Spec.TLS[i]))
+			if tr, ok := compileTLS(r.Ref(), r.Namespace, &r.VS.Spec.TLS[i]); ok {
+				t.more.tls[svc] = append(t.more.tls[svc], tr)
+			}
 		}
 		for i := range r.VS.Spec.TCP {
 			if t.more.tcp == nil {
 				t.more.tcp = map[string][]tcpRoute{}
 			}
-			t.more.tcp[svc] = append(t.more.tcp[svc], compileTCP(r.Ref(), r.Namespace, &r.VS.Spec.TCP[i]))
+			if tr, ok := compileTCP(r.Ref(), r.Namespace, &r.VS.Spec.TCP[i]); ok {
+				t.more.tcp[svc] = append(t.more.tcp[svc], tr)
+			}
 		}
 	}
 }
@@ -116,6 +151,7 @@ func (v *validator) l4Routes(vs *VirtualService) {
 			if m.Port > 65535 {
 				v.fail(fmt.Sprintf("%s.match[%d].port", p, j), "%d is not a port", m.Port)
 			}
+			v.gatewayNames(fmt.Sprintf("%s.match[%d].gateways", p, j), m.Gateways)
 		}
 		v.l4Destinations(p, tr.Route)
 	}

@@ -106,6 +106,7 @@ func FuzzParseTCPAndTLS(f *testing.F) {
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  tcp:\n  - match: [{port: 31400, sourceLabels: {app: w}}]\n    route:\n    - {destination: {host: a}, weight: 3}\n    - {destination: {host: b}, weight: 0}\n"))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api.example.com\n  trafficPolicy: {tls: {mode: SIMPLE, sni: api.example.com, subjectAltNames: [x], caCertificates: /ca.pem}}\n"))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  tls:\n  - match: [{sniHosts: [a], port: 443}]\n    route: [{destination: {host: a}}]\n"))
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a, '*.example.com']\n  tls:\n  - match: [{sniHosts: ['*.example.com'], gateways: [mesh]}]\n    route: [{destination: {host: a}}]\n  tcp:\n  - match: [{gateways: [gw]}]\n    route: [{destination: {host: a}}]\n"))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: 10.0.0.1\n  trafficPolicy: {tls: {mode: DISABLE}}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rs, err := Parse(data, "fuzz")

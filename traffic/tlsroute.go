@@ -2,7 +2,7 @@ package traffic
 
 import (
 	"fmt"
-	"strings"
+	"slices"
 
 	"github.com/sigil-mesh/sigil/naming"
 )
@@ -19,11 +19,13 @@ type TLSRoute struct {
 }
 
 // TLSMatchAttributes matches a TLS connection by its SNI. Istio's
-// destinationSubnets, sourceNamespace and gateways are refused by name.
+// destinationSubnets and sourceNamespace are refused by name.
 type TLSMatchAttributes struct {
 	SNIHosts     []string          `json:"sniHosts"`
 	Port         uint32            `json:"port,omitempty"`
 	SourceLabels map[string]string `json:"sourceLabels,omitempty"`
+	// Gateways is as L4MatchAttributes.Gateways.
+	Gateways []string `json:"gateways,omitempty"`
 }
 
 // tlsRoute is a compiled TLS route.
@@ -32,21 +34,32 @@ type tlsRoute struct {
 	route   *Route
 }
 
+// tlsMatch is a compiled TLSMatchAttributes: the ClientHello's SNI must
+// match one of sni (a plain name, or a wildcard matched by pattern).
 type tlsMatch struct {
-	sni map[string]bool // lower case, no trailing dot
+	sni []naming.HostPattern
 	l4Match
 }
 
-func compileTLS(source, namespace string, tr *TLSRoute) tlsRoute {
-	out := tlsRoute{route: compileTCP(source, namespace, &TCPRoute{Route: tr.Route}).route}
+// compileTLS compiles a tls route; ok is false when none of its matches
+// applies at a sidecar (compileTCP).
+func compileTLS(source, namespace string, tr *TLSRoute) (tlsRoute, bool) {
+	tcp, _ := compileTCP(source, namespace, &TCPRoute{Route: tr.Route})
+	out := tlsRoute{route: tcp.route}
 	for _, m := range tr.Match {
-		cm := tlsMatch{sni: map[string]bool{}, l4Match: l4Match{port: m.Port, sourceLabels: m.SourceLabels}}
+		l4, ok := compileL4Match(m.Port, m.SourceLabels, m.Gateways)
+		if !ok {
+			continue
+		}
+		cm := tlsMatch{l4Match: l4}
 		for _, h := range m.SNIHosts {
-			cm.sni[externalKey(h)] = true
+			if p, err := naming.ParseHostPattern(h); err == nil { // Validate refused the others
+				cm.sni = append(cm.sni, p)
+			}
 		}
 		out.matches = append(out.matches, cm)
 	}
-	return out
+	return out, len(out.matches) > 0
 }
 
 // HasTLSRoutes reports whether a VirtualService routes TLS connections to
@@ -57,8 +70,9 @@ func (t *Table) HasTLSRoutes(service string) bool {
 }
 
 // MatchTLS finds the tls route for a TLS connection to service on port
-// (0: not known) whose ClientHello named sni, from a workload with
-// sourceLabels. ok is false when none matches; the caller then tries the
+// (0: not known) whose ClientHello named sni (matched against each
+// match's sniHosts, a wildcard "*.suffix" by suffix), from a workload
+// with sourceLabels. ok is false when none matches; the caller then tries the
 // tcp routes, as Envoy falls back from the TLS filter chains.
 func (t *Table) MatchTLS(service, sni string, port uint32, sourceLabels map[string]string) (*Route, bool) {
 	if t == nil || sni == "" {
@@ -67,7 +81,7 @@ func (t *Table) MatchTLS(service, sni string, port uint32, sourceLabels map[stri
 	sni = externalKey(sni)
 	for _, tr := range t.more.tls[service] {
 		for _, m := range tr.matches {
-			if m.sni[sni] && (m.port == 0 || m.port == port) && hasAll(sourceLabels, m.sourceLabels) {
+			if m.fits(port, sourceLabels) && slices.ContainsFunc(m.sni, func(p naming.HostPattern) bool { return p.Matches(sni) }) {
 				return tr.route, true
 			}
 		}
@@ -76,16 +90,24 @@ func (t *Table) MatchTLS(service, sni string, port uint32, sourceLabels map[stri
 }
 
 // tlsRoutes checks a VirtualService's tls routes: each has a match with
-// sniHosts, and each SNI host names one of the VirtualService's hosts
-// (Istio's rule), written as any of the service's forms.
+// sniHosts, and each SNI host is a host name or a wildcard "*.suffix" that
+// is a subset of one of the VirtualService's hosts (Istio's
+// validateSniHost: "mysite.example.com" or "*.m.example.com" under
+// "*.example.com"), a mesh service being matched in any of its forms.
 func (v *validator) tlsRoutes(vs *VirtualService) {
 	ns := vs.Metadata.Namespace
 	if ns == "" {
 		ns = naming.DefaultNamespace // as Parse reads a resource without one
 	}
-	hosts := map[string]bool{}
+	services := map[string]bool{}
+	var patterns []naming.HostPattern
 	for _, h := range vs.Spec.Hosts {
-		hosts[ServiceOf(h, ns).String()] = true
+		if svc := ServiceOf(h, ns); !svc.IsZero() {
+			services[svc.String()] = true
+		}
+		if p, err := naming.ParseHostPattern(h); err == nil {
+			patterns = append(patterns, p)
+		}
 	}
 	for i, tr := range vs.Spec.TLS {
 		p := fmt.Sprintf("spec.tls[%d]", i)
@@ -99,16 +121,22 @@ func (v *validator) tlsRoutes(vs *VirtualService) {
 			}
 			for k, h := range m.SNIHosts {
 				hp := fmt.Sprintf("%s.sniHosts[%d]", mp, k)
-				switch svc := ServiceOf(h, ns); {
-				case strings.Contains(h, "*"):
-					v.fail(hp, "%q: wildcard SNI hosts are not supported", h)
-				case svc.IsZero() || !hosts[svc.String()]:
-					v.fail(hp, "%q does not name one of the VirtualService's hosts", h)
+				sni, err := naming.ParseHostPattern(h)
+				if err != nil {
+					v.fail(hp, "%q is not an SNI host name: %v", h, err)
+					continue
+				}
+				if svc := ServiceOf(h, ns); !svc.IsZero() && services[svc.String()] {
+					continue
+				}
+				if !slices.ContainsFunc(patterns, sni.SubsetOf) {
+					v.fail(hp, "%q does not name one of the VirtualService's hosts %q, nor a name or wildcard within one of their wildcards", h, vs.Spec.Hosts)
 				}
 			}
 			if m.Port > 65535 {
 				v.fail(mp+".port", "%d is not a port", m.Port)
 			}
+			v.gatewayNames(mp+".gateways", m.Gateways)
 		}
 		v.l4Destinations(p, tr.Route)
 	}

@@ -224,6 +224,7 @@ func TestRetryOn(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(canary))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}\n"))
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec: {hosts: [a], http: [{directResponse: {status: 418, body: {bytes: AAH/}}}]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rs, err := Parse(data, "fuzz")
 		if err != nil {
@@ -238,6 +239,8 @@ func FuzzParse(f *testing.F) {
 					key, _, _ := HostKey(h, res.Namespace)
 					if m, ok := tab.Match(key, r, nil); ok && len(m.Dests) > 0 {
 						m.Pick()
+					} else if ok && m.Direct != nil && (m.Direct.Status < 200 || m.Direct.Status > 599 || len(m.Direct.Body) > MaxDirectResponseBody) {
+						t.Fatalf("direct response out of bounds: %d, %d bytes", m.Direct.Status, len(m.Direct.Body))
 					}
 				}
 			}

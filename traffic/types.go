@@ -89,6 +89,9 @@ type HTTPRoute struct {
 	// spelled mirror_percent); the parser moves it to MirrorPercentage
 	// when that is unset, as Istio does.
 	MirrorPercent *uint32 `json:"mirrorPercent,omitempty"`
+	// DirectResponse, when set, answers the request at the sidecar
+	// (directresponse.go).
+	DirectResponse *HTTPDirectResponse `json:"directResponse,omitempty"`
 }
 
 // HTTPMatchRequest: all of its conditions must hold.

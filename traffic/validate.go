@@ -135,11 +135,12 @@ func (v *validator) virtualService(vs *VirtualService) {
 
 func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 	switch {
-	case len(rt.Route) == 0 && rt.Redirect == nil:
-		v.fail(p, "needs route or redirect")
+	case len(rt.Route) == 0 && rt.Redirect == nil && rt.DirectResponse == nil:
+		v.fail(p, "needs route, redirect or directResponse")
 	case len(rt.Route) > 0 && rt.Redirect != nil:
 		v.fail(p, "route and redirect cannot both be set")
 	}
+	v.directResponse(p, rt)
 	for i, m := range rt.Match {
 		v.match(fmt.Sprintf("%s.match[%d]", p, i), &m)
 	}
