@@ -178,27 +178,6 @@ func (v *validator) l4Destinations(p string, route []RouteDestination) {
 	}
 }
 
-// tcpSubsetRefs lists the subsets a VirtualService's tcp and tls routes send to
-// that no DestinationRule defines (defined answers for a destination).
-func tcpSubsetRefs(r Resource, defined func(*Destination) bool) []error {
-	var errs []error
-	check := func(section string, i int, route []RouteDestination) {
-		for j := range route {
-			d := &route[j].Destination
-			if d.Subset != "" && !defined(d) {
-				errs = append(errs, fmt.Errorf("traffic: %s: spec.%s[%d].route[%d].destination.subset: subset %q of %s is not defined by any DestinationRule (apply the DestinationRule first)", r.Ref(), section, i, j, d.Subset, d.Host))
-			}
-		}
-	}
-	for i, tr := range r.VS.Spec.TCP {
-		check("tcp", i, tr.Route)
-	}
-	for i, tr := range r.VS.Spec.TLS {
-		check("tls", i, tr.Route)
-	}
-	return errs
-}
-
 // externalKey is how a host outside the mesh is kept: lower case, no
 // trailing dot.
 func externalKey(host string) string { return strings.ToLower(strings.TrimSuffix(host, ".")) }
