@@ -127,7 +127,7 @@ func FuzzParseTCPAndTLS(f *testing.F) {
 				}
 			}
 			if res.DR != nil {
-				if _, ok := tab.ExternalRule(res.DR.Spec.Host); ok != IsExternalHost(res.DR.Spec.Host) {
+				if _, ok := tab.ExternalRule(res.DR.Spec.Host, 0); ok != IsExternalHost(res.DR.Spec.Host) {
 					t.Fatalf("rule for %q: found %v", res.DR.Spec.Host, ok)
 				}
 			}

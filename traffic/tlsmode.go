@@ -114,19 +114,22 @@ func (v *validator) tlsSettings(p string, s *ClientTLSSettings, external bool) {
 // (the rule's and its subsets'; a per-port level calls tlsSettings with
 // its own path the same way).
 func (v *validator) policyTLS(dr *DestinationRule, external bool) {
-	// portTLS checks the tls of a policy's portLevelSettings: for a mesh
-	// service only the mesh's own mTLS, as at the other levels; for a host
-	// outside the mesh, not yet (the rule says how to reach the host
-	// whatever its port: put tls at the trafficPolicy).
-	outside := external || IsExternalHost(dr.Spec.Host)
+	// portTLS checks the tls of a policy's portLevelSettings as the
+	// other levels: only the mesh's own mTLS toward a mesh service; toward
+	// a host outside the mesh, how to reach that port (Istio's egress TLS
+	// origination puts SIMPLE at port 443), and nothing else per port.
 	portTLS := func(path string, tp *TrafficPolicy) {
 		for j, ps := range tp.PortLevelSettings {
-			p := fmt.Sprintf("%s.portLevelSettings[%d].tls", path, j)
-			if outside && ps.TLS != nil {
-				v.fail(p, "per-port tls toward a host outside the mesh is not supported: set tls at spec.trafficPolicy (it applies to every port of %q)", dr.Spec.Host)
+			p := fmt.Sprintf("%s.portLevelSettings[%d]", path, j)
+			v.tlsSettings(p+".tls", ps.TLS, external)
+			if !external {
 				continue
 			}
-			v.tlsSettings(p, ps.TLS, false)
+			for f, set := range map[string]bool{"loadBalancer": ps.LoadBalancer != nil, "connectionPool": ps.ConnectionPool != nil, "outlierDetection": ps.OutlierDetection != nil} {
+				if set {
+					v.fail(p+"."+f, "not supported for a host outside the mesh: the sidecar sends to the host the app names, with only tls applied")
+				}
+			}
 		}
 	}
 	if tp := dr.Spec.TrafficPolicy; tp != nil {
@@ -179,11 +182,23 @@ func parseExternalHost(host string) (string, error) {
 }
 
 // ruleOriginates reports whether a DestinationRule says how to reach a
-// host outside the mesh: its trafficPolicy.tls is DISABLE, SIMPLE or
-// MUTUAL. (A per-port tls, portLevelSettings[].tls, joins here, with
-// ExternalRule taking the port.)
+// host outside the mesh, for every port or for some: its
+// trafficPolicy.tls or one of its portLevelSettings[].tls is DISABLE,
+// SIMPLE or MUTUAL.
 func ruleOriginates(spec *DestinationRuleSpec) bool {
-	return spec.TrafficPolicy != nil && spec.TrafficPolicy.TLS.Originates()
+	tp := spec.TrafficPolicy
+	if tp == nil {
+		return false
+	}
+	if tp.TLS.Originates() {
+		return true
+	}
+	for _, ps := range tp.PortLevelSettings {
+		if ps.TLS.Originates() {
+			return true
+		}
+	}
+	return false
 }
 
 // ruleHost checks a DestinationRule's host, which may be outside the mesh
@@ -200,10 +215,14 @@ func (v *validator) ruleHost(dr *DestinationRule) bool {
 	return false
 }
 
-// ExternalRule returns the DestinationRule policy for host (without a
-// port) outside the mesh, and whether one says how to reach it. A request
-// for a host outside the mesh leaves the sidecar only then.
-func (t *Table) ExternalRule(host string) (*TrafficPolicy, bool) {
+// ExternalRule returns the DestinationRule policy for port of host
+// (without its port) outside the mesh, and whether it says how to reach
+// that port. As in Istio, the rule's portLevelSettings entry for port
+// replaces its top-level policy for that port; port 0 (none known) takes
+// the top level. A request for a host outside the mesh leaves the sidecar
+// only when the policy at its port is DISABLE, SIMPLE or MUTUAL: a port
+// no level of the rule covers is refused like a host without a rule.
+func (t *Table) ExternalRule(host string, port uint32) (*TrafficPolicy, bool) {
 	if t == nil {
 		return nil, false
 	}
@@ -211,7 +230,11 @@ func (t *Table) ExternalRule(host string) (*TrafficPolicy, bool) {
 	if !ok {
 		return nil, false
 	}
-	return r.Policy, true
+	p := atPort(r.Policy, port)
+	if p == nil || !p.TLS.Originates() {
+		return nil, false
+	}
+	return p, true
 }
 
 // addExternalRule keeps a DestinationRule for a host outside the mesh, and
