@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -187,7 +186,7 @@ func TestExternalTLSPerPort(t *testing.T) {
 	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("plain")) }))
 	t.Cleanup(plain.Close)
 	tlsPort, plainPort := tlsSrv.Listener.Addr().(*net.TCPAddr).Port, plain.Listener.Addr().(*net.TCPAddr).Port
-	rs, err := traffic.Parse(fmt.Appendf(nil, `apiVersion: networking.istio.io/v1
+	o := outboundWith(t, fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: ext}
 spec:
@@ -198,13 +197,7 @@ spec:
       tls: {mode: SIMPLE, caCertificates: %s, sni: ext.example}
     - port: {number: %d}
       tls: {mode: DISABLE}
-`, tlsPort, pki.caFile, plainPort), "dr.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler)}
-	o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
-	o.setState(traffic.Compile(1, rs), 1, 1, nil)
+`, tlsPort, pki.caFile, plainPort))
 	for _, tt := range []struct {
 		port    int
 		handled bool

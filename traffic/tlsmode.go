@@ -58,11 +58,14 @@ func (v *validator) tlsSettings(p string, s *ClientTLSSettings, external bool) {
 		if external {
 			v.fail(p+".mode", "ISTIO_MUTUAL toward a host outside the mesh: it has no sidecar to speak the mesh's mTLS (use DISABLE, SIMPLE or MUTUAL)")
 		}
-		for f, set := range map[string]bool{"clientCertificate": s.ClientCertificate != "", "privateKey": s.PrivateKey != "", "caCertificates": s.CACertificates != "", "credentialName": s.CredentialName != "", "sni": s.SNI != "", "subjectAltNames": len(s.SubjectAltNames) > 0, "insecureSkipVerify": s.InsecureSkipVerify != nil} {
+		for f, set := range map[string]bool{"clientCertificate": s.ClientCertificate != "", "privateKey": s.PrivateKey != "", "caCertificates": s.CACertificates != "", "credentialName": s.CredentialName != "", "subjectAltNames": len(s.SubjectAltNames) > 0, "insecureSkipVerify": s.InsecureSkipVerify != nil} {
 			if set {
 				v.fail(p+"."+f, "not used with mode ISTIO_MUTUAL: the mesh's mTLS uses the workload's SPIFFE identity and checks the peer's")
 			}
 		}
+		// sni is sent in the mesh's mTLS ClientHello, as Istio does; the
+		// peer's SPIFFE ID is still what is checked.
+		v.sni(p, s.SNI)
 		return
 	case TLSDisable, TLSSimple, TLSMutual:
 		if !external {
@@ -98,15 +101,22 @@ func (v *validator) tlsSettings(p string, s *ClientTLSSettings, external bool) {
 	if s.InsecureSkipVerify != nil && *s.InsecureSkipVerify && (s.CACertificates != "" || len(s.SubjectAltNames) > 0) {
 		v.fail(p+".insecureSkipVerify", "true together with caCertificates or subjectAltNames: nothing would check them")
 	}
-	if s.SNI != "" {
-		if _, err := (naming.Resolver{}).Host(s.SNI); errors.Is(err, naming.ErrMalformed) || strings.ContainsAny(s.SNI, "*[]") {
-			v.fail(p+".sni", "%q is not a host name", s.SNI)
-		}
-	}
+	v.sni(p, s.SNI)
 	for i, san := range s.SubjectAltNames {
 		if san == "" || strings.ContainsAny(san, " \t\r\n") {
 			v.fail(fmt.Sprintf("%s.subjectAltNames[%d]", p, i), "%q is not a name", san)
 		}
+	}
+}
+
+// sni checks the sni of the tls at p: a host name, without wildcard or
+// port ("" is none).
+func (v *validator) sni(p, sni string) {
+	if sni == "" {
+		return
+	}
+	if _, err := (naming.Resolver{}).Host(sni); errors.Is(err, naming.ErrMalformed) || strings.ContainsAny(sni, "*[]") {
+		v.fail(p+".sni", "%q is not a host name", sni)
 	}
 }
 

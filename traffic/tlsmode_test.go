@@ -35,6 +35,9 @@ func TestDestinationRuleTLSModes(t *testing.T) {
 		{"relative path", dr("api.example.com", "{mode: SIMPLE, caCertificates: ca.pem}"), []string{"spec.trafficPolicy.tls.caCertificates", "absolute"}},
 		{"disable with ca", dr("api.example.com", "{mode: DISABLE, caCertificates: /etc/ca.pem}"), []string{"spec.trafficPolicy.tls.caCertificates", "not used with mode DISABLE"}},
 		{"istio mutual with files", dr("api", "{mode: ISTIO_MUTUAL, privateKey: /etc/k.pem}"), []string{"spec.trafficPolicy.tls.privateKey", "not used with mode ISTIO_MUTUAL"}},
+		{"istio mutual with sni", dr("api", "{mode: ISTIO_MUTUAL, sni: api.prod.example}"), nil},
+		{"istio mutual with bad sni", dr("api", "{mode: ISTIO_MUTUAL, sni: '*.prod.example'}"), []string{"spec.trafficPolicy.tls.sni", "not a host name"}},
+		{"istio mutual with subjectAltNames", dr("api", "{mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://example.org/ns/prod/sa/api]}"), []string{"spec.trafficPolicy.tls.subjectAltNames", "not used with mode ISTIO_MUTUAL"}},
 		{"unknown mode", dr("api", "{mode: STRICT}"), []string{"spec.trafficPolicy.tls.mode", `"STRICT"`}},
 		{"insecure and ca", dr("api.example.com", "{mode: SIMPLE, insecureSkipVerify: true, caCertificates: /etc/ca.pem}"), []string{"spec.trafficPolicy.tls.insecureSkipVerify"}},
 		{"bad sni", dr("api.example.com", "{mode: SIMPLE, sni: 'a b'}"), []string{"spec.trafficPolicy.tls.sni"}},
@@ -91,6 +94,7 @@ func TestPortLevelTLS(t *testing.T) {
 		want      []string
 	}{
 		{"mesh, istio mutual", dr("api", "{port: {number: 8080}, tls: {mode: ISTIO_MUTUAL}}"), nil},
+		{"mesh, istio mutual with sni", dr("api", "{port: {number: 8080}, tls: {mode: ISTIO_MUTUAL, sni: api-8080.example}}"), nil},
 		{"mesh, disable", dr("api", "{port: {number: 8080}, tls: {mode: DISABLE}}"), []string{"spec.trafficPolicy.portLevelSettings[0].tls", "DISABLE"}},
 		{"outside, simple", dr("edition.cnn.com", "{port: {number: 443}, tls: {mode: SIMPLE}}"), nil},
 		{"outside, simple with sni", dr("edition.cnn.com", "{port: {number: 443}, tls: {mode: SIMPLE, sni: edition.cnn.com}}"), nil},
