@@ -214,6 +214,27 @@ spec:
 	if code, body := get(ln.Addr().String(), "/secure"); code != http.StatusBadGateway || !strings.Contains(body, "subjectAltNames") {
 		t.Fatalf("tls SIMPLE to a server with another name: %d %q, want 502 naming subjectAltNames", code, body)
 	}
+
+	// Per port, as Istio's egress TLS origination task writes it: SIMPLE
+	// at the server's port only; another port of the host is refused.
+	_, securePort, _ := net.SplitHostPort(ln.Addr().String())
+	tm.apply(t, `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: secure
+spec:
+  host: 127.0.0.2
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: `+securePort+`}
+      tls: {mode: SIMPLE, caCertificates: `+ca+`, sni: example.com}
+`)
+	if code, body := get(ln.Addr().String(), "/per-port"); code != 200 || body != "tls /per-port" {
+		t.Fatalf("per-port tls SIMPLE: %d %q", code, body)
+	}
+	if code, body := get("127.0.0.2:"+plain.URL[strings.LastIndex(plain.URL, ":")+1:], "/"); code != http.StatusBadGateway {
+		t.Fatalf("a port no level of the rule covers: %d %q, want 502", code, body)
+	}
 }
 
 // TestTransparentExternalDisable: in transparent mode an app's connection

@@ -22,6 +22,18 @@ type cluster struct {
 	pool            *pool
 	outlier         *outlierPolicy
 	rr              *atomic.Uint64
+	// sni is the server name the mTLS ClientHello to the cluster's
+	// sidecars carries: its policy's ISTIO_MUTUAL tls.sni, "" for none.
+	sni string
+}
+
+// meshSNI is the sni of a policy's ISTIO_MUTUAL tls (Istio sends it in
+// the mesh's mTLS ClientHello), "" when it gives none.
+func meshSNI(p *traffic.TrafficPolicy) string {
+	if p == nil || p.TLS == nil || p.TLS.Mode != traffic.TLSIstioMutual {
+		return ""
+	}
+	return p.TLS.SNI
 }
 
 // Load balancer names after defaults are resolved.

@@ -85,7 +85,7 @@ func (o *outbound) buildCluster(st *meshState, service naming.Service, subset st
 	policy := st.table.PolicyAt(service.String(), subset, port)
 	o.upstream.setMax(eps, maxConnectionsOf(policy))
 	pl, rr := o.clusters.poolFor(service.String()+"|"+subset+"|"+strconv.FormatUint(uint64(port), 10), policy)
-	return &cluster{service: service.Name, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr}
+	return &cluster{service: service.Name, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr, sni: meshSNI(policy)}
 }
 
 func hasLabels(have, want map[string]string) bool {
@@ -152,7 +152,7 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 		if !seen[key] {
 			delete(o.endpoints, key)
 			// Requests in flight finish; pooled connections then close.
-			time.AfterFunc(time.Minute, e.transports.close)
+			time.AfterFunc(time.Minute, e.close)
 		}
 	}
 	o.state.Store(st)
@@ -184,20 +184,23 @@ func sortedLabels(m map[string]string) []string {
 func (o *outbound) newEndpoint(ep naming.Endpoint, id spiffeid.ID, labels map[string]string) *endpoint {
 	addr := ep.String()
 	e := &endpoint{addr: addr, ip: ep.Addr(), id: id, labels: labels}
-	e.transports = &transports{
-		make:          func(alpn string) *http.Transport { return o.transportFor(id, alpn) },
-		protocolError: o.p.metrics.protocolError("outbound"),
-		dial: func(ctx context.Context) (net.Conn, error) {
-			// Our SVID now is the one the handshake presents or an older
-			// one: its expiry is a safe bound for the connection.
-			own := o.p.id.notAfter()
-			c, err := o.dialTLS(ctx, addr, id, alpnH1)
-			if err != nil {
-				return nil, err
-			}
-			return expiringConn{Conn: c.(*tls.Conn), notAfter: own}, nil
-		},
+	e.newTransports = func(sni string) *transports {
+		return &transports{
+			make:          func(alpn string) *http.Transport { return o.transportFor(id, alpn, sni) },
+			protocolError: o.p.metrics.protocolError("outbound"),
+			dial: func(ctx context.Context) (net.Conn, error) {
+				// Our SVID now is the one the handshake presents or an older
+				// one: its expiry is a safe bound for the connection.
+				own := o.p.id.notAfter()
+				c, err := o.dialTLS(ctx, addr, id, alpnH1, sni)
+				if err != nil {
+					return nil, err
+				}
+				return expiringConn{Conn: c.(*tls.Conn), notAfter: own}, nil
+			},
+		}
 	}
+	e.transports = e.newTransports("")
 	return e
 }
 

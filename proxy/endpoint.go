@@ -36,6 +36,34 @@ type endpoint struct {
 	ejections    int
 
 	transports *transports
+	// bySNI holds the connections of clusters whose ISTIO_MUTUAL tls
+	// gives an sni (sni → *transports, made by newTransports): a
+	// ClientHello's server name is fixed per connection. Its keys come
+	// from DestinationRules only, never from requests.
+	bySNI         sync.Map
+	newTransports func(sni string) *transports
+}
+
+// via is the endpoint's connections that send sni in their ClientHello
+// ("": the endpoint's own, which send none).
+func (e *endpoint) via(sni string) *transports {
+	if sni == "" || e.newTransports == nil {
+		return e.transports
+	}
+	if t, ok := e.bySNI.Load(sni); ok {
+		return t.(*transports)
+	}
+	t, _ := e.bySNI.LoadOrStore(sni, e.newTransports(sni))
+	return t.(*transports)
+}
+
+// close closes the endpoint's idle pooled connections, of every sni.
+func (e *endpoint) close() {
+	e.transports.close()
+	e.bySNI.Range(func(_, t any) bool {
+		t.(*transports).close()
+		return true
+	})
 }
 
 // transports are an endpoint's pooled connections: HTTP/2 for what the

@@ -35,15 +35,19 @@ type externalTarget struct {
 	transport *http.Transport
 }
 
-// externalFor returns how to reach host (without its port), or nil when no
-// DestinationRule says how (then the request is refused as before: only
-// the mesh's services and the hosts its rules name are reachable).
-func (o *outbound) externalFor(st *meshState, host string) (*externalTarget, error) {
-	policy, ok := st.table.ExternalRule(host)
+// externalFor returns how to reach port of host (host without its port;
+// port the one the app addressed), or nil when no DestinationRule says
+// how to reach that port (then the request is refused as before: only the
+// mesh's services and the hosts and ports its rules name are reachable).
+// Targets are cached per host and port, since a rule's portLevelSettings
+// may give each port its own tls.
+func (o *outbound) externalFor(st *meshState, host string, port uint16) (*externalTarget, error) {
+	policy, ok := st.table.ExternalRule(host, uint32(port))
 	if !ok {
 		return nil, nil
 	}
-	key := "external " + strings.ToLower(strings.TrimSuffix(host, "."))
+	name := strings.ToLower(strings.TrimSuffix(host, "."))
+	key := "external " + net.JoinHostPort(name, strconv.Itoa(int(port)))
 	if t, ok := st.clusters.Load(key); ok {
 		return t.(*externalTarget), nil
 	}
@@ -52,7 +56,7 @@ func (o *outbound) externalFor(st *meshState, host string) (*externalTarget, err
 		// Not cached: fixing the file makes the next request work.
 		return nil, err
 	}
-	t := &externalTarget{host: key[len("external "):], tls: cfg}
+	t := &externalTarget{host: name, tls: cfg}
 	dialer := &net.Dialer{Timeout: externalDialLimit, KeepAlive: 30 * time.Second}
 	t.transport = &http.Transport{
 		DialContext:         dialer.DialContext,
@@ -171,17 +175,20 @@ func readLimited(path string, max int64) ([]byte, error) {
 // is the one of what goes on the wire: 443 when the sidecar originates
 // TLS, else 80.
 func (t *externalTarget) hostPort(authority string) (string, string, error) {
-	host, port, err := net.SplitHostPort(authority)
+	port, err := naming.Port(authority)
 	if err != nil {
-		host, port = authority, "80"
-		if t.tls != nil {
-			port = "443"
-		}
+		return "", "", err
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", "", fmt.Errorf("%w %q: bad port", naming.ErrMalformed, authority)
+	host := authority
+	switch {
+	case port != 0:
+		host = authority[:strings.LastIndexByte(authority, ':')]
+	case t.tls != nil:
+		port = 443
+	default:
+		port = 80
 	}
-	return strings.Trim(host, "[]"), port, nil
+	return strings.Trim(host, "[]"), strconv.Itoa(int(port)), nil
 }
 
 // externalOf forwards a request whose host serviceOf found outside the
@@ -209,7 +216,15 @@ func (o *outbound) toExternal(w *statusRecorder, r *http.Request, authority stri
 		host = h
 	}
 	host = strings.ToLower(strings.Trim(host, "[]"))
-	t, err := o.externalFor(o.state.Load(), host)
+	addressed, err := naming.Port(authority)
+	if err != nil {
+		refuseName(w, r, err)
+		return host, true
+	}
+	if addressed == 0 {
+		addressed = 80 // what the app addressed: http without a port
+	}
+	t, err := o.externalFor(o.state.Load(), host, addressed)
 	if err != nil {
 		o.p.log.Warn("tls origination refused", "host", host, "error", err)
 		writeError(w, r, http.StatusBadGateway, "sigil: cannot reach "+host+": "+err.Error())
@@ -261,7 +276,11 @@ func (o *outbound) connectExternal(w http.ResponseWriter, r *http.Request) bool 
 	if err != nil {
 		return false
 	}
-	t, err := o.externalFor(o.state.Load(), strings.Trim(host, "[]"))
+	addressed, err := naming.Port(r.Host)
+	if err != nil || addressed == 0 {
+		return false
+	}
+	t, err := o.externalFor(o.state.Load(), strings.Trim(host, "[]"), addressed)
 	if err != nil {
 		writeError(w, r, http.StatusBadGateway, "sigil: cannot reach "+host+": "+err.Error())
 		return true
@@ -300,7 +319,7 @@ func (t *externalTarget) dial(ctx context.Context, addr string) (net.Conn, error
 // reports whether one did.
 func (o *outbound) transparentExternal(c net.Conn, dst *net.TCPAddr) bool {
 	ip := dst.IP.String()
-	t, err := o.externalFor(o.state.Load(), ip)
+	t, err := o.externalFor(o.state.Load(), ip, uint16(dst.Port))
 	if err != nil {
 		o.p.log.Warn("tls origination refused", "host", ip, "error", err)
 		return false

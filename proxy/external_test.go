@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math/big"
@@ -17,6 +18,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +170,55 @@ func TestExternalPortDefaults(t *testing.T) {
 	}
 	if _, _, err := (&externalTarget{}).hostPort("a.example:0"); err == nil {
 		t.Error("port 0 accepted")
+	}
+}
+
+// TestExternalTLSPerPort: a rule's portLevelSettings say how to reach each
+// port of a host outside the mesh (Istio's egress TLS origination task:
+// SIMPLE at one port); each port gets its own cached target, and a port
+// no level of the rule covers is not reached (the caller refuses it).
+func TestExternalTLSPerPort(t *testing.T) {
+	pki := newTestPKI(t)
+	tlsSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("tls")) }))
+	tlsSrv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.serverCert}}
+	tlsSrv.StartTLS()
+	t.Cleanup(tlsSrv.Close)
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("plain")) }))
+	t.Cleanup(plain.Close)
+	tlsPort, plainPort := tlsSrv.Listener.Addr().(*net.TCPAddr).Port, plain.Listener.Addr().(*net.TCPAddr).Port
+	o := outboundWith(t, fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ext}
+spec:
+  host: 127.0.0.1
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: %d}
+      tls: {mode: SIMPLE, caCertificates: %s, sni: ext.example}
+    - port: {number: %d}
+      tls: {mode: DISABLE}
+`, tlsPort, pki.caFile, plainPort))
+	for _, tt := range []struct {
+		port    int
+		handled bool
+		body    string
+	}{
+		{tlsPort, true, "tls"},
+		{plainPort, true, "plain"},
+		{1, false, ""}, // no level of the rule says how to reach port 1
+	} {
+		authority := net.JoinHostPort("127.0.0.1", strconv.Itoa(tt.port))
+		r := httptest.NewRequest("GET", "http://"+authority+"/", nil)
+		rw := httptest.NewRecorder()
+		_, handled := o.toExternal(&statusRecorder{ResponseWriter: rw}, r, authority)
+		if handled != tt.handled || (handled && (rw.Code != http.StatusOK || rw.Body.String() != tt.body)) {
+			t.Errorf("port %d: handled %v, %d %q; want handled %v, 200 %q", tt.port, handled, rw.Code, rw.Body.String(), tt.handled, tt.body)
+		}
+	}
+	st := o.state.Load()
+	a, _ := o.externalFor(st, "127.0.0.1", uint16(tlsPort))
+	b, _ := o.externalFor(st, "127.0.0.1", uint16(plainPort))
+	if a == nil || b == nil || a == b || a.tls == nil || b.tls != nil || a.tls.ServerName != "ext.example" {
+		t.Errorf("targets per port: %+v %+v; want TLS with SNI ext.example at %d, plain at %d", a, b, tlsPort, plainPort)
 	}
 }

@@ -119,8 +119,11 @@ func verifyFailed(err error) bool {
 }
 
 // clientTLS checks that the peer sidecar is who the destination service
-// may be (secure naming): want, or any member of the trust domain.
-func (i *identity) clientTLS(want spiffeid.ID, alpn string) *tls.Config {
+// may be (secure naming): want, or any member of the trust domain. sni is
+// the server name the ClientHello carries (a DestinationRule's
+// ISTIO_MUTUAL tls.sni; "" sends none): it selects nothing on the peer's
+// side, whose SPIFFE ID alone is checked.
+func (i *identity) clientTLS(want spiffeid.ID, alpn, sni string) *tls.Config {
 	auth := tlsconfig.AuthorizeMemberOf(i.id.TrustDomain())
 	if !want.IsZero() {
 		auth = tlsconfig.AuthorizeID(want)
@@ -128,6 +131,7 @@ func (i *identity) clientTLS(want spiffeid.ID, alpn string) *tls.Config {
 	cfg := tlsconfig.MTLSClientConfig(i.src, i.src, auth)
 	cfg.MinVersion = tls.VersionTLS13
 	cfg.NextProtos = []string{alpn}
+	cfg.ServerName = sni
 	return cfg
 }
 

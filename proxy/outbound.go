@@ -105,10 +105,10 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 }
 
 // transportFor makes a pooled transport to one endpoint whose TLS checks
-// the endpoint's identity (secure naming).
-func (o *outbound) transportFor(id spiffeid.ID, alpn string) *http.Transport {
+// the endpoint's identity (secure naming) and sends sni (clientTLS).
+func (o *outbound) transportFor(id spiffeid.ID, alpn, sni string) *http.Transport {
 	tr := &http.Transport{
-		TLSClientConfig:     o.p.id.clientTLS(id, alpn),
+		TLSClientConfig:     o.p.id.clientTLS(id, alpn, sni),
 		TLSHandshakeTimeout: hsLimit,
 		DialContext:         func(ctx context.Context, _, addr string) (net.Conn, error) { return o.upstream.dial(ctx, addr) },
 		MaxIdleConnsPerHost: 64,
@@ -242,7 +242,7 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusBadGateway, "sigil: no endpoint of "+dest)
 		return
 	}
-	up, err := o.dialTCP(r.Context(), c.pick(nil))
+	up, err := o.dialTCP(r.Context(), c, c.pick(nil))
 	if err != nil {
 		writeError(w, r, http.StatusBadGateway, "sigil: upstream "+dest+" failed: "+reasonOf(err))
 		return
@@ -250,17 +250,18 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 	o.hijackAndPipe(w, up, svc.Name)
 }
 
-// dialTCP opens an mTLS connection for opaque TCP to a service's sidecar.
-func (o *outbound) dialTCP(ctx context.Context, ep *endpoint) (net.Conn, error) {
-	return o.dialTLS(ctx, ep.addr, ep.id, alpnTCP)
+// dialTCP opens an mTLS connection for opaque TCP to a service's sidecar,
+// one endpoint of cluster c (whose sni the ClientHello carries).
+func (o *outbound) dialTCP(ctx context.Context, c *cluster, ep *endpoint) (net.Conn, error) {
+	return o.dialTLS(ctx, ep.addr, ep.id, alpnTCP, c.sni)
 }
 
 // dialTLS opens an mTLS connection to a sidecar that must be id (secure
-// naming) and speak alpn.
-func (o *outbound) dialTLS(ctx context.Context, addr string, id spiffeid.ID, alpn string) (net.Conn, error) {
+// naming) and speak alpn, sending sni (clientTLS).
+func (o *outbound) dialTLS(ctx context.Context, addr string, id spiffeid.ID, alpn, sni string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, hsLimit)
 	defer cancel()
-	c, err := o.upstream.dialTLS(ctx, addr, o.p.id.clientTLS(id, alpn))
+	c, err := o.upstream.dialTLS(ctx, addr, o.p.id.clientTLS(id, alpn, sni))
 	if err != nil {
 		o.p.metrics.handshakes.WithLabelValues("outbound", handshakeReason(err)).Inc()
 		return nil, err
@@ -356,7 +357,7 @@ func (o *outbound) transparent(c net.Conn) {
 		c.Close()
 		return
 	}
-	up, err := o.dialTCP(context.Background(), cl.pick(nil))
+	up, err := o.dialTCP(context.Background(), cl, cl.pick(nil))
 	if err != nil {
 		o.p.log.Warn("upstream tcp failed", "service", svc.String(), "destination", dest, "error", err)
 		c.Close()

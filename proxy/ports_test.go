@@ -2,7 +2,10 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"testing"
 
@@ -51,7 +54,7 @@ func TestRequestPortOfAuthority(t *testing.T) {
 // Each port with portLevelSettings is a cluster of its own; any other
 // port shares the port-less one (an app cannot grow clusters by port).
 func TestPortLevelClusters(t *testing.T) {
-	rs, err := traffic.Parse([]byte(`apiVersion: networking.istio.io/v1
+	o := outboundWith(t, `apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata:
   name: api
@@ -63,13 +66,7 @@ spec:
     - port: {number: 9080}
       loadBalancer: {simple: ROUND_ROBIN}
       connectionPool: {http: {http2MaxRequests: 3}}
-`), "dr.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler)}
-	o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
-	o.setState(traffic.Compile(1, rs), 1, 1, []*agentv1.Endpoint{{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/default/sa/api"}})
+`, &agentv1.Endpoint{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/default/sa/api"})
 	st := o.state.Load()
 	api := naming.Service{Name: "api", Namespace: "default"}
 	c80, c9080, c1 := o.clusterAt(st, api, "", 80), o.clusterAt(st, api, "", 9080), o.clusterAt(st, api, "", 1)
@@ -82,4 +79,91 @@ spec:
 	if c80 != c1 || c80 == c9080 || c80.pool == c9080.pool {
 		t.Error("want one cluster for ports without settings, another (and another pool) for 9080")
 	}
+}
+
+// TestMeshMTLSSNI: a DestinationRule's ISTIO_MUTUAL tls.sni (at the rule's,
+// a subset's or a port's level, merged as Istio does) is the server name of
+// the mesh mTLS ClientHello to that cluster's sidecars; clusters without
+// one send none, over connections of their own.
+func TestMeshMTLSSNI(t *testing.T) {
+	o := outboundWith(t, `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: api
+spec:
+  host: api
+  trafficPolicy:
+    tls: {mode: ISTIO_MUTUAL, sni: api.top.example}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      portLevelSettings:
+      - port: {number: 9080}
+        tls: {mode: ISTIO_MUTUAL, sni: v1-9080.example}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      tls: {mode: ISTIO_MUTUAL}
+`, &agentv1.Endpoint{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/default/sa/api", Labels: map[string]string{"version": "v1"}},
+		&agentv1.Endpoint{Service: "api", Address: "10.0.0.2:15006", SpiffeId: "spiffe://example.org/ns/default/sa/api", Labels: map[string]string{"version": "v2"}})
+	st := o.state.Load()
+	api := naming.Service{Name: "api", Namespace: "default"}
+	for _, tt := range []struct {
+		subset string
+		port   uint32
+		want   string
+	}{
+		{"", 80, "api.top.example"},
+		{"v1", 80, "api.top.example"},
+		{"v1", 9080, "v1-9080.example"},
+		{"v2", 80, ""}, // the subset's tls replaces the rule's, sni and all
+	} {
+		c := o.clusterAt(st, api, tt.subset, tt.port)
+		if c == nil || c.sni != tt.want {
+			t.Errorf("%s port %d: cluster %+v, want sni %q", tt.subset, tt.port, c, tt.want)
+			continue
+		}
+		ep := c.eps[0]
+		cfg := ep.via(c.sni).make(alpnH2).TLSClientConfig
+		if got := sentSNI(t, cfg); got != tt.want || cfg.ServerName != tt.want {
+			t.Errorf("%s port %d: ClientHello server name %q (config %q), want %q", tt.subset, tt.port, got, cfg.ServerName, tt.want)
+		}
+		if (ep.via(c.sni) == ep.transports) != (tt.want == "") {
+			t.Errorf("%s port %d: connections shared with clusters of another sni", tt.subset, tt.port)
+		}
+	}
+}
+
+// sentSNI is the server name a handshake with cfg sends, as a server sees
+// it in the ClientHello (the handshake is then refused: no certificates).
+func sentSNI(t *testing.T, cfg *tls.Config) string {
+	t.Helper()
+	got := make(chan string, 1)
+	srv, cli := net.Pipe()
+	defer cli.Close()
+	go func() {
+		defer srv.Close()
+		tls.Server(srv, &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			got <- h.ServerName
+			return nil, errors.New("enough")
+		}}).Handshake()
+	}()
+	tls.Client(cli, cfg).Handshake()
+	return <-got
+}
+
+// outboundWith is an outbound side whose mesh state is the resources of
+// yaml and eps, with an identity that has no SVID (handshakes go as far
+// as the ClientHello).
+func outboundWith(t *testing.T, yaml string, eps ...*agentv1.Endpoint) *outbound {
+	t.Helper()
+	rs, err := traffic.Parse([]byte(yaml), "dr.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), id: &identity{}}
+	o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
+	o.setState(traffic.Compile(1, rs), 1, 1, eps)
+	return o
 }

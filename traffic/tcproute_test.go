@@ -108,6 +108,7 @@ func FuzzParseTCPAndTLS(f *testing.F) {
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  tls:\n  - match: [{sniHosts: [a], port: 443}]\n    route: [{destination: {host: a}}]\n"))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a, '*.example.com']\n  tls:\n  - match: [{sniHosts: ['*.example.com'], gateways: [mesh]}]\n    route: [{destination: {host: a}}]\n  tcp:\n  - match: [{gateways: [gw]}]\n    route: [{destination: {host: a}}]\n"))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: 10.0.0.1\n  trafficPolicy: {tls: {mode: DISABLE}}\n"))
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: edition.cnn.com\n  trafficPolicy: {portLevelSettings: [{port: {number: 443}, tls: {mode: SIMPLE}}]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rs, err := Parse(data, "fuzz")
 		if err != nil {
@@ -128,8 +129,14 @@ func FuzzParseTCPAndTLS(f *testing.F) {
 				}
 			}
 			if res.DR != nil {
-				if _, ok := tab.ExternalRule(res.DR.Spec.Host); ok != IsExternalHost(res.DR.Spec.Host) {
+				tp := res.DR.Spec.TrafficPolicy
+				if _, ok := tab.ExternalRule(res.DR.Spec.Host, 0); ok != (IsExternalHost(res.DR.Spec.Host) && tp != nil && tp.TLS.Originates()) {
 					t.Fatalf("rule for %q: found %v", res.DR.Spec.Host, ok)
+				}
+				for _, ps := range portsOf(tp) {
+					if _, ok := tab.ExternalRule(res.DR.Spec.Host, ps.Port.Number); ok != (IsExternalHost(res.DR.Spec.Host) && ps.TLS.Originates()) {
+						t.Fatalf("rule for %q port %d: found %v", res.DR.Spec.Host, ps.Port.Number, ok)
+					}
 				}
 			}
 		}
@@ -193,4 +200,12 @@ spec:
 	if rt, ok := tab.MatchTCP("api.prod", 443, nil); !ok || rt.Dests[0].Subset != "v1" {
 		t.Errorf("tcp fallback: %v %+v", ok, rt)
 	}
+}
+
+// portsOf is tp's portLevelSettings (none for a nil policy).
+func portsOf(tp *TrafficPolicy) []PortTrafficPolicy {
+	if tp == nil {
+		return nil
+	}
+	return tp.PortLevelSettings
 }

@@ -58,11 +58,14 @@ func (v *validator) tlsSettings(p string, s *ClientTLSSettings, external bool) {
 		if external {
 			v.fail(p+".mode", "ISTIO_MUTUAL toward a host outside the mesh: it has no sidecar to speak the mesh's mTLS (use DISABLE, SIMPLE or MUTUAL)")
 		}
-		for f, set := range map[string]bool{"clientCertificate": s.ClientCertificate != "", "privateKey": s.PrivateKey != "", "caCertificates": s.CACertificates != "", "credentialName": s.CredentialName != "", "sni": s.SNI != "", "subjectAltNames": len(s.SubjectAltNames) > 0, "insecureSkipVerify": s.InsecureSkipVerify != nil} {
+		for f, set := range map[string]bool{"clientCertificate": s.ClientCertificate != "", "privateKey": s.PrivateKey != "", "caCertificates": s.CACertificates != "", "credentialName": s.CredentialName != "", "subjectAltNames": len(s.SubjectAltNames) > 0, "insecureSkipVerify": s.InsecureSkipVerify != nil} {
 			if set {
 				v.fail(p+"."+f, "not used with mode ISTIO_MUTUAL: the mesh's mTLS uses the workload's SPIFFE identity and checks the peer's")
 			}
 		}
+		// sni is sent in the mesh's mTLS ClientHello, as Istio does; the
+		// peer's SPIFFE ID is still what is checked.
+		v.sni(p, s.SNI)
 		return
 	case TLSDisable, TLSSimple, TLSMutual:
 		if !external {
@@ -98,11 +101,7 @@ func (v *validator) tlsSettings(p string, s *ClientTLSSettings, external bool) {
 	if s.InsecureSkipVerify != nil && *s.InsecureSkipVerify && (s.CACertificates != "" || len(s.SubjectAltNames) > 0) {
 		v.fail(p+".insecureSkipVerify", "true together with caCertificates or subjectAltNames: nothing would check them")
 	}
-	if s.SNI != "" {
-		if _, err := (naming.Resolver{}).Host(s.SNI); errors.Is(err, naming.ErrMalformed) || strings.ContainsAny(s.SNI, "*[]") {
-			v.fail(p+".sni", "%q is not a host name", s.SNI)
-		}
-	}
+	v.sni(p, s.SNI)
 	for i, san := range s.SubjectAltNames {
 		if san == "" || strings.ContainsAny(san, " \t\r\n") {
 			v.fail(fmt.Sprintf("%s.subjectAltNames[%d]", p, i), "%q is not a name", san)
@@ -110,23 +109,37 @@ func (v *validator) tlsSettings(p string, s *ClientTLSSettings, external bool) {
 	}
 }
 
+// sni checks the sni of the tls at p: a host name, without wildcard or
+// port ("" is none).
+func (v *validator) sni(p, sni string) {
+	if sni == "" {
+		return
+	}
+	if _, err := (naming.Resolver{}).Host(sni); errors.Is(err, naming.ErrMalformed) || strings.ContainsAny(sni, "*[]") {
+		v.fail(p+".sni", "%q is not a host name", sni)
+	}
+}
+
 // policyTLS checks the tls of every level of a DestinationRule's policy
 // (the rule's and its subsets'; a per-port level calls tlsSettings with
 // its own path the same way).
 func (v *validator) policyTLS(dr *DestinationRule, external bool) {
-	// portTLS checks the tls of a policy's portLevelSettings: for a mesh
-	// service only the mesh's own mTLS, as at the other levels; for a host
-	// outside the mesh, not yet (the rule says how to reach the host
-	// whatever its port: put tls at the trafficPolicy).
-	outside := external || IsExternalHost(dr.Spec.Host)
+	// portTLS checks the tls of a policy's portLevelSettings as the
+	// other levels: only the mesh's own mTLS toward a mesh service; toward
+	// a host outside the mesh, how to reach that port (Istio's egress TLS
+	// origination puts SIMPLE at port 443), and nothing else per port.
 	portTLS := func(path string, tp *TrafficPolicy) {
 		for j, ps := range tp.PortLevelSettings {
-			p := fmt.Sprintf("%s.portLevelSettings[%d].tls", path, j)
-			if outside && ps.TLS != nil {
-				v.fail(p, "per-port tls toward a host outside the mesh is not supported: set tls at spec.trafficPolicy (it applies to every port of %q)", dr.Spec.Host)
+			p := fmt.Sprintf("%s.portLevelSettings[%d]", path, j)
+			v.tlsSettings(p+".tls", ps.TLS, external)
+			if !external {
 				continue
 			}
-			v.tlsSettings(p, ps.TLS, false)
+			for f, set := range map[string]bool{"loadBalancer": ps.LoadBalancer != nil, "connectionPool": ps.ConnectionPool != nil, "outlierDetection": ps.OutlierDetection != nil} {
+				if set {
+					v.fail(p+"."+f, "not supported for a host outside the mesh: the sidecar sends to the host the app names, with only tls applied")
+				}
+			}
 		}
 	}
 	if tp := dr.Spec.TrafficPolicy; tp != nil {
@@ -179,11 +192,23 @@ func parseExternalHost(host string) (string, error) {
 }
 
 // ruleOriginates reports whether a DestinationRule says how to reach a
-// host outside the mesh: its trafficPolicy.tls is DISABLE, SIMPLE or
-// MUTUAL. (A per-port tls, portLevelSettings[].tls, joins here, with
-// ExternalRule taking the port.)
+// host outside the mesh, for every port or for some: its
+// trafficPolicy.tls or one of its portLevelSettings[].tls is DISABLE,
+// SIMPLE or MUTUAL.
 func ruleOriginates(spec *DestinationRuleSpec) bool {
-	return spec.TrafficPolicy != nil && spec.TrafficPolicy.TLS.Originates()
+	tp := spec.TrafficPolicy
+	if tp == nil {
+		return false
+	}
+	if tp.TLS.Originates() {
+		return true
+	}
+	for _, ps := range tp.PortLevelSettings {
+		if ps.TLS.Originates() {
+			return true
+		}
+	}
+	return false
 }
 
 // ruleHost checks a DestinationRule's host, which may be outside the mesh
@@ -200,10 +225,14 @@ func (v *validator) ruleHost(dr *DestinationRule) bool {
 	return false
 }
 
-// ExternalRule returns the DestinationRule policy for host (without a
-// port) outside the mesh, and whether one says how to reach it. A request
-// for a host outside the mesh leaves the sidecar only then.
-func (t *Table) ExternalRule(host string) (*TrafficPolicy, bool) {
+// ExternalRule returns the DestinationRule policy for port of host
+// (without its port) outside the mesh, and whether it says how to reach
+// that port. As in Istio, the rule's portLevelSettings entry for port
+// replaces its top-level policy for that port; port 0 (none known) takes
+// the top level. A request for a host outside the mesh leaves the sidecar
+// only when the policy at its port is DISABLE, SIMPLE or MUTUAL: a port
+// no level of the rule covers is refused like a host without a rule.
+func (t *Table) ExternalRule(host string, port uint32) (*TrafficPolicy, bool) {
 	if t == nil {
 		return nil, false
 	}
@@ -211,7 +240,11 @@ func (t *Table) ExternalRule(host string) (*TrafficPolicy, bool) {
 	if !ok {
 		return nil, false
 	}
-	return r.Policy, true
+	p := atPort(r.Policy, port)
+	if p == nil || !p.TLS.Originates() {
+		return nil, false
+	}
+	return p, true
 }
 
 // addExternalRule keeps a DestinationRule for a host outside the mesh, and

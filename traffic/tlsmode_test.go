@@ -35,6 +35,9 @@ func TestDestinationRuleTLSModes(t *testing.T) {
 		{"relative path", dr("api.example.com", "{mode: SIMPLE, caCertificates: ca.pem}"), []string{"spec.trafficPolicy.tls.caCertificates", "absolute"}},
 		{"disable with ca", dr("api.example.com", "{mode: DISABLE, caCertificates: /etc/ca.pem}"), []string{"spec.trafficPolicy.tls.caCertificates", "not used with mode DISABLE"}},
 		{"istio mutual with files", dr("api", "{mode: ISTIO_MUTUAL, privateKey: /etc/k.pem}"), []string{"spec.trafficPolicy.tls.privateKey", "not used with mode ISTIO_MUTUAL"}},
+		{"istio mutual with sni", dr("api", "{mode: ISTIO_MUTUAL, sni: api.prod.example}"), nil},
+		{"istio mutual with bad sni", dr("api", "{mode: ISTIO_MUTUAL, sni: '*.prod.example'}"), []string{"spec.trafficPolicy.tls.sni", "not a host name"}},
+		{"istio mutual with subjectAltNames", dr("api", "{mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://example.org/ns/prod/sa/api]}"), []string{"spec.trafficPolicy.tls.subjectAltNames", "not used with mode ISTIO_MUTUAL"}},
 		{"unknown mode", dr("api", "{mode: STRICT}"), []string{"spec.trafficPolicy.tls.mode", `"STRICT"`}},
 		{"insecure and ca", dr("api.example.com", "{mode: SIMPLE, insecureSkipVerify: true, caCertificates: /etc/ca.pem}"), []string{"spec.trafficPolicy.tls.insecureSkipVerify"}},
 		{"bad sni", dr("api.example.com", "{mode: SIMPLE, sni: 'a b'}"), []string{"spec.trafficPolicy.tls.sni"}},
@@ -58,7 +61,7 @@ func TestExternalRuleLookup(t *testing.T) {
 	}
 	tab := Compile(1, rs)
 	for host, want := range map[string]bool{"plain.example.com": true, "plain.example.com.": true, "PLAIN.EXAMPLE.COM": true, "other.example.com": false, "127.0.0.1": false} {
-		p, ok := tab.ExternalRule(host)
+		p, ok := tab.ExternalRule(host, 0)
 		if ok != want {
 			t.Errorf("%s: rule found %v, want %v", host, ok, want)
 		}
@@ -80,8 +83,8 @@ func TestExternalRuleLookup(t *testing.T) {
 }
 
 // portLevelSettings carry tls as the other levels do: the mesh's own mTLS
-// toward a mesh service; toward a host outside the mesh, per-port tls is
-// refused by name (the rule's trafficPolicy.tls says how, for every port).
+// toward a mesh service; toward a host outside the mesh, how to reach that
+// port (Istio's egress TLS origination task), and nothing else per port.
 func TestPortLevelTLS(t *testing.T) {
 	dr := func(host, pls string) string {
 		return "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: " + host + "\n  trafficPolicy:\n    portLevelSettings:\n    - " + pls + "\n"
@@ -91,9 +94,44 @@ func TestPortLevelTLS(t *testing.T) {
 		want      []string
 	}{
 		{"mesh, istio mutual", dr("api", "{port: {number: 8080}, tls: {mode: ISTIO_MUTUAL}}"), nil},
+		{"mesh, istio mutual with sni", dr("api", "{port: {number: 8080}, tls: {mode: ISTIO_MUTUAL, sni: api-8080.example}}"), nil},
 		{"mesh, disable", dr("api", "{port: {number: 8080}, tls: {mode: DISABLE}}"), []string{"spec.trafficPolicy.portLevelSettings[0].tls", "DISABLE"}},
-		{"outside, simple", dr("edition.cnn.com", "{port: {number: 443}, tls: {mode: SIMPLE}}"), []string{"spec.trafficPolicy.portLevelSettings[0].tls", "per-port tls toward a host outside the mesh"}},
+		{"outside, simple", dr("edition.cnn.com", "{port: {number: 443}, tls: {mode: SIMPLE}}"), nil},
+		{"outside, simple with sni", dr("edition.cnn.com", "{port: {number: 443}, tls: {mode: SIMPLE, sni: edition.cnn.com}}"), nil},
+		{"outside, istio mutual at port", dr("edition.cnn.com", "{port: {number: 443}, tls: {mode: ISTIO_MUTUAL}}\n    - {port: {number: 80}, tls: {mode: DISABLE}}"), []string{"spec.trafficPolicy.portLevelSettings[0].tls.mode", "ISTIO_MUTUAL toward a host outside the mesh"}},
+		{"outside, load balancer at port", dr("edition.cnn.com", "{port: {number: 443}, tls: {mode: SIMPLE}, loadBalancer: {simple: RANDOM}}"), []string{"spec.trafficPolicy.portLevelSettings[0].loadBalancer", "outside the mesh"}},
+		{"outside, mutual at port without key", dr("edition.cnn.com", "{port: {number: 443}, tls: {mode: MUTUAL}}"), []string{"spec.trafficPolicy.portLevelSettings[0].tls", "MUTUAL needs clientCertificate"}},
 	} {
 		checkParse(t, tt.name, tt.doc, tt.want)
+	}
+}
+
+// TestExternalRulePerPort: a host outside the mesh is reachable at a port
+// when the rule's entry for that port says how (it replaces the top level,
+// as in Istio), else when the top level does; a port no level covers is
+// not reachable.
+func TestExternalRulePerPort(t *testing.T) {
+	for _, tt := range []struct {
+		name, policy string
+		want         map[uint32]string // port: mode, "" for no rule
+	}{
+		{"port only", "{portLevelSettings: [{port: {number: 443}, tls: {mode: SIMPLE}}]}", map[uint32]string{443: TLSSimple, 80: "", 0: ""}},
+		{"port replaces top", "{tls: {mode: DISABLE}, portLevelSettings: [{port: {number: 443}, tls: {mode: SIMPLE, sni: edition.cnn.com}}]}", map[uint32]string{443: TLSSimple, 80: TLSDisable, 0: TLSDisable, 8080: TLSDisable}},
+		{"port replaces top, others keep it", "{tls: {mode: SIMPLE}, portLevelSettings: [{port: {number: 80}, tls: {mode: DISABLE}}]}", map[uint32]string{80: TLSDisable, 443: TLSSimple, 9000: TLSSimple}},
+	} {
+		rs, err := Parse([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: edition.cnn.com\n  trafficPolicy: "+tt.policy+"\n"), "f.yaml")
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		tab := Compile(1, rs)
+		for port, mode := range tt.want {
+			p, ok := tab.ExternalRule("Edition.CNN.com.", port)
+			switch {
+			case ok != (mode != ""):
+				t.Errorf("%s: port %d: rule found %v, want mode %q", tt.name, port, ok, mode)
+			case ok && (p.TLS.Mode != mode || len(p.PortLevelSettings) != 0):
+				t.Errorf("%s: port %d: policy %+v, want mode %s", tt.name, port, p, mode)
+			}
+		}
 	}
 }
