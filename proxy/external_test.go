@@ -222,3 +222,29 @@ spec:
 		t.Errorf("targets per port: %+v %+v; want TLS with SNI ext.example at %d, plain at %d", a, b, tlsPort, plainPort)
 	}
 }
+
+// TestExternalRuleWildcardSNI: a wildcard DestinationRule for hosts
+// outside the mesh ("*.example.test", SIMPLE) reaches each host it covers
+// with that host as SNI (the host the app named, as Istio defaults sni),
+// one target per host; a host it does not cover is not reached.
+func TestExternalRuleWildcardSNI(t *testing.T) {
+	o := outboundWith(t, `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ext}
+spec:
+  host: "*.example.test"
+  trafficPolicy: {tls: {mode: SIMPLE}}
+`)
+	st := o.state.Load()
+	a, errA := o.externalFor(st, "a.example.test", 443)
+	b, errB := o.externalFor(st, "B.Sub.Example.Test.", 443)
+	if errA != nil || errB != nil || a == nil || b == nil || a == b {
+		t.Fatalf("targets: %+v (%v), %+v (%v)", a, errA, b, errB)
+	}
+	if a.tls == nil || a.tls.ServerName != "a.example.test" || b.tls == nil || b.tls.ServerName != "B.Sub.Example.Test" {
+		t.Errorf("sni: %q and %q, want the names the app gave", a.tls.ServerName, b.tls.ServerName)
+	}
+	if c, err := o.externalFor(st, "a.example.org", 443); c != nil || err != nil {
+		t.Errorf("uncovered host reached: %+v %v", c, err)
+	}
+}

@@ -40,7 +40,7 @@ type RouteDestination struct {
 type moreRules struct {
 	tcp      map[string][]tcpRoute // tcp routes by service key, in order
 	tls      map[string][]tlsRoute // tls routes by service key, in order (tlsroute.go)
-	external map[string]*Rule      // DestinationRules of hosts outside the mesh, by externalKey
+	external *hostIndex[*Rule]     // DestinationRules of hosts outside the mesh, by externalKey or wildcard (tlsmode.go)
 }
 
 // l4Match is a compiled L4MatchAttributes; port 0 matches every port.

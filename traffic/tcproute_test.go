@@ -130,11 +130,11 @@ func FuzzParseTCPAndTLS(f *testing.F) {
 			}
 			if res.DR != nil {
 				tp := res.DR.Spec.TrafficPolicy
-				if _, ok := tab.ExternalRule(res.DR.Spec.Host, 0); ok != (IsExternalHost(res.DR.Spec.Host) && tp != nil && tp.TLS.Originates()) {
+				if _, ok := tab.ExternalRule(res.DR.Spec.Host, 0); ok != (IsExternalRuleHost(res.DR.Spec.Host) && tp != nil && tp.TLS.Originates()) {
 					t.Fatalf("rule for %q: found %v", res.DR.Spec.Host, ok)
 				}
 				for _, ps := range portsOf(tp) {
-					if _, ok := tab.ExternalRule(res.DR.Spec.Host, ps.Port.Number); ok != (IsExternalHost(res.DR.Spec.Host) && ps.TLS.Originates()) {
+					if _, ok := tab.ExternalRule(res.DR.Spec.Host, ps.Port.Number); ok != (IsExternalRuleHost(res.DR.Spec.Host) && ps.TLS.Originates()) {
 						t.Fatalf("rule for %q port %d: found %v", res.DR.Spec.Host, ps.Port.Number, ok)
 					}
 				}

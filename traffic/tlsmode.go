@@ -218,25 +218,57 @@ func (v *validator) ruleHost(dr *DestinationRule) bool {
 		return true
 	}
 	if strings.Contains(dr.Spec.Host, "*") && ruleOriginates(&dr.Spec) {
-		v.fail("spec.host", "%s: a wildcard host cannot say how to reach hosts outside the mesh (tls DISABLE, SIMPLE and MUTUAL need one host name)", naming.Quote(dr.Spec.Host))
+		if _, ok := externalPattern(dr.Spec.Host); ok {
+			return true
+		}
+		v.fail("spec.host", "%s: a wildcard that covers mesh services cannot say how to reach hosts outside the mesh (tls DISABLE, SIMPLE and MUTUAL): name a suffix outside the cluster domain, such as \"*.example.com\"", naming.Quote(dr.Spec.Host))
 		return true
 	}
 	v.host("spec.host", dr.Spec.Host, true)
 	return false
 }
 
+// externalPattern returns host as a wildcard pattern for hosts outside
+// the mesh ("*.foo.com"), and whether it is one: a wildcard that cannot
+// match any mesh service's FQDN (neither inside nor around
+// "*.svc.<cluster domain>"). "*" and "*.local" cover mesh services, so
+// they are not.
+func externalPattern(host string) (naming.HostPattern, bool) {
+	p, err := naming.ParseHostPattern(host)
+	if err != nil || !p.IsWildcard() || p.String() == "*" {
+		return naming.HostPattern{}, false
+	}
+	mesh, err := naming.ParseHostPattern("*.svc." + naming.Resolver{}.ClusterDomain())
+	if err != nil || p.SubsetOf(mesh) || mesh.SubsetOf(p) {
+		return naming.HostPattern{}, false
+	}
+	return p, true
+}
+
+// IsExternalRuleHost reports whether a DestinationRule's host names hosts
+// outside the mesh: one such host (IsExternalHost) or a wildcard that
+// covers only such hosts ("*.foo.com").
+func IsExternalRuleHost(host string) bool {
+	_, wild := externalPattern(host)
+	return wild || IsExternalHost(host)
+}
+
 // ExternalRule returns the DestinationRule policy for port of host
 // (without its port) outside the mesh, and whether it says how to reach
-// that port. As in Istio, the rule's portLevelSettings entry for port
+// that port. The rule is the one for host itself, else the most specific
+// wildcard rule that covers it ("*.api.foo.com" before "*.foo.com", as
+// Istio picks). As in Istio, the rule's portLevelSettings entry for port
 // replaces its top-level policy for that port; port 0 (none known) takes
 // the top level. A request for a host outside the mesh leaves the sidecar
 // only when the policy at its port is DISABLE, SIMPLE or MUTUAL: a port
 // no level of the rule covers is refused like a host without a rule.
+// With SIMPLE or MUTUAL and no sni, the sidecar sends the host the app
+// named as SNI (proxy's originationTLS), also under a wildcard rule.
 func (t *Table) ExternalRule(host string, port uint32) (*TrafficPolicy, bool) {
-	if t == nil {
+	if t == nil || t.more.external == nil {
 		return nil, false
 	}
-	r, ok := t.more.external[externalKey(host)]
+	r, ok := t.more.external.lookup(externalKey(host))
 	if !ok {
 		return nil, false
 	}
@@ -247,16 +279,23 @@ func (t *Table) ExternalRule(host string, port uint32) (*TrafficPolicy, bool) {
 	return p, true
 }
 
-// addExternalRule keeps a DestinationRule for a host outside the mesh, and
-// reports whether it was one.
+// addExternalRule keeps a DestinationRule for a host outside the mesh (or
+// a wildcard of such hosts), and reports whether it was one.
 func (t *Table) addExternalRule(r Resource, rule *Rule) bool {
-	key, err := parseExternalHost(r.DR.Spec.Host)
-	if err != nil || !ruleOriginates(&r.DR.Spec) {
+	if !ruleOriginates(&r.DR.Spec) {
+		return false
+	}
+	key, wild := "", false
+	if p, ok := externalPattern(r.DR.Spec.Host); ok {
+		key, wild = p.String(), true
+	} else if k, err := parseExternalHost(r.DR.Spec.Host); err == nil {
+		key = k
+	} else {
 		return false
 	}
 	if t.more.external == nil {
-		t.more.external = map[string]*Rule{}
+		t.more.external = newHostIndex[*Rule]()
 	}
-	t.more.external[key] = rule
+	t.more.external.set(key, wild, rule)
 	return true
 }

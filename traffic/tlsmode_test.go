@@ -44,7 +44,11 @@ func TestDestinationRuleTLSModes(t *testing.T) {
 		{"external without tls", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api.example.com\n  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n", nil},
 		{"external with subsets", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api.example.com\n  trafficPolicy: {tls: {mode: DISABLE}}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n", []string{"spec.subsets", "outside the mesh"}},
 		{"external connection pool", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api.example.com\n  trafficPolicy: {tls: {mode: DISABLE}, connectionPool: {tcp: {maxConnections: 3}}}\n", []string{"spec.trafficPolicy.connectionPool", "outside the mesh"}},
-		{"external wildcard", dr("'*.example.com'", "{mode: DISABLE}"), []string{"spec.host", "wildcard"}},
+		{"external wildcard", dr("'*.example.com'", "{mode: DISABLE}"), nil},
+		{"external wildcard, simple", dr("'*.example.com'", "{mode: SIMPLE}"), nil},
+		{"wildcard over the mesh", dr("'*.local'", "{mode: DISABLE}"), []string{"spec.host", "covers mesh services"}},
+		{"wildcard in the mesh", dr("'*.prod.svc.cluster.local'", "{mode: SIMPLE}"), []string{"spec.host", "covers mesh services"}},
+		{"star", dr("'*'", "{mode: SIMPLE}"), []string{"spec.host", "covers mesh services"}},
 	}
 	for _, tt := range tests {
 		checkParse(t, tt.name, tt.doc, tt.want)
@@ -133,5 +137,38 @@ func TestExternalRulePerPort(t *testing.T) {
 				t.Errorf("%s: port %d: policy %+v, want mode %s", tt.name, port, p, mode)
 			}
 		}
+	}
+}
+
+// TestExternalRuleWildcard: a wildcard DestinationRule for hosts outside
+// the mesh ("*.foo.com") applies to every host it covers that has no rule
+// of its own, the most specific wildcard first (Istio's rule), and never
+// to mesh services.
+func TestExternalRuleWildcard(t *testing.T) {
+	doc := func(name, host, mode string) string {
+		return "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: " + name + "}\nspec:\n  host: '" + host + "'\n  trafficPolicy: {tls: {mode: " + mode + "}}\n"
+	}
+	rs, err := Parse([]byte(doc("wide", "*.foo.com", "SIMPLE")+"---\n"+doc("narrow", "*.api.foo.com", "DISABLE")+"---\n"+doc("exact", "x.api.foo.com", "MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem")), "f.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckReferences(rs); err != nil {
+		t.Fatal(err)
+	}
+	tab := Compile(1, rs)
+	for host, want := range map[string]string{
+		"www.foo.com": TLSSimple, "A.B.Foo.Com.": TLSSimple, "y.api.foo.com": TLSDisable,
+		"x.api.foo.com": TLSMutual, "foo.com": "", "www.foo.org": "", "reviews": "", "reviews.prod.svc.cluster.local": "",
+	} {
+		p, ok := tab.ExternalRule(host, 443)
+		switch {
+		case ok != (want != ""):
+			t.Errorf("%s: rule found %v, want mode %q", host, ok, want)
+		case ok && p.TLS.Mode != want:
+			t.Errorf("%s: mode %s, want %s", host, p.TLS.Mode, want)
+		}
+	}
+	if tab.Policy("reviews.default", "") != nil {
+		t.Error("a wildcard rule for outside hosts leaked into the mesh's rules")
 	}
 }
