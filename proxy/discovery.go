@@ -300,7 +300,7 @@ func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
 	} else if cfg.GetVersion() != version || table == nil {
 		// References were checked across every namespace, as the server
 		// did; the table holds what is exported to this one (exportTo).
-		table, version = traffic.Compile(cfg.GetVersion(), traffic.VisibleIn(rs, p.names.Namespace())), cfg.GetVersion()
+		table, version = traffic.Compile(cfg.GetVersion(), traffic.SelectedFor(rs, p.names.Namespace(), p.cfg.labels)), cfg.GetVersion()
 		p.metrics.configs.WithLabelValues("applied").Inc()
 		p.log.Info("configuration applied", "version", version, "resources", len(rs))
 	}

@@ -401,7 +401,15 @@ func (t *Table) SubsetLabels(service, subset string) (map[string]string, bool) {
 func Compile(version int64, resources []Resource) *Table {
 	t := &Table{Version: version, routes: newHostIndex[*[]*Route](), rules: newHostIndex[*Rule]()}
 	sorted := append([]Resource(nil), resources...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Key() < sorted[j].Key() })
+	// A DestinationRule with a workloadSelector comes after the others, so
+	// that for a sidecar it selects it replaces the host's rule without
+	// one (Istio's rule: the selecting rule wins).
+	sort.Slice(sorted, func(i, j int) bool {
+		if a, b := sorted[i].hasSelector(), sorted[j].hasSelector(); a != b {
+			return b
+		}
+		return sorted[i].Key() < sorted[j].Key()
+	})
 	for _, r := range sorted {
 		switch {
 		case r.VS != nil && AppliesToMesh(r.VS.Spec.Gateways):

@@ -152,6 +152,7 @@ func (v *validator) l4Routes(vs *VirtualService) {
 				v.fail(fmt.Sprintf("%s.match[%d].port", p, j), "%d is not a port", m.Port)
 			}
 			v.gatewayNames(fmt.Sprintf("%s.match[%d].gateways", p, j), m.Gateways)
+			v.labels(fmt.Sprintf("%s.match[%d].sourceLabels", p, j), m.SourceLabels)
 		}
 		v.l4Destinations(p, tr.Route)
 	}

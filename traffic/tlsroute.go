@@ -116,6 +116,7 @@ func (v *validator) tlsRoutes(vs *VirtualService) {
 		}
 		for j, m := range tr.Match {
 			mp := fmt.Sprintf("%s.match[%d]", p, j)
+			v.labels(mp+".sourceLabels", m.SourceLabels)
 			if len(m.SNIHosts) == 0 {
 				v.fail(mp+".sniHosts", "at least one SNI host is required")
 			}

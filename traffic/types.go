@@ -231,6 +231,9 @@ type DestinationRuleSpec struct {
 	Subsets       []Subset       `json:"subsets,omitempty"`
 	// ExportTo is as VirtualServiceSpec.ExportTo.
 	ExportTo []string `json:"exportTo,omitempty"`
+	// WorkloadSelector, when set, limits the rule to the sidecars of its
+	// own namespace whose labels match (selector.go).
+	WorkloadSelector *WorkloadSelector `json:"workloadSelector,omitempty"`
 }
 
 // Subset is a named group of a service's endpoints, by label.

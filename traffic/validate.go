@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ func Validate(r Resource) error {
 		v.virtualService(r.VS)
 	case r.DR != nil:
 		v.destinationRule(r.DR)
+		v.workloadSelector(r.DR, r.Namespace)
 	}
 	if len(v.problems) == 0 {
 		return nil
@@ -366,6 +368,7 @@ func (v *validator) faultPercent(p string, pc *Percent) {
 // match checks a match. An empty prefix matches everything; Istio (and
 // Envoy's StringMatcher) allow it for the uri only.
 func (v *validator) match(p string, m *HTTPMatchRequest) {
+	v.labels(p+".sourceLabels", m.SourceLabels)
 	v.stringMatch(p+".uri", m.URI)
 	v.stringMatch(p+".method", m.Method)
 	v.nonEmptyPrefix(p+".method", m.Method)
@@ -526,6 +529,7 @@ func (v *validator) destinationRule(dr *DestinationRule) {
 			v.fail(p+".name", "%q repeats an earlier subset", s.Name)
 		}
 		seen[s.Name] = true
+		v.labels(p+".labels", s.Labels)
 		v.trafficPolicy(p+".trafficPolicy", s.TrafficPolicy)
 	}
 }
@@ -587,13 +591,21 @@ var GRPCCodes = map[string]int{
 }
 
 // CheckReferences checks what one resource cannot check alone: no host
-// has two DestinationRules (hosts are told apart by namespace:
-// reviews.prod and reviews.staging are two). Istio merges such rules when
-// their subsets and policies do not clash and otherwise keeps the oldest;
-// Sigil refuses the second, so that what is in force never depends on the
-// order of creation.
+// has two DestinationRules that could apply to one sidecar (hosts are
+// told apart by namespace: reviews.prod and reviews.staging are two).
+// A host may have one rule without a workloadSelector and rules with
+// selectors (the selecting rule wins for the workloads it selects, as in
+// Istio), as long as no two selectors could select one workload. Istio
+// merges clashing rules when their subsets and policies do not clash and
+// otherwise keeps the oldest; Sigil refuses the later one, so that what
+// is in force never depends on the order of creation.
 func CheckReferences(all []Resource) error {
 	owner := map[string]string{}
+	type selecting struct {
+		ref, namespace string
+		sel            *WorkloadSelector
+	}
+	selected := map[string][]selecting{}
 	var errs []error
 	for _, r := range all {
 		if r.DR == nil {
@@ -602,6 +614,20 @@ func CheckReferences(all []Resource) error {
 		key, _, ok := HostKey(r.DR.Spec.Host, r.Namespace)
 		if !ok {
 			continue // Validate refused it
+		}
+		if sel := r.DR.Spec.WorkloadSelector; sel != nil {
+			clash := false
+			for _, prev := range selected[key] {
+				if prev.namespace == r.Namespace && prev.sel.overlaps(sel) {
+					errs = append(errs, fmt.Errorf("traffic: %s: spec.host %q (%s): spec.workloadSelector may select the same workloads as %s's", r.Ref(), r.DR.Spec.Host, key, prev.ref))
+					clash = true
+					break
+				}
+			}
+			if !clash {
+				selected[key] = append(selected[key], selecting{r.Ref(), r.Namespace, sel})
+			}
+			continue
 		}
 		if prev, dup := owner[key]; dup {
 			errs = append(errs, fmt.Errorf("traffic: %s: spec.host %q (%s) already has %s", r.Ref(), r.DR.Spec.Host, key, prev))
@@ -643,11 +669,32 @@ func UndefinedSubsets(all []Resource) []UndefinedSubset {
 		if !ok {
 			continue
 		}
+		if r.hasSelector() {
+			continue // below
+		}
 		set := map[string]bool{}
 		for _, s := range r.DR.Spec.Subsets {
 			set[s.Name] = true
 		}
 		subsets.set(key, wild, set)
+	}
+	// A rule with a workloadSelector replaces the host's rule for the
+	// workloads it selects: a subset is defined for every workload only
+	// when each rule of its host defines it (none: no rule for the others).
+	for _, r := range all {
+		key, wild, ok := "", false, false
+		if r.hasSelector() {
+			key, wild, ok = HostKey(r.DR.Spec.Host, r.Namespace)
+		}
+		if !ok {
+			continue
+		}
+		set := subsets.ref(key, wild, func() map[string]bool { return map[string]bool{} })
+		for name := range set {
+			if !slices.ContainsFunc(r.DR.Spec.Subsets, func(s Subset) bool { return s.Name == name }) {
+				delete(set, name)
+			}
+		}
 	}
 	var out []UndefinedSubset
 	for _, r := range all {
