@@ -299,7 +299,8 @@ func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
 		p.log.Error("configuration refused; keeping the one in force", "version", cfg.GetVersion(), "in_force", version, "errors", strings.Join(errs, "; "))
 	} else if cfg.GetVersion() != version || table == nil {
 		// References were checked across every namespace, as the server
-		// did; the table holds what is exported to this one (exportTo).
+		// did; the table holds what is exported to this one (exportTo) and
+		// selects this workload (workloadSelector, by its --labels).
 		table, version = traffic.Compile(cfg.GetVersion(), traffic.SelectedFor(rs, p.names.Namespace(), p.cfg.labels)), cfg.GetVersion()
 		p.metrics.configs.WithLabelValues("applied").Inc()
 		p.log.Info("configuration applied", "version", version, "resources", len(rs))

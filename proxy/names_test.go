@@ -139,3 +139,39 @@ func TestExportToAppliesPerNamespace(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkloadSelectorUsesSidecarLabels: a sidecar compiles the
+// DestinationRule whose workloadSelector its --labels match (in place of
+// the host's rule without one), and only in the rule's own namespace.
+func TestWorkloadSelectorUsesSidecarLabels(t *testing.T) {
+	dr := func(name, sel, lb string) *agentv1.Resource {
+		spec := `{"host":"reviews","trafficPolicy":{"loadBalancer":{"simple":"` + lb + `"}}` + sel + `}`
+		return &agentv1.Resource{Kind: traffic.KindDestinationRule, Namespace: "prod", Name: name, Spec: []byte(spec)}
+	}
+	resources := []*agentv1.Resource{dr("all", "", "RANDOM"), dr("web", `,"workloadSelector":{"matchLabels":{"app":"web"}}`, "LEAST_REQUEST")}
+	for _, tt := range []struct {
+		self   string
+		labels map[string]string
+		want   string
+	}{
+		{"spiffe://example.org/ns/prod/sa/web", map[string]string{"app": "web"}, "LEAST_REQUEST"},
+		{"spiffe://example.org/ns/prod/sa/web", map[string]string{"app": "db"}, "RANDOM"},
+		{"spiffe://example.org/ns/prod/sa/web", nil, "RANDOM"},
+		{"spiffe://example.org/ns/staging/sa/web", map[string]string{"app": "web"}, "RANDOM"},
+	} {
+		names, err := meshNames(spiffeid.RequireFromString(tt.self), "", DefaultClusterDomain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &Proxy{cfg: &checked{labels: tt.labels}, log: slog.New(slog.DiscardHandler), names: names, metrics: newMetrics(func() float64 { return 0 })}
+		o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
+		o.setState(traffic.Compile(0, nil), 0, 0, nil)
+		if v := p.applyConfig(o, &agentv1.Config{Version: 2, Resources: resources}); v != 2 {
+			t.Fatalf("version %d: the configuration was refused", v)
+		}
+		pol := o.state.Load().table.Policy("reviews.prod", "")
+		if pol == nil || pol.LoadBalancer == nil || pol.LoadBalancer.Simple != tt.want {
+			t.Errorf("%s %v: policy %+v, want loadBalancer %s", tt.self, tt.labels, pol, tt.want)
+		}
+	}
+}
