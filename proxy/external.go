@@ -166,7 +166,7 @@ func readLimited(path string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	if st.Size() > max {
-		return nil, fmt.Errorf("%s: more than %d bytes", path, max)
+		return nil, fmt.Errorf("proxy: %s: more than %d bytes", path, max)
 	}
 	return os.ReadFile(path)
 }
