@@ -278,6 +278,21 @@ type ConnectionPool struct {
 type TCPSettings struct {
 	MaxConnections int32     `json:"maxConnections,omitempty"`
 	ConnectTimeout *Duration `json:"connectTimeout,omitempty"`
+	// TCPKeepalive turns on TCP keepalive probes on the sidecar's
+	// connections to the destination's sidecars (Istio's tcpKeepalive).
+	TCPKeepalive *TCPKeepalive `json:"tcpKeepalive,omitempty"`
+}
+
+// TCPKeepalive is SO_KEEPALIVE with its three knobs (Istio's
+// ConnectionPoolSettings.TCPSettings.TcpKeepalive); an unset one takes Go's
+// default (net.KeepAliveConfig: 15s idle, 15s interval, 9 probes).
+type TCPKeepalive struct {
+	// Probes is how many unanswered probes close the connection (≥ 1).
+	Probes *int32 `json:"probes,omitempty"`
+	// Time is how long the connection sits idle before the first probe.
+	Time *Duration `json:"time,omitempty"`
+	// Interval is the time between probes.
+	Interval *Duration `json:"interval,omitempty"`
 }
 
 // HTTPSettings of the connection pool.

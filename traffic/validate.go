@@ -548,6 +548,13 @@ func (v *validator) trafficPolicy(p string, tp *TrafficPolicy) {
 		if cp.TCP != nil {
 			v.nonNegative(p+".connectionPool.tcp.maxConnections", cp.TCP.MaxConnections)
 			v.duration(p+".connectionPool.tcp.connectTimeout", cp.TCP.ConnectTimeout)
+			if ka := cp.TCP.TCPKeepalive; ka != nil {
+				v.duration(p+".connectionPool.tcp.tcpKeepalive.time", ka.Time)
+				v.duration(p+".connectionPool.tcp.tcpKeepalive.interval", ka.Interval)
+				if ka.Probes != nil && *ka.Probes < 1 {
+					v.fail(p+".connectionPool.tcp.tcpKeepalive.probes", "%d: must be at least 1", *ka.Probes)
+				}
+			}
 		}
 		if h := cp.HTTP; h != nil {
 			v.nonNegative(p+".connectionPool.http.http1MaxPendingRequests", h.HTTP1MaxPendingRequests)
