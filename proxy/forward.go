@@ -421,7 +421,7 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 			tryCtx, tryCancel = context.WithTimeout(ctx, rt.PerTry)
 		}
 		req := outRequest(tryCtx, r, ep, body, replay)
-		tr := ep.via(c.sni).get(kindOf(r), c.pool.perConn)
+		tr := c.conns(ep).get(kindOf(r), c.pool.perConn)
 		ep.active.Add(1)
 		began := time.Now()
 		resp, err := tr.RoundTrip(req)
@@ -587,7 +587,7 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
 	ep := c.pick(nil)
 	rp := &httputil.ReverseProxy{
-		Transport: ep.via(c.sni).get(viaUpgrade, 0),
+		Transport: c.conns(ep).get(viaUpgrade, 0),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: pr.In.URL.Path, RawPath: pr.In.URL.RawPath, RawQuery: pr.In.URL.RawQuery}
 			pr.Out.Host = pr.In.Host
@@ -635,7 +635,7 @@ func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bo
 	go func() {
 		defer func() { <-o.mirrors }()
 		defer cancel()
-		resp, err := ep.via(c.sni).get(kindOf(r), 0).RoundTrip(req)
+		resp, err := c.conns(ep).get(kindOf(r), 0).RoundTrip(req)
 		if err != nil {
 			o.p.metrics.mirrors.WithLabelValues(svc, "error").Inc()
 			return

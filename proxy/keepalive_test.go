@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/naming"
 	"net"
 	"testing"
 	"time"
@@ -41,6 +43,60 @@ func TestUpstreamDialKeepalive(t *testing.T) {
 			if got.Timeout != tt.want.Timeout || got.KeepAliveConfig != tt.want.KeepAliveConfig {
 				t.Errorf("%s: %s dials with timeout %v keepalive %+v, want %v %+v", tt.name, e.addr, got.Timeout, got.KeepAliveConfig, tt.want.Timeout, tt.want.KeepAliveConfig)
 			}
+		}
+	}
+}
+
+// TestH2KeepAlivePerCluster: a DestinationRule's
+// connectionPool.http.http2KeepAlive sets the HTTP/2 PINGs (net/http's
+// SendPingTimeout, PingTimeout) of the transports its cluster uses, on
+// connections of their own; a cluster without one uses the defaults.
+func TestH2KeepAlivePerCluster(t *testing.T) {
+	o := outboundWith(t, `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: api
+spec:
+  host: api
+  trafficPolicy:
+    connectionPool:
+      http:
+        http2KeepAlive: {interval: 15s, timeout: 5s}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      connectionPool:
+        http:
+          http2KeepAlive: {interval: 2s}
+  - name: v2
+    labels: {version: v1}
+    trafficPolicy:
+      connectionPool:
+        http: {maxRetries: 3}
+`, &agentv1.Endpoint{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/default/sa/api", Labels: map[string]string{"version": "v1"}})
+	st := o.state.Load()
+	api := naming.Service{Name: "api", Namespace: "default"}
+	for _, tt := range []struct {
+		subset            string
+		interval, timeout time.Duration
+		own               bool // connections apart from the endpoint's own
+	}{
+		{"", 15 * time.Second, 5 * time.Second, true},
+		{"v1", 2 * time.Second, defaultH2PingTimeout, true},
+		{"v2", defaultH2PingInterval, defaultH2PingTimeout, false}, // the subset's connectionPool replaces the rule's
+	} {
+		c := o.clusterAt(st, api, tt.subset, 80)
+		if c == nil {
+			t.Fatalf("subset %q: no cluster", tt.subset)
+		}
+		ep := c.eps[0]
+		h2 := c.conns(ep).make(alpnH2).HTTP2
+		if h2.SendPingTimeout != tt.interval || h2.PingTimeout != tt.timeout {
+			t.Errorf("subset %q: PING after %v, answer within %v; want %v, %v", tt.subset, h2.SendPingTimeout, h2.PingTimeout, tt.interval, tt.timeout)
+		}
+		if (c.conns(ep) != ep.transports) != tt.own {
+			t.Errorf("subset %q: connections of its own %v, want %v", tt.subset, c.conns(ep) != ep.transports, tt.own)
 		}
 	}
 }

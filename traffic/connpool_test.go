@@ -25,3 +25,23 @@ func TestConnectionPoolKeepaliveValidation(t *testing.T) {
 		checkParse(t, tt.name, tt.doc, tt.want)
 	}
 }
+
+// TestH2KeepAliveValidation: http2KeepAlive's durations follow Istio's
+// duration rule; a valid one is accepted.
+func TestH2KeepAliveValidation(t *testing.T) {
+	ka := func(s string) string {
+		return drDoc("  trafficPolicy: {connectionPool: {http: {http2KeepAlive: " + s + "}}}\n")
+	}
+	tests := []struct {
+		name, doc string
+		want      []string // nil: accepted
+	}{
+		{"both", ka("{interval: 15s, timeout: 5s}"), nil},
+		{"interval below 1ms", ka("{interval: 0s}"), []string{"spec.trafficPolicy.connectionPool.http.http2KeepAlive.interval", "at least 1ms"}},
+		{"timeout finer than 1ms", ka("{timeout: 1.5ms}"), []string{"spec.trafficPolicy.connectionPool.http.http2KeepAlive.timeout", "whole milliseconds"}},
+		{"misspelled", ka("{Interval: 1s}"), []string{`"Interval"`}},
+	}
+	for _, tt := range tests {
+		checkParse(t, tt.name, tt.doc, tt.want)
+	}
+}

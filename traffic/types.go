@@ -301,6 +301,20 @@ type HTTPSettings struct {
 	HTTP2MaxRequests         int32 `json:"http2MaxRequests,omitempty"`
 	MaxRequestsPerConnection int32 `json:"maxRequestsPerConnection,omitempty"`
 	MaxRetries               int32 `json:"maxRetries,omitempty"`
+	// HTTP2KeepAlive health-checks the sidecar's HTTP/2 connections to the
+	// destination's sidecars with PINGs (Istio's http2KeepAlive).
+	HTTP2KeepAlive *HTTP2KeepAlive `json:"http2KeepAlive,omitempty"`
+}
+
+// HTTP2KeepAlive is Envoy's connection_keepalive: an unset field takes
+// Sigil's default (PING after 30s without a frame, 15s for its answer).
+type HTTP2KeepAlive struct {
+	// Interval is how long a connection may go without a frame received
+	// before a PING is sent.
+	Interval *Duration `json:"interval,omitempty"`
+	// Timeout is how long the PING's answer may take before the
+	// connection is closed.
+	Timeout *Duration `json:"timeout,omitempty"`
 }
 
 // OutlierDetection ejects endpoints that keep failing.

@@ -561,6 +561,10 @@ func (v *validator) trafficPolicy(p string, tp *TrafficPolicy) {
 			v.nonNegative(p+".connectionPool.http.http2MaxRequests", h.HTTP2MaxRequests)
 			v.nonNegative(p+".connectionPool.http.maxRequestsPerConnection", h.MaxRequestsPerConnection)
 			v.nonNegative(p+".connectionPool.http.maxRetries", h.MaxRetries)
+			if ka := h.HTTP2KeepAlive; ka != nil {
+				v.duration(p+".connectionPool.http.http2KeepAlive.interval", ka.Interval)
+				v.duration(p+".connectionPool.http.http2KeepAlive.timeout", ka.Timeout)
+			}
 		}
 	}
 	if od := tp.OutlierDetection; od != nil {
