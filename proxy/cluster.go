@@ -28,6 +28,8 @@ type cluster struct {
 	// ping is its policy's connectionPool.http.http2KeepAlive (zero: the
 	// defaults).
 	ping h2Ping
+	// hash is its policy's loadBalancer.consistentHash (nil: none).
+	hash *hashPolicy
 }
 
 // conns is the cluster's connections to ep: those its sni and
@@ -113,8 +115,10 @@ func lbOf(p *traffic.TrafficPolicy) string {
 
 // pick chooses an endpoint, avoiding ejected ones and, when it can, the
 // ones already tried for this request. With every endpoint ejected it
-// uses them all (Envoy's panic mode): some traffic beats none.
-func (c *cluster) pick(tried []*endpoint) *endpoint {
+// uses them all (Envoy's panic mode): some traffic beats none. A key (the
+// request's consistentHash key, hashPolicy) picks among those by
+// rendezvous hashing; "" leaves the choice to the cluster's balancer.
+func (c *cluster) pick(tried []*endpoint, key string) *endpoint {
 	if len(c.eps) == 1 {
 		// Whatever its state, the only endpoint is the answer.
 		return c.eps[0]
@@ -141,6 +145,9 @@ func (c *cluster) pick(tried []*endpoint) *endpoint {
 	}
 	if len(cands) == 1 {
 		return cands[0]
+	}
+	if key != "" {
+		return rendezvous(cands, key)
 	}
 	switch c.lb {
 	case lbRoundRobin:

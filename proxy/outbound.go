@@ -243,7 +243,8 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusBadGateway, "sigil: no endpoint of "+dest)
 		return
 	}
-	up, err := o.dialTCP(r.Context(), c, c.pick(nil))
+	key, _ := c.hash.key(r) // a tunnel has no response headers for a cookie
+	up, err := o.dialTCP(r.Context(), c, c.pick(nil, key))
 	if err != nil {
 		writeError(w, r, http.StatusBadGateway, "sigil: upstream "+dest+" failed: "+reasonOf(err))
 		return
@@ -358,7 +359,7 @@ func (o *outbound) transparent(c net.Conn) {
 		c.Close()
 		return
 	}
-	up, err := o.dialTCP(context.Background(), cl, cl.pick(nil))
+	up, err := o.dialTCP(context.Background(), cl, cl.pick(nil, cl.hash.connKey(c.RemoteAddr())))
 	if err != nil {
 		o.p.log.Warn("upstream tcp failed", "service", svc.String(), "destination", dest, "error", err)
 		c.Close()

@@ -45,3 +45,38 @@ func TestH2KeepAliveValidation(t *testing.T) {
 		checkParse(t, tt.name, tt.doc, tt.want)
 	}
 }
+
+// TestConsistentHashValidation: consistentHash has exactly one key, no
+// simple beside it, valid names, a cookie ttl of 0 or more, at most one of
+// ringHash and maglev; Istio's examples are accepted.
+func TestConsistentHashValidation(t *testing.T) {
+	ch := func(s string) string {
+		return drDoc("  trafficPolicy: {loadBalancer: " + s + "}\n")
+	}
+	p := "spec.trafficPolicy.loadBalancer.consistentHash"
+	tests := []struct {
+		name, doc string
+		want      []string // nil: accepted
+	}{
+		{"header", ch("{consistentHash: {httpHeaderName: x-user}}"), nil},
+		{"cookie, session", ch("{consistentHash: {httpCookie: {name: user, ttl: 0s}}}"), nil},
+		{"cookie, ttl and path", ch("{consistentHash: {httpCookie: {name: user, path: /, ttl: 60s}}}"), nil},
+		{"cookie without ttl", ch("{consistentHash: {httpCookie: {name: user}}}"), nil},
+		{"source ip with ring size", ch("{consistentHash: {useSourceIp: true, ringHash: {minimumRingSize: 1024}}}"), nil},
+		{"query with maglev", ch("{consistentHash: {httpQueryParameterName: u, maglev: {tableSize: 65537}}}"), nil},
+		{"deprecated minimumRingSize", ch("{consistentHash: {httpHeaderName: x-user, minimumRingSize: 1024}}"), nil},
+		{"beside simple", ch("{simple: ROUND_ROBIN, consistentHash: {httpHeaderName: x-user}}"), []string{p, "beside simple"}},
+		{"no key", ch("{consistentHash: {ringHash: {minimumRingSize: 8}}}"), []string{p, "sets 0 keys"}},
+		{"two keys", ch("{consistentHash: {httpHeaderName: x-user, useSourceIp: true}}"), []string{p, "sets 2 keys"}},
+		{"bad header name", ch("{consistentHash: {httpHeaderName: 'x user'}}"), []string{p + ".httpHeaderName"}},
+		{"bad query name", ch("{consistentHash: {httpQueryParameterName: 'a=b'}}"), []string{p + ".httpQueryParameterName"}},
+		{"cookie without name", ch("{consistentHash: {httpCookie: {ttl: 1s}}}"), []string{p + ".httpCookie.name"}},
+		{"cookie ttl finer than 1ms", ch("{consistentHash: {httpCookie: {name: u, ttl: 1.0001s}}}"), []string{p + ".httpCookie.ttl"}},
+		{"cookie ttl negative", ch("{consistentHash: {httpCookie: {name: u, ttl: -1s}}}"), []string{p + ".httpCookie.ttl"}},
+		{"ringHash and maglev", ch("{consistentHash: {useSourceIp: true, ringHash: {}, maglev: {}}}"), []string{p, "ringHash and maglev"}},
+		{"misspelled", ch("{consistentHash: {httpHeader: x}}"), []string{`"httpHeader"`}},
+	}
+	for _, tt := range tests {
+		checkParse(t, tt.name, tt.doc, tt.want)
+	}
+}

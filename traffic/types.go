@@ -263,9 +263,46 @@ type PortTrafficPolicy struct {
 	TLS *ClientTLSSettings `json:"tls,omitempty"`
 }
 
-// LoadBalancer picks the algorithm.
+// LoadBalancer picks the algorithm: one of simple and consistentHash.
 type LoadBalancer struct {
 	Simple string `json:"simple,omitempty"`
+	// ConsistentHash sends requests with the same key to the same
+	// endpoint (session affinity; Istio's consistentHash).
+	ConsistentHash *ConsistentHash `json:"consistentHash,omitempty"`
+}
+
+// ConsistentHash names the request's key, exactly one of: a header, a
+// cookie, the source IP, a query parameter. RingHash, Maglev and
+// MinimumRingSize (deprecated) size Envoy's hash tables; Sigil hashes by
+// rendezvous (highest random weight), which has no table, so they are
+// checked and have nothing to tune.
+type ConsistentHash struct {
+	HTTPHeaderName         string      `json:"httpHeaderName,omitempty"`
+	HTTPCookie             *HTTPCookie `json:"httpCookie,omitempty"`
+	UseSourceIP            bool        `json:"useSourceIp,omitempty"`
+	HTTPQueryParameterName string      `json:"httpQueryParameterName,omitempty"`
+	RingHash               *RingHash   `json:"ringHash,omitempty"`
+	Maglev                 *Maglev     `json:"maglev,omitempty"`
+	MinimumRingSize        uint64      `json:"minimumRingSize,omitempty"`
+}
+
+// HTTPCookie is the cookie whose value is the key. A request without it
+// gets one generated, set on the response, when Ttl is given (0: a
+// session cookie); without Ttl none is generated (Envoy's rule).
+type HTTPCookie struct {
+	Name string    `json:"name"`
+	Path string    `json:"path,omitempty"`
+	TTL  *Duration `json:"ttl,omitempty"`
+}
+
+// RingHash is Envoy's ring hash table size (entries).
+type RingHash struct {
+	MinimumRingSize uint64 `json:"minimumRingSize,omitempty"`
+}
+
+// Maglev is Envoy's Maglev table size (entries, a prime).
+type Maglev struct {
+	TableSize uint64 `json:"tableSize,omitempty"`
 }
 
 // ConnectionPool limits what one sidecar sends to a destination.
