@@ -25,6 +25,60 @@ type cluster struct {
 	// sni is the server name the mTLS ClientHello to the cluster's
 	// sidecars carries: its policy's ISTIO_MUTUAL tls.sni, "" for none.
 	sni string
+	// ping is its policy's connectionPool.http.http2KeepAlive (zero: the
+	// defaults).
+	ping h2Ping
+	// hash is its policy's loadBalancer.consistentHash (nil: none).
+	hash *hashPolicy
+}
+
+// conns is the cluster's connections to ep: those its sni and
+// http2KeepAlive call for.
+func (c *cluster) conns(ep *endpoint) *transports {
+	return ep.via(connOpts{sni: c.sni, ping: c.ping})
+}
+
+// h2Ping is a cluster's HTTP/2 PING health check of its connections to
+// the destination's sidecars (Istio's http2KeepAlive, Envoy's
+// connection_keepalive): interval is how long a connection may go without
+// a frame received before the sidecar sends a PING, timeout how long it
+// waits for the answer before closing the connection. Zero: the default.
+type h2Ping struct {
+	interval, timeout time.Duration
+}
+
+// Defaults for the PINGs when no http2KeepAlive says otherwise.
+const (
+	defaultH2PingInterval = 30 * time.Second
+	defaultH2PingTimeout  = 15 * time.Second
+)
+
+// h2PingOf reads connectionPool.http.http2KeepAlive.
+func h2PingOf(p *traffic.TrafficPolicy) h2Ping {
+	if p == nil || p.ConnectionPool == nil || p.ConnectionPool.HTTP == nil || p.ConnectionPool.HTTP.HTTP2KeepAlive == nil {
+		return h2Ping{}
+	}
+	var hp h2Ping
+	if ka := p.ConnectionPool.HTTP.HTTP2KeepAlive; ka.Interval != nil {
+		hp.interval = ka.Interval.Duration
+	}
+	if ka := p.ConnectionPool.HTTP.HTTP2KeepAlive; ka.Timeout != nil {
+		hp.timeout = ka.Timeout.Duration
+	}
+	return hp
+}
+
+// config is the transport's HTTP/2 settings with these PINGs (net/http's
+// SendPingTimeout and PingTimeout).
+func (hp h2Ping) config() *http.HTTP2Config {
+	c := &http.HTTP2Config{MaxConcurrentStreams: 250, SendPingTimeout: defaultH2PingInterval, PingTimeout: defaultH2PingTimeout}
+	if hp.interval > 0 {
+		c.SendPingTimeout = hp.interval
+	}
+	if hp.timeout > 0 {
+		c.PingTimeout = hp.timeout
+	}
+	return c
 }
 
 // meshSNI is the sni of a policy's ISTIO_MUTUAL tls (Istio sends it in
@@ -61,8 +115,10 @@ func lbOf(p *traffic.TrafficPolicy) string {
 
 // pick chooses an endpoint, avoiding ejected ones and, when it can, the
 // ones already tried for this request. With every endpoint ejected it
-// uses them all (Envoy's panic mode): some traffic beats none.
-func (c *cluster) pick(tried []*endpoint) *endpoint {
+// uses them all (Envoy's panic mode): some traffic beats none. A key (the
+// request's consistentHash key, hashPolicy) picks among those by
+// rendezvous hashing; "" leaves the choice to the cluster's balancer.
+func (c *cluster) pick(tried []*endpoint, key string) *endpoint {
 	if len(c.eps) == 1 {
 		// Whatever its state, the only endpoint is the answer.
 		return c.eps[0]
@@ -89,6 +145,9 @@ func (c *cluster) pick(tried []*endpoint) *endpoint {
 	}
 	if len(cands) == 1 {
 		return cands[0]
+	}
+	if key != "" {
+		return rendezvous(cands, key)
 	}
 	switch c.lb {
 	case lbRoundRobin:
@@ -332,7 +391,9 @@ func fmtPool(cp *traffic.ConnectionPool) string {
 		s = append(s, cp.TCP.MaxConnections)
 	}
 	if cp.HTTP != nil {
-		s = append(s, *cp.HTTP)
+		h := *cp.HTTP
+		h.HTTP2KeepAlive = nil // a pointer, and the pool's limits ignore it
+		s = append(s, h)
 	}
 	return fmtAny(s)
 }

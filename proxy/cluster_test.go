@@ -92,13 +92,13 @@ func TestOutlierEjection(t *testing.T) {
 		t.Fatal("a third endpoint ejected beyond maxEjectionPercent")
 	}
 	for range 20 {
-		if e := c.pick(nil); e == eps[0] || e == eps[1] {
+		if e := c.pick(nil, ""); e == eps[0] || e == eps[1] {
 			t.Fatalf("picked ejected endpoint %s", e.addr)
 		}
 	}
 	// Every endpoint ejected: use them all rather than none (panic mode).
 	all := &cluster{eps: eps[:2], rr: new(atomic.Uint64), lb: lbRoundRobin}
-	if all.pick(nil) == nil {
+	if all.pick(nil, "") == nil {
 		t.Fatal("no endpoint in panic mode")
 	}
 }
@@ -113,7 +113,7 @@ func TestPeakEWMAPrefersFastEndpoint(t *testing.T) {
 	c := &cluster{eps: []*endpoint{fast, slow}, rr: new(atomic.Uint64), lb: lbPeakEWMA}
 	n := 0
 	for range 100 {
-		if c.pick(nil) == fast {
+		if c.pick(nil, "") == fast {
 			n++
 		}
 	}

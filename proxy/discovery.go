@@ -84,8 +84,9 @@ func (o *outbound) buildCluster(st *meshState, service naming.Service, subset st
 	}
 	policy := st.table.PolicyAt(service.String(), subset, port)
 	o.upstream.setMax(eps, maxConnectionsOf(policy))
+	o.upstream.setDial(eps, upstreamDialOf(policy))
 	pl, rr := o.clusters.poolFor(service.String()+"|"+subset+"|"+strconv.FormatUint(uint64(port), 10), policy)
-	return &cluster{service: service.Name, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr, sni: meshSNI(policy)}
+	return &cluster{service: service.Name, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr, sni: meshSNI(policy), ping: h2PingOf(policy), hash: hashPolicyOf(policy)}
 }
 
 func hasLabels(have, want map[string]string) bool {
@@ -184,15 +185,15 @@ func sortedLabels(m map[string]string) []string {
 func (o *outbound) newEndpoint(ep naming.Endpoint, id spiffeid.ID, labels map[string]string) *endpoint {
 	addr := ep.String()
 	e := &endpoint{addr: addr, ip: ep.Addr(), id: id, labels: labels}
-	e.newTransports = func(sni string) *transports {
+	e.newTransports = func(co connOpts) *transports {
 		return &transports{
-			make:          func(alpn string) *http.Transport { return o.transportFor(id, alpn, sni) },
+			make:          func(alpn string) *http.Transport { return o.transportFor(id, alpn, co) },
 			protocolError: o.p.metrics.protocolError("outbound"),
 			dial: func(ctx context.Context) (net.Conn, error) {
 				// Our SVID now is the one the handshake presents or an older
 				// one: its expiry is a safe bound for the connection.
 				own := o.p.id.notAfter()
-				c, err := o.dialTLS(ctx, addr, id, alpnH1, sni)
+				c, err := o.dialTLS(ctx, addr, id, alpnH1, co.sni)
 				if err != nil {
 					return nil, err
 				}
@@ -200,7 +201,7 @@ func (o *outbound) newEndpoint(ep naming.Endpoint, id spiffeid.ID, labels map[st
 			},
 		}
 	}
-	e.transports = e.newTransports("")
+	e.transports = e.newTransports(connOpts{})
 	return e
 }
 

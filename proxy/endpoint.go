@@ -36,28 +36,36 @@ type endpoint struct {
 	ejections    int
 
 	transports *transports
-	// bySNI holds the connections of clusters whose ISTIO_MUTUAL tls
-	// gives an sni (sni → *transports, made by newTransports): a
-	// ClientHello's server name is fixed per connection. Its keys come
-	// from DestinationRules only, never from requests.
+	// bySNI holds the connections of clusters whose policy sets them
+	// apart (connOpts → *transports, made by newTransports): an ISTIO_MUTUAL
+	// tls sni (a ClientHello's server name is fixed per connection) or an
+	// http2KeepAlive (PINGs are per connection). Its keys come from
+	// DestinationRules only, never from requests.
 	bySNI         sync.Map
-	newTransports func(sni string) *transports
+	newTransports func(connOpts) *transports
 }
 
-// via is the endpoint's connections that send sni in their ClientHello
-// ("": the endpoint's own, which send none).
-func (e *endpoint) via(sni string) *transports {
-	if sni == "" || e.newTransports == nil {
+// connOpts is what a cluster's policy fixes for each of its connections
+// to an endpoint: the sni of the ClientHello and the HTTP/2 PINGs.
+type connOpts struct {
+	sni  string
+	ping h2Ping
+}
+
+// via is the endpoint's connections opened with o (the zero connOpts: the
+// endpoint's own, which send no sni and ping at the defaults).
+func (e *endpoint) via(o connOpts) *transports {
+	if o == (connOpts{}) || e.newTransports == nil {
 		return e.transports
 	}
-	if t, ok := e.bySNI.Load(sni); ok {
+	if t, ok := e.bySNI.Load(o); ok {
 		return t.(*transports)
 	}
-	t, _ := e.bySNI.LoadOrStore(sni, e.newTransports(sni))
+	t, _ := e.bySNI.LoadOrStore(o, e.newTransports(o))
 	return t.(*transports)
 }
 
-// close closes the endpoint's idle pooled connections, of every sni.
+// close closes the endpoint's idle pooled connections, of every connOpts.
 func (e *endpoint) close() {
 	e.transports.close()
 	e.bySNI.Range(func(_, t any) bool {

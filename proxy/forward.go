@@ -157,7 +157,8 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
 		o.mirror(st, r, body, replay, m.MirrorTo, m.Mirror, cmp.Or(m.MirrorPort, port))
 	}
-	resp, release, err := o.send(r, body, replay, c, m.Route)
+	key, setCookie := c.hash.key(r)
+	resp, release, err := o.send(r, body, replay, c, m.Route, key)
 	if err != nil {
 		var of overflowError
 		switch {
@@ -175,6 +176,9 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 	defer release()
 	// The upstream's Connection header may not remove the route's headers.
 	removeHopHeaders(resp.Header)
+	if setCookie != nil {
+		resp.Header.Add("Set-Cookie", setCookie.String())
+	}
 	applyHeaders(resp.Header, m.Headers, false)
 	applyHeaders(resp.Header, dest.Headers, false)
 	copyResponse(w, resp)
@@ -392,7 +396,7 @@ func outRequest(ctx context.Context, r *http.Request, ep *endpoint, body []byte,
 
 // send sends with retries. It returns the response and a release to call
 // when the response has been copied.
-func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, rt *traffic.Route) (*http.Response, func(), error) {
+func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, rt *traffic.Route, key string) (*http.Response, func(), error) {
 	ctx := r.Context()
 	cancel := context.CancelFunc(func() {})
 	if rt.Timeout > 0 {
@@ -414,14 +418,14 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 		if attempt > 0 {
 			retryDone = c.pool.startRetry()
 		}
-		ep := c.pick(tried)
+		ep := c.pick(tried, key)
 		tried = append(tried, ep)
 		tryCtx, tryCancel := ctx, context.CancelFunc(func() {})
 		if rt.PerTry > 0 {
 			tryCtx, tryCancel = context.WithTimeout(ctx, rt.PerTry)
 		}
 		req := outRequest(tryCtx, r, ep, body, replay)
-		tr := ep.via(c.sni).get(kindOf(r), c.pool.perConn)
+		tr := c.conns(ep).get(kindOf(r), c.pool.perConn)
 		ep.active.Add(1)
 		began := time.Now()
 		resp, err := tr.RoundTrip(req)
@@ -585,9 +589,13 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 // upgrade forwards an Upgrade (WebSocket) request over HTTP/1.1 to one
 // endpoint; the connection then carries the upgraded protocol both ways.
 func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
-	ep := c.pick(nil)
+	key, setCookie := c.hash.key(r)
+	if setCookie != nil {
+		w.Header().Add("Set-Cookie", setCookie.String())
+	}
+	ep := c.pick(nil, key)
 	rp := &httputil.ReverseProxy{
-		Transport: ep.via(c.sni).get(viaUpgrade, 0),
+		Transport: c.conns(ep).get(viaUpgrade, 0),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: pr.In.URL.Path, RawPath: pr.In.URL.RawPath, RawQuery: pr.In.URL.RawQuery}
 			pr.Out.Host = pr.In.Host
@@ -620,7 +628,8 @@ func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bo
 		o.p.metrics.mirrors.WithLabelValues(svc, "dropped").Inc()
 		return
 	}
-	ep := c.pick(nil)
+	key, _ := c.hash.key(r) // the mirror's answer goes nowhere: no cookie
+	ep := c.pick(nil, key)
 	ctx, cancel := context.WithTimeout(context.Background(), mirrorTimeout)
 	req := outRequest(ctx, r, ep, body, true)
 	// Istio marks mirrored traffic by the Host's -shadow suffix.
@@ -635,7 +644,7 @@ func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bo
 	go func() {
 		defer func() { <-o.mirrors }()
 		defer cancel()
-		resp, err := ep.via(c.sni).get(kindOf(r), 0).RoundTrip(req)
+		resp, err := c.conns(ep).get(kindOf(r), 0).RoundTrip(req)
 		if err != nil {
 			o.p.metrics.mirrors.WithLabelValues(svc, "error").Inc()
 			return

@@ -105,16 +105,17 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 }
 
 // transportFor makes a pooled transport to one endpoint whose TLS checks
-// the endpoint's identity (secure naming) and sends sni (clientTLS).
-func (o *outbound) transportFor(id spiffeid.ID, alpn, sni string) *http.Transport {
+// the endpoint's identity (secure naming) and sends co.sni (clientTLS),
+// and whose HTTP/2 connections ping as co.ping says.
+func (o *outbound) transportFor(id spiffeid.ID, alpn string, co connOpts) *http.Transport {
 	tr := &http.Transport{
-		TLSClientConfig:     o.p.id.clientTLS(id, alpn, sni),
+		TLSClientConfig:     o.p.id.clientTLS(id, alpn, co.sni),
 		TLSHandshakeTimeout: hsLimit,
 		DialContext:         func(ctx context.Context, _, addr string) (net.Conn, error) { return o.upstream.dial(ctx, addr) },
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 		Protocols:           new(http.Protocols),
-		HTTP2:               &http.HTTP2Config{MaxConcurrentStreams: 250, PingTimeout: 15 * time.Second, SendPingTimeout: 30 * time.Second},
+		HTTP2:               co.ping.config(),
 		// The app's Accept-Encoding passes as sent; Go's default adds gzip
 		// and unzips the answer behind the app's back.
 		DisableCompression: true,
@@ -242,7 +243,8 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusBadGateway, "sigil: no endpoint of "+dest)
 		return
 	}
-	up, err := o.dialTCP(r.Context(), c, c.pick(nil))
+	key, _ := c.hash.key(r) // a tunnel has no response headers for a cookie
+	up, err := o.dialTCP(r.Context(), c, c.pick(nil, key))
 	if err != nil {
 		writeError(w, r, http.StatusBadGateway, "sigil: upstream "+dest+" failed: "+reasonOf(err))
 		return
@@ -357,7 +359,7 @@ func (o *outbound) transparent(c net.Conn) {
 		c.Close()
 		return
 	}
-	up, err := o.dialTCP(context.Background(), cl, cl.pick(nil))
+	up, err := o.dialTCP(context.Background(), cl, cl.pick(nil, cl.hash.connKey(c.RemoteAddr())))
 	if err != nil {
 		o.p.log.Warn("upstream tcp failed", "service", svc.String(), "destination", dest, "error", err)
 		c.Close()

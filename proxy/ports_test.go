@@ -125,11 +125,11 @@ spec:
 			continue
 		}
 		ep := c.eps[0]
-		cfg := ep.via(c.sni).make(alpnH2).TLSClientConfig
+		cfg := c.conns(ep).make(alpnH2).TLSClientConfig
 		if got := sentSNI(t, cfg); got != tt.want || cfg.ServerName != tt.want {
 			t.Errorf("%s port %d: ClientHello server name %q (config %q), want %q", tt.subset, tt.port, got, cfg.ServerName, tt.want)
 		}
-		if (ep.via(c.sni) == ep.transports) != (tt.want == "") {
+		if (c.conns(ep) == ep.transports) != (tt.want == "") {
 			t.Errorf("%s port %d: connections shared with clusters of another sni", tt.subset, tt.port)
 		}
 	}

@@ -48,7 +48,8 @@ func (o *outbound) connectTLS(w http.ResponseWriter, r *http.Request, svc naming
 		o.p.log.Warn("tls route has no endpoint", "service", svc.String(), "destination", dest)
 		return
 	}
-	up, err := o.dialTCP(r.Context(), c, c.pick(nil))
+	key, _ := c.hash.key(r) // a tunnel has no response headers for a cookie
+	up, err := o.dialTCP(r.Context(), c, c.pick(nil, key))
 	if err != nil {
 		o.p.log.Warn("upstream tcp failed", "service", svc.String(), "destination", dest, "error", err)
 		return

@@ -60,7 +60,7 @@ func (u *upstreamConns) limiter(addr string) *connLimiter {
 	defer u.mu.Unlock()
 	l := u.by[addr]
 	if l == nil {
-		l = &connLimiter{max: defaultMaxUpstreamConns, freed: make(chan struct{})}
+		l = &connLimiter{max: defaultMaxUpstreamConns, freed: make(chan struct{}), dial: defaultUpstreamDial}
 		u.by[addr] = l
 	}
 	return l
@@ -80,6 +80,64 @@ func (u *upstreamConns) setMax(eps []*endpoint, n int) {
 		l := u.limiter(e.addr)
 		l.mu.Lock()
 		l.max = n
+		l.mu.Unlock()
+	}
+}
+
+// upstreamDial is how the outbound dials one destination sidecar: its
+// DestinationRule's connectionPool.tcp connectTimeout (default 5s) and
+// tcpKeepalive (default: keepalive probes after 30s idle, as before any
+// rule).
+type upstreamDial struct {
+	timeout   time.Duration
+	keepAlive net.KeepAliveConfig
+}
+
+// defaultUpstreamDial is the dial for a destination no rule tunes.
+var defaultUpstreamDial = upstreamDial{timeout: 5 * time.Second, keepAlive: net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second}}
+
+// upstreamDialOf reads connectionPool.tcp's connectTimeout and
+// tcpKeepalive (time → Idle, interval → Interval, probes → Count; an
+// unset one keeps Go's default).
+func upstreamDialOf(p *traffic.TrafficPolicy) upstreamDial {
+	d := defaultUpstreamDial
+	if p == nil || p.ConnectionPool == nil || p.ConnectionPool.TCP == nil {
+		return d
+	}
+	t := p.ConnectionPool.TCP
+	if t.ConnectTimeout != nil {
+		d.timeout = t.ConnectTimeout.Duration
+	}
+	if ka := t.TCPKeepalive; ka != nil {
+		d.keepAlive = net.KeepAliveConfig{Enable: true}
+		if ka.Time != nil {
+			d.keepAlive.Idle = ka.Time.Duration
+		}
+		if ka.Interval != nil {
+			d.keepAlive.Interval = ka.Interval.Duration
+		}
+		if ka.Probes != nil {
+			d.keepAlive.Count = int(*ka.Probes)
+		}
+	}
+	return d
+}
+
+// dialer is the net.Dialer for d.
+func (d upstreamDial) dialer() *net.Dialer {
+	return &net.Dialer{Timeout: d.timeout, KeepAliveConfig: d.keepAlive}
+}
+
+// setDial applies a DestinationRule's dial settings to eps (a nil
+// upstreamConns, as in setMax, has nothing to set).
+func (u *upstreamConns) setDial(eps []*endpoint, d upstreamDial) {
+	if u == nil {
+		return
+	}
+	for _, e := range eps {
+		l := u.limiter(e.addr)
+		l.mu.Lock()
+		l.dial = d
 		l.mu.Unlock()
 	}
 }
@@ -127,7 +185,10 @@ func (u *upstreamConns) dial(ctx context.Context, addr string) (net.Conn, error)
 		}
 		return nil, err
 	}
-	c, err := (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext(ctx, "tcp", addr)
+	l.mu.Lock()
+	d := l.dial
+	l.mu.Unlock()
+	c, err := d.dialer().DialContext(ctx, "tcp", addr)
 	if err != nil {
 		l.release()
 		return nil, err
@@ -157,6 +218,7 @@ type connLimiter struct {
 	open    int
 	waiting int
 	freed   chan struct{} // closed, and replaced, when a slot frees
+	dial    upstreamDial
 }
 
 func (l *connLimiter) acquire(ctx context.Context) error {

@@ -225,6 +225,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(canary))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}\n"))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec: {hosts: [a], http: [{directResponse: {status: 418, body: {bytes: AAH/}}}]}\n"))
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a, trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: u, ttl: 0s}}}, connectionPool: {tcp: {tcpKeepalive: {time: 10s, interval: 1s, probes: 3}}, http: {http2KeepAlive: {interval: 15s, timeout: 5s}}}}}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rs, err := Parse(data, "fuzz")
 		if err != nil {

@@ -266,9 +266,46 @@ type PortTrafficPolicy struct {
 	TLS *ClientTLSSettings `json:"tls,omitempty"`
 }
 
-// LoadBalancer picks the algorithm.
+// LoadBalancer picks the algorithm: one of simple and consistentHash.
 type LoadBalancer struct {
 	Simple string `json:"simple,omitempty"`
+	// ConsistentHash sends requests with the same key to the same
+	// endpoint (session affinity; Istio's consistentHash).
+	ConsistentHash *ConsistentHash `json:"consistentHash,omitempty"`
+}
+
+// ConsistentHash names the request's key, exactly one of: a header, a
+// cookie, the source IP, a query parameter. RingHash, Maglev and
+// MinimumRingSize (deprecated) size Envoy's hash tables; Sigil hashes by
+// rendezvous (highest random weight), which has no table, so they are
+// checked and have nothing to tune.
+type ConsistentHash struct {
+	HTTPHeaderName         string      `json:"httpHeaderName,omitempty"`
+	HTTPCookie             *HTTPCookie `json:"httpCookie,omitempty"`
+	UseSourceIP            bool        `json:"useSourceIp,omitempty"`
+	HTTPQueryParameterName string      `json:"httpQueryParameterName,omitempty"`
+	RingHash               *RingHash   `json:"ringHash,omitempty"`
+	Maglev                 *Maglev     `json:"maglev,omitempty"`
+	MinimumRingSize        uint64      `json:"minimumRingSize,omitempty"`
+}
+
+// HTTPCookie is the cookie whose value is the key. A request without it
+// gets one generated, set on the response, when Ttl is given (0: a
+// session cookie); without Ttl none is generated (Envoy's rule).
+type HTTPCookie struct {
+	Name string    `json:"name"`
+	Path string    `json:"path,omitempty"`
+	TTL  *Duration `json:"ttl,omitempty"`
+}
+
+// RingHash is Envoy's ring hash table size (entries).
+type RingHash struct {
+	MinimumRingSize uint64 `json:"minimumRingSize,omitempty"`
+}
+
+// Maglev is Envoy's Maglev table size (entries, a prime).
+type Maglev struct {
+	TableSize uint64 `json:"tableSize,omitempty"`
 }
 
 // ConnectionPool limits what one sidecar sends to a destination.
@@ -281,6 +318,21 @@ type ConnectionPool struct {
 type TCPSettings struct {
 	MaxConnections int32     `json:"maxConnections,omitempty"`
 	ConnectTimeout *Duration `json:"connectTimeout,omitempty"`
+	// TCPKeepalive turns on TCP keepalive probes on the sidecar's
+	// connections to the destination's sidecars (Istio's tcpKeepalive).
+	TCPKeepalive *TCPKeepalive `json:"tcpKeepalive,omitempty"`
+}
+
+// TCPKeepalive is SO_KEEPALIVE with its three knobs (Istio's
+// ConnectionPoolSettings.TCPSettings.TcpKeepalive); an unset one takes Go's
+// default (net.KeepAliveConfig: 15s idle, 15s interval, 9 probes).
+type TCPKeepalive struct {
+	// Probes is how many unanswered probes close the connection (≥ 1).
+	Probes *int32 `json:"probes,omitempty"`
+	// Time is how long the connection sits idle before the first probe.
+	Time *Duration `json:"time,omitempty"`
+	// Interval is the time between probes.
+	Interval *Duration `json:"interval,omitempty"`
 }
 
 // HTTPSettings of the connection pool.
@@ -289,6 +341,20 @@ type HTTPSettings struct {
 	HTTP2MaxRequests         int32 `json:"http2MaxRequests,omitempty"`
 	MaxRequestsPerConnection int32 `json:"maxRequestsPerConnection,omitempty"`
 	MaxRetries               int32 `json:"maxRetries,omitempty"`
+	// HTTP2KeepAlive health-checks the sidecar's HTTP/2 connections to the
+	// destination's sidecars with PINGs (Istio's http2KeepAlive).
+	HTTP2KeepAlive *HTTP2KeepAlive `json:"http2KeepAlive,omitempty"`
+}
+
+// HTTP2KeepAlive is Envoy's connection_keepalive: an unset field takes
+// Sigil's default (PING after 30s without a frame, 15s for its answer).
+type HTTP2KeepAlive struct {
+	// Interval is how long a connection may go without a frame received
+	// before a PING is sent.
+	Interval *Duration `json:"interval,omitempty"`
+	// Timeout is how long the PING's answer may take before the
+	// connection is closed.
+	Timeout *Duration `json:"timeout,omitempty"`
 }
 
 // OutlierDetection ejects endpoints that keep failing.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/naming"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Validate checks one resource on its own and names every bad field.
@@ -545,6 +546,9 @@ func (v *validator) trafficPolicy(p string, tp *TrafficPolicy) {
 	if lb := tp.LoadBalancer; lb != nil && !lbNames[lb.Simple] {
 		v.fail(p+".loadBalancer.simple", "%q: want ROUND_ROBIN, LEAST_REQUEST or RANDOM", lb.Simple)
 	}
+	if lb := tp.LoadBalancer; lb != nil && lb.ConsistentHash != nil {
+		v.consistentHash(p+".loadBalancer", lb)
+	}
 	if cp := tp.ConnectionPool; cp != nil {
 		if cp.TCP == nil && cp.HTTP == nil {
 			v.fail(p+".connectionPool", "is empty: set tcp or http, or remove it")
@@ -552,12 +556,23 @@ func (v *validator) trafficPolicy(p string, tp *TrafficPolicy) {
 		if cp.TCP != nil {
 			v.nonNegative(p+".connectionPool.tcp.maxConnections", cp.TCP.MaxConnections)
 			v.duration(p+".connectionPool.tcp.connectTimeout", cp.TCP.ConnectTimeout)
+			if ka := cp.TCP.TCPKeepalive; ka != nil {
+				v.duration(p+".connectionPool.tcp.tcpKeepalive.time", ka.Time)
+				v.duration(p+".connectionPool.tcp.tcpKeepalive.interval", ka.Interval)
+				if ka.Probes != nil && *ka.Probes < 1 {
+					v.fail(p+".connectionPool.tcp.tcpKeepalive.probes", "%d: must be at least 1", *ka.Probes)
+				}
+			}
 		}
 		if h := cp.HTTP; h != nil {
 			v.nonNegative(p+".connectionPool.http.http1MaxPendingRequests", h.HTTP1MaxPendingRequests)
 			v.nonNegative(p+".connectionPool.http.http2MaxRequests", h.HTTP2MaxRequests)
 			v.nonNegative(p+".connectionPool.http.maxRequestsPerConnection", h.MaxRequestsPerConnection)
 			v.nonNegative(p+".connectionPool.http.maxRetries", h.MaxRetries)
+			if ka := h.HTTP2KeepAlive; ka != nil {
+				v.duration(p+".connectionPool.http.http2KeepAlive.interval", ka.Interval)
+				v.duration(p+".connectionPool.http.http2KeepAlive.timeout", ka.Timeout)
+			}
 		}
 	}
 	if od := tp.OutlierDetection; od != nil {
@@ -728,4 +743,41 @@ func UndefinedSubsets(all []Resource) []UndefinedSubset {
 		}
 	}
 	return out
+}
+
+// consistentHash checks a loadBalancer's consistentHash: with no simple
+// beside it (Istio's oneof), exactly one key, valid header, parameter and
+// cookie names, a cookie ttl of 0 or more, at most one of ringHash and
+// maglev.
+func (v *validator) consistentHash(p string, lb *LoadBalancer) {
+	ch, p := lb.ConsistentHash, p+".consistentHash"
+	if lb.Simple != "" {
+		v.fail(p, "is set beside simple: a loadBalancer is one of simple and consistentHash")
+	}
+	keys := 0
+	for _, set := range []bool{ch.HTTPHeaderName != "", ch.HTTPCookie != nil, ch.UseSourceIP, ch.HTTPQueryParameterName != ""} {
+		if set {
+			keys++
+		}
+	}
+	if keys != 1 {
+		v.fail(p, "sets %d keys: set exactly one of httpHeaderName, httpCookie, useSourceIp and httpQueryParameterName", keys)
+	}
+	if ch.HTTPHeaderName != "" && !httpguts.ValidHeaderFieldName(ch.HTTPHeaderName) {
+		v.fail(p+".httpHeaderName", "%q is not a header name", ch.HTTPHeaderName)
+	}
+	if ch.HTTPQueryParameterName != "" && strings.ContainsAny(ch.HTTPQueryParameterName, "&=#? ") {
+		v.fail(p+".httpQueryParameterName", "%q is not a query parameter name", ch.HTTPQueryParameterName)
+	}
+	if c := ch.HTTPCookie; c != nil {
+		if c.Name == "" || !httpguts.ValidHeaderFieldName(c.Name) {
+			v.fail(p+".httpCookie.name", "%q is not a cookie name (RFC 6265 §4.1.1: a token)", c.Name)
+		}
+		if c.TTL != nil && c.TTL.Duration != 0 {
+			v.duration(p+".httpCookie.ttl", c.TTL)
+		}
+	}
+	if ch.RingHash != nil && ch.Maglev != nil {
+		v.fail(p, "sets ringHash and maglev: set at most one")
+	}
 }
