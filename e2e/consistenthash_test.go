@@ -58,3 +58,16 @@ func TestConsistentHashAffinity(t *testing.T) {
 		t.Fatalf("a request with the cookie got another: %q", again.header.Values("Set-Cookie"))
 	}
 }
+
+// TestH2UpgradePolicyThroughSidecars: with h2UpgradePolicy UPGRADE the
+// app's HTTP/1.1 requests travel between
+// the real sidecars over HTTP/2 and reach the HTTP/1.1 backends whole.
+func TestH2UpgradePolicyThroughSidecars(t *testing.T) {
+	t.Parallel()
+	tm := startTrafficMesh(t, &backend{name: "api-v1", version: "v1"})
+	tm.apply(t, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: api}\nspec:\n  host: api\n  trafficPolicy:\n    connectionPool:\n      http: {h2UpgradePolicy: UPGRADE}\n")
+	by, failed := count(tm.load(40, 4, "/", nil))
+	if failed > 0 || by["api-v1"] != 40 {
+		t.Fatalf("answered by %v, %d failed; want all 40 by api-v1", by, failed)
+	}
+}

@@ -30,6 +30,26 @@ type cluster struct {
 	ping h2Ping
 	// hash is its policy's loadBalancer.consistentHash (nil: none).
 	hash *hashPolicy
+	// upgradeH2 is its policy's connectionPool.http.h2UpgradePolicy
+	// UPGRADE: HTTP/1.1 requests travel between the sidecars over HTTP/2.
+	upgradeH2 bool
+}
+
+// kindOf picks the connection a request travels on to the cluster's
+// sidecars: as the package's kindOf, but HTTP/1.1 over HTTP/2 when the
+// policy says UPGRADE (never a WebSocket upgrade, which HTTP/2 between
+// the sidecars cannot carry as it came; Envoy's upgrade skips them too).
+func (c *cluster) kindOf(r *http.Request) int {
+	k := kindOf(r)
+	if k == viaH1 && c.upgradeH2 && !isWebSocketUpgrade(r.Header) {
+		return viaH2
+	}
+	return k
+}
+
+// upgradeH2Of reads connectionPool.http.h2UpgradePolicy.
+func upgradeH2Of(p *traffic.TrafficPolicy) bool {
+	return p != nil && p.ConnectionPool != nil && p.ConnectionPool.HTTP != nil && p.ConnectionPool.HTTP.H2UpgradePolicy == traffic.H2UpgradeUpgrade
 }
 
 // conns is the cluster's connections to ep: those its sni and

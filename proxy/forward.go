@@ -425,7 +425,7 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 			tryCtx, tryCancel = context.WithTimeout(ctx, rt.PerTry)
 		}
 		req := outRequest(tryCtx, r, ep, body, replay)
-		tr := c.conns(ep).get(kindOf(r), c.pool.perConn)
+		tr := c.conns(ep).get(c.kindOf(r), c.pool.perConn)
 		ep.active.Add(1)
 		began := time.Now()
 		resp, err := tr.RoundTrip(req)
@@ -644,7 +644,7 @@ func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bo
 	go func() {
 		defer func() { <-o.mirrors }()
 		defer cancel()
-		resp, err := c.conns(ep).get(kindOf(r), 0).RoundTrip(req)
+		resp, err := c.conns(ep).get(c.kindOf(r), 0).RoundTrip(req)
 		if err != nil {
 			o.p.metrics.mirrors.WithLabelValues(svc, "error").Inc()
 			return

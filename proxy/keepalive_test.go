@@ -1,13 +1,15 @@
 package proxy
 
 import (
-	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
-	"github.com/sigil-mesh/sigil/naming"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
@@ -97,6 +99,33 @@ spec:
 		}
 		if (c.conns(ep) != ep.transports) != tt.own {
 			t.Errorf("subset %q: connections of its own %v, want %v", tt.subset, c.conns(ep) != ep.transports, tt.own)
+		}
+	}
+}
+
+// h2UpgradePolicy UPGRADE carries HTTP/1.1 requests between the sidecars
+// over HTTP/2; DEFAULT and DO_NOT_UPGRADE keep HTTP/1.1, and a WebSocket
+// upgrade always stays on HTTP/1.1.
+func TestH2UpgradePolicyPicksTransport(t *testing.T) {
+	for _, tc := range []struct {
+		policy    string
+		websocket bool
+		want      int
+	}{
+		{"", false, viaH1},
+		{traffic.H2UpgradeDefault, false, viaH1},
+		{traffic.H2UpgradeDoNotUpgrade, false, viaH1},
+		{traffic.H2UpgradeUpgrade, false, viaH2},
+		{traffic.H2UpgradeUpgrade, true, viaH1},
+	} {
+		c := &cluster{upgradeH2: upgradeH2Of(&traffic.TrafficPolicy{ConnectionPool: &traffic.ConnectionPool{HTTP: &traffic.HTTPSettings{H2UpgradePolicy: tc.policy}}})}
+		r := httptest.NewRequest(http.MethodGet, "http://api/", nil)
+		if tc.websocket {
+			r.Header.Set("Connection", "Upgrade")
+			r.Header.Set("Upgrade", "websocket")
+		}
+		if got := c.kindOf(r); got != tc.want {
+			t.Errorf("policy %q, websocket %v: kind %d, want %d", tc.policy, tc.websocket, got, tc.want)
 		}
 	}
 }

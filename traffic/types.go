@@ -344,7 +344,20 @@ type HTTPSettings struct {
 	// HTTP2KeepAlive health-checks the sidecar's HTTP/2 connections to the
 	// destination's sidecars with PINGs (Istio's http2KeepAlive).
 	HTTP2KeepAlive *HTTP2KeepAlive `json:"http2KeepAlive,omitempty"`
+	// H2UpgradePolicy is Istio's h2UpgradePolicy: UPGRADE carries the
+	// app's HTTP/1.1 requests to the destination's sidecars over the
+	// sidecars' HTTP/2 connection (the far sidecar speaks HTTP/1.1 to its
+	// app again); DEFAULT and DO_NOT_UPGRADE keep HTTP/1.1 between the
+	// sidecars, which is what Sigil does by default.
+	H2UpgradePolicy string `json:"h2UpgradePolicy,omitempty"`
 }
+
+// Istio's h2UpgradePolicy values.
+const (
+	H2UpgradeDefault      = "DEFAULT"
+	H2UpgradeDoNotUpgrade = "DO_NOT_UPGRADE"
+	H2UpgradeUpgrade      = "UPGRADE"
+)
 
 // HTTP2KeepAlive is Envoy's connection_keepalive: an unset field takes
 // Sigil's default (PING after 30s without a frame, 15s for its answer).

@@ -573,6 +573,11 @@ func (v *validator) trafficPolicy(p string, tp *TrafficPolicy) {
 				v.duration(p+".connectionPool.http.http2KeepAlive.interval", ka.Interval)
 				v.duration(p+".connectionPool.http.http2KeepAlive.timeout", ka.Timeout)
 			}
+			switch h.H2UpgradePolicy {
+			case "", H2UpgradeDefault, H2UpgradeDoNotUpgrade, H2UpgradeUpgrade:
+			default:
+				v.fail(p+".connectionPool.http.h2UpgradePolicy", "%q: want DEFAULT, DO_NOT_UPGRADE or UPGRADE", h.H2UpgradePolicy)
+			}
 		}
 	}
 	if od := tp.OutlierDetection; od != nil {
