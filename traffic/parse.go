@@ -117,15 +117,7 @@ func parseDoc(doc []byte) (Resource, error) {
 		r.DR = &DestinationRule{}
 		err = strictDecode(js, r.DR, strictjson.Proto("spec"))
 	}
-	if err != nil {
-		return Resource{}, fmt.Errorf("traffic: %s: %w", r.Ref(), bare{err})
-	}
-	upgradeDeprecated(&r)
-	if err := Validate(r); err != nil {
-		return Resource{}, err
-	}
-	clearDeprecated(&r)
-	return r, nil
+	return decoded(r, err)
 }
 
 // strictDecode decodes a resource by strictjson's rules (case-sensitive
@@ -204,6 +196,15 @@ func FromSpec(kind, namespace, name string, spec []byte) (Resource, error) {
 	default:
 		return Resource{}, fmt.Errorf("traffic: kind %q: want VirtualService or DestinationRule", kind)
 	}
+	return decoded(r, err)
+}
+
+// decoded finishes a resource whose spec was decoded with err, the one
+// way Parse and FromSpec both take: a decoding error names the resource;
+// deprecated fields move to their successors before validation (their
+// ranges are checked there) and are cleared after, so the stored spec
+// holds the successors only.
+func decoded(r Resource, err error) (Resource, error) {
 	if err != nil {
 		return Resource{}, fmt.Errorf("traffic: %s: %w", r.Ref(), bare{err})
 	}
