@@ -17,29 +17,8 @@ D=$(mktemp -d /tmp/ab-pairs.XXXX)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$D"; }
 trap cleanup EXIT
-waitlog() { for _ in $(seq 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out waiting for $2 in $1" >&2; exit 1; }
-
-"$BIN/sigil-server" run --data-dir "$D/server" --trust-domain example.org --bind 127.0.0.1:0 >"$D/server.log" 2>&1 & pids+=($!)
-waitlog "$D/server.log" '"sigil-server running"'
-ADDR=$(grep -o '"agent_api":"[^"]*"' "$D/server.log" | cut -d'"' -f4)
-"$BIN/sigil-server" bundle show --data-dir "$D/server" >"$D/bundle.pem"
-"$BIN/sigil-server" entry create --data-dir "$D/server" --parent-id spiffe://example.org/sigil/agent/join_token/ab \
-  --spiffe-id spiffe://example.org/ns/bench/sa/bench --selector "unix:uid:$(id -u)" \
-  --service api --service web --service api2 --service web2 >/dev/null
-"$BIN/sigil-server" token generate --node ab --data-dir "$D/server" --output "$D/agent.token" >/dev/null
-"$BIN/sigil-agent" run --server "$ADDR" --trust-bundle "$D/bundle.pem" --join-token-file "$D/agent.token" --data-dir "$D/agent" --socket "$D/a.sock" >"$D/agent.log" 2>&1 & pids+=($!)
-waitlog "$D/agent.log" '"sigil-agent running"'
-cat >"$D/p.rego" <<'R'
-package sigil.authz
-
-default allow := false
-
-allow if {
-	input.source.namespace == "bench"
-	input.request.method in {"GET", "POST"}
-}
-R
-"$TOOLS/fortio" server -http-port 18080 -grpc-port disabled -redirect-port disabled -loglevel Error >"$D/fortio.log" 2>&1 & pids+=($!)
+. bench/scripts/bench-mesh.sh
+bench_mesh ab api web api2 web2
 
 start() { # binary service port-prefix app
   "$1" run --socket "$D/a.sock" --service "$2" --app "$4" --policy "$D/p.rego" --inbound "127.0.0.1:${3}6" \

@@ -38,29 +38,9 @@ D=$(mktemp -d /tmp/ir-per-request.XXXX)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; [ -n "$KEEP" ] && echo "dumps kept in $D" >&2 || rm -rf "$D"; }
 trap cleanup EXIT
-waitlog() { for _ in $(seq 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out waiting for $2 in $1" >&2; exit 1; }
-
-"$BIN/sigil-server" run --data-dir "$D/server" --trust-domain example.org --bind 127.0.0.1:0 >"$D/server.log" 2>&1 & pids+=($!)
-waitlog "$D/server.log" '"sigil-server running"'
-ADDR=$(grep -o '"agent_api":"[^"]*"' "$D/server.log" | cut -d'"' -f4)
-"$BIN/sigil-server" bundle show --data-dir "$D/server" >"$D/bundle.pem"
-"$BIN/sigil-server" entry create --data-dir "$D/server" --parent-id spiffe://example.org/sigil/agent/join_token/ir \
-  --spiffe-id spiffe://example.org/ns/bench/sa/bench --selector "unix:uid:$(id -u)" \
-  --service api --service web >/dev/null
-"$BIN/sigil-server" token generate --node ir --data-dir "$D/server" --output "$D/agent.token" >/dev/null
-"$BIN/sigil-agent" run --server "$ADDR" --trust-bundle "$D/bundle.pem" --join-token-file "$D/agent.token" --data-dir "$D/agent" --socket "$D/a.sock" >"$D/agent.log" 2>&1 & pids+=($!)
-waitlog "$D/agent.log" '"sigil-agent running"'
-cat >"$D/p.rego" <<'R'
-package sigil.authz
-
-default allow := false
-
-allow if {
-	input.source.namespace == "bench"
-	input.request.method in {"GET", "POST"}
-}
-R
-"$TOOLS/fortio" server -http-port 18080 -grpc-port disabled -redirect-port disabled -loglevel Error >"$D/fortio.log" 2>&1 & pids+=($!)
+WAITLOG_TRIES=600 # sidecars under valgrind start slowly
+. bench/scripts/bench-mesh.sh
+bench_mesh ir api web
 
 # start binary service port-prefix app: the sidecar under callgrind.
 start() {

@@ -1,0 +1,35 @@
+# bench-mesh.sh — sourced by ab-pairs.sh and ir-per-request.sh: the mesh
+# their sidecars run in. bench_mesh NODE SERVICE... starts, in $D, a
+# sigil-server, one workload entry (spiffe://example.org/ns/bench/sa/bench,
+# this uid) allowed the SERVICEs, a sigil-agent on socket $D/a.sock, the
+# policy $D/p.rego (namespace bench may GET and POST) and a fortio server
+# on 127.0.0.1:18080; their pids go to the caller's pids array. Needs $D,
+# $BIN and $TOOLS set. waitlog waits WAITLOG_TRIES × 0.1 s (default 300).
+waitlog() { for _ in $(seq "${WAITLOG_TRIES:-300}"); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out waiting for $2 in $1" >&2; exit 1; }
+
+bench_mesh() {
+  local node=$1; shift
+  local services=()
+  for s in "$@"; do services+=(--service "$s"); done
+  "$BIN/sigil-server" run --data-dir "$D/server" --trust-domain example.org --bind 127.0.0.1:0 >"$D/server.log" 2>&1 & pids+=($!)
+  waitlog "$D/server.log" '"sigil-server running"'
+  local addr
+  addr=$(grep -o '"agent_api":"[^"]*"' "$D/server.log" | cut -d'"' -f4)
+  "$BIN/sigil-server" bundle show --data-dir "$D/server" >"$D/bundle.pem"
+  "$BIN/sigil-server" entry create --data-dir "$D/server" --parent-id "spiffe://example.org/sigil/agent/join_token/$node" \
+    --spiffe-id spiffe://example.org/ns/bench/sa/bench --selector "unix:uid:$(id -u)" "${services[@]}" >/dev/null
+  "$BIN/sigil-server" token generate --node "$node" --data-dir "$D/server" --output "$D/agent.token" >/dev/null
+  "$BIN/sigil-agent" run --server "$addr" --trust-bundle "$D/bundle.pem" --join-token-file "$D/agent.token" --data-dir "$D/agent" --socket "$D/a.sock" >"$D/agent.log" 2>&1 & pids+=($!)
+  waitlog "$D/agent.log" '"sigil-agent running"'
+  cat >"$D/p.rego" <<'R'
+package sigil.authz
+
+default allow := false
+
+allow if {
+	input.source.namespace == "bench"
+	input.request.method in {"GET", "POST"}
+}
+R
+  "$TOOLS/fortio" server -http-port 18080 -grpc-port disabled -redirect-port disabled -loglevel Error >"$D/fortio.log" 2>&1 & pids+=($!)
+}
