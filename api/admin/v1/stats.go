@@ -107,3 +107,28 @@ type EdgesResponse struct {
 	Window time.Duration `json:"window"`
 	Edges  []Edge        `json:"edges"`
 }
+
+// Denial is one request a sidecar's authorization policy denied, as the
+// answer to GET /v1/denials and the dashboard show it. Never carries
+// headers or bodies.
+type Denial struct {
+	Time time.Time `json:"time"`
+	// Source is the caller's proven SPIFFE ID; Destination the denying
+	// sidecar's.
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	// Namespace and Service name the destination service.
+	Namespace string `json:"namespace"`
+	Service   string `json:"service"`
+	Method    string `json:"method"`
+	// Path is the normalized path the policy saw, without the query.
+	Path string `json:"path"`
+	// DecisionID is the decision log's id of this decision.
+	DecisionID string `json:"decision_id"`
+}
+
+// DenialsResponse is the answer to GET /v1/denials (query string:
+// namespace, limit): the most recent denials first.
+type DenialsResponse struct {
+	Denials []Denial `json:"denials"`
+}
