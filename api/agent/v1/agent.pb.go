@@ -1458,6 +1458,449 @@ func (*ReportProxiesResponse) Descriptor() ([]byte, []int) {
 	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
+// StatsKey is what one series of golden metrics is about. Identities are
+// SPIFFE IDs; the destination service is its namespace and short name.
+type StatsKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "source" when the caller's sidecar counted (it knows the route and the
+	// subset it chose), "destination" when the callee's sidecar counted (it
+	// knows the caller's proven identity), as Istio's reporter label.
+	Reporter             string `protobuf:"bytes,1,opt,name=reporter,proto3" json:"reporter,omitempty"`
+	SourcePrincipal      string `protobuf:"bytes,2,opt,name=source_principal,json=sourcePrincipal,proto3" json:"source_principal,omitempty"`
+	DestinationPrincipal string `protobuf:"bytes,3,opt,name=destination_principal,json=destinationPrincipal,proto3" json:"destination_principal,omitempty"`
+	DestinationNamespace string `protobuf:"bytes,4,opt,name=destination_namespace,json=destinationNamespace,proto3" json:"destination_namespace,omitempty"`
+	DestinationService   string `protobuf:"bytes,5,opt,name=destination_service,json=destinationService,proto3" json:"destination_service,omitempty"`
+	// The DestinationRule subset the route chose ("" for none).
+	DestinationSubset string `protobuf:"bytes,6,opt,name=destination_subset,json=destinationSubset,proto3" json:"destination_subset,omitempty"`
+	// The VirtualService route's name ("" when no named route matched).
+	Route string `protobuf:"bytes,7,opt,name=route,proto3" json:"route,omitempty"`
+	// "http", "grpc" or "tcp".
+	Protocol      string `protobuf:"bytes,8,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsKey) Reset() {
+	*x = StatsKey{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsKey) ProtoMessage() {}
+
+func (x *StatsKey) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsKey.ProtoReflect.Descriptor instead.
+func (*StatsKey) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *StatsKey) GetReporter() string {
+	if x != nil {
+		return x.Reporter
+	}
+	return ""
+}
+
+func (x *StatsKey) GetSourcePrincipal() string {
+	if x != nil {
+		return x.SourcePrincipal
+	}
+	return ""
+}
+
+func (x *StatsKey) GetDestinationPrincipal() string {
+	if x != nil {
+		return x.DestinationPrincipal
+	}
+	return ""
+}
+
+func (x *StatsKey) GetDestinationNamespace() string {
+	if x != nil {
+		return x.DestinationNamespace
+	}
+	return ""
+}
+
+func (x *StatsKey) GetDestinationService() string {
+	if x != nil {
+		return x.DestinationService
+	}
+	return ""
+}
+
+func (x *StatsKey) GetDestinationSubset() string {
+	if x != nil {
+		return x.DestinationSubset
+	}
+	return ""
+}
+
+func (x *StatsKey) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *StatsKey) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+// StatsSeries is one key's counts over one interval.
+type StatsSeries struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   *StatsKey              `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Requests completed; failures among them (5xx, a gRPC status other than
+	// OK, or no response).
+	Requests uint64 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
+	Failures uint64 `protobuf:"varint,3,opt,name=failures,proto3" json:"failures,omitempty"`
+	// Latency to the response headers as a sparse histogram over
+	// telemetry's buckets: bucket_index[i] counted bucket_count[i] requests.
+	BucketIndex []uint32 `protobuf:"varint,4,rep,packed,name=bucket_index,json=bucketIndex,proto3" json:"bucket_index,omitempty"`
+	BucketCount []uint64 `protobuf:"varint,5,rep,packed,name=bucket_count,json=bucketCount,proto3" json:"bucket_count,omitempty"`
+	// Opaque TCP connections opened and closed, and their bytes, from the
+	// destination's point of view.
+	TcpOpened     uint64 `protobuf:"varint,6,opt,name=tcp_opened,json=tcpOpened,proto3" json:"tcp_opened,omitempty"`
+	TcpClosed     uint64 `protobuf:"varint,7,opt,name=tcp_closed,json=tcpClosed,proto3" json:"tcp_closed,omitempty"`
+	BytesSent     uint64 `protobuf:"varint,8,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
+	BytesReceived uint64 `protobuf:"varint,9,opt,name=bytes_received,json=bytesReceived,proto3" json:"bytes_received,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsSeries) Reset() {
+	*x = StatsSeries{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsSeries) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsSeries) ProtoMessage() {}
+
+func (x *StatsSeries) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsSeries.ProtoReflect.Descriptor instead.
+func (*StatsSeries) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *StatsSeries) GetKey() *StatsKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *StatsSeries) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *StatsSeries) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *StatsSeries) GetBucketIndex() []uint32 {
+	if x != nil {
+		return x.BucketIndex
+	}
+	return nil
+}
+
+func (x *StatsSeries) GetBucketCount() []uint64 {
+	if x != nil {
+		return x.BucketCount
+	}
+	return nil
+}
+
+func (x *StatsSeries) GetTcpOpened() uint64 {
+	if x != nil {
+		return x.TcpOpened
+	}
+	return 0
+}
+
+func (x *StatsSeries) GetTcpClosed() uint64 {
+	if x != nil {
+		return x.TcpClosed
+	}
+	return 0
+}
+
+func (x *StatsSeries) GetBytesSent() uint64 {
+	if x != nil {
+		return x.BytesSent
+	}
+	return 0
+}
+
+func (x *StatsSeries) GetBytesReceived() uint64 {
+	if x != nil {
+		return x.BytesReceived
+	}
+	return 0
+}
+
+// StatsDenial is one request a sidecar's policy denied (never headers or
+// bodies).
+type StatsDenial struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	UnixNanos            int64                  `protobuf:"varint,1,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"`
+	SourcePrincipal      string                 `protobuf:"bytes,2,opt,name=source_principal,json=sourcePrincipal,proto3" json:"source_principal,omitempty"`
+	DestinationPrincipal string                 `protobuf:"bytes,3,opt,name=destination_principal,json=destinationPrincipal,proto3" json:"destination_principal,omitempty"`
+	DestinationNamespace string                 `protobuf:"bytes,4,opt,name=destination_namespace,json=destinationNamespace,proto3" json:"destination_namespace,omitempty"`
+	DestinationService   string                 `protobuf:"bytes,5,opt,name=destination_service,json=destinationService,proto3" json:"destination_service,omitempty"`
+	Method               string                 `protobuf:"bytes,6,opt,name=method,proto3" json:"method,omitempty"`
+	Path                 string                 `protobuf:"bytes,7,opt,name=path,proto3" json:"path,omitempty"`
+	DecisionId           string                 `protobuf:"bytes,8,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *StatsDenial) Reset() {
+	*x = StatsDenial{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsDenial) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsDenial) ProtoMessage() {}
+
+func (x *StatsDenial) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsDenial.ProtoReflect.Descriptor instead.
+func (*StatsDenial) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *StatsDenial) GetUnixNanos() int64 {
+	if x != nil {
+		return x.UnixNanos
+	}
+	return 0
+}
+
+func (x *StatsDenial) GetSourcePrincipal() string {
+	if x != nil {
+		return x.SourcePrincipal
+	}
+	return ""
+}
+
+func (x *StatsDenial) GetDestinationPrincipal() string {
+	if x != nil {
+		return x.DestinationPrincipal
+	}
+	return ""
+}
+
+func (x *StatsDenial) GetDestinationNamespace() string {
+	if x != nil {
+		return x.DestinationNamespace
+	}
+	return ""
+}
+
+func (x *StatsDenial) GetDestinationService() string {
+	if x != nil {
+		return x.DestinationService
+	}
+	return ""
+}
+
+func (x *StatsDenial) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *StatsDenial) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *StatsDenial) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+// StatsReport is one interval's golden metrics: a sidecar's to its agent,
+// or a node's (its sidecars' merged) to the server.
+type StatsReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The interval's end, and its length in milliseconds.
+	EndUnixNanos   int64          `protobuf:"varint,1,opt,name=end_unix_nanos,json=endUnixNanos,proto3" json:"end_unix_nanos,omitempty"`
+	IntervalMillis int64          `protobuf:"varint,2,opt,name=interval_millis,json=intervalMillis,proto3" json:"interval_millis,omitempty"`
+	Series         []*StatsSeries `protobuf:"bytes,3,rep,name=series,proto3" json:"series,omitempty"`
+	// The most recent denials of the interval, bounded by the sender.
+	Denials []*StatsDenial `protobuf:"bytes,4,rep,name=denials,proto3" json:"denials,omitempty"`
+	// The sidecars that counted, by SPIFFE ID, with their service, so the
+	// server can count meshed sidecars per service.
+	Proxies       []*Proxy `protobuf:"bytes,5,rep,name=proxies,proto3" json:"proxies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsReport) Reset() {
+	*x = StatsReport{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsReport) ProtoMessage() {}
+
+func (x *StatsReport) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsReport.ProtoReflect.Descriptor instead.
+func (*StatsReport) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *StatsReport) GetEndUnixNanos() int64 {
+	if x != nil {
+		return x.EndUnixNanos
+	}
+	return 0
+}
+
+func (x *StatsReport) GetIntervalMillis() int64 {
+	if x != nil {
+		return x.IntervalMillis
+	}
+	return 0
+}
+
+func (x *StatsReport) GetSeries() []*StatsSeries {
+	if x != nil {
+		return x.Series
+	}
+	return nil
+}
+
+func (x *StatsReport) GetDenials() []*StatsDenial {
+	if x != nil {
+		return x.Denials
+	}
+	return nil
+}
+
+func (x *StatsReport) GetProxies() []*Proxy {
+	if x != nil {
+		return x.Proxies
+	}
+	return nil
+}
+
+type ReportStatsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportStatsResponse) Reset() {
+	*x = ReportStatsResponse{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportStatsResponse) ProtoMessage() {}
+
+func (x *ReportStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportStatsResponse.ProtoReflect.Descriptor instead.
+func (*ReportStatsResponse) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+}
+
 var File_api_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_api_agent_v1_agent_proto_rawDesc = "" +
@@ -1564,7 +2007,47 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
 	"\x14ReportProxiesRequest\x12/\n" +
 	"\aproxies\x18\x01 \x03(\v2\x15.sigil.agent.v1.ProxyR\aproxies\"\x17\n" +
-	"\x15ReportProxiesResponse2\xd8\x04\n" +
+	"\x15ReportProxiesResponse\"\xcd\x02\n" +
+	"\bStatsKey\x12\x1a\n" +
+	"\breporter\x18\x01 \x01(\tR\breporter\x12)\n" +
+	"\x10source_principal\x18\x02 \x01(\tR\x0fsourcePrincipal\x123\n" +
+	"\x15destination_principal\x18\x03 \x01(\tR\x14destinationPrincipal\x123\n" +
+	"\x15destination_namespace\x18\x04 \x01(\tR\x14destinationNamespace\x12/\n" +
+	"\x13destination_service\x18\x05 \x01(\tR\x12destinationService\x12-\n" +
+	"\x12destination_subset\x18\x06 \x01(\tR\x11destinationSubset\x12\x14\n" +
+	"\x05route\x18\a \x01(\tR\x05route\x12\x1a\n" +
+	"\bprotocol\x18\b \x01(\tR\bprotocol\"\xbb\x02\n" +
+	"\vStatsSeries\x12*\n" +
+	"\x03key\x18\x01 \x01(\v2\x18.sigil.agent.v1.StatsKeyR\x03key\x12\x1a\n" +
+	"\brequests\x18\x02 \x01(\x04R\brequests\x12\x1a\n" +
+	"\bfailures\x18\x03 \x01(\x04R\bfailures\x12!\n" +
+	"\fbucket_index\x18\x04 \x03(\rR\vbucketIndex\x12!\n" +
+	"\fbucket_count\x18\x05 \x03(\x04R\vbucketCount\x12\x1d\n" +
+	"\n" +
+	"tcp_opened\x18\x06 \x01(\x04R\ttcpOpened\x12\x1d\n" +
+	"\n" +
+	"tcp_closed\x18\a \x01(\x04R\ttcpClosed\x12\x1d\n" +
+	"\n" +
+	"bytes_sent\x18\b \x01(\x04R\tbytesSent\x12%\n" +
+	"\x0ebytes_received\x18\t \x01(\x04R\rbytesReceived\"\xbf\x02\n" +
+	"\vStatsDenial\x12\x1d\n" +
+	"\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\x12)\n" +
+	"\x10source_principal\x18\x02 \x01(\tR\x0fsourcePrincipal\x123\n" +
+	"\x15destination_principal\x18\x03 \x01(\tR\x14destinationPrincipal\x123\n" +
+	"\x15destination_namespace\x18\x04 \x01(\tR\x14destinationNamespace\x12/\n" +
+	"\x13destination_service\x18\x05 \x01(\tR\x12destinationService\x12\x16\n" +
+	"\x06method\x18\x06 \x01(\tR\x06method\x12\x12\n" +
+	"\x04path\x18\a \x01(\tR\x04path\x12\x1f\n" +
+	"\vdecision_id\x18\b \x01(\tR\n" +
+	"decisionId\"\xf9\x01\n" +
+	"\vStatsReport\x12$\n" +
+	"\x0eend_unix_nanos\x18\x01 \x01(\x03R\fendUnixNanos\x12'\n" +
+	"\x0finterval_millis\x18\x02 \x01(\x03R\x0eintervalMillis\x123\n" +
+	"\x06series\x18\x03 \x03(\v2\x1b.sigil.agent.v1.StatsSeriesR\x06series\x125\n" +
+	"\adenials\x18\x04 \x03(\v2\x1b.sigil.agent.v1.StatsDenialR\adenials\x12/\n" +
+	"\aproxies\x18\x05 \x03(\v2\x15.sigil.agent.v1.ProxyR\aproxies\"\x15\n" +
+	"\x13ReportStatsResponse2\xa9\x05\n" +
 	"\x05Agent\x12G\n" +
 	"\x06Attest\x12\x1d.sigil.agent.v1.AttestRequest\x1a\x1e.sigil.agent.v1.AttestResponse\x12S\n" +
 	"\n" +
@@ -1574,7 +2057,8 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"NewJWTSVID\x12!.sigil.agent.v1.NewJWTSVIDRequest\x1a\".sigil.agent.v1.NewJWTSVIDResponse\x12C\n" +
 	"\x04Sync\x12\x1b.sigil.agent.v1.SyncRequest\x1a\x1c.sigil.agent.v1.SyncResponse0\x01\x12R\n" +
 	"\fStreamConfig\x12#.sigil.agent.v1.StreamConfigRequest\x1a\x1b.sigil.agent.v1.ConfigDelta0\x01\x12\\\n" +
-	"\rReportProxies\x12$.sigil.agent.v1.ReportProxiesRequest\x1a%.sigil.agent.v1.ReportProxiesResponseB2Z0github.com/sigil-mesh/sigil/api/agent/v1;agentv1b\x06proto3"
+	"\rReportProxies\x12$.sigil.agent.v1.ReportProxiesRequest\x1a%.sigil.agent.v1.ReportProxiesResponse\x12O\n" +
+	"\vReportStats\x12\x1b.sigil.agent.v1.StatsReport\x1a#.sigil.agent.v1.ReportStatsResponseB2Z0github.com/sigil-mesh/sigil/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_api_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -1588,7 +2072,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*AttestRequest)(nil),            // 0: sigil.agent.v1.AttestRequest
 	(*AttestResponse)(nil),           // 1: sigil.agent.v1.AttestResponse
@@ -1614,8 +2098,13 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*Proxy)(nil),                    // 21: sigil.agent.v1.Proxy
 	(*ReportProxiesRequest)(nil),     // 22: sigil.agent.v1.ReportProxiesRequest
 	(*ReportProxiesResponse)(nil),    // 23: sigil.agent.v1.ReportProxiesResponse
-	nil,                              // 24: sigil.agent.v1.Endpoint.LabelsEntry
-	nil,                              // 25: sigil.agent.v1.Proxy.LabelsEntry
+	(*StatsKey)(nil),                 // 24: sigil.agent.v1.StatsKey
+	(*StatsSeries)(nil),              // 25: sigil.agent.v1.StatsSeries
+	(*StatsDenial)(nil),              // 26: sigil.agent.v1.StatsDenial
+	(*StatsReport)(nil),              // 27: sigil.agent.v1.StatsReport
+	(*ReportStatsResponse)(nil),      // 28: sigil.agent.v1.ReportStatsResponse
+	nil,                              // 29: sigil.agent.v1.Endpoint.LabelsEntry
+	nil,                              // 30: sigil.agent.v1.Proxy.LabelsEntry
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	4,  // 0: sigil.agent.v1.AttestResponse.svid:type_name -> sigil.agent.v1.X509SVID
@@ -1633,28 +2122,34 @@ var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	20, // 12: sigil.agent.v1.ConfigDelta.removed_endpoints:type_name -> sigil.agent.v1.Endpoint
 	19, // 13: sigil.agent.v1.Config.resources:type_name -> sigil.agent.v1.Resource
 	20, // 14: sigil.agent.v1.Config.endpoints:type_name -> sigil.agent.v1.Endpoint
-	24, // 15: sigil.agent.v1.Endpoint.labels:type_name -> sigil.agent.v1.Endpoint.LabelsEntry
-	25, // 16: sigil.agent.v1.Proxy.labels:type_name -> sigil.agent.v1.Proxy.LabelsEntry
+	29, // 15: sigil.agent.v1.Endpoint.labels:type_name -> sigil.agent.v1.Endpoint.LabelsEntry
+	30, // 16: sigil.agent.v1.Proxy.labels:type_name -> sigil.agent.v1.Proxy.LabelsEntry
 	21, // 17: sigil.agent.v1.ReportProxiesRequest.proxies:type_name -> sigil.agent.v1.Proxy
-	0,  // 18: sigil.agent.v1.Agent.Attest:input_type -> sigil.agent.v1.AttestRequest
-	2,  // 19: sigil.agent.v1.Agent.RenewAgent:input_type -> sigil.agent.v1.RenewAgentRequest
-	7,  // 20: sigil.agent.v1.Agent.BatchNewX509SVID:input_type -> sigil.agent.v1.BatchNewX509SVIDRequest
-	10, // 21: sigil.agent.v1.Agent.NewJWTSVID:input_type -> sigil.agent.v1.NewJWTSVIDRequest
-	12, // 22: sigil.agent.v1.Agent.Sync:input_type -> sigil.agent.v1.SyncRequest
-	16, // 23: sigil.agent.v1.Agent.StreamConfig:input_type -> sigil.agent.v1.StreamConfigRequest
-	22, // 24: sigil.agent.v1.Agent.ReportProxies:input_type -> sigil.agent.v1.ReportProxiesRequest
-	1,  // 25: sigil.agent.v1.Agent.Attest:output_type -> sigil.agent.v1.AttestResponse
-	3,  // 26: sigil.agent.v1.Agent.RenewAgent:output_type -> sigil.agent.v1.RenewAgentResponse
-	9,  // 27: sigil.agent.v1.Agent.BatchNewX509SVID:output_type -> sigil.agent.v1.BatchNewX509SVIDResponse
-	11, // 28: sigil.agent.v1.Agent.NewJWTSVID:output_type -> sigil.agent.v1.NewJWTSVIDResponse
-	15, // 29: sigil.agent.v1.Agent.Sync:output_type -> sigil.agent.v1.SyncResponse
-	17, // 30: sigil.agent.v1.Agent.StreamConfig:output_type -> sigil.agent.v1.ConfigDelta
-	23, // 31: sigil.agent.v1.Agent.ReportProxies:output_type -> sigil.agent.v1.ReportProxiesResponse
-	25, // [25:32] is the sub-list for method output_type
-	18, // [18:25] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	24, // 18: sigil.agent.v1.StatsSeries.key:type_name -> sigil.agent.v1.StatsKey
+	25, // 19: sigil.agent.v1.StatsReport.series:type_name -> sigil.agent.v1.StatsSeries
+	26, // 20: sigil.agent.v1.StatsReport.denials:type_name -> sigil.agent.v1.StatsDenial
+	21, // 21: sigil.agent.v1.StatsReport.proxies:type_name -> sigil.agent.v1.Proxy
+	0,  // 22: sigil.agent.v1.Agent.Attest:input_type -> sigil.agent.v1.AttestRequest
+	2,  // 23: sigil.agent.v1.Agent.RenewAgent:input_type -> sigil.agent.v1.RenewAgentRequest
+	7,  // 24: sigil.agent.v1.Agent.BatchNewX509SVID:input_type -> sigil.agent.v1.BatchNewX509SVIDRequest
+	10, // 25: sigil.agent.v1.Agent.NewJWTSVID:input_type -> sigil.agent.v1.NewJWTSVIDRequest
+	12, // 26: sigil.agent.v1.Agent.Sync:input_type -> sigil.agent.v1.SyncRequest
+	16, // 27: sigil.agent.v1.Agent.StreamConfig:input_type -> sigil.agent.v1.StreamConfigRequest
+	22, // 28: sigil.agent.v1.Agent.ReportProxies:input_type -> sigil.agent.v1.ReportProxiesRequest
+	27, // 29: sigil.agent.v1.Agent.ReportStats:input_type -> sigil.agent.v1.StatsReport
+	1,  // 30: sigil.agent.v1.Agent.Attest:output_type -> sigil.agent.v1.AttestResponse
+	3,  // 31: sigil.agent.v1.Agent.RenewAgent:output_type -> sigil.agent.v1.RenewAgentResponse
+	9,  // 32: sigil.agent.v1.Agent.BatchNewX509SVID:output_type -> sigil.agent.v1.BatchNewX509SVIDResponse
+	11, // 33: sigil.agent.v1.Agent.NewJWTSVID:output_type -> sigil.agent.v1.NewJWTSVIDResponse
+	15, // 34: sigil.agent.v1.Agent.Sync:output_type -> sigil.agent.v1.SyncResponse
+	17, // 35: sigil.agent.v1.Agent.StreamConfig:output_type -> sigil.agent.v1.ConfigDelta
+	23, // 36: sigil.agent.v1.Agent.ReportProxies:output_type -> sigil.agent.v1.ReportProxiesResponse
+	28, // 37: sigil.agent.v1.Agent.ReportStats:output_type -> sigil.agent.v1.ReportStatsResponse
+	30, // [30:38] is the sub-list for method output_type
+	22, // [22:30] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_api_agent_v1_agent_proto_init() }
@@ -1668,7 +2163,7 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

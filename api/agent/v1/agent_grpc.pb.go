@@ -33,6 +33,7 @@ const (
 	Agent_Sync_FullMethodName             = "/sigil.agent.v1.Agent/Sync"
 	Agent_StreamConfig_FullMethodName     = "/sigil.agent.v1.Agent/StreamConfig"
 	Agent_ReportProxies_FullMethodName    = "/sigil.agent.v1.Agent/ReportProxies"
+	Agent_ReportStats_FullMethodName      = "/sigil.agent.v1.Agent/ReportStats"
 )
 
 // AgentClient is the client API for Agent service.
@@ -64,6 +65,10 @@ type AgentClient interface {
 	// version each runs. Each report replaces the agent's previous one; an
 	// agent that stops reporting has its endpoints expire.
 	ReportProxies(ctx context.Context, in *ReportProxiesRequest, opts ...grpc.CallOption) (*ReportProxiesResponse, error)
+	// ReportStats carries the golden metrics of the agent's node for one
+	// interval: what its sidecars counted, merged by key. The server keeps
+	// a short window of them in memory (sigil stat, the dashboard).
+	ReportStats(ctx context.Context, in *StatsReport, opts ...grpc.CallOption) (*ReportStatsResponse, error)
 }
 
 type agentClient struct {
@@ -162,6 +167,16 @@ func (c *agentClient) ReportProxies(ctx context.Context, in *ReportProxiesReques
 	return out, nil
 }
 
+func (c *agentClient) ReportStats(ctx context.Context, in *StatsReport, opts ...grpc.CallOption) (*ReportStatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportStatsResponse)
+	err := c.cc.Invoke(ctx, Agent_ReportStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -191,6 +206,10 @@ type AgentServer interface {
 	// version each runs. Each report replaces the agent's previous one; an
 	// agent that stops reporting has its endpoints expire.
 	ReportProxies(context.Context, *ReportProxiesRequest) (*ReportProxiesResponse, error)
+	// ReportStats carries the golden metrics of the agent's node for one
+	// interval: what its sidecars counted, merged by key. The server keeps
+	// a short window of them in memory (sigil stat, the dashboard).
+	ReportStats(context.Context, *StatsReport) (*ReportStatsResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -221,6 +240,9 @@ func (UnimplementedAgentServer) StreamConfig(*StreamConfigRequest, grpc.ServerSt
 }
 func (UnimplementedAgentServer) ReportProxies(context.Context, *ReportProxiesRequest) (*ReportProxiesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportProxies not implemented")
+}
+func (UnimplementedAgentServer) ReportStats(context.Context, *StatsReport) (*ReportStatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportStats not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -355,6 +377,24 @@ func _Agent_ReportProxies_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_ReportStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatsReport)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).ReportStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_ReportStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).ReportStats(ctx, req.(*StatsReport))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -381,6 +421,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportProxies",
 			Handler:    _Agent_ReportProxies_Handler,
+		},
+		{
+			MethodName: "ReportStats",
+			Handler:    _Agent_ReportStats_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -33,6 +33,7 @@ type DiscoveryRequest struct {
 	//
 	//	*DiscoveryRequest_Register
 	//	*DiscoveryRequest_Ack
+	//	*DiscoveryRequest_Stats
 	Msg           isDiscoveryRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -93,6 +94,15 @@ func (x *DiscoveryRequest) GetAck() *Ack {
 	return nil
 }
 
+func (x *DiscoveryRequest) GetStats() *v1.StatsReport {
+	if x != nil {
+		if x, ok := x.Msg.(*DiscoveryRequest_Stats); ok {
+			return x.Stats
+		}
+	}
+	return nil
+}
+
 type isDiscoveryRequest_Msg interface {
 	isDiscoveryRequest_Msg()
 }
@@ -105,9 +115,17 @@ type DiscoveryRequest_Ack struct {
 	Ack *Ack `protobuf:"bytes,2,opt,name=ack,proto3,oneof"`
 }
 
+type DiscoveryRequest_Stats struct {
+	// The sidecar's golden metrics of one interval, sent periodically;
+	// the agent merges its sidecars' and reports them to the server.
+	Stats *v1.StatsReport `protobuf:"bytes,3,opt,name=stats,proto3,oneof"`
+}
+
 func (*DiscoveryRequest_Register) isDiscoveryRequest_Msg() {}
 
 func (*DiscoveryRequest_Ack) isDiscoveryRequest_Msg() {}
+
+func (*DiscoveryRequest_Stats) isDiscoveryRequest_Msg() {}
 
 type Register struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -281,10 +299,11 @@ var File_api_proxy_v1_discovery_proto protoreflect.FileDescriptor
 
 const file_api_proxy_v1_discovery_proto_rawDesc = "" +
 	"\n" +
-	"\x1capi/proxy/v1/discovery.proto\x12\x0esigil.proxy.v1\x1a\x18api/agent/v1/agent.proto\"z\n" +
+	"\x1capi/proxy/v1/discovery.proto\x12\x0esigil.proxy.v1\x1a\x18api/agent/v1/agent.proto\"\xaf\x01\n" +
 	"\x10DiscoveryRequest\x126\n" +
 	"\bregister\x18\x01 \x01(\v2\x18.sigil.proxy.v1.RegisterH\x00R\bregister\x12'\n" +
-	"\x03ack\x18\x02 \x01(\v2\x13.sigil.proxy.v1.AckH\x00R\x03ackB\x05\n" +
+	"\x03ack\x18\x02 \x01(\v2\x13.sigil.proxy.v1.AckH\x00R\x03ack\x123\n" +
+	"\x05stats\x18\x03 \x01(\v2\x1b.sigil.agent.v1.StatsReportH\x00R\x05statsB\x05\n" +
 	"\x03msg\"\xd5\x01\n" +
 	"\bRegister\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
@@ -321,20 +340,22 @@ var file_api_proxy_v1_discovery_proto_goTypes = []any{
 	(*Ack)(nil),               // 2: sigil.proxy.v1.Ack
 	(*DiscoveryResponse)(nil), // 3: sigil.proxy.v1.DiscoveryResponse
 	nil,                       // 4: sigil.proxy.v1.Register.LabelsEntry
-	(*v1.ConfigDelta)(nil),    // 5: sigil.agent.v1.ConfigDelta
+	(*v1.StatsReport)(nil),    // 5: sigil.agent.v1.StatsReport
+	(*v1.ConfigDelta)(nil),    // 6: sigil.agent.v1.ConfigDelta
 }
 var file_api_proxy_v1_discovery_proto_depIdxs = []int32{
 	1, // 0: sigil.proxy.v1.DiscoveryRequest.register:type_name -> sigil.proxy.v1.Register
 	2, // 1: sigil.proxy.v1.DiscoveryRequest.ack:type_name -> sigil.proxy.v1.Ack
-	4, // 2: sigil.proxy.v1.Register.labels:type_name -> sigil.proxy.v1.Register.LabelsEntry
-	5, // 3: sigil.proxy.v1.DiscoveryResponse.delta:type_name -> sigil.agent.v1.ConfigDelta
-	0, // 4: sigil.proxy.v1.Discovery.Stream:input_type -> sigil.proxy.v1.DiscoveryRequest
-	3, // 5: sigil.proxy.v1.Discovery.Stream:output_type -> sigil.proxy.v1.DiscoveryResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	5, // 2: sigil.proxy.v1.DiscoveryRequest.stats:type_name -> sigil.agent.v1.StatsReport
+	4, // 3: sigil.proxy.v1.Register.labels:type_name -> sigil.proxy.v1.Register.LabelsEntry
+	6, // 4: sigil.proxy.v1.DiscoveryResponse.delta:type_name -> sigil.agent.v1.ConfigDelta
+	0, // 5: sigil.proxy.v1.Discovery.Stream:input_type -> sigil.proxy.v1.DiscoveryRequest
+	3, // 6: sigil.proxy.v1.Discovery.Stream:output_type -> sigil.proxy.v1.DiscoveryResponse
+	6, // [6:7] is the sub-list for method output_type
+	5, // [5:6] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_api_proxy_v1_discovery_proto_init() }
@@ -345,6 +366,7 @@ func file_api_proxy_v1_discovery_proto_init() {
 	file_api_proxy_v1_discovery_proto_msgTypes[0].OneofWrappers = []any{
 		(*DiscoveryRequest_Register)(nil),
 		(*DiscoveryRequest_Ack)(nil),
+		(*DiscoveryRequest_Stats)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
