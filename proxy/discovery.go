@@ -86,7 +86,7 @@ func (o *outbound) buildCluster(st *meshState, service naming.Service, subset st
 	o.upstream.setMax(eps, maxConnectionsOf(policy))
 	o.upstream.setDial(eps, upstreamDialOf(policy))
 	pl, rr := o.clusters.poolFor(service.String()+"|"+subset+"|"+strconv.FormatUint(uint64(port), 10), policy)
-	return &cluster{service: service.Name, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr, sni: meshSNI(policy), ping: h2PingOf(policy), hash: hashPolicyOf(policy), upgradeH2: upgradeH2Of(policy)}
+	return &cluster{service: service.Name, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr, sni: meshSNI(policy), ping: h2PingOf(policy), hash: hashPolicyOf(policy), upgradeH2: upgradeH2Of(policy), warm: slowStartOf(policy), clock: o.clock}
 }
 
 func hasLabels(have, want map[string]string) bool {
@@ -184,7 +184,7 @@ func sortedLabels(m map[string]string) []string {
 
 func (o *outbound) newEndpoint(ep naming.Endpoint, id spiffeid.ID, labels map[string]string) *endpoint {
 	addr := ep.String()
-	e := &endpoint{addr: addr, ip: ep.Addr(), id: id, labels: labels}
+	e := &endpoint{addr: addr, ip: ep.Addr(), id: id, labels: labels, joined: o.now()}
 	e.newTransports = func(co connOpts) *transports {
 		return &transports{
 			make:          func(alpn string) *http.Transport { return o.transportFor(id, alpn, co) },

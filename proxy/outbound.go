@@ -42,6 +42,17 @@ type outbound struct {
 
 	epMu      sync.Mutex
 	endpoints map[string]*endpoint
+	// clock reads the time for endpoints' join times and the balancers'
+	// warmup (nil: time.Now); tests set it.
+	clock func() time.Time
+}
+
+// now is the outbound side's clock.
+func (o *outbound) now() time.Time {
+	if o.clock != nil {
+		return o.clock()
+	}
+	return time.Now()
 }
 
 type ctxKey struct{}

@@ -272,6 +272,13 @@ type LoadBalancer struct {
 	// ConsistentHash sends requests with the same key to the same
 	// endpoint (session affinity; Istio's consistentHash).
 	ConsistentHash *ConsistentHash `json:"consistentHash,omitempty"`
+	// Warmup ramps a newly added endpoint's share of requests up over a
+	// time window (Istio's WarmupConfiguration, Envoy's slow start;
+	// warmup.go).
+	Warmup *Warmup `json:"warmup,omitempty"`
+	// WarmupDurationSecs is Istio's older form of Warmup: the window only,
+	// with the defaults of the other two fields. At most one of the two.
+	WarmupDurationSecs *Duration `json:"warmupDurationSecs,omitempty"`
 }
 
 // ConsistentHash names the request's key, exactly one of: a header, a
