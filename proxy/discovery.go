@@ -111,6 +111,9 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 		e := o.endpoints[key]
 		if e == nil {
 			e = o.newEndpoint(ep, id, labels)
+			if !o.synced {
+				e.joined = time.Time{} // here before this sidecar: warm
+			}
 			o.endpoints[key] = e
 		}
 		seen[key] = true
@@ -157,6 +160,14 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 		}
 	}
 	o.state.Store(st)
+}
+
+// markSynced records that a discovery snapshot is in force: endpoints
+// seen from now on are new to the service, and warm up (slowStart).
+func (o *outbound) markSynced() {
+	o.epMu.Lock()
+	o.synced = true
+	o.epMu.Unlock()
 }
 
 // namespaceOf is the namespace of a workload with identity id
@@ -277,6 +288,7 @@ func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
 	if cur.table != nil && cfg.GetVersion() == cur.version {
 		// Only endpoints moved: the routes compiled for this version stand.
 		o.setState(cur.table, cur.version, cfg.GetEndpointsRevision(), cfg.GetEndpoints())
+		o.markSynced()
 		return cur.version
 	}
 	var rs []traffic.Resource
@@ -307,6 +319,7 @@ func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
 		p.log.Info("configuration applied", "version", version, "resources", len(rs))
 	}
 	o.setState(table, version, cfg.GetEndpointsRevision(), cfg.GetEndpoints())
+	o.markSynced()
 	p.metrics.configVersion.Set(float64(version))
 	return version
 }
