@@ -130,7 +130,7 @@ func TestRefusals(t *testing.T) {
 		name, doc string
 		want      []string
 	}{
-		{"unsupported field", vs("  hosts: [api]\n  http:\n  - route:\n    - destination: {host: api}\n    corsPolicy: {}\n"), []string{"VirtualService default/api", `field "corsPolicy" is not supported`}},
+		{"unsupported field", vs("  hosts: [api]\n  http:\n  - route:\n    - destination: {host: api}\n    mirrors: [{destination: {host: api}}]\n"), []string{"VirtualService default/api", `field "mirrors" is not supported`}},
 		{"tls routes", vs("  hosts: [api]\n  tls:\n  - match: [{sniHosts: [api.example.com]}]\n    route: [{destination: {host: api}}]\n"), []string{"spec.tls[0].match[0].sniHosts[0]", "does not name one of the VirtualService's hosts"}},
 		{"weights", vs("  hosts: [api]\n  http:\n  - route:\n    - destination: {host: api, subset: a}\n      weight: 0\n    - destination: {host: api, subset: b}\n"), []string{"spec.http[0].route", "add up to 0"}},
 		{"abort status", vs("  hosts: [api]\n  http:\n  - fault: {abort: {httpStatus: 42}}\n    route:\n    - destination: {host: api}\n"), []string{"spec.http[0].fault.abort.httpStatus"}},

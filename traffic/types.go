@@ -92,6 +92,9 @@ type HTTPRoute struct {
 	// DirectResponse, when set, answers the request at the sidecar
 	// (directresponse.go).
 	DirectResponse *HTTPDirectResponse `json:"directResponse,omitempty"`
+	// CorsPolicy, when set, has the calling sidecar answer CORS preflights
+	// and mark allowed origins' responses (cors.go).
+	CorsPolicy *CorsPolicy `json:"corsPolicy,omitempty"`
 }
 
 // HTTPMatchRequest: all of its conditions must hold.

@@ -140,6 +140,7 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 		v.fail(p, "route and redirect cannot both be set")
 	}
 	v.directResponse(p, rt)
+	v.corsPolicy(p, rt)
 	for i, m := range rt.Match {
 		v.match(fmt.Sprintf("%s.match[%d]", p, i), &m)
 	}
