@@ -95,6 +95,9 @@ type HTTPRoute struct {
 	// CorsPolicy, when set, has the calling sidecar answer CORS preflights
 	// and mark allowed origins' responses (cors.go).
 	CorsPolicy *CorsPolicy `json:"corsPolicy,omitempty"`
+	// Delegate hands the route's matches to the http routes of a delegate
+	// VirtualService, which take its place (delegate.go).
+	Delegate *Delegate `json:"delegate,omitempty"`
 }
 
 // HTTPMatchRequest: all of its conditions must hold.
