@@ -20,9 +20,9 @@ func TestLoadBalancerWarmupNewEndpoint(t *testing.T) {
 	if v3 := by["api-v3"]; v3 == 0 || v3 > n*12/100 {
 		t.Fatalf("answered by %v: the new instance got %d of %d, want about %d (5%%), far below a third", by, v3, n, n*5/100)
 	}
-	for _, old := range []string{"api-v1", "api-v2"} {
-		if by[old] < n*40/100 {
-			t.Fatalf("answered by %v: %s got %d of %d, want about half", by, old, by[old], n)
-		}
+	// (api-v2 may have joined after web's sidecar synced, and be warming
+	// too; the two together still take nearly all.)
+	if old := by["api-v1"] + by["api-v2"]; old < n*85/100 {
+		t.Fatalf("answered by %v: the warm instances got %d of %d, want about 95%%", by, old, n)
 	}
 }
