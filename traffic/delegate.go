@@ -39,9 +39,6 @@ func (v *validator) delegateVS(vs *VirtualService) {
 	if len(vs.Spec.TLS) > 0 {
 		v.fail("spec.tls", "a delegate VirtualService (one with no hosts) must have no tls routes: only http routes are delegated")
 	}
-	if len(vs.Spec.HTTP) == 0 {
-		v.fail("spec.http", "a delegate VirtualService (one with no hosts) needs http routes")
-	}
 	for i, rt := range vs.Spec.HTTP {
 		if rt.Delegate != nil {
 			v.fail(fmt.Sprintf("spec.http[%d].delegate", i), "a delegate VirtualService's route cannot delegate again: delegation is one level only")
