@@ -49,8 +49,8 @@ func TestTrafficSplitAndShift(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "VirtualService default/api") || !strings.Contains(err.Error(), "spec.http[0].route") {
 		t.Fatalf("bad weights: %v", err)
 	}
-	unsupported := strings.Replace(splitVS(80, 20), "  - route:", "  - corsPolicy: {}\n    route:", 1)
-	if _, err := harness.Run(t, "sigil", "apply", "-f", writeTemp(t, tm, unsupported), "--admin-socket", adminv1.AdminSocket(tm.ids.m.DataDir)); err == nil || !strings.Contains(err.Error(), `"corsPolicy" is not supported`) {
+	unsupported := strings.Replace(splitVS(80, 20), "  - route:", "  - mirrors: [{destination: {host: api}}]\n    route:", 1)
+	if _, err := harness.Run(t, "sigil", "apply", "-f", writeTemp(t, tm, unsupported), "--admin-socket", adminv1.AdminSocket(tm.ids.m.DataDir)); err == nil || !strings.Contains(err.Error(), `"mirrors" is not supported`) {
 		t.Fatalf("unsupported field: %v", err)
 	}
 	dry := harness.MustRun(t, "sigil", "apply", "--dry-run", "-f", writeTemp(t, tm, splitVS(50, 50)), "--admin-socket", adminv1.AdminSocket(tm.ids.m.DataDir))

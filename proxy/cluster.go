@@ -33,6 +33,18 @@ type cluster struct {
 	// upgradeH2 is its policy's connectionPool.http.h2UpgradePolicy
 	// UPGRADE: HTTP/1.1 requests travel between the sidecars over HTTP/2.
 	upgradeH2 bool
+	// warm is its policy's loadBalancer warmup (zero: none).
+	warm slowStart
+	// clock reads the time (nil: time.Now); tests set it.
+	clock func() time.Time
+}
+
+// now is the cluster's clock.
+func (c *cluster) now() time.Time {
+	if c.clock != nil {
+		return c.clock()
+	}
+	return time.Now()
 }
 
 // kindOf picks the connection a request travels on to the cluster's
@@ -143,7 +155,7 @@ func (c *cluster) pick(tried []*endpoint, key string) *endpoint {
 		// Whatever its state, the only endpoint is the answer.
 		return c.eps[0]
 	}
-	now := time.Now()
+	now := c.now()
 	cands := make([]*endpoint, 0, len(c.eps))
 	for _, e := range c.eps {
 		if !e.ejected(now) && !slices.Contains(tried, e) {
@@ -168,6 +180,9 @@ func (c *cluster) pick(tried []*endpoint, key string) *endpoint {
 	}
 	if key != "" {
 		return rendezvous(cands, key)
+	}
+	if e, ok := c.warmPick(cands, now); ok {
+		return e
 	}
 	switch c.lb {
 	case lbRoundRobin:

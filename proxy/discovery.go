@@ -86,7 +86,7 @@ func (o *outbound) buildCluster(st *meshState, service naming.Service, subset st
 	o.upstream.setMax(eps, maxConnectionsOf(policy))
 	o.upstream.setDial(eps, upstreamDialOf(policy))
 	pl, rr := o.clusters.poolFor(service.String()+"|"+subset+"|"+strconv.FormatUint(uint64(port), 10), policy)
-	return &cluster{service: service.Name, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr, sni: meshSNI(policy), ping: h2PingOf(policy), hash: hashPolicyOf(policy), upgradeH2: upgradeH2Of(policy)}
+	return &cluster{service: service.Name, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr, sni: meshSNI(policy), ping: h2PingOf(policy), hash: hashPolicyOf(policy), upgradeH2: upgradeH2Of(policy), warm: slowStartOf(policy), clock: o.clock}
 }
 
 func hasLabels(have, want map[string]string) bool {
@@ -111,6 +111,9 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 		e := o.endpoints[key]
 		if e == nil {
 			e = o.newEndpoint(ep, id, labels)
+			if !o.synced {
+				e.joined = time.Time{} // here before this sidecar: warm
+			}
 			o.endpoints[key] = e
 		}
 		seen[key] = true
@@ -159,6 +162,14 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 	o.state.Store(st)
 }
 
+// markSynced records that a discovery snapshot is in force: endpoints
+// seen from now on are new to the service, and warm up (slowStart).
+func (o *outbound) markSynced() {
+	o.epMu.Lock()
+	o.synced = true
+	o.epMu.Unlock()
+}
+
 // namespaceOf is the namespace of a workload with identity id
 // (spiffe://td/ns/<ns>/sa/<sa>), def for an ID of another form or none,
 // and "" when the ID's namespace is not a DNS label (no service has it).
@@ -184,7 +195,7 @@ func sortedLabels(m map[string]string) []string {
 
 func (o *outbound) newEndpoint(ep naming.Endpoint, id spiffeid.ID, labels map[string]string) *endpoint {
 	addr := ep.String()
-	e := &endpoint{addr: addr, ip: ep.Addr(), id: id, labels: labels}
+	e := &endpoint{addr: addr, ip: ep.Addr(), id: id, labels: labels, joined: o.now()}
 	e.newTransports = func(co connOpts) *transports {
 		return &transports{
 			make:          func(alpn string) *http.Transport { return o.transportFor(id, alpn, co) },
@@ -277,6 +288,7 @@ func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
 	if cur.table != nil && cfg.GetVersion() == cur.version {
 		// Only endpoints moved: the routes compiled for this version stand.
 		o.setState(cur.table, cur.version, cfg.GetEndpointsRevision(), cfg.GetEndpoints())
+		o.markSynced()
 		return cur.version
 	}
 	var rs []traffic.Resource
@@ -307,6 +319,7 @@ func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
 		p.log.Info("configuration applied", "version", version, "resources", len(rs))
 	}
 	o.setState(table, version, cfg.GetEndpointsRevision(), cfg.GetEndpoints())
+	o.markSynced()
 	p.metrics.configVersion.Set(float64(version))
 	return version
 }

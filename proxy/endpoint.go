@@ -24,6 +24,9 @@ type endpoint struct {
 	ip     netip.Addr  // its IP when the host is one (discovery's always are)
 	id     spiffeid.ID // the identity its agent attested; zero: any of the trust domain
 	labels map[string]string
+	// joined is when this sidecar first saw the endpoint: a warmup
+	// (slowStart) counts from it.
+	joined time.Time
 
 	active atomic.Int64 // requests in flight
 

@@ -129,6 +129,12 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 		directResponse(w, d, m.Headers)
 		return
 	}
+	origin := corsOrigin(r, m.CORS)
+	if corsPreflight(w, r, m.CORS, origin) {
+		return
+	}
+	// Set now, so the sidecar's own answers (503, 504) carry them too.
+	corsMark(w.Header(), m.CORS, origin)
 	dest := m.Pick()
 	if err := o.rewrite(r, m); err != nil {
 		refuseTarget(w, r, err)
@@ -180,6 +186,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 	}
 	applyHeaders(resp.Header, m.Headers, false)
 	applyHeaders(resp.Header, dest.Headers, false)
+	corsMark(resp.Header, m.CORS, origin)
 	copyResponse(w, resp)
 }
 

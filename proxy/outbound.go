@@ -42,6 +42,21 @@ type outbound struct {
 
 	epMu      sync.Mutex
 	endpoints map[string]*endpoint
+	// synced is set once the first discovery snapshot is in force: the
+	// endpoints it brought were there before this sidecar, so they join
+	// warm; later ones join at the time they appear (slowStart).
+	synced bool
+	// clock reads the time for endpoints' join times and the balancers'
+	// warmup (nil: time.Now); tests set it.
+	clock func() time.Time
+}
+
+// now is the outbound side's clock.
+func (o *outbound) now() time.Time {
+	if o.clock != nil {
+		return o.clock()
+	}
+	return time.Now()
 }
 
 type ctxKey struct{}

@@ -338,5 +338,19 @@ func subsetWarnings(all, touched []traffic.Resource) []string {
 			out = append(out, u.String())
 		}
 	}
+	// Likewise a route delegating to a VirtualService that is not there
+	// (Istio leaves the route out), when the root or the delegate was
+	// touched.
+	delegates := map[string]bool{}
+	for _, r := range touched {
+		if r.VS != nil {
+			delegates[r.Namespace+"/"+r.Name] = true
+		}
+	}
+	for _, u := range traffic.UndefinedDelegates(all) {
+		if refs[u.Source] || delegates[u.Name] {
+			out = append(out, u.String())
+		}
+	}
 	return out
 }

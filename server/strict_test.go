@@ -40,20 +40,7 @@ func TestStrictAdminBodyCaseSensitive(t *testing.T) {
 func TestUndefinedSubsetIsAWarning(t *testing.T) {
 	s, _ := storeServer(t)
 	h := s.adminHandler()
-	apply := func(yaml string) adminv1.ApplyResponse {
-		t.Helper()
-		body, _ := json.Marshal(adminv1.ApplyRequest{Files: []adminv1.File{{Name: "x.yaml", Content: yaml}}})
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/config", strings.NewReader(string(body))))
-		if w.Code != http.StatusOK {
-			t.Fatalf("apply: %d %s", w.Code, w.Body)
-		}
-		var resp adminv1.ApplyResponse
-		if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
-			t.Fatal(err)
-		}
-		return resp
-	}
+	apply := func(yaml string) adminv1.ApplyResponse { return applyYAML(t, h, yaml) }
 	vs := "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api}\nspec:\n  hosts: [api]\n  http:\n  - route:\n    - destination: {host: api, subset: v2}\n"
 	resp := apply(vs)
 	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], `VirtualService default/api: spec.http[0].route[0].destination.subset: subset "v2" of api is not defined`) {
@@ -74,4 +61,39 @@ func TestUndefinedSubsetIsAWarning(t *testing.T) {
 	if err := json.Unmarshal(w.Body.Bytes(), &del); w.Code != http.StatusOK || err != nil || len(del.Warnings) != 1 || !strings.Contains(del.Warnings[0], `subset "v2"`) {
 		t.Fatalf("delete: %d %s", w.Code, w.Body)
 	}
+}
+
+// TestUndefinedDelegateIsAWarning: a route delegating to a VirtualService
+// that is not there is accepted (Istio leaves the route out) with a
+// warning, which goes once the delegate is applied.
+func TestUndefinedDelegateIsAWarning(t *testing.T) {
+	s, _ := storeServer(t)
+	h := s.adminHandler()
+	apply := func(yaml string) adminv1.ApplyResponse { return applyYAML(t, h, yaml) }
+	root := "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api}\nspec:\n  hosts: [api]\n  http:\n  - delegate: {name: api-routes}\n"
+	resp := apply(root)
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "VirtualService default/api: spec.http[0].delegate: VirtualService default/api-routes is not a delegate VirtualService") {
+		t.Fatalf("warnings %q", resp.Warnings)
+	}
+	delegate := "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api-routes}\nspec:\n  http:\n  - route:\n    - destination: {host: api}\n"
+	if resp := apply(delegate); len(resp.Warnings) != 0 {
+		t.Fatalf("warnings once the delegate is there: %q", resp.Warnings)
+	}
+}
+
+// applyYAML applies yaml through the admin handler h and returns its
+// answer, failing t unless it is 200.
+func applyYAML(t *testing.T, h http.Handler, yaml string) adminv1.ApplyResponse {
+	t.Helper()
+	body, _ := json.Marshal(adminv1.ApplyRequest{Files: []adminv1.File{{Name: "x.yaml", Content: yaml}}})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/config", strings.NewReader(string(body))))
+	if w.Code != http.StatusOK {
+		t.Fatalf("apply: %d %s", w.Code, w.Body)
+	}
+	var resp adminv1.ApplyResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }

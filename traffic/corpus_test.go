@@ -60,12 +60,19 @@ var unsupportedField = regexp.MustCompile(`(spec|metadata)\.[A-Za-z0-9_.\[\]]+|f
 // Every document Istio accepts is accepted, or refused by a message that
 // names the field; nothing Istio refuses is accepted. Documents of one
 // upstream file are applied together (a VirtualService may route to the
-// subsets of a DestinationRule beside it).
+// subsets of a DestinationRule beside it), except Istio's validation
+// fixtures: each document of those files is a case of its own (several
+// are one resource, bookinfo-ratings, in alternative forms), validated
+// alone as Istio's own test does.
 func TestIstioCorpus(t *testing.T) {
 	docs := readCorpus(t)
 	byUpstream := map[string][]corpusDoc{}
 	for _, d := range docs {
-		byUpstream[d.upstream] = append(byUpstream[d.upstream], d)
+		group := d.upstream
+		if strings.HasPrefix(d.file, "istio-validation-fixtures/") {
+			group = d.file
+		}
+		byUpstream[group] = append(byUpstream[group], d)
 	}
 	accepted, refusedNamed, total, istioAccepts := 0, 0, 0, 0
 	reasons := map[string]int{}
@@ -133,7 +140,7 @@ func TestIstioCorpus(t *testing.T) {
 }
 
 // minCorpusAccepted is the floor the corpus test holds: it only rises.
-const minCorpusAccepted = 149
+const minCorpusAccepted = 153
 
 // firstLine is the reason of a refusal without the file and resource, so
 // alike refusals count together.

@@ -89,10 +89,14 @@ func (r Resource) Selects(namespace string, labels map[string]string) bool {
 }
 
 // SelectedFor returns the resources of all that apply to a sidecar in
-// namespace with labels (Selects), in order: what its table compiles.
+// namespace with labels (Selects), in order, with delegating routes
+// replaced by their delegates' (withDelegates): what its table compiles.
 // Where a host has a DestinationRule with a workloadSelector that selects
 // the sidecar and one without, Compile keeps the selecting one.
 func SelectedFor(all []Resource, namespace string, labels map[string]string) []Resource {
+	// Delegation is resolved over every namespace first: a root's
+	// exportTo, not its delegate's, says which sidecars get the result.
+	all = withDelegates(all)
 	out := make([]Resource, 0, len(all))
 	for _, r := range all {
 		if r.Selects(namespace, labels) {

@@ -50,6 +50,8 @@ type Route struct {
 	// Direct, when set, is the answer the sidecar gives itself: the route
 	// has no destinations.
 	Direct *DirectResponse
+	// CORS is the route's corsPolicy, nil when it has none.
+	CORS *CORS
 }
 
 // WeightedDest is one destination of a route.
@@ -447,7 +449,7 @@ func Compile(version int64, resources []Resource) *Table {
 // whose matches are all for gateways never matches at a sidecar, and must
 // not become a catch-all there).
 func compileRoute(source, namespace string, h *HTTPRoute) *Route {
-	rt := &Route{Name: h.Name, Source: source, Redirect: h.Redirect, Direct: compileDirect(h.DirectResponse), Rewrite: h.Rewrite, Mirror: h.Mirror, Headers: h.Headers, AbortGRPC: -1}
+	rt := &Route{Name: h.Name, Source: source, Redirect: h.Redirect, Direct: compileDirect(h.DirectResponse), Rewrite: h.Rewrite, Mirror: h.Mirror, Headers: h.Headers, AbortGRPC: -1, CORS: compileCORS(h.CorsPolicy)}
 	for _, m := range h.Match {
 		if len(m.Gateways) > 0 && !slices.Contains(m.Gateways, MeshGateway) {
 			continue

@@ -130,7 +130,7 @@ func TestRefusals(t *testing.T) {
 		name, doc string
 		want      []string
 	}{
-		{"unsupported field", vs("  hosts: [api]\n  http:\n  - route:\n    - destination: {host: api}\n    corsPolicy: {}\n"), []string{"VirtualService default/api", `field "corsPolicy" is not supported`}},
+		{"unsupported field", vs("  hosts: [api]\n  http:\n  - route:\n    - destination: {host: api}\n    mirrors: [{destination: {host: api}}]\n"), []string{"VirtualService default/api", `field "mirrors" is not supported`}},
 		{"tls routes", vs("  hosts: [api]\n  tls:\n  - match: [{sniHosts: [api.example.com]}]\n    route: [{destination: {host: api}}]\n"), []string{"spec.tls[0].match[0].sniHosts[0]", "does not name one of the VirtualService's hosts"}},
 		{"weights", vs("  hosts: [api]\n  http:\n  - route:\n    - destination: {host: api, subset: a}\n      weight: 0\n    - destination: {host: api, subset: b}\n"), []string{"spec.http[0].route", "add up to 0"}},
 		{"abort status", vs("  hosts: [api]\n  http:\n  - fault: {abort: {httpStatus: 42}}\n    route:\n    - destination: {host: api}\n"), []string{"spec.http[0].fault.abort.httpStatus"}},
@@ -226,13 +226,16 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}\n"))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec: {hosts: [a], http: [{directResponse: {status: 418, body: {bytes: AAH/}}}]}\n"))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a, trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: u, ttl: 0s}}}, connectionPool: {tcp: {tcpKeepalive: {time: 10s, interval: 1s, probes: 3}}, http: {http2KeepAlive: {interval: 15s, timeout: 5s}}}}}\n"))
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec: {hosts: [a], http: [{match: [{uri: {prefix: /x}}], delegate: {name: d}}, {route: [{destination: {host: a}}], corsPolicy: {allowOrigins: [{regex: '.*'}], allowMethods: ['*'], maxAge: 1s}}]}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: d}\nspec: {http: [{match: [{uri: {exact: /x}}], route: [{destination: {host: b}}]}]}\n"))
+	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a, trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST, warmup: {duration: 60s, minimumPercent: 5, aggression: 2}}}}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rs, err := Parse(data, "fuzz")
 		if err != nil {
 			return
 		}
-		// Whatever parses compiles and can be routed on without panicking.
-		tab := Compile(1, rs)
+		// Whatever parses compiles (delegation merged) and can be routed
+		// on without panicking.
+		tab := Compile(1, SelectedFor(rs, "default", nil))
 		r := httptest.NewRequest("GET", "http://a/x?y=1", nil)
 		for _, res := range rs {
 			if res.VS != nil {

@@ -92,6 +92,12 @@ type HTTPRoute struct {
 	// DirectResponse, when set, answers the request at the sidecar
 	// (directresponse.go).
 	DirectResponse *HTTPDirectResponse `json:"directResponse,omitempty"`
+	// CorsPolicy, when set, has the calling sidecar answer CORS preflights
+	// and mark allowed origins' responses (cors.go).
+	CorsPolicy *CorsPolicy `json:"corsPolicy,omitempty"`
+	// Delegate hands the route's matches to the http routes of a delegate
+	// VirtualService, which take its place (delegate.go).
+	Delegate *Delegate `json:"delegate,omitempty"`
 }
 
 // HTTPMatchRequest: all of its conditions must hold.
@@ -272,6 +278,13 @@ type LoadBalancer struct {
 	// ConsistentHash sends requests with the same key to the same
 	// endpoint (session affinity; Istio's consistentHash).
 	ConsistentHash *ConsistentHash `json:"consistentHash,omitempty"`
+	// Warmup ramps a newly added endpoint's share of requests up over a
+	// time window (Istio's WarmupConfiguration, Envoy's slow start;
+	// warmup.go).
+	Warmup *Warmup `json:"warmup,omitempty"`
+	// WarmupDurationSecs is Istio's older form of Warmup: the window only,
+	// with the defaults of the other two fields. At most one of the two.
+	WarmupDurationSecs *Duration `json:"warmupDurationSecs,omitempty"`
 }
 
 // ConsistentHash names the request's key, exactly one of: a header, a

@@ -108,9 +108,9 @@ func (v *validator) exportTo(to []string) {
 }
 
 func (v *validator) virtualService(vs *VirtualService) {
-	if len(vs.Spec.Hosts) == 0 {
-		v.fail("spec.hosts", "at least one host is required")
-	}
+	// No hosts: a delegate VirtualService, whose routes apply only where
+	// a root route delegates to it (delegate.go).
+	v.delegateVS(vs)
 	seenHost := map[string]int{}
 	for i, h := range vs.Spec.Hosts {
 		// "*" is for gateways only (Istio): a VirtualService bound to no
@@ -133,13 +133,16 @@ func (v *validator) virtualService(vs *VirtualService) {
 }
 
 func (v *validator) httpRoute(p string, rt *HTTPRoute) {
+	v.delegateRoute(p, rt)
 	switch {
+	case rt.Delegate != nil:
 	case len(rt.Route) == 0 && rt.Redirect == nil && rt.DirectResponse == nil:
 		v.fail(p, "needs route, redirect or directResponse")
 	case len(rt.Route) > 0 && rt.Redirect != nil:
 		v.fail(p, "route and redirect cannot both be set")
 	}
 	v.directResponse(p, rt)
+	v.corsPolicy(p, rt)
 	for i, m := range rt.Match {
 		v.match(fmt.Sprintf("%s.match[%d]", p, i), &m)
 	}

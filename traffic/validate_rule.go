@@ -47,6 +47,9 @@ func (v *validator) trafficPolicy(p string, tp *TrafficPolicy) {
 	if lb := tp.LoadBalancer; lb != nil && lb.ConsistentHash != nil {
 		v.consistentHash(p+".loadBalancer", lb)
 	}
+	if lb := tp.LoadBalancer; lb != nil {
+		v.warmup(p+".loadBalancer", lb)
+	}
 	if cp := tp.ConnectionPool; cp != nil {
 		if cp.TCP == nil && cp.HTTP == nil {
 			v.fail(p+".connectionPool", "is empty: set tcp or http, or remove it")

@@ -14,6 +14,7 @@ func TestGatewaysAppliesToColumn(t *testing.T) {
 		{"VirtualService", `{"hosts":["api"]}`, "sidecars"},
 		{"VirtualService", `{"hosts":["api"],"gateways":["mesh","gw"]}`, "sidecars"},
 		{"VirtualService", `{"hosts":["*"],"gateways":["bookinfo-gateway","istio-system/gw"]}`, "no sidecar (gateways: bookinfo-gateway,istio-system/gw)"},
+		{"VirtualService", `{"http":[{"route":[{"destination":{"host":"api"}}]}]}`, "delegate (where a root route delegates to it)"},
 		{"DestinationRule", `{"host":"api"}`, "sidecars"},
 	} {
 		if got := appliesTo(adminv1.Resource{Kind: tt.kind, Spec: []byte(tt.spec)}); got != tt.want {
