@@ -70,8 +70,26 @@ func (m *Merger) Add(rep *agentv1.StatsReport, from *agentv1.Proxy) error {
 	return bad
 }
 
-// checkSeries refuses a histogram the server could not merge.
+// Bounds of a key's fields: a principal is a SPIFFE ID (at most 2048
+// bytes, the SPIFFE ID specification's limit), any other field a name of
+// at most 253 bytes (a DNS name's).
+const (
+	MaxPrincipal = 2048
+	MaxKeyName   = 253
+)
+
+// checkSeries refuses a key out of bounds and a histogram the server
+// could not merge.
 func checkSeries(s *agentv1.StatsSeries) error {
+	k := s.GetKey()
+	if len(k.GetSourcePrincipal()) > MaxPrincipal || len(k.GetDestinationPrincipal()) > MaxPrincipal {
+		return fmt.Errorf("%w: principal longer than %d bytes", ErrBadSeries, MaxPrincipal)
+	}
+	for _, f := range []string{k.GetReporter(), k.GetDestinationNamespace(), k.GetDestinationService(), k.GetDestinationSubset(), k.GetRoute(), k.GetProtocol()} {
+		if len(f) > MaxKeyName {
+			return fmt.Errorf("%w: key field %.20q... longer than %d bytes", ErrBadSeries, f, MaxKeyName)
+		}
+	}
 	if len(s.GetBucketIndex()) != len(s.GetBucketCount()) {
 		return fmt.Errorf("%w: %d bucket indexes, %d counts", ErrBadSeries, len(s.GetBucketIndex()), len(s.GetBucketCount()))
 	}
@@ -120,7 +138,14 @@ func (m *Merger) addSeries(s *agentv1.StatsSeries) {
 
 // deny keeps d if it is among the MaxDenials most recent.
 func (m *Merger) deny(d *agentv1.StatsDenial) {
-	m.denials = append(m.denials, proto.Clone(d).(*agentv1.StatsDenial))
+	if len(d.GetSourcePrincipal()) > MaxPrincipal || len(d.GetDestinationPrincipal()) > MaxPrincipal ||
+		len(d.GetDestinationNamespace()) > MaxKeyName || len(d.GetDestinationService()) > MaxKeyName || len(d.GetDecisionId()) > MaxKeyName {
+		m.denialsDropped++
+		return
+	}
+	d = proto.Clone(d).(*agentv1.StatsDenial)
+	d.Method, d.Path = cut(d.Method, MaxDenialPath), cut(d.Path, MaxDenialPath)
+	m.denials = append(m.denials, d)
 	if len(m.denials) <= MaxDenials {
 		return
 	}
