@@ -154,6 +154,14 @@ func (h *health) countStats(counts func() relay.StatsCounts) {
 			ConstLabels: prometheus.Labels{"result": "dropped"},
 		}, func() float64 { return float64(counts().Dropped) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sigil_agent_stats_requests_total", Help: "Requests counted in the node's golden metrics, by what became of their interval (sent to the server, dropped).",
+			ConstLabels: prometheus.Labels{"result": "sent"},
+		}, func() float64 { return float64(counts().RequestsSent) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sigil_agent_stats_requests_total", Help: "Requests counted in the node's golden metrics, by what became of their interval (sent to the server, dropped).",
+			ConstLabels: prometheus.Labels{"result": "dropped"},
+		}, func() float64 { return float64(counts().RequestsDropped) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "sigil_agent_stats_refused_total", Help: "Series and denials from the node's sidecars refused: about another identity than the sidecar's own, or out of bounds.",
 		}, func() float64 { return float64(counts().Refused) }),
 	)
