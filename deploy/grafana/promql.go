@@ -92,7 +92,7 @@ func ParseExpr(expr string) (Expr, error) {
 				}
 				labels, err := s.labelList()
 				if err != nil {
-					return out, fmt.Errorf("grafana: %q: %s: %w", expr, id, err)
+					return out, err
 				}
 				out.Grouping = append(out.Grouping, labels...)
 			case keywords[id], aggregations[id], next == '(':
@@ -100,7 +100,7 @@ func ParseExpr(expr string) (Expr, error) {
 			case next == '{':
 				labels, name, err := s.matchers()
 				if err != nil {
-					return out, fmt.Errorf("grafana: %q: %w", expr, err)
+					return out, err
 				}
 				if name != "" && name != id {
 					return out, fmt.Errorf("grafana: %q: %s with __name__ %q", expr, id, name)
@@ -145,6 +145,11 @@ type scanner struct {
 	pos int
 }
 
+// fail is an error naming the expression and what was wrong in it.
+func (s *scanner) fail(format string, args ...any) error {
+	return fmt.Errorf("grafana: %q: %s", s.src, fmt.Sprintf(format, args...))
+}
+
 func (s *scanner) done() bool { return s.pos >= len(s.src) }
 
 func (s *scanner) peek() byte {
@@ -179,7 +184,7 @@ func (s *scanner) skipString() error {
 func (s *scanner) str() (string, error) {
 	start := s.pos
 	if c := s.peek(); c != '"' && c != '\'' && c != '`' {
-		return "", fmt.Errorf("want a string at %q", s.src[s.pos:])
+		return "", s.fail("want a string at %q", s.src[s.pos:])
 	}
 	if err := s.skipString(); err != nil {
 		return "", err
@@ -235,7 +240,7 @@ func (s *scanner) matchers() (labels []string, name string, err error) {
 			return labels, name, nil
 		}
 		if !isIdentStart(s.peek()) {
-			return nil, "", fmt.Errorf("want a label name at %q", s.src[s.pos:])
+			return nil, "", s.fail("want a label name at %q", s.src[s.pos:])
 		}
 		label := s.ident()
 		s.skipSpace()
@@ -247,7 +252,7 @@ func (s *scanner) matchers() (labels []string, name string, err error) {
 			}
 		}
 		if op == "" {
-			return nil, "", fmt.Errorf("want a matcher operator after %s", label)
+			return nil, "", s.fail("want a matcher operator after %s", label)
 		}
 		s.pos += len(op)
 		s.skipSpace()
@@ -257,7 +262,7 @@ func (s *scanner) matchers() (labels []string, name string, err error) {
 		}
 		if label == "__name__" {
 			if op != "=" {
-				return nil, "", fmt.Errorf("__name__%s%q: only an exact metric name can be checked", op, v)
+				return nil, "", s.fail("__name__%s%q: only an exact metric name can be checked", op, v)
 			}
 			name = v
 		} else if !slices.Contains(labels, label) {
@@ -269,7 +274,7 @@ func (s *scanner) matchers() (labels []string, name string, err error) {
 			s.pos++
 		case '}':
 		default:
-			return nil, "", fmt.Errorf("want , or } at %q", s.src[s.pos:])
+			return nil, "", s.fail("want , or } at %q", s.src[s.pos:])
 		}
 	}
 }
@@ -285,7 +290,7 @@ func (s *scanner) labelList() ([]string, error) {
 			return out, nil
 		}
 		if !isIdentStart(s.peek()) {
-			return nil, fmt.Errorf("want a label name at %q", s.src[s.pos:])
+			return nil, s.fail("want a label name at %q", s.src[s.pos:])
 		}
 		out = append(out, s.ident())
 		s.skipSpace()
@@ -294,7 +299,7 @@ func (s *scanner) labelList() ([]string, error) {
 			s.pos++
 		case ')':
 		default:
-			return nil, fmt.Errorf("want , or ) at %q", s.src[s.pos:])
+			return nil, s.fail("want , or ) at %q", s.src[s.pos:])
 		}
 	}
 }
