@@ -277,6 +277,11 @@ func injectB3(h http.Header, in b3Context, parent, sc trace.SpanContext) {
 			v += "-" + parentID
 		}
 		h[b3Single] = []string{v}
+		// Multi headers beside a single one were not read (the single
+		// wins); left as they came, they would name the caller's span.
+		for _, k := range [...]string{b3TraceID, b3SpanID, b3ParentSpanID, b3Sampled, b3Flags} {
+			delete(h, k)
+		}
 	case b3FormMulti:
 		h[b3TraceID] = []string{traceID}
 		h[b3SpanID] = []string{spanID}

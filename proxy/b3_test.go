@@ -113,6 +113,14 @@ func TestB3PropagationKeepsForm(t *testing.T) {
 			},
 		},
 		{
+			name: "single wins, stale multi headers go", in: map[string]string{"B3": b3Trace128 + "-" + b3Span + "-1", "X-B3-Traceid": b3Trace64, "X-B3-Spanid": b3Parent, "X-B3-Sampled": "0"},
+			sampled: true, trace: b3Trace128, parent: b3Span,
+			wantOut: func(s trace.SpanContext) map[string]string {
+				return map[string]string{"B3": b3Trace128 + "-" + s.SpanID().String() + "-1-" + b3Span}
+			},
+			wantGone: []string{"X-B3-Traceid", "X-B3-Spanid", "X-B3-Sampled"},
+		},
+		{
 			name: "64-bit single stays 64-bit", in: map[string]string{"B3": b3Trace64 + "-" + b3Span + "-0"},
 			sampled: false, trace: "0000000000000000" + b3Trace64, parent: b3Span,
 			wantOut: func(s trace.SpanContext) map[string]string {
