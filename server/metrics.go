@@ -77,10 +77,6 @@ func (m *metrics) Handler() http.Handler {
 // dashboard on 127.0.0.1:8080).
 func (s *Server) MetricsHandler() http.Handler { return s.metrics.Handler() }
 
-// Registry is the server's Prometheus registry, for a listener that
-// serves it with handler options of its own.
-func (s *Server) Registry() *prometheus.Registry { return s.metrics.reg }
-
 // rotation counts one CA rotation check.
 func (m *metrics) rotation(changed bool, err error) {
 	switch {
