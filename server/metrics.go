@@ -66,7 +66,7 @@ func newMetrics(src metricsSource, now func() time.Time, log *slog.Logger) *metr
 	return m
 }
 
-// Handler serves the registry in Prometheus's text (or OpenMetrics)
+// Handler serves the registry in Prometheus's text exposition
 // format, for GET /metrics.
 func (m *metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
