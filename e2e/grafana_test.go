@@ -3,6 +3,7 @@ package e2e
 import (
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,9 @@ import (
 	"github.com/sigil-mesh/sigil/deploy/grafana"
 	"github.com/sigil-mesh/sigil/e2e/harness"
 )
+
+// dashboardURL finds where the server serves its dashboard and /metrics.
+var dashboardURL = regexp.MustCompile(`"msg":"sigil-server running".*"dashboard":"(http[^"]+)"`)
 
 // exposedSeries is what one scrape showed: each series name with the
 // label names its series carry.
@@ -60,10 +64,12 @@ func scrapeSeries(t *testing.T, url string, into exposedSeries) {
 // dashboard (deploy/grafana) queries of the agent and the sidecars is in
 // what the real binaries serve on /metrics after traffic: requests
 // allowed and denied, an opaque TCP connection and a failed mTLS
-// handshake. The server's series are checked against its registry in
-// server.TestServerMetricsDocumented (its /metrics is served by the
-// dashboard listener), and the dashboard's names against docs/metrics.md
-// in deploy/grafana.
+// handshake. The server's /metrics is on its dashboard listener: when
+// the server runs one (it says where in its "sigil-server running" line),
+// its series are checked the same way; without one, they are checked
+// against its registry in server.TestServerMetricsDocumented. The
+// dashboard's names are checked against docs/metrics.md in
+// deploy/grafana.
 func TestDashboardMetricsExposed(t *testing.T) {
 	t.Parallel()
 	ids := startIdentities(t)
@@ -95,6 +101,12 @@ func TestDashboardMetricsExposed(t *testing.T) {
 	sidecar := exposedSeries{}
 	served := map[string]exposedSeries{"Agent": {}, "Sidecar": sidecar, "Sidecar request metrics": sidecar}
 	scrapeSeries(t, "http://"+ids.web.Admin+"/metrics", served["Agent"])
+	if m := dashboardURL.FindStringSubmatch(ids.m.Server.Output()); m != nil {
+		served["Server"] = exposedSeries{}
+		scrapeSeries(t, strings.TrimSuffix(m[1], "/")+"/metrics", served["Server"])
+	} else {
+		t.Log("the server runs no dashboard listener: its series are checked against its registry (server.TestServerMetricsDocumented)")
+	}
 	for _, p := range []*harness.ProxyProc{web, api} {
 		scrapeSeries(t, "http://"+p.Admin+"/metrics", sidecar)
 	}
@@ -119,7 +131,7 @@ func TestDashboardMetricsExposed(t *testing.T) {
 			section := docs[grafana.Base(s.Metric, docs)].Section
 			series, ok := served[section]
 			if !ok {
-				continue // the server's: see above
+				continue // the server's, without a dashboard listener
 			}
 			labels, ok := series[s.Metric]
 			if !ok {
