@@ -159,5 +159,5 @@ func TestDashboardMetricsExposed(t *testing.T) {
 	if checked < 5 {
 		t.Fatalf("only %d of the dashboard's selectors were checked against the binaries", checked)
 	}
-	t.Logf("%d selectors checked against the agent's and the sidecars' /metrics", checked)
+	t.Logf("%d selectors checked against the binaries' /metrics", checked)
 }
