@@ -14,6 +14,42 @@ import (
 	"github.com/sigil-mesh/sigil/e2e/harness"
 )
 
+// meteredMesh is a server, one agent per service identity, and web and
+// api (label version=v1) behind sidecars: the mesh the metrics tests
+// scrape.
+type meteredMesh struct {
+	ids      identities
+	web, api *harness.ProxyProc
+}
+
+func startMeteredMesh(t *testing.T) meteredMesh {
+	t.Helper()
+	ids := startIdentities(t)
+	_, apiApp := harness.StartApp(t, "api")
+	_, webApp := harness.StartApp(t, "web")
+	api := harness.StartProxy(t, ids.api, "api", apiApp, ids.policyDir, "--label", "version=v1")
+	web := harness.StartProxy(t, ids.web, "web", webApp, ids.policyDir, "--upstream", "api="+api.Inbound+"@"+apiSA)
+	return meteredMesh{ids: ids, web: web, api: api}
+}
+
+// traffic sends web → api 10 GETs the policy allows, a POST it denies
+// (403) and a request through an opaque TCP tunnel: 11 requests each
+// reporter counts, and one TCP connection.
+func (m meteredMesh) traffic(t *testing.T) {
+	t.Helper()
+	for range 10 {
+		if code, body := curl(t, "-x", "http://"+m.web.Outbound, "http://api/hello"); code != 200 {
+			t.Fatalf("GET: %d %s", code, body)
+		}
+	}
+	if code, _ := curl(t, "-x", "http://"+m.web.Outbound, "-X", "POST", "-d", "x", "http://api/hello"); code != 403 {
+		t.Fatalf("POST: %d, want 403 from the policy", code)
+	}
+	if err := tunnelGet(m.web.Outbound); err != nil {
+		t.Fatalf("TCP through the mesh: %v", err)
+	}
+}
+
 // dashboardURL finds where the server serves its dashboard and /metrics.
 var dashboardURL = regexp.MustCompile(`"msg":"sigil-server running".*"dashboard":"(http[^"]+)"`)
 
@@ -72,23 +108,9 @@ func scrapeSeries(t *testing.T, url string, into exposedSeries) {
 // deploy/grafana.
 func TestDashboardMetricsExposed(t *testing.T) {
 	t.Parallel()
-	ids := startIdentities(t)
-	_, apiApp := harness.StartApp(t, "api")
-	_, webApp := harness.StartApp(t, "web")
-	api := harness.StartProxy(t, ids.api, "api", apiApp, ids.policyDir, "--label", "version=v1")
-	web := harness.StartProxy(t, ids.web, "web", webApp, ids.policyDir, "--upstream", "api="+api.Inbound+"@"+apiSA)
-
-	for range 5 {
-		if code, body := curl(t, "-x", "http://"+web.Outbound, "http://api/hello"); code != 200 {
-			t.Fatalf("GET: %d %s", code, body)
-		}
-	}
-	if code, _ := curl(t, "-x", "http://"+web.Outbound, "-X", "POST", "-d", "x", "http://api/hello"); code != 403 {
-		t.Fatalf("POST: %d, want 403 from the policy", code)
-	}
-	if err := tunnelGet(web.Outbound); err != nil {
-		t.Fatalf("TCP through the mesh: %v", err)
-	}
+	mm := startMeteredMesh(t)
+	ids, web, api := mm.ids, mm.web, mm.api
+	mm.traffic(t)
 	// Plain text at the mTLS port: a handshake failure (not_tls).
 	if c, err := net.DialTimeout("tcp", api.Inbound, 5*time.Second); err == nil {
 		c.Write([]byte("GET / HTTP/1.1\r\nHost: api\r\n\r\n"))
