@@ -161,6 +161,10 @@ func TestGrafanaDashboardAgainstPrometheus(t *testing.T) {
 		"Policy denials A": true, "Policy denials by sidecar A": true, "Policy denials by caller → service A": true,
 		"Soonest SVID expiry A": true, "SVID expiry (seconds left) A": true,
 	}
+	if targets["sigil-server"] != nil {
+		mustShow["Agents connected and configuration versions A"] = true
+		mustShow["CA signing keys (seconds left) A"] = true
+	}
 	vars := strings.NewReplacer("$__rate_interval", "1m", "$namespace", ".*", "$service", ".*")
 	for _, q := range queries {
 		if q.Variable {
