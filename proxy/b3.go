@@ -24,7 +24,7 @@ import (
 // lower-hex digits, SpanId and ParentSpanId of 16, none all zero; a
 // SamplingState of 1, 0 or d; X-B3-Sampled 1 or 0 (or the legacy true and
 // false the specification lets a reader accept); X-B3-Flags 1; each header
-// at most once. Anything else is malformed, and a malformed B3 is ignored
+// at most once and none empty. Anything else is malformed, and a malformed B3 is ignored
 // as if absent (the request still goes through, in a new trace unless a
 // traceparent names one).
 
@@ -124,7 +124,7 @@ func parseB3Single(v string) (b3Context, bool) {
 		return c, false
 	}
 	if n >= 3 {
-		if c.sampling, ok = parseSamplingState(fields[2]); !ok || c.sampling == b3Deferred {
+		if c.sampling, ok = parseSamplingState(fields[2]); !ok {
 			return c, false
 		}
 	}
@@ -160,7 +160,7 @@ func parseB3Multi(h http.Header) (b3Context, bool) {
 		if !ok {
 			continue
 		}
-		if len(vs) != 1 {
+		if len(vs) != 1 || vs[0] == "" {
 			return b3Context{}, false
 		}
 		v[i], seen = vs[0], true

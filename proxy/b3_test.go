@@ -61,6 +61,8 @@ func TestB3ExtractStrict(t *testing.T) {
 		{"multi, bad sampled", map[string][]string{"X-B3-Traceid": {b3Trace128}, "X-B3-Spanid": {b3Span}, "X-B3-Sampled": {"yes"}}, b3None, "", false, b3Deferred},
 		{"multi, bad flags", map[string][]string{"X-B3-Traceid": {b3Trace128}, "X-B3-Spanid": {b3Span}, "X-B3-Flags": {"2"}}, b3None, "", false, b3Deferred},
 		{"multi, bad parent", map[string][]string{"X-B3-Traceid": {b3Trace128}, "X-B3-Spanid": {b3Span}, "X-B3-Parentspanid": {"0"}}, b3None, "", false, b3Deferred},
+		{"multi, empty sampled", map[string][]string{"X-B3-Sampled": {""}}, b3None, "", false, b3Deferred},
+		{"multi, empty span", map[string][]string{"X-B3-Traceid": {b3Trace128}, "X-B3-Spanid": {""}, "X-B3-Sampled": {"1"}}, b3None, "", false, b3Deferred},
 		{"multi, parent alone", map[string][]string{"X-B3-Parentspanid": {b3Parent}}, b3None, "", false, b3Deferred},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
