@@ -23,10 +23,10 @@ import (
 // Parsing is strict, as the specification writes it: a TraceId of 16 or 32
 // lower-hex digits, SpanId and ParentSpanId of 16, none all zero; a
 // SamplingState of 1, 0 or d; X-B3-Sampled 1 or 0 (or the legacy true and
-// false the specification lets a reader accept); X-B3-Flags 1; each header
-// at most once and none empty. Anything else is malformed, and a malformed B3 is ignored
-// as if absent (the request still goes through, in a new trace unless a
-// traceparent names one).
+// false the specification lets a reader accept); X-B3-Flags 1; each
+// header at most once and none empty. Anything else is malformed, and a
+// malformed B3 is ignored as if absent (the request still goes through,
+// in a new trace unless a traceparent names one).
 
 // The B3 headers, in net/http's canonical form.
 const (
