@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -115,6 +117,21 @@ func (r *otlpReceiver) trace(id string) map[string]*tracepb.Span {
 	return out
 }
 
+// startTracedPair starts web and api with sidecars that export spans to a
+// stand-in collector and sample no new trace (the caller's flag decides);
+// apiArgs go to api's sidecar.
+func startTracedPair(t *testing.T, apiArgs ...string) (*otlpReceiver, identities, *harness.ProxyProc, *harness.ProxyProc) {
+	t.Helper()
+	rcv, collector := startOTLPReceiver(t)
+	ids := startIdentities(t)
+	_, apiApp := harness.StartApp(t, "api")
+	_, webApp := harness.StartApp(t, "web")
+	tracingArgs := []string{"--otlp-endpoint", collector, "--trace-sampling", "0"}
+	api := harness.StartProxy(t, ids.api, "api", apiApp, ids.policyDir, append(tracingArgs, apiArgs...)...)
+	web := harness.StartProxy(t, ids.web, "web", webApp, ids.policyDir, append(tracingArgs, "--upstream", "api="+api.Inbound+"@"+apiSA)...)
+	return rcv, ids, web, api
+}
+
 // TestTracesJoinAcrossSidecars: a request carrying a W3C traceparent goes
 // web → web's sidecar → api's sidecar → api. Both sidecars export a span
 // to the collector over OTLP/HTTP, in the caller's trace, the server
@@ -122,13 +139,7 @@ func (r *otlpReceiver) trace(id string) map[string]*tracepb.Span {
 // naming the server span — so the app's own spans join the same trace.
 func TestTracesJoinAcrossSidecars(t *testing.T) {
 	t.Parallel()
-	rcv, collector := startOTLPReceiver(t)
-	ids := startIdentities(t)
-	_, apiApp := harness.StartApp(t, "api")
-	_, webApp := harness.StartApp(t, "web")
-	tracingArgs := []string{"--otlp-endpoint", collector, "--trace-sampling", "0"}
-	api := harness.StartProxy(t, ids.api, "api", apiApp, ids.policyDir, tracingArgs...)
-	web := harness.StartProxy(t, ids.web, "web", webApp, ids.policyDir, append(tracingArgs, "--upstream", "api="+api.Inbound+"@"+apiSA)...)
+	rcv, ids, web, _ := startTracedPair(t)
 
 	if _, err := harness.Run(t, "sigil-proxy", "run", "--socket", "/nonexistent", "--service", "x", "--app", "127.0.0.1:1", "--policy", ids.policyDir, "--otlp-endpoint", "collector:4318"); err == nil || !strings.Contains(err.Error(), "--otlp-endpoint") {
 		t.Fatalf("a bad --otlp-endpoint was not named: %v", err)
@@ -178,5 +189,78 @@ func TestTracesJoinAcrossSidecars(t *testing.T) {
 	defer rcv.mu.Unlock()
 	if got := rcv.trace(unsampled); len(got) > 0 {
 		t.Fatalf("spans of an unsampled trace were exported: %v", got)
+	}
+}
+
+// TestB3TracesJoinAcrossSidecars: a caller that speaks only B3 (single
+// header, then the multi-header form) stays in its trace across both
+// sidecars: the callee's app receives B3 in the form the caller sent,
+// with the caller's trace ID (64-bit kept 64-bit) naming the server
+// span, and a traceparent beside it; both sidecars export their spans in
+// that trace, and the callee sidecar's access log records it. A
+// malformed b3 is ignored: the request goes through in a trace of its own.
+func TestB3TracesJoinAcrossSidecars(t *testing.T) {
+	t.Parallel()
+	accessLog := filepath.Join(t.TempDir(), "api-access.log")
+	rcv, _, web, api := startTracedPair(t, "--access-log", accessLog)
+
+	get := func(headers ...string) appReply {
+		t.Helper()
+		args := []string{"-x", "http://" + web.Outbound}
+		for _, h := range headers {
+			args = append(args, "-H", h)
+		}
+		code, body := curl(t, append(args, "http://api/hello")...)
+		if code != 200 {
+			t.Fatalf("GET with %v: %d %s", headers, code, body)
+		}
+		var reply appReply
+		if err := json.Unmarshal([]byte(body), &reply); err != nil {
+			t.Fatal(err)
+		}
+		return reply
+	}
+
+	// Single header, 64-bit trace ID, sampled by the caller.
+	const shortTrace, callerSpan = "a3ce929d0e0e4736", "00f067aa0ba902b7"
+	longTrace := "0000000000000000" + shortTrace
+	reply := get("b3: " + shortTrace + "-" + callerSpan + "-1")
+	spans := rcv.waitSpans(t, longTrace, "web|outbound api", "api|inbound api")
+	client, server := spans["web|outbound api"], spans["api|inbound api"]
+	if hex.EncodeToString(client.GetParentSpanId()) != callerSpan || string(server.GetParentSpanId()) != string(client.GetSpanId()) {
+		t.Fatalf("spans: client's parent %x (want %s), server's parent %x (want %x)", client.GetParentSpanId(), callerSpan, server.GetParentSpanId(), client.GetSpanId())
+	}
+	serverSpan, clientSpan := hex.EncodeToString(server.GetSpanId()), hex.EncodeToString(client.GetSpanId())
+	if got, want := reply.Headers["B3"], shortTrace+"-"+serverSpan+"-1-"+clientSpan; got != want {
+		t.Fatalf("the app got b3 %q, want %q", got, want)
+	}
+	if got, want := reply.Headers["Traceparent"], "00-"+longTrace+"-"+serverSpan+"-01"; got != want {
+		t.Fatalf("the app got traceparent %q, want %q", got, want)
+	}
+
+	// Multi-header, 128-bit, sampled: the app gets the X-B3-* form back.
+	const multiTrace = "80f198ee56343ba864fe8b2a57d3eff7"
+	reply = get("X-B3-TraceId: "+multiTrace, "X-B3-SpanId: "+callerSpan, "X-B3-Sampled: 1")
+	spans = rcv.waitSpans(t, multiTrace, "web|outbound api", "api|inbound api")
+	serverSpan = hex.EncodeToString(spans["api|inbound api"].GetSpanId())
+	if reply.Headers["X-B3-Traceid"] != multiTrace || reply.Headers["X-B3-Spanid"] != serverSpan || reply.Headers["X-B3-Sampled"] != "1" || reply.Headers["B3"] != "" {
+		t.Fatalf("the app got B3 headers %v, want trace %s span %s sampled 1 in the multi form", reply.Headers, multiTrace, serverSpan)
+	}
+
+	// Malformed (upper-case hex): ignored, never a failure; the request is
+	// in a new trace, not the caller's.
+	bad := strings.ToUpper(multiTrace)
+	reply = get("b3: " + bad + "-" + callerSpan + "-1")
+	if strings.Contains(strings.ToLower(reply.Headers["Traceparent"]), multiTrace) || reply.Headers["Traceparent"] == "" {
+		t.Fatalf("a malformed b3 was taken: traceparent %q", reply.Headers["Traceparent"])
+	}
+
+	api.Stop() // flushes the access log
+	access, err := os.ReadFile(accessLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(access), `"traceparent":"00-`+longTrace+`-`) || !strings.Contains(string(access), `"traceparent":"00-`+multiTrace+`-`) {
+		t.Fatalf("the access log lacks the B3 callers' traces:\n%s", access)
 	}
 }

@@ -19,9 +19,11 @@ import (
 // tracing makes one span per request the sidecar handles — a client span
 // for the app's outgoing call, a server span for an incoming one — and
 // exports them to an OpenTelemetry collector over OTLP/HTTP. The W3C
-// traceparent the request came with is the span's parent, and the one
-// sent on (to the peer sidecar or to the app) names the new span, so the
-// app's own spans and the two sidecars' join one trace. Off (nil) unless
+// traceparent the request came with (or, without one, its B3 headers:
+// b3.go) is the span's parent, and the one sent on (to the peer sidecar
+// or to the app) names the new span, so the app's own spans and the two
+// sidecars' join one trace. A request that came with B3 leaves with both
+// traceparent and B3. Off (nil) unless
 // --otlp-endpoint is given: then nothing on the request path changes.
 // Sampling every request costs a large share of a sidecar's CPU; at the
 // default ratio the cost is small once unsampled spans build no
@@ -69,16 +71,33 @@ func newTracing(c *checked, spiffeID string) (*tracing, error) {
 		sdktrace.WithResource(res),
 		// A caller's sampling decision stands; new traces are sampled at
 		// the configured ratio (Istio's default is 1%).
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(c.TraceSampling))),
+		// A B3 caller may defer the decision to the sidecar: b3Sampler.
+		sdktrace.WithSampler(newB3Sampler(c.TraceSampling)),
 	)
 	return &tracing{tp: tp, tracer: tp.Tracer("github.com/sigil-mesh/sigil/proxy")}, nil
 }
 
-// start begins r's span and rewrites r's traceparent (and tracestate) to
-// name it, for whoever r goes to next.
+// start begins r's span and rewrites r's traceparent (and tracestate,
+// and B3 headers if it came with them) to name it, for whoever r goes to
+// next. A valid traceparent wins over B3.
 func (t *tracing) start(r *http.Request, kind trace.SpanKind, direction, service string) trace.Span {
 	h := propagation.HeaderCarrier(r.Header)
 	ctx := t.prop.Extract(r.Context(), h)
+	b3 := extractB3(r.Header)
+	if w3c := trace.SpanContextFromContext(ctx); w3c.IsValid() {
+		// The trace is traceparent's; B3 only follows it, keeping its
+		// width and debug flag when both name the same trace (as they do
+		// from a peer sidecar).
+		if !b3.sc.IsValid() || b3.sc.TraceID() != w3c.TraceID() {
+			b3.sampling, b3.short = b3Deferred, false
+		}
+	} else {
+		if b3.sc.IsValid() {
+			ctx = trace.ContextWithRemoteSpanContext(ctx, b3.sc)
+		}
+		ctx = withB3Decision(ctx, b3)
+	}
+	parent := trace.SpanContextFromContext(ctx)
 	if len(service) > maxSpanAttrBytes {
 		service = service[:maxSpanAttrBytes] // an outbound Host is the app's to choose
 	}
@@ -95,6 +114,7 @@ func (t *tracing) start(r *http.Request, kind trace.SpanKind, direction, service
 		)
 	}
 	t.prop.Inject(ctx, h)
+	injectB3(r.Header, b3, parent, span.SpanContext())
 	return span
 }
 

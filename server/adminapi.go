@@ -23,7 +23,7 @@ const maxBody = 1 << 20
 // services (adminapi_proxies.go). adminapi_wire.go converts the store's
 // records to their wire twins.
 func (s *Server) adminHandler() http.Handler {
-	mux := http.NewServeMux()
+	mux := s.metrics.adminMux()
 	mux.HandleFunc("GET /v1/bundle", s.handle(s.getBundle))
 	mux.HandleFunc("POST /v1/join-tokens", s.handle(s.createToken))
 	mux.HandleFunc("POST /v1/entries", s.handle(s.createEntry))

@@ -62,6 +62,8 @@ type Server struct {
 	refusedMu   sync.Mutex
 	refusedSeen map[string]bool // endpoint refusals already audited
 
+	metrics *metrics // the server's own Prometheus series: metrics.go
+
 	agentv1.UnimplementedAgentServer
 }
 
@@ -104,6 +106,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	s := &Server{cfg: c, log: log, store: store, audit: auditLog, ca: authority, changes: newBroadcaster(), now: time.Now, refusedSeen: map[string]bool{}}
+	s.metrics = newMetrics(serverMetricsSource{s}, s.now, log)
 	if err := s.reconcileAudit(ctx); err != nil {
 		return err
 	}
@@ -125,6 +128,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		grpc.MaxRecvMsgSize(16<<20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.ChainUnaryInterceptor(s.metrics.unary),
+		grpc.ChainStreamInterceptor(s.metrics.stream),
 	)
 	agentv1.RegisterAgentServer(grpcServer, s)
 	adminServer := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
@@ -222,6 +227,7 @@ func (s *Server) rotateLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		changed, err := s.ca.Rotate(ctx)
+		s.metrics.rotation(changed, err)
 		if err != nil {
 			s.log.Error("ca rotation failed; will retry", "error", err)
 		}
