@@ -60,50 +60,60 @@ func (s *Store) checkWindow(w time.Duration) (span, error) {
 	return sp, nil
 }
 
-// each calls fn for every cell of the span with its key. The caller holds
-// mu.
-func (s *Store) each(sp span, fn func(k *Key, c *cell)) {
+// each calls fn for every key's counts in the span. c is reused between
+// calls. The caller holds mu.
+func (s *Store) each(sp span, fn func(k *Key, c *counts)) {
 	for n := sp.first; n <= sp.last; n++ {
 		sl := &s.slots[n%int64(len(s.slots))]
 		if sl.n != n {
 			continue
 		}
-		for i := range sl.cells {
-			c := &sl.cells[i]
-			fn(&s.recs[c.id].key, c)
+		for id, off := range sl.at {
+			if off == 0 {
+				continue
+			}
+			s.scratch.decode(sl.data[off-1:])
+			fn(s.keys.value(uint32(id)), &s.scratch)
 		}
 	}
 }
 
 // meshed counts the distinct sidecars that reported in the span, by
-// service (namespace/name) and by identity.
+// service (namespace/name) and by identity. The caller holds mu.
 func (s *Store) meshed(sp span) (byService, byIdentity map[string]int) {
-	seen := map[Sidecar]struct{}{}
 	byService, byIdentity = map[string]int{}, map[string]int{}
+	s.eachSidecar(sp, func(sc *Sidecar) {
+		byService[sc.Namespace+"/"+sc.Service]++
+		byIdentity[sc.SPIFFEID]++
+	})
+	return byService, byIdentity
+}
+
+// eachSidecar calls fn once for every sidecar that reported in the span.
+// The caller holds mu.
+func (s *Store) eachSidecar(sp span, fn func(sc *Sidecar)) {
+	seen := map[uint32]bool{}
 	for n := sp.first; n <= sp.last; n++ {
 		sl := &s.slots[n%int64(len(s.slots))]
 		if sl.n != n {
 			continue
 		}
-		for sc := range sl.sidecars {
-			if _, dup := seen[sc]; dup {
-				continue
+		for id := range sl.sidecars {
+			if !seen[id] {
+				seen[id] = true
+				fn(s.sidecars.value(id))
 			}
-			seen[sc] = struct{}{}
-			byService[sc.Namespace+"/"+sc.Service]++
-			byIdentity[sc.SPIFFEID]++
 		}
 	}
-	return byService, byIdentity
 }
 
-func (a *acc) add(c *cell) {
-	a.requests += uint64(c.requests)
-	a.failures += uint64(c.failures)
-	a.tcpOpened += uint64(c.tcpOpened)
+func (a *acc) add(c *counts) {
+	a.requests += c.requests
+	a.failures += c.failures
+	a.tcpOpened += c.tcpOpened
 	a.bytesSent += c.bytesSent
 	a.bytesReceived += c.bytesReceived
-	c.hist.addTo(&a.hist)
+	c.addTo(&a.hist)
 }
 
 // golden turns sums over seconds into golden metrics; percentiles come
@@ -159,7 +169,7 @@ func (s *Store) Stats(ctx context.Context, q adminv1.StatQuery) (adminv1.StatRes
 	}
 	s.sweep(sp.last + 1)
 	rows := map[rowKey]*acc{}
-	s.each(sp, func(k *Key, c *cell) {
+	s.each(sp, func(k *Key, c *counts) {
 		if k.Reporter != reporter || (q.Namespace != "" && k.DestinationNamespace != q.Namespace) {
 			return
 		}
@@ -206,27 +216,21 @@ func (s *Store) Stats(ctx context.Context, q adminv1.StatQuery) (adminv1.StatRes
 // addIdle adds empty rows for the services (or workloads) whose sidecars
 // reported in the span without traffic. The caller holds mu.
 func (s *Store) addIdle(sp span, kind string, q adminv1.StatQuery, rows map[rowKey]*acc) {
-	for n := sp.first; n <= sp.last; n++ {
-		sl := &s.slots[n%int64(len(s.slots))]
-		if sl.n != n {
-			continue
+	s.eachSidecar(sp, func(sc *Sidecar) {
+		if q.Namespace != "" && sc.Namespace != q.Namespace {
+			return
 		}
-		for sc := range sl.sidecars {
-			if q.Namespace != "" && sc.Namespace != q.Namespace {
-				continue
-			}
-			rk := rowKey{namespace: sc.Namespace, service: sc.Service}
-			if kind == adminv1.StatWorkload {
-				rk = rowKey{namespace: sc.Namespace, workload: sc.SPIFFEID}
-			}
-			if q.Name != "" && q.Name != rk.service && q.Name != rk.workload {
-				continue
-			}
-			if rows[rk] == nil {
-				rows[rk] = &acc{}
-			}
+		rk := rowKey{namespace: sc.Namespace, service: sc.Service}
+		if kind == adminv1.StatWorkload {
+			rk = rowKey{namespace: sc.Namespace, workload: sc.SPIFFEID}
 		}
-	}
+		if q.Name != "" && q.Name != rk.service && q.Name != rk.workload {
+			return
+		}
+		if rows[rk] == nil {
+			rows[rk] = &acc{}
+		}
+	})
 }
 
 // Edges answers who talked to whom in the query's window (its namespace
@@ -245,7 +249,7 @@ func (s *Store) Edges(ctx context.Context, q adminv1.StatQuery) (adminv1.EdgesRe
 	}
 	s.sweep(sp.last + 1)
 	edges := map[rowKey]*acc{}
-	s.each(sp, func(k *Key, c *cell) {
+	s.each(sp, func(k *Key, c *counts) {
 		if k.Reporter != ReporterDestination || (q.Namespace != "" && k.DestinationNamespace != q.Namespace) {
 			return
 		}

@@ -110,37 +110,29 @@ type Store struct {
 
 	mu        sync.Mutex
 	slots     []slot // slot number n lives at slots[n % len(slots)]
-	keys      map[Key]uint32
-	recs      []keyRec // by key id
-	free      []uint32 // ids of forgotten keys, for reuse
-	swept     int64    // the slot number of the last sweep
-	dropped   uint64   // series dropped for the key bound
+	keys      ids[Key]
+	sidecars  ids[Sidecar]
+	swept     int64  // the slot number of the last sweep
+	dropped   uint64 // series dropped for the key bound
 	denials   []adminv1.Denial
 	denialPos int // where the next denial goes once denials is full
-}
 
-type keyRec struct {
-	key  Key
-	last int64 // the newest slot that counted for the key; 0: free id
+	scratch counts // decoding and merging, under mu
+	buf     []byte
 }
 
 // slot is one Resolution of time, numbered by its start in Unix time
 // divided by Resolution; n is 0 while unused.
 type slot struct {
-	n        int64
-	index    map[uint32]int32 // key id → cells index
-	cells    []cell
-	sidecars map[Sidecar]struct{}
-}
-
-// cell is one key's counts in one slot. Counters of one slot are 32-bit
-// and saturate (4 billion requests per key in 10 s is beyond any sidecar);
-// bytes are 64-bit.
-type cell struct {
-	id                            uint32
-	requests, failures, tcpOpened uint32
-	bytesSent, bytesReceived      uint64
-	hist                          sparse
+	n int64
+	// at[id] is 1 + the offset in data of key id's record (record.go),
+	// 0 when the key did not count in this slot.
+	at []uint32
+	// data holds the records; garbage counts its bytes no record uses
+	// any more (a record that grew moved to the end).
+	data     []byte
+	garbage  int
+	sidecars map[uint32]struct{} // ids of the sidecars that reported
 }
 
 // New returns an empty Store.
@@ -166,7 +158,7 @@ func New(cfg Config) (*Store, error) {
 	// One slot more than the span: the slot being filled is not part of
 	// any answer until it is complete.
 	s := &Store{now: cfg.Now, maxKeys: cfg.MaxKeys, maxDenials: cfg.MaxDenials, started: cfg.Now(),
-		slots: make([]slot, int(cfg.Span/Resolution)+1), keys: map[Key]uint32{}}
+		slots: make([]slot, int(cfg.Span/Resolution)+1)}
 	return s, nil
 }
 
@@ -185,7 +177,7 @@ func (s *Store) Dropped() uint64 {
 func (s *Store) Keys() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.keys)
+	return s.keys.len()
 }
 
 func slotNumber(t time.Time) int64 { return t.UnixNano() / int64(Resolution) }
@@ -216,18 +208,19 @@ func (s *Store) Add(agent string, r *agentv1.StatsReport) error {
 	s.sweep(cur)
 	sl := s.slot(n)
 	for _, se := range r.GetSeries() {
-		id, ok := s.keyID(keyOf(se.GetKey()), n)
+		id, ok := s.keys.id(keyOf(se.GetKey()), n, s.maxKeys)
 		if !ok {
 			s.dropped++
 			continue
 		}
-		sl.add(id, se)
+		s.merge(sl, id, se)
 	}
 	for _, p := range r.GetProxies() {
-		if len(sl.sidecars) >= s.maxKeys {
+		id, ok := s.sidecars.id(Sidecar{Agent: agent, ID: p.GetId(), SPIFFEID: p.GetSpiffeId(), Namespace: p.GetNamespace(), Service: p.GetService()}, n, s.maxKeys)
+		if !ok {
 			break
 		}
-		sl.sidecars[Sidecar{Agent: agent, ID: p.GetId(), SPIFFEID: p.GetSpiffeId(), Namespace: p.GetNamespace(), Service: p.GetService()}] = struct{}{}
+		sl.sidecars[id] = struct{}{}
 	}
 	for _, d := range r.GetDenials() {
 		s.addDenial(adminv1.Denial{Time: time.Unix(0, d.GetUnixNanos()).UTC(), Source: d.GetSourcePrincipal(), Destination: d.GetDestinationPrincipal(),
@@ -242,97 +235,74 @@ func keyOf(k *agentv1.StatsKey) Key {
 		DestinationSubset: k.GetDestinationSubset(), Route: k.GetRoute(), Protocol: k.GetProtocol()}
 }
 
-// slot returns the slot numbered n, emptied for reuse if it held an older
-// one. The caller holds mu and has checked n is within the ring.
+// slot returns the slot numbered n, emptied for reuse (keeping its
+// storage) if it held an older one. The caller holds mu and has checked n
+// is within the ring.
 func (s *Store) slot(n int64) *slot {
 	sl := &s.slots[n%int64(len(s.slots))]
 	if sl.n != n {
 		sl.n = n
-		if sl.index == nil {
-			sl.index = map[uint32]int32{}
-			sl.sidecars = map[Sidecar]struct{}{}
+		if sl.sidecars == nil {
+			sl.sidecars = map[uint32]struct{}{}
 		}
-		clear(sl.index)
+		clear(sl.at)
 		clear(sl.sidecars)
-		// Cells keep their histograms' storage for the next use.
-		for i := range sl.cells {
-			sl.cells[i] = cell{hist: sl.cells[i].hist[:0]}
-		}
-		sl.cells = sl.cells[:0]
+		sl.data, sl.garbage = sl.data[:0], 0
 	}
 	return sl
 }
 
-// keyID returns k's id, making one if the bound allows, and notes that k
-// counted in slot n. The caller holds mu.
-func (s *Store) keyID(k Key, n int64) (uint32, bool) {
-	id, ok := s.keys[k]
-	if !ok {
-		if len(s.keys) >= s.maxKeys {
-			return 0, false
-		}
-		if l := len(s.free); l > 0 {
-			id, s.free = s.free[l-1], s.free[:l-1]
-			s.recs[id] = keyRec{key: k}
-		} else {
-			id = uint32(len(s.recs))
-			s.recs = append(s.recs, keyRec{key: k})
-		}
-		s.keys[k] = id
-	}
-	if n > s.recs[id].last {
-		s.recs[id].last = n
-	}
-	return id, true
-}
-
-// sweep forgets the keys whose last count has left the window, once per
-// slot. The caller holds mu.
+// sweep forgets the keys and sidecars whose last count has left the
+// window, once per slot. The caller holds mu.
 func (s *Store) sweep(cur int64) {
 	if cur == s.swept {
 		return
 	}
 	s.swept = cur
 	oldest := cur - int64(len(s.slots)) + 1
-	for id := range s.recs {
-		r := &s.recs[id]
-		if r.last != 0 && r.last < oldest {
-			delete(s.keys, r.key)
-			*r = keyRec{}
-			s.free = append(s.free, uint32(id))
-		}
+	s.keys.sweep(oldest)
+	s.sidecars.sweep(oldest)
+}
+
+// merge adds se to key id's record in sl. The caller holds mu.
+func (s *Store) merge(sl *slot, id uint32, se *agentv1.StatsSeries) {
+	if int(id) >= len(sl.at) {
+		sl.at = append(sl.at, make([]uint32, int(id)+1-len(sl.at))...)
+	}
+	c := &s.scratch
+	c.reset()
+	off, old := sl.at[id], 0
+	if off != 0 {
+		old = c.decode(sl.data[off-1:])
+	}
+	c.addSeries(se)
+	s.buf = c.encode(s.buf[:0])
+	if off != 0 && len(s.buf) <= old {
+		copy(sl.data[off-1:], s.buf)
+		sl.garbage += old - len(s.buf)
+	} else {
+		sl.garbage += old
+		sl.at[id] = uint32(len(sl.data)) + 1
+		sl.data = append(sl.data, s.buf...)
+	}
+	if sl.garbage > 64<<10 && sl.garbage > len(sl.data)/2 {
+		s.compact(sl)
 	}
 }
 
-func (sl *slot) add(id uint32, se *agentv1.StatsSeries) {
-	i, ok := sl.index[id]
-	if !ok {
-		i = int32(len(sl.cells))
-		if len(sl.cells) < cap(sl.cells) {
-			sl.cells = sl.cells[:i+1]
-			sl.cells[i].id = id
-		} else {
-			sl.cells = append(sl.cells, cell{id: id})
+// compact rewrites sl's records without the bytes no record uses. The
+// caller holds mu.
+func (s *Store) compact(sl *slot) {
+	data := make([]byte, 0, len(sl.data)-sl.garbage)
+	for id, off := range sl.at {
+		if off == 0 {
+			continue
 		}
-		sl.index[id] = i
+		n := s.scratch.decode(sl.data[off-1:])
+		sl.at[id] = uint32(len(data)) + 1
+		data = append(data, sl.data[off-1:int(off-1)+n]...)
 	}
-	c := &sl.cells[i]
-	c.requests = add32(c.requests, se.GetRequests())
-	c.failures = add32(c.failures, se.GetFailures())
-	c.tcpOpened = add32(c.tcpOpened, se.GetTcpOpened())
-	c.bytesSent += se.GetBytesSent()
-	c.bytesReceived += se.GetBytesReceived()
-	for j, b := range se.GetBucketIndex() {
-		c.hist = c.hist.add(int(b), se.GetBucketCount()[j])
-	}
-}
-
-// add32 adds v to a, saturating at the largest uint32.
-func add32(a uint32, v uint64) uint32 {
-	if v >= uint64(^uint32(0)-a) {
-		return ^uint32(0)
-	}
-	return a + uint32(v)
+	sl.data, sl.garbage = data, 0
 }
 
 // addDenial keeps d among the most recent maxDenials. The caller holds mu.

@@ -3,6 +3,7 @@ package window
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"sync"
@@ -316,18 +317,56 @@ func TestWindowCaps(t *testing.T) {
 			t.Errorf("Denials(%q, %d) = %v, want %s", tc.ns, tc.limit, paths, tc.want)
 		}
 	}
-	var h sparse
-	for _, b := range []int{7, 3, 7, 100, 3} {
-		h = h.add(b, 2)
+}
+
+// A record keeps what was merged into it: counts, and only the buckets
+// that counted, whatever order they came in; records that grow move and
+// the slot's arena is compacted, keeping every other record.
+func TestWindowRecords(t *testing.T) {
+	var c counts
+	c.addSeries(&agentv1.StatsSeries{Requests: 5, Failures: 1, TcpOpened: 2, BytesSent: 1 << 40, BytesReceived: 7,
+		BucketIndex: []uint32{7, 3, 100, 0}, BucketCount: []uint64{2, 2, 1 << 50, 0}})
+	c.addSeries(&agentv1.StatsSeries{Requests: 1, BucketIndex: []uint32{3}, BucketCount: []uint64{1}})
+	var back counts
+	rec := c.encode(nil)
+	if n := back.decode(append(rec, 0xff, 0xff)); n != len(rec) {
+		t.Errorf("decode read %d bytes of a %d-byte record", n, len(rec))
 	}
-	h = h.add(5, 0)
 	var dense [telemetry.NumBuckets]uint64
-	h.addTo(&dense)
-	if len(h) != 3 || dense[3] != 4 || dense[7] != 4 || dense[100] != 2 {
-		t.Errorf("sparse %v: dense 3=%d 7=%d 100=%d", h, dense[3], dense[7], dense[100])
+	back.addTo(&dense)
+	if back.requests != 6 || back.failures != 1 || back.tcpOpened != 2 || back.bytesSent != 1<<40 || back.bytesReceived != 7 ||
+		len(back.hist) != 3 || dense[3] != 3 || dense[7] != 2 || dense[100] != 1<<50 {
+		t.Errorf("decoded %+v", back)
 	}
-	if h = (sparse{}).add(1, 1<<40); h[0]&countMax != countMax {
-		t.Errorf("a bucket count did not saturate: %x", h[0])
+
+	s, clk := newStore(t, Config{})
+	clk.Advance(time.Minute)
+	var ss []*agentv1.StatsSeries
+	for i := 0; i < 3000; i++ {
+		ss = append(ss, series(ReporterDestination, productpage, reviewsV1, fmt.Sprintf("svc-%d", i), "", "", 1, 0, time.Millisecond))
+	}
+	for round := 0; round < 40; round++ {
+		// Each round adds a bucket to every record: each grows and moves.
+		for i, se := range ss {
+			se.BucketIndex[0] = uint32(round)
+			se.BucketCount[0] = 1
+			ss[i] = se
+		}
+		mustAdd(t, s, agentA, report(clk.Now(), ss...))
+	}
+	clk.Advance(10 * time.Second)
+	rows := stats(t, s, adminv1.StatQuery{Window: 10 * time.Second})
+	if len(rows) != 3000 {
+		t.Fatalf("%d rows, want 3000", len(rows))
+	}
+	for _, r := range rows {
+		if r.Requests != 40 || r.P50 == nil || *r.P50 != float64(telemetry.UpperBound(19))/1e6 {
+			t.Fatalf("row %+v after 40 merges, want 40 requests with p50 at bucket 19", r)
+		}
+	}
+	sl := &s.slots[slotNumber(clk.Now().Add(-time.Second))%int64(len(s.slots))]
+	if sl.garbage > 64<<10 && sl.garbage > len(sl.data)/2 {
+		t.Errorf("arena not compacted: %d of %d bytes garbage", sl.garbage, len(sl.data))
 	}
 }
 
