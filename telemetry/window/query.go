@@ -35,6 +35,7 @@ type span struct {
 	first, last int64
 	seconds     float64
 	window      time.Duration
+	end         time.Time
 }
 
 // checkWindow applies a query's window: 0 means DefaultQueryWindow;
@@ -47,7 +48,7 @@ func (s *Store) checkWindow(w time.Duration) (span, error) {
 		return span{}, fmt.Errorf("%w: window %v is not a multiple of %v between %v and %v", ErrBadQuery, w, Resolution, Resolution, s.Span())
 	}
 	cur := slotNumber(s.now())
-	sp := span{first: cur - int64(w/Resolution), last: cur - 1, window: w}
+	sp := span{first: cur - int64(w/Resolution), last: cur - 1, window: w, end: time.Unix(0, cur*int64(Resolution)).UTC()}
 	// Before the store started there was nothing to count: the rate is
 	// over the time it has been listening.
 	from := time.Unix(0, sp.first*int64(Resolution))
@@ -198,7 +199,7 @@ func (s *Store) Stats(ctx context.Context, q adminv1.StatQuery) (adminv1.StatRes
 	if kind == adminv1.StatService || kind == adminv1.StatWorkload {
 		s.addIdle(sp, kind, q, rows)
 	}
-	out := adminv1.StatResponse{Window: sp.window, Resolution: Resolution, Rows: make([]adminv1.StatRow, 0, len(rows))}
+	out := adminv1.StatResponse{Window: sp.window, Resolution: Resolution, End: sp.end, Rows: make([]adminv1.StatRow, 0, len(rows))}
 	for rk, a := range rows {
 		row := adminv1.StatRow{Kind: kind, Namespace: rk.namespace, Name: rk.service, Subset: rk.subset, Route: rk.route, Golden: a.golden(sp.seconds)}
 		row.Meshed = byService[rk.namespace+"/"+rk.service]
@@ -261,7 +262,7 @@ func (s *Store) Edges(ctx context.Context, q adminv1.StatQuery) (adminv1.EdgesRe
 		}
 		a.add(c)
 	})
-	out := adminv1.EdgesResponse{Window: sp.window, Edges: make([]adminv1.Edge, 0, len(edges))}
+	out := adminv1.EdgesResponse{Window: sp.window, End: sp.end, Edges: make([]adminv1.Edge, 0, len(edges))}
 	for rk, a := range edges {
 		out.Edges = append(out.Edges, adminv1.Edge{Source: rk.source, DestinationNamespace: rk.namespace, DestinationService: rk.service, Destination: rk.workload, Golden: a.golden(sp.seconds)})
 	}

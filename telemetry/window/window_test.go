@@ -241,9 +241,16 @@ func TestWindowRateSinceStart(t *testing.T) {
 	clk.Advance(25 * time.Second)
 	mustAdd(t, s, agentA, report(clk.Now(), series(ReporterDestination, productpage, reviewsV1, "reviews", "", "", 300, 0, time.Millisecond)))
 	clk.Advance(5 * time.Second)
-	rows := stats(t, s, adminv1.StatQuery{Window: time.Minute})
-	if len(rows) != 1 || !near(rows[0].RPS, 10) {
+	resp, err := s.Stats(context.Background(), adminv1.StatQuery{Window: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows := resp.Rows; len(rows) != 1 || !near(rows[0].RPS, 10) {
 		t.Fatalf("rows %+v, want one at 10 rps", rows)
+	}
+	// The window ends where its last complete slot does.
+	if want := start.Add(30 * time.Second); !resp.End.Equal(want) || resp.Window != time.Minute {
+		t.Errorf("window %v ending %v, want 1m ending %v", resp.Window, resp.End, want)
 	}
 }
 

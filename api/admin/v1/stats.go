@@ -84,7 +84,12 @@ type StatResponse struct {
 	// one stored interval (10 s).
 	Window     time.Duration `json:"window"`
 	Resolution time.Duration `json:"resolution"`
-	Rows       []StatRow     `json:"rows"`
+	// End is when the window ends: the end of its last complete
+	// interval. The figures cover [End-Window, End), as agents reported
+	// them (a request is reported up to two reporting intervals after it
+	// completed).
+	End  time.Time `json:"end"`
+	Rows []StatRow `json:"rows"`
 }
 
 // Edge is observed traffic from one identity to one destination service,
@@ -105,7 +110,9 @@ type Edge struct {
 // window, as StatQuery).
 type EdgesResponse struct {
 	Window time.Duration `json:"window"`
-	Edges  []Edge        `json:"edges"`
+	// End is when the window ends, as StatResponse.End.
+	End   time.Time `json:"end"`
+	Edges []Edge    `json:"edges"`
 }
 
 // Denial is one request a sidecar's authorization policy denied, as the
