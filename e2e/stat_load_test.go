@@ -17,6 +17,35 @@ import (
 	"github.com/sigil-mesh/sigil/e2e/harness"
 )
 
+// reportingPair is web calling api over real sidecars on two nodes, whose
+// sidecars and agents report golden metrics every second.
+type reportingPair struct {
+	m                  *harness.Mesh
+	webAgent, apiAgent *harness.AgentProc
+	web, api           *harness.ProxyProc
+}
+
+// startReportingPair starts a reportingPair, api's app with apiApp flags
+// and its sidecar with apiProxy flags besides.
+func startReportingPair(t *testing.T, apiApp []string, apiProxy ...string) reportingPair {
+	t.Helper()
+	p := reportingPair{m: harness.StartMesh(t)}
+	p.m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID)
+	p.m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
+	every := []string{"--stats-interval", "1s"}
+	p.webAgent, p.apiAgent = p.m.StartAgent("node1", every...), p.m.StartAgent("node2", every...)
+	dir := filepath.Join(p.m.Dir, "policy")
+	os.MkdirAll(dir, 0o755)
+	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(webToAPIPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, webAddr := harness.StartApp(t, "web")
+	_, apiAddr := harness.StartApp(t, "api", apiApp...)
+	p.api = harness.StartProxy(t, p.apiAgent, "api", apiAddr, dir, append(every, apiProxy...)...)
+	p.web = harness.StartProxy(t, p.webAgent, "web", webAddr, dir, append(every, "--upstream", "api="+p.api.Inbound+"@"+apiSA)...)
+	return p
+}
+
 // sample is one request as the load generator saw it.
 type sample struct {
 	done   time.Time
@@ -106,21 +135,8 @@ func figures(ss []sample, from, to time.Time) genFigures {
 // second; the 30 s window lies inside the steady load.
 func TestStatAgreesWithLoadGenerator(t *testing.T) {
 	t.Parallel()
-	m := harness.StartMesh(t)
-	m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID)
-	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
-	every := []string{"--stats-interval", "1s"}
-	webAgent, apiAgent := m.StartAgent("node1", every...), m.StartAgent("node2", every...)
-	dir := filepath.Join(m.Dir, "policy")
-	os.MkdirAll(dir, 0o755)
-	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(webToAPIPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, webApp := harness.StartApp(t, "web")
-	_, apiApp := harness.StartApp(t, "api", "--fail-every", "10", "--delay", "200ms")
-	api := harness.StartProxy(t, apiAgent, "api", apiApp, dir, every...)
-	web := harness.StartProxy(t, webAgent, "web", webApp, dir, append(every, "--upstream", "api="+api.Inbound+"@"+apiSA)...)
-
+	p := startReportingPair(t, []string{"--fail-every", "10", "--delay", "200ms"})
+	m, web := p.m, p.web
 	const (
 		rate   = 50
 		window = 30 * time.Second
