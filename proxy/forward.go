@@ -62,6 +62,12 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.p.observe(o.record(rec, naming.Service{}, unknownService, proto), r, start, "")
 		return
 	}
+	defer func() {
+		if v := recover(); v != nil {
+			o.p.observeAborted(rec, func(w *statusRecorder) *requestRecord { return o.record(w, svc, "", proto) }, r, start)
+			panic(v)
+		}
+	}()
 	// Before the sidecar adds headers of its own (trace context, route
 	// headers), so the app's Connection header cannot remove them.
 	if err := takeConnectionOptions(r.Header); err != nil {

@@ -160,6 +160,12 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, http.StatusForbidden, "sigil: no peer identity")
 		return
 	}
+	defer func() {
+		if v := recover(); v != nil {
+			in.p.observeAborted(rec, func(w *statusRecorder) *requestRecord { return in.record(w, peer.id, protocolOf(r)) }, r, start)
+			panic(v)
+		}
+	}()
 	// First, before the sidecar adds the caller's identity and trace
 	// context: a Connection header may not remove what the sidecar sets.
 	if err := takeConnectionOptions(r.Header); err != nil {
