@@ -109,11 +109,11 @@ func (s *Store) eachSidecar(sp span, fn func(sc *Sidecar)) {
 }
 
 func (a *acc) add(c *counts) {
-	a.requests += c.requests
-	a.failures += c.failures
-	a.tcpOpened += c.tcpOpened
-	a.bytesSent += c.bytesSent
-	a.bytesReceived += c.bytesReceived
+	a.requests = satAdd(a.requests, c.requests)
+	a.failures = min(satAdd(a.failures, c.failures), a.requests)
+	a.tcpOpened = satAdd(a.tcpOpened, c.tcpOpened)
+	a.bytesSent = satAdd(a.bytesSent, c.bytesSent)
+	a.bytesReceived = satAdd(a.bytesReceived, c.bytesReceived)
 	c.addTo(&a.hist)
 }
 

@@ -47,8 +47,10 @@ type Golden struct {
 	SuccessRate *float64 `json:"success_rate,omitempty"`
 	// RPS is Requests divided by the window's length in seconds.
 	RPS float64 `json:"rps"`
-	// P50, P95 and P99 are latency percentiles in milliseconds (time to
-	// the response headers), nil when no request completed.
+	// P50, P95 and P99 are latency percentiles in milliseconds (Istio's
+	// request duration: from the request's arrival at the sidecar to the
+	// end of the response), each the upper bound of the histogram bucket
+	// it falls in (at most 15 % above); nil when no request completed.
 	P50 *float64 `json:"p50_ms,omitempty"`
 	P95 *float64 `json:"p95_ms,omitempty"`
 	P99 *float64 `json:"p99_ms,omitempty"`
