@@ -59,6 +59,10 @@ one service (a SPIFFE ID for workloads).`,
 			if err != nil {
 				return err
 			}
+			if len(resp.Rows) == 0 && output != "json" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "No traffic reported in the last %v.\n", resp.Window)
+				return nil
+			}
 			return printStats(cmd.OutOrStdout(), output, q.Namespace == "", resp)
 		},
 	}
