@@ -103,7 +103,7 @@ func (r *requestRecord) failed() bool {
 // observeAborted counts a request whose handler panicked: the response
 // was cut off (http.ErrAbortHandler resets the caller's stream or
 // connection), so it counts as reset. Its caller re-panics.
-func (p *Proxy) observeAborted(w *statusRecorder, record func(*statusRecorder) *requestRecord, r *http.Request, start time.Time) {
+func (p *Proxy) observeAborted(w *statusRecorder, record func(*statusRecorder) requestRecord, r *http.Request, start time.Time) {
 	w.flags = flagUpstreamReset
 	p.observe(record(w), r, start, "")
 }
