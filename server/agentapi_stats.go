@@ -51,7 +51,7 @@ func (s *Server) acceptStats(ctx context.Context, agent string, req *agentv1.Sta
 		return status.Error(codes.Unavailable, err.Error())
 	}
 	allowed := allowedServices(entries)
-	kept := &agentv1.StatsReport{EndUnixNanos: req.GetEndUnixNanos(), IntervalMillis: req.GetIntervalMillis()}
+	kept := &agentv1.StatsReport{EndUnixNanos: req.GetEndUnixNanos(), IntervalMillis: req.GetIntervalMillis(), Overflow: req.GetOverflow()}
 	dropped := 0
 	for _, se := range req.GetSeries() {
 		k := se.GetKey()

@@ -59,6 +59,9 @@ one service (a SPIFFE ID for workloads).`,
 			if err != nil {
 				return err
 			}
+			if resp.Overflow > 0 && output != "json" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "Warning: %d requests and connections of the window were counted in no series (a sidecar or agent held its cap of keys): the figures are short by up to that many.\n", resp.Overflow)
+			}
 			if len(resp.Rows) == 0 && output != "json" {
 				fmt.Fprintf(cmd.ErrOrStderr(), "No traffic reported in the last %v.\n", resp.Window)
 				return nil

@@ -200,6 +200,11 @@ func (s *Store) Stats(ctx context.Context, q adminv1.StatQuery) (adminv1.StatRes
 		s.addIdle(sp, kind, q, rows)
 	}
 	out := adminv1.StatResponse{Window: sp.window, Resolution: Resolution, End: sp.end, Rows: make([]adminv1.StatRow, 0, len(rows))}
+	for n := sp.first; n <= sp.last; n++ {
+		if sl := &s.slots[n%int64(len(s.slots))]; sl.n == n {
+			out.Overflow = satAdd(out.Overflow, sl.overflow)
+		}
+	}
 	for rk, a := range rows {
 		row := adminv1.StatRow{Kind: kind, Namespace: rk.namespace, Name: rk.service, Subset: rk.subset, Route: rk.route, Golden: a.golden(sp.seconds)}
 		row.Meshed = byService[rk.namespace+"/"+rk.service]

@@ -133,6 +133,7 @@ type slot struct {
 	data     []byte
 	garbage  int
 	sidecars map[uint32]struct{} // ids of the sidecars that reported
+	overflow uint64              // the reports' overflow: counted in no series
 }
 
 // New returns an empty Store.
@@ -208,6 +209,7 @@ func (s *Store) Add(agent string, r *agentv1.StatsReport) (dropped int, err erro
 	defer s.mu.Unlock()
 	s.sweep(cur)
 	sl := s.slot(n)
+	sl.overflow = satAdd(sl.overflow, min(r.GetOverflow(), MaxCount))
 	for _, se := range r.GetSeries() {
 		id, ok := s.keys.id(keyOf(se.GetKey()), n, s.maxKeys)
 		if !ok {
@@ -249,7 +251,7 @@ func (s *Store) slot(n int64) *slot {
 		}
 		clear(sl.at)
 		clear(sl.sidecars)
-		sl.data, sl.garbage = sl.data[:0], 0
+		sl.data, sl.garbage, sl.overflow = sl.data[:0], 0, 0
 	}
 	return sl
 }

@@ -157,11 +157,20 @@ func TestWindowPercentilesFromMergedHistograms(t *testing.T) {
 	clk.Advance(30 * time.Second)
 	at := clk.Now()
 	mustAdd(t, s, agentA, report(at, series(ReporterDestination, productpage, reviewsV1, "reviews", "", "", 900, 0, 2*time.Millisecond)))
-	mustAdd(t, s, agentB, report(at, series(ReporterDestination, productpage, reviewsV1, "reviews", "", "", 100, 0, 300*time.Millisecond)))
+	slow := report(at, series(ReporterDestination, productpage, reviewsV1, "reviews", "", "", 100, 0, 300*time.Millisecond))
+	slow.Overflow = 7
+	mustAdd(t, s, agentB, slow)
 	clk.Advance(10 * time.Second)
-	rows := stats(t, s, adminv1.StatQuery{Window: 10 * time.Second})
+	resp, err := s.Stats(context.Background(), adminv1.StatQuery{Window: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := resp.Rows
 	if len(rows) != 1 {
 		t.Fatalf("rows %+v", rows)
+	}
+	if resp.Overflow != 7 {
+		t.Errorf("overflow %d, want the reports' 7", resp.Overflow)
 	}
 	ms := func(d time.Duration) float64 {
 		return float64(telemetry.UpperBound(telemetry.Bucket(d))) / float64(time.Millisecond)

@@ -92,6 +92,10 @@ type StatResponse struct {
 	// completed).
 	End  time.Time `json:"end"`
 	Rows []StatRow `json:"rows"`
+	// Overflow counts the requests and TCP connections of the window that
+	// sidecars or agents counted in no series because they held their
+	// cap of keys: the rows' figures are short by up to this many.
+	Overflow uint64 `json:"overflow,omitempty"`
 }
 
 // Edge is observed traffic from one identity to one destination service,
