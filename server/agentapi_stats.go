@@ -98,7 +98,7 @@ func (s *Server) acceptStats(ctx context.Context, agent string, req *agentv1.Sta
 		// traffic that filled it lasts.
 		now := s.now().Unix()
 		if last := s.statsFullWarned.Load(); now-last >= 60 && s.statsFullWarned.CompareAndSwap(last, now) {
-			s.log.Warn("stats window full: series of new keys dropped", "agent_id", agent, "dropped", full, "max_keys", window.DefaultMaxKeys)
+			s.log.Warn("stats window full: series of new keys dropped", "agent_id", agent, "dropped", full, "max_keys", s.cfg.StatsMaxKeys)
 		}
 	}
 	return nil

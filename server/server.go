@@ -110,7 +110,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	stats, err := window.New(window.Config{})
+	stats, err := window.New(window.Config{MaxKeys: c.StatsMaxKeys})
 	if err != nil {
 		return err
 	}

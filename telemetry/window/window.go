@@ -37,8 +37,10 @@ const (
 	Resolution = 10 * time.Second
 	// DefaultSpan is how far back the window reaches by default.
 	DefaultSpan = 15 * time.Minute
-	// DefaultMaxKeys bounds the distinct keys held in the window.
-	DefaultMaxKeys = 50000
+	// DefaultMaxKeys bounds the distinct keys held in the window: about
+	// twice what 1000 workloads use, and a full window of this many keys
+	// stays near the memory bound (bench/README.md).
+	DefaultMaxKeys = 25000
 	// DefaultMaxDenials is how many recent denials are kept.
 	DefaultMaxDenials = 1000
 	// DefaultQueryWindow is the window of a query that names none.
