@@ -82,6 +82,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseCSR -fuzztime 30s ./ca/
 	$(GO) test -run '^$$' -fuzz FuzzValidateEntry -fuzztime 30s ./server/
 	$(GO) test -run '^$$' -fuzz FuzzParseWorkload -fuzztime 30s ./naming/
+	$(GO) test -run '^$$' -fuzz FuzzParseStatQuery -fuzztime 30s ./api/admin/v1/
+	$(GO) test -run '^$$' -fuzz FuzzStoreAdd -fuzztime 30s ./telemetry/window/
 	$(GO) test -run '^$$' -fuzz FuzzReadToken -fuzztime 30s ./agent/svid/
 	$(GO) test -run '^$$' -fuzz FuzzParseBundle -fuzztime 30s ./agent/svid/
 	$(GO) test -run '^$$' -fuzz FuzzParseTCPAndTLS -fuzztime 30s ./traffic/

@@ -78,20 +78,8 @@ func awaitSeries(t *testing.T, admin, name string, want map[string]string, min f
 // which forward them to the server once per interval.
 func TestSidecarMetricsInIstioNames(t *testing.T) {
 	t.Parallel()
-	m := harness.StartMesh(t)
-	m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID)
-	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
-	every := []string{"--stats-interval", "1s"}
-	webAgent, apiAgent := m.StartAgent("node1", every...), m.StartAgent("node2", every...)
-	dir := filepath.Join(m.Dir, "policy")
-	os.MkdirAll(dir, 0o755)
-	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(webToAPIPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, webApp := harness.StartApp(t, "web")
-	_, apiApp := harness.StartApp(t, "api")
-	api := harness.StartProxy(t, apiAgent, "api", apiApp, dir, append(every, "--label", "version=v1")...)
-	web := harness.StartProxy(t, webAgent, "web", webApp, dir, append(every, "--upstream", "api="+api.Inbound+"@"+apiSA)...)
+	p := startReportingPair(t, nil, "--label", "version=v1")
+	webAgent, apiAgent, web, api := p.webAgent, p.apiAgent, p.web, p.api
 
 	const allowed, denied = 20, 5
 	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: web.Outbound})}}
