@@ -66,6 +66,22 @@ func newMetrics(src metricsSource, now func() time.Time, log *slog.Logger) *metr
 	return m
 }
 
+// windowSize is what the golden-metrics window reports of itself.
+type windowSize interface {
+	Keys() int
+	Dropped() uint64
+}
+
+// watchWindow exports the golden-metrics window's keys held and the
+// series it dropped because it was full (--stats-max-keys).
+func (m *metrics) watchWindow(w windowSize) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_server_stats_keys", Help: "Keys (series) the golden-metrics window holds, at most --stats-max-keys."},
+			func() float64 { return float64(w.Keys()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sigil_server_stats_dropped_total", Help: "Series of new keys the golden-metrics window dropped because it held --stats-max-keys."},
+			func() float64 { return float64(w.Dropped()) }))
+}
+
 // Handler serves the registry in Prometheus's text exposition
 // format, for GET /metrics.
 func (m *metrics) Handler() http.Handler {

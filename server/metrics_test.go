@@ -151,6 +151,7 @@ func TestServerMetricsDocumented(t *testing.T) {
 	m.attestations.WithLabelValues(AttestorJoinToken, "ok")
 	m.svids.WithLabelValues("x509", "issued")
 	m.adminCalls.WithLabelValues("get", "/v1/agents", "200")
+	m.watchWindow(fakeWindow{})
 	families, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -190,3 +191,9 @@ func documentedMetrics(t *testing.T, doc, heading string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// fakeWindow stands in for the golden-metrics window (telemetry/window).
+type fakeWindow struct{}
+
+func (fakeWindow) Keys() int       { return 3 }
+func (fakeWindow) Dropped() uint64 { return 1 }

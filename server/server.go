@@ -118,6 +118,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	s := &Server{cfg: c, log: log, store: store, audit: auditLog, ca: authority, changes: newBroadcaster(), now: time.Now, refusedSeen: map[string]bool{}, stats: stats}
 	s.metrics = newMetrics(serverMetricsSource{s}, s.now, log)
+	s.metrics.watchWindow(stats)
 	if err := s.reconcileAudit(ctx); err != nil {
 		return err
 	}
