@@ -102,6 +102,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzGatewaysAndPorts -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzPort -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzCheckRegister -fuzztime 30s ./agent/relay/
+	$(GO) test -run '^$$' -fuzz FuzzMergerAdd -fuzztime 30s ./telemetry/
 	$(GO) test -run '^$$' -fuzz FuzzWriter -fuzztime 30s ./cmd/internal/termsafe/
 	$(GO) test -run '^$$' -fuzz FuzzReceiver -fuzztime 30s ./api/configdelta/
 	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime 30s ./proxy/h1/

@@ -188,12 +188,16 @@ func TestProxyHTTPAndPolicy(t *testing.T) {
 	conn.Close()
 
 	// Metrics, logs and readiness.
+	for _, code := range []string{"200", "403"} {
+		inbound := map[string]string{"reporter": "destination", "destination_service_name": "api", "request_protocol": "http", "source_principal": webSA, "response_code": code}
+		if sumSeries(t, mp.api.Admin, "sigil_requests_total", inbound) == 0 {
+			t.Errorf("no sigil_requests_total%v", inbound)
+		}
+	}
 	metrics := httpGet(t, "http://"+mp.api.Admin+"/metrics")
 	for _, want := range []string{
-		`sigil_requests_total{destination_service="api",direction="inbound",protocol="http",source="` + webSA + `",status="200"}`,
-		`sigil_requests_total{destination_service="api",direction="inbound",protocol="http",source="` + webSA + `",status="403"}`,
 		`sigil_policy_decisions_total{result="allow"}`, `sigil_policy_decisions_total{result="deny"}`,
-		"sigil_svid_expiry_seconds", "sigil_request_duration_seconds_bucket",
+		"sigil_svid_expiry_seconds", "sigil_request_duration_milliseconds_bucket",
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
@@ -319,6 +323,22 @@ func TestProxyGRPC(t *testing.T) {
 	}
 	if _, err := client.List(ctx, &healthpb.HealthListRequest{}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("List (not allowed): %v", err)
+	}
+	// Both sidecars count each call by its gRPC status (trailers, or the
+	// headers of a trailers-only answer); a denial is UAEX where it
+	// happened. A metric is counted as the handler ends, just after the
+	// client has its answer: awaited.
+	for _, c := range []struct {
+		admin string
+		want  map[string]string
+	}{
+		{mp.web.Admin, map[string]string{"reporter": "source", "request_protocol": "grpc", "grpc_response_status": "0", "destination_principal": grpcSA}},
+		{mp.web.Admin, map[string]string{"reporter": "source", "request_protocol": "grpc", "grpc_response_status": "5"}},
+		{mp.web.Admin, map[string]string{"reporter": "source", "request_protocol": "grpc", "grpc_response_status": "7"}},
+		{mp.rpc.Admin, map[string]string{"reporter": "destination", "request_protocol": "grpc", "grpc_response_status": "5", "source_principal": webSA}},
+		{mp.rpc.Admin, map[string]string{"reporter": "destination", "request_protocol": "grpc", "grpc_response_status": "7", "response_flags": "UAEX"}},
+	} {
+		awaitSeries(t, c.admin, "sigil_requests_total", c.want, 1, 10*time.Second)
 	}
 }
 
