@@ -70,6 +70,9 @@ func (o *outbound) externalFor(st *meshState, host string, port uint16) (*extern
 		Protocols:              new(http.Protocols),
 	}
 	t.transport.Protocols.SetHTTP1(true)
+	if o.dialOutside != nil {
+		t.transport.DialContext = o.dialOutside
+	}
 	if cfg != nil {
 		// Over TLS the server may pick HTTP/2 (ALPN), which gRPC needs;
 		// plain text stays HTTP/1.1 (no h2c toward hosts outside the mesh).

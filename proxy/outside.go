@@ -1,0 +1,237 @@
+package proxy
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/traffic"
+)
+
+// Hosts outside the mesh under VirtualServices (docs/istio.md, Hosts
+// outside the mesh). A VirtualService applies to a host outside the mesh
+// as to a service (Istio's sidecar builds the same routes for a
+// ServiceEntry host): the app's request for it is matched, faulted,
+// redirected, rewritten and given headers by the host's routes, and goes
+// to the destination they pick; a destination outside the mesh, whether
+// the route is the outside host's own or a mesh service's, is sent to
+// that host as its DestinationRule says (tls DISABLE, SIMPLE or MUTUAL at
+// the port), with the route's timeout and retries. Without such a rule
+// the sidecar answers 502: only the hosts a DestinationRule names are
+// reachable.
+
+// outsideRouted returns the key of the host outside the mesh a request is
+// for, and the port it addressed, when destOf refused its host (err) as
+// not in the mesh and a VirtualService has routes for that host, this
+// sidecar and that port (Table.HasRoutesAt); otherwise "" and port
+// unchanged, and the request goes on as before (externalOf: the
+// DestinationRule alone, or refused).
+func (o *outbound) outsideRouted(r *http.Request, err error, port uint16) (string, uint16) {
+	if !errors.Is(err, naming.ErrNotInMesh) {
+		return "", port
+	}
+	authority := appAuthority(r)
+	host, p := authority, uint16(0)
+	if h, _, splitErr := net.SplitHostPort(authority); splitErr == nil {
+		host = h
+		if p, err = naming.Port(authority); err != nil {
+			return "", port
+		}
+	}
+	name, err := naming.ParseHostPattern(host)
+	if err != nil || name.IsWildcard() {
+		return "", port // an IP address or a malformed name: never a VirtualService's host
+	}
+	if p == 0 {
+		p = defaultHTTPPort
+	}
+	if !o.state.Load().table.HasRoutesAt(name.String(), uint32(p), o.p.cfg.labels) {
+		return "", port
+	}
+	return name.String(), p
+}
+
+// appAuthority is the authority the app addressed: the absolute-form
+// target's (RFC 9112 §3.2.2), else the Host header.
+func appAuthority(r *http.Request) string {
+	if r.Method != http.MethodConnect && r.URL.IsAbs() {
+		return rawAuthority(r.RequestURI, r.URL.Host)
+	}
+	return r.Host
+}
+
+// outsideAddr is what the app addressed: its authority (before any
+// rewrite) and the port (80 when the authority names none).
+type outsideAddr struct {
+	authority string
+	port      uint32
+}
+
+// outsideTarget returns the external target of a route's destination
+// outside the mesh and the address to dial: the destination's port, else
+// the port the app named when the destination is the host it addressed,
+// else the port of what goes on the wire (443 with TLS originated, 80
+// without: externalTarget.hostPort). A nil target with a nil error: no
+// DestinationRule says how to reach the host at that port.
+func (o *outbound) outsideTarget(st *meshState, dest traffic.WeightedDest, app outsideAddr) (*externalTarget, string, error) {
+	port := uint16(dest.Port)
+	if port == 0 {
+		port = uint16(app.port)
+	}
+	t, err := o.externalFor(st, dest.Outside, port)
+	if t == nil || err != nil {
+		return nil, "", err
+	}
+	authority := dest.Outside
+	switch {
+	case dest.Port != 0:
+		authority = net.JoinHostPort(dest.Outside, strconv.Itoa(int(dest.Port)))
+	default:
+		if p, err := naming.Port(app.authority); err == nil && p != 0 {
+			authority = net.JoinHostPort(dest.Outside, strconv.Itoa(int(p)))
+		}
+	}
+	h, p, err := t.hostPort(authority)
+	if err != nil {
+		return nil, "", err
+	}
+	return t, net.JoinHostPort(h, p), nil
+}
+
+// noRuleMessage is the answer to a request routed to a host outside the
+// mesh that no DestinationRule says how to reach.
+func noRuleMessage(host string, port uint16) string {
+	return "sigil: " + host + " is outside the mesh and no DestinationRule says how to reach it on port " + strconv.Itoa(int(port)) +
+		": add a DestinationRule for host " + host + " with trafficPolicy.tls.mode DISABLE, SIMPLE or MUTUAL"
+}
+
+// sendOutside sends a request a route picked dest for, dest being outside
+// the mesh, to that host: through its external target, with the route's
+// timeout, per-try timeout and retries (tries, as send), the mirror, and
+// the route's and destination's response headers and CORS marks. The
+// request's headers have had the hop-by-hop and identity headers taken
+// out (ServeHTTP, routeKey): the mesh's identity never leaves the mesh.
+func (o *outbound) sendOutside(w *statusRecorder, r *http.Request, st *meshState, m traffic.Matched, dest traffic.WeightedDest, app outsideAddr, origin string) {
+	if dest.Subset != "" {
+		// A host outside the mesh has no subsets (its DestinationRule may
+		// define none): as for any subset no rule defines.
+		w.setFlag(flagNoHealthy)
+		writeError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Outside+subsetSuffix(dest.Subset))
+		return
+	}
+	t, addr, err := o.outsideTarget(st, dest, app)
+	switch {
+	case err != nil:
+		o.p.log.Warn("tls origination refused", "host", dest.Outside, "error", err)
+		w.setFlag(flagUpstreamFail)
+		writeError(w, r, http.StatusBadGateway, "sigil: cannot reach "+dest.Outside+": "+err.Error())
+		return
+	case t == nil:
+		w.setFlag(flagNoRoute)
+		writeError(w, r, http.StatusBadGateway, noRuleMessage(dest.Outside, uint16(cmp.Or(dest.Port, app.port))))
+		return
+	}
+	body, replay := readReplayable(r)
+	stripRequestHopHeaders(r.Header)
+	noDefaultUserAgent(r.Header)
+	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
+		o.mirrorAny(st, r, body, replay, m.MirrorTo, m.Mirror, cmp.Or(m.MirrorPort, app.port))
+	}
+	resp, cancel, err := o.sendExternal(r, t, addr, body, replay, m.Route)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			w.setFlag(flagTimeout)
+			writeError(w, r, http.StatusGatewayTimeout, "sigil: upstream request timeout")
+			return
+		}
+		w.setFlag(flagUpstreamFail)
+		writeError(w, r, http.StatusServiceUnavailable, "sigil: upstream "+t.host+" failed: "+reasonOf(err))
+		return
+	}
+	defer cancel()
+	removeHopHeaders(resp.Header)
+	applyHeaders(resp.Header, m.Headers, false)
+	applyHeaders(resp.Header, dest.Headers, false)
+	corsMark(resp.Header, m.CORS, origin)
+	copyResponse(w, resp)
+}
+
+// sendExternal sends r to addr through t with rt's timeout and retries;
+// the returned cancel closes the response and frees its contexts.
+func (o *outbound) sendExternal(r *http.Request, t *externalTarget, addr string, body []byte, replay bool, rt *traffic.Route) (*http.Response, func(), error) {
+	ctx, cancel := r.Context(), context.CancelFunc(func() {})
+	if rt.Timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
+	}
+	attempts := rt.Attempts
+	if !replay {
+		attempts = 0
+	}
+	tr := tries{rt: rt, attempts: attempts,
+		try: func(ctx context.Context, _ int) (*http.Response, error) {
+			return t.transport.RoundTrip(externalRequest(ctx, r, t, addr, body, replay))
+		},
+		retried: func(exhausted bool) {
+			if !exhausted {
+				o.p.metrics.retries.WithLabelValues(t.host).Inc()
+			}
+		},
+	}
+	resp, tryCancel, err := tr.run(ctx)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return resp, func() { resp.Body.Close(); tryCancel(); cancel() }, nil
+}
+
+// externalRequest is one attempt of r to addr of an outside host: a
+// shallow copy sharing r's (already stripped) headers, plain http or
+// https as t originates TLS; the body from body when it can be replayed.
+func externalRequest(ctx context.Context, r *http.Request, t *externalTarget, addr string, body []byte, replay bool) *http.Request {
+	out := outRequest(ctx, r, &endpoint{addr: addr}, body, replay)
+	out.URL.Scheme = "http"
+	if t.tls != nil {
+		out.URL.Scheme = "https"
+	}
+	return out
+}
+
+// mirrorAny mirrors to the route's mirror: a mesh service (mirror), or,
+// to zero, the host outside the mesh the mirror names, through its
+// external target; a mirror no DestinationRule says how to reach is
+// counted as no_rule (sigil_mirror_requests_total) and logged.
+func (o *outbound) mirrorAny(st *meshState, r *http.Request, body []byte, replay bool, to naming.Service, d *traffic.Destination, destPort uint32) {
+	if !to.IsZero() {
+		o.mirror(st, r, body, replay, to, d, destPort)
+		return
+	}
+	host, _, _ := traffic.HostKey(d.Host, "")
+	if !replay {
+		o.p.metrics.mirrors.WithLabelValues(host, "skipped_body").Inc()
+		return
+	}
+	dest := traffic.WeightedDest{Outside: host, Port: portOf(d)}
+	t, addr, err := o.outsideTarget(st, dest, outsideAddr{port: destPort})
+	if t == nil || err != nil {
+		o.p.metrics.mirrors.WithLabelValues(host, "no_rule").Inc()
+		o.p.log.Warn("mirror to a host outside the mesh that no DestinationRule says how to reach", "host", host, "port", destPort, "error", err)
+		return
+	}
+	o.shadow(t.host, t.transport, func(ctx context.Context) *http.Request {
+		return externalRequest(ctx, r, t, addr, body, true)
+	})
+}
+
+// portOf is a destination's port.number, 0 when unset.
+func portOf(d *traffic.Destination) uint32 {
+	if d.Port == nil {
+		return 0
+	}
+	return d.Port.Number
+}

@@ -1,0 +1,275 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sigil-mesh/sigil/traffic"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// outsideMesh is a sidecar of web in prod whose hosts outside the mesh
+// (any name) are all reached at one test server's address, with the
+// resources of yaml in force.
+func outsideMesh(t *testing.T, addr, yaml string) *outbound {
+	t.Helper()
+	rs, err := traffic.Parse([]byte(yaml), "outside.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if err := traffic.Validate(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	self := spiffeid.RequireFromString("spiffe://example.org/ns/prod/sa/web")
+	names, err := meshNames(self, "", DefaultClusterDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names, metrics: testMetrics(), id: &identity{id: self}, access: &jsonLines{}}
+	o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}, mirrors: make(chan struct{}, maxMirrorsInFlight)}
+	o.dialOutside = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	o.setState(traffic.Compile(1, rs), 1, 1, nil)
+	return o
+}
+
+// TestVirtualServiceAppliesOutsideMesh: a VirtualService applies to a
+// host outside the mesh (its own, or one covered by a wildcard) as to a
+// mesh service, and a route of a mesh service may go to a host outside
+// the mesh: match, timeout (504), retries (a second attempt after a 503),
+// headers set on the request and the response, rewrite, fault,
+// directResponse; the request goes as the host's DestinationRule says,
+// without the mesh's identity headers. A destination no DestinationRule
+// says how to reach is answered 502 naming the host and what to add; a
+// route to a mesh service from an outside host's VirtualService goes to
+// that service (503 here: it has no endpoint).
+func TestVirtualServiceAppliesOutsideMesh(t *testing.T) {
+	var calls atomic.Int64
+	type seen struct {
+		path, host string
+		header     http.Header
+	}
+	got := make(chan seen, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		got <- seen{r.URL.Path, r.Host, r.Header.Clone()}
+		switch {
+		case r.URL.Path == "/slow":
+			select {
+			case <-time.After(2 * time.Second):
+			case <-r.Context().Done():
+			}
+		case r.URL.Path == "/flaky" && n%2 == 1:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "outside %s", r.URL.Path)
+	}))
+	t.Cleanup(srv.Close)
+	o := outsideMesh(t, srv.Listener.Addr().String(), `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cnn, namespace: prod}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - match: [{uri: {prefix: /slow}}]
+    timeout: 100ms
+    route: [{destination: {host: edition.cnn.com}}]
+  - match: [{uri: {prefix: /flaky}}]
+    retries: {attempts: 2, retryOn: 5xx}
+    route: [{destination: {host: edition.cnn.com}}]
+  - match: [{uri: {prefix: /old}}]
+    rewrite: {uri: /new}
+    headers:
+      request: {set: {x-route: cnn}}
+      response: {set: {x-answered-by: route}}
+    route: [{destination: {host: edition.cnn.com}}]
+  - match: [{uri: {prefix: /teapot}}]
+    directResponse: {status: 418}
+  - match: [{uri: {prefix: /abort}}]
+    fault: {abort: {httpStatus: 499, percentage: {value: 100}}}
+    route: [{destination: {host: edition.cnn.com}}]
+  - match: [{uri: {prefix: /mesh}}]
+    route: [{destination: {host: reviews}}]
+  - match: [{uri: {prefix: /unruled}}]
+    route: [{destination: {host: api.unruled.com}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wild, namespace: prod}
+spec:
+  hosts: ["*.example.com"]
+  http:
+  - headers: {request: {set: {x-wild: "yes"}}}
+    route: [{destination: {host: www.example.com}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: prod}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /dev}}]
+    timeout: 100ms
+    route: [{destination: {host: dev.reviews.com}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cnn, namespace: prod}
+spec:
+  host: edition.cnn.com
+  trafficPolicy: {tls: {mode: DISABLE}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: example, namespace: prod}
+spec:
+  host: "*.example.com"
+  trafficPolicy: {tls: {mode: DISABLE}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: dev, namespace: prod}
+spec:
+  host: dev.reviews.com
+  trafficPolicy: {tls: {mode: DISABLE}}
+`)
+	for _, tt := range []struct {
+		name, url    string
+		status       int
+		body         string // a part of the answer's body
+		calls        int64  // attempts that reached the server
+		path, header string // what the server saw: path, and header=value
+		respHeader   string // a header of the answer, name=value
+	}{
+		{"timeout", "http://edition.cnn.com/slow", 504, "timeout", 1, "/slow", "", ""},
+		{"retry on 503", "http://edition.cnn.com/flaky", 200, "outside /flaky", 2, "/flaky", "", ""},
+		{"rewrite and headers", "http://edition.cnn.com/old/x", 200, "outside /new/x", 1, "/new/x", "X-Route=cnn", "X-Answered-By=route"},
+		{"direct response", "http://edition.cnn.com/teapot", 418, "", 0, "", "", ""},
+		{"fault abort", "http://edition.cnn.com/abort", 499, "", 0, "", "", ""},
+		{"to a mesh service", "http://edition.cnn.com/mesh", 503, "no healthy upstream for reviews", 0, "", "", ""},
+		{"no rule for the destination", "http://edition.cnn.com/unruled", 502, "add a DestinationRule for host api.unruled.com", 0, "", "", ""},
+		{"no route matches", "http://edition.cnn.com/elsewhere", 404, "no route", 0, "", "", ""},
+		{"wildcard host", "http://a.b.example.com/w", 200, "outside /w", 1, "/w", "X-Wild=yes", ""},
+		{"mesh route to an outside host", "http://reviews/dev/page", 200, "outside /dev/page", 1, "/dev/page", "", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			calls.Store(0)
+			r := httptest.NewRequest("GET", tt.url, nil)
+			r.RequestURI = tt.url // as the app sends it to an explicit proxy
+			r.Header.Set("X-Forwarded-Client-Cert", "By=spiffe://example.org/ns/prod/sa/admin")
+			w := httptest.NewRecorder()
+			o.ServeHTTP(w, r)
+			if w.Code != tt.status || !strings.Contains(w.Body.String(), tt.body) {
+				t.Fatalf("%d %q, want %d with %q", w.Code, w.Body.String(), tt.status, tt.body)
+			}
+			if n := calls.Load(); n != tt.calls {
+				t.Errorf("%d attempts reached the host, want %d", n, tt.calls)
+			}
+			if tt.respHeader != "" {
+				k, v, _ := strings.Cut(tt.respHeader, "=")
+				if w.Header().Get(k) != v {
+					t.Errorf("answer's %s: %q, want %q", k, w.Header().Get(k), v)
+				}
+			}
+			var last seen
+			for len(got) > 0 {
+				last = <-got
+			}
+			if tt.calls == 0 {
+				return
+			}
+			if last.path != tt.path {
+				t.Errorf("the host got %s, want %s", last.path, tt.path)
+			}
+			if k, v, ok := strings.Cut(tt.header, "="); ok && last.header.Get(k) != v {
+				t.Errorf("the host got %s %q, want %q", k, last.header.Get(k), v)
+			}
+			if v := last.header.Get("X-Forwarded-Client-Cert"); v != "" {
+				t.Errorf("the host outside the mesh got the mesh's X-Forwarded-Client-Cert: %q", v)
+			}
+		})
+	}
+	// Golden metrics: the outside host is the destination service.
+	m := o.p.metrics
+	families, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, f := range families {
+		for _, s := range f.GetMetric() {
+			for _, l := range s.GetLabel() {
+				found = found || f.GetName() == "sigil_requests_total" && l.GetName() == "destination_service" && l.GetValue() == "edition.cnn.com"
+			}
+		}
+	}
+	if !found {
+		t.Error("no sigil_requests_total series with destination_service edition.cnn.com")
+	}
+	if n := counterValue(t, m.retries.WithLabelValues("edition.cnn.com")); n != 1 {
+		t.Errorf("sigil_retries_total{destination_service=edition.cnn.com} = %v, want 1", n)
+	}
+}
+
+// TestMirrorOutsideMesh: a mirror to a host outside the mesh goes through
+// its DestinationRule's target, with the Host's -shadow suffix; one no
+// rule says how to reach is counted as no_rule, never silently.
+func TestMirrorOutsideMesh(t *testing.T) {
+	shadow := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(strings.Split(r.Host, ":")[0], "-shadow") {
+			shadow <- r.Host + r.URL.Path
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	o := outsideMesh(t, srv.Listener.Addr().String(), `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cnn, namespace: prod}
+spec:
+  hosts: [edition.cnn.com]
+  http:
+  - match: [{uri: {prefix: /lost}}]
+    mirror: {host: nowhere.example.org}
+    route: [{destination: {host: edition.cnn.com}}]
+  - mirror: {host: copy.cnn.com}
+    route: [{destination: {host: edition.cnn.com}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cnn, namespace: prod}
+spec:
+  host: "*.cnn.com"
+  trafficPolicy: {tls: {mode: DISABLE}}
+`)
+	w := httptest.NewRecorder()
+	o.ServeHTTP(w, httptest.NewRequest("GET", "http://edition.cnn.com/m", nil))
+	if w.Code != 200 {
+		t.Fatalf("%d %q", w.Code, w.Body.String())
+	}
+	select {
+	case s := <-shadow:
+		if s != "edition.cnn.com-shadow/m" {
+			t.Errorf("mirror got %q, want edition.cnn.com-shadow/m", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no mirrored copy reached the host outside the mesh")
+	}
+	o.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "http://edition.cnn.com/lost", nil))
+	if n := counterValue(t, o.p.metrics.mirrors.WithLabelValues("nowhere.example.org", "no_rule")); n != 1 {
+		t.Errorf("mirror without a rule counted %v times as no_rule, want 1", n)
+	}
+}
