@@ -310,10 +310,24 @@ func (o *outbound) connectExternal(w http.ResponseWriter, r *http.Request) bool 
 func (t *externalTarget) dial(ctx context.Context, addr string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, externalDialLimit+hsLimit)
 	defer cancel()
-	if t.tls != nil {
-		return (&tls.Dialer{NetDialer: &net.Dialer{Timeout: externalDialLimit}, Config: t.tls}).DialContext(ctx, "tcp", addr)
+	// The transport's dialer: TCP and HTTP reach the host alike.
+	c, err := t.transport.DialContext(ctx, "tcp", addr)
+	if err != nil || t.tls == nil {
+		return c, err
 	}
-	return (&net.Dialer{Timeout: externalDialLimit}).DialContext(ctx, "tcp", addr)
+	cfg := t.tls
+	if cfg.ServerName == "" {
+		// An IP address: checked against the certificate's IP SANs,
+		// as tls.Dialer does.
+		cfg = cfg.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc := tls.Client(c, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 // transparentExternal carries a captured connection to an address no

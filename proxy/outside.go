@@ -4,10 +4,12 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/traffic"
@@ -234,4 +236,60 @@ func portOf(d *traffic.Destination) uint32 {
 		return 0
 	}
 	return d.Port.Number
+}
+
+// outsideL4 returns the key of the host outside the mesh a CONNECT is for,
+// and its port, when destOf refused its host (err) as not in the mesh and
+// a VirtualService has tls routes for it, or a tcp route that matches
+// the port for this sidecar; otherwise "" (the DestinationRule alone
+// reaches the host: connectExternal).
+func (o *outbound) outsideL4(r *http.Request, err error) (string, uint16) {
+	if !errors.Is(err, naming.ErrNotInMesh) {
+		return "", 0
+	}
+	host, _, splitErr := net.SplitHostPort(r.Host)
+	port, portErr := naming.Port(r.Host)
+	if splitErr != nil || portErr != nil || port == 0 {
+		return "", 0
+	}
+	name, err := naming.ParseHostPattern(host)
+	if err != nil || name.IsWildcard() {
+		return "", 0
+	}
+	t := o.state.Load().table
+	if _, ok := t.MatchTCP(name.String(), uint32(port), o.p.cfg.labels); !ok && !t.HasTLSRoutes(name.String()) {
+		return "", 0
+	}
+	return name.String(), port
+}
+
+// openOutside opens a connection a tcp or tls route sends to dest, a host
+// outside the mesh, on its port (else the port the app addressed):
+// through the target of the host's DestinationRule (plain TCP for
+// DISABLE, which carries the app's own TLS in passthrough; TLS the
+// sidecar originates for SIMPLE and MUTUAL). svc and key are what the app
+// addressed, for the record.
+func (o *outbound) openOutside(ctx context.Context, st *meshState, svc naming.Service, key string, dest traffic.WeightedDest, port uint32) (net.Conn, *requestRecord, error) {
+	p := cmp.Or(dest.Port, port)
+	t, addr, err := o.outsideTarget(st, dest, outsideAddr{authority: net.JoinHostPort(dest.Outside, strconv.Itoa(int(p))), port: p})
+	switch {
+	case err != nil:
+		return nil, nil, fmt.Errorf("cannot reach %s: %w", dest.Outside, err)
+	case t == nil:
+		return nil, nil, errors.New(strings.TrimPrefix(noRuleMessage(dest.Outside, uint16(p)), "sigil: "))
+	}
+	up, err := t.dial(ctx, addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("upstream %s failed: %s", dest.Outside, reasonOf(err))
+	}
+	return up, o.tcpRecord(svc, outsideLabel(svc, key), nil, nil), nil
+}
+
+// outsideLabel is the host label of a record for key: the host outside
+// the mesh when svc is zero, else "" (the service labels it).
+func outsideLabel(svc naming.Service, key string) string {
+	if svc.IsZero() {
+		return key
+	}
+	return ""
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -271,5 +272,110 @@ spec:
 	o.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "http://edition.cnn.com/lost", nil))
 	if n := counterValue(t, o.p.metrics.mirrors.WithLabelValues("nowhere.example.org", "no_rule")); n != 1 {
 		t.Errorf("mirror without a rule counted %v times as no_rule, want 1", n)
+	}
+}
+
+// TestTCPRoutesOutsideMesh: tcp routes apply to a host outside the mesh
+// (a CONNECT to it), and a mesh service's tcp route may send the
+// connection to a host outside the mesh, through its DestinationRule's
+// target; a destination no rule says how to reach is refused with 502
+// naming the host and what to add.
+func TestTCPRoutesOutsideMesh(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "hi")
+			c.Close()
+		}
+	}()
+	o := outsideMesh(t, ln.Addr().String(), `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: prod}
+spec:
+  hosts: [db.example.com]
+  tcp:
+  - match: [{port: 5432}]
+    route: [{destination: {host: replica.example.com, port: {number: 6432}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: prod}
+spec:
+  hosts: [reviews]
+  tcp:
+  - match: [{port: 9000}]
+    route: [{destination: {host: dev.reviews.com}}]
+  - match: [{port: 9001}]
+    route: [{destination: {host: api.unruled.org}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: example, namespace: prod}
+spec:
+  host: "*.example.com"
+  trafficPolicy: {tls: {mode: DISABLE}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: dev, namespace: prod}
+spec:
+  host: dev.reviews.com
+  trafficPolicy: {tls: {mode: DISABLE}}
+`)
+	dialled := make(chan string, 4)
+	next := o.dialOutside
+	o.dialOutside = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dialled <- addr
+		return next(ctx, network, addr)
+	}
+	srv := httptest.NewServer(o)
+	t.Cleanup(srv.Close)
+	for _, tt := range []struct {
+		authority string
+		status    int
+		dialled   string // the address the sidecar dialled; "" for none
+		body      string
+	}{
+		{"db.example.com:5432", 200, "replica.example.com:6432", "hi"},
+		{"reviews:9000", 200, "dev.reviews.com:9000", "hi"},
+		{"reviews:9001", 502, "", "add a DestinationRule for host api.unruled.org"},
+	} {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", tt.authority, tt.authority)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil {
+			t.Fatalf("%s: %v", tt.authority, err)
+		}
+		var body []byte
+		if resp.StatusCode == 200 {
+			body, _ = io.ReadAll(br)
+		} else {
+			body, _ = io.ReadAll(resp.Body)
+		}
+		c.Close()
+		if resp.StatusCode != tt.status || !strings.Contains(string(body), tt.body) {
+			t.Errorf("%s: %d %q, want %d with %q", tt.authority, resp.StatusCode, body, tt.status, tt.body)
+		}
+		got := ""
+		select {
+		case got = <-dialled:
+		default:
+		}
+		if got != tt.dialled {
+			t.Errorf("%s: the sidecar dialled %q, want %q", tt.authority, got, tt.dialled)
+		}
 	}
 }
