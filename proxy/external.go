@@ -247,6 +247,10 @@ func (o *outbound) toExternal(w *statusRecorder, r *http.Request, authority stri
 	}
 	dropForgedIdentity(r.Header)
 	delete(r.Header, xfccName)
+	if isWebSocketUpgrade(r.Header) {
+		o.upgradeVia(w, r, t.transport, externalScheme(t), net.JoinHostPort(h, port))
+		return t.host, true
+	}
 	stripRequestHopHeaders(r.Header)
 	noDefaultUserAgent(r.Header)
 	out := r.Clone(r.Context())

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -408,52 +407,6 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 	return resp, ep.id, func() { resp.Body.Close(); tryCancel(); releasePool(); cancel() }, nil
 }
 
-// retryBackoff is the wait after attempt (0 for the first): from 25ms,
-// doubling, capped at 250ms (Envoy's base_interval and its default
-// max_interval), the upper half jittered. Uncapped, the ninth retry of a
-// route with attempts: 10 waited up to 12.8s.
-func retryBackoff(attempt int) time.Duration {
-	b := retryBackoffMax
-	if attempt < 10 {
-		b = min(retryBackoffBase<<attempt, retryBackoffMax)
-	}
-	return b/2 + rand.N(b/2+1)
-}
-
-// failureKind classifies a transport error for retryOn.
-func failureKind(err error) int {
-	if err == nil {
-		return -1
-	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return traffic.FailConnect
-	}
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "connection refused") || strings.Contains(msg, "tls:") || strings.Contains(msg, "handshake"):
-		return traffic.FailConnect
-	case strings.Contains(msg, "GOAWAY") || strings.Contains(msg, "REFUSED_STREAM"):
-		return traffic.FailRefused
-	}
-	return traffic.FailReset
-}
-
-func grpcStatusOf(resp *http.Response) int {
-	v := resp.Header.Get("Grpc-Status")
-	if v == "" && resp.Trailer != nil {
-		v = resp.Trailer.Get("Grpc-Status")
-	}
-	if v == "" {
-		return -1
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
 // copyBufs recycles response copy buffers: a fresh 32 KiB per request was
 // the sidecar's largest allocation.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -523,10 +476,17 @@ func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
 		w.Header().Add("Set-Cookie", setCookie.String())
 	}
 	ep := c.pick(nil, key)
+	o.upgradeVia(w, r, c.conns(ep).get(viaUpgrade, 0), "https", ep.addr)
+}
+
+// upgradeVia forwards an Upgrade request with rt to addr (scheme: over
+// TLS or not); the connection then carries the upgraded protocol both
+// ways.
+func (o *outbound) upgradeVia(w http.ResponseWriter, r *http.Request, rt http.RoundTripper, scheme, addr string) {
 	rp := &httputil.ReverseProxy{
-		Transport: c.conns(ep).get(viaUpgrade, 0),
+		Transport: rt,
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: pr.In.URL.Path, RawPath: pr.In.URL.RawPath, RawQuery: pr.In.URL.RawQuery}
+			pr.Out.URL = &url.URL{Scheme: scheme, Host: addr, Path: pr.In.URL.Path, RawPath: pr.In.URL.RawPath, RawQuery: pr.In.URL.RawQuery}
 			pr.Out.Host = pr.In.Host
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

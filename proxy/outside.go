@@ -139,6 +139,12 @@ func (o *outbound) sendOutside(w *statusRecorder, r *http.Request, st *meshState
 		return
 	}
 	body, replay := readReplayable(r)
+	if isWebSocketUpgrade(r.Header) {
+		// Not mirrored, as between sidecars; HTTP/1.1 whatever the
+		// target's ALPN (Go's transport sends upgrades over HTTP/1).
+		o.upgradeVia(w, r, t.transport, externalScheme(t), addr)
+		return
+	}
 	stripRequestHopHeaders(r.Header)
 	noDefaultUserAgent(r.Header)
 	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
@@ -197,11 +203,17 @@ func (o *outbound) sendExternal(r *http.Request, t *externalTarget, addr string,
 // https as t originates TLS; the body from body when it can be replayed.
 func externalRequest(ctx context.Context, r *http.Request, t *externalTarget, addr string, body []byte, replay bool) *http.Request {
 	out := outRequest(ctx, r, &endpoint{addr: addr}, body, replay)
-	out.URL.Scheme = "http"
-	if t.tls != nil {
-		out.URL.Scheme = "https"
-	}
+	out.URL.Scheme = externalScheme(t)
 	return out
+}
+
+// externalScheme is the scheme of requests to t: https when the sidecar
+// originates TLS.
+func externalScheme(t *externalTarget) string {
+	if t.tls != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // mirrorAny mirrors to the route's mirror: a mesh service (mirror), or,

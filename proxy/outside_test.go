@@ -379,3 +379,65 @@ spec:
 		}
 	}
 }
+
+// TestUpgradeOutsideMesh: a WebSocket upgrade to a host outside the
+// mesh, routed by its VirtualService or by its DestinationRule alone, is
+// carried as an upgrade (it was sent as a plain GET, its Upgrade header
+// stripped as hop-by-hop).
+func TestUpgradeOutsideMesh(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "no upgrade", http.StatusBadRequest)
+			return
+		}
+		c, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhello-ws")
+		buf.Flush()
+	}))
+	t.Cleanup(srv.Close)
+	o := outsideMesh(t, srv.Listener.Addr().String(), `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ws, namespace: prod}
+spec:
+  hosts: [ws.example.com]
+  http:
+  - route: [{destination: {host: ws.example.com}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ws, namespace: prod}
+spec:
+  host: "*.example.com"
+  trafficPolicy: {tls: {mode: DISABLE}}
+`)
+	front := httptest.NewServer(o)
+	t.Cleanup(front.Close)
+	for _, host := range []string{"ws.example.com", "rule-only.example.com"} {
+		c, err := net.Dial("tcp", front.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET http://%s/chat HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", host, host)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			b, _ := io.ReadAll(resp.Body)
+			t.Errorf("%s: %d %q, want 101", host, resp.StatusCode, b)
+			c.Close()
+			continue
+		}
+		got, _ := io.ReadAll(br)
+		c.Close()
+		if string(got) != "hello-ws" {
+			t.Errorf("%s: after the upgrade: %q, want hello-ws", host, got)
+		}
+	}
+}

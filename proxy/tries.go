@@ -2,8 +2,13 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sigil-mesh/sigil/traffic"
@@ -84,4 +89,50 @@ func (t *tries) run(ctx context.Context) (*http.Response, context.CancelFunc, er
 		}
 		return resp, tryCancel, nil
 	}
+}
+
+// retryBackoff is the wait after attempt (0 for the first): from 25ms,
+// doubling, capped at 250ms (Envoy's base_interval and its default
+// max_interval), the upper half jittered. Uncapped, the ninth retry of a
+// route with attempts: 10 waited up to 12.8s.
+func retryBackoff(attempt int) time.Duration {
+	b := retryBackoffMax
+	if attempt < 10 {
+		b = min(retryBackoffBase<<attempt, retryBackoffMax)
+	}
+	return b/2 + rand.N(b/2+1)
+}
+
+// failureKind classifies a transport error for retryOn.
+func failureKind(err error) int {
+	if err == nil {
+		return -1
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return traffic.FailConnect
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "connection refused") || strings.Contains(msg, "tls:") || strings.Contains(msg, "handshake"):
+		return traffic.FailConnect
+	case strings.Contains(msg, "GOAWAY") || strings.Contains(msg, "REFUSED_STREAM"):
+		return traffic.FailRefused
+	}
+	return traffic.FailReset
+}
+
+func grpcStatusOf(resp *http.Response) int {
+	v := resp.Header.Get("Grpc-Status")
+	if v == "" && resp.Trailer != nil {
+		v = resp.Trailer.Get("Grpc-Status")
+	}
+	if v == "" {
+		return -1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return -1
+	}
+	return n
 }
