@@ -190,8 +190,14 @@ func TestSidecarMetricsInIstioNames(t *testing.T) {
 	for _, admin := range []string{web.Admin, api.Admin} {
 		awaitSeries(t, admin, "sigil_stats_reports_total", map[string]string{"result": "sent"}, 1, 20*time.Second)
 	}
+	// Each agent forwarded every request its sidecar counted, once: web's
+	// as source, api's as destination (sent, or dropped where the server
+	// does not take them).
 	for _, a := range []*harness.AgentProc{webAgent, apiAgent} {
 		awaitSeries(t, a.Admin, "sigil_agent_stats_reports_total", nil, 1, 20*time.Second)
+		if got := awaitSeries(t, a.Admin, "sigil_agent_stats_requests_total", nil, allowed+denied, 20*time.Second); got != allowed+denied {
+			t.Errorf("agent forwarded %v requests, want %d", got, allowed+denied)
+		}
 		if got := sumSeries(t, a.Admin, "sigil_agent_stats_refused_total", nil); got != 0 {
 			t.Errorf("agent refused %v of its own sidecar's series", got)
 		}
