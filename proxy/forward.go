@@ -107,7 +107,7 @@ func (o *outbound) record(w *statusRecorder, svc naming.Service, host, proto str
 	if !svc.IsZero() && o.metricService(svc) == unknownService {
 		svc, host = naming.Service{}, unknownService
 	}
-	rec := requestRecord{reporter: reporterSource, source: o.p.id.id.String(), dest: w.peer.String(), service: svc, host: host,
+	rec := requestRecord{reporter: reporterSource, source: o.p.id.id.String(), dest: w.peer.String(), service: svc, host: o.hostLabel(host),
 		subset: w.subset, route: w.route, protocol: proto, code: w.status(), flags: cmp.Or(w.flags, flagNone)}
 	if proto == policy.ProtocolGRPC {
 		rec.grpcStatus = grpcStatusOfResponse(w.Header())

@@ -186,7 +186,7 @@ func (o *outbound) sendExternal(r *http.Request, t *externalTarget, addr string,
 		},
 		retried: func(exhausted bool) {
 			if !exhausted {
-				o.p.metrics.retries.WithLabelValues(t.host).Inc()
+				o.p.metrics.retries.WithLabelValues(o.hostLabel(t.host)).Inc()
 			}
 		},
 	}
@@ -226,20 +226,31 @@ func (o *outbound) mirrorAny(st *meshState, r *http.Request, body []byte, replay
 		return
 	}
 	host, _, _ := traffic.HostKey(d.Host, "")
+	label := o.hostLabel(host)
 	if !replay {
-		o.p.metrics.mirrors.WithLabelValues(host, "skipped_body").Inc()
+		o.p.metrics.mirrors.WithLabelValues(label, "skipped_body").Inc()
 		return
 	}
 	dest := traffic.WeightedDest{Outside: host, Port: portOf(d)}
 	t, addr, err := o.outsideTarget(st, dest, outsideAddr{port: destPort})
 	if t == nil || err != nil {
-		o.p.metrics.mirrors.WithLabelValues(host, "no_rule").Inc()
+		o.p.metrics.mirrors.WithLabelValues(label, "no_rule").Inc()
 		o.p.log.Warn("mirror to a host outside the mesh that no DestinationRule says how to reach", "host", host, "port", destPort, "error", err)
 		return
 	}
-	o.shadow(t.host, t.transport, func(ctx context.Context) *http.Request {
+	o.shadow(label, t.transport, func(ctx context.Context) *http.Request {
 		return externalRequest(ctx, r, t, addr, body, true)
 	})
+}
+
+// hostLabel is the metric label of host, outside the mesh (Table.HostLabel:
+// the host or wildcard a resource names, never a name only the app
+// chose); "" and unknownService stay as they are.
+func (o *outbound) hostLabel(host string) string {
+	if host == "" || host == unknownService {
+		return host
+	}
+	return o.state.Load().table.HostLabel(host)
 }
 
 // portOf is a destination's port.number, 0 when unset.

@@ -209,16 +209,20 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	found := false
+	services := map[string]bool{}
 	for _, f := range families {
 		for _, s := range f.GetMetric() {
 			for _, l := range s.GetLabel() {
-				found = found || f.GetName() == "sigil_requests_total" && l.GetName() == "destination_service" && l.GetValue() == "edition.cnn.com"
+				if f.GetName() == "sigil_requests_total" && l.GetName() == "destination_service" {
+					services[l.GetValue()] = true
+				}
 			}
 		}
 	}
-	if !found {
-		t.Error("no sigil_requests_total series with destination_service edition.cnn.com")
+	// A host a wildcard covers is labelled by the wildcard: the app's
+	// names mint no series.
+	if !services["edition.cnn.com"] || !services["*.example.com"] || services["a.b.example.com"] {
+		t.Errorf("sigil_requests_total destination_service values %v, want edition.cnn.com and *.example.com, not a.b.example.com", services)
 	}
 	if n := counterValue(t, m.retries.WithLabelValues("edition.cnn.com")); n != 1 {
 		t.Errorf("sigil_retries_total{destination_service=edition.cnn.com} = %v, want 1", n)

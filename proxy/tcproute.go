@@ -94,7 +94,7 @@ func requestHashKey(r *http.Request) func(*cluster) string {
 // svc (zero: to host, outside the mesh), carried to ep of cluster c (nil
 // for an outside host).
 func (o *outbound) tcpRecord(svc naming.Service, host string, c *cluster, ep *endpoint) *requestRecord {
-	rec := &requestRecord{reporter: reporterSource, source: o.p.id.id.String(), service: svc, host: host, protocol: policy.ProtocolTCP, flags: flagNone}
+	rec := &requestRecord{reporter: reporterSource, source: o.p.id.id.String(), service: svc, host: o.hostLabel(host), protocol: policy.ProtocolTCP, flags: flagNone}
 	if c != nil {
 		rec.subset = c.subset
 	}

@@ -62,6 +62,25 @@ func UnreachableOutsideHosts(all []Resource) []UnreachableOutside {
 	return out
 }
 
+// HostLabel is the metric label of host, a host outside the mesh (lower
+// case): the host as a VirtualService or DestinationRule names it, which
+// is host itself or the most specific wildcard covering it ("*.example.com"
+// for a.example.com, as Istio labels a wildcard ServiceEntry's traffic).
+// A host no resource names is returned as it is. Labels thus come from
+// configuration, never from a name the app chose.
+func (t *Table) HostLabel(host string) string {
+	if t == nil {
+		return host
+	}
+	best, bestSpec := host, -1
+	for _, w := range []func(string) (string, int, bool){t.routes.written, t.more.external.written, t.more.tcp.written, t.more.tls.written} {
+		if h, spec, ok := w(host); ok && spec > bestSpec {
+			best, bestSpec = h, spec
+		}
+	}
+	return best
+}
+
 // eachDestination calls f with the path and the destination of every
 // route and mirror of vs that can apply at a sidecar (a route whose
 // matches all name gateways other than the mesh never does).

@@ -60,3 +60,37 @@ spec:
 		t.Errorf("unreachable:\n%q\nwant\n%q", got, want)
 	}
 }
+
+// TestHostLabel: the label of a host outside the mesh is the host or
+// wildcard a resource names, the most specific of the VirtualServices'
+// and DestinationRules' hosts; a host none names stays itself.
+func TestHostLabel(t *testing.T) {
+	rs, err := Parse([]byte(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wild}
+spec:
+  hosts: ["*.example.com", api.example.com]
+  http: [{route: [{destination: {host: api.example.com}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: wild}
+spec:
+  host: "*.eu.example.com"
+  trafficPolicy: {tls: {mode: SIMPLE}}
+`), "labels.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := Compile(1, rs)
+	for host, want := range map[string]string{
+		"api.example.com":   "api.example.com",
+		"a.b.example.com":   "*.example.com",
+		"x.eu.example.com":  "*.eu.example.com",
+		"other.example.org": "other.example.org",
+	} {
+		if got := tab.HostLabel(host); got != want {
+			t.Errorf("HostLabel(%s) = %s, want %s", host, got, want)
+		}
+	}
+}
