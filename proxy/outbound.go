@@ -49,7 +49,7 @@ type outbound struct {
 	// clock reads the time for endpoints' join times and the balancers'
 	// warmup (nil: time.Now); tests set it.
 	clock func() time.Time
-	// dialOutside dials hosts outside the mesh for HTTP (nil: a
+	// dialOutside dials hosts outside the mesh, for HTTP and TCP (nil: a
 	// net.Dialer with the system's resolver); tests set it to reach
 	// their servers by name.
 	dialOutside func(ctx context.Context, network, addr string) (net.Conn, error)
