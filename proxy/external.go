@@ -33,6 +33,10 @@ type externalTarget struct {
 	host      string      // the rule's host, lower case: also the metric label
 	tls       *tls.Config // nil: plain text
 	transport *http.Transport
+	// pool counts the requests routed here in flight, for the retry
+	// budget (Envoy's defaults, as for a mesh cluster without a
+	// connectionPool: sendExternal).
+	pool *pool
 }
 
 // externalFor returns how to reach port of host (host without its port;
@@ -56,7 +60,7 @@ func (o *outbound) externalFor(st *meshState, host string, port uint16) (*extern
 		// Not cached: fixing the file makes the next request work.
 		return nil, err
 	}
-	t := &externalTarget{host: name, tls: cfg}
+	t := &externalTarget{host: name, tls: cfg, pool: newPool(nil)}
 	dialer := &net.Dialer{Timeout: externalDialLimit, KeepAlive: 30 * time.Second}
 	t.transport = &http.Transport{
 		DialContext:         dialer.DialContext,

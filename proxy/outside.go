@@ -169,33 +169,48 @@ func (o *outbound) sendOutside(w *statusRecorder, r *http.Request, st *meshState
 	copyResponse(w, resp)
 }
 
-// sendExternal sends r to addr through t with rt's timeout and retries;
-// the returned cancel closes the response and frees its contexts.
+// sendExternal sends r to addr through t with rt's timeout and retries,
+// within the retry budget Envoy gives a cluster by default (20% of the
+// requests in flight to the target, at least 3: the rule's only field
+// outside the mesh is tls, so no connectionPool changes it); the
+// returned cancel closes the response and frees its contexts.
 func (o *outbound) sendExternal(r *http.Request, t *externalTarget, addr string, body []byte, replay bool, rt *traffic.Route) (*http.Response, func(), error) {
 	ctx, cancel := r.Context(), context.CancelFunc(func() {})
 	if rt.Timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
 	}
-	attempts := rt.Attempts
-	if !replay {
-		attempts = 0
-	}
-	tr := tries{rt: rt, attempts: attempts,
-		try: func(ctx context.Context, _ int) (*http.Response, error) {
-			return t.transport.RoundTrip(externalRequest(ctx, r, t, addr, body, replay))
-		},
-		retried: func(exhausted bool) {
-			if !exhausted {
-				o.p.metrics.retries.WithLabelValues(o.hostLabel(t.host)).Inc()
-			}
-		},
-	}
-	resp, tryCancel, err := tr.run(ctx)
+	release, err := t.pool.acquire(ctx) // never full: it counts for the retry budget
 	if err != nil {
 		cancel()
 		return nil, nil, err
 	}
-	return resp, func() { resp.Body.Close(); tryCancel(); cancel() }, nil
+	attempts := rt.Attempts
+	if !replay {
+		attempts = 0
+	}
+	label := o.hostLabel(t.host)
+	tr := tries{rt: rt, attempts: attempts, budget: t.pool.canRetry,
+		try: func(ctx context.Context, n int) (*http.Response, error) {
+			if n > 0 {
+				defer t.pool.startRetry()()
+			}
+			return t.transport.RoundTrip(externalRequest(ctx, r, t, addr, body, replay))
+		},
+		retried: func(exhausted bool) {
+			if exhausted {
+				o.p.metrics.retryBudget.WithLabelValues(label).Inc()
+				return
+			}
+			o.p.metrics.retries.WithLabelValues(label).Inc()
+		},
+	}
+	resp, tryCancel, err := tr.run(ctx)
+	if err != nil {
+		release()
+		cancel()
+		return nil, nil, err
+	}
+	return resp, func() { resp.Body.Close(); tryCancel(); release(); cancel() }, nil
 }
 
 // externalRequest is one attempt of r to addr of an outside host: a
