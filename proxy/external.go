@@ -33,6 +33,10 @@ type externalTarget struct {
 	host      string      // the rule's host, lower case: also the metric label
 	tls       *tls.Config // nil: plain text
 	transport *http.Transport
+	// pool counts the requests routed here in flight, for the retry
+	// budget (Envoy's defaults, as for a mesh cluster without a
+	// connectionPool: sendExternal).
+	pool *pool
 }
 
 // externalFor returns how to reach port of host (host without its port;
@@ -56,7 +60,7 @@ func (o *outbound) externalFor(st *meshState, host string, port uint16) (*extern
 		// Not cached: fixing the file makes the next request work.
 		return nil, err
 	}
-	t := &externalTarget{host: name, tls: cfg}
+	t := &externalTarget{host: name, tls: cfg, pool: newPool(nil)}
 	dialer := &net.Dialer{Timeout: externalDialLimit, KeepAlive: 30 * time.Second}
 	t.transport = &http.Transport{
 		DialContext:         dialer.DialContext,
@@ -70,6 +74,9 @@ func (o *outbound) externalFor(st *meshState, host string, port uint16) (*extern
 		Protocols:              new(http.Protocols),
 	}
 	t.transport.Protocols.SetHTTP1(true)
+	if o.dialOutside != nil {
+		t.transport.DialContext = o.dialOutside
+	}
 	if cfg != nil {
 		// Over TLS the server may pick HTTP/2 (ALPN), which gRPC needs;
 		// plain text stays HTTP/1.1 (no h2c toward hosts outside the mesh).
@@ -244,6 +251,10 @@ func (o *outbound) toExternal(w *statusRecorder, r *http.Request, authority stri
 	}
 	dropForgedIdentity(r.Header)
 	delete(r.Header, xfccName)
+	if isWebSocketUpgrade(r.Header) {
+		o.upgradeVia(w, r, t.transport, externalScheme(t), net.JoinHostPort(h, port))
+		return t.host, true
+	}
 	stripRequestHopHeaders(r.Header)
 	noDefaultUserAgent(r.Header)
 	out := r.Clone(r.Context())
@@ -307,10 +318,24 @@ func (o *outbound) connectExternal(w http.ResponseWriter, r *http.Request) bool 
 func (t *externalTarget) dial(ctx context.Context, addr string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, externalDialLimit+hsLimit)
 	defer cancel()
-	if t.tls != nil {
-		return (&tls.Dialer{NetDialer: &net.Dialer{Timeout: externalDialLimit}, Config: t.tls}).DialContext(ctx, "tcp", addr)
+	// The transport's dialer: TCP and HTTP reach the host alike.
+	c, err := t.transport.DialContext(ctx, "tcp", addr)
+	if err != nil || t.tls == nil {
+		return c, err
 	}
-	return (&net.Dialer{Timeout: externalDialLimit}).DialContext(ctx, "tcp", addr)
+	cfg := t.tls
+	if cfg.ServerName == "" {
+		// An IP address: checked against the certificate's IP SANs,
+		// as tls.Dialer does.
+		cfg = cfg.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc := tls.Client(c, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 // transparentExternal carries a captured connection to an address no

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -48,7 +47,10 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w}
 	proto := protocolOf(r)
 	svc, port, err := o.destOf(r)
-	if err != nil {
+	// A host outside the mesh whose VirtualService has routes for this
+	// sidecar and port is routed as a service is (outside.go).
+	outside, port := o.outsideRouted(r, err, port)
+	if err != nil && outside == "" {
 		if label, ok := o.externalOf(rec, r, err); ok {
 			o.p.observe(o.record(rec, naming.Service{}, label, proto), r, start, "")
 			return
@@ -64,7 +66,7 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() {
 		if v := recover(); v != nil {
-			o.p.observeAborted(rec, func(w *statusRecorder) requestRecord { return o.record(w, svc, "", proto) }, r, start)
+			o.p.observeAborted(rec, func(w *statusRecorder) requestRecord { return o.record(w, svc, outside, proto) }, r, start)
 			panic(v)
 		}
 	}()
@@ -73,7 +75,7 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := takeConnectionOptions(r.Header); err != nil {
 		rec.setFlag(flagBadRequest)
 		writeError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
-		o.p.observe(o.record(rec, svc, "", proto), r, start, "")
+		o.p.observe(o.record(rec, svc, outside, proto), r, start, "")
 		return
 	}
 	dropForgedIdentity(r.Header)
@@ -86,15 +88,15 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if _, err := o.p.normalizeTarget(r); err != nil {
 		rec.setFlag(flagBadRequest)
 		refuseTarget(rec, r, err)
-		o.p.observe(o.record(rec, svc, "", proto), r, start, "")
+		o.p.observe(o.record(rec, svc, outside, proto), r, start, "")
 		return
 	}
 	if o.p.trace != nil {
-		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", svc.Name)
+		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", cmp.Or(svc.Name, outside))
 		defer func() { o.p.trace.end(span, rec.status(), "") }()
 	}
-	o.route(rec, r, svc, uint32(port))
-	o.p.observe(o.record(rec, svc, "", proto), r, start, "")
+	o.routeKey(rec, r, svc, cmp.Or(outside, svc.String()), uint32(port))
+	o.p.observe(o.record(rec, svc, outside, proto), r, start, "")
 }
 
 // record is the record of an outbound request for svc, or, when svc is
@@ -105,7 +107,7 @@ func (o *outbound) record(w *statusRecorder, svc naming.Service, host, proto str
 	if !svc.IsZero() && o.metricService(svc) == unknownService {
 		svc, host = naming.Service{}, unknownService
 	}
-	rec := requestRecord{reporter: reporterSource, source: o.p.id.id.String(), dest: w.peer.String(), service: svc, host: host,
+	rec := requestRecord{reporter: reporterSource, source: o.p.id.id.String(), dest: w.peer.String(), service: svc, host: o.hostLabel(host),
 		subset: w.subset, route: w.route, protocol: proto, code: w.status(), flags: cmp.Or(w.flags, flagNone)}
 	if proto == policy.ProtocolGRPC {
 		rec.grpcStatus = grpcStatusOfResponse(w.Header())
@@ -118,10 +120,16 @@ const unknownService = "unknown"
 
 // route sends a request for port of svc (the port the app addressed) on.
 func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service, port uint32) {
+	o.routeKey(w, r, svc, svc.String(), port)
+}
+
+// routeKey routes a request by the VirtualService routes of key: svc's
+// key, or, svc zero, a host outside the mesh (outsideRouted).
+func (o *outbound) routeKey(w *statusRecorder, r *http.Request, svc naming.Service, key string, port uint32) {
 	st := o.state.Load()
 	// The app may not claim an identity; the receiving sidecar sets it.
 	delete(r.Header, xfccName)
-	key := svc.String()
+	authority := appAuthority(r) // before a rewrite: the port the app named
 	m, ok := st.table.MatchPort(key, port, r, o.p.cfg.labels)
 	if !ok && len(st.byService[svc]) == 0 && !st.table.HasRoutes(key) {
 		// Fail closed: only services of the mesh are reachable through it.
@@ -180,6 +188,10 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 	applyHeaders(r.Header, dest.Headers, true)
 	setAuthority(r, m.Headers)
 	setAuthority(r, dest.Headers)
+	if dest.Outside != "" {
+		o.sendOutside(w, r, st, m, dest, outsideAddr{authority, port}, origin)
+		return
+	}
 	c := o.clusterAt(st, naming.Service{Name: dest.Service, Namespace: dest.Namespace}, dest.Subset, cmp.Or(dest.Port, port))
 	if c == nil || len(c.eps) == 0 {
 		w.setFlag(flagNoHealthy)
@@ -197,7 +209,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 	stripRequestHopHeaders(r.Header)
 	noDefaultUserAgent(r.Header)
 	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
-		o.mirror(st, r, body, replay, m.MirrorTo, m.Mirror, cmp.Or(m.MirrorPort, port))
+		o.mirrorAny(st, r, body, replay, m.MirrorTo, m.Mirror, cmp.Or(m.MirrorPort, port))
 	}
 	key, setCookie := c.hash.key(r)
 	resp, peer, release, err := o.send(r, body, replay, c, m.Route, key)
@@ -354,116 +366,45 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 	}
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
-	for attempt := 0; ; attempt++ {
-		retryDone := func() {}
-		if attempt > 0 {
-			retryDone = c.pool.startRetry()
-		}
-		ep := c.pick(tried, key)
-		tried = append(tried, ep)
-		tryCtx, tryCancel := ctx, context.CancelFunc(func() {})
-		if rt.PerTry > 0 {
-			tryCtx, tryCancel = context.WithTimeout(ctx, rt.PerTry)
-		}
-		req := outRequest(tryCtx, r, ep, body, replay)
-		tr := c.conns(ep).get(c.kindOf(r), c.pool.perConn)
-		ep.active.Add(1)
-		began := time.Now()
-		resp, err := tr.RoundTrip(req)
-		ep.active.Add(-1)
-		retryDone()
-		kind := failureKind(err)
-		connectFailed := err != nil && kind == traffic.FailConnect
-		status := 0
-		if err != nil && ctx.Err() == nil && tryCtx.Err() != nil {
-			// The per-try timeout, not the route's: Envoy counts it as a
-			// 504, for retryOn and for outlier detection alike.
-			kind, status, err = traffic.FailTimeout, http.StatusGatewayTimeout, context.DeadlineExceeded
-		}
-		if resp != nil {
-			grpcTrailersOnly(resp)
-			status = resp.StatusCode
-			ep.observe(time.Since(began), time.Now())
-		}
-		if c.record(ep, status, connectFailed) {
-			o.p.metrics.ejections.WithLabelValues(c.service).Inc()
-			o.p.log.Warn("endpoint ejected", "service", c.service, "endpoint", ep.addr)
-		}
-		retry := attempt < attempts && ctx.Err() == nil && (err != nil && rt.RetryOn.Failure(kind) ||
-			resp != nil && rt.RetryOn.Response(resp.StatusCode, grpcStatusOf(resp), resp.Header))
-		if retry {
-			if c.pool.canRetry() {
-				if resp != nil {
-					io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-					resp.Body.Close()
-				}
-				tryCancel()
-				o.p.metrics.retries.WithLabelValues(c.service).Inc()
-				select {
-				case <-time.After(retryBackoff(attempt)):
-				case <-ctx.Done():
-				}
-				continue
+	var ep *endpoint
+	t := tries{rt: rt, attempts: attempts, budget: c.pool.canRetry,
+		try: func(ctx context.Context, n int) (*http.Response, error) {
+			if n > 0 {
+				defer c.pool.startRetry()()
 			}
-			o.p.metrics.retryBudget.WithLabelValues(c.service).Inc()
-		}
-		if err != nil {
-			tryCancel()
-			releasePool()
-			cancel()
-			if ctx.Err() != nil {
-				return nil, spiffeid.ID{}, nil, context.DeadlineExceeded
+			ep = c.pick(tried, key)
+			tried = append(tried, ep)
+			tr := c.conns(ep).get(c.kindOf(r), c.pool.perConn)
+			ep.active.Add(1)
+			began := time.Now()
+			resp, err := tr.RoundTrip(outRequest(ctx, r, ep, body, replay))
+			ep.active.Add(-1)
+			if resp != nil {
+				ep.observe(time.Since(began), time.Now())
 			}
-			return nil, spiffeid.ID{}, nil, err
-		}
-		return resp, ep.id, func() { resp.Body.Close(); tryCancel(); releasePool(); cancel() }, nil
+			return resp, err
+		},
+		done: func(status int, connectFailed bool) {
+			if c.record(ep, status, connectFailed) {
+				o.p.metrics.ejections.WithLabelValues(c.service).Inc()
+				o.p.log.Warn("endpoint ejected", "service", c.service, "endpoint", ep.addr)
+			}
+		},
+		retried: func(exhausted bool) {
+			if exhausted {
+				o.p.metrics.retryBudget.WithLabelValues(c.service).Inc()
+				return
+			}
+			o.p.metrics.retries.WithLabelValues(c.service).Inc()
+		},
 	}
-}
-
-// retryBackoff is the wait after attempt (0 for the first): from 25ms,
-// doubling, capped at 250ms (Envoy's base_interval and its default
-// max_interval), the upper half jittered. Uncapped, the ninth retry of a
-// route with attempts: 10 waited up to 12.8s.
-func retryBackoff(attempt int) time.Duration {
-	b := retryBackoffMax
-	if attempt < 10 {
-		b = min(retryBackoffBase<<attempt, retryBackoffMax)
-	}
-	return b/2 + rand.N(b/2+1)
-}
-
-// failureKind classifies a transport error for retryOn.
-func failureKind(err error) int {
-	if err == nil {
-		return -1
-	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return traffic.FailConnect
-	}
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "connection refused") || strings.Contains(msg, "tls:") || strings.Contains(msg, "handshake"):
-		return traffic.FailConnect
-	case strings.Contains(msg, "GOAWAY") || strings.Contains(msg, "REFUSED_STREAM"):
-		return traffic.FailRefused
-	}
-	return traffic.FailReset
-}
-
-func grpcStatusOf(resp *http.Response) int {
-	v := resp.Header.Get("Grpc-Status")
-	if v == "" && resp.Trailer != nil {
-		v = resp.Trailer.Get("Grpc-Status")
-	}
-	if v == "" {
-		return -1
-	}
-	n, err := strconv.Atoi(v)
+	resp, tryCancel, err := t.run(ctx)
 	if err != nil {
-		return -1
+		releasePool()
+		cancel()
+		return nil, spiffeid.ID{}, nil, err
 	}
-	return n
+	return resp, ep.id, func() { resp.Body.Close(); tryCancel(); releasePool(); cancel() }, nil
 }
 
 // copyBufs recycles response copy buffers: a fresh 32 KiB per request was
@@ -535,10 +476,17 @@ func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
 		w.Header().Add("Set-Cookie", setCookie.String())
 	}
 	ep := c.pick(nil, key)
+	o.upgradeVia(w, r, c.conns(ep).get(viaUpgrade, 0), "https", ep.addr)
+}
+
+// upgradeVia forwards an Upgrade request with rt to addr (scheme: over
+// TLS or not); the connection then carries the upgraded protocol both
+// ways.
+func (o *outbound) upgradeVia(w http.ResponseWriter, r *http.Request, rt http.RoundTripper, scheme, addr string) {
 	rp := &httputil.ReverseProxy{
-		Transport: c.conns(ep).get(viaUpgrade, 0),
+		Transport: rt,
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: pr.In.URL.Path, RawPath: pr.In.URL.RawPath, RawQuery: pr.In.URL.RawQuery}
+			pr.Out.URL = &url.URL{Scheme: scheme, Host: addr, Path: pr.In.URL.Path, RawPath: pr.In.URL.RawPath, RawQuery: pr.In.URL.RawQuery}
 			pr.Out.Host = pr.In.Host
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -563,20 +511,27 @@ func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bo
 		o.p.metrics.mirrors.WithLabelValues(svc, "no_endpoint").Inc()
 		return
 	}
+	key, _ := c.hash.key(r) // the mirror's answer goes nowhere: no cookie
+	ep := c.pick(nil, key)
+	o.shadow(svc, c.conns(ep).get(c.kindOf(r), 0), func(ctx context.Context) *http.Request { return outRequest(ctx, r, ep, body, true) })
+}
+
+// shadow sends the request mk builds (a mirrored copy) with rt and forgets
+// it, when fewer than maxMirrorsInFlight copies are in flight (else it is
+// dropped); svc labels the metrics. Istio marks mirrored traffic by the
+// Host's -shadow suffix.
+func (o *outbound) shadow(svc string, rt http.RoundTripper, mk func(context.Context) *http.Request) {
 	select {
 	case o.mirrors <- struct{}{}:
 	default:
 		o.p.metrics.mirrors.WithLabelValues(svc, "dropped").Inc()
 		return
 	}
-	key, _ := c.hash.key(r) // the mirror's answer goes nowhere: no cookie
-	ep := c.pick(nil, key)
 	ctx, cancel := context.WithTimeout(context.Background(), mirrorTimeout)
-	req := outRequest(ctx, r, ep, body, true)
-	// Istio marks mirrored traffic by the Host's -shadow suffix.
-	host, port, err := net.SplitHostPort(r.Host)
+	req := mk(ctx)
+	host, port, err := net.SplitHostPort(req.Host)
 	if err != nil {
-		host, port = r.Host, ""
+		host, port = req.Host, ""
 	}
 	req.Host = host + "-shadow"
 	if port != "" {
@@ -585,7 +540,7 @@ func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bo
 	go func() {
 		defer func() { <-o.mirrors }()
 		defer cancel()
-		resp, err := c.conns(ep).get(c.kindOf(r), 0).RoundTrip(req)
+		resp, err := rt.RoundTrip(req)
 		if err != nil {
 			o.p.metrics.mirrors.WithLabelValues(svc, "error").Inc()
 			return

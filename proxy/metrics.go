@@ -114,7 +114,7 @@ func newMetrics(svidExpiry func() float64, stats *telemetry.Recorder) *metrics {
 	m.ejections = counter("sigil_outlier_ejections_total", "Endpoints ejected by outlier detection.", "destination_service")
 	m.retries = counter("sigil_retries_total", "Retries sent.", "destination_service")
 	m.retryBudget = counter("sigil_retry_budget_exhausted_total", "Retries not sent because the retry budget was spent.", "destination_service")
-	m.mirrors = counter("sigil_mirror_requests_total", "Mirrored requests, by result (sent, error, dropped, no_endpoint, skipped_body).", "destination_service", "result")
+	m.mirrors = counter("sigil_mirror_requests_total", "Mirrored requests, by result (sent, error, dropped, no_endpoint, no_rule: a host outside the mesh no DestinationRule says how to reach, skipped_body).", "destination_service", "result")
 	m.protocolErrs = counter("sigil_upstream_protocol_errors_total",
 		"Upstream HTTP/1.1 connections closed because the peer broke the framing, by direction (inbound: the app; outbound: a peer sidecar) and reason (malformed_response, bytes_after_response, unsolicited_bytes).",
 		"direction", "reason")

@@ -49,6 +49,10 @@ type outbound struct {
 	// clock reads the time for endpoints' join times and the balancers'
 	// warmup (nil: time.Now); tests set it.
 	clock func() time.Time
+	// dialOutside dials hosts outside the mesh, for HTTP and TCP (nil: a
+	// net.Dialer with the system's resolver); tests set it to reach
+	// their servers by name.
+	dialOutside func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // now is the outbound side's clock.
@@ -242,30 +246,30 @@ func refuseName(w http.ResponseWriter, r *http.Request, err error) {
 // DestinationRule names (external.go).
 func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 	svc, port, err := o.destOf(r)
+	key := svc.String()
 	if err != nil {
-		if errors.Is(err, naming.ErrNotInMesh) && o.connectExternal(w, r) {
+		// A host outside the mesh with tcp or tls routes is routed by
+		// them (outside.go), else its DestinationRule alone reaches it.
+		var outside string
+		if outside, port = o.outsideL4(r, err); outside == "" {
+			if !errors.Is(err, naming.ErrNotInMesh) || !o.connectExternal(w, r) {
+				refuseName(w, r, err)
+			}
 			return
 		}
-		refuseName(w, r, err)
+		key = outside
+	}
+	st := o.state.Load()
+	if st.table.HasTLSRoutes(key) {
+		o.connectTLS(w, r, svc, key, uint32(port))
 		return
 	}
-	if o.state.Load().table.HasTLSRoutes(svc.String()) {
-		o.connectTLS(w, r, svc, uint32(port))
-		return
-	}
-	c, dest := o.tcpCluster(o.state.Load(), svc, uint32(port), "")
-	if c == nil || len(c.eps) == 0 {
-		writeError(w, r, http.StatusBadGateway, "sigil: no endpoint of "+dest)
-		return
-	}
-	key, _ := c.hash.key(r) // a tunnel has no response headers for a cookie
-	ep := c.pick(nil, key)
-	up, err := o.dialTCP(r.Context(), c, ep)
+	up, rec, err := o.openL4(r.Context(), st, svc, key, uint32(port), "", requestHashKey(r))
 	if err != nil {
-		writeError(w, r, http.StatusBadGateway, "sigil: upstream "+dest+" failed: "+reasonOf(err))
+		writeError(w, r, http.StatusBadGateway, "sigil: "+err.Error())
 		return
 	}
-	o.hijackAndPipe(w, up, o.tcpRecord(svc, "", c, ep))
+	o.hijackAndPipe(w, up, rec)
 }
 
 // dialTCP opens an mTLS connection for opaque TCP to a service's sidecar,
@@ -372,20 +376,13 @@ func (o *outbound) transparent(c net.Conn) {
 		c.SetReadDeadline(time.Time{})
 		rc.r, sni = bufio.NewReader(io.MultiReader(bytes.NewReader(record), br)), name
 	}
-	cl, dest := o.tcpCluster(st, svc, uint32(dst.Port), sni)
-	if cl == nil || len(cl.eps) == 0 {
-		o.p.log.Warn("tcp route has no endpoint", "service", svc.String(), "destination", dest)
-		c.Close()
-		return
-	}
-	ep := cl.pick(nil, cl.hash.connKey(c.RemoteAddr()))
-	up, err := o.dialTCP(context.Background(), cl, ep)
+	up, rec, err := o.openL4(context.Background(), st, svc, svc.String(), uint32(dst.Port), sni, func(cl *cluster) string { return cl.hash.connKey(c.RemoteAddr()) })
 	if err != nil {
-		o.p.log.Warn("upstream tcp failed", "service", svc.String(), "destination", dest, "error", err)
+		o.p.log.Warn("tcp connection refused", "service", svc.String(), "error", err)
 		c.Close()
 		return
 	}
-	o.pipeTCP(rc, up, o.tcpRecord(svc, "", cl, ep))
+	o.pipeTCP(rc, up, rec)
 }
 
 // serviceForAddr finds the service one of whose endpoints is on dst's host.

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"time"
@@ -9,31 +11,51 @@ import (
 	"github.com/sigil-mesh/sigil/policy"
 )
 
-// tcpCluster picks where one opaque TCP connection for svc on port (0:
-// not known) goes: the destination a tls route picks by weight for the
+// openL4 opens the upstream of one opaque TCP connection the app opened
+// to key (svc's key, or, svc zero, a host outside the mesh) on port (0:
+// not known): the destination a tls route picks by weight for the
 // ClientHello's sni (when the connection is TLS and a tls route matches),
-// else a tcp route of the service's VirtualService for this sidecar's
+// else a tcp route of the host's VirtualService for this sidecar's
 // labels, else the service itself. The whole connection goes to that one
-// destination, as in Istio's TCP traffic shifting and TLS passthrough.
-// dest names it for logs and errors.
-func (o *outbound) tcpCluster(st *meshState, svc naming.Service, port uint32, sni string) (c *cluster, dest string) {
-	rt, ok := st.table.MatchTLS(svc.String(), sni, port, o.p.cfg.labels)
+// destination, as in Istio's TCP traffic shifting and TLS passthrough: an
+// endpoint of a mesh cluster (hashKey gives the consistentHash key of the
+// cluster's policy), or a host outside the mesh through its
+// DestinationRule's target (openOutside). It returns the connection and
+// its record for the metrics; errors name the destination.
+func (o *outbound) openL4(ctx context.Context, st *meshState, svc naming.Service, key string, port uint32, sni string, hashKey func(*cluster) string) (net.Conn, *requestRecord, error) {
+	rt, ok := st.table.MatchTLS(key, sni, port, o.p.cfg.labels)
 	if !ok {
-		rt, ok = st.table.MatchTCP(svc.String(), port, o.p.cfg.labels)
+		rt, ok = st.table.MatchTCP(key, port, o.p.cfg.labels)
 	}
+	to, subset := svc, ""
 	if ok {
 		d := rt.Pick()
-		to := naming.Service{Name: d.Service, Namespace: d.Namespace}
-		return o.clusterAt(st, to, d.Subset, port), to.String() + subsetSuffix(d.Subset)
+		if d.Outside != "" {
+			return o.openOutside(ctx, st, svc, key, d, port)
+		}
+		to, subset = naming.Service{Name: d.Service, Namespace: d.Namespace}, d.Subset
 	}
-	return o.clusterAt(st, svc, "", port), svc.String()
+	if to.IsZero() {
+		return nil, nil, fmt.Errorf("no tcp or tls route of %s matches", key)
+	}
+	dest := to.String() + subsetSuffix(subset)
+	c := o.clusterAt(st, to, subset, port)
+	if c == nil || len(c.eps) == 0 {
+		return nil, nil, fmt.Errorf("no endpoint of %s", dest)
+	}
+	ep := c.pick(nil, hashKey(c))
+	up, err := o.dialTCP(ctx, c, ep)
+	if err != nil {
+		return nil, nil, fmt.Errorf("upstream %s failed: %s", dest, reasonOf(err))
+	}
+	return up, o.tcpRecord(svc, outsideLabel(svc, key), c, ep), nil
 }
 
 // connectTLS tunnels a CONNECT to a service that tls routes cover: the
 // app's ClientHello comes only after the 200, so the sidecar answers
 // first, reads the ClientHello for its SNI, and then routes; a connection
 // it cannot route is closed.
-func (o *outbound) connectTLS(w http.ResponseWriter, r *http.Request, svc naming.Service, port uint32) {
+func (o *outbound) connectTLS(w http.ResponseWriter, r *http.Request, svc naming.Service, key string, port uint32) {
 	client, buf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return
@@ -43,17 +65,9 @@ func (o *outbound) connectTLS(w http.ResponseWriter, r *http.Request, svc naming
 	client.SetReadDeadline(time.Now().Add(clientHelloWait))
 	record, sni := readClientHello(buf.Reader)
 	client.SetReadDeadline(time.Time{})
-	st := o.state.Load()
-	c, dest := o.tcpCluster(st, svc, port, sni)
-	if c == nil || len(c.eps) == 0 {
-		o.p.log.Warn("tls route has no endpoint", "service", svc.String(), "destination", dest)
-		return
-	}
-	key, _ := c.hash.key(r) // a tunnel has no response headers for a cookie
-	ep := c.pick(nil, key)
-	up, err := o.dialTCP(r.Context(), c, ep)
+	up, rec, err := o.openL4(r.Context(), o.state.Load(), svc, key, port, sni, requestHashKey(r))
 	if err != nil {
-		o.p.log.Warn("upstream tcp failed", "service", svc.String(), "destination", dest, "error", err)
+		o.p.log.Warn("tls route refused", "host", key, "error", err)
 		return
 	}
 	if _, err := up.Write(record); err != nil {
@@ -64,14 +78,23 @@ func (o *outbound) connectTLS(w http.ResponseWriter, r *http.Request, svc naming
 		peeked, _ := buf.Reader.Peek(n)
 		up.Write(peeked)
 	}
-	o.pipeTCP(client, up, o.tcpRecord(svc, "", c, ep))
+	o.pipeTCP(client, up, rec)
+}
+
+// requestHashKey is the consistentHash key of a CONNECT request for a
+// cluster (a tunnel has no response headers for a cookie).
+func requestHashKey(r *http.Request) func(*cluster) string {
+	return func(c *cluster) string {
+		key, _ := c.hash.key(r)
+		return key
+	}
 }
 
 // tcpRecord is the record of an opaque TCP connection the app opened to
 // svc (zero: to host, outside the mesh), carried to ep of cluster c (nil
 // for an outside host).
 func (o *outbound) tcpRecord(svc naming.Service, host string, c *cluster, ep *endpoint) *requestRecord {
-	rec := &requestRecord{reporter: reporterSource, source: o.p.id.id.String(), service: svc, host: host, protocol: policy.ProtocolTCP, flags: flagNone}
+	rec := &requestRecord{reporter: reporterSource, source: o.p.id.id.String(), service: svc, host: o.hostLabel(host), protocol: policy.ProtocolTCP, flags: flagNone}
 	if c != nil {
 		rec.subset = c.subset
 	}

@@ -352,5 +352,12 @@ func subsetWarnings(all, touched []traffic.Resource) []string {
 			out = append(out, u.String())
 		}
 	}
+	// And a route to a host outside the mesh that no DestinationRule
+	// says how to reach (the sidecar answers 502).
+	for _, u := range traffic.UnreachableOutsideHosts(all) {
+		if refs[u.Source] || hosts[u.Host] {
+			out = append(out, u.String())
+		}
+	}
 	return out
 }

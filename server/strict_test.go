@@ -97,3 +97,21 @@ func applyYAML(t *testing.T, h http.Handler, yaml string) adminv1.ApplyResponse 
 	}
 	return resp
 }
+
+// TestUnreachableOutsideHostIsAWarning: a route to a host outside the
+// mesh that no DestinationRule says how to reach is applied with a
+// warning naming the host and what to add (the sidecar answers 502);
+// the warning goes once a DestinationRule for the host is there.
+func TestUnreachableOutsideHostIsAWarning(t *testing.T) {
+	s, _ := storeServer(t)
+	h := s.adminHandler()
+	vs := "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: dev.reviews.com}\n"
+	resp := applyYAML(t, h, vs)
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "VirtualService default/reviews: spec.http[0].route[0].destination.host: dev.reviews.com is outside the mesh and no DestinationRule says how to reach it") {
+		t.Fatalf("warnings %q", resp.Warnings)
+	}
+	dr := "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: dev}\nspec:\n  host: dev.reviews.com\n  trafficPolicy: {tls: {mode: DISABLE}}\n"
+	if resp := applyYAML(t, h, dr); len(resp.Warnings) != 0 {
+		t.Fatalf("warnings once a rule names the host: %q", resp.Warnings)
+	}
+}

@@ -100,6 +100,28 @@ func (x *hostIndex[T]) set(key string, wildcard bool, v T) {
 	x.ref(key, true, func() T { return v })
 }
 
+// written returns the host as a resource wrote it that covers key: key
+// itself when it has an entry, else the most specific wildcard pattern
+// that matches it; its specificity (naming.HostPattern.Specificity); and
+// whether any did.
+func (x *hostIndex[T]) written(key string) (string, int, bool) {
+	if x == nil {
+		return "", 0, false
+	}
+	if _, ok := x.exact[key]; ok {
+		return key, 1 << 16, true
+	}
+	if len(x.wild) > 0 {
+		name := hostName(key)
+		for _, e := range x.wild {
+			if e.pattern.Matches(name) {
+				return e.pattern.String(), e.pattern.Specificity(), true
+			}
+		}
+	}
+	return "", 0, false
+}
+
 // lookup returns the value for key (a service key or an outside host).
 func (x *hostIndex[T]) lookup(key string) (T, bool) {
 	if v, ok := x.exact[key]; ok {

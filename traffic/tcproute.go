@@ -38,9 +38,9 @@ type RouteDestination struct {
 // moreRules are the parts of a Table beyond HTTP routes and mesh
 // DestinationRules.
 type moreRules struct {
-	tcp      map[string][]tcpRoute // tcp routes by service key, in order
-	tls      map[string][]tlsRoute // tls routes by service key, in order (tlsroute.go)
-	external *hostIndex[*Rule]     // DestinationRules of hosts outside the mesh, by externalKey or wildcard (tlsmode.go)
+	tcp      *hostIndex[*[]tcpRoute] // tcp routes by host key (HostKey: a service, an outside host, a wildcard), in order
+	tls      *hostIndex[*[]tlsRoute] // tls routes by host key, in order (tlsroute.go)
+	external *hostIndex[*Rule]       // DestinationRules of hosts outside the mesh, by externalKey or wildcard (tlsmode.go)
 }
 
 // l4Match is a compiled L4MatchAttributes; port 0 matches every port.
@@ -102,7 +102,7 @@ func (t *Table) MatchTCP(service string, port uint32, sourceLabels map[string]st
 	if t == nil {
 		return nil, false
 	}
-	for _, tr := range t.more.tcp[service] {
+	for _, tr := range routesAt(t.more.tcp, service) {
 		if len(tr.matches) == 0 {
 			return tr.route, true
 		}
@@ -115,31 +115,47 @@ func (t *Table) MatchTCP(service string, port uint32, sourceLabels map[string]st
 	return nil, false
 }
 
-// compileTCPRoutes adds a VirtualService's tcp and tls routes to t.
+// compileTCPRoutes adds a VirtualService's tcp and tls routes to t, under
+// each of its hosts as HostKey keys it: a mesh service, a host outside
+// the mesh (a CONNECT to it is routed by them, proxy's openL4) or a
+// wildcard, which covers the services and outside hosts it matches when
+// no more specific host has routes (Istio's rule, as for http).
 func (t *Table) compileTCPRoutes(r Resource) {
 	for _, h := range r.VS.Spec.Hosts {
-		s := ServiceOf(h, r.Namespace)
-		if s.IsZero() {
-			continue // a host outside the mesh: the sidecar routes no tcp or tls to it
+		key, wild, ok := HostKey(h, r.Namespace)
+		if !ok {
+			continue // Validate refused it
 		}
-		svc := s.String()
 		for i := range r.VS.Spec.TLS {
 			if t.more.tls == nil {
-				t.more.tls = map[string][]tlsRoute{}
+				t.more.tls = newHostIndex[*[]tlsRoute]()
 			}
 			if tr, ok := compileTLS(r.Ref(), r.Namespace, &r.VS.Spec.TLS[i]); ok {
-				t.more.tls[svc] = append(t.more.tls[svc], tr)
+				rs := t.more.tls.ref(key, wild, func() *[]tlsRoute { return new([]tlsRoute) })
+				*rs = append(*rs, tr)
 			}
 		}
 		for i := range r.VS.Spec.TCP {
 			if t.more.tcp == nil {
-				t.more.tcp = map[string][]tcpRoute{}
+				t.more.tcp = newHostIndex[*[]tcpRoute]()
 			}
 			if tr, ok := compileTCP(r.Ref(), r.Namespace, &r.VS.Spec.TCP[i]); ok {
-				t.more.tcp[svc] = append(t.more.tcp[svc], tr)
+				rs := t.more.tcp.ref(key, wild, func() *[]tcpRoute { return new([]tcpRoute) })
+				*rs = append(*rs, tr)
 			}
 		}
 	}
+}
+
+// routesAt is what x holds for key (nil x: nothing).
+func routesAt[T any](x *hostIndex[*[]T], key string) []T {
+	if x == nil {
+		return nil
+	}
+	if rs, ok := x.lookup(key); ok {
+		return *rs
+	}
+	return nil
 }
 
 // l4Routes checks a VirtualService's tcp and tls routes.

@@ -209,3 +209,59 @@ func portsOf(tp *TrafficPolicy) []PortTrafficPolicy {
 	}
 	return tp.PortLevelSettings
 }
+
+// TestL4RoutesOutsideAndWildcardHosts: tcp and tls routes are kept under
+// every host of their VirtualService, as http routes are: a host outside
+// the mesh, and a wildcard covering outside hosts or mesh services (the
+// most specific host wins). They were dropped before, silently.
+func TestL4RoutesOutsideAndWildcardHosts(t *testing.T) {
+	rs, err := Parse([]byte(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wiki}
+spec:
+  hosts: ["*.wikipedia.org"]
+  tls:
+  - match: [{port: 443, sniHosts: ["*.wikipedia.org"]}]
+    route: [{destination: {host: egress.istio-system.svc.cluster.local, port: {number: 443}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db.example.com]
+  tcp:
+  - route: [{destination: {host: replica.example.com}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: prod, namespace: prod}
+spec:
+  hosts: ["*.prod.svc.cluster.local"]
+  tcp:
+  - route: [{destination: {host: sink.prod.svc.cluster.local}}]
+`), "l4.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if err := Validate(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tab := Compile(1, rs)
+	if !tab.HasTLSRoutes("en.wikipedia.org") {
+		t.Error("tls routes of *.wikipedia.org do not cover en.wikipedia.org")
+	}
+	if rt, ok := tab.MatchTLS("en.wikipedia.org", "en.wikipedia.org", 443, nil); !ok || rt.Dests[0].Service != "egress" || rt.Dests[0].Namespace != "istio-system" {
+		t.Errorf("tls to en.wikipedia.org: %+v %v, want egress.istio-system", rt, ok)
+	}
+	if rt, ok := tab.MatchTCP("db.example.com", 5432, nil); !ok || rt.Dests[0].Outside != "replica.example.com" {
+		t.Errorf("tcp to db.example.com: %+v %v, want replica.example.com outside the mesh", rt, ok)
+	}
+	if rt, ok := tab.MatchTCP("api.prod", 9000, nil); !ok || rt.Dests[0].Service != "sink" {
+		t.Errorf("tcp to api.prod under *.prod.svc.cluster.local: %+v %v, want sink", rt, ok)
+	}
+	if _, ok := tab.MatchTCP("api.staging", 9000, nil); ok {
+		t.Error("*.prod.svc.cluster.local covers api.staging")
+	}
+}

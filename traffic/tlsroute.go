@@ -66,7 +66,7 @@ func compileTLS(source, namespace string, tr *TLSRoute) (tlsRoute, bool) {
 // service (its key, as for Match) by SNI: the sidecar then reads the
 // ClientHello of a connection before it routes it.
 func (t *Table) HasTLSRoutes(service string) bool {
-	return t != nil && len(t.more.tls[service]) > 0
+	return t != nil && len(routesAt(t.more.tls, service)) > 0
 }
 
 // MatchTLS finds the tls route for a TLS connection to service on port
@@ -79,7 +79,7 @@ func (t *Table) MatchTLS(service, sni string, port uint32, sourceLabels map[stri
 		return nil, false
 	}
 	sni = externalKey(sni)
-	for _, tr := range t.more.tls[service] {
+	for _, tr := range routesAt(t.more.tls, service) {
 		for _, m := range tr.matches {
 			if m.fits(port, sourceLabels) && slices.ContainsFunc(m.sni, func(p naming.HostPattern) bool { return p.Matches(sni) }) {
 				return tr.route, true

@@ -231,22 +231,7 @@ func UndefinedSubsets(all []Resource) []UndefinedSubset {
 				out = append(out, UndefinedSubset{Source: r.Ref(), Path: path, Host: d.Host, Key: key, Subset: d.Subset})
 			}
 		}
-		for i, h := range r.VS.Spec.HTTP {
-			for j := range h.Route {
-				check(fmt.Sprintf("spec.http[%d].route[%d].destination.subset", i, j), &h.Route[j].Destination)
-			}
-			check(fmt.Sprintf("spec.http[%d].mirror.subset", i), h.Mirror)
-		}
-		for i, tr := range r.VS.Spec.TCP {
-			for j := range tr.Route {
-				check(fmt.Sprintf("spec.tcp[%d].route[%d].destination.subset", i, j), &tr.Route[j].Destination)
-			}
-		}
-		for i, tr := range r.VS.Spec.TLS {
-			for j := range tr.Route {
-				check(fmt.Sprintf("spec.tls[%d].route[%d].destination.subset", i, j), &tr.Route[j].Destination)
-			}
-		}
+		eachDestination(r.VS, func(path string, d *Destination) { check(path+".subset", d) })
 	}
 	return out
 }
