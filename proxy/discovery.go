@@ -236,11 +236,15 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string)
 	if err != nil {
 		return false, err
 	}
-	if err := stream.Send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Register{Register: &proxyv1.Register{
+	send := lockedSend(stream)
+	if err := send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Register{Register: &proxyv1.Register{
 		Service: p.cfg.Service, Address: advertise, Labels: p.cfg.labels, Namespace: p.names.Namespace(),
 	}}}); err != nil {
 		return false, err
 	}
+	tapCtx, stopTaps := context.WithCancel(ctx)
+	defer stopTaps()
+	go p.taps.pump(tapCtx, send)
 	got := false
 	var deltas configdelta.Receiver
 	for {
@@ -252,6 +256,10 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string)
 			return got, err
 		}
 		got = true
+		if c := msg.GetTap(); c != nil {
+			p.taps.control(p, c)
+			continue
+		}
 		snap, err := deltas.Apply(msg.GetDelta())
 		if err != nil {
 			return got, err
@@ -260,7 +268,7 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string)
 			continue // more of this change to come
 		}
 		version := p.applyConfig(o, snap.Config())
-		if err := stream.Send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Ack{Ack: &proxyv1.Ack{
+		if err := send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Ack{Ack: &proxyv1.Ack{
 			ConfigVersion: version, EndpointsRevision: snap.EndpointsRevision,
 		}}}); err != nil {
 			return got, err

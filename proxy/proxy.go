@@ -60,6 +60,8 @@ type Proxy struct {
 	// h2Closed counts the connections closed for going past them.
 	h2Limits h2Limits
 	h2Closed *prometheus.CounterVec
+	// taps are the `sigil tap` sessions running on this sidecar (tap.go).
+	taps *tapper
 }
 
 // Run runs the proxy until ctx is done, then drains in-flight requests.
@@ -68,7 +70,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	p := &Proxy{cfg: c, log: log}
+	p := &Proxy{cfg: c, log: log, taps: newTapper(time.Now)}
 	p.metrics = newMetrics(func() float64 {
 		if id := p.shownID.Load(); id != nil {
 			return id.expiresIn()
@@ -260,6 +262,7 @@ type accessRecord struct {
 func (p *Proxy) observe(direction, source, service string, r *http.Request, status int, proto string, start time.Time, decisionID string) {
 	d := time.Since(start)
 	p.metrics.request(direction, source, service, status, proto, d)
+	p.taps.record(p, direction, source, service, r, status, proto, start, d)
 	if p.access.w == nil {
 		return
 	}

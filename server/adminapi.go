@@ -37,6 +37,7 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("DELETE /v1/config/{kind}/{namespace}/{name}", s.handle(s.deleteConfig))
 	mux.HandleFunc("GET /v1/proxies", s.handle(s.listProxies))
 	mux.HandleFunc("GET /v1/services", s.handle(s.listServices))
+	mux.HandleFunc("GET /v1/tap", s.tapStream)
 	return mux
 }
 
