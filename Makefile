@@ -108,6 +108,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzCheck -fuzztime 30s ./audit/
 	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime 30s ./proxy/h1/
+	$(GO) test -run '^$$' -fuzz FuzzClean -fuzztime 30s ./tap/
 	$(GO) test -run '^$$' -fuzz FuzzWriteRequest -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzNormalize -fuzztime 30s ./pathnorm/
 	$(GO) test -run '^$$' -fuzz 'FuzzReadStrict$$' -fuzztime 30s ./proxy/h1/
