@@ -14,6 +14,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,7 +59,15 @@ type Config struct {
 	Socket        string
 	// Admin is HOST:PORT for /metrics, /ready and /live; empty: none.
 	Admin string
+	// StatsInterval is how often the agent reports its node's golden
+	// metrics to the server (--stats-interval): 1s to 1m; 0 is
+	// DefaultStatsInterval.
+	StatsInterval time.Duration
 }
+
+// DefaultStatsInterval is how often the agent reports its node's golden
+// metrics: the server's window has 10 s resolution.
+const DefaultStatsInterval = 10 * time.Second
 
 // reportEvery is the heartbeat of the node's sidecar report; the server
 // expires a node's endpoints after a few missed beats.
@@ -96,6 +105,9 @@ func (c Config) Validate() error {
 		if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
 			errs = append(errs, fmt.Errorf("--trust-domain %q: %w", c.TrustDomain, err))
 		}
+	}
+	if c.StatsInterval != 0 && (c.StatsInterval < time.Second || c.StatsInterval > time.Minute) {
+		errs = append(errs, fmt.Errorf("--stats-interval %s: want 1s to 1m", c.StatsInterval))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("agent: invalid configuration: %w", errors.Join(errs...))
@@ -185,6 +197,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	attestor := &unixattest.Attestor{}
 	a.relay = relay.New(a.cache, attestor, log)
+	a.health.countStats(a.relay.StatsCounts)
 	srv := workloadapi.NewServer(workloadapi.New(a.cache, attestor, log))
 	proxyv1.RegisterDiscoveryServer(srv, a.relay)
 	log.Info("sigil-agent running", "agent_id", a.svid.Load().ID.String(), "server", cfg.ServerAddr, "socket", cfg.Socket, "admin", adminAddr)
@@ -193,8 +206,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	serveErr := make(chan error, 1)
-	wg.Add(6)
+	wg.Add(7)
 	go func() { defer wg.Done(); a.relay.Report(runCtx, reportEvery, a.reportProxies) }()
+	go func() {
+		defer wg.Done()
+		every := cmp.Or(cfg.StatsInterval, DefaultStatsInterval)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		a.relay.ReportStats(runCtx, t.C, every, a.client.ReportStats)
+	}()
 	go func() { defer wg.Done(); serveErr <- srv.Serve(listener.Retrying(lis, "workload_api", log)) }()
 	go func() { defer wg.Done(); a.cache.Run(runCtx) }()
 	go func() { defer wg.Done(); a.syncLoop(runCtx) }()

@@ -150,3 +150,14 @@ func (c *client) ReportProxies(ctx context.Context, proxies []*agentv1.Proxy) er
 	_, err = api.ReportProxies(ctx, &agentv1.ReportProxiesRequest{Proxies: proxies})
 	return err
 }
+
+// ReportStats sends one interval of the node's golden metrics to the
+// server.
+func (c *client) ReportStats(ctx context.Context, rep *agentv1.StatsReport) error {
+	api, err := c.api()
+	if err != nil {
+		return err
+	}
+	_, err = api.ReportStats(ctx, rep)
+	return err
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sigil-mesh/sigil/agent/relay"
 )
 
 // State is where the agent's own identity stands.
@@ -138,4 +139,22 @@ func (h *health) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "live\n") })
 	return mux
+}
+
+// countStats publishes what became of the node's golden metrics (the
+// relay's counts) as counters.
+func (h *health) countStats(counts func() relay.StatsCounts) {
+	h.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sigil_agent_stats_reports_total", Help: "Intervals of the node's golden metrics reported to the server.",
+			ConstLabels: prometheus.Labels{"result": "sent"},
+		}, func() float64 { return float64(counts().Sent) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sigil_agent_stats_reports_total", Help: "Intervals of the node's golden metrics reported to the server.",
+			ConstLabels: prometheus.Labels{"result": "dropped"},
+		}, func() float64 { return float64(counts().Dropped) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sigil_agent_stats_refused_total", Help: "Series and denials from the node's sidecars refused: about another identity than the sidecar's own, or out of bounds.",
+		}, func() float64 { return float64(counts().Refused) }),
+	)
 }

@@ -66,7 +66,15 @@ type Config struct {
 	// of the form spiffe://td/ns/<ns>/sa/<sa>, any other value is refused
 	// at start (naming.WorkloadNamespace).
 	Namespace string
+	// StatsInterval is how often the sidecar sends its golden metrics to
+	// its agent (--stats-interval): 1s to 1m; 0 is DefaultStatsInterval.
+	StatsInterval time.Duration
 }
+
+// DefaultStatsInterval is how often a sidecar reports its golden metrics
+// to its agent, and the agent its node's to the server: the server's
+// window has 10 s resolution.
+const DefaultStatsInterval = 10 * time.Second
 
 // Defaults from DESIGN.md.
 const (
@@ -163,6 +171,11 @@ func (c Config) Validate() (*checked, error) {
 	checkAddr("--admin", c.Admin, &errs)
 	if c.IdleTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("proxy: --idle-timeout %s: want at least 1s", c.IdleTimeout))
+	}
+	if c.StatsInterval == 0 {
+		out.StatsInterval = DefaultStatsInterval
+	} else if c.StatsInterval < time.Second || c.StatsInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("proxy: --stats-interval %s: want 1s to 1m", c.StatsInterval))
 	}
 	if c.DrainGrace < 0 || c.DrainGrace > time.Minute {
 		errs = append(errs, fmt.Errorf("proxy: --drain-grace %s: want 0 to 1m", c.DrainGrace))

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -210,8 +211,12 @@ func (o *outbound) newEndpoint(ep naming.Endpoint, id spiffeid.ID, labels map[st
 // done) deregisters the endpoint.
 func (p *Proxy) discover(ctx context.Context, o *outbound, advertise string) {
 	var b backoff.Backoff
+	stats := make(statsOutbox, 1)
+	tick := time.NewTicker(cmp.Or(p.cfg.StatsInterval, DefaultStatsInterval))
+	defer tick.Stop()
+	go p.statsLoop(ctx, tick.C, stats)
 	for ctx.Err() == nil {
-		got, err := p.discoverOnce(ctx, o, advertise)
+		got, err := p.discoverOnce(ctx, o, advertise, stats)
 		if ctx.Err() != nil {
 			return
 		}
@@ -226,25 +231,31 @@ func (p *Proxy) discover(ctx context.Context, o *outbound, advertise string) {
 	}
 }
 
-func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string) (bool, error) {
+// discoverOnce follows one Discovery stream: it registers, applies the
+// configuration the agent sends, and sends the golden-metrics reports
+// that come to stats meanwhile.
+func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string, stats statsOutbox) (bool, error) {
 	conn, err := grpc.NewClient("unix://"+p.cfg.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return false, err
 	}
 	defer conn.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stream, err := proxyv1.NewDiscoveryClient(conn).Stream(ctx)
 	if err != nil {
 		return false, err
 	}
-	send := lockedSend(stream)
-	if err := send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Register{Register: &proxyv1.Register{
+	if err := stream.Send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Register{Register: &proxyv1.Register{
 		Service: p.cfg.Service, Address: advertise, Labels: p.cfg.labels, Namespace: p.names.Namespace(),
 	}}}); err != nil {
 		return false, err
 	}
-	tapCtx, stopTaps := context.WithCancel(ctx)
-	defer stopTaps()
-	go p.taps.pump(tapCtx, send)
+	// gRPC streams take one sender at a time: acks, reports and taps
+	// share mu.
+	var mu sync.Mutex
+	go p.sendStats(ctx, stats, &mu, stream.Send)
+	go p.taps.pump(ctx, &mu, stream.Send)
 	got := false
 	var deltas configdelta.Receiver
 	for {
@@ -268,9 +279,12 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string)
 			continue // more of this change to come
 		}
 		version := p.applyConfig(o, snap.Config())
-		if err := send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Ack{Ack: &proxyv1.Ack{
+		mu.Lock()
+		err = stream.Send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Ack{Ack: &proxyv1.Ack{
 			ConfigVersion: version, EndpointsRevision: snap.EndpointsRevision,
-		}}}); err != nil {
+		}}})
+		mu.Unlock()
+		if err != nil {
 			return got, err
 		}
 	}

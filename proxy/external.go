@@ -298,7 +298,7 @@ func (o *outbound) connectExternal(w http.ResponseWriter, r *http.Request) bool 
 		writeError(w, r, http.StatusBadGateway, "sigil: "+t.host+" failed: "+reasonOf(err))
 		return true
 	}
-	o.hijackAndPipe(w, up, t.host)
+	o.hijackAndPipe(w, up, o.tcpRecord(naming.Service{}, t.host, nil, nil))
 	return true
 }
 
@@ -333,6 +333,6 @@ func (o *outbound) transparentExternal(c net.Conn, dst *net.TCPAddr) bool {
 		c.Close()
 		return true
 	}
-	o.pipeTCP(c, up, t.host)
+	o.pipeTCP(c, up, o.tcpRecord(naming.Service{}, t.host, nil, nil))
 	return true
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/traffic"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -49,19 +50,24 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	svc, port, err := o.destOf(r)
 	if err != nil {
 		if label, ok := o.externalOf(rec, r, err); ok {
-			o.p.observe("outbound", o.p.id.id.String(), label, r, rec.status(), proto, start, "")
+			o.p.observe(o.record(rec, naming.Service{}, label, proto), r, start, "")
 			return
 		}
 		// A fixed label: the caller's host must not mint metric series.
+		rec.setFlag(flagNoRoute)
+		if errors.Is(err, naming.ErrMalformed) {
+			rec.setFlag(flagBadRequest)
+		}
 		refuseName(rec, r, err)
-		o.p.observe("outbound", o.p.id.id.String(), unknownService, r, rec.status(), proto, start, "")
+		o.p.observe(o.record(rec, naming.Service{}, unknownService, proto), r, start, "")
 		return
 	}
 	// Before the sidecar adds headers of its own (trace context, route
 	// headers), so the app's Connection header cannot remove them.
 	if err := takeConnectionOptions(r.Header); err != nil {
+		rec.setFlag(flagBadRequest)
 		writeError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
-		o.p.observe("outbound", o.p.id.id.String(), o.metricService(svc), r, rec.status(), proto, start, "")
+		o.p.observe(o.record(rec, svc, "", proto), r, start, "")
 		return
 	}
 	dropForgedIdentity(r.Header)
@@ -72,8 +78,9 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Routes match, and the peer sidecar authorizes, the path forwarded.
 	if _, err := o.p.normalizeTarget(r); err != nil {
+		rec.setFlag(flagBadRequest)
 		refuseTarget(rec, r, err)
-		o.p.observe("outbound", o.p.id.id.String(), o.metricService(svc), r, rec.status(), proto, start, "")
+		o.p.observe(o.record(rec, svc, "", proto), r, start, "")
 		return
 	}
 	if o.p.trace != nil {
@@ -81,7 +88,23 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer func() { o.p.trace.end(span, rec.status(), "") }()
 	}
 	o.route(rec, r, svc, uint32(port))
-	o.p.observe("outbound", o.p.id.id.String(), o.metricService(svc), r, rec.status(), proto, start, "")
+	o.p.observe(o.record(rec, svc, "", proto), r, start, "")
+}
+
+// record is the record of an outbound request for svc, or, when svc is
+// zero, for host (an outside host a DestinationRule names, or
+// unknownService). A service the mesh does not know (no endpoints, no
+// routes) counts as unknownService: the app's hosts must not mint series.
+func (o *outbound) record(w *statusRecorder, svc naming.Service, host, proto string) *requestRecord {
+	if !svc.IsZero() && o.metricService(svc) == unknownService {
+		svc, host = naming.Service{}, unknownService
+	}
+	rec := &requestRecord{reporter: reporterSource, source: o.p.id.id.String(), dest: w.peer.String(), service: svc, host: host,
+		subset: w.subset, route: w.route, protocol: proto, code: w.status(), flags: cmp.Or(w.flags, flagNone)}
+	if proto == policy.ProtocolGRPC {
+		rec.grpcStatus = grpcStatusOfResponse(w.Header())
+	}
+	return rec
 }
 
 // unknownService is the destination label of requests for no mesh service.
@@ -96,11 +119,13 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 	m, ok := st.table.MatchPort(key, port, r, o.p.cfg.labels)
 	if !ok && len(st.byService[svc]) == 0 && !st.table.HasRoutes(key) {
 		// Fail closed: only services of the mesh are reachable through it.
+		w.setFlag(flagNoRoute)
 		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+key)
 		return
 	}
 	if !ok {
 		if st.table.HasRoutesAt(key, port, o.p.cfg.labels) {
+			w.setFlag(flagNoRoute)
 			writeError(w, r, http.StatusNotFound, "sigil: no route of "+key+" matches")
 			return
 		}
@@ -108,11 +133,14 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 		// sidecar: every endpoint of the service, Istio's default retries.
 		m = traffic.Matched{Route: o.defaultRoute(svc)}
 	}
+	w.route = m.Name
 	if m.AbortPct > 0 && rand.Float64()*100 < m.AbortPct {
+		w.setFlag(flagFaultAbort)
 		o.abort(w, r, svc, m.Route)
 		return
 	}
 	if m.Delay > 0 && rand.Float64()*100 < m.DelayPct {
+		w.setFlag(flagFaultDelay)
 		t := time.NewTimer(m.Delay)
 		select {
 		case <-t.C:
@@ -130,7 +158,9 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 		return
 	}
 	dest := m.Pick()
+	w.subset = dest.Subset
 	if err := o.rewrite(r, m); err != nil {
+		w.setFlag(flagBadRequest)
 		refuseTarget(w, r, err)
 		return
 	}
@@ -140,6 +170,7 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 	setAuthority(r, dest.Headers)
 	c := o.clusterAt(st, naming.Service{Name: dest.Service, Namespace: dest.Namespace}, dest.Subset, cmp.Or(dest.Port, port))
 	if c == nil || len(c.eps) == 0 {
+		w.setFlag(flagNoHealthy)
 		writeError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Service+subsetSuffix(dest.Subset))
 		return
 	}
@@ -157,22 +188,26 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 		o.mirror(st, r, body, replay, m.MirrorTo, m.Mirror, cmp.Or(m.MirrorPort, port))
 	}
 	key, setCookie := c.hash.key(r)
-	resp, release, err := o.send(r, body, replay, c, m.Route, key)
+	resp, peer, release, err := o.send(r, body, replay, c, m.Route, key)
 	if err != nil {
 		var of overflowError
 		switch {
 		case errors.As(err, &of):
+			w.setFlag(flagOverflow)
 			o.p.metrics.overflows.WithLabelValues(dest.Service).Inc()
 			w.Header().Set("X-Sigil-Overflow", "connection pool of "+dest.Service+subsetSuffix(dest.Subset)+" is full")
 			writeError(w, r, http.StatusServiceUnavailable, "sigil: upstream connection pool overflow ("+dest.Service+subsetSuffix(dest.Subset)+")")
 		case errors.Is(err, context.DeadlineExceeded):
+			w.setFlag(flagTimeout)
 			writeError(w, r, http.StatusGatewayTimeout, "sigil: upstream request timeout")
 		default:
+			w.setFlag(flagUpstreamFail)
 			writeError(w, r, http.StatusServiceUnavailable, "sigil: upstream "+dest.Service+" failed: "+reasonOf(err))
 		}
 		return
 	}
 	defer release()
+	w.peer = peer
 	// The upstream's Connection header may not remove the route's headers.
 	removeHopHeaders(resp.Header)
 	if setCookie != nil {
@@ -285,9 +320,11 @@ func outRequest(ctx context.Context, r *http.Request, ep *endpoint, body []byte,
 	return out
 }
 
-// send sends with retries. It returns the response and a release to call
-// when the response has been copied.
-func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, rt *traffic.Route, key string) (*http.Response, func(), error) {
+// send sends with retries. It returns the response, the identity of the
+// endpoint that gave it (the one its handshake proved, or zero when the
+// endpoint accepts any of the trust domain) and a release to call when
+// the response has been copied.
+func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, rt *traffic.Route, key string) (*http.Response, spiffeid.ID, func(), error) {
 	ctx := r.Context()
 	cancel := context.CancelFunc(func() {})
 	if rt.Timeout > 0 {
@@ -296,7 +333,7 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 	releasePool, err := c.pool.acquire(ctx)
 	if err != nil {
 		cancel()
-		return nil, nil, err
+		return nil, spiffeid.ID{}, nil, err
 	}
 	attempts := rt.Attempts
 	if !replay {
@@ -362,11 +399,11 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 			releasePool()
 			cancel()
 			if ctx.Err() != nil {
-				return nil, nil, context.DeadlineExceeded
+				return nil, spiffeid.ID{}, nil, context.DeadlineExceeded
 			}
-			return nil, nil, err
+			return nil, spiffeid.ID{}, nil, err
 		}
-		return resp, func() { resp.Body.Close(); tryCancel(); releasePool(); cancel() }, nil
+		return resp, ep.id, func() { resp.Body.Close(); tryCancel(); releasePool(); cancel() }, nil
 	}
 }
 

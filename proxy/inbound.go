@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -12,8 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/proxy/h1"
+	"github.com/sigil-mesh/sigil/telemetry"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -82,6 +85,7 @@ func (in *inbound) appProxy(tr http.RoundTripper) *httputil.ReverseProxy {
 		ModifyResponse: grpcTrailersOnly,
 		FlushInterval:  -1, // stream: gRPC and server-sent events must not be held back
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			appFailed(w)
 			in.p.log.Warn("app unreachable", "app", in.p.cfg.App, "error", err)
 			writeError(w, r, http.StatusBadGateway, "sigil: app unreachable")
 		},
@@ -159,8 +163,9 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// First, before the sidecar adds the caller's identity and trace
 	// context: a Connection header may not remove what the sidecar sets.
 	if err := takeConnectionOptions(r.Header); err != nil {
+		rec.setFlag(flagBadRequest)
 		writeError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
-		in.p.observe("inbound", peer.id, in.p.cfg.Service, r, rec.status(), protocolOf(r), start, "")
+		in.p.observe(in.record(rec, peer.id, protocolOf(r)), r, start, "")
 		return
 	}
 	dropForgedIdentity(r.Header)
@@ -177,8 +182,9 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The policy decides on the path the app will get.
 	target, err := in.p.normalizeTarget(r)
 	if err != nil {
+		rec.setFlag(flagBadRequest)
 		refuseTarget(rec, r, err)
-		in.p.observe("inbound", peer.id, in.p.cfg.Service, r, rec.status(), proto, start, "")
+		in.p.observe(in.record(rec, peer.id, proto), r, start, "")
 		return
 	}
 	input := &policy.Input{
@@ -190,6 +196,9 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d := in.p.policy.Decide(r.Context(), input)
 	in.p.countDecision(d)
 	if !d.Allow {
+		rec.setFlag(flagUnauthorized)
+		in.p.metrics.stats.Deny(telemetry.Denial{At: start, SourcePrincipal: peer.id, DestinationPrincipal: in.p.id.id.String(),
+			DestinationNamespace: in.p.names.Namespace(), DestinationService: in.p.cfg.Service, Method: r.Method, Path: target.Path, DecisionID: d.ID})
 		writeError(rec, r, http.StatusForbidden, "RBAC: access denied")
 	} else {
 		// Only the mesh says who the caller is.
@@ -203,7 +212,31 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			in.forward(rec, r)
 		}
 	}
-	in.p.observe("inbound", peer.id, in.p.cfg.Service, r, rec.status(), proto, start, d.ID)
+	in.p.observe(in.record(rec, peer.id, proto), r, start, d.ID)
+}
+
+// record is the record of an inbound request from peer: reported by the
+// destination, for this sidecar's own service and identity.
+func (in *inbound) record(w *statusRecorder, peer, proto string) *requestRecord {
+	rec := &requestRecord{reporter: reporterDestination, source: peer, dest: in.p.id.id.String(), service: in.self(),
+		protocol: proto, code: w.status(), flags: cmp.Or(w.flags, flagNone)}
+	if proto == policy.ProtocolGRPC {
+		rec.grpcStatus = grpcStatusOfResponse(w.Header())
+	}
+	return rec
+}
+
+// self is the sidecar's own service.
+func (in *inbound) self() naming.Service {
+	return naming.Service{Name: in.p.cfg.Service, Namespace: in.p.names.Namespace()}
+}
+
+// appFailed notes on w, when it is the request's recorder, that the app
+// failed or could not be reached.
+func appFailed(w http.ResponseWriter) {
+	if rec, ok := w.(*statusRecorder); ok {
+		rec.setFlag(flagUpstreamFail)
+	}
 }
 
 // forward sends an HTTP request to the app over a pooled HTTP/1.1
@@ -220,6 +253,7 @@ func (in *inbound) forward(w http.ResponseWriter, r *http.Request) {
 	stripRequestHopHeaders(out.Header)
 	resp, err := in.app.RoundTrip(out)
 	if err != nil {
+		appFailed(w)
 		in.p.log.Warn("app unreachable", "app", in.p.cfg.App, "error", err)
 		writeError(w, r, http.StatusBadGateway, "sigil: app unreachable")
 		return
@@ -254,36 +288,48 @@ func (in *inbound) serveTCP(tc *tls.Conn) {
 	}
 	d := in.p.policy.Decide(context.Background(), input)
 	in.p.countDecision(d)
+	rec := &requestRecord{reporter: reporterDestination, source: peer.String(), dest: in.p.id.id.String(), service: in.self(),
+		protocol: policy.ProtocolTCP, flags: flagNone}
 	if !d.Allow {
-		in.p.metrics.tcp.WithLabelValues("inbound", peer.String(), in.p.cfg.Service, "denied").Inc()
+		rec.flags = flagUnauthorized
+		in.p.metrics.stats.Deny(telemetry.Denial{At: time.Now(), SourcePrincipal: rec.source, DestinationPrincipal: rec.dest,
+			DestinationNamespace: rec.service.Namespace, DestinationService: rec.service.Name, DecisionID: d.ID})
+		in.p.metrics.tcpOpen(rec)
+		in.p.metrics.tcpClose(rec, 0, 0)
 		return
 	}
 	app, err := net.DialTimeout("tcp", in.p.cfg.App, 5*time.Second)
 	if err != nil {
-		in.p.metrics.tcp.WithLabelValues("inbound", peer.String(), in.p.cfg.Service, "app_unreachable").Inc()
+		rec.flags = flagUpstreamFail
+		in.p.metrics.tcpOpen(rec)
+		in.p.metrics.tcpClose(rec, 0, 0)
 		return
 	}
 	defer app.Close()
-	in.p.metrics.tcp.WithLabelValues("inbound", peer.String(), in.p.cfg.Service, "ok").Inc()
-	pipe(tc, app)
+	in.p.metrics.tcpOpen(rec)
+	sent, received := pipe(tc, app)
+	in.p.metrics.tcpClose(rec, sent, received)
 }
 
-// pipe copies both ways until both directions end, passing half-closes on.
-func pipe(a, b net.Conn) {
+// pipe copies both ways until both directions end, passing half-closes
+// on, and returns the bytes copied from b to a and from a to b (a is the
+// caller's side: the response's bytes and the request's).
+func pipe(a, b net.Conn) (toA, toB int64) {
 	var wg sync.WaitGroup
 	wg.Add(2)
-	cp := func(dst, src net.Conn) {
+	cp := func(dst, src net.Conn, n *int64) {
 		defer wg.Done()
-		io.Copy(dst, src)
+		*n, _ = io.Copy(dst, src)
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		} else {
 			dst.Close()
 		}
 	}
-	go cp(a, b)
-	go cp(b, a)
+	go cp(a, b, &toA)
+	go cp(b, a, &toB)
 	wg.Wait()
+	return toA, toB
 }
 
 // statusRecorder notes the status code; Unwrap lets http.ResponseController
@@ -291,6 +337,7 @@ func pipe(a, b net.Conn) {
 type statusRecorder struct {
 	http.ResponseWriter
 	code int
+	routed
 }
 
 func (s *statusRecorder) WriteHeader(code int) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/sigil-mesh/sigil/telemetry"
 )
 
 func TestDefaultConnLimitsLeaveFDHeadroom(t *testing.T) {
@@ -51,7 +52,7 @@ func TestStoppedListenerMakesProxyUnready(t *testing.T) {
 		{name: "closed by the drain", err: net.ErrClosed, drain: true, ready: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := &Proxy{log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: newMetrics(func() float64 { return 0 })}
+			p := &Proxy{log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: newMetrics(func() float64 { return 0 }, telemetry.NewRecorder(time.Now()))}
 			p.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"listener", "reason"})
 			p.drain.Store(tc.drain)
 			ln := newLimitedListener(failing{err: tc.err}, "inbound", 10, p.metrics.reg, p.refused, p.log)

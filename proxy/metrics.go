@@ -2,16 +2,20 @@ package proxy
 
 import (
 	"errors"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/telemetry"
 )
 
 // metrics are the proxy's Prometheus series; every name starts sigil_.
+// The request and TCP series are Istio's standard metrics under Sigil's
+// prefix (docs/metrics.md, "Sidecar request metrics").
 type metrics struct {
 	reg        *prometheus.Registry
 	requests   *prometheus.CounterVec
@@ -19,7 +23,8 @@ type metrics struct {
 	handshakes *prometheus.CounterVec
 	decisions  *prometheus.CounterVec
 	reloads    *prometheus.CounterVec
-	tcp        *prometheus.CounterVec
+
+	tcpOpened, tcpClosed, tcpSent, tcpReceived *prometheus.CounterVec
 
 	configs       *prometheus.CounterVec
 	configVersion prometheus.Gauge
@@ -31,33 +36,57 @@ type metrics struct {
 	mirrors       *prometheus.CounterVec
 	protocolErrs  *prometheus.CounterVec
 
-	// series caches each request series' counter and histogram: looking
-	// them up by label values hashed and UTF-8-checked five strings per
-	// request, a visible share of a sidecar's CPU (bench/README.md).
+	// stats counts the golden metrics the sidecar reports to its agent
+	// (stats.go); statsOverflow and statsReports count what it could not
+	// key and the reports it sent or dropped.
+	stats         *telemetry.Recorder
+	statsOverflow prometheus.Counter
+	statsReports  *prometheus.CounterVec
+
+	// version is this sidecar's destination_version at the destination
+	// (its "version" label); fqdn names a service's host in labels.
+	version string
+	fqdn    func(naming.Service) string
+
+	// series caches each record's Prometheus series and golden-metrics
+	// cell: looking series up by label values hashed and UTF-8-checked
+	// every label per request, a visible share of a sidecar's CPU
+	// (bench/README.md).
 	seriesMu sync.RWMutex
-	series   map[seriesKey]requestSeries
+	series   map[requestRecord]*requestSeries
 }
 
-type seriesKey struct {
-	direction, source, service, protocol string
-	status                               int
-}
-
+// requestSeries is what one record counts in: its Prometheus series (the
+// request ones, or the TCP ones for protocol tcp) and its golden-metrics
+// cell (nil when the recorder was full), valid while the recorder's
+// generation is gen.
 type requestSeries struct {
 	count   prometheus.Counter
 	latency prometheus.Observer
+
+	opened, closed, sent, received prometheus.Counter
+
+	cell *telemetry.Cell
+	gen  uint64
 }
 
-func newMetrics(svidExpiry func() float64) *metrics {
+// istioDurationBuckets are Istio's default buckets of
+// istio_request_duration_milliseconds, so its dashboards' quantiles read
+// the same.
+var istioDurationBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
+
+func newMetrics(svidExpiry func() float64, stats *telemetry.Recorder) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
+		reg:   prometheus.NewRegistry(),
+		stats: stats,
+		fqdn:  func(s naming.Service) string { return s.String() },
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sigil_requests_total", Help: "Requests handled, by direction, source identity, destination service, HTTP status and protocol.",
-		}, []string{"direction", "source", "destination_service", "status", "protocol"}),
+			Name: "sigil_requests_total", Help: "Requests handled, Istio's istio_requests_total: by reporter, source and destination workload and identity, destination service and subset, protocol, response code, gRPC status, response flags and route.",
+		}, requestLabelNames),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "sigil_request_duration_seconds", Help: "Request latency through the proxy, to the response headers.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-		}, []string{"direction", "destination_service", "protocol"}),
+			Name: "sigil_request_duration_milliseconds", Help: "Request latency through the sidecar to the response headers, in milliseconds (Istio's istio_request_duration_milliseconds).",
+			Buckets: istioDurationBuckets,
+		}, requestLabelNames),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_tls_handshake_failures_total", Help: "mTLS handshakes that failed, by direction and reason.",
 		}, []string{"direction", "reason"}),
@@ -67,13 +96,17 @@ func newMetrics(svidExpiry func() float64) *metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_policy_reloads_total", Help: "Policy loads, by result (ok, refused).",
 		}, []string{"result"}),
-		tcp: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sigil_tcp_connections_total", Help: "Opaque TCP connections, by direction, source, destination service and result.",
-		}, []string{"direction", "source", "destination_service", "result"}),
 	}
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 	}
+	m.tcpOpened = counter("sigil_tcp_connections_opened_total", "Opaque TCP connections opened (Istio's istio_tcp_connections_opened_total).", tcpLabelNames...)
+	m.tcpClosed = counter("sigil_tcp_connections_closed_total", "Opaque TCP connections closed (Istio's istio_tcp_connections_closed_total).", tcpLabelNames...)
+	m.tcpSent = counter("sigil_tcp_sent_bytes_total", "Bytes sent towards the caller on opaque TCP connections, counted when they close (Istio's istio_tcp_sent_bytes_total).", tcpLabelNames...)
+	m.tcpReceived = counter("sigil_tcp_received_bytes_total", "Bytes received from the caller on opaque TCP connections, counted when they close (Istio's istio_tcp_received_bytes_total).", tcpLabelNames...)
+	m.statsOverflow = prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_stats_overflow_total",
+		Help: "Requests and TCP connections left out of the golden metrics reported to the agent because the sidecar already counted telemetry.MaxKeys keys."})
+	m.statsReports = counter("sigil_stats_reports_total", "Golden-metrics reports of one interval, by result (sent to the agent; dropped: no stream to the agent, or it failed).", "result")
 	m.configs = counter("sigil_config_updates_total", "Configurations received from the agent, by result (applied, refused).", "result")
 	m.configVersion = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sigil_config_version", Help: "Version of the traffic configuration in force."})
 	m.overflows = counter("sigil_upstream_overflow_total", "Requests refused with 503 because a DestinationRule connection pool was full.", "destination_service")
@@ -87,31 +120,87 @@ func newMetrics(svidExpiry func() float64) *metrics {
 		"direction", "reason")
 	m.reg.MustRegister(m.protocolErrs)
 	m.reg.MustRegister(m.configs, m.configVersion, m.overflows, m.faults, m.ejections, m.retries, m.retryBudget, m.mirrors)
-	m.reg.MustRegister(m.requests, m.latency, m.handshakes, m.decisions, m.reloads, m.tcp,
+	m.reg.MustRegister(m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.statsOverflow, m.statsReports)
+	m.reg.MustRegister(m.requests, m.latency, m.handshakes, m.decisions, m.reloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sigil_svid_expiry_seconds", Help: "Seconds until the proxy's X.509-SVID expires."}, svidExpiry),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-func (m *metrics) request(direction, source, service string, status int, protocol string, d time.Duration) {
-	k := seriesKey{direction, source, service, protocol, status}
+// seriesOf returns rec's series, from the cache or made and cached.
+func (m *metrics) seriesOf(rec *requestRecord) *requestSeries {
+	gen := m.stats.Gen()
 	m.seriesMu.RLock()
-	s, ok := m.series[k]
+	s := m.series[*rec]
 	m.seriesMu.RUnlock()
-	if !ok {
-		s = requestSeries{
-			count:   m.requests.WithLabelValues(direction, source, service, statusText(status), protocol),
-			latency: m.latency.WithLabelValues(direction, service, protocol),
-		}
-		m.seriesMu.Lock()
-		if m.series == nil || len(m.series) >= maxSeriesCache {
-			m.series = map[seriesKey]requestSeries{}
-		}
-		m.series[k] = s
-		m.seriesMu.Unlock()
+	if s != nil && s.gen == gen {
+		return s
 	}
+	s = m.newSeries(rec, gen)
+	m.seriesMu.Lock()
+	if m.series == nil || len(m.series) >= maxSeriesCache {
+		m.series = map[requestRecord]*requestSeries{}
+	}
+	m.series[*rec] = s
+	m.seriesMu.Unlock()
+	return s
+}
+
+func (m *metrics) newSeries(rec *requestRecord, gen uint64) *requestSeries {
+	version, fqdn := rec.subset, rec.host
+	if rec.reporter == reporterDestination {
+		version = m.version
+	}
+	if !rec.service.IsZero() {
+		fqdn = m.fqdn(rec.service)
+	}
+	s := &requestSeries{gen: gen, cell: m.stats.Cell(rec.statsKey())}
+	if rec.protocol == policy.ProtocolTCP {
+		l := rec.labels(version, fqdn, true)
+		s.opened, s.closed = m.tcpOpened.WithLabelValues(l...), m.tcpClosed.WithLabelValues(l...)
+		s.sent, s.received = m.tcpSent.WithLabelValues(l...), m.tcpReceived.WithLabelValues(l...)
+		return s
+	}
+	l := rec.labels(version, fqdn, false)
+	s.count, s.latency = m.requests.WithLabelValues(l...), m.latency.WithLabelValues(l...)
+	return s
+}
+
+// request counts one finished request that took d.
+func (m *metrics) request(rec *requestRecord, d time.Duration) {
+	s := m.seriesOf(rec)
 	s.count.Inc()
-	s.latency.Observe(d.Seconds())
+	s.latency.Observe(durationMillis(d))
+	if s.cell == nil {
+		m.stats.Overflow()
+		m.statsOverflow.Inc()
+		return
+	}
+	s.cell.Request(d, rec.failed())
+}
+
+// tcpOpened counts an opaque TCP connection opened.
+func (m *metrics) tcpOpen(rec *requestRecord) {
+	s := m.seriesOf(rec)
+	s.opened.Inc()
+	if s.cell == nil {
+		m.stats.Overflow()
+		m.statsOverflow.Inc()
+		return
+	}
+	s.cell.Opened()
+}
+
+// tcpClose counts an opaque TCP connection closed with its bytes: sent
+// towards the caller, received from it.
+func (m *metrics) tcpClose(rec *requestRecord, sent, received int64) {
+	s := m.seriesOf(rec)
+	s.closed.Inc()
+	s.sent.Add(float64(sent))
+	s.received.Add(float64(received))
+	if s.cell != nil {
+		s.cell.Closed(uint64(sent), uint64(received))
+	}
 }
 
 // protocolError is the h1.Client hook counting one direction's protocol
@@ -123,8 +212,6 @@ func (m *metrics) protocolError(direction string) func(reason string) {
 // maxSeriesCache bounds the cache (the series themselves live on in the
 // registry); beyond it, it starts afresh.
 const maxSeriesCache = 4096
-
-func statusText(s int) string { return strconv.Itoa(s) }
 
 // handshakeReason turns a handshake error into a short, bounded label.
 func handshakeReason(err error) string {

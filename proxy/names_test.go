@@ -4,9 +4,11 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/telemetry"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -128,7 +130,7 @@ func TestExportToAppliesPerNamespace(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names, metrics: newMetrics(func() float64 { return 0 })}
+		p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names, metrics: newMetrics(func() float64 { return 0 }, telemetry.NewRecorder(time.Now()))}
 		o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
 		o.setState(traffic.Compile(0, nil), 0, 0, nil)
 		if v := p.applyConfig(o, &agentv1.Config{Version: 2, Resources: tt.resources}); v != 2 {
@@ -163,7 +165,7 @@ func TestWorkloadSelectorUsesSidecarLabels(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := &Proxy{cfg: &checked{labels: tt.labels}, log: slog.New(slog.DiscardHandler), names: names, metrics: newMetrics(func() float64 { return 0 })}
+		p := &Proxy{cfg: &checked{labels: tt.labels}, log: slog.New(slog.DiscardHandler), names: names, metrics: newMetrics(func() float64 { return 0 }, telemetry.NewRecorder(time.Now()))}
 		o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
 		o.setState(traffic.Compile(0, nil), 0, 0, nil)
 		if v := p.applyConfig(o, &agentv1.Config{Version: 2, Resources: resources}); v != 2 {

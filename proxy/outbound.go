@@ -244,12 +244,13 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key, _ := c.hash.key(r) // a tunnel has no response headers for a cookie
-	up, err := o.dialTCP(r.Context(), c, c.pick(nil, key))
+	ep := c.pick(nil, key)
+	up, err := o.dialTCP(r.Context(), c, ep)
 	if err != nil {
 		writeError(w, r, http.StatusBadGateway, "sigil: upstream "+dest+" failed: "+reasonOf(err))
 		return
 	}
-	o.hijackAndPipe(w, up, svc.Name)
+	o.hijackAndPipe(w, up, o.tcpRecord(svc, "", c, ep))
 }
 
 // dialTCP opens an mTLS connection for opaque TCP to a service's sidecar,
@@ -330,7 +331,10 @@ func (o *outbound) transparent(c net.Conn) {
 			return
 		}
 		o.p.log.Warn("transparent connection to an unknown destination refused", "dst", dst.String())
-		o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), "unknown", "refused").Inc()
+		rec := o.tcpRecord(naming.Service{}, unknownService, nil, nil)
+		rec.flags = flagNoRoute
+		o.p.metrics.tcpOpen(rec)
+		o.p.metrics.tcpClose(rec, 0, 0)
 		c.Close()
 		return
 	}
@@ -359,13 +363,14 @@ func (o *outbound) transparent(c net.Conn) {
 		c.Close()
 		return
 	}
-	up, err := o.dialTCP(context.Background(), cl, cl.pick(nil, cl.hash.connKey(c.RemoteAddr())))
+	ep := cl.pick(nil, cl.hash.connKey(c.RemoteAddr()))
+	up, err := o.dialTCP(context.Background(), cl, ep)
 	if err != nil {
 		o.p.log.Warn("upstream tcp failed", "service", svc.String(), "destination", dest, "error", err)
 		c.Close()
 		return
 	}
-	o.pipeTCP(rc, up, svc.Name)
+	o.pipeTCP(rc, up, o.tcpRecord(svc, "", cl, ep))
 }
 
 // serviceForAddr finds the service one of whose endpoints is on dst's host.

@@ -29,6 +29,7 @@ import (
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/proxy/h1"
+	"github.com/sigil-mesh/sigil/telemetry"
 )
 
 // Proxy is a running sidecar.
@@ -76,7 +77,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return id.expiresIn()
 		}
 		return 0
-	})
+	}, telemetry.NewRecorder(time.Now()))
+	p.metrics.version = c.labels["version"]
 	if err := p.setLimits(); err != nil {
 		return err
 	}
@@ -146,6 +148,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if p.names, err = meshNames(p.id.id, c.Namespace, c.ClusterDomain); err != nil {
 		return err
 	}
+	p.metrics.fqdn = p.names.FQDN
 
 	inLn, err := net.Listen("tcp", c.Inbound)
 	if err != nil {
@@ -259,16 +262,25 @@ type accessRecord struct {
 	TraceParent string    `json:"traceparent,omitempty"`
 }
 
-func (p *Proxy) observe(direction, source, service string, r *http.Request, status int, proto string, start time.Time, decisionID string) {
+// observe counts a finished request (metrics, golden metrics) and writes
+// its access log line.
+func (p *Proxy) observe(rec *requestRecord, r *http.Request, start time.Time, decisionID string) {
 	d := time.Since(start)
-	p.metrics.request(direction, source, service, status, proto, d)
-	p.taps.record(p, direction, source, service, r, status, proto, start, d)
+	p.metrics.request(rec, d)
+	p.taps.record(p, rec, r, start, d)
 	if p.access.w == nil {
 		return
 	}
+	direction, service := "outbound", rec.host
+	if rec.reporter == reporterDestination {
+		direction = "inbound"
+	}
+	if !rec.service.IsZero() {
+		service = rec.service.Name
+	}
 	p.access.write(accessRecord{
-		Time: start.UTC(), Direction: direction, Source: source, Destination: service,
-		Method: r.Method, Host: r.Host, Path: r.URL.Path, Protocol: proto, Status: status,
+		Time: start.UTC(), Direction: direction, Source: rec.source, Destination: service,
+		Method: r.Method, Host: r.Host, Path: r.URL.Path, Protocol: rec.protocol, Status: rec.code,
 		DurationMS: float64(d.Microseconds()) / 1000, DecisionID: decisionID, TraceParent: r.Header.Get("Traceparent"),
 	})
 }

@@ -29,9 +29,10 @@ func newTapper(now func() time.Time) *tapper {
 }
 
 // record offers one completed request to the taps. With no tap running it
-// costs one atomic load. It builds the event from what the request path
-// knew; the event carries no header, body or query (tap.Clean).
-func (t *tapper) record(p *Proxy, direction, source, service string, r *http.Request, status int, proto string, start time.Time, took time.Duration) {
+// costs one atomic load. The event is built from the request's record
+// (identities, service, subset, route, status) and its method, host and
+// path; it carries no header, body or query (tap.Clean).
+func (t *tapper) record(p *Proxy, rec *requestRecord, r *http.Request, start time.Time, took time.Duration) {
 	if t == nil || !t.set.Active() {
 		return
 	}
@@ -39,15 +40,19 @@ func (t *tapper) record(p *Proxy, direction, source, service string, r *http.Req
 	if len(ids) == 0 {
 		return
 	}
-	own := p.id.id.String()
-	ev := &agentv1.TapEvent{
-		UnixNanos: start.UnixNano(), Direction: direction, Reporter: own, Method: r.Method, Authority: r.Host,
-		Path: r.URL.Path, Protocol: proto, Status: uint32(max(status, 0)), LatencyMicros: took.Microseconds(),
-		SourcePrincipal: source, DestinationService: service,
+	direction := tap.Outbound
+	if rec.reporter == reporterDestination {
+		direction = tap.Inbound
 	}
-	if direction == tap.Inbound {
-		ev.DestinationPrincipal = own
-		ev.DestinationNamespace = p.names.Namespace()
+	ev := &agentv1.TapEvent{
+		UnixNanos: start.UnixNano(), Direction: direction, Reporter: p.id.id.String(), Method: r.Method, Authority: r.Host,
+		Path: r.URL.Path, Protocol: rec.protocol, Status: uint32(max(rec.code, 0)), LatencyMicros: took.Microseconds(),
+		SourcePrincipal: rec.source, DestinationPrincipal: rec.dest,
+		DestinationNamespace: rec.service.Namespace, DestinationService: rec.service.Name,
+		DestinationSubset: rec.subset, Route: rec.route,
+	}
+	if rec.service.IsZero() {
+		ev.DestinationService = rec.host
 	}
 	tap.Clean(ev)
 	for _, id := range ids {
@@ -75,9 +80,10 @@ func (t *tapper) control(p *Proxy, c *agentv1.TapControl) {
 	}
 }
 
-// pump sends the queued tap messages up the stream until ctx is done or a
-// send fails, then ends every tap: they came on this stream.
-func (t *tapper) pump(ctx context.Context, send func(*proxyv1.DiscoveryRequest) error) {
+// pump sends the queued tap messages up the stream (holding mu, which
+// the stream's other senders share) until ctx is done or a send fails,
+// then ends every tap: they came on this stream.
+func (t *tapper) pump(ctx context.Context, mu *sync.Mutex, send func(*proxyv1.DiscoveryRequest) error) {
 	defer t.set.Clear()
 	expire := time.NewTicker(time.Second)
 	defer expire.Stop()
@@ -88,20 +94,12 @@ func (t *tapper) pump(ctx context.Context, send func(*proxyv1.DiscoveryRequest) 
 		case <-expire.C:
 			t.set.Expire()
 		case up := <-t.out:
-			if err := send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Tap{Tap: up}}); err != nil {
+			mu.Lock()
+			err := send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Tap{Tap: up}})
+			mu.Unlock()
+			if err != nil {
 				return
 			}
 		}
-	}
-}
-
-// lockedSend makes a stream's Send safe for the goroutines that share it
-// (acknowledgements and taps).
-func lockedSend(stream proxyv1.Discovery_StreamClient) func(*proxyv1.DiscoveryRequest) error {
-	var mu sync.Mutex
-	return func(m *proxyv1.DiscoveryRequest) error {
-		mu.Lock()
-		defer mu.Unlock()
-		return stream.Send(m)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,9 +28,9 @@ func TestTapSidecarSamplesAndFailsSafe(t *testing.T) {
 	p.taps = newTapper(func() time.Time { return now })
 	req := httptest.NewRequest("GET", "http://api/orders/1?token=secret-query", nil)
 	req.Header.Set("Authorization", "Bearer secret-xyz")
-	record := func() {
-		p.taps.record(p, tap.Inbound, "spiffe://example.org/ns/default/sa/web", "api", req, 200, "http", now, 3*time.Millisecond)
-	}
+	rec := &requestRecord{reporter: reporterDestination, source: "spiffe://example.org/ns/default/sa/web", dest: "spiffe://example.org/ns/default/sa/api",
+		service: naming.Service{Name: "api", Namespace: "default"}, subset: "v1", route: "r1", protocol: "http", code: 200}
+	record := func() { p.taps.record(p, rec, req, now, 3*time.Millisecond) }
 
 	record()
 	if len(p.taps.out) != 0 {
@@ -42,7 +43,8 @@ func TestTapSidecarSamplesAndFailsSafe(t *testing.T) {
 	record()
 	ev := (<-p.taps.out).GetEvent()
 	if ev.GetPath() != "/orders/1" || ev.GetMethod() != "GET" || ev.GetStatus() != 200 || ev.GetLatencyMicros() != 3000 ||
-		ev.GetSourcePrincipal() != "spiffe://example.org/ns/default/sa/web" || ev.GetDestinationPrincipal() != "spiffe://example.org/ns/default/sa/api" {
+		ev.GetSourcePrincipal() != "spiffe://example.org/ns/default/sa/web" || ev.GetDestinationPrincipal() != "spiffe://example.org/ns/default/sa/api" ||
+		ev.GetDirection() != tap.Inbound || ev.GetDestinationSubset() != "v1" || ev.GetRoute() != "r1" || ev.GetDestinationService() != "api" {
 		t.Fatalf("event %v", ev)
 	}
 
@@ -50,7 +52,7 @@ func TestTapSidecarSamplesAndFailsSafe(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() {
-		p.taps.pump(ctx, func(*proxyv1.DiscoveryRequest) error { return nil })
+		p.taps.pump(ctx, &sync.Mutex{}, func(*proxyv1.DiscoveryRequest) error { return nil })
 		close(done)
 	}()
 	cancel()

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/policy"
 )
 
 // tcpCluster picks where one opaque TCP connection for svc on port (0:
@@ -49,7 +50,8 @@ func (o *outbound) connectTLS(w http.ResponseWriter, r *http.Request, svc naming
 		return
 	}
 	key, _ := c.hash.key(r) // a tunnel has no response headers for a cookie
-	up, err := o.dialTCP(r.Context(), c, c.pick(nil, key))
+	ep := c.pick(nil, key)
+	up, err := o.dialTCP(r.Context(), c, ep)
 	if err != nil {
 		o.p.log.Warn("upstream tcp failed", "service", svc.String(), "destination", dest, "error", err)
 		return
@@ -62,13 +64,27 @@ func (o *outbound) connectTLS(w http.ResponseWriter, r *http.Request, svc naming
 		peeked, _ := buf.Reader.Peek(n)
 		up.Write(peeked)
 	}
-	o.pipeTCP(client, up, svc.Name)
+	o.pipeTCP(client, up, o.tcpRecord(svc, "", c, ep))
+}
+
+// tcpRecord is the record of an opaque TCP connection the app opened to
+// svc (zero: to host, outside the mesh), carried to ep of cluster c (nil
+// for an outside host).
+func (o *outbound) tcpRecord(svc naming.Service, host string, c *cluster, ep *endpoint) *requestRecord {
+	rec := &requestRecord{reporter: reporterSource, source: o.p.id.id.String(), service: svc, host: host, protocol: policy.ProtocolTCP, flags: flagNone}
+	if c != nil {
+		rec.subset = c.subset
+	}
+	if ep != nil {
+		rec.dest = ep.id.String()
+	}
+	return rec
 }
 
 // hijackAndPipe answers a CONNECT with 200 and pipes the app's connection
-// to up until both ends are done; label names the destination in the
-// metric.
-func (o *outbound) hijackAndPipe(w http.ResponseWriter, up net.Conn, label string) {
+// to up until both ends are done; rec is the connection's record for the
+// metrics.
+func (o *outbound) hijackAndPipe(w http.ResponseWriter, up net.Conn, rec *requestRecord) {
 	// Both ends close when the tunnel ends: pipe only half-closes, and an
 	// mTLS connection's CloseWrite leaves its socket (and its slot among
 	// the destination's connections) open.
@@ -85,17 +101,20 @@ func (o *outbound) hijackAndPipe(w http.ResponseWriter, up net.Conn, label strin
 		peeked, _ := buf.Reader.Peek(n)
 		up.Write(peeked)
 	}
-	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), label, "ok").Inc()
-	pipe(client, up)
+	o.p.metrics.tcpOpen(rec)
+	sent, received := pipe(client, up)
+	o.p.metrics.tcpClose(rec, sent, received)
 }
 
 // pipeTCP carries a captured connection of the app to up until both ends
-// are done, then closes both; label names the destination in the metric.
-func (o *outbound) pipeTCP(app, up net.Conn, label string) {
+// are done, then closes both; rec is the connection's record for the
+// metrics.
+func (o *outbound) pipeTCP(app, up net.Conn, rec *requestRecord) {
 	o.tcp.Add(1)
 	defer o.tcp.Done()
 	defer app.Close()
 	defer up.Close()
-	o.p.metrics.tcp.WithLabelValues("outbound", o.p.id.id.String(), label, "ok").Inc()
-	pipe(app, up)
+	o.p.metrics.tcpOpen(rec)
+	sent, received := pipe(app, up)
+	o.p.metrics.tcpClose(rec, sent, received)
 }

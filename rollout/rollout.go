@@ -34,6 +34,9 @@ const (
 	// statsResolution is the server window's resolution: figures move in
 	// steps of it, so waits for more requests are in steps of it too.
 	statsResolution = 10 * time.Second
+	// maxWindow is the longest window a query asks for: the server keeps
+	// 15 minutes by default.
+	maxWindow = 15 * time.Minute
 )
 
 // Config is a checked rollout.
@@ -226,7 +229,7 @@ func (r *Runner) judgeStep(ctx context.Context, fromSubset string) (string, erro
 	}
 	for {
 		elapsed := r.now().Sub(began)
-		window := (elapsed + statsResolution - 1) / statsResolution * statsResolution
+		window := min((elapsed+statsResolution-1)/statsResolution*statsResolution, maxWindow)
 		resp, err := r.stats.Stats(ctx, adminv1.StatQuery{Kind: adminv1.StatSubset, Namespace: r.cfg.Namespace, Name: r.cfg.Service, Window: window})
 		if err != nil {
 			return "", fmt.Errorf("rollout: reading the figures: %w", err)

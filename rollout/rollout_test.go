@@ -17,6 +17,9 @@ import (
 // StatsReader) and a fake clock; e2e/rollout_test.go runs the real
 // binaries, whose figures come from the sidecars' reports.
 
+var _ StatsReader = (*adminv1.AdminClient)(nil)
+var _ ConfigStore = (*adminv1.AdminClient)(nil)
+
 const vsSpec = `{"hosts":["api"],"http":[{"name":"to-api","timeout":"5s","route":[{"destination":{"host":"api","subset":"v1"},"weight":100}]}]}`
 
 // fakeMesh is the server as a rollout sees it: a stored VirtualService,

@@ -20,7 +20,8 @@ const maxBody = 1 << 20
 // api/admin/v1's; the handlers are filed by resource: join tokens and the
 // bundle (adminapi_tokens.go), entries (adminapi_entries.go), agents
 // (adminapi_agents.go), configuration (adminapi_config.go), sidecars and
-// services (adminapi_proxies.go). adminapi_wire.go converts the store's
+// services (adminapi_proxies.go), golden metrics, edges and denials
+// (adminapi_stats.go). adminapi_wire.go converts the store's
 // records to their wire twins.
 func (s *Server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -38,6 +39,9 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("GET /v1/proxies", s.handle(s.listProxies))
 	mux.HandleFunc("GET /v1/services", s.handle(s.listServices))
 	mux.HandleFunc("GET /v1/tap", s.tapStream)
+	mux.HandleFunc("GET /v1/stats", s.handle(s.getStats))
+	mux.HandleFunc("GET /v1/edges", s.handle(s.getEdges))
+	mux.HandleFunc("GET /v1/denials", s.handle(s.getDenials))
 	return mux
 }
 

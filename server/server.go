@@ -7,7 +7,8 @@
 // types and client of api/admin/v1.
 //
 // server.go and config.go are the daemon's wiring; agentapi*.go the agent
-// API (agentapi_endpoints.go: the sidecars agents report); adminapi*.go the
+// API (agentapi_endpoints.go: the sidecars agents report;
+// agentapi_stats.go: their golden metrics); adminapi*.go the
 // admin API, one file per resource; configindex.go the parsed
 // configuration both APIs read; audited.go the audit trail's
 // intent-then-outcome writes; registry/ the SQLite store.
@@ -39,6 +40,7 @@ import (
 	"github.com/sigil-mesh/sigil/listener"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/server/registry"
+	"github.com/sigil-mesh/sigil/telemetry/window"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -58,6 +60,10 @@ type Server struct {
 	seen agentsSeen // last authenticated call of each agent
 
 	config configIndex // the stored configuration, parsed; see configindex.go
+
+	// stats is the golden-metrics window agents report into
+	// (agentapi_stats.go); memory only, a restart empties it.
+	stats *window.Store
 
 	refusedMu   sync.Mutex
 	refusedSeen map[string]bool // endpoint refusals already audited
@@ -105,7 +111,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	s := &Server{cfg: c, log: log, store: store, audit: auditLog, ca: authority, changes: newBroadcaster(), now: time.Now, refusedSeen: map[string]bool{}}
+	stats, err := window.New(window.Config{})
+	if err != nil {
+		return err
+	}
+	s := &Server{cfg: c, log: log, store: store, audit: auditLog, ca: authority, changes: newBroadcaster(), now: time.Now, refusedSeen: map[string]bool{}, stats: stats}
 	if err := s.reconcileAudit(ctx); err != nil {
 		return err
 	}

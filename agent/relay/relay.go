@@ -5,7 +5,9 @@
 // configdelta, the same scheme the server uses towards the agent, so a
 // configuration larger than one gRPC message still reaches sidecars), and
 // reports the node's sidecars (with the
-// config version each runs) back to the server.
+// config version each runs) back to the server. It also merges the golden
+// metrics the sidecars send on the same stream and reports the node's
+// totals to the server once per interval (stats.go).
 package relay
 
 import (
@@ -61,6 +63,8 @@ type Relay struct {
 	reachable chan struct{}
 	// taps are the node's `sigil tap` sessions (tap.go).
 	taps *taps
+	// stats merges the golden metrics the sidecars send (stats.go).
+	stats nodeStats
 }
 
 var _ proxyv1.DiscoveryServer = (*Relay)(nil)
@@ -161,6 +165,9 @@ func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
 				p.ConfigVersion = ack.GetConfigVersion()
 				r.mu.Unlock()
 				r.markDirty()
+			}
+			if st := msg.GetStats(); st != nil {
+				r.addStats(p, st)
 			}
 		}
 	}()

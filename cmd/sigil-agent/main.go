@@ -46,6 +46,7 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.Admin, "admin", "", "HOST:PORT serving /metrics, /ready and /live (off when empty)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the agent's SVID, key (0600) and bundle (required)")
 	f.StringVar(&cfg.Socket, "socket", agent.DefaultSocket, "path of the Workload API socket")
+	f.DurationVar(&cfg.StatsInterval, "stats-interval", agent.DefaultStatsInterval, "report the node's golden metrics (its sidecars' request counts and latency histograms, merged) to the server this often; 1s to 1m")
 	logger = logflag.Register(cmd)
 	return cmd
 }

@@ -51,6 +51,7 @@ func newRun() *cobra.Command {
 	f.StringArrayVar(&cfg.Upstreams, "upstream", nil, "NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]: where a service's sidecars listen and who they must be (repeatable)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "IP:PORT other sidecars reach this one's inbound at (default: the --inbound address, when it names an IP)")
 	f.DurationVar(&cfg.DrainGrace, "drain-grace", time.Second, "on SIGTERM, keep serving this long after leaving the endpoint pool, so callers stop choosing this sidecar first")
+	f.DurationVar(&cfg.StatsInterval, "stats-interval", proxy.DefaultStatsInterval, "send the golden metrics (request counts, latency histograms, denials) to the agent this often; 1s to 1m")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 5*time.Minute, "close a connection (app or peer side, HTTP or TCP) that sends nothing for this long")
 	f.StringVar(&cfg.Namespace, "namespace", "", "the workload's namespace, for plain hosts whose SPIFFE IDs are not of the form spiffe://TD/ns/NS/sa/SA (default: the ID's namespace, else default); refused when it disagrees with such an ID")
 	f.StringVar(&cfg.ClusterDomain, "cluster-domain", proxy.DefaultClusterDomain, "DNS domain of the mesh: the app names a service svc, svc.ns, svc.ns.svc or svc.ns.svc.<cluster-domain>; any other host is not in the mesh (502)")

@@ -1,6 +1,7 @@
 // Command sigil is Sigil's command-line client: it applies, lists and
 // deletes configuration (Istio VirtualService and DestinationRule) and
-// shows services, endpoints and sidecars, through a server's admin socket.
+// shows services, endpoints, sidecars and golden metrics (stat, edges),
+// through a server's admin socket.
 package main
 
 import (
@@ -21,7 +22,7 @@ func main() {
 		}
 		return adminv1.NewAdminClient(*socket), nil
 	}
-	root.AddCommand(newApply(client), newGet(client), newDelete(client), newAudit(), newPolicy())
+	root.AddCommand(newApply(client), newGet(client), newDelete(client), newAudit(), newPolicy(), newStat(client), newEdges(client))
 	root.AddCommand(newTap(client), newTop(client), newRollout(client))
 	// Everything printed passes through termsafe: no control character
 	// from a stored name reaches the terminal.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"os"
 	"os/signal"
 	"syscall"
@@ -35,13 +34,9 @@ back to --from and the command says why and exits 1.`,
 			if err != nil {
 				return err
 			}
-			stats, ok := any(c).(rollout.StatsReader)
-			if !ok {
-				return errors.New("rollout: this sigil's admin client cannot read golden metrics (GET /v1/stats)")
-			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return rollout.New(cfg, c, stats, cmd.OutOrStdout()).Run(ctx)
+			return rollout.New(cfg, c, c, cmd.OutOrStdout()).Run(ctx)
 		},
 	}
 	f := cmd.Flags()

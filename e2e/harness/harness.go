@@ -298,8 +298,9 @@ func (m *Mesh) BundleFile() string {
 	return path
 }
 
-// StartAgent attests a new agent for node and waits until it serves.
-func (m *Mesh) StartAgent(node string) *AgentProc {
+// StartAgent attests a new agent for node, with extra flags for
+// sigil-agent run, and waits until it serves.
+func (m *Mesh) StartAgent(node string, extra ...string) *AgentProc {
 	m.t.Helper()
 	dir := filepath.Join(m.Dir, "agent-"+node)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -309,8 +310,8 @@ func (m *Mesh) StartAgent(node string) *AgentProc {
 	// The token goes in a 0600 file, never in argv where any local user
 	// could read it.
 	m.TokenFile(node, a.TokenFile)
-	a.Proc = Start(m.t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", m.BundleFile(),
-		"--join-token-file", a.TokenFile, "--data-dir", a.DataDir, "--socket", a.Socket, "--admin", "127.0.0.1:0")
+	a.Proc = Start(m.t, "sigil-agent", append([]string{"run", "--server", m.Addr, "--trust-bundle", m.BundleFile(),
+		"--join-token-file", a.TokenFile, "--data-dir", a.DataDir, "--socket", a.Socket, "--admin", "127.0.0.1:0"}, extra...)...)
 	a.Admin = a.WaitFor(`"msg":"sigil-agent running".*"admin":"([^"]*)"`, 30*time.Second)[1]
 	return a
 }

@@ -1795,9 +1795,15 @@ type StatsReport struct {
 	Denials []*StatsDenial `protobuf:"bytes,4,rep,name=denials,proto3" json:"denials,omitempty"`
 	// The sidecars that counted, by SPIFFE ID, with their service, so the
 	// server can count meshed sidecars per service.
-	Proxies       []*Proxy `protobuf:"bytes,5,rep,name=proxies,proto3" json:"proxies,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Proxies []*Proxy `protobuf:"bytes,5,rep,name=proxies,proto3" json:"proxies,omitempty"`
+	// Requests and TCP connections the senders counted in no series
+	// because they already held their cap of keys (a sidecar's is 1000, an
+	// agent's 10000): the interval's totals are short by this many.
+	Overflow uint64 `protobuf:"varint,6,opt,name=overflow,proto3" json:"overflow,omitempty"`
+	// Denials the senders saw beyond the ones listed.
+	DenialsDropped uint64 `protobuf:"varint,7,opt,name=denials_dropped,json=denialsDropped,proto3" json:"denials_dropped,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StatsReport) Reset() {
@@ -1863,6 +1869,20 @@ func (x *StatsReport) GetProxies() []*Proxy {
 		return x.Proxies
 	}
 	return nil
+}
+
+func (x *StatsReport) GetOverflow() uint64 {
+	if x != nil {
+		return x.Overflow
+	}
+	return 0
+}
+
+func (x *StatsReport) GetDenialsDropped() uint64 {
+	if x != nil {
+		return x.DenialsDropped
+	}
+	return 0
 }
 
 type ReportStatsResponse struct {
@@ -2509,13 +2529,15 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x06method\x18\x06 \x01(\tR\x06method\x12\x12\n" +
 	"\x04path\x18\a \x01(\tR\x04path\x12\x1f\n" +
 	"\vdecision_id\x18\b \x01(\tR\n" +
-	"decisionId\"\xf9\x01\n" +
+	"decisionId\"\xbe\x02\n" +
 	"\vStatsReport\x12$\n" +
 	"\x0eend_unix_nanos\x18\x01 \x01(\x03R\fendUnixNanos\x12'\n" +
 	"\x0finterval_millis\x18\x02 \x01(\x03R\x0eintervalMillis\x123\n" +
 	"\x06series\x18\x03 \x03(\v2\x1b.sigil.agent.v1.StatsSeriesR\x06series\x125\n" +
 	"\adenials\x18\x04 \x03(\v2\x1b.sigil.agent.v1.StatsDenialR\adenials\x12/\n" +
-	"\aproxies\x18\x05 \x03(\v2\x15.sigil.agent.v1.ProxyR\aproxies\"\x15\n" +
+	"\aproxies\x18\x05 \x03(\v2\x15.sigil.agent.v1.ProxyR\aproxies\x12\x1a\n" +
+	"\boverflow\x18\x06 \x01(\x04R\boverflow\x12'\n" +
+	"\x0fdenials_dropped\x18\a \x01(\x04R\x0edenialsDropped\"\x15\n" +
 	"\x13ReportStatsResponse\"{\n" +
 	"\bTapMatch\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
