@@ -28,6 +28,9 @@ var ErrRolledBack = errors.New("rollout: rolled back")
 // Defaults of `sigil rollout`'s bounds (docs/observability.md).
 const (
 	DefaultMinRequests = 20
+	// DefaultReportDelay is a sidecar's and an agent's default
+	// --stats-interval added up.
+	DefaultReportDelay = 20 * time.Second
 	// patienceFactor is how many intervals a step waits in all for
 	// enough requests to judge before it fails safe (rolls back).
 	patienceFactor = 3
@@ -61,6 +64,10 @@ type Config struct {
 	// MinRequests is the least number of To's requests a step is judged
 	// on; with fewer after Interval×3, the step fails safe.
 	MinRequests int
+	// ReportDelay is how long a request takes at most to reach the
+	// server's figures: the sidecars' --stats-interval plus the agents'.
+	// Only reports sent this long after a step began are judged.
+	ReportDelay time.Duration
 }
 
 // Validate checks the config and names the flag at fault.
@@ -98,6 +105,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxP99 < 0 {
 		errs = append(errs, fmt.Errorf("rollout: --max-p99 %s: negative", c.MaxP99))
+	}
+	if c.ReportDelay < 0 || c.ReportDelay > maxWindow/2 {
+		errs = append(errs, fmt.Errorf("rollout: --report-delay %s: want 0 to %s", c.ReportDelay, maxWindow/2))
 	}
 	if c.MinRequests < 1 {
 		errs = append(errs, fmt.Errorf("rollout: --min-requests %d: at least 1", c.MinRequests))
@@ -218,30 +228,43 @@ func (r *Runner) rollBack(t *target, why string) error {
 	return fmt.Errorf("%w: %s", ErrRolledBack, why)
 }
 
-// judgeStep waits the interval, then judges the step on the figures since
-// it began: "" when it passed, else the breach. With too few requests it
-// waits for more, in steps of the figures' resolution, up to the interval
-// ×3 in all, then fails safe.
+// judgeStep waits the interval, then judges the step on figures that
+// count only requests sent since it began: "" when it passed, else the
+// breach. A report reaches the server's window up to ReportDelay after
+// the requests it counts, slotted by when it was sent, so the window read
+// starts ReportDelay after the step began (and its slots are whole). With
+// too few requests it waits for more, in steps of the figures'
+// resolution, up to the interval ×3 past ReportDelay, then fails safe.
 func (r *Runner) judgeStep(ctx context.Context, fromSubset string) (string, error) {
 	began := r.now()
+	clean := began.Add(r.cfg.ReportDelay) // reports slotted from here count only this step
+	deadline := clean.Add(patienceFactor * r.cfg.Interval)
 	if err := r.wait(ctx, r.cfg.Interval); err != nil {
 		return "", err
 	}
 	for {
-		elapsed := r.now().Sub(began)
-		window := min((elapsed+statsResolution-1)/statsResolution*statsResolution, maxWindow)
+		now := r.now()
+		// The window is whole slots, from the last one begun backwards.
+		slotStart := time.Unix(0, now.UnixNano()/int64(statsResolution)*int64(statsResolution))
+		window := min(slotStart.Sub(clean)/statsResolution*statsResolution, maxWindow)
+		if window < statsResolution {
+			if err := r.wait(ctx, clean.Add(statsResolution).Sub(slotStart)); err != nil {
+				return "", err
+			}
+			continue
+		}
 		resp, err := r.stats.Stats(ctx, adminv1.StatQuery{Kind: adminv1.StatSubset, Namespace: r.cfg.Namespace, Name: r.cfg.Service, Window: window})
 		if err != nil {
 			return "", fmt.Errorf("rollout: reading the figures: %w", err)
 		}
 		to, from := subsetRow(resp.Rows, r.cfg.To), subsetRow(resp.Rows, fromSubset)
 		v := judge(r.cfg, to, from)
-		fmt.Fprintf(r.out, "  %s\n", v.figures)
+		fmt.Fprintf(r.out, "  last %s: %s\n", window, v.figures)
 		if !v.tooFew {
 			return v.breach, nil
 		}
-		if elapsed+statsResolution > patienceFactor*r.cfg.Interval {
-			return fmt.Sprintf("too few requests to judge: %d to %s in %s, want at least %d (--min-requests); failing safe", to.Requests, r.cfg.To, elapsed.Round(time.Second), r.cfg.MinRequests), nil
+		if !now.Add(statsResolution).Before(deadline) {
+			return fmt.Sprintf("too few requests to judge: %d to %s in the last %s, want at least %d (--min-requests); failing safe", to.Requests, r.cfg.To, window, r.cfg.MinRequests), nil
 		}
 		if err := r.wait(ctx, statsResolution); err != nil {
 			return "", err

@@ -30,6 +30,7 @@ type fakeMesh struct {
 	now     time.Time
 	spec    string
 	weights []int // v2's weight at each apply
+	applied time.Time
 	figures func(weight int) map[string]adminv1.Golden
 	queries []adminv1.StatQuery
 }
@@ -78,11 +79,18 @@ func (f *fakeMesh) Apply(_ context.Context, files []adminv1.File, dryRun bool) (
 		f.t.Fatalf("weights %v do not add up to 100", w)
 	}
 	f.weights = append(f.weights, w["v2"])
+	f.applied = f.now
 	return adminv1.ApplyResponse{Version: int64(len(f.weights))}, nil
 }
 
 func (f *fakeMesh) Stats(_ context.Context, q adminv1.StatQuery) (adminv1.StatResponse, error) {
 	f.queries = append(f.queries, q)
+	// Only whole slots reported ReportDelay after the step was applied:
+	// nothing of the step before.
+	slotStart := time.Unix(0, f.now.UnixNano()/int64(statsResolution)*int64(statsResolution))
+	if from := slotStart.Add(-q.Window); from.Before(f.applied.Add(DefaultReportDelay)) {
+		f.t.Fatalf("window %s at %s reaches back to %s, before the step's reports (applied %s + %s)", q.Window, f.now, from, f.applied, DefaultReportDelay)
+	}
 	var out adminv1.StatResponse
 	for subset, g := range f.figures(f.weights[len(f.weights)-1]) {
 		out.Rows = append(out.Rows, adminv1.StatRow{Kind: adminv1.StatSubset, Namespace: "default", Name: "api", Subset: subset, Golden: g})
@@ -101,7 +109,7 @@ func golden(requests, failures uint64, p99 float64) adminv1.Golden {
 
 func config() Config {
 	return Config{Namespace: "default", Service: "api", To: "v2", Steps: []int{10, 25, 50, 100}, Interval: 15 * time.Second,
-		MinSuccessRate: 99, MaxSuccessRateDrop: 1, MaxP99: 500 * time.Millisecond, MinRequests: DefaultMinRequests}
+		MinSuccessRate: 99, MaxSuccessRateDrop: 1, MaxP99: 500 * time.Millisecond, MinRequests: DefaultMinRequests, ReportDelay: DefaultReportDelay}
 }
 
 func TestRolloutSteps(t *testing.T) {
@@ -155,11 +163,11 @@ func TestRolloutSteps(t *testing.T) {
 			},
 			wantWeights: []int{10, 0},
 			wantWhy:     "too few requests to judge",
-			maxElapsed:  3 * 15 * time.Second,
+			maxElapsed:  3*15*time.Second + DefaultReportDelay + statsResolution,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := &fakeMesh{t: t, now: time.Unix(1000, 0), spec: vsSpec, figures: tc.figures}
+			f := &fakeMesh{t: t, now: time.Unix(1003, 0), spec: vsSpec, figures: tc.figures}
 			start := f.now
 			var out bytes.Buffer
 			cfg := config()
@@ -205,6 +213,7 @@ func TestRolloutConfigRefused(t *testing.T) {
 		{"from is to", func(c *Config) { c.From = "v2" }, "--from"},
 		{"bad subset", func(c *Config) { c.To = "V2!" }, "--to"},
 		{"no requests", func(c *Config) { c.MinRequests = 0 }, "--min-requests"},
+		{"negative report delay", func(c *Config) { c.ReportDelay = -time.Second }, "--report-delay"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := config()

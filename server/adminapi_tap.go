@@ -11,8 +11,13 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/tap"
 )
+
+// auditTapStarted records each tap: who watched which service's requests,
+// and how (the match, the bounds), before the first control goes out.
+const auditTapStarted = "tap.started"
 
 // tapControl is the control a GET /v1/tap query asks for, checked
 // against package tap's bounds.
@@ -92,14 +97,22 @@ func (s *Server) tapStream(w http.ResponseWriter, r *http.Request) {
 		writeErr(apiErr)
 		return
 	}
+	m := c.GetMatch()
 	sess, err := s.taps.open(c, s.now)
 	if err != nil {
 		writeErr(adminv1.Errorf(http.StatusTooManyRequests, "%v (at most %d)", err, tap.MaxTaps))
 		return
 	}
 	defer s.taps.close(sess)
+	// No record, no tap.
+	if err := s.audit.Append(audit.Event{Type: auditTapStarted, Actor: "admin", Subject: m.GetService() + "." + m.GetNamespace(), Details: map[string]string{
+		"tap_id": c.GetTapId(), "path": m.GetPathPrefix(), "method": m.GetMethod(),
+		"max": strconv.FormatUint(uint64(c.GetMaxEvents()), 10), "rate": strconv.FormatUint(uint64(c.GetRate()), 10),
+	}}); err != nil {
+		writeErr(adminv1.Errorf(http.StatusServiceUnavailable, "tap: audit: %v", err))
+		return
+	}
 	done := s.taps.done(s.now)
-	m := c.GetMatch()
 	s.log.Info("tap started", "tap_id", c.GetTapId(), "service", m.GetService(), "namespace", m.GetNamespace(), "path", m.GetPathPrefix(), "method", m.GetMethod())
 	defer s.log.Info("tap ended", "tap_id", c.GetTapId())
 	// The admin server's ReadTimeout does not cut a tap: net/http clears

@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/server/registry"
 )
 
@@ -19,6 +22,13 @@ import (
 // timeout, ends at its number of events and then tells the agents to stop.
 func TestTapStreamScopesAgentsAndEnds(t *testing.T) {
 	s, store := storeServer(t)
+	trailPath := filepath.Join(t.TempDir(), "audit.log")
+	trail, err := audit.Open(trailPath, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer trail.Close()
+	s.audit = trail
 	ctx := t.Context()
 	for agent, svc := range map[string]string{"A": "api", "B": "web"} {
 		if _, _, err := store.ReplaceProxies(ctx, agent, []registry.ProxyRecord{{AgentID: agent, ProxyID: agent + "1", SPIFFEID: "spiffe://example.org/ns/default/sa/" + svc, Service: svc, Namespace: "default", Address: "127.0.0.1:1"}}, time.Now()); err != nil {
@@ -74,6 +84,9 @@ func TestTapStreamScopesAgentsAndEnds(t *testing.T) {
 	}
 	if l := next(); l.Status == nil || l.Status.End != "max events reached" || l.Status.Events != 2 {
 		t.Fatalf("last line %+v", l)
+	}
+	if trail, err := os.ReadFile(trailPath); err != nil || !strings.Contains(string(trail), `"type":"tap.started"`) || !strings.Contains(string(trail), id) {
+		t.Fatalf("no tap.started record of tap %s in the audit trail (%v)", id, err)
 	}
 	deadline := time.After(5 * time.Second)
 	for {

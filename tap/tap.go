@@ -26,22 +26,24 @@ import (
 	"sync/atomic"
 	"time"
 
-	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/naming"
 )
 
-// Bounds of a tap. docs/observability.md lists them.
+// Bounds of a tap. docs/observability.md lists them; api/admin/v1 holds
+// the four a client sees (TapDefaultMax...), equal to these (checked by
+// TestTapBoundsMatchTheAPI), so that agent and sidecar need not link the
+// admin API nor the CLI gRPC.
 const (
 	// DefaultMaxEvents is a tap's number of events when none is asked for
 	// (sigil tap --max); MaxEvents is the most one may ask for.
-	DefaultMaxEvents = adminv1.TapDefaultMax
-	MaxEvents        = adminv1.TapMaxEvents
+	DefaultMaxEvents = 100
+	MaxEvents        = 10000
 	// DefaultRate is a tap's events per second when none is asked for
 	// (sigil tap --rate); MaxRate the most one may ask for. Each hop
 	// (sidecar, agent, server) lets at most this many through per second.
-	DefaultRate = adminv1.TapDefaultRate
-	MaxRate     = adminv1.TapMaxRate
+	DefaultRate = 100
+	MaxRate     = 1000
 	// TTL is how long a hop keeps a tap that is not renewed; the server
 	// renews its taps every RenewEvery while their client is connected.
 	TTL        = 10 * time.Second

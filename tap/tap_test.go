@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 )
 
@@ -165,5 +166,21 @@ func TestTapEventClean(t *testing.T) {
 	}
 	if ev.Method != "" || ev.Direction != "" || len(ev.Authority) != maxAuthority || ev.Status != 0 || ev.LatencyMicros != 0 || ev.Protocol != "http" {
 		t.Errorf("not cleaned: %+v", ev)
+	}
+}
+
+func TestTapBoundsMatchTheAPI(t *testing.T) {
+	for _, b := range []struct {
+		name      string
+		tap, wire int
+	}{
+		{"default max", DefaultMaxEvents, adminv1.TapDefaultMax},
+		{"max events", MaxEvents, adminv1.TapMaxEvents},
+		{"default rate", DefaultRate, adminv1.TapDefaultRate},
+		{"max rate", MaxRate, adminv1.TapMaxRate},
+	} {
+		if b.tap != b.wire {
+			t.Errorf("%s: tap has %d, api/admin/v1 %d", b.name, b.tap, b.wire)
+		}
 	}
 }

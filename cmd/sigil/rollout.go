@@ -23,7 +23,9 @@ shows them): --to's success rate must be at least --min-success-rate and
 at most --max-success-rate-drop points below --from's, and its p99 latency
 at most --max-p99. At the first breach, or with fewer than --min-requests
 requests to judge after three intervals, or on Ctrl-C, every request goes
-back to --from and the command says why and exits 1.`,
+back to --from and the command says why and exits 1. Only figures
+reported --report-delay after a step began are judged, so each step is
+judged on its own traffic.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Service = args[0]
@@ -49,6 +51,7 @@ back to --from and the command says why and exits 1.`,
 	f.Float64Var(&cfg.MaxSuccessRateDrop, "max-success-rate-drop", 1, "most points --to's success rate may be below --from's")
 	f.DurationVar(&cfg.MaxP99, "max-p99", 500*time.Millisecond, "largest p99 latency of --to (0: not judged)")
 	f.IntVar(&cfg.MinRequests, "min-requests", rollout.DefaultMinRequests, "least requests to --to a step is judged on")
+	f.DurationVar(&cfg.ReportDelay, "report-delay", rollout.DefaultReportDelay, "how long requests take to reach the server's figures (the sidecars' plus the agents' --stats-interval); a step is judged on reports sent this long after it began")
 	_ = cmd.MarkFlagRequired("to")
 	return cmd
 }
