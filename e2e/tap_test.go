@@ -3,6 +3,7 @@ package e2e
 import (
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,3 +105,35 @@ func TestTopShowsBusiestPaths(t *testing.T) {
 		t.Fatalf("/busy (%s requests) not above /quiet (%s):\n%s", busy[1], quiet[1], out)
 	}
 }
+
+// A tap ends with its client, and without its server: a CLI killed
+// mid-tap (no goodbye) has the server stop the tap on the sidecar; a
+// server killed mid-tap leaves nobody to renew it, and the sidecar drops
+// it on its own within the tap's TTL (10 s) (fail safe).
+func TestTapEndsWithoutItsClientOrServer(t *testing.T) {
+	tm := startTrafficMesh(t, &backend{name: "api-v1", version: "v1"})
+	socket := adminv1.AdminSocket(tm.ids.m.DataDir)
+	sidecar := tm.backends["api-v1"].proxy
+
+	cli := harness.Start(t, "sigil", "tap", "api", "--admin-socket", socket)
+	cli.WaitFor(`tapping api\.default: 1 sidecar`, 15*time.Second)
+	first := sidecar.WaitFor(`"msg":"tap started".*"tap_id":"([0-9a-f]+)"`, 5*time.Second)[1]
+	cli.Signal(syscall.SIGKILL)
+	sidecar.WaitFor(`"msg":"tap stopped".*"tap_id":"`+first+`"`, 10*time.Second)
+
+	cli = harness.Start(t, "sigil", "tap", "api", "--admin-socket", socket)
+	cli.WaitFor(`tapping api\.default: 1 sidecar`, 15*time.Second)
+	// The sidecar logged the start before it acknowledged it, and the CLI
+	// printed the acknowledgement: the line is there.
+	started := regexp.MustCompile(`"msg":"tap started".*"tap_id":"([0-9a-f]+)"`).FindAllStringSubmatch(sidecar.Output(), -1)
+	if len(started) != 2 || started[1][1] == first {
+		t.Fatalf("sidecar's tap starts %v, want a second tap besides %s", started, first)
+	}
+	second := started[1][1]
+	tm.ids.m.Server.Signal(syscall.SIGKILL)
+	// The agent or the sidecar, whichever sees the TTL pass first, ends it.
+	sidecar.WaitFor(`"msg":"tap (lapsed: not renewed|stopped)".*"tap_id":"`+second+`"`, tapTTL+5*time.Second)
+}
+
+// tapTTL is package tap's TTL, as the sidecar applies it.
+const tapTTL = 10 * time.Second

@@ -268,7 +268,7 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string,
 		}
 		got = true
 		if c := msg.GetTap(); c != nil {
-			p.taps.control(p, c)
+			p.taps.control(c)
 			continue
 		}
 		snap, err := deltas.Apply(msg.GetDelta())

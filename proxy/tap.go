@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -22,10 +23,11 @@ const tapQueue = 256
 type tapper struct {
 	set *tap.Set
 	out chan *agentv1.TapUp
+	log *slog.Logger
 }
 
-func newTapper(now func() time.Time) *tapper {
-	return &tapper{set: tap.NewSet(now), out: make(chan *agentv1.TapUp, tapQueue)}
+func newTapper(now func() time.Time, log *slog.Logger) *tapper {
+	return &tapper{set: tap.NewSet(now), out: make(chan *agentv1.TapUp, tapQueue), log: log}
 }
 
 // record offers one completed request to the taps. With no tap running it
@@ -65,14 +67,18 @@ func (t *tapper) record(p *Proxy, rec *requestRecord, r *http.Request, start tim
 
 // control takes up a control from the agent; a tap new here is
 // acknowledged up the stream, so the tap's owner knows it runs.
-func (t *tapper) control(p *Proxy, c *agentv1.TapControl) {
+func (t *tapper) control(c *agentv1.TapControl) {
+	held := t.set.Holds(c.GetTapId())
 	started, err := t.set.Apply(c)
 	if err != nil {
-		p.log.Warn("tap refused", "tap_id", c.GetTapId(), "error", err)
+		t.log.Warn("tap refused", "tap_id", c.GetTapId(), "error", err)
 		return
 	}
+	if held && c.GetStop() {
+		t.log.Info("tap stopped", "tap_id", c.GetTapId())
+	}
 	if started {
-		p.log.Info("tap started", "tap_id", c.GetTapId(), "path", c.GetMatch().GetPathPrefix(), "method", c.GetMatch().GetMethod())
+		t.log.Info("tap started", "tap_id", c.GetTapId(), "path", c.GetMatch().GetPathPrefix(), "method", c.GetMatch().GetMethod())
 		select {
 		case t.out <- &agentv1.TapUp{TapId: c.GetTapId(), Msg: &agentv1.TapUp_Started{Started: &agentv1.TapStarted{Sidecars: 1}}}:
 		default:
@@ -84,7 +90,12 @@ func (t *tapper) control(p *Proxy, c *agentv1.TapControl) {
 // the stream's other senders share) until ctx is done or a send fails,
 // then ends every tap: they came on this stream.
 func (t *tapper) pump(ctx context.Context, mu *sync.Mutex, send func(*proxyv1.DiscoveryRequest) error) {
-	defer t.set.Clear()
+	defer func() {
+		if t.set.Active() {
+			t.log.Info("taps stopped: their stream ended", "taps", len(t.set.Controls()))
+		}
+		t.set.Clear()
+	}()
 	expire := time.NewTicker(time.Second)
 	defer expire.Stop()
 	for {
@@ -92,7 +103,9 @@ func (t *tapper) pump(ctx context.Context, mu *sync.Mutex, send func(*proxyv1.Di
 		case <-ctx.Done():
 			return
 		case <-expire.C:
-			t.set.Expire()
+			for _, id := range t.set.Expire() {
+				t.log.Info("tap lapsed: not renewed", "tap_id", id)
+			}
 		case up := <-t.out:
 			mu.Lock()
 			err := send(&proxyv1.DiscoveryRequest{Msg: &proxyv1.DiscoveryRequest_Tap{Tap: up}})

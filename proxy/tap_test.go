@@ -25,7 +25,7 @@ func TestTapSidecarSamplesAndFailsSafe(t *testing.T) {
 	}
 	now := time.Unix(1000, 0)
 	p := &Proxy{log: slog.New(slog.DiscardHandler), names: names, id: &identity{id: spiffeid.RequireFromString("spiffe://example.org/ns/default/sa/api")}}
-	p.taps = newTapper(func() time.Time { return now })
+	p.taps = newTapper(func() time.Time { return now }, p.log)
 	req := httptest.NewRequest("GET", "http://api/orders/1?token=secret-query", nil)
 	req.Header.Set("Authorization", "Bearer secret-xyz")
 	rec := &requestRecord{reporter: reporterDestination, source: "spiffe://example.org/ns/default/sa/web", dest: "spiffe://example.org/ns/default/sa/api",
@@ -36,7 +36,7 @@ func TestTapSidecarSamplesAndFailsSafe(t *testing.T) {
 	if len(p.taps.out) != 0 {
 		t.Fatal("sampled with no tap running")
 	}
-	p.taps.control(p, &agentv1.TapControl{TapId: "t1", Match: &agentv1.TapMatch{Namespace: "default", Service: "api", PathPrefix: "/orders"}, Rate: 10, MaxEvents: 10, TtlMillis: tap.TTL.Milliseconds()})
+	p.taps.control(&agentv1.TapControl{TapId: "t1", Match: &agentv1.TapMatch{Namespace: "default", Service: "api", PathPrefix: "/orders"}, Rate: 10, MaxEvents: 10, TtlMillis: tap.TTL.Milliseconds()})
 	if up := <-p.taps.out; up.GetStarted().GetSidecars() != 1 {
 		t.Fatalf("first message %v, want the tap's start", up)
 	}
@@ -62,7 +62,7 @@ func TestTapSidecarSamplesAndFailsSafe(t *testing.T) {
 	}
 
 	// Not renewed: it lapses on its own.
-	p.taps.control(p, &agentv1.TapControl{TapId: "t2", Match: &agentv1.TapMatch{Service: "api"}, Rate: 10, MaxEvents: 10, TtlMillis: tap.TTL.Milliseconds()})
+	p.taps.control(&agentv1.TapControl{TapId: "t2", Match: &agentv1.TapMatch{Service: "api"}, Rate: 10, MaxEvents: 10, TtlMillis: tap.TTL.Milliseconds()})
 	<-p.taps.out
 	now = now.Add(tap.TTL)
 	record()

@@ -178,7 +178,13 @@ type Set struct {
 	active atomic.Int32
 	mu     sync.Mutex
 	taps   map[string]*held
+	// lapsed are the taps dropped for want of renewal since the last
+	// Expire, whichever call found them lapsed (at most maxLapsed).
+	lapsed []string
 }
+
+// maxLapsed bounds the lapsed taps a Set keeps for Expire.
+const maxLapsed = 4 * MaxTaps
 
 // held is one tap in a Set.
 type held struct {
@@ -269,11 +275,15 @@ func (s *Set) Holds(id string) bool {
 	return s.taps[id] != nil
 }
 
-// Expire drops the taps past their time to live and returns their IDs.
+// Expire drops the taps past their time to live and returns the IDs of
+// every tap that lapsed since the last call (whichever call noticed).
 func (s *Set) Expire() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.expireLocked(s.now())
+	s.expireLocked(s.now())
+	out := s.lapsed
+	s.lapsed = nil
+	return out
 }
 
 // Controls returns the controls of the taps the set holds (to pass on to
@@ -297,18 +307,21 @@ func (s *Set) Clear() {
 	s.active.Store(0)
 }
 
-func (s *Set) expireLocked(now time.Time) []string {
-	var gone []string
+func (s *Set) expireLocked(now time.Time) {
+	gone := false
 	for id, h := range s.taps {
 		if !now.Before(h.expires) {
 			delete(s.taps, id)
-			gone = append(gone, id)
+			if len(s.lapsed) == maxLapsed {
+				s.lapsed = s.lapsed[1:]
+			}
+			s.lapsed = append(s.lapsed, id)
+			gone = true
 		}
 	}
-	if gone != nil {
+	if gone {
 		s.active.Store(int32(len(s.taps)))
 	}
-	return gone
 }
 
 // take charges one event to h if its bucket and count allow.
