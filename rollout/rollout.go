@@ -187,6 +187,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		fmt.Fprintf(r.out, "step %d/%d: %s at %d %%, %s at %d %%; judging after %s\n", i+1, len(r.cfg.Steps), r.cfg.To, w, t.from, 100-w, r.cfg.Interval)
 		reason, err := r.judgeStep(ctx, t.from)
+		if ctx.Err() != nil {
+			return r.rollBack(t, fmt.Sprintf("step %d: interrupted", i+1))
+		}
 		if err != nil {
 			return r.rollBack(t, fmt.Sprintf("step %d: %v", i+1, err))
 		}

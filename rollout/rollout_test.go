@@ -249,3 +249,21 @@ func TestRolloutTargetChoice(t *testing.T) {
 		})
 	}
 }
+
+// An interrupted rollout (Ctrl-C) puts every request back on v1.
+func TestRolloutInterruptedRollsBack(t *testing.T) {
+	f := &fakeMesh{t: t, now: time.Unix(1000, 0), spec: vsSpec, figures: func(int) map[string]adminv1.Golden { return nil }}
+	ctx, cancel := context.WithCancel(t.Context())
+	var out bytes.Buffer
+	r := NewWithClock(config(), f, f, &out, func() time.Time { return f.now }, func(ctx context.Context, d time.Duration) error {
+		cancel()
+		return ctx.Err()
+	})
+	err := r.Run(ctx)
+	if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "step 1: interrupted") {
+		t.Fatalf("Run: %v\n%s", err, out.String())
+	}
+	if !slices.Equal(f.weights, []int{10, 0}) {
+		t.Fatalf("v2 weights applied %v, want [10 0]", f.weights)
+	}
+}

@@ -51,7 +51,7 @@ sidecar whose tap is not renewed stops it on its own.`,
 				return err
 			}
 			w, errw := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			shown := 0
+			shown := -1 // the first status is printed, 0 sidecars included
 			err = c.Tap(cmd.Context(), flags.request(args[0], max), func(line adminv1.TapLine) error {
 				switch {
 				case line.Event != nil && output == "json":
