@@ -82,6 +82,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseCSR -fuzztime 30s ./ca/
 	$(GO) test -run '^$$' -fuzz FuzzValidateEntry -fuzztime 30s ./server/
 	$(GO) test -run '^$$' -fuzz FuzzParseWorkload -fuzztime 30s ./naming/
+	$(GO) test -run '^$$' -fuzz FuzzParseStatQuery -fuzztime 30s ./api/admin/v1/
+	$(GO) test -run '^$$' -fuzz FuzzStoreAdd -fuzztime 30s ./telemetry/window/
 	$(GO) test -run '^$$' -fuzz FuzzReadToken -fuzztime 30s ./agent/svid/
 	$(GO) test -run '^$$' -fuzz FuzzParseBundle -fuzztime 30s ./agent/svid/
 	$(GO) test -run '^$$' -fuzz FuzzParseTCPAndTLS -fuzztime 30s ./traffic/
@@ -102,6 +104,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzGatewaysAndPorts -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzPort -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzCheckRegister -fuzztime 30s ./agent/relay/
+	$(GO) test -run '^$$' -fuzz FuzzMergerAdd -fuzztime 30s ./telemetry/
 	$(GO) test -run '^$$' -fuzz FuzzWriter -fuzztime 30s ./cmd/internal/termsafe/
 	$(GO) test -run '^$$' -fuzz FuzzReceiver -fuzztime 30s ./api/configdelta/
 	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime 30s ./proxy/h1/

@@ -144,17 +144,20 @@ func (h *health) handler() http.Handler {
 // countStats publishes what became of the node's golden metrics (the
 // relay's counts) as counters.
 func (h *health) countStats(counts func() relay.StatsCounts) {
-	h.reg.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "sigil_agent_stats_reports_total", Help: "Intervals of the node's golden metrics reported to the server.",
-			ConstLabels: prometheus.Labels{"result": "sent"},
-		}, func() float64 { return float64(counts().Sent) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "sigil_agent_stats_reports_total", Help: "Intervals of the node's golden metrics reported to the server.",
-			ConstLabels: prometheus.Labels{"result": "dropped"},
-		}, func() float64 { return float64(counts().Dropped) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "sigil_agent_stats_refused_total", Help: "Series and denials from the node's sidecars refused: about another identity than the sidecar's own, or out of bounds.",
-		}, func() float64 { return float64(counts().Refused) }),
-	)
+	// byResult is a counter per result, each read from counts.
+	byResult := func(name, help string, sent, dropped func(relay.StatsCounts) uint64) []prometheus.Collector {
+		var out []prometheus.Collector
+		for result, get := range map[string]func(relay.StatsCounts) uint64{"sent": sent, "dropped": dropped} {
+			out = append(out, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"result": result}},
+				func() float64 { return float64(get(counts())) }))
+		}
+		return out
+	}
+	h.reg.MustRegister(byResult("sigil_agent_stats_reports_total", "Intervals of the node's golden metrics reported to the server, by result (sent, dropped).",
+		func(c relay.StatsCounts) uint64 { return c.Sent }, func(c relay.StatsCounts) uint64 { return c.Dropped })...)
+	h.reg.MustRegister(byResult("sigil_agent_stats_requests_total", "Requests counted in the node's golden metrics, by what became of their interval (sent to the server, dropped).",
+		func(c relay.StatsCounts) uint64 { return c.RequestsSent }, func(c relay.StatsCounts) uint64 { return c.RequestsDropped })...)
+	h.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "sigil_agent_stats_refused_total", Help: "Series and denials from the node's sidecars refused: about another identity than the sidecar's own, or out of bounds.",
+	}, func() float64 { return float64(counts().Refused) }))
 }

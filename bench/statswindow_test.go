@@ -128,7 +128,7 @@ func BenchmarkStatsWindow1000Workloads(b *testing.B) {
 		now = now.Add(window.Resolution)
 		for i, rep := range simReports(r, ws, now.Add(-time.Second)) {
 			series += len(rep.Series)
-			if err := st.Add(agents[i], rep); err != nil {
+			if _, err := st.Add(agents[i], rep); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -78,20 +78,8 @@ func awaitSeries(t *testing.T, admin, name string, want map[string]string, min f
 // which forward them to the server once per interval.
 func TestSidecarMetricsInIstioNames(t *testing.T) {
 	t.Parallel()
-	m := harness.StartMesh(t)
-	m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID)
-	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
-	every := []string{"--stats-interval", "1s"}
-	webAgent, apiAgent := m.StartAgent("node1", every...), m.StartAgent("node2", every...)
-	dir := filepath.Join(m.Dir, "policy")
-	os.MkdirAll(dir, 0o755)
-	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(webToAPIPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, webApp := harness.StartApp(t, "web")
-	_, apiApp := harness.StartApp(t, "api")
-	api := harness.StartProxy(t, apiAgent, "api", apiApp, dir, append(every, "--label", "version=v1")...)
-	web := harness.StartProxy(t, webAgent, "web", webApp, dir, append(every, "--upstream", "api="+api.Inbound+"@"+apiSA)...)
+	p := startReportingPair(t, nil, "--label", "version=v1")
+	webAgent, apiAgent, web, api := p.webAgent, p.apiAgent, p.web, p.api
 
 	const allowed, denied = 20, 5
 	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: web.Outbound})}}
@@ -190,10 +178,87 @@ func TestSidecarMetricsInIstioNames(t *testing.T) {
 	for _, admin := range []string{web.Admin, api.Admin} {
 		awaitSeries(t, admin, "sigil_stats_reports_total", map[string]string{"result": "sent"}, 1, 20*time.Second)
 	}
+	// Each agent forwarded every request its sidecar counted, once: web's
+	// as source, api's as destination (sent, or dropped where the server
+	// does not take them).
 	for _, a := range []*harness.AgentProc{webAgent, apiAgent} {
 		awaitSeries(t, a.Admin, "sigil_agent_stats_reports_total", nil, 1, 20*time.Second)
+		if got := awaitSeries(t, a.Admin, "sigil_agent_stats_requests_total", nil, allowed+denied, 20*time.Second); got != allowed+denied {
+			t.Errorf("agent forwarded %v requests, want %d", got, allowed+denied)
+		}
 		if got := sumSeries(t, a.Admin, "sigil_agent_stats_refused_total", nil); got != 0 {
 			t.Errorf("agent refused %v of its own sidecar's series", got)
+		}
+	}
+}
+
+// TestCutResponsesCountAsFailures: a response cut off mid-body (the app
+// closes its connection before the Content-Length it announced) is reset
+// towards the caller, and both sidecars count it as a failed request
+// (response_flags UR, Envoy's upstream reset, where the response had
+// begun), not as a success and not left uncounted.
+func TestCutResponsesCountAsFailures(t *testing.T) {
+	t.Parallel()
+	app, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	go http.Serve(app, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/cut" {
+			io.WriteString(w, "whole\n")
+			return
+		}
+		c, bw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		bw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly a part")
+		bw.Flush()
+		c.Close()
+	}))
+	m := harness.StartMesh(t)
+	m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID)
+	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
+	webAgent, apiAgent := m.StartAgent("node1"), m.StartAgent("node2")
+	dir := filepath.Join(m.Dir, "policy")
+	os.MkdirAll(dir, 0o755)
+	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(webToAPIPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, webApp := harness.StartApp(t, "web")
+	api := harness.StartProxy(t, apiAgent, "api", app.Addr().String(), dir)
+	web := harness.StartProxy(t, webAgent, "web", webApp, dir, "--upstream", "api="+api.Inbound+"@"+apiSA)
+
+	const cut = 3
+	for range cut {
+		// The caller sees a reset or a 503; what this test reads is what
+		// the sidecars counted.
+		if code, _, err := runCurl("-x", "http://"+web.Outbound, "http://api/cut"); code == 200 && err == nil {
+			t.Errorf("a cut response reached the caller as a whole 200")
+		}
+	}
+	if code, body := curl(t, "-x", "http://"+web.Outbound, "http://api/whole"); code != 200 {
+		t.Fatalf("whole: %d %s", code, body)
+	}
+	// The callee's sidecar saw the app's response break off: UR. The
+	// caller's saw its peer reset the exchange before any response
+	// reached it (the callee's sidecar had not flushed the head): a 503
+	// with UF, or UR where the head had gone out. A failure either way.
+	reset := map[string]string{"reporter": "destination", "destination_service_name": "api", "response_flags": "UR"}
+	if got := awaitSeries(t, api.Admin, "sigil_requests_total", reset, cut, 10*time.Second); got != cut {
+		t.Errorf("destination: %v requests counted as reset, want %d", got, cut)
+	}
+	src := func(flags string) float64 {
+		return sumSeries(t, web.Admin, "sigil_requests_total", map[string]string{"reporter": "source", "destination_service_name": "api", "response_flags": flags})
+	}
+	if got := src("UR") + src("UF"); got != cut {
+		t.Errorf("source: %v requests counted as reset or failed, want %d", got, cut)
+	}
+	for _, c := range []struct{ admin, reporter string }{{api.Admin, "destination"}, {web.Admin, "source"}} {
+		whole := map[string]string{"reporter": c.reporter, "destination_service_name": "api", "response_flags": "-", "response_code": "200"}
+		if got := sumSeries(t, c.admin, "sigil_requests_total", whole); got != 1 {
+			t.Errorf("%s: %v whole requests, want 1", c.reporter, got)
 		}
 	}
 }

@@ -324,6 +324,22 @@ func TestProxyGRPC(t *testing.T) {
 	if _, err := client.List(ctx, &healthpb.HealthListRequest{}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("List (not allowed): %v", err)
 	}
+	// Both sidecars count each call by its gRPC status (trailers, or the
+	// headers of a trailers-only answer); a denial is UAEX where it
+	// happened. A metric is counted as the handler ends, just after the
+	// client has its answer: awaited.
+	for _, c := range []struct {
+		admin string
+		want  map[string]string
+	}{
+		{mp.web.Admin, map[string]string{"reporter": "source", "request_protocol": "grpc", "grpc_response_status": "0", "destination_principal": grpcSA}},
+		{mp.web.Admin, map[string]string{"reporter": "source", "request_protocol": "grpc", "grpc_response_status": "5"}},
+		{mp.web.Admin, map[string]string{"reporter": "source", "request_protocol": "grpc", "grpc_response_status": "7"}},
+		{mp.rpc.Admin, map[string]string{"reporter": "destination", "request_protocol": "grpc", "grpc_response_status": "5", "source_principal": webSA}},
+		{mp.rpc.Admin, map[string]string{"reporter": "destination", "request_protocol": "grpc", "grpc_response_status": "7", "response_flags": "UAEX"}},
+	} {
+		awaitSeries(t, c.admin, "sigil_requests_total", c.want, 1, 10*time.Second)
+	}
 }
 
 // SIGTERM drains: a request in flight when the sidecar is told to stop

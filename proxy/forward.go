@@ -62,6 +62,12 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.p.observe(o.record(rec, naming.Service{}, unknownService, proto), r, start, "")
 		return
 	}
+	defer func() {
+		if v := recover(); v != nil {
+			o.p.observeAborted(rec, func(w *statusRecorder) requestRecord { return o.record(w, svc, "", proto) }, r, start)
+			panic(v)
+		}
+	}()
 	// Before the sidecar adds headers of its own (trace context, route
 	// headers), so the app's Connection header cannot remove them.
 	if err := takeConnectionOptions(r.Header); err != nil {
@@ -95,11 +101,11 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // zero, for host (an outside host a DestinationRule names, or
 // unknownService). A service the mesh does not know (no endpoints, no
 // routes) counts as unknownService: the app's hosts must not mint series.
-func (o *outbound) record(w *statusRecorder, svc naming.Service, host, proto string) *requestRecord {
+func (o *outbound) record(w *statusRecorder, svc naming.Service, host, proto string) requestRecord {
 	if !svc.IsZero() && o.metricService(svc) == unknownService {
 		svc, host = naming.Service{}, unknownService
 	}
-	rec := &requestRecord{reporter: reporterSource, source: o.p.id.id.String(), dest: w.peer.String(), service: svc, host: host,
+	rec := requestRecord{reporter: reporterSource, source: o.p.id.id.String(), dest: w.peer.String(), service: svc, host: host,
 		subset: w.subset, route: w.route, protocol: proto, code: w.status(), flags: cmp.Or(w.flags, flagNone)}
 	if proto == policy.ProtocolGRPC {
 		rec.grpcStatus = grpcStatusOfResponse(w.Header())

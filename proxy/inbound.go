@@ -160,6 +160,12 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, r, http.StatusForbidden, "sigil: no peer identity")
 		return
 	}
+	defer func() {
+		if v := recover(); v != nil {
+			in.p.observeAborted(rec, func(w *statusRecorder) requestRecord { return in.record(w, peer.id, protocolOf(r)) }, r, start)
+			panic(v)
+		}
+	}()
 	// First, before the sidecar adds the caller's identity and trace
 	// context: a Connection header may not remove what the sidecar sets.
 	if err := takeConnectionOptions(r.Header); err != nil {
@@ -217,8 +223,8 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // record is the record of an inbound request from peer: reported by the
 // destination, for this sidecar's own service and identity.
-func (in *inbound) record(w *statusRecorder, peer, proto string) *requestRecord {
-	rec := &requestRecord{reporter: reporterDestination, source: peer, dest: in.p.id.id.String(), service: in.self(),
+func (in *inbound) record(w *statusRecorder, peer, proto string) requestRecord {
+	rec := requestRecord{reporter: reporterDestination, source: peer, dest: in.p.id.id.String(), service: in.self(),
 		protocol: proto, code: w.status(), flags: cmp.Or(w.flags, flagNone)}
 	if proto == policy.ProtocolGRPC {
 		rec.grpcStatus = grpcStatusOfResponse(w.Header())

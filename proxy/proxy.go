@@ -264,10 +264,10 @@ type accessRecord struct {
 
 // observe counts a finished request (metrics, golden metrics) and writes
 // its access log line.
-func (p *Proxy) observe(rec *requestRecord, r *http.Request, start time.Time, decisionID string) {
+func (p *Proxy) observe(rec requestRecord, r *http.Request, start time.Time, decisionID string) {
 	d := time.Since(start)
-	p.metrics.request(rec, d)
-	p.taps.record(p, rec, r, start, d)
+	p.metrics.request(&rec, d)
+	p.taps.record(p, &rec, r, start, d)
 	if p.access.w == nil {
 		return
 	}

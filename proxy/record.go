@@ -28,6 +28,7 @@ const (
 	flagOverflow      = "UO"   // the DestinationRule's connection pool was full
 	flagTimeout       = "UT"   // the upstream did not answer in time
 	flagUpstreamFail  = "UF"   // the upstream (peer sidecar or app) failed or was unreachable
+	flagUpstreamReset = "UR"   // the upstream's response broke off mid-body; the caller's was reset
 	flagFaultAbort    = "FI"   // fault injection aborted it
 	flagFaultDelay    = "DI"   // fault injection delayed it
 	flagUnauthorized  = "UAEX" // the policy denied it (Envoy's flag for an external authorizer's deny, as OPA-Envoy reports)
@@ -93,10 +94,18 @@ func grpcStatusOfResponse(h http.Header) string {
 }
 
 // failed says whether a request counts as a failure in golden metrics:
-// a 5xx, or a gRPC status other than OK (Linkerd's and Istio's success
-// rate count the same way).
+// a 5xx, a gRPC status other than OK (Linkerd's and Istio's success rate
+// count the same way), or a response cut off before its end.
 func (r *requestRecord) failed() bool {
-	return r.code >= 500 || r.grpcStatus != "" && r.grpcStatus != "0"
+	return r.code >= 500 || r.grpcStatus != "" && r.grpcStatus != "0" || r.flags == flagUpstreamReset
+}
+
+// observeAborted counts a request whose handler panicked: the response
+// was cut off (http.ErrAbortHandler resets the caller's stream or
+// connection), so it counts as reset. Its caller re-panics.
+func (p *Proxy) observeAborted(w *statusRecorder, record func(*statusRecorder) requestRecord, r *http.Request, start time.Time) {
+	w.flags = flagUpstreamReset
+	p.observe(record(w), r, start, "")
 }
 
 // workloadOf splits a principal for the workload labels: a

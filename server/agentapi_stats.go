@@ -51,7 +51,7 @@ func (s *Server) acceptStats(ctx context.Context, agent string, req *agentv1.Sta
 		return status.Error(codes.Unavailable, err.Error())
 	}
 	allowed := allowedServices(entries)
-	kept := &agentv1.StatsReport{EndUnixNanos: req.GetEndUnixNanos(), IntervalMillis: req.GetIntervalMillis()}
+	kept := &agentv1.StatsReport{EndUnixNanos: req.GetEndUnixNanos(), IntervalMillis: req.GetIntervalMillis(), Overflow: req.GetOverflow()}
 	dropped := 0
 	for _, se := range req.GetSeries() {
 		k := se.GetKey()
@@ -86,11 +86,20 @@ func (s *Server) acceptStats(ctx context.Context, agent string, req *agentv1.Sta
 	if dropped > 0 {
 		s.log.Warn("stats report: dropped what the agent may not speak for", "agent_id", agent, "dropped", dropped)
 	}
-	if err := s.stats.Add(agent, kept); err != nil {
+	full, err := s.stats.Add(agent, kept)
+	if err != nil {
 		if errors.Is(err, window.ErrBadReport) {
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
 		return status.Error(codes.Internal, err.Error())
+	}
+	if full > 0 {
+		// Once a minute at most: a full window stays full while the
+		// traffic that filled it lasts.
+		now := s.now().Unix()
+		if last := s.statsFullWarned.Load(); now-last >= 60 && s.statsFullWarned.CompareAndSwap(last, now) {
+			s.log.Warn("stats window full: series of new keys dropped", "agent_id", agent, "dropped", full, "max_keys", s.cfg.StatsMaxKeys)
+		}
 	}
 	return nil
 }

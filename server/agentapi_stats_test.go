@@ -62,7 +62,7 @@ func TestStatsReportTrustsAgentForItsNode(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	s := statsServer(t, &now)
 	ctx := context.Background()
-	rep := &agentv1.StatsReport{EndUnixNanos: now.UnixNano(), IntervalMillis: 10000,
+	rep := &agentv1.StatsReport{EndUnixNanos: now.UnixNano(), IntervalMillis: 10000, Overflow: 4,
 		Series: []*agentv1.StatsSeries{
 			// Its reviews sidecar served productpage: kept.
 			statsSeries(window.ReporterDestination, statsPage, statsReviews, "reviews", 10, 1),
@@ -92,6 +92,9 @@ func TestStatsReportTrustsAgentForItsNode(t *testing.T) {
 		resp, err := s.stats.Stats(ctx, adminv1.StatQuery{Kind: kind})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if resp.Overflow != 4 {
+			t.Errorf("%s: overflow %d, want the report's 4", kind, resp.Overflow)
 		}
 		var got []string
 		for _, r := range resp.Rows {

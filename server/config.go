@@ -9,6 +9,7 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/telemetry/window"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -33,6 +34,9 @@ type Config struct {
 	// (--max-config-bytes). Zero takes the default.
 	MaxResourceBytes int64
 	MaxConfigBytes   int64
+	// StatsMaxKeys bounds the distinct keys of golden metrics the server's
+	// window holds (--stats-max-keys); 0 takes window.DefaultMaxKeys.
+	StatsMaxKeys int
 }
 
 // Defaults for Config, as DESIGN.md fixes them.
@@ -42,6 +46,11 @@ const (
 	DefaultJWTTTL  = 5 * time.Minute
 	// MinSVIDTTL is the shortest SVID life accepted; tests use 20s.
 	MinSVIDTTL = 10 * time.Second
+	// DefaultStatsMaxKeys is --stats-max-keys' default.
+	DefaultStatsMaxKeys = window.DefaultMaxKeys
+	// MaxStatsMaxKeys is the largest --stats-max-keys: memory grows with
+	// the keys held (bench/README.md, "Golden-metrics window").
+	MaxStatsMaxKeys = 1_000_000
 )
 
 // checked is a Config that passed Validate, with values parsed.
@@ -95,6 +104,12 @@ func (c Config) Validate() (*checked, error) {
 	}
 	if out.MaxConfigBytes < out.MaxResourceBytes {
 		errs = append(errs, fmt.Errorf("--max-config-bytes %d: must be at least --max-resource-bytes (%d)", out.MaxConfigBytes, out.MaxResourceBytes))
+	}
+	if out.StatsMaxKeys == 0 {
+		out.StatsMaxKeys = DefaultStatsMaxKeys
+	}
+	if out.StatsMaxKeys < 1 || out.StatsMaxKeys > MaxStatsMaxKeys {
+		errs = append(errs, fmt.Errorf("--stats-max-keys %d: want 1 to %d", out.StatsMaxKeys, MaxStatsMaxKeys))
 	}
 	if (c.UpstreamCert == "") != (c.UpstreamKey == "") {
 		errs = append(errs, errors.New("--upstream-cert and --upstream-key go together"))

@@ -63,7 +63,8 @@ type Server struct {
 
 	// stats is the golden-metrics window agents report into
 	// (agentapi_stats.go); memory only, a restart empties it.
-	stats *window.Store
+	stats           *window.Store
+	statsFullWarned atomic.Int64 // Unix seconds of the last "window full" warning
 
 	refusedMu   sync.Mutex
 	refusedSeen map[string]bool // endpoint refusals already audited
@@ -111,7 +112,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	stats, err := window.New(window.Config{})
+	stats, err := window.New(window.Config{MaxKeys: c.StatsMaxKeys})
 	if err != nil {
 		return err
 	}

@@ -57,11 +57,11 @@ func TestValidateEntry(t *testing.T) {
 }
 
 func TestConfigValidateNamesEveryFlag(t *testing.T) {
-	_, err := Config{TrustDomain: "Not A Domain", Bind: "nope", DefaultX509TTL: time.Second, DefaultJWTTTL: time.Second, UpstreamCert: "x"}.Validate()
+	_, err := Config{TrustDomain: "Not A Domain", Bind: "nope", DefaultX509TTL: time.Second, DefaultJWTTTL: time.Second, UpstreamCert: "x", StatsMaxKeys: -1}.Validate()
 	if err == nil {
 		t.Fatal("accepted")
 	}
-	for _, flag := range []string{"--data-dir", "--trust-domain", "--bind", "--default-x509-ttl", "--default-jwt-ttl", "--upstream-cert and --upstream-key"} {
+	for _, flag := range []string{"--data-dir", "--trust-domain", "--bind", "--default-x509-ttl", "--default-jwt-ttl", "--upstream-cert and --upstream-key", "--stats-max-keys -1: want 1 to 1000000"} {
 		if !strings.Contains(err.Error(), flag) {
 			t.Errorf("error does not name %s: %v", flag, err)
 		}

@@ -175,11 +175,35 @@ func (m *Merger) series() []*agentv1.StatsSeries {
 	return out
 }
 
+// MaxSeriesBytes bounds the encoded series of one report, sidecar's or
+// agent's, well under gRPC's 4 MiB message limit (the rest of a report,
+// denials and proxies, is small and bounded): series past it are left
+// out and counted as overflow, so a report is never refused for its size.
+const MaxSeriesBytes = 2 << 20
+
+// trim leaves out the series past MaxSeriesBytes, in order, counting
+// their requests and connections in the report's overflow.
+func trim(rep *agentv1.StatsReport) {
+	size := 0
+	for i, s := range rep.Series {
+		size += proto.Size(s) + 4 // the field's tag and length
+		if size <= MaxSeriesBytes {
+			continue
+		}
+		for _, left := range rep.Series[i:] {
+			rep.Overflow += left.GetRequests() + left.GetTcpOpened()
+		}
+		rep.Series = rep.Series[:i]
+		return
+	}
+}
+
 // Take returns what m holds as the report of the interval of length
 // interval ending at end, and empties m.
 func (m *Merger) Take(end time.Time, interval time.Duration) *agentv1.StatsReport {
 	rep := &agentv1.StatsReport{EndUnixNanos: end.UnixNano(), IntervalMillis: interval.Milliseconds(),
 		Series: m.series(), Overflow: m.overflow, DenialsDropped: m.denialsDropped}
+	trim(rep)
 	sort.SliceStable(m.denials, func(i, j int) bool { return m.denials[i].GetUnixNanos() < m.denials[j].GetUnixNanos() })
 	rep.Denials = m.denials
 	ids := make([]string, 0, len(m.proxies))

@@ -3,10 +3,12 @@ package telemetry
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 func series(svc string, buckets map[uint32]uint64, failures uint64) *agentv1.StatsSeries {
@@ -94,5 +96,37 @@ func TestMergerCapsKeysAndDenials(t *testing.T) {
 	}
 	if len(out.Denials) != MaxDenials || out.DenialsDropped != 3 || out.Denials[0].DecisionId != "3" {
 		t.Errorf("%d denials from %s (%d dropped), want %d from 3 (3 dropped)", len(out.Denials), out.Denials[0].DecisionId, out.DenialsDropped, MaxDenials)
+	}
+}
+
+// TestReportsStayUnderTheMessageLimit: however many keys, and however
+// long their names, a report's series stay under MaxSeriesBytes (gRPC
+// refuses a message over 4 MiB, which would cost the whole interval);
+// what is left out counts as overflow.
+func TestReportsStayUnderTheMessageLimit(t *testing.T) {
+	long := strings.Repeat("x", MaxKeyName)
+	m := Merger{Max: 100000}
+	var sent uint64
+	for i := range 6000 {
+		k := Key{Reporter: "source", SourcePrincipal: "spiffe://td/" + strings.Repeat("p", 1000), DestinationService: fmt.Sprint(i), Route: long, DestinationSubset: long}
+		s := series("x", map[uint32]uint64{1: 1, 5: 2, 60: 3}, 0)
+		s.Key = k.Proto()
+		sent += s.Requests
+		if err := m.Add(&agentv1.StatsReport{Series: []*agentv1.StatsSeries{s}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep := m.Take(t0, time.Second)
+	size := 0
+	var counted uint64
+	for _, s := range rep.Series {
+		size += proto.Size(s)
+		counted += s.Requests
+	}
+	if size > MaxSeriesBytes || proto.Size(rep) >= 4<<20 {
+		t.Errorf("series of %d bytes (report %d), want at most %d", size, proto.Size(rep), MaxSeriesBytes)
+	}
+	if counted+rep.Overflow != sent || rep.Overflow == 0 {
+		t.Errorf("%d requests in series + %d overflow, want %d in all, some overflowing", counted, rep.Overflow, sent)
 	}
 }

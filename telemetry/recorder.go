@@ -234,6 +234,7 @@ func (r *Recorder) Swap(now time.Time) *agentv1.StatsReport {
 	}
 	rep.Series = mergeSeries(rep.Series)
 	rep.Overflow = r.overflow.Swap(0)
+	trim(rep)
 
 	r.denialMu.Lock()
 	for i := range r.nDenials {

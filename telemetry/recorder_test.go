@@ -173,3 +173,20 @@ func TestRecorderRecordsWithoutAllocating(t *testing.T) {
 		t.Errorf("%v allocations per request, want 0", n)
 	}
 }
+
+// TestBucketIsTheFirstBoundAtOrAbove: the table search puts a value just
+// above a bound in the next bucket, and values past the last bound in the
+// last bucket.
+func TestBucketIsTheFirstBoundAtOrAbove(t *testing.T) {
+	for i := range NumBuckets - 1 {
+		if got := Bucket(UpperBound(i) + 1); got != i+1 {
+			t.Errorf("Bucket(UpperBound(%d)+1) = %d, want %d", i, got, i+1)
+		}
+	}
+	if got := Bucket(UpperBound(NumBuckets-1) * 10); got != NumBuckets-1 {
+		t.Errorf("Bucket past the last bound = %d, want %d", got, NumBuckets-1)
+	}
+	if got := Bucket(-time.Second); got != 0 {
+		t.Errorf("Bucket(-1s) = %d, want 0", got)
+	}
+}

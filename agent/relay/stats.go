@@ -20,6 +20,8 @@ type nodeStats struct {
 	refused atomic.Uint64 // series and denials refused from sidecars
 	sent    atomic.Uint64 // intervals the server took
 	dropped atomic.Uint64 // intervals lost: the server failed or was away
+
+	requestsSent, requestsDropped atomic.Uint64 // the requests those intervals counted
 }
 
 // StatsCounts are what became of the node's golden metrics since start.
@@ -31,11 +33,16 @@ type StatsCounts struct {
 	// Sent and Dropped count intervals: reported to the server, or lost
 	// because the server did not take them (never retried, never queued).
 	Sent, Dropped uint64
+	// RequestsSent and RequestsDropped count the requests those
+	// intervals' series counted: what the server's figures cover, and
+	// what they miss.
+	RequestsSent, RequestsDropped uint64
 }
 
 // StatsCounts reports the counts since the relay started.
 func (r *Relay) StatsCounts() StatsCounts {
-	return StatsCounts{Refused: r.stats.refused.Load(), Sent: r.stats.sent.Load(), Dropped: r.stats.dropped.Load()}
+	return StatsCounts{Refused: r.stats.refused.Load(), Sent: r.stats.sent.Load(), Dropped: r.stats.dropped.Load(),
+		RequestsSent: r.stats.requestsSent.Load(), RequestsDropped: r.stats.requestsDropped.Load()}
 }
 
 // addStats merges a report from sidecar p. A sidecar speaks for its own
@@ -105,11 +112,16 @@ func (r *Relay) ReportStats(ctx context.Context, tick <-chan time.Time, interval
 		if len(rep.Series) == 0 && len(rep.Denials) == 0 && len(rep.Proxies) == 0 {
 			continue
 		}
+		var requests uint64
+		for _, s := range rep.Series {
+			requests += s.GetRequests()
+		}
 		callCtx, cancel := context.WithTimeout(ctx, interval)
 		err := send(callCtx, rep)
 		cancel()
 		if err != nil {
 			r.stats.dropped.Add(1)
+			r.stats.requestsDropped.Add(requests)
 			if !failing && ctx.Err() == nil {
 				r.log.Warn("golden metrics not taken by the server; dropping intervals until it takes one", "error", err)
 			}
@@ -117,6 +129,7 @@ func (r *Relay) ReportStats(ctx context.Context, tick <-chan time.Time, interval
 			continue
 		}
 		r.stats.sent.Add(1)
+		r.stats.requestsSent.Add(requests)
 		if failing {
 			r.log.Info("golden metrics reach the server again")
 		}

@@ -129,8 +129,8 @@ func TestAgentStatsMergeSidecarsAndReportOncePerInterval(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if c := r.StatsCounts(); c.Sent != 2 || c.Dropped != 0 {
-		t.Errorf("counts %+v, want 2 sent", c)
+	if c := r.StatsCounts(); c.Sent != 2 || c.Dropped != 0 || c.RequestsSent != 100 {
+		t.Errorf("counts %+v, want 2 intervals and 100 requests sent", c)
 	}
 }
 
@@ -167,8 +167,8 @@ func TestAgentStatsDropIntervalsWhileTheServerIsDown(t *testing.T) {
 	if err := <-results; err != nil {
 		t.Fatalf("report after the outage: %v", err)
 	}
-	if c := r.StatsCounts(); c.Dropped != 1 || c.Sent != 1 {
-		t.Errorf("counts %+v, want 1 dropped, 1 sent", c)
+	if c := r.StatsCounts(); c.Dropped != 1 || c.Sent != 1 || c.RequestsDropped != 7 || c.RequestsSent != 2 {
+		t.Errorf("counts %+v, want 1 interval (7 requests) dropped, 1 (2 requests) sent", c)
 	}
 	select {
 	case rep := <-srv.got:

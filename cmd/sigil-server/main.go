@@ -56,6 +56,7 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.UpstreamKey, "upstream-key", "", "PEM key of --upstream-cert's first certificate")
 	f.Int64Var(&cfg.MaxResourceBytes, "max-resource-bytes", server.DefaultMaxResourceBytes, "largest configuration resource accepted, encoded, in bytes (at most 2 MiB)")
 	f.Int64Var(&cfg.MaxConfigBytes, "max-config-bytes", server.DefaultMaxConfigBytes, "largest total configuration accepted, encoded, in bytes")
+	f.IntVar(&cfg.StatsMaxKeys, "stats-max-keys", server.DefaultStatsMaxKeys, "most distinct golden-metric keys (reporter, identities, service, subset, route, protocol) the server's 15-minute window holds; series of further keys are dropped (memory grows with it: see bench/README.md)")
 	f.StringVar(&cfg.KMS, "kms", "softkms:", "key manager URI (go.step.sm/crypto kms); softkms keeps 0600 key files in the data dir")
 	logger = logflag.Register(cmd)
 	return cmd

@@ -59,6 +59,13 @@ one service (a SPIFFE ID for workloads).`,
 			if err != nil {
 				return err
 			}
+			if resp.Overflow > 0 && output != "json" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "Warning: %d requests and connections of the window were counted in no series (a sidecar or agent held its cap of keys): the figures are short by up to that many.\n", resp.Overflow)
+			}
+			if len(resp.Rows) == 0 && output != "json" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "No traffic reported in the last %v.\n", resp.Window)
+				return nil
+			}
 			return printStats(cmd.OutOrStdout(), output, q.Namespace == "", resp)
 		},
 	}
@@ -145,7 +152,7 @@ func printStats(w io.Writer, output string, allNamespaces bool, resp adminv1.Sta
 	for _, r := range resp.Rows {
 		var f []string
 		if allNamespaces {
-			f = append(f, termsafe.Field(r.Namespace))
+			f = append(f, orDash(termsafe.Field(r.Namespace))) // "": a host outside the mesh
 		}
 		f = append(f, termsafe.Field(r.Name))
 		switch kind {
@@ -169,7 +176,7 @@ func printEdges(w io.Writer, output string, resp adminv1.EdgesResponse) error {
 	fmt.Fprintln(tw, "SRC\tDST_SERVICE\tDST\tSUCCESS\tRPS\tLATENCY_P99")
 	for _, e := range resp.Edges {
 		g := golden(e.Golden, false)
-		fmt.Fprintf(tw, "%s\t%s.%s\t%s\t%s\t%s\t%s\n", orDash(termsafe.Field(e.Source)), termsafe.Field(e.DestinationService), termsafe.Field(e.DestinationNamespace),
+		fmt.Fprintf(tw, "%s\t%s.%s\t%s\t%s\t%s\t%s\n", orDash(termsafe.Field(e.Source)), termsafe.Field(e.DestinationService), orDash(termsafe.Field(e.DestinationNamespace)),
 			termsafe.Field(e.Destination), g[0], g[1], g[4])
 	}
 	return tw.Flush()

@@ -91,6 +91,36 @@ func TestStatOutput(t *testing.T) {
 	}
 }
 
+// With nothing reported, the table says so instead of printing a bare
+// header; JSON stays JSON.
+func TestStatNoTraffic(t *testing.T) {
+	for _, tc := range []struct {
+		args           []string
+		stdout, stderr string
+	}{
+		{[]string{"stat"}, "", "No traffic reported in the last 1m0s.\n"},
+		{[]string{"stat", "-o", "json"}, `"rows": []`, ""},
+		{[]string{"stat", "--window", "20s"}, "", "Warning: 3 requests and connections of the window were counted in no series"},
+	} {
+		resp := adminv1.StatResponse{Window: time.Minute, Rows: []adminv1.StatRow{}}
+		if tc.args[len(tc.args)-1] == "20s" {
+			resp.Overflow = 3
+		}
+		client, _ := fakeAdmin(t, resp, adminv1.EdgesResponse{})
+		root := newRootForTest(client)
+		var out, errOut bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&errOut)
+		root.SetArgs(tc.args)
+		if err := root.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), tc.stdout) || !strings.HasPrefix(errOut.String(), tc.stderr) {
+			t.Errorf("%v: stdout %q stderr %q, want %q and %q", tc.args, out.String(), errOut.String(), tc.stdout, tc.stderr)
+		}
+	}
+}
+
 // Bad input is refused before the server is asked, naming what was wrong.
 func TestStatRefusesBadInput(t *testing.T) {
 	for _, tc := range []struct {

@@ -35,6 +35,7 @@ type span struct {
 	first, last int64
 	seconds     float64
 	window      time.Duration
+	end         time.Time
 }
 
 // checkWindow applies a query's window: 0 means DefaultQueryWindow;
@@ -47,7 +48,7 @@ func (s *Store) checkWindow(w time.Duration) (span, error) {
 		return span{}, fmt.Errorf("%w: window %v is not a multiple of %v between %v and %v", ErrBadQuery, w, Resolution, Resolution, s.Span())
 	}
 	cur := slotNumber(s.now())
-	sp := span{first: cur - int64(w/Resolution), last: cur - 1, window: w}
+	sp := span{first: cur - int64(w/Resolution), last: cur - 1, window: w, end: time.Unix(0, cur*int64(Resolution)).UTC()}
 	// Before the store started there was nothing to count: the rate is
 	// over the time it has been listening.
 	from := time.Unix(0, sp.first*int64(Resolution))
@@ -108,11 +109,11 @@ func (s *Store) eachSidecar(sp span, fn func(sc *Sidecar)) {
 }
 
 func (a *acc) add(c *counts) {
-	a.requests += c.requests
-	a.failures += c.failures
-	a.tcpOpened += c.tcpOpened
-	a.bytesSent += c.bytesSent
-	a.bytesReceived += c.bytesReceived
+	a.requests = satAdd(a.requests, c.requests)
+	a.failures = min(satAdd(a.failures, c.failures), a.requests)
+	a.tcpOpened = satAdd(a.tcpOpened, c.tcpOpened)
+	a.bytesSent = satAdd(a.bytesSent, c.bytesSent)
+	a.bytesReceived = satAdd(a.bytesReceived, c.bytesReceived)
 	c.addTo(&a.hist)
 }
 
@@ -198,7 +199,12 @@ func (s *Store) Stats(ctx context.Context, q adminv1.StatQuery) (adminv1.StatRes
 	if kind == adminv1.StatService || kind == adminv1.StatWorkload {
 		s.addIdle(sp, kind, q, rows)
 	}
-	out := adminv1.StatResponse{Window: sp.window, Resolution: Resolution, Rows: make([]adminv1.StatRow, 0, len(rows))}
+	out := adminv1.StatResponse{Window: sp.window, Resolution: Resolution, End: sp.end, Rows: make([]adminv1.StatRow, 0, len(rows))}
+	for n := sp.first; n <= sp.last; n++ {
+		if sl := &s.slots[n%int64(len(s.slots))]; sl.n == n {
+			out.Overflow = satAdd(out.Overflow, sl.overflow)
+		}
+	}
 	for rk, a := range rows {
 		row := adminv1.StatRow{Kind: kind, Namespace: rk.namespace, Name: rk.service, Subset: rk.subset, Route: rk.route, Golden: a.golden(sp.seconds)}
 		row.Meshed = byService[rk.namespace+"/"+rk.service]
@@ -261,7 +267,7 @@ func (s *Store) Edges(ctx context.Context, q adminv1.StatQuery) (adminv1.EdgesRe
 		}
 		a.add(c)
 	})
-	out := adminv1.EdgesResponse{Window: sp.window, Edges: make([]adminv1.Edge, 0, len(edges))}
+	out := adminv1.EdgesResponse{Window: sp.window, End: sp.end, Edges: make([]adminv1.Edge, 0, len(edges))}
 	for rk, a := range edges {
 		out.Edges = append(out.Edges, adminv1.Edge{Source: rk.source, DestinationNamespace: rk.namespace, DestinationService: rk.service, Destination: rk.workload, Golden: a.golden(sp.seconds)})
 	}

@@ -32,11 +32,11 @@ func (c *counts) reset() { *c = counts{hist: c.hist[:0]} }
 
 // addSeries adds a validated series (ValidateReport) to c.
 func (c *counts) addSeries(se *agentv1.StatsSeries) {
-	c.requests += se.GetRequests()
-	c.failures += se.GetFailures()
-	c.tcpOpened += se.GetTcpOpened()
-	c.bytesSent += se.GetBytesSent()
-	c.bytesReceived += se.GetBytesReceived()
+	c.requests = satAdd(c.requests, se.GetRequests())
+	c.failures = satAdd(c.failures, se.GetFailures())
+	c.tcpOpened = satAdd(c.tcpOpened, se.GetTcpOpened())
+	c.bytesSent = satAdd(c.bytesSent, se.GetBytesSent())
+	c.bytesReceived = satAdd(c.bytesReceived, se.GetBytesReceived())
 	counts := se.GetBucketCount()
 	for i, b := range se.GetBucketIndex() {
 		c.addBucket(uint8(b), counts[i])
@@ -49,7 +49,7 @@ func (c *counts) addBucket(b uint8, n uint64) {
 	}
 	i, found := slices.BinarySearchFunc(c.hist, b, func(e bucketCount, b uint8) int { return int(e.bucket) - int(b) })
 	if found {
-		c.hist[i].n += n
+		c.hist[i].n = satAdd(c.hist[i].n, n)
 		return
 	}
 	c.hist = slices.Insert(c.hist, i, bucketCount{bucket: b, n: n})
@@ -96,7 +96,16 @@ func (c *counts) decode(src []byte) int {
 func (c *counts) addTo(dense *[telemetry.NumBuckets]uint64) {
 	for _, e := range c.hist {
 		if int(e.bucket) < telemetry.NumBuckets {
-			dense[e.bucket] += e.n
+			dense[e.bucket] = satAdd(dense[e.bucket], e.n)
 		}
 	}
+}
+
+// satAdd is a+b, or the largest uint64 where that would wrap: a count
+// that saturates stays wrong in one direction, never wraps to small.
+func satAdd(a, b uint64) uint64 {
+	if a > ^uint64(0)-b {
+		return ^uint64(0)
+	}
+	return a + b
 }

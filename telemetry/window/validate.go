@@ -24,6 +24,10 @@ const (
 	// MaxIntervalMillis bounds a report's interval: agents report every
 	// 10 s.
 	MaxIntervalMillis = 5 * 60 * 1000
+	// MaxCount bounds every count of a series (requests, connections,
+	// bytes, a bucket's): far above what a node counts in an interval,
+	// and low enough that sums over the window cannot wrap.
+	MaxCount = 1 << 40
 )
 
 // ValidateReport checks a report's shape: its bounds, reporters and
@@ -83,11 +87,18 @@ func validSeries(se *agentv1.StatsSeries) string {
 	default:
 		return fmt.Sprintf("protocol %q is not http, grpc or tcp", k.GetProtocol())
 	}
-	if k.GetDestinationService() == "" || k.GetDestinationNamespace() == "" {
-		return "destination_namespace and destination_service are required"
+	// An empty namespace is a host outside the mesh (its name is the
+	// service), as only a caller's sidecar reports it.
+	if k.GetDestinationService() == "" {
+		return "destination_service is required"
 	}
 	if why := fieldsShort(k.GetSourcePrincipal(), k.GetDestinationPrincipal(), k.GetDestinationNamespace(), k.GetDestinationService(), k.GetDestinationSubset(), k.GetRoute()); why != "" {
 		return why
+	}
+	for _, n := range []uint64{se.GetRequests(), se.GetTcpOpened(), se.GetTcpClosed(), se.GetBytesSent(), se.GetBytesReceived()} {
+		if n > MaxCount {
+			return fmt.Sprintf("a count of %d, more than %d", n, uint64(MaxCount))
+		}
 	}
 	if se.GetFailures() > se.GetRequests() {
 		return fmt.Sprintf("%d failures of %d requests", se.GetFailures(), se.GetRequests())
@@ -95,6 +106,17 @@ func validSeries(se *agentv1.StatsSeries) string {
 	idx, cnt := se.GetBucketIndex(), se.GetBucketCount()
 	if len(idx) != len(cnt) {
 		return fmt.Sprintf("%d bucket indexes but %d counts", len(idx), len(cnt))
+	}
+	// Every request is in the histogram once (the agent checks the same).
+	var sum uint64
+	for _, n := range cnt {
+		if n > MaxCount {
+			return fmt.Sprintf("a bucket count of %d, more than %d", n, uint64(MaxCount))
+		}
+		sum += n
+	}
+	if sum != se.GetRequests() {
+		return fmt.Sprintf("the histogram holds %d requests, the series %d", sum, se.GetRequests())
 	}
 	if len(idx) > telemetry.NumBuckets {
 		return fmt.Sprintf("%d buckets, more than %d", len(idx), telemetry.NumBuckets)

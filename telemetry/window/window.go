@@ -37,8 +37,10 @@ const (
 	Resolution = 10 * time.Second
 	// DefaultSpan is how far back the window reaches by default.
 	DefaultSpan = 15 * time.Minute
-	// DefaultMaxKeys bounds the distinct keys held in the window.
-	DefaultMaxKeys = 50000
+	// DefaultMaxKeys bounds the distinct keys held in the window: about
+	// twice what 1000 workloads use, and a full window of this many keys
+	// stays near the memory bound (bench/README.md).
+	DefaultMaxKeys = 25000
 	// DefaultMaxDenials is how many recent denials are kept.
 	DefaultMaxDenials = 1000
 	// DefaultQueryWindow is the window of a query that names none.
@@ -133,6 +135,7 @@ type slot struct {
 	data     []byte
 	garbage  int
 	sidecars map[uint32]struct{} // ids of the sidecars that reported
+	overflow uint64              // the reports' overflow: counted in no series
 }
 
 // New returns an empty Store.
@@ -184,33 +187,35 @@ func slotNumber(t time.Time) int64 { return t.UnixNano() / int64(Resolution) }
 
 // Add merges one report of agent (its SPIFFE ID) into the window: its
 // series into the slot of the report's end, its sidecars as meshed in that
-// slot, its denials into the recent denials. A report that fails
-// ValidateReport, or that ends more than MaxSkew in the future or before
-// the window, is refused whole with an error wrapping ErrBadReport.
-func (s *Store) Add(agent string, r *agentv1.StatsReport) error {
+// slot, its denials into the recent denials. It returns how many series
+// it dropped because the window already held MaxKeys keys. A report that
+// fails ValidateReport, or that ends more than MaxSkew in the future or
+// before the window, is refused whole with an error wrapping ErrBadReport.
+func (s *Store) Add(agent string, r *agentv1.StatsReport) (dropped int, err error) {
 	if err := ValidateReport(r); err != nil {
-		return err
+		return 0, err
 	}
 	now := s.now()
 	end := time.Unix(0, r.GetEndUnixNanos())
 	if end.After(now.Add(MaxSkew)) {
-		return fmt.Errorf("%w: it ends at %s, more than %v after the server's clock (%s)", ErrBadReport, end.UTC().Format(time.RFC3339), MaxSkew, now.UTC().Format(time.RFC3339))
+		return 0, fmt.Errorf("%w: it ends at %s, more than %v after the server's clock (%s)", ErrBadReport, end.UTC().Format(time.RFC3339), MaxSkew, now.UTC().Format(time.RFC3339))
 	}
 	if end.After(now) {
 		end = now
 	}
 	n, cur := slotNumber(end), slotNumber(now)
 	if n <= cur-int64(len(s.slots)) {
-		return fmt.Errorf("%w: it ends at %s, before the window the server keeps (%v)", ErrBadReport, end.UTC().Format(time.RFC3339), s.Span())
+		return 0, fmt.Errorf("%w: it ends at %s, before the window the server keeps (%v)", ErrBadReport, end.UTC().Format(time.RFC3339), s.Span())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sweep(cur)
 	sl := s.slot(n)
+	sl.overflow = satAdd(sl.overflow, min(r.GetOverflow(), MaxCount))
 	for _, se := range r.GetSeries() {
 		id, ok := s.keys.id(keyOf(se.GetKey()), n, s.maxKeys)
 		if !ok {
-			s.dropped++
+			dropped++
 			continue
 		}
 		s.merge(sl, id, se)
@@ -226,7 +231,8 @@ func (s *Store) Add(agent string, r *agentv1.StatsReport) error {
 		s.addDenial(adminv1.Denial{Time: time.Unix(0, d.GetUnixNanos()).UTC(), Source: d.GetSourcePrincipal(), Destination: d.GetDestinationPrincipal(),
 			Namespace: d.GetDestinationNamespace(), Service: d.GetDestinationService(), Method: d.GetMethod(), Path: d.GetPath(), DecisionID: d.GetDecisionId()})
 	}
-	return nil
+	s.dropped += uint64(dropped)
+	return dropped, nil
 }
 
 func keyOf(k *agentv1.StatsKey) Key {
@@ -247,7 +253,7 @@ func (s *Store) slot(n int64) *slot {
 		}
 		clear(sl.at)
 		clear(sl.sidecars)
-		sl.data, sl.garbage = sl.data[:0], 0
+		sl.data, sl.garbage, sl.overflow = sl.data[:0], 0, 0
 	}
 	return sl
 }

@@ -72,7 +72,7 @@ func report(end time.Time, ss ...*agentv1.StatsSeries) *agentv1.StatsReport {
 
 func mustAdd(t *testing.T, s *Store, agent string, r *agentv1.StatsReport) {
 	t.Helper()
-	if err := s.Add(agent, r); err != nil {
+	if _, err := s.Add(agent, r); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -157,11 +157,20 @@ func TestWindowPercentilesFromMergedHistograms(t *testing.T) {
 	clk.Advance(30 * time.Second)
 	at := clk.Now()
 	mustAdd(t, s, agentA, report(at, series(ReporterDestination, productpage, reviewsV1, "reviews", "", "", 900, 0, 2*time.Millisecond)))
-	mustAdd(t, s, agentB, report(at, series(ReporterDestination, productpage, reviewsV1, "reviews", "", "", 100, 0, 300*time.Millisecond)))
+	slow := report(at, series(ReporterDestination, productpage, reviewsV1, "reviews", "", "", 100, 0, 300*time.Millisecond))
+	slow.Overflow = 7
+	mustAdd(t, s, agentB, slow)
 	clk.Advance(10 * time.Second)
-	rows := stats(t, s, adminv1.StatQuery{Window: 10 * time.Second})
+	resp, err := s.Stats(context.Background(), adminv1.StatQuery{Window: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := resp.Rows
 	if len(rows) != 1 {
 		t.Fatalf("rows %+v", rows)
+	}
+	if resp.Overflow != 7 {
+		t.Errorf("overflow %d, want the reports' 7", resp.Overflow)
 	}
 	ms := func(d time.Duration) float64 {
 		return float64(telemetry.UpperBound(telemetry.Bucket(d))) / float64(time.Millisecond)
@@ -228,7 +237,7 @@ func TestWindowSlidesWithClock(t *testing.T) {
 	}
 	// A report older than the window, or too far in the future, is refused.
 	for _, end := range []time.Time{clk.Now().Add(-2 * time.Minute), clk.Now().Add(MaxSkew + time.Second)} {
-		if err := s.Add(agentA, report(end, series(ReporterDestination, productpage, reviewsV1, "reviews", "", "", 1, 0, time.Millisecond))); !errors.Is(err, ErrBadReport) {
+		if _, err := s.Add(agentA, report(end, series(ReporterDestination, productpage, reviewsV1, "reviews", "", "", 1, 0, time.Millisecond))); !errors.Is(err, ErrBadReport) {
 			t.Errorf("report ending %v: error %v, want ErrBadReport", end.Sub(clk.Now()), err)
 		}
 	}
@@ -241,9 +250,16 @@ func TestWindowRateSinceStart(t *testing.T) {
 	clk.Advance(25 * time.Second)
 	mustAdd(t, s, agentA, report(clk.Now(), series(ReporterDestination, productpage, reviewsV1, "reviews", "", "", 300, 0, time.Millisecond)))
 	clk.Advance(5 * time.Second)
-	rows := stats(t, s, adminv1.StatQuery{Window: time.Minute})
-	if len(rows) != 1 || !near(rows[0].RPS, 10) {
+	resp, err := s.Stats(context.Background(), adminv1.StatQuery{Window: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows := resp.Rows; len(rows) != 1 || !near(rows[0].RPS, 10) {
 		t.Fatalf("rows %+v, want one at 10 rps", rows)
+	}
+	// The window ends where its last complete slot does.
+	if want := start.Add(30 * time.Second); !resp.End.Equal(want) || resp.Window != time.Minute {
+		t.Errorf("window %v ending %v, want 1m ending %v", resp.Window, resp.End, want)
 	}
 }
 
@@ -284,12 +300,12 @@ func TestWindowMeshed(t *testing.T) {
 func TestWindowCaps(t *testing.T) {
 	s, clk := newStore(t, Config{MaxKeys: 2, MaxDenials: 3})
 	clk.Advance(time.Minute)
-	mustAdd(t, s, agentA, report(clk.Now(),
+	dropped, err := s.Add(agentA, report(clk.Now(),
 		series(ReporterDestination, productpage, reviewsV1, "reviews", "", "", 1, 0, time.Millisecond),
 		series(ReporterDestination, productpage, reviewsV2, "reviews", "", "", 1, 0, time.Millisecond),
 		series(ReporterDestination, reviewsV1, productpage, "productpage", "", "", 1, 0, time.Millisecond)))
-	if s.Keys() != 2 || s.Dropped() != 1 {
-		t.Errorf("keys %d dropped %d, want 2 and 1", s.Keys(), s.Dropped())
+	if err != nil || dropped != 1 || s.Keys() != 2 || s.Dropped() != 1 {
+		t.Errorf("Add: %d dropped, %v; keys %d dropped in all %d, want 1, 2 and 1", dropped, err, s.Keys(), s.Dropped())
 	}
 	r := report(clk.Now())
 	for i := 0; i < 5; i++ {
@@ -390,6 +406,11 @@ func TestWindowRefusesMalformed(t *testing.T) {
 		{"no key", func(r *agentv1.StatsReport) { r.Series[0].Key = nil }, "no key"},
 		{"no service", func(r *agentv1.StatsReport) { r.Series[0].Key.DestinationService = "" }, "destination_service"},
 		{"more failures", func(r *agentv1.StatsReport) { r.Series[0].Failures = 2 }, "failures"},
+		{"histogram short", func(r *agentv1.StatsReport) { r.Series[0].Requests = 2 }, "the histogram holds 1 requests, the series 2"},
+		{"count too large", func(r *agentv1.StatsReport) { r.Series[0].BytesSent = MaxCount + 1 }, "a count of"},
+		{"bucket count too large", func(r *agentv1.StatsReport) {
+			r.Series[0].Requests, r.Series[0].BucketCount[0] = MaxCount+1, MaxCount+1
+		}, "a count of"},
 		{"unpaired buckets", func(r *agentv1.StatsReport) { r.Series[0].BucketCount = nil }, "bucket indexes"},
 		{"bucket beyond", func(r *agentv1.StatsReport) { r.Series[0].BucketIndex[0] = telemetry.NumBuckets }, "bucket index"},
 		{"long field", func(r *agentv1.StatsReport) { r.Series[0].Key.Route = strings.Repeat("r", MaxFieldBytes+1) }, "bytes"},
@@ -404,7 +425,7 @@ func TestWindowRefusesMalformed(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := report(clk.Now(), good())
 			tc.edit(r)
-			err := s.Add(agentA, r)
+			_, err := s.Add(agentA, r)
 			if !errors.Is(err, ErrBadReport) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v, want ErrBadReport naming %q", err, tc.want)
 			}
@@ -413,6 +434,10 @@ func TestWindowRefusesMalformed(t *testing.T) {
 	if s.Keys() != 0 {
 		t.Errorf("a refused report left %d keys", s.Keys())
 	}
+	// A host outside the mesh has no namespace: not malformed.
+	outside := series(ReporterSource, productpage, "", "api.example.com", "", "", 1, 0, time.Millisecond)
+	outside.Key.DestinationNamespace = ""
+	mustAdd(t, s, agentA, report(clk.Now(), outside))
 	for _, q := range []adminv1.StatQuery{{Kind: "pods"}, {Window: 15 * time.Second}, {Window: -10 * time.Second}, {Window: 16 * time.Minute}} {
 		if _, err := s.Stats(context.Background(), q); !errors.Is(err, ErrBadQuery) {
 			t.Errorf("Stats(%+v): error %v, want ErrBadQuery", q, err)

@@ -47,8 +47,10 @@ type Golden struct {
 	SuccessRate *float64 `json:"success_rate,omitempty"`
 	// RPS is Requests divided by the window's length in seconds.
 	RPS float64 `json:"rps"`
-	// P50, P95 and P99 are latency percentiles in milliseconds (time to
-	// the response headers), nil when no request completed.
+	// P50, P95 and P99 are latency percentiles in milliseconds (Istio's
+	// request duration: from the request's arrival at the sidecar to the
+	// end of the response), each the upper bound of the histogram bucket
+	// it falls in (at most 15 % above); nil when no request completed.
 	P50 *float64 `json:"p50_ms,omitempty"`
 	P95 *float64 `json:"p95_ms,omitempty"`
 	P99 *float64 `json:"p99_ms,omitempty"`
@@ -84,7 +86,16 @@ type StatResponse struct {
 	// one stored interval (10 s).
 	Window     time.Duration `json:"window"`
 	Resolution time.Duration `json:"resolution"`
-	Rows       []StatRow     `json:"rows"`
+	// End is when the window ends: the end of its last complete
+	// interval. The figures cover [End-Window, End), as agents reported
+	// them (a request is reported up to two reporting intervals after it
+	// completed).
+	End  time.Time `json:"end"`
+	Rows []StatRow `json:"rows"`
+	// Overflow counts the requests and TCP connections of the window that
+	// sidecars or agents counted in no series because they held their
+	// cap of keys: the rows' figures are short by up to this many.
+	Overflow uint64 `json:"overflow,omitempty"`
 }
 
 // Edge is observed traffic from one identity to one destination service,
@@ -105,7 +116,9 @@ type Edge struct {
 // window, as StatQuery).
 type EdgesResponse struct {
 	Window time.Duration `json:"window"`
-	Edges  []Edge        `json:"edges"`
+	// End is when the window ends, as StatResponse.End.
+	End   time.Time `json:"end"`
+	Edges []Edge    `json:"edges"`
 }
 
 // Denial is one request a sidecar's authorization policy denied, as the

@@ -1574,7 +1574,8 @@ type StatsSeries struct {
 	// OK, or no response).
 	Requests uint64 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
 	Failures uint64 `protobuf:"varint,3,opt,name=failures,proto3" json:"failures,omitempty"`
-	// Latency to the response headers as a sparse histogram over
+	// Latency, from the request's arrival at the sidecar to the end of the
+	// response (Istio's request duration), as a sparse histogram over
 	// telemetry's buckets: bucket_index[i] counted bucket_count[i] requests.
 	BucketIndex []uint32 `protobuf:"varint,4,rep,packed,name=bucket_index,json=bucketIndex,proto3" json:"bucket_index,omitempty"`
 	BucketCount []uint64 `protobuf:"varint,5,rep,packed,name=bucket_count,json=bucketCount,proto3" json:"bucket_count,omitempty"`
