@@ -185,7 +185,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		if err := r.apply(ctx, t, w); err != nil {
 			return r.rollBack(t, fmt.Sprintf("step %d could not be applied: %v", i+1, err))
 		}
-		fmt.Fprintf(r.out, "step %d/%d: %s at %d %%, %s at %d %%; judging after %s\n", i+1, len(r.cfg.Steps), r.cfg.To, w, t.from, 100-w, r.cfg.Interval)
+		fmt.Fprintf(r.out, "step %d/%d: %s at %d %%, %s at %d %%; judging %s of it once reported (in %s)\n", i+1, len(r.cfg.Steps), r.cfg.To, w, t.from, 100-w, r.cfg.Interval, r.cfg.Interval+r.cfg.ReportDelay)
 		reason, err := r.judgeStep(ctx, t.from)
 		if ctx.Err() != nil {
 			return r.rollBack(t, fmt.Sprintf("step %d: interrupted", i+1))
@@ -231,18 +231,19 @@ func (r *Runner) rollBack(t *target, why string) error {
 	return fmt.Errorf("%w: %s", ErrRolledBack, why)
 }
 
-// judgeStep waits the interval, then judges the step on figures that
-// count only requests sent since it began: "" when it passed, else the
-// breach. A report reaches the server's window up to ReportDelay after
-// the requests it counts, slotted by when it was sent, so the window read
-// starts ReportDelay after the step began (and its slots are whole). With
-// too few requests it waits for more, in steps of the figures'
-// resolution, up to the interval ×3 past ReportDelay, then fails safe.
+// judgeStep judges the step on figures that count only requests sent
+// since it began, over the interval: "" when it passed, else the breach.
+// A report reaches the server's window up to ReportDelay after the
+// requests it counts, slotted by when it was sent, so it waits the
+// interval and ReportDelay, and reads a window of whole slots that starts
+// ReportDelay after the step began. With too few requests it waits for
+// more, in steps of the figures' resolution, up to the interval ×3 past
+// ReportDelay, then fails safe.
 func (r *Runner) judgeStep(ctx context.Context, fromSubset string) (string, error) {
 	began := r.now()
 	clean := began.Add(r.cfg.ReportDelay) // reports slotted from here count only this step
 	deadline := clean.Add(patienceFactor * r.cfg.Interval)
-	if err := r.wait(ctx, r.cfg.Interval); err != nil {
+	if err := r.wait(ctx, r.cfg.Interval+r.cfg.ReportDelay); err != nil {
 		return "", err
 	}
 	for {

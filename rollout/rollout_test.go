@@ -31,6 +31,7 @@ type fakeMesh struct {
 	spec    string
 	weights []int // v2's weight at each apply
 	applied time.Time
+	judged  bool // a query since the last apply
 	figures func(weight int) map[string]adminv1.Golden
 	queries []adminv1.StatQuery
 }
@@ -80,11 +81,17 @@ func (f *fakeMesh) Apply(_ context.Context, files []adminv1.File, dryRun bool) (
 	}
 	f.weights = append(f.weights, w["v2"])
 	f.applied = f.now
+	f.judged = false
 	return adminv1.ApplyResponse{Version: int64(len(f.weights))}, nil
 }
 
 func (f *fakeMesh) Stats(_ context.Context, q adminv1.StatQuery) (adminv1.StatResponse, error) {
 	f.queries = append(f.queries, q)
+	// The first judgement of a step covers its interval (in whole slots).
+	if !f.judged && q.Window < config().Interval-statsResolution {
+		f.t.Fatalf("first window of a step %s, want the interval %s in whole slots", q.Window, config().Interval)
+	}
+	f.judged = true
 	// Only whole slots reported ReportDelay after the step was applied:
 	// nothing of the step before.
 	slotStart := time.Unix(0, f.now.UnixNano()/int64(statsResolution)*int64(statsResolution))
@@ -108,7 +115,7 @@ func golden(requests, failures uint64, p99 float64) adminv1.Golden {
 }
 
 func config() Config {
-	return Config{Namespace: "default", Service: "api", To: "v2", Steps: []int{10, 25, 50, 100}, Interval: 15 * time.Second,
+	return Config{Namespace: "default", Service: "api", To: "v2", Steps: []int{10, 25, 50, 100}, Interval: 30 * time.Second,
 		MinSuccessRate: 99, MaxSuccessRateDrop: 1, MaxP99: 500 * time.Millisecond, MinRequests: DefaultMinRequests, ReportDelay: DefaultReportDelay}
 }
 
@@ -163,7 +170,7 @@ func TestRolloutSteps(t *testing.T) {
 			},
 			wantWeights: []int{10, 0},
 			wantWhy:     "too few requests to judge",
-			maxElapsed:  3*15*time.Second + DefaultReportDelay + statsResolution,
+			maxElapsed:  3*30*time.Second + DefaultReportDelay + statsResolution,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
