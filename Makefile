@@ -113,6 +113,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzB3Extract -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzParseExpr -fuzztime 30s ./deploy/grafana/
+
+	$(GO) test -run '^$$' -fuzz FuzzClean -fuzztime 30s ./tap/
+	$(GO) test -run '^$$' -fuzz FuzzTapQuery -fuzztime 30s ./server/
+	$(GO) test -run '^$$' -fuzz FuzzRolloutTarget -fuzztime 30s ./rollout/
 	$(GO) test -run '^$$' -fuzz FuzzWriteRequest -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzNormalize -fuzztime 30s ./pathnorm/
 	$(GO) test -run '^$$' -fuzz 'FuzzReadStrict$$' -fuzztime 30s ./proxy/h1/

@@ -220,6 +220,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	go func() { defer wg.Done(); a.syncLoop(runCtx) }()
 	go func() { defer wg.Done(); a.configLoop(runCtx) }()
 	go func() { defer wg.Done(); a.renewLoop(runCtx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); a.tapLoop(runCtx) }()
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:

@@ -262,9 +262,11 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string,
 	}}}); err != nil {
 		return false, err
 	}
-	// gRPC streams take one sender at a time: acks and reports share mu.
+	// gRPC streams take one sender at a time: acks, reports and taps
+	// share mu.
 	var mu sync.Mutex
 	go p.sendStats(ctx, stats, &mu, stream.Send)
+	go p.taps.pump(ctx, &mu, stream.Send)
 	got := false
 	var deltas configdelta.Receiver
 	for {
@@ -276,6 +278,10 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string,
 			return got, err
 		}
 		got = true
+		if c := msg.GetTap(); c != nil {
+			p.taps.control(c)
+			continue
+		}
 		snap, err := deltas.Apply(msg.GetDelta())
 		if err != nil {
 			return got, err

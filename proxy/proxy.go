@@ -61,6 +61,8 @@ type Proxy struct {
 	// h2Closed counts the connections closed for going past them.
 	h2Limits h2Limits
 	h2Closed *prometheus.CounterVec
+	// taps are the `sigil tap` sessions running on this sidecar (tap.go).
+	taps *tapper
 }
 
 // Run runs the proxy until ctx is done, then drains in-flight requests.
@@ -69,7 +71,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	p := &Proxy{cfg: c, log: log}
+	p := &Proxy{cfg: c, log: log, taps: newTapper(time.Now, log)}
 	p.metrics = newMetrics(func() float64 {
 		if id := p.shownID.Load(); id != nil {
 			return id.expiresIn()
@@ -265,6 +267,7 @@ type accessRecord struct {
 func (p *Proxy) observe(rec requestRecord, r *http.Request, start time.Time, decisionID string) {
 	d := time.Since(start)
 	p.metrics.request(&rec, d)
+	p.taps.record(p, &rec, r, start, d)
 	if p.access.w == nil {
 		return
 	}

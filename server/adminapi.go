@@ -38,6 +38,7 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("DELETE /v1/config/{kind}/{namespace}/{name}", s.handle(s.deleteConfig))
 	mux.HandleFunc("GET /v1/proxies", s.handle(s.listProxies))
 	mux.HandleFunc("GET /v1/services", s.handle(s.listServices))
+	mux.HandleFunc("GET /v1/tap", s.tapStream)
 	mux.HandleFunc("GET /v1/stats", s.handle(s.getStats))
 	mux.HandleFunc("GET /v1/edges", s.handle(s.getEdges))
 	mux.HandleFunc("GET /v1/denials", s.handle(s.getDenials))

@@ -71,6 +71,8 @@ type Server struct {
 
 	metrics *metrics // the server's own Prometheus series: metrics.go
 
+	taps tapHub // sigil tap: running taps and agents' Tap streams (tap.go)
+
 	agentv1.UnimplementedAgentServer
 }
 
@@ -145,6 +147,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	)
 	agentv1.RegisterAgentServer(grpcServer, s)
 	adminServer := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
+	adminServer.RegisterOnShutdown(s.taps.shutdown)
 
 	if err := s.audit.Append(audit.Event{Type: audit.ServerStarted, Actor: "server", Details: map[string]string{"trust_domain": c.td.Name(), "bind": agentLis.Addr().String()}}); err != nil {
 		return err

@@ -61,6 +61,8 @@ type Relay struct {
 	// reachable is poked when the server answers on another stream: a
 	// report waiting out its backoff is retried at once.
 	reachable chan struct{}
+	// taps are the node's `sigil tap` sessions (tap.go).
+	taps *taps
 	// stats merges the golden metrics the sidecars send (stats.go).
 	stats nodeStats
 }
@@ -69,7 +71,7 @@ var _ proxyv1.DiscoveryServer = (*Relay)(nil)
 
 // New returns a relay.
 func New(ids Identities, attestor Attestor, log *slog.Logger) *Relay {
-	return &Relay{ids: ids, attestor: attestor, log: log, changed: make(chan struct{}), proxies: map[string]*agentv1.Proxy{}, dirty: make(chan struct{}, 1), reachable: make(chan struct{}, 1)}
+	return &Relay{ids: ids, attestor: attestor, log: log, changed: make(chan struct{}), proxies: map[string]*agentv1.Proxy{}, dirty: make(chan struct{}, 1), reachable: make(chan struct{}, 1), taps: newTaps(time.Now)}
 }
 
 // SetConfig takes a complete configuration from the server and wakes
@@ -145,6 +147,8 @@ func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
 		r.log.Info("sidecar deregistered", "proxy", p.Id, "service", p.Service, "address", p.Address)
 	}()
 
+	tapControls := r.taps.join(p)
+	defer r.taps.leave(p)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -152,6 +156,9 @@ func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
 			if err != nil {
 				recvErr <- err
 				return
+			}
+			if up := msg.GetTap(); up != nil {
+				r.taps.fromSidecar(p, up)
 			}
 			if ack := msg.GetAck(); ack != nil {
 				r.mu.Lock()
@@ -184,6 +191,10 @@ func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
 			}
 			return err
 		case <-changed:
+		case c := <-tapControls:
+			if err := stream.Send(&proxyv1.DiscoveryResponse{Tap: c}); err != nil {
+				return err
+			}
 		}
 	}
 }

@@ -23,6 +23,7 @@ func main() {
 		return adminv1.NewAdminClient(*socket), nil
 	}
 	root.AddCommand(newApply(client), newGet(client), newDelete(client), newAudit(), newPolicy(), newStat(client), newEdges(client))
+	root.AddCommand(newTap(client), newTop(client), newRollout(client))
 	// Everything printed passes through termsafe: no control character
 	// from a stored name reaches the terminal.
 	os.Exit(termsafe.Main(root, "sigil"))

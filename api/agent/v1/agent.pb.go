@@ -1922,6 +1922,475 @@ func (*ReportStatsResponse) Descriptor() ([]byte, []int) {
 	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
+// TapMatch selects the requests a tap samples: those of the sidecars of
+// one service (in one namespace) whose method and path match.
+type TapMatch struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Service   string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	// A prefix of the normalized path, without the query ("" matches all).
+	PathPrefix string `protobuf:"bytes,3,opt,name=path_prefix,json=pathPrefix,proto3" json:"path_prefix,omitempty"`
+	// An HTTP method, matched exactly ("" matches all).
+	Method        string `protobuf:"bytes,4,opt,name=method,proto3" json:"method,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TapMatch) Reset() {
+	*x = TapMatch{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TapMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TapMatch) ProtoMessage() {}
+
+func (x *TapMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TapMatch.ProtoReflect.Descriptor instead.
+func (*TapMatch) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *TapMatch) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *TapMatch) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *TapMatch) GetPathPrefix() string {
+	if x != nil {
+		return x.PathPrefix
+	}
+	return ""
+}
+
+func (x *TapMatch) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+// TapControl starts, renews or stops one tap. The server sends it to the
+// agents of the nodes that run the service's sidecars, and each agent to
+// the matching sidecars. Start and renew are one message: a receiver that
+// does not know the tap starts it. A tap not renewed within ttl_millis
+// stops on its own, so one whose owner vanished never runs for long.
+type TapControl struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	TapId string                 `protobuf:"bytes,1,opt,name=tap_id,json=tapId,proto3" json:"tap_id,omitempty"`
+	Match *TapMatch              `protobuf:"bytes,2,opt,name=match,proto3" json:"match,omitempty"`
+	// At most this many events per second leave each hop (sidecar, agent,
+	// server); the rest are not sampled.
+	Rate uint32 `protobuf:"varint,3,opt,name=rate,proto3" json:"rate,omitempty"`
+	// The tap ends after this many events.
+	MaxEvents uint32 `protobuf:"varint,4,opt,name=max_events,json=maxEvents,proto3" json:"max_events,omitempty"`
+	TtlMillis int64  `protobuf:"varint,5,opt,name=ttl_millis,json=ttlMillis,proto3" json:"ttl_millis,omitempty"`
+	// Stop the tap now.
+	Stop          bool `protobuf:"varint,6,opt,name=stop,proto3" json:"stop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TapControl) Reset() {
+	*x = TapControl{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TapControl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TapControl) ProtoMessage() {}
+
+func (x *TapControl) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TapControl.ProtoReflect.Descriptor instead.
+func (*TapControl) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *TapControl) GetTapId() string {
+	if x != nil {
+		return x.TapId
+	}
+	return ""
+}
+
+func (x *TapControl) GetMatch() *TapMatch {
+	if x != nil {
+		return x.Match
+	}
+	return nil
+}
+
+func (x *TapControl) GetRate() uint32 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *TapControl) GetMaxEvents() uint32 {
+	if x != nil {
+		return x.MaxEvents
+	}
+	return 0
+}
+
+func (x *TapControl) GetTtlMillis() int64 {
+	if x != nil {
+		return x.TtlMillis
+	}
+	return 0
+}
+
+func (x *TapControl) GetStop() bool {
+	if x != nil {
+		return x.Stop
+	}
+	return false
+}
+
+// TapEvent is one sampled request. It never carries a body, a header or
+// a query string: credentials travel in those.
+type TapEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the request arrived at the reporting sidecar.
+	UnixNanos int64 `protobuf:"varint,1,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"`
+	// "inbound" (reported by the destination's sidecar) or "outbound" (by
+	// the source's).
+	Direction string `protobuf:"bytes,2,opt,name=direction,proto3" json:"direction,omitempty"`
+	// The reporting sidecar's SPIFFE ID, as its agent attested it.
+	Reporter  string `protobuf:"bytes,3,opt,name=reporter,proto3" json:"reporter,omitempty"`
+	Method    string `protobuf:"bytes,4,opt,name=method,proto3" json:"method,omitempty"`
+	Authority string `protobuf:"bytes,5,opt,name=authority,proto3" json:"authority,omitempty"`
+	// The normalized path, without the query.
+	Path     string `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
+	Protocol string `protobuf:"bytes,7,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// The HTTP status sent to the caller (0: none).
+	Status uint32 `protobuf:"varint,8,opt,name=status,proto3" json:"status,omitempty"`
+	// Time to the response headers, in microseconds.
+	LatencyMicros        int64  `protobuf:"varint,9,opt,name=latency_micros,json=latencyMicros,proto3" json:"latency_micros,omitempty"`
+	SourcePrincipal      string `protobuf:"bytes,10,opt,name=source_principal,json=sourcePrincipal,proto3" json:"source_principal,omitempty"`
+	DestinationPrincipal string `protobuf:"bytes,11,opt,name=destination_principal,json=destinationPrincipal,proto3" json:"destination_principal,omitempty"`
+	DestinationNamespace string `protobuf:"bytes,12,opt,name=destination_namespace,json=destinationNamespace,proto3" json:"destination_namespace,omitempty"`
+	DestinationService   string `protobuf:"bytes,13,opt,name=destination_service,json=destinationService,proto3" json:"destination_service,omitempty"`
+	DestinationSubset    string `protobuf:"bytes,14,opt,name=destination_subset,json=destinationSubset,proto3" json:"destination_subset,omitempty"`
+	Route                string `protobuf:"bytes,15,opt,name=route,proto3" json:"route,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *TapEvent) Reset() {
+	*x = TapEvent{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TapEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TapEvent) ProtoMessage() {}
+
+func (x *TapEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TapEvent.ProtoReflect.Descriptor instead.
+func (*TapEvent) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *TapEvent) GetUnixNanos() int64 {
+	if x != nil {
+		return x.UnixNanos
+	}
+	return 0
+}
+
+func (x *TapEvent) GetDirection() string {
+	if x != nil {
+		return x.Direction
+	}
+	return ""
+}
+
+func (x *TapEvent) GetReporter() string {
+	if x != nil {
+		return x.Reporter
+	}
+	return ""
+}
+
+func (x *TapEvent) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *TapEvent) GetAuthority() string {
+	if x != nil {
+		return x.Authority
+	}
+	return ""
+}
+
+func (x *TapEvent) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *TapEvent) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *TapEvent) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *TapEvent) GetLatencyMicros() int64 {
+	if x != nil {
+		return x.LatencyMicros
+	}
+	return 0
+}
+
+func (x *TapEvent) GetSourcePrincipal() string {
+	if x != nil {
+		return x.SourcePrincipal
+	}
+	return ""
+}
+
+func (x *TapEvent) GetDestinationPrincipal() string {
+	if x != nil {
+		return x.DestinationPrincipal
+	}
+	return ""
+}
+
+func (x *TapEvent) GetDestinationNamespace() string {
+	if x != nil {
+		return x.DestinationNamespace
+	}
+	return ""
+}
+
+func (x *TapEvent) GetDestinationService() string {
+	if x != nil {
+		return x.DestinationService
+	}
+	return ""
+}
+
+func (x *TapEvent) GetDestinationSubset() string {
+	if x != nil {
+		return x.DestinationSubset
+	}
+	return ""
+}
+
+func (x *TapEvent) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+// TapStarted says a sidecar took up a tap.
+type TapStarted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sidecars that took it up (a sidecar sends 1; an agent passes its
+	// sidecars' on).
+	Sidecars      uint32 `protobuf:"varint,1,opt,name=sidecars,proto3" json:"sidecars,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TapStarted) Reset() {
+	*x = TapStarted{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TapStarted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TapStarted) ProtoMessage() {}
+
+func (x *TapStarted) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TapStarted.ProtoReflect.Descriptor instead.
+func (*TapStarted) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *TapStarted) GetSidecars() uint32 {
+	if x != nil {
+		return x.Sidecars
+	}
+	return 0
+}
+
+// TapUp flows towards the server for one tap: from a sidecar to its agent
+// (Discovery stream), and from an agent to the server (Agent.Tap).
+type TapUp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	TapId string                 `protobuf:"bytes,1,opt,name=tap_id,json=tapId,proto3" json:"tap_id,omitempty"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*TapUp_Event
+	//	*TapUp_Started
+	Msg           isTapUp_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TapUp) Reset() {
+	*x = TapUp{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TapUp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TapUp) ProtoMessage() {}
+
+func (x *TapUp) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TapUp.ProtoReflect.Descriptor instead.
+func (*TapUp) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *TapUp) GetTapId() string {
+	if x != nil {
+		return x.TapId
+	}
+	return ""
+}
+
+func (x *TapUp) GetMsg() isTapUp_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *TapUp) GetEvent() *TapEvent {
+	if x != nil {
+		if x, ok := x.Msg.(*TapUp_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+func (x *TapUp) GetStarted() *TapStarted {
+	if x != nil {
+		if x, ok := x.Msg.(*TapUp_Started); ok {
+			return x.Started
+		}
+	}
+	return nil
+}
+
+type isTapUp_Msg interface {
+	isTapUp_Msg()
+}
+
+type TapUp_Event struct {
+	Event *TapEvent `protobuf:"bytes,2,opt,name=event,proto3,oneof"`
+}
+
+type TapUp_Started struct {
+	Started *TapStarted `protobuf:"bytes,3,opt,name=started,proto3,oneof"`
+}
+
+func (*TapUp_Event) isTapUp_Msg() {}
+
+func (*TapUp_Started) isTapUp_Msg() {}
+
 var File_api_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_api_agent_v1_agent_proto_rawDesc = "" +
@@ -2070,7 +2539,49 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\aproxies\x18\x05 \x03(\v2\x15.sigil.agent.v1.ProxyR\aproxies\x12\x1a\n" +
 	"\boverflow\x18\x06 \x01(\x04R\boverflow\x12'\n" +
 	"\x0fdenials_dropped\x18\a \x01(\x04R\x0edenialsDropped\"\x15\n" +
-	"\x13ReportStatsResponse2\xa9\x05\n" +
+	"\x13ReportStatsResponse\"{\n" +
+	"\bTapMatch\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1f\n" +
+	"\vpath_prefix\x18\x03 \x01(\tR\n" +
+	"pathPrefix\x12\x16\n" +
+	"\x06method\x18\x04 \x01(\tR\x06method\"\xb9\x01\n" +
+	"\n" +
+	"TapControl\x12\x15\n" +
+	"\x06tap_id\x18\x01 \x01(\tR\x05tapId\x12.\n" +
+	"\x05match\x18\x02 \x01(\v2\x18.sigil.agent.v1.TapMatchR\x05match\x12\x12\n" +
+	"\x04rate\x18\x03 \x01(\rR\x04rate\x12\x1d\n" +
+	"\n" +
+	"max_events\x18\x04 \x01(\rR\tmaxEvents\x12\x1d\n" +
+	"\n" +
+	"ttl_millis\x18\x05 \x01(\x03R\tttlMillis\x12\x12\n" +
+	"\x04stop\x18\x06 \x01(\bR\x04stop\"\x93\x04\n" +
+	"\bTapEvent\x12\x1d\n" +
+	"\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\x12\x1c\n" +
+	"\tdirection\x18\x02 \x01(\tR\tdirection\x12\x1a\n" +
+	"\breporter\x18\x03 \x01(\tR\breporter\x12\x16\n" +
+	"\x06method\x18\x04 \x01(\tR\x06method\x12\x1c\n" +
+	"\tauthority\x18\x05 \x01(\tR\tauthority\x12\x12\n" +
+	"\x04path\x18\x06 \x01(\tR\x04path\x12\x1a\n" +
+	"\bprotocol\x18\a \x01(\tR\bprotocol\x12\x16\n" +
+	"\x06status\x18\b \x01(\rR\x06status\x12%\n" +
+	"\x0elatency_micros\x18\t \x01(\x03R\rlatencyMicros\x12)\n" +
+	"\x10source_principal\x18\n" +
+	" \x01(\tR\x0fsourcePrincipal\x123\n" +
+	"\x15destination_principal\x18\v \x01(\tR\x14destinationPrincipal\x123\n" +
+	"\x15destination_namespace\x18\f \x01(\tR\x14destinationNamespace\x12/\n" +
+	"\x13destination_service\x18\r \x01(\tR\x12destinationService\x12-\n" +
+	"\x12destination_subset\x18\x0e \x01(\tR\x11destinationSubset\x12\x14\n" +
+	"\x05route\x18\x0f \x01(\tR\x05route\"(\n" +
+	"\n" +
+	"TapStarted\x12\x1a\n" +
+	"\bsidecars\x18\x01 \x01(\rR\bsidecars\"\x8f\x01\n" +
+	"\x05TapUp\x12\x15\n" +
+	"\x06tap_id\x18\x01 \x01(\tR\x05tapId\x120\n" +
+	"\x05event\x18\x02 \x01(\v2\x18.sigil.agent.v1.TapEventH\x00R\x05event\x126\n" +
+	"\astarted\x18\x03 \x01(\v2\x1a.sigil.agent.v1.TapStartedH\x00R\astartedB\x05\n" +
+	"\x03msg2\xe7\x05\n" +
 	"\x05Agent\x12G\n" +
 	"\x06Attest\x12\x1d.sigil.agent.v1.AttestRequest\x1a\x1e.sigil.agent.v1.AttestResponse\x12S\n" +
 	"\n" +
@@ -2081,7 +2592,8 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x04Sync\x12\x1b.sigil.agent.v1.SyncRequest\x1a\x1c.sigil.agent.v1.SyncResponse0\x01\x12R\n" +
 	"\fStreamConfig\x12#.sigil.agent.v1.StreamConfigRequest\x1a\x1b.sigil.agent.v1.ConfigDelta0\x01\x12\\\n" +
 	"\rReportProxies\x12$.sigil.agent.v1.ReportProxiesRequest\x1a%.sigil.agent.v1.ReportProxiesResponse\x12O\n" +
-	"\vReportStats\x12\x1b.sigil.agent.v1.StatsReport\x1a#.sigil.agent.v1.ReportStatsResponseB2Z0github.com/sigil-mesh/sigil/api/agent/v1;agentv1b\x06proto3"
+	"\vReportStats\x12\x1b.sigil.agent.v1.StatsReport\x1a#.sigil.agent.v1.ReportStatsResponse\x12<\n" +
+	"\x03Tap\x12\x15.sigil.agent.v1.TapUp\x1a\x1a.sigil.agent.v1.TapControl(\x010\x01B2Z0github.com/sigil-mesh/sigil/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_api_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -2095,7 +2607,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*AttestRequest)(nil),            // 0: sigil.agent.v1.AttestRequest
 	(*AttestResponse)(nil),           // 1: sigil.agent.v1.AttestResponse
@@ -2126,8 +2638,13 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*StatsDenial)(nil),              // 26: sigil.agent.v1.StatsDenial
 	(*StatsReport)(nil),              // 27: sigil.agent.v1.StatsReport
 	(*ReportStatsResponse)(nil),      // 28: sigil.agent.v1.ReportStatsResponse
-	nil,                              // 29: sigil.agent.v1.Endpoint.LabelsEntry
-	nil,                              // 30: sigil.agent.v1.Proxy.LabelsEntry
+	(*TapMatch)(nil),                 // 29: sigil.agent.v1.TapMatch
+	(*TapControl)(nil),               // 30: sigil.agent.v1.TapControl
+	(*TapEvent)(nil),                 // 31: sigil.agent.v1.TapEvent
+	(*TapStarted)(nil),               // 32: sigil.agent.v1.TapStarted
+	(*TapUp)(nil),                    // 33: sigil.agent.v1.TapUp
+	nil,                              // 34: sigil.agent.v1.Endpoint.LabelsEntry
+	nil,                              // 35: sigil.agent.v1.Proxy.LabelsEntry
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	4,  // 0: sigil.agent.v1.AttestResponse.svid:type_name -> sigil.agent.v1.X509SVID
@@ -2145,34 +2662,39 @@ var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	20, // 12: sigil.agent.v1.ConfigDelta.removed_endpoints:type_name -> sigil.agent.v1.Endpoint
 	19, // 13: sigil.agent.v1.Config.resources:type_name -> sigil.agent.v1.Resource
 	20, // 14: sigil.agent.v1.Config.endpoints:type_name -> sigil.agent.v1.Endpoint
-	29, // 15: sigil.agent.v1.Endpoint.labels:type_name -> sigil.agent.v1.Endpoint.LabelsEntry
-	30, // 16: sigil.agent.v1.Proxy.labels:type_name -> sigil.agent.v1.Proxy.LabelsEntry
+	34, // 15: sigil.agent.v1.Endpoint.labels:type_name -> sigil.agent.v1.Endpoint.LabelsEntry
+	35, // 16: sigil.agent.v1.Proxy.labels:type_name -> sigil.agent.v1.Proxy.LabelsEntry
 	21, // 17: sigil.agent.v1.ReportProxiesRequest.proxies:type_name -> sigil.agent.v1.Proxy
 	24, // 18: sigil.agent.v1.StatsSeries.key:type_name -> sigil.agent.v1.StatsKey
 	25, // 19: sigil.agent.v1.StatsReport.series:type_name -> sigil.agent.v1.StatsSeries
 	26, // 20: sigil.agent.v1.StatsReport.denials:type_name -> sigil.agent.v1.StatsDenial
 	21, // 21: sigil.agent.v1.StatsReport.proxies:type_name -> sigil.agent.v1.Proxy
-	0,  // 22: sigil.agent.v1.Agent.Attest:input_type -> sigil.agent.v1.AttestRequest
-	2,  // 23: sigil.agent.v1.Agent.RenewAgent:input_type -> sigil.agent.v1.RenewAgentRequest
-	7,  // 24: sigil.agent.v1.Agent.BatchNewX509SVID:input_type -> sigil.agent.v1.BatchNewX509SVIDRequest
-	10, // 25: sigil.agent.v1.Agent.NewJWTSVID:input_type -> sigil.agent.v1.NewJWTSVIDRequest
-	12, // 26: sigil.agent.v1.Agent.Sync:input_type -> sigil.agent.v1.SyncRequest
-	16, // 27: sigil.agent.v1.Agent.StreamConfig:input_type -> sigil.agent.v1.StreamConfigRequest
-	22, // 28: sigil.agent.v1.Agent.ReportProxies:input_type -> sigil.agent.v1.ReportProxiesRequest
-	27, // 29: sigil.agent.v1.Agent.ReportStats:input_type -> sigil.agent.v1.StatsReport
-	1,  // 30: sigil.agent.v1.Agent.Attest:output_type -> sigil.agent.v1.AttestResponse
-	3,  // 31: sigil.agent.v1.Agent.RenewAgent:output_type -> sigil.agent.v1.RenewAgentResponse
-	9,  // 32: sigil.agent.v1.Agent.BatchNewX509SVID:output_type -> sigil.agent.v1.BatchNewX509SVIDResponse
-	11, // 33: sigil.agent.v1.Agent.NewJWTSVID:output_type -> sigil.agent.v1.NewJWTSVIDResponse
-	15, // 34: sigil.agent.v1.Agent.Sync:output_type -> sigil.agent.v1.SyncResponse
-	17, // 35: sigil.agent.v1.Agent.StreamConfig:output_type -> sigil.agent.v1.ConfigDelta
-	23, // 36: sigil.agent.v1.Agent.ReportProxies:output_type -> sigil.agent.v1.ReportProxiesResponse
-	28, // 37: sigil.agent.v1.Agent.ReportStats:output_type -> sigil.agent.v1.ReportStatsResponse
-	30, // [30:38] is the sub-list for method output_type
-	22, // [22:30] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	29, // 22: sigil.agent.v1.TapControl.match:type_name -> sigil.agent.v1.TapMatch
+	31, // 23: sigil.agent.v1.TapUp.event:type_name -> sigil.agent.v1.TapEvent
+	32, // 24: sigil.agent.v1.TapUp.started:type_name -> sigil.agent.v1.TapStarted
+	0,  // 25: sigil.agent.v1.Agent.Attest:input_type -> sigil.agent.v1.AttestRequest
+	2,  // 26: sigil.agent.v1.Agent.RenewAgent:input_type -> sigil.agent.v1.RenewAgentRequest
+	7,  // 27: sigil.agent.v1.Agent.BatchNewX509SVID:input_type -> sigil.agent.v1.BatchNewX509SVIDRequest
+	10, // 28: sigil.agent.v1.Agent.NewJWTSVID:input_type -> sigil.agent.v1.NewJWTSVIDRequest
+	12, // 29: sigil.agent.v1.Agent.Sync:input_type -> sigil.agent.v1.SyncRequest
+	16, // 30: sigil.agent.v1.Agent.StreamConfig:input_type -> sigil.agent.v1.StreamConfigRequest
+	22, // 31: sigil.agent.v1.Agent.ReportProxies:input_type -> sigil.agent.v1.ReportProxiesRequest
+	27, // 32: sigil.agent.v1.Agent.ReportStats:input_type -> sigil.agent.v1.StatsReport
+	33, // 33: sigil.agent.v1.Agent.Tap:input_type -> sigil.agent.v1.TapUp
+	1,  // 34: sigil.agent.v1.Agent.Attest:output_type -> sigil.agent.v1.AttestResponse
+	3,  // 35: sigil.agent.v1.Agent.RenewAgent:output_type -> sigil.agent.v1.RenewAgentResponse
+	9,  // 36: sigil.agent.v1.Agent.BatchNewX509SVID:output_type -> sigil.agent.v1.BatchNewX509SVIDResponse
+	11, // 37: sigil.agent.v1.Agent.NewJWTSVID:output_type -> sigil.agent.v1.NewJWTSVIDResponse
+	15, // 38: sigil.agent.v1.Agent.Sync:output_type -> sigil.agent.v1.SyncResponse
+	17, // 39: sigil.agent.v1.Agent.StreamConfig:output_type -> sigil.agent.v1.ConfigDelta
+	23, // 40: sigil.agent.v1.Agent.ReportProxies:output_type -> sigil.agent.v1.ReportProxiesResponse
+	28, // 41: sigil.agent.v1.Agent.ReportStats:output_type -> sigil.agent.v1.ReportStatsResponse
+	30, // 42: sigil.agent.v1.Agent.Tap:output_type -> sigil.agent.v1.TapControl
+	34, // [34:43] is the sub-list for method output_type
+	25, // [25:34] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_api_agent_v1_agent_proto_init() }
@@ -2180,13 +2702,17 @@ func file_api_agent_v1_agent_proto_init() {
 	if File_api_agent_v1_agent_proto != nil {
 		return
 	}
+	file_api_agent_v1_agent_proto_msgTypes[33].OneofWrappers = []any{
+		(*TapUp_Event)(nil),
+		(*TapUp_Started)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,6 +34,7 @@ const (
 	Agent_StreamConfig_FullMethodName     = "/sigil.agent.v1.Agent/StreamConfig"
 	Agent_ReportProxies_FullMethodName    = "/sigil.agent.v1.Agent/ReportProxies"
 	Agent_ReportStats_FullMethodName      = "/sigil.agent.v1.Agent/ReportStats"
+	Agent_Tap_FullMethodName              = "/sigil.agent.v1.Agent/Tap"
 )
 
 // AgentClient is the client API for Agent service.
@@ -69,6 +70,11 @@ type AgentClient interface {
 	// interval: what its sidecars counted, merged by key. The server keeps
 	// a short window of them in memory (sigil stat, the dashboard).
 	ReportStats(ctx context.Context, in *StatsReport, opts ...grpc.CallOption) (*ReportStatsResponse, error)
+	// Tap carries live request samples (sigil tap) on a stream of its own:
+	// the server sends TapControls for taps whose service has sidecars on
+	// the calling agent's node, the agent sends up what its sidecars
+	// sampled as it comes, not on the metrics interval.
+	Tap(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TapUp, TapControl], error)
 }
 
 type agentClient struct {
@@ -177,6 +183,19 @@ func (c *agentClient) ReportStats(ctx context.Context, in *StatsReport, opts ...
 	return out, nil
 }
 
+func (c *agentClient) Tap(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TapUp, TapControl], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[2], Agent_Tap_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TapUp, TapControl]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_TapClient = grpc.BidiStreamingClient[TapUp, TapControl]
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -210,6 +229,11 @@ type AgentServer interface {
 	// interval: what its sidecars counted, merged by key. The server keeps
 	// a short window of them in memory (sigil stat, the dashboard).
 	ReportStats(context.Context, *StatsReport) (*ReportStatsResponse, error)
+	// Tap carries live request samples (sigil tap) on a stream of its own:
+	// the server sends TapControls for taps whose service has sidecars on
+	// the calling agent's node, the agent sends up what its sidecars
+	// sampled as it comes, not on the metrics interval.
+	Tap(grpc.BidiStreamingServer[TapUp, TapControl]) error
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -243,6 +267,9 @@ func (UnimplementedAgentServer) ReportProxies(context.Context, *ReportProxiesReq
 }
 func (UnimplementedAgentServer) ReportStats(context.Context, *StatsReport) (*ReportStatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportStats not implemented")
+}
+func (UnimplementedAgentServer) Tap(grpc.BidiStreamingServer[TapUp, TapControl]) error {
+	return status.Error(codes.Unimplemented, "method Tap not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -395,6 +422,13 @@ func _Agent_ReportStats_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_Tap_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServer).Tap(&grpc.GenericServerStream[TapUp, TapControl]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_TapServer = grpc.BidiStreamingServer[TapUp, TapControl]
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -437,6 +471,12 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "StreamConfig",
 			Handler:       _Agent_StreamConfig_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Tap",
+			Handler:       _Agent_Tap_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "api/agent/v1/agent.proto",

@@ -34,6 +34,7 @@ type DiscoveryRequest struct {
 	//	*DiscoveryRequest_Register
 	//	*DiscoveryRequest_Ack
 	//	*DiscoveryRequest_Stats
+	//	*DiscoveryRequest_Tap
 	Msg           isDiscoveryRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -103,6 +104,15 @@ func (x *DiscoveryRequest) GetStats() *v1.StatsReport {
 	return nil
 }
 
+func (x *DiscoveryRequest) GetTap() *v1.TapUp {
+	if x != nil {
+		if x, ok := x.Msg.(*DiscoveryRequest_Tap); ok {
+			return x.Tap
+		}
+	}
+	return nil
+}
+
 type isDiscoveryRequest_Msg interface {
 	isDiscoveryRequest_Msg()
 }
@@ -121,11 +131,18 @@ type DiscoveryRequest_Stats struct {
 	Stats *v1.StatsReport `protobuf:"bytes,3,opt,name=stats,proto3,oneof"`
 }
 
+type DiscoveryRequest_Tap struct {
+	// A tap's event or start, sent as it happens (sigil tap).
+	Tap *v1.TapUp `protobuf:"bytes,10,opt,name=tap,proto3,oneof"`
+}
+
 func (*DiscoveryRequest_Register) isDiscoveryRequest_Msg() {}
 
 func (*DiscoveryRequest_Ack) isDiscoveryRequest_Msg() {}
 
 func (*DiscoveryRequest_Stats) isDiscoveryRequest_Msg() {}
+
+func (*DiscoveryRequest_Tap) isDiscoveryRequest_Msg() {}
 
 type Register struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -252,8 +269,10 @@ func (x *Ack) GetEndpointsRevision() int64 {
 }
 
 type DiscoveryResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Delta         *v1.ConfigDelta        `protobuf:"bytes,2,opt,name=delta,proto3" json:"delta,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Delta *v1.ConfigDelta        `protobuf:"bytes,2,opt,name=delta,proto3" json:"delta,omitempty"`
+	// Starts, renews or stops a tap of this sidecar's requests (sigil tap).
+	Tap           *v1.TapControl `protobuf:"bytes,10,opt,name=tap,proto3" json:"tap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -295,15 +314,24 @@ func (x *DiscoveryResponse) GetDelta() *v1.ConfigDelta {
 	return nil
 }
 
+func (x *DiscoveryResponse) GetTap() *v1.TapControl {
+	if x != nil {
+		return x.Tap
+	}
+	return nil
+}
+
 var File_api_proxy_v1_discovery_proto protoreflect.FileDescriptor
 
 const file_api_proxy_v1_discovery_proto_rawDesc = "" +
 	"\n" +
-	"\x1capi/proxy/v1/discovery.proto\x12\x0esigil.proxy.v1\x1a\x18api/agent/v1/agent.proto\"\xaf\x01\n" +
+	"\x1capi/proxy/v1/discovery.proto\x12\x0esigil.proxy.v1\x1a\x18api/agent/v1/agent.proto\"\xda\x01\n" +
 	"\x10DiscoveryRequest\x126\n" +
 	"\bregister\x18\x01 \x01(\v2\x18.sigil.proxy.v1.RegisterH\x00R\bregister\x12'\n" +
 	"\x03ack\x18\x02 \x01(\v2\x13.sigil.proxy.v1.AckH\x00R\x03ack\x123\n" +
-	"\x05stats\x18\x03 \x01(\v2\x1b.sigil.agent.v1.StatsReportH\x00R\x05statsB\x05\n" +
+	"\x05stats\x18\x03 \x01(\v2\x1b.sigil.agent.v1.StatsReportH\x00R\x05stats\x12)\n" +
+	"\x03tap\x18\n" +
+	" \x01(\v2\x15.sigil.agent.v1.TapUpH\x00R\x03tapB\x05\n" +
 	"\x03msg\"\xd5\x01\n" +
 	"\bRegister\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
@@ -315,9 +343,11 @@ const file_api_proxy_v1_discovery_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +
 	"\x03Ack\x12%\n" +
 	"\x0econfig_version\x18\x01 \x01(\x03R\rconfigVersion\x12-\n" +
-	"\x12endpoints_revision\x18\x02 \x01(\x03R\x11endpointsRevision\"T\n" +
+	"\x12endpoints_revision\x18\x02 \x01(\x03R\x11endpointsRevision\"\x82\x01\n" +
 	"\x11DiscoveryResponse\x121\n" +
-	"\x05delta\x18\x02 \x01(\v2\x1b.sigil.agent.v1.ConfigDeltaR\x05deltaJ\x04\b\x01\x10\x02R\x06config2^\n" +
+	"\x05delta\x18\x02 \x01(\v2\x1b.sigil.agent.v1.ConfigDeltaR\x05delta\x12,\n" +
+	"\x03tap\x18\n" +
+	" \x01(\v2\x1a.sigil.agent.v1.TapControlR\x03tapJ\x04\b\x01\x10\x02R\x06config2^\n" +
 	"\tDiscovery\x12Q\n" +
 	"\x06Stream\x12 .sigil.proxy.v1.DiscoveryRequest\x1a!.sigil.proxy.v1.DiscoveryResponse(\x010\x01B2Z0github.com/sigil-mesh/sigil/api/proxy/v1;proxyv1b\x06proto3"
 
@@ -341,21 +371,25 @@ var file_api_proxy_v1_discovery_proto_goTypes = []any{
 	(*DiscoveryResponse)(nil), // 3: sigil.proxy.v1.DiscoveryResponse
 	nil,                       // 4: sigil.proxy.v1.Register.LabelsEntry
 	(*v1.StatsReport)(nil),    // 5: sigil.agent.v1.StatsReport
-	(*v1.ConfigDelta)(nil),    // 6: sigil.agent.v1.ConfigDelta
+	(*v1.TapUp)(nil),          // 6: sigil.agent.v1.TapUp
+	(*v1.ConfigDelta)(nil),    // 7: sigil.agent.v1.ConfigDelta
+	(*v1.TapControl)(nil),     // 8: sigil.agent.v1.TapControl
 }
 var file_api_proxy_v1_discovery_proto_depIdxs = []int32{
 	1, // 0: sigil.proxy.v1.DiscoveryRequest.register:type_name -> sigil.proxy.v1.Register
 	2, // 1: sigil.proxy.v1.DiscoveryRequest.ack:type_name -> sigil.proxy.v1.Ack
 	5, // 2: sigil.proxy.v1.DiscoveryRequest.stats:type_name -> sigil.agent.v1.StatsReport
-	4, // 3: sigil.proxy.v1.Register.labels:type_name -> sigil.proxy.v1.Register.LabelsEntry
-	6, // 4: sigil.proxy.v1.DiscoveryResponse.delta:type_name -> sigil.agent.v1.ConfigDelta
-	0, // 5: sigil.proxy.v1.Discovery.Stream:input_type -> sigil.proxy.v1.DiscoveryRequest
-	3, // 6: sigil.proxy.v1.Discovery.Stream:output_type -> sigil.proxy.v1.DiscoveryResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	6, // 3: sigil.proxy.v1.DiscoveryRequest.tap:type_name -> sigil.agent.v1.TapUp
+	4, // 4: sigil.proxy.v1.Register.labels:type_name -> sigil.proxy.v1.Register.LabelsEntry
+	7, // 5: sigil.proxy.v1.DiscoveryResponse.delta:type_name -> sigil.agent.v1.ConfigDelta
+	8, // 6: sigil.proxy.v1.DiscoveryResponse.tap:type_name -> sigil.agent.v1.TapControl
+	0, // 7: sigil.proxy.v1.Discovery.Stream:input_type -> sigil.proxy.v1.DiscoveryRequest
+	3, // 8: sigil.proxy.v1.Discovery.Stream:output_type -> sigil.proxy.v1.DiscoveryResponse
+	8, // [8:9] is the sub-list for method output_type
+	7, // [7:8] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_api_proxy_v1_discovery_proto_init() }
@@ -367,6 +401,7 @@ func file_api_proxy_v1_discovery_proto_init() {
 		(*DiscoveryRequest_Register)(nil),
 		(*DiscoveryRequest_Ack)(nil),
 		(*DiscoveryRequest_Stats)(nil),
+		(*DiscoveryRequest_Tap)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
