@@ -266,7 +266,8 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 	}
 	up, rec, err := o.openL4(r.Context(), st, svc, key, uint32(port), "", requestHashKey(r))
 	if err != nil {
-		writeError(w, r, http.StatusBadGateway, "sigil: "+err.Error())
+		// The app reads the sidecar's answer, not its package names.
+		writeError(w, r, http.StatusBadGateway, "sigil: "+strings.TrimPrefix(err.Error(), "proxy: "))
 		return
 	}
 	o.hijackAndPipe(w, up, rec)

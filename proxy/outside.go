@@ -312,13 +312,13 @@ func (o *outbound) openOutside(ctx context.Context, st *meshState, svc naming.Se
 	t, addr, err := o.outsideTarget(st, dest, outsideAddr{authority: net.JoinHostPort(dest.Outside, strconv.Itoa(int(p))), port: p})
 	switch {
 	case err != nil:
-		return nil, nil, fmt.Errorf("cannot reach %s: %w", dest.Outside, err)
+		return nil, nil, fmt.Errorf("proxy: cannot reach %s: %w", dest.Outside, err)
 	case t == nil:
-		return nil, nil, errors.New(strings.TrimPrefix(noRuleMessage(dest.Outside, uint16(p)), "sigil: "))
+		return nil, nil, errors.New("proxy: " + strings.TrimPrefix(noRuleMessage(dest.Outside, uint16(p)), "sigil: "))
 	}
 	up, err := t.dial(ctx, addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("upstream %s failed: %s", dest.Outside, reasonOf(err))
+		return nil, nil, fmt.Errorf("proxy: upstream %s failed: %s", dest.Outside, reasonOf(err))
 	}
 	return up, o.tcpRecord(svc, outsideLabel(svc, key), nil, nil), nil
 }

@@ -36,17 +36,17 @@ func (o *outbound) openL4(ctx context.Context, st *meshState, svc naming.Service
 		to, subset = naming.Service{Name: d.Service, Namespace: d.Namespace}, d.Subset
 	}
 	if to.IsZero() {
-		return nil, nil, fmt.Errorf("no tcp or tls route of %s matches", key)
+		return nil, nil, fmt.Errorf("proxy: no tcp or tls route of %s matches", key)
 	}
 	dest := to.String() + subsetSuffix(subset)
 	c := o.clusterAt(st, to, subset, port)
 	if c == nil || len(c.eps) == 0 {
-		return nil, nil, fmt.Errorf("no endpoint of %s", dest)
+		return nil, nil, fmt.Errorf("proxy: no endpoint of %s", dest)
 	}
 	ep := c.pick(nil, hashKey(c))
 	up, err := o.dialTCP(ctx, c, ep)
 	if err != nil {
-		return nil, nil, fmt.Errorf("upstream %s failed: %s", dest, reasonOf(err))
+		return nil, nil, fmt.Errorf("proxy: upstream %s failed: %s", dest, reasonOf(err))
 	}
 	return up, o.tcpRecord(svc, outsideLabel(svc, key), c, ep), nil
 }
