@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -442,6 +443,44 @@ spec:
 		c.Close()
 		if string(got) != "hello-ws" {
 			t.Errorf("%s: after the upgrade: %q, want hello-ws", host, got)
+		}
+	}
+}
+
+// TestRefusedHostSaysWhatToChange: a request for a host outside the mesh
+// that no DestinationRule (exported to the sidecar's namespace) says how
+// to reach gets 502 and an answer naming the DestinationRule that would
+// let it through; a malformed host gets 400 and no such advice.
+func TestRefusedHostSaysWhatToChange(t *testing.T) {
+	res, _ := naming.NewResolver("demo", naming.DefaultClusterDomain)
+	tests := []struct {
+		host     string
+		code     int
+		want     []string
+		wantNone string
+	}{
+		{"127.0.0.1:8080", http.StatusBadGateway, []string{`"127.0.0.1"`, "DestinationRule", "trafficPolicy.tls.mode DISABLE, SIMPLE or MUTUAL"}, ""},
+		{"api.example.com", http.StatusBadGateway, []string{`"api.example.com"`, "DestinationRule"}, ""},
+		{"a..b", http.StatusBadRequest, []string{"bad host"}, "DestinationRule"},
+	}
+	for _, tt := range tests {
+		_, err := res.Authority(tt.host)
+		if err == nil {
+			t.Fatalf("%s: resolved", tt.host)
+		}
+		w := httptest.NewRecorder()
+		refuseName(w, httptest.NewRequest("GET", "http://"+tt.host+"/", nil), err)
+		body := w.Body.String()
+		if w.Code != tt.code {
+			t.Errorf("%s: %d %q, want %d", tt.host, w.Code, body, tt.code)
+		}
+		for _, s := range tt.want {
+			if !strings.Contains(body, s) {
+				t.Errorf("%s: %q lacks %q", tt.host, body, s)
+			}
+		}
+		if tt.wantNone != "" && strings.Contains(body, tt.wantNone) {
+			t.Errorf("%s: %q has %q", tt.host, body, tt.wantNone)
 		}
 	}
 }
