@@ -14,7 +14,10 @@ import (
 
 // cluster is a service's subset as a sidecar sends to it: its endpoints and
 // the DestinationRule policy that applies (balancer, connection pool,
-// outlier detection).
+// outlier detection). service is the service's host
+// (api.prod.svc.cluster.local): the destination_service of the counters
+// it adds to, as in sigil_requests_total, so that services of one name in
+// two namespaces count apart.
 type cluster struct {
 	service, subset string
 	eps             []*endpoint

@@ -87,7 +87,7 @@ func (o *outbound) buildCluster(st *meshState, service naming.Service, subset st
 	o.upstream.setMax(eps, maxConnectionsOf(policy))
 	o.upstream.setDial(eps, upstreamDialOf(policy))
 	pl, rr := o.clusters.poolFor(service.String()+"|"+subset+"|"+strconv.FormatUint(uint64(port), 10), policy)
-	return &cluster{service: service.Name, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr, sni: meshSNI(policy), ping: h2PingOf(policy), hash: hashPolicyOf(policy), upgradeH2: upgradeH2Of(policy), warm: slowStartOf(policy), clock: o.clock}
+	return &cluster{service: o.p.names.FQDN(service), subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr, sni: meshSNI(policy), ping: h2PingOf(policy), hash: hashPolicyOf(policy), upgradeH2: upgradeH2Of(policy), warm: slowStartOf(policy), clock: o.clock}
 }
 
 func hasLabels(have, want map[string]string) bool {

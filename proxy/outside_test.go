@@ -484,3 +484,53 @@ func TestRefusedHostSaysWhatToChange(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceCountersKeepNamespacesApart: the sidecar's own counters
+// (faults, retries, ejections, overflows, mirrors) label a mesh service
+// by its host, as sigil_requests_total does, so reviews of prod and
+// reviews of staging count apart; a host outside the mesh by the host its
+// VirtualService names.
+func TestServiceCountersKeepNamespacesApart(t *testing.T) {
+	o := outsideMesh(t, "127.0.0.1:1", `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: prod}
+spec:
+  hosts: [reviews.prod, reviews.staging]
+  http:
+  - fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route:
+    - destination: {host: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: outside, namespace: prod}
+spec:
+  hosts: ["*.example.com"]
+  http:
+  - fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route:
+    - destination: {host: api.example.com}
+`)
+	for _, host := range []string{"reviews.prod", "reviews.staging", "reviews.staging", "a.example.com"} {
+		w := httptest.NewRecorder()
+		o.ServeHTTP(w, httptest.NewRequest("GET", "http://"+host+"/", nil))
+		if w.Code != http.StatusTeapot {
+			t.Fatalf("%s: %d %q, want the fault's 418", host, w.Code, w.Body)
+		}
+	}
+	m := o.p.metrics
+	for svc, want := range map[naming.Service]float64{{Name: "reviews", Namespace: "prod"}: 1, {Name: "reviews", Namespace: "staging"}: 2} {
+		if n := counterValue(t, m.faults.WithLabelValues(o.p.names.FQDN(svc), "abort")); n != want {
+			t.Errorf("sigil_faults_injected_total{destination_service=%q} = %v, want %v", o.p.names.FQDN(svc), n, want)
+		}
+	}
+	if n := counterValue(t, m.faults.WithLabelValues("*.example.com", "abort")); n != 1 {
+		t.Errorf("sigil_faults_injected_total{destination_service=*.example.com} = %v, want 1", n)
+	}
+	st := o.state.Load()
+	prod := o.buildCluster(st, naming.Service{Name: "reviews", Namespace: "prod"}, "", 0)
+	staging := o.buildCluster(st, naming.Service{Name: "reviews", Namespace: "staging"}, "", 0)
+	if prod.service == staging.service {
+		t.Errorf("the clusters of reviews.prod and reviews.staging both count as %q", prod.service)
+	}
+}
