@@ -330,7 +330,7 @@ func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
 		// References were checked across every namespace, as the server
 		// did; the table holds what is exported to this one (exportTo) and
 		// selects this workload (workloadSelector, by its --labels).
-		table, version = traffic.Compile(cfg.GetVersion(), traffic.SelectedFor(rs, p.names.Namespace(), p.cfg.labels)), cfg.GetVersion()
+		table, version = traffic.CompileFor(cfg.GetVersion(), traffic.SelectedFor(rs, p.names.Namespace(), p.cfg.labels), p.names.Namespace()), cfg.GetVersion()
 		p.metrics.configs.WithLabelValues("applied").Inc()
 		p.log.Info("configuration applied", "version", version, "resources", len(rs))
 	}
