@@ -348,7 +348,7 @@ spec:
 	if later[200] < 198 {
 		t.Fatalf("after ejection: %v (before: %v)", later, first)
 	}
-	if !strings.Contains(httpGet(t, "http://"+tm.web.Admin+"/metrics"), `sigil_outlier_ejections_total{destination_service="api"}`) {
+	if !strings.Contains(httpGet(t, "http://"+tm.web.Admin+"/metrics"), `sigil_outlier_ejections_total{destination_service="api.default.svc.cluster.local"}`) {
 		t.Fatal("no ejection counted")
 	}
 	t.Logf("pool: %v (%d overflowed in <300ms); outlier: first 40 %v, next 200 %v", st, overflowFast, first, later)

@@ -14,7 +14,10 @@ import (
 
 // cluster is a service's subset as a sidecar sends to it: its endpoints and
 // the DestinationRule policy that applies (balancer, connection pool,
-// outlier detection).
+// outlier detection). service is the service's host
+// (api.prod.svc.cluster.local): the destination_service of the counters
+// it adds to, as in sigil_requests_total, so that services of one name in
+// two namespaces count apart.
 type cluster struct {
 	service, subset string
 	eps             []*endpoint
@@ -363,7 +366,7 @@ func (c *cluster) record(e *endpoint, status int, connectFailed bool) bool {
 	if !trip {
 		return false
 	}
-	now := time.Now()
+	now := c.now()
 	ejected := 0
 	for _, x := range c.eps {
 		if x != e && x.ejected(now) {
@@ -379,14 +382,39 @@ func (c *cluster) record(e *endpoint, status int, connectFailed bool) bool {
 	if now.Before(e.ejectedUntil) {
 		return false
 	}
-	e.ejections++
-	until := now.Add(o.base * time.Duration(e.ejections))
+	e.ejections = o.multiplier(e.ejections, now.Sub(e.ejectedUntil)) + 1
+	until := now.Add(o.ejectionTime(e.ejections))
 	// Hosts come back at the detector's interval ticks, as in Envoy.
 	if o.interval > 0 {
 		until = until.Truncate(o.interval).Add(o.interval)
 	}
 	e.ejectedUntil, e.consec5xx, e.consecGW = until, 0, 0
 	return true
+}
+
+// defaultMaxEjectionTime is Envoy's max_ejection_time when unset (Istio
+// does not expose it): 300s, or baseEjectionTime when that is longer.
+const defaultMaxEjectionTime = 300 * time.Second
+
+// multiplier is an endpoint's count of ejections after it has been back in
+// the pool for back: one less per interval, as Envoy decrements it at each
+// interval the host is not ejected.
+func (o *outlierPolicy) multiplier(ejections int, back time.Duration) int {
+	if o.interval <= 0 || back < o.interval {
+		return ejections
+	}
+	return max(0, ejections-int(min(back/o.interval, time.Duration(ejections))))
+}
+
+// ejectionTime is how long the nth ejection lasts: baseEjectionTime × n,
+// capped at max(defaultMaxEjectionTime, baseEjectionTime) (Envoy's rule),
+// computed without overflow for any duration a resource can give.
+func (o *outlierPolicy) ejectionTime(n int) time.Duration {
+	limit := max(defaultMaxEjectionTime, o.base)
+	if o.base <= 0 || time.Duration(n) > limit/o.base {
+		return limit
+	}
+	return o.base * time.Duration(n)
 }
 
 // clusters caches clusters and their pools; a pool survives a config

@@ -121,3 +121,42 @@ func TestPeakEWMAPrefersFastEndpoint(t *testing.T) {
 		t.Fatalf("fast endpoint picked %d of 100 times", n)
 	}
 }
+
+// TestOutlierEjectionTimeBounded: an endpoint ejected for the nth time is
+// out for baseEjectionTime × n, capped at Envoy's max_ejection_time
+// default (300s, or baseEjectionTime when longer), never overflowing into
+// the past; the multiplier goes down by one per interval the endpoint
+// spends back in the pool (Envoy's rule).
+func TestOutlierEjectionTimeBounded(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name      string
+		base      time.Duration
+		prior     int           // ejections before this one
+		backFor   time.Duration // how long the endpoint has been back
+		wantAtLst time.Duration // ejected at least this long
+		wantAtMst time.Duration // and at most this long (plus one interval)
+	}{
+		{"first", 30 * time.Second, 0, time.Hour, 30 * time.Second, 30 * time.Second},
+		{"third, right back", 30 * time.Second, 2, 0, 90 * time.Second, 90 * time.Second},
+		{"fiftieth: capped at 300s", 30 * time.Second, 49, 0, 300 * time.Second, 300 * time.Second},
+		{"base above 300s: capped at base", time.Hour, 5, 0, time.Hour, time.Hour},
+		{"absurd base: no overflow", 2000000 * time.Hour, 2, 0, 2000000 * time.Hour, 2000000 * time.Hour},
+		{"back for 2 intervals: multiplier down by 2", 30 * time.Second, 4, 20 * time.Second, 90 * time.Second, 90 * time.Second},
+	}
+	for _, tt := range tests {
+		e := &endpoint{addr: "a", ejections: tt.prior, ejectedUntil: now.Add(-tt.backFor)}
+		c := &cluster{eps: []*endpoint{e, {addr: "b"}}, clock: func() time.Time { return now }, outlier: outlierOf(&traffic.TrafficPolicy{OutlierDetection: &traffic.OutlierDetection{
+			Consecutive5xxErrors: i32(1), MaxEjectionPercent: i32(100), Interval: &traffic.Duration{Duration: 10 * time.Second},
+			BaseEjectionTime: &traffic.Duration{Duration: tt.base},
+		}}), rr: new(atomic.Uint64), lb: lbRoundRobin}
+		if !c.record(e, 500, false) {
+			t.Errorf("%s: not ejected", tt.name)
+			continue
+		}
+		out := e.ejectedUntil.Sub(now)
+		if out < tt.wantAtLst || out > tt.wantAtMst+10*time.Second {
+			t.Errorf("%s: ejected for %v, want %v to %v", tt.name, out, tt.wantAtLst, tt.wantAtMst+10*time.Second)
+		}
+	}
+}

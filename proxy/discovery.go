@@ -87,7 +87,7 @@ func (o *outbound) buildCluster(st *meshState, service naming.Service, subset st
 	o.upstream.setMax(eps, maxConnectionsOf(policy))
 	o.upstream.setDial(eps, upstreamDialOf(policy))
 	pl, rr := o.clusters.poolFor(service.String()+"|"+subset+"|"+strconv.FormatUint(uint64(port), 10), policy)
-	return &cluster{service: service.Name, subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr, sni: meshSNI(policy), ping: h2PingOf(policy), hash: hashPolicyOf(policy), upgradeH2: upgradeH2Of(policy), warm: slowStartOf(policy), clock: o.clock}
+	return &cluster{service: o.p.names.FQDN(service), subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr, sni: meshSNI(policy), ping: h2PingOf(policy), hash: hashPolicyOf(policy), upgradeH2: upgradeH2Of(policy), warm: slowStartOf(policy), clock: o.clock}
 }
 
 func hasLabels(have, want map[string]string) bool {
@@ -336,7 +336,7 @@ func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
 		// References were checked across every namespace, as the server
 		// did; the table holds what is exported to this one (exportTo) and
 		// selects this workload (workloadSelector, by its --labels).
-		table, version = traffic.Compile(cfg.GetVersion(), traffic.SelectedFor(rs, p.names.Namespace(), p.cfg.labels)), cfg.GetVersion()
+		table, version = traffic.CompileFor(cfg.GetVersion(), traffic.SelectedFor(rs, p.names.Namespace(), p.cfg.labels), p.names.Namespace()), cfg.GetVersion()
 		p.metrics.configs.WithLabelValues("applied").Inc()
 		p.log.Info("configuration applied", "version", version, "resources", len(rs))
 	}

@@ -150,7 +150,7 @@ func (o *outbound) routeKey(w *statusRecorder, r *http.Request, svc naming.Servi
 	w.route = m.Name
 	if m.AbortPct > 0 && rand.Float64()*100 < m.AbortPct {
 		w.setFlag(flagFaultAbort)
-		o.abort(w, r, svc, m.Route)
+		o.abort(w, r, o.serviceLabel(svc, key), m.Route)
 		return
 	}
 	if m.Delay > 0 && rand.Float64()*100 < m.DelayPct {
@@ -218,7 +218,7 @@ func (o *outbound) routeKey(w *statusRecorder, r *http.Request, svc naming.Servi
 		switch {
 		case errors.As(err, &of):
 			w.setFlag(flagOverflow)
-			o.p.metrics.overflows.WithLabelValues(dest.Service).Inc()
+			o.p.metrics.overflows.WithLabelValues(o.p.names.FQDN(naming.Service{Name: dest.Service, Namespace: dest.Namespace})).Inc()
 			w.Header().Set("X-Sigil-Overflow", "connection pool of "+dest.Service+subsetSuffix(dest.Subset)+" is full")
 			writeError(w, r, http.StatusServiceUnavailable, "sigil: upstream connection pool overflow ("+dest.Service+subsetSuffix(dest.Subset)+")")
 		case errors.Is(err, context.DeadlineExceeded):
@@ -501,7 +501,7 @@ func (o *outbound) upgradeVia(w http.ResponseWriter, r *http.Request, rt http.Ro
 // it: it never delays or fails the original, and when too many copies are
 // in flight new ones are dropped.
 func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bool, to naming.Service, d *traffic.Destination, destPort uint32) {
-	svc := to.Name
+	svc := o.p.names.FQDN(to)
 	if !replay {
 		o.p.metrics.mirrors.WithLabelValues(svc, "skipped_body").Inc()
 		return

@@ -177,3 +177,33 @@ func TestWorkloadSelectorUsesSidecarLabels(t *testing.T) {
 		}
 	}
 }
+
+// TestSubsetWithoutLabelsTakesEveryEndpoint: a DestinationRule subset
+// without labels (Istio accepts it) is every endpoint of the host; one
+// with labels, those that carry them.
+func TestSubsetWithoutLabelsTakesEveryEndpoint(t *testing.T) {
+	self := spiffeid.RequireFromString("spiffe://example.org/ns/prod/sa/web")
+	names, err := meshNames(self, "", DefaultClusterDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := traffic.Parse([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: api, namespace: prod}\nspec:\n  host: api\n  subsets:\n  - name: all\n  - name: v1\n    labels: {version: v1}\n"), "dr.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names}
+	o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
+	o.setState(traffic.Compile(1, rs), 1, 1, []*agentv1.Endpoint{
+		{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/prod/sa/api", Labels: map[string]string{"version": "v1"}},
+		{Service: "api", Address: "10.0.0.2:15006", SpiffeId: "spiffe://example.org/ns/prod/sa/api", Labels: map[string]string{"version": "v2"}},
+		{Service: "api", Address: "10.0.0.3:15006", SpiffeId: "spiffe://example.org/ns/prod/sa/api"},
+	})
+	st := o.state.Load()
+	api := naming.Service{Name: "api", Namespace: "prod"}
+	for subset, want := range map[string]int{"all": 3, "v1": 1} {
+		c := o.cluster(st, api, subset)
+		if c == nil || len(c.eps) != want {
+			t.Errorf("subset %s: cluster %v, want %d endpoints", subset, c, want)
+		}
+	}
+}

@@ -231,14 +231,19 @@ func meshNames(self spiffeid.ID, claimed, clusterDomain string) (naming.Resolver
 }
 
 // refuseName answers a request whose host names no mesh service: 400 for a
-// malformed name, else 502 (fail closed: only the mesh's own services are
-// reachable through it).
+// malformed name, else 502 (fail closed: only the mesh's own services, and
+// the hosts outside it that a DestinationRule says how to reach, are
+// reachable through it), saying what would let such a host through.
 func refuseName(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, naming.ErrMalformed) {
 		writeError(w, r, http.StatusBadRequest, "sigil: bad host: "+err.Error())
 		return
 	}
-	writeError(w, r, http.StatusBadGateway, "sigil: unknown service: "+err.Error())
+	msg := "sigil: unknown service: " + err.Error()
+	if errors.Is(err, naming.ErrNotInMesh) {
+		msg += "; a host outside the mesh is reached only through a DestinationRule for it, exported to this namespace, with trafficPolicy.tls.mode DISABLE, SIMPLE or MUTUAL"
+	}
+	writeError(w, r, http.StatusBadGateway, msg)
 }
 
 // connect tunnels opaque TCP: CONNECT host:port, where host is a service

@@ -268,6 +268,17 @@ func (o *outbound) hostLabel(host string) string {
 	return o.state.Load().table.HostLabel(host)
 }
 
+// serviceLabel is the destination_service of the sidecar's own counters
+// for a request routed by key: a mesh service's host (svc's FQDN, so that
+// namespaces count apart), else the label of the host outside the mesh
+// (hostLabel).
+func (o *outbound) serviceLabel(svc naming.Service, key string) string {
+	if svc.IsZero() {
+		return o.hostLabel(key)
+	}
+	return o.p.names.FQDN(svc)
+}
+
 // portOf is a destination's port.number, 0 when unset.
 func portOf(d *traffic.Destination) uint32 {
 	if d.Port == nil {

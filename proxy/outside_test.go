@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -443,5 +444,93 @@ spec:
 		if string(got) != "hello-ws" {
 			t.Errorf("%s: after the upgrade: %q, want hello-ws", host, got)
 		}
+	}
+}
+
+// TestRefusedHostSaysWhatToChange: a request for a host outside the mesh
+// that no DestinationRule (exported to the sidecar's namespace) says how
+// to reach gets 502 and an answer naming the DestinationRule that would
+// let it through; a malformed host gets 400 and no such advice.
+func TestRefusedHostSaysWhatToChange(t *testing.T) {
+	res, _ := naming.NewResolver("demo", naming.DefaultClusterDomain)
+	tests := []struct {
+		host     string
+		code     int
+		want     []string
+		wantNone string
+	}{
+		{"127.0.0.1:8080", http.StatusBadGateway, []string{`"127.0.0.1"`, "DestinationRule", "trafficPolicy.tls.mode DISABLE, SIMPLE or MUTUAL"}, ""},
+		{"api.example.com", http.StatusBadGateway, []string{`"api.example.com"`, "DestinationRule"}, ""},
+		{"a..b", http.StatusBadRequest, []string{"bad host"}, "DestinationRule"},
+	}
+	for _, tt := range tests {
+		_, err := res.Authority(tt.host)
+		if err == nil {
+			t.Fatalf("%s: resolved", tt.host)
+		}
+		w := httptest.NewRecorder()
+		refuseName(w, httptest.NewRequest("GET", "http://"+tt.host+"/", nil), err)
+		body := w.Body.String()
+		if w.Code != tt.code {
+			t.Errorf("%s: %d %q, want %d", tt.host, w.Code, body, tt.code)
+		}
+		for _, s := range tt.want {
+			if !strings.Contains(body, s) {
+				t.Errorf("%s: %q lacks %q", tt.host, body, s)
+			}
+		}
+		if tt.wantNone != "" && strings.Contains(body, tt.wantNone) {
+			t.Errorf("%s: %q has %q", tt.host, body, tt.wantNone)
+		}
+	}
+}
+
+// TestServiceCountersKeepNamespacesApart: the sidecar's own counters
+// (faults, retries, ejections, overflows, mirrors) label a mesh service
+// by its host, as sigil_requests_total does, so reviews of prod and
+// reviews of staging count apart; a host outside the mesh by the host its
+// VirtualService names.
+func TestServiceCountersKeepNamespacesApart(t *testing.T) {
+	o := outsideMesh(t, "127.0.0.1:1", `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: prod}
+spec:
+  hosts: [reviews.prod, reviews.staging]
+  http:
+  - fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route:
+    - destination: {host: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: outside, namespace: prod}
+spec:
+  hosts: ["*.example.com"]
+  http:
+  - fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route:
+    - destination: {host: api.example.com}
+`)
+	for _, host := range []string{"reviews.prod", "reviews.staging", "reviews.staging", "a.example.com"} {
+		w := httptest.NewRecorder()
+		o.ServeHTTP(w, httptest.NewRequest("GET", "http://"+host+"/", nil))
+		if w.Code != http.StatusTeapot {
+			t.Fatalf("%s: %d %q, want the fault's 418", host, w.Code, w.Body)
+		}
+	}
+	m := o.p.metrics
+	for svc, want := range map[naming.Service]float64{{Name: "reviews", Namespace: "prod"}: 1, {Name: "reviews", Namespace: "staging"}: 2} {
+		if n := counterValue(t, m.faults.WithLabelValues(o.p.names.FQDN(svc), "abort")); n != want {
+			t.Errorf("sigil_faults_injected_total{destination_service=%q} = %v, want %v", o.p.names.FQDN(svc), n, want)
+		}
+	}
+	if n := counterValue(t, m.faults.WithLabelValues("*.example.com", "abort")); n != 1 {
+		t.Errorf("sigil_faults_injected_total{destination_service=*.example.com} = %v, want 1", n)
+	}
+	st := o.state.Load()
+	prod := o.buildCluster(st, naming.Service{Name: "reviews", Namespace: "prod"}, "", 0)
+	staging := o.buildCluster(st, naming.Service{Name: "reviews", Namespace: "staging"}, "", 0)
+	if prod.service == staging.service {
+		t.Errorf("the clusters of reviews.prod and reviews.staging both count as %q", prod.service)
 	}
 }

@@ -7,14 +7,14 @@ import (
 	"net/url"
 	"strconv"
 
-	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
-// abort answers with the fault's status, in the caller's protocol.
-func (o *outbound) abort(w http.ResponseWriter, r *http.Request, svc naming.Service, rt *traffic.Route) {
-	o.p.metrics.faults.WithLabelValues(svc.Name, "abort").Inc()
+// abort answers with the fault's status, in the caller's protocol, and
+// counts it under label (serviceLabel).
+func (o *outbound) abort(w http.ResponseWriter, r *http.Request, label string, rt *traffic.Route) {
+	o.p.metrics.faults.WithLabelValues(label, "abort").Inc()
 	if rt.AbortGRPC >= 0 || (protocolOf(r) == policy.ProtocolGRPC && rt.AbortHTTP == 0) {
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", strconv.Itoa(max(rt.AbortGRPC, 0)))

@@ -359,5 +359,12 @@ func subsetWarnings(all, touched []traffic.Resource) []string {
 			out = append(out, u.String())
 		}
 	}
+	// And a VirtualService whose routes for a host never apply, another
+	// of its namespace routing that host (sidecars take one).
+	for _, u := range traffic.SharedHosts(all) {
+		if refs[u.Shadowed] || refs[u.Winner] {
+			out = append(out, u.String())
+		}
+	}
 	return out
 }

@@ -115,3 +115,26 @@ func TestUnreachableOutsideHostIsAWarning(t *testing.T) {
 		t.Fatalf("warnings once a rule names the host: %q", resp.Warnings)
 	}
 }
+
+// TestSharedHostIsAWarning: a second VirtualService of one namespace for
+// a host another already routes is applied with a warning naming the one
+// that routes it at the sidecars (Istio's IST0109: sidecars do not merge
+// them); none for the same host in another namespace, which routes it for
+// its own sidecars.
+func TestSharedHostIsAWarning(t *testing.T) {
+	s, _ := storeServer(t)
+	h := s.adminHandler()
+	vs := func(ns, name string) string {
+		return "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: " + name + ", namespace: " + ns + "}\nspec:\n  hosts: [api.prod.svc.cluster.local]\n  http:\n  - route:\n    - destination: {host: api.prod.svc.cluster.local}\n"
+	}
+	if resp := applyYAML(t, h, vs("prod", "b")); len(resp.Warnings) != 0 {
+		t.Fatalf("warnings for the first: %q", resp.Warnings)
+	}
+	if resp := applyYAML(t, h, vs("staging", "a")); len(resp.Warnings) != 0 {
+		t.Fatalf("warnings for another namespace's: %q", resp.Warnings)
+	}
+	resp := applyYAML(t, h, vs("prod", "a"))
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], `VirtualService prod/b: spec.hosts[0]: "api.prod.svc.cluster.local" is routed by VirtualService prod/a at the sidecars`) {
+		t.Fatalf("warnings %q", resp.Warnings)
+	}
+}

@@ -231,3 +231,36 @@ func TestExportTo(t *testing.T) {
 		}
 	}
 }
+
+// TestOneVirtualServicePerHostAtASidecar: as at Istio's sidecars (no
+// merging for the mesh gateway), one VirtualService routes a host: the
+// one of the sidecar's own namespace, else the first by
+// namespace/name; another one's routes for that host never apply, even
+// where the first has no route for the request.
+func TestOneVirtualServicePerHostAtASidecar(t *testing.T) {
+	only := func(ns, name, prefix string) string {
+		return "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: " + name + ", namespace: " + ns + "}\nspec:\n  hosts: [reviews.prod.svc.cluster.local]\n  http:\n  - match: [{uri: {prefix: " + prefix + "}}]\n    route:\n    - destination: {host: reviews.prod.svc.cluster.local}\n"
+	}
+	rs := mustParse(t, only("prod", "z-prod", "/p"), only("staging", "a-staging", "/s"), only("staging", "b-staging", "/b"))
+	tests := []struct {
+		namespace string
+		routed    map[string]string // path: the VirtualService that routes it ("": none)
+	}{
+		{"prod", map[string]string{"/p": "VirtualService prod/z-prod", "/s": "", "/b": ""}},
+		{"staging", map[string]string{"/p": "", "/s": "VirtualService staging/a-staging", "/b": ""}},
+		{"dev", map[string]string{"/p": "VirtualService prod/z-prod", "/s": "", "/b": ""}},
+	}
+	for _, tt := range tests {
+		tab := CompileFor(1, SelectedFor(rs, tt.namespace, nil), tt.namespace)
+		for path, want := range tt.routed {
+			m, ok := tab.Match("reviews.prod", httptest.NewRequest("GET", "http://reviews.prod"+path, nil), nil)
+			got := ""
+			if ok {
+				got = m.Source
+			}
+			if got != want {
+				t.Errorf("sidecar in %s, %s: routed by %q, want %q", tt.namespace, path, got, want)
+			}
+		}
+	}
+}

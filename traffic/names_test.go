@@ -95,3 +95,16 @@ func TestNonUTF8RefusedParse(t *testing.T) {
 		})
 	}
 }
+
+// TestNonFiniteNumberRefusedParse: YAML's .nan and .inf have no JSON form;
+// the refusal says which value and what to write instead, not that the
+// document is not YAML.
+func TestNonFiniteNumberRefusedParse(t *testing.T) {
+	for _, v := range []string{".nan", ".inf", "-.Inf"} {
+		doc := "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api}\nspec:\n  hosts: [api]\n  http:\n  - fault: {abort: {httpStatus: 503, percentage: {value: " + v + "}}}\n    route:\n    - destination: {host: api}\n"
+		_, err := Parse([]byte(doc), "f.yaml")
+		if err == nil || !strings.Contains(err.Error(), "not a finite number") || strings.Contains(err.Error(), "not YAML") {
+			t.Errorf("%s: %v, want a refusal naming a number that is not finite", v, err)
+		}
+	}
+}

@@ -85,7 +85,12 @@ type typeMeta struct {
 
 func parseDoc(doc []byte) (Resource, error) {
 	js, err := yaml.YAMLToJSON(doc)
-	if err != nil {
+	var nonFinite *json.UnsupportedValueError
+	switch {
+	case errors.As(err, &nonFinite):
+		// YAML's .nan and .inf have no JSON form, and no field takes them.
+		return Resource{}, fmt.Errorf("traffic: %s is not a finite number: give every number as digits", nonFinite.Str)
+	case err != nil:
 		return Resource{}, fmt.Errorf("traffic: not YAML: %w", err)
 	}
 	var tm typeMeta

@@ -397,10 +397,20 @@ func (t *Table) SubsetLabels(service, subset string) (map[string]string, bool) {
 	return s.Labels, ok
 }
 
-// Compile builds a table from validated resources. Routes of several
-// VirtualServices for one host keep the order of their names, so the
-// result does not depend on the order they were applied in.
-func Compile(version int64, resources []Resource) *Table {
+// Compile is CompileFor a sidecar of no particular namespace: where
+// several VirtualServices name one host, the first by namespace/name
+// routes it.
+func Compile(version int64, resources []Resource) *Table { return CompileFor(version, resources, "") }
+
+// CompileFor builds the table of a sidecar in namespace from validated
+// resources (SelectedFor). One VirtualService routes a host (exact or
+// wildcard), as at Istio's sidecars, which do not merge VirtualServices
+// bound to the mesh: the first of those in namespace (Istio prefers the
+// sidecar's own namespace), else the first by namespace/name (Istio takes
+// the oldest; Sigil keeps no creation time, and the name order does not
+// depend on the order they were applied in). Another one's routes for that
+// host never apply, not even where the first has no route for a request.
+func CompileFor(version int64, resources []Resource, namespace string) *Table {
 	t := &Table{Version: version, routes: newHostIndex[*[]*Route](), rules: newHostIndex[*Rule]()}
 	sorted := append([]Resource(nil), resources...)
 	// A DestinationRule with a workloadSelector comes after the others, so
@@ -410,16 +420,23 @@ func Compile(version int64, resources []Resource) *Table {
 		if a, b := sorted[i].hasSelector(), sorted[j].hasSelector(); a != b {
 			return b
 		}
+		if a, b := sorted[i].Namespace == namespace, sorted[j].Namespace == namespace; a != b {
+			return a
+		}
 		return sorted[i].Key() < sorted[j].Key()
 	})
+	routed := map[string]bool{} // host keys a VirtualService routes
 	for _, r := range sorted {
 		switch {
 		case r.VS != nil && AppliesToMesh(r.VS.Spec.Gateways):
+			var hosts []hostKey
 			for _, h := range r.VS.Spec.Hosts {
 				key, wild, ok := HostKey(h, r.Namespace)
-				if !ok {
-					continue // Validate refused it
+				if !ok || routed[key] {
+					continue // Validate refused it, or an earlier VirtualService routes it
 				}
+				routed[key] = true
+				hosts = append(hosts, hostKey{key, wild})
 				rs := t.routes.ref(key, wild, func() *[]*Route { return new([]*Route) })
 				for i := range r.VS.Spec.HTTP {
 					if rt := compileRoute(r.Ref(), r.Namespace, &r.VS.Spec.HTTP[i]); rt != nil {
@@ -427,7 +444,7 @@ func Compile(version int64, resources []Resource) *Table {
 					}
 				}
 			}
-			t.compileTCPRoutes(r)
+			t.compileTCPRoutes(r, hosts)
 		case r.DR != nil:
 			rule := &Rule{Source: r.Ref(), Policy: r.DR.Spec.TrafficPolicy, Subsets: map[string]Subset{}}
 			for _, s := range r.DR.Spec.Subsets {
@@ -442,6 +459,12 @@ func Compile(version int64, resources []Resource) *Table {
 		}
 	}
 	return t
+}
+
+// hostKey is a host as HostKey resolves it.
+type hostKey struct {
+	key      string
+	wildcard bool
 }
 
 // compileRoute compiles one HTTP route of a VirtualService that applies

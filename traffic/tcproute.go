@@ -120,12 +120,9 @@ func (t *Table) MatchTCP(service string, port uint32, sourceLabels map[string]st
 // the mesh (a CONNECT to it is routed by them, proxy's openL4) or a
 // wildcard, which covers the services and outside hosts it matches when
 // no more specific host has routes (Istio's rule, as for http).
-func (t *Table) compileTCPRoutes(r Resource) {
-	for _, h := range r.VS.Spec.Hosts {
-		key, wild, ok := HostKey(h, r.Namespace)
-		if !ok {
-			continue // Validate refused it
-		}
+func (t *Table) compileTCPRoutes(r Resource, hosts []hostKey) {
+	for _, h := range hosts {
+		key, wild := h.key, h.wildcard
 		for i := range r.VS.Spec.TLS {
 			if t.more.tls == nil {
 				t.more.tls = newHostIndex[*[]tlsRoute]()

@@ -45,7 +45,11 @@ func (s *ClientTLSSettings) Originates() bool {
 // toward a mesh service only ISTIO_MUTUAL is allowed, since Sigil's
 // sidecars never speak plaintext or another TLS to each other; toward an
 // external host only DISABLE, SIMPLE and MUTUAL mean anything.
-func (v *validator) tlsSettings(p string, s *ClientTLSSettings, external bool) {
+//
+// meshHost, toward a mesh service, says how the rule's host was read
+// ("\"httpbin.org\" names the mesh service httpbin in namespace org"), so
+// that a refusal shows a user why a dotted name is not outside the mesh.
+func (v *validator) tlsSettings(p string, s *ClientTLSSettings, external bool, meshHost string) {
 	if s == nil {
 		return
 	}
@@ -69,7 +73,10 @@ func (v *validator) tlsSettings(p string, s *ClientTLSSettings, external bool) {
 		return
 	case TLSDisable, TLSSimple, TLSMutual:
 		if !external {
-			v.fail(p+".mode", "%s toward a mesh service is not supported: Sigil's sidecars speak only the mesh's mTLS to each other (ISTIO_MUTUAL, the default); remove tls or set mode ISTIO_MUTUAL", mode)
+			if meshHost != "" {
+				meshHost = " (" + meshHost + ")"
+			}
+			v.fail(p+".mode", "%s toward a mesh service is not supported%s: Sigil's sidecars speak only the mesh's mTLS to each other (ISTIO_MUTUAL, the default); remove tls or set mode ISTIO_MUTUAL", mode, meshHost)
 			return
 		}
 	default:
@@ -123,7 +130,14 @@ func (v *validator) sni(p, sni string) {
 // policyTLS checks the tls of every level of a DestinationRule's policy
 // (the rule's and its subsets'; a per-port level calls tlsSettings with
 // its own path the same way).
-func (v *validator) policyTLS(dr *DestinationRule, external bool) {
+func (v *validator) policyTLS(dr *DestinationRule, external bool, namespace string) {
+	meshHost := ""
+	if svc := ServiceOf(dr.Spec.Host, namespace); !external && !svc.IsZero() {
+		// A dotted name in a service's form (svc.ns, svc.ns.svc) is that
+		// service, as the app's DNS search path resolves it: say so,
+		// since Istio would read httpbin.org literally.
+		meshHost = fmt.Sprintf("%s names the mesh service %s in namespace %s", naming.Quote(dr.Spec.Host), svc.Name, svc.Namespace)
+	}
 	// portTLS checks the tls of a policy's portLevelSettings as the
 	// other levels: only the mesh's own mTLS toward a mesh service; toward
 	// a host outside the mesh, how to reach that port (Istio's egress TLS
@@ -131,7 +145,7 @@ func (v *validator) policyTLS(dr *DestinationRule, external bool) {
 	portTLS := func(path string, tp *TrafficPolicy) {
 		for j, ps := range tp.PortLevelSettings {
 			p := fmt.Sprintf("%s.portLevelSettings[%d]", path, j)
-			v.tlsSettings(p+".tls", ps.TLS, external)
+			v.tlsSettings(p+".tls", ps.TLS, external, meshHost)
 			if !external {
 				continue
 			}
@@ -143,12 +157,12 @@ func (v *validator) policyTLS(dr *DestinationRule, external bool) {
 		}
 	}
 	if tp := dr.Spec.TrafficPolicy; tp != nil {
-		v.tlsSettings("spec.trafficPolicy.tls", tp.TLS, external)
+		v.tlsSettings("spec.trafficPolicy.tls", tp.TLS, external, meshHost)
 		portTLS("spec.trafficPolicy", tp)
 	}
 	for i, s := range dr.Spec.Subsets {
 		if s.TrafficPolicy != nil {
-			v.tlsSettings(fmt.Sprintf("spec.subsets[%d].trafficPolicy.tls", i), s.TrafficPolicy.TLS, external)
+			v.tlsSettings(fmt.Sprintf("spec.subsets[%d].trafficPolicy.tls", i), s.TrafficPolicy.TLS, external, meshHost)
 			portTLS(fmt.Sprintf("spec.subsets[%d].trafficPolicy", i), s.TrafficPolicy)
 		}
 	}

@@ -25,6 +25,12 @@ func TestDestinationRuleTLSModes(t *testing.T) {
 		{"simple insecure", dr("api.example.com", "{mode: SIMPLE, insecureSkipVerify: true}"), nil},
 		{"disable to mesh", dr("api", "{mode: DISABLE}"), []string{"spec.trafficPolicy.tls.mode", "DISABLE toward a mesh service"}},
 		{"simple to mesh", dr("api.prod.svc.cluster.local", "{mode: SIMPLE}"), []string{"spec.trafficPolicy.tls.mode", "SIMPLE toward a mesh service"}},
+		// A dotted name in a mesh service's form (svc.ns) is that
+		// service: the refusal says how the host was read, so the user
+		// sees why httpbin.org is not outside the mesh.
+		{"disable to svc.ns form", dr("httpbin.org", "{mode: DISABLE}"), []string{"spec.trafficPolicy.tls.mode", `"httpbin.org" names the mesh service httpbin in namespace org`}},
+		{"mutual per port to svc.ns form", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: example.com\n  trafficPolicy:\n    portLevelSettings:\n    - port: {number: 443}\n      tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}\n", []string{"spec.trafficPolicy.portLevelSettings[0].tls.mode", `"example.com" names the mesh service example in namespace com`}},
+		{"disable to short name", dr("localhost", "{mode: DISABLE}"), []string{`"localhost" names the mesh service localhost in namespace default`}},
 		{"mutual to mesh, subset", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api\n  subsets:\n  - name: v1\n    labels: {version: v1}\n    trafficPolicy: {tls: {mode: MUTUAL}}\n", []string{"spec.subsets[0].trafficPolicy.tls.mode", "MUTUAL toward a mesh service"}},
 		// A rule for a host outside the mesh that does not say how to
 		// reach it is accepted and kept apart; it opens nothing.

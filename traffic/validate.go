@@ -23,7 +23,7 @@ func Validate(r Resource) error {
 	case r.VS != nil:
 		v.virtualService(r.VS)
 	case r.DR != nil:
-		v.destinationRule(r.DR)
+		v.destinationRule(r.DR, r.Namespace)
 		v.workloadSelector(r.DR, r.Namespace)
 	}
 	if len(v.problems) == 0 {

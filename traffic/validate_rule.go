@@ -14,8 +14,8 @@ import (
 // Load balancer names.
 var lbNames = map[string]bool{"": true, "UNSPECIFIED": true, "ROUND_ROBIN": true, "LEAST_REQUEST": true, "LEAST_CONN": true, "RANDOM": true}
 
-func (v *validator) destinationRule(dr *DestinationRule) {
-	v.policyTLS(dr, v.ruleHost(dr))
+func (v *validator) destinationRule(dr *DestinationRule, namespace string) {
+	v.policyTLS(dr, v.ruleHost(dr), namespace)
 	v.exportTo(dr.Spec.ExportTo)
 	v.trafficPolicy("spec.trafficPolicy", dr.Spec.TrafficPolicy)
 	seen := map[string]bool{}
