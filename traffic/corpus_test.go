@@ -140,7 +140,7 @@ func TestIstioCorpus(t *testing.T) {
 }
 
 // minCorpusAccepted is the floor the corpus test holds: it only rises.
-const minCorpusAccepted = 153
+const minCorpusAccepted = 154
 
 // firstLine is the reason of a refusal without the file and resource, so
 // alike refusals count together.

@@ -83,7 +83,7 @@ spec:
     route: [{destination: {host: productpage}}]
   - name: beta
     match: [{uri: {prefix: /productpage/beta}, headers: {x-beta: {exact: "yes"}}}]
-    route: [{destination: {host: productpage.other}}]
+    route: [{destination: {host: productpage.other.svc.cluster.local}}]
   - name: elsewhere
     match: [{uri: {prefix: /reviews}}]
     route: [{destination: {host: reviews}}]

@@ -7,35 +7,40 @@ import (
 	"github.com/sigil-mesh/sigil/naming"
 )
 
-// A resource's host is one of three things (DESIGN: Names):
+// A resource's host is one of three things (DESIGN: Names;
+// naming.Resolver.ResourceHost reads it):
 //
-//   - a mesh service, in one of its own forms (svc, svc.ns, svc.ns.svc,
-//     svc.ns.svc.cluster.local; a bare name in the resource's namespace):
-//     its key is "name.namespace" (naming.Service.String);
-//   - a host outside the mesh (httpbin.org, api.github.com,
-//     reviews.example.com): its key is the name itself, lower case. It
-//     never attaches to a mesh service, whatever its first label;
+//   - a mesh service, in one of its own forms (a bare name in the
+//     resource's namespace, svc.ns.svc, svc.ns.svc.cluster.local): its
+//     key is "name.namespace" (naming.Service.String);
+//   - a host outside the mesh (httpbin.org, reviews.prod, api.github.com;
+//     every other dotted name, as Istio takes a dotted name as fully
+//     qualified): its key is the name itself, lower case. It never
+//     attaches to a mesh service, whatever its labels;
 //   - a wildcard, "*.suffix" (or "*" for a DestinationRule): it applies
 //     to every service whose FQDN (name.ns.svc.cluster.local), and to
 //     every outside host, that ends in ".suffix", when no more specific
 //     resource names that host (Istio's rule: the most specific host
 //     wins).
 //
-// Keys cannot collide: every name of one or two labels is a mesh form,
-// so an outside host has at least three labels and a service key two.
+// An outside host of two labels has the key of the service Kubernetes
+// DNS reads it as (httpbin.org, the service httpbin of namespace org):
+// the request path reads such a name as that service when the mesh knows
+// it, else as the outside host (naming.Resolver.AppAuthority), so the
+// two share their routes.
 
 // HostKey is the key of host as a resource in namespace writes it, and
 // whether it is a wildcard pattern (then the key is the pattern). ok is
 // false for a host that is not a host name (Validate refuses those).
 func HostKey(host, namespace string) (key string, wildcard, ok bool) {
-	if svc := ServiceOf(host, namespace); !svc.IsZero() {
-		return svc.String(), false, true
-	}
-	p, err := naming.ParseHostPattern(host)
-	if err != nil {
+	h, err := resourceHost(host, namespace)
+	switch {
+	case err != nil:
 		return "", false, false
+	case h.Kind == naming.MeshService:
+		return h.Service.String(), false, true
 	}
-	return p.String(), p.IsWildcard(), true
+	return h.Name.String(), h.Kind == naming.WildcardHost, true
 }
 
 // hostName is the name wildcards are matched against for a key: a

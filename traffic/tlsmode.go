@@ -189,20 +189,23 @@ func IsExternalHost(host string) bool {
 	return err == nil
 }
 
-// parseExternalHost returns host's key when host is outside the mesh, and
-// an error (wrapping naming's) when it is malformed or a mesh service.
+// parseExternalHost returns host's key when host is outside the mesh
+// (naming.Resolver.ResourceHost: every dotted name but a service's
+// svc.ns.svc forms, or an IPv4 address), and an error (wrapping naming's)
+// when it is malformed, a wildcard or a mesh service.
 func parseExternalHost(host string) (string, error) {
-	if strings.Contains(host, "*") {
-		return "", fmt.Errorf("traffic: %q: wildcard hosts are not supported", host)
-	}
-	_, err := (naming.Resolver{}).Host(host)
+	h, err := (naming.Resolver{}).ResourceHost(host)
 	switch {
+	case err == nil && h.Kind == naming.OutsideHost:
+		return h.Name.String(), nil
+	case err == nil && h.Kind == naming.WildcardHost:
+		return "", fmt.Errorf("traffic: %q: wildcard hosts are not supported", host)
 	case err == nil:
 		return "", fmt.Errorf("traffic: %q is a mesh service", host)
 	case !errors.Is(err, naming.ErrNotInMesh) || strings.HasPrefix(host, "["):
 		return "", fmt.Errorf("traffic: %q: %w", host, err)
 	}
-	return externalKey(host), nil
+	return externalKey(host), nil // an IPv4 address
 }
 
 // ruleOriginates reports whether a DestinationRule says how to reach a

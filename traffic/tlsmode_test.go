@@ -28,8 +28,11 @@ func TestDestinationRuleTLSModes(t *testing.T) {
 		// A dotted name in a mesh service's form (svc.ns) is that
 		// service: the refusal says how the host was read, so the user
 		// sees why httpbin.org is not outside the mesh.
-		{"disable to svc.ns form", dr("httpbin.org", "{mode: DISABLE}"), []string{"spec.trafficPolicy.tls.mode", `"httpbin.org" names the mesh service httpbin in namespace org`}},
-		{"mutual per port to svc.ns form", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: example.com\n  trafficPolicy:\n    portLevelSettings:\n    - port: {number: 443}\n      tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}\n", []string{"spec.trafficPolicy.portLevelSettings[0].tls.mode", `"example.com" names the mesh service example in namespace com`}},
+		{"disable to svc.ns.svc form", dr("httpbin.org.svc", "{mode: DISABLE}"), []string{"spec.trafficPolicy.tls.mode", `"httpbin.org.svc" names the mesh service httpbin in namespace org`}},
+		// Dotted names are fully qualified, as Istio reads them: two
+		// labels are a host outside the mesh (TestTwoLabelHostsAreOutside).
+		{"disable to two labels", dr("httpbin.org", "{mode: DISABLE}"), nil},
+		{"mutual per port to two labels", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: example.com\n  trafficPolicy:\n    portLevelSettings:\n    - port: {number: 443}\n      tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}\n", nil},
 		{"disable to short name", dr("localhost", "{mode: DISABLE}"), []string{`"localhost" names the mesh service localhost in namespace default`}},
 		{"mutual to mesh, subset", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api\n  subsets:\n  - name: v1\n    labels: {version: v1}\n    trafficPolicy: {tls: {mode: MUTUAL}}\n", []string{"spec.subsets[0].trafficPolicy.tls.mode", "MUTUAL toward a mesh service"}},
 		// A rule for a host outside the mesh that does not say how to

@@ -266,7 +266,10 @@ spec:
 		want            WeightedDest
 	}{
 		{"api", "api", "", "api.prod", WeightedDest{Service: "api", Namespace: "prod"}},
-		{"api.prod.svc.cluster.local", "api.other", "", "api.prod", WeightedDest{Service: "api", Namespace: "other"}},
+		{"api.prod.svc.cluster.local", "api.other.svc.cluster.local", "", "api.prod", WeightedDest{Service: "api", Namespace: "other"}},
+		{"api.prod.svc", "api.other.svc", "", "api.prod", WeightedDest{Service: "api", Namespace: "other"}},
+		// Two labels are a host outside the mesh, as Istio reads them.
+		{"api", "api.other", "", "api.prod", WeightedDest{Outside: "api.other"}},
 		// Outside hosts are kept apart: their own key, never api.prod.
 		{"api.github.com", "api", "", "api.github.com", WeightedDest{Service: "api", Namespace: "prod"}},
 		{"api", "API.github.com.", "", "api.prod", WeightedDest{Outside: "api.github.com"}},

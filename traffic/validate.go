@@ -41,20 +41,31 @@ func (v *validator) fail(path, format string, args ...any) {
 }
 
 // ServiceOf resolves a host as a resource in namespace writes it ("api",
-// "api.prod", "api.prod.svc.cluster.local"): a bare name is a service of
-// the resource's own namespace, as in Istio. It returns the zero Service
-// for a host that is not a mesh service: an outside host or a wildcard
-// (HostKey keys those).
+// "api.prod.svc", "api.prod.svc.cluster.local"), as Istio reads it
+// (naming.Resolver.ResourceHost): a bare name is a service of the
+// resource's own namespace; any other dotted name, two labels included
+// ("httpbin.org", "api.prod"), is a host outside the mesh. It returns the
+// zero Service for a host that is not a mesh service: an outside host or
+// a wildcard (HostKey keys those).
 func ServiceOf(host, namespace string) naming.Service {
+	h, err := resourceHost(host, namespace)
+	if err != nil || h.Kind != naming.MeshService {
+		return naming.Service{}
+	}
+	return h.Service
+}
+
+// resourceHost reads host as a resource in namespace writes it ("": the
+// default namespace).
+func resourceHost(host, namespace string) (naming.ResourceHost, error) {
+	if namespace == "" {
+		return naming.Resolver{}.ResourceHost(host)
+	}
 	r, err := naming.NewResolver(namespace, naming.DefaultClusterDomain)
 	if err != nil {
-		return naming.Service{}
+		return naming.ResourceHost{}, err
 	}
-	svc, err := r.Host(host)
-	if err != nil {
-		return naming.Service{}
-	}
-	return svc
+	return r.ResourceHost(host)
 }
 
 // host checks a resource's host: a mesh service in one of its forms, a
