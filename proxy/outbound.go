@@ -167,8 +167,11 @@ func (o *outbound) serviceOf(r *http.Request) (naming.Service, error) {
 // header then), else the Host header or :authority, with its port, or 80
 // when it has none (http's default port, RFC 9110 §4.2.1: the app speaks
 // plain HTTP to its sidecar). The name must be one of a mesh service's own
-// forms (package naming); errors wrap naming.ErrMalformed or
-// naming.ErrNotInMesh. The port selects routes (match.port) and
+// forms (package naming), read as Kubernetes DNS reads it: a two-label
+// name.ns is the service only when the mesh knows it (it has endpoints,
+// or a VirtualService or DestinationRule names it), else the host outside
+// the mesh it spells (naming.Resolver.AppAuthority); errors wrap
+// naming.ErrMalformed or naming.ErrNotInMesh. The port selects routes (match.port) and
 // port-level policies (portLevelSettings): docs/istio.md, Gateways and
 // ports.
 func (o *outbound) destOf(r *http.Request) (naming.Service, uint16, error) {
@@ -182,7 +185,10 @@ func (o *outbound) destOf(r *http.Request) (naming.Service, uint16, error) {
 		}
 		authority = rawAuthority(r.RequestURI, r.URL.Host)
 	}
-	svc, err := o.p.names.Authority(authority)
+	st := o.state.Load()
+	svc, err := o.p.names.AppAuthority(authority, func(s naming.Service) bool {
+		return len(st.byService[s]) > 0 || st.table.NamesService(s)
+	})
 	if err != nil {
 		return naming.Service{}, 0, err
 	}

@@ -495,7 +495,7 @@ func TestServiceCountersKeepNamespacesApart(t *testing.T) {
 kind: VirtualService
 metadata: {name: reviews, namespace: prod}
 spec:
-  hosts: [reviews.prod, reviews.staging]
+  hosts: [reviews, reviews.staging.svc.cluster.local]
   http:
   - fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
     route:

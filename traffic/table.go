@@ -427,6 +427,7 @@ func CompileFor(version int64, resources []Resource, namespace string) *Table {
 	})
 	routed := map[string]bool{} // host keys a VirtualService routes
 	for _, r := range sorted {
+		t.noteServices(r)
 		switch {
 		case r.VS != nil && AppliesToMesh(r.VS.Spec.Gateways):
 			var hosts []hostKey
@@ -460,6 +461,37 @@ func CompileFor(version int64, resources []Resource, namespace string) *Table {
 	}
 	return t
 }
+
+// noteServices records the services r names in one of their service
+// forms: a VirtualService's hosts and destinations, a DestinationRule's
+// host (NamesService).
+func (t *Table) noteServices(r Resource) {
+	note := func(host string) {
+		if svc := ServiceOf(host, r.Namespace); !svc.IsZero() {
+			if t.more.services == nil {
+				t.more.services = map[naming.Service]bool{}
+			}
+			t.more.services[svc] = true
+		}
+	}
+	switch {
+	case r.VS != nil:
+		for _, h := range r.VS.Spec.Hosts {
+			note(h)
+		}
+		eachDestination(r.VS, func(_ string, d *Destination) { note(d.Host) })
+	case r.DR != nil:
+		note(r.DR.Spec.Host)
+	}
+}
+
+// NamesService reports whether a VirtualService or DestinationRule of the
+// table names svc in one of its service forms (a bare name in svc's
+// namespace, svc.ns.svc, svc.ns.svc.cluster.local), as a host or a
+// destination: with its endpoints, what makes the mesh know a service,
+// so that an app's two-label authority name.ns is read as that service
+// (naming.Resolver.AppAuthority).
+func (t *Table) NamesService(svc naming.Service) bool { return t != nil && t.more.services[svc] }
 
 // hostKey is a host as HostKey resolves it.
 type hostKey struct {

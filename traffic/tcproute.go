@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/sigil-mesh/sigil/naming"
 )
 
 // TCPRoute is one rule of a VirtualService's tcp section (Istio's
@@ -41,6 +43,7 @@ type moreRules struct {
 	tcp      *hostIndex[*[]tcpRoute] // tcp routes by host key (HostKey: a service, an outside host, a wildcard), in order
 	tls      *hostIndex[*[]tlsRoute] // tls routes by host key, in order (tlsroute.go)
 	external *hostIndex[*Rule]       // DestinationRules of hosts outside the mesh, by externalKey or wildcard (tlsmode.go)
+	services map[naming.Service]bool // the services a VirtualService or DestinationRule names in a service form (NamesService)
 }
 
 // l4Match is a compiled L4MatchAttributes; port 0 matches every port.
