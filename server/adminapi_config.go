@@ -133,6 +133,12 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 		}
 	}
 	resp.Warnings = subsetWarnings(all, parsed)
+	// And a host of two labels, name.namespace, of the resources applied:
+	// Sigil reads it as Istio does, outside the mesh, where Kubernetes DNS
+	// (and Sigil before) found a service.
+	for _, d := range traffic.DottedHosts(all, parsed) {
+		resp.Warnings = append(resp.Warnings, d.String())
+	}
 
 	if req.DryRun || len(events) == 0 {
 		return resp, nil
