@@ -56,7 +56,7 @@ func TestNamespacedServicesReferences(t *testing.T) {
 		}, `subset "v2" of reviews is not defined by any DestinationRule for reviews.prod`},
 		{"route in prod to staging's subset by name", []string{
 			dr("staging", "reviews", "reviews", v2Subset),
-			vsTo("prod", "reviews", "reviews", "reviews.staging", "v2", ""),
+			vsTo("prod", "reviews", "reviews", "reviews.staging.svc.cluster.local", "v2", ""),
 		}, ""},
 		{"outside host's subset never defines the service's", []string{
 			dr("prod", "ext", "reviews.example.com", v2Subset),
@@ -72,25 +72,61 @@ func TestNamespacedServicesReferences(t *testing.T) {
 		}, `subset "v2" of reviews is not defined by any DestinationRule for reviews.staging`},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			// A refusal (CheckReferences) or a warning (UndefinedSubsets):
-			// either names the subset and the host it was looked for in.
-			all := mustParse(t, tt.docs...)
-			var got []string
-			if err := CheckReferences(all); err != nil {
-				got = append(got, err.Error())
-			}
-			for _, u := range UndefinedSubsets(all) {
-				got = append(got, u.String())
-			}
-			msg := strings.Join(got, "\n")
-			switch {
-			case tt.want == "" && msg != "":
-				t.Fatal(msg)
-			case tt.want != "" && !strings.Contains(msg, tt.want):
-				t.Fatalf("got %q, want %q", msg, tt.want)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantRefusalOrWarning(t, tt.docs, tt.want) })
+	}
+}
+
+// wantRefusalOrWarning checks that docs are refused (CheckReferences) or
+// warned of (UndefinedSubsets) with a message containing want, or neither
+// when want is empty: either names the subset and the host it was looked
+// for in.
+func wantRefusalOrWarning(t *testing.T, docs []string, want string) {
+	t.Helper()
+	all := mustParse(t, docs...)
+	var got []string
+	if err := CheckReferences(all); err != nil {
+		got = append(got, err.Error())
+	}
+	for _, u := range UndefinedSubsets(all) {
+		got = append(got, u.String())
+	}
+	msg := strings.Join(got, "\n")
+	switch {
+	case want == "" && msg != "":
+		t.Fatal(msg)
+	case want != "" && !strings.Contains(msg, want):
+		t.Fatalf("got %q, want %q", msg, want)
+	}
+}
+
+// TestUndefinedSubsetHonoursExportTo: a subset is defined for a route
+// only by a DestinationRule exported to the namespaces the route applies
+// in; one exported only to its own namespace (".") leaves a route of
+// another namespace to 503 at its sidecars, and is warned of.
+func TestUndefinedSubsetHonoursExportTo(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		docs []string
+		want string
+	}{
+		{"subset exported only to its own namespace", []string{
+			dr("prod", "reviews", "reviews", v2Subset+"  exportTo: [\".\"]\n"),
+			vsTo("demo", "r", "ratings", "reviews.prod.svc.cluster.local", "v2", ""),
+		}, `subset "v2" of reviews.prod.svc.cluster.local is defined only by DestinationRules for reviews.prod not exported to namespace demo, where the route applies`},
+		{"subset exported to the route's namespace", []string{
+			dr("prod", "reviews", "reviews", v2Subset+"  exportTo: [\".\", demo]\n"),
+			vsTo("demo", "r", "ratings", "reviews.prod.svc.cluster.local", "v2", ""),
+		}, ""},
+		{"subset exported everywhere", []string{
+			dr("prod", "reviews", "reviews", v2Subset+"  exportTo: [\"*\"]\n"),
+			vsTo("demo", "r", "ratings", "reviews.prod.svc.cluster.local", "v2", ""),
+		}, ""},
+		{"route exported to a namespace the subset is not", []string{
+			dr("prod", "reviews", "reviews", v2Subset+"  exportTo: [\".\"]\n"),
+			vsTo("prod", "r", "reviews", "reviews", "v2", "  exportTo: [\".\", demo]\n"),
+		}, `not exported to namespace demo`},
+	} {
+		t.Run(tt.name, func(t *testing.T) { wantRefusalOrWarning(t, tt.docs, tt.want) })
 	}
 }
 

@@ -160,29 +160,99 @@ func CheckReferences(all []Resource) error {
 }
 
 // UndefinedSubset is a route or mirror to a subset that no
-// DestinationRule for its host defines.
+// DestinationRule for its host defines, or none that applies where the
+// route does (Hidden).
 type UndefinedSubset struct {
 	Source string // the VirtualService, as Resource.Ref names it
 	Path   string // the field: spec.http[0].route[1].destination.subset
 	Host   string // the destination's host, as written
 	Key    string // the host resolved in the VirtualService's namespace (HostKey)
 	Subset string
+	// Hidden is the namespace whose sidecars the route applies at where
+	// no DestinationRule defining the subset is exported, when one
+	// defines it elsewhere (its exportTo leaves that namespace out); ""
+	// when none defines it.
+	Hidden string
 }
 
 // String is the warning shown to the user.
 func (u UndefinedSubset) String() string {
+	if u.Hidden != "" {
+		return fmt.Sprintf("%s: %s: subset %q of %s is defined only by DestinationRules for %s not exported to namespace %s, where the route applies: requests routed there from namespace %s get 503 until a DestinationRule exported there defines it (exportTo)", u.Source, u.Path, u.Subset, u.Host, u.Key, u.Hidden, u.Hidden)
+	}
 	return fmt.Sprintf("%s: %s: subset %q of %s is not defined by any DestinationRule for %s: requests routed there get 503 until one defines it", u.Source, u.Path, u.Subset, u.Host, u.Key)
 }
 
 // UndefinedSubsets lists the subsets the VirtualServices of all route or
 // mirror to that no DestinationRule of all defines (the service's own, in
 // the namespace the host names, else the most specific wildcard that
-// covers it). Istio accepts such a route, and so does Sigil (a warning,
-// not a refusal): a request it takes is answered 503, as Envoy answers for
-// a cluster with no endpoints, until the subset is defined.
+// covers it), or that none defines that is exported to a namespace the
+// route applies in (the VirtualService's own, and the namespaces its
+// exportTo names): sidecars there see no such subset (Resource.Visible).
+// Istio accepts such a route, and so does Sigil (a warning, not a
+// refusal): a request it takes is answered 503, as Envoy answers for a
+// cluster with no endpoints, until the subset is defined.
 func UndefinedSubsets(all []Resource) []UndefinedSubset {
-	subsets := newHostIndex[map[string]bool]()
+	everywhere := definedSubsets(all)
+	byNamespace := map[string]*hostIndex[map[string]bool]{}
+	in := func(ns string) *hostIndex[map[string]bool] {
+		x, ok := byNamespace[ns]
+		if !ok {
+			x = definedSubsets(VisibleIn(all, ns))
+			byNamespace[ns] = x
+		}
+		return x
+	}
+	var out []UndefinedSubset
 	for _, r := range all {
+		if r.VS == nil {
+			continue
+		}
+		check := func(path string, d *Destination) {
+			if d == nil || d.Subset == "" {
+				return
+			}
+			key, _, _ := HostKey(d.Host, r.Namespace)
+			u := UndefinedSubset{Source: r.Ref(), Path: path, Host: d.Host, Key: key, Subset: d.Subset}
+			if set, _ := everywhere.lookup(key); !set[d.Subset] {
+				out = append(out, u)
+				return
+			}
+			for _, ns := range routeNamespaces(r) {
+				if set, _ := in(ns).lookup(key); !set[d.Subset] {
+					u.Hidden = ns
+					out = append(out, u)
+					return
+				}
+			}
+		}
+		eachDestination(r.VS, func(path string, d *Destination) { check(path+".subset", d) })
+	}
+	return out
+}
+
+// routeNamespaces are the namespaces whose sidecars a VirtualService is
+// known to apply at: its own when visible there, and each namespace its
+// exportTo names ("*" and absent add no other: the rest are not known).
+func routeNamespaces(r Resource) []string {
+	var out []string
+	if r.Visible(r.Namespace) {
+		out = append(out, r.Namespace)
+	}
+	for _, ns := range r.VS.Spec.ExportTo {
+		if ns != "." && ns != "*" && ns != r.Namespace {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// definedSubsets indexes the subsets the DestinationRules of rs define,
+// by host: a subset is defined for every workload only when each rule of
+// its host defines it.
+func definedSubsets(rs []Resource) *hostIndex[map[string]bool] {
+	subsets := newHostIndex[map[string]bool]()
+	for _, r := range rs {
 		if r.DR == nil {
 			continue
 		}
@@ -202,7 +272,7 @@ func UndefinedSubsets(all []Resource) []UndefinedSubset {
 	// A rule with a workloadSelector replaces the host's rule for the
 	// workloads it selects: a subset is defined for every workload only
 	// when each rule of its host defines it (none: no rule for the others).
-	for _, r := range all {
+	for _, r := range rs {
 		key, wild, ok := "", false, false
 		if r.hasSelector() {
 			key, wild, ok = HostKey(r.DR.Spec.Host, r.Namespace)
@@ -217,23 +287,7 @@ func UndefinedSubsets(all []Resource) []UndefinedSubset {
 			}
 		}
 	}
-	var out []UndefinedSubset
-	for _, r := range all {
-		if r.VS == nil {
-			continue
-		}
-		check := func(path string, d *Destination) {
-			if d == nil || d.Subset == "" {
-				return
-			}
-			key, _, _ := HostKey(d.Host, r.Namespace)
-			if set, _ := subsets.lookup(key); !set[d.Subset] {
-				out = append(out, UndefinedSubset{Source: r.Ref(), Path: path, Host: d.Host, Key: key, Subset: d.Subset})
-			}
-		}
-		eachDestination(r.VS, func(path string, d *Destination) { check(path+".subset", d) })
-	}
-	return out
+	return subsets
 }
 
 // consistentHash checks a loadBalancer's consistentHash: with no simple
