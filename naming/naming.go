@@ -24,7 +24,10 @@
 //	svc.ns.svc.<cluster domain>   cluster.local unless configured
 //
 // each optionally with a port and a trailing dot, compared without case
-// (RFC 4343). Any other well-formed name, api.github.com or an IP address,
+// (RFC 4343). svc.ns is the service on the request path only when the
+// mesh knows it (Resolver.AppAuthority); in a resource, a dotted name is
+// read as Istio reads it, and svc.ns is a host outside the mesh
+// (Resolver.ResourceHost, resourcehost.go). Any other well-formed name, api.github.com or an IP address,
 // is not a mesh service (ErrNotInMesh); a name that is not well formed
 // (empty labels, a bad port, userinfo, escapes, spaces, non-ASCII) is
 // ErrMalformed. The proxy answers the first with 502 and the second with
