@@ -245,6 +245,10 @@ func TestRolloutTargetChoice(t *testing.T) {
 		{"other host", `{"hosts":["api"],"http":[{"route":[{"destination":{"host":"web","subset":"v1"}}]}]}`, "", false},
 		{"no subset", `{"hosts":["api"],"http":[{"route":[{"destination":{"host":"api"}}]}]}`, "", false},
 		{"other service", `{"hosts":["web"],"http":[{"route":[{"destination":{"host":"api","subset":"v1"}}]}]}`, "", false},
+		// Two labels are a host outside the mesh in a resource, as Istio
+		// reads them: not the service api of default.
+		{"two-label host", `{"hosts":["api.default"],"http":[{"route":[{"destination":{"host":"api.default","subset":"v1"}}]}]}`, "", false},
+		{"svc form", `{"hosts":["api.default.svc"],"http":[{"route":[{"destination":{"host":"api.default.svc","subset":"v1"}}]}]}`, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := config()

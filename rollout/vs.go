@@ -36,8 +36,10 @@ func findTarget(vss []adminv1.Resource, cfg Config) (*target, error) {
 		if !ok {
 			return false
 		}
-		svc, err := res.Host(h)
-		return err == nil && svc == want
+		// A resource's host, read as Istio reads it (reviews.prod is a
+		// host outside the mesh there).
+		rh, err := res.ResourceHost(h)
+		return err == nil && rh.Kind == naming.MeshService && rh.Service == want
 	}
 	for _, vs := range vss {
 		if vs.Namespace != cfg.Namespace {

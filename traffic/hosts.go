@@ -43,8 +43,10 @@ func HostKey(host, namespace string) (key string, wildcard, ok bool) {
 	return h.Name.String(), h.Kind == naming.WildcardHost, true
 }
 
-// hostName is the name wildcards are matched against for a key: a
-// service's FQDN, or the outside host itself.
+// hostName is the name wildcards are matched against for a key of an
+// index of services and outside hosts: a service's FQDN (for any key of
+// two labels, which an outside host shares with the service Kubernetes
+// DNS reads it as), or the outside host itself.
 func hostName(key string) string {
 	if strings.Count(key, ".") == 1 {
 		name, ns, _ := strings.Cut(key, ".")
@@ -58,6 +60,10 @@ func hostName(key string) string {
 type hostIndex[T any] struct {
 	exact map[string]T
 	wild  []wildEntry[T] // most specific first
+	// outside: every key is a host outside the mesh, matched against
+	// wildcards by its own name (hostName reads a key of two labels as a
+	// service's).
+	outside bool
 }
 
 type wildEntry[T any] struct {
@@ -66,6 +72,19 @@ type wildEntry[T any] struct {
 }
 
 func newHostIndex[T any]() *hostIndex[T] { return &hostIndex[T]{exact: map[string]T{}} }
+
+// newOutsideIndex is an index of hosts outside the mesh only.
+func newOutsideIndex[T any]() *hostIndex[T] {
+	return &hostIndex[T]{exact: map[string]T{}, outside: true}
+}
+
+// name is what x's wildcards are matched against for key.
+func (x *hostIndex[T]) name(key string) string {
+	if x.outside {
+		return key
+	}
+	return hostName(key)
+}
 
 // ref returns the value stored under key (a HostKey), creating it with
 // mk when absent, for building the index.
@@ -117,7 +136,7 @@ func (x *hostIndex[T]) written(key string) (string, int, bool) {
 		return key, 1 << 16, true
 	}
 	if len(x.wild) > 0 {
-		name := hostName(key)
+		name := x.name(key)
 		for _, e := range x.wild {
 			if e.pattern.Matches(name) {
 				return e.pattern.String(), e.pattern.Specificity(), true
@@ -133,7 +152,7 @@ func (x *hostIndex[T]) lookup(key string) (T, bool) {
 		return v, true
 	}
 	if len(x.wild) > 0 {
-		name := hostName(key)
+		name := x.name(key)
 		for _, e := range x.wild {
 			if e.pattern.Matches(name) {
 				return e.value, true

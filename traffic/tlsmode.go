@@ -311,7 +311,7 @@ func (t *Table) addExternalRule(r Resource, rule *Rule) bool {
 		return false
 	}
 	if t.more.external == nil {
-		t.more.external = newHostIndex[*Rule]()
+		t.more.external = newOutsideIndex[*Rule]()
 	}
 	t.more.external.set(key, wild, rule)
 	return true

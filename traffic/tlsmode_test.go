@@ -181,3 +181,24 @@ func TestExternalRuleWildcard(t *testing.T) {
 		t.Error("a wildcard rule for outside hosts leaked into the mesh's rules")
 	}
 }
+
+// TestTwoLabelHostsAreOutside: a DestinationRule's host of two labels
+// (httpbin.org) is a host outside the mesh, found by its own name and by a
+// wildcard rule that covers it (*.org), never matched as the FQDN of a
+// service httpbin of namespace org.
+func TestTwoLabelHostsAreOutside(t *testing.T) {
+	rs, err := Parse([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: prod}\nspec:\n  host: httpbin.org\n  trafficPolicy: {tls: {mode: DISABLE}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: w, namespace: prod}\nspec:\n  host: '*.net'\n  trafficPolicy: {tls: {mode: SIMPLE}}\n"), "f.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := Compile(1, rs)
+	for host, want := range map[string]string{"httpbin.org": TLSDisable, "example.net": TLSSimple, "a.example.net": TLSSimple, "example.com": ""} {
+		p, ok := tab.ExternalRule(host, 0)
+		if ok != (want != "") || ok && p.TLS.Mode != want {
+			t.Errorf("%s: rule %+v %v, want mode %q", host, p, ok, want)
+		}
+	}
+	if tab.Policy("httpbin.org", "") != nil {
+		t.Error("httpbin.org's rule became the policy of the service httpbin of namespace org")
+	}
+}
