@@ -92,7 +92,7 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if o.p.trace != nil {
-		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", cmp.Or(svc.Name, outside))
+		span := o.p.trace.start(r, trace.SpanKindClient, "outbound", cmp.Or(svc.Name, traffic.HostOfKey(outside)))
 		defer func() { o.p.trace.end(span, rec.status(), "") }()
 	}
 	o.routeKey(rec, r, svc, cmp.Or(outside, svc.String()), uint32(port))

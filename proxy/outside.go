@@ -52,10 +52,11 @@ func (o *outbound) outsideRouted(r *http.Request, err error, port uint16) (strin
 	if p == 0 {
 		p = defaultHTTPPort
 	}
-	if !o.state.Load().table.HasRoutesAt(name.String(), uint32(p), o.p.cfg.labels) {
+	key := traffic.OutsideKey(name.String())
+	if !o.state.Load().table.HasRoutesAt(key, uint32(p), o.p.cfg.labels) {
 		return "", port
 	}
-	return name.String(), p
+	return key, p
 }
 
 // appAuthority is the authority the app addressed: the absolute-form
@@ -240,7 +241,8 @@ func (o *outbound) mirrorAny(st *meshState, r *http.Request, body []byte, replay
 		o.mirror(st, r, body, replay, to, d, destPort)
 		return
 	}
-	host, _, _ := traffic.HostKey(d.Host, "")
+	key, _, _ := traffic.HostKey(d.Host, "")
+	host := traffic.HostOfKey(key)
 	label := o.hostLabel(host)
 	if !replay {
 		o.p.metrics.mirrors.WithLabelValues(label, "skipped_body").Inc()
@@ -305,11 +307,11 @@ func (o *outbound) outsideL4(r *http.Request, err error) (string, uint16) {
 	if err != nil || name.IsWildcard() {
 		return "", 0
 	}
-	t := o.state.Load().table
-	if _, ok := t.MatchTCP(name.String(), uint32(port), o.p.cfg.labels); !ok && !t.HasTLSRoutes(name.String()) {
+	t, key := o.state.Load().table, traffic.OutsideKey(name.String())
+	if _, ok := t.MatchTCP(key, uint32(port), o.p.cfg.labels); !ok && !t.HasTLSRoutes(key) {
 		return "", 0
 	}
-	return name.String(), port
+	return key, port
 }
 
 // openOutside opens a connection a tcp or tls route sends to dest, a host
@@ -338,7 +340,7 @@ func (o *outbound) openOutside(ctx context.Context, st *meshState, svc naming.Se
 // the mesh when svc is zero, else "" (the service labels it).
 func outsideLabel(svc naming.Service, key string) string {
 	if svc.IsZero() {
-		return key
+		return traffic.HostOfKey(key)
 	}
 	return ""
 }

@@ -36,6 +36,15 @@ kind: DestinationRule
 metadata: {name: ratings, namespace: prod}
 spec:
   host: ratings.staging.svc.cluster.local
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin, namespace: prod}
+spec:
+  hosts: [httpbin.org]
+  http:
+  - headers: {response: {set: {x-route: httpbin-org}}}
+    route: [{destination: {host: httpbin.org}}]
 `
 	o := outsideMesh(t, srv.Listener.Addr().String(), yaml)
 	rs, err := traffic.Parse([]byte(yaml), "t")
@@ -48,8 +57,8 @@ spec:
 
 	w := httptest.NewRecorder()
 	o.ServeHTTP(w, httptest.NewRequest("GET", "http://httpbin.org/get", nil))
-	if w.Code != http.StatusOK || w.Body.String() != "outside httpbin.org" {
-		t.Errorf("httpbin.org with a DISABLE rule: %d %q, want 200 from the outside host", w.Code, w.Body)
+	if w.Code != http.StatusOK || w.Body.String() != "outside httpbin.org" || w.Header().Get("X-Route") != "httpbin-org" {
+		t.Errorf("httpbin.org with a DISABLE rule: %d %q %v, want 200 from the outside host through its VirtualService", w.Code, w.Body, w.Header())
 	}
 	w = httptest.NewRecorder()
 	o.ServeHTTP(w, httptest.NewRequest("GET", "http://example.org/", nil))

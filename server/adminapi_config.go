@@ -335,6 +335,7 @@ func subsetWarnings(all, touched []traffic.Resource) []string {
 		if r.DR != nil {
 			if key, _, ok := traffic.HostKey(r.DR.Spec.Host, r.Namespace); ok {
 				hosts[key] = true
+				hosts[traffic.HostOfKey(key)] = true // UnreachableOutside.Host
 			}
 		}
 	}

@@ -23,11 +23,12 @@ import (
 //     resource names that host (Istio's rule: the most specific host
 //     wins).
 //
-// An outside host of two labels has the key of the service Kubernetes
-// DNS reads it as (httpbin.org, the service httpbin of namespace org):
-// the request path reads such a name as that service when the mesh knows
-// it, else as the outside host (naming.Resolver.AppAuthority), so the
-// two share their routes.
+// Keys cannot collide: a service's key has two labels and no trailing
+// dot; an outside host of two labels is keyed by its absolute form with
+// the trailing dot, "httpbin.org." (OutsideKey), never as the service
+// Kubernetes DNS reads it as (httpbin of namespace org). The request path
+// reads such a name as that service when the mesh knows it, else as the
+// outside host (naming.Resolver.AppAuthority), and looks up that key.
 
 // HostKey is the key of host as a resource in namespace writes it, and
 // whether it is a wildcard pattern (then the key is the pattern). ok is
@@ -40,14 +41,19 @@ func HostKey(host, namespace string) (key string, wildcard, ok bool) {
 	case h.Kind == naming.MeshService:
 		return h.Service.String(), false, true
 	}
-	return h.Name.String(), h.Kind == naming.WildcardHost, true
+	if h.Kind == naming.WildcardHost {
+		return h.Name.String(), true, true
+	}
+	return OutsideKey(h.Name.String()), false, true
 }
 
 // hostName is the name wildcards are matched against for a key of an
-// index of services and outside hosts: a service's FQDN (for any key of
-// two labels, which an outside host shares with the service Kubernetes
-// DNS reads it as), or the outside host itself.
+// index of services and outside hosts: a service's FQDN, or the outside
+// host itself.
 func hostName(key string) string {
+	if strings.HasSuffix(key, ".") {
+		return HostOfKey(key) // an outside host of two labels (OutsideKey)
+	}
 	if strings.Count(key, ".") == 1 {
 		name, ns, _ := strings.Cut(key, ".")
 		return naming.Resolver{}.FQDN(naming.Service{Name: name, Namespace: ns})
@@ -60,9 +66,8 @@ func hostName(key string) string {
 type hostIndex[T any] struct {
 	exact map[string]T
 	wild  []wildEntry[T] // most specific first
-	// outside: every key is a host outside the mesh, matched against
-	// wildcards by its own name (hostName reads a key of two labels as a
-	// service's).
+	// outside: every key is a host outside the mesh, as written (not
+	// OutsideKey's form), matched against wildcards by its own name.
 	outside bool
 }
 
@@ -196,3 +201,20 @@ func VisibleIn(all []Resource, namespace string) []Resource {
 	}
 	return out
 }
+
+// OutsideKey is the table key of name, a host outside the mesh in
+// canonical form (lower case, no trailing dot; naming.HostPattern.String):
+// the name itself, or, for a name of two labels, its absolute form with
+// the trailing dot (httpbin.org.), so that it never equals the key of the
+// service Kubernetes DNS reads it as ("httpbin.org", the service httpbin
+// of namespace org).
+func OutsideKey(name string) string {
+	if strings.Count(name, ".") == 1 && !strings.HasPrefix(name, "*") {
+		return name + "."
+	}
+	return name
+}
+
+// HostOfKey is the host a key names, for labels, messages and dialling:
+// the key without OutsideKey's trailing dot.
+func HostOfKey(key string) string { return strings.TrimSuffix(key, ".") }

@@ -163,8 +163,11 @@ func TestOutsideHostsKeptApart(t *testing.T) {
 			t.Errorf("Match(%s) = %v, want %v", key, ok, want)
 		}
 	}
-	if p := tab.Policy("httpbin.org", ""); p == nil || p.LoadBalancer.Simple != "RANDOM" {
+	if p := tab.Policy(OutsideKey("httpbin.org"), ""); p == nil || p.LoadBalancer.Simple != "RANDOM" {
 		t.Errorf("httpbin.org policy %+v", p)
+	}
+	if p := tab.Policy("httpbin.org", ""); p != nil {
+		t.Errorf("httpbin.org's rule applied to the service httpbin of namespace org: %+v", p)
 	}
 	if p := tab.Policy("httpbin.default", ""); p != nil {
 		t.Errorf("httpbin.org's rule applied to the service httpbin: %+v", p)

@@ -13,7 +13,7 @@ import (
 type UnreachableOutside struct {
 	Source string // the VirtualService, as Resource.Ref names it
 	Path   string // the field: spec.http[0].route[1].destination.host
-	Host   string // the destination's host, lower case (HostKey)
+	Host   string // the destination's host, lower case (HostOfKey of its HostKey)
 	Port   uint32 // its port.number, 0 when unset
 }
 
@@ -46,17 +46,17 @@ func UnreachableOutsideHosts(all []Resource) []UnreachableOutside {
 			if !ok || wild {
 				return // Validate refused it
 			}
-			port := portNumber(d.Port)
+			host, port := HostOfKey(key), portNumber(d.Port)
 			if port != 0 {
-				if _, ok := t.ExternalRule(key, port); ok {
+				if _, ok := t.ExternalRule(host, port); ok {
 					return
 				}
 			} else if t.more.external != nil {
-				if _, ok := t.more.external.lookup(key); ok {
+				if _, ok := t.more.external.lookup(host); ok {
 					return
 				}
 			}
-			out = append(out, UnreachableOutside{Source: r.Ref(), Path: path + ".host", Host: key, Port: port})
+			out = append(out, UnreachableOutside{Source: r.Ref(), Path: path + ".host", Host: host, Port: port})
 		})
 	}
 	return out
@@ -68,17 +68,25 @@ func UnreachableOutsideHosts(all []Resource) []UnreachableOutside {
 // for a.example.com, as Istio labels a wildcard ServiceEntry's traffic).
 // A host no resource names is returned as it is. Labels thus come from
 // configuration, never from a name the app chose.
+//
+// host may be given as the name or as its key (OutsideKey); the label is
+// a name, without OutsideKey's trailing dot.
 func (t *Table) HostLabel(host string) string {
+	host = HostOfKey(host)
 	if t == nil {
 		return host
 	}
 	best, bestSpec := host, -1
-	for _, w := range []func(string) (string, int, bool){t.routes.written, t.more.external.written, t.more.tcp.written, t.more.tls.written} {
-		if h, spec, ok := w(host); ok && spec > bestSpec {
+	key := OutsideKey(host)
+	for _, w := range []func(string) (string, int, bool){t.routes.written, t.more.tcp.written, t.more.tls.written} {
+		if h, spec, ok := w(key); ok && spec > bestSpec {
 			best, bestSpec = h, spec
 		}
 	}
-	return best
+	if h, spec, ok := t.more.external.written(host); ok && spec > bestSpec {
+		best = h
+	}
+	return HostOfKey(best)
 }
 
 // eachDestination calls f with the path and the destination of every

@@ -534,7 +534,8 @@ func compileRoute(source, namespace string, h *HTTPRoute) *Route {
 		svc := ServiceOf(d.Destination.Host, namespace)
 		wd := WeightedDest{Service: svc.Name, Namespace: svc.Namespace, Subset: d.Destination.Subset, Weight: w, Headers: d.Headers, Port: portNumber(d.Destination.Port)}
 		if svc.IsZero() {
-			wd.Outside, _, _ = HostKey(d.Destination.Host, namespace)
+			key, _, _ := HostKey(d.Destination.Host, namespace)
+			wd.Outside = HostOfKey(key)
 		}
 		rt.Dests = append(rt.Dests, wd)
 		rt.total += w

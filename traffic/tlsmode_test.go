@@ -1,6 +1,7 @@
 package traffic
 
 import (
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -200,5 +201,41 @@ func TestTwoLabelHostsAreOutside(t *testing.T) {
 	}
 	if tab.Policy("httpbin.org", "") != nil {
 		t.Error("httpbin.org's rule became the policy of the service httpbin of namespace org")
+	}
+}
+
+// TestTwoLabelOutsideHostNeverAttachesToService: an outside host of two
+// labels (httpbin.org, reviews.prod) is kept under its own key, apart from
+// the service Kubernetes DNS reads it as: its DestinationRule is not that
+// service's policy nor a second rule for it, and its VirtualService's
+// routes are not the service's.
+func TestTwoLabelOutsideHostNeverAttachesToService(t *testing.T) {
+	rs := mustParse(t,
+		dr("org", "httpbin", "httpbin.org", "  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n"),
+		dr("prod", "reviews", "reviews", "  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}\n"),
+		dr("demo", "reviews-outside", "reviews.prod", "  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n"),
+		vsTo("demo", "ext", "httpbin.org", "httpbin.org", "", ""),
+	)
+	if err := CheckReferences(rs); err != nil {
+		t.Fatalf("an outside host and the service of its DNS reading were taken for one host: %v", err)
+	}
+	tab := Compile(1, rs)
+	if p := tab.Policy("httpbin.org", ""); p != nil {
+		t.Errorf("the service httpbin of namespace org took httpbin.org's rule: %+v", p)
+	}
+	if p := tab.Policy("reviews.prod", ""); p == nil || p.LoadBalancer == nil || p.LoadBalancer.Simple != "LEAST_REQUEST" {
+		t.Errorf("the service reviews of prod: policy %+v, want its own rule's LEAST_REQUEST", p)
+	}
+	if tab.HasRoutes("httpbin.org") {
+		t.Error("the service httpbin of namespace org took httpbin.org's routes")
+	}
+	if !tab.HasRoutes(OutsideKey("httpbin.org")) {
+		t.Error("httpbin.org lost its routes")
+	}
+	if m, ok := tab.Match(OutsideKey("httpbin.org"), httptest.NewRequest("GET", "/", nil), nil); !ok || m.Dests[0].Outside != "httpbin.org" {
+		t.Errorf("httpbin.org's route: %+v %v, want a destination outside the mesh named httpbin.org", m.Route, ok)
+	}
+	if got := tab.HostLabel(OutsideKey("httpbin.org")); got != "httpbin.org" {
+		t.Errorf("HostLabel = %q, want httpbin.org", got)
 	}
 }

@@ -140,7 +140,7 @@ func CheckReferences(all []Resource) error {
 			clash := false
 			for _, prev := range selected[key] {
 				if prev.namespace == r.Namespace && prev.sel.overlaps(sel) {
-					errs = append(errs, fmt.Errorf("traffic: %s: spec.host %q (%s): spec.workloadSelector may select the same workloads as %s's", r.Ref(), r.DR.Spec.Host, key, prev.ref))
+					errs = append(errs, fmt.Errorf("traffic: %s: spec.host %q (%s): spec.workloadSelector may select the same workloads as %s's", r.Ref(), r.DR.Spec.Host, HostOfKey(key), prev.ref))
 					clash = true
 					break
 				}
@@ -151,7 +151,7 @@ func CheckReferences(all []Resource) error {
 			continue
 		}
 		if prev, dup := owner[key]; dup {
-			errs = append(errs, fmt.Errorf("traffic: %s: spec.host %q (%s) already has %s", r.Ref(), r.DR.Spec.Host, key, prev))
+			errs = append(errs, fmt.Errorf("traffic: %s: spec.host %q (%s) already has %s", r.Ref(), r.DR.Spec.Host, HostOfKey(key), prev))
 			continue
 		}
 		owner[key] = r.Ref()
@@ -178,9 +178,9 @@ type UndefinedSubset struct {
 // String is the warning shown to the user.
 func (u UndefinedSubset) String() string {
 	if u.Hidden != "" {
-		return fmt.Sprintf("%s: %s: subset %q of %s is defined only by DestinationRules for %s not exported to namespace %s, where the route applies: requests routed there from namespace %s get 503 until a DestinationRule exported there defines it (exportTo)", u.Source, u.Path, u.Subset, u.Host, u.Key, u.Hidden, u.Hidden)
+		return fmt.Sprintf("%s: %s: subset %q of %s is defined only by DestinationRules for %s not exported to namespace %s, where the route applies: requests routed there from namespace %s get 503 until a DestinationRule exported there defines it (exportTo)", u.Source, u.Path, u.Subset, u.Host, HostOfKey(u.Key), u.Hidden, u.Hidden)
 	}
-	return fmt.Sprintf("%s: %s: subset %q of %s is not defined by any DestinationRule for %s: requests routed there get 503 until one defines it", u.Source, u.Path, u.Subset, u.Host, u.Key)
+	return fmt.Sprintf("%s: %s: subset %q of %s is not defined by any DestinationRule for %s: requests routed there get 503 until one defines it", u.Source, u.Path, u.Subset, u.Host, HostOfKey(u.Key))
 }
 
 // UndefinedSubsets lists the subsets the VirtualServices of all route or
