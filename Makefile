@@ -99,6 +99,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzServiceName -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzNodeName -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzHostPattern -fuzztime 30s ./naming/
+	$(GO) test -run '^$$' -fuzz FuzzResourceHost -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzRouteSemantics -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzUnmarshal -fuzztime 30s ./strictjson/
 	$(GO) test -run '^$$' -fuzz FuzzGatewaysAndPorts -fuzztime 30s ./traffic/

@@ -2,6 +2,7 @@ package naming
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -92,4 +93,50 @@ func TestAppAuthorityTwoLabels(t *testing.T) {
 			t.Errorf("AppAuthority(%q) = %+v, %v; want %+v, %v", tc.in, got, err, tc.want, tc.err)
 		}
 	}
+}
+
+// FuzzResourceHost checks that whatever host a resource or a request
+// carries, the two readings never panic and agree where they must: a
+// resource's host is exactly one of a kind or an error; a mesh service is
+// a bare name or a .svc form, never a name of two labels; an outside
+// host has a dot; and the request path's reading is Authority's, but for a
+// two-label name the mesh does not know, which is outside the mesh.
+func FuzzResourceHost(f *testing.F) {
+	for _, s := range []string{"reviews", "reviews.prod", "httpbin.org", "reviews.prod.svc", "reviews.prod.svc.cluster.local.", "*.example.com", "*", "10.0.0.1", "a..b", "API.Prod:80", "\u212a"} {
+		f.Add(s)
+	}
+	r, _ := NewResolver("demo", DefaultClusterDomain)
+	f.Fuzz(func(t *testing.T, host string) {
+		h, err := r.ResourceHost(host)
+		switch {
+		case err != nil:
+			if h.Kind != 0 || !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrNotInMesh) && !errors.Is(err, ErrWildcard) {
+				t.Fatalf("ResourceHost(%q) = %+v, %v", host, h, err)
+			}
+		case h.Kind == MeshService:
+			labels := strings.Count(h.Name.String(), ".") + 1
+			if labels != 1 && !strings.Contains(h.Name.String(), ".svc") || labels == 2 || !ValidServiceName(h.Service.Name) || !ValidNamespace(h.Service.Namespace) {
+				t.Fatalf("ResourceHost(%q) = mesh service %+v", host, h)
+			}
+		case h.Kind == OutsideHost:
+			if !strings.Contains(h.Name.String(), ".") || h.Name.IsWildcard() || !h.Service.IsZero() {
+				t.Fatalf("ResourceHost(%q) = outside host %+v", host, h)
+			}
+		case h.Kind == WildcardHost:
+			if !h.Name.IsWildcard() {
+				t.Fatalf("ResourceHost(%q) = wildcard %+v", host, h)
+			}
+		default:
+			t.Fatalf("ResourceHost(%q) = %+v: no kind", host, h)
+		}
+		all, errAll := r.AppAuthority(host, func(Service) bool { return true })
+		svc, errAuth := r.Authority(host)
+		if all != svc || (errAll == nil) != (errAuth == nil) {
+			t.Fatalf("AppAuthority(%q, all known) = %+v, %v; Authority = %+v, %v", host, all, errAll, svc, errAuth)
+		}
+		none, errNone := r.AppAuthority(host, nil)
+		if errNone == nil && (none != svc || strings.Count(strings.TrimSuffix(strings.SplitN(host, ":", 2)[0], "."), ".") == 1) {
+			t.Fatalf("AppAuthority(%q, none known) = %+v: a two-label name the mesh does not know", host, none)
+		}
+	})
 }
