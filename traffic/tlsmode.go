@@ -181,9 +181,10 @@ func (v *validator) policyTLS(dr *DestinationRule, external bool, namespace stri
 	}
 }
 
-// IsExternalHost reports whether host is a well-formed name or IPv4
-// address that names no mesh service (httpbin.org's form depends on the
-// naming rules; 127.0.0.1 and api.example.com are outside the mesh).
+// IsExternalHost reports whether host, as a resource names it, is a
+// well-formed name or IPv4 address that names no mesh service: httpbin.org,
+// reviews.prod, api.example.com and 127.0.0.1 are outside the mesh
+// (naming.Resolver.ResourceHost).
 func IsExternalHost(host string) bool {
 	_, err := parseExternalHost(host)
 	return err == nil
