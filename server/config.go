@@ -9,6 +9,7 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/dashboard"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -33,6 +34,13 @@ type Config struct {
 	// (--max-config-bytes). Zero takes the default.
 	MaxResourceBytes int64
 	MaxConfigBytes   int64
+	// Dashboard is the dashboard's HOST:PORT (--dashboard); "" serves
+	// none. Off loopback it needs DashboardTLS, which serves it over TLS
+	// 1.3 to clients presenting an X.509-SVID of one of DashboardAdminIDs
+	// (--dashboard-tls, --dashboard-admin-id); see package dashboard.
+	Dashboard         string
+	DashboardTLS      bool
+	DashboardAdminIDs []string
 }
 
 // Defaults for Config, as DESIGN.md fixes them.
@@ -47,8 +55,9 @@ const (
 // checked is a Config that passed Validate, with values parsed.
 type checked struct {
 	Config
-	td       spiffeid.TrustDomain
-	upstream *ca.Upstream
+	td        spiffeid.TrustDomain
+	upstream  *ca.Upstream
+	dashboard dashboard.ListenRule
 }
 
 // Validate checks every field and returns all problems at once, each
@@ -95,6 +104,13 @@ func (c Config) Validate() (*checked, error) {
 	}
 	if out.MaxConfigBytes < out.MaxResourceBytes {
 		errs = append(errs, fmt.Errorf("--max-config-bytes %d: must be at least --max-resource-bytes (%d)", out.MaxConfigBytes, out.MaxResourceBytes))
+	}
+	if !td.IsZero() {
+		rule, err := dashboard.CheckListen(c.Dashboard, c.DashboardTLS, c.DashboardAdminIDs, td)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		out.dashboard = rule
 	}
 	if (c.UpstreamCert == "") != (c.UpstreamKey == "") {
 		errs = append(errs, errors.New("--upstream-cert and --upstream-key go together"))
