@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
@@ -12,6 +13,7 @@ import (
 // built on its own branch): it answers the same three calls from fixed
 // rows, filtering as the store does, and records the queries it got.
 type fakeStats struct {
+	mu      sync.Mutex
 	rows    []adminv1.StatRow
 	edges   []adminv1.Edge
 	denials []adminv1.Denial
@@ -19,7 +21,20 @@ type fakeStats struct {
 	queries []adminv1.StatQuery
 }
 
+// windows returns the windows of the queries so far.
+func (f *fakeStats) windows() []time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []time.Duration
+	for _, q := range f.queries {
+		out = append(out, q.Window)
+	}
+	return out
+}
+
 func (f *fakeStats) Stats(_ context.Context, q adminv1.StatQuery) (adminv1.StatResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.queries = append(f.queries, q)
 	if f.err != nil {
 		return adminv1.StatResponse{}, f.err
@@ -38,6 +53,8 @@ func (f *fakeStats) Stats(_ context.Context, q adminv1.StatQuery) (adminv1.StatR
 }
 
 func (f *fakeStats) Edges(_ context.Context, q adminv1.StatQuery) (adminv1.EdgesResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.queries = append(f.queries, q)
 	if f.err != nil {
 		return adminv1.EdgesResponse{}, f.err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +89,17 @@ func TestDashboardPageRenders(t *testing.T) {
 				t.Error("a path from the network was rendered as markup")
 			}
 		})
+	}
+
+	// A window in the hash is the window the page asks for.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	before := len(stats.windows())
+	if _, err := headless.DumpDOM(ctx, srv.URL+"/#/graph?window=5m", headless.Options{Budget: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	ws := stats.windows()[before:]
+	if len(ws) == 0 || !slices.Contains(ws, 5*time.Minute) || slices.Contains(ws, DefaultWindow) {
+		t.Errorf("windows asked for with #/graph?window=5m: %v", ws)
 	}
 }

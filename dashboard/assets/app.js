@@ -208,10 +208,16 @@ const views = {
   },
 };
 
+// route reads the hash: #/VIEW[/ARGS...][?window=5m]. A window in the
+// hash chooses the window's select (links and tests can fix it).
 function route() {
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const [path, query] = location.hash.replace(/^#\/?/, "").split("?");
+  const w = new URLSearchParams(query || "").get("window");
+  const sel = document.getElementById("window");
+  if (w && [...sel.options].some(o => o.value === w)) sel.value = w;
+  const parts = path.split("/").map(decodeURIComponent);
   if (parts[0] === "service" && parts.length === 3) return ["overview", "service", parts.slice(1)];
-  if (views[parts[0]]) return [parts[0], parts[0], []];
+  if (parts[0] !== "service" && Object.hasOwn(views, parts[0])) return [parts[0], parts[0], []];
   return ["overview", "overview", []];
 }
 
