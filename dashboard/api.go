@@ -104,7 +104,7 @@ func namespace(r *http.Request) (string, error) {
 // page shows expiries against it, not the browser's) and the window.
 type Header struct {
 	Now           time.Time `json:"now"`
-	WindowSeconds float64   `json:"window_seconds"`
+	WindowSeconds float64   `json:"window_seconds,omitempty"`
 }
 
 // ServiceRow is a row of the overview table: a service's golden metrics

@@ -140,11 +140,12 @@ const views = {
   async graph() {
     const d = await getJSON("graph", { window: win() });
     if (!d.nodes.length) return [el("h2", {}, "Service graph"), el("p", { class: "muted" }, "No traffic observed in the window.")];
-    const W = 220, H = 70, BW = 170, BH = 36;
+    const W = 280, H = 70, BW = 180, BH = 36;
     const pos = {};
     let cols = 0, rows = 0;
     for (const n of d.nodes) { pos[n.id] = { x: 20 + n.column * W, y: 20 + n.row * H }; cols = Math.max(cols, n.column + 1); rows = Math.max(rows, n.row + 1); }
-    const g = svg("svg", { class: "graph", id: "graph", viewBox: "0 0 " + (cols * W + 20) + " " + (rows * H + 20), height: String(rows * H + 20) });
+    const width = cols * W - (W - BW) + 40, height = rows * H + 20;
+    const g = svg("svg", { class: "graph", id: "graph", viewBox: "0 0 " + width + " " + height, width: String(width), height: String(height) });
     const colour = r => r === undefined || r === null ? "#9aa0a6" : r >= 0.99 ? "#1a7f37" : r >= 0.95 ? "#b7791f" : "#c62828";
     for (const e of d.edges) {
       const a = pos[e.from], b = pos[e.to];
@@ -155,7 +156,7 @@ const views = {
       g.append(svg("path", { d: p, stroke: colour(e.success_rate), "data-from": e.from, "data-to": e.to, "data-success": e.success_rate === undefined ? "" : String(e.success_rate) },
         svg("title", {}, e.source + " \u2192 " + e.destination_service + "." + e.destination_namespace + ": " + pct(e.success_rate) + ", " + rps(e.rps) + " rps")));
       if (e.from !== e.to) {
-        g.append(svg("text", { x: String((x1 + x2) / 2 - 30), y: String((y1 + y2) / 2 - 4) }, rps(e.rps) + " rps"));
+        g.append(svg("text", { x: String((x1 + x2) / 2), y: String((y1 + y2) / 2 - 6), "text-anchor": "middle" }, rps(e.rps) + " rps"));
       }
     }
     for (const n of d.nodes) {
