@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -106,4 +108,26 @@ func (r ListenRule) TLSConfig(svid x509svid.Source, bundle x509bundle.Source) *t
 	cfg.MinVersion = tls.VersionTLS13
 	cfg.NextProtos = []string{"http/1.1"}
 	return cfg
+}
+
+// Guard wraps the dashboard's handler for this rule. Served in plain HTTP
+// on loopback, it answers only requests whose Host is a loopback address
+// or localhost: a web page elsewhere that rebinds its own name to
+// 127.0.0.1 (DNS rebinding) would otherwise read the dashboard through
+// the user's browser. Over TLS the client's admin SVID already decides.
+func (r ListenRule) Guard(h http.Handler) http.Handler {
+	if r.TLS {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		host := req.Host
+		if hp, _, err := net.SplitHostPort(host); err == nil {
+			host = hp
+		}
+		if !isLoopback(strings.Trim(host, "[]")) {
+			http.Error(w, fmt.Sprintf("dashboard: Host %q is not a loopback address; open the dashboard as http://127.0.0.1:PORT/ or http://localhost:PORT/", req.Host), http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, req)
+	})
 }

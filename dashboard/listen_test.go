@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -66,6 +67,44 @@ func TestDashboardListenRule(t *testing.T) {
 	}
 	if _, err := CheckListen("0.0.0.0:8080", false, nil, td); !errors.Is(err, ErrNotLoopback) {
 		t.Errorf("want ErrNotLoopback, got %v", err)
+	}
+}
+
+// TestDashboardDNSRebindingGuard: on loopback in plain HTTP, a request
+// whose Host is a name a web page could point at 127.0.0.1 is refused;
+// over TLS the admin SVID decides.
+func TestDashboardDNSRebindingGuard(t *testing.T) {
+	stats, inv := meshFixture()
+	plain, _ := CheckListen("127.0.0.1:8080", false, nil, td)
+	h := plain.Guard(newTestHandler(t, stats, inv))
+	for _, tt := range []struct {
+		host string
+		code int
+	}{
+		{"127.0.0.1:8080", http.StatusOK},
+		{"localhost:8080", http.StatusOK},
+		{"[::1]:8080", http.StatusOK},
+		{"127.0.0.1", http.StatusOK},
+		{"evil.example:8080", http.StatusForbidden},
+		{"evil.example", http.StatusForbidden},
+		{"127.0.0.1.nip.io:8080", http.StatusForbidden},
+		{"", http.StatusForbidden},
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/api/overview", nil)
+		req.Host = tt.host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tt.code {
+			t.Errorf("Host %q: %d, want %d", tt.host, rec.Code, tt.code)
+		}
+	}
+	withTLS, _ := CheckListen("0.0.0.0:8443", true, []string{"spiffe://example.org/ns/ops/sa/admin"}, td)
+	req := httptest.NewRequest(http.MethodGet, "/api/overview", nil)
+	req.Host = "dashboard.example.org:8443"
+	rec := httptest.NewRecorder()
+	withTLS.Guard(newTestHandler(t, stats, inv)).ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Errorf("TLS, named host: %d", rec.Code)
 	}
 }
 
