@@ -10,7 +10,6 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -87,17 +86,8 @@ func TestDashboardSplitsFromVirtualServices(t *testing.T) {
 // authorities with their rotation times.
 func TestDashboardIdentities(t *testing.T) {
 	ctx := context.Background()
-	s, store := storeServer(t)
-	td := spiffeid.RequireTrustDomainFromString("example.org")
-	s.cfg.td, s.cfg.DefaultX509TTL = td, time.Hour
-	authority, err := ca.New(ctx, ca.Config{TrustDomain: td, KeyDir: filepath.Join(t.TempDir(), "keys"), State: store, Audit: s.audit})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.ca = authority
-	if err := s.renewServerSVID(); err != nil {
-		t.Fatal(err)
-	}
+	s := caServer(t)
+	store, authority := s.store, s.ca
 	agentID := "spiffe://example.org/sigil/agent/join_token/node1"
 	if err := store.SaveAgent(ctx, registry.Agent{SPIFFEID: agentID, Attestor: AttestorJoinToken, Node: "node1", Serial: "a1", ExpiresAt: time.Now().Add(2 * time.Hour), AttestedAt: time.Now()}, time.Now()); err != nil {
 		t.Fatal(err)
