@@ -4,6 +4,8 @@ BIN       := bin
 TOOLS     := .tools
 PROTOS    := $(wildcard api/*/v1/*.proto)
 GOFLAGS_T ?= -race -count=1
+# Test artifacts (t.ArtifactDir: the dashboard e2e test's screenshots).
+ARTIFACTS ?= $(CURDIR)/artifacts
 
 .PHONY: all build test check fmt vet staticcheck proto proto-check demo bench bench-tools fuzz tools clean
 
@@ -12,9 +14,11 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
 
-## test: unit, fuzz seeds and e2e (real binaries as processes), with -race.
+## test: unit, fuzz seeds and e2e (real binaries as processes), with -race;
+## artifacts (screenshots) land under $(ARTIFACTS)/_artifacts.
 test:
-	$(GO) test $(GOFLAGS_T) -timeout 15m $$($(GO) list ./... | grep -v /bench)
+	mkdir -p $(ARTIFACTS)
+	$(GO) test $(GOFLAGS_T) -timeout 15m -artifacts -outputdir $(ARTIFACTS) $$($(GO) list ./... | grep -v /bench)
 
 ## check: formatting, vet, staticcheck, stale generated code, dependency
 ## guard, one parser per name (naming's guard), the code base's own
@@ -121,6 +125,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzWriteRequest -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzNormalize -fuzztime 30s ./pathnorm/
 	$(GO) test -run '^$$' -fuzz 'FuzzReadStrict$$' -fuzztime 30s ./proxy/h1/
+	$(GO) test -run '^$$' -fuzz FuzzDashboardQuery -fuzztime 30s ./dashboard/
 	$(GO) test -run '^$$' -fuzz FuzzReadStrictResponse -fuzztime 30s ./proxy/h1/
 
 clean:

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"sort"
@@ -25,8 +26,12 @@ func (s *Server) listProxies(r *http.Request) (any, error) {
 	return out, nil
 }
 
-func (s *Server) listServices(r *http.Request) (any, error) {
-	ps, _, err := s.store.ListProxies(r.Context())
+func (s *Server) listServices(r *http.Request) (any, error) { return s.services(r.Context()) }
+
+// services summarizes the registered sidecars by service, sorted by
+// namespace and name.
+func (s *Server) services(ctx context.Context) ([]adminv1.ServiceInfo, error) {
+	ps, _, err := s.store.ListProxies(ctx)
 	if err != nil {
 		return nil, err
 	}

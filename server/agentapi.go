@@ -214,6 +214,7 @@ func (s *Server) BatchNewX509SVID(ctx context.Context, req *agentv1.BatchNewX509
 	}
 	results := make([]*agentv1.X509SVIDResult, len(params))
 	events := make([]audit.Event, len(params))
+	leaves := make([]*x509.Certificate, len(params))
 	parallel(len(params), func(i int) {
 		p := params[i]
 		res := &agentv1.X509SVIDResult{EntryId: p.GetEntryId()}
@@ -225,6 +226,7 @@ func (s *Server) BatchNewX509SVID(ctx context.Context, req *agentv1.BatchNewX509
 			return
 		}
 		res.Svid = svidProto(id, chain)
+		leaves[i] = chain[0]
 		events[i] = audit.Event{Type: audit.X509SVIDIssued, Actor: agent.String(), Subject: id.String(), Details: map[string]string{
 			"entry_id": p.GetEntryId(), "serial": chain[0].SerialNumber.Text(16), "not_after": chain[0].NotAfter.UTC().Format(time.RFC3339),
 		}}
@@ -232,6 +234,11 @@ func (s *Server) BatchNewX509SVID(ctx context.Context, req *agentv1.BatchNewX509
 	// Recorded before any SVID is handed out: no record, no SVID.
 	if err := s.audit.Append(events...); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	for i, leaf := range leaves {
+		if leaf != nil {
+			s.issued.record(results[i].GetSvid().GetSpiffeId(), agent.String(), leaf, s.now())
+		}
 	}
 	return &agentv1.BatchNewX509SVIDResponse{Results: results}, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/dashboard"
 	"github.com/sigil-mesh/sigil/telemetry/window"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -37,6 +38,13 @@ type Config struct {
 	// StatsMaxKeys bounds the distinct keys of golden metrics the server's
 	// window holds (--stats-max-keys); 0 takes window.DefaultMaxKeys.
 	StatsMaxKeys int
+	// Dashboard is the dashboard's HOST:PORT (--dashboard); "" serves
+	// none. Off loopback it needs DashboardTLS, which serves it over TLS
+	// 1.3 to clients presenting an X.509-SVID of one of DashboardAdminIDs
+	// (--dashboard-tls, --dashboard-admin-id); see package dashboard.
+	Dashboard         string
+	DashboardTLS      bool
+	DashboardAdminIDs []string
 }
 
 // Defaults for Config, as DESIGN.md fixes them.
@@ -56,8 +64,9 @@ const (
 // checked is a Config that passed Validate, with values parsed.
 type checked struct {
 	Config
-	td       spiffeid.TrustDomain
-	upstream *ca.Upstream
+	td        spiffeid.TrustDomain
+	upstream  *ca.Upstream
+	dashboard dashboard.ListenRule
 }
 
 // Validate checks every field and returns all problems at once, each
@@ -110,6 +119,13 @@ func (c Config) Validate() (*checked, error) {
 	}
 	if out.StatsMaxKeys < 1 || out.StatsMaxKeys > MaxStatsMaxKeys {
 		errs = append(errs, fmt.Errorf("--stats-max-keys %d: want 1 to %d", out.StatsMaxKeys, MaxStatsMaxKeys))
+	}
+	if !td.IsZero() {
+		rule, err := dashboard.CheckListen(c.Dashboard, c.DashboardTLS, c.DashboardAdminIDs, td)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		out.dashboard = rule
 	}
 	if (c.UpstreamCert == "") != (c.UpstreamKey == "") {
 		errs = append(errs, errors.New("--upstream-cert and --upstream-key go together"))

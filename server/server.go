@@ -59,6 +59,8 @@ type Server struct {
 	svid atomic.Pointer[tls.Certificate]
 	seen agentsSeen // last authenticated call of each agent
 
+	issued issuedSVIDs // newest workload SVIDs handed out, for the dashboard
+
 	config configIndex // the stored configuration, parsed; see configindex.go
 
 	// stats is the golden-metrics window agents report into

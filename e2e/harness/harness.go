@@ -214,8 +214,11 @@ type Mesh struct {
 	Dir     string
 	DataDir string
 	Addr    string
-	Server  *Proc
-	args    []string
+	// Dashboard is the dashboard's URL ("http://127.0.0.1:PORT/") from
+	// the server's start-up line; "" when it serves none.
+	Dashboard string
+	Server    *Proc
+	args      []string
 }
 
 // TrustDomain is the trust domain of every test mesh.
@@ -243,6 +246,10 @@ func (m *Mesh) StartServer() {
 	}
 	m.Server = Start(m.t, "sigil-server", args...)
 	m.Addr = m.Server.WaitFor(`"msg":"sigil-server running".*"agent_api":"([^"]+)"`, 30*time.Second)[1]
+	m.Dashboard = ""
+	if d := m.Server.WaitFor(`"msg":"sigil-server running"(?:.*"dashboard":"([^"]*)")?`, time.Second); len(d) > 1 {
+		m.Dashboard = d[1]
+	}
 }
 
 // Admin runs a sigil-server admin subcommand against this data dir.
