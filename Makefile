@@ -18,7 +18,7 @@ build:
 ## artifacts (screenshots) land under $(ARTIFACTS)/_artifacts.
 test:
 	mkdir -p $(ARTIFACTS)
-	$(GO) test $(GOFLAGS_T) -timeout 15m -artifacts -outputdir $(ARTIFACTS) $$($(GO) list ./... | grep -v /bench)
+	$(GO) test $(GOFLAGS_T) -timeout 40m -artifacts -outputdir $(ARTIFACTS) $$($(GO) list ./... | grep -v /bench)
 
 ## check: formatting, vet, staticcheck, stale generated code, dependency
 ## guard, one parser per name (naming's guard), the code base's own

@@ -4,9 +4,12 @@
 # and api) with sidecars, fetches a workload's SVIDs over the SPIFFE
 # Workload API, and sends traffic from web to api: one call allowed by the
 # policy, one denied; then a 90/10 canary of api v1/v2 with the split
-# measured.
+# measured; then live traffic, a rollout of v2 in progress (sigil rollout)
+# and the dashboard, until Ctrl-C.
 # Everything lives in a temporary directory and stops when the demo ends;
-# set SIGIL_DEMO_KEEP=1 to keep it running until Ctrl-C.
+# SIGIL_DEMO_KEEP=0 ends it after the last step instead of staying up.
+# The dashboard listens on 127.0.0.1:8080 (SIGIL_DEMO_DASHBOARD=HOST:PORT
+# to move it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
@@ -14,6 +17,9 @@ command -v curl >/dev/null || { echo "installing curl"; apt-get update -qq && ap
 DIR=$(mktemp -d /tmp/sigil-demo.XXXXXX)
 chmod 755 "$DIR"
 TD=example.org
+DASH=${SIGIL_DEMO_DASHBOARD:-127.0.0.1:8080}
+# Golden metrics every 2 s instead of 10 s, so the demo's figures move fast.
+STATS=(--stats-interval 2s)
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -35,11 +41,13 @@ wait_log() {
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "1. sigil-server: the CA makes its root and intermediate, the registry opens in SQLite"
-"$BIN/sigil-server" run --data-dir "$DIR/server" --trust-domain $TD --bind 127.0.0.1:0 2>"$DIR/server.log" &
+"$BIN/sigil-server" run --data-dir "$DIR/server" --trust-domain $TD --bind 127.0.0.1:0 \
+	--dashboard "$DASH" 2>"$DIR/server.log" &
 pids+=($!)
 wait_log "$DIR/server.log" '"sigil-server running"'
 ADDR=$(grep -o '"agent_api":"[^"]*"' "$DIR/server.log" | head -1 | cut -d'"' -f4)
-echo "agent API on $ADDR, admin socket $DIR/server/admin.sock"
+DASHURL=$(grep -o '"dashboard":"[^"]*"' "$DIR/server.log" | head -1 | cut -d'"' -f4)
+echo "agent API on $ADDR, admin socket $DIR/server/admin.sock, dashboard $DASHURL"
 "$BIN/sigil-server" bundle show --data-dir "$DIR/server" > "$DIR/bundle.pem"
 echo "trust bundle written to $DIR/bundle.pem"
 
@@ -56,7 +64,7 @@ for n in 1 2; do
 	# The token goes in a 0600 file, never on the command line (ps shows argv to every user).
 	"$BIN/sigil-server" token generate --data-dir "$DIR/server" --node node$n --output "$DIR/agent$n.token" >/dev/null
 	"$BIN/sigil-agent" run --server "$ADDR" --trust-bundle "$DIR/bundle.pem" --join-token-file "$DIR/agent$n.token" \
-		--data-dir "$DIR/agent$n" --socket "$DIR/agent$n.sock" 2>"$DIR/agent$n.log" &
+		--data-dir "$DIR/agent$n" --socket "$DIR/agent$n.sock" "${STATS[@]}" 2>"$DIR/agent$n.log" &
 	pids+=($!)
 	wait_log "$DIR/agent$n.log" '"sigil-agent running"'
 	grep -o '"agent_id":"[^"]*"' "$DIR/agent$n.log" | head -1
@@ -78,12 +86,12 @@ for v in v1 v2; do
 	# api's sidecars register themselves (service api, label version) through
 	# their agent: no addresses are configured anywhere.
 	"$BIN/sigil-proxy" run --socket "$DIR/agent2.sock" --service api --label version=$v --app "$(addr_of api-$v)" \
-		--policy demo/policy --inbound 127.0.0.1:0 --outbound 127.0.0.1:0 --admin 127.0.0.1:0 2>"$DIR/api-$v-proxy.log" &
+		--policy demo/policy --inbound 127.0.0.1:0 --outbound 127.0.0.1:0 --admin 127.0.0.1:0 "${STATS[@]}" 2>"$DIR/api-$v-proxy.log" &
 	pids+=($!)
 	wait_log "$DIR/api-$v-proxy.log" '"sigil-proxy running"'
 done
 "$BIN/sigil-proxy" run --socket "$DIR/agent1.sock" --service web --app "$(addr_of web)" --policy demo/policy \
-	--inbound 127.0.0.1:0 --outbound 127.0.0.1:0 --admin 127.0.0.1:0 2>"$DIR/web-proxy.log" &
+	--inbound 127.0.0.1:0 --outbound 127.0.0.1:0 --admin 127.0.0.1:0 "${STATS[@]}" 2>"$DIR/web-proxy.log" &
 pids+=($!)
 wait_log "$DIR/web-proxy.log" '"sigil-proxy running"'
 OUT=$(field web-proxy outbound)
@@ -106,7 +114,9 @@ curl -sS -x "http://$OUT" -X POST -w 'HTTP %{http_code}\n' http://api/hello
 step "8. what api's sidecars counted (their /metrics)"
 for v in v1 v2; do
 	echo "api $v (http://$(field api-$v-proxy admin)/metrics):"
-	curl -sS "http://$(field api-$v-proxy admin)/metrics" | grep -E '^sigil_(requests_total|policy_decisions_total)' | sed 's/^/  /'
+	# Istio's standard labels; a few of them shown.
+	curl -sS "http://$(field api-$v-proxy admin)/metrics" | grep -E '^sigil_(requests_total|policy_decisions_total)' |
+		sed -E 's/\{.*reporter="([^"]*)".*response_code="([^"]*)".*source_principal="([^"]*)".*\}/{reporter="\1",response_code="\2",source_principal="\3",...}/; s/^/  /'
 done
 
 step "9. a canary: sigil apply -f demo/canary.yaml (Istio DestinationRule + VirtualService, 90/10)"
@@ -133,7 +143,41 @@ fi
 step "10. the audit trail (every token, attestation, issuance and CA event)"
 cut -c1-150 "$DIR/server/audit.log" | tail -4
 
-if [ "${SIGIL_DEMO_KEEP:-}" = 1 ]; then
-	step "running; try: curl -x http://$OUT http://api/ ; SIGIL_ADMIN_SOCKET=$SIGIL_ADMIN_SOCKET bin/sigil get proxies — Ctrl-C to stop"
-	wait
+step "11. golden metrics without Prometheus: sigil stat (sidecars → agents → server)"
+# Live traffic until the demo ends: web calls api 10 times a second, and
+# one call in 20 is a POST the policy denies (the dashboard's denials).
+(
+	i=0
+	while :; do
+		i=$((i+1))
+		if [ $((i % 20)) = 0 ]; then
+			curl -s -o /dev/null -x "http://$OUT" -X POST http://api/hello || true
+		else
+			curl -s -o /dev/null -x "http://$OUT" http://api/ || true
+		fi
+		sleep 0.1
+	done
+) &
+pids+=($!)
+for _ in $(seq 100); do
+	"$BIN/sigil" stat -n demo -o json 2>/dev/null | grep -q '"rps": [1-9]' && break
+	sleep 0.2
+done
+"$BIN/sigil" stat -n demo --window 1m
+"$BIN/sigil" stat subset -n demo --window 1m
+"$BIN/sigil" edges -n demo --window 1m
+
+step "12. a rollout in progress: sigil rollout api --to v2 (10, 25, 50, 100 %, judged by v2's success rate and p99)"
+"$BIN/sigil" rollout api -n demo --from v1 --to v2 --steps 10,25,50,100 --interval 60s \
+	--min-success-rate 95 --max-p99 500ms --report-delay 5s >"$DIR/rollout.log" 2>&1 &
+pids+=($!)
+echo "rollout log: $DIR/rollout.log"
+
+if [ "${SIGIL_DEMO_KEEP:-1}" = 0 ]; then
+	exit 0
 fi
+step "running: dashboard $DASHURL — Ctrl-C to stop"
+echo "try: SIGIL_ADMIN_SOCKET=$SIGIL_ADMIN_SOCKET bin/sigil tap api -n demo --max 5"
+echo "     SIGIL_ADMIN_SOCKET=$SIGIL_ADMIN_SOCKET bin/sigil top api -n demo"
+echo "     curl -x http://$OUT http://api/"
+wait

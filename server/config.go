@@ -54,6 +54,9 @@ const (
 	DefaultJWTTTL  = 5 * time.Minute
 	// MinSVIDTTL is the shortest SVID life accepted; tests use 20s.
 	MinSVIDTTL = 10 * time.Second
+	// DefaultDashboard is --dashboard's default (DESIGN.md: the server's
+	// web dashboard and /metrics on 127.0.0.1:8080).
+	DefaultDashboard = dashboard.DefaultAddr
 	// DefaultStatsMaxKeys is --stats-max-keys' default.
 	DefaultStatsMaxKeys = window.DefaultMaxKeys
 	// MaxStatsMaxKeys is the largest --stats-max-keys: memory grows with

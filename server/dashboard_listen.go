@@ -56,7 +56,7 @@ func (s *Server) dashboardServer(stats dashboard.StatsSource, denials dashboard.
 	if rule.Addr == "" {
 		return nil, nil, nil
 	}
-	h, err := dashboard.New(dashboard.Config{Stats: stats, Denials: denials, Inventory: dashboardView{s}, Splits: dashboardView{s}, Now: s.now, Log: s.log.With("part", "dashboard")})
+	h, err := dashboard.New(dashboard.Config{Stats: stats, Denials: denials, Inventory: dashboardView{s}, Splits: dashboardView{s}, Metrics: s.MetricsHandler(), Now: s.now, Log: s.log.With("part", "dashboard")})
 	if err != nil {
 		return nil, nil, err
 	}

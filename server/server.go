@@ -139,6 +139,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		agentLis.Close()
 		return err
 	}
+	dashServer, dashLis, err := s.dashboardServer(stats, stats)
+	if err != nil {
+		agentLis.Close()
+		adminLis.Close()
+		return err
+	}
 	grpcServer := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(s.tlsConfig())),
 		grpc.MaxRecvMsgSize(16<<20),
@@ -154,11 +160,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := s.audit.Append(audit.Event{Type: audit.ServerStarted, Actor: "server", Details: map[string]string{"trust_domain": c.td.Name(), "bind": agentLis.Addr().String()}}); err != nil {
 		return err
 	}
-	log.Info("sigil-server running", "trust_domain", c.td.Name(), "agent_api", agentLis.Addr().String(), "admin_socket", adminv1.AdminSocket(c.DataDir))
+	log.Info("sigil-server running", "trust_domain", c.td.Name(), "agent_api", agentLis.Addr().String(), "admin_socket", adminv1.AdminSocket(c.DataDir),
+		"dashboard", dashboardURL(dashLis, c.dashboard))
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	wg.Add(3)
+	if dashServer != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := dashServer.Serve(listener.Retrying(dashLis, "dashboard", log)); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
 	go func() { defer wg.Done(); errc <- grpcServer.Serve(listener.Retrying(agentLis, "agent_api", log)) }()
 	go func() {
 		defer wg.Done()
@@ -178,6 +194,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = adminServer.Shutdown(shutdownCtx)
+	if dashServer != nil {
+		_ = dashServer.Shutdown(shutdownCtx)
+	}
 	stopped := make(chan struct{})
 	go func() { grpcServer.GracefulStop(); close(stopped) }()
 	select {

@@ -57,6 +57,9 @@ func newRun() *cobra.Command {
 	f.Int64Var(&cfg.MaxResourceBytes, "max-resource-bytes", server.DefaultMaxResourceBytes, "largest configuration resource accepted, encoded, in bytes (at most 2 MiB)")
 	f.Int64Var(&cfg.MaxConfigBytes, "max-config-bytes", server.DefaultMaxConfigBytes, "largest total configuration accepted, encoded, in bytes")
 	f.IntVar(&cfg.StatsMaxKeys, "stats-max-keys", server.DefaultStatsMaxKeys, "most distinct golden-metric keys (reporter, identities, service, subset, route, protocol) the server's 15-minute window holds; series of further keys are dropped (memory grows with it: see bench/README.md)")
+	f.StringVar(&cfg.Dashboard, "dashboard", server.DefaultDashboard, "HOST:PORT of the web dashboard and the server's /metrics; \"\" serves none; off loopback it needs --dashboard-tls")
+	f.BoolVar(&cfg.DashboardTLS, "dashboard-tls", false, "serve the dashboard over TLS 1.3 with the server's SVID, only to clients presenting an X.509-SVID of a --dashboard-admin-id")
+	f.StringArrayVar(&cfg.DashboardAdminIDs, "dashboard-admin-id", nil, "a SPIFFE ID allowed into the dashboard over --dashboard-tls (repeatable)")
 	f.StringVar(&cfg.KMS, "kms", "softkms:", "key manager URI (go.step.sm/crypto kms); softkms keeps 0600 key files in the data dir")
 	logger = logflag.Register(cmd)
 	return cmd

@@ -231,7 +231,8 @@ func StartMesh(t testing.TB, extra ...string) *Mesh {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	m := &Mesh{t: t, Dir: dir, DataDir: filepath.Join(dir, "server")}
-	m.args = append([]string{"run", "--data-dir", m.DataDir, "--trust-domain", TrustDomain, "--bind", "127.0.0.1:0"}, extra...)
+	// A free port for the dashboard: tests run many servers at once.
+	m.args = append([]string{"run", "--data-dir", m.DataDir, "--trust-domain", TrustDomain, "--bind", "127.0.0.1:0", "--dashboard", "127.0.0.1:0"}, extra...)
 	m.StartServer()
 	return m
 }
