@@ -22,6 +22,7 @@ DASH=${SIGIL_DEMO_DASHBOARD:-127.0.0.1:8080}
 STATS=(--stats-interval 2s)
 pids=()
 cleanup() {
+	trap - EXIT INT TERM
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	echo "demo stopped; logs and data were in $DIR"
