@@ -29,6 +29,7 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/telemetry"
 )
 
 // Defaults and bounds of a Store.
@@ -76,17 +77,9 @@ type Config struct {
 	MaxDenials int
 }
 
-// Key is what one series is about: agentv1.StatsKey as a comparable value.
-type Key struct {
-	Reporter             string
-	SourcePrincipal      string
-	DestinationPrincipal string
-	DestinationNamespace string
-	DestinationService   string
-	DestinationSubset    string
-	Route                string
-	Protocol             string
-}
+// Key is what one series is about (telemetry.Key, the sidecars' and
+// agents' own).
+type Key = telemetry.Key
 
 // Reporters, as StatsKey.reporter spells them.
 const (
@@ -213,7 +206,7 @@ func (s *Store) Add(agent string, r *agentv1.StatsReport) (dropped int, err erro
 	sl := s.slot(n)
 	sl.overflow = satAdd(sl.overflow, min(r.GetOverflow(), MaxCount))
 	for _, se := range r.GetSeries() {
-		id, ok := s.keys.id(keyOf(se.GetKey()), n, s.maxKeys)
+		id, ok := s.keys.id(telemetry.KeyOf(se.GetKey()), n, s.maxKeys)
 		if !ok {
 			dropped++
 			continue
@@ -233,12 +226,6 @@ func (s *Store) Add(agent string, r *agentv1.StatsReport) (dropped int, err erro
 	}
 	s.dropped += uint64(dropped)
 	return dropped, nil
-}
-
-func keyOf(k *agentv1.StatsKey) Key {
-	return Key{Reporter: k.GetReporter(), SourcePrincipal: k.GetSourcePrincipal(), DestinationPrincipal: k.GetDestinationPrincipal(),
-		DestinationNamespace: k.GetDestinationNamespace(), DestinationService: k.GetDestinationService(),
-		DestinationSubset: k.GetDestinationSubset(), Route: k.GetRoute(), Protocol: k.GetProtocol()}
 }
 
 // slot returns the slot numbered n, emptied for reuse (keeping its
