@@ -44,10 +44,16 @@ func badRequest(format string, args ...any) error {
 }
 
 // handle writes fn's result as JSON, or its error as {"error": "..."}.
-func (a *api) handle(fn func(*http.Request) (any, error)) http.HandlerFunc {
+// The query may hold only the parameters named in params, each once: a
+// misspelt or repeated one is a 400, never read as the default.
+func (a *api) handle(fn func(*http.Request) (any, error), params ...string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		out, err := fn(r)
+		err := checkParams(r, params)
+		var out any
+		if err == nil {
+			out, err = fn(r)
+		}
 		if err == nil {
 			var b []byte
 			if b, err = json.Marshal(out); err == nil {
@@ -65,6 +71,20 @@ func (a *api) handle(fn func(*http.Request) (any, error)) http.HandlerFunc {
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 	}
+}
+
+// checkParams refuses a query with a parameter not in params or given
+// more than once.
+func checkParams(r *http.Request, params []string) error {
+	for k, vs := range r.URL.Query() {
+		if !slices.Contains(params, k) {
+			return badRequest("unknown query parameter %q (want %v)", k, params)
+		}
+		if len(vs) != 1 {
+			return badRequest("query parameter %q given %d times", k, len(vs))
+		}
+	}
+	return nil
 }
 
 // window reads the window query parameter: a Go duration from MinWindow

@@ -175,6 +175,13 @@ func TestDashboardAPIRefusesBadQueries(t *testing.T) {
 		{"/api/denials?limit=0", "limit"},
 		{"/api/denials?limit=501", "limit"},
 		{"/api/denials?limit=x", "limit"},
+		// Misspelt, foreign or repeated parameters are refused, not
+		// silently read as the defaults.
+		{"/api/overview?windw=5m", "windw"},
+		{"/api/overview?window=1m&window=5m", "window"},
+		{"/api/service?namespace=default&name=api&name=web", "name"},
+		{"/api/identities?namespace=default", "namespace"},
+		{"/api/denials?window=1m", "window"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.target, func(t *testing.T) {

@@ -160,12 +160,12 @@ func New(cfg Config) (http.Handler, error) {
 	a := &api{cfg: cfg}
 	mux := http.NewServeMux()
 	mux.Handle("GET /", http.FileServerFS(static))
-	mux.HandleFunc("GET /api/overview", a.handle(a.overview))
-	mux.HandleFunc("GET /api/service", a.handle(a.service))
-	mux.HandleFunc("GET /api/canaries", a.handle(a.canaries))
-	mux.HandleFunc("GET /api/graph", a.handle(a.graph))
+	mux.HandleFunc("GET /api/overview", a.handle(a.overview, "window", "namespace"))
+	mux.HandleFunc("GET /api/service", a.handle(a.service, "window", "namespace", "name"))
+	mux.HandleFunc("GET /api/canaries", a.handle(a.canaries, "window", "namespace"))
+	mux.HandleFunc("GET /api/graph", a.handle(a.graph, "window", "namespace"))
 	mux.HandleFunc("GET /api/identities", a.handle(a.identities))
-	mux.HandleFunc("GET /api/denials", a.handle(a.denials))
+	mux.HandleFunc("GET /api/denials", a.handle(a.denials, "namespace", "limit"))
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", cfg.Metrics)
 	}

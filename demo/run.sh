@@ -13,6 +13,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
+# make demo builds everything; run by hand after make build, the demo app
+# is still missing: build it rather than time out waiting for it.
+for b in sigil sigil-server sigil-agent sigil-proxy; do
+	[ -x "$BIN/$b" ] || { echo "$BIN/$b is missing: run make demo (or make build first)"; exit 1; }
+done
+[ -x "$BIN/sigil-demo-app" ] || go build -o "$BIN/" ./demo/sigil-demo-app
 command -v curl >/dev/null || { echo "installing curl"; apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 DIR=$(mktemp -d /tmp/sigil-demo.XXXXXX)
 chmod 755 "$DIR"

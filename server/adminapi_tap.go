@@ -23,6 +23,18 @@ const auditTapStarted = "tap.started"
 // against package tap's bounds.
 func tapControl(r *http.Request) (*agentv1.TapControl, error) {
 	q := r.URL.Query()
+	// A misspelt or repeated parameter would otherwise tap more than was
+	// asked (every path, every method): refuse it.
+	for k, vs := range q {
+		switch k {
+		case "service", "namespace", "path", "method", "max", "rate":
+		default:
+			return nil, adminv1.Errorf(http.StatusBadRequest, "tap: unknown query parameter %q (want service, namespace, path, method, max, rate)", k)
+		}
+		if len(vs) != 1 {
+			return nil, adminv1.Errorf(http.StatusBadRequest, "tap: query parameter %q given %d times", k, len(vs))
+		}
+	}
 	number := func(name string, def int) (uint32, error) {
 		v := q.Get(name)
 		if v == "" {

@@ -48,6 +48,8 @@ func caServer(t *testing.T) *Server {
 		t.Fatal(err)
 	}
 	s.ca = authority
+	// The dashboard listener serves the server's /metrics beside the page.
+	s.metrics = newMetrics(serverMetricsSource{s}, s.now, s.log)
 	if err := s.renewServerSVID(); err != nil {
 		t.Fatal(err)
 	}

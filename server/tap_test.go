@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -108,9 +109,15 @@ func TestTapStreamScopesAgentsAndEnds(t *testing.T) {
 func TestTapStreamRefusesBadQueries(t *testing.T) {
 	s, _ := storeServer(t)
 	h := s.adminHandler()
-	for _, q := range []string{"", "service=API", "service=api&rate=5000", "service=api&max=0", "service=api&max=x", "service=api&path=nope", "service=api&namespace=a.b"} {
+	for _, q := range []string{"", "service=API", "service=api&rate=5000", "service=api&max=0", "service=api&max=x", "service=api&path=nope", "service=api&namespace=a.b",
+		// A misspelt or repeated parameter would tap more than was asked.
+		"service=api&pth=/admin", "service=api&method=GET&method=POST", "service=api&service=web"} {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/tap?"+q, nil))
+		// A query taken as a tap would stream until its client goes: the
+		// context ends it, so the test fails rather than hangs.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/tap?"+q, nil).WithContext(ctx))
+		cancel()
 		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "tap") {
 			t.Errorf("%q: %d %s, want 400 naming the tap's fault", q, rec.Code, rec.Body.String())
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -55,5 +56,31 @@ func TestTopTableCountsBusiestFirst(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "50.00%") || !strings.HasPrefix(b.String(), "DIRECTION") {
 		t.Fatalf("table:\n%s", b.String())
+	}
+}
+
+// sigil top keeps at most topMaxKeys distinct (direction, method, path)
+// rows however many distinct paths the service is asked for (ids in
+// paths, a scan): the rest are counted in one "(other)" row per
+// direction, so a long-running top's memory is bounded.
+func TestTopTableBoundsDistinctPaths(t *testing.T) {
+	tt := newTopTable()
+	n := topMaxKeys + 500
+	for i := range n {
+		tt.add(&adminv1.TapEvent{Direction: "inbound", Method: "GET", Path: "/users/" + strconv.Itoa(i), Status: 200, LatencyMS: 1})
+	}
+	if got := len(tt.rows); got > topMaxKeys+2 {
+		t.Fatalf("%d rows kept for %d distinct paths, want at most %d", got, n, topMaxKeys+2)
+	}
+	total := 0
+	other := 0
+	for _, r := range tt.busiest(len(tt.rows)) {
+		total += r.count
+		if r.path == topOtherPath {
+			other = r.count
+		}
+	}
+	if total != n || other != 500 {
+		t.Fatalf("counted %d events (%d in %q), want %d (500)", total, other, topOtherPath, n)
 	}
 }

@@ -18,6 +18,15 @@ import (
 // topRows bounds the rows `sigil top` shows (the busiest).
 const topRows = 20
 
+// topMaxKeys bounds the distinct (direction, method, path) rows `sigil
+// top` keeps: a service whose paths carry ids would otherwise grow the
+// table for as long as top runs. Past it, new keys are counted in one row
+// per direction whose method is "*" and path is topOtherPath.
+const topMaxKeys = 10000
+
+// topOtherPath is the path of the rows that count what topMaxKeys left out.
+const topOtherPath = "(other)"
+
 // topKey is one row of `sigil top`.
 type topKey struct{ direction, method, path string }
 
@@ -44,6 +53,10 @@ func (t *topTable) add(ev *adminv1.TapEvent) {
 	defer t.mu.Unlock()
 	k := topKey{ev.Direction, ev.Method, ev.Path}
 	r := t.rows[k]
+	if r == nil && len(t.rows) >= topMaxKeys {
+		k = topKey{ev.Direction, "*", topOtherPath}
+		r = t.rows[k]
+	}
 	if r == nil {
 		r = &topRow{topKey: k, best: ev.LatencyMS, worst: ev.LatencyMS}
 		t.rows[k] = r

@@ -83,7 +83,8 @@ type StatRow struct {
 // StatResponse is the answer to GET /v1/stats.
 type StatResponse struct {
 	// Window is the query's window as applied; Resolution the width of
-	// one stored interval (10 s).
+	// one stored interval (10 s). Both are integer nanoseconds in JSON
+	// (60000000000 is 1m), as Go encodes a time.Duration.
 	Window     time.Duration `json:"window"`
 	Resolution time.Duration `json:"resolution"`
 	// End is when the window ends: the end of its last complete
