@@ -218,10 +218,22 @@ func (c *CA) find(st *state, kind Kind, status Status) *authority {
 	return nil
 }
 
+// Fractions of an active authority's life at which Rotate prepares its
+// successor and hands over to it.
+const (
+	prepareNum, prepareDen   = 1, 2
+	activateNum, activateDen = 5, 6
+)
+
+// lifeAt is the moment num/den of a's life has passed.
+func lifeAt(a *authority, num, den int64) time.Time {
+	life := a.NotAfter.Sub(a.NotBefore)
+	return a.NotBefore.Add(time.Duration(int64(life) / den * num))
+}
+
 // due reports whether now is past the given fraction of a's life.
 func due(a *authority, now time.Time, num, den int64) bool {
-	life := a.NotAfter.Sub(a.NotBefore)
-	return !now.Before(a.NotBefore.Add(time.Duration(int64(life) / den * num)))
+	return !now.Before(lifeAt(a, num, den))
 }
 
 // Rotate brings the CA's authorities up to date for the current time:
@@ -268,11 +280,11 @@ func (c *CA) Rotate(ctx context.Context) (bool, error) {
 			c.add(&next, a)
 			events = append(events, prepared2(kind, a), activated(kind, a))
 			bundleChanged = bundleChanged || kind != KindIntermediate
-		case prepared != nil && due(active, now, 5, 6):
+		case prepared != nil && due(active, now, activateNum, activateDen):
 			c.setStatus(&next, active, StatusRetired)
 			c.setStatus(&next, prepared, StatusActive)
 			events = append(events, activated(kind, prepared))
-		case prepared == nil && due(active, now, 1, 2) && !active.Upstream:
+		case prepared == nil && due(active, now, prepareNum, prepareDen) && !active.Upstream:
 			a, err := make(&next)
 			if err != nil {
 				return err

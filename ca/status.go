@@ -35,10 +35,8 @@ func (c *CA) Authorities() []AuthorityStatus {
 	for _, a := range c.st.Authorities {
 		s := AuthorityStatus{ID: a.ID, Kind: a.Kind, Status: a.Status, NotBefore: a.NotBefore, NotAfter: a.NotAfter, Upstream: a.Upstream, KeyID: a.KeyID}
 		if a.Status == StatusActive && !a.Upstream {
-			life := a.NotAfter.Sub(a.NotBefore)
-			// The same fractions Rotate's due() applies.
-			s.PrepareNextAt = a.NotBefore.Add(time.Duration(int64(life) / 2))
-			s.ActivateNextAt = a.NotBefore.Add(time.Duration(int64(life) / 6 * 5))
+			s.PrepareNextAt = lifeAt(a, prepareNum, prepareDen)
+			s.ActivateNextAt = lifeAt(a, activateNum, activateDen)
 		}
 		out = append(out, s)
 	}
