@@ -171,24 +171,28 @@ func (m *metrics) request(rec *requestRecord, d time.Duration) {
 	s := m.seriesOf(rec)
 	s.count.Inc()
 	s.latency.Observe(durationMillis(d))
+	if c := m.cellOf(s); c != nil {
+		c.Request(d, rec.failed())
+	}
+}
+
+// cellOf is s's golden-metrics cell, or nil (counted as an overflow) when
+// the recorder held its most keys as s was made.
+func (m *metrics) cellOf(s *requestSeries) *telemetry.Cell {
 	if s.cell == nil {
 		m.stats.Overflow()
 		m.statsOverflow.Inc()
-		return
 	}
-	s.cell.Request(d, rec.failed())
+	return s.cell
 }
 
 // tcpOpened counts an opaque TCP connection opened.
 func (m *metrics) tcpOpen(rec *requestRecord) {
 	s := m.seriesOf(rec)
 	s.opened.Inc()
-	if s.cell == nil {
-		m.stats.Overflow()
-		m.statsOverflow.Inc()
-		return
+	if c := m.cellOf(s); c != nil {
+		c.Opened()
 	}
-	s.cell.Opened()
 }
 
 // tcpClose counts an opaque TCP connection closed with its bytes: sent
