@@ -26,16 +26,25 @@ var syncCallOptions = []grpc.CallOption{grpc.MaxCallRecvMsgSize(maxSyncMessage),
 // and bundles keep flowing whatever happens to configuration. It
 // reconnects on the backoff schedule, like syncLoop.
 func (a *agent) configLoop(ctx context.Context) {
+	a.follow(ctx, a.configOnce, func(err error) {
+		a.log.Warn("config stream ended; sidecars keep the last configuration; reconnecting", "error", err)
+	})
+}
+
+// follow runs one stream after another (once) until ctx ends, waiting on
+// the backoff schedule between them; a stream that delivered something
+// resets the schedule. ended is told why each stream stopped.
+func (a *agent) follow(ctx context.Context, once func(context.Context) (bool, error), ended func(error)) {
 	var b backoff.Backoff
 	for ctx.Err() == nil {
-		got, err := a.configOnce(ctx)
+		got, err := once(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if got {
 			b.Reset()
 		}
-		a.log.Warn("config stream ended; sidecars keep the last configuration; reconnecting", "error", err)
+		ended(err)
 		if !b.Wait(ctx, nil) {
 			return
 		}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/sigil-mesh/sigil/internal/backoff"
 )
 
 // tapLoop follows the server's Tap stream (`sigil tap`): controls down to
@@ -26,20 +25,7 @@ func (a *agent) tapLoop(ctx context.Context) {
 			}
 		}
 	}()
-	var b backoff.Backoff
-	for ctx.Err() == nil {
-		got, err := a.tapOnce(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if got {
-			b.Reset()
-		}
-		a.log.Debug("tap stream ended; reconnecting", "error", err)
-		if !b.Wait(ctx, nil) {
-			return
-		}
-	}
+	a.follow(ctx, a.tapOnce, func(err error) { a.log.Debug("tap stream ended; reconnecting", "error", err) })
 }
 
 // tapOnce runs one Tap stream; it reports whether the server sent
