@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"time"
-
 )
 
 // tapLoop follows the server's Tap stream (`sigil tap`): controls down to
