@@ -51,7 +51,17 @@ type Decision struct {
 	Allow    bool
 	Err      error
 	Revision string
+	// Mode is the engine's mode (ModeEnforce or ModeDryRun): a dry-run
+	// decision is recorded and never blocks.
+	Mode string
 }
+
+// Modes of an engine (see WithMode), as a Policy resource's spec.mode
+// names them.
+const (
+	ModeEnforce = "enforce"
+	ModeDryRun  = "dryrun"
+)
 
 // Engine holds the policy in force. Its hooks are given to New as
 // Options and never change afterwards, so the first load is seen by them
@@ -66,6 +76,15 @@ type Engine struct {
 	// decisions, if set, receives every decision; the engine owns it and
 	// its writer (Flush, Close).
 	decisions *decisionLog
+	// mode is ModeEnforce unless WithMode said otherwise.
+	mode string
+}
+
+// WithMode sets the mode every decision of the engine carries
+// (ModeEnforce, the default, or ModeDryRun). The engine decides the same
+// way in both; callers do not block on a dry-run decision.
+func WithMode(mode string) Option {
+	return func(e *Engine) { e.mode = mode }
 }
 
 // Option sets one of an Engine's hooks at construction (see New).
@@ -96,7 +115,7 @@ var ErrNoPolicy = errors.New("policy: no policy loaded")
 // returned but the engine stays usable: it denies until a good policy
 // appears and Watch loads it.
 func New(ctx context.Context, path string, log *slog.Logger, opts ...Option) (*Engine, error) {
-	e := &Engine{path: path, log: log}
+	e := &Engine{path: path, log: log, mode: ModeEnforce}
 	for _, o := range opts {
 		o(e)
 	}
@@ -298,7 +317,7 @@ func (e *Engine) CacheSize() (bytes, entries int) {
 
 // Decide evaluates the policy for in. Anything but allow == true denies.
 func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
-	d := Decision{ID: newID()}
+	d := Decision{ID: newID(), Mode: e.mode}
 	c := e.cur.Load()
 	in.Request.fill()
 	if e.decisions != nil && in.Request.parsedQuery() == nil {
