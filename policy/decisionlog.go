@@ -29,17 +29,29 @@ type decisionLog struct {
 	mu     sync.Mutex
 	buf    *bufio.Writer
 	w      io.Writer // under buf: flushed and closed with it when it can be
-	labels map[string]string
+	// labels are the records' labels by the deciding engine's mode: the
+	// given labels plus "mode" (enforce or dryrun), so consumers of OPA
+	// decision logs can tell a dry-run decision from the enforced one.
+	labels map[string]map[string]string
 }
 
 // newDecisionLog returns a log writing to w, with labels on every record.
 func newDecisionLog(w io.Writer, labels map[string]string) *decisionLog {
-	return &decisionLog{buf: bufio.NewWriterSize(w, 64<<10), w: w, labels: labels}
+	byMode := map[string]map[string]string{}
+	for _, mode := range []string{ModeEnforce, ModeDryRun} {
+		m := make(map[string]string, len(labels)+1)
+		for k, v := range labels {
+			m[k] = v
+		}
+		m["mode"] = mode
+		byMode[mode] = m
+	}
+	return &decisionLog{buf: bufio.NewWriterSize(w, 64<<10), w: w, labels: byMode}
 }
 
 // log writes one decision.
 func (l *decisionLog) log(in *Input, d Decision, at time.Time) {
-	rec := decisionRecord{Labels: l.labels, DecisionID: d.ID, Path: Path, Input: in, Timestamp: at.UTC()}
+	rec := decisionRecord{Labels: l.labels[d.Mode], DecisionID: d.ID, Path: Path, Input: in, Timestamp: at.UTC()}
 	if d.Revision != "" {
 		rec.Bundles = map[string]map[string]string{"sigil": {"revision": d.Revision}}
 	}

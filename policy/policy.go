@@ -76,6 +76,7 @@ type Engine struct {
 	// decisions, if set, receives every decision; the engine owns it and
 	// its writer (Flush, Close).
 	decisions *decisionLog
+	ownsLog   bool // decisions is this engine's (not WithDecisionLogOf)
 	// mode is ModeEnforce unless WithMode said otherwise.
 	mode string
 }
@@ -103,7 +104,15 @@ func WithReloadHook(f func(ok bool)) Option {
 // it has a Flush() error method), Close flushes and closes w if it is an
 // io.Closer.
 func WithDecisionLog(w io.Writer, labels map[string]string) Option {
-	return func(e *Engine) { e.decisions = newDecisionLog(w, labels) }
+	return func(e *Engine) { e.decisions, e.ownsLog = newDecisionLog(w, labels), true }
+}
+
+// WithDecisionLogOf has the engine write its decisions to the decision
+// log of other (made with WithDecisionLog), so the lines of both land
+// whole in one file; each line's labels.mode says which engine decided.
+// other keeps owning the log: this engine's Flush and Close leave it.
+func WithDecisionLogOf(other *Engine) Option {
+	return func(e *Engine) { e.decisions = other.decisions }
 }
 
 // ErrNoPolicy means no policy is loaded; every decision denies.
@@ -113,7 +122,8 @@ var ErrNoPolicy = errors.New("policy: no policy loaded")
 // directory, _test.rego files excluded), with its hooks set by opts, and
 // loads them once (the reload hook sees that load). A load error is
 // returned but the engine stays usable: it denies until a good policy
-// appears and Watch loads it.
+// appears and Watch loads it. With path "" the engine starts with no
+// policy (it denies) and takes its policies from Load.
 func New(ctx context.Context, path string, log *slog.Logger, opts ...Option) (*Engine, error) {
 	e := &Engine{path: path, log: log, mode: ModeEnforce}
 	for _, o := range opts {
@@ -125,7 +135,7 @@ func New(ctx context.Context, path string, log *slog.Logger, opts ...Option) (*E
 // Flush writes out the decision records buffered so far; nil without a
 // decision log.
 func (e *Engine) Flush() error {
-	if e.decisions == nil {
+	if e.decisions == nil || !e.ownsLog {
 		return nil
 	}
 	return e.decisions.flush()
@@ -134,7 +144,7 @@ func (e *Engine) Flush() error {
 // Close flushes the decision log and closes its writer; nil without a
 // decision log. Decisions made afterwards are not logged reliably.
 func (e *Engine) Close() error {
-	if e.decisions == nil {
+	if e.decisions == nil || !e.ownsLog {
 		return nil
 	}
 	return e.decisions.close()
@@ -193,8 +203,6 @@ func readSources(path string) (map[string]string, string, error) {
 	if len(files) == 0 {
 		return nil, "", fmt.Errorf("policy: no .rego files in %s", path)
 	}
-	sort.Strings(files)
-	h := sha256.New()
 	srcs := make(map[string]string, len(files))
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -202,10 +210,25 @@ func readSources(path string) (map[string]string, string, error) {
 			return nil, "", fmt.Errorf("policy: %w", err)
 		}
 		srcs[f] = string(b)
-		fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
-		h.Write(b)
 	}
-	return srcs, hex.EncodeToString(h.Sum(nil)), nil
+	return srcs, Digest(srcs), nil
+}
+
+// Digest is the SHA-256 (hex) of policy modules, names and texts, in name
+// order: the revision of a policy read from a path, and the part after
+// "@" of a Policy resource's revision.
+func Digest(modules map[string]string) string {
+	names := make([]string, 0, len(modules))
+	for n := range modules {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	h := sha256.New()
+	for _, n := range names {
+		fmt.Fprintf(h, "%s\x00%d\x00", n, len(modules[n]))
+		io.WriteString(h, modules[n])
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Compile parses and compiles policy sources (file name → Rego) into a
@@ -251,29 +274,16 @@ func compile(ctx context.Context, srcs map[string]string) (rego.PreparedEvalQuer
 }
 
 // Reload loads the policy if it changed. On error the policy in force
-// stays, and the error is returned (and logged by Watch).
+// stays, and the error is returned (and logged by Watch). An engine with
+// no path (see New) has nothing to reload: it returns nil, and its policy
+// comes from Load.
 func (e *Engine) Reload(ctx context.Context) error {
+	if e.path == "" {
+		return nil
+	}
 	srcs, rev, err := readSources(e.path)
 	if err == nil {
-		if c := e.cur.Load(); c != nil && c.revision == rev {
-			return nil
-		}
-		var q rego.PreparedEvalQuery
-		var mods []*ast.Module
-		if q, mods, err = compile(ctx, srcs); err == nil {
-			files := make([]string, 0, len(srcs))
-			for f := range srcs {
-				files = append(files, f)
-			}
-			sort.Strings(files)
-			plan, why := planFor(mods)
-			e.cur.Store(&compiled{query: q, revision: rev, files: files, plan: plan, headers: plan != nil && plan.readsHeaders(), cache: &decisionCache{m: map[string]bool{}}})
-			if plan != nil {
-				e.log.Info("policy loaded", "revision", rev[:12], "files", len(files), "decision_cache", "on", "input_paths", len(plan.paths))
-			} else {
-				e.log.Info("policy loaded", "revision", rev[:12], "files", len(files), "decision_cache", "off", "why", why)
-			}
-		}
+		err = e.install(ctx, Source{Modules: srcs, Revision: rev})
 	}
 	if e.onReload != nil {
 		e.onReload(err == nil)
@@ -281,9 +291,70 @@ func (e *Engine) Reload(ctx context.Context) error {
 	return err
 }
 
+// Source is a policy held in memory rather than read from a path: Rego
+// modules (file name → text, _test.rego modules excluded) and the
+// revision decisions carry while it is in force (a Policy resource's
+// "<namespace>/<name>@<digest prefix>", see Revision).
+type Source struct {
+	Modules  map[string]string
+	Revision string
+}
+
+// Load compiles src and puts it in force atomically, unless its revision
+// is the one in force already. A policy that does not compile is refused
+// and the one in force stays (none: every decision denies). The reload
+// hook is told of the attempt.
+func (e *Engine) Load(ctx context.Context, src Source) error {
+	err := e.install(ctx, src)
+	if e.onReload != nil {
+		e.onReload(err == nil)
+	}
+	return err
+}
+
+// Clear takes the policy out of force: from now on every decision denies
+// with ErrNoPolicy (an enforcing engine) or is not made (callers skip a
+// dry-run engine that is not Loaded).
+func (e *Engine) Clear() {
+	if e.cur.Swap(nil) != nil {
+		e.log.Info("policy removed", "mode", e.mode)
+	}
+}
+
+// install compiles src and swaps it in if its revision is new.
+func (e *Engine) install(ctx context.Context, src Source) error {
+	if c := e.cur.Load(); c != nil && c.revision == src.Revision {
+		return nil
+	}
+	q, mods, err := compile(ctx, src.Modules)
+	if err != nil {
+		return err
+	}
+	files := make([]string, 0, len(src.Modules))
+	for f := range src.Modules {
+		files = append(files, f)
+	}
+	sort.Strings(files)
+	plan, why := planFor(mods)
+	e.cur.Store(&compiled{query: q, revision: src.Revision, files: files, plan: plan, headers: plan != nil && plan.readsHeaders(), cache: &decisionCache{m: map[string]bool{}}})
+	rev := src.Revision
+	if len(rev) > 12 && !strings.Contains(rev, "@") {
+		rev = rev[:12]
+	}
+	if plan != nil {
+		e.log.Info("policy loaded", "revision", rev, "mode", e.mode, "files", len(files), "decision_cache", "on", "input_paths", len(plan.paths))
+	} else {
+		e.log.Info("policy loaded", "revision", rev, "mode", e.mode, "files", len(files), "decision_cache", "off", "why", why)
+	}
+	return nil
+}
+
 // Watch reloads the policy when its files change, every interval, until
 // ctx is done.
 func (e *Engine) Watch(ctx context.Context, interval time.Duration) {
+	if e.path == "" {
+		return
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	var lastErr string

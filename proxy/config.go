@@ -17,13 +17,17 @@ import (
 
 // Config is what `sigil-proxy run` takes.
 type Config struct {
-	Socket      string
-	Service     string
-	Labels      []string // K=V
-	App         string
-	Inbound     string
-	Outbound    string
-	Admin       string
+	Socket   string
+	Service  string
+	Labels   []string // K=V
+	App      string
+	Inbound  string
+	Outbound string
+	Admin    string
+	// Policy is a .rego file or a directory of them (--policy): the
+	// enforced policy, over any Policy resource of mode enforce. ""
+	// takes the enforced policy from Policy resources (until one
+	// arrives, every request is denied).
 	Policy      string
 	Upstreams   []string // NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]
 	Transparent bool
@@ -194,9 +198,6 @@ func (c Config) Validate() (*checked, error) {
 	}
 	if c.Namespace != "" && !naming.ValidNamespace(c.Namespace) {
 		errs = append(errs, fmt.Errorf("proxy: --namespace %s %s", naming.Quote(c.Namespace), naming.NamespaceRule))
-	}
-	if c.Policy == "" {
-		errs = append(errs, errors.New("proxy: --policy is required (a .rego file or a directory of them)"))
 	}
 	if c.OTLPEndpoint != "" {
 		u, err := checkOTLPEndpoint(c.OTLPEndpoint)

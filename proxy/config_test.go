@@ -52,7 +52,7 @@ func TestValidateNamesEveryFlag(t *testing.T) {
 	if err == nil {
 		t.Fatal("accepted")
 	}
-	for _, flag := range []string{"--socket", "--service", "--app", "--inbound", "--outbound", "--admin", "--policy", "--label", "--upstream \"a=b\"", "--upstream api given twice"} {
+	for _, flag := range []string{"--socket", "--service", "--app", "--inbound", "--outbound", "--admin", "--label", "--upstream \"a=b\"", "--upstream api given twice"} {
 		if !strings.Contains(err.Error(), flag) {
 			t.Errorf("error does not name %s:\n%v", flag, err)
 		}

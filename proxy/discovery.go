@@ -336,7 +336,14 @@ func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
 		// References were checked across every namespace, as the server
 		// did; the table holds what is exported to this one (exportTo) and
 		// selects this workload (workloadSelector, by its --labels).
-		table, version = traffic.CompileFor(cfg.GetVersion(), traffic.SelectedFor(rs, p.names.Namespace(), p.cfg.labels), p.names.Namespace()), cfg.GetVersion()
+		routes := make([]traffic.Resource, 0, len(rs))
+		for _, r := range rs {
+			if r.Policy == nil {
+				routes = append(routes, r)
+			}
+		}
+		table, version = traffic.CompileFor(cfg.GetVersion(), traffic.SelectedFor(routes, p.names.Namespace(), p.cfg.labels), p.names.Namespace()), cfg.GetVersion()
+		p.applyPolicies(context.Background(), rs)
 		p.metrics.configs.WithLabelValues("applied").Inc()
 		p.log.Info("configuration applied", "version", version, "resources", len(rs))
 	}

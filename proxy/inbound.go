@@ -201,6 +201,7 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	d := in.p.policy.Decide(r.Context(), input)
 	in.p.countDecision(d)
+	in.p.decideDryRun(r.Context(), input)
 	if !d.Allow {
 		rec.setFlag(flagUnauthorized)
 		in.p.metrics.stats.Deny(telemetry.Denial{At: start, SourcePrincipal: peer.id, DestinationPrincipal: in.p.id.id.String(),
@@ -294,6 +295,7 @@ func (in *inbound) serveTCP(tc *tls.Conn) {
 	}
 	d := in.p.policy.Decide(context.Background(), input)
 	in.p.countDecision(d)
+	in.p.decideDryRun(context.Background(), input)
 	rec := &requestRecord{reporter: reporterDestination, source: peer.String(), dest: in.p.id.id.String(), service: in.self(),
 		protocol: policy.ProtocolTCP, flags: flagNone}
 	if !d.Allow {

@@ -23,6 +23,7 @@ type metrics struct {
 	handshakes *prometheus.CounterVec
 	decisions  *prometheus.CounterVec
 	reloads    *prometheus.CounterVec
+	dryRun     *prometheus.CounterVec // sigil_policy_dryrun_decisions_total
 
 	tcpOpened, tcpClosed, tcpSent, tcpReceived *prometheus.CounterVec
 
@@ -119,6 +120,8 @@ func newMetrics(svidExpiry func() float64, stats *telemetry.Recorder) *metrics {
 		"Upstream HTTP/1.1 connections closed because the peer broke the framing, by direction (inbound: the app; outbound: a peer sidecar) and reason (malformed_response, bytes_after_response, unsolicited_bytes).",
 		"direction", "reason")
 	m.reg.MustRegister(m.protocolErrs)
+	m.dryRun = dryRunCounter()
+	m.reg.MustRegister(m.dryRun)
 	m.reg.MustRegister(m.configs, m.configVersion, m.overflows, m.faults, m.ejections, m.retries, m.retryBudget, m.mirrors)
 	m.reg.MustRegister(m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.statsOverflow, m.statsReports)
 	m.reg.MustRegister(m.requests, m.latency, m.handshakes, m.decisions, m.reloads,

@@ -43,6 +43,11 @@ type Proxy struct {
 	// writes the plain fields once, before any listener that reads them).
 	shownID     atomic.Pointer[identity]
 	shownPolicy atomic.Pointer[policy.Engine]
+	// dryRun is the engine of the dryrun Policy resource (policyres.go):
+	// decided beside policy, never blocking; shownDryRun publishes it.
+	dryRun      *policy.Engine
+	shownDryRun atomic.Pointer[policy.Engine]
+	policyRes   policyResources
 	metrics     *metrics
 	access      *jsonLines
 	trace       *tracing // nil: no tracing
@@ -119,11 +124,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	p.policy, err = policy.New(ctx, c.Policy, log, opts...)
 	p.shownPolicy.Store(p.policy)
 	closers = append(closers, p.policy.Close)
-	if err != nil {
+	switch {
+	case err != nil:
 		// Not fatal: the proxy denies everything and is not ready until a
 		// good policy appears at the path.
 		log.Error("policy not loaded; denying every request until it is", "error", err)
+	case c.Policy == "":
+		log.Info("no --policy: the enforced policy comes from Policy resources; denying every request until one arrives")
 	}
+	dryOpts := []policy.Option{policy.WithMode(policy.ModeDryRun)}
+	if decisions.w != nil {
+		dryOpts = append(dryOpts, policy.WithDecisionLogOf(p.policy))
+	}
+	p.dryRun, _ = policy.New(ctx, "", log, dryOpts...) // no path: nothing to load yet
+	p.shownDryRun.Store(p.dryRun)
 	p.metrics.reg.MustRegister(policyCacheMetrics(p.policy)...)
 
 	log.Info("waiting for an SVID from the agent", "socket", c.Socket)
@@ -366,6 +380,12 @@ func (p *Proxy) adminHandler() http.Handler {
 		}
 		if pol != nil {
 			out["policy"] = map[string]any{"path": p.cfg.Policy, "revision": pol.Revision(), "files": pol.Files()}
+		}
+		if dry := p.shownDryRun.Load(); dry != nil && dry.Loaded() {
+			out["dryrun_policy"] = map[string]any{"revision": dry.Revision()}
+		}
+		if res := p.policyRes.snapshot(); len(res) > 0 {
+			out["policy_resources"] = res
 		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

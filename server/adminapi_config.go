@@ -65,6 +65,9 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 		}
 		parsed = append(parsed, rs...)
 	}
+	if len(errs) == 0 {
+		errs = checkPolicies(ctx, parsed)
+	}
 	seen := map[string]string{}
 	for _, r := range parsed {
 		if prev, dup := seen[r.Key()]; dup {
@@ -303,7 +306,7 @@ func prettyJSON(b []byte) string {
 func (s *Server) listConfig(r *http.Request) (any, error) {
 	kind, ok := adminv1.KindOf(r.PathValue("kind"))
 	if !ok {
-		return nil, adminv1.Errorf(http.StatusBadRequest, "unknown kind %q: want virtualservices or destinationrules", r.PathValue("kind"))
+		return nil, adminv1.Errorf(http.StatusBadRequest, "unknown kind %q: want virtualservices, destinationrules or policies", r.PathValue("kind"))
 	}
 	stored, _, err := s.store.ListResources(r.Context(), kind)
 	rs := make([]adminv1.Resource, len(stored))

@@ -1,5 +1,6 @@
 // Package traffic reads Istio's VirtualService and DestinationRule
-// (networking.istio.io v1, v1beta1, v1alpha3) strictly — a field Sigil does
+// (networking.istio.io v1, v1beta1, v1alpha3), and Sigil's own Policy
+// (security.sigil.dev/v1, policy.go), strictly — a field Sigil does
 // not support is refused by name, never ignored — validates them with
 // errors that name the resource and the field, and compiles them into the
 // routing table the sidecar consults for every request.
@@ -26,6 +27,7 @@ type Resource struct {
 	Name      string
 	VS        *VirtualService
 	DR        *DestinationRule
+	Policy    *Policy // Sigil's own kind (policy.go)
 }
 
 // Key identifies a resource: Kind/namespace/name.
@@ -36,8 +38,11 @@ func (r Resource) Ref() string { return r.Kind + " " + r.Namespace + "/" + r.Nam
 
 // Spec returns the resource's spec as canonical JSON, for storage and diffs.
 func (r Resource) Spec() ([]byte, error) {
-	if r.VS != nil {
+	switch {
+	case r.VS != nil:
 		return json.Marshal(r.VS.Spec)
+	case r.Policy != nil:
+		return json.Marshal(r.Policy.Spec)
 	}
 	return json.Marshal(r.DR.Spec)
 }
@@ -97,8 +102,12 @@ func parseDoc(doc []byte) (Resource, error) {
 	if err := json.Unmarshal(js, &tm); err != nil {
 		return Resource{}, fmt.Errorf("traffic: not a Kubernetes-style resource: %w", err)
 	}
-	if !istioVersions[tm.APIVersion] {
-		return Resource{}, fmt.Errorf("traffic: apiVersion %q: want networking.istio.io/v1, v1beta1 or v1alpha3", tm.APIVersion)
+	isPolicy := tm.APIVersion == PolicyAPIVersion
+	if !istioVersions[tm.APIVersion] && !isPolicy {
+		return Resource{}, fmt.Errorf("traffic: apiVersion %q: want networking.istio.io/v1, v1beta1 or v1alpha3 (VirtualService, DestinationRule) or %s (Policy)", tm.APIVersion, PolicyAPIVersion)
+	}
+	if isPolicy != (tm.Kind == KindPolicy) {
+		return Resource{}, fmt.Errorf("traffic: kind %s in apiVersion %q: %s has kind Policy only, and Policy is of %s", naming.Quote(tm.Kind), tm.APIVersion, PolicyAPIVersion, PolicyAPIVersion)
 	}
 	r := Resource{Kind: tm.Kind, Name: tm.Metadata.Name, Namespace: tm.Metadata.Namespace}
 	if r.Namespace == "" {
@@ -107,8 +116,8 @@ func parseDoc(doc []byte) (Resource, error) {
 	if r.Name == "" {
 		return Resource{}, fmt.Errorf("traffic: %s: metadata.name is required", naming.Quote(tm.Kind))
 	}
-	if tm.Kind != KindVirtualService && tm.Kind != KindDestinationRule {
-		return Resource{}, fmt.Errorf("traffic: kind %s: Sigil reads VirtualService and DestinationRule", naming.Quote(tm.Kind))
+	if tm.Kind != KindVirtualService && tm.Kind != KindDestinationRule && tm.Kind != KindPolicy {
+		return Resource{}, fmt.Errorf("traffic: kind %s: Sigil reads VirtualService, DestinationRule and Policy", naming.Quote(tm.Kind))
 	}
 	// Before anything prints r.Ref(): a name is checked before it is shown.
 	if err := ValidateMeta(r.Kind, r.Namespace, r.Name); err != nil {
@@ -121,6 +130,9 @@ func parseDoc(doc []byte) (Resource, error) {
 	case KindDestinationRule:
 		r.DR = &DestinationRule{}
 		err = strictDecode(js, r.DR, strictjson.Proto("spec"))
+	case KindPolicy:
+		r.Policy = &Policy{}
+		err = strictDecode(js, r.Policy)
 	}
 	return decoded(r, err)
 }
@@ -128,8 +140,8 @@ func parseDoc(doc []byte) (Resource, error) {
 // strictDecode decodes a resource by strictjson's rules (case-sensitive
 // names; in a spec, Istio's protobuf names too) and says which field
 // Sigil does not support.
-func strictDecode(js []byte, v any, proto strictjson.Option) error {
-	err := strictjson.Unmarshal(js, v, proto)
+func strictDecode(js []byte, v any, opts ...strictjson.Option) error {
+	err := strictjson.Unmarshal(js, v, opts...)
 	var uf *strictjson.UnknownFieldError
 	var te *json.UnmarshalTypeError
 	switch {
@@ -198,8 +210,11 @@ func FromSpec(kind, namespace, name string, spec []byte) (Resource, error) {
 	case KindDestinationRule:
 		r.DR = &DestinationRule{APIVersion: "networking.istio.io/v1", Kind: kind, Metadata: Metadata{Name: name, Namespace: namespace}}
 		err = strictDecode(spec, &r.DR.Spec, strictjson.Proto(""))
+	case KindPolicy:
+		r.Policy = &Policy{APIVersion: PolicyAPIVersion, Kind: kind, Metadata: Metadata{Name: name, Namespace: namespace}}
+		err = strictDecode(spec, &r.Policy.Spec)
 	default:
-		return Resource{}, fmt.Errorf("traffic: kind %q: want VirtualService or DestinationRule", kind)
+		return Resource{}, fmt.Errorf("traffic: kind %q: want VirtualService, DestinationRule or Policy", kind)
 	}
 	return decoded(r, err)
 }
@@ -214,6 +229,9 @@ func decoded(r Resource, err error) (Resource, error) {
 		return Resource{}, fmt.Errorf("traffic: %s: %w", r.Ref(), bare{err})
 	}
 	upgradeDeprecated(&r)
+	if r.Policy != nil && r.Policy.Spec.Mode == "" {
+		r.Policy.Spec.Mode = PolicyModeEnforce // stored and streamed spelled out
+	}
 	if err := Validate(r); err != nil {
 		return Resource{}, err
 	}

@@ -25,6 +25,8 @@ func Validate(r Resource) error {
 	case r.DR != nil:
 		v.destinationRule(r.DR, r.Namespace)
 		v.workloadSelector(r.DR, r.Namespace)
+	case r.Policy != nil:
+		v.policy(r.Policy)
 	}
 	if len(v.problems) == 0 {
 		return nil

@@ -156,6 +156,7 @@ func CheckReferences(all []Resource) error {
 		}
 		owner[key] = r.Ref()
 	}
+	errs = append(errs, checkPolicyScopes(all)...)
 	return errors.Join(errs...)
 }
 

@@ -96,7 +96,7 @@ func newApply(client clientFunc) *cobra.Command {
 	var dryRun, recursive bool
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|-",
-		Short: "Apply VirtualServices and DestinationRules (all or nothing)",
+		Short: "Apply VirtualServices, DestinationRules and Policies (all or nothing)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(files) == 0 {
@@ -159,7 +159,7 @@ func newDelete(client clientFunc) *cobra.Command {
 	var namespace string
 	cmd := &cobra.Command{
 		Use:   "delete (KIND NAME | -f FILE)",
-		Short: "Delete VirtualServices or DestinationRules",
+		Short: "Delete VirtualServices, DestinationRules or Policies",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := client()
 			if err != nil {
@@ -184,7 +184,7 @@ func newDelete(client clientFunc) *cobra.Command {
 			case len(args) == 2 && len(files) == 0:
 				kind, ok := adminv1.KindOf(args[0])
 				if !ok {
-					return fmt.Errorf("unknown kind %q: want virtualservice or destinationrule", args[0])
+					return fmt.Errorf("unknown kind %q: want virtualservice, destinationrule or policy", args[0])
 				}
 				targets = append(targets, adminv1.ResourceKey{Kind: kind, Namespace: namespace, Name: args[1]})
 			default:

@@ -16,6 +16,9 @@ import (
 // gateway (docs/istio.md, Gateways). A VirtualService with no hosts is a
 // delegate: its routes apply where a root route delegates to it.
 func appliesTo(r adminv1.Resource) string {
+	if r.Kind == traffic.KindPolicy {
+		return policyAppliesTo(r)
+	}
 	if r.Kind != traffic.KindVirtualService {
 		return "sidecars"
 	}
@@ -33,4 +36,24 @@ func appliesTo(r adminv1.Resource) string {
 		return "sidecars"
 	}
 	return "no sidecar (gateways: " + strings.Join(termsafe.Fields(spec.Gateways), ",") + ")"
+}
+
+// policyAppliesTo is the APPLIES TO column of a Policy: its mode and the
+// sidecars it selects (docs/policy-resource.md, Scope).
+func policyAppliesTo(r adminv1.Resource) string {
+	var spec struct {
+		Mode     string                    `json:"mode"`
+		Selector *traffic.WorkloadSelector `json:"selector"`
+	}
+	if err := json.Unmarshal(r.Spec, &spec); err != nil {
+		return "?"
+	}
+	where := "sidecars of namespace " + termsafe.Field(r.Namespace)
+	if r.Namespace == traffic.RootNamespace {
+		where = "mesh-wide sidecars"
+	}
+	if spec.Selector != nil {
+		where += " with labels " + labels(spec.Selector.MatchLabels)
+	}
+	return termsafe.Field(spec.Mode) + ": " + where
 }

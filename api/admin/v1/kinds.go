@@ -10,6 +10,7 @@ import (
 var kinds = map[string]string{
 	"virtualservice": traffic.KindVirtualService, "virtualservices": traffic.KindVirtualService, "vs": traffic.KindVirtualService,
 	"destinationrule": traffic.KindDestinationRule, "destinationrules": traffic.KindDestinationRule, "dr": traffic.KindDestinationRule,
+	"policy": traffic.KindPolicy, "policies": traffic.KindPolicy,
 }
 
 // KindOf resolves a kind name as kubectl users type it: singular, plural
