@@ -26,9 +26,9 @@ type decisionRecord struct {
 // decisionLog writes decisions as JSON lines. Writes are buffered and
 // flushed by flush or when the buffer fills; it never drops a record.
 type decisionLog struct {
-	mu     sync.Mutex
-	buf    *bufio.Writer
-	w      io.Writer // under buf: flushed and closed with it when it can be
+	mu  sync.Mutex
+	buf *bufio.Writer
+	w   io.Writer // under buf: flushed and closed with it when it can be
 	// labels are the records' labels by the deciding engine's mode: the
 	// given labels plus "mode" (enforce or dryrun), so consumers of OPA
 	// decision logs can tell a dry-run decision from the enforced one.
