@@ -1,0 +1,261 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sigil-mesh/sigil/e2e/harness"
+	"github.com/sigil-mesh/sigil/policy"
+)
+
+// policyDoc is a Policy resource named name in namespace default with
+// the given mode and modules (file name → Rego), as YAML.
+func policyDoc(name, mode string, modules map[string]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: security.sigil.dev/v1\nkind: Policy\nmetadata:\n  name: %s\n  namespace: default\nspec:\n  mode: %s\n  modules:\n", name, mode)
+	for n, src := range modules {
+		fmt.Fprintf(&b, "    %s: |\n", n)
+		for _, l := range strings.Split(strings.TrimRight(src, "\n"), "\n") {
+			fmt.Fprintf(&b, "      %s\n", l)
+		}
+	}
+	return b.String()
+}
+
+// policyRevision is the revision a sidecar gives a Policy resource
+// default/name (proxy.ResourceRevision).
+func policyRevision(name string, modules map[string]string) string {
+	enforced := map[string]string{}
+	for n, src := range modules {
+		if !strings.HasSuffix(n, "_test.rego") {
+			enforced[n] = src
+		}
+	}
+	return "default/" + name + "@" + policy.Digest(enforced)[:12]
+}
+
+const (
+	// getOnly allows GET (and its test says so).
+	getOnly = `package sigil.authz
+
+default allow := false
+
+allow if input.request.method == "GET"
+`
+	getOnlyTest = `package sigil.authz_test
+
+import data.sigil.authz
+
+test_get_allowed if authz.allow with input as {"request": {"method": "GET"}}
+`
+	// noAdmin allows GET except under /admin.
+	noAdmin = `package sigil.authz
+
+default allow := false
+
+allow if {
+	input.request.method == "GET"
+	not startswith(input.request.url_path, "/admin")
+}
+`
+	noAdminTest = `package sigil.authz_test
+
+import data.sigil.authz
+
+test_admin_denied if not authz.allow with input as {"request": {"method": "GET", "url_path": "/admin/x"}}
+`
+	// allowAll breaks noAdminTest's promise: the server must refuse it.
+	allowAll = `package sigil.authz
+
+allow := true
+`
+	// helloOnly, the dry-run candidate, would deny all but /hello.
+	helloOnly = `package sigil.authz
+
+default allow := false
+
+allow if input.request.url_path == "/hello"
+`
+)
+
+// A Policy resource applied with `sigil apply` reaches the sidecars on
+// two nodes (two agents) within a second of apply's return and decides
+// their requests; a policy whose own test fails is refused by apply,
+// naming the test, and the one in force stays; a dryrun policy runs
+// beside it, never blocking, with both decisions in the decision log.
+func TestPolicyResourceDistribution(t *testing.T) {
+	ids := startIdentities(t)
+	m := ids.m
+	v1 := map[string]string{"authz.rego": getOnly, "authz_test.rego": getOnlyTest}
+	if out, err := sigilRun(t, m, "apply", "-f", writeFile(t, m.Dir, policyDoc("authz", "enforce", v1))); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	_, apiApp := harness.StartApp(t, "api")
+	_, webApp := harness.StartApp(t, "web")
+	decisions := filepath.Join(m.Dir, "api-decisions.log")
+	// No --policy: the enforced policy is the resource's.
+	api := harness.StartProxy(t, ids.api, "api", apiApp, "", "--decision-log", decisions)
+	web := harness.StartProxy(t, ids.web, "web", webApp, "", "--upstream", "api="+api.Inbound+"@"+apiSA)
+	rev1 := policyRevision("authz", v1)
+	for _, p := range []*harness.ProxyProc{api, web} {
+		p.WaitFor(`"msg":"policy loaded","revision":"`+regexp.QuoteMeta(rev1)+`"`, 20*time.Second)
+	}
+	get := func(path string) int {
+		code, _ := curl(t, "-H", "Host: api", "http://"+web.Outbound+path)
+		return code
+	}
+	if code := get("/admin/x"); code != 200 {
+		t.Fatalf("GET /admin/x under %s: %d, want 200", rev1, code)
+	}
+
+	// A new policy reaches both sidecars, on two agents, within 1 s.
+	v2 := map[string]string{"authz.rego": noAdmin, "authz_test.rego": noAdminTest}
+	rev2 := policyRevision("authz", v2)
+	if out, err := sigilRun(t, m, "apply", "-f", writeFile(t, m.Dir, policyDoc("authz", "enforce", v2))); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	applied := time.Now()
+	for _, p := range []*harness.ProxyProc{api, web} {
+		p.WaitFor(`"msg":"policy loaded","revision":"`+regexp.QuoteMeta(rev2)+`"`, time.Second)
+		t.Logf("%s in force at %s %s after apply returned", rev2, p.Admin, time.Since(applied))
+		if got := configPolicyRevision(t, p); got != rev2 {
+			t.Fatalf("/config of %s: policy revision %q, want %q", p.Admin, got, rev2)
+		}
+	}
+	if code := get("/admin/x"); code != 403 {
+		t.Fatalf("GET /admin/x under %s: %d, want 403", rev2, code)
+	}
+	if code := get("/hello"); code != 200 {
+		t.Fatalf("GET /hello under %s: %d, want 200", rev2, code)
+	}
+
+	// A policy whose own test fails is refused, naming the test; the one
+	// in force stays, and nothing of that apply is stored.
+	bad := map[string]string{"authz.rego": allowAll, "authz_test.rego": noAdminTest}
+	vs := "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: api\n  namespace: default\nspec:\n  hosts: [api]\n  http:\n  - route:\n    - destination:\n        host: api\n---\n"
+	out, err := sigilRun(t, m, "apply", "-f", writeFile(t, m.Dir, vs+policyDoc("authz", "enforce", bad)))
+	if err == nil {
+		t.Fatalf("a policy whose test fails was accepted:\n%s", out)
+	}
+	for _, want := range []string{"Policy default/authz", "sigil.authz_test.test_admin_denied", "authz_test.rego:5"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal does not name %q:\n%v", want, err)
+		}
+	}
+	t.Logf("refused as it should be: %v", err)
+	if got, _ := sigilRun(t, m, "get", "virtualservices"); strings.Contains(got, "api") {
+		t.Errorf("the VirtualService of the refused apply was stored:\n%s", got)
+	}
+	if code := get("/admin/x"); code != 403 {
+		t.Fatalf("GET /admin/x after the refused apply: %d, want 403 (the old policy stays)", code)
+	}
+	if got := configPolicyRevision(t, api); got != rev2 {
+		t.Fatalf("after the refused apply, revision %q, want %q", got, rev2)
+	}
+
+	// A dryrun policy beside it: requests it would deny pass, both
+	// decisions are logged, and the would-be denials are counted.
+	dry := map[string]string{"strict.rego": helloOnly}
+	dryRev := policyRevision("strict", dry)
+	if out, err := sigilRun(t, m, "apply", "-f", writeFile(t, m.Dir, policyDoc("strict", "dryrun", dry))); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	api.WaitFor(`"msg":"policy loaded","revision":"`+regexp.QuoteMeta(dryRev)+`","mode":"dryrun"`, time.Second)
+	const n = 3
+	for range n {
+		if code := get("/other"); code != 200 {
+			t.Fatalf("GET /other with a dry-run policy that denies it: %d, want 200 (dry run never blocks)", code)
+		}
+	}
+	if code := get("/hello"); code != 200 {
+		t.Fatalf("GET /hello: %d", code)
+	}
+	metrics := httpGet(t, "http://"+api.Admin+"/metrics")
+	if want := fmt.Sprintf(`sigil_policy_dryrun_decisions_total{result="deny"} %d`, n); !strings.Contains(metrics, want) {
+		t.Errorf("want %q in\n%s", want, grepLines(metrics, "sigil_policy_dryrun"))
+	}
+	// The decision log is flushed every second: wait for the last line.
+	byMode := waitDecisions(t, decisions, "/hello", 2)
+	for _, mode := range []string{"enforce", "dryrun"} {
+		d, ok := byMode[mode]
+		if !ok {
+			t.Fatalf("no %s decision for /hello in the decision log", mode)
+		}
+		wantRev := map[string]string{"enforce": rev2, "dryrun": dryRev}[mode]
+		if d.Bundles.Sigil.Revision != wantRev || d.Result == nil || !*d.Result || d.Path != "sigil/authz/allow" {
+			t.Errorf("%s decision %+v: want revision %s, result true", mode, d, wantRev)
+		}
+	}
+}
+
+// loggedDecision is what the test reads of a decision log line.
+type loggedDecision struct {
+	Labels  map[string]string `json:"labels"`
+	Path    string            `json:"path"`
+	Result  *bool             `json:"result"`
+	Bundles struct {
+		Sigil struct {
+			Revision string `json:"revision"`
+		} `json:"sigil"`
+	} `json:"bundles"`
+	Input struct {
+		Request struct {
+			URLPath string `json:"url_path"`
+		} `json:"request"`
+	} `json:"input"`
+}
+
+// waitDecisions waits (on the sidecar's one-second flush) until the
+// decision log at path holds want decisions for urlPath, and returns the
+// last of each mode (labels.mode).
+func waitDecisions(t *testing.T, path, urlPath string, want int) map[string]loggedDecision {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out := map[string]loggedDecision{}
+		got := 0
+		if f, err := os.Open(path); err == nil {
+			sc := bufio.NewScanner(f)
+			sc.Buffer(nil, 1<<20)
+			for sc.Scan() {
+				var d loggedDecision
+				if json.Unmarshal(sc.Bytes(), &d) == nil && d.Input.Request.URLPath == urlPath {
+					out[d.Labels["mode"]] = d
+					got++
+				}
+			}
+			f.Close()
+		}
+		if got >= want {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d decisions for %s in %s within 10s, want %d", got, urlPath, path, want)
+		}
+		// The flush is a timer in another process with no signal to
+		// await; poll the file.
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// configPolicyRevision is the revision of the policy in force, from the
+// sidecar's /config.
+func configPolicyRevision(t *testing.T, p *harness.ProxyProc) string {
+	t.Helper()
+	var cfg struct {
+		Policy struct {
+			Revision string `json:"revision"`
+		} `json:"policy"`
+	}
+	if err := json.Unmarshal([]byte(httpGet(t, "http://"+p.Admin+"/config")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Policy.Revision
+}
