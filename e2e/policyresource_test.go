@@ -91,8 +91,11 @@ allow if input.request.url_path == "/hello"
 // naming the test, and the one in force stays; a dryrun policy runs
 // beside it, never blocking, with both decisions in the decision log.
 func TestPolicyResourceDistribution(t *testing.T) {
-	ids := startIdentities(t)
-	m := ids.m
+	m := harness.StartMesh(t)
+	m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID)
+	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
+	every := []string{"--stats-interval", "1s"}
+	webAgent, apiAgent := m.StartAgent("node1", every...), m.StartAgent("node2", every...)
 	v1 := map[string]string{"authz.rego": getOnly, "authz_test.rego": getOnlyTest}
 	if out, err := sigilRun(t, m, "apply", "-f", writeFile(t, m.Dir, policyDoc("authz", "enforce", v1))); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
@@ -101,8 +104,8 @@ func TestPolicyResourceDistribution(t *testing.T) {
 	_, webApp := harness.StartApp(t, "web")
 	decisions := filepath.Join(m.Dir, "api-decisions.log")
 	// No --policy: the enforced policy is the resource's.
-	api := harness.StartProxy(t, ids.api, "api", apiApp, "", "--decision-log", decisions)
-	web := harness.StartProxy(t, ids.web, "web", webApp, "", "--upstream", "api="+api.Inbound+"@"+apiSA)
+	api := harness.StartProxy(t, apiAgent, "api", apiApp, "", append(every, "--decision-log", decisions)...)
+	web := harness.StartProxy(t, webAgent, "web", webApp, "", append(every, "--upstream", "api="+api.Inbound+"@"+apiSA)...)
 	rev1 := policyRevision("authz", v1)
 	for _, p := range []*harness.ProxyProc{api, web} {
 		p.WaitFor(`"msg":"policy loaded","revision":"`+regexp.QuoteMeta(rev1)+`"`, 20*time.Second)
@@ -181,6 +184,29 @@ func TestPolicyResourceDistribution(t *testing.T) {
 	if want := fmt.Sprintf(`sigil_policy_dryrun_decisions_total{result="deny"} %d`, n); !strings.Contains(metrics, want) {
 		t.Errorf("want %q in\n%s", want, grepLines(metrics, "sigil_policy_dryrun"))
 	}
+	// sigil stat shows the would-be denials, beside the requests.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var got uint64
+		for _, r := range waitStatRows(t, m, "svc", "-n", "default").Rows {
+			if r.Name == "api" {
+				got = r.Golden.DryRunDenied
+			}
+		}
+		if got == n {
+			break
+		}
+		if got > n || time.Now().After(deadline) {
+			t.Fatalf("sigil stat: api's dryrun_denied %d, want %d", got, n)
+		}
+		time.Sleep(500 * time.Millisecond) // the window publishes a slot when it completes; nothing to wait on from outside
+	}
+	out, err = sigilRun(t, m, "stat", "svc", "-n", "default")
+	if err != nil || !strings.Contains(out, "DRYRUN_DENIED") {
+		t.Fatalf("sigil stat: %v\n%s", err, out)
+	}
+	t.Logf("sigil stat:\n%s", out)
+
 	// The decision log is flushed every second: wait for the last line.
 	byMode := waitDecisions(t, decisions, "/hello", 2)
 	for _, mode := range []string{"enforce", "dryrun"} {

@@ -201,7 +201,7 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	d := in.p.policy.Decide(r.Context(), input)
 	in.p.countDecision(d)
-	in.p.decideDryRun(r.Context(), input)
+	wouldDeny := in.p.decideDryRun(r.Context(), input)
 	if !d.Allow {
 		rec.setFlag(flagUnauthorized)
 		in.p.metrics.stats.Deny(telemetry.Denial{At: start, SourcePrincipal: peer.id, DestinationPrincipal: in.p.id.id.String(),
@@ -219,7 +219,9 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			in.forward(rec, r)
 		}
 	}
-	in.p.observe(in.record(rec, peer.id, proto), r, start, d.ID)
+	done := in.record(rec, peer.id, proto)
+	done.dryRunDenied = wouldDeny
+	in.p.observe(done, r, start, d.ID)
 }
 
 // record is the record of an inbound request from peer: reported by the
@@ -295,9 +297,9 @@ func (in *inbound) serveTCP(tc *tls.Conn) {
 	}
 	d := in.p.policy.Decide(context.Background(), input)
 	in.p.countDecision(d)
-	in.p.decideDryRun(context.Background(), input)
+	wouldDeny := in.p.decideDryRun(context.Background(), input)
 	rec := &requestRecord{reporter: reporterDestination, source: peer.String(), dest: in.p.id.id.String(), service: in.self(),
-		protocol: policy.ProtocolTCP, flags: flagNone}
+		protocol: policy.ProtocolTCP, flags: flagNone, dryRunDenied: wouldDeny}
 	if !d.Allow {
 		rec.flags = flagUnauthorized
 		in.p.metrics.stats.Deny(telemetry.Denial{At: time.Now(), SourcePrincipal: rec.source, DestinationPrincipal: rec.dest,

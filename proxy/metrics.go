@@ -176,6 +176,9 @@ func (m *metrics) request(rec *requestRecord, d time.Duration) {
 	s.latency.Observe(durationMillis(d))
 	if c := m.cellOf(s); c != nil {
 		c.Request(d, rec.failed())
+		if rec.dryRunDenied {
+			c.DryRunDenied()
+		}
 	}
 }
 
@@ -195,6 +198,9 @@ func (m *metrics) tcpOpen(rec *requestRecord) {
 	s.opened.Inc()
 	if c := m.cellOf(s); c != nil {
 		c.Opened()
+		if rec.dryRunDenied {
+			c.DryRunDenied()
+		}
 	}
 }
 

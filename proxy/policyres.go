@@ -102,10 +102,13 @@ func (p *Proxy) applyPolicies(ctx context.Context, all []traffic.Resource) {
 
 // decideDryRun asks the dry-run policy, when one is in force, about in
 // (the enforced decision is made already and stands whatever this says):
-// it is logged and counted in sigil_policy_dryrun_decisions_total.
-func (p *Proxy) decideDryRun(ctx context.Context, in *policy.Input) {
+// it is logged and counted in sigil_policy_dryrun_decisions_total. It
+// reports whether the dry-run policy would have denied (an error
+// included, as enforcing would deny): the golden metrics count that as
+// dryrun_denied for `sigil stat`.
+func (p *Proxy) decideDryRun(ctx context.Context, in *policy.Input) bool {
 	if p.dryRun == nil || !p.dryRun.Loaded() {
-		return
+		return false
 	}
 	d := p.dryRun.Decide(ctx, in)
 	switch {
@@ -113,9 +116,11 @@ func (p *Proxy) decideDryRun(ctx context.Context, in *policy.Input) {
 		p.metrics.dryRun.WithLabelValues("error").Inc()
 	case d.Allow:
 		p.metrics.dryRun.WithLabelValues("allow").Inc()
+		return false
 	default:
 		p.metrics.dryRun.WithLabelValues("deny").Inc()
 	}
+	return true
 }
 
 // dryRunCounter is sigil_policy_dryrun_decisions_total.

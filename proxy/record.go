@@ -61,6 +61,8 @@ type requestRecord struct {
 	code          int
 	grpcStatus    string // "" when the response carried none
 	flags         string
+	// dryRunDenied: the dry-run Policy resource would have denied it.
+	dryRunDenied bool
 }
 
 // routed is what the routing learned of a request on its way: the

@@ -35,6 +35,7 @@ type sums struct {
 	requests, failures        uint64
 	buckets                   [NumBuckets]uint64
 	opened, closed, sent, rcv uint64
+	dryRun                    uint64
 }
 
 // ErrBadSeries is returned (wrapped) by Add for a series whose histogram
@@ -134,6 +135,7 @@ func (m *Merger) addSeries(s *agentv1.StatsSeries) {
 	a.closed += s.GetTcpClosed()
 	a.sent += s.GetBytesSent()
 	a.rcv += s.GetBytesReceived()
+	a.dryRun += s.GetDryrunDenied()
 }
 
 // deny keeps d if it is among the MaxDenials most recent.
@@ -163,7 +165,7 @@ func (m *Merger) series() []*agentv1.StatsSeries {
 	for _, k := range m.order {
 		a := m.keys[k]
 		s := &agentv1.StatsSeries{Key: k.Proto(), Requests: a.requests, Failures: a.failures,
-			TcpOpened: a.opened, TcpClosed: a.closed, BytesSent: a.sent, BytesReceived: a.rcv}
+			TcpOpened: a.opened, TcpClosed: a.closed, BytesSent: a.sent, BytesReceived: a.rcv, DryrunDenied: a.dryRun}
 		for i, n := range a.buckets {
 			if n > 0 {
 				s.BucketIndex = append(s.BucketIndex, uint32(i))

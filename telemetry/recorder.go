@@ -46,6 +46,7 @@ type Cell struct {
 	closed   atomic.Uint64
 	sent     atomic.Uint64
 	received atomic.Uint64
+	dryRun   atomic.Uint64 // denied by the dry-run policy (DryRunDenied)
 	// idle counts the swaps in a row that found the cell empty.
 	idle int
 }
@@ -58,6 +59,10 @@ func (c *Cell) Request(d time.Duration, failed bool) {
 		c.failures.Add(1)
 	}
 }
+
+// DryRunDenied counts a request or TCP connection (counted too by
+// Request or Opened) that the dry-run policy would have denied.
+func (c *Cell) DryRunDenied() { c.dryRun.Add(1) }
 
 // Opened counts an opaque TCP connection opened.
 func (c *Cell) Opened() { c.opened.Add(1) }
@@ -85,7 +90,8 @@ func (c *Cell) take() *agentv1.StatsSeries {
 	s.TcpClosed = c.closed.Swap(0)
 	s.BytesSent = c.sent.Swap(0)
 	s.BytesReceived = c.received.Swap(0)
-	if s.Requests == 0 && s.Failures == 0 && s.TcpOpened == 0 && s.TcpClosed == 0 && s.BytesSent == 0 && s.BytesReceived == 0 {
+	s.DryrunDenied = c.dryRun.Swap(0)
+	if s.Requests == 0 && s.Failures == 0 && s.TcpOpened == 0 && s.TcpClosed == 0 && s.BytesSent == 0 && s.BytesReceived == 0 && s.DryrunDenied == 0 {
 		return nil
 	}
 	s.Key = c.key.Proto()

@@ -147,6 +147,15 @@ func printStats(w io.Writer, output string, allNamespaces bool, resp adminv1.Sta
 	if output == "wide" {
 		cols = append(cols, "REQUESTS", "FAILURES", "BYTES_SENT", "BYTES_RECEIVED")
 	}
+	// A dry-run policy's would-be denials: always in wide, and in the
+	// table while a row has some (the column is news, not noise).
+	dryRun := output == "wide"
+	for _, r := range resp.Rows {
+		dryRun = dryRun || r.Golden.DryRunDenied > 0
+	}
+	if dryRun {
+		cols = append(cols, "DRYRUN_DENIED")
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(cols, "\t"))
 	for _, r := range resp.Rows {
@@ -163,6 +172,9 @@ func printStats(w io.Writer, output string, allNamespaces bool, resp adminv1.Sta
 		}
 		f = append(f, fmt.Sprint(r.Meshed))
 		f = append(f, golden(r.Golden, output == "wide")...)
+		if dryRun {
+			f = append(f, fmt.Sprint(r.Golden.DryRunDenied))
+		}
 		fmt.Fprintln(tw, strings.Join(f, "\t"))
 	}
 	return tw.Flush()

@@ -26,6 +26,7 @@ type rowKey struct {
 // acc sums a row's series.
 type acc struct {
 	requests, failures, tcpOpened, bytesSent, bytesReceived uint64
+	dryRunDenied                                            uint64
 	hist                                                    [telemetry.NumBuckets]uint64
 }
 
@@ -114,13 +115,14 @@ func (a *acc) add(c *counts) {
 	a.tcpOpened = satAdd(a.tcpOpened, c.tcpOpened)
 	a.bytesSent = satAdd(a.bytesSent, c.bytesSent)
 	a.bytesReceived = satAdd(a.bytesReceived, c.bytesReceived)
+	a.dryRunDenied = satAdd(a.dryRunDenied, c.dryRunDenied)
 	c.addTo(&a.hist)
 }
 
 // golden turns sums over seconds into golden metrics; percentiles come
 // from the merged histogram.
 func (a *acc) golden(seconds float64) adminv1.Golden {
-	g := adminv1.Golden{Requests: a.requests, Failures: a.failures, TCPConnections: a.tcpOpened, BytesSent: a.bytesSent, BytesReceived: a.bytesReceived}
+	g := adminv1.Golden{Requests: a.requests, Failures: a.failures, TCPConnections: a.tcpOpened, BytesSent: a.bytesSent, BytesReceived: a.bytesReceived, DryRunDenied: a.dryRunDenied}
 	if seconds > 0 {
 		g.RPS = float64(a.requests) / seconds
 	}

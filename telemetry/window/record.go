@@ -12,6 +12,7 @@ import (
 // buckets that counted, sorted by bucket.
 type counts struct {
 	requests, failures, tcpOpened, bytesSent, bytesReceived uint64
+	dryRunDenied                                            uint64
 	hist                                                    []bucketCount
 }
 
@@ -22,7 +23,7 @@ type bucketCount struct {
 
 // A slot keeps each key's counts as one record in a byte arena, varints
 // end to end: requests, failures, tcp_opened, bytes_sent, bytes_received,
-// the number of buckets, then per bucket its index (one byte: there are
+// dryrun_denied, the number of buckets, then per bucket its index (one byte: there are
 // fewer than 128) and count. Small counts take a byte each, so a record
 // is a fraction of the fixed-width struct it decodes to; that is what
 // keeps 1000 workloads' window within the memory bound
@@ -37,6 +38,7 @@ func (c *counts) addSeries(se *agentv1.StatsSeries) {
 	c.tcpOpened = satAdd(c.tcpOpened, se.GetTcpOpened())
 	c.bytesSent = satAdd(c.bytesSent, se.GetBytesSent())
 	c.bytesReceived = satAdd(c.bytesReceived, se.GetBytesReceived())
+	c.dryRunDenied = satAdd(c.dryRunDenied, se.GetDryrunDenied())
 	counts := se.GetBucketCount()
 	for i, b := range se.GetBucketIndex() {
 		c.addBucket(uint8(b), counts[i])
@@ -57,7 +59,7 @@ func (c *counts) addBucket(b uint8, n uint64) {
 
 // encode appends c's record to dst.
 func (c *counts) encode(dst []byte) []byte {
-	for _, v := range []uint64{c.requests, c.failures, c.tcpOpened, c.bytesSent, c.bytesReceived, uint64(len(c.hist))} {
+	for _, v := range []uint64{c.requests, c.failures, c.tcpOpened, c.bytesSent, c.bytesReceived, c.dryRunDenied, uint64(len(c.hist))} {
 		dst = binary.AppendUvarint(dst, v)
 	}
 	for _, e := range c.hist {
@@ -82,7 +84,7 @@ func (c *counts) decode(src []byte) int {
 		pos += n
 		return v
 	}
-	c.requests, c.failures, c.tcpOpened, c.bytesSent, c.bytesReceived = next(), next(), next(), next(), next()
+	c.requests, c.failures, c.tcpOpened, c.bytesSent, c.bytesReceived, c.dryRunDenied = next(), next(), next(), next(), next(), next()
 	nb := next()
 	for i := uint64(0); i < nb && pos < len(src); i++ {
 		b := src[pos]

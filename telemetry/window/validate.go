@@ -95,7 +95,7 @@ func validSeries(se *agentv1.StatsSeries) string {
 	if why := fieldsShort(k.GetSourcePrincipal(), k.GetDestinationPrincipal(), k.GetDestinationNamespace(), k.GetDestinationService(), k.GetDestinationSubset(), k.GetRoute()); why != "" {
 		return why
 	}
-	for _, n := range []uint64{se.GetRequests(), se.GetTcpOpened(), se.GetTcpClosed(), se.GetBytesSent(), se.GetBytesReceived()} {
+	for _, n := range []uint64{se.GetRequests(), se.GetTcpOpened(), se.GetTcpClosed(), se.GetBytesSent(), se.GetBytesReceived(), se.GetDryrunDenied()} {
 		if n > MaxCount {
 			return fmt.Sprintf("a count of %d, more than %d", n, uint64(MaxCount))
 		}

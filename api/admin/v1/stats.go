@@ -60,6 +60,10 @@ type Golden struct {
 	TCPConnections uint64 `json:"tcp_connections"`
 	BytesSent      uint64 `json:"bytes_sent"`
 	BytesReceived  uint64 `json:"bytes_received"`
+	// DryRunDenied counts the requests and TCP connections of the window
+	// that the dry-run Policy resource would have denied (the enforced
+	// policy decided them): what enforcing it would block.
+	DryRunDenied uint64 `json:"dryrun_denied"`
 }
 
 // StatRow is one row of `sigil stat` and of the dashboard's tables.

@@ -1585,6 +1585,9 @@ type StatsSeries struct {
 	TcpClosed     uint64 `protobuf:"varint,7,opt,name=tcp_closed,json=tcpClosed,proto3" json:"tcp_closed,omitempty"`
 	BytesSent     uint64 `protobuf:"varint,8,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
 	BytesReceived uint64 `protobuf:"varint,9,opt,name=bytes_received,json=bytesReceived,proto3" json:"bytes_received,omitempty"`
+	// Requests and TCP connections (among those above) that the dry-run
+	// Policy resource would have denied; the enforced policy decided them.
+	DryrunDenied  uint64 `protobuf:"varint,10,opt,name=dryrun_denied,json=dryrunDenied,proto3" json:"dryrun_denied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1678,6 +1681,13 @@ func (x *StatsSeries) GetBytesSent() uint64 {
 func (x *StatsSeries) GetBytesReceived() uint64 {
 	if x != nil {
 		return x.BytesReceived
+	}
+	return 0
+}
+
+func (x *StatsSeries) GetDryrunDenied() uint64 {
+	if x != nil {
+		return x.DryrunDenied
 	}
 	return 0
 }
@@ -2506,7 +2516,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x13destination_service\x18\x05 \x01(\tR\x12destinationService\x12-\n" +
 	"\x12destination_subset\x18\x06 \x01(\tR\x11destinationSubset\x12\x14\n" +
 	"\x05route\x18\a \x01(\tR\x05route\x12\x1a\n" +
-	"\bprotocol\x18\b \x01(\tR\bprotocol\"\xbb\x02\n" +
+	"\bprotocol\x18\b \x01(\tR\bprotocol\"\xe0\x02\n" +
 	"\vStatsSeries\x12*\n" +
 	"\x03key\x18\x01 \x01(\v2\x18.sigil.agent.v1.StatsKeyR\x03key\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\x04R\brequests\x12\x1a\n" +
@@ -2519,7 +2529,9 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"tcp_closed\x18\a \x01(\x04R\ttcpClosed\x12\x1d\n" +
 	"\n" +
 	"bytes_sent\x18\b \x01(\x04R\tbytesSent\x12%\n" +
-	"\x0ebytes_received\x18\t \x01(\x04R\rbytesReceived\"\xbf\x02\n" +
+	"\x0ebytes_received\x18\t \x01(\x04R\rbytesReceived\x12#\n" +
+	"\rdryrun_denied\x18\n" +
+	" \x01(\x04R\fdryrunDenied\"\xbf\x02\n" +
 	"\vStatsDenial\x12\x1d\n" +
 	"\n" +
 	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\x12)\n" +
