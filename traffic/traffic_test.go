@@ -228,10 +228,23 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a, trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: u, ttl: 0s}}}, connectionPool: {tcp: {tcpKeepalive: {time: 10s, interval: 1s, probes: 3}}, http: {http2KeepAlive: {interval: 15s, timeout: 5s}}}}}\n"))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec: {hosts: [a], http: [{match: [{uri: {prefix: /x}}], delegate: {name: d}}, {route: [{destination: {host: a}}], corsPolicy: {allowOrigins: [{regex: '.*'}], allowMethods: ['*'], maxAge: 1s}}]}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: d}\nspec: {http: [{match: [{uri: {exact: /x}}], route: [{destination: {host: b}}]}]}\n"))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a, trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST, warmup: {duration: 60s, minimumPercent: 5, aggression: 2}}}}\n"))
+	f.Add([]byte("apiVersion: security.sigil.dev/v1\nkind: Policy\nmetadata: {name: a, namespace: sigil-system}\nspec: {mode: dryrun, selector: {matchLabels: {app: a}}, modules: {a.rego: 'package sigil.authz', a_test.rego: 'package t'}}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rs, err := Parse(data, "fuzz")
 		if err != nil {
 			return
+		}
+		// A Policy reads back from what is stored and streamed.
+		for _, res := range rs {
+			if res.Policy != nil {
+				spec, err := res.Spec()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := FromSpec(res.Kind, res.Namespace, res.Name, spec); err != nil {
+					t.Fatalf("%s does not read back: %v", spec, err)
+				}
+			}
 		}
 		// Whatever parses compiles (delegation merged) and can be routed
 		// on without panicking.
