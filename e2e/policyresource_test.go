@@ -104,8 +104,11 @@ func TestPolicyResourceDistribution(t *testing.T) {
 	_, webApp := harness.StartApp(t, "web")
 	decisions := filepath.Join(m.Dir, "api-decisions.log")
 	// No --policy: the enforced policy is the resource's.
-	api := harness.StartProxy(t, apiAgent, "api", apiApp, "", append(every, "--decision-log", decisions)...)
-	web := harness.StartProxy(t, webAgent, "web", webApp, "", append(every, "--upstream", "api="+api.Inbound+"@"+apiSA)...)
+	// Each calls the other, so that both sidecars decide: their inbound
+	// addresses are fixed before either starts.
+	apiIn, webIn := freeAddr(t), freeAddr(t)
+	api := harness.StartProxy(t, apiAgent, "api", apiApp, "", append(every, "--decision-log", decisions, "--inbound", apiIn, "--upstream", "web="+webIn+"@"+webSA)...)
+	web := harness.StartProxy(t, webAgent, "web", webApp, "", append(every, "--inbound", webIn, "--upstream", "api="+apiIn+"@"+apiSA)...)
 	rev1 := policyRevision("authz", v1)
 	for _, p := range []*harness.ProxyProc{api, web} {
 		p.WaitFor(`"msg":"policy loaded","revision":"`+regexp.QuoteMeta(rev1)+`"`, 20*time.Second)
@@ -114,8 +117,13 @@ func TestPolicyResourceDistribution(t *testing.T) {
 		code, _ := curl(t, "-H", "Host: api", "http://"+web.Outbound+path)
 		return code
 	}
-	if code := get("/admin/x"); code != 200 {
-		t.Fatalf("GET /admin/x under %s: %d, want 200", rev1, code)
+	// api → web: web's sidecar decides.
+	getWeb := func(path string) int {
+		code, _ := curl(t, "-H", "Host: web", "http://"+api.Outbound+path)
+		return code
+	}
+	if code, codeWeb := get("/admin/x"), getWeb("/admin/x"); code != 200 || codeWeb != 200 {
+		t.Fatalf("GET /admin/x under %s: api %d, web %d, want 200", rev1, code, codeWeb)
 	}
 
 	// A new policy reaches both sidecars, on two agents, within 1 s.
@@ -132,11 +140,13 @@ func TestPolicyResourceDistribution(t *testing.T) {
 			t.Fatalf("/config of %s: policy revision %q, want %q", p.Admin, got, rev2)
 		}
 	}
-	if code := get("/admin/x"); code != 403 {
-		t.Fatalf("GET /admin/x under %s: %d, want 403", rev2, code)
-	}
-	if code := get("/hello"); code != 200 {
-		t.Fatalf("GET /hello under %s: %d, want 200", rev2, code)
+	for name, get := range map[string]func(string) int{"api": get, "web": getWeb} {
+		if code := get("/admin/x"); code != 403 {
+			t.Fatalf("GET %s/admin/x under %s: %d, want 403", name, rev2, code)
+		}
+		if code := get("/hello"); code != 200 {
+			t.Fatalf("GET %s/hello under %s: %d, want 200", name, rev2, code)
+		}
 	}
 
 	// A policy whose own test fails is refused, naming the test; the one
@@ -156,11 +166,16 @@ func TestPolicyResourceDistribution(t *testing.T) {
 	if got, _ := sigilRun(t, m, "get", "virtualservices"); strings.Contains(got, "api") {
 		t.Errorf("the VirtualService of the refused apply was stored:\n%s", got)
 	}
-	if code := get("/admin/x"); code != 403 {
-		t.Fatalf("GET /admin/x after the refused apply: %d, want 403 (the old policy stays)", code)
-	}
-	if got := configPolicyRevision(t, api); got != rev2 {
-		t.Fatalf("after the refused apply, revision %q, want %q", got, rev2)
+	for _, p := range []struct {
+		proxy *harness.ProxyProc
+		get   func(string) int
+	}{{api, get}, {web, getWeb}} {
+		if code := p.get("/admin/x"); code != 403 {
+			t.Fatalf("GET /admin/x decided at %s after the refused apply: %d, want 403 (the old policy stays)", p.proxy.Admin, code)
+		}
+		if got := configPolicyRevision(t, p.proxy); got != rev2 {
+			t.Fatalf("after the refused apply, revision %q at %s, want %q", got, p.proxy.Admin, rev2)
+		}
 	}
 
 	// A dryrun policy beside it: requests it would deny pass, both
