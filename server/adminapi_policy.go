@@ -26,7 +26,7 @@ func checkPolicies(ctx context.Context, rs []traffic.Resource) []error {
 			errs = append(errs, fmt.Errorf("%s: does not compile: %w", r.Ref(), err))
 			continue
 		}
-		ran, failed, err := regotest.Run(ctx, r.Policy.Spec.Modules)
+		ran, failed, err := regotest.Run(ctx, r.Policy.Spec.All())
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: tests: %w", r.Ref(), err))
 			continue

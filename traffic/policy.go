@@ -43,7 +43,23 @@ type PolicySpec struct {
 	Selector *WorkloadSelector `json:"selector,omitempty"`
 	// Modules are the Rego modules by file name; names ending _test.rego
 	// hold the policy's tests, run by the server before it accepts it.
-	Modules map[string]string `json:"modules"`
+	Modules map[string]string `json:"modules,omitempty"`
+	// Bundle is an OPA bundle (.tar.gz, base64 in YAML and JSON) whose
+	// .rego files are the modules, by their paths in it; the other of
+	// Modules and Bundle must be absent.
+	Bundle []byte `json:"bundle,omitempty"`
+
+	// files are Modules, or Bundle's modules once validate read them.
+	files map[string]string
+}
+
+// All returns the policy's modules, tests included: Modules, or the
+// .rego files of Bundle (Validate read them; nil before).
+func (s *PolicySpec) All() map[string]string {
+	if s.Bundle != nil {
+		return s.files
+	}
+	return s.Modules
 }
 
 // moduleName is a module's file name: a plain name ending .rego.
@@ -63,22 +79,51 @@ func (v *validator) policy(p *Policy) {
 	if p.Spec.Selector != nil {
 		v.labels("spec.selector.matchLabels", p.Spec.Selector.MatchLabels)
 	}
-	if len(p.Spec.Modules) > maxModules {
-		v.fail("spec.modules", "%d modules: at most %d", len(p.Spec.Modules), maxModules)
+	field := "spec.modules"
+	switch {
+	case p.Spec.Bundle != nil && p.Spec.Modules != nil:
+		v.fail("spec.bundle", "give spec.modules or spec.bundle, not both")
+		return
+	case p.Spec.Bundle != nil:
+		field = "spec.bundle"
+		files, err := readBundle(p.Spec.Bundle)
+		if err != nil {
+			v.fail(field, "%v", err)
+			return
+		}
+		p.Spec.files = files
+	}
+	modules := p.Spec.All()
+	if len(modules) > maxModules {
+		v.fail(field, "%d modules: at most %d", len(modules), maxModules)
 	}
 	policies := 0
-	for _, name := range PolicyModuleNames(p.Spec.Modules) {
-		if !moduleName.MatchString(name) {
-			v.fail("spec.modules", "module name %q: want a file name ending .rego (letters, digits, '.', '_', '-')", name)
+	for _, name := range PolicyModuleNames(modules) {
+		if !validModulePath(name) {
+			v.fail(field, "module name %q: want a file name ending .rego (letters, digits, '.', '_', '-')", name)
 		}
 		if !IsPolicyTest(name) {
 			policies++
 		}
 	}
 	if policies == 0 {
-		v.fail("spec.modules", "no policy module: give at least one .rego module that is not a _test.rego")
+		v.fail(field, "no policy module: give at least one .rego module that is not a _test.rego")
 	}
 }
+
+// validModulePath accepts a module's file name, or for a bundle's module
+// its path of directory names and a file name (a/b/authz.rego).
+func validModulePath(name string) bool {
+	dirs := strings.Split(name, "/")
+	for _, d := range dirs[:len(dirs)-1] {
+		if !bundleDir.MatchString(d) {
+			return false
+		}
+	}
+	return moduleName.MatchString(dirs[len(dirs)-1])
+}
+
+var bundleDir = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,250}$`)
 
 // IsPolicyTest reports whether a module of a Policy holds its tests.
 func IsPolicyTest(name string) bool { return strings.HasSuffix(name, "_test.rego") }
@@ -96,8 +141,9 @@ func PolicyModuleNames(modules map[string]string) []string {
 // Enforced returns the modules the sidecar compiles (the _test.rego
 // modules left out), as policy.Compile takes them.
 func (s *PolicySpec) Enforced() map[string]string {
-	out := make(map[string]string, len(s.Modules))
-	for n, src := range s.Modules {
+	all := s.All()
+	out := make(map[string]string, len(all))
+	for n, src := range all {
 		if !IsPolicyTest(n) {
 			out[n] = src
 		}

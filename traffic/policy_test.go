@@ -1,6 +1,10 @@
 package traffic
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
 	"strings"
 	"testing"
 )
@@ -119,6 +123,62 @@ func TestPolicyResourceScopeConflicts(t *testing.T) {
 		err := CheckReferences(tt.rs)
 		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 			t.Errorf("%s: %v, want %q", tt.name, err, tt.wantErr)
+		}
+	}
+}
+
+// tarGz is a gzipped tar of files (path → content), as opa build writes
+// a bundle.
+func tarGz(t testing.TB, files [][2]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, f := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: f[0], Mode: 0o644, Size: int64(len(f[1])), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(f[1]))
+	}
+	tw.Close()
+	zw.Close()
+	return buf.Bytes()
+}
+
+// A Policy may carry an OPA bundle instead of inline modules: its .rego
+// files are the modules; data files, links, both forms at once and
+// bundles that expand too far are refused.
+func TestPolicyResourceBundle(t *testing.T) {
+	doc := func(b []byte, extra string) string {
+		return policyHead + "spec:\n  bundle: " + base64.StdEncoding.EncodeToString(b) + "\n" + extra
+	}
+	good := tarGz(t, [][2]string{{"/.manifest", `{"revision":"1"}`}, {"/authz/authz.rego", "package sigil.authz"}, {"/authz/authz_test.rego", "package t"}})
+	rs, err := Parse([]byte(doc(good, "")), "b.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rs[0].Policy.Spec.Enforced(); len(got) != 1 || got["authz/authz.rego"] != "package sigil.authz" {
+		t.Fatalf("enforced modules %v", got)
+	}
+	if len(rs[0].Policy.Spec.All()) != 2 {
+		t.Fatalf("all modules %v", rs[0].Policy.Spec.All())
+	}
+	spec, _ := rs[0].Spec()
+	back, err := FromSpec(KindPolicy, "prod", "authz", spec)
+	if err != nil || len(back.Policy.Spec.All()) != 2 {
+		t.Fatalf("FromSpec: %v", err)
+	}
+	for _, tt := range []struct {
+		name, doc, want string
+	}{
+		{"data file", doc(tarGz(t, [][2]string{{"a.rego", "package sigil.authz"}, {"data.json", "{}"}}), ""), "data files are not supported"},
+		{"both", doc(good, "  modules: {a.rego: x}\n"), "give spec.modules or spec.bundle, not both"},
+		{"not gzip", doc([]byte("plain"), ""), "spec.bundle: not a gzipped tar"},
+		{"too large", doc(tarGz(t, [][2]string{{"a.rego", strings.Repeat("#", MaxBundleBytes+1)}}), ""), "at most 4194304 bytes"},
+		{"no policy", doc(tarGz(t, [][2]string{{"a_test.rego", "package t"}}), ""), "spec.bundle: no policy module"},
+	} {
+		if _, err := Parse([]byte(tt.doc), "b.yaml"); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package traffic
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/http/httptest"
 	"strings"
@@ -229,6 +230,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec: {hosts: [a], http: [{match: [{uri: {prefix: /x}}], delegate: {name: d}}, {route: [{destination: {host: a}}], corsPolicy: {allowOrigins: [{regex: '.*'}], allowMethods: ['*'], maxAge: 1s}}]}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: d}\nspec: {http: [{match: [{uri: {exact: /x}}], route: [{destination: {host: b}}]}]}\n"))
 	f.Add([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a, trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST, warmup: {duration: 60s, minimumPercent: 5, aggression: 2}}}}\n"))
 	f.Add([]byte("apiVersion: security.sigil.dev/v1\nkind: Policy\nmetadata: {name: a, namespace: sigil-system}\nspec: {mode: dryrun, selector: {matchLabels: {app: a}}, modules: {a.rego: 'package sigil.authz', a_test.rego: 'package t'}}\n"))
+	f.Add([]byte("apiVersion: security.sigil.dev/v1\nkind: Policy\nmetadata: {name: b}\nspec:\n  bundle: " +
+		base64.StdEncoding.EncodeToString(tarGz(f, [][2]string{{"/.manifest", "{}"}, {"/x/a.rego", "package sigil.authz"}})) + "\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rs, err := Parse(data, "fuzz")
 		if err != nil {
