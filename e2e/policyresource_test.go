@@ -234,6 +234,15 @@ func TestPolicyResourceDistribution(t *testing.T) {
 			t.Errorf("%s decision %+v: want revision %s, result true", mode, d, wantRev)
 		}
 	}
+	// Listed and deleted by kind name, as kubectl users type it.
+	out, err = sigilRun(t, m, "get", "policies")
+	if err != nil || !strings.Contains(out, "enforce: sidecars of namespace default") || !strings.Contains(out, "dryrun: sidecars of namespace default") {
+		t.Fatalf("sigil get policies: %v\n%s", err, out)
+	}
+	if out, err := sigilRun(t, m, "delete", "policy", "strict"); err != nil {
+		t.Fatalf("sigil delete policy strict: %v\n%s", err, out)
+	}
+	api.WaitFor(`"msg":"policy removed","mode":"dryrun"`, 5*time.Second)
 }
 
 // loggedDecision is what the test reads of a decision log line.
