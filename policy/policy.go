@@ -283,6 +283,9 @@ func (e *Engine) Reload(ctx context.Context) error {
 	}
 	srcs, rev, err := readSources(e.path)
 	if err == nil {
+		if c := e.cur.Load(); c != nil && c.revision == rev {
+			return nil // unchanged: not a load
+		}
 		err = e.install(ctx, Source{Modules: srcs, Revision: rev})
 	}
 	if e.onReload != nil {
@@ -301,10 +304,13 @@ type Source struct {
 }
 
 // Load compiles src and puts it in force atomically, unless its revision
-// is the one in force already. A policy that does not compile is refused
-// and the one in force stays (none: every decision denies). The reload
-// hook is told of the attempt.
+// is the one in force already (then it does nothing). A policy that does
+// not compile is refused and the one in force stays (none: every
+// decision denies). The reload hook is told of the attempt.
 func (e *Engine) Load(ctx context.Context, src Source) error {
+	if c := e.cur.Load(); c != nil && c.revision == src.Revision {
+		return nil
+	}
 	err := e.install(ctx, src)
 	if e.onReload != nil {
 		e.onReload(err == nil)
@@ -321,11 +327,8 @@ func (e *Engine) Clear() {
 	}
 }
 
-// install compiles src and swaps it in if its revision is new.
+// install compiles src and swaps it in.
 func (e *Engine) install(ctx context.Context, src Source) error {
-	if c := e.cur.Load(); c != nil && c.revision == src.Revision {
-		return nil
-	}
 	q, mods, err := compile(ctx, src.Modules)
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -66,5 +68,30 @@ func TestPolicyResourceSourceAndDryRunLog(t *testing.T) {
 	enf.Clear()
 	if enf.Loaded() {
 		t.Fatal("Clear left a policy in force")
+	}
+}
+
+// A load is counted when a policy changes, not when an unchanged one is
+// read again (the path every second, a resource at every config change).
+func TestPolicyResourceUnchangedIsNotALoad(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "a.rego"), []byte("package sigil.authz\n\nallow := true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	loads := 0
+	count := WithReloadHook(func(bool) { loads++ })
+	e, err := New(ctx, dir, slog.New(slog.DiscardHandler), count)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Reload(ctx)
+	e.Reload(ctx)
+	r, _ := New(ctx, "", slog.New(slog.DiscardHandler), count)
+	src := Source{Modules: map[string]string{"a.rego": "package sigil.authz\n\nallow := true\n"}, Revision: "default/a@1"}
+	r.Load(ctx, src)
+	r.Load(ctx, src)
+	if loads != 2 {
+		t.Fatalf("%d loads counted, want 2 (one per engine)", loads)
 	}
 }

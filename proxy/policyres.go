@@ -46,6 +46,13 @@ func (s *policyResources) set(mode string, st *policyStatus) {
 	s.byMode[mode] = *st
 }
 
+func (s *policyResources) get(mode string) (policyStatus, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.byMode[mode]
+	return st, ok
+}
+
 func (s *policyResources) snapshot() map[string]policyStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -84,6 +91,11 @@ func (p *Proxy) applyPolicies(ctx context.Context, all []traffic.Resource) {
 			continue
 		}
 		st := &policyStatus{Resource: r.Ref(), Revision: ResourceRevision(r)}
+		if prev, ok := p.policyRes.get(mode); ok && prev.Resource == st.Resource && prev.Revision == st.Revision {
+			// Unchanged since the last configuration (in force, refused or
+			// overridden): nothing to compile again, or to log again.
+			continue
+		}
 		if mode == traffic.PolicyModeEnforce && p.cfg.Policy != "" {
 			st.Why = "overridden: --policy " + p.cfg.Policy + " is the enforced policy"
 			p.log.Warn("policy resource not in force: the --policy files are enforced", "resource", st.Resource, "revision", st.Revision, "path", p.cfg.Policy)
