@@ -128,6 +128,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDashboardQuery -fuzztime 30s ./dashboard/
 	$(GO) test -run '^$$' -fuzz FuzzReadStrictResponse -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzSyslogFormat -fuzztime 30s ./auditstream/sink/
+	$(GO) test -run '^$$' -fuzz FuzzReadRecords -fuzztime 30s ./auditstream/
 
 clean:
 	rm -rf $(BIN) $(TOOLS)
