@@ -36,9 +36,7 @@ func sealed(t testing.TB, writer string, n int) []auditstream.Record {
 
 func TestFileSpecParamsRefusedByName(t *testing.T) {
 	dir := t.TempDir()
-	for _, tt := range []struct {
-		spec, want string
-	}{
+	checkSpecsRefused(t, []specCase{
 		{"file://" + dir + "/a.jsonl?max-sise=1MiB", `unknown parameter "max-sise"`},
 		{"file://" + dir + "/a.jsonl?max-size=10", `max-size="10"`},
 		{"file://" + dir + "/a.jsonl?max-size=1MiB&max-size=2MiB", `"max-size" given 2 times`},
@@ -47,17 +45,7 @@ func TestFileSpecParamsRefusedByName(t *testing.T) {
 		{"file://host/a.jsonl", `host "host"`},
 		{"file:a.jsonl", "absolute file path"},
 		{"file://" + dir + "/missing/a.jsonl", "directory of"},
-	} {
-		s, err := Open(tt.spec)
-		if err == nil {
-			s.Close()
-			t.Errorf("%s: opened, want error %q", tt.spec, tt.want)
-			continue
-		}
-		if !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%s: error %q, want it to contain %q", tt.spec, err, tt.want)
-		}
-	}
+	})
 	s, err := Open("file://" + dir + "/ok.jsonl?max-size=1MiB&max-age=1h&max-files=3")
 	if err != nil {
 		t.Fatal(err)
@@ -174,5 +162,23 @@ func TestFileRefusesReadableAndSymlink(t *testing.T) {
 	}
 	if _, err := newFileSink(fileConfig{path: link, maxSize: 1 << 20}, time.Now); err == nil {
 		t.Error("symlink in the file's place: opened, want a refusal")
+	}
+}
+
+// specCase is a spec Open must refuse, with what its error must say.
+type specCase struct{ spec, want string }
+
+// checkSpecsRefused opens each spec and checks the refusal names the
+// fault.
+func checkSpecsRefused(t *testing.T, cases []specCase) {
+	t.Helper()
+	for _, tt := range cases {
+		s, err := Open(tt.spec)
+		if err == nil {
+			s.Close()
+			t.Errorf("%s: opened, want error %q", tt.spec, tt.want)
+		} else if !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want it to name %q", tt.spec, err, tt.want)
+		}
 	}
 }

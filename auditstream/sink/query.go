@@ -1,12 +1,18 @@
 package sink
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sigil-mesh/sigil/privatefile"
 )
 
 // specQuery is a sink spec's query parameters, checked against the names
@@ -109,4 +115,43 @@ func (q specQuery) size(name string, def, min int64) (int64, error) {
 		return 0, fmt.Errorf("parameter %s=%q: want a size of at least %d bytes, such as 100MiB", name, v, min)
 	}
 	return n * mult, nil
+}
+
+// tlsFromSpec builds a sink's client TLS config from its spec's
+// parameters: the server's certificate is verified against the system
+// roots or the PEM file ca, for host or server-name, with TLS 1.2 or
+// newer; cert and key (a file only its owner may read) present a client
+// certificate.
+func tlsFromSpec(q specQuery, host string) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: q.str("server-name", host)}
+	if ca := q.str("ca", ""); ca != "" {
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			return nil, fmt.Errorf("parameter ca: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("parameter ca: %s holds no PEM certificate", ca)
+		}
+	}
+	cert, key := q.str("cert", ""), q.str("key", "")
+	if (cert == "") != (key == "") {
+		return nil, errors.New("parameters cert and key go together")
+	}
+	if cert != "" {
+		certPEM, err := os.ReadFile(cert)
+		if err != nil {
+			return nil, fmt.Errorf("parameter cert: %w", err)
+		}
+		keyPEM, err := privatefile.Read(key, 1<<20)
+		if err != nil {
+			return nil, fmt.Errorf("parameter key: %w", err)
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate %s: %w", cert, err)
+		}
+		c.Certificates = []tls.Certificate{pair}
+	}
+	return c, nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/auditstream"
-	"github.com/sigil-mesh/sigil/privatefile"
 )
 
 // Syslog defaults and RFC 5424 limits.
@@ -123,47 +121,11 @@ func openSyslog(u *url.URL) (Sink, error) {
 	}
 	s := &syslogSink{addr: addr, h: h}
 	if tlsOn {
-		if s.tls, err = syslogTLS(q, u.Hostname()); err != nil {
-			return nil, err
+		if s.tls, err = tlsFromSpec(q, u.Hostname()); err != nil {
+			return nil, fmt.Errorf("syslog: %w", err)
 		}
 	}
 	return s, nil
-}
-
-// syslogTLS builds the client's TLS config from the spec's ca, cert, key
-// and server-name.
-func syslogTLS(q specQuery, host string) (*tls.Config, error) {
-	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: q.str("server-name", host)}
-	if ca := q.str("ca", ""); ca != "" {
-		pem, err := os.ReadFile(ca)
-		if err != nil {
-			return nil, fmt.Errorf("syslog: parameter ca: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("syslog: parameter ca: %s holds no PEM certificate", ca)
-		}
-	}
-	cert, key := q.str("cert", ""), q.str("key", "")
-	if (cert == "") != (key == "") {
-		return nil, errors.New("syslog: parameters cert and key go together")
-	}
-	if cert != "" {
-		certPEM, err := os.ReadFile(cert)
-		if err != nil {
-			return nil, fmt.Errorf("syslog: parameter cert: %w", err)
-		}
-		keyPEM, err := privatefile.Read(key, 1<<20)
-		if err != nil {
-			return nil, fmt.Errorf("syslog: parameter key: %w", err)
-		}
-		pair, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			return nil, fmt.Errorf("syslog: client certificate %s: %w", cert, err)
-		}
-		c.Certificates = []tls.Certificate{pair}
-	}
-	return c, nil
 }
 
 // syslogSink writes each record as one RFC 5424 message on one TCP (or
