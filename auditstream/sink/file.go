@@ -150,6 +150,9 @@ func (s *fileSink) Export(ctx context.Context, recs []auditstream.Record) error 
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("file: %w", err)
 	}
+	if len(recs) == 0 {
+		return nil
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

@@ -161,6 +161,9 @@ var otlpSeverity = map[int]struct {
 // only when the receiver accepted all of them; a partial success (some
 // records rejected) is an error, so the spool sends the batch again.
 func (s *otlpSink) Export(ctx context.Context, recs []auditstream.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

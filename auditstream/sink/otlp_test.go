@@ -4,9 +4,12 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -170,4 +173,46 @@ func TestOTLPSpecParams(t *testing.T) {
 		{"otlp+https://127.0.0.1:4318?key=/x", "cert and key go together"},
 		{"otlp+http://user:pw@127.0.0.1:4318", "no user"},
 	})
+}
+
+// TestOTLPHTTPSVerifiesServerAndSendsEnvHeaders: otlp+https trusts only
+// the ca given (an unknown server certificate fails the batch), and the
+// request headers come from OTEL_EXPORTER_OTLP_LOGS_HEADERS, not the spec.
+func TestOTLPHTTPSVerifiesServerAndSendsEnvHeaders(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "authorization=Bearer%20t0k3n")
+	var gotAuth string
+	rcv := &otlpReceiver{}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotAuth = r.Header.Get("Authorization")
+		rcv.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	host := strings.TrimPrefix(srv.URL, "https://")
+	ctx := context.Background()
+	recs := sealed(t, "w", 1)
+
+	untrusted, err := Open("otlp+https://" + host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer untrusted.Close()
+	if err := untrusted.Export(ctx, recs); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("server certificate from no trusted CA: Export returned %v, want a certificate error", err)
+	}
+
+	s, err := Open("otlp+https://" + host + "?ca=" + ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Export(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if gotAuth != "Bearer t0k3n" {
+		t.Errorf("Authorization %q, want the header from OTEL_EXPORTER_OTLP_LOGS_HEADERS", gotAuth)
+	}
 }

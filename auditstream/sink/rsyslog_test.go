@@ -151,8 +151,13 @@ ruleset(name="out") { action(type="omfile" file=%[7]q template="RSYSLOG_SyslogPr
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Export(ctx, recs[3*i:3*i+3]); err != nil {
+		// Two batches on one connection: the second goes through the
+		// check that the receiver has not closed it.
+		if err := s.Export(ctx, recs[3*i:3*i+1]); err != nil {
 			t.Fatalf("%s: %v", spec, err)
+		}
+		if err := s.Export(ctx, recs[3*i+1:3*i+3]); err != nil {
+			t.Fatalf("%s: second batch: %v", spec, err)
 		}
 		s.Close()
 	}

@@ -147,6 +147,9 @@ type syslogSink struct {
 // went away is lost, so before writing, a connection the receiver has
 // closed is noticed and replaced.
 func (s *syslogSink) Export(ctx context.Context, recs []auditstream.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
 	var buf bytes.Buffer
 	for i := range recs {
 		msg, err := formatSyslog(s.h, recs[i])
@@ -178,7 +181,11 @@ func (s *syslogSink) Export(ctx context.Context, recs []auditstream.Record) erro
 		deadline = time.Now().Add(syslogWriteTimeout)
 	}
 	s.conn.SetWriteDeadline(deadline)
-	if _, err := s.conn.Write(buf.Bytes()); err != nil {
+	conn := s.conn
+	stop := context.AfterFunc(ctx, func() { conn.SetWriteDeadline(time.Now()) }) // cancelled: end the write
+	_, err := conn.Write(buf.Bytes())
+	stop()
+	if err != nil {
 		s.conn.Close()
 		s.conn = nil
 		return fmt.Errorf("syslog: writing to %s: %w", s.addr, err)
