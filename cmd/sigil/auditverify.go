@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/auditstream"
@@ -26,7 +27,9 @@ func verifyAuditFiles(out io.Writer, paths []string) error {
 	for _, path := range paths {
 		stream, err := isStreamFile(path)
 		if err != nil {
-			return err
+			fmt.Fprintf(out, "%s: BROKEN: %v\n", path, err)
+			bad++
+			continue
 		}
 		if !stream {
 			if !verifyTrail(out, path) {
@@ -37,7 +40,9 @@ func verifyAuditFiles(out io.Writer, paths []string) error {
 		exported++
 		f, err := os.Open(path)
 		if err != nil {
-			return err
+			fmt.Fprintf(out, "%s: BROKEN: %v\n", path, err)
+			bad++
+			continue
 		}
 		err = auditstream.Read(path, f, func(r auditstream.Record, p auditstream.Pos) error { v.Add(r, p); return nil })
 		f.Close()
@@ -54,8 +59,15 @@ func verifyAuditFiles(out io.Writer, paths []string) error {
 			}
 		}
 	}
-	if bad > 0 || badWriters > 0 {
-		return fmt.Errorf("audit verify: %d of %d files unreadable or broken, %d writers broken", bad, len(paths), badWriters)
+	var faults []string
+	if bad > 0 {
+		faults = append(faults, fmt.Sprintf("%d of %d files broken or unreadable", bad, len(paths)))
+	}
+	if badWriters > 0 {
+		faults = append(faults, fmt.Sprintf("%d writers' chains broken", badWriters))
+	}
+	if len(faults) > 0 {
+		return fmt.Errorf("audit verify: %s", strings.Join(faults, "; "))
 	}
 	return nil
 }
