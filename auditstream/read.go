@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 )
@@ -73,17 +72,17 @@ func firstByte(br *bufio.Reader) (byte, error) {
 	}
 }
 
-// decodeRecord decodes one record strictly: unknown fields and trailing
-// data are refused.
-func decodeRecord(b []byte) (Record, error) {
+// decodeRecord decodes the record read at pos strictly: unknown fields
+// and trailing data are refused.
+func decodeRecord(b []byte, pos Pos) (Record, error) {
 	var rec Record
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&rec); err != nil {
-		return rec, err
+		return rec, fmt.Errorf("auditstream: %s: not a record: %w", pos, err)
 	}
 	if dec.More() {
-		return rec, errors.New("data after the record")
+		return rec, fmt.Errorf("auditstream: %s: not a record: data after the record", pos)
 	}
 	return rec, nil
 }
@@ -98,9 +97,9 @@ func readLines(name string, br *bufio.Reader, each func(Record, Pos) error) erro
 			continue
 		}
 		pos := Pos{File: name, Line: n}
-		rec, err := decodeRecord(line)
+		rec, err := decodeRecord(line, pos)
 		if err != nil {
-			return fmt.Errorf("auditstream: %s: not a record: %w", pos, err)
+			return err
 		}
 		if err := each(rec, pos); err != nil {
 			return err
@@ -127,9 +126,9 @@ func readArray(name string, br *bufio.Reader, each func(Record, Pos) error) erro
 		if len(raw) > MaxRecordBytes {
 			return fmt.Errorf("auditstream: %s: record of %d bytes, more than %d", pos, len(raw), MaxRecordBytes)
 		}
-		rec, err := decodeRecord(raw)
+		rec, err := decodeRecord(raw, pos)
 		if err != nil {
-			return fmt.Errorf("auditstream: %s: not a record: %w", pos, err)
+			return err
 		}
 		if err := each(rec, pos); err != nil {
 			return err

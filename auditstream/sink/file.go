@@ -43,25 +43,25 @@ func init() { register("file", openFile) }
 // 0 keeps every one) is how many rotated files are kept.
 func openFile(u *url.URL) (Sink, error) {
 	if u.Host != "" && u.Host != "localhost" {
-		return nil, fmt.Errorf("file: host %q: a file spec names a local path (file:///dir/audit.jsonl)", u.Host)
+		return nil, fmt.Errorf("sink: file: host %q: a file spec names a local path (file:///dir/audit.jsonl)", u.Host)
 	}
 	if u.Opaque != "" || !filepath.IsAbs(u.Path) || strings.HasSuffix(u.Path, "/") {
-		return nil, fmt.Errorf("file: want an absolute file path such as file:///var/log/sigil/audit.jsonl")
+		return nil, fmt.Errorf("sink: file: want an absolute file path such as file:///var/log/sigil/audit.jsonl")
 	}
 	q, err := parseSpecQuery(u, "max-size", "max-age", "max-files")
 	if err != nil {
-		return nil, fmt.Errorf("file: %w", err)
+		return nil, err
 	}
 	var c fileConfig
 	c.path = filepath.Clean(u.Path)
 	if c.maxSize, err = q.size("max-size", DefaultFileMaxSize, 4096); err != nil {
-		return nil, fmt.Errorf("file: %w", err)
+		return nil, err
 	}
 	if c.maxAge, err = q.duration("max-age", DefaultFileMaxAge); err != nil {
-		return nil, fmt.Errorf("file: %w", err)
+		return nil, err
 	}
 	if c.maxFiles, err = q.count("max-files", DefaultFileMaxFiles, 0, 100000); err != nil {
-		return nil, fmt.Errorf("file: %w", err)
+		return nil, err
 	}
 	return newFileSink(c, time.Now)
 }
@@ -95,15 +95,15 @@ type fileSink struct {
 func newFileSink(c fileConfig, now func() time.Time) (*fileSink, error) {
 	st, err := os.Stat(filepath.Dir(c.path))
 	if err != nil {
-		return nil, fmt.Errorf("file: directory of %s: %w", c.path, err)
+		return nil, fmt.Errorf("sink: file: directory of %s: %w", c.path, err)
 	}
 	if !st.IsDir() {
-		return nil, fmt.Errorf("file: %s is not a directory", filepath.Dir(c.path))
+		return nil, fmt.Errorf("sink: file: %s is not a directory", filepath.Dir(c.path))
 	}
 	s := &fileSink{c: c, now: now}
 	if st, err := os.Lstat(c.path); err == nil {
 		if !st.Mode().IsRegular() {
-			return nil, fmt.Errorf("file: %s: not a regular file but %s", c.path, st.Mode().Type())
+			return nil, fmt.Errorf("sink: file: %s: not a regular file but %s", c.path, st.Mode().Type())
 		}
 		if st.Size() > 0 {
 			if err := s.rotateLocked(); err != nil {
@@ -122,16 +122,16 @@ func newFileSink(c fileConfig, now func() time.Time) (*fileSink, error) {
 func (s *fileSink) openLocked() error {
 	f, err := os.OpenFile(s.c.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return fmt.Errorf("file: opening %s: %w", s.c.path, err)
+		return fmt.Errorf("sink: file: opening %s: %w", s.c.path, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return fmt.Errorf("file: %s: %w", s.c.path, err)
+		return fmt.Errorf("sink: file: %s: %w", s.c.path, err)
 	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
 		f.Close()
-		return fmt.Errorf("file: %s: mode %04o lets group or others read the audit trail; chmod 600 it", s.c.path, perm)
+		return fmt.Errorf("sink: file: %s: mode %04o lets group or others read the audit trail; chmod 600 it", s.c.path, perm)
 	}
 	if st.Size() == 0 {
 		if err := syncDir(filepath.Dir(s.c.path)); err != nil {
@@ -148,7 +148,7 @@ func (s *fileSink) openLocked() error {
 // retried batch never leaves half a line behind.
 func (s *fileSink) Export(ctx context.Context, recs []auditstream.Record) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("file: %w", err)
+		return fmt.Errorf("sink: file: %w", err)
 	}
 	if len(recs) == 0 {
 		return nil
@@ -158,13 +158,13 @@ func (s *fileSink) Export(ctx context.Context, recs []auditstream.Record) error 
 	enc.SetEscapeHTML(false)
 	for i := range recs {
 		if err := enc.Encode(&recs[i]); err != nil {
-			return fmt.Errorf("file: encoding record %s: %w", recs[i].DecisionID, err)
+			return fmt.Errorf("sink: file: encoding record %s: %w", recs[i].DecisionID, err)
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return fmt.Errorf("file: %s: sink closed", s.c.path)
+		return fmt.Errorf("sink: file: %s: sink closed", s.c.path)
 	}
 	if s.f == nil {
 		if err := s.openLocked(); err != nil {
@@ -183,10 +183,10 @@ func (s *fileSink) Export(ctx context.Context, recs []auditstream.Record) error 
 		if terr := s.f.Truncate(s.size); terr != nil {
 			err = errors.Join(err, terr)
 		}
-		return fmt.Errorf("file: writing %s: %w", s.c.path, err)
+		return fmt.Errorf("sink: file: writing %s: %w", s.c.path, err)
 	}
 	if err := s.f.Sync(); err != nil {
-		return fmt.Errorf("file: fsync %s: %w", s.c.path, err)
+		return fmt.Errorf("sink: file: fsync %s: %w", s.c.path, err)
 	}
 	s.size += int64(buf.Len())
 	return nil
@@ -198,7 +198,7 @@ func (s *fileSink) Export(ctx context.Context, recs []auditstream.Record) error 
 func (s *fileSink) rotateLocked() error {
 	if s.f != nil {
 		if err := s.f.Close(); err != nil {
-			return fmt.Errorf("file: closing %s: %w", s.c.path, err)
+			return fmt.Errorf("sink: file: closing %s: %w", s.c.path, err)
 		}
 		s.f = nil
 	}
@@ -212,7 +212,7 @@ func (s *fileSink) rotateLocked() error {
 		at = at.Add(time.Nanosecond) // two rotations within one clock tick
 	}
 	if err := os.Rename(s.c.path, name); err != nil {
-		return fmt.Errorf("file: rotating %s: %w", s.c.path, err)
+		return fmt.Errorf("sink: file: rotating %s: %w", s.c.path, err)
 	}
 	if err := syncDir(filepath.Dir(s.c.path)); err != nil {
 		return err
@@ -232,7 +232,7 @@ func (s *fileSink) rotated() ([]string, error) {
 	prefix := filepath.Base(strings.TrimSuffix(s.c.path, ext)) + "-"
 	ents, err := os.ReadDir(filepath.Dir(s.c.path))
 	if err != nil {
-		return nil, fmt.Errorf("file: listing rotated files: %w", err)
+		return nil, fmt.Errorf("sink: file: listing rotated files: %w", err)
 	}
 	var out []string
 	for _, e := range ents {
@@ -261,7 +261,7 @@ func (s *fileSink) pruneLocked() error {
 	}
 	for len(old) > s.c.maxFiles {
 		if err := os.Remove(old[0]); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("file: pruning %s: %w", old[0], err)
+			return fmt.Errorf("sink: file: pruning %s: %w", old[0], err)
 		}
 		old = old[1:]
 	}
@@ -272,11 +272,11 @@ func (s *fileSink) pruneLocked() error {
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("file: %w", err)
+		return fmt.Errorf("sink: file: %w", err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("file: fsync %s: %w", dir, err)
+		return fmt.Errorf("sink: file: fsync %s: %w", dir, err)
 	}
 	return nil
 }
@@ -292,7 +292,7 @@ func (s *fileSink) Close() error {
 	err := s.f.Close()
 	s.f = nil
 	if err != nil {
-		return fmt.Errorf("file: closing %s: %w", s.c.path, err)
+		return fmt.Errorf("sink: file: closing %s: %w", s.c.path, err)
 	}
 	return nil
 }

@@ -50,14 +50,14 @@ func openOTLP(u *url.URL) (Sink, error) {
 	}
 	q, err := parseSpecQuery(u, known...)
 	if err != nil {
-		return nil, fmt.Errorf("otlp: %w", err)
+		return nil, err
 	}
 	if u.Host == "" || u.User != nil || u.Fragment != "" {
-		return nil, fmt.Errorf("otlp: want %s://HOST:PORT[/PATH] with no user or fragment", u.Scheme)
+		return nil, fmt.Errorf("sink: otlp: want %s://HOST:PORT[/PATH] with no user or fragment", u.Scheme)
 	}
 	timeout, err := q.duration("timeout", DefaultOTLPTimeout)
 	if err != nil || timeout == 0 {
-		return nil, fmt.Errorf("otlp: parameter timeout=%q: want a duration above 0 such as 10s", q.str("timeout", ""))
+		return nil, fmt.Errorf("sink: otlp: parameter timeout=%q: want a duration above 0 such as 10s", q.str("timeout", ""))
 	}
 	endpoint := url.URL{Scheme: "http", Host: u.Host, Path: u.Path}
 	if secure {
@@ -79,22 +79,22 @@ func openOTLP(u *url.URL) (Sink, error) {
 	case "none":
 		opts = append(opts, otlploghttp.WithCompression(otlploghttp.NoCompression))
 	default:
-		return nil, fmt.Errorf("otlp: parameter compression=%q: want gzip or none", c)
+		return nil, fmt.Errorf("sink: otlp: parameter compression=%q: want gzip or none", c)
 	}
 	if secure {
 		tc, err := tlsFromSpec(q, u.Hostname())
 		if err != nil {
-			return nil, fmt.Errorf("otlp: %w", err)
+			return nil, err
 		}
 		opts = append(opts, otlploghttp.WithTLSClientConfig(tc))
 	}
 	exp, err := otlploghttp.New(context.Background(), opts...)
 	if err != nil {
-		return nil, fmt.Errorf("otlp: %w", err)
+		return nil, fmt.Errorf("sink: otlp: %w", err)
 	}
 	svc := q.str("service-name", "sigil")
 	if svc == "" {
-		return nil, fmt.Errorf("otlp: parameter service-name is empty")
+		return nil, fmt.Errorf("sink: otlp: parameter service-name is empty")
 	}
 	return newOTLPSink(exp, endpoint.Redacted(), svc), nil
 }
@@ -167,7 +167,7 @@ func (s *otlpSink) Export(ctx context.Context, recs []auditstream.Record) error 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return fmt.Errorf("otlp: %s: sink closed", s.endpoint)
+		return fmt.Errorf("sink: otlp: %s: sink closed", s.endpoint)
 	}
 	s.collect.recs = s.collect.recs[:0]
 	for i := range recs {
@@ -178,7 +178,7 @@ func (s *otlpSink) Export(ctx context.Context, recs []auditstream.Record) error 
 		s.logger.Emit(ctx, lr)
 	}
 	if err := s.exp.Export(ctx, s.collect.recs); err != nil {
-		return fmt.Errorf("otlp: exporting %d records to %s: %w", len(recs), s.endpoint, err)
+		return fmt.Errorf("sink: otlp: exporting %d records to %s: %w", len(recs), s.endpoint, err)
 	}
 	return nil
 }
@@ -189,7 +189,7 @@ func (s *otlpSink) Export(ctx context.Context, recs []auditstream.Record) error 
 func otlpRecord(r auditstream.Record) (log.Record, error) {
 	body, err := json.Marshal(&r)
 	if err != nil {
-		return log.Record{}, fmt.Errorf("otlp: encoding record %s: %w", r.DecisionID, err)
+		return log.Record{}, fmt.Errorf("sink: otlp: encoding record %s: %w", r.DecisionID, err)
 	}
 	var lr log.Record
 	lr.SetTimestamp(r.Timestamp)

@@ -3,7 +3,6 @@ package sink
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -19,33 +18,37 @@ import (
 // a sink knows: Open refuses an unknown or repeated parameter by name, so
 // a misspelt limit is an error rather than a default silently in force.
 type specQuery struct {
-	scheme string
-	vals   map[string]string
+	kind string // the sink's name in errors: file, syslog, otlp
+	vals map[string]string
 }
 
 // parseSpecQuery returns u's query parameters, refusing any not in known
 // and any given twice.
 func parseSpecQuery(u *url.URL, known ...string) (specQuery, error) {
+	scheme := strings.ToLower(u.Scheme)
+	if i := strings.IndexByte(scheme, '+'); i > 0 {
+		scheme = scheme[:i] // syslog+tls: "syslog"
+	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
-		return specQuery{}, fmt.Errorf("query: %w", err)
+		return specQuery{}, fmt.Errorf("sink: %s: query: %w", scheme, err)
 	}
 	names := make([]string, 0, len(q))
 	for k := range q {
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	out := specQuery{scheme: u.Scheme, vals: map[string]string{}}
+	out := specQuery{kind: scheme, vals: map[string]string{}}
 	for _, k := range names {
 		ok := false
 		for _, n := range known {
 			ok = ok || k == n
 		}
 		if !ok {
-			return specQuery{}, fmt.Errorf("unknown parameter %q for %s (known: %s)", k, u.Scheme, strings.Join(known, ", "))
+			return specQuery{}, fmt.Errorf("sink: %s: unknown parameter %q for %s (known: %s)", scheme, k, u.Scheme, strings.Join(known, ", "))
 		}
 		if len(q[k]) != 1 {
-			return specQuery{}, fmt.Errorf("parameter %q given %d times", k, len(q[k]))
+			return specQuery{}, fmt.Errorf("sink: %s: parameter %q given %d times", scheme, k, len(q[k]))
 		}
 		out.vals[k] = q[k][0]
 	}
@@ -68,7 +71,7 @@ func (q specQuery) duration(name string, def time.Duration) (time.Duration, erro
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 {
-		return 0, fmt.Errorf("parameter %s=%q: want a duration such as 24h or 30m", name, v)
+		return 0, fmt.Errorf("sink: %s: parameter %s=%q: want a duration such as 24h or 30m", q.kind, name, v)
 	}
 	return d, nil
 }
@@ -81,7 +84,7 @@ func (q specQuery) count(name string, def, min, max int) (int, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < min || n > max {
-		return 0, fmt.Errorf("parameter %s=%q: want a whole number from %d to %d", name, v, min, max)
+		return 0, fmt.Errorf("sink: %s: parameter %s=%q: want a whole number from %d to %d", q.kind, name, v, min, max)
 	}
 	return n, nil
 }
@@ -112,7 +115,7 @@ func (q specQuery) size(name string, def, min int64) (int64, error) {
 	}
 	n, err := strconv.ParseInt(num, 10, 64)
 	if err != nil || n < 0 || n > (1<<62)/mult || n*mult < min {
-		return 0, fmt.Errorf("parameter %s=%q: want a size of at least %d bytes, such as 100MiB", name, v, min)
+		return 0, fmt.Errorf("sink: %s: parameter %s=%q: want a size of at least %d bytes, such as 100MiB", q.kind, name, v, min)
 	}
 	return n * mult, nil
 }
@@ -127,29 +130,29 @@ func tlsFromSpec(q specQuery, host string) (*tls.Config, error) {
 	if ca := q.str("ca", ""); ca != "" {
 		pem, err := os.ReadFile(ca)
 		if err != nil {
-			return nil, fmt.Errorf("parameter ca: %w", err)
+			return nil, fmt.Errorf("sink: %s: parameter ca: %w", q.kind, err)
 		}
 		c.RootCAs = x509.NewCertPool()
 		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("parameter ca: %s holds no PEM certificate", ca)
+			return nil, fmt.Errorf("sink: %s: parameter ca: %s holds no PEM certificate", q.kind, ca)
 		}
 	}
 	cert, key := q.str("cert", ""), q.str("key", "")
 	if (cert == "") != (key == "") {
-		return nil, errors.New("parameters cert and key go together")
+		return nil, fmt.Errorf("sink: %s: parameters cert and key go together", q.kind)
 	}
 	if cert != "" {
 		certPEM, err := os.ReadFile(cert)
 		if err != nil {
-			return nil, fmt.Errorf("parameter cert: %w", err)
+			return nil, fmt.Errorf("sink: %s: parameter cert: %w", q.kind, err)
 		}
 		keyPEM, err := privatefile.Read(key, 1<<20)
 		if err != nil {
-			return nil, fmt.Errorf("parameter key: %w", err)
+			return nil, fmt.Errorf("sink: %s: parameter key: %w", q.kind, err)
 		}
 		pair, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
-			return nil, fmt.Errorf("client certificate %s: %w", cert, err)
+			return nil, fmt.Errorf("sink: %s: client certificate %s: %w", q.kind, cert, err)
 		}
 		c.Certificates = []tls.Certificate{pair}
 	}

@@ -90,10 +90,10 @@ func openSyslog(u *url.URL) (Sink, error) {
 	}
 	q, err := parseSpecQuery(u, known...)
 	if err != nil {
-		return nil, fmt.Errorf("syslog: %w", err)
+		return nil, err
 	}
 	if u.Host == "" || u.Path != "" && u.Path != "/" || u.User != nil || u.Fragment != "" {
-		return nil, fmt.Errorf("syslog: want %s://HOST[:PORT] with no path, user or fragment", u.Scheme)
+		return nil, fmt.Errorf("sink: syslog: want %s://HOST[:PORT] with no path, user or fragment", u.Scheme)
 	}
 	addr := u.Host
 	if u.Port() == "" {
@@ -105,7 +105,7 @@ func openSyslog(u *url.URL) (Sink, error) {
 	}
 	fac, ok := syslogFacilities[q.str("facility", "authpriv")]
 	if !ok {
-		return nil, fmt.Errorf("syslog: parameter facility=%q: want one of kern, user, daemon, auth, authpriv, security, local0..local7 (RFC 5424 table 1)", q.str("facility", ""))
+		return nil, fmt.Errorf("sink: syslog: parameter facility=%q: want one of kern, user, daemon, auth, authpriv, security, local0..local7 (RFC 5424 table 1)", q.str("facility", ""))
 	}
 	h := syslogHeader{facility: fac, appName: q.str("app-name", "sigil"), procID: strconv.Itoa(os.Getpid())}
 	if h.hostname = q.str("hostname", ""); h.hostname == "" {
@@ -114,15 +114,15 @@ func openSyslog(u *url.URL) (Sink, error) {
 		}
 	}
 	if !isPrintASCII(h.appName, maxAppName) {
-		return nil, fmt.Errorf("syslog: parameter app-name=%q: want 1 to %d printable ASCII characters (RFC 5424 6.2.5)", h.appName, maxAppName)
+		return nil, fmt.Errorf("sink: syslog: parameter app-name=%q: want 1 to %d printable ASCII characters (RFC 5424 6.2.5)", h.appName, maxAppName)
 	}
 	if !isPrintASCII(h.hostname, maxHostname) {
-		return nil, fmt.Errorf("syslog: hostname %q: want 1 to %d printable ASCII characters (RFC 5424 6.2.4); set hostname=", h.hostname, maxHostname)
+		return nil, fmt.Errorf("sink: syslog: hostname %q: want 1 to %d printable ASCII characters (RFC 5424 6.2.4); set hostname=", h.hostname, maxHostname)
 	}
 	s := &syslogSink{addr: addr, h: h}
 	if tlsOn {
 		if s.tls, err = tlsFromSpec(q, u.Hostname()); err != nil {
-			return nil, fmt.Errorf("syslog: %w", err)
+			return nil, err
 		}
 	}
 	return s, nil
@@ -163,7 +163,7 @@ func (s *syslogSink) Export(ctx context.Context, recs []auditstream.Record) erro
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return fmt.Errorf("syslog: %s: sink closed", s.addr)
+		return fmt.Errorf("sink: syslog: %s: sink closed", s.addr)
 	}
 	if s.conn != nil && peerClosed(s.conn) {
 		s.conn.Close()
@@ -188,7 +188,7 @@ func (s *syslogSink) Export(ctx context.Context, recs []auditstream.Record) erro
 	if err != nil {
 		s.conn.Close()
 		s.conn = nil
-		return fmt.Errorf("syslog: writing to %s: %w", s.addr, err)
+		return fmt.Errorf("sink: syslog: writing to %s: %w", s.addr, err)
 	}
 	return nil
 }
@@ -203,7 +203,7 @@ func (s *syslogSink) dial(ctx context.Context) (net.Conn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", s.addr)
 	if err != nil {
-		return nil, fmt.Errorf("syslog: connecting to %s: %w", s.addr, err)
+		return nil, fmt.Errorf("sink: syslog: connecting to %s: %w", s.addr, err)
 	}
 	if s.tls == nil {
 		return c, nil
@@ -211,7 +211,7 @@ func (s *syslogSink) dial(ctx context.Context) (net.Conn, error) {
 	tc := tls.Client(c, s.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("syslog: TLS handshake with %s: %w", s.addr, err)
+		return nil, fmt.Errorf("sink: syslog: TLS handshake with %s: %w", s.addr, err)
 	}
 	return tc, nil
 }
@@ -281,7 +281,7 @@ const utf8BOM = "\xef\xbb\xbf"
 func formatSyslog(h syslogHeader, r auditstream.Record) ([]byte, error) {
 	body, err := json.Marshal(&r)
 	if err != nil {
-		return nil, fmt.Errorf("syslog: encoding record %s: %w", r.DecisionID, err)
+		return nil, fmt.Errorf("sink: syslog: encoding record %s: %w", r.DecisionID, err)
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "<%d>1 ", h.facility*8+severityOf(r))
