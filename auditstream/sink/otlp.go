@@ -88,13 +88,13 @@ func openOTLP(u *url.URL) (Sink, error) {
 		}
 		opts = append(opts, otlploghttp.WithTLSClientConfig(tc))
 	}
-	exp, err := otlploghttp.New(context.Background(), opts...)
-	if err != nil {
-		return nil, fmt.Errorf("sink: otlp: %w", err)
-	}
 	svc := q.str("service-name", "sigil")
 	if svc == "" {
 		return nil, fmt.Errorf("sink: otlp: parameter service-name is empty")
+	}
+	exp, err := otlploghttp.New(context.Background(), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("sink: otlp: %w", err)
 	}
 	return newOTLPSink(exp, endpoint.Redacted(), svc), nil
 }
