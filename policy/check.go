@@ -19,7 +19,8 @@ import (
 //   - a reference to a field of input that Sigil's input document does not
 //     have (input.request.methd): it is undefined on every request, so the
 //     rule reading it silently never matches. An error, with the nearest
-//     valid field;
+//     valid field; so is a reference under data that no rule defines
+//     (Sigil loads no data documents, only modules);
 //   - OPA's strict-mode errors (unused local variables and imports,
 //     deprecated built-ins, ...). Errors. The sidecar's load does not apply
 //     strict mode: a policy that works keeps loading, and the check is the
@@ -45,6 +46,7 @@ const (
 // Kinds of findings.
 const (
 	KindInput     = "input"       // a reference outside the input document
+	KindData      = "data"        // a reference to data no rule defines
 	KindStrict    = "strict"      // OPA's strict-mode compiler checks
 	KindUnused    = "unused-rule" // a rule allow never uses
 	KindNeverTrue = "never-true"  // a rule body that can never be true
@@ -140,7 +142,7 @@ func Check(ctx context.Context, srcs, tests map[string]string) ([]Finding, error
 	}
 	var out []Finding
 	for _, name := range sortedKeys(c.Modules) {
-		out = append(out, checkInputRefs(c.Modules[name])...)
+		out = append(out, checkRefs(c.RuleTree, c.Modules[name])...)
 		// The compiler resolves imports into the refs that use them and
 		// drops them: the imports themselves are read where parsed.
 		for _, imp := range parsed[name].Imports {
@@ -176,33 +178,83 @@ func sortFindings(fs []Finding) []Finding {
 	return slices.Compact(fs)
 }
 
-// checkInputRefs returns a finding for every reference to input in m that
-// the input document does not have. The target of a `with` (a test giving
-// the policy an input) is not an error: it is reported as a warning when
-// it names a field the sidecar never sends.
-func checkInputRefs(m *ast.Module) []Finding {
+// checkRefs returns a finding for every reference in m to a field of input
+// the input document does not have, or to a document under data no rule
+// defines (Sigil loads no data documents, only modules: both are
+// undefined on every request). The target of a `with` (a test giving the
+// policy an input or a rule a value) is not an error: it is a warning
+// when it names what the sidecar never has.
+func checkRefs(rules *ast.TreeNode, m *ast.Module) []Finding {
 	var out []Finding
 	var vis *ast.GenericVisitor
 	vis = ast.NewGenericVisitor(func(x any) bool {
 		switch x := x.(type) {
 		case *ast.With:
 			if ref, ok := x.Target.Value.(ast.Ref); ok {
-				if msg := checkInputRef(ref); msg != "" {
-					out = append(out, findingAt(x.Target.Location, SeverityWarning, KindInput,
-						"with sets a field the sidecar never sends: "+msg))
+				if kind, msg := checkRef(rules, ref); msg != "" {
+					out = append(out, findingAt(x.Target.Location, SeverityWarning, kind,
+						"with sets what the sidecar never has: "+msg))
 				}
 			}
 			vis.Walk(x.Value)
 			return true
 		case ast.Ref:
-			if msg := checkInputRef(x); msg != "" {
-				out = append(out, findingAt(x[0].Location, SeverityError, KindInput, msg))
+			if kind, msg := checkRef(rules, x); msg != "" {
+				out = append(out, findingAt(x[0].Location, SeverityError, kind, msg))
 			}
 		}
 		return false
 	})
 	vis.Walk(m)
 	return out
+}
+
+// checkRef returns the kind of finding and why ref is undefined on every
+// request, or "" when it may be defined.
+func checkRef(rules *ast.TreeNode, ref ast.Ref) (string, string) {
+	if len(ref) == 0 {
+		return "", ""
+	}
+	switch {
+	case ref[0].Equal(ast.InputRootDocument):
+		return KindInput, checkInputRef(ref)
+	case ref[0].Equal(ast.DefaultRootDocument):
+		return KindData, checkDataRef(rules, ref)
+	}
+	return "", ""
+}
+
+// checkDataRef returns why ref, under data, reaches no rule, or "".
+func checkDataRef(rules *ast.TreeNode, ref ast.Ref) string {
+	n := rules
+	for i, t := range ref {
+		if len(n.Values) > 0 || i > 0 && !t.IsGround() {
+			// A rule's value, or a key computed at run time.
+			return ""
+		}
+		child := n.Child(t.Value)
+		if child == nil {
+			if i == 0 {
+				return "" // no rules at all: Compile refused that already
+			}
+			var names []string
+			for k, c := range n.Children {
+				if s, ok := k.(ast.String); ok && !c.Hide {
+					names = append(names, string(s))
+				}
+			}
+			slices.Sort(names)
+			msg := fmt.Sprintf("%s is not defined by any rule (Sigil loads no data documents, so it is undefined on every request)", ref[:i+1])
+			if s, ok := t.Value.(ast.String); ok {
+				if near := nearest(string(s), names); near != "" {
+					msg += "; did you mean " + withKey(ref, i, near) + "?"
+				}
+			}
+			return msg
+		}
+		n = child
+	}
+	return ""
 }
 
 // checkInputRef returns why ref is not in the input document, or "" when
@@ -258,17 +310,25 @@ func checkInputRef(ref ast.Ref) string {
 // suggest names the valid field nearest to ref[i] among n's, or lists them
 // all when none is near.
 func suggest(ref ast.Ref, i int, n *node) string {
-	typo := string(ref[i].Value.(ast.String))
+	if near := nearest(string(ref[i].Value.(ast.String)), n.order); near != "" {
+		return "did you mean " + withKey(ref, i, near) + "?"
+	}
+	return fmt.Sprintf("%s has: %s", ref[:i].String(), strings.Join(n.order, ", "))
+}
+
+// nearest is the name in names nearest to typo, or "" when none is near
+// (more than a third of its letters, and at least two, differ).
+func nearest(typo string, names []string) string {
 	best, bestD := "", -1
-	for _, name := range n.order {
+	for _, name := range names {
 		if d := levenshtein(typo, name); bestD < 0 || d < bestD {
 			best, bestD = name, d
 		}
 	}
-	if best != "" && bestD <= max(2, len(typo)/3) {
-		return "did you mean " + withKey(ref, i, best) + "?"
+	if best == "" || bestD > max(2, len(typo)/3) {
+		return ""
 	}
-	return fmt.Sprintf("%s has: %s", ref[:i].String(), strings.Join(n.order, ", "))
+	return best
 }
 
 // withKey is ref[:i+1] with its last key replaced by key.

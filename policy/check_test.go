@@ -108,6 +108,43 @@ func TestPolicyCheckInputReferencesThroughImports(t *testing.T) {
 	})
 }
 
+// Sigil loads no data documents, only modules: a reference under data
+// that no rule defines (a typo in a rule or package name) is undefined on
+// every request, the same fault as a typo under input.
+func TestPolicyCheckDataReferences(t *testing.T) {
+	roles := "package sigil.roles\n\nreader contains \"web\"\n\nok(x) if x == 1\n"
+	tests := []struct {
+		name string
+		body string
+		want []string
+	}{
+		{"typo in a rule", `data.sigil.roles.redaer[input.source.service_account]`, []string{"data p/authz.rego:8:2: data.sigil.roles.redaer is not defined by any rule (Sigil loads no data documents, so it is undefined on every request); did you mean data.sigil.roles.reader?"}},
+		{"typo through an import", `roles.redaer[input.source.service_account]`, []string{"data.sigil.roles.redaer is not defined", "did you mean data.sigil.roles.reader?"}},
+		{"typo in a package", `data.sigil.rols.reader[input.source.service_account]`, []string{"data.sigil.rols is not defined", "did you mean data.sigil.roles?"}},
+		{"typo in this package", `data.sigil.authz.admn`, []string{"data.sigil.authz.admn is not defined"}},
+		{"a rule's value", `data.sigil.roles.reader[input.source.service_account]`, nil},
+		{"a function", `data.sigil.roles.ok(1)`, nil},
+		{"a package", `is_object(data.sigil.roles)`, nil},
+		{"a computed key", `some p` + "\n\t" + `data.sigil[p].reader.web`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := "package sigil.authz\n\nimport data.sigil.roles\n\ndefault allow := false\n\nallow if {\n\t" + tt.body + "\n\troles.reader.web\n}\n"
+			fs, err := Check(context.Background(), map[string]string{"p/authz.rego": src, "p/roles.rego": roles}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, f := range fs {
+				if f.Kind != KindUnused {
+					got = append(got, f.Kind+" "+f.String())
+				}
+			}
+			matchFindings(t, got, tt.want)
+		})
+	}
+}
+
 // In a test, `with input as {...}` and `with input.x as` give the policy an
 // input: not a read, so not an error; a with target outside the document
 // is a warning (the test sets what the sidecar never sends).
@@ -118,7 +155,7 @@ func TestPolicyCheckWithInTests(t *testing.T) {
 		"test_field if authz.allow with input.request.method as \"GET\"\n\n" +
 		"test_typo if not authz.allow with input.request.methd as \"GET\"\n"
 	matchFindings(t, check(t, src, test), []string{
-		"input p/authz_test.rego:9:35: warning: with sets a field the sidecar never sends: input.request.methd is not in",
+		"input p/authz_test.rego:9:35: warning: with sets what the sidecar never has: input.request.methd is not in",
 	})
 }
 
