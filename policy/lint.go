@@ -102,6 +102,15 @@ var comparisons = map[string]func(c int) bool{
 func neverTrue(body ast.Body) (*ast.Location, string) {
 	// input field → the constant an equality in this body requires.
 	required := map[string]*ast.Term{}
+	// local variable → the input field it was bound to (x := input.a.b,
+	// and the locals the compiler makes for `in`).
+	alias := map[ast.Var]*ast.Term{}
+	resolve := func(t *ast.Term) *ast.Term {
+		if v, ok := t.Value.(ast.Var); ok && alias[v] != nil {
+			return alias[v]
+		}
+		return t
+	}
 	for _, e := range body {
 		if e.Negated || len(e.With) > 0 {
 			continue
@@ -116,11 +125,23 @@ func neverTrue(body ast.Body) (*ast.Location, string) {
 			continue
 		}
 		op := e.Operator().String()
+		if op == ast.Member.Name {
+			if why := neverMember(resolve(e.Operand(0)), e.Operand(1)); why != "" {
+				return e.Location, why
+			}
+			continue
+		}
 		holds := comparisons[op]
 		if holds == nil {
 			continue
 		}
-		a, b := e.Operand(0), e.Operand(1)
+		a, b := resolve(e.Operand(0)), resolve(e.Operand(1))
+		if op == ast.Equality.Name || op == ast.Assign.Name {
+			if v, ok := a.Value.(ast.Var); ok && isInputField(b) {
+				alias[v] = b
+				continue
+			}
+		}
 		if ast.IsConstant(a.Value) && ast.IsConstant(b.Value) {
 			if !holds(ast.Compare(a.Value, b.Value)) {
 				return e.Location, fmt.Sprintf("%s is always false", exprText(e))
@@ -154,17 +175,54 @@ func exprText(e *ast.Expr) string {
 	return e.String()
 }
 
+// neverMember returns why `x in coll` never holds when x is an input field
+// and coll a constant set or array of values it never holds (method in
+// {"get", "post"}), or "".
+func neverMember(x, coll *ast.Term) string {
+	if !isInputField(x) || !ast.IsConstant(coll.Value) {
+		return ""
+	}
+	ref := x.Value.(ast.Ref)
+	var elems []*ast.Term
+	switch c := coll.Value.(type) {
+	case ast.Set:
+		elems = c.Slice()
+	case *ast.Array:
+		c.Foreach(func(t *ast.Term) { elems = append(elems, t) })
+	default:
+		return ""
+	}
+	if len(elems) == 0 {
+		return fmt.Sprintf("%s is in an empty collection", ref)
+	}
+	var whys []string
+	for _, el := range elems {
+		why := neverHolds(ref, el)
+		if why == "" {
+			return ""
+		}
+		whys = append(whys, why)
+	}
+	return fmt.Sprintf("%s is in %s, which holds no value it can have: %s", ref, coll, strings.Join(whys, "; "))
+}
+
 // inputAndConstant returns the input reference and the constant of an
 // equality between them, in either order; nil when it is not one.
 func inputAndConstant(a, b *ast.Term) (ast.Ref, *ast.Term) {
 	if !ast.IsConstant(a.Value) {
 		a, b = b, a
 	}
-	ref, ok := b.Value.(ast.Ref)
-	if !ok || !ast.IsConstant(a.Value) || len(ref) < 2 || !ref[0].Equal(ast.InputRootDocument) || !ref.IsGround() {
+	if !ast.IsConstant(a.Value) || !isInputField(b) {
 		return nil, nil
 	}
-	return ref, a
+	return b.Value.(ast.Ref), a
+}
+
+// isInputField reports whether t is a reference to a field of input by
+// constant keys (input.request.method).
+func isInputField(t *ast.Term) bool {
+	ref, ok := t.Value.(ast.Ref)
+	return ok && len(ref) >= 2 && ref[0].Equal(ast.InputRootDocument) && ref.IsGround()
 }
 
 // neverHolds returns why field never equals lit according to the schema,
