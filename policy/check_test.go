@@ -220,6 +220,24 @@ func TestPolicyCheckLint(t *testing.T) {
 	}
 }
 
+// Unused rules are found through every package allow reads, by OPA's
+// rule dependency graph: a helper package's rule allow uses (through an
+// import, an else chain or a function) is used; one it never reaches is
+// not, in whichever package it is.
+func TestPolicyCheckUnusedRulesAcrossPackages(t *testing.T) {
+	authz := "package sigil.authz\n\nimport data.sigil.roles\n\ndefault allow := false\n\nallow if roles.level(input.source.service_account) > 1\n"
+	roles := "package sigil.roles\n\nlevel(sa) := 2 if {\n\tsa == \"web\"\n} else := n if {\n\tn := base\n}\n\nbase := 1\n\nadmins contains \"ops\"\n"
+	fs, err := Check(context.Background(), map[string]string{"p/authz.rego": authz, "p/roles.rego": roles}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range fs {
+		got = append(got, f.Kind+" "+f.String())
+	}
+	matchFindings(t, got, []string{"unused-rule p/roles.rego:11:1: warning: data.sigil.roles.admins is never used"})
+}
+
 // Test files are not linted: a helper only tests use is not reported, nor
 // are test rules, which allow never uses.
 func TestPolicyCheckLintSkipsTests(t *testing.T) {

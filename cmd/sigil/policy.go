@@ -66,7 +66,8 @@ func newPolicyCheck() *cobra.Command {
 Rego v1), then reports, each as file:line:column:
   errors    a reference to a field of input that Sigil's input document
             (docs/policy-input.md) does not have, with the nearest valid
-            field; OPA's strict-mode errors (unused variables and imports,
+            field; a reference under data that no rule defines; OPA's
+            strict-mode errors (unused variables and imports,
             deprecated built-ins...), the _test.rego files included;
   warnings  rules data.sigil.authz.allow never uses; rule bodies that can
             never be true (input.request.method == "get", a protocol that
