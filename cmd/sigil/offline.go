@@ -111,5 +111,6 @@ func newPolicy() *cobra.Command {
 			return nil
 		},
 	})
+	cmd.AddCommand(newPolicyDiff())
 	return cmd
 }
