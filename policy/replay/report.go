@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/sigil-mesh/sigil/internal/markdown"
 )
 
 // arrow prints a direction.
@@ -82,7 +84,7 @@ func (r Report) textNotes(b *strings.Builder) {
 func (r Report) Markdown(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### Policy diff: `%s` → `%s`\n\n", shortRev(r.Base.Revision), shortRev(r.Proposed.Revision))
-	fmt.Fprintf(&b, "Base %s, proposed %s.\n\n", mdCode(r.Base.Path), mdCode(r.Proposed.Path))
+	fmt.Fprintf(&b, "Base %s, proposed %s.\n\n", markdown.Code(r.Base.Path), markdown.Code(r.Proposed.Path))
 	fmt.Fprintf(&b, "%s.\n\n", r.summary())
 	if len(r.Changes) == 0 {
 		b.WriteString("No request class changes its decision.\n")
@@ -90,12 +92,12 @@ func (r Report) Markdown(w io.Writer) error {
 		b.WriteString("| Change | Decisions | Source | Destination | Method | Path | Example decision |\n")
 		b.WriteString("|---|---:|---|---|---|---|---|\n")
 		for _, c := range r.Changes {
-			ex := mdCode(c.Example)
+			ex := markdown.Code(c.Example)
 			if c.Error != "" {
-				ex += " (error: " + mdText(c.Error) + ")"
+				ex += " (error: " + markdown.Text(c.Error) + ")"
 			}
-			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s |\n", mdText(arrow(c.Direction)), c.Count,
-				mdCode(c.Source), mdCode(c.destination()), mdCode(c.method()), mdCode(c.Path), ex)
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s |\n", markdown.Text(arrow(c.Direction)), c.Count,
+				markdown.Code(c.Source), markdown.Code(c.destination()), markdown.Code(c.method()), markdown.Code(c.Path), ex)
 		}
 	}
 	if r.NotAsRecorded > 0 || len(r.Skipped) > 0 {
@@ -105,7 +107,7 @@ func (r Report) Markdown(w io.Writer) error {
 		fmt.Fprintf(&b, "- Note: the base policy decides %d of the replayed decisions otherwise than they were recorded: the logs were not made under it.\n", r.NotAsRecorded)
 	}
 	for _, s := range r.Skipped {
-		fmt.Fprintf(&b, "- Skipped %d: %s (first at %s)\n", s.Count, mdText(s.Reason), mdCode(s.Where[0]))
+		fmt.Fprintf(&b, "- Skipped %d: %s (first at %s)\n", s.Count, markdown.Text(s.Reason), markdown.Code(s.Where[0]))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -119,42 +121,4 @@ func (r Report) JSON(w io.Writer) error {
 		return fmt.Errorf("replay: %w", err)
 	}
 	return nil
-}
-
-// mdText escapes s for a Markdown table cell: no line break, no pipe,
-// no HTML, no emphasis or link markup.
-func mdText(s string) string {
-	var b strings.Builder
-	for _, c := range s {
-		switch c {
-		case '\n', '\r', '\t':
-			b.WriteByte(' ')
-		case '|', '\\', '`', '*', '_', '[', ']', '<', '>', '#', '~', '!':
-			b.WriteByte('\\')
-			b.WriteRune(c)
-		case '&':
-			b.WriteString("&amp;")
-		default:
-			b.WriteRune(c)
-		}
-	}
-	return b.String()
-}
-
-// mdCode writes s as a code span, safe in a table cell: GitHub ends a
-// cell at "|" even inside code, so pipes are escaped there too, and a
-// backtick inside gets a longer fence.
-func mdCode(s string) string {
-	if s == "" {
-		return ""
-	}
-	s = strings.NewReplacer("\n", " ", "\r", " ", "|", `\|`).Replace(s)
-	fence := "`"
-	for strings.Contains(s, fence) {
-		fence += "`"
-	}
-	if strings.HasPrefix(s, "`") || strings.HasSuffix(s, "`") {
-		return fence + " " + s + " " + fence
-	}
-	return fence + s + fence
 }

@@ -1,0 +1,154 @@
+package review
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
+	"github.com/sigil-mesh/sigil/internal/markdown"
+)
+
+// Figures is today's traffic as the server's stats window has it: the
+// requests callers' sidecars sent to each service, by VirtualService
+// route name and by subset. Built by NewFigures, or NoFigures when there
+// are none: a share is only ever computed from these counts, never
+// guessed.
+type Figures struct {
+	window      time.Duration
+	end         time.Time
+	routes      map[Service]map[string]uint64
+	subsets     map[Service]map[string]uint64
+	unavailable string
+}
+
+// NewFigures reads the answers to GET /v1/stats for route rows
+// (adminv1.StatRoute) and subset rows (adminv1.StatSubset) of one window.
+func NewFigures(routes, subsets adminv1.StatResponse) *Figures {
+	f := &Figures{window: routes.Window, end: routes.End, routes: map[Service]map[string]uint64{}, subsets: map[Service]map[string]uint64{}}
+	for _, r := range routes.Rows {
+		s := Service{Namespace: r.Namespace, Name: r.Name}
+		if f.routes[s] == nil {
+			f.routes[s] = map[string]uint64{}
+		}
+		f.routes[s][r.Route] += r.Requests
+	}
+	for _, r := range subsets.Rows {
+		s := Service{Namespace: r.Namespace, Name: r.Name}
+		if f.subsets[s] == nil {
+			f.subsets[s] = map[string]uint64{}
+		}
+		f.subsets[s][r.Subset] += r.Requests
+	}
+	return f
+}
+
+// NoFigures stands for figures that could not be had, and why (the
+// server is not reachable, ...).
+func NoFigures(why string) *Figures { return &Figures{unavailable: why} }
+
+// total is the requests to the services in the window.
+func (f *Figures) total(svcs []Service) uint64 {
+	var n uint64
+	for _, s := range svcs {
+		for _, c := range f.routes[s] {
+			n += c
+		}
+	}
+	return n
+}
+
+func names(svcs []Service) string {
+	out := make([]string, len(svcs))
+	for i, s := range svcs {
+		out[i] = s.String()
+	}
+	return strings.Join(out, ", ")
+}
+
+func share(n, of uint64) string {
+	return strconv.FormatFloat(100*float64(n)/float64(of), 'f', 1, 64) + " %"
+}
+
+// Touched says how much of today's traffic c would touch, from the
+// figures only.
+func (f *Figures) Touched(c Change) string {
+	const none = "no live traffic data"
+	if f == nil || f.unavailable != "" {
+		if f != nil {
+			return none + " (" + f.unavailable + ")"
+		}
+		return none
+	}
+	if len(c.Services) == 0 {
+		return none + " (the hosts name no mesh service)"
+	}
+	total := f.total(c.Services)
+	if total == 0 {
+		return fmt.Sprintf("%s (no requests to %s in the last %v)", none, names(c.Services), f.window)
+	}
+	var n uint64
+	switch {
+	case c.Kind == KindSubsetRemoved:
+		for _, s := range c.Services {
+			n += f.subsets[s][c.Subset]
+		}
+	case c.WholeService:
+		n = total
+	case c.RouteName != "":
+		for _, s := range c.Services {
+			n += f.routes[s][c.RouteName]
+		}
+	default:
+		return fmt.Sprintf("not measured on its own (an unnamed route; name it to measure it): %s had %d requests in the last %v", names(c.Services), total, f.window)
+	}
+	out := fmt.Sprintf("%s (%d of %d requests to %s in the last %v)", share(n, total), n, total, names(c.Services), f.window)
+	if c.Percent < 100 && n > 0 {
+		out += fmt.Sprintf("; applies to %s of them, about %s of the service's", fmtPct(c.Percent), strconv.FormatFloat(float64(n)*c.Percent/float64(total), 'f', 1, 64)+" %")
+	}
+	if c.Kind == KindWeights {
+		var parts []string
+		for _, w := range c.Weights {
+			if w.Subset != "" {
+				parts = append(parts, fmt.Sprintf("%s %d", w.Destination, f.subsets[w.Service][w.Subset]))
+			}
+		}
+		if len(parts) > 0 {
+			out += "; requests per subset now: " + strings.Join(parts, ", ")
+		}
+	}
+	return out
+}
+
+// Markdown writes the review as a pull-request comment: one table row per
+// change, with the traffic it would touch.
+func Markdown(w io.Writer, changes []Change, f *Figures) error {
+	var b strings.Builder
+	b.WriteString("### Traffic review (dry run: nothing applied)\n\n")
+	switch {
+	case f == nil || f.unavailable != "":
+		b.WriteString("Traffic shares: no live traffic data")
+		if f != nil {
+			b.WriteString(" (" + markdown.Text(f.unavailable) + ")")
+		}
+		b.WriteString(".\n\n")
+	default:
+		fmt.Fprintf(&b, "Traffic shares: the server's stats window, the last %v up to %s, as the callers' sidecars counted requests.\n\n", f.window, f.end.UTC().Format(time.RFC3339))
+	}
+	if len(changes) == 0 {
+		b.WriteString("No change rewrites or removes headers, rewrites paths, injects faults, mirrors, redirects, answers directly, shifts weights or removes a resource, route or subset.\n")
+	} else {
+		b.WriteString("| Resource | Route | Change | Traffic it would touch |\n|---|---|---|---|\n")
+		for _, c := range changes {
+			route := c.Route
+			if c.Subset != "" {
+				route = "subset " + c.Subset
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", markdown.Text(c.Resource), markdown.Code(route), markdown.Text(c.What), markdown.Text(f.Touched(c)))
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
