@@ -21,13 +21,14 @@ type Figures struct {
 	end         time.Time
 	routes      map[Service]map[string]uint64
 	subsets     map[Service]map[string]uint64
+	conns       map[Service]map[string]uint64 // TCP connections by subset
 	unavailable string
 }
 
 // NewFigures reads the answers to GET /v1/stats for route rows
 // (adminv1.StatRoute) and subset rows (adminv1.StatSubset) of one window.
 func NewFigures(routes, subsets adminv1.StatResponse) *Figures {
-	f := &Figures{window: routes.Window, end: routes.End, routes: map[Service]map[string]uint64{}, subsets: map[Service]map[string]uint64{}}
+	f := &Figures{window: routes.Window, end: routes.End, routes: map[Service]map[string]uint64{}, subsets: map[Service]map[string]uint64{}, conns: map[Service]map[string]uint64{}}
 	for _, r := range routes.Rows {
 		s := Service{Namespace: r.Namespace, Name: r.Name}
 		if f.routes[s] == nil {
@@ -38,9 +39,10 @@ func NewFigures(routes, subsets adminv1.StatResponse) *Figures {
 	for _, r := range subsets.Rows {
 		s := Service{Namespace: r.Namespace, Name: r.Name}
 		if f.subsets[s] == nil {
-			f.subsets[s] = map[string]uint64{}
+			f.subsets[s], f.conns[s] = map[string]uint64{}, map[string]uint64{}
 		}
 		f.subsets[s][r.Subset] += r.Requests
+		f.conns[s][r.Subset] += r.TCPConnections
 	}
 	return f
 }
@@ -49,11 +51,16 @@ func NewFigures(routes, subsets adminv1.StatResponse) *Figures {
 // server is not reachable, ...).
 func NoFigures(why string) *Figures { return &Figures{unavailable: why} }
 
-// total is the requests to the services in the window.
-func (f *Figures) total(svcs []Service) uint64 {
+// total is the requests (or TCP connections) to the services in the
+// window.
+func (f *Figures) total(svcs []Service, connections bool) uint64 {
+	by := f.routes
+	if connections {
+		by = f.conns
+	}
 	var n uint64
 	for _, s := range svcs {
-		for _, c := range f.routes[s] {
+		for _, c := range by[s] {
 			n += c
 		}
 	}
@@ -85,26 +92,32 @@ func (f *Figures) Touched(c Change) string {
 	if len(c.Services) == 0 {
 		return none + " (the hosts name no mesh service)"
 	}
-	total := f.total(c.Services)
+	unit, perSubset := "requests", f.subsets
+	if c.Connections {
+		unit, perSubset = "TCP connections", f.conns
+	}
+	total := f.total(c.Services, c.Connections)
 	if total == 0 {
-		return fmt.Sprintf("%s (no requests to %s in the last %v)", none, names(c.Services), f.window)
+		return fmt.Sprintf("%s (no %s to %s in the last %v)", none, unit, names(c.Services), f.window)
 	}
 	var n uint64
 	switch {
-	case c.Kind == KindSubsetRemoved:
+	case c.Subset != "":
 		for _, s := range c.Services {
-			n += f.subsets[s][c.Subset]
+			n += perSubset[s][c.Subset]
 		}
 	case c.WholeService:
 		n = total
-	case c.RouteName != "":
+	case c.RouteName != "" && !c.Connections:
 		for _, s := range c.Services {
 			n += f.routes[s][c.RouteName]
 		}
+	case c.Connections:
+		return fmt.Sprintf("not measured on its own (one of several %s routes): %s had %d %s in the last %v", strings.SplitN(c.Route, "[", 2)[0], names(c.Services), total, unit, f.window)
 	default:
-		return fmt.Sprintf("not measured on its own (an unnamed route; name it to measure it): %s had %d requests in the last %v", names(c.Services), total, f.window)
+		return fmt.Sprintf("not measured on its own (an unnamed route; name it to measure it): %s had %d %s in the last %v", names(c.Services), total, unit, f.window)
 	}
-	out := fmt.Sprintf("%s (%d of %d requests to %s in the last %v)", share(n, total), n, total, names(c.Services), f.window)
+	out := fmt.Sprintf("%s (%d of %d %s to %s in the last %v)", share(n, total), n, total, unit, names(c.Services), f.window)
 	if c.Percent < 100 && n > 0 {
 		out += fmt.Sprintf("; applies to %s of them, about %s of the service's", fmtPct(c.Percent), strconv.FormatFloat(float64(n)*c.Percent/float64(total), 'f', 1, 64)+" %")
 	}
@@ -112,11 +125,11 @@ func (f *Figures) Touched(c Change) string {
 		var parts []string
 		for _, w := range c.Weights {
 			if w.Subset != "" {
-				parts = append(parts, fmt.Sprintf("%s %d", w.Destination, f.subsets[w.Service][w.Subset]))
+				parts = append(parts, fmt.Sprintf("%s %d", w.Destination, perSubset[w.Service][w.Subset]))
 			}
 		}
 		if len(parts) > 0 {
-			out += "; requests per subset now: " + strings.Join(parts, ", ")
+			out += "; " + unit + " per subset now: " + strings.Join(parts, ", ")
 		}
 	}
 	return out

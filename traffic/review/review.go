@@ -12,7 +12,9 @@
 package review
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 
@@ -36,6 +38,9 @@ const (
 	// KindSubsetRemoved is a DestinationRule subset removed: routes to it
 	// answer 503.
 	KindSubsetRemoved = "subset removed"
+	// KindSubsetLabels is a subset that selects other endpoints: its
+	// traffic goes elsewhere.
+	KindSubsetLabels = "subset labels"
 )
 
 // Change is one change to what happens to requests.
@@ -55,8 +60,12 @@ type Change struct {
 	// the resource's only HTTP route, or its first and without a match),
 	// or the change is to the whole resource.
 	WholeService bool
-	// Subset is the subset a KindSubsetRemoved change is about.
+	// Subset is the subset a KindSubsetRemoved or KindSubsetLabels change
+	// is about.
 	Subset string
+	// Connections: the change is to a tcp or tls route, whose traffic is
+	// counted in TCP connections, not requests.
+	Connections bool
 	Kind   string
 	// What says what changes, in words ("request header x-debug removed").
 	What string
@@ -87,6 +96,7 @@ type WeightChange struct {
 // proposed set (new), both whole configurations: a resource in old and
 // not in new was removed. They come sorted by resource, route and kind.
 func Diff(old, new []traffic.Resource) []Change {
+	roots := delegateRoots(old, new)
 	was := map[string]traffic.Resource{}
 	for _, r := range old {
 		was[r.Key()] = r
@@ -102,7 +112,7 @@ func Diff(old, new []traffic.Resource) []Change {
 			if ok {
 				o = prev.VS
 			}
-			out = append(out, diffVS(r, o)...)
+			out = append(out, diffVS(r, o, roots)...)
 		case r.DR != nil && ok:
 			out = append(out, diffDR(r, prev.DR)...)
 		}
@@ -111,7 +121,7 @@ func Diff(old, new []traffic.Resource) []Change {
 		if is[r.Key()] {
 			continue
 		}
-		c := Change{Resource: r.Ref(), Services: services(r), WholeService: true, Kind: KindRemoved, Percent: 100}
+		c := Change{Resource: r.Ref(), Services: servicesOf(r, roots), WholeService: true, Kind: KindRemoved, Percent: 100}
 		if r.VS != nil {
 			c.What = fmt.Sprintf("VirtualService removed: its %d HTTP routes no longer apply; requests to %s take the default route (every endpoint, no subsets)", len(r.VS.Spec.HTTP), strings.Join(r.VS.Spec.Hosts, ", "))
 		} else {
@@ -150,6 +160,43 @@ func services(r traffic.Resource) []Service {
 		}
 	}
 	return out
+}
+
+// delegateRoots maps each delegate VirtualService (namespace/name) to
+// the services of the root VirtualServices that delegate to it, in
+// either set: a delegate has no hosts of its own.
+func delegateRoots(sets ...[]traffic.Resource) map[string][]Service {
+	out := map[string][]Service{}
+	seen := map[string]bool{}
+	for _, set := range sets {
+		for _, r := range set {
+			if r.VS == nil || traffic.IsDelegate(r.VS) {
+				continue
+			}
+			for _, rt := range r.VS.Spec.HTTP {
+				if rt.Delegate == nil {
+					continue
+				}
+				key := cmp.Or(rt.Delegate.Namespace, r.Namespace) + "/" + rt.Delegate.Name
+				for _, s := range services(r) {
+					if k := key + "|" + s.String(); !seen[k] {
+						seen[k] = true
+						out[key] = append(out[key], s)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// servicesOf is services, or for a delegate VirtualService the services
+// of its roots.
+func servicesOf(r traffic.Resource, roots map[string][]Service) []Service {
+	if r.VS != nil && traffic.IsDelegate(r.VS) {
+		return roots[r.Namespace+"/"+r.Name]
+	}
+	return services(r)
 }
 
 // routeLabel names route i of a VirtualService.
@@ -197,8 +244,9 @@ func pairRoutes(old, new []traffic.HTTPRoute) (pair []int, removed []int) {
 	return pair, removed
 }
 
-func diffVS(r traffic.Resource, old *traffic.VirtualService) []Change {
-	svcs := services(r)
+func diffVS(r traffic.Resource, old *traffic.VirtualService, roots map[string][]Service) []Change {
+	svcs := servicesOf(r, roots)
+	delegate := traffic.IsDelegate(r.VS)
 	var oldRoutes []traffic.HTTPRoute
 	if old != nil {
 		oldRoutes = old.Spec.HTTP
@@ -213,7 +261,7 @@ func diffVS(r traffic.Resource, old *traffic.VirtualService) []Change {
 			prev = &oldRoutes[pair[i]]
 		}
 		base := Change{Resource: r.Ref(), Services: svcs, Route: routeLabel(i, rt), RouteName: rt.Name,
-			WholeService: wholeService(newRoutes, i), Percent: 100}
+			WholeService: !delegate && wholeService(newRoutes, i), Percent: 100}
 		for _, c := range diffRoute(prev, rt, r.Namespace) {
 			c.Resource, c.Services, c.Route, c.RouteName, c.WholeService = base.Resource, base.Services, base.Route, base.RouteName, base.WholeService
 			out = append(out, c)
@@ -222,9 +270,15 @@ func diffVS(r traffic.Resource, old *traffic.VirtualService) []Change {
 	for _, j := range removed {
 		rt := &oldRoutes[j]
 		out = append(out, Change{Resource: r.Ref(), Services: svcs, Route: routeLabel(j, rt), RouteName: rt.Name,
-			WholeService: wholeService(oldRoutes, j), Kind: KindRouteRemoved, Percent: 100,
+			WholeService: !delegate && wholeService(oldRoutes, j), Kind: KindRouteRemoved, Percent: 100,
 			What: "route removed: its requests fall to the next route that matches (or the default route)"})
 	}
+	var oldTCP, oldTLS [][]traffic.RouteDestination
+	if old != nil {
+		oldTCP, oldTLS = tcpRoutes(old.Spec.TCP), tlsRoutes(old.Spec.TLS)
+	}
+	out = append(out, diffL4(r.Ref(), svcs, "tcp", oldTCP, tcpRoutes(r.VS.Spec.TCP), r.Namespace)...)
+	out = append(out, diffL4(r.Ref(), svcs, "tls", oldTLS, tlsRoutes(r.VS.Spec.TLS), r.Namespace)...)
 	return out
 }
 
@@ -247,5 +301,22 @@ func diffDR(r traffic.Resource, old *traffic.DestinationRule) []Change {
 		out = append(out, Change{Resource: r.Ref(), Services: services(r), Subset: s.Name, Kind: KindSubsetRemoved, Percent: 100,
 			What: fmt.Sprintf("subset %s removed: routes to it answer 503", s.Name)})
 	}
+	for _, s := range r.DR.Spec.Subsets {
+		for _, o := range old.Spec.Subsets {
+			if o.Name == s.Name && !maps.Equal(o.Labels, s.Labels) {
+				out = append(out, Change{Resource: r.Ref(), Services: services(r), Subset: s.Name, Kind: KindSubsetLabels, Percent: 100,
+					What: fmt.Sprintf("subset %s selects the endpoints labelled %s (was %s): its traffic moves to them", s.Name, labels(s.Labels), labels(o.Labels))})
+			}
+		}
+	}
 	return out
+}
+
+// labels prints a label set in order: {k=v, ...}.
+func labels(m map[string]string) string {
+	parts := make([]string, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
 }

@@ -81,6 +81,16 @@ func TestReviewFindsWireChanges(t *testing.T) {
 		{"resources and subsets removed", dr + "---\n" + vs(split90), strings.Replace(dr, "  - {name: v2, labels: {version: v2}}\n", "", 1),
 			[]string{"subset removed||subset v2 removed: routes to it answer 503|100",
 				"removed||VirtualService removed: its 1 HTTP routes no longer apply; requests to api take the default route (every endpoint, no subsets)|100"}},
+		{"subset labels changed", dr, strings.Replace(dr, "{name: v2, labels: {version: v2}}", "{name: v2, labels: {version: v3, track: canary}}", 1),
+			[]string{"subset labels||subset v2 selects the endpoints labelled {track=canary, version=v3} (was {version=v2}): its traffic moves to them|100"}},
+		{"tcp weights", vs("  - route:\n    - destination: {host: api}\n  tcp:\n  - route:\n    - destination: {host: api, subset: v1}\n"),
+			vs("  - route:\n    - destination: {host: api}\n  tcp:\n  - route:\n    - {destination: {host: api, subset: v1}, weight: 50}\n    - {destination: {host: api, subset: v2}, weight: 50}\n"),
+			[]string{"weights|tcp[0]|weights: api/v1 100 → 50, api/v2 none → 50|100"}},
+		{"delegate takes its root's service", dr + "---\n" + vs("  - name: versions\n    match: [{uri: {prefix: /v}}]\n    delegate: {name: api-versions}\n  - route: [{destination: {host: api, subset: v1}}]\n") +
+			"---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api-versions}\nspec:\n  http:\n  - route: [{destination: {host: api, subset: v1}}]\n",
+			dr + "---\n" + vs("  - name: versions\n    match: [{uri: {prefix: /v}}]\n    delegate: {name: api-versions}\n  - route: [{destination: {host: api, subset: v1}}]\n") +
+				"---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api-versions}\nspec:\n  http:\n  - fault: {abort: {httpStatus: 503}}\n    route: [{destination: {host: api, subset: v1}}]\n",
+			[]string{"fault|http[0]|fault: abort with HTTP 503 for 100 % of requests|100"}},
 		{"retries and timeouts are not wire rewrites", vs("  - route:\n    - destination: {host: api}\n"), vs("  - timeout: 3s\n    retries: {attempts: 1}\n    route:\n    - destination: {host: api}\n"), nil},
 		{"new VirtualService to one destination moves nothing", "", vs("  - route:\n    - destination: {host: api}\n"), nil},
 	} {
@@ -109,7 +119,7 @@ func TestReviewTrafficShares(t *testing.T) {
 		{Kind: adminv1.StatRoute, Namespace: "default", Name: "api", Route: "", Golden: adminv1.Golden{Requests: 75}},
 	}}
 	subsets := adminv1.StatResponse{Window: time.Minute, Rows: []adminv1.StatRow{
-		{Kind: adminv1.StatSubset, Namespace: "default", Name: "api", Subset: "v1", Golden: adminv1.Golden{Requests: 90}},
+		{Kind: adminv1.StatSubset, Namespace: "default", Name: "api", Subset: "v1", Golden: adminv1.Golden{Requests: 90, TCPConnections: 7}},
 		{Kind: adminv1.StatSubset, Namespace: "default", Name: "api", Subset: "v2", Golden: adminv1.Golden{Requests: 10}},
 	}}
 	f := NewFigures(routes, subsets)
@@ -127,6 +137,11 @@ func TestReviewTrafficShares(t *testing.T) {
 		{"subset removed", f, Change{Services: []Service{api}, Kind: KindSubsetRemoved, Subset: "v2", Percent: 100}, "10.0 % (10 of 100 requests to api.default in the last 1m0s)"},
 		{"unnamed route among others", f, Change{Services: []Service{api}, Percent: 100}, "not measured on its own (an unnamed route; name it to measure it): api.default had 100 requests in the last 1m0s"},
 		{"no traffic to it", f, Change{Services: []Service{{"default", "db"}}, WholeService: true, Percent: 100}, "no live traffic data (no requests to db.default in the last 1m0s)"},
+		{"tcp route", f, Change{Services: []Service{api}, WholeService: true, Connections: true, Kind: KindWeights, Percent: 100,
+			Weights: []WeightChange{{Destination: "api/v1", Service: api, Subset: "v1"}}},
+			"100.0 % (7 of 7 TCP connections to api.default in the last 1m0s); TCP connections per subset now: api/v1 7"},
+		{"tcp route among others", f, Change{Services: []Service{api}, Route: "tcp[1]", Connections: true, Percent: 100}, "not measured on its own (one of several tcp routes): api.default had 7 TCP connections in the last 1m0s"},
+		{"subset relabelled", f, Change{Services: []Service{api}, Kind: KindSubsetLabels, Subset: "v1", Percent: 100}, "90.0 % (90 of 100 requests to api.default in the last 1m0s)"},
 		{"no figures", NoFigures("server unreachable"), Change{Services: []Service{api}, WholeService: true}, "no live traffic data (server unreachable)"},
 	} {
 		if got := tc.f.Touched(tc.c); got != tc.want {

@@ -356,3 +356,49 @@ func describeDirect(d *traffic.HTTPDirectResponse) string {
 	}
 	return fmt.Sprintf("answer %d at the sidecar%s, never reaching the app", d.Status, body)
 }
+
+func tcpRoutes(rs []traffic.TCPRoute) [][]traffic.RouteDestination {
+	out := make([][]traffic.RouteDestination, len(rs))
+	for i := range rs {
+		out[i] = rs[i].Route
+	}
+	return out
+}
+
+func tlsRoutes(rs []traffic.TLSRoute) [][]traffic.RouteDestination {
+	out := make([][]traffic.RouteDestination, len(rs))
+	for i := range rs {
+		out[i] = rs[i].Route
+	}
+	return out
+}
+
+// diffL4 lists the weight shifts of a VirtualService's tcp or tls routes
+// (proto), route i of the old set against route i of the new, and the
+// routes removed. Their traffic is TCP connections.
+func diffL4(ref string, svcs []Service, proto string, old, new [][]traffic.RouteDestination, namespace string) []Change {
+	asHTTP := func(ds []traffic.RouteDestination) *traffic.HTTPRoute {
+		rt := &traffic.HTTPRoute{}
+		for _, d := range ds {
+			rt.Route = append(rt.Route, traffic.HTTPRouteDestination{Destination: d.Destination, Weight: d.Weight})
+		}
+		return rt
+	}
+	var out []Change
+	for i, ds := range new {
+		prev := &traffic.HTTPRoute{}
+		if i < len(old) {
+			prev = asHTTP(old[i])
+		}
+		if w, ok := weightChanges(prev, asHTTP(ds), namespace); ok {
+			out = append(out, Change{Resource: ref, Services: svcs, Route: fmt.Sprintf("%s[%d]", proto, i), Kind: KindWeights,
+				WholeService: len(new) == 1, Connections: true, Percent: 100, Weights: w, What: "weights: " + describeWeights(w)})
+		}
+	}
+	for i := len(new); i < len(old); i++ {
+		out = append(out, Change{Resource: ref, Services: svcs, Route: fmt.Sprintf("%s[%d]", proto, i), Kind: KindRouteRemoved,
+			WholeService: len(old) == 1, Connections: true, Percent: 100,
+			What: "route removed: its connections fall to the next route that matches (or the default route)"})
+	}
+	return out
+}
