@@ -66,7 +66,7 @@ type Change struct {
 	// Connections: the change is to a tcp or tls route, whose traffic is
 	// counted in TCP connections, not requests.
 	Connections bool
-	Kind   string
+	Kind        string
 	// What says what changes, in words ("request header x-debug removed").
 	What string
 	// Percent is the share of the route's requests the change applies to
