@@ -33,6 +33,10 @@ type Recorded struct {
 	// Revision is the policy revision it was decided under (bundles'
 	// "sigil" revision), or "".
 	Revision string
+	// Masked lists the input paths erased or masked before the record
+	// was written (OPA's "erased" and "masked"): the input replayed lacks
+	// them, so a policy that reads them may decide otherwise.
+	Masked []string
 }
 
 // Skip is one record, line or element not replayed, and why.
@@ -57,6 +61,8 @@ type wireRecord struct {
 	Result     json.RawMessage            `json:"result"`
 	Error      json.RawMessage            `json:"error"`
 	Bundles    map[string]json.RawMessage `json:"bundles"`
+	Erased     []string                   `json:"erased"`
+	Masked     []string                   `json:"masked"`
 	Sigil      *struct {
 		Type string `json:"type"`
 		Mode string `json:"mode"`
@@ -224,7 +230,7 @@ func (rd *reader) record(b []byte, where string) error {
 		rd.skip(where, fmt.Sprintf("decision of another rule (path %q, not %q)", w.Path, policy.Path))
 		return nil
 	}
-	rec := Recorded{ID: w.DecisionID, Where: where}
+	rec := Recorded{ID: w.DecisionID, Where: where, Masked: append(w.Erased, w.Masked...)}
 	if len(w.Input) == 0 || bytes.Equal(w.Input, []byte("null")) {
 		rd.skip(where, "no input recorded")
 		return nil

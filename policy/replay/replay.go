@@ -124,6 +124,9 @@ type Report struct {
 	// than the log recorded: the log was made under another policy (or
 	// another input schema), so the base is not what was in force.
 	NotAsRecorded int `json:"not_as_recorded"`
+	// Masked counts replayed decisions whose recorded input had paths
+	// erased or masked (a header, ...): they replay without them.
+	Masked int `json:"masked"`
 	// Changes lists the classes that flip: AllowToDeny first, then by
 	// count, largest first.
 	Changes []Change    `json:"changes"`
@@ -197,6 +200,9 @@ func (d *Diff) Add(ctx context.Context, rec Recorded) {
 	baseAllow, baseErr := policy.Evaluate(ctx, d.base.query, &rec.Input)
 	newAllow, newErr := policy.Evaluate(ctx, d.proposed.query, &rec.Input)
 	d.rep.Replayed++
+	if len(rec.Masked) > 0 {
+		d.rep.Masked++
+	}
 	recorded := rec.Result != nil && *rec.Result
 	if recorded != baseAllow || (rec.Result == nil) != (baseErr != nil) {
 		d.rep.NotAsRecorded++

@@ -207,6 +207,7 @@ func TestPolicyDiffReadsEveryDecisionLogFormat(t *testing.T) {
 			t.Fatal(err)
 		}
 		m["sigil"] = map[string]any{"type": "decision", "mode": "enforce", "writer": "w", "seq": i + 1}
+		m["erased"] = []string{"/input/request/headers/authorization"}
 		b, _ := json.Marshal(m)
 		export.Write(append(b, '\n'))
 		m["sigil"] = map[string]any{"type": "decision", "mode": "dryrun", "writer": "w", "seq": i + 1}
@@ -236,17 +237,18 @@ func TestPolicyDiffReadsEveryDecisionLogFormat(t *testing.T) {
 		exampleAt string
 		skipped   map[string]int
 		where     string
+		masked    int
 	}{
 		{exportPath, exportPath + ":8", map[string]int{
 			`not a decision (audit record of type "x509svid.issued")`:                  1,
 			`not a decision (audit record of type "gap")`:                              1,
 			"dry-run decision (the enforced decision of the same request is replayed)": n,
 			"unparsable": 1,
-		}, exportPath + fmt.Sprintf(":%d: ", 2*n+3)},
-		{gzPath, gzPath + ":[3]", map[string]int{}, ""},
+		}, exportPath + fmt.Sprintf(":%d: ", 2*n+3), n},
+		{gzPath, gzPath + ":[3]", map[string]int{}, "", 0},
 	} {
 		rep := diffFiles(t, "testdata/base", "testdata/proposed", tc.file)
-		if rep.Replayed != n || rep.Tightened != 4 || len(rep.Changes) != 1 || rep.Changes[0].Example != firstPost || rep.Changes[0].ExampleAt != tc.exampleAt {
+		if rep.Replayed != n || rep.Tightened != 4 || len(rep.Changes) != 1 || rep.Changes[0].Example != firstPost || rep.Changes[0].ExampleAt != tc.exampleAt || rep.Masked != tc.masked {
 			t.Errorf("%s: %+v", tc.file, rep)
 		}
 		got := map[string]int{}

@@ -68,6 +68,9 @@ func (r Report) textNotes(b *strings.Builder) {
 	if r.NotAsRecorded > 0 {
 		fmt.Fprintf(b, "\nnote: the base policy decides %d of the replayed decisions otherwise than they were recorded: the logs were not made under it\n", r.NotAsRecorded)
 	}
+	if r.Masked > 0 {
+		fmt.Fprintf(b, "note: %d replayed decisions had input fields erased before they were recorded, and replay without them\n", r.Masked)
+	}
 	for _, s := range r.Skipped {
 		fmt.Fprintf(b, "skipped %d: %s (%s", s.Count, s.Reason, strings.Join(s.Where, "; "))
 		if s.Count > len(s.Where) {
@@ -100,11 +103,14 @@ func (r Report) Markdown(w io.Writer) error {
 				markdown.Code(c.Source), markdown.Code(c.destination()), markdown.Code(c.method()), markdown.Code(c.Path), ex)
 		}
 	}
-	if r.NotAsRecorded > 0 || len(r.Skipped) > 0 {
+	if r.NotAsRecorded > 0 || r.Masked > 0 || len(r.Skipped) > 0 {
 		b.WriteString("\n")
 	}
 	if r.NotAsRecorded > 0 {
 		fmt.Fprintf(&b, "- Note: the base policy decides %d of the replayed decisions otherwise than they were recorded: the logs were not made under it.\n", r.NotAsRecorded)
+	}
+	if r.Masked > 0 {
+		fmt.Fprintf(&b, "- Note: %d replayed decisions had input fields erased before they were recorded, and replay without them.\n", r.Masked)
 	}
 	for _, s := range r.Skipped {
 		fmt.Fprintf(&b, "- Skipped %d: %s (first at %s)\n", s.Count, markdown.Text(s.Reason), markdown.Code(s.Where[0]))
