@@ -125,7 +125,13 @@ func (f *Figures) Touched(c Change) string {
 		var parts []string
 		for _, w := range c.Weights {
 			if w.Subset != "" {
-				parts = append(parts, fmt.Sprintf("%s %d", w.Destination, perSubset[w.Service][w.Subset]))
+				// Callers' sidecars count a request under the service
+				// the app asked for, with the subset the route chose.
+				var n uint64
+				for _, s := range c.Services {
+					n += perSubset[s][w.Subset]
+				}
+				parts = append(parts, fmt.Sprintf("%s %d", w.Destination, n))
 			}
 		}
 		if len(parts) > 0 {
