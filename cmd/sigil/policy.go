@@ -14,7 +14,7 @@ func newPolicy() *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "Authorization policies as code: check and test before they ship"}
 	cmd.AddCommand(newPolicyTest())
 	cmd.AddCommand(newPolicyCheck())
-	// Further subcommands (sigil policy diff) are added here, one line each.
+	cmd.AddCommand(newPolicyDiff())
 	return cmd
 }
 

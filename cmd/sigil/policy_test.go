@@ -1,26 +1,11 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-// runPolicy runs `sigil policy ARGS...` in process and returns its output
-// and error.
-func runPolicy(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	cmd := newPolicy()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(&out)
-	cmd.SetArgs(args)
-	err := cmd.ExecuteContext(context.Background())
-	return out.String(), err
-}
 
 // `sigil policy check` on a policy directory (two packages and a test
 // file) whose rule reads input.request.methd: an error naming the file,
@@ -28,7 +13,7 @@ func runPolicy(t *testing.T, args ...string) (string, error) {
 // pass, which is why the check exists.
 func TestPolicyCheckNamesInputTypos(t *testing.T) {
 	dir := filepath.Join("testdata", "policy-typo")
-	out, err := runPolicy(t, "check", dir)
+	out, err := runPolicy(t, "", "check", dir)
 	want := filepath.Join(dir, "authz.rego") + ":17:2: input.request.methd is not in Sigil's input document (docs/policy-input.md); did you mean input.request.method?"
 	if err == nil || !strings.Contains(out, want) {
 		t.Fatalf("check: %v\n%s\nwant a line %q", err, out, want)
@@ -36,7 +21,7 @@ func TestPolicyCheckNamesInputTypos(t *testing.T) {
 	if !strings.Contains(err.Error(), "1 errors") {
 		t.Errorf("error %q does not count the error", err)
 	}
-	if out, err := runPolicy(t, "test", dir); err != nil || !strings.Contains(out, "2/2 passed") {
+	if out, err := runPolicy(t, "", "test", dir); err != nil || !strings.Contains(out, "2/2 passed") {
 		t.Fatalf("the typo's own tests: %v\n%s", err, out)
 	}
 }
@@ -44,7 +29,7 @@ func TestPolicyCheckNamesInputTypos(t *testing.T) {
 // The demo policy passes clean: no error, no warning, even with
 // --fail-on-warn.
 func TestPolicyCheckDemoPolicyClean(t *testing.T) {
-	out, err := runPolicy(t, "check", "--fail-on-warn", "../../demo/policy")
+	out, err := runPolicy(t, "", "check", "--fail-on-warn", "../../demo/policy")
 	if err != nil || !strings.Contains(out, "ok (1 files, 1 test files, 0 warnings)") {
 		t.Fatalf("demo policy: %v\n%s", err, out)
 	}
@@ -59,11 +44,11 @@ func TestPolicyCheckFailOnWarn(t *testing.T) {
 		t.Fatal(err)
 	}
 	warning := "authz.rego:7:1: warning: data.sigil.authz.admin is never used"
-	out, err := runPolicy(t, "check", dir)
+	out, err := runPolicy(t, "", "check", dir)
 	if err != nil || !strings.Contains(out, warning) || !strings.Contains(out, "ok (1 files, 0 test files, 1 warnings)") {
 		t.Fatalf("without --fail-on-warn: %v\n%s", err, out)
 	}
-	out, err = runPolicy(t, "check", "--fail-on-warn", dir)
+	out, err = runPolicy(t, "", "check", "--fail-on-warn", dir)
 	if err == nil || !strings.Contains(out, warning) {
 		t.Fatalf("with --fail-on-warn: %v\n%s", err, out)
 	}
