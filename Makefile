@@ -96,7 +96,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseUpstream -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzFrameGuardScan -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzGRPCTimeout -fuzztime 30s ./proxy/
+	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 30s ./policy/replay/
 	$(GO) test -run '^$$' -fuzz FuzzPeerFromID -fuzztime 30s ./policy/
+	$(GO) test -run '^$$' -fuzz FuzzCheckModule -fuzztime 30s ./policy/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzAuthority -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzParseEndpoint -fuzztime 30s ./naming/
@@ -127,6 +129,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz 'FuzzReadStrict$$' -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzDashboardQuery -fuzztime 30s ./dashboard/
 	$(GO) test -run '^$$' -fuzz FuzzReadStrictResponse -fuzztime 30s ./proxy/h1/
+	$(GO) test -run '^$$' -fuzz FuzzSyslogFormat -fuzztime 30s ./auditstream/sink/
+	$(GO) test -run '^$$' -fuzz FuzzReadRecords -fuzztime 30s ./auditstream/
 
 clean:
 	rm -rf $(BIN) $(TOOLS)

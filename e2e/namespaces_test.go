@@ -16,7 +16,8 @@ import (
 	"github.com/sigil-mesh/sigil/e2e/harness"
 )
 
-// nsPolicy lets any workload of prod or staging call reviews.
+// nsPolicy lets any workload of prod or staging call reviews in prod or
+// staging: the destination's namespace is in the input too.
 const nsPolicy = `package sigil.authz
 
 default allow := false
@@ -24,6 +25,7 @@ default allow := false
 allow if {
 	input.source.namespace in {"prod", "staging"}
 	input.destination.service == "reviews"
+	input.destination.namespace in {"prod", "staging"}
 }
 `
 

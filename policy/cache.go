@@ -134,13 +134,15 @@ func lookup(in *Input, p []string) string {
 		}
 	case "destination":
 		if field == "" {
-			return pick(map[string]string{"principal": in.Destination.Principal, "service": in.Destination.Service, "port": strconv.Itoa(in.Destination.Port)})
+			return pick(map[string]string{"principal": in.Destination.Principal, "service": in.Destination.Service, "namespace": in.Destination.Namespace, "port": strconv.Itoa(in.Destination.Port)})
 		}
 		switch field {
 		case "principal":
 			return in.Destination.Principal
 		case "service":
 			return in.Destination.Service
+		case "namespace":
+			return in.Destination.Namespace
 		case "port":
 			return strconv.Itoa(in.Destination.Port)
 		}

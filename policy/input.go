@@ -29,6 +29,7 @@ type Peer struct {
 type Dest struct {
 	Principal string `json:"principal"`
 	Service   string `json:"service"`
+	Namespace string `json:"namespace"`
 	Port      int    `json:"port"`
 }
 
@@ -122,6 +123,7 @@ func (in *Input) value() ast.Value {
 		[2]*ast.Term{str("destination"), ast.ObjectTerm(
 			[2]*ast.Term{str("principal"), str(in.Destination.Principal)},
 			[2]*ast.Term{str("service"), str(in.Destination.Service)},
+			[2]*ast.Term{str("namespace"), str(in.Destination.Namespace)},
 			[2]*ast.Term{str("port"), ast.IntNumberTerm(in.Destination.Port)},
 		)},
 		[2]*ast.Term{str("request"), ast.ObjectTerm(

@@ -195,7 +195,7 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	input := &policy.Input{
 		Source:      peer.source,
-		Destination: policy.Dest{Principal: in.p.id.id.String(), Service: in.p.cfg.Service, Port: in.p.cfg.appPort},
+		Destination: policy.Dest{Principal: in.p.id.id.String(), Service: in.p.cfg.Service, Namespace: in.p.names.Namespace(), Port: in.p.cfg.appPort},
 		Request:     policy.Request{Method: r.Method, Path: r.RequestURI, URLPath: target.Path, RawQuery: target.Query, Host: r.Host, HeadersFrom: func() map[string]string { return headerMap(r.Header) }, Protocol: proto},
 		Connection:  policy.Connection{TLSVersion: tls13},
 	}
@@ -291,7 +291,7 @@ func (in *inbound) serveTCP(tc *tls.Conn) {
 	}
 	input := &policy.Input{
 		Source:      policy.PeerFromID(peer.String()),
-		Destination: policy.Dest{Principal: in.p.id.id.String(), Service: in.p.cfg.Service, Port: in.p.cfg.appPort},
+		Destination: policy.Dest{Principal: in.p.id.id.String(), Service: in.p.cfg.Service, Namespace: in.p.names.Namespace(), Port: in.p.cfg.appPort},
 		Request:     policy.Request{Protocol: policy.ProtocolTCP, Headers: map[string]string{}},
 		Connection:  policy.Connection{TLSVersion: tls13},
 	}

@@ -8,11 +8,11 @@ package sink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/sigil-mesh/sigil/auditstream"
 )
@@ -30,16 +30,14 @@ type Sink interface {
 // Opener makes a sink from its parsed spec (see Open).
 type Opener func(u *url.URL) (Sink, error)
 
-var (
-	mu      sync.Mutex
-	openers = map[string]Opener{}
-)
+// openers maps a scheme to its sink. It is written only by register
+// from init functions (which run one at a time, before any other code of
+// the package), so it is read without a lock.
+var openers = map[string]Opener{}
 
 // register makes scheme known to Open; each sink's file registers its
-// schemes in an init function.
+// schemes in an init function, and only there.
 func register(scheme string, o Opener) {
-	mu.Lock()
-	defer mu.Unlock()
 	if _, dup := openers[scheme]; dup {
 		panic("sink: scheme registered twice: " + scheme)
 	}
@@ -48,8 +46,6 @@ func register(scheme string, o Opener) {
 
 // Schemes returns the schemes Open knows, sorted.
 func Schemes() []string {
-	mu.Lock()
-	defer mu.Unlock()
 	out := make([]string, 0, len(openers))
 	for s := range openers {
 		out = append(out, s)
@@ -67,17 +63,19 @@ func Schemes() []string {
 func Open(spec string) (Sink, error) {
 	u, err := url.Parse(spec)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // ue.URL is the spec, password and all
+		}
 		return nil, fmt.Errorf("sink: audit export spec is not a URL: %w", err)
 	}
-	mu.Lock()
 	o, ok := openers[strings.ToLower(u.Scheme)]
-	mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("sink: %s: unknown scheme %q (known: %s)", u.Redacted(), u.Scheme, strings.Join(Schemes(), ", "))
 	}
 	s, err := o(u)
 	if err != nil {
-		return nil, fmt.Errorf("sink: %s: %w", u.Redacted(), err)
+		return nil, fmt.Errorf("%w (spec %s)", err, u.Redacted()) // err names the sink
 	}
 	return s, nil
 }

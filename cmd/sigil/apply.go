@@ -93,7 +93,7 @@ func nsSuffix(ns string) string {
 
 func newApply(client clientFunc) *cobra.Command {
 	var files []string
-	var dryRun, recursive bool
+	var dryRun, recursive, reviewChanges bool
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|-",
 		Short: "Apply VirtualServices, DestinationRules and Policies (all or nothing)",
@@ -101,6 +101,9 @@ func newApply(client clientFunc) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(files) == 0 {
 				return fmt.Errorf("-f is required")
+			}
+			if reviewChanges && !dryRun {
+				return fmt.Errorf("--review needs --dry-run: review first, then apply")
 			}
 			c, err := client()
 			if err != nil {
@@ -119,6 +122,10 @@ func newApply(client clientFunc) *cobra.Command {
 				suffix = " (dry run)"
 			}
 			w := cmd.OutOrStdout()
+			if reviewChanges {
+				printWarnings(cmd.ErrOrStderr(), resp.Warnings)
+				return writeReview(cmd.Context(), w, c, fs, resp)
+			}
 			for _, r := range resp.Results {
 				fmt.Fprintf(w, "%s %s%s\n", resourceName(r.Kind, r.Namespace, r.Name), r.Action, suffix)
 				if r.Diff != "" {
@@ -135,6 +142,7 @@ func newApply(client clientFunc) *cobra.Command {
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "file, directory or - (repeatable); multi-document YAML is read whole")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate and show what would change; change nothing")
 	cmd.Flags().BoolVarP(&recursive, "recursive", "R", false, "read directories recursively")
+	cmd.Flags().BoolVar(&reviewChanges, "review", false, "with --dry-run: print, in markdown, each change to what goes on the wire (headers, paths, faults, mirrors, redirects, weights, removals) with the share of the last 5m's traffic it would touch")
 	return cmd
 }
 

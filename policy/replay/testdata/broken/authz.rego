@@ -1,0 +1,5 @@
+package sigil.authz
+
+allow if {
+	input.source.service_account == 
+}
