@@ -88,7 +88,7 @@ func (v *validator) policy(p *Policy) {
 		field = "spec.bundle"
 		files, err := readBundle(p.Spec.Bundle)
 		if err != nil {
-			v.fail(field, "%v", err)
+			v.fail(field, "%s", strings.TrimPrefix(err.Error(), "traffic: "))
 			return
 		}
 		p.Spec.files = files
