@@ -96,6 +96,9 @@ type WeightChange struct {
 // proposed set (new), both whole configurations: a resource in old and
 // not in new was removed. They come sorted by resource, route and kind.
 func Diff(old, new []traffic.Resource) []Change {
+	// Policy resources change no traffic: the review of traffic leaves
+	// them out (a Policy's own checks run at apply).
+	old, new = trafficOnly(old), trafficOnly(new)
 	roots := delegateRoots(old, new)
 	was := map[string]traffic.Resource{}
 	for _, r := range old {
@@ -135,6 +138,17 @@ func Diff(old, new []traffic.Resource) []Change {
 		}
 		return out[i].Route < out[j].Route
 	})
+	return out
+}
+
+// trafficOnly returns the VirtualServices and DestinationRules of rs.
+func trafficOnly(rs []traffic.Resource) []traffic.Resource {
+	out := make([]traffic.Resource, 0, len(rs))
+	for _, r := range rs {
+		if r.VS != nil || r.DR != nil {
+			out = append(out, r)
+		}
+	}
 	return out
 }
 

@@ -163,3 +163,16 @@ func TestReviewTrafficShares(t *testing.T) {
 		}
 	}
 }
+
+// A Policy resource, applied or removed, is no traffic change: the
+// review leaves it out (it once dereferenced a DestinationRule it did not
+// have and panicked).
+func TestReviewLeavesPoliciesOut(t *testing.T) {
+	pol := parse(t, "apiVersion: security.sigil.dev/v1\nkind: Policy\nmetadata: {name: authz}\nspec:\n  modules: {a.rego: 'package sigil.authz'}\n")
+	if got := Diff(pol, nil); len(got) != 0 {
+		t.Fatalf("removing a Policy: %+v", got)
+	}
+	if got := Diff(nil, pol); len(got) != 0 {
+		t.Fatalf("adding a Policy: %+v", got)
+	}
+}
