@@ -63,7 +63,10 @@ type wireRecord struct {
 	Bundles    map[string]json.RawMessage `json:"bundles"`
 	Erased     []string                   `json:"erased"`
 	Masked     []string                   `json:"masked"`
-	Sigil      *struct {
+	// Labels carry "mode" in a sidecar's decision log ("dryrun" for the
+	// dry-run Policy resource's decisions, docs/policy-resource.md).
+	Labels map[string]string `json:"labels"`
+	Sigil  *struct {
 		Type string `json:"type"`
 		Mode string `json:"mode"`
 	} `json:"sigil"`
@@ -222,7 +225,7 @@ func (rd *reader) record(b []byte, where string) error {
 		rd.skip(where, fmt.Sprintf("not a decision (audit record of type %q)", w.Sigil.Type))
 		return nil
 	}
-	if w.Sigil != nil && w.Sigil.Mode == auditstream.ModeDryRun {
+	if w.Sigil != nil && w.Sigil.Mode == auditstream.ModeDryRun || w.Labels["mode"] == policy.ModeDryRun {
 		rd.skip(where, "dry-run decision (the enforced decision of the same request is replayed)")
 		return nil
 	}
