@@ -11,19 +11,33 @@ import (
 )
 
 // checkPolicies compiles every Policy resource among rs as the sidecar
-// will (policy.Compile on its modules, _test.rego left out) and runs its
-// own tests (regotest.Run on all its modules). A policy that does not
-// compile, or one of whose tests fails, is an error naming the resource
-// and each failing test (package.rule and file:row); applyConfig then
-// refuses the whole apply, so the policy in force stays.
+// will and checks it as `sigil policy check` does (policy.Check on its
+// modules, _test.rego beside them: a reference outside the input
+// document, such as input.request.methd, is an error), then runs its own
+// tests (regotest.Run on all its modules). A policy that does not
+// compile, with a check error, or one of whose tests fails, is an error
+// naming the resource and each finding (file:row:col) or failing test
+// (package.rule and file:row); applyConfig then refuses the whole apply,
+// so the policy in force stays. Warnings (unused rules) do not refuse.
 func checkPolicies(ctx context.Context, rs []traffic.Resource) []error {
 	var errs []error
 	for _, r := range rs {
 		if r.Policy == nil {
 			continue
 		}
-		if _, err := policy.Compile(ctx, r.Policy.Spec.Enforced()); err != nil {
+		findings, err := policy.Check(ctx, r.Policy.Spec.Enforced(), r.Policy.Spec.Tests())
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: does not compile: %w", r.Ref(), err))
+			continue
+		}
+		var bad []error
+		for _, f := range findings {
+			if f.Severity == policy.SeverityError {
+				bad = append(bad, errors.New("  "+f.String()))
+			}
+		}
+		if len(bad) > 0 {
+			errs = append(errs, fmt.Errorf("%s: fails sigil policy check:\n%w", r.Ref(), errors.Join(bad...)))
 			continue
 		}
 		ran, failed, err := regotest.Run(ctx, r.Policy.Spec.All())

@@ -28,6 +28,8 @@ func TestPolicyResourceRefusedWithFailingTestName(t *testing.T) {
 			[]string{"sigil.authz_test.test_div (authz_test.rego:3): error"}},
 		{"does not compile", map[string]string{"authz.rego": "package sigil.authz\n\nallow if input.request.method ==\n"},
 			[]string{"Policy default/authz: does not compile", "authz.rego:4: rego_parse_error"}},
+		{"input typo", map[string]string{"authz.rego": "package sigil.authz\n\ndefault allow := false\n\nallow if input.request.methd == \"GET\"\n"},
+			[]string{"Policy default/authz: fails sigil policy check", "authz.rego:5:", "methd"}},
 		{"no allow rule", map[string]string{"authz.rego": "package sigil.authz\n\ndeny := true\n"},
 			[]string{"Policy default/authz: does not compile"}},
 	}

@@ -151,6 +151,17 @@ func (s *PolicySpec) Enforced() map[string]string {
 	return out
 }
 
+// Tests returns the _test.rego modules.
+func (s *PolicySpec) Tests() map[string]string {
+	out := map[string]string{}
+	for n, src := range s.All() {
+		if IsPolicyTest(n) {
+			out[n] = src
+		}
+	}
+	return out
+}
+
 // policyOverlaps reports whether two policies of one namespace and mode
 // could both be the most specific for one workload: both without a
 // selector, or both with selectors some workload matches together.
