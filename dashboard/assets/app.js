@@ -102,7 +102,9 @@ const views = {
       el("div", { class: "cards", id: "service-summary" },
         card("Success", pct(s.success_rate), rateClass(s.success_rate)), card("RPS", rps(s.rps)),
         card("P50", ms(s.p50_ms)), card("P95", ms(s.p95_ms)), card("P99", ms(s.p99_ms)),
-        card("Meshed", s.meshed + "/" + s.endpoints), card("TCP", s.tcp_connections + " conns, " + bytes(s.bytes_sent + s.bytes_received))),
+        card("Meshed", s.meshed + "/" + s.endpoints), card("TCP", s.tcp_connections + " conns, " + bytes(s.bytes_sent + s.bytes_received)),
+        // What a dryrun Policy resource would have denied (docs/policy-resource.md).
+        ...(s.dryrun_denied ? [card("Dry-run denied", String(s.dryrun_denied), "warn")] : [])),
       el("p", { class: "muted" }, "Identities: " + ((d.identities || []).join(", ") || "none registered")),
       el("h2", {}, "Inbound, by caller identity"),
       table("inbound", ["Source identity", "Service", ...goldenHeads], edgeRows(d.inbound || [], e => e.source), "No inbound traffic in the window"),
