@@ -99,7 +99,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 30s ./policy/replay/
 	$(GO) test -run '^$$' -fuzz FuzzPeerFromID -fuzztime 30s ./policy/
 	$(GO) test -run '^$$' -fuzz FuzzCheckModule -fuzztime 30s ./policy/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./traffic/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 30s ./traffic/
+	$(GO) test -run '^$$' -fuzz FuzzPolicyBundle -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzAuthority -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzParseEndpoint -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzServiceName -fuzztime 30s ./naming/

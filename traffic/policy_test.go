@@ -182,3 +182,29 @@ func TestPolicyResourceBundle(t *testing.T) {
 		}
 	}
 }
+
+// FuzzPolicyBundle feeds readBundle (what apply and every sidecar read
+// from a Policy's spec.bundle) arbitrary bytes: it never panics, and what
+// it returns stays within MaxBundleBytes with names that are paths in
+// the bundle.
+func FuzzPolicyBundle(f *testing.F) {
+	f.Add(tarGz(f, [][2]string{{"/.manifest", "{}"}, {"/authz/authz.rego", "package sigil.authz"}}))
+	f.Add(tarGz(f, [][2]string{{"../../etc/passwd.rego", "x"}, {"data.json", "{}"}}))
+	f.Add([]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		files, err := readBundle(b)
+		if err != nil {
+			return
+		}
+		total := 0
+		for name, src := range files {
+			total += len(src)
+			if strings.HasPrefix(name, "/") || strings.Contains("/"+name+"/", "/../") {
+				t.Fatalf("name %q leaves the bundle", name)
+			}
+		}
+		if total > MaxBundleBytes {
+			t.Fatalf("%d bytes read, more than %d", total, MaxBundleBytes)
+		}
+	})
+}
