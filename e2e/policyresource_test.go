@@ -129,7 +129,7 @@ func TestPolicyResourceDistribution(t *testing.T) {
 	// A new policy reaches both sidecars, on two agents, within 1 s.
 	v2 := map[string]string{"authz.rego": noAdmin, "authz_test.rego": noAdminTest}
 	rev2 := policyRevision("authz", v2)
-	if out, err := sigilRun(t, m, "apply", "-f", writeFile(t, m.Dir, policyDoc("authz", "enforce", v2))); err != nil {
+	if out, err := sigilRun(t, m, "apply", "-f", writeFile(t, m.Dir, policyDoc("authz", "enforce", v2))); err != nil || !strings.Contains(out, "policy.security.sigil.dev/authz configured") {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
 	applied := time.Now()

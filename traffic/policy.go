@@ -12,7 +12,8 @@ import (
 // sidecars it selects (docs/policy-resource.md).
 const (
 	KindPolicy       = "Policy"
-	PolicyAPIVersion = "security.sigil.dev/v1"
+	GroupSigil       = "security.sigil.dev"
+	PolicyAPIVersion = GroupSigil + "/v1"
 	// RootNamespace holds the mesh-wide policies: one there applies to
 	// every sidecar that no policy of the same mode in its own namespace
 	// selects (Istio's root namespace, istio-system).

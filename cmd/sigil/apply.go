@@ -81,7 +81,11 @@ func readFiles(paths []string, recursive bool) ([]adminv1.File, error) {
 
 // resourceName prints a resource as kubectl does.
 func resourceName(kind, ns, name string) string {
-	return termsafe.Field(strings.ToLower(kind)) + "." + traffic.GroupIstio + "/" + termsafe.Field(name) + nsSuffix(ns)
+	group := traffic.GroupIstio
+	if kind == traffic.KindPolicy {
+		group = traffic.GroupSigil
+	}
+	return termsafe.Field(strings.ToLower(kind)) + "." + group + "/" + termsafe.Field(name) + nsSuffix(ns)
 }
 
 func nsSuffix(ns string) string {
