@@ -47,7 +47,7 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.Inbound, "inbound", proxy.DefaultInbound, "HOST:PORT for mTLS from other sidecars")
 	f.StringVar(&cfg.Outbound, "outbound", proxy.DefaultOutbound, "HOST:PORT the app sends its outbound traffic to (HTTP proxy, or iptables target)")
 	f.StringVar(&cfg.Admin, "admin", proxy.DefaultAdmin, "HOST:PORT for /metrics, /ready and /config")
-	f.StringVar(&cfg.Policy, "policy", "", "Rego policy: a .rego file or a directory of them (required)")
+	f.StringVar(&cfg.Policy, "policy", "", "Rego policy: a .rego file or a directory of them, the enforced policy (over a Policy resource of mode enforce); without it, the enforced policy comes from Policy resources, and every request is denied until one arrives (docs/policy-resource.md)")
 	f.StringArrayVar(&cfg.Upstreams, "upstream", nil, "NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID]: where a service's sidecars listen and who they must be (repeatable)")
 	f.StringVar(&cfg.Advertise, "advertise", "", "IP:PORT other sidecars reach this one's inbound at (default: the --inbound address, when it names an IP)")
 	f.DurationVar(&cfg.DrainGrace, "drain-grace", time.Second, "on SIGTERM, keep serving this long after leaving the endpoint pool, so callers stop choosing this sidecar first")
