@@ -163,6 +163,10 @@ func TestPolicyResourceDistribution(t *testing.T) {
 		}
 	}
 	t.Logf("refused as it should be: %v", err)
+	// --dry-run runs the same checks, in the same place.
+	if out, err := sigilRun(t, m, "apply", "--dry-run", "-f", writeFile(t, m.Dir, policyDoc("authz", "enforce", bad))); err == nil || !strings.Contains(err.Error(), "sigil.authz_test.test_admin_denied") {
+		t.Fatalf("apply --dry-run of a policy whose test fails: %v\n%s", err, out)
+	}
 	if got, _ := sigilRun(t, m, "get", "virtualservices"); strings.Contains(got, "api") {
 		t.Errorf("the VirtualService of the refused apply was stored:\n%s", got)
 	}
