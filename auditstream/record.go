@@ -15,6 +15,7 @@
 package auditstream
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -161,4 +162,18 @@ func Check(r Record) error {
 		return fmt.Errorf("auditstream: record %s (writer %s seq %d): hash does not match its content", r.DecisionID, r.Sigil.Writer, r.Sigil.Seq)
 	}
 	return nil
+}
+
+// Writer returns the name of the chain.
+func (c *Chain) Writer() string { return c.writer }
+
+// NewID returns a random UUID-shaped (version 4) id for a record that is
+// not a decision (a CA event, a gap).
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	x := hex.EncodeToString(b[:])
+	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:]
 }
