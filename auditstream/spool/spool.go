@@ -612,3 +612,27 @@ func Wait(ctx context.Context, wake <-chan struct{}) bool {
 		return false
 	}
 }
+
+// Instance returns the writer name of the chain kept in dir for id: id,
+// "#" and a random instance suffix made the first time and kept in
+// dir/writer, so a restarted process continues its chain, while two
+// processes with one identity (replicas) keep two. A dir that held
+// another identity's chain gets a new suffix.
+func Instance(dir, id string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("spool: %w", err)
+	}
+	path := filepath.Join(dir, "writer")
+	if b, err := os.ReadFile(path); err == nil {
+		if w := strings.TrimSpace(string(b)); strings.HasPrefix(w, id+"#") {
+			return w, nil
+		}
+	} else if !os.IsNotExist(err) {
+		return "", fmt.Errorf("spool: %w", err)
+	}
+	w := id + "#" + auditstream.NewID()[:8]
+	if err := atomicfile.Write(path, []byte(w+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("spool: %w", err)
+	}
+	return w, nil
+}
