@@ -97,6 +97,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzFrameGuardScan -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzGRPCTimeout -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzPeerFromID -fuzztime 30s ./policy/
+	$(GO) test -run '^$$' -fuzz FuzzParseMask -fuzztime 30s ./policy/
+	$(GO) test -run '^$$' -fuzz FuzzSpoolIngest -fuzztime 30s ./auditstream/spool/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzAuthority -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzParseEndpoint -fuzztime 30s ./naming/

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"sort"
 	"strings"
 	"sync"
@@ -291,4 +293,68 @@ func checkChains(t *testing.T, recs []auditstream.Record) int {
 		}
 	}
 	return dups
+}
+
+// Fail-closed recording (--audit-failure-mode-allow=false): a request
+// whose decision cannot be appended to the spool (here: full) is denied
+// with 503 and counted; by default it is served and the loss is counted
+// (and becomes a gap record in the chain once the spool has room).
+func TestAuditFailClosedDeniesUnrecordedRequests(t *testing.T) {
+	t.Parallel()
+	m := harness.StartMesh(t)
+	m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID)
+	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
+	webAgent, apiAgent := m.StartAgent("node1"), m.StartAgent("node2")
+	policyDir := filepath.Join(m.Dir, "policy")
+	os.MkdirAll(policyDir, 0o755)
+	if err := os.WriteFile(filepath.Join(policyDir, "authz.rego"), []byte(webToAPIPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, apiApp := harness.StartApp(t, "api")
+	_, webApp := harness.StartApp(t, "web")
+	for _, tt := range []struct {
+		failureModeAllow string
+		want             int
+	}{
+		{"false", http.StatusServiceUnavailable},
+		{"true", http.StatusOK},
+	} {
+		api := harness.StartProxy(t, apiAgent, "api", apiApp, policyDir, "--audit-spool-max-bytes", "1",
+			"--audit-failure-mode-allow="+tt.failureModeAllow, "--audit-spool-dir", filepath.Join(m.Dir, "spool-"+tt.failureModeAllow))
+		web := harness.StartProxy(t, webAgent, "web", webApp, policyDir, "--upstream", "api="+api.Inbound+"@"+apiSA,
+			"--audit-spool-dir", filepath.Join(m.Dir, "web-spool-"+tt.failureModeAllow))
+		req, _ := http.NewRequest(http.MethodGet, "http://"+web.Outbound+"/hello", nil)
+		req.Host = "api"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Fatalf("--audit-failure-mode-allow=%s with a full spool: %d, want %d", tt.failureModeAllow, resp.StatusCode, tt.want)
+		}
+		_, page := getStatus(t, "http://"+api.Admin+"/metrics")
+		// The caller's sidecar retries a 503 (Istio's default retry policy),
+		// each try a decision of its own.
+		unrecorded := metric(t, page, `sigil_audit_unrecorded_decisions_total{reason="full"}`)
+		if unrecorded < 1 || metricSum(page, "sigil_policy_decisions_total") != unrecorded {
+			t.Fatalf("%v unrecorded decisions, not one per decision", unrecorded)
+		}
+		if v := metric(t, page, "sigil_audit_dropped_records_total"); v != unrecorded {
+			t.Fatalf("dropped records %v, unrecorded decisions %v", v, unrecorded)
+		}
+		api.Stop()
+		web.Stop()
+	}
+}
+
+// metricSum is the sum of every series of a metric in a Prometheus text
+// page (0 when it has none yet).
+func metricSum(page, name string) float64 {
+	sum := 0.0
+	for _, m := range regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(name)+`(?:\{[^}]*\})? (\S+)$`).FindAllStringSubmatch(page, -1) {
+		v, _ := strconv.ParseFloat(m[1], 64)
+		sum += v
+	}
+	return sum
 }

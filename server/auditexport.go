@@ -171,11 +171,16 @@ func (s *Server) ExportAudit(ctx context.Context, req *agentv1.ExportAuditReques
 	if err != nil {
 		return nil, err
 	}
+	return s.acceptAudit(agent.String(), entries, req.GetRecords())
+}
+
+// acceptAudit is ExportAudit for agent, whose workloads hold entries.
+func (s *Server) acceptAudit(agent string, entries []registry.Entry, records [][]byte) (*agentv1.ExportAuditResponse, error) {
 	granted := make(map[string]bool, len(entries))
 	for _, e := range entries {
 		granted[e.SPIFFEID] = true
 	}
-	for _, line := range req.GetRecords() {
+	for _, line := range records {
 		var w auditRecordWriter
 		if err := json.Unmarshal(line, &w); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "audit record is not JSON: %v", err)
@@ -186,20 +191,20 @@ func (s *Server) ExportAudit(ctx context.Context, req *agentv1.ExportAuditReques
 		}
 	}
 	if s.auditOut.sp == nil {
-		s.auditOut.discarded.Add(int64(len(req.GetRecords())))
+		s.auditOut.discarded.Add(int64(len(records)))
 		s.auditOut.warnOnce.Do(func() {
 			s.log.Warn("audit records from sidecars are discarded: the server has no --audit-export")
 		})
 		return &agentv1.ExportAuditResponse{}, nil
 	}
-	n, err := s.auditOut.sp.Ingest(req.GetRecords())
+	n, err := s.auditOut.sp.Ingest(records)
 	switch {
 	case errors.Is(err, spool.ErrFull):
 		return nil, status.Error(codes.ResourceExhausted, "server: audit spool full; send again later")
 	case err != nil:
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	return &agentv1.ExportAuditResponse{Accepted: int64(n), Duplicates: int64(len(req.GetRecords()) - n)}, nil
+	return &agentv1.ExportAuditResponse{Accepted: int64(n), Duplicates: int64(len(records) - n)}, nil
 }
 
 // callerEntries returns the calling agent and the entries whose parent it
