@@ -195,7 +195,7 @@ func (p *Proxy) startAudit(ctx context.Context, wg *sync.WaitGroup) (func() erro
 		go func() { defer wg.Done(); r.Run(ctx) }()
 	}
 	p.recorder.sp.Store(sp)
-	p.log.Info("audit export on", "writer", writer, "spool", a.spoolDir, "spool_max_bytes", max, "to_agent", a.toAgent, "sinks", len(a.sinks))
+	p.log.Info("audit export on", "writer", writer, "spool", a.spoolDir, "spool_max_bytes", max, "exporters", len(runners))
 	return sp.Close, nil
 }
 

@@ -34,24 +34,26 @@ func auditSpoolDir(dataDir string) string { return filepath.Join(dataDir, "audit
 // checkAuditExport validates --audit-export and --audit-spool-max-bytes:
 // each spec is opened once (and closed), so a bad one is refused at start,
 // named.
-func checkAuditExport(c Config, errs *[]error) {
+func checkAuditExport(c Config) []error {
+	var errs []error
 	seen := map[string]bool{}
 	for _, spec := range c.AuditExport {
 		if seen[spec] {
-			*errs = append(*errs, fmt.Errorf("--audit-export %s: given twice", spec))
+			errs = append(errs, fmt.Errorf("--audit-export %s: given twice", spec))
 			continue
 		}
 		seen[spec] = true
 		sk, err := sink.Open(spec)
 		if err != nil {
-			*errs = append(*errs, fmt.Errorf("--audit-export: %w", err))
+			errs = append(errs, fmt.Errorf("--audit-export: %w", err))
 			continue
 		}
 		sk.Close()
 	}
 	if c.AuditSpoolMaxBytes < 0 {
-		*errs = append(*errs, fmt.Errorf("--audit-spool-max-bytes %d: want 0 (the default, %d) or more", c.AuditSpoolMaxBytes, DefaultAuditSpoolMaxBytes))
+		errs = append(errs, fmt.Errorf("--audit-spool-max-bytes %d: want 0 (the default, %d) or more", c.AuditSpoolMaxBytes, DefaultAuditSpoolMaxBytes))
 	}
+	return errs
 }
 
 // auditStream is the server's one audit stream: its own CA events (sealed

@@ -123,7 +123,7 @@ func (c Config) Validate() (*checked, error) {
 	if out.MaxConfigBytes < out.MaxResourceBytes {
 		errs = append(errs, fmt.Errorf("--max-config-bytes %d: must be at least --max-resource-bytes (%d)", out.MaxConfigBytes, out.MaxResourceBytes))
 	}
-	checkAuditExport(c, &errs)
+	errs = append(errs, checkAuditExport(c)...)
 	if out.StatsMaxKeys == 0 {
 		out.StatsMaxKeys = DefaultStatsMaxKeys
 	}

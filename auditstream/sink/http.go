@@ -64,40 +64,40 @@ func openHTTP(u *url.URL) (Sink, error) {
 	var roots *x509.CertPool
 	for k, vs := range q {
 		if len(vs) != 1 {
-			return nil, fmt.Errorf("parameter %s given %d times", k, len(vs))
+			return nil, fmt.Errorf("sink: http: parameter %s given %d times", k, len(vs))
 		}
 		v := vs[0]
 		switch k {
 		case "upload_size_limit_bytes":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1024 {
-				return nil, fmt.Errorf("upload_size_limit_bytes=%s: want a number of bytes, at least 1024", v)
+				return nil, fmt.Errorf("sink: http: upload_size_limit_bytes=%s: want a number of bytes, at least 1024", v)
 			}
 			s.limit = n
 		case "timeout":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
-				return nil, fmt.Errorf("timeout=%s: want a positive duration such as 10s", v)
+				return nil, fmt.Errorf("sink: http: timeout=%s: want a positive duration such as 10s", v)
 			}
 			timeout = d
 		case "ca_file":
 			if u.Scheme != "https" {
-				return nil, errors.New("ca_file: only for https")
+				return nil, errors.New("sink: http: ca_file: only for https")
 			}
 			pem, err := os.ReadFile(v)
 			if err != nil {
-				return nil, fmt.Errorf("ca_file: %w", err)
+				return nil, fmt.Errorf("sink: http: ca_file: %w", err)
 			}
 			roots = x509.NewCertPool()
 			if !roots.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", v)
+				return nil, fmt.Errorf("sink: http: ca_file %s: no PEM certificate in it", v)
 			}
 		default:
-			return nil, fmt.Errorf("unknown parameter %q (known: upload_size_limit_bytes, ca_file, timeout)", k)
+			return nil, fmt.Errorf("sink: http: unknown parameter %q (known: upload_size_limit_bytes, ca_file, timeout)", k)
 		}
 	}
 	if u.Host == "" {
-		return nil, errors.New("no host")
+		return nil, errors.New("sink: http: no host")
 	}
 	target := *u
 	target.RawQuery, target.User, target.Fragment = "", nil, ""
