@@ -15,6 +15,7 @@
 package auditstream
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -146,6 +147,35 @@ func (c *Chain) Seal(r *Record) error {
 	r.Sigil.Hash = h
 	c.seq, c.prev = r.Sigil.Seq, h
 	return nil
+}
+
+// hashSuffix ends a record's JSON with Hash empty: Hash is the last
+// field of Meta, Meta the last of Record.
+var hashSuffix = []byte(`"hash":""}}`)
+
+// SealJSON is Seal that also returns r's JSON encoding (what json.Marshal
+// gives for the sealed r), encoding r once instead of twice.
+func (c *Chain) SealJSON(r *Record) ([]byte, error) {
+	r.Sigil.Writer = c.writer
+	r.Sigil.Seq = c.seq + 1
+	r.Sigil.Prev = c.prev
+	r.Sigil.Hash = ""
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("auditstream: encoding record %s: %w", r.DecisionID, err)
+	}
+	if !bytes.HasSuffix(body, hashSuffix) {
+		return nil, fmt.Errorf("auditstream: record %s: encoding does not end with its hash field", r.DecisionID)
+	}
+	h := sha256.New()
+	h.Write([]byte(r.Sigil.Prev))
+	h.Write(body)
+	r.Sigil.Hash = hex.EncodeToString(h.Sum(nil))
+	c.seq, c.prev = r.Sigil.Seq, r.Sigil.Hash
+	line := make([]byte, 0, len(body)+len(r.Sigil.Hash))
+	line = append(line, body[:len(body)-3]...)
+	line = append(line, r.Sigil.Hash...)
+	return append(line, `"}}`...), nil
 }
 
 // Last returns the sequence number and hash of the last record sealed.

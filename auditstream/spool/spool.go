@@ -352,12 +352,9 @@ func (s *Spool) drop(err error) error {
 
 // appendSealed seals r in c and adds its JSON line to buf.
 func appendSealed(buf *bytes.Buffer, c *auditstream.Chain, r *auditstream.Record) error {
-	if err := c.Seal(r); err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	line, err := json.Marshal(r)
+	line, err := c.SealJSON(r)
 	if err != nil {
-		return fmt.Errorf("spool: encoding record: %w", err)
+		return fmt.Errorf("spool: %w", err)
 	}
 	buf.Write(line)
 	buf.WriteByte('\n')
