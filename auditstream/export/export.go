@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sigil-mesh/sigil/auditstream"
@@ -29,6 +30,12 @@ import (
 const (
 	MaxBatchRecords = 500
 	MaxBatchBytes   = 1 << 20
+	// Linger is how long a runner waits for a batch to fill once records
+	// are waiting (OPA's decision-log plugin waits min_delay_seconds): a
+	// batch leaves when it is full or Linger after it began to wait, so a
+	// busy sidecar sends a few large batches a second, not one per
+	// request.
+	Linger = time.Second
 )
 
 // LineSink is a sink that takes the records' JSON lines as they were
@@ -67,7 +74,7 @@ func (r *Runner) Name() string { return r.name }
 func (r *Runner) Run(ctx context.Context) {
 	defer r.sink.Close()
 	var b backoff.Backoff
-	failing := false
+	failing, lingered := false, false
 	for ctx.Err() == nil {
 		wake := r.sp.Wake()
 		batch, err := r.sp.Read(r.name, MaxBatchRecords, MaxBatchBytes)
@@ -75,6 +82,13 @@ func (r *Runner) Run(ctx context.Context) {
 			spool.Wait(ctx, wake)
 			continue
 		}
+		if err == nil && !lingered && len(batch.Lines) < MaxBatchRecords {
+			// Not full: let it fill for a while, then send what there is.
+			backoff.Sleep(ctx, Linger, nil)
+			lingered = true
+			continue
+		}
+		lingered = false
 		if err == nil {
 			err = r.deliver(ctx, batch.Lines)
 		}

@@ -123,7 +123,8 @@ type Spool struct {
 	lost     int64              // own records dropped since the last gap record
 	dropped  int64
 	appended int64
-	wake     chan struct{} // closed and replaced at every append
+	wake     chan struct{} // closed and replaced at the next append once armed
+	armed    bool          // someone took wake (Wake) since it was last closed
 }
 
 // Open opens (or creates) the spool in dir and recovers it: a torn last
@@ -430,8 +431,10 @@ func (s *Spool) writeLocked(b []byte) error {
 		return fmt.Errorf("spool: writing %s: %w", segName(active), err)
 	}
 	s.sizes[active] += int64(len(b))
-	close(s.wake)
-	s.wake = make(chan struct{})
+	if s.armed {
+		close(s.wake)
+		s.wake, s.armed = make(chan struct{}), false
+	}
 	if s.sizes[active] >= s.seg {
 		return s.rotateLocked()
 	}
@@ -467,6 +470,7 @@ func (s *Spool) rotateLocked() error {
 func (s *Spool) Wake() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.armed = true
 	return s.wake
 }
 
