@@ -325,12 +325,14 @@ func (s *Spool) Append(r *auditstream.Record) error {
 	if s.bytesLocked()+int64(buf.Len()) > s.max {
 		return s.drop(ErrFull)
 	}
+	seq, h := trial.Last()
+	before := s.writers[s.chain.Writer()]
+	s.writers[s.chain.Writer()] = head{Seq: seq, Hash: h} // before a segment switch records it
 	if err := s.writeLocked(buf.Bytes()); err != nil {
+		s.writers[s.chain.Writer()] = before
 		return s.drop(err)
 	}
 	*s.chain = *trial
-	seq, h := trial.Last()
-	s.writers[s.chain.Writer()] = head{Seq: seq, Hash: h}
 	s.appended++
 	s.lost = 0
 	return nil
@@ -411,11 +413,16 @@ func (s *Spool) Ingest(lines [][]byte) (int, error) {
 		s.dropped += int64(n)
 		return 0, ErrFull
 	}
-	if err := s.writeLocked(buf.Bytes()); err != nil {
-		return 0, err
-	}
+	before := make(map[string]head, len(seen))
 	for w, h := range seen {
-		s.writers[w] = h
+		before[w] = s.writers[w]
+		s.writers[w] = h // before a segment switch records them
+	}
+	if err := s.writeLocked(buf.Bytes()); err != nil {
+		for w, h := range before {
+			s.writers[w] = h
+		}
+		return 0, err
 	}
 	s.appended += int64(n)
 	return n, nil
@@ -436,7 +443,9 @@ func (s *Spool) writeLocked(b []byte) error {
 		s.wake, s.armed = make(chan struct{}), false
 	}
 	if s.sizes[active] >= s.seg {
-		return s.rotateLocked()
+		// The lines are written whatever becomes of this: a failure
+		// leaves the full segment active, and the next write tries again.
+		_ = s.rotateLocked()
 	}
 	return nil
 }

@@ -261,3 +261,37 @@ func FuzzSpoolIngest(f *testing.F) {
 		again.Close()
 	})
 }
+
+// A restart right after a segment switch, once every consumer passed the
+// full segment (deleted): the chain head comes from writers.json alone,
+// and must be the last record written, not the one before.
+func TestSpoolChainContinuesAfterSwitchAndDeletion(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Writer: writer, Consumers: []string{"c"}, MaxBytes: 32 << 10}
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if err := s.Append(decision(i)); err != nil {
+			t.Fatal(err)
+		}
+		if s.Stats().Bytes == 0 || len(s.segs) > 1 && s.sizes[s.segs[len(s.segs)-1]] == 0 {
+			break // the record just written filled a segment: a new, empty one is active
+		}
+	}
+	got := drain(t, s, "c")
+	if segs, _ := filepath.Glob(filepath.Join(dir, "*.seg")); len(segs) != 1 {
+		t.Fatalf("%d segments", len(segs))
+	}
+	s.Close()
+	s, err = Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(decision(-1)); err != nil {
+		t.Fatal(err)
+	}
+	next := drain(t, s, "c")
+	checkChain(t, append(got, next...), 1)
+}
