@@ -160,9 +160,12 @@ func (c *Chain) SealJSON(r *Record) ([]byte, error) {
 	r.Sigil.Seq = c.seq + 1
 	r.Sigil.Prev = c.prev
 	r.Sigil.Hash = ""
-	body, err := json.Marshal(r)
-	if err != nil {
-		return nil, fmt.Errorf("auditstream: encoding record %s: %w", r.DecisionID, err)
+	body, ok := appendRecord(make([]byte, 0, 1024), r)
+	if !ok {
+		var err error
+		if body, err = json.Marshal(r); err != nil {
+			return nil, fmt.Errorf("auditstream: encoding record %s: %w", r.DecisionID, err)
+		}
 	}
 	if !bytes.HasSuffix(body, hashSuffix) {
 		return nil, fmt.Errorf("auditstream: record %s: encoding does not end with its hash field", r.DecisionID)

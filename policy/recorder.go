@@ -156,9 +156,12 @@ func (m *Mask) Apply(in *Input) (json.RawMessage, []string, error) {
 			cp.Request.Headers = h
 		}
 	}
-	b, err := json.Marshal(&cp)
-	if err != nil {
-		return nil, nil, fmt.Errorf("policy: encoding input: %w", err)
+	b, ok := appendInput(make([]byte, 0, 512), &cp)
+	if !ok {
+		var err error
+		if b, err = json.Marshal(&cp); err != nil {
+			return nil, nil, fmt.Errorf("policy: encoding input: %w", err)
+		}
 	}
 	if len(m.other) == 0 {
 		sort.Strings(erased)
@@ -169,7 +172,7 @@ func (m *Mask) Apply(in *Input) (json.RawMessage, []string, error) {
 		return nil, nil, fmt.Errorf("policy: masking input: %w", err)
 	}
 	erased = append(erased, erase(doc, m.other)...)
-	b, err = json.Marshal(doc)
+	b, err := json.Marshal(doc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("policy: masking input: %w", err)
 	}

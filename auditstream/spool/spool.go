@@ -56,6 +56,9 @@ const (
 	maxSegmentBytes = 8 << 20
 )
 
+// readChunk is how much Read reads at once (more for a longer line).
+const readChunk = 64 << 10
+
 // ErrFull means Ingest could not take a batch within the spool's bound;
 // nothing of it was written. The sender keeps it and retries.
 var ErrFull = errors.New("spool: full")
@@ -507,25 +510,23 @@ func (s *Spool) Read(consumer string, maxRecords, maxBytes int) (Batch, error) {
 			cur = Cursor{Seg: n}
 		}
 		end := sizes[n]
-		if cur.Off >= end {
-			continue
-		}
-		want := min(end-cur.Off, int64(max(maxBytes-size, 0)))
-		b, err := readAt(filepath.Join(s.dir, segName(n)), cur.Off, want, end)
-		if err != nil {
-			return Batch{}, err
-		}
-		for line := range bytes.Lines(b) {
-			if len(out.Lines) == maxRecords || len(out.Lines) > 0 && size+len(line) > maxBytes {
-				out.Next = cur
-				return out, nil
+		// In chunks of readChunk: a batch reads about what it takes, not
+		// its whole byte budget.
+		for cur.Off < end {
+			want := min(end-cur.Off, int64(max(maxBytes-size, 0)), readChunk)
+			b, err := readAt(filepath.Join(s.dir, segName(n)), cur.Off, want, end)
+			if err != nil {
+				return Batch{}, err
 			}
-			out.Lines = append(out.Lines, bytes.TrimSuffix(line, []byte{'\n'}))
-			size += len(line)
-			cur.Off += int64(len(line))
-		}
-		if cur.Off < end {
-			break // the byte budget ended inside this segment
+			for line := range bytes.Lines(b) {
+				if len(out.Lines) == maxRecords || len(out.Lines) > 0 && size+len(line) > maxBytes {
+					out.Next = cur
+					return out, nil
+				}
+				out.Lines = append(out.Lines, bytes.TrimSuffix(line, []byte{'\n'}))
+				size += len(line)
+				cur.Off += int64(len(line))
+			}
 		}
 	}
 	out.Next = cur
