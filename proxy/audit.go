@@ -87,7 +87,12 @@ func checkAudit(c Config, out *checked, errs *[]error) {
 	if a.spoolDir == "" {
 		// Per user, service and inbound address, so two sidecars on a host
 		// never share one, and a restarted sidecar finds its own again.
+		// A sidecar on an ephemeral port (0) has no stable name: its spool
+		// is its process's.
 		port := c.Inbound[strings.LastIndexByte(c.Inbound, ':')+1:]
+		if port == "" || port == "0" {
+			port = fmt.Sprintf("pid%d", os.Getpid())
+		}
 		a.spoolDir = filepath.Join(os.TempDir(), fmt.Sprintf("sigil-proxy-%d", os.Getuid()), "audit-"+c.Service+"-"+port)
 	}
 }

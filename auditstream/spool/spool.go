@@ -40,6 +40,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sigil-mesh/sigil/atomicfile"
@@ -116,6 +117,8 @@ type Spool struct {
 	seg int64 // segment size at which a new one is started
 	now func() time.Time
 
+	lock *os.File // holds the directory's flock while open
+
 	mu       sync.Mutex
 	segs     []uint64         // segment numbers on disk, ascending; the last is active
 	sizes    map[uint64]int64 // bytes of each
@@ -149,9 +152,19 @@ func Open(dir string, o Options) (*Spool, error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	s := &Spool{dir: dir, max: o.MaxBytes, seg: min(max(o.MaxBytes/8, minSegmentBytes), maxSegmentBytes), now: o.Now,
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		// Two processes appending to one chain would fork it.
+		return nil, fmt.Errorf("spool: %s is in use by another process", dir)
+	}
+	s := &Spool{dir: dir, lock: lock, max: o.MaxBytes, seg: min(max(o.MaxBytes/8, minSegmentBytes), maxSegmentBytes), now: o.Now,
 		sizes: map[uint64]int64{}, cursors: map[string]Cursor{}, writers: map[string]head{}, wake: make(chan struct{})}
 	if err := s.recover(o.Consumers); err != nil {
+		lock.Close()
 		return nil, err
 	}
 	if o.Writer != "" {
@@ -283,11 +296,13 @@ func (s *Spool) scan(n uint64, last bool) (int64, error) {
 	return int64(whole), nil
 }
 
-// Close closes the active segment.
+// Close closes the active segment and releases the directory.
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.f.Close(); err != nil {
+	err := s.f.Close()
+	s.lock.Close()
+	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	return nil

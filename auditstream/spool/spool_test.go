@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/sigil-mesh/sigil/auditstream"
@@ -294,4 +295,23 @@ func TestSpoolChainContinuesAfterSwitchAndDeletion(t *testing.T) {
 	}
 	next := drain(t, s, "c")
 	checkChain(t, append(got, next...), 1)
+}
+
+// Two processes appending to one spool would fork its chain: the second
+// Open is refused, naming the directory, until the first closes.
+func TestSpoolRefusesASecondOpener(t *testing.T) {
+	dir := t.TempDir()
+	a, err := Open(dir, Options{Writer: writer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, Options{Writer: writer}); err == nil || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("second Open: %v", err)
+	}
+	a.Close()
+	b, err := Open(dir, Options{Writer: writer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
 }

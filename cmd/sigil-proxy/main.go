@@ -60,7 +60,7 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.AccessLog, "access-log", "", "access log file (JSON lines); - for stdout")
 	f.StringVar(&cfg.DecisionLog, "decision-log", "", "decision log file (OPA decision-log JSON lines); - for stdout")
 	f.StringArrayVar(&cfg.AuditExport, "audit-export", nil, "where decisions are exported (repeatable): agent (the default: through the agent to the server's audit stream), none, or an exporter spec such as https://collector/logs (see docs/audit.md)")
-	f.StringVar(&cfg.AuditSpoolDir, "audit-spool-dir", "", "directory of the decision export's on-disk spool (default: $TMPDIR/sigil-proxy-UID/audit-SERVICE-INBOUNDPORT)")
+	f.StringVar(&cfg.AuditSpoolDir, "audit-spool-dir", "", "directory of the decision export's on-disk spool, one process at a time (default: $TMPDIR/sigil-proxy-UID/audit-SERVICE-INBOUNDPORT, or ...-pidPID for port 0)")
 	f.Int64Var(&cfg.AuditSpoolMaxBytes, "audit-spool-max-bytes", proxy.DefaultAuditSpoolMaxBytes, "bytes the decision export's spool may hold on disk; past them decisions are dropped, counted and recorded as a gap")
 	f.BoolVar(&cfg.AuditFailureModeAllow, "audit-failure-mode-allow", true, "serve a request whose decision cannot be recorded for export (spool full, I/O error); false denies it with 503, as Envoy ext_authz's failure_mode_allow")
 	f.StringArrayVar(&cfg.DecisionLogMask, "decision-log-mask", policy.DefaultMask, "input path erased from decision logs and exported decisions (repeatable; OPA's mask paths, such as /input/request/headers/authorization); giving it replaces the default list")
