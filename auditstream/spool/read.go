@@ -148,4 +148,3 @@ func Wait(ctx context.Context, wake <-chan struct{}) bool {
 		return false
 	}
 }
-
