@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -211,7 +210,6 @@ type agentShipper struct {
 	mu     sync.Mutex
 	stream *shipStream // nil while no Discovery stream is up
 	next   atomic.Uint64
-	log    *slog.Logger
 }
 
 // shipStream is one Discovery stream as the shipper uses it.

@@ -75,7 +75,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	p := &Proxy{cfg: c, log: log, taps: newTapper(time.Now, log), shipper: &agentShipper{log: log}}
+	p := &Proxy{cfg: c, log: log, taps: newTapper(time.Now, log), shipper: &agentShipper{}}
 	p.metrics = newMetrics(func() float64 {
 		if id := p.shownID.Load(); id != nil {
 			return id.expiresIn()
