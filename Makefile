@@ -101,6 +101,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzCheckModule -fuzztime 30s ./policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzPolicyBundle -fuzztime 30s ./traffic/
+	$(GO) test -run '^$$' -fuzz FuzzParseMask -fuzztime 30s ./policy/
+	$(GO) test -run '^$$' -fuzz FuzzSpoolIngest -fuzztime 30s ./auditstream/spool/
+	$(GO) test -run '^$$' -fuzz FuzzAppendRecord -fuzztime 30s ./auditstream/
+	$(GO) test -run '^$$' -fuzz FuzzAppendString -fuzztime 30s ./internal/jsonenc/
 	$(GO) test -run '^$$' -fuzz FuzzAuthority -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzParseEndpoint -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzServiceName -fuzztime 30s ./naming/

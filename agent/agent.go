@@ -196,7 +196,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	attestor := &unixattest.Attestor{}
-	a.relay = relay.New(a.cache, attestor, log)
+	a.relay = relay.New(a.cache, attestor, log, relay.WithAuditExport(a.client.ExportAudit))
 	a.health.countStats(a.relay.StatsCounts)
 	srv := workloadapi.NewServer(workloadapi.New(a.cache, attestor, log))
 	proxyv1.RegisterDiscoveryServer(srv, a.relay)

@@ -161,3 +161,14 @@ func (c *client) ReportStats(ctx context.Context, rep *agentv1.StatsReport) erro
 	_, err = api.ReportStats(ctx, rep)
 	return err
 }
+
+// ExportAudit passes audit records of the node's sidecars to the server's
+// audit stream and returns once the server has spooled them.
+func (c *client) ExportAudit(ctx context.Context, records [][]byte) error {
+	api, err := c.api()
+	if err != nil {
+		return err
+	}
+	_, err = api.ExportAudit(ctx, &agentv1.ExportAuditRequest{Records: records})
+	return err
+}

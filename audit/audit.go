@@ -93,10 +93,22 @@ type Log struct {
 	prev    string
 	now     func() time.Time
 	pending map[int64]Event // unsettled intents by seq
+	// tee, if set, is given each event once it is on disk (WithTee).
+	tee func(Event)
+}
+
+// Option sets one of a Log's hooks at construction (see Open).
+type Option func(*Log)
+
+// WithTee has every event passed to f, in order, once it is written and
+// synced (the server's audit export: package auditstream). f runs under
+// the log's lock: it must not block on the network.
+func WithTee(f func(Event)) Option {
+	return func(l *Log) { l.tee = f }
 }
 
 // Open opens (or creates, 0600) the trail at path and continues its chain.
-func Open(path string, now func() time.Time) (*Log, error) {
+func Open(path string, now func() time.Time, opts ...Option) (*Log, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit: opening %s: %w", path, err)
@@ -110,7 +122,11 @@ func Open(path string, now func() time.Time) (*Log, error) {
 	for _, e := range sum.Pending {
 		pending[e.Seq] = e
 	}
-	return &Log{f: f, seq: sum.Last.Seq, prev: sum.Last.Hash, now: now, pending: pending}, nil
+	l := &Log{f: f, seq: sum.Last.Seq, prev: sum.Last.Hash, now: now, pending: pending}
+	for _, o := range opts {
+		o(l)
+	}
+	return l, nil
 }
 
 // Pending returns the intents not yet settled, in order: at start-up, the
@@ -221,6 +237,9 @@ func (l *Log) append(events []Event) ([]int64, error) {
 	for i, e := range sealed {
 		seqs[i] = e.Seq
 		trackSettlement(l.pending, e)
+		if l.tee != nil {
+			l.tee(e)
+		}
 	}
 	return seqs, nil
 }

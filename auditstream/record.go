@@ -15,6 +15,8 @@
 package auditstream
 
 import (
+	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -147,6 +149,38 @@ func (c *Chain) Seal(r *Record) error {
 	return nil
 }
 
+// hashSuffix ends a record's JSON with Hash empty: Hash is the last
+// field of Meta, Meta the last of Record.
+var hashSuffix = []byte(`"hash":""}}`)
+
+// SealJSON is Seal that also returns r's JSON encoding (what json.Marshal
+// gives for the sealed r), encoding r once instead of twice.
+func (c *Chain) SealJSON(r *Record) ([]byte, error) {
+	r.Sigil.Writer = c.writer
+	r.Sigil.Seq = c.seq + 1
+	r.Sigil.Prev = c.prev
+	r.Sigil.Hash = ""
+	body, ok := appendRecord(make([]byte, 0, 1024), r)
+	if !ok {
+		var err error
+		if body, err = json.Marshal(r); err != nil {
+			return nil, fmt.Errorf("auditstream: encoding record %s: %w", r.DecisionID, err)
+		}
+	}
+	if !bytes.HasSuffix(body, hashSuffix) {
+		return nil, fmt.Errorf("auditstream: record %s: encoding does not end with its hash field", r.DecisionID)
+	}
+	h := sha256.New()
+	h.Write([]byte(r.Sigil.Prev))
+	h.Write(body)
+	r.Sigil.Hash = hex.EncodeToString(h.Sum(nil))
+	c.seq, c.prev = r.Sigil.Seq, r.Sigil.Hash
+	line := make([]byte, 0, len(body)+len(r.Sigil.Hash))
+	line = append(line, body[:len(body)-3]...)
+	line = append(line, r.Sigil.Hash...)
+	return append(line, `"}}`...), nil
+}
+
 // Last returns the sequence number and hash of the last record sealed.
 func (c *Chain) Last() (int64, string) { return c.seq, c.prev }
 
@@ -161,4 +195,18 @@ func Check(r Record) error {
 		return fmt.Errorf("auditstream: record %s (writer %s seq %d): hash does not match its content", r.DecisionID, r.Sigil.Writer, r.Sigil.Seq)
 	}
 	return nil
+}
+
+// Writer returns the name of the chain.
+func (c *Chain) Writer() string { return c.writer }
+
+// NewID returns a random UUID-shaped (version 4) id for a record that is
+// not a decision (a CA event, a gap).
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	x := hex.EncodeToString(b[:])
+	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:]
 }

@@ -79,6 +79,8 @@ type Engine struct {
 	ownsLog   bool // decisions is this engine's (not WithDecisionLogOf)
 	// mode is ModeEnforce unless WithMode said otherwise.
 	mode string
+	// recorder, if set, takes every decision (recorder.go).
+	recorder *recorder
 }
 
 // WithMode sets the mode every decision of the engine carries
@@ -431,7 +433,7 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 	if e.decisions != nil {
 		e.decisions.log(in, d, time.Now())
 	}
-	return d
+	return e.record(in, d)
 }
 
 // newID returns a random UUID-shaped decision ID.

@@ -73,6 +73,21 @@ type Config struct {
 	// StatsInterval is how often the sidecar sends its golden metrics to
 	// its agent (--stats-interval): 1s to 1m; 0 is DefaultStatsInterval.
 	StatsInterval time.Duration
+	// AuditExport are where decisions go (--audit-export): "agent" (the
+	// default when empty), "none", or sink specs (package sink), which
+	// replace the agent unless it is named too.
+	AuditExport []string
+	// AuditSpoolDir holds the audit spool (default: a per-user directory
+	// under os.TempDir, by service and inbound port); AuditSpoolMaxBytes
+	// bounds it (0: DefaultAuditSpoolMaxBytes).
+	AuditSpoolDir      string
+	AuditSpoolMaxBytes int64
+	// AuditFailureModeAllow, when false, denies with 503 a request whose
+	// decision cannot be recorded (Envoy ext_authz's failure_mode_allow).
+	AuditFailureModeAllow bool
+	// DecisionLogMask are the input paths erased from recorded decisions
+	// (nil: policy.DefaultMask).
+	DecisionLogMask []string
 }
 
 // DefaultStatsInterval is how often a sidecar reports its golden metrics
@@ -106,6 +121,7 @@ type checked struct {
 	appPort   int
 	otlpURL   string
 	paths     pathnorm.Options
+	audit     auditConfig
 }
 
 // ParseUpstream reads NAME=HOST:PORT[,HOST:PORT...][@SPIFFE-ID].
@@ -173,6 +189,7 @@ func (c Config) Validate() (*checked, error) {
 	checkAddr("--inbound", c.Inbound, &errs)
 	checkAddr("--outbound", c.Outbound, &errs)
 	checkAddr("--admin", c.Admin, &errs)
+	checkAudit(c, out, &errs)
 	if c.IdleTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("proxy: --idle-timeout %s: want at least 1s", c.IdleTimeout))
 	}

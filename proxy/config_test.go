@@ -48,11 +48,13 @@ func TestParseUpstream(t *testing.T) {
 }
 
 func TestValidateNamesEveryFlag(t *testing.T) {
-	_, err := Config{Service: "Bad_Name", Inbound: "x", Outbound: "y", Admin: "z", Labels: []string{"novalue"}, Upstreams: []string{"a=b", "api=1.2.3.4:5", "api=1.2.3.4:6"}}.Validate()
+	_, err := Config{Service: "Bad_Name", Inbound: "x", Outbound: "y", Admin: "z", Labels: []string{"novalue"}, Upstreams: []string{"a=b", "api=1.2.3.4:5", "api=1.2.3.4:6"},
+		AuditExport: []string{"gopher://collector", "none"}, AuditSpoolMaxBytes: -1, DecisionLogMask: []string{"/request/headers/authorization"}}.Validate()
 	if err == nil {
 		t.Fatal("accepted")
 	}
-	for _, flag := range []string{"--socket", "--service", "--app", "--inbound", "--outbound", "--admin", "--label", "--upstream \"a=b\"", "--upstream api given twice"} {
+	for _, flag := range []string{"--socket", "--service", "--app", "--inbound", "--outbound", "--admin", "--label", "--upstream \"a=b\"", "--upstream api given twice",
+		"--audit-export: sink: gopher://collector: unknown scheme", "--audit-export none: cannot be combined", "--audit-spool-max-bytes -1", "--decision-log-mask"} {
 		if !strings.Contains(err.Error(), flag) {
 			t.Errorf("error does not name %s:\n%v", flag, err)
 		}

@@ -267,6 +267,13 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string,
 	var mu sync.Mutex
 	go p.sendStats(ctx, stats, &mu, stream.Send)
 	go p.taps.pump(ctx, &mu, stream.Send)
+	ship := &shipStream{acks: make(chan auditAck, 1), done: ctx.Done(), send: func(m *proxyv1.DiscoveryRequest) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return stream.Send(m)
+	}}
+	p.shipper.attach(ship)
+	defer p.shipper.detach(ship)
 	got := false
 	var deltas configdelta.Receiver
 	for {
@@ -280,6 +287,10 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string,
 		got = true
 		if c := msg.GetTap(); c != nil {
 			p.taps.control(c)
+			continue
+		}
+		if a := msg.GetAuditAck(); a != nil {
+			ship.ack(a.GetBatchId(), a.GetError())
 			continue
 		}
 		snap, err := deltas.Apply(msg.GetDelta())

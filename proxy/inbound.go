@@ -206,7 +206,13 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.setFlag(flagUnauthorized)
 		in.p.metrics.stats.Deny(telemetry.Denial{At: start, SourcePrincipal: peer.id, DestinationPrincipal: in.p.id.id.String(),
 			DestinationNamespace: in.p.names.Namespace(), DestinationService: in.p.cfg.Service, Method: r.Method, Path: target.Path, DecisionID: d.ID})
-		writeError(rec, r, http.StatusForbidden, "RBAC: access denied")
+		if errors.Is(d.Err, policy.ErrNotRecorded) {
+			// Fail closed on the audit record (--audit-failure-mode-allow=false):
+			// the policy may have allowed it, so not 403.
+			writeError(rec, r, http.StatusServiceUnavailable, "audit record unavailable")
+		} else {
+			writeError(rec, r, http.StatusForbidden, "RBAC: access denied")
+		}
 	} else {
 		// Only the mesh says who the caller is.
 		r.Header[xfccName] = []string{peer.xfcc}

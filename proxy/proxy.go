@@ -68,6 +68,10 @@ type Proxy struct {
 	h2Closed *prometheus.CounterVec
 	// taps are the `sigil tap` sessions running on this sidecar (tap.go).
 	taps *tapper
+	// recorder appends decisions to the audit spool, shipper sends them
+	// to the agent (audit.go).
+	recorder *auditRecorder
+	shipper  *agentShipper
 }
 
 // Run runs the proxy until ctx is done, then drains in-flight requests.
@@ -76,7 +80,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	p := &Proxy{cfg: c, log: log, taps: newTapper(time.Now, log)}
+	p := &Proxy{cfg: c, log: log, taps: newTapper(time.Now, log), shipper: &agentShipper{}}
 	p.metrics = newMetrics(func() float64 {
 		if id := p.shownID.Load(); id != nil {
 			return id.expiresIn()
@@ -117,9 +121,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("proxy: --decision-log: %w", err)
 	}
 	opts := []policy.Option{policy.WithReloadHook(p.countReload)}
+	labels := map[string]string{"service": c.Service, "type": "sigil-proxy"}
 	if decisions.w != nil {
-		// The engine owns the decision log from here: it flushes and closes it.
-		opts = append(opts, policy.WithDecisionLog(decisions, map[string]string{"service": c.Service, "type": "sigil-proxy"}))
+		// The engine owns the decision log from here: it flushes and closes
+		// it. It holds no more than the export does (masked).
+		opts = append(opts, policy.WithDecisionLog(c.audit.mask.Writer(decisions), labels))
+	}
+	if c.audit.on {
+		p.recorder = newAuditRecorder(c.audit.mask, labels)
+		p.metrics.reg.MustRegister(p.recorder.notRecorded)
+		opts = append(opts, policy.WithRecorder(p.recorder, !c.AuditFailureModeAllow))
 	}
 	p.policy, err = policy.New(ctx, c.Policy, log, opts...)
 	p.shownPolicy.Store(p.policy)
@@ -135,6 +146,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	dryOpts := []policy.Option{policy.WithMode(policy.ModeDryRun)}
 	if decisions.w != nil {
 		dryOpts = append(dryOpts, policy.WithDecisionLogOf(p.policy))
+	}
+	if p.recorder != nil {
+		// Dry-run decisions are exported too (sigil.mode "dryrun"); they
+		// never block, recorded or not.
+		dryOpts = append(dryOpts, policy.WithRecorder(p.recorder, false))
 	}
 	p.dryRun, _ = policy.New(ctx, "", log, dryOpts...) // no path: nothing to load yet
 	p.shownDryRun.Store(p.dryRun)
@@ -188,6 +204,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	discoverCtx, stopDiscovery := context.WithCancel(ctx)
 	defer stopDiscovery()
 	var wg sync.WaitGroup
+	if c.audit.on {
+		closeSpool, err := p.startAudit(runCtx, &wg)
+		if err != nil {
+			return err
+		}
+		defer closeSpool()
+	}
 	wg.Add(4)
 	go func() { defer wg.Done(); p.discover(discoverCtx, out, advertise) }()
 	inLimited := newLimitedListener(inLn, "inbound", p.limits.inbound, p.metrics.reg, p.refused, log)

@@ -53,13 +53,9 @@ func allowedServices(entries []registry.Entry) map[string]map[string]bool {
 // otherwise any workload with a mesh identity could register itself as any
 // service and receive that service's traffic.
 func (s *Server) ReportProxies(ctx context.Context, req *agentv1.ReportProxiesRequest) (*agentv1.ReportProxiesResponse, error) {
-	agent, err := s.callerAgent(ctx)
+	agent, entries, err := s.callerEntries(ctx)
 	if err != nil {
 		return nil, err
-	}
-	entries, _, err := s.store.ListEntries(ctx, agent.String())
-	if err != nil {
-		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	allowed := allowedServices(entries)
 	recs := make([]registry.ProxyRecord, 0, len(req.GetProxies()))

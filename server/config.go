@@ -38,6 +38,12 @@ type Config struct {
 	// StatsMaxKeys bounds the distinct keys of golden metrics the server's
 	// window holds (--stats-max-keys); 0 takes window.DefaultMaxKeys.
 	StatsMaxKeys int
+	// AuditExport are the audit stream's exporters (--audit-export, sink
+	// specs: package sink); none means no stream (see auditexport.go).
+	AuditExport []string
+	// AuditSpoolMaxBytes bounds the audit spool in the data dir (0:
+	// DefaultAuditSpoolMaxBytes).
+	AuditSpoolMaxBytes int64
 	// Dashboard is the dashboard's HOST:PORT (--dashboard); "" serves
 	// none. Off loopback it needs DashboardTLS, which serves it over TLS
 	// 1.3 to clients presenting an X.509-SVID of one of DashboardAdminIDs
@@ -117,6 +123,7 @@ func (c Config) Validate() (*checked, error) {
 	if out.MaxConfigBytes < out.MaxResourceBytes {
 		errs = append(errs, fmt.Errorf("--max-config-bytes %d: must be at least --max-resource-bytes (%d)", out.MaxConfigBytes, out.MaxResourceBytes))
 	}
+	errs = append(errs, checkAuditExport(c)...)
 	if out.StatsMaxKeys == 0 {
 		out.StatsMaxKeys = DefaultStatsMaxKeys
 	}

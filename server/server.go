@@ -75,6 +75,8 @@ type Server struct {
 
 	taps tapHub // sigil tap: running taps and agents' Tap streams (tap.go)
 
+	auditOut *auditStream // the audit stream's spool and exporters (auditexport.go)
+
 	agentv1.UnimplementedAgentServer
 }
 
@@ -103,7 +105,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := fixTrustDomain(ctx, store, c.td.Name()); err != nil {
 		return err
 	}
-	auditLog, err := audit.Open(filepath.Join(c.DataDir, "audit.log"), time.Now)
+	auditOut, err := openAuditStream(c, log)
+	if err != nil {
+		return err
+	}
+	defer auditOut.close()
+	auditLog, err := audit.Open(filepath.Join(c.DataDir, "audit.log"), time.Now, audit.WithTee(auditOut.tee))
 	if err != nil {
 		return err
 	}
@@ -120,8 +127,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	s := &Server{cfg: c, log: log, store: store, audit: auditLog, ca: authority, changes: newBroadcaster(), now: time.Now, refusedSeen: map[string]bool{}, stats: stats}
+	s := &Server{cfg: c, log: log, store: store, audit: auditLog, ca: authority, changes: newBroadcaster(), now: time.Now, refusedSeen: map[string]bool{}, stats: stats, auditOut: auditOut}
 	s.metrics = newMetrics(serverMetricsSource{s}, s.now, log)
+	s.metrics.reg.MustRegister(auditOut.collectors()...)
 	s.metrics.watchWindow(stats)
 	if err := s.reconcileAudit(ctx); err != nil {
 		return err
@@ -184,6 +192,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}()
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	go func() { defer wg.Done(); s.rotateLoop(loopCtx) }()
+	auditOut.run(loopCtx, &wg)
 
 	var runErr error
 	select {

@@ -57,11 +57,13 @@ func TestValidateEntry(t *testing.T) {
 }
 
 func TestConfigValidateNamesEveryFlag(t *testing.T) {
-	_, err := Config{TrustDomain: "Not A Domain", Bind: "nope", DefaultX509TTL: time.Second, DefaultJWTTTL: time.Second, UpstreamCert: "x", StatsMaxKeys: -1}.Validate()
+	_, err := Config{TrustDomain: "Not A Domain", Bind: "nope", DefaultX509TTL: time.Second, DefaultJWTTTL: time.Second, UpstreamCert: "x", StatsMaxKeys: -1,
+		AuditExport: []string{"https://collector/logs?colour=red", "gopher://x"}, AuditSpoolMaxBytes: -1}.Validate()
 	if err == nil {
 		t.Fatal("accepted")
 	}
-	for _, flag := range []string{"--data-dir", "--trust-domain", "--bind", "--default-x509-ttl", "--default-jwt-ttl", "--upstream-cert and --upstream-key", "--stats-max-keys -1: want 1 to 1000000"} {
+	for _, flag := range []string{"--data-dir", "--trust-domain", "--bind", "--default-x509-ttl", "--default-jwt-ttl", "--upstream-cert and --upstream-key", "--stats-max-keys -1: want 1 to 1000000",
+		"--audit-export: sink: https://collector/logs?colour=red: sink: http: unknown parameter \"colour\"", "--audit-export: sink: gopher://x: unknown scheme", "--audit-spool-max-bytes -1"} {
 		if !strings.Contains(err.Error(), flag) {
 			t.Errorf("error does not name %s: %v", flag, err)
 		}

@@ -65,13 +65,19 @@ type Relay struct {
 	taps *taps
 	// stats merges the golden metrics the sidecars send (stats.go).
 	stats nodeStats
+	// exportAudit passes the sidecars' audit batches on (audit.go).
+	exportAudit AuditExporter
 }
 
 var _ proxyv1.DiscoveryServer = (*Relay)(nil)
 
-// New returns a relay.
-func New(ids Identities, attestor Attestor, log *slog.Logger) *Relay {
-	return &Relay{ids: ids, attestor: attestor, log: log, changed: make(chan struct{}), proxies: map[string]*agentv1.Proxy{}, dirty: make(chan struct{}, 1), reachable: make(chan struct{}, 1), taps: newTaps(time.Now)}
+// New returns a relay with its hooks set by opts.
+func New(ids Identities, attestor Attestor, log *slog.Logger, opts ...Option) *Relay {
+	r := &Relay{ids: ids, attestor: attestor, log: log, changed: make(chan struct{}), proxies: map[string]*agentv1.Proxy{}, dirty: make(chan struct{}, 1), reachable: make(chan struct{}, 1), taps: newTaps(time.Now)}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
 // SetConfig takes a complete configuration from the server and wakes
@@ -150,6 +156,25 @@ func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
 	tapControls := r.taps.join(p)
 	defer r.taps.leave(p)
 	recvErr := make(chan error, 1)
+	// A sidecar has one audit batch in flight at a time (it waits for the
+	// ack); one more is queued, beyond that the stream's reader waits.
+	audits := make(chan *proxyv1.AuditBatch, 1)
+	auditAcks := make(chan *proxyv1.AuditAck, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case b := <-audits:
+				a := r.forwardAudit(ctx, p, b)
+				select {
+				case auditAcks <- a:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
 	go func() {
 		for {
 			msg, err := stream.Recv()
@@ -168,6 +193,13 @@ func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
 			}
 			if st := msg.GetStats(); st != nil {
 				r.addStats(p, st)
+			}
+			if b := msg.GetAudit(); b != nil {
+				select {
+				case audits <- b:
+				case <-ctx.Done():
+					return
+				}
 			}
 		}
 	}()
@@ -193,6 +225,10 @@ func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
 		case <-changed:
 		case c := <-tapControls:
 			if err := stream.Send(&proxyv1.DiscoveryResponse{Tap: c}); err != nil {
+				return err
+			}
+		case a := <-auditAcks:
+			if err := stream.Send(&proxyv1.DiscoveryResponse{AuditAck: a}); err != nil {
 				return err
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/cmd/internal/logflag"
+	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/proxy"
 	"github.com/spf13/cobra"
 )
@@ -58,6 +59,11 @@ func newRun() *cobra.Command {
 	f.BoolVar(&cfg.Transparent, "transparent", false, "route redirected connections by their original destination (see `sigil-proxy iptables`)")
 	f.StringVar(&cfg.AccessLog, "access-log", "", "access log file (JSON lines); - for stdout")
 	f.StringVar(&cfg.DecisionLog, "decision-log", "", "decision log file (OPA decision-log JSON lines); - for stdout")
+	f.StringArrayVar(&cfg.AuditExport, "audit-export", nil, "where decisions are exported (repeatable): agent (the default: through the agent to the server's audit stream), none, or an exporter spec such as https://collector/logs (see docs/audit.md)")
+	f.StringVar(&cfg.AuditSpoolDir, "audit-spool-dir", "", "directory of the decision export's on-disk spool, one process at a time (default: $TMPDIR/sigil-proxy-UID/audit-SERVICE-INBOUNDPORT, or ...-pidPID for port 0)")
+	f.Int64Var(&cfg.AuditSpoolMaxBytes, "audit-spool-max-bytes", proxy.DefaultAuditSpoolMaxBytes, "bytes the decision export's spool may hold on disk; past them decisions are dropped, counted and recorded as a gap")
+	f.BoolVar(&cfg.AuditFailureModeAllow, "audit-failure-mode-allow", true, "serve a request whose decision cannot be recorded for export (spool full, I/O error); false denies it with 503, as Envoy ext_authz's failure_mode_allow")
+	f.StringArrayVar(&cfg.DecisionLogMask, "decision-log-mask", policy.DefaultMask, "input path erased from decision logs and exported decisions (repeatable; OPA's mask paths, such as /input/request/headers/authorization); giving it replaces the default list")
 	f.StringVar(&cfg.PathWithEscapedSlashes, "path-with-escaped-slashes", "decode", "what becomes of %2F and %5C in a request path, before routing and authorization: decode (into separators, Istio's DECODE_AND_MERGE_SLASHES), keep, or reject (400); see docs/security.md")
 	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "export a span per request to this OTLP/HTTP collector, such as http://127.0.0.1:4318")
 	f.Float64Var(&cfg.TraceSampling, "trace-sampling", 0.01, "share of new traces sampled, 0 to 1 (a caller's traceparent decides for its own)")

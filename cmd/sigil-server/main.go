@@ -56,6 +56,8 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.UpstreamKey, "upstream-key", "", "PEM key of --upstream-cert's first certificate")
 	f.Int64Var(&cfg.MaxResourceBytes, "max-resource-bytes", server.DefaultMaxResourceBytes, "largest configuration resource accepted, encoded, in bytes (at most 2 MiB)")
 	f.Int64Var(&cfg.MaxConfigBytes, "max-config-bytes", server.DefaultMaxConfigBytes, "largest total configuration accepted, encoded, in bytes")
+	f.StringArrayVar(&cfg.AuditExport, "audit-export", nil, "export the audit stream (CA events and the sidecars' decisions) to this receiver (repeatable), such as https://collector/logs (OPA's decision-log upload API); see docs/audit.md")
+	f.Int64Var(&cfg.AuditSpoolMaxBytes, "audit-spool-max-bytes", server.DefaultAuditSpoolMaxBytes, "bytes the audit stream's spool (DATA-DIR/audit-spool) may hold; past them CA events are dropped (counted, and recorded as a gap) and sidecars' batches refused until exporters catch up")
 	f.IntVar(&cfg.StatsMaxKeys, "stats-max-keys", server.DefaultStatsMaxKeys, "most distinct golden-metric keys (reporter, identities, service, subset, route, protocol) the server's 15-minute window holds; series of further keys are dropped (memory grows with it: see bench/README.md)")
 	f.StringVar(&cfg.Dashboard, "dashboard", server.DefaultDashboard, "HOST:PORT of the web dashboard and the server's /metrics; \"\" serves none; off loopback it needs --dashboard-tls")
 	f.BoolVar(&cfg.DashboardTLS, "dashboard-tls", false, "serve the dashboard over TLS 1.3 with the server's SVID, only to clients presenting an X.509-SVID of a --dashboard-admin-id")

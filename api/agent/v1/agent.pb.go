@@ -2401,6 +2401,106 @@ func (*TapUp_Event) isTapUp_Msg() {}
 
 func (*TapUp_Started) isTapUp_Msg() {}
 
+// ExportAuditRequest carries audit records, each the JSON line its writer
+// sealed.
+type ExportAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       [][]byte               `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportAuditRequest) Reset() {
+	*x = ExportAuditRequest{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportAuditRequest) ProtoMessage() {}
+
+func (x *ExportAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportAuditRequest.ProtoReflect.Descriptor instead.
+func (*ExportAuditRequest) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ExportAuditRequest) GetRecords() [][]byte {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+// ExportAuditResponse says how many records were new to the server (the
+// others were re-sent and already spooled).
+type ExportAuditResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Accepted      int64                  `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Duplicates    int64                  `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportAuditResponse) Reset() {
+	*x = ExportAuditResponse{}
+	mi := &file_api_agent_v1_agent_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportAuditResponse) ProtoMessage() {}
+
+func (x *ExportAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_agent_v1_agent_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportAuditResponse.ProtoReflect.Descriptor instead.
+func (*ExportAuditResponse) Descriptor() ([]byte, []int) {
+	return file_api_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ExportAuditResponse) GetAccepted() int64 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *ExportAuditResponse) GetDuplicates() int64 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
 var File_api_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_api_agent_v1_agent_proto_rawDesc = "" +
@@ -2593,7 +2693,14 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x06tap_id\x18\x01 \x01(\tR\x05tapId\x120\n" +
 	"\x05event\x18\x02 \x01(\v2\x18.sigil.agent.v1.TapEventH\x00R\x05event\x126\n" +
 	"\astarted\x18\x03 \x01(\v2\x1a.sigil.agent.v1.TapStartedH\x00R\astartedB\x05\n" +
-	"\x03msg2\xe7\x05\n" +
+	"\x03msg\".\n" +
+	"\x12ExportAuditRequest\x12\x18\n" +
+	"\arecords\x18\x01 \x03(\fR\arecords\"Q\n" +
+	"\x13ExportAuditResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\x03R\baccepted\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x02 \x01(\x03R\n" +
+	"duplicates2\xbf\x06\n" +
 	"\x05Agent\x12G\n" +
 	"\x06Attest\x12\x1d.sigil.agent.v1.AttestRequest\x1a\x1e.sigil.agent.v1.AttestResponse\x12S\n" +
 	"\n" +
@@ -2605,7 +2712,8 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\fStreamConfig\x12#.sigil.agent.v1.StreamConfigRequest\x1a\x1b.sigil.agent.v1.ConfigDelta0\x01\x12\\\n" +
 	"\rReportProxies\x12$.sigil.agent.v1.ReportProxiesRequest\x1a%.sigil.agent.v1.ReportProxiesResponse\x12O\n" +
 	"\vReportStats\x12\x1b.sigil.agent.v1.StatsReport\x1a#.sigil.agent.v1.ReportStatsResponse\x12<\n" +
-	"\x03Tap\x12\x15.sigil.agent.v1.TapUp\x1a\x1a.sigil.agent.v1.TapControl(\x010\x01B2Z0github.com/sigil-mesh/sigil/api/agent/v1;agentv1b\x06proto3"
+	"\x03Tap\x12\x15.sigil.agent.v1.TapUp\x1a\x1a.sigil.agent.v1.TapControl(\x010\x01\x12V\n" +
+	"\vExportAudit\x12\".sigil.agent.v1.ExportAuditRequest\x1a#.sigil.agent.v1.ExportAuditResponseB2Z0github.com/sigil-mesh/sigil/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_api_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -2619,7 +2727,7 @@ func file_api_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_api_agent_v1_agent_proto_rawDescData
 }
 
-var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_api_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*AttestRequest)(nil),            // 0: sigil.agent.v1.AttestRequest
 	(*AttestResponse)(nil),           // 1: sigil.agent.v1.AttestResponse
@@ -2655,8 +2763,10 @@ var file_api_agent_v1_agent_proto_goTypes = []any{
 	(*TapEvent)(nil),                 // 31: sigil.agent.v1.TapEvent
 	(*TapStarted)(nil),               // 32: sigil.agent.v1.TapStarted
 	(*TapUp)(nil),                    // 33: sigil.agent.v1.TapUp
-	nil,                              // 34: sigil.agent.v1.Endpoint.LabelsEntry
-	nil,                              // 35: sigil.agent.v1.Proxy.LabelsEntry
+	(*ExportAuditRequest)(nil),       // 34: sigil.agent.v1.ExportAuditRequest
+	(*ExportAuditResponse)(nil),      // 35: sigil.agent.v1.ExportAuditResponse
+	nil,                              // 36: sigil.agent.v1.Endpoint.LabelsEntry
+	nil,                              // 37: sigil.agent.v1.Proxy.LabelsEntry
 }
 var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	4,  // 0: sigil.agent.v1.AttestResponse.svid:type_name -> sigil.agent.v1.X509SVID
@@ -2674,8 +2784,8 @@ var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	20, // 12: sigil.agent.v1.ConfigDelta.removed_endpoints:type_name -> sigil.agent.v1.Endpoint
 	19, // 13: sigil.agent.v1.Config.resources:type_name -> sigil.agent.v1.Resource
 	20, // 14: sigil.agent.v1.Config.endpoints:type_name -> sigil.agent.v1.Endpoint
-	34, // 15: sigil.agent.v1.Endpoint.labels:type_name -> sigil.agent.v1.Endpoint.LabelsEntry
-	35, // 16: sigil.agent.v1.Proxy.labels:type_name -> sigil.agent.v1.Proxy.LabelsEntry
+	36, // 15: sigil.agent.v1.Endpoint.labels:type_name -> sigil.agent.v1.Endpoint.LabelsEntry
+	37, // 16: sigil.agent.v1.Proxy.labels:type_name -> sigil.agent.v1.Proxy.LabelsEntry
 	21, // 17: sigil.agent.v1.ReportProxiesRequest.proxies:type_name -> sigil.agent.v1.Proxy
 	24, // 18: sigil.agent.v1.StatsSeries.key:type_name -> sigil.agent.v1.StatsKey
 	25, // 19: sigil.agent.v1.StatsReport.series:type_name -> sigil.agent.v1.StatsSeries
@@ -2693,17 +2803,19 @@ var file_api_agent_v1_agent_proto_depIdxs = []int32{
 	22, // 31: sigil.agent.v1.Agent.ReportProxies:input_type -> sigil.agent.v1.ReportProxiesRequest
 	27, // 32: sigil.agent.v1.Agent.ReportStats:input_type -> sigil.agent.v1.StatsReport
 	33, // 33: sigil.agent.v1.Agent.Tap:input_type -> sigil.agent.v1.TapUp
-	1,  // 34: sigil.agent.v1.Agent.Attest:output_type -> sigil.agent.v1.AttestResponse
-	3,  // 35: sigil.agent.v1.Agent.RenewAgent:output_type -> sigil.agent.v1.RenewAgentResponse
-	9,  // 36: sigil.agent.v1.Agent.BatchNewX509SVID:output_type -> sigil.agent.v1.BatchNewX509SVIDResponse
-	11, // 37: sigil.agent.v1.Agent.NewJWTSVID:output_type -> sigil.agent.v1.NewJWTSVIDResponse
-	15, // 38: sigil.agent.v1.Agent.Sync:output_type -> sigil.agent.v1.SyncResponse
-	17, // 39: sigil.agent.v1.Agent.StreamConfig:output_type -> sigil.agent.v1.ConfigDelta
-	23, // 40: sigil.agent.v1.Agent.ReportProxies:output_type -> sigil.agent.v1.ReportProxiesResponse
-	28, // 41: sigil.agent.v1.Agent.ReportStats:output_type -> sigil.agent.v1.ReportStatsResponse
-	30, // 42: sigil.agent.v1.Agent.Tap:output_type -> sigil.agent.v1.TapControl
-	34, // [34:43] is the sub-list for method output_type
-	25, // [25:34] is the sub-list for method input_type
+	34, // 34: sigil.agent.v1.Agent.ExportAudit:input_type -> sigil.agent.v1.ExportAuditRequest
+	1,  // 35: sigil.agent.v1.Agent.Attest:output_type -> sigil.agent.v1.AttestResponse
+	3,  // 36: sigil.agent.v1.Agent.RenewAgent:output_type -> sigil.agent.v1.RenewAgentResponse
+	9,  // 37: sigil.agent.v1.Agent.BatchNewX509SVID:output_type -> sigil.agent.v1.BatchNewX509SVIDResponse
+	11, // 38: sigil.agent.v1.Agent.NewJWTSVID:output_type -> sigil.agent.v1.NewJWTSVIDResponse
+	15, // 39: sigil.agent.v1.Agent.Sync:output_type -> sigil.agent.v1.SyncResponse
+	17, // 40: sigil.agent.v1.Agent.StreamConfig:output_type -> sigil.agent.v1.ConfigDelta
+	23, // 41: sigil.agent.v1.Agent.ReportProxies:output_type -> sigil.agent.v1.ReportProxiesResponse
+	28, // 42: sigil.agent.v1.Agent.ReportStats:output_type -> sigil.agent.v1.ReportStatsResponse
+	30, // 43: sigil.agent.v1.Agent.Tap:output_type -> sigil.agent.v1.TapControl
+	35, // 44: sigil.agent.v1.Agent.ExportAudit:output_type -> sigil.agent.v1.ExportAuditResponse
+	35, // [35:45] is the sub-list for method output_type
+	25, // [25:35] is the sub-list for method input_type
 	25, // [25:25] is the sub-list for extension type_name
 	25, // [25:25] is the sub-list for extension extendee
 	0,  // [0:25] is the sub-list for field type_name
@@ -2724,7 +2836,7 @@ func file_api_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_agent_v1_agent_proto_rawDesc), len(file_api_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,7 @@ const (
 	Agent_ReportProxies_FullMethodName    = "/sigil.agent.v1.Agent/ReportProxies"
 	Agent_ReportStats_FullMethodName      = "/sigil.agent.v1.Agent/ReportStats"
 	Agent_Tap_FullMethodName              = "/sigil.agent.v1.Agent/Tap"
+	Agent_ExportAudit_FullMethodName      = "/sigil.agent.v1.Agent/ExportAudit"
 )
 
 // AgentClient is the client API for Agent service.
@@ -75,6 +76,12 @@ type AgentClient interface {
 	// the calling agent's node, the agent sends up what its sidecars
 	// sampled as it comes, not on the metrics interval.
 	Tap(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TapUp, TapControl], error)
+	// ExportAudit passes the audit records (package auditstream) of the
+	// calling agent's sidecars to the server's audit stream. Each record's
+	// writer must be an identity an entry grants to a workload of the
+	// calling agent; the server de-duplicates re-sent records by writer and
+	// seq and answers once they are in its spool.
+	ExportAudit(ctx context.Context, in *ExportAuditRequest, opts ...grpc.CallOption) (*ExportAuditResponse, error)
 }
 
 type agentClient struct {
@@ -196,6 +203,16 @@ func (c *agentClient) Tap(ctx context.Context, opts ...grpc.CallOption) (grpc.Bi
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_TapClient = grpc.BidiStreamingClient[TapUp, TapControl]
 
+func (c *agentClient) ExportAudit(ctx context.Context, in *ExportAuditRequest, opts ...grpc.CallOption) (*ExportAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExportAuditResponse)
+	err := c.cc.Invoke(ctx, Agent_ExportAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -234,6 +251,12 @@ type AgentServer interface {
 	// the calling agent's node, the agent sends up what its sidecars
 	// sampled as it comes, not on the metrics interval.
 	Tap(grpc.BidiStreamingServer[TapUp, TapControl]) error
+	// ExportAudit passes the audit records (package auditstream) of the
+	// calling agent's sidecars to the server's audit stream. Each record's
+	// writer must be an identity an entry grants to a workload of the
+	// calling agent; the server de-duplicates re-sent records by writer and
+	// seq and answers once they are in its spool.
+	ExportAudit(context.Context, *ExportAuditRequest) (*ExportAuditResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -270,6 +293,9 @@ func (UnimplementedAgentServer) ReportStats(context.Context, *StatsReport) (*Rep
 }
 func (UnimplementedAgentServer) Tap(grpc.BidiStreamingServer[TapUp, TapControl]) error {
 	return status.Error(codes.Unimplemented, "method Tap not implemented")
+}
+func (UnimplementedAgentServer) ExportAudit(context.Context, *ExportAuditRequest) (*ExportAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExportAudit not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -429,6 +455,24 @@ func _Agent_Tap_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_TapServer = grpc.BidiStreamingServer[TapUp, TapControl]
 
+func _Agent_ExportAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExportAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).ExportAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_ExportAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).ExportAudit(ctx, req.(*ExportAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -459,6 +503,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportStats",
 			Handler:    _Agent_ReportStats_Handler,
+		},
+		{
+			MethodName: "ExportAudit",
+			Handler:    _Agent_ExportAudit_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -35,6 +35,7 @@ type DiscoveryRequest struct {
 	//	*DiscoveryRequest_Ack
 	//	*DiscoveryRequest_Stats
 	//	*DiscoveryRequest_Tap
+	//	*DiscoveryRequest_Audit
 	Msg           isDiscoveryRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -113,6 +114,15 @@ func (x *DiscoveryRequest) GetTap() *v1.TapUp {
 	return nil
 }
 
+func (x *DiscoveryRequest) GetAudit() *AuditBatch {
+	if x != nil {
+		if x, ok := x.Msg.(*DiscoveryRequest_Audit); ok {
+			return x.Audit
+		}
+	}
+	return nil
+}
+
 type isDiscoveryRequest_Msg interface {
 	isDiscoveryRequest_Msg()
 }
@@ -136,6 +146,12 @@ type DiscoveryRequest_Tap struct {
 	Tap *v1.TapUp `protobuf:"bytes,10,opt,name=tap,proto3,oneof"`
 }
 
+type DiscoveryRequest_Audit struct {
+	// A batch of the sidecar's audit records (decisions), for its agent
+	// to pass to the server; answered by an AuditAck with the same id.
+	Audit *AuditBatch `protobuf:"bytes,11,opt,name=audit,proto3,oneof"`
+}
+
 func (*DiscoveryRequest_Register) isDiscoveryRequest_Msg() {}
 
 func (*DiscoveryRequest_Ack) isDiscoveryRequest_Msg() {}
@@ -143,6 +159,8 @@ func (*DiscoveryRequest_Ack) isDiscoveryRequest_Msg() {}
 func (*DiscoveryRequest_Stats) isDiscoveryRequest_Msg() {}
 
 func (*DiscoveryRequest_Tap) isDiscoveryRequest_Msg() {}
+
+func (*DiscoveryRequest_Audit) isDiscoveryRequest_Msg() {}
 
 type Register struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -272,7 +290,10 @@ type DiscoveryResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Delta *v1.ConfigDelta        `protobuf:"bytes,2,opt,name=delta,proto3" json:"delta,omitempty"`
 	// Starts, renews or stops a tap of this sidecar's requests (sigil tap).
-	Tap           *v1.TapControl `protobuf:"bytes,10,opt,name=tap,proto3" json:"tap,omitempty"`
+	Tap *v1.TapControl `protobuf:"bytes,10,opt,name=tap,proto3" json:"tap,omitempty"`
+	// Answers an AuditBatch once the server has spooled it (or says why
+	// not): only then does the sidecar move its spool's cursor past it.
+	AuditAck      *AuditAck `protobuf:"bytes,11,opt,name=audit_ack,json=auditAck,proto3" json:"audit_ack,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -321,17 +342,133 @@ func (x *DiscoveryResponse) GetTap() *v1.TapControl {
 	return nil
 }
 
+func (x *DiscoveryResponse) GetAuditAck() *AuditAck {
+	if x != nil {
+		return x.AuditAck
+	}
+	return nil
+}
+
+// AuditBatch carries audit records (package auditstream), each the JSON
+// line the sidecar sealed into its chain.
+type AuditBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BatchId       uint64                 `protobuf:"varint,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	Records       [][]byte               `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditBatch) Reset() {
+	*x = AuditBatch{}
+	mi := &file_api_proxy_v1_discovery_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditBatch) ProtoMessage() {}
+
+func (x *AuditBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proxy_v1_discovery_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditBatch.ProtoReflect.Descriptor instead.
+func (*AuditBatch) Descriptor() ([]byte, []int) {
+	return file_api_proxy_v1_discovery_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AuditBatch) GetBatchId() uint64 {
+	if x != nil {
+		return x.BatchId
+	}
+	return 0
+}
+
+func (x *AuditBatch) GetRecords() [][]byte {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+// AuditAck answers an AuditBatch: error is empty when the server has the
+// batch, else why it was refused (the sidecar sends it again later).
+type AuditAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BatchId       uint64                 `protobuf:"varint,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditAck) Reset() {
+	*x = AuditAck{}
+	mi := &file_api_proxy_v1_discovery_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditAck) ProtoMessage() {}
+
+func (x *AuditAck) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proxy_v1_discovery_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditAck.ProtoReflect.Descriptor instead.
+func (*AuditAck) Descriptor() ([]byte, []int) {
+	return file_api_proxy_v1_discovery_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AuditAck) GetBatchId() uint64 {
+	if x != nil {
+		return x.BatchId
+	}
+	return 0
+}
+
+func (x *AuditAck) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_api_proxy_v1_discovery_proto protoreflect.FileDescriptor
 
 const file_api_proxy_v1_discovery_proto_rawDesc = "" +
 	"\n" +
-	"\x1capi/proxy/v1/discovery.proto\x12\x0esigil.proxy.v1\x1a\x18api/agent/v1/agent.proto\"\xda\x01\n" +
+	"\x1capi/proxy/v1/discovery.proto\x12\x0esigil.proxy.v1\x1a\x18api/agent/v1/agent.proto\"\x8e\x02\n" +
 	"\x10DiscoveryRequest\x126\n" +
 	"\bregister\x18\x01 \x01(\v2\x18.sigil.proxy.v1.RegisterH\x00R\bregister\x12'\n" +
 	"\x03ack\x18\x02 \x01(\v2\x13.sigil.proxy.v1.AckH\x00R\x03ack\x123\n" +
 	"\x05stats\x18\x03 \x01(\v2\x1b.sigil.agent.v1.StatsReportH\x00R\x05stats\x12)\n" +
 	"\x03tap\x18\n" +
-	" \x01(\v2\x15.sigil.agent.v1.TapUpH\x00R\x03tapB\x05\n" +
+	" \x01(\v2\x15.sigil.agent.v1.TapUpH\x00R\x03tap\x122\n" +
+	"\x05audit\x18\v \x01(\v2\x1a.sigil.proxy.v1.AuditBatchH\x00R\x05auditB\x05\n" +
 	"\x03msg\"\xd5\x01\n" +
 	"\bRegister\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
@@ -343,11 +480,19 @@ const file_api_proxy_v1_discovery_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +
 	"\x03Ack\x12%\n" +
 	"\x0econfig_version\x18\x01 \x01(\x03R\rconfigVersion\x12-\n" +
-	"\x12endpoints_revision\x18\x02 \x01(\x03R\x11endpointsRevision\"\x82\x01\n" +
+	"\x12endpoints_revision\x18\x02 \x01(\x03R\x11endpointsRevision\"\xb9\x01\n" +
 	"\x11DiscoveryResponse\x121\n" +
 	"\x05delta\x18\x02 \x01(\v2\x1b.sigil.agent.v1.ConfigDeltaR\x05delta\x12,\n" +
 	"\x03tap\x18\n" +
-	" \x01(\v2\x1a.sigil.agent.v1.TapControlR\x03tapJ\x04\b\x01\x10\x02R\x06config2^\n" +
+	" \x01(\v2\x1a.sigil.agent.v1.TapControlR\x03tap\x125\n" +
+	"\taudit_ack\x18\v \x01(\v2\x18.sigil.proxy.v1.AuditAckR\bauditAckJ\x04\b\x01\x10\x02R\x06config\"A\n" +
+	"\n" +
+	"AuditBatch\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\x04R\abatchId\x12\x18\n" +
+	"\arecords\x18\x02 \x03(\fR\arecords\";\n" +
+	"\bAuditAck\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\x04R\abatchId\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error2^\n" +
 	"\tDiscovery\x12Q\n" +
 	"\x06Stream\x12 .sigil.proxy.v1.DiscoveryRequest\x1a!.sigil.proxy.v1.DiscoveryResponse(\x010\x01B2Z0github.com/sigil-mesh/sigil/api/proxy/v1;proxyv1b\x06proto3"
 
@@ -363,33 +508,37 @@ func file_api_proxy_v1_discovery_proto_rawDescGZIP() []byte {
 	return file_api_proxy_v1_discovery_proto_rawDescData
 }
 
-var file_api_proxy_v1_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_api_proxy_v1_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_api_proxy_v1_discovery_proto_goTypes = []any{
 	(*DiscoveryRequest)(nil),  // 0: sigil.proxy.v1.DiscoveryRequest
 	(*Register)(nil),          // 1: sigil.proxy.v1.Register
 	(*Ack)(nil),               // 2: sigil.proxy.v1.Ack
 	(*DiscoveryResponse)(nil), // 3: sigil.proxy.v1.DiscoveryResponse
-	nil,                       // 4: sigil.proxy.v1.Register.LabelsEntry
-	(*v1.StatsReport)(nil),    // 5: sigil.agent.v1.StatsReport
-	(*v1.TapUp)(nil),          // 6: sigil.agent.v1.TapUp
-	(*v1.ConfigDelta)(nil),    // 7: sigil.agent.v1.ConfigDelta
-	(*v1.TapControl)(nil),     // 8: sigil.agent.v1.TapControl
+	(*AuditBatch)(nil),        // 4: sigil.proxy.v1.AuditBatch
+	(*AuditAck)(nil),          // 5: sigil.proxy.v1.AuditAck
+	nil,                       // 6: sigil.proxy.v1.Register.LabelsEntry
+	(*v1.StatsReport)(nil),    // 7: sigil.agent.v1.StatsReport
+	(*v1.TapUp)(nil),          // 8: sigil.agent.v1.TapUp
+	(*v1.ConfigDelta)(nil),    // 9: sigil.agent.v1.ConfigDelta
+	(*v1.TapControl)(nil),     // 10: sigil.agent.v1.TapControl
 }
 var file_api_proxy_v1_discovery_proto_depIdxs = []int32{
-	1, // 0: sigil.proxy.v1.DiscoveryRequest.register:type_name -> sigil.proxy.v1.Register
-	2, // 1: sigil.proxy.v1.DiscoveryRequest.ack:type_name -> sigil.proxy.v1.Ack
-	5, // 2: sigil.proxy.v1.DiscoveryRequest.stats:type_name -> sigil.agent.v1.StatsReport
-	6, // 3: sigil.proxy.v1.DiscoveryRequest.tap:type_name -> sigil.agent.v1.TapUp
-	4, // 4: sigil.proxy.v1.Register.labels:type_name -> sigil.proxy.v1.Register.LabelsEntry
-	7, // 5: sigil.proxy.v1.DiscoveryResponse.delta:type_name -> sigil.agent.v1.ConfigDelta
-	8, // 6: sigil.proxy.v1.DiscoveryResponse.tap:type_name -> sigil.agent.v1.TapControl
-	0, // 7: sigil.proxy.v1.Discovery.Stream:input_type -> sigil.proxy.v1.DiscoveryRequest
-	3, // 8: sigil.proxy.v1.Discovery.Stream:output_type -> sigil.proxy.v1.DiscoveryResponse
-	8, // [8:9] is the sub-list for method output_type
-	7, // [7:8] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	1,  // 0: sigil.proxy.v1.DiscoveryRequest.register:type_name -> sigil.proxy.v1.Register
+	2,  // 1: sigil.proxy.v1.DiscoveryRequest.ack:type_name -> sigil.proxy.v1.Ack
+	7,  // 2: sigil.proxy.v1.DiscoveryRequest.stats:type_name -> sigil.agent.v1.StatsReport
+	8,  // 3: sigil.proxy.v1.DiscoveryRequest.tap:type_name -> sigil.agent.v1.TapUp
+	4,  // 4: sigil.proxy.v1.DiscoveryRequest.audit:type_name -> sigil.proxy.v1.AuditBatch
+	6,  // 5: sigil.proxy.v1.Register.labels:type_name -> sigil.proxy.v1.Register.LabelsEntry
+	9,  // 6: sigil.proxy.v1.DiscoveryResponse.delta:type_name -> sigil.agent.v1.ConfigDelta
+	10, // 7: sigil.proxy.v1.DiscoveryResponse.tap:type_name -> sigil.agent.v1.TapControl
+	5,  // 8: sigil.proxy.v1.DiscoveryResponse.audit_ack:type_name -> sigil.proxy.v1.AuditAck
+	0,  // 9: sigil.proxy.v1.Discovery.Stream:input_type -> sigil.proxy.v1.DiscoveryRequest
+	3,  // 10: sigil.proxy.v1.Discovery.Stream:output_type -> sigil.proxy.v1.DiscoveryResponse
+	10, // [10:11] is the sub-list for method output_type
+	9,  // [9:10] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_api_proxy_v1_discovery_proto_init() }
@@ -402,6 +551,7 @@ func file_api_proxy_v1_discovery_proto_init() {
 		(*DiscoveryRequest_Ack)(nil),
 		(*DiscoveryRequest_Stats)(nil),
 		(*DiscoveryRequest_Tap)(nil),
+		(*DiscoveryRequest_Audit)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -409,7 +559,7 @@ func file_api_proxy_v1_discovery_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proxy_v1_discovery_proto_rawDesc), len(file_api_proxy_v1_discovery_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

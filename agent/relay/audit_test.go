@@ -1,0 +1,51 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+
+	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
+)
+
+// A sidecar's audit batch reaches the server only when every record is of
+// the sidecar's own chain (its attested identity, "#", an instance); the
+// ack carries the server's refusal, so the sidecar keeps the batch.
+func TestAuditBatchOnlyOfTheSidecarsOwnChain(t *testing.T) {
+	const id = "spiffe://example.org/ns/default/sa/api"
+	rec := func(writer string) []byte { return []byte(`{"sigil":{"writer":"` + writer + `","seq":1}}`) }
+	for _, tt := range []struct {
+		name      string
+		records   [][]byte
+		serverErr error
+		exporter  bool
+		want      string // in the ack's error; "" for none
+		forwarded bool
+	}{
+		{name: "own", records: [][]byte{rec(id + "#a1"), rec(id + "#a1")}, exporter: true, forwarded: true},
+		{name: "another workload's", records: [][]byte{rec(id + "#a1"), rec("spiffe://example.org/ns/default/sa/web#b")}, exporter: true, want: "may only send its own"},
+		{name: "a prefix of another ID", records: [][]byte{rec(id + "x#a1")}, exporter: true, want: "may only send its own"},
+		{name: "not JSON", records: [][]byte{[]byte("{")}, exporter: true, want: "not JSON"},
+		{name: "server refuses", records: [][]byte{rec(id + "#a1")}, exporter: true, serverErr: errors.New("spool full"), want: "server: spool full", forwarded: true},
+		{name: "no exporter", records: [][]byte{rec(id + "#a1")}, want: "does not export"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			forwarded := false
+			var opts []Option
+			if tt.exporter {
+				opts = append(opts, WithAuditExport(func(_ context.Context, recs [][]byte) error {
+					forwarded = true
+					return tt.serverErr
+				}))
+			}
+			r := New(nil, nil, slog.New(slog.DiscardHandler), opts...)
+			ack := r.forwardAudit(context.Background(), &agentv1.Proxy{Id: "p1", SpiffeId: id}, &proxyv1.AuditBatch{BatchId: 7, Records: tt.records})
+			if ack.GetBatchId() != 7 || forwarded != tt.forwarded || (tt.want == "") != (ack.GetError() == "") || !strings.Contains(ack.GetError(), tt.want) {
+				t.Fatalf("ack %+v, forwarded %v; want error %q, forwarded %v", ack, forwarded, tt.want, tt.forwarded)
+			}
+		})
+	}
+}

@@ -1,0 +1,185 @@
+package sink
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/sigil-mesh/sigil/auditstream"
+)
+
+// HTTP sink defaults.
+const (
+	// DefaultUploadSizeLimitBytes is OPA's decision-log default
+	// (upload_size_limit_bytes): the gzip'd size one POST aims to stay
+	// under.
+	DefaultUploadSizeLimitBytes = 32768
+	// DefaultHTTPTimeout bounds one POST.
+	DefaultHTTPTimeout = 10 * time.Second
+)
+
+func init() {
+	register("http", openHTTP)
+	register("https", openHTTP)
+}
+
+// httpSink posts batches to a receiver of OPA's decision-log upload API:
+// POST of a gzip'd JSON array of events, Content-Encoding: gzip,
+// Content-Type: application/json; any 2xx is success, anything else an
+// error (the runner sends the batch again).
+//
+// Spec: http[s]://[user:password@]host[:port]/path[?params], the URL
+// posted to (OPA's service URL plus its "/logs" path). Parameters, removed
+// before the URL is used:
+//   - upload_size_limit_bytes: the gzip'd bytes one POST aims at
+//     (DefaultUploadSizeLimitBytes); a batch above it is split, a single
+//     larger record goes alone.
+//   - ca_file: PEM roots that verify an https receiver instead of the
+//     system's.
+//   - timeout: a Go duration bounding one POST (DefaultHTTPTimeout).
+//
+// User info in the URL is sent as HTTP basic authentication.
+type httpSink struct {
+	url    string
+	user   *url.Userinfo
+	limit  int
+	client *http.Client
+}
+
+func openHTTP(u *url.URL) (Sink, error) {
+	q := u.Query()
+	s := &httpSink{limit: DefaultUploadSizeLimitBytes, user: u.User}
+	timeout := DefaultHTTPTimeout
+	var roots *x509.CertPool
+	for k, vs := range q {
+		if len(vs) != 1 {
+			return nil, fmt.Errorf("sink: http: parameter %s given %d times", k, len(vs))
+		}
+		v := vs[0]
+		switch k {
+		case "upload_size_limit_bytes":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1024 {
+				return nil, fmt.Errorf("sink: http: upload_size_limit_bytes=%s: want a number of bytes, at least 1024", v)
+			}
+			s.limit = n
+		case "timeout":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("sink: http: timeout=%s: want a positive duration such as 10s", v)
+			}
+			timeout = d
+		case "ca_file":
+			if u.Scheme != "https" {
+				return nil, errors.New("sink: http: ca_file: only for https")
+			}
+			pem, err := os.ReadFile(v)
+			if err != nil {
+				return nil, fmt.Errorf("sink: http: ca_file: %w", err)
+			}
+			roots = x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("sink: http: ca_file %s: no PEM certificate in it", v)
+			}
+		default:
+			return nil, fmt.Errorf("sink: http: unknown parameter %q (known: upload_size_limit_bytes, ca_file, timeout)", k)
+		}
+	}
+	if u.Host == "" {
+		return nil, errors.New("sink: http: no host")
+	}
+	target := *u
+	target.RawQuery, target.User, target.Fragment = "", nil, ""
+	s.url = target.String()
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+	s.client = &http.Client{Transport: tr, Timeout: timeout}
+	return s, nil
+}
+
+// Export implements Sink: the records go in POSTs of at most the upload
+// size limit (gzip'd), in order. A failure after some POSTs succeeded
+// fails the batch, which is then sent again whole (at least once).
+func (s *httpSink) Export(ctx context.Context, recs []auditstream.Record) error {
+	for len(recs) > 0 {
+		n, body, err := s.chunk(recs)
+		if err != nil {
+			return err
+		}
+		if err := s.post(ctx, body); err != nil {
+			return err
+		}
+		recs = recs[n:]
+	}
+	return nil
+}
+
+// chunk returns how many of recs (at least one) fit in one POST and its
+// gzip'd body, halving until the body is under the limit.
+func (s *httpSink) chunk(recs []auditstream.Record) (int, []byte, error) {
+	n := len(recs)
+	for {
+		body, err := gzipJSON(recs[:n])
+		if err != nil {
+			return 0, nil, err
+		}
+		if len(body) <= s.limit || n == 1 {
+			return n, body, nil
+		}
+		n /= 2
+	}
+}
+
+// gzipJSON is recs as a gzip'd JSON array.
+func gzipJSON(recs []auditstream.Record) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(recs); err != nil {
+		return nil, fmt.Errorf("sink: http: encoding: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("sink: http: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+func (s *httpSink) post(ctx context.Context, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("sink: http: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Encoding", "gzip")
+	req.Header.Set("User-Agent", "sigil-audit-export")
+	if s.user != nil {
+		pw, _ := s.user.Password()
+		req.SetBasicAuth(s.user.Username(), pw)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("sink: http: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("sink: http: %s answered %s", s.url, resp.Status)
+	}
+	return nil
+}
+
+// Close implements Sink.
+func (s *httpSink) Close() error {
+	s.client.CloseIdleConnections()
+	return nil
+}

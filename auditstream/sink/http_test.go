@@ -1,0 +1,150 @@
+package sink
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sigil-mesh/sigil/auditstream"
+)
+
+// eventV1 is the shape of OPA's decision-log event (its
+// plugins/logs.EventV1), as an existing receiver decodes it.
+type eventV1 struct {
+	Labels      map[string]string          `json:"labels"`
+	DecisionID  string                     `json:"decision_id"`
+	Revision    string                     `json:"revision,omitempty"`
+	Bundles     map[string]json.RawMessage `json:"bundles,omitempty"`
+	Path        string                     `json:"path,omitempty"`
+	Input       *any                       `json:"input,omitempty"`
+	Result      *any                       `json:"result,omitempty"`
+	Erased      []string                   `json:"erased,omitempty"`
+	Timestamp   time.Time                  `json:"timestamp"`
+	RequestedBy string                     `json:"requested_by,omitempty"`
+}
+
+// opaReceiver is an OPA decision-log receiver: it checks the upload's
+// headers, gunzips and decodes the array, and fails the first fail POSTs.
+type opaReceiver struct {
+	mu     sync.Mutex
+	events []eventV1
+	posts  int
+	sizes  []int
+	fail   int
+	t      *testing.T
+}
+
+func (o *opaReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if r.Method != http.MethodPost || r.Header.Get("Content-Encoding") != "gzip" || r.Header.Get("Content-Type") != "application/json" {
+		o.t.Errorf("upload %s with Content-Encoding %q, Content-Type %q", r.Method, r.Header.Get("Content-Encoding"), r.Header.Get("Content-Type"))
+	}
+	o.posts++
+	if o.fail > 0 {
+		o.fail--
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
+	o.sizes = append(o.sizes, int(r.ContentLength))
+	zr, err := gzip.NewReader(r.Body)
+	if err != nil {
+		o.t.Errorf("body is not gzip: %v", err)
+		return
+	}
+	var evs []eventV1
+	if err := json.NewDecoder(zr).Decode(&evs); err != nil {
+		o.t.Errorf("body is not a JSON array of events: %v", err)
+		return
+	}
+	o.events = append(o.events, evs...)
+}
+
+func records(n int) []auditstream.Record {
+	c := auditstream.NewChain("spiffe://example.org/ns/default/sa/api#1", 0, "")
+	out := make([]auditstream.Record, n)
+	for i := range out {
+		out[i] = auditstream.Record{DecisionID: "d-" + strconv.Itoa(i), Timestamp: time.Unix(1700000000, 0).UTC(), Path: auditstream.PathDecision,
+			Input:  json.RawMessage(`{"request":{"path":"/` + strings.Repeat(strconv.Itoa(i), 50) + `"}}`),
+			Result: json.RawMessage("true"), Bundles: map[string]auditstream.Bundle{"sigil": {Revision: "abc"}},
+			Sigil: auditstream.Meta{Type: auditstream.TypeDecision, Mode: auditstream.ModeEnforce}}
+		c.Seal(&out[i])
+	}
+	return out
+}
+
+func TestHTTPSinkSpeaksOPADecisionLogUpload(t *testing.T) {
+	tests := []struct {
+		name      string
+		params    string
+		recs      int
+		fail      int
+		wantPosts int // at least
+		wantErr   bool
+	}{
+		{name: "one post", recs: 10, wantPosts: 1},
+		{name: "split by upload size", params: "?upload_size_limit_bytes=1024", recs: 300, wantPosts: 2},
+		{name: "non-2xx is an error", recs: 3, fail: 1, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			recv := &opaReceiver{t: t, fail: tt.fail}
+			srv := httptest.NewServer(recv)
+			defer srv.Close()
+			s, err := Open(srv.URL + "/logs" + tt.params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			err = s.Export(context.Background(), records(tt.recs))
+			if tt.wantErr {
+				if err == nil {
+					t.Fatal("a 503 was taken as delivered")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			recv.mu.Lock()
+			defer recv.mu.Unlock()
+			if recv.posts < tt.wantPosts || len(recv.events) != tt.recs {
+				t.Fatalf("%d posts, %d events; want at least %d posts, %d events", recv.posts, len(recv.events), tt.wantPosts, tt.recs)
+			}
+			for i, e := range recv.events {
+				if e.DecisionID != "d-"+strconv.Itoa(i) || e.Path != auditstream.PathDecision || e.Result == nil || (*e.Result) != true || e.Input == nil {
+					t.Fatalf("event %d: %+v", i, e)
+				}
+			}
+			if strings.Contains(tt.params, "upload_size_limit_bytes") {
+				for _, sz := range recv.sizes {
+					if sz > 1024 {
+						t.Fatalf("a post of %d bytes, over the limit", sz)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestHTTPSinkRefusesBadSpecs(t *testing.T) {
+	for _, spec := range []string{
+		"http://collector/logs?upload_size_limit_bytes=10",
+		"http://collector/logs?timeout=-1s",
+		"http://collector/logs?colour=red",
+		"http://collector/logs?ca_file=/x.pem",
+		"https://collector/logs?ca_file=/nonexistent.pem",
+		"http:///logs",
+	} {
+		if _, err := Open(spec); err == nil {
+			t.Errorf("%s: accepted", spec)
+		}
+	}
+}

@@ -1,0 +1,150 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/sigil-mesh/sigil/atomicfile"
+)
+
+// Wake returns a channel closed at the next append.
+func (s *Spool) Wake() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.armed = true
+	return s.wake
+}
+
+// Read returns up to maxRecords whole lines (and about maxBytes, at least
+// one line) from consumer's cursor; an empty batch when it is caught up.
+func (s *Spool) Read(consumer string, maxRecords, maxBytes int) (Batch, error) {
+	s.mu.Lock()
+	cur, ok := s.cursors[consumer]
+	segs := append([]uint64(nil), s.segs...)
+	sizes := make(map[uint64]int64, len(segs))
+	for _, n := range segs {
+		sizes[n] = s.sizes[n]
+	}
+	s.mu.Unlock()
+	if !ok {
+		return Batch{}, fmt.Errorf("spool: unknown consumer %q", consumer)
+	}
+	var out Batch
+	size := 0
+	for _, n := range segs {
+		if n < cur.Seg {
+			continue
+		}
+		if n > cur.Seg {
+			cur = Cursor{Seg: n}
+		}
+		end := sizes[n]
+		// In chunks of readChunk: a batch reads about what it takes, not
+		// its whole byte budget.
+		for cur.Off < end {
+			want := min(end-cur.Off, int64(max(maxBytes-size, 0)), readChunk)
+			b, err := readAt(filepath.Join(s.dir, segName(n)), cur.Off, want, end)
+			if err != nil {
+				return Batch{}, err
+			}
+			for line := range bytes.Lines(b) {
+				if len(out.Lines) == maxRecords || len(out.Lines) > 0 && size+len(line) > maxBytes {
+					out.Next = cur
+					return out, nil
+				}
+				out.Lines = append(out.Lines, bytes.TrimSuffix(line, []byte{'\n'}))
+				size += len(line)
+				cur.Off += int64(len(line))
+			}
+		}
+	}
+	out.Next = cur
+	return out, nil
+}
+
+// readAt reads at least want bytes from off and up to the end of a whole
+// line (but not past end).
+func readAt(path string, off, want, end int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	defer f.Close()
+	n := max(want, 1)
+	for {
+		n = min(n, end-off)
+		b := make([]byte, n)
+		if _, err := f.ReadAt(b, off); err != nil {
+			return nil, fmt.Errorf("spool: reading %s: %w", path, err)
+		}
+		if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+			return b[:i+1], nil
+		}
+		if off+n >= end {
+			return nil, fmt.Errorf("spool: %s: a line without its end at offset %d", path, off)
+		}
+		n *= 2
+	}
+}
+
+// Commit persists consumer's cursor (atomically: a crash leaves the old
+// one or the new) and deletes the segments every consumer has passed.
+func (s *Spool) Commit(consumer string, c Cursor) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	if err := atomicfile.Write(filepath.Join(s.dir, "cursor."+consumer), b, 0o600); err != nil {
+		return fmt.Errorf("spool: cursor of %s: %w", consumer, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.cursors[consumer]; !ok {
+		return fmt.Errorf("spool: unknown consumer %q", consumer)
+	}
+	s.cursors[consumer] = c
+	low := s.segs[len(s.segs)-1]
+	for _, cur := range s.cursors {
+		low = min(low, cur.Seg)
+	}
+	for len(s.segs) > 1 && s.segs[0] < low {
+		if err := os.Remove(filepath.Join(s.dir, segName(s.segs[0]))); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("spool: %w", err)
+		}
+		delete(s.sizes, s.segs[0])
+		s.segs = s.segs[1:]
+	}
+	return nil
+}
+
+// Stats returns the spool's counters.
+func (s *Spool) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Bytes: s.bytesLocked(), Dropped: s.dropped, Appended: s.appended, Lag: map[string]int64{}}
+	for name, c := range s.cursors {
+		var lag int64
+		for _, n := range s.segs {
+			if n >= c.Seg {
+				lag += s.sizes[n]
+			}
+		}
+		st.Lag[name] = max(lag-c.Off, 0)
+	}
+	return st
+}
+
+// Wait blocks until something is appended after wake was taken (Wake),
+// or ctx is done; it reports whether something was.
+func Wait(ctx context.Context, wake <-chan struct{}) bool {
+	select {
+	case <-wake:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

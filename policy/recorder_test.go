@@ -1,0 +1,149 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestMaskErasesConfiguredInputPaths(t *testing.T) {
+	in := func() *Input {
+		i := input("GET")
+		i.Request.Headers = map[string]string{"authorization": "Bearer t0k3n", "cookie": "s=1", "x": "y", "a/b": "slash"}
+		i.Request.Query = map[string][]string{"token": {"q"}, "page": {"1"}}
+		return i
+	}
+	for _, tt := range []struct {
+		name    string
+		paths   []string
+		erased  []string
+		absent  []string // strings that must not be in the masked JSON
+		present []string
+	}{
+		{name: "defaults", paths: DefaultMask, erased: []string{"/input/request/headers/authorization", "/input/request/headers/cookie"},
+			absent: []string{"t0k3n", "s=1"}, present: []string{`"x":"y"`}},
+		{name: "dotted form, any case", paths: []string{"input.request.headers.Authorization"}, erased: []string{"/input/request/headers/authorization"}, absent: []string{"t0k3n"}},
+		{name: "outside headers", paths: []string{"/input/request/query/token", "/input/source/principal"},
+			erased: []string{"/input/request/query/token", "/input/source/principal"}, absent: []string{`"q"`, "spiffe://example.org/ns/default/sa/web"}, present: []string{"t0k3n", `"page"`}},
+		{name: "escaped slash", paths: []string{"/input/request/headers/a~1b"}, erased: []string{"/input/request/headers/a~1b"}, absent: []string{"slash"}},
+		{name: "absent paths are not listed", paths: []string{"/input/request/headers/x-api-key", "/input/nothing/here"}, erased: nil, present: []string{"t0k3n"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := ParseMask(tt.paths)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := in()
+			b, erased, err := m.Apply(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(erased, tt.erased) {
+				t.Errorf("erased %v, want %v", erased, tt.erased)
+			}
+			for _, s := range tt.absent {
+				if strings.Contains(string(b), s) {
+					t.Errorf("%q still in %s", s, b)
+				}
+			}
+			for _, s := range tt.present {
+				if !strings.Contains(string(b), s) {
+					t.Errorf("%q gone from %s", s, b)
+				}
+			}
+			if src.Request.Headers["authorization"] != "Bearer t0k3n" {
+				t.Error("Apply changed the input the policy decided on")
+			}
+		})
+	}
+}
+
+func TestMaskRefusesBadPaths(t *testing.T) {
+	for _, p := range []string{"/request/headers/authorization", "request.headers.x", "/input/", "/input//x", "/input/a~2b", "/input"} {
+		if _, err := ParseMask([]string{p}); err == nil {
+			t.Errorf("%q accepted", p)
+		}
+	}
+}
+
+func FuzzParseMask(f *testing.F) {
+	for _, s := range append([]string{"input.request.headers.authorization", "/input/a~1b/~0c", "/input/", "x"}, DefaultMask...) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		m, err := ParseMask([]string{p})
+		if err != nil {
+			return
+		}
+		if _, _, err := m.Apply(input("GET")); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+type failingRecorder struct{ calls int }
+
+func (f *failingRecorder) Record(*Input, Decision) error { f.calls++; return errors.New("disk full") }
+
+// An engine with a fail-closed recorder denies an enforced decision it
+// could not record (ErrNotRecorded, so the sidecar answers 503); a
+// dry-run one never blocks, and without fail-closed nothing changes.
+func TestRecorderFailClosedDeniesUnrecordedDecisions(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	write(t, dir, "authz.rego", webToAPI)
+	for _, tt := range []struct {
+		name       string
+		failClosed bool
+		mode       string
+		allow      bool
+	}{
+		{name: "fail closed", failClosed: true, mode: ModeEnforce, allow: false},
+		{name: "fail open", failClosed: false, mode: ModeEnforce, allow: true},
+		{name: "dry run never blocks", failClosed: true, mode: ModeDryRun, allow: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &failingRecorder{}
+			e, err := New(ctx, dir, quiet(), WithRecorder(rec, tt.failClosed), WithMode(tt.mode))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := e.Decide(ctx, input("GET"))
+			if rec.calls != 1 || d.Allow != tt.allow || (!tt.allow) != errors.Is(d.Err, ErrNotRecorded) {
+				t.Fatalf("%d calls, decision %+v", rec.calls, d)
+			}
+		})
+	}
+}
+
+// The local decision log holds no more than the export: masked, with
+// OPA's "erased".
+func TestDecisionLogIsMasked(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	write(t, dir, "authz.rego", webToAPI)
+	m, _ := ParseMask(DefaultMask)
+	var buf bytes.Buffer
+	e, err := New(ctx, dir, quiet(), WithDecisionLog(m.Writer(&buf), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := input("GET")
+	in.Request.Headers["authorization"] = "Bearer t0k3n"
+	e.Decide(ctx, in)
+	e.Flush()
+	var line struct {
+		Input  Input    `json:"input"`
+		Erased []string `json:"erased"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("%v: %s", err, buf.Bytes())
+	}
+	if strings.Contains(buf.String(), "t0k3n") || len(line.Erased) != 1 || line.Input.Request.Headers["x"] != "y" {
+		t.Fatalf("decision log line %s", buf.Bytes())
+	}
+}

@@ -1,0 +1,76 @@
+package server
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/sigil-mesh/sigil/auditstream"
+	"github.com/sigil-mesh/sigil/auditstream/spool"
+	"github.com/sigil-mesh/sigil/server/registry"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// sealedLines are n decision records of writer's chain, as JSON lines.
+func sealedLines(t *testing.T, writer string, n int) [][]byte {
+	t.Helper()
+	c := auditstream.NewChain(writer, 0, "")
+	out := make([][]byte, n)
+	for i := range out {
+		r := auditstream.Record{DecisionID: auditstream.NewID(), Path: auditstream.PathDecision, Sigil: auditstream.Meta{Type: auditstream.TypeDecision}}
+		if err := c.Seal(&r); err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = b
+	}
+	return out
+}
+
+// An agent passes on audit records of its own workloads only: a record
+// whose writer is another node's workload, an unknown identity or the
+// server itself refuses the batch whole, naming the writer; re-sent
+// records are not spooled twice.
+func TestAuditExportTrustsAgentForItsWorkloadsOnly(t *testing.T) {
+	sp, err := spool.Open(t.TempDir(), spool.Options{Writer: "spiffe://example.org/sigil/server#1", Consumers: []string{"x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{auditOut: &auditStream{sp: sp}}
+	entries := []registry.Entry{{SPIFFEID: statsReviews, ParentID: agent1}}
+	own := sealedLines(t, statsReviews+"#a1", 3)
+	for _, tt := range []struct {
+		name    string
+		records [][]byte
+		code    codes.Code
+		naming  string
+		new     int64
+	}{
+		{name: "own workload", records: own[:2], new: 2},
+		{name: "re-sent after a crash", records: own, new: 1},
+		{name: "another node's workload", records: append(sealedLines(t, statsOther+"#b1", 1), own...), code: codes.PermissionDenied, naming: statsOther},
+		{name: "no instance", records: sealedLines(t, statsReviews, 1), code: codes.PermissionDenied, naming: statsReviews},
+		{name: "the server's chain", records: sealedLines(t, "spiffe://example.org/sigil/server#1", 1), code: codes.PermissionDenied, naming: "sigil/server"},
+		{name: "not JSON", records: [][]byte{[]byte("{")}, code: codes.InvalidArgument, naming: "JSON"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := s.acceptAudit(agent1, entries, tt.records)
+			if tt.code != codes.OK {
+				if status.Code(err) != tt.code || !strings.Contains(err.Error(), tt.naming) {
+					t.Fatalf("err %v, want %s naming %s", err, tt.code, tt.naming)
+				}
+				return
+			}
+			if err != nil || resp.Accepted != tt.new {
+				t.Fatalf("%v %v, want %d new", resp, err, tt.new)
+			}
+		})
+	}
+	if st := sp.Stats(); st.Appended != 3 {
+		t.Fatalf("%d records spooled, want 3", st.Appended)
+	}
+}
