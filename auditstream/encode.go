@@ -38,6 +38,12 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 			ok = false // json.Marshal escapes these inside a raw message too
 			return
 		}
+		if jsonenc.IsCompact(m) {
+			// Already compact (policy's appendInput writes the input so):
+			// no json.Compact pass on the hot path (see IsCompact).
+			b = append(b, m...)
+			return
+		}
 		buf := bytes.NewBuffer(b)
 		if json.Compact(buf, m) != nil {
 			ok = false
@@ -47,12 +53,13 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 	}
 	b = append(b, `{"decision_id":`...)
 	str(r.DecisionID)
-	ts, err := r.Timestamp.MarshalJSON()
+	b = append(b, `,"timestamp":"`...)
+	// AppendText is MarshalJSON without the quotes and the allocation.
+	b, err := r.Timestamp.AppendText(b)
 	if err != nil {
 		return b, false
 	}
-	b = append(b, `,"timestamp":`...)
-	b = append(b, ts...)
+	b = append(b, '"')
 	b = append(b, `,"path":`...)
 	str(r.Path)
 	if len(r.Labels) > 0 {

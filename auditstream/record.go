@@ -21,6 +21,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"time"
 )
 
@@ -126,6 +127,7 @@ type Chain struct {
 	writer string
 	seq    int64
 	prev   string
+	digest hash.Hash // reused by AppendSealed; nil until first used
 }
 
 // NewChain returns the chain of writer, continuing after the record with
@@ -155,29 +157,44 @@ var hashSuffix = []byte(`"hash":""}}`)
 
 // SealJSON is Seal that also returns r's JSON encoding (what json.Marshal
 // gives for the sealed r), encoding r once instead of twice.
-func (c *Chain) SealJSON(r *Record) ([]byte, error) {
+func (c *Chain) SealJSON(r *Record) ([]byte, error) { return c.AppendSealed(nil, r) }
+
+// AppendSealed is SealJSON appending r's JSON to dst (whose contents before
+// len(dst) it leaves as they are); on error it returns dst unchanged.
+//
+// On the hot path (one call per decision a sidecar records): the record is
+// encoded once, into the caller's buffer, and hashed there, with the hash
+// written in place, and the chain's digest reused, so a sealed record
+// costs no allocation of its own (BenchmarkAuditRecord, bench/README.md).
+// TestSealJSONIsSealThenMarshal holds it to Seal and json.Marshal.
+func (c *Chain) AppendSealed(dst []byte, r *Record) ([]byte, error) {
 	r.Sigil.Writer = c.writer
 	r.Sigil.Seq = c.seq + 1
 	r.Sigil.Prev = c.prev
 	r.Sigil.Hash = ""
-	body, ok := appendRecord(make([]byte, 0, 1024), r)
+	start := len(dst)
+	line, ok := appendRecord(dst, r)
 	if !ok {
-		var err error
-		if body, err = json.Marshal(r); err != nil {
-			return nil, fmt.Errorf("auditstream: encoding record %s: %w", r.DecisionID, err)
+		body, err := json.Marshal(r)
+		if err != nil {
+			return dst, fmt.Errorf("auditstream: encoding record %s: %w", r.DecisionID, err)
 		}
+		line = append(line[:start], body...)
 	}
+	body := line[start:]
 	if !bytes.HasSuffix(body, hashSuffix) {
-		return nil, fmt.Errorf("auditstream: record %s: encoding does not end with its hash field", r.DecisionID)
+		return dst, fmt.Errorf("auditstream: record %s: encoding does not end with its hash field", r.DecisionID)
 	}
-	h := sha256.New()
-	h.Write([]byte(r.Sigil.Prev))
-	h.Write(body)
-	r.Sigil.Hash = hex.EncodeToString(h.Sum(nil))
+	if c.digest == nil {
+		c.digest = sha256.New()
+	}
+	c.digest.Reset()
+	c.digest.Write([]byte(r.Sigil.Prev))
+	c.digest.Write(body)
+	var sum [sha256.Size]byte
+	line = hex.AppendEncode(line[:len(line)-3], c.digest.Sum(sum[:0]))
+	r.Sigil.Hash = string(line[len(line)-2*sha256.Size:])
 	c.seq, c.prev = r.Sigil.Seq, r.Sigil.Hash
-	line := make([]byte, 0, len(body)+len(r.Sigil.Hash))
-	line = append(line, body[:len(body)-3]...)
-	line = append(line, r.Sigil.Hash...)
 	return append(line, `"}}`...), nil
 }
 

@@ -56,6 +56,9 @@ const (
 	maxSegmentBytes = 8 << 20
 )
 
+// maxKeptBuf bounds the encoding buffer Append keeps for the next record.
+const maxKeptBuf = 64 << 10
+
 // readChunk is how much Read reads at once (more for a longer line).
 const readChunk = 64 << 10
 
@@ -128,6 +131,7 @@ type Spool struct {
 	lost     int64              // own records dropped since the last gap record
 	dropped  int64
 	appended int64
+	buf      []byte        // Append's encoding buffer, reused
 	wake     chan struct{} // closed and replaced at the next append once armed
 	armed    bool          // someone took wake (Wake) since it was last closed
 }
@@ -326,30 +330,36 @@ func (s *Spool) Append(r *auditstream.Record) error {
 	if s.chain == nil {
 		return errors.New("spool: Append on a spool without a writer")
 	}
-	seq, prev := s.chain.Last()
-	trial := auditstream.NewChain(s.chain.Writer(), seq, prev)
-	var buf bytes.Buffer
+	// On the hot path (once per decision): the records are sealed into
+	// s.buf, reused across appends, by a copy of the chain that replaces
+	// it once they are written (BenchmarkAuditRecord, bench/README.md).
+	trial := *s.chain
+	buf := s.buf[:0]
+	var err error
 	if s.lost > 0 {
 		gap := auditstream.Record{DecisionID: auditstream.NewID(), Timestamp: s.now().UTC(), Path: auditstream.PathEvent(auditstream.TypeGap),
 			Sigil: auditstream.Meta{Type: auditstream.TypeGap, Lost: s.lost}}
-		if err := appendSealed(&buf, trial, &gap); err != nil {
+		if buf, err = appendSealed(buf, &trial, &gap); err != nil {
 			return s.drop(err)
 		}
 	}
-	if err := appendSealed(&buf, trial, r); err != nil {
+	if buf, err = appendSealed(buf, &trial, r); err != nil {
 		return s.drop(err)
 	}
-	if s.bytesLocked()+int64(buf.Len()) > s.max {
+	if cap(buf) <= maxKeptBuf {
+		s.buf = buf
+	}
+	if s.bytesLocked()+int64(len(buf)) > s.max {
 		return s.drop(ErrFull)
 	}
 	seq, h := trial.Last()
 	before := s.writers[s.chain.Writer()]
 	s.writers[s.chain.Writer()] = head{Seq: seq, Hash: h} // before a segment switch records it
-	if err := s.writeLocked(buf.Bytes()); err != nil {
+	if err := s.writeLocked(buf); err != nil {
 		s.writers[s.chain.Writer()] = before
 		return s.drop(err)
 	}
-	*s.chain = *trial
+	*s.chain = trial
 	s.appended++
 	s.lost = 0
 	return nil
@@ -370,15 +380,13 @@ func (s *Spool) drop(err error) error {
 	return err
 }
 
-// appendSealed seals r in c and adds its JSON line to buf.
-func appendSealed(buf *bytes.Buffer, c *auditstream.Chain, r *auditstream.Record) error {
-	line, err := c.SealJSON(r)
+// appendSealed seals r in c and appends its JSON line to buf.
+func appendSealed(buf []byte, c *auditstream.Chain, r *auditstream.Record) ([]byte, error) {
+	buf, err := c.AppendSealed(buf, r)
 	if err != nil {
-		return fmt.Errorf("spool: %w", err)
+		return buf, fmt.Errorf("spool: %w", err)
 	}
-	buf.Write(line)
-	buf.WriteByte('\n')
-	return nil
+	return append(buf, '\n'), nil
 }
 
 // Ingest writes records other writers sealed (a sidecar's, reaching the
