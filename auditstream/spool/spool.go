@@ -5,12 +5,17 @@
 // receiver has the batch, and a segment is deleted once every consumer has
 // passed it.
 //
-// Durability: Append and Ingest return after write(2) of whole JSON lines
-// to an append-only segment opened O_APPEND, so a record survives SIGKILL
-// of the process (the kernel's page cache holds it), not a power loss (the
-// spool does not fsync per record; the CA's own trail, package audit,
-// does). A crash in the middle of a write leaves at most one torn last
-// line, which Open truncates; the chain continues from the last whole
+// Durability: Append and Ingest return once whole JSON lines are in the
+// kernel's page cache, so a record survives SIGKILL of the process, not a
+// power loss (the spool does not fsync per record; the CA's own trail,
+// package audit, does). On Linux the active segment is filled with zeros
+// to its size (plus a slack) and mapped shared, and a record is copied
+// into the mapping: the same page cache write(2) fills, without a system
+// call per decision (bench/README.md, Cost of audit export); a segment is
+// cut to its lines when it stops being active. Elsewhere, and for a line
+// past the mapping, segments are written with pwrite(2). A crash in the
+// middle of a write leaves at most one torn last line (and the zero
+// fill), which Open truncates; the chain continues from the last whole
 // record.
 //
 // Bound: past Options.MaxBytes on disk new records are dropped and
@@ -54,6 +59,11 @@ const (
 	// (MaxBytes/8 between them).
 	minSegmentBytes = 4 << 10
 	maxSegmentBytes = 8 << 20
+	// mapSlack is how far past the segment size its mapping reaches, so
+	// the line that fills a segment is copied too (a longer one is
+	// written with pwrite(2)). The active segment holds its size plus
+	// this on disk.
+	mapSlack = 64 << 10
 )
 
 // maxKeptBuf bounds the encoding buffer Append keeps for the next record.
@@ -129,6 +139,7 @@ type Spool struct {
 	segs     []uint64         // segment numbers on disk, ascending; the last is active
 	sizes    map[uint64]int64 // bytes of each
 	f        *os.File         // the active segment
+	m        []byte           // f mapped shared (mapLen bytes); nil: written with pwrite(2)
 	cursors  map[string]Cursor
 	writers  map[string]head
 	chain    *auditstream.Chain // nil without Options.Writer
@@ -236,12 +247,11 @@ func (s *Spool) recover(consumers []string) error {
 		s.segs = []uint64{1}
 		s.sizes[1] = 0
 	}
-	active := s.segs[len(s.segs)-1]
-	f, err := os.OpenFile(filepath.Join(s.dir, segName(active)), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, m, err := s.openActive(s.segs[len(s.segs)-1])
 	if err != nil {
-		return fmt.Errorf("spool: %w", err)
+		return err
 	}
-	s.f = f
+	s.f, s.m = f, m
 	for c := range named {
 		cur := Cursor{Seg: s.segs[0]}
 		if b, err := os.ReadFile(filepath.Join(s.dir, "cursor."+c)); err == nil {
@@ -288,11 +298,17 @@ func (s *Spool) scan(n uint64, last bool) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("spool: %w", err)
 	}
-	whole := bytes.LastIndexByte(b, '\n') + 1
+	// The lines end at the zero fill of a mapped segment (a JSON line
+	// holds no zero byte), if any.
+	end := bytes.IndexByte(b, 0)
+	if end < 0 {
+		end = len(b)
+	}
+	whole := bytes.LastIndexByte(b[:end], '\n') + 1
+	if whole < end && !last {
+		return 0, fmt.Errorf("spool: %s: a torn line in a segment that is not the last", path)
+	}
 	if whole < len(b) {
-		if !last {
-			return 0, fmt.Errorf("spool: %s: a torn line in a segment that is not the last", path)
-		}
 		if err := os.Truncate(path, int64(whole)); err != nil {
 			return 0, fmt.Errorf("spool: truncating the torn last line: %w", err)
 		}
@@ -313,12 +329,49 @@ func (s *Spool) scan(n uint64, last bool) (int64, error) {
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err := s.f.Close()
+	err := s.closeActive(s.f, s.m, s.sizes[s.segs[len(s.segs)-1]])
 	s.lock.Close()
+	return err
+}
+
+// mapLen is how much of the active segment is mapped.
+func (s *Spool) mapLen() int64 { return s.seg + mapSlack }
+
+// openActive opens segment n to be written at its end, mapped where the
+// system allows (m nil otherwise: it is written with pwrite(2)).
+func (s *Spool) openActive(n uint64) (*os.File, []byte, error) {
+	f, err := os.OpenFile(filepath.Join(s.dir, segName(n)), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return fmt.Errorf("spool: %w", err)
+		return nil, nil, fmt.Errorf("spool: %w", err)
 	}
-	return nil
+	m, err := mapSegment(f, s.sizes[n], s.mapLen())
+	if err != nil {
+		// Not mapped (not Linux, or no room for the fill): written with
+		// pwrite(2), as durable, one system call a record. Cut back what
+		// fill there is.
+		if terr := f.Truncate(s.sizes[n]); terr != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("spool: %w", terr)
+		}
+		m = nil
+	}
+	return f, m, nil
+}
+
+// closeActive unmaps a segment that stops being active, cuts its zero
+// fill off (size is its lines' length) and closes it.
+func (s *Spool) closeActive(f *os.File, m []byte, size int64) error {
+	var errs []error
+	if m != nil {
+		errs = append(errs, unmapSegment(m))
+		if err := f.Truncate(size); err != nil {
+			errs = append(errs, fmt.Errorf("spool: %w", err))
+		}
+	}
+	if err := f.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("spool: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // bytesLocked is the size of the segments on disk.
@@ -463,13 +516,22 @@ func (s *Spool) Ingest(lines [][]byte) (int, error) {
 	return n, nil
 }
 
-// writeLocked writes whole lines to the active segment in one write(2),
-// undoing a partial write, and starts a new segment once it is full.
+// writeLocked writes whole lines at the end of the active segment, undoing
+// a partial write, and starts a new segment once it is full.
 func (s *Spool) writeLocked(b []byte) error {
 	active := s.segs[len(s.segs)-1]
-	if _, err := s.f.Write(b); err != nil {
-		// A partial line would tear the segment: cut it back.
-		_ = s.f.Truncate(s.sizes[active])
+	off := s.sizes[active]
+	if end := off + int64(len(b)); s.m != nil && end <= int64(len(s.m)) {
+		// On the hot path (once per decision): a copy into the page cache
+		// instead of a write(2) (BenchmarkAuditRecord, bench/README.md).
+		copy(s.m[off:end], b)
+	} else if _, err := s.f.WriteAt(b, off); err != nil {
+		// A partial line would tear the segment: cut it back (to the
+		// mapping's end, whose zero fill is the segment's own).
+		if s.m != nil && off < int64(len(s.m)) {
+			clear(s.m[off:])
+		}
+		_ = s.f.Truncate(max(off, int64(len(s.m))))
 		return fmt.Errorf("spool: writing %s: %w", segName(active), err)
 	}
 	s.keepTailLocked(active, s.sizes[active], b)
@@ -507,18 +569,19 @@ func (s *Spool) rotateLocked() error {
 	if err := atomicfile.Write(filepath.Join(s.dir, "writers.json"), b, 0o600); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	next := s.segs[len(s.segs)-1] + 1
-	f, err := os.OpenFile(filepath.Join(s.dir, segName(next)), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	if err := s.f.Close(); err != nil {
-		f.Close()
-		return fmt.Errorf("spool: %w", err)
-	}
-	s.f = f
-	s.segs = append(s.segs, next)
+	full := s.segs[len(s.segs)-1]
+	next := full + 1
 	s.sizes[next] = 0
+	f, m, err := s.openActive(next)
+	if err != nil {
+		delete(s.sizes, next)
+		return err
+	}
+	// The full segment stops being active: a failure to cut its zero fill
+	// leaves it to Open, which cuts a zero fill off any segment.
+	_ = s.closeActive(s.f, s.m, s.sizes[full])
+	s.f, s.m = f, m
+	s.segs = append(s.segs, next)
 	return nil
 }
 

@@ -388,3 +388,59 @@ func drainLines(t *testing.T, s *Spool, consumer string) []string {
 		}
 	}
 }
+
+// TestSpoolRecoveryAfterKillWithMappedSegment opens what a SIGKILL leaves
+// of a spool whose active segment is mapped (a copy of its files while it
+// is open: the page cache's content): the zero fill after the lines, and
+// a line torn in it, are cut off, and the chain goes on.
+func TestSpoolRecoveryAfterKillWithMappedSegment(t *testing.T) {
+	for _, cut := range []int{0, 1, 40} {
+		t.Run(strconv.Itoa(cut), func(t *testing.T) {
+			live := t.TempDir()
+			s, err := Open(live, Options{Writer: writer, Consumers: []string{"c"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			for i := range 5 {
+				if err := s.Append(decision(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dir := t.TempDir()
+			ents, _ := os.ReadDir(live)
+			for _, e := range ents {
+				b, err := os.ReadFile(filepath.Join(live, e.Name()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			seg := filepath.Join(dir, segName(1))
+			b, _ := os.ReadFile(seg)
+			size := s.Stats().Bytes
+			if s.m != nil && int64(len(b)) != s.mapLen() {
+				t.Fatalf("mapped segment is %d bytes on disk, want its mapping's %d", len(b), s.mapLen())
+			}
+			f, _ := os.OpenFile(seg, os.O_WRONLY, 0)
+			f.WriteAt(b[:cut], size) // a crash in the middle of copying a sixth
+			f.Close()
+
+			s2, err := Open(dir, Options{Writer: writer, Consumers: []string{"c"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s2.Close()
+			if err := s2.Append(decision(6)); err != nil {
+				t.Fatal(err)
+			}
+			got := drain(t, s2, "c")
+			if len(got) != 6 {
+				t.Fatalf("got %d records, want 6", len(got))
+			}
+			checkChain(t, got, 1)
+		})
+	}
+}
