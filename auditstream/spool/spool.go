@@ -255,8 +255,10 @@ func (s *Spool) recover(consumers []string) error {
 	for c := range named {
 		cur := Cursor{Seg: s.segs[0]}
 		if b, err := os.ReadFile(filepath.Join(s.dir, "cursor."+c)); err == nil {
-			if err := json.Unmarshal(b, &cur); err != nil {
-				return fmt.Errorf("spool: %s: cursor of %s: %w", s.dir, c, err)
+			if json.Unmarshal(b, &cur) != nil {
+				// Not fsynced (writeCursor): a power loss may leave it
+				// empty. From the start: sent again, not lost.
+				cur = Cursor{Seg: s.segs[0]}
 			}
 		} else if !os.IsNotExist(err) {
 			return fmt.Errorf("spool: %w", err)

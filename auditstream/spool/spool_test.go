@@ -444,3 +444,38 @@ func TestSpoolRecoveryAfterKillWithMappedSegment(t *testing.T) {
 		})
 	}
 }
+
+// TestSpoolUnreadableCursorReadsFromStart: a cursor file left empty or
+// garbled (cursors are not fsynced; a power loss can do this) does not
+// stop the spool from opening: that consumer reads again from the start,
+// so records are re-sent, never skipped.
+func TestSpoolUnreadableCursorReadsFromStart(t *testing.T) {
+	for _, content := range []string{"", "{\"seg\":", "\x00\x00"} {
+		dir := t.TempDir()
+		o := Options{Writer: writer, Consumers: []string{"c"}}
+		s, err := Open(dir, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			if err := s.Append(decision(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := drain(t, s, "c"); len(got) != 3 {
+			t.Fatalf("got %d records, want 3", len(got))
+		}
+		s.Close()
+		if err := os.WriteFile(filepath.Join(dir, "cursor.c"), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err = Open(dir, o)
+		if err != nil {
+			t.Fatalf("cursor %q: %v", content, err)
+		}
+		if got := drain(t, s, "c"); len(got) != 3 {
+			t.Fatalf("cursor %q: read %d records again, want 3", content, len(got))
+		}
+		s.Close()
+	}
+}
