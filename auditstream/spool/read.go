@@ -128,6 +128,7 @@ func (s *Spool) Commit(consumer string, c Cursor) error {
 		if err := os.Remove(filepath.Join(s.dir, segName(s.segs[0]))); err != nil && !os.IsNotExist(err) {
 			return fmt.Errorf("spool: %w", err)
 		}
+		s.total -= s.sizes[s.segs[0]]
 		delete(s.sizes, s.segs[0])
 		s.segs = s.segs[1:]
 	}

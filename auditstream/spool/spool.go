@@ -138,6 +138,7 @@ type Spool struct {
 	mu       sync.Mutex
 	segs     []uint64         // segment numbers on disk, ascending; the last is active
 	sizes    map[uint64]int64 // bytes of each
+	total    int64            // the sum of sizes (read once per append)
 	f        *os.File         // the active segment
 	m        []byte           // f mapped shared (mapLen bytes); nil: written with pwrite(2)
 	cursors  map[string]Cursor
@@ -242,6 +243,7 @@ func (s *Spool) recover(consumers []string) error {
 			return err
 		}
 		s.sizes[n] = size
+		s.total += size
 	}
 	if len(s.segs) == 0 {
 		s.segs = []uint64{1}
@@ -377,13 +379,7 @@ func (s *Spool) closeActive(f *os.File, m []byte, size int64) error {
 }
 
 // bytesLocked is the size of the segments on disk.
-func (s *Spool) bytesLocked() int64 {
-	var n int64
-	for _, sz := range s.sizes {
-		n += sz
-	}
-	return n
-}
+func (s *Spool) bytesLocked() int64 { return s.total }
 
 // Append seals r into the spool's chain and writes it. When the spool is
 // full, r is dropped and counted, and ErrFull returned; the next record
@@ -538,6 +534,7 @@ func (s *Spool) writeLocked(b []byte) error {
 	}
 	s.keepTailLocked(active, s.sizes[active], b)
 	s.sizes[active] += int64(len(b))
+	s.total += int64(len(b))
 	if s.armed {
 		close(s.wake)
 		s.wake, s.armed = make(chan struct{}), false
