@@ -156,7 +156,9 @@ func (m *Mask) Apply(in *Input) (json.RawMessage, []string, error) {
 			cp.Request.Headers = h
 		}
 	}
-	b, ok := appendInput(make([]byte, 0, 512), &cp)
+	// 1 KiB: a request's input fits without growing (on the hot path,
+	// BenchmarkAuditRecord: one allocation fewer per decision).
+	b, ok := appendInput(make([]byte, 0, 1024), &cp)
 	if !ok {
 		var err error
 		if b, err = json.Marshal(&cp); err != nil {
