@@ -105,6 +105,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzSpoolIngest -fuzztime 30s ./auditstream/spool/
 	$(GO) test -run '^$$' -fuzz FuzzAppendRecord -fuzztime 30s ./auditstream/
 	$(GO) test -run '^$$' -fuzz FuzzAppendString -fuzztime 30s ./internal/jsonenc/
+	$(GO) test -run '^$$' -fuzz FuzzIsCompact -fuzztime 30s ./internal/jsonenc/
 	$(GO) test -run '^$$' -fuzz FuzzAuthority -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzParseEndpoint -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzServiceName -fuzztime 30s ./naming/
