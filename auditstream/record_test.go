@@ -17,8 +17,10 @@ func TestSealJSONIsSealThenMarshal(t *testing.T) {
 			Bundles: map[string]Bundle{"sigil": {Revision: "r"}}, Sigil: Meta{Type: TypeDecision, Mode: ModeDryRun, Actor: "spiffe://x/y"}},
 		{DecisionID: "c", Path: PathEvent("x509svid.issued"), Sigil: Meta{Type: "x509svid.issued", Subject: "s", Details: map[string]string{"serial": "1"}}},
 		{DecisionID: "d", Sigil: Meta{Type: TypeGap, Lost: 7}},
+		{DecisionID: "e", Input: json.RawMessage(`{"request":{"path":"/x","q":[1,-2.5e3,null]}}`), Result: json.RawMessage("false")},
+		{DecisionID: "f", Input: json.RawMessage(`{"a":"<b>"}`)},
 	} {
-		a, b := r, r
+		a, b, d := r, r, r
 		c1, c2 := NewChain("w#1", 3, "prev"), NewChain("w#1", 3, "prev")
 		if err := c1.Seal(&a); err != nil {
 			t.Fatal(err)
@@ -30,6 +32,12 @@ func TestSealJSONIsSealThenMarshal(t *testing.T) {
 		}
 		if !bytes.Equal(got, want) {
 			t.Fatalf("SealJSON %s\nSeal+Marshal %s", got, want)
+		}
+		// AppendSealed into a used buffer: the same bytes after what was there.
+		prefix := []byte("earlier line\n")
+		appended, err := NewChain("w#1", 3, "prev").AppendSealed(append(make([]byte, 0, 4096), prefix...), &d)
+		if err != nil || !bytes.Equal(appended, append(prefix, want...)) {
+			t.Fatalf("AppendSealed %s (%v)\nwant %s%s", appended, err, prefix, want)
 		}
 		var back Record
 		if err := json.Unmarshal(got, &back); err != nil || Check(back) != nil {
@@ -50,6 +58,8 @@ func TestAppendRecordIsMarshal(t *testing.T) {
 		{DecisionID: "raw html", Input: json.RawMessage(`{"a":"<b>"}`)},
 		{DecisionID: "bad raw", Input: json.RawMessage(`{`)},
 		{DecisionID: "local time", Timestamp: time.Unix(5, 0).In(time.FixedZone("x", 3600))},
+		{DecisionID: "compact raw", Input: json.RawMessage(`{"a":[1,"x",{"b":null}],"c":true}`)},
+		{DecisionID: "year 10000", Timestamp: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
 	} {
 		want, werr := json.Marshal(&r)
 		got, ok := appendRecord(nil, &r)
