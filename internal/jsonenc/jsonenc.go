@@ -13,9 +13,14 @@ import (
 // AppendString appends s as a JSON string when Marshal writes it as it
 // is between quotes (printable ASCII other than '"', '\\' and the HTML
 // characters Marshal escapes); otherwise it returns b unchanged and false.
+//
+// On the hot path (every string of every decision recorded): one table
+// load per byte instead of seven comparisons (BenchmarkAppendString, the
+// strings of one decision's input: median 340 -> 175 ns on the bench VM);
+// FuzzAppendString holds it to Marshal.
 func AppendString(b []byte, s string) ([]byte, bool) {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if !plain[s[i]] {
 			return b, false
 		}
 	}
@@ -23,6 +28,14 @@ func AppendString(b []byte, s string) ([]byte, bool) {
 	b = append(b, s...)
 	return append(b, '"'), true
 }
+
+// plain marks the bytes Marshal writes as they are inside a string.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
 
 // SortedKeys returns m's keys in the order Marshal writes a map's.
 func SortedKeys[V any](m map[string]V) []string {

@@ -40,3 +40,17 @@ func FuzzIsCompact(f *testing.F) {
 
 // depth is an upper bound of m's nesting.
 func depth(m []byte) int { return bytes.Count(m, []byte("[")) + bytes.Count(m, []byte("{")) }
+
+// BenchmarkAppendString appends the strings of a recorded decision's
+// input (bench/README.md, Cost of audit export).
+func BenchmarkAppendString(b *testing.B) {
+	strs := []string{"spiffe://example.org/ns/bench/sa/bench", "bench", "api", "GET", "/echo?size=1024", "/echo", "size", "1024",
+		"user-agent", "fortio.org/fortio-1.68.2", "http", "TLSv1.3", "9b2f6d1e-5c1a-4f7e-8e0b-3d4c5a6b7c8d"}
+	buf := make([]byte, 0, 1024)
+	for b.Loop() {
+		buf = buf[:0]
+		for _, s := range strs {
+			buf, _ = AppendString(buf, s)
+		}
+	}
+}
