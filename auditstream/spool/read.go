@@ -19,10 +19,12 @@ func (s *Spool) Wake() <-chan struct{} {
 
 // Read returns up to maxRecords whole lines (and about maxBytes, at least
 // one line) from consumer's cursor; an empty batch when it is caught up.
+// The lines are valid until the consumer's next Read (a consumer has one
+// reader), which reuses their buffer.
 func (s *Spool) Read(consumer string, maxRecords, maxBytes int) (Batch, error) {
 	s.mu.Lock()
 	cur, ok := s.cursors[consumer]
-	tail, tailAt := s.tail, s.tailAt
+	buf := s.reads[consumer][:0]
 	segs := append([]uint64(nil), s.segs...)
 	sizes := make(map[uint64]int64, len(segs))
 	for _, n := range segs {
@@ -45,28 +47,25 @@ func (s *Spool) Read(consumer string, maxRecords, maxBytes int) (Batch, error) {
 		// In chunks of readChunk: a batch reads about what it takes, not
 		// its whole byte budget.
 		for cur.Off < end {
-			var b []byte
-			if tailEnd := tailAt.Off + int64(len(tail)); n == tailAt.Seg && cur.Off >= tailAt.Off && cur.Off < tailEnd {
-				// On the hot path of a consumer that keeps up: the lines
-				// just written, from memory, without a read(2) or a
-				// buffer per chunk (bench/README.md, Cost of audit
-				// export). Whole lines: the tail starts and ends at
-				// writes, which are of whole lines.
-				b = tail[cur.Off-tailAt.Off : min(end, tailEnd)-tailAt.Off]
-			} else {
-				want := min(end-cur.Off, int64(max(maxBytes-size, 0)), readChunk)
+			want := min(end-cur.Off, int64(max(maxBytes-size, 0)), readChunk)
+			start := len(buf)
+			var mapped bool
+			buf, mapped = s.copyMapped(buf, n, cur.Off, want, end)
+			if !mapped {
 				var err error
-				if b, err = readAt(filepath.Join(s.dir, segName(n)), cur.Off, want, end); err != nil {
+				if buf, err = readAt(buf, filepath.Join(s.dir, segName(n)), cur.Off, want, end); err != nil {
 					return Batch{}, err
 				}
 			}
+			b := buf[start:]
 			for line := range bytes.Lines(b) {
 				if len(out.Lines) == maxRecords || len(out.Lines) > 0 && size+len(line) > maxBytes {
 					out.Next = cur
+					s.keepReadBuf(consumer, buf)
 					return out, nil
 				}
 				// Capacity cut to the line: an append to it must not
-				// write into the tail, which other reads share.
+				// write over the next line in the buffer.
 				l := bytes.TrimSuffix(line, []byte{'\n'})
 				out.Lines = append(out.Lines, l[:len(l):len(l)])
 				size += len(line)
@@ -75,15 +74,52 @@ func (s *Spool) Read(consumer string, maxRecords, maxBytes int) (Batch, error) {
 		}
 	}
 	out.Next = cur
+	s.keepReadBuf(consumer, buf)
 	return out, nil
 }
 
-// readAt reads at least want bytes from off and up to the end of a whole
-// line (but not past end).
-func readAt(path string, off, want, end int64) ([]byte, error) {
+// keepReadBuf keeps consumer's read buffer for its next Read.
+func (s *Spool) keepReadBuf(consumer string, buf []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.cursors[consumer]; ok && cap(buf) <= 2*maxReadBuf {
+		s.reads[consumer] = buf
+	}
+}
+
+// maxReadBuf is about the most a consumer's read buffer holds (a batch's
+// byte budget, export.MaxBatchBytes, and a chunk past it).
+const maxReadBuf = 1<<20 + readChunk
+
+// copyMapped appends to buf, from segment n's mapping, at least want bytes
+// from off and up to the end of a whole line (not past end), and reports
+// whether it could: n is still the mapped active segment.
+//
+// On the hot path of a consumer that keeps up (the shipper, at 1000
+// records a second): the lines just written, copied from the page cache
+// into the consumer's reused buffer, without a read(2) or a buffer per
+// chunk (bench/README.md, Cost of audit export). Under s.mu: the mapping
+// is unmapped only under it.
+func (s *Spool) copyMapped(buf []byte, n uint64, off, want, end int64) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil || n != s.segs[len(s.segs)-1] || end > int64(len(s.m)) {
+		return buf, false
+	}
+	b := s.m[off:end]
+	i := bytes.IndexByte(b[min(max(want, 1), int64(len(b)))-1:], '\n')
+	if i < 0 {
+		return buf, false // no whole line: readAt says why
+	}
+	return append(buf, b[:min(max(want, 1), int64(len(b)))+int64(i)]...), true
+}
+
+// readAt appends to buf at least want bytes from off and up to the end of
+// a whole line (but not past end).
+func readAt(buf []byte, path string, off, want, end int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+		return buf, fmt.Errorf("spool: %w", err)
 	}
 	defer f.Close()
 	n := max(want, 1)
@@ -91,13 +127,13 @@ func readAt(path string, off, want, end int64) ([]byte, error) {
 		n = min(n, end-off)
 		b := make([]byte, n)
 		if _, err := f.ReadAt(b, off); err != nil {
-			return nil, fmt.Errorf("spool: reading %s: %w", path, err)
+			return buf, fmt.Errorf("spool: reading %s: %w", path, err)
 		}
 		if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
-			return b[:i+1], nil
+			return append(buf, b[:i+1]...), nil
 		}
 		if off+n >= end {
-			return nil, fmt.Errorf("spool: %s: a line without its end at offset %d", path, off)
+			return buf, fmt.Errorf("spool: %s: a line without its end at offset %d", path, off)
 		}
 		n *= 2
 	}

@@ -69,10 +69,6 @@ const (
 // maxKeptBuf bounds the encoding buffer Append keeps for the next record.
 const maxKeptBuf = 64 << 10
 
-// maxTail bounds the lines kept in memory for readers (Spool.tail): two
-// full batches of an exporter, two seconds of a sidecar at 1000 req/s.
-const maxTail = 2 << 20
-
 // readChunk is how much Read reads at once (more for a longer line).
 const readChunk = 64 << 10
 
@@ -148,14 +144,10 @@ type Spool struct {
 	dropped  int64
 	appended int64
 	buf      []byte // Append's encoding buffer, reused
-	// tail holds the lines last written to the active segment, from
-	// tailAt on, so consumers that keep up read them from memory (see
-	// Read). Bytes in it are never changed: writes append past its
-	// length, and it is replaced, not reused, once full.
-	tail   []byte
-	tailAt Cursor
-	wake   chan struct{} // closed and replaced at the next append once armed
-	armed  bool          // someone took wake (Wake) since it was last closed
+	// reads holds each consumer's read buffer, reused by its next Read.
+	reads map[string][]byte
+	wake  chan struct{} // closed and replaced at the next append once armed
+	armed bool          // someone took wake (Wake) since it was last closed
 }
 
 // Open opens (or creates) the spool in dir and recovers it: a torn last
@@ -187,7 +179,7 @@ func Open(dir string, o Options) (*Spool, error) {
 		return nil, fmt.Errorf("spool: %s is in use by another process", dir)
 	}
 	s := &Spool{dir: dir, lock: lock, max: o.MaxBytes, seg: min(max(o.MaxBytes/8, minSegmentBytes), maxSegmentBytes), now: o.Now,
-		sizes: map[uint64]int64{}, cursors: map[string]Cursor{}, writers: map[string]head{}, wake: make(chan struct{})}
+		sizes: map[uint64]int64{}, cursors: map[string]Cursor{}, reads: map[string][]byte{}, writers: map[string]head{}, wake: make(chan struct{})}
 	if err := s.recover(o.Consumers); err != nil {
 		lock.Close()
 		return nil, err
@@ -532,7 +524,6 @@ func (s *Spool) writeLocked(b []byte) error {
 		_ = s.f.Truncate(max(off, int64(len(s.m))))
 		return fmt.Errorf("spool: writing %s: %w", segName(active), err)
 	}
-	s.keepTailLocked(active, s.sizes[active], b)
 	s.sizes[active] += int64(len(b))
 	s.total += int64(len(b))
 	if s.armed {
@@ -545,17 +536,6 @@ func (s *Spool) writeLocked(b []byte) error {
 		_ = s.rotateLocked()
 	}
 	return nil
-}
-
-// keepTailLocked adds lines b, written at off of segment seg, to the
-// in-memory tail, starting a new tail where they do not follow it or it
-// is full (the old one stays valid for readers that hold it).
-func (s *Spool) keepTailLocked(seg uint64, off int64, b []byte) {
-	if s.tailAt.Seg != seg || s.tailAt.Off+int64(len(s.tail)) != off || len(s.tail)+len(b) > cap(s.tail) {
-		s.tail = make([]byte, 0, max(maxTail, len(b)))
-		s.tailAt = Cursor{Seg: seg, Off: off}
-	}
-	s.tail = append(s.tail, b...)
 }
 
 // rotateLocked records every writer's head, then starts the next segment.
