@@ -481,3 +481,43 @@ func TestSpoolUnreadableCursorReadsFromStart(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestSpoolLineLongerThanTheMapping writes records that do not fit in
+// the active segment's mapping (written with pwrite(2) past it) between
+// ones that do, and reads them back whole, before and after a restart.
+func TestSpoolLineLongerThanTheMapping(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Writer: writer, Consumers: []string{"c", "later"}, MaxBytes: 8 << 20}
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		r := decision(i)
+		if i%2 == 1 {
+			r.Error = strings.Repeat("e", mapSlack+int(s.seg)/2)
+		}
+		if err := s.Append(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := drain(t, s, "c")
+	if len(got) != 6 {
+		t.Fatalf("got %d records, want 6", len(got))
+	}
+	checkChain(t, got, 1)
+	s.Close()
+	s, err = Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Append(decision(6)); err != nil {
+		t.Fatal(err)
+	}
+	got = drain(t, s, "later")
+	if len(got) != 7 {
+		t.Fatalf("after restart got %d records, want 7", len(got))
+	}
+	checkChain(t, got, 1)
+}
