@@ -16,6 +16,7 @@ import (
 // json.Marshal byte for byte.
 func appendRecord(b []byte, r *Record) ([]byte, bool) {
 	ok := true
+	var keys [16]string // the sorted keys of a map, off the heap for small ones
 	str := func(s string) {
 		var fits bool
 		b, fits = jsonenc.AppendString(b, s)
@@ -23,7 +24,7 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 	}
 	strMap := func(m map[string]string) {
 		b = append(b, '{')
-		for i, k := range jsonenc.SortedKeys(m) {
+		for i, k := range jsonenc.AppendSortedKeys(keys[:0], m) {
 			if i > 0 {
 				b = append(b, ',')
 			}
@@ -80,7 +81,7 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 	}
 	if len(r.Bundles) > 0 {
 		b = append(b, `,"bundles":{`...)
-		for i, k := range jsonenc.SortedKeys(r.Bundles) {
+		for i, k := range jsonenc.AppendSortedKeys(keys[:0], r.Bundles) {
 			if i > 0 {
 				b = append(b, ',')
 			}

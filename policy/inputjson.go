@@ -14,6 +14,7 @@ import (
 // to Input and not here fails it.
 func appendInput(b []byte, in *Input) ([]byte, bool) {
 	ok := true
+	var keys [16]string // the sorted keys of a map, off the heap for small ones
 	str := func(s string) {
 		var fits bool
 		b, fits = jsonenc.AppendString(b, s)
@@ -40,7 +41,7 @@ func appendInput(b []byte, in *Input) ([]byte, bool) {
 		b = append(b, "null"...)
 	} else {
 		b = append(b, '{')
-		for i, k := range jsonenc.SortedKeys(r.Query) {
+		for i, k := range jsonenc.AppendSortedKeys(keys[:0], r.Query) {
 			if i > 0 {
 				b = append(b, ',')
 			}
@@ -68,7 +69,7 @@ func appendInput(b []byte, in *Input) ([]byte, bool) {
 		b = append(b, "null"...)
 	} else {
 		b = append(b, '{')
-		for i, k := range jsonenc.SortedKeys(r.Headers) {
+		for i, k := range jsonenc.AppendSortedKeys(keys[:0], r.Headers) {
 			if i > 0 {
 				b = append(b, ',')
 			}

@@ -37,14 +37,16 @@ var plain = func() (t [256]bool) {
 	return t
 }()
 
-// SortedKeys returns m's keys in the order Marshal writes a map's.
-func SortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
+// AppendSortedKeys appends m's keys to dst in the order Marshal writes a
+// map's. With a dst on the caller's stack a small map's keys cost no
+// allocation (on the hot path: three maps of every decision recorded,
+// BenchmarkAuditRecord 18 -> 14 allocs per decision).
+func AppendSortedKeys[V any](dst []string, m map[string]V) []string {
 	for k := range m {
-		keys = append(keys, k)
+		dst = append(dst, k)
 	}
-	slices.Sort(keys)
-	return keys
+	slices.Sort(dst)
+	return dst
 }
 
 // maxCompactDepth bounds IsCompact's nesting: deeper documents are left to
