@@ -128,6 +128,8 @@ type Chain struct {
 	seq    int64
 	prev   string
 	digest hash.Hash // reused by AppendSealed; nil until first used
+	// prevBuf is AppendSealed's copy of prev, hashed without converting.
+	prevBuf []byte
 }
 
 // NewChain returns the chain of writer, continuing after the record with
@@ -189,10 +191,16 @@ func (c *Chain) AppendSealed(dst []byte, r *Record) ([]byte, error) {
 		c.digest = sha256.New()
 	}
 	c.digest.Reset()
-	c.digest.Write([]byte(r.Sigil.Prev))
+	c.prevBuf = append(c.prevBuf[:0], r.Sigil.Prev...) // a []byte(string) for the interface would allocate
+	c.digest.Write(c.prevBuf)
 	c.digest.Write(body)
+	// The sum lands after the line, then on the stack, and goes back hex
+	// encoded: no buffer of its own on the heap.
+	n := len(line) - 3
+	line = c.digest.Sum(line[:n])
 	var sum [sha256.Size]byte
-	line = hex.AppendEncode(line[:len(line)-3], c.digest.Sum(sum[:0]))
+	copy(sum[:], line[n:])
+	line = hex.AppendEncode(line[:n], sum[:])
 	r.Sigil.Hash = string(line[len(line)-2*sha256.Size:])
 	c.seq, c.prev = r.Sigil.Seq, r.Sigil.Hash
 	return append(line, `"}}`...), nil

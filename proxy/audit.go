@@ -143,9 +143,9 @@ func (a *auditRecorder) Record(in *policy.Input, d policy.Decision) error {
 	if d.Err != nil {
 		rec.Error = d.Err.Error()
 	} else if d.Allow {
-		rec.Result = json.RawMessage("true")
+		rec.Result = resultTrue
 	} else {
-		rec.Result = json.RawMessage("false")
+		rec.Result = resultFalse
 	}
 	if d.Revision != "" {
 		rec.Bundles = a.bundlesOf(d.Revision)
@@ -177,6 +177,9 @@ func (a *auditRecorder) bundlesOf(revision string) map[string]auditstream.Bundle
 	a.bundles.Store(b)
 	return b.bundles
 }
+
+// A decision's result, shared by every record (read only).
+var resultTrue, resultFalse = json.RawMessage("true"), json.RawMessage("false")
 
 // startAudit opens the spool (writer: the sidecar's SPIFFE ID and the
 // spool's instance) and starts its exporters; they stop with ctx.
