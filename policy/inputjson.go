@@ -28,6 +28,7 @@ func appendInput(b []byte, in *Input) ([]byte, bool) {
 	field(`,"service_account":`, in.Source.ServiceAccount)
 	field(`},"destination":{"principal":`, in.Destination.Principal)
 	field(`,"service":`, in.Destination.Service)
+	field(`,"namespace":`, in.Destination.Namespace)
 	b = append(b, `,"port":`...)
 	b = strconv.AppendInt(b, int64(in.Destination.Port), 10)
 	r := &in.Request
