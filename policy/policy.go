@@ -420,7 +420,7 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 			rs, err := c.query.Eval(ctx, rego.EvalParsedInput(in.value()))
 			switch {
 			case err != nil:
-				d.Err = fmt.Errorf("policy: evaluation: %w", err)
+				d.Err = fmt.Errorf("policy: evaluation: %w", scrub(err, in))
 			case len(rs) == 1 && len(rs[0].Expressions) == 1:
 				d.Allow = rs[0].Expressions[0].Value == true
 			}
