@@ -39,7 +39,7 @@ func checkAuditExport(c Config) []error {
 	seen := map[string]bool{}
 	for _, spec := range c.AuditExport {
 		if seen[spec] {
-			errs = append(errs, fmt.Errorf("--audit-export %s: given twice", spec))
+			errs = append(errs, fmt.Errorf("--audit-export %s: given twice", sink.Redacted(spec)))
 			continue
 		}
 		seen[spec] = true

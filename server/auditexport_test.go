@@ -126,3 +126,22 @@ func TestAuditExportRefusesForgedRecordKinds(t *testing.T) {
 		})
 	}
 }
+
+// A refused --audit-export is named without its password.
+func TestAuditExportFlagErrorsHideThePassword(t *testing.T) {
+	spec := "https://sigil:s3cret-pw@logs.example.org/logs"
+	for _, c := range []Config{
+		{AuditExport: []string{spec, spec}},
+		{AuditExport: []string{spec + "?colour=red"}},
+	} {
+		errs := checkAuditExport(c)
+		if len(errs) == 0 {
+			t.Fatalf("%v: accepted", c.AuditExport)
+		}
+		for _, err := range errs {
+			if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "logs.example.org") {
+				t.Errorf("error %q shows the password or does not name the exporter", err)
+			}
+		}
+	}
+}
