@@ -273,6 +273,7 @@ func FuzzCheckModule(f *testing.F) {
 	f.Add(checkPkg + "allow if { input.request.method == \"get\"; 1 == 2; false }\n\nunused := 1\n")
 	f.Add(checkPkg + "allow if input[input.request.method][\"a\"][1] == input.destination.port\n")
 	f.Add(checkPkg + "allow if { x := input; x.a }\n")
+	f.Add(checkPkg + "allow if { r := input.request; r.methd == \"GET\"; r.headers.x == r.query.y[0] }\n")
 	f.Fuzz(func(t *testing.T, src string) {
 		if len(src) > 1<<12 {
 			return

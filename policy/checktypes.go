@@ -28,7 +28,7 @@ func typeFindings(parsed map[string]*ast.Module, known []Finding) []Finding {
 	var out []Finding
 	for _, e := range c.Errors {
 		d, ok := e.Details.(*ast.RefErrInvalidDetail)
-		if e.Code != ast.TypeErr || !ok || e.Location == nil || seen[fmt.Sprintf("%s:%d", e.Location.File, e.Location.Row)] {
+		if e.Code != ast.TypeErr || !ok || len(d.Ref) == 0 || e.Location == nil || seen[fmt.Sprintf("%s:%d", e.Location.File, e.Location.Row)] {
 			continue
 		}
 		bad := d.Ref[:min(d.Pos+1, len(d.Ref))]
