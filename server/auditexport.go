@@ -99,6 +99,7 @@ func openAuditStream(c *checked, log *slog.Logger) (*auditStream, error) {
 			return nil, fmt.Errorf("server: --audit-export: %w", err)
 		}
 		a.runners = append(a.runners, export.New(sp, names[i], sk, log))
+		log.Info("audit exporter", "exporter", names[i], "spec", sink.Redacted(spec))
 	}
 	log.Info("audit export on", "writer", writer, "spool", dir, "spool_max_bytes", max, "exporters", len(a.runners))
 	return a, nil
