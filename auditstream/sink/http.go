@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -47,7 +48,8 @@ func init() {
 //   - https only: ca, cert, key, server-name, as for syslog+tls
 //     (tlsFromSpec).
 //
-// User info in the URL is sent as HTTP basic authentication.
+// User info in the URL is sent as HTTP basic authentication: over https,
+// or over http to a loopback receiver only.
 type httpSink struct {
 	url    string
 	user   *url.Userinfo
@@ -81,6 +83,9 @@ func openHTTP(u *url.URL) (Sink, error) {
 	}
 	if u.Host == "" {
 		return nil, errors.New("sink: http: no host")
+	}
+	if h := u.Hostname(); !secure && u.User != nil && h != "localhost" && !net.ParseIP(h).IsLoopback() {
+		return nil, fmt.Errorf("sink: http: a user and password over plain http to %s would cross the network in the clear: use https (or a loopback receiver)", h)
 	}
 	target := *u
 	target.RawQuery, target.User, target.Fragment = "", nil, ""

@@ -152,6 +152,7 @@ func TestHTTPSinkRefusesBadSpecs(t *testing.T) {
 		"https://collector/logs?ca=/nonexistent.pem",
 		"https://collector/logs?cert=/x.pem",
 		"http://collector/logs?timeout=1s&timeout=2s",
+		"http://sigil:secret@collector.example.org/logs", // a password in the clear
 		"http:///logs",
 	} {
 		if _, err := Open(spec); err == nil {
@@ -176,6 +177,8 @@ func TestSinkSpecParametersOneConvention(t *testing.T) {
 		{"http://collector/logs?upload_size_limit_bytes=4096", false},
 		{"https://collector/logs?ca_file=" + ca, false},
 		{"syslog+tls://logs:6514?ca=" + ca, true},
+		{"http://sigil:secret@127.0.0.1:9000/logs", true},
+		{"https://sigil:secret@collector/logs", true},
 		{"otlp+https://collector:4318?ca=" + ca, true},
 	} {
 		s, err := Open(tt.spec)
