@@ -19,6 +19,7 @@ import (
 	"github.com/sigil-mesh/sigil/auditstream/export"
 	"github.com/sigil-mesh/sigil/auditstream/sink"
 	"github.com/sigil-mesh/sigil/auditstream/spool"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
@@ -75,7 +76,7 @@ func openAuditStream(c *checked, log *slog.Logger) (*auditStream, error) {
 		return &auditStream{}, nil
 	}
 	dir := auditSpoolDir(c.DataDir)
-	writer, err := spool.Instance(dir, "spiffe://"+c.td.Name()+"/sigil/server")
+	writer, err := spool.Instance(dir, naming.ServerID(c.td).String())
 	if err != nil {
 		return nil, fmt.Errorf("server: audit spool: %w", err)
 	}
