@@ -244,7 +244,7 @@ func Compile(ctx context.Context, srcs map[string]string) (rego.PreparedEvalQuer
 
 func compile(ctx context.Context, srcs map[string]string) (rego.PreparedEvalQuery, []*ast.Module, error) {
 	var mods []*ast.Module
-	opts := []func(*rego.Rego){rego.Query(Query), rego.SetRegoVersion(ast.RegoV1), rego.StrictBuiltinErrors(true)}
+	opts := []func(*rego.Rego){rego.Query(Query), rego.SetRegoVersion(ast.RegoV1), rego.StrictBuiltinErrors(true), rego.Capabilities(Capabilities())}
 	hasPackage := false
 	names := make([]string, 0, len(srcs))
 	for name := range srcs {

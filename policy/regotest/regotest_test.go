@@ -28,3 +28,20 @@ func TestRunBoundedByContext(t *testing.T) {
 		t.Fatalf("ran %d, failed %d: a test cut off by the context passed", ran, len(failed))
 	}
 }
+
+// TestPolicyNetworkBuiltinsRefused: a test that calls http.send (or
+// net.lookup_ip_addr, opa.runtime) is refused before it runs, so applying
+// a Policy cannot make the server send requests or read its environment.
+func TestPolicyNetworkBuiltinsRefused(t *testing.T) {
+	for _, call := range []string{
+		`http.send({"method": "GET", "url": "http://127.0.0.1:1/"})`,
+		`net.lookup_ip_addr("localhost")`,
+		`opa.runtime()`,
+	} {
+		src := "package sigil.authz_test\n\ntest_reach if {\n\tx := " + call + "\n\tx != null\n}\n"
+		_, _, err := Run(context.Background(), map[string]string{"reach_test.rego": src})
+		if err == nil || !strings.Contains(err.Error(), "undefined function") || !strings.Contains(err.Error(), "reach_test.rego:4") {
+			t.Errorf("%s: err = %v, want undefined function at reach_test.rego:4", call, err)
+		}
+	}
+}
