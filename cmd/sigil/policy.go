@@ -122,8 +122,13 @@ func runPolicyTests(ctx context.Context, paths []string) ([]*tester.Result, erro
 	if err != nil {
 		return nil, err
 	}
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer store.Abort(ctx, txn)
 	compiler := ast.NewCompiler().WithCapabilities(policy.Capabilities())
-	ch, err := tester.NewRunner().SetCompiler(compiler).SetStore(store).Run(ctx, modules)
+	ch, err := tester.NewRunner().SetCompiler(compiler).SetStore(store).SetModules(modules).RunTests(ctx, txn)
 	if err != nil {
 		return nil, err
 	}
