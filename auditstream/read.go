@@ -5,8 +5,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+
+	"github.com/sigil-mesh/sigil/internal/jsonlimit"
 )
 
 // MaxRecordBytes bounds one record read back (a line of the file sink,
@@ -113,14 +116,21 @@ func readLines(name string, br *bufio.Reader, each func(Record, Pos) error) erro
 
 // readArray reads one JSON array of records.
 func readArray(name string, br *bufio.Reader, each func(Record, Pos) error) error {
-	dec := json.NewDecoder(io.LimitReader(br, 1<<40))
+	// Decode buffers a whole element: the reader is cut off past
+	// MaxRecordBytes of one, so a gzip'd batch that inflates to GiB is
+	// refused, not held in memory.
+	lr := jsonlimit.NewReader(br)
+	dec := json.NewDecoder(lr)
 	if _, err := dec.Token(); err != nil {
 		return fmt.Errorf("auditstream: %s: %w", name, err)
 	}
 	for n := 1; dec.More(); n++ {
 		pos := Pos{File: name, Line: n, InArray: true}
 		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
+		lr.Allow(dec.InputOffset(), MaxRecordBytes)
+		if err := dec.Decode(&raw); errors.Is(err, jsonlimit.ErrTooLarge) {
+			return fmt.Errorf("auditstream: %s: record of more than %d bytes", pos, MaxRecordBytes)
+		} else if err != nil {
 			return fmt.Errorf("auditstream: %s: %w", pos, err)
 		}
 		if len(raw) > MaxRecordBytes {
@@ -134,6 +144,7 @@ func readArray(name string, br *bufio.Reader, each func(Record, Pos) error) erro
 			return err
 		}
 	}
+	lr.Allow(dec.InputOffset(), 0)
 	if _, err := dec.Token(); err != nil {
 		return fmt.Errorf("auditstream: %s: end of array: %w", name, err)
 	}

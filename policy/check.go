@@ -153,6 +153,7 @@ func Check(ctx context.Context, srcs, tests map[string]string) ([]Finding, error
 			}
 		}
 	}
+	out = append(out, typeFindings(parsed, out)...)
 	out = append(out, strictFindings(parsed)...)
 	out = append(out, lint(c, srcs)...)
 	return sortFindings(out), nil

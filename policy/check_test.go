@@ -273,6 +273,7 @@ func FuzzCheckModule(f *testing.F) {
 	f.Add(checkPkg + "allow if { input.request.method == \"get\"; 1 == 2; false }\n\nunused := 1\n")
 	f.Add(checkPkg + "allow if input[input.request.method][\"a\"][1] == input.destination.port\n")
 	f.Add(checkPkg + "allow if { x := input; x.a }\n")
+	f.Add(checkPkg + "allow if { r := input.request; r.methd == \"GET\"; r.headers.x == r.query.y[0] }\n")
 	f.Fuzz(func(t *testing.T, src string) {
 		if len(src) > 1<<12 {
 			return
@@ -284,4 +285,26 @@ func FuzzCheckModule(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A field read through a variable (r := input.request; r.methd) is as
+// undefined as input.request.methd: the input document is given to OPA's
+// type checker as a JSON schema, which follows the variable, and the
+// reference is named with its place and the nearest field.
+func TestPolicyCheckInputReferencesThroughVariables(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		body string
+		want []string
+	}{
+		{"a typo through a variable", "r := input.request\n\tr.methd == \"GET\"", []string{`input p/authz.rego:7:2: r.methd is not in Sigil's input document (docs/policy-input.md): no field methd there; did you mean method?`}},
+		{"two levels", "x := input\n\tx.source.principl == \"a\"", []string{"x.source.principl is not in", "did you mean principal?"}},
+		{"through a header map", "h := input.request.headers\n\th.anything == \"a\"", nil},
+		{"fields that are there", "r := input.request\n\tr.method == \"GET\"\n\tr.query.a[0] == \"b\"", nil},
+		{"a typo written out is named once", `input.request.methd == "GET"`, []string{"input.request.methd is not in"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			matchFindings(t, check(t, checkPkg+"allow if {\n\t"+tt.body+"\n}\n", ""), tt.want)
+		})
+	}
 }

@@ -244,7 +244,7 @@ func Compile(ctx context.Context, srcs map[string]string) (rego.PreparedEvalQuer
 
 func compile(ctx context.Context, srcs map[string]string) (rego.PreparedEvalQuery, []*ast.Module, error) {
 	var mods []*ast.Module
-	opts := []func(*rego.Rego){rego.Query(Query), rego.SetRegoVersion(ast.RegoV1), rego.StrictBuiltinErrors(true)}
+	opts := []func(*rego.Rego){rego.Query(Query), rego.SetRegoVersion(ast.RegoV1), rego.StrictBuiltinErrors(true), rego.Capabilities(Capabilities())}
 	hasPackage := false
 	names := make([]string, 0, len(srcs))
 	for name := range srcs {
@@ -420,7 +420,7 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 			rs, err := c.query.Eval(ctx, rego.EvalParsedInput(in.value()))
 			switch {
 			case err != nil:
-				d.Err = fmt.Errorf("policy: evaluation: %w", err)
+				d.Err = fmt.Errorf("policy: evaluation: %w", scrub(err, in))
 			case len(rs) == 1 && len(rs[0].Expressions) == 1:
 				d.Allow = rs[0].Expressions[0].Value == true
 			}

@@ -215,6 +215,7 @@ func (p *Proxy) startAudit(ctx context.Context, wg *sync.WaitGroup) (func() erro
 			return nil, fmt.Errorf("proxy: --audit-export: %w", err)
 		}
 		runners = append(runners, export.New(sp, export.ConsumerName(s), sk, p.log))
+		p.log.Info("audit exporter", "exporter", export.ConsumerName(s), "spec", sink.Redacted(s))
 	}
 	p.metrics.reg.MustRegister(export.Metrics(sp, runners...))
 	for _, r := range runners {

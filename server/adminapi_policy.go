@@ -4,11 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/policy/regotest"
 	"github.com/sigil-mesh/sigil/traffic"
 )
+
+// PolicyTestBudget bounds the time the tests of all the Policy resources
+// of one apply take together: regotest.Timeout bounds each test, and a
+// policy may hold many.
+const PolicyTestBudget = 30 * time.Second
 
 // checkPolicies compiles every Policy resource among rs as the sidecar
 // will and checks it as `sigil policy check` does (policy.Check on its
@@ -19,7 +25,11 @@ import (
 // naming the resource and each finding (file:row:col) or failing test
 // (package.rule and file:row); applyConfig then refuses the whole apply,
 // so the policy in force stays. Warnings (unused rules) do not refuse.
+// All the tests of one apply together run at most PolicyTestBudget (each
+// at most regotest.Timeout): a test cut off fails, naming the bound.
 func checkPolicies(ctx context.Context, rs []traffic.Resource) []error {
+	ctx, cancel := context.WithTimeout(ctx, PolicyTestBudget)
+	defer cancel()
 	var errs []error
 	for _, r := range rs {
 		if r.Policy == nil {
@@ -51,6 +61,9 @@ func checkPolicies(ctx context.Context, rs []traffic.Resource) []error {
 		fails := make([]error, len(failed))
 		for i, f := range failed {
 			fails[i] = errors.New("  " + f.String())
+		}
+		if ctx.Err() != nil {
+			fails = append(fails, fmt.Errorf("  (the tests of one apply may take %s together; they were cut off)", PolicyTestBudget))
 		}
 		errs = append(errs, fmt.Errorf("%s: %d of its %d tests failed:\n%w", r.Ref(), len(failed), ran, errors.Join(fails...)))
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/sigil-mesh/sigil/auditstream/export"
 	"github.com/sigil-mesh/sigil/auditstream/sink"
 	"github.com/sigil-mesh/sigil/auditstream/spool"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
@@ -39,7 +40,7 @@ func checkAuditExport(c Config) []error {
 	seen := map[string]bool{}
 	for _, spec := range c.AuditExport {
 		if seen[spec] {
-			errs = append(errs, fmt.Errorf("--audit-export %s: given twice", spec))
+			errs = append(errs, fmt.Errorf("--audit-export %s: given twice", sink.Redacted(spec)))
 			continue
 		}
 		seen[spec] = true
@@ -75,7 +76,7 @@ func openAuditStream(c *checked, log *slog.Logger) (*auditStream, error) {
 		return &auditStream{}, nil
 	}
 	dir := auditSpoolDir(c.DataDir)
-	writer, err := spool.Instance(dir, "spiffe://"+c.td.Name()+"/sigil/server")
+	writer, err := spool.Instance(dir, naming.ServerID(c.td).String())
 	if err != nil {
 		return nil, fmt.Errorf("server: audit spool: %w", err)
 	}
@@ -99,6 +100,7 @@ func openAuditStream(c *checked, log *slog.Logger) (*auditStream, error) {
 			return nil, fmt.Errorf("server: --audit-export: %w", err)
 		}
 		a.runners = append(a.runners, export.New(sp, names[i], sk, log))
+		log.Info("audit exporter", "exporter", names[i], "spec", sink.Redacted(spec))
 	}
 	log.Info("audit export on", "writer", writer, "spool", dir, "spool_max_bytes", max, "exporters", len(a.runners))
 	return a, nil
@@ -155,17 +157,39 @@ func (a *auditStream) tee(e audit.Event) {
 	_ = a.sp.Append(&rec)
 }
 
-// auditRecordWriter is the part of a record ExportAudit checks.
+// auditRecordWriter is the part of a record ExportAudit checks: whose
+// chain it is in, and that it is of a kind a sidecar writes.
 type auditRecordWriter struct {
+	Path  string `json:"path"`
 	Sigil struct {
-		Writer string `json:"writer"`
+		Writer  string            `json:"writer"`
+		Type    string            `json:"type"`
+		Subject string            `json:"subject"`
+		Details map[string]string `json:"details"`
 	} `json:"sigil"`
+}
+
+// sidecarKind reports whether w is a kind of record a sidecar writes: a
+// decision (path PathDecision) or a gap, with none of a CA event's
+// fields. Anything else would pass for the CA's trail in the stream.
+func (w auditRecordWriter) sidecarKind() bool {
+	if w.Sigil.Subject != "" || w.Sigil.Details != nil {
+		return false
+	}
+	switch w.Sigil.Type {
+	case auditstream.TypeDecision:
+		return w.Path == auditstream.PathDecision
+	case auditstream.TypeGap:
+		return w.Path == auditstream.PathEvent(auditstream.TypeGap)
+	}
+	return false
 }
 
 // ExportAudit implements agentv1.AgentServer: the calling agent passes
 // its sidecars' audit records. Every record's writer must be an identity
-// an entry grants to a workload of that agent (ID "#" instance); the
-// batch is refused whole, naming the first that is not. Records already
+// an entry grants to a workload of that agent (ID "#" instance), and the
+// record a decision or a gap (never a CA event's type, path, subject or
+// details); the batch is refused whole, naming the first that is not. Records already
 // spooled (by writer and seq) are skipped, so a re-sent batch is not
 // duplicated here.
 func (s *Server) ExportAudit(ctx context.Context, req *agentv1.ExportAuditRequest) (*agentv1.ExportAuditResponse, error) {
@@ -190,6 +214,9 @@ func (s *Server) acceptAudit(agent string, entries []registry.Entry, records [][
 		id, _, ok := strings.Cut(w.Sigil.Writer, "#")
 		if !ok || !granted[id] {
 			return nil, status.Errorf(codes.PermissionDenied, "audit record of writer %q: %s is not an identity of a workload of agent %s", w.Sigil.Writer, id, agent)
+		}
+		if !w.sidecarKind() {
+			return nil, status.Errorf(codes.PermissionDenied, "audit record of writer %q: type %q, path %q: a sidecar writes decisions and gaps only, never a CA event", w.Sigil.Writer, w.Sigil.Type, w.Path)
 		}
 	}
 	if s.auditOut.sp == nil {

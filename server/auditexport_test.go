@@ -74,3 +74,74 @@ func TestAuditExportTrustsAgentForItsWorkloadsOnly(t *testing.T) {
 		t.Fatalf("%d records spooled, want 3", st.Appended)
 	}
 }
+
+// A sidecar writes decisions and gap records only: a record of its own
+// chain that passes for a CA event (an issuance, a token use: type, path
+// or the CA's subject and details) is refused whole, so a workload cannot
+// forge the CA's trail in the stream a SIEM reads.
+func TestAuditExportRefusesForgedRecordKinds(t *testing.T) {
+	sp, err := spool.Open(t.TempDir(), spool.Options{Writer: "spiffe://example.org/sigil/server#1", Consumers: []string{"x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{auditOut: &auditStream{sp: sp}}
+	entries := []registry.Entry{{SPIFFEID: statsReviews, ParentID: agent1}}
+	forged := func(edit func(*auditstream.Record)) [][]byte {
+		r := auditstream.Record{DecisionID: auditstream.NewID(), Path: auditstream.PathDecision, Sigil: auditstream.Meta{Type: auditstream.TypeDecision}}
+		edit(&r)
+		c := auditstream.NewChain(statsReviews+"#a1", 0, "")
+		if err := c.Seal(&r); err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return [][]byte{b}
+	}
+	for _, tt := range []struct {
+		name string
+		edit func(*auditstream.Record)
+		ok   bool
+	}{
+		{"decision", func(*auditstream.Record) {}, true},
+		{"gap", func(r *auditstream.Record) {
+			r.Path, r.Sigil.Type, r.Sigil.Lost = auditstream.PathEvent(auditstream.TypeGap), auditstream.TypeGap, 3
+		}, true},
+		{"an issuance", func(r *auditstream.Record) {
+			r.Path, r.Sigil.Type, r.Sigil.Subject = auditstream.PathEvent("x509svid.issued"), "x509svid.issued", statsOther
+		}, false},
+		{"a decision on the CA's path", func(r *auditstream.Record) { r.Path = auditstream.PathEvent("token.used") }, false},
+		{"a decision with the CA's details", func(r *auditstream.Record) { r.Sigil.Details = map[string]string{"serial": "1"} }, false},
+		{"a decision with a subject", func(r *auditstream.Record) { r.Sigil.Subject = statsOther }, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.acceptAudit(agent1, entries, forged(tt.edit))
+			if tt.ok != (err == nil) {
+				t.Fatalf("err %v, want ok=%v", err, tt.ok)
+			}
+			if err != nil && status.Code(err) != codes.PermissionDenied {
+				t.Fatalf("err %v, want PermissionDenied", err)
+			}
+		})
+	}
+}
+
+// A refused --audit-export is named without its password.
+func TestAuditExportFlagErrorsHideThePassword(t *testing.T) {
+	spec := "https://sigil:s3cret-pw@logs.example.org/logs"
+	for _, c := range []Config{
+		{AuditExport: []string{spec, spec}},
+		{AuditExport: []string{spec + "?colour=red"}},
+	} {
+		errs := checkAuditExport(c)
+		if len(errs) == 0 {
+			t.Fatalf("%v: accepted", c.AuditExport)
+		}
+		for _, err := range errs {
+			if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "logs.example.org") {
+				t.Errorf("error %q shows the password or does not name the exporter", err)
+			}
+		}
+	}
+}

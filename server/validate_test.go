@@ -63,7 +63,7 @@ func TestConfigValidateNamesEveryFlag(t *testing.T) {
 		t.Fatal("accepted")
 	}
 	for _, flag := range []string{"--data-dir", "--trust-domain", "--bind", "--default-x509-ttl", "--default-jwt-ttl", "--upstream-cert and --upstream-key", "--stats-max-keys -1: want 1 to 1000000",
-		"--audit-export: sink: https://collector/logs?colour=red: sink: http: unknown parameter \"colour\"", "--audit-export: sink: gopher://x: unknown scheme", "--audit-spool-max-bytes -1"} {
+		"--audit-export: sink: https: unknown parameter \"colour\"", "(spec https://collector/logs?colour=red)", "--audit-export: sink: gopher://x: unknown scheme", "--audit-spool-max-bytes -1"} {
 		if !strings.Contains(err.Error(), flag) {
 			t.Errorf("error does not name %s: %v", flag, err)
 		}

@@ -56,9 +56,12 @@ type Runner struct {
 }
 
 // ConsumerName is the spool consumer name of an exporter spec: stable
-// across restarts and independent of the order of the flags.
+// across restarts and independent of the order of the flags. It is a hash
+// of the spec without its password (sink.Redacted), so it shows nothing
+// of the password (it labels metrics) and stays when the password is
+// rotated.
 func ConsumerName(spec string) string {
-	sum := sha256.Sum256([]byte(spec))
+	sum := sha256.Sum256([]byte(sink.Redacted(spec)))
 	return "export-" + hex.EncodeToString(sum[:6])
 }
 

@@ -77,3 +77,17 @@ func TestRunnerRetriesAndCommitsOnlyDelivered(t *testing.T) {
 		t.Fatalf("left to send: %d, %v", len(b.Lines), err)
 	}
 }
+
+// An exporter's consumer name (its cursor file, its metrics' exporter
+// label) is derived from its spec without the password: a short hash of
+// the password would be guessable from /metrics, and rotating the
+// receiver's password must not reset the exporter's cursor.
+func TestConsumerNameLeavesOutThePassword(t *testing.T) {
+	a, b := ConsumerName("https://sigil:old-secret@logs.example.org/logs"), ConsumerName("https://sigil:new-secret@logs.example.org/logs")
+	if a != b {
+		t.Fatalf("the password changes the consumer name: %s, %s", a, b)
+	}
+	if ConsumerName("https://logs.example.org/logs") == ConsumerName("https://logs.example.org/other") {
+		t.Fatal("two receivers share a consumer name")
+	}
+}

@@ -5,15 +5,14 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sigil-mesh/sigil/auditstream"
@@ -40,16 +39,17 @@ func init() {
 // error (the runner sends the batch again).
 //
 // Spec: http[s]://[user:password@]host[:port]/path[?params], the URL
-// posted to (OPA's service URL plus its "/logs" path). Parameters, removed
-// before the URL is used:
-//   - upload_size_limit_bytes: the gzip'd bytes one POST aims at
-//     (DefaultUploadSizeLimitBytes); a batch above it is split, a single
-//     larger record goes alone.
-//   - ca_file: PEM roots that verify an https receiver instead of the
-//     system's.
+// posted to (OPA's service URL plus its "/logs" path). Parameters,
+// hyphenated like every exporter's, removed before the URL is used:
+//   - upload-size-limit-bytes: the gzip'd bytes one POST aims at (OPA's
+//     upload_size_limit_bytes; DefaultUploadSizeLimitBytes); a batch
+//     above it is split, a single larger record goes alone.
 //   - timeout: a Go duration bounding one POST (DefaultHTTPTimeout).
+//   - https only: ca, cert, key, server-name, as for syslog+tls
+//     (tlsFromSpec).
 //
-// User info in the URL is sent as HTTP basic authentication.
+// User info in the URL is sent as HTTP basic authentication: over https,
+// or over http to a loopback receiver only.
 type httpSink struct {
 	url    string
 	user   *url.Userinfo
@@ -58,52 +58,40 @@ type httpSink struct {
 }
 
 func openHTTP(u *url.URL) (Sink, error) {
-	q := u.Query()
-	s := &httpSink{limit: DefaultUploadSizeLimitBytes, user: u.User}
-	timeout := DefaultHTTPTimeout
-	var roots *x509.CertPool
-	for k, vs := range q {
-		if len(vs) != 1 {
-			return nil, fmt.Errorf("sink: http: parameter %s given %d times", k, len(vs))
-		}
-		v := vs[0]
-		switch k {
-		case "upload_size_limit_bytes":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1024 {
-				return nil, fmt.Errorf("sink: http: upload_size_limit_bytes=%s: want a number of bytes, at least 1024", v)
-			}
-			s.limit = n
-		case "timeout":
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				return nil, fmt.Errorf("sink: http: timeout=%s: want a positive duration such as 10s", v)
-			}
-			timeout = d
-		case "ca_file":
-			if u.Scheme != "https" {
-				return nil, errors.New("sink: http: ca_file: only for https")
-			}
-			pem, err := os.ReadFile(v)
-			if err != nil {
-				return nil, fmt.Errorf("sink: http: ca_file: %w", err)
-			}
-			roots = x509.NewCertPool()
-			if !roots.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("sink: http: ca_file %s: no PEM certificate in it", v)
-			}
-		default:
-			return nil, fmt.Errorf("sink: http: unknown parameter %q (known: upload_size_limit_bytes, ca_file, timeout)", k)
+	secure := strings.EqualFold(u.Scheme, "https")
+	known := []string{"upload-size-limit-bytes", "timeout"}
+	if secure {
+		known = append(known, "ca", "cert", "key", "server-name")
+	}
+	q, err := parseSpecQuery(u, known...)
+	if err != nil {
+		return nil, err
+	}
+	s := &httpSink{user: u.User}
+	if s.limit, err = q.count("upload-size-limit-bytes", DefaultUploadSizeLimitBytes, 1024, 1<<30); err != nil {
+		return nil, err
+	}
+	timeout, err := q.duration("timeout", DefaultHTTPTimeout)
+	if err != nil || timeout == 0 {
+		return nil, fmt.Errorf("sink: %s: parameter timeout=%q: want a duration above 0 such as 10s", q.kind, q.str("timeout", ""))
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if secure {
+		if tc, err = tlsFromSpec(q, u.Hostname()); err != nil {
+			return nil, err
 		}
 	}
 	if u.Host == "" {
 		return nil, errors.New("sink: http: no host")
 	}
+	if h := u.Hostname(); !secure && u.User != nil && h != "localhost" && !net.ParseIP(h).IsLoopback() {
+		return nil, fmt.Errorf("sink: http: a user and password over plain http to %s would cross the network in the clear: use https (or a loopback receiver)", h)
+	}
 	target := *u
 	target.RawQuery, target.User, target.Fragment = "", nil, ""
 	s.url = target.String()
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+	tr.TLSClientConfig = tc
 	s.client = &http.Client{Transport: tr, Timeout: timeout}
 	return s, nil
 }

@@ -3,9 +3,18 @@ package sink
 import (
 	"compress/gzip"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,7 +99,7 @@ func TestHTTPSinkSpeaksOPADecisionLogUpload(t *testing.T) {
 		wantErr   bool
 	}{
 		{name: "one post", recs: 10, wantPosts: 1},
-		{name: "split by upload size", params: "?upload_size_limit_bytes=1024", recs: 300, wantPosts: 2},
+		{name: "split by upload size", params: "?upload-size-limit-bytes=1024", recs: 300, wantPosts: 2},
 		{name: "non-2xx is an error", recs: 3, fail: 1, wantErr: true},
 	}
 	for _, tt := range tests {
@@ -123,7 +132,7 @@ func TestHTTPSinkSpeaksOPADecisionLogUpload(t *testing.T) {
 					t.Fatalf("event %d: %+v", i, e)
 				}
 			}
-			if strings.Contains(tt.params, "upload_size_limit_bytes") {
+			if strings.Contains(tt.params, "upload-size-limit-bytes") {
 				for _, sz := range recv.sizes {
 					if sz > 1024 {
 						t.Fatalf("a post of %d bytes, over the limit", sz)
@@ -136,15 +145,71 @@ func TestHTTPSinkSpeaksOPADecisionLogUpload(t *testing.T) {
 
 func TestHTTPSinkRefusesBadSpecs(t *testing.T) {
 	for _, spec := range []string{
-		"http://collector/logs?upload_size_limit_bytes=10",
+		"http://collector/logs?upload-size-limit-bytes=10",
 		"http://collector/logs?timeout=-1s",
 		"http://collector/logs?colour=red",
-		"http://collector/logs?ca_file=/x.pem",
-		"https://collector/logs?ca_file=/nonexistent.pem",
+		"http://collector/logs?ca=/x.pem",
+		"https://collector/logs?ca=/nonexistent.pem",
+		"https://collector/logs?cert=/x.pem",
+		"http://collector/logs?timeout=1s&timeout=2s",
+		"http://sigil:secret@collector.example.org/logs", // a password in the clear
 		"http:///logs",
 	} {
 		if _, err := Open(spec); err == nil {
 			t.Errorf("%s: accepted", spec)
 		}
 	}
+}
+
+// TestSinkSpecParametersOneConvention: every exporter's parameters are
+// hyphenated (max-size, app-name, server-name...), the HTTP exporter's
+// too; OPA's underscored names (upload_size_limit_bytes) and the old
+// ca_file are refused by name rather than silently ignored.
+func TestSinkSpecParametersOneConvention(t *testing.T) {
+	dir := t.TempDir()
+	ca := writeTestCA(t, dir)
+	for _, tt := range []struct {
+		spec string
+		ok   bool
+	}{
+		{"http://collector/logs?upload-size-limit-bytes=4096&timeout=5s", true},
+		{"https://collector/logs?ca=" + ca + "&server-name=collector", true},
+		{"http://collector/logs?upload_size_limit_bytes=4096", false},
+		{"https://collector/logs?ca_file=" + ca, false},
+		{"syslog+tls://logs:6514?ca=" + ca, true},
+		{"http://sigil:secret@127.0.0.1:9000/logs", true},
+		{"https://sigil:secret@collector/logs", true},
+		{"otlp+https://collector:4318?ca=" + ca, true},
+	} {
+		s, err := Open(tt.spec)
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: err %v, want ok=%v", tt.spec, err, tt.ok)
+		}
+		if err == nil {
+			s.Close()
+		} else if !tt.ok && !strings.Contains(err.Error(), "unknown parameter") {
+			t.Errorf("%s: error %q does not name the unknown parameter", tt.spec, err)
+		}
+	}
+}
+
+// writeTestCA writes a self-signed CA certificate (PEM) into dir and
+// returns its path.
+func writeTestCA(t *testing.T, dir string) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -54,6 +54,17 @@ func Schemes() []string {
 	return out
 }
 
+// Redacted returns spec as it may be shown (in logs, errors, metric
+// labels): its password replaced by "xxxxx" (url.URL.Redacted), or a
+// placeholder when spec is not a URL.
+func Redacted(spec string) string {
+	u, err := url.Parse(spec)
+	if err != nil {
+		return "(an audit export spec that is not a URL)"
+	}
+	return u.Redacted()
+}
+
 // Open makes the sink a spec names: a URL whose scheme says the kind of
 // receiver (for example https://collector/logs for OPA's decision-log
 // upload API, syslog+tls://host:6514, file:///var/log/sigil/audit.jsonl);

@@ -163,11 +163,8 @@ func Open(dir string, o Options) (*Spool, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+	if err := privateDir(dir); err != nil {
+		return nil, err
 	}
 	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -578,8 +575,8 @@ func (s *Spool) Head(writer string) (int64, string) {
 // processes with one identity (replicas) keep two. A dir that held
 // another identity's chain gets a new suffix.
 func Instance(dir, id string) (string, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("spool: %w", err)
+	if err := privateDir(dir); err != nil {
+		return "", err
 	}
 	path := filepath.Join(dir, "writer")
 	if b, err := os.ReadFile(path); err == nil {

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/tester"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/spf13/cobra"
@@ -25,7 +27,7 @@ func newPolicyTest() *cobra.Command {
 		Short: "Run the policy's Rego tests (test_ rules in _test.rego files), as `opa test` does",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			results, err := tester.Run(cmd.Context(), args...)
+			results, err := runPolicyTests(cmd.Context(), args)
 			if err != nil {
 				return fmt.Errorf("policy test: %w", err)
 			}
@@ -109,4 +111,30 @@ The exit status is non-zero on any error, and on any warning with
 	}
 	cmd.Flags().BoolVar(&failOnWarn, "fail-on-warn", false, "exit non-zero on warnings too (unused rules, rules that can never be true), as conftest's --fail-on-warn")
 	return cmd
+}
+
+// runPolicyTests runs the tests under paths as `opa test` does, but with
+// the built-ins a Sigil policy may use (policy.Capabilities), so a test
+// passes here only if the server would run it too when the policy is
+// applied as a Policy resource.
+func runPolicyTests(ctx context.Context, paths []string) ([]*tester.Result, error) {
+	modules, store, err := tester.LoadWithRegoVersion(paths, nil, ast.RegoV1)
+	if err != nil {
+		return nil, err
+	}
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer store.Abort(ctx, txn)
+	compiler := ast.NewCompiler().WithCapabilities(policy.Capabilities())
+	ch, err := tester.NewRunner().SetCompiler(compiler).SetStore(store).SetModules(modules).RunTests(ctx, txn)
+	if err != nil {
+		return nil, err
+	}
+	var out []*tester.Result
+	for r := range ch {
+		out = append(out, r)
+	}
+	return out, nil
 }

@@ -22,6 +22,7 @@ var prefixAllowed = map[string]string{
 	"naming: longer than %d characters":                                                                     "splitName's reason, wrapped by every caller after the prefix",
 	"naming: empty label":                                                                                   "splitName's reason, wrapped by every caller after the prefix",
 	"naming: label %q: want letters, digits and inner '-', at most 63":                                      "splitName's reason, wrapped by every caller after the prefix",
+	"server:   (the tests of one apply may take %s together; they were cut off)":                            "an indented line of the list of failed tests, joined under the apply's prefixed error",
 }
 
 // Every error a package makes (errors.New, fmt.Errorf with a constant

@@ -14,6 +14,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
+	"github.com/sigil-mesh/sigil/policy"
 )
 
 // Timeout bounds one test's evaluation, so a test that never ends cannot
@@ -57,7 +58,8 @@ func Run(ctx context.Context, modules map[string]string) (int, []Failure, error)
 		return 0, nil, fmt.Errorf("regotest: %w", err)
 	}
 	defer store.Abort(ctx, txn)
-	ch, err := tester.NewRunner().SetStore(store).SetTimeout(Timeout).RaiseBuiltinErrors(true).
+	compiler := ast.NewCompiler().WithCapabilities(policy.Capabilities())
+	ch, err := tester.NewRunner().SetCompiler(compiler).SetStore(store).SetTimeout(Timeout).RaiseBuiltinErrors(true).
 		SetDefaultRegoVersion(ast.RegoV1).SetModules(parsed).RunTests(ctx, txn)
 	if err != nil {
 		return 0, nil, fmt.Errorf("regotest: %w", err)

@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 
 	"github.com/sigil-mesh/sigil/auditstream"
+	"github.com/sigil-mesh/sigil/internal/jsonlimit"
 	"github.com/sigil-mesh/sigil/policy"
 )
 
@@ -186,14 +188,23 @@ func readLine(br *bufio.Reader, max int) (line []byte, tooLong bool, err error) 
 
 // array reads one JSON array of records, OPA's upload body.
 func (rd *reader) array(br *bufio.Reader) error {
-	dec := json.NewDecoder(br)
+	// Decode buffers a whole element: the reader is cut off past
+	// MaxLineBytes of one, so a gzip'd batch that inflates to GiB is
+	// skipped, not held in memory.
+	lr := jsonlimit.NewReader(br)
+	dec := json.NewDecoder(lr)
 	if _, err := dec.Token(); err != nil {
 		return fmt.Errorf("replay: %s: not a decision log: %w", rd.name, err)
 	}
 	for i := 0; dec.More(); i++ {
 		var raw json.RawMessage
 		where := fmt.Sprintf("%s:[%d]", rd.name, i)
-		if err := dec.Decode(&raw); err != nil {
+		lr.Allow(dec.InputOffset(), MaxLineBytes)
+		if err := dec.Decode(&raw); errors.Is(err, jsonlimit.ErrTooLarge) {
+			// Nothing after it is found reliably either.
+			rd.skip(where, fmt.Sprintf("record longer than %d bytes", MaxLineBytes))
+			return nil
+		} else if err != nil {
 			// The array's syntax is broken: nothing after is found
 			// reliably.
 			rd.skip(where+": "+err.Error(), "unparsable")
@@ -203,6 +214,7 @@ func (rd *reader) array(br *bufio.Reader) error {
 			return err
 		}
 	}
+	lr.Allow(dec.InputOffset(), 0)
 	if _, err := dec.Token(); err != nil {
 		rd.skip(rd.name+": "+err.Error(), "unparsable end of the JSON array")
 	}
