@@ -15,9 +15,9 @@ import (
 // characters Marshal escapes); otherwise it returns b unchanged and false.
 //
 // On the hot path (every string of every decision recorded): one table
-// load per byte instead of seven comparisons (BenchmarkAppendString, the
-// strings of one decision's input: median 340 -> 175 ns on the bench VM);
-// FuzzAppendString holds it to Marshal.
+// load per byte instead of seven comparisons, measured faster
+// (BenchmarkAppendString; figures in bench/README.md, "Figures once quoted
+// in the code"); FuzzAppendString holds it to Marshal.
 func AppendString(b []byte, s string) ([]byte, bool) {
 	for i := 0; i < len(s); i++ {
 		if !plain[s[i]] {
@@ -59,9 +59,9 @@ const maxCompactDepth = 64
 //
 // On the hot path: a sidecar appends the input document of every decision
 // it records, already compact (policy's appendInput writes it so), and
-// json.Compact's byte-at-a-time state machine was 21 % of
-// BenchmarkAuditRecord (14.6 µs per decision before, bench/README.md);
-// this check reads each byte once. FuzzIsCompact holds it to encoding/json.
+// json.Compact's byte-at-a-time state machine was a fifth of
+// BenchmarkAuditRecord (figures in bench/README.md, "Figures once quoted
+// in the code"); this check reads each byte once. FuzzIsCompact holds it to encoding/json.
 func IsCompact(m []byte) bool {
 	i, ok := compactValue(m, 0, 0)
 	return ok && i == len(m)
