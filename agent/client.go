@@ -163,12 +163,13 @@ func (c *client) ReportStats(ctx context.Context, rep *agentv1.StatsReport) erro
 }
 
 // ExportAudit passes audit records of the node's sidecars to the server's
-// audit stream and returns once the server has spooled them.
-func (c *client) ExportAudit(ctx context.Context, records [][]byte) error {
+// audit stream and returns once the server has spooled them, or
+// discarded them (true) because it keeps no audit stream.
+func (c *client) ExportAudit(ctx context.Context, records [][]byte) (bool, error) {
 	api, err := c.api()
 	if err != nil {
-		return err
+		return false, err
 	}
-	_, err = api.ExportAudit(ctx, &agentv1.ExportAuditRequest{Records: records})
-	return err
+	resp, err := api.ExportAudit(ctx, &agentv1.ExportAuditRequest{Records: records})
+	return resp.GetDiscarded(), err
 }

@@ -118,17 +118,7 @@ func TestAuditExportSurvivesReceiverOutageAndKills(t *testing.T) {
 	t.Parallel()
 	outage := auditOutage(t)
 	recv := startOPALogReceiver(t)
-	m := harness.StartMesh(t, "--audit-export", "http://"+recv.addr+"/logs")
-	m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID)
-	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
-	webAgent, apiAgent := m.StartAgent("node1"), m.StartAgent("node2")
-	policyDir := filepath.Join(m.Dir, "policy")
-	os.MkdirAll(policyDir, 0o755)
-	if err := os.WriteFile(filepath.Join(policyDir, "authz.rego"), []byte(webToAPIPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, webApp := harness.StartApp(t, "web")
-	_, apiApp := harness.StartApp(t, "api")
+	m, webAgent, apiAgent, policyDir, webApp, apiApp := startAuditMesh(t, "--audit-export", "http://"+recv.addr+"/logs")
 	apiInbound := freeAddr(t)
 	apiArgs := []string{"--inbound", apiInbound, "--audit-spool-dir", filepath.Join(m.Dir, "api-spool")}
 	api := harness.StartProxy(t, apiAgent, "api", apiApp, policyDir, apiArgs...)
@@ -301,17 +291,7 @@ func checkChains(t *testing.T, recs []auditstream.Record) int {
 // (and becomes a gap record in the chain once the spool has room).
 func TestAuditFailClosedDeniesUnrecordedRequests(t *testing.T) {
 	t.Parallel()
-	m := harness.StartMesh(t)
-	m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID)
-	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
-	webAgent, apiAgent := m.StartAgent("node1"), m.StartAgent("node2")
-	policyDir := filepath.Join(m.Dir, "policy")
-	os.MkdirAll(policyDir, 0o755)
-	if err := os.WriteFile(filepath.Join(policyDir, "authz.rego"), []byte(webToAPIPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, apiApp := harness.StartApp(t, "api")
-	_, webApp := harness.StartApp(t, "web")
+	m, webAgent, apiAgent, policyDir, webApp, apiApp := startAuditMesh(t)
 	for _, tt := range []struct {
 		failureModeAllow string
 		want             int
@@ -357,4 +337,66 @@ func metricSum(page, name string) float64 {
 		sum += v
 	}
 	return sum
+}
+
+// A server without --audit-export discards decisions, and the sidecars
+// learn it from the first ack: they stop recording (no record's CPU per
+// request for nothing), and requests keep flowing.
+func TestAuditRecordingPausedWithoutServerExport(t *testing.T) {
+	t.Parallel()
+	m, webAgent, apiAgent, policyDir, webApp, apiApp := startAuditMesh(t)
+	api := harness.StartProxy(t, apiAgent, "api", apiApp, policyDir, "--audit-spool-dir", filepath.Join(m.Dir, "spool-api"))
+	web := harness.StartProxy(t, webAgent, "web", webApp, policyDir, "--upstream", "api="+api.Inbound+"@"+apiSA,
+		"--audit-spool-dir", filepath.Join(m.Dir, "spool-web"))
+	call := func() {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+web.Outbound+"/hello", nil)
+		req.Host = "api"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	call()
+	// The first batch goes out within the shipper's linger (1 s); its ack
+	// says the server discarded it.
+	deadline := time.Now().Add(15 * time.Second)
+	for metricValue(t, api.Admin, `^sigil_audit_recording_paused `) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("api's sidecar never paused recording against a server without --audit-export")
+		}
+		time.Sleep(100 * time.Millisecond) // polling a metric: no event to wait on
+	}
+	before := metricValue(t, api.Admin, `^sigil_audit_appended_records_total `)
+	for range 20 {
+		call()
+	}
+	if after := metricValue(t, api.Admin, `^sigil_audit_appended_records_total `); after != before {
+		t.Fatalf("%v records appended while paused, want none", after-before)
+	}
+}
+
+// startAuditMesh starts a server with serverFlags, web's agent (node1) and
+// api's agent (node2) with entries for both, their apps, and the
+// web-to-api policy in policyDir: the mesh every audit export test sends
+// its requests through.
+func startAuditMesh(t *testing.T, serverFlags ...string) (m *harness.Mesh, webAgent, apiAgent *harness.AgentProc, policyDir, webApp, apiApp string) {
+	t.Helper()
+	m = harness.StartMesh(t, serverFlags...)
+	m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID)
+	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
+	webAgent, apiAgent = m.StartAgent("node1"), m.StartAgent("node2")
+	policyDir = filepath.Join(m.Dir, "policy")
+	if err := os.MkdirAll(policyDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(policyDir, "authz.rego"), []byte(webToAPIPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, webApp = harness.StartApp(t, "web")
+	_, apiApp = harness.StartApp(t, "api")
+	return m, webAgent, apiAgent, policyDir, webApp, apiApp
 }

@@ -37,19 +37,9 @@ func TestAuditExportToRsyslogThroughServer(t *testing.T) {
 	rcv := rsyslogtest.Start(t)
 	exportDir := t.TempDir()
 	exportFile := filepath.Join(exportDir, "audit.jsonl")
-	m := harness.StartMesh(t,
+	m, webAgent, apiAgent, policyDir, webApp, apiApp := startAuditMesh(t,
 		"--audit-export", "syslog+tcp://"+rcv.TCPAddr+"?hostname=sigil-e2e",
 		"--audit-export", "file://"+exportFile)
-	m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID)
-	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
-	webAgent, apiAgent := m.StartAgent("node1"), m.StartAgent("node2")
-	policyDir := filepath.Join(m.Dir, "policy")
-	os.MkdirAll(policyDir, 0o755)
-	if err := os.WriteFile(filepath.Join(policyDir, "authz.rego"), []byte(webToAPIPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, webApp := harness.StartApp(t, "web")
-	_, apiApp := harness.StartApp(t, "api")
 	api := harness.StartProxy(t, apiAgent, "api", apiApp, policyDir, "--audit-spool-dir", filepath.Join(m.Dir, "api-spool"))
 	web := harness.StartProxy(t, webAgent, "web", webApp, policyDir, "--upstream", "api="+api.Inbound+"@"+apiSA,
 		"--audit-spool-dir", filepath.Join(m.Dir, "web-spool"))

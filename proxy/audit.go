@@ -109,6 +109,9 @@ type auditRecorder struct {
 	// notRecorded counts decisions not recorded, by reason (full, error,
 	// not_ready); failClosed counts the requests that denied for it.
 	notRecorded *prometheus.CounterVec
+	// paused: the server keeps no audit stream, so decisions are not
+	// recorded (see pauseWhileDiscarded).
+	paused atomic.Bool
 }
 
 var _ policy.Recorder = (*auditRecorder)(nil)
@@ -125,6 +128,9 @@ var errSpoolNotReady = errors.New("proxy: audit spool not open yet")
 
 // Record implements policy.Recorder.
 func (a *auditRecorder) Record(in *policy.Input, d policy.Decision) error {
+	if a.paused.Load() {
+		return nil
+	}
 	sp := a.sp.Load()
 	if sp == nil {
 		a.notRecorded.WithLabelValues("not_ready").Inc()
@@ -218,6 +224,9 @@ func (p *Proxy) startAudit(ctx context.Context, wg *sync.WaitGroup) (func() erro
 		p.log.Info("audit exporter", "exporter", export.ConsumerName(s), "spec", sink.Redacted(s))
 	}
 	p.metrics.reg.MustRegister(export.Metrics(sp, runners...))
+	if a.toAgent && len(a.sinks) == 0 && p.cfg.AuditFailureModeAllow {
+		p.pauseWhileDiscarded(ctx, func(ctx context.Context) error { return p.shipper.ExportLines(ctx, nil) })
+	}
 	for _, r := range runners {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.Run(ctx) }()
@@ -234,6 +243,10 @@ type agentShipper struct {
 	mu     sync.Mutex
 	stream *shipStream // nil while no Discovery stream is up
 	next   atomic.Uint64
+	// discarded, if set (before the stream starts), is told after every
+	// acknowledged batch whether the server discarded it (it keeps no
+	// audit stream): see pauseWhileDiscarded.
+	discarded func(bool)
 }
 
 // shipStream is one Discovery stream as the shipper uses it.
@@ -245,8 +258,9 @@ type shipStream struct {
 
 // auditAck is an AuditAck as the stream's reader passes it on.
 type auditAck struct {
-	id  uint64
-	err string
+	id        uint64
+	err       string
+	discarded bool
 }
 
 // auditAckTimeout bounds the wait for an ack: a batch not answered by
@@ -269,9 +283,9 @@ func (s *agentShipper) detach(st *shipStream) {
 }
 
 // ack passes an AuditAck from the stream to the waiting batch.
-func (st *shipStream) ack(id uint64, errText string) {
+func (st *shipStream) ack(id uint64, errText string, discarded bool) {
 	select {
-	case st.acks <- auditAck{id: id, err: errText}:
+	case st.acks <- auditAck{id: id, err: errText, discarded: discarded}:
 	default: // nobody waits for it: a late ack of a batch given up on
 	}
 }
@@ -301,6 +315,9 @@ func (s *agentShipper) ExportLines(ctx context.Context, lines [][]byte) error {
 			}
 			if a.err != "" {
 				return fmt.Errorf("proxy: agent refused audit batch: %s", a.err)
+			}
+			if s.discarded != nil {
+				s.discarded(a.discarded)
 			}
 			return nil
 		case <-st.done:

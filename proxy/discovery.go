@@ -290,7 +290,7 @@ func (p *Proxy) discoverOnce(ctx context.Context, o *outbound, advertise string,
 			continue
 		}
 		if a := msg.GetAuditAck(); a != nil {
-			ship.ack(a.GetBatchId(), a.GetError())
+			ship.ack(a.GetBatchId(), a.GetError(), a.GetDiscarded())
 			continue
 		}
 		snap, err := deltas.Apply(msg.GetDelta())

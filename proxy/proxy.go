@@ -129,7 +129,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	if c.audit.on {
 		p.recorder = newAuditRecorder(c.audit.mask, labels)
-		p.metrics.reg.MustRegister(p.recorder.notRecorded)
+		p.metrics.reg.MustRegister(p.recorder.notRecorded, p.recorder.pausedGauge())
 		opts = append(opts, policy.WithRecorder(p.recorder, !c.AuditFailureModeAllow))
 	}
 	p.policy, err = policy.New(ctx, c.Policy, log, opts...)

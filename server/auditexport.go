@@ -224,7 +224,7 @@ func (s *Server) acceptAudit(agent string, entries []registry.Entry, records [][
 		s.auditOut.warnOnce.Do(func() {
 			s.log.Warn("audit records from sidecars are discarded: the server has no --audit-export")
 		})
-		return &agentv1.ExportAuditResponse{}, nil
+		return &agentv1.ExportAuditResponse{Discarded: true}, nil
 	}
 	n, err := s.auditOut.sp.Ingest(records)
 	switch {

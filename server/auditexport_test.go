@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -142,6 +143,32 @@ func TestAuditExportFlagErrorsHideThePassword(t *testing.T) {
 			if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "logs.example.org") {
 				t.Errorf("error %q shows the password or does not name the exporter", err)
 			}
+		}
+	}
+}
+
+// A server without --audit-export discards what agents send and says so
+// in the answer (the sidecars then stop recording); one with a stream
+// never says so, not even for an empty batch (a paused sidecar's probe).
+func TestAuditExportAnswerSaysWhetherDiscarded(t *testing.T) {
+	entries := []registry.Entry{{SPIFFEID: statsReviews, ParentID: agent1}}
+	none := &Server{auditOut: &auditStream{}, log: slog.New(slog.DiscardHandler)}
+	for _, recs := range [][][]byte{sealedLines(t, statsReviews+"#a1", 2), nil} {
+		resp, err := none.acceptAudit(agent1, entries, recs)
+		if err != nil || !resp.GetDiscarded() {
+			t.Fatalf("no stream, %d records: %v %v, want discarded", len(recs), resp, err)
+		}
+	}
+	sp, err := spool.Open(t.TempDir(), spool.Options{Writer: "spiffe://example.org/sigil/server#1", Consumers: []string{"x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	kept := &Server{auditOut: &auditStream{sp: sp}}
+	for _, recs := range [][][]byte{sealedLines(t, statsReviews+"#a1", 2), nil} {
+		resp, err := kept.acceptAudit(agent1, entries, recs)
+		if err != nil || resp.GetDiscarded() {
+			t.Fatalf("with a stream, %d records: %v %v, want kept", len(recs), resp, err)
 		}
 	}
 }

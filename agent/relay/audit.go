@@ -15,8 +15,9 @@ import (
 type Option func(*Relay)
 
 // AuditExporter passes a batch of audit records (JSON lines, package
-// auditstream) to the server and returns once the server has them.
-type AuditExporter func(ctx context.Context, records [][]byte) error
+// auditstream) to the server and returns once the server has them, or
+// has discarded them (true) because it keeps no audit stream.
+type AuditExporter func(ctx context.Context, records [][]byte) (discarded bool, err error)
 
 // WithAuditExport has the sidecars' audit batches passed to f; without
 // it, a batch is answered with an error (and the sidecar keeps it).
@@ -57,7 +58,9 @@ func (r *Relay) forwardAudit(ctx context.Context, p *agentv1.Proxy, b *proxyv1.A
 	}
 	ctx, cancel := context.WithTimeout(ctx, auditTimeout)
 	defer cancel()
-	if err := r.exportAudit(ctx, b.GetRecords()); err != nil {
+	discarded, err := r.exportAudit(ctx, b.GetRecords())
+	ack.Discarded = discarded
+	if err != nil {
 		ack.Error = fmt.Sprintf("server: %v", err)
 		r.log.Warn("audit batch not passed to the server; the sidecar sends it again", "proxy", p.Id, "records", len(b.GetRecords()), "error", err)
 	}

@@ -24,6 +24,7 @@ func TestAuditBatchOnlyOfTheSidecarsOwnChain(t *testing.T) {
 		exporter  bool
 		want      string // in the ack's error; "" for none
 		forwarded bool
+		discarded bool // the server keeps no stream: passed on in the ack
 	}{
 		{name: "own", records: [][]byte{rec(id + "#a1"), rec(id + "#a1")}, exporter: true, forwarded: true},
 		{name: "another workload's", records: [][]byte{rec(id + "#a1"), rec("spiffe://example.org/ns/default/sa/web#b")}, exporter: true, want: "may only send its own"},
@@ -31,19 +32,21 @@ func TestAuditBatchOnlyOfTheSidecarsOwnChain(t *testing.T) {
 		{name: "not JSON", records: [][]byte{[]byte("{")}, exporter: true, want: "not JSON"},
 		{name: "server refuses", records: [][]byte{rec(id + "#a1")}, exporter: true, serverErr: errors.New("spool full"), want: "server: spool full", forwarded: true},
 		{name: "no exporter", records: [][]byte{rec(id + "#a1")}, want: "does not export"},
+		{name: "server keeps no stream", records: [][]byte{rec(id + "#a1")}, exporter: true, discarded: true, forwarded: true},
+		{name: "probe (no records)", exporter: true, discarded: true, forwarded: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			forwarded := false
 			var opts []Option
 			if tt.exporter {
-				opts = append(opts, WithAuditExport(func(_ context.Context, recs [][]byte) error {
+				opts = append(opts, WithAuditExport(func(_ context.Context, recs [][]byte) (bool, error) {
 					forwarded = true
-					return tt.serverErr
+					return tt.discarded, tt.serverErr
 				}))
 			}
 			r := New(nil, nil, slog.New(slog.DiscardHandler), opts...)
 			ack := r.forwardAudit(context.Background(), &agentv1.Proxy{Id: "p1", SpiffeId: id}, &proxyv1.AuditBatch{BatchId: 7, Records: tt.records})
-			if ack.GetBatchId() != 7 || forwarded != tt.forwarded || (tt.want == "") != (ack.GetError() == "") || !strings.Contains(ack.GetError(), tt.want) {
+			if ack.GetBatchId() != 7 || forwarded != tt.forwarded || (tt.want == "") != (ack.GetError() == "") || !strings.Contains(ack.GetError(), tt.want) || ack.GetDiscarded() != tt.discarded {
 				t.Fatalf("ack %+v, forwarded %v; want error %q, forwarded %v", ack, forwarded, tt.want, tt.forwarded)
 			}
 		})

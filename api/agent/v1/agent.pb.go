@@ -2450,9 +2450,13 @@ func (x *ExportAuditRequest) GetRecords() [][]byte {
 // ExportAuditResponse says how many records were new to the server (the
 // others were re-sent and already spooled).
 type ExportAuditResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Accepted      int64                  `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
-	Duplicates    int64                  `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Accepted   int64                  `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Duplicates int64                  `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	// The server keeps no audit stream (no --audit-export): the records
+	// were discarded, and sidecars that send only to it stop recording
+	// until it keeps one (they ask again periodically).
+	Discarded     bool `protobuf:"varint,3,opt,name=discarded,proto3" json:"discarded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2499,6 +2503,13 @@ func (x *ExportAuditResponse) GetDuplicates() int64 {
 		return x.Duplicates
 	}
 	return 0
+}
+
+func (x *ExportAuditResponse) GetDiscarded() bool {
+	if x != nil {
+		return x.Discarded
+	}
+	return false
 }
 
 var File_api_agent_v1_agent_proto protoreflect.FileDescriptor
@@ -2695,12 +2706,13 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\astarted\x18\x03 \x01(\v2\x1a.sigil.agent.v1.TapStartedH\x00R\astartedB\x05\n" +
 	"\x03msg\".\n" +
 	"\x12ExportAuditRequest\x12\x18\n" +
-	"\arecords\x18\x01 \x03(\fR\arecords\"Q\n" +
+	"\arecords\x18\x01 \x03(\fR\arecords\"o\n" +
 	"\x13ExportAuditResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\x03R\baccepted\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x02 \x01(\x03R\n" +
-	"duplicates2\xbf\x06\n" +
+	"duplicates\x12\x1c\n" +
+	"\tdiscarded\x18\x03 \x01(\bR\tdiscarded2\xbf\x06\n" +
 	"\x05Agent\x12G\n" +
 	"\x06Attest\x12\x1d.sigil.agent.v1.AttestRequest\x1a\x1e.sigil.agent.v1.AttestResponse\x12S\n" +
 	"\n" +

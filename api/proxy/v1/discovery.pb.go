@@ -406,9 +406,12 @@ func (x *AuditBatch) GetRecords() [][]byte {
 // AuditAck answers an AuditBatch: error is empty when the server has the
 // batch, else why it was refused (the sidecar sends it again later).
 type AuditAck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BatchId       uint64                 `protobuf:"varint,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BatchId uint64                 `protobuf:"varint,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	Error   string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// The server keeps no audit stream and discarded the batch
+	// (ExportAuditResponse.discarded, passed on by the agent).
+	Discarded     bool `protobuf:"varint,3,opt,name=discarded,proto3" json:"discarded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -457,6 +460,13 @@ func (x *AuditAck) GetError() string {
 	return ""
 }
 
+func (x *AuditAck) GetDiscarded() bool {
+	if x != nil {
+		return x.Discarded
+	}
+	return false
+}
+
 var File_api_proxy_v1_discovery_proto protoreflect.FileDescriptor
 
 const file_api_proxy_v1_discovery_proto_rawDesc = "" +
@@ -489,10 +499,11 @@ const file_api_proxy_v1_discovery_proto_rawDesc = "" +
 	"\n" +
 	"AuditBatch\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\x04R\abatchId\x12\x18\n" +
-	"\arecords\x18\x02 \x03(\fR\arecords\";\n" +
+	"\arecords\x18\x02 \x03(\fR\arecords\"Y\n" +
 	"\bAuditAck\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\x04R\abatchId\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error2^\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1c\n" +
+	"\tdiscarded\x18\x03 \x01(\bR\tdiscarded2^\n" +
 	"\tDiscovery\x12Q\n" +
 	"\x06Stream\x12 .sigil.proxy.v1.DiscoveryRequest\x1a!.sigil.proxy.v1.DiscoveryResponse(\x010\x01B2Z0github.com/sigil-mesh/sigil/api/proxy/v1;proxyv1b\x06proto3"
 
