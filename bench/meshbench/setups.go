@@ -68,7 +68,10 @@ func (e *env) sigil(args ...string) (string, error) {
 // spiffe-helper would.
 func (e *env) startMesh(ctx context.Context) error {
 	var err error
-	if e.server, err = e.start("sigil-server", e.bin+"/sigil-server", "run", "--data-dir", e.dir+"/server", "--trust-domain", "example.org", "--bind", "127.0.0.1:0", "--dashboard", "127.0.0.1:0"); err != nil {
+	if e.server, err = e.start("sigil-server", e.bin+"/sigil-server", "run", "--data-dir", e.dir+"/server", "--trust-domain", "example.org", "--bind", "127.0.0.1:0", "--dashboard", "127.0.0.1:0",
+		// An audit stream, as a deployment that exports keeps: without
+		// one, sidecars stop recording decisions (docs/audit.md, Flags).
+		"--audit-export", "file://"+e.dir+"/audit.jsonl"); err != nil {
 		return err
 	}
 	line, err := e.server.waitLog(`"sigil-server running"`, 30*time.Second)

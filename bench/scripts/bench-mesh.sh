@@ -11,7 +11,11 @@ bench_mesh() {
   local node=$1; shift
   local services=()
   for s in "$@"; do services+=(--service "$s"); done
-  "$BIN/sigil-server" run --data-dir "$D/server" --trust-domain example.org --bind 127.0.0.1:0 --dashboard 127.0.0.1:0 >"$D/server.log" 2>&1 & pids+=($!)
+  # The server keeps an audit stream (a file exporter), as a deployment
+  # that exports does: without one, sidecars stop recording decisions and
+  # the bench would not see their cost (docs/audit.md, Flags).
+  "$BIN/sigil-server" run --data-dir "$D/server" --trust-domain example.org --bind 127.0.0.1:0 --dashboard 127.0.0.1:0 \
+    --audit-export "file://$D/audit.jsonl" >"$D/server.log" 2>&1 & pids+=($!)
   waitlog "$D/server.log" '"sigil-server running"'
   local addr
   addr=$(grep -o '"agent_api":"[^"]*"' "$D/server.log" | cut -d'"' -f4)
