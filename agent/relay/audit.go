@@ -55,6 +55,10 @@ func (r *Relay) forwardAudit(ctx context.Context, p *agentv1.Proxy, b *proxyv1.A
 			ack.Error = fmt.Sprintf("audit record of writer %q: a sidecar attested as %s may only send its own (%s#INSTANCE)", w.Sigil.Writer, p.SpiffeId, p.SpiffeId)
 			return ack
 		}
+		if other := r.bindWriter(w.Sigil.Writer, p.Id); other != "" {
+			ack.Error = fmt.Sprintf("audit record of writer %q: that chain is sent by another sidecar of this node (%s); replicas of one identity keep one chain each", w.Sigil.Writer, other)
+			return ack
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, auditTimeout)
 	defer cancel()
@@ -65,4 +69,32 @@ func (r *Relay) forwardAudit(ctx context.Context, p *agentv1.Proxy, b *proxyv1.A
 		r.log.Warn("audit batch not passed to the server; the sidecar sends it again", "proxy", p.Id, "records", len(b.GetRecords()), "error", err)
 	}
 	return ack
+}
+
+// bindWriter binds writer to the sidecar registered as proxy, the first
+// time one of its records passes, and returns the other registered
+// sidecar it is bound to, if any ("" when writer is proxy's). Replicas of
+// one workload share a SPIFFE ID but not a chain: without the binding,
+// one could send records under another's writer with seqs ahead of it,
+// and the server would drop the real ones as re-sent. A binding ends when
+// its sidecar deregisters (a restarted sidecar continues its chain).
+func (r *Relay) bindWriter(writer, proxy string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if other, ok := r.writers[writer]; ok && other != proxy {
+		if _, live := r.proxies[other]; live {
+			return other
+		}
+	}
+	r.writers[writer] = proxy
+	return ""
+}
+
+// releaseWritersLocked ends proxy's writer bindings; r.mu is held.
+func (r *Relay) releaseWritersLocked(proxy string) {
+	for w, p := range r.writers {
+		if p == proxy {
+			delete(r.writers, w)
+		}
+	}
 }

@@ -52,3 +52,33 @@ func TestAuditBatchOnlyOfTheSidecarsOwnChain(t *testing.T) {
 		})
 	}
 }
+
+// Two replicas of one workload (one SPIFFE ID) on a node keep a chain
+// each: a replica sending records under the other's writer is refused,
+// naming the sidecar that owns it, until that one deregisters.
+func TestAuditWriterBoundToOneReplica(t *testing.T) {
+	const id = "spiffe://example.org/ns/default/sa/api"
+	rec := []byte(`{"sigil":{"writer":"` + id + `#a1","seq":1}}`)
+	r := New(nil, nil, slog.New(slog.DiscardHandler), WithAuditExport(func(context.Context, [][]byte) (bool, error) { return false, nil }))
+	p1, p2 := &agentv1.Proxy{Id: "p1", SpiffeId: id}, &agentv1.Proxy{Id: "p2", SpiffeId: id}
+	r.proxies[p1.Id], r.proxies[p2.Id] = p1, p2
+	send := func(p *agentv1.Proxy) string {
+		return r.forwardAudit(context.Background(), p, &proxyv1.AuditBatch{BatchId: 1, Records: [][]byte{rec}}).GetError()
+	}
+	if e := send(p1); e != "" {
+		t.Fatalf("owner refused: %s", e)
+	}
+	if e := send(p2); !strings.Contains(e, "another sidecar of this node (p1)") {
+		t.Fatalf("other replica: %q, want refused naming p1", e)
+	}
+	if e := send(p1); e != "" {
+		t.Fatalf("owner refused on its second batch: %s", e)
+	}
+	r.mu.Lock()
+	delete(r.proxies, p1.Id)
+	r.releaseWritersLocked(p1.Id)
+	r.mu.Unlock()
+	if e := send(p2); e != "" {
+		t.Fatalf("after the owner deregistered: %s", e)
+	}
+}

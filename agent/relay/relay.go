@@ -67,13 +67,16 @@ type Relay struct {
 	stats nodeStats
 	// exportAudit passes the sidecars' audit batches on (audit.go).
 	exportAudit AuditExporter
+	// writers binds each audit chain (writer) to the registered sidecar
+	// that sends it, under mu (audit.go).
+	writers map[string]string
 }
 
 var _ proxyv1.DiscoveryServer = (*Relay)(nil)
 
 // New returns a relay with its hooks set by opts.
 func New(ids Identities, attestor Attestor, log *slog.Logger, opts ...Option) *Relay {
-	r := &Relay{ids: ids, attestor: attestor, log: log, changed: make(chan struct{}), proxies: map[string]*agentv1.Proxy{}, dirty: make(chan struct{}, 1), reachable: make(chan struct{}, 1), taps: newTaps(time.Now)}
+	r := &Relay{ids: ids, attestor: attestor, log: log, changed: make(chan struct{}), proxies: map[string]*agentv1.Proxy{}, writers: map[string]string{}, dirty: make(chan struct{}, 1), reachable: make(chan struct{}, 1), taps: newTaps(time.Now)}
 	for _, o := range opts {
 		o(r)
 	}
@@ -148,6 +151,7 @@ func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
 	defer func() {
 		r.mu.Lock()
 		delete(r.proxies, p.Id)
+		r.releaseWritersLocked(p.Id)
 		r.mu.Unlock()
 		r.markDirty()
 		r.log.Info("sidecar deregistered", "proxy", p.Id, "service", p.Service, "address", p.Address)
