@@ -242,7 +242,12 @@ func (p *Proxy) startAudit(ctx context.Context, wg *sync.WaitGroup) (func() erro
 type agentShipper struct {
 	mu     sync.Mutex
 	stream *shipStream // nil while no Discovery stream is up
-	next   atomic.Uint64
+	// inFlight keeps one batch at a time on the stream, from send to ack:
+	// the runner's batch and a paused sidecar's probe (pauseWhileDiscarded)
+	// would otherwise take each other's ack off st.acks, and a late
+	// "discarded" could undo a newer "kept".
+	inFlight sync.Mutex
+	next     atomic.Uint64
 	// discarded, if set (before the stream starts), is told after every
 	// acknowledged batch whether the server discarded it (it keeps no
 	// audit stream): see pauseWhileDiscarded.
@@ -294,6 +299,8 @@ var errNoAgentStream = errors.New("proxy: no Discovery stream to the agent")
 
 // ExportLines implements export.LineSink.
 func (s *agentShipper) ExportLines(ctx context.Context, lines [][]byte) error {
+	s.inFlight.Lock()
+	defer s.inFlight.Unlock()
 	s.mu.Lock()
 	st := s.stream
 	s.mu.Unlock()
