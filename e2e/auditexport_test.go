@@ -91,6 +91,24 @@ func (r *opaLogReceiver) received() ([]auditstream.Record, <-chan struct{}) {
 	return append([]auditstream.Record(nil), r.recs...), r.wake
 }
 
+// waitDecisions returns what arrived once it holds n distinct decisions
+// of writers of identity id, failing the test after within.
+func (r *opaLogReceiver) waitDecisions(t *testing.T, id string, n int, within time.Duration) []auditstream.Record {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		recs, wake := r.received()
+		if len(decisionIDs(recs, id)) >= n {
+			return recs
+		}
+		select {
+		case <-wake:
+		case <-deadline:
+			t.Fatalf("%d of %d decisions arrived in %s", len(decisionIDs(recs, id)), n, within)
+		}
+	}
+}
+
 // auditOutage is how long the receiver is down: 30 s in CI, shorter for
 // local runs with SIGIL_E2E_AUDIT_OUTAGE=5s.
 func auditOutage(t *testing.T) time.Duration {
@@ -180,20 +198,7 @@ func TestAuditExportSurvivesReceiverOutageAndKills(t *testing.T) {
 	recv.up()
 
 	// Wait for every decision to arrive.
-	var recs []auditstream.Record
-	deadline := time.After(45 * time.Second)
-	for {
-		var wake <-chan struct{}
-		recs, wake = recv.received()
-		if len(decisionIDs(recs, apiSA)) >= answered {
-			break
-		}
-		select {
-		case <-wake:
-		case <-deadline:
-			t.Fatalf("%d of %d decisions arrived", len(decisionIDs(recs, apiSA)), answered)
-		}
-	}
+	recs := recv.waitDecisions(t, apiSA, answered, 45*time.Second)
 
 	if ids := decisionIDs(recs, apiSA); len(ids) != answered {
 		t.Fatalf("%d distinct decisions arrived, %d requests were answered", len(ids), answered)
@@ -345,21 +350,7 @@ func metricSum(page, name string) float64 {
 func TestAuditRecordingPausedWithoutServerExport(t *testing.T) {
 	t.Parallel()
 	m, webAgent, apiAgent, policyDir, webApp, apiApp := startAuditMesh(t)
-	api := harness.StartProxy(t, apiAgent, "api", apiApp, policyDir, "--audit-spool-dir", filepath.Join(m.Dir, "spool-api"))
-	web := harness.StartProxy(t, webAgent, "web", webApp, policyDir, "--upstream", "api="+api.Inbound+"@"+apiSA,
-		"--audit-spool-dir", filepath.Join(m.Dir, "spool-web"))
-	call := func() {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+web.Outbound+"/hello", nil)
-		req.Host = "api"
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("status %d", resp.StatusCode)
-		}
-	}
+	api, call := startWebToAPI(t, m, webAgent, apiAgent, policyDir, webApp, apiApp)
 	call()
 	// The first batch goes out within the shipper's linger (1 s); its ack
 	// says the server discarded it.
@@ -377,6 +368,28 @@ func TestAuditRecordingPausedWithoutServerExport(t *testing.T) {
 	if after := metricValue(t, api.Admin, `^sigil_audit_appended_records_total `); after != before {
 		t.Fatalf("%v records appended while paused, want none", after-before)
 	}
+}
+
+// startWebToAPI starts api's and web's sidecars (spools under m.Dir,
+// decisions to their agents) and returns api's and a call from web to
+// api that must answer 200.
+func startWebToAPI(t *testing.T, m *harness.Mesh, webAgent, apiAgent *harness.AgentProc, policyDir, webApp, apiApp string) (*harness.ProxyProc, func()) {
+	api := harness.StartProxy(t, apiAgent, "api", apiApp, policyDir, "--audit-spool-dir", filepath.Join(m.Dir, "spool-api"))
+	web := harness.StartProxy(t, webAgent, "web", webApp, policyDir, "--upstream", "api="+api.Inbound+"@"+apiSA,
+		"--audit-spool-dir", filepath.Join(m.Dir, "spool-web"))
+	call := func() {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+web.Outbound+"/hello", nil)
+		req.Host = "api"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	return api, call
 }
 
 // startAuditMesh starts a server with serverFlags, web's agent (node1) and
@@ -399,4 +412,53 @@ func startAuditMesh(t *testing.T, serverFlags ...string) (m *harness.Mesh, webAg
 	_, webApp = harness.StartApp(t, "web")
 	_, apiApp = harness.StartApp(t, "api")
 	return m, webAgent, apiAgent, policyDir, webApp, apiApp
+}
+
+// A sidecar paused against a server without --audit-export resumes
+// recording once the server is restarted with an exporter: within the
+// probe interval (10 s) plus the agent's reconnection, and its chain as
+// exported links from its first record on (it starts after seq 1: the
+// records sealed before the pause were discarded by the old server).
+func TestAuditRecordingResumesWhenServerExports(t *testing.T) {
+	t.Parallel()
+	recv := startOPALogReceiver(t)
+	m, webAgent, apiAgent, policyDir, webApp, apiApp := startAuditMesh(t)
+	api, call := startWebToAPI(t, m, webAgent, apiAgent, policyDir, webApp, apiApp)
+	waitPaused := func(want float64, within time.Duration) time.Duration {
+		start := time.Now()
+		for metricValue(t, api.Admin, `^sigil_audit_recording_paused `) != want {
+			if time.Since(start) > within {
+				t.Fatalf("sigil_audit_recording_paused not %v after %s", want, within)
+			}
+			time.Sleep(100 * time.Millisecond) // polling a metric: no event to wait on
+		}
+		return time.Since(start)
+	}
+	call()
+	waitPaused(1, 15*time.Second)
+
+	m.Server.Signal(os.Kill)
+	m.Server.Wait(10 * time.Second)
+	m.AddServerArgs("--audit-export", "http://"+recv.addr+"/logs")
+	m.StartServer()
+	took := waitPaused(0, 30*time.Second)
+	t.Logf("recording resumed %s after the server restarted with an exporter", took)
+
+	const n = 10
+	for range n {
+		call()
+	}
+	recs := recv.waitDecisions(t, apiSA, n, 30*time.Second)
+	var v auditstream.Verifier
+	for i, r := range recs {
+		v.Add(r, auditstream.Pos{File: "received", Line: i + 1, InArray: true})
+	}
+	for _, w := range v.Report() {
+		if w.Broken != nil {
+			t.Fatalf("writer %s: chain broken at seq %d: %s", w.Writer, w.Broken.Seq, w.Broken.Reason)
+		}
+		if len(w.Gaps) != 0 {
+			t.Fatalf("writer %s: %d gap records across the pause", w.Writer, len(w.Gaps))
+		}
+	}
 }

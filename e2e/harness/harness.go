@@ -253,6 +253,12 @@ func (m *Mesh) StartServer() {
 	}
 }
 
+// AddServerArgs adds extra to the flags of the server's next
+// StartServer (a restart with, say, an exporter it ran without).
+func (m *Mesh) AddServerArgs(extra ...string) {
+	m.args = append(m.args, extra...)
+}
+
 // Admin runs a sigil-server admin subcommand against this data dir.
 func (m *Mesh) Admin(args ...string) string {
 	m.t.Helper()
