@@ -16,13 +16,14 @@ package auditstream
 
 import (
 	"bytes"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"hash"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Record types (Meta.Type). CA events keep the type of their audit.Event
@@ -225,13 +226,6 @@ func Check(r Record) error {
 // Writer returns the name of the chain.
 func (c *Chain) Writer() string { return c.writer }
 
-// NewID returns a random UUID-shaped (version 4) id for a record that is
-// not a decision (a CA event, a gap).
-func NewID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	x := hex.EncodeToString(b[:])
-	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:]
-}
+// NewID returns a random (version 4) UUID for a record that is not a
+// decision (a CA event, a gap), in the form decision ids have.
+func NewID() string { return uuid.NewString() }

@@ -10,7 +10,6 @@ package policy
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -25,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 )
@@ -436,12 +436,6 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 	return e.record(in, d)
 }
 
-// newID returns a random UUID-shaped decision ID.
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	x := hex.EncodeToString(b[:])
-	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:]
-}
+// newID returns a random (version 4) UUID as a decision's id, as OPA's
+// decision ids are.
+func newID() string { return uuid.NewString() }
