@@ -23,16 +23,9 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 		ok = ok && fits
 	}
 	strMap := func(m map[string]string) {
-		b = append(b, '{')
-		for i, k := range jsonenc.AppendSortedKeys(keys[:0], m) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			str(k)
-			b = append(b, ':')
-			str(m[k])
-		}
-		b = append(b, '}')
+		var fits bool
+		b, fits = jsonenc.AppendStringMap(b, m)
+		ok = ok && fits
 	}
 	raw := func(m json.RawMessage) {
 		if bytes.ContainsAny(m, "<>&") || bytes.Contains(m, []byte("\u2028")) || bytes.Contains(m, []byte("\u2029")) {

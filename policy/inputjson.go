@@ -68,16 +68,9 @@ func appendInput(b []byte, in *Input) ([]byte, bool) {
 	if r.Headers == nil {
 		b = append(b, "null"...)
 	} else {
-		b = append(b, '{')
-		for i, k := range jsonenc.AppendSortedKeys(keys[:0], r.Headers) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			str(k)
-			b = append(b, ':')
-			str(r.Headers[k])
-		}
-		b = append(b, '}')
+		var fits bool
+		b, fits = jsonenc.AppendStringMap(b, r.Headers)
+		ok = ok && fits
 	}
 	field(`,"protocol":`, r.Protocol)
 	field(`},"connection":{"tls_version":`, in.Connection.TLSVersion)

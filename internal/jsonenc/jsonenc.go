@@ -49,6 +49,31 @@ func AppendSortedKeys[V any](dst []string, m map[string]V) []string {
 	return dst
 }
 
+// AppendStringMap appends m as a JSON object, keys sorted, exactly as
+// Marshal writes a map[string]string, when AppendString can write every
+// key and value; otherwise it returns b unchanged and false. A nil m is
+// written as {} (callers that must write null check first). On the hot
+// path: a decision's headers and labels.
+func AppendStringMap(b []byte, m map[string]string) ([]byte, bool) {
+	start := len(b)
+	var keys [16]string // a small map's keys, off the heap
+	b = append(b, '{')
+	for i, k := range AppendSortedKeys(keys[:0], m) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var ok bool
+		if b, ok = AppendString(b, k); !ok {
+			return b[:start], false
+		}
+		b = append(b, ':')
+		if b, ok = AppendString(b, m[k]); !ok {
+			return b[:start], false
+		}
+	}
+	return append(b, '}'), true
+}
+
 // maxCompactDepth bounds IsCompact's nesting: deeper documents are left to
 // encoding/json (the input document nests four levels).
 const maxCompactDepth = 64

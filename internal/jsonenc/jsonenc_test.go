@@ -54,3 +54,32 @@ func BenchmarkAppendString(b *testing.B) {
 		}
 	}
 }
+
+// TestAppendStringMapIsMarshal: AppendStringMap writes what json.Marshal
+// writes for a map[string]string it can encode, and leaves b as it was
+// (reporting false) for one it cannot.
+func TestAppendStringMapIsMarshal(t *testing.T) {
+	for _, m := range []map[string]string{
+		{},
+		{"a": "1"},
+		{"x-b": "2", "a": "1", "user-agent": "curl/8", "host": "api"},
+		{"k": "<html>"},
+		{"<k>": "v"},
+		{"k": "line\nbreak"},
+	} {
+		want, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := AppendStringMap([]byte("prefix"), m)
+		if !ok {
+			if string(got) != "prefix" {
+				t.Errorf("%v: refused but left %q", m, got)
+			}
+			continue
+		}
+		if string(got) != "prefix"+string(want) {
+			t.Errorf("%v: %s, want %s", m, got[len("prefix"):], want)
+		}
+	}
+}
