@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"compress/gzip"
 	"encoding/hex"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/e2e/harness"
+	"github.com/sigil-mesh/sigil/internal/otlptest"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
@@ -36,22 +35,8 @@ type receivedSpan struct {
 func startOTLPReceiver(t *testing.T) (*otlpReceiver, string) {
 	rcv := &otlpReceiver{wake: make(chan struct{})}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" {
-			http.Error(w, "want OTLP/HTTP protobuf on /v1/traces", http.StatusBadRequest)
-			return
-		}
-		var body io.Reader = r.Body
-		if r.Header.Get("Content-Encoding") == "gzip" {
-			gz, err := gzip.NewReader(r.Body)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			body = gz
-		}
-		b, _ := io.ReadAll(body)
 		var req collectortrace.ExportTraceServiceRequest
-		if err := proto.Unmarshal(b, &req); err != nil {
+		if err := otlptest.ReadRequest(r, "/v1/traces", &req); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}

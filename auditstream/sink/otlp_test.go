@@ -1,11 +1,9 @@
 package sink
 
 import (
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"encoding/pem"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sigil-mesh/sigil/auditstream"
+	"github.com/sigil-mesh/sigil/internal/otlptest"
 )
 
 // otlpReceiver is an OTLP/HTTP logs receiver: it decodes each request
@@ -32,22 +31,8 @@ type otlpReceiver struct {
 }
 
 func (o *otlpReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/v1/logs" || r.Header.Get("Content-Type") != "application/x-protobuf" {
-		http.Error(w, "want POST /v1/logs application/x-protobuf", http.StatusBadRequest)
-		return
-	}
-	var body io.Reader = r.Body
-	if r.Header.Get("Content-Encoding") == "gzip" {
-		zr, err := gzip.NewReader(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		body = zr
-	}
-	raw, _ := io.ReadAll(body)
 	var req collogpb.ExportLogsServiceRequest
-	if err := proto.Unmarshal(raw, &req); err != nil {
+	if err := otlptest.ReadRequest(r, "/v1/logs", &req); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
