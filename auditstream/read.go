@@ -3,7 +3,6 @@ package auditstream
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,40 +38,18 @@ func (p Pos) String() string {
 // is an edit the hash would not cover, so it is refused); each is passed
 // to each with its position. Errors name the file and position.
 func Read(name string, r io.Reader, each func(Record, Pos) error) error {
-	br := bufio.NewReader(r)
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return fmt.Errorf("auditstream: %s: gzip: %w", name, err)
-		}
-		defer zr.Close()
-		br = bufio.NewReader(zr)
-	}
-	first, err := firstByte(br)
-	if err != nil {
+	br, first, closeFn, err := jsonlimit.Open(r)
+	defer closeFn()
+	switch {
+	case err == io.EOF:
+		return nil // an empty file: no records
+	case err != nil:
 		return fmt.Errorf("auditstream: %s: %w", name, err)
 	}
 	if first == '[' {
 		return readArray(name, br, each)
 	}
 	return readLines(name, br, each)
-}
-
-// firstByte returns the first byte that is not JSON whitespace, without
-// consuming it (0 for an empty input).
-func firstByte(br *bufio.Reader) (byte, error) {
-	for {
-		b, err := br.ReadByte()
-		if err == io.EOF {
-			return 0, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-		if b != ' ' && b != '\t' && b != '\r' && b != '\n' {
-			return b, br.UnreadByte()
-		}
-	}
 }
 
 // decodeRecord decodes the record read at pos strictly: unknown fields

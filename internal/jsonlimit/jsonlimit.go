@@ -13,6 +13,8 @@
 package jsonlimit
 
 import (
+	"bufio"
+	"compress/gzip"
 	"errors"
 	"io"
 )
@@ -52,4 +54,35 @@ func (l *Reader) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	l.read += int64(n)
 	return n, err
+}
+
+// Open prepares a file of JSON records for reading, as Sigil's exported
+// audit files and decision logs come: gzip'd or not (detected by gzip's
+// magic bytes, RFC 1952, whatever the file's name), JSON lines or one
+// JSON array (OPA's decision-log upload body). It returns a reader of the
+// plain content and its first byte that is not JSON white space, left
+// unread ('[' for an array); io.EOF for an input with nothing else.
+// close releases the gzip reader, if any. Errors are the readers' own
+// (compress/gzip's start with "gzip: "), for the caller to name the file.
+func Open(r io.Reader) (br *bufio.Reader, first byte, close func() error, err error) {
+	br = bufio.NewReader(r)
+	close = func() error { return nil }
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, 0, close, err // compress/gzip's, which names gzip
+		}
+		br, close = bufio.NewReader(zr), zr.Close
+	}
+	for {
+		b, err := br.ReadByte()
+		if err != nil {
+			return br, 0, close, err
+		}
+		switch b {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return br, b, close, br.UnreadByte()
+	}
 }

@@ -3,7 +3,6 @@ package replay
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -89,17 +88,9 @@ type wireRecord struct {
 // and its first problem; so is a read error. An error from each stops
 // the read and is returned.
 func Read(r io.Reader, name string, each func(Recorded) error) ([]Skip, error) {
-	br := bufio.NewReader(r)
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, fmt.Errorf("replay: %s: gzip: %w", name, err)
-		}
-		defer zr.Close()
-		br = bufio.NewReader(zr)
-	}
+	br, first, closeFn, err := jsonlimit.Open(r)
+	defer closeFn()
 	rd := &reader{name: name, each: each}
-	first, err := firstByte(br)
 	switch {
 	case err == io.EOF:
 		return []Skip{{Where: name, Reason: "empty file"}}, nil
@@ -117,21 +108,6 @@ func Read(r io.Reader, name string, each func(Recorded) error) ([]Skip, error) {
 		return rd.skips, fmt.Errorf("replay: %s: not a decision log: %s (%s)", name, rd.skips[0].Where, rd.skips[0].Reason)
 	}
 	return rd.skips, nil
-}
-
-// firstByte returns the first byte that is not JSON white space, unread.
-func firstByte(br *bufio.Reader) (byte, error) {
-	for {
-		b, err := br.ReadByte()
-		if err != nil {
-			return 0, err
-		}
-		switch b {
-		case ' ', '\t', '\r', '\n':
-			continue
-		}
-		return b, br.UnreadByte()
-	}
 }
 
 type reader struct {
