@@ -63,6 +63,9 @@ type Config struct {
 	// metrics to the server (--stats-interval): 1s to 1m; 0 is
 	// DefaultStatsInterval.
 	StatsInterval time.Duration
+	// Kubernetes turns on and configures node and workload attestation on
+	// Kubernetes (k8s.go).
+	Kubernetes KubeConfig
 }
 
 // DefaultStatsInterval is how often the agent reports its node's golden
@@ -77,7 +80,7 @@ const reportEvery = 5 * time.Second
 const DefaultSocket = "/run/sigil/agent.sock"
 
 // Validate checks the config, naming each bad flag.
-func (c Config) Validate() error {
+func (c *Config) Validate() error {
 	var errs []error
 	if c.ServerAddr == "" {
 		errs = append(errs, errors.New("--server is required"))
@@ -106,6 +109,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--trust-domain %q: %w", c.TrustDomain, err))
 		}
 	}
+	errs = append(errs, c.Kubernetes.check(c.JoinToken != "" || c.JoinTokenFile != "")...)
 	if c.StatsInterval != 0 && (c.StatsInterval < time.Second || c.StatsInterval > time.Minute) {
 		errs = append(errs, fmt.Errorf("--stats-interval %s: want 1s to 1m", c.StatsInterval))
 	}

@@ -32,17 +32,57 @@ func AgentID(td spiffeid.TrustDomain, attestor, node string) (spiffeid.ID, error
 	return id, nil
 }
 
+// AttestorK8sPSAT is the node attestor of agents on Kubernetes (SPIRE's
+// k8s_psat): a projected service-account token checked with the
+// TokenReview API. Its agent IDs carry the cluster too.
+const AttestorK8sPSAT = "k8s_psat"
+
+// K8sPSATAgentID returns the ID of the agent attested by projected token
+// on node of cluster: spiffe://<td>/sigil/agent/k8s_psat/<cluster>/<node>,
+// SPIRE's form. cluster and node must be path segments (ValidateNodeName).
+func K8sPSATAgentID(td spiffeid.TrustDomain, cluster, node string) (spiffeid.ID, error) {
+	for _, seg := range []string{cluster, node} {
+		if err := ValidateNodeName(seg); err != nil {
+			return spiffeid.ID{}, err
+		}
+	}
+	id, err := spiffeid.FromSegments(td, "sigil", "agent", AttestorK8sPSAT, cluster, node)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("naming: k8s_psat agent %s/%s: %w", Quote(cluster), Quote(node), err)
+	}
+	return id, nil
+}
+
+// K8sPSATNode returns the cluster and node of a k8s_psat agent ID, and
+// false for any other ID.
+func K8sPSATNode(id spiffeid.ID) (cluster, node string, ok bool) {
+	rest, ok := strings.CutPrefix(id.Path(), AgentPathPrefix+"agent/"+AttestorK8sPSAT+"/")
+	if !ok {
+		return "", "", false
+	}
+	cluster, node, ok = strings.Cut(rest, "/")
+	if !ok || strings.Contains(node, "/") {
+		return "", "", false
+	}
+	return cluster, node, true
+}
+
 // IsAgentID reports whether id is an agent ID of td:
-// spiffe://<td>/sigil/agent/<attestor>/<node>.
+// spiffe://<td>/sigil/agent/<attestor>/<node>, or
+// spiffe://<td>/sigil/agent/k8s_psat/<cluster>/<node>.
 func IsAgentID(td spiffeid.TrustDomain, id spiffeid.ID) bool {
 	return id.MemberOf(td) && isAgentPath(id)
 }
 
 // isAgentPath reports whether id's path is /sigil/agent/<attestor>/<node>
-// (go-spiffe's parser has already refused empty segments).
+// or /sigil/agent/k8s_psat/<cluster>/<node> (go-spiffe's parser has
+// already refused empty segments).
 func isAgentPath(id spiffeid.ID) bool {
+	if _, _, ok := K8sPSATNode(id); ok {
+		return true
+	}
 	rest, ok := strings.CutPrefix(id.Path(), AgentPathPrefix+"agent/")
-	return ok && strings.Count(rest, "/") == 1
+	return ok && strings.Count(rest, "/") == 1 && !strings.HasPrefix(rest, AttestorK8sPSAT+"/")
 }
 
 // IsReservedID reports whether id is one Sigil keeps for itself (server and
@@ -116,7 +156,7 @@ func ParseAnyAgentID(s string) (spiffeid.ID, error) {
 		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w", Quote(s), err)
 	}
 	if !isAgentPath(id) {
-		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w (want spiffe://%s%sagent/<attestor>/<node>)", id, ErrNotAgent, id.TrustDomain(), AgentPathPrefix)
+		return spiffeid.ID{}, fmt.Errorf("naming: %s: %w (want spiffe://%s%sagent/<attestor>/<node>, or k8s_psat/<cluster>/<node>)", id, ErrNotAgent, id.TrustDomain(), AgentPathPrefix)
 	}
 	return id, nil
 }

@@ -167,7 +167,7 @@ func TestWorkloadIDRequiresPathAnyTrustDomain(t *testing.T) {
 		agent, workload bool
 	}{
 		{"spiffe://example.org/sigil/agent/join_token/node1", true, false},
-		{"spiffe://other.org/sigil/agent/k8s_psat/n.1", true, false},
+		{"spiffe://other.org/sigil/agent/k8s_psat/c/n.1", true, false},
 		{"spiffe://example.org/sigil/agent/join_token", false, false},
 		{"spiffe://example.org/sigil/agent/a/b/c", false, false},
 		{"spiffe://example.org/sigil/server", false, false},
@@ -184,5 +184,37 @@ func TestWorkloadIDRequiresPathAnyTrustDomain(t *testing.T) {
 		if _, err := ParseAnyWorkloadID(tt.in); (err == nil) != tt.workload || err != nil && !strings.HasPrefix(err.Error(), "naming: ") {
 			t.Errorf("ParseAnyWorkloadID(%q) = %v, want ok %v", tt.in, err, tt.workload)
 		}
+	}
+}
+
+func TestK8sPSATAgentID(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	id, err := K8sPSATAgentID(td, "prod-eu", "node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := id.String(), "spiffe://example.org/sigil/agent/k8s_psat/prod-eu/node-1"; got != want {
+		t.Fatalf("id = %s, want %s", got, want)
+	}
+	if !IsAgentID(td, id) || !IsReservedID(id) {
+		t.Fatalf("%s: not recognised as an agent ID", id)
+	}
+	cluster, node, ok := K8sPSATNode(id)
+	if !ok || cluster != "prod-eu" || node != "node-1" {
+		t.Fatalf("K8sPSATNode = %q %q %v", cluster, node, ok)
+	}
+	if _, err := ParseAgentID(td, id.String()); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"spiffe://example.org/sigil/agent/k8s_psat/c", "spiffe://example.org/sigil/agent/k8s_psat/c/n/x", "spiffe://example.org/sigil/agent/join_token/a/b"} {
+		if _, err := ParseAgentID(td, bad); err == nil {
+			t.Errorf("%s: accepted as an agent ID", bad)
+		}
+	}
+	if _, _, ok := K8sPSATNode(spiffeid.RequireFromString("spiffe://example.org/sigil/agent/join_token/n")); ok {
+		t.Error("a join_token agent read as k8s_psat")
+	}
+	if _, err := K8sPSATAgentID(td, "a/b", "n"); err == nil {
+		t.Error("a cluster with a slash accepted")
 	}
 }

@@ -54,8 +54,9 @@ func Parse(s string) (Selector, error) {
 		}
 	}
 	sel := Selector{Type: typ, Value: value}
-	if typ == TypeUnix {
-		if why := checkUnix(value); why != "" {
+	check := map[string]func(string) string{TypeUnix: checkUnix, TypeK8s: checkK8s}[typ]
+	if check != nil {
+		if why := check(value); why != "" {
 			return Selector{}, fmt.Errorf("selector: %q: %s", s, why)
 		}
 	}

@@ -51,6 +51,9 @@ type Config struct {
 	Dashboard         string
 	DashboardTLS      bool
 	DashboardAdminIDs []string
+	// Kubernetes says whether and how the server works against a
+	// Kubernetes API server (server/k8s.go); off on plain hosts.
+	Kubernetes KubeConfig
 }
 
 // Defaults for Config, as DESIGN.md fixes them.
@@ -124,6 +127,7 @@ func (c Config) Validate() (*checked, error) {
 		errs = append(errs, fmt.Errorf("--max-config-bytes %d: must be at least --max-resource-bytes (%d)", out.MaxConfigBytes, out.MaxResourceBytes))
 	}
 	errs = append(errs, checkAuditExport(c)...)
+	errs = append(errs, out.Kubernetes.check()...)
 	if out.StatsMaxKeys == 0 {
 		out.StatsMaxKeys = DefaultStatsMaxKeys
 	}

@@ -37,6 +37,7 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/listener"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/server/registry"
@@ -76,6 +77,8 @@ type Server struct {
 	taps tapHub // sigil tap: running taps and agents' Tap streams (tap.go)
 
 	auditOut *auditStream // the audit stream's spool and exporters (auditexport.go)
+
+	kube *kube.Clients // the API server's clients with --kubernetes, else nil (k8s.go)
 
 	agentv1.UnimplementedAgentServer
 }
@@ -172,7 +175,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		"dashboard", dashboardURL(dashLis, c.dashboard))
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	wg.Add(3)
 	if dashServer != nil {
 		wg.Add(1)
@@ -193,6 +196,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	go func() { defer wg.Done(); s.rotateLoop(loopCtx) }()
 	auditOut.run(loopCtx, &wg)
+	if err := s.startKube(loopCtx, &wg); err != nil {
+		errc <- err
+	}
 
 	var runErr error
 	select {

@@ -46,6 +46,11 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.Admin, "admin", "", "HOST:PORT serving /metrics, /ready and /live (off when empty)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the agent's SVID, key (0600) and bundle (required)")
 	f.StringVar(&cfg.Socket, "socket", agent.DefaultSocket, "path of the Workload API socket")
+	f.BoolVar(&cfg.Kubernetes.Enabled, "kubernetes", false, "attest the node with its projected service-account token and workloads by pod (docs/kubernetes.md)")
+	f.StringVar(&cfg.Kubernetes.Kubeconfig, "kubeconfig", "", "kubeconfig file with --kubernetes (default: the pod's in-cluster service account)")
+	f.StringVar(&cfg.Kubernetes.NodeName, "node-name", "", "the node this agent runs on, with --kubernetes (the DaemonSet passes spec.nodeName)")
+	f.StringVar(&cfg.Kubernetes.PSATTokenFile, "k8s-psat-token-file", agent.DefaultPSATTokenFile, "projected service-account token (audience sigil-server) to attest the node with, re-read at each attestation")
+	f.StringVar(&cfg.Kubernetes.ProcRoot, "proc-root", "/proc", "where the host's /proc is mounted (workloads' cgroups are read from PROC-ROOT/PID/cgroup)")
 	f.DurationVar(&cfg.StatsInterval, "stats-interval", agent.DefaultStatsInterval, "report the node's golden metrics (its sidecars' request counts and latency histograms, merged) to the server this often; 1s to 1m")
 	logger = logflag.Register(cmd)
 	return cmd

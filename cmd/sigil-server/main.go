@@ -16,6 +16,7 @@ import (
 	"github.com/sigil-mesh/sigil/atomicfile"
 	"github.com/sigil-mesh/sigil/cmd/internal/logflag"
 	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
+	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/server"
 	"github.com/spf13/cobra"
@@ -63,6 +64,10 @@ func newRun() *cobra.Command {
 	f.BoolVar(&cfg.DashboardTLS, "dashboard-tls", false, "serve the dashboard over TLS 1.3 with the server's SVID, only to clients presenting an X.509-SVID of a --dashboard-admin-id")
 	f.StringArrayVar(&cfg.DashboardAdminIDs, "dashboard-admin-id", nil, "a SPIFFE ID allowed into the dashboard over --dashboard-tls (repeatable)")
 	f.StringVar(&cfg.KMS, "kms", "softkms:", "key manager URI (go.step.sm/crypto kms); softkms keeps 0600 key files in the data dir")
+	f.BoolVar(&cfg.Kubernetes.Enabled, "kubernetes", false, "run against a Kubernetes API server: projected-token node attestation, automatic ns/sa identities, Services, CRDs, the injection webhook, leader election (docs/kubernetes.md)")
+	f.StringVar(&cfg.Kubernetes.Kubeconfig, "kubeconfig", "", "kubeconfig file with --kubernetes (default: the pod's in-cluster service account)")
+	f.StringVar(&cfg.Kubernetes.Cluster, "k8s-cluster", server.DefaultK8sCluster, "this cluster's name in agent IDs: spiffe://TD/sigil/agent/k8s_psat/CLUSTER/NODE")
+	f.StringVar(&cfg.Kubernetes.Namespace, "k8s-namespace", kube.DefaultNamespace, "namespace of Sigil's own objects (leases, the CA Secret, mesh-wide Policies)")
 	logger = logflag.Register(cmd)
 	return cmd
 }

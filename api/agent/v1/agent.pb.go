@@ -1,7 +1,8 @@
 // The API that sigil-server offers to sigil-agent, over gRPC with mutual TLS.
 //
 // Attest is the only call made without a client certificate: the agent proves
-// itself with a join token and gets its first agent SVID. Every other call
+// itself with a join token, or on Kubernetes with a projected
+// service-account token, and gets its first agent SVID. Every other call
 // authenticates the agent by that SVID, and the server answers only for
 // registration entries whose parent is the calling agent.
 
@@ -29,10 +30,15 @@ const (
 )
 
 type AttestRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	JoinToken string                 `protobuf:"bytes,1,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exactly one of join_token and k8s_psat_token is set.
+	JoinToken string `protobuf:"bytes,1,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
 	// DER PKCS#10 CSR; its key is made on the agent and never leaves it.
-	Csr           []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	Csr []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	// A projected service-account token of the agent's pod, audience
+	// sigil-server: the server checks it with the TokenReview API and binds
+	// the node from the pod's spec.nodeName (node attestor k8s_psat).
+	K8SPsatToken  string `protobuf:"bytes,3,opt,name=k8s_psat_token,json=k8sPsatToken,proto3" json:"k8s_psat_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -79,6 +85,13 @@ func (x *AttestRequest) GetCsr() []byte {
 		return x.Csr
 	}
 	return nil
+}
+
+func (x *AttestRequest) GetK8SPsatToken() string {
+	if x != nil {
+		return x.K8SPsatToken
+	}
+	return ""
 }
 
 type AttestResponse struct {
@@ -2516,11 +2529,12 @@ var File_api_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x18api/agent/v1/agent.proto\x12\x0esigil.agent.v1\"@\n" +
+	"\x18api/agent/v1/agent.proto\x12\x0esigil.agent.v1\"f\n" +
 	"\rAttestRequest\x12\x1d\n" +
 	"\n" +
 	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x10\n" +
-	"\x03csr\x18\x02 \x01(\fR\x03csr\"n\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\x12$\n" +
+	"\x0ek8s_psat_token\x18\x03 \x01(\tR\fk8sPsatToken\"n\n" +
 	"\x0eAttestResponse\x12,\n" +
 	"\x04svid\x18\x01 \x01(\v2\x18.sigil.agent.v1.X509SVIDR\x04svid\x12.\n" +
 	"\x06bundle\x18\x02 \x01(\v2\x16.sigil.agent.v1.BundleR\x06bundle\"%\n" +

@@ -1,7 +1,8 @@
 // The API that sigil-server offers to sigil-agent, over gRPC with mutual TLS.
 //
 // Attest is the only call made without a client certificate: the agent proves
-// itself with a join token and gets its first agent SVID. Every other call
+// itself with a join token, or on Kubernetes with a projected
+// service-account token, and gets its first agent SVID. Every other call
 // authenticates the agent by that SVID, and the server answers only for
 // registration entries whose parent is the calling agent.
 

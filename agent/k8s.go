@@ -1,0 +1,62 @@
+package agent
+
+// The agent on Kubernetes (--kubernetes): the node is attested with the
+// projected service-account token kubelet mounts for the agent's pod
+// (PSATTokenFile), and workloads are attested from their cgroup to their
+// pod (package agent/k8sattest) through an informer limited to NodeName.
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/sigil-mesh/sigil/naming"
+)
+
+// KubeConfig is how the agent works on Kubernetes.
+type KubeConfig struct {
+	// Enabled turns on Kubernetes node and workload attestation
+	// (--kubernetes).
+	Enabled bool
+	// Kubeconfig is a kubeconfig file (--kubeconfig); "" means the pod's
+	// in-cluster service account.
+	Kubeconfig string
+	// NodeName is the node the agent runs on (--node-name; the manifests
+	// pass spec.nodeName through the downward API). Only pods bound to it
+	// are attested.
+	NodeName string
+	// PSATTokenFile is the projected service-account token, audience
+	// sigil-server, the agent attests with (--k8s-psat-token-file); it is
+	// re-read at every attestation, as kubelet rotates it.
+	PSATTokenFile string
+	// ProcRoot is where the host's /proc is mounted in the agent's
+	// container (--proc-root, default /proc): workloads' cgroups are read
+	// from PROC-ROOT/<pid>/cgroup.
+	ProcRoot string
+}
+
+// DefaultPSATTokenFile is --k8s-psat-token-file's default, the path the
+// DaemonSet in deploy/ projects the token to.
+const DefaultPSATTokenFile = "/var/run/secrets/tokens/sigil-agent"
+
+func (k *KubeConfig) check(joinToken bool) []error {
+	var errs []error
+	if !k.Enabled {
+		if k.Kubeconfig != "" || k.NodeName != "" {
+			errs = append(errs, errors.New("--kubeconfig and --node-name need --kubernetes"))
+		}
+		return errs
+	}
+	if joinToken {
+		errs = append(errs, errors.New("--kubernetes attests the node with its projected token: give no --join-token or --join-token-file"))
+	}
+	if err := naming.ValidateNodeName(k.NodeName); err != nil {
+		errs = append(errs, fmt.Errorf("--node-name (required with --kubernetes): %w", err))
+	}
+	if k.PSATTokenFile == "" {
+		k.PSATTokenFile = DefaultPSATTokenFile
+	}
+	if k.ProcRoot == "" {
+		k.ProcRoot = "/proc"
+	}
+	return errs
+}
