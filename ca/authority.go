@@ -23,7 +23,9 @@ import (
 )
 
 // StateStore keeps the CA's state (certificates, key references, statuses)
-// as one document, saved atomically.
+// as one document, saved atomically. A store shared by several servers
+// (the Kubernetes Secret) returns an error wrapping ErrStateConflict from
+// SaveCAState when another server saved first; the CA then reloads.
 type StateStore interface {
 	LoadCAState(ctx context.Context) ([]byte, error)
 	SaveCAState(ctx context.Context, state []byte) error
@@ -35,11 +37,20 @@ type Auditor interface {
 	Begin(events ...audit.Event) (audit.Intent, error)
 }
 
-// Config configures a CA. TrustDomain, KeyDir, State and Audit are required.
+// ErrStateConflict says the state was saved by another server since this
+// one loaded it: nothing was saved, and the CA must Reload before it
+// rotates again.
+var ErrStateConflict = errors.New("ca: the CA state was changed by another server")
+
+// Config configures a CA. TrustDomain, State and Audit are required, and
+// KeyDir unless Keys is given.
 type Config struct {
 	TrustDomain spiffeid.TrustDomain
 	// KeyDir holds softkms key files.
 	KeyDir string
+	// Keys, when set, makes and holds the keys instead of the KMS in
+	// KeyDir (KMS and KeyDir are then unused).
+	Keys KeyStore
 	// KMS is a go.step.sm/crypto KMS URI; DefaultKMS when empty.
 	KMS string
 	// RootTTL is the lifetime of a self-made root (default 1 year).
@@ -109,11 +120,14 @@ type state struct {
 // CA issues SVIDs for one trust domain.
 type CA struct {
 	cfg  Config
-	keys *keyManager
+	keys KeyStore
 	log  *slog.Logger
 
-	mu sync.RWMutex
-	st state
+	// saveMu orders Rotate and Reload, which both replace st from the
+	// store; mu guards st for the signers.
+	saveMu sync.Mutex
+	mu     sync.RWMutex
+	st     state
 }
 
 // New opens the CA, loading its state and keys, and runs a first rotation
@@ -122,7 +136,7 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 	if cfg.TrustDomain.IsZero() {
 		return nil, errors.New("ca: trust domain is required")
 	}
-	if cfg.State == nil || cfg.Audit == nil || cfg.KeyDir == "" {
+	if cfg.State == nil || cfg.Audit == nil || cfg.KeyDir == "" && cfg.Keys == nil {
 		return nil, errors.New("ca: state store, audit log and key dir are required")
 	}
 	if cfg.RootTTL == 0 {
@@ -140,32 +154,59 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	keys, err := newKeyManager(ctx, cfg.KMS, cfg.KeyDir)
-	if err != nil {
-		return nil, err
+	keys := cfg.Keys
+	if keys == nil {
+		km, err := newKeyManager(ctx, cfg.KMS, cfg.KeyDir)
+		if err != nil {
+			return nil, err
+		}
+		keys = km
 	}
 	c := &CA{cfg: cfg, keys: keys, log: cfg.Logger.With("part", "ca")}
-	raw, err := cfg.State.LoadCAState(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("ca: loading state: %w", err)
-	}
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &c.st); err != nil {
-			return nil, fmt.Errorf("ca: decoding state: %w", err)
+	// Servers sharing a store may all start on an empty one: each makes a
+	// CA, one saves first, the others reload and take its CA.
+	for attempt := 0; ; attempt++ {
+		if err := c.Reload(ctx); err != nil {
+			return nil, err
 		}
-		for _, a := range c.st.Authorities {
+		if err := c.checkUpstream(); err != nil {
+			return nil, err
+		}
+		_, err := c.Rotate(ctx)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, ErrStateConflict) || attempt == 2 {
+			return nil, err
+		}
+	}
+}
+
+// Reload replaces the CA's state with the store's: the CA was saved by
+// another server (a Kubernetes replica that leads). A state that does not
+// load leaves the CA as it was.
+func (c *CA) Reload(ctx context.Context) error {
+	c.saveMu.Lock()
+	defer c.saveMu.Unlock()
+	raw, err := c.cfg.State.LoadCAState(ctx)
+	if err != nil {
+		return fmt.Errorf("ca: loading state: %w", err)
+	}
+	var st state
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("ca: decoding state: %w", err)
+		}
+		for _, a := range st.Authorities {
 			if err := c.hydrate(a); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	if err := c.checkUpstream(); err != nil {
-		return nil, err
-	}
-	if _, err := c.Rotate(ctx); err != nil {
-		return nil, err
-	}
-	return c, nil
+	c.mu.Lock()
+	c.st = st
+	c.mu.Unlock()
+	return nil
 }
 
 // hydrate parses an authority's certificate or key and loads its signer.
@@ -185,7 +226,7 @@ func (c *CA) hydrate(a *authority) error {
 		a.pub = pub
 	}
 	if a.KeyRef != "" && a.Status != StatusRetired {
-		signer, err := c.keys.load(a.KeyRef)
+		signer, err := c.keys.LoadKey(a.KeyRef)
 		if err != nil {
 			return err
 		}
@@ -240,6 +281,8 @@ func due(a *authority, now time.Time, num, den int64) bool {
 // prepares, activates and retires roots, intermediates and JWT keys. It
 // reports whether the trust bundle changed. It is safe to call often.
 func (c *CA) Rotate(ctx context.Context) (bool, error) {
+	c.saveMu.Lock()
+	defer c.saveMu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.cfg.Now()
@@ -324,11 +367,19 @@ func (c *CA) Rotate(ctx context.Context) (bool, error) {
 		c.log.Error("ca: rotation outcome not recorded; reconciled at the next start", "error", serr)
 	}
 	if err != nil {
+		// On a conflict nothing was saved: the keys made for this state
+		// are dropped. On any other error the save may have happened, so
+		// they stay.
+		for _, a := range next.Authorities {
+			if errors.Is(err, ErrStateConflict) && a.KeyRef != "" && !c.holds(a) {
+				_ = c.keys.RemoveKey(a.KeyRef)
+			}
+		}
 		return false, fmt.Errorf("ca: saving state: %w", err)
 	}
 	c.st = next
 	for _, ref := range removed {
-		if err := c.keys.remove(ref); err != nil {
+		if err := c.keys.RemoveKey(ref); err != nil {
 			c.log.Warn("ca: expired key not removed", "error", err)
 		}
 	}
@@ -336,6 +387,16 @@ func (c *CA) Rotate(ctx context.Context) (bool, error) {
 		c.log.Info("ca rotation", "event", e.Type, "authority", e.Details["id"], "not_after", e.Details["not_after"])
 	}
 	return bundleChanged, nil
+}
+
+// holds says whether the state in force has an authority with a's key.
+func (c *CA) holds(a *authority) bool {
+	for _, x := range c.st.Authorities {
+		if x.KeyRef == a.KeyRef {
+			return true
+		}
+	}
+	return false
 }
 
 // setStatus replaces a in st with a copy of a in the new status, so the
@@ -395,7 +456,7 @@ func (c *CA) makeRoot(st *state) (*authority, error) {
 		root := up.root()
 		return &authority{Kind: KindRoot, CertDER: root.Raw, cert: root, pub: root.PublicKey, NotBefore: root.NotBefore, NotAfter: root.NotAfter, Upstream: true}, nil
 	}
-	signer, ref, err := c.keys.create(c.keyName(KindRoot))
+	signer, ref, err := c.keys.CreateKey(c.keyName(KindRoot))
 	if err != nil {
 		return nil, err
 	}
@@ -413,7 +474,7 @@ func (c *CA) makeIntermediate(st *state) (*authority, error) {
 	if parent == nil {
 		return nil, errors.New("ca: no active root to sign an intermediate")
 	}
-	signer, ref, err := c.keys.create(c.keyName(KindIntermediate))
+	signer, ref, err := c.keys.CreateKey(c.keyName(KindIntermediate))
 	if err != nil {
 		return nil, err
 	}

@@ -15,7 +15,7 @@ import (
 )
 
 func (c *CA) makeJWTKey(st *state) (*authority, error) {
-	signer, ref, err := c.keys.create(c.keyName(KindJWT))
+	signer, ref, err := c.keys.CreateKey(c.keyName(KindJWT))
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,19 @@ import (
 	"go.step.sm/crypto/pemutil"
 )
 
+// KeyStore makes, loads and removes the CA's signing keys. A key is named
+// by the reference CreateKey returns, which the CA keeps in its state.
+// Keys are P-256 (ECDSA with SHA-256). The built-in store is softkms in the
+// key directory; on Kubernetes the server passes one that keeps the keys
+// in a Secret beside the state (package k8s/secretkeys).
+type KeyStore interface {
+	CreateKey(name string) (crypto.Signer, string, error)
+	LoadKey(ref string) (crypto.Signer, error)
+	RemoveKey(ref string) error
+}
+
+var _ KeyStore = (*keyManager)(nil)
+
 // keyManager makes and loads the CA's signing keys through a KMS.
 type keyManager struct {
 	km  apiv1.KeyManager
@@ -49,9 +62,9 @@ func newKeyManager(ctx context.Context, uri, dir string) (*keyManager, error) {
 	return &keyManager{km: km, typ: typ, dir: dir}, nil
 }
 
-// create makes a new P-256 key called name and returns its signer and the
-// reference that load takes back.
-func (m *keyManager) create(name string) (crypto.Signer, string, error) {
+// CreateKey makes a new P-256 key called name and returns its signer and
+// the reference that LoadKey takes back.
+func (m *keyManager) CreateKey(name string) (crypto.Signer, string, error) {
 	resp, err := m.km.CreateKey(&apiv1.CreateKeyRequest{Name: name, SignatureAlgorithm: apiv1.ECDSAWithSHA256})
 	if err != nil {
 		return nil, "", fmt.Errorf("ca: creating key %s: %w", name, err)
@@ -73,8 +86,8 @@ func (m *keyManager) create(name string) (crypto.Signer, string, error) {
 	return signer, "softkms:path=" + path, nil
 }
 
-// load returns the signer for a reference made by create.
-func (m *keyManager) load(ref string) (crypto.Signer, error) {
+// LoadKey returns the signer for a reference made by CreateKey.
+func (m *keyManager) LoadKey(ref string) (crypto.Signer, error) {
 	if !strings.HasPrefix(ref, "softkms:") {
 		return nil, fmt.Errorf("ca: key %q: not a softkms key", ref)
 	}
@@ -85,8 +98,9 @@ func (m *keyManager) load(ref string) (crypto.Signer, error) {
 	return signer, nil
 }
 
-// remove deletes a key that is no longer needed (an expired authority's).
-func (m *keyManager) remove(ref string) error {
+// RemoveKey deletes a key that is no longer needed (an expired
+// authority's).
+func (m *keyManager) RemoveKey(ref string) error {
 	path := strings.TrimPrefix(ref, "softkms:path=")
 	if path == ref {
 		return nil

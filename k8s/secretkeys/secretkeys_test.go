@@ -1,0 +1,182 @@
+package secretkeys
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/ca"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const ns = "sigil-system"
+
+// TestSecretKeyStoreConflicts is the store's compare-and-swap: a save
+// over a Secret this store has not read fails with ca.ErrStateConflict and
+// writes nothing, whether the Secret was created or updated since.
+func TestSecretKeyStoreConflicts(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name string
+		// other runs on a second store of the same Secret between this
+		// store's load and its save.
+		other func(t *testing.T, o *Store)
+	}{
+		{"created by another replica", func(t *testing.T, o *Store) {
+			if err := o.SaveCAState(ctx, []byte(`{"other":true}`)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"updated by another replica", func(t *testing.T, o *Store) {
+			if err := o.SaveCAState(ctx, []byte(`{"other":true}`)); err != nil {
+				t.Fatal(err)
+			}
+			if err := o.SaveCAState(ctx, []byte(`{"other":2}`)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			client := casClientset()
+			secrets := client.CoreV1().Secrets(ns)
+			mine, other := New(secrets, DefaultName), New(secrets, DefaultName)
+			if _, err := mine.LoadCAState(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := other.LoadCAState(ctx); err != nil {
+				t.Fatal(err)
+			}
+			tc.other(t, other)
+			if _, ref, err := mine.CreateKey("intermediate-1"); err != nil || ref == "" {
+				t.Fatalf("CreateKey: %q, %v", ref, err)
+			}
+			err := mine.SaveCAState(ctx, []byte(`{"mine":true}`))
+			if !errors.Is(err, ca.ErrStateConflict) {
+				t.Fatalf("save over another replica's Secret: %v, want ErrStateConflict", err)
+			}
+			sec, err := secrets.Get(ctx, DefaultName, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(sec.Data[StateKey]) == `{"mine":true}` || sec.Data["intermediate-1"+keySuffix] != nil {
+				t.Fatalf("a conflicting save was written: %v", sec.Data)
+			}
+			// Reloaded, the store saves over the newer Secret.
+			if _, err := mine.LoadCAState(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := mine.SaveCAState(ctx, []byte(`{"mine":true}`)); err != nil {
+				t.Fatalf("save after reload: %v", err)
+			}
+		})
+	}
+}
+
+// TestSecretKeyStoreKeys: a key made is loadable at once, reaches the
+// Secret with the next save (PEM, type Opaque), is loadable by another
+// replica after its load, and a removed key is left out of the next save.
+func TestSecretKeyStoreKeys(t *testing.T) {
+	ctx := context.Background()
+	client := casClientset()
+	secrets := client.CoreV1().Secrets(ns)
+	s := New(secrets, DefaultName)
+	signer, ref, err := s.CreateKey("root-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.LoadKey(ref); err != nil || !got.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(signer.Public()) {
+		t.Fatalf("LoadKey before save: %v", err)
+	}
+	if err := s.SaveCAState(ctx, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := secrets.Get(ctx, DefaultName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sec.Type != "Opaque" || len(sec.Data["root-1.key"]) == 0 {
+		t.Fatalf("Secret: type %q, keys %d", sec.Type, len(sec.Data))
+	}
+	other := New(secrets, DefaultName)
+	if _, err := other.LoadKey(ref); !errors.Is(err, ErrNoKey) {
+		t.Fatalf("LoadKey before load: %v, want ErrNoKey", err)
+	}
+	if _, err := other.LoadCAState(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := other.LoadKey(ref); err != nil || !got.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(signer.Public()) {
+		t.Fatalf("LoadKey on another replica: %v", err)
+	}
+	if err := other.RemoveKey(ref); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.SaveCAState(ctx, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	sec, err = secrets.Get(ctx, DefaultName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := sec.Data["root-1.key"]; ok {
+		t.Fatal("a removed key is still in the Secret")
+	}
+	if _, err := s.LoadKey("softkms:path=/etc/passwd"); err == nil {
+		t.Fatal("LoadKey of a softkms reference succeeded")
+	}
+}
+
+// TestSecretKeyStoreCreateRace starts CAs on one empty Secret at once, as
+// replicas do at a cluster's first start: they end with one CA (the same
+// roots and signing intermediate), the losers having taken the winner's.
+func TestSecretKeyStoreCreateRace(t *testing.T) {
+	ctx := context.Background()
+	client := casClientset()
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	const replicas = 4
+	cas := make([]*ca.CA, replicas)
+	errs := make([]error, replicas)
+	var wg sync.WaitGroup
+	for i := range replicas {
+		log, err := audit.Open(filepath.Join(t.TempDir(), "audit.log"), time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { log.Close() })
+		store := New(client.CoreV1().Secrets(ns), DefaultName)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cas[i], errs[i] = ca.New(ctx, ca.Config{TrustDomain: td, State: store, Keys: store, Audit: log, Logger: slog.New(slog.DiscardHandler)})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+	}
+	want := cas[0].Bundle().X509Authorities()
+	if len(want) != 1 {
+		t.Fatalf("replica 0 has %d roots, want 1", len(want))
+	}
+	for i, c := range cas[1:] {
+		got := c.Bundle().X509Authorities()
+		if len(got) != 1 || !got[0].Equal(want[0]) {
+			t.Fatalf("replica %d has another CA than replica 0", i+1)
+		}
+	}
+	// Every replica signs, with the one intermediate, an SVID the others'
+	// bundle verifies.
+	a, b := cas[1].Authorities(), cas[0].Authorities()
+	if len(a) != len(b) || a[1].ID != b[1].ID {
+		t.Fatalf("authorities differ: %+v vs %+v", a, b)
+	}
+}

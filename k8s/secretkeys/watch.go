@@ -1,0 +1,51 @@
+package secretkeys
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Watch follows the Secret with an informer limited to it and calls
+// changed whenever it holds a resourceVersion this store did not write or
+// read itself: another replica rotated the CA. It returns once the
+// informer has synced and runs until ctx is done.
+func (s *Store) Watch(ctx context.Context, changed func()) error {
+	sel := fields.OneTermEqualSelector("metadata.name", s.name).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return s.secrets.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return s.secrets.Watch(ctx, o)
+		},
+	}
+	seen := func(obj any) {
+		sec, ok := obj.(*corev1.Secret)
+		if !ok || sec.Name != s.name || sec.ResourceVersion == s.Version() {
+			return
+		}
+		changed()
+	}
+	_, ctrl := cache.NewInformerWithOptions(cache.InformerOptions{
+		ListerWatcher: lw,
+		ObjectType:    &corev1.Secret{},
+		Handler: cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { seen(obj) },
+			UpdateFunc: func(_, obj any) { seen(obj) },
+		},
+	})
+	go ctrl.RunWithContext(ctx)
+	if !cache.WaitForCacheSync(ctx.Done(), ctrl.HasSynced) {
+		return fmt.Errorf("secretkeys: watching Secret %s: %w", s.name, ctx.Err())
+	}
+	return nil
+}
