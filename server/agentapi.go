@@ -70,6 +70,9 @@ func (s *Server) callerAgent(ctx context.Context) (spiffeid.ID, error) {
 	}
 	if _, err := s.store.GetAgent(ctx, id.String()); err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
+			err = s.adoptAgent(ctx, id, info.State.PeerCertificates[0]) // k8s_leader.go
+		}
+		if errors.Is(err, registry.ErrNotFound) {
 			return spiffeid.ID{}, status.Errorf(codes.PermissionDenied, "agent %s is not registered", id)
 		}
 		return spiffeid.ID{}, status.Error(codes.Unavailable, err.Error())
@@ -86,6 +89,9 @@ func HashJoinToken(token string) string {
 
 // Attest exchanges a join token for an agent SVID.
 func (s *Server) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agentv1.AttestResponse, error) {
+	if err := s.leaderOnly(); err != nil {
+		return nil, err
+	}
 	now := s.now()
 	if req.GetJoinToken() == "" {
 		return nil, status.Error(codes.InvalidArgument, "join_token is required")
@@ -127,6 +133,9 @@ func (s *Server) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agent
 
 // RenewAgent signs a fresh SVID for the calling agent.
 func (s *Server) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest) (*agentv1.RenewAgentResponse, error) {
+	if err := s.leaderOnly(); err != nil {
+		return nil, err
+	}
 	id, err := s.callerAgent(ctx)
 	if err != nil {
 		return nil, err
@@ -196,6 +205,9 @@ func (s *Server) entryFor(ctx context.Context, agent spiffeid.ID, entryID string
 // The caller's entries are read once per batch, and CSRs are checked and
 // signed on every core (see bench/README.md for the rate).
 func (s *Server) BatchNewX509SVID(ctx context.Context, req *agentv1.BatchNewX509SVIDRequest) (*agentv1.BatchNewX509SVIDResponse, error) {
+	if err := s.leaderOnly(); err != nil {
+		return nil, err
+	}
 	agent, err := s.callerAgent(ctx)
 	if err != nil {
 		return nil, err
@@ -295,6 +307,9 @@ func (s *Server) signEntry(entries map[string]registry.Entry, agent spiffeid.ID,
 
 // NewJWTSVID signs a JWT-SVID for one of the caller's entries.
 func (s *Server) NewJWTSVID(ctx context.Context, req *agentv1.NewJWTSVIDRequest) (*agentv1.NewJWTSVIDResponse, error) {
+	if err := s.leaderOnly(); err != nil {
+		return nil, err
+	}
 	agent, err := s.callerAgent(ctx)
 	if err != nil {
 		return nil, err

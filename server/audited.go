@@ -106,7 +106,7 @@ func (s *Server) tookEffect(ctx context.Context, e audit.Event) (bool, string, e
 // rotation) holds the authority a CA event names: present for a
 // preparation, and past prepared for an activation.
 func (s *Server) caStateHolds(ctx context.Context, e audit.Event) (bool, error) {
-	raw, err := s.store.LoadCAState(ctx)
+	raw, err := s.caStatePeek(ctx)
 	if err != nil || raw == nil {
 		return false, err
 	}

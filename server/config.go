@@ -128,6 +128,7 @@ func (c Config) Validate() (*checked, error) {
 	}
 	errs = append(errs, checkAuditExport(c)...)
 	errs = append(errs, out.Kubernetes.check()...)
+	errs = append(errs, out.checkHA()...)
 	if out.StatsMaxKeys == 0 {
 		out.StatsMaxKeys = DefaultStatsMaxKeys
 	}

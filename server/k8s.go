@@ -32,6 +32,8 @@ type KubeConfig struct {
 	// Namespace is where Sigil's own objects live (--k8s-namespace,
 	// default kube.DefaultNamespace).
 	Namespace string
+	// Leader is how replicas elect the one that signs (k8s_leader.go).
+	Leader LeaderConfig
 }
 
 // DefaultK8sCluster is --k8s-cluster's default.
@@ -70,7 +72,9 @@ type kubePart struct {
 
 // kubeParts lists the server's Kubernetes parts in start order.
 func (s *Server) kubeParts() []kubePart {
-	return []kubePart{}
+	return []kubePart{
+		{name: "leader", start: s.startLeader},
+	}
 }
 
 // startKube connects to the API server and starts every part; the first
@@ -81,11 +85,13 @@ func (s *Server) startKube(ctx context.Context, wg *sync.WaitGroup) error {
 	if !k.Enabled {
 		return nil
 	}
-	clients, err := kube.Connect(kube.Options{Kubeconfig: k.Kubeconfig, UserAgent: "sigil-server"})
-	if err != nil {
-		return fmt.Errorf("server: %w", err)
+	if s.kube == nil { // connected already for the CA's Secret (k8s_leader.go)
+		clients, err := kube.Connect(kube.Options{Kubeconfig: k.Kubeconfig, UserAgent: "sigil-server"})
+		if err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+		s.kube = clients
 	}
-	s.kube = clients
 	for _, p := range s.kubeParts() {
 		if err := p.start(ctx, wg); err != nil {
 			return fmt.Errorf("server: kubernetes %s: %w", p.name, err)

@@ -79,6 +79,7 @@ type Server struct {
 	auditOut *auditStream // the audit stream's spool and exporters (auditexport.go)
 
 	kube *kube.Clients // the API server's clients with --kubernetes, else nil (k8s.go)
+	ha   *haState      // the CA Secret and leader election with --kubernetes, else nil (k8s_leader.go)
 
 	agentv1.UnimplementedAgentServer
 }
@@ -118,10 +119,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer auditLog.Close()
+	ha, kubeClients, err := openHA(c, log)
+	if err != nil {
+		return err
+	}
+	caState, caKeys := ha.caStores(store)
 	authority, err := ca.New(ctx, ca.Config{
-		TrustDomain: c.td, KeyDir: ca.KeyDir(c.DataDir), KMS: c.KMS,
+		TrustDomain: c.td, KeyDir: ca.KeyDir(c.DataDir), KMS: c.KMS, Keys: caKeys,
 		RootTTL: c.RootTTL, CATTL: c.CATTL, Upstream: c.upstream,
-		State: store, Audit: auditLog, Logger: log,
+		State: caState, Audit: auditLog, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -130,8 +136,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	s := &Server{cfg: c, log: log, store: store, audit: auditLog, ca: authority, changes: newBroadcaster(), now: time.Now, refusedSeen: map[string]bool{}, stats: stats, auditOut: auditOut}
+	s := &Server{cfg: c, log: log, store: store, audit: auditLog, ca: authority, changes: newBroadcaster(), now: time.Now, refusedSeen: map[string]bool{}, stats: stats, auditOut: auditOut, ha: ha, kube: kubeClients}
 	s.metrics = newMetrics(serverMetricsSource{s}, s.now, log)
+	s.metrics.reg.MustRegister(s.leaderGauge())
 	s.metrics.reg.MustRegister(auditOut.collectors()...)
 	s.metrics.watchWindow(stats)
 	if err := s.reconcileAudit(ctx); err != nil {
@@ -145,6 +152,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("server: --bind %s: %w", c.Bind, err)
 	}
+	ha.listening(agentLis.Addr())
 	adminLis, err := listenAdmin(adminv1.AdminSocket(c.DataDir))
 	if err != nil {
 		agentLis.Close()
@@ -277,14 +285,7 @@ func (s *Server) rotateLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		changed, err := s.ca.Rotate(ctx)
-		s.metrics.rotation(changed, err)
-		if err != nil {
-			s.log.Error("ca rotation failed; will retry", "error", err)
-		}
-		if changed {
-			s.changes.Notify()
-		}
+		s.rotateCA(ctx)
 		if n, err := s.store.ExpireProxies(ctx, s.now().Add(-proxyExpiry)); err != nil {
 			s.log.Error("expiring proxies failed", "error", err)
 		} else if n > 0 {

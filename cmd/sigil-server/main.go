@@ -68,6 +68,11 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.Kubernetes.Kubeconfig, "kubeconfig", "", "kubeconfig file with --kubernetes (default: the pod's in-cluster service account)")
 	f.StringVar(&cfg.Kubernetes.Cluster, "k8s-cluster", server.DefaultK8sCluster, "this cluster's name in agent IDs: spiffe://TD/sigil/agent/k8s_psat/CLUSTER/NODE")
 	f.StringVar(&cfg.Kubernetes.Namespace, "k8s-namespace", kube.DefaultNamespace, "namespace of Sigil's own objects (leases, the CA Secret, mesh-wide Policies)")
+	f.StringVar(&cfg.Kubernetes.Leader.PodName, "k8s-pod-name", "", "this replica's pod name in the sigil-server Lease, with --kubernetes (default $HOSTNAME)")
+	f.StringVar(&cfg.Kubernetes.Leader.AdvertiseAddress, "k8s-advertise-address", "", "HOST:PORT agents reach this replica's agent API at when it leads, with --kubernetes (default the --bind address, $POD_IP for 0.0.0.0)")
+	f.DurationVar(&cfg.Kubernetes.Leader.LeaseDuration, "leader-elect-lease-duration", 0, "how long followers wait after the leader's last renewal of the Lease before one takes over, with --kubernetes (default 15s)")
+	f.DurationVar(&cfg.Kubernetes.Leader.RenewDeadline, "leader-elect-renew-deadline", 0, "how long the leader retries renewing the Lease before it stops signing, with --kubernetes (default 10s; less than the lease duration)")
+	f.DurationVar(&cfg.Kubernetes.Leader.RetryPeriod, "leader-elect-retry-period", 0, "how often replicas try to take or renew the Lease, with --kubernetes (default 2s)")
 	logger = logflag.Register(cmd)
 	return cmd
 }

@@ -94,6 +94,20 @@ func (s *Store) LoadCAState(ctx context.Context) ([]byte, error) {
 	return sec.Data[StateKey], nil
 }
 
+// Peek returns the CA's state as the Secret holds it now, nil when it is
+// absent, without changing what the store compares its next save against
+// (so a reader never hides another replica's save from the CA).
+func (s *Store) Peek(ctx context.Context) ([]byte, error) {
+	sec, err := s.secrets.Get(ctx, s.name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("secretkeys: reading Secret %s: %w", s.name, err)
+	}
+	return sec.Data[StateKey], nil
+}
+
 // take makes sec the store's last known Secret. s.mu is held.
 func (s *Store) take(sec *corev1.Secret) {
 	s.version = sec.ResourceVersion
