@@ -47,6 +47,9 @@ import (
 
 // Config is what `sigil-agent run` takes.
 type Config struct {
+	// ServerAddr is --server: a server's HOST:PORT, or several replicas'
+	// separated by commas; a HOST with several addresses (a headless
+	// Service) counts as each of them.
 	ServerAddr  string
 	TrustBundle string
 	TrustDomain string
@@ -82,10 +85,8 @@ const DefaultSocket = "/run/sigil/agent.sock"
 // Validate checks the config, naming each bad flag.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.ServerAddr == "" {
-		errs = append(errs, errors.New("--server is required"))
-	} else if _, _, err := net.SplitHostPort(c.ServerAddr); err != nil {
-		errs = append(errs, fmt.Errorf("--server %q: %w", c.ServerAddr, err))
+	if _, err := ParseServers(c.ServerAddr); err != nil {
+		errs = append(errs, err)
 	}
 	if c.TrustBundle == "" {
 		errs = append(errs, errors.New("--trust-bundle is required"))
@@ -177,7 +178,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := a.loadTrust(); err != nil {
 		return err
 	}
-	a.client = &client{addr: cfg.ServerAddr, td: a.td, svid: &a.svid, bundles: a}
+	addrs, _ := ParseServers(cfg.ServerAddr) // checked by Validate
+	a.client = &client{servers: newServers(addrs), log: log, td: a.td, svid: &a.svid, bundles: a}
 	defer a.client.close()
 	if err := a.ensureSVID(ctx); err != nil {
 		return err

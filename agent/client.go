@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 
@@ -23,15 +24,18 @@ import (
 // client is the agent's connection to the server. It authenticates with
 // the agent's current SVID and trusts only the server's SPIFFE ID under the
 // current bundle. After the agent SVID is renewed, reset swaps in a new
-// connection so later handshakes present the new certificate.
+// connection so later handshakes present the new certificate. With several
+// server replicas it talks to one and moves on failure (servers.go).
 type client struct {
-	addr    string
+	servers *servers
+	log     *slog.Logger
 	td      spiffeid.TrustDomain
 	svid    *atomic.Pointer[x509svid.SVID]
 	bundles x509bundle.Source
 
-	mu   sync.Mutex
-	conn *grpc.ClientConn
+	mu       sync.Mutex
+	conn     *grpc.ClientConn
+	connAddr string // the replica conn goes to
 }
 
 // svidSource adapts the agent SVID pointer to go-spiffe's x509svid.Source.
@@ -59,18 +63,32 @@ func (c *client) tlsConfig(withSVID bool) *tls.Config {
 }
 
 func (c *client) dial(withSVID bool) (*grpc.ClientConn, error) {
+	return c.dialTo(c.servers.current(), withSVID)
+}
+
+func (c *client) dialTo(addr string, withSVID bool) (*grpc.ClientConn, error) {
 	// Reconnects follow the agent's backoff (at most a few seconds), not
 	// gRPC's default, which waits up to 2 minutes once a server is away.
-	conn, err := grpc.NewClient("passthrough:///"+c.addr, grpc.WithTransportCredentials(credentials.NewTLS(c.tlsConfig(withSVID))),
-		grpc.WithConnectParams(backoff.GRPCConnectParams()))
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(c.tlsConfig(withSVID))),
+		grpc.WithConnectParams(backoff.GRPCConnectParams()),
+		grpc.WithChainUnaryInterceptor(c.failoverUnary(withSVID)), grpc.WithChainStreamInterceptor(c.failoverStream))
 	if err != nil {
-		return nil, fmt.Errorf("agent: dialing %s: %w", c.addr, err)
+		return nil, fmt.Errorf("agent: dialing %s: %w", addr, err)
 	}
 	return conn, nil
 }
 
 // api returns the agent API over the current mTLS connection.
 func (c *client) api() (agentv1.AgentClient, error) {
+	conn, err := c.current()
+	if err != nil {
+		return nil, err
+	}
+	return agentv1.NewAgentClient(conn), nil
+}
+
+// current returns the current mTLS connection, dialling it if need be.
+func (c *client) current() (*grpc.ClientConn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conn == nil {
@@ -78,9 +96,19 @@ func (c *client) api() (agentv1.AgentClient, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.conn = conn
+		c.conn, c.connAddr = conn, c.servers.current()
 	}
-	return agentv1.NewAgentClient(c.conn), nil
+	return c.conn, nil
+}
+
+// resetFrom drops the connection if it still goes to addr, which failed.
+func (c *client) resetFrom(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil && c.connAddr == addr {
+		c.conn.Close()
+		c.conn = nil
+	}
 }
 
 // reset drops the connection; the next call dials afresh.

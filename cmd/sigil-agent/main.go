@@ -38,7 +38,7 @@ func newRun() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.ServerAddr, "server", "", "HOST:PORT of sigil-server's agent API (required)")
+	f.Var(serverList{&cfg.ServerAddr}, "server", "HOST:PORT of sigil-server's agent API (required); several replicas: repeat the flag or separate with commas, or name a headless Service whose DNS name has one address per replica")
 	f.StringVar(&cfg.TrustBundle, "trust-bundle", "", "PEM roots to trust the server by on first contact (from `sigil-server bundle show`) (required)")
 	f.StringVar(&cfg.TrustDomain, "trust-domain", "", "trust domain (default: read from the bundle's root)")
 	f.StringVar(&cfg.JoinTokenFile, "join-token-file", "", "file holding a single-use join token (from `sigil-server token generate --output FILE`), mode 0600; \"-\" reads it from stdin. Re-read to re-attest when the agent SVID has expired or been refused")
@@ -140,4 +140,23 @@ func uriOf(c *x509.Certificate) string {
 		return ""
 	}
 	return "  " + c.URIs[0].String()
+}
+
+// serverList is --server: each use adds addresses to the comma-separated
+// list agent.Config.ServerAddr holds, so the single form works as before.
+type serverList struct{ p *string }
+
+func (l serverList) String() string {
+	if l.p == nil { // pflag's zero value, for --help
+		return ""
+	}
+	return *l.p
+}
+func (l serverList) Type() string { return "HOST:PORT[,HOST:PORT...]" }
+func (l serverList) Set(v string) error {
+	if *l.p != "" {
+		v = *l.p + "," + v
+	}
+	*l.p = v
+	return nil
 }
