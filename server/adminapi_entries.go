@@ -48,10 +48,26 @@ func ValidateEntry(td spiffeid.TrustDomain, req adminv1.EntryRequest) (registry.
 			errs = append(errs, fmt.Errorf("services: %q is not a service name (a DNS label), nor NAME.NAMESPACE", svc))
 		}
 	}
+	if req.ID != "" && !validEntryID(req.ID) {
+		errs = append(errs, fmt.Errorf("id %s: want 1 to 64 of A-Z a-z 0-9 . _ -", naming.Quote(req.ID)))
+	}
 	if len(errs) > 0 {
 		return registry.Entry{}, errors.Join(errs...)
 	}
-	return registry.Entry{SPIFFEID: id.String(), ParentID: parent.String(), Selectors: sels, X509TTL: req.X509TTL, JWTTTL: req.JWTTTL, Services: req.Services, Source: registry.SourceLocal}, nil
+	return registry.Entry{ID: req.ID, SPIFFEID: id.String(), ParentID: parent.String(), Selectors: sels, X509TTL: req.X509TTL, JWTTTL: req.JWTTTL, Services: req.Services, Source: registry.SourceLocal}, nil
+}
+
+// validEntryID reports whether id may name an entry given by hand.
+func validEntryID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Server) createEntry(r *http.Request) (any, error) {
@@ -63,7 +79,9 @@ func (s *Server) createEntry(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, adminv1.Errorf(http.StatusBadRequest, "entry: %v", err)
 	}
-	e.ID = registry.NewEntryID()
+	if e.ID == "" {
+		e.ID = registry.NewEntryID()
+	}
 	// Audit first: a change that happened is never missing from the trail
 	// (at worst a refused one appears in it, marked by the error log).
 	var created registry.Entry

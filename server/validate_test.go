@@ -30,6 +30,9 @@ func TestValidateEntry(t *testing.T) {
 		{"no selectors", adminv1.EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1}, []string{"selectors: at least one"}},
 		{"bad selector", adminv1.EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:x"}}, []string{"decimal id"}},
 		{"ttl too short", adminv1.EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:1"}, X509TTL: time.Second}, []string{"x509_ttl"}},
+		{"entry id given", adminv1.EntryRequest{ID: "web-node1", SPIFFEID: "spiffe://example.org/ns/a/sa/b", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, nil},
+		{"entry id with a slash", adminv1.EntryRequest{ID: "a/b", SPIFFEID: "spiffe://example.org/ns/a/sa/b", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"id \"a/b\""}},
+		{"entry id too long", adminv1.EntryRequest{ID: strings.Repeat("a", 65), SPIFFEID: "spiffe://example.org/ns/a/sa/b", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"id "}},
 		{"all wrong at once", adminv1.EntryRequest{SPIFFEID: "nope", ParentID: "nope"}, []string{"spiffe_id", "parent_id", "selectors"}},
 	}
 	for _, tt := range tests {
@@ -39,7 +42,7 @@ func TestValidateEntry(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if e.SPIFFEID != tt.req.SPIFFEID || len(e.Selectors) != 1 {
+				if e.SPIFFEID != tt.req.SPIFFEID || len(e.Selectors) != 1 || e.ID != tt.req.ID {
 					t.Fatalf("entry %+v", e)
 				}
 				return

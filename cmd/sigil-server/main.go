@@ -178,6 +178,7 @@ func newEntry() *cobra.Command {
 	}
 	a.register(create)
 	cf := create.Flags()
+	cf.StringVar(&req.ID, "entry-id", "", "the entry's ID, 1 to 64 of A-Z a-z 0-9 . _ - (default: a random one); the same hand-made entry on every server replica of a Kubernetes HA install needs the same ID")
 	cf.StringVar(&req.ParentID, "parent-id", "", "the agent whose node the workloads run on (required)")
 	cf.StringVar(&req.SPIFFEID, "spiffe-id", "", "the SPIFFE ID to grant (required)")
 	cf.StringArrayVar(&req.Selectors, "selector", nil, "a selector such as unix:uid:1000; repeat for more (all must match)")

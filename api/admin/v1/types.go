@@ -50,6 +50,11 @@ type TokenResponse struct {
 // EntryRequest asks for a registration entry. A TTL of 0 takes the
 // server's default.
 type EntryRequest struct {
+	// ID is the entry's ID (SPIRE's -entryID): 1 to 64 of A-Z a-z 0-9 . _ -;
+	// "" for a random one. Server replicas that each keep their own
+	// registry (Kubernetes HA) need the same hand-made entry under the
+	// same ID, since agents ask for SVIDs by entry ID.
+	ID        string        `json:"id,omitempty"`
 	SPIFFEID  string        `json:"spiffe_id"`
 	ParentID  string        `json:"parent_id"`
 	Selectors []string      `json:"selectors"`
