@@ -68,10 +68,11 @@ func (s *Server) callerAgent(ctx context.Context) (spiffeid.ID, error) {
 	if !naming.IsAgentID(s.cfg.td, id) {
 		return spiffeid.ID{}, status.Errorf(codes.PermissionDenied, "%s is not an agent identity", id)
 	}
-	if _, err := s.store.GetAgent(ctx, id.String()); err != nil {
-		if errors.Is(err, registry.ErrNotFound) {
-			err = s.adoptAgent(ctx, id, info.State.PeerCertificates[0]) // k8s_leader.go
-		}
+	_, err = s.store.GetAgent(ctx, id.String())
+	if errors.Is(err, registry.ErrNotFound) {
+		err = s.adoptAgent(ctx, id, info.State.PeerCertificates[0]) // k8s_leader.go
+	}
+	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
 			return spiffeid.ID{}, status.Errorf(codes.PermissionDenied, "agent %s is not registered", id)
 		}
