@@ -119,7 +119,7 @@ func openHA(c *checked, log *slog.Logger) (*haState, *kube.Clients, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("server: %w", err)
 	}
-	h := &haState{secret: secretkeys.New(clients.Core.CoreV1().Secrets(c.Kubernetes.Namespace), secretkeys.DefaultName)}
+	h := &haState{secret: secretkeys.New(clients.Core, c.Kubernetes.Namespace, secretkeys.DefaultName)}
 	return h, clients, nil
 }
 

@@ -14,7 +14,7 @@
 //
 // Typical use:
 //
-//	store := secretkeys.New(clients.Core.CoreV1().Secrets(ns), secretkeys.DefaultName)
+//	store := secretkeys.New(clients.Core, ns, secretkeys.DefaultName)
 //	authority, err := ca.New(ctx, ca.Config{TrustDomain: td, State: store, Keys: store, Audit: log})
 //	go store.Watch(ctx, func() { _ = authority.Reload(ctx) })
 package secretkeys
@@ -36,6 +36,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 )
 
@@ -55,6 +56,7 @@ const (
 // Store is the CA's state and keys in one Secret. Its methods are safe for
 // concurrent use.
 type Store struct {
+	client  kubernetes.Interface
 	secrets corev1client.SecretInterface
 	name    string
 
@@ -70,10 +72,10 @@ var (
 	_ ca.KeyStore   = (*Store)(nil)
 )
 
-// New returns the store of the Secret called name that secrets reaches
-// (one namespace's Secrets). It reads nothing until LoadCAState.
-func New(secrets corev1client.SecretInterface, name string) *Store {
-	return &Store{secrets: secrets, name: name, keys: map[string][]byte{}, pending: map[string][]byte{}, removed: map[string]bool{}}
+// New returns the store of the Secret namespace/name. It reads nothing
+// until LoadCAState.
+func New(client kubernetes.Interface, namespace, name string) *Store {
+	return &Store{client: client, secrets: client.CoreV1().Secrets(namespace), name: name, keys: map[string][]byte{}, pending: map[string][]byte{}, removed: map[string]bool{}}
 }
 
 // LoadCAState reads the Secret and returns the CA's state, or nil when

@@ -47,7 +47,7 @@ func TestSecretKeyStoreConflicts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			client := casClientset()
 			secrets := client.CoreV1().Secrets(ns)
-			mine, other := New(secrets, DefaultName), New(secrets, DefaultName)
+			mine, other := New(client, ns, DefaultName), New(client, ns, DefaultName)
 			if _, err := mine.LoadCAState(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -87,7 +87,7 @@ func TestSecretKeyStoreKeys(t *testing.T) {
 	ctx := context.Background()
 	client := casClientset()
 	secrets := client.CoreV1().Secrets(ns)
-	s := New(secrets, DefaultName)
+	s := New(client, ns, DefaultName)
 	signer, ref, err := s.CreateKey("root-1")
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ func TestSecretKeyStoreKeys(t *testing.T) {
 	if sec.Type != "Opaque" || len(sec.Data["root-1.key"]) == 0 {
 		t.Fatalf("Secret: type %q, keys %d", sec.Type, len(sec.Data))
 	}
-	other := New(secrets, DefaultName)
+	other := New(client, ns, DefaultName)
 	if _, err := other.LoadKey(ref); !errors.Is(err, ErrNoKey) {
 		t.Fatalf("LoadKey before load: %v, want ErrNoKey", err)
 	}
@@ -150,7 +150,7 @@ func TestSecretKeyStoreCreateRace(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { log.Close() })
-		store := New(client.CoreV1().Secrets(ns), DefaultName)
+		store := New(client, ns, DefaultName)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -178,5 +178,56 @@ func TestSecretKeyStoreCreateRace(t *testing.T) {
 	a, b := cas[1].Authorities(), cas[0].Authorities()
 	if len(a) != len(b) || a[1].ID != b[1].ID {
 		t.Fatalf("authorities differ: %+v vs %+v", a, b)
+	}
+}
+
+// TestSecretKeyStoreWatch: a replica hears of a save another replica made
+// (to reload its CA), and not of its own.
+func TestSecretKeyStoreWatch(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := casClientset()
+	mine, other := New(client, ns, DefaultName), New(client, ns, DefaultName)
+	if err := mine.SaveCAState(ctx, []byte(`{"v":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	changed := make(chan struct{}, 10)
+	if err := mine.Watch(ctx, func() { changed <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.LoadCAState(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.SaveCAState(ctx, []byte(`{"v":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("another replica's save was not seen")
+	}
+	if got, err := mine.LoadCAState(ctx); err != nil || string(got) != `{"v":2}` {
+		t.Fatalf("reload: %s, %v", got, err)
+	}
+	if err := mine.SaveCAState(ctx, []byte(`{"v":3}`)); err != nil {
+		t.Fatal(err)
+	}
+	// Its own save is not news. A second save by the other replica is, so
+	// its arrival bounds the wait for a wrong one.
+	if _, err := other.LoadCAState(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.SaveCAState(ctx, []byte(`{"v":4}`)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("another replica's second save was not seen")
+	}
+	select {
+	case <-changed:
+		t.Fatal("a replica was told of its own save")
+	default:
 	}
 }

@@ -36,7 +36,9 @@ func (s *Store) Watch(ctx context.Context, changed func()) error {
 		changed()
 	}
 	_, ctrl := cache.NewInformerWithOptions(cache.InformerOptions{
-		ListerWatcher: lw,
+		// The wrapper tells the reflector whether the client streams lists
+		// (a fake clientset does not).
+		ListerWatcher: cache.ToListWatcherWithWatchListSemantics(lw, s.client),
 		ObjectType:    &corev1.Secret{},
 		Handler: cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { seen(obj) },
