@@ -121,7 +121,7 @@ func (i *Injector) review(ctx context.Context, req *admissionv1.AdmissionRequest
 		return deny(err)
 	}
 	if !v.inject {
-		i.log.Debug("pod not injected", "namespace", ns, "pod", req.Name, "reason", v.reason)
+		i.log.Info("pod not injected", "namespace", ns, "pod", req.Name, "reason", v.reason)
 		resp.Allowed = true
 		return resp
 	}
