@@ -105,6 +105,9 @@ func (s *Server) startWebhook(ctx context.Context, wg *sync.WaitGroup) error {
 	if err != nil {
 		return err
 	}
+	if err := s.metrics.reg.Register(inj.Collector()); err != nil {
+		return fmt.Errorf("webhook metrics: %w", err)
+	}
 	id, hosts := naming.ServerID(s.cfg.td), inject.ServingHosts(ns, w.TLSSANs)
 	cert, err := inject.NewServingCert(func(pub crypto.PublicKey) ([]*x509.Certificate, error) {
 		return s.ca.SignServingCert(pub, id, hosts, s.cfg.DefaultX509TTL)

@@ -3,7 +3,9 @@ package kube
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -165,9 +167,36 @@ func TestSidecarInjectionWebhook(t *testing.T) {
 	// an explicit refusal), with the reason in the API server's answer.
 	bad := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "nameless", Labels: map[string]string{"tier": "x"}},
 		Spec: corev1.PodSpec{ServiceAccountName: "web", Containers: []corev1.Container{{Name: "app", Image: "sigil-e2e/app"}}}}
-	if _, err := pods("shop").Create(ctx, bad, metav1.CreateOptions{}); err == nil || !regexp.MustCompile(`no service name`).MatchString(err.Error()) {
+	if _, err := pods("shop").Create(ctx, bad, metav1.CreateOptions{}); err == nil || !strings.Contains(err.Error(), "no service name") {
 		t.Fatalf("pod without a service name: %v", err)
 	}
+
+	// The server counts what it did: shop/web-0 and plain/web-1 injected;
+	// skipped: shop/web-1, batch-0, and the API server's re-invocation
+	// (reinvocationPolicy IfNeeded) of each injected Pod, which the
+	// injector answers "already injected"; nameless refused.
+	resp, err := http.Get(strings.TrimSuffix(m.Dashboard, "/") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	metrics, _ := io.ReadAll(resp.Body)
+	for result, n := range map[string]string{"injected": "2", "skipped": "4", "refused": "1"} {
+		if !regexp.MustCompile(`(?m)^sigil_server_sidecar_injections_total\{result="` + result + `"\} ` + n + `$`).Match(metrics) {
+			t.Errorf("want sigil_server_sidecar_injections_total{result=%q} %s in:\n%s", result, n, grepLines(string(metrics), "sidecar_injections"))
+		}
+	}
+}
+
+// grepLines keeps the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // freeLoopbackPort returns a loopback port free a moment ago.

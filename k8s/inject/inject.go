@@ -39,6 +39,7 @@ import (
 	"log/slog"
 	"slices"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sigil-mesh/sigil/naming"
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -154,6 +155,7 @@ type Injector struct {
 	cfg        checked
 	namespaces NamespaceLabels
 	log        *slog.Logger
+	results    *prometheus.CounterVec // by result: injected, skipped, refused
 }
 
 // New checks cfg and returns an Injector that reads namespace labels
@@ -166,5 +168,21 @@ func New(cfg Config, namespaces NamespaceLabels, log *slog.Logger) (*Injector, e
 	if namespaces == nil {
 		return nil, errors.New("inject: no namespace lookup")
 	}
-	return &Injector{cfg: c, namespaces: namespaces, log: log}, nil
+	results := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sigil_server_sidecar_injections_total",
+		Help: "Pod admissions the sidecar injector answered, by result: injected, skipped (not opted in, opted out, already injected...), refused (a malformed request or a Pod it cannot inject)."}, []string{"result"})
+	for _, r := range []string{resultInjected, resultSkipped, resultRefused} {
+		results.WithLabelValues(r)
+	}
+	return &Injector{cfg: c, namespaces: namespaces, log: log, results: results}, nil
 }
+
+// Results of an admission, the values of the result label.
+const (
+	resultInjected = "injected"
+	resultSkipped  = "skipped"
+	resultRefused  = "refused"
+)
+
+// Collector is the injector's Prometheus series,
+// sigil_server_sidecar_injections_total, for the server's registry.
+func (i *Injector) Collector() prometheus.Collector { return i.results }

@@ -94,6 +94,7 @@ func (i *Injector) review(ctx context.Context, req *admissionv1.AdmissionRequest
 	deny := func(err error) *admissionv1.AdmissionResponse {
 		resp.Allowed = false
 		resp.Result = &metav1.Status{Status: metav1.StatusFailure, Code: http.StatusBadRequest, Reason: metav1.StatusReasonBadRequest, Message: err.Error()}
+		i.results.WithLabelValues(resultRefused).Inc()
 		i.log.Warn("pod refused by the sidecar injector", "namespace", req.Namespace, "pod", req.Name, "error", err)
 		return resp
 	}
@@ -102,6 +103,7 @@ func (i *Injector) review(ctx context.Context, req *admissionv1.AdmissionRequest
 	}
 	if req.Operation != admissionv1.Create {
 		// Init containers are immutable after creation.
+		i.results.WithLabelValues(resultSkipped).Inc()
 		resp.Allowed = true
 		return resp
 	}
@@ -121,6 +123,7 @@ func (i *Injector) review(ctx context.Context, req *admissionv1.AdmissionRequest
 		return deny(err)
 	}
 	if !v.inject {
+		i.results.WithLabelValues(resultSkipped).Inc()
 		i.log.Info("pod not injected", "namespace", ns, "pod", req.Name, "reason", v.reason)
 		resp.Allowed = true
 		return resp
@@ -131,6 +134,7 @@ func (i *Injector) review(ctx context.Context, req *admissionv1.AdmissionRequest
 	}
 	pt := admissionv1.PatchTypeJSONPatch
 	resp.Allowed, resp.Patch, resp.PatchType = true, patch, &pt
+	i.results.WithLabelValues(resultInjected).Inc()
 	i.log.Info("sidecar injected", "namespace", ns, "pod", req.Name, "reason", v.reason)
 	return resp
 }
@@ -140,28 +144,32 @@ func (i *Injector) review(ctx context.Context, req *admissionv1.AdmissionRequest
 // not a well-formed review gets a 4xx, which the API server counts as a
 // failed call (refused under failurePolicy Fail).
 func (i *Injector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	fail := func(code int, msg string) {
+		i.results.WithLabelValues(resultRefused).Inc()
+		i.log.Warn("malformed admission review", "status", code, "error", msg)
+		http.Error(w, msg, code)
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		http.Error(w, "inject: POST an AdmissionReview", http.StatusMethodNotAllowed)
+		fail(http.StatusMethodNotAllowed, "inject: POST an AdmissionReview")
 		return
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		http.Error(w, "inject: Content-Type must be application/json", http.StatusUnsupportedMediaType)
+		fail(http.StatusUnsupportedMediaType, "inject: Content-Type must be application/json")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxReviewBytes))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			http.Error(w, fmt.Sprintf("inject: admission review over %d bytes", MaxReviewBytes), http.StatusRequestEntityTooLarge)
+			fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("inject: admission review over %d bytes", MaxReviewBytes))
 			return
 		}
-		http.Error(w, "inject: reading the admission review: "+err.Error(), http.StatusBadRequest)
+		fail(http.StatusBadRequest, "inject: reading the admission review: "+err.Error())
 		return
 	}
 	rev, err := DecodeReview(body)
 	if err != nil {
-		i.log.Warn("malformed admission review", "error", err)
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		fail(http.StatusBadRequest, err.Error())
 		return
 	}
 	out := admissionv1.AdmissionReview{TypeMeta: typeMetaReview, Response: i.review(r.Context(), rev.Request)}

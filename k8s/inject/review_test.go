@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
 )
 
@@ -26,6 +27,7 @@ func reviewBody(t testing.TB, req *admissionv1.AdmissionRequest) []byte {
 func TestWebhookHTTP(t *testing.T) {
 	inj := newTestInjector(t)
 	good := reviewBody(t, request(t, newPod("meshed")))
+	refused := 0
 	for _, tc := range []struct {
 		name        string
 		method      string
@@ -57,6 +59,10 @@ func TestWebhookHTTP(t *testing.T) {
 				t.Fatalf("%d %q, want %d containing %q", w.Code, w.Body.String(), tc.status, tc.want)
 			}
 			if w.Code != http.StatusOK {
+				refused++
+				if got := testutil.ToFloat64(inj.results.WithLabelValues(resultRefused)); got != float64(refused) {
+					t.Fatalf("refused counter %v, want %d", got, refused)
+				}
 				return
 			}
 			rev, err := decodeReviewResponse(w.Body.Bytes())
