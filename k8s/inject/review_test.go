@@ -8,7 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	admissionv1 "k8s.io/api/admission/v1"
 )
 
@@ -60,7 +61,7 @@ func TestWebhookHTTP(t *testing.T) {
 			}
 			if w.Code != http.StatusOK {
 				refused++
-				if got := testutil.ToFloat64(inj.results.WithLabelValues(resultRefused)); got != float64(refused) {
+				if got := counterValue(t, inj.results.WithLabelValues(resultRefused)); got != float64(refused) {
 					t.Fatalf("refused counter %v, want %d", got, refused)
 				}
 				return
@@ -74,6 +75,16 @@ func TestWebhookHTTP(t *testing.T) {
 			}
 		})
 	}
+}
+
+// counterValue reads a counter.
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
 
 // decodeReviewResponse reads the handler's answer as the API server does.
