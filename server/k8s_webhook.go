@@ -47,6 +47,10 @@ type InjectConfig struct {
 	ProxyImage, ProxyCPU, ProxyMemory string
 }
 
+// informerSyncTimeout bounds the wait for the namespaces informer's
+// first list at start.
+const informerSyncTimeout = 30 * time.Second
+
 // DefaultWebhookBind is --webhook-bind's default.
 const DefaultWebhookBind = ":8443"
 
@@ -91,10 +95,14 @@ func (s *Server) startWebhook(ctx context.Context, wg *sync.WaitGroup) error {
 	labels := namespaceLabels{lister: nsInformer.Lister(), core: s.kube.Core}
 	nsInformer.Informer()
 	factory.Start(ctx.Done())
-	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+	// A list the API server forbids is retried forever by the informer:
+	// bound the wait so a missing RBAC rule stops the server, named.
+	syncCtx, cancelSync := context.WithTimeout(ctx, informerSyncTimeout)
+	defer cancelSync()
+	for typ, ok := range factory.WaitForCacheSync(syncCtx.Done()) {
 		if !ok {
 			factory.Shutdown()
-			return fmt.Errorf("%v informer did not sync", typ)
+			return fmt.Errorf("the %v informer did not sync within %s: can the server list and watch namespaces (RBAC)?", typ, informerSyncTimeout)
 		}
 	}
 	// Informer goroutines end with ctx; Shutdown waits for them.
