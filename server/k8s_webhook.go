@@ -102,7 +102,7 @@ func (s *Server) startWebhook(ctx context.Context, wg *sync.WaitGroup) error {
 	for typ, ok := range factory.WaitForCacheSync(syncCtx.Done()) {
 		if !ok {
 			factory.Shutdown()
-			return fmt.Errorf("the %v informer did not sync within %s: can the server list and watch namespaces (RBAC)?", typ, informerSyncTimeout)
+			return fmt.Errorf("server: the %v informer did not sync within %s: can the server list and watch namespaces (RBAC)?", typ, informerSyncTimeout)
 		}
 	}
 	// Informer goroutines end with ctx; Shutdown waits for them.
@@ -114,7 +114,7 @@ func (s *Server) startWebhook(ctx context.Context, wg *sync.WaitGroup) error {
 		return err
 	}
 	if err := s.metrics.reg.Register(inj.Collector()); err != nil {
-		return fmt.Errorf("webhook metrics: %w", err)
+		return fmt.Errorf("server: webhook metrics: %w", err)
 	}
 	id, hosts := naming.ServerID(s.cfg.td), inject.ServingHosts(ns, w.TLSSANs)
 	cert, err := inject.NewServingCert(func(pub crypto.PublicKey) ([]*x509.Certificate, error) {
@@ -128,7 +128,7 @@ func (s *Server) startWebhook(ctx context.Context, wg *sync.WaitGroup) error {
 
 	lis, err := net.Listen("tcp", w.Bind)
 	if err != nil {
-		return fmt.Errorf("--webhook-bind %s: %w", w.Bind, err)
+		return fmt.Errorf("server: --webhook-bind %s: %w", w.Bind, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle(inject.Path, inj)
@@ -140,7 +140,7 @@ func (s *Server) startWebhook(ctx context.Context, wg *sync.WaitGroup) error {
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	log.Info("sidecar injection webhook serving", "addr", lis.Addr().String(), "path", inject.Path, "webhook_config", w.ConfigName, "not_after", cert.Leaf().NotAfter)
+	log.Info("sidecar injection webhook serving", "webhook", lis.Addr().String(), "path", inject.Path, "webhook_config", w.ConfigName, "not_after", cert.Leaf().NotAfter)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()

@@ -3,6 +3,8 @@ package kube
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -43,7 +45,10 @@ func TestSidecarInjectionWebhook(t *testing.T) {
 	}
 
 	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.Kubeconfig,
-		"--webhook-bind", "127.0.0.1:"+port, "--webhook-tls-san", "127.0.0.1", "--inject-proxy-image", "sigil-e2e/sigil:dev")
+		"--webhook-bind", "127.0.0.1:"+port, "--webhook-tls-san", "127.0.0.1", "--inject-proxy-image", "sigil-e2e/sigil:dev",
+		// Short-lived certificates, so the serving one is renewed during
+		// the test.
+		"--default-x509-ttl", "20s")
 	m.Server.WaitFor(`"msg":"sidecar injection webhook serving"`, 30*time.Second)
 	m.Server.WaitFor(`"msg":"webhook configuration's ca bundle updated"`, 30*time.Second)
 
@@ -58,6 +63,8 @@ func TestSidecarInjectionWebhook(t *testing.T) {
 			t.Fatalf("webhook %s caBundle:\n%s\nwant Sigil's bundle:\n%s", w.Name, w.ClientConfig.CABundle, bundle)
 		}
 	}
+
+	first := servingCert(t, "127.0.0.1:"+port, bundle)
 
 	k.Namespace("shop", map[string]string{inject.LabelInject: inject.LabelInjectEnabled})
 	k.Namespace("plain", nil)
@@ -186,6 +193,35 @@ func TestSidecarInjectionWebhook(t *testing.T) {
 			t.Errorf("want sigil_server_sidecar_injections_total{result=%q} %s in:\n%s", result, n, grepLines(string(metrics), "sidecar_injections"))
 		}
 	}
+
+	// The serving certificate is renewed at half-life; the new one chains
+	// to the same bundle, and the API server keeps calling the webhook.
+	m.Server.WaitFor(`"msg":"webhook serving certificate renewed"`, 30*time.Second)
+	if renewed := servingCert(t, "127.0.0.1:"+port, bundle); renewed.SerialNumber.Cmp(first.SerialNumber) == 0 {
+		t.Fatal("the webhook still serves its first certificate")
+	}
+	checkInjected(create("shop", "web-2", map[string]string{"app": "web"}, nil))
+}
+
+// servingCert dials the webhook as the API server does (trusting only
+// bundle, checking the host name) and returns the certificate it serves,
+// after checking it is the server's SVID.
+func servingCert(t *testing.T, addr string, bundle []byte) *x509.Certificate {
+	t.Helper()
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(bundle) {
+		t.Fatal("bundle holds no certificate")
+	}
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatalf("webhook TLS, trusting Sigil's bundle: %v", err)
+	}
+	defer conn.Close()
+	leaf := conn.ConnectionState().PeerCertificates[0]
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://"+harness.TrustDomain+"/sigil/server" {
+		t.Fatalf("serving certificate's URI SANs %v, want the server's SPIFFE ID", leaf.URIs)
+	}
+	return leaf
 }
 
 // grepLines keeps the lines of s that contain sub.
