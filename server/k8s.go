@@ -45,6 +45,7 @@ func (k *KubeConfig) check() []error {
 		if k.Kubeconfig != "" {
 			errs = append(errs, errors.New("--kubeconfig needs --kubernetes"))
 		}
+		errs = append(errs, k.Inject.checkOff()...)
 		return errs
 	}
 	if k.Cluster == "" {

@@ -79,6 +79,27 @@ func (w *InjectConfig) check(ns string) []error {
 	return errs
 }
 
+// checkOff refuses the webhook's flags, set to other than their defaults,
+// on a server without --kubernetes (no flag is accepted and ignored).
+func (w *InjectConfig) checkOff() []error {
+	var errs []error
+	for _, f := range []struct{ flag, v, def string }{
+		{"--webhook-bind", w.Bind, DefaultWebhookBind},
+		{"--webhook-config-name", w.ConfigName, inject.DefaultWebhookConfig},
+		{"--inject-proxy-image", w.ProxyImage, inject.DefaultImage},
+		{"--inject-proxy-cpu", w.ProxyCPU, inject.DefaultCPURequest},
+		{"--inject-proxy-memory", w.ProxyMemory, inject.DefaultMemoryRequest},
+	} {
+		if f.v != "" && f.v != f.def {
+			errs = append(errs, fmt.Errorf("%s needs --kubernetes", f.flag))
+		}
+	}
+	if len(w.TLSSANs) > 0 {
+		errs = append(errs, errors.New("--webhook-tls-san needs --kubernetes"))
+	}
+	return errs
+}
+
 // webhookPart is the injection webhook's entry in kubeParts.
 func (s *Server) webhookPart() kubePart {
 	return kubePart{name: "webhook", start: s.startWebhook}

@@ -42,3 +42,32 @@ func TestWebhookFlagsChecked(t *testing.T) {
 		})
 	}
 }
+
+// TestWebhookFlagsNeedKubernetes: without --kubernetes the webhook's
+// flags at their defaults pass (they are always filled in), and any other
+// value is refused rather than ignored.
+func TestWebhookFlagsNeedKubernetes(t *testing.T) {
+	defaults := InjectConfig{Bind: DefaultWebhookBind, ConfigName: inject.DefaultWebhookConfig, ProxyImage: inject.DefaultImage,
+		ProxyCPU: inject.DefaultCPURequest, ProxyMemory: inject.DefaultMemoryRequest}
+	if errs := (&KubeConfig{Inject: defaults}).check(); len(errs) != 0 {
+		t.Fatalf("defaults refused: %v", errs)
+	}
+	for _, tc := range []struct {
+		flag string
+		mod  func(*InjectConfig)
+	}{
+		{"--webhook-bind", func(w *InjectConfig) { w.Bind = ":9443" }},
+		{"--webhook-config-name", func(w *InjectConfig) { w.ConfigName = "other" }},
+		{"--webhook-tls-san", func(w *InjectConfig) { w.TLSSANs = []string{"127.0.0.1"} }},
+		{"--inject-proxy-image", func(w *InjectConfig) { w.ProxyImage = "mine" }},
+		{"--inject-proxy-cpu", func(w *InjectConfig) { w.ProxyCPU = "1" }},
+		{"--inject-proxy-memory", func(w *InjectConfig) { w.ProxyMemory = "1Gi" }},
+	} {
+		w := defaults
+		tc.mod(&w)
+		errs := (&KubeConfig{Inject: w}).check()
+		if len(errs) != 1 || !strings.Contains(errs[0].Error(), tc.flag+" needs --kubernetes") {
+			t.Errorf("%s without --kubernetes: %v", tc.flag, errs)
+		}
+	}
+}
