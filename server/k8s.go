@@ -34,6 +34,8 @@ type KubeConfig struct {
 	Namespace string
 	// Leader is how replicas elect the one that signs (k8s_leader.go).
 	Leader LeaderConfig
+	// Inject is the sidecar injection webhook (k8s_webhook.go).
+	Inject InjectConfig
 }
 
 // DefaultK8sCluster is --k8s-cluster's default.
@@ -45,6 +47,7 @@ func (k *KubeConfig) check() []error {
 		if k.Kubeconfig != "" {
 			errs = append(errs, errors.New("--kubeconfig needs --kubernetes"))
 		}
+		errs = append(errs, k.Inject.checkOff()...)
 		return errs
 	}
 	if k.Cluster == "" {
@@ -59,6 +62,7 @@ func (k *KubeConfig) check() []error {
 	if !naming.ValidName(k.Namespace) {
 		errs = append(errs, fmt.Errorf("--k8s-namespace %s: not a Kubernetes namespace name", naming.Quote(k.Namespace)))
 	}
+	errs = append(errs, k.Inject.check(k.Namespace)...)
 	return errs
 }
 
@@ -74,6 +78,7 @@ type kubePart struct {
 func (s *Server) kubeParts() []kubePart {
 	return []kubePart{
 		{name: "leader", start: s.startLeader},
+		s.webhookPart(),
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/sigil-mesh/sigil/atomicfile"
 	"github.com/sigil-mesh/sigil/cmd/internal/logflag"
 	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
+	"github.com/sigil-mesh/sigil/k8s/inject"
 	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/server"
@@ -73,6 +74,12 @@ func newRun() *cobra.Command {
 	f.DurationVar(&cfg.Kubernetes.Leader.LeaseDuration, "leader-elect-lease-duration", 0, "how long followers wait after the leader's last renewal of the Lease before one takes over, with --kubernetes (default 15s)")
 	f.DurationVar(&cfg.Kubernetes.Leader.RenewDeadline, "leader-elect-renew-deadline", 0, "how long the leader retries renewing the Lease before it stops signing, with --kubernetes (default 10s; less than the lease duration)")
 	f.DurationVar(&cfg.Kubernetes.Leader.RetryPeriod, "leader-elect-retry-period", 0, "how often replicas try to take or renew the Lease, with --kubernetes (default 2s)")
+	f.StringVar(&cfg.Kubernetes.Inject.Bind, "webhook-bind", server.DefaultWebhookBind, "HOST:PORT of the sidecar injection webhook (HTTPS, certificate from Sigil's CA) with --kubernetes; \"\" serves none")
+	f.StringVar(&cfg.Kubernetes.Inject.ConfigName, "webhook-config-name", inject.DefaultWebhookConfig, "MutatingWebhookConfiguration whose caBundle the server keeps equal to its trust bundle")
+	f.StringArrayVar(&cfg.Kubernetes.Inject.TLSSANs, "webhook-tls-san", nil, "DNS name or IP the webhook's certificate also names, beside sigil-server.NAMESPACE.svc[.cluster.local] (repeatable; for a webhook configuration that calls a URL)")
+	f.StringVar(&cfg.Kubernetes.Inject.ProxyImage, "inject-proxy-image", inject.DefaultImage, "image of the injected sidecar and iptables step: sigil-proxy and iptables on its PATH (built from deploy/Dockerfile; none is published)")
+	f.StringVar(&cfg.Kubernetes.Inject.ProxyCPU, "inject-proxy-cpu", inject.DefaultCPURequest, "CPU request of the injected sidecar and iptables step")
+	f.StringVar(&cfg.Kubernetes.Inject.ProxyMemory, "inject-proxy-memory", inject.DefaultMemoryRequest, "memory request of the injected sidecar and iptables step")
 	logger = logflag.Register(cmd)
 	return cmd
 }

@@ -121,7 +121,9 @@ func TestHALeaderFailover(t *testing.T) {
 	flags := func(pod string) []string {
 		return []string{"--kubernetes", "--kubeconfig", k.Kubeconfig, "--k8s-namespace", "sigil-system", "--k8s-pod-name", pod,
 			"--leader-elect-lease-duration", lease.String(), "--leader-elect-renew-deadline", "2s", "--leader-elect-retry-period", "500ms",
-			"--default-x509-ttl", "20s"}
+			"--default-x509-ttl", "20s",
+			// Both replicas run on this host: no webhook, whose port is fixed.
+			"--webhook-bind", ""}
 	}
 	a := harness.StartMesh(t, flags("sigil-server-a")...)
 	a.Server.WaitFor(`"msg":"leading: this replica signs"`, 30*time.Second)
