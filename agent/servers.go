@@ -37,12 +37,12 @@ func ParseServers(s string) ([]string, error) {
 		}
 		host, port, err := net.SplitHostPort(a)
 		if err != nil || host == "" || port == "" {
-			return nil, fmt.Errorf("--server %q: want HOST:PORT", a)
+			return nil, fmt.Errorf("agent: --server %q: want HOST:PORT", a)
 		}
 		out = append(out, a)
 	}
 	if len(out) == 0 {
-		return nil, errors.New("--server is required")
+		return nil, errors.New("agent: --server is required")
 	}
 	return out, nil
 }
@@ -196,7 +196,7 @@ func (c *client) failoverUnary(withSVID bool) grpc.UnaryClientInterceptor {
 			}
 			next, now := c.servers.moveOn(ctx, addr, leader)
 			if next != addr {
-				c.log.Info("server replica changed", "from", addr, "to", next, "method", method, "error", status.Convert(err).Message())
+				c.log.Info("server replica changed", "previous_server", addr, "server", next, "method", method, "error", status.Convert(err).Message())
 			}
 			if !now && !backoff.Sleep(ctx, b.Next(), nil) {
 				return err
@@ -237,7 +237,7 @@ func (c *client) streamFailed(ctx context.Context, addr string, err error) {
 		return
 	}
 	if next, _ := c.servers.moveOn(ctx, addr, ""); next != addr {
-		c.log.Info("server replica changed", "from", addr, "to", next, "error", status.Convert(err).Message())
+		c.log.Info("server replica changed", "previous_server", addr, "server", next, "error", status.Convert(err).Message())
 		c.resetFrom(addr)
 	}
 }

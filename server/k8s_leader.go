@@ -60,7 +60,7 @@ func (c *Config) checkHA() []error {
 	l := &c.Kubernetes.Leader
 	if !c.Kubernetes.Enabled {
 		if *l != (LeaderConfig{}) {
-			return []error{errors.New("--k8s-pod-name, --k8s-advertise-address and --leader-elect-* need --kubernetes")}
+			return []error{errors.New("server: --k8s-pod-name, --k8s-advertise-address and --leader-elect-* need --kubernetes")}
 		}
 		return nil
 	}
@@ -182,7 +182,7 @@ func (s *Server) advertised() (string, error) {
 	}
 	p := s.ha.addr.Load()
 	if p == nil {
-		return "", errors.New("the agent API is not listening yet")
+		return "", errors.New("server: the agent API is not listening yet")
 	}
 	host, port, err := net.SplitHostPort(*p)
 	if err != nil {
@@ -191,7 +191,7 @@ func (s *Server) advertised() (string, error) {
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = os.Getenv("POD_IP")
 		if host == "" {
-			return "", fmt.Errorf("--bind %s listens on every address and $POD_IP is unset: give --k8s-advertise-address", *p)
+			return "", fmt.Errorf("server: --bind %s listens on every address and $POD_IP is unset: give --k8s-advertise-address", *p)
 		}
 	}
 	return net.JoinHostPort(host, port), nil

@@ -167,9 +167,9 @@ func (e *Elector) set(leading bool, leader string) {
 	}
 	switch {
 	case leading:
-		e.cfg.Logger.Info("leading: this replica signs", "identity", leader)
+		e.cfg.Logger.Info("leading: this replica signs", "leader", leader)
 	case was:
-		e.cfg.Logger.Warn("stopped leading: this replica no longer signs", "identity", e.cfg.Identity)
+		e.cfg.Logger.Warn("stopped leading: this replica no longer signs", "leader", e.cfg.Identity)
 	default:
 		e.cfg.Logger.Info("new leader", "leader", leader)
 	}
