@@ -1,8 +1,12 @@
 package secretkeys
 
 import (
+	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"path/filepath"
@@ -229,5 +233,79 @@ func TestSecretKeyStoreWatch(t *testing.T) {
 	case <-changed:
 		t.Fatal("a replica was told of its own save")
 	default:
+	}
+}
+
+// TestSecretKeyStoreRotation: the leader's rotation of the intermediate
+// writes the Secret; a replica that rotates on a stale copy gets
+// ca.ErrStateConflict and writes nothing, and after Reload it has the
+// leader's CA, keys included (it signs with the new intermediate).
+func TestSecretKeyStoreRotation(t *testing.T) {
+	ctx := context.Background()
+	client := casClientset()
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	var mu sync.Mutex
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	newCA := func() *ca.CA {
+		log, err := audit.Open(filepath.Join(t.TempDir(), "audit.log"), clock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { log.Close() })
+		store := New(client, ns, DefaultName)
+		c, err := ca.New(ctx, ca.Config{TrustDomain: td, State: store, Keys: store, Audit: log, Now: clock,
+			RootTTL: 100 * time.Hour, CATTL: 6 * time.Hour, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	leader, follower := newCA(), newCA()
+	mu.Lock()
+	now = now.Add(4 * time.Hour) // past half the intermediate's life: prepare the next
+	mu.Unlock()
+	if changed, err := leader.Rotate(ctx); err != nil {
+		t.Fatalf("leader's rotation: %v (changed %v)", err, changed)
+	}
+	if _, err := follower.Rotate(ctx); !errors.Is(err, ca.ErrStateConflict) {
+		t.Fatalf("rotation on a stale copy: %v, want ErrStateConflict", err)
+	}
+	if err := follower.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want, got := leader.Authorities(), follower.Authorities()
+	if len(got) != len(want) || len(got) != 5 {
+		t.Fatalf("after reload: %d authorities, leader has %d (want 5: root, two intermediates, two JWT keys)", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].ID != want[i].ID || got[i].Status != want[i].Status {
+			t.Fatalf("authority %d: %+v, leader has %+v", i, got[i], want[i])
+		}
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Hour) // past five sixths: the prepared one takes over
+	mu.Unlock()
+	if _, err := leader.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := follower.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web")
+	a, err := leader.SignX509SVID(key.Public(), id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := follower.SignX509SVID(key.Public(), id, time.Hour)
+	if err != nil {
+		t.Fatalf("the reloaded CA does not sign: %v", err)
+	}
+	if !bytes.Equal(a[1].Raw, b[1].Raw) {
+		t.Fatal("leader and reloaded follower sign with different intermediates")
 	}
 }
