@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,4 +127,27 @@ func TestServerFailoverRetryable(t *testing.T) {
 			t.Errorf("%s: retryable = %q, %v; want %q, %v", tc.name, leader, ok, tc.leader, tc.ok)
 		}
 	}
+}
+
+// FuzzParseServers: --server never panics, and what it accepts is a
+// non-empty list of HOST:PORT with neither part empty.
+func FuzzParseServers(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:8081", "a:1,b:2", "[::1]:8081", " , a:1", "a", ",,,", "sigil-server.sigil-system.svc:8081,[fd00::1]:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := ParseServers(s)
+		if err != nil {
+			return
+		}
+		if len(got) == 0 {
+			t.Fatalf("ParseServers(%q): accepted an empty list", s)
+		}
+		for _, a := range got {
+			host, port, err := net.SplitHostPort(a)
+			if err != nil || host == "" || port == "" || strings.Contains(a, ",") {
+				t.Fatalf("ParseServers(%q): accepted %q", s, a)
+			}
+		}
+	})
 }
