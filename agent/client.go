@@ -69,7 +69,7 @@ func (c *client) dial(withSVID bool) (*grpc.ClientConn, error) {
 func (c *client) dialTo(addr string, withSVID bool) (*grpc.ClientConn, error) {
 	// Reconnects follow the agent's backoff (at most a few seconds), not
 	// gRPC's default, which waits up to 2 minutes once a server is away.
-	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(c.tlsConfig(withSVID))),
+	conn, err := grpc.NewClient(passthrough+addr, grpc.WithTransportCredentials(credentials.NewTLS(c.tlsConfig(withSVID))),
 		grpc.WithConnectParams(backoff.GRPCConnectParams()),
 		grpc.WithChainUnaryInterceptor(c.failoverUnary(withSVID)), grpc.WithChainStreamInterceptor(c.failoverStream))
 	if err != nil {

@@ -154,6 +154,10 @@ func (s *servers) moveOn(ctx context.Context, from, leader string) (string, bool
 	return s.cur, false
 }
 
+// passthrough prefixes a connection's target: the address is dialled as
+// given, without gRPC's resolver.
+const passthrough = "passthrough:///"
+
 // maxAttempts bounds the tries of one call across replicas; with the
 // backoff between them it spans about half a minute.
 const maxAttempts = 10
@@ -181,7 +185,7 @@ func retryable(ctx context.Context, err error) (leader string, ok bool) {
 func (c *client) failoverUnary(withSVID bool) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		var b backoff.Backoff
-		conn, addr := cc, c.servers.current()
+		conn, addr := cc, connAddr(cc)
 		var temp *grpc.ClientConn // a no-SVID connection made for a retry
 		defer func() {
 			if temp != nil {
@@ -223,13 +227,18 @@ func (c *client) failoverUnary(withSVID bool) grpc.UnaryClientInterceptor {
 // failoverStream moves the agent to another replica when a stream's
 // replica goes away, so the stream's loop reconnects elsewhere.
 func (c *client) failoverStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	addr := c.servers.current()
+	addr := connAddr(cc)
 	cs, err := streamer(ctx, desc, cc, method, opts...)
 	if err != nil {
 		c.streamFailed(ctx, addr, err)
 		return nil, err
 	}
 	return &watchedStream{ClientStream: cs, ctx: ctx, c: c, addr: addr}, nil
+}
+
+// connAddr is the replica a connection goes to (dialTo's target).
+func connAddr(cc *grpc.ClientConn) string {
+	return strings.TrimPrefix(cc.Target(), passthrough)
 }
 
 func (c *client) streamFailed(ctx context.Context, addr string, err error) {

@@ -154,7 +154,7 @@ func (s *Store) SaveCAState(ctx context.Context, state []byte) error {
 	case apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) || s.version != "" && apierrors.IsNotFound(err):
 		return fmt.Errorf("secretkeys: Secret %s: %w", s.name, ca.ErrStateConflict)
 	case err != nil:
-		return fmt.Errorf("secretkeys: writing Secret %s: %w", s.name, err)
+		return fmt.Errorf("secretkeys: writing Secret %s (namespace and RBAC: docs/kubernetes.md#high-availability): %w", s.name, err)
 	}
 	s.take(out)
 	s.pending, s.removed = map[string][]byte{}, map[string]bool{}
