@@ -103,8 +103,8 @@ type configRefusal struct {
 
 func (e *configRefusal) Unwrap() error { return e.APIError }
 
-func refuse(status int, reason string, err error) *configRefusal {
-	return &configRefusal{APIError: adminv1.Errorf(status, "%v", err), Reason: reason}
+func refuse(status int, reason string, format string, args ...any) *configRefusal {
+	return &configRefusal{APIError: adminv1.Errorf(status, format, args...), Reason: reason}
 }
 
 // applyResources is the one path every configuration write takes, from
@@ -143,7 +143,7 @@ func (s *Server) applyResources(ctx context.Context, w configWrite) (adminv1.App
 		}
 	}
 	if len(errs) > 0 {
-		return adminv1.ApplyResponse{}, refuse(http.StatusBadRequest, ReasonInvalid, errors.Join(errs...))
+		return adminv1.ApplyResponse{}, refuse(http.StatusBadRequest, ReasonInvalid, "%v", errors.Join(errs...))
 	}
 
 	x, unlock, err := s.lockConfig(ctx)
@@ -185,12 +185,12 @@ func (s *Server) applyResources(ctx context.Context, w configWrite) (adminv1.App
 			Details: map[string]string{"action": action, "spec_sha256": specDigest(items[i].stored.Spec)}})
 	}
 	if total > s.cfg.MaxConfigBytes {
-		return adminv1.ApplyResponse{}, refuse(http.StatusBadRequest, ReasonInvalid, fmt.Errorf("the configuration would be %d bytes encoded; the total limit is %d bytes (--max-config-bytes)", total, s.cfg.MaxConfigBytes))
+		return adminv1.ApplyResponse{}, refuse(http.StatusBadRequest, ReasonInvalid, "the configuration would be %d bytes encoded; the total limit is %d bytes (--max-config-bytes)", total, s.cfg.MaxConfigBytes)
 	}
 	all := x.parsedWith(overlay)
 	if len(overlay) > 0 {
 		if err := traffic.CheckReferences(all); err != nil {
-			return adminv1.ApplyResponse{}, refuse(http.StatusBadRequest, ReasonConflict, err)
+			return adminv1.ApplyResponse{}, refuse(http.StatusBadRequest, ReasonConflict, "%v", err)
 		}
 	}
 	resp.Warnings = subsetWarnings(all, parsed)
@@ -283,7 +283,8 @@ func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKe
 	changes := map[string]*indexed{}
 	var found []registry.ResourceKey
 	var events []audit.Event
-	var refused, conflicts []error
+	var refused []error
+	var errs []error // conflicts: resources of another origin
 	for _, k := range keys {
 		key := k.Kind + "/" + k.Namespace + "/" + k.Name
 		ref, badName := resourceRef(k)
@@ -305,7 +306,7 @@ func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKe
 			if it.stored.Origin == "" {
 				how = "it was applied with sigil apply"
 			}
-			conflicts = append(conflicts, fmt.Errorf("%s comes from %s: %s", ref, describeOrigin(it.stored.Origin), how))
+			errs = append(errs, fmt.Errorf("%s comes from %s: %s", ref, describeOrigin(it.stored.Origin), how))
 			continue
 		}
 		overlay[key], changes[key] = nil, nil
@@ -316,8 +317,8 @@ func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKe
 	if len(refused) > 0 {
 		return adminv1.DeleteResponse{}, adminv1.Errorf(http.StatusBadRequest, "%v", errors.Join(refused...))
 	}
-	if len(conflicts) > 0 {
-		return adminv1.DeleteResponse{}, refuse(http.StatusConflict, ReasonConflict, errors.Join(conflicts...))
+	if len(errs) > 0 {
+		return adminv1.DeleteResponse{}, refuse(http.StatusConflict, ReasonConflict, "%v", errors.Join(errs...))
 	}
 	if len(found) == 0 {
 		return resp, nil

@@ -48,7 +48,7 @@ func checkOrigins(x *configIndex, parsed []traffic.Resource, origin string) erro
 		errs = append(errs, fmt.Errorf("%s already comes from %s: %s", p.Ref(), describeOrigin(old.stored.Origin), how))
 	}
 	if len(errs) > 0 {
-		return refuse(http.StatusConflict, ReasonConflict, errors.Join(errs...))
+		return refuse(http.StatusConflict, ReasonConflict, "%v", errors.Join(errs...))
 	}
 	return nil
 }

@@ -1,0 +1,392 @@
+package crdsource
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	kwatch "k8s.io/apimachinery/pkg/watch"
+	fakediscovery "k8s.io/client-go/discovery/fake"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	clienttesting "k8s.io/client-go/testing"
+)
+
+var (
+	vsGVR     = schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "virtualservices"}
+	drGVR     = schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"}
+	policyGVR = schema.GroupVersionResource{Group: "security.sigil.dev", Version: "v1", Resource: "policies"}
+	routeGVR  = schema.GroupVersionResource{Group: GatewayGroup, Version: "v1", Resource: "httproutes"}
+)
+
+// fakeStore is a Store that keeps documents by object and refuses a
+// document whose spec holds "refuse".
+type fakeStore struct {
+	mu      sync.Mutex
+	docs    map[Object]string
+	changed chan struct{}
+}
+
+func newFakeStore(held ...Object) *fakeStore {
+	f := &fakeStore{docs: map[Object]string{}, changed: make(chan struct{}, 100)}
+	for _, o := range held {
+		f.docs[o] = "{}"
+	}
+	return f
+}
+
+func (f *fakeStore) Apply(_ context.Context, obj Object, doc []byte) error {
+	if strings.Contains(string(doc), "refuse") {
+		return &Refusal{Reason: "Invalid", Message: obj.Kind + " " + obj.Namespace + "/" + obj.Name + `: field "refuse" is not supported by Sigil, at spec.refuse`}
+	}
+	f.mu.Lock()
+	f.docs[obj] = string(doc)
+	f.mu.Unlock()
+	f.changed <- struct{}{}
+	return nil
+}
+
+func (f *fakeStore) Delete(_ context.Context, obj Object) error {
+	f.mu.Lock()
+	_, ok := f.docs[obj]
+	delete(f.docs, obj)
+	f.mu.Unlock()
+	if ok {
+		f.changed <- struct{}{}
+	}
+	return nil
+}
+
+func (f *fakeStore) Stored(context.Context) ([]Object, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Object
+	for o := range f.docs {
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+func (f *fakeStore) doc(o Object) (string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.docs[o]
+	return d, ok
+}
+
+// waitFor waits for the store to change until ok holds.
+func (f *fakeStore) waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for !ok() {
+		select {
+		case <-f.changed:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func obj(gvr schema.GroupVersionResource, kind, ns, name string, generation int64, spec map[string]any) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": gvr.GroupVersion().String(),
+		"kind":       kind,
+		"metadata":   map[string]any{"name": name, "namespace": ns, "generation": generation, "uid": ns + "-" + name},
+		"spec":       spec,
+	}}
+	return u
+}
+
+func resources(gv string, names ...string) *metav1.APIResourceList {
+	l := &metav1.APIResourceList{GroupVersion: gv}
+	for _, n := range names {
+		l.APIResources = append(l.APIResources, metav1.APIResource{Name: n, Namespaced: true, Verbs: metav1.Verbs{"get", "list", "watch"}})
+		l.APIResources = append(l.APIResources, metav1.APIResource{Name: n + "/status", Namespaced: true, Verbs: metav1.Verbs{"get", "update", "patch"}})
+	}
+	return l
+}
+
+// fakeDisc is the fake discovery, its resources changeable while a
+// Source reads them.
+type fakeDisc struct {
+	*fakediscovery.FakeDiscovery
+	mu     sync.Mutex
+	served []*metav1.APIResourceList
+}
+
+func (d *fakeDisc) ServerResourcesForGroupVersion(gv string) (*metav1.APIResourceList, error) {
+	d.mu.Lock()
+	d.FakeDiscovery.Resources = d.served
+	defer d.mu.Unlock()
+	return d.FakeDiscovery.ServerResourcesForGroupVersion(gv)
+}
+
+func (d *fakeDisc) serve(l *metav1.APIResourceList) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.served = append(d.served, l)
+}
+
+type fixture struct {
+	dyn   *dynamicfake.FakeDynamicClient
+	disc  *fakeDisc
+	store *fakeStore
+	src   *Source
+}
+
+func newFixture(t *testing.T, store *fakeStore, leader func() bool, kinds []Kind, served []*metav1.APIResourceList, objs ...runtime.Object) *fixture {
+	return newFixtureRescan(t, store, leader, kinds, served, 0, objs...)
+}
+
+func newFixtureRescan(t *testing.T, store *fakeStore, leader func() bool, kinds []Kind, served []*metav1.APIResourceList, rescan time.Duration, objs ...runtime.Object) *fixture {
+	t.Helper()
+	listKinds := map[schema.GroupVersionResource]string{
+		vsGVR: "VirtualServiceList", drGVR: "DestinationRuleList", policyGVR: "PolicyList", routeGVR: "HTTPRouteList",
+		crdGVR: "CustomResourceDefinitionList",
+	}
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds, objs...)
+	disc := &fakeDisc{FakeDiscovery: &fakediscovery.FakeDiscovery{Fake: &clienttesting.Fake{}}, served: served}
+	src, err := New(Options{Dynamic: dyn, Discovery: disc, Store: store, Kinds: kinds, IsLeader: leader, Rescan: rescan,
+		Log: slog.New(slog.NewTextHandler(testLog, nil)), Now: func() time.Time { return time.Date(2026, 11, 30, 7, 0, 0, 0, time.UTC) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	if err := src.Start(ctx, &wg); err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{dyn: dyn, disc: disc, store: store, src: src}
+}
+
+func (f *fixture) status(t *testing.T, gvr schema.GroupVersionResource, ns, name string) map[string]any {
+	t.Helper()
+	u, err := f.dyn.Resource(gvr).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, _ := unstructured.NestedMap(u.Object, "status")
+	return st
+}
+
+func statusWrites(f *fixture) int {
+	n := 0
+	for _, a := range f.dyn.Actions() {
+		if a.GetVerb() == "update" && a.GetSubresource() == "status" {
+			n++
+		}
+	}
+	return n
+}
+
+func accepted(st map[string]any) (status, reason, message string, gen int64) {
+	conds, _ := st["conditions"].([]any)
+	for _, c := range conds {
+		m := c.(map[string]any)
+		if m["type"] == ConditionAccepted {
+			g, _ := m["observedGeneration"].(int64)
+			return m["status"].(string), m["reason"].(string), m["message"].(string), g
+		}
+	}
+	return "", "", "", 0
+}
+
+var testLog io.Writer = io.Discard
+
+var istioServed = resources("networking.istio.io/v1", "virtualservices", "destinationrules")
+
+// Objects present at start are mirrored before Start returns, each on
+// its own: a refused one gets Accepted=False with the Store's reason
+// and message, an accepted one Accepted=True, both with
+// observedGeneration; what the Store held of objects gone is removed.
+func TestConfigFromCRDsMirrorsEachObject(t *testing.T) {
+	gone := Object{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "default", Name: "gone"}
+	store := newFakeStore(gone)
+	good := obj(vsGVR, "VirtualService", "default", "good", 3, map[string]any{"hosts": []any{"a"}})
+	bad := obj(vsGVR, "VirtualService", "default", "bad", 2, map[string]any{"refuse": true})
+	f := newFixture(t, store, nil, nil, []*metav1.APIResourceList{istioServed}, good, bad)
+
+	goodObj := Object{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "default", Name: "good"}
+	doc, ok := store.doc(goodObj)
+	if !ok {
+		t.Fatal("good not stored at start")
+	}
+	want := `{"apiVersion":"networking.istio.io/v1","kind":"VirtualService","metadata":{"name":"good","namespace":"default"},"spec":{"hosts":["a"]}}`
+	if doc != want {
+		t.Errorf("document %s, want %s", doc, want)
+	}
+	if _, ok := store.doc(gone); ok {
+		t.Error("an object stored earlier and gone from Kubernetes was not removed at start")
+	}
+	if _, ok := store.doc(Object{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "default", Name: "bad"}); ok {
+		t.Error("refused object stored")
+	}
+
+	tests := []struct {
+		name               string
+		status, reason, in string
+		gen                int64
+	}{
+		{"good", "True", "Accepted", "accepted", 3},
+		{"bad", "False", "Invalid", `field "refuse" is not supported by Sigil, at spec.refuse`, 2},
+	}
+	for _, tt := range tests {
+		st := f.status(t, vsGVR, "default", tt.name)
+		status, reason, message, gen := accepted(st)
+		if status != tt.status || reason != tt.reason || !strings.Contains(message, tt.in) || gen != tt.gen {
+			t.Errorf("%s: Accepted=%s reason %s message %q generation %d; want %s %s %q %d", tt.name, status, reason, message, gen, tt.status, tt.reason, tt.in, tt.gen)
+		}
+		if g, _ := st["observedGeneration"].(int64); g != tt.gen {
+			t.Errorf("%s: status.observedGeneration %d, want %d", tt.name, g, tt.gen)
+		}
+	}
+
+	// Deleting the object removes it.
+	if err := f.dyn.Resource(vsGVR).Namespace("default").Delete(context.Background(), "good", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	store.waitFor(t, "the deleted object to go", func() bool { _, ok := store.doc(goodObj); return !ok })
+}
+
+// A status already saying the answer is not written again: resyncs and
+// the update event of Sigil's own status write cost no API call.
+func TestConfigFromCRDsStatusIdempotent(t *testing.T) {
+	store := newFakeStore()
+	f := newFixture(t, store, nil, nil, []*metav1.APIResourceList{istioServed},
+		obj(vsGVR, "VirtualService", "default", "a", 1, map[string]any{"hosts": []any{"a"}}))
+	if n := statusWrites(f); n != 1 {
+		t.Fatalf("%d status writes at start, want 1", n)
+	}
+	f.src.queueAll()
+	for f.src.queue.Len() > 0 {
+		f.src.next(context.Background())
+	}
+	if n := statusWrites(f); n != 1 {
+		t.Errorf("%d status writes after a resync of an unchanged object, want still 1", n)
+	}
+	// Another controller's condition is kept beside Sigil's.
+	u, _ := f.dyn.Resource(vsGVR).Namespace("default").Get(context.Background(), "a", metav1.GetOptions{})
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	conds = append(conds, map[string]any{"type": "Reconciled", "status": "True"})
+	_ = unstructured.SetNestedSlice(u.Object, conds, "status", "conditions")
+	_ = unstructured.SetNestedField(u.Object, int64(2), "metadata", "generation")
+	w, err := f.dyn.Resource(vsGVR).Namespace("default").Watch(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if _, err := f.dyn.Resource(vsGVR).Namespace("default").UpdateStatus(context.Background(), u, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(10 * time.Second)
+	for {
+		var ev kwatch.Event
+		select {
+		case ev = <-w.ResultChan():
+		case <-timeout:
+			t.Fatal("the new generation's condition was not written")
+		}
+		st, _, _ := unstructured.NestedMap(ev.Object.(*unstructured.Unstructured).Object, "status")
+		if _, _, _, gen := accepted(st); gen == 2 {
+			if c, _ := st["conditions"].([]any); len(c) != 2 {
+				t.Errorf("conditions %v: want Sigil's and the other controller's", c)
+			}
+			return
+		}
+	}
+}
+
+// Only the leader writes status; the objects are mirrored on every
+// replica.
+func TestConfigFromCRDsOnlyLeaderWritesStatus(t *testing.T) {
+	store := newFakeStore()
+	f := newFixture(t, store, func() bool { return false }, nil, []*metav1.APIResourceList{istioServed},
+		obj(vsGVR, "VirtualService", "default", "a", 1, map[string]any{"hosts": []any{"a"}}))
+	if _, ok := store.doc(Object{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "default", Name: "a"}); !ok {
+		t.Error("a follower did not mirror the object")
+	}
+	if n := statusWrites(f); n != 0 {
+		t.Errorf("a follower wrote status %d times", n)
+	}
+}
+
+// A kind whose CRD is installed after the start is watched once
+// discovery shows it (at a CRD's event, or the periodic rescan this
+// test relies on: the fake's watch may miss an event sent before it
+// is established).
+func TestConfigFromCRDsInstalledLater(t *testing.T) {
+	store := newFakeStore()
+	f := newFixtureRescan(t, store, nil, nil, []*metav1.APIResourceList{istioServed}, 20*time.Millisecond)
+	f.disc.serve(resources("security.sigil.dev/v1", "policies"))
+	crd := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+		"metadata": map[string]any{"name": "policies.security.sigil.dev"},
+	}}
+	p := obj(policyGVR, "Policy", "default", "authz", 1, map[string]any{"modules": map[string]any{"a.rego": "package sigil.authz"}})
+	if _, err := f.dyn.Resource(policyGVR).Namespace("default").Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.dyn.Resource(crdGVR).Create(context.Background(), crd, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := Object{Group: "security.sigil.dev", Kind: "Policy", Namespace: "default", Name: "authz"}
+	store.waitFor(t, "the policy of a CRD installed later", func() bool { _, ok := store.doc(want); return ok })
+}
+
+// A route is Sigil's only when a parentRef is a Service (GAMMA); its
+// status has one parent entry per such parentRef under Sigil's
+// controllerName, beside other controllers' entries.
+func TestConfigFromCRDsRouteParents(t *testing.T) {
+	store := newFakeStore()
+	mesh := obj(routeGVR, "HTTPRoute", "default", "mesh", 1, map[string]any{"parentRefs": []any{
+		map[string]any{"group": "", "kind": "Service", "name": "reviews", "port": int64(9080)},
+		map[string]any{"name": "gw"},
+	}})
+	gw := obj(routeGVR, "HTTPRoute", "default", "ingress", 1, map[string]any{"parentRefs": []any{map[string]any{"name": "gw"}}})
+	f := newFixture(t, store, nil, []Kind{HTTPRoute}, []*metav1.APIResourceList{resources(GatewayGroup+"/v1", "httproutes")}, mesh, gw)
+	if _, ok := store.doc(Object{Group: GatewayGroup, Kind: "HTTPRoute", Namespace: "default", Name: "ingress"}); ok {
+		t.Error("a route of a Gateway only was mirrored")
+	}
+	if st := f.status(t, routeGVR, "default", "ingress"); st != nil {
+		t.Errorf("a route of a Gateway only got status %v", st)
+	}
+	st := f.status(t, routeGVR, "default", "mesh")
+	parents, _ := st["parents"].([]any)
+	if len(parents) != 1 {
+		t.Fatalf("parents %v: want one, the Service", parents)
+	}
+	p := parents[0].(map[string]any)
+	b, _ := json.Marshal(p)
+	if p["controllerName"] != ControllerName || !strings.Contains(string(b), `"kind":"Service"`) {
+		t.Errorf("parent %s", b)
+	}
+	if status, reason, _, _ := accepted(p); status != "True" || reason != ReasonAccepted {
+		t.Errorf("parent %s: want Accepted=True", b)
+	}
+}
+
+func TestObjectString(t *testing.T) {
+	for _, o := range []Object{
+		{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "default", Name: "reviews"},
+		{Group: "security.sigil.dev", Kind: "Policy", Namespace: "sigil-system", Name: "authz"},
+	} {
+		got, ok := ParseObject(o.String())
+		if !ok || got != o {
+			t.Errorf("ParseObject(%q) = %v, %v", o.String(), got, ok)
+		}
+	}
+	for _, s := range []string{"", "VirtualService/default/a", "VirtualService.x/default", ".x/a/b", "A.x//b"} {
+		if _, ok := ParseObject(s); ok {
+			t.Errorf("ParseObject(%q) accepted", s)
+		}
+	}
+}
