@@ -9,6 +9,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
@@ -132,6 +133,9 @@ func New(o Options) (*Source, error) {
 // Store those gone) before it returns; then it keeps mirroring until ctx
 // is done, in goroutines counted in wg.
 func (s *Source) Start(ctx context.Context, wg *sync.WaitGroup) error {
+	if err := s.canList(ctx, crdGVR); err != nil {
+		return err
+	}
 	crds := dynamicinformer.NewFilteredDynamicInformer(s.o.Dynamic, crdGVR, "", s.o.Resync, cache.Indexers{}, nil).Informer()
 	poke := func(any) { s.poke() }
 	if _, err := crds.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, n any) { s.poke() }, DeleteFunc: poke}); err != nil {
@@ -266,8 +270,21 @@ func (s *Source) served(k Kind) (schema.GroupVersionResource, bool, error) {
 	return schema.GroupVersionResource{}, false, nil
 }
 
+// canList lists one object of gvr: an informer whose list is refused
+// (RBAC) retries for ever and never syncs, so the refusal is found here
+// and named instead.
+func (s *Source) canList(ctx context.Context, gvr schema.GroupVersionResource) error {
+	if _, err := s.o.Dynamic.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1}); err != nil {
+		return fmt.Errorf("crdsource: listing %s (the server needs get, list and watch on them): %w", gvr.GroupResource(), err)
+	}
+	return nil
+}
+
 // watch starts an informer on kind i's gvr and waits for its first list.
 func (s *Source) watch(ctx context.Context, wg *sync.WaitGroup, i int, gvr schema.GroupVersionResource, hasStatus bool) error {
+	if err := s.canList(ctx, gvr); err != nil {
+		return err
+	}
 	inf := dynamicinformer.NewFilteredDynamicInformer(s.o.Dynamic, gvr, "", s.o.Resync, cache.Indexers{}, nil).Informer()
 	enqueue := func(obj any) {
 		if k, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {

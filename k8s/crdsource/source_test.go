@@ -3,6 +3,7 @@ package crdsource
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -387,6 +389,32 @@ func TestObjectString(t *testing.T) {
 	for _, s := range []string{"", "VirtualService/default/a", "VirtualService.x/default", ".x/a/b", "A.x//b"} {
 		if _, ok := ParseObject(s); ok {
 			t.Errorf("ParseObject(%q) accepted", s)
+		}
+	}
+}
+
+// A server that may not list a kind it should mirror does not start
+// (fail closed, naming the kind and the permission) instead of waiting
+// for ever on an informer that cannot sync.
+func TestConfigFromCRDsFailsClosedWithoutPermission(t *testing.T) {
+	for _, res := range []string{"virtualservices", "customresourcedefinitions"} {
+		listKinds := map[schema.GroupVersionResource]string{vsGVR: "VirtualServiceList", drGVR: "DestinationRuleList", policyGVR: "PolicyList", crdGVR: "CustomResourceDefinitionList"}
+		dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds)
+		dyn.PrependReactor("list", res, func(a clienttesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewForbidden(a.GetResource().GroupResource(), "", errors.New("RBAC: access denied"))
+		})
+		disc := &fakeDisc{FakeDiscovery: &fakediscovery.FakeDiscovery{Fake: &clienttesting.Fake{}}, served: []*metav1.APIResourceList{istioServed}}
+		src, err := New(Options{Dynamic: dyn, Discovery: disc, Store: newFakeStore(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var wg sync.WaitGroup
+		err = src.Start(ctx, &wg)
+		cancel()
+		wg.Wait()
+		if err == nil || !strings.Contains(err.Error(), "listing "+res) || !strings.Contains(err.Error(), "get, list and watch") || !strings.Contains(err.Error(), "forbidden") {
+			t.Errorf("%s forbidden: Start = %v", res, err)
 		}
 	}
 }
