@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -288,4 +289,90 @@ func waitSynced(t *testing.T, admin *adminv1.AdminClient, n int) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling the server's own view; there is no push to wait on from outside
 	}
+}
+
+// gatewayCRD returns the standard channel's HTTPRoute CRD of Gateway API
+// v1.6.3 from the module cache, or "" when it is not there.
+func gatewayCRD() string {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
+	dir := strings.TrimSpace(string(out))
+	if err != nil || dir == "" {
+		cache, _ := exec.Command("go", "env", "GOMODCACHE").Output()
+		dir = filepath.Join(strings.TrimSpace(string(cache)), "sigs.k8s.io", "gateway-api@v1.6.3")
+	}
+	path := filepath.Join(dir, "config", "crd", "standard", "gateway.networking.k8s.io_httproutes.yaml")
+	if _, err := os.Stat(path); err != nil {
+		return ""
+	}
+	return path
+}
+
+// TestConfigFromCRDsInstalledLater starts sigil-server with --kubernetes
+// on an API server without any of the kinds' CRDs, then installs them:
+// the server starts watching each kind once its CRD is established, with
+// no restart. With Gateway API's HTTPRoute CRD (from the module cache),
+// an HTTPRoute attached to a Service gets a status.parents entry of
+// Sigil's controller for it, on its generation.
+func TestConfigFromCRDsInstalledLater(t *testing.T) {
+	k := harness.StartKube(t)
+	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.Kubeconfig)
+	m.Server.WaitFor(`"msg":"kubernetes part started","part":"configuration"`, 30*time.Second)
+
+	if out, err := k.KubectlStdin(deploy.CRDs(), "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply of deploy/crds: %v: %s", err, out)
+	}
+	k.Kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/virtualservices.networking.istio.io")
+	k.Apply(apiVS(50, 50))
+	if cond := waitAccepted(t, k, vsGVR, "api"); cond["status"] != "True" {
+		t.Fatalf("VirtualService applied after its CRD was installed: Accepted condition %v", cond)
+	}
+
+	crd := gatewayCRD()
+	if crd == "" {
+		t.Log("SKIPPED the HTTPRoute part: no sigs.k8s.io/gateway-api v1.6.3 in the module cache")
+		return
+	}
+	k.Kubectl("apply", "--server-side", "-f", crd)
+	k.Kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/httproutes.gateway.networking.k8s.io")
+	m.Server.WaitFor(`"msg":"kubernetes configuration: watching".*"kind":"HTTPRoute.gateway.networking.k8s.io"`, 90*time.Second)
+	k.Apply(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: api, port: 80}]
+  rules:
+  - backendRefs: [{name: api, port: 80}]
+`)
+	routes := schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	w, err := k.Clients.Dynamic.Resource(routes).Namespace("default").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		u, ok := ev.Object.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		parents, _, _ := unstructured.NestedSlice(u.Object, "status", "parents")
+		for _, p := range parents {
+			pm, _ := p.(map[string]any)
+			if pm["controllerName"] != "sigil.dev/mesh-controller" {
+				continue
+			}
+			conds, _ := pm["conditions"].([]any)
+			for _, c := range conds {
+				cm, _ := c.(map[string]any)
+				if cm["type"] == "Accepted" && cm["observedGeneration"] == u.GetGeneration() {
+					// True once the configuration path reads HTTPRoute
+					// (package gatewayapi); either way, an answer.
+					t.Logf("HTTPRoute api: Accepted=%v reason %v: %v", cm["status"], cm["reason"], cm["message"])
+					return
+				}
+			}
+		}
+	}
+	t.Fatal("HTTPRoute api attached to a Service: no status.parents entry of sigil.dev/mesh-controller within 30 s")
 }
