@@ -20,7 +20,10 @@
 package crdsource
 
 import (
+	"context"
 	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // StatusShape is how a kind's status reports the Accepted condition.
@@ -102,3 +105,16 @@ type Refusal struct {
 }
 
 func (r *Refusal) Error() string { return r.Reason + ": " + r.Message }
+
+// ParentReporter is a Store that judges an accepted route per Service
+// parent, as Gateway API's status.parents does: a route may be accepted
+// while a backendRef does not resolve (ResolvedRefs=False). For such a
+// Store the Source writes each mesh parent's conditions as Parents gives
+// them (lastTransitionTime kept while a condition's status holds),
+// instead of deriving Accepted and ResolvedRefs from Apply's answer.
+type ParentReporter interface {
+	// Parents returns the conditions of an accepted route's parents, by
+	// their index in its spec.parentRefs; a parent without an entry gets
+	// the derived conditions.
+	Parents(ctx context.Context, obj Object) (map[int][]metav1.Condition, error)
+}

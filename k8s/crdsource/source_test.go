@@ -140,15 +140,15 @@ func (d *fakeDisc) serve(l *metav1.APIResourceList) {
 type fixture struct {
 	dyn   *dynamicfake.FakeDynamicClient
 	disc  *fakeDisc
-	store *fakeStore
+	store Store
 	src   *Source
 }
 
-func newFixture(t *testing.T, store *fakeStore, leader func() bool, kinds []Kind, served []*metav1.APIResourceList, objs ...runtime.Object) *fixture {
+func newFixture(t *testing.T, store Store, leader func() bool, kinds []Kind, served []*metav1.APIResourceList, objs ...runtime.Object) *fixture {
 	return newFixtureRescan(t, store, leader, kinds, served, 0, objs...)
 }
 
-func newFixtureRescan(t *testing.T, store *fakeStore, leader func() bool, kinds []Kind, served []*metav1.APIResourceList, rescan time.Duration, objs ...runtime.Object) *fixture {
+func newFixtureRescan(t *testing.T, store Store, leader func() bool, kinds []Kind, served []*metav1.APIResourceList, rescan time.Duration, objs ...runtime.Object) *fixture {
 	t.Helper()
 	listKinds := map[schema.GroupVersionResource]string{
 		vsGVR: "VirtualServiceList", drGVR: "DestinationRuleList", policyGVR: "PolicyList", routeGVR: "HTTPRouteList",
@@ -373,6 +373,58 @@ func TestConfigFromCRDsRouteParents(t *testing.T) {
 	}
 	if status, reason, _, _ := accepted(p); status != "True" || reason != ReasonAccepted {
 		t.Errorf("parent %s: want Accepted=True", b)
+	}
+}
+
+// routeStore is a Store that reports a route's parents: the first
+// parentRef's backend does not resolve.
+type routeStore struct{ *fakeStore }
+
+func (routeStore) Parents(context.Context, Object) (map[int][]metav1.Condition, error) {
+	return map[int][]metav1.Condition{0: {
+		{Type: ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonAccepted, Message: "attached to Service default/reviews"},
+		{Type: ConditionResolvedRefs, Status: metav1.ConditionFalse, Reason: "BackendNotFound", Message: "Service default/nope not found"},
+	}}, nil
+}
+
+// A Store that judges routes per parent (ParentReporter) has its
+// conditions written as given; a route it refuses gets Gateway API's
+// UnsupportedValue for an invalid one.
+func TestConfigFromCRDsRouteParentsReported(t *testing.T) {
+	store := routeStore{newFakeStore()}
+	ok := obj(routeGVR, "HTTPRoute", "default", "ok", 4, map[string]any{"parentRefs": []any{map[string]any{"kind": "Service", "name": "reviews"}}})
+	bad := obj(routeGVR, "HTTPRoute", "default", "bad", 1, map[string]any{"parentRefs": []any{map[string]any{"kind": "Service", "name": "reviews"}}, "refuse": true})
+	f := newFixture(t, store, nil, []Kind{HTTPRoute}, []*metav1.APIResourceList{resources(GatewayGroup+"/v1", "httproutes")}, ok, bad)
+	tests := []struct {
+		name string
+		want map[string]string // condition type → status/reason
+		gen  int64
+	}{
+		{"ok", map[string]string{"Accepted": "True/Accepted", "ResolvedRefs": "False/BackendNotFound"}, 4},
+		{"bad", map[string]string{"Accepted": "False/UnsupportedValue", "ResolvedRefs": "True/ResolvedRefs"}, 1},
+	}
+	for _, tt := range tests {
+		parents, _ := f.status(t, routeGVR, "default", tt.name)["parents"].([]any)
+		if len(parents) != 1 {
+			t.Fatalf("%s: parents %v", tt.name, parents)
+		}
+		conds, _ := parents[0].(map[string]any)["conditions"].([]any)
+		got := map[string]string{}
+		for _, c := range conds {
+			m := c.(map[string]any)
+			got[m["type"].(string)] = m["status"].(string) + "/" + m["reason"].(string)
+			if m["observedGeneration"] != tt.gen {
+				t.Errorf("%s: %v: observedGeneration %v, want %d", tt.name, m["type"], m["observedGeneration"], tt.gen)
+			}
+		}
+		if len(got) != len(tt.want) {
+			t.Errorf("%s: conditions %v, want %v", tt.name, got, tt.want)
+		}
+		for k, v := range tt.want {
+			if got[k] != v {
+				t.Errorf("%s: %s=%s, want %s", tt.name, k, got[k], v)
+			}
+		}
 	}
 }
 

@@ -50,7 +50,14 @@ func (s *Source) writeStatus(ctx context.Context, k key, u *unstructured.Unstruc
 	var status map[string]any
 	switch s.o.Kinds[k.kind].Status {
 	case StatusRouteParents:
-		status = routeStatus(old, meshParents(u), a, now)
+		var reported map[int][]metav1.Condition
+		if pr, ok := s.o.Store.(ParentReporter); ok && a.refusal == nil {
+			var err error
+			if reported, err = pr.Parents(ctx, s.object(k)); err != nil {
+				return err
+			}
+		}
+		status = routeStatus(old, meshParents(u), a, reported, now)
 	default:
 		status = conditionsStatus(old, a, now)
 	}
@@ -135,12 +142,19 @@ func conditionsStatus(old map[string]any, a answer, now time.Time) map[string]an
 	return status
 }
 
-// meshParents are a route's parentRefs that attach it to a Service
-// (GAMMA): the ones Sigil answers for.
-func meshParents(u *unstructured.Unstructured) []map[string]any {
+// meshParent is a parentRef that attaches a route to a Service (GAMMA),
+// with its index in spec.parentRefs.
+type meshParent struct {
+	index int
+	ref   map[string]any
+}
+
+// meshParents are a route's parentRefs that attach it to a Service: the
+// ones Sigil answers for.
+func meshParents(u *unstructured.Unstructured) []meshParent {
 	refs, _, _ := unstructured.NestedSlice(u.Object, "spec", "parentRefs")
-	var out []map[string]any
-	for _, r := range refs {
+	var out []meshParent
+	for i, r := range refs {
 		m, ok := r.(map[string]any)
 		if !ok {
 			continue
@@ -148,15 +162,16 @@ func meshParents(u *unstructured.Unstructured) []map[string]any {
 		group, _ := m["group"].(string)
 		kind, _ := m["kind"].(string)
 		if kind == "Service" && (group == "" || group == "core") {
-			out = append(out, m)
+			out = append(out, meshParent{index: i, ref: m})
 		}
 	}
 	return out
 }
 
 // routeStatus is the status of StatusRouteParents: old's parents of
-// other controllers kept, and one of Sigil's per mesh parent.
-func routeStatus(old map[string]any, parents []map[string]any, a answer, now time.Time) map[string]any {
+// other controllers kept, and one of Sigil's per mesh parent, with the
+// conditions reported for it or else derived from a.
+func routeStatus(old map[string]any, parents []meshParent, a answer, reported map[int][]metav1.Condition, now time.Time) map[string]any {
 	status := map[string]any{}
 	for k, v := range old {
 		status[k] = v
@@ -170,29 +185,50 @@ func routeStatus(old map[string]any, parents []map[string]any, a answer, now tim
 			out = append(out, p)
 			continue
 		}
-		for i, ref := range parents {
-			if reflect.DeepEqual(m["parentRef"], ref) {
-				mine[i] = m
+		for _, mp := range parents {
+			if reflect.DeepEqual(m["parentRef"], mp.ref) {
+				mine[mp.index] = m
 			}
 		}
 	}
-	for i, ref := range parents {
+	for _, mp := range parents {
 		var conds []any
-		if m := mine[i]; m != nil {
+		if m := mine[mp.index]; m != nil {
 			conds, _ = m["conditions"].([]any)
 		}
-		conds = setCondition(conds, condition(ConditionAccepted, a, now))
-		resolved := answer{generation: a.generation}
-		if a.refusal != nil && routeRefReasons[a.refusal.Reason] {
-			resolved.refusal = a.refusal
+		if rc, ok := reported[mp.index]; ok {
+			for _, c := range rc {
+				conds = setCondition(conds, map[string]any{
+					"type": c.Type, "status": string(c.Status), "reason": c.Reason, "message": c.Message,
+					"observedGeneration": a.generation, "lastTransitionTime": now.UTC().Format(time.RFC3339),
+				})
+			}
+		} else {
+			conds = derivedRouteConditions(conds, a, now)
 		}
-		rc := condition(ConditionResolvedRefs, resolved, now)
-		if resolved.refusal == nil {
-			rc["reason"], rc["message"] = ReasonResolvedRefs, "every reference resolved"
-		}
-		conds = setCondition(conds, rc)
-		out = append(out, map[string]any{"parentRef": ref, "controllerName": ControllerName, "conditions": conds})
+		out = append(out, map[string]any{"parentRef": mp.ref, "controllerName": ControllerName, "conditions": conds})
 	}
 	status["parents"] = out
 	return status
+}
+
+// derivedRouteConditions sets Accepted from a, and ResolvedRefs: False
+// with the refusal's reason when it is one of ResolvedRefs' reasons,
+// else True.
+func derivedRouteConditions(conds []any, a answer, now time.Time) []any {
+	ac := condition(ConditionAccepted, a, now)
+	if a.refusal != nil && a.refusal.Reason == "Invalid" {
+		// Gateway API's reason for a route it cannot take as written.
+		ac["reason"] = "UnsupportedValue"
+	}
+	conds = setCondition(conds, ac)
+	resolved := answer{generation: a.generation}
+	if a.refusal != nil && routeRefReasons[a.refusal.Reason] {
+		resolved.refusal = a.refusal
+	}
+	rc := condition(ConditionResolvedRefs, resolved, now)
+	if resolved.refusal == nil {
+		rc["reason"], rc["message"] = ReasonResolvedRefs, "every reference resolved"
+	}
+	return setCondition(conds, rc)
 }
