@@ -54,13 +54,19 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 	var parsed []traffic.Resource
 	var errs []error
 	for _, f := range req.Files {
-		rs, err := traffic.Parse([]byte(f.Content), f.Name)
+		rs, err := parseConfig([]byte(f.Content), f.Name)
 		if err != nil {
 			errs = append(errs, err)
 		}
 		parsed = append(parsed, rs...)
 	}
 	return s.applyResources(r.Context(), configWrite{parsed: parsed, parseErrs: errs, dryRun: req.DryRun, actor: actorAdmin})
+}
+
+// parseConfig reads the resources of one file (sigil apply) or object
+// (Kubernetes): the one parser of both.
+func parseConfig(data []byte, source string) ([]traffic.Resource, error) {
+	return traffic.Parse(data, source)
 }
 
 // Audit actors of configuration writes.

@@ -18,7 +18,6 @@ import (
 
 	"github.com/sigil-mesh/sigil/k8s/crdsource"
 	"github.com/sigil-mesh/sigil/server/registry"
-	"github.com/sigil-mesh/sigil/traffic"
 )
 
 // kubeConfigPart is the kubeParts entry of configuration from CRDs.
@@ -71,7 +70,7 @@ func kubeOrigin(obj crdsource.Object) string {
 // longer holds are removed.
 func (k kubeConfigStore) Apply(ctx context.Context, obj crdsource.Object, doc []byte) error {
 	origin := kubeOrigin(obj)
-	parsed, err := traffic.Parse(doc, obj.String())
+	parsed, err := parseConfig(doc, obj.String())
 	var parseErrs []error
 	if err != nil {
 		parseErrs = append(parseErrs, err)
