@@ -62,6 +62,8 @@ type Source struct {
 	queue workqueue.TypedRateLimitingInterface[key]
 	wake  chan struct{}
 
+	crds cache.Store // the CustomResourceDefinitions, by name
+
 	mu       sync.Mutex
 	watching map[int]*watch // by index in o.Kinds
 	answers  map[key]answer // the last answer per object
@@ -149,6 +151,7 @@ func (s *Source) Start(ctx context.Context, wg *sync.WaitGroup) error {
 	if !cache.WaitForCacheSync(ctx.Done(), crds.HasSynced) {
 		return fmt.Errorf("crdsource: listing customresourcedefinitions: %w", context.Cause(ctx))
 	}
+	s.crds = crds.GetStore()
 	if err := s.rescan(ctx, wg); err != nil {
 		return err
 	}
@@ -357,6 +360,9 @@ func (s *Source) sweep(ctx context.Context) error {
 		}
 		k := key{kind: i, namespace: obj.Namespace, name: obj.Name}
 		held[k] = true
+		if s.pending(i) {
+			continue
+		}
 		if _, ok := s.cached(k); !ok {
 			s.queue.Add(k)
 		}
@@ -370,6 +376,22 @@ func (s *Source) sweep(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+// pending says whether kind i is not watched while its CRD exists:
+// discovery lags a CRD's creation, so its objects are not taken for gone
+// until the kind is served (a server restarting beside a CRD just
+// installed must not drop their configuration meanwhile).
+func (s *Source) pending(i int) bool {
+	s.mu.Lock()
+	w := s.watching[i]
+	s.mu.Unlock()
+	if w != nil || s.crds == nil {
+		return false
+	}
+	k := s.o.Kinds[i]
+	_, exists, err := s.crds.GetByKey(k.Resource + "." + k.Group)
+	return exists && err == nil
 }
 
 func (s *Source) kindIndex(obj Object) int {

@@ -470,3 +470,21 @@ func TestConfigFromCRDsFailsClosedWithoutPermission(t *testing.T) {
 		}
 	}
 }
+
+// A kind whose CRD exists but that discovery does not serve yet (it lags
+// a CRD's creation) keeps what the Store holds of it until it is served;
+// only then are the objects Kubernetes does not have removed.
+func TestConfigFromCRDsDiscoveryLag(t *testing.T) {
+	held := Object{Group: "security.sigil.dev", Kind: "Policy", Namespace: "default", Name: "gone"}
+	store := newFakeStore(held)
+	crd := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+		"metadata": map[string]any{"name": "policies.security.sigil.dev"},
+	}}
+	f := newFixtureRescan(t, store, nil, nil, []*metav1.APIResourceList{istioServed}, 20*time.Millisecond, crd)
+	if _, ok := store.doc(held); !ok {
+		t.Fatal("a stored object of a kind whose CRD exists but is not served yet was removed")
+	}
+	f.disc.serve(resources("security.sigil.dev/v1", "policies"))
+	store.waitFor(t, "the object gone from Kubernetes to be removed once its kind is served", func() bool { _, ok := store.doc(held); return !ok })
+}

@@ -59,6 +59,9 @@ func (s *Source) process(ctx context.Context, k key) error {
 		ok = false // a route of a Gateway, not of the mesh: not Sigil's
 	}
 	if !ok {
+		if s.pending(k.kind) {
+			return nil // not served yet: the rescan that watches it looks again
+		}
 		if err := s.o.Store.Delete(ctx, obj); err != nil {
 			return err
 		}
