@@ -67,7 +67,12 @@ type Source struct {
 	mu       sync.Mutex
 	watching map[int]*watch // by index in o.Kinds
 	answers  map[key]answer // the last answer per object
-	leader   bool           // IsLeader at the last rescan
+	// epoch moves at every change an object made to the Store and at
+	// every rescan: a refused object is applied again only in a later
+	// epoch (or at a change of its own), since only another change can
+	// resolve a conflict, and sigil apply's are seen at the rescan.
+	epoch  uint64
+	leader bool // IsLeader at the last rescan
 }
 
 // key is an object in the queue: its kind's index and its name.
@@ -89,6 +94,7 @@ type answer struct {
 	uid        string
 	generation int64
 	refusal    *Refusal // nil: accepted
+	epoch      uint64   // Source.epoch when it was given
 	// wroteOver is the resourceVersion of the copy whose status this
 	// answer was written over: a cached copy still at it predates the
 	// write (its update event is on its way), so it is not written again.
@@ -234,6 +240,7 @@ func (s *Source) rescan(ctx context.Context, wg *sync.WaitGroup) error {
 	if err := s.sweep(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	s.queueRefused()
 	leader := s.o.IsLeader()
 	s.mu.Lock()
 	became := leader && !s.leader
@@ -415,11 +422,13 @@ func (s *Source) queueAll() {
 	}
 }
 
-// queueRefused queues every object whose last answer was a refusal: a
-// change to the configuration may resolve its conflict.
+// queueRefused starts a new epoch and queues every object whose last
+// answer was a refusal: a change to the configuration may resolve its
+// conflict.
 func (s *Source) queueRefused() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.epoch++
 	for k, a := range s.answers {
 		if a.refusal != nil {
 			s.queue.Add(k)

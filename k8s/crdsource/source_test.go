@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -34,11 +35,12 @@ var (
 type fakeStore struct {
 	mu      sync.Mutex
 	docs    map[Object]string
+	applied map[Object]int // Apply calls
 	changed chan struct{}
 }
 
 func newFakeStore(held ...Object) *fakeStore {
-	f := &fakeStore{docs: map[Object]string{}, changed: make(chan struct{}, 100)}
+	f := &fakeStore{docs: map[Object]string{}, applied: map[Object]int{}, changed: make(chan struct{}, 100)}
 	for _, o := range held {
 		f.docs[o] = "{}"
 	}
@@ -46,7 +48,11 @@ func newFakeStore(held ...Object) *fakeStore {
 }
 
 func (f *fakeStore) Apply(_ context.Context, obj Object, doc []byte) error {
+	f.mu.Lock()
+	f.applied[obj]++
+	f.mu.Unlock()
 	if strings.Contains(string(doc), "refuse") {
+		f.changed <- struct{}{}
 		return &Refusal{Reason: "Invalid", Message: obj.Kind + " " + obj.Namespace + "/" + obj.Name + `: field "refuse" is not supported by Sigil, at spec.refuse`}
 	}
 	f.mu.Lock()
@@ -138,10 +144,11 @@ func (d *fakeDisc) serve(l *metav1.APIResourceList) {
 }
 
 type fixture struct {
-	dyn   *dynamicfake.FakeDynamicClient
-	disc  *fakeDisc
-	store Store
-	src   *Source
+	dyn      *dynamicfake.FakeDynamicClient
+	disc     *fakeDisc
+	store    Store
+	src      *Source
+	barriers int
 }
 
 func newFixture(t *testing.T, store Store, leader func() bool, kinds []Kind, served []*metav1.APIResourceList, objs ...runtime.Object) *fixture {
@@ -178,6 +185,37 @@ func (f *fixture) status(t *testing.T, gvr schema.GroupVersionResource, ns, name
 	}
 	st, _, _ := unstructured.NestedMap(u.Object, "status")
 	return st
+}
+
+// barrier creates a VirtualService the store refuses (so no other
+// object is retried) and waits until the worker applied it: everything
+// queued before it is done, the worker taking the queue in order.
+func (f *fixture) barrier(t *testing.T) {
+	t.Helper()
+	f.barriers++
+	name := "barrier-" + strconv.Itoa(f.barriers)
+	if _, err := f.dyn.Resource(vsGVR).Namespace("default").Create(context.Background(),
+		obj(vsGVR, "VirtualService", "default", name, 1, map[string]any{"refuse": true}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fs := f.fakeStore()
+	fs.waitFor(t, name+" to be applied", func() bool { return fs.appliedTo(name) > 0 })
+}
+
+func (f *fakeStore) appliedTo(name string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied[Object{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "default", Name: name}]
+}
+
+func (f *fixture) fakeStore() *fakeStore {
+	switch s := f.store.(type) {
+	case *fakeStore:
+		return s
+	case routeStore:
+		return s.fakeStore
+	}
+	return nil
 }
 
 func statusWrites(f *fixture) int {
@@ -269,11 +307,9 @@ func TestConfigFromCRDsStatusIdempotent(t *testing.T) {
 		t.Fatalf("%d status writes at start, want 1", n)
 	}
 	f.src.queueAll()
-	for f.src.queue.Len() > 0 {
-		f.src.next(context.Background())
-	}
-	if n := statusWrites(f); n != 1 {
-		t.Errorf("%d status writes after a resync of an unchanged object, want still 1", n)
+	f.barrier(t)
+	if n := statusWrites(f); n != 2 {
+		t.Errorf("%d status writes after a resync of an unchanged object and the barrier's, want 2", n)
 	}
 	// Another controller's condition is kept beside Sigil's.
 	u, _ := f.dyn.Resource(vsGVR).Namespace("default").Get(context.Background(), "a", metav1.GetOptions{})
@@ -487,4 +523,39 @@ func TestConfigFromCRDsDiscoveryLag(t *testing.T) {
 	}
 	f.disc.serve(resources("security.sigil.dev/v1", "policies"))
 	store.waitFor(t, "the object gone from Kubernetes to be removed once its kind is served", func() bool { _, ok := store.doc(held); return !ok })
+}
+
+// A refused object is applied again only once something changed (an
+// object accepted or removed, or a rescan): a resync, or the update its
+// own status write causes, costs no second check (a Policy's tests).
+func TestConfigFromCRDsRefusedRetriedPerChange(t *testing.T) {
+	store := newFakeStore()
+	f := newFixture(t, store, nil, nil, []*metav1.APIResourceList{istioServed},
+		obj(vsGVR, "VirtualService", "default", "bad", 1, map[string]any{"refuse": true}))
+	bad := Object{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "default", Name: "bad"}
+	applied := func() int {
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		return store.applied[bad]
+	}
+	f.src.queueAll()
+	f.barrier(t)
+	if n := applied(); n != 1 {
+		t.Errorf("refused object applied %d times by a resync with nothing changed, want 1", n)
+	}
+	if _, err := f.dyn.Resource(vsGVR).Namespace("default").Create(context.Background(),
+		obj(vsGVR, "VirtualService", "default", "good", 1, map[string]any{"hosts": []any{"a"}}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	store.waitFor(t, "the new object", func() bool {
+		_, ok := store.doc(Object{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "default", Name: "good"})
+		return ok
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for applied() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("refused object applied %d times after another was accepted, want 2", applied())
+		}
+		time.Sleep(10 * time.Millisecond) // the worker's retry of refused objects has no other signal
+	}
 }

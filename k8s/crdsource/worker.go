@@ -78,11 +78,12 @@ func (s *Source) process(ctx context.Context, k key) error {
 	a := answer{uid: string(u.GetUID()), generation: u.GetGeneration()}
 	s.mu.Lock()
 	prev, seen := s.answers[k]
+	a.epoch = s.epoch
 	s.mu.Unlock()
 	// An accepted generation is not applied again (a resync, or the
-	// update our own status write causes); a refused one is, since a
-	// change elsewhere may have resolved it.
-	if !seen || prev.refusal != nil || prev.uid != a.uid || prev.generation != a.generation {
+	// update our own status write causes); a refused one is once the
+	// epoch moved, since a change elsewhere may have resolved it.
+	if !seen || prev.uid != a.uid || prev.generation != a.generation || (prev.refusal != nil && prev.epoch != a.epoch) {
 		doc, err := document(u)
 		if err != nil {
 			return err
