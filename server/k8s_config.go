@@ -13,9 +13,12 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sigil-mesh/sigil/k8s/crdsource"
 	"github.com/sigil-mesh/sigil/server/registry"
 )
@@ -35,8 +38,27 @@ func (s *Server) kubeConfigPart() kubePart {
 		if err != nil {
 			return err
 		}
+		if err := s.metrics.reg.Register(objectsCollector{src}); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
 		return src.Start(ctx, wg)
 	}}
+}
+
+// objectsDesc is sigil_server_kubernetes_objects (docs/metrics.md).
+var objectsDesc = prometheus.NewDesc("sigil_server_kubernetes_objects",
+	"Configuration objects mirrored from Kubernetes, by kind and whether Sigil accepted them (accepted=\"false\": refused, Accepted=False in their status).",
+	[]string{"kind", "accepted"}, nil)
+
+// objectsCollector reads the source's answers at scrape time.
+type objectsCollector struct{ src *crdsource.Source }
+
+func (c objectsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- objectsDesc }
+
+func (c objectsCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, n := range c.src.Counts() {
+		ch <- prometheus.MustNewConstMetric(objectsDesc, prometheus.GaugeValue, float64(n.Objects), n.Kind, strconv.FormatBool(n.Accepted))
+	}
 }
 
 // kubeConfigKinds are the kinds mirrored from Kubernetes, each where its

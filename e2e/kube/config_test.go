@@ -206,6 +206,17 @@ func TestConfigFromCRDs(t *testing.T) {
 	if len(st.Status.Conditions) != 1 || st.Status.Conditions[0].Reason != "Invalid" || st.Status.ObservedGeneration != 1 || st.Status.Conditions[0].ObservedGeneration != 1 {
 		t.Errorf("kubectl get -o json status: %+v", st.Status)
 	}
+	resp, err := http.Get(m.Dashboard + "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`sigil_server_kubernetes_objects{accepted="false",kind="VirtualService"} 1`, `sigil_server_kubernetes_objects{accepted="true",kind="VirtualService"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	if rs, err := admin.ListConfig(t.Context(), "virtualservices"); err != nil || len(rs) != 1 || rs[0].Name != "api" || !strings.HasPrefix(rs[0].Origin, "kubernetes/") {
 		t.Errorf("stored virtualservices: %+v (%v), want api from Kubernetes only", rs, err)
 	}

@@ -435,3 +435,33 @@ func (s *Source) queueRefused() {
 		}
 	}
 }
+
+// Count is how many objects of a kind have a given answer.
+type Count struct {
+	Kind     string // VirtualService
+	Accepted bool
+	Objects  int
+}
+
+// Counts returns, per kind watched and answer, how many objects got it
+// (the last answer of each object this replica mirrors).
+func (s *Source) Counts() []Count {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	type ka struct {
+		kind     int
+		accepted bool
+	}
+	n := map[ka]int{}
+	for i := range s.watching {
+		n[ka{i, true}], n[ka{i, false}] = 0, 0
+	}
+	for k, a := range s.answers {
+		n[ka{k.kind, a.refusal == nil}]++
+	}
+	out := make([]Count, 0, len(n))
+	for c, v := range n {
+		out = append(out, Count{Kind: s.o.Kinds[c.kind].Kind, Accepted: c.accepted, Objects: v})
+	}
+	return out
+}

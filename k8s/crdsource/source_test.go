@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -288,6 +289,14 @@ func TestConfigFromCRDsMirrorsEachObject(t *testing.T) {
 		if g, _ := st["observedGeneration"].(int64); g != tt.gen {
 			t.Errorf("%s: status.observedGeneration %d, want %d", tt.name, g, tt.gen)
 		}
+	}
+
+	counts := map[string]int{}
+	for _, c := range f.src.Counts() {
+		counts[c.Kind+"/"+strconv.FormatBool(c.Accepted)] = c.Objects
+	}
+	if want := map[string]int{"VirtualService/true": 1, "VirtualService/false": 1, "DestinationRule/true": 0, "DestinationRule/false": 0}; !reflect.DeepEqual(counts, want) {
+		t.Errorf("Counts %v, want %v", counts, want)
 	}
 
 	// Deleting the object removes it.
