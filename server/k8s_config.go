@@ -51,7 +51,9 @@ var objectsDesc = prometheus.NewDesc("sigil_server_kubernetes_objects",
 	[]string{"kind", "accepted"}, nil)
 
 // objectsCollector reads the source's answers at scrape time.
-type objectsCollector struct{ src *crdsource.Source }
+type objectsCollector struct {
+	src interface{ Counts() []crdsource.Count }
+}
 
 func (c objectsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- objectsDesc }
 

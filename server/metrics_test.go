@@ -16,6 +16,7 @@ import (
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/k8s/crdsource"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -152,6 +153,7 @@ func TestServerMetricsDocumented(t *testing.T) {
 	m.svids.WithLabelValues("x509", "issued")
 	m.adminCalls.WithLabelValues("get", "/v1/agents", "200")
 	m.watchWindow(fakeWindow{})
+	m.reg.MustRegister(objectsCollector{fakeCounts{{Kind: "VirtualService", Accepted: true, Objects: 1}}}) // with --kubernetes (k8s_config.go)
 	families, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +174,10 @@ func TestServerMetricsDocumented(t *testing.T) {
 		t.Fatalf("docs/metrics.md lists %v\nthe server has %v", documented, have)
 	}
 }
+
+type fakeCounts []crdsource.Count
+
+func (f fakeCounts) Counts() []crdsource.Count { return f }
 
 // documentedMetrics returns the metric names in the first column of the
 // tables under heading (up to the next "## "), sorted.
