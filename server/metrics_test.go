@@ -159,7 +159,8 @@ func TestServerMetricsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.reg.MustRegister(inj.Collector()) // as the webhook part does
-	m.reg.MustRegister(objectsCollector{fakeCounts{{Kind: "VirtualService", Accepted: true, Objects: 1}}}) // with --kubernetes (k8s_config.go)
+	// As the configuration part does (k8s_config.go).
+	m.reg.MustRegister(objectsCollector{fakeCounts{{Kind: "VirtualService", Accepted: true, Objects: 1}}})
 	families, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
