@@ -330,12 +330,20 @@ func (s *Source) watch(ctx context.Context, wg *sync.WaitGroup, i int, gvr schem
 	return nil
 }
 
+// stop stops watching kind i. Its answers go: the accepted objects'
+// resources are removed by the sweep that follows, and the refused ones
+// are no longer there to count.
 func (s *Source) stop(i int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if w := s.watching[i]; w != nil {
 		w.stop()
 		delete(s.watching, i)
+	}
+	for k, a := range s.answers {
+		if k.kind == i && a.refusal != nil {
+			delete(s.answers, k)
+		}
 	}
 }
 

@@ -581,3 +581,35 @@ func TestConfigFromCRDsRefusedRetriedPerChange(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // the worker's retry of refused objects has no other signal
 	}
 }
+
+// A kind no longer served (its CRD deleted) is no longer watched: what
+// its objects put in the Store is removed, and its refused objects no
+// longer count.
+func TestConfigFromCRDsKindGone(t *testing.T) {
+	store := newFakeStore()
+	f := newFixtureRescan(t, store, nil, nil, []*metav1.APIResourceList{istioServed}, 20*time.Millisecond,
+		obj(vsGVR, "VirtualService", "default", "good", 1, map[string]any{"hosts": []any{"a"}}),
+		obj(vsGVR, "VirtualService", "default", "bad", 1, map[string]any{"refuse": true}))
+	good := Object{Group: "networking.istio.io", Kind: "VirtualService", Namespace: "default", Name: "good"}
+	if _, ok := store.doc(good); !ok {
+		t.Fatal("good not stored")
+	}
+	f.disc.mu.Lock()
+	f.disc.served = nil
+	f.disc.mu.Unlock()
+	store.waitFor(t, "the objects of a kind no longer served to go", func() bool { _, ok := store.doc(good); return !ok })
+	counted := func() int {
+		n := 0
+		for _, c := range f.src.Counts() {
+			n += c.Objects
+		}
+		return n
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for counted() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Counts after the kind went: %+v", f.src.Counts())
+		}
+		time.Sleep(10 * time.Millisecond) // the worker forgets the answer just after the Store's delete; nothing signals it
+	}
+}
