@@ -13,6 +13,7 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/gatewayapi"
 	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/sigil-mesh/sigil/traffic"
 )
@@ -59,12 +60,13 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 	var parsed []traffic.Resource
 	var errs []error
 	for _, f := range req.Files {
-		rs, err := traffic.Parse([]byte(f.Content), f.Name)
+		rs, err := gatewayapi.Parse([]byte(f.Content), f.Name)
 		if err != nil {
 			errs = append(errs, err)
 		}
 		parsed = append(parsed, rs...)
 	}
+	errs = append(errs, reservedNames(parsed)...)
 	if len(errs) == 0 {
 		errs = checkPolicies(ctx, parsed)
 	}
@@ -135,7 +137,7 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 			return nil, adminv1.Errorf(http.StatusBadRequest, "%v", err)
 		}
 	}
-	resp.Warnings = subsetWarnings(all, parsed)
+	resp.Warnings = append(subsetWarnings(all, parsed), routeWarnings(all, parsed)...)
 	// And a host of two labels, name.namespace, of the resources applied:
 	// Sigil reads it as Istio does, outside the mesh, where Kubernetes DNS
 	// (and Sigil before) found a service.
@@ -306,7 +308,7 @@ func prettyJSON(b []byte) string {
 func (s *Server) listConfig(r *http.Request) (any, error) {
 	kind, ok := adminv1.KindOf(r.PathValue("kind"))
 	if !ok {
-		return nil, adminv1.Errorf(http.StatusBadRequest, "unknown kind %q: want virtualservices, destinationrules or policies", r.PathValue("kind"))
+		return nil, adminv1.Errorf(http.StatusBadRequest, "unknown kind %q: want virtualservices, destinationrules, policies, httproutes or grpcroutes", r.PathValue("kind"))
 	}
 	stored, _, err := s.store.ListResources(r.Context(), kind)
 	rs := make([]adminv1.Resource, len(stored))

@@ -10,6 +10,7 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
+	"github.com/sigil-mesh/sigil/gatewayapi"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spf13/cobra"
 )
@@ -185,7 +186,7 @@ func newDelete(client clientFunc) *cobra.Command {
 					return err
 				}
 				for _, f := range fs {
-					rs, err := traffic.Parse([]byte(f.Content), f.Name)
+					rs, err := gatewayapi.Parse([]byte(f.Content), f.Name)
 					if err != nil {
 						return err
 					}
@@ -196,7 +197,7 @@ func newDelete(client clientFunc) *cobra.Command {
 			case len(args) == 2 && len(files) == 0:
 				kind, ok := adminv1.KindOf(args[0])
 				if !ok {
-					return fmt.Errorf("unknown kind %q: want virtualservice, destinationrule or policy", args[0])
+					return fmt.Errorf("unknown kind %q: want virtualservice, destinationrule, policy, httproute or grpcroute", args[0])
 				}
 				targets = append(targets, adminv1.ResourceKey{Kind: kind, Namespace: namespace, Name: args[1]})
 			default:

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
+	"github.com/sigil-mesh/sigil/gatewayapi"
 	"github.com/sigil-mesh/sigil/internal/markdown"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/sigil-mesh/sigil/traffic/review"
@@ -28,7 +29,7 @@ func writeReview(ctx context.Context, w io.Writer, c *adminv1.AdminClient, files
 			return fmt.Errorf("review: listing the %ss in force: %w", kind, err)
 		}
 		for _, s := range stored {
-			r, err := traffic.FromSpec(s.Kind, s.Namespace, s.Name, s.Spec)
+			r, err := gatewayapi.FromSpec(s.Kind, s.Namespace, s.Name, s.Spec)
 			if err != nil {
 				return fmt.Errorf("review: reading %s %s/%s in force: %w", s.Kind, s.Namespace, s.Name, err)
 			}
@@ -41,7 +42,7 @@ func writeReview(ctx context.Context, w io.Writer, c *adminv1.AdminClient, files
 		at[r.Key()] = i
 	}
 	for _, f := range files {
-		rs, err := traffic.Parse([]byte(f.Content), f.Name)
+		rs, err := gatewayapi.Parse([]byte(f.Content), f.Name)
 		if err != nil {
 			return err
 		}
