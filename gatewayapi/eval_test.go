@@ -29,18 +29,16 @@ type outcome struct {
 // A VirtualService without a matching route: 404, as Istio answers.
 func evaluate(t *testing.T, resources []traffic.Resource, callerNS, svc string, port uint32, method, target string, hdr map[string]string) outcome {
 	t.Helper()
-	vss, _ := Translate(resources)
-	tab := traffic.CompileFor(1, traffic.SelectedFor(vss, callerNS, nil), callerNS)
 	r := httptest.NewRequest(method, target, nil)
 	host, _, _ := strings.Cut(svc, ".")
 	r.Host = host
 	for k, v := range hdr {
 		r.Header.Set(k, v)
 	}
-	if !tab.HasRoutesAt(svc, port, nil) {
+	m, routed, ok := matchRequest(resources, callerNS, svc, port, r)
+	if !routed {
 		return outcome{Backends: "default", Path: r.URL.Path}
 	}
-	m, ok := tab.MatchPort(svc, port, r, nil)
 	if !ok {
 		return outcome{Status: http.StatusNotFound}
 	}
@@ -67,6 +65,21 @@ func evaluate(t *testing.T, resources []traffic.Resource, callerNS, svc string, 
 		o.ReqSet, o.RespSet = ops(h.Request), ops(h.Response)
 	}
 	return o
+}
+
+// matchRequest translates resources and matches r, from a sidecar in
+// callerNS, to port of svc ("name.namespace"), as the sidecar does:
+// routed is false when no VirtualService has routes for it there (the
+// Service's own endpoints take it), ok false when one has but none
+// matches (404).
+func matchRequest(resources []traffic.Resource, callerNS, svc string, port uint32, r *http.Request) (m traffic.Matched, routed, ok bool) {
+	vss, _ := Translate(resources)
+	tab := traffic.CompileFor(1, traffic.SelectedFor(vss, callerNS, nil), callerNS)
+	if !tab.HasRoutesAt(svc, port, nil) {
+		return traffic.Matched{}, false, false
+	}
+	m, ok = tab.MatchPort(svc, port, r, nil)
+	return m, true, ok
 }
 
 func ops(o *traffic.HeaderOperations) string {
