@@ -91,7 +91,7 @@ func TestGatewayAPIHTTPRouteRouting(t *testing.T) {
 	}
 	socket := adminv1.AdminSocket(ids.m.DataDir)
 	out := harness.MustRun(t, "sigil", "apply", "-f", file, "--admin-socket", socket)
-	if !strings.Contains(out, "api created") {
+	if !strings.Contains(out, "httproute.gateway.networking.k8s.io/api created") {
 		t.Fatalf("apply said: %s", out)
 	}
 	if got := harness.MustRun(t, "sigil", "get", "httproutes", "--admin-socket", socket); !strings.Contains(got, "api") {

@@ -83,8 +83,11 @@ func readFiles(paths []string, recursive bool) ([]adminv1.File, error) {
 // resourceName prints a resource as kubectl does.
 func resourceName(kind, ns, name string) string {
 	group := traffic.GroupIstio
-	if kind == traffic.KindPolicy {
+	switch kind {
+	case traffic.KindPolicy:
 		group = traffic.GroupSigil
+	case traffic.KindHTTPRoute, traffic.KindGRPCRoute:
+		group = traffic.GroupGateway
 	}
 	return termsafe.Field(strings.ToLower(kind)) + "." + group + "/" + termsafe.Field(name) + nsSuffix(ns)
 }
@@ -101,7 +104,7 @@ func newApply(client clientFunc) *cobra.Command {
 	var dryRun, recursive, reviewChanges bool
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|-",
-		Short: "Apply VirtualServices, DestinationRules and Policies (all or nothing)",
+		Short: "Apply VirtualServices, DestinationRules, Policies, HTTPRoutes and GRPCRoutes (all or nothing)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(files) == 0 {
