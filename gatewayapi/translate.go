@@ -183,6 +183,14 @@ func Translate(resources []traffic.Resource) ([]traffic.Resource, []ParentStatus
 	return out, statuses
 }
 
+// WithVirtualServices is rs with the VirtualServices its routes make
+// (Translate) added: the configuration as sidecars get it, for checks
+// and reviews that read VirtualServices.
+func WithVirtualServices(rs []traffic.Resource) []traffic.Resource {
+	vss, _ := Translate(rs)
+	return append(rs[:len(rs):len(rs)], vss...)
+}
+
 func isMember(rs []*Route, st *ParentStatus) bool {
 	for _, r := range rs {
 		if r.Kind == st.Kind && r.Namespace == st.Namespace && r.Name == st.Name {

@@ -36,13 +36,6 @@ func derivedWires(items map[string]indexed) map[string]*agentv1.Resource {
 	return out
 }
 
-// withDerived is all with the VirtualServices its routes make, so that
-// references and warnings are checked on what sidecars will get.
-func withDerived(all []traffic.Resource) []traffic.Resource {
-	vss, _ := gatewayapi.Translate(all)
-	return append(all, vss...)
-}
-
 // reservedNames refuses a VirtualService named as the ones made from
 // routes are (gatewayapi.NamePrefix): one would replace the other.
 func reservedNames(parsed []traffic.Resource) []error {

@@ -137,7 +137,7 @@ func (x *configIndex) parsedWith(overlay map[string]*traffic.Resource) []traffic
 			out = append(out, *r)
 		}
 	}
-	return withDerived(out)
+	return gatewayapi.WithVirtualServices(out) // references and warnings are checked on what sidecars get
 }
 
 // configSnapshot is what every agent's StreamConfig sends: the indexed

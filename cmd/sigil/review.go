@@ -23,7 +23,7 @@ const reviewWindow = 5 * time.Minute
 // it would touch, then the resources as the dry run judged them.
 func writeReview(ctx context.Context, w io.Writer, c *adminv1.AdminClient, files []adminv1.File, resp adminv1.ApplyResponse) error {
 	var inForce []traffic.Resource
-	for _, kind := range []string{traffic.KindVirtualService, traffic.KindDestinationRule} {
+	for _, kind := range []string{traffic.KindVirtualService, traffic.KindDestinationRule, traffic.KindHTTPRoute, traffic.KindGRPCRoute} {
 		stored, err := c.ListConfig(ctx, kind)
 		if err != nil {
 			return fmt.Errorf("review: listing the %ss in force: %w", kind, err)
@@ -55,6 +55,8 @@ func writeReview(ctx context.Context, w io.Writer, c *adminv1.AdminClient, files
 			}
 		}
 	}
+	// Routes change traffic through the VirtualServices they make.
+	inForce, proposed = gatewayapi.WithVirtualServices(inForce), gatewayapi.WithVirtualServices(proposed)
 	if err := review.Markdown(w, review.Diff(inForce, proposed), figures(ctx, c)); err != nil {
 		return err
 	}
