@@ -13,7 +13,6 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/audit"
-	"github.com/sigil-mesh/sigil/gatewayapi"
 	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/sigil-mesh/sigil/traffic"
 )
@@ -60,13 +59,12 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 	var parsed []traffic.Resource
 	var errs []error
 	for _, f := range req.Files {
-		rs, err := gatewayapi.Parse([]byte(f.Content), f.Name)
+		rs, err := parseConfig([]byte(f.Content), f.Name)
 		if err != nil {
 			errs = append(errs, err)
 		}
 		parsed = append(parsed, rs...)
 	}
-	errs = append(errs, reservedNames(parsed)...)
 	if len(errs) == 0 {
 		errs = checkPolicies(ctx, parsed)
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -36,16 +37,23 @@ func derivedWires(items map[string]indexed) map[string]*agentv1.Resource {
 	return out
 }
 
+// parseConfig reads the resources of one file (sigil apply) or object
+// (Kubernetes): the one parser of both, Gateway API routes included.
+func parseConfig(data []byte, source string) ([]traffic.Resource, error) {
+	rs, err := gatewayapi.Parse(data, source)
+	return rs, errors.Join(err, reservedNames(rs))
+}
+
 // reservedNames refuses a VirtualService named as the ones made from
 // routes are (gatewayapi.NamePrefix): one would replace the other.
-func reservedNames(parsed []traffic.Resource) []error {
+func reservedNames(parsed []traffic.Resource) error {
 	var errs []error
 	for _, r := range parsed {
 		if r.VS != nil && strings.HasPrefix(r.Name, gatewayapi.NamePrefix) {
 			errs = append(errs, fmt.Errorf("%s: metadata.name: names starting with %q are Sigil's, for the VirtualServices it makes of HTTPRoutes and GRPCRoutes", r.Ref(), gatewayapi.NamePrefix))
 		}
 	}
-	return errs
+	return errors.Join(errs...)
 }
 
 // routeWarnings are the status conditions that are not True of the
