@@ -27,13 +27,21 @@ type parent struct {
 
 // servicesOf lists the route's Service parents: parentRefs of group ""
 // and kind Service. Other parents (Gateways) are another controller's.
+// Each keeps its parentRef as written, which its status entry echoes.
 func servicesOf(r *Route) []parent {
+	written := r.spec.ParentRefs
+	switch {
+	case r.HTTP != nil:
+		written = r.HTTP.ParentRefs
+	case r.GRPC != nil:
+		written = r.GRPC.ParentRefs
+	}
 	var out []parent
-	for _, p := range r.spec.ParentRefs {
+	for i, p := range r.spec.ParentRefs {
 		if p.Group == nil || *p.Group != "" || p.Kind == nil || *p.Kind != "Service" {
 			continue
 		}
-		pp := parent{svc: naming.Service{Name: string(p.Name), Namespace: string(*p.Namespace)}, ref: p}
+		pp := parent{svc: naming.Service{Name: string(p.Name), Namespace: string(*p.Namespace)}, ref: *written[i].DeepCopy()}
 		if p.Port != nil {
 			pp.port = uint32(*p.Port)
 		}
@@ -249,7 +257,8 @@ func Refused(kind string, js []byte, err error) []ParentStatus {
 	if r.Namespace == "" {
 		r.Namespace = "default"
 	}
-	r.spec.ParentRefs = obj.Spec.ParentRefs
+	r.HTTP = &gwv1.HTTPRouteSpec{CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: obj.Spec.ParentRefs}}
+	r.spec = *r.HTTP.DeepCopy()
 	defaults(&r.spec, r.Namespace)
 	var out []ParentStatus
 	for _, p := range servicesOf(r) {

@@ -322,6 +322,11 @@ spec:
 	}
 	st := sts[0]
 	conds := st.Status.Conditions
+	// The parentRef is echoed as written (route() gives no port's
+	// defaults: group, kind, namespace and port as in the document).
+	if ref := st.Status.ParentRef; ref.Namespace == nil || *ref.Namespace != "shop" || ref.SectionName != nil || ref.Port == nil {
+		t.Errorf("parentRef not as written: %+v", ref)
+	}
 	if st.Name != "r" || st.Status.ControllerName != ControllerName || len(conds) != 2 ||
 		conds[0].Type != "Accepted" || conds[0].Status != metav1.ConditionTrue ||
 		conds[1].Type != "ResolvedRefs" || conds[1].Status != metav1.ConditionFalse || conds[1].Reason != "RefNotPermitted" {
@@ -329,6 +334,9 @@ spec:
 	}
 	err := Decoder{}.decodeErr(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":"r","namespace":"shop","generation":3},"spec":{"parentRefs":[{"group":"","kind":"Service","name":"api"}],"rules":[{"retry":{"attempts":1}}]}}`)
 	refused := Refused("HTTPRoute", []byte(`{"metadata":{"name":"r","namespace":"shop","generation":3},"spec":{"parentRefs":[{"group":"","kind":"Service","name":"api"}]}}`), err)
+	if len(refused) == 1 && refused[0].Status.ParentRef.Namespace != nil {
+		t.Errorf("refused route's parentRef gained a namespace it was not written with: %+v", refused[0].Status.ParentRef)
+	}
 	if len(refused) != 1 || refused[0].Status.Conditions[0].Status != metav1.ConditionFalse ||
 		refused[0].Status.Conditions[0].Reason != "UnsupportedValue" || refused[0].Status.Conditions[0].ObservedGeneration != 3 ||
 		!strings.Contains(refused[0].Status.Conditions[0].Message, "retry") {
