@@ -159,7 +159,10 @@ func (r *Route) prepare() error {
 	}
 	for _, p := range servicesOf(r) {
 		if _, err := buildVS(r.Namespace, p.svc, entriesFor(rules, p)); err != nil {
-			return err
+			// A value Gateway API's schema lets through and Istio's rules
+			// do not (a header value with a control byte, say): named in
+			// the VirtualService's terms, the only ones that reach it.
+			return fmt.Errorf("gatewayapi: as the VirtualService it becomes: %w", err)
 		}
 	}
 	return nil

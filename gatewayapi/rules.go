@@ -170,6 +170,9 @@ func applyFilter(r *Route, h *traffic.HTTPRoute, pm *pathModifier, f gwv1.HTTPRo
 		if rw == nil {
 			return unsupported(p+".urlRewrite", "required by type URLRewrite")
 		}
+		if rw.Hostname == nil && rw.Path == nil {
+			return unsupported(p+".urlRewrite", "set hostname or path")
+		}
 		h.Rewrite = &traffic.HTTPRewrite{}
 		if rw.Hostname != nil {
 			h.Rewrite.Authority = string(*rw.Hostname)

@@ -291,6 +291,9 @@ func TestRefusalsNameTheField(t *testing.T) {
     filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /y}}}]`, "spec.rules[0].matches[0].path.type"},
 		{`  - matches: [{headers: [{type: RegularExpression, name: x, value: "("}]}]`, "spec.rules[0].matches[0].headers[0].value"},
 		{`  - bogus: 1`, `"bogus"`},
+		{`  - filters: [{type: URLRewrite, urlRewrite: {}}]`, "spec.rules[0].filters[0].urlRewrite"},
+		{`  - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x, value: "a\nb"}]}}]
+    backendRefs: [{name: a, port: 80}]`, "as the VirtualService it becomes"},
 	} {
 		_, err := Parse([]byte(route("shop", "r", tc.rules)), "t.yaml")
 		if err == nil || !strings.Contains(err.Error(), tc.field) {
