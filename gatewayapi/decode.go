@@ -29,7 +29,8 @@ type Route struct {
 	HTTP *gwv1.HTTPRouteSpec // as written (HTTPRoute)
 	GRPC *gwv1.GRPCRouteSpec // as written (GRPCRoute)
 
-	spec gwv1.HTTPRouteSpec // with API defaults, gRPC translated
+	spec  gwv1.HTTPRouteSpec // with API defaults, gRPC translated
+	rules ruleSet            // spec's rules compiled, once (prepare)
 }
 
 var _ traffic.RouteObject = (*Route)(nil)
@@ -165,6 +166,7 @@ func (r *Route) prepare() error {
 			return fmt.Errorf("gatewayapi: as the VirtualService it becomes: %w", err)
 		}
 	}
+	r.rules = rules
 	return nil
 }
 

@@ -154,14 +154,11 @@ func Translate(resources []traffic.Resource) ([]traffic.Resource, []ParentStatus
 		if !ok {
 			continue
 		}
-		rs, err := compileRules(r)
+		// Decoder compiled and checked its rules (prepare): a route that
+		// got here is accepted.
+		rs := r.rules
 		for _, p := range servicesOf(r) {
 			st := newStatus(r, p.ref)
-			if err != nil {
-				st.Status.Conditions = []metav1.Condition{accepted(r, false, gwv1.RouteReasonUnsupportedValue, err.Error())}
-				statuses = append(statuses, st)
-				continue
-			}
 			st.Status.Conditions = []metav1.Condition{accepted(r, true, gwv1.RouteReasonAccepted, "attached to Service "+p.svc.Namespace+"/"+p.svc.Name), resolved(r, rs.unresolv)}
 			statuses = append(statuses, st)
 			g := group{r.Namespace, p.svc}
