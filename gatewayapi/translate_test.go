@@ -372,3 +372,24 @@ func TestStoredFormRoundTrip(t *testing.T) {
 		t.Errorf("stored form changed:\n%s\n%s", spec, again)
 	}
 }
+
+// An object as the API server returns it (what the CRD watcher hands
+// over: managedFields, resourceVersion, status of other controllers) is
+// read like the document applied.
+func TestDecodeKubernetesObject(t *testing.T) {
+	obj := `{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute",
+"metadata":{"name":"r","namespace":"shop","uid":"0b0c","resourceVersion":"42","generation":2,"creationTimestamp":"2026-11-30T07:00:00Z",
+ "annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{}"},
+ "managedFields":[{"manager":"kubectl","operation":"Apply","apiVersion":"gateway.networking.k8s.io/v1","time":"2026-11-30T07:00:00Z","fieldsType":"FieldsV1","fieldsV1":{"f:spec":{}}}]},
+"spec":{"parentRefs":[{"group":"","kind":"Service","name":"api"}],"rules":[{"matches":[{"path":{"type":"PathPrefix","value":"/"}}],"backendRefs":[{"group":"","kind":"Service","name":"api","port":80,"weight":1}]}]},
+"status":{"parents":[{"parentRef":{"name":"gw"},"controllerName":"example.com/gateway","conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"","lastTransitionTime":"2026-11-30T07:00:00Z","observedGeneration":2}]}]}}`
+	rs := parse(t, obj)
+	r := rs[0].Route.(*Route)
+	if rs[0].Ref() != "HTTPRoute shop/r" || r.Generation != 2 || r.Created.IsZero() {
+		t.Fatalf("read %s, generation %d, created %v", rs[0].Ref(), r.Generation, r.Created)
+	}
+	vss, sts := Translate(rs)
+	if len(vss) != 1 || len(sts) != 1 || sts[0].Status.Conditions[0].ObservedGeneration != 2 {
+		t.Errorf("translated %d VirtualServices, statuses %+v", len(vss), sts)
+	}
+}
