@@ -332,6 +332,9 @@ func backends(r *Route, h *traffic.HTTPRoute, refs []gwv1.HTTPBackendRef, p stri
 		if w < 0 || w > 1_000_000 {
 			return unsupported(bp+".weight", "%d: want 0 to 1000000", w)
 		}
+		if b.Port == nil && *b.Group == "" && *b.Kind == "Service" {
+			return unsupported(bp+".port", "required for a Service")
+		}
 		if b.Port != nil && (*b.Port < 1 || *b.Port > 65535) {
 			return unsupported(bp+".port", "%d is not a port", *b.Port)
 		}

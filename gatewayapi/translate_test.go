@@ -293,6 +293,7 @@ func TestRefusalsNameTheField(t *testing.T) {
 		{`  - bogus: 1`, `"bogus"`},
 		{`  - filters: [{type: URLRewrite, urlRewrite: {}}]`, "spec.rules[0].filters[0].urlRewrite"},
 		{`  - backendRefs: [{name: a, port: 0}]`, "spec.rules[0].backendRefs[0].port"},
+		{`  - backendRefs: [{name: a}]`, "spec.rules[0].backendRefs[0].port: required"},
 		{`  - backendRefs: [{name: a, port: 80, weight: 1000001}]`, "spec.rules[0].backendRefs[0].weight"},
 		{`  - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x, value: "a\nb"}]}}]
     backendRefs: [{name: a, port: 80}]`, "as the VirtualService it becomes"},
