@@ -63,12 +63,6 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 	return s.applyResources(r.Context(), configWrite{parsed: parsed, parseErrs: errs, dryRun: req.DryRun, actor: actorAdmin})
 }
 
-// parseConfig reads the resources of one file (sigil apply) or object
-// (Kubernetes): the one parser of both.
-func parseConfig(data []byte, source string) ([]traffic.Resource, error) {
-	return traffic.Parse(data, source)
-}
-
 // Audit actors of configuration writes.
 const (
 	actorAdmin      = "admin"      // the admin API: sigil apply and delete
@@ -199,7 +193,7 @@ func (s *Server) applyResources(ctx context.Context, w configWrite) (adminv1.App
 			return adminv1.ApplyResponse{}, refuse(http.StatusBadRequest, ReasonConflict, "%v", err)
 		}
 	}
-	resp.Warnings = subsetWarnings(all, parsed)
+	resp.Warnings = append(subsetWarnings(all, parsed), routeWarnings(all, parsed)...)
 	// And a host of two labels, name.namespace, of the resources applied:
 	// Sigil reads it as Istio does, outside the mesh, where Kubernetes DNS
 	// (and Sigil before) found a service.
@@ -386,7 +380,7 @@ func prettyJSON(b []byte) string {
 func (s *Server) listConfig(r *http.Request) (any, error) {
 	kind, ok := adminv1.KindOf(r.PathValue("kind"))
 	if !ok {
-		return nil, adminv1.Errorf(http.StatusBadRequest, "unknown kind %q: want virtualservices, destinationrules or policies", r.PathValue("kind"))
+		return nil, adminv1.Errorf(http.StatusBadRequest, "unknown kind %q: want virtualservices, destinationrules, policies, httproutes or grpcroutes", r.PathValue("kind"))
 	}
 	stored, _, err := s.store.ListResources(r.Context(), kind)
 	rs := make([]adminv1.Resource, len(stored))

@@ -370,7 +370,7 @@ spec:
 		parents, _, _ := unstructured.NestedSlice(u.Object, "status", "parents")
 		for _, p := range parents {
 			pm, _ := p.(map[string]any)
-			if pm["controllerName"] != "sigil.dev/mesh-controller" {
+			if pm["controllerName"] != "sigil.dev/mesh" {
 				continue
 			}
 			conds, _ := pm["conditions"].([]any)
@@ -385,5 +385,5 @@ spec:
 			}
 		}
 	}
-	t.Fatal("HTTPRoute api attached to a Service: no status.parents entry of sigil.dev/mesh-controller within 30 s")
+	t.Fatal("HTTPRoute api attached to a Service: no status.parents entry of sigil.dev/mesh within 30 s")
 }

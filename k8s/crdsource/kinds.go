@@ -20,6 +20,8 @@
 package crdsource
 
 import (
+	"github.com/sigil-mesh/sigil/gatewayapi"
+
 	"context"
 	"strings"
 
@@ -68,8 +70,9 @@ var istioVersions = []string{"v1", "v1beta1", "v1alpha3"}
 const GatewayGroup = "gateway.networking.k8s.io"
 
 // ControllerName is how Sigil names itself in a route's
-// status.parents[].controllerName (Gateway API's domain/path form).
-const ControllerName = "sigil.dev/mesh-controller"
+// status.parents[].controllerName (Gateway API's domain/path form):
+// gatewayapi's, which makes the statuses.
+const ControllerName = string(gatewayapi.ControllerName)
 
 // Object names one Kubernetes object of a watched kind.
 type Object struct {
