@@ -78,6 +78,7 @@ type kubePart struct {
 func (s *Server) kubeParts() []kubePart {
 	return []kubePart{
 		{name: "leader", start: s.startLeader},
+		s.kubeConfigPart(),
 		s.webhookPart(),
 	}
 }

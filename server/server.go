@@ -80,6 +80,9 @@ type Server struct {
 
 	kube *kube.Clients // the API server's clients with --kubernetes, else nil (k8s.go)
 	ha   *haState      // the CA Secret and leader election with --kubernetes, else nil (k8s_leader.go)
+	// kubeLeader says whether this replica is the leader, once leader
+	// election runs; nil: every replica acts as one (k8s_config.go).
+	kubeLeader func() bool
 
 	agentv1.UnimplementedAgentServer
 }
@@ -139,6 +142,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	s := &Server{cfg: c, log: log, store: store, audit: auditLog, ca: authority, changes: newBroadcaster(), now: time.Now, refusedSeen: map[string]bool{}, stats: stats, auditOut: auditOut, ha: ha, kube: kubeClients}
 	s.metrics = newMetrics(serverMetricsSource{s}, s.now, log)
 	s.metrics.reg.MustRegister(s.leaderGauge())
+	s.kubeLeader = s.isLeader // the CRDs' status is written by the leader (k8s_config.go)
 	s.metrics.reg.MustRegister(auditOut.collectors()...)
 	s.metrics.watchWindow(stats)
 	if err := s.reconcileAudit(ctx); err != nil {

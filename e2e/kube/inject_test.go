@@ -29,7 +29,6 @@ import (
 // Service, since no kube-proxy routes Services here.
 func TestSidecarInjectionWebhook(t *testing.T) {
 	k := harness.StartKube(t)
-	k.Namespace("sigil-system", nil) // the server keeps its CA Secret and Lease there
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
