@@ -161,6 +161,7 @@ func TestServerMetricsDocumented(t *testing.T) {
 	m.reg.MustRegister(inj.Collector()) // as the webhook part does
 	// As the configuration part does (k8s_config.go).
 	m.reg.MustRegister(objectsCollector{fakeCounts{{Kind: "VirtualService", Accepted: true, Objects: 1}}})
+	m.reg.MustRegister((&Server{}).leaderGauge()) // as Run does (k8s_leader.go)
 	families, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
