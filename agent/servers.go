@@ -202,6 +202,12 @@ func (c *client) failoverUnary(withSVID bool) grpc.UnaryClientInterceptor {
 			if next != addr {
 				c.log.Info("server replica changed", "previous_server", addr, "server", next, "method", method, "error", status.Convert(err).Message())
 			}
+			_, electing := agentv1.LeaderHint(err)
+			if !now && !electing {
+				// No other replica to try (one server, or all failed
+				// lately): the caller's own retry loop takes it from here.
+				return err
+			}
 			if !now && !backoff.Sleep(ctx, b.Next(), nil) {
 				return err
 			}
