@@ -71,9 +71,14 @@ func leading(ch change) bool { return ch.leading }
 func waitLeading(c *candidate) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
-		for ch := range c.changes {
-			if ch.leading {
-				close(done)
+		for {
+			select {
+			case ch := <-c.changes:
+				if ch.leading {
+					close(done)
+					return
+				}
+			case <-c.done: // the candidate stopped: this waiter ends with it
 				return
 			}
 		}
