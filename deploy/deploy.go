@@ -162,6 +162,9 @@ func Render(p Params) ([]byte, error) {
 // Object is one Kubernetes object of a manifest, decoded.
 type Object map[string]any
 
+// APIVersion is the object's apiVersion, such as apps/v1.
+func (o Object) APIVersion() string { s, _ := o["apiVersion"].(string); return s }
+
 // Kind is the object's kind, such as Deployment.
 func (o Object) Kind() string { s, _ := o["kind"].(string); return s }
 
@@ -187,7 +190,7 @@ func Objects(stream []byte) ([]Object, error) {
 		if o == nil {
 			continue
 		}
-		if v, _ := o["apiVersion"].(string); v == "" || o.Kind() == "" || o.Name() == "" {
+		if o.APIVersion() == "" || o.Kind() == "" || o.Name() == "" {
 			return nil, fmt.Errorf("document %d: not a Kubernetes object (apiVersion, kind and metadata.name are required)", i+1)
 		}
 		objs = append(objs, o)
