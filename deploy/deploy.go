@@ -149,7 +149,7 @@ func Render(p Params) ([]byte, error) {
 				return nil, fmt.Errorf("deploy: %s: %w", name, err)
 			}
 			if _, err := Objects(doc.Bytes()); err != nil {
-				return nil, fmt.Errorf("deploy: %s: %w", name, err)
+				return nil, fmt.Errorf("deploy: %s renders to no Kubernetes objects: %w", name, err)
 			}
 			fmt.Fprintf(&out, "---\n# Source: deploy/%s\n", name)
 			out.Write(bytes.TrimSpace(doc.Bytes()))
@@ -185,13 +185,13 @@ func Objects(stream []byte) ([]Object, error) {
 	for i, doc := range splitDocuments(stream) {
 		var o Object
 		if err := yaml.UnmarshalStrict([]byte(doc), &o); err != nil {
-			return nil, fmt.Errorf("document %d: %w", i+1, err)
+			return nil, fmt.Errorf("deploy: document %d: %w", i+1, err)
 		}
 		if o == nil {
 			continue
 		}
 		if o.APIVersion() == "" || o.Kind() == "" || o.Name() == "" {
-			return nil, fmt.Errorf("document %d: not a Kubernetes object (apiVersion, kind and metadata.name are required)", i+1)
+			return nil, fmt.Errorf("deploy: document %d: not a Kubernetes object (apiVersion, kind and metadata.name are required)", i+1)
 		}
 		objs = append(objs, o)
 	}

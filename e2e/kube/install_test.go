@@ -218,3 +218,27 @@ func TestCheckAfterInstall(t *testing.T) {
 		"a server replica holds the leader Lease sigil-server": {"×", holder + "'s lease expired .* ago"},
 	})
 }
+
+// TestServerPublishesTrustBundle runs the real sigil-server against the
+// API server as the service account the manifests create, with exactly
+// the RBAC they grant: it publishes its trust bundle in the ConfigMap
+// sigil-bundle the agents' DaemonSet mounts, identical to `sigil-server
+// bundle show`, and `sigil check` finds it. (No kubelet: the server runs
+// here as a process, as its pod would run it.)
+func TestServerPublishesTrustBundle(t *testing.T) {
+	k := harness.StartKube(t)
+	k.Apply(harness.MustRun(t, "sigil", "install", "--trust-domain", harness.TrustDomain))
+	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.KubeconfigFor("sigil-system", "sigil-server"))
+	m.Server.WaitFor(`"msg":"kubernetes part started".*"part":"trust bundle"`, 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cm, err := k.Clients.Core.CoreV1().ConfigMaps("sigil-system").Get(ctx, "sigil-bundle", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := m.Admin("bundle", "show"); cm.Data["bundle.pem"] != want || want == "" {
+		t.Fatalf("ConfigMap sigil-bundle holds %q; sigil-server bundle show prints %q", cm.Data["bundle.pem"], want)
+	}
+	out, _ := runCheck(t, "--kubeconfig", k.Kubeconfig)
+	expectChecks(t, out, map[string][2]string{"the trust bundle is published in ConfigMap sigil-bundle": {"✔", "1 root"}})
+}

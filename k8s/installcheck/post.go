@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -197,7 +198,7 @@ func parseCerts(b []byte) ([]*x509.Certificate, error) {
 			break
 		}
 		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("a %s block in a certificate bundle", block.Type)
+			return nil, fmt.Errorf("installcheck: a %s block in a certificate bundle", block.Type)
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
@@ -206,7 +207,7 @@ func parseCerts(b []byte) ([]*x509.Certificate, error) {
 		certs = append(certs, c)
 	}
 	if len(certs) == 0 {
-		return nil, fmt.Errorf("no PEM certificate")
+		return nil, errors.New("installcheck: no PEM certificate")
 	}
 	return certs, nil
 }

@@ -198,7 +198,7 @@ func objectExists(ctx context.Context, e *Env, p planned) (bool, error) {
 	case apierrors.IsNotFound(err):
 		return false, nil
 	default:
-		return false, fmt.Errorf("looking for %s: %w", describe(p.obj), err)
+		return false, fmt.Errorf("installcheck: looking for %s: %w", describe(p.obj), err)
 	}
 }
 
