@@ -26,7 +26,7 @@ test:
 ## image: the container image the Kubernetes manifests run (deploy/Dockerfile:
 ## all four binaries), tagged $(IMAGE). Not published anywhere: push it where
 ## your cluster pulls from and pass it to `sigil install --image`.
-IMAGE ?= ghcr.io/sigil-mesh/sigil:dev
+IMAGE ?= ghcr.io/sigil-mesh/sigil:latest
 image:
 	docker build -f deploy/Dockerfile -t $(IMAGE) .
 

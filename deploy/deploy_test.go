@@ -193,7 +193,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		"Role/sigil-server": {
 			"coordination.k8s.io/leases[sigil-server]: get,update",
 			"coordination.k8s.io/leases: create",
-			"/secrets[sigil-ca]: get,update",
+			"/secrets[sigil-ca]: get,list,watch,update",
 			"/secrets: create",
 			"/configmaps: create",
 			"/configmaps[sigil-bundle]: get,update",

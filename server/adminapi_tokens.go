@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"time"
@@ -13,11 +14,16 @@ import (
 )
 
 func (s *Server) getBundle(r *http.Request) (any, error) {
+	b := s.ca.Bundle()
 	switch f := r.URL.Query().Get("format"); f {
 	case "", "pem":
-		return s.bundlePEM(), nil
+		var out []byte
+		for _, c := range b.X509Authorities() {
+			out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		}
+		return out, nil
 	case "spiffe":
-		return s.ca.Bundle().Marshal()
+		return b.Marshal()
 	default:
 		return nil, adminv1.Errorf(http.StatusBadRequest, "format %q: want pem or spiffe", f)
 	}

@@ -12,9 +12,9 @@ import (
 	"github.com/sigil-mesh/sigil/k8s/bundlepublish"
 )
 
-// bundlePEM is the bundle's X.509 roots, PEM, as `sigil-server bundle
-// show` prints them.
-func (s *Server) bundlePEM() []byte {
+// publishedBundle is the bundle's X.509 roots, PEM, as `sigil-server
+// bundle show` prints them.
+func (s *Server) publishedBundle() []byte {
 	var out []byte
 	for _, c := range s.ca.Bundle().X509Authorities() {
 		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
@@ -25,7 +25,7 @@ func (s *Server) bundlePEM() []byte {
 // startBundlePublisher publishes the bundle once, so agents can start,
 // then keeps the ConfigMap up to date through rotations.
 func (s *Server) startBundlePublisher(ctx context.Context, wg *sync.WaitGroup) error {
-	p := &bundlepublish.Publisher{Client: s.kube.Core, Namespace: s.cfg.Kubernetes.Namespace, Bundle: s.bundlePEM, Log: s.log}
+	p := &bundlepublish.Publisher{Client: s.kube.Core, Namespace: s.cfg.Kubernetes.Namespace, Bundle: s.publishedBundle, Log: s.log}
 	if _, err := p.Publish(ctx); err != nil {
 		return err
 	}

@@ -131,12 +131,13 @@ func TestCheckAfterInstall(t *testing.T) {
 		"can query the Kubernetes API":                                     {"✔", ""},
 		"the control plane namespace exists":                               {"✔", "sigil-system"},
 		"the CRDs are installed and established":                           {crds, ""},
+		"the Gateway API route CRDs are installed":                         {"‼", "not served: httproutes"},
 		"the server Deployment is available":                               {"×", "has not reported on generation 1"},
 		"a server replica holds the leader Lease sigil-server":             {"×", "no Lease sigil-server"},
 		"the trust bundle is published in ConfigMap sigil-bundle":          {"×", "no ConfigMap"},
 		"the webhook configuration sigil-sidecar-injector has a CA bundle": {"×", "has no caBundle"},
 		"the webhook Service sigil-server has ready endpoints":             {"×", "no ready endpoint"},
-		"the webhook injects (a dry-run Pod create)":                       {"×", "dry-run Pod in default: .*sidecar-injector.sigil.dev"},
+		"the webhook injects (a dry-run Pod create)":                       {"×", "dry-run Pod in default: .*inject.sigil.dev"},
 		"every node's agent is attested":                                   {"×", "has not reported on generation 1"},
 	})
 
@@ -201,7 +202,7 @@ func TestCheckAfterInstall(t *testing.T) {
 		"the trust bundle is published in ConfigMap sigil-bundle":          {"✔", "1 root"},
 		"the webhook configuration sigil-sidecar-injector has a CA bundle": {"✔", "2 webhooks"},
 		"the webhook Service sigil-server has ready endpoints":             {"✔", "1 ready"},
-		"the webhook injects (a dry-run Pod create)":                       {"×", "dry-run Pod in default: .*sidecar-injector.sigil.dev"},
+		"the webhook injects (a dry-run Pod create)":                       {"×", "dry-run Pod in default: .*inject.sigil.dev"},
 		"every node's agent is attested":                                   {"×", "1 of 2 attested; not ready: sigil-agent-b on node-b"},
 	})
 

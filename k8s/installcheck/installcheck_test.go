@@ -232,7 +232,7 @@ func TestCRDsEstablished(t *testing.T) {
 		{"none", nil, Fail, "missing: virtualservices.networking.istio.io"},
 		{"one missing", all(true)[1:], Fail, "missing: virtualservices.networking.istio.io"},
 		{"not established", all(false), Fail, "not established yet"},
-		{"all", all(true), Pass, "5 CRDs"},
+		{"all", all(true), Pass, "3 CRDs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, _ := fakeEnv(t, nil, tc.crds...)
@@ -241,6 +241,17 @@ func TestCRDsEstablished(t *testing.T) {
 				t.Fatalf("got %+v; want status %d with %q", got, tc.want, tc.detail)
 			}
 		})
+	}
+}
+
+func TestGatewayCRDs(t *testing.T) {
+	e, _ := fakeEnv(t, nil, crd(GatewayAPICRDs[0], true))
+	if got := gatewayCRDs(context.Background(), e); got.Status != Warn || !strings.Contains(got.Detail, "not served: "+GatewayAPICRDs[1]) {
+		t.Fatalf("one route CRD missing: %+v; want a warning naming %s", got, GatewayAPICRDs[1])
+	}
+	e, _ = fakeEnv(t, nil, crd(GatewayAPICRDs[0], true), crd(GatewayAPICRDs[1], true))
+	if got := gatewayCRDs(context.Background(), e); got.Status != Pass {
+		t.Fatalf("both served: %+v", got)
 	}
 }
 

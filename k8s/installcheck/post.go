@@ -46,12 +46,19 @@ const (
 	appLabel = "app.kubernetes.io/name"
 )
 
-// MeshCRDs are the custom resources the server watches: Istio's traffic
-// resources, Sigil's Policy and the Gateway API routes (GAMMA).
+// MeshCRDs are the custom resources the server watches that `sigil
+// install` ships (Istio's traffic resources, for clusters without Istio,
+// and Sigil's Policy).
 var MeshCRDs = []string{
 	"virtualservices.networking.istio.io",
 	"destinationrules.networking.istio.io",
 	"policies.security.sigil.dev",
+}
+
+// GatewayAPICRDs are the Gateway API routes the server also watches where
+// they are served (GAMMA). They are the cluster's, never Sigil's: the
+// Gateway API's standard channel installs them.
+var GatewayAPICRDs = []string{
 	"httproutes.gateway.networking.k8s.io",
 	"grpcroutes.gateway.networking.k8s.io",
 }
@@ -66,6 +73,7 @@ func postChecks() []Check {
 	return []Check{
 		{Category: catControlPlane, Name: "the control plane namespace exists", Fatal: true, Run: namespaceExists},
 		{Category: catControlPlane, Name: "the CRDs are installed and established", Run: crdsEstablished},
+		{Category: catControlPlane, Name: "the Gateway API route CRDs are installed", Run: gatewayCRDs},
 		{Category: catControlPlane, Name: "the server Deployment is available", Run: serverAvailable},
 		{Category: catControlPlane, Name: "a server replica holds the leader Lease " + LeaderLease, Run: leaderElected},
 		{Category: catControlPlane, Name: "the trust bundle is published in ConfigMap " + BundleConfigMap, Run: bundlePublished},
@@ -120,6 +128,27 @@ func crdsEstablished(ctx context.Context, e *Env) Result {
 		return fail("not established yet: "+strings.Join(pending, ", "), "kubectl get crd NAME -o yaml shows the API server's conditions (a name conflict keeps a CRD from being established)")
 	}
 	return pass(fmt.Sprintf("%d CRDs", len(want)))
+}
+
+// gatewayCRDs warns when HTTPRoute or GRPCRoute is not served: the mesh
+// works without them, but such routes cannot be applied.
+func gatewayCRDs(ctx context.Context, e *Env) Result {
+	var missing []string
+	for _, name := range GatewayAPICRDs {
+		crd, err := e.Clients.Dynamic.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || (err == nil && !crdCondition(crd, "Established")) {
+			missing = append(missing, name)
+			continue
+		}
+		if err != nil {
+			return fail(err.Error(), "")
+		}
+	}
+	if len(missing) > 0 {
+		return warn("not served: "+strings.Join(missing, ", "),
+			"HTTPRoute and GRPCRoute (GAMMA) need the Gateway API's CRDs: install its standard channel (v1.6) if you route with them; the server watches them once they are served")
+	}
+	return pass("")
 }
 
 // crdCondition reports whether crd's status has condition typ True.
