@@ -262,7 +262,10 @@ func TestWebhookInjects(t *testing.T) {
 		return true, pod, nil
 	}
 	refuse := func(k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, errors.New(`Internal error occurred: failed calling webhook "object.sidecar-injector.sigil.dev": no endpoints`)
+		return true, nil, errors.New(`Internal error occurred: failed calling webhook "object.inject.sigil.dev": no endpoints`)
+	}
+	forbid := func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New(`pods "sigil-check-" is forbidden: error looking up service account default/default`)
 	}
 	labeled := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{InjectLabel: "enabled"}}}
 	for _, tc := range []struct {
@@ -274,6 +277,7 @@ func TestWebhookInjects(t *testing.T) {
 	}{
 		{"not injected", nil, nil, Fail, "came back without a sidecar"},
 		{"webhook down", nil, refuse, Fail, "dry-run Pod in default: Internal error"},
+		{"refused before the webhook", nil, forbid, Fail, "is forbidden"},
 		{"injected in default", nil, inject, Pass, "namespace default"},
 		{"injected in the opted-in namespace", []runtime.Object{labeled}, inject, Pass, "namespace shop"},
 	} {
@@ -290,6 +294,9 @@ func TestWebhookInjects(t *testing.T) {
 			got := webhookInjects(context.Background(), e)
 			if got.Status != tc.want || !strings.Contains(got.Detail, tc.detail) {
 				t.Fatalf("got %+v; want status %d with %q", got, tc.want, tc.detail)
+			}
+			if calledWebhook := strings.Contains(got.Hint, "could not have the Pod injected"); got.Status == Fail && calledWebhook != strings.Contains(got.Detail, "failed calling webhook") {
+				t.Errorf("hint %q does not fit the failure %q", got.Hint, got.Detail)
 			}
 			if len(dryRun) != 1 || dryRun[0] != metav1.DryRunAll {
 				t.Fatalf("the Pod was created with dryRun %q: the check must store nothing", dryRun)

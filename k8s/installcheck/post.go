@@ -323,8 +323,11 @@ func webhookInjects(ctx context.Context, e *Env) Result {
 	}
 	got, err := e.Clients.Core.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	if err != nil {
-		return fail(fmt.Sprintf("dry-run Pod in %s: %v", ns, err),
-			"the API server could not have the Pod injected: with failurePolicy Fail, pods that opted in are refused until a server replica answers on "+WebhookService+":443; "+describeHint("deployment", ServerDeployment, e.Namespace))
+		hint := "the API server refused the Pod before calling the webhook: the error says why (the test Pod runs as the namespace's default service account)"
+		if strings.Contains(err.Error(), "failed calling webhook") {
+			hint = "the API server could not have the Pod injected: with failurePolicy Fail, pods that opted in are refused until a server replica answers on " + WebhookService + ":443; " + describeHint("deployment", ServerDeployment, e.Namespace)
+		}
+		return fail(fmt.Sprintf("dry-run Pod in %s: %v", ns, err), hint)
 	}
 	if len(got.Spec.InitContainers) == 0 && len(got.Spec.Containers) == len(pod.Spec.Containers) {
 		return fail(fmt.Sprintf("the dry-run Pod in %s came back without a sidecar", ns),
