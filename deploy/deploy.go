@@ -109,14 +109,12 @@ type manifestSet struct {
 	glob string
 }
 
-// manifestSets lists what Render prints, in apply order: custom resource
-// definitions come first (so objects of their kinds that follow apply),
-// then the templates of deploy/kubernetes. The CRDs Sigil ships
-// (deploy/crds, embedded as crdFiles in crds.go) join here as the first
-// set: {fsys: crdFiles, glob: "crds/*.yaml"} (a test in
-// k8s/installcheck, TestManifestsShipMeshCRDs, fails until they do).
+// manifestSets lists what Render prints, in apply order: the CRDs Sigil
+// ships (deploy/crds, crds.go) come first, so that objects of their kinds
+// that follow apply, then the templates of deploy/kubernetes.
 func manifestSets() []manifestSet {
 	return []manifestSet{
+		{fsys: crdFiles, glob: "crds/*.yaml"},
 		{fsys: kubernetesFiles, glob: "kubernetes/*.yaml"},
 	}
 }
