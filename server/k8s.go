@@ -75,6 +75,7 @@ type kubePart struct {
 // kubeParts lists the server's Kubernetes parts in start order.
 func (s *Server) kubeParts() []kubePart {
 	return []kubePart{
+		{name: "trust bundle", start: s.startBundlePublisher},
 		s.kubeConfigPart(),
 		s.webhookPart(),
 	}
