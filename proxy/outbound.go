@@ -396,15 +396,3 @@ func (o *outbound) transparent(c net.Conn) {
 	}
 	o.pipeTCP(rc, up, rec)
 }
-
-// serviceForAddr finds the service one of whose endpoints is on dst's host.
-func (o *outbound) serviceForAddr(dst *net.TCPAddr) naming.Service {
-	for svc, eps := range o.state.Load().byService {
-		for _, e := range eps {
-			if e.ip.IsValid() && net.IP(e.ip.AsSlice()).Equal(dst.IP) {
-				return svc
-			}
-		}
-	}
-	return naming.Service{}
-}

@@ -70,7 +70,9 @@ type kubePart struct {
 
 // kubeParts lists the server's Kubernetes parts in start order.
 func (s *Server) kubeParts() []kubePart {
-	return []kubePart{}
+	return []kubePart{
+		s.servicesPart(),
+	}
 }
 
 // startKube connects to the API server and starts every part; the first

@@ -1,0 +1,90 @@
+package proxy
+
+// Kubernetes Service virtual IPs. On Kubernetes an app dials a Service's
+// cluster IP and port (its DNS name resolves to it); iptables redirects
+// the connection here and its original destination is that ClusterIP:port,
+// which names the service as Istio's outbound listeners match it. A
+// headless Service has no cluster IP: its clients dial the pods' own
+// addresses, which match the service's endpoints (serviceForAddr).
+
+import (
+	"log/slog"
+	"net"
+	"net/netip"
+
+	"github.com/sigil-mesh/sigil/naming"
+)
+
+// declarePort records that svc has endpoints for the Service port port.
+func (st *meshState) declarePort(svc naming.Service, port uint32) {
+	if st.ports == nil {
+		st.ports = map[naming.Service]map[uint32]bool{}
+	}
+	if st.ports[svc] == nil {
+		st.ports[svc] = map[uint32]bool{}
+	}
+	st.ports[svc][port] = true
+}
+
+// addVIPs maps each of svc's cluster IPs at port to it. A ClusterIP:port
+// two services claim is marked (the zero service) for
+// dropConflictingVIPs: the API server never allocates one twice, so such
+// a pair is a fault, and neither service gets the traffic.
+func (st *meshState) addVIPs(svc naming.Service, port uint16, ips []string, log *slog.Logger) {
+	for _, s := range ips {
+		ip, err := netip.ParseAddr(s)
+		if err != nil || ip.IsUnspecified() {
+			log.Warn("service with a bad cluster IP; that IP is not matched", "service", svc.String(), "address", s)
+			continue
+		}
+		if st.vips == nil {
+			st.vips = map[netip.AddrPort]naming.Service{}
+		}
+		ap := netip.AddrPortFrom(ip.Unmap(), port)
+		if have, ok := st.vips[ap]; ok && have != svc {
+			st.vips[ap] = naming.Service{}
+			continue
+		}
+		st.vips[ap] = svc
+	}
+}
+
+// dropConflictingVIPs removes the ClusterIP:ports addVIPs marked.
+func (st *meshState) dropConflictingVIPs(log *slog.Logger) {
+	for ap, svc := range st.vips {
+		if svc.IsZero() {
+			delete(st.vips, ap)
+			log.Warn("cluster IP and port claimed by two services; connections to it are refused", "dst", ap.String())
+		}
+	}
+}
+
+// serviceForAddr names the service a captured connection to dst is for: a
+// Service's ClusterIP:port, else the service with an endpoint at dst
+// exactly (a headless Service's pod, or a sidecar's address), else one
+// with an endpoint on dst's host (plain hosts: a sidecar reached at its
+// app's port). Zero when none.
+func (o *outbound) serviceForAddr(dst *net.TCPAddr) naming.Service {
+	st := o.state.Load()
+	ip, ok := netip.AddrFromSlice(dst.IP)
+	if !ok {
+		return naming.Service{}
+	}
+	ap := netip.AddrPortFrom(ip.Unmap(), uint16(dst.Port))
+	if svc, ok := st.vips[ap]; ok {
+		return svc
+	}
+	var onHost naming.Service
+	for svc, eps := range st.byService {
+		for _, e := range eps {
+			if !e.ip.IsValid() || e.ip.Unmap() != ap.Addr() {
+				continue
+			}
+			if e.ipPort == ap.Port() {
+				return svc
+			}
+			onHost = svc
+		}
+	}
+	return onHost
+}

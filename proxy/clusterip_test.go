@@ -1,0 +1,63 @@
+package proxy
+
+import (
+	"net"
+	"testing"
+
+	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/naming"
+)
+
+// TestClusterIPOriginalDestination: a transparently captured connection's
+// original destination names its service by a Kubernetes Service's
+// ClusterIP:port, else by an endpoint at that address (a headless
+// Service's pod), else by an endpoint on that host (plain hosts, as
+// before); a ClusterIP:port two services claim names neither.
+func TestClusterIPOriginalDestination(t *testing.T) {
+	const apiID, dbID, webID = "spiffe://example.org/ns/shop/sa/api", "spiffe://example.org/ns/shop/sa/db", "spiffe://example.org/ns/shop/sa/web"
+	vip := []string{"10.96.0.10"}
+	o := outboundWith(t, "", []*agentv1.Endpoint{
+		{Service: "api", Namespace: "shop", Address: "10.0.0.1:8080", SpiffeId: apiID, ServicePort: 80, ClusterIps: vip},
+		{Service: "api", Namespace: "shop", Address: "10.0.0.1:9091", SpiffeId: apiID, ServicePort: 9090, ClusterIps: vip},
+		{Service: "api", Namespace: "shop", Address: "10.0.0.2:8080", SpiffeId: apiID, ServicePort: 80, ClusterIps: vip},
+		{Service: "db", Namespace: "shop", Address: "10.0.0.5:5432", SpiffeId: dbID, ServicePort: 5432}, // headless
+		{Service: "web", Namespace: "shop", Address: "192.168.1.2:15006", SpiffeId: webID},              // a sidecar on a plain host
+		{Service: "one", Namespace: "shop", Address: "10.0.0.7:80", SpiffeId: webID, ServicePort: 80, ClusterIps: []string{"10.96.0.99"}},
+		{Service: "two", Namespace: "shop", Address: "10.0.0.8:80", SpiffeId: webID, ServicePort: 80, ClusterIps: []string{"10.96.0.99"}},
+	}...)
+	for _, tc := range []struct {
+		dst  string
+		want string // service name, "" for none
+	}{
+		{"10.96.0.10:80", "api"},
+		{"10.96.0.10:9090", "api"},
+		{"10.96.0.10:81", ""}, // a port the Service does not have
+		{"10.0.0.5:5432", "db"},
+		{"10.0.0.1:8080", "api"},
+		{"192.168.1.2:8080", "web"},
+		{"10.96.0.99:80", ""},
+		{"10.9.9.9:80", ""},
+	} {
+		addr, err := net.ResolveTCPAddr("tcp", tc.dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := o.serviceForAddr(addr); got.Name != tc.want {
+			t.Errorf("original destination %s: service %q, want %q", tc.dst, got.Name, tc.want)
+		}
+	}
+
+	// Each Service port is a cluster of the pods' endpoints on that port;
+	// a port the Service does not declare keeps them all.
+	st := o.state.Load()
+	api := naming.Service{Name: "api", Namespace: "shop"}
+	for port, want := range map[uint32][]string{80: {"10.0.0.1:8080", "10.0.0.2:8080"}, 9090: {"10.0.0.1:9091"}, 1: {"10.0.0.1:8080", "10.0.0.1:9091", "10.0.0.2:8080"}} {
+		var got []string
+		for _, e := range o.clusterAt(st, api, "", port).eps {
+			got = append(got, e.addr)
+		}
+		if fmtAny(got) != fmtAny(want) {
+			t.Errorf("port %d: endpoints %v, want %v", port, got, want)
+		}
+	}
+}
