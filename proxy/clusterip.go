@@ -63,7 +63,7 @@ func (st *meshState) dropConflictingVIPs(log *slog.Logger) {
 // Service's ClusterIP:port, else the service with an endpoint at dst
 // exactly (a headless Service's pod, or a sidecar's address), else one
 // with an endpoint on dst's host (plain hosts: a sidecar reached at its
-// app's port). Zero when none.
+// app's port); of several, the first by name. Zero when none.
 func (o *outbound) serviceForAddr(dst *net.TCPAddr) naming.Service {
 	st := o.state.Load()
 	ip, ok := netip.AddrFromSlice(dst.IP)
@@ -74,17 +74,57 @@ func (o *outbound) serviceForAddr(dst *net.TCPAddr) naming.Service {
 	if svc, ok := st.vips[ap]; ok {
 		return svc
 	}
-	var onHost naming.Service
+	// A pod may back several services: the first by name, so every
+	// connection (and every sidecar) picks the same one.
+	var exact, onHost naming.Service
+	first := func(have, svc naming.Service) naming.Service {
+		if have.IsZero() || svc.String() < have.String() {
+			return svc
+		}
+		return have
+	}
 	for svc, eps := range st.byService {
 		for _, e := range eps {
 			if !e.ip.IsValid() || e.ip.Unmap() != ap.Addr() {
 				continue
 			}
 			if e.ipPort == ap.Port() {
-				return svc
+				exact = first(exact, svc)
 			}
-			onHost = svc
+			onHost = first(onHost, svc)
 		}
 	}
+	if !exact.IsZero() {
+		return exact
+	}
 	return onHost
+}
+
+// shownEndpoint is an endpoint as /config shows it.
+type shownEndpoint struct {
+	Address     string            `json:"address"`
+	SPIFFEID    string            `json:"spiffe_id,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	ServicePort uint32            `json:"service_port,omitempty"`
+}
+
+// shown is what /config shows of the state's discovery: each service's
+// endpoints (by "name.namespace"), and the service each ClusterIP:port
+// names.
+func (st *meshState) shown() (map[string][]shownEndpoint, map[string]string) {
+	eps := make(map[string][]shownEndpoint, len(st.byService))
+	for svc, list := range st.byService {
+		for _, e := range list {
+			s := shownEndpoint{Address: e.addr, Labels: e.labels, ServicePort: e.svcPort}
+			if !e.id.IsZero() {
+				s.SPIFFEID = e.id.String()
+			}
+			eps[svc.String()] = append(eps[svc.String()], s)
+		}
+	}
+	vips := make(map[string]string, len(st.vips))
+	for ap, svc := range st.vips {
+		vips[ap.String()] = svc.String()
+	}
+	return eps, vips
 }

@@ -24,6 +24,10 @@ func TestClusterIPOriginalDestination(t *testing.T) {
 		{Service: "web", Namespace: "shop", Address: "192.168.1.2:15006", SpiffeId: webID},              // a sidecar on a plain host
 		{Service: "one", Namespace: "shop", Address: "10.0.0.7:80", SpiffeId: webID, ServicePort: 80, ClusterIps: []string{"10.96.0.99"}},
 		{Service: "two", Namespace: "shop", Address: "10.0.0.8:80", SpiffeId: webID, ServicePort: 80, ClusterIps: []string{"10.96.0.99"}},
+		// One pod behind two services: the first by name, every time.
+		{Service: "zz", Namespace: "shop", Address: "10.0.0.20:80", SpiffeId: webID, ServicePort: 80},
+		{Service: "aa", Namespace: "shop", Address: "10.0.0.20:80", SpiffeId: webID, ServicePort: 80},
+		{Service: "mm", Namespace: "shop", Address: "10.0.0.20:80", SpiffeId: webID, ServicePort: 80},
 	}...)
 	for _, tc := range []struct {
 		dst  string
@@ -37,6 +41,7 @@ func TestClusterIPOriginalDestination(t *testing.T) {
 		{"192.168.1.2:8080", "web"},
 		{"10.96.0.99:80", ""},
 		{"10.9.9.9:80", ""},
+		{"10.0.0.20:80", "aa"},
 	} {
 		addr, err := net.ResolveTCPAddr("tcp", tc.dst)
 		if err != nil {
