@@ -8,6 +8,7 @@ package proxy
 // addresses, which match the service's endpoints (serviceForAddr).
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -63,20 +64,24 @@ func (st *meshState) dropConflictingVIPs(log *slog.Logger) {
 // Service's ClusterIP:port, else the service with an endpoint at dst
 // exactly (a headless Service's pod, or a sidecar's address), else one
 // with an endpoint on dst's host (plain hosts: a sidecar reached at its
-// app's port); of several, the first by name. Zero when none.
-func (o *outbound) serviceForAddr(dst *net.TCPAddr) naming.Service {
+// app's port); of several, the first by name. Zero when none. pin is dst
+// when it is a Kubernetes pod's endpoint: the app dialled that pod (a
+// headless Service's, a StatefulSet's pod-0), and gets it (pinned), as
+// Istio's original-destination clusters do.
+func (o *outbound) serviceForAddr(dst *net.TCPAddr) (svc naming.Service, pin string) {
 	st := o.state.Load()
 	ip, ok := netip.AddrFromSlice(dst.IP)
 	if !ok {
-		return naming.Service{}
+		return naming.Service{}, ""
 	}
 	ap := netip.AddrPortFrom(ip.Unmap(), uint16(dst.Port))
 	if svc, ok := st.vips[ap]; ok {
-		return svc
+		return svc, ""
 	}
 	// A pod may back several services: the first by name, so every
 	// connection (and every sidecar) picks the same one.
 	var exact, onHost naming.Service
+	pod := false
 	first := func(have, svc naming.Service) naming.Service {
 		if have.IsZero() || svc.String() < have.String() {
 			return svc
@@ -90,14 +95,36 @@ func (o *outbound) serviceForAddr(dst *net.TCPAddr) naming.Service {
 			}
 			if e.ipPort == ap.Port() {
 				exact = first(exact, svc)
+				pod = pod || e.svcPort != 0
 			}
 			onHost = first(onHost, svc)
 		}
 	}
 	if !exact.IsZero() {
-		return exact
+		if pod {
+			return exact, ap.String()
+		}
+		return exact, ""
 	}
-	return onHost
+	return onHost, ""
+}
+
+// pinned narrows c to the endpoint the app dialled (routedDest.pin in
+// ctx) when c has it; otherwise, as when the route sent the request to
+// another service or a subset without that pod, c as the route chose it.
+func pinned(ctx context.Context, c *cluster) *cluster {
+	d, ok := ctx.Value(ctxKey{}).(routedDest)
+	if c == nil || !ok || d.pin == "" {
+		return c
+	}
+	for _, e := range c.eps {
+		if e.addr == d.pin {
+			one := *c
+			one.eps = []*endpoint{e}
+			return &one
+		}
+	}
+	return c
 }
 
 // shownEndpoint is an endpoint as /config shows it.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"net"
 	"testing"
 
@@ -12,7 +13,8 @@ import (
 // original destination names its service by a Kubernetes Service's
 // ClusterIP:port, else by an endpoint at that address (a headless
 // Service's pod), else by an endpoint on that host (plain hosts, as
-// before); a ClusterIP:port two services claim names neither.
+// before); a ClusterIP:port two services claim names neither. A
+// connection dialled to a pod's endpoint goes to that pod (pinned).
 func TestClusterIPOriginalDestination(t *testing.T) {
 	const apiID, dbID, webID = "spiffe://example.org/ns/shop/sa/api", "spiffe://example.org/ns/shop/sa/db", "spiffe://example.org/ns/shop/sa/web"
 	vip := []string{"10.96.0.10"}
@@ -32,23 +34,26 @@ func TestClusterIPOriginalDestination(t *testing.T) {
 	for _, tc := range []struct {
 		dst  string
 		want string // service name, "" for none
+		pin  bool   // the connection goes to the dialled pod
 	}{
-		{"10.96.0.10:80", "api"},
-		{"10.96.0.10:9090", "api"},
-		{"10.96.0.10:81", ""}, // a port the Service does not have
-		{"10.0.0.5:5432", "db"},
-		{"10.0.0.1:8080", "api"},
-		{"192.168.1.2:8080", "web"},
-		{"10.96.0.99:80", ""},
-		{"10.9.9.9:80", ""},
-		{"10.0.0.20:80", "aa"},
+		{"10.96.0.10:80", "api", false},
+		{"10.96.0.10:9090", "api", false},
+		{"10.96.0.10:81", "", false}, // a port the Service does not have
+		{"10.0.0.5:5432", "db", true},
+		{"10.0.0.1:8080", "api", true},
+		{"192.168.1.2:8080", "web", false},
+		{"192.168.1.2:15006", "web", false}, // plain hosts: balanced as before
+		{"10.96.0.99:80", "", false},
+		{"10.9.9.9:80", "", false},
+		{"10.0.0.20:80", "aa", true},
 	} {
 		addr, err := net.ResolveTCPAddr("tcp", tc.dst)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := o.serviceForAddr(addr); got.Name != tc.want {
-			t.Errorf("original destination %s: service %q, want %q", tc.dst, got.Name, tc.want)
+		got, pin := o.serviceForAddr(addr)
+		if got.Name != tc.want || (pin != "") != tc.pin || (pin != "" && pin != tc.dst) {
+			t.Errorf("original destination %s: service %q pin %q, want %q pinned %v", tc.dst, got.Name, pin, tc.want, tc.pin)
 		}
 	}
 
@@ -63,6 +68,16 @@ func TestClusterIPOriginalDestination(t *testing.T) {
 		}
 		if fmtAny(got) != fmtAny(want) {
 			t.Errorf("port %d: endpoints %v, want %v", port, got, want)
+		}
+	}
+
+	// Pinned to the dialled pod when the route's cluster has it; the
+	// route's cluster as is when not.
+	c := o.clusterAt(st, api, "", 80)
+	for pin, want := range map[string]int{"10.0.0.2:8080": 1, "10.0.0.5:5432": 2, "": 2} {
+		ctx := context.WithValue(context.Background(), ctxKey{}, routedDest{api, 80, pin})
+		if got := pinned(ctx, c); len(got.eps) != want || (want == 1 && got.eps[0].addr != pin) {
+			t.Errorf("pinned to %q: %d endpoints, want %d", pin, len(got.eps), want)
 		}
 	}
 }

@@ -70,7 +70,10 @@ func TestServiceDiscoveryFromEndpointSlices(t *testing.T) {
 		appAddr := "127.0.0.1:" + strconv.Itoa(8080+ports)
 		harness.StartIn(t, netns, "sigil-demo-app", "--listen", appAddr, "--name", app).WaitFor(`listening on`, 30*time.Second)
 		harness.StartIn(t, netns, "sigil-proxy", append([]string{"run", "--socket", agent.Socket, "--service", sa, "--app", appAddr, "--policy", dir,
-			"--outbound", "127.0.0.1:" + strconv.Itoa(15001+ports), "--admin", "127.0.0.1:" + strconv.Itoa(15000+ports)}, extra...)...).
+			"--outbound", "127.0.0.1:" + strconv.Itoa(15001+ports), "--admin", "127.0.0.1:" + strconv.Itoa(15000+ports),
+			// Its own spool: the default one is per service and port, which
+			// other tests' sidecars in other namespaces may hold.
+			"--audit-spool-dir", filepath.Join(m.Dir, "spool-"+node)}, extra...)...).
 			WaitFor(`sigil-proxy running`, 60*time.Second)
 	}
 	v1, v2 := serverIP+":15006", serverIP+":15007"
@@ -154,6 +157,17 @@ func TestServiceDiscoveryFromEndpointSlices(t *testing.T) {
 		}
 	}
 
+	// A pod's own address (what a headless Service's DNS gives; no
+	// Service here has that address as its ClusterIP): the connection
+	// goes to that pod, not to any of the service's.
+	for _, pod := range []struct{ addr, app string }{{v1, "api-v1"}, {v2, "api-v2"}} {
+		for range 5 {
+			if got := c.call("address", pod.addr); got != pod.app {
+				t.Fatalf("request to pod address %s answered by %q, want %s", pod.addr, got, pod.app)
+			}
+		}
+	}
+
 	// A DestinationRule subset by the pods' labels.
 	rules := filepath.Join(m.Dir, "rules.yaml")
 	if err := os.WriteFile(rules, []byte(subsetRules), 0o644); err != nil {
@@ -221,11 +235,11 @@ func TestServiceDiscoveryRBAC(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		defer wg.Wait()
 		defer cancel()
-		return discovery.New(clients.Core, discovery.Options{TrustDomain: spiffeid.RequireTrustDomainFromString(harness.TrustDomain)}).Start(ctx, &wg)
+		return discovery.New(clients.Core, discovery.Options{TrustDomain: spiffeid.RequireTrustDomainFromString(harness.TrustDomain), SyncTimeout: 5 * time.Second}).Start(ctx, &wg)
 	}
 	if err := start(); err == nil || !strings.Contains(err.Error(), "did not sync") {
 		t.Fatalf("without RBAC: %v, want an informer that did not sync", err)
@@ -280,12 +294,13 @@ func (c *caller) curl(uid string, args ...string) (string, bool) {
 }
 
 // call asks api for / by name through the sidecar's outbound listener
-// (explicit), or at the ClusterIP (captured), and returns the name of
-// the app that answered (sigil-demo-app's "service"), "" on any failure.
-func (c *caller) call(by, clusterIP string) string {
+// (explicit), or at addr (a ClusterIP, or IP:PORT; captured), and returns
+// the name of the app that answered (sigil-demo-app's "service"), "" on
+// any failure.
+func (c *caller) call(by, addr string) string {
 	args := []string{"0", "-x", "http://127.0.0.1:15001", "http://api/"}
-	if by == "clusterip" {
-		args = []string{"65534", "http://" + clusterIP + "/"}
+	if by != "name" {
+		args = []string{"65534", "http://" + addr + "/"}
 	}
 	body, ok := c.curl(args[0], args[1:]...)
 	var r struct {

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -50,7 +52,15 @@ type Options struct {
 	// OnChange is called after the State moved, without locks held (the
 	// server wakes its config streams).
 	OnChange func()
+	// SyncTimeout bounds Start's wait for the first list of every kind
+	// (0: DefaultSyncTimeout).
+	SyncTimeout time.Duration
 }
+
+// DefaultSyncTimeout is how long Start waits for the informers' first
+// lists: long enough for a large cluster's pods, short enough that a
+// server without the RBAC to list them says so instead of hanging.
+const DefaultSyncTimeout = 2 * time.Minute
 
 // Watcher follows Services, EndpointSlices and Pods of every namespace.
 type Watcher struct {
@@ -92,8 +102,8 @@ func (w *Watcher) State() *State { return w.state.Load() }
 
 // Start starts the informers and returns once they have synced and the
 // first State is built; the informers run, counted in wg, until ctx is
-// done. A watch the caller may not make (RBAC) makes Start fail when ctx
-// ends before the sync.
+// done. A list the caller may not make (RBAC) makes Start fail after
+// Options.SyncTimeout, naming the informer.
 func (w *Watcher) Start(ctx context.Context, wg *sync.WaitGroup) error {
 	sliceInf := w.factory.Discovery().V1().EndpointSlices().Informer()
 	if err := sliceInf.AddIndexers(cache.Indexers{byService: sliceService, byPod: slicePods}); err != nil {
@@ -124,9 +134,11 @@ func (w *Watcher) Start(ctx context.Context, wg *sync.WaitGroup) error {
 		<-ctx.Done()
 		w.factory.Shutdown()
 	}()
-	for typ, ok := range w.factory.WaitForCacheSync(ctx.Done()) {
+	syncCtx, cancel := context.WithTimeout(ctx, cmp.Or(w.opts.SyncTimeout, DefaultSyncTimeout))
+	defer cancel()
+	for typ, ok := range w.factory.WaitForCacheSync(syncCtx.Done()) {
 		if !ok {
-			return fmt.Errorf("discovery: %v informer did not sync (can this server list and watch services, endpointslices and pods?): %w", typ, ctx.Err())
+			return fmt.Errorf("discovery: %v informer did not sync (can this server list and watch services, endpointslices and pods?): %w", typ, syncCtx.Err())
 		}
 	}
 	w.mu.Lock()
