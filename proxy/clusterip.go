@@ -16,15 +16,23 @@ import (
 	"github.com/sigil-mesh/sigil/naming"
 )
 
-// declarePort records that svc has endpoints for the Service port port.
-func (st *meshState) declarePort(svc naming.Service, port uint32) {
-	if st.ports == nil {
-		st.ports = map[naming.Service]map[uint32]bool{}
+// declarePort records that svc has endpoints for the Service port port,
+// and whether the Service declares it opaque TCP.
+func (st *meshState) declarePort(svc naming.Service, port uint32, opaque bool) {
+	setIn(&st.ports, svc, port)
+	if opaque {
+		setIn(&st.opaque, svc, port)
 	}
-	if st.ports[svc] == nil {
-		st.ports[svc] = map[uint32]bool{}
+}
+
+func setIn(m *map[naming.Service]map[uint32]bool, svc naming.Service, port uint32) {
+	if *m == nil {
+		*m = map[naming.Service]map[uint32]bool{}
 	}
-	st.ports[svc][port] = true
+	if (*m)[svc] == nil {
+		(*m)[svc] = map[uint32]bool{}
+	}
+	(*m)[svc][port] = true
 }
 
 // addVIPs maps each of svc's cluster IPs at port to it. A ClusterIP:port

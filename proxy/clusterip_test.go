@@ -22,8 +22,8 @@ func TestClusterIPOriginalDestination(t *testing.T) {
 		{Service: "api", Namespace: "shop", Address: "10.0.0.1:8080", SpiffeId: apiID, ServicePort: 80, ClusterIps: vip},
 		{Service: "api", Namespace: "shop", Address: "10.0.0.1:9091", SpiffeId: apiID, ServicePort: 9090, ClusterIps: vip},
 		{Service: "api", Namespace: "shop", Address: "10.0.0.2:8080", SpiffeId: apiID, ServicePort: 80, ClusterIps: vip},
-		{Service: "db", Namespace: "shop", Address: "10.0.0.5:5432", SpiffeId: dbID, ServicePort: 5432}, // headless
-		{Service: "web", Namespace: "shop", Address: "192.168.1.2:15006", SpiffeId: webID},              // a sidecar on a plain host
+		{Service: "db", Namespace: "shop", Address: "10.0.0.5:5432", SpiffeId: dbID, ServicePort: 5432, Protocol: "tcp"}, // headless, opaque
+		{Service: "web", Namespace: "shop", Address: "192.168.1.2:15006", SpiffeId: webID},                               // a sidecar on a plain host
 		{Service: "one", Namespace: "shop", Address: "10.0.0.7:80", SpiffeId: webID, ServicePort: 80, ClusterIps: []string{"10.96.0.99"}},
 		{Service: "two", Namespace: "shop", Address: "10.0.0.8:80", SpiffeId: webID, ServicePort: 80, ClusterIps: []string{"10.96.0.99"}},
 		// One pod behind two services: the first by name, every time.
@@ -69,6 +69,12 @@ func TestClusterIPOriginalDestination(t *testing.T) {
 		if fmtAny(got) != fmtAny(want) {
 			t.Errorf("port %d: endpoints %v, want %v", port, got, want)
 		}
+	}
+
+	// A port its Service declares opaque TCP is not sniffed; others are.
+	db := naming.Service{Name: "db", Namespace: "shop"}
+	if !st.opaque[db][5432] || st.opaque[api][80] {
+		t.Errorf("opaque ports %v, want db's 5432 only", st.opaque)
 	}
 
 	// Pinned to the dialled pod when the route's cluster has it; the

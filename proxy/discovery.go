@@ -40,6 +40,9 @@ type meshState struct {
 	// (Kubernetes Service ports); a service absent has endpoints that
 	// serve every port (sidecars registered on plain hosts).
 	ports map[naming.Service]map[uint32]bool
+	// opaque holds, per service, the ports its Service declares opaque
+	// TCP (Endpoint.protocol "tcp"): never sniffed.
+	opaque map[naming.Service]map[uint32]bool
 	// clusters caches cluster() per service|subset: a state never changes,
 	// so its clusters are built once, not on every request.
 	clusters sync.Map
@@ -177,7 +180,7 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 		}
 		add(svc, addr, port, id, ep.GetLabels())
 		if port != 0 {
-			st.declarePort(svc, port)
+			st.declarePort(svc, port, ep.GetProtocol() == "tcp")
 			st.addVIPs(svc, uint16(port), ep.GetClusterIps(), o.p.log)
 		}
 	}

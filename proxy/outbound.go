@@ -372,9 +372,15 @@ func (o *outbound) transparent(c net.Conn) {
 		return
 	}
 	br := bufio.NewReader(c)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	head, _ := br.Peek(4)
-	c.SetReadDeadline(time.Time{})
+	var head []byte
+	if !o.state.Load().opaque[svc][uint32(dst.Port)] {
+		// Undeclared: HTTP if the app's first bytes say so. A port its
+		// Service declares opaque TCP goes through at once (a server-first
+		// protocol would otherwise wait here for bytes that never come).
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		head, _ = br.Peek(4)
+		c.SetReadDeadline(time.Time{})
+	}
 	rc := &routedConn{Conn: c, r: br, service: svc, port: uint16(dst.Port), pin: pin}
 	for _, p := range httpPrefixes {
 		if string(head) == p {

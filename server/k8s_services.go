@@ -72,7 +72,7 @@ func addEndpoints(snap *configdelta.Snapshot, reported []registry.ProxyRecord, k
 	for _, eps := range k.Services {
 		for _, ep := range eps {
 			e := &agentv1.Endpoint{Service: ep.Service.Name, Namespace: ep.Service.Namespace, Address: ep.Address.String(),
-				SpiffeId: ep.Identity.String(), Labels: ep.Labels, ServicePort: uint32(ep.ServicePort)}
+				SpiffeId: ep.Identity.String(), Labels: ep.Labels, ServicePort: uint32(ep.ServicePort), Protocol: ep.Protocol}
 			for _, ip := range ep.ClusterIPs {
 				e.ClusterIps = append(e.ClusterIps, ip.String())
 			}

@@ -183,6 +183,8 @@ func TestServiceDiscoveryFromEndpointSlices(t *testing.T) {
 		}
 	}
 
+	serverFirst(t, k, m, c, serverNS, serverIP, dir)
+
 	// api-v2 turns not ready: its endpoint goes.
 	s2.Endpoints[0].Conditions.Ready = ptr(false)
 	if _, err := slices.Update(ctx, s2, metav1.UpdateOptions{}); err != nil {
@@ -201,6 +203,52 @@ func TestServiceDiscoveryFromEndpointSlices(t *testing.T) {
 		_, has := c.ClusterIPs[vip]
 		return !has && len(c.Endpoints["api.shop"]) == 2 && c.Endpoints["api.shop"][0].ServicePort == 0
 	})
+}
+
+// serverFirst: a server-first protocol (the server speaks first, as
+// MySQL's greeting) on a port its Service declares opaque TCP by name
+// (tcp-db): the caller's sidecar tunnels the captured connection at once.
+// Detecting the protocol instead would wait 5 s for the app's first
+// bytes, which never come; the client here gives up after 3.
+func serverFirst(t *testing.T, k *harness.Kube, m *harness.Mesh, c *caller, serverNS, serverIP, policy string) {
+	const greeter = "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n" +
+		"s.bind(('127.0.0.1', 5432))\ns.listen()\nprint('listening', flush=True)\n" +
+		"while True:\n    conn, _ = s.accept()\n    conn.sendall(b'HELLO\\n')\n    conn.close()\n"
+	harness.StartCmd(t, "greeter", exec.Command("ip", "netns", "exec", serverNS, "/usr/bin/python3", "-u", "-c", greeter)).WaitFor(`listening`, 30*time.Second)
+	m.Entry("n-db", "spiffe://"+harness.TrustDomain+"/ns/shop/sa/db", "--selector", "unix:uid:"+strconv.Itoa(os.Getuid()))
+	agent := m.StartAgent("n-db")
+	inbound := serverIP + ":15008"
+	harness.StartIn(t, serverNS, "sigil-proxy", "run", "--socket", agent.Socket, "--service", "db", "--app", "127.0.0.1:5432", "--policy", policy,
+		"--inbound", inbound, "--outbound", "127.0.0.1:15021", "--admin", "127.0.0.1:15020", "--audit-spool-dir", filepath.Join(m.Dir, "spool-n-db")).
+		WaitFor(`sigil-proxy running`, 60*time.Second)
+
+	ctx := context.Background()
+	k.ServiceAccount("shop", "db")
+	pod := k.Pod("shop", "db-0", "db", "n-db", map[string]string{"app": "db"})
+	svc, err := k.Clients.Core.CoreV1().Services("shop").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "shop"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "tcp-db", Port: 5432, TargetPort: intstr.FromInt32(15008)}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Clients.Core.DiscoveryV1().EndpointSlices("shop").Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "db", Namespace: "shop", Labels: map[string]string{discoveryv1.LabelServiceName: "db", discoveryv1.LabelManagedBy: "e2e"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr("tcp-db"), Port: ptr(int32(15008))}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{serverIP},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "shop", Name: pod.Name, UID: pod.UID}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	vip := svc.Spec.ClusterIP + ":5432"
+	c.waitConfig(func(cfg proxyConfig) bool { return cfg.ClusterIPs[vip] == "db.shop" })
+	start := time.Now()
+	out, err := exec.Command("ip", "netns", "exec", c.netns, "setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+		"bash", "-c", "exec 3<>/dev/tcp/"+svc.Spec.ClusterIP+"/5432 && timeout 3 head -c 6 <&3").CombinedOutput()
+	if err != nil || string(out) != "HELLO\n" {
+		t.Fatalf("server-first protocol through the ClusterIP %s: %q, %v after %v; want the greeting at once", vip, out, err, time.Since(start))
+	}
 }
 
 // subsetRules send every request for api to its pods labelled version=v2.

@@ -113,8 +113,8 @@ func TestServiceDiscoveryEndpoints(t *testing.T) {
 		svc:    service("shop", "api", "10.96.0.10", port("http", 80), port("grpc", 9090)),
 		slices: []*discoveryv1.EndpointSlice{slice("shop", "api-a", "api", map[string]int32{"http": 8080, "grpc": 9091, "metrics": 9100}, sliceEP{ip: "10.0.0.1", pod: "api-1"})},
 		want: []Endpoint{
-			{Service: api, Address: ap("10.0.0.1:8080"), ServicePort: 80, ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10")}, Identity: id("shop", "api-sa"), Labels: map[string]string{"version": "v1"}},
-			{Service: api, Address: ap("10.0.0.1:9091"), ServicePort: 9090, ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10")}, Identity: id("shop", "api-sa"), Labels: map[string]string{"version": "v1"}},
+			{Service: api, Address: ap("10.0.0.1:8080"), ServicePort: 80, Protocol: "http", ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10")}, Identity: id("shop", "api-sa"), Labels: map[string]string{"version": "v1"}},
+			{Service: api, Address: ap("10.0.0.1:9091"), ServicePort: 9090, Protocol: "http", ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10")}, Identity: id("shop", "api-sa"), Labels: map[string]string{"version": "v1"}},
 		},
 	}, {
 		name:   "ExternalName: nothing",
@@ -222,4 +222,32 @@ func TestServiceDiscoveryWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("service deleted", func(s *State) bool { return !s.Has(api) })
+}
+
+// TestServicePortProtocol reads a port's protocol from appProtocol, else
+// its name's prefix (Istio's convention).
+func TestServicePortProtocol(t *testing.T) {
+	app := func(s string) *string { return &s }
+	for _, tc := range []struct {
+		name        string
+		appProtocol *string
+		want        string
+	}{
+		{"http", nil, "http"},
+		{"http-web", nil, "http"},
+		{"grpc-api", nil, "http"},
+		{"tcp-db", nil, "tcp"},
+		{"mysql", nil, "tcp"},
+		{"tls", nil, "tcp"},
+		{"web", nil, ""},
+		{"", nil, ""},
+		{"web", app("kubernetes.io/h2c"), "http"},
+		{"http", app("tcp"), "tcp"}, // appProtocol wins over the name
+		{"tcp", app("HTTP"), "http"},
+		{"web", app("example.com/custom"), ""},
+	} {
+		if got := protocolOf(corev1.ServicePort{Name: tc.name, AppProtocol: tc.appProtocol}); got != tc.want {
+			t.Errorf("port %q appProtocol %v: %q, want %q", tc.name, tc.appProtocol, got, tc.want)
+		}
+	}
 }

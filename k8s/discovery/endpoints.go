@@ -29,6 +29,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -46,6 +47,9 @@ type Endpoint struct {
 	// ServicePort is the Service port (spec.ports[].port) this endpoint
 	// serves.
 	ServicePort uint16
+	// Protocol is the port's declared protocol (see protocolOf): "tcp",
+	// "http" or "" (undeclared).
+	Protocol string
 	// ClusterIPs are the Service's virtual IPs; nil for a headless one.
 	ClusterIPs []netip.Addr
 	// Identity is the SPIFFE ID the pod must present.
@@ -74,7 +78,7 @@ func build(td spiffeid.TrustDomain, svc *corev1.Service, sl []*discoveryv1.Endpo
 			continue
 		}
 		for _, sp := range s.Ports {
-			port, ok := servicePort(svc, sp)
+			port, proto, ok := servicePort(svc, sp)
 			if !ok {
 				continue
 			}
@@ -103,7 +107,7 @@ func build(td spiffeid.TrustDomain, svc *corev1.Service, sl []*discoveryv1.Endpo
 					continue
 				}
 				seen[addr] = true
-				out = append(out, Endpoint{Service: name, Address: addr, ServicePort: port, ClusterIPs: vips, Identity: id, Labels: maps.Clone(pod.Labels)})
+				out = append(out, Endpoint{Service: name, Address: addr, ServicePort: port, Protocol: proto, ClusterIPs: vips, Identity: id, Labels: maps.Clone(pod.Labels)})
 			}
 		}
 	}
@@ -132,15 +136,15 @@ func clusterIPs(svc *corev1.Service) []netip.Addr {
 	return out
 }
 
-// servicePort is the Service port a slice's port belongs to: the one of
-// the same name (both "" for a Service of one unnamed port). Only TCP is
-// mesh traffic.
-func servicePort(svc *corev1.Service, sp discoveryv1.EndpointPort) (uint16, bool) {
+// servicePort is the Service port a slice's port belongs to (the one of
+// the same name; both "" for a Service of one unnamed port) and its
+// protocol. Only TCP is mesh traffic.
+func servicePort(svc *corev1.Service, sp discoveryv1.EndpointPort) (uint16, string, bool) {
 	if sp.Port == nil || *sp.Port <= 0 || *sp.Port > 65535 {
-		return 0, false
+		return 0, "", false
 	}
 	if sp.Protocol != nil && *sp.Protocol != corev1.ProtocolTCP {
-		return 0, false
+		return 0, "", false
 	}
 	name := ""
 	if sp.Name != nil {
@@ -148,10 +152,31 @@ func servicePort(svc *corev1.Service, sp discoveryv1.EndpointPort) (uint16, bool
 	}
 	for _, p := range svc.Spec.Ports {
 		if p.Name == name && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) && p.Port > 0 && p.Port <= 65535 {
-			return uint16(p.Port), true
+			return uint16(p.Port), protocolOf(p), true
 		}
 	}
-	return 0, false
+	return 0, "", false
+}
+
+// protocolOf reads a Service port's declared protocol as Istio does: its
+// appProtocol, else its name's prefix before "-" (http-web, tcp-db):
+// "http" for HTTP of any version and gRPC; "tcp" for what a mesh carries
+// opaque (TLS the app does itself, databases' and brokers' protocols,
+// several of them server-first); "" for anything else (detected).
+func protocolOf(p corev1.ServicePort) string {
+	name := p.Name
+	if p.AppProtocol != nil {
+		name = *p.AppProtocol
+	} else if i := strings.IndexByte(name, '-'); i >= 0 {
+		name = name[:i]
+	}
+	switch strings.ToLower(name) {
+	case "http", "http2", "grpc", "grpc-web", "h2c", "kubernetes.io/h2c", "kubernetes.io/ws":
+		return "http"
+	case "tcp", "tls", "https", "kubernetes.io/wss", "mysql", "mongo", "redis", "mqtt", "amqp", "kafka", "postgres", "postgresql", "nats":
+		return "tcp"
+	}
+	return ""
 }
 
 // ready reads the endpoint's ready condition; nil means ready (the API's

@@ -319,7 +319,7 @@ func slim(obj any) (any, error) {
 // sameEndpoints reports whether two built endpoint lists are equal.
 func sameEndpoints(a, b []Endpoint) bool {
 	return slices.EqualFunc(a, b, func(x, y Endpoint) bool {
-		return x.Service == y.Service && x.Address == y.Address && x.ServicePort == y.ServicePort &&
+		return x.Service == y.Service && x.Address == y.Address && x.ServicePort == y.ServicePort && x.Protocol == y.Protocol &&
 			x.Identity == y.Identity && slices.Equal(x.ClusterIPs, y.ClusterIPs) && maps.Equal(x.Labels, y.Labels)
 	})
 }

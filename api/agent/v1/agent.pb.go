@@ -1236,7 +1236,14 @@ type Endpoint struct {
 	// a connection captured on one of them at service_port is for this
 	// service. Empty for a headless Service (reached at the endpoints' own
 	// addresses) and on plain hosts.
-	ClusterIps    []string `protobuf:"bytes,7,rep,name=cluster_ips,json=clusterIps,proto3" json:"cluster_ips,omitempty"`
+	ClusterIps []string `protobuf:"bytes,7,rep,name=cluster_ips,json=clusterIps,proto3" json:"cluster_ips,omitempty"`
+	// The protocol of service_port as the Service declares it (appProtocol,
+	// else the port name's prefix, Istio's convention): "tcp" for opaque
+	// TCP (tcp, tls, https, mysql, mongo, redis...), which a sidecar
+	// tunnels without waiting for the app's first bytes (server-first
+	// protocols); "http" (http, http2, grpc, h2c, ws); "" undeclared,
+	// detected from the first bytes.
+	Protocol      string `protobuf:"bytes,8,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1318,6 +1325,13 @@ func (x *Endpoint) GetClusterIps() []string {
 		return x.ClusterIps
 	}
 	return nil
+}
+
+func (x *Endpoint) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
 }
 
 // Proxy is a sidecar as its agent reports it.
@@ -2632,7 +2646,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
-	"\x04spec\x18\x04 \x01(\fR\x04spec\"\xb6\x02\n" +
+	"\x04spec\x18\x04 \x01(\fR\x04spec\"\xd2\x02\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1b\n" +
@@ -2641,7 +2655,8 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x12!\n" +
 	"\fservice_port\x18\x06 \x01(\rR\vservicePort\x12\x1f\n" +
 	"\vcluster_ips\x18\a \x03(\tR\n" +
-	"clusterIps\x1a9\n" +
+	"clusterIps\x12\x1a\n" +
+	"\bprotocol\x18\b \x01(\tR\bprotocol\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa3\x02\n" +
