@@ -49,8 +49,8 @@ var forbidden = map[string]map[string]string{
 		mod + "/server/registry": "the proxy keeps no registry: it learns config and endpoints from its agent",
 		"go.step.sm/crypto":      "the proxy signs nothing: the CA's crypto module (and its KMS back ends) stay in the server",
 		"modernc.org/sqlite":     "the proxy keeps no database: a sidecar's memory and start-up time are paid per workload",
-		"k8s.io/client-go":       "the proxy runs beside every workload: it learns services and endpoints from its agent, never from the API server (the server watches them, k8s/discovery)",
-		mod + "/k8s":             "the proxy runs beside every workload: the Kubernetes watchers are the server's",
+		"k8s.io/client-go":       "the proxy runs beside every workload and never talks to the API server: its agent does (DESIGN.md)",
+		mod + "/k8s":             "the proxy runs beside every workload: the Kubernetes watchers (k8s/...) are the server's",
 	},
 }
 

@@ -32,6 +32,8 @@ type KubeConfig struct {
 	// Namespace is where Sigil's own objects live (--k8s-namespace,
 	// default kube.DefaultNamespace).
 	Namespace string
+	// Inject is the sidecar injection webhook (k8s_webhook.go).
+	Inject InjectConfig
 }
 
 // DefaultK8sCluster is --k8s-cluster's default.
@@ -43,6 +45,7 @@ func (k *KubeConfig) check() []error {
 		if k.Kubeconfig != "" {
 			errs = append(errs, errors.New("--kubeconfig needs --kubernetes"))
 		}
+		errs = append(errs, k.Inject.checkOff()...)
 		return errs
 	}
 	if k.Cluster == "" {
@@ -57,6 +60,7 @@ func (k *KubeConfig) check() []error {
 	if !naming.ValidName(k.Namespace) {
 		errs = append(errs, fmt.Errorf("--k8s-namespace %s: not a Kubernetes namespace name", naming.Quote(k.Namespace)))
 	}
+	errs = append(errs, k.Inject.check(k.Namespace)...)
 	return errs
 }
 
@@ -72,6 +76,7 @@ type kubePart struct {
 func (s *Server) kubeParts() []kubePart {
 	return []kubePart{
 		s.servicesPart(),
+		s.webhookPart(),
 	}
 }
 
