@@ -229,7 +229,10 @@ func (w *Watcher) build(svc naming.Service) (eps []Endpoint, present bool) {
 	})
 	if dropped != w.dropped[svc] {
 		if dropped > 0 {
-			w.opts.Log.Warn("ready endpoints left out: their pod is not known, so neither is the identity they must present", "service", svc.String(), "dropped", dropped)
+			// Info, not a warning: Services without a selector (the
+			// API server's own "kubernetes", external databases) have
+			// such endpoints by design.
+			w.opts.Log.Info("ready endpoints left out: their pod is not known, so neither is the identity they must present", "service", svc.String(), "dropped", dropped)
 		}
 		w.dropped[svc] = dropped
 	}
