@@ -52,6 +52,7 @@ var forbidden = map[string]map[string]string{
 		"k8s.io/client-go":        "the proxy runs beside every workload and never talks to the API server: its agent does (DESIGN.md)",
 		mod + "/gatewayapi":       "the proxy reads VirtualServices only: sigil-server turns Gateway API routes into them",
 		"sigs.k8s.io/gateway-api": "the proxy reads VirtualServices only: the Gateway API types (and apimachinery) stay in the server",
+		mod + "/k8s":              "the proxy runs beside every workload: the Kubernetes watchers (k8s/...) are the server's",
 	},
 }
 

@@ -76,6 +76,7 @@ type kubePart struct {
 func (s *Server) kubeParts() []kubePart {
 	return []kubePart{
 		{name: "trust bundle", start: s.startBundlePublisher},
+		s.servicesPart(),
 		s.kubeConfigPart(),
 		s.webhookPart(),
 	}

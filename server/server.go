@@ -37,6 +37,7 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/k8s/discovery"
 	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/listener"
 	"github.com/sigil-mesh/sigil/naming"
@@ -82,6 +83,8 @@ type Server struct {
 	// kubeLeader says whether this replica is the leader, once leader
 	// election runs; nil: every replica acts as one (k8s_config.go).
 	kubeLeader func() bool
+
+	kubeServices atomic.Pointer[discovery.Watcher] // Services and EndpointSlices once synced (k8s_services.go)
 
 	agentv1.UnimplementedAgentServer
 }
