@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/sigil-mesh/sigil/k8s/psat"
 	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/naming"
 )
@@ -32,6 +33,12 @@ type KubeConfig struct {
 	// Namespace is where Sigil's own objects live (--k8s-namespace,
 	// default kube.DefaultNamespace).
 	Namespace string
+	// PSATAllowedSAs are the service accounts, NAMESPACE:NAME, whose
+	// projected tokens attest nodes (--k8s-psat-allowed-sa, repeatable;
+	// SPIRE's service_account_allow_list); none means
+	// sigil-system:sigil-agent.
+	PSATAllowedSAs []string
+	psatAllowed    []psat.ServiceAccount // PSATAllowedSAs parsed (checkPSAT)
 }
 
 // DefaultK8sCluster is --k8s-cluster's default.
@@ -42,6 +49,9 @@ func (k *KubeConfig) check() []error {
 	if !k.Enabled {
 		if k.Kubeconfig != "" {
 			errs = append(errs, errors.New("--kubeconfig needs --kubernetes"))
+		}
+		if len(k.PSATAllowedSAs) > 0 {
+			errs = append(errs, errors.New("--k8s-psat-allowed-sa needs --kubernetes"))
 		}
 		return errs
 	}
@@ -57,6 +67,7 @@ func (k *KubeConfig) check() []error {
 	if !naming.ValidName(k.Namespace) {
 		errs = append(errs, fmt.Errorf("--k8s-namespace %s: not a Kubernetes namespace name", naming.Quote(k.Namespace)))
 	}
+	errs = append(errs, k.checkPSAT()...)
 	return errs
 }
 
@@ -70,7 +81,9 @@ type kubePart struct {
 
 // kubeParts lists the server's Kubernetes parts in start order.
 func (s *Server) kubeParts() []kubePart {
-	return []kubePart{}
+	return []kubePart{
+		s.psatPart(),
+	}
 }
 
 // startKube connects to the API server and starts every part; the first

@@ -68,6 +68,7 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.Kubernetes.Kubeconfig, "kubeconfig", "", "kubeconfig file with --kubernetes (default: the pod's in-cluster service account)")
 	f.StringVar(&cfg.Kubernetes.Cluster, "k8s-cluster", server.DefaultK8sCluster, "this cluster's name in agent IDs: spiffe://TD/sigil/agent/k8s_psat/CLUSTER/NODE")
 	f.StringVar(&cfg.Kubernetes.Namespace, "k8s-namespace", kube.DefaultNamespace, "namespace of Sigil's own objects (leases, the CA Secret, mesh-wide Policies)")
+	f.StringArrayVar(&cfg.Kubernetes.PSATAllowedSAs, "k8s-psat-allowed-sa", nil, "a service account, NAMESPACE:NAME, whose projected token (audience sigil-server) attests a node (repeatable; default sigil-system:sigil-agent)")
 	logger = logflag.Register(cmd)
 	return cmd
 }
