@@ -168,7 +168,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.JoinToken != "" {
 		log.Warn(argvTokenWarning)
 	}
-	toks, err := svid.NewTokens(cfg.JoinToken, cfg.JoinTokenFile, os.Stdin)
+	toks, err := tokenSource(cfg)
 	if err != nil {
 		return err
 	}
@@ -302,6 +302,9 @@ func (a *agent) ensureSVID(ctx context.Context) error {
 	token, err := a.tokens.Next()
 	if errors.Is(err, svid.ErrNoToken) {
 		return errors.New("agent: no valid saved agent SVID in --data-dir; a join token is required to attest (--join-token-file)")
+	}
+	if err != nil && a.cfg.Kubernetes.Enabled {
+		return fmt.Errorf("agent: no valid saved agent SVID in --data-dir, and the node cannot attest: %w", err)
 	}
 	if err != nil {
 		return err

@@ -8,7 +8,9 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"os"
 
+	"github.com/sigil-mesh/sigil/agent/svid"
 	"github.com/sigil-mesh/sigil/naming"
 )
 
@@ -59,4 +61,14 @@ func (k *KubeConfig) check(joinToken bool) []error {
 		k.ProcRoot = "/proc"
 	}
 	return errs
+}
+
+// tokenSource is what the node attests with: with --kubernetes the
+// projected service-account token, re-read at every attestation; else the
+// join token of --join-token or --join-token-file.
+func tokenSource(cfg Config) (svid.TokenSource, error) {
+	if cfg.Kubernetes.Enabled {
+		return svid.NewProjectedToken(cfg.Kubernetes.PSATTokenFile), nil
+	}
+	return svid.NewTokens(cfg.JoinToken, cfg.JoinTokenFile, os.Stdin)
 }

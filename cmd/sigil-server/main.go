@@ -284,7 +284,9 @@ func newAgent() *cobra.Command {
 					seen = ag.LastSeen.UTC().Format(time.RFC3339)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s  node=%s  svid_expires=%s  state=%s  last_seen=%s\n", ag.SPIFFEID, ag.Node, ag.ExpiresAt.UTC().Format(time.RFC3339), ag.State, seen)
-				if ag.State == adminv1.AgentExpired {
+				if ag.State == adminv1.AgentExpired && ag.Attestor == naming.AttestorK8sPSAT {
+					fmt.Fprintf(cmd.OutOrStdout(), "  the agent's SVID has expired: it re-attests by itself with its projected token; if it does not, see its pod's log and the server's agent.refused audit records\n")
+				} else if ag.State == adminv1.AgentExpired {
 					fmt.Fprintf(cmd.OutOrStdout(), "  the agent's SVID has expired: it must re-attest; write a new token (sigil-server token generate --node %s --output FILE) to its --join-token-file\n", ag.Node)
 				}
 			}
@@ -294,7 +296,7 @@ func newAgent() *cobra.Command {
 	a.register(list)
 	var id string
 	evict := &cobra.Command{
-		Use: "evict", Short: "Evict an agent: its node gets no identities until it attests again with a new join token", Args: cobra.NoArgs,
+		Use: "evict", Short: "Evict an agent: its node gets no identities until it attests again (a join-token node with a new token; a k8s_psat node re-attests with its projected token at once)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if id == "" {
 				return errors.New("--spiffe-id is required")
