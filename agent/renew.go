@@ -9,6 +9,7 @@ import (
 	"github.com/sigil-mesh/sigil/agent/svid"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/internal/backoff"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -86,7 +87,7 @@ func (a *agent) renewLoop(ctx context.Context) {
 // renewal loop to re-attest.
 func (a *agent) markEvicted(err error) {
 	if !a.evicted.Swap(true) {
-		a.log.Error("the server refused this agent (evicted?); serving no identities until it attests again", "with", a.attestsWith(), "error", err)
+		a.log.Error("the server refused this agent (evicted?); serving no identities until it attests again", "attestor", a.attestor(), "error", err)
 	}
 	poke(a.renewWake)
 }
@@ -124,7 +125,7 @@ func (a *agent) reattest(ctx context.Context) bool {
 			// projected token is sent again on the backoff.
 			a.tokens.Spent(token)
 			a.health.reattestations.WithLabelValues("refused").Inc()
-			a.log.Error("re-attestation refused", "with", a.attestsWith(), "file", a.tokens.Where(), "error", err)
+			a.log.Error("re-attestation refused", "attestor", a.attestor(), "file", a.tokens.Where(), "error", err)
 		default:
 			a.health.reattestations.WithLabelValues("failed").Inc()
 			a.log.Warn("re-attestation failed; retrying", "error", err)
@@ -166,4 +167,12 @@ func (a *agent) attestsWith() string {
 		return "its projected service-account token, re-read from --k8s-psat-token-file (kubelet refreshes it)"
 	}
 	return "a join token not tried before, from --join-token-file"
+}
+
+// attestor is the node attestor the agent uses (naming's names).
+func (a *agent) attestor() string {
+	if a.cfg.Kubernetes.Enabled {
+		return naming.AttestorK8sPSAT
+	}
+	return "join_token"
 }

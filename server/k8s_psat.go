@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,7 +71,7 @@ func (s *Server) startPSAT(ctx context.Context, _ *sync.WaitGroup) error {
 			return nil
 		}
 		if !review.Status.Allowed {
-			s.log.Warn("the server's service account may not do what node attestation needs; every k8s_psat attestation will fail until RBAC grants it", "verb", attr.Verb, "resource", attr.Resource, "group", attr.Group)
+			s.log.Warn("the server's service account may not do what node attestation needs; every k8s_psat attestation will fail until RBAC grants it", "permission", attr.Verb+" "+strings.TrimSuffix(attr.Resource+"."+attr.Group, "."))
 		}
 	}
 	return nil

@@ -12,6 +12,8 @@ import (
 
 	"github.com/sigil-mesh/sigil/e2e/harness"
 	"github.com/sigil-mesh/sigil/k8s/psat"
+	"github.com/sigil-mesh/sigil/naming"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -19,8 +21,13 @@ import (
 const psatCluster = "e2e"
 
 // psatAgentID is the k8s_psat agent ID of node in psatCluster.
-func psatAgentID(node string) string {
-	return "spiffe://" + harness.TrustDomain + "/sigil/agent/k8s_psat/" + psatCluster + "/" + node
+func psatAgentID(t *testing.T, node string) string {
+	t.Helper()
+	id, err := naming.K8sPSATAgentID(spiffeid.RequireTrustDomainFromString(harness.TrustDomain), psatCluster, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id.String()
 }
 
 // startPSATAgent starts sigil-agent as the DaemonSet's pod would run it:
@@ -55,11 +62,11 @@ func TestNodeAttestationPSAT(t *testing.T) {
 	tokenFile := k.TokenFile("sigil-system", "sigil-agent", "sigil-server", pod)
 	agent := startPSATAgent(t, m, k, "a", "node-a", tokenFile)
 	got := agent.WaitFor(`"msg":"node attested","agent_id":"([^"]+)"`, 30*time.Second)[1]
-	if want := psatAgentID("node-a"); got != want {
+	if want := psatAgentID(t, "node-a"); got != want {
 		t.Fatalf("agent attested as %s, want %s", got, want)
 	}
 	agent.WaitFor(`"msg":"sigil-agent running"`, 30*time.Second)
-	if out := m.Admin("agent", "list"); !strings.Contains(out, psatAgentID("node-a")+"  node=node-a") {
+	if out := m.Admin("agent", "list"); !strings.Contains(out, psatAgentID(t, "node-a")+"  node=node-a") {
 		t.Fatalf("agent list does not show the k8s_psat agent on node-a:\n%s", out)
 	}
 
@@ -70,8 +77,8 @@ func TestNodeAttestationPSAT(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(fresh), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m.Admin("agent", "evict", "--spiffe-id", psatAgentID("node-a"))
-	agent.WaitFor(`"msg":"node re-attested","agent_id":"`+regexp.QuoteMeta(psatAgentID("node-a"))+`"`, 60*time.Second)
+	m.Admin("agent", "evict", "--spiffe-id", psatAgentID(t, "node-a"))
+	agent.WaitFor(`"msg":"node re-attested","agent_id":"`+regexp.QuoteMeta(psatAgentID(t, "node-a"))+`"`, 60*time.Second)
 
 	// Refusals: each agent exits at start, the server's reason in its error.
 	other := k.Pod("sigil-system", "intruder-0", "intruder", "node-b", nil)
