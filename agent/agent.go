@@ -173,7 +173,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	a := &agent{cfg: cfg, log: log, tokens: toks, renewWake: make(chan struct{}, 1), reattested: make(chan struct{}, 1)}
-	a.health = newHealth(log, time.Now, a.svidNotAfter)
+	a.health = newHealth(log, time.Now, a.svidNotAfter, cfg.Kubernetes.Enabled)
 	if err := a.loadTrust(); err != nil {
 		return err
 	}
