@@ -294,7 +294,7 @@ func (a *agent) ensureSVID(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if saved != nil && time.Now().Before(saved.Certificates[0].NotAfter) && saved.ID.MemberOf(a.td) {
+	if saved != nil && time.Now().Before(saved.Certificates[0].NotAfter) && saved.ID.MemberOf(a.td) && a.cfg.Kubernetes.checkOwnID(saved.ID) == nil {
 		a.svid.Store(saved)
 		a.log.Info("resuming with saved agent svid", "agent_id", saved.ID.String(), "not_after", saved.Certificates[0].NotAfter)
 		return nil
@@ -316,6 +316,9 @@ func (a *agent) ensureSVID(ctx context.Context) error {
 		return err
 	}
 	a.tokens.Spent(token)
+	if err := a.cfg.Kubernetes.checkOwnID(own.ID); err != nil {
+		return err
+	}
 	if err := a.adopt(own); err != nil {
 		return err
 	}

@@ -133,6 +133,11 @@ func (a *agent) reattest(ctx context.Context) bool {
 		return false
 	}
 	a.tokens.Spent(token)
+	if err := a.cfg.Kubernetes.checkOwnID(own.ID); err != nil {
+		a.health.reattestations.WithLabelValues("refused").Inc()
+		a.log.Error("re-attestation refused", "attestor", a.attestor(), "error", err)
+		return false
+	}
 	return a.adoptReattested(own, bundle)
 }
 

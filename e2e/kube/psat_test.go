@@ -105,6 +105,12 @@ func TestNodeAttestationPSAT(t *testing.T) {
 			}
 		})
 	}
+	// An agent told another node than its pod's refuses the identity:
+	// it would attest the workloads of a node it is not on.
+	wrongNode := startPSATAgent(t, m, k, "wrong-node", "node-b", k.TokenFile("sigil-system", "sigil-agent", "sigil-server", pod))
+	if code := wrongNode.Wait(30 * time.Second); code == 0 || !strings.Contains(wrongNode.Output(), `attested this agent as node "node-a"`) {
+		t.Fatalf("agent with --node-name node-b and a pod on node-a: exit %d\n%s", code, wrongNode.Output())
+	}
 	if out := m.Admin("agent", "list"); strings.Contains(out, "node-b") {
 		t.Fatalf("a refused token attested node-b:\n%s", out)
 	}
