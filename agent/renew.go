@@ -87,7 +87,7 @@ func (a *agent) renewLoop(ctx context.Context) {
 // renewal loop to re-attest.
 func (a *agent) markEvicted(err error) {
 	if !a.evicted.Swap(true) {
-		a.log.Error("the server refused this agent (evicted?); serving no identities until it attests again", "attestor", a.attestor(), "error", err)
+		a.log.Error("the server refused this agent (evicted?); serving no identities until it attests again with "+a.attestsWith(), "attestor", a.attestor(), "error", err)
 	}
 	poke(a.renewWake)
 }
@@ -125,7 +125,11 @@ func (a *agent) reattest(ctx context.Context) bool {
 			// projected token is sent again on the backoff.
 			a.tokens.Spent(token)
 			a.health.reattestations.WithLabelValues("refused").Inc()
-			a.log.Error("re-attestation refused", "attestor", a.attestor(), "file", a.tokens.Where(), "error", err)
+			if a.cfg.Kubernetes.Enabled {
+				a.log.Error("re-attestation refused; retrying with the projected token on the backoff (see the server's log for the reason)", "attestor", a.attestor(), "file", a.tokens.Where(), "error", err)
+			} else {
+				a.log.Error("re-attestation refused; write a new join token", "attestor", a.attestor(), "file", a.tokens.Where(), "error", err)
+			}
 		default:
 			a.health.reattestations.WithLabelValues("failed").Inc()
 			a.log.Warn("re-attestation failed; retrying", "error", err)
