@@ -130,6 +130,25 @@ func TestNodeAttestationPSAT(t *testing.T) {
 	}
 }
 
+// TestNodeAttestationPSATAfterExpiry: a server outage longer than the
+// agent SVID's life leaves the agent with an expired SVID; when the server
+// is back the agent re-attests by itself with the same projected token
+// (not single use), with no one writing anything on the node. No kubelet
+// runs: the test makes the agent's Pod object and its token itself.
+func TestNodeAttestationPSATAfterExpiry(t *testing.T) {
+	k := harness.StartKube(t)
+	pod := k.Pod("sigil-system", "sigil-agent-0", "sigil-agent", "node-a", nil)
+	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.Kubeconfig, "--k8s-cluster", psatCluster, "--agent-x509-ttl", "10s")
+	m.Server.WaitFor(`"msg":"kubernetes part started","part":"node attestation \(k8s_psat\)"`, 30*time.Second)
+	agent := startPSATAgent(t, m, k, "a", "node-a", k.TokenFile("sigil-system", "sigil-agent", "sigil-server", pod))
+	agent.WaitFor(`"msg":"sigil-agent running"`, 30*time.Second)
+
+	m.Server.Stop()
+	agent.WaitFor(`"level":"ERROR","msg":"agent cannot renew its identity: agent svid expired.*re-attests, which it does by itself with its projected token`, 30*time.Second)
+	m.StartServer()
+	agent.WaitFor(`"msg":"node re-attested","agent_id":"`+regexp.QuoteMeta(psatAgentID(t, "node-a"))+`"`, 30*time.Second)
+}
+
 // TestNodeAttestationPSATLeastPrivilege: what the server's service account
 // needs for node attestation is tokenreviews create and pods get, no more
 // (the RBAC deploy/ grants it): package k8s/psat, as that service account,
