@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/sigil-mesh/sigil/naming"
 	authv1 "k8s.io/api/authentication/v1"
@@ -41,6 +42,16 @@ const Audience = "sigil-server"
 // MaxTokenBytes bounds a token sent for review: a service-account JWT is
 // one to two kilobytes; anything much larger is not one.
 const MaxTokenBytes = 16 << 10
+
+// MaxInFlight bounds the attestations that ask the API server at once.
+// Attest is open to any peer before it has an identity, so without a
+// bound a flood of tokens would be a flood of TokenReviews; past it a
+// call waits for a slot until its context ends or MaxQueueWait passes,
+// then fails as unavailable.
+const (
+	MaxInFlight  = 32
+	MaxQueueWait = 10 * time.Second
+)
 
 // The user extras kube-apiserver sets on a token bound to a pod
 // (k8s.io/apiserver/pkg/authentication/serviceaccount: PodNameKey,
@@ -130,11 +141,12 @@ type Attestor struct {
 	client   Client
 	allowed  []ServiceAccount
 	audience string
+	slots    chan struct{} // MaxInFlight of them
 }
 
 // New returns an Attestor asking client.
 func New(client Client, cfg Config) *Attestor {
-	a := &Attestor{client: client, allowed: cfg.Allowed, audience: cfg.Audience}
+	a := &Attestor{client: client, allowed: cfg.Allowed, audience: cfg.Audience, slots: make(chan struct{}, MaxInFlight)}
 	if len(a.allowed) == 0 {
 		a.allowed = []ServiceAccount{DefaultServiceAccount}
 	}
@@ -167,6 +179,11 @@ func (a *Attestor) Attest(ctx context.Context, token string) (Result, error) {
 	if len(token) > MaxTokenBytes {
 		return res, fmt.Errorf("%w: token of %d bytes, more than %d", ErrRefused, len(token), MaxTokenBytes)
 	}
+	release, err := a.acquire(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer release()
 	user, err := a.review(ctx, token)
 	if err != nil {
 		return res, err
@@ -184,6 +201,19 @@ func (a *Attestor) Attest(ctx context.Context, token string) (Result, error) {
 	}
 	res.Node, err = a.podNode(ctx, res)
 	return res, err
+}
+
+// acquire takes one of the MaxInFlight slots, waiting at most
+// MaxQueueWait.
+func (a *Attestor) acquire(ctx context.Context) (func(), error) {
+	ctx, cancel := context.WithTimeout(ctx, MaxQueueWait)
+	defer cancel()
+	select {
+	case a.slots <- struct{}{}:
+		return func() { <-a.slots }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %d attestations already asking the API server (psat.MaxInFlight): %w", ErrUnavailable, MaxInFlight, ctx.Err())
+	}
 }
 
 // review asks the API server to authenticate token for the audience and

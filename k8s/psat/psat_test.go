@@ -234,3 +234,51 @@ func TestParseServiceAccount(t *testing.T) {
 		}
 	}
 }
+
+// blockingClient answers like the API server for the agent's pod, each
+// review only once unblock is closed.
+type blockingClient struct {
+	entered chan struct{}
+	unblock chan struct{}
+}
+
+func (b blockingClient) CreateTokenReview(_ context.Context, r *authv1.TokenReview) (*authv1.TokenReview, error) {
+	b.entered <- struct{}{}
+	<-b.unblock
+	out := r.DeepCopy()
+	out.Status = authenticated(agentUser())
+	return out, nil
+}
+
+func (b blockingClient) GetPod(context.Context, string, string) (*corev1.Pod, error) {
+	return agentPod(), nil
+}
+
+// TestPSATAttestationsInFlightAreBounded: past MaxInFlight attestations
+// asking the API server, another waits, and fails as unavailable (never
+// refused, never accepted) when its context ends first.
+func TestPSATAttestationsInFlightAreBounded(t *testing.T) {
+	c := blockingClient{entered: make(chan struct{}, psat.MaxInFlight+1), unblock: make(chan struct{})}
+	a := psat.New(c, psat.Config{})
+	done := make(chan error, psat.MaxInFlight)
+	for range psat.MaxInFlight {
+		go func() { _, err := a.Attest(context.Background(), goodToken); done <- err }()
+	}
+	for range psat.MaxInFlight {
+		<-c.entered
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := a.Attest(ctx, goodToken); !errors.Is(err, psat.ErrUnavailable) || !strings.Contains(err.Error(), "MaxInFlight") {
+		t.Fatalf("attestation past the bound: %v, want unavailable naming MaxInFlight", err)
+	}
+	close(c.unblock)
+	for range psat.MaxInFlight {
+		if err := <-done; err != nil {
+			t.Fatalf("attestation within the bound: %v", err)
+		}
+	}
+	if _, err := a.Attest(context.Background(), goodToken); err != nil {
+		t.Fatalf("attestation after the others finished: %v", err)
+	}
+}
