@@ -18,10 +18,6 @@ const mod = "github.com/sigil-mesh/sigil"
 // forbids the package and every package under it; a module path, the
 // whole module) and the reason printed when it does.
 //
-// Not listed, though the issue names it: k8s.io/client-go. No go.mod in
-// the module graph requires it today, so a rule for it could never fail;
-// it comes back with the first command that needs a Kubernetes client,
-// when the module-graph check below makes it a real rule.
 // github.com/smallstep/certificates (once forbidden in the proxy) is
 // dropped for the same reason: the CA signs with go.step.sm/crypto, which
 // the proxy's rule covers.
@@ -53,6 +49,7 @@ var forbidden = map[string]map[string]string{
 		mod + "/server/registry": "the proxy keeps no registry: it learns config and endpoints from its agent",
 		"go.step.sm/crypto":      "the proxy signs nothing: the CA's crypto module (and its KMS back ends) stay in the server",
 		"modernc.org/sqlite":     "the proxy keeps no database: a sidecar's memory and start-up time are paid per workload",
+		"k8s.io/client-go":       "the proxy runs beside every workload and never talks to the API server: its agent does (DESIGN.md)",
 	},
 }
 

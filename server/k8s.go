@@ -39,6 +39,8 @@ type KubeConfig struct {
 	// sigil-system:sigil-agent.
 	PSATAllowedSAs []string
 	psatAllowed    []psat.ServiceAccount // PSATAllowedSAs parsed (checkPSAT)
+	// Inject is the sidecar injection webhook (k8s_webhook.go).
+	Inject InjectConfig
 }
 
 // DefaultK8sCluster is --k8s-cluster's default.
@@ -53,6 +55,7 @@ func (k *KubeConfig) check() []error {
 		if len(k.PSATAllowedSAs) > 0 {
 			errs = append(errs, errors.New("--k8s-psat-allowed-sa needs --kubernetes"))
 		}
+		errs = append(errs, k.Inject.checkOff()...)
 		return errs
 	}
 	if k.Cluster == "" {
@@ -68,6 +71,7 @@ func (k *KubeConfig) check() []error {
 		errs = append(errs, fmt.Errorf("--k8s-namespace %s: not a Kubernetes namespace name", naming.Quote(k.Namespace)))
 	}
 	errs = append(errs, k.checkPSAT()...)
+	errs = append(errs, k.Inject.check(k.Namespace)...)
 	return errs
 }
 
@@ -83,6 +87,7 @@ type kubePart struct {
 func (s *Server) kubeParts() []kubePart {
 	return []kubePart{
 		s.psatPart(),
+		s.webhookPart(),
 	}
 }
 

@@ -123,6 +123,6 @@ func (s *Server) attestPSAT(ctx context.Context, req *agentv1.AttestRequest, now
 		return nil, err
 	}
 	s.seen.mark(id.String(), now)
-	s.log.Info("agent attested", "agent_id", id.String(), "node", res.Node, "attestor", naming.AttestorK8sPSAT, "pod", details["pod"])
+	s.log.Info("agent attested", "agent_id", id.String(), "node", res.Node, "attestor", naming.AttestorK8sPSAT, "namespace", res.ServiceAccount.Namespace, "pod", res.PodName)
 	return &agentv1.AttestResponse{Svid: svid, Bundle: s.bundleProto()}, nil
 }
