@@ -17,7 +17,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// psatCluster is the --k8s-cluster of these tests.
+// psatCluster is the --k8s-cluster of these tests. Their servers serve
+// no injection webhook (--webhook-bind ""): its fixed default port would
+// be shared by every test server on the machine.
 const psatCluster = "e2e"
 
 // psatAgentID is the k8s_psat agent ID of node in psatCluster.
@@ -56,7 +58,7 @@ func startPSATAgent(t *testing.T, m *harness.Mesh, k *harness.Kube, name, node, 
 func TestNodeAttestationPSAT(t *testing.T) {
 	k := harness.StartKube(t)
 	pod := k.Pod("sigil-system", "sigil-agent-7xk2p", "sigil-agent", "node-a", map[string]string{"app": "sigil-agent"})
-	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.Kubeconfig, "--k8s-cluster", psatCluster)
+	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.Kubeconfig, "--k8s-cluster", psatCluster, "--webhook-bind", "")
 	m.Server.WaitFor(`"msg":"kubernetes part started","part":"node attestation \(k8s_psat\)"`, 30*time.Second)
 
 	tokenFile := k.TokenFile("sigil-system", "sigil-agent", "sigil-server", pod)
@@ -138,7 +140,7 @@ func TestNodeAttestationPSAT(t *testing.T) {
 func TestNodeAttestationPSATAfterExpiry(t *testing.T) {
 	k := harness.StartKube(t)
 	pod := k.Pod("sigil-system", "sigil-agent-0", "sigil-agent", "node-a", nil)
-	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.Kubeconfig, "--k8s-cluster", psatCluster, "--agent-x509-ttl", "10s")
+	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.Kubeconfig, "--k8s-cluster", psatCluster, "--webhook-bind", "", "--agent-x509-ttl", "10s")
 	m.Server.WaitFor(`"msg":"kubernetes part started","part":"node attestation \(k8s_psat\)"`, 30*time.Second)
 	agent := startPSATAgent(t, m, k, "a", "node-a", k.TokenFile("sigil-system", "sigil-agent", "sigil-server", pod))
 	agent.WaitFor(`"msg":"sigil-agent running"`, 30*time.Second)
