@@ -141,6 +141,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeReview -fuzztime 30s ./k8s/inject/
 
 	$(GO) test -run '^$$' -fuzz FuzzClean -fuzztime 30s ./tap/
+	$(GO) test -run '^$$' -fuzz FuzzTranslate -fuzztime 30s ./gatewayapi/
 	$(GO) test -run '^$$' -fuzz FuzzTapQuery -fuzztime 30s ./server/
 	$(GO) test -run '^$$' -fuzz FuzzRolloutTarget -fuzztime 30s ./rollout/
 	$(GO) test -run '^$$' -fuzz FuzzWriteRequest -fuzztime 30s ./proxy/h1/

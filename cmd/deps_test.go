@@ -44,12 +44,14 @@ var forbidden = map[string]map[string]string{
 		mod + "/agent/cache": "the server is no node agent: workload SVIDs are cached on nodes, not beside the CA",
 	},
 	mod + "/cmd/sigil-proxy": {
-		mod + "/ca":              "the proxy runs beside every workload: no CA or signing code there",
-		mod + "/server":          "the proxy runs beside every workload: none of the server's daemon belongs there",
-		mod + "/server/registry": "the proxy keeps no registry: it learns config and endpoints from its agent",
-		"go.step.sm/crypto":      "the proxy signs nothing: the CA's crypto module (and its KMS back ends) stay in the server",
-		"modernc.org/sqlite":     "the proxy keeps no database: a sidecar's memory and start-up time are paid per workload",
-		"k8s.io/client-go":       "the proxy runs beside every workload and never talks to the API server: its agent does (DESIGN.md)",
+		mod + "/ca":               "the proxy runs beside every workload: no CA or signing code there",
+		mod + "/server":           "the proxy runs beside every workload: none of the server's daemon belongs there",
+		mod + "/server/registry":  "the proxy keeps no registry: it learns config and endpoints from its agent",
+		"go.step.sm/crypto":       "the proxy signs nothing: the CA's crypto module (and its KMS back ends) stay in the server",
+		"modernc.org/sqlite":      "the proxy keeps no database: a sidecar's memory and start-up time are paid per workload",
+		"k8s.io/client-go":        "the proxy runs beside every workload and never talks to the API server: its agent does (DESIGN.md)",
+		mod + "/gatewayapi":       "the proxy reads VirtualServices only: sigil-server turns Gateway API routes into them",
+		"sigs.k8s.io/gateway-api": "the proxy reads VirtualServices only: the Gateway API types (and apimachinery) stay in the server",
 	},
 }
 

@@ -8,6 +8,7 @@ import (
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/api/configdelta"
+	"github.com/sigil-mesh/sigil/gatewayapi"
 	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/sigil-mesh/sigil/traffic"
 	"google.golang.org/protobuf/proto"
@@ -87,7 +88,7 @@ func (x *configIndex) refresh(ctx context.Context, store *registry.Store, log *s
 		key := sr.Kind + "/" + sr.Namespace + "/" + sr.Name
 		it, ok := x.items[key]
 		if !ok || it.stored.Version != sr.Version {
-			parsed, err := traffic.FromSpec(sr.Kind, sr.Namespace, sr.Name, sr.Spec)
+			parsed, err := gatewayapi.FromSpec(sr.Kind, sr.Namespace, sr.Name, sr.Spec)
 			it = newIndexed(sr, parsed)
 			if err != nil {
 				it.bad = fmt.Errorf("server: stored %s %s/%s: %w", sr.Kind, sr.Namespace, sr.Name, err)
@@ -136,7 +137,7 @@ func (x *configIndex) parsedWith(overlay map[string]*traffic.Resource) []traffic
 			out = append(out, *r)
 		}
 	}
-	return out
+	return gatewayapi.WithVirtualServices(out) // references and warnings are checked on what sidecars get
 }
 
 // configSnapshot is what every agent's StreamConfig sends: the indexed
@@ -170,9 +171,12 @@ func (s *Server) configSnapshot(ctx context.Context) (*configdelta.Snapshot, err
 	} else {
 		snap.Resources = make(map[string]*agentv1.Resource, len(x.items))
 		for key, it := range x.items {
-			if it.bad == nil {
+			if it.bad == nil && it.parsed.Route == nil {
 				snap.Resources[key] = it.wire
 			}
+		}
+		for key, w := range derivedWires(x.items) {
+			snap.Resources[key] = w
 		}
 	}
 	for _, p := range ps {

@@ -87,6 +87,7 @@ type kubePart struct {
 func (s *Server) kubeParts() []kubePart {
 	return []kubePart{
 		s.psatPart(),
+		s.kubeConfigPart(),
 		s.webhookPart(),
 	}
 }

@@ -82,6 +82,9 @@ type Server struct {
 	auditOut *auditStream // the audit stream's spool and exporters (auditexport.go)
 
 	kube *kube.Clients // the API server's clients with --kubernetes, else nil (k8s.go)
+	// kubeLeader says whether this replica is the leader, once leader
+	// election runs; nil: every replica acts as one (k8s_config.go).
+	kubeLeader func() bool
 
 	agentv1.UnimplementedAgentServer
 }

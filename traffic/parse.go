@@ -28,6 +28,31 @@ type Resource struct {
 	VS        *VirtualService
 	DR        *DestinationRule
 	Policy    *Policy // Sigil's own kind (policy.go)
+	// Route is a Gateway API HTTPRoute or GRPCRoute, read by the
+	// RouteDecoder given to ParseWith (package gatewayapi), which also
+	// turns the routes into VirtualServices; traffic only carries it.
+	Route RouteObject
+}
+
+// Kinds of Gateway API (gateway.networking.k8s.io) routes: traffic does
+// not read them itself, ParseWith hands them to a RouteDecoder.
+const (
+	KindHTTPRoute = "HTTPRoute"
+	KindGRPCRoute = "GRPCRoute"
+	GroupGateway  = "gateway.networking.k8s.io"
+)
+
+// RouteObject is a decoded Gateway API route.
+type RouteObject interface {
+	// SpecJSON is the route's stored form (canonical JSON).
+	SpecJSON() ([]byte, error)
+}
+
+// RouteDecoder reads a Gateway API route document (its whole object as
+// JSON) of kind KindHTTPRoute or KindGRPCRoute, strictly, refusing what
+// Sigil cannot enforce by field.
+type RouteDecoder interface {
+	DecodeRoute(kind string, js []byte) (RouteObject, error)
 }
 
 // Key identifies a resource: Kind/namespace/name.
@@ -43,6 +68,8 @@ func (r Resource) Spec() ([]byte, error) {
 		return json.Marshal(r.VS.Spec)
 	case r.Policy != nil:
 		return json.Marshal(r.Policy.Spec)
+	case r.Route != nil:
+		return r.Route.SpecJSON()
 	}
 	return json.Marshal(r.DR.Spec)
 }
@@ -50,8 +77,13 @@ func (r Resource) Spec() ([]byte, error) {
 var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*(#.*)?$`)
 
 // Parse reads one or more YAML (or JSON) documents. source names the file
-// in errors. Empty documents are skipped.
-func Parse(data []byte, source string) ([]Resource, error) {
+// in errors. Empty documents are skipped. Gateway API routes are refused:
+// ParseWith reads them.
+func Parse(data []byte, source string) ([]Resource, error) { return ParseWith(data, source, nil) }
+
+// ParseWith is Parse, with Gateway API routes (gateway.networking.k8s.io
+// HTTPRoute, GRPCRoute) read by routes; nil refuses them.
+func ParseWith(data []byte, source string, routes RouteDecoder) ([]Resource, error) {
 	if err := CheckUTF8(data, source); err != nil {
 		return nil, err
 	}
@@ -61,7 +93,7 @@ func Parse(data []byte, source string) ([]Resource, error) {
 		if strings.TrimSpace(stripComments(doc)) == "" {
 			continue
 		}
-		r, err := parseDoc([]byte(doc))
+		r, err := parseDoc([]byte(doc), routes)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("traffic: %s: document %d: %w", source, i+1, bare{err}))
 			continue
@@ -88,7 +120,7 @@ type typeMeta struct {
 	Metadata   Metadata `json:"metadata"`
 }
 
-func parseDoc(doc []byte) (Resource, error) {
+func parseDoc(doc []byte, routes RouteDecoder) (Resource, error) {
 	js, err := yaml.YAMLToJSON(doc)
 	var nonFinite *json.UnsupportedValueError
 	switch {
@@ -101,6 +133,9 @@ func parseDoc(doc []byte) (Resource, error) {
 	var tm typeMeta
 	if err := json.Unmarshal(js, &tm); err != nil {
 		return Resource{}, fmt.Errorf("traffic: not a Kubernetes-style resource: %w", err)
+	}
+	if strings.HasPrefix(tm.APIVersion, GroupGateway+"/") {
+		return parseRoute(tm, js, routes)
 	}
 	isPolicy := tm.APIVersion == PolicyAPIVersion
 	if !istioVersions[tm.APIVersion] && !isPolicy {
@@ -135,6 +170,29 @@ func parseDoc(doc []byte) (Resource, error) {
 		err = strictDecode(js, r.Policy)
 	}
 	return decoded(r, err)
+}
+
+// parseRoute reads a Gateway API document through routes.
+func parseRoute(tm typeMeta, js []byte, routes RouteDecoder) (Resource, error) {
+	if tm.Kind != KindHTTPRoute && tm.Kind != KindGRPCRoute {
+		return Resource{}, fmt.Errorf("traffic: kind %s in apiVersion %q: Sigil reads HTTPRoute and GRPCRoute of %s", naming.Quote(tm.Kind), tm.APIVersion, GroupGateway)
+	}
+	if routes == nil {
+		return Resource{}, fmt.Errorf("traffic: %s: Gateway API routes are read by sigil-server (sigil apply), not here", tm.Kind)
+	}
+	r := Resource{Kind: tm.Kind, Name: tm.Metadata.Name, Namespace: tm.Metadata.Namespace}
+	if r.Namespace == "" {
+		r.Namespace = "default"
+	}
+	if err := ValidateMeta(r.Kind, r.Namespace, r.Name); err != nil {
+		return Resource{}, err
+	}
+	ro, err := routes.DecodeRoute(tm.Kind, js)
+	if err != nil {
+		return Resource{}, fmt.Errorf("traffic: %s: %w", r.Ref(), bare{err})
+	}
+	r.Route = ro
+	return r, nil
 }
 
 // strictDecode decodes a resource by strictjson's rules (case-sensitive

@@ -48,10 +48,18 @@ func (m Matched) RewritePath(path string) string {
 	return uri + rest
 }
 
+// RedirectPrefixMarker starts a redirect.uri that replaces only the
+// path prefix the route matched, keeping the rest, as rewrite.uri does
+// (Istio's own spelling, which its Gateway API translation writes for
+// ReplacePrefixMatch; Envoy's RedirectAction.prefix_rewrite). Without a
+// prefix match it replaces the whole path.
+const RedirectPrefixMarker = "%PREFIX()%"
+
 // RedirectLocation returns the Location and status of the route's
 // redirect for r, following Istio's HTTPRedirect (and the Envoy
 // RedirectAction it becomes):
-//   - uri replaces the whole path; the request's query is kept (Envoy
+//   - uri replaces the whole path (or, after RedirectPrefixMarker, the
+//     prefix matched); the request's query is kept (Envoy
 //     keeps it unless strip_query, which Istio never sets), unless uri
 //     carries a query of its own, which then replaces it;
 //   - authority replaces the host and port;
@@ -104,7 +112,9 @@ func (m Matched) RedirectLocation(r *http.Request) (location string, code int, o
 		host = "[" + host + "]" // an IPv6 literal
 	}
 	path, query := r.URL.EscapedPath(), r.URL.RawQuery
-	if rd.URI != "" {
+	if uri, prefixOnly := strings.CutPrefix(rd.URI, RedirectPrefixMarker); prefixOnly {
+		path = Matched{Route: &Route{Rewrite: &HTTPRewrite{URI: uri}}, PrefixMatched: m.PrefixMatched}.RewritePath(path)
+	} else if rd.URI != "" {
 		path = rd.URI
 		if p, q, hasQuery := strings.Cut(rd.URI, "?"); hasQuery {
 			path, query = p, q

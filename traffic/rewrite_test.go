@@ -105,6 +105,25 @@ func TestIstioRouteSemanticsRedirect(t *testing.T) {
 	}
 }
 
+// A redirect.uri after RedirectPrefixMarker replaces only the matched
+// prefix, as rewrite.uri does (Istio's %PREFIX()%, which Gateway API's
+// ReplacePrefixMatch redirect becomes); without a prefix match, the path.
+func TestIstioRouteSemanticsRedirectPrefix(t *testing.T) {
+	for _, tt := range []struct{ match, uri, target, want string }{
+		{"{prefix: /old/}", "/new/", "http://api/old/a/b?q=1", "http://api/new/a/b?q=1"},
+		{"{prefix: /old/}", "/", "http://api/old/a", "http://api/a"},
+		{"{exact: /old}", "/new", "http://api/old", "http://api/new"},
+	} {
+		m := routeFor(t, "  - match: [{uri: "+tt.match+"}]\n    redirect: {uri: '"+RedirectPrefixMarker+tt.uri+"'}\n", tt.target)
+		if got, _, _ := m.RedirectLocation(httptest.NewRequest("GET", tt.target, nil)); got != tt.want {
+			t.Errorf("%s %s %s: Location %q, want %q", tt.match, tt.uri, tt.target, got, tt.want)
+		}
+	}
+	if _, err := parseRule("  - redirect: {uri: '" + RedirectPrefixMarker + "no-slash'}\n"); err == nil || !strings.Contains(err.Error(), "must start with /") {
+		t.Errorf("a prefix redirect without a leading /: %v", err)
+	}
+}
+
 // Values that would split a request line or a Location header, and
 // field combinations Istio refuses.
 func TestIstioRouteSemanticsRefusals(t *testing.T) {

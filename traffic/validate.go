@@ -189,7 +189,7 @@ func (v *validator) httpRoute(p string, rt *HTTPRoute) {
 		if rd.Scheme != "" && rd.Scheme != "http" && rd.Scheme != "https" {
 			v.fail(p+".redirect.scheme", "%q: want http or https", rd.Scheme)
 		}
-		v.uri(p+".redirect.uri", rd.URI, true, true)
+		v.uri(p+".redirect.uri", strings.TrimPrefix(rd.URI, RedirectPrefixMarker), true, true)
 		v.authority(p+".redirect.authority", rd.Authority)
 		if rd.Port > 65535 {
 			v.fail(p+".redirect.port", "%d is not a port", rd.Port)

@@ -10,6 +10,7 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
+	"github.com/sigil-mesh/sigil/gatewayapi"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spf13/cobra"
 )
@@ -82,8 +83,11 @@ func readFiles(paths []string, recursive bool) ([]adminv1.File, error) {
 // resourceName prints a resource as kubectl does.
 func resourceName(kind, ns, name string) string {
 	group := traffic.GroupIstio
-	if kind == traffic.KindPolicy {
+	switch kind {
+	case traffic.KindPolicy:
 		group = traffic.GroupSigil
+	case traffic.KindHTTPRoute, traffic.KindGRPCRoute:
+		group = traffic.GroupGateway
 	}
 	return termsafe.Field(strings.ToLower(kind)) + "." + group + "/" + termsafe.Field(name) + nsSuffix(ns)
 }
@@ -100,7 +104,7 @@ func newApply(client clientFunc) *cobra.Command {
 	var dryRun, recursive, reviewChanges bool
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|-",
-		Short: "Apply VirtualServices, DestinationRules and Policies (all or nothing)",
+		Short: "Apply VirtualServices, DestinationRules, Policies, HTTPRoutes and GRPCRoutes (all or nothing)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(files) == 0 {
@@ -185,7 +189,7 @@ func newDelete(client clientFunc) *cobra.Command {
 					return err
 				}
 				for _, f := range fs {
-					rs, err := traffic.Parse([]byte(f.Content), f.Name)
+					rs, err := gatewayapi.Parse([]byte(f.Content), f.Name)
 					if err != nil {
 						return err
 					}
@@ -196,7 +200,7 @@ func newDelete(client clientFunc) *cobra.Command {
 			case len(args) == 2 && len(files) == 0:
 				kind, ok := adminv1.KindOf(args[0])
 				if !ok {
-					return fmt.Errorf("unknown kind %q: want virtualservice, destinationrule or policy", args[0])
+					return fmt.Errorf("unknown kind %q: want virtualservice, destinationrule, policy, httproute or grpcroute", args[0])
 				}
 				targets = append(targets, adminv1.ResourceKey{Kind: kind, Namespace: namespace, Name: args[1]})
 			default:

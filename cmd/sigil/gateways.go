@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
@@ -16,8 +17,11 @@ import (
 // gateway (docs/istio.md, Gateways). A VirtualService with no hosts is a
 // delegate: its routes apply where a root route delegates to it.
 func appliesTo(r adminv1.Resource) string {
-	if r.Kind == traffic.KindPolicy {
+	switch r.Kind {
+	case traffic.KindPolicy:
 		return policyAppliesTo(r)
+	case traffic.KindHTTPRoute, traffic.KindGRPCRoute:
+		return routeAppliesTo(r)
 	}
 	if r.Kind != traffic.KindVirtualService {
 		return "sidecars"
@@ -56,4 +60,44 @@ func policyAppliesTo(r adminv1.Resource) string {
 		where += " with labels " + labels(spec.Selector.MatchLabels)
 	}
 	return termsafe.Field(spec.Mode) + ": " + where
+}
+
+// routeAppliesTo is the APPLIES TO of an HTTPRoute or GRPCRoute: the
+// callers of the Services it is attached to (Service parentRefs, GAMMA),
+// "name.namespace[:port]"; a route of Gateways only applies to no
+// sidecar.
+func routeAppliesTo(r adminv1.Resource) string {
+	var st struct {
+		Spec struct {
+			ParentRefs []struct {
+				Group     *string `json:"group"`
+				Kind      *string `json:"kind"`
+				Namespace *string `json:"namespace"`
+				Name      string  `json:"name"`
+				Port      *int32  `json:"port"`
+			} `json:"parentRefs"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(r.Spec, &st); err != nil {
+		return "?"
+	}
+	var svcs []string
+	for _, p := range st.Spec.ParentRefs {
+		if p.Group == nil || *p.Group != "" || p.Kind == nil || *p.Kind != "Service" {
+			continue
+		}
+		ns := r.Namespace
+		if p.Namespace != nil {
+			ns = *p.Namespace
+		}
+		s := termsafe.Field(p.Name) + "." + termsafe.Field(ns)
+		if p.Port != nil {
+			s += ":" + strconv.Itoa(int(*p.Port))
+		}
+		svcs = append(svcs, s)
+	}
+	if len(svcs) == 0 {
+		return "no sidecar (no Service parentRef)"
+	}
+	return "callers of " + strings.Join(svcs, ",")
 }

@@ -17,10 +17,10 @@ import (
 func newGet(client clientFunc) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
-		Use:       "get virtualservices|destinationrules|policies|services|endpoints|proxies",
+		Use:       "get virtualservices|destinationrules|policies|httproutes|grpcroutes|services|endpoints|proxies",
 		Short:     "List configuration, services, endpoints or sidecars",
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"virtualservices", "destinationrules", "policies", "services", "endpoints", "proxies"},
+		ValidArgs: []string{"virtualservices", "destinationrules", "policies", "httproutes", "grpcroutes", "services", "endpoints", "proxies"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := client()
 			if err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
+	"github.com/sigil-mesh/sigil/gatewayapi"
 	"github.com/sigil-mesh/sigil/internal/markdown"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/sigil-mesh/sigil/traffic/review"
@@ -22,13 +23,13 @@ const reviewWindow = 5 * time.Minute
 // it would touch, then the resources as the dry run judged them.
 func writeReview(ctx context.Context, w io.Writer, c *adminv1.AdminClient, files []adminv1.File, resp adminv1.ApplyResponse) error {
 	var inForce []traffic.Resource
-	for _, kind := range []string{traffic.KindVirtualService, traffic.KindDestinationRule} {
+	for _, kind := range []string{traffic.KindVirtualService, traffic.KindDestinationRule, traffic.KindHTTPRoute, traffic.KindGRPCRoute} {
 		stored, err := c.ListConfig(ctx, kind)
 		if err != nil {
 			return fmt.Errorf("review: listing the %ss in force: %w", kind, err)
 		}
 		for _, s := range stored {
-			r, err := traffic.FromSpec(s.Kind, s.Namespace, s.Name, s.Spec)
+			r, err := gatewayapi.FromSpec(s.Kind, s.Namespace, s.Name, s.Spec)
 			if err != nil {
 				return fmt.Errorf("review: reading %s %s/%s in force: %w", s.Kind, s.Namespace, s.Name, err)
 			}
@@ -41,7 +42,7 @@ func writeReview(ctx context.Context, w io.Writer, c *adminv1.AdminClient, files
 		at[r.Key()] = i
 	}
 	for _, f := range files {
-		rs, err := traffic.Parse([]byte(f.Content), f.Name)
+		rs, err := gatewayapi.Parse([]byte(f.Content), f.Name)
 		if err != nil {
 			return err
 		}
@@ -54,6 +55,8 @@ func writeReview(ctx context.Context, w io.Writer, c *adminv1.AdminClient, files
 			}
 		}
 	}
+	// Routes change traffic through the VirtualServices they make.
+	inForce, proposed = gatewayapi.WithVirtualServices(inForce), gatewayapi.WithVirtualServices(proposed)
 	if err := review.Markdown(w, review.Diff(inForce, proposed), figures(ctx, c)); err != nil {
 		return err
 	}

@@ -11,6 +11,8 @@ var kinds = map[string]string{
 	"virtualservice": traffic.KindVirtualService, "virtualservices": traffic.KindVirtualService, "vs": traffic.KindVirtualService,
 	"destinationrule": traffic.KindDestinationRule, "destinationrules": traffic.KindDestinationRule, "dr": traffic.KindDestinationRule,
 	"policy": traffic.KindPolicy, "policies": traffic.KindPolicy,
+	"httproute": traffic.KindHTTPRoute, "httproutes": traffic.KindHTTPRoute,
+	"grpcroute": traffic.KindGRPCRoute, "grpcroutes": traffic.KindGRPCRoute,
 }
 
 // KindOf resolves a kind name as kubectl users type it: singular, plural
