@@ -125,6 +125,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzIsCompact -fuzztime 30s ./internal/jsonenc/
 	$(GO) test -run '^$$' -fuzz FuzzAuthority -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzParseEndpoint -fuzztime 30s ./naming/
+	$(GO) test -run '^$$' -fuzz FuzzParseServiceAccount -fuzztime 30s ./k8s/psat/
+	$(GO) test -run '^$$' -fuzz FuzzAttestReviewAnswer -fuzztime 30s ./k8s/psat/
 	$(GO) test -run '^$$' -fuzz FuzzServiceName -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzNodeName -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzHostPattern -fuzztime 30s ./naming/

@@ -168,12 +168,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.JoinToken != "" {
 		log.Warn(argvTokenWarning)
 	}
-	toks, err := svid.NewTokens(cfg.JoinToken, cfg.JoinTokenFile, os.Stdin)
+	toks, err := tokenSource(cfg)
 	if err != nil {
 		return err
 	}
 	a := &agent{cfg: cfg, log: log, tokens: toks, renewWake: make(chan struct{}, 1), reattested: make(chan struct{}, 1)}
-	a.health = newHealth(log, time.Now, a.svidNotAfter)
+	a.health = newHealth(log, time.Now, a.svidNotAfter, cfg.Kubernetes.Enabled)
 	if err := a.loadTrust(); err != nil {
 		return err
 	}
@@ -294,7 +294,7 @@ func (a *agent) ensureSVID(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if saved != nil && time.Now().Before(saved.Certificates[0].NotAfter) && saved.ID.MemberOf(a.td) {
+	if saved != nil && time.Now().Before(saved.Certificates[0].NotAfter) && saved.ID.MemberOf(a.td) && a.cfg.Kubernetes.checkOwnID(saved.ID) == nil {
 		a.svid.Store(saved)
 		a.log.Info("resuming with saved agent svid", "agent_id", saved.ID.String(), "not_after", saved.Certificates[0].NotAfter)
 		return nil
@@ -302,6 +302,9 @@ func (a *agent) ensureSVID(ctx context.Context) error {
 	token, err := a.tokens.Next()
 	if errors.Is(err, svid.ErrNoToken) {
 		return errors.New("agent: no valid saved agent SVID in --data-dir; a join token is required to attest (--join-token-file)")
+	}
+	if err != nil && a.cfg.Kubernetes.Enabled {
+		return fmt.Errorf("agent: no valid saved agent SVID in --data-dir, and the node cannot attest: %w", err)
 	}
 	if err != nil {
 		return err
@@ -313,6 +316,9 @@ func (a *agent) ensureSVID(ctx context.Context) error {
 		return err
 	}
 	a.tokens.Spent(token)
+	if err := a.cfg.Kubernetes.checkOwnID(own.ID); err != nil {
+		return err
+	}
 	if err := a.adopt(own); err != nil {
 		return err
 	}

@@ -8,8 +8,11 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"os"
 
+	"github.com/sigil-mesh/sigil/agent/svid"
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // KubeConfig is how the agent works on Kubernetes.
@@ -59,4 +62,33 @@ func (k *KubeConfig) check(joinToken bool) []error {
 		k.ProcRoot = "/proc"
 	}
 	return errs
+}
+
+// tokenSource is what the node attests with: with --kubernetes the
+// projected service-account token, re-read at every attestation; else the
+// join token of --join-token or --join-token-file.
+func tokenSource(cfg Config) (svid.TokenSource, error) {
+	if cfg.Kubernetes.Enabled {
+		return svid.NewProjectedToken(cfg.Kubernetes.PSATTokenFile), nil
+	}
+	return svid.NewTokens(cfg.JoinToken, cfg.JoinTokenFile, os.Stdin)
+}
+
+// checkOwnID checks, with --kubernetes, that the agent ID the server
+// issued is the k8s_psat ID of --node-name: the server takes the node from
+// the agent pod's spec.nodeName, and an agent told another node would
+// attest the workloads of a node it is not on. Without --kubernetes any
+// agent ID passes.
+func (k *KubeConfig) checkOwnID(id spiffeid.ID) error {
+	if !k.Enabled {
+		return nil
+	}
+	_, node, ok := naming.K8sPSATNode(id)
+	if !ok {
+		return fmt.Errorf("agent: agent ID %s is not a k8s_psat agent ID, and --kubernetes needs one (a data dir of a join-token agent?)", id)
+	}
+	if node != k.NodeName {
+		return fmt.Errorf("agent: the server attested this agent as node %s (its pod's spec.nodeName), but --node-name is %s: pass spec.nodeName through the downward API", naming.Quote(node), naming.Quote(k.NodeName))
+	}
+	return nil
 }

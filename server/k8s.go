@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/sigil-mesh/sigil/k8s/psat"
 	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/naming"
 )
@@ -32,6 +33,12 @@ type KubeConfig struct {
 	// Namespace is where Sigil's own objects live (--k8s-namespace,
 	// default kube.DefaultNamespace).
 	Namespace string
+	// PSATAllowedSAs are the service accounts, NAMESPACE:NAME, whose
+	// projected tokens attest nodes (--k8s-psat-allowed-sa, repeatable;
+	// SPIRE's service_account_allow_list); none means
+	// sigil-system:sigil-agent.
+	PSATAllowedSAs []string
+	psatAllowed    []psat.ServiceAccount // PSATAllowedSAs parsed (checkPSAT)
 	// Inject is the sidecar injection webhook (k8s_webhook.go).
 	Inject InjectConfig
 }
@@ -44,6 +51,9 @@ func (k *KubeConfig) check() []error {
 	if !k.Enabled {
 		if k.Kubeconfig != "" {
 			errs = append(errs, errors.New("--kubeconfig needs --kubernetes"))
+		}
+		if len(k.PSATAllowedSAs) > 0 {
+			errs = append(errs, errors.New("--k8s-psat-allowed-sa needs --kubernetes"))
 		}
 		errs = append(errs, k.Inject.checkOff()...)
 		return errs
@@ -60,6 +70,7 @@ func (k *KubeConfig) check() []error {
 	if !naming.ValidName(k.Namespace) {
 		errs = append(errs, fmt.Errorf("--k8s-namespace %s: not a Kubernetes namespace name", naming.Quote(k.Namespace)))
 	}
+	errs = append(errs, k.checkPSAT()...)
 	errs = append(errs, k.Inject.check(k.Namespace)...)
 	return errs
 }
@@ -77,6 +88,7 @@ func (s *Server) kubeParts() []kubePart {
 	return []kubePart{
 		{name: "trust bundle", start: s.startBundlePublisher},
 		s.servicesPart(),
+		s.psatPart(),
 		s.kubeConfigPart(),
 		s.webhookPart(),
 	}

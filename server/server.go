@@ -38,6 +38,7 @@ import (
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
 	"github.com/sigil-mesh/sigil/k8s/discovery"
+	"github.com/sigil-mesh/sigil/k8s/psat"
 	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/listener"
 	"github.com/sigil-mesh/sigil/naming"
@@ -60,6 +61,8 @@ type Server struct {
 
 	svid atomic.Pointer[tls.Certificate]
 	seen agentsSeen // last authenticated call of each agent
+
+	psat atomic.Pointer[psat.Attestor] // node attestation by projected token, once started (k8s_psat.go)
 
 	issued issuedSVIDs // newest workload SVIDs handed out, for the dashboard
 

@@ -69,6 +69,7 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.Kubernetes.Kubeconfig, "kubeconfig", "", "kubeconfig file with --kubernetes (default: the pod's in-cluster service account)")
 	f.StringVar(&cfg.Kubernetes.Cluster, "k8s-cluster", server.DefaultK8sCluster, "this cluster's name in agent IDs: spiffe://TD/sigil/agent/k8s_psat/CLUSTER/NODE")
 	f.StringVar(&cfg.Kubernetes.Namespace, "k8s-namespace", kube.DefaultNamespace, "namespace of Sigil's own objects (leases, the CA Secret, mesh-wide Policies)")
+	f.StringArrayVar(&cfg.Kubernetes.PSATAllowedSAs, "k8s-psat-allowed-sa", nil, "a service account, NAMESPACE:NAME, whose projected token (audience sigil-server) attests a node (repeatable; default sigil-system:sigil-agent)")
 	f.StringVar(&cfg.Kubernetes.Inject.Bind, "webhook-bind", server.DefaultWebhookBind, "HOST:PORT of the sidecar injection webhook (HTTPS, certificate from Sigil's CA) with --kubernetes; \"\" serves none")
 	f.StringVar(&cfg.Kubernetes.Inject.ConfigName, "webhook-config-name", inject.DefaultWebhookConfig, "MutatingWebhookConfiguration whose caBundle the server keeps equal to its trust bundle")
 	f.StringArrayVar(&cfg.Kubernetes.Inject.TLSSANs, "webhook-tls-san", nil, "DNS name or IP the webhook's certificate also names, beside sigil-server.NAMESPACE.svc[.cluster.local] (repeatable; for a webhook configuration that calls a URL)")
@@ -290,7 +291,9 @@ func newAgent() *cobra.Command {
 					seen = ag.LastSeen.UTC().Format(time.RFC3339)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s  node=%s  svid_expires=%s  state=%s  last_seen=%s\n", ag.SPIFFEID, ag.Node, ag.ExpiresAt.UTC().Format(time.RFC3339), ag.State, seen)
-				if ag.State == adminv1.AgentExpired {
+				if ag.State == adminv1.AgentExpired && ag.Attestor == naming.AttestorK8sPSAT {
+					fmt.Fprintf(cmd.OutOrStdout(), "  the agent's SVID has expired: it re-attests by itself with its projected token; if it does not, see its pod's log and the server's agent.refused audit records\n")
+				} else if ag.State == adminv1.AgentExpired {
 					fmt.Fprintf(cmd.OutOrStdout(), "  the agent's SVID has expired: it must re-attest; write a new token (sigil-server token generate --node %s --output FILE) to its --join-token-file\n", ag.Node)
 				}
 			}
@@ -300,7 +303,7 @@ func newAgent() *cobra.Command {
 	a.register(list)
 	var id string
 	evict := &cobra.Command{
-		Use: "evict", Short: "Evict an agent: its node gets no identities until it attests again with a new join token", Args: cobra.NoArgs,
+		Use: "evict", Short: "Evict an agent: its node gets no identities until it attests again (a join-token node with a new token; a k8s_psat node re-attests with its projected token at once)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if id == "" {
 				return errors.New("--spiffe-id is required")
