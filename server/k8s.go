@@ -32,6 +32,10 @@ type KubeConfig struct {
 	// Namespace is where Sigil's own objects live (--k8s-namespace,
 	// default kube.DefaultNamespace).
 	Namespace string
+	// AutoIdentity gives every pod bound to a node with a k8s_psat agent
+	// spiffe://<td>/ns/<ns>/sa/<sa> with no entry (--k8s-auto-identity,
+	// on by default; server/k8s_pods.go).
+	AutoIdentity bool
 }
 
 // DefaultK8sCluster is --k8s-cluster's default.
@@ -70,7 +74,9 @@ type kubePart struct {
 
 // kubeParts lists the server's Kubernetes parts in start order.
 func (s *Server) kubeParts() []kubePart {
-	return []kubePart{}
+	return []kubePart{
+		s.podsPart(),
+	}
 }
 
 // startKube connects to the API server and starts every part; the first

@@ -37,6 +37,7 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/k8s/podidentity"
 	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/listener"
 	"github.com/sigil-mesh/sigil/naming"
@@ -79,6 +80,8 @@ type Server struct {
 	auditOut *auditStream // the audit stream's spool and exporters (auditexport.go)
 
 	kube *kube.Clients // the API server's clients with --kubernetes, else nil (k8s.go)
+	// pods are the pods' automatic entries once listed, else nil (k8s_pods.go).
+	pods atomic.Pointer[podidentity.Index]
 
 	agentv1.UnimplementedAgentServer
 }
