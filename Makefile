@@ -7,7 +7,7 @@ GOFLAGS_T ?= -race -count=1
 # Test artifacts (t.ArtifactDir: the dashboard e2e test's screenshots).
 ARTIFACTS ?= $(CURDIR)/artifacts
 
-.PHONY: all build test check fmt vet staticcheck proto proto-check demo bench bench-tools fuzz tools clean
+.PHONY: all build test check fmt vet staticcheck proto proto-check demo bench bench-tools fuzz tools clean kube-tools
 
 all: build
 
@@ -15,10 +15,20 @@ build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
 
 ## test: unit, fuzz seeds and e2e (real binaries as processes), with -race;
-## artifacts (screenshots) land under $(ARTIFACTS)/_artifacts.
+## artifacts (screenshots) land under $(ARTIFACTS)/_artifacts. The
+## Kubernetes suite (e2e/kube) needs `make kube-tools`; when those cannot be
+## built it is skipped, each test saying so.
 test:
 	mkdir -p $(ARTIFACTS)
+	-$(MAKE) kube-tools
 	$(GO) test $(GOFLAGS_T) -timeout 40m -artifacts -outputdir $(ARTIFACTS) $$($(GO) list ./... | grep -v /bench)
+
+## kube-tools: kube-apiserver, kubectl (v1.37.2) and etcd for e2e/kube, built
+## once from the module proxy by the separate module tools/kube into
+## $$SIGIL_KUBE_BIN (default ~/.cache/sigil-kube/v1.37.2), outside the repo;
+## about 6 minutes the first time on 2 cores, nothing after.
+kube-tools:
+	tools/kube/build.sh
 
 ## check: formatting, vet, staticcheck, stale generated code, dependency
 ## guard, one parser per name (naming's guard), the code base's own
