@@ -191,7 +191,7 @@ subjects:
 	// A pod bound to node-b whose process asks node-a's agent: node-a's
 	// informer never has it, so no k8s selector and no identity.
 	stray := podProcess(t, procA, socketA, batch)
-	if line := stray.WaitFor(`^done$|no identity: code=(\S+)`, 60*time.Second); line[1] != "PermissionDenied" {
+	if line := stray.WaitFor(`^done$|no identity: code=(\w+)`, 60*time.Second); line[1] != "PermissionDenied" {
 		t.Fatalf("a node-b pod asking node-a's agent: %s\n%s", line[0], stray.Output())
 	}
 	// Its own node's agent gives it its identity.
