@@ -115,7 +115,7 @@ func podAgentID(t *testing.T, cluster, node string) string {
 // k8s selectors matches through the agent's attestor too; the audit trail
 // records each issuance. The agents attest with real projected tokens
 // (TokenReview) and run with only the RBAC their service account is
-// granted: pods get, list and watch (field-selected to their node).
+// granted: pods list and watch (field-selected to their node).
 // No scheduler or kubelet runs: the test creates the Pod objects, starts
 // the pods' processes itself and names their pods in a fake proc root's
 // cgroup files (podProcess).
@@ -126,7 +126,7 @@ func TestAutoIdentityPodOnNode(t *testing.T) {
 kind: ClusterRole
 metadata: {name: sigil-agent-pods}
 rules:
-- {apiGroups: [""], resources: [pods], verbs: [get, list, watch]}
+- {apiGroups: [""], resources: [pods], verbs: [list, watch]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
