@@ -108,7 +108,7 @@ func (a *agent) newAttestor(ctx context.Context) (_ attestor, done <-chan struct
 		return out, nil, err
 	}
 	done = pods.Start(ctx)
-	syncCtx, cancel := context.WithTimeoutCause(ctx, podSyncTimeout, fmt.Errorf("no answer in %s", podSyncTimeout))
+	syncCtx, cancel := context.WithTimeout(ctx, podSyncTimeout)
 	defer cancel()
 	if err := pods.Synced(syncCtx); err != nil {
 		return out, done, fmt.Errorf("agent: %w", err)

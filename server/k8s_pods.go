@@ -10,7 +10,6 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -38,7 +37,7 @@ func (s *Server) podsPart() kubePart {
 		done := idx.Start(ctx)
 		wg.Add(1)
 		go func() { defer wg.Done(); <-done }()
-		syncCtx, cancel := context.WithTimeoutCause(ctx, podSyncTimeout, fmt.Errorf("no answer in %s", podSyncTimeout))
+		syncCtx, cancel := context.WithTimeout(ctx, podSyncTimeout)
 		defer cancel()
 		if err := idx.Synced(syncCtx); err != nil {
 			return err
