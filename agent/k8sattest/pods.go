@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/sigil-mesh/sigil/kube"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -73,22 +74,14 @@ func NewPods(client kubernetes.Interface, node string) (*Pods, error) {
 // Start starts the informer; it runs until ctx is done, and done is
 // closed when it has stopped.
 func (p *Pods) Start(ctx context.Context) (done <-chan struct{}) {
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		p.informer.RunWithContext(ctx)
-	}()
-	return stopped
+	return kube.RunInformer(ctx, p.informer)
 }
 
 // Synced returns once the informer has listed the node's pods, or an
 // error when ctx ends first (the API server unreachable, or the agent not
 // allowed to list pods).
 func (p *Pods) Synced(ctx context.Context) error {
-	if !cache.WaitForCacheSync(ctx.Done(), p.informer.HasSynced) {
-		return fmt.Errorf("k8sattest: listing the pods of node %s: %w", p.node, context.Cause(ctx))
-	}
-	return nil
+	return kube.WaitSynced(ctx, p.informer, "the pods of node "+p.node)
 }
 
 // Get returns the pod with this UID if it is bound to the node.

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/selector"
 	"github.com/sigil-mesh/sigil/server/registry"
@@ -102,21 +103,13 @@ func trim(obj any) (any, error) {
 // Start starts the informer; it runs until ctx is done, and done is
 // closed when it has stopped.
 func (x *Index) Start(ctx context.Context) (done <-chan struct{}) {
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		x.informer.RunWithContext(ctx)
-	}()
-	return stopped
+	return kube.RunInformer(ctx, x.informer)
 }
 
 // Synced returns once every pod has been listed and indexed, or an error
 // when ctx ends first.
 func (x *Index) Synced(ctx context.Context) error {
-	if !cache.WaitForCacheSync(ctx.Done(), x.informer.HasSynced) {
-		return fmt.Errorf("podidentity: listing pods: %w", context.Cause(ctx))
-	}
-	return nil
+	return kube.WaitSynced(ctx, x.informer, "pods")
 }
 
 // Entries returns the synthesized entries whose parent is agent, sorted
