@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,4 +93,28 @@ func mustEntries(t *testing.T, s *Server, agent string) []registry.Entry {
 		t.Fatal(err)
 	}
 	return es
+}
+
+// With --k8s-auto-identity=false the part starts no informer and the
+// agent API reads the registry's entries only.
+func TestAutoIdentityOff(t *testing.T) {
+	s, store := storeServer(t)
+	s.cfg.Kubernetes = KubeConfig{Enabled: true, AutoIdentity: false}
+	var wg sync.WaitGroup
+	// s.kube is nil: a part that reached for the API server would panic.
+	if err := s.podsPart().start(context.Background(), &wg); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if s.pods.Load() != nil {
+		t.Fatal("automatic identity on with --k8s-auto-identity=false")
+	}
+	const agent = "spiffe://example.org/sigil/agent/k8s_psat/cluster/node-a"
+	if _, err := store.CreateEntry(context.Background(), registry.Entry{SPIFFEID: "spiffe://example.org/ns/shop/sa/web", ParentID: agent,
+		Selectors: []selector.Selector{selector.K8s(selector.K8sServiceAccount, "web")}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if es := mustEntries(t, s, agent); len(es) != 1 || es[0].Source != registry.SourceLocal {
+		t.Fatalf("entries %+v", es)
+	}
 }
