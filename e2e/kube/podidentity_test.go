@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,46 +24,55 @@ import (
 
 // podWorkloadEnv, set to a Workload API socket, makes this test binary
 // the process of a pod (see podProcess): it waits for a line on stdin,
-// then fetches its X.509-SVIDs once and prints them.
-const podWorkloadEnv = "SIGIL_E2E_POD_WORKLOAD"
+// then fetches its X.509-SVIDs, retrying as go-spiffe's X509Source does
+// (the pod's entry may reach the agent after the pod starts), for up to
+// podDeadlineEnv (a duration), printing each refusal and the SVIDs got.
+const (
+	podWorkloadEnv = "SIGIL_E2E_POD_WORKLOAD"
+	podDeadlineEnv = "SIGIL_E2E_POD_DEADLINE"
+)
 
 func init() {
 	// Runs before TestMain, so the pod's process builds no binaries.
 	if socket := os.Getenv(podWorkloadEnv); socket != "" {
-		os.Exit(runPodWorkload(socket))
+		os.Exit(runPodWorkload(socket, os.Getenv(podDeadlineEnv)))
 	}
 }
 
 // runPodWorkload is a go-spiffe client as an app in a pod runs it.
-func runPodWorkload(socket string) int {
+func runPodWorkload(socket, deadline string) int {
 	if _, err := fmt.Fscanln(os.Stdin); err != nil && err.Error() != "unexpected newline" {
 		fmt.Fprintln(os.Stderr, "waiting for go:", err)
 		return 1
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	x, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+socket))
+	d, err := time.ParseDuration(deadline)
 	if err != nil {
+		fmt.Fprintln(os.Stderr, podDeadlineEnv+":", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for {
+		x, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+socket))
+		if err == nil {
+			for _, s := range x.SVIDs {
+				fmt.Fprintf(os.Stderr, "svid %s\n", s.ID)
+			}
+			fmt.Fprintln(os.Stderr, "done")
+			return 0
+		}
 		code := status.Code(err)
-		if u := errorsUnwrap(err); u != nil {
+		if u := errors.Unwrap(err); u != nil {
 			code = status.Code(u)
 		}
 		fmt.Fprintf(os.Stderr, "no identity: code=%s: %v\n", code, err)
-		return 0
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(os.Stderr, "gave up")
+			return 0
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	for _, s := range x.SVIDs {
-		fmt.Fprintf(os.Stderr, "svid %s\n", s.ID)
-	}
-	fmt.Fprintln(os.Stderr, "done")
-	return 0
-}
-
-func errorsUnwrap(err error) error {
-	u, ok := err.(interface{ Unwrap() error })
-	if !ok {
-		return nil
-	}
-	return u.Unwrap()
 }
 
 // podProcess starts the process of pod, as kubelet would in the pod's
@@ -72,10 +82,10 @@ func errorsUnwrap(err error) error {
 // (--proc-root) as the systemd cgroup driver would name the container
 // (kubepods-besteffort-pod<uid>.slice/cri-containerd-<id>.scope), before
 // letting the process call the agent.
-func podProcess(t *testing.T, procRoot, socket string, pod *corev1.Pod) *harness.Proc {
+func podProcess(t *testing.T, procRoot, socket string, pod *corev1.Pod, deadline time.Duration) *harness.Proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), podWorkloadEnv+"="+socket)
+	cmd.Env = append(os.Environ(), podWorkloadEnv+"="+socket, podDeadlineEnv+"="+deadline.String())
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -167,36 +177,36 @@ subjects:
 	m.Admin("entry", "create", "--parent-id", podAgentID(t, cluster, "node-a"), "--spiffe-id", "spiffe://example.org/ns/shop/sa/backend",
 		"--selector", "k8s:ns:shop", "--selector", "k8s:pod-label:tier:backend")
 
-	wantSVIDs := func(p *harness.Proc, want ...string) {
+	// svids waits for the pod's process to end its fetch and returns
+	// the SVIDs it got.
+	svids := func(p *harness.Proc) []string {
 		t.Helper()
-		p.WaitFor(`^done$|no identity`, 60*time.Second)
-		out := p.Output()
-		got := regexp.MustCompile(`(?m)^svid (\S+)$`).FindAllStringSubmatch(out, -1)
+		p.WaitFor(`^(done|gave up)$`, 90*time.Second)
 		var ids []string
-		for _, g := range got {
+		for _, g := range regexp.MustCompile(`(?m)^svid (\S+)$`).FindAllStringSubmatch(p.Output(), -1) {
 			ids = append(ids, g[1])
 		}
-		if strings.Join(ids, " ") != strings.Join(want, " ") {
-			t.Fatalf("SVIDs %v, want %v\n%s", ids, want, out)
+		return ids
+	}
+	wantSVIDs := func(p *harness.Proc, want ...string) {
+		t.Helper()
+		if got := svids(p); strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Fatalf("SVIDs %v, want %v\n%s", got, want, p.Output())
 		}
 	}
-	wantSVIDs(podProcess(t, procA, socketA, web), "spiffe://example.org/ns/shop/sa/web")
-	apiIDs := []string{"spiffe://example.org/ns/shop/sa/api", "spiffe://example.org/ns/shop/sa/backend"}
-	if p := podProcess(t, procA, socketA, api); !strings.Contains(p.WaitFor(`^done$|no identity`, 60*time.Second)[0], "done") {
-		t.Fatalf("api-0 got no identity:\n%s", p.Output())
-	} else if out := p.Output(); !strings.Contains(out, "svid "+apiIDs[0]) || !strings.Contains(out, "svid "+apiIDs[1]) {
-		t.Fatalf("api-0's SVIDs, want %v:\n%s", apiIDs, out)
-	}
+	wantSVIDs(podProcess(t, procA, socketA, web, time.Minute), "spiffe://example.org/ns/shop/sa/web")
+	wantSVIDs(podProcess(t, procA, socketA, api, time.Minute), "spiffe://example.org/ns/shop/sa/api", "spiffe://example.org/ns/shop/sa/backend")
 
 	// A pod bound to node-b whose process asks node-a's agent: node-a's
-	// informer never has it, so no k8s selector and no identity.
-	stray := podProcess(t, procA, socketA, batch)
-	if line := stray.WaitFor(`^done$|no identity: code=(\w+)`, 60*time.Second); line[1] != "PermissionDenied" {
-		t.Fatalf("a node-b pod asking node-a's agent: %s\n%s", line[0], stray.Output())
+	// informer never has it, so no k8s selector and no identity, however
+	// long it asks (each ask waits out the attestor's 10 s for the pod).
+	stray := podProcess(t, procA, socketA, batch, 12*time.Second)
+	if got := svids(stray); len(got) != 0 || !strings.Contains(stray.Output(), "no identity: code=PermissionDenied") {
+		t.Fatalf("a node-b pod asking node-a's agent got %v:\n%s", got, stray.Output())
 	}
 	// Its own node's agent gives it its identity.
 	socketB, procB := startAgent("node-b")
-	wantSVIDs(podProcess(t, procB, socketB, batch), "spiffe://example.org/ns/shop/sa/batch")
+	wantSVIDs(podProcess(t, procB, socketB, batch, time.Minute), "spiffe://example.org/ns/shop/sa/batch")
 
 	// No entry was created for the automatic identities.
 	if out := m.Admin("entry", "list"); strings.Contains(out, "sa/web") || strings.Contains(out, "sa/batch") {
