@@ -32,10 +32,11 @@ type KubeConfig struct {
 	// Namespace is where Sigil's own objects live (--k8s-namespace,
 	// default kube.DefaultNamespace).
 	Namespace string
-	// AutoIdentity gives every pod bound to a node with a k8s_psat agent
-	// spiffe://<td>/ns/<ns>/sa/<sa> with no entry (--k8s-auto-identity,
-	// on by default; server/k8s_pods.go).
-	AutoIdentity bool
+	// DisableAutoIdentity turns off automatic identity, which gives every
+	// pod bound to a node spiffe://<td>/ns/<ns>/sa/<sa> from that node's
+	// k8s_psat agent with no entry (--k8s-auto-identity=false; on by
+	// default; server/k8s_pods.go).
+	DisableAutoIdentity bool
 }
 
 // DefaultK8sCluster is --k8s-cluster's default.
@@ -46,6 +47,9 @@ func (k *KubeConfig) check() []error {
 	if !k.Enabled {
 		if k.Kubeconfig != "" {
 			errs = append(errs, errors.New("--kubeconfig needs --kubernetes"))
+		}
+		if k.DisableAutoIdentity {
+			errs = append(errs, errors.New("--k8s-auto-identity=false needs --kubernetes"))
 		}
 		return errs
 	}

@@ -23,7 +23,7 @@ const podSyncTimeout = time.Minute
 // podsPart is the kubeParts entry of automatic identity.
 func (s *Server) podsPart() kubePart {
 	return kubePart{name: "automatic identity", start: func(ctx context.Context, wg *sync.WaitGroup) error {
-		if !s.cfg.Kubernetes.AutoIdentity {
+		if s.cfg.Kubernetes.DisableAutoIdentity {
 			s.log.Info("automatic pod identity off (--k8s-auto-identity=false): pods get identities from entries only")
 			return nil
 		}

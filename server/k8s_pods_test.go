@@ -99,7 +99,7 @@ func mustEntries(t *testing.T, s *Server, agent string) []registry.Entry {
 // agent API reads the registry's entries only.
 func TestAutoIdentityOff(t *testing.T) {
 	s, store := storeServer(t)
-	s.cfg.Kubernetes = KubeConfig{Enabled: true, AutoIdentity: false}
+	s.cfg.Kubernetes = KubeConfig{Enabled: true, DisableAutoIdentity: true}
 	var wg sync.WaitGroup
 	// s.kube is nil: a part that reached for the API server would panic.
 	if err := s.podsPart().start(context.Background(), &wg); err != nil {

@@ -68,7 +68,8 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.Kubernetes.Kubeconfig, "kubeconfig", "", "kubeconfig file with --kubernetes (default: the pod's in-cluster service account)")
 	f.StringVar(&cfg.Kubernetes.Cluster, "k8s-cluster", server.DefaultK8sCluster, "this cluster's name in agent IDs: spiffe://TD/sigil/agent/k8s_psat/CLUSTER/NODE")
 	f.StringVar(&cfg.Kubernetes.Namespace, "k8s-namespace", kube.DefaultNamespace, "namespace of Sigil's own objects (leases, the CA Secret, mesh-wide Policies)")
-	f.BoolVar(&cfg.Kubernetes.AutoIdentity, "k8s-auto-identity", true, "with --kubernetes, give every pod spiffe://TD/ns/NS/sa/SA from its node's agent with no entry (false: entries only)")
+	f.Var(offSwitch{&cfg.Kubernetes.DisableAutoIdentity}, "k8s-auto-identity", "with --kubernetes, give every pod spiffe://TD/ns/NS/sa/SA from its node's agent with no entry (false: entries only)")
+	f.Lookup("k8s-auto-identity").NoOptDefVal = "true"
 	logger = logflag.Register(cmd)
 	return cmd
 }
