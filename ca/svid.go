@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"time"
 
@@ -77,6 +78,12 @@ func checkKey(pub crypto.PublicKey) (why string) {
 // crypto/x509 rather than through x509util: `make bench` measures both
 // (see bench/README.md).
 func (c *CA) SignX509SVID(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration) ([]*x509.Certificate, error) {
+	return c.signSVID(pub, id, nil, nil, ttl)
+}
+
+// signSVID is SignX509SVID with extra DNS and IP SANs (nil for workload
+// SVIDs; see SignServingCert).
+func (c *CA) signSVID(pub crypto.PublicKey, id spiffeid.ID, dnsNames []string, ips []net.IP, ttl time.Duration) ([]*x509.Certificate, error) {
 	if id.TrustDomain() != c.cfg.TrustDomain {
 		return nil, fmt.Errorf("ca: %s is not in trust domain %s", id, c.cfg.TrustDomain)
 	}
@@ -100,6 +107,7 @@ func (c *CA) SignX509SVID(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duratio
 	if err != nil {
 		return nil, err
 	}
+	tmpl.DNSNames, tmpl.IPAddresses = dnsNames, ips
 	if tmpl.AuthorityKeyId, err = authorityKeyID(inter.cert); err != nil {
 		return nil, err
 	}

@@ -51,7 +51,7 @@ var forbidden = map[string]map[string]string{
 		mod + "/server/registry": "the proxy keeps no registry: it learns config and endpoints from its agent",
 		"go.step.sm/crypto":      "the proxy signs nothing: the CA's crypto module (and its KMS back ends) stay in the server",
 		"modernc.org/sqlite":     "the proxy keeps no database: a sidecar's memory and start-up time are paid per workload",
-		"k8s.io/client-go":       "the proxy never talks to the API server: its agent attests pods and relays what it needs, and client-go's informers would cost every sidecar",
+		"k8s.io/client-go":       "the proxy runs beside every workload and never talks to the API server: its agent does (DESIGN.md)",
 	},
 }
 

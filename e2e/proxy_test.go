@@ -399,6 +399,10 @@ func TestProxyPolicyReload(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("ready with a broken policy: %s", resp.Status)
 	}
+	// The probe Kubernetes runs (the injected startup probe) says the same.
+	if _, err := harness.Run(t, "sigil-proxy", "ready", "--admin", api.Admin); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("sigil-proxy ready with a broken policy: %v", err)
+	}
 	if code, _ := curl(t, "-x", "http://"+web.Outbound, "http://api/"); code != 403 {
 		t.Fatalf("no policy: %d, want 403", code)
 	}
@@ -410,6 +414,7 @@ func TestProxyPolicyReload(t *testing.T) {
 	if got := httpGet(t, "http://"+api.Admin+"/ready"); !strings.HasPrefix(got, "ready") {
 		t.Fatalf("ready: %s", got)
 	}
+	harness.MustRun(t, "sigil-proxy", "ready", "--admin", api.Admin)
 	os.WriteFile(policyFile, []byte("package sigil.authz\nallow if { x }\n"), 0o644)
 	// `sigil policy check` says what the sidecar will say, before it does.
 	if _, err := harness.Run(t, "sigil", "policy", "check", dir); err == nil || !strings.Contains(err.Error(), "var x is unsafe") {

@@ -3,7 +3,6 @@ package server
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"time"
@@ -17,11 +16,7 @@ func (s *Server) getBundle(r *http.Request) (any, error) {
 	b := s.ca.Bundle()
 	switch f := r.URL.Query().Get("format"); f {
 	case "", "pem":
-		var out []byte
-		for _, c := range b.X509Authorities() {
-			out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-		}
-		return out, nil
+		return bundlePEM(b), nil
 	case "spiffe":
 		return b.Marshal()
 	default:

@@ -37,6 +37,8 @@ type KubeConfig struct {
 	// k8s_psat agent with no entry (--k8s-auto-identity=false; on by
 	// default; server/k8s_pods.go).
 	DisableAutoIdentity bool
+	// Inject is the sidecar injection webhook (k8s_webhook.go).
+	Inject InjectConfig
 }
 
 // DefaultK8sCluster is --k8s-cluster's default.
@@ -51,6 +53,7 @@ func (k *KubeConfig) check() []error {
 		if k.DisableAutoIdentity {
 			errs = append(errs, errors.New("--k8s-auto-identity=false needs --kubernetes"))
 		}
+		errs = append(errs, k.Inject.checkOff()...)
 		return errs
 	}
 	if k.Cluster == "" {
@@ -65,6 +68,7 @@ func (k *KubeConfig) check() []error {
 	if !naming.ValidName(k.Namespace) {
 		errs = append(errs, fmt.Errorf("--k8s-namespace %s: not a Kubernetes namespace name", naming.Quote(k.Namespace)))
 	}
+	errs = append(errs, k.Inject.check(k.Namespace)...)
 	return errs
 }
 
@@ -80,6 +84,7 @@ type kubePart struct {
 func (s *Server) kubeParts() []kubePart {
 	return []kubePart{
 		s.podsPart(),
+		s.webhookPart(),
 	}
 }
 

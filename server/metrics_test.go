@@ -16,6 +16,7 @@ import (
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/k8s/inject"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -152,6 +153,11 @@ func TestServerMetricsDocumented(t *testing.T) {
 	m.svids.WithLabelValues("x509", "issued")
 	m.adminCalls.WithLabelValues("get", "/v1/agents", "200")
 	m.watchWindow(fakeWindow{})
+	inj, err := inject.New(inject.Config{MeshNamespace: "sigil-system"}, noNamespaces{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.reg.MustRegister(inj.Collector()) // as the webhook part does
 	families, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -171,6 +177,13 @@ func TestServerMetricsDocumented(t *testing.T) {
 	if strings.Join(have, " ") != strings.Join(documented, " ") {
 		t.Fatalf("docs/metrics.md lists %v\nthe server has %v", documented, have)
 	}
+}
+
+// noNamespaces is an inject.NamespaceLabels that knows none.
+type noNamespaces struct{}
+
+func (noNamespaces) NamespaceLabels(context.Context, string) (map[string]string, error) {
+	return nil, errors.New("no namespaces")
 }
 
 // documentedMetrics returns the metric names in the first column of the

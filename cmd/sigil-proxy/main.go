@@ -17,7 +17,7 @@ import (
 
 func main() {
 	root := &cobra.Command{Use: "sigil-proxy", Short: "Sigil's sidecar proxy", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(newRun(), newIptables())
+	root.AddCommand(newRun(), newIptables(), newReady())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sigil-proxy:", err)
 		os.Exit(1)

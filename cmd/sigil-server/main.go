@@ -16,6 +16,7 @@ import (
 	"github.com/sigil-mesh/sigil/atomicfile"
 	"github.com/sigil-mesh/sigil/cmd/internal/logflag"
 	"github.com/sigil-mesh/sigil/cmd/internal/termsafe"
+	"github.com/sigil-mesh/sigil/k8s/inject"
 	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/server"
@@ -70,6 +71,12 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.Kubernetes.Namespace, "k8s-namespace", kube.DefaultNamespace, "namespace of Sigil's own objects (leases, the CA Secret, mesh-wide Policies)")
 	f.Var(offSwitch{&cfg.Kubernetes.DisableAutoIdentity}, "k8s-auto-identity", "with --kubernetes, give every pod spiffe://TD/ns/NS/sa/SA from its node's agent with no entry (false: entries only)")
 	f.Lookup("k8s-auto-identity").NoOptDefVal = "true"
+	f.StringVar(&cfg.Kubernetes.Inject.Bind, "webhook-bind", server.DefaultWebhookBind, "HOST:PORT of the sidecar injection webhook (HTTPS, certificate from Sigil's CA) with --kubernetes; \"\" serves none")
+	f.StringVar(&cfg.Kubernetes.Inject.ConfigName, "webhook-config-name", inject.DefaultWebhookConfig, "MutatingWebhookConfiguration whose caBundle the server keeps equal to its trust bundle")
+	f.StringArrayVar(&cfg.Kubernetes.Inject.TLSSANs, "webhook-tls-san", nil, "DNS name or IP the webhook's certificate also names, beside sigil-server.NAMESPACE.svc[.cluster.local] (repeatable; for a webhook configuration that calls a URL)")
+	f.StringVar(&cfg.Kubernetes.Inject.ProxyImage, "inject-proxy-image", inject.DefaultImage, "image of the injected sidecar and iptables step: sigil-proxy and iptables on its PATH (built from deploy/Dockerfile; none is published)")
+	f.StringVar(&cfg.Kubernetes.Inject.ProxyCPU, "inject-proxy-cpu", inject.DefaultCPURequest, "CPU request of the injected sidecar and iptables step")
+	f.StringVar(&cfg.Kubernetes.Inject.ProxyMemory, "inject-proxy-memory", inject.DefaultMemoryRequest, "memory request of the injected sidecar and iptables step")
 	logger = logflag.Register(cmd)
 	return cmd
 }

@@ -192,7 +192,7 @@ func (x *Index) update(obj any) {
 	}
 	e, ok, err := Synthesize(x.opts.TrustDomain, x.opts.Cluster, pod, x.opts.Now())
 	if err != nil {
-		x.opts.Log.Warn("pod given no automatic identity", "pod", pod.Namespace+"/"+pod.Name, "error", err)
+		x.opts.Log.Warn("pod given no automatic identity", "namespace", pod.Namespace, "pod", pod.Name, "error", err)
 	}
 	id := EntryIDPrefix + string(pod.UID)
 	if !ok {
