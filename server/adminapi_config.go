@@ -41,14 +41,9 @@ func specDigest(spec []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// applyConfig validates every resource of every file, then stores those
-// that changed in one transaction. One bad resource refuses the whole
-// apply and the config in force stays. Sizes and references are checked
-// against the in-memory index (configindex.go), so an apply costs the
-// resources it carries plus one pass over the parsed config for
-// references, not a read and parse of every stored resource.
+// applyConfig is POST /v1/config, sigil apply: it parses the request's
+// files and hands them to applyResources.
 func (s *Server) applyConfig(r *http.Request) (any, error) {
-	ctx := r.Context()
 	var req adminv1.ApplyRequest
 	if err := decodeStrict(r.Body, &req); err != nil {
 		return nil, err
@@ -59,14 +54,80 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 	var parsed []traffic.Resource
 	var errs []error
 	for _, f := range req.Files {
-		rs, err := traffic.Parse([]byte(f.Content), f.Name)
+		rs, err := parseConfig([]byte(f.Content), f.Name)
 		if err != nil {
 			errs = append(errs, err)
 		}
 		parsed = append(parsed, rs...)
 	}
+	return s.applyResources(r.Context(), configWrite{parsed: parsed, parseErrs: errs, dryRun: req.DryRun, actor: actorAdmin})
+}
+
+// parseConfig reads the resources of one file (sigil apply) or object
+// (Kubernetes): the one parser of both.
+func parseConfig(data []byte, source string) ([]traffic.Resource, error) {
+	return traffic.Parse(data, source)
+}
+
+// Audit actors of configuration writes.
+const (
+	actorAdmin      = "admin"      // the admin API: sigil apply and delete
+	actorKubernetes = "kubernetes" // the CRD watcher (k8s_config.go)
+)
+
+// configWrite is one apply through applyResources.
+type configWrite struct {
+	parsed    []traffic.Resource
+	parseErrs []error // reported with the other checks' errors
+	dryRun    bool
+	actor     string // the audit records' actor
+	// origin is what the stored resources' Origin becomes: "" for the
+	// admin API, or the Kubernetes object they mirror. A resource of
+	// another origin is never replaced (a Conflict).
+	origin string
+}
+
+// Reasons an apply is refused, named as Kubernetes conditions name them
+// (the Accepted condition's reason on a refused object).
+const (
+	// ReasonInvalid: the resource itself is wrong (parse, validation,
+	// policy checks, size).
+	ReasonInvalid = "Invalid"
+	// ReasonConflict: the resource clashes with others in force (a
+	// DestinationRule for the same host, policies selecting the same
+	// workloads, a resource of the same name from elsewhere).
+	ReasonConflict = "Conflict"
+)
+
+// configRefusal is an apply refused: an APIError for the admin API (its
+// status and message are what sigil apply prints) with the reason
+// Kubernetes conditions carry.
+type configRefusal struct {
+	*adminv1.APIError
+	Reason string
+}
+
+func (e *configRefusal) Unwrap() error { return e.APIError }
+
+func refuse(status int, reason string, format string, args ...any) *configRefusal {
+	return &configRefusal{APIError: adminv1.Errorf(status, format, args...), Reason: reason}
+}
+
+// applyResources is the one path every configuration write takes, from
+// the admin API (sigil apply) and from Kubernetes (k8s_config.go): it
+// validates every resource, then stores those that changed in one
+// transaction. One bad resource refuses the whole write and the config
+// in force stays. Sizes and references are checked against the in-memory
+// index (configindex.go), so an apply costs the resources it carries
+// plus one pass over the parsed config for references, not a read and
+// parse of every stored resource. The order: parse errors, policy checks
+// (compile, sigil policy check, tests), duplicates and size limits,
+// origins, the total size, traffic.CheckReferences; then the audited
+// store write and the agents' notification.
+func (s *Server) applyResources(ctx context.Context, w configWrite) (adminv1.ApplyResponse, error) {
+	parsed, errs := w.parsed, w.parseErrs
 	if len(errs) == 0 {
-		errs = checkPolicies(ctx, parsed)
+		errs = checkPolicies(ctx, s.policiesToCheck(ctx, parsed))
 	}
 	seen := map[string]string{}
 	for _, r := range parsed {
@@ -79,24 +140,27 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 	for i, p := range parsed {
 		spec, err := p.Spec()
 		if err != nil {
-			return nil, err
+			return adminv1.ApplyResponse{}, err
 		}
-		items[i] = newIndexed(registry.StoredResource{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name, Spec: spec}, p)
+		items[i] = newIndexed(registry.StoredResource{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name, Spec: spec, Origin: w.origin}, p)
 		if items[i].size > s.cfg.MaxResourceBytes {
 			errs = append(errs, fmt.Errorf("%s: encoded size %d bytes exceeds the per-resource limit of %d bytes (--max-resource-bytes); split it into smaller resources",
 				p.Ref(), items[i].size, s.cfg.MaxResourceBytes))
 		}
 	}
 	if len(errs) > 0 {
-		return nil, adminv1.Errorf(http.StatusBadRequest, "%v", errors.Join(errs...))
+		return adminv1.ApplyResponse{}, refuse(http.StatusBadRequest, ReasonInvalid, "%v", errors.Join(errs...))
 	}
 
 	x, unlock, err := s.lockConfig(ctx)
 	if err != nil {
-		return nil, err
+		return adminv1.ApplyResponse{}, err
 	}
 	defer unlock()
-	resp := adminv1.ApplyResponse{DryRun: req.DryRun, Version: x.version}
+	if err := checkOrigins(x, parsed, w.origin); err != nil {
+		return adminv1.ApplyResponse{}, err
+	}
+	resp := adminv1.ApplyResponse{DryRun: w.dryRun, Version: x.version}
 	overlay := map[string]*traffic.Resource{}
 	changes := map[string]*indexed{}
 	var toStore []registry.StoredResource
@@ -113,7 +177,7 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 			}
 		}
 		out := adminv1.ApplyResult{Result: adminv1.Result{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name, Action: action}}
-		if req.DryRun && action == adminv1.Configured {
+		if w.dryRun && action == adminv1.Configured {
 			out.Diff = lineDiff(prettyJSON(old.stored.Spec), prettyJSON(items[i].stored.Spec))
 		}
 		resp.Results = append(resp.Results, out)
@@ -123,16 +187,16 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 		overlay[key], changes[key] = &parsed[i], &items[i]
 		total += items[i].size - old.size
 		toStore = append(toStore, items[i].stored)
-		events = append(events, audit.Event{Type: auditConfigApplied, Actor: "admin", Subject: p.Ref(),
+		events = append(events, audit.Event{Type: auditConfigApplied, Actor: w.actor, Subject: p.Ref(),
 			Details: map[string]string{"action": action, "spec_sha256": specDigest(items[i].stored.Spec)}})
 	}
 	if total > s.cfg.MaxConfigBytes {
-		return nil, adminv1.Errorf(http.StatusBadRequest, "the configuration would be %d bytes encoded; the total limit is %d bytes (--max-config-bytes)", total, s.cfg.MaxConfigBytes)
+		return adminv1.ApplyResponse{}, refuse(http.StatusBadRequest, ReasonInvalid, "the configuration would be %d bytes encoded; the total limit is %d bytes (--max-config-bytes)", total, s.cfg.MaxConfigBytes)
 	}
 	all := x.parsedWith(overlay)
 	if len(overlay) > 0 {
 		if err := traffic.CheckReferences(all); err != nil {
-			return nil, adminv1.Errorf(http.StatusBadRequest, "%v", err)
+			return adminv1.ApplyResponse{}, refuse(http.StatusBadRequest, ReasonConflict, "%v", err)
 		}
 	}
 	resp.Warnings = subsetWarnings(all, parsed)
@@ -143,7 +207,7 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 		resp.Warnings = append(resp.Warnings, d.String())
 	}
 
-	if req.DryRun || len(events) == 0 {
+	if w.dryRun || len(events) == 0 {
 		return resp, nil
 	}
 	var version int64
@@ -154,14 +218,14 @@ func (s *Server) applyConfig(r *http.Request) (any, error) {
 	})
 	if err != nil {
 		x.loaded = false // the store's state is in doubt; reload it
-		return nil, err
+		return adminv1.ApplyResponse{}, err
 	}
 	for _, it := range changes {
 		it.stored.Version, it.stored.UpdatedAt = version, s.now().UTC()
 	}
 	x.wrote(version, changes)
 	resp.Version = version
-	s.log.Info("configuration applied", "version", version, "resources", len(events))
+	s.log.Info("configuration applied", "version", version, "resources", len(events), "actor", w.actor)
 	s.changes.Notify()
 	return resp, nil
 }
@@ -173,7 +237,7 @@ func (s *Server) deleteConfig(r *http.Request) (any, error) {
 		return nil, adminv1.Errorf(http.StatusBadRequest, "unknown kind %q", r.PathValue("kind"))
 	}
 	key := registry.ResourceKey{Kind: kind, Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}
-	resp, err := s.deleteResources(r.Context(), []registry.ResourceKey{key})
+	resp, err := s.deleteResources(r.Context(), []registry.ResourceKey{key}, actorAdmin, "")
 	if err != nil {
 		return nil, err
 	}
@@ -204,14 +268,17 @@ func (s *Server) deleteConfigBatch(r *http.Request) (any, error) {
 		keys[i] = storeKey(k)
 		keys[i].Kind = kind
 	}
-	return s.deleteResources(r.Context(), keys)
+	return s.deleteResources(r.Context(), keys, actorAdmin, "")
 }
 
 // deleteResources deletes the keys that exist, after checking that what
 // stays still holds together (traffic.CheckReferences). A VirtualService
 // left routing to a subset whose DestinationRule goes is allowed, as in
-// Istio, and named in the response's warnings.
-func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKey) (adminv1.DeleteResponse, error) {
+// Istio, and named in the response's warnings. Like applyResources it is
+// the one path of the admin API and Kubernetes: actor is the audit
+// records', and a resource whose origin is not origin is not deleted (a
+// Conflict: see config_origin.go).
+func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKey, actor, origin string) (adminv1.DeleteResponse, error) {
 	x, unlock, err := s.lockConfig(ctx)
 	if err != nil {
 		return adminv1.DeleteResponse{}, err
@@ -223,10 +290,12 @@ func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKe
 	var found []registry.ResourceKey
 	var events []audit.Event
 	var refused []error
+	var errs []error // conflicts: resources of another origin
 	for _, k := range keys {
 		key := k.Kind + "/" + k.Namespace + "/" + k.Name
 		ref, badName := resourceRef(k)
-		if _, ok := x.items[key]; !ok {
+		it, ok := x.items[key]
+		if !ok {
 			if badName != nil {
 				// No such record can exist: say which rule the name
 				// breaks rather than that it was not found.
@@ -238,13 +307,24 @@ func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKe
 		if _, dup := overlay[key]; dup {
 			continue
 		}
+		if it.stored.Origin != origin {
+			how := "delete the Kubernetes object instead (kubectl delete)"
+			if it.stored.Origin == "" {
+				how = "it was applied with sigil apply"
+			}
+			errs = append(errs, fmt.Errorf("%s comes from %s: %s", ref, describeOrigin(it.stored.Origin), how))
+			continue
+		}
 		overlay[key], changes[key] = nil, nil
 		found = append(found, k)
 		resp.Results = append(resp.Results, adminv1.Result{Kind: k.Kind, Namespace: k.Namespace, Name: k.Name, Action: adminv1.Deleted})
-		events = append(events, audit.Event{Type: auditConfigDeleted, Actor: "admin", Subject: ref})
+		events = append(events, audit.Event{Type: auditConfigDeleted, Actor: actor, Subject: ref})
 	}
 	if len(refused) > 0 {
 		return adminv1.DeleteResponse{}, adminv1.Errorf(http.StatusBadRequest, "%v", errors.Join(refused...))
+	}
+	if len(errs) > 0 {
+		return adminv1.DeleteResponse{}, refuse(http.StatusConflict, ReasonConflict, "%v", errors.Join(errs...))
 	}
 	if len(found) == 0 {
 		return resp, nil
@@ -275,7 +355,7 @@ func (s *Server) deleteResources(ctx context.Context, keys []registry.ResourceKe
 	}
 	x.wrote(version, changes)
 	resp.Version = version
-	s.log.Info("configuration deleted", "version", version, "resources", len(found))
+	s.log.Info("configuration deleted", "version", version, "resources", len(found), "actor", actor)
 	s.changes.Notify()
 	return resp, nil
 }

@@ -35,7 +35,7 @@ func wireAgent(a registry.Agent) adminv1.Agent {
 }
 
 func wireResource(r registry.StoredResource) adminv1.Resource {
-	return adminv1.Resource{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, Spec: r.Spec, Version: r.Version, UpdatedAt: r.UpdatedAt}
+	return adminv1.Resource{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, Spec: r.Spec, Version: r.Version, UpdatedAt: r.UpdatedAt, Origin: r.Origin}
 }
 
 func wireProxy(p registry.ProxyRecord) adminv1.Proxy {

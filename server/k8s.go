@@ -84,6 +84,7 @@ type kubePart struct {
 func (s *Server) kubeParts() []kubePart {
 	return []kubePart{
 		s.podsPart(),
+		s.kubeConfigPart(),
 		s.webhookPart(),
 	}
 }

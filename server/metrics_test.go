@@ -16,6 +16,7 @@ import (
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/k8s/crdsource"
 	"github.com/sigil-mesh/sigil/k8s/inject"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -158,6 +159,8 @@ func TestServerMetricsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.reg.MustRegister(inj.Collector()) // as the webhook part does
+	// As the configuration part does (k8s_config.go).
+	m.reg.MustRegister(objectsCollector{fakeCounts{{Kind: "VirtualService", Accepted: true, Objects: 1}}})
 	families, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -178,6 +181,10 @@ func TestServerMetricsDocumented(t *testing.T) {
 		t.Fatalf("docs/metrics.md lists %v\nthe server has %v", documented, have)
 	}
 }
+
+type fakeCounts []crdsource.Count
+
+func (f fakeCounts) Counts() []crdsource.Count { return f }
 
 // noNamespaces is an inject.NamespaceLabels that knows none.
 type noNamespaces struct{}

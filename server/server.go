@@ -82,6 +82,9 @@ type Server struct {
 	kube *kube.Clients // the API server's clients with --kubernetes, else nil (k8s.go)
 	// pods are the pods' automatic entries once listed, else nil (k8s_pods.go).
 	pods atomic.Pointer[podidentity.Index]
+	// kubeLeader says whether this replica is the leader, once leader
+	// election runs; nil: every replica acts as one (k8s_config.go).
+	kubeLeader func() bool
 
 	agentv1.UnimplementedAgentServer
 }

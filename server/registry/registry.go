@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS resources (
 	spec       BLOB NOT NULL,
 	version    INTEGER NOT NULL,
 	updated_at INTEGER NOT NULL,
+	origin     TEXT NOT NULL DEFAULT '',
 	PRIMARY KEY (kind, namespace, name)
 );
 CREATE TABLE IF NOT EXISTS proxies (
@@ -126,6 +127,10 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	if _, err := db.ExecContext(ctx, `ALTER TABLE proxies ADD COLUMN namespace TEXT NOT NULL DEFAULT ''`); err != nil && !strings.Contains(err.Error(), "duplicate column") {
 		db.Close()
 		return nil, fmt.Errorf("registry: migrating proxies: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, `ALTER TABLE resources ADD COLUMN origin TEXT NOT NULL DEFAULT ''`); err != nil && !strings.Contains(err.Error(), "duplicate column") {
+		db.Close()
+		return nil, fmt.Errorf("registry: migrating resources: %w", err)
 	}
 	return &Store{db: db}, nil
 }

@@ -20,7 +20,15 @@ type StoredResource struct {
 	// Version is the config version at which it last changed.
 	Version   int64     `json:"version"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Origin is where it came from: "" for the admin API (sigil apply),
+	// or the Kubernetes object it mirrors (OriginKubernetes, a slash and
+	// the object's reference) when the server reads it from the API server.
+	Origin string `json:"origin,omitempty"`
 }
+
+// OriginKubernetes starts the Origin of a resource mirrored from a
+// Kubernetes object.
+const OriginKubernetes = "kubernetes"
 
 // Apply outcomes, as kubectl prints them.
 const (
@@ -56,12 +64,13 @@ func (s *Store) ApplyResources(ctx context.Context, rs []StoredResource, dryRun 
 	for i, r := range rs {
 		results[i] = ApplyResult{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, Action: Created}
 		var old []byte
-		err := tx.QueryRowContext(ctx, `SELECT spec FROM resources WHERE kind = ? AND namespace = ? AND name = ?`, r.Kind, r.Namespace, r.Name).Scan(&old)
+		var origin string
+		err := tx.QueryRowContext(ctx, `SELECT spec, origin FROM resources WHERE kind = ? AND namespace = ? AND name = ?`, r.Kind, r.Namespace, r.Name).Scan(&old, &origin)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 		case err != nil:
 			return nil, 0, fmt.Errorf("registry: reading %s %s/%s: %w", r.Kind, r.Namespace, r.Name, err)
-		case bytes.Equal(old, r.Spec):
+		case bytes.Equal(old, r.Spec) && origin == r.Origin:
 			results[i].Action = Unchanged
 			continue
 		default:
@@ -79,9 +88,9 @@ func (s *Store) ApplyResources(ctx context.Context, rs []StoredResource, dryRun 
 		if results[i].Action == Unchanged {
 			continue
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO resources (kind, namespace, name, spec, version, updated_at) VALUES (?, ?, ?, ?, ?, ?)
-			ON CONFLICT (kind, namespace, name) DO UPDATE SET spec = excluded.spec, version = excluded.version, updated_at = excluded.updated_at`,
-			r.Kind, r.Namespace, r.Name, []byte(r.Spec), version, now.Unix())
+		_, err := tx.ExecContext(ctx, `INSERT INTO resources (kind, namespace, name, spec, version, updated_at, origin) VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (kind, namespace, name) DO UPDATE SET spec = excluded.spec, version = excluded.version, updated_at = excluded.updated_at, origin = excluded.origin`,
+			r.Kind, r.Namespace, r.Name, []byte(r.Spec), version, now.Unix(), r.Origin)
 		if err != nil {
 			return nil, 0, fmt.Errorf("registry: storing %s %s/%s: %w", r.Kind, r.Namespace, r.Name, err)
 		}
@@ -149,7 +158,7 @@ func (s *Store) ListResources(ctx context.Context, kind string) ([]StoredResourc
 	if err != nil {
 		return nil, 0, fmt.Errorf("registry: config version: %w", err)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT kind, namespace, name, spec, version, updated_at FROM resources
+	rows, err := tx.QueryContext(ctx, `SELECT kind, namespace, name, spec, version, updated_at, origin FROM resources
 		WHERE ? = '' OR kind = ? ORDER BY kind, namespace, name`, kind, kind)
 	if err != nil {
 		return nil, 0, fmt.Errorf("registry: listing resources: %w", err)
@@ -160,7 +169,7 @@ func (s *Store) ListResources(ctx context.Context, kind string) ([]StoredResourc
 		var r StoredResource
 		var spec []byte
 		var updated int64
-		if err := rows.Scan(&r.Kind, &r.Namespace, &r.Name, &spec, &r.Version, &updated); err != nil {
+		if err := rows.Scan(&r.Kind, &r.Namespace, &r.Name, &spec, &r.Version, &updated, &r.Origin); err != nil {
 			return nil, 0, fmt.Errorf("registry: listing resources: %w", err)
 		}
 		r.Spec, r.UpdatedAt = spec, time.Unix(updated, 0).UTC()

@@ -104,3 +104,50 @@ func TestDeleteResourcesBatch(t *testing.T) {
 		}
 	}
 }
+
+// A resource's origin is stored, listed, and part of what makes an apply
+// a change; a data dir made before the column existed gets it, empty.
+func TestResourceOrigin(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As a data dir from before origins: the column dropped, one row.
+	if _, err := s.db.ExecContext(ctx, `ALTER TABLE resources DROP COLUMN origin`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO resources (kind, namespace, name, spec, version, updated_at) VALUES ('VirtualService', 'default', 'old', '{}', 1, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	vs := StoredResource{Kind: "VirtualService", Namespace: "default", Name: "api", Spec: json.RawMessage(`{"hosts":["api"]}`)}
+	steps := []struct {
+		origin, action string
+	}{
+		{"", Created},
+		{"kubernetes/VirtualService.networking.istio.io/default/api", Configured},
+		{"kubernetes/VirtualService.networking.istio.io/default/api", Unchanged},
+	}
+	for _, st := range steps {
+		vs.Origin = st.origin
+		res, _, err := s.ApplyResources(ctx, []StoredResource{vs}, false, now)
+		if err != nil || res[0].Action != st.action {
+			t.Fatalf("origin %q: %+v %v, want %s", st.origin, res, err, st.action)
+		}
+	}
+	rs, _, err := s.ListResources(ctx, "")
+	if err != nil || len(rs) != 2 {
+		t.Fatalf("%+v %v", rs, err)
+	}
+	got := map[string]string{rs[0].Name: rs[0].Origin, rs[1].Name: rs[1].Origin}
+	if got["old"] != "" || got["api"] != steps[2].origin {
+		t.Errorf("origins %v", got)
+	}
+}

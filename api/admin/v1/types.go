@@ -199,6 +199,9 @@ type Resource struct {
 	// Version is the config version at which it last changed.
 	Version   int64     `json:"version"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Origin is where it came from: absent for sigil apply, or
+	// "kubernetes/" and the Kubernetes object it mirrors.
+	Origin string `json:"origin,omitempty"`
 }
 
 // Proxy is a sidecar as its agent last reported it.
