@@ -147,7 +147,10 @@ subjects:
 `)
 	agentKubeconfig := k.KubeconfigFor("sigil-system", "sigil-agent")
 	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.Kubeconfig, "--k8s-cluster", cluster)
+	// Both parts this test needs serve once their lines are out (the
+	// server starts its parts one by one, in an order not fixed here).
 	m.Server.WaitFor(`"msg":"kubernetes part started","part":"automatic identity"`, 60*time.Second)
+	m.Server.WaitFor(`"msg":"kubernetes part started","part":"node attestation \(k8s_psat\)"`, 60*time.Second)
 
 	startAgent := func(node string) (socket, procRoot string) {
 		t.Helper()
