@@ -7,7 +7,7 @@ GOFLAGS_T ?= -race -count=1
 # Test artifacts (t.ArtifactDir: the dashboard e2e test's screenshots).
 ARTIFACTS ?= $(CURDIR)/artifacts
 
-.PHONY: all build test check fmt vet staticcheck proto proto-check demo bench bench-tools fuzz tools clean kube-tools
+.PHONY: all build test check fmt vet staticcheck proto proto-check demo bench bench-tools fuzz tools clean kube-tools image
 
 all: build
 
@@ -22,6 +22,13 @@ test:
 	mkdir -p $(ARTIFACTS)
 	-$(MAKE) kube-tools
 	$(GO) test $(GOFLAGS_T) -timeout 40m -artifacts -outputdir $(ARTIFACTS) $$($(GO) list ./... | grep -v /bench)
+
+## image: the container image the Kubernetes manifests run (deploy/Dockerfile:
+## all four binaries), tagged $(IMAGE). Not published anywhere: push it where
+## your cluster pulls from and pass it to `sigil install --image`.
+IMAGE ?= ghcr.io/sigil-mesh/sigil:latest
+image:
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
 
 ## kube-tools: kube-apiserver, kubectl (v1.37.2) and etcd for e2e/kube, built
 ## once from the module proxy by the separate module tools/kube into
@@ -118,6 +125,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzIsCompact -fuzztime 30s ./internal/jsonenc/
 	$(GO) test -run '^$$' -fuzz FuzzAuthority -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzParseEndpoint -fuzztime 30s ./naming/
+	$(GO) test -run '^$$' -fuzz FuzzParseServiceAccount -fuzztime 30s ./k8s/psat/
+	$(GO) test -run '^$$' -fuzz FuzzAttestReviewAnswer -fuzztime 30s ./k8s/psat/
 	$(GO) test -run '^$$' -fuzz FuzzServiceName -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzNodeName -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzHostPattern -fuzztime 30s ./naming/
@@ -128,6 +137,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzPort -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzCheckRegister -fuzztime 30s ./agent/relay/
 	$(GO) test -run '^$$' -fuzz FuzzMergerAdd -fuzztime 30s ./telemetry/
+	$(GO) test -run '^$$' -fuzz FuzzRenderParams -fuzztime 30s ./deploy/
 	$(GO) test -run '^$$' -fuzz FuzzWriter -fuzztime 30s ./cmd/internal/termsafe/
 	$(GO) test -run '^$$' -fuzz FuzzReceiver -fuzztime 30s ./api/configdelta/
 	$(GO) test -run '^$$' -fuzz FuzzServe -fuzztime 30s ./proxy/h1/
@@ -136,6 +146,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzB3Extract -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzParseExpr -fuzztime 30s ./deploy/grafana/
+	$(GO) test -run '^$$' -fuzz FuzzParseCgroups -fuzztime 30s ./agent/k8sattest/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeReview -fuzztime 30s ./k8s/inject/
 	$(GO) test -run '^$$' -fuzz FuzzParseServers -fuzztime 30s ./agent/
 

@@ -31,7 +31,6 @@ import (
 	"github.com/sigil-mesh/sigil/agent/cache"
 	"github.com/sigil-mesh/sigil/agent/relay"
 	"github.com/sigil-mesh/sigil/agent/svid"
-	"github.com/sigil-mesh/sigil/agent/unixattest"
 	"github.com/sigil-mesh/sigil/agent/workloadapi"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
@@ -169,12 +168,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.JoinToken != "" {
 		log.Warn(argvTokenWarning)
 	}
-	toks, err := svid.NewTokens(cfg.JoinToken, cfg.JoinTokenFile, os.Stdin)
+	toks, err := tokenSource(cfg)
 	if err != nil {
 		return err
 	}
 	a := &agent{cfg: cfg, log: log, tokens: toks, renewWake: make(chan struct{}, 1), reattested: make(chan struct{}, 1)}
-	a.health = newHealth(log, time.Now, a.svidNotAfter)
+	a.health = newHealth(log, time.Now, a.svidNotAfter, cfg.Kubernetes.Enabled)
 	if err := a.loadTrust(); err != nil {
 		return err
 	}
@@ -197,11 +196,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		defer adminSrv.Close()
 		adminAddr = adminLn.Addr().String()
 	}
+	podsCtx, stopPods := context.WithCancel(ctx)
+	attestor, podsDone, err := a.newAttestor(podsCtx)
+	defer func() {
+		stopPods()
+		if podsDone != nil {
+			<-podsDone
+		}
+	}()
+	if err != nil {
+		return err
+	}
 	lis, err := listenWorkloadAPI(cfg.Socket)
 	if err != nil {
 		return err
 	}
-	attestor := &unixattest.Attestor{}
 	a.relay = relay.New(a.cache, attestor, log, relay.WithAuditExport(a.client.ExportAudit))
 	a.health.countStats(a.relay.StatsCounts)
 	srv := workloadapi.NewServer(workloadapi.New(a.cache, attestor, log))
@@ -296,7 +305,7 @@ func (a *agent) ensureSVID(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if saved != nil && time.Now().Before(saved.Certificates[0].NotAfter) && saved.ID.MemberOf(a.td) {
+	if saved != nil && time.Now().Before(saved.Certificates[0].NotAfter) && saved.ID.MemberOf(a.td) && a.cfg.Kubernetes.checkOwnID(saved.ID) == nil {
 		a.svid.Store(saved)
 		a.log.Info("resuming with saved agent svid", "agent_id", saved.ID.String(), "not_after", saved.Certificates[0].NotAfter)
 		return nil
@@ -304,6 +313,9 @@ func (a *agent) ensureSVID(ctx context.Context) error {
 	token, err := a.tokens.Next()
 	if errors.Is(err, svid.ErrNoToken) {
 		return errors.New("agent: no valid saved agent SVID in --data-dir; a join token is required to attest (--join-token-file)")
+	}
+	if err != nil && a.cfg.Kubernetes.Enabled {
+		return fmt.Errorf("agent: no valid saved agent SVID in --data-dir, and the node cannot attest: %w", err)
 	}
 	if err != nil {
 		return err
@@ -315,6 +327,9 @@ func (a *agent) ensureSVID(ctx context.Context) error {
 		return err
 	}
 	a.tokens.Spent(token)
+	if err := a.cfg.Kubernetes.checkOwnID(own.ID); err != nil {
+		return err
+	}
 	if err := a.adopt(own); err != nil {
 		return err
 	}

@@ -123,9 +123,9 @@ func (c *client) reset() {
 
 func (c *client) close() { c.reset() }
 
-// attest trades a join token for the agent's first SVID, over a
-// connection that presents none.
-func (c *client) attest(ctx context.Context, token string) (*x509svid.SVID, *agentv1.Bundle, error) {
+// attest trades a join token or a projected token for the agent's first
+// SVID, over a connection that presents none.
+func (c *client) attest(ctx context.Context, token svid.Credential) (*x509svid.SVID, *agentv1.Bundle, error) {
 	conn, err := c.dial(false)
 	if err != nil {
 		return nil, nil, err

@@ -42,6 +42,9 @@ type health struct {
 	log    *slog.Logger
 	now    func() time.Time
 	expiry func() time.Time // the agent SVID's NotAfter
+	// kubernetes: the node re-attests by itself with its projected token
+	// (--kubernetes), not with a join token an operator writes.
+	kubernetes bool
 
 	mu          sync.Mutex
 	state       State
@@ -54,13 +57,13 @@ type health struct {
 	reattestations *prometheus.CounterVec
 }
 
-func newHealth(log *slog.Logger, now func() time.Time, expiry func() time.Time) *health {
-	h := &health{log: log, now: now, expiry: expiry, state: StateOK, lastContact: now(), reg: prometheus.NewRegistry()}
+func newHealth(log *slog.Logger, now func() time.Time, expiry func() time.Time, kubernetes bool) *health {
+	h := &health{log: log, now: now, expiry: expiry, kubernetes: kubernetes, state: StateOK, lastContact: now(), reg: prometheus.NewRegistry()}
 	h.stateGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sigil_agent_state", Help: "1 for the agent's current state (ok, renewal_failing, expired, evicted), 0 for the others.",
 	}, []string{"state"})
 	h.reattestations = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sigil_agent_reattestations_total", Help: "Re-attestations with a join token while running, by result (ok, refused, failed).",
+		Name: "sigil_agent_reattestations_total", Help: "Re-attestations (with a join token, or the projected token with --kubernetes) while running, by result (ok, refused, failed).",
 	}, []string{"result"})
 	h.reg.MustRegister(h.stateGauge, h.reattestations,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -114,6 +117,12 @@ func (h *health) set(s State, reason string) {
 	switch {
 	case s == StateOK && prev != StateOK:
 		h.log.Info("agent identity healthy again", "previous_state", string(prev), "not_after", h.expiry())
+	case loud && s == StateRenewalFailing && h.kubernetes:
+		h.log.Warn("agent svid renewal overdue: the server has been unreachable since the renewal at half-life was due; if the agent svid expires before the server is back, the node re-attests with its projected token (--k8s-psat-token-file) once it is",
+			"state", string(s), "reason", reason, "not_after", h.expiry(), "server_unreachable_since", since)
+	case loud && s != StateRenewalFailing && h.kubernetes:
+		h.log.Error("agent cannot renew its identity: "+reason+"; workloads on this node get no new SVIDs until the node re-attests, which it does by itself with its projected token (--k8s-psat-token-file) once the server accepts it: see the server's agent.refused audit records and log for why it does not",
+			"state", string(s), "not_after", h.expiry(), "server_unreachable_since", since)
 	case loud && s == StateRenewalFailing:
 		h.log.Warn("agent svid renewal overdue: the server has been unreachable since the renewal at half-life was due; if the agent svid expires before the server is back, this node needs a new join token (--join-token-file)",
 			"state", string(s), "reason", reason, "not_after", h.expiry(), "server_unreachable_since", since)

@@ -9,6 +9,7 @@ import (
 	"github.com/sigil-mesh/sigil/agent/svid"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/internal/backoff"
+	"github.com/sigil-mesh/sigil/naming"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -86,7 +87,7 @@ func (a *agent) renewLoop(ctx context.Context) {
 // renewal loop to re-attest.
 func (a *agent) markEvicted(err error) {
 	if !a.evicted.Swap(true) {
-		a.log.Error("the server refused this agent (evicted?); serving no identities until it attests again with a new join token", "error", err)
+		a.log.Error("the server refused this agent (evicted?); serving no identities until it attests again with "+a.attestsWith(), "attestor", a.attestor(), "error", err)
 	}
 	poke(a.renewWake)
 }
@@ -100,7 +101,7 @@ func (a *agent) reattest(ctx context.Context) bool {
 	if a.evicted.Load() {
 		state, reason = StateEvicted, "the server refused this agent (evicted)"
 	}
-	a.cache.SetBlocked(errors.New(reason + "; the node must re-attest with a new join token"))
+	a.cache.SetBlocked(errors.New(reason + "; the node must re-attest with " + a.attestsWith()))
 	token, err := a.tokens.Next()
 	switch {
 	case errors.Is(err, svid.ErrNoToken) && a.tokens.Where() == "":
@@ -113,17 +114,22 @@ func (a *agent) reattest(ctx context.Context) bool {
 		a.health.set(state, reason+"; "+err.Error())
 		return false
 	}
-	a.health.set(state, reason+"; re-attesting with a join token not tried before")
+	a.health.set(state, reason+"; re-attesting with "+a.attestsWith())
 	callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	own, bundle, err := a.client.attest(callCtx, token)
 	cancel()
 	if err != nil {
 		switch status.Code(err) {
 		case codes.PermissionDenied, codes.InvalidArgument:
-			// Single use: a refused token is never sent again.
+			// A refused join token is never sent again (single use); a
+			// projected token is sent again on the backoff.
 			a.tokens.Spent(token)
 			a.health.reattestations.WithLabelValues("refused").Inc()
-			a.log.Error("re-attestation refused; write a new join token", "file", a.tokens.Where(), "error", err)
+			if a.cfg.Kubernetes.Enabled {
+				a.log.Error("re-attestation refused; retrying with the projected token on the backoff (see the server's log for the reason)", "attestor", a.attestor(), "file", a.tokens.Where(), "error", err)
+			} else {
+				a.log.Error("re-attestation refused; write a new join token", "attestor", a.attestor(), "file", a.tokens.Where(), "error", err)
+			}
 		default:
 			a.health.reattestations.WithLabelValues("failed").Inc()
 			a.log.Warn("re-attestation failed; retrying", "error", err)
@@ -131,6 +137,11 @@ func (a *agent) reattest(ctx context.Context) bool {
 		return false
 	}
 	a.tokens.Spent(token)
+	if err := a.cfg.Kubernetes.checkOwnID(own.ID); err != nil {
+		a.health.reattestations.WithLabelValues("refused").Inc()
+		a.log.Error("re-attestation refused", "attestor", a.attestor(), "error", err)
+		return false
+	}
 	return a.adoptReattested(own, bundle)
 }
 
@@ -157,4 +168,20 @@ func (a *agent) adoptReattested(own *x509svid.SVID, bundle *agentv1.Bundle) bool
 	a.log.Info("node re-attested", "agent_id", own.ID.String(), "not_after", own.Certificates[0].NotAfter)
 	poke(a.reattested)
 	return true
+}
+
+// attestsWith says what the node re-attests with, for the operator.
+func (a *agent) attestsWith() string {
+	if a.cfg.Kubernetes.Enabled {
+		return "its projected service-account token, re-read from --k8s-psat-token-file (kubelet refreshes it)"
+	}
+	return "a join token not tried before, from --join-token-file"
+}
+
+// attestor is the node attestor the agent uses (naming's names).
+func (a *agent) attestor() string {
+	if a.cfg.Kubernetes.Enabled {
+		return naming.AttestorK8sPSAT
+	}
+	return "join_token"
 }

@@ -1,9 +1,9 @@
-// Package deploy holds Sigil's Kubernetes manifests. The CustomResource
-// Definitions Sigil ships are in deploy/crds: Istio's VirtualService and
-// DestinationRule (networking.istio.io, for clusters without Istio) and
-// Sigil's Policy (security.sigil.dev). Gateway API's CRDs are not
-// Sigil's: install the standard channel of Gateway API v1.6.
 package deploy
+
+// The CustomResourceDefinitions Sigil ships are in deploy/crds: Istio's
+// VirtualService and DestinationRule (networking.istio.io, for clusters
+// without Istio) and Sigil's Policy (security.sigil.dev). Gateway API's
+// CRDs are not Sigil's: install the standard channel of Gateway API v1.6.
 
 import (
 	"bytes"

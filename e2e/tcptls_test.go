@@ -243,7 +243,7 @@ spec:
 // DestinationRule with tls DISABLE names that IP; then it goes through.
 func TestTransparentExternalDisable(t *testing.T) {
 	t.Parallel()
-	clientNS, serverNS, clientIP, serverIP := netnsPair(t)
+	clientNS, serverNS, clientIP, serverIP := harness.NetnsPair(t)
 	plainIP := strings.TrimSuffix(serverIP, ".2") + ".3"
 	if out, err := exec.Command("ip", "-n", serverNS, "addr", "add", plainIP+"/32", "dev", "lo").CombinedOutput(); err != nil {
 		t.Fatalf("ip addr add: %v: %s", err, out)

@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
-	"math/rand/v2"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -14,52 +11,13 @@ import (
 	"github.com/sigil-mesh/sigil/e2e/harness"
 )
 
-// netnsPair makes two network namespaces joined by a veth pair:
-// client 10.77.N.1 and server 10.77.N.2. They are removed at cleanup.
-func netnsPair(t *testing.T) (client, server, clientIP, serverIP string) {
-	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("network namespaces need root")
-	}
-	for _, tool := range []string{"ip", "iptables", "curl", "setpriv"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (.ci/run installs it)", tool)
-		}
-	}
-	n := rand.IntN(200) + 20
-	suffix := fmt.Sprintf("%d%d", n, rand.IntN(1000))
-	client, server = "sgc"+suffix, "sgs"+suffix
-	clientIP, serverIP = fmt.Sprintf("10.77.%d.1", n), fmt.Sprintf("10.77.%d.2", n)
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("netns", "add", client)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", client).Run() })
-	run("netns", "add", server)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", server).Run() })
-	run("link", "add", "vc"+suffix, "type", "veth", "peer", "name", "vs"+suffix)
-	run("link", "set", "vc"+suffix, "netns", client)
-	run("link", "set", "vs"+suffix, "netns", server)
-	run("-n", client, "addr", "add", clientIP+"/24", "dev", "vc"+suffix)
-	run("-n", server, "addr", "add", serverIP+"/24", "dev", "vs"+suffix)
-	for _, ns := range []string{client, server} {
-		run("-n", ns, "link", "set", "lo", "up")
-	}
-	run("-n", client, "link", "set", "vc"+suffix, "up")
-	run("-n", server, "link", "set", "vs"+suffix, "up")
-	return client, server, clientIP, serverIP
-}
-
 // Transparent mode: in a client namespace whose outbound TCP iptables
 // redirects to the sidecar, a plain `curl http://<api-ip>:8080/` (run as
 // another uid, so it is captured) reaches the api app through both
 // sidecars over mTLS, under the policy.
 func TestTransparentMode(t *testing.T) {
 	t.Parallel()
-	clientNS, serverNS, clientIP, serverIP := netnsPair(t)
+	clientNS, serverNS, clientIP, serverIP := harness.NetnsPair(t)
 	ids := startIdentities(t)
 
 	harness.StartIn(t, serverNS, "sigil-demo-app", "--listen", "127.0.0.1:8080", "--name", "api").WaitFor(`listening on`, 30*time.Second)

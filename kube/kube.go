@@ -85,6 +85,13 @@ func Connect(o Options) (*Clients, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ForConfig(cfg)
+}
+
+// ForConfig builds the clients on cfg, for a caller that found its REST
+// config another way (the CLI reads kubectl's). It does not contact the
+// API server.
+func ForConfig(cfg *rest.Config) (*Clients, error) {
 	core, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kube: clientset: %w", err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,6 +33,16 @@ type meshState struct {
 	version      int64
 	endpointsRev int64
 	byService    map[naming.Service][]*endpoint
+	// vips maps a Kubernetes Service's cluster IP and port to it: a
+	// transparently captured connection to one is for that service.
+	vips map[netip.AddrPort]naming.Service
+	// ports holds, per service, the ports its endpoints declare serving
+	// (Kubernetes Service ports); a service absent has endpoints that
+	// serve every port (sidecars registered on plain hosts).
+	ports map[naming.Service]map[uint32]bool
+	// opaque holds, per service, the ports its Service declares opaque
+	// TCP (Endpoint.protocol "tcp"): never sniffed.
+	opaque map[naming.Service]map[uint32]bool
 	// clusters caches cluster() per service|subset: a state never changes,
 	// so its clusters are built once, not on every request.
 	clusters sync.Map
@@ -54,9 +65,10 @@ func (o *outbound) clusterAt(st *meshState, service naming.Service, subset strin
 		// per name would let an app grow them with names of its choosing.
 		return nil
 	}
-	if port != 0 && !st.table.HasPortPolicy(service.String(), port) {
-		// A port no portLevelSettings names shares the port-less cluster:
-		// an app cannot grow clusters (and pools) by dialling ports.
+	if port != 0 && !st.table.HasPortPolicy(service.String(), port) && !st.ports[service][port] {
+		// A port no portLevelSettings names and no endpoint declares
+		// shares the port-less cluster: an app cannot grow clusters (and
+		// pools) by dialling ports.
 		port = 0
 	}
 	key := service.String() + "|" + subset + "|" + strconv.FormatUint(uint64(port), 10)
@@ -70,6 +82,18 @@ func (o *outbound) clusterAt(st *meshState, service naming.Service, subset strin
 
 func (o *outbound) buildCluster(st *meshState, service naming.Service, subset string, port uint32) *cluster {
 	eps := st.byService[service]
+	if st.ports[service][port] {
+		// A Kubernetes Service port: the pods' endpoints of that port (as
+		// Envoy's cluster per service port). A port the Service does not
+		// declare keeps them all.
+		var on []*endpoint
+		for _, e := range eps {
+			if e.svcPort == 0 || e.svcPort == port {
+				on = append(on, e)
+			}
+		}
+		eps = on
+	}
 	if subset != "" {
 		labels, ok := st.table.SubsetLabels(service.String(), subset)
 		if !ok {
@@ -106,12 +130,15 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 	defer o.epMu.Unlock()
 	st := &meshState{table: table, version: version, endpointsRev: rev, byService: map[naming.Service][]*endpoint{}}
 	seen := map[string]bool{}
-	add := func(service naming.Service, ep naming.Endpoint, id spiffeid.ID, labels map[string]string) {
+	add := func(service naming.Service, ep naming.Endpoint, port uint32, id spiffeid.ID, labels map[string]string) {
 		addr := ep.String()
 		key := service.String() + "|" + addr + "|" + id.String() + "|" + fmtAny(sortedLabels(labels))
+		if port != 0 {
+			key += "|" + strconv.FormatUint(uint64(port), 10)
+		}
 		e := o.endpoints[key]
 		if e == nil {
-			e = o.newEndpoint(ep, id, labels)
+			e = o.newEndpoint(ep, port, id, labels)
 			if !o.synced {
 				e.joined = time.Time{} // here before this sidecar: warm
 			}
@@ -146,11 +173,21 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 			o.p.log.Warn("endpoint with a bad address ignored", "service", ep.GetService(), "error", err)
 			continue
 		}
-		add(svc, addr, id, ep.GetLabels())
+		port := ep.GetServicePort()
+		if port > 65535 {
+			o.p.log.Warn("endpoint with a bad service port ignored", "service", ep.GetService(), "address", ep.GetAddress())
+			continue
+		}
+		add(svc, addr, port, id, ep.GetLabels())
+		if port != 0 {
+			st.declarePort(svc, port, ep.GetProtocol() == "tcp")
+			st.addVIPs(svc, uint16(port), ep.GetClusterIps(), o.p.log)
+		}
 	}
+	st.dropConflictingVIPs(o.p.log)
 	for svc, up := range static {
 		for _, addr := range up.Endpoints {
-			add(svc, addr, up.ID, nil)
+			add(svc, addr, 0, up.ID, nil)
 		}
 	}
 	for key, e := range o.endpoints {
@@ -194,9 +231,9 @@ func sortedLabels(m map[string]string) []string {
 	return out
 }
 
-func (o *outbound) newEndpoint(ep naming.Endpoint, id spiffeid.ID, labels map[string]string) *endpoint {
+func (o *outbound) newEndpoint(ep naming.Endpoint, port uint32, id spiffeid.ID, labels map[string]string) *endpoint {
 	addr := ep.String()
-	e := &endpoint{addr: addr, ip: ep.Addr(), id: id, labels: labels, joined: o.now()}
+	e := &endpoint{addr: addr, ip: ep.Addr(), ipPort: ep.Port(), svcPort: port, id: id, labels: labels, joined: o.now()}
 	e.newTransports = func(co connOpts) *transports {
 		return &transports{
 			make:          func(alpn string) *http.Transport { return o.transportFor(id, alpn, co) },

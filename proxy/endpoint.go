@@ -20,10 +20,12 @@ import (
 // they are kept by address and identity, so ejections, latency estimates
 // and pooled connections carry over.
 type endpoint struct {
-	addr   string      // host:port, naming.Endpoint's String
-	ip     netip.Addr  // its IP when the host is one (discovery's always are)
-	id     spiffeid.ID // the identity its agent attested; zero: any of the trust domain
-	labels map[string]string
+	addr    string      // host:port, naming.Endpoint's String
+	ip      netip.Addr  // its IP when the host is one (discovery's always are)
+	ipPort  uint16      // addr's port
+	id      spiffeid.ID // the identity its agent attested; zero: any of the trust domain
+	svcPort uint32      // the service port it serves (a Kubernetes Service's); 0: every port
+	labels  map[string]string
 	// joined is when this sidecar first saw the endpoint: a warmup
 	// (slowStart) counts from it.
 	joined time.Time

@@ -192,7 +192,7 @@ func (o *outbound) routeKey(w *statusRecorder, r *http.Request, svc naming.Servi
 		o.sendOutside(w, r, st, m, dest, outsideAddr{authority, port}, origin)
 		return
 	}
-	c := o.clusterAt(st, naming.Service{Name: dest.Service, Namespace: dest.Namespace}, dest.Subset, cmp.Or(dest.Port, port))
+	c := pinned(r.Context(), o.clusterAt(st, naming.Service{Name: dest.Service, Namespace: dest.Namespace}, dest.Subset, cmp.Or(dest.Port, port)))
 	if c == nil || len(c.eps) == 0 {
 		w.setFlag(flagNoHealthy)
 		writeError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Service+subsetSuffix(dest.Subset))

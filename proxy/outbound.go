@@ -70,6 +70,7 @@ type ctxKey struct{}
 type routedDest struct {
 	service naming.Service
 	port    uint16 // the original destination's port: the one the app dialled
+	pin     string // the endpoint the app dialled, when it is a pod's (clusterip.go)
 }
 
 // routedConn is a transparently captured connection already matched to a
@@ -79,6 +80,7 @@ type routedConn struct {
 	r       *bufio.Reader
 	service naming.Service
 	port    uint16 // the original destination's port
+	pin     string // as routedDest's
 }
 
 func (c *routedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
@@ -108,7 +110,7 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 				c = g.Conn
 			}
 			if rc, ok := c.(*routedConn); ok && !rc.service.IsZero() {
-				return context.WithValue(ctx, ctxKey{}, routedDest{rc.service, rc.port})
+				return context.WithValue(ctx, ctxKey{}, routedDest{rc.service, rc.port, rc.pin})
 			}
 			return ctx
 		},
@@ -341,7 +343,7 @@ func (o *outbound) serveApp(rc *routedConn) {
 	}
 	ctx := withConnAbort(context.Background(), rc)
 	if !rc.service.IsZero() {
-		ctx = context.WithValue(ctx, ctxKey{}, routedDest{rc.service, rc.port})
+		ctx = context.WithValue(ctx, ctxKey{}, routedDest{rc.service, rc.port, rc.pin})
 	}
 	o.fast.Serve(withRequestCtx(ctx), rc)
 }
@@ -356,7 +358,7 @@ func (o *outbound) transparent(c net.Conn) {
 		o.serveApp(&routedConn{Conn: c, r: bufio.NewReader(c)})
 		return
 	}
-	svc := o.serviceForAddr(dst)
+	svc, pin := o.serviceForAddr(dst)
 	if svc.IsZero() {
 		if o.transparentExternal(c, dst) {
 			return
@@ -370,10 +372,16 @@ func (o *outbound) transparent(c net.Conn) {
 		return
 	}
 	br := bufio.NewReader(c)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	head, _ := br.Peek(4)
-	c.SetReadDeadline(time.Time{})
-	rc := &routedConn{Conn: c, r: br, service: svc, port: uint16(dst.Port)}
+	var head []byte
+	if !o.state.Load().opaque[svc][uint32(dst.Port)] {
+		// Undeclared: HTTP if the app's first bytes say so. A port its
+		// Service declares opaque TCP goes through at once (a server-first
+		// protocol would otherwise wait here for bytes that never come).
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		head, _ = br.Peek(4)
+		c.SetReadDeadline(time.Time{})
+	}
+	rc := &routedConn{Conn: c, r: br, service: svc, port: uint16(dst.Port), pin: pin}
 	for _, p := range httpPrefixes {
 		if string(head) == p {
 			o.serveApp(rc)
@@ -388,23 +396,12 @@ func (o *outbound) transparent(c net.Conn) {
 		c.SetReadDeadline(time.Time{})
 		rc.r, sni = bufio.NewReader(io.MultiReader(bytes.NewReader(record), br)), name
 	}
-	up, rec, err := o.openL4(context.Background(), st, svc, svc.String(), uint32(dst.Port), sni, func(cl *cluster) string { return cl.hash.connKey(c.RemoteAddr()) })
+	ctx := context.WithValue(context.Background(), ctxKey{}, routedDest{svc, uint16(dst.Port), pin})
+	up, rec, err := o.openL4(ctx, st, svc, svc.String(), uint32(dst.Port), sni, func(cl *cluster) string { return cl.hash.connKey(c.RemoteAddr()) })
 	if err != nil {
 		o.p.log.Warn("tcp connection refused", "service", svc.String(), "error", err)
 		c.Close()
 		return
 	}
 	o.pipeTCP(rc, up, rec)
-}
-
-// serviceForAddr finds the service one of whose endpoints is on dst's host.
-func (o *outbound) serviceForAddr(dst *net.TCPAddr) naming.Service {
-	for svc, eps := range o.state.Load().byService {
-		for _, e := range eps {
-			if e.ip.IsValid() && net.IP(e.ip.AsSlice()).Equal(dst.IP) {
-				return svc
-			}
-		}
-	}
-	return naming.Service{}
 }

@@ -45,7 +45,7 @@ func TestRequestPortOfAuthority(t *testing.T) {
 	}
 	r := httptest.NewRequest("GET", "/x", nil)
 	r.Host = "api:1234"
-	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, routedDest{naming.Service{Name: "api", Namespace: "prod"}, 9443}))
+	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, routedDest{naming.Service{Name: "api", Namespace: "prod"}, 9443, ""}))
 	if svc, port, err := o.destOf(r); err != nil || port != 9443 || svc.Name != "api" {
 		t.Errorf("transparent: %v %d %v; want api, the original destination's port 9443", svc, port, err)
 	}

@@ -43,6 +43,8 @@ type Proxy struct {
 	// writes the plain fields once, before any listener that reads them).
 	shownID     atomic.Pointer[identity]
 	shownPolicy atomic.Pointer[policy.Engine]
+	// shownOut publishes the outbound side's endpoints to /config.
+	shownOut atomic.Pointer[outbound]
 	// dryRun is the engine of the dryrun Policy resource (policyres.go):
 	// decided beside policy, never blocking; shownDryRun publishes it.
 	dryRun      *policy.Engine
@@ -197,6 +199,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	in := newInbound(p, inLn.Addr())
 	out := newOutbound(p, outLn.Addr())
+	p.shownOut.Store(out)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Discovery has its own context: cancelling it first on shutdown
@@ -409,6 +412,9 @@ func (p *Proxy) adminHandler() http.Handler {
 		}
 		if res := p.policyRes.snapshot(); len(res) > 0 {
 			out["policy_resources"] = res
+		}
+		if o := p.shownOut.Load(); o != nil {
+			out["endpoints"], out["cluster_ips"] = o.state.Load().shown()
 		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

@@ -39,7 +39,7 @@ func (o *outbound) openL4(ctx context.Context, st *meshState, svc naming.Service
 		return nil, nil, fmt.Errorf("proxy: no tcp or tls route of %s matches", key)
 	}
 	dest := to.String() + subsetSuffix(subset)
-	c := o.clusterAt(st, to, subset, port)
+	c := pinned(ctx, o.clusterAt(st, to, subset, port))
 	if c == nil || len(c.eps) == 0 {
 		return nil, nil, fmt.Errorf("proxy: no endpoint of %s", dest)
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -88,14 +89,20 @@ func HashJoinToken(token string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Attest exchanges a join token for an agent SVID.
+// Attest exchanges a join token, or with --kubernetes a projected
+// service-account token (k8s_psat.go), for an agent SVID.
 func (s *Server) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agentv1.AttestResponse, error) {
 	if err := s.leaderOnly(); err != nil {
 		return nil, err
 	}
 	now := s.now()
-	if req.GetJoinToken() == "" {
-		return nil, status.Error(codes.InvalidArgument, "join_token is required")
+	switch {
+	case req.GetJoinToken() != "" && req.GetK8SPsatToken() != "":
+		return nil, status.Error(codes.InvalidArgument, "give one of join_token and k8s_psat_token, not both")
+	case req.GetK8SPsatToken() != "":
+		return s.attestPSAT(ctx, req, now)
+	case req.GetJoinToken() == "":
+		return nil, status.Error(codes.InvalidArgument, "join_token or k8s_psat_token is required")
 	}
 	pub, err := ca.ParseCSR(req.GetCsr())
 	if err != nil {
@@ -123,7 +130,8 @@ func (s *Server) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agent
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	svid, err := s.signAgent(ctx, id, pub, node, now, audit.Event{Type: audit.TokenUsed, Actor: id.String(), Details: map[string]string{"node": node, "token_sha256": hash[:16]}}, audit.AgentAttested)
+	agent := registry.Agent{SPIFFEID: id.String(), Attestor: AttestorJoinToken, Node: node, AttestedAt: now}
+	svid, err := s.signAgent(ctx, agent, pub, audit.Event{Type: audit.TokenUsed, Actor: id.String(), Details: map[string]string{"node": node, "token_sha256": hash[:16]}}, audit.AgentAttested, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -149,20 +157,29 @@ func (s *Server) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	svid, err := s.signAgent(ctx, id, pub, agent.Node, agent.AttestedAt, audit.Event{}, audit.AgentRenewed)
+	svid, err := s.signAgent(ctx, agent, pub, audit.Event{}, audit.AgentRenewed, nil)
 	if err != nil {
 		return nil, err
 	}
 	return &agentv1.RenewAgentResponse{Svid: svid}, nil
 }
 
-func (s *Server) signAgent(ctx context.Context, id spiffeid.ID, pub crypto.PublicKey, node string, attestedAt time.Time, first audit.Event, eventType string) (*agentv1.X509SVID, error) {
+// signAgent signs an SVID for agent (its SPIFFEID, Attestor, Node and
+// AttestedAt set) and records it: first, if given, then an eventType
+// event with the serial, expiry and details.
+func (s *Server) signAgent(ctx context.Context, agent registry.Agent, pub crypto.PublicKey, first audit.Event, eventType string, details map[string]string) (*agentv1.X509SVID, error) {
+	id, err := spiffeid.FromString(agent.SPIFFEID)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
 	chain, err := s.ca.SignX509SVID(pub, id, s.cfg.AgentX509TTL)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	serial := chain[0].SerialNumber.Text(16)
-	events := []audit.Event{{Type: eventType, Actor: id.String(), Subject: id.String(), Details: map[string]string{"serial": serial, "not_after": chain[0].NotAfter.UTC().Format(time.RFC3339)}}}
+	event := audit.Event{Type: eventType, Actor: id.String(), Subject: id.String(), Details: map[string]string{"serial": serial, "not_after": chain[0].NotAfter.UTC().Format(time.RFC3339)}}
+	maps.Copy(event.Details, details)
+	events := []audit.Event{event}
 	// first (token.used) records a change already made, so it is a plain
 	// record, not an intent.
 	if first.Type != "" {
@@ -172,7 +189,8 @@ func (s *Server) signAgent(ctx context.Context, id spiffeid.ID, pub crypto.Publi
 	}
 	// Recorded before the SVID is handed out: no record, no SVID.
 	if err := s.audited(ctx, events, func() error {
-		return s.store.SaveAgent(ctx, registry.Agent{SPIFFEID: id.String(), Attestor: AttestorJoinToken, Node: node, Serial: serial, ExpiresAt: chain[0].NotAfter, AttestedAt: attestedAt}, s.now())
+		agent.Serial, agent.ExpiresAt = serial, chain[0].NotAfter
+		return s.store.SaveAgent(ctx, agent, s.now())
 	}); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -191,7 +209,7 @@ func svidProto(id spiffeid.ID, chain []*x509.Certificate) *agentv1.X509SVID {
 // parent. Any other case is the same refusal, so an agent learns nothing
 // about other nodes' entries.
 func (s *Server) entryFor(ctx context.Context, agent spiffeid.ID, entryID string) (registry.Entry, error) {
-	e, err := s.store.GetEntry(ctx, entryID)
+	e, err := s.getEntry(ctx, entryID)
 	if err != nil && !errors.Is(err, registry.ErrNotFound) {
 		return registry.Entry{}, status.Error(codes.Unavailable, err.Error())
 	}
@@ -217,7 +235,7 @@ func (s *Server) BatchNewX509SVID(ctx context.Context, req *agentv1.BatchNewX509
 	if n := len(params); n == 0 || n > MaxBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "batch of %d CSRs: want 1 to %d", n, MaxBatch)
 	}
-	list, _, err := s.store.ListEntries(ctx, agent.String())
+	list, err := s.agentEntries(ctx, agent.String())
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -390,7 +408,7 @@ func (s *Server) followChanges(ctx context.Context, send func() error) error {
 }
 
 func (s *Server) snapshot(ctx context.Context, agent spiffeid.ID) (*agentv1.SyncResponse, error) {
-	entries, _, err := s.store.ListEntries(ctx, agent.String())
+	entries, err := s.agentEntries(ctx, agent.String())
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}

@@ -141,7 +141,8 @@ func (x *configIndex) parsedWith(overlay map[string]*traffic.Resource) []traffic
 }
 
 // configSnapshot is what every agent's StreamConfig sends: the indexed
-// resources and the store's endpoints. It is built once per change of
+// resources and the endpoints (the store's and, on Kubernetes, the
+// EndpointSlices': k8s_services.go). It is built once per change of
 // either and shared; unchanged resources keep their pointers, so Diff
 // between two snapshots costs little.
 func (s *Server) configSnapshot(ctx context.Context) (*configdelta.Snapshot, error) {
@@ -152,12 +153,13 @@ func (s *Server) configSnapshot(ctx context.Context) (*configdelta.Snapshot, err
 	defer unlock()
 	// Every agent's stream asks at every change: a revision read is enough
 	// when nothing moved.
+	k := s.kubeServicesState()
 	if x.snap != nil {
 		rev, err := s.store.EndpointsRevision(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if x.snap.EndpointsRevision == rev {
+		if x.snap.EndpointsRevision == endpointsRevision(rev, k) {
 			return x.snap, nil
 		}
 	}
@@ -165,7 +167,7 @@ func (s *Server) configSnapshot(ctx context.Context) (*configdelta.Snapshot, err
 	if err != nil {
 		return nil, err
 	}
-	snap := &configdelta.Snapshot{Version: x.version, EndpointsRevision: rev, Endpoints: make(map[string]*agentv1.Endpoint, len(ps))}
+	snap := &configdelta.Snapshot{Version: x.version, EndpointsRevision: endpointsRevision(rev, k), Endpoints: make(map[string]*agentv1.Endpoint, len(ps))}
 	if x.snap != nil {
 		snap.Resources = x.snap.Resources // the resources did not move; only the endpoints did
 	} else {
@@ -179,10 +181,7 @@ func (s *Server) configSnapshot(ctx context.Context) (*configdelta.Snapshot, err
 			snap.Resources[key] = w
 		}
 	}
-	for _, p := range ps {
-		e := &agentv1.Endpoint{Service: p.Service, Namespace: p.Namespace, Address: p.Address, SpiffeId: p.SPIFFEID, Labels: p.Labels}
-		snap.Endpoints[configdelta.EndpointKey(e)] = e
-	}
+	addEndpoints(snap, ps, k)
 	x.snap = snap
 	return snap, nil
 }

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/sigil-mesh/sigil/k8s/psat"
 	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/naming"
 )
@@ -34,6 +35,17 @@ type KubeConfig struct {
 	Namespace string
 	// Leader is how replicas elect the one that signs (k8s_leader.go).
 	Leader LeaderConfig
+	// PSATAllowedSAs are the service accounts, NAMESPACE:NAME, whose
+	// projected tokens attest nodes (--k8s-psat-allowed-sa, repeatable;
+	// SPIRE's service_account_allow_list); none means
+	// sigil-system:sigil-agent.
+	PSATAllowedSAs []string
+	psatAllowed    []psat.ServiceAccount // PSATAllowedSAs parsed (checkPSAT)
+	// DisableAutoIdentity turns off automatic identity, which gives every
+	// pod bound to a node spiffe://<td>/ns/<ns>/sa/<sa> from that node's
+	// k8s_psat agent with no entry (--k8s-auto-identity=false; on by
+	// default; server/k8s_pods.go).
+	DisableAutoIdentity bool
 	// Inject is the sidecar injection webhook (k8s_webhook.go).
 	Inject InjectConfig
 }
@@ -46,6 +58,12 @@ func (k *KubeConfig) check() []error {
 	if !k.Enabled {
 		if k.Kubeconfig != "" {
 			errs = append(errs, errors.New("--kubeconfig needs --kubernetes"))
+		}
+		if len(k.PSATAllowedSAs) > 0 {
+			errs = append(errs, errors.New("--k8s-psat-allowed-sa needs --kubernetes"))
+		}
+		if k.DisableAutoIdentity {
+			errs = append(errs, errors.New("--k8s-auto-identity=false needs --kubernetes"))
 		}
 		errs = append(errs, k.Inject.checkOff()...)
 		return errs
@@ -62,6 +80,7 @@ func (k *KubeConfig) check() []error {
 	if !naming.ValidName(k.Namespace) {
 		errs = append(errs, fmt.Errorf("--k8s-namespace %s: not a Kubernetes namespace name", naming.Quote(k.Namespace)))
 	}
+	errs = append(errs, k.checkPSAT()...)
 	errs = append(errs, k.Inject.check(k.Namespace)...)
 	return errs
 }
@@ -78,6 +97,10 @@ type kubePart struct {
 func (s *Server) kubeParts() []kubePart {
 	return []kubePart{
 		{name: "leader", start: s.startLeader},
+		{name: "trust bundle", start: s.startBundlePublisher},
+		s.servicesPart(),
+		s.psatPart(),
+		s.podsPart(),
 		s.kubeConfigPart(),
 		s.webhookPart(),
 	}

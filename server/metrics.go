@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/naming"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -120,7 +121,11 @@ func (m *metrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	m.agentCalls.WithLabelValues(method, code.String()).Inc()
 	switch method {
 	case "Attest":
-		m.attestations.WithLabelValues(AttestorJoinToken, attestResult(code)).Inc()
+		attestor := AttestorJoinToken
+		if r, ok := req.(*agentv1.AttestRequest); ok && r.GetK8SPsatToken() != "" {
+			attestor = naming.AttestorK8sPSAT
+		}
+		m.attestations.WithLabelValues(attestor, attestResult(code)).Inc()
 	case "NewJWTSVID":
 		m.svids.WithLabelValues("jwt", issuedOrRefused(err == nil)).Inc()
 	case "BatchNewX509SVID":

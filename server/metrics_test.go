@@ -68,6 +68,8 @@ func TestServerMetricsCountWhatTheServerDoes(t *testing.T) {
 	call("Attest", &agentv1.AttestRequest{}, &agentv1.AttestResponse{}, nil)
 	call("Attest", &agentv1.AttestRequest{}, nil, status.Error(codes.PermissionDenied, "join token already used"))
 	call("Attest", &agentv1.AttestRequest{}, nil, status.Error(codes.Unavailable, "store"))
+	call("Attest", &agentv1.AttestRequest{K8SPsatToken: "t"}, &agentv1.AttestResponse{}, nil)
+	call("Attest", &agentv1.AttestRequest{K8SPsatToken: "t"}, nil, status.Error(codes.Unavailable, "tokenreviews create: connection refused"))
 	call("BatchNewX509SVID", &agentv1.BatchNewX509SVIDRequest{}, &agentv1.BatchNewX509SVIDResponse{Results: []*agentv1.X509SVIDResult{{Svid: &agentv1.X509SVID{}}, {Svid: &agentv1.X509SVID{}}, {Error: "no such entry"}}}, nil)
 	call("BatchNewX509SVID", &agentv1.BatchNewX509SVIDRequest{Params: make([]*agentv1.X509SVIDParams, 4)}, nil, status.Error(codes.PermissionDenied, "agent is not registered"))
 	call("NewJWTSVID", &agentv1.NewJWTSVIDRequest{}, &agentv1.NewJWTSVIDResponse{}, nil)
@@ -98,12 +100,14 @@ func TestServerMetricsCountWhatTheServerDoes(t *testing.T) {
 
 	out := scrape(t, m.Handler())
 	for _, want := range []string{
-		`sigil_server_agent_api_requests_total{code="OK",method="Attest"} 1`,
+		`sigil_server_agent_api_requests_total{code="OK",method="Attest"} 2`,
 		`sigil_server_agent_api_requests_total{code="PermissionDenied",method="Attest"} 1`,
 		`sigil_server_agent_api_requests_total{code="OK",method="Sync"} 1`,
 		`sigil_server_attestations_total{attestor="join_token",result="ok"} 1`,
 		`sigil_server_attestations_total{attestor="join_token",result="refused"} 1`,
 		`sigil_server_attestations_total{attestor="join_token",result="error"} 1`,
+		`sigil_server_attestations_total{attestor="k8s_psat",result="ok"} 1`,
+		`sigil_server_attestations_total{attestor="k8s_psat",result="error"} 1`,
 		`sigil_server_svids_total{result="issued",type="x509"} 2`,
 		`sigil_server_svids_total{result="refused",type="x509"} 5`,
 		`sigil_server_svids_total{result="issued",type="jwt"} 1`,

@@ -37,6 +37,9 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/k8s/discovery"
+	"github.com/sigil-mesh/sigil/k8s/podidentity"
+	"github.com/sigil-mesh/sigil/k8s/psat"
 	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/listener"
 	"github.com/sigil-mesh/sigil/naming"
@@ -60,6 +63,8 @@ type Server struct {
 	svid atomic.Pointer[tls.Certificate]
 	seen agentsSeen // last authenticated call of each agent
 
+	psat atomic.Pointer[psat.Attestor] // node attestation by projected token, once started (k8s_psat.go)
+
 	issued issuedSVIDs // newest workload SVIDs handed out, for the dashboard
 
 	config configIndex // the stored configuration, parsed; see configindex.go
@@ -80,9 +85,13 @@ type Server struct {
 
 	kube *kube.Clients // the API server's clients with --kubernetes, else nil (k8s.go)
 	ha   *haState      // the CA Secret and leader election with --kubernetes, else nil (k8s_leader.go)
+	// pods are the pods' automatic entries once listed, else nil (k8s_pods.go).
+	pods atomic.Pointer[podidentity.Index]
 	// kubeLeader says whether this replica is the leader, once leader
 	// election runs; nil: every replica acts as one (k8s_config.go).
 	kubeLeader func() bool
+
+	kubeServices atomic.Pointer[discovery.Watcher] // Services and EndpointSlices once synced (k8s_services.go)
 
 	agentv1.UnimplementedAgentServer
 }

@@ -13,8 +13,9 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Attester is the server call that trades a join token for the agent's
-// first SVID (over a connection that presents no SVID).
+// Attester is the server call that trades a join token or a projected
+// service-account token for the agent's first SVID (over a connection
+// that presents no SVID).
 type Attester interface {
 	Attest(ctx context.Context, in *agentv1.AttestRequest, opts ...grpc.CallOption) (*agentv1.AttestResponse, error)
 }
@@ -42,15 +43,15 @@ func (t Trust) verify(p *agentv1.X509SVID, key *ecdsa.PrivateKey) (*x509svid.SVI
 	return VerifyChain(p.GetCertChain(), key, t.Bundles, now(), AgentOf(t.TrustDomain))
 }
 
-// Attest trades token for the agent's first SVID (a key made here) and the
+// Attest trades cred for the agent's first SVID (a key made here) and the
 // server's bundle. The gRPC status of a refusal is kept (errors.Is,
 // status.Code): the caller tells a refused token from a server away.
-func Attest(ctx context.Context, api Attester, token string, trust Trust) (*x509svid.SVID, *agentv1.Bundle, error) {
+func Attest(ctx context.Context, api Attester, cred Credential, trust Trust) (*x509svid.SVID, *agentv1.Bundle, error) {
 	key, csr, err := NewKeyAndCSR()
 	if err != nil {
 		return nil, nil, err
 	}
-	resp, err := api.Attest(ctx, &agentv1.AttestRequest{JoinToken: token, Csr: csr})
+	resp, err := api.Attest(ctx, cred.request(csr))
 	if err != nil {
 		return nil, nil, fmt.Errorf("svid: attestation: %w", err)
 	}

@@ -41,12 +41,18 @@ func readToken(r io.Reader, name string) (string, error) {
 	if len(data) > maxTokenFile {
 		return "", fmt.Errorf("svid: join token from %s: more than %d bytes", name, maxTokenFile)
 	}
+	return oneWord(data, "join token", name)
+}
+
+// oneWord returns data trimmed of surrounding space: one word, the token
+// (what, read from name, for errors).
+func oneWord(data []byte, what, name string) (string, error) {
 	tok := string(bytes.TrimSpace(data))
 	if tok == "" {
-		return "", fmt.Errorf("svid: join token from %s: empty", name)
+		return "", fmt.Errorf("svid: %s from %s: empty", what, name)
 	}
 	if strings.ContainsAny(tok, " \t\r\n") {
-		return "", fmt.Errorf("svid: join token from %s: more than one word", name)
+		return "", fmt.Errorf("svid: %s from %s: more than one word", what, name)
 	}
 	return tok, nil
 }
@@ -55,18 +61,20 @@ func readToken(r io.Reader, name string) (string, error) {
 var ErrNoToken = errors.New("svid: no new join token")
 
 // TokenSource is where the agent gets what it attests with, at start and
-// again to re-attest when its SVID has expired or been refused. Join tokens
-// (Tokens) are the one source today. It is the seam for Kubernetes: a
-// projected service-account token source (PSAT) re-reads the token the
-// kubelet refreshes, so a node re-attests with no person involved.
+// again to re-attest when its SVID has expired or been refused: join
+// tokens (Tokens) on plain hosts, the projected service-account token
+// kubelet refreshes (ProjectedToken) on Kubernetes, so there a node
+// re-attests with no person involved.
 type TokenSource interface {
-	// Next returns a token not yet spent, ErrNoToken if there is none
-	// now, or an error that names what is wrong with the source.
-	Next() (string, error)
-	// Spent marks a token the server took or refused: never offered again.
-	Spent(token string)
-	// Where says where new tokens come from, for the operator; "" when
-	// none can come after start (a restart with a new token is needed).
+	// Next returns a credential not yet spent, ErrNoToken if there is
+	// none now, or an error that names what is wrong with the source.
+	Next() (Credential, error)
+	// Spent marks a credential the server took or refused; a single-use
+	// one is never offered again.
+	Spent(c Credential)
+	// Where says where new credentials come from, for the operator; ""
+	// when none can come after start (a restart with a new token is
+	// needed).
 	Where() string
 }
 
@@ -106,34 +114,34 @@ func NewTokens(flag, file string, stdin io.Reader) (*Tokens, error) {
 // Where names the token file, the one place new tokens can come from.
 func (t *Tokens) Where() string { return t.file }
 
-// Next returns a token not yet refused, or ErrNoToken; an unreadable or
-// unsafe file is an error that names it.
-func (t *Tokens) Next() (string, error) {
+// Next returns a join token not yet refused, or ErrNoToken; an
+// unreadable or unsafe file is an error that names it.
+func (t *Tokens) Next() (Credential, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.file != "" {
 		tok, err := readJoinTokenFile(t.file)
 		if errors.Is(err, fs.ErrNotExist) {
-			return "", ErrNoToken
+			return Credential{}, ErrNoToken
 		}
 		if err != nil {
-			return "", err
+			return Credential{}, err
 		}
 		if !t.refused[sha256.Sum256([]byte(tok))] {
-			return tok, nil
+			return JoinToken(tok), nil
 		}
-		return "", ErrNoToken
+		return Credential{}, ErrNoToken
 	}
 	if t.initial != "" && !t.refused[sha256.Sum256([]byte(t.initial))] {
-		return t.initial, nil
+		return JoinToken(t.initial), nil
 	}
-	return "", ErrNoToken
+	return Credential{}, ErrNoToken
 }
 
 // Spent marks a token the server has taken or refused: it is never
 // offered again.
-func (t *Tokens) Spent(tok string) {
+func (t *Tokens) Spent(c Credential) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.refused[sha256.Sum256([]byte(tok))] = true
+	t.refused[sha256.Sum256([]byte(c.value))] = true
 }

@@ -73,16 +73,16 @@ func TestJoinTokenFileReread(t *testing.T) {
 	}
 	os.WriteFile(path, []byte("one"), 0o600)
 	for range 2 { // offered again until spent: a network failure wastes nothing
-		if tok, err := toks.Next(); tok != "one" || err != nil {
+		if tok, err := toks.Next(); tok != JoinToken("one") || err != nil {
 			t.Fatalf("next = %q, %v", tok, err)
 		}
 	}
-	toks.Spent("one")
+	toks.Spent(JoinToken("one"))
 	if _, err := toks.Next(); !errors.Is(err, ErrNoToken) {
 		t.Fatalf("spent token offered again: %v", err)
 	}
 	os.WriteFile(path, []byte("two"), 0o600)
-	if tok, err := toks.Next(); tok != "two" || err != nil {
+	if tok, err := toks.Next(); tok != JoinToken("two") || err != nil {
 		t.Fatalf("new token: %q, %v", tok, err)
 	}
 	os.Chmod(path, 0o644)
@@ -94,7 +94,7 @@ func TestJoinTokenFileReread(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tok, _ := stdin.Next(); tok != "from-stdin" || stdin.Where() != "" {
+	if tok, _ := stdin.Next(); tok != JoinToken("from-stdin") || stdin.Where() != "" {
 		t.Fatalf("stdin token %q, re-read from %q", tok, stdin.Where())
 	}
 	if _, err := NewTokens("", StdinTokenFile, strings.NewReader("")); err == nil {

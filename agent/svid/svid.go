@@ -1,6 +1,7 @@
 // Package svid is the agent's own X.509-SVID and the checks every SVID the
-// agent receives passes: attestation (a join token, from a TokenSource,
-// traded for the first SVID and the bundle), renewal with a fresh key,
+// agent receives passes: attestation (a join token, or on Kubernetes the
+// projected service-account token, from a TokenSource, traded for the
+// first SVID and the bundle), renewal with a fresh key,
 // persistence in the data dir, and the two steps the workload cache
 // (agent/cache) shares with it: NewKeyAndCSR makes a key on this node and
 // its CSR, VerifyChain checks what the server signed before anything uses

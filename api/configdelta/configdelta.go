@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
@@ -55,6 +56,11 @@ func ResourceKey(r *agentv1.Resource) string {
 func EndpointKey(e *agentv1.Endpoint) string {
 	var b strings.Builder
 	b.WriteString(e.GetService() + "\x00" + e.GetNamespace() + "\x00" + e.GetAddress() + "\x00" + e.GetSpiffeId())
+	if e.GetServicePort() != 0 || len(e.GetClusterIps()) > 0 || e.GetProtocol() != "" {
+		// Kubernetes endpoints: one pod serves each port of a Service, and
+		// its virtual IPs may change (a Service recreated).
+		b.WriteString("\x00:" + strconv.FormatUint(uint64(e.GetServicePort()), 10) + "\x00" + strings.Join(e.GetClusterIps(), ",") + "\x00" + e.GetProtocol())
+	}
 	for _, k := range slices.Sorted(maps.Keys(e.GetLabels())) {
 		b.WriteString("\x00" + k + "=" + e.GetLabels()[k])
 	}

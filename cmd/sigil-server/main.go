@@ -74,6 +74,9 @@ func newRun() *cobra.Command {
 	f.DurationVar(&cfg.Kubernetes.Leader.LeaseDuration, "leader-elect-lease-duration", 0, "how long followers wait after the leader's last renewal of the Lease before one takes over, with --kubernetes (default 15s)")
 	f.DurationVar(&cfg.Kubernetes.Leader.RenewDeadline, "leader-elect-renew-deadline", 0, "how long the leader retries renewing the Lease before it stops signing, with --kubernetes (default 10s; less than the lease duration)")
 	f.DurationVar(&cfg.Kubernetes.Leader.RetryPeriod, "leader-elect-retry-period", 0, "how often replicas try to take or renew the Lease, with --kubernetes (default 2s)")
+	f.StringArrayVar(&cfg.Kubernetes.PSATAllowedSAs, "k8s-psat-allowed-sa", nil, "a service account, NAMESPACE:NAME, whose projected token (audience sigil-server) attests a node (repeatable; default sigil-system:sigil-agent)")
+	f.Var(offSwitch{&cfg.Kubernetes.DisableAutoIdentity}, "k8s-auto-identity", "with --kubernetes, give every pod spiffe://TD/ns/NS/sa/SA from its node's agent with no entry (false: entries only)")
+	f.Lookup("k8s-auto-identity").NoOptDefVal = "true"
 	f.StringVar(&cfg.Kubernetes.Inject.Bind, "webhook-bind", server.DefaultWebhookBind, "HOST:PORT of the sidecar injection webhook (HTTPS, certificate from Sigil's CA) with --kubernetes; \"\" serves none")
 	f.StringVar(&cfg.Kubernetes.Inject.ConfigName, "webhook-config-name", inject.DefaultWebhookConfig, "MutatingWebhookConfiguration whose caBundle the server keeps equal to its trust bundle")
 	f.StringArrayVar(&cfg.Kubernetes.Inject.TLSSANs, "webhook-tls-san", nil, "DNS name or IP the webhook's certificate also names, beside sigil-server.NAMESPACE.svc[.cluster.local] (repeatable; for a webhook configuration that calls a URL)")
@@ -296,7 +299,9 @@ func newAgent() *cobra.Command {
 					seen = ag.LastSeen.UTC().Format(time.RFC3339)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s  node=%s  svid_expires=%s  state=%s  last_seen=%s\n", ag.SPIFFEID, ag.Node, ag.ExpiresAt.UTC().Format(time.RFC3339), ag.State, seen)
-				if ag.State == adminv1.AgentExpired {
+				if ag.State == adminv1.AgentExpired && ag.Attestor == naming.AttestorK8sPSAT {
+					fmt.Fprintf(cmd.OutOrStdout(), "  the agent's SVID has expired: it re-attests by itself with its projected token; if it does not, see its pod's log and the server's agent.refused audit records\n")
+				} else if ag.State == adminv1.AgentExpired {
 					fmt.Fprintf(cmd.OutOrStdout(), "  the agent's SVID has expired: it must re-attest; write a new token (sigil-server token generate --node %s --output FILE) to its --join-token-file\n", ag.Node)
 				}
 			}
@@ -306,7 +311,7 @@ func newAgent() *cobra.Command {
 	a.register(list)
 	var id string
 	evict := &cobra.Command{
-		Use: "evict", Short: "Evict an agent: its node gets no identities until it attests again with a new join token", Args: cobra.NoArgs,
+		Use: "evict", Short: "Evict an agent: its node gets no identities until it attests again (a join-token node with a new token; a k8s_psat node re-attests with its projected token at once)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if id == "" {
 				return errors.New("--spiffe-id is required")

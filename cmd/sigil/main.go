@@ -24,6 +24,7 @@ func main() {
 	}
 	root.AddCommand(newApply(client), newGet(client), newDelete(client), newAudit(), newPolicy(), newStat(client), newEdges(client))
 	root.AddCommand(newTap(client), newTop(client), newRollout(client))
+	root.AddCommand(newInstall(), newCheck())
 	// Everything printed passes through termsafe: no control character
 	// from a stored name reaches the terminal.
 	os.Exit(termsafe.Main(root, "sigil"))

@@ -107,6 +107,10 @@ func StartKube(t testing.TB) *Kube {
 		"--allow-privileged=true",
 		// No "kubernetes" Service endpoints: the reconciler refuses loopback.
 		"--endpoint-reconciler-type", "none",
+		// Webhooks and aggregated APIs referenced by Service are dialled at
+		// their endpoints' addresses, never through DNS: the suite stays on
+		// loopback.
+		"--enable-aggregator-routing=true",
 		"--profiling=false",
 		"--cert-dir", filepath.Join(dir, "apiserver-certs"),
 		"-v", "0"))

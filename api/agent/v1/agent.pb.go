@@ -1227,7 +1227,23 @@ type Endpoint struct {
 	// The service's namespace: the one in spiffe_id when it has the form
 	// spiffe://td/ns/<ns>/sa/<sa>, else the one the sidecar registered
 	// ("default" when none).
-	Namespace     string `protobuf:"bytes,5,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Namespace string `protobuf:"bytes,5,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// The port of the service this endpoint serves (a Kubernetes Service
+	// port; its EndpointSlice's port is address's). 0: every port of the
+	// service, as a sidecar that registers itself serves (plain hosts).
+	ServicePort uint32 `protobuf:"varint,6,opt,name=service_port,json=servicePort,proto3" json:"service_port,omitempty"`
+	// The service's virtual IPs (a Kubernetes Service's spec.clusterIPs):
+	// a connection captured on one of them at service_port is for this
+	// service. Empty for a headless Service (reached at the endpoints' own
+	// addresses) and on plain hosts.
+	ClusterIps []string `protobuf:"bytes,7,rep,name=cluster_ips,json=clusterIps,proto3" json:"cluster_ips,omitempty"`
+	// The protocol of service_port as the Service declares it (appProtocol,
+	// else the port name's prefix, Istio's convention): "tcp" for opaque
+	// TCP (tcp, tls, https, mysql, mongo, redis...), which a sidecar
+	// tunnels without waiting for the app's first bytes (server-first
+	// protocols); "http" (http, http2, grpc, h2c, ws); "" undeclared,
+	// detected from the first bytes.
+	Protocol      string `protobuf:"bytes,8,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1293,6 +1309,27 @@ func (x *Endpoint) GetLabels() map[string]string {
 func (x *Endpoint) GetNamespace() string {
 	if x != nil {
 		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Endpoint) GetServicePort() uint32 {
+	if x != nil {
+		return x.ServicePort
+	}
+	return 0
+}
+
+func (x *Endpoint) GetClusterIps() []string {
+	if x != nil {
+		return x.ClusterIps
+	}
+	return nil
+}
+
+func (x *Endpoint) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
 	}
 	return ""
 }
@@ -2609,13 +2646,17 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
-	"\x04spec\x18\x04 \x01(\fR\x04spec\"\xf2\x01\n" +
+	"\x04spec\x18\x04 \x01(\fR\x04spec\"\xd2\x02\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1b\n" +
 	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\x12<\n" +
 	"\x06labels\x18\x04 \x03(\v2$.sigil.agent.v1.Endpoint.LabelsEntryR\x06labels\x12\x1c\n" +
-	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x1a9\n" +
+	"\tnamespace\x18\x05 \x01(\tR\tnamespace\x12!\n" +
+	"\fservice_port\x18\x06 \x01(\rR\vservicePort\x12\x1f\n" +
+	"\vcluster_ips\x18\a \x03(\tR\n" +
+	"clusterIps\x12\x1a\n" +
+	"\bprotocol\x18\b \x01(\tR\bprotocol\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa3\x02\n" +
