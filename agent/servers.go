@@ -198,7 +198,10 @@ func (c *client) failoverUnary(withSVID bool) grpc.UnaryClientInterceptor {
 			if err == nil || !ok || attempt == maxAttempts {
 				return err
 			}
-			next, now := c.servers.moveOn(ctx, addr, leader)
+			next, now := c.servers.current(), true
+			if status.Code(err) != codes.Canceled {
+				next, now = c.servers.moveOn(ctx, addr, leader)
+			} // else the connection was closed under the call (a move, a new agent SVID): not the replica's fault
 			if next != addr {
 				c.log.Info("server replica changed", "previous_server", addr, "server", next, "method", method, "error", status.Convert(err).Message())
 			}
@@ -212,7 +215,9 @@ func (c *client) failoverUnary(withSVID bool) grpc.UnaryClientInterceptor {
 				return err
 			}
 			if withSVID {
-				c.resetFrom(addr)
+				if next != addr {
+					c.resetFrom(addr) // only a move drops the shared connection: calls on it fail over too
+				}
 				if conn, err = c.current(); err != nil {
 					return err
 				}

@@ -42,6 +42,7 @@ func (s *Server) evictAgent(r *http.Request) (any, error) {
 		s.log.Error("audited agent eviction failed", "agent_id", a.SPIFFEID, "error", err)
 		return nil, storeError(err)
 	}
+	s.ha.evicted(a.SPIFFEID, s.now()) // never adopted again on its SVIDs of before (k8s_leader.go)
 	s.log.Warn("agent evicted", "agent_id", a.SPIFFEID, "node", a.Node)
 	s.changes.Notify()
 	return wireAgent(a), nil

@@ -104,6 +104,16 @@ type haState struct {
 	secret  *secretkeys.Store
 	elector atomic.Pointer[leader.Elector] // set once the part starts
 	addr    atomic.Pointer[string]         // agent API address to advertise
+	// evictions: agent ID → when this replica evicted it (memory only).
+	evictions sync.Map
+}
+
+// evicted records that this replica evicted agent at: its SVIDs issued
+// before are never adopted.
+func (h *haState) evicted(agent string, at time.Time) {
+	if h != nil {
+		h.evictions.Store(agent, at)
+	}
 }
 
 // openHA connects to the API server with --kubernetes and returns the
@@ -270,10 +280,17 @@ const auditAgentAdopted = "agent.adopted"
 
 // adoptAgent records, on a replica of a Kubernetes server, an agent that
 // another replica attested: its SVID, just verified against the CA all
-// replicas share, is the proof. Without --kubernetes an unknown agent is
+// replicas share, is the proof, unless this replica evicted the agent
+// after that SVID was issued. Without --kubernetes an unknown agent is
 // refused as before. Returns registry.ErrNotFound when it does not adopt.
 func (s *Server) adoptAgent(ctx context.Context, id spiffeid.ID, leaf *x509.Certificate) error {
 	if s.ha == nil {
+		return registry.ErrNotFound
+	}
+	// An SVID from before this replica evicted the agent is no proof: the
+	// agent must attest again. (NotBefore is backdated by up to 10 s, so a
+	// re-attestation within 10 s of the eviction is refused once more.)
+	if at, ok := s.ha.evictions.Load(id.String()); ok && !leaf.NotBefore.After(at.(time.Time)) {
 		return registry.ErrNotFound
 	}
 	// An agent ID is /sigil/agent/<attestor>/<node> or
