@@ -146,6 +146,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzB3Extract -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzParseExpr -fuzztime 30s ./deploy/grafana/
+	$(GO) test -run '^$$' -fuzz FuzzParseCgroups -fuzztime 30s ./agent/k8sattest/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeReview -fuzztime 30s ./k8s/inject/
 
 	$(GO) test -run '^$$' -fuzz FuzzClean -fuzztime 30s ./tap/

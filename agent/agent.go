@@ -31,7 +31,6 @@ import (
 	"github.com/sigil-mesh/sigil/agent/cache"
 	"github.com/sigil-mesh/sigil/agent/relay"
 	"github.com/sigil-mesh/sigil/agent/svid"
-	"github.com/sigil-mesh/sigil/agent/unixattest"
 	"github.com/sigil-mesh/sigil/agent/workloadapi"
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
@@ -195,11 +194,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		defer adminSrv.Close()
 		adminAddr = adminLn.Addr().String()
 	}
+	podsCtx, stopPods := context.WithCancel(ctx)
+	attestor, podsDone, err := a.newAttestor(podsCtx)
+	defer func() {
+		stopPods()
+		if podsDone != nil {
+			<-podsDone
+		}
+	}()
+	if err != nil {
+		return err
+	}
 	lis, err := listenWorkloadAPI(cfg.Socket)
 	if err != nil {
 		return err
 	}
-	attestor := &unixattest.Attestor{}
 	a.relay = relay.New(a.cache, attestor, log, relay.WithAuditExport(a.client.ExportAudit))
 	a.health.countStats(a.relay.StatsCounts)
 	srv := workloadapi.NewServer(workloadapi.New(a.cache, attestor, log))

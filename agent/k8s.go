@@ -6,12 +6,18 @@ package agent
 // pod (package agent/k8sattest) through an informer limited to NodeName.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
+	"github.com/sigil-mesh/sigil/agent/k8sattest"
 	"github.com/sigil-mesh/sigil/agent/svid"
+	"github.com/sigil-mesh/sigil/agent/unixattest"
+	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/selector"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -91,4 +97,55 @@ func (k *KubeConfig) checkOwnID(id spiffeid.ID) error {
 		return fmt.Errorf("agent: the server attested this agent as node %s (its pod's spec.nodeName), but --node-name is %s: pass spec.nodeName through the downward API", naming.Quote(node), naming.Quote(k.NodeName))
 	}
 	return nil
+}
+
+// podSyncTimeout bounds the first listing of the node's pods at start:
+// an agent that cannot see its pods (API server away, RBAC missing) exits
+// with the reason rather than serve identities it cannot attest.
+const podSyncTimeout = time.Minute
+
+// attestor is the agent's workload attestor: the unix selectors always,
+// and with --kubernetes the k8s ones of the caller's pod too.
+type attestor struct {
+	unix *unixattest.Attestor
+	k8s  *k8sattest.Attestor // nil without --kubernetes
+}
+
+// Attest implements workloadapi.Attestor and relay.Attestor.
+func (a attestor) Attest(ctx context.Context, info unixattest.AuthInfo) []selector.Selector {
+	sels := a.unix.Attest(ctx, info)
+	if a.k8s == nil {
+		return sels
+	}
+	return selector.Sort(append(sels, a.k8s.Attest(ctx, info.PID)...))
+}
+
+// newAttestor returns the workload attestor; with --kubernetes it starts
+// the informer of the node's pods and returns once it has listed them. The
+// informer stops when ctx ends; done is closed then.
+func (a *agent) newAttestor(ctx context.Context) (_ attestor, done <-chan struct{}, err error) {
+	out := attestor{unix: &unixattest.Attestor{}}
+	k := a.cfg.Kubernetes
+	if !k.Enabled {
+		closed := make(chan struct{})
+		close(closed)
+		return out, closed, nil
+	}
+	clients, err := kube.Connect(kube.Options{Kubeconfig: k.Kubeconfig, UserAgent: "sigil-agent"})
+	if err != nil {
+		return out, nil, fmt.Errorf("agent: %w", err)
+	}
+	pods, err := k8sattest.NewPods(clients.Core, k.NodeName)
+	if err != nil {
+		return out, nil, err
+	}
+	done = pods.Start(ctx)
+	syncCtx, cancel := context.WithTimeout(ctx, podSyncTimeout)
+	defer cancel()
+	if err := pods.Synced(syncCtx); err != nil {
+		return out, done, fmt.Errorf("agent: %w", err)
+	}
+	out.k8s = k8sattest.New(k.ProcRoot, pods, 0, a.log)
+	a.log.Info("kubernetes workload attestation on", "node", k.NodeName, "proc_root", k.ProcRoot)
+	return out, done, nil
 }

@@ -18,6 +18,9 @@ const mod = "github.com/sigil-mesh/sigil"
 // forbids the package and every package under it; a module path, the
 // whole module) and the reason printed when it does.
 //
+// sigs.k8s.io/yaml is no longer forbidden in the agent: on Kubernetes it
+// reads a kubeconfig through client-go (its pod informer), which is YAML;
+// the rule on the traffic package still keeps Istio resources out.
 // github.com/smallstep/certificates (once forbidden in the proxy) is
 // dropped for the same reason: the CA signs with go.step.sm/crypto, which
 // the proxy's rule covers.
@@ -36,7 +39,6 @@ var forbidden = map[string]map[string]string{
 		"go.step.sm/crypto/kms":  "the agent never holds a signing key in a KMS: it has only its own SVID key",
 		"modernc.org/sqlite":     "the agent keeps no database: its state is a few files in its data dir",
 		mod + "/traffic":         "the agent checks names (naming), never Istio resources: the traffic package brings the Istio schema",
-		"sigs.k8s.io/yaml":       "the agent reads no YAML: resources are parsed at the server, the agent relays them",
 	},
 	mod + "/cmd/sigil-server": {
 		mod + "/proxy":       "the control plane carries no requests: the data plane's code stays out of the binary that holds the CA",

@@ -199,7 +199,7 @@ func svidProto(id spiffeid.ID, chain []*x509.Certificate) *agentv1.X509SVID {
 // parent. Any other case is the same refusal, so an agent learns nothing
 // about other nodes' entries.
 func (s *Server) entryFor(ctx context.Context, agent spiffeid.ID, entryID string) (registry.Entry, error) {
-	e, err := s.store.GetEntry(ctx, entryID)
+	e, err := s.getEntry(ctx, entryID)
 	if err != nil && !errors.Is(err, registry.ErrNotFound) {
 		return registry.Entry{}, status.Error(codes.Unavailable, err.Error())
 	}
@@ -222,7 +222,7 @@ func (s *Server) BatchNewX509SVID(ctx context.Context, req *agentv1.BatchNewX509
 	if n := len(params); n == 0 || n > MaxBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "batch of %d CSRs: want 1 to %d", n, MaxBatch)
 	}
-	list, _, err := s.store.ListEntries(ctx, agent.String())
+	list, err := s.agentEntries(ctx, agent.String())
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -392,7 +392,7 @@ func (s *Server) followChanges(ctx context.Context, send func() error) error {
 }
 
 func (s *Server) snapshot(ctx context.Context, agent spiffeid.ID) (*agentv1.SyncResponse, error) {
-	entries, _, err := s.store.ListEntries(ctx, agent.String())
+	entries, err := s.agentEntries(ctx, agent.String())
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}

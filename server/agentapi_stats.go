@@ -46,7 +46,7 @@ func (s *Server) acceptStats(ctx context.Context, agent string, req *agentv1.Sta
 	if err := window.ValidateReport(req); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	entries, _, err := s.store.ListEntries(ctx, agent)
+	entries, err := s.agentEntries(ctx, agent)
 	if err != nil {
 		return status.Error(codes.Unavailable, err.Error())
 	}

@@ -243,7 +243,7 @@ func (s *Server) callerEntries(ctx context.Context) (spiffeid.ID, []registry.Ent
 	if err != nil {
 		return spiffeid.ID{}, nil, err
 	}
-	entries, _, err := s.store.ListEntries(ctx, agent.String())
+	entries, err := s.agentEntries(ctx, agent.String())
 	if err != nil {
 		return spiffeid.ID{}, nil, status.Error(codes.Unavailable, err.Error())
 	}

@@ -39,6 +39,11 @@ type KubeConfig struct {
 	// sigil-system:sigil-agent.
 	PSATAllowedSAs []string
 	psatAllowed    []psat.ServiceAccount // PSATAllowedSAs parsed (checkPSAT)
+	// DisableAutoIdentity turns off automatic identity, which gives every
+	// pod bound to a node spiffe://<td>/ns/<ns>/sa/<sa> from that node's
+	// k8s_psat agent with no entry (--k8s-auto-identity=false; on by
+	// default; server/k8s_pods.go).
+	DisableAutoIdentity bool
 	// Inject is the sidecar injection webhook (k8s_webhook.go).
 	Inject InjectConfig
 }
@@ -54,6 +59,9 @@ func (k *KubeConfig) check() []error {
 		}
 		if len(k.PSATAllowedSAs) > 0 {
 			errs = append(errs, errors.New("--k8s-psat-allowed-sa needs --kubernetes"))
+		}
+		if k.DisableAutoIdentity {
+			errs = append(errs, errors.New("--k8s-auto-identity=false needs --kubernetes"))
 		}
 		errs = append(errs, k.Inject.checkOff()...)
 		return errs
@@ -89,6 +97,7 @@ func (s *Server) kubeParts() []kubePart {
 		{name: "trust bundle", start: s.startBundlePublisher},
 		s.servicesPart(),
 		s.psatPart(),
+		s.podsPart(),
 		s.kubeConfigPart(),
 		s.webhookPart(),
 	}

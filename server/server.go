@@ -38,6 +38,7 @@ import (
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
 	"github.com/sigil-mesh/sigil/k8s/discovery"
+	"github.com/sigil-mesh/sigil/k8s/podidentity"
 	"github.com/sigil-mesh/sigil/k8s/psat"
 	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/listener"
@@ -83,6 +84,8 @@ type Server struct {
 	auditOut *auditStream // the audit stream's spool and exporters (auditexport.go)
 
 	kube *kube.Clients // the API server's clients with --kubernetes, else nil (k8s.go)
+	// pods are the pods' automatic entries once listed, else nil (k8s_pods.go).
+	pods atomic.Pointer[podidentity.Index]
 	// kubeLeader says whether this replica is the leader, once leader
 	// election runs; nil: every replica acts as one (k8s_config.go).
 	kubeLeader func() bool

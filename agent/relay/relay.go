@@ -41,9 +41,10 @@ type Identities interface {
 	Match(sels selector.Set) ([]cache.Identity, bool)
 }
 
-// Attestor turns a caller's credentials into selectors.
+// Attestor turns a caller's credentials into selectors; it may block
+// (the Kubernetes attestor waits for its pod informer) until ctx ends.
 type Attestor interface {
-	Attest(info unixattest.AuthInfo) []selector.Selector
+	Attest(ctx context.Context, info unixattest.AuthInfo) []selector.Selector
 }
 
 // Relay serves proxyv1.Discovery.
@@ -131,7 +132,7 @@ func (r *Relay) Stream(stream proxyv1.Discovery_StreamServer) error {
 	if err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
-	ids, _ := r.ids.Match(selector.NewSet(r.attestor.Attest(info)...))
+	ids, _ := r.ids.Match(selector.NewSet(r.attestor.Attest(ctx, info)...))
 	if len(ids) == 0 {
 		return status.Error(codes.PermissionDenied, "no identity issued to this sidecar; it cannot register an endpoint")
 	}

@@ -117,7 +117,7 @@ type fileKey struct {
 // always come from the kernel; path and sha256 come from /proc and are left
 // out when the process is gone or unreadable, so entries that need them
 // simply do not match (fail closed).
-func (a *Attestor) Attest(info AuthInfo) []selector.Selector {
+func (a *Attestor) Attest(_ context.Context, info AuthInfo) []selector.Selector {
 	uid, gid := strconv.FormatUint(uint64(info.UID), 10), strconv.FormatUint(uint64(info.GID), 10)
 	out := []selector.Selector{selector.Unix(selector.UnixUID, uid), selector.Unix(selector.UnixGID, gid)}
 	if u, err := user.LookupId(uid); err == nil {

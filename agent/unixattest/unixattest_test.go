@@ -1,6 +1,7 @@
 package unixattest
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -13,7 +14,7 @@ import (
 func TestAttestSelf(t *testing.T) {
 	var a Attestor
 	info := AuthInfo{PID: int32(os.Getpid()), UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
-	sels := selector.NewSet(a.Attest(info)...)
+	sels := selector.NewSet(a.Attest(context.Background(), info)...)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +41,7 @@ func TestAttestSelf(t *testing.T) {
 		}
 	}
 	// A process that is gone yields uid and gid only.
-	gone := a.Attest(AuthInfo{PID: 1 << 30, UID: 4242, GID: 4242})
+	gone := a.Attest(context.Background(), AuthInfo{PID: 1 << 30, UID: 4242, GID: 4242})
 	for _, s := range gone {
 		if s.Value[:4] == "path" || s.Value[:6] == "sha256" {
 			t.Fatalf("selectors for a missing process: %v", gone)

@@ -38,9 +38,10 @@ type Identities interface {
 	FetchJWTSVIDs(ctx context.Context, sels selector.Set, want spiffeid.ID, audience []string) ([]cache.JWTSVID, error)
 }
 
-// Attestor turns a caller's credentials into selectors.
+// Attestor turns a caller's credentials into selectors; it may block
+// (the Kubernetes attestor waits for its pod informer) until ctx ends.
 type Attestor interface {
-	Attest(info unixattest.AuthInfo) []selector.Selector
+	Attest(ctx context.Context, info unixattest.AuthInfo) []selector.Selector
 }
 
 // Handler implements the SPIFFE Workload API.
@@ -115,7 +116,7 @@ func (h *Handler) attest(ctx context.Context) (selector.Set, unixattest.AuthInfo
 	if err != nil {
 		return nil, info, status.Error(codes.Internal, err.Error())
 	}
-	return selector.NewSet(h.attestor.Attest(info)...), info, nil
+	return selector.NewSet(h.attestor.Attest(ctx, info)...), info, nil
 }
 
 // errNoIdentity is SPIRE's answer to a caller no entry matches.

@@ -70,6 +70,8 @@ func newRun() *cobra.Command {
 	f.StringVar(&cfg.Kubernetes.Cluster, "k8s-cluster", server.DefaultK8sCluster, "this cluster's name in agent IDs: spiffe://TD/sigil/agent/k8s_psat/CLUSTER/NODE")
 	f.StringVar(&cfg.Kubernetes.Namespace, "k8s-namespace", kube.DefaultNamespace, "namespace of Sigil's own objects (leases, the CA Secret, mesh-wide Policies)")
 	f.StringArrayVar(&cfg.Kubernetes.PSATAllowedSAs, "k8s-psat-allowed-sa", nil, "a service account, NAMESPACE:NAME, whose projected token (audience sigil-server) attests a node (repeatable; default sigil-system:sigil-agent)")
+	f.Var(offSwitch{&cfg.Kubernetes.DisableAutoIdentity}, "k8s-auto-identity", "with --kubernetes, give every pod spiffe://TD/ns/NS/sa/SA from its node's agent with no entry (false: entries only)")
+	f.Lookup("k8s-auto-identity").NoOptDefVal = "true"
 	f.StringVar(&cfg.Kubernetes.Inject.Bind, "webhook-bind", server.DefaultWebhookBind, "HOST:PORT of the sidecar injection webhook (HTTPS, certificate from Sigil's CA) with --kubernetes; \"\" serves none")
 	f.StringVar(&cfg.Kubernetes.Inject.ConfigName, "webhook-config-name", inject.DefaultWebhookConfig, "MutatingWebhookConfiguration whose caBundle the server keeps equal to its trust bundle")
 	f.StringArrayVar(&cfg.Kubernetes.Inject.TLSSANs, "webhook-tls-san", nil, "DNS name or IP the webhook's certificate also names, beside sigil-server.NAMESPACE.svc[.cluster.local] (repeatable; for a webhook configuration that calls a URL)")
