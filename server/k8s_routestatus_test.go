@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	fakediscovery "k8s.io/client-go/discovery/fake"
+	"k8s.io/client-go/dynamic"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	clienttesting "k8s.io/client-go/testing"
 )
@@ -75,20 +76,7 @@ func TestRouteStatusResolvedRefsFromGatewayAPI(t *testing.T) {
 		{"elsewhere", "False/RefNotPermitted"},
 	}
 	for _, tt := range tests {
-		var got map[string]string
-		var parents []any
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			u, err := dyn.Resource(gvr).Namespace("default").Get(ctx, tt.name, metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			parents, _, _ = unstructured.NestedSlice(u.Object, "status", "parents")
-			if len(parents) > 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond) // the fake has no readiness signal for a status write
-		}
+		parents := routeParents(t, dyn.Resource(gvr).Namespace("default"), tt.name)
 		if len(parents) != 1 {
 			t.Fatalf("%s: parents %v, want the Service's only", tt.name, parents)
 		}
@@ -96,7 +84,7 @@ func TestRouteStatusResolvedRefsFromGatewayAPI(t *testing.T) {
 		if ref, _ := p["parentRef"].(map[string]any); ref["name"] != "reviews" {
 			t.Errorf("%s: parentRef %v, want Service reviews", tt.name, ref)
 		}
-		got = map[string]string{}
+		got := map[string]string{}
 		conds, _ := p["conditions"].([]any)
 		for _, c := range conds {
 			m := c.(map[string]any)
@@ -112,4 +100,33 @@ func TestRouteStatusResolvedRefsFromGatewayAPI(t *testing.T) {
 			t.Errorf("%s: conditions %v, want Accepted=True/Accepted, ResolvedRefs=%s", tt.name, got, tt.resolved)
 		}
 	}
+}
+
+// routeParents waits for route name to have status.parents (the fake's
+// watch tells of the status write) and returns them.
+func routeParents(t *testing.T, routes dynamic.ResourceInterface, name string) []any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	w, err := routes.Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	u, err := routes.Get(ctx, name, metav1.GetOptions{})
+	for err == nil {
+		if parents, _, _ := unstructured.NestedSlice(u.Object, "status", "parents"); len(parents) > 0 {
+			return parents
+		}
+		select {
+		case ev := <-w.ResultChan():
+			if got, ok := ev.Object.(*unstructured.Unstructured); ok && got.GetName() == name {
+				u = got
+			}
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	t.Fatalf("route %s: no status.parents: %v", name, err)
+	return nil
 }
