@@ -30,7 +30,9 @@ func (k kubeConfigStore) Parents(ctx context.Context, obj crdsource.Object) (map
 	var mine *gatewayapi.Route
 	origin := kubeOrigin(obj)
 	for _, it := range x.items {
-		if it.bad != nil || it.parsed.Route == nil {
+		// Translate groups routes by their own namespace: the others
+		// cannot change this route's status.
+		if it.bad != nil || it.parsed.Route == nil || it.parsed.Namespace != obj.Namespace {
 			continue
 		}
 		routes = append(routes, it.parsed)
