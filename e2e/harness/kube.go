@@ -128,6 +128,9 @@ func StartKube(t testing.TB) *Kube {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Sigil's namespace exists wherever sigil-server runs (it runs in it):
+	// the server publishes its trust bundle there.
+	k.Namespace(kube.DefaultNamespace, nil)
 	return k
 }
 
