@@ -100,13 +100,7 @@ func TestConfigFromCRDs(t *testing.T) {
 		m.Entry(node, id.String(), "--selector", "unix:uid:"+uid)
 	}
 	webAgent, apiAgent := m.StartAgent("node-web"), m.StartAgent("node-api")
-	policyDir := filepath.Join(m.Dir, "policy")
-	if err := os.MkdirAll(policyDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(policyDir, "authz.rego"), []byte("package sigil.authz\n\ndefault allow := true\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	policyDir := allowAllPolicy(t, m.Dir)
 	for _, v := range []string{"v1", "v2"} {
 		_, app := harness.StartApp(t, "api-"+v)
 		harness.StartProxy(t, apiAgent, "api", app, policyDir, "--label", "version="+v)
@@ -122,25 +116,7 @@ func TestConfigFromCRDs(t *testing.T) {
 	// version.
 	tally := func(n int) map[string]int {
 		t.Helper()
-		waitSynced(t, admin, 3)
-		got := map[string]int{}
-		for range n {
-			resp, err := client.Get("http://api/")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			var reply struct {
-				Service string `json:"service"`
-			}
-			if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &reply) != nil {
-				got["failed"]++
-				continue
-			}
-			got[reply.Service]++
-		}
-		return got
+		return countAnswers(t, admin, client, 3, n, nil)
 	}
 	waitBoth := func() {
 		t.Helper()
@@ -372,25 +348,10 @@ spec:
   - backendRefs: [{group: "", kind: ConfigMap, name: api, port: 80}]
 `)
 	waitRouteParent(t, k, "api-configmap")
-	var route struct {
-		Status struct {
-			Parents []struct {
-				ControllerName string             `json:"controllerName"`
-				Conditions     []metav1.Condition `json:"conditions"`
-			} `json:"parents"`
-		} `json:"status"`
-	}
-	if err := json.Unmarshal([]byte(k.Kubectl("get", "httproute", "-n", "default", "api-configmap", "-o", "json")), &route); err != nil {
-		t.Fatal(err)
-	}
+	_, conds := kubectlRouteConditions(t, k, "api-configmap")
 	got := map[string]string{}
-	for _, p := range route.Status.Parents {
-		if p.ControllerName != "sigil.dev/mesh" {
-			continue
-		}
-		for _, c := range p.Conditions {
-			got[c.Type] = string(c.Status) + "/" + c.Reason
-		}
+	for typ, c := range conds {
+		got[typ] = string(c.Status) + "/" + c.Reason
 	}
 	if got["Accepted"] != "True/Accepted" || got["ResolvedRefs"] != "False/InvalidKind" {
 		t.Errorf("HTTPRoute api-configmap (kubectl get -o json): conditions %v, want Accepted=True/Accepted, ResolvedRefs=False/InvalidKind", got)
