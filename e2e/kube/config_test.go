@@ -87,7 +87,7 @@ func TestConfigFromCRDs(t *testing.T) {
 	k.Kubectl("wait", "--for=condition=Established", "--timeout=60s",
 		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io", "crd/policies.security.sigil.dev")
 
-	k.Namespace("sigil-system", nil) // the server publishes its trust bundle there (sigil install creates it)
+	k.Namespace("sigil-system", nil)                                                              // the server publishes its trust bundle there (sigil install creates it)
 	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.Kubeconfig, "--webhook-bind", "") // no webhook: its fixed port clashes with other tests' servers
 	m.Server.WaitFor(`"msg":"kubernetes configuration: watching".*"kind":"VirtualService.networking.istio.io"`, 30*time.Second)
 	uid := strconv.Itoa(os.Getuid())
@@ -303,7 +303,7 @@ func gatewayCRD() string {
 // Sigil's controller for it, on its generation.
 func TestConfigFromCRDsInstalledLater(t *testing.T) {
 	k := harness.StartKube(t)
-	k.Namespace("sigil-system", nil) // the server publishes its trust bundle there (sigil install creates it)
+	k.Namespace("sigil-system", nil)                                                              // the server publishes its trust bundle there (sigil install creates it)
 	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.Kubeconfig, "--webhook-bind", "") // no webhook: its fixed port clashes with other tests' servers
 	m.Server.WaitFor(`"msg":"kubernetes part started","part":"configuration"`, 30*time.Second)
 
