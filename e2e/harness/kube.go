@@ -128,8 +128,9 @@ func StartKube(t testing.TB) *Kube {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The mesh's namespace, as an install makes it: sigil-server keeps
-	// its CA Secret and leader Lease there.
+	// Sigil's namespace exists wherever sigil-server runs (it runs in it):
+	// the server publishes its trust bundle, and keeps its CA Secret and
+	// leader Lease, there.
 	k.Namespace(kube.DefaultNamespace, nil)
 	return k
 }

@@ -87,7 +87,8 @@ func TestConfigFromCRDs(t *testing.T) {
 	k.Kubectl("wait", "--for=condition=Established", "--timeout=60s",
 		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io", "crd/policies.security.sigil.dev")
 
-	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.Kubeconfig)
+	k.Namespace("sigil-system", nil)                                                              // the server publishes its trust bundle there (sigil install creates it)
+	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.Kubeconfig, "--webhook-bind", "") // no webhook: its fixed port clashes with other tests' servers
 	m.Server.WaitFor(`"msg":"kubernetes configuration: watching".*"kind":"VirtualService.networking.istio.io"`, 30*time.Second)
 	uid := strconv.Itoa(os.Getuid())
 	td := spiffeid.RequireTrustDomainFromString(harness.TrustDomain)
@@ -99,13 +100,7 @@ func TestConfigFromCRDs(t *testing.T) {
 		m.Entry(node, id.String(), "--selector", "unix:uid:"+uid)
 	}
 	webAgent, apiAgent := m.StartAgent("node-web"), m.StartAgent("node-api")
-	policyDir := filepath.Join(m.Dir, "policy")
-	if err := os.MkdirAll(policyDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(policyDir, "authz.rego"), []byte("package sigil.authz\n\ndefault allow := true\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	policyDir := allowAllPolicy(t, m.Dir)
 	for _, v := range []string{"v1", "v2"} {
 		_, app := harness.StartApp(t, "api-"+v)
 		harness.StartProxy(t, apiAgent, "api", app, policyDir, "--label", "version="+v)
@@ -121,25 +116,7 @@ func TestConfigFromCRDs(t *testing.T) {
 	// version.
 	tally := func(n int) map[string]int {
 		t.Helper()
-		waitSynced(t, admin, 3)
-		got := map[string]int{}
-		for range n {
-			resp, err := client.Get("http://api/")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			var reply struct {
-				Service string `json:"service"`
-			}
-			if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &reply) != nil {
-				got["failed"]++
-				continue
-			}
-			got[reply.Service]++
-		}
-		return got
+		return countAnswers(t, admin, client, 3, n, nil)
 	}
 	waitBoth := func() {
 		t.Helper()
@@ -326,7 +303,8 @@ func gatewayCRD() string {
 // Sigil's controller for it, on its generation.
 func TestConfigFromCRDsInstalledLater(t *testing.T) {
 	k := harness.StartKube(t)
-	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.Kubeconfig)
+	k.Namespace("sigil-system", nil)                                                              // the server publishes its trust bundle there (sigil install creates it)
+	m := harness.StartMesh(t, "--kubernetes", "--kubeconfig", k.Kubeconfig, "--webhook-bind", "") // no webhook: its fixed port clashes with other tests' servers
 	m.Server.WaitFor(`"msg":"kubernetes part started","part":"configuration"`, 30*time.Second)
 
 	if out, err := k.KubectlStdin(deploy.CRDs(), "apply", "-f", "-"); err != nil {
@@ -354,10 +332,41 @@ spec:
   rules:
   - backendRefs: [{name: api, port: 80}]
 `)
+	if conds := waitRouteParent(t, k, "api"); conds["Accepted"]["status"] != "True" || conds["ResolvedRefs"]["status"] != "True" {
+		t.Errorf("HTTPRoute api: conditions %v, want Accepted=True, ResolvedRefs=True", conds)
+	}
+
+	// A route Sigil takes whose backendRef it cannot send to (a
+	// ConfigMap) is Accepted=True, and says ResolvedRefs=False with
+	// Gateway API's reason, as package gatewayapi judges it.
+	k.Apply(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api-configmap, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: api, port: 80}]
+  rules:
+  - backendRefs: [{group: "", kind: ConfigMap, name: api, port: 80}]
+`)
+	waitRouteParent(t, k, "api-configmap")
+	_, conds := kubectlRouteConditions(t, k, "api-configmap")
+	got := map[string]string{}
+	for typ, c := range conds {
+		got[typ] = string(c.Status) + "/" + c.Reason
+	}
+	if got["Accepted"] != "True/Accepted" || got["ResolvedRefs"] != "False/InvalidKind" {
+		t.Errorf("HTTPRoute api-configmap (kubectl get -o json): conditions %v, want Accepted=True/Accepted, ResolvedRefs=False/InvalidKind", got)
+	}
+}
+
+// waitRouteParent waits up to 30 s for HTTPRoute default/name to have a
+// status.parents entry of Sigil's controller on its generation, and
+// returns that entry's conditions by type.
+func waitRouteParent(t *testing.T, k *harness.Kube, name string) map[string]map[string]any {
+	t.Helper()
 	routes := schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	w, err := k.Clients.Dynamic.Resource(routes).Namespace("default").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=api"})
+	w, err := k.Clients.Dynamic.Resource(routes).Namespace("default").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,16 +383,19 @@ spec:
 				continue
 			}
 			conds, _ := pm["conditions"].([]any)
+			byType := map[string]map[string]any{}
 			for _, c := range conds {
 				cm, _ := c.(map[string]any)
-				if cm["type"] == "Accepted" && cm["observedGeneration"] == u.GetGeneration() {
-					// True once the configuration path reads HTTPRoute
-					// (package gatewayapi); either way, an answer.
-					t.Logf("HTTPRoute api: Accepted=%v reason %v: %v", cm["status"], cm["reason"], cm["message"])
-					return
+				if typ, _ := cm["type"].(string); typ != "" {
+					byType[typ] = cm
 				}
+			}
+			if a := byType["Accepted"]; a != nil && a["observedGeneration"] == u.GetGeneration() {
+				t.Logf("HTTPRoute %s: Accepted=%v reason %v: %v", name, a["status"], a["reason"], a["message"])
+				return byType
 			}
 		}
 	}
-	t.Fatal("HTTPRoute api attached to a Service: no status.parents entry of sigil.dev/mesh within 30 s")
+	t.Fatalf("HTTPRoute %s attached to a Service: no status.parents entry of sigil.dev/mesh within 30 s", name)
+	return nil
 }
