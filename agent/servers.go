@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/internal/backoff"
+	"github.com/sigil-mesh/sigil/naming"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -87,13 +89,14 @@ func (s *servers) candidates(ctx context.Context) []string {
 		}
 	}
 	for _, a := range s.given {
-		host, port, _ := net.SplitHostPort(a)
-		if net.ParseIP(host) != nil {
+		e, err := naming.ParseEndpoint(a)
+		if err != nil || e.Host() == "" {
 			add(a)
 			continue
 		}
+		port := strconv.Itoa(int(e.Port()))
 		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		ips, err := s.lookup(lctx, host)
+		ips, err := s.lookup(lctx, e.Host())
 		cancel()
 		if err != nil || len(ips) == 0 {
 			add(a)

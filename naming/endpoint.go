@@ -111,6 +111,9 @@ func (e Endpoint) IsZero() bool { return e.port == 0 }
 // Addr when it is a DNS name.
 func (e Endpoint) Addr() netip.Addr { return e.addr }
 
+// Host is the endpoint's DNS name, and "" when its host is an IP literal.
+func (e Endpoint) Host() string { return e.host }
+
 // Port is the endpoint's port, 1 to 65535 (0 for the zero Endpoint).
 func (e Endpoint) Port() uint16 { return e.port }
 

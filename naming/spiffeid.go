@@ -67,6 +67,21 @@ func K8sPSATNode(id spiffeid.ID) (cluster, node string, ok bool) {
 	return cluster, node, true
 }
 
+// AgentNode returns the attestor and node of an agent ID
+// (/sigil/agent/<attestor>/<node> or /sigil/agent/k8s_psat/<cluster>/<node>),
+// and false for any other ID.
+func AgentNode(id spiffeid.ID) (attestor, node string, ok bool) {
+	if _, node, ok := K8sPSATNode(id); ok {
+		return AttestorK8sPSAT, node, true
+	}
+	if !isAgentPath(id) {
+		return "", "", false
+	}
+	rest := strings.TrimPrefix(id.Path(), AgentPathPrefix+"agent/")
+	attestor, node, _ = strings.Cut(rest, "/")
+	return attestor, node, true
+}
+
 // IsAgentID reports whether id is an agent ID of td:
 // spiffe://<td>/sigil/agent/<attestor>/<node>, or
 // spiffe://<td>/sigil/agent/k8s_psat/<cluster>/<node>.

@@ -218,3 +218,24 @@ func TestK8sPSATAgentID(t *testing.T) {
 		t.Error("a cluster with a slash accepted")
 	}
 }
+
+func TestAgentNode(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	psat, _ := K8sPSATAgentID(td, "c1", "node-a")
+	join, _ := AgentID(td, "join_token", "node-b")
+	for _, c := range []struct {
+		id             spiffeid.ID
+		attestor, node string
+		ok             bool
+	}{
+		{psat, AttestorK8sPSAT, "node-a", true},
+		{join, "join_token", "node-b", true},
+		{ServerID(td), "", "", false},
+		{spiffeid.RequireFromString("spiffe://example.org/ns/a/sa/b"), "", "", false},
+	} {
+		a, n, ok := AgentNode(c.id)
+		if a != c.attestor || n != c.node || ok != c.ok {
+			t.Errorf("AgentNode(%s) = %q %q %v, want %q %q %v", c.id, a, n, ok, c.attestor, c.node, c.ok)
+		}
+	}
+}

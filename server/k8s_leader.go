@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -198,7 +197,9 @@ func (s *Server) advertised() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+	if _, err := naming.ParseEndpoint(*p); err != nil {
+		// Listening on every address (0.0.0.0, ::, or no host): no
+		// address another replica or an agent can dial.
 		host = os.Getenv("POD_IP")
 		if host == "" {
 			return "", fmt.Errorf("server: --bind %s listens on every address and $POD_IP is unset: give --k8s-advertise-address", *p)
@@ -295,8 +296,10 @@ func (s *Server) adoptAgent(ctx context.Context, id spiffeid.ID, leaf *x509.Cert
 	}
 	// An agent ID is /sigil/agent/<attestor>/<node> or
 	// /sigil/agent/k8s_psat/<cluster>/<node> (callerAgent checked it).
-	seg := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
-	attestor, node := seg[2], seg[len(seg)-1]
+	attestor, node, ok := naming.AgentNode(id)
+	if !ok {
+		return registry.ErrNotFound
+	}
 	a := registry.Agent{SPIFFEID: id.String(), Attestor: attestor, Node: node, Serial: leaf.SerialNumber.Text(16), ExpiresAt: leaf.NotAfter, AttestedAt: leaf.NotBefore}
 	ev := audit.Event{Type: auditAgentAdopted, Actor: id.String(), Subject: id.String(), Details: map[string]string{"serial": a.Serial, "node": node, "not_after": leaf.NotAfter.UTC().Format(time.RFC3339)}}
 	if err := s.audited(ctx, []audit.Event{ev}, func() error { return s.store.SaveAgent(ctx, a, s.now()) }); err != nil {
