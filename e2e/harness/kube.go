@@ -73,6 +73,18 @@ const serviceCIDR = "10.96.0.0/16"
 // saying why, when the binaries are not built.
 func StartKube(t testing.TB) *Kube {
 	t.Helper()
+	k := StartKubeBare(t)
+	// Sigil's namespace exists wherever sigil-server runs (it runs in it):
+	// the server publishes its trust bundle, and keeps its CA Secret and
+	// leader Lease, there.
+	k.Namespace(kube.DefaultNamespace, nil)
+	return k
+}
+
+// StartKubeBare is StartKube without Sigil's namespace: a cluster Sigil
+// was never installed in (what `sigil check --pre` expects).
+func StartKubeBare(t testing.TB) *Kube {
+	t.Helper()
 	bin := KubeBinDir()
 	for _, b := range []string{"etcd", "kube-apiserver", "kubectl"} {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
@@ -128,10 +140,6 @@ func StartKube(t testing.TB) *Kube {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Sigil's namespace exists wherever sigil-server runs (it runs in it):
-	// the server publishes its trust bundle, and keeps its CA Secret and
-	// leader Lease, there.
-	k.Namespace(kube.DefaultNamespace, nil)
 	return k
 }
 

@@ -65,7 +65,7 @@ func runCheck(t *testing.T, args ...string) (string, bool) {
 // the API server (schema validation, RBAC, the webhook configuration's
 // admission checks).
 func TestInstallManifestsAccepted(t *testing.T) {
-	k := harness.StartKube(t)
+	k := harness.StartKubeBare(t)
 	out, ok := runCheck(t, "--pre", "--kubeconfig", k.Kubeconfig)
 	if !ok {
 		t.Fatalf("sigil check --pre failed against a fresh API server:\n%s", out)
