@@ -45,7 +45,8 @@ func TestAttestorCombinesUnixAndK8s(t *testing.T) {
 		}
 		return out
 	}
-	with := strs(attestor{unix: &unixattest.Attestor{ProcRoot: root}, k8s: k8sattest.New(root, onePod{pod}, time.Second, log)})
+	same := func(unixattest.AuthInfo) error { return nil }
+	with := strs(attestor{unix: &unixattest.Attestor{ProcRoot: root}, k8s: k8sattest.New(root, onePod{pod}, time.Second, log), sameProcess: same, log: log})
 	for _, want := range []string{"unix:uid:4242", "unix:gid:4242", "k8s:ns:shop", "k8s:sa:web", "k8s:pod-uid:" + uid} {
 		if !slices.Contains(with, want) {
 			t.Errorf("with --kubernetes: %s missing from %v", want, with)
@@ -54,8 +55,14 @@ func TestAttestorCombinesUnixAndK8s(t *testing.T) {
 	if !slices.IsSorted(with) {
 		t.Errorf("selectors not sorted: %v", with)
 	}
-	without := strs(attestor{unix: &unixattest.Attestor{ProcRoot: root}})
+	without := strs(attestor{unix: &unixattest.Attestor{ProcRoot: root}, sameProcess: same, log: log})
 	if !slices.Equal(without, []string{"unix:gid:4242", "unix:uid:4242"}) {
 		t.Errorf("without --kubernetes: %v", without)
+	}
+	// A pid that names another process than the one that connected (it
+	// exited and the pid was reused) is no one: no selectors at all.
+	gone := func(unixattest.AuthInfo) error { return unixattest.ErrProcessGone }
+	if got := strs(attestor{unix: &unixattest.Attestor{ProcRoot: root}, k8s: k8sattest.New(root, onePod{pod}, time.Second, log), sameProcess: gone, log: log}); len(got) != 0 {
+		t.Errorf("a reused pid attested as %v", got)
 	}
 }

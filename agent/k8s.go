@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -109,22 +110,32 @@ const podSyncTimeout = time.Minute
 type attestor struct {
 	unix *unixattest.Attestor
 	k8s  *k8sattest.Attestor // nil without --kubernetes
+	// sameProcess is unixattest.SameProcess; tests of callers without a
+	// handshake replace it.
+	sameProcess func(unixattest.AuthInfo) error
+	log         *slog.Logger
 }
 
 // Attest implements workloadapi.Attestor and relay.Attestor.
+// A caller whose pid no longer names the process that connected gets no
+// selectors at all, so no identity (unixattest.SameProcess).
 func (a attestor) Attest(ctx context.Context, info unixattest.AuthInfo) []selector.Selector {
 	sels := a.unix.Attest(ctx, info)
-	if a.k8s == nil {
-		return sels
+	if a.k8s != nil {
+		sels = selector.Sort(append(sels, a.k8s.Attest(ctx, info.PID)...))
 	}
-	return selector.Sort(append(sels, a.k8s.Attest(ctx, info.PID)...))
+	if err := a.sameProcess(info); err != nil {
+		a.log.Warn("workload attestation refused", "pid", info.PID, "error", err)
+		return nil
+	}
+	return sels
 }
 
 // newAttestor returns the workload attestor; with --kubernetes it starts
 // the informer of the node's pods and returns once it has listed them. The
 // informer stops when ctx ends; done is closed then.
 func (a *agent) newAttestor(ctx context.Context) (_ attestor, done <-chan struct{}, err error) {
-	out := attestor{unix: &unixattest.Attestor{}}
+	out := attestor{unix: &unixattest.Attestor{}, sameProcess: unixattest.SameProcess, log: a.log}
 	k := a.cfg.Kubernetes
 	if !k.Enabled {
 		closed := make(chan struct{})

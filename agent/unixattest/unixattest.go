@@ -31,6 +31,10 @@ type AuthInfo struct {
 	PID int32
 	UID uint32
 	GID uint32
+	// StartTime is the process's start time (clock ticks after boot,
+	// /proc/<pid>/stat field 22) read at the handshake; 0 when it could
+	// not be read, which SameProcess refuses.
+	StartTime uint64
 }
 
 // AuthType implements credentials.AuthInfo.
@@ -63,7 +67,10 @@ func (Credentials) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInf
 	if credErr != nil {
 		return nil, nil, fmt.Errorf("unixattest: SO_PEERCRED: %w", credErr)
 	}
-	return conn, AuthInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}, PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}, nil
+	// An unreadable start time stays 0: every attestation of the
+	// connection is then refused (SameProcess), not trusted blind.
+	start, _ := startTime("/proc", cred.Pid)
+	return conn, AuthInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}, PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, StartTime: start}, nil
 }
 
 // ClientHandshake is not supported: these credentials are for servers.
