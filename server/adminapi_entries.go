@@ -10,6 +10,7 @@ import (
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/k8s/podidentity"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/selector"
 	"github.com/sigil-mesh/sigil/server/registry"
@@ -50,6 +51,13 @@ func ValidateEntry(td spiffeid.TrustDomain, req adminv1.EntryRequest) (registry.
 	}
 	if req.ID != "" && !validEntryID(req.ID) {
 		errs = append(errs, fmt.Errorf("id %s: want 1 to 64 of A-Z a-z 0-9 . _ -", naming.Quote(req.ID)))
+	}
+	// Automatic pod identity names its entries k8s-pod-<uid> (package
+	// podidentity); an entry given by hand under such a name would share
+	// its ID with a pod's, and an agent's batch keyed by ID would sign one
+	// for the other.
+	if strings.HasPrefix(req.ID, podidentity.EntryIDPrefix) {
+		errs = append(errs, fmt.Errorf("id %s: the prefix %s is reserved for the entries of automatic pod identity", naming.Quote(req.ID), podidentity.EntryIDPrefix))
 	}
 	if len(errs) > 0 {
 		return registry.Entry{}, errors.Join(errs...)

@@ -32,6 +32,7 @@ func TestValidateEntry(t *testing.T) {
 		{"ttl too short", adminv1.EntryRequest{SPIFFEID: "spiffe://example.org/a", ParentID: agent1, Selectors: []string{"unix:uid:1"}, X509TTL: time.Second}, []string{"x509_ttl"}},
 		{"entry id given", adminv1.EntryRequest{ID: "web-node1", SPIFFEID: "spiffe://example.org/ns/a/sa/b", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, nil},
 		{"entry id with a slash", adminv1.EntryRequest{ID: "a/b", SPIFFEID: "spiffe://example.org/ns/a/sa/b", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"id \"a/b\""}},
+		{"entry id of automatic pod identity", adminv1.EntryRequest{ID: "k8s-pod-0b5f6c1e-2d3a-4b5c-8d9e-0f1a2b3c4d5e", SPIFFEID: "spiffe://example.org/ns/a/sa/b", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"reserved for the entries of automatic pod identity"}},
 		{"entry id too long", adminv1.EntryRequest{ID: strings.Repeat("a", 65), SPIFFEID: "spiffe://example.org/ns/a/sa/b", ParentID: agent1, Selectors: []string{"unix:uid:1"}}, []string{"id "}},
 		{"all wrong at once", adminv1.EntryRequest{SPIFFEID: "nope", ParentID: "nope"}, []string{"spiffe_id", "parent_id", "selectors"}},
 	}

@@ -29,6 +29,6 @@ func newInstall() *cobra.Command {
 	f.StringVar(&p.TrustDomain, "trust-domain", "", "the mesh's SPIFFE trust domain, such as example.org (required; fixed at the server's first start)")
 	f.StringVar(&p.Namespace, "namespace", deploy.DefaultNamespace, "namespace of Sigil's own objects (server, agents, leases, the CA Secret)")
 	f.StringVar(&p.Cluster, "cluster", deploy.DefaultCluster, "this cluster's name in agent IDs: spiffe://TD/sigil/agent/k8s_psat/CLUSTER/NODE")
-	f.StringVar(&p.Image, "image", deploy.DefaultImage, "container image with the four binaries (built by `make image`; not published: push it where the cluster pulls from)")
+	f.StringVar(&p.Image, "image", deploy.DefaultImage, "container image with the four binaries (built by make image; not published: push it where the cluster pulls from)")
 	return cmd
 }
