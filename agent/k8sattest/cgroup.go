@@ -129,6 +129,18 @@ func parsePath(path string) (Container, bool) {
 	if !ok || !isContainerID(ctrSeg) {
 		return Container{}, false
 	}
+	// A pod's cgroup is never below another pod's: a path naming a pod
+	// twice is one a container made inside its own cgroup (a privileged
+	// or delegated one) to pass as the inner pod. Refuse it (fail closed).
+	outer := segs[:len(segs)-1]
+	if !strings.Contains(last, ".slice:") {
+		outer = segs[:len(segs)-2]
+	}
+	for _, seg := range outer {
+		if _, nested := podUID(strings.TrimSuffix(seg, ".slice")); nested {
+			return Container{}, false
+		}
+	}
 	return Container{PodUID: uid, ContainerID: ctrSeg}, true
 }
 

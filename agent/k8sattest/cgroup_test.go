@@ -7,10 +7,12 @@ import (
 )
 
 const (
-	testUID  = "2c48913c-b29f-11e7-9350-020968147796"
-	testUIDu = "2c48913c_b29f_11e7_9350_020968147796"
-	testCID  = "9bca8d63d5fa610783847915bcff0ecac1273e5b4bed3f6fa1b07350e0135961"
-	otherCID = "45490e76e0878aaa4d9808f7d2eefba37f093c3efbba9838b6d8ab804d9bd814"
+	nestedUID  = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+	nestedUIDu = "0b1c2d3e_4f50_6172_8394_a5b6c7d8e9f0"
+	testUID    = "2c48913c-b29f-11e7-9350-020968147796"
+	testUIDu   = "2c48913c_b29f_11e7_9350_020968147796"
+	testCID    = "9bca8d63d5fa610783847915bcff0ecac1273e5b4bed3f6fa1b07350e0135961"
+	otherCID   = "45490e76e0878aaa4d9808f7d2eefba37f093c3efbba9838b6d8ab804d9bd814"
 )
 
 func TestCgroupFormsKubeletWrites(t *testing.T) {
@@ -42,6 +44,10 @@ func TestCgroupFormsKubeletWrites(t *testing.T) {
 		{"short container id", "0::/kubepods/pod" + testUID + "/" + testCID[:63] + "\n", Container{}, ErrNotInPod},
 		{"word ending in pod", "0::/kubepods/xpod" + testUID + "/" + testCID + "\n", Container{}, ErrNotInPod},
 		{"container without pod", "0::/../crio-" + testCID + ".scope\n", Container{}, ErrNotInPod},
+		// A container that may write its own cgroup tree nests a forged
+		// pod below its real one: a pod is never below a pod.
+		{"pod nested in a pod, systemd", "0::/kubepods.slice/kubepods-pod" + nestedUIDu + ".slice/cri-containerd-" + otherCID + ".scope/kubepods-pod" + testUIDu + ".slice/cri-containerd-" + testCID + ".scope\n", Container{}, ErrNotInPod},
+		{"pod nested in a pod, cgroupfs", "4:pids:/kubepods/pod" + nestedUID + "/" + otherCID + "/pod" + testUID + "/" + testCID + "\n", Container{}, ErrNotInPod},
 
 		{"two containers", "1:cpu:/kubepods/pod" + testUID + "/" + testCID + "\n2:memory:/kubepods/pod" + testUID + "/" + otherCID + "\n", Container{}, errTwo},
 		{"two pods", "1:cpu:/kubepods/pod" + testUID + "/" + testCID + "\n2:memory:/kubepods/pod" + strings.Replace(testUID, "2c", "3d", 1) + "/" + testCID + "\n", Container{}, errTwo},
