@@ -57,7 +57,16 @@ type Params struct {
 	// Image is the container image of the server, the agents and the
 	// injected sidecars ("" is DefaultImage).
 	Image string
+	// SkipIstioCRDs leaves out Sigil's copies of Istio's VirtualService
+	// and DestinationRule CRDs, for a cluster where Istio installed its
+	// own (applying Sigil's copies would replace them; Sigil reads
+	// Istio's).
+	SkipIstioCRDs bool
 }
+
+// istioCRDPrefix starts the names of the CRD files that are copies of
+// Istio's (deploy/crds).
+const istioCRDPrefix = "crds/networking.istio.io_"
 
 // imageRef is a container image reference as the distribution spec
 // writes one: [HOST[:PORT]/]PATH[:TAG][@sha256:DIGEST]. It admits nothing
@@ -135,6 +144,9 @@ func Render(p Params) ([]byte, error) {
 			return nil, fmt.Errorf("deploy: %s: %w", set.glob, err)
 		}
 		slices.Sort(names)
+		if p.SkipIstioCRDs {
+			names = slices.DeleteFunc(names, func(n string) bool { return strings.HasPrefix(n, istioCRDPrefix) })
+		}
 		for _, name := range names {
 			text, err := fs.ReadFile(set.fsys, name)
 			if err != nil {

@@ -275,3 +275,34 @@ func TestObjectsRefusesNonObjects(t *testing.T) {
 		t.Fatalf("Objects = %v, %v; want the one object A/x", objs, err)
 	}
 }
+
+// TestSkipIstioCRDs: --skip-istio-crds leaves out exactly Sigil's copies
+// of Istio's CRDs, so a cluster with Istio keeps its own.
+func TestSkipIstioCRDs(t *testing.T) {
+	kinds := func(skip bool) map[string]bool {
+		out, err := Render(Params{TrustDomain: "example.org", SkipIstioCRDs: skip})
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := Objects(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, o := range objs {
+			if o.Kind() == "CustomResourceDefinition" {
+				got[o.Name()] = true
+			}
+		}
+		return got
+	}
+	all, skipped := kinds(false), kinds(true)
+	for _, name := range []string{"virtualservices.networking.istio.io", "destinationrules.networking.istio.io"} {
+		if !all[name] || skipped[name] {
+			t.Errorf("%s: in the full install %v, with --skip-istio-crds %v", name, all[name], skipped[name])
+		}
+	}
+	if !skipped["policies.security.sigil.dev"] {
+		t.Error("--skip-istio-crds left out Sigil's own Policy CRD")
+	}
+}

@@ -30,5 +30,6 @@ func newInstall() *cobra.Command {
 	f.StringVar(&p.Namespace, "namespace", deploy.DefaultNamespace, "namespace of Sigil's own objects (server, agents, leases, the CA Secret)")
 	f.StringVar(&p.Cluster, "cluster", deploy.DefaultCluster, "this cluster's name in agent IDs: spiffe://TD/sigil/agent/k8s_psat/CLUSTER/NODE")
 	f.StringVar(&p.Image, "image", deploy.DefaultImage, "container image with the four binaries (built by make image; not published: push it where the cluster pulls from)")
+	f.BoolVar(&p.SkipIstioCRDs, "skip-istio-crds", false, "leave out Sigil's copies of Istio's VirtualService and DestinationRule CRDs, where Istio installed its own (sigil check --pre warns when it did)")
 	return cmd
 }

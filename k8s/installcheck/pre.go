@@ -154,7 +154,7 @@ func noForeignCRDs(ctx context.Context, e *Env) Result {
 	}
 	if len(found) > 0 {
 		return warn(strings.Join(found, ", ")+" exist",
-			"kubectl apply of `sigil install` replaces these definitions with Sigil's copies: where Istio or the Gateway API installed them, leave their documents out of what you apply and keep the cluster's own")
+			"kubectl apply of `sigil install` replaces these definitions with Sigil's copies: where Istio installed them, run `sigil install --skip-istio-crds` and keep the cluster's own")
 	}
 	return pass("")
 }
