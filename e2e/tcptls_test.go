@@ -251,7 +251,7 @@ func TestTransparentExternalDisable(t *testing.T) {
 	ids := startIdentities(t)
 	harness.StartIn(t, serverNS, "sigil-demo-app", "--listen", plainIP+":9090", "--name", "plain").WaitFor(`listening on`, 30*time.Second)
 	web := harness.StartIn(t, clientNS, "sigil-proxy", "run", "--socket", ids.web.Socket, "--service", "web", "--app", "127.0.0.1:8080",
-		"--inbound", clientIP+":15006", "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--policy", ids.policyDir, "--transparent")
+		"--inbound", clientIP+":15006", "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--policy", ids.policyDir, "--audit-spool-dir", t.TempDir(), "--transparent")
 	web.WaitFor(`sigil-proxy running`, 60*time.Second)
 	if out, err := exec.Command("ip", "netns", "exec", clientNS, harness.Bin("sigil-proxy"), "iptables", "--proxy-uid", "0").CombinedOutput(); err != nil {
 		t.Fatalf("iptables: %v: %s", err, out)

@@ -22,10 +22,10 @@ func TestTransparentMode(t *testing.T) {
 
 	harness.StartIn(t, serverNS, "sigil-demo-app", "--listen", "127.0.0.1:8080", "--name", "api").WaitFor(`listening on`, 30*time.Second)
 	api := harness.StartIn(t, serverNS, "sigil-proxy", "run", "--socket", ids.api.Socket, "--service", "api", "--app", "127.0.0.1:8080",
-		"--inbound", serverIP+":15006", "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--policy", ids.policyDir)
+		"--inbound", serverIP+":15006", "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--policy", ids.policyDir, "--audit-spool-dir", t.TempDir())
 	api.WaitFor(`sigil-proxy running`, 60*time.Second)
 	web := harness.StartIn(t, clientNS, "sigil-proxy", "run", "--socket", ids.web.Socket, "--service", "web", "--app", "127.0.0.1:8080",
-		"--inbound", clientIP+":15006", "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--policy", ids.policyDir,
+		"--inbound", clientIP+":15006", "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--policy", ids.policyDir, "--audit-spool-dir", t.TempDir(),
 		"--transparent", "--upstream", "api="+serverIP+":15006@"+apiSA)
 	web.WaitFor(`sigil-proxy running`, 60*time.Second)
 
