@@ -93,7 +93,6 @@ bench-tools:
 ## bench: Go benchmarks, then Sigil against its peers (bench/README.md).
 ## Never part of make test.
 bench: build bench-tools
-	$(GO) build -o $(BIN)/ ./demo/sigil-demo-app
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 20m ./bench/ | tee bench/last-run.txt
 	$(GO) run ./bench/meshbench -bin $(BIN) -tools $(TOOLS)
 

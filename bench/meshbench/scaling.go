@@ -47,7 +47,7 @@ func (e *env) scaling(setups []*setup, dur, warm time.Duration, fail func(string
 			} else if base > 0 {
 				r.RatioQPS = r.QPS / base
 			}
-			log.Printf("%s: %.0f rps (%.2f of direct) p99 %.2f ms, syscalls/req r/w client %.2f/%.2f server %.2f/%.2f", what, r.QPS, r.RatioQPS, r.P99ms, r.ReadsClient, r.WritesClient, r.ReadsServer, r.WritesServer)
+			log.Printf("%s: %.0f rps (%.2f of direct) p99 %.2f ms, syscalls/req r/w client %.2f/%.2f server %.2f/%.2f, errors %d", what, r.QPS, r.RatioQPS, r.P99ms, r.ReadsClient, r.WritesClient, r.ReadsServer, r.WritesServer, r.Errors)
 			out = append(out, r)
 		}
 	}
@@ -77,17 +77,18 @@ func scalingTable(b *strings.Builder, rep *report) {
 	if len(names) == 0 {
 		return
 	}
-	b.WriteString("\n### Scaling curve (closed loop at saturation; fortio, HTTP/1.1 keep-alive)\n\nThroughput in requests/s (in brackets: of direct at the same point) and p99 in ms; the last columns are read and write system calls per request of each proxy (client side; server side).\n\n| connections | response |")
+	b.WriteString("\n### Scaling curve (closed loop at saturation; fortio, HTTP/1.1 keep-alive)\n\nThroughput in requests/s (in brackets: of direct at the same point) and p99 in ms; then read and write system calls per request of each proxy (client side; server side), and the errors of the row's runs.\n\n| connections | response |")
 	for _, n := range names {
 		fmt.Fprintf(b, " %s rps | %s p99 |", n, n)
 	}
 	for _, n := range names[1:] {
 		fmt.Fprintf(b, " %s syscalls r/w |", n)
 	}
-	b.WriteString("\n|---|---|" + strings.Repeat("---|---|", len(names)) + strings.Repeat("---|", max(len(names)-1, 0)) + "\n")
+	b.WriteString(" errors |\n|---|---|" + strings.Repeat("---|---|", len(names)) + strings.Repeat("---|", len(names)) + "\n")
 	for _, pt := range scalePoints {
 		row := fmt.Sprintf("| %d | %s |", pt.conns, sizeName(pt.size))
 		found := false
+		var errs int64
 		var calls []string
 		for _, n := range names {
 			r, ok := findScale(rep, pt, n)
@@ -96,7 +97,7 @@ func scalingTable(b *strings.Builder, rep *report) {
 				calls = append(calls, "—")
 				continue
 			}
-			found = true
+			found, errs = true, errs+r.Errors
 			if r.RatioQPS > 0 {
 				row += fmt.Sprintf(" %.0f (%.2f) | %s |", r.QPS, r.RatioQPS, f2(r.P99ms))
 			} else {
@@ -110,7 +111,7 @@ func scalingTable(b *strings.Builder, rep *report) {
 		for _, c := range calls[1:] {
 			row += " " + c + " |"
 		}
-		b.WriteString(row + "\n")
+		b.WriteString(row + fmt.Sprintf(" %d |\n", errs))
 	}
 }
 
