@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"syscall"
 )
 
@@ -14,7 +16,7 @@ const tcpULP = 31
 // ktlsProbe reports whether this kernel offers kernel TLS: it attaches
 // the "tls" upper-layer protocol to a connected loopback TCP socket, the
 // first step before TLS_TX/TLS_RX are set. It installs no keys and sends
-// no bytes.
+// no bytes. The kernel's list of loaded ULPs is appended where readable.
 func ktlsProbe() string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -41,7 +43,11 @@ func ktlsProbe() string {
 	}); err != nil {
 		return "not probed: " + err.Error()
 	}
-	return ktlsVerdict(serr)
+	v := ktlsVerdict(serr)
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_available_ulp"); err == nil {
+		v += "; tcp_available_ulp: " + strings.TrimSpace(string(b))
+	}
+	return v
 }
 
 // ktlsVerdict says what setsockopt(TCP_ULP, "tls") answering err means.
