@@ -85,10 +85,10 @@ demo: build
 
 ## bench-tools: the load generator and a peer, built from the module proxy
 ## in their own module (bench/tools) so they never move Sigil's versions;
-## nginx and HAProxy come from Debian.
+## nginx, HAProxy and strace (meshbench's syscall census) come from Debian.
 bench-tools:
 	cd bench/tools && $(GO) build -o ../../$(TOOLS)/fortio fortio.org/fortio && $(GO) build -o ../../$(TOOLS)/ghostunnel github.com/ghostunnel/ghostunnel
-	@command -v nginx >/dev/null && command -v haproxy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy >/dev/null; }
+	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v strace >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy strace >/dev/null; }
 
 ## bench: Go benchmarks, then Sigil against its peers (bench/README.md).
 ## Never part of make test.

@@ -32,6 +32,8 @@ type Result struct {
 	WritesClient float64 `json:"syscalls_write_client_per_request,omitempty"`
 	ReadsServer  float64 `json:"syscalls_read_server_per_request,omitempty"`
 	WritesServer float64 `json:"syscalls_write_server_per_request,omitempty"`
+	// The syscall census: client side, server side (census.go).
+	Census []censusSide `json:"syscall_census,omitempty"`
 	// The scaling curve's point: connections and response bytes.
 	Conns     int `json:"connections,omitempty"`
 	RespBytes int `json:"response_bytes,omitempty"`

@@ -40,6 +40,7 @@ type timings struct {
 	dur, short, warm    time.Duration // fixed-rate runs, other runs, warm-up before fixed-rate runs
 	scale, scaleWarm    time.Duration // each point of the scaling curve, and its warm-up
 	grpc                time.Duration // each gRPC row
+	census              time.Duration // each pair's syscall census (0: none)
 	dataOnly, scaleOnly bool
 }
 
@@ -63,6 +64,7 @@ func main() {
 	scaleOnly := flag.Bool("scaling-only", false, "run only the scaling curve (Sigil and nginx against direct; -setups still filters)")
 	scaleDur := flag.Duration("scaling-duration", 4*time.Second, "measured time of each point of the scaling curve, per setup")
 	scaleWarm := flag.Duration("scaling-warmup", time.Second, "warm-up before each point of the scaling curve, per setup")
+	censusDur := flag.Duration("census-duration", 5*time.Second, "measured time of each pair's syscall census (strace -c on both proxies at 1000 rps; 0: no census)")
 	grpcDur := flag.Duration("grpc-duration", 8*time.Second, "measured time of each gRPC row (unary and streaming, per setup)")
 	probe := flag.Bool("ktls-probe", false, "only report whether this kernel offers kernel TLS (TCP_ULP \"tls\"), then exit")
 	if addr := os.Getenv(grpcBackendEnv); addr != "" {
@@ -113,7 +115,7 @@ func main() {
 		rep.Failures = append(rep.Failures, what+": "+err.Error())
 	}
 	ctx := context.Background()
-	t := timings{dur: *duration, short: *short, warm: *warmup, scale: *scaleDur, scaleWarm: *scaleWarm, grpc: *grpcDur, dataOnly: *dataOnly, scaleOnly: *scaleOnly}
+	t := timings{dur: *duration, short: *short, warm: *warmup, scale: *scaleDur, scaleWarm: *scaleWarm, grpc: *grpcDur, census: *censusDur, dataOnly: *dataOnly, scaleOnly: *scaleOnly}
 	if err := e.run(ctx, rep, t, fail); err != nil {
 		fail("setup", err)
 	}
@@ -256,6 +258,11 @@ func (e *env) run(ctx context.Context, rep *report, t timings, fail func(string,
 		}
 		log.Printf("saturation %-10s qps %.0f (%.2f of direct) syscalls/req r/w client %.2f/%.2f server %.2f/%.2f", s.name, r.QPS, r.RatioQPS, r.ReadsClient, r.WritesClient, r.ReadsServer, r.WritesServer)
 		rep.Results = append(rep.Results, r)
+	}
+
+	// 2b. Every system call of each proxy, by kind.
+	if t.census > 0 {
+		rep.Results = append(rep.Results, e.census(setups[1:], t.census, fail)...)
 	}
 
 	// 4. New connections: every request a new mTLS handshake with the

@@ -93,7 +93,7 @@ func markdown(rep *report) string {
 		"p50/p99 of a message's round trip). System calls are per request, per message for streaming.\n\n" +
 		"| scenario | setup | rps | vs direct | p50 ms | p99 ms | syscalls/req r/w (client; server) | CPU cores/1k rps (client, server) | errors |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rep.Results {
-		if strings.HasPrefix(r.Scenario, "http1-keepalive") || r.Scenario == "scaling" {
+		if strings.HasPrefix(r.Scenario, "http1-keepalive") || r.Scenario == "scaling" || r.Scenario == "syscall-census" {
 			continue
 		}
 		ratio := "—"
@@ -106,6 +106,7 @@ func markdown(rep *report) string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %d |\n", r.Scenario, r.Setup, r.QPS, ratio, f2(r.P50ms), f2(r.P99ms), syscallsCell2(r), cpu, r.Errors)
 	}
+	censusTable(&b, rep)
 	scalingTable(&b, rep)
 	if rep.DataOnly {
 		fmt.Fprintf(&b, "\nRSS of an idle sidecar: %.1f MB (anonymous %.1f, file-backed %.1f).\n", rep.Memory.IdleProxyMB, rep.Memory.IdleAnonMB, rep.Memory.IdleFileMB)
