@@ -149,7 +149,13 @@ func syscallsCell2(r Result) string {
 	if r.ReadsClient == 0 && r.WritesClient == 0 && r.ReadsServer == 0 && r.WritesServer == 0 {
 		return "—"
 	}
-	return fmt.Sprintf("%.2f/%.2f; %.2f/%.2f", r.ReadsClient, r.WritesClient, r.ReadsServer, r.WritesServer)
+	side := func(reads, writes float64) string {
+		if reads == 0 && writes == 0 {
+			return "—" // no such proxy in this row, or none counted
+		}
+		return fmt.Sprintf("%.2f/%.2f", reads, writes)
+	}
+	return side(r.ReadsClient, r.WritesClient) + "; " + side(r.ReadsServer, r.WritesServer)
 }
 
 // policyAndIdentity writes the policy, identity and memory tables.

@@ -30,6 +30,12 @@ func (e *env) scaling(setups []*setup, dur, warm time.Duration, fail func(string
 		for _, s := range setups {
 			what := fmt.Sprintf("scaling %dconn %s/%s", pt.conns, sizeName(pt.size), s.name)
 			load := []string{"-qps", "0", "-c", fmt.Sprint(pt.conns)}
+			if kb := pt.size/1024 + 16; kb > 128 {
+				// fortio's client reads a response into one buffer
+				// (-httpbufferkb, 128 KiB by default) and fails the
+				// requests it cannot hold.
+				load = append(load, "-httpbufferkb", fmt.Sprint(kb))
+			}
 			if warm > 0 {
 				if _, err := e.fortioSized(s, pt.size, append(load, "-t", warm.String())...); err != nil {
 					fail(what+" warm-up", err)
