@@ -90,8 +90,8 @@ bench-tools:
 	cd bench/tools && $(GO) build -o ../../$(TOOLS)/fortio fortio.org/fortio && $(GO) build -o ../../$(TOOLS)/ghostunnel github.com/ghostunnel/ghostunnel
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v strace >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy strace >/dev/null; }
 
-## bench: Go benchmarks, then Sigil against its peers (bench/README.md).
-## Never part of make test.
+## bench: Go benchmarks, then Sigil against its peers (bench/README.md);
+## about 13 minutes on the 2-core bench machine. Never part of make test.
 bench: build bench-tools
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 20m ./bench/ | tee bench/last-run.txt
 	$(GO) run ./bench/meshbench -bin $(BIN) -tools $(TOOLS)
