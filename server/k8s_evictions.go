@@ -15,9 +15,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
 	"github.com/sigil-mesh/sigil/k8s/evictions"
@@ -55,9 +57,18 @@ func (s *Server) startEvictions(ctx context.Context, wg *sync.WaitGroup) error {
 	if err != nil {
 		return err
 	}
+	s.metrics.reg.MustRegister(s.evictionsGauge())
 	wg.Add(1)
 	go func() { defer wg.Done(); s.pruneEvictionsLoop(ctx, cm) }()
 	return nil
+}
+
+// evictionsGauge is sigil_server_agent_evictions_bytes.
+func (s *Server) evictionsGauge() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sigil_server_agent_evictions_bytes",
+		Help: "Size of the agent evictions ConfigMap's data as this replica last read it, in bytes; evictions are refused past " + strconv.Itoa(evictions.MaxBytes) + ".",
+	}, func() float64 { return float64(s.ha.evictions.Bytes()) })
 }
 
 // evictionLifetime is the longest an agent SVID issued at or before an
@@ -183,6 +194,9 @@ func (s *Server) pruneEvictionsLoop(ctx context.Context, cm string) {
 		}
 		if n > 0 {
 			s.log.Info("agent evictions pruned: no valid SVID can match them", "configmap", cm, "dropped", n)
+		}
+		if b := s.ha.evictions.Bytes(); b > evictions.MaxBytes*3/4 {
+			s.log.Warn("agent evictions nearing their size limit: evictions will be refused past it; shorten --agent-x509-ttl", "configmap", cm, "bytes", b, "max_bytes", evictions.MaxBytes)
 		}
 	}
 }

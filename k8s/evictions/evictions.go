@@ -93,6 +93,7 @@ type Store struct {
 
 	mu     sync.RWMutex
 	byID   map[string]Eviction // agent ID → eviction, as last watched
+	bytes  int                 // the ConfigMap's data size, as last watched
 	synced func() bool         // the informer's HasSynced; nil before Watch
 }
 
@@ -207,6 +208,14 @@ func (s *Store) Lookup(agent string) (Eviction, bool) {
 	defer s.mu.RUnlock()
 	e, ok := s.byID[agent]
 	return e, ok
+}
+
+// Bytes is the size of the ConfigMap's data (keys and values) as Watch
+// last saw it, to compare with MaxBytes.
+func (s *Store) Bytes() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.bytes
 }
 
 // Synced reports whether Watch has read the ConfigMap (or found it

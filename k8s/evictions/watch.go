@@ -29,7 +29,7 @@ func (s *Store) Watch(ctx context.Context, changed func([]Eviction), invalid fun
 		for _, err := range errs {
 			invalid(err)
 		}
-		if fresh := s.take(byID); len(fresh) > 0 {
+		if fresh := s.take(byID, size(cm.Data)); len(fresh) > 0 {
 			changed(fresh)
 		}
 	}
@@ -37,7 +37,7 @@ func (s *Store) Watch(ctx context.Context, changed func([]Eviction), invalid fun
 		AddFunc:    seen,
 		UpdateFunc: func(_, obj any) { seen(obj) },
 		// Deleted by hand: the evictions are gone with it.
-		DeleteFunc: func(any) { s.take(map[string]Eviction{}) },
+		DeleteFunc: func(any) { s.take(map[string]Eviction{}, 0) },
 	}); err != nil {
 		return nil, fmt.Errorf("evictions: %w", err)
 	}
@@ -51,9 +51,9 @@ func (s *Store) Watch(ctx context.Context, changed func([]Eviction), invalid fun
 	return done, nil
 }
 
-// take makes byID Lookup's view and returns the evictions in it that are
-// new or later than before.
-func (s *Store) take(byID map[string]Eviction) []Eviction {
+// take makes byID (of a ConfigMap holding bytes of data) Lookup's view
+// and returns the evictions in it that are new or later than before.
+func (s *Store) take(byID map[string]Eviction, bytes int) []Eviction {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var fresh []Eviction
@@ -62,6 +62,6 @@ func (s *Store) take(byID map[string]Eviction) []Eviction {
 			fresh = append(fresh, e)
 		}
 	}
-	s.byID = byID
+	s.byID, s.bytes = byID, bytes
 	return fresh
 }
