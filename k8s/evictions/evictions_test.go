@@ -321,3 +321,23 @@ func TestWatchFollowsTheConfigMap(t *testing.T) {
 		t.Fatalf("Lookup = %+v, %v", l, ok)
 	}
 }
+
+// A store that cannot list the ConfigMap (RBAC) does not report synced
+// and Watch fails, naming it, instead of serving with no evictions.
+func TestWatchFailsWhenNotReadable(t *testing.T) {
+	client := fake.NewClientset()
+	client.PrependReactor("list", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(cmGVR.GroupResource(), DefaultName, errors.New("RBAC: access denied"))
+	})
+	s := New(client, ns, DefaultName)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done, err := s.Watch(ctx, func([]Eviction) {}, func(error) {})
+	if err == nil || !strings.Contains(err.Error(), "ConfigMap "+DefaultName) {
+		t.Fatalf("Watch of an unreadable ConfigMap: %v; want an error naming it", err)
+	}
+	<-done
+	if s.Synced() {
+		t.Fatal("Synced with nothing read")
+	}
+}

@@ -3,11 +3,17 @@ package evictions
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/sigil-mesh/sigil/kube"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 )
+
+// SyncTimeout bounds Watch's wait for the first read of the ConfigMap: a
+// server that cannot read the evictions does not start (it could not
+// refuse an evicted agent).
+const SyncTimeout = time.Minute
 
 // Watch follows the ConfigMap with an informer limited to it by name
 // (list and watch with a metadata.name field selector, which RBAC
@@ -16,7 +22,8 @@ import (
 // or newer than before; bad entries are passed to invalid, one error each
 // (the entry is left out, or kept when only its key is wrong). Watch
 // returns once the informer has synced, or with an error when ctx ends
-// first; the informer runs until ctx is done, and then done is closed.
+// or SyncTimeout passes first; the informer runs until ctx is done, and
+// then done is closed.
 func (s *Store) Watch(ctx context.Context, changed func([]Eviction), invalid func(error)) (done <-chan struct{}, err error) {
 	lw := kube.NamedListWatch(s.name, s.maps.List, s.maps.Watch)
 	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, s.client), &corev1.ConfigMap{}, cache.SharedIndexInformerOptions{})
@@ -45,8 +52,10 @@ func (s *Store) Watch(ctx context.Context, changed func([]Eviction), invalid fun
 	s.synced = inf.HasSynced
 	s.mu.Unlock()
 	done = kube.RunInformer(ctx, inf)
-	if err := kube.WaitSynced(ctx, inf, "ConfigMap "+s.name); err != nil {
-		return done, fmt.Errorf("evictions: %w", err)
+	waitCtx, cancel := context.WithTimeout(ctx, SyncTimeout)
+	defer cancel()
+	if err := kube.WaitSynced(waitCtx, inf, "ConfigMap "+s.name); err != nil {
+		return done, fmt.Errorf("evictions: %w (may this account get, list and watch it? the reflector's log line says why)", err)
 	}
 	return done, nil
 }
