@@ -121,6 +121,7 @@ func (s *Server) startKube(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 		s.kube = clients
 	}
+	s.startInformers(ctx, wg)
 	for _, p := range s.kubeParts() {
 		if err := p.start(ctx, wg); err != nil {
 			return fmt.Errorf("server: kubernetes %s: %w", p.name, err)
@@ -128,4 +129,18 @@ func (s *Server) startKube(ctx context.Context, wg *sync.WaitGroup) error {
 		s.log.Info("kubernetes part started", "part", p.name)
 	}
 	return nil
+}
+
+// startInformers makes the informer factory the parts share; each part
+// asks it for its informers and starts it (starting only those not yet
+// running). The factory is shut down, its informers waited for, once ctx
+// is done.
+func (s *Server) startInformers(ctx context.Context, wg *sync.WaitGroup) {
+	s.kubeInformers = kube.NewInformers(s.kube.Core)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		s.kubeInformers.Shutdown()
+	}()
 }
