@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/sigil-mesh/sigil/kube"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -46,8 +47,8 @@ func (s *Store) Watch(ctx context.Context, changed func()) error {
 		},
 	})
 	go ctrl.RunWithContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), ctrl.HasSynced) {
-		return fmt.Errorf("secretkeys: watching Secret %s: %w", s.name, ctx.Err())
+	if err := kube.WaitSynced(ctx, ctrl, "Secret "+s.name); err != nil {
+		return fmt.Errorf("secretkeys: %w", err)
 	}
 	return nil
 }
