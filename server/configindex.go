@@ -170,7 +170,8 @@ func (s *Server) configSnapshot(ctx context.Context) (*configdelta.Snapshot, err
 	if err != nil {
 		return nil, err
 	}
-	snap := &configdelta.Snapshot{Version: x.version, EndpointsRevision: endpointsRevision(rev, k), Endpoints: make(map[string]*agentv1.Endpoint, len(ps))}
+	snap := &configdelta.Snapshot{Version: x.version, EndpointsRevision: endpointsRevision(rev, k), RootNamespace: s.cfg.rootNamespace(),
+		Endpoints: make(map[string]*agentv1.Endpoint, len(ps))}
 	if x.snap != nil {
 		snap.Resources = x.snap.Resources // the resources did not move; only the endpoints did
 	} else {
