@@ -52,10 +52,8 @@ func (s *Store) Watch(ctx context.Context, changed func([]Eviction), invalid fun
 	s.synced = inf.HasSynced
 	s.mu.Unlock()
 	done = kube.RunInformer(ctx, inf)
-	waitCtx, cancel := context.WithTimeout(ctx, SyncTimeout)
-	defer cancel()
-	if err := kube.WaitSynced(waitCtx, inf, "ConfigMap "+s.name); err != nil {
-		return done, fmt.Errorf("evictions: %w (may this account get, list and watch it? the reflector's log line says why)", err)
+	if err := kube.WaitSyncedWithin(ctx, SyncTimeout, inf, "ConfigMap "+s.name); err != nil {
+		return done, fmt.Errorf("evictions: %w", err)
 	}
 	return done, nil
 }

@@ -33,8 +33,8 @@ func (s *Store) Watch(ctx context.Context, changed func()) error {
 		},
 	})
 	go ctrl.RunWithContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), ctrl.HasSynced) {
-		return fmt.Errorf("secretkeys: watching Secret %s: %w", s.name, ctx.Err())
+	if err := kube.WaitSynced(ctx, ctrl, "Secret "+s.name); err != nil {
+		return fmt.Errorf("secretkeys: %w", err)
 	}
 	return nil
 }
