@@ -53,8 +53,9 @@ type Config struct {
 	MinRequestBodyRate  int
 	MinRequestBodyGrace time.Duration
 	// HTTP2MaxResets and HTTP2MaxControlFrames bound the RST_STREAM and
-	// control frames one HTTP/2 client connection may send per 10 s; a
-	// connection past them is closed with GOAWAY ENHANCE_YOUR_CALM.
+	// the unearned control frames (package h2abuse) one HTTP/2 client
+	// connection may send per 10 s; a connection past them is closed with
+	// GOAWAY ENHANCE_YOUR_CALM.
 	HTTP2MaxResets        int
 	HTTP2MaxControlFrames int
 	// AppUID and AppGID, when 0 or more, are the only owners whose local

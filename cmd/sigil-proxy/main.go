@@ -73,7 +73,7 @@ func newRun() *cobra.Command {
 	f.IntVar(&cfg.MinRequestBodyRate, "min-request-body-rate", 240, "bytes/s a request body must keep up, measured over windows of --min-request-body-grace after one such grace period; slower bodies are cut off (0: no minimum)")
 	f.DurationVar(&cfg.MinRequestBodyGrace, "min-request-body-grace", 5*time.Second, "grace period and measuring window of --min-request-body-rate")
 	f.IntVar(&cfg.HTTP2MaxResets, "http2-max-resets", 200, "RST_STREAM frames one HTTP/2 client connection may send per 10s before it is closed with GOAWAY ENHANCE_YOUR_CALM (rapid reset; 0: no limit)")
-	f.IntVar(&cfg.HTTP2MaxControlFrames, "http2-max-control-frames", 1000, "SETTINGS, PING, PRIORITY, zero WINDOW_UPDATE and empty DATA frames one HTTP/2 client connection may send per 10s before it is closed with GOAWAY ENHANCE_YOUR_CALM (0: no limit)")
+	f.IntVar(&cfg.HTTP2MaxControlFrames, "http2-max-control-frames", 1000, "SETTINGS, PING, PRIORITY, zero WINDOW_UPDATE and empty DATA frames one HTTP/2 client connection may send per 10s beyond those it earned (one per HEADERS or DATA frame sent to it and per HEADERS frame from it, as grpc-go's ping policy) before it is closed with GOAWAY ENHANCE_YOUR_CALM; earlier releases counted earned ones too (0: no limit)")
 	f.IntVar(&cfg.AppUID, "app-uid", -1, "take outbound connections only from local sockets of this uid (checked with the kernel, NETLINK_SOCK_DIAG); others are refused (-1: any local user, logged as a warning)")
 	f.IntVar(&cfg.AppGID, "app-gid", -1, "take outbound connections also from processes with this group, effective or supplementary (-1: none)")
 	// A sidecar shares its node with its app: one core by default, as
