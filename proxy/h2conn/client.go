@@ -175,7 +175,17 @@ func (cl *Client) dial(ctx context.Context) (*clientConn, error) {
 	cc.w.enqueue(cc.settings(false)...)
 	cc.start()
 	go cc.readLoop()
-	return cc, nil
+	// Streams wait for the server's SETTINGS, so that its limit on
+	// concurrent streams is known before any is opened.
+	select {
+	case <-cc.settingsc:
+		return cc, nil
+	case <-cc.done:
+		return nil, fmt.Errorf("h2conn: connection closed before the server's SETTINGS: %w", cc.err)
+	case <-ctx.Done():
+		cc.close(ctx.Err())
+		return nil, ctx.Err()
+	}
 }
 
 // dead: the connection ended, or is going away with no stream left
@@ -336,7 +346,9 @@ func (cc *clientConn) headers(f *http2.MetaHeadersFrame) error {
 		}
 	}
 	if f.StreamEnded() {
-		resp.ContentLength = 0
+		if resp.ContentLength < 0 && s.req.Method != http.MethodHead {
+			resp.ContentLength = 0
+		}
 		s.endRemote()
 	}
 	s.response <- resp

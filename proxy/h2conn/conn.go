@@ -117,6 +117,7 @@ type conn struct {
 	goingAway  bool  // GOAWAY sent or received: no new streams
 	err        error // why the connection ended; nil while it runs
 	done       chan struct{}
+	settingsc  chan struct{} // closed at the peer's first SETTINGS
 	lastRemote uint32 // highest stream the peer opened
 
 	// Read loop only.
@@ -129,7 +130,7 @@ func newConn(nc net.Conn, lim Limits, r role) *conn {
 	lim = lim.withDefaults()
 	c := &conn{nc: nc, w: newWriter(nc), lim: lim, role: r, now: time.Now,
 		streams: map[uint32]*stream{}, sendWin: 65535, initSend: 65535, peerMax: 100,
-		recvWin: connWindow, done: make(chan struct{})}
+		recvWin: connWindow, done: make(chan struct{}), settingsc: make(chan struct{})}
 	c.br = bufio.NewReaderSize(nc, readBufSize)
 	c.fr = http2.NewFramer(nil, c.br)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -339,7 +340,9 @@ func (c *conn) peerSettings(f *http2.SettingsFrame) error {
 	if err != nil {
 		return err
 	}
-	return c.w.enqueue(frame{kind: kSettingsAck, settings: forWriter})
+	err = c.w.enqueue(frame{kind: kSettingsAck, settings: forWriter})
+	closeOnce(c.settingsc)
+	return err
 }
 
 // windowUpdate adds to a send window.
