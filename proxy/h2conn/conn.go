@@ -118,7 +118,7 @@ type conn struct {
 	err        error // why the connection ended; nil while it runs
 	done       chan struct{}
 	settingsc  chan struct{} // closed at the peer's first SETTINGS
-	lastRemote uint32 // highest stream the peer opened
+	lastRemote uint32        // highest stream the peer opened
 
 	// Read loop only.
 	resets, control int

@@ -56,7 +56,6 @@ type writer struct {
 	spare  []frame
 	wake   chan struct{} // one token: the queue has frames
 	closed bool
-	err    error // why the writer stopped
 
 	// Writer goroutine only.
 	nc       net.Conn
