@@ -468,6 +468,7 @@ func (c *conn) forget(s *stream) {
 	}
 	delete(c.streams, s.id)
 	c.release(len(s.rbuf) - s.roff)
+	s.released = true
 	c.mu.Unlock()
 	c.role.forgot(s)
 	c.credit()

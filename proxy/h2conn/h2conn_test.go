@@ -113,6 +113,15 @@ func TestRoundTripSemantics(t *testing.T) {
 	if n := len(cl.conns); n != 1 {
 		t.Fatalf("%d connections, want 1", n)
 	}
+	// Every body was read: nothing counts as buffered (a stream that left
+	// the connection before its reader was done counts once, not twice).
+	cc := cl.conns[0]
+	cc.mu.Lock()
+	buffered := cc.buffered
+	cc.mu.Unlock()
+	if buffered != 0 {
+		t.Fatalf("%d bytes counted as buffered after every body was read", buffered)
+	}
 }
 
 // trailerSetter sets the request's trailers when its body ends, as a

@@ -26,6 +26,7 @@ type stream struct {
 	localEnd   bool  // END_STREAM sent
 	remoteEnd  bool  // END_STREAM received
 	failed     bool
+	released   bool        // left the connection: its unread bytes no longer count
 	trailer    http.Header // where received trailers go, by the reader at EOF
 	gotTrail   http.Header // trailers received, not yet handed over
 	headQueued bool        // the final response head is queued (server)
@@ -75,12 +76,13 @@ func (s *stream) fail(err error) {
 	if s.rerr == nil {
 		s.rerr = err
 	}
+	cancel := s.cancel
 	c.mu.Unlock()
 	close(s.failedc)
 	s.wakeRecv()
 	s.wakeSend()
-	if s.cancel != nil {
-		s.cancel()
+	if cancel != nil {
+		cancel()
 	}
 }
 
@@ -96,7 +98,9 @@ func (s *stream) read(p []byte) (int, error) {
 			if s.roff == len(s.rbuf) {
 				s.rbuf, s.roff = s.rbuf[:0], 0
 			}
-			c.release(n)
+			if !s.released {
+				c.release(n)
+			}
 			s.unacked += n
 			var inc int
 			if !s.remoteEnd && !s.failed && s.unacked >= int(c.lim.StreamWindow)/4 {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -122,6 +123,7 @@ func (w *writer) close() {
 func (w *writer) run() error {
 	var marks []chan struct{}
 	for range w.wake {
+		yielded := false
 		for {
 			w.mu.Lock()
 			if w.closed {
@@ -131,6 +133,13 @@ func (w *writer) run() error {
 			batch := w.queue
 			if len(batch) == 0 {
 				w.mu.Unlock()
+				if !yielded && w.bw.Buffered() < writeBufSize/2 {
+					// Let the streams that are running add their frames
+					// to this write, as grpc-go's loopy writer does.
+					yielded = true
+					runtime.Gosched()
+					continue
+				}
 				break
 			}
 			// Two arrays take turns: one filled by enqueue, one written.
