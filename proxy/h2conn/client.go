@@ -28,6 +28,14 @@ type Dialer interface {
 type Client struct {
 	Dialer Dialer
 	Limits Limits
+	// IdleTimeout closes a connection without an open stream for this
+	// long; 0 keeps it.
+	IdleTimeout time.Duration
+	// PingInterval and PingTimeout: a connection that read nothing for
+	// PingInterval is sent a PING, and closed when nothing arrives within
+	// PingTimeout more (net/http's SendPingTimeout and PingTimeout);
+	// PingInterval 0 sends none.
+	PingInterval, PingTimeout time.Duration
 
 	mu      sync.Mutex
 	conns   []*clientConn
@@ -39,7 +47,6 @@ type Client struct {
 type clientConn struct {
 	*conn
 	nextID uint32 // guarded by conn.mu
-	open   uint32 // streams open; guarded by conn.mu
 }
 
 // errRequestBody: the request's own body failed while it was sent.
@@ -168,6 +175,7 @@ func (cl *Client) dial(ctx context.Context) (*clientConn, error) {
 	}
 	cc := &clientConn{nextID: 1}
 	cc.conn = newConn(nc, cl.Limits, cc)
+	cc.idleTimeout = cl.IdleTimeout
 	if _, err := cc.w.bw.WriteString(http2.ClientPreface); err != nil {
 		nc.Close()
 		return nil, err
@@ -179,6 +187,12 @@ func (cl *Client) dial(ctx context.Context) (*clientConn, error) {
 	// concurrent streams is known before any is opened.
 	select {
 	case <-cc.settingsc:
+		cc.mu.Lock()
+		cc.streamsNow()
+		cc.mu.Unlock()
+		if cl.PingInterval > 0 {
+			cc.keepalive(cl.PingInterval, cl.PingTimeout)
+		}
 		return cc, nil
 	case <-cc.done:
 		return nil, fmt.Errorf("h2conn: connection closed before the server's SETTINGS: %w", cc.err)
@@ -192,7 +206,7 @@ func (cl *Client) dial(ctx context.Context) (*clientConn, error) {
 // (then it is closed here).
 func (cc *clientConn) dead() bool {
 	cc.mu.Lock()
-	dead, idle := cc.err != nil, cc.goingAway && cc.open == 0
+	dead, idle := cc.err != nil, cc.goingAway && cc.inUse == 0
 	cc.mu.Unlock()
 	if idle && !dead {
 		cc.close(errors.New("h2conn: connection went away"))
@@ -204,7 +218,7 @@ func (cc *clientConn) dead() bool {
 func (cc *clientConn) tryOpen(req *http.Request, fields []hpack.HeaderField, end bool) *stream {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	if cc.err != nil || cc.goingAway || cc.open >= cc.peerMax || cc.nextID > 1<<31-1 {
+	if cc.err != nil || cc.goingAway || cc.inUse >= cc.peerMax || cc.nextID > 1<<31-1 {
 		return nil
 	}
 	s := cc.newStream(cc.nextID)
@@ -216,7 +230,8 @@ func (cc *clientConn) tryOpen(req *http.Request, fields []hpack.HeaderField, end
 		return nil
 	}
 	cc.streams[s.id] = s
-	cc.open++
+	cc.inUse++
+	cc.streamsNow()
 	return s
 }
 
@@ -383,7 +398,8 @@ func (cc *clientConn) peerGoAway(f *http2.GoAwayFrame) {
 // forgot frees a stream's slot.
 func (cc *clientConn) forgot(*stream) {
 	cc.mu.Lock()
-	cc.open--
+	cc.inUse--
+	cc.streamsNow()
 	cc.mu.Unlock()
 }
 

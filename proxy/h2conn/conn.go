@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -86,6 +87,13 @@ var ErrRefused = errors.New("h2conn: stream refused by the peer, not processed")
 // errEnhanceYourCalm closes a connection whose peer broke the frame limits.
 var errEnhanceYourCalm = errors.New("h2conn: peer sent too many resets or control frames (ENHANCE_YOUR_CALM)")
 
+// Reasons a connection is closed for abuse, given to OnAbuse (the same
+// values as the proxy's sigil_http2_connections_closed_total reason label).
+const (
+	ReasonRapidReset   = "rapid_reset"
+	ReasonControlFlood = "control_frame_flood"
+)
+
 // role is what differs between the client and the server side of a
 // connection.
 type role interface {
@@ -104,21 +112,27 @@ type conn struct {
 	lim  Limits
 	role role
 	now  func() time.Time
+	// onAbuse, if set, is told why the peer is cut off (a Reason value).
+	onAbuse func(reason string)
 
-	mu         sync.Mutex
-	streams    map[uint32]*stream
-	sendWin    int64 // the connection's send window
-	initSend   int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE
-	peerMax    uint32
-	recvWin    int64 // what the peer may still send on the connection
-	buffered   int   // bytes in streams' buffers not yet read
-	withheld   int   // received bytes not returned while buffered > ConnBuffer
-	owed       int   // received bytes to return on the connection window
-	goingAway  bool  // GOAWAY sent or received: no new streams
-	err        error // why the connection ended; nil while it runs
-	done       chan struct{}
-	settingsc  chan struct{} // closed at the peer's first SETTINGS
-	lastRemote uint32        // highest stream the peer opened
+	mu          sync.Mutex
+	streams     map[uint32]*stream
+	sendWin     int64 // the connection's send window
+	initSend    int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE
+	peerMax     uint32
+	recvWin     int64 // what the peer may still send on the connection
+	buffered    int   // bytes in streams' buffers not yet read
+	withheld    int   // received bytes not returned while buffered > ConnBuffer
+	owed        int   // received bytes to return on the connection window
+	goingAway   bool  // GOAWAY sent or received: no new streams
+	err         error // why the connection ended; nil while it runs
+	done        chan struct{}
+	settingsc   chan struct{} // closed at the peer's first SETTINGS
+	lastRemote  uint32        // highest stream the peer opened
+	inUse       uint32        // streams open (client), handlers running (server)
+	idleTimeout time.Duration
+	idleTimer   *time.Timer
+	framesRead  atomic.Uint64
 
 	// Read loop only.
 	resets, control int
@@ -200,11 +214,12 @@ func (c *conn) goAwayAndClose(code http2.ErrCode, err error) {
 func (c *conn) readLoop() error {
 	for {
 		f, err := c.fr.ReadFrame()
+		c.framesRead.Add(1)
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
 				if c.tooMany(&c.control, c.lim.MaxControlFrames) {
-					return c.calm()
+					return c.calm(ReasonControlFlood)
 				}
 				c.resetStream(se.StreamID, se.Code)
 				continue
@@ -238,8 +253,17 @@ func (c *conn) readLoop() error {
 	}
 }
 
-func (c *conn) calm() error {
+func (c *conn) calm(reason string) error {
+	c.abused(reason)
 	c.goAwayAndClose(http2.ErrCodeEnhanceYourCalm, errEnhanceYourCalm)
+	return errEnhanceYourCalm
+}
+
+// abused tells OnAbuse why the connection is about to close.
+func (c *conn) abused(reason string) error {
+	if c.onAbuse != nil {
+		c.onAbuse(reason)
+	}
 	return errEnhanceYourCalm
 }
 
@@ -250,7 +274,7 @@ func (c *conn) handle(f http2.Frame) error {
 		return c.role.headers(f)
 	case *http2.DataFrame:
 		if f.Length == 0 && !f.StreamEnded() && c.tooMany(&c.control, c.lim.MaxControlFrames) {
-			return errEnhanceYourCalm
+			return c.abused(ReasonControlFlood)
 		}
 		return c.data(f)
 	case *http2.WindowUpdateFrame:
@@ -260,7 +284,7 @@ func (c *conn) handle(f http2.Frame) error {
 			return nil
 		}
 		if c.tooMany(&c.control, c.lim.MaxControlFrames) {
-			return errEnhanceYourCalm
+			return c.abused(ReasonControlFlood)
 		}
 		return c.peerSettings(f)
 	case *http2.PingFrame:
@@ -268,16 +292,16 @@ func (c *conn) handle(f http2.Frame) error {
 			return nil
 		}
 		if c.tooMany(&c.control, c.lim.MaxControlFrames) {
-			return errEnhanceYourCalm
+			return c.abused(ReasonControlFlood)
 		}
 		return c.w.enqueue(frame{kind: kPing, data: append([]byte(nil), f.Data[:]...)})
 	case *http2.PriorityFrame:
 		if c.tooMany(&c.control, c.lim.MaxControlFrames) {
-			return errEnhanceYourCalm
+			return c.abused(ReasonControlFlood)
 		}
 	case *http2.RSTStreamFrame:
 		if c.tooMany(&c.resets, c.lim.MaxResets) {
-			return errEnhanceYourCalm
+			return c.abused(ReasonRapidReset)
 		}
 		c.mu.Lock()
 		s := c.streams[f.StreamID]

@@ -95,8 +95,9 @@ func TestHostilePeerLimits(t *testing.T) {
 	})
 	lim := Limits{MaxStreams: 2, MaxResets: 10, MaxControlFrames: 10, MaxHeaderListSize: 4096, Window: time.Hour}
 	cases := []struct {
-		name string
-		run  func(p *peer)
+		name   string
+		run    func(p *peer)
+		reason string // told to OnAbuse
 	}{
 		{"rapid reset", func(p *peer) {
 			for id := uint32(1); id < 60; id += 2 {
@@ -104,26 +105,26 @@ func TestHostilePeerLimits(t *testing.T) {
 				p.fr.WriteRSTStream(id, http2.ErrCodeCancel)
 			}
 			p.until("GOAWAY ENHANCE_YOUR_CALM", goAway(http2.ErrCodeEnhanceYourCalm))
-		}},
+		}, ReasonRapidReset},
 		{"ping flood", func(p *peer) {
 			for range 20 {
 				p.fr.WritePing(false, [8]byte{})
 			}
 			p.until("GOAWAY ENHANCE_YOUR_CALM", goAway(http2.ErrCodeEnhanceYourCalm))
-		}},
+		}, ReasonControlFlood},
 		{"settings flood", func(p *peer) {
 			for range 20 {
 				p.fr.WriteSettings()
 			}
 			p.until("GOAWAY ENHANCE_YOUR_CALM", goAway(http2.ErrCodeEnhanceYourCalm))
-		}},
+		}, ReasonControlFlood},
 		{"empty data flood", func(p *peer) {
 			p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: p.block("/?block"), EndHeaders: true})
 			for range 20 {
 				p.fr.WriteData(1, false, nil)
 			}
 			p.until("GOAWAY ENHANCE_YOUR_CALM", goAway(http2.ErrCodeEnhanceYourCalm))
-		}},
+		}, ReasonControlFlood},
 		{"continuation flood", func(p *peer) {
 			b := p.block("/", hpack.HeaderField{Name: "x-junk", Value: strings.Repeat("j", 200000)})
 			p.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: b[:16000], EndStream: true})
@@ -131,7 +132,7 @@ func TestHostilePeerLimits(t *testing.T) {
 				p.fr.WriteContinuation(1, false, b[:16000])
 			}
 			p.until("GOAWAY", func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
-		}},
+		}, ""},
 		{"header list too large", func(p *peer) {
 			var big []hpack.HeaderField
 			for i := range 10 {
@@ -142,13 +143,13 @@ func TestHostilePeerLimits(t *testing.T) {
 				h, ok := f.(*http2.MetaHeadersFrame)
 				return ok && h.StreamID == 1 && h.PseudoValue("status") == "431"
 			})
-		}},
+		}, ""},
 		{"streams over the limit refused", func(p *peer) {
 			p.open(1, "/?block")
 			p.open(3, "/?block")
 			p.open(5, "/")
 			p.until("RST_STREAM REFUSED_STREAM", rst(5, http2.ErrCodeRefusedStream))
-		}},
+		}, ""},
 		{"a reset keeps the slot until the handler returns", func(p *peer) {
 			p.open(1, "/?block")
 			p.open(3, "/?block")
@@ -156,7 +157,7 @@ func TestHostilePeerLimits(t *testing.T) {
 			p.fr.WriteRSTStream(3, http2.ErrCodeCancel)
 			p.open(5, "/")
 			p.until("RST_STREAM REFUSED_STREAM", rst(5, http2.ErrCodeRefusedStream))
-		}},
+		}, ""},
 		{"first frame not SETTINGS", func(p *peer) {
 			// dialPeer sent SETTINGS; a fresh connection sends PING first.
 			c, err := net.Dial("tcp", p.c.RemoteAddr().String())
@@ -169,12 +170,18 @@ func TestHostilePeerLimits(t *testing.T) {
 			q := &peer{t: p.t, c: c, fr: http2.NewFramer(c, c)}
 			q.fr.WritePing(false, [8]byte{})
 			q.until("GOAWAY PROTOCOL_ERROR", goAway(http2.ErrCodeProtocol))
-		}},
+		}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := serve(t, &Server{Handler: handler, Limits: lim}, nil)
+			abuse := make(chan string, 1)
+			addr := serve(t, &Server{Handler: handler, Limits: lim, OnAbuse: func(r string) { abuse <- r }}, nil)
 			tc.run(dialPeer(t, addr))
+			if tc.reason != "" {
+				if r := <-abuse; r != tc.reason {
+					t.Fatalf("OnAbuse told %q, want %q", r, tc.reason)
+				}
+			}
 		})
 	}
 }

@@ -20,6 +20,12 @@ import (
 type Server struct {
 	Handler http.Handler
 	Limits  Limits
+	// IdleTimeout closes, with GOAWAY, a connection without a running
+	// handler for this long; 0 keeps it.
+	IdleTimeout time.Duration
+	// OnAbuse, if set, is told of every connection closed with GOAWAY
+	// ENHANCE_YOUR_CALM, with ReasonRapidReset or ReasonControlFlood.
+	OnAbuse func(reason string)
 	// Log gets handler panics (other than http.ErrAbortHandler); nil
 	// discards.
 	Log *slog.Logger
@@ -35,10 +41,9 @@ const prefaceTimeout = 10 * time.Second
 // serverConn is one connection being served.
 type serverConn struct {
 	*conn
-	srv    *Server
-	ctx    context.Context
-	tls    *tls.ConnectionState
-	active uint32 // handlers running; guarded by conn.mu
+	srv *Server
+	ctx context.Context
+	tls *tls.ConnectionState
 }
 
 // Serve serves streams on nc, whose TLS (if any) has negotiated "h2",
@@ -47,6 +52,7 @@ type serverConn struct {
 func (s *Server) Serve(ctx context.Context, nc net.Conn) error {
 	sc := &serverConn{srv: s, ctx: ctx}
 	sc.conn = newConn(nc, s.Limits, sc)
+	sc.onAbuse, sc.idleTimeout = s.OnAbuse, s.IdleTimeout
 	if tc, ok := nc.(*tls.Conn); ok {
 		cs := tc.ConnectionState()
 		sc.tls = &cs
@@ -68,6 +74,9 @@ func (s *Server) Serve(ctx context.Context, nc net.Conn) error {
 	defer s.track(sc, false)
 	sc.w.enqueue(sc.settings(true)...)
 	sc.start()
+	sc.mu.Lock()
+	sc.streamsNow()
+	sc.mu.Unlock()
 	err := sc.readLoop()
 	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 		return nil
@@ -136,7 +145,7 @@ func (s *Server) Close() {
 func (sc *serverConn) goAway() {
 	sc.mu.Lock()
 	sc.goingAway = true
-	last, idle := sc.lastRemote, sc.active == 0
+	last, idle := sc.lastRemote, sc.inUse == 0
 	sc.mu.Unlock()
 	sc.w.enqueue(frame{kind: kGoAway, n: last, code: http2.ErrCodeNo})
 	if idle {
@@ -168,14 +177,15 @@ func (sc *serverConn) headers(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	sc.lastRemote = id
-	if sc.goingAway || sc.active >= sc.lim.MaxStreams {
+	if sc.goingAway || sc.inUse >= sc.lim.MaxStreams {
 		sc.mu.Unlock()
 		sc.w.enqueue(frame{kind: kRST, stream: id, code: http2.ErrCodeRefusedStream})
 		return nil
 	}
 	s := sc.newStream(id)
 	sc.streams[id] = s
-	sc.active++
+	sc.inUse++
+	sc.streamsNow()
 	if f.StreamEnded() {
 		s.remoteEnd, s.rerr = true, io.EOF
 	}
@@ -239,8 +249,9 @@ func (sc *serverConn) handlerDone(s *stream) {
 	}
 	sc.forget(s)
 	sc.mu.Lock()
-	sc.active--
-	closing := sc.goingAway && sc.active == 0 && sc.err == nil
+	sc.inUse--
+	sc.streamsNow()
+	closing := sc.goingAway && sc.inUse == 0 && sc.err == nil
 	sc.mu.Unlock()
 	if closing {
 		sc.w.flushed(time.Second)

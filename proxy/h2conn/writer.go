@@ -22,7 +22,8 @@ const (
 	kWindowUpdate
 	kSettings
 	kSettingsAck
-	kPing
+	kPing // an acknowledgement
+	kPingReq
 	kRST
 	kGoAway
 	kMark // no frame: mark is closed once what was queued before it is flushed
@@ -197,6 +198,8 @@ func (w *writer) encode(f *frame) error {
 		var d [8]byte
 		copy(d[:], f.data)
 		return w.fr.WritePing(true, d)
+	case kPingReq:
+		return w.fr.WritePing(false, [8]byte{'s', 'i', 'g', 'i', 'l'})
 	case kRST:
 		return w.fr.WriteRSTStream(f.stream, f.code)
 	case kGoAway:
