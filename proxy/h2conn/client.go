@@ -94,6 +94,25 @@ func closeBody(req *http.Request) {
 	}
 }
 
+// Retire opens no more streams on the connections open now and closes
+// each when its last stream ends (GOAWAY's drain, from this side); new
+// requests dial new connections.
+func (cl *Client) Retire() {
+	cl.mu.Lock()
+	conns := cl.conns
+	cl.conns = nil
+	cl.mu.Unlock()
+	for _, cc := range conns {
+		cc.mu.Lock()
+		cc.goingAway = true
+		idle := cc.inUse == 0
+		cc.mu.Unlock()
+		if idle {
+			cc.close(errIdle)
+		}
+	}
+}
+
 // Close closes every connection; streams on them fail.
 func (cl *Client) Close() {
 	cl.mu.Lock()
@@ -400,7 +419,11 @@ func (cc *clientConn) forgot(*stream) {
 	cc.mu.Lock()
 	cc.inUse--
 	cc.streamsNow()
+	drained := cc.goingAway && cc.inUse == 0 && cc.err == nil
 	cc.mu.Unlock()
+	if drained {
+		cc.close(errIdle)
+	}
 }
 
 // responseBody is a response's body; closing it before its end resets

@@ -82,7 +82,7 @@ func (e ResetError) Error() string { return "h2conn: stream reset: " + e.Code.St
 // ErrRefused is a request the peer did not process: its stream was
 // refused (REFUSED_STREAM) or came after the peer's GOAWAY. It is safe to
 // send again on another connection, whatever its method.
-var ErrRefused = errors.New("h2conn: stream refused by the peer, not processed")
+var ErrRefused = errors.New("h2conn: stream refused by the peer (REFUSED_STREAM, or after its GOAWAY), not processed")
 
 // errEnhanceYourCalm closes a connection whose peer broke the frame limits.
 var errEnhanceYourCalm = errors.New("h2conn: peer sent too many resets or control frames (ENHANCE_YOUR_CALM)")

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -106,4 +107,64 @@ func TestPingKeepsAliveOrCloses(t *testing.T) {
 		}
 		closedWith(t, cc, errPingTimeout)
 	})
+}
+
+// TestRetireDrains: a retired client's connection finishes the stream in
+// flight, then closes; the next request dials a new one.
+func TestRetireDrains(t *testing.T) {
+	release := make(chan struct{})
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "late")
+	})}
+	cl := client(t, serve(t, srv, nil), nil, Limits{})
+	resp, err := cl.RoundTrip(newReq(t, "GET", "/", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := firstConn(t, cl)
+	cl.Retire()
+	close(release)
+	if b, err := io.ReadAll(resp.Body); string(b) != "late" || err != nil {
+		t.Fatalf("in-flight body %q, %v", b, err)
+	}
+	resp.Body.Close()
+	closedWith(t, old, errIdle)
+	resp, err = cl.RoundTrip(newReq(t, "GET", "/", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if firstConn(t, cl) == old {
+		t.Fatal("a retired connection took a new stream")
+	}
+}
+
+// TestReadDeadlineResetsStream: a handler's read deadline (as the proxy's
+// body-rate watch sets it) ends a body that does not arrive.
+func TestReadDeadlineResetsStream(t *testing.T) {
+	got := make(chan error, 1)
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
+			got <- err
+			return
+		}
+		_, err := io.ReadAll(r.Body)
+		got <- err
+	})}
+	cl := client(t, serve(t, srv, nil), nil, Limits{})
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, _ := http.NewRequest("POST", "https://peer/", pr)
+	go func() {
+		if resp, err := cl.RoundTrip(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	pw.Write([]byte("a trickle"))
+	if err := <-got; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("body read: %v, want the deadline", err)
+	}
 }

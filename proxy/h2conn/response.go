@@ -7,8 +7,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -119,6 +121,14 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	return b.s.read(p)
 }
 
+// Received reports whether the whole body has arrived (the proxy's body
+// rate watch skips such bodies).
+func (b *requestBody) Received() bool {
+	b.s.c.mu.Lock()
+	defer b.s.c.mu.Unlock()
+	return b.s.remoteEnd
+}
+
 // Close stops nothing: the stream's window is returned when the handler
 // returns (the rest of the body is refused with RST_STREAM NO_ERROR).
 func (b *requestBody) Close() error { return nil }
@@ -133,9 +143,31 @@ type responseWriter struct {
 	sent   bool // the head is queued
 	buf    []byte
 	err    error
+	// deadline resets the stream at the handler's read deadline.
+	deadline *time.Timer
 }
 
 var _ http.Flusher = (*responseWriter)(nil)
+
+// SetReadDeadline bounds the reading of the request body
+// (http.ResponseController): when t passes, the stream is reset with
+// CANCEL and the body's reads fail with os.ErrDeadlineExceeded, as with
+// Go's HTTP/2 server. The zero time removes the bound.
+func (w *responseWriter) SetReadDeadline(t time.Time) error {
+	if w.deadline != nil {
+		w.deadline.Stop()
+		w.deadline = nil
+	}
+	if t.IsZero() {
+		return nil
+	}
+	s := w.s
+	w.deadline = time.AfterFunc(time.Until(t), func() {
+		s.c.w.enqueue(frame{kind: kRST, stream: s.id, code: http2.ErrCodeCancel})
+		s.c.endStream(s, os.ErrDeadlineExceeded)
+	})
+	return nil
+}
 
 func (w *responseWriter) Header() http.Header { return w.h }
 

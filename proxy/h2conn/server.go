@@ -226,6 +226,9 @@ func (sc *serverConn) serve(s *stream, rw *responseWriter, req *http.Request) {
 // stream is reset) and frees the stream's slot.
 func (sc *serverConn) finish(s *stream, rw *responseWriter, panicked bool) {
 	defer sc.handlerDone(s)
+	if rw.deadline != nil {
+		rw.deadline.Stop()
+	}
 	if panicked {
 		sc.resetStream(s.id, http2.ErrCodeInternal)
 		return
