@@ -113,7 +113,7 @@ type conn struct {
 	role role
 	now  func() time.Time
 	// onAbuse, if set, is told why the peer is cut off (a Reason value).
-	onAbuse func(reason string)
+	onAbuse func(peer net.Addr, reason string)
 
 	mu          sync.Mutex
 	streams     map[uint32]*stream
@@ -262,7 +262,7 @@ func (c *conn) calm(reason string) error {
 // abused tells OnAbuse why the connection is about to close.
 func (c *conn) abused(reason string) error {
 	if c.onAbuse != nil {
-		c.onAbuse(reason)
+		c.onAbuse(c.nc.RemoteAddr(), reason)
 	}
 	return errEnhanceYourCalm
 }

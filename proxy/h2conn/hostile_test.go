@@ -175,7 +175,7 @@ func TestHostilePeerLimits(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			abuse := make(chan string, 1)
-			addr := serve(t, &Server{Handler: handler, Limits: lim, OnAbuse: func(r string) { abuse <- r }}, nil)
+			addr := serve(t, &Server{Handler: handler, Limits: lim, OnAbuse: func(_ net.Addr, r string) { abuse <- r }}, nil)
 			tc.run(dialPeer(t, addr))
 			if tc.reason != "" {
 				if r := <-abuse; r != tc.reason {

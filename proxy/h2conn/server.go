@@ -24,8 +24,9 @@ type Server struct {
 	// handler for this long; 0 keeps it.
 	IdleTimeout time.Duration
 	// OnAbuse, if set, is told of every connection closed with GOAWAY
-	// ENHANCE_YOUR_CALM, with ReasonRapidReset or ReasonControlFlood.
-	OnAbuse func(reason string)
+	// ENHANCE_YOUR_CALM: the peer's address, and ReasonRapidReset or
+	// ReasonControlFlood.
+	OnAbuse func(peer net.Addr, reason string)
 	// Log gets handler panics (other than http.ErrAbortHandler); nil
 	// discards.
 	Log *slog.Logger
