@@ -366,3 +366,47 @@ func TestExpectContinue(t *testing.T) {
 }
 
 var _ = tls.VersionTLS13
+
+// TestFullDuplexStream: request and response bodies stream at once, as a
+// bidirectional gRPC call's do: each chunk sent comes back before the
+// next is sent.
+func TestFullDuplexStream(t *testing.T) {
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush() // the head goes before any body arrives
+		buf := make([]byte, 64)
+		for {
+			n, err := r.Body.Read(buf)
+			if n > 0 {
+				w.Write(buf[:n])
+				w.(http.Flusher).Flush()
+			}
+			if err != nil {
+				return
+			}
+		}
+	})}
+	cl := client(t, serve(t, srv, nil), nil, Limits{})
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("POST", "https://peer/", pr)
+	resp, err := cl.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 64)
+	for i := range 20 {
+		msg := fmt.Sprintf("message %d", i)
+		if _, err := pw.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.ReadAtLeast(resp.Body, buf, len(msg))
+		if err != nil || string(buf[:n]) != msg {
+			t.Fatalf("echo %q, %v; want %q", buf[:n], err, msg)
+		}
+	}
+	pw.Close()
+	if rest, err := io.ReadAll(resp.Body); len(rest) != 0 || err != nil {
+		t.Fatalf("after the request's end: %q, %v", rest, err)
+	}
+}
