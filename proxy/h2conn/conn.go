@@ -425,6 +425,9 @@ func (c *conn) data(f *http2.DataFrame) error {
 		return nil
 	}
 	s.recvWin -= int64(n)
+	if s.rbuf == nil && len(p) <= dataChunk {
+		s.rbuf = getData(nil)
+	}
 	s.rbuf = append(s.rbuf, p...)
 	c.buffered += len(p)
 	pad := n - len(p)

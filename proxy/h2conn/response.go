@@ -201,6 +201,7 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
+	w.grow()
 	w.buf = append(w.buf, p...)
 	if len(w.buf) >= dataChunk {
 		if err := w.flush(false); err != nil {
@@ -220,6 +221,7 @@ func (w *responseWriter) WriteString(s string) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
+	w.grow()
 	w.buf = append(w.buf, s...)
 	if len(w.buf) >= dataChunk {
 		if err := w.flush(false); err != nil {
@@ -269,7 +271,17 @@ func (w *responseWriter) finish() error {
 	if !w.sent && bodyAllowed(w.status) && w.req != nil && w.req.Method != http.MethodHead && w.h.Get("Content-Length") == "" && w.trailerFields() == nil {
 		w.h.Set("Content-Length", strconv.Itoa(len(w.buf)))
 	}
-	return w.flush(true)
+	err := w.flush(true)
+	putData(w.buf)
+	w.buf = nil
+	return err
+}
+
+// grow makes room in the body buffer, taken from the pool the first time.
+func (w *responseWriter) grow() {
+	if w.buf == nil {
+		w.buf = getData(nil)
+	}
 }
 
 // trailerFields are the trailers the handler set: keys it declared in a

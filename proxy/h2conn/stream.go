@@ -97,6 +97,11 @@ func (s *stream) read(p []byte) (int, error) {
 			s.roff += n
 			if s.roff == len(s.rbuf) {
 				s.rbuf, s.roff = s.rbuf[:0], 0
+				if s.remoteEnd {
+					// Nothing more arrives: the buffer goes back.
+					putData(s.rbuf)
+					s.rbuf = nil
+				}
 			}
 			if !s.released {
 				c.release(n)
