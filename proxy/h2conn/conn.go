@@ -105,13 +105,14 @@ type role interface {
 // conn is the state both sides share: streams, flow control windows and
 // the read loop.
 type conn struct {
-	nc   net.Conn
-	w    *writer
-	fr   *http2.Framer
-	br   *bufio.Reader
-	lim  Limits
-	role role
-	now  func() time.Time
+	nc     net.Conn
+	w      *writer
+	fr     *http2.Framer
+	br     *bufio.Reader
+	lim    Limits
+	role   role
+	now    func() time.Time
+	server bool // serving the peer's streams
 	// onAbuse, if set, is told why the peer is cut off (a Reason value).
 	onAbuse func(peer net.Addr, reason string)
 
@@ -300,7 +301,11 @@ func (c *conn) handle(f http2.Frame) error {
 			return c.abused(ReasonControlFlood)
 		}
 	case *http2.RSTStreamFrame:
-		if c.tooMany(&c.resets, c.lim.MaxResets) {
+		// Only a client's resets cost a server work it cannot refuse
+		// (its handlers); a server resets a client's streams for its own
+		// reasons (an answer sent before the body was read, a refusal),
+		// and a client counting them would cut itself off under load.
+		if c.server && c.tooMany(&c.resets, c.lim.MaxResets) {
 			return c.abused(ReasonRapidReset)
 		}
 		c.mu.Lock()

@@ -2,6 +2,8 @@ package h2conn
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -183,5 +185,56 @@ func TestHostilePeerLimits(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestClientDoesNotCountServerResets: a server resets a client's streams
+// for its own reasons (an answer sent before the body was read, a
+// refusal); however often it does, the client keeps its connection.
+func TestClientDoesNotCountServerResets(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	acked := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			acked <- err
+			return
+		}
+		defer c.Close()
+		pre := make([]byte, len(http2.ClientPreface))
+		io.ReadFull(c, pre)
+		fr := http2.NewFramer(c, c)
+		fr.WriteSettings()
+		for id := uint32(1); id < 40; id += 2 {
+			fr.WriteRSTStream(id, http2.ErrCodeNo)
+		}
+		// The PING's answer comes after the resets were read.
+		fr.WritePing(false, [8]byte{7})
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				acked <- err
+				return
+			}
+			if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+				acked <- nil
+				return
+			}
+			if g, ok := f.(*http2.GoAwayFrame); ok {
+				acked <- fmt.Errorf("client sent GOAWAY %v", g.ErrCode)
+				return
+			}
+		}
+	}()
+	cl := client(t, ln.Addr().String(), nil, Limits{MaxResets: 5, Window: time.Hour})
+	if _, err := cl.dial(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-acked; err != nil {
+		t.Fatal(err)
 	}
 }

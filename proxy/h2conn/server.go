@@ -53,7 +53,7 @@ type serverConn struct {
 func (s *Server) Serve(ctx context.Context, nc net.Conn) error {
 	sc := &serverConn{srv: s, ctx: ctx}
 	sc.conn = newConn(nc, s.Limits, sc)
-	sc.onAbuse, sc.idleTimeout = s.OnAbuse, s.IdleTimeout
+	sc.onAbuse, sc.idleTimeout, sc.server = s.OnAbuse, s.IdleTimeout, true
 	if tc, ok := nc.(*tls.Conn); ok {
 		cs := tc.ConnectionState()
 		sc.tls = &cs
