@@ -162,6 +162,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzReadStrictResponse -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzSyslogFormat -fuzztime 30s ./auditstream/sink/
 	$(GO) test -run '^$$' -fuzz FuzzReadRecords -fuzztime 30s ./auditstream/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 30s ./k8s/evictions/
 
 clean:
 	rm -rf $(BIN) $(TOOLS)

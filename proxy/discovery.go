@@ -393,7 +393,7 @@ func (p *Proxy) applyConfig(o *outbound, cfg *agentv1.Config) int64 {
 			}
 		}
 		table, version = traffic.CompileFor(cfg.GetVersion(), traffic.SelectedFor(routes, p.names.Namespace(), p.cfg.labels), p.names.Namespace()), cfg.GetVersion()
-		p.applyPolicies(context.Background(), rs)
+		p.applyPolicies(context.Background(), rs, cfg.GetRootNamespace())
 		p.metrics.configs.WithLabelValues("applied").Inc()
 		p.log.Info("configuration applied", "version", version, "resources", len(rs))
 	}

@@ -71,9 +71,11 @@ func ResourceRevision(r *traffic.Resource) string {
 }
 
 // applyPolicies puts in force, per mode, the Policy resource of all that
-// applies to this sidecar; none takes a resource's policy out of force
-// (an enforcing engine fed by resources then denies everything).
-func (p *Proxy) applyPolicies(ctx context.Context, all []traffic.Resource) {
+// applies to this sidecar, root being the namespace of mesh-wide ones
+// (the server's, ConfigDelta.root_namespace); none takes a resource's
+// policy out of force (an enforcing engine fed by resources then denies
+// everything).
+func (p *Proxy) applyPolicies(ctx context.Context, all []traffic.Resource, root string) {
 	for _, mode := range []string{traffic.PolicyModeEnforce, traffic.PolicyModeDryRun} {
 		eng := p.policy
 		if mode == traffic.PolicyModeDryRun {
@@ -82,7 +84,7 @@ func (p *Proxy) applyPolicies(ctx context.Context, all []traffic.Resource) {
 		if eng == nil {
 			continue // a Proxy built without engines (tests of routing alone)
 		}
-		r := traffic.PolicyFor(all, mode, p.names.Namespace(), p.cfg.labels)
+		r := traffic.PolicyFor(all, mode, root, p.names.Namespace(), p.cfg.labels)
 		if r == nil {
 			if mode == traffic.PolicyModeDryRun || p.cfg.Policy == "" {
 				eng.Clear()

@@ -112,3 +112,35 @@ func TestPolicyResourceSidecarKeepsLastGood(t *testing.T) {
 		t.Fatalf("/config status with --policy %+v: want overridden", st)
 	}
 }
+
+// TestPolicyRootNamespaceFromServer: the mesh-wide Policy is the one in
+// the root namespace the server streams (its --k8s-namespace), not in a
+// namespace fixed in the sidecar; a config without one (an older server)
+// keeps sigil-system.
+func TestPolicyRootNamespaceFromServer(t *testing.T) {
+	inNS := func(r *agentv1.Resource, ns string) *agentv1.Resource { r.Namespace = ns; return r }
+	tests := []struct {
+		name, root string
+		want       string // the enforced resource, "" for none
+	}{
+		{"server's root", "mesh", "Policy mesh/authz"},
+		{"older server", "", "Policy " + traffic.RootNamespace + "/authz"},
+		{"root elsewhere", "other", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, o := policyTestProxy(t, "")
+			cfg := &agentv1.Config{Version: 2, RootNamespace: tt.root, Resources: []*agentv1.Resource{
+				inNS(policyResource(t, "authz", traffic.PolicyModeEnforce, allowGetRego), "mesh"),
+				inNS(policyResource(t, "authz", traffic.PolicyModeEnforce, allowAllRego), traffic.RootNamespace),
+			}}
+			if v := p.applyConfig(o, cfg); v != 2 {
+				t.Fatalf("version %d: refused", v)
+			}
+			got := p.policyRes.snapshot()[traffic.PolicyModeEnforce].Resource
+			if got != tt.want {
+				t.Errorf("enforced resource %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

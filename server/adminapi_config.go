@@ -386,6 +386,7 @@ func (s *Server) listConfig(r *http.Request) (any, error) {
 	rs := make([]adminv1.Resource, len(stored))
 	for i := range stored {
 		rs[i] = wireResource(stored[i])
+		rs[i].MeshWide = rs[i].Kind == traffic.KindPolicy && rs[i].Namespace == s.cfg.rootNamespace()
 		// A record stored before today's checks may hold bytes that are
 		// not JSON; it is listed with them as a JSON string, so the rest
 		// still lists and this one can be seen and deleted.

@@ -61,16 +61,26 @@ func reservedNames(parsed []traffic.Resource) error {
 // send to answers 500 for its share of requests, and the user should
 // hear it at apply as a kubectl user reads it in status.
 func routeWarnings(all, touched []traffic.Resource) []string {
-	refs := map[string]bool{}
+	refs, namespaces := map[string]bool{}, map[string]bool{}
 	for _, r := range touched {
 		if r.Route != nil {
 			refs[r.Ref()] = true
+			namespaces[r.Namespace] = true
 		}
 	}
 	if len(refs) == 0 {
 		return nil
 	}
-	_, sts := gatewayapi.Translate(all)
+	// Translate groups routes by their own namespace: only the touched
+	// routes' namespaces can change their status, and translating every
+	// namespace's routes made each apply cost the whole configuration's.
+	var near []traffic.Resource
+	for _, r := range all {
+		if r.Route != nil && namespaces[r.Namespace] {
+			near = append(near, r)
+		}
+	}
+	_, sts := gatewayapi.Translate(near)
 	var out []string
 	for _, st := range sts {
 		if !refs[st.Kind+" "+st.Namespace+"/"+st.Name] {

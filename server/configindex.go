@@ -34,6 +34,9 @@ type configIndex struct {
 	// snap is the agents' view, shared by every StreamConfig until either
 	// version moves.
 	snap *configdelta.Snapshot
+	// routes is what route status reads (k8s_routestatus.go), built at
+	// most once per version; nil until asked for.
+	routes *routeIndex
 }
 
 // indexed is one stored resource, parsed, with its wire form.
@@ -98,7 +101,7 @@ func (x *configIndex) refresh(ctx context.Context, store *registry.Store, log *s
 		items[key] = it
 		total += it.size
 	}
-	x.items, x.version, x.bytes, x.loaded, x.snap = items, version, total, true, nil
+	x.items, x.version, x.bytes, x.loaded, x.snap, x.routes = items, version, total, true, nil, nil
 	return nil
 }
 
@@ -120,7 +123,7 @@ func (x *configIndex) wrote(version int64, changes map[string]*indexed) {
 			x.bytes += it.size
 		}
 	}
-	x.version, x.snap = version, nil
+	x.version, x.snap, x.routes = version, nil, nil
 }
 
 // parsedWith returns every resource as it would be with overlay applied
@@ -167,7 +170,8 @@ func (s *Server) configSnapshot(ctx context.Context) (*configdelta.Snapshot, err
 	if err != nil {
 		return nil, err
 	}
-	snap := &configdelta.Snapshot{Version: x.version, EndpointsRevision: endpointsRevision(rev, k), Endpoints: make(map[string]*agentv1.Endpoint, len(ps))}
+	snap := &configdelta.Snapshot{Version: x.version, EndpointsRevision: endpointsRevision(rev, k), RootNamespace: s.cfg.rootNamespace(),
+		Endpoints: make(map[string]*agentv1.Endpoint, len(ps))}
 	if x.snap != nil {
 		snap.Resources = x.snap.Resources // the resources did not move; only the endpoints did
 	} else {

@@ -17,6 +17,7 @@ import (
 	"github.com/sigil-mesh/sigil/k8s/psat"
 	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/traffic"
 )
 
 // KubeConfig is how the server works against Kubernetes.
@@ -38,7 +39,7 @@ type KubeConfig struct {
 	// PSATAllowedSAs are the service accounts, NAMESPACE:NAME, whose
 	// projected tokens attest nodes (--k8s-psat-allowed-sa, repeatable;
 	// SPIRE's service_account_allow_list); none means
-	// sigil-system:sigil-agent.
+	// <Namespace>:sigil-agent (sigil-system:sigil-agent by default).
 	PSATAllowedSAs []string
 	psatAllowed    []psat.ServiceAccount // PSATAllowedSAs parsed (checkPSAT)
 	// DisableAutoIdentity turns off automatic identity, which gives every
@@ -48,6 +49,17 @@ type KubeConfig struct {
 	DisableAutoIdentity bool
 	// Inject is the sidecar injection webhook (k8s_webhook.go).
 	Inject InjectConfig
+}
+
+// rootNamespace is the namespace whose Policies are mesh-wide, streamed
+// to every sidecar: on Kubernetes Sigil's own, --k8s-namespace (as
+// Istio's root namespace is its control plane's), else
+// traffic.RootNamespace.
+func (c *Config) rootNamespace() string {
+	if c.Kubernetes.Enabled {
+		return c.Kubernetes.Namespace
+	}
+	return traffic.RootNamespace
 }
 
 // DefaultK8sCluster is --k8s-cluster's default.
@@ -96,6 +108,7 @@ type kubePart struct {
 // kubeParts lists the server's Kubernetes parts in start order.
 func (s *Server) kubeParts() []kubePart {
 	return []kubePart{
+		s.evictionsPart(),
 		{name: "leader", start: s.startLeader},
 		{name: "trust bundle", start: s.startBundlePublisher},
 		s.servicesPart(),
@@ -121,6 +134,7 @@ func (s *Server) startKube(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 		s.kube = clients
 	}
+	s.startInformers(ctx, wg)
 	for _, p := range s.kubeParts() {
 		if err := p.start(ctx, wg); err != nil {
 			return fmt.Errorf("server: kubernetes %s: %w", p.name, err)
@@ -128,4 +142,18 @@ func (s *Server) startKube(ctx context.Context, wg *sync.WaitGroup) error {
 		s.log.Info("kubernetes part started", "part", p.name)
 	}
 	return nil
+}
+
+// startInformers makes the informer factory the parts share; each part
+// asks it for its informers and starts it (starting only those not yet
+// running). The factory is shut down, its informers waited for, once ctx
+// is done.
+func (s *Server) startInformers(ctx context.Context, wg *sync.WaitGroup) {
+	s.kubeInformers = kube.NewInformers(s.kube.Core)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		s.kubeInformers.Shutdown()
+	}()
 }

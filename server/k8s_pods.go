@@ -22,21 +22,21 @@ const podSyncTimeout = time.Minute
 
 // podsPart is the kubeParts entry of automatic identity.
 func (s *Server) podsPart() kubePart {
-	return kubePart{name: "automatic identity", start: func(ctx context.Context, wg *sync.WaitGroup) error {
+	return kubePart{name: "automatic identity", start: func(ctx context.Context, _ *sync.WaitGroup) error {
 		if s.cfg.Kubernetes.DisableAutoIdentity {
 			s.log.Info("automatic pod identity off (--k8s-auto-identity=false): pods get identities from entries only")
 			return nil
 		}
-		idx, err := podidentity.New(s.kube.Core, podidentity.Options{
+		// The Pod informer is discovery's too (one list and watch, one
+		// cache: s.kubeInformers).
+		idx, err := podidentity.New(s.kubeInformers, podidentity.Options{
 			TrustDomain: s.cfg.td, Cluster: s.cfg.Kubernetes.Cluster,
 			OnChange: s.changes.Notify, Now: s.now, Log: s.log,
 		})
 		if err != nil {
 			return err
 		}
-		done := idx.Start(ctx)
-		wg.Add(1)
-		go func() { defer wg.Done(); <-done }()
+		idx.Start(ctx)
 		syncCtx, cancel := context.WithTimeout(ctx, podSyncTimeout)
 		defer cancel()
 		if err := idx.Synced(syncCtx); err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/k8s/podidentity"
+	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/selector"
 	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -40,13 +41,14 @@ func TestAutoIdentityEntriesOnlyForThePodsNode(t *testing.T) {
 		Spec:       corev1.PodSpec{NodeName: "node-a", ServiceAccountName: "web"},
 	})
 	woke := s.changes.Changed()
-	idx, err := podidentity.New(client, podidentity.Options{TrustDomain: s.cfg.td, Cluster: "cluster", OnChange: s.changes.Notify, Now: s.now})
+	factory := kube.NewInformers(client)
+	idx, err := podidentity.New(factory, podidentity.Options{TrustDomain: s.cfg.td, Cluster: "cluster", OnChange: s.changes.Notify, Now: s.now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
-	done := idx.Start(runCtx)
-	t.Cleanup(func() { cancel(); <-done })
+	idx.Start(runCtx)
+	t.Cleanup(func() { cancel(); factory.Shutdown() })
 	if err := idx.Synced(runCtx); err != nil {
 		t.Fatal(err)
 	}

@@ -31,8 +31,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// checkPSAT parses --k8s-psat-allowed-sa (default
-// psat.DefaultServiceAccount) into k.psatAllowed.
+// checkPSAT parses --k8s-psat-allowed-sa (default the agents' service
+// account in k.Namespace, NAMESPACE:sigil-agent) into k.psatAllowed.
 func (k *KubeConfig) checkPSAT() []error {
 	var errs []error
 	k.psatAllowed = nil
@@ -45,7 +45,9 @@ func (k *KubeConfig) checkPSAT() []error {
 		k.psatAllowed = append(k.psatAllowed, sa)
 	}
 	if len(k.PSATAllowedSAs) == 0 {
-		k.psatAllowed = []psat.ServiceAccount{psat.DefaultServiceAccount}
+		// The agents' service account is in Sigil's namespace, as
+		// sigil install --namespace puts it.
+		k.psatAllowed = []psat.ServiceAccount{{Namespace: k.Namespace, Name: psat.DefaultServiceAccount.Name}}
 	}
 	return errs
 }

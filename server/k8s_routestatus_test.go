@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/k8s/crdsource"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -129,4 +131,63 @@ func routeParents(t *testing.T, routes dynamic.ResourceInterface, name string) [
 	}
 	t.Fatalf("route %s: no status.parents: %v", name, err)
 	return nil
+}
+
+// TestRouteStatusTranslatesOncePerNamespace: the leader writes the
+// status of every route of a namespace one route at a time; the
+// namespace's routes are translated once per configuration version for
+// all of them (linear in the routes), not once per route (quadratic),
+// and each route still gets its own parents' conditions.
+func TestRouteStatusTranslatesOncePerNamespace(t *testing.T) {
+	ctx := context.Background()
+	s, _ := storeServer(t)
+	store := kubeConfigStore{s}
+	const perNamespace = 30
+	namespaces := []string{"shop", "books"}
+	var objs []crdsource.Object
+	for _, ns := range namespaces {
+		for i := range perNamespace {
+			obj := crdsource.Object{Group: crdsource.GatewayGroup, Kind: "HTTPRoute", Namespace: ns, Name: fmt.Sprintf("r%d", i)}
+			backend := `{"name":"reviews","port":9080}`
+			if i%2 == 1 {
+				backend = `{"kind":"ConfigMap","name":"reviews","port":9080}` // ResolvedRefs=False: each route's own status
+			}
+			doc := fmt.Sprintf(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":%q,"namespace":%q},
+"spec":{"parentRefs":[{"group":"","kind":"Service","name":"reviews","port":9080}],
+"rules":[{"matches":[{"path":{"type":"PathPrefix","value":"/r%d"}}],"backendRefs":[%s]}]}}`, obj.Name, ns, i, backend)
+			if err := store.Apply(ctx, obj, []byte(doc)); err != nil {
+				t.Fatalf("%s: %v", obj, err)
+			}
+			objs = append(objs, obj)
+		}
+	}
+	for round := range 2 {
+		for i, obj := range objs {
+			parents, err := store.Parents(ctx, obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := metav1.ConditionTrue
+			if i%2 == 1 {
+				want = metav1.ConditionFalse
+			}
+			if got := meta.FindStatusCondition(parents[0], "ResolvedRefs"); len(parents) != 1 || got == nil || got.Status != want {
+				t.Fatalf("round %d: %s: parents %v, want ResolvedRefs=%s on parentRef 0", round, obj, parents, want)
+			}
+		}
+		x, unlock, err := s.lockConfig(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := x.routes.translations.Load()
+		unlock()
+		if n != int64(len(namespaces)) {
+			t.Errorf("round %d: %d translations for %d routes in %d namespaces, want one per namespace", round, n, len(objs), len(namespaces))
+		}
+		// A change moves the version: the next round translates afresh.
+		if err := store.Delete(ctx, objs[len(objs)-1]); err != nil {
+			t.Fatal(err)
+		}
+		objs = objs[:len(objs)-1]
+	}
 }

@@ -23,12 +23,13 @@ import (
 	"github.com/sigil-mesh/sigil/server/registry"
 )
 
-// servicesPart starts the Services/EndpointSlices/Pods informers; the
+// servicesPart starts the Services/EndpointSlices/Pods informers (of
+// the shared factory: the Pod informer is automatic identity's too); the
 // server reads them only once synced.
 func (s *Server) servicesPart() kubePart {
-	return kubePart{name: "services", start: func(ctx context.Context, wg *sync.WaitGroup) error {
-		w := discovery.New(s.kube.Core, discovery.Options{TrustDomain: s.cfg.td, Log: s.log.With("part", "discovery"), OnChange: s.changes.Notify})
-		if err := w.Start(ctx, wg); err != nil {
+	return kubePart{name: "services", start: func(ctx context.Context, _ *sync.WaitGroup) error {
+		w := discovery.New(s.kubeInformers, discovery.Options{TrustDomain: s.cfg.td, Log: s.log.With("part", "discovery"), OnChange: s.changes.Notify})
+		if err := w.Start(ctx); err != nil {
 			return err
 		}
 		s.kubeServices.Store(w)

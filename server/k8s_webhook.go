@@ -21,12 +21,12 @@ import (
 
 	"github.com/sigil-mesh/sigil/ca"
 	"github.com/sigil-mesh/sigil/k8s/inject"
+	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/listener"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 )
@@ -111,24 +111,16 @@ func (s *Server) startWebhook(ctx context.Context, wg *sync.WaitGroup) error {
 		return nil
 	}
 	log := s.log.With("part", "webhook")
-	factory := informers.NewSharedInformerFactory(s.kube.Core, 0)
-	nsInformer := factory.Core().V1().Namespaces()
+	// The namespaces' informer is the shared factory's (k8s.go).
+	nsInformer := s.kubeInformers.Core().V1().Namespaces()
 	labels := namespaceLabels{lister: nsInformer.Lister(), core: s.kube.Core}
 	nsInformer.Informer()
-	factory.Start(ctx.Done())
+	s.kubeInformers.Start(ctx.Done())
 	// A list the API server forbids is retried forever by the informer:
 	// bound the wait so a missing RBAC rule stops the server, named.
-	syncCtx, cancelSync := context.WithTimeout(ctx, informerSyncTimeout)
-	defer cancelSync()
-	for typ, ok := range factory.WaitForCacheSync(syncCtx.Done()) {
-		if !ok {
-			factory.Shutdown()
-			return fmt.Errorf("server: the %v informer did not sync within %s: can the server list and watch namespaces (RBAC)?", typ, informerSyncTimeout)
-		}
+	if err := kube.WaitSyncedWithin(ctx, informerSyncTimeout, nsInformer.Informer(), "namespaces"); err != nil {
+		return fmt.Errorf("server: webhook: %w", err)
 	}
-	// Informer goroutines end with ctx; Shutdown waits for them.
-	wg.Add(1)
-	go func() { defer wg.Done(); <-ctx.Done(); factory.Shutdown() }()
 
 	inj, err := inject.New(inject.Config{Image: w.ProxyImage, CPURequest: w.ProxyCPU, MemoryRequest: w.ProxyMemory, MeshNamespace: ns}, labels, log)
 	if err != nil {

@@ -48,6 +48,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/informers"
 )
 
 // Server is a running sigil-server.
@@ -92,6 +93,10 @@ type Server struct {
 	kubeLeader func() bool
 
 	kubeServices atomic.Pointer[discovery.Watcher] // Services and EndpointSlices once synced (k8s_services.go)
+	// kubeInformers is the one informer factory the Kubernetes parts
+	// share (one Pod informer for discovery and automatic identity), set
+	// before they start (k8s.go).
+	kubeInformers informers.SharedInformerFactory
 
 	agentv1.UnimplementedAgentServer
 }

@@ -14,9 +14,12 @@ const (
 	KindPolicy       = "Policy"
 	GroupSigil       = "security.sigil.dev"
 	PolicyAPIVersion = GroupSigil + "/v1"
-	// RootNamespace holds the mesh-wide policies: one there applies to
-	// every sidecar that no policy of the same mode in its own namespace
-	// selects (Istio's root namespace, istio-system).
+	// RootNamespace is the default root namespace, which holds the
+	// mesh-wide policies: one there applies to every sidecar that no
+	// policy of the same mode in its own namespace selects (Istio's root
+	// namespace, by default the control plane's, istio-system). On
+	// Kubernetes the root is the server's --k8s-namespace, which the
+	// server streams to sidecars (ConfigDelta.root_namespace).
 	RootNamespace = "sigil-system"
 )
 
@@ -204,10 +207,13 @@ func checkPolicyScopes(all []Resource) []error {
 // PolicyFor returns the Policy resource of mode that applies to a
 // sidecar in namespace with labels, or nil: of its own namespace, one
 // whose selector matches, else one without a selector; failing both, the
-// same in RootNamespace (mesh-wide). CheckReferences guarantees at most
-// one candidate at each step.
-func PolicyFor(all []Resource, mode, namespace string, labels map[string]string) *Resource {
-	for _, ns := range []string{namespace, RootNamespace} {
+// same in root, the root namespace (mesh-wide; "" is RootNamespace).
+// CheckReferences guarantees at most one candidate at each step.
+func PolicyFor(all []Resource, mode, root, namespace string, labels map[string]string) *Resource {
+	if root == "" {
+		root = RootNamespace
+	}
+	for _, ns := range []string{namespace, root} {
 		var general *Resource
 		for i := range all {
 			r := &all[i]

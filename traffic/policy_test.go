@@ -94,7 +94,7 @@ func TestPolicyResourceScopeSelection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got := ""
-		if r := PolicyFor(all, tt.mode, tt.ns, tt.labels); r != nil {
+		if r := PolicyFor(all, tt.mode, "", tt.ns, tt.labels); r != nil {
 			got = r.Name
 		}
 		if got != tt.want {

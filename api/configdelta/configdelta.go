@@ -41,6 +41,9 @@ const MaxMessageBytes = 1 << 20
 type Snapshot struct {
 	Version           int64
 	EndpointsRevision int64
+	// RootNamespace is the namespace whose Policies are mesh-wide
+	// (traffic.PolicyFor's root); "" is traffic.RootNamespace.
+	RootNamespace string
 	// Resources by ResourceKey; Endpoints by EndpointKey.
 	Resources map[string]*agentv1.Resource
 	Endpoints map[string]*agentv1.Endpoint
@@ -69,7 +72,7 @@ func EndpointKey(e *agentv1.Endpoint) string {
 
 // FromConfig indexes a whole configuration.
 func FromConfig(c *agentv1.Config) *Snapshot {
-	s := &Snapshot{Version: c.GetVersion(), EndpointsRevision: c.GetEndpointsRevision(),
+	s := &Snapshot{Version: c.GetVersion(), EndpointsRevision: c.GetEndpointsRevision(), RootNamespace: c.GetRootNamespace(),
 		Resources: make(map[string]*agentv1.Resource, len(c.GetResources())), Endpoints: make(map[string]*agentv1.Endpoint, len(c.GetEndpoints()))}
 	for _, r := range c.GetResources() {
 		s.Resources[ResourceKey(r)] = r
@@ -84,7 +87,7 @@ func FromConfig(c *agentv1.Config) *Snapshot {
 // order. It is for the receiver's own use (compiling routes, /config); it
 // is never sent whole.
 func (s *Snapshot) Config() *agentv1.Config {
-	out := &agentv1.Config{Version: s.Version, EndpointsRevision: s.EndpointsRevision,
+	out := &agentv1.Config{Version: s.Version, EndpointsRevision: s.EndpointsRevision, RootNamespace: s.RootNamespace,
 		Resources: make([]*agentv1.Resource, 0, len(s.Resources)), Endpoints: make([]*agentv1.Endpoint, 0, len(s.Endpoints))}
 	for _, k := range slices.Sorted(maps.Keys(s.Resources)) {
 		out.Resources = append(out.Resources, s.Resources[k])
@@ -100,7 +103,7 @@ func Same(a, b *Snapshot) bool {
 	if a == b {
 		return true
 	}
-	if a == nil || b == nil || a.Version != b.Version || a.EndpointsRevision != b.EndpointsRevision ||
+	if a == nil || b == nil || a.Version != b.Version || a.EndpointsRevision != b.EndpointsRevision || a.RootNamespace != b.RootNamespace ||
 		len(a.Resources) != len(b.Resources) || len(a.Endpoints) != len(b.Endpoints) {
 		return false
 	}
@@ -128,12 +131,12 @@ func sameResource(a, b *agentv1.Resource) bool {
 // one, so a receiver learns new versions even when nothing else changed.
 func Diff(from, to *Snapshot, maxBytes int) []*agentv1.ConfigDelta {
 	var out []*agentv1.ConfigDelta
-	cur := &agentv1.ConfigDelta{Version: to.Version, EndpointsRevision: to.EndpointsRevision, Full: from == nil}
+	cur := &agentv1.ConfigDelta{Version: to.Version, EndpointsRevision: to.EndpointsRevision, RootNamespace: to.RootNamespace, Full: from == nil}
 	size := 0
 	add := func(n int, put func(d *agentv1.ConfigDelta)) {
 		if size > 0 && size+n > maxBytes {
 			out = append(out, cur)
-			cur = &agentv1.ConfigDelta{Version: to.Version, EndpointsRevision: to.EndpointsRevision}
+			cur = &agentv1.ConfigDelta{Version: to.Version, EndpointsRevision: to.EndpointsRevision, RootNamespace: to.RootNamespace}
 			size = 0
 		}
 		put(cur)
@@ -232,5 +235,5 @@ func (r *Receiver) Apply(d *agentv1.ConfigDelta) (*Snapshot, error) {
 	if !d.GetComplete() {
 		return nil, nil
 	}
-	return &Snapshot{Version: d.GetVersion(), EndpointsRevision: d.GetEndpointsRevision(), Resources: maps.Clone(r.res), Endpoints: maps.Clone(r.eps)}, nil
+	return &Snapshot{Version: d.GetVersion(), EndpointsRevision: d.GetEndpointsRevision(), RootNamespace: d.GetRootNamespace(), Resources: maps.Clone(r.res), Endpoints: maps.Clone(r.eps)}, nil
 }

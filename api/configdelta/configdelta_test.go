@@ -20,6 +20,14 @@ func snapshot(version, rev int64, specs map[string]int, eps ...string) *Snapshot
 	return FromConfig(c)
 }
 
+// rooted is s with root as its RootNamespace, through a Config as the
+// server's snapshots are read back.
+func rooted(s *Snapshot, root string) *Snapshot {
+	c := s.Config()
+	c.RootNamespace = root
+	return FromConfig(c)
+}
+
 func many(n, size int) map[string]int {
 	out := map[string]int{}
 	for i := range n {
@@ -42,6 +50,10 @@ func TestDiffRoundTrip(t *testing.T) {
 		{"change, add, remove", snapshot(1, 1, map[string]int{"a": 10, "b": 10}, "127.0.0.1:1"), snapshot(2, 2, map[string]int{"a": 11, "c": 10}, "127.0.0.1:2")},
 		{"only the version", snapshot(1, 1, map[string]int{"a": 10}), snapshot(2, 1, map[string]int{"a": 10})},
 		{"everything removed", snapshot(1, 1, many(300, 500), "127.0.0.1:1"), snapshot(2, 2, nil)},
+		// The root namespace of mesh-wide Policies rides on every delta.
+		{"root namespace", nil, rooted(snapshot(1, 1, map[string]int{"a": 10}), "mesh")},
+		{"root namespace, many deltas", rooted(snapshot(1, 1, nil), "mesh"), rooted(snapshot(2, 1, many(500, 1000)), "mesh")},
+		{"root namespace only", snapshot(1, 1, nil), rooted(snapshot(1, 1, nil), "mesh")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

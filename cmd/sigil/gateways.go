@@ -53,7 +53,7 @@ func policyAppliesTo(r adminv1.Resource) string {
 		return "?"
 	}
 	where := "sidecars of namespace " + termsafe.Field(r.Namespace)
-	if r.Namespace == traffic.RootNamespace {
+	if r.MeshWide { // the server's root namespace: sigil-system, or its --k8s-namespace
 		where = "mesh-wide sidecars"
 	}
 	if spec.Selector != nil {

@@ -1,8 +1,8 @@
 package kube
 
 import (
-	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -19,7 +19,6 @@ import (
 	"github.com/sigil-mesh/sigil/e2e/harness"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
@@ -220,45 +219,26 @@ func equal(a, b map[string]int) bool {
 	return true
 }
 
-// waitAccepted watches the object name of gvr in default until its
-// status reports on its current generation, and returns its Accepted
-// condition.
+// waitAccepted waits for the object name of gvr in default to have a
+// status on its current generation, and returns its Accepted condition.
 func waitAccepted(t *testing.T, k *harness.Kube, gvr schema.GroupVersionResource, name string) map[string]any {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	vs := k.Clients.Dynamic.Resource(gvr).Namespace("default")
-	w, err := vs.Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	for ev := range w.ResultChan() {
-		u, ok := ev.Object.(*unstructured.Unstructured)
-		if !ok {
-			continue
-		}
+	var accepted map[string]any
+	k.WaitObject(t, gvr, "default", name, "Accepted condition on the current generation", 30*time.Second, func(u *unstructured.Unstructured) bool {
 		gen, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
-		if gen != u.GetGeneration() {
-			continue
-		}
-		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-		for _, c := range conds {
-			if m, ok := c.(map[string]any); ok && m["type"] == "Accepted" {
-				return m
-			}
-		}
-	}
-	t.Fatalf("%s %s: no Accepted condition for its generation within 30 s", gvr.Resource, name)
-	return nil
+		var ok bool
+		accepted, ok = harness.ObjectCondition(u.Object, "Accepted", "status", "conditions")
+		return ok && gen == u.GetGeneration()
+	})
+	return accepted
 }
 
 // waitSynced waits until the server sees n sidecars and none is behind
 // its configuration.
 func waitSynced(t *testing.T, admin *adminv1.AdminClient, n int) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	// The server's own view: there is no push to wait on from outside.
+	harness.Eventually(t, "sidecars in sync", 20*time.Second, func() error {
 		ps, err := admin.ListProxies(t.Context())
 		if err != nil {
 			t.Fatal(err)
@@ -269,14 +249,11 @@ func waitSynced(t *testing.T, admin *adminv1.AdminClient, n int) {
 				stale++
 			}
 		}
-		if stale == 0 && len(ps) >= n {
-			return
+		if stale > 0 || len(ps) < n {
+			return fmt.Errorf("%d of %d sidecars stale, want %d in sync: %+v", stale, len(ps), n, ps)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sidecars still stale: %+v", ps)
-		}
-		time.Sleep(20 * time.Millisecond) // polling the server's own view; there is no push to wait on from outside
-	}
+		return nil
+	})
 }
 
 // gatewayCRD returns the standard channel's HTTPRoute CRD of Gateway API
@@ -364,26 +341,16 @@ spec:
 func waitRouteParent(t *testing.T, k *harness.Kube, name string) map[string]map[string]any {
 	t.Helper()
 	routes := schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	w, err := k.Clients.Dynamic.Resource(routes).Namespace("default").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	for ev := range w.ResultChan() {
-		u, ok := ev.Object.(*unstructured.Unstructured)
-		if !ok {
-			continue
-		}
+	var byType map[string]map[string]any
+	k.WaitObject(t, routes, "default", name, "status.parents entry of sigil.dev/mesh", 30*time.Second, func(u *unstructured.Unstructured) bool {
 		parents, _, _ := unstructured.NestedSlice(u.Object, "status", "parents")
 		for _, p := range parents {
 			pm, _ := p.(map[string]any)
 			if pm["controllerName"] != "sigil.dev/mesh" {
 				continue
 			}
+			byType = map[string]map[string]any{}
 			conds, _ := pm["conditions"].([]any)
-			byType := map[string]map[string]any{}
 			for _, c := range conds {
 				cm, _ := c.(map[string]any)
 				if typ, _ := cm["type"].(string); typ != "" {
@@ -392,10 +359,10 @@ func waitRouteParent(t *testing.T, k *harness.Kube, name string) map[string]map[
 			}
 			if a := byType["Accepted"]; a != nil && a["observedGeneration"] == u.GetGeneration() {
 				t.Logf("HTTPRoute %s: Accepted=%v reason %v: %v", name, a["status"], a["reason"], a["message"])
-				return byType
+				return true
 			}
 		}
-	}
-	t.Fatalf("HTTPRoute %s attached to a Service: no status.parents entry of sigil.dev/mesh within 30 s", name)
-	return nil
+		return false
+	})
+	return byType
 }

@@ -3,19 +3,20 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/e2e/harness"
 	"github.com/sigil-mesh/sigil/k8s/discovery"
+	"github.com/sigil-mesh/sigil/kube"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -284,13 +285,13 @@ func TestServiceDiscoveryRBAC(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		defer wg.Wait()
+		factory := kube.NewInformers(clients.Core)
+		defer factory.Shutdown()
 		defer cancel()
-		return discovery.New(clients.Core, discovery.Options{TrustDomain: spiffeid.RequireTrustDomainFromString(harness.TrustDomain), SyncTimeout: 5 * time.Second}).Start(ctx, &wg)
+		return discovery.New(factory, discovery.Options{TrustDomain: spiffeid.RequireTrustDomainFromString(harness.TrustDomain), SyncTimeout: 5 * time.Second}).Start(ctx)
 	}
-	if err := start(); err == nil || !strings.Contains(err.Error(), "did not sync") {
-		t.Fatalf("without RBAC: %v, want an informer that did not sync", err)
+	if err := start(); err == nil || !strings.Contains(err.Error(), "listing services") || !strings.Contains(err.Error(), "RBAC") {
+		t.Fatalf("without RBAC: %v, want the services informer named, not synced", err)
 	}
 	k.Apply(`apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
@@ -306,7 +307,7 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: sigil-se
 subjects: [{kind: ServiceAccount, name: sigil-server, namespace: sigil-system}]
 `)
 	// RBAC reaches the authorizer's cache within a moment.
-	waitFor(t, "discovery with its ClusterRole", func() bool { return start() == nil })
+	harness.Eventually(t, "discovery with its ClusterRole", 30*time.Second, start)
 }
 
 // proxyConfig is what a sidecar's /config says of discovery.
@@ -373,15 +374,15 @@ func (c *caller) waitConfig(ok func(proxyConfig) bool) proxyConfig {
 	return cfg
 }
 
+// waitFor is harness.Eventually within 30 s, of a condition.
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	harness.Eventually(t, what, 30*time.Second, func() error {
+		if !ok() {
+			return errors.New("condition false")
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func splitHostPort(t *testing.T, addr string) (string, int) {

@@ -59,18 +59,12 @@ func TestGatewayAPIConformanceManifestsOnAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The CRD's first reconcile can lag Established by a moment.
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		// The CRD's first reconcile can lag Established by a moment, and
+		// no event says when the new kind is served.
+		harness.Eventually(t, "kubectl apply "+filepath.Base(m), 30*time.Second, func() error {
 			_, err := k.KubectlStdin(data, "apply", "-f", "-")
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("kubectl apply %s: %v", filepath.Base(m), err)
-			}
-			time.Sleep(100 * time.Millisecond) // no event says when the new kind is served
-		}
+			return err
+		})
 	}
 	k.Apply(`apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute

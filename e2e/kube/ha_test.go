@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -104,13 +105,13 @@ func (l *svidLog) gaps(now time.Time) []string {
 
 // TestHALeaderFailover runs two sigil-server replicas against the real API
 // server: one CA in the sigil-ca Secret, one leader on the sigil-server
-// Lease. A join-token agent lists both replicas (the projected-token
-// attestation is another part of this issue; a join token is single use,
-// so it is made on the leader, which attests), and a workload renews a
-// 20 s SVID every 10 s. SIGKILL of the leader: the other replica leads
-// within seconds (the test logs how many), signing continues, no renewal
-// fails on the agent, and the workload's SVID never expires. No kubelet
-// runs: the replicas and the agent are started here as processes.
+// Lease. An agent attesting by projected service-account token (k8s_psat,
+// as the DaemonSet's) lists both replicas, and a workload renews a 20 s
+// SVID every 10 s. SIGKILL of the leader: the other replica leads within
+// seconds (the test logs how many), signing continues, no renewal fails
+// on the agent, and the workload's SVID never expires. No kubelet runs:
+// the test makes the agent's Pod object and its token (TokenRequest), and
+// starts the replicas and the agent as processes itself.
 func TestHALeaderFailover(t *testing.T) {
 	k := harness.StartKube(t)
 	k.Namespace("sigil-system", nil)
@@ -119,7 +120,7 @@ func TestHALeaderFailover(t *testing.T) {
 		entry = "web-node1"
 	)
 	flags := func(pod string) []string {
-		return []string{"--kubernetes", "--kubeconfig", k.Kubeconfig, "--k8s-namespace", "sigil-system", "--k8s-pod-name", pod,
+		return []string{"--kubernetes", "--kubeconfig", k.Kubeconfig, "--k8s-namespace", "sigil-system", "--k8s-pod-name", pod, "--k8s-cluster", psatCluster,
 			"--leader-elect-lease-duration", lease.String(), "--leader-elect-renew-deadline", "2s", "--leader-elect-retry-period", "500ms",
 			"--default-x509-ttl", "20s",
 			// Both replicas run on this host: no webhook, whose port is fixed.
@@ -149,12 +150,21 @@ func TestHALeaderFailover(t *testing.T) {
 	}
 
 	// Hand-made entries live in each replica's registry: the same one,
-	// under the same ID, on both.
+	// under the same ID, on both, for the node's k8s_psat agent.
 	uid := strconv.Itoa(os.Getuid())
 	for _, m := range []*harness.Mesh{a, b} {
-		m.Entry("node1", "spiffe://"+harness.TrustDomain+"/ns/shop/sa/web", "--entry-id", entry, "--selector", "unix:uid:"+uid)
+		m.Admin("entry", "create", "--parent-id", psatAgentID(t, "node1"), "--spiffe-id", "spiffe://"+harness.TrustDomain+"/ns/shop/sa/web",
+			"--entry-id", entry, "--selector", "unix:uid:"+uid)
 	}
-	agent := a.StartAgent("node1", "--server", b.Addr)
+	// A projected token is not single use: the agent attests to either
+	// replica, and again to the other after a failover.
+	agentPod := k.Pod("sigil-system", "sigil-agent-node1", "sigil-agent", "node1", map[string]string{"app": "sigil-agent"})
+	agentProc := startPSATAgent(t, a, k, "node1", "node1", k.TokenFile("sigil-system", "sigil-agent", "sigil-server", agentPod), "--server", b.Addr)
+	agent := &harness.AgentProc{Proc: agentProc, Socket: filepath.Join(a.Dir, "agent-node1", "agent.sock"),
+		Admin: agentProc.WaitFor(`"msg":"sigil-agent running".*"admin":"([^"]*)"`, 30*time.Second)[1]}
+	if !strings.Contains(agent.Output(), `"agent_id":"`+psatAgentID(t, "node1")+`"`) {
+		t.Fatalf("the agent did not attest as %s:\n%s", psatAgentID(t, "node1"), agent.Output())
+	}
 
 	svids := &svidLog{changed: make(chan struct{})}
 	client, err := workloadapi.New(context.Background(), workloadapi.WithAddr("unix://"+agent.Socket))

@@ -34,16 +34,17 @@ func psatAgentID(t *testing.T, node string) string {
 
 // startPSATAgent starts sigil-agent as the DaemonSet's pod would run it:
 // --kubernetes, the node from the downward API, the projected token in
-// tokenFile. It does not wait: the caller waits for what it expects.
-func startPSATAgent(t *testing.T, m *harness.Mesh, k *harness.Kube, name, node, tokenFile string) *harness.Proc {
+// tokenFile; extra flags follow (a further --server). It does not wait:
+// the caller waits for what it expects.
+func startPSATAgent(t *testing.T, m *harness.Mesh, k *harness.Kube, name, node, tokenFile string, extra ...string) *harness.Proc {
 	t.Helper()
 	dir := filepath.Join(m.Dir, "agent-"+name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return harness.Start(t, "sigil-agent", "run", "--server", m.Addr, "--trust-bundle", m.BundleFile(),
+	return harness.Start(t, "sigil-agent", append([]string{"run", "--server", m.Addr, "--trust-bundle", m.BundleFile(),
 		"--kubernetes", "--kubeconfig", k.Kubeconfig, "--node-name", node, "--k8s-psat-token-file", tokenFile,
-		"--data-dir", filepath.Join(dir, "data"), "--socket", filepath.Join(dir, "agent.sock"), "--admin", "127.0.0.1:0")
+		"--data-dir", filepath.Join(dir, "data"), "--socket", filepath.Join(dir, "agent.sock"), "--admin", "127.0.0.1:0"}, extra...)...)
 }
 
 // TestNodeAttestationPSAT: an agent attests with a real projected
@@ -184,14 +185,14 @@ subjects:
 - {kind: ServiceAccount, namespace: sigil-system, name: sigil-server}
 `)
 	var res psat.Result
-	deadline := time.Now().Add(30 * time.Second)
-	for { // RBAC reaches the authorizer's cache shortly after the apply
+	// RBAC reaches the authorizer's cache shortly after the apply.
+	harness.Eventually(t, "attestation with the RBAC applied", 30*time.Second, func() error {
 		res, err = a.Attest(ctx, token)
-		if err == nil || !errors.Is(err, psat.ErrUnavailable) || time.Now().After(deadline) {
-			break
+		if errors.Is(err, psat.ErrUnavailable) {
+			return err
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	if err != nil {
 		t.Fatalf("attest with tokenreviews create and pods get: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sigil-mesh/sigil/kube"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -154,8 +155,8 @@ func (s *Source) Start(ctx context.Context, wg *sync.WaitGroup) error {
 		defer wg.Done()
 		crds.Run(ctx.Done())
 	}()
-	if !cache.WaitForCacheSync(ctx.Done(), crds.HasSynced) {
-		return fmt.Errorf("crdsource: listing customresourcedefinitions: %w", context.Cause(ctx))
+	if err := kube.WaitSynced(ctx, crds, "customresourcedefinitions"); err != nil {
+		return fmt.Errorf("crdsource: %w", err)
 	}
 	s.crds = crds.GetStore()
 	if err := s.rescan(ctx, wg); err != nil {
@@ -319,9 +320,9 @@ func (s *Source) watch(ctx context.Context, wg *sync.WaitGroup, i int, gvr schem
 	}()
 	// The registration's HasSynced: the first list has reached the
 	// handler, so every object present is queued.
-	if !cache.WaitForCacheSync(wctx.Done(), reg.HasSynced) {
+	if err := kube.WaitSynced(wctx, reg, gvr.String()); err != nil {
 		s.stop(i)
-		return fmt.Errorf("crdsource: listing %s: %w", gvr, context.Cause(ctx))
+		return fmt.Errorf("crdsource: %w", err)
 	}
 	if !hasStatus {
 		s.o.Log.Warn("kubernetes configuration: the CRD has no status subresource; objects get no Accepted condition", "kind", s.o.Kinds[i].Kind+"."+gvr.Group, "version", gvr.Version)

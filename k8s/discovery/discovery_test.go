@@ -3,10 +3,10 @@ package discovery
 import (
 	"context"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
@@ -152,17 +152,17 @@ func withRefNamespace(s *discoveryv1.EndpointSlice, ns string) *discoveryv1.Endp
 // delete each move the State.
 func TestServiceDiscoveryWatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
 	client := fake.NewClientset(
 		service("shop", "api", "10.96.0.10", port("", 80)),
 		pod("shop", "api-1", "u1", "api-sa", map[string]string{"version": "v1"}),
 		slice("shop", "api-a", "api", map[string]int32{"": 8080}, sliceEP{ip: "10.0.0.1", pod: "api-1", uid: "u1"}),
 	)
 	changed := make(chan struct{}, 100)
-	w := New(client, Options{TrustDomain: td, OnChange: func() { changed <- struct{}{} }})
-	if err := w.Start(ctx, &wg); err != nil {
+	factory := kube.NewInformers(client)
+	defer factory.Shutdown()
+	defer cancel()
+	w := New(factory, Options{TrustDomain: td, OnChange: func() { changed <- struct{}{} }})
+	if err := w.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	api := naming.Service{Name: "api", Namespace: "shop"}

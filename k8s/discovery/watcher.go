@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
@@ -20,7 +21,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 )
@@ -82,15 +82,17 @@ const (
 	byPod     = "sigil.dev/pod"     // NAMESPACE/NAME of every Pod a slice's endpoints name
 )
 
-// New makes a Watcher on client; Start starts it.
-func New(client kubernetes.Interface, opts Options) *Watcher {
+// New makes a Watcher on the informers of factory, which the caller owns
+// and may share with other parts (kube.NewInformers: its transform keeps
+// of a Pod what discovery reads, name, namespace, uid, labels and service
+// account); Start starts it.
+func New(factory informers.SharedInformerFactory, opts Options) *Watcher {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	w := &Watcher{opts: opts, dropped: map[naming.Service]int{}}
 	w.state.Store(&State{Services: map[naming.Service][]Endpoint{}})
-	// Pods are many and large; what discovery reads of them is little.
-	w.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(slim))
+	w.factory = factory
 	w.services = w.factory.Core().V1().Services().Lister()
 	w.pods = w.factory.Core().V1().Pods().Lister()
 	w.slices = w.factory.Discovery().V1().EndpointSlices().Informer().GetIndexer()
@@ -101,44 +103,42 @@ func New(client kubernetes.Interface, opts Options) *Watcher {
 func (w *Watcher) State() *State { return w.state.Load() }
 
 // Start starts the informers and returns once they have synced and the
-// first State is built; the informers run, counted in wg, until ctx is
-// done. A list the caller may not make (RBAC) makes Start fail after
-// Options.SyncTimeout, naming the informer.
-func (w *Watcher) Start(ctx context.Context, wg *sync.WaitGroup) error {
+// first State is built; the informers run until ctx is done (the
+// factory's owner shuts it down). A list the caller may not make (RBAC)
+// makes Start fail after Options.SyncTimeout, naming the informer.
+func (w *Watcher) Start(ctx context.Context) error {
 	sliceInf := w.factory.Discovery().V1().EndpointSlices().Informer()
 	if err := sliceInf.AddIndexers(cache.Indexers{byService: sliceService, byPod: slicePods}); err != nil {
 		return fmt.Errorf("discovery: %w", err)
 	}
 	handlers := []struct {
+		what string
 		inf  cache.SharedIndexInformer
 		keys func(obj any) []string
 	}{
-		{w.factory.Core().V1().Services().Informer(), func(obj any) []string { return keyOf(obj) }},
-		{sliceInf, func(obj any) []string { s, _ := sliceService(obj); return s }},
-		{w.factory.Core().V1().Pods().Informer(), w.podServices},
+		{"services", w.factory.Core().V1().Services().Informer(), func(obj any) []string { return keyOf(obj) }},
+		{"endpointslices", sliceInf, func(obj any) []string { s, _ := sliceService(obj); return s }},
+		{"pods", w.factory.Core().V1().Pods().Informer(), w.podServices},
 	}
-	for _, h := range handlers {
+	regs := make([]cache.ResourceEventHandlerRegistration, len(handlers))
+	for i, h := range handlers {
 		keys := h.keys
-		if _, err := h.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		reg, err := h.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { w.refresh(keys(obj)) },
 			UpdateFunc: func(old, obj any) { w.refresh(append(keys(old), keys(obj)...)) },
 			DeleteFunc: func(obj any) { w.refresh(keys(obj)) },
-		}); err != nil {
+		})
+		if err != nil {
 			return fmt.Errorf("discovery: %w", err)
 		}
+		regs[i] = reg
 	}
 	w.factory.Start(ctx.Done())
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		<-ctx.Done()
-		w.factory.Shutdown()
-	}()
 	syncCtx, cancel := context.WithTimeout(ctx, cmp.Or(w.opts.SyncTimeout, DefaultSyncTimeout))
 	defer cancel()
-	for typ, ok := range w.factory.WaitForCacheSync(syncCtx.Done()) {
-		if !ok {
-			return fmt.Errorf("discovery: %v informer did not sync (can this server list and watch services, endpointslices and pods?): %w", typ, syncCtx.Err())
+	for i, h := range handlers {
+		if err := kube.WaitSynced(syncCtx, regs[i], h.what); err != nil {
+			return fmt.Errorf("discovery: %w", err)
 		}
 	}
 	w.mu.Lock()
@@ -301,22 +301,6 @@ func slicePods(obj any) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// slim keeps of an object what discovery reads: of a Pod its name,
-// namespace, uid, labels and service account; of every object no
-// managedFields.
-func slim(obj any) (any, error) {
-	switch o := obj.(type) {
-	case *corev1.Pod:
-		return &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, UID: o.UID, Labels: o.Labels, ResourceVersion: o.ResourceVersion},
-			Spec:       corev1.PodSpec{ServiceAccountName: o.Spec.ServiceAccountName},
-		}, nil
-	case metav1.Object:
-		o.SetManagedFields(nil)
-	}
-	return obj, nil
 }
 
 // sameEndpoints reports whether two built endpoint lists are equal.

@@ -23,9 +23,7 @@ import (
 	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -50,17 +48,22 @@ type Options struct {
 
 // Index holds the synthesized entries of the pods its informer sees.
 type Index struct {
-	opts     Options
-	informer cache.SharedIndexInformer
+	opts    Options
+	factory informers.SharedInformerFactory
+	handler cache.ResourceEventHandlerRegistration // its HasSynced: every listed pod indexed
 
 	mu       sync.RWMutex
 	byParent map[string]map[string]registry.Entry // agent ID → entry ID → entry
 	parentOf map[string]string                    // entry ID → agent ID
 }
 
-// New returns an Index over client's pods in every namespace, not yet
-// started (Start starts it).
-func New(client kubernetes.Interface, opts Options) (*Index, error) {
+// New returns an Index over the pods of every namespace the Pod informer
+// of factory lists, not yet started (Start starts it). The caller owns
+// factory and may share it with other parts; its transform must keep of
+// a Pod what an entry is made of, namespace, name, uid, spec.nodeName,
+// spec.serviceAccountName and status.phase (kube.NewInformers does: on a
+// large cluster the server holds every pod).
+func New(factory informers.SharedInformerFactory, opts Options) (*Index, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -70,46 +73,30 @@ func New(client kubernetes.Interface, opts Options) (*Index, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	inf := informers.NewSharedInformerFactory(client, 0).Core().V1().Pods().Informer()
-	x := &Index{opts: opts, informer: inf, byParent: map[string]map[string]registry.Entry{}, parentOf: map[string]string{}}
-	// Only what an entry is made of is kept of each pod: on a large
-	// cluster the server holds every pod.
-	if err := inf.SetTransform(trim); err != nil {
-		return nil, fmt.Errorf("podidentity: %w", err)
-	}
-	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	x := &Index{opts: opts, factory: factory, byParent: map[string]map[string]registry.Entry{}, parentOf: map[string]string{}}
+	reg, err := factory.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { x.update(obj) },
 		UpdateFunc: func(_, obj any) { x.update(obj) },
 		DeleteFunc: x.delete,
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("podidentity: %w", err)
 	}
+	x.handler = reg
 	return x, nil
 }
 
-// trim keeps of a pod the fields an entry is made of.
-func trim(obj any) (any, error) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, ResourceVersion: pod.ResourceVersion},
-		Spec:       corev1.PodSpec{NodeName: pod.Spec.NodeName, ServiceAccountName: pod.Spec.ServiceAccountName},
-		Status:     corev1.PodStatus{Phase: pod.Status.Phase},
-	}, nil
-}
-
-// Start starts the informer; it runs until ctx is done, and done is
-// closed when it has stopped.
-func (x *Index) Start(ctx context.Context) (done <-chan struct{}) {
-	return kube.RunInformer(ctx, x.informer)
+// Start starts the factory's informers not yet started (the Pod
+// informer, unless a part sharing it started it already); they run until
+// ctx is done, and the factory's owner shuts it down.
+func (x *Index) Start(ctx context.Context) {
+	x.factory.Start(ctx.Done())
 }
 
 // Synced returns once every pod has been listed and indexed, or an error
 // when ctx ends first.
 func (x *Index) Synced(ctx context.Context) error {
-	return kube.WaitSynced(ctx, x.informer, "pods")
+	return kube.WaitSynced(ctx, x.handler, "pods")
 }
 
 // Entries returns the synthesized entries whose parent is agent, sorted

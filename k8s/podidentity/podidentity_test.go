@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-mesh/sigil/kube"
 	"github.com/sigil-mesh/sigil/server/registry"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
@@ -95,14 +96,15 @@ func index(t *testing.T) (*watched, *fake.Clientset) {
 	client := fake.NewClientset()
 	w := &watched{changed: make(chan struct{}, 100)}
 	now := time.Date(2026, 11, 30, 7, 0, 0, 0, time.UTC)
-	x, err := New(client, Options{TrustDomain: td, Cluster: "c1", OnChange: func() { w.changes.Add(1); w.changed <- struct{}{} }, Now: func() time.Time { return now }})
+	factory := kube.NewInformers(client)
+	x, err := New(factory, Options{TrustDomain: td, Cluster: "c1", OnChange: func() { w.changes.Add(1); w.changed <- struct{}{} }, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.Index = x
 	ctx, cancel := context.WithCancel(context.Background())
-	done := x.Start(ctx)
-	t.Cleanup(func() { cancel(); <-done })
+	x.Start(ctx)
+	t.Cleanup(func() { cancel(); factory.Shutdown() })
 	if err := x.Synced(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -4,11 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/sigil-mesh/sigil/kube"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -17,17 +14,7 @@ import (
 // read itself: another replica rotated the CA. It returns once the
 // informer has synced and runs until ctx is done.
 func (s *Store) Watch(ctx context.Context, changed func()) error {
-	sel := fields.OneTermEqualSelector("metadata.name", s.name).String()
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = sel
-			return s.secrets.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = sel
-			return s.secrets.Watch(ctx, o)
-		},
-	}
+	lw := kube.NamedListWatch(s.name, s.secrets.List, s.secrets.Watch)
 	seen := func(obj any) {
 		sec, ok := obj.(*corev1.Secret)
 		if !ok || sec.Name != s.name || sec.ResourceVersion == s.Version() {
@@ -46,8 +33,8 @@ func (s *Store) Watch(ctx context.Context, changed func()) error {
 		},
 	})
 	go ctrl.RunWithContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), ctrl.HasSynced) {
-		return fmt.Errorf("secretkeys: watching Secret %s: %w", s.name, ctx.Err())
+	if err := kube.WaitSynced(ctx, ctrl, "Secret "+s.name); err != nil {
+		return fmt.Errorf("secretkeys: %w", err)
 	}
 	return nil
 }

@@ -207,6 +207,10 @@ type Resource struct {
 	// Origin is where it came from: absent for sigil apply, or
 	// "kubernetes/" and the Kubernetes object it mirrors.
 	Origin string `json:"origin,omitempty"`
+	// MeshWide marks a Policy in the server's root namespace, which
+	// applies to every sidecar no Policy of its own namespace selects
+	// (sigil-system; on Kubernetes --k8s-namespace).
+	MeshWide bool `json:"mesh_wide,omitempty"`
 }
 
 // Proxy is a sidecar as its agent last reported it.

@@ -987,8 +987,13 @@ type ConfigDelta struct {
 	// is a removal and an addition).
 	Endpoints        []*Endpoint `protobuf:"bytes,7,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	RemovedEndpoints []*Endpoint `protobuf:"bytes,8,rep,name=removed_endpoints,json=removedEndpoints,proto3" json:"removed_endpoints,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The namespace whose Policies are mesh-wide (the root namespace, as
+	// Istio's): the server's --k8s-namespace on Kubernetes, else
+	// sigil-system. Set on every delta; "" (an older server) is
+	// sigil-system.
+	RootNamespace string `protobuf:"bytes,9,opt,name=root_namespace,json=rootNamespace,proto3" json:"root_namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConfigDelta) Reset() {
@@ -1077,6 +1082,13 @@ func (x *ConfigDelta) GetRemovedEndpoints() []*Endpoint {
 	return nil
 }
 
+func (x *ConfigDelta) GetRootNamespace() string {
+	if x != nil {
+		return x.RootNamespace
+	}
+	return ""
+}
+
 // Config is what every sidecar routes by, assembled from ConfigDeltas.
 type Config struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1086,8 +1098,10 @@ type Config struct {
 	// Revision of the endpoint set; bumped whenever an endpoint comes or goes.
 	EndpointsRevision int64       `protobuf:"varint,3,opt,name=endpoints_revision,json=endpointsRevision,proto3" json:"endpoints_revision,omitempty"`
 	Endpoints         []*Endpoint `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The namespace whose Policies are mesh-wide (ConfigDelta's).
+	RootNamespace string `protobuf:"bytes,5,opt,name=root_namespace,json=rootNamespace,proto3" json:"root_namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Config) Reset() {
@@ -1146,6 +1160,13 @@ func (x *Config) GetEndpoints() []*Endpoint {
 		return x.Endpoints
 	}
 	return nil
+}
+
+func (x *Config) GetRootNamespace() string {
+	if x != nil {
+		return x.RootNamespace
+	}
+	return ""
 }
 
 // Resource is a validated configuration resource.
@@ -2627,7 +2648,7 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12/\n" +
 	"\aentries\x18\x02 \x03(\v2\x15.sigil.agent.v1.EntryR\aentries\x12.\n" +
 	"\x06bundle\x18\x03 \x01(\v2\x16.sigil.agent.v1.BundleR\x06bundleJ\x04\b\x04\x10\x05R\x06config\"\x15\n" +
-	"\x13StreamConfigRequest\"\x84\x03\n" +
+	"\x13StreamConfigRequest\"\xab\x03\n" +
 	"\vConfigDelta\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12-\n" +
 	"\x12endpoints_revision\x18\x02 \x01(\x03R\x11endpointsRevision\x12\x12\n" +
@@ -2636,12 +2657,14 @@ const file_api_agent_v1_agent_proto_rawDesc = "" +
 	"\tresources\x18\x05 \x03(\v2\x18.sigil.agent.v1.ResourceR\tresources\x12E\n" +
 	"\x11removed_resources\x18\x06 \x03(\v2\x18.sigil.agent.v1.ResourceR\x10removedResources\x126\n" +
 	"\tendpoints\x18\a \x03(\v2\x18.sigil.agent.v1.EndpointR\tendpoints\x12E\n" +
-	"\x11removed_endpoints\x18\b \x03(\v2\x18.sigil.agent.v1.EndpointR\x10removedEndpoints\"\xc1\x01\n" +
+	"\x11removed_endpoints\x18\b \x03(\v2\x18.sigil.agent.v1.EndpointR\x10removedEndpoints\x12%\n" +
+	"\x0eroot_namespace\x18\t \x01(\tR\rrootNamespace\"\xe8\x01\n" +
 	"\x06Config\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x126\n" +
 	"\tresources\x18\x02 \x03(\v2\x18.sigil.agent.v1.ResourceR\tresources\x12-\n" +
 	"\x12endpoints_revision\x18\x03 \x01(\x03R\x11endpointsRevision\x126\n" +
-	"\tendpoints\x18\x04 \x03(\v2\x18.sigil.agent.v1.EndpointR\tendpoints\"d\n" +
+	"\tendpoints\x18\x04 \x03(\v2\x18.sigil.agent.v1.EndpointR\tendpoints\x12%\n" +
+	"\x0eroot_namespace\x18\x05 \x01(\tR\rrootNamespace\"d\n" +
 	"\bResource\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
