@@ -214,7 +214,7 @@ func (sc *serverConn) serve(s *stream, rw *responseWriter, req *http.Request) {
 	defer func() {
 		if panicked {
 			if p := recover(); p != nil && p != http.ErrAbortHandler && sc.srv.Log != nil {
-				sc.srv.Log.Error("h2conn: handler panicked", "panic", fmt.Sprint(p), "path", req.URL.Path)
+				sc.srv.Log.Error("h2conn: handler panicked", "error", fmt.Sprint(p), "path", req.URL.Path)
 			}
 		}
 		sc.finish(s, rw, panicked)
