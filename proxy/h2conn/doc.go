@@ -37,9 +37,10 @@
 // held until its handler returns (a reset does not free it early); more
 // than Limits.MaxResets RST_STREAM frames (CVE-2023-44487, rapid reset) or
 // Limits.MaxControlFrames control frames that carry no request (SETTINGS,
-// PING, PRIORITY, zero WINDOW_UPDATE, empty DATA) within Limits.Window
+// PING, PRIORITY, zero WINDOW_UPDATE, empty DATA) beyond those earned by
+// progress (package h2abuse: grpc-go's ping rule) within Limits.Window
 // close the connection with GOAWAY ENHANCE_YOUR_CALM, as proxy's
-// frameGuard does for Go's server.
+// frameGuard does for Go's server, with the same h2abuse.Counter.
 //
 // Not supported: server push (refused with SETTINGS_ENABLE_PUSH 0),
 // stream priorities (PRIORITY frames are read and ignored), extended
