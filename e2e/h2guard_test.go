@@ -14,19 +14,29 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
-// streamingHealth answers Check at once and streams watchMessages Watch
-// answers as fast as the stream takes them: a busy server.
+// streamingHealth answers Check at once (for service "slow", after a
+// second or the call's end) and streams watchMessages Watch answers as
+// fast as the stream takes them: a busy server.
 type streamingHealth struct {
 	healthpb.UnimplementedHealthServer
 }
 
 const watchMessages = 100
 
-func (streamingHealth) Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+func (streamingHealth) Check(ctx context.Context, r *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	if r.GetService() == "slow" {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
 }
 
@@ -103,13 +113,17 @@ func (c *frameCountingConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// A grpc-go client with default options (BDP estimation on: a PING per
-// round trip while data arrives) streaming and calling through both
-// sidecars with their default HTTP/2 limits is never taken for a flood:
-// no GOAWAY, no failed call, though it sends far more PINGs than
-// --http2-max-control-frames allows a connection that makes no progress.
-func TestHTTP2GuardSparesGRPCDefaultClient(t *testing.T) {
-	t.Parallel()
+// grpcMesh is a grpc-go server behind its sidecar, and a grpc-go client
+// with default options calling it through web's sidecar; the client's
+// connections count the frames that pass.
+type grpcMesh struct {
+	web, rpc *harness.ProxyProc
+	client   healthpb.HealthClient
+	mu       sync.Mutex
+	conns    []*frameCountingConn
+}
+
+func startGRPCMesh(t *testing.T) *grpcMesh {
 	ids := startIdentities(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -119,48 +133,84 @@ func TestHTTP2GuardSparesGRPCDefaultClient(t *testing.T) {
 	healthpb.RegisterHealthServer(srv, streamingHealth{})
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
-	rpc := harness.StartProxy(t, ids.grpc, "grpc", ln.Addr().String(), ids.policyDir)
+	m := &grpcMesh{rpc: harness.StartProxy(t, ids.grpc, "grpc", ln.Addr().String(), ids.policyDir)}
 	_, webApp := harness.StartApp(t, "web")
-	web := harness.StartProxy(t, ids.web, "web", webApp, ids.policyDir, "--upstream", "grpc="+rpc.Inbound+"@"+grpcSA)
-
-	var conns []*frameCountingConn
-	var connsMu sync.Mutex
+	m.web = harness.StartProxy(t, ids.web, "web", webApp, ids.policyDir, "--upstream", "grpc="+m.rpc.Inbound+"@"+grpcSA)
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return nil, err
 		}
 		fc := &frameCountingConn{Conn: c, out: frameTally{skip: len(http2.ClientPreface)}}
-		connsMu.Lock()
-		conns = append(conns, fc)
-		connsMu.Unlock()
+		m.mu.Lock()
+		m.conns = append(m.conns, fc)
+		m.mu.Unlock()
 		return fc, nil
 	}
 	// Default options: only the transport (h2c) and the authority are set.
-	conn, err := grpc.NewClient("passthrough:///"+web.Outbound, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	conn, err := grpc.NewClient("passthrough:///"+m.web.Outbound, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithAuthority("grpc:50051"), grpc.WithContextDialer(dial))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	client := healthpb.NewHealthClient(conn)
+	t.Cleanup(func() { conn.Close() })
+	m.client = healthpb.NewHealthClient(conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+	if _, err := m.client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatalf("warm-up Check: %v", err)
 	}
+	return m
+}
+
+// sent and received count the frames of a type on the client's
+// connections (PING and SETTINGS without their ACKs).
+func (m *grpcMesh) sent(typ http2.FrameType) int { return m.count(typ, true) }
+
+func (m *grpcMesh) received(typ http2.FrameType) int { return m.count(typ, false) }
+
+func (m *grpcMesh) count(typ http2.FrameType, out bool) (n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.conns {
+		if out {
+			n += c.out.n(typ)
+		} else {
+			n += c.in.n(typ)
+		}
+	}
+	return n
+}
+
+// noneCutOff fails the test if the client got a GOAWAY or either sidecar
+// closed an HTTP/2 connection for abuse.
+func (m *grpcMesh) noneCutOff(t *testing.T) {
+	t.Helper()
+	if n := m.received(http2.FrameGoAway); n != 0 {
+		t.Errorf("the client got %d GOAWAYs", n)
+	}
+	for _, admin := range []string{m.web.Admin, m.rpc.Admin} {
+		if n := metricValue(t, admin, `^sigil_http2_connections_closed_total\{`); n != 0 {
+			t.Errorf("%s closed %v HTTP/2 connections for abuse", admin, n)
+		}
+	}
+}
+
+// A grpc-go client with default options (BDP estimation on: a PING per
+// round trip while data arrives) streaming and calling through both
+// sidecars with their default HTTP/2 limits is never taken for a flood:
+// no GOAWAY, no failed call, though it sends far more PINGs than
+// --http2-max-control-frames allows a connection that makes no progress.
+func TestHTTP2GuardSparesGRPCDefaultClient(t *testing.T) {
+	t.Parallel()
+	m := startGRPCMesh(t)
+	client := m.client
+	ctx := context.Background()
 
 	// Bounded: until the client has sent twice the PINGs the limit lets
 	// a connection without progress send, or 20 s.
 	const wantPings = 2000
-	pings := func() (n int) {
-		connsMu.Lock()
-		defer connsMu.Unlock()
-		for _, c := range conns {
-			n += c.out.n(http2.FramePing)
-		}
-		return n
-	}
+	pings := func() int { return m.sent(http2.FramePing) }
 	run, stop := context.WithTimeout(ctx, 20*time.Second)
 	defer stop()
 	var calls, failed, messages atomic.Int64
@@ -217,23 +267,58 @@ func TestHTTP2GuardSparesGRPCDefaultClient(t *testing.T) {
 	stop()
 	wg.Wait()
 
-	goAways := 0
-	connsMu.Lock()
-	for _, c := range conns {
-		goAways += c.in.n(http2.FrameGoAway)
+	t.Logf("client: %d PINGs sent, %d unary calls, %d streamed messages", pings(), calls.Load(), messages.Load())
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d failed calls; want none", n)
 	}
-	connsMu.Unlock()
-	t.Logf("client: %d PINGs sent, %d unary calls, %d streamed messages, %d connections, %d GOAWAYs", pings(), calls.Load(), messages.Load(), len(conns), goAways)
-	if goAways != 0 || failed.Load() != 0 {
-		t.Errorf("%d GOAWAYs, %d failed calls; want none", goAways, failed.Load())
-	}
-	for _, admin := range []string{web.Admin, rpc.Admin} {
-		if n := metricValue(t, admin, `^sigil_http2_connections_closed_total\{`); n != 0 {
-			t.Errorf("%s closed %v HTTP/2 connections for abuse", admin, n)
-		}
-	}
+	m.noneCutOff(t)
 	if n := pings(); n < wantPings {
 		t.Errorf("the client sent %d PINGs in 20 s, want %d (BDP estimation off?)", n, wantPings)
+	}
+}
+
+// A grpc-go client one of whose calls in four runs into its deadline
+// (grpc-go resets the stream with RST_STREAM CANCEL; the caller's
+// sidecar resets its own stream to the callee's) is served through both
+// sidecars, though it resets far more streams than --http2-max-resets
+// allows a connection that resets every stream it opens: the calls that
+// end well earn the resets (Envoy's rule: at most half reset).
+func TestHTTP2GuardSparesGRPCClientWithDeadlines(t *testing.T) {
+	t.Parallel()
+	m := startGRPCMesh(t)
+	const wantResets = 600 // three times --http2-max-resets
+	run, stop := context.WithTimeout(context.Background(), 30*time.Second)
+	defer stop()
+	var calls, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for run.Err() == nil && m.sent(http2.FrameRSTStream) < wantResets {
+				i := calls.Add(1)
+				req, d, want := &healthpb.HealthCheckRequest{}, 5*time.Second, codes.OK
+				if i%4 == 0 {
+					req.Service, d, want = "slow", 5*time.Millisecond, codes.DeadlineExceeded
+				}
+				ctx, cancel := context.WithTimeout(run, d)
+				_, err := m.client.Check(ctx, req)
+				cancel()
+				if got := status.Code(err); got != want && run.Err() == nil {
+					failed.Add(1)
+					t.Errorf("call %d: %v, want %v", i, err, want)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("client: %d calls, %d RST_STREAMs sent", calls.Load(), m.sent(http2.FrameRSTStream))
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d calls failed otherwise than by their deadline", n)
+	}
+	m.noneCutOff(t)
+	if n := m.sent(http2.FrameRSTStream); n < wantResets {
+		t.Errorf("the client reset %d streams in 30 s, want %d", n, wantResets)
 	}
 }
 

@@ -157,8 +157,10 @@ func (g *frameGuard) frame() string {
 	g.payloadLeft, g.wuN = length, 0
 	switch g.typ {
 	case h2FrameHeaders:
-		g.lastStream = max(g.lastStream, stream)
-		g.count.Progress()
+		if stream > g.lastStream {
+			g.lastStream = stream
+			g.count.Opened()
+		}
 	case h2FrameRSTStream:
 		if g.count.Reset() {
 			return abuseRapidReset

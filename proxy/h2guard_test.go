@@ -113,6 +113,14 @@ func TestFrameGuardEarnedControlFrames(t *testing.T) {
 		{"two pings per DATA", 30,
 			func(fr *http2.Framer, i int) { fr.WriteData(1, false, []byte("response")) },
 			func(fr *http2.Framer, i int) { fr.WritePing(false, [8]byte{1}); fr.WritePing(false, [8]byte{2}) }, abuseControlFlood},
+		{"deadlines: one call in four reset", 1000, nil,
+			func(fr *http2.Framer, i int) {
+				id := uint32(2*i + 1)
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hdr, EndHeaders: true, EndStream: true})
+				if i%4 == 0 {
+					fr.WriteRSTStream(id, http2.ErrCodeCancel)
+				}
+			}, ""},
 		{"resets are not earned", 11,
 			func(fr *http2.Framer, i int) { fr.WriteData(1, false, []byte("response")) },
 			func(fr *http2.Framer, i int) { fr.WriteRSTStream(uint32(2*i+1), http2.ErrCodeCancel) }, abuseRapidReset},

@@ -6,13 +6,20 @@
 //
 // # The rule
 //
-// RST_STREAM frames are counted per window (rapid reset, CVE-2023-44487).
+// RST_STREAM frames are counted per window (rapid reset, CVE-2023-44487)
+// against MaxResets plus the streams the peer opened in the window and did
+// not reset: a client may reset up to half its streams beyond MaxResets,
+// as Envoy closes a connection only when more than half of its streams
+// were reset prematurely (premature_reset_total_stream_count). A client
+// whose calls run into their deadlines now and then (grpc-go sends
+// RST_STREAM CANCEL for each) is not cut off for being busy; one that
+// resets every stream it opens still is, at MaxResets.
 //
 // Control frames (SETTINGS and PING without ACK, PRIORITY, WINDOW_UPDATE of
 // zero, empty DATA without END_STREAM) are free when earned, and counted
 // per window when not. A control frame is earned by progress on the
 // connection: each HEADERS or DATA frame the server sends the peer, and
-// each HEADERS frame the peer sends (a request opened or ended), earns one.
+// each stream the peer opens, earns one.
 // Within a window a peer may send MaxControl control frames more than it
 // earned in that window; past that, the connection is a flood.
 //
@@ -51,9 +58,9 @@ type Counter struct {
 
 	progress atomic.Int64 // frames that earned a control frame, ever
 
-	since           time.Time // the window's start
-	resets, control int       // in the window
-	base            int64     // progress at the window's start
+	since                   time.Time // the window's start
+	resets, control, opened int       // in the window
+	base                    int64     // progress at the window's start
 }
 
 // NewCounter counts against maxResets RST_STREAM frames and maxControl
@@ -67,17 +74,29 @@ func NewCounter(maxResets, maxControl int, window time.Duration, now func() time
 }
 
 // Progress records a frame that earns one control frame: a HEADERS or
-// DATA frame sent to the peer, or a HEADERS frame from it.
+// DATA frame sent to the peer.
 func (c *Counter) Progress() { c.progress.Add(1) }
 
+// Opened records a stream the peer opened (its first HEADERS frame): it
+// earns one control frame, and one reset if the stream is not reset.
+// Reading goroutine only.
+func (c *Counter) Opened() {
+	c.opened++
+	c.progress.Add(1)
+}
+
 // Reset counts one RST_STREAM frame from the peer and reports whether the
-// window's count went past the limit.
+// window's resets went past the limit plus the window's streams not
+// reset.
 func (c *Counter) Reset() bool {
 	c.resets++
 	if c.maxResets <= 0 || c.resets <= c.maxResets {
 		return false
 	}
-	return !c.newWindow(&c.resets)
+	if c.newWindow(&c.resets) {
+		return false
+	}
+	return c.resets-c.maxResets > c.opened-c.resets
 }
 
 // Control counts one control frame from the peer and reports whether the
@@ -102,7 +121,7 @@ func (c *Counter) newWindow(count *int) bool {
 	if now.Sub(c.since) < c.window {
 		return false
 	}
-	c.since, c.resets, c.control, c.base = now, 0, 0, c.progress.Load()
+	c.since, c.resets, c.control, c.opened, c.base = now, 0, 0, 0, c.progress.Load()
 	*count = 1
 	return true
 }

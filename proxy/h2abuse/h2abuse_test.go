@@ -8,7 +8,7 @@ import (
 
 // TestCounterEarnedControlFrames plays a connection's frames as a script:
 // c a control frame, r a RST_STREAM, p a frame that earns one (sent
-// HEADERS or DATA, received HEADERS), w the window passing. want is the
+// HEADERS or DATA), o a stream the peer opened, w the window passing. want is the
 // index of the first frame judged a flood, or -1.
 func TestCounterEarnedControlFrames(t *testing.T) {
 	rep := strings.Repeat
@@ -28,6 +28,11 @@ func TestCounterEarnedControlFrames(t *testing.T) {
 		{"resets past the limit", rep("r", 3) + "r", 3},
 		{"resets earn nothing", rep("pr", 3) + "r", 6},
 		{"resets and control frames apart", rep("r", 3) + rep("c", 4), -1},
+		{"rapid reset: every stream reset", rep("or", 3) + "or", 7},
+		{"deadlines: a stream in four reset", rep("oooor", 100), -1},
+		{"half the streams reset", rep("oor", 100), -1},
+		{"more than half reset", rep("or", 3) + rep("oorr", 10), 9},
+		{"opened streams earn control frames", rep("oc", 100), -1},
 		{"a new window for resets", rep("r", 3) + "w" + rep("r", 3), -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,6 +48,8 @@ func TestCounterEarnedControlFrames(t *testing.T) {
 					over = c.Reset()
 				case 'p':
 					c.Progress()
+				case 'o':
+					c.Opened()
 				case 'w':
 					now = now.Add(10 * time.Second)
 				}

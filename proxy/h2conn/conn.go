@@ -37,8 +37,8 @@ type Limits struct {
 	// Window (defaults 200 and 1000 per 10 s, the proxy's
 	// --http2-max-resets and --http2-max-control-frames); negative: no
 	// limit. Control frames earned by progress (package h2abuse: one per
-	// HEADERS or DATA frame sent, and per HEADERS frame received) are
-	// not counted.
+	// HEADERS or DATA frame sent, and per stream the peer opened) are not
+	// counted, nor resets of up to half the peer's streams.
 	MaxResets, MaxControlFrames int
 	Window                      time.Duration
 }
@@ -144,6 +144,7 @@ type conn struct {
 
 	// Read loop only.
 	sawSettings bool
+	opened      uint32 // highest stream the peer opened, for count
 }
 
 func newConn(nc net.Conn, lim Limits, r role) *conn {
@@ -279,7 +280,10 @@ func (c *conn) abused(reason string) error {
 func (c *conn) handle(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
-		c.count.Progress()
+		if c.server && f.StreamID > c.opened {
+			c.opened = f.StreamID
+			c.count.Opened()
+		}
 		return c.role.headers(f)
 	case *http2.DataFrame:
 		if f.Length == 0 && !f.StreamEnded() && c.count.Control() {
