@@ -7,21 +7,21 @@
 // # The rule
 //
 // RST_STREAM frames are counted per window (rapid reset, CVE-2023-44487)
-// against MaxResets plus the streams the peer opened in the window and did
-// not reset: a client may reset up to half its streams beyond MaxResets,
+// against maxResets plus the streams the peer opened in the window and did
+// not reset: a client may reset up to half its streams beyond maxResets,
 // as Envoy closes a connection only when more than half of its streams
 // were reset prematurely (premature_reset_total_stream_count). A client
 // whose calls run into their deadlines now and then (grpc-go sends
 // RST_STREAM CANCEL for each) is not cut off for being busy; one that
-// resets every stream it opens still is, at MaxResets.
+// resets every stream it opens still is, at maxResets.
 //
 // Control frames (SETTINGS and PING without ACK, PRIORITY, WINDOW_UPDATE of
 // zero, empty DATA without END_STREAM) are free when earned, and counted
 // per window when not. A control frame is earned by progress on the
 // connection: each HEADERS or DATA frame the server sends the peer, and
-// each stream the peer opens, earns one.
-// Within a window a peer may send MaxControl control frames more than it
-// earned in that window; past that, the connection is a flood.
+// each stream the peer opens, earns one. Within a window a peer may send
+// maxControl control frames more than it earned in that window; past
+// that, the connection is a flood.
 //
 // This is grpc-go's server rule for pings (keepalive EnforcementPolicy:
 // a ping after the server sent HEADERS or DATA is never a strike, so BDP
@@ -33,11 +33,12 @@
 // had, cut off well-behaved grpc-go clients within seconds under load.
 //
 // A peer that floods PINGs and never reads the ACKs is closed by the same
-// rule (nothing it sends is earned), as are Go's server
+// rule (nothing it sends is earned), as Go's server
 // (maxQueuedControlFrames, 10,000 ACKs queued unwritten) and nghttp2
-// (1,000 outbound ACKs queued) by theirs; one that reads its ACKs but
-// opens no requests, which those two let run forever at a read and a
-// write per ping, is closed too, as grpc-go closes it (too_many_pings).
+// (1,000 outbound ACKs queued) close it by theirs. One that reads its
+// ACKs but opens no requests, which those two let run forever at a read
+// and a write per ping, is closed too, as grpc-go closes it
+// (too_many_pings).
 //
 // Earned frames do not carry over from one window to the next: a long
 // download does not buy a burst of control frames later.
