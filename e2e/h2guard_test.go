@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -230,7 +232,7 @@ func TestHTTP2GuardSparesGRPCDefaultClient(t *testing.T) {
 				}
 				for {
 					if _, err := s.Recv(); err != nil {
-						if run.Err() == nil && err.Error() != "EOF" {
+						if run.Err() == nil && !errors.Is(err, io.EOF) {
 							failed.Add(1)
 							t.Errorf("Watch after %d messages: %v", messages.Load(), err)
 						}
