@@ -15,17 +15,20 @@ import (
 // the sidecar uses says it is not quiet), so requests never pay for it.
 const (
 	// quietTick is how often the sidecar checks whether it went quiet.
-	quietTick = time.Second
-	// quietCPU is the most CPU time a quiet tick uses: an idle sidecar's
-	// timers and file watches take well under it, a sidecar serving even
-	// a few dozen requests a second more.
-	quietCPU = 2 * time.Millisecond
+	quietTick = 250 * time.Millisecond
+	// quietCPU is the most CPU time a quiet tick uses (0.4 % of a core):
+	// an idle sidecar's timers and file watches take well under it, a
+	// sidecar serving a few dozen requests a second more.
+	quietCPU = time.Millisecond
 	// quietGrowth is how much the resident set must have grown since the
 	// last release for a quiet tick to release again.
 	quietGrowth = 1 << 20
-	// quietSpacing is the least time between two releases after bursts,
-	// so traffic that comes and goes each second pays for one forced
-	// garbage collection per quietSpacing at most.
+	// quietSpacing is the least time between two releases after bursts
+	// once start-up is over (the 30 s release), so traffic that comes and
+	// goes pays for one forced garbage collection per quietSpacing at
+	// most. During start-up each first (configuration, connections,
+	// requests, audit batch) faults in code once; a quiet tick after each
+	// gives it back.
 	quietSpacing = 10 * time.Second
 )
 
@@ -37,6 +40,7 @@ type quietRelease struct {
 	cpu     func() time.Duration
 	rss     func() int64
 	release func() int64
+	spacing time.Duration // least time between two releases after bursts
 
 	lastCPU time.Duration
 	base    int64     // the least resident bytes seen since the last release
@@ -45,13 +49,13 @@ type quietRelease struct {
 
 // newQuietRelease starts counting from now.
 func newQuietRelease(cpu func() time.Duration, rss func() int64, release func() int64) *quietRelease {
-	return &quietRelease{cpu: cpu, rss: rss, release: release, lastCPU: cpu(), base: rss()}
+	return &quietRelease{cpu: cpu, rss: rss, release: release, spacing: quietSpacing, lastCPU: cpu(), base: rss()}
 }
 
 // tick is one check at now: it releases, and reports true, when the last
 // tick was quiet (under quietCPU), the resident set grew by quietGrowth
-// or more over the least seen since the last release, and the last release after a burst was
-// quietSpacing or more ago.
+// or more over the least seen since the last release, and the last
+// release after a burst was spacing or more ago.
 func (q *quietRelease) tick(now time.Time) bool {
 	c := q.cpu()
 	used := c - q.lastCPU
@@ -63,7 +67,7 @@ func (q *quietRelease) tick(now time.Time) bool {
 	if r >= 0 && r < q.base {
 		q.base = r // start-up's own releases, or the heap shrinking
 	}
-	if r < 0 || q.base >= 0 && r-q.base < quietGrowth || !q.last.IsZero() && now.Sub(q.last) < quietSpacing {
+	if r < 0 || q.base >= 0 && r-q.base < quietGrowth || !q.last.IsZero() && now.Sub(q.last) < q.spacing {
 		return false
 	}
 	q.releaseNow()
@@ -88,6 +92,7 @@ func (q *quietRelease) releaseNow() int64 {
 func releaseMemory(ctx context.Context, log *slog.Logger) {
 	start := time.Now()
 	q := newQuietRelease(processCPU, residentBytes, releaseStartupMemory)
+	q.spacing = 0 // until start-up is over
 	log.Debug("released start-up memory", "advised_bytes", q.releaseNow())
 	startup := []time.Duration{time.Second, 30 * time.Second}
 	t := time.NewTicker(quietTick)
@@ -99,6 +104,9 @@ func releaseMemory(ctx context.Context, log *slog.Logger) {
 		case now := <-t.C:
 			if len(startup) > 0 && now.Sub(start) >= startup[0] {
 				startup = startup[1:]
+				if len(startup) == 0 {
+					q.spacing = quietSpacing
+				}
 				log.Debug("released start-up memory", "advised_bytes", q.releaseNow())
 			} else if q.tick(now) {
 				log.Debug("released memory after a burst", "resident_bytes", q.base)

@@ -15,27 +15,37 @@ func TestReleaseMemoryAfterABurst(t *testing.T) {
 		release bool          // want a release
 	}
 	const mb = 1 << 20
-	busy, quiet := 50*time.Millisecond, 500*time.Microsecond
+	busy, quiet := 50*time.Millisecond, quietCPU/2
+	// spaced is a release, quiet ticks with rss resident until just before
+	// quietSpacing has passed (none releases), then one that does.
+	spaced := func(rss int64) []step {
+		steps := []step{{quiet, rss, true}, {busy, rss, false}}
+		for range int(quietSpacing/quietTick) - 2 {
+			steps = append(steps, step{quiet, rss, false})
+		}
+		return append(steps, step{quiet, rss, true})
+	}
 	for _, tc := range []struct {
-		name  string
-		steps []step
+		name    string
+		startup bool // spacing 0, as during start-up
+		steps   []step
 	}{
-		{"quiet after a burst releases", []step{{busy, 20 * mb, false}, {quiet, 20 * mb, true}, {quiet, 8 * mb, false}}},
-		{"never under load", []step{{busy, 20 * mb, false}, {busy, 25 * mb, false}, {busy, 25 * mb, false}}},
-		{"idle without growth keeps its pages", []step{{quiet, 8 * mb, false}, {quiet, 8*mb + mb/2, false}, {quiet, 8 * mb, false}}},
-		{"growth counts from the least seen", []step{{quiet, 6 * mb, false}, {busy, 9 * mb, false}, {quiet, 9 * mb, true}}},
-		{"a second burst waits for quietSpacing", []step{
-			{quiet, 20 * mb, true}, {busy, 20 * mb, false}, {quiet, 20 * mb, false}, // 2 s after the first: too soon
-			{quiet, 20 * mb, false}, {quiet, 20 * mb, false}, {quiet, 20 * mb, false}, {quiet, 20 * mb, false},
-			{quiet, 20 * mb, false}, {quiet, 20 * mb, false}, {quiet, 20 * mb, false}, {quiet, 20 * mb, true}, // 10 s after
-		}},
-		{"no resident set known, no release", []step{{busy, -1, false}, {quiet, -1, false}}},
+		{"quiet after a burst releases", false, []step{{busy, 20 * mb, false}, {quiet, 20 * mb, true}, {quiet, 8 * mb, false}}},
+		{"never under load", false, []step{{busy, 20 * mb, false}, {busy, 25 * mb, false}, {busy, 25 * mb, false}}},
+		{"idle without growth keeps its pages", false, []step{{quiet, 8 * mb, false}, {quiet, 8*mb + mb/2, false}, {quiet, 8 * mb, false}}},
+		{"growth counts from the least seen", false, []step{{quiet, 6 * mb, false}, {busy, 9 * mb, false}, {quiet, 9 * mb, true}}},
+		{"a second burst waits for quietSpacing", false, spaced(20 * mb)},
+		{"no resident set known, no release", false, []step{{busy, -1, false}, {quiet, -1, false}}},
+		{"start-up releases after each burst", true, []step{{quiet, 20 * mb, true}, {busy, 20 * mb, false}, {quiet, 20 * mb, true}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var cpu time.Duration
 			rss, released := int64(8*mb), 0
 			q := newQuietRelease(func() time.Duration { return cpu }, func() int64 { return rss },
 				func() int64 { released++; rss = 8 * mb; return 1 })
+			if tc.startup {
+				q.spacing = 0
+			}
 			now := time.Unix(1e9, 0)
 			for i, s := range tc.steps {
 				cpu += s.cpu
