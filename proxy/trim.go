@@ -43,6 +43,7 @@ type quietRelease struct {
 	spacing time.Duration // least time between two releases after bursts
 
 	lastCPU time.Duration
+	advised int64     // bytes the last release advised
 	base    int64     // the least resident bytes seen since the last release
 	last    time.Time // the last release after a burst (zero: none yet)
 }
@@ -79,7 +80,7 @@ func (q *quietRelease) tick(now time.Time) bool {
 // returns the bytes advised.
 func (q *quietRelease) releaseNow() int64 {
 	n := q.release()
-	q.base = q.rss()
+	q.advised, q.base = n, q.rss()
 	// The release itself (a forced collection) is not the next tick's work.
 	q.lastCPU = q.cpu()
 	return n
@@ -109,7 +110,7 @@ func releaseMemory(ctx context.Context, log *slog.Logger) {
 				}
 				log.Debug("released start-up memory", "advised_bytes", q.releaseNow())
 			} else if q.tick(now) {
-				log.Debug("released memory after a burst", "resident_bytes", q.base)
+				log.Debug("released memory after a burst", "advised_bytes", q.advised)
 			}
 		}
 	}
