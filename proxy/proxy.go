@@ -252,7 +252,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	outLn.Close()
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 15*time.Second)
 	defer stop()
-	errs := errors.Join(in.srv.Shutdown(shutdownCtx), out.srv.Shutdown(shutdownCtx), in.fast.Shutdown(shutdownCtx), out.fast.Shutdown(shutdownCtx))
+	errs := errors.Join(in.srv.Shutdown(shutdownCtx), in.h2.Shutdown(shutdownCtx), out.srv.Shutdown(shutdownCtx), in.fast.Shutdown(shutdownCtx), out.fast.Shutdown(shutdownCtx))
 	in.queue.Close()
 	out.queue.Close()
 	cancel()
