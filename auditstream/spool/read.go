@@ -193,7 +193,9 @@ func (s *Spool) releaseReadLocked() {
 		}
 		low = min(low, c.Off)
 	}
-	end := low &^ int64(os.Getpagesize()-1)
+	// Within the mapping: a segment can hold more than is mapped (a line
+	// past it, reopened under a smaller bound).
+	end := min(low, int64(len(s.m))) &^ int64(os.Getpagesize()-1)
 	if end <= s.released {
 		return
 	}

@@ -86,3 +86,40 @@ func TestSpoolMemoryReleasesShippedPages(t *testing.T) {
 	}
 	checkChain(t, recs, 1)
 }
+
+// TestSpoolMemoryReleaseStopsAtTheMapping: an active segment can hold
+// more than its mapping (reopened under a smaller bound, or after a
+// rotation that failed); committing past its end releases the mapped
+// pages only, never beyond the mapping.
+func TestSpoolMemoryReleaseStopsAtTheMapping(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Writer: writer, Consumers: []string{"c"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; s.Stats().Bytes < 1<<20; i++ {
+		if err := s.Append(decision(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	// An odd bound: a segment, and so a mapping, smaller than what the
+	// active segment holds, and not page aligned.
+	s, err = Open(dir, Options{Writer: writer, Consumers: []string{"c"}, MaxBytes: 1<<20 + 12345})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.m == nil {
+		t.Skip("the active segment is not mapped here (no room for its fill)")
+	}
+	if size := s.Stats().Bytes; size <= int64(len(s.m)) {
+		t.Fatalf("the active segment holds %d bytes, its mapping %d: want more than the mapping", size, len(s.m))
+	}
+	if got := len(drainLines(t, s, "c")); got == 0 {
+		t.Fatal("no records read")
+	}
+	if s.released > int64(len(s.m)) || s.released%int64(os.Getpagesize()) != 0 {
+		t.Fatalf("released %d bytes of a %d-byte mapping; want page aligned, within it", s.released, len(s.m))
+	}
+}
