@@ -613,3 +613,44 @@ func TestConfigFromCRDsKindGone(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // the worker forgets the answer just after the Store's delete; nothing signals it
 	}
 }
+
+// TestInformerCachesSlim: the informers hold of each object what the
+// Source reads (the document's fields, generation, status), never its
+// managedFields or kubectl's last-applied copy, and of a CRD its name
+// only: the caches hold every object of the cluster of those kinds.
+func TestInformerCachesSlim(t *testing.T) {
+	vs := obj(vsGVR, "VirtualService", "default", "a", 1, map[string]any{"hosts": []any{"a"}})
+	vs.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationUpdate}})
+	vs.SetAnnotations(map[string]string{"kubectl.kubernetes.io/last-applied-configuration": strings.Repeat("x", 4096), "team": "shop"})
+	crd := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+		"metadata": map[string]any{"name": "virtualservices.networking.istio.io"},
+		"spec":     map[string]any{"group": "networking.istio.io", "versions": []any{map[string]any{"name": "v1", "schema": strings.Repeat("s", 4096)}}},
+	}}
+	store := newFakeStore()
+	f := newFixture(t, store, nil, nil, []*metav1.APIResourceList{istioServed}, vs, crd)
+
+	got, ok := f.src.cached(key{kind: 0, namespace: "default", name: "a"})
+	if !ok {
+		t.Fatal("object not cached")
+	}
+	if len(got.GetManagedFields()) != 0 {
+		t.Errorf("cached object keeps managedFields: %v", got.GetManagedFields())
+	}
+	if a := got.GetAnnotations(); len(a) != 1 || a["team"] != "shop" {
+		t.Errorf("cached annotations %d (last-applied %d bytes), want team=shop only", len(a), len(a["kubectl.kubernetes.io/last-applied-configuration"]))
+	}
+	if spec, _, _ := unstructured.NestedMap(got.Object, "spec"); !reflect.DeepEqual(spec, map[string]any{"hosts": []any{"a"}}) || got.GetGeneration() != 1 {
+		t.Errorf("cached object lost what the Source reads: spec %v generation %d", spec, got.GetGeneration())
+	}
+	item, ok, err := f.src.crds.GetByKey("virtualservices.networking.istio.io")
+	if err != nil || !ok {
+		t.Fatalf("CRD not cached: %v", err)
+	}
+	if u := item.(*unstructured.Unstructured); u.Object["spec"] != nil {
+		t.Errorf("cached CRD keeps its spec (%d top-level fields)", len(u.Object))
+	}
+	if status, _, _, _ := accepted(f.status(t, vsGVR, "default", "a")); status != "True" {
+		t.Errorf("Accepted=%q written from the slim copy, want True", status)
+	}
+}
