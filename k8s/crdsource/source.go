@@ -168,9 +168,7 @@ func (s *Source) Start(ctx context.Context, wg *sync.WaitGroup) error {
 	}
 	// The objects present are queued by their informers' first list:
 	// mirror them now, so the server starts with Kubernetes' config.
-	for s.queue.Len() > 0 {
-		s.next(ctx)
-	}
+	s.syncAll(ctx)
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
