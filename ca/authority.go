@@ -73,6 +73,12 @@ const (
 	backdate = 10 * time.Second
 )
 
+// MaxBackdate is the most a certificate's NotBefore is set before the
+// moment it is signed (SVIDs: min(MaxBackdate, TTL/10)). A rule that dates
+// an SVID's signing from its NotBefore (the server's agent evictions)
+// allows for it.
+const MaxBackdate = backdate
+
 // Kind says what an authority is.
 type Kind string
 

@@ -209,6 +209,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 			"/secrets: create",
 			"/configmaps: create",
 			"/configmaps[sigil-bundle]: get,update",
+			"/configmaps[sigil-agent-evictions]: get,list,watch,update",
 		},
 		"ClusterRole/sigil-agent": {
 			"/pods: list,watch",

@@ -20,6 +20,7 @@ import (
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
 	"github.com/sigil-mesh/sigil/internal/backoff"
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/proxy/h2conn"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -237,6 +238,7 @@ func (o *outbound) newEndpoint(ep naming.Endpoint, port uint32, id spiffeid.ID, 
 	e.newTransports = func(co connOpts) *transports {
 		return &transports{
 			make:          func(alpn string) *http.Transport { return o.transportFor(id, alpn, co) },
+			newH2:         func() *h2conn.Client { return o.h2ClientFor(addr, id, co) },
 			protocolError: o.p.metrics.protocolError("outbound"),
 			dial: func(ctx context.Context) (net.Conn, error) {
 				// Our SVID now is the one the handshake presents or an older

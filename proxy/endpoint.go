@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/proxy/h1"
+	"github.com/sigil-mesh/sigil/proxy/h2conn"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -87,15 +88,22 @@ func (e *endpoint) close() {
 // one drained) every N requests, since one connection carries them all.
 type transports struct {
 	mu       sync.Mutex
-	h2, up   *http.Transport
+	up       *http.Transport
+	h2       *h2conn.Client
 	fast     *h1.Client
 	fastPer  int
 	requests int
 	make     func(alpn string) *http.Transport
 	dial     func(ctx context.Context) (net.Conn, error) // mTLS to the endpoint, HTTP/1.1
+	newH2    func() *h2conn.Client                       // HTTP/2 to the endpoint
 	// protocolError counts connections closed for a peer's framing fault.
 	protocolError func(reason string)
 }
+
+// dialFunc is an h2conn.Dialer.
+type dialFunc func(ctx context.Context) (net.Conn, error)
+
+func (f dialFunc) DialContext(ctx context.Context) (net.Conn, error) { return f(ctx) }
 
 // Kinds of traffic an endpoint carries.
 const (
@@ -123,15 +131,15 @@ func (t *transports) get(kind, perConn int) http.RoundTripper {
 		return t.fast
 	}
 	if t.h2 == nil {
-		t.h2 = t.make(alpnH2)
+		t.h2 = t.newH2()
 	}
 	t.requests++
 	if perConn > 0 && t.requests > perConn {
 		old := t.h2
-		t.h2, t.requests = t.make(alpnH2), 1
-		// In-flight requests finish on the old connection; idle ones close.
-		time.AfterFunc(time.Minute, old.CloseIdleConnections)
-		old.CloseIdleConnections()
+		t.h2, t.requests = t.newH2(), 1
+		// In-flight requests finish on the old connection, which then
+		// closes.
+		old.Retire()
 	}
 	return t.h2
 }
@@ -139,10 +147,11 @@ func (t *transports) get(kind, perConn int) http.RoundTripper {
 func (t *transports) close() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, tr := range []*http.Transport{t.up, t.h2} {
-		if tr != nil {
-			tr.CloseIdleConnections()
-		}
+	if t.up != nil {
+		t.up.CloseIdleConnections()
+	}
+	if t.h2 != nil {
+		t.h2.Retire()
 	}
 	if t.fast != nil {
 		t.fast.CloseIdle(true)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sigil-mesh/sigil/proxy/h2conn"
 )
 
 // HTTP/2 frame types and flags the guard looks at (RFC 9113, section 6).
@@ -315,6 +317,19 @@ func (g *frameGuard) frameEnd(p []byte) int {
 		left = int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
 	}
 	return min(i+left, len(p))
+}
+
+// h2connLimits are lim for an h2conn.Server (where 0 takes a default and
+// a negative count is no limit), with 250 concurrent streams as the
+// HTTP/2 servers here allow.
+func h2connLimits(lim h2Limits) h2conn.Limits {
+	noLimit := func(n int) int {
+		if n <= 0 {
+			return -1
+		}
+		return n
+	}
+	return h2conn.Limits{MaxStreams: 250, MaxResets: noLimit(lim.maxResets), MaxControlFrames: noLimit(lim.maxControl), Window: lim.window}
 }
 
 // guardHTTP2 watches an HTTP/2 connection from a client on listener.

@@ -16,6 +16,7 @@ import (
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/proxy/h1"
+	"github.com/sigil-mesh/sigil/proxy/h2conn"
 	"github.com/sigil-mesh/sigil/telemetry"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -28,6 +29,7 @@ type inbound struct {
 	queue    *connQueue
 	hs       handshakeSlots // TLS handshakes in progress
 	srv      *http.Server
+	h2       *h2conn.Server         // HTTP/2 from other sidecars
 	fast     *h1.Server             // HTTP/1.1 from other sidecars
 	app      *h1.Client             // HTTP/1.x requests to the app
 	toApp    *httputil.ReverseProxy // WebSocket upgrades to the app
@@ -69,6 +71,19 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	// (see handshake), which gets the HTTP/2 ones, decrypted and watched
 	// by a frameGuard: to the server they are HTTP/2 with prior knowledge.
 	in.srv.Protocols.SetUnencryptedHTTP2(true)
+	// HTTP/2 between sidecars (gRPC, and HTTP/1.1 under h2UpgradePolicy)
+	// is served by h2conn, whose one writer per connection sends the
+	// frames of many streams in one write (bench/README.md).
+	in.h2 = &h2conn.Server{
+		Handler:     p.bodyRate.handler(in),
+		IdleTimeout: in.srv.IdleTimeout,
+		Limits:      h2connLimits(p.h2Limits),
+		OnAbuse: func(peer net.Addr, reason string) {
+			p.h2Closed.WithLabelValues("inbound", reason).Inc()
+			p.log.Warn("http2 connection closed for abuse (GOAWAY ENHANCE_YOUR_CALM)", "listener", "inbound", "peer", peer.String(), "reason", reason)
+		},
+		Log: p.log,
+	}
 	return in
 }
 
@@ -141,7 +156,7 @@ func (in *inbound) handshake(c net.Conn) {
 		// HTTP/1.1, also from clients that offer no ALPN.
 		in.fast.Serve(withConnAbort(context.Background(), tc), tc)
 	default:
-		in.queue.push(in.p.guardHTTP2(tc, "inbound"))
+		in.h2.Serve(context.Background(), tc)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/proxy/h1"
+	"github.com/sigil-mesh/sigil/proxy/h2conn"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -147,6 +149,30 @@ func (o *outbound) transportFor(id spiffeid.ID, alpn string, co connOpts) *http.
 		tr.Protocols.SetHTTP1(true)
 	}
 	return tr
+}
+
+// h2ClientFor is the HTTP/2 client to one endpoint (proxy/h2conn: one
+// multiplexed connection, more only past the peer's stream limit), whose
+// TLS checks the endpoint's identity and sends co.sni, and whose
+// connections ping as co.ping says.
+func (o *outbound) h2ClientFor(addr string, id spiffeid.ID, co connOpts) *h2conn.Client {
+	ping := co.ping.config()
+	return &h2conn.Client{
+		Dialer: dialFunc(func(ctx context.Context) (net.Conn, error) {
+			c, err := o.dialTLS(ctx, addr, id, alpnH2, co.sni)
+			if err != nil {
+				return nil, err
+			}
+			if p := c.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != alpnH2 {
+				c.Close()
+				return nil, fmt.Errorf("proxy: %s negotiated %q, not h2", addr, p)
+			}
+			return c, nil
+		}),
+		IdleTimeout:  90 * time.Second,
+		PingInterval: ping.SendPingTimeout,
+		PingTimeout:  ping.PingTimeout,
+	}
 }
 
 func reasonOf(err error) string {

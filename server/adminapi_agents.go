@@ -1,10 +1,15 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"net/http"
 
 	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
 	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/server/registry"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // listAgents is GET /v1/agents: every attested agent, whether its SVID is
@@ -28,21 +33,51 @@ func (s *Server) listAgents(r *http.Request) (any, error) {
 
 // evictAgent removes an attested agent, as spire-server agent evict does:
 // its next call (and its open Sync stream, woken by the change) is refused,
-// its sidecars' endpoints leave discovery, and only a new join token
+// its sidecars' endpoints leave discovery, and only a new attestation
 // brings the node back. The audit record is written first; if it cannot
-// be, nothing changes.
+// be, nothing changes. On Kubernetes the eviction holds on every replica
+// and across restarts: it is written to the API server first
+// (k8s_evictions.go), and if that fails the eviction fails and this
+// replica's record stays; an agent this replica never saw is evicted by
+// its ID all the same, since another replica may know it.
 func (s *Server) evictAgent(r *http.Request) (any, error) {
-	a, err := s.store.GetAgent(r.Context(), r.PathValue("id"))
+	ctx := r.Context()
+	if s.ha != nil {
+		s.ha.evictMu.Lock()
+		defer s.ha.evictMu.Unlock()
+	}
+	a, err := s.store.GetAgent(ctx, r.PathValue("id"))
+	local := err == nil
+	if errors.Is(err, registry.ErrNotFound) && s.ha != nil {
+		id, perr := spiffeid.FromString(r.PathValue("id"))
+		_, node, ok := naming.AgentNode(id)
+		if perr == nil && ok && naming.IsAgentID(s.cfg.td, id) {
+			a, err = registry.Agent{SPIFFEID: id.String(), Node: node}, nil
+		}
+	}
 	if err != nil {
 		return nil, storeError(err)
 	}
-	if err := s.audited(r.Context(), []audit.Event{{Type: audit.AgentEvicted, Actor: "admin", Subject: a.SPIFFEID, Details: map[string]string{"node": a.Node, "serial": a.Serial}}}, func() error {
-		return s.store.DeleteAgent(r.Context(), a.SPIFFEID)
+	details := map[string]string{"node": a.Node, "serial": a.Serial}
+	if s.ha != nil {
+		details["evicted_by"] = s.cfg.Kubernetes.Leader.PodName
+	}
+	if err := s.audited(ctx, []audit.Event{{Type: audit.AgentEvicted, Actor: "admin", Subject: a.SPIFFEID, Details: details}}, func() error {
+		if s.ha != nil {
+			rctx, cancel := context.WithTimeout(ctx, evictionWriteTimeout)
+			defer cancel()
+			if err := s.recordEviction(rctx, a.SPIFFEID, a.ExpiresAt); err != nil {
+				return adminv1.Errorf(http.StatusServiceUnavailable, "%v", err)
+			}
+		}
+		if !local {
+			return nil
+		}
+		return s.store.DeleteAgent(ctx, a.SPIFFEID)
 	}); err != nil {
 		s.log.Error("audited agent eviction failed", "agent_id", a.SPIFFEID, "error", err)
 		return nil, storeError(err)
 	}
-	s.ha.evicted(a.SPIFFEID, s.now()) // never adopted again on its SVIDs of before (k8s_leader.go)
 	s.log.Warn("agent evicted", "agent_id", a.SPIFFEID, "node", a.Node)
 	s.changes.Notify()
 	return wireAgent(a), nil

@@ -69,6 +69,9 @@ func (s *Server) callerAgent(ctx context.Context) (spiffeid.ID, error) {
 	if !naming.IsAgentID(s.cfg.td, id) {
 		return spiffeid.ID{}, status.Errorf(codes.PermissionDenied, "%s is not an agent identity", id)
 	}
+	if err := s.refuseEvicted(id, info.State.PeerCertificates[0]); err != nil { // k8s_evictions.go
+		return spiffeid.ID{}, err
+	}
 	_, err = s.store.GetAgent(ctx, id.String())
 	if errors.Is(err, registry.ErrNotFound) {
 		err = s.adoptAgent(ctx, id, info.State.PeerCertificates[0]) // k8s_leader.go
@@ -171,6 +174,9 @@ func (s *Server) signAgent(ctx context.Context, agent registry.Agent, pub crypto
 	id, err := spiffeid.FromString(agent.SPIFFEID)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if err := s.awaitEvictionPast(ctx, agent.SPIFFEID); err != nil { // k8s_evictions.go
+		return nil, err
 	}
 	chain, err := s.ca.SignX509SVID(pub, id, s.cfg.AgentX509TTL)
 	if err != nil {

@@ -108,6 +108,7 @@ type kubePart struct {
 // kubeParts lists the server's Kubernetes parts in start order.
 func (s *Server) kubeParts() []kubePart {
 	return []kubePart{
+		s.evictionsPart(),
 		{name: "leader", start: s.startLeader},
 		{name: "trust bundle", start: s.startBundlePublisher},
 		s.servicesPart(),

@@ -27,6 +27,7 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/audit"
 	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/k8s/evictions"
 	"github.com/sigil-mesh/sigil/k8s/leader"
 	"github.com/sigil-mesh/sigil/k8s/secretkeys"
 	"github.com/sigil-mesh/sigil/kube"
@@ -103,16 +104,12 @@ type haState struct {
 	secret  *secretkeys.Store
 	elector atomic.Pointer[leader.Elector] // set once the part starts
 	addr    atomic.Pointer[string]         // agent API address to advertise
-	// evictions: agent ID → when this replica evicted it (memory only).
-	evictions sync.Map
-}
-
-// evicted records that this replica evicted agent at: its SVIDs issued
-// before are never adopted.
-func (h *haState) evicted(agent string, at time.Time) {
-	if h != nil {
-		h.evictions.Store(agent, at)
-	}
+	// evictions is the evictions ConfigMap every replica follows
+	// (k8s_evictions.go); evictMu serializes this replica's own evictions
+	// with those it applies from the ConfigMap, so an agent's record is
+	// deleted, and audited, once.
+	evictions *evictions.Store
+	evictMu   sync.Mutex
 }
 
 // openHA connects to the API server with --kubernetes and returns the
@@ -128,7 +125,10 @@ func openHA(c *checked, log *slog.Logger) (*haState, *kube.Clients, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("server: %w", err)
 	}
-	h := &haState{secret: secretkeys.New(clients.Core, c.Kubernetes.Namespace, secretkeys.DefaultName)}
+	h := &haState{
+		secret:    secretkeys.New(clients.Core, c.Kubernetes.Namespace, secretkeys.DefaultName),
+		evictions: evictions.New(clients.Core, c.Kubernetes.Namespace, evictions.DefaultName),
+	}
 	return h, clients, nil
 }
 
@@ -281,17 +281,12 @@ const auditAgentAdopted = "agent.adopted"
 
 // adoptAgent records, on a replica of a Kubernetes server, an agent that
 // another replica attested: its SVID, just verified against the CA all
-// replicas share, is the proof, unless this replica evicted the agent
-// after that SVID was issued. Without --kubernetes an unknown agent is
-// refused as before. Returns registry.ErrNotFound when it does not adopt.
+// replicas share, is the proof (callerAgent has refused an SVID from
+// before an eviction of the agent, k8s_evictions.go). Without
+// --kubernetes an unknown agent is refused as before. Returns
+// registry.ErrNotFound when it does not adopt.
 func (s *Server) adoptAgent(ctx context.Context, id spiffeid.ID, leaf *x509.Certificate) error {
 	if s.ha == nil {
-		return registry.ErrNotFound
-	}
-	// An SVID from before this replica evicted the agent is no proof: the
-	// agent must attest again. (NotBefore is backdated by up to 10 s, so a
-	// re-attestation within 10 s of the eviction is refused once more.)
-	if at, ok := s.ha.evictions.Load(id.String()); ok && !leaf.NotBefore.After(at.(time.Time)) {
 		return registry.ErrNotFound
 	}
 	// An agent ID is /sigil/agent/<attestor>/<node> or

@@ -17,10 +17,12 @@ import (
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/ca"
 	"github.com/sigil-mesh/sigil/k8s/crdsource"
+	"github.com/sigil-mesh/sigil/k8s/evictions"
 	"github.com/sigil-mesh/sigil/k8s/inject"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 type fakeMetricsSource struct {
@@ -166,6 +168,8 @@ func TestServerMetricsDocumented(t *testing.T) {
 	// As the configuration part does (k8s_config.go).
 	m.reg.MustRegister(objectsCollector{fakeCounts{{Kind: "VirtualService", Accepted: true, Objects: 1}}})
 	m.reg.MustRegister((&Server{}).leaderGauge()) // as Run does (k8s_leader.go)
+	// As the agent evictions part does (k8s_evictions.go).
+	m.reg.MustRegister((&Server{ha: &haState{evictions: evictions.New(fake.NewClientset(), "sigil-system", evictions.DefaultName)}}).evictionsGauge())
 	families, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)

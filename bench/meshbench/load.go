@@ -1,19 +1,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
-	"sort"
 	"strconv"
-	"sync"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 var execCommand = exec.Command
@@ -33,6 +26,17 @@ type Result struct {
 	CPUServerPer1k float64 `json:"cpu_server_cores_per_1k_rps,omitempty"`
 	RSSClientMB    float64 `json:"rss_client_mb,omitempty"`
 	RSSServerMB    float64 `json:"rss_server_mb,omitempty"`
+	// System calls per request (per message for a stream) per proxy of
+	// the pair, from /proc/<pid>/io: syscr (reads) and syscw (writes).
+	ReadsClient  float64 `json:"syscalls_read_client_per_request,omitempty"`
+	WritesClient float64 `json:"syscalls_write_client_per_request,omitempty"`
+	ReadsServer  float64 `json:"syscalls_read_server_per_request,omitempty"`
+	WritesServer float64 `json:"syscalls_write_server_per_request,omitempty"`
+	// The syscall census: client side, server side (census.go).
+	Census []censusSide `json:"syscall_census,omitempty"`
+	// The scaling curve's point: connections and response bytes.
+	Conns     int `json:"connections,omitempty"`
+	RespBytes int `json:"response_bytes,omitempty"`
 	// Differences against direct in the same run.
 	AddedP50ms float64 `json:"added_p50_ms,omitempty"`
 	AddedP90ms float64 `json:"added_p90_ms,omitempty"`
@@ -53,31 +57,29 @@ type fortioJSON struct {
 	ErrorsDurationHistogram struct{ Count int64 }
 }
 
-// fortio runs the load generator and reads its JSON report.
+// fortio runs the load generator against s's /echo with 1 KiB responses
+// and reads its JSON report.
 func (e *env) fortio(s *setup, args ...string) (Result, error) {
+	return e.fortioSized(s, 1024, args...)
+}
+
+// fortioSized is fortio with responses of size bytes.
+func (e *env) fortioSized(s *setup, size int, args ...string) (Result, error) {
 	out := fmt.Sprintf("%s/fortio-%d.json", e.dir, time.Now().UnixNano())
 	full := append([]string{"load", "-json", out, "-p", "50,90,99", "-a=false", "-loglevel", "Error"}, args...)
 	if s.host != "" {
 		full = append(full, "-H", "Host: "+s.host)
 	}
-	url := "http://" + s.target + "/echo?size=1024"
+	url := "http://" + s.target + "/echo?size=" + strconv.Itoa(size)
 	if s.name == "tls:" {
 		url = s.target
 	}
 	full = append(full, url)
-	var before [2]int64
-	procs := [2]*proc{s.client, s.server}
-	for i, p := range procs {
-		if p != nil {
-			before[i] = cpuTicks(p.pid())
-		}
-	}
-	start := time.Now()
+	sample := sampleProcs(s.client, s.server)
 	cmd := execCommand(e.tools+"/fortio", full...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return Result{}, fmt.Errorf("fortio %v: %w: %s", full, err, tail(string(b), 1500))
 	}
-	elapsed := time.Since(start).Seconds()
 	b, err := os.ReadFile(out)
 	if err != nil {
 		return Result{}, err
@@ -102,71 +104,8 @@ func (e *env) fortio(s *setup, args ...string) (Result, error) {
 			r.Errors += n
 		}
 	}
-	for i, p := range procs {
-		if p == nil {
-			continue
-		}
-		cores := float64(cpuTicks(p.pid())-before[i]) / 100 / elapsed
-		per1k := cores / (r.QPS / 1000)
-		if i == 0 {
-			r.CPUClientPer1k, r.RSSClientMB = per1k, rssMB(p.pid())
-		} else {
-			r.CPUServerPer1k, r.RSSServerMB = per1k, rssMB(p.pid())
-		}
-	}
+	sample.finish(&r)
 	return r, nil
-}
-
-// grpcLoad drives gRPC unary calls (health Check) closed-loop from c
-// goroutines over one HTTP/2 connection for d.
-func grpcLoad(ctx context.Context, target, authority string, c int, d time.Duration) (Result, error) {
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	if authority != "" {
-		opts = append(opts, grpc.WithAuthority(authority))
-	}
-	conn, err := grpc.NewClient("passthrough:///"+target, opts...)
-	if err != nil {
-		return Result{}, err
-	}
-	defer conn.Close()
-	client := healthpb.NewHealthClient(conn)
-	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
-		return Result{}, fmt.Errorf("grpc warm-up via %s: %w", target, err)
-	}
-	var mu sync.Mutex
-	var lat []time.Duration
-	var errs int64
-	stop := time.Now().Add(d)
-	var wg sync.WaitGroup
-	for range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var local []time.Duration
-			var localErrs int64
-			for time.Now().Before(stop) && len(local) < 2_000_000 {
-				t := time.Now()
-				if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
-					localErrs++
-					continue
-				}
-				local = append(local, time.Since(t))
-			}
-			mu.Lock()
-			lat = append(lat, local...)
-			errs += localErrs
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		return float64(lat[int(float64(len(lat)-1)*p)].Microseconds()) / 1000
-	}
-	return Result{QPS: float64(len(lat)) / d.Seconds(), P50ms: pct(.5), P90ms: pct(.9), P99ms: pct(.99), Errors: errs, Requests: int64(len(lat))}, nil
 }
 
 func f2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }

@@ -23,7 +23,7 @@ import (
 
 type report struct {
 	Date     string         `json:"date"`
-	Machine  map[string]any `json:"machine"`
+	Machine  map[string]any `json:"machine"` // cpus, cpu, go, os, ktls (ktlsProbe's verdict)
 	Command  string         `json:"command"`
 	Results  []Result       `json:"results"`
 	Policy   []policyResult `json:"policy"`
@@ -32,6 +32,16 @@ type report struct {
 	Targets  []target       `json:"targets"`
 	Failures []string       `json:"failures,omitempty"`
 	DataOnly bool           `json:"data_plane_only,omitempty"`
+	Scaling  bool           `json:"scaling_only,omitempty"`
+}
+
+// timings are the durations of the runs, from the flags.
+type timings struct {
+	dur, short, warm    time.Duration // fixed-rate runs, other runs, warm-up before fixed-rate runs
+	scale, scaleWarm    time.Duration // each point of the scaling curve, and its warm-up
+	grpc                time.Duration // each gRPC row
+	census              time.Duration // each pair's syscall census (0: none)
+	dataOnly, scaleOnly bool
 }
 
 type target struct {
@@ -51,8 +61,25 @@ func main() {
 	warmup := flag.Duration("warmup", 5*time.Second, "warm-up before each fixed-rate run")
 	only := flag.String("setups", "sigil,nginx,haproxy,ghostunnel", "peers to measure against direct (comma-separated); fewer for a quick look")
 	dataOnly := flag.Bool("data-plane-only", false, "skip the identity, policy and agent-memory scenarios")
+	scaleOnly := flag.Bool("scaling-only", false, "run only the scaling curve (Sigil and nginx against direct; -setups still filters)")
+	scaleDur := flag.Duration("scaling-duration", 4*time.Second, "measured time of each point of the scaling curve, per setup")
+	scaleWarm := flag.Duration("scaling-warmup", time.Second, "warm-up before each point of the scaling curve, per setup")
+	censusDur := flag.Duration("census-duration", 5*time.Second, "measured time of each pair's syscall census (strace -c on both proxies at 1000 rps; 0: no census)")
+	grpcDur := flag.Duration("grpc-duration", 8*time.Second, "measured time of each gRPC row (unary and streaming, per setup)")
+	probe := flag.Bool("ktls-probe", false, "only report whether this kernel offers kernel TLS (TCP_ULP \"tls\"), then exit")
+	if addr := os.Getenv(grpcBackendEnv); addr != "" {
+		// meshbench started as its own gRPC backend (startGRPCBackend).
+		if err := serveGRPCBackend(addr); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	flag.Parse()
 	log.SetFlags(log.Ltime)
+	if *probe {
+		fmt.Println("kernel TLS:", ktlsProbe())
+		return
+	}
 
 	dir, err := os.MkdirTemp("", "meshbench-")
 	if err != nil {
@@ -69,7 +96,8 @@ func main() {
 		}
 	}
 	defer e.close()
-	rep := &report{Date: time.Now().UTC().Format("2006-01-02"), Machine: machine(), Command: "make bench", DataOnly: *dataOnly}
+	rep := &report{Date: time.Now().UTC().Format("2006-01-02"), Machine: machine(), Command: "make bench", DataOnly: *dataOnly, Scaling: *scaleOnly}
+	log.Printf("kernel TLS: %s", rep.Machine["ktls"])
 	// A run with other scenarios or timings than make bench's says so.
 	extra := ""
 	flag.Visit(func(f *flag.Flag) {
@@ -87,7 +115,8 @@ func main() {
 		rep.Failures = append(rep.Failures, what+": "+err.Error())
 	}
 	ctx := context.Background()
-	if err := e.run(ctx, rep, *duration, *short, *warmup, fail); err != nil {
+	t := timings{dur: *duration, short: *short, warm: *warmup, scale: *scaleDur, scaleWarm: *scaleWarm, grpc: *grpcDur, census: *censusDur, dataOnly: *dataOnly, scaleOnly: *scaleOnly}
+	if err := e.run(ctx, rep, t, fail); err != nil {
 		fail("setup", err)
 	}
 	rep.Targets = targets(rep)
@@ -121,44 +150,39 @@ func machine() map[string]any {
 			}
 		}
 	}
-	return map[string]any{"cpus": runtime.NumCPU(), "cpu": model, "go": runtime.Version(), "os": runtime.GOOS + "/" + runtime.GOARCH}
+	return map[string]any{"cpus": runtime.NumCPU(), "cpu": model, "go": runtime.Version(), "os": runtime.GOOS + "/" + runtime.GOARCH, "ktls": ktlsProbe()}
 }
 
-func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Duration, fail func(string, error)) error {
+func (e *env) run(ctx context.Context, rep *report, t timings, fail func(string, error)) error {
 	backend := freePort()
-	fortioSrv, err := e.start("fortio-server", e.tools+"/fortio", "server", "-http-port", backend, "-grpc-port", "disabled", "-redirect-port", "disabled", "-loglevel", "Error")
-	if err != nil {
+	if _, err := e.start("fortio-server", e.tools+"/fortio", "server", "-http-port", backend, "-grpc-port", "disabled", "-redirect-port", "disabled", "-loglevel", "Error",
+		"-maxpayloadsizekb", "1024"); err != nil { // the scaling curve's 1 MiB responses
 		return err
 	}
-	_ = fortioSrv
 	if err := waitPort(ctx, backend); err != nil {
 		return err
 	}
 	e.backend = backend
-	grpcApp, err := e.start("grpc-app", e.bin+"/sigil-demo-app", "--grpc", "--listen", "127.0.0.1:0", "--name", "grpc")
-	if err != nil {
+	if err := e.startGRPCBackend(); err != nil {
 		return err
 	}
-	line, err := grpcApp.waitLog("listening on", 30*time.Second)
-	if err != nil {
-		return err
-	}
-	e.grpcBackend = strings.Fields(line[strings.Index(line, "listening on"):])[2]
 	if err := e.startMesh(ctx); err != nil {
 		return err
 	}
 	log.Printf("mesh up; SVID %s", e.id)
 
-	// Memory of an idle sidecar, before any load.
-	idle, err := e.sigilPair(ctx, "idle", e.backend)
-	if err != nil {
-		return err
+	if !t.scaleOnly {
+		// Memory of an idle sidecar, before any load.
+		idle, err := e.sigilPair(ctx, "idle", e.backend)
+		if err != nil {
+			return err
+		}
+		time.Sleep(2 * time.Second) // let start-up garbage be collected: idle means idle
+		rep.Memory.IdleProxyMB = rssMB(idle.server.pid())
+		rep.Memory.IdleAnonMB = statusMB(idle.server.pid(), "RssAnon:")
+		rep.Memory.IdleFileMB = statusMB(idle.server.pid(), "RssFile:")
+		idle.stopPair()
 	}
-	time.Sleep(2 * time.Second) // let start-up garbage be collected: idle means idle
-	rep.Memory.IdleProxyMB = rssMB(idle.server.pid())
-	rep.Memory.IdleAnonMB = statusMB(idle.server.pid(), "RssAnon:")
-	rep.Memory.IdleFileMB = statusMB(idle.server.pid(), "RssFile:")
-	idle.stopPair()
 
 	direct := &setup{name: "direct", target: e.backend}
 	builders := []struct {
@@ -172,7 +196,7 @@ func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Durati
 	}
 	setups := []*setup{direct}
 	for _, b := range builders {
-		if !slices.Contains(e.only, b.name) {
+		if !slices.Contains(e.only, b.name) || t.scaleOnly && b.name != "sigil" && b.name != "nginx" {
 			continue
 		}
 		s, err := b.make(ctx)
@@ -182,6 +206,13 @@ func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Durati
 		}
 		setups = append(setups, s)
 	}
+	if t.scaleOnly {
+		rep.Results = append(rep.Results, e.scaling(setups, t.scale, t.scaleWarm, fail)...)
+		for _, s := range setups[1:] {
+			s.stopPair()
+		}
+		return nil
+	}
 
 	// 1. Fixed rates, keep-alive, 1 KiB responses, 16 connections.
 	for _, qps := range []int{1000, 4000} {
@@ -189,11 +220,13 @@ func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Durati
 		for _, s := range setups {
 			scenario := fmt.Sprintf("http1-keepalive-%drps", qps)
 			rate := []string{"-qps", fmt.Sprint(qps), "-c", "16"}
-			if _, err := e.fortio(s, append(rate, "-t", warm.String())...); err != nil {
-				fail(scenario+"/"+s.name+" warm-up", err)
-				continue
+			if t.warm > 0 { // fortio's -t 0 runs until interrupted
+				if _, err := e.fortio(s, append(rate, "-t", t.warm.String())...); err != nil {
+					fail(scenario+"/"+s.name+" warm-up", err)
+					continue
+				}
 			}
-			r, err := e.fortio(s, append(rate, "-t", dur.String())...)
+			r, err := e.fortio(s, append(rate, "-t", t.dur.String())...)
 			if err != nil {
 				fail(scenario+"/"+s.name, err)
 				continue
@@ -204,7 +237,7 @@ func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Durati
 			} else {
 				r.AddedP50ms, r.AddedP90ms, r.AddedP99ms = r.P50ms-base.P50ms, r.P90ms-base.P90ms, r.P99ms-base.P99ms
 			}
-			log.Printf("%s %-10s qps %.0f p50 %.2fms p90 %.2fms p99 %.2fms cpu %.3f/%.3f rss %.1f/%.1f errors %d", scenario, s.name, r.QPS, r.P50ms, r.P90ms, r.P99ms, r.CPUClientPer1k, r.CPUServerPer1k, r.RSSClientMB, r.RSSServerMB, r.Errors)
+			log.Printf("%s %-10s qps %.0f p50 %.2fms p90 %.2fms p99 %.2fms cpu %.3f/%.3f rss %.1f/%.1f syscalls/req r/w %.2f/%.2f %.2f/%.2f errors %d", scenario, s.name, r.QPS, r.P50ms, r.P90ms, r.P99ms, r.CPUClientPer1k, r.CPUServerPer1k, r.RSSClientMB, r.RSSServerMB, r.ReadsClient, r.WritesClient, r.ReadsServer, r.WritesServer, r.Errors)
 			rep.Results = append(rep.Results, r)
 		}
 	}
@@ -212,7 +245,7 @@ func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Durati
 	// 2. Saturation, 64 connections.
 	var baseQPS float64
 	for _, s := range setups {
-		r, err := e.fortio(s, "-qps", "0", "-c", "64", "-t", short.String())
+		r, err := e.fortio(s, "-qps", "0", "-c", "64", "-t", t.short.String())
 		if err != nil {
 			fail("saturation/"+s.name, err)
 			continue
@@ -223,8 +256,13 @@ func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Durati
 		} else if baseQPS > 0 {
 			r.RatioQPS = r.QPS / baseQPS
 		}
-		log.Printf("saturation %-10s qps %.0f (%.2f of direct)", s.name, r.QPS, r.RatioQPS)
+		log.Printf("saturation %-10s qps %.0f (%.2f of direct) syscalls/req r/w client %.2f/%.2f server %.2f/%.2f", s.name, r.QPS, r.RatioQPS, r.ReadsClient, r.WritesClient, r.ReadsServer, r.WritesServer)
 		rep.Results = append(rep.Results, r)
+	}
+
+	// 2b. Every system call of each proxy, by kind.
+	if t.census > 0 {
+		rep.Results = append(rep.Results, e.census(setups[1:], t.census, fail)...)
 	}
 
 	// 4. New connections: every request a new mTLS handshake with the
@@ -235,7 +273,7 @@ func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Durati
 			continue
 		}
 		ts := &setup{name: "tls:", target: "https://" + tlsTarget + "/echo?size=1024", server: s.server}
-		r, err := e.fortio(ts, "-qps", "0", "-c", "16", "-t", short.String(), "-keepalive=false", "-k", "-cert", e.certFile, "-key", e.keyFile)
+		r, err := e.fortio(ts, "-qps", "0", "-c", "16", "-t", t.short.String(), "-keepalive=false", "-k", "-cert", e.certFile, "-key", e.keyFile)
 		if err != nil {
 			fail("new-connections/"+s.name, err)
 			continue
@@ -244,35 +282,24 @@ func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Durati
 		log.Printf("new mTLS connections %-10s %.0f/s p99 %.2fms", s.name, r.QPS, r.P99ms)
 		rep.Results = append(rep.Results, r)
 	}
+
+	// 5. The scaling curve: Sigil and nginx against direct.
+	var curve []*setup
+	for _, s := range setups {
+		if s.name == "direct" || s.name == "sigil" || s.name == "nginx" {
+			curve = append(curve, s)
+		}
+	}
+	rep.Results = append(rep.Results, e.scaling(curve, t.scale, t.scaleWarm, fail)...)
 	for _, s := range setups[1:] {
 		s.stopPair()
 	}
 
-	// 3. gRPC unary, mesh vs direct.
-	if !slices.Contains(e.only, "sigil") {
-		return nil
-	}
-	if d, err := grpcLoad(ctx, e.grpcBackend, "", 16, short); err != nil {
-		fail("grpc/direct", err)
-	} else {
-		d.Scenario, d.Setup = "grpc-unary", "direct"
-		rep.Results = append(rep.Results, d)
-		gp, err := e.sigilPair(ctx, "grpc", e.grpcBackend)
-		if err != nil {
-			fail("grpc/sigil start", err)
-		} else if m, err := grpcLoad(ctx, gp.target, "grpc", 16, short); err != nil {
-			fail("grpc/sigil", err)
-		} else {
-			m.Scenario, m.Setup = "grpc-unary", "sigil"
-			m.RatioQPS, m.AddedP50ms, m.AddedP99ms = m.QPS/d.QPS, m.P50ms-d.P50ms, m.P99ms-d.P99ms
-			rep.Results = append(rep.Results, m)
-			log.Printf("grpc direct %.0f/s, sigil %.0f/s (%.2f), p99 %.2f vs %.2f ms", d.QPS, m.QPS, m.RatioQPS, d.P99ms, m.P99ms)
-			gp.stopPair()
-		}
-	}
+	// 3. gRPC, unary and streaming, through Sigil and nginx and direct.
+	e.grpcRows(ctx, rep, t.grpc, fail)
 
 	// 6. Identity, 7. policy, 8. memory of the agent.
-	if rep.DataOnly {
+	if t.dataOnly {
 		return nil
 	}
 	if err := e.identity(ctx, rep); err != nil {
@@ -283,6 +310,58 @@ func (e *env) run(ctx context.Context, rep *report, dur, short, warm time.Durati
 		fail("agent memory", err)
 	}
 	return nil
+}
+
+// grpcRows measures gRPC unary (health Check, 16 goroutines) and
+// streaming (meshbench.Echo/Stream) directly and through each gRPC pair
+// chosen by -setups (Sigil, nginx grpc_pass), for d each.
+func (e *env) grpcRows(ctx context.Context, rep *report, d time.Duration, fail func(string, error)) {
+	setups := []*setup{{name: "direct", target: e.grpcBackend}}
+	if slices.Contains(e.only, "sigil") {
+		if s, err := e.sigilPair(ctx, "grpc", e.grpcBackend); err != nil {
+			fail("grpc/sigil start", err)
+		} else {
+			setups = append(setups, s)
+		}
+	}
+	if slices.Contains(e.only, "nginx") {
+		if s, err := e.nginxGRPCPair(ctx); err != nil {
+			fail("grpc/nginx start", err)
+		} else {
+			setups = append(setups, s)
+		}
+	}
+	if len(setups) == 1 {
+		return
+	}
+	rows := []struct {
+		scenario string
+		load     func(*setup) (Result, error)
+	}{
+		{"grpc-unary", func(s *setup) (Result, error) { return grpcLoad(ctx, s, 16, d) }},
+		{"grpc-stream", func(s *setup) (Result, error) { return grpcStreamLoad(ctx, s, d) }},
+	}
+	for _, row := range rows {
+		var base Result
+		for _, s := range setups {
+			r, err := row.load(s)
+			if err != nil {
+				fail(row.scenario+"/"+s.name, err)
+				continue
+			}
+			r.Scenario = row.scenario
+			if s.name == "direct" {
+				base = r
+			} else if base.QPS > 0 {
+				r.RatioQPS, r.AddedP50ms, r.AddedP99ms = r.QPS/base.QPS, r.P50ms-base.P50ms, r.P99ms-base.P99ms
+			}
+			log.Printf("%s %-7s %.0f/s (%.2f of direct) p50 %.2f p99 %.2f ms, syscalls/req r/w client %.2f/%.2f server %.2f/%.2f, errors %d", row.scenario, s.name, r.QPS, r.RatioQPS, r.P50ms, r.P99ms, r.ReadsClient, r.WritesClient, r.ReadsServer, r.WritesServer, r.Errors)
+			rep.Results = append(rep.Results, r)
+		}
+	}
+	for _, s := range setups[1:] {
+		s.stopPair()
+	}
 }
 
 // serverAddr is the callee side's mTLS address of a pair.
@@ -332,8 +411,12 @@ func write(rep *report, outDir, readme string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(outDir+"/"+rep.Date+".json", b, 0o644); err != nil {
+	if err := os.WriteFile(outDir+"/"+resultsName(rep), b, 0o644); err != nil {
 		return err
+	}
+	if rep.Scaling {
+		log.Printf("-scaling-only: %s written; %s left as it was", outDir+"/"+resultsName(rep), readme)
+		return nil
 	}
 	old, err := os.ReadFile(readme)
 	if err != nil {

@@ -202,68 +202,6 @@ func (e *env) sigilPair(ctx context.Context, name, backend string) (*setup, erro
 	return &setup{name: "sigil", target: out, host: name, client: web, server: api}, nil
 }
 
-// nginxPair is two nginx processes, one worker each: plain HTTP in,
-// TLS 1.3 with client certificates between them, upstream keep-alive.
-func (e *env) nginxPair(ctx context.Context) (*setup, error) {
-	a, b := freePort(), freePort()
-	dir := e.dir + "/nginx"
-	os.MkdirAll(dir, 0o755)
-	common := "daemon off;\nmaster_process off;\nworker_processes 1;\npid %s/%s.pid;\nerror_log %s/%s-error.log warn;\nevents { worker_connections 8192; }\n"
-	client := fmt.Sprintf(common, dir, "a", dir, "a") + fmt.Sprintf(`http {
-  access_log off;
-  upstream peer { server %s; keepalive 128; keepalive_requests 1000000; }
-  server {
-    listen %s;
-    keepalive_requests 1000000;
-    location / {
-      proxy_pass https://peer;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_ssl_certificate %s;
-      proxy_ssl_certificate_key %s;
-      proxy_ssl_trusted_certificate %s;
-      proxy_ssl_protocols TLSv1.3;
-      proxy_ssl_session_reuse on;
-    }
-  }
-}
-`, b, a, e.certFile, e.keyFile, e.bundleFile)
-	server := fmt.Sprintf(common, dir, "b", dir, "b") + fmt.Sprintf(`http {
-  access_log off;
-  upstream app { server %s; keepalive 128; keepalive_requests 1000000; }
-  server {
-    listen %s ssl;
-    keepalive_requests 1000000;
-    ssl_certificate %s;
-    ssl_certificate_key %s;
-    ssl_client_certificate %s;
-    ssl_verify_client on;
-    ssl_verify_depth 4;
-    ssl_protocols TLSv1.3;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-`, e.backend, b, e.certFile, e.keyFile, e.bundleFile)
-	os.WriteFile(dir+"/a.conf", []byte(client), 0o644)
-	os.WriteFile(dir+"/b.conf", []byte(server), 0o644)
-	srv, err := e.start("nginx-server", "nginx", "-c", dir+"/b.conf", "-e", dir+"/b-error.log")
-	if err != nil {
-		return nil, err
-	}
-	cli, err := e.start("nginx-client", "nginx", "-c", dir+"/a.conf", "-e", dir+"/a-error.log")
-	if err != nil {
-		return nil, err
-	}
-	if err := waitPort(ctx, a); err != nil {
-		return nil, err
-	}
-	return &setup{name: "nginx", target: a, client: cli, server: srv}, waitPort(ctx, b)
-}
-
 // haproxyPair is two HAProxy processes, one thread each, TLS 1.3 with
 // client certificates between them, connection reuse.
 func (e *env) haproxyPair(ctx context.Context) (*setup, error) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/deploy"
+	"github.com/sigil-mesh/sigil/k8s/evictions"
 	"github.com/sigil-mesh/sigil/kube"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -133,6 +134,11 @@ func TestPostChecks(t *testing.T) {
 	bundle := func(data string) *corev1.ConfigMap {
 		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: BundleConfigMap, Namespace: ns}, Data: map[string]string{BundleKey: data}}
 	}
+	evicted := func(data map[string]string) *corev1.ConfigMap {
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: evictions.DefaultName, Namespace: ns}, Data: data}
+	}
+	const agent = "spiffe://example.org/sigil/agent/k8s_psat/c/n1"
+	const evictedEntry = `{"agent":"` + agent + `","evicted_at":"2026-11-30T10:00:00.5Z","replica":"sigil-server-0","until":"2026-11-30T11:00:10.5Z"}`
 	hooks := func(bundles ...[]byte) *admissionregistrationv1.MutatingWebhookConfiguration {
 		m := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: WebhookConfig}}
 		for i, b := range bundles {
@@ -176,6 +182,10 @@ func TestPostChecks(t *testing.T) {
 		{"bundle empty", bundlePublished, []runtime.Object{bundle("")}, Fail, "no PEM certificate"},
 		{"bundle not a certificate", bundlePublished, []runtime.Object{bundle("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")}, Fail, "PRIVATE KEY block"},
 		{"bundle", bundlePublished, []runtime.Object{bundle(string(cert) + string(cert))}, Pass, "2 root"},
+		{"evictions none yet", evictionsReadable, nil, Pass, "no agent evicted yet"},
+		{"evictions", evictionsReadable, []runtime.Object{evicted(map[string]string{evictions.Key(agent): evictedEntry})}, Pass, "1 eviction(s)"},
+		{"evictions not understood", evictionsReadable, []runtime.Object{evicted(map[string]string{"x": "{"})}, Warn, "1 entry(s) not understood"},
+		{"evictions nearing the bound", evictionsReadable, []runtime.Object{evicted(map[string]string{"x": evictedEntry, "pad": strings.Repeat("x", evictions.MaxBytes*4/5)})}, Warn, "of 786432 bytes"},
 		{"webhook missing", webhookCABundle, nil, Fail, "not found"},
 		{"webhook one unpatched", webhookCABundle, []runtime.Object{hooks(cert, nil)}, Fail, "b.sigil.dev has no caBundle"},
 		{"webhook bad bundle", webhookCABundle, []runtime.Object{hooks([]byte("junk"), cert)}, Fail, "a.sigil.dev: caBundle"},

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/deploy"
+	"github.com/sigil-mesh/sigil/k8s/evictions"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -77,6 +78,7 @@ func postChecks() []Check {
 		{Category: catControlPlane, Name: "the server Deployment is available", Run: serverAvailable},
 		{Category: catControlPlane, Name: "a server replica holds the leader Lease " + LeaderLease, Run: leaderElected},
 		{Category: catControlPlane, Name: "the trust bundle is published in ConfigMap " + BundleConfigMap, Run: bundlePublished},
+		{Category: catControlPlane, Name: "the agent evictions in ConfigMap " + evictions.DefaultName + " are readable", Run: evictionsReadable},
 		{Category: catWebhook, Name: "the webhook configuration " + WebhookConfig + " has a CA bundle", Run: webhookCABundle},
 		{Category: catWebhook, Name: "the webhook Service " + WebhookService + " has ready endpoints", Run: webhookEndpoints},
 		{Category: catWebhook, Name: "the webhook injects (a dry-run Pod create)", Run: webhookInjects},
@@ -255,6 +257,33 @@ func bundlePublished(ctx context.Context, e *Env) Result {
 		return fail(fmt.Sprintf("%s: %v", BundleKey, err), hint)
 	}
 	return pass(fmt.Sprintf("%d root(s)", len(certs)))
+}
+
+// evictionsReadable reads the agent evictions every server replica
+// follows (docs/kubernetes.md, "Eviction"): absent until the first
+// eviction; a warning for entries the server cannot read and for a
+// ConfigMap past three quarters of its bound.
+func evictionsReadable(ctx context.Context, e *Env) Result {
+	cm, err := e.Clients.Core.CoreV1().ConfigMaps(e.Namespace).Get(ctx, evictions.DefaultName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return pass("no agent evicted yet")
+	}
+	if err != nil {
+		return fail(err.Error(), "")
+	}
+	byID, errs := evictions.Parse(cm)
+	size := 0
+	for k, v := range cm.Data {
+		size += len(k) + len(v)
+	}
+	detail := fmt.Sprintf("%d eviction(s), %d of %d bytes", len(byID), size, evictions.MaxBytes)
+	switch {
+	case len(errs) > 0:
+		return warn(fmt.Sprintf("%s; %d entry(s) not understood: %v", detail, len(errs), errs[0]), "the leader drops them at its next pruning; or fix the entry")
+	case size > evictions.MaxBytes*3/4:
+		return warn(detail, "evictions are refused past the bound; shorten --agent-x509-ttl, after which the leader prunes sooner")
+	}
+	return pass(detail)
 }
 
 func webhookCABundle(ctx context.Context, e *Env) Result {

@@ -7,10 +7,6 @@ import (
 
 	"github.com/sigil-mesh/sigil/kube"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -21,17 +17,7 @@ import (
 // in wg, so that its owner can wait for it at shutdown (none outlives
 // the server).
 func (s *Store) Watch(ctx context.Context, wg *sync.WaitGroup, changed func()) error {
-	sel := fields.OneTermEqualSelector("metadata.name", s.name).String()
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = sel
-			return s.secrets.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = sel
-			return s.secrets.Watch(ctx, o)
-		},
-	}
+	lw := kube.NamedListWatch(s.name, s.secrets.List, s.secrets.Watch)
 	seen := func(obj any) {
 		sec, ok := obj.(*corev1.Secret)
 		if !ok || sec.Name != s.name || sec.ResourceVersion == s.Version() {

@@ -1,0 +1,267 @@
+// Package evictions keeps the agent evictions of a Kubernetes server in one
+// ConfigMap, so that `sigil-server agent evict` on any replica holds on
+// every replica and across restarts.
+//
+// Each replica keeps its own SQLite registry (docs/kubernetes.md, "High
+// availability"), and a replica that does not know an agent adopts it on
+// its SVID. An eviction therefore has to be shared: it is one data key of
+// the ConfigMap (DefaultName) in the server's namespace, named by Key
+// (the SHA-256 of the agent ID in hex, since SPIFFE IDs hold characters a
+// ConfigMap key may not) and holding an Eviction as JSON. Writes are
+// read-modify-write against the ConfigMap's resourceVersion, retried on a
+// conflict up to maxAttempts times, so two replicas evicting at once both
+// land. Every replica follows the ConfigMap with an informer limited to it
+// by name (Watch) and answers Lookup from what it last read.
+//
+// An eviction matters only while an SVID issued at or before it can still
+// be valid: Prune drops the older ones, which bounds the ConfigMap by the
+// evictions made within one agent SVID lifetime. A write that would grow
+// it past MaxBytes is refused with ErrFull.
+//
+// Typical use:
+//
+//	store := evictions.New(clients.Core, ns, evictions.DefaultName)
+//	done, err := store.Watch(ctx, func(fresh []evictions.Eviction) { ... }, func(bad error) { ... })
+//	err = store.Record(ctx, evictions.Eviction{Agent: id, At: now, Replica: pod, Until: until})
+//	if e, ok := store.Lookup(id); ok && !leaf.NotBefore.After(e.At) { refuse }
+package evictions
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+)
+
+// DefaultName is the ConfigMap's name, in the server's --k8s-namespace.
+const DefaultName = "sigil-agent-evictions"
+
+// MaxBytes bounds the ConfigMap's data (keys plus values). The API server
+// refuses a ConfigMap over 1 MiB; this leaves room for its metadata and
+// refuses a new eviction clearly before that. An entry takes about 300
+// bytes, so it holds some 2,500 evictions made within one agent SVID
+// lifetime (Prune drops older ones).
+const MaxBytes = 768 << 10
+
+// maxAttempts bounds the read-modify-write retries on a conflict.
+const maxAttempts = 5
+
+// ErrFull is the error of a write that would grow the ConfigMap past
+// MaxBytes.
+var ErrFull = errors.New("evictions: the ConfigMap would exceed its size limit")
+
+// Eviction is one agent's eviction: no SVID of Agent issued at or before
+// At is accepted by any replica.
+type Eviction struct {
+	// Agent is the agent's SPIFFE ID.
+	Agent string `json:"agent"`
+	// At is when the agent was evicted (RFC 3339 with sub-second
+	// precision in the ConfigMap).
+	At time.Time `json:"evicted_at"`
+	// Replica names the server replica (pod) that evicted it.
+	Replica string `json:"replica"`
+	// Until is when the last SVID issued at or before At expires at the
+	// latest, as the evicting replica computed it; Prune keeps the entry
+	// at least until then.
+	Until time.Time `json:"until"`
+}
+
+// Key is the ConfigMap data key of agent's eviction: the hex SHA-256 of
+// the agent ID, which matches the key syntax [-._a-zA-Z0-9]+ whatever the
+// ID holds.
+func Key(agent string) string {
+	sum := sha256.Sum256([]byte(agent))
+	return hex.EncodeToString(sum[:])
+}
+
+// Store is the evictions ConfigMap: writes go to the API server, Lookup
+// reads what Watch last saw. Its methods are safe for concurrent use.
+type Store struct {
+	client kubernetes.Interface
+	maps   corev1client.ConfigMapInterface
+	name   string
+
+	mu     sync.RWMutex
+	byID   map[string]Eviction // agent ID → eviction, as last watched
+	bytes  int                 // the ConfigMap's data size, as last watched
+	synced func() bool         // the informer's HasSynced; nil before Watch
+}
+
+// New returns the store of the ConfigMap namespace/name. It reads nothing
+// until Watch.
+func New(client kubernetes.Interface, namespace, name string) *Store {
+	return &Store{client: client, maps: client.CoreV1().ConfigMaps(namespace), name: name, byID: map[string]Eviction{}}
+}
+
+// Name is the ConfigMap's name.
+func (s *Store) Name() string { return s.name }
+
+// Record writes e, keeping the later of e and an eviction of the same
+// agent already there. It returns once the API server holds it, or an
+// error: ErrFull, a conflict that outlasted the retries, or the API
+// server's own (the ConfigMap not writable).
+func (s *Store) Record(ctx context.Context, e Eviction) error {
+	if e.Agent == "" || e.At.IsZero() {
+		return errors.New("evictions: an eviction needs an agent ID and a time")
+	}
+	key := Key(e.Agent)
+	return s.mutate(ctx, func(data map[string]string) bool {
+		if old, err := decode(key, data[key]); err == nil && old.Agent == e.Agent && !old.At.Before(e.At) {
+			return false
+		}
+		raw, _ := json.Marshal(e) // plain strings and times: cannot fail
+		data[key] = string(raw)
+		return true
+	})
+}
+
+// Prune drops the evictions that can no longer match a valid SVID at now:
+// those past both their Until and At+lifetime, where lifetime is the
+// longest an SVID issued at or before At can be valid (the agent SVID
+// TTL plus the NotBefore backdate). An entry that does not parse is
+// dropped too, so it cannot hold the ConfigMap's space forever. It
+// returns how many it dropped.
+func (s *Store) Prune(ctx context.Context, now time.Time, lifetime time.Duration) (int, error) {
+	dropped := 0
+	err := s.mutate(ctx, func(data map[string]string) bool {
+		dropped = 0
+		for k, v := range data {
+			// A key that is not the agent's own still refuses it: kept.
+			if e, _ := decode(k, v); e.Agent != "" && (!now.After(e.Until) || !now.After(e.At.Add(lifetime))) {
+				continue
+			}
+			delete(data, k)
+			dropped++
+		}
+		return dropped > 0
+	})
+	if err != nil {
+		return 0, err
+	}
+	return dropped, nil
+}
+
+// mutate reads the ConfigMap, lets change edit its data (reporting
+// whether it did), and writes it back checked against the
+// resourceVersion read, or creates it when absent; on a conflict it reads
+// again and retries, up to maxAttempts times.
+func (s *Store) mutate(ctx context.Context, change func(data map[string]string) bool) error {
+	for range maxAttempts {
+		cm, err := s.maps.Get(ctx, s.name, metav1.GetOptions{})
+		create := apierrors.IsNotFound(err)
+		switch {
+		case create:
+			cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: s.name, Labels: map[string]string{"app.kubernetes.io/part-of": "sigil"}}}
+		case err != nil:
+			return fmt.Errorf("evictions: reading ConfigMap %s: %w", s.name, err)
+		}
+		data := make(map[string]string, len(cm.Data)+1)
+		for k, v := range cm.Data {
+			data[k] = v
+		}
+		if !change(data) {
+			return nil
+		}
+		if n, old := size(data), size(cm.Data); n > MaxBytes && n > old {
+			return fmt.Errorf("%w: ConfigMap %s would hold %d bytes of evictions, over %d; evictions older than one agent SVID lifetime are pruned by the leader, or shorten --agent-x509-ttl", ErrFull, s.name, n, MaxBytes)
+		}
+		cm = cm.DeepCopy()
+		cm.Data = data
+		if create {
+			_, err = s.maps.Create(ctx, cm, metav1.CreateOptions{})
+		} else {
+			_, err = s.maps.Update(ctx, cm, metav1.UpdateOptions{})
+		}
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+			continue // another replica wrote since we read: read again
+		}
+		if err != nil {
+			return fmt.Errorf("evictions: writing ConfigMap %s: %w", s.name, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("evictions: writing ConfigMap %s: another writer won %d times in a row; try again", s.name, maxAttempts)
+}
+
+// size is the bytes of data's keys and values.
+func size(data map[string]string) int {
+	n := 0
+	for k, v := range data {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// Lookup returns agent's eviction as Watch last saw it.
+func (s *Store) Lookup(agent string) (Eviction, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.byID[agent]
+	return e, ok
+}
+
+// Bytes is the size of the ConfigMap's data (keys and values) as Watch
+// last saw it, to compare with MaxBytes.
+func (s *Store) Bytes() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.bytes
+}
+
+// Synced reports whether Watch has read the ConfigMap (or found it
+// absent) at least once; before that Lookup knows nothing.
+func (s *Store) Synced() bool {
+	s.mu.RLock()
+	synced := s.synced
+	s.mu.RUnlock()
+	return synced != nil && synced()
+}
+
+// Parse reads the evictions of a ConfigMap, by agent ID. An entry that
+// does not parse is left out and named in the errors; one whose key is
+// not Key of its agent is kept (it still names an agent to refuse) and
+// named too.
+func Parse(cm *corev1.ConfigMap) (map[string]Eviction, []error) {
+	out := map[string]Eviction{}
+	var errs []error
+	for k, v := range cm.Data {
+		e, err := decode(k, v)
+		if err != nil && e.Agent == "" {
+			errs = append(errs, err)
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if old, ok := out[e.Agent]; !ok || e.At.After(old.At) {
+			out[e.Agent] = e
+		}
+	}
+	return out, errs
+}
+
+// decode parses the entry key=value; with a key mismatch it returns the
+// eviction and an error.
+func decode(key, value string) (Eviction, error) {
+	var e Eviction
+	if err := json.Unmarshal([]byte(value), &e); err != nil {
+		return Eviction{}, fmt.Errorf("evictions: entry %q: %w", key, err)
+	}
+	if e.Agent == "" || e.At.IsZero() {
+		return Eviction{}, fmt.Errorf("evictions: entry %q: agent and evicted_at are required", key)
+	}
+	if Key(e.Agent) != key {
+		return e, fmt.Errorf("evictions: entry %q: the key is not the SHA-256 of agent %q", key, e.Agent)
+	}
+	return e, nil
+}

@@ -1,0 +1,494 @@
+package h2conn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Dialer opens a connection to the client's peer, ready for HTTP/2: TLS
+// handshaken with ALPN "h2" (or plain TCP for h2c with prior knowledge).
+type Dialer interface {
+	DialContext(ctx context.Context) (net.Conn, error)
+}
+
+// Client sends requests to one peer as streams of as few connections as
+// the peer's SETTINGS_MAX_CONCURRENT_STREAMS allows: a second connection
+// is dialled only when every open one is full or going away.
+type Client struct {
+	Dialer Dialer
+	Limits Limits
+	// IdleTimeout closes a connection without an open stream for this
+	// long; 0 keeps it.
+	IdleTimeout time.Duration
+	// PingInterval and PingTimeout: a connection that read nothing for
+	// PingInterval is sent a PING, and closed when nothing arrives within
+	// PingTimeout more (net/http's SendPingTimeout and PingTimeout);
+	// PingInterval 0 sends none.
+	PingInterval, PingTimeout time.Duration
+
+	mu      sync.Mutex
+	conns   []*clientConn
+	dialing chan struct{} // closed when the dial in progress ends
+	closed  bool
+}
+
+// clientConn is one connection of a Client.
+type clientConn struct {
+	*conn
+	nextID uint32 // guarded by conn.mu
+}
+
+// errRequestBody: the request's own body failed while it was sent.
+var errRequestBody = errors.New("h2conn: reading the request body")
+
+// errBodyClosed resets a stream whose response body was closed unread.
+var errBodyClosed = errors.New("h2conn: response body closed")
+
+// continueTimeout is how long a request with Expect: 100-continue waits
+// for the peer's 100 before sending its body anyway (net/http's default).
+const continueTimeout = time.Second
+
+// RoundTrip sends req on a stream and returns its response, whose body
+// the caller must close. The request's context bounds the whole exchange,
+// body included. A request the peer refused unprocessed (ErrRefused) is
+// sent again on another connection when its body can be replayed.
+func (cl *Client) RoundTrip(req *http.Request) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		cc, s, err := cl.open(req)
+		if err != nil {
+			closeBody(req)
+			return nil, err
+		}
+		resp, err := cc.await(s, req)
+		if err == nil || !errors.Is(err, ErrRefused) || attempt == 2 || req.Context().Err() != nil {
+			return resp, err
+		}
+		if req.Body != nil && req.Body != http.NoBody {
+			if req.GetBody == nil {
+				return nil, err
+			}
+			body, gerr := req.GetBody()
+			if gerr != nil {
+				return nil, err
+			}
+			req = req.Clone(req.Context())
+			req.Body = body
+		}
+	}
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}
+
+// Retire opens no more streams on the connections open now and closes
+// each when its last stream ends (GOAWAY's drain, from this side); new
+// requests dial new connections.
+func (cl *Client) Retire() {
+	cl.mu.Lock()
+	conns := cl.conns
+	cl.conns = nil
+	cl.mu.Unlock()
+	for _, cc := range conns {
+		cc.mu.Lock()
+		cc.goingAway = true
+		idle := cc.inUse == 0
+		cc.mu.Unlock()
+		if idle {
+			cc.close(errIdle)
+		}
+	}
+}
+
+// Close closes every connection; streams on them fail.
+func (cl *Client) Close() {
+	cl.mu.Lock()
+	cl.closed = true
+	conns := cl.conns
+	cl.conns = nil
+	cl.mu.Unlock()
+	for _, cc := range conns {
+		cc.close(errors.New("h2conn: client closed"))
+	}
+}
+
+// open starts req's stream (its HEADERS queued) on a connection with
+// room, dialling one when none has.
+func (cl *Client) open(req *http.Request) (*clientConn, *stream, error) {
+	ctx := req.Context()
+	fields, err := requestFields(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	noBody := req.Body == nil || req.Body == http.NoBody
+	for {
+		cl.mu.Lock()
+		if cl.closed {
+			cl.mu.Unlock()
+			return nil, nil, errors.New("h2conn: client closed")
+		}
+		live := cl.conns[:0]
+		var cc *clientConn
+		var s *stream
+		for _, c := range cl.conns {
+			if c.dead() {
+				continue
+			}
+			live = append(live, c)
+			if s == nil {
+				if s = c.tryOpen(req, fields, noBody); s != nil {
+					cc = c
+				}
+			}
+		}
+		clear(cl.conns[len(live):])
+		cl.conns = live
+		if s != nil {
+			cl.mu.Unlock()
+			return cc, s, nil
+		}
+		if ch := cl.dialing; ch != nil {
+			cl.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, nil, ctx.Err()
+			}
+		}
+		ch := make(chan struct{})
+		cl.dialing = ch
+		cl.mu.Unlock()
+		cc, err := cl.dial(ctx)
+		cl.mu.Lock()
+		cl.dialing = nil
+		close(ch)
+		if err == nil {
+			cl.conns = append(cl.conns, cc)
+		}
+		cl.mu.Unlock()
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+// dial opens a connection and sends the preface and SETTINGS.
+func (cl *Client) dial(ctx context.Context) (*clientConn, error) {
+	nc, err := cl.Dialer.DialContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("h2conn: dialing: %w", err)
+	}
+	cc := &clientConn{nextID: 1}
+	cc.conn = newConn(nc, cl.Limits, cc)
+	cc.idleTimeout = cl.IdleTimeout
+	if _, err := cc.w.bw.WriteString(http2.ClientPreface); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	cc.w.enqueue(cc.settings(false)...)
+	cc.start()
+	go cc.readLoop()
+	// Streams wait for the server's SETTINGS, so that its limit on
+	// concurrent streams is known before any is opened.
+	select {
+	case <-cc.settingsc:
+		cc.mu.Lock()
+		cc.streamsNow()
+		cc.mu.Unlock()
+		if cl.PingInterval > 0 {
+			cc.keepalive(cl.PingInterval, cl.PingTimeout)
+		}
+		return cc, nil
+	case <-cc.done:
+		return nil, fmt.Errorf("h2conn: connection closed before the server's SETTINGS: %w", cc.err)
+	case <-ctx.Done():
+		cc.close(ctx.Err())
+		return nil, ctx.Err()
+	}
+}
+
+// dead: the connection ended, or is going away with no stream left
+// (then it is closed here).
+func (cc *clientConn) dead() bool {
+	cc.mu.Lock()
+	dead, idle := cc.err != nil, cc.goingAway && cc.inUse == 0
+	cc.mu.Unlock()
+	if idle && !dead {
+		cc.close(errors.New("h2conn: connection went away"))
+	}
+	return dead || idle
+}
+
+// tryOpen starts a stream if the connection has room.
+func (cc *clientConn) tryOpen(req *http.Request, fields []hpack.HeaderField, end bool) *stream {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.err != nil || cc.goingAway || cc.inUse >= cc.peerMax || cc.nextID > 1<<31-1 {
+		return nil
+	}
+	s := cc.newStream(cc.nextID)
+	cc.nextID += 2
+	s.req, s.response, s.cont = req, make(chan *http.Response, 1), make(chan struct{})
+	s.trailer = http.Header{}
+	s.localEnd = end
+	if cc.w.enqueue(frame{kind: kHeaders, stream: s.id, fields: fields, end: end}) != nil {
+		return nil
+	}
+	cc.streams[s.id] = s
+	cc.inUse++
+	cc.streamsNow()
+	return s
+}
+
+// await sends req's body, if any, and waits for the response head.
+func (cc *clientConn) await(s *stream, req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	stop := context.AfterFunc(ctx, func() { cc.cancel(s, ctx.Err()) })
+	if !s.localEnd {
+		go cc.sendBody(s, req)
+	}
+	select {
+	case resp := <-s.response:
+		return cc.withBody(s, resp, stop), nil
+	case <-s.failedc:
+		select {
+		case resp := <-s.response:
+			return cc.withBody(s, resp, stop), nil
+		default:
+		}
+		stop()
+		cc.mu.Lock()
+		err := s.sendErr
+		cc.mu.Unlock()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, err
+	}
+}
+
+func (cc *clientConn) withBody(s *stream, resp *http.Response, stop func() bool) *http.Response {
+	resp.Body = &responseBody{cc: cc, s: s, stop: stop}
+	return resp
+}
+
+// cancel resets s with CANCEL: its reads and writes fail with err.
+func (cc *clientConn) cancel(s *stream, err error) {
+	cc.w.enqueue(frame{kind: kRST, stream: s.id, code: http2.ErrCodeCancel})
+	cc.endStream(s, err)
+}
+
+// sendBody copies the request body into DATA frames, then trailers.
+func (cc *clientConn) sendBody(s *stream, req *http.Request) {
+	defer req.Body.Close()
+	if strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
+		t := time.NewTimer(continueTimeout)
+		select {
+		case <-s.cont:
+		case <-t.C:
+		case <-s.failedc:
+		}
+		t.Stop()
+	}
+	bp := dataPool.Get().(*[]byte)
+	defer dataPool.Put(bp)
+	buf := (*bp)[:dataChunk]
+	for {
+		n, rerr := req.Body.Read(buf)
+		if n > 0 {
+			if err := s.send(nil, buf[:n], nil, false); err != nil {
+				return
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			cc.cancel(s, fmt.Errorf("%w: %w", errRequestBody, rerr))
+			return
+		}
+	}
+	var tail *frame
+	if len(req.Trailer) > 0 {
+		tail = &frame{kind: kHeaders, stream: s.id, fields: headerFields(nil, req.Trailer)}
+	}
+	s.send(nil, nil, tail, true)
+}
+
+// headers takes a response head, an informational head or trailers.
+func (cc *clientConn) headers(f *http2.MetaHeadersFrame) error {
+	cc.mu.Lock()
+	s := cc.streams[f.StreamID]
+	cc.mu.Unlock()
+	if s == nil {
+		return nil // a stream this side reset
+	}
+	if s.gotHead {
+		if !f.StreamEnded() {
+			cc.resetStream(s.id, http2.ErrCodeProtocol)
+			return nil
+		}
+		s.trailers(f)
+		return nil
+	}
+	code, err := strconv.Atoi(f.PseudoValue("status"))
+	if err != nil || code < 100 || code > 999 {
+		cc.resetStream(s.id, http2.ErrCodeProtocol)
+		return nil
+	}
+	if code < 200 {
+		if f.StreamEnded() {
+			cc.resetStream(s.id, http2.ErrCodeProtocol)
+		} else if code == http.StatusContinue {
+			closeOnce(s.cont)
+		}
+		return nil
+	}
+	s.gotHead = true
+	closeOnce(s.cont)
+	resp := &http.Response{Status: strconv.Itoa(code) + " " + http.StatusText(code), StatusCode: code,
+		Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, len(f.Fields)), ContentLength: -1,
+		Request: s.req, Trailer: s.trailer}
+	for _, hf := range f.RegularFields() {
+		k := http.CanonicalHeaderKey(hf.Name)
+		resp.Header[k] = append(resp.Header[k], hf.Value)
+	}
+	if cl := resp.Header.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+			resp.ContentLength = n
+		}
+	}
+	for _, v := range resp.Header["Trailer"] {
+		for k := range strings.SplitSeq(v, ",") {
+			if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
+				resp.Trailer[k] = nil
+			}
+		}
+	}
+	if f.StreamEnded() {
+		if resp.ContentLength < 0 && s.req.Method != http.MethodHead {
+			resp.ContentLength = 0
+		}
+		s.endRemote()
+	}
+	s.response <- resp
+	return nil
+}
+
+func closeOnce(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
+
+// peerGoAway fails, as refused, the streams the server will not process,
+// and opens no more streams on the connection.
+func (cc *clientConn) peerGoAway(f *http2.GoAwayFrame) {
+	cc.mu.Lock()
+	cc.goingAway = true
+	var refused []*stream
+	for id, s := range cc.streams {
+		if id > f.LastStreamID {
+			refused = append(refused, s)
+		}
+	}
+	cc.mu.Unlock()
+	for _, s := range refused {
+		cc.endStream(s, ErrRefused)
+	}
+}
+
+// forgot frees a stream's slot.
+func (cc *clientConn) forgot(*stream) {
+	cc.mu.Lock()
+	cc.inUse--
+	cc.streamsNow()
+	drained := cc.goingAway && cc.inUse == 0 && cc.err == nil
+	cc.mu.Unlock()
+	if drained {
+		cc.close(errIdle)
+	}
+}
+
+// responseBody is a response's body; closing it before its end resets
+// the stream.
+type responseBody struct {
+	cc   *clientConn
+	s    *stream
+	stop func() bool
+	eof  bool
+}
+
+func (b *responseBody) Read(p []byte) (int, error) {
+	n, err := b.s.read(p)
+	if err != nil {
+		b.eof = err == io.EOF
+		b.stop()
+	}
+	return n, err
+}
+
+func (b *responseBody) Close() error {
+	b.stop()
+	if !b.eof {
+		b.cc.cancel(b.s, errBodyClosed)
+	}
+	return nil
+}
+
+// requestFields are req's pseudo-header and header fields.
+func requestFields(req *http.Request) ([]hpack.HeaderField, error) {
+	host := req.Host
+	if host == "" && req.URL != nil {
+		host = req.URL.Host
+	}
+	if req.URL == nil {
+		return nil, errors.New("h2conn: request without a URL")
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	var pseudo []hpack.HeaderField
+	if method == http.MethodConnect {
+		pseudo = []hpack.HeaderField{{Name: ":method", Value: method}, {Name: ":authority", Value: host}}
+	} else {
+		scheme := req.URL.Scheme
+		if scheme == "" {
+			scheme = "https"
+		}
+		pseudo = make([]hpack.HeaderField, 4, 4+len(req.Header)+2)
+		pseudo[0] = hpack.HeaderField{Name: ":method", Value: method}
+		pseudo[1] = hpack.HeaderField{Name: ":scheme", Value: scheme}
+		pseudo[2] = hpack.HeaderField{Name: ":authority", Value: host}
+		pseudo[3] = hpack.HeaderField{Name: ":path", Value: req.URL.RequestURI()}
+	}
+	fs := headerFields(pseudo, req.Header)
+	if len(req.Trailer) > 0 {
+		keys := make([]string, 0, len(req.Trailer))
+		for k := range req.Trailer {
+			keys = append(keys, k)
+		}
+		fs = append(fs, hpack.HeaderField{Name: "trailer", Value: strings.Join(keys, ",")})
+	}
+	if req.ContentLength > 0 && req.Header.Get("Content-Length") == "" {
+		fs = append(fs, hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(req.ContentLength, 10)})
+	}
+	return fs, nil
+}

@@ -1,0 +1,313 @@
+package h2conn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// request builds the http.Request of a stream from its header block,
+// refusing what RFC 9113 section 8.3 calls malformed.
+func (sc *serverConn) request(s *stream, f *http2.MetaHeadersFrame) (*http.Request, error) {
+	method, path := f.PseudoValue("method"), f.PseudoValue("path")
+	scheme, authority := f.PseudoValue("scheme"), f.PseudoValue("authority")
+	req := &http.Request{Method: method, Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, len(f.Fields)),
+		RemoteAddr: sc.nc.RemoteAddr().String(), TLS: sc.tls, ContentLength: -1}
+	switch {
+	case method == "":
+		return nil, errors.New("h2conn: request without :method")
+	case method == "CONNECT":
+		if path != "" || scheme != "" || authority == "" {
+			return nil, errors.New("h2conn: CONNECT needs :authority and no :path or :scheme")
+		}
+		req.URL, req.RequestURI = &url.URL{Host: authority}, authority
+	default:
+		if path == "" || scheme == "" {
+			return nil, errors.New("h2conn: request without :path or :scheme")
+		}
+		u, err := url.ParseRequestURI(path)
+		if err != nil {
+			return nil, fmt.Errorf("h2conn: bad :path: %w", err)
+		}
+		req.URL, req.RequestURI = u, path
+	}
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+			return nil, fmt.Errorf("h2conn: connection-specific header %q", hf.Name)
+		case "te":
+			if hf.Value != "trailers" {
+				return nil, errors.New("h2conn: te other than trailers")
+			}
+		case "cookie":
+			// Split crumbs are joined again (RFC 9113, section 8.2.3).
+			if c := req.Header["Cookie"]; len(c) == 1 {
+				c[0] += "; " + hf.Value
+				continue
+			}
+		case "content-length":
+			n, err := strconv.ParseInt(hf.Value, 10, 64)
+			if err != nil || n < 0 || req.ContentLength >= 0 && req.ContentLength != n {
+				return nil, errors.New("h2conn: bad content-length")
+			}
+			req.ContentLength = n
+		case "host":
+			if authority == "" {
+				authority = hf.Value
+			}
+			continue
+		}
+		k := http.CanonicalHeaderKey(hf.Name)
+		req.Header[k] = append(req.Header[k], hf.Value)
+	}
+	req.Host = authority
+	for _, v := range req.Header["Trailer"] {
+		for k := range strings.SplitSeq(v, ",") {
+			if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
+				if req.Trailer == nil {
+					req.Trailer = http.Header{}
+				}
+				req.Trailer[k] = nil
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(sc.ctx)
+	req = req.WithContext(ctx)
+	sc.mu.Lock()
+	s.cancel, s.trailer = cancel, req.Trailer
+	ended := s.remoteEnd
+	if s.failed {
+		cancel()
+	}
+	sc.mu.Unlock()
+	if ended {
+		if req.ContentLength > 0 {
+			return nil, errors.New("h2conn: content-length without a body")
+		}
+		req.ContentLength, req.Body = 0, http.NoBody
+	} else {
+		req.Body = &requestBody{s: s, expect: strings.EqualFold(req.Header.Get("Expect"), "100-continue")}
+	}
+	return req, nil
+}
+
+// requestBody is a request's body as the handler reads it; its first read
+// sends 100 Continue to a client that asked for it.
+type requestBody struct {
+	s      *stream
+	expect bool
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	if b.expect {
+		b.expect = false
+		c := b.s.c
+		c.mu.Lock()
+		if !b.s.headQueued && b.s.sendErr == nil {
+			c.w.enqueue(frame{kind: kHeaders, stream: b.s.id, fields: []hpack.HeaderField{{Name: ":status", Value: "100"}}})
+		}
+		c.mu.Unlock()
+	}
+	return b.s.read(p)
+}
+
+// Received reports whether the whole body has arrived (the proxy's body
+// rate watch skips such bodies).
+func (b *requestBody) Received() bool {
+	b.s.c.mu.Lock()
+	defer b.s.c.mu.Unlock()
+	return b.s.remoteEnd
+}
+
+// Close stops nothing: the stream's window is returned when the handler
+// returns (the rest of the body is refused with RST_STREAM NO_ERROR).
+func (b *requestBody) Close() error { return nil }
+
+// responseWriter gathers a handler's response: the head and the body
+// written before the handler returns or flushes leave together.
+type responseWriter struct {
+	s      *stream
+	req    *http.Request
+	h      http.Header
+	status int
+	sent   bool // the head is queued
+	buf    []byte
+	err    error
+	// deadline resets the stream at the handler's read deadline.
+	deadline *time.Timer
+}
+
+var _ http.Flusher = (*responseWriter)(nil)
+
+// SetReadDeadline bounds the reading of the request body
+// (http.ResponseController): when t passes, the stream is reset with
+// CANCEL and the body's reads fail with os.ErrDeadlineExceeded, as with
+// Go's HTTP/2 server. The zero time removes the bound.
+func (w *responseWriter) SetReadDeadline(t time.Time) error {
+	if w.deadline != nil {
+		w.deadline.Stop()
+		w.deadline = nil
+	}
+	if t.IsZero() {
+		return nil
+	}
+	s := w.s
+	w.deadline = time.AfterFunc(time.Until(t), func() {
+		s.c.w.enqueue(frame{kind: kRST, stream: s.id, code: http2.ErrCodeCancel})
+		s.c.endStream(s, os.ErrDeadlineExceeded)
+	})
+	return nil
+}
+
+func (w *responseWriter) Header() http.Header { return w.h }
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.status != 0 || code < 100 || code > 999 {
+		return
+	}
+	if code < 200 {
+		if code == http.StatusSwitchingProtocols {
+			return // no upgrades in HTTP/2 (RFC 9113, section 8.6)
+		}
+		fields := headerFields([]hpack.HeaderField{{Name: ":status", Value: strconv.Itoa(code)}}, w.h)
+		c := w.s.c
+		c.mu.Lock()
+		if !w.s.headQueued {
+			c.w.enqueue(frame{kind: kHeaders, stream: w.s.id, fields: fields})
+		}
+		c.mu.Unlock()
+		return
+	}
+	w.status = code
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !bodyAllowed(w.status) || w.req != nil && w.req.Method == http.MethodHead {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	w.grow()
+	w.buf = append(w.buf, p...)
+	if len(w.buf) >= dataChunk {
+		if err := w.flush(false); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func (w *responseWriter) WriteString(s string) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !bodyAllowed(w.status) || w.req != nil && w.req.Method == http.MethodHead {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	w.grow()
+	w.buf = append(w.buf, s...)
+	if len(w.buf) >= dataChunk {
+		if err := w.flush(false); err != nil {
+			return 0, err
+		}
+	}
+	return len(s), nil
+}
+
+// Flush sends the head and what the body has so far.
+func (w *responseWriter) Flush() {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	w.flush(false)
+}
+
+// flush queues the head (once), the buffered body and, with end, the
+// trailers.
+func (w *responseWriter) flush(end bool) error {
+	if w.err != nil {
+		return w.err
+	}
+	var head, tail *frame
+	if !w.sent {
+		w.sent = true
+		fields := headerFields([]hpack.HeaderField{{Name: ":status", Value: strconv.Itoa(w.status)}}, w.h)
+		head = &frame{kind: kHeaders, stream: w.s.id, fields: fields}
+	}
+	if end {
+		if t := w.trailerFields(); len(t) > 0 {
+			tail = &frame{kind: kHeaders, stream: w.s.id, fields: t}
+		}
+	}
+	err := w.s.send(head, w.buf, tail, end)
+	w.buf = w.buf[:0]
+	w.err = err
+	return err
+}
+
+// finish ends the response when the handler returns; a body sent whole
+// gets its Content-Length.
+func (w *responseWriter) finish() error {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.sent && bodyAllowed(w.status) && w.req != nil && w.req.Method != http.MethodHead && w.h.Get("Content-Length") == "" && w.trailerFields() == nil {
+		w.h.Set("Content-Length", strconv.Itoa(len(w.buf)))
+	}
+	err := w.flush(true)
+	putData(w.buf)
+	w.buf = nil
+	return err
+}
+
+// grow makes room in the body buffer, taken from the pool the first time.
+func (w *responseWriter) grow() {
+	if w.buf == nil {
+		w.buf = getData(nil)
+	}
+}
+
+// trailerFields are the trailers the handler set: keys it declared in a
+// Trailer header, and keys with http.TrailerPrefix.
+func (w *responseWriter) trailerFields() []hpack.HeaderField {
+	var fs []hpack.HeaderField
+	for _, v := range w.h["Trailer"] {
+		for k := range strings.SplitSeq(v, ",") {
+			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
+			for _, tv := range w.h[k] {
+				fs = append(fs, hpack.HeaderField{Name: lowerHeader(k), Value: tv})
+			}
+		}
+	}
+	for k, vs := range w.h {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			for _, v := range vs {
+				fs = append(fs, hpack.HeaderField{Name: lowerHeader(name), Value: v})
+			}
+		}
+	}
+	return fs
+}
+
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+var _ io.ReadCloser = (*requestBody)(nil)

@@ -1,0 +1,272 @@
+package h2conn
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// kind is what a queued frame is.
+type kind uint8
+
+const (
+	kHeaders kind = iota
+	kData
+	kWindowUpdate
+	kSettings
+	kSettingsAck
+	kPing // an acknowledgement
+	kPingReq
+	kRST
+	kGoAway
+	kMark // no frame: mark is closed once what was queued before it is flushed
+)
+
+// frame is one frame waiting for the writer. HEADERS carry their fields,
+// not a header block: HPACK's dynamic table requires blocks to be encoded
+// in the order they go on the wire, which only the writer knows.
+type frame struct {
+	kind     kind
+	stream   uint32
+	end      bool                // END_STREAM (HEADERS, DATA)
+	fields   []hpack.HeaderField // HEADERS
+	data     []byte              // DATA (owned by the frame), PING
+	n        uint32              // WINDOW_UPDATE increment, GOAWAY last stream
+	code     http2.ErrCode       // RST_STREAM, GOAWAY
+	settings []http2.Setting     // SETTINGS; with SETTINGS ack: the peer's, to apply first
+	pool     bool                // data came from dataPool
+	mark     chan struct{}
+}
+
+// writeBufSize is the writer's buffer: the frames of many streams
+// gathered for one write.
+const writeBufSize = 32 << 10
+
+// writer is the connection's only writer: a goroutine that encodes the
+// queued frames into one buffer and writes it when the queue is empty, so
+// the frames of all streams queued meanwhile leave in one system call.
+type writer struct {
+	mu     sync.Mutex
+	queue  []frame
+	spare  []frame
+	wake   chan struct{} // one token: the queue has frames
+	closed bool
+
+	// Writer goroutine only.
+	nc       net.Conn
+	bw       *bufio.Writer
+	fr       *http2.Framer
+	enc      *hpack.Encoder
+	hbuf     bytes.Buffer
+	maxFrame uint32 // the peer's SETTINGS_MAX_FRAME_SIZE
+}
+
+var errWriterClosed = errors.New("h2conn: connection closed")
+
+func newWriter(nc net.Conn) *writer {
+	w := &writer{nc: nc, wake: make(chan struct{}, 1), maxFrame: 16384}
+	w.bw = bufio.NewWriterSize(nc, writeBufSize)
+	w.fr = http2.NewFramer(w.bw, nil)
+	w.enc = hpack.NewEncoder(&w.hbuf)
+	return w
+}
+
+// enqueue queues frames, in order, and wakes the writer.
+func (w *writer) enqueue(fs ...frame) error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return errWriterClosed
+	}
+	w.queue = append(w.queue, fs...)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// flushed waits until what is queued now has been written, or for at
+// most d.
+func (w *writer) flushed(d time.Duration) {
+	m := make(chan struct{})
+	if w.enqueue(frame{kind: kMark, mark: m}) != nil {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-m:
+	case <-t.C:
+	}
+}
+
+// close stops the writer; frames still queued are dropped.
+func (w *writer) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run writes until close or a write error, which it returns.
+func (w *writer) run() error {
+	var marks []chan struct{}
+	for range w.wake {
+		yielded := false
+		for {
+			w.mu.Lock()
+			if w.closed {
+				w.mu.Unlock()
+				return errWriterClosed
+			}
+			batch := w.queue
+			if len(batch) == 0 {
+				w.mu.Unlock()
+				if !yielded && w.bw.Buffered() < writeBufSize/2 {
+					// Let the streams that are running add their frames
+					// to this write, as grpc-go's loopy writer does.
+					yielded = true
+					runtime.Gosched()
+					continue
+				}
+				break
+			}
+			// Two arrays take turns: one filled by enqueue, one written.
+			w.queue, w.spare = w.spare[:0], nil
+			w.mu.Unlock()
+			for i := range batch {
+				if err := w.encode(&batch[i]); err != nil {
+					return err
+				}
+				if batch[i].pool {
+					putData(batch[i].data)
+				}
+				if batch[i].mark != nil {
+					marks = append(marks, batch[i].mark)
+				}
+				batch[i] = frame{}
+			}
+			w.mu.Lock()
+			w.spare = batch[:0]
+			w.mu.Unlock()
+		}
+		if err := w.bw.Flush(); err != nil {
+			return err
+		}
+		for _, m := range marks {
+			close(m)
+		}
+		marks = marks[:0]
+	}
+	return errWriterClosed
+}
+
+// encode writes f into the buffer.
+func (w *writer) encode(f *frame) error {
+	switch f.kind {
+	case kHeaders:
+		return w.headers(f)
+	case kData:
+		return w.data(f.stream, f.data, f.end)
+	case kWindowUpdate:
+		return w.fr.WriteWindowUpdate(f.stream, f.n)
+	case kSettings:
+		return w.fr.WriteSettings(f.settings...)
+	case kSettingsAck:
+		for _, s := range f.settings {
+			switch s.ID {
+			case http2.SettingMaxFrameSize:
+				w.maxFrame = s.Val
+			case http2.SettingHeaderTableSize:
+				w.enc.SetMaxDynamicTableSizeLimit(s.Val)
+			}
+		}
+		return w.fr.WriteSettingsAck()
+	case kPing:
+		var d [8]byte
+		copy(d[:], f.data)
+		return w.fr.WritePing(true, d)
+	case kPingReq:
+		return w.fr.WritePing(false, [8]byte{'s', 'i', 'g', 'i', 'l'})
+	case kRST:
+		return w.fr.WriteRSTStream(f.stream, f.code)
+	case kGoAway:
+		return w.fr.WriteGoAway(f.n, f.code, nil)
+	}
+	return nil
+}
+
+// headers encodes a header block and writes it as HEADERS and as many
+// CONTINUATION frames as the peer's frame size requires.
+func (w *writer) headers(f *frame) error {
+	w.hbuf.Reset()
+	for _, hf := range f.fields {
+		if err := w.enc.WriteField(hf); err != nil {
+			return err
+		}
+	}
+	block := w.hbuf.Bytes()
+	first := true
+	for first || len(block) > 0 {
+		n := min(len(block), int(w.maxFrame))
+		frag := block[:n]
+		block = block[n:]
+		var err error
+		if first {
+			err = w.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.stream, BlockFragment: frag, EndStream: f.end, EndHeaders: len(block) == 0})
+			first = false
+		} else {
+			err = w.fr.WriteContinuation(f.stream, len(block) == 0, frag)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// data writes p as DATA frames of at most the peer's frame size.
+func (w *writer) data(stream uint32, p []byte, end bool) error {
+	for {
+		n := min(len(p), int(w.maxFrame))
+		last := n == len(p)
+		if err := w.fr.WriteData(stream, end && last, p[:n]); err != nil {
+			return err
+		}
+		p = p[n:]
+		if last {
+			return nil
+		}
+	}
+}
+
+// dataPool holds the buffers DATA frames are copied into on their way to
+// the writer (dataChunk bytes each).
+var dataPool = sync.Pool{New: func() any { b := make([]byte, dataChunk); return &b }}
+
+// dataChunk is the most one DATA frame queued at a time carries.
+const dataChunk = 16 << 10
+
+func getData(p []byte) []byte {
+	b := *(dataPool.Get().(*[]byte))
+	return append(b[:0], p...)
+}
+
+func putData(b []byte) {
+	if cap(b) == dataChunk {
+		b = b[:0]
+		dataPool.Put(&b)
+	}
+}

@@ -1,0 +1,202 @@
+package server
+
+// Agent evictions on Kubernetes: `sigil-server agent evict` on any replica
+// writes the eviction to the sigil-agent-evictions ConfigMap (package
+// k8s/evictions) before it deletes its own record, and every replica
+// follows that ConfigMap: it deletes its own record of the agent, cuts the
+// agent's streams, and refuses every SVID of the agent issued at or before
+// the eviction, whoever attested it. A replica that starts refuses agents
+// until it has read the ConfigMap, so a restart remembers. The leader
+// prunes evictions no valid SVID can match any more. docs/kubernetes.md,
+// "Eviction", says what holds.
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/ca"
+	"github.com/sigil-mesh/sigil/k8s/evictions"
+	"github.com/sigil-mesh/sigil/server/registry"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// evictionPruneEvery is how often the leader prunes the evictions.
+const evictionPruneEvery = time.Minute
+
+// evictionWriteTimeout bounds an eviction's write to the API server,
+// retries included.
+const evictionWriteTimeout = 30 * time.Second
+
+// evictionsPart is the "agent evictions" Kubernetes part.
+func (s *Server) evictionsPart() kubePart {
+	return kubePart{name: "agent evictions", start: s.startEvictions}
+}
+
+// startEvictions follows the evictions ConfigMap (returning once it has
+// been read) and runs the leader's pruning.
+func (s *Server) startEvictions(ctx context.Context, wg *sync.WaitGroup) error {
+	cm := s.cfg.Kubernetes.Namespace + "/" + s.ha.evictions.Name()
+	done, err := s.ha.evictions.Watch(ctx,
+		func(fresh []evictions.Eviction) { s.evictedElsewhere(ctx, fresh) },
+		func(bad error) {
+			s.log.Error("agent eviction entry not understood; fix or delete it", "configmap", cm, "error", bad)
+		})
+	if done != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); <-done }()
+	}
+	if err != nil {
+		return err
+	}
+	s.metrics.reg.MustRegister(s.evictionsGauge())
+	wg.Add(1)
+	go func() { defer wg.Done(); s.pruneEvictionsLoop(ctx, cm) }()
+	return nil
+}
+
+// evictionsGauge is sigil_server_agent_evictions_bytes.
+func (s *Server) evictionsGauge() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sigil_server_agent_evictions_bytes",
+		Help: "Size of the agent evictions ConfigMap's data as this replica last read it, in bytes; evictions are refused past " + strconv.Itoa(evictions.MaxBytes) + ".",
+	}, func() float64 { return float64(s.ha.evictions.Bytes()) })
+}
+
+// evictionLifetime is the longest an agent SVID issued at or before an
+// eviction can stay valid after it: the agent SVID TTL plus the NotBefore
+// backdate.
+func (s *Server) evictionLifetime() time.Duration {
+	return s.cfg.AgentX509TTL + ca.MaxBackdate
+}
+
+// recordEviction writes the eviction of agent (whose newest SVID this
+// replica knows expires at notAfter, zero if unknown) to the ConfigMap,
+// dated now. It is the first step of an eviction on Kubernetes: if it
+// fails, nothing else is done.
+func (s *Server) recordEviction(ctx context.Context, agent string, notAfter time.Time) error {
+	now := s.now()
+	e := evictions.Eviction{Agent: agent, At: now, Replica: s.cfg.Kubernetes.Leader.PodName, Until: now.Add(s.evictionLifetime())}
+	if notAfter.After(e.Until) {
+		e.Until = notAfter
+	}
+	if err := s.ha.evictions.Record(ctx, e); err != nil {
+		return fmt.Errorf("server: the eviction was not shared with the other replicas, so nothing was evicted: %w", err)
+	}
+	return nil
+}
+
+// evictedElsewhere applies evictions the ConfigMap holds that this
+// replica has not seen yet (made by another replica, or by this one before
+// a restart): its own record of each agent goes, unless the agent
+// attested again since, and the agents' open streams are checked again,
+// which cuts them.
+func (s *Server) evictedElsewhere(ctx context.Context, fresh []evictions.Eviction) {
+	s.ha.evictMu.Lock()
+	defer s.ha.evictMu.Unlock()
+	for _, e := range fresh {
+		a, err := s.store.GetAgent(ctx, e.Agent)
+		if errors.Is(err, registry.ErrNotFound) || (err == nil && a.AttestedAt.After(e.At)) {
+			continue
+		}
+		if err != nil {
+			s.log.Error("agent evicted by another replica: its record here could not be read; its SVIDs are refused all the same", "agent_id", e.Agent, "evicted_by", e.Replica, "error", err)
+			continue
+		}
+		ev := audit.Event{Type: audit.AgentEvicted, Actor: "kubernetes", Subject: a.SPIFFEID, Details: map[string]string{
+			"node": a.Node, "serial": a.Serial, "evicted_by": e.Replica, "evicted_at": e.At.UTC().Format(time.RFC3339Nano)}}
+		if err := s.audited(ctx, []audit.Event{ev}, func() error { return s.store.DeleteAgent(ctx, a.SPIFFEID) }); err != nil {
+			s.log.Error("agent evicted by another replica: its record here was not deleted; its SVIDs are refused all the same", "agent_id", a.SPIFFEID, "evicted_by", e.Replica, "error", err)
+			continue
+		}
+		s.log.Warn("agent evicted by another replica", "agent_id", a.SPIFFEID, "node", a.Node, "evicted_by", e.Replica, "evicted_at", e.At)
+	}
+	s.changes.Notify() // every stream checks its caller again
+}
+
+// refuseEvicted is the eviction check of every agent call on Kubernetes:
+// an SVID issued at or before the agent's eviction is refused
+// (PermissionDenied, so the agent attests again), and so is every SVID
+// until this replica has read the evictions (Unavailable: fail closed,
+// the agent tries another replica). On a plain host it passes: there an
+// eviction deletes the one record.
+func (s *Server) refuseEvicted(id spiffeid.ID, leaf *x509.Certificate) error {
+	if s.ha == nil {
+		return nil
+	}
+	if !s.ha.evictions.Synced() {
+		return status.Error(codes.Unavailable, "server: this replica has not read the agent evictions yet")
+	}
+	// NotBefore is backdated from the signing by up to ca.MaxBackdate:
+	// comparing it with the eviction errs on refusing (signAgent waits out
+	// that window for a new SVID).
+	if e, ok := s.ha.evictions.Lookup(id.String()); ok && !leaf.NotBefore.After(e.At) {
+		return status.Errorf(codes.PermissionDenied, "agent %s was evicted at %s (by %s): its SVIDs from before are refused; attest again", id, e.At.UTC().Format(time.RFC3339Nano), e.Replica)
+	}
+	return nil
+}
+
+// awaitEvictionPast holds the signing of a new SVID for agent while its
+// backdated NotBefore would still fall at or before the agent's eviction,
+// which refuseEvicted would refuse: until ca.MaxBackdate plus a second
+// after the eviction (the second because the registry dates an agent's
+// record in whole seconds, and evictedElsewhere must tell a record made
+// after the eviction from one made before). It returns early with ctx's
+// error.
+func (s *Server) awaitEvictionPast(ctx context.Context, agent string) error {
+	if s.ha == nil {
+		return nil
+	}
+	e, ok := s.ha.evictions.Lookup(agent)
+	if !ok {
+		return nil
+	}
+	wait := e.At.Add(ca.MaxBackdate + time.Second).Sub(s.now())
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return status.Errorf(codes.Unavailable, "agent %s was evicted at %s; it may attest again from %s", agent, e.At.UTC().Format(time.RFC3339Nano), e.At.Add(ca.MaxBackdate+time.Second).UTC().Format(time.RFC3339Nano))
+	case <-t.C:
+		return nil
+	}
+}
+
+// pruneEvictionsLoop drops, on the leader, the evictions no valid SVID
+// can match any more.
+func (s *Server) pruneEvictionsLoop(ctx context.Context, cm string) {
+	t := time.NewTicker(evictionPruneEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !s.isLeader() {
+			continue
+		}
+		n, err := s.ha.evictions.Prune(ctx, s.now(), s.evictionLifetime())
+		if err != nil {
+			s.log.Error("pruning agent evictions failed; the next round retries", "configmap", cm, "error", err)
+			continue
+		}
+		if n > 0 {
+			s.log.Info("agent evictions pruned: no valid SVID can match them", "configmap", cm, "dropped", n)
+		}
+		if b := s.ha.evictions.Bytes(); b > evictions.MaxBytes*3/4 {
+			s.log.Warn("agent evictions nearing their size limit: evictions will be refused past it; shorten --agent-x509-ttl", "configmap", cm, "bytes", b, "max_bytes", evictions.MaxBytes)
+		}
+	}
+}
