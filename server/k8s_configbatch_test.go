@@ -90,8 +90,8 @@ func routeSource(t *testing.T, s *Server, leader func() bool, objs []runtime.Obj
 // times as long (the old path: 7.4). Measured as a ratio of runs on the same
 // machine; a tenth of the routes are refused, each on its own.
 func TestConfigFromCRDsStartLinearInRoutes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("times two starts")
+	if testing.Short() || raceEnabled {
+		t.Skip("times three starts; not under -short or the race detector (run it without -race)")
 	}
 	small, mid, large := startRoutes(t, 100), startRoutes(t, 200), startRoutes(t, 400)
 	t.Logf("start with 100 routes: %v; 200: %v; 400: %v", small, mid, large)
