@@ -120,7 +120,7 @@ func (s *Server) attestPSAT(ctx context.Context, req *agentv1.AttestRequest, now
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	agent := registry.Agent{SPIFFEID: id.String(), Attestor: naming.AttestorK8sPSAT, Node: res.Node, AttestedAt: now}
-	svid, err := s.signAgent(ctx, agent, pub, audit.Event{}, audit.AgentAttested, details)
+	svid, err := s.signAgent(ctx, agent, nil, pub, audit.Event{}, audit.AgentAttested, details)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package evictions
 
 import (
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -16,7 +17,7 @@ func FuzzParse(f *testing.F) {
 	f.Add("x", `{"agent":1}`)
 	f.Add("x", `[]`)
 	f.Fuzz(func(t *testing.T, key, value string) {
-		got, _ := Parse(&corev1.ConfigMap{Data: map[string]string{key: value}})
+		got, _ := Parse(&corev1.ConfigMap{Data: map[string]string{key: value}}, time.Now())
 		for id, e := range got {
 			if id == "" || e.Agent != id || e.At.IsZero() {
 				t.Fatalf("Parse(%q: %q) = %+v", key, value, got)

@@ -1,0 +1,148 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	adminv1 "github.com/sigil-mesh/sigil/api/admin/v1"
+	"github.com/sigil-mesh/sigil/audit"
+	"github.com/sigil-mesh/sigil/k8s/evictions"
+	"github.com/sigil-mesh/sigil/server/registry"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+// TestEvictionSigningReadsTheAPIServer: a leader whose ConfigMap watch
+// lags behind an eviction made on another replica does not sign for the
+// evicted agent: a renewal with an SVID from before the eviction is
+// refused, an attestation is held past the eviction, and when the
+// ConfigMap cannot be read nothing is signed (fail closed).
+func TestEvictionSigningReadsTheAPIServer(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	leader, cs := evictionServer(t, time.Now().Add(-time.Minute), nil)
+	var lag atomic.Bool
+	lag.Store(true)
+	cs.PrependWatchReactor("configmaps", func(k8stesting.Action) (bool, watch.Interface, error) {
+		if lag.Load() {
+			return true, watch.NewFake(), nil // a watch that never delivers
+		}
+		return false, nil, nil
+	})
+	if _, err := leader.ha.evictions.Watch(ctx, func([]evictions.Eviction) {}, func(error) {}); err != nil {
+		t.Fatal(err)
+	}
+	id := spiffeid.RequireFromString(evictedAgent)
+	renewing, err := leader.ca.SignX509SVID(mustPub(t), id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := evictions.New(cs, "sigil-system", evictions.DefaultName).Record(ctx, evictions.Eviction{Agent: evictedAgent, At: now, Replica: "sigil-server-a", Until: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.refuseEvicted(id, renewing[0]); err != nil {
+		t.Fatalf("the lagging watch already saw the eviction (%v): the test shows nothing", err)
+	}
+	agent, err := leader.store.GetAgent(ctx, evictedAgent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leader.signAgent(ctx, agent, renewing[0], mustPub(t), audit.Event{}, audit.AgentRenewed, nil); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "evicted") {
+		t.Errorf("renewal with an SVID from before the eviction: %v; want PermissionDenied", err)
+	}
+	short, stop := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer stop()
+	if _, err := leader.signAgent(short, agent, nil, mustPub(t), audit.Event{}, audit.AgentAttested, nil); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "may attest again from") {
+		t.Errorf("attestation right after the eviction: %v; want it held past the eviction", err)
+	}
+	cs.PrependReactor("get", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New(`configmaps "sigil-agent-evictions" is forbidden`)
+	})
+	if _, err := leader.signAgent(ctx, agent, renewing[0], mustPub(t), audit.Event{}, audit.AgentRenewed, nil); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("renewal with the ConfigMap unreadable: %v; want Unavailable saying why", err)
+	}
+	if n := len(leader.audited(audit.AgentRenewed)) + len(leader.audited(audit.AgentAttested)); n != 0 {
+		t.Errorf("%d agent SVIDs signed; want none", n)
+	}
+}
+
+func banRequest(method, id string) *http.Request {
+	r := httptest.NewRequest(method, "/v1/agents/x/ban", nil)
+	r.SetPathValue("id", id)
+	return r
+}
+
+// TestAgentBanKeepsTheAgentOut: agent ban evicts the agent and no SVID is
+// signed for it again, whatever it presents, until agent unban; both are
+// audited; a later eviction does not lift the ban; on a plain host ban is
+// refused with a reason.
+func TestAgentBanKeepsTheAgentOut(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, _ := evictionServer(t, time.Now().Add(-time.Minute), nil)
+	if _, err := p.ha.evictions.Watch(ctx, func([]evictions.Eviction) {}, func(error) {}); err != nil {
+		t.Fatal(err)
+	}
+	agent, err := p.store.GetAgent(ctx, evictedAgent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.banAgent(banRequest(http.MethodPost, evictedAgent)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.store.GetAgent(ctx, evictedAgent); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("record after the ban: %v; want it gone", err)
+	}
+	if len(p.audited(auditAgentBanned)) != 1 || len(p.audited(audit.AgentEvicted)) != 1 {
+		t.Fatalf("audit: banned %v, evicted %v; want one of each", p.audited(auditAgentBanned), p.audited(audit.AgentEvicted))
+	}
+	if _, err := p.evictAgent(evictRequest(evictedAgent)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.signAgent(ctx, agent, nil, mustPub(t), audit.Event{}, audit.AgentAttested, nil); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "banned") {
+		t.Fatalf("attestation of a banned agent: %v; want PermissionDenied naming the ban", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if e, ok := p.ha.evictions.Lookup(evictedAgent); ok && e.Banned {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the watch never saw the ban")
+		}
+	}
+	future := &x509.Certificate{NotBefore: time.Now().Add(time.Hour)}
+	if err := p.refuseEvicted(spiffeid.RequireFromString(evictedAgent), future); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a banned agent's SVID issued after the ban: %v; want PermissionDenied", err)
+	}
+
+	if _, err := p.unbanAgent(banRequest(http.MethodDelete, evictedAgent)); err != nil {
+		t.Fatal(err)
+	}
+	var apiErr *adminv1.APIError
+	if _, err := p.unbanAgent(banRequest(http.MethodDelete, evictedAgent)); !errors.As(err, &apiErr) || apiErr.Status != http.StatusNotFound {
+		t.Fatalf("unban of an agent not banned: %v; want 404", err)
+	}
+	if e, ok, err := p.ha.evictions.Fetch(ctx, evictedAgent, time.Now()); err != nil || !ok || e.Banned {
+		t.Fatalf("after unban: %+v, %v, %v; want a plain eviction", e, ok, err)
+	}
+	if len(p.audited(auditAgentUnbanned)) != 2 {
+		t.Fatalf("audit: unbanned %v; want both attempts", p.audited(auditAgentUnbanned))
+	}
+
+	plain := newPSATServer(t, false)
+	if _, err := plain.banAgent(banRequest(http.MethodPost, evictedAgent)); !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadRequest || !strings.Contains(apiErr.Message, "--kubernetes") {
+		t.Fatalf("ban on a plain host: %v; want 400 naming --kubernetes", err)
+	}
+}
