@@ -95,7 +95,7 @@ func (s *Server) recordEviction(ctx context.Context, agent string, notAfter time
 	// behind the leader's, and the eviction is dated at the signing so
 	// that it still covers that SVID.
 	if signed := notAfter.Add(-s.cfg.AgentX509TTL); signed.After(e.At) {
-		s.log.Warn("agent eviction dated by the leader's signing time: this replica's clock is behind the leader's", "agent_id", agent, "clock_behind", signed.Sub(now).String())
+		s.log.Warn("agent eviction dated by the leader's signing time: this replica's clock is behind the leader's", "agent_id", agent, "offset", signed.Sub(now).String())
 		e.At = signed
 	}
 	if notAfter.After(e.Until) {
