@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -145,4 +148,60 @@ func TestAgentBanKeepsTheAgentOut(t *testing.T) {
 	if _, err := plain.banAgent(banRequest(http.MethodPost, evictedAgent)); !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadRequest || !strings.Contains(apiErr.Message, "--kubernetes") {
 		t.Fatalf("ban on a plain host: %v; want 400 naming --kubernetes", err)
 	}
+}
+
+// TestEvictionClockSkew: an evicting replica whose clock is behind the
+// leader's dates the eviction no earlier than the signing of the agent's
+// newest SVID it knows, so that SVID is still refused; a replica that sees
+// an eviction dated far from its own clock says so.
+func TestEvictionClockSkew(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, _ := evictionServer(t, time.Now().Add(-time.Minute), nil)
+	var logged strings.Builder
+	p.log = slog.New(slog.NewJSONHandler(&syncWriter{w: &logged}, nil))
+	id := spiffeid.RequireFromString(evictedAgent)
+	chain, err := p.ca.SignX509SVID(mustPub(t), id, p.cfg.AgentX509TTL) // the leader renews, by the true clock
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := p.store.GetAgent(ctx, evictedAgent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.ExpiresAt = chain[0].NotAfter
+	if err := p.store.SaveAgent(ctx, a, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	p.now = func() time.Time { return time.Now().Add(-20 * time.Second) } // this replica's clock, behind
+	if _, err := p.evictAgent(evictRequest(evictedAgent)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.ha.evictions.Watch(ctx, func([]evictions.Eviction) {}, func(error) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.refuseEvicted(id, chain[0]); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("the SVID renewed just before an eviction by a replica 20 s behind: %v; want PermissionDenied", err)
+	}
+	if !strings.Contains(logged.String(), "clock is behind the leader's") {
+		t.Errorf("no warning that this replica's clock is behind: %s", logged.String())
+	}
+
+	p.now = time.Now
+	p.evictedElsewhere(ctx, []evictions.Eviction{{Agent: evictedAgent, At: time.Now().Add(-time.Minute), Replica: "sigil-server-a"}})
+	if !strings.Contains(logged.String(), `"msg":"agent eviction seen far from its time`) || !strings.Contains(logged.String(), `"offset":"1m0`) {
+		t.Errorf("no warning for an eviction seen a minute late: %s", logged.String())
+	}
+}
+
+// syncWriter serializes writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(b)
 }
