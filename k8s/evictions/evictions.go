@@ -363,13 +363,13 @@ func decode(key, value string, now time.Time) (Eviction, error) {
 	if e.Agent == "" || e.At.IsZero() {
 		return Eviction{}, fmt.Errorf("evictions: entry %q: agent and evicted_at are required", key)
 	}
-	if Key(e.Agent) != key {
-		return e, fmt.Errorf("evictions: entry %q: the key is not the SHA-256 of agent %q", key, e.Agent)
-	}
+	var future error
 	if e.At.After(now.Add(MaxFuture)) {
-		at := e.At
+		future = fmt.Errorf("%w: entry %q of agent %q says %s, more than %s after now (%s)", ErrFuture, key, e.Agent, e.At.UTC().Format(time.RFC3339Nano), MaxFuture, now.UTC().Format(time.RFC3339Nano))
 		e.At = now
-		return e, fmt.Errorf("%w: entry %q of agent %q says %s, more than %s after now (%s)", ErrFuture, key, e.Agent, at.UTC().Format(time.RFC3339Nano), MaxFuture, now.UTC().Format(time.RFC3339Nano))
 	}
-	return e, nil
+	if Key(e.Agent) != key {
+		return e, errors.Join(fmt.Errorf("evictions: entry %q: the key is not the SHA-256 of agent %q", key, e.Agent), future)
+	}
+	return e, future
 }
