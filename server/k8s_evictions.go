@@ -5,10 +5,13 @@ package server
 // k8s/evictions) before it deletes its own record, and every replica
 // follows that ConfigMap: it deletes its own record of the agent, cuts the
 // agent's streams, and refuses every SVID of the agent issued at or before
-// the eviction, whoever attested it. A replica that starts refuses agents
-// until it has read the ConfigMap, so a restart remembers. The leader
-// prunes evictions no valid SVID can match any more. docs/kubernetes.md,
-// "Eviction", says what holds.
+// the eviction, whoever attested it. Before it signs an agent SVID the
+// leader reads the agent's entry from the API server itself, since its
+// watch may lag. `agent ban` marks the entry banned: no SVID of the agent
+// is accepted or signed until `agent unban`. A replica that starts refuses
+// agents until it has read the ConfigMap, so a restart remembers. The
+// leader prunes evictions no valid SVID can match any more (never bans).
+// docs/kubernetes.md, "Eviction" and "Ban", says what holds.
 
 import (
 	"context"

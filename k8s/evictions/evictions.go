@@ -11,7 +11,13 @@
 // read-modify-write against the ConfigMap's resourceVersion, retried on a
 // conflict up to maxAttempts times, so two replicas evicting at once both
 // land. Every replica follows the ConfigMap with an informer limited to it
-// by name (Watch) and answers Lookup from what it last read.
+// by name (Watch) and answers Lookup from what it last read; Fetch reads
+// one agent's entry from the API server itself, for the leader before it
+// signs (a watch may lag).
+//
+// An entry with Banned set is a ban (spire-server agent ban): it is never
+// pruned, a later eviction keeps it, and only Unban lifts it. A time more
+// than MaxFuture ahead of the reader's clock is read as now.
 //
 // An eviction matters only while an SVID issued at or before it can still
 // be valid: Prune drops the older ones, which bounds the ConfigMap by the
@@ -23,7 +29,8 @@
 //	store := evictions.New(clients.Core, ns, evictions.DefaultName)
 //	done, err := store.Watch(ctx, func(fresh []evictions.Eviction) { ... }, func(bad error) { ... })
 //	err = store.Record(ctx, evictions.Eviction{Agent: id, At: now, Replica: pod, Until: until})
-//	if e, ok := store.Lookup(id); ok && !leaf.NotBefore.After(e.At) { refuse }
+//	if e, ok := store.Lookup(id); ok && (e.Banned || !leaf.NotBefore.After(e.At)) { refuse }
+//	e, ok, err := store.Fetch(ctx, id, now) // before signing; err: refuse
 package evictions
 
 import (
