@@ -143,3 +143,18 @@ func (s *Server) removeAgent(r *http.Request, ban bool) (any, error) {
 	s.changes.Notify()
 	return wireAgent(a), nil
 }
+
+// banHolds says whether the evictions ConfigMap holds what an
+// agent.banned or agent.unbanned intent describes: the agent banned, or
+// not (no entry, or one not banned). Without --kubernetes there are no
+// bans.
+func (s *Server) banHolds(ctx context.Context, e audit.Event) (bool, error) {
+	if s.ha == nil {
+		return false, nil
+	}
+	ev, ok, err := s.ha.evictions.Fetch(ctx, e.Subject, s.now())
+	if err != nil {
+		return false, err
+	}
+	return (ok && ev.Banned) == (e.Type == auditAgentBanned), nil
+}

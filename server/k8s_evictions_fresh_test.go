@@ -205,3 +205,34 @@ func (s *syncWriter) Write(b []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(b)
 }
+
+// TestAuditReconcilesAgentBans: an agent.banned or agent.unbanned intent
+// left unsettled by a crash is settled at start from the evictions
+// ConfigMap: committed when it holds the ban (or its absence), aborted
+// otherwise.
+func TestAuditReconcilesAgentBans(t *testing.T) {
+	ctx := context.Background()
+	p, _ := evictionServer(t, time.Now().Add(-time.Minute), nil)
+	ban := evictions.Eviction{Agent: evictedAgent, At: time.Now(), Replica: "sigil-server-b", Until: time.Now().Add(time.Hour), Banned: true}
+	if err := p.ha.evictions.Record(ctx, ban); err != nil {
+		t.Fatal(err)
+	}
+	other := "spiffe://example.org/sigil/agent/k8s_psat/prod/node-b"
+	committed, aborted := len(p.audited(audit.ActionCommitted)), len(p.audited(audit.ActionAborted))
+	for _, e := range []audit.Event{
+		{Type: auditAgentBanned, Actor: "admin", Subject: evictedAgent},   // landed
+		{Type: auditAgentUnbanned, Actor: "admin", Subject: evictedAgent}, // did not
+		{Type: auditAgentBanned, Actor: "admin", Subject: other},          // did not
+		{Type: auditAgentUnbanned, Actor: "admin", Subject: other},        // holds: not banned
+	} {
+		if _, err := p.audit.Begin(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.reconcileAudit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c, a := len(p.audited(audit.ActionCommitted))-committed, len(p.audited(audit.ActionAborted))-aborted; c != 2 || a != 2 {
+		t.Fatalf("reconciled: %d committed, %d aborted; want 2 and 2", c, a)
+	}
+}
