@@ -32,6 +32,8 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("DELETE /v1/entries/{id}", s.handle(s.deleteEntry))
 	mux.HandleFunc("GET /v1/agents", s.handle(s.listAgents))
 	mux.HandleFunc("DELETE /v1/agents/{id}", s.handle(s.evictAgent))
+	mux.HandleFunc("POST /v1/agents/{id}/ban", s.handle(s.banAgent))
+	mux.HandleFunc("DELETE /v1/agents/{id}/ban", s.handle(s.unbanAgent))
 	mux.HandleFunc("POST /v1/config", s.handleBody(maxApplyBody, s.applyConfig))
 	mux.HandleFunc("POST /v1/config/delete", s.handle(s.deleteConfigBatch))
 	mux.HandleFunc("GET /v1/config/{kind}", s.handle(s.listConfig))

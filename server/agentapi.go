@@ -134,7 +134,7 @@ func (s *Server) Attest(ctx context.Context, req *agentv1.AttestRequest) (*agent
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	agent := registry.Agent{SPIFFEID: id.String(), Attestor: AttestorJoinToken, Node: node, AttestedAt: now}
-	svid, err := s.signAgent(ctx, agent, pub, audit.Event{Type: audit.TokenUsed, Actor: id.String(), Details: map[string]string{"node": node, "token_sha256": hash[:16]}}, audit.AgentAttested, nil)
+	svid, err := s.signAgent(ctx, agent, nil, pub, audit.Event{Type: audit.TokenUsed, Actor: id.String(), Details: map[string]string{"node": node, "token_sha256": hash[:16]}}, audit.AgentAttested, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -160,22 +160,38 @@ func (s *Server) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	svid, err := s.signAgent(ctx, agent, pub, audit.Event{}, audit.AgentRenewed, nil)
+	svid, err := s.signAgent(ctx, agent, callerLeaf(ctx), pub, audit.Event{}, audit.AgentRenewed, nil)
 	if err != nil {
 		return nil, err
 	}
 	return &agentv1.RenewAgentResponse{Svid: svid}, nil
 }
 
+// callerLeaf is the leaf of the TLS peer's certificate chain, nil when
+// there is none (callerAgent has checked it before).
+func callerLeaf(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return nil
+	}
+	return info.State.PeerCertificates[0]
+}
+
 // signAgent signs an SVID for agent (its SPIFFEID, Attestor, Node and
 // AttestedAt set) and records it: first, if given, then an eventType
-// event with the serial, expiry and details.
-func (s *Server) signAgent(ctx context.Context, agent registry.Agent, pub crypto.PublicKey, first audit.Event, eventType string, details map[string]string) (*agentv1.X509SVID, error) {
+// event with the serial, expiry and details. caller is the agent SVID a
+// renewal presents, nil on attestation: the agent's eviction is checked
+// against it as the API server holds it now (awaitEvictionPast).
+func (s *Server) signAgent(ctx context.Context, agent registry.Agent, caller *x509.Certificate, pub crypto.PublicKey, first audit.Event, eventType string, details map[string]string) (*agentv1.X509SVID, error) {
 	id, err := spiffeid.FromString(agent.SPIFFEID)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	if err := s.awaitEvictionPast(ctx, agent.SPIFFEID); err != nil { // k8s_evictions.go
+	if err := s.awaitEvictionPast(ctx, agent.SPIFFEID, caller); err != nil { // k8s_evictions.go
 		return nil, err
 	}
 	chain, err := s.ca.SignX509SVID(pub, id, s.cfg.AgentX509TTL)

@@ -70,6 +70,8 @@ func (s *Server) tookEffect(ctx context.Context, e audit.Event) (bool, string, e
 		_, gerr := s.store.GetAgent(ctx, e.Subject)
 		found, err = exists(gerr)
 		found = !found
+	case auditAgentBanned, auditAgentUnbanned: // adminapi_agents.go
+		found, err = s.banHolds(ctx, e)
 	case audit.AgentAttested, audit.AgentRenewed:
 		a, gerr := s.store.GetAgent(ctx, e.Subject)
 		found, err = exists(gerr)

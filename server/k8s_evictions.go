@@ -5,10 +5,13 @@ package server
 // k8s/evictions) before it deletes its own record, and every replica
 // follows that ConfigMap: it deletes its own record of the agent, cuts the
 // agent's streams, and refuses every SVID of the agent issued at or before
-// the eviction, whoever attested it. A replica that starts refuses agents
-// until it has read the ConfigMap, so a restart remembers. The leader
-// prunes evictions no valid SVID can match any more. docs/kubernetes.md,
-// "Eviction", says what holds.
+// the eviction, whoever attested it. Before it signs an agent SVID the
+// leader reads the agent's entry from the API server itself, since its
+// watch may lag. `agent ban` marks the entry banned: no SVID of the agent
+// is accepted or signed until `agent unban`. A replica that starts refuses
+// agents until it has read the ConfigMap, so a restart remembers. The
+// leader prunes evictions no valid SVID can match any more (never bans).
+// docs/kubernetes.md, "Eviction" and "Ban", says what holds.
 
 import (
 	"context"
@@ -31,6 +34,11 @@ import (
 
 // evictionPruneEvery is how often the leader prunes the evictions.
 const evictionPruneEvery = time.Minute
+
+// evictionSkewWarn is how far from this replica's clock a newly seen
+// eviction may be dated before evictedElsewhere warns: a watch lagging,
+// or clocks apart, by more than this.
+const evictionSkewWarn = 5 * time.Second
 
 // evictionWriteTimeout bounds an eviction's write to the API server,
 // retries included.
@@ -82,9 +90,17 @@ func (s *Server) evictionLifetime() time.Duration {
 // replica knows expires at notAfter, zero if unknown) to the ConfigMap,
 // dated now. It is the first step of an eviction on Kubernetes: if it
 // fails, nothing else is done.
-func (s *Server) recordEviction(ctx context.Context, agent string, notAfter time.Time) error {
+func (s *Server) recordEviction(ctx context.Context, agent string, notAfter time.Time, banned bool) error {
 	now := s.now()
-	e := evictions.Eviction{Agent: agent, At: now, Replica: s.cfg.Kubernetes.Leader.PodName, Until: now.Add(s.evictionLifetime())}
+	e := evictions.Eviction{Agent: agent, At: now, Replica: s.cfg.Kubernetes.Leader.PodName, Until: now.Add(s.evictionLifetime()), Banned: banned}
+	// The newest SVID this replica knows was signed at notAfter-TTL by
+	// the leader's clock: if that is after now, this replica's clock is
+	// behind the leader's, and the eviction is dated at the signing so
+	// that it still covers that SVID.
+	if signed := notAfter.Add(-s.cfg.AgentX509TTL); signed.After(e.At) {
+		s.log.Warn("agent eviction dated by the leader's signing time: this replica's clock is behind the leader's", "agent_id", agent, "offset", signed.Sub(now).String())
+		e.At = signed
+	}
 	if notAfter.After(e.Until) {
 		e.Until = notAfter
 	}
@@ -98,11 +114,17 @@ func (s *Server) recordEviction(ctx context.Context, agent string, notAfter time
 // replica has not seen yet (made by another replica, or by this one before
 // a restart): its own record of each agent goes, unless the agent
 // attested again since, and the agents' open streams are checked again,
-// which cuts them.
+// which cuts them. An eviction dated more than evictionSkewWarn from now
+// is logged: this replica read it late, or the clocks disagree (see
+// docs/kubernetes.md, "Eviction").
 func (s *Server) evictedElsewhere(ctx context.Context, fresh []evictions.Eviction) {
 	s.ha.evictMu.Lock()
 	defer s.ha.evictMu.Unlock()
+	now := s.now()
 	for _, e := range fresh {
+		if d := now.Sub(e.At); (d > evictionSkewWarn || d < -evictionSkewWarn) && e.Replica != s.cfg.Kubernetes.Leader.PodName {
+			s.log.Warn("agent eviction seen far from its time: this replica's watch lags, or the replicas' clocks disagree (keep them synchronized)", "agent_id", e.Agent, "evicted_by", e.Replica, "evicted_at", e.At, "offset", d.String())
+		}
 		a, err := s.store.GetAgent(ctx, e.Agent)
 		if errors.Is(err, registry.ErrNotFound) || (err == nil && a.AttestedAt.After(e.At)) {
 			continue
@@ -138,26 +160,53 @@ func (s *Server) refuseEvicted(id spiffeid.ID, leaf *x509.Certificate) error {
 	// NotBefore is backdated from the signing by up to ca.MaxBackdate:
 	// comparing it with the eviction errs on refusing (signAgent waits out
 	// that window for a new SVID).
-	if e, ok := s.ha.evictions.Lookup(id.String()); ok && !leaf.NotBefore.After(e.At) {
-		return status.Errorf(codes.PermissionDenied, "agent %s was evicted at %s (by %s): its SVIDs from before are refused; attest again", id, e.At.UTC().Format(time.RFC3339Nano), e.Replica)
+	if e, ok := s.ha.evictions.Lookup(id.String()); ok {
+		return refuseBy(e, leaf)
 	}
 	return nil
 }
 
-// awaitEvictionPast holds the signing of a new SVID for agent while its
-// backdated NotBefore would still fall at or before the agent's eviction,
+// refuseBy is the refusal of an agent SVID leaf by the agent's eviction
+// e: PermissionDenied if the agent is banned, or if leaf was issued at or
+// before e.
+func refuseBy(e evictions.Eviction, leaf *x509.Certificate) error {
+	if e.Banned {
+		return status.Errorf(codes.PermissionDenied, "agent %s is banned (since %s, by %s): no SVID is issued to it until sigil-server agent unban", e.Agent, e.At.UTC().Format(time.RFC3339Nano), e.Replica)
+	}
+	if leaf != nil && !leaf.NotBefore.After(e.At) {
+		return status.Errorf(codes.PermissionDenied, "agent %s was evicted at %s (by %s): its SVIDs from before are refused; attest again", e.Agent, e.At.UTC().Format(time.RFC3339Nano), e.Replica)
+	}
+	return nil
+}
+
+// awaitEvictionPast is the eviction check of every agent SVID the leader
+// signs. It reads the agent's eviction from the API server itself
+// (evictions.Store.Fetch: one GET of the ConfigMap per agent SVID signed;
+// agents renew about twice per --agent-x509-ttl, so this is rare), not
+// from the watched copy, which may lag behind an eviction made on
+// another replica: a renewal from that lag would be dated after the
+// eviction and accepted everywhere. A failed read refuses the signing
+// (Unavailable: fail closed). A banned agent is refused; so is caller,
+// the SVID an agent renews with (nil on attestation), when issued at or
+// before the eviction. Otherwise it holds the signing while the new
+// SVID's backdated NotBefore would still fall at or before the eviction,
 // which refuseEvicted would refuse: until ca.MaxBackdate plus a second
-// after the eviction (the second because the registry dates an agent's
-// record in whole seconds, and evictedElsewhere must tell a record made
-// after the eviction from one made before). It returns early with ctx's
-// error.
-func (s *Server) awaitEvictionPast(ctx context.Context, agent string) error {
+// after it (the second because the registry dates an agent's record in
+// whole seconds, and evictedElsewhere must tell a record made after the
+// eviction from one made before). It returns early with ctx's error.
+func (s *Server) awaitEvictionPast(ctx context.Context, agent string, caller *x509.Certificate) error {
 	if s.ha == nil {
 		return nil
 	}
-	e, ok := s.ha.evictions.Lookup(agent)
+	e, ok, err := s.ha.evictions.Fetch(ctx, agent, s.now())
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "server: the agent evictions could not be read, so no agent SVID is signed: %v", err)
+	}
 	if !ok {
 		return nil
+	}
+	if err := refuseBy(e, caller); err != nil {
+		return err
 	}
 	wait := e.At.Add(ca.MaxBackdate + time.Second).Sub(s.now())
 	if wait <= 0 {

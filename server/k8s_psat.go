@@ -107,12 +107,7 @@ func (s *Server) attestPSAT(ctx context.Context, req *agentv1.AttestRequest, now
 			s.log.Warn("agent attestation failed: the kubernetes api could not decide", "attestor", naming.AttestorK8sPSAT, "error", err, "peer", peerAddr(ctx))
 			return nil, status.Error(codes.Unavailable, err.Error())
 		}
-		details["reason"] = err.Error()
-		if aerr := s.audit.Append(audit.Event{Type: audit.AgentRefused, Actor: peerAddr(ctx), Details: details}); aerr != nil {
-			return nil, status.Error(codes.Unavailable, aerr.Error())
-		}
-		s.log.Warn("agent attestation refused", "attestor", naming.AttestorK8sPSAT, "reason", err.Error(), "peer", peerAddr(ctx))
-		return nil, status.Error(codes.PermissionDenied, err.Error())
+		return nil, s.refusePSAT(ctx, details, err.Error())
 	}
 	details["node"] = res.Node
 	id, err := naming.K8sPSATAgentID(s.cfg.td, s.cfg.Kubernetes.Cluster, res.Node)
@@ -120,11 +115,28 @@ func (s *Server) attestPSAT(ctx context.Context, req *agentv1.AttestRequest, now
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	agent := registry.Agent{SPIFFEID: id.String(), Attestor: naming.AttestorK8sPSAT, Node: res.Node, AttestedAt: now}
-	svid, err := s.signAgent(ctx, agent, pub, audit.Event{}, audit.AgentAttested, details)
+	// A banned agent is refused here, after the TokenReview: only that
+	// names the node, hence the agent (k8s_evictions.go).
+	svid, err := s.signAgent(ctx, agent, nil, pub, audit.Event{}, audit.AgentAttested, details)
+	if status.Code(err) == codes.PermissionDenied {
+		return nil, s.refusePSAT(ctx, details, status.Convert(err).Message())
+	}
 	if err != nil {
 		return nil, err
 	}
 	s.seen.mark(id.String(), now)
 	s.log.Info("agent attested", "agent_id", id.String(), "node", res.Node, "attestor", naming.AttestorK8sPSAT, "namespace", res.ServiceAccount.Namespace, "pod", res.PodName)
 	return &agentv1.AttestResponse{Svid: svid, Bundle: s.bundleProto()}, nil
+}
+
+// refusePSAT records a refused k8s_psat attestation (audited
+// agent.refused with reason, and logged) and returns its PermissionDenied
+// error; Unavailable when the audit record cannot be written.
+func (s *Server) refusePSAT(ctx context.Context, details map[string]string, reason string) error {
+	details["reason"] = reason
+	if aerr := s.audit.Append(audit.Event{Type: audit.AgentRefused, Actor: peerAddr(ctx), Details: details}); aerr != nil {
+		return status.Error(codes.Unavailable, aerr.Error())
+	}
+	s.log.Warn("agent attestation refused", "attestor", naming.AttestorK8sPSAT, "reason", reason, "peer", peerAddr(ctx))
+	return status.Error(codes.PermissionDenied, reason)
 }

@@ -155,7 +155,7 @@ func TestAttestPSAT(t *testing.T) {
 	}
 
 	// Renewal keeps the attestor.
-	if _, err := s.signAgent(ctx, agent, mustPub(t), audit.Event{}, audit.AgentRenewed, nil); err != nil {
+	if _, err := s.signAgent(ctx, agent, nil, mustPub(t), audit.Event{}, audit.AgentRenewed, nil); err != nil {
 		t.Fatal(err)
 	}
 	if again, _ := s.store.GetAgent(ctx, want); again.Attestor != naming.AttestorK8sPSAT {

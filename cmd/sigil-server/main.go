@@ -309,9 +309,22 @@ func newAgent() *cobra.Command {
 		},
 	}
 	a.register(list)
+	evict := agentIDCommand(&a, "evict", "Evict an agent: its node gets no identities until it attests again (a join-token node with a new token; a k8s_psat node re-attests with its projected token at once: agent ban keeps it out)",
+		"Evicted", (*adminv1.AdminClient).EvictAgent)
+	ban := agentIDCommand(&a, "ban", "Ban an agent (--kubernetes): evict it and issue it no SVID again, whatever it attests with, until agent unban (spire-server agent ban). To remove a Kubernetes node for good, delete the Node and revoke its kubelet credentials",
+		"Banned", (*adminv1.AdminClient).BanAgent)
+	unban := agentIDCommand(&a, "unban", "Lift an agent's ban: it may attest again (its SVIDs from before the ban stay refused)",
+		"Unbanned", (*adminv1.AdminClient).UnbanAgent)
+	cmd.AddCommand(list, evict, ban, unban)
+	return cmd
+}
+
+// agentIDCommand is an agent subcommand use taking --spiffe-id and calling
+// call with it, then printing done and the agent.
+func agentIDCommand(a *adminFlags, use, short, done string, call func(*adminv1.AdminClient, context.Context, string) (adminv1.Agent, error)) *cobra.Command {
 	var id string
-	evict := &cobra.Command{
-		Use: "evict", Short: "Evict an agent: its node gets no identities until it attests again (a join-token node with a new token; a k8s_psat node re-attests with its projected token at once)", Args: cobra.NoArgs,
+	cmd := &cobra.Command{
+		Use: use, Short: short, Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if id == "" {
 				return errors.New("--spiffe-id is required")
@@ -323,16 +336,15 @@ func newAgent() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ag, err := c.EvictAgent(cmd.Context(), id)
+			ag, err := call(c, cmd.Context(), id)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Evicted agent %s (node %s)\n", ag.SPIFFEID, ag.Node)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s agent %s (node %s)\n", done, ag.SPIFFEID, ag.Node)
 			return nil
 		},
 	}
-	a.register(evict)
-	evict.Flags().StringVar(&id, "spiffe-id", "", "the agent's SPIFFE ID, as agent list shows it (required)")
-	cmd.AddCommand(list, evict)
+	a.register(cmd)
+	cmd.Flags().StringVar(&id, "spiffe-id", "", "the agent's SPIFFE ID, as agent list shows it (required)")
 	return cmd
 }

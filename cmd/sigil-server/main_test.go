@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// agent evict --spiffe-id reads the ID by naming's agent ID rule before it
+// agent evict, ban and unban --spiffe-id read the ID by naming's agent ID rule before it
 // calls the server: a workload ID, the server's or a malformed one is
 // refused with the rule, not sent to be "not found".
 func TestOneParserPerNameEvictSPIFFEID(t *testing.T) {
@@ -19,13 +19,15 @@ func TestOneParserPerNameEvictSPIFFEID(t *testing.T) {
 		"not-an-id": "naming: ",
 		"spiffe://example.org/sigil/agent/join_token/node\x1b": "naming: ",
 	} {
-		root := newRoot()
-		root.SetOut(io.Discard)
-		root.SetErr(io.Discard)
-		root.SetArgs([]string{"agent", "evict", "--data-dir", dir, "--spiffe-id", id})
-		err := root.Execute()
-		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "--spiffe-id") {
-			t.Errorf("evict --spiffe-id %q: %v, want %q", id, err, want)
+		for _, sub := range []string{"evict", "ban", "unban"} {
+			root := newRoot()
+			root.SetOut(io.Discard)
+			root.SetErr(io.Discard)
+			root.SetArgs([]string{"agent", sub, "--data-dir", dir, "--spiffe-id", id})
+			err := root.Execute()
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "--spiffe-id") {
+				t.Errorf("%s --spiffe-id %q: %v, want %q", sub, id, err, want)
+			}
 		}
 	}
 }

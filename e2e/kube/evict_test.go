@@ -149,4 +149,55 @@ func TestAgentEvictionHoldsOnEveryReplica(t *testing.T) {
 	if err := syncAs(t, b.Addr, fresh, bundle); err != nil {
 		t.Fatalf("the restarted follower refused the re-attested SVID: %v", err)
 	}
+
+	// An eviction does not keep a k8s_psat node out (it re-attested
+	// above); a ban does, on every replica, until it is lifted.
+	banAndUnban(t, a, b, agent, id, fresh, bundle)
+}
+
+// banAndUnban bans the agent id (holding svid) on the follower b: both
+// replicas refuse its SVID, and its re-attestations with its projected
+// token are refused by the leader a (the only signer), audited; after
+// agent unban (on a) it re-attests by itself and both serve it again.
+func banAndUnban(t *testing.T, a, b *harness.Mesh, agent *harness.Proc, id string, svid *x509svid.SVID, bundle *x509bundle.Bundle) {
+	t.Helper()
+	b.Admin("agent", "ban", "--spiffe-id", id)
+	for _, m := range []*harness.Mesh{a, b} {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			err := syncAs(t, m.Addr, svid, bundle)
+			if status.Code(err) == codes.PermissionDenied && strings.Contains(err.Error(), "is banned") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %s: a banned agent's SVID got %v; want PermissionDenied naming the ban", m.Addr, err)
+			}
+		}
+	}
+	agent.WaitFor(`"msg":"re-attestation refused.*is banned`, 60*time.Second)
+	a.Server.WaitFor(`"msg":"agent attestation refused".*"reason":"agent `+regexp.QuoteMeta(id)+` is banned`, 30*time.Second)
+	trail, err := os.ReadFile(filepath.Join(a.DataDir, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`"type":"agent.refused".*is banned`).Match(trail) {
+		t.Error("the leader's audit trail has no agent.refused for the banned agent's attestation")
+	}
+	attested := strings.Count(agent.Output(), `"msg":"node re-attested"`)
+
+	a.Admin("agent", "unban", "--spiffe-id", id)
+	for deadline := time.Now().Add(60 * time.Second); strings.Count(agent.Output(), `"msg":"node re-attested"`) == attested; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent did not re-attest within 60 s of agent unban")
+		}
+	}
+	dataDir := filepath.Join(a.Dir, "agent-a", "data")
+	again, err := x509svid.Load(filepath.Join(dataDir, "agent_svid.pem"), filepath.Join(dataDir, "agent_svid.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*harness.Mesh{a, b} {
+		if err := syncAs(t, m.Addr, again, bundle); err != nil {
+			t.Fatalf("replica %s refused the SVID re-attested after unban: %v", m.Addr, err)
+		}
+	}
 }

@@ -11,7 +11,13 @@
 // read-modify-write against the ConfigMap's resourceVersion, retried on a
 // conflict up to maxAttempts times, so two replicas evicting at once both
 // land. Every replica follows the ConfigMap with an informer limited to it
-// by name (Watch) and answers Lookup from what it last read.
+// by name (Watch) and answers Lookup from what it last read; Fetch reads
+// one agent's entry from the API server itself, for the leader before it
+// signs (a watch may lag).
+//
+// An entry with Banned set is a ban (spire-server agent ban): it is never
+// pruned, a later eviction keeps it, and only Unban lifts it. A time more
+// than MaxFuture ahead of the reader's clock is read as now.
 //
 // An eviction matters only while an SVID issued at or before it can still
 // be valid: Prune drops the older ones, which bounds the ConfigMap by the
@@ -23,7 +29,8 @@
 //	store := evictions.New(clients.Core, ns, evictions.DefaultName)
 //	done, err := store.Watch(ctx, func(fresh []evictions.Eviction) { ... }, func(bad error) { ... })
 //	err = store.Record(ctx, evictions.Eviction{Agent: id, At: now, Replica: pod, Until: until})
-//	if e, ok := store.Lookup(id); ok && !leaf.NotBefore.After(e.At) { refuse }
+//	if e, ok := store.Lookup(id); ok && (e.Banned || !leaf.NotBefore.After(e.At)) { refuse }
+//	e, ok, err := store.Fetch(ctx, id, now) // before signing; err: refuse
 package evictions
 
 import (
@@ -56,9 +63,22 @@ const MaxBytes = 768 << 10
 // maxAttempts bounds the read-modify-write retries on a conflict.
 const maxAttempts = 5
 
+// MaxFuture is how far past now an eviction's time is believed: a later
+// one (a hand edit, or an evicting replica whose clock runs far ahead)
+// would refuse the agent forever and never be pruned, so it is read as
+// made now (it still holds: fail closed) and Prune rewrites it so.
+const MaxFuture = time.Minute
+
 // ErrFull is the error of a write that would grow the ConfigMap past
 // MaxBytes.
 var ErrFull = errors.New("evictions: the ConfigMap would exceed its size limit")
+
+// ErrNotBanned is Unban's error for an agent that is not banned.
+var ErrNotBanned = errors.New("evictions: the agent is not banned")
+
+// ErrFuture marks an entry dated more than MaxFuture past now: it is kept,
+// read as made now.
+var ErrFuture = errors.New("evictions: evicted_at is in the future; read as now")
 
 // Eviction is one agent's eviction: no SVID of Agent issued at or before
 // At is accepted by any replica.
@@ -74,6 +94,10 @@ type Eviction struct {
 	// latest, as the evicting replica computed it; Prune keeps the entry
 	// at least until then.
 	Until time.Time `json:"until"`
+	// Banned keeps the agent out until Unban: no SVID is issued to it,
+	// whatever it attests with, and Prune keeps the entry (spire-server's
+	// agent ban).
+	Banned bool `json:"banned,omitempty"`
 }
 
 // Key is the ConfigMap data key of agent's eviction: the hex SHA-256 of
@@ -90,6 +114,7 @@ type Store struct {
 	client kubernetes.Interface
 	maps   corev1client.ConfigMapInterface
 	name   string
+	now    func() time.Time // Watch's clock, for entries dated in the future
 
 	mu     sync.RWMutex
 	byID   map[string]Eviction // agent ID → eviction, as last watched
@@ -100,7 +125,7 @@ type Store struct {
 // New returns the store of the ConfigMap namespace/name. It reads nothing
 // until Watch.
 func New(client kubernetes.Interface, namespace, name string) *Store {
-	return &Store{client: client, maps: client.CoreV1().ConfigMaps(namespace), name: name, byID: map[string]Eviction{}}
+	return &Store{client: client, maps: client.CoreV1().ConfigMaps(namespace), name: name, now: time.Now, byID: map[string]Eviction{}}
 }
 
 // Name is the ConfigMap's name.
@@ -116,34 +141,92 @@ func (s *Store) Record(ctx context.Context, e Eviction) error {
 	}
 	key := Key(e.Agent)
 	return s.mutate(ctx, func(data map[string]string) bool {
-		if old, err := decode(key, data[key]); err == nil && old.Agent == e.Agent && !old.At.Before(e.At) {
-			return false
+		old, err := decode(key, data[key], e.At)
+		if (err == nil || errors.Is(err, ErrFuture)) && old.Agent == e.Agent {
+			if !old.At.Before(e.At) && (old.Banned || !e.Banned) {
+				return false
+			}
+			// A later eviction does not lift a ban; a ban keeps
+			// the later time.
+			e.Banned = e.Banned || old.Banned
+			if old.At.After(e.At) {
+				e.At, e.Replica = old.At, old.Replica
+			}
+			if old.Until.After(e.Until) {
+				e.Until = old.Until
+			}
 		}
-		raw, _ := json.Marshal(e) // plain strings and times: cannot fail
-		data[key] = string(raw)
+		data[key] = encode(e)
 		return true
 	})
+}
+
+// Unban lifts agent's ban (Record with Banned set it). The entry stays as
+// a plain eviction, so the SVIDs issued before the ban stay refused, and
+// Prune drops it once none can be valid. It returns ErrNotBanned when the
+// agent is not banned, or Record's errors.
+func (s *Store) Unban(ctx context.Context, agent string, now time.Time) error {
+	key := Key(agent)
+	found := false
+	err := s.mutate(ctx, func(data map[string]string) bool {
+		e, err := decode(key, data[key], now)
+		found = (err == nil || errors.Is(err, ErrFuture)) && e.Agent == agent && e.Banned
+		if !found {
+			return false
+		}
+		e.Banned = false
+		data[key] = encode(e)
+		return true
+	})
+	if err == nil && !found {
+		return ErrNotBanned
+	}
+	return err
+}
+
+// encode is e as its ConfigMap value.
+func encode(e Eviction) string {
+	raw, _ := json.Marshal(e) // plain strings, times and a bool: cannot fail
+	return string(raw)
 }
 
 // Prune drops the evictions that can no longer match a valid SVID at now:
 // those past both their Until and At+lifetime, where lifetime is the
 // longest an SVID issued at or before At can be valid (the agent SVID
-// TTL plus the NotBefore backdate). An entry that does not parse is
-// dropped too, so it cannot hold the ConfigMap's space forever. It
-// returns how many it dropped.
+// TTL plus the NotBefore backdate). A banned agent's entry is kept. An
+// entry that does not parse is dropped too, so it cannot hold the
+// ConfigMap's space forever. An entry dated more than MaxFuture ahead is
+// rewritten as made now, and an Until more than MaxFuture past
+// now+lifetime is brought back to now+lifetime, so that it is pruned in
+// time. It returns how many it dropped.
 func (s *Store) Prune(ctx context.Context, now time.Time, lifetime time.Duration) (int, error) {
 	dropped := 0
 	err := s.mutate(ctx, func(data map[string]string) bool {
 		dropped = 0
+		changed := false
 		for k, v := range data {
+			e, err := decode(k, v, now)
+			if e.Agent == "" {
+				delete(data, k)
+				dropped++
+				continue
+			}
+			if latest := now.Add(lifetime); e.Until.After(latest.Add(MaxFuture)) || errors.Is(err, ErrFuture) {
+				if e.Until.After(latest) {
+					e.Until = latest
+				}
+				data[k] = encode(e)
+				changed = true
+				continue
+			}
 			// A key that is not the agent's own still refuses it: kept.
-			if e, _ := decode(k, v); e.Agent != "" && (!now.After(e.Until) || !now.After(e.At.Add(lifetime))) {
+			if e.Banned || !now.After(e.Until) || !now.After(e.At.Add(lifetime)) {
 				continue
 			}
 			delete(data, k)
 			dropped++
 		}
-		return dropped > 0
+		return changed || dropped > 0
 	})
 	if err != nil {
 		return 0, err
@@ -227,15 +310,40 @@ func (s *Store) Synced() bool {
 	return synced != nil && synced()
 }
 
-// Parse reads the evictions of a ConfigMap, by agent ID. An entry that
-// does not parse is left out and named in the errors; one whose key is
-// not Key of its agent is kept (it still names an agent to refuse) and
-// named too.
-func Parse(cm *corev1.ConfigMap) (map[string]Eviction, []error) {
+// Fetch reads agent's eviction from the API server itself (one GET of the
+// ConfigMap), not from what Watch last saw: the leader asks it before it
+// signs an agent SVID, so that a watch lagging behind an eviction made on
+// another replica cannot let it renew the evicted agent. It reports
+// whether there is one; an error when the ConfigMap cannot be read (the
+// caller fails closed). A ConfigMap that does not exist holds none. An
+// entry dated more than MaxFuture past now is read as made now.
+func (s *Store) Fetch(ctx context.Context, agent string, now time.Time) (Eviction, bool, error) {
+	cm, err := s.maps.Get(ctx, s.name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return Eviction{}, false, nil
+	}
+	if err != nil {
+		return Eviction{}, false, fmt.Errorf("evictions: reading ConfigMap %s: %w", s.name, err)
+	}
+	if e, err := decode(Key(agent), cm.Data[Key(agent)], now); e.Agent == agent && (err == nil || errors.Is(err, ErrFuture)) {
+		return e, true, nil
+	}
+	// Not under its own key (a hand edit): Parse keeps such entries too.
+	byID, _ := Parse(cm, now)
+	e, ok := byID[agent]
+	return e, ok, nil
+}
+
+// Parse reads the evictions of a ConfigMap, by agent ID, at now. An entry
+// that does not parse is left out and named in the errors; one whose key
+// is not Key of its agent is kept (it still names an agent to refuse) and
+// named too, and so is one dated more than MaxFuture past now (kept, read
+// as made now; the error wraps ErrFuture).
+func Parse(cm *corev1.ConfigMap, now time.Time) (map[string]Eviction, []error) {
 	out := map[string]Eviction{}
 	var errs []error
 	for k, v := range cm.Data {
-		e, err := decode(k, v)
+		e, err := decode(k, v, now)
 		if err != nil && e.Agent == "" {
 			errs = append(errs, err)
 			continue
@@ -243,16 +351,18 @@ func Parse(cm *corev1.ConfigMap) (map[string]Eviction, []error) {
 		if err != nil {
 			errs = append(errs, err)
 		}
-		if old, ok := out[e.Agent]; !ok || e.At.After(old.At) {
+		if old, ok := out[e.Agent]; !ok || e.At.After(old.At) || (e.Banned && !old.Banned) {
+			e.Banned = e.Banned || (ok && old.Banned)
 			out[e.Agent] = e
 		}
 	}
 	return out, errs
 }
 
-// decode parses the entry key=value; with a key mismatch it returns the
-// eviction and an error.
-func decode(key, value string) (Eviction, error) {
+// decode parses the entry key=value at now; with a key mismatch, or a
+// time more than MaxFuture past now (read as now; ErrFuture), it returns
+// the eviction and an error.
+func decode(key, value string, now time.Time) (Eviction, error) {
 	var e Eviction
 	if err := json.Unmarshal([]byte(value), &e); err != nil {
 		return Eviction{}, fmt.Errorf("evictions: entry %q: %w", key, err)
@@ -260,8 +370,13 @@ func decode(key, value string) (Eviction, error) {
 	if e.Agent == "" || e.At.IsZero() {
 		return Eviction{}, fmt.Errorf("evictions: entry %q: agent and evicted_at are required", key)
 	}
-	if Key(e.Agent) != key {
-		return e, fmt.Errorf("evictions: entry %q: the key is not the SHA-256 of agent %q", key, e.Agent)
+	var future error
+	if e.At.After(now.Add(MaxFuture)) {
+		future = fmt.Errorf("%w: entry %q of agent %q says %s, more than %s after now (%s)", ErrFuture, key, e.Agent, e.At.UTC().Format(time.RFC3339Nano), MaxFuture, now.UTC().Format(time.RFC3339Nano))
+		e.At = now
 	}
-	return e, nil
+	if Key(e.Agent) != key {
+		return e, errors.Join(fmt.Errorf("evictions: entry %q: the key is not the SHA-256 of agent %q", key, e.Agent), future)
+	}
+	return e, future
 }

@@ -260,7 +260,7 @@ func TestParseEntries(t *testing.T) {
 		{name: "no time", data: map[string]string{"x": `{"agent":"` + good.Agent + `"}`}, wantErrs: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, errs := Parse(&corev1.ConfigMap{Data: tc.data})
+			got, errs := Parse(&corev1.ConfigMap{Data: tc.data}, time.Now())
 			if len(errs) != tc.wantErrs {
 				t.Errorf("errors %v, want %d", errs, tc.wantErrs)
 			}

@@ -20,7 +20,8 @@ const SyncTimeout = time.Minute
 // authorizes by resourceNames) and keeps Lookup's view of it. changed is
 // called, from the informer's goroutine, with the evictions that are new
 // or newer than before; bad entries are passed to invalid, one error each
-// (the entry is left out, or kept when only its key is wrong). Watch
+// (the entry is left out, or kept when only its key is wrong or its time
+// is more than MaxFuture ahead, then read as now). Watch
 // returns once the informer has synced, or with an error when ctx ends
 // or SyncTimeout passes first; the informer runs until ctx is done, and
 // then done is closed.
@@ -32,7 +33,7 @@ func (s *Store) Watch(ctx context.Context, changed func([]Eviction), invalid fun
 		if !ok || cm.Name != s.name {
 			return
 		}
-		byID, errs := Parse(cm)
+		byID, errs := Parse(cm, s.now())
 		for _, err := range errs {
 			invalid(err)
 		}

@@ -271,7 +271,7 @@ func evictionsReadable(ctx context.Context, e *Env) Result {
 	if err != nil {
 		return fail(err.Error(), "")
 	}
-	byID, errs := evictions.Parse(cm)
+	byID, errs := evictions.Parse(cm, time.Now())
 	size := 0
 	for k, v := range cm.Data {
 		size += len(k) + len(v)

@@ -116,6 +116,21 @@ func (c *AdminClient) EvictAgent(ctx context.Context, id string) (Agent, error) 
 	return out, err
 }
 
+// BanAgent evicts an agent and keeps it out (on Kubernetes) until
+// UnbanAgent; it returns what the agent was.
+func (c *AdminClient) BanAgent(ctx context.Context, id string) (Agent, error) {
+	var out Agent
+	err := c.do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(id)+"/ban", nil, &out)
+	return out, err
+}
+
+// UnbanAgent lifts an agent's ban: it may attest again.
+func (c *AdminClient) UnbanAgent(ctx context.Context, id string) (Agent, error) {
+	var out Agent
+	err := c.do(ctx, http.MethodDelete, "/v1/agents/"+url.PathEscape(id)+"/ban", nil, &out)
+	return out, err
+}
+
 // DeleteEntry deletes an entry and returns what it was.
 func (c *AdminClient) DeleteEntry(ctx context.Context, id string) (Entry, error) {
 	var out Entry
