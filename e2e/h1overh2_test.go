@@ -16,7 +16,8 @@ import (
 // answers with "Connection: close"; /trailers streams a chunked body with
 // a trailer; /stream streams one without a length; /resphop answers with
 // hop-by-hop headers of its own; /hold sends its head and waits for
-// release before its body. Any other path is answered with the path.
+// release before its body; /len answers with a Content-Length (also to
+// HEAD), /notmodified with 304. Any other path is answered with the path.
 // closedFrom receives the remote address of each connection /close was
 // asked on.
 func startSemanticsApp(t *testing.T) (addr string, holding <-chan struct{}, release chan<- struct{}, closedFrom <-chan string) {
@@ -75,6 +76,14 @@ func startSemanticsApp(t *testing.T) (addr string, holding <-chan struct{}, rele
 		}
 		io.WriteString(w, "held")
 	})
+	mux.HandleFunc("/len", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5")
+		io.WriteString(w, "hello")
+	})
+	mux.HandleFunc("/notmodified", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Etag", `"v1"`)
+		w.WriteHeader(http.StatusNotModified)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -108,10 +117,16 @@ func (a *appConn) write(t *testing.T, s string) {
 	}
 }
 
-// read reads one response and its body whole.
+// read reads one response to a GET and its body whole.
 func (a *appConn) read(t *testing.T) (*http.Response, string) {
 	t.Helper()
-	resp, err := http.ReadResponse(a.br, nil)
+	return a.readFor(t, http.MethodGet)
+}
+
+// readFor reads one response to a request of method and its body whole.
+func (a *appConn) readFor(t *testing.T, method string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(a.br, &http.Request{Method: method})
 	if err != nil {
 		t.Fatalf("reading a response: %v", err)
 	}
@@ -138,7 +153,8 @@ func (a *appConn) closed() bool {
 // 100-continue, chunked bodies with trailers both ways, an HTTP/1.0
 // caller, hop-by-hop headers removed (RFC 9110 §7.6.1; RFC 9113 §8.2.2
 // forbids them in HTTP/2) with only "Te: trailers" passed on, repeated
-// fields in order and names in canonical case.
+// fields in order and names in canonical case, and HEAD and 304 answers
+// without a body.
 func TestHTTP1SemanticsAcrossMultiplexedHop(t *testing.T) {
 	t.Parallel()
 	addr, holding, release, closedFrom := startSemanticsApp(t)
@@ -238,6 +254,21 @@ func TestHTTP1SemanticsAcrossMultiplexedHop(t *testing.T) {
 			if !c.closed() {
 				t.Errorf("%s: the HTTP/1.0 connection stayed open", path)
 			}
+		}
+	})
+	t.Run("bodiless responses", func(t *testing.T) {
+		// HEAD keeps the callee's Content-Length with no body, 304 has
+		// none: the next response on the connection must parse.
+		c := dialApp(t, out)
+		c.write(t, "HEAD /len HTTP/1.1\r\nHost: api\r\n\r\nGET /notmodified HTTP/1.1\r\nHost: api\r\nIf-None-Match: \"v1\"\r\n\r\nGET /after HTTP/1.1\r\nHost: api\r\n\r\n")
+		if resp, body := c.readFor(t, http.MethodHead); resp.StatusCode != 200 || resp.ContentLength != 5 || body != "" {
+			t.Errorf("HEAD: %d, length %d, body %q; want 200, 5, none", resp.StatusCode, resp.ContentLength, body)
+		}
+		if resp, body := c.read(t); resp.StatusCode != http.StatusNotModified || resp.Header.Get("Etag") != `"v1"` || body != "" {
+			t.Errorf("304: %d, etag %q, body %q", resp.StatusCode, resp.Header.Get("Etag"), body)
+		}
+		if resp, body := c.read(t); resp.StatusCode != 200 || body != "/after" {
+			t.Errorf("after them: %d %q, want 200 /after", resp.StatusCode, body)
 		}
 	})
 	t.Run("hop-by-hop headers", func(t *testing.T) {
