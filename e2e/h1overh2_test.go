@@ -2,10 +2,14 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -17,7 +21,12 @@ import (
 // a trailer; /stream streams one without a length; /resphop answers with
 // hop-by-hop headers of its own; /hold sends its head and waits for
 // release before its body; /len answers with a Content-Length (also to
-// HEAD), /notmodified with 304. Any other path is answered with the path.
+// HEAD), /notmodified with 304, /big with bigBody bytes. Any other path
+// is answered with the path.
+// bigBody is the size of /big's answer: many times the sidecars' stream
+// and connection windows and the loopback socket buffers.
+const bigBody = 32 << 20
+
 // closedFrom receives the remote address of each connection /close was
 // asked on.
 func startSemanticsApp(t *testing.T) (addr string, holding <-chan struct{}, release chan<- struct{}, closedFrom <-chan string) {
@@ -83,6 +92,15 @@ func startSemanticsApp(t *testing.T) (addr string, holding <-chan struct{}, rele
 	mux.HandleFunc("/notmodified", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Etag", `"v1"`)
 		w.WriteHeader(http.StatusNotModified)
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(bigBody))
+		chunk := bytes.Repeat([]byte("b"), 64<<10)
+		for n := 0; n < bigBody; n += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -290,5 +308,70 @@ func TestHTTP1SemanticsAcrossMultiplexedHop(t *testing.T) {
 	close(release)
 	if b, err := io.ReadAll(heldResp.Body); err != nil || string(b) != "held" {
 		t.Errorf("the response held open on the shared connection: %q %v, want held", b, err)
+	}
+}
+
+// TestStalledCallerDoesNotStallSharedConnection: an app that stops
+// reading a large answer holds up only its own stream on the sidecars'
+// shared HTTP/2 connection (flow control, RFC 9113 §5.2): 100 requests
+// from other app connections meanwhile complete, and the stalled answer
+// then arrives whole.
+func TestStalledCallerDoesNotStallSharedConnection(t *testing.T) {
+	t.Parallel()
+	addr, _, _, _ := startSemanticsApp(t)
+	rm := startRawMesh(t, &rawApp{addr: addr})
+	out := rm.web.Outbound
+
+	stalled := dialApp(t, out)
+	stalled.c.SetDeadline(time.Now().Add(60 * time.Second))
+	stalled.write(t, "GET /big HTTP/1.1\r\nHost: api\r\n\r\n")
+	resp, err := http.ReadResponse(stalled.br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the large answer: %v %v", resp, err)
+	}
+	// Its head is here and it is not read further: its stream's window
+	// and every buffer on the way fill up.
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp", out, 10*time.Second)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			br := bufio.NewReader(c)
+			for j := range 10 {
+				path := fmt.Sprintf("/fast-%d-%d", i, j)
+				if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: api\r\n\r\n"); err != nil {
+					errs <- err
+					return
+				}
+				r, err := http.ReadResponse(br, nil)
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", path, err)
+					return
+				}
+				b, err := io.ReadAll(r.Body)
+				if err != nil || r.StatusCode != 200 || string(b) != path {
+					errs <- fmt.Errorf("%s: %d %q %v", path, r.StatusCode, b, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error("a request beside the stalled one:", err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || n != bigBody {
+		t.Errorf("the stalled answer, read at last: %d bytes, %v; want %d", n, err, bigBody)
 	}
 }
