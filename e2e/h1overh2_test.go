@@ -173,10 +173,31 @@ func (a *appConn) closed() bool {
 // forbids them in HTTP/2) with only "Te: trailers" passed on, repeated
 // fields in order and names in canonical case, and HEAD and 304 answers
 // without a body.
+//
+// The same holds with DO_NOT_UPGRADE, over pooled HTTP/1.1 between the
+// sidecars: the app cannot tell the two apart.
 func TestHTTP1SemanticsAcrossMultiplexedHop(t *testing.T) {
 	t.Parallel()
+	for _, tr := range []struct{ name, rule string }{
+		{"http2 between sidecars (default)", ""},
+		{"DO_NOT_UPGRADE", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: api}\nspec:\n  host: api\n  trafficPolicy:\n    connectionPool:\n      http: {h2UpgradePolicy: DO_NOT_UPGRADE}\n"},
+	} {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			http1Semantics(t, tr.rule)
+		})
+	}
+}
+
+// http1Semantics runs TestHTTP1SemanticsAcrossMultiplexedHop's cases with
+// rule (a DestinationRule for api; "" for none) in force.
+func http1Semantics(t *testing.T, rule string) {
 	addr, holding, release, closedFrom := startSemanticsApp(t)
 	rm := startRawMesh(t, &rawApp{addr: addr})
+	if rule != "" {
+		tm := &trafficMesh{ids: rm.ids, backends: map[string]*backend{"api": nil}}
+		tm.apply(t, rule)
+	}
 	out := rm.web.Outbound
 
 	// A response held open on the shared connection for the whole test:
