@@ -67,8 +67,8 @@ func NewInformers(client kubernetes.Interface) informers.SharedInformerFactory {
 	return informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(Slim))
 }
 
-// Slim is the transform of NewInformers' informers: it drops every
-// object's managedFields (most of an object's bytes) and keeps of a Pod
+// Slim is the transform of NewInformers' informers and of crdsource's
+// dynamic ones: it slims every object's metadata (SlimMeta) and keeps of a Pod
 // only the fields the server's parts read — metadata name, namespace,
 // uid, resourceVersion and labels, spec.nodeName and
 // spec.serviceAccountName, status.phase — for the server holds every pod
@@ -84,7 +84,7 @@ func Slim(obj any) (any, error) {
 			Status:     corev1.PodStatus{Phase: o.Status.Phase},
 		}, nil
 	case metav1.Object:
-		o.SetManagedFields(nil)
+		SlimMeta(o)
 	}
 	return obj, nil
 }
@@ -104,5 +104,25 @@ func NamedListWatch[L runtime.Object](name string, list func(context.Context, me
 			o.FieldSelector = sel
 			return watchFn(ctx, o)
 		},
+	}
+}
+
+// LastAppliedAnnotation is kubectl's copy of the object as last applied
+// (kubectl apply without --server-side): as large as the object itself.
+const LastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
+// SlimMeta drops from o's metadata what no part reads and informer
+// caches would hold for every object: managedFields (most of an object's
+// bytes) and LastAppliedAnnotation. An object written back from a cache
+// through a status subresource keeps both on the API server (it ignores
+// metadata there, and keeps managedFields a request leaves empty).
+func SlimMeta(o metav1.Object) {
+	o.SetManagedFields(nil)
+	if a := o.GetAnnotations(); a[LastAppliedAnnotation] != "" {
+		delete(a, LastAppliedAnnotation)
+		if len(a) == 0 {
+			a = nil
+		}
+		o.SetAnnotations(a)
 	}
 }

@@ -52,8 +52,9 @@ type Config struct {
 	// is cut off after MinRequestBodyGrace; 0 turns the check off.
 	MinRequestBodyRate  int
 	MinRequestBodyGrace time.Duration
-	// HTTP2MaxResets and HTTP2MaxControlFrames bound the RST_STREAM and
-	// control frames one HTTP/2 client connection may send per 10 s; a
+	// HTTP2MaxResets and HTTP2MaxControlFrames bound the RST_STREAM frames
+	// beyond the streams not reset, and the unearned control frames
+	// (package h2abuse), one HTTP/2 client connection may send per 10 s; a
 	// connection past them is closed with GOAWAY ENHANCE_YOUR_CALM.
 	HTTP2MaxResets        int
 	HTTP2MaxControlFrames int

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sigil-mesh/sigil/proxy/h2abuse"
 	"github.com/sigil-mesh/sigil/proxy/h2conn"
 )
 
@@ -50,7 +51,9 @@ var errEnhanceYourCalm = errors.New("proxy: http2 connection closed for abuse (E
 // window: RST_STREAM frames (CVE-2023-44487, rapid reset), and control
 // frames that cost the server work but carry no request (SETTINGS and PING
 // without ACK, PRIORITY, WINDOW_UPDATE of zero, empty DATA without
-// END_STREAM; Envoy and nghttp2 count the same kinds).
+// END_STREAM; Envoy and nghttp2 count the same kinds) beyond those the
+// connection earned by progress (h2abuse: grpc-go's ping rule, so BDP
+// and keepalive pings are never counted against a working client).
 type h2Limits struct {
 	maxResets  int
 	maxControl int
@@ -64,7 +67,7 @@ type h2Limits struct {
 // streams but neither a connection's resets nor its control frames.
 type frameGuard struct {
 	net.Conn
-	lim     h2Limits
+	count   *h2abuse.Counter
 	onAbuse func(reason string)
 
 	// Read side: touched by the reading goroutine only.
@@ -76,9 +79,6 @@ type frameGuard struct {
 	wu          [4]byte // a WINDOW_UPDATE's increment
 	wuN         int
 	lastStream  uint32
-	since       time.Time // the counting window's start
-	resets      int
-	control     int
 
 	calm atomic.Bool // closed for abuse
 
@@ -94,7 +94,7 @@ type frameGuard struct {
 // newFrameGuard watches c, an HTTP/2 connection from a client whose
 // preface has not been read yet.
 func newFrameGuard(c net.Conn, lim h2Limits, onAbuse func(reason string)) *frameGuard {
-	return &frameGuard{Conn: c, lim: lim, onAbuse: onAbuse, skip: len(h2ClientPreface), since: time.Now(), gone: make(chan struct{})}
+	return &frameGuard{Conn: c, count: h2abuse.NewCounter(lim.maxResets, lim.maxControl, lim.window, nil), onAbuse: onAbuse, skip: len(h2ClientPreface), gone: make(chan struct{})}
 }
 
 func (g *frameGuard) Read(p []byte) (int, error) {
@@ -127,7 +127,7 @@ func (g *frameGuard) scan(b []byte) string {
 			k := min(g.payloadLeft, len(b))
 			if g.typ == h2FrameWindowUpdate && g.wuN < len(g.wu) {
 				g.wuN += copy(g.wu[g.wuN:], b[:k])
-				if g.wuN == len(g.wu) && binary.BigEndian.Uint32(g.wu[:])&0x7fffffff == 0 && g.over(&g.control, g.lim.maxControl) {
+				if g.wuN == len(g.wu) && binary.BigEndian.Uint32(g.wu[:])&0x7fffffff == 0 && g.count.Control() {
 					return abuseControlFlood
 				}
 			}
@@ -157,41 +157,28 @@ func (g *frameGuard) frame() string {
 	g.payloadLeft, g.wuN = length, 0
 	switch g.typ {
 	case h2FrameHeaders:
-		g.lastStream = max(g.lastStream, stream)
+		if stream > g.lastStream {
+			g.lastStream = stream
+			g.count.Opened()
+		}
 	case h2FrameRSTStream:
-		if g.over(&g.resets, g.lim.maxResets) {
+		if g.count.Reset() {
 			return abuseRapidReset
 		}
 	case h2FrameSettings, h2FramePing:
-		if g.flags&h2FlagAck == 0 && g.over(&g.control, g.lim.maxControl) {
+		if g.flags&h2FlagAck == 0 && g.count.Control() {
 			return abuseControlFlood
 		}
 	case h2FramePriority:
-		if g.over(&g.control, g.lim.maxControl) {
+		if g.count.Control() {
 			return abuseControlFlood
 		}
 	case h2FrameData:
-		if length == 0 && g.flags&h2FlagEndStream == 0 && g.over(&g.control, g.lim.maxControl) {
+		if length == 0 && g.flags&h2FlagEndStream == 0 && g.count.Control() {
 			return abuseControlFlood
 		}
 	}
 	return ""
-}
-
-// over counts one frame against limit and reports whether the window's
-// count went past it; the clock is read only then, so counting costs
-// nothing on the common path.
-func (g *frameGuard) over(count *int, limit int) bool {
-	*count++
-	if limit <= 0 || *count <= limit {
-		return false
-	}
-	if now := time.Now(); now.Sub(g.since) >= g.lim.window {
-		g.since, g.resets, g.control = now, 0, 0
-		*count = 1
-		return false
-	}
-	return true
 }
 
 // enhanceYourCalm marks the connection closed for abuse: GOAWAY
@@ -281,7 +268,8 @@ func (g *frameGuard) Close() error {
 	return g.Conn.Close()
 }
 
-// follow tracks the frame boundaries of what the server wrote.
+// follow tracks the frame boundaries of what the server wrote, and
+// counts its HEADERS and DATA frames as the connection's progress.
 func (g *frameGuard) follow(b []byte) {
 	for len(b) > 0 {
 		if g.wLeft > 0 {
@@ -296,6 +284,9 @@ func (g *frameGuard) follow(b []byte) {
 		if g.whdrN == h2FrameHeaderLen {
 			g.whdrN = 0
 			g.wLeft = int(g.whdr[0])<<16 | int(g.whdr[1])<<8 | int(g.whdr[2])
+			if t := g.whdr[3]; t == h2FrameHeaders || t == h2FrameData {
+				g.count.Progress()
+			}
 		}
 	}
 }

@@ -56,8 +56,8 @@ func TestFrameGuardLimits(t *testing.T) {
 				}
 			})
 			// One byte at a time and all at once judge alike.
-			whole := &frameGuard{lim: lim, skip: len(h2ClientPreface), since: time.Now()}
-			bytewise := &frameGuard{lim: lim, skip: len(h2ClientPreface), since: time.Now()}
+			whole := newFrameGuard(nil, lim, nil)
+			bytewise := newFrameGuard(nil, lim, nil)
 			got := whole.scan(in)
 			var got1 string
 			for i := range in {
@@ -67,6 +67,79 @@ func TestFrameGuardLimits(t *testing.T) {
 			}
 			if got != tc.want || got1 != tc.want {
 				t.Errorf("verdict %q (bytewise %q), want %q", got, got1, tc.want)
+			}
+		})
+	}
+}
+
+// TestFrameGuardEarnedControlFrames: control frames that follow progress
+// (HEADERS or DATA the server sent, HEADERS the client sent) are free, as
+// grpc-go's server lets a ping after its data pass (BDP estimation);
+// control frames with no progress around them are a flood however the
+// server answers them.
+func TestFrameGuardEarnedControlFrames(t *testing.T) {
+	lim := h2Limits{maxResets: 10, maxControl: 10, window: time.Hour}
+	hdr := []byte{0x82}
+	build := func(f func(fr *http2.Framer)) []byte {
+		var b bytes.Buffer
+		f(http2.NewFramer(&b, nil))
+		return b.Bytes()
+	}
+	for _, tc := range []struct {
+		name           string
+		n              int
+		server, client func(fr *http2.Framer, i int)
+		want           string
+	}{
+		{"BDP: a ping per DATA received", 1000,
+			func(fr *http2.Framer, i int) { fr.WriteData(1, false, []byte("response")) },
+			func(fr *http2.Framer, i int) { fr.WritePing(false, [8]byte{byte(i)}) }, ""},
+		{"unary calls, a ping each", 1000,
+			func(fr *http2.Framer, i int) {
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hdr, EndHeaders: true, EndStream: true})
+			},
+			func(fr *http2.Framer, i int) {
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hdr, EndHeaders: true, EndStream: true})
+				fr.WritePing(false, [8]byte{byte(i)})
+			}, ""},
+		{"a PRIORITY with each request", 1000, nil,
+			func(fr *http2.Framer, i int) {
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hdr, EndHeaders: true, EndStream: true})
+				fr.WritePriority(uint32(2*i+1), http2.PriorityParam{Weight: 1})
+			}, ""},
+		{"pings answered with ACKs only", 11,
+			func(fr *http2.Framer, i int) { fr.WritePing(true, [8]byte{byte(i)}) },
+			func(fr *http2.Framer, i int) { fr.WritePing(false, [8]byte{byte(i)}) }, abuseControlFlood},
+		{"two pings per DATA", 30,
+			func(fr *http2.Framer, i int) { fr.WriteData(1, false, []byte("response")) },
+			func(fr *http2.Framer, i int) { fr.WritePing(false, [8]byte{1}); fr.WritePing(false, [8]byte{2}) }, abuseControlFlood},
+		{"deadlines: one call in four reset", 1000, nil,
+			func(fr *http2.Framer, i int) {
+				id := uint32(2*i + 1)
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hdr, EndHeaders: true, EndStream: true})
+				if i%4 == 0 {
+					fr.WriteRSTStream(id, http2.ErrCodeCancel)
+				}
+			}, ""},
+		{"resets are not earned", 11,
+			func(fr *http2.Framer, i int) { fr.WriteData(1, false, []byte("response")) },
+			func(fr *http2.Framer, i int) { fr.WriteRSTStream(uint32(2*i+1), http2.ErrCodeCancel) }, abuseRapidReset},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newFrameGuard(nil, lim, nil)
+			got := g.scan([]byte(h2ClientPreface))
+			for i := 0; i < tc.n && got == ""; i++ {
+				if tc.server != nil {
+					// One byte at a time: frame boundaries are followed
+					// across writes.
+					for _, b := range build(func(fr *http2.Framer) { tc.server(fr, i) }) {
+						g.follow([]byte{b})
+					}
+				}
+				got = g.scan(build(func(fr *http2.Framer) { tc.client(fr, i) }))
+			}
+			if got != tc.want {
+				t.Errorf("verdict %q, want %q", got, tc.want)
 			}
 		})
 	}
@@ -124,8 +197,8 @@ func FuzzFrameGuardScan(f *testing.F) {
 	f.Add([]byte(h2ClientPreface+"\x00\x00\x04\x08\x00\x00\x00\x00\x01\x00\x00"), 30)
 	f.Fuzz(func(t *testing.T, in []byte, split int) {
 		lim := h2Limits{maxResets: 2, maxControl: 2, window: time.Hour}
-		a := &frameGuard{lim: lim, skip: len(h2ClientPreface), since: time.Now()}
-		b := &frameGuard{lim: lim, skip: len(h2ClientPreface), since: time.Now()}
+		a := newFrameGuard(nil, lim, nil)
+		b := newFrameGuard(nil, lim, nil)
 		got := a.scan(in)
 		split = min(max(split, 0), len(in))
 		got2 := b.scan(in[:split])
@@ -146,7 +219,8 @@ func BenchmarkFrameGuardScan(b *testing.B) {
 		}
 	})[len(h2ClientPreface):]
 	b.SetBytes(int64(len(in)))
-	g := &frameGuard{lim: h2Limits{maxResets: 1 << 30, maxControl: 1 << 30, window: time.Hour}, since: time.Now()}
+	g := newFrameGuard(nil, h2Limits{maxResets: 1 << 30, maxControl: 1 << 30, window: time.Hour}, nil)
+	g.skip = 0
 	for b.Loop() {
 		for off := 0; off < len(in); off += 4096 {
 			g.scan(in[off:min(off+4096, len(in))])

@@ -232,17 +232,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	p.ready.Store(true)
 	// Start-up is over: give back what only it needed, now, after the
-	// first configuration (1 s) and after the first requests (30 s).
-	go func() {
-		for _, wait := range []time.Duration{0, time.Second, 30 * time.Second} {
-			select {
-			case <-runCtx.Done():
-				return
-			case <-time.After(wait):
-			}
-			log.Debug("released start-up memory", "advised_bytes", releaseStartupMemory())
-		}
-	}()
+	// first configuration (1 s) and after the first requests (30 s), and
+	// whenever the sidecar goes quiet after a burst (trim.go).
+	go releaseMemory(runCtx, log)
 	log.Info("sigil-proxy running", "service", c.Service, "spiffe_id", p.id.id.String(),
 		"inbound", inLn.Addr().String(), "outbound", outLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"advertise", advertise, "app", c.App, "transparent", c.Transparent, "upstreams", c.upstreamNames(),

@@ -79,6 +79,18 @@ type configWrite struct {
 	// admin API, or the Kubernetes object they mirror. A resource of
 	// another origin is never replaced (a Conflict).
 	origin string
+	// origins, when set, is the origin of each resource of parsed, in
+	// place of origin: a batch of Kubernetes objects (kubeConfigStore's
+	// ApplyAll) in one write.
+	origins []string
+}
+
+// originOf is the origin of parsed[i].
+func (w configWrite) originOf(i int) string {
+	if w.origins != nil {
+		return w.origins[i]
+	}
+	return w.origin
 }
 
 // Reasons an apply is refused, named as Kubernetes conditions name them
@@ -136,7 +148,7 @@ func (s *Server) applyResources(ctx context.Context, w configWrite) (adminv1.App
 		if err != nil {
 			return adminv1.ApplyResponse{}, err
 		}
-		items[i] = newIndexed(registry.StoredResource{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name, Spec: spec, Origin: w.origin}, p)
+		items[i] = newIndexed(registry.StoredResource{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name, Spec: spec, Origin: w.originOf(i)}, p)
 		if items[i].size > s.cfg.MaxResourceBytes {
 			errs = append(errs, fmt.Errorf("%s: encoded size %d bytes exceeds the per-resource limit of %d bytes (--max-resource-bytes); split it into smaller resources",
 				p.Ref(), items[i].size, s.cfg.MaxResourceBytes))
@@ -151,7 +163,7 @@ func (s *Server) applyResources(ctx context.Context, w configWrite) (adminv1.App
 		return adminv1.ApplyResponse{}, err
 	}
 	defer unlock()
-	if err := checkOrigins(x, parsed, w.origin); err != nil {
+	if err := checkOrigins(x, parsed, w.originOf); err != nil {
 		return adminv1.ApplyResponse{}, err
 	}
 	resp := adminv1.ApplyResponse{DryRun: w.dryRun, Version: x.version}

@@ -30,10 +30,12 @@ func describeOrigin(origin string) string {
 }
 
 // checkOrigins refuses, as a Conflict, a resource of parsed whose stored
-// namesake came from another origin than origin.
-func checkOrigins(x *configIndex, parsed []traffic.Resource, origin string) error {
+// namesake came from another origin than its own (originOf(i) is
+// parsed[i]'s).
+func checkOrigins(x *configIndex, parsed []traffic.Resource, originOf func(int) string) error {
 	var errs []error
-	for _, p := range parsed {
+	for i, p := range parsed {
+		origin := originOf(i)
 		old, ok := x.items[p.Key()]
 		if !ok || old.stored.Origin == origin {
 			continue

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sigil-mesh/sigil/k8s/crdsource"
 	"github.com/sigil-mesh/sigil/server/registry"
+	"github.com/sigil-mesh/sigil/traffic"
 )
 
 // kubeConfigPart is the kubeParts entry of configuration from CRDs.
@@ -93,19 +94,70 @@ func kubeOrigin(obj crdsource.Object) string {
 // sigil apply would print. Resources the object stored before and no
 // longer holds are removed.
 func (k kubeConfigStore) Apply(ctx context.Context, obj crdsource.Object, doc []byte) error {
-	origin := kubeOrigin(obj)
 	parsed, err := parseConfig(doc, obj.String())
-	var parseErrs []error
 	if err != nil {
-		parseErrs = append(parseErrs, err)
+		return parseRefusal(obj, err)
 	}
-	_, err = k.s.applyResources(ctx, configWrite{parsed: parsed, parseErrs: parseErrs, actor: actorKubernetes, origin: origin})
+	err = k.apply(ctx, []crdsource.Object{obj}, parsed, nil)
+	var refusal *crdsource.Refusal
+	if errors.As(err, &refusal) {
+		refusal.Message = trimDocument(obj, refusal.Message)
+	}
+	return err
+}
+
+// ApplyAll is crdsource's batch write (its initial sync): each document
+// parsed on its own (a document that does not parse is refused alone,
+// with the refusal Apply gives), then the others in one applyResources,
+// so that n objects cost one check of the configuration, not n (each
+// apply translates the Gateway API routes of the namespaces it touches:
+// the n routes of one Service made n translations of up to n routes).
+func (k kubeConfigStore) ApplyAll(ctx context.Context, objs []crdsource.Object, docs [][]byte) (map[int]*crdsource.Refusal, error) {
+	refused := map[int]*crdsource.Refusal{}
+	var good []crdsource.Object
+	var parsed []traffic.Resource
+	var origins []string
+	for i, obj := range objs {
+		rs, err := parseConfig(docs[i], obj.String())
+		if err != nil {
+			refused[i] = parseRefusal(obj, err)
+			continue
+		}
+		good = append(good, obj)
+		parsed = append(parsed, rs...)
+		for range rs {
+			origins = append(origins, kubeOrigin(obj))
+		}
+	}
+	if len(good) == 0 {
+		return refused, nil
+	}
+	return refused, k.apply(ctx, good, parsed, origins)
+}
+
+// parseRefusal is the refusal of obj's document, which does not parse.
+func parseRefusal(obj crdsource.Object, err error) *crdsource.Refusal {
+	return &crdsource.Refusal{Reason: ReasonInvalid, Message: trimDocument(obj, err.Error())}
+}
+
+// trimDocument is sigil apply's text of a refusal, less the name of the
+// file and document that an object's status need not repeat.
+func trimDocument(obj crdsource.Object, msg string) string {
+	return strings.TrimPrefix(msg, "traffic: "+obj.String()+": document 1: ")
+}
+
+// apply stores the resources parsed from objs in one write, each with
+// origins' origin (nil: objs[0]'s), then removes what each object stored
+// before and no longer holds. A refusal is a *crdsource.Refusal.
+func (k kubeConfigStore) apply(ctx context.Context, objs []crdsource.Object, parsed []traffic.Resource, origins []string) error {
+	mine := map[string]bool{} // the objects' origins
+	for _, obj := range objs {
+		mine[kubeOrigin(obj)] = true
+	}
+	_, err := k.s.applyResources(ctx, configWrite{parsed: parsed, actor: actorKubernetes, origin: kubeOrigin(objs[0]), origins: origins})
 	var refusal *configRefusal
 	if errors.As(err, &refusal) {
-		// sigil apply's text, less the name of the file and document
-		// that an object's status need not repeat.
-		msg := strings.TrimPrefix(refusal.Message, "traffic: "+obj.String()+": document 1: ")
-		return &crdsource.Refusal{Reason: refusal.Reason, Message: msg}
+		return &crdsource.Refusal{Reason: refusal.Reason, Message: refusal.Message}
 	}
 	if err != nil {
 		return err
@@ -114,20 +166,28 @@ func (k kubeConfigStore) Apply(ctx context.Context, obj crdsource.Object, doc []
 	for _, p := range parsed {
 		held[p.Key()] = true
 	}
-	stored, err := k.s.keysOfOrigin(ctx, origin, false)
+	// One object: its own origin's; more: every Kubernetes origin's,
+	// read once.
+	stored, err := k.s.keysOfOrigin(ctx, kubeOrigin(objs[0]), false)
+	if len(objs) > 1 {
+		stored, err = k.s.keysOfOrigin(ctx, registry.OriginKubernetes+"/", true)
+	}
 	if err != nil {
 		return err
 	}
-	var stale []registry.ResourceKey
+	stale := map[string][]registry.ResourceKey{} // by origin
 	for _, r := range stored {
-		if !held[r.Kind+"/"+r.Namespace+"/"+r.Name] {
-			stale = append(stale, registry.ResourceKey{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name})
+		if mine[r.Origin] && !held[r.Kind+"/"+r.Namespace+"/"+r.Name] {
+			stale[r.Origin] = append(stale[r.Origin], registry.ResourceKey{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name})
 		}
 	}
-	if len(stale) > 0 {
-		_, err = k.s.deleteResources(ctx, stale, actorKubernetes, origin)
+	var errs []error
+	for origin, keys := range stale {
+		if _, err := k.s.deleteResources(ctx, keys, actorKubernetes, origin); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return err
+	return errors.Join(errs...)
 }
 
 // Delete removes the resources obj stored.

@@ -226,7 +226,7 @@ func (s *Server) startLeader(ctx context.Context, wg *sync.WaitGroup) error {
 	if err != nil {
 		return err
 	}
-	if err := s.ha.secret.Watch(ctx, func() { s.reloadCA(ctx) }); err != nil {
+	if err := s.ha.secret.Watch(ctx, wg, func() { s.reloadCA(ctx) }); err != nil {
 		return err
 	}
 	s.ha.elector.Store(e)

@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -15,10 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	fakediscovery "k8s.io/client-go/discovery/fake"
 	"k8s.io/client-go/dynamic"
-	dynamicfake "k8s.io/client-go/dynamic/fake"
-	clienttesting "k8s.io/client-go/testing"
 )
 
 // routeObject is an HTTPRoute attached to Service reviews (its second
@@ -50,18 +45,7 @@ func TestRouteStatusResolvedRefsFromGatewayAPI(t *testing.T) {
 		routeObject("configmap", map[string]any{"kind": "ConfigMap", "name": "reviews", "port": int64(9080)}),
 		routeObject("elsewhere", map[string]any{"name": "reviews", "namespace": "other", "port": int64(9080)}),
 	}
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		gvr: "HTTPRouteList", {Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}: "CustomResourceDefinitionList"}, objs...)
-	disc := &fakediscovery.FakeDiscovery{Fake: &clienttesting.Fake{}}
-	disc.Resources = []*metav1.APIResourceList{{GroupVersion: crdsource.GatewayGroup + "/v1", APIResources: []metav1.APIResource{
-		{Name: "httproutes", Namespaced: true, Verbs: metav1.Verbs{"get", "list", "watch"}},
-		{Name: "httproutes/status", Namespaced: true, Verbs: metav1.Verbs{"get", "update", "patch"}},
-	}}}
-	src, err := crdsource.New(crdsource.Options{Dynamic: dyn, Discovery: disc, Store: kubeConfigStore{s}, Kinds: []crdsource.Kind{crdsource.HTTPRoute},
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC) }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, dyn := routeSource(t, s, nil, objs)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })

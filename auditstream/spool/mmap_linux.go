@@ -35,3 +35,13 @@ func unmapSegment(m []byte) error {
 	}
 	return nil
 }
+
+// releaseMapped drops b, page aligned and inside a mapping of
+// mapSegment, from this process's resident set (MADV_DONTNEED); its
+// content stays in the file's page cache.
+func releaseMapped(b []byte) error {
+	if err := syscall.Madvise(b, syscall.MADV_DONTNEED); err != nil {
+		return fmt.Errorf("spool: releasing read pages: %w", err)
+	}
+	return nil
+}

@@ -13,3 +13,6 @@ func mapSegment(*os.File, int64, int64) ([]byte, error) { return nil, errors.Err
 
 // unmapSegment has nothing to undo off Linux.
 func unmapSegment([]byte) error { return nil }
+
+// releaseMapped has nothing to release off Linux (nothing is mapped).
+func releaseMapped([]byte) error { return nil }

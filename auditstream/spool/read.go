@@ -168,7 +168,40 @@ func (s *Spool) Commit(consumer string, c Cursor) error {
 		delete(s.sizes, s.segs[0])
 		s.segs = s.segs[1:]
 	}
+	s.releaseReadLocked()
 	return nil
+}
+
+// releaseReadLocked gives back the pages at the start of the active
+// segment's mapping that every consumer has committed past. Each record
+// copied into the mapping leaves its page resident in this process (a
+// sidecar's VmRSS counted up to the whole 8 MiB segment); once shipped,
+// nothing reads those pages through the mapping again. Durability is
+// unchanged: for a shared file mapping MADV_DONTNEED only drops this
+// process's page table entries, and the dirty pages stay in the page
+// cache, written back as write(2)'s are; a later read faults them back
+// from there.
+func (s *Spool) releaseReadLocked() {
+	if s.m == nil {
+		return
+	}
+	active := s.segs[len(s.segs)-1]
+	low := s.sizes[active]
+	for _, c := range s.cursors {
+		if c.Seg < active {
+			return // still reading an older segment, then all of this one
+		}
+		low = min(low, c.Off)
+	}
+	// Within the mapping: a segment can hold more than is mapped (a line
+	// past it, reopened under a smaller bound).
+	end := min(low, int64(len(s.m))) &^ int64(os.Getpagesize()-1)
+	if end <= s.released {
+		return
+	}
+	if releaseMapped(s.m[s.released:end]) == nil {
+		s.released = end
+	}
 }
 
 // writeCursor replaces the cursor file at path with b: a temporary file

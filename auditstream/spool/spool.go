@@ -16,7 +16,9 @@
 // past the mapping, segments are written with pwrite(2). A crash in the
 // middle of a write leaves at most one torn last line (and the zero
 // fill), which Open truncates; the chain continues from the last whole
-// record.
+// record. Pages of the mapping that every consumer has committed past
+// are dropped from the process's resident set (MADV_DONTNEED), not from
+// the page cache: durability is the same.
 //
 // Bound: past Options.MaxBytes on disk new records are dropped and
 // counted (Stats.Dropped). A writer's own records (Append) are never lost
@@ -137,6 +139,7 @@ type Spool struct {
 	total    int64            // the sum of sizes (read once per append)
 	f        *os.File         // the active segment
 	m        []byte           // f mapped shared (mapLen bytes); nil: written with pwrite(2)
+	released int64            // bytes at m's start given back (releaseReadLocked), page aligned
 	cursors  map[string]Cursor
 	writers  map[string]head
 	chain    *auditstream.Chain // nil without Options.Writer
@@ -556,7 +559,7 @@ func (s *Spool) rotateLocked() error {
 	// The full segment stops being active: a failure to cut its zero fill
 	// leaves it to Open, which cuts a zero fill off any segment.
 	_ = s.closeActive(s.f, s.m, s.sizes[full])
-	s.f, s.m = f, m
+	s.f, s.m, s.released = f, m, 0
 	s.segs = append(s.segs, next)
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/sigil-mesh/sigil/kube"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
@@ -146,6 +147,9 @@ func (s *Source) Start(ctx context.Context, wg *sync.WaitGroup) error {
 		return err
 	}
 	crds := dynamicinformer.NewFilteredDynamicInformer(s.o.Dynamic, crdGVR, "", s.o.Resync, cache.Indexers{}, nil).Informer()
+	if err := crds.SetTransform(crdNameOnly); err != nil {
+		return fmt.Errorf("crdsource: %w", err)
+	}
 	poke := func(any) { s.poke() }
 	if _, err := crds.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, n any) { s.poke() }, DeleteFunc: poke}); err != nil {
 		return fmt.Errorf("crdsource: %w", err)
@@ -164,9 +168,7 @@ func (s *Source) Start(ctx context.Context, wg *sync.WaitGroup) error {
 	}
 	// The objects present are queued by their informers' first list:
 	// mirror them now, so the server starts with Kubernetes' config.
-	for s.queue.Len() > 0 {
-		s.next(ctx)
-	}
+	s.syncAll(ctx)
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
@@ -184,6 +186,24 @@ func (s *Source) Start(ctx context.Context, wg *sync.WaitGroup) error {
 		s.rescanLoop(ctx, wg)
 	}()
 	return nil
+}
+
+// crdNameOnly is the CRD informer's transform: of a
+// CustomResourceDefinition (its OpenAPI schema can be hundreds of
+// kilobytes, and the informer holds every CRD of the cluster) only what
+// pending and the change events read, its name and version.
+func crdNameOnly(obj any) (any, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return obj, nil
+	}
+	out := &unstructured.Unstructured{}
+	out.SetAPIVersion(u.GetAPIVersion())
+	out.SetKind(u.GetKind())
+	out.SetName(u.GetName())
+	out.SetUID(u.GetUID())
+	out.SetResourceVersion(u.GetResourceVersion())
+	return out, nil
 }
 
 func (s *Source) poke() {
@@ -297,6 +317,12 @@ func (s *Source) watch(ctx context.Context, wg *sync.WaitGroup, i int, gvr schem
 		return err
 	}
 	inf := dynamicinformer.NewFilteredDynamicInformer(s.o.Dynamic, gvr, "", s.o.Resync, cache.Indexers{}, nil).Informer()
+	// The cache holds every object of the kind: without its
+	// managedFields and kubectl's last-applied copy, which the document
+	// and the status never read.
+	if err := inf.SetTransform(kube.Slim); err != nil {
+		return fmt.Errorf("crdsource: %w", err)
+	}
 	enqueue := func(obj any) {
 		if k, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 			ns, name, _ := cache.SplitMetaNamespaceKey(k)

@@ -16,16 +16,22 @@ func (s *Source) next(ctx context.Context) bool {
 		return false
 	}
 	defer s.queue.Done(k)
-	if err := s.process(ctx, k); err != nil {
-		if ctx.Err() != nil {
-			return true
-		}
-		s.o.Log.Warn("kubernetes configuration: object not mirrored; retried with backoff", "object", s.object(k).String(), "error", err)
-		s.queue.AddRateLimited(k)
-		return true
-	}
-	s.queue.Forget(k)
+	s.settle(ctx, k, s.process(ctx, k))
 	return true
+}
+
+// settle ends the processing of k, which err ended: retried with backoff
+// when it failed (but for ctx ending), forgotten when not.
+func (s *Source) settle(ctx context.Context, k key, err error) {
+	if err == nil {
+		s.queue.Forget(k)
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	s.o.Log.Warn("kubernetes configuration: object not mirrored; retried with backoff", "object", s.object(k).String(), "error", err)
+	s.queue.AddRateLimited(k)
 }
 
 func (s *Source) object(k key) Object {
@@ -89,29 +95,49 @@ func (s *Source) process(ctx context.Context, k key) error {
 			return err
 		}
 		err = s.o.Store.Apply(ctx, obj, doc)
-		var refusal *Refusal
-		switch {
-		case errors.As(err, &refusal):
-			a.refusal = refusal
-		case err != nil:
+		if err = s.answered(k, a, err); err != nil {
 			return err
 		}
-		if seen && prev.uid == a.uid && prev.generation == a.generation && sameRefusal(prev.refusal, a.refusal) {
-			a.wrote, a.wroteOver = prev.wrote, prev.wroteOver
-		}
-		s.mu.Lock()
-		s.answers[k] = a
-		s.mu.Unlock()
-		if a.refusal != nil {
-			s.o.Log.Warn("kubernetes configuration: object refused", "object", obj.String(), "reason", refusal.Reason, "error", refusal.Message)
-		} else {
-			s.o.Log.Info("kubernetes configuration: object accepted", "object", obj.String())
+		if a = s.answerOf(k); a.refusal == nil {
 			s.queueRefused()
 		}
 	} else {
 		a = prev
 	}
 	return s.writeStatus(ctx, k, u, a)
+}
+
+// answered records the Store's answer err to a's generation of k's
+// object: nil or a *Refusal; any other error is returned, recording
+// nothing.
+func (s *Source) answered(k key, a answer, err error) error {
+	var refusal *Refusal
+	switch {
+	case errors.As(err, &refusal):
+		a.refusal = refusal
+	case err != nil:
+		return err
+	}
+	obj := s.object(k)
+	s.mu.Lock()
+	prev, seen := s.answers[k]
+	if seen && prev.uid == a.uid && prev.generation == a.generation && sameRefusal(prev.refusal, a.refusal) {
+		a.wrote, a.wroteOver = prev.wrote, prev.wroteOver
+	}
+	s.answers[k] = a
+	s.mu.Unlock()
+	if a.refusal != nil {
+		s.o.Log.Warn("kubernetes configuration: object refused", "object", obj.String(), "reason", refusal.Reason, "error", refusal.Message)
+	} else {
+		s.o.Log.Info("kubernetes configuration: object accepted", "object", obj.String())
+	}
+	return nil
+}
+
+func (s *Source) answerOf(k key) answer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.answers[k]
 }
 
 func sameRefusal(a, b *Refusal) bool {

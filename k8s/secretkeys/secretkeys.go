@@ -16,7 +16,7 @@
 //
 //	store := secretkeys.New(clients.Core, ns, secretkeys.DefaultName)
 //	authority, err := ca.New(ctx, ca.Config{TrustDomain: td, State: store, Keys: store, Audit: log})
-//	go store.Watch(ctx, func() { _ = authority.Reload(ctx) })
+//	err = store.Watch(ctx, &wg, func() { _ = authority.Reload(ctx) }) // synced; wg.Wait() once ctx ends
 package secretkeys
 
 import (

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"runtime/pprof"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -196,7 +198,9 @@ func TestSecretKeyStoreWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	changed := make(chan struct{}, 10)
-	if err := mine.Watch(ctx, func() { changed <- struct{}{} }); err != nil {
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	if err := mine.Watch(ctx, &wg, func() { changed <- struct{}{} }); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := other.LoadCAState(ctx); err != nil {
@@ -308,4 +312,35 @@ func TestSecretKeyStoreRotation(t *testing.T) {
 	if !bytes.Equal(a[1].Raw, b[1].Raw) {
 		t.Fatal("leader and reloaded follower sign with different intermediates")
 	}
+}
+
+// TestGoroutinesOwnedWatch: Watch's informer runs in a goroutine counted
+// in the caller's WaitGroup, so the server's shutdown waits for it and
+// none is left running once Wait returns.
+func TestGoroutinesOwnedWatch(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := New(casClientset(), ns, DefaultName)
+	var wg sync.WaitGroup
+	if err := store.Watch(ctx, &wg, func() {}); err != nil {
+		t.Fatal(err)
+	}
+	if n := watchGoroutines(t); n == 0 {
+		t.Fatal("no goroutine started by Watch is running: the check below would prove nothing")
+	}
+	cancel()
+	wg.Wait()
+	if n := watchGoroutines(t); n != 0 {
+		t.Fatalf("%d goroutines started by Watch still run after its WaitGroup returned", n)
+	}
+}
+
+// watchGoroutines counts the running goroutines that Watch started.
+func watchGoroutines(t *testing.T) int {
+	t.Helper()
+	var b bytes.Buffer
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 2); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(b.String(), "created by github.com/sigil-mesh/sigil/k8s/secretkeys.(*Store).Watch")
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sigil-mesh/sigil/proxy/h2abuse"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -35,7 +36,9 @@ type Limits struct {
 	// WINDOW_UPDATE, empty DATA without END_STREAM) the peer may send per
 	// Window (defaults 200 and 1000 per 10 s, the proxy's
 	// --http2-max-resets and --http2-max-control-frames); negative: no
-	// limit.
+	// limit. Control frames earned by progress (package h2abuse: one per
+	// HEADERS or DATA frame sent, and per stream the peer opened) are not
+	// counted, nor resets of up to half the peer's streams.
 	MaxResets, MaxControlFrames int
 	Window                      time.Duration
 }
@@ -135,10 +138,13 @@ type conn struct {
 	idleTimer   *time.Timer
 	framesRead  atomic.Uint64
 
+	// count judges the peer's resets and control frames (Reset and
+	// Control from the read loop only; Progress from the writer too).
+	count *h2abuse.Counter
+
 	// Read loop only.
-	resets, control int
-	since           time.Time
-	sawSettings     bool
+	sawSettings bool
+	opened      uint32 // highest stream the peer opened, for count
 }
 
 func newConn(nc net.Conn, lim Limits, r role) *conn {
@@ -146,6 +152,8 @@ func newConn(nc net.Conn, lim Limits, r role) *conn {
 	c := &conn{nc: nc, w: newWriter(nc), lim: lim, role: r, now: time.Now,
 		streams: map[uint32]*stream{}, sendWin: 65535, initSend: 65535, peerMax: 100,
 		recvWin: connWindow, done: make(chan struct{}), settingsc: make(chan struct{})}
+	c.count = h2abuse.NewCounter(lim.MaxResets, lim.MaxControlFrames, lim.Window, func() time.Time { return c.now() })
+	c.w.count = c.count
 	c.br = bufio.NewReaderSize(nc, readBufSize)
 	c.fr = http2.NewFramer(nil, c.br)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -219,7 +227,7 @@ func (c *conn) readLoop() error {
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
-				if c.tooMany(&c.control, c.lim.MaxControlFrames) {
+				if c.count.Control() {
 					return c.calm(ReasonControlFlood)
 				}
 				c.resetStream(se.StreamID, se.Code)
@@ -272,9 +280,13 @@ func (c *conn) abused(reason string) error {
 func (c *conn) handle(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
+		if c.server && f.StreamID > c.opened {
+			c.opened = f.StreamID
+			c.count.Opened()
+		}
 		return c.role.headers(f)
 	case *http2.DataFrame:
-		if f.Length == 0 && !f.StreamEnded() && c.tooMany(&c.control, c.lim.MaxControlFrames) {
+		if f.Length == 0 && !f.StreamEnded() && c.count.Control() {
 			return c.abused(ReasonControlFlood)
 		}
 		return c.data(f)
@@ -284,7 +296,7 @@ func (c *conn) handle(f http2.Frame) error {
 		if f.IsAck() {
 			return nil
 		}
-		if c.tooMany(&c.control, c.lim.MaxControlFrames) {
+		if c.count.Control() {
 			return c.abused(ReasonControlFlood)
 		}
 		return c.peerSettings(f)
@@ -292,12 +304,12 @@ func (c *conn) handle(f http2.Frame) error {
 		if f.IsAck() {
 			return nil
 		}
-		if c.tooMany(&c.control, c.lim.MaxControlFrames) {
+		if c.count.Control() {
 			return c.abused(ReasonControlFlood)
 		}
 		return c.w.enqueue(frame{kind: kPing, data: append([]byte(nil), f.Data[:]...)})
 	case *http2.PriorityFrame:
-		if c.tooMany(&c.control, c.lim.MaxControlFrames) {
+		if c.count.Control() {
 			return c.abused(ReasonControlFlood)
 		}
 	case *http2.RSTStreamFrame:
@@ -305,7 +317,7 @@ func (c *conn) handle(f http2.Frame) error {
 		// (its handlers); a server resets a client's streams for its own
 		// reasons (an answer sent before the body was read, a refusal),
 		// and a client counting them would cut itself off under load.
-		if c.server && c.tooMany(&c.resets, c.lim.MaxResets) {
+		if c.server && c.count.Reset() {
 			return c.abused(ReasonRapidReset)
 		}
 		c.mu.Lock()
@@ -324,20 +336,6 @@ func (c *conn) handle(f http2.Frame) error {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
 	return nil
-}
-
-// tooMany counts one frame against limit per window.
-func (c *conn) tooMany(count *int, limit int) bool {
-	*count++
-	if limit < 0 || *count <= limit {
-		return false
-	}
-	if now := c.now(); now.Sub(c.since) >= c.lim.Window {
-		c.since, c.resets, c.control = now, 0, 0
-		*count = 1
-		return false
-	}
-	return true
 }
 
 // peerSettings applies the peer's SETTINGS and acknowledges them.

@@ -35,11 +35,13 @@
 // framer's checks, CVE-2024-27316's kind); more streams than
 // Limits.MaxStreams are refused with REFUSED_STREAM, a stream's slot is
 // held until its handler returns (a reset does not free it early); more
-// than Limits.MaxResets RST_STREAM frames (CVE-2023-44487, rapid reset) or
+// than Limits.MaxResets RST_STREAM frames beyond the streams not reset
+// (CVE-2023-44487, rapid reset) or
 // Limits.MaxControlFrames control frames that carry no request (SETTINGS,
-// PING, PRIORITY, zero WINDOW_UPDATE, empty DATA) within Limits.Window
+// PING, PRIORITY, zero WINDOW_UPDATE, empty DATA) beyond those earned by
+// progress (package h2abuse: grpc-go's ping rule) within Limits.Window
 // close the connection with GOAWAY ENHANCE_YOUR_CALM, as proxy's
-// frameGuard does for Go's server.
+// frameGuard does for Go's server, with the same h2abuse.Counter.
 //
 // Not supported: server push (refused with SETTINGS_ENABLE_PUSH 0),
 // stream priorities (PRIORITY frames are read and ignored), extended

@@ -238,3 +238,33 @@ func TestClientDoesNotCountServerResets(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEarnedControlFramesSpared: control frames that follow progress (a
+// request sent, an answer's HEADERS and DATA received) are not counted,
+// so a client that pings and prioritizes around each request, as grpc-go
+// (BDP estimation) and browsers do, is served however many it sends,
+// while the same frames with no request are a flood (TestHostilePeerLimits).
+func TestEarnedControlFramesSpared(t *testing.T) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	lim := Limits{MaxResets: 10, MaxControlFrames: 10, Window: time.Hour}
+	abuse := make(chan string, 1)
+	addr := serve(t, &Server{Handler: handler, Limits: lim, OnAbuse: func(_ net.Addr, r string) { abuse <- r }}, nil)
+	p := dialPeer(t, addr)
+	for i := range 100 {
+		id := uint32(2*i + 1)
+		p.open(id, "/")
+		p.fr.WritePriority(id, http2.PriorityParam{Weight: 15})
+		p.fr.WritePing(false, [8]byte{byte(i)})
+		p.until(fmt.Sprintf("the end of stream %d", id), func(f http2.Frame) bool {
+			if g, ok := f.(*http2.GoAwayFrame); ok {
+				t.Fatalf("GOAWAY %v after %d requests", g.ErrCode, i)
+			}
+			return f.Header().StreamID == id && f.Header().Flags.Has(http2.FlagDataEndStream)
+		})
+	}
+	select {
+	case r := <-abuse:
+		t.Fatalf("OnAbuse told %q", r)
+	default:
+	}
+}

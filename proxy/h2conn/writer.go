@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sigil-mesh/sigil/proxy/h2abuse"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -66,6 +67,9 @@ type writer struct {
 	enc      *hpack.Encoder
 	hbuf     bytes.Buffer
 	maxFrame uint32 // the peer's SETTINGS_MAX_FRAME_SIZE
+	// count, if set, is told of each HEADERS and DATA frame written: what
+	// earns the peer a control frame.
+	count *h2abuse.Counter
 }
 
 var errWriterClosed = errors.New("h2conn: connection closed")
@@ -175,6 +179,12 @@ func (w *writer) run() error {
 
 // encode writes f into the buffer.
 func (w *writer) encode(f *frame) error {
+	switch f.kind {
+	case kHeaders, kData:
+		if w.count != nil {
+			w.count.Progress()
+		}
+	}
 	switch f.kind {
 	case kHeaders:
 		return w.headers(f)
