@@ -194,8 +194,9 @@ func (e *endpoint) ejected(now time.Time) bool {
 }
 
 // expiringConn is an mTLS connection to a sidecar that carries requests
-// only until our certificate expires; h1 takes the earlier of that and the
-// peer certificate's expiry (h1.NotAfterConn).
+// only until our certificate expires; h1 and h2conn take the earlier of
+// that and the peer certificate's expiry (h1.NotAfterConn,
+// h2conn.NotAfterConn).
 type expiringConn struct {
 	*tls.Conn
 	notAfter time.Time // ours, read before the handshake

@@ -159,6 +159,9 @@ func (o *outbound) h2ClientFor(addr string, id spiffeid.ID, co connOpts) *h2conn
 	ping := co.ping.config()
 	return &h2conn.Client{
 		Dialer: dialFunc(func(ctx context.Context) (net.Conn, error) {
+			// As for HTTP/1.1 (newEndpoint): streams stop before our
+			// certificate or the peer's expires (h2conn.NotAfterConn).
+			own := o.p.id.notAfter()
 			c, err := o.dialTLS(ctx, addr, id, alpnH2, co.sni)
 			if err != nil {
 				return nil, err
@@ -167,7 +170,7 @@ func (o *outbound) h2ClientFor(addr string, id spiffeid.ID, co connOpts) *h2conn
 				c.Close()
 				return nil, fmt.Errorf("proxy: %s negotiated %q, not h2", addr, p)
 			}
-			return c, nil
+			return expiringConn{Conn: c.(*tls.Conn), notAfter: own}, nil
 		}),
 		IdleTimeout:  90 * time.Second,
 		PingInterval: ping.SendPingTimeout,

@@ -59,7 +59,7 @@ func main() {
 	duration := flag.Duration("duration", 30*time.Second, "measured time per fixed-rate run")
 	short := flag.Duration("short", 10*time.Second, "measured time of the other runs")
 	warmup := flag.Duration("warmup", 5*time.Second, "warm-up before each fixed-rate run")
-	only := flag.String("setups", "sigil,nginx,haproxy,ghostunnel", "peers to measure against direct (comma-separated); fewer for a quick look")
+	only := flag.String("setups", "sigil,nginx,haproxy,ghostunnel", "peers to measure against direct (comma-separated); fewer for a quick look; sigil-h1 adds a Sigil pair with h2UpgradePolicy DO_NOT_UPGRADE (HTTP/1.1 between the sidecars)")
 	dataOnly := flag.Bool("data-plane-only", false, "skip the identity, policy and agent-memory scenarios")
 	scaleOnly := flag.Bool("scaling-only", false, "run only the scaling curve (Sigil and nginx against direct; -setups still filters)")
 	scaleDur := flag.Duration("scaling-duration", 4*time.Second, "measured time of each point of the scaling curve, per setup")
@@ -89,10 +89,10 @@ func main() {
 	e := &env{dir: dir, bin: abs(*bin), tools: abs(*tools)}
 	for _, name := range strings.Split(*only, ",") {
 		switch name = strings.TrimSpace(name); name {
-		case "sigil", "nginx", "haproxy", "ghostunnel":
+		case "sigil", "sigil-h1", "nginx", "haproxy", "ghostunnel":
 			e.only = append(e.only, name)
 		default:
-			log.Fatalf("-setups: unknown setup %q (want sigil, nginx, haproxy, ghostunnel)", name)
+			log.Fatalf("-setups: unknown setup %q (want sigil, sigil-h1, nginx, haproxy, ghostunnel)", name)
 		}
 	}
 	defer e.close()
@@ -190,6 +190,7 @@ func (e *env) run(ctx context.Context, rep *report, t timings, fail func(string,
 		make func(context.Context) (*setup, error)
 	}{
 		{"sigil", func(ctx context.Context) (*setup, error) { return e.sigilPair(ctx, "api", e.backend) }},
+		{"sigil-h1", e.sigilH1Pair},
 		{"nginx", e.nginxPair},
 		{"haproxy", e.haproxyPair},
 		{"ghostunnel", e.ghostunnelPair},
@@ -370,7 +371,7 @@ func (s *setup) serverAddr(e *env) string {
 		return ""
 	}
 	switch s.name {
-	case "sigil":
+	case "sigil", "sigil-h1":
 		if line, err := s.server.waitLog(`"sigil-proxy running"`, time.Second); err == nil {
 			return proxyRunning.FindStringSubmatch(line)[1]
 		}

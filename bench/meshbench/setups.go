@@ -88,7 +88,7 @@ func (e *env) startMesh(ctx context.Context) error {
 	e.id = "spiffe://example.org/ns/bench/sa/bench"
 	// One identity serves every bench service (all sidecars run as this uid).
 	services := []string{}
-	for _, s := range []string{"api", "api-caller", "idle", "idle-caller", "grpc", "grpc-caller"} {
+	for _, s := range []string{"api", "api-caller", "apih1", "apih1-caller", "idle", "idle-caller", "grpc", "grpc-caller"} {
 		services = append(services, "--service", s)
 	}
 	if _, err := e.sigil(append([]string{"entry", "create", "--parent-id", "spiffe://example.org/sigil/agent/join_token/bench", "--spiffe-id", e.id, "--selector", "unix:uid:" + strconv.Itoa(os.Getuid())}, services...)...); err != nil {
@@ -200,6 +200,28 @@ func (e *env) sigilPair(ctx context.Context, name, backend string) (*setup, erro
 		time.Sleep(100 * time.Millisecond)
 	}
 	return &setup{name: "sigil", target: out, host: name, client: web, server: api}, nil
+}
+
+// sigilH1Rule keeps HTTP/1.1 between the sidecars of the sigil-h1 pair.
+const sigilH1Rule = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: apih1, namespace: bench}\nspec:\n  host: apih1\n  trafficPolicy:\n    connectionPool:\n      http: {h2UpgradePolicy: DO_NOT_UPGRADE}\n"
+
+// sigilH1Pair is a Sigil pair whose DestinationRule says
+// h2UpgradePolicy DO_NOT_UPGRADE: the app's HTTP/1.1 travels between the
+// sidecars over pooled HTTP/1.1 connections, as it did before HTTP/2
+// became the default, measured in the same run as the default pair.
+func (e *env) sigilH1Pair(ctx context.Context) (*setup, error) {
+	rule := e.dir + "/apih1-rule.yaml"
+	if err := os.WriteFile(rule, []byte(sigilH1Rule), 0o644); err != nil {
+		return nil, err
+	}
+	if _, err := runCmd(e.bin+"/sigil", "apply", "-f", rule, "--admin-socket", e.admin); err != nil {
+		return nil, fmt.Errorf("applying DO_NOT_UPGRADE: %w", err)
+	}
+	s, err := e.sigilPair(ctx, "apih1", e.backend)
+	if s != nil {
+		s.name = "sigil-h1"
+	}
+	return s, err
 }
 
 // haproxyPair is two HAProxy processes, one thread each, TLS 1.3 with

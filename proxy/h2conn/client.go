@@ -2,6 +2,7 @@ package h2conn
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +38,9 @@ type Client struct {
 	// PingInterval 0 sends none.
 	PingInterval, PingTimeout time.Duration
 
+	// now reads the clock (nil: time.Now); tests set it.
+	now func() time.Time
+
 	mu      sync.Mutex
 	conns   []*clientConn
 	dialing chan struct{} // closed when the dial in progress ends
@@ -47,6 +51,42 @@ type Client struct {
 type clientConn struct {
 	*conn
 	nextID uint32 // guarded by conn.mu
+	// notAfter is when the connection stops taking streams: the earlier
+	// of its peer certificate's expiry and the dialled connection's own
+	// NotAfter (NotAfterConn); zero: never.
+	notAfter time.Time
+}
+
+// NotAfterConn is a connection a Dialer returns that may carry new
+// streams only until NotAfter, such as the expiry of the certificate this
+// side presented. The Client opens no stream on a connection within
+// expiryMargin of the earlier of that and the peer certificate's expiry:
+// the connection drains and closes, and new streams go on a new one, so
+// no request travels on a connection authenticated by an expired
+// certificate (TLS checks expiry only at the handshake).
+type NotAfterConn interface {
+	net.Conn
+	NotAfter() time.Time
+}
+
+// expiryMargin is how long before its certificates expire a connection
+// stops taking streams.
+const expiryMargin = time.Second
+
+// connNotAfter is when nc stops taking streams (zero: never).
+func connNotAfter(nc net.Conn) time.Time {
+	var t time.Time
+	if tc, ok := nc.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
+			t = cs.PeerCertificates[0].NotAfter
+		}
+	}
+	if e, ok := nc.(NotAfterConn); ok {
+		if own := e.NotAfter(); !own.IsZero() && (t.IsZero() || own.Before(t)) {
+			t = own
+		}
+	}
+	return t
 }
 
 // errRequestBody: the request's own body failed while it was sent.
@@ -134,6 +174,7 @@ func (cl *Client) open(req *http.Request) (*clientConn, *stream, error) {
 		return nil, nil, err
 	}
 	noBody := req.Body == nil || req.Body == http.NoBody
+	var fresh *clientConn // dialled for this request: taken even near its expiry
 	for {
 		cl.mu.Lock()
 		if cl.closed {
@@ -149,7 +190,7 @@ func (cl *Client) open(req *http.Request) (*clientConn, *stream, error) {
 			}
 			live = append(live, c)
 			if s == nil {
-				if s = c.tryOpen(req, fields, noBody); s != nil {
+				if s = c.tryOpen(req, fields, noBody, c == fresh); s != nil {
 					cc = c
 				}
 			}
@@ -178,6 +219,7 @@ func (cl *Client) open(req *http.Request) (*clientConn, *stream, error) {
 		close(ch)
 		if err == nil {
 			cl.conns = append(cl.conns, cc)
+			fresh = cc
 		}
 		cl.mu.Unlock()
 		if err != nil {
@@ -192,8 +234,11 @@ func (cl *Client) dial(ctx context.Context) (*clientConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("h2conn: dialing: %w", err)
 	}
-	cc := &clientConn{nextID: 1}
+	cc := &clientConn{nextID: 1, notAfter: connNotAfter(nc)}
 	cc.conn = newConn(nc, cl.Limits, cc)
+	if cl.now != nil {
+		cc.conn.now = cl.now
+	}
 	cc.idleTimeout = cl.IdleTimeout
 	if _, err := cc.w.bw.WriteString(http2.ClientPreface); err != nil {
 		nc.Close()
@@ -233,11 +278,20 @@ func (cc *clientConn) dead() bool {
 	return dead || idle
 }
 
-// tryOpen starts a stream if the connection has room.
-func (cc *clientConn) tryOpen(req *http.Request, fields []hpack.HeaderField, end bool) *stream {
+// tryOpen starts a stream if the connection has room. A connection near
+// its certificates' expiry takes none unless fresh (dialled for this
+// request: the peer has no newer certificate yet, and dialling again
+// would not get one).
+func (cc *clientConn) tryOpen(req *http.Request, fields []hpack.HeaderField, end, fresh bool) *stream {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if cc.err != nil || cc.goingAway || cc.inUse >= cc.peerMax || cc.nextID > 1<<31-1 {
+		return nil
+	}
+	if !fresh && !cc.notAfter.IsZero() && !cc.now().Add(expiryMargin).Before(cc.notAfter) {
+		// Its certificates are about to expire: it drains (dead closes it
+		// once its last stream ends) and the request goes on a new one.
+		cc.goingAway = true
 		return nil
 	}
 	s := cc.newStream(cc.nextID)
