@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -214,7 +215,7 @@ func (e *env) sigilH1Pair(ctx context.Context) (*setup, error) {
 	if err := os.WriteFile(rule, []byte(sigilH1Rule), 0o644); err != nil {
 		return nil, err
 	}
-	if _, err := runCmd(e.bin+"/sigil", "apply", "-f", rule, "--admin-socket", e.admin); err != nil {
+	if _, err := runCmd(filepath.Join(e.bin, "sigil"), "apply", "-f", rule, "--admin-socket", e.admin); err != nil {
 		return nil, fmt.Errorf("applying DO_NOT_UPGRADE: %w", err)
 	}
 	s, err := e.sigilPair(ctx, "apih1", e.backend)
