@@ -191,7 +191,14 @@ func (w *responseWriter) WriteHeader(code int) {
 	w.status = code
 }
 
-func (w *responseWriter) Write(p []byte) (int, error) {
+func (w *responseWriter) Write(p []byte) (int, error) { return writeBody(w, p) }
+
+func (w *responseWriter) WriteString(s string) (int, error) { return writeBody(w, s) }
+
+// writeBody is Write and WriteString: p joins the buffered body, sent as
+// DATA once it holds dataChunk bytes (generic so a string is not copied
+// to a []byte first).
+func writeBody[T string | []byte](w *responseWriter, p T) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -209,26 +216,6 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
-}
-
-func (w *responseWriter) WriteString(s string) (int, error) {
-	if w.status == 0 {
-		w.WriteHeader(http.StatusOK)
-	}
-	if !bodyAllowed(w.status) || w.req != nil && w.req.Method == http.MethodHead {
-		return 0, http.ErrBodyNotAllowed
-	}
-	if w.err != nil {
-		return 0, w.err
-	}
-	w.grow()
-	w.buf = append(w.buf, s...)
-	if len(w.buf) >= dataChunk {
-		if err := w.flush(false); err != nil {
-			return 0, err
-		}
-	}
-	return len(s), nil
 }
 
 // Flush sends the head and what the body has so far.
