@@ -207,32 +207,24 @@ func (s *stream) send(head *frame, p []byte, tail *frame, end bool) error {
 
 // trailers takes trailers received on s (HEADERS with END_STREAM after
 // the head) into its trailer map and ends its body.
-func (s *stream) trailers(f *http2.MetaHeadersFrame) {
+func (s *stream) trailers(f *http2.MetaHeadersFrame) { s.end(f) }
+
+// endRemote marks END_STREAM received on a frame without body bytes.
+func (s *stream) endRemote() { s.end(nil) }
+
+// end marks END_STREAM received, with the trailers of f when f is not
+// nil and the stream accepts trailers, and forgets the stream once both
+// sides have ended.
+func (s *stream) end(f *http2.MetaHeadersFrame) {
 	c := s.c
 	c.mu.Lock()
-	if s.trailer != nil {
+	if f != nil && s.trailer != nil {
 		s.gotTrail = http.Header{}
 		for _, hf := range f.RegularFields() {
 			k := http.CanonicalHeaderKey(hf.Name)
 			s.gotTrail[k] = append(s.gotTrail[k], hf.Value)
 		}
 	}
-	s.remoteEnd = true
-	if s.rerr == nil {
-		s.rerr = io.EOF
-	}
-	done := s.localEnd
-	c.mu.Unlock()
-	s.wakeRecv()
-	if done {
-		c.forget(s)
-	}
-}
-
-// endRemote marks END_STREAM received on a frame without body bytes.
-func (s *stream) endRemote() {
-	c := s.c
-	c.mu.Lock()
 	s.remoteEnd = true
 	if s.rerr == nil {
 		s.rerr = io.EOF
