@@ -1,0 +1,150 @@
+package spool
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSpoolSwitchOffTheRequestPath holds the rotation goroutine (a file
+// system that takes its time to zero fill, map, fsync writers.json or
+// cut a segment) and wants every Append across two segment switches to
+// return meanwhile: a decision never waits for a switch's file work
+// (before, the Append that filled a segment did all of it under the
+// spool's lock, and every other decision of the sidecar waited). Once
+// the goroutine runs again, the records are whole, in order, and the
+// passed segment goes only after writers.json holds its heads.
+func TestSpoolSwitchOffTheRequestPath(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Writer: writer, Consumers: []string{"c"}, MaxBytes: 64 << 10} // 8 KiB segments
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.settle() // the next segment is prepared
+	release := make(chan struct{})
+	s.mu.Lock()
+	s.enqueueLocked(func() { <-release }) // the slow file system
+	s.mu.Unlock()
+
+	appended := make(chan error, 1)
+	go func() {
+		for i := range 150 { // ~27 KiB: past two 8 KiB segments
+			if err := s.Append(decision(i)); err != nil {
+				appended <- err
+				return
+			}
+		}
+		appended <- nil
+	}()
+	select {
+	case err := <-appended:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		close(release)
+		t.Fatal("Append waited for the segment switch's file work")
+	}
+	s.mu.Lock()
+	switched := len(s.segs)
+	s.mu.Unlock()
+	if switched != 2 {
+		t.Fatalf("%d segments while the rotation was held: want 2 (the prepared one switched in, no other ready)", switched)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "writers.json")); err == nil {
+		t.Fatal("writers.json written while the rotation goroutine was held: by the Append path")
+	}
+	// Passed but not deletable yet: writers.json does not hold its heads.
+	b, err := s.Read("c", 1000, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit("c", b.Next); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, segName(1))); err != nil {
+		t.Fatalf("segment 1 deleted before writers.json held its heads: %v", err)
+	}
+	close(release)
+	s.settle()
+	if _, err := os.Stat(filepath.Join(dir, segName(1))); !os.IsNotExist(err) {
+		t.Fatalf("segment 1 kept after its heads were saved and every consumer passed it: %v", err)
+	}
+	var lines []string
+	for _, l := range b.Lines {
+		lines = append(lines, string(l))
+	}
+	lines = append(lines, drainLines(t, s, "c")...)
+	var recs = make([]string, 0, len(lines))
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "{") {
+			t.Fatalf("line %q", l)
+		}
+		recs = append(recs, l)
+	}
+	if len(recs) != 150 {
+		t.Fatalf("%d records read, want 150", len(recs))
+	}
+	s.Close()
+	// Reopened: the chain continues (writers.json and the segments agree).
+	s, err = Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq, _ := s.Head(writer); seq != 150 {
+		t.Fatalf("head after reopening: seq %d, want 150", seq)
+	}
+}
+
+// TestSpoolRecoveryDropsPreparedSegments: a crash leaves the prepared next
+// segment (zero filled, never written) after the active one; Open removes
+// it, and the active one, its torn line cut, takes the records again.
+func TestSpoolRecoveryDropsPreparedSegments(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Writer: writer, Consumers: []string{"c"}, MaxBytes: 64 << 10}
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := s.Append(decision(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.settle()
+	// What a SIGKILL leaves: copies of the files, the mapped active
+	// segment with its zero fill and a torn line, the prepared one.
+	crash := t.TempDir()
+	os.Chmod(crash, 0o700)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Name() == segName(1) {
+			end := strings.IndexByte(string(b), 0)
+			copy(b[end:], `{"decision_id":"torn`)
+		}
+		if err := os.WriteFile(filepath.Join(crash, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	if _, err := os.Stat(filepath.Join(crash, segName(2))); err != nil {
+		t.Fatalf("no prepared segment to recover from: %v", err)
+	}
+	r, err := Open(crash, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Append(decision(10)); err != nil {
+		t.Fatal(err)
+	}
+	checkChain(t, drain(t, r, "c"), 1)
+}
