@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sigil-mesh/sigil/auditstream"
 )
 
 // TestSpoolSwitchOffTheRequestPath holds the rotation goroutine (a file
@@ -147,4 +149,36 @@ func TestSpoolRecoveryDropsPreparedSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkChain(t, drain(t, r, "c"), 1)
+}
+
+// TestSpoolIngestPassesOnWhatItChecked: the server spools a sidecar's
+// record as the record it decoded and checked, encoded once, not the
+// sender's text: a line with a duplicate key (a receiver that takes the
+// first would read another record than the one whose hash was checked)
+// or extra whitespace is spooled as the record's own encoding.
+func TestSpoolIngestPassesOnWhatItChecked(t *testing.T) {
+	c := auditstream.NewChain("spiffe://example.org/ns/web/sa/web#1", 0, "")
+	sealed, err := c.SealJSON(decision(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, line := range map[string]string{
+		"as sealed":     string(sealed),
+		"duplicate key": `{"decision_id":"forged",` + string(sealed[1:]),
+		"whitespace":    "{ " + strings.ReplaceAll(string(sealed[1:]), `,"`, `, "`),
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, err := Open(t.TempDir(), Options{Consumers: []string{"c"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if n, err := s.Ingest([][]byte{[]byte(line)}); err != nil || n != 1 {
+				t.Fatalf("Ingest: %d, %v", n, err)
+			}
+			if got := drainLines(t, s, "c"); len(got) != 1 || got[0] != string(sealed) {
+				t.Fatalf("spooled %q, want the record's own encoding %q", got, sealed)
+			}
+		})
+	}
 }

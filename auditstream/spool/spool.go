@@ -462,20 +462,41 @@ func appendSealed(buf []byte, c *auditstream.Chain, r *auditstream.Record) ([]by
 // written or, with an error, none is (ErrFull: over the limit). It
 // returns how many were new.
 func (s *Spool) Ingest(lines [][]byte) (int, error) {
-	var buf bytes.Buffer
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	seen := map[string]head{}
-	n := 0
+	// Decoded, checked and encoded once each before the lock: Append (the
+	// server's own records) and the exporters' Read do not wait for it.
+	type checked struct {
+		writer string
+		head   head
+		end    int // of its line in enc
+	}
+	recs := make([]checked, 0, len(lines))
+	var enc []byte
 	for _, line := range lines {
 		var r auditstream.Record
 		if err := json.Unmarshal(line, &r); err != nil {
 			return 0, fmt.Errorf("spool: ingested record: %w", err)
 		}
-		if err := auditstream.Check(r); err != nil {
+		// The spooled line is the record's own encoding (the bytes its
+		// hash covers), not the sender's text.
+		var err error
+		if enc, err = auditstream.AppendChecked(enc, &r); err != nil {
 			return 0, fmt.Errorf("spool: ingested record: %w", err)
 		}
-		w := r.Sigil.Writer
+		enc = append(enc, '\n')
+		recs = append(recs, checked{writer: r.Sigil.Writer, head: head{Seq: r.Sigil.Seq, Hash: r.Sigil.Hash}, end: len(enc)})
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]head{}
+	n := 0
+	// The new lines are moved down over the duplicates, in place: each
+	// goes to at most where it was read from, after it was read.
+	buf := enc[:0]
+	from := 0
+	for _, c := range recs {
+		line := enc[from:c.end]
+		from = c.end
+		w := c.writer
 		if own, ok := s.chainWriter(); ok && w == own {
 			return 0, fmt.Errorf("spool: ingested record claims this spool's own writer %s", w)
 		}
@@ -483,24 +504,17 @@ func (s *Spool) Ingest(lines [][]byte) (int, error) {
 		if !ok {
 			h = s.writers[w]
 		}
-		if r.Sigil.Seq <= h.Seq {
+		if c.head.Seq <= h.Seq {
 			continue
 		}
-		seen[w] = head{Seq: r.Sigil.Seq, Hash: r.Sigil.Hash}
-		start := buf.Len()
-		if err := json.Compact(&buf, line); err != nil {
-			return 0, fmt.Errorf("spool: ingested record: %w", err)
-		}
-		if bytes.IndexByte(buf.Bytes()[start:], '\n') >= 0 {
-			return 0, errors.New("spool: ingested record spans lines")
-		}
-		buf.WriteByte('\n')
+		seen[w] = c.head
+		buf = append(buf, line...)
 		n++
 	}
 	if n == 0 {
 		return 0, nil
 	}
-	if s.bytesLocked()+int64(buf.Len()) > s.max && !s.makeRoomLocked(buf.Len()) {
+	if s.bytesLocked()+int64(len(buf)) > s.max && !s.makeRoomLocked(len(buf)) {
 		s.dropped += int64(n)
 		return 0, ErrFull
 	}
@@ -509,7 +523,7 @@ func (s *Spool) Ingest(lines [][]byte) (int, error) {
 		before[w] = s.writers[w]
 		s.writers[w] = h // before a segment switch records them
 	}
-	if err := s.writeLocked(buf.Bytes()); err != nil {
+	if err := s.writeLocked(buf); err != nil {
 		for w, h := range before {
 			s.writers[w] = h
 		}
