@@ -461,7 +461,13 @@ func appendSealed(buf []byte, c *auditstream.Chain, r *auditstream.Record) ([]by
 // duplicates (a re-sent batch) and skipped. Either every new record is
 // written or, with an error, none is (ErrFull: over the limit). It
 // returns how many were new.
-func (s *Spool) Ingest(lines [][]byte) (int, error) {
+func (s *Spool) Ingest(lines [][]byte) (int, error) { return s.IngestChecked(lines, nil) }
+
+// IngestChecked is Ingest that passes each record, decoded, to accept
+// (when not nil) before anything of the batch is written: an error of
+// accept refuses the batch and is returned as it is. The caller's checks
+// then cost no decode of their own.
+func (s *Spool) IngestChecked(lines [][]byte, accept func(*auditstream.Record) error) (int, error) {
 	// Decoded, checked and encoded once each before the lock: Append (the
 	// server's own records) and the exporters' Read do not wait for it.
 	type checked struct {
@@ -475,6 +481,11 @@ func (s *Spool) Ingest(lines [][]byte) (int, error) {
 		var r auditstream.Record
 		if err := json.Unmarshal(line, &r); err != nil {
 			return 0, fmt.Errorf("spool: ingested record: %w", err)
+		}
+		if accept != nil {
+			if err := accept(&r); err != nil {
+				return 0, err
+			}
 		}
 		// The spooled line is the record's own encoding (the bytes its
 		// hash covers), not the sender's text.
