@@ -23,6 +23,9 @@ import (
 // lock only swaps it in, and the rest follows in the background, in
 // order:
 //
+//   - the next segment is asked for once the active one is half full
+//     (writeLocked), so an idle spool holds one segment on disk, and a
+//     saturated sidecar's goroutine has about half a second to make it;
 //   - writers.json (each writer's head as of the switch) is written after
 //     the switch; Commit deletes a segment only once a writers.json that
 //     covers it is on disk (headsSaved), so a chain head is never held by
@@ -58,7 +61,7 @@ type prepared struct {
 
 // startRotation saves the heads of the segments recovered (a crash may
 // have come before their writers.json was written) and starts the
-// goroutine, with the next segment's preparation queued.
+// goroutine.
 func (s *Spool) startRotation() error {
 	s.bg.signal = make(chan struct{}, 1)
 	s.bg.done = make(chan struct{})
@@ -69,9 +72,6 @@ func (s *Spool) startRotation() error {
 		s.bg.headsSaved = s.segs[len(s.segs)-2]
 	}
 	go s.rotationLoop()
-	s.mu.Lock()
-	s.requestNextLocked()
-	s.mu.Unlock()
 	return nil
 }
 
@@ -217,7 +217,6 @@ func (s *Spool) rotateLocked() {
 		// zero fill off any segment.
 		_ = s.closeActive(f, m, size)
 	})
-	s.requestNextLocked()
 }
 
 // dropPrepared removes, from the end of the segments listed, those that

@@ -26,7 +26,26 @@ func TestSpoolSwitchOffTheRequestPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	s.settle() // the next segment is prepared
+	appendedBefore := 0
+	for ; ; appendedBefore++ { // half a segment: the next one is asked for
+		if err := s.Append(decision(appendedBefore)); err != nil {
+			t.Fatal(err)
+		}
+		s.mu.Lock()
+		half := s.sizes[1] >= s.seg/2
+		s.mu.Unlock()
+		if half {
+			break
+		}
+	}
+	appendedBefore++
+	s.settle() // and prepared
+	s.mu.Lock()
+	prepared := s.bg.next != nil
+	s.mu.Unlock()
+	if !prepared {
+		t.Fatal("no next segment prepared once the active one was half full")
+	}
 	release := make(chan struct{})
 	s.mu.Lock()
 	s.enqueueLocked(func() { <-release }) // the slow file system
@@ -34,7 +53,7 @@ func TestSpoolSwitchOffTheRequestPath(t *testing.T) {
 
 	appended := make(chan error, 1)
 	go func() {
-		for i := range 150 { // ~27 KiB: past two 8 KiB segments
+		for i := appendedBefore; i < 150; i++ { // ~27 KiB in all: past two 8 KiB segments
 			if err := s.Append(decision(i)); err != nil {
 				appended <- err
 				return
@@ -112,12 +131,19 @@ func TestSpoolRecoveryDropsPreparedSegments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 10 {
-		if err := s.Append(decision(i)); err != nil {
+	n := 0
+	for ; ; n++ { // until the next segment is prepared (half of this one)
+		if err := s.Append(decision(n)); err != nil {
 			t.Fatal(err)
 		}
+		s.settle()
+		s.mu.Lock()
+		prepared := s.bg.next != nil
+		s.mu.Unlock()
+		if prepared {
+			break
+		}
 	}
-	s.settle()
 	// What a SIGKILL leaves: copies of the files, the mapped active
 	// segment with its zero fill and a torn line, the prepared one.
 	crash := t.TempDir()
@@ -145,10 +171,14 @@ func TestSpoolRecoveryDropsPreparedSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if err := r.Append(decision(10)); err != nil {
+	if err := r.Append(decision(n + 1)); err != nil {
 		t.Fatal(err)
 	}
-	checkChain(t, drain(t, r, "c"), 1)
+	got := drain(t, r, "c")
+	checkChain(t, got, 1)
+	if len(got) != n+2 {
+		t.Fatalf("%d records after recovery, want %d", len(got), n+2)
+	}
 }
 
 // TestSpoolIngestPassesOnWhatItChecked: the server spools a sidecar's

@@ -568,6 +568,9 @@ func (s *Spool) writeLocked(b []byte) error {
 		close(s.wake)
 		s.wake, s.armed = make(chan struct{}), false
 	}
+	if s.sizes[active] >= s.seg/2 {
+		s.requestNextLocked()
+	}
 	if s.sizes[active] >= s.seg {
 		// The lines are written whatever becomes of this: without a
 		// prepared next segment the full one stays active, and the next
