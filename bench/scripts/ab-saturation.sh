@@ -38,7 +38,7 @@ for p in 33601:api 33801:api2; do
   [ "$c" = 200 ] || { echo "pair ${p#*:} never routed (last status $c)" >&2; exit 1; }
 done
 load() { "$TOOLS/fortio" load -qps "$QPS" -c "$C" -t "$1" -a=false -loglevel Error -H "Host: $2" "http://127.0.0.1:$3/echo?size=1024" 2>&1; }
-sum() { grep -oE '[0-9.]+ qps|# target (50|99)% [0-9.]+' | tr '\n' ' ' ; }
+sum() { sed -n '/Aggregated Function Time/,$p' | grep -oE '[0-9.]+ qps|# target (50|99)% [0-9.]+' | tr '\n' ' ' ; }
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 load 3s api 33601 >/dev/null; load 3s api2 33801 >/dev/null
 
