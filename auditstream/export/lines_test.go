@@ -76,3 +76,49 @@ func TestExportLinesAreTheSpooledRecords(t *testing.T) {
 		}
 	}
 }
+
+// lineCatcher is a LineSink that keeps what it is given.
+type lineCatcher struct{ got [][]byte }
+
+func (c *lineCatcher) ExportLines(_ context.Context, lines [][]byte) error {
+	c.got = append(c.got, lines...)
+	return nil
+}
+func (c *lineCatcher) Export(context.Context, []auditstream.Record) error { return nil }
+func (c *lineCatcher) Close() error                                       { return nil }
+
+// TestExportLinesPassesOverLinesThatAreNotJSON: a sink that takes lines
+// gets no line that is not JSON (a damaged segment), which its receiver
+// would refuse in every retry of the batch; the others go, as on the
+// decoding path.
+func TestExportLinesPassesOverLinesThatAreNotJSON(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		lines []string
+		want  int
+	}{
+		{"all JSON", []string{`{"a":1}`, `{"b":2}`}, 2},
+		{"one damaged", []string{`{"a":1}`, "{\x00\x00", `{"b":2}`}, 2},
+		{"all damaged", []string{"{", "x"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &lineCatcher{}
+			r := New(nil, "x", c, slog.New(slog.DiscardHandler))
+			var lines [][]byte
+			for _, l := range tc.lines {
+				lines = append(lines, []byte(l))
+			}
+			if err := r.deliver(context.Background(), lines); err != nil {
+				t.Fatal(err)
+			}
+			if len(c.got) != tc.want {
+				t.Fatalf("sink got %q, want %d lines", c.got, tc.want)
+			}
+			for _, l := range c.got {
+				if !json.Valid(l) {
+					t.Fatalf("sink got %q", l)
+				}
+			}
+		})
+	}
+}
