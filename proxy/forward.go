@@ -11,12 +11,11 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/trace"
@@ -31,9 +30,6 @@ const (
 	retryBackoffMax    = 10 * retryBackoffBase // Envoy's max_interval default
 )
 
-// hopHeaders are connection-scoped and never forwarded.
-var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
 // ServeHTTP routes one request from the app: VirtualService match, fault
 // injection, redirect, rewrite, header changes, mirroring, then the chosen
 // destination with retries, timeouts, the connection pool and outlier
@@ -45,7 +41,7 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &statusRecorder{ResponseWriter: w}
-	proto := protocolOf(r)
+	proto := hop.ProtocolOf(r)
 	svc, port, err := o.destOf(r)
 	// A host outside the mesh whose VirtualService has routes for this
 	// sidecar and port is routed as a service is (outside.go).
@@ -72,16 +68,16 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	// Before the sidecar adds headers of its own (trace context, route
 	// headers), so the app's Connection header cannot remove them.
-	if err := takeConnectionOptions(r.Header); err != nil {
+	if err := hop.TakeConnectionOptions(r.Header); err != nil {
 		rec.setFlag(flagBadRequest)
-		writeError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
+		hop.WriteError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
 		o.p.observe(o.record(rec, svc, outside, proto), r, start, "")
 		return
 	}
-	dropForgedIdentity(r.Header)
+	hop.DropForgedIdentity(r.Header)
 	if proto == policy.ProtocolGRPC {
 		var cancel context.CancelFunc
-		r, cancel = withGRPCDeadline(r, start)
+		r, cancel = hop.WithGRPCDeadline(r, start)
 		defer cancel()
 	}
 	// Routes match, and the peer sidecar authorizes, the path forwarded.
@@ -128,19 +124,19 @@ func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service,
 func (o *outbound) routeKey(w *statusRecorder, r *http.Request, svc naming.Service, key string, port uint32) {
 	st := o.state.Load()
 	// The app may not claim an identity; the receiving sidecar sets it.
-	delete(r.Header, xfccName)
+	delete(r.Header, hop.XFCC)
 	authority := appAuthority(r) // before a rewrite: the port the app named
 	m, ok := st.table.MatchPort(key, port, r, o.p.cfg.labels)
 	if !ok && len(st.byService[svc]) == 0 && !st.table.HasRoutes(key) {
 		// Fail closed: only services of the mesh are reachable through it.
 		w.setFlag(flagNoRoute)
-		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+key)
+		hop.WriteError(w, r, http.StatusBadGateway, "sigil: unknown service "+key)
 		return
 	}
 	if !ok {
 		if st.table.HasRoutesAt(key, port, o.p.cfg.labels) {
 			w.setFlag(flagNoRoute)
-			writeError(w, r, http.StatusNotFound, "sigil: no route of "+key+" matches")
+			hop.WriteError(w, r, http.StatusNotFound, "sigil: no route of "+key+" matches")
 			return
 		}
 		// No VirtualService, or none with routes for this port and this
@@ -195,19 +191,19 @@ func (o *outbound) routeKey(w *statusRecorder, r *http.Request, svc naming.Servi
 	c := pinned(r.Context(), o.clusterAt(st, naming.Service{Name: dest.Service, Namespace: dest.Namespace}, dest.Subset, cmp.Or(dest.Port, port)))
 	if c == nil || len(c.eps) == 0 {
 		w.setFlag(flagNoHealthy)
-		writeError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Service+subsetSuffix(dest.Subset))
+		hop.WriteError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Service+subsetSuffix(dest.Subset))
 		return
 	}
 	body, replay := readReplayable(r)
-	if isWebSocketUpgrade(r.Header) {
+	if hop.IsWebSocketUpgrade(r.Header) {
 		// Not mirrored: a copy of an upgrade has nowhere to go.
 		o.upgrade(w, r, c)
 		return
 	}
 	// The request's headers, stripped once, are shared by every attempt
 	// and the mirror, which only read them.
-	stripRequestHopHeaders(r.Header)
-	noDefaultUserAgent(r.Header)
+	hop.StripRequestHeaders(r.Header)
+	hop.NoDefaultUserAgent(r.Header)
 	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
 		o.mirrorAny(st, r, body, replay, m.MirrorTo, m.Mirror, cmp.Or(m.MirrorPort, port))
 	}
@@ -220,27 +216,27 @@ func (o *outbound) routeKey(w *statusRecorder, r *http.Request, svc naming.Servi
 			w.setFlag(flagOverflow)
 			o.p.metrics.overflows.WithLabelValues(o.p.names.FQDN(naming.Service{Name: dest.Service, Namespace: dest.Namespace})).Inc()
 			w.Header().Set("X-Sigil-Overflow", "connection pool of "+dest.Service+subsetSuffix(dest.Subset)+" is full")
-			writeError(w, r, http.StatusServiceUnavailable, "sigil: upstream connection pool overflow ("+dest.Service+subsetSuffix(dest.Subset)+")")
+			hop.WriteError(w, r, http.StatusServiceUnavailable, "sigil: upstream connection pool overflow ("+dest.Service+subsetSuffix(dest.Subset)+")")
 		case errors.Is(err, context.DeadlineExceeded):
 			w.setFlag(flagTimeout)
-			writeError(w, r, http.StatusGatewayTimeout, "sigil: upstream request timeout")
+			hop.WriteError(w, r, http.StatusGatewayTimeout, "sigil: upstream request timeout")
 		default:
 			w.setFlag(flagUpstreamFail)
-			writeError(w, r, http.StatusServiceUnavailable, "sigil: upstream "+dest.Service+" failed: "+reasonOf(err))
+			hop.WriteError(w, r, http.StatusServiceUnavailable, "sigil: upstream "+dest.Service+" failed: "+reasonOf(err))
 		}
 		return
 	}
 	defer release()
 	w.peer = peer
 	// The upstream's Connection header may not remove the route's headers.
-	removeHopHeaders(resp.Header)
+	hop.RemoveHeaders(resp.Header)
 	if setCookie != nil {
 		resp.Header.Add("Set-Cookie", setCookie.String())
 	}
 	applyHeaders(resp.Header, m.Headers, false)
 	applyHeaders(resp.Header, dest.Headers, false)
 	corsMark(resp.Header, m.CORS, origin)
-	copyResponse(w, resp)
+	hop.CopyResponse(w, resp)
 }
 
 func subsetSuffix(s string) string {
@@ -270,7 +266,7 @@ func readReplayable(r *http.Request) ([]byte, bool) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return nil, true
 	}
-	if r.ContentLength < 0 || r.ContentLength > maxReplayBody || protocolOf(r) == policy.ProtocolGRPC && r.ProtoMajor == 2 && r.ContentLength < 0 {
+	if r.ContentLength < 0 || r.ContentLength > maxReplayBody || hop.ProtocolOf(r) == policy.ProtocolGRPC && r.ProtoMajor == 2 && r.ContentLength < 0 {
 		return nil, false
 	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))
@@ -285,45 +281,10 @@ func readReplayable(r *http.Request) ([]byte, bool) {
 // HTTP/1.x stays HTTP/1.1 (the lean client), HTTP/2 and gRPC go over
 // HTTP/2.
 func kindOf(r *http.Request) int {
-	if r.ProtoMajor == 1 && protocolOf(r) != policy.ProtocolGRPC {
+	if r.ProtoMajor == 1 && hop.ProtocolOf(r) != policy.ProtocolGRPC {
 		return viaH1
 	}
 	return viaH2
-}
-
-// removeHopHeaders drops connection-scoped headers: the standard ones and
-// any the Connection header names, except protected ones (hopheaders.go).
-func removeHopHeaders(h http.Header) {
-	for _, v := range h["Connection"] {
-		for _, name := range strings.Split(v, ",") {
-			if name = http.CanonicalHeaderKey(strings.TrimSpace(name)); name != "" && !protectedHeaders[name] {
-				delete(h, name)
-			}
-		}
-	}
-	for _, k := range hopHeaders {
-		delete(h, k) // already canonical: Header.Del would canonicalise again (2% of CPU)
-	}
-}
-
-// noDefaultUserAgent keeps a request without a User-Agent without one:
-// Go's transports send "Go-http-client/1.1" or "/2.0" unless the header is
-// present and empty (httputil.ReverseProxy does the same), and the peer's
-// policy and app would see a header the caller never sent.
-func noDefaultUserAgent(h http.Header) {
-	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = []string{""}
-	}
-}
-
-// stripRequestHopHeaders removes a request's hop-by-hop headers but keeps
-// "Te: trailers", which gRPC needs end to end.
-func stripRequestHopHeaders(h http.Header) {
-	te := strings.Contains(strings.ToLower(h.Get("Te")), "trailers")
-	removeHopHeaders(h)
-	if te {
-		h["Te"] = []string{"trailers"}
-	}
 }
 
 // outRequest builds the request to one endpoint: a shallow copy sharing
@@ -407,67 +368,6 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 	return resp, ep.id, func() { resp.Body.Close(); tryCancel(); releasePool(); cancel() }, nil
 }
 
-// copyBufs recycles response copy buffers: a fresh 32 KiB per request was
-// the sidecar's largest allocation.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-// copyResponse writes the upstream response and then its trailers. A
-// streaming response (no Content-Length, as gRPC's, or server-sent events)
-// is flushed after every read; any other goes out in as few writes as the
-// server likes (flushing a small answer twice cost a visible share of the
-// sidecar's CPU: bench/README.md).
-func copyResponse(w http.ResponseWriter, resp *http.Response) {
-	streaming := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
-	h := w.Header()
-	for k, v := range resp.Header {
-		h[k] = v
-	}
-	removeHopHeaders(h)
-	for k := range resp.Trailer {
-		h.Add("Trailer", k)
-	}
-	w.WriteHeader(resp.StatusCode)
-	var rc *http.ResponseController
-	if streaming {
-		rc = http.NewResponseController(w)
-		rc.Flush()
-	}
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	var err error
-	for {
-		var n int
-		n, err = resp.Body.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
-			}
-			if streaming {
-				rc.Flush()
-			}
-		}
-		if err != nil {
-			if err != io.EOF {
-				// A body cut short or malformed upstream must not end as
-				// if complete downstream: abort the response (h1 and
-				// net/http close the connection or reset the stream).
-				panic(http.ErrAbortHandler)
-			}
-			break
-		}
-	}
-	for k, v := range resp.Trailer {
-		h[http.TrailerPrefix+k] = v
-	}
-	if err != io.EOF && resp.Request != nil && protocolOf(resp.Request) == policy.ProtocolGRPC && resp.Trailer.Get("Grpc-Status") == "" {
-		// The upstream stream broke before its status: the caller gets
-		// one all the same, DEADLINE_EXCEEDED if its deadline is why.
-		h[http.TrailerPrefix+"Grpc-Status"] = []string{grpcFailureStatus(resp.Request, http.StatusBadGateway)}
-		h[http.TrailerPrefix+"Grpc-Message"] = []string{"sigil: upstream stream ended without a status"}
-	}
-}
-
 // upgrade forwards an Upgrade (WebSocket) request over HTTP/1.1 to one
 // endpoint; the connection then carries the upgraded protocol both ways.
 func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
@@ -490,7 +390,7 @@ func (o *outbound) upgradeVia(w http.ResponseWriter, r *http.Request, rt http.Ro
 			pr.Out.Host = pr.In.Host
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			writeError(w, r, http.StatusServiceUnavailable, "sigil: upstream failed: "+reasonOf(err))
+			hop.WriteError(w, r, http.StatusServiceUnavailable, "sigil: upstream failed: "+reasonOf(err))
 		},
 		ErrorLog: o.p.httpErrorLog("outbound-upgrade"),
 	}
