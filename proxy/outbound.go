@@ -28,7 +28,8 @@ import (
 // HTTP proxy client, or origin-form with Host), or uses CONNECT for TCP.
 // Transparent mode: iptables redirects the app's connections here and the
 // original destination picks the service. Routing follows the mesh's
-// VirtualServices and DestinationRules (see forward.go).
+// VirtualServices and DestinationRules (forward.go: ServeHTTP and send;
+// route.go: the steps of a route in order).
 type outbound struct {
 	p        *Proxy
 	queue    *connQueue

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -147,11 +146,7 @@ func (o *outbound) sendOutside(w *statusRecorder, r *http.Request, st *meshState
 		o.upgradeVia(w, r, t.transport, externalScheme(t), addr)
 		return
 	}
-	hop.StripRequestHeaders(r.Header)
-	hop.NoDefaultUserAgent(r.Header)
-	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
-		o.mirrorAny(st, r, body, replay, m.MirrorTo, m.Mirror, cmp.Or(m.MirrorPort, app.port))
-	}
+	o.prepareSend(r, st, m, body, replay, app.port)
 	resp, cancel, err := o.sendExternal(r, t, addr, body, replay, m.Route)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -164,11 +159,7 @@ func (o *outbound) sendOutside(w *statusRecorder, r *http.Request, st *meshState
 		return
 	}
 	defer cancel()
-	hop.RemoveHeaders(resp.Header)
-	applyHeaders(resp.Header, m.Headers, false)
-	applyHeaders(resp.Header, dest.Headers, false)
-	corsMark(resp.Header, m.CORS, origin)
-	hop.CopyResponse(w, resp)
+	respond(w, resp, m, dest, origin, nil)
 }
 
 // sendExternal sends r to addr through t with rt's timeout and retries,
