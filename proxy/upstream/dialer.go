@@ -22,13 +22,20 @@ type Dialer interface {
 	DialSidecar(ctx context.Context, ep *Endpoint, kind int, sni string) (net.Conn, error)
 }
 
+// Metrics are the counters an endpoint's connections feed (a nil func:
+// not counted).
+type Metrics struct {
+	// ProtocolError counts HTTP/1.1 connections closed for a peer's
+	// framing fault, by reason (h1.Client.ProtocolError).
+	ProtocolError func(reason string)
+}
+
 // NewEndpoint is the sidecar at addr serving svcPort (0: every port) as
 // id (zero: any identity of the trust domain), labelled labels, first seen
 // at joined (zero: there before this sidecar, warm). d opens its
-// connections, each kind's on first use; protocolError counts those
-// closed for a peer's framing fault.
-func NewEndpoint(addr naming.Endpoint, svcPort uint32, id spiffeid.ID, labels map[string]string, joined time.Time, d Dialer, protocolError func(reason string)) *Endpoint {
-	e := &Endpoint{Addr: addr.String(), IP: addr.Addr(), IPPort: addr.Port(), SvcPort: svcPort, ID: id, Labels: labels, Joined: joined, dialer: d, protocolError: protocolError}
+// connections, each kind's on first use, and m counts what befalls them.
+func NewEndpoint(addr naming.Endpoint, svcPort uint32, id spiffeid.ID, labels map[string]string, joined time.Time, d Dialer, m Metrics) *Endpoint {
+	e := &Endpoint{Addr: addr.String(), IP: addr.Addr(), IPPort: addr.Port(), SvcPort: svcPort, ID: id, Labels: labels, Joined: joined, dialer: d, metrics: m}
 	e.transports = e.newTransports(connOpts{})
 	return e
 }
@@ -61,7 +68,7 @@ func (e *Endpoint) newTransports(o connOpts) *Transports {
 		newH2: func() *h2conn.Client {
 			return &h2conn.Client{Dialer: dialFunc(dial(ViaH2)), IdleTimeout: 90 * time.Second, PingInterval: ping.SendPingTimeout, PingTimeout: ping.PingTimeout}
 		},
-		protocolError: e.protocolError,
+		protocolError: e.metrics.ProtocolError,
 	}
 }
 

@@ -48,9 +48,9 @@ type Endpoint struct {
 	// DestinationRules only, never from requests.
 	bySNI sync.Map
 	// dialer opens its connections (nil: none, in tests of the balancer);
-	// protocolError counts those closed for a peer's framing fault.
-	dialer        Dialer
-	protocolError func(reason string)
+	// metrics counts what befalls them.
+	dialer  Dialer
+	metrics Metrics
 }
 
 // connOpts is what a cluster's policy fixes for each of its connections

@@ -95,7 +95,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep := NewEndpoint(addr, 0, spiffeid.RequireFromString("spiffe://example.org/ns/default/sa/api"), map[string]string{"version": "v1"}, time.Time{}, noDialer{}, nil)
+	ep := NewEndpoint(addr, 0, spiffeid.RequireFromString("spiffe://example.org/ns/default/sa/api"), map[string]string{"version": "v1"}, time.Time{}, noDialer{}, Metrics{})
 	for _, tt := range []struct {
 		subset            string
 		interval, timeout time.Duration
@@ -160,7 +160,7 @@ func TestConnsDialWithClusterSNI(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := sniDialer{sni: make(chan string, 1)}
-	ep := NewEndpoint(addr, 0, spiffeid.ID{}, nil, time.Time{}, d, nil)
+	ep := NewEndpoint(addr, 0, spiffeid.ID{}, nil, time.Time{}, d, Metrics{})
 	for _, sni := range []string{"api.example", ""} {
 		p := &traffic.TrafficPolicy{TLS: &traffic.ClientTLSSettings{Mode: traffic.TLSIstioMutual, SNI: sni}}
 		tr := NewCluster("api", "", []*Endpoint{ep}, p, nil, nil, nil).Conns(ep)
