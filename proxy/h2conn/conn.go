@@ -446,8 +446,8 @@ func (c *conn) data(f *http2.DataFrame) error {
 		s.rerr = io.EOF
 	}
 	done := s.remoteEnd && s.localEnd
-	c.mu.Unlock()
 	s.wakeRecv()
+	c.mu.Unlock()
 	if done {
 		c.forget(s)
 	}

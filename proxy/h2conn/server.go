@@ -42,16 +42,23 @@ const prefaceTimeout = 10 * time.Second
 // serverConn is one connection being served.
 type serverConn struct {
 	*conn
-	srv *Server
-	ctx context.Context
-	tls *tls.ConnectionState
+	srv        *Server
+	ctx        context.Context
+	tls        *tls.ConnectionState
+	remoteAddr string // the client's address, each request's RemoteAddr
+}
+
+// serverStream is a stream served and its response, allocated together.
+type serverStream struct {
+	stream
+	rw responseWriter
 }
 
 // Serve serves streams on nc, whose TLS (if any) has negotiated "h2",
 // until the connection ends. ctx is the parent of every request's
 // context. Serve closes nc.
 func (s *Server) Serve(ctx context.Context, nc net.Conn) error {
-	sc := &serverConn{srv: s, ctx: ctx}
+	sc := &serverConn{srv: s, ctx: ctx, remoteAddr: nc.RemoteAddr().String()}
 	sc.conn = newConn(nc, s.Limits, sc)
 	sc.onAbuse, sc.idleTimeout, sc.server = s.OnAbuse, s.IdleTimeout, true
 	if tc, ok := nc.(*tls.Conn); ok {
@@ -183,7 +190,9 @@ func (sc *serverConn) headers(f *http2.MetaHeadersFrame) error {
 		sc.w.enqueue(frame{kind: kRST, stream: id, code: http2.ErrCodeRefusedStream})
 		return nil
 	}
-	s := sc.newStream(id)
+	ss := new(serverStream)
+	sc.initStream(&ss.stream, id)
+	s := &ss.stream
 	sc.streams[id] = s
 	sc.inUse++
 	sc.streamsNow()
@@ -191,7 +200,8 @@ func (sc *serverConn) headers(f *http2.MetaHeadersFrame) error {
 		s.remoteEnd, s.rerr = true, io.EOF
 	}
 	sc.mu.Unlock()
-	rw := &responseWriter{s: s, h: http.Header{}}
+	rw := &ss.rw
+	rw.s, rw.h = s, http.Header{}
 	if f.Truncated {
 		rw.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
 		go sc.finish(s, rw, false)
