@@ -318,7 +318,14 @@ func (cc *clientConn) await(s *stream, req *http.Request) (*http.Response, error
 		stop = context.AfterFunc(ctx, func() { cc.cancel(s, ctx.Err()) })
 	}
 	if !s.localEnd {
-		go cc.sendBody(s, req)
+		if s.cont == nil && req.ContentLength > 0 && req.ContentLength <= dataChunk {
+			// A small body of known length is sent by the caller's
+			// goroutine before it waits, as an HTTP/1.1 client would:
+			// its sender has it whole and waits for no answer first.
+			cc.sendBody(s, req)
+		} else {
+			go cc.sendBody(s, req)
+		}
 	}
 	cc.mu.Lock()
 	for s.resp == nil && !s.failed {

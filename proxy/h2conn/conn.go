@@ -156,6 +156,9 @@ func newConn(nc net.Conn, lim Limits, r role) *conn {
 	c.w.count = c.count
 	c.br = bufio.NewReaderSize(nc, readBufSize)
 	c.fr = http2.NewFramer(nil, c.br)
+	// A DATA frame's struct is reused for the next: data copies its bytes
+	// before the next read.
+	c.fr.SetReuseFrames()
 	c.blocks = newBlockReader(lim.MaxHeaderListSize)
 	c.fr.SetMaxReadFrameSize(1 << 20)
 	return c
