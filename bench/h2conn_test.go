@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,7 +36,10 @@ import (
 // the TCP connections of both ends together (a counting wrapper under
 // TLS); syscr/req and syscw/req are the process's read and write system
 // calls from /proc/self/io (both ends, and the reads that found the socket
-// empty); x-go-h2 and x-h1 are h2conn's req/s over the other two's.
+// empty); cpu-us/req is the process's CPU time (user and system, both
+// ends) per request, which a busy machine disturbs far less than req/s;
+// x-go-h2 and x-h1 are h2conn's req/s over the other two's, and
+// cpu-x-go-h2 and cpu-x-h1 the others' CPU per request over h2conn's.
 func BenchmarkH2Conn(b *testing.B) {
 	const concurrency = 64
 	srvTLS, cliTLS := benchTLS(b)
@@ -44,7 +48,7 @@ func BenchmarkH2Conn(b *testing.B) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, payload)
 	})
-	rate := map[string]float64{}
+	rate, cpu := map[string]float64{}, map[string]float64{}
 	legs := []struct {
 		name  string
 		serve func(b *testing.B, ln net.Listener) // serves TLS on ln until the benchmark ends
@@ -108,13 +112,17 @@ func BenchmarkH2Conn(b *testing.B) {
 			hammer(b, rt, url, 64) // warm: connections open, TLS done
 			cnt = connCounts{}
 			r0, w0 := procIO(b)
+			c0 := cpuTime(b)
 			b.ResetTimer()
 			hammer(b, rt, url, b.N)
 			b.StopTimer()
+			c1 := cpuTime(b)
 			r1, w1 := procIO(b)
 			n := float64(b.N)
 			rate[leg.name] = n / b.Elapsed().Seconds()
+			cpu[leg.name] = float64((c1 - c0).Microseconds()) / n
 			b.ReportMetric(rate[leg.name], "req/s")
+			b.ReportMetric(cpu[leg.name], "cpu-us/req")
 			b.ReportMetric(float64(cnt.reads.Load())/n, "reads/req")
 			b.ReportMetric(float64(cnt.writes.Load())/n, "writes/req")
 			b.ReportMetric(float64(r1-r0)/n, "syscr/req")
@@ -123,6 +131,7 @@ func BenchmarkH2Conn(b *testing.B) {
 				for _, other := range []string{"go-h2", "h1"} {
 					if rate[other] > 0 {
 						b.ReportMetric(rate[leg.name]/rate[other], "x-"+other)
+						b.ReportMetric(cpu[other]/cpu[leg.name], "cpu-x-"+other)
 					}
 				}
 			}
@@ -243,6 +252,15 @@ func (l countingListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	return &countingConn{Conn: c, n: l.n}, nil
+}
+
+// cpuTime is the CPU time the process has used so far, user and system.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // procIO is the process's read and write system calls so far.

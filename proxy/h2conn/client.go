@@ -296,8 +296,10 @@ func (cc *clientConn) tryOpen(req *http.Request, fields []hpack.HeaderField, end
 	}
 	s := cc.newStream(cc.nextID)
 	cc.nextID += 2
-	s.req, s.response, s.cont = req, make(chan *http.Response, 1), make(chan struct{})
-	s.trailer = http.Header{}
+	s.req = req
+	if !end && strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
+		s.cont = make(chan struct{})
+	}
 	s.localEnd = end
 	if cc.w.enqueue(frame{kind: kHeaders, stream: s.id, fields: fields, end: end}) != nil {
 		return nil
@@ -311,56 +313,67 @@ func (cc *clientConn) tryOpen(req *http.Request, fields []hpack.HeaderField, end
 // await sends req's body, if any, and waits for the response head.
 func (cc *clientConn) await(s *stream, req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	stop := context.AfterFunc(ctx, func() { cc.cancel(s, ctx.Err()) })
+	stop := noStop
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { cc.cancel(s, ctx.Err()) })
+	}
 	if !s.localEnd {
-		go cc.sendBody(s, req)
-	}
-	select {
-	case resp := <-s.response:
-		return cc.withBody(s, resp, stop), nil
-	case <-s.failedc:
-		select {
-		case resp := <-s.response:
-			return cc.withBody(s, resp, stop), nil
-		default:
+		if s.cont == nil && req.ContentLength > 0 && req.ContentLength <= dataChunk {
+			// A small body of known length is sent by the caller's
+			// goroutine before it waits, as an HTTP/1.1 client would:
+			// its sender has it whole and waits for no answer first.
+			cc.sendBody(s, req)
+		} else {
+			go cc.sendBody(s, req)
 		}
-		stop()
+	}
+	cc.mu.Lock()
+	for s.resp == nil && !s.failed {
+		s.wait(&s.recvc)
 		cc.mu.Lock()
-		err := s.sendErr
-		cc.mu.Unlock()
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		return nil, err
 	}
+	resp, err := s.resp, s.sendErr
+	s.resp = nil
+	cc.mu.Unlock()
+	if resp != nil {
+		return cc.withBody(s, resp, stop), nil
+	}
+	stop()
+	if ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	return nil, err
 }
 
+// noStop is the stop of a request whose context is never done.
+func noStop() bool { return false }
+
 func (cc *clientConn) withBody(s *stream, resp *http.Response, stop func() bool) *http.Response {
-	resp.Body = &responseBody{cc: cc, s: s, stop: stop}
+	s.stop = stop
+	resp.Body = (*responseBody)(s)
 	return resp
 }
 
 // cancel resets s with CANCEL: its reads and writes fail with err.
-func (cc *clientConn) cancel(s *stream, err error) {
-	cc.w.enqueue(frame{kind: kRST, stream: s.id, code: http2.ErrCodeCancel})
-	cc.endStream(s, err)
+func (c *conn) cancel(s *stream, err error) {
+	c.w.enqueue(frame{kind: kRST, stream: s.id, code: http2.ErrCodeCancel})
+	c.endStream(s, err)
 }
 
 // sendBody copies the request body into DATA frames, then trailers.
 func (cc *clientConn) sendBody(s *stream, req *http.Request) {
 	defer req.Body.Close()
-	if strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
+	if s.cont != nil {
 		t := time.NewTimer(continueTimeout)
 		select {
-		case <-s.cont:
+		case <-s.cont: // closed on fail too
 		case <-t.C:
-		case <-s.failedc:
 		}
 		t.Stop()
 	}
-	bp := dataPool.Get().(*[]byte)
+	bp := dataPool.Get().(*[dataChunk]byte)
 	defer dataPool.Put(bp)
-	buf := (*bp)[:dataChunk]
+	buf := bp[:]
 	for {
 		n, rerr := req.Body.Read(buf)
 		if n > 0 {
@@ -408,38 +421,33 @@ func (cc *clientConn) headers(f *http2.MetaHeadersFrame) error {
 		if f.StreamEnded() {
 			cc.resetStream(s.id, http2.ErrCodeProtocol)
 		} else if code == http.StatusContinue {
-			closeOnce(s.cont)
+			s.continued()
 		}
 		return nil
 	}
 	s.gotHead = true
-	closeOnce(s.cont)
-	resp := &http.Response{Status: strconv.Itoa(code) + " " + http.StatusText(code), StatusCode: code,
-		Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, len(f.Fields)), ContentLength: -1,
-		Request: s.req, Trailer: s.trailer}
-	for _, hf := range f.RegularFields() {
-		k := http.CanonicalHeaderKey(hf.Name)
-		resp.Header[k] = append(resp.Header[k], hf.Value)
-	}
-	if cl := resp.Header.Get("Content-Length"); cl != "" {
-		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+	s.continued()
+	resp := &http.Response{Status: statusLine(code), StatusCode: code,
+		Proto: "HTTP/2.0", ProtoMajor: 2, Header: headerMap(f.RegularFields()), ContentLength: -1,
+		Request: s.req}
+	if cl := resp.Header["Content-Length"]; len(cl) > 0 {
+		if n, err := strconv.ParseInt(cl[0], 10, 64); err == nil && n >= 0 {
 			resp.ContentLength = n
 		}
 	}
-	for _, v := range resp.Header["Trailer"] {
-		for k := range strings.SplitSeq(v, ",") {
-			if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
-				resp.Trailer[k] = nil
-			}
-		}
+	resp.Trailer = declaredTrailers(resp.Header)
+	if f.StreamEnded() && resp.ContentLength < 0 && s.req.Method != http.MethodHead {
+		resp.ContentLength = 0
 	}
+	cc.mu.Lock()
+	// Trailers go into the response's map, made when the first arrive if
+	// none was declared (as Go's HTTP/2 transport does).
+	s.resp, s.trailerTo = resp, &resp.Trailer
+	s.wakeRecv()
+	cc.mu.Unlock()
 	if f.StreamEnded() {
-		if resp.ContentLength < 0 && s.req.Method != http.MethodHead {
-			resp.ContentLength = 0
-		}
 		s.endRemote()
 	}
-	s.response <- resp
 	return nil
 }
 
@@ -480,28 +488,25 @@ func (cc *clientConn) forgot(*stream) {
 	}
 }
 
-// responseBody is a response's body; closing it before its end resets
-// the stream.
-type responseBody struct {
-	cc   *clientConn
-	s    *stream
-	stop func() bool
-	eof  bool
-}
+// responseBody is a response's body (its stream, so that it costs no
+// allocation of its own); closing it before its end resets the stream.
+type responseBody stream
 
 func (b *responseBody) Read(p []byte) (int, error) {
-	n, err := b.s.read(p)
+	s := (*stream)(b)
+	n, err := s.read(p)
 	if err != nil {
-		b.eof = err == io.EOF
-		b.stop()
+		s.bodyEOF = err == io.EOF
+		s.stop()
 	}
 	return n, err
 }
 
 func (b *responseBody) Close() error {
-	b.stop()
-	if !b.eof {
-		b.cc.cancel(b.s, errBodyClosed)
+	s := (*stream)(b)
+	s.stop()
+	if !s.bodyEOF {
+		s.c.cancel(s, errBodyClosed)
 	}
 	return nil
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/sigil-mesh/sigil/proxy/h2abuse"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // Limits bound what one connection accepts from its peer and buffers for
@@ -145,6 +144,7 @@ type conn struct {
 	// Read loop only.
 	sawSettings bool
 	opened      uint32 // highest stream the peer opened, for count
+	blocks      *blockReader
 }
 
 func newConn(nc net.Conn, lim Limits, r role) *conn {
@@ -156,8 +156,10 @@ func newConn(nc net.Conn, lim Limits, r role) *conn {
 	c.w.count = c.count
 	c.br = bufio.NewReaderSize(nc, readBufSize)
 	c.fr = http2.NewFramer(nil, c.br)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = lim.MaxHeaderListSize
+	// A DATA frame's struct is reused for the next: data copies its bytes
+	// before the next read.
+	c.fr.SetReuseFrames()
+	c.blocks = newBlockReader(lim.MaxHeaderListSize)
 	c.fr.SetMaxReadFrameSize(1 << 20)
 	return c
 }
@@ -224,6 +226,9 @@ func (c *conn) readLoop() error {
 	for {
 		f, err := c.fr.ReadFrame()
 		c.framesRead.Add(1)
+		if err == nil {
+			f, err = c.blocks.take(f)
+		}
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -240,6 +245,9 @@ func (c *conn) readLoop() error {
 			}
 			c.close(err)
 			return err
+		}
+		if f == nil {
+			continue // a header block goes on in CONTINUATION frames
 		}
 		if !c.sawSettings {
 			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
@@ -446,8 +454,8 @@ func (c *conn) data(f *http2.DataFrame) error {
 		s.rerr = io.EOF
 	}
 	done := s.remoteEnd && s.localEnd
-	c.mu.Unlock()
 	s.wakeRecv()
+	c.mu.Unlock()
 	if done {
 		c.forget(s)
 	}

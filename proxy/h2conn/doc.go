@@ -6,8 +6,12 @@
 //
 // # Why parts of it are hand-written
 //
-// Framing and HPACK come from golang.org/x/net/http2. The connection's
-// writer is our own: one goroutine per connection drains a queue of
+// Framing and HPACK come from golang.org/x/net/http2; header blocks are
+// gathered from HEADERS and CONTINUATION frames here (blockReader, with
+// the framer's checks), into one reused frame and field slice per
+// connection, and handlers run on goroutines kept for the next stream,
+// so that a request costs few allocations and no stack growth. The
+// connection's writer is our own: one goroutine per connection drains a queue of
 // frames (HEADERS, DATA, trailers, WINDOW_UPDATE, SETTINGS and PING
 // acknowledgements, RST_STREAM, GOAWAY) from every stream into one buffer
 // and writes it with one call when the queue is empty, as grpc-go's

@@ -59,6 +59,14 @@ func FuzzServerFrames(f *testing.F) {
 		fr.WriteData(1, true, bytes.Repeat([]byte("d"), 70000%16384))
 		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 2, BlockFragment: enc(getFields...), EndHeaders: true})
 	}))
+	f.Add(frames(func(fr *http2.Framer, enc func(...hpack.HeaderField) []byte) {
+		// Malformed blocks (blockReader's checks), then one too large.
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(append(getFields, hpack.HeaderField{Name: "X-Up", Value: "v"})...), EndStream: true, EndHeaders: true})
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: enc(hpack.HeaderField{Name: "x-a", Value: "v"}, hpack.HeaderField{Name: ":path", Value: "/"}), EndStream: true, EndHeaders: true})
+		b := enc(append(getFields, hpack.HeaderField{Name: "x-big", Value: string(bytes.Repeat([]byte("v"), 70000))})...)
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: b[:16384], EndStream: true})
+		fr.WriteContinuation(5, true, b[16384:])
+	}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var pre bytes.Buffer
 		pre.WriteString(http2.ClientPreface)

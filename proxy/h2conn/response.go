@@ -21,8 +21,12 @@ import (
 func (sc *serverConn) request(s *stream, f *http2.MetaHeadersFrame) (*http.Request, error) {
 	method, path := f.PseudoValue("method"), f.PseudoValue("path")
 	scheme, authority := f.PseudoValue("scheme"), f.PseudoValue("authority")
-	req := &http.Request{Method: method, Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, len(f.Fields)),
-		RemoteAddr: sc.nc.RemoteAddr().String(), TLS: sc.tls, ContentLength: -1}
+	fields := f.RegularFields()
+	// Built here and copied once with its context (WithContext), so
+	// that it costs one allocation.
+	req := http.Request{Method: method, Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, len(fields)),
+		RemoteAddr: sc.remoteAddr, TLS: sc.tls, ContentLength: -1}
+	vals := make([]string, len(fields)) // see headerMap
 	switch {
 	case method == "":
 		return nil, errors.New("h2conn: request without :method")
@@ -41,7 +45,7 @@ func (sc *serverConn) request(s *stream, f *http2.MetaHeadersFrame) (*http.Reque
 		}
 		req.URL, req.RequestURI = u, path
 	}
-	for _, hf := range f.RegularFields() {
+	for i, hf := range fields {
 		switch hf.Name {
 		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
 			return nil, fmt.Errorf("h2conn: connection-specific header %q", hf.Name)
@@ -67,66 +71,59 @@ func (sc *serverConn) request(s *stream, f *http2.MetaHeadersFrame) (*http.Reque
 			}
 			continue
 		}
-		k := http.CanonicalHeaderKey(hf.Name)
-		req.Header[k] = append(req.Header[k], hf.Value)
+		addField(req.Header, vals, i, canonicalKey(hf.Name), hf.Value)
 	}
 	req.Host = authority
-	for _, v := range req.Header["Trailer"] {
-		for k := range strings.SplitSeq(v, ",") {
-			if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
-				if req.Trailer == nil {
-					req.Trailer = http.Header{}
-				}
-				req.Trailer[k] = nil
-			}
-		}
-	}
+	req.Trailer = declaredTrailers(req.Header)
 	ctx, cancel := context.WithCancel(sc.ctx)
-	req = req.WithContext(ctx)
+	r := req.WithContext(ctx)
 	sc.mu.Lock()
-	s.cancel, s.trailer = cancel, req.Trailer
+	s.cancel = cancel
+	if r.Trailer != nil {
+		s.trailerTo = &r.Trailer
+	}
 	ended := s.remoteEnd
 	if s.failed {
 		cancel()
 	}
 	sc.mu.Unlock()
 	if ended {
-		if req.ContentLength > 0 {
+		if r.ContentLength > 0 {
 			return nil, errors.New("h2conn: content-length without a body")
 		}
-		req.ContentLength, req.Body = 0, http.NoBody
+		r.ContentLength, r.Body = 0, http.NoBody
 	} else {
-		req.Body = &requestBody{s: s, expect: strings.EqualFold(req.Header.Get("Expect"), "100-continue")}
+		s.expect = strings.EqualFold(r.Header.Get("Expect"), "100-continue")
+		r.Body = (*requestBody)(s)
 	}
-	return req, nil
+	return r, nil
 }
 
-// requestBody is a request's body as the handler reads it; its first read
-// sends 100 Continue to a client that asked for it.
-type requestBody struct {
-	s      *stream
-	expect bool
-}
+// requestBody is a request's body as the handler reads it (its stream,
+// so that it costs no allocation of its own); its first read sends 100
+// Continue to a client that asked for it.
+type requestBody stream
 
 func (b *requestBody) Read(p []byte) (int, error) {
-	if b.expect {
-		b.expect = false
-		c := b.s.c
+	s := (*stream)(b)
+	if s.expect {
+		s.expect = false
+		c := s.c
 		c.mu.Lock()
-		if !b.s.headQueued && b.s.sendErr == nil {
-			c.w.enqueue(frame{kind: kHeaders, stream: b.s.id, fields: []hpack.HeaderField{{Name: ":status", Value: "100"}}})
+		if !s.headQueued && s.sendErr == nil {
+			c.w.enqueue(frame{kind: kHeaders, stream: s.id, fields: []hpack.HeaderField{{Name: ":status", Value: "100"}}})
 		}
 		c.mu.Unlock()
 	}
-	return b.s.read(p)
+	return s.read(p)
 }
 
 // Received reports whether the whole body has arrived (the proxy's body
 // rate watch skips such bodies).
 func (b *requestBody) Received() bool {
-	b.s.c.mu.Lock()
-	defer b.s.c.mu.Unlock()
-	return b.s.remoteEnd
+	b.c.mu.Lock()
+	defer b.c.mu.Unlock()
+	return b.remoteEnd
 }
 
 // Close stops nothing: the stream's window is returned when the handler
@@ -162,10 +159,7 @@ func (w *responseWriter) SetReadDeadline(t time.Time) error {
 		return nil
 	}
 	s := w.s
-	w.deadline = time.AfterFunc(time.Until(t), func() {
-		s.c.w.enqueue(frame{kind: kRST, stream: s.id, code: http2.ErrCodeCancel})
-		s.c.endStream(s, os.ErrDeadlineExceeded)
-	})
+	w.deadline = time.AfterFunc(time.Until(t), func() { s.c.cancel(s, os.ErrDeadlineExceeded) })
 	return nil
 }
 
@@ -179,7 +173,7 @@ func (w *responseWriter) WriteHeader(code int) {
 		if code == http.StatusSwitchingProtocols {
 			return // no upgrades in HTTP/2 (RFC 9113, section 8.6)
 		}
-		fields := headerFields([]hpack.HeaderField{{Name: ":status", Value: strconv.Itoa(code)}}, w.h)
+		fields := headerFields([]hpack.HeaderField{{Name: ":status", Value: statusCode(code)}}, w.h)
 		c := w.s.c
 		c.mu.Lock()
 		if !w.s.headQueued {
@@ -227,21 +221,29 @@ func (w *responseWriter) Flush() {
 }
 
 // flush queues the head (once), the buffered body and, with end, the
-// trailers.
+// trailers; a body sent whole with the head and no trailers gets its
+// Content-Length.
 func (w *responseWriter) flush(end bool) error {
 	if w.err != nil {
 		return w.err
 	}
+	var tf []hpack.HeaderField
+	if end {
+		tf = w.trailerFields()
+	}
 	var head, tail *frame
 	if !w.sent {
 		w.sent = true
-		fields := headerFields([]hpack.HeaderField{{Name: ":status", Value: strconv.Itoa(w.status)}}, w.h)
+		fields := make([]hpack.HeaderField, 1, 2+len(w.h))
+		fields[0] = hpack.HeaderField{Name: ":status", Value: statusCode(w.status)}
+		fields = headerFields(fields, w.h)
+		if end && tf == nil && bodyAllowed(w.status) && w.req != nil && w.req.Method != http.MethodHead && len(w.h["Content-Length"]) == 0 {
+			fields = append(fields, hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(w.buf))})
+		}
 		head = &frame{kind: kHeaders, stream: w.s.id, fields: fields}
 	}
-	if end {
-		if t := w.trailerFields(); len(t) > 0 {
-			tail = &frame{kind: kHeaders, stream: w.s.id, fields: t}
-		}
+	if len(tf) > 0 {
+		tail = &frame{kind: kHeaders, stream: w.s.id, fields: tf}
 	}
 	err := w.s.send(head, w.buf, tail, end)
 	w.buf = w.buf[:0]
@@ -249,14 +251,10 @@ func (w *responseWriter) flush(end bool) error {
 	return err
 }
 
-// finish ends the response when the handler returns; a body sent whole
-// gets its Content-Length.
+// finish ends the response when the handler returns.
 func (w *responseWriter) finish() error {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
-	}
-	if !w.sent && bodyAllowed(w.status) && w.req != nil && w.req.Method != http.MethodHead && w.h.Get("Content-Length") == "" && w.trailerFields() == nil {
-		w.h.Set("Content-Length", strconv.Itoa(len(w.buf)))
 	}
 	err := w.flush(true)
 	putData(w.buf)

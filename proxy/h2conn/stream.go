@@ -4,10 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"strings"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // stream is one request and its response on a connection.
@@ -26,38 +24,63 @@ type stream struct {
 	localEnd   bool  // END_STREAM sent
 	remoteEnd  bool  // END_STREAM received
 	failed     bool
-	released   bool        // left the connection: its unread bytes no longer count
-	trailer    http.Header // where received trailers go, by the reader at EOF
-	gotTrail   http.Header // trailers received, not yet handed over
-	headQueued bool        // the final response head is queued (server)
+	released   bool         // left the connection: its unread bytes no longer count
+	trailerTo  *http.Header // where received trailers go, by the reader at EOF (a map made then if nil); nil: none taken
+	gotTrail   http.Header  // trailers received, not yet handed over
+	headQueued bool         // the final response head is queued (server)
+	expect     bool         // server: the request body's first read sends 100 Continue
+	bodyEOF    bool         // client: the response body was read to its end (its reader only)
+	stop       func() bool  // client: stops watching the request's context
 
-	recvc    chan struct{}      // one token: rbuf or rerr changed
-	sendc    chan struct{}      // one token: a send window grew, or sendErr was set
-	failedc  chan struct{}      // closed on fail
-	cancel   context.CancelFunc // the server handler's context
-	response chan *http.Response
-	req      *http.Request // client: the request
-	gotHead  bool          // client: the final response head arrived (read loop only)
-	cont     chan struct{} // client: closed at 100 Continue or the final response
+	// recvc and sendc hold one token each: rbuf, rerr or resp changed;
+	// a send window grew, or sendErr was set. Each has one waiter (the
+	// body's reader; the sender), who makes it under c.mu when it first
+	// waits, so a stream nobody waits on allocates neither.
+	recvc   chan struct{}
+	sendc   chan struct{}
+	cancel  context.CancelFunc // the server handler's context
+	resp    *http.Response     // client: the final response head, until await takes it
+	req     *http.Request      // client: the request
+	gotHead bool               // client: the final response head arrived (read loop only)
+	cont    chan struct{}      // client with Expect: 100-continue: closed at 100 Continue, the final response or fail
 }
 
 func (c *conn) newStream(id uint32) *stream {
-	return &stream{c: c, id: id, sendWin: c.initSend, recvWin: int64(c.lim.StreamWindow),
-		recvc: make(chan struct{}, 1), sendc: make(chan struct{}, 1), failedc: make(chan struct{})}
+	s := new(stream)
+	c.initStream(s, id)
+	return s
 }
 
-func (s *stream) wakeRecv() {
+// initStream readies s, allocated by the caller (with the side's own
+// per-stream state, in one allocation), as stream id.
+func (c *conn) initStream(s *stream, id uint32) {
+	s.c, s.id, s.sendWin, s.recvWin = c, id, c.initSend, int64(c.lim.StreamWindow)
+}
+
+// wakeRecv and wakeSend wake the stream's reader and sender; c.mu held.
+func (s *stream) wakeRecv() { wake(s.recvc) }
+
+func (s *stream) wakeSend() { wake(s.sendc) }
+
+func wake(ch chan struct{}) {
+	if ch == nil {
+		return // nobody waits yet: the first waiter checks the state first
+	}
 	select {
-	case s.recvc <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
 
-func (s *stream) wakeSend() {
-	select {
-	case s.sendc <- struct{}{}:
-	default:
+// wait waits for a token on *ch (s.recvc or s.sendc), making the channel
+// at the first wait; c.mu held on entry, released on return.
+func (s *stream) wait(ch *chan struct{}) {
+	if *ch == nil {
+		*ch = make(chan struct{}, 1)
 	}
+	token := *ch
+	s.c.mu.Unlock()
+	<-token
 }
 
 // fail ends the stream's sending and, unless the body already ended,
@@ -77,10 +100,12 @@ func (s *stream) fail(err error) {
 		s.rerr = err
 	}
 	cancel := s.cancel
-	c.mu.Unlock()
-	close(s.failedc)
 	s.wakeRecv()
 	s.wakeSend()
+	if s.cont != nil {
+		closeOnce(s.cont)
+	}
+	c.mu.Unlock()
 	if cancel != nil {
 		cancel()
 	}
@@ -122,16 +147,19 @@ func (s *stream) read(p []byte) (int, error) {
 		if err := s.rerr; err != nil {
 			if err == io.EOF && s.gotTrail != nil {
 				// The reader's goroutine owns the map it was given.
-				for k, v := range s.gotTrail {
-					s.trailer[k] = v
+				if t := *s.trailerTo; t != nil {
+					for k, v := range s.gotTrail {
+						t[k] = v
+					}
+				} else {
+					*s.trailerTo = s.gotTrail
 				}
 				s.gotTrail = nil
 			}
 			c.mu.Unlock()
 			return 0, err
 		}
-		c.mu.Unlock()
-		<-s.recvc
+		s.wait(&s.recvc)
 	}
 }
 
@@ -163,11 +191,7 @@ func (s *stream) send(head *frame, p []byte, tail *frame, end bool) error {
 				}
 				head = nil
 			}
-			c.mu.Unlock()
-			select {
-			case <-s.sendc:
-			case <-s.failedc:
-			}
+			s.wait(&s.sendc)
 			continue
 		}
 		last := int(n) == len(p)
@@ -205,6 +229,15 @@ func (s *stream) send(head *frame, p []byte, tail *frame, end bool) error {
 	}
 }
 
+// continued wakes a sender waiting for 100 Continue.
+func (s *stream) continued() {
+	s.c.mu.Lock()
+	if s.cont != nil {
+		closeOnce(s.cont)
+	}
+	s.c.mu.Unlock()
+}
+
 // trailers takes trailers received on s (HEADERS with END_STREAM after
 // the head) into its trailer map and ends its body.
 func (s *stream) trailers(f *http2.MetaHeadersFrame) { s.end(f) }
@@ -218,65 +251,17 @@ func (s *stream) endRemote() { s.end(nil) }
 func (s *stream) end(f *http2.MetaHeadersFrame) {
 	c := s.c
 	c.mu.Lock()
-	if f != nil && s.trailer != nil {
-		s.gotTrail = http.Header{}
-		for _, hf := range f.RegularFields() {
-			k := http.CanonicalHeaderKey(hf.Name)
-			s.gotTrail[k] = append(s.gotTrail[k], hf.Value)
-		}
+	if f != nil && s.trailerTo != nil {
+		s.gotTrail = headerMap(f.RegularFields())
 	}
 	s.remoteEnd = true
 	if s.rerr == nil {
 		s.rerr = io.EOF
 	}
 	done := s.localEnd
-	c.mu.Unlock()
 	s.wakeRecv()
+	c.mu.Unlock()
 	if done {
 		c.forget(s)
 	}
-}
-
-// headerFields turns h into HPACK fields after pseudo, lower-casing names
-// and leaving out what HTTP/2 forbids (RFC 9113, section 8.2.2).
-func headerFields(pseudo []hpack.HeaderField, h http.Header) []hpack.HeaderField {
-	fs := pseudo
-	for k, vs := range h {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			continue
-		}
-		lk := lowerHeader(k)
-		switch lk {
-		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade", "host":
-			continue
-		case "te":
-			for _, v := range vs {
-				if v == "trailers" {
-					fs = append(fs, hpack.HeaderField{Name: "te", Value: v})
-				}
-			}
-			continue
-		}
-		for _, v := range vs {
-			fs = append(fs, hpack.HeaderField{Name: lk, Value: v, Sensitive: lk == "authorization" || lk == "cookie" && len(v) < 20})
-		}
-	}
-	return fs
-}
-
-// lowerHeader lower-cases a header name without allocating when it
-// already is.
-func lowerHeader(k string) string {
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; 'A' <= c && c <= 'Z' {
-			b := []byte(k)
-			for j := i; j < len(b); j++ {
-				if 'A' <= b[j] && b[j] <= 'Z' {
-					b[j] += 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return k
 }

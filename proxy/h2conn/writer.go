@@ -263,20 +263,23 @@ func (w *writer) data(stream uint32, p []byte, end bool) error {
 }
 
 // dataPool holds the buffers DATA frames are copied into on their way to
-// the writer (dataChunk bytes each).
-var dataPool = sync.Pool{New: func() any { b := make([]byte, dataChunk); return &b }}
+// the writer. It holds arrays, whose pointer a slice of a full one gives
+// back without allocating (a *[]byte would cost one per Put).
+var dataPool = sync.Pool{New: func() any { return new([dataChunk]byte) }}
 
 // dataChunk is the most one DATA frame queued at a time carries.
 const dataChunk = 16 << 10
 
+// getData is a pooled buffer holding a copy of p (at most dataChunk
+// bytes).
 func getData(p []byte) []byte {
-	b := *(dataPool.Get().(*[]byte))
-	return append(b[:0], p...)
+	return append(dataPool.Get().(*[dataChunk]byte)[:0], p...)
 }
 
+// putData returns a buffer from getData to the pool; others are left to
+// the collector.
 func putData(b []byte) {
 	if cap(b) == dataChunk {
-		b = b[:0]
-		dataPool.Put(&b)
+		dataPool.Put((*[dataChunk]byte)(b[:dataChunk]))
 	}
 }
