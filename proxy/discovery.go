@@ -240,6 +240,7 @@ func (o *outbound) newEndpoint(ep naming.Endpoint, port uint32, id spiffeid.ID, 
 			make:          func(alpn string) *http.Transport { return o.transportFor(id, alpn, co) },
 			newH2:         func() *h2conn.Client { return o.h2ClientFor(addr, id, co) },
 			protocolError: o.p.metrics.protocolError("outbound"),
+			retried:       o.p.metrics.h1Retried,
 			dial: func(ctx context.Context) (net.Conn, error) {
 				// Our SVID now is the one the handshake presents or an older
 				// one: its expiry is a safe bound for the connection.

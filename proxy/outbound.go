@@ -175,6 +175,7 @@ func (o *outbound) h2ClientFor(addr string, id spiffeid.ID, co connOpts) *h2conn
 		IdleTimeout:  90 * time.Second,
 		PingInterval: ping.SendPingTimeout,
 		PingTimeout:  ping.PingTimeout,
+		OnRetry:      o.p.metrics.h2Retried,
 	}
 }
 

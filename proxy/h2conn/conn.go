@@ -87,6 +87,23 @@ func (e ResetError) Error() string { return "h2conn: stream reset: " + e.Code.St
 // send again on another connection, whatever its method.
 var ErrRefused = errors.New("h2conn: stream refused by the peer (REFUSED_STREAM, or after its GOAWAY), not processed")
 
+// ErrNotSent is a request whose connection ended before any byte of its
+// HEADERS was written to it (the connection already failed, or failed
+// with the request still queued): the peer never saw it, so it is safe to
+// send again on another connection, whatever its method (net/http's
+// "nothing written" rule).
+var ErrNotSent = errors.New("h2conn: connection ended before the request was written, not processed")
+
+// IsUnprocessed reports whether err is a request the peer cannot have
+// processed (ErrRefused or ErrNotSent): one a client may send again on
+// another connection, whatever its method and independent of any retry
+// policy, as Go's HTTP/2 transport does (errClientConnUnusable,
+// errClientConnGotGoAway, REFUSED_STREAM) and Envoy's refused-stream and
+// reset-before-request retries.
+func IsUnprocessed(err error) bool {
+	return errors.Is(err, ErrRefused) || errors.Is(err, ErrNotSent)
+}
+
 // errEnhanceYourCalm closes a connection whose peer broke the frame limits.
 var errEnhanceYourCalm = errors.New("h2conn: peer sent too many resets or control frames (ENHANCE_YOUR_CALM)")
 
@@ -137,6 +154,7 @@ type conn struct {
 	idleTimeout time.Duration
 	idleTimer   *time.Timer
 	framesRead  atomic.Uint64
+	writerDone  chan struct{} // closed when the writer stops (nil before start)
 
 	// count judges the peer's resets and control frames (Reset and
 	// Control from the read loop only; Progress from the writer too).
@@ -179,7 +197,12 @@ func (c *conn) settings(server bool) []frame {
 
 // start runs the writer; the connection closes when it stops.
 func (c *conn) start() {
-	go func() { c.close(c.w.run()) }()
+	c.writerDone = make(chan struct{})
+	go func() {
+		err := c.w.run()
+		close(c.writerDone)
+		c.close(err)
+	}()
 }
 
 // close ends the connection and every stream on it; the first error
@@ -200,8 +223,18 @@ func (c *conn) close(err error) {
 	c.mu.Unlock()
 	c.w.close()
 	c.nc.Close()
+	if c.writerDone != nil && !c.server {
+		// Closing nc ends any write in progress; once the writer has
+		// stopped, its count of bytes sent is final, and tells the
+		// requests that never left from those the peer may have seen.
+		<-c.writerDone
+	}
 	for _, s := range streams {
-		s.fail(fmt.Errorf("h2conn: connection closed: %w", err))
+		if !c.server && (s.hdrAt < 0 || s.hdrAt >= c.w.sent) {
+			s.fail(fmt.Errorf("h2conn: connection closed before the request was sent: %w: %w", ErrNotSent, err))
+		} else {
+			s.fail(fmt.Errorf("h2conn: connection closed: %w", err))
+		}
 		c.role.forgot(s)
 	}
 }

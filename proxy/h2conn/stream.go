@@ -39,11 +39,15 @@ type stream struct {
 	req      *http.Request // client: the request
 	gotHead  bool          // client: the final response head arrived (read loop only)
 	cont     chan struct{} // client: closed at 100 Continue or the final response
+	// hdrAt is where the first byte of the request's HEADERS went in the
+	// bytes written on the connection (client; -1: not written). Set by
+	// the writer, read once it has stopped (conn.close).
+	hdrAt int64
 }
 
 func (c *conn) newStream(id uint32) *stream {
 	return &stream{c: c, id: id, sendWin: c.initSend, recvWin: int64(c.lim.StreamWindow),
-		recvc: make(chan struct{}, 1), sendc: make(chan struct{}, 1), failedc: make(chan struct{})}
+		recvc: make(chan struct{}, 1), sendc: make(chan struct{}, 1), failedc: make(chan struct{}), hdrAt: -1}
 }
 
 func (s *stream) wakeRecv() {
