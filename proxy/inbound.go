@@ -71,7 +71,8 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	// (see handshake), which gets the HTTP/2 ones, decrypted and watched
 	// by a frameGuard: to the server they are HTTP/2 with prior knowledge.
 	in.srv.Protocols.SetUnencryptedHTTP2(true)
-	// HTTP/2 between sidecars (gRPC, and HTTP/1.1 under h2UpgradePolicy)
+	// HTTP/2 between sidecars (gRPC, and HTTP/1.1 unless h2UpgradePolicy
+	// is DO_NOT_UPGRADE)
 	// is served by h2conn, whose one writer per connection sends the
 	// frames of many streams in one write (bench/README.md).
 	in.h2 = &h2conn.Server{
