@@ -33,8 +33,10 @@ type cluster struct {
 	ping h2Ping
 	// hash is its policy's loadBalancer.consistentHash (nil: none).
 	hash *hashPolicy
-	// upgradeH2 is its policy's connectionPool.http.h2UpgradePolicy
-	// UPGRADE: HTTP/1.1 requests travel between the sidecars over HTTP/2.
+	// upgradeH2 is false when its policy's
+	// connectionPool.http.h2UpgradePolicy is DO_NOT_UPGRADE: by default
+	// (unset, DEFAULT, UPGRADE) HTTP/1.1 requests travel between the
+	// sidecars over HTTP/2.
 	upgradeH2 bool
 	// warm is its policy's loadBalancer warmup (zero: none).
 	warm slowStart
@@ -51,9 +53,10 @@ func (c *cluster) now() time.Time {
 }
 
 // kindOf picks the connection a request travels on to the cluster's
-// sidecars: as the package's kindOf, but HTTP/1.1 over HTTP/2 when the
-// policy says UPGRADE (never a WebSocket upgrade, which HTTP/2 between
-// the sidecars cannot carry as it came; Envoy's upgrade skips them too).
+// sidecars: as the package's kindOf, but HTTP/1.1 over HTTP/2 unless the
+// policy says DO_NOT_UPGRADE (never a WebSocket upgrade, which HTTP/2
+// between the sidecars cannot carry as it came; Envoy's upgrade skips
+// them too).
 func (c *cluster) kindOf(r *http.Request) int {
 	k := kindOf(r)
 	if k == viaH1 && c.upgradeH2 && !isWebSocketUpgrade(r.Header) {
@@ -62,9 +65,13 @@ func (c *cluster) kindOf(r *http.Request) int {
 	return k
 }
 
-// upgradeH2Of reads connectionPool.http.h2UpgradePolicy.
+// upgradeH2Of reads connectionPool.http.h2UpgradePolicy: only
+// DO_NOT_UPGRADE keeps HTTP/1.1 between the sidecars. Sigil's mesh-wide
+// default is to upgrade, as Linkerd's proxies do (Istio's is not to):
+// many requests then share one mTLS connection per pair of sidecars and
+// one write carries the frames of many (docs/istio.md, bench/README.md).
 func upgradeH2Of(p *traffic.TrafficPolicy) bool {
-	return p != nil && p.ConnectionPool != nil && p.ConnectionPool.HTTP != nil && p.ConnectionPool.HTTP.H2UpgradePolicy == traffic.H2UpgradeUpgrade
+	return p == nil || p.ConnectionPool == nil || p.ConnectionPool.HTTP == nil || p.ConnectionPool.HTTP.H2UpgradePolicy != traffic.H2UpgradeDoNotUpgrade
 }
 
 // conns is the cluster's connections to ep: those its sni and
