@@ -79,6 +79,10 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 		Handler:     p.bodyRate.handler(in),
 		IdleTimeout: in.srv.IdleTimeout,
 		Limits:      h2connLimits(p.h2Limits),
+		// A peer sidecar's connection carries many apps' requests: one
+		// app's abuse, relayed, ends it without failing the others'
+		// requests already taken (docs/limits.md).
+		AbuseDrain: peerAbuseDrain,
 		OnAbuse: func(peer net.Addr, reason string) {
 			p.h2Closed.WithLabelValues("inbound", reason).Inc()
 			p.log.Warn("http2 connection closed for abuse (GOAWAY ENHANCE_YOUR_CALM)", "listener", "inbound", "peer", peer.String(), "reason", reason)
@@ -87,6 +91,11 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	}
 	return in
 }
+
+// peerAbuseDrain is how long the requests already taken on a connection
+// from another sidecar may run once the connection is cut for abuse
+// (h2conn.Server.AbuseDrain), Envoy's drain_timeout bound for a GOAWAY.
+const peerAbuseDrain = 2 * time.Second
 
 func (in *inbound) appProxy(tr http.RoundTripper) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{

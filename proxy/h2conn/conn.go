@@ -160,8 +160,13 @@ type conn struct {
 	// Control from the read loop only; Progress from the writer too).
 	count *h2abuse.Counter
 
+	// abuseDrain is how long the streams already open may run once the
+	// peer broke the frame limits (Server.AbuseDrain; 0: closed at once).
+	abuseDrain time.Duration
+
 	// Read loop only.
 	sawSettings bool
+	calmed      bool   // GOAWAY ENHANCE_YOUR_CALM sent, draining
 	opened      uint32 // highest stream the peer opened, for count
 }
 
@@ -260,8 +265,8 @@ func (c *conn) readLoop() error {
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
-				if c.count.Control() {
-					return c.calm(ReasonControlFlood)
+				if c.count.Control() && c.calm(ReasonControlFlood) != nil {
+					return errEnhanceYourCalm
 				}
 				c.resetStream(se.StreamID, se.Code)
 				continue
@@ -286,7 +291,9 @@ func (c *conn) readLoop() error {
 			if errors.As(err, &ce) {
 				c.goAwayAndClose(http2.ErrCode(ce), fmt.Errorf("h2conn: peer broke the protocol: %w", err))
 			} else if errors.Is(err, errEnhanceYourCalm) {
-				c.goAwayAndClose(http2.ErrCodeEnhanceYourCalm, err)
+				if !c.calmDown() {
+					continue
+				}
 			} else {
 				c.close(err)
 			}
@@ -297,12 +304,48 @@ func (c *conn) readLoop() error {
 
 func (c *conn) calm(reason string) error {
 	c.abused(reason)
-	c.goAwayAndClose(http2.ErrCodeEnhanceYourCalm, errEnhanceYourCalm)
-	return errEnhanceYourCalm
+	if c.calmDown() {
+		return errEnhanceYourCalm
+	}
+	return nil
+}
+
+// calmDown answers a peer that broke the frame limits with GOAWAY
+// ENHANCE_YOUR_CALM and the connection's close: at once, or, with an
+// abuseDrain, once the streams already open have ended or the drain has
+// passed (the GOAWAY names the last stream taken, so the peer sends the
+// later ones again elsewhere; RFC 9113, section 6.8). It reports whether
+// the connection is closed and the read loop must stop.
+func (c *conn) calmDown() bool {
+	if c.calmed {
+		return false
+	}
+	if c.abuseDrain <= 0 {
+		c.goAwayAndClose(http2.ErrCodeEnhanceYourCalm, errEnhanceYourCalm)
+		return true
+	}
+	c.calmed = true
+	c.mu.Lock()
+	c.goingAway = true
+	last, idle := c.lastRemote, c.inUse == 0
+	c.mu.Unlock()
+	if c.w.enqueue(frame{kind: kGoAway, n: last, code: http2.ErrCodeEnhanceYourCalm}) != nil || idle {
+		c.w.flushed(time.Second)
+		c.close(errEnhanceYourCalm)
+		return true
+	}
+	time.AfterFunc(c.abuseDrain, func() { c.close(errEnhanceYourCalm) })
+	return false
 }
 
 // abused tells OnAbuse why the connection is about to close.
 func (c *conn) abused(reason string) error {
+	if c.calmed {
+		// Draining after GOAWAY ENHANCE_YOUR_CALM: no new stream is
+		// served, and what the peer still sends is handled as usual until
+		// the drain ends.
+		return nil
+	}
 	if c.onAbuse != nil {
 		c.onAbuse(c.nc.RemoteAddr(), reason)
 	}
@@ -320,7 +363,9 @@ func (c *conn) handle(f http2.Frame) error {
 		return c.role.headers(f)
 	case *http2.DataFrame:
 		if f.Length == 0 && !f.StreamEnded() && c.count.Control() {
-			return c.abused(ReasonControlFlood)
+			if err := c.abused(ReasonControlFlood); err != nil {
+				return err
+			}
 		}
 		return c.data(f)
 	case *http2.WindowUpdateFrame:
@@ -330,7 +375,9 @@ func (c *conn) handle(f http2.Frame) error {
 			return nil
 		}
 		if c.count.Control() {
-			return c.abused(ReasonControlFlood)
+			if err := c.abused(ReasonControlFlood); err != nil {
+				return err
+			}
 		}
 		return c.peerSettings(f)
 	case *http2.PingFrame:
@@ -338,12 +385,16 @@ func (c *conn) handle(f http2.Frame) error {
 			return nil
 		}
 		if c.count.Control() {
-			return c.abused(ReasonControlFlood)
+			if err := c.abused(ReasonControlFlood); err != nil {
+				return err
+			}
 		}
 		return c.w.enqueue(frame{kind: kPing, data: append([]byte(nil), f.Data[:]...)})
 	case *http2.PriorityFrame:
 		if c.count.Control() {
-			return c.abused(ReasonControlFlood)
+			if err := c.abused(ReasonControlFlood); err != nil {
+				return err
+			}
 		}
 	case *http2.RSTStreamFrame:
 		// Only a client's resets cost a server work it cannot refuse
@@ -351,7 +402,9 @@ func (c *conn) handle(f http2.Frame) error {
 		// reasons (an answer sent before the body was read, a refusal),
 		// and a client counting them would cut itself off under load.
 		if c.server && c.count.Reset() {
-			return c.abused(ReasonRapidReset)
+			if err := c.abused(ReasonRapidReset); err != nil {
+				return err
+			}
 		}
 		c.mu.Lock()
 		s := c.streams[f.StreamID]
