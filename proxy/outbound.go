@@ -17,7 +17,8 @@ import (
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/proxy/h1"
-	"github.com/sigil-mesh/sigil/proxy/h2conn"
+	"github.com/sigil-mesh/sigil/proxy/hop"
+	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -27,23 +28,24 @@ import (
 // HTTP proxy client, or origin-form with Host), or uses CONNECT for TCP.
 // Transparent mode: iptables redirects the app's connections here and the
 // original destination picks the service. Routing follows the mesh's
-// VirtualServices and DestinationRules (see forward.go).
+// VirtualServices and DestinationRules (forward.go: ServeHTTP and send;
+// route.go: the steps of a route in order).
 type outbound struct {
 	p        *Proxy
 	queue    *connQueue
 	srv      *http.Server // h2c from the app (gRPC)
 	fast     *h1.Server   // HTTP/1.x from the app
 	state    atomic.Pointer[meshState]
-	clusters *clusters
-	upstream *upstreamConns // connections to other sidecars, capped per destination
-	mirrors  chan struct{}  // bounds mirrored requests in flight
+	clusters *upstream.Clusters
+	upstream *upstream.Conns // connections to other sidecars, capped per destination
+	mirrors  chan struct{}   // bounds mirrored requests in flight
 	tcp      sync.WaitGroup
 	// defaults holds the route of each service no VirtualService covers
 	// (naming.Service → *traffic.Route), built on first use.
 	defaults sync.Map
 
 	epMu      sync.Mutex
-	endpoints map[string]*endpoint
+	endpoints map[string]*upstream.Endpoint
 	// synced is set once the first discovery snapshot is in force: the
 	// endpoints it brought were there before this sidecar, so they join
 	// warm; later ones join at the time they appear (slowStart).
@@ -92,7 +94,7 @@ func (c *routedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 func (c *routedConn) NetConn() net.Conn { return c.Conn }
 
 func newOutbound(p *Proxy, addr net.Addr) *outbound {
-	o := &outbound{p: p, queue: newConnQueue(addr), clusters: newClusters(), mirrors: make(chan struct{}, maxMirrorsInFlight), endpoints: map[string]*endpoint{}, upstream: newUpstreamConns(p.metrics.reg)}
+	o := &outbound{p: p, queue: newConnQueue(addr), clusters: upstream.NewClusters(), mirrors: make(chan struct{}, maxMirrorsInFlight), endpoints: map[string]*upstream.Endpoint{}, upstream: upstream.NewConns(p.metrics.reg)}
 	for name, up := range p.cfg.upstreams {
 		if up.ID.IsZero() {
 			p.log.Warn("upstream has no expected identity; any identity of the trust domain is accepted", "upstream", name)
@@ -100,7 +102,7 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 	}
 	o.setState(traffic.Compile(0, nil), 0, 0, nil)
 	o.srv = &http.Server{
-		Handler:           p.bodyRate.handler(followRequest(o)),
+		Handler:           p.bodyRate.handler(upstream.FollowRequest(o)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -127,57 +129,37 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 	return o
 }
 
-// transportFor makes a pooled transport to one endpoint whose TLS checks
-// the endpoint's identity (secure naming) and sends co.sni (clientTLS),
-// and whose HTTP/2 connections ping as co.ping says.
-func (o *outbound) transportFor(id spiffeid.ID, alpn string, co connOpts) *http.Transport {
-	tr := &http.Transport{
-		TLSClientConfig:     o.p.id.clientTLS(id, alpn, co.sni),
-		TLSHandshakeTimeout: hsLimit,
-		DialContext:         func(ctx context.Context, _, addr string) (net.Conn, error) { return o.upstream.dial(ctx, addr) },
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
-		Protocols:           new(http.Protocols),
-		HTTP2:               co.ping.config(),
-		// The app's Accept-Encoding passes as sent; Go's default adds gzip
-		// and unzips the answer behind the app's back.
-		DisableCompression: true,
+// DialSidecar opens the mTLS connection of kind to ep's sidecar
+// (upstream.Dialer): it must prove ep's identity (secure naming) and
+// speak kind's ALPN, and carries requests only until our certificate
+// expires, or the peer's if that comes first (h1 and h2conn take the
+// earlier).
+func (o *outbound) DialSidecar(ctx context.Context, ep *upstream.Endpoint, kind int, sni string) (net.Conn, error) {
+	alpn := alpnH1
+	if kind == upstream.ViaH2 {
+		alpn = alpnH2
 	}
-	if alpn == alpnH2 {
-		tr.Protocols.SetHTTP2(true)
-	} else {
-		tr.Protocols.SetHTTP1(true)
+	// Our SVID now is the one the handshake presents or an older
+	// one: its expiry is a safe bound for the connection.
+	own := o.p.id.notAfter()
+	c, err := o.dialTLS(ctx, ep.Addr, ep.ID, alpn, sni)
+	if err != nil {
+		return nil, err
 	}
-	return tr
+	return expiringConn{Conn: c.(*tls.Conn), notAfter: own}, nil
 }
 
-// h2ClientFor is the HTTP/2 client to one endpoint (proxy/h2conn: one
-// multiplexed connection, more only past the peer's stream limit), whose
-// TLS checks the endpoint's identity and sends co.sni, and whose
-// connections ping as co.ping says.
-func (o *outbound) h2ClientFor(addr string, id spiffeid.ID, co connOpts) *h2conn.Client {
-	ping := co.ping.config()
-	return &h2conn.Client{
-		Dialer: dialFunc(func(ctx context.Context) (net.Conn, error) {
-			// As for HTTP/1.1 (newEndpoint): streams stop before our
-			// certificate or the peer's expires (h2conn.NotAfterConn).
-			own := o.p.id.notAfter()
-			c, err := o.dialTLS(ctx, addr, id, alpnH2, co.sni)
-			if err != nil {
-				return nil, err
-			}
-			if p := c.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != alpnH2 {
-				c.Close()
-				return nil, fmt.Errorf("proxy: %s negotiated %q, not h2", addr, p)
-			}
-			return expiringConn{Conn: c.(*tls.Conn), notAfter: own}, nil
-		}),
-		IdleTimeout:  90 * time.Second,
-		PingInterval: ping.SendPingTimeout,
-		PingTimeout:  ping.PingTimeout,
-		OnRetry:      o.p.metrics.h2Retried,
-	}
+// expiringConn is an mTLS connection to a sidecar that carries requests
+// only until our certificate expires; h1 and h2conn take the earlier of
+// that and the peer certificate's expiry (h1.NotAfterConn,
+// h2conn.NotAfterConn).
+type expiringConn struct {
+	*tls.Conn
+	notAfter time.Time // ours, read before the handshake
 }
+
+// NotAfter is when the connection stops carrying new requests.
+func (c expiringConn) NotAfter() time.Time { return c.notAfter }
 
 func reasonOf(err error) string {
 	msg := err.Error()
@@ -274,14 +256,14 @@ func meshNames(self spiffeid.ID, claimed, clusterDomain string) (naming.Resolver
 // reachable through it), saying what would let such a host through.
 func refuseName(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, naming.ErrMalformed) {
-		writeError(w, r, http.StatusBadRequest, "sigil: bad host: "+err.Error())
+		hop.WriteError(w, r, http.StatusBadRequest, "sigil: bad host: "+err.Error())
 		return
 	}
 	msg := "sigil: unknown service: " + err.Error()
 	if errors.Is(err, naming.ErrNotInMesh) {
 		msg += "; a host outside the mesh is reached only through a DestinationRule for it, exported to this namespace, with trafficPolicy.tls.mode DISABLE, SIMPLE or MUTUAL"
 	}
-	writeError(w, r, http.StatusBadGateway, msg)
+	hop.WriteError(w, r, http.StatusBadGateway, msg)
 }
 
 // connect tunnels opaque TCP: CONNECT host:port, where host is a service
@@ -310,7 +292,7 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 	up, rec, err := o.openL4(r.Context(), st, svc, key, uint32(port), "", requestHashKey(r))
 	if err != nil {
 		// The app reads the sidecar's answer, not its package names.
-		writeError(w, r, http.StatusBadGateway, "sigil: "+strings.TrimPrefix(err.Error(), "proxy: "))
+		hop.WriteError(w, r, http.StatusBadGateway, "sigil: "+strings.TrimPrefix(err.Error(), "proxy: "))
 		return
 	}
 	o.hijackAndPipe(w, up, rec)
@@ -318,8 +300,8 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 
 // dialTCP opens an mTLS connection for opaque TCP to a service's sidecar,
 // one endpoint of cluster c (whose sni the ClientHello carries).
-func (o *outbound) dialTCP(ctx context.Context, c *cluster, ep *endpoint) (net.Conn, error) {
-	return o.dialTLS(ctx, ep.addr, ep.id, alpnTCP, c.sni)
+func (o *outbound) dialTCP(ctx context.Context, c *upstream.Cluster, ep *upstream.Endpoint) (net.Conn, error) {
+	return o.dialTLS(ctx, ep.Addr, ep.ID, alpnTCP, c.SNI)
 }
 
 // dialTLS opens an mTLS connection to a sidecar that must be id (secure
@@ -327,7 +309,7 @@ func (o *outbound) dialTCP(ctx context.Context, c *cluster, ep *endpoint) (net.C
 func (o *outbound) dialTLS(ctx context.Context, addr string, id spiffeid.ID, alpn, sni string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, hsLimit)
 	defer cancel()
-	c, err := o.upstream.dialTLS(ctx, addr, o.p.id.clientTLS(id, alpn, sni))
+	c, err := o.upstream.DialTLS(ctx, addr, o.p.id.clientTLS(id, alpn, sni))
 	if err != nil {
 		o.p.metrics.handshakes.WithLabelValues("outbound", handshakeReason(err)).Inc()
 		return nil, err
@@ -375,7 +357,7 @@ func (o *outbound) serveApp(rc *routedConn) {
 	if !rc.service.IsZero() {
 		ctx = context.WithValue(ctx, ctxKey{}, routedDest{rc.service, rc.port, rc.pin})
 	}
-	o.fast.Serve(withRequestCtx(ctx), rc)
+	o.fast.Serve(upstream.WithRequestCtx(ctx), rc)
 }
 
 // httpPrefixes are the first bytes of HTTP/1.x requests and the h2 preface.
@@ -427,7 +409,7 @@ func (o *outbound) transparent(c net.Conn) {
 		rc.r, sni = bufio.NewReader(io.MultiReader(bytes.NewReader(record), br)), name
 	}
 	ctx := context.WithValue(context.Background(), ctxKey{}, routedDest{svc, uint16(dst.Port), pin})
-	up, rec, err := o.openL4(ctx, st, svc, svc.String(), uint32(dst.Port), sni, func(cl *cluster) string { return cl.hash.connKey(c.RemoteAddr()) })
+	up, rec, err := o.openL4(ctx, st, svc, svc.String(), uint32(dst.Port), sni, func(cl *upstream.Cluster) string { return cl.Hash.ConnKey(c.RemoteAddr()) })
 	if err != nil {
 		o.p.log.Warn("tcp connection refused", "service", svc.String(), "error", err)
 		c.Close()
