@@ -231,7 +231,7 @@ func sortedLabels(m map[string]string) []string {
 }
 
 func (o *outbound) newEndpoint(ep naming.Endpoint, port uint32, id spiffeid.ID, labels map[string]string) *upstream.Endpoint {
-	return upstream.NewEndpoint(ep, port, id, labels, o.now(), o, upstream.Metrics{ProtocolError: o.p.metrics.protocolError("outbound")})
+	return upstream.NewEndpoint(ep, port, id, labels, o.now(), o, upstream.Metrics{ProtocolError: o.p.metrics.protocolError("outbound"), H1Retried: o.p.metrics.h1Retried, H2Retried: o.p.metrics.h2Retried})
 }
 
 // discover follows the agent's Discovery stream until ctx is done,

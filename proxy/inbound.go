@@ -71,13 +71,18 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	// (see handshake), which gets the HTTP/2 ones, decrypted and watched
 	// by a frameGuard: to the server they are HTTP/2 with prior knowledge.
 	in.srv.Protocols.SetUnencryptedHTTP2(true)
-	// HTTP/2 between sidecars (gRPC, and HTTP/1.1 under h2UpgradePolicy)
+	// HTTP/2 between sidecars (gRPC, and HTTP/1.1 unless h2UpgradePolicy
+	// is DO_NOT_UPGRADE)
 	// is served by h2conn, whose one writer per connection sends the
 	// frames of many streams in one write (bench/README.md).
 	in.h2 = &h2conn.Server{
 		Handler:     p.bodyRate.handler(in),
 		IdleTimeout: in.srv.IdleTimeout,
 		Limits:      h2connLimits(p.h2Limits),
+		// A peer sidecar's connection carries many apps' requests: one
+		// app's abuse, relayed, ends it without failing the others'
+		// requests already taken (docs/limits.md).
+		AbuseDrain: peerAbuseDrain,
 		OnAbuse: func(peer net.Addr, reason string) {
 			p.h2Closed.WithLabelValues("inbound", reason).Inc()
 			p.log.Warn("http2 connection closed for abuse (GOAWAY ENHANCE_YOUR_CALM)", "listener", "inbound", "peer", peer.String(), "reason", reason)
@@ -86,6 +91,11 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	}
 	return in
 }
+
+// peerAbuseDrain is how long the requests already taken on a connection
+// from another sidecar may run once the connection is cut for abuse
+// (h2conn.Server.AbuseDrain), Envoy's drain_timeout bound for a GOAWAY.
+const peerAbuseDrain = 2 * time.Second
 
 func (in *inbound) appProxy(tr http.RoundTripper) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{

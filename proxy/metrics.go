@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/proxy/h2conn"
 	"github.com/sigil-mesh/sigil/telemetry"
 )
 
@@ -34,6 +35,7 @@ type metrics struct {
 	ejections     *prometheus.CounterVec
 	retries       *prometheus.CounterVec
 	retryBudget   *prometheus.CounterVec
+	unprocessed   *prometheus.CounterVec
 	mirrors       *prometheus.CounterVec
 	protocolErrs  *prometheus.CounterVec
 
@@ -120,6 +122,10 @@ func newMetrics(svidExpiry func() float64, stats *telemetry.Recorder) *metrics {
 		"Upstream HTTP/1.1 connections closed because the peer broke the framing, by direction (inbound: the app; outbound: a peer sidecar) and reason (malformed_response, bytes_after_response, unsolicited_bytes).",
 		"direction", "reason")
 	m.reg.MustRegister(m.protocolErrs)
+	m.unprocessed = counter("sigil_upstream_unprocessed_retries_total",
+		"Requests to a peer sidecar sent again on another connection because the peer never processed them, whatever the route's retry policy, by protocol (http2, http1) and reason (refused: REFUSED_STREAM or above a GOAWAY; not_sent: the connection ended before the request was written; closed_idle: a kept HTTP/1.1 connection the peer closed before answering an idempotent request).",
+		"protocol", "reason")
+	m.reg.MustRegister(m.unprocessed)
 	m.dryRun = dryRunCounter()
 	m.reg.MustRegister(m.dryRun)
 	m.reg.MustRegister(m.configs, m.configVersion, m.overflows, m.faults, m.ejections, m.retries, m.retryBudget, m.mirrors)
@@ -252,3 +258,19 @@ func handshakeReason(err error) string {
 }
 
 var errNotTLS = errors.New("proxy: not a TLS client")
+
+// h2Retried counts a request h2conn sends again because the peer never
+// processed it (h2conn.IsUnprocessed).
+func (m *metrics) h2Retried(err error) {
+	reason := "not_sent"
+	if errors.Is(err, h2conn.ErrRefused) {
+		reason = "refused"
+	}
+	m.unprocessed.WithLabelValues("http2", reason).Inc()
+}
+
+// h1Retried counts a request the HTTP/1.1 pool sends again on a new
+// connection (h1.Client.Retried).
+func (m *metrics) h1Retried(reason string) {
+	m.unprocessed.WithLabelValues("http1", reason).Inc()
+}

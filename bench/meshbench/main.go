@@ -61,7 +61,7 @@ func main() {
 	warmup := flag.Duration("warmup", 5*time.Second, "warm-up before each fixed-rate run")
 	only := flag.String("setups", "sigil,nginx,haproxy,ghostunnel", "peers to measure against direct (comma-separated); fewer for a quick look; sigil-h1 adds a Sigil pair with h2UpgradePolicy DO_NOT_UPGRADE (HTTP/1.1 between the sidecars)")
 	dataOnly := flag.Bool("data-plane-only", false, "skip the identity, policy and agent-memory scenarios")
-	scaleOnly := flag.Bool("scaling-only", false, "run only the scaling curve (Sigil and nginx against direct; -setups still filters)")
+	scaleOnly := flag.Bool("scaling-only", false, "run only the scaling curve (Sigil, nginx and, when -setups names it, sigil-h1 against direct; -setups still filters)")
 	scaleDur := flag.Duration("scaling-duration", 4*time.Second, "measured time of each point of the scaling curve, per setup")
 	scaleWarm := flag.Duration("scaling-warmup", time.Second, "warm-up before each point of the scaling curve, per setup")
 	censusDur := flag.Duration("census-duration", 5*time.Second, "measured time of each pair's syscall census (strace -c on both proxies at 1000 rps; 0: no census)")
@@ -197,7 +197,7 @@ func (e *env) run(ctx context.Context, rep *report, t timings, fail func(string,
 	}
 	setups := []*setup{direct}
 	for _, b := range builders {
-		if !slices.Contains(e.only, b.name) || t.scaleOnly && b.name != "sigil" && b.name != "nginx" {
+		if !slices.Contains(e.only, b.name) || t.scaleOnly && b.name != "sigil" && b.name != "sigil-h1" && b.name != "nginx" {
 			continue
 		}
 		s, err := b.make(ctx)

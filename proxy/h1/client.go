@@ -31,11 +31,24 @@ type Client struct {
 	// ProtocolError, if set, is told of every connection closed because
 	// the peer broke HTTP/1.1 framing, with one of the Reason values.
 	ProtocolError func(reason string)
+	// Retried, if set, is told of each request sent again on a new
+	// connection because a kept one failed before the server could have
+	// processed it (ReasonNotSent, ReasonClosedIdle; see retryable).
+	Retried func(reason string)
 
 	mu     sync.Mutex
 	idle   []*clientConn // most recently used last
 	closed bool
 }
+
+// Reasons a request was sent again (Retried).
+const (
+	// ReasonNotSent: nothing of the request reached the connection.
+	ReasonNotSent = "not_sent"
+	// ReasonClosedIdle: the server closed a kept connection before any
+	// byte of an answer to an idempotent request.
+	ReasonClosedIdle = "closed_idle"
+)
 
 // Reasons a connection was closed for a protocol error (ProtocolError).
 const (
@@ -123,6 +136,13 @@ func (cl *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		// A kept connection that failed before the server could have
 		// processed the request: once more on a new one, if that is safe.
 		if reused && attempt == 0 && ctx.Err() == nil && retryable(req, err) {
+			if cl.Retried != nil {
+				reason := ReasonClosedIdle
+				if errors.Is(err, errNothingWritten) {
+					reason = ReasonNotSent
+				}
+				cl.Retried(reason)
+			}
 			continue
 		}
 		return nil, err

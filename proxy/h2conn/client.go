@@ -37,6 +37,10 @@ type Client struct {
 	// PingTimeout more (net/http's SendPingTimeout and PingTimeout);
 	// PingInterval 0 sends none.
 	PingInterval, PingTimeout time.Duration
+	// OnRetry, if set, is told of each request sent again because the
+	// peer never processed it (err satisfies IsUnprocessed), before it
+	// goes; a metric counts them.
+	OnRetry func(err error)
 
 	// now reads the clock (nil: time.Now); tests set it.
 	now func() time.Time
@@ -99,19 +103,23 @@ var errBodyClosed = errors.New("h2conn: response body closed")
 // for the peer's 100 before sending its body anyway (net/http's default).
 const continueTimeout = time.Second
 
+// maxUnprocessedRetries is how many times RoundTrip sends again a request
+// the peer never processed (IsUnprocessed) before giving up: enough to
+// ride out a connection closing under it and the one dialled after it,
+// few enough that a peer refusing everything costs a bounded amount.
+const maxUnprocessedRetries = 2
+
 // RoundTrip sends req on a stream and returns its response, whose body
 // the caller must close. The request's context bounds the whole exchange,
-// body included. A request the peer refused unprocessed (ErrRefused) is
-// sent again on another connection when its body can be replayed.
+// body included. A request the peer never processed (IsUnprocessed: its
+// stream refused, after the peer's GOAWAY, or its connection gone before
+// its HEADERS left) is sent again on another connection, at most
+// maxUnprocessedRetries times and only when its body can be had again
+// (none, or GetBody); OnRetry is told of each.
 func (cl *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
-		cc, s, err := cl.open(req)
-		if err != nil {
-			closeBody(req)
-			return nil, err
-		}
-		resp, err := cc.await(s, req)
-		if err == nil || !errors.Is(err, ErrRefused) || attempt == 2 || req.Context().Err() != nil {
+		resp, err := cl.roundTrip(req)
+		if err == nil || !IsUnprocessed(err) || attempt == maxUnprocessedRetries || req.Context().Err() != nil {
 			return resp, err
 		}
 		if req.Body != nil && req.Body != http.NoBody {
@@ -125,7 +133,20 @@ func (cl *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			req = req.Clone(req.Context())
 			req.Body = body
 		}
+		if cl.OnRetry != nil {
+			cl.OnRetry(err)
+		}
 	}
+}
+
+// roundTrip is one attempt of RoundTrip.
+func (cl *Client) roundTrip(req *http.Request) (*http.Response, error) {
+	cc, s, err := cl.open(req)
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	return cc.await(s, req)
 }
 
 func closeBody(req *http.Request) {
@@ -259,7 +280,7 @@ func (cl *Client) dial(ctx context.Context) (*clientConn, error) {
 		}
 		return cc, nil
 	case <-cc.done:
-		return nil, fmt.Errorf("h2conn: connection closed before the server's SETTINGS: %w", cc.err)
+		return nil, fmt.Errorf("h2conn: connection closed before the server's SETTINGS: %w: %w", ErrNotSent, cc.err)
 	case <-ctx.Done():
 		cc.close(ctx.Err())
 		return nil, ctx.Err()
@@ -301,7 +322,7 @@ func (cc *clientConn) tryOpen(req *http.Request, fields []hpack.HeaderField, end
 		s.cont = make(chan struct{})
 	}
 	s.localEnd = end
-	if cc.w.enqueue(frame{kind: kHeaders, stream: s.id, fields: fields, end: end}) != nil {
+	if cc.w.enqueue(frame{kind: kHeaders, stream: s.id, fields: fields, end: end, opens: s}) != nil {
 		return nil
 	}
 	cc.streams[s.id] = s

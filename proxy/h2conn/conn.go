@@ -86,6 +86,23 @@ func (e ResetError) Error() string { return "h2conn: stream reset: " + e.Code.St
 // send again on another connection, whatever its method.
 var ErrRefused = errors.New("h2conn: stream refused by the peer (REFUSED_STREAM, or after its GOAWAY), not processed")
 
+// ErrNotSent is a request whose connection ended before any byte of its
+// HEADERS was written to it (the connection already failed, or failed
+// with the request still queued): the peer never saw it, so it is safe to
+// send again on another connection, whatever its method (net/http's
+// "nothing written" rule).
+var ErrNotSent = errors.New("h2conn: connection ended before the request was written, not processed")
+
+// IsUnprocessed reports whether err is a request the peer cannot have
+// processed (ErrRefused or ErrNotSent): one a client may send again on
+// another connection, whatever its method and independent of any retry
+// policy, as Go's HTTP/2 transport does (errClientConnUnusable,
+// errClientConnGotGoAway, REFUSED_STREAM) and Envoy's refused-stream and
+// reset-before-request retries.
+func IsUnprocessed(err error) bool {
+	return errors.Is(err, ErrRefused) || errors.Is(err, ErrNotSent)
+}
+
 // errEnhanceYourCalm closes a connection whose peer broke the frame limits.
 var errEnhanceYourCalm = errors.New("h2conn: peer sent too many resets or control frames (ENHANCE_YOUR_CALM)")
 
@@ -136,13 +153,19 @@ type conn struct {
 	idleTimeout time.Duration
 	idleTimer   *time.Timer
 	framesRead  atomic.Uint64
+	writerDone  chan struct{} // closed when the writer stops (nil before start)
 
 	// count judges the peer's resets and control frames (Reset and
 	// Control from the read loop only; Progress from the writer too).
 	count *h2abuse.Counter
 
+	// abuseDrain is how long the streams already open may run once the
+	// peer broke the frame limits (Server.AbuseDrain; 0: closed at once).
+	abuseDrain time.Duration
+
 	// Read loop only.
 	sawSettings bool
+	calmed      bool   // GOAWAY ENHANCE_YOUR_CALM sent, draining
 	opened      uint32 // highest stream the peer opened, for count
 	blocks      *blockReader
 }
@@ -181,7 +204,12 @@ func (c *conn) settings(server bool) []frame {
 
 // start runs the writer; the connection closes when it stops.
 func (c *conn) start() {
-	go func() { c.close(c.w.run()) }()
+	c.writerDone = make(chan struct{})
+	go func() {
+		err := c.w.run()
+		close(c.writerDone)
+		c.close(err)
+	}()
 }
 
 // close ends the connection and every stream on it; the first error
@@ -202,8 +230,18 @@ func (c *conn) close(err error) {
 	c.mu.Unlock()
 	c.w.close()
 	c.nc.Close()
+	if c.writerDone != nil && !c.server {
+		// Closing nc ends any write in progress; once the writer has
+		// stopped, its count of bytes sent is final, and tells the
+		// requests that never left from those the peer may have seen.
+		<-c.writerDone
+	}
 	for _, s := range streams {
-		s.fail(fmt.Errorf("h2conn: connection closed: %w", err))
+		if !c.server && (s.hdrAt < 0 || s.hdrAt >= c.w.sent) {
+			s.fail(fmt.Errorf("h2conn: connection closed before the request was sent: %w: %w", ErrNotSent, err))
+		} else {
+			s.fail(fmt.Errorf("h2conn: connection closed: %w", err))
+		}
 		c.role.forgot(s)
 	}
 }
@@ -232,8 +270,8 @@ func (c *conn) readLoop() error {
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
-				if c.count.Control() {
-					return c.calm(ReasonControlFlood)
+				if c.count.Control() && c.calm(ReasonControlFlood) != nil {
+					return errEnhanceYourCalm
 				}
 				c.resetStream(se.StreamID, se.Code)
 				continue
@@ -261,7 +299,9 @@ func (c *conn) readLoop() error {
 			if errors.As(err, &ce) {
 				c.goAwayAndClose(http2.ErrCode(ce), fmt.Errorf("h2conn: peer broke the protocol: %w", err))
 			} else if errors.Is(err, errEnhanceYourCalm) {
-				c.goAwayAndClose(http2.ErrCodeEnhanceYourCalm, err)
+				if !c.calmDown() {
+					continue
+				}
 			} else {
 				c.close(err)
 			}
@@ -272,12 +312,48 @@ func (c *conn) readLoop() error {
 
 func (c *conn) calm(reason string) error {
 	c.abused(reason)
-	c.goAwayAndClose(http2.ErrCodeEnhanceYourCalm, errEnhanceYourCalm)
-	return errEnhanceYourCalm
+	if c.calmDown() {
+		return errEnhanceYourCalm
+	}
+	return nil
+}
+
+// calmDown answers a peer that broke the frame limits with GOAWAY
+// ENHANCE_YOUR_CALM and the connection's close: at once, or, with an
+// abuseDrain, once the streams already open have ended or the drain has
+// passed (the GOAWAY names the last stream taken, so the peer sends the
+// later ones again elsewhere; RFC 9113, section 6.8). It reports whether
+// the connection is closed and the read loop must stop.
+func (c *conn) calmDown() bool {
+	if c.calmed {
+		return false
+	}
+	if c.abuseDrain <= 0 {
+		c.goAwayAndClose(http2.ErrCodeEnhanceYourCalm, errEnhanceYourCalm)
+		return true
+	}
+	c.calmed = true
+	c.mu.Lock()
+	c.goingAway = true
+	last, idle := c.lastRemote, c.inUse == 0
+	c.mu.Unlock()
+	if c.w.enqueue(frame{kind: kGoAway, n: last, code: http2.ErrCodeEnhanceYourCalm}) != nil || idle {
+		c.w.flushed(time.Second)
+		c.close(errEnhanceYourCalm)
+		return true
+	}
+	time.AfterFunc(c.abuseDrain, func() { c.close(errEnhanceYourCalm) })
+	return false
 }
 
 // abused tells OnAbuse why the connection is about to close.
 func (c *conn) abused(reason string) error {
+	if c.calmed {
+		// Draining after GOAWAY ENHANCE_YOUR_CALM: no new stream is
+		// served, and what the peer still sends is handled as usual until
+		// the drain ends.
+		return nil
+	}
 	if c.onAbuse != nil {
 		c.onAbuse(c.nc.RemoteAddr(), reason)
 	}
@@ -295,7 +371,9 @@ func (c *conn) handle(f http2.Frame) error {
 		return c.role.headers(f)
 	case *http2.DataFrame:
 		if f.Length == 0 && !f.StreamEnded() && c.count.Control() {
-			return c.abused(ReasonControlFlood)
+			if err := c.abused(ReasonControlFlood); err != nil {
+				return err
+			}
 		}
 		return c.data(f)
 	case *http2.WindowUpdateFrame:
@@ -305,7 +383,9 @@ func (c *conn) handle(f http2.Frame) error {
 			return nil
 		}
 		if c.count.Control() {
-			return c.abused(ReasonControlFlood)
+			if err := c.abused(ReasonControlFlood); err != nil {
+				return err
+			}
 		}
 		return c.peerSettings(f)
 	case *http2.PingFrame:
@@ -313,12 +393,16 @@ func (c *conn) handle(f http2.Frame) error {
 			return nil
 		}
 		if c.count.Control() {
-			return c.abused(ReasonControlFlood)
+			if err := c.abused(ReasonControlFlood); err != nil {
+				return err
+			}
 		}
 		return c.w.enqueue(frame{kind: kPing, data: append([]byte(nil), f.Data[:]...)})
 	case *http2.PriorityFrame:
 		if c.count.Control() {
-			return c.abused(ReasonControlFlood)
+			if err := c.abused(ReasonControlFlood); err != nil {
+				return err
+			}
 		}
 	case *http2.RSTStreamFrame:
 		// Only a client's resets cost a server work it cannot refuse
@@ -326,7 +410,9 @@ func (c *conn) handle(f http2.Frame) error {
 		// reasons (an answer sent before the body was read, a refusal),
 		// and a client counting them would cut itself off under load.
 		if c.server && c.count.Reset() {
-			return c.abused(ReasonRapidReset)
+			if err := c.abused(ReasonRapidReset); err != nil {
+				return err
+			}
 		}
 		c.mu.Lock()
 		s := c.streams[f.StreamID]

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -266,5 +267,44 @@ func TestEarnedControlFramesSpared(t *testing.T) {
 	case r := <-abuse:
 		t.Fatalf("OnAbuse told %q", r)
 	default:
+	}
+}
+
+// A server with an AbuseDrain that cuts a rapid-resetting peer lets the
+// streams it already took finish (a sidecar's connection carries other
+// apps' requests beside the abuser's), refuses new ones, OnAbuse is told
+// once, and the connection closes once they are done.
+func TestAbuseDrainSparesOpenStreams(t *testing.T) {
+	release := make(chan struct{})
+	var abuses atomic.Int32
+	srv := &Server{Limits: Limits{MaxResets: 10, Window: time.Hour}, AbuseDrain: 5 * time.Second,
+		OnAbuse: func(net.Addr, string) { abuses.Add(1) },
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/held" {
+				<-release
+			}
+			io.WriteString(w, "done")
+		})}
+	p := dialPeer(t, serve(t, srv, nil))
+	p.open(1, "/held")
+	for id := uint32(3); id < 200; id += 2 {
+		p.open(id, "/reset")
+		p.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	}
+	p.until("GOAWAY ENHANCE_YOUR_CALM", goAway(http2.ErrCodeEnhanceYourCalm))
+	p.open(1001, "/after")
+	p.until("RST_STREAM REFUSED_STREAM after the GOAWAY", rst(1001, http2.ErrCodeRefusedStream))
+	close(release)
+	p.until("the held stream's answer", func(f http2.Frame) bool {
+		d, ok := f.(*http2.DataFrame)
+		return ok && d.StreamID == 1 && string(d.Data()) == "done"
+	})
+	for {
+		if _, err := p.fr.ReadFrame(); err != nil {
+			break // closed once the held stream ended
+		}
+	}
+	if n := abuses.Load(); n != 1 {
+		t.Errorf("OnAbuse told %d times, want 1", n)
 	}
 }

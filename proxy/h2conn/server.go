@@ -27,6 +27,13 @@ type Server struct {
 	// ENHANCE_YOUR_CALM: the peer's address, and ReasonRapidReset or
 	// ReasonControlFlood.
 	OnAbuse func(peer net.Addr, reason string)
+	// AbuseDrain, when positive, lets the streams a connection closed
+	// for abuse already carries run for up to this long after its GOAWAY
+	// ENHANCE_YOUR_CALM (which names the last one taken, so the peer
+	// sends later ones again on a new connection), as a graceful
+	// shutdown does: a connection from a proxy that carries many
+	// clients' requests then loses only the abuser's. 0 closes it at once.
+	AbuseDrain time.Duration
 	// Log gets handler panics (other than http.ErrAbortHandler); nil
 	// discards.
 	Log *slog.Logger
@@ -61,7 +68,7 @@ type serverStream struct {
 func (s *Server) Serve(ctx context.Context, nc net.Conn) error {
 	sc := &serverConn{srv: s, ctx: ctx, remoteAddr: nc.RemoteAddr().String()}
 	sc.conn = newConn(nc, s.Limits, sc)
-	sc.onAbuse, sc.idleTimeout, sc.server = s.OnAbuse, s.IdleTimeout, true
+	sc.onAbuse, sc.idleTimeout, sc.server, sc.abuseDrain = s.OnAbuse, s.IdleTimeout, true, s.AbuseDrain
 	if tc, ok := nc.(*tls.Conn); ok {
 		cs := tc.ConnectionState()
 		sc.tls = &cs

@@ -43,6 +43,10 @@ type stream struct {
 	req     *http.Request      // client: the request
 	gotHead bool               // client: the final response head arrived (read loop only)
 	cont    chan struct{}      // client with Expect: 100-continue: closed at 100 Continue, the final response or fail
+	// hdrAt is where the first byte of the request's HEADERS went in the
+	// bytes written on the connection (client; -1: not written). Set by
+	// the writer, read once it has stopped (conn.close).
+	hdrAt int64
 }
 
 func (c *conn) newStream(id uint32) *stream {
@@ -55,6 +59,7 @@ func (c *conn) newStream(id uint32) *stream {
 // per-stream state, in one allocation), as stream id.
 func (c *conn) initStream(s *stream, id uint32) {
 	s.c, s.id, s.sendWin, s.recvWin = c, id, c.initSend, int64(c.lim.StreamWindow)
+	s.hdrAt = -1
 }
 
 // wakeRecv and wakeSend wake the stream's reader and sender; c.mu held.

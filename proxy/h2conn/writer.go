@@ -44,6 +44,9 @@ type frame struct {
 	settings []http2.Setting     // SETTINGS; with SETTINGS ack: the peer's, to apply first
 	pool     bool                // data came from dataPool
 	mark     chan struct{}
+	// opens is the client stream a HEADERS frame opens: the writer notes
+	// where on the wire its first byte goes (stream.hdrAt).
+	opens *stream
 }
 
 // writeBufSize is the writer's buffer: the frames of many streams
@@ -67,6 +70,10 @@ type writer struct {
 	enc      *hpack.Encoder
 	hbuf     bytes.Buffer
 	maxFrame uint32 // the peer's SETTINGS_MAX_FRAME_SIZE
+	// sent counts the bytes the connection accepted (its Write calls'
+	// counts, partial ones included): a frame starting at or past it
+	// never left. Read by others only once the writer has stopped.
+	sent int64
 	// count, if set, is told of each HEADERS and DATA frame written: what
 	// earns the peer a control frame.
 	count *h2abuse.Counter
@@ -76,7 +83,7 @@ var errWriterClosed = errors.New("h2conn: connection closed")
 
 func newWriter(nc net.Conn) *writer {
 	w := &writer{nc: nc, wake: make(chan struct{}, 1), maxFrame: 16384}
-	w.bw = bufio.NewWriterSize(nc, writeBufSize)
+	w.bw = bufio.NewWriterSize(sentCounter{nc, &w.sent}, writeBufSize)
 	w.fr = http2.NewFramer(w.bw, nil)
 	w.enc = hpack.NewEncoder(&w.hbuf)
 	return w
@@ -218,9 +225,24 @@ func (w *writer) encode(f *frame) error {
 	return nil
 }
 
+// sentCounter counts what its connection accepted.
+type sentCounter struct {
+	nc net.Conn
+	n  *int64
+}
+
+func (c sentCounter) Write(p []byte) (int, error) {
+	n, err := c.nc.Write(p)
+	*c.n += int64(n)
+	return n, err
+}
+
 // headers encodes a header block and writes it as HEADERS and as many
 // CONTINUATION frames as the peer's frame size requires.
 func (w *writer) headers(f *frame) error {
+	if f.opens != nil {
+		f.opens.hdrAt = w.sent + int64(w.bw.Buffered())
+	}
 	w.hbuf.Reset()
 	for _, hf := range f.fields {
 		if err := w.enc.WriteField(hf); err != nil {

@@ -28,6 +28,12 @@ type Metrics struct {
 	// ProtocolError counts HTTP/1.1 connections closed for a peer's
 	// framing fault, by reason (h1.Client.ProtocolError).
 	ProtocolError func(reason string)
+	// H1Retried counts requests the HTTP/1.1 pool sent again on a new
+	// connection, by reason (h1.Client.Retried).
+	H1Retried func(reason string)
+	// H2Retried counts requests h2conn sent again because the peer never
+	// processed them (h2conn.Client.OnRetry).
+	H2Retried func(err error)
 }
 
 // NewEndpoint is the sidecar at addr serving svcPort (0: every port) as
@@ -66,9 +72,10 @@ func (e *Endpoint) newTransports(o connOpts) *Transports {
 		},
 		dial: dial(ViaH1),
 		newH2: func() *h2conn.Client {
-			return &h2conn.Client{Dialer: dialFunc(dial(ViaH2)), IdleTimeout: 90 * time.Second, PingInterval: ping.SendPingTimeout, PingTimeout: ping.PingTimeout}
+			return &h2conn.Client{Dialer: dialFunc(dial(ViaH2)), IdleTimeout: 90 * time.Second, PingInterval: ping.SendPingTimeout, PingTimeout: ping.PingTimeout, OnRetry: e.metrics.H2Retried}
 		},
 		protocolError: e.metrics.ProtocolError,
+		retried:       e.metrics.H1Retried,
 	}
 }
 

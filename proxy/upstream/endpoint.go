@@ -101,6 +101,8 @@ type Transports struct {
 	newH2    func() *h2conn.Client                       // HTTP/2 to the endpoint
 	// protocolError counts connections closed for a peer's framing fault.
 	protocolError func(reason string)
+	// retried counts requests the HTTP/1.1 pool sent again (h1.Client.Retried).
+	retried func(reason string)
 }
 
 // Kinds of traffic an endpoint carries: requests that travel between the
@@ -128,7 +130,7 @@ func (t *Transports) Get(kind, perConn int) http.RoundTripper {
 			if t.fast != nil {
 				t.fast.CloseIdle(true)
 			}
-			t.fast, t.fastPer = &h1.Client{Dial: t.dial, MaxIdle: 256, MaxRequestsPerConn: perConn, ProtocolError: t.protocolError}, perConn
+			t.fast, t.fastPer = &h1.Client{Dial: t.dial, MaxIdle: 256, MaxRequestsPerConn: perConn, ProtocolError: t.protocolError, Retried: t.retried}, perConn
 		}
 		return t.fast
 	}

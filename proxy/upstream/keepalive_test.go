@@ -116,22 +116,33 @@ spec:
 	}
 }
 
-// h2UpgradePolicy UPGRADE carries HTTP/1.1 requests between the sidecars
-// over HTTP/2; DEFAULT and DO_NOT_UPGRADE keep HTTP/1.1, and a WebSocket
-// upgrade always stays on HTTP/1.1.
+// HTTP/1.1 requests travel between the sidecars over HTTP/2 unless
+// h2UpgradePolicy is DO_NOT_UPGRADE (no rule, no connectionPool, unset,
+// DEFAULT and UPGRADE all upgrade); a WebSocket upgrade always stays on
+// HTTP/1.1.
 func TestH2UpgradePolicyPicksTransport(t *testing.T) {
 	for _, tc := range []struct {
 		policy    string
 		websocket bool
 		want      int
 	}{
-		{"", false, ViaH1},
-		{traffic.H2UpgradeDefault, false, ViaH1},
+		{"no rule", false, ViaH2},
+		{"no connectionPool", false, ViaH2},
+		{"", false, ViaH2},
+		{traffic.H2UpgradeDefault, false, ViaH2},
 		{traffic.H2UpgradeDoNotUpgrade, false, ViaH1},
 		{traffic.H2UpgradeUpgrade, false, ViaH2},
 		{traffic.H2UpgradeUpgrade, true, ViaH1},
+		{"", true, ViaH1},
 	} {
-		c := &Cluster{upgradeH2: upgradeH2Of(&traffic.TrafficPolicy{ConnectionPool: &traffic.ConnectionPool{HTTP: &traffic.HTTPSettings{H2UpgradePolicy: tc.policy}}})}
+		p := &traffic.TrafficPolicy{ConnectionPool: &traffic.ConnectionPool{HTTP: &traffic.HTTPSettings{H2UpgradePolicy: tc.policy}}}
+		switch tc.policy {
+		case "no rule":
+			p = nil
+		case "no connectionPool":
+			p = &traffic.TrafficPolicy{}
+		}
+		c := &Cluster{upgradeH2: upgradeH2Of(p)}
 		r := httptest.NewRequest(http.MethodGet, "http://api/", nil)
 		if tc.websocket {
 			r.Header.Set("Connection", "Upgrade")
