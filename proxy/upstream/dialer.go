@@ -8,6 +8,7 @@ import (
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/proxy/h2conn"
+	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -66,14 +67,8 @@ func (e *Endpoint) newTransports(o connOpts) *Transports {
 		},
 		dial: dial(ViaH1),
 		newH2: func() *h2conn.Client {
-			return &h2conn.Client{Dialer: dialFunc(dial(ViaH2)), IdleTimeout: 90 * time.Second, PingInterval: ping.SendPingTimeout, PingTimeout: ping.PingTimeout}
+			return &h2conn.Client{Dialer: hop.DialFunc(dial(ViaH2)), IdleTimeout: 90 * time.Second, PingInterval: ping.SendPingTimeout, PingTimeout: ping.PingTimeout}
 		},
 		protocolError: e.metrics.ProtocolError,
 	}
 }
-
-// dialFunc is an h2conn.Dialer.
-type dialFunc func(ctx context.Context) (net.Conn, error)
-
-// DialContext dials.
-func (f dialFunc) DialContext(ctx context.Context) (net.Conn, error) { return f(ctx) }
