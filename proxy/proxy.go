@@ -4,6 +4,12 @@
 // OPA decision on every request or TCP connection before the app sees it;
 // outbound, to other services' sidecars over mTLS, checking that each peer
 // is an identity the destination service may have (secure naming).
+//
+// Its files follow a request: listener.go (listen), then inbound.go or
+// outbound.go and forward.go (ServeHTTP), route.go (the route's steps in
+// order), forward.go's send, and package upstream (where requests go);
+// what both sides share is in package hop. docs/proxy-walk.md follows one
+// request through them.
 package proxy
 
 import (

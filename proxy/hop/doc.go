@@ -5,8 +5,9 @@
 // speaks (ProtocolOf: gRPC or HTTP) and the gRPC rules that follow from it
 // (grpc-timeout deadlines, the status of the sidecar's own failures,
 // trailers-only answers), the copy of a response or a tunnel from one
-// connection to the other, and the answer the sidecar gives when it fails
-// a request itself (WriteError).
+// connection to the other, the answer the sidecar gives when it fails
+// a request itself (WriteError), and DialFunc, the dialer of one peer
+// that both sides' HTTP/2 clients take.
 //
 // Package proxy's inbound side (from other sidecars to the app) and its
 // outbound side (from the app to other sidecars) both call it; it knows

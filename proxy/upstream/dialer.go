@@ -8,6 +8,7 @@ import (
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/proxy/h2conn"
+	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -72,15 +73,9 @@ func (e *Endpoint) newTransports(o connOpts) *Transports {
 		},
 		dial: dial(ViaH1),
 		newH2: func() *h2conn.Client {
-			return &h2conn.Client{Dialer: dialFunc(dial(ViaH2)), IdleTimeout: 90 * time.Second, PingInterval: ping.SendPingTimeout, PingTimeout: ping.PingTimeout, OnRetry: e.metrics.H2Retried}
+			return &h2conn.Client{Dialer: hop.DialFunc(dial(ViaH2)), IdleTimeout: 90 * time.Second, PingInterval: ping.SendPingTimeout, PingTimeout: ping.PingTimeout, OnRetry: e.metrics.H2Retried}
 		},
 		protocolError: e.metrics.ProtocolError,
 		retried:       e.metrics.H1Retried,
 	}
 }
-
-// dialFunc is an h2conn.Dialer.
-type dialFunc func(ctx context.Context) (net.Conn, error)
-
-// DialContext dials.
-func (f dialFunc) DialContext(ctx context.Context) (net.Conn, error) { return f(ctx) }
