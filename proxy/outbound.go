@@ -30,9 +30,8 @@ import (
 // VirtualServices and DestinationRules (see forward.go).
 type outbound struct {
 	p        *Proxy
-	queue    *connQueue
-	srv      *http.Server // h2c from the app (gRPC)
-	fast     *h1.Server   // HTTP/1.x from the app
+	h2       *h2conn.Server // h2c from the app (gRPC)
+	fast     *h1.Server     // HTTP/1.x from the app
 	state    atomic.Pointer[meshState]
 	clusters *clusters
 	upstream *upstreamConns // connections to other sidecars, capped per destination
@@ -92,38 +91,26 @@ func (c *routedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 func (c *routedConn) NetConn() net.Conn { return c.Conn }
 
 func newOutbound(p *Proxy, addr net.Addr) *outbound {
-	o := &outbound{p: p, queue: newConnQueue(addr), clusters: newClusters(), mirrors: make(chan struct{}, maxMirrorsInFlight), endpoints: map[string]*endpoint{}, upstream: newUpstreamConns(p.metrics.reg)}
+	o := &outbound{p: p, clusters: newClusters(), mirrors: make(chan struct{}, maxMirrorsInFlight), endpoints: map[string]*endpoint{}, upstream: newUpstreamConns(p.metrics.reg)}
 	for name, up := range p.cfg.upstreams {
 		if up.ID.IsZero() {
 			p.log.Warn("upstream has no expected identity; any identity of the trust domain is accepted", "upstream", name)
 		}
 	}
 	o.setState(traffic.Compile(0, nil), 0, 0, nil)
-	o.srv = &http.Server{
-		Handler:           p.bodyRate.handler(followRequest(o)),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		Protocols:         new(http.Protocols),
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 250},
-		ErrorLog:          p.httpErrorLog("outbound"),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if g, ok := c.(*frameGuard); ok {
-				c = g.Conn
-			}
-			if rc, ok := c.(*routedConn); ok && !rc.service.IsZero() {
-				return context.WithValue(ctx, ctxKey{}, routedDest{rc.service, rc.port, rc.pin})
-			}
-			return ctx
-		},
-	}
+	// The app's h2c (gRPC) is served by h2conn, as HTTP/2 from other
+	// sidecars is on the inbound side: one writer per connection sends
+	// the frames of a call in one write, where Go's server wrote and
+	// flushed each (bench/README.md, "gRPC unary: where the CPU per call
+	// goes"). Its limits and abuse counting are the inbound port's. Its
+	// requests go on over h2conn's client, which dials with the request's
+	// own context (no mark for dials to follow, unlike HTTP/1.1's pooled
+	// transports: requestCtxKey).
+	o.h2 = p.h2Server(o, "outbound")
 	// The lean server gives every request its connection's context, which
-	// serveApp marks for dials to follow (followRequest, once per
+	// serveApp marks for dials to follow (withRequestCtx, once per
 	// connection instead of a copy of each request).
 	o.fast = p.leanServer(o, "outbound")
-	// Apps speak HTTP/1.1 (served by fast) or h2c (gRPC) to their sidecar.
-	o.srv.Protocols.SetHTTP1(true)
-	o.srv.Protocols.SetUnencryptedHTTP2(true)
 	return o
 }
 
@@ -341,7 +328,6 @@ func (o *outbound) dialTLS(ctx context.Context, addr string, id spiffeid.ID, alp
 // serve accepts the app's connections. In transparent mode each is routed
 // by its original destination; otherwise it is plain explicit mode.
 func (o *outbound) serve(ln net.Listener) error {
-	go o.srv.Serve(o.queue)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -366,15 +352,15 @@ func (o *outbound) serveApp(rc *routedConn) {
 		return
 	}
 	rc.SetReadDeadline(time.Time{})
-	if string(head) == "PRI " {
-		o.queue.push(o.p.guardHTTP2(rc, "outbound"))
-		return
-	}
-	ctx := withConnAbort(context.Background(), rc)
+	ctx := context.Background()
 	if !rc.service.IsZero() {
 		ctx = context.WithValue(ctx, ctxKey{}, routedDest{rc.service, rc.port, rc.pin})
 	}
-	o.fast.Serve(withRequestCtx(ctx), rc)
+	if string(head) == "PRI " {
+		o.h2.Serve(ctx, rc)
+		return
+	}
+	o.fast.Serve(withRequestCtx(withConnAbort(ctx, rc)), rc)
 }
 
 // httpPrefixes are the first bytes of HTTP/1.x requests and the h2 preface.
