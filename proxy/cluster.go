@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
@@ -56,7 +57,7 @@ func (c *cluster) now() time.Time {
 // the sidecars cannot carry as it came; Envoy's upgrade skips them too).
 func (c *cluster) kindOf(r *http.Request) int {
 	k := kindOf(r)
-	if k == viaH1 && c.upgradeH2 && !isWebSocketUpgrade(r.Header) {
+	if k == viaH1 && c.upgradeH2 && !hop.IsWebSocketUpgrade(r.Header) {
 		return viaH2
 	}
 	return k

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/privatefile"
+	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
@@ -234,7 +235,7 @@ func (o *outbound) toExternal(w *statusRecorder, r *http.Request, authority stri
 	t, err := o.externalFor(o.state.Load(), host, addressed)
 	if err != nil {
 		o.p.log.Warn("tls origination refused", "host", host, "error", err)
-		writeError(w, r, http.StatusBadGateway, "sigil: cannot reach "+host+": "+err.Error())
+		hop.WriteError(w, r, http.StatusBadGateway, "sigil: cannot reach "+host+": "+err.Error())
 		return host, true
 	}
 	if t == nil {
@@ -245,18 +246,18 @@ func (o *outbound) toExternal(w *statusRecorder, r *http.Request, authority stri
 		refuseName(w, r, err)
 		return t.host, true
 	}
-	if err := takeConnectionOptions(r.Header); err != nil {
-		writeError(w, r, http.StatusBadRequest, "sigil: "+err.Error())
+	if err := hop.TakeConnectionOptions(r.Header); err != nil {
+		hop.WriteError(w, r, http.StatusBadRequest, "sigil: "+err.Error())
 		return t.host, true
 	}
-	dropForgedIdentity(r.Header)
-	delete(r.Header, xfccName)
-	if isWebSocketUpgrade(r.Header) {
+	hop.DropForgedIdentity(r.Header)
+	delete(r.Header, hop.XFCC)
+	if hop.IsWebSocketUpgrade(r.Header) {
 		o.upgradeVia(w, r, t.transport, externalScheme(t), net.JoinHostPort(h, port))
 		return t.host, true
 	}
-	stripRequestHopHeaders(r.Header)
-	noDefaultUserAgent(r.Header)
+	hop.StripRequestHeaders(r.Header)
+	hop.NoDefaultUserAgent(r.Header)
 	out := r.Clone(r.Context())
 	out.RequestURI = ""
 	out.URL.Scheme, out.URL.Host, out.URL.User = "http", net.JoinHostPort(h, port), nil
@@ -269,12 +270,12 @@ func (o *outbound) toExternal(w *statusRecorder, r *http.Request, authority stri
 		if errors.Is(err, context.DeadlineExceeded) {
 			code = http.StatusGatewayTimeout
 		}
-		writeError(w, r, code, "sigil: "+t.host+" failed: "+reasonOf(err))
+		hop.WriteError(w, r, code, "sigil: "+t.host+" failed: "+reasonOf(err))
 		return t.host, true
 	}
 	defer resp.Body.Close()
-	removeHopHeaders(resp.Header)
-	copyResponse(w, resp)
+	hop.RemoveHeaders(resp.Header)
+	hop.CopyResponse(w, resp)
 	return t.host, true
 }
 
@@ -293,7 +294,7 @@ func (o *outbound) connectExternal(w http.ResponseWriter, r *http.Request) bool 
 	}
 	t, err := o.externalFor(o.state.Load(), strings.Trim(host, "[]"), addressed)
 	if err != nil {
-		writeError(w, r, http.StatusBadGateway, "sigil: cannot reach "+host+": "+err.Error())
+		hop.WriteError(w, r, http.StatusBadGateway, "sigil: cannot reach "+host+": "+err.Error())
 		return true
 	}
 	if t == nil {
@@ -306,7 +307,7 @@ func (o *outbound) connectExternal(w http.ResponseWriter, r *http.Request) bool 
 	}
 	up, err := t.dial(r.Context(), net.JoinHostPort(h, port))
 	if err != nil {
-		writeError(w, r, http.StatusBadGateway, "sigil: "+t.host+" failed: "+reasonOf(err))
+		hop.WriteError(w, r, http.StatusBadGateway, "sigil: "+t.host+" failed: "+reasonOf(err))
 		return true
 	}
 	o.hijackAndPipe(w, up, o.tcpRecord(naming.Service{}, t.host, nil, nil))

@@ -6,17 +6,15 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/trace"
@@ -31,9 +29,6 @@ const (
 	retryBackoffMax    = 10 * retryBackoffBase // Envoy's max_interval default
 )
 
-// hopHeaders are connection-scoped and never forwarded.
-var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
 // ServeHTTP routes one request from the app: VirtualService match, fault
 // injection, redirect, rewrite, header changes, mirroring, then the chosen
 // destination with retries, timeouts, the connection pool and outlier
@@ -45,7 +40,7 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &statusRecorder{ResponseWriter: w}
-	proto := protocolOf(r)
+	proto := hop.ProtocolOf(r)
 	svc, port, err := o.destOf(r)
 	// A host outside the mesh whose VirtualService has routes for this
 	// sidecar and port is routed as a service is (outside.go).
@@ -72,16 +67,16 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	// Before the sidecar adds headers of its own (trace context, route
 	// headers), so the app's Connection header cannot remove them.
-	if err := takeConnectionOptions(r.Header); err != nil {
+	if err := hop.TakeConnectionOptions(r.Header); err != nil {
 		rec.setFlag(flagBadRequest)
-		writeError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
+		hop.WriteError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
 		o.p.observe(o.record(rec, svc, outside, proto), r, start, "")
 		return
 	}
-	dropForgedIdentity(r.Header)
+	hop.DropForgedIdentity(r.Header)
 	if proto == policy.ProtocolGRPC {
 		var cancel context.CancelFunc
-		r, cancel = withGRPCDeadline(r, start)
+		r, cancel = hop.WithGRPCDeadline(r, start)
 		defer cancel()
 	}
 	// Routes match, and the peer sidecar authorizes, the path forwarded.
@@ -118,159 +113,13 @@ func (o *outbound) record(w *statusRecorder, svc naming.Service, host, proto str
 // unknownService is the destination label of requests for no mesh service.
 const unknownService = "unknown"
 
-// route sends a request for port of svc (the port the app addressed) on.
-func (o *outbound) route(w *statusRecorder, r *http.Request, svc naming.Service, port uint32) {
-	o.routeKey(w, r, svc, svc.String(), port)
-}
-
-// routeKey routes a request by the VirtualService routes of key: svc's
-// key, or, svc zero, a host outside the mesh (outsideRouted).
-func (o *outbound) routeKey(w *statusRecorder, r *http.Request, svc naming.Service, key string, port uint32) {
-	st := o.state.Load()
-	// The app may not claim an identity; the receiving sidecar sets it.
-	delete(r.Header, xfccName)
-	authority := appAuthority(r) // before a rewrite: the port the app named
-	m, ok := st.table.MatchPort(key, port, r, o.p.cfg.labels)
-	if !ok && len(st.byService[svc]) == 0 && !st.table.HasRoutes(key) {
-		// Fail closed: only services of the mesh are reachable through it.
-		w.setFlag(flagNoRoute)
-		writeError(w, r, http.StatusBadGateway, "sigil: unknown service "+key)
-		return
-	}
-	if !ok {
-		if st.table.HasRoutesAt(key, port, o.p.cfg.labels) {
-			w.setFlag(flagNoRoute)
-			writeError(w, r, http.StatusNotFound, "sigil: no route of "+key+" matches")
-			return
-		}
-		// No VirtualService, or none with routes for this port and this
-		// sidecar: every endpoint of the service, Istio's default retries.
-		m = traffic.Matched{Route: o.defaultRoute(svc)}
-	}
-	w.route = m.Name
-	if m.AbortPct > 0 && rand.Float64()*100 < m.AbortPct {
-		w.setFlag(flagFaultAbort)
-		o.abort(w, r, o.serviceLabel(svc, key), m.Route)
-		return
-	}
-	if m.Delay > 0 && rand.Float64()*100 < m.DelayPct {
-		w.setFlag(flagFaultDelay)
-		t := time.NewTimer(m.Delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
-	}
-	if rd := m.Redirect; rd != nil {
-		redirect(w, r, m)
-		return
-	}
-	if d := m.Direct; d != nil {
-		directResponse(w, d, m.Headers)
-		return
-	}
-	origin := corsOrigin(r, m.CORS)
-	if corsPreflight(w, r, m.CORS, origin) {
-		return
-	}
-	// Set now, so the sidecar's own answers (503, 504) carry them too.
-	corsMark(w.Header(), m.CORS, origin)
-	dest := m.Pick()
-	w.subset = dest.Subset
-	if err := o.rewrite(r, m); err != nil {
-		w.setFlag(flagBadRequest)
-		refuseTarget(w, r, err)
-		return
-	}
-	applyHeaders(r.Header, m.Headers, true)
-	applyHeaders(r.Header, dest.Headers, true)
-	setAuthority(r, m.Headers)
-	setAuthority(r, dest.Headers)
-	if dest.Outside != "" {
-		o.sendOutside(w, r, st, m, dest, outsideAddr{authority, port}, origin)
-		return
-	}
-	c := pinned(r.Context(), o.clusterAt(st, naming.Service{Name: dest.Service, Namespace: dest.Namespace}, dest.Subset, cmp.Or(dest.Port, port)))
-	if c == nil || len(c.eps) == 0 {
-		w.setFlag(flagNoHealthy)
-		writeError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Service+subsetSuffix(dest.Subset))
-		return
-	}
-	body, replay := readReplayable(r)
-	if isWebSocketUpgrade(r.Header) {
-		// Not mirrored: a copy of an upgrade has nowhere to go.
-		o.upgrade(w, r, c)
-		return
-	}
-	// The request's headers, stripped once, are shared by every attempt
-	// and the mirror, which only read them.
-	stripRequestHopHeaders(r.Header)
-	noDefaultUserAgent(r.Header)
-	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
-		o.mirrorAny(st, r, body, replay, m.MirrorTo, m.Mirror, cmp.Or(m.MirrorPort, port))
-	}
-	key, setCookie := c.hash.key(r)
-	resp, peer, release, err := o.send(r, body, replay, c, m.Route, key)
-	if err != nil {
-		var of overflowError
-		switch {
-		case errors.As(err, &of):
-			w.setFlag(flagOverflow)
-			o.p.metrics.overflows.WithLabelValues(o.p.names.FQDN(naming.Service{Name: dest.Service, Namespace: dest.Namespace})).Inc()
-			w.Header().Set("X-Sigil-Overflow", "connection pool of "+dest.Service+subsetSuffix(dest.Subset)+" is full")
-			writeError(w, r, http.StatusServiceUnavailable, "sigil: upstream connection pool overflow ("+dest.Service+subsetSuffix(dest.Subset)+")")
-		case errors.Is(err, context.DeadlineExceeded):
-			w.setFlag(flagTimeout)
-			writeError(w, r, http.StatusGatewayTimeout, "sigil: upstream request timeout")
-		default:
-			w.setFlag(flagUpstreamFail)
-			writeError(w, r, http.StatusServiceUnavailable, "sigil: upstream "+dest.Service+" failed: "+reasonOf(err))
-		}
-		return
-	}
-	defer release()
-	w.peer = peer
-	// The upstream's Connection header may not remove the route's headers.
-	removeHopHeaders(resp.Header)
-	if setCookie != nil {
-		resp.Header.Add("Set-Cookie", setCookie.String())
-	}
-	applyHeaders(resp.Header, m.Headers, false)
-	applyHeaders(resp.Header, dest.Headers, false)
-	corsMark(resp.Header, m.CORS, origin)
-	copyResponse(w, resp)
-}
-
-func subsetSuffix(s string) string {
-	if s == "" {
-		return ""
-	}
-	return "/" + s
-}
-
-// defaultRoute is the route of a service no VirtualService covers,
-// compiled once per service and kept in o.defaults.
-func (o *outbound) defaultRoute(svc naming.Service) *traffic.Route {
-	if rt, ok := o.defaults.Load(svc); ok {
-		return rt.(*traffic.Route)
-	}
-	rt := traffic.Compile(0, []traffic.Resource{{Kind: traffic.KindVirtualService, Namespace: svc.Namespace, Name: "default", VS: &traffic.VirtualService{
-		Spec: traffic.VirtualServiceSpec{Hosts: []string{svc.Name}, HTTP: []traffic.HTTPRoute{{Route: []traffic.HTTPRouteDestination{{Destination: traffic.Destination{Host: svc.Name}}}}}},
-	}}})
-	m, _ := rt.Match(svc.String(), &http.Request{URL: &url.URL{Path: "/"}, Header: http.Header{}}, nil)
-	o.defaults.Store(svc, m.Route)
-	return m.Route
-}
-
 // readReplayable keeps a small body so it can be sent again (retries,
 // mirror). A large or streaming body is sent once, as it comes.
 func readReplayable(r *http.Request) ([]byte, bool) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return nil, true
 	}
-	if r.ContentLength < 0 || r.ContentLength > maxReplayBody || protocolOf(r) == policy.ProtocolGRPC && r.ProtoMajor == 2 && r.ContentLength < 0 {
+	if r.ContentLength < 0 || r.ContentLength > maxReplayBody || hop.ProtocolOf(r) == policy.ProtocolGRPC && r.ProtoMajor == 2 && r.ContentLength < 0 {
 		return nil, false
 	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))
@@ -285,45 +134,10 @@ func readReplayable(r *http.Request) ([]byte, bool) {
 // HTTP/1.x stays HTTP/1.1 (the lean client), HTTP/2 and gRPC go over
 // HTTP/2.
 func kindOf(r *http.Request) int {
-	if r.ProtoMajor == 1 && protocolOf(r) != policy.ProtocolGRPC {
+	if r.ProtoMajor == 1 && hop.ProtocolOf(r) != policy.ProtocolGRPC {
 		return viaH1
 	}
 	return viaH2
-}
-
-// removeHopHeaders drops connection-scoped headers: the standard ones and
-// any the Connection header names, except protected ones (hopheaders.go).
-func removeHopHeaders(h http.Header) {
-	for _, v := range h["Connection"] {
-		for _, name := range strings.Split(v, ",") {
-			if name = http.CanonicalHeaderKey(strings.TrimSpace(name)); name != "" && !protectedHeaders[name] {
-				delete(h, name)
-			}
-		}
-	}
-	for _, k := range hopHeaders {
-		delete(h, k) // already canonical: Header.Del would canonicalise again (2% of CPU)
-	}
-}
-
-// noDefaultUserAgent keeps a request without a User-Agent without one:
-// Go's transports send "Go-http-client/1.1" or "/2.0" unless the header is
-// present and empty (httputil.ReverseProxy does the same), and the peer's
-// policy and app would see a header the caller never sent.
-func noDefaultUserAgent(h http.Header) {
-	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = []string{""}
-	}
-}
-
-// stripRequestHopHeaders removes a request's hop-by-hop headers but keeps
-// "Te: trailers", which gRPC needs end to end.
-func stripRequestHopHeaders(h http.Header) {
-	te := strings.Contains(strings.ToLower(h.Get("Te")), "trailers")
-	removeHopHeaders(h)
-	if te {
-		h["Te"] = []string{"trailers"}
-	}
 }
 
 // outRequest builds the request to one endpoint: a shallow copy sharing
@@ -407,67 +221,6 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 	return resp, ep.id, func() { resp.Body.Close(); tryCancel(); releasePool(); cancel() }, nil
 }
 
-// copyBufs recycles response copy buffers: a fresh 32 KiB per request was
-// the sidecar's largest allocation.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-// copyResponse writes the upstream response and then its trailers. A
-// streaming response (no Content-Length, as gRPC's, or server-sent events)
-// is flushed after every read; any other goes out in as few writes as the
-// server likes (flushing a small answer twice cost a visible share of the
-// sidecar's CPU: bench/README.md).
-func copyResponse(w http.ResponseWriter, resp *http.Response) {
-	streaming := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
-	h := w.Header()
-	for k, v := range resp.Header {
-		h[k] = v
-	}
-	removeHopHeaders(h)
-	for k := range resp.Trailer {
-		h.Add("Trailer", k)
-	}
-	w.WriteHeader(resp.StatusCode)
-	var rc *http.ResponseController
-	if streaming {
-		rc = http.NewResponseController(w)
-		rc.Flush()
-	}
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	var err error
-	for {
-		var n int
-		n, err = resp.Body.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
-			}
-			if streaming {
-				rc.Flush()
-			}
-		}
-		if err != nil {
-			if err != io.EOF {
-				// A body cut short or malformed upstream must not end as
-				// if complete downstream: abort the response (h1 and
-				// net/http close the connection or reset the stream).
-				panic(http.ErrAbortHandler)
-			}
-			break
-		}
-	}
-	for k, v := range resp.Trailer {
-		h[http.TrailerPrefix+k] = v
-	}
-	if err != io.EOF && resp.Request != nil && protocolOf(resp.Request) == policy.ProtocolGRPC && resp.Trailer.Get("Grpc-Status") == "" {
-		// The upstream stream broke before its status: the caller gets
-		// one all the same, DEADLINE_EXCEEDED if its deadline is why.
-		h[http.TrailerPrefix+"Grpc-Status"] = []string{grpcFailureStatus(resp.Request, http.StatusBadGateway)}
-		h[http.TrailerPrefix+"Grpc-Message"] = []string{"sigil: upstream stream ended without a status"}
-	}
-}
-
 // upgrade forwards an Upgrade (WebSocket) request over HTTP/1.1 to one
 // endpoint; the connection then carries the upgraded protocol both ways.
 func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
@@ -490,7 +243,7 @@ func (o *outbound) upgradeVia(w http.ResponseWriter, r *http.Request, rt http.Ro
 			pr.Out.Host = pr.In.Host
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			writeError(w, r, http.StatusServiceUnavailable, "sigil: upstream failed: "+reasonOf(err))
+			hop.WriteError(w, r, http.StatusServiceUnavailable, "sigil: upstream failed: "+reasonOf(err))
 		},
 		ErrorLog: o.p.httpErrorLog("outbound-upgrade"),
 	}

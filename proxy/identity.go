@@ -22,12 +22,11 @@ import (
 // ALPN protocols between sidecars. Opaque TCP gets its own name so the
 // inbound side knows to pipe bytes instead of parsing HTTP.
 const (
-	alpnH2   = "h2"
-	alpnH1   = "http/1.1"
-	alpnTCP  = "sigil-tcp"
-	tls13    = "TLSv1.3"
-	hsLimit  = 10 * time.Second
-	xfccName = "X-Forwarded-Client-Cert"
+	alpnH2  = "h2"
+	alpnH1  = "http/1.1"
+	alpnTCP = "sigil-tcp"
+	tls13   = "TLSv1.3"
+	hsLimit = 10 * time.Second
 )
 
 // identity is the proxy's SVID and bundle from the agent's Workload API.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -17,6 +16,7 @@ import (
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/proxy/h1"
 	"github.com/sigil-mesh/sigil/proxy/h2conn"
+	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/telemetry"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -77,7 +77,7 @@ func (in *inbound) appProxy(tr http.RoundTripper) *httputil.ReverseProxy {
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			appFailed(w)
 			in.p.log.Warn("app unreachable", "app", in.p.cfg.App, "error", err)
-			writeError(w, r, http.StatusBadGateway, "sigil: app unreachable")
+			hop.WriteError(w, r, http.StatusBadGateway, "sigil: app unreachable")
 		},
 		ErrorLog: in.p.httpErrorLog("inbound-proxy"),
 	}
@@ -134,44 +134,37 @@ func (in *inbound) handshake(c net.Conn) {
 	}
 }
 
-func protocolOf(r *http.Request) string {
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-		return policy.ProtocolGRPC
-	}
-	return policy.ProtocolHTTP
-}
-
 func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w}
 	peer, err := in.peers.of(in.p.id.id, r.TLS)
 	if err != nil {
-		writeError(rec, r, http.StatusForbidden, "sigil: no peer identity")
+		hop.WriteError(rec, r, http.StatusForbidden, "sigil: no peer identity")
 		return
 	}
 	defer func() {
 		if v := recover(); v != nil {
-			in.p.observeAborted(rec, func(w *statusRecorder) requestRecord { return in.record(w, peer.id, protocolOf(r)) }, r, start)
+			in.p.observeAborted(rec, func(w *statusRecorder) requestRecord { return in.record(w, peer.id, hop.ProtocolOf(r)) }, r, start)
 			panic(v)
 		}
 	}()
 	// First, before the sidecar adds the caller's identity and trace
 	// context: a Connection header may not remove what the sidecar sets.
-	if err := takeConnectionOptions(r.Header); err != nil {
+	if err := hop.TakeConnectionOptions(r.Header); err != nil {
 		rec.setFlag(flagBadRequest)
-		writeError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
-		in.p.observe(in.record(rec, peer.id, protocolOf(r)), r, start, "")
+		hop.WriteError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
+		in.p.observe(in.record(rec, peer.id, hop.ProtocolOf(r)), r, start, "")
 		return
 	}
-	dropForgedIdentity(r.Header)
+	hop.DropForgedIdentity(r.Header)
 	if in.p.trace != nil {
 		span := in.p.trace.start(r, trace.SpanKindServer, "inbound", in.p.cfg.Service)
 		defer func() { in.p.trace.end(span, rec.status(), peer.id) }()
 	}
-	proto := protocolOf(r)
+	proto := hop.ProtocolOf(r)
 	if proto == policy.ProtocolGRPC {
 		var cancel context.CancelFunc
-		r, cancel = withGRPCDeadline(r, start)
+		r, cancel = hop.WithGRPCDeadline(r, start)
 		defer cancel()
 	}
 	// The policy decides on the path the app will get.
@@ -198,17 +191,17 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(d.Err, policy.ErrNotRecorded) {
 			// Fail closed on the audit record (--audit-failure-mode-allow=false):
 			// the policy may have allowed it, so not 403.
-			writeError(rec, r, http.StatusServiceUnavailable, "audit record unavailable")
+			hop.WriteError(rec, r, http.StatusServiceUnavailable, "audit record unavailable")
 		} else {
-			writeError(rec, r, http.StatusForbidden, "RBAC: access denied")
+			hop.WriteError(rec, r, http.StatusForbidden, "RBAC: access denied")
 		}
 	} else {
 		// Only the mesh says who the caller is.
-		r.Header[xfccName] = []string{peer.xfcc}
+		r.Header[hop.XFCC] = []string{peer.xfcc}
 		switch {
 		case proto == policy.ProtocolGRPC:
 			in.forward(rec, r, in.appH2C)
-		case isWebSocketUpgrade(r.Header):
+		case hop.IsWebSocketUpgrade(r.Header):
 			in.toApp.ServeHTTP(rec, r)
 		default:
 			in.forward(rec, r, in.app)
@@ -257,16 +250,16 @@ func (in *inbound) forward(w http.ResponseWriter, r *http.Request, rt http.Round
 	if rt == in.app {
 		out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
 	}
-	stripRequestHopHeaders(out.Header)
+	hop.StripRequestHeaders(out.Header)
 	resp, err := rt.RoundTrip(out)
 	if err != nil {
 		appFailed(w)
 		in.p.log.Warn("app unreachable", "app", in.p.cfg.App, "error", err)
-		writeError(w, r, http.StatusBadGateway, "sigil: app unreachable")
+		hop.WriteError(w, r, http.StatusBadGateway, "sigil: app unreachable")
 		return
 	}
 	defer resp.Body.Close()
-	copyResponse(w, resp)
+	hop.CopyResponse(w, resp)
 }
 
 // headerMap flattens headers for the policy input: lower-case names,
@@ -315,29 +308,8 @@ func (in *inbound) serveTCP(tc *tls.Conn) {
 	}
 	defer app.Close()
 	in.p.metrics.tcpOpen(rec)
-	sent, received := pipe(tc, app)
+	sent, received := hop.Pipe(tc, app)
 	in.p.metrics.tcpClose(rec, sent, received)
-}
-
-// pipe copies both ways until both directions end, passing half-closes
-// on, and returns the bytes copied from b to a and from a to b (a is the
-// caller's side: the response's bytes and the request's).
-func pipe(a, b net.Conn) (toA, toB int64) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	cp := func(dst, src net.Conn, n *int64) {
-		defer wg.Done()
-		*n, _ = io.Copy(dst, src)
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		} else {
-			dst.Close()
-		}
-	}
-	go cp(a, b, &toA)
-	go cp(b, a, &toB)
-	wg.Wait()
-	return toA, toB
 }
 
 // statusRecorder notes the status code; Unwrap lets http.ResponseController
@@ -375,41 +347,4 @@ func (s *statusRecorder) status() int {
 		return http.StatusOK
 	}
 	return s.code
-}
-
-// writeError answers in the caller's protocol: gRPC callers get a
-// trailers-only response with the matching gRPC status (grpcFailureStatus:
-// DEADLINE_EXCEEDED once their deadline has passed, whatever failed).
-func writeError(w http.ResponseWriter, r *http.Request, code int, msg string) {
-	if protocolOf(r) == policy.ProtocolGRPC {
-		w.Header().Set("Content-Type", "application/grpc")
-		w.Header().Set("Grpc-Status", grpcFailureStatus(r, code))
-		w.Header().Set("Grpc-Message", msg)
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	io.WriteString(w, msg+"\n")
-}
-
-// grpcTrailersOnly turns a gRPC "trailers-only" response (status in the
-// headers, no body) into headers plus trailers. A proxy that streams must
-// flush headers at once, and headers flushed without END_STREAM would leave
-// the status where gRPC clients no longer look for it.
-func grpcTrailersOnly(resp *http.Response) error {
-	if resp.Header.Get("Grpc-Status") == "" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc") {
-		return nil
-	}
-	if resp.Trailer == nil {
-		resp.Trailer = http.Header{}
-	}
-	for _, k := range []string{"Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin"} {
-		if v, ok := resp.Header[k]; ok {
-			resp.Trailer[k] = v
-			resp.Header.Del(k)
-		}
-	}
-	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/proxy/h1"
 	"github.com/sigil-mesh/sigil/proxy/h2conn"
+	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -27,7 +28,8 @@ import (
 // HTTP proxy client, or origin-form with Host), or uses CONNECT for TCP.
 // Transparent mode: iptables redirects the app's connections here and the
 // original destination picks the service. Routing follows the mesh's
-// VirtualServices and DestinationRules (see forward.go).
+// VirtualServices and DestinationRules (forward.go: ServeHTTP and send;
+// route.go: the steps of a route in order).
 type outbound struct {
 	p        *Proxy
 	h2       *h2conn.Server // h2c from the app (gRPC)
@@ -260,14 +262,14 @@ func meshNames(self spiffeid.ID, claimed, clusterDomain string) (naming.Resolver
 // reachable through it), saying what would let such a host through.
 func refuseName(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, naming.ErrMalformed) {
-		writeError(w, r, http.StatusBadRequest, "sigil: bad host: "+err.Error())
+		hop.WriteError(w, r, http.StatusBadRequest, "sigil: bad host: "+err.Error())
 		return
 	}
 	msg := "sigil: unknown service: " + err.Error()
 	if errors.Is(err, naming.ErrNotInMesh) {
 		msg += "; a host outside the mesh is reached only through a DestinationRule for it, exported to this namespace, with trafficPolicy.tls.mode DISABLE, SIMPLE or MUTUAL"
 	}
-	writeError(w, r, http.StatusBadGateway, msg)
+	hop.WriteError(w, r, http.StatusBadGateway, msg)
 }
 
 // connect tunnels opaque TCP: CONNECT host:port, where host is a service
@@ -296,7 +298,7 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 	up, rec, err := o.openL4(r.Context(), st, svc, key, uint32(port), "", requestHashKey(r))
 	if err != nil {
 		// The app reads the sidecar's answer, not its package names.
-		writeError(w, r, http.StatusBadGateway, "sigil: "+strings.TrimPrefix(err.Error(), "proxy: "))
+		hop.WriteError(w, r, http.StatusBadGateway, "sigil: "+strings.TrimPrefix(err.Error(), "proxy: "))
 		return
 	}
 	o.hijackAndPipe(w, up, rec)

@@ -5,13 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
@@ -124,7 +124,7 @@ func (o *outbound) sendOutside(w *statusRecorder, r *http.Request, st *meshState
 		// A host outside the mesh has no subsets (its DestinationRule may
 		// define none): as for any subset no rule defines.
 		w.setFlag(flagNoHealthy)
-		writeError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Outside+subsetSuffix(dest.Subset))
+		hop.WriteError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Outside+subsetSuffix(dest.Subset))
 		return
 	}
 	t, addr, err := o.outsideTarget(st, dest, app)
@@ -132,42 +132,34 @@ func (o *outbound) sendOutside(w *statusRecorder, r *http.Request, st *meshState
 	case err != nil:
 		o.p.log.Warn("tls origination refused", "host", dest.Outside, "error", err)
 		w.setFlag(flagUpstreamFail)
-		writeError(w, r, http.StatusBadGateway, "sigil: cannot reach "+dest.Outside+": "+err.Error())
+		hop.WriteError(w, r, http.StatusBadGateway, "sigil: cannot reach "+dest.Outside+": "+err.Error())
 		return
 	case t == nil:
 		w.setFlag(flagNoRoute)
-		writeError(w, r, http.StatusBadGateway, noRuleMessage(dest.Outside, uint16(cmp.Or(dest.Port, app.port))))
+		hop.WriteError(w, r, http.StatusBadGateway, noRuleMessage(dest.Outside, uint16(cmp.Or(dest.Port, app.port))))
 		return
 	}
 	body, replay := readReplayable(r)
-	if isWebSocketUpgrade(r.Header) {
+	if hop.IsWebSocketUpgrade(r.Header) {
 		// Not mirrored, as between sidecars; HTTP/1.1 whatever the
 		// target's ALPN (Go's transport sends upgrades over HTTP/1).
 		o.upgradeVia(w, r, t.transport, externalScheme(t), addr)
 		return
 	}
-	stripRequestHopHeaders(r.Header)
-	noDefaultUserAgent(r.Header)
-	if m.Mirror != nil && rand.Float64()*100 < m.MirrorPct {
-		o.mirrorAny(st, r, body, replay, m.MirrorTo, m.Mirror, cmp.Or(m.MirrorPort, app.port))
-	}
+	o.prepareSend(r, st, m, body, replay, app.port)
 	resp, cancel, err := o.sendExternal(r, t, addr, body, replay, m.Route)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			w.setFlag(flagTimeout)
-			writeError(w, r, http.StatusGatewayTimeout, "sigil: upstream request timeout")
+			hop.WriteError(w, r, http.StatusGatewayTimeout, "sigil: upstream request timeout")
 			return
 		}
 		w.setFlag(flagUpstreamFail)
-		writeError(w, r, http.StatusServiceUnavailable, "sigil: upstream "+t.host+" failed: "+reasonOf(err))
+		hop.WriteError(w, r, http.StatusServiceUnavailable, "sigil: upstream "+t.host+" failed: "+reasonOf(err))
 		return
 	}
 	defer cancel()
-	removeHopHeaders(resp.Header)
-	applyHeaders(resp.Header, m.Headers, false)
-	applyHeaders(resp.Header, dest.Headers, false)
-	corsMark(resp.Header, m.CORS, origin)
-	copyResponse(w, resp)
+	respond(w, resp, m, dest, origin, nil)
 }
 
 // sendExternal sends r to addr through t with rt's timeout and retries,

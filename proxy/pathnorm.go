@@ -5,6 +5,7 @@ import (
 	"net/url"
 
 	"github.com/sigil-mesh/sigil/pathnorm"
+	"github.com/sigil-mesh/sigil/proxy/hop"
 )
 
 // normalizeTarget normalizes r's request target in place (package
@@ -47,5 +48,5 @@ func setEscapedPath(u *url.URL, p string) error {
 
 // refuseTarget answers a request whose target cannot be normalized.
 func refuseTarget(w http.ResponseWriter, r *http.Request, err error) {
-	writeError(w, r, http.StatusBadRequest, "sigil: "+err.Error())
+	hop.WriteError(w, r, http.StatusBadRequest, "sigil: "+err.Error())
 }

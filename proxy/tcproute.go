@@ -9,6 +9,7 @@ import (
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/proxy/hop"
 )
 
 // openL4 opens the upstream of one opaque TCP connection the app opened
@@ -125,7 +126,7 @@ func (o *outbound) hijackAndPipe(w http.ResponseWriter, up net.Conn, rec *reques
 		up.Write(peeked)
 	}
 	o.p.metrics.tcpOpen(rec)
-	sent, received := pipe(client, up)
+	sent, received := hop.Pipe(client, up)
 	o.p.metrics.tcpClose(rec, sent, received)
 }
 
@@ -138,6 +139,6 @@ func (o *outbound) pipeTCP(app, up net.Conn, rec *requestRecord) {
 	defer app.Close()
 	defer up.Close()
 	o.p.metrics.tcpOpen(rec)
-	sent, received := pipe(app, up)
+	sent, received := hop.Pipe(app, up)
 	o.p.metrics.tcpClose(rec, sent, received)
 }

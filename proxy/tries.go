@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
@@ -56,7 +57,7 @@ func (t *tries) run(ctx context.Context) (*http.Response, context.CancelFunc, er
 			kind, status, err = traffic.FailTimeout, http.StatusGatewayTimeout, context.DeadlineExceeded
 		}
 		if resp != nil {
-			grpcTrailersOnly(resp)
+			hop.GRPCTrailersOnly(resp)
 			status = resp.StatusCode
 		}
 		if t.done != nil {

@@ -1,4 +1,4 @@
-package proxy
+package hop
 
 import (
 	"errors"
@@ -29,9 +29,9 @@ func TestHopByHopCannotRemoveSidecarHeadersUnit(t *testing.T) {
 		{"grpc timeout", http.Header{"Connection": {"grpc-timeout"}}, nil, true},
 	} {
 		h := tt.in.Clone()
-		err := takeConnectionOptions(h)
+		err := TakeConnectionOptions(h)
 		if tt.err {
-			if !errors.Is(err, errConnectionOption) {
+			if !errors.Is(err, ErrConnectionOption) {
 				t.Errorf("%s: %v, want refused", tt.name, err)
 			}
 			continue
@@ -42,17 +42,17 @@ func TestHopByHopCannotRemoveSidecarHeadersUnit(t *testing.T) {
 	}
 
 	// Forged identity headers, however spelled, are gone.
-	h := http.Header{xfccName: {"URI=evil"}, "x-forwarded-client-cert": {"evil"}, "X_Forwarded_Client_Cert": {"evil"}, "X-Forwarded-Client_cert": {"evil"}, "X-Forwarded-Client-Certs": {"keep"}, "X-Other": {"keep"}}
-	dropForgedIdentity(h)
+	h := http.Header{XFCC: {"URI=evil"}, "x-forwarded-client-cert": {"evil"}, "X_Forwarded_Client_Cert": {"evil"}, "X-Forwarded-Client_cert": {"evil"}, "X-Forwarded-Client-Certs": {"keep"}, "X-Other": {"keep"}}
+	DropForgedIdentity(h)
 	if !reflect.DeepEqual(h, http.Header{"X-Forwarded-Client-Certs": {"keep"}, "X-Other": {"keep"}}) {
-		t.Errorf("after dropForgedIdentity: %v", h)
+		t.Errorf("after DropForgedIdentity: %v", h)
 	}
 
 	// A response's Connection header removes what it names but never a
 	// protected header.
 	resp := http.Header{"Connection": {"X-Private, Grpc-Status, content-length"}, "X-Private": {"1"}, "Grpc-Status": {"0"}, "Content-Length": {"2"}}
-	removeHopHeaders(resp)
+	RemoveHeaders(resp)
 	if !reflect.DeepEqual(resp, http.Header{"Grpc-Status": {"0"}, "Content-Length": {"2"}}) {
-		t.Errorf("response after removeHopHeaders: %v", resp)
+		t.Errorf("response after RemoveHeaders: %v", resp)
 	}
 }

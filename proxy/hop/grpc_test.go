@@ -1,4 +1,4 @@
-package proxy
+package hop
 
 import (
 	"context"
@@ -49,13 +49,13 @@ func TestGRPCDeadlineStatusMapping(t *testing.T) {
 		{"upstream failed", live, http.StatusServiceUnavailable, grpcUnavailable},
 	} {
 		r := grpcReq(tt.ctx)
-		if got := grpcFailureStatus(r, tt.code); got != tt.want {
+		if got := GRPCFailureStatus(r, tt.code); got != tt.want {
 			t.Errorf("%s: %s, want %s", tt.name, got, tt.want)
 		}
 		w := httptest.NewRecorder()
-		writeError(w, r, tt.code, "x")
+		WriteError(w, r, tt.code, "x")
 		if got := w.Header().Get("Grpc-Status"); got != tt.want || w.Code != http.StatusOK {
-			t.Errorf("%s: writeError gave %d grpc-status %s, want %s", tt.name, w.Code, got, tt.want)
+			t.Errorf("%s: WriteError gave %d grpc-status %s, want %s", tt.name, w.Code, got, tt.want)
 		}
 	}
 
@@ -63,12 +63,12 @@ func TestGRPCDeadlineStatusMapping(t *testing.T) {
 	r := grpcReq(live)
 	r.Header.Set("Grpc-Timeout", "50m")
 	arrived := time.Now().Add(-time.Second)
-	r2, cancel := withGRPCDeadline(r, arrived)
+	r2, cancel := WithGRPCDeadline(r, arrived)
 	defer cancel()
 	if dl, ok := r2.Context().Deadline(); !ok || !dl.Equal(arrived.Add(50*time.Millisecond)) || r2.Context().Err() == nil {
 		t.Errorf("deadline %v %v, err %v", dl, ok, r2.Context().Err())
 	}
-	if r3, _ := withGRPCDeadline(grpcReq(live), arrived); r3.Context() != live {
+	if r3, _ := WithGRPCDeadline(grpcReq(live), arrived); r3.Context() != live {
 		t.Error("a request without grpc-timeout got a deadline")
 	}
 }

@@ -1,10 +1,13 @@
-package proxy
+package hop
 
 import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
+
+	"github.com/sigil-mesh/sigil/policy"
 )
 
 // gRPC status codes the sidecar answers with itself
@@ -63,12 +66,12 @@ func grpcTimeout(h http.Header) (d time.Duration, ok bool) {
 	return time.Duration(n) * unit, true
 }
 
-// withGRPCDeadline bounds a gRPC request's context by the caller's
+// WithGRPCDeadline bounds a gRPC request's context by the caller's
 // grpc-timeout counted from when the request arrived, so every step after
 // (pool, retries, the upstream, the app) stops when the caller's deadline
 // passes and the sidecar's own answer is DEADLINE_EXCEEDED (Envoy does the
 // same with max_grpc_timeout). Other requests are returned unchanged.
-func withGRPCDeadline(r *http.Request, arrived time.Time) (*http.Request, context.CancelFunc) {
+func WithGRPCDeadline(r *http.Request, arrived time.Time) (*http.Request, context.CancelFunc) {
 	d, ok := grpcTimeout(r.Header)
 	if !ok {
 		return r, func() {}
@@ -77,13 +80,13 @@ func withGRPCDeadline(r *http.Request, arrived time.Time) (*http.Request, contex
 	return r.WithContext(ctx), cancel
 }
 
-// grpcFailureStatus is the gRPC status of a failure the sidecar answers
+// GRPCFailureStatus is the gRPC status of a failure the sidecar answers
 // for itself, with code the HTTP status it would give an HTTP caller. The
 // caller's own deadline or cancellation decides first: DEADLINE_EXCEEDED
 // once the caller's deadline has passed, CANCELLED when the caller went
 // away, whatever failed on the way (the gRPC spec's "HTTP to gRPC Status
 // Code Mapping" applies to the rest).
-func grpcFailureStatus(r *http.Request, code int) string {
+func GRPCFailureStatus(r *http.Request, code int) string {
 	ctx := r.Context()
 	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return grpcDeadlineExceeded
@@ -102,4 +105,34 @@ func grpcFailureStatus(r *http.Request, code int) string {
 		return grpcDeadlineExceeded
 	}
 	return grpcUnavailable
+}
+
+// ProtocolOf is the protocol a request speaks as the policy names it:
+// policy.ProtocolGRPC when its Content-Type is application/grpc (with or
+// without a +proto or +json suffix), else policy.ProtocolHTTP.
+func ProtocolOf(r *http.Request) string {
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		return policy.ProtocolGRPC
+	}
+	return policy.ProtocolHTTP
+}
+
+// GRPCTrailersOnly turns a gRPC "trailers-only" response (status in the
+// headers, no body) into headers plus trailers. A proxy that streams must
+// flush headers at once, and headers flushed without END_STREAM would leave
+// the status where gRPC clients no longer look for it.
+func GRPCTrailersOnly(resp *http.Response) error {
+	if resp.Header.Get("Grpc-Status") == "" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc") {
+		return nil
+	}
+	if resp.Trailer == nil {
+		resp.Trailer = http.Header{}
+	}
+	for _, k := range []string{"Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin"} {
+		if v, ok := resp.Header[k]; ok {
+			resp.Trailer[k] = v
+			resp.Header.Del(k)
+		}
+	}
+	return nil
 }
