@@ -223,6 +223,28 @@ func Check(r Record) error {
 	return nil
 }
 
+// AppendChecked appends r's JSON line (its encoding as AppendSealed and
+// json.Marshal give it, without a newline) to dst once r's hash is the
+// one its content gives (Check); on error it returns dst unchanged. The
+// line is encoded from r, not copied from what r was decoded from, so
+// what is passed on is what was checked (a duplicate key or extra
+// whitespace in a sender's line does not travel), and r is encoded once
+// for both (the server ingests every decision of the mesh this way).
+func AppendChecked(dst []byte, r *Record) ([]byte, error) {
+	want := r.Sigil.Hash
+	c := Chain{writer: r.Sigil.Writer, seq: r.Sigil.Seq - 1, prev: r.Sigil.Prev}
+	line, err := c.AppendSealed(dst, r)
+	got := r.Sigil.Hash
+	r.Sigil.Hash = want
+	if err != nil {
+		return dst, err
+	}
+	if got != want {
+		return dst, fmt.Errorf("auditstream: record %s (writer %s seq %d): hash does not match its content", r.DecisionID, r.Sigil.Writer, r.Sigil.Seq)
+	}
+	return line, nil
+}
+
 // Writer returns the name of the chain.
 func (c *Chain) Writer() string { return c.writer }
 

@@ -7,13 +7,14 @@ import (
 	"testing"
 
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
 // Names an app makes up (Host, CONNECT authority) leave no state behind:
 // no metric series of their own, no cluster, no connection pool.
 func TestCacheMemoryBoundOutboundNames(t *testing.T) {
-	o := &outbound{p: &Proxy{cfg: &checked{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}, clusters: newClusters(), endpoints: map[string]*endpoint{}}
+	o := &outbound{p: &Proxy{cfg: &checked{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
 	o.setState(traffic.Compile(0, nil), 0, 0, nil)
 	st := o.state.Load()
 	for i := range 5000 {
@@ -27,7 +28,7 @@ func TestCacheMemoryBoundOutboundNames(t *testing.T) {
 	}
 	n := 0
 	st.clusters.Range(func(any, any) bool { n++; return true })
-	if n != 0 || len(o.clusters.pools) != 0 || len(o.clusters.rr) != 0 {
-		t.Fatalf("%d clusters, %d pools, %d balancers kept for made-up names", n, len(o.clusters.pools), len(o.clusters.rr))
+	if n != 0 || o.clusters.Len() != 0 {
+		t.Fatalf("%d clusters, %d pools and balancers kept for made-up names", n, o.clusters.Len())
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/proxy/upstream"
 )
 
 // declarePort records that svc has endpoints for the Service port port,
@@ -98,12 +99,12 @@ func (o *outbound) serviceForAddr(dst *net.TCPAddr) (svc naming.Service, pin str
 	}
 	for svc, eps := range st.byService {
 		for _, e := range eps {
-			if !e.ip.IsValid() || e.ip.Unmap() != ap.Addr() {
+			if !e.IP.IsValid() || e.IP.Unmap() != ap.Addr() {
 				continue
 			}
-			if e.ipPort == ap.Port() {
+			if e.IPPort == ap.Port() {
 				exact = first(exact, svc)
-				pod = pod || e.svcPort != 0
+				pod = pod || e.SvcPort != 0
 			}
 			onHost = first(onHost, svc)
 		}
@@ -120,15 +121,15 @@ func (o *outbound) serviceForAddr(dst *net.TCPAddr) (svc naming.Service, pin str
 // pinned narrows c to the endpoint the app dialled (routedDest.pin in
 // ctx) when c has it; otherwise, as when the route sent the request to
 // another service or a subset without that pod, c as the route chose it.
-func pinned(ctx context.Context, c *cluster) *cluster {
+func pinned(ctx context.Context, c *upstream.Cluster) *upstream.Cluster {
 	d, ok := ctx.Value(ctxKey{}).(routedDest)
 	if c == nil || !ok || d.pin == "" {
 		return c
 	}
-	for _, e := range c.eps {
-		if e.addr == d.pin {
+	for _, e := range c.Eps {
+		if e.Addr == d.pin {
 			one := *c
-			one.eps = []*endpoint{e}
+			one.Eps = []*upstream.Endpoint{e}
 			return &one
 		}
 	}
@@ -150,9 +151,9 @@ func (st *meshState) shown() (map[string][]shownEndpoint, map[string]string) {
 	eps := make(map[string][]shownEndpoint, len(st.byService))
 	for svc, list := range st.byService {
 		for _, e := range list {
-			s := shownEndpoint{Address: e.addr, Labels: e.labels, ServicePort: e.svcPort}
-			if !e.id.IsZero() {
-				s.SPIFFEID = e.id.String()
+			s := shownEndpoint{Address: e.Addr, Labels: e.Labels, ServicePort: e.SvcPort}
+			if !e.ID.IsZero() {
+				s.SPIFFEID = e.ID.String()
 			}
 			eps[svc.String()] = append(eps[svc.String()], s)
 		}

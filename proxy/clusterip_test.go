@@ -63,8 +63,8 @@ func TestClusterIPOriginalDestination(t *testing.T) {
 	api := naming.Service{Name: "api", Namespace: "shop"}
 	for port, want := range map[uint32][]string{80: {"10.0.0.1:8080", "10.0.0.2:8080"}, 9090: {"10.0.0.1:9091"}, 1: {"10.0.0.1:8080", "10.0.0.1:9091", "10.0.0.2:8080"}} {
 		var got []string
-		for _, e := range o.clusterAt(st, api, "", port).eps {
-			got = append(got, e.addr)
+		for _, e := range o.clusterAt(st, api, "", port).Eps {
+			got = append(got, e.Addr)
 		}
 		if fmtAny(got) != fmtAny(want) {
 			t.Errorf("port %d: endpoints %v, want %v", port, got, want)
@@ -82,8 +82,8 @@ func TestClusterIPOriginalDestination(t *testing.T) {
 	c := o.clusterAt(st, api, "", 80)
 	for pin, want := range map[string]int{"10.0.0.2:8080": 1, "10.0.0.5:5432": 2, "": 2} {
 		ctx := context.WithValue(context.Background(), ctxKey{}, routedDest{api, 80, pin})
-		if got := pinned(ctx, c); len(got.eps) != want || (want == 1 && got.eps[0].addr != pin) {
-			t.Errorf("pinned to %q: %d endpoints, want %d", pin, len(got.eps), want)
+		if got := pinned(ctx, c); len(got.Eps) != want || (want == 1 && got.Eps[0].Addr != pin) {
+			t.Errorf("pinned to %q: %d endpoints, want %d", pin, len(got.Eps), want)
 		}
 	}
 }

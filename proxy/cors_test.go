@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
@@ -50,7 +51,7 @@ spec:
 		t.Fatal(err)
 	}
 	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler)}
-	o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
+	o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
 	o.setState(traffic.Compile(1, rs), 1, 1, nil)
 	api := naming.Service{Name: "api", Namespace: "default"}
 	preflight := map[string]string{"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-foo-bar"}

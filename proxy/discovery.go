@@ -3,11 +3,9 @@ package proxy
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -20,7 +18,7 @@ import (
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
 	"github.com/sigil-mesh/sigil/internal/backoff"
 	"github.com/sigil-mesh/sigil/naming"
-	"github.com/sigil-mesh/sigil/proxy/h2conn"
+	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -33,7 +31,7 @@ type meshState struct {
 	table        *traffic.Table
 	version      int64
 	endpointsRev int64
-	byService    map[naming.Service][]*endpoint
+	byService    map[naming.Service][]*upstream.Endpoint
 	// vips maps a Kubernetes Service's cluster IP and port to it: a
 	// transparently captured connection to one is for that service.
 	vips map[netip.AddrPort]naming.Service
@@ -52,7 +50,7 @@ type meshState struct {
 func fmtAny(v any) string { return fmt.Sprintf("%v", v) }
 
 // cluster is clusterAt for no particular port.
-func (o *outbound) cluster(st *meshState, service naming.Service, subset string) *cluster {
+func (o *outbound) cluster(st *meshState, service naming.Service, subset string) *upstream.Cluster {
 	return o.clusterAt(st, service, subset, 0)
 }
 
@@ -60,7 +58,7 @@ func (o *outbound) cluster(st *meshState, service naming.Service, subset string)
 // port-level policy) of a service's subset, or nil when the subset is not
 // defined. As in Envoy, each port of a service is a cluster of its own:
 // its own pool and balancer state.
-func (o *outbound) clusterAt(st *meshState, service naming.Service, subset string, port uint32) *cluster {
+func (o *outbound) clusterAt(st *meshState, service naming.Service, subset string, port uint32) *upstream.Cluster {
 	if len(st.byService[service]) == 0 {
 		// Nothing to balance over; and caching a cluster (and its pool)
 		// per name would let an app grow them with names of its choosing.
@@ -74,22 +72,22 @@ func (o *outbound) clusterAt(st *meshState, service naming.Service, subset strin
 	}
 	key := service.String() + "|" + subset + "|" + strconv.FormatUint(uint64(port), 10)
 	if c, ok := st.clusters.Load(key); ok {
-		return c.(*cluster)
+		return c.(*upstream.Cluster)
 	}
 	c := o.buildCluster(st, service, subset, port)
 	st.clusters.Store(key, c)
 	return c
 }
 
-func (o *outbound) buildCluster(st *meshState, service naming.Service, subset string, port uint32) *cluster {
+func (o *outbound) buildCluster(st *meshState, service naming.Service, subset string, port uint32) *upstream.Cluster {
 	eps := st.byService[service]
 	if st.ports[service][port] {
 		// A Kubernetes Service port: the pods' endpoints of that port (as
 		// Envoy's cluster per service port). A port the Service does not
 		// declare keeps them all.
-		var on []*endpoint
+		var on []*upstream.Endpoint
 		for _, e := range eps {
-			if e.svcPort == 0 || e.svcPort == port {
+			if e.SvcPort == 0 || e.SvcPort == port {
 				on = append(on, e)
 			}
 		}
@@ -100,19 +98,19 @@ func (o *outbound) buildCluster(st *meshState, service naming.Service, subset st
 		if !ok {
 			return nil
 		}
-		var in []*endpoint
+		var in []*upstream.Endpoint
 		for _, e := range eps {
-			if hasLabels(e.labels, labels) {
+			if hasLabels(e.Labels, labels) {
 				in = append(in, e)
 			}
 		}
 		eps = in
 	}
 	policy := st.table.PolicyAt(service.String(), subset, port)
-	o.upstream.setMax(eps, maxConnectionsOf(policy))
-	o.upstream.setDial(eps, upstreamDialOf(policy))
-	pl, rr := o.clusters.poolFor(service.String()+"|"+subset+"|"+strconv.FormatUint(uint64(port), 10), policy)
-	return &cluster{service: o.p.names.FQDN(service), subset: subset, eps: eps, lb: lbOf(policy), pool: pl, outlier: outlierOf(policy), rr: rr, sni: meshSNI(policy), ping: h2PingOf(policy), hash: hashPolicyOf(policy), upgradeH2: upgradeH2Of(policy), warm: slowStartOf(policy), clock: o.clock}
+	o.upstream.SetMax(eps, upstream.MaxConnectionsOf(policy))
+	o.upstream.SetDial(eps, upstream.DialPolicyOf(policy))
+	pl, rr := o.clusters.PoolFor(service.String()+"|"+subset+"|"+strconv.FormatUint(uint64(port), 10), policy)
+	return upstream.NewCluster(o.p.names.FQDN(service), subset, eps, policy, pl, rr, o.clock)
 }
 
 func hasLabels(have, want map[string]string) bool {
@@ -129,7 +127,7 @@ func hasLabels(have, want map[string]string) bool {
 func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*agentv1.Endpoint) {
 	o.epMu.Lock()
 	defer o.epMu.Unlock()
-	st := &meshState{table: table, version: version, endpointsRev: rev, byService: map[naming.Service][]*endpoint{}}
+	st := &meshState{table: table, version: version, endpointsRev: rev, byService: map[naming.Service][]*upstream.Endpoint{}}
 	seen := map[string]bool{}
 	add := func(service naming.Service, ep naming.Endpoint, port uint32, id spiffeid.ID, labels map[string]string) {
 		addr := ep.String()
@@ -141,7 +139,7 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 		if e == nil {
 			e = o.newEndpoint(ep, port, id, labels)
 			if !o.synced {
-				e.joined = time.Time{} // here before this sidecar: warm
+				e.Joined = time.Time{} // here before this sidecar: warm
 			}
 			o.endpoints[key] = e
 		}
@@ -195,7 +193,7 @@ func (o *outbound) setState(table *traffic.Table, version, rev int64, eps []*age
 		if !seen[key] {
 			delete(o.endpoints, key)
 			// Requests in flight finish; pooled connections then close.
-			time.AfterFunc(time.Minute, e.close)
+			time.AfterFunc(time.Minute, e.Close)
 		}
 	}
 	o.state.Store(st)
@@ -232,28 +230,8 @@ func sortedLabels(m map[string]string) []string {
 	return out
 }
 
-func (o *outbound) newEndpoint(ep naming.Endpoint, port uint32, id spiffeid.ID, labels map[string]string) *endpoint {
-	addr := ep.String()
-	e := &endpoint{addr: addr, ip: ep.Addr(), ipPort: ep.Port(), svcPort: port, id: id, labels: labels, joined: o.now()}
-	e.newTransports = func(co connOpts) *transports {
-		return &transports{
-			make:          func(alpn string) *http.Transport { return o.transportFor(id, alpn, co) },
-			newH2:         func() *h2conn.Client { return o.h2ClientFor(addr, id, co) },
-			protocolError: o.p.metrics.protocolError("outbound"),
-			dial: func(ctx context.Context) (net.Conn, error) {
-				// Our SVID now is the one the handshake presents or an older
-				// one: its expiry is a safe bound for the connection.
-				own := o.p.id.notAfter()
-				c, err := o.dialTLS(ctx, addr, id, alpnH1, co.sni)
-				if err != nil {
-					return nil, err
-				}
-				return expiringConn{Conn: c.(*tls.Conn), notAfter: own}, nil
-			},
-		}
-	}
-	e.transports = e.newTransports(connOpts{})
-	return e
+func (o *outbound) newEndpoint(ep naming.Endpoint, port uint32, id spiffeid.ID, labels map[string]string) *upstream.Endpoint {
+	return upstream.NewEndpoint(ep, port, id, labels, o.now(), o, upstream.Metrics{ProtocolError: o.p.metrics.protocolError("outbound")})
 }
 
 // discover follows the agent's Discovery stream until ctx is done,

@@ -17,6 +17,7 @@ import (
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/privatefile"
 	"github.com/sigil-mesh/sigil/proxy/hop"
+	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
@@ -37,7 +38,7 @@ type externalTarget struct {
 	// pool counts the requests routed here in flight, for the retry
 	// budget (Envoy's defaults, as for a mesh cluster without a
 	// connectionPool: sendExternal).
-	pool *pool
+	pool *upstream.Pool
 }
 
 // externalFor returns how to reach port of host (host without its port;
@@ -61,7 +62,7 @@ func (o *outbound) externalFor(st *meshState, host string, port uint16) (*extern
 		// Not cached: fixing the file makes the next request work.
 		return nil, err
 	}
-	t := &externalTarget{host: name, tls: cfg, pool: newPool(nil)}
+	t := &externalTarget{host: name, tls: cfg, pool: upstream.NewPool(nil)}
 	dialer := &net.Dialer{Timeout: externalDialLimit, KeepAlive: 30 * time.Second}
 	t.transport = &http.Transport{
 		DialContext:         dialer.DialContext,

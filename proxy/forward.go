@@ -15,6 +15,7 @@ import (
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/proxy/hop"
+	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/trace"
@@ -130,21 +131,11 @@ func readReplayable(r *http.Request) ([]byte, bool) {
 	return b, true
 }
 
-// kindOf picks the connection a request travels on between sidecars:
-// HTTP/1.x stays HTTP/1.1 (the lean client), HTTP/2 and gRPC go over
-// HTTP/2.
-func kindOf(r *http.Request) int {
-	if r.ProtoMajor == 1 && hop.ProtocolOf(r) != policy.ProtocolGRPC {
-		return viaH1
-	}
-	return viaH2
-}
-
 // outRequest builds the request to one endpoint: a shallow copy sharing
 // r's (already stripped) headers.
-func outRequest(ctx context.Context, r *http.Request, ep *endpoint, body []byte, replay bool) *http.Request {
+func outRequest(ctx context.Context, r *http.Request, ep *upstream.Endpoint, body []byte, replay bool) *http.Request {
 	out := r.WithContext(ctx)
-	out.URL = &url.URL{Scheme: "https", Host: ep.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	out.URL = &url.URL{Scheme: "https", Host: ep.Addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	out.Host = r.Host
 	out.RequestURI = ""
 	out.Close = false // the app's connection may close; the pooled one need not
@@ -163,13 +154,13 @@ func outRequest(ctx context.Context, r *http.Request, ep *endpoint, body []byte,
 // endpoint that gave it (the one its handshake proved, or zero when the
 // endpoint accepts any of the trust domain) and a release to call when
 // the response has been copied.
-func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, rt *traffic.Route, key string) (*http.Response, spiffeid.ID, func(), error) {
+func (o *outbound) send(r *http.Request, body []byte, replay bool, c *upstream.Cluster, rt *traffic.Route, key string) (*http.Response, spiffeid.ID, func(), error) {
 	ctx := r.Context()
 	cancel := context.CancelFunc(func() {})
 	if rt.Timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
 	}
-	releasePool, err := c.pool.acquire(ctx)
+	releasePool, err := c.Pool.Acquire(ctx)
 	if err != nil {
 		cancel()
 		return nil, spiffeid.ID{}, nil, err
@@ -178,38 +169,38 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 	if !replay {
 		attempts = 0
 	}
-	var triedBuf [4]*endpoint
+	var triedBuf [4]*upstream.Endpoint
 	tried := triedBuf[:0]
-	var ep *endpoint
-	t := tries{rt: rt, attempts: attempts, budget: c.pool.canRetry,
+	var ep *upstream.Endpoint
+	t := tries{rt: rt, attempts: attempts, budget: c.Pool.CanRetry,
 		try: func(ctx context.Context, n int) (*http.Response, error) {
 			if n > 0 {
-				defer c.pool.startRetry()()
+				defer c.Pool.StartRetry()()
 			}
-			ep = c.pick(tried, key)
+			ep = c.Pick(tried, key)
 			tried = append(tried, ep)
-			tr := c.conns(ep).get(c.kindOf(r), c.pool.perConn)
-			ep.active.Add(1)
+			tr := c.Conns(ep).Get(c.KindOf(r), c.Pool.PerConn)
+			ep.Active.Add(1)
 			began := time.Now()
 			resp, err := tr.RoundTrip(outRequest(ctx, r, ep, body, replay))
-			ep.active.Add(-1)
+			ep.Active.Add(-1)
 			if resp != nil {
-				ep.observe(time.Since(began), time.Now())
+				ep.Observe(time.Since(began), time.Now())
 			}
 			return resp, err
 		},
 		done: func(status int, connectFailed bool) {
-			if c.record(ep, status, connectFailed) {
-				o.p.metrics.ejections.WithLabelValues(c.service).Inc()
-				o.p.log.Warn("endpoint ejected", "service", c.service, "endpoint", ep.addr)
+			if c.Record(ep, status, connectFailed) {
+				o.p.metrics.ejections.WithLabelValues(c.Service).Inc()
+				o.p.log.Warn("endpoint ejected", "service", c.Service, "endpoint", ep.Addr)
 			}
 		},
 		retried: func(exhausted bool) {
 			if exhausted {
-				o.p.metrics.retryBudget.WithLabelValues(c.service).Inc()
+				o.p.metrics.retryBudget.WithLabelValues(c.Service).Inc()
 				return
 			}
-			o.p.metrics.retries.WithLabelValues(c.service).Inc()
+			o.p.metrics.retries.WithLabelValues(c.Service).Inc()
 		},
 	}
 	resp, tryCancel, err := t.run(ctx)
@@ -218,18 +209,18 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *cluster, r
 		cancel()
 		return nil, spiffeid.ID{}, nil, err
 	}
-	return resp, ep.id, func() { resp.Body.Close(); tryCancel(); releasePool(); cancel() }, nil
+	return resp, ep.ID, func() { resp.Body.Close(); tryCancel(); releasePool(); cancel() }, nil
 }
 
 // upgrade forwards an Upgrade (WebSocket) request over HTTP/1.1 to one
 // endpoint; the connection then carries the upgraded protocol both ways.
-func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *cluster) {
-	key, setCookie := c.hash.key(r)
+func (o *outbound) upgrade(w http.ResponseWriter, r *http.Request, c *upstream.Cluster) {
+	key, setCookie := c.Hash.Key(r)
 	if setCookie != nil {
 		w.Header().Add("Set-Cookie", setCookie.String())
 	}
-	ep := c.pick(nil, key)
-	o.upgradeVia(w, r, c.conns(ep).get(viaUpgrade, 0), "https", ep.addr)
+	ep := c.Pick(nil, key)
+	o.upgradeVia(w, r, c.Conns(ep).Get(upstream.ViaUpgrade, 0), "https", ep.Addr)
 }
 
 // upgradeVia forwards an Upgrade request with rt to addr (scheme: over
@@ -260,13 +251,13 @@ func (o *outbound) mirror(st *meshState, r *http.Request, body []byte, replay bo
 		return
 	}
 	c := o.clusterAt(st, to, d.Subset, destPort)
-	if c == nil || len(c.eps) == 0 {
+	if c == nil || len(c.Eps) == 0 {
 		o.p.metrics.mirrors.WithLabelValues(svc, "no_endpoint").Inc()
 		return
 	}
-	key, _ := c.hash.key(r) // the mirror's answer goes nowhere: no cookie
-	ep := c.pick(nil, key)
-	o.shadow(svc, c.conns(ep).get(c.kindOf(r), 0), func(ctx context.Context) *http.Request { return outRequest(ctx, r, ep, body, true) })
+	key, _ := c.Hash.Key(r) // the mirror's answer goes nowhere: no cookie
+	ep := c.Pick(nil, key)
+	o.shadow(svc, c.Conns(ep).Get(c.KindOf(r), 0), func(ctx context.Context) *http.Request { return outRequest(ctx, r, ep, body, true) })
 }
 
 // shadow sends the request mk builds (a mirrored copy) with rt and forgets

@@ -54,7 +54,7 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	// sidecars: the frames of a call leave in one write, where Go's
 	// HTTP/2 transport wrote and flushed each (bench/README.md, "gRPC
 	// unary: where the CPU per call goes").
-	in.appH2C = &h2conn.Client{Dialer: dialFunc(dialApp), IdleTimeout: 90 * time.Second}
+	in.appH2C = &h2conn.Client{Dialer: appDialer(dialApp), IdleTimeout: 90 * time.Second}
 	in.fast = p.leanServer(in, "inbound")
 	// HTTP/2 between sidecars (gRPC, and HTTP/1.1 under h2UpgradePolicy)
 	// is served by h2conn, whose one writer per connection sends the
@@ -62,6 +62,11 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	in.h2 = p.h2Server(in, "inbound")
 	return in
 }
+
+// appDialer dials the app for h2conn's client (an h2conn.Dialer).
+type appDialer func(ctx context.Context) (net.Conn, error)
+
+func (d appDialer) DialContext(ctx context.Context) (net.Conn, error) { return d(ctx) }
 
 func (in *inbound) appProxy(tr http.RoundTripper) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{

@@ -8,6 +8,7 @@ import (
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/telemetry"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -29,7 +30,7 @@ func TestMeshHostNamesEndpointNamespaces(t *testing.T) {
 		"db":    {Name: "db", Endpoints: []naming.Endpoint{db}},                                                                           // no ID: the caller's namespace
 		"cache": {Name: "cache", Endpoints: []naming.Endpoint{cache}, ID: spiffeid.RequireFromString("spiffe://example.org/ns/ops/sa/c")}, // the ID's
 	}}, log: slog.New(slog.DiscardHandler), names: names}
-	o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
+	o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
 	o.setState(traffic.Compile(0, nil), 1, 1, []*agentv1.Endpoint{
 		{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/default/sa/api"},
 		{Service: "api", Address: "10.0.0.2:15006", SpiffeId: "spiffe://example.org/ns/prod/sa/api"},
@@ -65,13 +66,13 @@ func TestMeshHostNamesEndpointNamespaces(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tt.host, err)
 		}
-		var eps []*endpoint
+		var eps []*upstream.Endpoint
 		if c := o.cluster(st, svc, ""); c != nil {
-			eps = c.eps
+			eps = c.Eps
 		}
 		got := ""
 		if len(eps) > 0 {
-			got = eps[0].addr
+			got = eps[0].Addr
 		}
 		if got != tt.addr || len(eps) > 1 {
 			t.Errorf("%s → %+v: endpoints %d, first %q; want %q", tt.host, svc, len(eps), got, tt.addr)
@@ -131,7 +132,7 @@ func TestExportToAppliesPerNamespace(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names, metrics: newMetrics(func() float64 { return 0 }, telemetry.NewRecorder(time.Now()))}
-		o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
+		o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
 		o.setState(traffic.Compile(0, nil), 0, 0, nil)
 		if v := p.applyConfig(o, &agentv1.Config{Version: 2, Resources: tt.resources}); v != 2 {
 			t.Fatalf("version %d: the configuration was refused", v)
@@ -166,7 +167,7 @@ func TestWorkloadSelectorUsesSidecarLabels(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := &Proxy{cfg: &checked{labels: tt.labels}, log: slog.New(slog.DiscardHandler), names: names, metrics: newMetrics(func() float64 { return 0 }, telemetry.NewRecorder(time.Now()))}
-		o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
+		o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
 		o.setState(traffic.Compile(0, nil), 0, 0, nil)
 		if v := p.applyConfig(o, &agentv1.Config{Version: 2, Resources: resources}); v != 2 {
 			t.Fatalf("version %d: the configuration was refused", v)
@@ -192,7 +193,7 @@ func TestSubsetWithoutLabelsTakesEveryEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names}
-	o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
+	o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
 	o.setState(traffic.Compile(1, rs), 1, 1, []*agentv1.Endpoint{
 		{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/prod/sa/api", Labels: map[string]string{"version": "v1"}},
 		{Service: "api", Address: "10.0.0.2:15006", SpiffeId: "spiffe://example.org/ns/prod/sa/api", Labels: map[string]string{"version": "v2"}},
@@ -202,7 +203,7 @@ func TestSubsetWithoutLabelsTakesEveryEndpoint(t *testing.T) {
 	api := naming.Service{Name: "api", Namespace: "prod"}
 	for subset, want := range map[string]int{"all": 3, "v1": 1} {
 		c := o.cluster(st, api, subset)
-		if c == nil || len(c.eps) != want {
+		if c == nil || len(c.Eps) != want {
 			t.Errorf("subset %s: cluster %v, want %d endpoints", subset, c, want)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/sigil-mesh/sigil/proxy/h1"
 	"github.com/sigil-mesh/sigil/proxy/h2conn"
 	"github.com/sigil-mesh/sigil/proxy/hop"
+	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -35,16 +36,16 @@ type outbound struct {
 	h2       *h2conn.Server // h2c from the app (gRPC)
 	fast     *h1.Server     // HTTP/1.x from the app
 	state    atomic.Pointer[meshState]
-	clusters *clusters
-	upstream *upstreamConns // connections to other sidecars, capped per destination
-	mirrors  chan struct{}  // bounds mirrored requests in flight
+	clusters *upstream.Clusters
+	upstream *upstream.Conns // connections to other sidecars, capped per destination
+	mirrors  chan struct{}   // bounds mirrored requests in flight
 	tcp      sync.WaitGroup
 	// defaults holds the route of each service no VirtualService covers
 	// (naming.Service → *traffic.Route), built on first use.
 	defaults sync.Map
 
 	epMu      sync.Mutex
-	endpoints map[string]*endpoint
+	endpoints map[string]*upstream.Endpoint
 	// synced is set once the first discovery snapshot is in force: the
 	// endpoints it brought were there before this sidecar, so they join
 	// warm; later ones join at the time they appear (slowStart).
@@ -93,7 +94,7 @@ func (c *routedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 func (c *routedConn) NetConn() net.Conn { return c.Conn }
 
 func newOutbound(p *Proxy, addr net.Addr) *outbound {
-	o := &outbound{p: p, clusters: newClusters(), mirrors: make(chan struct{}, maxMirrorsInFlight), endpoints: map[string]*endpoint{}, upstream: newUpstreamConns(p.metrics.reg)}
+	o := &outbound{p: p, clusters: upstream.NewClusters(), mirrors: make(chan struct{}, maxMirrorsInFlight), endpoints: map[string]*upstream.Endpoint{}, upstream: upstream.NewConns(p.metrics.reg)}
 	for name, up := range p.cfg.upstreams {
 		if up.ID.IsZero() {
 			p.log.Warn("upstream has no expected identity; any identity of the trust domain is accepted", "upstream", name)
@@ -116,56 +117,37 @@ func newOutbound(p *Proxy, addr net.Addr) *outbound {
 	return o
 }
 
-// transportFor makes a pooled transport to one endpoint whose TLS checks
-// the endpoint's identity (secure naming) and sends co.sni (clientTLS),
-// and whose HTTP/2 connections ping as co.ping says.
-func (o *outbound) transportFor(id spiffeid.ID, alpn string, co connOpts) *http.Transport {
-	tr := &http.Transport{
-		TLSClientConfig:     o.p.id.clientTLS(id, alpn, co.sni),
-		TLSHandshakeTimeout: hsLimit,
-		DialContext:         func(ctx context.Context, _, addr string) (net.Conn, error) { return o.upstream.dial(ctx, addr) },
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
-		Protocols:           new(http.Protocols),
-		HTTP2:               co.ping.config(),
-		// The app's Accept-Encoding passes as sent; Go's default adds gzip
-		// and unzips the answer behind the app's back.
-		DisableCompression: true,
+// DialSidecar opens the mTLS connection of kind to ep's sidecar
+// (upstream.Dialer): it must prove ep's identity (secure naming) and
+// speak kind's ALPN, and carries requests only until our certificate
+// expires, or the peer's if that comes first (h1 and h2conn take the
+// earlier).
+func (o *outbound) DialSidecar(ctx context.Context, ep *upstream.Endpoint, kind int, sni string) (net.Conn, error) {
+	alpn := alpnH1
+	if kind == upstream.ViaH2 {
+		alpn = alpnH2
 	}
-	if alpn == alpnH2 {
-		tr.Protocols.SetHTTP2(true)
-	} else {
-		tr.Protocols.SetHTTP1(true)
+	// Our SVID now is the one the handshake presents or an older
+	// one: its expiry is a safe bound for the connection.
+	own := o.p.id.notAfter()
+	c, err := o.dialTLS(ctx, ep.Addr, ep.ID, alpn, sni)
+	if err != nil {
+		return nil, err
 	}
-	return tr
+	return expiringConn{Conn: c.(*tls.Conn), notAfter: own}, nil
 }
 
-// h2ClientFor is the HTTP/2 client to one endpoint (proxy/h2conn: one
-// multiplexed connection, more only past the peer's stream limit), whose
-// TLS checks the endpoint's identity and sends co.sni, and whose
-// connections ping as co.ping says.
-func (o *outbound) h2ClientFor(addr string, id spiffeid.ID, co connOpts) *h2conn.Client {
-	ping := co.ping.config()
-	return &h2conn.Client{
-		Dialer: dialFunc(func(ctx context.Context) (net.Conn, error) {
-			// As for HTTP/1.1 (newEndpoint): streams stop before our
-			// certificate or the peer's expires (h2conn.NotAfterConn).
-			own := o.p.id.notAfter()
-			c, err := o.dialTLS(ctx, addr, id, alpnH2, co.sni)
-			if err != nil {
-				return nil, err
-			}
-			if p := c.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != alpnH2 {
-				c.Close()
-				return nil, fmt.Errorf("proxy: %s negotiated %q, not h2", addr, p)
-			}
-			return expiringConn{Conn: c.(*tls.Conn), notAfter: own}, nil
-		}),
-		IdleTimeout:  90 * time.Second,
-		PingInterval: ping.SendPingTimeout,
-		PingTimeout:  ping.PingTimeout,
-	}
+// expiringConn is an mTLS connection to a sidecar that carries requests
+// only until our certificate expires; h1 and h2conn take the earlier of
+// that and the peer certificate's expiry (h1.NotAfterConn,
+// h2conn.NotAfterConn).
+type expiringConn struct {
+	*tls.Conn
+	notAfter time.Time // ours, read before the handshake
 }
+
+// NotAfter is when the connection stops carrying new requests.
+func (c expiringConn) NotAfter() time.Time { return c.notAfter }
 
 func reasonOf(err error) string {
 	msg := err.Error()
@@ -306,8 +288,8 @@ func (o *outbound) connect(w http.ResponseWriter, r *http.Request) {
 
 // dialTCP opens an mTLS connection for opaque TCP to a service's sidecar,
 // one endpoint of cluster c (whose sni the ClientHello carries).
-func (o *outbound) dialTCP(ctx context.Context, c *cluster, ep *endpoint) (net.Conn, error) {
-	return o.dialTLS(ctx, ep.addr, ep.id, alpnTCP, c.sni)
+func (o *outbound) dialTCP(ctx context.Context, c *upstream.Cluster, ep *upstream.Endpoint) (net.Conn, error) {
+	return o.dialTLS(ctx, ep.Addr, ep.ID, alpnTCP, c.SNI)
 }
 
 // dialTLS opens an mTLS connection to a sidecar that must be id (secure
@@ -315,7 +297,7 @@ func (o *outbound) dialTCP(ctx context.Context, c *cluster, ep *endpoint) (net.C
 func (o *outbound) dialTLS(ctx context.Context, addr string, id spiffeid.ID, alpn, sni string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, hsLimit)
 	defer cancel()
-	c, err := o.upstream.dialTLS(ctx, addr, o.p.id.clientTLS(id, alpn, sni))
+	c, err := o.upstream.DialTLS(ctx, addr, o.p.id.clientTLS(id, alpn, sni))
 	if err != nil {
 		o.p.metrics.handshakes.WithLabelValues("outbound", handshakeReason(err)).Inc()
 		return nil, err
@@ -344,7 +326,7 @@ func (o *outbound) serve(ln net.Listener) error {
 }
 
 // serveApp serves an HTTP connection from the app: h2c (its preface)
-// through net/http, HTTP/1.x through the lean server. The first bytes
+// through h2conn, HTTP/1.x through the lean server. The first bytes
 // are already buffered or come within the idle timeout.
 func (o *outbound) serveApp(rc *routedConn) {
 	rc.SetReadDeadline(time.Now().Add(o.fast.IdleTimeout))
@@ -362,7 +344,7 @@ func (o *outbound) serveApp(rc *routedConn) {
 		o.h2.Serve(ctx, rc)
 		return
 	}
-	o.fast.Serve(withRequestCtx(withConnAbort(ctx, rc)), rc)
+	o.fast.Serve(upstream.WithRequestCtx(withConnAbort(ctx, rc)), rc)
 }
 
 // httpPrefixes are the first bytes of HTTP/1.x requests and the h2 preface.
@@ -414,7 +396,7 @@ func (o *outbound) transparent(c net.Conn) {
 		rc.r, sni = bufio.NewReader(io.MultiReader(bytes.NewReader(record), br)), name
 	}
 	ctx := context.WithValue(context.Background(), ctxKey{}, routedDest{svc, uint16(dst.Port), pin})
-	up, rec, err := o.openL4(ctx, st, svc, svc.String(), uint32(dst.Port), sni, func(cl *cluster) string { return cl.hash.connKey(c.RemoteAddr()) })
+	up, rec, err := o.openL4(ctx, st, svc, svc.String(), uint32(dst.Port), sni, func(cl *upstream.Cluster) string { return cl.Hash.ConnKey(c.RemoteAddr()) })
 	if err != nil {
 		o.p.log.Warn("tcp connection refused", "service", svc.String(), "error", err)
 		c.Close()

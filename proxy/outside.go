@@ -12,6 +12,7 @@ import (
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/proxy/hop"
+	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
@@ -172,7 +173,7 @@ func (o *outbound) sendExternal(r *http.Request, t *externalTarget, addr string,
 	if rt.Timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
 	}
-	release, err := t.pool.acquire(ctx) // never full: it counts for the retry budget
+	release, err := t.pool.Acquire(ctx) // never full: it counts for the retry budget
 	if err != nil {
 		cancel()
 		return nil, nil, err
@@ -182,10 +183,10 @@ func (o *outbound) sendExternal(r *http.Request, t *externalTarget, addr string,
 		attempts = 0
 	}
 	label := o.hostLabel(t.host)
-	tr := tries{rt: rt, attempts: attempts, budget: t.pool.canRetry,
+	tr := tries{rt: rt, attempts: attempts, budget: t.pool.CanRetry,
 		try: func(ctx context.Context, n int) (*http.Response, error) {
 			if n > 0 {
-				defer t.pool.startRetry()()
+				defer t.pool.StartRetry()()
 			}
 			return t.transport.RoundTrip(externalRequest(ctx, r, t, addr, body, replay))
 		},
@@ -210,7 +211,7 @@ func (o *outbound) sendExternal(r *http.Request, t *externalTarget, addr string,
 // shallow copy sharing r's (already stripped) headers, plain http or
 // https as t originates TLS; the body from body when it can be replayed.
 func externalRequest(ctx context.Context, r *http.Request, t *externalTarget, addr string, body []byte, replay bool) *http.Request {
-	out := outRequest(ctx, r, &endpoint{addr: addr}, body, replay)
+	out := outRequest(ctx, r, &upstream.Endpoint{Addr: addr}, body, replay)
 	out.URL.Scheme = externalScheme(t)
 	return out
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -39,7 +40,7 @@ func outsideMesh(t *testing.T, addr, yaml string) *outbound {
 		t.Fatal(err)
 	}
 	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names, metrics: testMetrics(), id: &identity{id: self}, access: &jsonLines{}}
-	o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}, mirrors: make(chan struct{}, maxMirrorsInFlight)}
+	o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}, mirrors: make(chan struct{}, maxMirrorsInFlight)}
 	o.dialOutside = func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, network, addr)
 	}
@@ -530,7 +531,7 @@ spec:
 	st := o.state.Load()
 	prod := o.buildCluster(st, naming.Service{Name: "reviews", Namespace: "prod"}, "", 0)
 	staging := o.buildCluster(st, naming.Service{Name: "reviews", Namespace: "staging"}, "", 0)
-	if prod.service == staging.service {
-		t.Errorf("the clusters of reviews.prod and reviews.staging both count as %q", prod.service)
+	if prod.Service == staging.Service {
+		t.Errorf("the clusters of reviews.prod and reviews.staging both count as %q", prod.Service)
 	}
 }

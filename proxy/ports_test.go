@@ -11,6 +11,7 @@ import (
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/naming"
+	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -70,13 +71,13 @@ spec:
 	st := o.state.Load()
 	api := naming.Service{Name: "api", Namespace: "default"}
 	c80, c9080, c1 := o.clusterAt(st, api, "", 80), o.clusterAt(st, api, "", 9080), o.clusterAt(st, api, "", 1)
-	if c80.lb != lbRandom || c80.pool.slots != nil {
-		t.Errorf("port 80: lb %s, pool limited %v; want the rule's RANDOM, no limit", c80.lb, c80.pool.slots != nil)
+	if c80.Balancer() != "RANDOM" || c80.Pool.Limit() != 0 {
+		t.Errorf("port 80: lb %s, pool limit %d; want the rule's RANDOM, no limit", c80.Balancer(), c80.Pool.Limit())
 	}
-	if c9080.lb != lbRoundRobin || cap(c9080.pool.slots) != 3 {
-		t.Errorf("port 9080: lb %s, pool %d; want ROUND_ROBIN, 3", c9080.lb, cap(c9080.pool.slots))
+	if c9080.Balancer() != "ROUND_ROBIN" || c9080.Pool.Limit() != 3 {
+		t.Errorf("port 9080: lb %s, pool %d; want ROUND_ROBIN, 3", c9080.Balancer(), c9080.Pool.Limit())
 	}
-	if c80 != c1 || c80 == c9080 || c80.pool == c9080.pool {
+	if c80 != c1 || c80 == c9080 || c80.Pool == c9080.Pool {
 		t.Error("want one cluster for ports without settings, another (and another pool) for 9080")
 	}
 }
@@ -120,16 +121,20 @@ spec:
 		{"v2", 80, ""}, // the subset's tls replaces the rule's, sni and all
 	} {
 		c := o.clusterAt(st, api, tt.subset, tt.port)
-		if c == nil || c.sni != tt.want {
+		if c == nil || c.SNI != tt.want {
 			t.Errorf("%s port %d: cluster %+v, want sni %q", tt.subset, tt.port, c, tt.want)
 			continue
 		}
-		ep := c.eps[0]
-		cfg := c.conns(ep).make(alpnH2).TLSClientConfig
+		ep := c.Eps[0]
+		// The cluster's SNI is what its connections dial with
+		// (upstream's TestConnsDialWithClusterSNI); the outbound's
+		// DialSidecar sends it.
+		cfg := o.p.id.clientTLS(ep.ID, alpnH2, c.SNI)
 		if got := sentSNI(t, cfg); got != tt.want || cfg.ServerName != tt.want {
 			t.Errorf("%s port %d: ClientHello server name %q (config %q), want %q", tt.subset, tt.port, got, cfg.ServerName, tt.want)
 		}
-		if (c.conns(ep) == ep.transports) != (tt.want == "") {
+		own := upstream.NewCluster("", "", nil, nil, nil, nil, nil).Conns(ep) // no sni, no pings: the endpoint's own
+		if (c.Conns(ep) == own) != (tt.want == "") {
 			t.Errorf("%s port %d: connections shared with clusters of another sni", tt.subset, tt.port)
 		}
 	}
@@ -163,7 +168,7 @@ func outboundWith(t *testing.T, yaml string, eps ...*agentv1.Endpoint) *outbound
 		t.Fatal(err)
 	}
 	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), id: &identity{}}
-	o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}}
+	o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
 	o.setState(traffic.Compile(1, rs), 1, 1, eps)
 	return o
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/proxy/hop"
+	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
@@ -69,7 +70,7 @@ func (o *outbound) routeKey(w *statusRecorder, r *http.Request, svc naming.Servi
 		return
 	}
 	o.prepareSend(r, st, m, body, replay, port)
-	key, setCookie := c.hash.key(r)
+	key, setCookie := c.Hash.Key(r)
 	resp, peer, release, err := o.send(r, body, replay, c, m.Route, key)
 	if err != nil {
 		o.sendFailed(w, r, dest, err)
@@ -174,9 +175,9 @@ func (o *outbound) rewriteRequest(w *statusRecorder, r *http.Request, m traffic.
 // pickCluster is the cluster of dest (at the port the app addressed when
 // dest names none), pinned to the endpoint the app dialled when it did
 // (clusterip.go); nil, after answering 503, when it has no endpoint.
-func (o *outbound) pickCluster(w *statusRecorder, r *http.Request, st *meshState, dest traffic.WeightedDest, port uint32) *cluster {
+func (o *outbound) pickCluster(w *statusRecorder, r *http.Request, st *meshState, dest traffic.WeightedDest, port uint32) *upstream.Cluster {
 	c := pinned(r.Context(), o.clusterAt(st, naming.Service{Name: dest.Service, Namespace: dest.Namespace}, dest.Subset, cmp.Or(dest.Port, port)))
-	if c == nil || len(c.eps) == 0 {
+	if c == nil || len(c.Eps) == 0 {
 		w.setFlag(flagNoHealthy)
 		hop.WriteError(w, r, http.StatusServiceUnavailable, "sigil: no healthy upstream for "+dest.Service+subsetSuffix(dest.Subset))
 		return nil
@@ -200,7 +201,7 @@ func (o *outbound) prepareSend(r *http.Request, st *meshState, m traffic.Matched
 // X-Sigil-Overflow when its connection pool overflowed, 504 when the
 // route's timeout passed, 503 naming the reason otherwise.
 func (o *outbound) sendFailed(w *statusRecorder, r *http.Request, dest traffic.WeightedDest, err error) {
-	var of overflowError
+	var of upstream.OverflowError
 	switch {
 	case errors.As(err, &of):
 		w.setFlag(flagOverflow)

@@ -10,6 +10,7 @@ import (
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/proxy/hop"
+	"github.com/sigil-mesh/sigil/proxy/upstream"
 )
 
 // openL4 opens the upstream of one opaque TCP connection the app opened
@@ -23,7 +24,7 @@ import (
 // cluster's policy), or a host outside the mesh through its
 // DestinationRule's target (openOutside). It returns the connection and
 // its record for the metrics; errors name the destination.
-func (o *outbound) openL4(ctx context.Context, st *meshState, svc naming.Service, key string, port uint32, sni string, hashKey func(*cluster) string) (net.Conn, *requestRecord, error) {
+func (o *outbound) openL4(ctx context.Context, st *meshState, svc naming.Service, key string, port uint32, sni string, hashKey func(*upstream.Cluster) string) (net.Conn, *requestRecord, error) {
 	rt, ok := st.table.MatchTLS(key, sni, port, o.p.cfg.labels)
 	if !ok {
 		rt, ok = st.table.MatchTCP(key, port, o.p.cfg.labels)
@@ -41,10 +42,10 @@ func (o *outbound) openL4(ctx context.Context, st *meshState, svc naming.Service
 	}
 	dest := to.String() + subsetSuffix(subset)
 	c := pinned(ctx, o.clusterAt(st, to, subset, port))
-	if c == nil || len(c.eps) == 0 {
+	if c == nil || len(c.Eps) == 0 {
 		return nil, nil, fmt.Errorf("proxy: no endpoint of %s", dest)
 	}
-	ep := c.pick(nil, hashKey(c))
+	ep := c.Pick(nil, hashKey(c))
 	up, err := o.dialTCP(ctx, c, ep)
 	if err != nil {
 		return nil, nil, fmt.Errorf("proxy: upstream %s failed: %s", dest, reasonOf(err))
@@ -84,9 +85,9 @@ func (o *outbound) connectTLS(w http.ResponseWriter, r *http.Request, svc naming
 
 // requestHashKey is the consistentHash key of a CONNECT request for a
 // cluster (a tunnel has no response headers for a cookie).
-func requestHashKey(r *http.Request) func(*cluster) string {
-	return func(c *cluster) string {
-		key, _ := c.hash.key(r)
+func requestHashKey(r *http.Request) func(*upstream.Cluster) string {
+	return func(c *upstream.Cluster) string {
+		key, _ := c.Hash.Key(r)
 		return key
 	}
 }
@@ -94,13 +95,13 @@ func requestHashKey(r *http.Request) func(*cluster) string {
 // tcpRecord is the record of an opaque TCP connection the app opened to
 // svc (zero: to host, outside the mesh), carried to ep of cluster c (nil
 // for an outside host).
-func (o *outbound) tcpRecord(svc naming.Service, host string, c *cluster, ep *endpoint) *requestRecord {
+func (o *outbound) tcpRecord(svc naming.Service, host string, c *upstream.Cluster, ep *upstream.Endpoint) *requestRecord {
 	rec := &requestRecord{reporter: reporterSource, source: o.p.id.id.String(), service: svc, host: o.hostLabel(host), protocol: policy.ProtocolTCP, flags: flagNone}
 	if c != nil {
-		rec.subset = c.subset
+		rec.subset = c.Subset
 	}
 	if ep != nil {
-		rec.dest = ep.id.String()
+		rec.dest = ep.ID.String()
 	}
 	return rec
 }

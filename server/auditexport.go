@@ -206,32 +206,49 @@ func (s *Server) acceptAudit(agent string, entries []registry.Entry, records [][
 	for _, e := range entries {
 		granted[e.SPIFFEID] = true
 	}
-	for _, line := range records {
-		var w auditRecordWriter
-		if err := json.Unmarshal(line, &w); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "audit record is not JSON: %v", err)
-		}
+	check := func(w auditRecordWriter) error {
 		id, _, ok := strings.Cut(w.Sigil.Writer, "#")
 		if !ok || !granted[id] {
-			return nil, status.Errorf(codes.PermissionDenied, "audit record of writer %q: %s is not an identity of a workload of agent %s", w.Sigil.Writer, id, agent)
+			return status.Errorf(codes.PermissionDenied, "audit record of writer %q: %s is not an identity of a workload of agent %s", w.Sigil.Writer, id, agent)
 		}
 		if !w.sidecarKind() {
-			return nil, status.Errorf(codes.PermissionDenied, "audit record of writer %q: type %q, path %q: a sidecar writes decisions and gaps only, never a CA event", w.Sigil.Writer, w.Sigil.Type, w.Path)
+			return status.Errorf(codes.PermissionDenied, "audit record of writer %q: type %q, path %q: a sidecar writes decisions and gaps only, never a CA event", w.Sigil.Writer, w.Sigil.Type, w.Path)
 		}
+		return nil
 	}
 	if s.auditOut.sp == nil {
+		for _, line := range records {
+			var w auditRecordWriter
+			if err := json.Unmarshal(line, &w); err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "audit record is not JSON: %v", err)
+			}
+			if err := check(w); err != nil {
+				return nil, err
+			}
+		}
 		s.auditOut.discarded.Add(int64(len(records)))
 		s.auditOut.warnOnce.Do(func() {
 			s.log.Warn("audit records from sidecars are discarded: the server has no --audit-export")
 		})
 		return &agentv1.ExportAuditResponse{Discarded: true}, nil
 	}
-	n, err := s.auditOut.sp.Ingest(records)
+	// Each record decoded once, by the spool, and checked here before
+	// anything of the batch is written (at saturation a second decode
+	// per record was ~15 % of the server's CPU).
+	var refused error
+	n, err := s.auditOut.sp.IngestChecked(records, func(r *auditstream.Record) error {
+		w := auditRecordWriter{Path: r.Path}
+		w.Sigil.Writer, w.Sigil.Type, w.Sigil.Subject, w.Sigil.Details = r.Sigil.Writer, r.Sigil.Type, r.Sigil.Subject, r.Sigil.Details
+		refused = check(w)
+		return refused
+	})
 	switch {
+	case refused != nil:
+		return nil, refused
 	case errors.Is(err, spool.ErrFull):
 		return nil, status.Error(codes.ResourceExhausted, "server: audit spool full; send again later")
 	case err != nil:
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, status.Errorf(codes.InvalidArgument, "audit record is not JSON or not a sealed record: %v", err)
 	}
 	return &agentv1.ExportAuditResponse{Accepted: int64(n), Duplicates: int64(len(records) - n)}, nil
 }

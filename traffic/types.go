@@ -280,7 +280,7 @@ type LoadBalancer struct {
 	ConsistentHash *ConsistentHash `json:"consistentHash,omitempty"`
 	// Warmup ramps a newly added endpoint's share of requests up over a
 	// time window (Istio's WarmupConfiguration, Envoy's slow start;
-	// warmup.go).
+	// proxy/upstream/warmup.go).
 	Warmup *Warmup `json:"warmup,omitempty"`
 	// WarmupDurationSecs is Istio's older form of Warmup: the window only,
 	// with the defaults of the other two fields. At most one of the two.

@@ -124,6 +124,22 @@ func (r *Runner) Run(ctx context.Context) {
 // deliver passes lines to the sink, decoded unless it takes lines.
 func (r *Runner) deliver(ctx context.Context, lines [][]byte) error {
 	if ls, ok := r.sink.(LineSink); ok {
+		// A scan, not a decode: a line that is not JSON (a damaged
+		// segment) would make the receiver refuse every retry of the
+		// batch; passed over as the decoding path does.
+		if !allValid(lines) {
+			kept := make([][]byte, 0, len(lines))
+			for _, l := range lines {
+				if json.Valid(l) {
+					kept = append(kept, l)
+				} else {
+					r.log.Error("audit spool line is not a record; skipped", "error", "not JSON")
+				}
+			}
+			if lines = kept; len(lines) == 0 {
+				return nil
+			}
+		}
 		return ls.ExportLines(ctx, lines)
 	}
 	recs := make([]auditstream.Record, 0, len(lines))
@@ -145,6 +161,16 @@ func (r *Runner) deliver(ctx context.Context, lines [][]byte) error {
 		return fmt.Errorf("export: %w", err)
 	}
 	return nil
+}
+
+// allValid reports whether every line is JSON.
+func allValid(lines [][]byte) bool {
+	for _, l := range lines {
+		if !json.Valid(l) {
+			return false
+		}
+	}
+	return true
 }
 
 // Metrics returns the Prometheus collectors of a spool and its runners

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -151,25 +152,53 @@ func (s *Spool) Commit(consumer string, c Cursor) error {
 		return fmt.Errorf("spool: cursor of %s: %w", consumer, err)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if _, ok := s.cursors[consumer]; !ok {
+		s.mu.Unlock()
 		return fmt.Errorf("spool: unknown consumer %q", consumer)
 	}
 	s.cursors[consumer] = c
-	low := s.segs[len(s.segs)-1]
+	gone := s.passedLocked()
+	s.releaseReadLocked()
+	s.mu.Unlock()
+	return s.remove(gone)
+}
+
+// passedLocked takes the segments every consumer has passed off the
+// spool's list, and returns them to be removed (remove) once the lock is
+// released: unlinking a segment of megabytes frees its blocks, which
+// Append must not wait for. A segment goes only once a writers.json
+// holding the heads of its records is on disk (rotation).
+func (s *Spool) passedLocked() []uint64 {
+	active := s.segs[len(s.segs)-1]
+	low := active
 	for _, cur := range s.cursors {
-		low = min(low, cur.Seg)
-	}
-	for len(s.segs) > 1 && s.segs[0] < low {
-		if err := os.Remove(filepath.Join(s.dir, segName(s.segs[0]))); err != nil && !os.IsNotExist(err) {
-			return fmt.Errorf("spool: %w", err)
+		seg := cur.Seg
+		if seg != active && cur.Off >= s.sizes[seg] {
+			seg++ // at the end of a full segment: passed it
 		}
+		low = min(low, seg)
+	}
+	var gone []uint64
+	for len(s.segs) > 1 && s.segs[0] < low && s.segs[0] <= s.bg.headsSaved {
+		gone = append(gone, s.segs[0])
 		s.total -= s.sizes[s.segs[0]]
 		delete(s.sizes, s.segs[0])
 		s.segs = s.segs[1:]
 	}
-	s.releaseReadLocked()
-	return nil
+	return gone
+}
+
+// remove deletes the segments passedLocked took off the list. One that
+// cannot be is left on disk, where the next Open finds it before every
+// cursor and deletes it at the next Commit.
+func (s *Spool) remove(segs []uint64) error {
+	var errs []error
+	for _, n := range segs {
+		if err := os.Remove(filepath.Join(s.dir, segName(n))); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, fmt.Errorf("spool: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // releaseReadLocked gives back the pages at the start of the active

@@ -151,6 +151,8 @@ type Spool struct {
 	reads map[string][]byte
 	wake  chan struct{} // closed and replaced at the next append once armed
 	armed bool          // someone took wake (Wake) since it was last closed
+	// The segment switch's file work, off the request path (rotate.go).
+	bg rotation
 }
 
 // Open opens (or creates) the spool in dir and recovers it: a torn last
@@ -188,6 +190,10 @@ func Open(dir string, o Options) (*Spool, error) {
 		h := s.writers[o.Writer]
 		s.chain = auditstream.NewChain(o.Writer, h.Seq, h.Hash)
 	}
+	if err := s.startRotation(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -222,6 +228,9 @@ func (s *Spool) recover(consumers []string) error {
 		}
 	}
 	sort.Slice(s.segs, func(i, j int) bool { return s.segs[i] < s.segs[j] })
+	if err := s.dropPrepared(); err != nil {
+		return err
+	}
 	if b, err := os.ReadFile(filepath.Join(s.dir, "writers.json")); err == nil {
 		if err := json.Unmarshal(b, &s.writers); err != nil {
 			return fmt.Errorf("spool: %s: writers.json: %w", s.dir, err)
@@ -241,7 +250,8 @@ func (s *Spool) recover(consumers []string) error {
 		s.segs = []uint64{1}
 		s.sizes[1] = 0
 	}
-	f, m, err := s.openActive(s.segs[len(s.segs)-1])
+	last := s.segs[len(s.segs)-1]
+	f, m, err := s.openActive(last, s.sizes[last])
 	if err != nil {
 		return err
 	}
@@ -321,13 +331,16 @@ func (s *Spool) scan(n uint64, last bool) (int64, error) {
 	return int64(whole), nil
 }
 
-// Close closes the active segment and releases the directory.
+// Close finishes the segment switches under way, closes the active
+// segment (and removes a prepared one nothing was written to) and
+// releases the directory.
 func (s *Spool) Close() error {
+	bgErr := s.stopRotation()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	err := s.closeActive(s.f, s.m, s.sizes[s.segs[len(s.segs)-1]])
 	s.lock.Close()
-	return err
+	return errors.Join(bgErr, err)
 }
 
 // mapLen is how much of the active segment is mapped.
@@ -335,17 +348,17 @@ func (s *Spool) mapLen() int64 { return s.seg + mapSlack }
 
 // openActive opens segment n to be written at its end, mapped where the
 // system allows (m nil otherwise: it is written with pwrite(2)).
-func (s *Spool) openActive(n uint64) (*os.File, []byte, error) {
+func (s *Spool) openActive(n uint64, size int64) (*os.File, []byte, error) {
 	f, err := os.OpenFile(filepath.Join(s.dir, segName(n)), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("spool: %w", err)
 	}
-	m, err := mapSegment(f, s.sizes[n], s.mapLen())
+	m, err := mapSegment(f, size, s.mapLen())
 	if err != nil {
 		// Not mapped (not Linux, or no room for the fill): written with
 		// pwrite(2), as durable, one system call a record. Cut back what
 		// fill there is.
-		if terr := f.Truncate(s.sizes[n]); terr != nil {
+		if terr := f.Truncate(size); terr != nil {
 			f.Close()
 			return nil, nil, fmt.Errorf("spool: %w", terr)
 		}
@@ -402,7 +415,7 @@ func (s *Spool) Append(r *auditstream.Record) error {
 	if cap(buf) <= maxKeptBuf {
 		s.buf = buf
 	}
-	if s.bytesLocked()+int64(len(buf)) > s.max {
+	if s.bytesLocked()+int64(len(buf)) > s.max && !s.makeRoomLocked(len(buf)) {
 		return s.drop(ErrFull)
 	}
 	seq, h := trial.Last()
@@ -448,21 +461,53 @@ func appendSealed(buf []byte, c *auditstream.Chain, r *auditstream.Record) ([]by
 // duplicates (a re-sent batch) and skipped. Either every new record is
 // written or, with an error, none is (ErrFull: over the limit). It
 // returns how many were new.
-func (s *Spool) Ingest(lines [][]byte) (int, error) {
-	var buf bytes.Buffer
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	seen := map[string]head{}
-	n := 0
+func (s *Spool) Ingest(lines [][]byte) (int, error) { return s.IngestChecked(lines, nil) }
+
+// IngestChecked is Ingest that passes each record, decoded, to accept
+// (when not nil) before anything of the batch is written: an error of
+// accept refuses the batch and is returned as it is. The caller's checks
+// then cost no decode of their own.
+func (s *Spool) IngestChecked(lines [][]byte, accept func(*auditstream.Record) error) (int, error) {
+	// Decoded, checked and encoded once each before the lock: Append (the
+	// server's own records) and the exporters' Read do not wait for it.
+	type checked struct {
+		writer string
+		head   head
+		end    int // of its line in enc
+	}
+	recs := make([]checked, 0, len(lines))
+	var enc []byte
 	for _, line := range lines {
 		var r auditstream.Record
 		if err := json.Unmarshal(line, &r); err != nil {
 			return 0, fmt.Errorf("spool: ingested record: %w", err)
 		}
-		if err := auditstream.Check(r); err != nil {
+		if accept != nil {
+			if err := accept(&r); err != nil {
+				return 0, err
+			}
+		}
+		// The spooled line is the record's own encoding (the bytes its
+		// hash covers), not the sender's text.
+		var err error
+		if enc, err = auditstream.AppendChecked(enc, &r); err != nil {
 			return 0, fmt.Errorf("spool: ingested record: %w", err)
 		}
-		w := r.Sigil.Writer
+		enc = append(enc, '\n')
+		recs = append(recs, checked{writer: r.Sigil.Writer, head: head{Seq: r.Sigil.Seq, Hash: r.Sigil.Hash}, end: len(enc)})
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]head{}
+	n := 0
+	// The new lines are moved down over the duplicates, in place: each
+	// goes to at most where it was read from, after it was read.
+	buf := enc[:0]
+	from := 0
+	for _, c := range recs {
+		line := enc[from:c.end]
+		from = c.end
+		w := c.writer
 		if own, ok := s.chainWriter(); ok && w == own {
 			return 0, fmt.Errorf("spool: ingested record claims this spool's own writer %s", w)
 		}
@@ -470,24 +515,17 @@ func (s *Spool) Ingest(lines [][]byte) (int, error) {
 		if !ok {
 			h = s.writers[w]
 		}
-		if r.Sigil.Seq <= h.Seq {
+		if c.head.Seq <= h.Seq {
 			continue
 		}
-		seen[w] = head{Seq: r.Sigil.Seq, Hash: r.Sigil.Hash}
-		start := buf.Len()
-		if err := json.Compact(&buf, line); err != nil {
-			return 0, fmt.Errorf("spool: ingested record: %w", err)
-		}
-		if bytes.IndexByte(buf.Bytes()[start:], '\n') >= 0 {
-			return 0, errors.New("spool: ingested record spans lines")
-		}
-		buf.WriteByte('\n')
+		seen[w] = c.head
+		buf = append(buf, line...)
 		n++
 	}
 	if n == 0 {
 		return 0, nil
 	}
-	if s.bytesLocked()+int64(buf.Len()) > s.max {
+	if s.bytesLocked()+int64(len(buf)) > s.max && !s.makeRoomLocked(len(buf)) {
 		s.dropped += int64(n)
 		return 0, ErrFull
 	}
@@ -496,7 +534,7 @@ func (s *Spool) Ingest(lines [][]byte) (int, error) {
 		before[w] = s.writers[w]
 		s.writers[w] = h // before a segment switch records them
 	}
-	if err := s.writeLocked(buf.Bytes()); err != nil {
+	if err := s.writeLocked(buf); err != nil {
 		for w, h := range before {
 			s.writers[w] = h
 		}
@@ -530,37 +568,15 @@ func (s *Spool) writeLocked(b []byte) error {
 		close(s.wake)
 		s.wake, s.armed = make(chan struct{}), false
 	}
+	if s.sizes[active] >= s.seg/2 {
+		s.requestNextLocked()
+	}
 	if s.sizes[active] >= s.seg {
-		// The lines are written whatever becomes of this: a failure
-		// leaves the full segment active, and the next write tries again.
-		_ = s.rotateLocked()
+		// The lines are written whatever becomes of this: without a
+		// prepared next segment the full one stays active, and the next
+		// write tries again.
+		s.rotateLocked()
 	}
-	return nil
-}
-
-// rotateLocked records every writer's head, then starts the next segment.
-// A failure leaves the full segment active: writes go on there.
-func (s *Spool) rotateLocked() error {
-	b, err := json.Marshal(s.writers)
-	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	if err := atomicfile.Write(filepath.Join(s.dir, "writers.json"), b, 0o600); err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	full := s.segs[len(s.segs)-1]
-	next := full + 1
-	s.sizes[next] = 0
-	f, m, err := s.openActive(next)
-	if err != nil {
-		delete(s.sizes, next)
-		return err
-	}
-	// The full segment stops being active: a failure to cut its zero fill
-	// leaves it to Open, which cuts a zero fill off any segment.
-	_ = s.closeActive(s.f, s.m, s.sizes[full])
-	s.f, s.m, s.released = f, m, 0
-	s.segs = append(s.segs, next)
 	return nil
 }
 

@@ -162,8 +162,7 @@ func TestSpoolCursorPersistsAcrossRestarts(t *testing.T) {
 	if len(a) != 60 || len(rest) != 50 || rest[0].Sigil.Seq != 11 {
 		t.Fatalf("a %d, b after restart %d", len(a), len(rest))
 	}
-	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
-	if len(segs) != 1 {
+	if segs := segsWritten(t, s); len(segs) != 1 {
 		t.Fatalf("%d segments left after every consumer passed them", len(segs))
 	}
 	// The chain goes on after a restart whose segments were all deleted.
@@ -263,6 +262,7 @@ func TestSpoolChainContinuesAfterSwitchAndDeletion(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; ; i++ {
+		s.settle() // a switch needs its prepared segment
 		if err := s.Append(decision(i)); err != nil {
 			t.Fatal(err)
 		}
@@ -271,7 +271,7 @@ func TestSpoolChainContinuesAfterSwitchAndDeletion(t *testing.T) {
 		}
 	}
 	got := drain(t, s, "c")
-	if segs, _ := filepath.Glob(filepath.Join(dir, "*.seg")); len(segs) != 1 {
+	if segs := segsWritten(t, s); len(segs) != 1 {
 		t.Fatalf("%d segments", len(segs))
 	}
 	s.Close()
@@ -319,6 +319,7 @@ func TestSpoolReadFromMemoryIsReadFromFiles(t *testing.T) {
 	}
 	var mem []string
 	for i := range 60 {
+		s.settle() // a switch needs its prepared segment
 		if err := s.Append(decision(i)); err != nil {
 			t.Fatal(err)
 		}
@@ -372,6 +373,7 @@ func TestSpoolReadFromMemoryIsReadFromFiles(t *testing.T) {
 // drainLines reads every line consumer has not committed and commits them.
 func drainLines(t *testing.T, s *Spool, consumer string) []string {
 	t.Helper()
+	s.settle()
 	var out []string
 	for {
 		b, err := s.Read(consumer, 7, 1<<10)

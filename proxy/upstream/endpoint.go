@@ -1,8 +1,7 @@
-package proxy
+package upstream
 
 import (
 	"context"
-	"crypto/tls"
 	"math"
 	"net"
 	"net/http"
@@ -16,22 +15,22 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// endpoint is one sidecar of a service, with what the balancer and
+// Endpoint is one sidecar of a service, with what the balancer and
 // outlier detection know of it. Endpoints outlive configuration changes:
 // they are kept by address and identity, so ejections, latency estimates
 // and pooled connections carry over.
-type endpoint struct {
-	addr    string      // host:port, naming.Endpoint's String
-	ip      netip.Addr  // its IP when the host is one (discovery's always are)
-	ipPort  uint16      // addr's port
-	id      spiffeid.ID // the identity its agent attested; zero: any of the trust domain
-	svcPort uint32      // the service port it serves (a Kubernetes Service's); 0: every port
-	labels  map[string]string
-	// joined is when this sidecar first saw the endpoint: a warmup
-	// (slowStart) counts from it.
-	joined time.Time
+type Endpoint struct {
+	Addr    string      // host:port, naming.Endpoint's String
+	IP      netip.Addr  // its IP when the host is one (discovery's always are)
+	IPPort  uint16      // Addr's port
+	ID      spiffeid.ID // the identity its agent attested; zero: any of the trust domain
+	SvcPort uint32      // the service port it serves (a Kubernetes Service's); 0: every port
+	Labels  map[string]string
+	// Joined is when this sidecar first saw the endpoint: a warmup
+	// (slowStart) counts from it; zero: before this sidecar started, warm.
+	Joined time.Time
 
-	active atomic.Int64 // requests in flight
+	Active atomic.Int64 // requests in flight
 
 	mu           sync.Mutex
 	ewma         float64 // peak EWMA of latency, seconds
@@ -41,14 +40,17 @@ type endpoint struct {
 	ejectedUntil time.Time
 	ejections    int
 
-	transports *transports
+	transports *Transports
 	// bySNI holds the connections of clusters whose policy sets them
-	// apart (connOpts → *transports, made by newTransports): an ISTIO_MUTUAL
+	// apart (connOpts → *Transports, made by newTransports): an ISTIO_MUTUAL
 	// tls sni (a ClientHello's server name is fixed per connection) or an
 	// http2KeepAlive (PINGs are per connection). Its keys come from
 	// DestinationRules only, never from requests.
-	bySNI         sync.Map
-	newTransports func(connOpts) *transports
+	bySNI sync.Map
+	// dialer opens its connections (nil: none, in tests of the balancer);
+	// metrics counts what befalls them.
+	dialer  Dialer
+	metrics Metrics
 }
 
 // connOpts is what a cluster's policy fixes for each of its connections
@@ -60,68 +62,68 @@ type connOpts struct {
 
 // via is the endpoint's connections opened with o (the zero connOpts: the
 // endpoint's own, which send no sni and ping at the defaults).
-func (e *endpoint) via(o connOpts) *transports {
-	if o == (connOpts{}) || e.newTransports == nil {
+func (e *Endpoint) via(o connOpts) *Transports {
+	if o == (connOpts{}) || e.dialer == nil {
 		return e.transports
 	}
 	if t, ok := e.bySNI.Load(o); ok {
-		return t.(*transports)
+		return t.(*Transports)
 	}
 	t, _ := e.bySNI.LoadOrStore(o, e.newTransports(o))
-	return t.(*transports)
+	return t.(*Transports)
 }
 
-// close closes the endpoint's idle pooled connections, of every connOpts.
-func (e *endpoint) close() {
+// Close closes the endpoint's idle pooled connections, of every connOpts;
+// requests in flight finish first.
+func (e *Endpoint) Close() {
 	e.transports.close()
 	e.bySNI.Range(func(_, t any) bool {
-		t.(*transports).close()
+		t.(*Transports).close()
 		return true
 	})
 }
 
-// transports are an endpoint's pooled connections: HTTP/2 for what the
+// Transports are an endpoint's pooled connections: HTTP/2 for what the
 // app sent as HTTP/2 (gRPC), the lean HTTP/1.1 client for HTTP/1.x, and
 // net/http's HTTP/1.1 transport for upgrades (WebSocket).
 // maxRequestsPerConnection is honoured by the HTTP/1.1 client per
 // connection, and for HTTP/2 by starting a new generation (new pool, old
 // one drained) every N requests, since one connection carries them all.
-type transports struct {
+type Transports struct {
 	mu       sync.Mutex
 	up       *http.Transport
 	h2       *h2conn.Client
 	fast     *h1.Client
 	fastPer  int
 	requests int
-	make     func(alpn string) *http.Transport
+	make     func() *http.Transport                      // HTTP/1.1 upgrades to the endpoint
 	dial     func(ctx context.Context) (net.Conn, error) // mTLS to the endpoint, HTTP/1.1
 	newH2    func() *h2conn.Client                       // HTTP/2 to the endpoint
 	// protocolError counts connections closed for a peer's framing fault.
 	protocolError func(reason string)
 }
 
-// dialFunc is an h2conn.Dialer.
-type dialFunc func(ctx context.Context) (net.Conn, error)
-
-func (f dialFunc) DialContext(ctx context.Context) (net.Conn, error) { return f(ctx) }
-
-// Kinds of traffic an endpoint carries.
+// Kinds of traffic an endpoint carries: requests that travel between the
+// sidecars over HTTP/2, over HTTP/1.1, and HTTP/1.1 upgrades (WebSocket).
 const (
-	viaH2 = iota
-	viaH1
-	viaUpgrade
+	ViaH2 = iota
+	ViaH1
+	ViaUpgrade
 )
 
-func (t *transports) get(kind, perConn int) http.RoundTripper {
+// Get is the round tripper of kind (ViaH2, ViaH1 or ViaUpgrade) to the
+// endpoint, for a cluster whose policy allows perConn requests per
+// connection (0: no limit).
+func (t *Transports) Get(kind, perConn int) http.RoundTripper {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch kind {
-	case viaUpgrade:
+	case ViaUpgrade:
 		if t.up == nil {
-			t.up = t.make(alpnH1)
+			t.up = t.make()
 		}
 		return t.up
-	case viaH1:
+	case ViaH1:
 		if t.fast == nil || t.fastPer != perConn {
 			if t.fast != nil {
 				t.fast.CloseIdle(true)
@@ -144,7 +146,7 @@ func (t *transports) get(kind, perConn int) http.RoundTripper {
 	return t.h2
 }
 
-func (t *transports) close() {
+func (t *Transports) close() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.up != nil {
@@ -161,9 +163,9 @@ func (t *transports) close() {
 // ewmaTau is how fast old latency observations fade.
 const ewmaTau = 10 * time.Second
 
-// observe records a request's latency (peak EWMA: a slower sample is taken
+// Observe records a request's latency (peak EWMA: a slower sample is taken
 // at once, faster ones decay in).
-func (e *endpoint) observe(d time.Duration, now time.Time) {
+func (e *Endpoint) Observe(d time.Duration, now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := d.Seconds()
@@ -177,29 +179,18 @@ func (e *endpoint) observe(d time.Duration, now time.Time) {
 }
 
 // cost is the peak-EWMA balancer's score: expected latency times load.
-func (e *endpoint) cost() float64 {
+func (e *Endpoint) cost() float64 {
 	e.mu.Lock()
 	l := e.ewma
 	e.mu.Unlock()
 	if l == 0 {
 		l = 0.001 // unmeasured endpoints look fast, so they get tried
 	}
-	return l * float64(e.active.Load()+1)
+	return l * float64(e.Active.Load()+1)
 }
 
-func (e *endpoint) ejected(now time.Time) bool {
+func (e *Endpoint) ejected(now time.Time) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return now.Before(e.ejectedUntil)
 }
-
-// expiringConn is an mTLS connection to a sidecar that carries requests
-// only until our certificate expires; h1 and h2conn take the earlier of
-// that and the peer certificate's expiry (h1.NotAfterConn,
-// h2conn.NotAfterConn).
-type expiringConn struct {
-	*tls.Conn
-	notAfter time.Time // ours, read before the handshake
-}
-
-func (c expiringConn) NotAfter() time.Time { return c.notAfter }

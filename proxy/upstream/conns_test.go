@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 )
 
 // TestDialFollowsRequestContext: a dial marked with its request's context
-// (withRequestCtx, once per connection on the HTTP/1.1 fast path) is not
+// (WithRequestCtx, once per connection on the HTTP/1.1 fast path) is not
 // made for a request already gone, and is made for one alive.
 func TestDialFollowsRequestContext(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -25,12 +25,12 @@ func TestDialFollowsRequestContext(t *testing.T) {
 		ctx     context.Context
 		wantErr error
 	}{
-		{"request alive", withRequestCtx(context.Background()), nil},
-		{"request gone", withRequestCtx(gone), context.Canceled},
+		{"request alive", WithRequestCtx(context.Background()), nil},
+		{"request gone", WithRequestCtx(gone), context.Canceled},
 		{"no request", context.Background(), nil},
 	} {
-		u := newUpstreamConns(prometheus.NewRegistry())
-		conn, err := u.dial(c.ctx, ln.Addr().String())
+		u := NewConns(prometheus.NewRegistry())
+		conn, err := u.Dial(c.ctx, ln.Addr().String())
 		if !errors.Is(err, c.wantErr) {
 			t.Errorf("%s: dial error %v, want %v", c.name, err, c.wantErr)
 		}

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"context"
@@ -26,23 +26,26 @@ const (
 
 // errUpstreamConnOverflow is a dial refused because the destination's
 // connections and pending dials are all taken.
-var errUpstreamConnOverflow = errors.New("proxy: upstream connection limit reached")
+var errUpstreamConnOverflow = errors.New("upstream: connection limit reached")
 
-// upstreamConns caps the connections the outbound side holds to each
+// Conns caps the connections the outbound side holds to each
 // destination sidecar (by address), so that no caller, however it behaves
 // (an HTTP/2 client cancelling every request it sends, say), makes this
 // sidecar spread its load as new connections to its peers. A
 // DestinationRule's connectionPool.tcp.maxConnections overrides the
 // default for the endpoints of its host.
-type upstreamConns struct {
+type Conns struct {
 	mu       sync.Mutex
 	by       map[string]*connLimiter
 	open     atomic.Int64
 	overflow prometheus.Counter
 }
 
-func newUpstreamConns(reg *prometheus.Registry) *upstreamConns {
-	u := &upstreamConns{by: map[string]*connLimiter{}}
+// NewConns is the outbound side's cap on its connections to other
+// sidecars, its metrics (sigil_upstream_connections,
+// sigil_upstream_connections_overflow_total) registered with reg.
+func NewConns(reg *prometheus.Registry) *Conns {
+	u := &Conns{by: map[string]*connLimiter{}}
 	u.overflow = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sigil_upstream_connections_overflow_total",
 		Help: "Dials to a destination sidecar refused because its connections (max_connections) and pending dials were all taken.",
@@ -54,21 +57,21 @@ func newUpstreamConns(reg *prometheus.Registry) *upstreamConns {
 	return u
 }
 
-func (u *upstreamConns) limiter(addr string) *connLimiter {
+func (u *Conns) limiter(addr string) *connLimiter {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	l := u.by[addr]
 	if l == nil {
-		l = &connLimiter{max: defaultMaxUpstreamConns, freed: make(chan struct{}), dial: defaultUpstreamDial}
+		l = &connLimiter{max: defaultMaxUpstreamConns, freed: make(chan struct{}), dial: defaultDialPolicy}
 		u.by[addr] = l
 	}
 	return l
 }
 
-// setMax applies a DestinationRule's maxConnections (0: the default) to
-// eps. An outbound built without upstreamConns (some tests route without
+// SetMax applies a DestinationRule's maxConnections (0: the default) to
+// eps. An outbound built without Conns (some tests route without
 // ever dialing) has nothing to set.
-func (u *upstreamConns) setMax(eps []*endpoint, n int) {
+func (u *Conns) SetMax(eps []*Endpoint, n int) {
 	if u == nil {
 		return
 	}
@@ -76,30 +79,30 @@ func (u *upstreamConns) setMax(eps []*endpoint, n int) {
 		n = defaultMaxUpstreamConns
 	}
 	for _, e := range eps {
-		l := u.limiter(e.addr)
+		l := u.limiter(e.Addr)
 		l.mu.Lock()
 		l.max = n
 		l.mu.Unlock()
 	}
 }
 
-// upstreamDial is how the outbound dials one destination sidecar: its
+// DialPolicy is how the outbound dials one destination sidecar: its
 // DestinationRule's connectionPool.tcp connectTimeout (default 5s) and
 // tcpKeepalive (default: keepalive probes after 30s idle, as before any
 // rule).
-type upstreamDial struct {
+type DialPolicy struct {
 	timeout   time.Duration
 	keepAlive net.KeepAliveConfig
 }
 
-// defaultUpstreamDial is the dial for a destination no rule tunes.
-var defaultUpstreamDial = upstreamDial{timeout: 5 * time.Second, keepAlive: net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second}}
+// defaultDialPolicy is the dial for a destination no rule tunes.
+var defaultDialPolicy = DialPolicy{timeout: 5 * time.Second, keepAlive: net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second}}
 
-// upstreamDialOf reads connectionPool.tcp's connectTimeout and
+// DialPolicyOf reads connectionPool.tcp's connectTimeout and
 // tcpKeepalive (time → Idle, interval → Interval, probes → Count; an
 // unset one keeps Go's default).
-func upstreamDialOf(p *traffic.TrafficPolicy) upstreamDial {
-	d := defaultUpstreamDial
+func DialPolicyOf(p *traffic.TrafficPolicy) DialPolicy {
+	d := defaultDialPolicy
 	if p == nil || p.ConnectionPool == nil || p.ConnectionPool.TCP == nil {
 		return d
 	}
@@ -123,26 +126,26 @@ func upstreamDialOf(p *traffic.TrafficPolicy) upstreamDial {
 }
 
 // dialer is the net.Dialer for d.
-func (d upstreamDial) dialer() *net.Dialer {
+func (d DialPolicy) dialer() *net.Dialer {
 	return &net.Dialer{Timeout: d.timeout, KeepAliveConfig: d.keepAlive}
 }
 
-// setDial applies a DestinationRule's dial settings to eps (a nil
-// upstreamConns, as in setMax, has nothing to set).
-func (u *upstreamConns) setDial(eps []*endpoint, d upstreamDial) {
+// SetDial applies a DestinationRule's dial settings to eps (a nil
+// Conns, as in SetMax, has nothing to set).
+func (u *Conns) SetDial(eps []*Endpoint, d DialPolicy) {
 	if u == nil {
 		return
 	}
 	for _, e := range eps {
-		l := u.limiter(e.addr)
+		l := u.limiter(e.Addr)
 		l.mu.Lock()
 		l.dial = d
 		l.mu.Unlock()
 	}
 }
 
-// maxConnectionsOf reads connectionPool.tcp.maxConnections (0: unset).
-func maxConnectionsOf(p *traffic.TrafficPolicy) int {
+// MaxConnectionsOf reads connectionPool.tcp.maxConnections (0: unset).
+func MaxConnectionsOf(p *traffic.TrafficPolicy) int {
 	if p == nil || p.ConnectionPool == nil || p.ConnectionPool.TCP == nil {
 		return 0
 	}
@@ -154,16 +157,16 @@ func maxConnectionsOf(p *traffic.TrafficPolicy) int {
 // cancellation, and a dial for a request already gone is load for nothing.
 type requestCtxKey struct{}
 
-// withRequestCtx marks r's context as the one dials for r follow.
-func withRequestCtx(ctx context.Context) context.Context {
+// WithRequestCtx marks r's context as the one dials for r follow.
+func WithRequestCtx(ctx context.Context) context.Context {
 	return context.WithValue(ctx, requestCtxKey{}, ctx)
 }
 
-// dial opens a TCP connection to addr within its cap: it fails at once if
+// Dial opens a TCP connection to addr within its cap: it fails at once if
 // the request it serves is gone, waits for a slot while the request lives
 // (at most upstreamConnWait without one), and overflows when too many
 // wait already. Closing the connection frees the slot.
-func (u *upstreamConns) dial(ctx context.Context, addr string) (net.Conn, error) {
+func (u *Conns) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	if rc, ok := ctx.Value(requestCtxKey{}).(context.Context); ok {
 		if err := rc.Err(); err != nil {
 			return nil, err
@@ -196,9 +199,9 @@ func (u *upstreamConns) dial(ctx context.Context, addr string) (net.Conn, error)
 	return &limitedConn{Conn: c, release: func() { l.release(); u.open.Add(-1) }}, nil
 }
 
-// dialTLS opens an mTLS connection to addr within its cap.
-func (u *upstreamConns) dialTLS(ctx context.Context, addr string, cfg *tls.Config) (*tls.Conn, error) {
-	c, err := u.dial(ctx, addr)
+// DialTLS opens an mTLS connection to addr within its cap.
+func (u *Conns) DialTLS(ctx context.Context, addr string, cfg *tls.Config) (*tls.Conn, error) {
+	c, err := u.Dial(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +220,7 @@ type connLimiter struct {
 	open    int
 	waiting int
 	freed   chan struct{} // closed, and replaced, when a slot frees
-	dial    upstreamDial
+	dial    DialPolicy
 }
 
 func (l *connLimiter) acquire(ctx context.Context) error {
@@ -261,6 +264,7 @@ type limitedConn struct {
 	once    sync.Once
 }
 
+// Close closes the connection and frees its slot.
 func (c *limitedConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"fmt"
@@ -12,10 +12,10 @@ import (
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
-func hashCluster(n int) *cluster {
-	c := &cluster{rr: new(atomic.Uint64), lb: lbRoundRobin, hash: &hashPolicy{header: "X-User"}}
+func hashCluster(n int) *Cluster {
+	c := &Cluster{rr: new(atomic.Uint64), lb: lbRoundRobin, Hash: &HashPolicy{header: "X-User"}}
 	for i := range n {
-		c.eps = append(c.eps, &endpoint{addr: fmt.Sprintf("10.0.0.%d:15006", i+1)})
+		c.Eps = append(c.Eps, &Endpoint{Addr: fmt.Sprintf("10.0.0.%d:15006", i+1)})
 	}
 	return c
 }
@@ -27,48 +27,48 @@ func hashCluster(n int) *cluster {
 func TestConsistentHashPick(t *testing.T) {
 	c := hashCluster(5)
 	const keys = 2000
-	owner := map[string]*endpoint{}
-	count := map[*endpoint]int{}
+	owner := map[string]*Endpoint{}
+	count := map[*Endpoint]int{}
 	for i := range keys {
 		k := fmt.Sprintf("user-%d", i)
-		e := c.pick(nil, k)
+		e := c.Pick(nil, k)
 		for range 3 {
-			if again := c.pick(nil, k); again != e {
-				t.Fatalf("key %s: %s then %s", k, e.addr, again.addr)
+			if again := c.Pick(nil, k); again != e {
+				t.Fatalf("key %s: %s then %s", k, e.Addr, again.Addr)
 			}
 		}
 		owner[k] = e
 		count[e]++
 	}
-	for _, e := range c.eps {
+	for _, e := range c.Eps {
 		if n := count[e]; n < keys/5/2 || n > keys/5*2 {
-			t.Errorf("%s holds %d of %d keys, want about %d", e.addr, n, keys, keys/5)
+			t.Errorf("%s holds %d of %d keys, want about %d", e.Addr, n, keys, keys/5)
 		}
 	}
-	gone := c.eps[2]
-	fewer := &cluster{eps: append(append([]*endpoint{}, c.eps[:2]...), c.eps[3:]...), rr: c.rr, lb: c.lb, hash: c.hash}
+	gone := c.Eps[2]
+	fewer := &Cluster{Eps: append(append([]*Endpoint{}, c.Eps[:2]...), c.Eps[3:]...), rr: c.rr, lb: c.lb, Hash: c.Hash}
 	for k, e := range owner {
-		got := fewer.pick(nil, k)
+		got := fewer.Pick(nil, k)
 		if e != gone && got != e {
-			t.Fatalf("key %s moved from %s to %s though its endpoint stayed", k, e.addr, got.addr)
+			t.Fatalf("key %s moved from %s to %s though its endpoint stayed", k, e.Addr, got.Addr)
 		}
 		if got == gone {
 			t.Fatalf("key %s still reaches the removed endpoint", k)
 		}
 	}
 	// Ejected: its keys go elsewhere, the others stay.
-	c.eps[0].ejectedUntil = time.Now().Add(time.Minute)
+	c.Eps[0].ejectedUntil = time.Now().Add(time.Minute)
 	for k, e := range owner {
-		got := c.pick(nil, k)
-		if got == c.eps[0] || (e != c.eps[0] && got != e) {
-			t.Fatalf("with %s ejected, key %s went to %s (was %s)", c.eps[0].addr, k, got.addr, e.addr)
+		got := c.Pick(nil, k)
+		if got == c.Eps[0] || (e != c.Eps[0] && got != e) {
+			t.Fatalf("with %s ejected, key %s went to %s (was %s)", c.Eps[0].Addr, k, got.Addr, e.Addr)
 		}
 	}
-	c.eps[0].ejectedUntil = time.Time{}
+	c.Eps[0].ejectedUntil = time.Time{}
 	// No key: round robin visits every endpoint.
-	seen := map[*endpoint]bool{}
+	seen := map[*Endpoint]bool{}
 	for range 5 {
-		seen[c.pick(nil, "")] = true
+		seen[c.Pick(nil, "")] = true
 	}
 	if len(seen) != 5 {
 		t.Errorf("without a key, %d endpoints picked in 5 round-robin picks, want 5", len(seen))
@@ -81,7 +81,7 @@ func TestConsistentHashPick(t *testing.T) {
 // given.
 func TestConsistentHashKey(t *testing.T) {
 	dur := func(d time.Duration) *traffic.Duration { return &traffic.Duration{Duration: d} }
-	policy := func(ch traffic.ConsistentHash) *hashPolicy {
+	policy := func(ch traffic.ConsistentHash) *HashPolicy {
 		return hashPolicyOf(&traffic.TrafficPolicy{LoadBalancer: &traffic.LoadBalancer{ConsistentHash: &ch}})
 	}
 	req := func(target string, hdr ...string) *http.Request {
@@ -94,7 +94,7 @@ func TestConsistentHashKey(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		hp      *hashPolicy
+		hp      *HashPolicy
 		r       *http.Request
 		wantKey string // "gen": the generated value
 		cookie  string // the Set-Cookie, "" for none
@@ -111,7 +111,7 @@ func TestConsistentHashKey(t *testing.T) {
 	}
 	gen := fmt.Sprintf("%x", hash64("10.1.2.3:40000"))
 	for _, tt := range tests {
-		key, set := tt.hp.key(tt.r)
+		key, set := tt.hp.Key(tt.r)
 		want := strings.ReplaceAll(tt.wantKey, "gen", gen)
 		if key != want {
 			t.Errorf("%s: key %q, want %q", tt.name, key, want)

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"math"
@@ -50,14 +50,14 @@ const goldenFrac = 0.6180339887498949
 // LEAST_REQUEST, as Envoy's weighted least request with its default bias
 // of 1; latency × load for the peak-EWMA default). It reports false when
 // every candidate is warm, leaving the pick to the balancer.
-func (c *cluster) warmPick(cands []*endpoint, now time.Time) (*endpoint, bool) {
+func (c *Cluster) warmPick(cands []*Endpoint, now time.Time) (*Endpoint, bool) {
 	if c.warm.Window <= 0 {
 		return nil, false
 	}
 	ws := make([]float64, len(cands))
 	warming := false
 	for i, e := range cands {
-		ws[i] = c.warm.weight(e.joined, now)
+		ws[i] = c.warm.weight(e.Joined, now)
 		warming = warming || ws[i] < 1
 	}
 	if !warming {
@@ -67,7 +67,7 @@ func (c *cluster) warmPick(cands []*endpoint, now time.Time) (*endpoint, bool) {
 	for i, e := range cands {
 		switch c.lb {
 		case lbLeastRequest:
-			ws[i] /= float64(e.active.Load() + 1)
+			ws[i] /= float64(e.Active.Load() + 1)
 		case lbPeakEWMA:
 			ws[i] /= e.cost()
 		}

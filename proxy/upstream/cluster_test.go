@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"context"
@@ -13,17 +13,17 @@ import (
 func i32(n int32) *int32 { return &n }
 
 func TestPoolOverflow(t *testing.T) {
-	p := newPool(&traffic.TrafficPolicy{ConnectionPool: &traffic.ConnectionPool{
+	p := NewPool(&traffic.TrafficPolicy{ConnectionPool: &traffic.ConnectionPool{
 		TCP: &traffic.TCPSettings{MaxConnections: 1}, HTTP: &traffic.HTTPSettings{HTTP1MaxPendingRequests: 1},
 	}})
 	ctx := context.Background()
-	release, err := p.acquire(ctx)
+	release, err := p.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	waited := make(chan error, 1)
 	go func() {
-		r, err := p.acquire(ctx) // waits: the one pending place
+		r, err := p.Acquire(ctx) // waits: the one pending place
 		if err == nil {
 			r()
 		}
@@ -32,7 +32,7 @@ func TestPoolOverflow(t *testing.T) {
 	for p.pending.Load() != 1 {
 		time.Sleep(time.Millisecond)
 	}
-	if _, err := p.acquire(ctx); !errors.As(err, &overflowError{}) {
+	if _, err := p.Acquire(ctx); !errors.As(err, &OverflowError{}) {
 		t.Fatalf("third request: %v, want overflow", err)
 	}
 	release()
@@ -45,17 +45,17 @@ func TestPoolOverflow(t *testing.T) {
 }
 
 func TestRetryBudget(t *testing.T) {
-	p := newPool(nil)
+	p := NewPool(nil)
 	var dones []func()
-	for p.canRetry() {
-		dones = append(dones, p.startRetry())
+	for p.CanRetry() {
+		dones = append(dones, p.StartRetry())
 	}
 	if len(dones) != minRetryConcurrent {
 		t.Fatalf("with nothing in flight %d retries allowed, want %d", len(dones), minRetryConcurrent)
 	}
 	p.active.Store(100)
-	for p.canRetry() {
-		dones = append(dones, p.startRetry())
+	for p.CanRetry() {
+		dones = append(dones, p.StartRetry())
 	}
 	if len(dones) != 20 {
 		t.Fatalf("with 100 in flight %d retries allowed, want 20", len(dones))
@@ -63,57 +63,57 @@ func TestRetryBudget(t *testing.T) {
 	for _, d := range dones {
 		d()
 	}
-	capped := newPool(&traffic.TrafficPolicy{ConnectionPool: &traffic.ConnectionPool{HTTP: &traffic.HTTPSettings{MaxRetries: 1}}})
-	capped.startRetry()
-	if capped.canRetry() {
+	capped := NewPool(&traffic.TrafficPolicy{ConnectionPool: &traffic.ConnectionPool{HTTP: &traffic.HTTPSettings{MaxRetries: 1}}})
+	capped.StartRetry()
+	if capped.CanRetry() {
 		t.Fatal("maxRetries 1 allowed a second retry")
 	}
 }
 
 func TestOutlierEjection(t *testing.T) {
-	eps := []*endpoint{{addr: "a"}, {addr: "b"}, {addr: "c"}, {addr: "d"}}
-	c := &cluster{eps: eps, outlier: outlierOf(&traffic.TrafficPolicy{OutlierDetection: &traffic.OutlierDetection{
+	eps := []*Endpoint{{Addr: "a"}, {Addr: "b"}, {Addr: "c"}, {Addr: "d"}}
+	c := &Cluster{Eps: eps, outlier: outlierOf(&traffic.TrafficPolicy{OutlierDetection: &traffic.OutlierDetection{
 		Consecutive5xxErrors: i32(2), MaxEjectionPercent: i32(50), BaseEjectionTime: &traffic.Duration{Duration: time.Minute},
 	}}), rr: new(atomic.Uint64), lb: lbRoundRobin}
-	if c.record(eps[0], 500, false) {
+	if c.Record(eps[0], 500, false) {
 		t.Fatal("ejected after one error")
 	}
-	c.record(eps[0], 200, false) // a success resets the streak
-	c.record(eps[0], 500, false)
-	if !c.record(eps[0], 503, false) || !eps[0].ejected(time.Now()) {
+	c.Record(eps[0], 200, false) // a success resets the streak
+	c.Record(eps[0], 500, false)
+	if !c.Record(eps[0], 503, false) || !eps[0].ejected(time.Now()) {
 		t.Fatal("not ejected after two errors in a row")
 	}
-	c.record(eps[1], 500, false)
-	if !c.record(eps[1], 500, true) {
+	c.Record(eps[1], 500, false)
+	if !c.Record(eps[1], 500, true) {
 		t.Fatal("second endpoint not ejected (50% of 4 allows 2)")
 	}
-	c.record(eps[2], 500, false)
-	if c.record(eps[2], 500, false) {
+	c.Record(eps[2], 500, false)
+	if c.Record(eps[2], 500, false) {
 		t.Fatal("a third endpoint ejected beyond maxEjectionPercent")
 	}
 	for range 20 {
-		if e := c.pick(nil, ""); e == eps[0] || e == eps[1] {
-			t.Fatalf("picked ejected endpoint %s", e.addr)
+		if e := c.Pick(nil, ""); e == eps[0] || e == eps[1] {
+			t.Fatalf("picked ejected endpoint %s", e.Addr)
 		}
 	}
 	// Every endpoint ejected: use them all rather than none (panic mode).
-	all := &cluster{eps: eps[:2], rr: new(atomic.Uint64), lb: lbRoundRobin}
-	if all.pick(nil, "") == nil {
+	all := &Cluster{Eps: eps[:2], rr: new(atomic.Uint64), lb: lbRoundRobin}
+	if all.Pick(nil, "") == nil {
 		t.Fatal("no endpoint in panic mode")
 	}
 }
 
 func TestPeakEWMAPrefersFastEndpoint(t *testing.T) {
-	fast, slow := &endpoint{addr: "fast"}, &endpoint{addr: "slow"}
+	fast, slow := &Endpoint{Addr: "fast"}, &Endpoint{Addr: "slow"}
 	now := time.Now()
 	for range 5 {
-		fast.observe(time.Millisecond, now)
-		slow.observe(50*time.Millisecond, now)
+		fast.Observe(time.Millisecond, now)
+		slow.Observe(50*time.Millisecond, now)
 	}
-	c := &cluster{eps: []*endpoint{fast, slow}, rr: new(atomic.Uint64), lb: lbPeakEWMA}
+	c := &Cluster{Eps: []*Endpoint{fast, slow}, rr: new(atomic.Uint64), lb: lbPeakEWMA}
 	n := 0
 	for range 100 {
-		if c.pick(nil, "") == fast {
+		if c.Pick(nil, "") == fast {
 			n++
 		}
 	}
@@ -145,12 +145,12 @@ func TestOutlierEjectionTimeBounded(t *testing.T) {
 		{"back for 2 intervals: multiplier down by 2", 30 * time.Second, 4, 20 * time.Second, 90 * time.Second, 90 * time.Second},
 	}
 	for _, tt := range tests {
-		e := &endpoint{addr: "a", ejections: tt.prior, ejectedUntil: now.Add(-tt.backFor)}
-		c := &cluster{eps: []*endpoint{e, {addr: "b"}}, clock: func() time.Time { return now }, outlier: outlierOf(&traffic.TrafficPolicy{OutlierDetection: &traffic.OutlierDetection{
+		e := &Endpoint{Addr: "a", ejections: tt.prior, ejectedUntil: now.Add(-tt.backFor)}
+		c := &Cluster{Eps: []*Endpoint{e, {Addr: "b"}}, clock: func() time.Time { return now }, outlier: outlierOf(&traffic.TrafficPolicy{OutlierDetection: &traffic.OutlierDetection{
 			Consecutive5xxErrors: i32(1), MaxEjectionPercent: i32(100), Interval: &traffic.Duration{Duration: 10 * time.Second},
 			BaseEjectionTime: &traffic.Duration{Duration: tt.base},
 		}}), rr: new(atomic.Uint64), lb: lbRoundRobin}
-		if !c.record(e, 500, false) {
+		if !c.Record(e, 500, false) {
 			t.Errorf("%s: not ejected", tt.name)
 			continue
 		}

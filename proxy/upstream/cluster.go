@@ -1,7 +1,8 @@
-package proxy
+package upstream
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -9,31 +10,32 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
-// cluster is a service's subset as a sidecar sends to it: its endpoints and
+// Cluster is a service's subset as a sidecar sends to it: its endpoints and
 // the DestinationRule policy that applies (balancer, connection pool,
-// outlier detection). service is the service's host
+// outlier detection). Service is the service's host
 // (api.prod.svc.cluster.local): the destination_service of the counters
 // it adds to, as in sigil_requests_total, so that services of one name in
 // two namespaces count apart.
-type cluster struct {
-	service, subset string
-	eps             []*endpoint
+type Cluster struct {
+	Service, Subset string
+	Eps             []*Endpoint
 	lb              string
-	pool            *pool
+	Pool            *Pool
 	outlier         *outlierPolicy
 	rr              *atomic.Uint64
-	// sni is the server name the mTLS ClientHello to the cluster's
+	// SNI is the server name the mTLS ClientHello to the cluster's
 	// sidecars carries: its policy's ISTIO_MUTUAL tls.sni, "" for none.
-	sni string
+	SNI string
 	// ping is its policy's connectionPool.http.http2KeepAlive (zero: the
 	// defaults).
 	ping h2Ping
-	// hash is its policy's loadBalancer.consistentHash (nil: none).
-	hash *hashPolicy
+	// Hash is its policy's loadBalancer.consistentHash (nil: none).
+	Hash *HashPolicy
 	// upgradeH2 is its policy's connectionPool.http.h2UpgradePolicy
 	// UPGRADE: HTTP/1.1 requests travel between the sidecars over HTTP/2.
 	upgradeH2 bool
@@ -43,22 +45,34 @@ type cluster struct {
 	clock func() time.Time
 }
 
+// NewCluster is the cluster of service (its host, for the counters) and
+// subset over eps, under policy p (nil: Istio's defaults), sharing pl and
+// the round-robin counter rr with the clusters before it of the same key
+// (Clusters.PoolFor); clock reads the time (nil: time.Now).
+func NewCluster(service, subset string, eps []*Endpoint, p *traffic.TrafficPolicy, pl *Pool, rr *atomic.Uint64, clock func() time.Time) *Cluster {
+	return &Cluster{Service: service, Subset: subset, Eps: eps, lb: lbOf(p), Pool: pl, outlier: outlierOf(p), rr: rr, SNI: meshSNI(p), ping: h2PingOf(p), Hash: hashPolicyOf(p), upgradeH2: upgradeH2Of(p), warm: slowStartOf(p), clock: clock}
+}
+
+// Balancer is the cluster's load balancer: PEAK_EWMA (the default),
+// ROUND_ROBIN, LEAST_REQUEST (LEAST_CONN too) or RANDOM.
+func (c *Cluster) Balancer() string { return c.lb }
+
 // now is the cluster's clock.
-func (c *cluster) now() time.Time {
+func (c *Cluster) now() time.Time {
 	if c.clock != nil {
 		return c.clock()
 	}
 	return time.Now()
 }
 
-// kindOf picks the connection a request travels on to the cluster's
+// KindOf picks the connection a request travels on to the cluster's
 // sidecars: as the package's kindOf, but HTTP/1.1 over HTTP/2 when the
 // policy says UPGRADE (never a WebSocket upgrade, which HTTP/2 between
 // the sidecars cannot carry as it came; Envoy's upgrade skips them too).
-func (c *cluster) kindOf(r *http.Request) int {
+func (c *Cluster) KindOf(r *http.Request) int {
 	k := kindOf(r)
-	if k == viaH1 && c.upgradeH2 && !hop.IsWebSocketUpgrade(r.Header) {
-		return viaH2
+	if k == ViaH1 && c.upgradeH2 && !hop.IsWebSocketUpgrade(r.Header) {
+		return ViaH2
 	}
 	return k
 }
@@ -68,10 +82,10 @@ func upgradeH2Of(p *traffic.TrafficPolicy) bool {
 	return p != nil && p.ConnectionPool != nil && p.ConnectionPool.HTTP != nil && p.ConnectionPool.HTTP.H2UpgradePolicy == traffic.H2UpgradeUpgrade
 }
 
-// conns is the cluster's connections to ep: those its sni and
+// Conns is the cluster's connections to ep: those its sni and
 // http2KeepAlive call for.
-func (c *cluster) conns(ep *endpoint) *transports {
-	return ep.via(connOpts{sni: c.sni, ping: c.ping})
+func (c *Cluster) Conns(ep *Endpoint) *Transports {
+	return ep.via(connOpts{sni: c.SNI, ping: c.ping})
 }
 
 // h2Ping is a cluster's HTTP/2 PING health check of its connections to
@@ -149,32 +163,32 @@ func lbOf(p *traffic.TrafficPolicy) string {
 	return lbPeakEWMA
 }
 
-// pick chooses an endpoint, avoiding ejected ones and, when it can, the
+// Pick chooses an endpoint, avoiding ejected ones and, when it can, the
 // ones already tried for this request. With every endpoint ejected it
 // uses them all (Envoy's panic mode): some traffic beats none. A key (the
 // request's consistentHash key, hashPolicy) picks among those by
 // rendezvous hashing; "" leaves the choice to the cluster's balancer.
-func (c *cluster) pick(tried []*endpoint, key string) *endpoint {
-	if len(c.eps) == 1 {
+func (c *Cluster) Pick(tried []*Endpoint, key string) *Endpoint {
+	if len(c.Eps) == 1 {
 		// Whatever its state, the only endpoint is the answer.
-		return c.eps[0]
+		return c.Eps[0]
 	}
 	now := c.now()
-	cands := make([]*endpoint, 0, len(c.eps))
-	for _, e := range c.eps {
+	cands := make([]*Endpoint, 0, len(c.Eps))
+	for _, e := range c.Eps {
 		if !e.ejected(now) && !slices.Contains(tried, e) {
 			cands = append(cands, e)
 		}
 	}
 	if len(cands) == 0 {
-		for _, e := range c.eps {
+		for _, e := range c.Eps {
 			if !slices.Contains(tried, e) {
 				cands = append(cands, e)
 			}
 		}
 	}
 	if len(cands) == 0 {
-		cands = c.eps
+		cands = c.Eps
 	}
 	if len(cands) == 0 {
 		return nil
@@ -201,7 +215,7 @@ func (c *cluster) pick(tried []*endpoint, key string) *endpoint {
 		b = cands[rand.IntN(len(cands))]
 	}
 	if c.lb == lbLeastRequest {
-		if b.active.Load() < a.active.Load() {
+		if b.Active.Load() < a.Active.Load() {
 			return b
 		}
 		return a
@@ -212,17 +226,17 @@ func (c *cluster) pick(tried []*endpoint, key string) *endpoint {
 	return a
 }
 
-// pool is a DestinationRule's connectionPool for one cluster: requests in
+// Pool is a DestinationRule's connectionPool for one cluster: requests in
 // flight are capped by maxConnections and http2MaxRequests (between
 // sidecars requests share multiplexed connections, so each request in
 // flight stands for a connection's worth of concurrency, as with HTTP/1.1
 // upstreams in Istio), http1MaxPendingRequests more may wait, and the rest
 // overflow at once with 503.
-type pool struct {
+type Pool struct {
 	slots      chan struct{} // nil: unlimited
 	maxPending int64
 	pending    atomic.Int64
-	perConn    int
+	PerConn    int // maxRequestsPerConnection (0: no limit)
 	maxRetries int64
 	retries    atomic.Int64
 	active     atomic.Int64
@@ -232,8 +246,9 @@ type pool struct {
 // Envoy's circuit breaker default is 1024.
 const defaultMaxPending = 1024
 
-func newPool(p *traffic.TrafficPolicy) *pool {
-	pl := &pool{maxPending: defaultMaxPending}
+// NewPool is the pool of connectionPool p (nil: Istio's defaults).
+func NewPool(p *traffic.TrafficPolicy) *Pool {
+	pl := &Pool{maxPending: defaultMaxPending}
 	if p == nil || p.ConnectionPool == nil {
 		return pl
 	}
@@ -248,7 +263,7 @@ func newPool(p *traffic.TrafficPolicy) *pool {
 		if h.HTTP1MaxPendingRequests > 0 {
 			pl.maxPending = int64(h.HTTP1MaxPendingRequests)
 		}
-		pl.perConn = int(h.MaxRequestsPerConnection)
+		pl.PerConn = int(h.MaxRequestsPerConnection)
 		pl.maxRetries = int64(h.MaxRetries)
 	}
 	if limit > 0 {
@@ -257,13 +272,17 @@ func newPool(p *traffic.TrafficPolicy) *pool {
 	return pl
 }
 
-// errOverflow is the pool refusing a request.
-type overflowError struct{}
+// OverflowError is the pool refusing a request.
+type OverflowError struct{}
 
-func (overflowError) Error() string { return "upstream connection pool overflow" }
+// Error says so.
+func (OverflowError) Error() string { return "upstream connection pool overflow" }
 
-// acquire takes a slot, waiting if the pending queue has room.
-func (p *pool) acquire(ctx context.Context) (func(), error) {
+// Limit is the pool's cap on requests in flight (0: none).
+func (p *Pool) Limit() int { return cap(p.slots) }
+
+// Acquire takes a slot, waiting if the pending queue has room.
+func (p *Pool) Acquire(ctx context.Context) (func(), error) {
 	p.active.Add(1)
 	if p.slots == nil {
 		return func() { p.active.Add(-1) }, nil
@@ -277,7 +296,7 @@ func (p *pool) acquire(ctx context.Context) (func(), error) {
 	if p.pending.Add(1) > p.maxPending {
 		p.pending.Add(-1)
 		p.active.Add(-1)
-		return nil, overflowError{}
+		return nil, OverflowError{}
 	}
 	defer p.pending.Add(-1)
 	select {
@@ -298,7 +317,8 @@ const (
 	minRetryConcurrent = 3
 )
 
-func (p *pool) canRetry() bool {
+// CanRetry reports whether the retry budget allows one more retry now.
+func (p *Pool) CanRetry() bool {
 	limit := max(int64(minRetryConcurrent), p.active.Load()*retryBudgetPercent/100)
 	if p.maxRetries > 0 {
 		limit = min(limit, p.maxRetries)
@@ -306,7 +326,8 @@ func (p *pool) canRetry() bool {
 	return p.retries.Load() < limit
 }
 
-func (p *pool) startRetry() func() {
+// StartRetry counts a retry in flight until the func it returns is called.
+func (p *Pool) StartRetry() func() {
 	p.retries.Add(1)
 	return func() { p.retries.Add(-1) }
 }
@@ -343,9 +364,9 @@ func outlierOf(p *traffic.TrafficPolicy) *outlierPolicy {
 	return o
 }
 
-// record updates an endpoint's error streak after a request and ejects it
+// Record updates an endpoint's error streak after a request and ejects it
 // when a streak reaches the policy's threshold. It reports an ejection.
-func (c *cluster) record(e *endpoint, status int, connectFailed bool) bool {
+func (c *Cluster) Record(e *Endpoint, status int, connectFailed bool) bool {
 	o := c.outlier
 	if o == nil {
 		return false
@@ -369,13 +390,13 @@ func (c *cluster) record(e *endpoint, status int, connectFailed bool) bool {
 	}
 	now := c.now()
 	ejected := 0
-	for _, x := range c.eps {
+	for _, x := range c.Eps {
 		if x != e && x.ejected(now) {
 			ejected++
 		}
 	}
 	// Never more than maxEjectionPercent, but at least one host may go.
-	if allowed := max(1, len(c.eps)*o.maxPercent/100); ejected >= allowed || o.maxPercent == 0 {
+	if allowed := max(1, len(c.Eps)*o.maxPercent/100); ejected >= allowed || o.maxPercent == 0 {
 		return false
 	}
 	e.mu.Lock()
@@ -418,20 +439,30 @@ func (o *outlierPolicy) ejectionTime(n int) time.Duration {
 	return o.base * time.Duration(n)
 }
 
-// clusters caches clusters and their pools; a pool survives a config
+// Clusters caches clusters and their pools; a pool survives a config
 // change as long as its limits do.
-type clusters struct {
+type Clusters struct {
 	mu    sync.Mutex
-	pools map[string]*pool
+	pools map[string]*Pool
 	keys  map[string]string
 	rr    map[string]*atomic.Uint64
 }
 
-func newClusters() *clusters {
-	return &clusters{pools: map[string]*pool{}, keys: map[string]string{}, rr: map[string]*atomic.Uint64{}}
+// NewClusters is an empty cache.
+func NewClusters() *Clusters {
+	return &Clusters{pools: map[string]*Pool{}, keys: map[string]string{}, rr: map[string]*atomic.Uint64{}}
 }
 
-func (cs *clusters) poolFor(key string, p *traffic.TrafficPolicy) (*pool, *atomic.Uint64) {
+// Len is how many clusters' pools and balancer counters the cache keeps.
+func (cs *Clusters) Len() int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return max(len(cs.pools), len(cs.rr))
+}
+
+// PoolFor is the pool and round-robin counter of the cluster of key under
+// p: the ones it had before while its limits are the same.
+func (cs *Clusters) PoolFor(key string, p *traffic.TrafficPolicy) (*Pool, *atomic.Uint64) {
 	sig := ""
 	if p != nil && p.ConnectionPool != nil {
 		sig = fmtPool(p.ConnectionPool)
@@ -444,7 +475,7 @@ func (cs *clusters) poolFor(key string, p *traffic.TrafficPolicy) (*pool, *atomi
 	if pl, ok := cs.pools[key]; ok && cs.keys[key] == sig {
 		return pl, cs.rr[key]
 	}
-	pl := newPool(p)
+	pl := NewPool(p)
 	cs.pools[key], cs.keys[key] = pl, sig
 	return pl, cs.rr[key]
 }
@@ -459,5 +490,15 @@ func fmtPool(cp *traffic.ConnectionPool) string {
 		h.HTTP2KeepAlive = nil // a pointer, and the pool's limits ignore it
 		s = append(s, h)
 	}
-	return fmtAny(s)
+	return fmt.Sprintf("%v", s)
+}
+
+// kindOf picks the connection a request travels on between sidecars:
+// HTTP/1.x stays HTTP/1.1 (the lean client), HTTP/2 and gRPC go over
+// HTTP/2.
+func kindOf(r *http.Request) int {
+	if r.ProtoMajor == 1 && hop.ProtocolOf(r) != policy.ProtocolGRPC {
+		return ViaH1
+	}
+	return ViaH2
 }

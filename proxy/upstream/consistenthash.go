@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"encoding/binary"
@@ -12,7 +12,7 @@ import (
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
-// hashPolicy is a cluster's loadBalancer.consistentHash: which part of a
+// HashPolicy is a cluster's loadBalancer.consistentHash: which part of a
 // request is its key. Requests with the same key go to the same endpoint
 // among those the cluster would otherwise pick from (outlier-ejected ones
 // and, on a retry, those already tried are left out); a request without
@@ -24,7 +24,7 @@ import (
 // an endpoint moves only the keys it held, adding one takes an even share
 // from each; and, with no table, ringHash and maglev sizes have nothing to
 // tune. Every sidecar maps a key to the same endpoint.
-type hashPolicy struct {
+type HashPolicy struct {
 	header, query string
 	sourceIP      bool
 	cookie        *hashCookie
@@ -40,12 +40,12 @@ type hashCookie struct {
 }
 
 // hashPolicyOf reads a policy's consistentHash (nil: none).
-func hashPolicyOf(p *traffic.TrafficPolicy) *hashPolicy {
+func hashPolicyOf(p *traffic.TrafficPolicy) *HashPolicy {
 	if p == nil || p.LoadBalancer == nil || p.LoadBalancer.ConsistentHash == nil {
 		return nil
 	}
 	ch := p.LoadBalancer.ConsistentHash
-	hp := &hashPolicy{header: http.CanonicalHeaderKey(ch.HTTPHeaderName), query: ch.HTTPQueryParameterName, sourceIP: ch.UseSourceIP}
+	hp := &HashPolicy{header: http.CanonicalHeaderKey(ch.HTTPHeaderName), query: ch.HTTPQueryParameterName, sourceIP: ch.UseSourceIP}
 	if c := ch.HTTPCookie; c != nil {
 		hp.cookie = &hashCookie{name: c.Name, path: c.Path, generate: c.TTL != nil}
 		if c.TTL != nil && c.TTL.Duration > 0 {
@@ -57,10 +57,10 @@ func hashPolicyOf(p *traffic.TrafficPolicy) *hashPolicy {
 	return hp
 }
 
-// key is r's hash key ("": none, the usual balancer picks) and, for an
+// Key is r's hash key ("": none, the usual balancer picks) and, for an
 // httpCookie the request lacks, the cookie to set on the response: its
 // value (the key) is a hash of the source address, as Envoy generates it.
-func (hp *hashPolicy) key(r *http.Request) (string, *http.Cookie) {
+func (hp *HashPolicy) Key(r *http.Request) (string, *http.Cookie) {
 	switch {
 	case hp == nil:
 		return "", nil
@@ -86,9 +86,9 @@ func (hp *hashPolicy) key(r *http.Request) (string, *http.Cookie) {
 	return "", nil
 }
 
-// connKey is the key of a connection with no request to read (a
+// ConnKey is the key of a connection with no request to read (a
 // transparent TCP one): its source IP under useSourceIp, else none.
-func (hp *hashPolicy) connKey(remote net.Addr) string {
+func (hp *HashPolicy) ConnKey(remote net.Addr) string {
 	if hp == nil || !hp.sourceIP || remote == nil {
 		return ""
 	}
@@ -109,11 +109,11 @@ func sourceIP(r *http.Request) string {
 }
 
 // rendezvous is the endpoint of cands with the highest score for key.
-func rendezvous(cands []*endpoint, key string) *endpoint {
-	var best *endpoint
+func rendezvous(cands []*Endpoint, key string) *Endpoint {
+	var best *Endpoint
 	var bestScore uint64
 	for _, e := range cands {
-		if s := hash64(key + "\x00" + e.addr); best == nil || s > bestScore {
+		if s := hash64(key + "\x00" + e.Addr); best == nil || s > bestScore {
 			best, bestScore = e, s
 		}
 	}

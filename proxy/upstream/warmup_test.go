@@ -1,16 +1,12 @@
-package proxy
+package upstream
 
 import (
-	"log/slog"
 	"math"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
-	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/traffic"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 func f64(v float64) *float64 { return &v }
@@ -24,7 +20,7 @@ func TestLoadBalancerWarmupWeight(t *testing.T) {
 		want float64
 	}{
 		{"no warmup", slowStart{}, 0, 1},
-		{"just joined: the minimum", slowStart{Window: 100 * time.Second, MinFraction: 0.1, Aggression: 1}, 0, 0.1},
+		{"just Joined: the minimum", slowStart{Window: 100 * time.Second, MinFraction: 0.1, Aggression: 1}, 0, 0.1},
 		{"age counts as at least 1s", slowStart{Window: 2 * time.Second, MinFraction: 0, Aggression: 1}, 0, 0.5},
 		{"half way, linear", slowStart{Window: 100 * time.Second, MinFraction: 0.1, Aggression: 1}, 50 * time.Second, 0.5},
 		{"half way, aggression 2", slowStart{Window: 100 * time.Second, MinFraction: 0.1, Aggression: 2}, 50 * time.Second, math.Sqrt(0.5)},
@@ -51,10 +47,10 @@ func TestLoadBalancerWarmupRamp(t *testing.T) {
 	const picks = 6000
 	start := time.Unix(10_000, 0)
 	window := 100 * time.Second
-	share := func(c *cluster, fresh *endpoint) float64 {
+	share := func(c *Cluster, fresh *Endpoint) float64 {
 		n := 0
 		for range picks {
-			if c.pick(nil, "") == fresh {
+			if c.Pick(nil, "") == fresh {
 				n++
 			}
 		}
@@ -75,11 +71,11 @@ func TestLoadBalancerWarmupRamp(t *testing.T) {
 			{"window over", &traffic.Warmup{Duration: &traffic.Duration{Duration: window}}, window, 1.0 / 3, 0.04},
 		} {
 			now := start.Add(tc.at)
-			old1 := &endpoint{addr: "a", joined: start.Add(-time.Hour)}
-			old2 := &endpoint{addr: "b", joined: start.Add(-time.Hour)}
-			fresh := &endpoint{addr: "c", joined: start}
+			old1 := &Endpoint{Addr: "a", Joined: start.Add(-time.Hour)}
+			old2 := &Endpoint{Addr: "b", Joined: start.Add(-time.Hour)}
+			fresh := &Endpoint{Addr: "c", Joined: start}
 			policy := &traffic.TrafficPolicy{LoadBalancer: &traffic.LoadBalancer{Simple: map[string]string{lbRoundRobin: "ROUND_ROBIN", lbLeastRequest: "LEAST_REQUEST", lbPeakEWMA: ""}[lb], Warmup: tc.warm}}
-			c := &cluster{eps: []*endpoint{old1, fresh, old2}, lb: lbOf(policy), warm: slowStartOf(policy), rr: new(atomic.Uint64), clock: func() time.Time { return now }}
+			c := &Cluster{Eps: []*Endpoint{old1, fresh, old2}, lb: lbOf(policy), warm: slowStartOf(policy), rr: new(atomic.Uint64), clock: func() time.Time { return now }}
 			if got := share(c, fresh); math.Abs(got-tc.want) > tc.tol {
 				t.Errorf("%s, %s: the new endpoint got %.3f of the picks, want %.3f ± %.3f", lb, tc.name, got, tc.want, tc.tol)
 			}
@@ -101,62 +97,19 @@ func TestLoadBalancerWarmupDurationSecs(t *testing.T) {
 // by its requests in flight, so a busy new endpoint gets even less.
 func TestLoadBalancerWarmupLeastRequestLoad(t *testing.T) {
 	now := time.Unix(10_000, 0)
-	old := &endpoint{addr: "a", joined: now.Add(-time.Hour)}
-	fresh := &endpoint{addr: "b", joined: now}
-	fresh.active.Store(3)
+	old := &Endpoint{Addr: "a", Joined: now.Add(-time.Hour)}
+	fresh := &Endpoint{Addr: "b", Joined: now}
+	fresh.Active.Store(3)
 	policy := &traffic.TrafficPolicy{LoadBalancer: &traffic.LoadBalancer{Simple: "LEAST_REQUEST", Warmup: &traffic.Warmup{Duration: &traffic.Duration{Duration: time.Minute}}}}
-	c := &cluster{eps: []*endpoint{old, fresh}, lb: lbOf(policy), warm: slowStartOf(policy), rr: new(atomic.Uint64), clock: func() time.Time { return now }}
+	c := &Cluster{Eps: []*Endpoint{old, fresh}, lb: lbOf(policy), warm: slowStartOf(policy), rr: new(atomic.Uint64), clock: func() time.Time { return now }}
 	n := 0
 	for range 4000 {
-		if c.pick(nil, "") == fresh {
+		if c.Pick(nil, "") == fresh {
 			n++
 		}
 	}
 	// weights 1 and 0.1/4.
 	if got, want := float64(n)/4000, 0.025/1.025; math.Abs(got-want) > 0.005 {
 		t.Fatalf("busy new endpoint got %.4f of the picks, want %.4f", got, want)
-	}
-}
-
-// Endpoints of the sidecar's first discovery snapshot were there before
-// it and join warm; one that appears later joins at the clock's time and
-// warms up through the cluster the sidecar builds for it.
-func TestLoadBalancerWarmupJoinTime(t *testing.T) {
-	self := spiffeid.RequireFromString("spiffe://example.org/ns/default/sa/web")
-	names, err := meshNames(self, "", DefaultClusterDomain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Unix(50_000, 0)
-	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names}
-	o := &outbound{p: p, clusters: newClusters(), endpoints: map[string]*endpoint{}, clock: func() time.Time { return now }}
-	ep := func(addr string) *agentv1.Endpoint {
-		return &agentv1.Endpoint{Service: "api", Address: addr, SpiffeId: "spiffe://example.org/ns/default/sa/api"}
-	}
-	rs, err := traffic.Parse([]byte("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: api}\nspec:\n  host: api\n  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 300s}}}\n"), "dr.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	table := traffic.Compile(1, rs)
-	o.setState(table, 1, 1, []*agentv1.Endpoint{ep("10.0.0.1:15006"), ep("10.0.0.2:15006")})
-	o.markSynced()
-	now = now.Add(time.Minute)
-	o.setState(table, 1, 2, []*agentv1.Endpoint{ep("10.0.0.1:15006"), ep("10.0.0.2:15006"), ep("10.0.0.3:15006")})
-	c := o.cluster(o.state.Load(), naming.Service{Name: "api", Namespace: "default"}, "")
-	if c == nil || len(c.eps) != 3 {
-		t.Fatalf("cluster %+v, want three endpoints", c)
-	}
-	got := map[string]int{}
-	for range 2100 {
-		got[c.pick(nil, "").addr]++
-	}
-	// weights 1, 1, 0.1: 1000, 1000, 100.
-	if n := got["10.0.0.3:15006"]; n < 90 || n > 110 {
-		t.Fatalf("picks %v: the endpoint that joined got %d of 2100, want about 100", got, n)
-	}
-	for _, a := range []string{"10.0.0.1:15006", "10.0.0.2:15006"} {
-		if n := got[a]; n < 950 {
-			t.Fatalf("picks %v: %s (there first) got %d, want about 1000", got, a, n)
-		}
 	}
 }
