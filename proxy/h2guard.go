@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -323,44 +321,20 @@ func h2connLimits(lim h2Limits) h2conn.Limits {
 	return h2conn.Limits{MaxStreams: 250, MaxResets: noLimit(lim.maxResets), MaxControlFrames: noLimit(lim.maxControl), Window: lim.window}
 }
 
-// guardHTTP2 watches an HTTP/2 connection from a client on listener.
-func (p *Proxy) guardHTTP2(c net.Conn, listener string) net.Conn {
-	return newFrameGuard(c, p.h2Limits, func(reason string) {
-		p.h2Closed.WithLabelValues(listener, reason).Inc()
-		p.log.Warn("http2 connection closed for abuse (GOAWAY ENHANCE_YOUR_CALM)", "listener", listener, "peer", c.RemoteAddr().String(), "reason", reason)
-	})
-}
-
-type guardedTLSKey struct{}
-
-// guardedTLSContext keeps, for the handler, the TLS state of a guarded
-// connection (http.Server's ConnContext).
-func guardedTLSContext(ctx context.Context, c net.Conn) context.Context {
-	if g, ok := c.(*frameGuard); ok {
-		if cs := g.tlsState(); cs != nil {
-			return context.WithValue(ctx, guardedTLSKey{}, cs)
-		}
+// h2Server is the HTTP/2 server of one listener ("inbound": other
+// sidecars; "outbound": the app's h2c) serving h: the proxy's HTTP/2
+// limits, connections idle for 2 minutes closed, and every connection
+// closed for abuse counted in sigil_http2_connections_closed_total and
+// logged.
+func (p *Proxy) h2Server(h http.Handler, listener string) *h2conn.Server {
+	return &h2conn.Server{
+		Handler:     p.bodyRate.handler(h),
+		IdleTimeout: 2 * time.Minute,
+		Limits:      h2connLimits(p.h2Limits),
+		OnAbuse: func(peer net.Addr, reason string) {
+			p.h2Closed.WithLabelValues(listener, reason).Inc()
+			p.log.Warn("http2 connection closed for abuse (GOAWAY ENHANCE_YOUR_CALM)", "listener", listener, "peer", peer.String(), "reason", reason)
+		},
+		Log: p.log,
 	}
-	return ctx
-}
-
-// withGuardedTLS gives requests from guarded TLS connections their
-// Request.TLS back.
-func withGuardedTLS(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if cs, ok := r.Context().Value(guardedTLSKey{}).(*tls.ConnectionState); ok && r.TLS == nil {
-			r.TLS = cs
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// tlsState is the TLS state of the connection underneath, for the
-// handler (the HTTP/2 server sees a plain connection).
-func (g *frameGuard) tlsState() *tls.ConnectionState {
-	if tc, ok := g.Conn.(*tls.Conn); ok {
-		cs := tc.ConnectionState()
-		return &cs
-	}
-	return nil
 }

@@ -26,20 +26,18 @@ import (
 type inbound struct {
 	p        *Proxy
 	tls      *tls.Config
-	queue    *connQueue
-	hs       handshakeSlots // TLS handshakes in progress
-	srv      *http.Server
+	hs       handshakeSlots         // TLS handshakes in progress
 	h2       *h2conn.Server         // HTTP/2 from other sidecars
 	fast     *h1.Server             // HTTP/1.1 from other sidecars
 	app      *h1.Client             // HTTP/1.x requests to the app
+	appH2C   *h2conn.Client         // gRPC to the app: h2c with prior knowledge
 	toApp    *httputil.ReverseProxy // WebSocket upgrades to the app
-	toAppH2C *httputil.ReverseProxy // h2c to the app, for gRPC
 	tcpConns sync.WaitGroup
 	peers    peerCache
 }
 
 func newInbound(p *Proxy, addr net.Addr) *inbound {
-	in := &inbound{p: p, queue: newConnQueue(addr), hs: make(handshakeSlots, p.limits.handshakes)}
+	in := &inbound{p: p, hs: make(handshakeSlots, p.limits.handshakes)}
 	// Failures of chain, expiry or ID are counted here, at verification;
 	// handshake() counts the others (no certificate, not TLS, timeouts).
 	in.tls = p.id.serverTLS(func(err error) {
@@ -48,47 +46,25 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	// DisableCompression: the caller's Accept-Encoding reaches the app as
 	// sent (Go's default adds gzip and unzips the answer).
 	h1t := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, DisableCompression: true}
-	h2c := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DialContext: h1t.DialContext, Protocols: new(http.Protocols), DisableCompression: true}
-	h2c.Protocols.SetUnencryptedHTTP2(true)
 	in.toApp = in.appProxy(h1t)
-	in.toAppH2C = in.appProxy(h2c)
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	in.app = &h1.Client{MaxIdle: 256, Dial: func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", p.cfg.App) },
-		ProtocolError: p.metrics.protocolError("inbound")}
+	dialApp := func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", p.cfg.App) }
+	in.app = &h1.Client{MaxIdle: 256, Dial: dialApp, ProtocolError: p.metrics.protocolError("inbound")}
+	// gRPC reaches the app over h2conn's client, as it travels between
+	// sidecars: the frames of a call leave in one write, where Go's
+	// HTTP/2 transport wrote and flushed each (bench/README.md, "gRPC
+	// unary: where the CPU per call goes").
+	in.appH2C = &h2conn.Client{Dialer: hop.DialFunc(dialApp), IdleTimeout: 90 * time.Second}
 	in.fast = p.leanServer(in, "inbound")
-	in.srv = &http.Server{
-		Handler:           p.bodyRate.handler(withGuardedTLS(in)),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          p.httpErrorLog("inbound"),
-		Protocols:         new(http.Protocols),
-		// HTTP/2 between sidecars: bounded streams per connection.
-		HTTP2:       &http.HTTP2Config{MaxConcurrentStreams: 250},
-		ConnContext: guardedTLSContext,
-	}
-	// The TLS handshake is done before the connection reaches the server
-	// (see handshake), which gets the HTTP/2 ones, decrypted and watched
-	// by a frameGuard: to the server they are HTTP/2 with prior knowledge.
-	in.srv.Protocols.SetUnencryptedHTTP2(true)
 	// HTTP/2 between sidecars (gRPC, and HTTP/1.1 unless h2UpgradePolicy
-	// is DO_NOT_UPGRADE)
-	// is served by h2conn, whose one writer per connection sends the
-	// frames of many streams in one write (bench/README.md).
-	in.h2 = &h2conn.Server{
-		Handler:     p.bodyRate.handler(in),
-		IdleTimeout: in.srv.IdleTimeout,
-		Limits:      h2connLimits(p.h2Limits),
-		// A peer sidecar's connection carries many apps' requests: one
-		// app's abuse, relayed, ends it without failing the others'
-		// requests already taken (docs/limits.md).
-		AbuseDrain: peerAbuseDrain,
-		OnAbuse: func(peer net.Addr, reason string) {
-			p.h2Closed.WithLabelValues("inbound", reason).Inc()
-			p.log.Warn("http2 connection closed for abuse (GOAWAY ENHANCE_YOUR_CALM)", "listener", "inbound", "peer", peer.String(), "reason", reason)
-		},
-		Log: p.log,
-	}
+	// is DO_NOT_UPGRADE) is served by h2conn, whose one writer per
+	// connection sends the frames of many streams in one write
+	// (bench/README.md).
+	in.h2 = p.h2Server(in, "inbound")
+	// A peer sidecar's connection carries many apps' requests: one app's
+	// abuse, relayed, ends it without failing the others' requests
+	// already taken (docs/limits.md).
+	in.h2.AbuseDrain = peerAbuseDrain
 	return in
 }
 
@@ -107,8 +83,7 @@ func (in *inbound) appProxy(tr http.RoundTripper) *httputil.ReverseProxy {
 			// As authorized: ReverseProxy drops query pairs net/url cannot parse.
 			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 		},
-		ModifyResponse: hop.GRPCTrailersOnly,
-		FlushInterval:  -1, // stream: gRPC and server-sent events must not be held back
+		FlushInterval: -1, // stream: server-sent events must not be held back
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			appFailed(w)
 			in.p.log.Warn("app unreachable", "app", in.p.cfg.App, "error", err)
@@ -121,7 +96,6 @@ func (in *inbound) appProxy(tr http.RoundTripper) *httputil.ReverseProxy {
 // serve accepts connections and handshakes each on its own goroutine, so
 // one slow client cannot hold up the others.
 func (in *inbound) serve(ln net.Listener) error {
-	go in.srv.Serve(in.queue)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -236,11 +210,11 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Header[hop.XFCC] = []string{peer.xfcc}
 		switch {
 		case proto == policy.ProtocolGRPC:
-			in.toAppH2C.ServeHTTP(rec, r)
+			in.forward(rec, r, in.appH2C)
 		case hop.IsWebSocketUpgrade(r.Header):
 			in.toApp.ServeHTTP(rec, r)
 		default:
-			in.forward(rec, r)
+			in.forward(rec, r, in.app)
 		}
 	}
 	done := in.record(rec, peer.id, proto)
@@ -272,9 +246,10 @@ func appFailed(w http.ResponseWriter) {
 	}
 }
 
-// forward sends an HTTP request to the app over a pooled HTTP/1.1
-// connection and copies the answer back.
-func (in *inbound) forward(w http.ResponseWriter, r *http.Request) {
+// forward sends an HTTP request to the app with rt (a pooled HTTP/1.1
+// connection, or for gRPC the app's h2c connection) and copies the answer
+// back, trailers included.
+func (in *inbound) forward(w http.ResponseWriter, r *http.Request, rt http.RoundTripper) {
 	// A shallow copy: r is this handler's own, only the URL is shared.
 	out := new(http.Request)
 	*out = *r
@@ -282,9 +257,11 @@ func (in *inbound) forward(w http.ResponseWriter, r *http.Request) {
 	out.URL = &u
 	out.URL.Scheme, out.URL.Host = "http", in.p.cfg.App
 	out.RequestURI, out.Close = "", false
-	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	if rt == in.app {
+		out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	}
 	hop.StripRequestHeaders(out.Header)
-	resp, err := in.app.RoundTrip(out)
+	resp, err := rt.RoundTrip(out)
 	if err != nil {
 		appFailed(w)
 		in.p.log.Warn("app unreachable", "app", in.p.cfg.App, "error", err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/proxy/h1"
+	"github.com/sigil-mesh/sigil/proxy/h2conn"
 	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
@@ -32,9 +33,8 @@ import (
 // route.go: the steps of a route in order).
 type outbound struct {
 	p        *Proxy
-	queue    *connQueue
-	srv      *http.Server // h2c from the app (gRPC)
-	fast     *h1.Server   // HTTP/1.x from the app
+	h2       *h2conn.Server // h2c from the app (gRPC)
+	fast     *h1.Server     // HTTP/1.x from the app
 	state    atomic.Pointer[meshState]
 	clusters *upstream.Clusters
 	upstream *upstream.Conns // connections to other sidecars, capped per destination
@@ -94,38 +94,26 @@ func (c *routedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 func (c *routedConn) NetConn() net.Conn { return c.Conn }
 
 func newOutbound(p *Proxy, addr net.Addr) *outbound {
-	o := &outbound{p: p, queue: newConnQueue(addr), clusters: upstream.NewClusters(), mirrors: make(chan struct{}, maxMirrorsInFlight), endpoints: map[string]*upstream.Endpoint{}, upstream: upstream.NewConns(p.metrics.reg)}
+	o := &outbound{p: p, clusters: upstream.NewClusters(), mirrors: make(chan struct{}, maxMirrorsInFlight), endpoints: map[string]*upstream.Endpoint{}, upstream: upstream.NewConns(p.metrics.reg)}
 	for name, up := range p.cfg.upstreams {
 		if up.ID.IsZero() {
 			p.log.Warn("upstream has no expected identity; any identity of the trust domain is accepted", "upstream", name)
 		}
 	}
 	o.setState(traffic.Compile(0, nil), 0, 0, nil)
-	o.srv = &http.Server{
-		Handler:           p.bodyRate.handler(upstream.FollowRequest(o)),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		Protocols:         new(http.Protocols),
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 250},
-		ErrorLog:          p.httpErrorLog("outbound"),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if g, ok := c.(*frameGuard); ok {
-				c = g.Conn
-			}
-			if rc, ok := c.(*routedConn); ok && !rc.service.IsZero() {
-				return context.WithValue(ctx, ctxKey{}, routedDest{rc.service, rc.port, rc.pin})
-			}
-			return ctx
-		},
-	}
+	// The app's h2c (gRPC) is served by h2conn, as HTTP/2 from other
+	// sidecars is on the inbound side: one writer per connection sends
+	// the frames of a call in one write, where Go's server wrote and
+	// flushed each (bench/README.md, "gRPC unary: where the CPU per call
+	// goes"). Its limits and abuse counting are the inbound port's. Its
+	// requests go on over h2conn's client, which dials with the request's
+	// own context (no mark for dials to follow, unlike HTTP/1.1's pooled
+	// transports: requestCtxKey).
+	o.h2 = p.h2Server(o, "outbound")
 	// The lean server gives every request its connection's context, which
-	// serveApp marks for dials to follow (followRequest, once per
+	// serveApp marks for dials to follow (withRequestCtx, once per
 	// connection instead of a copy of each request).
 	o.fast = p.leanServer(o, "outbound")
-	// Apps speak HTTP/1.1 (served by fast) or h2c (gRPC) to their sidecar.
-	o.srv.Protocols.SetHTTP1(true)
-	o.srv.Protocols.SetUnencryptedHTTP2(true)
 	return o
 }
 
@@ -324,7 +312,6 @@ func (o *outbound) dialTLS(ctx context.Context, addr string, id spiffeid.ID, alp
 // serve accepts the app's connections. In transparent mode each is routed
 // by its original destination; otherwise it is plain explicit mode.
 func (o *outbound) serve(ln net.Listener) error {
-	go o.srv.Serve(o.queue)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -339,7 +326,7 @@ func (o *outbound) serve(ln net.Listener) error {
 }
 
 // serveApp serves an HTTP connection from the app: h2c (its preface)
-// through net/http, HTTP/1.x through the lean server. The first bytes
+// through h2conn, HTTP/1.x through the lean server. The first bytes
 // are already buffered or come within the idle timeout.
 func (o *outbound) serveApp(rc *routedConn) {
 	rc.SetReadDeadline(time.Now().Add(o.fast.IdleTimeout))
@@ -349,15 +336,15 @@ func (o *outbound) serveApp(rc *routedConn) {
 		return
 	}
 	rc.SetReadDeadline(time.Time{})
-	if string(head) == "PRI " {
-		o.queue.push(o.p.guardHTTP2(rc, "outbound"))
-		return
-	}
-	ctx := withConnAbort(context.Background(), rc)
+	ctx := context.Background()
 	if !rc.service.IsZero() {
 		ctx = context.WithValue(ctx, ctxKey{}, routedDest{rc.service, rc.port, rc.pin})
 	}
-	o.fast.Serve(upstream.WithRequestCtx(ctx), rc)
+	if string(head) == "PRI " {
+		o.h2.Serve(ctx, rc)
+		return
+	}
+	o.fast.Serve(upstream.WithRequestCtx(withConnAbort(ctx, rc)), rc)
 }
 
 // httpPrefixes are the first bytes of HTTP/1.x requests and the h2 preface.

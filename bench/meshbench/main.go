@@ -33,6 +33,7 @@ type report struct {
 	Failures []string       `json:"failures,omitempty"`
 	DataOnly bool           `json:"data_plane_only,omitempty"`
 	Scaling  bool           `json:"scaling_only,omitempty"`
+	GRPCOnly bool           `json:"grpc_only,omitempty"`
 }
 
 // timings are the durations of the runs, from the flags.
@@ -42,6 +43,7 @@ type timings struct {
 	grpc                time.Duration // each gRPC row
 	census              time.Duration // each pair's syscall census (0: none)
 	dataOnly, scaleOnly bool
+	grpcOnly            bool
 }
 
 type target struct {
@@ -65,6 +67,7 @@ func main() {
 	scaleDur := flag.Duration("scaling-duration", 4*time.Second, "measured time of each point of the scaling curve, per setup")
 	scaleWarm := flag.Duration("scaling-warmup", time.Second, "warm-up before each point of the scaling curve, per setup")
 	censusDur := flag.Duration("census-duration", 5*time.Second, "measured time of each pair's syscall census (strace -c on both proxies at 1000 rps; 0: no census)")
+	grpcOnly := flag.Bool("grpc-only", false, "run only the gRPC rows (unary and streaming: Sigil and nginx against direct; -setups still filters)")
 	grpcDur := flag.Duration("grpc-duration", 8*time.Second, "measured time of each gRPC row (unary and streaming, per setup)")
 	probe := flag.Bool("ktls-probe", false, "only report whether this kernel offers kernel TLS (TCP_ULP \"tls\"), then exit")
 	if addr := os.Getenv(grpcBackendEnv); addr != "" {
@@ -96,7 +99,7 @@ func main() {
 		}
 	}
 	defer e.close()
-	rep := &report{Date: time.Now().UTC().Format("2006-01-02"), Machine: machine(), Command: "make bench", DataOnly: *dataOnly, Scaling: *scaleOnly}
+	rep := &report{Date: time.Now().UTC().Format("2006-01-02"), Machine: machine(), Command: "make bench", DataOnly: *dataOnly, Scaling: *scaleOnly, GRPCOnly: *grpcOnly}
 	log.Printf("kernel TLS: %s", rep.Machine["ktls"])
 	// A run with other scenarios or timings than make bench's says so.
 	extra := ""
@@ -115,7 +118,7 @@ func main() {
 		rep.Failures = append(rep.Failures, what+": "+err.Error())
 	}
 	ctx := context.Background()
-	t := timings{dur: *duration, short: *short, warm: *warmup, scale: *scaleDur, scaleWarm: *scaleWarm, grpc: *grpcDur, census: *censusDur, dataOnly: *dataOnly, scaleOnly: *scaleOnly}
+	t := timings{dur: *duration, short: *short, warm: *warmup, scale: *scaleDur, scaleWarm: *scaleWarm, grpc: *grpcDur, census: *censusDur, dataOnly: *dataOnly, scaleOnly: *scaleOnly, grpcOnly: *grpcOnly}
 	if err := e.run(ctx, rep, t, fail); err != nil {
 		fail("setup", err)
 	}
@@ -170,6 +173,10 @@ func (e *env) run(ctx context.Context, rep *report, t timings, fail func(string,
 		return err
 	}
 	log.Printf("mesh up; SVID %s", e.id)
+	if t.grpcOnly {
+		e.grpcRows(ctx, rep, t.grpc, fail)
+		return nil
+	}
 
 	if !t.scaleOnly {
 		// Memory of an idle sidecar, before any load.
@@ -415,8 +422,8 @@ func write(rep *report, outDir, readme string) error {
 	if err := os.WriteFile(outDir+"/"+resultsName(rep), b, 0o644); err != nil {
 		return err
 	}
-	if rep.Scaling {
-		log.Printf("-scaling-only: %s written; %s left as it was", outDir+"/"+resultsName(rep), readme)
+	if rep.Scaling || rep.GRPCOnly {
+		log.Printf("partial run: %s written; %s left as it was", outDir+"/"+resultsName(rep), readme)
 		return nil
 	}
 	old, err := os.ReadFile(readme)

@@ -135,11 +135,14 @@ func failures(b *strings.Builder, rep *report) {
 }
 
 // resultsName is the JSON report's file name: <date>.json, or
-// <date>-scaling.json for a -scaling-only run (which leaves the README's
-// table alone).
+// <date>-scaling.json for a -scaling-only run and <date>-grpc.json for a
+// -grpc-only one (which leave the README's table alone).
 func resultsName(rep *report) string {
 	if rep.Scaling {
 		return rep.Date + "-scaling.json"
+	}
+	if rep.GRPCOnly {
+		return rep.Date + "-grpc.json"
 	}
 	return rep.Date + ".json"
 }

@@ -35,5 +35,7 @@ allow if {
 	input.request.method in {"GET", "POST"}
 }
 R
-  "$TOOLS/fortio" server -http-port 18080 -grpc-port disabled -redirect-port disabled -loglevel Error >"$D/fortio.log" 2>&1 & pids+=($!)
+  # BENCH_HTTP_BACKEND=0: no fortio server (a script with a backend of its own).
+  [ "${BENCH_HTTP_BACKEND:-1}" = 0 ] ||
+    { "$TOOLS/fortio" server -http-port 18080 -grpc-port disabled -redirect-port disabled -loglevel Error >"$D/fortio.log" 2>&1 & pids+=($!); }
 }
