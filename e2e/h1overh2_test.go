@@ -163,8 +163,8 @@ func (a *appConn) closed() bool {
 }
 
 // TestHTTP1SemanticsAcrossMultiplexedHop: an app's HTTP/1.x requests
-// travel between the sidecars over their shared HTTP/2 connection (the
-// default, h2UpgradePolicy unset) and keep their HTTP/1.1 meaning at both
+// travel between the sidecars over their shared HTTP/2 connection
+// (h2UpgradePolicy UPGRADE) and keep their HTTP/1.1 meaning at both
 // ends: pipelined requests answered in order, Connection: close from the
 // caller or the callee honoured on that app's own connection (the
 // callee's never reused, the caller's closed) and never on the shared one (a response held open on it meanwhile completes), Expect:
@@ -174,12 +174,12 @@ func (a *appConn) closed() bool {
 // fields in order and names in canonical case, and HEAD and 304 answers
 // without a body.
 //
-// The same holds with DO_NOT_UPGRADE, over pooled HTTP/1.1 between the
-// sidecars: the app cannot tell the two apart.
+// The same holds with DO_NOT_UPGRADE (today's default), over pooled
+// HTTP/1.1 between the sidecars: the app cannot tell the two apart.
 func TestHTTP1SemanticsAcrossMultiplexedHop(t *testing.T) {
 	t.Parallel()
 	for _, tr := range []struct{ name, rule string }{
-		{"http2 between sidecars (default)", ""},
+		{"UPGRADE", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: api}\nspec:\n  host: api\n  trafficPolicy:\n    connectionPool:\n      http: {h2UpgradePolicy: UPGRADE}\n"},
 		{"DO_NOT_UPGRADE", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: api}\nspec:\n  host: api\n  trafficPolicy:\n    connectionPool:\n      http: {h2UpgradePolicy: DO_NOT_UPGRADE}\n"},
 	} {
 		t.Run(tr.name, func(t *testing.T) {
@@ -341,6 +341,8 @@ func TestStalledCallerDoesNotStallSharedConnection(t *testing.T) {
 	t.Parallel()
 	addr, _, _, _ := startSemanticsApp(t)
 	rm := startRawMesh(t, &rawApp{addr: addr})
+	tm := &trafficMesh{ids: rm.ids, backends: map[string]*backend{"api": nil}}
+	tm.apply(t, "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: api}\nspec:\n  host: api\n  trafficPolicy:\n    connectionPool:\n      http: {h2UpgradePolicy: UPGRADE}\n")
 	out := rm.web.Outbound
 
 	stalled := dialApp(t, out)
