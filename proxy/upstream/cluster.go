@@ -36,10 +36,8 @@ type Cluster struct {
 	ping h2Ping
 	// Hash is its policy's loadBalancer.consistentHash (nil: none).
 	Hash *HashPolicy
-	// upgradeH2 is false when its policy's
-	// connectionPool.http.h2UpgradePolicy is DO_NOT_UPGRADE: by default
-	// (unset, DEFAULT, UPGRADE) HTTP/1.1 requests travel between the
-	// sidecars over HTTP/2.
+	// upgradeH2 is its policy's connectionPool.http.h2UpgradePolicy
+	// UPGRADE: HTTP/1.1 requests travel between the sidecars over HTTP/2.
 	upgradeH2 bool
 	// warm is its policy's loadBalancer warmup (zero: none).
 	warm slowStart
@@ -68,10 +66,9 @@ func (c *Cluster) now() time.Time {
 }
 
 // KindOf picks the connection a request travels on to the cluster's
-// sidecars: as the package's kindOf, but HTTP/1.1 over HTTP/2 unless the
-// policy says DO_NOT_UPGRADE (never a WebSocket upgrade, which HTTP/2
-// between the sidecars cannot carry as it came; Envoy's upgrade skips
-// them too).
+// sidecars: as the package's kindOf, but HTTP/1.1 over HTTP/2 when the
+// policy says UPGRADE (never a WebSocket upgrade, which HTTP/2 between
+// the sidecars cannot carry as it came; Envoy's upgrade skips them too).
 func (c *Cluster) KindOf(r *http.Request) int {
 	k := kindOf(r)
 	if k == ViaH1 && c.upgradeH2 && !hop.IsWebSocketUpgrade(r.Header) {
@@ -80,13 +77,9 @@ func (c *Cluster) KindOf(r *http.Request) int {
 	return k
 }
 
-// upgradeH2Of reads connectionPool.http.h2UpgradePolicy: only
-// DO_NOT_UPGRADE keeps HTTP/1.1 between the sidecars. Sigil's mesh-wide
-// default is to upgrade, as Linkerd's proxies do (Istio's is not to):
-// many requests then share one mTLS connection per pair of sidecars and
-// one write carries the frames of many (docs/istio.md, bench/README.md).
+// upgradeH2Of reads connectionPool.http.h2UpgradePolicy.
 func upgradeH2Of(p *traffic.TrafficPolicy) bool {
-	return p == nil || p.ConnectionPool == nil || p.ConnectionPool.HTTP == nil || p.ConnectionPool.HTTP.H2UpgradePolicy != traffic.H2UpgradeDoNotUpgrade
+	return p != nil && p.ConnectionPool != nil && p.ConnectionPool.HTTP != nil && p.ConnectionPool.HTTP.H2UpgradePolicy == traffic.H2UpgradeUpgrade
 }
 
 // Conns is the cluster's connections to ep: those its sni and

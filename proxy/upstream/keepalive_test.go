@@ -116,20 +116,19 @@ spec:
 	}
 }
 
-// HTTP/1.1 requests travel between the sidecars over HTTP/2 unless
-// h2UpgradePolicy is DO_NOT_UPGRADE (no rule, no connectionPool, unset,
-// DEFAULT and UPGRADE all upgrade); a WebSocket upgrade always stays on
-// HTTP/1.1.
+// h2UpgradePolicy UPGRADE carries HTTP/1.1 requests between the sidecars
+// over HTTP/2; DEFAULT and DO_NOT_UPGRADE keep HTTP/1.1, and a WebSocket
+// upgrade always stays on HTTP/1.1.
 func TestH2UpgradePolicyPicksTransport(t *testing.T) {
 	for _, tc := range []struct {
 		policy    string
 		websocket bool
 		want      int
 	}{
-		{"no rule", false, ViaH2},
-		{"no connectionPool", false, ViaH2},
-		{"", false, ViaH2},
-		{traffic.H2UpgradeDefault, false, ViaH2},
+		{"no rule", false, ViaH1},
+		{"no connectionPool", false, ViaH1},
+		{"", false, ViaH1},
+		{traffic.H2UpgradeDefault, false, ViaH1},
 		{traffic.H2UpgradeDoNotUpgrade, false, ViaH1},
 		{traffic.H2UpgradeUpgrade, false, ViaH2},
 		{traffic.H2UpgradeUpgrade, true, ViaH1},
