@@ -56,10 +56,9 @@ func newInbound(p *Proxy, addr net.Addr) *inbound {
 	// unary: where the CPU per call goes").
 	in.appH2C = &h2conn.Client{Dialer: hop.DialFunc(dialApp), IdleTimeout: 90 * time.Second}
 	in.fast = p.leanServer(in, "inbound")
-	// HTTP/2 between sidecars (gRPC, and HTTP/1.1 unless h2UpgradePolicy
-	// is DO_NOT_UPGRADE) is served by h2conn, whose one writer per
-	// connection sends the frames of many streams in one write
-	// (bench/README.md).
+	// HTTP/2 between sidecars (gRPC, and HTTP/1.1 under h2UpgradePolicy
+	// UPGRADE) is served by h2conn, whose one writer per connection sends
+	// the frames of many streams in one write (bench/README.md).
 	in.h2 = p.h2Server(in, "inbound")
 	// A peer sidecar's connection carries many apps' requests: one app's
 	// abuse, relayed, ends it without failing the others' requests

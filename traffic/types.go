@@ -357,11 +357,11 @@ type HTTPSettings struct {
 	// HTTP2KeepAlive health-checks the sidecar's HTTP/2 connections to the
 	// destination's sidecars with PINGs (Istio's http2KeepAlive).
 	HTTP2KeepAlive *HTTP2KeepAlive `json:"http2KeepAlive,omitempty"`
-	// H2UpgradePolicy is Istio's h2UpgradePolicy: unset, DEFAULT and
-	// UPGRADE carry the app's HTTP/1.1 requests to the destination's
-	// sidecars over the sidecars' HTTP/2 connection (the far sidecar
-	// speaks HTTP/1.1 to its app again), Sigil's default where Istio's is
-	// not to; DO_NOT_UPGRADE keeps HTTP/1.1 between the sidecars.
+	// H2UpgradePolicy is Istio's h2UpgradePolicy: UPGRADE carries the
+	// app's HTTP/1.1 requests to the destination's sidecars over the
+	// sidecars' HTTP/2 connection (the far sidecar speaks HTTP/1.1 to its
+	// app again); DEFAULT and DO_NOT_UPGRADE keep HTTP/1.1 between the
+	// sidecars, which is what Sigil does by default.
 	H2UpgradePolicy string `json:"h2UpgradePolicy,omitempty"`
 }
 
