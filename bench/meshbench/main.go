@@ -61,9 +61,9 @@ func main() {
 	duration := flag.Duration("duration", 30*time.Second, "measured time per fixed-rate run")
 	short := flag.Duration("short", 10*time.Second, "measured time of the other runs")
 	warmup := flag.Duration("warmup", 5*time.Second, "warm-up before each fixed-rate run")
-	only := flag.String("setups", "sigil,nginx,haproxy,ghostunnel", "peers to measure against direct (comma-separated); fewer for a quick look; sigil-h1 adds a Sigil pair with h2UpgradePolicy DO_NOT_UPGRADE (HTTP/1.1 between the sidecars)")
+	only := flag.String("setups", "sigil,nginx,haproxy,ghostunnel", "peers to measure against direct (comma-separated); fewer for a quick look; sigil-h2 adds a Sigil pair with h2UpgradePolicy UPGRADE (HTTP/1.1 between the sidecars over HTTP/2)")
 	dataOnly := flag.Bool("data-plane-only", false, "skip the identity, policy and agent-memory scenarios")
-	scaleOnly := flag.Bool("scaling-only", false, "run only the scaling curve (Sigil, nginx and, when -setups names it, sigil-h1 against direct; -setups still filters)")
+	scaleOnly := flag.Bool("scaling-only", false, "run only the scaling curve (Sigil, nginx and, when -setups names it, sigil-h2 against direct; -setups still filters)")
 	scaleDur := flag.Duration("scaling-duration", 4*time.Second, "measured time of each point of the scaling curve, per setup")
 	scaleWarm := flag.Duration("scaling-warmup", time.Second, "warm-up before each point of the scaling curve, per setup")
 	censusDur := flag.Duration("census-duration", 5*time.Second, "measured time of each pair's syscall census (strace -c on both proxies at 1000 rps; 0: no census)")
@@ -92,10 +92,10 @@ func main() {
 	e := &env{dir: dir, bin: abs(*bin), tools: abs(*tools)}
 	for _, name := range strings.Split(*only, ",") {
 		switch name = strings.TrimSpace(name); name {
-		case "sigil", "sigil-h1", "nginx", "haproxy", "ghostunnel":
+		case "sigil", "sigil-h2", "nginx", "haproxy", "ghostunnel":
 			e.only = append(e.only, name)
 		default:
-			log.Fatalf("-setups: unknown setup %q (want sigil, sigil-h1, nginx, haproxy, ghostunnel)", name)
+			log.Fatalf("-setups: unknown setup %q (want sigil, sigil-h2, nginx, haproxy, ghostunnel)", name)
 		}
 	}
 	defer e.close()
@@ -197,14 +197,14 @@ func (e *env) run(ctx context.Context, rep *report, t timings, fail func(string,
 		make func(context.Context) (*setup, error)
 	}{
 		{"sigil", func(ctx context.Context) (*setup, error) { return e.sigilPair(ctx, "api", e.backend) }},
-		{"sigil-h1", e.sigilH1Pair},
+		{"sigil-h2", e.sigilH2Pair},
 		{"nginx", e.nginxPair},
 		{"haproxy", e.haproxyPair},
 		{"ghostunnel", e.ghostunnelPair},
 	}
 	setups := []*setup{direct}
 	for _, b := range builders {
-		if !slices.Contains(e.only, b.name) || t.scaleOnly && b.name != "sigil" && b.name != "sigil-h1" && b.name != "nginx" {
+		if !slices.Contains(e.only, b.name) || t.scaleOnly && b.name != "sigil" && b.name != "sigil-h2" && b.name != "nginx" {
 			continue
 		}
 		s, err := b.make(ctx)
@@ -378,7 +378,7 @@ func (s *setup) serverAddr(e *env) string {
 		return ""
 	}
 	switch s.name {
-	case "sigil", "sigil-h1":
+	case "sigil", "sigil-h2":
 		if line, err := s.server.waitLog(`"sigil-proxy running"`, time.Second); err == nil {
 			return proxyRunning.FindStringSubmatch(line)[1]
 		}
