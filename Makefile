@@ -110,7 +110,6 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzReadClientHello -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzVerifyChain -fuzztime 30s ./agent/svid/
 	$(GO) test -run '^$$' -fuzz FuzzParseUpstream -fuzztime 30s ./proxy/
-	$(GO) test -run '^$$' -fuzz FuzzFrameGuardScan -fuzztime 30s ./proxy/
 	$(GO) test -run '^$$' -fuzz FuzzGRPCTimeout -fuzztime 30s ./proxy/hop/
 	$(GO) test -run '^$$' -fuzz FuzzServerFrames -fuzztime 30s ./proxy/h2conn/
 	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 30s ./policy/replay/

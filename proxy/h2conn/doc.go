@@ -44,8 +44,7 @@
 // Limits.MaxControlFrames control frames that carry no request (SETTINGS,
 // PING, PRIORITY, zero WINDOW_UPDATE, empty DATA) beyond those earned by
 // progress (package h2abuse: grpc-go's ping rule) within Limits.Window
-// close the connection with GOAWAY ENHANCE_YOUR_CALM, as proxy's
-// frameGuard does for Go's server, with the same h2abuse.Counter.
+// close the connection with GOAWAY ENHANCE_YOUR_CALM, as Envoy does.
 //
 // Not supported: server push (refused with SETTINGS_ENABLE_PUSH 0),
 // stream priorities (PRIORITY frames are read and ignored), extended

@@ -87,7 +87,7 @@ func rst(id uint32, code http2.ErrCode) func(http2.Frame) bool {
 }
 
 // TestHostilePeerLimits: each way a client can make a server work without
-// sending requests ends the way proxy's frameGuard ends it for Go's server.
+// sending requests ends with GOAWAY ENHANCE_YOUR_CALM (Envoy's rule).
 func TestHostilePeerLimits(t *testing.T) {
 	block := make(chan struct{})
 	t.Cleanup(func() { close(block) })
