@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -48,12 +46,7 @@ func writeCalls(t *testing.T, pid int) int {
 func TestGRPCFramesShareWritesOnEverySide(t *testing.T) {
 	t.Parallel()
 	mp := startMeshWithProxies(t)
-	conn, err := grpc.NewClient("passthrough:///"+mp.web.Outbound, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc:50051"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := healthpb.NewHealthClient(conn)
+	client := webHealthClient(t, mp)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {

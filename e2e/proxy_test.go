@@ -284,18 +284,25 @@ func foreignSVID(t *testing.T, id string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
+// webHealthClient is a grpc-go health client of the grpc service (the
+// demo's grpc:50051) through web's outbound port, closed with the test.
+func webHealthClient(t *testing.T, mp *meshWithProxies) healthpb.HealthClient {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+mp.web.Outbound, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc:50051"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return healthpb.NewHealthClient(conn)
+}
+
 // A grpc-go client reaches a grpc-go server through both sidecars, unary
 // and server-streaming, with status and trailers intact; a method the
 // policy does not allow is PERMISSION_DENIED.
 func TestProxyGRPC(t *testing.T) {
 	t.Parallel()
 	mp := startMeshWithProxies(t)
-	conn, err := grpc.NewClient("passthrough:///"+mp.web.Outbound, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc:50051"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := healthpb.NewHealthClient(conn)
+	client := webHealthClient(t, mp)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
