@@ -23,6 +23,7 @@ import (
 
 	"github.com/sigil-mesh/sigil/proxy/h1"
 	"github.com/sigil-mesh/sigil/proxy/h2conn"
+	"github.com/sigil-mesh/sigil/proxy/hop"
 )
 
 // BenchmarkH2Conn is the sidecar-to-sidecar hop under the load of the
@@ -179,12 +180,7 @@ func tlsDial(dial func(ctx context.Context) (net.Conn, error), cfg *tls.Config) 
 		if err != nil {
 			return nil, err
 		}
-		tc := tls.Client(c, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			c.Close()
-			return nil, err
-		}
-		return tc, nil
+		return hop.HandshakeTLS(ctx, c, cfg)
 	}
 }
 

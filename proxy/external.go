@@ -332,12 +332,7 @@ func (t *externalTarget) dial(ctx context.Context, addr string) (net.Conn, error
 		cfg = cfg.Clone()
 		cfg.ServerName, _, _ = net.SplitHostPort(addr)
 	}
-	tc := tls.Client(c, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return tc, nil
+	return hop.HandshakeTLS(ctx, c, cfg)
 }
 
 // transparentExternal carries a captured connection to an address no

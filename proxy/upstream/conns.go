@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
@@ -205,12 +206,7 @@ func (u *Conns) DialTLS(ctx context.Context, addr string, cfg *tls.Config) (*tls
 	if err != nil {
 		return nil, err
 	}
-	tc := tls.Client(c, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return tc, nil
+	return hop.HandshakeTLS(ctx, c, cfg)
 }
 
 // connLimiter counts one destination's connections.
