@@ -144,9 +144,20 @@ func (in *inbound) handshake(c net.Conn) {
 	}
 }
 
+// inboundRequest holds, in one allocation, what ServeHTTP keeps of a
+// request until its record: the status recorder, the policy input and the
+// XFCC header's value.
+type inboundRequest struct {
+	rec   statusRecorder
+	input policy.Input
+	xfcc  [1]string
+}
+
 func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &statusRecorder{ResponseWriter: w}
+	// One allocation for what the request keeps until it is recorded.
+	per := &inboundRequest{rec: statusRecorder{ResponseWriter: w}}
+	rec := &per.rec
 	peer, err := in.peers.of(in.p.id.id, r.TLS)
 	if err != nil {
 		hop.WriteError(rec, r, http.StatusForbidden, "sigil: no peer identity")
@@ -185,7 +196,8 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in.p.observe(in.record(rec, peer.id, proto), r, start, "")
 		return
 	}
-	input := &policy.Input{
+	input := &per.input
+	*input = policy.Input{
 		Source:      peer.source,
 		Destination: policy.Dest{Principal: in.p.id.id.String(), Service: in.p.cfg.Service, Namespace: in.p.names.Namespace(), Port: in.p.cfg.appPort},
 		Request:     policy.Request{Method: r.Method, Path: r.RequestURI, URLPath: target.Path, RawQuery: target.Query, Host: r.Host, HeadersFrom: func() map[string]string { return headerMap(r.Header) }, Protocol: proto},
@@ -207,7 +219,8 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	} else {
 		// Only the mesh says who the caller is.
-		r.Header[hop.XFCC] = []string{peer.xfcc}
+		per.xfcc[0] = peer.xfcc
+		r.Header[hop.XFCC] = per.xfcc[:]
 		switch {
 		case proto == protocol.GRPC:
 			in.forward(rec, r, in.appH2C)
