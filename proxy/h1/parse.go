@@ -91,8 +91,9 @@ type parsedRequest struct {
 }
 
 // headerValues is how many header lines a parsed head holds in its own
-// allocation; a head with more gets a slice of its own. Sixteen covers
-// what browsers, curl, fortio and gRPC clients send (6-12 lines).
+// allocation; a head with more (a browser's may) gets a slice of its own.
+// Sixteen covers what curl, fortio, gRPC clients and the sidecars
+// themselves send, plus the headers the mesh adds (tracing, XFCC).
 const headerValues = 16
 
 // parseRequest parses a request head that br's body reads follow, or
