@@ -120,6 +120,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseMask -fuzztime 30s ./policy/
 	$(GO) test -run '^$$' -fuzz FuzzSpoolIngest -fuzztime 30s ./auditstream/spool/
 	$(GO) test -run '^$$' -fuzz FuzzAppendRecord -fuzztime 30s ./auditstream/
+	$(GO) test -run '^$$' -fuzz FuzzParseSealed -fuzztime 30s ./auditstream/
+	$(GO) test -run '^$$' -fuzz FuzzRecordWriter -fuzztime 30s ./agent/relay/
 	$(GO) test -run '^$$' -fuzz FuzzAppendString -fuzztime 30s ./internal/jsonenc/
 	$(GO) test -run '^$$' -fuzz FuzzIsCompact -fuzztime 30s ./internal/jsonenc/
 	$(GO) test -run '^$$' -fuzz FuzzAuthority -fuzztime 30s ./naming/

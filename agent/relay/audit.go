@@ -9,6 +9,7 @@ import (
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
+	"github.com/sigil-mesh/sigil/auditstream"
 )
 
 // Option sets one of a Relay's hooks at construction (see New).
@@ -35,6 +36,27 @@ type auditWriter struct {
 	} `json:"sigil"`
 }
 
+// recordWriter returns the writer (sigil.writer) of the record line, as
+// encoding/json decodes it into auditWriter: the last "sigil" key of the
+// top level and its last "writer", keys matched case-insensitively, the
+// line refused when it is not JSON or a field has another type.
+//
+// On the hot path (every decision of the node's sidecars): a line in its
+// sealed form, every sidecar's, is read by auditstream.ParseSealed, which
+// reads such a line as encoding/json does at a fraction of the cost
+// (FuzzRecordWriter holds the two to each other); any other line is
+// decoded as before.
+func recordWriter(line []byte) (string, error) {
+	if r, ok := auditstream.ParseSealed(line); ok {
+		return r.Sigil.Writer, nil
+	}
+	var w auditWriter
+	if err := json.Unmarshal(line, &w); err != nil {
+		return "", err
+	}
+	return w.Sigil.Writer, nil
+}
+
 // forwardAudit passes one sidecar's batch to the server and returns the
 // ack for the sidecar. Every record must be of the sidecar's own chain
 // (its attested SPIFFE ID, "#", an instance): a sidecar cannot speak for
@@ -45,20 +67,25 @@ func (r *Relay) forwardAudit(ctx context.Context, p *agentv1.Proxy, b *proxyv1.A
 		ack.Error = "this agent does not export audit records"
 		return ack
 	}
+	bound := ""
 	for _, line := range b.GetRecords() {
-		var w auditWriter
-		if err := json.Unmarshal(line, &w); err != nil {
+		writer, err := recordWriter(line)
+		if err != nil {
 			ack.Error = fmt.Sprintf("audit record is not JSON: %v", err)
 			return ack
 		}
-		if !strings.HasPrefix(w.Sigil.Writer, p.SpiffeId+"#") {
-			ack.Error = fmt.Sprintf("audit record of writer %q: a sidecar attested as %s may only send its own (%s#INSTANCE)", w.Sigil.Writer, p.SpiffeId, p.SpiffeId)
+		if writer == bound && bound != "" {
+			continue // checked and bound with an earlier record of this batch
+		}
+		if !strings.HasPrefix(writer, p.SpiffeId+"#") {
+			ack.Error = fmt.Sprintf("audit record of writer %q: a sidecar attested as %s may only send its own (%s#INSTANCE)", writer, p.SpiffeId, p.SpiffeId)
 			return ack
 		}
-		if other := r.bindWriter(w.Sigil.Writer, p.Id); other != "" {
-			ack.Error = fmt.Sprintf("audit record of writer %q: that chain is sent by another sidecar of this node (%s); replicas of one identity keep one chain each", w.Sigil.Writer, other)
+		if other := r.bindWriter(writer, p.Id); other != "" {
+			ack.Error = fmt.Sprintf("audit record of writer %q: that chain is sent by another sidecar of this node (%s); replicas of one identity keep one chain each", writer, other)
 			return ack
 		}
+		bound = writer
 	}
 	ctx, cancel := context.WithTimeout(ctx, auditTimeout)
 	defer cancel()

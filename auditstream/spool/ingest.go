@@ -18,9 +18,12 @@ func (s *Spool) Ingest(lines [][]byte) (int, error) { return s.IngestChecked(lin
 // IngestChecked is Ingest that passes each record, decoded, to accept
 // (when not nil) before anything of the batch is written: an error of
 // accept refuses the batch and is returned as it is. The caller's checks
-// then cost no decode of their own.
+// then cost no decode of their own. The record accept gets always holds
+// the envelope (DecisionID, Timestamp, Path, Error, Sigil); its content
+// (Labels, Input, Result, Bundles, Erased) is set only when the line was
+// not in its sealed form (auditstream.ParseSealed).
 func (s *Spool) IngestChecked(lines [][]byte, accept func(*auditstream.Record) error) (int, error) {
-	// Decoded, checked and encoded once each before the lock: Append (the
+	// Read, checked and encoded once each before the lock: Append (the
 	// server's own records) and the exporters' Read do not wait for it.
 	type checked struct {
 		writer string
@@ -28,22 +31,39 @@ func (s *Spool) IngestChecked(lines [][]byte, accept func(*auditstream.Record) e
 		end    int // of its line in enc
 	}
 	recs := make([]checked, 0, len(lines))
-	var enc []byte
+	size := 0
 	for _, line := range lines {
-		var r auditstream.Record
-		if err := json.Unmarshal(line, &r); err != nil {
-			return 0, fmt.Errorf("spool: ingested record: %w", err)
+		size += len(line) + 1
+	}
+	enc := make([]byte, 0, size)
+	var lc auditstream.LineChecker
+	for _, line := range lines {
+		// A line in its sealed form (every sidecar's) is the record's own
+		// encoding: its hash is checked over its bytes and the line
+		// spooled as it came. Any other spelling is decoded and spooled
+		// as the record's own encoding (the bytes its hash covers), not
+		// the sender's text.
+		r, sealed := auditstream.ParseSealed(line)
+		if !sealed {
+			if err := json.Unmarshal(line, &r); err != nil {
+				return 0, fmt.Errorf("spool: ingested record: %w", err)
+			}
 		}
 		if accept != nil {
 			if err := accept(&r); err != nil {
 				return 0, err
 			}
 		}
-		// The spooled line is the record's own encoding (the bytes its
-		// hash covers), not the sender's text.
-		var err error
-		if enc, err = auditstream.AppendChecked(enc, &r); err != nil {
-			return 0, fmt.Errorf("spool: ingested record: %w", err)
+		if sealed {
+			if err := lc.Check(line, &r); err != nil {
+				return 0, fmt.Errorf("spool: ingested record: %w", err)
+			}
+			enc = append(enc, line...)
+		} else {
+			var err error
+			if enc, err = auditstream.AppendChecked(enc, &r); err != nil {
+				return 0, fmt.Errorf("spool: ingested record: %w", err)
+			}
 		}
 		enc = append(enc, '\n')
 		recs = append(recs, checked{writer: r.Sigil.Writer, head: head{Seq: r.Sigil.Seq, Hash: r.Sigil.Hash}, end: len(enc)})

@@ -78,6 +78,10 @@ func TestAuditVerifyExportedFilesFromManyWriters(t *testing.T) {
 			"writer spiffe://td/ns/a/sa/web#1: BROKEN",
 			"writer spiffe://td/ns/a/sa/web#1: first broken link at " + partA + ":3 (seq 3): hash does not match",
 			"writer spiffe://td/sigil/server#1: ok, 4 records"}},
+		// Records as session 24's sidecars wrote them (before the agent and
+		// server read sealed lines without decoding them) still verify.
+		{"a file of session 24", []string{"../../auditstream/testdata/decisions-session24.jsonl"}, false, []string{
+			"writer spiffe://example.org/ns/bench/sa/bench#12345678: ok, 3 records, seq 1..3"}},
 		{"duplicates are not a break", []string{export, partB}, false, []string{
 			"writer spiffe://td/sigil/server#1: ok, 4 records, seq 1..4, 0 gaps recorded (0 lost), 3 duplicates, 0 missing"}},
 	} {

@@ -92,6 +92,25 @@ func IsCompact(m []byte) bool {
 	return ok && i == len(m)
 }
 
+// CompactPrefix returns the length of the one valid JSON value without
+// insignificant whitespace at the start of m (what IsCompact reports of
+// m[:n]), and false when m does not start with one. A reader of a line
+// in a fixed shape finds the end of an embedded raw value with it, in
+// the same pass that checks it.
+func CompactPrefix(m []byte) (n int, ok bool) { return compactValue(m, 0, 0) }
+
+// PlainPrefix returns the length of the longest prefix of m that
+// AppendString writes as it is between quotes: a JSON string whose
+// content is m[:n] decodes to m[:n] and encodes back to the same bytes.
+func PlainPrefix(m []byte) int {
+	for i, c := range m {
+		if !plain[c] {
+			return i
+		}
+	}
+	return len(m)
+}
+
 // compactValue checks the value at m[i:] and returns the index after it.
 func compactValue(m []byte, i, depth int) (int, bool) {
 	if i >= len(m) || depth > maxCompactDepth {
