@@ -222,7 +222,7 @@ func TestHTTP2GuardSparesGRPCDefaultClient(t *testing.T) {
 
 	const wantPings, span = 3 * limit, 10 * time.Second
 	pings := func() int { return m.sent(http2.FramePing) }
-	burst := pingBurst{span: span}
+	burst := frameBurst{span: span}
 	run, stop := context.WithTimeout(ctx, 90*time.Second)
 	defer stop()
 	var calls, failed, messages atomic.Int64
@@ -294,23 +294,23 @@ func TestHTTP2GuardSparesGRPCDefaultClient(t *testing.T) {
 	}
 }
 
-// pingBurst is the most frames counted within any span of time, from
+// frameBurst is the most frames counted within any span of time, from
 // samples of a running count.
-type pingBurst struct {
+type frameBurst struct {
 	span    time.Duration
-	samples []pingSample
+	samples []frameSample
 	most    int
 }
 
-type pingSample struct {
+type frameSample struct {
 	at time.Time
 	n  int
 }
 
 // add records the count n at time at and returns the most counted
 // within span so far (n less the earliest sample not older than span).
-func (b *pingBurst) add(at time.Time, n int) int {
-	b.samples = append(b.samples, pingSample{at, n})
+func (b *frameBurst) add(at time.Time, n int) int {
+	b.samples = append(b.samples, frameSample{at, n})
 	for len(b.samples) > 1 && at.Sub(b.samples[0].at) > b.span {
 		b.samples = b.samples[1:]
 	}
@@ -323,12 +323,21 @@ func (b *pingBurst) add(at time.Time, n int) int {
 // sidecar resets its own stream to the callee's) is served through both
 // sidecars, though it resets far more streams than --http2-max-resets
 // allows a connection that resets every stream it opens: the calls that
-// end well earn the resets (Envoy's rule: at most half reset).
+// end well earn the resets (Envoy's rule: at most half reset). The limit
+// is lowered to 20 per 10 s, and the calls go on until the client has
+// reset three times that within some 10 s (more than the limit in one
+// of the counter's windows), or for at most 90 s: how fast it resets
+// depends on the machine's load (179 in 30 s at a load average of 30,
+// where 600 in 30 s were once required), so the test waits for the
+// count rather than for a rate.
 func TestHTTP2GuardSparesGRPCClientWithDeadlines(t *testing.T) {
 	t.Parallel()
-	m := startGRPCMesh(t)
-	const wantResets = 600 // three times --http2-max-resets
-	run, stop := context.WithTimeout(context.Background(), 30*time.Second)
+	const limit = 20
+	m := startGRPCMesh(t, "--http2-max-resets", strconv.Itoa(limit))
+	const wantResets, span = 3 * limit, 10 * time.Second
+	resets := func() int { return m.sent(http2.FrameRSTStream) }
+	burst := frameBurst{span: span}
+	run, stop := context.WithTimeout(context.Background(), 90*time.Second)
 	defer stop()
 	var calls, failed atomic.Int64
 	var wg sync.WaitGroup
@@ -336,7 +345,7 @@ func TestHTTP2GuardSparesGRPCClientWithDeadlines(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for run.Err() == nil && m.sent(http2.FrameRSTStream) < wantResets {
+			for run.Err() == nil {
 				i := calls.Add(1)
 				req, d, want := &healthpb.HealthCheckRequest{}, 5*time.Second, codes.OK
 				if i%4 == 0 {
@@ -352,14 +361,25 @@ func TestHTTP2GuardSparesGRPCClientWithDeadlines(t *testing.T) {
 			}
 		}()
 	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for burst.add(time.Now(), resets()) < wantResets {
+		select {
+		case <-run.Done():
+		case <-tick.C:
+			continue
+		}
+		break
+	}
+	stop()
 	wg.Wait()
-	t.Logf("client: %d calls, %d RST_STREAMs sent", calls.Load(), m.sent(http2.FrameRSTStream))
+	t.Logf("client: %d calls, %d RST_STREAMs sent (at most %d within %v)", calls.Load(), resets(), burst.most, span)
 	if n := failed.Load(); n != 0 {
 		t.Errorf("%d calls failed otherwise than by their deadline", n)
 	}
 	m.noneCutOff(t)
-	if n := m.sent(http2.FrameRSTStream); n < wantResets {
-		t.Errorf("the client reset %d streams in 30 s, want %d", n, wantResets)
+	if burst.most < wantResets {
+		t.Errorf("the client reset at most %d streams within %v in 90 s, want %d", burst.most, span, wantResets)
 	}
 }
 
