@@ -58,7 +58,7 @@ func ParseEndpoint(s string) (Endpoint, error) {
 	} else if a, err := netip.ParseAddr(host); err == nil && a.Is4() {
 		e.addr = a
 	} else {
-		labels, err := splitName(host)
+		labels, err := splitName(host, nil)
 		if err != nil {
 			return Endpoint{}, fmt.Errorf("naming: endpoint %s: the host is neither an IP address nor a DNS name: %w", Quote(s), err)
 		}

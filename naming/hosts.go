@@ -34,7 +34,7 @@ func ParseHostPattern(host string) (HostPattern, error) {
 	if _, err := netip.ParseAddr(strings.Trim(strings.TrimSuffix(rest, "."), "[]")); err == nil {
 		return HostPattern{}, fmt.Errorf("%w: %s is an IP address", ErrNotInMesh, Quote(host))
 	}
-	labels, err := splitName(rest)
+	labels, err := splitName(rest, nil)
 	if err != nil {
 		return HostPattern{}, fmt.Errorf("%w %s: %w", ErrMalformed, Quote(host), err)
 	}

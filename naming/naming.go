@@ -98,7 +98,7 @@ func NewResolver(namespace, domain string) (Resolver, error) {
 	if !ValidNamespace(namespace) {
 		return Resolver{}, fmt.Errorf("naming: namespace %q: want a DNS label (a-z, 0-9, inner '-', at most 63)", namespace)
 	}
-	labels, err := splitName(domain)
+	labels, err := splitName(domain, nil)
 	if err != nil {
 		return Resolver{}, fmt.Errorf("naming: cluster domain %q: %w", domain, err)
 	}
@@ -144,7 +144,8 @@ func (r Resolver) Host(host string) (Service, error) {
 		}
 		return Service{}, fmt.Errorf("%w: %q is an IP address", ErrNotInMesh, host)
 	}
-	labels, err := splitName(host)
+	var buf [8]string
+	labels, err := splitName(host, buf[:])
 	if err != nil {
 		return Service{}, fmt.Errorf("%w %q: %w", ErrMalformed, host, err)
 	}
@@ -230,8 +231,9 @@ func validPort(p string) bool {
 
 // splitName checks a DNS name (RFC 1123 §2.1 host names: labels of
 // letters, digits and inner '-'; one trailing dot allowed) and returns its
-// labels in lower case.
-func splitName(name string) ([]string, error) {
+// labels in lower case, appended to buf[:0] (a caller's array spares the
+// allocation on the request path).
+func splitName(name string, buf []string) ([]string, error) {
 	name = strings.TrimSuffix(name, ".")
 	if name == "" {
 		return nil, errors.New("empty name")
@@ -247,16 +249,21 @@ func splitName(name string) ([]string, error) {
 			break
 		}
 	}
-	labels := strings.Split(name, ".")
-	for _, l := range labels {
+	labels := buf[:0]
+	for rest := name; ; {
+		l, after, more := strings.Cut(rest, ".")
 		if l == "" {
 			return nil, errors.New("empty label")
 		}
 		if !ValidServiceName(l) {
 			return nil, fmt.Errorf("label %q: want letters, digits and inner '-', at most 63", l)
 		}
+		labels = append(labels, l)
+		if !more {
+			return labels, nil
+		}
+		rest = after
 	}
-	return labels, nil
 }
 
 func asciiLower(s string) string {

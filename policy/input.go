@@ -6,6 +6,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/pathnorm"
+	"github.com/sigil-mesh/sigil/protocol"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -60,11 +61,12 @@ type Connection struct {
 	TLSVersion string `json:"tls_version"`
 }
 
-// Protocols.
+// The values of Request.Protocol; their one home is package protocol,
+// which the proxy's leaf packages import without this one.
 const (
-	ProtocolHTTP = "http"
-	ProtocolGRPC = "grpc"
-	ProtocolTCP  = "tcp"
+	ProtocolHTTP = protocol.HTTP
+	ProtocolGRPC = protocol.GRPC
+	ProtocolTCP  = protocol.TCP
 )
 
 // PeerFromID fills namespace and service account from a workload ID of

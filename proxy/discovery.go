@@ -42,7 +42,8 @@ type meshState struct {
 	// opaque holds, per service, the ports its Service declares opaque
 	// TCP (Endpoint.protocol "tcp"): never sniffed.
 	opaque map[naming.Service]map[uint32]bool
-	// clusters caches cluster() per service|subset: a state never changes,
+	// clusters caches clusterAt per clusterKey (and external.go's targets
+	// per their string key): a state never changes,
 	// so its clusters are built once, not on every request.
 	clusters sync.Map
 }
@@ -70,13 +71,21 @@ func (o *outbound) clusterAt(st *meshState, service naming.Service, subset strin
 		// pools) by dialling ports.
 		port = 0
 	}
-	key := service.String() + "|" + subset + "|" + strconv.FormatUint(uint64(port), 10)
+	key := clusterKey{service, subset, port}
 	if c, ok := st.clusters.Load(key); ok {
 		return c.(*upstream.Cluster)
 	}
 	c := o.buildCluster(st, service, subset, port)
 	st.clusters.Store(key, c)
 	return c
+}
+
+// clusterKey is a key of meshState.clusters for clusterAt: a struct, not a
+// joined string, so that the lookup each request makes allocates nothing.
+type clusterKey struct {
+	service naming.Service
+	subset  string
+	port    uint32
 }
 
 func (o *outbound) buildCluster(st *meshState, service naming.Service, subset string, port uint32) *upstream.Cluster {

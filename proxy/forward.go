@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/naming"
-	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/protocol"
 	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
@@ -75,7 +75,7 @@ func (o *outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hop.DropForgedIdentity(r.Header)
-	if proto == policy.ProtocolGRPC {
+	if proto == protocol.GRPC {
 		var cancel context.CancelFunc
 		r, cancel = hop.WithGRPCDeadline(r, start)
 		defer cancel()
@@ -105,7 +105,7 @@ func (o *outbound) record(w *statusRecorder, svc naming.Service, host, proto str
 	}
 	rec := requestRecord{reporter: reporterSource, source: o.p.id.id.String(), dest: w.peer.String(), service: svc, host: o.hostLabel(host),
 		subset: w.subset, route: w.route, protocol: proto, code: w.status(), flags: cmp.Or(w.flags, flagNone)}
-	if proto == policy.ProtocolGRPC {
+	if proto == protocol.GRPC {
 		rec.grpcStatus = grpcStatusOfResponse(w.Header())
 	}
 	return rec
@@ -120,7 +120,7 @@ func readReplayable(r *http.Request) ([]byte, bool) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return nil, true
 	}
-	if r.ContentLength < 0 || r.ContentLength > maxReplayBody || hop.ProtocolOf(r) == policy.ProtocolGRPC && r.ProtoMajor == 2 && r.ContentLength < 0 {
+	if r.ContentLength < 0 || r.ContentLength > maxReplayBody || hop.ProtocolOf(r) == protocol.GRPC && r.ProtoMajor == 2 && r.ContentLength < 0 {
 		return nil, false
 	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/protocol"
 	"github.com/sigil-mesh/sigil/proxy/h1"
 	"github.com/sigil-mesh/sigil/proxy/h2conn"
 	"github.com/sigil-mesh/sigil/proxy/hop"
@@ -36,7 +37,7 @@ type inbound struct {
 	peers    peerCache
 }
 
-func newInbound(p *Proxy, addr net.Addr) *inbound {
+func newInbound(p *Proxy) *inbound {
 	in := &inbound{p: p, hs: make(handshakeSlots, p.limits.handshakes)}
 	// Failures of chain, expiry or ID are counted here, at verification;
 	// handshake() counts the others (no certificate, not TLS, timeouts).
@@ -143,9 +144,20 @@ func (in *inbound) handshake(c net.Conn) {
 	}
 }
 
+// inboundRequest holds, in one allocation, what ServeHTTP keeps of a
+// request until its record: the status recorder, the policy input and the
+// XFCC header's value.
+type inboundRequest struct {
+	rec   statusRecorder
+	input policy.Input
+	xfcc  [1]string
+}
+
 func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &statusRecorder{ResponseWriter: w}
+	// One allocation for what the request keeps until it is recorded.
+	per := &inboundRequest{rec: statusRecorder{ResponseWriter: w}}
+	rec := &per.rec
 	peer, err := in.peers.of(in.p.id.id, r.TLS)
 	if err != nil {
 		hop.WriteError(rec, r, http.StatusForbidden, "sigil: no peer identity")
@@ -171,7 +183,7 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer func() { in.p.trace.end(span, rec.status(), peer.id) }()
 	}
 	proto := hop.ProtocolOf(r)
-	if proto == policy.ProtocolGRPC {
+	if proto == protocol.GRPC {
 		var cancel context.CancelFunc
 		r, cancel = hop.WithGRPCDeadline(r, start)
 		defer cancel()
@@ -184,7 +196,8 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in.p.observe(in.record(rec, peer.id, proto), r, start, "")
 		return
 	}
-	input := &policy.Input{
+	input := &per.input
+	*input = policy.Input{
 		Source:      peer.source,
 		Destination: policy.Dest{Principal: in.p.id.id.String(), Service: in.p.cfg.Service, Namespace: in.p.names.Namespace(), Port: in.p.cfg.appPort},
 		Request:     policy.Request{Method: r.Method, Path: r.RequestURI, URLPath: target.Path, RawQuery: target.Query, Host: r.Host, HeadersFrom: func() map[string]string { return headerMap(r.Header) }, Protocol: proto},
@@ -206,9 +219,10 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	} else {
 		// Only the mesh says who the caller is.
-		r.Header[hop.XFCC] = []string{peer.xfcc}
+		per.xfcc[0] = peer.xfcc
+		r.Header[hop.XFCC] = per.xfcc[:]
 		switch {
-		case proto == policy.ProtocolGRPC:
+		case proto == protocol.GRPC:
 			in.forward(rec, r, in.appH2C)
 		case hop.IsWebSocketUpgrade(r.Header):
 			in.toApp.ServeHTTP(rec, r)
@@ -226,7 +240,7 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (in *inbound) record(w *statusRecorder, peer, proto string) requestRecord {
 	rec := requestRecord{reporter: reporterDestination, source: peer, dest: in.p.id.id.String(), service: in.self(),
 		protocol: proto, code: w.status(), flags: cmp.Or(w.flags, flagNone)}
-	if proto == policy.ProtocolGRPC {
+	if proto == protocol.GRPC {
 		rec.grpcStatus = grpcStatusOfResponse(w.Header())
 	}
 	return rec
@@ -292,14 +306,14 @@ func (in *inbound) serveTCP(tc *tls.Conn) {
 	input := &policy.Input{
 		Source:      policy.PeerFromID(peer.String()),
 		Destination: policy.Dest{Principal: in.p.id.id.String(), Service: in.p.cfg.Service, Namespace: in.p.names.Namespace(), Port: in.p.cfg.appPort},
-		Request:     policy.Request{Protocol: policy.ProtocolTCP, Headers: map[string]string{}},
+		Request:     policy.Request{Protocol: protocol.TCP, Headers: map[string]string{}},
 		Connection:  policy.Connection{TLSVersion: tls13},
 	}
 	d := in.p.policy.Decide(context.Background(), input)
 	in.p.countDecision(d)
 	wouldDeny := in.p.decideDryRun(context.Background(), input)
 	rec := &requestRecord{reporter: reporterDestination, source: peer.String(), dest: in.p.id.id.String(), service: in.self(),
-		protocol: policy.ProtocolTCP, flags: flagNone, dryRunDenied: wouldDeny}
+		protocol: protocol.TCP, flags: flagNone, dryRunDenied: wouldDeny}
 	if !d.Allow {
 		rec.flags = flagUnauthorized
 		in.p.metrics.stats.Deny(telemetry.Denial{At: time.Now(), SourcePrincipal: rec.source, DestinationPrincipal: rec.dest,

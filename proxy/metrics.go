@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sigil-mesh/sigil/naming"
-	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/protocol"
 	"github.com/sigil-mesh/sigil/proxy/h2conn"
 	"github.com/sigil-mesh/sigil/telemetry"
 )
@@ -164,7 +164,7 @@ func (m *metrics) newSeries(rec *requestRecord, gen uint64) *requestSeries {
 		fqdn = m.fqdn(rec.service)
 	}
 	s := &requestSeries{gen: gen, cell: m.stats.Cell(rec.statsKey())}
-	if rec.protocol == policy.ProtocolTCP {
+	if rec.protocol == protocol.TCP {
 		l := rec.labels(version, fqdn, true)
 		s.opened, s.closed = m.tcpOpened.WithLabelValues(l...), m.tcpClosed.WithLabelValues(l...)
 		s.sent, s.received = m.tcpSent.WithLabelValues(l...), m.tcpReceived.WithLabelValues(l...)

@@ -93,7 +93,7 @@ func (c *routedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 // connection lingering (so an early answer is not lost to a reset).
 func (c *routedConn) NetConn() net.Conn { return c.Conn }
 
-func newOutbound(p *Proxy, addr net.Addr) *outbound {
+func newOutbound(p *Proxy) *outbound {
 	o := &outbound{p: p, clusters: upstream.NewClusters(), mirrors: make(chan struct{}, maxMirrorsInFlight), endpoints: map[string]*upstream.Endpoint{}, upstream: upstream.NewConns(p.metrics.reg)}
 	for name, up := range p.cfg.upstreams {
 		if up.ID.IsZero() {

@@ -203,8 +203,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		outLn.Close()
 		return err
 	}
-	in := newInbound(p, inLn.Addr())
-	out := newOutbound(p, outLn.Addr())
+	in := newInbound(p)
+	out := newOutbound(p)
 	p.shownOut.Store(out)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"strconv"
 
-	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/protocol"
 	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/traffic"
 )
@@ -16,7 +16,7 @@ import (
 // counts it under label (serviceLabel).
 func (o *outbound) abort(w http.ResponseWriter, r *http.Request, label string, rt *traffic.Route) {
 	o.p.metrics.faults.WithLabelValues(label, "abort").Inc()
-	if rt.AbortGRPC >= 0 || (hop.ProtocolOf(r) == policy.ProtocolGRPC && rt.AbortHTTP == 0) {
+	if rt.AbortGRPC >= 0 || (hop.ProtocolOf(r) == protocol.GRPC && rt.AbortHTTP == 0) {
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", strconv.Itoa(max(rt.AbortGRPC, 0)))
 		w.Header().Set("Grpc-Message", "fault filter abort")

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/naming"
-	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/protocol"
 	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/proxy/upstream"
 )
@@ -96,7 +96,7 @@ func requestHashKey(r *http.Request) func(*upstream.Cluster) string {
 // svc (zero: to host, outside the mesh), carried to ep of cluster c (nil
 // for an outside host).
 func (o *outbound) tcpRecord(svc naming.Service, host string, c *upstream.Cluster, ep *upstream.Endpoint) *requestRecord {
-	rec := &requestRecord{reporter: reporterSource, source: o.p.id.id.String(), service: svc, host: o.hostLabel(host), protocol: policy.ProtocolTCP, flags: flagNone}
+	rec := &requestRecord{reporter: reporterSource, source: o.p.id.id.String(), service: svc, host: o.hostLabel(host), protocol: protocol.TCP, flags: flagNone}
 	if c != nil {
 		rec.subset = c.Subset
 	}

@@ -40,8 +40,19 @@ const bodyBuffer = 16 << 10
 
 var bodies = sync.Pool{New: func() any { b := make([]byte, 0, bodyBuffer); return &b }}
 
+// newResponse starts the response to req, in the connection's spare
+// response (and its emptied header map) when the previous exchange left
+// one: a keep-alive connection then allocates neither per request.
 func newResponse(sc *serverConn, req *http.Request) *response {
-	w := &response{sc: sc, req: req, header: make(http.Header, 8), length: -1}
+	var w *response
+	if w = sc.spare; w != nil {
+		sc.spare = nil
+		h := w.header
+		clear(h)
+		*w = response{sc: sc, req: req, header: h, length: -1}
+	} else {
+		w = &response{sc: sc, req: req, header: make(http.Header, 8), length: -1}
+	}
 	w.closeAfter = req.Close || req.ProtoMajor < 1 || (req.ProtoMajor == 1 && req.ProtoMinor == 0 && !strings.EqualFold(req.Header.Get("Connection"), "keep-alive"))
 	if req.Body != nil && req.Body != http.NoBody && strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
 		req.Body = &continueReader{r: req.Body, w: sc.bw}

@@ -70,6 +70,7 @@ type serverConn struct {
 	// answer is 400 (response.reject) and the connection ends.
 	badBody atomic.Bool
 	body    *guardedBody // the current request's, nil if it has none
+	spare   *response    // the last exchange's, for the next to reuse
 	// linger: the connection ends while the peer may still be sending
 	// (an unread body, a refused request): close with lingerClose.
 	linger bool
@@ -271,6 +272,10 @@ func (sc *serverConn) serve(ctx context.Context) bool {
 			return false
 		}
 		w.putBody()
+		// The handler has returned and the response is written: nothing
+		// holds w any more (a ResponseWriter is not used after ServeHTTP
+		// returns), so the next request on the connection reuses it.
+		sc.spare = w
 		sc.active.Store(false)
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/protocol"
 )
 
 // copyBufs recycles response copy buffers: a fresh 32 KiB per request was
@@ -63,7 +63,7 @@ func CopyResponse(w http.ResponseWriter, resp *http.Response) {
 	for k, v := range resp.Trailer {
 		h[http.TrailerPrefix+k] = v
 	}
-	if err != io.EOF && resp.Request != nil && ProtocolOf(resp.Request) == policy.ProtocolGRPC && resp.Trailer.Get("Grpc-Status") == "" {
+	if err != io.EOF && resp.Request != nil && ProtocolOf(resp.Request) == protocol.GRPC && resp.Trailer.Get("Grpc-Status") == "" {
 		// The upstream stream broke before its status: the caller gets
 		// one all the same, DEADLINE_EXCEEDED if its deadline is why.
 		h[http.TrailerPrefix+"Grpc-Status"] = []string{GRPCFailureStatus(resp.Request, http.StatusBadGateway)}

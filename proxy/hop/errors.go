@@ -4,14 +4,14 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/protocol"
 )
 
 // WriteError answers in the caller's protocol: gRPC callers get a
 // trailers-only response with the matching gRPC status (GRPCFailureStatus:
 // DEADLINE_EXCEEDED once their deadline has passed, whatever failed).
 func WriteError(w http.ResponseWriter, r *http.Request, code int, msg string) {
-	if ProtocolOf(r) == policy.ProtocolGRPC {
+	if ProtocolOf(r) == protocol.GRPC {
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", GRPCFailureStatus(r, code))
 		w.Header().Set("Grpc-Message", msg)

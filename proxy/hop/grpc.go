@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/protocol"
 )
 
 // gRPC status codes the sidecar answers with itself
@@ -108,13 +108,13 @@ func GRPCFailureStatus(r *http.Request, code int) string {
 }
 
 // ProtocolOf is the protocol a request speaks as the policy names it:
-// policy.ProtocolGRPC when its Content-Type is application/grpc (with or
-// without a +proto or +json suffix), else policy.ProtocolHTTP.
+// protocol.GRPC when its Content-Type is application/grpc (with or
+// without a +proto or +json suffix), else protocol.HTTP.
 func ProtocolOf(r *http.Request) string {
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-		return policy.ProtocolGRPC
+		return protocol.GRPC
 	}
-	return policy.ProtocolHTTP
+	return protocol.HTTP
 }
 
 // GRPCTrailersOnly turns a gRPC "trailers-only" response (status in the

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sigil-mesh/sigil/policy"
+	"github.com/sigil-mesh/sigil/protocol"
 	"github.com/sigil-mesh/sigil/proxy/hop"
 	"github.com/sigil-mesh/sigil/traffic"
 )
@@ -497,7 +497,7 @@ func fmtPool(cp *traffic.ConnectionPool) string {
 // HTTP/1.x stays HTTP/1.1 (the lean client), HTTP/2 and gRPC go over
 // HTTP/2.
 func kindOf(r *http.Request) int {
-	if r.ProtoMajor == 1 && hop.ProtocolOf(r) != policy.ProtocolGRPC {
+	if r.ProtoMajor == 1 && hop.ProtocolOf(r) != protocol.GRPC {
 		return ViaH1
 	}
 	return ViaH2
