@@ -89,7 +89,7 @@ func (e *env) startMesh(ctx context.Context) error {
 	e.id = "spiffe://example.org/ns/bench/sa/bench"
 	// One identity serves every bench service (all sidecars run as this uid).
 	services := []string{}
-	for _, s := range []string{"api", "api-caller", "apih1", "apih1-caller", "idle", "idle-caller", "grpc", "grpc-caller"} {
+	for _, s := range []string{"api", "api-caller", "apih2", "apih2-caller", "idle", "idle-caller", "grpc", "grpc-caller"} {
 		services = append(services, "--service", s)
 	}
 	if _, err := e.sigil(append([]string{"entry", "create", "--parent-id", "spiffe://example.org/sigil/agent/join_token/bench", "--spiffe-id", e.id, "--selector", "unix:uid:" + strconv.Itoa(os.Getuid())}, services...)...); err != nil {

@@ -339,10 +339,13 @@ func (cc *clientConn) await(s *stream, req *http.Request) (*http.Response, error
 		stop = context.AfterFunc(ctx, func() { cc.cancel(s, ctx.Err()) })
 	}
 	if !s.localEnd {
-		if s.cont == nil && req.ContentLength > 0 && req.ContentLength <= dataChunk {
-			// A small body of known length is sent by the caller's
-			// goroutine before it waits, as an HTTP/1.1 client would:
-			// its sender has it whole and waits for no answer first.
+		if s.cont == nil && (req.ContentLength > 0 && req.ContentLength <= dataChunk || arrivedWhole(req.Body)) {
+			// A small body of known length, or one already received
+			// whole by a stream of ours (a gRPC call's message, relayed
+			// with no Content-Length), is sent by the caller's goroutine
+			// before it waits, as an HTTP/1.1 client would: its sender
+			// has it whole and waits for no answer first, so a goroutine
+			// per call would only add a hand-off.
 			cc.sendBody(s, req)
 		} else {
 			go cc.sendBody(s, req)
@@ -364,6 +367,21 @@ func (cc *clientConn) await(s *stream, req *http.Request) (*http.Response, error
 		err = ctx.Err()
 	}
 	return nil, err
+}
+
+// arrivedWhole reports whether body is a request body an h2conn server
+// stream has received to its END_STREAM, of at most dataChunk bytes:
+// reading it never waits, and sending it fits the windows a stream
+// opens with.
+func arrivedWhole(body io.Reader) bool {
+	rb, ok := body.(*requestBody)
+	if !ok {
+		return false
+	}
+	s := (*stream)(rb)
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.remoteEnd && !s.expect && s.rbuf.len() <= dataChunk
 }
 
 // noStop is the stop of a request whose context is never done.

@@ -484,10 +484,7 @@ func (c *conn) data(f *http2.DataFrame) error {
 		return nil
 	}
 	s.recvWin -= int64(n)
-	if s.rbuf == nil && len(p) <= dataChunk {
-		s.rbuf = getData(nil)
-	}
-	s.rbuf = append(s.rbuf, p...)
+	s.rbuf.write(p)
 	c.buffered += len(p)
 	pad := n - len(p)
 	s.unacked += pad
@@ -553,7 +550,7 @@ func (c *conn) forget(s *stream) {
 		return
 	}
 	delete(c.streams, s.id)
-	c.release(len(s.rbuf) - s.roff)
+	c.release(s.rbuf.len())
 	s.released = true
 	c.mu.Unlock()
 	c.role.forgot(s)

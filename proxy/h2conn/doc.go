@@ -23,6 +23,16 @@
 // path of every request between sidecars, so it was measured before and
 // after.
 //
+// # Large bodies
+//
+// A body written in pieces of up to 16 KiB is copied into pooled chunks
+// and queued at once; a larger piece is lent to the writer uncopied
+// (the sender waits until the writer is done with it, which costs less
+// than the copy), and the writer sends every lent body a frame of at
+// most 64 KiB per turn, between the frames other streams queued, so one
+// large body does not hold the others back. Received bodies go into
+// pooled 16 KiB chunks, never into one slice grown to the body's size.
+//
 // # Flow control
 //
 // Each stream's receive window (Limits.StreamWindow) is returned with

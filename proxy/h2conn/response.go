@@ -191,7 +191,8 @@ func (w *responseWriter) WriteString(s string) (int, error) { return writeBody(w
 
 // writeBody is Write and WriteString: p joins the buffered body, sent as
 // DATA once it holds dataChunk bytes (generic so a string is not copied
-// to a []byte first).
+// to a []byte first), or, when larger than that, is sent from the
+// caller's slice.
 func writeBody[T string | []byte](w *responseWriter, p T) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
@@ -202,14 +203,34 @@ func writeBody[T string | []byte](w *responseWriter, p T) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	w.grow()
-	w.buf = append(w.buf, p...)
-	if len(w.buf) >= dataChunk {
-		if err := w.flush(false); err != nil {
+	if b, ok := any(p).([]byte); ok && len(b) > dataChunk {
+		// A large write is lent to the writer uncopied (stream.send)
+		// once what was buffered before it has gone.
+		if len(w.buf) > 0 || !w.sent {
+			if err := w.flush(false); err != nil {
+				return 0, err
+			}
+		}
+		if err := w.s.send(nil, b, nil, false); err != nil {
+			w.err = err
 			return 0, err
 		}
+		return len(b), nil
 	}
-	return len(p), nil
+	// Smaller writes fill the pooled chunk, which never grows past it.
+	n := len(p)
+	for len(p) > 0 {
+		w.grow()
+		k := min(len(p), dataChunk-len(w.buf))
+		w.buf = append(w.buf, p[:k]...)
+		p = p[k:]
+		if len(w.buf) == dataChunk {
+			if err := w.flush(false); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return n, nil
 }
 
 // Flush sends the head and what the body has so far.

@@ -2,8 +2,10 @@ package h2conn
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
+	"sync/atomic"
 
 	"golang.org/x/net/http2"
 )
@@ -16,13 +18,12 @@ type stream struct {
 	// Guarded by c.mu.
 	sendWin    int64
 	recvWin    int64
-	unacked    int    // bytes read (or padding) not yet returned on the stream window
-	rbuf       []byte // received body bytes, read from roff
-	roff       int
-	rerr       error // what Read returns once rbuf is empty: io.EOF or a failure
-	sendErr    error // why nothing more can be sent
-	localEnd   bool  // END_STREAM sent
-	remoteEnd  bool  // END_STREAM received
+	unacked    int     // bytes read (or padding) not yet returned on the stream window
+	rbuf       recvBuf // received body bytes not yet read
+	rerr       error   // what Read returns once rbuf is empty: io.EOF or a failure
+	sendErr    error   // why nothing more can be sent
+	localEnd   bool    // END_STREAM sent
+	remoteEnd  bool    // END_STREAM received
 	failed     bool
 	released   bool         // left the connection: its unread bytes no longer count
 	trailerTo  *http.Header // where received trailers go, by the reader at EOF (a map made then if nil); nil: none taken
@@ -43,6 +44,14 @@ type stream struct {
 	req     *http.Request      // client: the request
 	gotHead bool               // client: the final response head arrived (read loop only)
 	cont    chan struct{}      // client with Expect: 100-continue: closed at 100 Continue, the final response or fail
+	// wrote holds the writer's token once it is done with a body lent
+	// without a copy (send, over dataChunk bytes), made at the first;
+	// unwritten is how many of its bytes it never sent (set before the
+	// token). ended is set when the stream fails: the writer then stops
+	// sending what it was lent.
+	wrote     chan struct{}
+	unwritten int64
+	ended     atomic.Bool
 	// hdrAt is where the first byte of the request's HEADERS went in the
 	// bytes written on the connection (client; -1: not written). Set by
 	// the writer, read once it has stopped (conn.close).
@@ -98,6 +107,7 @@ func (s *stream) fail(err error) {
 		return
 	}
 	s.failed = true
+	s.ended.Store(true)
 	if s.sendErr == nil {
 		s.sendErr = err
 	}
@@ -122,16 +132,11 @@ func (s *stream) read(p []byte) (int, error) {
 	c := s.c
 	for {
 		c.mu.Lock()
-		if s.roff < len(s.rbuf) {
-			n := copy(p, s.rbuf[s.roff:])
-			s.roff += n
-			if s.roff == len(s.rbuf) {
-				s.rbuf, s.roff = s.rbuf[:0], 0
-				if s.remoteEnd {
-					// Nothing more arrives: the buffer goes back.
-					putData(s.rbuf)
-					s.rbuf = nil
-				}
+		if s.rbuf.len() > 0 {
+			n := s.rbuf.read(p)
+			if s.rbuf.len() == 0 && s.remoteEnd {
+				// Nothing more arrives: the buffer goes back.
+				s.rbuf.free()
 			}
 			if !s.released {
 				c.release(n)
@@ -171,7 +176,11 @@ func (s *stream) read(p []byte) (int, error) {
 // send queues head (HEADERS, may be nil), p as DATA as flow control
 // allows, and tail (trailers, may be nil); end ends the stream with the
 // last of them. Frames that fit the windows are queued together so they
-// leave in one write.
+// leave in one write. Up to dataChunk bytes of p are copied and sent
+// without waiting; more are lent to the writer uncopied, and send waits
+// until it has written them (a copy would cost more than the wait, and
+// the writer sends a lent body a frame per turn with other streams'
+// frames, so the trailers after it are queued once it is out).
 func (s *stream) send(head *frame, p []byte, tail *frame, end bool) error {
 	c := s.c
 	for {
@@ -187,7 +196,11 @@ func (s *stream) send(head *frame, p []byte, tail *frame, end bool) error {
 			q = append(q, *head)
 			s.headQueued = true
 		}
-		n := min(int64(len(p)), s.sendWin, c.sendWin, dataChunk)
+		lend := len(p) > dataChunk
+		n := min(int64(len(p)), s.sendWin, c.sendWin)
+		if !lend {
+			n = min(n, dataChunk)
+		}
 		if n <= 0 && len(p) > 0 {
 			if len(q) > 0 {
 				if err := c.w.enqueue(q...); err != nil {
@@ -200,17 +213,29 @@ func (s *stream) send(head *frame, p []byte, tail *frame, end bool) error {
 			continue
 		}
 		last := int(n) == len(p)
+		// Trailers after a lent body wait until it is written.
+		holdTail := lend && tail != nil
 		if n > 0 {
 			s.sendWin -= n
 			c.sendWin -= n
-			q = append(q, frame{kind: kData, stream: s.id, data: getData(p[:n]), pool: true, end: end && last && tail == nil})
+			df := frame{kind: kData, stream: s.id, end: end && last && tail == nil}
+			if lend {
+				if s.wrote == nil {
+					s.wrote = make(chan struct{}, 1)
+				}
+				df.data, df.owner = p[:n], s
+			} else {
+				df.data, df.pool = getData(p[:n]), true
+			}
+			q = append(q, df)
 		}
-		if last && tail != nil {
+		if last && tail != nil && !holdTail {
 			t := *tail
 			t.end = end
 			q = append(q, t)
 		}
-		if last && end {
+		ends := last && end && !holdTail
+		if ends {
 			if len(q) == 0 {
 				q = append(q, frame{kind: kData, stream: s.id, end: true})
 			} else if n == 0 && tail == nil {
@@ -219,13 +244,18 @@ func (s *stream) send(head *frame, p []byte, tail *frame, end bool) error {
 			s.localEnd = true
 		}
 		err := c.w.enqueue(q...)
-		done := last && end && s.remoteEnd
+		done := ends && s.remoteEnd
 		c.mu.Unlock()
 		if err != nil {
 			return err
 		}
+		if lend && n > 0 {
+			if err := s.written(); err != nil {
+				return err
+			}
+		}
 		head, p = nil, p[n:]
-		if last {
+		if last && !holdTail {
 			if done {
 				c.forget(s)
 			}
@@ -233,6 +263,37 @@ func (s *stream) send(head *frame, p []byte, tail *frame, end bool) error {
 		}
 	}
 }
+
+// written waits until the writer is done with the body lent to it, and
+// takes back the connection window of what it did not send (the stream
+// ended first), so other streams can use it.
+func (s *stream) written() error {
+	c := s.c
+	select {
+	case <-s.wrote:
+	case <-c.writerDone:
+		return errWriterClosed
+	}
+	if s.unwritten == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	c.sendWin += s.unwritten
+	s.unwritten = 0
+	for _, o := range c.streams {
+		o.wakeSend()
+	}
+	err := s.sendErr
+	c.mu.Unlock()
+	if err == nil {
+		err = errLentDropped
+	}
+	return err
+}
+
+// errLentDropped is why a send ends whose stream was reset while the
+// writer held its body.
+var errLentDropped = errors.New("h2conn: stream reset before its body was written")
 
 // continued wakes a sender waiting for 100 Continue.
 func (s *stream) continued() {
