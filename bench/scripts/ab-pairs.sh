@@ -20,21 +20,10 @@ trap cleanup EXIT
 . bench/scripts/bench-mesh.sh
 bench_mesh ab api web api2 web2
 
-start() { # binary service port-prefix app
-  "$1" run --socket "$D/a.sock" --service "$2" --app "$4" --policy "$D/p.rego" --inbound "127.0.0.1:${3}6" \
-    --outbound "127.0.0.1:${3}1" --admin "127.0.0.1:${3}0" --drain-grace 0s >"$D/$2.log" 2>&1 &
-  echo $!
-}
-A1=$(start "$A" api 2500 127.0.0.1:18080); W1=$(start "$A" web 2600 127.0.0.1:1)
-A2=$(start "$B" api2 2700 127.0.0.1:18080); W2=$(start "$B" web2 2800 127.0.0.1:1)
+A1=$(start_sidecar "$A" api 2500 127.0.0.1:18080); W1=$(start_sidecar "$A" web 2600 127.0.0.1:1)
+A2=$(start_sidecar "$B" api2 2700 127.0.0.1:18080); W2=$(start_sidecar "$B" web2 2800 127.0.0.1:1)
 pids+=("$A1" "$W1" "$A2" "$W2")
-for p in 26001:api 28001:api2; do
-  for _ in $(seq 200); do
-    c=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: ${p#*:}" "http://127.0.0.1:${p%:*}/echo" || true)
-    [ "$c" = 200 ] && break; sleep 0.1
-  done
-  [ "$c" = 200 ] || { echo "pair ${p#*:} never routed (last status $c)" >&2; exit 1; }
-done
+wait_routed 26001:api 28001:api2
 load() { "$TOOLS/fortio" load -qps "$RATE" -c 16 -t "$1" -a=false -loglevel Error -H "Host: $2" "http://127.0.0.1:$3/echo?size=1024" 2>&1 | grep -o '[0-9.]* qps$' || true; }
 load 3s api 26001 >/dev/null & load 3s api2 28001 >/dev/null; wait $!
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }

@@ -39,3 +39,26 @@ R
   [ "${BENCH_HTTP_BACKEND:-1}" = 0 ] ||
     { "$TOOLS/fortio" server -http-port 18080 -grpc-port disabled -redirect-port disabled -loglevel Error >"$D/fortio.log" 2>&1 & pids+=($!); }
 }
+
+# start_sidecar BINARY SERVICE PREFIX APP starts a sidecar (BINARY: sigil-proxy
+# or a wrapper adding flags) in the mesh, inbound on port PREFIX6, outbound
+# PREFIX1, admin PREFIX0, in front of APP, logging to $D/SERVICE.log; prints
+# its pid.
+start_sidecar() {
+  "$1" run --socket "$D/a.sock" --service "$2" --app "$4" --policy "$D/p.rego" --inbound "127.0.0.1:${3}6" \
+    --outbound "127.0.0.1:${3}1" --admin "127.0.0.1:${3}0" --drain-grace 0s >"$D/$2.log" 2>&1 &
+  echo $!
+}
+
+# wait_routed PORT:SERVICE... waits (20 s at most each) until the caller's
+# sidecar with outbound PORT answers 200 for SERVICE's /echo.
+wait_routed() {
+  local p c
+  for p in "$@"; do
+    for _ in $(seq 200); do
+      c=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: ${p#*:}" "http://127.0.0.1:${p%:*}/echo" || true)
+      [ "$c" = 200 ] && break; sleep 0.1
+    done
+    [ "$c" = 200 ] || { echo "pair ${p#*:} never routed (last status $c)" >&2; exit 1; }
+  done
+}
