@@ -31,14 +31,9 @@ MESHBENCH_GRPC_BACKEND=127.0.0.1:0 "$D/meshbench" 2>"$D/backend.log" & pids+=($!
 waitlog "$D/backend.log" 'grpc backend listening on'
 APP=$(grep -o 'listening on [0-9.:]*' "$D/backend.log" | cut -d' ' -f3)
 
-start() { # binary service app → pid
-  "$1" run --socket "$D/a.sock" --service "$2" --app "$3" --policy "$D/p.rego" --inbound 127.0.0.1:0 \
-    --outbound 127.0.0.1:0 --admin 127.0.0.1:0 --drain-grace 0s >"$D/$2.log" 2>&1 &
-  echo $!
-}
 addr() { grep -o "\"$2\":\"[^\"]*\"" "$D/$1.log" | head -1 | cut -d'"' -f4; } # service field
-A1=$(start "$A" api "$APP"); W1=$(start "$A" web 127.0.0.1:1)
-A2=$(start "$B" api2 "$APP"); W2=$(start "$B" web2 127.0.0.1:1)
+A1=$(bench_sidecar "$A" api "$APP"); W1=$(bench_sidecar "$A" web 127.0.0.1:1)
+A2=$(bench_sidecar "$B" api2 "$APP"); W2=$(bench_sidecar "$B" web2 127.0.0.1:1)
 pids+=("$A1" "$W1" "$A2" "$W2")
 for s in api web api2 web2; do waitlog "$D/$s.log" '"sigil-proxy running"'; done
 load() { # seconds host outbound-addr

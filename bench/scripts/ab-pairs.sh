@@ -20,10 +20,10 @@ trap cleanup EXIT
 . bench/scripts/bench-mesh.sh
 bench_mesh ab api web api2 web2
 
-A1=$(start_sidecar "$A" api 2500 127.0.0.1:18080); W1=$(start_sidecar "$A" web 2600 127.0.0.1:1)
-A2=$(start_sidecar "$B" api2 2700 127.0.0.1:18080); W2=$(start_sidecar "$B" web2 2800 127.0.0.1:1)
+A1=$(bench_sidecar "$A" api 127.0.0.1:18080 2500); W1=$(bench_sidecar "$A" web 127.0.0.1:1 2600)
+A2=$(bench_sidecar "$B" api2 127.0.0.1:18080 2700); W2=$(bench_sidecar "$B" web2 127.0.0.1:1 2800)
 pids+=("$A1" "$W1" "$A2" "$W2")
-wait_routed 26001:api 28001:api2
+bench_routed 26001 api; bench_routed 28001 api2
 load() { "$TOOLS/fortio" load -qps "$RATE" -c 16 -t "$1" -a=false -loglevel Error -H "Host: $2" "http://127.0.0.1:$3/echo?size=1024" 2>&1 | grep -o '[0-9.]* qps$' || true; }
 load 3s api 26001 >/dev/null & load 3s api2 28001 >/dev/null; wait $!
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }

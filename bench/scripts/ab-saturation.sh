@@ -21,11 +21,10 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm 
 trap cleanup EXIT
 . bench/scripts/bench-mesh.sh
 bench_mesh ab api web api2 web2
-A1=$(start_sidecar "$A" api 3350 127.0.0.1:18080); W1=$(start_sidecar "$A" web 3360 127.0.0.1:1)
-A2=$(start_sidecar "$B" api2 3370 127.0.0.1:18080); W2=$(start_sidecar "$B" web2 3380 127.0.0.1:1)
+A1=$(bench_sidecar "$A" api 127.0.0.1:18080 3350); W1=$(bench_sidecar "$A" web 127.0.0.1:1 3360)
+A2=$(bench_sidecar "$B" api2 127.0.0.1:18080 3370); W2=$(bench_sidecar "$B" web2 127.0.0.1:1 3380)
 pids+=("$A1" "$W1" "$A2" "$W2")
-
-wait_routed 33601:api 33801:api2
+bench_routed 33601 api; bench_routed 33801 api2
 load() { "$TOOLS/fortio" load -qps "$QPS" -c "$C" -t "$1" -a=false -loglevel Error -H "Host: $2" "http://127.0.0.1:$3/echo?size=1024" 2>&1; }
 sum() { sed -n '/Aggregated Function Time/,$p' | grep -oE '[0-9.]+ qps|# target (50|99)% [0-9.]+' | tr '\n' ' ' ; }
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }

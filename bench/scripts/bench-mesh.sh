@@ -1,10 +1,32 @@
-# bench-mesh.sh — sourced by ab-pairs.sh and ir-per-request.sh: the mesh
-# their sidecars run in. bench_mesh NODE SERVICE... starts, in $D, a
+# bench-mesh.sh — sourced by ab-pairs.sh, ab-saturation.sh, ab-grpc.sh and
+# ir-per-request.sh: the mesh their sidecars run in. bench_mesh NODE SERVICE... starts, in $D, a
 # sigil-server, one workload entry (spiffe://example.org/ns/bench/sa/bench,
 # this uid) allowed the SERVICEs, a sigil-agent on socket $D/a.sock, the
 # policy $D/p.rego (namespace bench may GET and POST) and a fortio server
 # on 127.0.0.1:18080; their pids go to the caller's pids array. Needs $D,
 # $BIN and $TOOLS set. waitlog waits WAITLOG_TRIES × 0.1 s (default 300).
+# bench_sidecar BINARY SERVICE APP [PORT-PREFIX] starts a sidecar of the
+# mesh (inbound PREFIX6, outbound PREFIX1, admin PREFIX0; without a prefix
+# the kernel picks every port and they are read from its log) and prints
+# its pid. bench_routed PORT HOST waits until a GET /echo through the
+# outbound PORT with Host HOST answers 200 (20 s).
+bench_sidecar() {
+  local in=127.0.0.1:0 out=127.0.0.1:0 admin=127.0.0.1:0
+  [ -z "${4:-}" ] || { in=127.0.0.1:${4}6; out=127.0.0.1:${4}1; admin=127.0.0.1:${4}0; }
+  "$1" run --socket "$D/a.sock" --service "$2" --app "$3" --policy "$D/p.rego" --inbound "$in" \
+    --outbound "$out" --admin "$admin" --drain-grace 0s >"$D/$2.log" 2>&1 &
+  echo $!
+}
+
+bench_routed() {
+  local c=
+  for _ in $(seq 200); do
+    c=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $2" "http://127.0.0.1:$1/echo" || true)
+    [ "$c" = 200 ] && return 0; sleep 0.1
+  done
+  echo "pair $2 never routed (last status $c)" >&2; exit 1
+}
+
 waitlog() { for _ in $(seq "${WAITLOG_TRIES:-300}"); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out waiting for $2 in $1" >&2; exit 1; }
 
 bench_mesh() {
@@ -38,27 +60,4 @@ R
   # BENCH_HTTP_BACKEND=0: no fortio server (a script with a backend of its own).
   [ "${BENCH_HTTP_BACKEND:-1}" = 0 ] ||
     { "$TOOLS/fortio" server -http-port 18080 -grpc-port disabled -redirect-port disabled -loglevel Error >"$D/fortio.log" 2>&1 & pids+=($!); }
-}
-
-# start_sidecar BINARY SERVICE PREFIX APP starts a sidecar (BINARY: sigil-proxy
-# or a wrapper adding flags) in the mesh, inbound on port PREFIX6, outbound
-# PREFIX1, admin PREFIX0, in front of APP, logging to $D/SERVICE.log; prints
-# its pid.
-start_sidecar() {
-  "$1" run --socket "$D/a.sock" --service "$2" --app "$4" --policy "$D/p.rego" --inbound "127.0.0.1:${3}6" \
-    --outbound "127.0.0.1:${3}1" --admin "127.0.0.1:${3}0" --drain-grace 0s >"$D/$2.log" 2>&1 &
-  echo $!
-}
-
-# wait_routed PORT:SERVICE... waits (20 s at most each) until the caller's
-# sidecar with outbound PORT answers 200 for SERVICE's /echo.
-wait_routed() {
-  local p c
-  for p in "$@"; do
-    for _ in $(seq 200); do
-      c=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: ${p#*:}" "http://127.0.0.1:${p%:*}/echo" || true)
-      [ "$c" = 200 ] && break; sleep 0.1
-    done
-    [ "$c" = 200 ] || { echo "pair ${p#*:} never routed (last status $c)" >&2; exit 1; }
-  done
 }

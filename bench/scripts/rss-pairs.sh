@@ -28,10 +28,10 @@ trap cleanup EXIT
 . bench/scripts/bench-mesh.sh
 bench_mesh rss api web api2 web2
 
-A1=$(start_sidecar "$A" api 2500 127.0.0.1:18080); W1=$(start_sidecar "$A" web 2600 127.0.0.1:1)
-A2=$(start_sidecar "$B" api2 2700 127.0.0.1:18080); W2=$(start_sidecar "$B" web2 2800 127.0.0.1:1)
+A1=$(bench_sidecar "$A" api 127.0.0.1:18080 2500); W1=$(bench_sidecar "$A" web 127.0.0.1:1 2600)
+A2=$(bench_sidecar "$B" api2 127.0.0.1:18080 2700); W2=$(bench_sidecar "$B" web2 127.0.0.1:1 2800)
 pids+=("$A1" "$W1" "$A2" "$W2")
-wait_routed 26001:api 28001:api2
+bench_routed 26001 api; bench_routed 28001 api2
 sleep 2 # idle, as meshbench measures it
 mem() { awk '/^VmRSS:/{r=$2} /^RssAnon:/{a=$2} /^RssFile:/{f=$2} END{printf "%.1f (%.1f+%.1f)", r/1024, a/1024, f/1024}' "/proc/$1/status"; }
 idle="A api $(mem "$A1") web $(mem "$W1")   B api $(mem "$A2") web $(mem "$W2")"
