@@ -1,14 +1,14 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
 	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/sigil-mesh/sigil/internal/exemap"
 )
 
 // releaseStartupMemory gives back what only start-up needed: heap garbage
@@ -22,13 +22,37 @@ import (
 // r--p: text and rodata, which a static Go binary never writes), so no
 // data can be lost. Most of an idle sidecar's resident memory was once
 // such pages of its binary (before and after: bench/README.md).
-func releaseStartupMemory() int64 {
-	rs, err := exemap.Ranges() // first: its garbage goes too
+func releaseStartupMemory() (released int64) {
 	debug.FreeOSMemory()
+	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
 		return 0
 	}
-	return exemap.Release(rs)
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return 0
+	}
+	sc := bufio.NewScanner(bytes.NewReader(maps))
+	for sc.Scan() {
+		// 00400000-00c3a000 r-xp 00000000 08:01 1234 /path/to/exe
+		f := strings.Fields(sc.Text())
+		if len(f) != 6 || f[5] != exe || (f[1] != "r-xp" && f[1] != "r--p") {
+			continue
+		}
+		lo, hi, ok := strings.Cut(f[0], "-")
+		if !ok {
+			continue
+		}
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 != nil || err2 != nil || end <= start {
+			continue
+		}
+		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, uintptr(start), uintptr(end-start), syscall.MADV_DONTNEED); errno == 0 {
+			released += int64(end - start)
+		}
+	}
+	return released
 }
 
 // residentBytes is this process's resident set (VmRSS: the second field

@@ -27,7 +27,7 @@ func main() {
 func newRun() *cobra.Command {
 	var cfg proxy.Config
 	var logger func() (*slog.Logger, error)
-	var maxProcs, faultAround int
+	var maxProcs int
 	cmd := &cobra.Command{
 		Use: "run", Short: "Run the sidecar", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -37,13 +37,7 @@ func newRun() *cobra.Command {
 			if maxProcs > 0 {
 				runtime.GOMAXPROCS(maxProcs)
 			}
-			if page := os.Getpagesize(); faultAround < 0 || faultAround%page != 0 {
-				return fmt.Errorf("--fault-around-bytes %d: want 0 or a multiple of the page size (%d)", faultAround, page)
-			}
-			return logflag.RunE(logger, func(ctx context.Context, log *slog.Logger) error {
-				splitExecutable(faultAround, log)
-				return proxy.Run(ctx, cfg, log)
-			})(cmd, args)
+			return logflag.RunE(logger, func(ctx context.Context, log *slog.Logger) error { return proxy.Run(ctx, cfg, log) })(cmd, args)
 		},
 	}
 	f := cmd.Flags()
@@ -87,9 +81,6 @@ func newRun() *cobra.Command {
 	// for the same saturation throughput (bench/README.md, "Figures once
 	// quoted in the code").
 	f.IntVar(&maxProcs, "max-procs", 1, "cores the sidecar may use at once (GOMAXPROCS); 0 for all")
-	// The kernel's fault-around made most of a busy sidecar's resident
-	// memory (bench/README.md, "Memory"; docs/limits.md, "Memory").
-	f.IntVar(&faultAround, "fault-around-bytes", 4096, "most bytes of the sidecar's executable one page fault maps (Linux): its read-only mappings are cut into mappings of this size, a multiple of the page size, where the kernel's fault-around maps 64 KiB; 0 leaves them whole")
 	logger = logflag.Register(cmd)
 	return cmd
 }
