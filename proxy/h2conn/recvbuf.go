@@ -4,8 +4,8 @@ package h2conn
 // chunks of dataChunk bytes, read in the order written. A body larger
 // than one chunk takes more chunks rather than growing one slice, which
 // would copy all it holds at each growth and leave a large array to the
-// collector (20–25 % of a sidecar's CPU was memmove at 64 KiB bodies,
-// bench/README.md "Sidecar-to-sidecar transport").
+// collector (the memmove that showed at 64 KiB bodies: bench/README.md,
+// "Sidecar-to-sidecar transport").
 type recvBuf struct {
 	head []byte   // the chunk read from, from off
 	off  int      // read position in head
