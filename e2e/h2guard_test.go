@@ -270,16 +270,7 @@ func TestHTTP2GuardSparesGRPCDefaultClient(t *testing.T) {
 			}
 		}()
 	}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for burst.add(time.Now(), pings()) < wantPings {
-		select {
-		case <-run.Done():
-		case <-tick.C:
-			continue
-		}
-		break
-	}
+	burst.await(run, pings, wantPings)
 	stop()
 	wg.Wait()
 
@@ -305,6 +296,20 @@ type frameBurst struct {
 type frameSample struct {
 	at time.Time
 	n  int
+}
+
+// await samples count every 50 ms until the most counted within span
+// reaches want or run ends.
+func (b *frameBurst) await(run context.Context, count func() int, want int) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for b.add(time.Now(), count()) < want {
+		select {
+		case <-run.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // add records the count n at time at and returns the most counted
@@ -361,16 +366,7 @@ func TestHTTP2GuardSparesGRPCClientWithDeadlines(t *testing.T) {
 			}
 		}()
 	}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for burst.add(time.Now(), resets()) < wantResets {
-		select {
-		case <-run.Done():
-		case <-tick.C:
-			continue
-		}
-		break
-	}
+	burst.await(run, resets, wantResets)
 	stop()
 	wg.Wait()
 	t.Logf("client: %d calls, %d RST_STREAMs sent (at most %d within %v)", calls.Load(), resets(), burst.most, span)

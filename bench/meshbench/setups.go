@@ -162,7 +162,7 @@ var proxyRunning = regexp.MustCompile(`"inbound":"([^"]+)","outbound":"([^"]+)",
 // caller's sidecar, which finds it through discovery.
 func (e *env) sigilPair(ctx context.Context, name, backend string) (*setup, error) {
 	api, err := e.start(name+"-server", e.bin+"/sigil-proxy", "run", "--socket", e.agentSocket, "--service", name, "--app", backend,
-		"--policy", e.policyDir, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-grace", "0s")
+		"--policy", e.policyDir, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-grace", "0s", "--audit-spool-dir", e.dir+"/"+name+"-server.spool")
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +170,7 @@ func (e *env) sigilPair(ctx context.Context, name, backend string) (*setup, erro
 		return nil, err
 	}
 	web, err := e.start(name+"-client", e.bin+"/sigil-proxy", "run", "--socket", e.agentSocket, "--service", name+"-caller", "--app", "127.0.0.1:1",
-		"--policy", e.policyDir, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-grace", "0s")
+		"--policy", e.policyDir, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-grace", "0s", "--audit-spool-dir", e.dir+"/"+name+"-client.spool")
 	if err != nil {
 		return nil, err
 	}

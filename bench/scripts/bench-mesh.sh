@@ -14,7 +14,7 @@ bench_sidecar() {
   local in=127.0.0.1:0 out=127.0.0.1:0 admin=127.0.0.1:0
   [ -z "${4:-}" ] || { in=127.0.0.1:${4}6; out=127.0.0.1:${4}1; admin=127.0.0.1:${4}0; }
   "$1" run --socket "$D/a.sock" --service "$2" --app "$3" --policy "$D/p.rego" --inbound "$in" \
-    --outbound "$out" --admin "$admin" --drain-grace 0s >"$D/$2.log" 2>&1 &
+    --outbound "$out" --admin "$admin" --drain-grace 0s --audit-spool-dir "$D/$2.spool" >"$D/$2.log" 2>&1 &
   echo $!
 }
 

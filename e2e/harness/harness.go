@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -351,6 +352,12 @@ func StartProxy(t testing.TB, agent *AgentProc, service, app, policy string, ext
 	t.Helper()
 	args := []string{"run", "--socket", agent.Socket, "--service", service, "--app", app, "--policy", policy,
 		"--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"}
+	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--audit-spool-dir") }) {
+		// On port 0 the sidecar's default spool is named by its pid and
+		// outlives it; the test's own directory goes with the test (made
+		// before Start, so it is removed after the process is stopped).
+		args = append(args, "--audit-spool-dir", t.TempDir())
+	}
 	p := &ProxyProc{Proc: Start(t, "sigil-proxy", append(args, extra...)...)}
 	m := p.WaitFor(`"msg":"sigil-proxy running".*"inbound":"([^"]+)","outbound":"([^"]+)","admin":"([^"]+)"`, 60*time.Second)
 	p.Inbound, p.Outbound, p.Admin = m[1], m[2], m[3]
