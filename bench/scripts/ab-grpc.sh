@@ -47,8 +47,7 @@ for p in api:web api2:web2; do # until discovery has brought the callee
   grep -q 'Health SERVING :' <<<"$q" || { echo "pair ${p%:*} never routed: $q" >&2; exit 1; }
 done
 load 3s api "$(addr web outbound)" >/dev/null & l1=$!; load 3s api2 "$(addr web2 outbound)" >/dev/null; wait $l1
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-a1=$(cpu "$A1"); w1=$(cpu "$W1"); a2=$(cpu "$A2"); w2=$(cpu "$W2")
+a1=$(bench_cpu "$A1"); w1=$(bench_cpu "$W1"); a2=$(bench_cpu "$A2"); w2=$(bench_cpu "$W2")
 prof=()
 if [ -n "${PROFILE:-}" ]; then
   mkdir -p "$PROFILE"
@@ -61,4 +60,4 @@ load "${SECS}s" api2 "$(addr web2 outbound)" >"$D/r2" & l2=$!
 r1=$(load "${SECS}s" api "$(addr web outbound)"); wait $l2; r2=$(cat "$D/r2")
 for p in "${prof[@]}"; do wait "$p"; done
 per() { echo "scale=4; ($2-$1)/100/$SECS*1000/${3% qps}" | bc; }
-echo "A $r1 $(per "$a1" "$(cpu "$A1")" "$r1") $(per "$w1" "$(cpu "$W1")" "$r1")   B $r2 $(per "$a2" "$(cpu "$A2")" "$r2") $(per "$w2" "$(cpu "$W2")" "$r2")   (calls/s; cores per 1000 calls/s: api web)"
+echo "A $r1 $(per "$a1" "$(bench_cpu "$A1")" "$r1") $(per "$w1" "$(bench_cpu "$W1")" "$r1")   B $r2 $(per "$a2" "$(bench_cpu "$A2")" "$r2") $(per "$w2" "$(bench_cpu "$W2")" "$r2")   (calls/s; cores per 1000 calls/s: api web)"

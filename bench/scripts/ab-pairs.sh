@@ -24,11 +24,9 @@ A1=$(bench_sidecar "$A" api 127.0.0.1:18080 2500); W1=$(bench_sidecar "$A" web 1
 A2=$(bench_sidecar "$B" api2 127.0.0.1:18080 2700); W2=$(bench_sidecar "$B" web2 127.0.0.1:1 2800)
 pids+=("$A1" "$W1" "$A2" "$W2")
 bench_routed 26001 api; bench_routed 28001 api2
-load() { "$TOOLS/fortio" load -qps "$RATE" -c 16 -t "$1" -a=false -loglevel Error -H "Host: $2" "http://127.0.0.1:$3/echo?size=1024" 2>&1 | grep -o '[0-9.]* qps$' || true; }
-load 3s api 26001 >/dev/null & load 3s api2 28001 >/dev/null; wait $!
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-a1=$(cpu "$A1"); w1=$(cpu "$W1"); a2=$(cpu "$A2"); w2=$(cpu "$W2")
-load "${SECS}s" api2 28001 >"$D/r2" & l2=$!
-r1=$(load "${SECS}s" api 26001); wait $l2; r2=$(cat "$D/r2")
+bench_rate_load 3s api 26001 >/dev/null & bench_rate_load 3s api2 28001 >/dev/null; wait $!
+a1=$(bench_cpu "$A1"); w1=$(bench_cpu "$W1"); a2=$(bench_cpu "$A2"); w2=$(bench_cpu "$W2")
+bench_rate_load "${SECS}s" api2 28001 >"$D/r2" & l2=$!
+r1=$(bench_rate_load "${SECS}s" api 26001); wait $l2; r2=$(cat "$D/r2")
 per() { echo "scale=4; ($2-$1)/100/$SECS*1000/$RATE" | bc; }
-echo "A $(per "$a1" "$(cpu "$A1")") $(per "$w1" "$(cpu "$W1")") [$r1]   B $(per "$a2" "$(cpu "$A2")") $(per "$w2" "$(cpu "$W2")") [$r2]   (cores per 1000 req/s: api web)"
+echo "A $(per "$a1" "$(bench_cpu "$A1")") $(per "$w1" "$(bench_cpu "$W1")") [$r1]   B $(per "$a2" "$(bench_cpu "$A2")") $(per "$w2" "$(bench_cpu "$W2")") [$r2]   (cores per 1000 req/s: api web)"

@@ -27,15 +27,14 @@ pids+=("$A1" "$W1" "$A2" "$W2")
 bench_routed 33601 api; bench_routed 33801 api2
 load() { "$TOOLS/fortio" load -qps "$QPS" -c "$C" -t "$1" -a=false -loglevel Error -H "Host: $2" "http://127.0.0.1:$3/echo?size=1024" 2>&1; }
 sum() { sed -n '/Aggregated Function Time/,$p' | grep -oE '[0-9.]+ qps|# target (50|99)% [0-9.]+' | tr '\n' ' ' ; }
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 load 3s api 33601 >/dev/null; load 3s api2 33801 >/dev/null
 
 for r in $(seq "$ROUNDS"); do
   for side in A B; do
     if [ $side = A ]; then p=$A1; w=$W1; h=api; port=33601; else p=$A2; w=$W2; h=api2; port=33801; fi
-    c0=$(cpu $p); w0=$(cpu $w); s0=$(cpu ${pids[0]}); g0=$(cpu ${pids[1]}); f0=$(cpu ${pids[2]}); t0=$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)
+    c0=$(bench_cpu $p); w0=$(bench_cpu $w); s0=$(bench_cpu ${pids[0]}); g0=$(bench_cpu ${pids[1]}); f0=$(bench_cpu ${pids[2]}); t0=$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)
     out=$(load "${SECS}s" $h $port | sum)
-    echo "$side $out api $(echo "scale=3; ($(cpu $p)-$c0)/100/$SECS" | bc) web $(echo "scale=3; ($(cpu $w)-$w0)/100/$SECS" | bc) server $(echo "scale=3; ($(cpu ${pids[0]})-$s0)/100/$SECS" | bc) agent $(echo "scale=3; ($(cpu ${pids[1]})-$g0)/100/$SECS" | bc) app $(echo "scale=3; ($(cpu ${pids[2]})-$f0)/100/$SECS" | bc) machine $(echo "scale=3; ($(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)-$t0)/100/$SECS" | bc)"
+    echo "$side $out api $(echo "scale=3; ($(bench_cpu $p)-$c0)/100/$SECS" | bc) web $(echo "scale=3; ($(bench_cpu $w)-$w0)/100/$SECS" | bc) server $(echo "scale=3; ($(bench_cpu ${pids[0]})-$s0)/100/$SECS" | bc) agent $(echo "scale=3; ($(bench_cpu ${pids[1]})-$g0)/100/$SECS" | bc) app $(echo "scale=3; ($(bench_cpu ${pids[2]})-$f0)/100/$SECS" | bc) machine $(echo "scale=3; ($(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)-$t0)/100/$SECS" | bc)"
   done
 done
 if [ -n "${DIRECT:-}" ]; then echo "direct $("$TOOLS/fortio" load -qps 0 -c "$C" -t "${SECS}s" -a=false -loglevel Error "http://127.0.0.1:18080/echo?size=1024" 2>&1 | sum)"; fi

@@ -1,4 +1,4 @@
-# bench-mesh.sh — sourced by ab-pairs.sh, ab-saturation.sh, ab-grpc.sh and
+# bench-mesh.sh — sourced by ab-pairs.sh, ab-saturation.sh, ab-grpc.sh, rss-pairs.sh and
 # ir-per-request.sh: the mesh their sidecars run in. bench_mesh NODE SERVICE... starts, in $D, a
 # sigil-server, one workload entry (spiffe://example.org/ns/bench/sa/bench,
 # this uid) allowed the SERVICEs, a sigil-agent on socket $D/a.sock, the
@@ -9,7 +9,10 @@
 # mesh (inbound PREFIX6, outbound PREFIX1, admin PREFIX0; without a prefix
 # the kernel picks every port and they are read from its log) and prints
 # its pid. bench_routed PORT HOST waits until a GET /echo through the
-# outbound PORT with Host HOST answers 200 (20 s).
+# outbound PORT with Host HOST answers 200 (20 s). bench_cpu PID prints
+# the process's CPU time so far in clock ticks (utime + stime).
+# bench_rate_load SECONDS HOST PORT loads the outbound PORT at $RATE
+# req/s on 16 connections (1 KiB answers) and prints fortio's "N qps".
 bench_sidecar() {
   local in=127.0.0.1:0 out=127.0.0.1:0 admin=127.0.0.1:0
   [ -z "${4:-}" ] || { in=127.0.0.1:${4}6; out=127.0.0.1:${4}1; admin=127.0.0.1:${4}0; }
@@ -25,6 +28,12 @@ bench_routed() {
     [ "$c" = 200 ] && return 0; sleep 0.1
   done
   echo "pair $2 never routed (last status $c)" >&2; exit 1
+}
+
+bench_cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+bench_rate_load() {
+  "$TOOLS/fortio" load -qps "$RATE" -c 16 -t "$1" -a=false -loglevel Error -H "Host: $2" "http://127.0.0.1:$3/echo?size=1024" 2>&1 | grep -o '[0-9.]* qps$' || true
 }
 
 waitlog() { for _ in $(seq "${WAITLOG_TRIES:-300}"); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out waiting for $2 in $1" >&2; exit 1; }

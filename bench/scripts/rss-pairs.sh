@@ -35,9 +35,7 @@ bench_routed 26001 api; bench_routed 28001 api2
 sleep 2 # idle, as meshbench measures it
 mem() { awk '/^VmRSS:/{r=$2} /^RssAnon:/{a=$2} /^RssFile:/{f=$2} END{printf "%.1f (%.1f+%.1f)", r/1024, a/1024, f/1024}' "/proc/$1/status"; }
 idle="A api $(mem "$A1") web $(mem "$W1")   B api $(mem "$A2") web $(mem "$W2")"
-load() { "$TOOLS/fortio" load -qps "$RATE" -c 16 -t "$1" -a=false -loglevel Error -H "Host: $2" "http://127.0.0.1:$3/echo?size=1024" 2>&1 | grep -o '[0-9.]* qps$' || true; }
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-a1=$(cpu "$A1"); w1=$(cpu "$W1"); a2=$(cpu "$A2"); w2=$(cpu "$W2")
+a1=$(bench_cpu "$A1"); w1=$(bench_cpu "$W1"); a2=$(bench_cpu "$A2"); w2=$(bench_cpu "$W2")
 # One sample: VmRSS, RssAnon, RssFile (kB) of api, web, api2, web2.
 snap() { for p in "$A1" "$W1" "$A2" "$W2"; do awk '/^VmRSS:/{r=$2} /^RssAnon:/{a=$2} /^RssFile:/{f=$2} END{printf "%d %d %d ", r, a, f}' "/proc/$p/status"; done; echo; }
 sample() { while :; do snap >>"$D/samples"; sleep 0.5; done; }
@@ -57,14 +55,14 @@ heap() {
   done
 }
 [ -z "${RSS_OUT:-}" ] || { sleep $((SECS - 1)); grab; } &
-load "${SECS}s" api2 28001 >"$D/r2" & l2=$!
-r1=$(load "${SECS}s" api 26001)
+bench_rate_load "${SECS}s" api2 28001 >"$D/r2" & l2=$!
+r1=$(bench_rate_load "${SECS}s" api 26001)
 kill "$sp"; wait "$sp" 2>/dev/null || true # the samples end while the load runs
 wait $l2; r2=$(cat "$D/r2")
 over=$(awk '{for(i=1;i<=4;i++){v=$(3*i-2); s[i]+=v; if(v>m[i])m[i]=v}; n++} END{printf "A api %.1f/%.1f web %.1f/%.1f   B api %.1f/%.1f web %.1f/%.1f", s[1]/n/1024, m[1]/1024, s[2]/n/1024, m[2]/1024, s[3]/n/1024, m[3]/1024, s[4]/n/1024, m[4]/1024}' "$D/samples")
 busy=$(tail -1 "$D/samples" | awk '{for(i=1;i<=4;i++)x[i]=sprintf("%.1f (%.1f+%.1f)", $(3*i-2)/1024, $(3*i-1)/1024, $(3*i)/1024); printf "A api %s web %s   B api %s web %s", x[1], x[2], x[3], x[4]}')
 per() { echo "scale=4; ($2-$1)/100/$SECS*1000/$RATE" | bc; }
-cA1=$(per "$a1" "$(cpu "$A1")"); cW1=$(per "$w1" "$(cpu "$W1")"); cA2=$(per "$a2" "$(cpu "$A2")"); cW2=$(per "$w2" "$(cpu "$W2")")
+cA1=$(per "$a1" "$(bench_cpu "$A1")"); cW1=$(per "$w1" "$(bench_cpu "$W1")"); cA2=$(per "$a2" "$(bench_cpu "$A2")"); cW2=$(per "$w2" "$(bench_cpu "$W2")")
 [ -z "${RSS_OUT:-}" ] || { cp "$D/samples" "$RSS_OUT/samples"; heap; }
 echo "idle     $idle   (MB: VmRSS (anon+file))"
 echo "at load  $busy   [A $r1, B $r2]"
