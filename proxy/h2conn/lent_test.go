@@ -31,8 +31,12 @@ func TestLentBodyResetEndsWrite(t *testing.T) {
 	addr := serve(t, srv, nil)
 	// A stream window over the connection's: the writer is lent as much
 	// as the connection window allows, and a reset comes while most of
-	// it is still unwritten.
-	cl := client(t, addr, nil, Limits{StreamWindow: 16 << 20})
+	// it is still unwritten. The client buffers at most 1 MiB of unread
+	// body before it stops returning connection window, so at most the
+	// 4 MiB window, that buffer and one credit (6 MiB) can leave before
+	// the reset arrives; with the default 16 MiB buffer the whole body
+	// could be written first and its Write rightly return nil.
+	cl := client(t, addr, nil, Limits{StreamWindow: 16 << 20, ConnBuffer: 1 << 20})
 	const resets = 24
 	for i := range resets {
 		ctx, cancel := context.WithCancel(context.Background())
