@@ -94,6 +94,7 @@ bench-tools:
 ## about 13 minutes on the 2-core bench machine. Never part of make test.
 bench: build bench-tools
 	$(GO) test -run '^$$' -bench . -benchtime 3s -timeout 20m ./bench/ | tee bench/last-run.txt
+	$(GO) build -o $(BIN)/floor ./bench/floor
 	$(GO) run ./bench/meshbench -bin $(BIN) -tools $(TOOLS)
 
 ## fuzz: a short run of every fuzz target.
