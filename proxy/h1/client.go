@@ -278,7 +278,7 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 		}
 		t.Stop()
 	}
-	b := &body{cl: cl, cc: cc, rc: resp.Body, stop: stop, keep: keep}
+	b := &body{cl: cl, cc: cc, rc: resp.Body, stop: stop, keep: keep, deadline: hasDeadline}
 	if resp.Body == http.NoBody {
 		b.finish(true)
 		return resp, nil
@@ -349,6 +349,12 @@ type body struct {
 	stop func() bool
 	keep bool
 	done bool
+	// deadline: the exchange set the context's deadline on the
+	// connection, to clear before it goes back to the pool. Without one
+	// nothing was set (the context's AfterFunc did not fire when stop
+	// reports true), so there is nothing to clear: a timer operation
+	// less per request.
+	deadline bool
 }
 
 func (b *body) Read(p []byte) (int, error) {
@@ -386,7 +392,9 @@ func (b *body) finish(eof bool) {
 			b.cc.close()
 			return
 		}
-		b.cc.c.SetDeadline(time.Time{})
+		if b.deadline {
+			b.cc.c.SetDeadline(time.Time{})
+		}
 		b.cl.put(b.cc)
 		return
 	}
