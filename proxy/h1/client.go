@@ -242,8 +242,9 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 		return fail(cc.sendError(err))
 	}
 	var resp *http.Response
+	var slot *body // room for b in resp's allocation, if any
 	for resp == nil {
-		r, err := readResponse(cc.br, req)
+		r, rs, err := readResponse(cc.br, req)
 		if err == nil {
 			err = beginChunks(cc.br, r.Body)
 		}
@@ -257,7 +258,7 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 		}
 		// Informational answers (100 Continue, 103) are not passed on.
 		if r.StatusCode >= 200 || r.StatusCode == http.StatusSwitchingProtocols {
-			resp = r
+			resp, slot = r, rs
 		}
 	}
 	keep := !resp.Close && !req.Close && (cl.MaxRequestsPerConn <= 0 || cc.requests < cl.MaxRequestsPerConn)
@@ -278,7 +279,11 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 		}
 		t.Stop()
 	}
-	b := &body{cl: cl, cc: cc, rc: resp.Body, stop: stop, keep: keep, deadline: hasDeadline}
+	if slot == nil {
+		slot = new(body)
+	}
+	b := slot
+	*b = body{cl: cl, cc: cc, rc: resp.Body, stop: stop, keep: keep, deadline: hasDeadline}
 	if resp.Body == http.NoBody {
 		b.finish(true)
 		return resp, nil
