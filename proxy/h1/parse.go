@@ -8,7 +8,6 @@ import (
 	"net/textproto"
 	"net/url"
 	"strconv"
-	"strings"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -291,7 +290,7 @@ func parseHeader(s string, off int, vals []string) (http.Header, bool) {
 				return nil, false
 			}
 		}
-		v = strings.Trim(v, " \t")
+		v = trimOWS(v)
 		if !isCanonical(key) {
 			key = textproto.CanonicalMIMEHeaderKey(key)
 		}
