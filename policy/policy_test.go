@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 const webToAPI = `package sigil.authz
@@ -273,3 +275,26 @@ type closeRecorder struct {
 
 func (c *closeRecorder) Flush() error { c.flushed++; return nil }
 func (c *closeRecorder) Close() error { c.closed = true; return nil }
+
+// A decision's ID is a random version-4 UUID, unique, in one allocation
+// (the string; uuid.NewString's random bytes were a second).
+func TestRequestPathAllocationsDecisionID(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		id := newID()
+		u, err := uuid.Parse(id)
+		if err != nil || u.Version() != 4 || u.Variant() != uuid.RFC4122 || u.String() != id {
+			t.Fatalf("id %q: %v, version %d, variant %v", id, err, u.Version(), u.Variant())
+		}
+		if seen[id] {
+			t.Fatalf("id %q given twice", id)
+		}
+		seen[id] = true
+	}
+	if raceEnabled {
+		return
+	}
+	if n := testing.AllocsPerRun(100, func() { newID() }); n > 1 {
+		t.Errorf("%.1f allocations per decision ID, want at most 1", n)
+	}
+}

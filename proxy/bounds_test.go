@@ -7,14 +7,13 @@ import (
 	"testing"
 
 	"github.com/sigil-mesh/sigil/naming"
-	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
 // Names an app makes up (Host, CONNECT authority) leave no state behind:
 // no metric series of their own, no cluster, no connection pool.
 func TestCacheMemoryBoundOutboundNames(t *testing.T) {
-	o := &outbound{p: &Proxy{cfg: &checked{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
+	o := testOutbound(&Proxy{cfg: &checked{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	o.setState(traffic.Compile(0, nil), 0, 0, nil)
 	st := o.state.Load()
 	for i := range 5000 {

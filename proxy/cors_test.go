@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/sigil-mesh/sigil/naming"
-	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 )
 
@@ -51,7 +50,7 @@ spec:
 		t.Fatal(err)
 	}
 	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler)}
-	o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
+	o := testOutbound(p)
 	o.setState(traffic.Compile(1, rs), 1, 1, nil)
 	api := naming.Service{Name: "api", Namespace: "default"}
 	preflight := map[string]string{"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-foo-bar"}

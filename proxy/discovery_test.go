@@ -7,7 +7,6 @@ import (
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/naming"
-	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -23,7 +22,8 @@ func TestLoadBalancerWarmupJoinTime(t *testing.T) {
 	}
 	now := time.Unix(50_000, 0)
 	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names}
-	o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}, clock: func() time.Time { return now }}
+	o := testOutbound(p)
+	o.clock = func() time.Time { return now }
 	ep := func(addr string) *agentv1.Endpoint {
 		return &agentv1.Endpoint{Service: "api", Address: addr, SpiffeId: "spiffe://example.org/ns/default/sa/api"}
 	}

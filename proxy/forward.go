@@ -131,11 +131,24 @@ func readReplayable(r *http.Request) ([]byte, bool) {
 	return b, true
 }
 
+// requestCopy is a shallow copy of a request and its URL, made in one
+// allocation.
+type requestCopy struct {
+	req http.Request
+	url url.URL
+}
+
 // outRequest builds the request to one endpoint: a shallow copy sharing
-// r's (already stripped) headers.
+// r's (already stripped) headers. With r's own context (no route or
+// per-try timeout) the copy and its URL are one allocation; another
+// context needs WithContext's copy besides.
 func outRequest(ctx context.Context, r *http.Request, ep *upstream.Endpoint, body []byte, replay bool) *http.Request {
-	out := r.WithContext(ctx)
-	out.URL = &url.URL{Scheme: "https", Host: ep.Addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	cp := &requestCopy{req: *r, url: url.URL{Scheme: "https", Host: ep.Addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}}
+	out := &cp.req
+	if ctx != r.Context() {
+		out = out.WithContext(ctx)
+	}
+	out.URL = &cp.url
 	out.Host = r.Host
 	out.RequestURI = ""
 	out.Close = false // the app's connection may close; the pooled one need not
@@ -150,11 +163,22 @@ func outRequest(ctx context.Context, r *http.Request, ep *upstream.Endpoint, bod
 	return out
 }
 
+// sent is what a response from send holds until it has been copied:
+// its body, its attempt's and the route's timeouts and its pool slot. A
+// value, not a closure over them: that was an allocation per request.
+type sent struct {
+	resp                           *http.Response
+	tryCancel, releasePool, cancel func()
+}
+
+// release closes the response's body, then frees the rest.
+func (s sent) release() { s.resp.Body.Close(); s.tryCancel(); s.releasePool(); s.cancel() }
+
 // send sends with retries. It returns the response, the identity of the
 // endpoint that gave it (the one its handshake proved, or zero when the
-// endpoint accepts any of the trust domain) and a release to call when
-// the response has been copied.
-func (o *outbound) send(r *http.Request, body []byte, replay bool, c *upstream.Cluster, rt *traffic.Route, key string) (*http.Response, spiffeid.ID, func(), error) {
+// endpoint accepts any of the trust domain) and what to release when the
+// response has been copied.
+func (o *outbound) send(r *http.Request, body []byte, replay bool, c *upstream.Cluster, rt *traffic.Route, key string) (*http.Response, spiffeid.ID, sent, error) {
 	ctx := r.Context()
 	cancel := context.CancelFunc(func() {})
 	if rt.Timeout > 0 {
@@ -163,7 +187,7 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *upstream.C
 	releasePool, err := c.Pool.Acquire(ctx)
 	if err != nil {
 		cancel()
-		return nil, spiffeid.ID{}, nil, err
+		return nil, spiffeid.ID{}, sent{}, err
 	}
 	attempts := rt.Attempts
 	if !replay {
@@ -207,9 +231,9 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *upstream.C
 	if err != nil {
 		releasePool()
 		cancel()
-		return nil, spiffeid.ID{}, nil, err
+		return nil, spiffeid.ID{}, sent{}, err
 	}
-	return resp, ep.ID, func() { resp.Body.Close(); tryCancel(); releasePool(); cancel() }, nil
+	return resp, ep.ID, sent{resp: resp, tryCancel: tryCancel, releasePool: releasePool, cancel: cancel}, nil
 }
 
 // upgrade forwards an Upgrade (WebSocket) request over HTTP/1.1 to one

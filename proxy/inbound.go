@@ -263,16 +263,7 @@ func appFailed(w http.ResponseWriter) {
 // connection, or for gRPC the app's h2c connection) and copies the answer
 // back, trailers included.
 func (in *inbound) forward(w http.ResponseWriter, r *http.Request, rt http.RoundTripper) {
-	// A shallow copy: r is this handler's own, only the URL is shared.
-	out := new(http.Request)
-	*out = *r
-	u := *r.URL
-	out.URL = &u
-	out.URL.Scheme, out.URL.Host = "http", in.p.cfg.App
-	out.RequestURI, out.Close = "", false
-	if rt == in.app {
-		out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
-	}
+	out := appRequest(r, in.p.cfg.App, rt == in.app)
 	hop.StripRequestHeaders(out.Header)
 	resp, err := rt.RoundTrip(out)
 	if err != nil {
@@ -283,6 +274,21 @@ func (in *inbound) forward(w http.ResponseWriter, r *http.Request, rt http.Round
 	}
 	defer resp.Body.Close()
 	hop.CopyResponse(w, resp)
+}
+
+// appRequest is r as sent to the app at addr, over HTTP/1.1 when h1 (else
+// h2c): a shallow copy, sharing r's headers, with its URL in the same
+// allocation (r is the handler's own: nothing else changes them).
+func appRequest(r *http.Request, addr string, h1 bool) *http.Request {
+	cp := &requestCopy{req: *r, url: *r.URL}
+	out := &cp.req
+	out.URL = &cp.url
+	out.URL.Scheme, out.URL.Host = "http", addr
+	out.RequestURI, out.Close = "", false
+	if h1 {
+		out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	}
+	return out
 }
 
 // headerMap flattens headers for the policy input: lower-case names,

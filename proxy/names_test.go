@@ -30,7 +30,7 @@ func TestMeshHostNamesEndpointNamespaces(t *testing.T) {
 		"db":    {Name: "db", Endpoints: []naming.Endpoint{db}},                                                                           // no ID: the caller's namespace
 		"cache": {Name: "cache", Endpoints: []naming.Endpoint{cache}, ID: spiffeid.RequireFromString("spiffe://example.org/ns/ops/sa/c")}, // the ID's
 	}}, log: slog.New(slog.DiscardHandler), names: names}
-	o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
+	o := testOutbound(p)
 	o.setState(traffic.Compile(0, nil), 1, 1, []*agentv1.Endpoint{
 		{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/default/sa/api"},
 		{Service: "api", Address: "10.0.0.2:15006", SpiffeId: "spiffe://example.org/ns/prod/sa/api"},
@@ -132,7 +132,7 @@ func TestExportToAppliesPerNamespace(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names, metrics: newMetrics(func() float64 { return 0 }, telemetry.NewRecorder(time.Now()))}
-		o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
+		o := testOutbound(p)
 		o.setState(traffic.Compile(0, nil), 0, 0, nil)
 		if v := p.applyConfig(o, &agentv1.Config{Version: 2, Resources: tt.resources}); v != 2 {
 			t.Fatalf("version %d: the configuration was refused", v)
@@ -167,7 +167,7 @@ func TestWorkloadSelectorUsesSidecarLabels(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := &Proxy{cfg: &checked{labels: tt.labels}, log: slog.New(slog.DiscardHandler), names: names, metrics: newMetrics(func() float64 { return 0 }, telemetry.NewRecorder(time.Now()))}
-		o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
+		o := testOutbound(p)
 		o.setState(traffic.Compile(0, nil), 0, 0, nil)
 		if v := p.applyConfig(o, &agentv1.Config{Version: 2, Resources: resources}); v != 2 {
 			t.Fatalf("version %d: the configuration was refused", v)
@@ -193,7 +193,7 @@ func TestSubsetWithoutLabelsTakesEveryEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names}
-	o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
+	o := testOutbound(p)
 	o.setState(traffic.Compile(1, rs), 1, 1, []*agentv1.Endpoint{
 		{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/prod/sa/api", Labels: map[string]string{"version": "v1"}},
 		{Service: "api", Address: "10.0.0.2:15006", SpiffeId: "spiffe://example.org/ns/prod/sa/api", Labels: map[string]string{"version": "v2"}},

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/naming"
-	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -40,7 +39,8 @@ func outsideMesh(t *testing.T, addr, yaml string) *outbound {
 		t.Fatal(err)
 	}
 	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names, metrics: testMetrics(), id: &identity{id: self}, access: &jsonLines{}}
-	o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}, mirrors: make(chan struct{}, maxMirrorsInFlight)}
+	o := testOutbound(p)
+	o.mirrors = make(chan struct{}, maxMirrorsInFlight)
 	o.dialOutside = func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, network, addr)
 	}

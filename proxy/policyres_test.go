@@ -12,7 +12,6 @@ import (
 
 	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
 	"github.com/sigil-mesh/sigil/policy"
-	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/telemetry"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -43,7 +42,7 @@ func policyTestProxy(t *testing.T, path string) (*Proxy, *outbound) {
 		t.Fatal(err)
 	}
 	p.dryRun, _ = policy.New(ctx, "", log, policy.WithMode(policy.ModeDryRun))
-	o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
+	o := testOutbound(p)
 	o.setState(traffic.Compile(0, nil), 0, 0, nil)
 	return p, o
 }

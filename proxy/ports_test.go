@@ -168,7 +168,7 @@ func outboundWith(t *testing.T, yaml string, eps ...*agentv1.Endpoint) *outbound
 		t.Fatal(err)
 	}
 	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), id: &identity{}}
-	o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
+	o := testOutbound(p)
 	o.setState(traffic.Compile(1, rs), 1, 1, eps)
 	return o
 }

@@ -13,7 +13,6 @@ import (
 
 	proxyv1 "github.com/sigil-mesh/sigil/api/proxy/v1"
 	"github.com/sigil-mesh/sigil/naming"
-	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/telemetry"
 	"github.com/sigil-mesh/sigil/traffic"
 )
@@ -54,7 +53,7 @@ spec:
 		t.Fatal(err)
 	}
 	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), metrics: testMetrics()}
-	o := &outbound{p: p, clusters: upstream.NewClusters(), endpoints: map[string]*upstream.Endpoint{}}
+	o := testOutbound(p)
 	o.setState(traffic.Compile(1, rs), 1, 1, nil)
 	api := naming.Service{Name: "api", Namespace: "default"}
 	for _, tt := range []struct {

@@ -71,12 +71,12 @@ func (o *outbound) routeKey(w *statusRecorder, r *http.Request, svc naming.Servi
 	}
 	o.prepareSend(r, st, m, body, replay, port)
 	key, setCookie := c.Hash.Key(r)
-	resp, peer, release, err := o.send(r, body, replay, c, m.Route, key)
+	resp, peer, done, err := o.send(r, body, replay, c, m.Route, key)
 	if err != nil {
 		o.sendFailed(w, r, dest, err)
 		return
 	}
-	defer release()
+	defer done.release()
 	w.peer = peer
 	respond(w, resp, m, dest, origin, setCookie)
 }

@@ -2,6 +2,8 @@ package h1
 
 import (
 	"bufio"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -31,5 +33,37 @@ func TestRequestPathAllocationsParseHead(t *testing.T) {
 		if n := testing.AllocsPerRun(200, func() { tt.parse() }); n > maxAllocs {
 			t.Errorf("%s: %.0f allocations per head, want at most %d", tt.name, n, maxAllocs)
 		}
+	}
+}
+
+// A keep-alive exchange through the client and the server, both in this
+// process: the client's body wrapper shares the parsed response's
+// allocation (a body of its own before session 26), and neither side
+// changes a deadline it need not (deadline_test.go).
+func TestRequestPathAllocationsExchange(t *testing.T) {
+	const maxAllocs = 13
+	payload := strings.Repeat("x", 1024)
+	_, cl, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, payload) }))
+	req, err := http.NewRequest(http.MethodGet, "http://svc/echo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	exchange := func() {
+		resp, err := cl.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := io.ReadFull(resp.Body, buf[:len(payload)])
+		resp.Body.Close()
+		if n != len(payload) {
+			t.Fatalf("body: %d bytes", n)
+		}
+	}
+	exchange()
+	if n := testing.AllocsPerRun(200, exchange); n > maxAllocs {
+		t.Errorf("%.1f allocations per exchange (client and server), want at most %d", n, maxAllocs)
+	} else {
+		t.Logf("%.1f allocations per exchange", n)
 	}
 }

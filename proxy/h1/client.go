@@ -242,8 +242,9 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 		return fail(cc.sendError(err))
 	}
 	var resp *http.Response
+	var slot *body // room for b in resp's allocation, if any
 	for resp == nil {
-		r, err := readResponse(cc.br, req)
+		r, rs, err := readResponse(cc.br, req)
 		if err == nil {
 			err = beginChunks(cc.br, r.Body)
 		}
@@ -257,7 +258,7 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 		}
 		// Informational answers (100 Continue, 103) are not passed on.
 		if r.StatusCode >= 200 || r.StatusCode == http.StatusSwitchingProtocols {
-			resp = r
+			resp, slot = r, rs
 		}
 	}
 	keep := !resp.Close && !req.Close && (cl.MaxRequestsPerConn <= 0 || cc.requests < cl.MaxRequestsPerConn)
@@ -278,7 +279,11 @@ func (cl *Client) exchange(ctx context.Context, cc *clientConn, req *http.Reques
 		}
 		t.Stop()
 	}
-	b := &body{cl: cl, cc: cc, rc: resp.Body, stop: stop, keep: keep}
+	if slot == nil {
+		slot = new(body)
+	}
+	b := slot
+	*b = body{cl: cl, cc: cc, rc: resp.Body, stop: stop, keep: keep, deadline: hasDeadline}
 	if resp.Body == http.NoBody {
 		b.finish(true)
 		return resp, nil
@@ -349,6 +354,12 @@ type body struct {
 	stop func() bool
 	keep bool
 	done bool
+	// deadline: the exchange set the context's deadline on the
+	// connection, to clear before it goes back to the pool. Without one
+	// nothing was set (the context's AfterFunc did not fire when stop
+	// reports true), so there is nothing to clear: a timer operation
+	// less per request.
+	deadline bool
 }
 
 func (b *body) Read(p []byte) (int, error) {
@@ -386,7 +397,9 @@ func (b *body) finish(eof bool) {
 			b.cc.close()
 			return
 		}
-		b.cc.c.SetDeadline(time.Time{})
+		if b.deadline {
+			b.cc.c.SetDeadline(time.Time{})
+		}
 		b.cl.put(b.cc)
 		return
 	}

@@ -8,7 +8,6 @@ import (
 	"net/textproto"
 	"net/url"
 	"strconv"
-	"strings"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -69,16 +68,18 @@ func readRequest(br *bufio.Reader, base *http.Request) (*http.Request, error) {
 }
 
 // readResponse reads req's response as http.ReadResponse does, parsing
-// the common case itself.
-func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+// the common case itself. A response parsed here comes with room for the
+// client's body wrapper in its own allocation (nil otherwise).
+func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, *body, error) {
 	head, ok := peekHead(br)
 	if ok && req.Method != http.MethodHead {
-		if resp := parseResponse(head, br, req); resp != nil {
+		if p := parseResponseHead(head, br, req); p != nil {
 			br.Discard(len(head))
-			return resp, nil
+			return &p.resp, &p.wrap, nil
 		}
 	}
-	return readResponseStrict(br, head, ok, req)
+	resp, err := readResponseStrict(br, head, ok, req)
+	return resp, nil, err
 }
 
 // parsedRequest puts a request and the parts it points to in one
@@ -154,12 +155,22 @@ func parseRequest(head []byte, br *bufio.Reader, base *http.Request) *http.Reque
 type parsedResponse struct {
 	resp http.Response
 	body lengthBody
+	wrap body                 // the client's, which hands the connection back
 	vals [headerValues]string // the header's values, when they fit
 }
 
 // parseResponse parses the head of req's response, or returns nil for
 // net/http to parse.
 func parseResponse(head []byte, br *bufio.Reader, req *http.Request) *http.Response {
+	if p := parseResponseHead(head, br, req); p != nil {
+		return &p.resp
+	}
+	return nil
+}
+
+// parseResponseHead is parseResponse, with the allocation that holds the
+// response.
+func parseResponseHead(head []byte, br *bufio.Reader, req *http.Request) *parsedResponse {
 	line, rest, ok := cutLine(head)
 	if !ok || len(line) < 13 || string(line[:9]) != "HTTP/1.1 " || line[12] != ' ' {
 		return nil
@@ -207,7 +218,7 @@ func parseResponse(head []byte, br *bufio.Reader, req *http.Request) *http.Respo
 		r.Body = &p.body
 	}
 	r.Request = req
-	return &p.resp
+	return p
 }
 
 // bodyLength reads the Content-Length (-1 if none). ok is false where
@@ -279,7 +290,7 @@ func parseHeader(s string, off int, vals []string) (http.Header, bool) {
 				return nil, false
 			}
 		}
-		v = strings.Trim(v, " \t")
+		v = trimOWS(v)
 		if !isCanonical(key) {
 			key = textproto.CanonicalMIMEHeaderKey(key)
 		}

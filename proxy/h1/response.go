@@ -337,10 +337,11 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	w.hijacked = true
 	w.putBody()
 	c := w.sc.c
+	w.sc.lr.cancel()
 	c.SetDeadline(time.Time{})
 	return c, bufio.NewReadWriter(w.sc.br, w.sc.bw), nil
 }
 
 // SetReadDeadline and SetWriteDeadline serve http.ResponseController.
-func (w *response) SetReadDeadline(t time.Time) error  { return w.sc.c.SetReadDeadline(t) }
+func (w *response) SetReadDeadline(t time.Time) error  { return w.sc.lr.set(t) }
 func (w *response) SetWriteDeadline(t time.Time) error { return w.sc.c.SetWriteDeadline(t) }

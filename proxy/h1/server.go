@@ -76,13 +76,22 @@ type serverConn struct {
 	linger bool
 }
 
-// limitReader bounds how much a header read may consume.
+// limitReader bounds how much a header read may consume, and sets the
+// connection's read deadline that the server loop left pending (later)
+// before it reads: a request whose head and body are already buffered
+// needs no deadline change of its own (deadline.go).
 type limitReader struct {
 	r io.Reader
 	n int64 // < 0: no limit
+	lazyDeadline
 }
 
 func (l *limitReader) Read(p []byte) (int, error) {
+	if l.pending.Load() {
+		if err := l.apply(); err != nil {
+			return 0, err
+		}
+	}
 	if l.n == 0 {
 		return 0, errHeaderTooLarge
 	}
@@ -107,7 +116,7 @@ var (
 // close, an error or a timeout. ctx is the parent of every request's
 // context. Serve closes c unless a handler hijacked it.
 func (s *Server) Serve(ctx context.Context, c net.Conn) {
-	sc := &serverConn{s: s, c: c, lr: &limitReader{r: c, n: -1}}
+	sc := &serverConn{s: s, c: c, lr: &limitReader{r: c, n: -1, lazyDeadline: lazyDeadline{c: c}}}
 	sc.br = readers.Get().(*bufio.Reader)
 	sc.br.Reset(sc.lr)
 	sc.bw = writers.Get().(*bufio.Writer)
@@ -219,8 +228,10 @@ func (sc *serverConn) serve(ctx context.Context) bool {
 		if !notAfter.IsZero() && !time.Now().Before(notAfter) {
 			return false
 		}
-		// Wait for the next request, then give its headers their own limit.
-		sc.c.SetReadDeadline(time.Now().Add(idleTimeout))
+		// Wait for the next request, then give its headers their own
+		// limit: set before the first read of the head that must wait
+		// for the peer, none when the head is already buffered.
+		sc.lr.set(time.Now().Add(idleTimeout))
 		sc.lr.n = int64(maxHeader) + bufSize
 		if _, err := sc.br.Peek(1); err != nil {
 			return false
@@ -229,7 +240,7 @@ func (sc *serverConn) serve(ctx context.Context) bool {
 		if sc.closed.Load() {
 			return false
 		}
-		sc.c.SetReadDeadline(time.Now().Add(headerTimeout))
+		sc.lr.later(time.Now().Add(headerTimeout))
 		req, err := readRequest(sc.br, base)
 		sc.lr.n = -1
 		if err == nil {
@@ -239,7 +250,10 @@ func (sc *serverConn) serve(ctx context.Context) bool {
 			sc.badRequest(err)
 			return false
 		}
-		sc.c.SetReadDeadline(time.Time{})
+		// The handler's reads of the body have no deadline: cleared
+		// before the first of them, if any (the next request's idle
+		// deadline replaces it otherwise).
+		sc.lr.later(time.Time{})
 		sc.badBody.Store(false)
 		req.RemoteAddr = remote
 		req.TLS = tlsState

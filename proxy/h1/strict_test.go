@@ -294,7 +294,7 @@ func FuzzReadStrictResponse(f *testing.F) {
 			req.Method = "HEAD"
 		}
 		br := bufio.NewReaderSize(strings.NewReader(in), bufSize)
-		got, err := readResponse(br, req)
+		got, _, err := readResponse(br, req)
 		if err != nil {
 			return
 		}

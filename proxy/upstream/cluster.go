@@ -240,6 +240,9 @@ type Pool struct {
 	maxRetries int64
 	retries    atomic.Int64
 	active     atomic.Int64
+	// release ends a request Acquire let through, made once (NewPool):
+	// a closure per request was an allocation per request.
+	release func()
 }
 
 // Istio's default for http1MaxPendingRequests is effectively unlimited;
@@ -249,6 +252,7 @@ const defaultMaxPending = 1024
 // NewPool is the pool of connectionPool p (nil: Istio's defaults).
 func NewPool(p *traffic.TrafficPolicy) *Pool {
 	pl := &Pool{maxPending: defaultMaxPending}
+	defer pl.makeRelease()
 	if p == nil || p.ConnectionPool == nil {
 		return pl
 	}
@@ -281,13 +285,23 @@ func (OverflowError) Error() string { return "upstream connection pool overflow"
 // Limit is the pool's cap on requests in flight (0: none).
 func (p *Pool) Limit() int { return cap(p.slots) }
 
-// Acquire takes a slot, waiting if the pending queue has room.
+// makeRelease makes the pool's release, once its slots are known.
+func (p *Pool) makeRelease() {
+	if p.slots == nil {
+		p.release = func() { p.active.Add(-1) }
+		return
+	}
+	p.release = func() { <-p.slots; p.active.Add(-1) }
+}
+
+// Acquire takes a slot, waiting if the pending queue has room. The func
+// it returns gives the slot back; call it once per Acquire.
 func (p *Pool) Acquire(ctx context.Context) (func(), error) {
 	p.active.Add(1)
+	release := p.release
 	if p.slots == nil {
-		return func() { p.active.Add(-1) }, nil
+		return release, nil
 	}
-	release := func() { <-p.slots; p.active.Add(-1) }
 	select {
 	case p.slots <- struct{}{}:
 		return release, nil

@@ -160,3 +160,26 @@ func TestOutlierEjectionTimeBounded(t *testing.T) {
 		}
 	}
 }
+
+// Every request takes a pool slot and gives it back: neither may allocate
+// (a release closure per request did, before session 26), with or without
+// a cap on requests in flight.
+func TestRequestPathAllocationsPoolAcquire(t *testing.T) {
+	capped := &traffic.TrafficPolicy{ConnectionPool: &traffic.ConnectionPool{TCP: &traffic.TCPSettings{MaxConnections: 4}}}
+	for name, p := range map[string]*Pool{"default": NewPool(nil), "capped": NewPool(capped)} {
+		ctx := context.Background()
+		n := testing.AllocsPerRun(100, func() {
+			release, err := p.Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			release()
+		})
+		if n != 0 {
+			t.Errorf("%s: %.1f allocations per request's slot, want 0", name, n)
+		}
+		if p.active.Load() != 0 || len(p.slots) != 0 {
+			t.Errorf("%s: %d active, %d slots taken after every release", name, p.active.Load(), len(p.slots))
+		}
+	}
+}
