@@ -227,8 +227,11 @@ spec:
 	if p := p50(slow); p < 2*time.Second {
 		t.Fatalf("matched p50 %s, want above 2s", p)
 	}
-	if p := p50(fast); p > 500*time.Millisecond {
-		t.Fatalf("unmatched p50 %s", p)
+	// Half the delay: an unmatched request that took the fault would take
+	// 2 s; one that did not takes milliseconds, or a few hundred on a
+	// loaded 2-core CI machine (525 ms seen once with a 500 ms bound).
+	if p := p50(fast); p > time.Second {
+		t.Fatalf("unmatched p50 %s, want under 1s (the 2s delay not applied)", p)
 	}
 }
 
