@@ -58,6 +58,19 @@ func TestMaskErasesConfiguredInputPaths(t *testing.T) {
 			if src.Request.Headers["authorization"] != "Bearer t0k3n" {
 				t.Error("Apply changed the input the policy decided on")
 			}
+			// AppendApply over a used buffer: the same JSON and erased
+			// paths, nothing of the buffer's old content left.
+			dst := append(make([]byte, 0, 4096), `{"stale":"t0k3n"}`...)
+			b2, erased2, err := m.AppendApply(dst, in())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(b2, b) || !reflect.DeepEqual(erased2, erased) {
+				t.Errorf("AppendApply gave %s %v, Apply %s %v", b2, erased2, b, erased)
+			}
+			if len(m.other) == 0 && &b2[0] != &dst[0] {
+				t.Error("AppendApply did not write into the buffer it was given")
+			}
 		})
 	}
 }

@@ -123,6 +123,15 @@ func newAuditRecorder(mask *policy.Mask, labels map[string]string) *auditRecorde
 	}, []string{"reason"})}
 }
 
+// inputBufs holds the buffers a decision's masked input is encoded into
+// (on the hot path: one 1 KiB allocation fewer per decision,
+// BenchmarkAuditRecord).
+var inputBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// maxKeptInputBuf bounds the input buffers kept in inputBufs: a larger
+// input (many or long headers) is not kept.
+const maxKeptInputBuf = 16 << 10
+
 // errSpoolNotReady means a decision came before the spool was opened.
 var errSpoolNotReady = errors.New("proxy: audit spool not open yet")
 
@@ -136,7 +145,19 @@ func (a *auditRecorder) Record(in *policy.Input, d policy.Decision) error {
 		a.notRecorded.WithLabelValues("not_ready").Inc()
 		return errSpoolNotReady
 	}
-	input, erased, err := a.mask.Apply(in)
+	bp := inputBufs.Get().(*[]byte)
+	input, erased, err := a.mask.AppendApply(*bp, in)
+	defer func() {
+		// sp.Append copied the input into the sealed line: nothing holds
+		// it after Record.
+		if cap(input) > maxKeptInputBuf {
+			return
+		}
+		if input != nil {
+			*bp = input[:0]
+		}
+		inputBufs.Put(bp)
+	}()
 	if err != nil {
 		a.notRecorded.WithLabelValues("error").Inc()
 		return err

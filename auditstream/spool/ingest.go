@@ -3,9 +3,20 @@ package spool
 import (
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/sigil-mesh/sigil/auditstream"
 )
+
+// ingestBufs holds IngestChecked's encoding buffers between batches (on
+// the server's hot path: a fresh buffer the size of each batch was a
+// large share of its garbage, bench/README.md). A buffer is put back only
+// once writeLocked has copied it into the segment.
+var ingestBufs sync.Pool // of *[]byte
+
+// maxKeptIngestBuf bounds the buffers kept in ingestBufs: a batch larger
+// than this (rare: the shipper's batches are smaller) gets its own.
+const maxKeptIngestBuf = 4 << 20
 
 // Ingest writes records other writers sealed (a sidecar's, reaching the
 // server), as JSON lines, after checking each one's hash. Records whose
@@ -35,7 +46,17 @@ func (s *Spool) IngestChecked(lines [][]byte, accept func(*auditstream.Record) e
 	for _, line := range lines {
 		size += len(line) + 1
 	}
-	enc := make([]byte, 0, size)
+	var enc []byte
+	if p, _ := ingestBufs.Get().(*[]byte); p != nil && cap(*p) >= size {
+		enc = (*p)[:0]
+	} else {
+		enc = make([]byte, 0, size)
+	}
+	defer func() {
+		if cap(enc) <= maxKeptIngestBuf {
+			ingestBufs.Put(&enc)
+		}
+	}()
 	var lc auditstream.LineChecker
 	for _, line := range lines {
 		// A line in its sealed form (every sidecar's) is the record's own
