@@ -52,10 +52,10 @@ func main() {
 	id := flag.String("id", "", "the SPIFFE ID the peer must present")
 	procs := flag.Int("max-procs", 1, "GOMAXPROCS (the sidecar's default is 1)")
 	flag.Parse()
-	if err := run(*mode, *listen, *upstream, *cert, *key, *bundle, *id, *procs); err != nil {
-		fmt.Fprintln(os.Stderr, "floor:", err)
-		os.Exit(1)
-	}
+	// run returns only on an error: it serves until killed.
+	err := run(*mode, *listen, *upstream, *cert, *key, *bundle, *id, *procs)
+	fmt.Fprintln(os.Stderr, "floor:", err)
+	os.Exit(1)
 }
 
 func run(mode, listen, upstream, certFile, keyFile, bundleFile, id string, procs int) error {
