@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sigil-mesh/sigil/e2e/harness"
+	"github.com/sigil-mesh/sigil/internal/race"
 )
 
-func TestMain(m *testing.M) { harness.Main(m, "..", raceEnabled) }
+func TestMain(m *testing.M) { harness.Main(m, "..", race.Enabled) }

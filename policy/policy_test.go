@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/sigil-mesh/sigil/internal/race"
 )
 
 const webToAPI = `package sigil.authz
@@ -291,7 +293,7 @@ func TestRequestPathAllocationsDecisionID(t *testing.T) {
 		}
 		seen[id] = true
 	}
-	if raceEnabled {
+	if race.Enabled {
 		return
 	}
 	if n := testing.AllocsPerRun(100, func() { newID() }); n > 1 {

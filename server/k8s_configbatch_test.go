@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-mesh/sigil/internal/race"
 	"github.com/sigil-mesh/sigil/k8s/crdsource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -90,7 +91,7 @@ func routeSource(t *testing.T, s *Server, leader func() bool, objs []runtime.Obj
 // times as long (the old path: 7.4). Measured as a ratio of runs on the same
 // machine; a tenth of the routes are refused, each on its own.
 func TestConfigFromCRDsStartLinearInRoutes(t *testing.T) {
-	if testing.Short() || raceEnabled {
+	if testing.Short() || race.Enabled {
 		t.Skip("times three starts; not under -short or the race detector (run it without -race)")
 	}
 	small, mid, large := startRoutes(t, 100), startRoutes(t, 200), startRoutes(t, 400)
