@@ -73,7 +73,7 @@ func readRequest(br *bufio.Reader, base *http.Request) (*http.Request, error) {
 func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, *body, error) {
 	head, ok := peekHead(br)
 	if ok && req.Method != http.MethodHead {
-		if p := parseResponseHead(head, br, req); p != nil {
+		if p := parseResponse(head, br, req); p != nil {
 			br.Discard(len(head))
 			return &p.resp, &p.wrap, nil
 		}
@@ -159,18 +159,10 @@ type parsedResponse struct {
 	vals [headerValues]string // the header's values, when they fit
 }
 
-// parseResponse parses the head of req's response, or returns nil for
-// net/http to parse.
-func parseResponse(head []byte, br *bufio.Reader, req *http.Request) *http.Response {
-	if p := parseResponseHead(head, br, req); p != nil {
-		return &p.resp
-	}
-	return nil
-}
-
-// parseResponseHead is parseResponse, with the allocation that holds the
-// response.
-func parseResponseHead(head []byte, br *bufio.Reader, req *http.Request) *parsedResponse {
+// parseResponse parses the head of req's response into the allocation
+// that holds it (the response is its resp), or returns nil for net/http
+// to parse.
+func parseResponse(head []byte, br *bufio.Reader, req *http.Request) *parsedResponse {
 	line, rest, ok := cutLine(head)
 	if !ok || len(line) < 13 || string(line[:9]) != "HTTP/1.1 " || line[12] != ' ' {
 		return nil

@@ -164,10 +164,11 @@ func compareResponse(t *testing.T, in, method string) {
 	if !ok || method == http.MethodHead {
 		return
 	}
-	got := parseResponse(head, br, req)
-	if got == nil {
+	p := parseResponse(head, br, req)
+	if p == nil {
 		return
 	}
+	got := &p.resp
 	br.Discard(len(head))
 	wr := bufio.NewReaderSize(strings.NewReader(in), bufSize)
 	want, err := http.ReadResponse(wr, req)
