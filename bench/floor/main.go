@@ -12,13 +12,19 @@
 // and floor is what Sigil's own per-request features cost. It is not a
 // product and is not shipped.
 //
-//	floor -mode client -listen A -upstream B -cert C -key K -bundle P -id SPIFFE-ID
-//	floor -mode server -listen B -upstream APP -cert C -key K -bundle P -id SPIFFE-ID
+//	floor [-loop] -mode client -listen A -upstream B -cert C -key K -bundle P -id SPIFFE-ID
+//	floor [-loop] -mode server -listen B -upstream APP -cert C -key K -bundle P -id SPIFFE-ID
 //
 // In client mode it listens in plain HTTP/1.1 and calls B over mTLS,
 // accepting only a server whose SVID is -id; in server mode it listens
 // with mTLS, accepting only clients whose SVID is -id, and calls APP in
 // plain HTTP/1.1. Errors from the upstream are answered 502.
+//
+// With -loop it forwards on an epoll loop of its own instead of proxy/h1
+// and Go's poller (loop_linux.go): the experiment of issue 17 that asks
+// whether reading only ready sockets and driving crypto/tls from the
+// loop's buffers closes the gap to nginx. meshbench runs it as the
+// "floor-loop" setup.
 package main
 
 import (
@@ -51,14 +57,15 @@ func main() {
 	bundle := flag.String("bundle", "", "trust bundle, PEM")
 	id := flag.String("id", "", "the SPIFFE ID the peer must present")
 	procs := flag.Int("max-procs", 1, "GOMAXPROCS (the sidecar's default is 1)")
+	loop := flag.Bool("loop", false, "forward on the epoll-loop data path (loop_linux.go) instead of proxy/h1")
 	flag.Parse()
 	// run returns only on an error: it serves until killed.
-	err := run(*mode, *listen, *upstream, *cert, *key, *bundle, *id, *procs)
+	err := run(*mode, *listen, *upstream, *cert, *key, *bundle, *id, *procs, *loop)
 	fmt.Fprintln(os.Stderr, "floor:", err)
 	os.Exit(1)
 }
 
-func run(mode, listen, upstream, certFile, keyFile, bundleFile, id string, procs int) error {
+func run(mode, listen, upstream, certFile, keyFile, bundleFile, id string, procs int, loop bool) error {
 	if listen == "" || upstream == "" || certFile == "" || keyFile == "" || bundleFile == "" || id == "" {
 		return fmt.Errorf("-listen, -upstream, -cert, -key, -bundle and -id are all required")
 	}
@@ -85,11 +92,19 @@ func run(mode, listen, upstream, certFile, keyFile, bundleFile, id string, procs
 	case "client":
 		cfg := tlsconfig.MTLSClientConfig(svid, roots, authorize)
 		cfg.MinVersion = tls.VersionTLS13
+		if loop {
+			log.Printf("floor %s (-loop) listening on %s, upstream %s", mode, ln.Addr(), upstream)
+			return runLoop(mode, ln, cfg, upstream)
+		}
 		d := &tls.Dialer{Config: cfg}
 		dial = func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", upstream) }
 	case "server":
 		cfg := tlsconfig.MTLSServerConfig(svid, roots, authorize)
 		cfg.MinVersion = tls.VersionTLS13
+		if loop {
+			log.Printf("floor %s (-loop) listening on %s, upstream %s", mode, ln.Addr(), upstream)
+			return runLoop(mode, ln, cfg, upstream)
+		}
 		ln = tls.NewListener(ln, cfg)
 		var d net.Dialer
 		dial = func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", upstream) }

@@ -279,25 +279,27 @@ func (e *env) ghostunnelPair(ctx context.Context) (*setup, error) {
 // crypto/tls, the peer checked by SPIFFE ID) with none of its features,
 // one core each. Sigil against floor is what the features cost; floor
 // against nginx is what Go's runtime and crypto/tls cost an HTTP proxy.
-func (e *env) floorPair(ctx context.Context) (*setup, error) {
+// The setup is called name; flags go to both processes ("-loop" for the
+// floor-loop setup: the same on bench/floor's own epoll loop).
+func (e *env) floorPair(ctx context.Context, name string, flags ...string) (*setup, error) {
 	a, b := freePort(), freePort()
 	bin := e.bin + "/floor"
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("%s missing (make bench builds it: go build -o %s ./bench/floor): %w", bin, bin, err)
 	}
-	common := []string{"-cert", e.certFile, "-key", e.keyFile, "-bundle", e.bundleFile, "-id", e.id}
-	srv, err := e.start("floor-server", append([]string{bin, "-mode", "server", "-listen", b, "-upstream", e.backend}, common...)...)
+	common := append([]string{"-cert", e.certFile, "-key", e.keyFile, "-bundle", e.bundleFile, "-id", e.id}, flags...)
+	srv, err := e.start(name+"-server", append([]string{bin, "-mode", "server", "-listen", b, "-upstream", e.backend}, common...)...)
 	if err != nil {
 		return nil, err
 	}
-	cli, err := e.start("floor-client", append([]string{bin, "-mode", "client", "-listen", a, "-upstream", b}, common...)...)
+	cli, err := e.start(name+"-client", append([]string{bin, "-mode", "client", "-listen", a, "-upstream", b}, common...)...)
 	if err != nil {
 		return nil, err
 	}
 	if err := waitPort(ctx, a); err != nil {
 		return nil, err
 	}
-	return &setup{name: "floor", target: a, client: cli, server: srv}, waitPort(ctx, b)
+	return &setup{name: name, target: a, client: cli, server: srv}, waitPort(ctx, b)
 }
 
 // stopSetup stops a pair's processes.

@@ -1,0 +1,490 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The -loop data path: the experiment of issue 17 ("read only when the
+// socket is ready"). Connections are accepted, dialed and TLS-handshaken
+// by goroutines on Go's poller as usual; then their sockets move to an
+// epoll instance of the loop's own (level-triggered), and one goroutine
+// does all the forwarding: for every ready socket one read(2) into the
+// connection's buffer, crypto/tls decrypting from that buffer (a
+// tls.Conn over bufConn, which answers "deadline exceeded" when it has
+// no more bytes, an error crypto/tls treats as retryable), every
+// complete message relayed, and at the end of each batch of events one
+// TLS record and one write(2) per connection with something to send.
+// No read finds an empty socket and no goroutine is woken per read.
+//
+// The loop itself never blocks in epoll_wait: its epoll descriptor is
+// registered with Go's poller, so when nothing is ready the goroutine
+// parks in the scheduler like any other and the thread is free.
+//
+// Each accepted connection gets its own upstream connection, dialed
+// when it is accepted (the floor's pooled client reaches the same shape
+// under the bench's keep-alive load).
+
+// readSize is the free room made before each read(2), in bytes: a whole
+// TLS record (16 KiB plus overhead) fits.
+const readSize = 17 << 10
+
+// maxQueued bounds what waits unsent for one connection, or unrelayed
+// from it, before the loop stops reading its peer (or it), in bytes.
+const maxQueued = 1 << 20
+
+// handshakeTimeout bounds a TLS handshake and a dial, as proxy/h1's
+// header timeout bounds a request head.
+const handshakeTimeout = 10 * time.Second
+
+// side is one connection of a forwarded pair, owned by the loop.
+type side struct {
+	fd   int
+	peer *side
+	x    *exchange
+	// isDown: this side faces the caller and reads requests; the other
+	// faces the upstream and reads responses.
+	isDown bool
+	tc     *tls.Conn // nil on a plaintext side
+	bc     *bufConn  // under tc
+	in     []byte    // plaintext read; in[off:] not yet relayed
+	off    int
+	pend   []byte // plaintext staged for one tc.Write at flush (TLS sides)
+	out    []byte // bytes for write(2)
+	// framing of what this side reads
+	state  int
+	remain int64
+	// loop bookkeeping
+	dirty, pollOut, paused, closing, dead bool
+}
+
+// exchange is what the two sides of a pair share: the request in flight.
+type exchange struct {
+	awaiting bool // a request was relayed and its final response is not complete
+	isHEAD   bool
+	close    bool // end the pair once this exchange completes
+}
+
+const (
+	stHead = iota
+	stBody
+	stChunkSize
+	stChunkData
+	stChunkCRLF
+	stTrailer
+)
+
+// bufConn is the net.Conn under a loop-owned tls.Conn. Until the
+// handshake is done it reads and writes the socket through Go's poller
+// (nc); after that, reads take the bytes the loop read into buf, and
+// writes append to the side's out.
+type bufConn struct {
+	nc  net.Conn
+	buf []byte
+	r   int
+	s   *side
+}
+
+func (b *bufConn) Read(p []byte) (int, error) {
+	if b.nc != nil {
+		return b.nc.Read(p)
+	}
+	if b.r == len(b.buf) {
+		return 0, os.ErrDeadlineExceeded // crypto/tls keeps what it has and returns; the loop reads more
+	}
+	n := copy(p, b.buf[b.r:])
+	b.r += n
+	if b.r == len(b.buf) {
+		b.buf, b.r = b.buf[:0], 0
+	}
+	return n, nil
+}
+
+func (b *bufConn) Write(p []byte) (int, error) {
+	if b.nc != nil {
+		return b.nc.Write(p)
+	}
+	b.s.out = append(b.s.out, p...)
+	return len(p), nil
+}
+
+func (b *bufConn) Close() error {
+	if b.nc != nil {
+		return b.nc.Close()
+	}
+	return nil
+}
+
+func (b *bufConn) LocalAddr() net.Addr                { return nil }
+func (b *bufConn) RemoteAddr() net.Addr               { return nil }
+func (b *bufConn) SetDeadline(t time.Time) error      { return b.setDeadline(t) }
+func (b *bufConn) SetReadDeadline(t time.Time) error  { return b.setDeadline(t) }
+func (b *bufConn) SetWriteDeadline(t time.Time) error { return b.setDeadline(t) }
+func (b *bufConn) setDeadline(t time.Time) error {
+	if b.nc != nil {
+		return b.nc.SetDeadline(t)
+	}
+	return nil
+}
+
+// loop owns the forwarded sockets after their handshakes.
+type loop struct {
+	epfd     int
+	rc       syscall.RawConn
+	events   []unix.EpollEvent
+	conns    []*side // by fd
+	dirty    []*side
+	mu       sync.Mutex
+	pending  []*side
+	npending atomic.Int32
+}
+
+func newLoop() (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("floor: epoll_create1: %w", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		return nil, fmt.Errorf("floor: epoll fd nonblocking: %w", err)
+	}
+	f := os.NewFile(uintptr(epfd), "epoll") // registered with Go's poller: nonblocking
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("floor: epoll fd: %w", err)
+	}
+	return &loop{epfd: epfd, rc: rc, events: make([]unix.EpollEvent, 256)}, nil
+}
+
+// runLoop serves ln with the -loop data path until Accept fails. In
+// client mode downstream connections are plain and upstream ones mTLS
+// (cfg); in server mode the reverse.
+func runLoop(mode string, ln net.Listener, cfg *tls.Config, upstream string) error {
+	l, err := newLoop()
+	if err != nil {
+		return err
+	}
+	go l.run()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			if err := l.open(mode, c, cfg, upstream); err != nil {
+				log.Printf("floor: %v", err)
+			}
+		}()
+	}
+}
+
+// open dials the accepted connection's upstream, does the TLS handshake
+// on the mTLS side, and hands both sockets to the loop.
+func (l *loop) open(mode string, c net.Conn, cfg *tls.Config, upstream string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	defer cancel()
+	var d net.Dialer
+	u, err := d.DialContext(ctx, "tcp", upstream)
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("dial %s: %w", upstream, err)
+	}
+	down := &side{isDown: true, x: &exchange{}}
+	up := &side{peer: down, x: down.x}
+	down.peer = up
+	tlsSide, raw := up, u
+	if mode == "server" {
+		tlsSide, raw = down, c
+	}
+	tlsSide.bc = &bufConn{nc: raw, s: tlsSide}
+	if mode == "server" {
+		tlsSide.tc = tls.Server(tlsSide.bc, cfg)
+	} else {
+		tlsSide.tc = tls.Client(tlsSide.bc, cfg)
+	}
+	if err := tlsSide.tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		u.Close()
+		return fmt.Errorf("handshake: %w", err)
+	}
+	raw.SetDeadline(time.Time{})
+	tlsSide.bc.nc = nil
+	if down.fd, err = takeFD(c); err == nil {
+		up.fd, err = takeFD(u)
+		if err != nil {
+			unix.Close(down.fd)
+		}
+	}
+	if err != nil {
+		c.Close()
+		u.Close()
+		return err
+	}
+	return l.add(down, up)
+}
+
+// takeFD moves c's socket out of Go's poller: it duplicates the
+// descriptor (the socket stays nonblocking) and closes c.
+func takeFD(c net.Conn) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("floor: %T has no descriptor", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if cerr := rc.Control(func(s uintptr) { fd, err = unix.Dup(int(s)) }); cerr != nil {
+		return -1, cerr
+	}
+	if err != nil {
+		return -1, fmt.Errorf("floor: dup: %w", err)
+	}
+	c.Close()
+	return fd, nil
+}
+
+// add queues a pair for the loop and registers its sockets; the loop
+// adopts queued pairs before it handles events.
+func (l *loop) add(down, up *side) error {
+	l.mu.Lock()
+	l.pending = append(l.pending, down, up)
+	l.npending.Add(1)
+	l.mu.Unlock()
+	for _, s := range []*side{down, up} {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(s.fd)}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+			return fmt.Errorf("floor: epoll_ctl add: %w", err)
+		}
+	}
+	// Wake the loop even if neither socket becomes readable: the
+	// handshake may have left application data inside crypto/tls.
+	return unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, up.fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLOUT, Fd: int32(up.fd)})
+}
+
+func (l *loop) adopt() {
+	l.mu.Lock()
+	p := l.pending
+	l.pending = nil
+	l.npending.Store(0)
+	l.mu.Unlock()
+	for _, s := range p {
+		for s.fd >= len(l.conns) {
+			l.conns = append(l.conns, nil)
+		}
+		l.conns[s.fd] = s
+		s.pollOut = !s.isDown // add set EPOLLOUT on the upstream side
+	}
+	for _, s := range p {
+		if s.tc != nil && !s.dead {
+			l.decrypt(s)
+		}
+	}
+}
+
+func (l *loop) run() {
+	for {
+		var n int
+		var werr error
+		err := l.rc.Read(func(uintptr) bool {
+			for {
+				n, werr = unix.EpollWait(l.epfd, l.events, 0)
+				if werr != unix.EINTR {
+					return n > 0 || werr != nil
+				}
+			}
+		})
+		if err == nil {
+			err = werr
+		}
+		if err != nil {
+			log.Fatalf("floor: epoll_wait: %v", err)
+		}
+		if l.npending.Load() > 0 {
+			l.adopt()
+		}
+		for _, ev := range l.events[:n] {
+			s := l.conns[ev.Fd]
+			if s == nil || s.dead {
+				continue
+			}
+			if ev.Events&unix.EPOLLOUT != 0 {
+				l.writeOut(s)
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !s.dead && !s.paused {
+				l.readIn(s)
+			}
+		}
+		l.flush()
+	}
+}
+
+// room returns b with at least readSize bytes of free capacity.
+func room(b []byte) []byte {
+	if cap(b)-len(b) >= readSize {
+		return b
+	}
+	nb := make([]byte, len(b), 2*cap(b)+readSize)
+	copy(nb, b)
+	return nb
+}
+
+// readIn does one read(2) on a ready socket and relays what it can.
+func (l *loop) readIn(s *side) {
+	buf := &s.in
+	if s.tc != nil {
+		if s.bc.r > 0 {
+			s.bc.buf = s.bc.buf[:copy(s.bc.buf, s.bc.buf[s.bc.r:])]
+			s.bc.r = 0
+		}
+		buf = &s.bc.buf
+	} else {
+		l.compact(s)
+	}
+	*buf = room(*buf)
+	n, err := unix.Read(s.fd, (*buf)[len(*buf):cap(*buf)])
+	if err == unix.EAGAIN || err == unix.EINTR {
+		return
+	}
+	if err != nil || n == 0 {
+		l.closePair(s) // EOF or reset: the prototype ends both connections
+		return
+	}
+	*buf = (*buf)[:len(*buf)+n]
+	if s.tc != nil {
+		l.decrypt(s)
+	} else {
+		l.relay(s)
+	}
+}
+
+// decrypt moves every complete TLS record of s's buffer into s.in and
+// relays it.
+func (l *loop) decrypt(s *side) {
+	l.compact(s)
+	for {
+		s.in = room(s.in)
+		m, err := s.tc.Read(s.in[len(s.in):cap(s.in)])
+		s.in = s.in[:len(s.in)+m]
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				l.closePair(s)
+				return
+			}
+			break
+		}
+		if m == 0 {
+			break // only for an empty p, which room rules out
+		}
+	}
+	l.relay(s)
+}
+
+func (l *loop) compact(s *side) {
+	if s.off == len(s.in) {
+		s.in, s.off = s.in[:0], 0
+	} else if s.off > 0 {
+		s.in = s.in[:copy(s.in, s.in[s.off:])]
+		s.off = 0
+	}
+}
+
+// stage queues b to be sent on s at the end of the batch.
+func (l *loop) stage(s *side, b []byte) {
+	if s.tc != nil {
+		s.pend = append(s.pend, b...)
+	} else {
+		s.out = append(s.out, b...)
+	}
+	l.markDirty(s)
+}
+
+func (l *loop) markDirty(s *side) {
+	if !s.dirty {
+		s.dirty = true
+		l.dirty = append(l.dirty, s)
+	}
+}
+
+// flush seals each dirty side's staged plaintext in one TLS record (or
+// as many as 16 KiB records take) and writes it with one write(2).
+func (l *loop) flush() {
+	for _, s := range l.dirty {
+		s.dirty = false
+		if s.dead {
+			continue
+		}
+		if s.tc != nil && len(s.pend) > 0 {
+			if _, err := s.tc.Write(s.pend); err != nil {
+				l.closePair(s)
+				continue
+			}
+			s.pend = s.pend[:0]
+		}
+		l.writeOut(s)
+	}
+	clear(l.dirty)
+	l.dirty = l.dirty[:0]
+}
+
+// writeOut writes what s has queued, waits for EPOLLOUT when the socket
+// is full, and holds s's peer while more than maxQueued waits.
+func (l *loop) writeOut(s *side) {
+	if len(s.out) > 0 {
+		n, err := unix.Write(s.fd, s.out)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			n = 0
+		} else if err != nil {
+			l.closePair(s)
+			return
+		}
+		s.out = s.out[:copy(s.out, s.out[n:])]
+	}
+	l.setPoll(s, s.paused, len(s.out) > 0)
+	l.setPoll(s.peer, len(s.out)+len(s.pend) > maxQueued, s.peer.pollOut)
+	if len(s.out) == 0 && s.closing {
+		l.closePair(s)
+	}
+}
+
+// setPoll sets which events the loop waits for on s.
+func (l *loop) setPoll(s *side, paused, pollOut bool) {
+	if s.dead || (paused == s.paused && pollOut == s.pollOut) {
+		return
+	}
+	s.paused, s.pollOut = paused, pollOut
+	ev := unix.EpollEvent{Fd: int32(s.fd)}
+	if !paused {
+		ev.Events |= unix.EPOLLIN | unix.EPOLLRDHUP
+	}
+	if pollOut {
+		ev.Events |= unix.EPOLLOUT
+	}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, s.fd, &ev); err != nil {
+		l.closePair(s)
+	}
+}
+
+func (l *loop) closePair(s *side) {
+	for _, c := range []*side{s, s.peer} {
+		if c.dead {
+			continue
+		}
+		c.dead = true
+		unix.Close(c.fd) // also leaves the epoll set: this is the socket's only descriptor
+		l.conns[c.fd] = nil
+	}
+}
