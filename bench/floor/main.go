@@ -12,19 +12,23 @@
 // and floor is what Sigil's own per-request features cost. It is not a
 // product and is not shipped.
 //
-//	floor [-loop] -mode client -listen A -upstream B -cert C -key K -bundle P -id SPIFFE-ID
-//	floor [-loop] -mode server -listen B -upstream APP -cert C -key K -bundle P -id SPIFFE-ID
+//	floor [-path h1|pollconn|loop] -mode client -listen A -upstream B -cert C -key K -bundle P -id SPIFFE-ID
+//	floor [-path h1|pollconn|loop] -mode server -listen B -upstream APP -cert C -key K -bundle P -id SPIFFE-ID
 //
 // In client mode it listens in plain HTTP/1.1 and calls B over mTLS,
 // accepting only a server whose SVID is -id; in server mode it listens
 // with mTLS, accepting only clients whose SVID is -id, and calls APP in
 // plain HTTP/1.1. Errors from the upstream are answered 502.
 //
-// With -loop it forwards on an epoll loop of its own instead of proxy/h1
-// and Go's poller (loop_linux.go): the experiment of issue 17 that asks
-// whether reading only ready sockets and driving crypto/tls from the
-// loop's buffers closes the gap to nginx. meshbench runs it as the
-// "floor-loop" setup.
+// -path chooses the data path, for the experiment of issue 17 that asks
+// whether reading only ready sockets closes the gap to nginx: h1 (the
+// default) is proxy/h1 on Go's poller, as the sidecar runs; pollconn is
+// proxy/h1 unchanged over connections read by a poller of the floor's
+// own (loopconn_linux.go), which reads a socket only when epoll says it
+// is ready; loop is an epoll loop relaying bytes with crypto/tls driven
+// from its buffers and no goroutine per connection (loop_linux.go).
+// meshbench runs them as the floor, floor-pollconn and floor-loop
+// setups.
 package main
 
 import (
@@ -57,17 +61,23 @@ func main() {
 	bundle := flag.String("bundle", "", "trust bundle, PEM")
 	id := flag.String("id", "", "the SPIFFE ID the peer must present")
 	procs := flag.Int("max-procs", 1, "GOMAXPROCS (the sidecar's default is 1)")
-	loop := flag.Bool("loop", false, "forward on the epoll-loop data path (loop_linux.go) instead of proxy/h1")
+	path := flag.String("path", "h1", "data path: h1 (proxy/h1 on Go's poller), pollconn (proxy/h1 on the floor's own poller, loopconn_linux.go) or loop (the epoll loop relaying bytes, loop_linux.go)")
 	flag.Parse()
 	// run returns only on an error: it serves until killed.
-	err := run(*mode, *listen, *upstream, *cert, *key, *bundle, *id, *procs, *loop)
+	err := run(*mode, *listen, *upstream, *cert, *key, *bundle, *id, *procs, *path)
 	fmt.Fprintln(os.Stderr, "floor:", err)
 	os.Exit(1)
 }
 
-func run(mode, listen, upstream, certFile, keyFile, bundleFile, id string, procs int, loop bool) error {
+func run(mode, listen, upstream, certFile, keyFile, bundleFile, id string, procs int, path string) error {
 	if listen == "" || upstream == "" || certFile == "" || keyFile == "" || bundleFile == "" || id == "" {
 		return fmt.Errorf("-listen, -upstream, -cert, -key, -bundle and -id are all required")
+	}
+	if path != "h1" && path != "pollconn" && path != "loop" {
+		return fmt.Errorf("-path: %q is none of h1, pollconn, loop", path)
+	}
+	if mode != "client" && mode != "server" {
+		return fmt.Errorf("-mode: %q is neither client nor server", mode)
 	}
 	runtime.GOMAXPROCS(procs)
 	peer, err := spiffeid.FromString(id)
@@ -83,43 +93,60 @@ func run(mode, listen, upstream, certFile, keyFile, bundleFile, id string, procs
 		return fmt.Errorf("-bundle: %w", err)
 	}
 	authorize := tlsconfig.AuthorizeID(peer)
+	cfg := tlsconfig.MTLSClientConfig(svid, roots, authorize)
+	if mode == "server" {
+		cfg = tlsconfig.MTLSServerConfig(svid, roots, authorize)
+	}
+	cfg.MinVersion = tls.VersionTLS13
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
-	var dial func(context.Context) (net.Conn, error)
-	switch mode {
-	case "client":
-		cfg := tlsconfig.MTLSClientConfig(svid, roots, authorize)
-		cfg.MinVersion = tls.VersionTLS13
-		if loop {
-			log.Printf("floor %s (-loop) listening on %s, upstream %s", mode, ln.Addr(), upstream)
-			return runLoop(mode, ln, cfg, upstream)
+	log.Printf("floor %s (-path %s) listening on %s, upstream %s", mode, path, ln.Addr(), upstream)
+	if path == "loop" {
+		return runLoop(mode, ln, cfg, upstream)
+	}
+	// wrap turns a connection into the one proxy/h1 works on: as it is
+	// on the h1 path, moved to the floor's poller on the pollconn path.
+	wrap := func(c net.Conn) (net.Conn, error) { return c, nil }
+	if path == "pollconn" {
+		p, err := newPoller()
+		if err != nil {
+			return err
 		}
-		d := &tls.Dialer{Config: cfg}
-		dial = func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", upstream) }
-	case "server":
-		cfg := tlsconfig.MTLSServerConfig(svid, roots, authorize)
-		cfg.MinVersion = tls.VersionTLS13
-		if loop {
-			log.Printf("floor %s (-loop) listening on %s, upstream %s", mode, ln.Addr(), upstream)
-			return runLoop(mode, ln, cfg, upstream)
+		wrap = func(c net.Conn) (net.Conn, error) { return p.wrap(c) }
+	}
+	var d net.Dialer
+	dial := func(ctx context.Context) (net.Conn, error) {
+		c, err := d.DialContext(ctx, "tcp", upstream)
+		if err != nil {
+			return nil, err
 		}
-		ln = tls.NewListener(ln, cfg)
-		var d net.Dialer
-		dial = func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", upstream) }
-	default:
-		return fmt.Errorf("-mode: %q is neither client nor server", mode)
+		if c, err = wrap(c); err != nil || mode == "server" {
+			return c, err
+		}
+		tc := tls.Client(c, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			tc.Close()
+			return nil, err
+		}
+		return tc, nil
 	}
 	cl := &h1.Client{Dial: dial, MaxIdle: 1024, IdleTimeout: 90 * time.Second}
 	srv := &h1.Server{Handler: forward(cl), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second,
 		ErrorLog: log.New(os.Stderr, "floor: ", 0)}
-	log.Printf("floor %s listening on %s, upstream %s", mode, ln.Addr(), upstream)
 	ctx := context.Background()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return err
+		}
+		if c, err = wrap(c); err != nil {
+			log.Printf("floor: %v", err)
+			continue
+		}
+		if mode == "server" {
+			c = tls.Server(c, cfg) // the handshake runs on Serve's first read
 		}
 		go srv.Serve(ctx, c)
 	}

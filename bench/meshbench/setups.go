@@ -279,8 +279,8 @@ func (e *env) ghostunnelPair(ctx context.Context) (*setup, error) {
 // crypto/tls, the peer checked by SPIFFE ID) with none of its features,
 // one core each. Sigil against floor is what the features cost; floor
 // against nginx is what Go's runtime and crypto/tls cost an HTTP proxy.
-// The setup is called name; flags go to both processes ("-loop" for the
-// floor-loop setup: the same on bench/floor's own epoll loop).
+// The setup is called name; flags go to both processes (-path for the
+// floor-pollconn and floor-loop setups).
 func (e *env) floorPair(ctx context.Context, name string, flags ...string) (*setup, error) {
 	a, b := freePort(), freePort()
 	bin := e.bin + "/floor"
