@@ -22,6 +22,8 @@ test:
 	mkdir -p $(ARTIFACTS)
 	-$(MAKE) kube-tools
 	$(GO) test $(GOFLAGS_T) -timeout 40m -artifacts -outputdir $(ARTIFACTS) $$($(GO) list ./... | grep -v /bench)
+	# The bench tools' own tests (not benchmarks: those stay in make bench).
+	$(GO) test $(GOFLAGS_T) -timeout 5m ./bench/floor/ ./bench/meshbench/
 
 ## image: the container image the Kubernetes manifests run (deploy/Dockerfile:
 ## all four binaries), tagged $(IMAGE). Not published anywhere: push it where
@@ -138,6 +140,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzGatewaysAndPorts -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzPort -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzCheckRegister -fuzztime 30s ./agent/relay/
+	$(GO) test -run '^$$' -fuzz FuzzAppendHead -fuzztime 30s ./bench/floor/
 	$(GO) test -run '^$$' -fuzz FuzzMergerAdd -fuzztime 30s ./telemetry/
 	$(GO) test -run '^$$' -fuzz FuzzRenderParams -fuzztime 30s ./deploy/
 	$(GO) test -run '^$$' -fuzz FuzzWriter -fuzztime 30s ./cmd/internal/termsafe/

@@ -14,6 +14,8 @@ func runLoop(mode string, ln net.Listener, cfg *tls.Config, upstream string) err
 
 type poller struct{}
 
-func newPoller() (*poller, error) { return nil, errors.New("floor: -path pollconn needs Linux (epoll)") }
+func newPoller() (*poller, error) {
+	return nil, errors.New("floor: -path pollconn needs Linux (epoll)")
+}
 
 func (*poller) wrap(c net.Conn) (net.Conn, error) { return c, nil }

@@ -84,6 +84,11 @@ func appendHead(dst, b []byte, isReq bool) ([]byte, head, error) {
 			return dst, h, errMalformed // also obs-fold: a line starting with SP or HTAB
 		}
 		name, value := line[:colon], trimOWS(line[colon+1:])
+		for _, c := range value {
+			if c < ' ' && c != '\t' || c == 0x7f {
+				return dst, h, errMalformed // RFC 9110 §5.5: no CTLs in a field value
+			}
+		}
 		switch {
 		case equalFold(name, "content-length"):
 			if h.contentLength >= 0 || len(value) == 0 || len(value) > 18 {
@@ -125,8 +130,8 @@ func appendHead(dst, b []byte, isReq bool) ([]byte, head, error) {
 		n++
 		off += len(line) + 2
 	}
-	if h.chunked && h.contentLength >= 0 {
-		return dst, h, errMalformed // RFC 9112 §6.3: a sender must not send both; reject
+	if h.chunked && (h.contentLength >= 0 || http10) {
+		return dst, h, errMalformed // RFC 9112 §6.3 (both) and §6.1 (chunked in HTTP/1.0): faulty framing
 	}
 	if http10 && !keepAlive {
 		h.close = true
@@ -155,11 +160,19 @@ func parseStart(line []byte, isReq bool, h *head) (http10 bool, err error) {
 			return false, errMalformed
 		}
 		method, version := line[:sp1], line[sp2+1:]
-		if bytes.IndexByte(line[sp1+1:sp2], ' ') >= 0 {
-			return false, errMalformed
-		}
 		if string(method) == "CONNECT" {
 			return false, errUnsupported
+		}
+		target := line[sp1+1 : sp2]
+		for _, c := range target {
+			if c <= ' ' || c >= 0x7f {
+				return false, errMalformed // RFC 9112 §3.2: the target is visible ASCII
+			}
+		}
+		// RFC 9112 §3.2: origin-form, absolute-form (http and https
+		// only here), or asterisk-form; authority-form is CONNECT's.
+		if target[0] != '/' && string(target) != "*" && !bytes.HasPrefix(target, []byte("http://")) && !bytes.HasPrefix(target, []byte("https://")) {
+			return false, errMalformed
 		}
 		h.isHEAD = string(method) == "HEAD"
 		return parseVersion(version)

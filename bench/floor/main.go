@@ -103,6 +103,13 @@ func run(mode, listen, upstream, certFile, keyFile, bundleFile, id string, procs
 		return err
 	}
 	log.Printf("floor %s (-path %s) listening on %s, upstream %s", mode, path, ln.Addr(), upstream)
+	return serve(mode, path, ln, cfg, upstream)
+}
+
+// serve forwards what ln accepts to upstream on the data path named
+// path, until Accept fails. In client mode the accepted connections are
+// plain and the upstream ones mTLS with cfg; in server mode the reverse.
+func serve(mode, path string, ln net.Listener, cfg *tls.Config, upstream string) error {
 	if path == "loop" {
 		return runLoop(mode, ln, cfg, upstream)
 	}

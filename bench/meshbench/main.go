@@ -199,7 +199,9 @@ func (e *env) run(ctx context.Context, rep *report, t timings, fail func(string,
 		{"sigil", func(ctx context.Context) (*setup, error) { return e.sigilPair(ctx, "api", e.backend) }},
 		{"sigil-h2", e.sigilH2Pair},
 		{"floor", func(ctx context.Context) (*setup, error) { return e.floorPair(ctx, "floor") }},
-		{"floor-pollconn", func(ctx context.Context) (*setup, error) { return e.floorPair(ctx, "floor-pollconn", "-path", "pollconn") }},
+		{"floor-pollconn", func(ctx context.Context) (*setup, error) {
+			return e.floorPair(ctx, "floor-pollconn", "-path", "pollconn")
+		}},
 		{"floor-loop", func(ctx context.Context) (*setup, error) { return e.floorPair(ctx, "floor-loop", "-path", "loop") }},
 		{"nginx", e.nginxPair},
 		{"haproxy", e.haproxyPair},

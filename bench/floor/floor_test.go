@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// testTLS returns the mTLS configurations of the pair's client and
+// server: one SVID for both, as meshbench runs them, from a CA made
+// here.
+func testTLS(t *testing.T) (client, server *tls.Config) {
+	t.Helper()
+	key := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	caKey, leafKey := key(), key()
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	id := spiffeid.RequireFromString("spiffe://example.org/ns/bench/sa/bench")
+	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		URIs: []*url.URL{id.URL()}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, leafKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(leafDER)
+	svid := &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf}, PrivateKey: leafKey}
+	roots := x509bundle.FromX509Authorities(id.TrustDomain(), []*x509.Certificate{ca})
+	client = tlsconfig.MTLSClientConfig(svid, roots, tlsconfig.AuthorizeID(id))
+	server = tlsconfig.MTLSServerConfig(svid, roots, tlsconfig.AuthorizeID(id))
+	client.MinVersion, server.MinVersion = tls.VersionTLS13, tls.VersionTLS13
+	return client, server
+}
+
+// startPair runs a floor pair on path in front of backend and returns
+// the client side's address (plain HTTP/1.1).
+func startPair(t *testing.T, path, backend string) string {
+	t.Helper()
+	cliCfg, srvCfg := testTLS(t)
+	lnS, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lnC, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lnS.Close(); lnC.Close() })
+	go serve("server", path, lnS, srvCfg, backend)
+	go serve("client", path, lnC, cliCfg, lnS.Addr().String())
+	return lnC.Addr().String()
+}
+
+// backend answers what the pair's tests ask of an app.
+func backend(t *testing.T) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		// Which of the hop-by-hop fields the client sent arrived.
+		for _, h := range []string{"Keep-Alive", "X-Named-Hop", "Upgrade", "Proxy-Connection"} {
+			if r.Header.Get(h) != "" {
+				w.Header().Add("X-Arrived", h)
+			}
+		}
+		w.Header().Set("X-End-To-End", r.Header.Get("X-End-To-End"))
+		io.WriteString(w, strings.Repeat("x", 1024))
+	})
+	mux.HandleFunc("/sum", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
+	})
+	mux.HandleFunc("/chunked", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		for i := range 5 {
+			fmt.Fprintf(w, "part %d;", i)
+			w.(http.Flusher).Flush()
+		}
+		w.Header().Set("X-Checksum", "done")
+	})
+	mux.HandleFunc("/empty", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	s := httptest.NewServer(mux)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// TestFloorPaths holds the three data paths of the floor to HTTP/1.1's
+// framing and a proxy's duties, with net/http as the client and app:
+// keep-alive, hop-by-hop fields removed, bodies of known length and
+// chunked both ways with trailers, HEAD and 204 without bodies,
+// pipelined requests answered in order, Connection: close, and a
+// malformed head refused.
+func TestFloorPaths(t *testing.T) {
+	app := backend(t)
+	appAddr := strings.TrimPrefix(app.URL, "http://")
+	for _, path := range []string{"h1", "pollconn", "loop"} {
+		t.Run(path, func(t *testing.T) {
+			addr := startPair(t, path, appAddr)
+			tr := &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			base := "http://" + addr
+
+			for i := range 20 {
+				req, _ := http.NewRequest("GET", base+"/echo", nil)
+				req.Header.Set("Connection", "X-Named-Hop")
+				req.Header.Set("X-Named-Hop", "1")
+				req.Header.Set("Keep-Alive", "timeout=5")
+				req.Header.Set("X-End-To-End", fmt.Sprint(i))
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatalf("GET %d: %v", i, err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || len(body) != 1024 || resp.Header.Get("X-End-To-End") != fmt.Sprint(i) {
+					t.Fatalf("GET %d: %d, %d bytes, X-End-To-End %q", i, resp.StatusCode, len(body), resp.Header.Get("X-End-To-End"))
+				}
+				if a := resp.Header.Values("X-Arrived"); len(a) > 0 {
+					t.Fatalf("hop-by-hop fields reached the app: %v", a)
+				}
+			}
+
+			payload := bytes.Repeat([]byte("0123456789abcdef"), 8<<10) // 128 KiB
+			want := fmt.Sprintf("%d %x", len(payload), sha256.Sum256(payload))
+			for _, chunked := range []bool{false, true} {
+				var body io.Reader = bytes.NewReader(payload)
+				if chunked {
+					body = io.MultiReader(body) // unknown length: net/http sends it chunked
+				}
+				resp, err := c.Post(base+"/sum", "application/octet-stream", body)
+				if err != nil {
+					t.Fatalf("POST (chunked %v): %v", chunked, err)
+				}
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(got) != want {
+					t.Fatalf("POST (chunked %v): app saw %q, want %q", chunked, got, want)
+				}
+			}
+
+			resp, err := c.Get(base + "/chunked")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(got) != "part 0;part 1;part 2;part 3;part 4;" || resp.Trailer.Get("X-Checksum") != "done" {
+				t.Fatalf("chunked response: %q, trailer %v", got, resp.Trailer)
+			}
+
+			for _, tc := range []struct{ method, path string }{{"HEAD", "/echo"}, {"GET", "/empty"}} {
+				req, _ := http.NewRequest(tc.method, base+tc.path, nil)
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatalf("%s %s: %v", tc.method, tc.path, err)
+				}
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if len(got) != 0 {
+					t.Fatalf("%s %s: body of %d bytes", tc.method, tc.path, len(got))
+				}
+			}
+
+			// Raw connection: two pipelined requests, the second asking to close.
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(conn, "GET /echo HTTP/1.1\r\nHost: a\r\nX-End-To-End: one\r\n\r\nGET /echo HTTP/1.1\r\nHost: a\r\nX-End-To-End: two\r\nConnection: close\r\n\r\n")
+			br := bufio.NewReader(conn)
+			for _, want := range []string{"one", "two"} {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("pipelined %s: %v", want, err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				if resp.Header.Get("X-End-To-End") != want {
+					t.Fatalf("pipelined: got the answer to %q, want %q", resp.Header.Get("X-End-To-End"), want)
+				}
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Fatalf("after Connection: close: %v, want EOF", err)
+			}
+
+			bad, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer bad.Close()
+			bad.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(bad, "GET /echo HTTP/1.1\r\nHost: a\r\n folded: no\r\n\r\n")
+			resp, err = http.ReadResponse(bufio.NewReader(bad), nil)
+			if err != nil {
+				t.Fatalf("malformed head: %v", err)
+			}
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("malformed head: status %d, want 400", resp.StatusCode)
+			}
+		})
+	}
+}

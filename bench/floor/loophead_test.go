@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// FuzzAppendHead holds the -loop path's head rewriting to net/http: a
+// request head appendHead accepts is one net/http reads, and what it
+// forwards reads back in net/http as the same method, target, version
+// and end-to-end fields, with every hop-by-hop field gone.
+func FuzzAppendHead(f *testing.F) {
+	for _, s := range []string{
+		"GET /echo?size=1024 HTTP/1.1\r\nHost: a\r\nUser-Agent: fortio\r\n\r\n",
+		"POST /sum HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTE: trailers\r\n\r\n",
+		"PUT /x HTTP/1.0\r\nHost: a\r\nContent-Length: 0\r\nKeep-Alive: 5\r\n\r\n",
+		"PUT /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"HEAD / HTTP/1.1\r\nHost: a\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		end := bytes.Index(b, []byte("\r\n\r\n"))
+		if end < 0 {
+			return
+		}
+		b = b[:end+4]
+		out, h, err := appendHead(nil, b, true)
+		if err != nil {
+			return
+		}
+		orig, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(b)))
+		if err != nil {
+			t.Fatalf("appendHead accepted a head net/http refuses (%v):\n%q", err, b)
+		}
+		fwd, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(out)))
+		if err != nil {
+			t.Fatalf("net/http refuses the forwarded head (%v):\n%q\nfrom %q", err, out, b)
+		}
+		if fwd.Method != orig.Method || fwd.RequestURI != orig.RequestURI || fwd.Proto != orig.Proto {
+			t.Fatalf("forwarded %s %s %s, came %s %s %s", fwd.Method, fwd.RequestURI, fwd.Proto, orig.Method, orig.RequestURI, orig.Proto)
+		}
+		if h.isHEAD != (orig.Method == "HEAD") || h.chunked != slices.Contains(orig.TransferEncoding, "chunked") {
+			t.Fatalf("framing %+v for %q", h, b)
+		}
+		if !h.chunked && orig.ContentLength != max(h.contentLength, 0) {
+			t.Fatalf("Content-Length %d, net/http read %d", h.contentLength, orig.ContentLength)
+		}
+		named := map[string]bool{}
+		for _, v := range orig.Header.Values("Connection") {
+			for tok := range strings.SplitSeq(v, ",") {
+				named[http.CanonicalHeaderKey(strings.TrimSpace(tok))] = true
+			}
+		}
+		for k, v := range orig.Header {
+			hop := named[k] || slices.ContainsFunc(hopHeaders, func(h string) bool { return strings.EqualFold(h, k) })
+			switch got := fwd.Header[k]; {
+			case hop && len(got) > 0:
+				t.Fatalf("hop-by-hop %s forwarded: %q", k, out)
+			case !hop && !slices.Equal(got, v):
+				t.Fatalf("%s: forwarded %q, came %q", k, got, v)
+			}
+		}
+	})
+}
+
+// TestAppendHeadRefuses lists heads the -loop path must not forward.
+func TestAppendHeadRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		head string
+		want error
+	}{
+		{"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", errMalformed},
+		{"GET / HTTP/1.1\nHost: a\r\n\r\n", errMalformed},
+		{"GET / HTTP/1.1\r\nHost : a\r\n\r\n", errMalformed},
+		{"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", errMalformed},
+		{"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", errMalformed},
+		{"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", errMalformed},
+		{"GET / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", errUnsupported},
+		{"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", errMalformed},
+		{"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", errUnsupported},
+		{"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", errUnsupported},
+		{"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n", errMalformed},
+		{"GET / HTTP/2.0\r\nHost: a\r\n\r\n", errMalformed},
+		{"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", errMalformed},
+	} {
+		if _, _, err := appendHead(nil, []byte(tc.head), true); err != tc.want {
+			t.Errorf("%q: %v, want %v", tc.head, err, tc.want)
+		}
+	}
+}
