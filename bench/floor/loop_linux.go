@@ -143,6 +143,7 @@ func (b *bufConn) setDeadline(t time.Time) error {
 // loop owns the forwarded sockets after their handshakes.
 type loop struct {
 	epfd     int
+	wakefd   int // an eventfd in the epoll set: add writes it
 	rc       syscall.RawConn
 	events   []unix.EpollEvent
 	conns    []*side // by fd
@@ -160,12 +161,19 @@ func newLoop() (*loop, error) {
 	if err := unix.SetNonblock(epfd, true); err != nil {
 		return nil, fmt.Errorf("floor: epoll fd nonblocking: %w", err)
 	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("floor: eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}); err != nil {
+		return nil, fmt.Errorf("floor: epoll_ctl add eventfd: %w", err)
+	}
 	f := os.NewFile(uintptr(epfd), "epoll") // registered with Go's poller: nonblocking
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("floor: epoll fd: %w", err)
 	}
-	return &loop{epfd: epfd, rc: rc, events: make([]unix.EpollEvent, 256)}, nil
+	return &loop{epfd: epfd, wakefd: wakefd, rc: rc, events: make([]unix.EpollEvent, 256)}, nil
 }
 
 // runLoop serves ln with the -loop data path until Accept fails. In
@@ -257,22 +265,30 @@ func takeFD(c net.Conn) (int, error) {
 	return fd, nil
 }
 
-// add queues a pair for the loop and registers its sockets; the loop
-// adopts queued pairs before it handles events.
+// add registers a pair's sockets and queues the pair for the loop,
+// which adopts queued pairs before it handles events. The sockets are in
+// the epoll set before the loop can adopt them (it changes their events
+// once it has); an event that comes before the adoption is reported
+// again, level-triggered.
 func (l *loop) add(down, up *side) error {
+	for _, s := range []*side{down, up} {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(s.fd)}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+			unix.Close(down.fd)
+			unix.Close(up.fd)
+			return fmt.Errorf("floor: epoll_ctl add: %w", err)
+		}
+	}
 	l.mu.Lock()
 	l.pending = append(l.pending, down, up)
 	l.npending.Add(1)
 	l.mu.Unlock()
-	for _, s := range []*side{down, up} {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(s.fd)}
-		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
-			return fmt.Errorf("floor: epoll_ctl add: %w", err)
-		}
-	}
 	// Wake the loop even if neither socket becomes readable: the
 	// handshake may have left application data inside crypto/tls.
-	return unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, up.fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLOUT, Fd: int32(up.fd)})
+	if _, err := unix.Write(l.wakefd, []byte{1, 0, 0, 0, 0, 0, 0, 0}); err != nil && err != unix.EAGAIN {
+		return fmt.Errorf("floor: waking the loop: %w", err)
+	}
+	return nil
 }
 
 func (l *loop) adopt() {
@@ -286,7 +302,6 @@ func (l *loop) adopt() {
 			l.conns = append(l.conns, nil)
 		}
 		l.conns[s.fd] = s
-		s.pollOut = !s.isDown // add set EPOLLOUT on the upstream side
 	}
 	for _, s := range p {
 		if s.tc != nil && !s.dead {
@@ -317,6 +332,14 @@ func (l *loop) run() {
 			l.adopt()
 		}
 		for _, ev := range l.events[:n] {
+			if int(ev.Fd) == l.wakefd {
+				var b [8]byte
+				unix.Read(l.wakefd, b[:]) // reset the counter: adopt has run
+				continue
+			}
+			if int(ev.Fd) >= len(l.conns) {
+				continue // not adopted yet: reported again
+			}
 			s := l.conns[ev.Fd]
 			if s == nil || s.dead {
 				continue
