@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"testing"
@@ -88,12 +89,16 @@ func backend(t *testing.T) *httptest.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		// Which of the hop-by-hop fields the client sent arrived.
-		for _, h := range []string{"Keep-Alive", "X-Named-Hop", "Upgrade", "Proxy-Connection"} {
+		for _, h := range []string{"Keep-Alive", "X-Named-Hop", "Proxy-Connection"} {
 			if r.Header.Get(h) != "" {
 				w.Header().Add("X-Arrived", h)
 			}
 		}
 		w.Header().Set("X-End-To-End", r.Header.Get("X-End-To-End"))
+		// Hop-by-hop fields of the answer, for the proxy to remove.
+		w.Header().Set("Connection", "X-Answer-Hop")
+		w.Header().Set("X-Answer-Hop", "1")
+		w.Header().Set("Keep-Alive", "timeout=5")
 		io.WriteString(w, strings.Repeat("x", 1024))
 	})
 	mux.HandleFunc("/sum", func(w http.ResponseWriter, r *http.Request) {
@@ -103,7 +108,7 @@ func backend(t *testing.T) *httptest.Server {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
+		fmt.Fprintf(w, "%d %x %s", n, h.Sum(nil), r.Trailer.Get("X-Request-Trailer"))
 	})
 	mux.HandleFunc("/chunked", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Trailer", "X-Checksum")
@@ -121,10 +126,11 @@ func backend(t *testing.T) *httptest.Server {
 
 // TestFloorPaths holds the three data paths of the floor to HTTP/1.1's
 // framing and a proxy's duties, with net/http as the client and app:
-// keep-alive, hop-by-hop fields removed, bodies of known length and
-// chunked both ways with trailers, HEAD and 204 without bodies,
-// pipelined requests answered in order, Connection: close, and a
-// malformed head refused.
+// keep-alive (connections reused), hop-by-hop fields removed both ways,
+// bodies of known length and chunked both ways with trailers both ways,
+// HEAD and 204 without bodies (the next answer on the connection is
+// whole), pipelined requests answered in order, Connection: close, and
+// a malformed head refused.
 func TestFloorPaths(t *testing.T) {
 	app := backend(t)
 	appAddr := strings.TrimPrefix(app.URL, "http://")
@@ -135,14 +141,21 @@ func TestFloorPaths(t *testing.T) {
 			defer tr.CloseIdleConnections()
 			c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 			base := "http://" + addr
+			// reused reports whether req went on a kept-alive connection.
+			var reused bool
+			traced := func(req *http.Request) *http.Request {
+				return req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+					GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}))
+			}
 
 			for i := range 20 {
 				req, _ := http.NewRequest("GET", base+"/echo", nil)
 				req.Header.Set("Connection", "X-Named-Hop")
 				req.Header.Set("X-Named-Hop", "1")
 				req.Header.Set("Keep-Alive", "timeout=5")
+				req.Header.Set("Proxy-Connection", "keep-alive")
 				req.Header.Set("X-End-To-End", fmt.Sprint(i))
-				resp, err := c.Do(req)
+				resp, err := c.Do(traced(req))
 				if err != nil {
 					t.Fatalf("GET %d: %v", i, err)
 				}
@@ -154,16 +167,25 @@ func TestFloorPaths(t *testing.T) {
 				if a := resp.Header.Values("X-Arrived"); len(a) > 0 {
 					t.Fatalf("hop-by-hop fields reached the app: %v", a)
 				}
+				if resp.Header.Get("X-Answer-Hop") != "" || resp.Header.Get("Keep-Alive") != "" {
+					t.Fatalf("hop-by-hop fields of the answer reached the client: %v", resp.Header)
+				}
+				if i > 0 && !reused {
+					t.Fatalf("GET %d went on a new connection: keep-alive broken", i)
+				}
 			}
 
 			payload := bytes.Repeat([]byte("0123456789abcdef"), 8<<10) // 128 KiB
-			want := fmt.Sprintf("%d %x", len(payload), sha256.Sum256(payload))
 			for _, chunked := range []bool{false, true} {
 				var body io.Reader = bytes.NewReader(payload)
+				want := fmt.Sprintf("%d %x ", len(payload), sha256.Sum256(payload))
+				req, _ := http.NewRequest("POST", base+"/sum", body)
 				if chunked {
-					body = io.MultiReader(body) // unknown length: net/http sends it chunked
+					req.ContentLength = -1 // unknown length: net/http sends it chunked, with the trailer
+					req.Trailer = http.Header{"X-Request-Trailer": {"sent"}}
+					want += "sent"
 				}
-				resp, err := c.Post(base+"/sum", "application/octet-stream", body)
+				resp, err := c.Do(req)
 				if err != nil {
 					t.Fatalf("POST (chunked %v): %v", chunked, err)
 				}
@@ -184,16 +206,26 @@ func TestFloorPaths(t *testing.T) {
 				t.Fatalf("chunked response: %q, trailer %v", got, resp.Trailer)
 			}
 
+			// A bodiless answer (HEAD's, 204) ends where its head does:
+			// the next request on the connection gets its own answer.
 			for _, tc := range []struct{ method, path string }{{"HEAD", "/echo"}, {"GET", "/empty"}} {
 				req, _ := http.NewRequest(tc.method, base+tc.path, nil)
 				resp, err := c.Do(req)
 				if err != nil {
 					t.Fatalf("%s %s: %v", tc.method, tc.path, err)
 				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				req, _ = http.NewRequest("GET", base+"/echo", nil)
+				req.Header.Set("X-End-To-End", "after "+tc.method)
+				resp, err = c.Do(traced(req))
+				if err != nil {
+					t.Fatalf("GET after %s %s: %v", tc.method, tc.path, err)
+				}
 				got, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if len(got) != 0 {
-					t.Fatalf("%s %s: body of %d bytes", tc.method, tc.path, len(got))
+				if !reused || len(got) != 1024 || resp.Header.Get("X-End-To-End") != "after "+tc.method {
+					t.Fatalf("GET after %s %s: reused %v, %d bytes, answer to %q", tc.method, tc.path, reused, len(got), resp.Header.Get("X-End-To-End"))
 				}
 			}
 

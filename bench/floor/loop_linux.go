@@ -255,7 +255,7 @@ func takeFD(c net.Conn) (int, error) {
 		return -1, err
 	}
 	fd := -1
-	if cerr := rc.Control(func(s uintptr) { fd, err = unix.Dup(int(s)) }); cerr != nil {
+	if cerr := rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil {
 		return -1, cerr
 	}
 	if err != nil {
@@ -338,7 +338,7 @@ func (l *loop) run() {
 				continue
 			}
 			if int(ev.Fd) >= len(l.conns) {
-				continue // not adopted yet: reported again
+				continue // not adopted yet: reported again (add queues it right after registering it)
 			}
 			s := l.conns[ev.Fd]
 			if s == nil || s.dead {
@@ -347,7 +347,13 @@ func (l *loop) run() {
 			if ev.Events&unix.EPOLLOUT != 0 {
 				l.writeOut(s)
 			}
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !s.dead && !s.paused {
+			switch {
+			case s.dead:
+			case ev.Events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 && s.paused:
+				// Reported even when not asked for: the socket is gone
+				// both ways (or failed), and a held side would spin.
+				l.closePair(s)
+			case ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !s.paused:
 				l.readIn(s)
 			}
 		}
@@ -477,7 +483,7 @@ func (l *loop) writeOut(s *side) {
 		s.out = s.out[:copy(s.out, s.out[n:])]
 	}
 	l.setPoll(s, s.paused, len(s.out) > 0)
-	l.setPoll(s.peer, len(s.out)+len(s.pend) > maxQueued, s.peer.pollOut)
+	l.hold(s.peer)
 	if len(s.out) == 0 && s.closing {
 		l.closePair(s)
 	}

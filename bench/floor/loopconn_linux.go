@@ -76,6 +76,7 @@ func (p *poller) wrap(c net.Conn) (*pollConn, error) {
 	local, peer := c.LocalAddr(), c.RemoteAddr()
 	fd, err := takeFD(c)
 	if err != nil {
+		c.Close()
 		return nil, err
 	}
 	pc := &pollConn{p: p, fd: fd, local: local, peer: peer, ready: make(chan struct{}, 1), writable: make(chan struct{}, 1)}
@@ -124,7 +125,9 @@ func (p *poller) run() {
 				default:
 				}
 			}
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			if ev.Events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				pc.drain() // reported even when not asked for: it would spin
+			} else if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0 {
 				pc.fill()
 			}
 		}
@@ -176,8 +179,45 @@ func (pc *pollConn) fill() {
 
 // setEventsLocked sets what the poller waits for on pc's socket: input
 // unless paused or ended, output while a Write waits.
+// drain reads what is left on a socket that hung up or failed, whatever
+// the buffer holds (a hang-up bounds it by the socket's receive
+// buffer), until the end, then takes the socket out of the set.
+func (pc *pollConn) drain() {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	for !pc.closed && pc.err == nil {
+		pc.buf = room(pc.buf)
+		n, err := unix.Read(pc.fd, pc.buf[len(pc.buf):cap(pc.buf)])
+		switch {
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			pc.err = io.ErrUnexpectedEOF // hung up with nothing left: the peer is gone
+		case err != nil:
+			pc.err = os.NewSyscallError("read", err)
+		case n == 0:
+			pc.err = io.EOF
+		default:
+			pc.buf = pc.buf[:len(pc.buf)+n]
+		}
+	}
+	pc.paused = false
+	pc.setEventsLocked()
+	if pc.waiting {
+		select {
+		case pc.ready <- struct{}{}:
+		default:
+		}
+	}
+}
+
 func (pc *pollConn) setEventsLocked() {
 	if pc.closed {
+		return
+	}
+	if pc.err != nil && !pc.pollOut {
+		// Nothing more to read and no Write waiting: out of the set, so
+		// that the hang-up epoll reports unasked does not spin the poller.
+		unix.EpollCtl(pc.p.epfd, unix.EPOLL_CTL_DEL, pc.fd, nil)
 		return
 	}
 	ev := unix.EpollEvent{Fd: int32(pc.fd)}
@@ -301,7 +341,7 @@ func (pc *pollConn) Close() error {
 	}
 	pc.wmu.Lock() // a parked Write has seen closed and left
 	defer pc.wmu.Unlock()
-	pc.p.mu.Lock() // and the poller is not inside a batch: the number is not reused under it
+	pc.p.mu.Lock() // and the poller is not inside a batch (an event of a batch for a number reused since is harmless: a fill that finds nothing)
 	defer pc.p.mu.Unlock()
 	delete(pc.p.conns, int32(pc.fd))
 	return unix.Close(pc.fd) // also leaves the epoll set: the socket's only descriptor

@@ -13,8 +13,9 @@ import (
 // verbatim), without building an http.Request. It is what the prototype
 // needs to carry the bench's traffic and keep HTTP/1.1's framing right;
 // it is not proxy/h1's strict parser (no request-target normalization,
-// no Upgrade or CONNECT, no read-until-close responses), and says so
-// with an error where a message needs what it lacks.
+// no HTTP/1.0 requests, no Upgrade or CONNECT, no read-until-close
+// responses, no timeouts), and says so with an error where a message
+// needs what it lacks.
 
 // maxHead bounds a message head, in bytes (proxy/h1's default).
 const maxHead = 64 << 10
@@ -24,7 +25,7 @@ const maxHeaders = 100
 
 var (
 	errMalformed   = errors.New("floor: malformed message head")
-	errUnsupported = errors.New("floor: message needs what the -loop path does not do (Upgrade, CONNECT, a transfer coding other than chunked, a read-until-close body)")
+	errUnsupported = errors.New("floor: message needs what the -loop path does not do (HTTP/1.0, Upgrade, CONNECT, a transfer coding other than chunked, a read-until-close body)")
 	errHeadTooBig  = errors.New("floor: message head over 64 KiB")
 )
 
@@ -118,6 +119,10 @@ func appendHead(dst, b []byte, isReq bool) ([]byte, head, error) {
 					keepAlive = true
 				case equalFold(tok, "upgrade"):
 					return dst, h, errUnsupported
+				case equalFold(tok, "content-length"), equalFold(tok, "transfer-encoding"), equalFold(tok, "host"):
+					// Dropping these would frame (or route) the message
+					// differently at the next hop than here: refused.
+					return dst, h, errMalformed
 				case ndrop == len(drop):
 					return dst, h, errMalformed
 				default:
@@ -175,7 +180,14 @@ func parseStart(line []byte, isReq bool, h *head) (http10 bool, err error) {
 			return false, errMalformed
 		}
 		h.isHEAD = string(method) == "HEAD"
-		return parseVersion(version)
+		http10, err := parseVersion(version)
+		if http10 {
+			// A proxy sends its own version (RFC 9110 §6.2), and an
+			// HTTP/1.0 client cannot take a chunked answer: re-framing
+			// is more than the prototype does.
+			return false, errUnsupported
+		}
+		return http10, err
 	}
 	if len(line) < 12 || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
 		return false, errMalformed
@@ -203,13 +215,13 @@ func parseVersion(v []byte) (http10 bool, err error) {
 	return false, errMalformed
 }
 
-// chunkSize parses a chunk-size line without its CRLF (RFC 9112 §7.1:
-// hex digits, then optional ";" extensions, passed through unread).
+// chunkSize parses a chunk-size line without its CRLF (RFC 9112 §7.1):
+// hex digits, then optionally ";" and extensions, passed through unread.
+// Whitespace around the size is refused, as net/http refuses it.
 func chunkSize(line []byte) (int64, error) {
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
 		line = line[:i]
 	}
-	line = trimOWS(line)
 	if len(line) == 0 || len(line) > 15 {
 		return 0, fmt.Errorf("%w: chunk size %q", errMalformed, line)
 	}
@@ -227,6 +239,27 @@ func chunkSize(line []byte) (int64, error) {
 		}
 	}
 	return v, nil
+}
+
+// checkTrailer checks one trailer field line (without its CRLF): a
+// token name and a value without CTLs, and not a field that frames,
+// routes or is hop-by-hop (RFC 9110 §6.5.1), which is refused rather
+// than forwarded.
+func checkTrailer(line []byte) error {
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 || !isToken(line[:colon]) {
+		return errMalformed
+	}
+	name := line[:colon]
+	if isHop(name, nil) || equalFold(name, "content-length") || equalFold(name, "transfer-encoding") || equalFold(name, "host") {
+		return errMalformed
+	}
+	for _, c := range line[colon+1:] {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return errMalformed
+		}
+	}
+	return nil
 }
 
 var crlf = []byte("\r\n")

@@ -44,28 +44,83 @@ func FuzzAppendHead(f *testing.F) {
 		if fwd.Method != orig.Method || fwd.RequestURI != orig.RequestURI || fwd.Proto != orig.Proto {
 			t.Fatalf("forwarded %s %s %s, came %s %s %s", fwd.Method, fwd.RequestURI, fwd.Proto, orig.Method, orig.RequestURI, orig.Proto)
 		}
-		if h.isHEAD != (orig.Method == "HEAD") || h.chunked != slices.Contains(orig.TransferEncoding, "chunked") {
+		if h.isHEAD != (orig.Method == "HEAD") {
 			t.Fatalf("framing %+v for %q", h, b)
 		}
-		if !h.chunked && orig.ContentLength != max(h.contentLength, 0) {
-			t.Fatalf("Content-Length %d, net/http read %d", h.contentLength, orig.ContentLength)
-		}
-		named := map[string]bool{}
-		for _, v := range orig.Header.Values("Connection") {
-			for tok := range strings.SplitSeq(v, ",") {
-				named[http.CanonicalHeaderKey(strings.TrimSpace(tok))] = true
+		for _, r := range []*http.Request{orig, fwd} { // the framing here, the app's and the next hop's agree
+			if h.chunked != slices.Contains(r.TransferEncoding, "chunked") || !h.chunked && r.ContentLength != max(h.contentLength, 0) {
+				t.Fatalf("framing %+v here, net/http reads Content-Length %d, Transfer-Encoding %v:\n%q\nforwarded %q", h, r.ContentLength, r.TransferEncoding, b, out)
 			}
 		}
-		for k, v := range orig.Header {
-			hop := named[k] || slices.ContainsFunc(hopHeaders, func(h string) bool { return strings.EqualFold(h, k) })
-			switch got := fwd.Header[k]; {
-			case hop && len(got) > 0:
-				t.Fatalf("hop-by-hop %s forwarded: %q", k, out)
-			case !hop && !slices.Equal(got, v):
-				t.Fatalf("%s: forwarded %q, came %q", k, got, v)
-			}
-		}
+		checkForwarded(t, orig.Header, fwd.Header, out)
 	})
+}
+
+// FuzzAppendResponseHead is FuzzAppendHead for answers: a status line
+// and fields appendHead accepts are ones net/http reads, forwarded with
+// the same status, framing and end-to-end fields, and no hop-by-hop one.
+func FuzzAppendResponseHead(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\nKeep-Alive: timeout=5\r\n\r\n",
+		"HTTP/1.1 100 Continue\r\n\r\n",
+		"HTTP/1.0 204 No Content\r\nConnection: keep-alive\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		end := bytes.Index(b, []byte("\r\n\r\n"))
+		if end < 0 {
+			return
+		}
+		b = b[:end+4]
+		out, h, err := appendHead(nil, b, false)
+		if err != nil {
+			return
+		}
+		req := &http.Request{Method: "GET"}
+		orig, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(b)), req)
+		if err != nil {
+			t.Fatalf("appendHead accepted an answer net/http refuses (%v):\n%q", err, b)
+		}
+		fwd, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(out)), req)
+		if err != nil {
+			t.Fatalf("net/http refuses the forwarded answer (%v):\n%q\nfrom %q", err, out, b)
+		}
+		if fwd.StatusCode != orig.StatusCode || fwd.StatusCode != h.status {
+			t.Fatalf("status %d forwarded as %d (head says %d)", orig.StatusCode, fwd.StatusCode, h.status)
+		}
+		if bodied := h.status >= 200 && h.status != 204 && h.status != 304; bodied {
+			for _, r := range []*http.Response{orig, fwd} {
+				if h.chunked != slices.Contains(r.TransferEncoding, "chunked") || !h.chunked && h.contentLength >= 0 && r.ContentLength != h.contentLength {
+					t.Fatalf("framing %+v here, net/http reads Content-Length %d, Transfer-Encoding %v:\n%q\nforwarded %q", h, r.ContentLength, r.TransferEncoding, b, out)
+				}
+			}
+		}
+		checkForwarded(t, orig.Header, fwd.Header, out)
+	})
+}
+
+// checkForwarded fails t if a hop-by-hop field of orig (RFC 9110
+// §7.6.1, or named by its Connection field) is in fwd, or an end-to-end
+// one is not there as it came.
+func checkForwarded(t *testing.T, orig, fwd http.Header, out []byte) {
+	t.Helper()
+	named := map[string]bool{}
+	for _, v := range orig.Values("Connection") {
+		for tok := range strings.SplitSeq(v, ",") {
+			named[http.CanonicalHeaderKey(strings.TrimSpace(tok))] = true
+		}
+	}
+	for k, v := range orig {
+		hop := named[k] || slices.ContainsFunc(hopHeaders, func(h string) bool { return strings.EqualFold(h, k) })
+		switch got := fwd[k]; {
+		case hop && len(got) > 0:
+			t.Fatalf("hop-by-hop %s forwarded: %q", k, out)
+		case !hop && !slices.Equal(got, v):
+			t.Fatalf("%s: forwarded %q, came %q", k, got, v)
+		}
+	}
 }
 
 // TestAppendHeadRefuses lists heads the -loop path must not forward.
@@ -81,7 +136,10 @@ func TestAppendHeadRefuses(t *testing.T) {
 		{"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", errMalformed},
 		{"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", errMalformed},
 		{"GET / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", errUnsupported},
-		{"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", errMalformed},
+		{"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", errUnsupported},
+		{"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", errUnsupported},
+		{"POST / HTTP/1.1\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n", errMalformed},
+		{"POST / HTTP/1.1\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n", errMalformed},
 		{"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", errUnsupported},
 		{"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", errUnsupported},
 		{"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n", errMalformed},

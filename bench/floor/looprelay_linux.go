@@ -16,10 +16,15 @@ func (l *loop) relay(s *side) {
 		l.fail(s, err)
 		return
 	}
-	// Hold s while too much of it waits: pipelined requests behind the
-	// exchange in flight, or a peer that does not take what it is sent.
+	l.hold(s)
+}
+
+// hold stops reading s while too much of it waits: pipelined requests
+// behind the exchange in flight, or a peer that does not take what it is
+// sent; and reads it again when neither is so.
+func (l *loop) hold(s *side) {
 	p := s.peer
-	l.setPoll(s, len(s.in)-s.off > maxQueued || len(p.out)+len(p.pend) > maxQueued, s.pollOut)
+	l.setPoll(s, len(s.in)-s.off > maxQueued || len(p.out)+len(p.pend) > maxQueued || s.closing, s.pollOut)
 }
 
 // stageBuf is where plaintext for s is staged.
@@ -36,15 +41,15 @@ func (l *loop) relayMessages(s *side) error {
 		b := s.in[s.off:]
 		switch s.state {
 		case stHead:
-			if s.isDown && s.x.awaiting {
-				return nil // one exchange at a time: a pipelined request waits for the response
+			if s.isDown && (s.x.awaiting || s.closing) {
+				return nil // one exchange at a time: a pipelined request waits for the response; none after a close
 			}
 			i := bytes.Index(b, crlfcrlf)
-			if i < 0 {
-				if len(b) > maxHead {
-					return errHeadTooBig
-				}
+			if i < 0 && len(b) <= maxHead {
 				return nil
+			}
+			if i < 0 || i+4 > maxHead {
+				return errHeadTooBig
 			}
 			dst := stageBuf(p)
 			var h head
@@ -88,7 +93,7 @@ func (l *loop) relayMessages(s *side) error {
 				return nil
 			}
 			line, _, ok := cutCRLF(b[:i+1])
-			if !ok {
+			if !ok || s.state == stTrailer && len(line) > 0 && checkTrailer(line) != nil {
 				return errMalformed
 			}
 			l.stage(p, b[:i+1])
@@ -96,7 +101,7 @@ func (l *loop) relayMessages(s *side) error {
 			switch {
 			case s.state == stTrailer:
 				if len(line) == 0 {
-					l.endMessage(s) // trailer fields pass through as they came
+					l.endMessage(s)
 				}
 			default:
 				size, err := chunkSize(line)
@@ -188,5 +193,5 @@ func (l *loop) fail(s *side, err error) {
 	}
 	l.stage(s, []byte("HTTP/1.1 "+status+"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
 	s.closing = true
-	l.setPoll(s, true, s.pollOut)
+	l.hold(s)
 }
