@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -310,24 +311,30 @@ func (l *loop) adopt() {
 	}
 }
 
+// wait returns the number of ready events of epfd, stored in events,
+// once there is at least one; until then the goroutine is parked in Go's
+// poller (rc is epfd's), never in epoll_wait. An error of either ends
+// the floor.
+func wait(rc syscall.RawConn, epfd int, events []unix.EpollEvent) int {
+	var n int
+	var werr error
+	err := rc.Read(func(uintptr) bool {
+		for {
+			n, werr = unix.EpollWait(epfd, events, 0)
+			if werr != unix.EINTR {
+				return n > 0 || werr != nil
+			}
+		}
+	})
+	if err = cmp.Or(err, werr); err != nil {
+		log.Fatalf("floor: epoll_wait: %v", err)
+	}
+	return n
+}
+
 func (l *loop) run() {
 	for {
-		var n int
-		var werr error
-		err := l.rc.Read(func(uintptr) bool {
-			for {
-				n, werr = unix.EpollWait(l.epfd, l.events, 0)
-				if werr != unix.EINTR {
-					return n > 0 || werr != nil
-				}
-			}
-		})
-		if err == nil {
-			err = werr
-		}
-		if err != nil {
-			log.Fatalf("floor: epoll_wait: %v", err)
-		}
+		n := wait(l.rc, l.epfd, l.events)
 		if l.npending.Load() > 0 {
 			l.adopt()
 		}

@@ -93,22 +93,7 @@ func (p *poller) wrap(c net.Conn) (*pollConn, error) {
 
 func (p *poller) run() {
 	for {
-		var n int
-		var werr error
-		err := p.rc.Read(func(uintptr) bool {
-			for {
-				n, werr = unix.EpollWait(p.epfd, p.events, 0)
-				if werr != unix.EINTR {
-					return n > 0 || werr != nil
-				}
-			}
-		})
-		if err == nil {
-			err = werr
-		}
-		if err != nil {
-			panic(fmt.Sprintf("floor: epoll_wait: %v", err))
-		}
+		n := wait(p.rc, p.epfd, p.events)
 		p.mu.Lock()
 		for _, ev := range p.events[:n] {
 			pc := p.conns[ev.Fd]
@@ -155,10 +140,23 @@ func (pc *pollConn) fill() {
 		}
 		pc.buf = room(pc.buf)
 	}
+	if pc.readOnce() {
+		return
+	}
+	if pc.err != nil {
+		pc.setEventsLocked() // nothing more to read: stop level-triggered wake-ups
+	}
+	pc.wakeReader()
+}
+
+// readOnce does one read(2) into the free room of pc's buffer; at the
+// end of the stream or on an error it sets pc.err. It reports whether
+// the socket had nothing (EAGAIN, or a signal).
+func (pc *pollConn) readOnce() (empty bool) {
 	n, err := unix.Read(pc.fd, pc.buf[len(pc.buf):cap(pc.buf)])
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
-		return
+		return true
 	case err != nil:
 		pc.err = os.NewSyscallError("read", err)
 	case n == 0:
@@ -166,9 +164,11 @@ func (pc *pollConn) fill() {
 	default:
 		pc.buf = pc.buf[:len(pc.buf)+n]
 	}
-	if pc.err != nil {
-		pc.setEventsLocked() // nothing more to read: stop level-triggered wake-ups
-	}
+	return false
+}
+
+// wakeReader wakes a Read parked on pc, if there is one.
+func (pc *pollConn) wakeReader() {
 	if pc.waiting {
 		select {
 		case pc.ready <- struct{}{}:
@@ -177,8 +177,6 @@ func (pc *pollConn) fill() {
 	}
 }
 
-// setEventsLocked sets what the poller waits for on pc's socket: input
-// unless paused or ended, output while a Write waits.
 // drain reads what is left on a socket that hung up or failed, whatever
 // the buffer holds (a hang-up bounds it by the socket's receive
 // buffer), until the end, then takes the socket out of the set.
@@ -187,29 +185,17 @@ func (pc *pollConn) drain() {
 	defer pc.mu.Unlock()
 	for !pc.closed && pc.err == nil {
 		pc.buf = room(pc.buf)
-		n, err := unix.Read(pc.fd, pc.buf[len(pc.buf):cap(pc.buf)])
-		switch {
-		case err == unix.EINTR:
-		case err == unix.EAGAIN:
+		if pc.readOnce() {
 			pc.err = io.ErrUnexpectedEOF // hung up with nothing left: the peer is gone
-		case err != nil:
-			pc.err = os.NewSyscallError("read", err)
-		case n == 0:
-			pc.err = io.EOF
-		default:
-			pc.buf = pc.buf[:len(pc.buf)+n]
 		}
 	}
 	pc.paused = false
 	pc.setEventsLocked()
-	if pc.waiting {
-		select {
-		case pc.ready <- struct{}{}:
-		default:
-		}
-	}
+	pc.wakeReader()
 }
 
+// setEventsLocked sets what the poller waits for on pc's socket: input
+// unless paused or ended, output while a Write waits.
 func (pc *pollConn) setEventsLocked() {
 	if pc.closed {
 		return
