@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -18,6 +19,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,6 +70,11 @@ func testTLS(t *testing.T) (client, server *tls.Config) {
 // startPair runs a floor pair on path in front of backend and returns
 // the client side's address (plain HTTP/1.1).
 func startPair(t *testing.T, path, backend string) string {
+	return startPairTimeouts(t, path, backend, timeouts{header: 10 * time.Second, idle: 90 * time.Second})
+}
+
+// startPairTimeouts is startPair with the pair's timeouts to.
+func startPairTimeouts(t *testing.T, path, backend string, to timeouts) string {
 	t.Helper()
 	cliCfg, srvCfg := testTLS(t)
 	lnS, err := net.Listen("tcp", "127.0.0.1:0")
@@ -79,10 +86,13 @@ func startPair(t *testing.T, path, backend string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lnS.Close(); lnC.Close() })
-	go serve("server", path, lnS, srvCfg, backend)
-	go serve("client", path, lnC, cliCfg, lnS.Addr().String())
+	go serve("server", path, lnS, srvCfg, backend, to)
+	go serve("client", path, lnC, cliCfg, lnS.Addr().String(), to)
 	return lnC.Addr().String()
 }
+
+// slowApp is how long the backend's /slow takes to answer.
+const slowApp = 900 * time.Millisecond
 
 // backend answers what the pair's tests ask of an app.
 func backend(t *testing.T) *httptest.Server {
@@ -117,6 +127,10 @@ func backend(t *testing.T) *httptest.Server {
 			w.(http.Flusher).Flush()
 		}
 		w.Header().Set("X-Checksum", "done")
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(slowApp) // an app that takes its time: the proxy's timeouts must not cut it
+		io.WriteString(w, "slow done")
 	})
 	mux.HandleFunc("/empty", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	s := httptest.NewServer(mux)
@@ -265,6 +279,48 @@ func TestFloorPaths(t *testing.T) {
 			}
 			if resp.StatusCode != http.StatusBadRequest {
 				t.Fatalf("malformed head: status %d, want 400", resp.StatusCode)
+			}
+		})
+	}
+}
+
+// TestFloorTimeouts holds every path to the same client timeouts: a head
+// begun and not finished ends the connection after the header timeout,
+// and a kept-alive connection with no next request after the idle one;
+// a slow app (an exchange in flight) is waited for.
+func TestFloorTimeouts(t *testing.T) {
+	app := backend(t)
+	appAddr := strings.TrimPrefix(app.URL, "http://")
+	to := timeouts{header: 300 * time.Millisecond, idle: 600 * time.Millisecond}
+	for _, path := range []string{"h1", "pollconn", "loop"} {
+		t.Run(path, func(t *testing.T) {
+			addr := startPairTimeouts(t, path, appAddr, to)
+			// ended dials, sends req, reads the answers through the close
+			// and returns how long the connection lasted.
+			ended := func(req string) (time.Duration, string) {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				start := time.Now()
+				io.WriteString(c, req)
+				b, err := io.ReadAll(c)
+				if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+					t.Fatalf("%q: %v after %v", req, err, time.Since(start))
+				}
+				return time.Since(start), string(b)
+			}
+			if d, _ := ended("GET /echo HTTP/1.1\r\nHost: a\r\n"); d < to.header*3/4 || d > to.header+3*time.Second {
+				t.Errorf("a head left unfinished ended the connection after %v, want about %v", d, to.header)
+			}
+			d, got := ended("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+			if !strings.Contains(got, "slow done") {
+				t.Errorf("a slow app's answer was cut: %q", got)
+			}
+			if d < to.idle*3/4+slowApp || d > slowApp+to.idle+3*time.Second {
+				t.Errorf("after an answer the connection ended after %v, want about %v (app) + %v (idle)", d, slowApp, to.idle)
 			}
 		})
 	}

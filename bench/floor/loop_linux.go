@@ -70,6 +70,10 @@ type side struct {
 	remain int64
 	// loop bookkeeping
 	dirty, pollOut, paused, closing, dead bool
+	// deadline is when the loop gives up on a caller-facing side (zero:
+	// never); heading: the deadline is a head's, begun and not whole.
+	deadline time.Time
+	heading  bool
 }
 
 // exchange is what the two sides of a pair share: the request in flight.
@@ -143,6 +147,9 @@ func (b *bufConn) setDeadline(t time.Time) error {
 
 // loop owns the forwarded sockets after their handshakes.
 type loop struct {
+	to       timeouts
+	now      func() time.Time
+	tick     atomic.Bool // set by ticks: sweep for connections past their deadline
 	epfd     int
 	wakefd   int // an eventfd in the epoll set: add writes it
 	rc       syscall.RawConn
@@ -180,12 +187,14 @@ func newLoop() (*loop, error) {
 // runLoop serves ln with the -loop data path until Accept fails. In
 // client mode downstream connections are plain and upstream ones mTLS
 // (cfg); in server mode the reverse.
-func runLoop(mode string, ln net.Listener, cfg *tls.Config, upstream string) error {
+func runLoop(mode string, ln net.Listener, cfg *tls.Config, upstream string, to timeouts) error {
 	l, err := newLoop()
 	if err != nil {
 		return err
 	}
+	l.to, l.now = to, time.Now
 	go l.run()
+	go l.ticks(min(max(min(to.header, to.idle)/4, 10*time.Millisecond), time.Second))
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -298,11 +307,15 @@ func (l *loop) adopt() {
 	l.pending = nil
 	l.npending.Store(0)
 	l.mu.Unlock()
+	now := l.now()
 	for _, s := range p {
 		for s.fd >= len(l.conns) {
 			l.conns = append(l.conns, nil)
 		}
 		l.conns[s.fd] = s
+		if s.isDown {
+			s.deadline, s.heading = now.Add(l.to.header), true // the first head, from the connection's start
+		}
 	}
 	for _, s := range p {
 		if s.tc != nil && !s.dead {
@@ -342,6 +355,9 @@ func (l *loop) run() {
 			if int(ev.Fd) == l.wakefd {
 				var b [8]byte
 				unix.Read(l.wakefd, b[:]) // reset the counter: adopt has run
+				if l.tick.Swap(false) {
+					l.sweep(l.now())
+				}
 				continue
 			}
 			if int(ev.Fd) >= len(l.conns) {
@@ -365,6 +381,39 @@ func (l *loop) run() {
 			}
 		}
 		l.flush()
+	}
+}
+
+// ticks asks the loop to sweep every d, through its eventfd.
+func (l *loop) ticks(d time.Duration) {
+	for range time.Tick(d) {
+		l.tick.Store(true)
+		unix.Write(l.wakefd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	}
+}
+
+// sweep closes the pairs whose caller-facing side is past its deadline.
+func (l *loop) sweep(now time.Time) {
+	for _, s := range l.conns {
+		if s != nil && !s.dead && s.isDown && !s.deadline.IsZero() && now.After(s.deadline) {
+			l.closePair(s)
+		}
+	}
+}
+
+// arm sets caller-facing side s's deadline after it read or finished an
+// exchange: none while an exchange is in flight; the header timeout
+// from the first byte of a head; else the idle timeout from now.
+func (l *loop) arm(s *side) {
+	switch {
+	case s.x.awaiting:
+		s.deadline, s.heading = time.Time{}, false
+	case s.off < len(s.in):
+		if !s.heading {
+			s.deadline, s.heading = l.now().Add(l.to.header), true
+		}
+	default:
+		s.deadline, s.heading = l.now().Add(l.to.idle), false
 	}
 }
 

@@ -8,7 +8,7 @@ import (
 	"net"
 )
 
-func runLoop(mode string, ln net.Listener, cfg *tls.Config, upstream string) error {
+func runLoop(mode string, ln net.Listener, cfg *tls.Config, upstream string, to timeouts) error {
 	return errors.New("floor: -loop needs Linux (epoll)")
 }
 

@@ -14,8 +14,8 @@ import (
 // needs to carry the bench's traffic and keep HTTP/1.1's framing right;
 // it is not proxy/h1's strict parser (no request-target normalization,
 // no HTTP/1.0 requests, no Upgrade or CONNECT, no read-until-close
-// responses, no timeouts), and says so with an error where a message
-// needs what it lacks.
+// responses), and says so with an error where a message needs what it
+// lacks.
 
 // maxHead bounds a message head, in bytes (proxy/h1's default).
 const maxHead = 64 << 10

@@ -16,6 +16,9 @@ func (l *loop) relay(s *side) {
 		l.fail(s, err)
 		return
 	}
+	if s.isDown {
+		l.arm(s)
+	}
 	l.hold(s)
 }
 
@@ -174,6 +177,8 @@ func (l *loop) endMessage(s *side) {
 	}
 	if down.off < len(down.in) {
 		l.relay(down)
+	} else {
+		l.arm(down)
 	}
 }
 

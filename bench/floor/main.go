@@ -103,15 +103,22 @@ func run(mode, listen, upstream, certFile, keyFile, bundleFile, id string, procs
 		return err
 	}
 	log.Printf("floor %s (-path %s) listening on %s, upstream %s", mode, path, ln.Addr(), upstream)
-	return serve(mode, path, ln, cfg, upstream)
+	return serve(mode, path, ln, cfg, upstream, timeouts{header: 10 * time.Second, idle: 90 * time.Second})
 }
+
+// timeouts bound, on every path, how long a client may take to finish a
+// request head it has begun (header; on a new connection, from its
+// start) and to begin the next request on a kept-alive connection
+// (idle). While an exchange is in flight neither applies, as in
+// proxy/h1's server.
+type timeouts struct{ header, idle time.Duration }
 
 // serve forwards what ln accepts to upstream on the data path named
 // path, until Accept fails. In client mode the accepted connections are
 // plain and the upstream ones mTLS with cfg; in server mode the reverse.
-func serve(mode, path string, ln net.Listener, cfg *tls.Config, upstream string) error {
+func serve(mode, path string, ln net.Listener, cfg *tls.Config, upstream string, to timeouts) error {
 	if path == "loop" {
-		return runLoop(mode, ln, cfg, upstream)
+		return runLoop(mode, ln, cfg, upstream, to)
 	}
 	// wrap turns a connection into the one proxy/h1 works on: as it is
 	// on the h1 path, moved to the floor's poller on the pollconn path.
@@ -140,7 +147,7 @@ func serve(mode, path string, ln net.Listener, cfg *tls.Config, upstream string)
 		return tc, nil
 	}
 	cl := &h1.Client{Dial: dial, MaxIdle: 1024, IdleTimeout: 90 * time.Second}
-	srv := &h1.Server{Handler: forward(cl), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second,
+	srv := &h1.Server{Handler: forward(cl), ReadHeaderTimeout: to.header, IdleTimeout: to.idle,
 		ErrorLog: log.New(os.Stderr, "floor: ", 0)}
 	ctx := context.Background()
 	for {
