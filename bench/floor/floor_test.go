@@ -19,6 +19,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -75,6 +76,13 @@ func startPair(t *testing.T, path, backend string) string {
 
 // startPairTimeouts is startPair with the pair's timeouts to.
 func startPairTimeouts(t *testing.T, path, backend string, to timeouts) string {
+	client, _ := startPairAddrs(t, path, backend, to)
+	return client
+}
+
+// startPairAddrs is startPairTimeouts, also returning the server side's
+// address (mTLS).
+func startPairAddrs(t *testing.T, path, backend string, to timeouts) (client, server string) {
 	t.Helper()
 	cliCfg, srvCfg := testTLS(t)
 	lnS, err := net.Listen("tcp", "127.0.0.1:0")
@@ -88,8 +96,12 @@ func startPairTimeouts(t *testing.T, path, backend string, to timeouts) string {
 	t.Cleanup(func() { lnS.Close(); lnC.Close() })
 	go serve("server", path, lnS, srvCfg, backend, to)
 	go serve("client", path, lnC, cliCfg, lnS.Addr().String(), to)
-	return lnC.Addr().String()
+	return lnC.Addr().String(), lnS.Addr().String()
 }
+
+// appConns counts the connections the backends of this package's tests
+// accepted.
+var appConns atomic.Int64
 
 // slowApp is how long the backend's /slow takes to answer.
 const slowApp = 900 * time.Millisecond
@@ -133,7 +145,13 @@ func backend(t *testing.T) *httptest.Server {
 		io.WriteString(w, "slow done")
 	})
 	mux.HandleFunc("/empty", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
-	s := httptest.NewServer(mux)
+	s := httptest.NewUnstartedServer(mux)
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			appConns.Add(1)
+		}
+	}
+	s.Start()
 	t.Cleanup(s.Close)
 	return s
 }
@@ -321,6 +339,35 @@ func TestFloorTimeouts(t *testing.T) {
 			}
 			if d < to.idle*3/4+slowApp || d > slowApp+to.idle+3*time.Second {
 				t.Errorf("after an answer the connection ended after %v, want about %v (app) + %v (idle)", d, slowApp, to.idle)
+			}
+		})
+	}
+}
+
+// TestFloorRefusesUnauthenticated holds every path's server side to
+// mTLS: a caller without a client certificate gets no answer, and the
+// app is never dialed for it.
+func TestFloorRefusesUnauthenticated(t *testing.T) {
+	app := backend(t)
+	appAddr := strings.TrimPrefix(app.URL, "http://")
+	for _, path := range []string{"h1", "pollconn", "loop"} {
+		t.Run(path, func(t *testing.T) {
+			_, server := startPairAddrs(t, path, appAddr, timeouts{header: 10 * time.Second, idle: 90 * time.Second})
+			before := appConns.Load()
+			c, err := tls.Dial("tcp", server, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
+			if err == nil {
+				// TLS 1.3: the server's verdict on the client comes after
+				// the client's handshake, with the first read.
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				io.WriteString(c, "GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+				b, rerr := io.ReadAll(c)
+				if rerr == nil || len(b) > 0 {
+					t.Fatalf("a caller without a certificate got %q (read error %v)", b, rerr)
+				}
+			}
+			if n := appConns.Load() - before; n != 0 {
+				t.Fatalf("the app was dialed %d times for a caller the server refused", n)
 			}
 		})
 	}

@@ -208,46 +208,53 @@ func runLoop(mode string, ln net.Listener, cfg *tls.Config, upstream string, to 
 	}
 }
 
-// open dials the accepted connection's upstream, does the TLS handshake
-// on the mTLS side, and hands both sockets to the loop.
-func (l *loop) open(mode string, c net.Conn, cfg *tls.Config, upstream string) error {
+// open does the TLS handshake on the mTLS side and dials the upstream
+// (in server mode the caller is authenticated before the app is dialed),
+// then hands both sockets to the loop.
+func (l *loop) open(mode string, c net.Conn, cfg *tls.Config, upstream string) (err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
 	defer cancel()
-	var d net.Dialer
-	u, err := d.DialContext(ctx, "tcp", upstream)
-	if err != nil {
-		c.Close()
-		return fmt.Errorf("dial %s: %w", upstream, err)
-	}
+	var u net.Conn
+	defer func() {
+		if err != nil {
+			c.Close()
+			if u != nil {
+				u.Close()
+			}
+		}
+	}()
 	down := &side{isDown: true, x: &exchange{}}
 	up := &side{peer: down, x: down.x}
 	down.peer = up
-	tlsSide, raw := up, u
+	handshake := func(s *side, raw net.Conn, tc func(net.Conn, *tls.Config) *tls.Conn) error {
+		s.bc = &bufConn{nc: raw, s: s}
+		s.tc = tc(s.bc, cfg)
+		if err := s.tc.HandshakeContext(ctx); err != nil {
+			return fmt.Errorf("handshake: %w", err)
+		}
+		raw.SetDeadline(time.Time{})
+		s.bc.nc = nil // from now on the loop's buffers
+		return nil
+	}
 	if mode == "server" {
-		tlsSide, raw = down, c
-	}
-	tlsSide.bc = &bufConn{nc: raw, s: tlsSide}
-	if mode == "server" {
-		tlsSide.tc = tls.Server(tlsSide.bc, cfg)
-	} else {
-		tlsSide.tc = tls.Client(tlsSide.bc, cfg)
-	}
-	if err := tlsSide.tc.HandshakeContext(ctx); err != nil {
-		c.Close()
-		u.Close()
-		return fmt.Errorf("handshake: %w", err)
-	}
-	raw.SetDeadline(time.Time{})
-	tlsSide.bc.nc = nil
-	if down.fd, err = takeFD(c); err == nil {
-		up.fd, err = takeFD(u)
-		if err != nil {
-			unix.Close(down.fd)
+		if err := handshake(down, c, tls.Server); err != nil {
+			return err
 		}
 	}
-	if err != nil {
-		c.Close()
-		u.Close()
+	var d net.Dialer
+	if u, err = d.DialContext(ctx, "tcp", upstream); err != nil {
+		return fmt.Errorf("dial %s: %w", upstream, err)
+	}
+	if mode == "client" {
+		if err := handshake(up, u, tls.Client); err != nil {
+			return err
+		}
+	}
+	if down.fd, err = takeFD(c); err != nil {
+		return err
+	}
+	if up.fd, err = takeFD(u); err != nil {
+		unix.Close(down.fd)
 		return err
 	}
 	return l.add(down, up)
