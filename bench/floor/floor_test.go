@@ -111,7 +111,7 @@ func backend(t *testing.T) *httptest.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		// Which of the hop-by-hop fields the client sent arrived.
-		for _, h := range []string{"Keep-Alive", "X-Named-Hop", "Proxy-Connection"} {
+		for _, h := range []string{"Keep-Alive", "X-Named-Hop", "Proxy-Connection", "Proxy-Authorization"} {
 			if r.Header.Get(h) != "" {
 				w.Header().Add("X-Arrived", h)
 			}
@@ -186,6 +186,7 @@ func TestFloorPaths(t *testing.T) {
 				req.Header.Set("X-Named-Hop", "1")
 				req.Header.Set("Keep-Alive", "timeout=5")
 				req.Header.Set("Proxy-Connection", "keep-alive")
+				req.Header.Set("Proxy-Authorization", "Basic Zm9vOmJhcg==") // the proxy's credentials, never the app's
 				req.Header.Set("X-End-To-End", fmt.Sprint(i))
 				resp, err := c.Do(traced(req))
 				if err != nil {

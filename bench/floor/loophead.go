@@ -44,10 +44,12 @@ type head struct {
 	close bool
 }
 
-// hopHeaders are the hop-by-hop fields a proxy removes (RFC 9110 §7.6.1,
-// plus Proxy-Connection and Keep-Alive as every proxy does), except
-// Transfer-Encoding: chunked bodies are passed through as they came.
-var hopHeaders = []string{"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"}
+// hopHeaders are the hop-by-hop fields a proxy removes: those
+// proxy/hop's RemoveHeaders removes (RFC 9110 §7.6.1, Proxy-Connection,
+// Keep-Alive, and the proxy's own authentication fields), in lower case,
+// except Transfer-Encoding: chunked bodies are passed through as they
+// came. TestHopHeadersAsProxyHop holds the two lists together.
+var hopHeaders = []string{"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade"}
 
 // appendHead parses the message head b (start line through the blank
 // line, CRLF line ends) and appends it to dst with hop-by-hop headers,

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/sigil-mesh/sigil/proxy/hop"
 )
 
 // FuzzAppendHead holds the -loop path's head rewriting to net/http: a
@@ -114,6 +116,27 @@ func checkForwarded(t *testing.T, orig, fwd http.Header, out []byte) {
 			t.Fatalf("hop-by-hop %s forwarded: %q", k, out)
 		case !hop && !slices.Equal(got, v):
 			t.Fatalf("%s: forwarded %q, came %q", k, got, v)
+		}
+	}
+}
+
+// TestHopHeadersAsProxyHop holds the loop's list of hop-by-hop fields
+// to the sidecar's (proxy/hop.RemoveHeaders): every field the sidecar
+// drops, the loop drops too, Transfer-Encoding aside (the loop passes
+// chunked bodies through with their framing field).
+func TestHopHeadersAsProxyHop(t *testing.T) {
+	h := http.Header{}
+	for _, name := range []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "X-End-To-End", "Content-Length", "Host", "Authorization"} {
+		h.Set(name, "v")
+	}
+	kept := h.Clone()
+	hop.RemoveHeaders(kept)
+	for name := range h {
+		dropped := kept[name] == nil
+		inLoop := slices.ContainsFunc(hopHeaders, func(l string) bool { return strings.EqualFold(l, name) })
+		if dropped != inLoop && name != "Transfer-Encoding" {
+			t.Errorf("%s: proxy/hop drops it %v, the loop %v", name, dropped, inLoop)
 		}
 	}
 }
