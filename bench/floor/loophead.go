@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // The -loop data path's HTTP/1.1 framing. It forwards message heads
@@ -299,20 +300,12 @@ func isToken(b []byte) bool {
 		return false
 	}
 	for _, c := range b {
-		if !tokenChar[c] {
+		if !httpguts.IsTokenRune(rune(c)) {
 			return false
 		}
 	}
 	return true
 }
-
-// tokenChar holds tchar of RFC 9110 §5.6.2.
-var tokenChar = func() (t [256]bool) {
-	for c := '!'; c <= '~'; c++ {
-		t[c] = !strings.ContainsRune(`"(),/:;<=>?@[\]{}`, c)
-	}
-	return t
-}()
 
 func trimOWS(b []byte) []byte {
 	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
