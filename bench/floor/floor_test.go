@@ -99,9 +99,9 @@ func startPairAddrs(t *testing.T, path, backend string, to timeouts) (client, se
 	return lnC.Addr().String(), lnS.Addr().String()
 }
 
-// appConns counts the connections the backends of this package's tests
-// accepted.
-var appConns atomic.Int64
+// appConns and appRequests count the connections and the requests the
+// backends of this package's tests accepted.
+var appConns, appRequests atomic.Int64
 
 // slowApp is how long the backend's /slow takes to answer.
 const slowApp = 900 * time.Millisecond
@@ -145,7 +145,10 @@ func backend(t *testing.T) *httptest.Server {
 		io.WriteString(w, "slow done")
 	})
 	mux.HandleFunc("/empty", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
-	s := httptest.NewUnstartedServer(mux)
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		appRequests.Add(1)
+		mux.ServeHTTP(w, r)
+	}))
 	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {
 			appConns.Add(1)
@@ -371,5 +374,44 @@ func TestFloorRefusesUnauthenticated(t *testing.T) {
 				t.Fatalf("the app was dialed %d times for a caller the server refused", n)
 			}
 		})
+	}
+}
+
+// TestLoopRefusesUnsupported holds the loop's documented limits to a
+// clear answer: a request it does not carry (HTTP/1.0, CONNECT, an
+// Upgrade) gets 501 Not Implemented (RFC 9110 §15.6.2: the server does
+// not support what the request needs) and the connection closes; the app
+// never gets the request (the loop dials the upstream per connection, so
+// a connection it may get).
+func TestLoopRefusesUnsupported(t *testing.T) {
+	app := backend(t)
+	addr := startPair(t, "loop", strings.TrimPrefix(app.URL, "http://"))
+	for _, req := range []string{
+		"GET /echo HTTP/1.0\r\nHost: a\r\n\r\n",
+		"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+		"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+	} {
+		before := appRequests.Load()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, req)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		if resp.StatusCode != http.StatusNotImplemented || !resp.Close {
+			t.Errorf("%q: status %d, close %v; want 501 and close", req, resp.StatusCode, resp.Close)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("%q: after the answer %v, want EOF", req, err)
+		}
+		if n := appRequests.Load() - before; n != 0 {
+			t.Errorf("%q: the app got %d requests", req, n)
+		}
+		c.Close()
 	}
 }
