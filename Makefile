@@ -140,8 +140,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzGatewaysAndPorts -fuzztime 30s ./traffic/
 	$(GO) test -run '^$$' -fuzz FuzzPort -fuzztime 30s ./naming/
 	$(GO) test -run '^$$' -fuzz FuzzCheckRegister -fuzztime 30s ./agent/relay/
-	$(GO) test -run '^$$' -fuzz '^FuzzAppendHead$$' -fuzztime 30s ./bench/floor/
-	$(GO) test -run '^$$' -fuzz FuzzAppendResponseHead -fuzztime 30s ./bench/floor/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHead$$' -fuzztime 30s ./proxy/h1/
+	$(GO) test -run '^$$' -fuzz FuzzParseResponseHead -fuzztime 30s ./proxy/h1/
 	$(GO) test -run '^$$' -fuzz FuzzMergerAdd -fuzztime 30s ./telemetry/
 	$(GO) test -run '^$$' -fuzz FuzzRenderParams -fuzztime 30s ./deploy/
 	$(GO) test -run '^$$' -fuzz FuzzWriter -fuzztime 30s ./cmd/internal/termsafe/

@@ -4,6 +4,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/sigil-mesh/sigil/internal/ascii"
 )
 
 // routeFor compiles one VirtualService for api with the given http rule
@@ -193,7 +195,7 @@ func FuzzRouteSemantics(f *testing.F) {
 		r := httptest.NewRequest("GET", "http://api/", nil)
 		r.URL.Path, r.URL.RawQuery = path, query
 		matched := ""
-		if len(prefix) <= len(path) && asciiEqualFold(path[:len(prefix)], prefix) {
+		if len(prefix) <= len(path) && ascii.EqualFold(path[:len(prefix)], prefix) {
 			matched = path[:len(prefix)]
 		}
 		m := Matched{Route: &Route{Rewrite: &HTTPRewrite{URI: uri}}, PrefixMatched: matched}

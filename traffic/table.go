@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sigil-mesh/sigil/internal/ascii"
 	"github.com/sigil-mesh/sigil/naming"
 )
 
@@ -100,35 +101,12 @@ func (m *strMatch) ok(v string, present bool) bool {
 	}
 	switch m.kind {
 	case 'e':
-		return v == m.value || m.fold && asciiEqualFold(v, m.value)
+		return v == m.value || m.fold && ascii.EqualFold(v, m.value)
 	case 'p':
-		return len(v) >= len(m.value) && (v[:len(m.value)] == m.value || m.fold && asciiEqualFold(v[:len(m.value)], m.value))
+		return len(v) >= len(m.value) && (v[:len(m.value)] == m.value || m.fold && ascii.EqualFold(v[:len(m.value)], m.value))
 	default:
 		return m.re.MatchString(v)
 	}
-}
-
-// asciiEqualFold compares ASCII letters without case and every other byte
-// exactly, as Envoy's case-insensitive path match does. Unlike
-// strings.EqualFold it never equates strings of different byte lengths, so
-// a matched prefix is always the same number of bytes of the path.
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 type match struct {

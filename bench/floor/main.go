@@ -12,8 +12,8 @@
 // and floor is what Sigil's own per-request features cost. It is not a
 // product and is not shipped.
 //
-//	floor [-path h1|pollconn|loop] -mode client -listen A -upstream B -cert C -key K -bundle P -id SPIFFE-ID
-//	floor [-path h1|pollconn|loop] -mode server -listen B -upstream APP -cert C -key K -bundle P -id SPIFFE-ID
+//	floor [-path h1|loop] -mode client -listen A -upstream B -cert C -key K -bundle P -id SPIFFE-ID
+//	floor [-path h1|loop] -mode server -listen B -upstream APP -cert C -key K -bundle P -id SPIFFE-ID
 //
 // In client mode it listens in plain HTTP/1.1 and calls B over mTLS,
 // accepting only a server whose SVID is -id; in server mode it listens
@@ -22,13 +22,13 @@
 //
 // -path chooses the data path, for the experiment of issue 17 that asks
 // whether reading only ready sockets closes the gap to nginx: h1 (the
-// default) is proxy/h1 on Go's poller, as the sidecar runs; pollconn is
-// proxy/h1 unchanged over connections read by a poller of the floor's
-// own (loopconn_linux.go), which reads a socket only when epoll says it
-// is ready; loop is an epoll loop relaying bytes with crypto/tls driven
-// from its buffers and no goroutine per connection (loop_linux.go).
-// meshbench runs them as the floor, floor-pollconn and floor-loop
-// setups.
+// default) is proxy/h1 on Go's poller, as the sidecar runs; loop is
+// package proxy/loop with no Handler, an epoll loop relaying bytes with
+// crypto/tls driven from its buffers and no goroutine per connection.
+// meshbench runs them as the floor and floor-loop setups. (A third path,
+// pollconn, proxy/h1 over a poller of the floor's own, answered its
+// question in session 27 and was removed: bench/README.md, "The
+// transport on an event loop".)
 package main
 
 import (
@@ -61,7 +61,7 @@ func main() {
 	bundle := flag.String("bundle", "", "trust bundle, PEM")
 	id := flag.String("id", "", "the SPIFFE ID the peer must present")
 	procs := flag.Int("max-procs", 1, "GOMAXPROCS (the sidecar's default is 1)")
-	path := flag.String("path", "h1", "data path: h1 (proxy/h1 on Go's poller), pollconn (proxy/h1 on the floor's own poller, loopconn_linux.go) or loop (the epoll loop relaying bytes, loop_linux.go)")
+	path := flag.String("path", "h1", "data path: h1 (proxy/h1 on Go's poller) or loop (proxy/loop: an epoll loop relaying bytes)")
 	flag.Parse()
 	// run returns only on an error: it serves until killed.
 	err := run(*mode, *listen, *upstream, *cert, *key, *bundle, *id, *procs, *path)
@@ -73,8 +73,8 @@ func run(mode, listen, upstream, certFile, keyFile, bundleFile, id string, procs
 	if listen == "" || upstream == "" || certFile == "" || keyFile == "" || bundleFile == "" || id == "" {
 		return fmt.Errorf("-listen, -upstream, -cert, -key, -bundle and -id are all required")
 	}
-	if path != "h1" && path != "pollconn" && path != "loop" {
-		return fmt.Errorf("-path: %q is none of h1, pollconn, loop", path)
+	if path != "h1" && path != "loop" {
+		return fmt.Errorf("-path: %q is neither h1 nor loop", path)
 	}
 	if mode != "client" && mode != "server" {
 		return fmt.Errorf("-mode: %q is neither client nor server", mode)
@@ -120,24 +120,14 @@ func serve(mode, path string, ln net.Listener, cfg *tls.Config, upstream string,
 	if path == "loop" {
 		return runLoop(mode, ln, cfg, upstream, to)
 	}
-	// wrap turns a connection into the one proxy/h1 works on: as it is
-	// on the h1 path, moved to the floor's poller on the pollconn path.
-	wrap := func(c net.Conn) (net.Conn, error) { return c, nil }
-	if path == "pollconn" {
-		p, err := newPoller()
-		if err != nil {
-			return err
-		}
-		wrap = func(c net.Conn) (net.Conn, error) { return p.wrap(c) }
-	}
 	var d net.Dialer
 	dial := func(ctx context.Context) (net.Conn, error) {
 		c, err := d.DialContext(ctx, "tcp", upstream)
 		if err != nil {
 			return nil, err
 		}
-		if c, err = wrap(c); err != nil || mode == "server" {
-			return c, err
+		if mode == "server" {
+			return c, nil
 		}
 		tc := tls.Client(c, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
@@ -154,10 +144,6 @@ func serve(mode, path string, ln net.Listener, cfg *tls.Config, upstream string,
 		c, err := ln.Accept()
 		if err != nil {
 			return err
-		}
-		if c, err = wrap(c); err != nil {
-			log.Printf("floor: %v", err)
-			continue
 		}
 		if mode == "server" {
 			c = tls.Server(c, cfg) // the handshake runs on Serve's first read

@@ -280,7 +280,7 @@ func (e *env) ghostunnelPair(ctx context.Context) (*setup, error) {
 // one core each. Sigil against floor is what the features cost; floor
 // against nginx is what Go's runtime and crypto/tls cost an HTTP proxy.
 // The setup is called name; flags go to both processes (-path for the
-// floor-pollconn and floor-loop setups).
+// floor-loop setup).
 func (e *env) floorPair(ctx context.Context, name string, flags ...string) (*setup, error) {
 	a, b := freePort(), freePort()
 	bin := e.bin + "/floor"

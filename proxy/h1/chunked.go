@@ -158,23 +158,9 @@ func (b *chunkedBody) sizeLine() error {
 	if err != nil {
 		return err
 	}
-	var n int64
-	i := 0
-	for ; i < len(line); i++ {
-		d := unhex(line[i])
-		if d < 0 {
-			break
-		}
-		if i == maxChunkSizeDigits {
-			return framingError("chunk size over %d hex digits", maxChunkSizeDigits)
-		}
-		n = n<<4 | int64(d)
-	}
-	if i == 0 {
-		return framingError("chunk size %.20q is not hex digits", line)
-	}
-	if !chunkExtOK(line[i:]) {
-		return framingError("malformed chunk extension %.40q", line[i:])
+	n, err := ParseChunkSize(line)
+	if err != nil {
+		return err
 	}
 	if n > 0 {
 		b.n, b.state = n, chunkData
@@ -200,19 +186,67 @@ func (b *chunkedBody) trailers() error {
 		if len(line) == 0 {
 			return nil
 		}
-		name, value, err := splitField(line)
+		key, value, err := trailerField(line)
 		if err != nil {
 			return err
-		}
-		key := textproto.CanonicalMIMEHeaderKey(string(name))
-		if forbiddenTrailers[key] {
-			return framingError("trailer field %s not allowed", key)
 		}
 		if *b.trailer == nil {
 			*b.trailer = http.Header{}
 		}
 		(*b.trailer)[key] = append((*b.trailer)[key], string(value))
 	}
+}
+
+// ParseChunkSize reads a chunk-size line without its CRLF (RFC 9112
+// §7.1): 1 to 15 hex digits and nothing else (no "0x", sign or
+// whitespace), then extensions that follow the grammar exactly, which are
+// not otherwise read. Errors wrap ErrFraming.
+func ParseChunkSize(line []byte) (int64, error) {
+	var n int64
+	i := 0
+	for ; i < len(line); i++ {
+		d := unhex(line[i])
+		if d < 0 {
+			break
+		}
+		if i == maxChunkSizeDigits {
+			return 0, framingError("chunk size over %d hex digits", maxChunkSizeDigits)
+		}
+		n = n<<4 | int64(d)
+	}
+	if i == 0 {
+		return 0, framingError("chunk size %.20q is not hex digits", line)
+	}
+	if !chunkExtOK(line[i:]) {
+		return 0, framingError("malformed chunk extension %.40q", line[i:])
+	}
+	return n, nil
+}
+
+// CheckTrailer checks one trailer field line without its CRLF: a field
+// line as in a head, and not one of the fields that frame, route,
+// authenticate or control a message (forbiddenTrailers), which is refused
+// rather than forwarded. Errors wrap ErrFraming.
+func CheckTrailer(line []byte) error {
+	_, _, err := trailerField(line)
+	return err
+}
+
+// trailerField splits a trailer line as CheckTrailer checks it, returning
+// the field's canonical name and its value.
+func trailerField(line []byte) (key string, value []byte, err error) {
+	if len(line) == 0 {
+		return "", nil, framingError("empty trailer line")
+	}
+	name, value, err := splitField(line)
+	if err != nil {
+		return "", nil, err
+	}
+	key = textproto.CanonicalMIMEHeaderKey(string(name))
+	if forbiddenTrailers[key] {
+		return "", nil, framingError("trailer field %s not allowed", key)
+	}
+	return key, value, nil
 }
 
 func unhex(c byte) int {

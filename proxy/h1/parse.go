@@ -101,7 +101,7 @@ const headerValues = 16
 // returns nil for net/http to parse. The request starts as a copy of base
 // (see readRequest) if base is not nil.
 func parseRequest(head []byte, br *bufio.Reader, base *http.Request) *http.Request {
-	line, rest, ok := cutLine(head)
+	line, rest, ok := CutLine(head)
 	if !ok {
 		return nil
 	}
@@ -163,7 +163,7 @@ type parsedResponse struct {
 // that holds it (the response is its resp), or returns nil for net/http
 // to parse.
 func parseResponse(head []byte, br *bufio.Reader, req *http.Request) *parsedResponse {
-	line, rest, ok := cutLine(head)
+	line, rest, ok := CutLine(head)
 	if !ok || len(line) < 13 || string(line[:9]) != "HTTP/1.1 " || line[12] != ' ' {
 		return nil
 	}
@@ -295,8 +295,11 @@ func parseHeader(s string, off int, vals []string) (http.Header, bool) {
 	}
 }
 
-// cutLine splits off the first CRLF-ended line.
-func cutLine(b []byte) (line, rest []byte, ok bool) {
+// CutLine splits b at its first CRLF into the line before it and the
+// rest; ok is false when b has no LF, or its first LF has no CR before it.
+// A CR inside the line is left to the checks of what the line holds
+// (splitField, ParseHead, ParseChunkSize), which refuse it.
+func CutLine(b []byte) (line, rest []byte, ok bool) {
 	i := bytes.IndexByte(b, '\n')
 	if i < 1 || b[i-1] != '\r' {
 		return nil, nil, false

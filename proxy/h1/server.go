@@ -93,7 +93,7 @@ func (l *limitReader) Read(p []byte) (int, error) {
 		}
 	}
 	if l.n == 0 {
-		return 0, errHeaderTooLarge
+		return 0, ErrHeaderTooLarge
 	}
 	if l.n > 0 && int64(len(p)) > l.n {
 		p = p[:l.n]
@@ -105,7 +105,9 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-var errHeaderTooLarge = errors.New("h1: request headers too large")
+// ErrHeaderTooLarge is a request head over the server's MaxHeaderBytes,
+// or a relay's limit: answered 431 (RFC 6585 §5).
+var ErrHeaderTooLarge = errors.New("h1: request headers too large")
 
 var (
 	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
@@ -335,15 +337,8 @@ func (sc *serverConn) badRequest(err error) {
 		return
 	}
 	sc.linger = true
-	status := "400 Bad Request"
-	switch {
-	case errors.Is(err, errHeaderTooLarge):
-		status = "431 Request Header Fields Too Large"
-	case errors.Is(err, errExpectation):
-		status = "417 Expectation Failed"
-	}
 	sc.c.SetWriteDeadline(time.Now().Add(time.Second))
-	io.WriteString(sc.c, "HTTP/1.1 "+status+"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"+status+"\n")
+	io.WriteString(sc.c, ErrorAnswer(err))
 }
 
 func isTimeout(err error) bool {

@@ -51,7 +51,7 @@ func wholeHead(br *bufio.Reader, head []byte, peeked bool, limit int) ([]byte, e
 		line, err := br.ReadSlice('\n')
 		buf = append(buf, line...)
 		if len(buf) > limit {
-			return nil, errHeaderTooLarge
+			return nil, ErrHeaderTooLarge
 		}
 		if err == bufio.ErrBufferFull {
 			continue
@@ -231,7 +231,7 @@ func readRequestStrict(br *bufio.Reader, head []byte, peeked bool) (*http.Reques
 func readResponseStrict(br *bufio.Reader, head []byte, peeked bool, req *http.Request) (*http.Response, error) {
 	head, err := wholeHead(br, head, peeked, maxHead)
 	if err != nil {
-		if errors.Is(err, errHeaderTooLarge) {
+		if errors.Is(err, ErrHeaderTooLarge) {
 			err = framingError("response head over %d bytes", maxHead)
 		}
 		return nil, err

@@ -62,18 +62,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 	// Sorted, as Request.Write does, in a key array that stays on the
 	// stack for up to 32 header names.
 	var arr [32]string
-	keys := arr[:0]
-	for k := range req.Header {
-		switch k {
-		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
-			continue
-		}
-		if httpguts.ValidHeaderFieldName(k) {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range sortedNames(arr[:0], req.Header, "User-Agent", "Trailer") {
 		for _, v := range req.Header[k] {
 			writeField(bw, k, textproto.TrimString(v))
 		}
@@ -131,6 +120,22 @@ func fastWritable(req *http.Request) bool {
 		}
 	}
 	return true
+}
+
+// sortedNames appends to keys the names of h's fields, sorted, as
+// Request.Write writes them: those that are tokens, except Host,
+// Content-Length, Transfer-Encoding (which the writer frames itself)
+// and the names in skip. keys may be a stack array's slice.
+func sortedNames(keys []string, h http.Header, skip ...string) []string {
+	for k := range h {
+		switch {
+		case k == "Host", k == "Content-Length", k == "Transfer-Encoding", slices.Contains(skip, k):
+		case httpguts.ValidHeaderFieldName(k):
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 func hostOf(req *http.Request) string {

@@ -1,0 +1,149 @@
+// Package loop relays HTTP/1.1 between callers and one upstream on an
+// event loop: after its handshake a connection's socket leaves Go's
+// poller for an epoll set that one goroutine serves. For every ready
+// socket it does one read(2) into the connection's buffer; crypto/tls
+// decrypts from that buffer (a tls.Conn over a buffer-backed net.Conn
+// that answers os.ErrDeadlineExceeded when it has no more bytes, which
+// crypto/tls treats as retryable); every complete message head is parsed
+// by proxy/h1 (ParseHead) and written on as bytes, hop-by-hop fields
+// removed, and bodies pass through as they are framed (Content-Length or
+// chunked); at the end of each batch of ready sockets it seals one TLS
+// record and does one write(2) per connection with something to send.
+// No goroutine runs per connection or per request, no read finds an
+// empty socket, and no http.Request is built unless a Handler asks.
+//
+// The loop's epoll descriptor sits in Go's poller: when nothing is
+// ready the loop's goroutine parks in the scheduler like any other, and
+// its thread is free (a thread blocked in epoll_wait would hold Go's
+// only P on a small machine: bench/README.md, "The transport on an event
+// loop").
+//
+// What it does not carry it refuses with a status (ErrorAnswer of
+// proxy/h1): HTTP/1.0 requests, Upgrade, CONNECT, transfer codings other
+// than chunked, responses read until the connection closes. A sidecar
+// keeps its goroutine path for those protocols (HTTP/2, gRPC, WebSocket,
+// TCP), chosen by ALPN before a connection is handed over.
+package loop
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/sigil-mesh/sigil/proxy/h1"
+)
+
+// Config is what a Loop needs to know of its upstream and its callers.
+type Config struct {
+	// Dial connects to the upstream. It is called on a goroutine of its
+	// own when a caller's connection first forwards a request, and
+	// bounded by DialTimeout.
+	Dial func(ctx context.Context) (net.Conn, error)
+	// UpstreamTLS, if not nil, is the client side of a TLS handshake
+	// done over each upstream connection before it is used.
+	UpstreamTLS *tls.Config
+	// Handler decides every request; nil forwards each as received,
+	// hop-by-hop fields removed.
+	Handler Handler
+	// HeaderTimeout bounds how long a caller may take to send a request
+	// head it has begun (on a new connection, from its start); zero:
+	// no bound. IdleTimeout bounds how long a kept-alive connection may
+	// wait for its next request; zero: no bound. Neither applies while
+	// an exchange is in flight, as in proxy/h1's server.
+	HeaderTimeout, IdleTimeout time.Duration
+	// DialTimeout bounds Dial and the upstream's TLS handshake; zero:
+	// 5 s.
+	DialTimeout time.Duration
+	// BadGateway is the whole answer a caller gets when the upstream
+	// cannot be reached, after which its connection closes; empty: a
+	// plain 502.
+	BadGateway []byte
+	// Log, if not nil, gets the loop's own failures (epoll, dial).
+	Log *slog.Logger
+	// Now is the loop's clock; nil: time.Now.
+	Now func() time.Time
+}
+
+// Handler decides each request a Loop reads. Its methods run on the
+// loop's goroutine, between reads: they must not block (no I/O, no lock
+// held by anything that does).
+type Handler interface {
+	// Request is called with each request head, as ParseHead read it
+	// (framing checked, the body not yet read). The Caller is the
+	// connection it came on.
+	Request(c *Caller, h *h1.Head) Verdict
+}
+
+// Verdict is what becomes of one request.
+type Verdict struct {
+	// Head, if not nil, is the request head sent upstream in place of
+	// the one received: start line, fields, blank line. It must keep
+	// the received head's framing (Content-Length or Transfer-Encoding:
+	// chunked), since the body follows as received. Nil with a nil
+	// Answer: the received head, hop-by-hop fields removed.
+	Head []byte
+	// Answer, if not nil, is the whole answer sent to the caller instead
+	// of forwarding (status line, fields, blank line, body with its
+	// framing); the request's body, if any, is read and dropped.
+	Answer []byte
+	// Close ends the caller's connection once this exchange is over.
+	Close bool
+	// Exchange, if not nil, is told when the exchange ends.
+	Exchange Exchange
+}
+
+// Exchange is one request's end, as a Handler hears of it.
+type Exchange interface {
+	// Done is called once, on the loop's goroutine, when the answer to
+	// the request has been queued whole for the caller (err nil), or
+	// the exchange ended without one (err says why: the caller or the
+	// upstream hung up, a malformed answer, the upstream unreachable).
+	// status is the final answer's status code (502 when the loop
+	// answered for an unreachable upstream), 0 if none began.
+	Done(status int, err error)
+}
+
+// Caller is a caller's connection as a Handler sees it.
+type Caller struct {
+	tls *tls.ConnectionState
+	// Value is what the caller of Take attached to the connection.
+	Value any
+}
+
+// TLS is the connection's TLS state; nil on a plaintext connection.
+func (c *Caller) TLS() *tls.ConnectionState { return c.tls }
+
+// Errors a Handler's Exchange may be told of.
+var (
+	// ErrHungUp: the caller or the upstream closed or reset its
+	// connection before the answer was whole.
+	ErrHungUp = errors.New("loop: connection closed before the answer was whole")
+	// ErrUnreachable: the upstream could not be dialed or its TLS
+	// handshake failed.
+	ErrUnreachable = errors.New("loop: upstream unreachable")
+	// ErrClosed: the loop was shut down or closed.
+	ErrClosed = errors.New("loop: closed")
+)
+
+// badGateway is Config.BadGateway's default.
+var badGateway = []byte("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 16\r\nConnection: close\r\n\r\n502 Bad Gateway\n")
+
+// statusOf reads the status code of an answer the loop or a Handler
+// made (its status line), 0 if it has none.
+func statusOf(answer []byte) int {
+	var h h1.Head
+	end := 0
+	for i := 0; i+3 < len(answer); i++ {
+		if answer[i] == '\r' && answer[i+1] == '\n' && answer[i+2] == '\r' && answer[i+3] == '\n' {
+			end = i + 4
+			break
+		}
+	}
+	if end == 0 || h1.ParseHead(answer[:end], false, &h) != nil {
+		return 0
+	}
+	return h.Status
+}

@@ -1,0 +1,266 @@
+//go:build linux
+
+package loop
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/sigil-mesh/sigil/proxy/h1"
+)
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// maxHead bounds a message head, in bytes (proxy/h1's server default).
+const maxHead = 64 << 10
+
+// maxLine bounds a chunk-size or trailer line, in bytes.
+const maxLine = 4 << 10
+
+// errNoRequest is an upstream that answered when no request was in
+// flight.
+var errNoRequest = errors.New("loop: response without a request")
+
+// relay forwards every complete message head and every body byte of
+// s.in to s's peer, and handles a malformed message.
+func (l *Loop) relay(s *side) {
+	if err := l.relayMessages(s); err != nil {
+		l.fail(s, err)
+		return
+	}
+	if s.isDown {
+		l.arm(s)
+	}
+	l.hold(s)
+}
+
+// hold stops reading s while too much of it waits: pipelined requests
+// behind the exchange in flight, or a peer that does not take what it is
+// sent; and reads it again when neither is so.
+func (l *Loop) hold(s *side) {
+	p := s.peer
+	l.setPoll(s, len(s.in)-s.off > maxQueued || len(p.out)+len(p.pend) > maxQueued || s.closing, s.pollOut)
+}
+
+func (l *Loop) relayMessages(s *side) error {
+	for s.off < len(s.in) && !s.dead {
+		b := s.in[s.off:]
+		switch s.state {
+		case stHead:
+			if s.isDown && (s.x.awaiting || s.closing) {
+				return nil // one exchange at a time: a pipelined request waits for the response; none after a close
+			}
+			i := bytes.Index(b, crlfcrlf)
+			if i < 0 && len(b) <= maxHead {
+				return nil
+			}
+			if i < 0 || i+4 > maxHead {
+				return fmt.Errorf("%w: over %d bytes", h1.ErrHeaderTooLarge, maxHead)
+			}
+			h := &s.head
+			if err := h1.ParseHead(b[:i+4], s.isDown, h); err != nil {
+				return err
+			}
+			if s.isDown {
+				l.request(s, h)
+			} else if err := l.response(s, h); err != nil {
+				return err
+			}
+			s.off += i + 4
+			if err := l.framed(s, h); err != nil {
+				return err
+			}
+		case stBody, stChunkData:
+			k := min(int64(len(b)), s.remain)
+			l.body(s, b[:k])
+			s.off += int(k)
+			if s.remain -= k; s.remain > 0 {
+				return nil
+			}
+			if s.state == stChunkData {
+				s.state = stChunkCRLF
+			} else {
+				l.endMessage(s)
+			}
+		case stChunkCRLF:
+			if len(b) < 2 {
+				return nil
+			}
+			if b[0] != '\r' || b[1] != '\n' {
+				return fmt.Errorf("%w: chunk data not ended by CRLF", h1.ErrFraming)
+			}
+			l.body(s, b[:2])
+			s.off += 2
+			s.state = stChunkSize
+		case stChunkSize, stTrailer:
+			i := bytes.IndexByte(b, '\n')
+			if i < 0 {
+				if len(b) > maxLine {
+					return fmt.Errorf("%w: chunk-size or trailer line over %d bytes", h1.ErrFraming, maxLine)
+				}
+				return nil
+			}
+			line, _, ok := h1.CutLine(b[:i+1])
+			if !ok {
+				return fmt.Errorf("%w: chunk-size or trailer line not ended by CRLF", h1.ErrFraming)
+			}
+			if s.state == stTrailer && len(line) > 0 {
+				if err := h1.CheckTrailer(line); err != nil {
+					return err
+				}
+			}
+			l.body(s, b[:i+1])
+			s.off += i + 1
+			switch {
+			case s.state == stTrailer:
+				if len(line) == 0 {
+					l.endMessage(s)
+				}
+			default:
+				size, err := h1.ParseChunkSize(line)
+				if err != nil {
+					return err
+				}
+				if size == 0 {
+					s.state = stTrailer
+				} else {
+					s.state, s.remain = stChunkData, size
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// request decides the request head h that caller-facing side s read:
+// forwarded to the upstream (dialed on the first), or answered.
+func (l *Loop) request(s *side, h *h1.Head) {
+	x, up := s.x, s.peer
+	x.awaiting, x.isHEAD, x.close, x.status = true, h.IsHEAD(), h.Close, 0
+	s.discard = false
+	var v Verdict
+	if l.cfg.Handler != nil {
+		v = l.cfg.Handler.Request(&s.caller, h)
+	}
+	x.ex = v.Exchange
+	x.close = x.close || v.Close
+	if v.Answer != nil {
+		// Answered here: the body, if any, is read and dropped, and the
+		// next request waits until the answer is queued (it is, now).
+		s.discard = true
+		x.awaiting = false
+		x.status = statusOf(v.Answer)
+		l.stage(s, v.Answer)
+		l.endExchange(x, nil)
+		if x.close {
+			s.closing = true
+		}
+		return
+	}
+	dst := stageBuf(up)
+	if v.Head != nil {
+		*dst = append(*dst, v.Head...)
+	} else {
+		*dst = h.AppendForward(*dst)
+	}
+	l.markDirty(up)
+	if !up.adopted && !up.dialing && !up.dead {
+		l.dial(up)
+	}
+}
+
+// response checks the response head h that upstream side s read and
+// queues it, rewritten, for the caller.
+func (l *Loop) response(s *side, h *h1.Head) error {
+	x := s.x
+	switch {
+	case !x.awaiting:
+		return errNoRequest
+	case h.Status == 101:
+		return h1.ErrUnsupported // the Upgrade was refused with the request: the upstream's fault
+	case h.Status >= 200:
+		x.status = h.Status
+	}
+	dst := stageBuf(s.peer)
+	*dst = h.AppendForward(*dst)
+	l.markDirty(s.peer)
+	return nil
+}
+
+// body passes b, a part of the body s is reading, on to s's peer, or
+// drops it.
+func (l *Loop) body(s *side, b []byte) {
+	if !s.discard {
+		l.stage(s.peer, b)
+	}
+}
+
+// framed sets s's framing state from the head just relayed.
+func (l *Loop) framed(s *side, h *h1.Head) error {
+	x := s.x
+	if s.isDown {
+		switch {
+		case h.Chunked:
+			s.state = stChunkSize
+		case h.ContentLength > 0:
+			s.state, s.remain = stBody, h.ContentLength
+		}
+		// A request with neither has no body (RFC 9112 §6.3).
+		return nil
+	}
+	if h.Status < 200 {
+		return nil // interim (100 Continue, 103): the final response follows
+	}
+	x.close = x.close || h.Close
+	switch {
+	case x.isHEAD || h.Status == 204 || h.Status == 304:
+		l.endMessage(s)
+	case h.Chunked:
+		s.state = stChunkSize
+	case h.ContentLength > 0:
+		s.state, s.remain = stBody, h.ContentLength
+	case h.ContentLength == 0:
+		l.endMessage(s)
+	default:
+		return h1.ErrUnsupported // read until close
+	}
+	return nil
+}
+
+// endMessage ends the message s was reading. At the end of a response
+// the exchange is over: the pair closes if either party asked, or the
+// next pipelined request, if any, goes.
+func (l *Loop) endMessage(s *side) {
+	s.state = stHead
+	if s.isDown {
+		s.discard = false
+		return
+	}
+	x := s.x
+	x.awaiting = false
+	l.endExchange(x, nil)
+	down := s.peer
+	if x.close {
+		down.closing = true
+		l.markDirty(down)
+		return
+	}
+	if down.off < len(down.in) {
+		l.relay(down)
+	} else {
+		l.arm(down)
+	}
+}
+
+// fail answers a request that could not be read with proxy/h1's error
+// answer and closes; any other failure closes the pair.
+func (l *Loop) fail(s *side, err error) {
+	if !s.isDown || s.x.awaiting || s.state != stHead {
+		l.closePair(s, err)
+		return
+	}
+	l.stage(s, []byte(h1.ErrorAnswer(err)))
+	s.closing = true
+	l.hold(s)
+}
