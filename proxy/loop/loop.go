@@ -54,6 +54,20 @@ type Config struct {
 	// wait for its next request; zero: no bound. Neither applies while
 	// an exchange is in flight, as in proxy/h1's server.
 	HeaderTimeout, IdleTimeout time.Duration
+	// ReadIdleTimeout closes a caller's connection that sends nothing
+	// for this long, whatever it is doing (a body stalled mid-way, an
+	// exchange waiting on it); zero: no bound.
+	ReadIdleTimeout time.Duration
+	// MinBodyRate is the rate, in bytes/s, below which a request body is
+	// cut off (and its connection closed): after a grace period of
+	// BodyRateWindow, every window of that length in which the loop
+	// waited on the caller for body bytes must bring
+	// MinBodyRate×BodyRateWindow bytes (Kestrel's
+	// MinRequestBodyDataRate). Time the loop held the caller back
+	// (its upstream not taking what it was sent) does not count. Zero:
+	// no minimum.
+	MinBodyRate    int64
+	BodyRateWindow time.Duration
 	// DialTimeout bounds Dial and the upstream's TLS handshake; zero:
 	// 5 s.
 	DialTimeout time.Duration
@@ -124,6 +138,10 @@ var (
 	// ErrUnreachable: the upstream could not be dialed or its TLS
 	// handshake failed.
 	ErrUnreachable = errors.New("loop: upstream unreachable")
+	// ErrBodyTooSlow: a request body arrived slower than MinBodyRate.
+	ErrBodyTooSlow = errors.New("loop: request body arrived slower than the minimum rate")
+	// ErrIdle: a caller sent nothing for ReadIdleTimeout.
+	ErrIdle = errors.New("loop: caller idle past the read idle timeout")
 	// ErrClosed: the loop was shut down or closed.
 	ErrClosed = errors.New("loop: closed")
 )

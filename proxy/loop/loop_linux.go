@@ -35,7 +35,8 @@ type Loop struct {
 	events   []unix.EpollEvent
 	conns    []*side // by fd
 	dirty    []*side
-	live     int // pairs not yet closed (the loop's goroutine's)
+	live     int       // pairs not yet closed (the loop's goroutine's)
+	now      time.Time // the clock read once per batch of events
 	mu       sync.Mutex
 	pending  []*side       // sides to adopt: new callers, dialed upstreams
 	draining bool          // under mu: Shutdown or Close began
@@ -79,21 +80,24 @@ func New(cfg Config) (*Loop, error) {
 	if len(cfg.BadGateway) == 0 {
 		cfg.BadGateway = badGateway
 	}
+	if cfg.MinBodyRate > 0 && cfg.BodyRateWindow <= 0 {
+		cfg.MinBodyRate = 0
+	}
 	l := &Loop{cfg: cfg, epfd: epfd, wakefd: wakefd, rc: rc, epf: f, events: make([]unix.EpollEvent, 256),
 		drained: make(chan struct{}), stopped: make(chan struct{})}
 	go l.run()
-	if to := min(nonZero(cfg.HeaderTimeout), nonZero(cfg.IdleTimeout)); to > 0 {
-		go l.ticks(min(max(to/4, 10*time.Millisecond), time.Second))
+	// The sweep runs a few times per shortest bound: a quarter of a
+	// timeout, a fifth of the body rate's window (as proxy's heartbeat).
+	tick := time.Duration(0)
+	for _, d := range []time.Duration{cfg.HeaderTimeout / 4, cfg.IdleTimeout / 4, cfg.ReadIdleTimeout / 4, time.Duration(min(cfg.MinBodyRate, 1)) * cfg.BodyRateWindow / 5} {
+		if d > 0 && (tick == 0 || d < tick) {
+			tick = d
+		}
+	}
+	if tick > 0 {
+		go l.ticks(min(max(tick, 10*time.Millisecond), time.Second))
 	}
 	return l, nil
-}
-
-// nonZero is d, or the longest duration for zero (no bound).
-func nonZero(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 1<<63 - 1
-	}
-	return d
 }
 
 // Take hands c, accepted and (for TLS) handshaken, to the loop, which

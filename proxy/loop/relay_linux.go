@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/sigil-mesh/sigil/proxy/h1"
 )
@@ -200,6 +201,7 @@ func (l *Loop) body(s *side, b []byte) {
 func (l *Loop) framed(s *side, h *h1.Head) error {
 	x := s.x
 	if s.isDown {
+		s.bodyStart, s.bodyGot, s.bodyGraced = time.Time{}, 0, false
 		switch {
 		case h.Chunked:
 			s.state = stChunkSize

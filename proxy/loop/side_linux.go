@@ -45,6 +45,14 @@ type side struct {
 	// what a Handler sees of it.
 	owner  net.Conn
 	caller Caller
+	// lastRead is when a caller-facing side last read bytes (the
+	// batch's clock); bodyStart, bodyGot and bodyGraced measure the
+	// body it is reading against Config.MinBodyRate: the window's start
+	// (zero: none begun), the bytes read in it, the grace period spent.
+	lastRead   time.Time
+	bodyStart  time.Time
+	bodyGot    int64
+	bodyGraced bool
 	// secure: the side speaks TLS (tc, once connected)
 	secure bool
 	// dialed is a dial's outcome, written by its goroutine before the
@@ -91,6 +99,7 @@ func (l *Loop) run() {
 	defer close(l.stopped)
 	for {
 		n, err := l.wait()
+		l.now = l.cfg.Now()
 		if l.npending.Load() > 0 {
 			if l.adopt() {
 				l.closeAll()
@@ -109,7 +118,7 @@ func (l *Loop) run() {
 				var b [8]byte
 				unix.Read(l.wakefd, b[:]) // reset the counter: adopt has run
 				if l.tick.Swap(false) {
-					l.sweep(l.cfg.Now())
+					l.sweep(l.now)
 				}
 				continue
 			}
@@ -185,6 +194,7 @@ func (l *Loop) adopt() (closing bool) {
 		case s.isDown:
 			l.live++
 			l.setConn(s)
+			s.lastRead = now
 			s.deadline, s.heading = l.headerDeadline(now), true // the first head, from the connection's start
 			if s.tc != nil {
 				l.decrypt(s)
@@ -284,13 +294,39 @@ func (l *Loop) ticks(d time.Duration) {
 	}
 }
 
-// sweep closes the pairs whose caller-facing side is past its deadline.
+// sweep closes the pairs whose caller-facing side is past its deadline,
+// silent past the read idle timeout, or sending a body too slowly.
 func (l *Loop) sweep(now time.Time) {
 	for _, s := range l.conns {
-		if s != nil && !s.dead && s.isDown && !s.deadline.IsZero() && now.After(s.deadline) {
+		switch {
+		case s == nil || s.dead || !s.isDown:
+		case !s.deadline.IsZero() && now.After(s.deadline):
 			l.closePair(s, os.ErrDeadlineExceeded)
+		case l.cfg.ReadIdleTimeout > 0 && now.Sub(s.lastRead) > l.cfg.ReadIdleTimeout:
+			l.closePair(s, ErrIdle)
+		case l.cfg.MinBodyRate > 0 && s.state != stHead:
+			if !l.bodyRateKept(s, now) {
+				l.closePair(s, ErrBodyTooSlow)
+			}
 		}
 	}
+}
+
+// bodyRateKept measures the body caller-facing side s is reading
+// against MinBodyRate, a window at a time, and reports whether it keeps
+// up. A window in which s was held back starts again.
+func (l *Loop) bodyRateKept(s *side, now time.Time) bool {
+	switch {
+	case s.bodyStart.IsZero() || s.paused:
+		s.bodyStart, s.bodyGot = now, 0
+	case now.Sub(s.bodyStart) >= l.cfg.BodyRateWindow:
+		want := l.cfg.MinBodyRate * int64(l.cfg.BodyRateWindow) / int64(time.Second)
+		if s.bodyGraced && s.bodyGot < want {
+			return false
+		}
+		s.bodyGraced, s.bodyStart, s.bodyGot = true, now, 0
+	}
+	return true
 }
 
 func (l *Loop) headerDeadline(now time.Time) time.Time {
@@ -309,10 +345,10 @@ func (l *Loop) arm(s *side) {
 		s.deadline, s.heading = time.Time{}, false
 	case s.off < len(s.in):
 		if !s.heading {
-			s.deadline, s.heading = l.headerDeadline(l.cfg.Now()), true
+			s.deadline, s.heading = l.headerDeadline(l.now), true
 		}
 	case l.cfg.IdleTimeout > 0:
-		s.deadline, s.heading = l.cfg.Now().Add(l.cfg.IdleTimeout), false
+		s.deadline, s.heading = l.now.Add(l.cfg.IdleTimeout), false
 	default:
 		s.deadline, s.heading = time.Time{}, false
 	}
@@ -350,6 +386,12 @@ func (l *Loop) readIn(s *side) {
 		return
 	}
 	*buf = (*buf)[:len(*buf)+n]
+	if s.isDown {
+		s.lastRead = l.now
+		if s.state != stHead {
+			s.bodyGot += int64(n)
+		}
+	}
 	if s.tc != nil {
 		l.decrypt(s)
 	} else {
