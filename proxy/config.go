@@ -89,6 +89,13 @@ type Config struct {
 	// DecisionLogMask are the input paths erased from recorded decisions
 	// (nil: policy.DefaultMask).
 	DecisionLogMask []string
+	// InboundEventLoop serves HTTP/1.1 from other sidecars on an event
+	// loop (package proxy/loop) instead of a goroutine per connection
+	// (--inbound-event-loop; Linux only). Each request is admitted,
+	// decided and recorded as on the goroutine path; a connection whose
+	// next request is an Upgrade (WebSocket), CONNECT or HTTP/1.0 goes
+	// back to the goroutine path.
+	InboundEventLoop bool
 }
 
 // DefaultStatsInterval is how often a sidecar reports its golden metrics

@@ -63,6 +63,10 @@ func (c *idleConn) CloseWrite() error {
 	return c.Conn.Close()
 }
 
+// NetConn is the connection underneath, for what needs its socket
+// (proxy/h1's idle peek and linger, proxy/loop's takeover).
+func (c *idleConn) NetConn() net.Conn { return c.Conn }
+
 // idleListener wraps accepted connections in idleConn.
 type idleListener struct {
 	net.Listener

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -18,6 +19,7 @@ import (
 	"github.com/sigil-mesh/sigil/proxy/h1"
 	"github.com/sigil-mesh/sigil/proxy/h2conn"
 	"github.com/sigil-mesh/sigil/proxy/hop"
+	"github.com/sigil-mesh/sigil/proxy/loop"
 	"github.com/sigil-mesh/sigil/telemetry"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -35,9 +37,11 @@ type inbound struct {
 	toApp    *httputil.ReverseProxy // WebSocket upgrades to the app
 	tcpConns sync.WaitGroup
 	peers    peerCache
+	// loop, if not nil, serves HTTP/1.1 connections (inboundloop.go).
+	loop *loop.Loop
 }
 
-func newInbound(p *Proxy) *inbound {
+func newInbound(p *Proxy) (*inbound, error) {
 	in := &inbound{p: p, hs: make(handshakeSlots, p.limits.handshakes)}
 	// Failures of chain, expiry or ID are counted here, at verification;
 	// handshake() counts the others (no certificate, not TLS, timeouts).
@@ -65,7 +69,13 @@ func newInbound(p *Proxy) *inbound {
 	// abuse, relayed, ends it without failing the others' requests
 	// already taken (docs/limits.md).
 	in.h2.AbuseDrain = peerAbuseDrain
-	return in
+	if p.cfg.InboundEventLoop {
+		var err error
+		if in.loop, err = in.newLoop(dialApp); err != nil {
+			return nil, fmt.Errorf("proxy: --inbound-event-loop: %w", err)
+		}
+	}
+	return in, nil
 }
 
 // peerAbuseDrain is how long the requests already taken on a connection
@@ -111,7 +121,14 @@ func (in *inbound) serve(ln net.Listener) error {
 }
 
 func (in *inbound) handshake(c net.Conn) {
-	tc := tls.Server(c, in.tls)
+	var lc *loop.Conn // the loop's form of the connection, when there is a loop
+	var tc *tls.Conn
+	if in.loop != nil {
+		lc = loop.Server(c, in.tls)
+		tc = lc.TLS
+	} else {
+		tc = tls.Server(c, in.tls)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), hsLimit)
 	err := tc.HandshakeContext(ctx)
 	cancel()
@@ -138,77 +155,125 @@ func (in *inbound) handshake(c net.Conn) {
 		in.serveTCP(tc)
 	case alpnH1, "":
 		// HTTP/1.1, also from clients that offer no ALPN.
+		if lc != nil {
+			if err := in.loop.Take(lc, nil); err != nil {
+				in.p.log.Debug("inbound connection not taken by the event loop", "peer", c.RemoteAddr().String(), "error", err)
+			}
+			return
+		}
 		in.fast.Serve(withConnAbort(context.Background(), tc), tc)
 	default:
 		in.h2.Serve(context.Background(), tc)
 	}
 }
 
-// inboundRequest holds, in one allocation, what ServeHTTP keeps of a
-// request until its record: the status recorder, the policy input and the
-// XFCC header's value.
-type inboundRequest struct {
+// inboundCall is one inbound request from its admission to its record,
+// in one allocation, on either HTTP/1.1 path (ServeHTTP on goroutines,
+// inboundLoop on proxy/loop).
+type inboundCall struct {
+	in    *inbound
+	r     *http.Request
+	start time.Time
 	rec   statusRecorder
+	peer  *peer
+	proto string
 	input policy.Input
 	xfcc  [1]string
+	// decision is the policy decision's ID ("" before one); wouldDeny:
+	// the dry-run policy would have denied it.
+	decision  string
+	wouldDeny bool
+	span      trace.Span
+	cancel    context.CancelFunc // a gRPC deadline's
+	answer    answerWriter       // the loop path's local answers
 }
 
 func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	// One allocation for what the request keeps until it is recorded.
-	per := &inboundRequest{rec: statusRecorder{ResponseWriter: w}}
-	rec := &per.rec
-	peer, err := in.peers.of(in.p.id.id, r.TLS)
-	if err != nil {
-		hop.WriteError(rec, r, http.StatusForbidden, "sigil: no peer identity")
+	c := &inboundCall{in: in, r: r, start: time.Now()}
+	c.rec.ResponseWriter = w
+	if !in.identify(c) {
 		return
 	}
 	defer func() {
 		if v := recover(); v != nil {
-			in.p.observeAborted(rec, func(w *statusRecorder) requestRecord { return in.record(w, peer.id, hop.ProtocolOf(r)) }, r, start)
+			in.p.observeAborted(&c.rec, func(w *statusRecorder) requestRecord { return in.record(w, c.peer.id, hop.ProtocolOf(r)) }, r, c.start)
+			if c.span != nil {
+				in.p.trace.end(c.span, c.rec.status(), c.peer.id)
+			}
 			panic(v)
 		}
 	}()
+	if in.admit(c) {
+		r := c.r
+		switch {
+		case c.proto == protocol.GRPC:
+			in.forward(&c.rec, r, in.appH2C)
+		case hop.IsWebSocketUpgrade(r.Header):
+			in.toApp.ServeHTTP(&c.rec, r)
+		default:
+			in.forward(&c.rec, r, in.app)
+		}
+	}
+	in.finish(c)
+}
+
+// identify finds who called, from the connection's certificate; a
+// request without one is refused 403, unrecorded (it never reached the
+// policy).
+func (in *inbound) identify(c *inboundCall) bool {
+	peer, err := in.peers.of(in.p.id.id, c.r.TLS)
+	if err != nil {
+		hop.WriteError(&c.rec, c.r, http.StatusForbidden, "sigil: no peer identity")
+		return false
+	}
+	c.peer = peer
+	return true
+}
+
+// admit takes a request through every step before it is forwarded to
+// the app: the Connection options, the forged identity, the trace, the
+// target's normalization and the policy decision. It reports whether to
+// forward c.r (then with XFCC set); when not, it has answered on c.rec.
+// Either way finish records the call.
+func (in *inbound) admit(c *inboundCall) bool {
+	r, rec := c.r, &c.rec
+	c.proto = hop.ProtocolOf(r)
 	// First, before the sidecar adds the caller's identity and trace
 	// context: a Connection header may not remove what the sidecar sets.
 	if err := hop.TakeConnectionOptions(r.Header); err != nil {
 		rec.setFlag(flagBadRequest)
 		hop.WriteError(rec, r, http.StatusBadRequest, "sigil: "+err.Error())
-		in.p.observe(in.record(rec, peer.id, hop.ProtocolOf(r)), r, start, "")
-		return
+		return false
 	}
 	hop.DropForgedIdentity(r.Header)
 	if in.p.trace != nil {
-		span := in.p.trace.start(r, trace.SpanKindServer, "inbound", in.p.cfg.Service)
-		defer func() { in.p.trace.end(span, rec.status(), peer.id) }()
+		c.span = in.p.trace.start(r, trace.SpanKindServer, "inbound", in.p.cfg.Service)
 	}
-	proto := hop.ProtocolOf(r)
-	if proto == protocol.GRPC {
-		var cancel context.CancelFunc
-		r, cancel = hop.WithGRPCDeadline(r, start)
-		defer cancel()
+	if c.proto == protocol.GRPC {
+		r, c.cancel = hop.WithGRPCDeadline(r, c.start)
+		c.r = r
 	}
 	// The policy decides on the path the app will get.
 	target, err := in.p.normalizeTarget(r)
 	if err != nil {
 		rec.setFlag(flagBadRequest)
 		refuseTarget(rec, r, err)
-		in.p.observe(in.record(rec, peer.id, proto), r, start, "")
-		return
+		return false
 	}
-	input := &per.input
+	input := &c.input
 	*input = policy.Input{
-		Source:      peer.source,
+		Source:      c.peer.source,
 		Destination: policy.Dest{Principal: in.p.id.id.String(), Service: in.p.cfg.Service, Namespace: in.p.names.Namespace(), Port: in.p.cfg.appPort},
-		Request:     policy.Request{Method: r.Method, Path: r.RequestURI, URLPath: target.Path, RawQuery: target.Query, Host: r.Host, HeadersFrom: func() map[string]string { return headerMap(r.Header) }, Protocol: proto},
+		Request:     policy.Request{Method: r.Method, Path: r.RequestURI, URLPath: target.Path, RawQuery: target.Query, Host: r.Host, HeadersFrom: func() map[string]string { return headerMap(r.Header) }, Protocol: c.proto},
 		Connection:  policy.Connection{TLSVersion: tls13},
 	}
 	d := in.p.policy.Decide(r.Context(), input)
 	in.p.countDecision(d)
-	wouldDeny := in.p.decideDryRun(r.Context(), input)
+	c.decision = d.ID
+	c.wouldDeny = in.p.decideDryRun(r.Context(), input)
 	if !d.Allow {
 		rec.setFlag(flagUnauthorized)
-		in.p.metrics.stats.Deny(telemetry.Denial{At: start, SourcePrincipal: peer.id, DestinationPrincipal: in.p.id.id.String(),
+		in.p.metrics.stats.Deny(telemetry.Denial{At: c.start, SourcePrincipal: c.peer.id, DestinationPrincipal: in.p.id.id.String(),
 			DestinationNamespace: in.p.names.Namespace(), DestinationService: in.p.cfg.Service, Method: r.Method, Path: target.Path, DecisionID: d.ID})
 		if errors.Is(d.Err, policy.ErrNotRecorded) {
 			// Fail closed on the audit record (--audit-failure-mode-allow=false):
@@ -217,22 +282,26 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			hop.WriteError(rec, r, http.StatusForbidden, "RBAC: access denied")
 		}
-	} else {
-		// Only the mesh says who the caller is.
-		per.xfcc[0] = peer.xfcc
-		r.Header[hop.XFCC] = per.xfcc[:]
-		switch {
-		case proto == protocol.GRPC:
-			in.forward(rec, r, in.appH2C)
-		case hop.IsWebSocketUpgrade(r.Header):
-			in.toApp.ServeHTTP(rec, r)
-		default:
-			in.forward(rec, r, in.app)
-		}
+		return false
 	}
-	done := in.record(rec, peer.id, proto)
-	done.dryRunDenied = wouldDeny
-	in.p.observe(done, r, start, d.ID)
+	// Only the mesh says who the caller is.
+	c.xfcc[0] = c.peer.xfcc
+	r.Header[hop.XFCC] = c.xfcc[:]
+	return true
+}
+
+// finish records a call once its answer is whole (or it ended without
+// one), and ends its trace span.
+func (in *inbound) finish(c *inboundCall) {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	done := in.record(&c.rec, c.peer.id, c.proto)
+	done.dryRunDenied = c.wouldDeny
+	in.p.observe(done, c.r, c.start, c.decision)
+	if c.span != nil {
+		in.p.trace.end(c.span, c.rec.status(), c.peer.id)
+	}
 }
 
 // record is the record of an inbound request from peer: reported by the

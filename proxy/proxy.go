@@ -203,7 +203,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		outLn.Close()
 		return err
 	}
-	in := newInbound(p)
+	in, err := newInbound(p)
+	if err != nil {
+		inLn.Close()
+		outLn.Close()
+		return err
+	}
 	out := newOutbound(p)
 	p.shownOut.Store(out)
 	runCtx, cancel := context.WithCancel(ctx)
@@ -259,6 +264,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 15*time.Second)
 	defer stop()
 	errs := errors.Join(in.h2.Shutdown(shutdownCtx), out.h2.Shutdown(shutdownCtx), in.fast.Shutdown(shutdownCtx), out.fast.Shutdown(shutdownCtx))
+	if in.loop != nil {
+		errs = errors.Join(errs, in.loop.Shutdown(shutdownCtx))
+	}
 	cancel()
 	wg.Wait()
 	p.access.Flush()
@@ -345,10 +353,19 @@ func (p *Proxy) flushLoop(ctx context.Context) {
 	}
 }
 
+// The HTTP/1.1 servers' client timeouts (net/http's names): a request
+// head begun must be whole within leanHeaderTimeout, and a kept-alive
+// connection must bring its next request within leanIdleTimeout. The
+// inbound's event loop has the same.
+const (
+	leanHeaderTimeout = 10 * time.Second
+	leanIdleTimeout   = 2 * time.Minute
+)
+
 // leanServer is the HTTP/1.1 server of one side, with the limits of its
 // net/http twin; handler panics it logs at error level.
 func (p *Proxy) leanServer(h http.Handler, part string) *h1.Server {
-	return &h1.Server{Handler: p.bodyRate.handler(h), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+	return &h1.Server{Handler: p.bodyRate.handler(h), ReadHeaderTimeout: leanHeaderTimeout, IdleTimeout: leanIdleTimeout, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(p.log.With("part", part).Handler(), slog.LevelError)}
 }
 

@@ -358,6 +358,9 @@ func StartProxy(t testing.TB, agent *AgentProc, service, app, policy string, ext
 		// before Start, so it is removed after the process is stopped).
 		args = append(args, "--audit-spool-dir", t.TempDir())
 	}
+	// SIGIL_E2E_PROXY_FLAGS runs every sidecar of the suite with more
+	// flags, as `make e2e-event-loop` runs it with --inbound-event-loop.
+	args = append(args, strings.Fields(os.Getenv("SIGIL_E2E_PROXY_FLAGS"))...)
 	p := &ProxyProc{Proc: Start(t, "sigil-proxy", append(args, extra...)...)}
 	m := p.WaitFor(`"msg":"sigil-proxy running".*"inbound":"([^"]+)","outbound":"([^"]+)","admin":"([^"]+)"`, 60*time.Second)
 	p.Inbound, p.Outbound, p.Admin = m[1], m[2], m[3]

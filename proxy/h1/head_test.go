@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"maps"
 	"net/http"
 	"slices"
@@ -292,6 +293,31 @@ func TestChunkLines(t *testing.T) {
 	for _, line := range []string{"Content-Length: 1", "transfer-encoding: chunked", "Host: a", "Connection: close", "X-Forwarded-Client-Cert: x", " X: 1", "X : 1", "X: \x01", ""} {
 		if err := CheckTrailer([]byte(line)); !errors.Is(err, ErrFraming) {
 			t.Errorf("%q: %v, want ErrFraming", line, err)
+		}
+	}
+}
+
+// TestAppendResponse reads back in net/http what AppendResponse writes:
+// status, fields (a line break in a value cannot start a field), body,
+// and for HEAD the length without the body.
+func TestAppendResponse(t *testing.T) {
+	h := http.Header{"Content-Type": {"text/plain"}, "X-A": {"1", "2"}, "X-Evil": {"a\r\nInjected: yes"}, "Content-Length": {"99"}}
+	for _, head := range []bool{false, true} {
+		b := AppendResponse(nil, http.StatusForbidden, h, []byte("RBAC: access denied\n"), head)
+		method := "GET"
+		if head {
+			method = "HEAD"
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(b)), &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("%q: %v", b, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != 403 || resp.ContentLength != 20 || !slices.Equal(resp.Header["X-A"], []string{"1", "2"}) || resp.Header["Injected"] != nil {
+			t.Fatalf("%q: %d %d %v %v", b, resp.StatusCode, resp.ContentLength, resp.Header, err)
+		}
+		if want := map[bool]string{false: "RBAC: access denied\n", true: ""}[head]; string(body) != want {
+			t.Fatalf("HEAD %v: body %q", head, body)
 		}
 	}
 }

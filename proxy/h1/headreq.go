@@ -52,15 +52,7 @@ func AppendRequestHead(dst []byte, req *http.Request, h *Head) []byte {
 	dst = append(dst, " HTTP/1.1\r\nHost: "...)
 	dst = appendValue(dst, hostOf(req))
 	dst = append(dst, "\r\n"...)
-	var arr [32]string
-	for _, k := range sortedNames(arr[:0], req.Header) {
-		for _, v := range req.Header[k] {
-			dst = append(dst, k...)
-			dst = append(dst, ": "...)
-			dst = appendValue(dst, strings.TrimSpace(v))
-			dst = append(dst, "\r\n"...)
-		}
-	}
+	dst = appendFields(dst, req.Header)
 	switch {
 	case h.Chunked:
 		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
@@ -70,6 +62,22 @@ func AppendRequestHead(dst []byte, req *http.Request, h *Head) []byte {
 		dst = append(dst, "\r\n"...)
 	}
 	return append(dst, "\r\n"...)
+}
+
+// appendFields appends h's fields but Host, Content-Length and
+// Transfer-Encoding, sorted by name, each value trimmed and with CR and
+// LF turned to spaces, as Request.Write writes them.
+func appendFields(dst []byte, h http.Header) []byte {
+	var arr [32]string
+	for _, k := range sortedNames(arr[:0], h) {
+		for _, v := range h[k] {
+			dst = append(dst, k...)
+			dst = append(dst, ": "...)
+			dst = appendValue(dst, strings.TrimSpace(v))
+			dst = append(dst, "\r\n"...)
+		}
+	}
+	return dst
 }
 
 // appendValue appends a field value with CR and LF turned to spaces.
@@ -83,6 +91,28 @@ func appendValue(dst []byte, v string) []byte {
 			c = ' '
 		}
 		dst = append(dst, c)
+	}
+	return dst
+}
+
+// AppendResponse appends to dst a whole answer a relay makes itself
+// (a refusal, an error): the status line, header's fields sorted by name
+// (CR and LF in a value turned to spaces), Content-Length, the blank line
+// and body; for a HEAD request (head) the body is left out and
+// Content-Length still says its length (RFC 9110 §9.3.2). header's
+// Content-Length and Transfer-Encoding are not written.
+func AppendResponse(dst []byte, code int, header http.Header, body []byte, head bool) []byte {
+	dst = append(dst, "HTTP/1.1 "...)
+	dst = strconv.AppendInt(dst, int64(code), 10)
+	dst = append(dst, ' ')
+	dst = append(dst, http.StatusText(code)...)
+	dst = append(dst, "\r\n"...)
+	dst = appendFields(dst, header)
+	dst = append(dst, "Content-Length: "...)
+	dst = strconv.AppendInt(dst, int64(len(body)), 10)
+	dst = append(dst, "\r\n\r\n"...)
+	if !head {
+		dst = append(dst, body...)
 	}
 	return dst
 }

@@ -205,7 +205,9 @@ func (s *Server) limits() (maxHeader int, header, idle time.Duration) {
 func (sc *serverConn) serve(ctx context.Context) bool {
 	maxHeader, headerTimeout, idleTimeout := sc.s.limits()
 	var tlsState *tls.ConnectionState
-	if tc, ok := sc.c.(*tls.Conn); ok {
+	// A *tls.Conn, or a wrapper of one that says so (proxy/loop's
+	// handed-back connections).
+	if tc, ok := sc.c.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		cs := tc.ConnectionState()
 		tlsState = &cs
 	}

@@ -41,12 +41,14 @@ type bufConn struct {
 }
 
 func (b *bufConn) Read(p []byte) (int, error) {
-	if b.nc != nil {
-		return b.nc.Read(p)
-	}
 	if b.r == len(b.buf) {
+		if b.nc != nil {
+			return b.nc.Read(p)
+		}
 		return 0, os.ErrDeadlineExceeded // crypto/tls keeps what it has and returns; the loop reads more
 	}
+	// Bytes the loop read: all of them before the socket again (a
+	// connection handed back to goroutines).
 	n := copy(p, b.buf[b.r:])
 	b.r += n
 	if b.r == len(b.buf) {
@@ -98,3 +100,42 @@ func (b *bufConn) setDeadline(t time.Time) error {
 // NetConn is the connection underneath, until the loop takes it (then
 // nil).
 func (b *bufConn) NetConn() net.Conn { return b.nc }
+
+// handedConn is a connection the loop handed back (Config.Handoff): its
+// reads return first what the loop had read and not relayed, then the
+// connection's; Close also closes the caller's net.Conn given to Take.
+type handedConn struct {
+	net.Conn // the TLS connection, or the socket
+	prefix   []byte
+	owner    net.Conn
+}
+
+func (c *handedConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *handedConn) Close() error {
+	err := c.Conn.Close()
+	if c.owner != nil {
+		c.owner.Close() // its socket is closed already: this gives back what wraps it (a listener's slot)
+	}
+	return err
+}
+
+// ConnectionState is the TLS connection's state (zero for a plaintext
+// one), for servers that read the caller's certificate from it.
+func (c *handedConn) ConnectionState() tls.ConnectionState {
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		return tc.ConnectionState()
+	}
+	return tls.ConnectionState{}
+}
+
+// NetConn is the connection underneath: the TLS connection, or the
+// socket.
+func (c *handedConn) NetConn() net.Conn { return c.Conn }

@@ -48,6 +48,15 @@ type Config struct {
 	// Handler decides every request; nil forwards each as received,
 	// hop-by-hop fields removed.
 	Handler Handler
+	// Handoff, if set, takes back a caller's connection whose next
+	// request the loop does not carry (an Upgrade, CONNECT, HTTP/1.0:
+	// ErrUnsupported of proxy/h1) instead of its answering 501: c is the
+	// connection as a net.Conn (over TLS for a TLS caller), whose reads
+	// return that request first; value is Take's. It is called on a
+	// goroutine of its own, which it may keep for as long as it serves c;
+	// it must close c. Only a request with no exchange before it in
+	// flight is handed off (pipelined ones wait their turn).
+	Handoff func(c net.Conn, value any)
 	// HeaderTimeout bounds how long a caller may take to send a request
 	// head it has begun (on a new connection, from its start); zero:
 	// no bound. IdleTimeout bounds how long a kept-alive connection may

@@ -262,6 +262,10 @@ func (l *Loop) fail(s *side, err error) {
 		l.closePair(s, err)
 		return
 	}
+	if l.cfg.Handoff != nil && errors.Is(err, h1.ErrUnsupported) && !s.closing {
+		l.handoff(s)
+		return
+	}
 	l.stage(s, []byte(h1.ErrorAnswer(err)))
 	s.closing = true
 	l.hold(s)

@@ -1,0 +1,125 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/sigil-mesh/sigil/proxy/h1"
+	"github.com/sigil-mesh/sigil/proxy/hop"
+	"github.com/sigil-mesh/sigil/proxy/loop"
+)
+
+// The inbound's HTTP/1.1 path on an event loop (--inbound-event-loop):
+// connections from other sidecars that negotiate HTTP/1.1 are handed,
+// after their handshake, to a proxy/loop.Loop, which reads every request
+// head and relays the bodies and answers itself, with one goroutine for
+// all of them. Each request still goes through the same steps as on the
+// goroutine path (inbound.admit: the Connection options, the forged
+// identity, the trace, the target's normalization, the policy decision
+// and its audit record; inbound.finish: metrics, the access log, taps,
+// the span's end), on an *http.Request read from the head; what the app
+// gets is the head the request then has, with the body as it came.
+// A connection whose next request the loop does not carry (a WebSocket
+// upgrade, CONNECT, HTTP/1.0) goes back to the goroutine path's server
+// for the rest of its life (loop.Config.Handoff); gRPC never comes this
+// way (it negotiates h2).
+
+// newLoop starts the inbound's loop, with the goroutine path's limits:
+// its HTTP/1.1 server's header and keep-alive timeouts, the idle timeout
+// of its listener, the minimum request body rate; dialApp reaches the
+// app.
+func (in *inbound) newLoop(dialApp func(context.Context) (net.Conn, error)) (*loop.Loop, error) {
+	cfg := in.p.cfg
+	bad := h1.AppendResponse(nil, http.StatusBadGateway, http.Header{"Content-Type": {"text/plain; charset=utf-8"},
+		"X-Content-Type-Options": {"nosniff"}, "Connection": {"close"}}, []byte("sigil: app unreachable\n"), false)
+	return loop.New(loop.Config{
+		Dial:            dialApp,
+		Handler:         inboundLoop{in},
+		// WebSocket upgrades, CONNECT and HTTP/1.0 go back to the
+		// goroutine path, for the rest of their connection.
+		Handoff: func(c net.Conn, _ any) { in.fast.Serve(withConnAbort(context.Background(), c), c) },
+		HeaderTimeout:   leanHeaderTimeout,
+		IdleTimeout:     leanIdleTimeout,
+		ReadIdleTimeout: cfg.IdleTimeout,
+		MinBodyRate:     int64(cfg.MinRequestBodyRate),
+		BodyRateWindow:  cfg.MinRequestBodyGrace,
+		BadGateway:      bad,
+		Log:             in.p.log.With("part", "inbound-loop"),
+	})
+}
+
+// inboundLoop decides the requests of the inbound's loop.
+type inboundLoop struct{ in *inbound }
+
+// Request admits one request head; see the section comment.
+func (h inboundLoop) Request(caller *loop.Caller, head *h1.Head) loop.Verdict {
+	in := h.in
+	r, err := head.Request()
+	if err != nil {
+		// As the goroutine path's server: refused before any handler.
+		return loop.Verdict{Answer: []byte(h1.ErrorAnswer(err)), Close: true}
+	}
+	r.TLS = caller.TLS()
+	c := &inboundCall{in: in, r: r, start: time.Now()}
+	c.rec.ResponseWriter = &c.answer
+	if !in.identify(c) {
+		return loop.Verdict{Answer: c.answer.bytes(r)}
+	}
+	if !in.admit(c) {
+		in.finish(c)
+		return loop.Verdict{Answer: c.answer.bytes(r)}
+	}
+	hop.StripRequestHeaders(r.Header)
+	return loop.Verdict{Head: h1.AppendRequestHead(nil, r, head), Exchange: c}
+}
+
+// Done records the call once the app's answer is relayed whole, or the
+// exchange ended without one.
+func (c *inboundCall) Done(status int, err error) {
+	c.rec.code = status
+	switch {
+	case errors.Is(err, loop.ErrUnreachable):
+		c.rec.setFlag(flagUpstreamFail)
+		c.in.p.log.Warn("app unreachable", "app", c.in.p.cfg.App, "error", err)
+	case err != nil:
+		// The app hung up before its answer was whole, or the caller did.
+		c.rec.setFlag(flagUpstreamReset)
+	}
+	c.in.finish(c)
+}
+
+// answerWriter is the http.ResponseWriter of a request the inbound
+// answers itself on the loop (a refusal): it keeps the answer for
+// h1.AppendResponse.
+type answerWriter struct {
+	header http.Header
+	code   int
+	body   []byte
+}
+
+func (w *answerWriter) Header() http.Header {
+	if w.header == nil {
+		w.header = http.Header{}
+	}
+	return w.header
+}
+
+func (w *answerWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+
+func (w *answerWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	w.body = append(w.body, b...)
+	return len(b), nil
+}
+
+// bytes is the whole answer to r.
+func (w *answerWriter) bytes(r *http.Request) []byte {
+	return h1.AppendResponse(nil, max(w.code, http.StatusOK), w.header, w.body, r.Method == http.MethodHead)
+}
