@@ -111,6 +111,8 @@ func startMeshWithProxies(t *testing.T, serverArgs ...string) *meshWithProxies {
 type appReply struct {
 	Service string            `json:"service"`
 	Method  string            `json:"method"`
+	Path    string            `json:"path"`
+	Body    string            `json:"body"`
 	Caller  string            `json:"caller"`
 	Host    string            `json:"host"`
 	Headers map[string]string `json:"headers"`

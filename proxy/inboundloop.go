@@ -36,11 +36,11 @@ func (in *inbound) newLoop(dialApp func(context.Context) (net.Conn, error)) (*lo
 	bad := h1.AppendResponse(nil, http.StatusBadGateway, http.Header{"Content-Type": {"text/plain; charset=utf-8"},
 		"X-Content-Type-Options": {"nosniff"}, "Connection": {"close"}}, []byte("sigil: app unreachable\n"), false)
 	return loop.New(loop.Config{
-		Dial:            dialApp,
-		Handler:         inboundLoop{in},
+		Dial:    dialApp,
+		Handler: inboundLoop{in},
 		// WebSocket upgrades, CONNECT and HTTP/1.0 go back to the
 		// goroutine path, for the rest of their connection.
-		Handoff: func(c net.Conn, _ any) { in.fast.Serve(withConnAbort(context.Background(), c), c) },
+		Handoff:         func(c net.Conn, _ any) { in.fast.Serve(withConnAbort(context.Background(), c), c) },
 		HeaderTimeout:   leanHeaderTimeout,
 		IdleTimeout:     leanIdleTimeout,
 		ReadIdleTimeout: cfg.IdleTimeout,

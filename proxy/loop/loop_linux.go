@@ -35,8 +35,9 @@ type Loop struct {
 	events   []unix.EpollEvent
 	conns    []*side // by fd
 	dirty    []*side
-	live     int       // pairs not yet closed (the loop's goroutine's)
-	now      time.Time // the clock read once per batch of events
+	live     int          // pairs not yet closed (the loop's goroutine's)
+	nlive    atomic.Int64 // live as of the last batch, for Conns
+	now      time.Time    // the clock read once per batch of events
 	mu       sync.Mutex
 	pending  []*side       // sides to adopt: new callers, dialed upstreams
 	draining bool          // under mu: Shutdown or Close began
@@ -208,6 +209,10 @@ func (l *Loop) queue(s *side) bool {
 func (l *Loop) wake() {
 	unix.Write(l.wakefd, []byte{1, 0, 0, 0, 0, 0, 0, 0}) // EAGAIN: already awake
 }
+
+// Conns is how many callers' connections the loop serves, as of its
+// last batch of events.
+func (l *Loop) Conns() int { return int(l.nlive.Load()) }
 
 // Shutdown stops the loop gracefully: it takes no new connection, ends
 // each connection once its exchange in flight (if any) is answered, and

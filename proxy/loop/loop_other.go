@@ -23,6 +23,9 @@ func (*Loop) Take(c *Conn, _ any) error {
 	return ErrNoEpoll
 }
 
+// Conns is 0: there is no loop.
+func (*Loop) Conns() int { return 0 }
+
 // Shutdown does nothing.
 func (*Loop) Shutdown(context.Context) error { return nil }
 

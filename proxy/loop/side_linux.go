@@ -143,6 +143,7 @@ func (l *Loop) run() {
 			}
 		}
 		l.flush()
+		l.nlive.Store(int64(l.live))
 		l.checkDrained()
 	}
 }
