@@ -37,7 +37,7 @@ func (in *inbound) newLoop(dialApp func(context.Context) (net.Conn, error)) (*lo
 		"X-Content-Type-Options": {"nosniff"}, "Connection": {"close"}}, []byte("sigil: app unreachable\n"), false)
 	return loop.New(loop.Config{
 		Dial:    dialApp,
-		Handler: inboundLoop{in},
+		Handler: &inboundLoop{in: in},
 		// WebSocket upgrades, CONNECT and HTTP/1.0 go back to the
 		// goroutine path, for the rest of their connection.
 		Handoff:         func(c net.Conn, _ any) { in.fast.Serve(withConnAbort(context.Background(), c), c) },
@@ -51,11 +51,15 @@ func (in *inbound) newLoop(dialApp func(context.Context) (net.Conn, error)) (*lo
 	})
 }
 
-// inboundLoop decides the requests of the inbound's loop.
-type inboundLoop struct{ in *inbound }
+// inboundLoop decides the requests of the inbound's loop, on its
+// goroutine.
+type inboundLoop struct {
+	in   *inbound
+	head []byte // the last head forwarded: the loop copies it at once
+}
 
 // Request admits one request head; see the section comment.
-func (h inboundLoop) Request(caller *loop.Caller, head *h1.Head) loop.Verdict {
+func (h *inboundLoop) Request(caller *loop.Caller, head *h1.Head) loop.Verdict {
 	in := h.in
 	r, err := head.Request()
 	if err != nil {
@@ -73,7 +77,8 @@ func (h inboundLoop) Request(caller *loop.Caller, head *h1.Head) loop.Verdict {
 		return loop.Verdict{Answer: c.answer.bytes(r)}
 	}
 	hop.StripRequestHeaders(r.Header)
-	return loop.Verdict{Head: h1.AppendRequestHead(nil, r, head), Exchange: c}
+	h.head = h1.AppendRequestHead(h.head[:0], r, head)
+	return loop.Verdict{Head: h.head, Exchange: c}
 }
 
 // Done records the call once the app's answer is relayed whole, or the

@@ -89,7 +89,7 @@ func (e *env) startMesh(ctx context.Context) error {
 	e.id = "spiffe://example.org/ns/bench/sa/bench"
 	// One identity serves every bench service (all sidecars run as this uid).
 	services := []string{}
-	for _, s := range []string{"api", "api-caller", "apih2", "apih2-caller", "idle", "idle-caller", "grpc", "grpc-caller"} {
+	for _, s := range []string{"api", "api-caller", "apih2", "apih2-caller", "apiloop", "apiloop-caller", "idle", "idle-caller", "grpc", "grpc-caller"} {
 		services = append(services, "--service", s)
 	}
 	if _, err := e.sigil(append([]string{"entry", "create", "--parent-id", "spiffe://example.org/sigil/agent/join_token/bench", "--spiffe-id", e.id, "--selector", "unix:uid:" + strconv.Itoa(os.Getuid())}, services...)...); err != nil {
@@ -158,11 +158,12 @@ func runCmd(name string, args ...string) (string, error) {
 
 var proxyRunning = regexp.MustCompile(`"inbound":"([^"]+)","outbound":"([^"]+)","admin":"([^"]+)"`)
 
-// sigilPair starts the callee's sidecar in front of backend and the
-// caller's sidecar, which finds it through discovery.
-func (e *env) sigilPair(ctx context.Context, name, backend string) (*setup, error) {
-	api, err := e.start(name+"-server", e.bin+"/sigil-proxy", "run", "--socket", e.agentSocket, "--service", name, "--app", backend,
-		"--policy", e.policyDir, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-grace", "0s", "--audit-spool-dir", e.dir+"/"+name+"-server.spool")
+// sigilPair starts the callee's sidecar in front of backend (with
+// calleeFlags besides its own) and the caller's sidecar, which finds it
+// through discovery.
+func (e *env) sigilPair(ctx context.Context, name, backend string, calleeFlags ...string) (*setup, error) {
+	api, err := e.start(name+"-server", append([]string{e.bin + "/sigil-proxy", "run", "--socket", e.agentSocket, "--service", name, "--app", backend,
+		"--policy", e.policyDir, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-grace", "0s", "--audit-spool-dir", e.dir + "/" + name + "-server.spool"}, calleeFlags...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -56,6 +56,10 @@ type Head struct {
 	// Close: the sender ends the connection after this message
 	// (Connection: close, or HTTP/1.0 without keep-alive; RFC 9112 §9.3).
 	Close bool
+	// Expect100: a request's Expect is 100-continue (the only one
+	// taken): the client may wait for a 100 before sending its body
+	// (RFC 9110 §10.1.1).
+	Expect100 bool
 
 	raw    []byte
 	start  int                 // the start line is raw[:start]
@@ -143,6 +147,7 @@ func ParseHead(b []byte, request bool, h *Head) error {
 			if !ascii.EqualFold(value, "100-continue") {
 				return errExpectation
 			}
+			h.Expect100 = true
 		case ascii.EqualFold(name, "connection"):
 			if err := h.connection(value, &keepAlive); err != nil {
 				return err

@@ -100,7 +100,9 @@ type Handler interface {
 	Request(c *Caller, h *h1.Head) Verdict
 }
 
-// Verdict is what becomes of one request.
+// Verdict is what becomes of one request. The loop copies Head and
+// Answer before Request returns to it: a Handler may build them in
+// memory of its own that it reuses.
 type Verdict struct {
 	// Head, if not nil, is the request head sent upstream in place of
 	// the one received: start line, fields, blank line. It must keep

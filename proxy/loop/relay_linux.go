@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/sigil-mesh/sigil/proxy/h1"
@@ -142,11 +143,18 @@ func (l *Loop) request(s *side, h *h1.Head) {
 	s.discard = false
 	var v Verdict
 	if l.cfg.Handler != nil {
-		v = l.cfg.Handler.Request(&s.caller, h)
+		var ok bool
+		if v, ok = l.decide(s, h); !ok {
+			return
+		}
 	}
 	x.ex = v.Exchange
 	x.close = x.close || v.Close
 	if v.Answer != nil {
+		// A client that waits for 100 Continue may not send the body it
+		// announced after a final answer: the connection cannot be read
+		// on safely, so it ends (RFC 9110 §10.1.1; net/http does the same).
+		x.close = x.close || h.Expect100 && (h.Chunked || h.ContentLength > 0)
 		// Answered here: the body, if any, is read and dropped, and the
 		// next request waits until the answer is queued (it is, now).
 		s.discard = true
@@ -169,6 +177,21 @@ func (l *Loop) request(s *side, h *h1.Head) {
 	if !up.adopted && !up.dialing && !up.dead {
 		l.dial(up)
 	}
+}
+
+// decide asks the Handler about h. A Handler that panics fails only
+// this connection: the pair is closed, the panic logged; ok is false.
+func (l *Loop) decide(s *side, h *h1.Head) (v Verdict, ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			if l.cfg.Log != nil {
+				l.cfg.Log.Error("loop: handler panicked: connection closed", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			}
+			s.x.awaiting = false
+			l.closePair(s, fmt.Errorf("loop: handler panicked: %v", p))
+		}
+	}()
+	return l.cfg.Handler.Request(&s.caller, h), true
 }
 
 // response checks the response head h that upstream side s read and
