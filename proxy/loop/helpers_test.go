@@ -8,6 +8,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -86,6 +87,22 @@ func dialTo(addr string) func(context.Context) (net.Conn, error) {
 // listener in front of it; callers speak TLS if tlsCallers.
 func start(t *testing.T, cfg Config, upstream string, tlsCallers bool) *fixture {
 	t.Helper()
+	return startWith(t, cfg, upstream, tlsCallers, nil)
+}
+
+// smallBuffers makes the kernel's buffers of a connection small, so
+// that what the loop sends waits in its own queue (maxQueued), not in
+// the kernel's.
+func smallBuffers(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(16 << 10)
+	}
+}
+
+// startWith is start with prep run on each accepted connection before
+// Take.
+func startWith(t *testing.T, cfg Config, upstream string, tlsCallers bool, prep func(net.Conn)) *fixture {
+	t.Helper()
 	if cfg.Dial == nil {
 		cfg.Dial = dialTo(upstream)
 	}
@@ -109,6 +126,9 @@ func start(t *testing.T, cfg Config, upstream string, tlsCallers bool) *fixture 
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			if prep != nil {
+				prep(c)
 			}
 			conn := Plain(c)
 			if srvCfg != nil {
@@ -170,6 +190,7 @@ func (f *fixture) dial() net.Conn {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	c.(*net.TCPConn).SetReadBuffer(128 << 10) // over a loopback segment: no window stalls
 	if f.pool != nil {
 		c = tls.Client(c, &tls.Config{RootCAs: f.pool, ServerName: "127.0.0.1"})
 	}
@@ -307,4 +328,42 @@ func settle(t testing.TB, what string, cond func() bool) {
 		runtime.Gosched()
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// slowRead reads resp's body in small pieces with a pause between, and
+// returns its hash and the error that ended it (nil at its end).
+func slowRead(resp *http.Response, piece int, pause time.Duration) ([]byte, error) {
+	h := sha256.New()
+	buf := make([]byte, piece)
+	for {
+		n, err := resp.Body.Read(buf)
+		h.Write(buf[:n])
+		if err == io.EOF {
+			return h.Sum(nil), nil
+		}
+		if err != nil {
+			return h.Sum(nil), err
+		}
+		time.Sleep(pause)
+	}
+}
+
+// rawUpstream accepts connections on a new listener and runs serve on
+// each.
+func rawUpstream(t *testing.T, serve func(c net.Conn)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(c)
+		}
+	}()
+	return ln.Addr().String()
 }

@@ -128,7 +128,7 @@ func (l *Loop) run() {
 			case ev.Events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 && s.paused:
 				// Reported even when not asked for: the socket is gone
 				// both ways (or failed), and a held side would spin.
-				l.closePair(s, ErrHungUp)
+				l.hangUp(s)
 			case ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !s.paused:
 				l.readIn(s)
 			}
@@ -346,7 +346,7 @@ func (l *Loop) readIn(s *side) {
 		return
 	}
 	if err != nil || n == 0 {
-		l.closePair(s, ErrHungUp) // EOF or reset: both connections end
+		l.hangUp(s) // EOF or reset
 		return
 	}
 	*buf = (*buf)[:len(*buf)+n]
@@ -367,7 +367,12 @@ func (l *Loop) decrypt(s *side) {
 		s.in = s.in[:len(s.in)+m]
 		if err != nil {
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				l.closePair(s, ErrHungUp)
+				// What came before a close_notify (crypto/tls returns it
+				// with the last data) or a failed record goes on first.
+				l.relay(s)
+				if !s.dead {
+					l.hangUp(s)
+				}
 				return
 			}
 			break
@@ -493,6 +498,26 @@ func (l *Loop) closePair(s *side, err error) {
 			c.owner.Close() // the caller's wrappers: its socket is closed already
 		}
 	}
+}
+
+// hangUp ends s's pair after s's peer closed or reset its connection.
+// An upstream that ends between exchanges (its last answer whole, as a
+// server ends a kept-alive connection, or after Connection: close) is
+// closed alone: the caller gets what is queued for it, then a close.
+func (l *Loop) hangUp(s *side) {
+	down := s.peer
+	if s.isDown || s.x.awaiting || down.dead {
+		l.closePair(s, ErrHungUp)
+		return
+	}
+	unix.Close(s.fd)
+	l.conns[s.fd] = nil
+	s.dead = true
+	s.discardStaged()
+	down.discard = true // the rest of a request body answered early has nowhere to go
+	down.closing = true
+	l.markDirty(down)
+	l.hold(down)
 }
 
 // endExchange tells x's Handler the exchange ended.
