@@ -40,9 +40,12 @@ type Loop struct {
 	pending  []*side       // sides to adopt: new callers, dialed upstreams
 	draining bool          // under mu: Shutdown or Close began
 	closing  bool          // under mu: Close began
+	wakeGone bool          // under mu: wakefd is closed (its number may be anything's now)
 	drained  chan struct{} // closed once draining and no pair is left
 	npending atomic.Int32
-	stopped  chan struct{} // closed when run returns, every connection closed
+	stopped  chan struct{}   // closed when run returns, every connection closed
+	ctx      context.Context // dials' parent: canceled when the loop stops
+	cancel   context.CancelFunc
 }
 
 // New starts a Loop for cfg.
@@ -81,6 +84,7 @@ func New(cfg Config) (*Loop, error) {
 	}
 	l := &Loop{cfg: cfg, epfd: epfd, wakefd: wakefd, rc: rc, epf: f, events: make([]unix.EpollEvent, 256),
 		drained: make(chan struct{}), stopped: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	go l.run()
 	if to := min(nonZero(cfg.HeaderTimeout), nonZero(cfg.IdleTimeout)); to > 0 {
 		go l.ticks(min(max(to/4, 10*time.Millisecond), time.Second))
@@ -202,7 +206,11 @@ func (l *Loop) queue(s *side) bool {
 }
 
 func (l *Loop) wake() {
-	unix.Write(l.wakefd, []byte{1, 0, 0, 0, 0, 0, 0, 0}) // EAGAIN: already awake
+	l.mu.Lock()
+	if !l.wakeGone {
+		unix.Write(l.wakefd, []byte{1, 0, 0, 0, 0, 0, 0, 0}) // EAGAIN: already awake
+	}
+	l.mu.Unlock()
 }
 
 // Shutdown stops the loop gracefully: it takes no new connection, ends
@@ -218,6 +226,8 @@ func (l *Loop) Shutdown(ctx context.Context) error {
 	select {
 	case <-l.drained:
 		return l.Close()
+	case <-l.stopped: // Close, before or during
+		return nil
 	case <-ctx.Done():
 		l.Close()
 		return ctx.Err()

@@ -225,18 +225,22 @@ func (l *Loop) setConn(s *side) {
 	l.conns[s.fd], s.adopted = s, true
 }
 
-// drain ends every pair with no exchange in flight, and has the others
-// end when theirs is answered.
+// drain ends every pair with no exchange in flight once what is queued
+// for its caller is sent (no further request is read, nor the rest of
+// the body of one already answered), and has the others end when theirs
+// is answered.
 func (l *Loop) drain() {
 	for _, s := range l.conns {
 		if s == nil || s.dead || !s.isDown {
 			continue
 		}
-		if !s.x.awaiting && s.state == stHead {
-			l.closePair(s, ErrClosed)
-		} else {
+		if s.x.awaiting {
 			s.x.close = true
+			continue
 		}
+		s.closing = true
+		l.markDirty(s) // flush closes it once its queue is empty
+		l.hold(s)
 	}
 }
 
@@ -264,8 +268,12 @@ func (l *Loop) closeAll() {
 			l.closePair(s, ErrClosed)
 		}
 	}
+	l.cancel() // dials in flight
 	l.epf.Close()
+	l.mu.Lock()
+	l.wakeGone = true
 	unix.Close(l.wakefd)
+	l.mu.Unlock()
 }
 
 // ticks asks the loop to sweep every d, through its eventfd, until it
@@ -528,7 +536,7 @@ func (l *Loop) endExchange(x *exchange, err error) { x.done(err) }
 func (l *Loop) dial(s *side) {
 	s.dialing = true
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.DialTimeout)
+		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.DialTimeout)
 		defer cancel()
 		d := l.connect(ctx)
 		if d.err != nil && l.cfg.Log != nil {
