@@ -456,6 +456,9 @@ func (l *Loop) writeOut(s *side) {
 			return
 		}
 		s.out = s.out[:copy(s.out, s.out[n:])]
+		if n > 0 && s.isDown && !s.heading {
+			l.arm(s) // an answer still being sent: the idle timeout counts from its last progress
+		}
 	}
 	l.setPoll(s, s.paused, len(s.out) > 0)
 	l.hold(s.peer)
