@@ -91,6 +91,18 @@ func (l *Loop) run() {
 	defer close(l.stopped)
 	for {
 		n, err := l.wait()
+		// The eventfd is reset before the queue is read, never after: a
+		// side queued while the batch is handled writes it again, and
+		// the next wait returns at once (reset after adopt, that wakeup
+		// was lost and the side waited for some other event).
+		tick := false
+		for _, ev := range l.events[:n] {
+			if int(ev.Fd) == l.wakefd {
+				var b [8]byte
+				unix.Read(l.wakefd, b[:])
+				tick = l.tick.Swap(false)
+			}
+		}
 		if l.npending.Load() > 0 {
 			if l.adopt() {
 				l.closeAll()
@@ -106,9 +118,7 @@ func (l *Loop) run() {
 		}
 		for _, ev := range l.events[:n] {
 			if int(ev.Fd) == l.wakefd {
-				var b [8]byte
-				unix.Read(l.wakefd, b[:]) // reset the counter: adopt has run
-				if l.tick.Swap(false) {
+				if tick {
 					l.sweep(l.cfg.Now())
 				}
 				continue
