@@ -42,9 +42,12 @@ type Loop struct {
 	pending  []*side       // sides to adopt: new callers, dialed upstreams
 	draining bool          // under mu: Shutdown or Close began
 	closing  bool          // under mu: Close began
+	wakeGone bool          // under mu: wakefd is closed (its number may be anything's now)
 	drained  chan struct{} // closed once draining and no pair is left
 	npending atomic.Int32
-	stopped  chan struct{} // closed when run returns, every connection closed
+	stopped  chan struct{}   // closed when run returns, every connection closed
+	ctx      context.Context // dials' parent: canceled when the loop stops
+	cancel   context.CancelFunc
 }
 
 // New starts a Loop for cfg.
@@ -86,6 +89,7 @@ func New(cfg Config) (*Loop, error) {
 	}
 	l := &Loop{cfg: cfg, epfd: epfd, wakefd: wakefd, rc: rc, epf: f, events: make([]unix.EpollEvent, 256),
 		drained: make(chan struct{}), stopped: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	go l.run()
 	// The sweep runs a few times per shortest bound: a quarter of a
 	// timeout, a fifth of the body rate's window (as proxy's heartbeat).
@@ -207,7 +211,11 @@ func (l *Loop) queue(s *side) bool {
 }
 
 func (l *Loop) wake() {
-	unix.Write(l.wakefd, []byte{1, 0, 0, 0, 0, 0, 0, 0}) // EAGAIN: already awake
+	l.mu.Lock()
+	if !l.wakeGone {
+		unix.Write(l.wakefd, []byte{1, 0, 0, 0, 0, 0, 0, 0}) // EAGAIN: already awake
+	}
+	l.mu.Unlock()
 }
 
 // Conns is how many callers' connections the loop serves, as of its
@@ -227,6 +235,8 @@ func (l *Loop) Shutdown(ctx context.Context) error {
 	select {
 	case <-l.drained:
 		return l.Close()
+	case <-l.stopped: // Close, before or during
+		return nil
 	case <-ctx.Done():
 		l.Close()
 		return ctx.Err()

@@ -100,6 +100,18 @@ func (l *Loop) run() {
 	for {
 		n, err := l.wait()
 		l.now = l.cfg.Now()
+		// The eventfd is reset before the queue is read, never after: a
+		// side queued while the batch is handled writes it again, and
+		// the next wait returns at once (reset after adopt, that wakeup
+		// was lost and the side waited for some other event).
+		tick := false
+		for _, ev := range l.events[:n] {
+			if int(ev.Fd) == l.wakefd {
+				var b [8]byte
+				unix.Read(l.wakefd, b[:])
+				tick = l.tick.Swap(false)
+			}
+		}
 		if l.npending.Load() > 0 {
 			if l.adopt() {
 				l.closeAll()
@@ -115,9 +127,7 @@ func (l *Loop) run() {
 		}
 		for _, ev := range l.events[:n] {
 			if int(ev.Fd) == l.wakefd {
-				var b [8]byte
-				unix.Read(l.wakefd, b[:]) // reset the counter: adopt has run
-				if l.tick.Swap(false) {
+				if tick {
 					l.sweep(l.now)
 				}
 				continue
@@ -137,7 +147,7 @@ func (l *Loop) run() {
 			case ev.Events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 && s.paused:
 				// Reported even when not asked for: the socket is gone
 				// both ways (or failed), and a held side would spin.
-				l.closePair(s, ErrHungUp)
+				l.hangUp(s)
 			case ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !s.paused:
 				l.readIn(s)
 			}
@@ -236,18 +246,22 @@ func (l *Loop) setConn(s *side) {
 	l.conns[s.fd], s.adopted = s, true
 }
 
-// drain ends every pair with no exchange in flight, and has the others
-// end when theirs is answered.
+// drain ends every pair with no exchange in flight once what is queued
+// for its caller is sent (no further request is read, nor the rest of
+// the body of one already answered), and has the others end when theirs
+// is answered.
 func (l *Loop) drain() {
 	for _, s := range l.conns {
 		if s == nil || s.dead || !s.isDown {
 			continue
 		}
-		if !s.x.awaiting && s.state == stHead {
-			l.closePair(s, ErrClosed)
-		} else {
+		if s.x.awaiting {
 			s.x.close = true
+			continue
 		}
+		s.closing = true
+		l.markDirty(s) // flush closes it once its queue is empty
+		l.hold(s)
 	}
 }
 
@@ -275,8 +289,12 @@ func (l *Loop) closeAll() {
 			l.closePair(s, ErrClosed)
 		}
 	}
+	l.cancel() // dials in flight
 	l.epf.Close()
+	l.mu.Lock()
+	l.wakeGone = true
 	unix.Close(l.wakefd)
+	l.mu.Unlock()
 }
 
 // ticks asks the loop to sweep every d, through its eventfd, until it
@@ -383,7 +401,7 @@ func (l *Loop) readIn(s *side) {
 		return
 	}
 	if err != nil || n == 0 {
-		l.closePair(s, ErrHungUp) // EOF or reset: both connections end
+		l.hangUp(s) // EOF or reset
 		return
 	}
 	*buf = (*buf)[:len(*buf)+n]
@@ -410,7 +428,12 @@ func (l *Loop) decrypt(s *side) {
 		s.in = s.in[:len(s.in)+m]
 		if err != nil {
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				l.closePair(s, ErrHungUp)
+				// What came before a close_notify (crypto/tls returns it
+				// with the last data) or a failed record goes on first.
+				l.relay(s)
+				if !s.dead {
+					l.hangUp(s)
+				}
 				return
 			}
 			break
@@ -486,6 +509,9 @@ func (l *Loop) writeOut(s *side) {
 			return
 		}
 		s.out = s.out[:copy(s.out, s.out[n:])]
+		if n > 0 && s.isDown && !s.heading {
+			l.arm(s) // an answer still being sent: the idle timeout counts from its last progress
+		}
 	}
 	l.setPoll(s, s.paused, len(s.out) > 0)
 	l.hold(s.peer)
@@ -538,6 +564,26 @@ func (l *Loop) closePair(s *side, err error) {
 	}
 }
 
+// hangUp ends s's pair after s's peer closed or reset its connection.
+// An upstream that ends between exchanges (its last answer whole, as a
+// server ends a kept-alive connection, or after Connection: close) is
+// closed alone: the caller gets what is queued for it, then a close.
+func (l *Loop) hangUp(s *side) {
+	down := s.peer
+	if s.isDown || s.x.awaiting || down.dead {
+		l.closePair(s, ErrHungUp)
+		return
+	}
+	unix.Close(s.fd)
+	l.conns[s.fd] = nil
+	s.dead = true
+	s.discardStaged()
+	down.discard = true // the rest of a request body answered early has nowhere to go
+	down.closing = true
+	l.markDirty(down)
+	l.hold(down)
+}
+
 // endExchange tells x's Handler the exchange ended.
 func (l *Loop) endExchange(x *exchange, err error) { x.done(err) }
 
@@ -546,7 +592,7 @@ func (l *Loop) endExchange(x *exchange, err error) { x.done(err) }
 func (l *Loop) dial(s *side) {
 	s.dialing = true
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.DialTimeout)
+		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.DialTimeout)
 		defer cancel()
 		d := l.connect(ctx)
 		if d.err != nil && l.cfg.Log != nil {

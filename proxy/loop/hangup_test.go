@@ -1,0 +1,107 @@
+//go:build linux
+
+package loop
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestUpstreamCloseAfterAnswer: an upstream that closes its connection
+// once its answer is sent (Connection: close, or a kept-alive one it
+// ends) must not cut the answer short for a caller still reading what
+// is queued for it.
+func TestUpstreamCloseAfterAnswer(t *testing.T) {
+	const size = 4 * maxQueued
+	big := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	want := sha256.Sum256(big)
+	for _, connClose := range []bool{true, false} {
+		t.Run(fmt.Sprintf("connection-close=%v", connClose), func(t *testing.T) {
+			addr := rawUpstream(t, func(c net.Conn) {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				head := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n", len(big))
+				if connClose {
+					head += "Connection: close\r\n"
+				}
+				io.WriteString(c, head+"\r\n")
+				c.Write(big)
+			})
+			f := startWith(t, Config{}, addr, false, smallBuffers)
+			c := f.dial()
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReaderSize(c, 4096), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum, err := slowRead(resp, 16<<10, time.Millisecond)
+			if err != nil || !bytes.Equal(sum, want[:]) {
+				t.Fatalf("the answer did not arrive whole: %v", err)
+			}
+		})
+	}
+}
+
+// flushConn holds what is written to it until flush, so that a TLS
+// record and the close_notify after it leave in one write.
+type flushConn struct {
+	net.Conn
+	hold bool // set after the handshake
+	buf  bytes.Buffer
+}
+
+func (c *flushConn) Write(p []byte) (int, error) {
+	if !c.hold {
+		return c.Conn.Write(p)
+	}
+	return c.buf.Write(p)
+}
+
+func (c *flushConn) flush() error {
+	_, err := c.Conn.Write(c.buf.Bytes())
+	c.buf.Reset()
+	return err
+}
+
+// TestUpstreamTLSCloseNotify: a TLS upstream's last answer, arriving in
+// the same read as its close_notify, reaches the caller.
+func TestUpstreamTLSCloseNotify(t *testing.T) {
+	srvCfg, pool := testCerts(t)
+	addr := rawUpstream(t, func(c net.Conn) {
+		defer c.Close()
+		fc := &flushConn{Conn: c}
+		tc := tls.Server(fc, srvCfg)
+		if err := tc.Handshake(); err != nil {
+			return
+		}
+		fc.hold = true
+		if _, err := http.ReadRequest(bufio.NewReader(tc)); err != nil {
+			return
+		}
+		io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+		tc.CloseWrite()
+		c.SetWriteDeadline(time.Time{}) // CloseWrite leaves one set
+		fc.flush()
+		io.Copy(io.Discard, c)
+	})
+	f := start(t, Config{UpstreamTLS: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}}, addr, false)
+	for range 3 {
+		c := f.dial()
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		br := bufio.NewReader(c)
+		if resp, body := readResponse(t, br, "GET"); resp.StatusCode != 200 || body != "hello" {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+		expectEOF(t, br)
+	}
+}
