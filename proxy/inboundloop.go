@@ -47,6 +47,7 @@ func (in *inbound) newLoop(dialApp func(context.Context) (net.Conn, error)) (*lo
 		MinBodyRate:     int64(cfg.MinRequestBodyRate),
 		BodyRateWindow:  cfg.MinRequestBodyGrace,
 		BadGateway:      bad,
+		ProtocolError:   in.p.metrics.protocolError("inbound"),
 		Log:             in.p.log.With("part", "inbound-loop"),
 	})
 }
@@ -89,8 +90,12 @@ func (c *inboundCall) Done(status int, err error) {
 	case errors.Is(err, loop.ErrUnreachable):
 		c.rec.setFlag(flagUpstreamFail)
 		c.in.p.log.Warn("app unreachable", "app", c.in.p.cfg.App, "error", err)
+	case err != nil && status == http.StatusBadRequest:
+		// The caller's body broke its framing before the app answered.
+		c.rec.setFlag(flagBadRequest)
 	case err != nil:
-		// The app hung up before its answer was whole, or the caller did.
+		// The app hung up or broke the framing before its answer was
+		// whole (502 when it had not begun), or the caller hung up.
 		c.rec.setFlag(flagUpstreamReset)
 	}
 	c.in.finish(c)

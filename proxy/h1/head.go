@@ -182,9 +182,10 @@ func (h *Head) connection(value []byte, keepAlive *bool) error {
 		case ascii.EqualFold(tok, "upgrade"):
 			return ErrUnsupported
 		case ascii.EqualFold(tok, "content-length"), ascii.EqualFold(tok, "transfer-encoding"), ascii.EqualFold(tok, "host"):
-			// Dropping these would frame or route the message differently
-			// at the next hop than here.
-			return framingError("Connection names %s", tok)
+			// Never dropped: without them the next hop would frame or
+			// route the message differently than here (a smuggling
+			// desync). A Handler may refuse such a request
+			// (proxy/hop.TakeConnectionOptions does).
 		case h.ndrop == maxConnectionOptions:
 			return framingError("Connection names more than %d fields", maxConnectionOptions)
 		default:
@@ -208,8 +209,11 @@ func (h *Head) parseStart(line []byte, request bool) error {
 			return framingError("malformed request line %.40q", line)
 		}
 		for _, c := range target {
-			if c <= ' ' || c >= 0x7f {
-				return framingError("request-target is not visible ASCII") // RFC 9112 §3.2
+			// RFC 9112 §3.2 wants visible ASCII; bytes over 0x7f pass, as
+			// net/http and proxy/h1's server take them (the sidecar then
+			// normalizes them to escapes: package pathnorm).
+			if c <= ' ' || c == 0x7f {
+				return framingError("request-target holds a space or control character")
 			}
 		}
 		switch {

@@ -84,6 +84,11 @@ type Config struct {
 	// cannot be reached, after which its connection closes; empty: a
 	// plain 502.
 	BadGateway []byte
+	// ProtocolError, if set, is told of every upstream connection closed
+	// because the upstream broke HTTP/1.1's framing, with the reason
+	// (proxy/h1's ReasonMalformedResponse, ReasonBytesAfterResponse,
+	// ReasonUnsolicited), as proxy/h1.Client tells its own.
+	ProtocolError func(reason string)
 	// Log, if not nil, gets the loop's own failures (epoll, dial).
 	Log *slog.Logger
 	// Now is the loop's clock; nil: time.Now.

@@ -112,7 +112,7 @@ func New(cfg Config) (*Loop, error) {
 // closes the connection, so a listener's wrapper counting open
 // connections sees it open until then). On an error c is closed.
 func (l *Loop) Take(c *Conn, value any) error {
-	down := &side{isDown: true, x: &exchange{}, owner: c.raw, caller: Caller{Value: value}, secure: c.TLS != nil}
+	down := &side{isDown: true, x: &exchange{answerMark: -1}, owner: c.raw, caller: Caller{Value: value}, secure: c.TLS != nil}
 	up := &side{peer: down, x: down.x, fd: -1, secure: l.cfg.UpstreamTLS != nil}
 	down.peer = up
 	if c.TLS != nil {

@@ -20,13 +20,18 @@ const maxHead = 64 << 10
 // maxLine bounds a chunk-size or trailer line, in bytes.
 const maxLine = 4 << 10
 
-// errNoRequest is an upstream that answered when no request was in
-// flight.
-var errNoRequest = errors.New("loop: response without a request")
+// errNoRequest is an upstream that sent bytes when no request was in
+// flight; errBytesAfterResponse, bytes in the same read as the end of an
+// answer (the next request, if any, had not been sent).
+var (
+	errNoRequest          = errors.New("loop: bytes from the upstream with no request in flight")
+	errBytesAfterResponse = errors.New("loop: bytes from the upstream after a whole answer")
+)
 
 // relay forwards every complete message head and every body byte of
 // s.in to s's peer, and handles a malformed message.
 func (l *Loop) relay(s *side) {
+	s.ended = false
 	if err := l.relayMessages(s); err != nil {
 		l.fail(s, err)
 		return
@@ -52,6 +57,13 @@ func (l *Loop) relayMessages(s *side) error {
 		case stHead:
 			if s.isDown && (s.x.awaiting || s.closing) {
 				return nil // one exchange at a time: a pipelined request waits for the response; none after a close
+			}
+			switch {
+			case s.isDown:
+			case s.ended:
+				return errBytesAfterResponse
+			case !s.x.awaiting:
+				return errNoRequest // at once, whole head or not: they must never be read as the next answer
 			}
 			i := bytes.Index(b, crlfcrlf)
 			if i < 0 && len(b) <= maxHead {
@@ -205,6 +217,7 @@ func (l *Loop) response(s *side, h *h1.Head) error {
 		return h1.ErrUnsupported // the Upgrade was refused with the request: the upstream's fault
 	case h.Status >= 200:
 		x.status = h.Status
+		x.answerMark = len(*stageBuf(s.peer))
 	}
 	dst := stageBuf(s.peer)
 	*dst = h.AppendForward(*dst)
@@ -263,7 +276,7 @@ func (l *Loop) endMessage(s *side) {
 		return
 	}
 	x := s.x
-	x.awaiting = false
+	x.awaiting, s.ended = false, true
 	l.endExchange(x, nil)
 	down := s.peer
 	if x.close {
@@ -278,18 +291,42 @@ func (l *Loop) endMessage(s *side) {
 	}
 }
 
-// fail answers a request that could not be read with proxy/h1's error
-// answer and closes; any other failure closes the pair.
+// fail handles a message s could not read: the upstream's by
+// failResponse, the caller's by failRequest.
 func (l *Loop) fail(s *side, err error) {
-	if !s.isDown || s.x.awaiting || s.state != stHead {
+	if s.isDown {
+		l.failRequest(s, err)
+	} else {
+		l.failResponse(s, err)
+	}
+}
+
+// failRequest handles a request that could not be read. Its head: a
+// request the loop does not carry goes to Config.Handoff if set; else
+// proxy/h1's error answer, and the connection ends. Its body, before
+// the answer began: the upstream is closed (a request not yet sent
+// never reaches it), the caller gets the error answer and the
+// connection ends, as proxy/h1's server answers a body that breaks
+// before its handler answered. Otherwise the pair ends.
+func (l *Loop) failRequest(s *side, err error) {
+	x := s.x
+	switch {
+	case s.state == stHead && !x.awaiting:
+		if l.cfg.Handoff != nil && errors.Is(err, h1.ErrUnsupported) && !s.closing {
+			l.handoff(s)
+			return
+		}
+	case s.discard || !x.awaiting || x.status != 0:
 		l.closePair(s, err)
 		return
+	default:
+		l.resetUpstream(s.peer)
+		x.awaiting = false
 	}
-	if l.cfg.Handoff != nil && errors.Is(err, h1.ErrUnsupported) && !s.closing {
-		l.handoff(s)
-		return
-	}
-	l.stage(s, []byte(h1.ErrorAnswer(err)))
-	s.closing = true
+	answer := h1.ErrorAnswer(err)
+	x.status = statusOf([]byte(answer))
+	l.stage(s, []byte(answer))
+	l.endExchange(x, err)
+	s.discard, s.closing = true, true
 	l.hold(s)
 }
