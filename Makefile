@@ -7,7 +7,7 @@ GOFLAGS_T ?= -race -count=1
 # Test artifacts (t.ArtifactDir: the dashboard e2e test's screenshots).
 ARTIFACTS ?= $(CURDIR)/artifacts
 
-.PHONY: all build test check fmt vet staticcheck proto proto-check demo bench bench-tools fuzz tools clean kube-tools image
+.PHONY: all build test e2e-event-loop check fmt vet staticcheck proto proto-check demo bench bench-tools fuzz tools clean kube-tools image
 
 all: build
 
@@ -24,6 +24,13 @@ test:
 	$(GO) test $(GOFLAGS_T) -timeout 40m -artifacts -outputdir $(ARTIFACTS) $$($(GO) list ./... | grep -v /bench)
 	# The bench tools' own tests (not benchmarks: those stay in make bench).
 	$(GO) test $(GOFLAGS_T) -timeout 5m ./bench/floor/ ./bench/meshbench/
+
+## e2e-event-loop: the e2e suite again with every sidecar's inbound on the
+## event loop (--inbound-event-loop), the check before that path becomes the
+## default. Not part of test (it doubles the e2e time); TestInboundEventLoop
+## and proxy/loop's own tests are.
+e2e-event-loop:
+	SIGIL_E2E_PROXY_FLAGS=--inbound-event-loop $(GO) test $(GOFLAGS_T) -timeout 40m ./e2e/
 
 ## image: the container image the Kubernetes manifests run (deploy/Dockerfile:
 ## all four binaries), tagged $(IMAGE). Not published anywhere: push it where
