@@ -123,6 +123,10 @@ func (l *Loop) relayMessages(s *side) error {
 				if err := h1.CheckTrailer(line); err != nil {
 					return err
 				}
+				if s.isDown && l.cfg.DropRequestTrailers {
+					s.off += i + 1 // checked, not forwarded
+					continue
+				}
 			}
 			l.body(s, b[:i+1])
 			s.off += i + 1
