@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +16,9 @@ import (
 	"time"
 
 	"github.com/sigil-mesh/sigil/e2e/harness"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
 // bytesApp is an app that records the bytes of every request it reads
@@ -110,6 +115,71 @@ func TestInboundEventLoopDropsRequestTrailers(t *testing.T) {
 			}
 			if strings.Contains(got, "evil") || strings.Contains(got, "6.6.6.6") {
 				t.Fatalf("a trailer the policy never saw reached the app: %q", got)
+			}
+		})
+	}
+}
+
+// A kept HTTP/1.1 connection from another sidecar serves no request past
+// the caller's certificate's expiry (proxy/h1's server closes it; the
+// caller reconnects with its renewed SVID): short-lived SVIDs are how a
+// mesh identity stops being honoured. On the event loop a connection
+// made with a certificate that has since expired kept being served.
+func TestInboundEventLoopRefusesExpiredPeerOnKeptConnection(t *testing.T) {
+	t.Parallel()
+	m := harness.StartMesh(t)
+	m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID, "--x509-ttl", "10s")
+	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
+	web, apiAgent := m.StartAgent("node1"), m.StartAgent("node2")
+	dir := filepath.Join(m.Dir, "loop-policy")
+	os.MkdirAll(dir, 0o755)
+	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(eventLoopPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	x, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+web.Socket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid := x.DefaultSVID()
+	notAfter := svid.Certificates[0].NotAfter
+	cfg := tlsconfig.MTLSClientConfig(svid, x.Bundles, tlsconfig.AuthorizeID(spiffeid.RequireFromString(apiSA)))
+	cfg.NextProtos = []string{"http/1.1"}
+	for _, tc := range []struct {
+		name  string
+		flags []string
+	}{{"goroutines", nil}, {"event-loop", []string{"--inbound-event-loop"}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			app := startBytesApp(t)
+			api := harness.StartProxy(t, apiAgent, "api", app.addr, dir, tc.flags...)
+			c, err := tls.Dial("tcp", api.Inbound, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			send := func(path string) (*http.Response, error) {
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: api\r\n\r\n"); err != nil {
+					return nil, err
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+				}
+				return resp, err
+			}
+			if resp, err := send("/before"); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("before expiry: %v %v", resp, err)
+			}
+			time.Sleep(time.Until(notAfter) + 1500*time.Millisecond)
+			if resp, err := send("/after-expiry"); err == nil {
+				t.Errorf("after the caller's certificate expired (%s), the kept connection was served: %s", notAfter.Format(time.RFC3339), resp.Status)
+			}
+			if got := app.all(); strings.Contains(got, "/after-expiry") {
+				t.Errorf("app got a request made with an expired certificate: %q", got)
 			}
 		})
 	}

@@ -26,6 +26,7 @@ const maxLine = 4 << 10
 var (
 	errNoRequest          = errors.New("loop: bytes from the upstream with no request in flight")
 	errBytesAfterResponse = errors.New("loop: bytes from the upstream after a whole answer")
+	errPeerExpired        = errors.New("loop: the caller's certificate expired")
 )
 
 // relay forwards every complete message head and every body byte of
@@ -155,6 +156,12 @@ func (l *Loop) relayMessages(s *side) error {
 // forwarded to the upstream (dialed on the first), or answered.
 func (l *Loop) request(s *side, h *h1.Head) {
 	x, up := s.x, s.peer
+	if !s.notAfter.IsZero() && !l.now.Before(s.notAfter) {
+		// As proxy/h1's server: no request past the caller's
+		// certificate's expiry; it reconnects with its renewed one.
+		l.closePair(s, errPeerExpired)
+		return
+	}
 	x.awaiting, x.isHEAD, x.close, x.status = true, h.IsHEAD(), h.Close, 0
 	s.discard = false
 	var v Verdict
