@@ -184,3 +184,51 @@ func TestInboundEventLoopRefusesExpiredPeerOnKeptConnection(t *testing.T) {
 		})
 	}
 }
+
+// sigil_listener_connections comes back to zero once the callers'
+// connections close: ones the loop served, ones it handed back to the
+// goroutine path (HTTP/1.0), and ones the callers dropped mid-request.
+func TestInboundEventLoopListenerCount(t *testing.T) {
+	t.Parallel()
+	ids := startIdentities(t)
+	dir := filepath.Join(ids.m.Dir, "loop-policy")
+	os.MkdirAll(dir, 0o755)
+	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(eventLoopPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h1cfg, _ := peerTLS(t, ids.web.Socket, apiSA)
+	app := startBytesApp(t)
+	api := harness.StartProxy(t, ids.api, "api", app.addr, dir, "--inbound-event-loop")
+	for i := 0; i < 5; i++ {
+		if resp, body := rawTLSRequest(t, h1cfg, api.Inbound, "GET /loop HTTP/1.1\r\nHost: api\r\n\r\n"); resp.StatusCode != 200 {
+			t.Fatalf("%s %q", resp.Status, body)
+		}
+		if resp, body := rawTLSRequest(t, h1cfg, api.Inbound, "GET /old HTTP/1.0\r\nHost: api\r\n\r\n"); resp.StatusCode != 200 {
+			t.Fatalf("HTTP/1.0: %s %q", resp.Status, body)
+		}
+		if resp, _ := rawTLSRequest(t, h1cfg, api.Inbound, "POST /denied HTTP/1.1\r\nHost: api\r\nContent-Length: 3\r\n\r\nabc"); resp.StatusCode != 403 {
+			t.Fatalf("denied: %s", resp.Status)
+		}
+		c, err := tls.Dial("tcp", api.Inbound, h1cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "POST /cut HTTP/1.1\r\nHost: api\r\nContent-Length: 100\r\n\r\nabc")
+		time.Sleep(50 * time.Millisecond)
+		c.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var n float64
+	for time.Now().Before(deadline) {
+		if n = metricValue(t, api.Admin, `sigil_listener_connections\{listener="inbound"\} (\S+)`); n == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n != 0 {
+		t.Fatalf("sigil_listener_connections{listener=\"inbound\"} %v after every connection closed", n)
+	}
+	if n := metricValue(t, api.Admin, `sigil_event_loop_connections\{listener="inbound"\} (\S+)`); n != 0 {
+		t.Fatalf("sigil_event_loop_connections %v after every connection closed", n)
+	}
+}
