@@ -40,15 +40,18 @@ func (in *inbound) newLoop(dialApp func(context.Context) (net.Conn, error)) (*lo
 		Handler: &inboundLoop{in: in},
 		// WebSocket upgrades, CONNECT and HTTP/1.0 go back to the
 		// goroutine path, for the rest of their connection.
-		Handoff:         func(c net.Conn, _ any) { in.fast.Serve(withConnAbort(context.Background(), c), c) },
-		HeaderTimeout:   leanHeaderTimeout,
-		IdleTimeout:     leanIdleTimeout,
-		ReadIdleTimeout: cfg.IdleTimeout,
-		MinBodyRate:     int64(cfg.MinRequestBodyRate),
-		BodyRateWindow:  cfg.MinRequestBodyGrace,
-		BadGateway:      bad,
-		ProtocolError:   in.p.metrics.protocolError("inbound"),
-		Log:             in.p.log.With("part", "inbound-loop"),
+		Handoff: func(c net.Conn, _ any) { in.fast.Serve(withConnAbort(context.Background(), c), c) },
+		// The policy decides on the head: trailer fields it never saw
+		// do not reach the app (the goroutine path drops them too).
+		DropRequestTrailers: true,
+		HeaderTimeout:       leanHeaderTimeout,
+		IdleTimeout:         leanIdleTimeout,
+		ReadIdleTimeout:     cfg.IdleTimeout,
+		MinBodyRate:         int64(cfg.MinRequestBodyRate),
+		BodyRateWindow:      cfg.MinRequestBodyGrace,
+		BadGateway:          bad,
+		ProtocolError:       in.p.metrics.protocolError("inbound"),
+		Log:                 in.p.log.With("part", "inbound-loop"),
 	})
 }
 

@@ -240,6 +240,11 @@ func (sc *serverConn) serve(ctx context.Context) bool {
 		if _, err := sc.br.Peek(1); err != nil {
 			return false
 		}
+		// Checked again once the request came: the wait may have
+		// outlasted the certificate.
+		if !notAfter.IsZero() && !time.Now().Before(notAfter) {
+			return false
+		}
 		sc.active.Store(true)
 		if sc.closed.Load() {
 			return false

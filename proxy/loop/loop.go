@@ -57,6 +57,11 @@ type Config struct {
 	// it must close c. Only a request with no exchange before it in
 	// flight is handed off (pipelined ones wait their turn).
 	Handoff func(c net.Conn, value any)
+	// DropRequestTrailers: the trailer fields of a chunked request are
+	// checked and not forwarded (the chunked body still ends with its
+	// empty trailer section). A Handler decides on the head alone: set
+	// it when the upstream must get no field the Handler did not see.
+	DropRequestTrailers bool
 	// HeaderTimeout bounds how long a caller may take to send a request
 	// head it has begun (on a new connection, from its start); zero:
 	// no bound. IdleTimeout bounds how long a kept-alive connection may

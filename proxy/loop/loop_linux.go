@@ -118,6 +118,9 @@ func (l *Loop) Take(c *Conn, value any) error {
 	if c.TLS != nil {
 		cs := c.TLS.ConnectionState()
 		down.caller.tls = &cs
+		if len(cs.PeerCertificates) > 0 {
+			down.notAfter = cs.PeerCertificates[0].NotAfter
+		}
 		down.tc, down.bc = c.TLS, c.bc
 	}
 	fd, err := takeFD(c.raw)

@@ -26,6 +26,7 @@ const maxLine = 4 << 10
 var (
 	errNoRequest          = errors.New("loop: bytes from the upstream with no request in flight")
 	errBytesAfterResponse = errors.New("loop: bytes from the upstream after a whole answer")
+	errPeerExpired        = errors.New("loop: the caller's certificate expired")
 )
 
 // relay forwards every complete message head and every body byte of
@@ -123,6 +124,10 @@ func (l *Loop) relayMessages(s *side) error {
 				if err := h1.CheckTrailer(line); err != nil {
 					return err
 				}
+				if s.isDown && l.cfg.DropRequestTrailers {
+					s.off += i + 1 // checked, not forwarded
+					continue
+				}
 			}
 			l.body(s, b[:i+1])
 			s.off += i + 1
@@ -151,6 +156,12 @@ func (l *Loop) relayMessages(s *side) error {
 // forwarded to the upstream (dialed on the first), or answered.
 func (l *Loop) request(s *side, h *h1.Head) {
 	x, up := s.x, s.peer
+	if !s.notAfter.IsZero() && !l.now.Before(s.notAfter) {
+		// As proxy/h1's server: no request past the caller's
+		// certificate's expiry; it reconnects with its renewed one.
+		l.closePair(s, errPeerExpired)
+		return
+	}
 	x.awaiting, x.isHEAD, x.close, x.status = true, h.IsHEAD(), h.Close, 0
 	s.discard = false
 	var v Verdict

@@ -45,6 +45,9 @@ type side struct {
 	// what a Handler sees of it.
 	owner  net.Conn
 	caller Caller
+	// notAfter: a caller-facing side reads no request from this time
+	// on (its peer certificate's expiry; zero: none).
+	notAfter time.Time
 	// lastRead is when a caller-facing side last read bytes (the
 	// batch's clock); bodyStart, bodyGot and bodyGraced measure the
 	// body it is reading against Config.MinBodyRate: the window's start
@@ -79,7 +82,7 @@ type exchange struct {
 	// staged, or sent): an answer found broken before then is taken
 	// back whole and the caller gets BadGateway instead.
 	answerMark int
-	ex       Exchange
+	ex         Exchange
 }
 
 // done tells the exchange's Handler that it ended.
