@@ -192,6 +192,7 @@ type inboundCall struct {
 	span      trace.Span
 	cancel    context.CancelFunc // a gRPC deadline's
 	answer    answerWriter       // the loop path's local answers
+	noAnswer  bool               // the loop path: the exchange ended before any answer (code 0)
 }
 
 func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -304,6 +305,9 @@ func (in *inbound) finish(c *inboundCall) {
 	}
 	done := in.record(&c.rec, c.peer.id, c.proto)
 	done.dryRunDenied = c.wouldDeny
+	if c.noAnswer {
+		done.code = 0
+	}
 	in.p.observe(done, c.r, c.start, c.decision)
 	if c.span != nil {
 		in.p.trace.end(c.span, c.rec.status(), c.peer.id)

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"time"
@@ -86,19 +85,26 @@ func (h *inboundLoop) Request(caller *loop.Caller, head *h1.Head) loop.Verdict {
 }
 
 // Done records the call once the app's answer is relayed whole, or the
-// exchange ended without one.
+// exchange ended without one, with the flags the goroutine path sets.
 func (c *inboundCall) Done(status int, err error) {
 	c.rec.code = status
 	switch {
-	case errors.Is(err, loop.ErrUnreachable):
-		c.rec.setFlag(flagUpstreamFail)
-		c.in.p.log.Warn("app unreachable", "app", c.in.p.cfg.App, "error", err)
-	case err != nil && status == http.StatusBadRequest:
+	case err == nil:
+	case status == 0:
+		// No answer began: the caller hung up (an app failing first is
+		// answered 502), or the sidecar stopped.
+		c.rec.setFlag(flagDownstreamEnd)
+		c.noAnswer = true
+	case status == http.StatusBadRequest:
 		// The caller's body broke its framing before the app answered.
 		c.rec.setFlag(flagBadRequest)
-	case err != nil:
-		// The app hung up or broke the framing before its answer was
-		// whole (502 when it had not begun), or the caller hung up.
+	case status == http.StatusBadGateway:
+		// The app could not be reached, hung up or broke the framing
+		// before its answer began.
+		c.rec.setFlag(flagUpstreamFail)
+		c.in.p.log.Warn("app unreachable", "app", c.in.p.cfg.App, "error", err)
+	default:
+		// The app's answer broke off, or the caller hung up within it.
 		c.rec.setFlag(flagUpstreamReset)
 	}
 	c.in.finish(c)

@@ -33,6 +33,7 @@ const (
 	flagFaultDelay    = "DI"   // fault injection delayed it
 	flagUnauthorized  = "UAEX" // the policy denied it (Envoy's flag for an external authorizer's deny, as OPA-Envoy reports)
 	flagBadRequest    = "DPE"  // the request broke HTTP or the sidecar's rules (downstream protocol error)
+	flagDownstreamEnd = "DC"   // the caller's connection ended before the answer began (Envoy's downstream connection termination; response code 0)
 	unknownLabelValue = "unknown"
 )
 

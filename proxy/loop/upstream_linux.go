@@ -6,7 +6,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net/http"
+	"runtime/debug"
 	"time"
 
 	"github.com/sigil-mesh/sigil/proxy/h1"
@@ -100,8 +102,16 @@ func (l *Loop) badGateway(s *side, err error) {
 	l.hold(down)
 }
 
-// endExchange tells x's Handler the exchange ended.
-func (l *Loop) endExchange(x *exchange, err error) { x.done(err) }
+// endExchange tells x's Handler the exchange ended. A Done that panics
+// is logged: it must not end the loop, and with it every connection.
+func (l *Loop) endExchange(x *exchange, err error) {
+	defer func() {
+		if p := recover(); p != nil && l.cfg.Log != nil {
+			l.cfg.Log.Error("loop: exchange's Done panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+	}()
+	x.done(err)
+}
 
 // dial connects s, a pair's upstream side, on a goroutine of its own,
 // and queues it for the loop to adopt.
