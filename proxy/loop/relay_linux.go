@@ -208,7 +208,7 @@ func (l *Loop) decide(s *side, h *h1.Head) (v Verdict, ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			if l.cfg.Log != nil {
-				l.cfg.Log.Error("loop: handler panicked: connection closed", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				l.cfg.Log.Error("loop: handler panicked: connection closed", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
 			}
 			s.x.awaiting = false
 			l.closePair(s, fmt.Errorf("loop: handler panicked: %v", p))

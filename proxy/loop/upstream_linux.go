@@ -107,7 +107,7 @@ func (l *Loop) badGateway(s *side, err error) {
 func (l *Loop) endExchange(x *exchange, err error) {
 	defer func() {
 		if p := recover(); p != nil && l.cfg.Log != nil {
-			l.cfg.Log.Error("loop: exchange's Done panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			l.cfg.Log.Error("loop: exchange's Done panicked", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
 		}
 	}()
 	x.done(err)
