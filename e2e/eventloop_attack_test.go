@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -86,11 +84,7 @@ func (a *bytesApp) all() string {
 func TestInboundEventLoopDropsRequestTrailers(t *testing.T) {
 	t.Parallel()
 	ids := startIdentities(t)
-	dir := filepath.Join(ids.m.Dir, "loop-policy")
-	os.MkdirAll(dir, 0o755)
-	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(eventLoopPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir := eventLoopPolicyDir(t, ids.m)
 	h1cfg, _ := peerTLS(t, ids.web.Socket, apiSA)
 	for _, tc := range []struct {
 		name  string
@@ -131,11 +125,7 @@ func TestInboundEventLoopRefusesExpiredPeerOnKeptConnection(t *testing.T) {
 	m.Entry("node1", webSA, "--selector", "unix:uid:"+myUID, "--x509-ttl", "10s")
 	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
 	web, apiAgent := m.StartAgent("node1"), m.StartAgent("node2")
-	dir := filepath.Join(m.Dir, "loop-policy")
-	os.MkdirAll(dir, 0o755)
-	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(eventLoopPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir := eventLoopPolicyDir(t, m)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	x, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+web.Socket))
@@ -191,11 +181,7 @@ func TestInboundEventLoopRefusesExpiredPeerOnKeptConnection(t *testing.T) {
 func TestInboundEventLoopListenerCount(t *testing.T) {
 	t.Parallel()
 	ids := startIdentities(t)
-	dir := filepath.Join(ids.m.Dir, "loop-policy")
-	os.MkdirAll(dir, 0o755)
-	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(eventLoopPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir := eventLoopPolicyDir(t, ids.m)
 	h1cfg, _ := peerTLS(t, ids.web.Socket, apiSA)
 	app := startBytesApp(t)
 	api := harness.StartProxy(t, ids.api, "api", app.addr, dir, "--inbound-event-loop")

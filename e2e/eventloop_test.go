@@ -6,9 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/sigil-mesh/sigil/e2e/harness"
 	"golang.org/x/net/websocket"
@@ -27,6 +25,20 @@ allow if {
 }
 `
 
+// eventLoopPolicyDir writes eventLoopPolicy into a directory of m's and
+// returns it, for --policy.
+func eventLoopPolicyDir(t *testing.T, m *harness.Mesh) string {
+	t.Helper()
+	dir := filepath.Join(m.Dir, "loop-policy")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(eventLoopPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // TestInboundEventLoop runs the callee's sidecar with
 // --inbound-event-loop and a real caller sidecar, curl and a WebSocket
 // client in front: requests and bodies both ways (Content-Length and
@@ -40,11 +52,7 @@ func TestInboundEventLoop(t *testing.T) {
 	t.Parallel()
 	ids := startIdentities(t)
 	m := ids.m
-	dir := filepath.Join(m.Dir, "loop-policy")
-	os.MkdirAll(dir, 0o755)
-	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(eventLoopPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir := eventLoopPolicyDir(t, m)
 	app, apiApp := harness.StartApp(t, "api")
 	_, webApp := harness.StartApp(t, "web")
 	api := harness.StartProxy(t, ids.api, "api", apiApp, dir, "--inbound-event-loop", "--drain-grace", "0s",
@@ -117,23 +125,7 @@ func TestInboundEventLoop(t *testing.T) {
 	}
 
 	// Drain: a request in flight when SIGTERM comes finishes.
-	done := make(chan error, 1)
-	go func() {
-		code, body := curlNoFatal("-x", proxy, "http://api/slow?delay=1500ms")
-		if code != 200 {
-			done <- fmt.Errorf("in-flight request got %d: %s", code, body)
-			return
-		}
-		done <- nil
-	}()
-	app.WaitFor(`slow request /slow`, 30*time.Second)
-	api.Signal(syscall.SIGTERM)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if code := api.Wait(20 * time.Second); code != 0 {
-		t.Fatalf("proxy exited %d", code)
-	}
+	drainsInFlight(t, app, api, proxy)
 	decisions, _ := os.ReadFile(filepath.Join(m.Dir, "api-decisions.log"))
 	access, _ := os.ReadFile(filepath.Join(m.Dir, "api-access.log"))
 	if !strings.Contains(string(decisions), `"result":false`) || !strings.Contains(string(decisions), `"result":true`) {

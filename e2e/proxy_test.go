@@ -359,9 +359,20 @@ func TestProxyDrainsOnSIGTERM(t *testing.T) {
 	app, appAddr := harness.StartApp(t, "api")
 	api := harness.StartProxy(t, ids.api, "api", appAddr, ids.policyDir)
 	web := harness.StartProxy(t, ids.web, "web", appAddr, ids.policyDir, "--upstream", "api="+api.Inbound+"@"+apiSA)
+	drainsInFlight(t, app, api, "http://"+web.Outbound)
+	if !strings.Contains(api.Output(), "draining") {
+		t.Fatal("no drain logged")
+	}
+}
+
+// drainsInFlight sends a slow request to api through the outbound
+// proxy, sends api's sidecar SIGTERM while app holds it, and fails t
+// unless the request is answered 200 and the sidecar exits 0.
+func drainsInFlight(t *testing.T, app *harness.Proc, api *harness.ProxyProc, proxy string) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() {
-		code, body := curlNoFatal("-x", "http://"+web.Outbound, "http://api/slow?delay=1500ms")
+		code, body := curlNoFatal("-x", proxy, "http://api/slow?delay=1500ms")
 		if code != 200 {
 			done <- fmt.Errorf("in-flight request got %d: %s", code, body)
 			return
@@ -375,9 +386,6 @@ func TestProxyDrainsOnSIGTERM(t *testing.T) {
 	}
 	if code := api.Wait(20 * time.Second); code != 0 {
 		t.Fatalf("proxy exited %d", code)
-	}
-	if !strings.Contains(api.Output(), "draining") {
-		t.Fatal("no drain logged")
 	}
 }
 
