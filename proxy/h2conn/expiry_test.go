@@ -2,7 +2,13 @@ package h2conn
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -87,5 +93,61 @@ func TestConnectionRetiredBeforeCertificateExpiry(t *testing.T) {
 				t.Errorf("%d dials, want 3", n)
 			}
 		})
+	}
+}
+
+// TestServerRefusesStreamsPastClientExpiry: as proxy/h1's server, the
+// server opens no stream once the client's certificate has expired on a
+// connection made while it was valid: the stream is refused
+// (REFUSED_STREAM, so the client knows it was not processed) and the
+// connection goes away; the handler never runs.
+func TestServerRefusesStreamsPastClientExpiry(t *testing.T) {
+	srvCfg, cliCfg := tlsPair(t)
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientExpiry := time.Now().Add(time.Hour).Truncate(time.Second)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "client"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: clientExpiry, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	srvCfg.ClientAuth, srvCfg.ClientCAs = tls.RequireAndVerifyClientCert, pool
+	cliCfg.Certificates = []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: k}}
+
+	var clock atomic.Pointer[time.Time]
+	start := time.Now()
+	clock.Store(&start)
+	var served atomic.Int32
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { served.Add(1) }),
+		now: func() time.Time { return *clock.Load() }}
+	addr := serve(t, srv, srvCfg)
+	cl := client(t, addr, cliCfg, Limits{})
+	get := func() error {
+		resp, err := cl.RoundTrip(newReq(t, "GET", "/", ""))
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	if err := get(); err != nil || served.Load() != 1 {
+		t.Fatalf("before expiry: %v, %d served", err, served.Load())
+	}
+	after := clientExpiry.Add(time.Second)
+	clock.Store(&after)
+	if err := get(); err == nil || served.Load() != 1 {
+		t.Fatalf("past the client's expiry: %v, %d served; want refused, 1", err, served.Load())
+	}
+	// The client's renewed certificate (here: the clock back) is served
+	// on a new connection.
+	clock.Store(&start)
+	if err := get(); err != nil || served.Load() != 2 {
+		t.Fatalf("after renewal: %v, %d served", err, served.Load())
 	}
 }

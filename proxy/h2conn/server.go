@@ -38,6 +38,9 @@ type Server struct {
 	// discards.
 	Log *slog.Logger
 
+	// now reads the clock (nil: time.Now); tests set it.
+	now func() time.Time
+
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
 	shutdown bool
@@ -54,6 +57,9 @@ type serverConn struct {
 	ctx        context.Context
 	tls        *tls.ConnectionState
 	remoteAddr string // the client's address, each request's RemoteAddr
+	// notAfter is when the client's certificate expires (zero: none):
+	// no stream opens from then on.
+	notAfter time.Time
 }
 
 // serverStream is a stream served and its response, allocated together.
@@ -69,11 +75,24 @@ func (s *Server) Serve(ctx context.Context, nc net.Conn) error {
 	sc := &serverConn{srv: s, ctx: ctx, remoteAddr: nc.RemoteAddr().String()}
 	sc.conn = newConn(nc, s.Limits, sc)
 	sc.onAbuse, sc.idleTimeout, sc.server, sc.abuseDrain = s.OnAbuse, s.IdleTimeout, true, s.AbuseDrain
-	if tc, ok := nc.(*tls.Conn); ok {
-		cs := tc.ConnectionState()
-		sc.tls = &cs
+	if s.now != nil {
+		sc.conn.now = s.now
 	}
 	nc.SetReadDeadline(time.Now().Add(prefaceTimeout))
+	if tc, ok := nc.(*tls.Conn); ok {
+		// The handshake first (a listener's connection has not done it
+		// yet): each request's TLS state, and the client's expiry, are
+		// its outcome.
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return fmt.Errorf("h2conn: TLS handshake: %w", err)
+		}
+		cs := tc.ConnectionState()
+		sc.tls = &cs
+		if len(cs.PeerCertificates) > 0 {
+			sc.notAfter = cs.PeerCertificates[0].NotAfter
+		}
+	}
 	var pre [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(sc.br, pre[:]); err != nil || string(pre[:]) != http2.ClientPreface {
 		nc.Close()
@@ -194,9 +213,18 @@ func (sc *serverConn) headers(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	sc.lastRemote = id
-	if sc.goingAway || sc.inUse >= sc.lim.MaxStreams {
+	// As proxy/h1's server: no request past the client's certificate's
+	// expiry. REFUSED_STREAM tells the client it was not processed and
+	// may go again on a new connection, made with its renewed
+	// certificate (RFC 9113 §8.7); GOAWAY ends this one.
+	expired := !sc.notAfter.IsZero() && !sc.now().Before(sc.notAfter)
+	if sc.goingAway || sc.inUse >= sc.lim.MaxStreams || expired {
+		goAway := expired && !sc.goingAway
 		sc.mu.Unlock()
 		sc.w.enqueue(frame{kind: kRST, stream: id, code: http2.ErrCodeRefusedStream})
+		if goAway {
+			sc.goAway()
+		}
 		return nil
 	}
 	ss := new(serverStream)
