@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -103,5 +104,56 @@ func TestUpstreamTLSCloseNotify(t *testing.T) {
 			t.Fatalf("%d %q", resp.StatusCode, body)
 		}
 		expectEOF(t, br)
+	}
+}
+
+// TestResendOnKeptConnectionClose: an upstream that closes a kept
+// connection just as the next request arrives (its keep-alive timeout
+// racing the request) has the request sent once more on a new
+// connection when it may be: no body, an idempotent method. A POST is
+// not sent again: the caller gets 502. On a fresh connection nothing is
+// sent again either.
+func TestResendOnKeptConnectionClose(t *testing.T) {
+	var seen atomic.Int32
+	addr := rawUpstream(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			seen.Add(1)
+			if i == 1 {
+				return // the second request on a connection: closed unanswered
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	f := start(t, Config{}, addr, false)
+	for _, tc := range []struct {
+		second string
+		want   int
+	}{
+		{"GET /again HTTP/1.1\r\nHost: x\r\n\r\n", 200},
+		{"POST /once HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx", 502},
+	} {
+		c := f.dial()
+		br := bufio.NewReader(c)
+		io.WriteString(c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, _ := readResponse(t, br, "GET"); resp.StatusCode != 200 {
+			t.Fatalf("first: %d", resp.StatusCode)
+		}
+		before := seen.Load()
+		io.WriteString(c, tc.second)
+		resp, _ := readResponse(t, br, "GET")
+		if resp.StatusCode != tc.want {
+			t.Errorf("%.20q: %d, want %d", tc.second, resp.StatusCode, tc.want)
+		}
+		if n, want := seen.Load()-before, map[int]int32{200: 2, 502: 1}[tc.want]; n != want {
+			t.Errorf("%.20q: the upstream read it %d times, want %d", tc.second, n, want)
+		}
+		c.Close()
 	}
 }

@@ -191,15 +191,34 @@ func (l *Loop) request(s *side, h *h1.Head) {
 		return
 	}
 	dst := stageBuf(up)
+	mark := len(*dst)
 	if v.Head != nil {
 		*dst = append(*dst, v.Head...)
 	} else {
 		*dst = h.AppendForward(*dst)
 	}
+	// A request that can be sent again if the upstream's kept
+	// connection turns out closed before any byte of the answer (it
+	// raced its keep-alive timeout): no body, an idempotent method, a
+	// reused connection (proxy/h1's client decides the same way).
+	x.replay = x.replay[:0]
+	if up.served > 0 && !h.Chunked && h.ContentLength <= 0 && idempotent(h.Method) {
+		x.replay = append(x.replay, (*dst)[mark:]...)
+	}
 	l.markDirty(up)
 	if !up.adopted && !up.dialing && !up.dead {
 		l.dial(up)
 	}
+}
+
+// idempotent reports whether a request with this method may be sent
+// twice (RFC 9110 §9.2.2).
+func idempotent(method []byte) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
 }
 
 // decide asks the Handler about h. A Handler that panics fails only
@@ -288,6 +307,7 @@ func (l *Loop) endMessage(s *side) {
 	}
 	x := s.x
 	x.awaiting, s.ended = false, true
+	s.served++
 	l.endExchange(x, nil)
 	down := s.peer
 	if x.close {

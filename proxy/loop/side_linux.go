@@ -33,6 +33,7 @@ type side struct {
 	remain  int64
 	discard bool // the body being read is dropped (its request was answered by the Handler)
 	ended   bool // an upstream side: an answer ended in the bytes being relayed
+	served  int  // an upstream side: answers read whole on this connection
 	// loop bookkeeping
 	dirty, pollOut, paused, closing, dead bool
 	dialing, adopted                      bool // an upstream side: being dialed; in l.conns
@@ -83,6 +84,9 @@ type exchange struct {
 	// back whole and the caller gets BadGateway instead.
 	answerMark int
 	ex         Exchange
+	// replay is the request's head as sent, while it may be sent again
+	// on a new connection (relay.go, request); empty otherwise.
+	replay []byte
 }
 
 // done tells the exchange's Handler that it ended.

@@ -27,6 +27,14 @@ func (l *Loop) hangUp(s *side) {
 		l.closePair(s, ErrHungUp)
 	case !x.awaiting:
 		l.resetUpstream(s)
+	case x.status == 0 && len(x.replay) > 0 && len(s.in) == s.off:
+		// A kept connection closed under a request that may go again,
+		// before any byte of its answer: once more, on a new one.
+		again := x.replay
+		x.replay = nil
+		l.resetUpstream(s)
+		l.stage(s, again)
+		l.dial(s)
 	case x.status == 0 || x.answerMark >= 0:
 		l.badGateway(s, ErrHungUp)
 	default:
