@@ -75,8 +75,16 @@ type idleListener struct {
 
 func (l idleListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err != nil || l.idle <= 0 {
+	if err != nil {
 		return c, err
 	}
-	return &idleConn{Conn: c, idle: l.idle}, nil
+	return l.wrap(c), nil
+}
+
+// wrap puts c in an idleConn, unless there is no idle timeout.
+func (l idleListener) wrap(c net.Conn) net.Conn {
+	if l.idle <= 0 {
+		return c
+	}
+	return &idleConn{Conn: c, idle: l.idle}
 }

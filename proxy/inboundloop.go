@@ -40,6 +40,9 @@ func (in *inbound) newLoop(dialApp func(context.Context) (net.Conn, error)) (*lo
 		// WebSocket upgrades, CONNECT and HTTP/1.0 go back to the
 		// goroutine path, for the rest of their connection.
 		Handoff: func(c net.Conn, _ any) { in.fast.Serve(withConnAbort(context.Background(), c), c) },
+		// The listener's read idle timeout (idleListener), as on every
+		// connection the goroutine path serves.
+		HandoffWrap: func(c net.Conn) net.Conn { return idleListener{idle: cfg.IdleTimeout}.wrap(c) },
 		// The policy decides on the head: trailer fields it never saw
 		// do not reach the app (the goroutine path drops them too).
 		DropRequestTrailers: true,

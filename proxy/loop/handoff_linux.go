@@ -44,7 +44,11 @@ func (l *Loop) handoff(s *side) {
 	}
 	prefix := append([]byte(nil), s.in[s.off:]...)
 	out := append([]byte(nil), s.out...)
-	var conn net.Conn = nc
+	var sock net.Conn = nc
+	if l.cfg.HandoffWrap != nil {
+		sock = l.cfg.HandoffWrap(nc)
+	}
+	var conn net.Conn = sock
 	if s.tc != nil {
 		conn = s.tc
 	}
@@ -58,7 +62,7 @@ func (l *Loop) handoff(s *side) {
 			}
 		}
 		if bc != nil {
-			bc.nc = nc // crypto/tls reads what the loop had not decrypted, then the socket
+			bc.nc = sock // crypto/tls reads what the loop had not decrypted, then the socket
 		}
 		l.cfg.Handoff(hc, s.caller.Value)
 	}()

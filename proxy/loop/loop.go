@@ -57,6 +57,10 @@ type Config struct {
 	// it must close c. Only a request with no exchange before it in
 	// flight is handed off (pipelined ones wait their turn).
 	Handoff func(c net.Conn, value any)
+	// HandoffWrap, if set, wraps the socket of a connection handed back,
+	// under its TLS: what a listener puts around the connections it
+	// accepts (a read idle timeout, say) and the goroutine path relies on.
+	HandoffWrap func(net.Conn) net.Conn
 	// DropRequestTrailers: the trailer fields of a chunked request are
 	// checked and not forwarded (the chunked body still ends with its
 	// empty trailer section). A Handler decides on the head alone: set
