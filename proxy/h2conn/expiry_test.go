@@ -2,9 +2,6 @@ package h2conn
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -103,23 +100,12 @@ func TestConnectionRetiredBeforeCertificateExpiry(t *testing.T) {
 // connection goes away; the handler never runs.
 func TestServerRefusesStreamsPastClientExpiry(t *testing.T) {
 	srvCfg, cliCfg := tlsPair(t)
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	clientExpiry := time.Now().Add(time.Hour).Truncate(time.Second)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "client"},
+	cert, pool := selfSigned(t, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "client"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: clientExpiry, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	srvCfg.ClientAuth, srvCfg.ClientCAs = tls.RequireAndVerifyClientCert, pool
-	cliCfg.Certificates = []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: k}}
+	cliCfg.Certificates = []tls.Certificate{cert}
 
 	var clock atomic.Pointer[time.Time]
 	start := time.Now()

@@ -69,14 +69,24 @@ func client(t testing.TB, addr string, cfg *tls.Config, lim Limits) *Client {
 // server and a client trusting it, both offering "h2".
 func tlsPair(t testing.TB) (srv, cli *tls.Config) {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "h2conn"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	cert, pool := selfSigned(t, tmpl)
+	srv = &tls.Config{MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"}, Certificates: []tls.Certificate{cert}}
+	cli = &tls.Config{MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"}, RootCAs: pool, ServerName: "127.0.0.1"}
+	return srv, cli
+}
+
+// selfSigned is tmpl signed by a new P-256 key of its own, and a pool
+// that trusts it.
+func selfSigned(t testing.TB, tmpl *x509.Certificate) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 	if err != nil {
 		t.Fatal(err)
@@ -84,10 +94,7 @@ func tlsPair(t testing.TB) (srv, cli *tls.Config) {
 	cert, _ := x509.ParseCertificate(der)
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	srv = &tls.Config{MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"},
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: k}}}
-	cli = &tls.Config{MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"}, RootCAs: pool, ServerName: "127.0.0.1"}
-	return srv, cli
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}, pool
 }
 
 // newReq is a request for path on the client's peer; body "" is none.
