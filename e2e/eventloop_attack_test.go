@@ -126,16 +126,6 @@ func TestInboundEventLoopRefusesExpiredPeerOnKeptConnection(t *testing.T) {
 	m.Entry("node2", apiSA, "--selector", "unix:uid:"+myUID)
 	web, apiAgent := m.StartAgent("node1"), m.StartAgent("node2")
 	dir := eventLoopPolicyDir(t, m)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	x, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+web.Socket))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svid := x.DefaultSVID()
-	notAfter := svid.Certificates[0].NotAfter
-	cfg := tlsconfig.MTLSClientConfig(svid, x.Bundles, tlsconfig.AuthorizeID(spiffeid.RequireFromString(apiSA)))
-	cfg.NextProtos = []string{"http/1.1"}
 	for _, tc := range []struct {
 		name  string
 		flags []string
@@ -144,6 +134,19 @@ func TestInboundEventLoopRefusesExpiredPeerOnKeptConnection(t *testing.T) {
 			t.Parallel()
 			app := startBytesApp(t)
 			api := harness.StartProxy(t, apiAgent, "api", app.addr, dir, tc.flags...)
+			// The SVID is fetched once the sidecar runs (starting it may
+			// take longer than the SVID lives under load): the agent
+			// renews at half its life, so it has 5 s or more left.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			x, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+web.Socket))
+			if err != nil {
+				t.Fatal(err)
+			}
+			svid := x.DefaultSVID()
+			notAfter := svid.Certificates[0].NotAfter
+			cfg := tlsconfig.MTLSClientConfig(svid, x.Bundles, tlsconfig.AuthorizeID(spiffeid.RequireFromString(apiSA)))
+			cfg.NextProtos = []string{"http/1.1"}
 			c, err := tls.Dial("tcp", api.Inbound, cfg)
 			if err != nil {
 				t.Fatal(err)
