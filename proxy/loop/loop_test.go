@@ -113,16 +113,7 @@ func must[T any](v T, err error) T {
 // TestChunkedResponseTrailer: a chunked answer's trailer and chunk
 // extensions reach the caller.
 func TestChunkedResponseTrailer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
+	addr := rawUpstream(t, func(c net.Conn) {
 		defer c.Close()
 		br := bufio.NewReader(c)
 		if _, err := http.ReadRequest(br); err != nil {
@@ -130,8 +121,8 @@ func TestChunkedResponseTrailer(t *testing.T) {
 		}
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: v\r\n\r\n")
 		io.Copy(io.Discard, br)
-	}()
-	f := start(t, Config{}, ln.Addr().String(), false)
+	})
+	f := start(t, Config{}, addr, false)
 	c := f.dial()
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	br := bufio.NewReader(c)
@@ -268,22 +259,13 @@ func TestExchangeDone(t *testing.T) {
 		}
 	})
 	t.Run("upstream-hangs-up", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
+		addr := rawUpstream(t, func(c net.Conn) {
 			http.ReadRequest(bufio.NewReader(c))
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..")
 			c.Close()
-		}()
+		})
 		xs := make(chan *exchangeRec, 10)
-		f := start(t, Config{Handler: denyPOST(xs)}, ln.Addr().String(), false)
+		f := start(t, Config{Handler: denyPOST(xs)}, addr, false)
 		c := f.dial()
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 		x := <-xs
