@@ -26,6 +26,7 @@
 package loop
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -178,14 +179,8 @@ var badGateway = []byte("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; c
 // made (its status line), 0 if it has none.
 func statusOf(answer []byte) int {
 	var h h1.Head
-	end := 0
-	for i := 0; i+3 < len(answer); i++ {
-		if answer[i] == '\r' && answer[i+1] == '\n' && answer[i+2] == '\r' && answer[i+3] == '\n' {
-			end = i + 4
-			break
-		}
-	}
-	if end == 0 || h1.ParseHead(answer[:end], false, &h) != nil {
+	end := bytes.Index(answer, []byte("\r\n\r\n"))
+	if end < 0 || h1.ParseHead(answer[:end+4], false, &h) != nil {
 		return 0
 	}
 	return h.Status
