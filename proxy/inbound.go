@@ -207,6 +207,9 @@ func (in *inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if c.span != nil {
 				in.p.trace.end(c.span, c.rec.status(), c.peer.id)
 			}
+			if c.cancel != nil {
+				c.cancel() // a gRPC deadline's, as finish would
+			}
 			panic(v)
 		}
 	}()
