@@ -39,9 +39,10 @@ import (
 
 // Config is what a Loop needs to know of its upstream and its callers.
 type Config struct {
-	// Dial connects to the upstream. It is called on a goroutine of its
-	// own when a caller's connection first forwards a request, and
-	// bounded by DialTimeout.
+	// Dial connects to the upstream of every request whose Verdict names
+	// no Upstream (their connections' key is ""). It is called on a
+	// goroutine of its own when such a request finds no idle connection,
+	// and bounded by DialTimeout. Nil: such a request gets BadGateway.
 	Dial func(ctx context.Context) (net.Conn, error)
 	// UpstreamTLS, if not nil, is the client side of a TLS handshake
 	// done over each upstream connection before it is used.
@@ -87,9 +88,18 @@ type Config struct {
 	// no minimum.
 	MinBodyRate    int64
 	BodyRateWindow time.Duration
-	// DialTimeout bounds Dial and the upstream's TLS handshake; zero:
-	// 5 s.
+	// DialTimeout bounds Dial (or Upstream.Dial) and the upstream's TLS
+	// handshake; zero: 5 s.
 	DialTimeout time.Duration
+	// MaxIdlePerUpstream bounds the idle upstream connections the loop
+	// keeps per Upstream key (one pool for the whole loop, used last in,
+	// first out); past it the longest idle is closed. Zero: 64;
+	// negative: none is kept (every exchange dials).
+	MaxIdlePerUpstream int
+	// UpstreamIdleTimeout closes an idle upstream connection unused for
+	// this long (checked by the loop's sweep, up to a second late);
+	// zero: 90 s.
+	UpstreamIdleTimeout time.Duration
 	// BadGateway is the whole answer a caller gets when the upstream
 	// cannot be reached, after which its connection closes; empty: a
 	// plain 502.
@@ -115,8 +125,8 @@ type Handler interface {
 	Request(c *Caller, h *h1.Head) Verdict
 }
 
-// Verdict is what becomes of one request. The loop copies Head and
-// Answer before Request returns to it: a Handler may build them in
+// Verdict is what becomes of one request. The loop copies Head, Answer,
+// TimeoutAnswer and Unreachable before Request returns to it: a Handler may build them in
 // memory of its own that it reuses.
 type Verdict struct {
 	// Head, if not nil, is the request head sent upstream in place of
@@ -131,8 +141,62 @@ type Verdict struct {
 	Answer []byte
 	// Close ends the caller's connection once this exchange is over.
 	Close bool
-	// Exchange, if not nil, is told when the exchange ends.
+	// Exchange, if not nil, is told when the exchange ends (not for a
+	// request handed off).
 	Exchange Exchange
+	// Upstream, if not nil, is where this request goes; nil: Config.Dial
+	// and Config.UpstreamTLS (key "").
+	Upstream Upstream
+	// Handoff: the loop does not carry this request; the caller's
+	// connection goes to Config.Handoff, its reads returning this
+	// request first (its head as received, then whatever of its body and
+	// of later requests the loop had read). With Config.Handoff nil the
+	// caller gets proxy/h1's 501 and the connection ends.
+	Handoff bool
+	// Timeout, if positive, bounds the exchange from the Handler's
+	// return: if the answer's head has not been sent to the caller by
+	// then, the caller gets TimeoutAnswer (and its connection ends), the
+	// upstream connection is closed, and Exchange is told 504 (or
+	// TimeoutAnswer's status) and ErrTimeout; if the answer began, both
+	// connections are closed, Exchange told ErrTimeout. The loop checks
+	// every 10 ms while such an exchange is in flight: it fires up to
+	// that late.
+	Timeout time.Duration
+	// TimeoutAnswer is the whole answer (status line, fields, blank
+	// line, framed body) for Timeout; nil: a plain 504 with
+	// Connection: close.
+	TimeoutAnswer []byte
+	// Unreachable is the whole answer when the upstream cannot be
+	// dialed or its TLS handshake fails (after any Retrier gave up);
+	// nil: Config.BadGateway. The connection ends after it.
+	Unreachable []byte
+}
+
+// Upstream is where one request goes, when its Handler chooses per
+// request (Verdict.Upstream).
+type Upstream interface {
+	// Key names the upstream's connections: a pooled connection is
+	// reused only for a request whose Upstream has the same Key.
+	Key() string
+	// Dial connects to the upstream; called on a goroutine of its own,
+	// bounded by Config.DialTimeout.
+	// cfg non-nil: the loop does a TLS client handshake with it over
+	// conn (as with Config.UpstreamTLS).
+	// notAfter non-zero: the connection carries no new request from that
+	// time on (the loop also stops at the upstream's leaf certificate's
+	// NotAfter, when TLS).
+	Dial(ctx context.Context) (conn net.Conn, cfg *tls.Config, notAfter time.Time, err error)
+}
+
+// Retrier is an Exchange that may send its request elsewhere when its
+// upstream cannot be reached.
+type Retrier interface {
+	// Unreachable is told that up could not be dialed or its handshake
+	// failed (err); it returns the Upstream to try next, or nil to give
+	// up (the caller gets Verdict.Unreachable). Called on the loop's
+	// goroutine; must not block. up is nil for Config.Dial's upstream.
+	// It is asked only while no byte of the request was sent.
+	Unreachable(up Upstream, err error) Upstream
 }
 
 // Exchange is one request's end, as a Handler hears of it.
@@ -170,10 +234,15 @@ var (
 	ErrIdle = errors.New("loop: caller idle past the read idle timeout")
 	// ErrClosed: the loop was shut down or closed.
 	ErrClosed = errors.New("loop: closed")
+	// ErrTimeout: the exchange outlasted its Verdict.Timeout.
+	ErrTimeout = errors.New("loop: exchange outlasted its timeout")
 )
 
 // badGateway is Config.BadGateway's default.
 var badGateway = []byte("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 16\r\nConnection: close\r\n\r\n502 Bad Gateway\n")
+
+// gatewayTimeout is Verdict.TimeoutAnswer's default.
+var gatewayTimeout = []byte("HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\nConnection: close\r\n\r\n504 Gateway Timeout\n")
 
 // statusOf reads the status code of an answer the loop or a Handler
 // made (its status line), 0 if it has none.

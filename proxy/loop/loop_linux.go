@@ -48,7 +48,26 @@ type Loop struct {
 	stopped  chan struct{}   // closed when run returns, every connection closed
 	ctx      context.Context // dials' parent: canceled when the loop stops
 	cancel   context.CancelFunc
+	// idle is the pool: idle upstream connections by key, the most
+	// recently used last; spares, pool sides given back, for reuse.
+	idle   map[string][]*side
+	spares []*side
+	// drainSeen: the loop's goroutine saw draining (no connection is
+	// pooled from then on).
+	drainSeen bool
+	// ticker drives the sweep: every tickBase, or every fastTick while
+	// an exchange with a Verdict.Timeout is in flight (fast).
+	ticker   *time.Ticker
+	tickBase time.Duration
+	fast     bool
 }
+
+// fastTick is the sweep's period while an exchange with a
+// Verdict.Timeout is in flight: request timeouts are not known when the
+// loop starts, and one ticker serves them all (no timer per request), at
+// the price of firing up to this late and of sweeping every connection
+// this often while such exchanges last.
+const fastTick = 10 * time.Millisecond
 
 // New starts a Loop for cfg.
 func New(cfg Config) (*Loop, error) {
@@ -81,6 +100,7 @@ func New(cfg Config) (*Loop, error) {
 		cfg.Now = time.Now
 	}
 	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, 5*time.Second)
+	cfg.UpstreamIdleTimeout = cmp.Or(cfg.UpstreamIdleTimeout, 90*time.Second)
 	if len(cfg.BadGateway) == 0 {
 		cfg.BadGateway = badGateway
 	}
@@ -88,20 +108,20 @@ func New(cfg Config) (*Loop, error) {
 		cfg.MinBodyRate = 0
 	}
 	l := &Loop{cfg: cfg, epfd: epfd, wakefd: wakefd, rc: rc, epf: f, events: make([]unix.EpollEvent, 256),
-		drained: make(chan struct{}), stopped: make(chan struct{})}
+		drained: make(chan struct{}), stopped: make(chan struct{}), idle: make(map[string][]*side), spares: make([]*side, 0, 64)}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
-	go l.run()
 	// The sweep runs a few times per shortest bound: a quarter of a
 	// timeout, a fifth of the body rate's window (as proxy's heartbeat).
 	tick := time.Duration(0)
-	for _, d := range []time.Duration{cfg.HeaderTimeout / 4, cfg.IdleTimeout / 4, cfg.ReadIdleTimeout / 4, time.Duration(min(cfg.MinBodyRate, 1)) * cfg.BodyRateWindow / 5} {
+	for _, d := range []time.Duration{cfg.HeaderTimeout / 4, cfg.IdleTimeout / 4, cfg.ReadIdleTimeout / 4, time.Duration(min(cfg.MinBodyRate, 1)) * cfg.BodyRateWindow / 5, cfg.UpstreamIdleTimeout / 4} {
 		if d > 0 && (tick == 0 || d < tick) {
 			tick = d
 		}
 	}
-	if tick > 0 {
-		go l.ticks(min(max(tick, 10*time.Millisecond), time.Second))
-	}
+	l.tickBase = min(max(tick, fastTick), time.Second)
+	l.ticker = time.NewTicker(l.tickBase)
+	go l.run()
+	go l.ticks()
 	return l, nil
 }
 

@@ -171,6 +171,14 @@ func (l *Loop) request(s *side, h *h1.Head) {
 			return
 		}
 	}
+	if v.Handoff {
+		x.awaiting = false
+		if l.cfg.Handoff != nil {
+			l.handoff(s) // at the head: the request is read again from its start
+			return
+		}
+		v = Verdict{Answer: []byte(h1.ErrorAnswer(h1.ErrUnsupported)), Close: true, Exchange: v.Exchange}
+	}
 	x.ex = v.Exchange
 	x.close = x.close || v.Close
 	if v.Answer != nil {
@@ -190,6 +198,18 @@ func (l *Loop) request(s *side, h *h1.Head) {
 		}
 		return
 	}
+	x.wrote, x.timeoutAt = false, time.Time{}
+	x.timeoutAnswer, x.unreachable = copyAnswer(x.timeoutAnswer, v.TimeoutAnswer), copyAnswer(x.unreachable, v.Unreachable)
+	if v.Timeout > 0 {
+		x.timeoutAt = l.cfg.Now().Add(v.Timeout)
+		l.timed()
+	}
+	key := keyOf(v.Upstream)
+	if up.adopted && up.key != key {
+		l.resetUpstream(up) // not expected: a clean exchange's connection went back to the pool
+	}
+	up.upstream, up.key = v.Upstream, key
+	connected := up.adopted || up.dialing || up.dead || l.takeIdle(up)
 	dst := stageBuf(up)
 	mark := len(*dst)
 	if v.Head != nil {
@@ -206,9 +226,25 @@ func (l *Loop) request(s *side, h *h1.Head) {
 		x.replay = append(x.replay, (*dst)[mark:]...)
 	}
 	l.markDirty(up)
-	if !up.adopted && !up.dialing && !up.dead {
+	if !connected {
 		l.dial(up)
 	}
+}
+
+// keyOf is the pool's key for u (nil: Config.Dial's, "").
+func keyOf(u Upstream) string {
+	if u == nil {
+		return ""
+	}
+	return u.Key()
+}
+
+// copyAnswer is answer copied into buf's memory; nil if answer is.
+func copyAnswer(buf, answer []byte) []byte {
+	if answer == nil {
+		return nil
+	}
+	return append(buf[:0], answer...)
 }
 
 // idempotent reports whether a request with this method may be sent
@@ -315,6 +351,7 @@ func (l *Loop) endMessage(s *side) {
 		l.markDirty(down)
 		return
 	}
+	l.release(s) // s is unconnected from here on: relayMessages stops
 	if down.off < len(down.in) {
 		l.relay(down)
 	} else {

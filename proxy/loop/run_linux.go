@@ -54,6 +54,10 @@ func (l *Loop) run() {
 			if s == nil || s.dead {
 				continue
 			}
+			if s.pooled {
+				l.idleEvent(s)
+				continue
+			}
 			if ev.Events&unix.EPOLLOUT != 0 {
 				l.writeOut(s)
 			}
@@ -136,7 +140,10 @@ func (l *Loop) adopt() (closing bool) {
 				l.unreachable(s)
 			default:
 				d := s.dialed
-				s.fd, s.tc, s.bc = d.fd, d.tc, d.bc
+				s.fd, s.tc, s.bc, s.notAfter = d.fd, d.tc, d.bc, d.notAfter
+				wasSecure := s.secure
+				s.secure = s.tc != nil
+				restage(s, wasSecure) // whether it speaks TLS is known only now
 				if s.bc != nil {
 					s.bc.out = &s.out
 				}
@@ -149,6 +156,7 @@ func (l *Loop) adopt() (closing bool) {
 		}
 	}
 	if draining {
+		l.drainSeen = true
 		l.drain()
 	}
 	return false
@@ -166,6 +174,7 @@ func (l *Loop) setConn(s *side) {
 // the body of one already answered), and has the others end when theirs
 // is answered.
 func (l *Loop) drain() {
+	l.sweepIdle(l.now, true)
 	for _, s := range l.conns {
 		if s == nil || s.dead || !s.isDown {
 			continue
@@ -199,6 +208,7 @@ func (l *Loop) checkDrained() {
 
 // closeAll closes every pair and the loop's descriptors.
 func (l *Loop) closeAll() {
+	l.sweepIdle(l.now, true)
 	for _, s := range l.conns {
 		if s != nil && !s.dead {
 			l.closePair(s, ErrClosed)
@@ -212,16 +222,15 @@ func (l *Loop) closeAll() {
 	l.mu.Unlock()
 }
 
-// ticks asks the loop to sweep every d, through its eventfd, until it
-// stops.
-func (l *Loop) ticks(d time.Duration) {
-	t := time.NewTicker(d)
-	defer t.Stop()
+// ticks asks the loop to sweep at each of l.ticker's ticks, through its
+// eventfd, until it stops.
+func (l *Loop) ticks() {
+	defer l.ticker.Stop()
 	for {
 		select {
 		case <-l.stopped:
 			return
-		case <-t.C:
+		case <-l.ticker.C:
 			l.tick.Store(true)
 			l.wake()
 		}
@@ -229,9 +238,22 @@ func (l *Loop) ticks(d time.Duration) {
 }
 
 // sweep closes the pairs whose caller-facing side is past its deadline,
-// silent past the read idle timeout, or sending a body too slowly.
+// silent past the read idle timeout, or sending a body too slowly; ends
+// the exchanges past their Verdict.Timeout; and closes the idle
+// upstream connections past theirs.
 func (l *Loop) sweep(now time.Time) {
+	l.sweepIdle(now, false)
+	timed := false
 	for _, s := range l.conns {
+		switch {
+		case s == nil || s.dead || !s.isDown:
+		case s.x.awaiting && !s.x.timeoutAt.IsZero():
+			if !now.Before(s.x.timeoutAt) {
+				l.timeout(s)
+			} else {
+				timed = true
+			}
+		}
 		switch {
 		case s == nil || s.dead || !s.isDown:
 		case !s.deadline.IsZero() && now.After(s.deadline):
@@ -243,6 +265,19 @@ func (l *Loop) sweep(now time.Time) {
 				l.closePair(s, ErrBodyTooSlow)
 			}
 		}
+	}
+	if l.fast && !timed {
+		l.fast = false
+		l.ticker.Reset(l.tickBase)
+	}
+}
+
+// timed has the sweep run every fastTick from now, for an exchange with
+// a Verdict.Timeout.
+func (l *Loop) timed() {
+	if !l.fast && l.tickBase > fastTick {
+		l.fast = true
+		l.ticker.Reset(fastTick)
 	}
 }
 

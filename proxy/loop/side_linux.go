@@ -33,6 +33,7 @@ type side struct {
 	remain  int64
 	discard bool // the body being read is dropped (its request was answered by the Handler)
 	ended   bool // an upstream side: an answer ended in the bytes being relayed
+	gone    bool // an upstream side: its TLS ended (close_notify) with the bytes being relayed
 	served  int  // an upstream side: answers read whole on this connection
 	// loop bookkeeping
 	dirty, pollOut, paused, closing, dead bool
@@ -47,8 +48,17 @@ type side struct {
 	owner  net.Conn
 	caller Caller
 	// notAfter: a caller-facing side reads no request from this time
-	// on (its peer certificate's expiry; zero: none).
+	// on (its peer certificate's expiry; zero: none); an upstream side
+	// carries none (Upstream.Dial's, or its leaf certificate's expiry).
 	notAfter time.Time
+	// upstream and key: where an upstream side's connection goes (nil:
+	// Config.Dial), and the pool's name for it. pooled: the side is an
+	// idle connection in the pool (no peer, no exchange), since
+	// idleSince.
+	upstream  Upstream
+	key       string
+	pooled    bool
+	idleSince time.Time
 	// lastRead is when a caller-facing side last read bytes (the
 	// batch's clock); bodyStart, bodyGot and bodyGraced measure the
 	// body it is reading against Config.MinBodyRate: the window's start
@@ -66,10 +76,11 @@ type side struct {
 
 // dialed is what a dial of an upstream made.
 type dialed struct {
-	fd  int
-	tc  *tls.Conn
-	bc  *bufConn
-	err error
+	fd       int
+	tc       *tls.Conn
+	bc       *bufConn
+	notAfter time.Time
+	err      error
 }
 
 // exchange is what the two sides of a pair share: the request in flight.
@@ -87,6 +98,15 @@ type exchange struct {
 	// replay is the request's head as sent, while it may be sent again
 	// on a new connection (relay.go, request); empty otherwise.
 	replay []byte
+	// wrote: a byte of the request was written to an upstream (a
+	// Retrier is no longer asked).
+	wrote bool
+	// timeoutAt is when the exchange times out (Verdict.Timeout; zero:
+	// never); timeoutAnswer and unreachable are the Verdict's answers
+	// (copied; nil: the defaults).
+	timeoutAt     time.Time
+	timeoutAnswer []byte
+	unreachable   []byte
 }
 
 // done tells the exchange's Handler that it ended.
@@ -162,7 +182,9 @@ func (l *Loop) decrypt(s *side) {
 		if err != nil {
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				// What came before a close_notify (crypto/tls returns it
-				// with the last data) or a failed record goes on first.
+				// with the last data) or a failed record goes on first;
+				// the connection is not pooled.
+				s.gone = true
 				l.relay(s)
 				if !s.dead {
 					l.hangUp(s)
@@ -245,6 +267,9 @@ func (l *Loop) writeOut(s *side) {
 			return
 		}
 		s.out = s.out[:copy(s.out, s.out[n:])]
+		if n > 0 && !s.isDown {
+			s.x.wrote = true
+		}
 		if n > 0 && s.isDown && !s.heading {
 			l.arm(s) // an answer still being sent: the idle timeout counts from its last progress
 		}

@@ -3,10 +3,12 @@
 package loop
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"time"
@@ -90,21 +92,49 @@ func (l *Loop) resetUpstream(s *side) {
 	}
 	unix.Close(s.fd)
 	l.conns[s.fd] = nil
-	*s = side{fd: -1, peer: s.peer, x: s.x, secure: s.secure, in: s.in[:0], pend: s.pend, out: s.out}
+	*s = side{fd: -1, peer: s.peer, x: s.x, secure: s.secure, in: s.in[:0], pend: s.pend, out: s.out, dirty: s.dirty, upstream: s.upstream, key: s.key}
 }
 
 // badGateway answers the caller of upstream side s's exchange, which
 // failed before its answer began, with Config.BadGateway, closes the
 // upstream, and ends the caller's connection once the answer is sent.
 func (l *Loop) badGateway(s *side, err error) {
+	l.answerFailed(s, l.cfg.BadGateway, http.StatusBadGateway, err)
+}
+
+// timeout ends the exchange of caller-facing side s, past its
+// Verdict.Timeout: before its answer's head was sent, with the
+// Verdict's TimeoutAnswer; after, by closing the pair.
+func (l *Loop) timeout(s *side) {
+	x := s.x
+	if x.status != 0 && x.answerMark < 0 {
+		l.closePair(s, ErrTimeout)
+		return
+	}
+	l.answerFailed(s.peer, orAnswer(x.timeoutAnswer, gatewayTimeout), http.StatusGatewayTimeout, ErrTimeout)
+}
+
+// orAnswer is answer, or def if answer is nil.
+func orAnswer(answer, def []byte) []byte {
+	if answer == nil {
+		return def
+	}
+	return answer
+}
+
+// answerFailed answers the caller of upstream side s's exchange, which
+// failed before its answer's head was sent, with answer (status if it
+// has none), closes the upstream, and ends the caller's connection once
+// the answer is sent.
+func (l *Loop) answerFailed(s *side, answer []byte, status int, err error) {
 	down, x := s.peer, s.x
 	if x.answerMark >= 0 {
 		*stageBuf(down) = (*stageBuf(down))[:x.answerMark] // the broken answer, never sent
 		x.answerMark = -1
 	}
 	l.resetUpstream(s)
-	x.status, x.awaiting = http.StatusBadGateway, false
-	l.stage(down, l.cfg.BadGateway)
+	x.status, x.awaiting = cmp.Or(statusOf(answer), status), false
+	l.stage(down, answer)
 	l.endExchange(x, err)
 	down.closing = true
 	l.hold(down)
@@ -121,14 +151,15 @@ func (l *Loop) endExchange(x *exchange, err error) {
 	x.done(err)
 }
 
-// dial connects s, a pair's upstream side, on a goroutine of its own,
-// and queues it for the loop to adopt.
+// dial connects s, a pair's upstream side, to s.upstream on a
+// goroutine of its own, and queues it for the loop to adopt.
 func (l *Loop) dial(s *side) {
 	s.dialing = true
+	u := s.upstream
 	go func() {
 		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.DialTimeout)
 		defer cancel()
-		d := l.connect(ctx)
+		d := l.connect(ctx, u)
 		if d.err != nil && l.cfg.Log != nil {
 			l.cfg.Log.Warn("loop: upstream unreachable", "error", d.err)
 		}
@@ -139,24 +170,46 @@ func (l *Loop) dial(s *side) {
 	}()
 }
 
-// connect dials the upstream, does its TLS handshake if configured,
+// errNoDial is a request for Config.Dial's upstream when there is none.
+var errNoDial = errors.New("loop: no upstream: the Verdict names none and Config.Dial is nil")
+
+// connect dials u (nil: Config.Dial), does its TLS handshake if asked,
 // and registers its socket.
-func (l *Loop) connect(ctx context.Context) dialed {
+func (l *Loop) connect(ctx context.Context, u Upstream) dialed {
 	d := dialed{fd: -1}
-	c, err := l.cfg.Dial(ctx)
+	var c net.Conn
+	var cfg *tls.Config
+	var err error
+	switch {
+	case u != nil:
+		c, cfg, d.notAfter, err = u.Dial(ctx)
+	case l.cfg.Dial != nil:
+		c, err = l.cfg.Dial(ctx)
+		cfg = l.cfg.UpstreamTLS
+	default:
+		err = errNoDial
+	}
+	if err == nil && c == nil {
+		err = errors.New("loop: Dial returned no connection")
+	}
 	if err != nil {
 		d.err = err
 		return d
 	}
-	if l.cfg.UpstreamTLS != nil {
+	if cfg != nil {
 		d.bc = &bufConn{nc: c}
-		d.tc = tls.Client(d.bc, l.cfg.UpstreamTLS)
+		d.tc = tls.Client(d.bc, cfg)
 		if err := d.tc.HandshakeContext(ctx); err != nil {
 			c.Close()
 			d.err = err
 			return d
 		}
 		c.SetDeadline(time.Time{})
+		if certs := d.tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			if na := certs[0].NotAfter; d.notAfter.IsZero() || na.Before(d.notAfter) {
+				d.notAfter = na
+			}
+		}
 	}
 	fd, err := takeFD(c)
 	if err != nil {
@@ -176,10 +229,45 @@ func (l *Loop) connect(ctx context.Context) dialed {
 	return d
 }
 
-// unreachable answers the exchange waiting on s, an upstream that could
-// not be dialed, with BadGateway and ends the caller's connection.
+// unreachable handles s, an upstream side that could not be dialed: an
+// exchange that is a Retrier, with no byte of its request sent, may
+// name another upstream (taken from the pool, or dialed); else the
+// caller gets the Verdict's Unreachable (or BadGateway) and its
+// connection ends.
 func (l *Loop) unreachable(s *side) {
-	l.badGateway(s, errors.Join(ErrUnreachable, s.dialed.err))
+	x, err := s.x, s.dialed.err
+	if !x.awaiting {
+		return // the exchange ended while it was dialed (its request failed)
+	}
+	if r, ok := x.ex.(Retrier); ok && !x.wrote {
+		if next := l.retry(r, s.upstream, err); next != nil && !s.dead {
+			s.upstream, s.key = next, next.Key()
+			if !l.takeIdle(s) {
+				l.dial(s)
+			} else {
+				l.markDirty(s)
+			}
+			return
+		}
+		if s.dead {
+			return
+		}
+	}
+	l.answerFailed(s, orAnswer(x.unreachable, l.cfg.BadGateway), http.StatusBadGateway, errors.Join(ErrUnreachable, err))
+}
+
+// retry asks r where up's request goes next; a Retrier that panics
+// gives up (logged).
+func (l *Loop) retry(r Retrier, up Upstream, err error) (next Upstream) {
+	defer func() {
+		if p := recover(); p != nil {
+			next = nil
+			if l.cfg.Log != nil {
+				l.cfg.Log.Error("loop: Retrier panicked", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
+			}
+		}
+	}()
+	return r.Unreachable(up, err)
 }
 
 // discardStaged drops what waits to be sent on s.

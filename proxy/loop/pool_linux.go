@@ -1,0 +1,194 @@
+//go:build linux
+
+package loop
+
+import (
+	"errors"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/sigil-mesh/sigil/proxy/h1"
+	"golang.org/x/sys/unix"
+)
+
+// The pool: an upstream connection belongs to a caller's pair only for
+// an exchange. A pair's upstream side is one side for the pair's life;
+// the connection moves between it and the pool's sides (sides whose
+// pooled is set: no peer, no exchange), which are kept per key, the
+// most recently used last.
+
+// release moves the connection of up, an upstream side whose exchange
+// just ended cleanly, to the pool, or closes it when it may not be
+// reused: bytes unread or unsent (an answer that came before its request
+// was whole), past its notAfter, or the loop draining. up becomes
+// unconnected, ready for its caller's next request.
+func (l *Loop) release(up *side) {
+	down := up.peer
+	if down.state != stHead || up.gone || up.off < len(up.in) || len(up.out)+len(up.pend) > 0 ||
+		!up.notAfter.IsZero() && !l.now.Before(up.notAfter) || l.maxIdle() <= 0 || l.drainSeen {
+		l.resetUpstream(up)
+		return
+	}
+	p := l.spare()
+	*p = *up
+	p.peer, p.x, p.pooled, p.dirty, p.idleSince = nil, nil, true, false, l.now
+	p.in, p.off, p.ended = p.in[:0], 0, false
+	if p.bc != nil {
+		p.bc.out = &p.out
+	}
+	l.conns[p.fd] = p
+	*up = side{fd: -1, peer: down, x: up.x, secure: up.secure, dirty: up.dirty, upstream: up.upstream, key: up.key}
+	idle := append(l.idle[p.key], p)
+	if len(idle) > l.maxIdle() {
+		l.closeIdle(idle[0])
+		idle = idle[1:]
+	}
+	l.idle[p.key] = idle
+}
+
+// takeIdle moves the most recently used idle connection for up's key
+// into up, an unconnected upstream side (with what was staged for it
+// kept), and reports whether there was one. Idle connections past their
+// notAfter are closed on the way.
+func (l *Loop) takeIdle(up *side) bool {
+	idle := l.idle[up.key]
+	for len(idle) > 0 {
+		p := idle[len(idle)-1]
+		idle[len(idle)-1] = nil
+		idle = idle[:len(idle)-1]
+		if !p.notAfter.IsZero() && !l.now.Before(p.notAfter) {
+			l.closeIdle(p)
+			continue
+		}
+		l.idle[up.key] = idle
+		staged := *stageBuf(up)
+		peer, x, dirty, u := up.peer, up.x, up.dirty, up.upstream
+		*up = *p
+		up.peer, up.x, up.pooled, up.dirty, up.upstream = peer, x, false, dirty, u
+		if up.bc != nil {
+			up.bc.out = &up.out
+		}
+		l.conns[up.fd] = up
+		*stageBuf(up) = append(*stageBuf(up), staged...) // a Retrier's next upstream: the request waits
+		*p = side{}
+		if len(l.spares) < cap(l.spares) {
+			l.spares = append(l.spares, p)
+		}
+		return true
+	}
+	l.idle[up.key] = idle
+	return false
+}
+
+// restage moves what was staged for s while s.secure was wasSecure to
+// where s stages now (a dial's outcome decides whether it is TLS).
+func restage(s *side, wasSecure bool) {
+	switch {
+	case wasSecure == s.secure:
+	case s.secure:
+		s.pend, s.out = append(s.pend, s.out...), s.out[:0]
+	default:
+		s.out, s.pend = append(s.out, s.pend...), s.pend[:0]
+	}
+}
+
+// spare is a side for the pool, reused if one was given back.
+func (l *Loop) spare() *side {
+	if n := len(l.spares); n > 0 {
+		p := l.spares[n-1]
+		l.spares[n-1] = nil
+		l.spares = l.spares[:n-1]
+		return p
+	}
+	return new(side)
+}
+
+func (l *Loop) maxIdle() int {
+	switch n := l.cfg.MaxIdlePerUpstream; {
+	case n == 0:
+		return 64
+	case n < 0:
+		return 0
+	default:
+		return n
+	}
+}
+
+// idleEvent handles readiness of p, an idle connection in the pool: an
+// upstream that hangs up is closed silently; one that sends anything
+// (no request is in flight) is closed and reported, as proxy/h1.Client
+// drops such a connection. Over TLS, records that carry no data
+// (session tickets) leave it idle, and a close_notify is a hang-up.
+func (l *Loop) idleEvent(p *side) {
+	buf := &p.in
+	p.in = p.in[:0]
+	if p.tc != nil {
+		p.bc.buf = p.bc.buf[:copy(p.bc.buf, p.bc.buf[p.bc.r:])] // a record's beginning, kept
+		p.bc.r = 0
+		buf = &p.bc.buf
+	}
+	*buf = room(*buf)
+	n, err := unix.Read(p.fd, (*buf)[len(*buf):cap(*buf)])
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		return
+	case err != nil || n == 0:
+		l.unpool(p)
+		return
+	}
+	*buf = (*buf)[:len(*buf)+n]
+	if p.tc != nil {
+		p.in = room(p.in[:0])
+		m, err := p.tc.Read(p.in[:cap(p.in)])
+		switch {
+		case m > 0:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return // no data: still idle
+		default:
+			l.unpool(p) // close_notify, or a broken record
+			return
+		}
+	}
+	l.protocolError(h1.ReasonUnsolicited)
+	l.unpool(p)
+}
+
+// unpool takes p out of its key's idle list and closes it.
+func (l *Loop) unpool(p *side) {
+	idle := l.idle[p.key]
+	if i := slices.Index(idle, p); i >= 0 {
+		l.idle[p.key] = slices.Delete(idle, i, i+1)
+	}
+	l.closeIdle(p)
+}
+
+// closeIdle closes p, an idle connection already out of its list.
+func (l *Loop) closeIdle(p *side) {
+	unix.Close(p.fd)
+	l.conns[p.fd] = nil
+	*p = side{}
+	if len(l.spares) < cap(l.spares) {
+		l.spares = append(l.spares, p)
+	}
+}
+
+// sweepIdle closes the idle connections unused for
+// Config.UpstreamIdleTimeout or past their notAfter; all of them if
+// every is set (Shutdown).
+func (l *Loop) sweepIdle(now time.Time, every bool) {
+	for key, idle := range l.idle {
+		idle = slices.DeleteFunc(idle, func(p *side) bool {
+			if every || now.Sub(p.idleSince) > l.cfg.UpstreamIdleTimeout || !p.notAfter.IsZero() && !now.Before(p.notAfter) {
+				l.closeIdle(p)
+				return true
+			}
+			return false
+		})
+		if len(idle) == 0 {
+			delete(l.idle, key)
+		} else {
+			l.idle[key] = idle
+		}
+	}
+}
