@@ -58,7 +58,8 @@ func dialTo(addr string) func(context.Context) (net.Conn, error) {
 	}
 }
 
-// start runs a Loop for cfg (Dial to upstream if not set) and a
+// start runs a Loop for cfg (Dial to upstream if not set and upstream
+// is not "") and a
 // listener in front of it; callers speak TLS if tlsCallers.
 func start(t *testing.T, cfg Config, upstream string, tlsCallers bool) *fixture {
 	t.Helper()
@@ -78,7 +79,7 @@ func smallBuffers(c net.Conn) {
 // Take.
 func startWith(t *testing.T, cfg Config, upstream string, tlsCallers bool, prep func(net.Conn)) *fixture {
 	t.Helper()
-	if cfg.Dial == nil {
+	if cfg.Dial == nil && upstream != "" {
 		cfg.Dial = dialTo(upstream)
 	}
 	l, err := New(cfg)
