@@ -1,5 +1,7 @@
-// Package loop relays HTTP/1.1 between callers and one upstream on an
-// event loop: after its handshake a connection's socket leaves Go's
+// Package loop relays HTTP/1.1 between callers and upstreams (Config.Dial's,
+// or one a Handler names per request: Verdict.Upstream) on an event
+// loop, an upstream connection serving one caller's exchange at a time
+// and otherwise idle in the loop's pool. After its handshake a connection's socket leaves Go's
 // poller for an epoll set that one goroutine serves. For every ready
 // socket it does one read(2) into the connection's buffer; crypto/tls
 // decrypts from that buffer (a tls.Conn over a buffer-backed net.Conn

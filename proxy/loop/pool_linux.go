@@ -38,6 +38,7 @@ func (l *Loop) release(up *side) {
 		p.bc.out = &p.out
 	}
 	l.conns[p.fd] = p
+	l.setPoll(p, false, false) // idle: read (a hang-up, stray bytes), nothing to write
 	*up = side{fd: -1, peer: down, x: up.x, secure: up.secure, dirty: up.dirty, upstream: up.upstream, key: up.key}
 	idle := append(l.idle[p.key], p)
 	if len(idle) > l.maxIdle() {
