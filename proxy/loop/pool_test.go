@@ -485,3 +485,31 @@ func TestPoolReplay(t *testing.T) {
 		t.Fatalf("replayed: %d %q", status, body)
 	}
 }
+
+// TestPoolConnectionClose: Verdict.Close ends the caller's connection,
+// not the upstream's, which serves the next caller; a request that says
+// Connection: close (or its answer) does not leave its upstream
+// connection in the pool.
+func TestPoolConnectionClose(t *testing.T) {
+	k := newKeptServer(t, "k", nil)
+	f := start(t, Config{Handler: handlerFunc(func(_ *Caller, h *h1.Head) Verdict {
+		return Verdict{Close: string(h.Target) == "/bye"}
+	})}, k.addr, false)
+	c := f.caller()
+	if status, body := c.get("/bye"); status != 200 || body != "k 1 /bye" {
+		t.Fatalf("Verdict.Close: %d %q", status, body)
+	}
+	expectEOF(t, c.br)
+	c = f.caller()
+	io.WriteString(c.c, "GET /close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if resp, body := readResponse(t, c.br, "GET"); resp.StatusCode != 200 || body != "k 1 /close" {
+		t.Fatalf("Connection: close: %d %q, want the pooled connection", resp.StatusCode, body)
+	}
+	expectEOF(t, c.br)
+	if n := k.awaitClosed(t); n != 1 {
+		t.Fatalf("connection %d closed, want 1", n)
+	}
+	if status, body := f.caller().get("/next"); status != 200 || body != "k 2 /next" {
+		t.Fatalf("next: %d %q, want a new connection", status, body)
+	}
+}

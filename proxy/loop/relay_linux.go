@@ -162,7 +162,7 @@ func (l *Loop) request(s *side, h *h1.Head) {
 		l.closePair(s, errPeerExpired)
 		return
 	}
-	x.awaiting, x.isHEAD, x.close, x.status = true, h.IsHEAD(), h.Close, 0
+	x.awaiting, x.isHEAD, x.close, x.upClose, x.status = true, h.IsHEAD(), h.Close, h.Close, 0
 	s.discard = false
 	var v Verdict
 	if l.cfg.Handler != nil {
@@ -316,7 +316,7 @@ func (l *Loop) framed(s *side, h *h1.Head) error {
 	if h.Status < 200 {
 		return nil // interim (100 Continue, 103): the final response follows
 	}
-	x.close = x.close || h.Close
+	x.close, x.upClose = x.close || h.Close, x.upClose || h.Close
 	switch {
 	case x.isHEAD || h.Status == 204 || h.Status == 304:
 		l.endMessage(s)
@@ -346,12 +346,14 @@ func (l *Loop) endMessage(s *side) {
 	s.served++
 	l.endExchange(x, nil)
 	down := s.peer
+	if !x.upClose {
+		l.release(s) // s is unconnected from here on: relayMessages stops
+	}
 	if x.close {
 		down.closing = true
 		l.markDirty(down)
 		return
 	}
-	l.release(s) // s is unconnected from here on: relayMessages stops
 	if down.off < len(down.in) {
 		l.relay(down)
 	} else {

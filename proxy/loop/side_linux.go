@@ -88,6 +88,7 @@ type exchange struct {
 	awaiting bool // a request was relayed and its final response is not complete
 	isHEAD   bool
 	close    bool // end the pair once this exchange completes
+	upClose  bool // the request or its answer said Connection: close: the upstream's connection is not reused
 	status   int  // the final response's status, once its head is read
 	// answerMark is where the final answer's head begins in what is
 	// staged for the caller, until that is sealed and sent (-1: not
@@ -185,8 +186,9 @@ func (l *Loop) decrypt(s *side) {
 				// with the last data) or a failed record goes on first;
 				// the connection is not pooled.
 				s.gone = true
+				tc := s.tc
 				l.relay(s)
-				if !s.dead {
+				if !s.dead && s.tc == tc { // else its answer ended, and the connection with it
 					l.hangUp(s)
 				}
 				return
