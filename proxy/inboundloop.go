@@ -52,8 +52,11 @@ func (in *inbound) newLoop(dialApp func(context.Context) (net.Conn, error)) (*lo
 		MinBodyRate:         int64(cfg.MinRequestBodyRate),
 		BodyRateWindow:      cfg.MinRequestBodyGrace,
 		BadGateway:          bad,
-		ProtocolError:       in.p.metrics.protocolError("inbound"),
-		Log:                 in.p.log.With("part", "inbound-loop"),
+		// The app's idle connections, as many as the goroutine path's
+		// client keeps (in.app's MaxIdle).
+		MaxIdlePerUpstream: 256,
+		ProtocolError:      in.p.metrics.protocolError("inbound"),
+		Log:                in.p.log.With("part", "inbound-loop"),
 	})
 }
 

@@ -366,23 +366,29 @@ func TestNoDial(t *testing.T) {
 }
 
 // TestShutdownClosesPool: Shutdown closes idle pooled connections at
-// once and returns.
+// once and returns; so does Close.
 func TestShutdownClosesPool(t *testing.T) {
-	k := newKeptServer(t, "k", nil)
-	f := start(t, Config{}, k.addr, false)
-	c := f.caller()
-	if status, _ := c.get("/x"); status != 200 {
-		t.Fatal(status)
+	for _, shutdown := range []bool{true, false} {
+		k := newKeptServer(t, "k", nil)
+		f := start(t, Config{}, k.addr, false)
+		c := f.caller()
+		if status, _ := c.get("/x"); status != 200 {
+			t.Fatal(status)
+		}
+		if shutdown {
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			if err := f.l.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+		} else {
+			f.l.Close()
+		}
+		if n := k.awaitClosed(t); n != 1 {
+			t.Errorf("shutdown %v: connection %d closed, want 1", shutdown, n)
+		}
+		expectEOF(t, c.br)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	if err := f.l.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if n := k.awaitClosed(t); n != 1 {
-		t.Errorf("connection %d closed, want 1", n)
-	}
-	expectEOF(t, c.br)
 }
 
 // TestUpstreamDialTLS: an Upstream whose Dial returns a TLS
