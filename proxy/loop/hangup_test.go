@@ -75,7 +75,9 @@ func (c *flushConn) flush() error {
 }
 
 // TestUpstreamTLSCloseNotify: a TLS upstream's last answer, arriving in
-// the same read as its close_notify, reaches the caller.
+// the same read as its close_notify, reaches the caller; its
+// Connection: close ends the upstream's connection only (hop-by-hop),
+// and the caller's next request goes on a new one.
 func TestUpstreamTLSCloseNotify(t *testing.T) {
 	srvCfg, pool := testCerts(t)
 	addr := rawUpstream(t, func(c net.Conn) {
@@ -96,14 +98,13 @@ func TestUpstreamTLSCloseNotify(t *testing.T) {
 		io.Copy(io.Discard, c)
 	})
 	f := start(t, Config{UpstreamTLS: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}}, addr, false)
+	c := f.dial()
+	br := bufio.NewReader(c)
 	for range 3 {
-		c := f.dial()
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-		br := bufio.NewReader(c)
-		if resp, body := readResponse(t, br, "GET"); resp.StatusCode != 200 || body != "hello" {
-			t.Fatalf("%d %q", resp.StatusCode, body)
+		if resp, body := readResponse(t, br, "GET"); resp.StatusCode != 200 || body != "hello" || resp.Close {
+			t.Fatalf("%d %q close %v", resp.StatusCode, body, resp.Close)
 		}
-		expectEOF(t, br)
 	}
 }
 

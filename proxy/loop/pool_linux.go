@@ -50,15 +50,19 @@ func (l *Loop) release(up *side) {
 
 // takeIdle moves the most recently used idle connection for up's key
 // into up, an unconnected upstream side (with what was staged for it
-// kept), and reports whether there was one. Idle connections past their
-// notAfter are closed on the way.
+// kept), and reports whether there was one. Idle connections that may
+// no longer be used are closed on the way.
 func (l *Loop) takeIdle(up *side) bool {
 	idle := l.idle[up.key]
 	for len(idle) > 0 {
 		p := idle[len(idle)-1]
 		idle[len(idle)-1] = nil
 		idle = idle[:len(idle)-1]
-		if !p.notAfter.IsZero() && !l.now.Before(p.notAfter) {
+		// As proxy/h1.Client: not past its idle timeout or notAfter
+		// (the sweep may be late), nor once the upstream sent anything
+		// since the last batch's events (a read that finds nothing: the
+		// goroutine path's peek).
+		if l.now.Sub(p.idleSince) > l.cfg.UpstreamIdleTimeout || !p.notAfter.IsZero() && !l.now.Before(p.notAfter) || !l.idleRead(p) {
 			l.closeIdle(p)
 			continue
 		}
@@ -116,12 +120,22 @@ func (l *Loop) maxIdle() int {
 	}
 }
 
-// idleEvent handles readiness of p, an idle connection in the pool: an
-// upstream that hangs up is closed silently; one that sends anything
-// (no request is in flight) is closed and reported, as proxy/h1.Client
-// drops such a connection. Over TLS, records that carry no data
-// (session tickets) leave it idle, and a close_notify is a hang-up.
+// idleEvent handles readiness of p, an idle connection in the pool:
+// one that hung up or sent anything leaves the pool, closed.
 func (l *Loop) idleEvent(p *side) {
+	if !l.idleRead(p) {
+		l.unpool(p)
+	}
+}
+
+// idleRead reads what p, an idle connection, has, and reports whether
+// it may still carry a request: not if the upstream hung up (closed
+// silently), nor if it sent anything (no request is in flight: the
+// bytes are reported as proxy/h1.Client reports them, and must never be
+// read as the next request's answer). Over TLS, records that carry no
+// data (session tickets) leave it idle, and a close_notify is a
+// hang-up.
+func (l *Loop) idleRead(p *side) bool {
 	buf := &p.in
 	p.in = p.in[:0]
 	if p.tc != nil {
@@ -133,10 +147,9 @@ func (l *Loop) idleEvent(p *side) {
 	n, err := unix.Read(p.fd, (*buf)[len(*buf):cap(*buf)])
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
-		return
+		return true
 	case err != nil || n == 0:
-		l.unpool(p)
-		return
+		return false
 	}
 	*buf = (*buf)[:len(*buf)+n]
 	if p.tc != nil {
@@ -145,14 +158,13 @@ func (l *Loop) idleEvent(p *side) {
 		switch {
 		case m > 0:
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			return // no data: still idle
+			return true // no data
 		default:
-			l.unpool(p) // close_notify, or a broken record
-			return
+			return false // close_notify, or a broken record
 		}
 	}
 	l.protocolError(h1.ReasonUnsolicited)
-	l.unpool(p)
+	return false
 }
 
 // unpool takes p out of its key's idle list and closes it.

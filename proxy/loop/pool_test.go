@@ -77,7 +77,13 @@ func TestPoolIdleUpstreamSends(t *testing.T) {
 	if status, _ := c.get("/1"); status != 200 {
 		t.Fatal(status)
 	}
-	io.WriteString(k.conn(1), "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") // pooled: nobody asked
+	// Pooled, nobody asked: at once the next request, which must find
+	// the bytes (whatever the order of the loop's events), not take them
+	// for its answer.
+	io.WriteString(k.conn(1), "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED")
+	if status, body := c.get("/2"); status != 200 || body != "k 2 /2" {
+		t.Fatalf("after the stray bytes: %d %q", status, body)
+	}
 	select {
 	case r := <-reasons:
 		if r != h1.ReasonUnsolicited {
@@ -88,9 +94,6 @@ func TestPoolIdleUpstreamSends(t *testing.T) {
 	}
 	if n := k.awaitClosed(t); n != 1 {
 		t.Fatalf("connection %d closed, want 1", n)
-	}
-	if status, body := c.get("/2"); status != 200 || body != "k 2 /2" {
-		t.Fatalf("after the stray bytes: %d %q", status, body)
 	}
 	k.conn(2).(*net.TCPConn).CloseWrite() // the upstream hangs up an idle connection
 	if n := k.awaitClosed(t); n != 2 {
@@ -492,14 +495,21 @@ func TestPoolReplay(t *testing.T) {
 	}
 }
 
-// TestPoolConnectionClose: Verdict.Close ends the caller's connection,
-// not the upstream's, which serves the next caller; a request that says
-// Connection: close (or its answer) does not leave its upstream
-// connection in the pool.
+// TestPoolConnectionClose: Verdict.Close, or the caller's Connection:
+// close, ends the caller's connection, not the upstream's, which serves
+// the next caller (the field is hop-by-hop: the upstream never saw it);
+// a head the Handler made that says Connection: close does not leave its
+// upstream connection in the pool.
 func TestPoolConnectionClose(t *testing.T) {
 	k := newKeptServer(t, "k", nil)
 	f := start(t, Config{Handler: handlerFunc(func(_ *Caller, h *h1.Head) Verdict {
-		return Verdict{Close: string(h.Target) == "/bye"}
+		switch string(h.Target) {
+		case "/bye":
+			return Verdict{Close: true}
+		case "/hop":
+			return Verdict{Head: []byte("GET /hop HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n")}
+		}
+		return Verdict{}
 	})}, k.addr, false)
 	c := f.caller()
 	if status, body := c.get("/bye"); status != 200 || body != "k 1 /bye" {
@@ -512,10 +522,30 @@ func TestPoolConnectionClose(t *testing.T) {
 		t.Fatalf("Connection: close: %d %q, want the pooled connection", resp.StatusCode, body)
 	}
 	expectEOF(t, c.br)
+	c = f.caller()
+	if status, body := c.get("/hop"); status != 200 || body != "k 1 /hop" {
+		t.Fatalf("the Handler's close: %d %q", status, body)
+	}
 	if n := k.awaitClosed(t); n != 1 {
 		t.Fatalf("connection %d closed, want 1", n)
 	}
-	if status, body := f.caller().get("/next"); status != 200 || body != "k 2 /next" {
+	if status, body := c.get("/next"); status != 200 || body != "k 2 /next" {
 		t.Fatalf("next: %d %q, want a new connection", status, body)
+	}
+}
+
+// TestSaysClose: the close option of a Connection field, in any case,
+// among others.
+func TestSaysClose(t *testing.T) {
+	for head, want := range map[string]bool{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n":                         false,
+		"GET / HTTP/1.1\r\nConnection: close\r\n\r\n":               true,
+		"GET / HTTP/1.1\r\nconnection:keep-alive ,  CLOSE \r\n\r\n": true,
+		"GET / HTTP/1.1\r\nX-Connection: close\r\n\r\n":             false,
+		"GET / HTTP/1.1\r\nConnection: closed\r\nX: close\r\n\r\n":  false,
+	} {
+		if got := saysClose([]byte(head)); got != want {
+			t.Errorf("%q: %v, want %v", head, got, want)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/sigil-mesh/sigil/internal/ascii"
 	"github.com/sigil-mesh/sigil/proxy/h1"
 )
 
@@ -162,7 +163,7 @@ func (l *Loop) request(s *side, h *h1.Head) {
 		l.closePair(s, errPeerExpired)
 		return
 	}
-	x.awaiting, x.isHEAD, x.close, x.upClose, x.status = true, h.IsHEAD(), h.Close, h.Close, 0
+	x.awaiting, x.isHEAD, x.close, x.status = true, h.IsHEAD(), h.Close, 0
 	s.discard = false
 	var v Verdict
 	if l.cfg.Handler != nil {
@@ -198,6 +199,10 @@ func (l *Loop) request(s *side, h *h1.Head) {
 		}
 		return
 	}
+	// The upstream's connection is kept unless its own hop says close:
+	// the caller's Connection field is not forwarded (hop-by-hop), a
+	// Handler's head may carry one.
+	x.upClose = v.Head != nil && saysClose(v.Head)
 	x.wrote, x.timeoutAt = false, time.Time{}
 	x.timeoutAnswer, x.unreachable = copyAnswer(x.timeoutAnswer, v.TimeoutAnswer), copyAnswer(x.unreachable, v.Unreachable)
 	if v.Timeout > 0 {
@@ -229,6 +234,25 @@ func (l *Loop) request(s *side, h *h1.Head) {
 	if !connected {
 		l.dial(up)
 	}
+}
+
+// saysClose reports whether head, a request head (start line, fields,
+// blank line), has a Connection field with the close option.
+func saysClose(head []byte) bool {
+	for rest := head; len(rest) > 0; {
+		line, more, _ := bytes.Cut(rest, []byte("\n"))
+		rest = more
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !ascii.EqualFold(name, "connection") {
+			continue
+		}
+		for opt := range bytes.SplitSeq(value, []byte(",")) {
+			if ascii.EqualFold(bytes.TrimSpace(opt), "close") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // keyOf is the pool's key for u (nil: Config.Dial's, "").
@@ -316,7 +340,10 @@ func (l *Loop) framed(s *side, h *h1.Head) error {
 	if h.Status < 200 {
 		return nil // interim (100 Continue, 103): the final response follows
 	}
-	x.close, x.upClose = x.close || h.Close, x.upClose || h.Close
+	// The upstream's Connection: close ends its own connection, not the
+	// caller's: the field is hop-by-hop, and the caller's next request
+	// takes another.
+	x.upClose = x.upClose || h.Close
 	switch {
 	case x.isHEAD || h.Status == 204 || h.Status == 304:
 		l.endMessage(s)
@@ -346,8 +373,13 @@ func (l *Loop) endMessage(s *side) {
 	s.served++
 	l.endExchange(x, nil)
 	down := s.peer
-	if !x.upClose {
-		l.release(s) // s is unconnected from here on: relayMessages stops
+	// s is unconnected from here on (relayMessages stops), unless the
+	// pair ends with x.close.
+	switch {
+	case !x.upClose:
+		l.release(s)
+	case !x.close:
+		l.resetUpstream(s)
 	}
 	if x.close {
 		down.closing = true

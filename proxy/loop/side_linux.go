@@ -88,7 +88,7 @@ type exchange struct {
 	awaiting bool // a request was relayed and its final response is not complete
 	isHEAD   bool
 	close    bool // end the pair once this exchange completes
-	upClose  bool // the request or its answer said Connection: close: the upstream's connection is not reused
+	upClose  bool // the head sent upstream or its answer said Connection: close: the upstream's connection is not reused
 	status   int  // the final response's status, once its head is read
 	// answerMark is where the final answer's head begins in what is
 	// staged for the caller, until that is sealed and sent (-1: not
