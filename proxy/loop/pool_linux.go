@@ -20,12 +20,12 @@ import (
 
 // release moves the connection of up, an upstream side whose exchange
 // just ended cleanly, to the pool, or closes it when it may not be
-// reused: bytes unread or unsent (an answer that came before its request
-// was whole), past its notAfter, or the loop draining. up becomes
+// reused: bytes unsent (an answer that came before its request was
+// whole), its TLS closed, past its notAfter, or the loop draining. up becomes
 // unconnected, ready for its caller's next request.
 func (l *Loop) release(up *side) {
 	down := up.peer
-	if down.state != stHead || up.gone || up.off < len(up.in) || len(up.out)+len(up.pend) > 0 ||
+	if down.state != stHead || up.gone || len(up.out)+len(up.pend) > 0 ||
 		!up.notAfter.IsZero() && !l.now.Before(up.notAfter) || l.maxIdle() <= 0 || l.drainSeen {
 		l.resetUpstream(up)
 		return
@@ -42,8 +42,8 @@ func (l *Loop) release(up *side) {
 	*up = side{fd: -1, peer: down, x: up.x, secure: up.secure, dirty: up.dirty, upstream: up.upstream, key: up.key}
 	idle := append(l.idle[p.key], p)
 	if len(idle) > l.maxIdle() {
-		l.closeIdle(idle[0])
-		idle = idle[1:]
+		l.closeIdle(idle[0]) // the one idle longest
+		idle = slices.Delete(idle, 0, 1)
 	}
 	l.idle[p.key] = idle
 }

@@ -549,3 +549,37 @@ func TestSaysClose(t *testing.T) {
 		}
 	}
 }
+
+// TestBytesAfterAnswerPipelined: bytes after an answer, in the same
+// read, close its connection (reported); the request pipelined behind
+// goes on a new one, its answer never read from those bytes.
+func TestBytesAfterAnswerPipelined(t *testing.T) {
+	k := newKeptServer(t, "k", nil)
+	var seen atomic.Int32
+	addr := rawUpstream(t, func(c net.Conn) {
+		if seen.Add(1) > 1 {
+			proxyTo(c, k.addr)
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED")
+		io.Copy(io.Discard, br)
+	})
+	reasons := make(chan string, 10)
+	f := start(t, Config{ProtocolError: func(r string) { reasons <- r }}, addr, false)
+	c := f.caller()
+	io.WriteString(c.c, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := readResponse(t, c.br, "GET"); resp.StatusCode != 200 || body != "first" {
+		t.Fatalf("first: %d %q", resp.StatusCode, body)
+	}
+	if resp, body := readResponse(t, c.br, "GET"); resp.StatusCode != 200 || body != "k 1 /2" {
+		t.Fatalf("pipelined: %d %q, want it from a new connection", resp.StatusCode, body)
+	}
+	if r := <-reasons; r != h1.ReasonBytesAfterResponse {
+		t.Errorf("reason %q, want %q", r, h1.ReasonBytesAfterResponse)
+	}
+}

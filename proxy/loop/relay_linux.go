@@ -376,6 +376,11 @@ func (l *Loop) endMessage(s *side) {
 	// s is unconnected from here on (relayMessages stops), unless the
 	// pair ends with x.close.
 	switch {
+	case s.off < len(s.in):
+		// Bytes after the answer, in the same read: never read as the
+		// next request's answer (which may be going out now, pipelined).
+		l.protocolError(h1.ReasonBytesAfterResponse)
+		l.resetUpstream(s)
 	case !x.upClose:
 		l.release(s)
 	case !x.close:
