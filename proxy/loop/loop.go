@@ -58,8 +58,9 @@ type Config struct {
 	// connection as a net.Conn (over TLS for a TLS caller), whose reads
 	// return that request first; value is Take's. It is called on a
 	// goroutine of its own, which it may keep for as long as it serves c;
-	// it must close c. Only a request with no exchange before it in
-	// flight is handed off (pipelined ones wait their turn).
+	// it must close c. A request whose Verdict says Handoff goes the same
+	// way. Only a request with no exchange before it in flight is handed
+	// off (pipelined ones wait their turn).
 	Handoff func(c net.Conn, value any)
 	// HandoffWrap, if set, wraps the socket of a connection handed back,
 	// under its TLS: what a listener puts around the connections it
@@ -109,7 +110,8 @@ type Config struct {
 	// ProtocolError, if set, is told of every upstream connection closed
 	// because the upstream broke HTTP/1.1's framing, with the reason
 	// (proxy/h1's ReasonMalformedResponse, ReasonBytesAfterResponse,
-	// ReasonUnsolicited), as proxy/h1.Client tells its own.
+	// ReasonUnsolicited: bytes while no request was in flight, idle in
+	// the pool or not), as proxy/h1.Client tells its own.
 	ProtocolError func(reason string)
 	// Log, if not nil, gets the loop's own failures (epoll, dial).
 	Log *slog.Logger
@@ -207,8 +209,9 @@ type Exchange interface {
 	// the request has been queued whole for the caller (err nil), or
 	// the exchange ended without one (err says why: the caller or the
 	// upstream hung up, a malformed answer, the upstream unreachable).
-	// status is the final answer's status code (502 when the loop
-	// answered for an unreachable upstream), 0 if none began.
+	// status is the final answer's status code (that of the answer
+	// the loop sent for an unreachable upstream or a Verdict.Timeout:
+	// 502 and 504 by default), 0 if none began.
 	Done(status int, err error)
 }
 
