@@ -5,7 +5,6 @@ package loop
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -391,37 +390,6 @@ func TestShutdownClosesPool(t *testing.T) {
 			t.Errorf("shutdown %v: connection %d closed, want 1", shutdown, n)
 		}
 		expectEOF(t, c.br)
-	}
-}
-
-// TestUpstreamDialTLS: an Upstream whose Dial returns a TLS
-// configuration is spoken to over TLS, and its connection pooled.
-func TestUpstreamDialTLS(t *testing.T) {
-	srvCfg, pool := testCerts(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", srvCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns sync.Map
-	srv := &http.Server{Handler: &echo{}, ConnState: func(c net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Store(c, true)
-		}
-	}}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	u := &testUpstream{key: "tls", addr: ln.Addr().String(), tls: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}}
-	f := start(t, Config{Handler: byPath(map[byte]Upstream{'t': u}, Verdict{})}, "", false)
-	c1, c2 := f.caller(), f.caller()
-	for i, c := range []*caller{c1, c2, c1} {
-		if status, body := c.get("/t"); status != 200 || body != "GET /t " {
-			t.Fatalf("request %d: %d %q", i, status, body)
-		}
-	}
-	n := 0
-	conns.Range(func(any, any) bool { n++; return true })
-	if d := u.dials.Load(); d != 1 || n != 1 {
-		t.Errorf("%d dials, %d connections; want 1", d, n)
 	}
 }
 
