@@ -74,7 +74,10 @@ func (l *Loop) relayMessages(s *side) error {
 			if i < 0 || i+4 > maxHead {
 				return fmt.Errorf("%w: over %d bytes", h1.ErrHeaderTooLarge, maxHead)
 			}
-			h := &s.head
+			if s.head == nil {
+				s.head = new(h1.Head)
+			}
+			h := s.head
 			if err := h1.ParseHead(b[:i+4], s.isDown, h); err != nil {
 				return err
 			}

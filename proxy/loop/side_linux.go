@@ -42,7 +42,11 @@ type side struct {
 	// never); heading: the deadline is a head's, begun and not whole.
 	deadline time.Time
 	heading  bool
-	head     h1.Head // the last head read (a Head is too big for the stack of every relay)
+	// head is the last head read (a Head is too big for the stack of
+	// every relay); made at the first, and on an upstream side kept
+	// with its connection, which moves to and from the pool (a pointer:
+	// a side is copied then, and a Head is most of its size).
+	head *h1.Head
 	// owner is the caller's net.Conn, closed with the side; caller is
 	// what a Handler sees of it.
 	owner  net.Conn

@@ -92,7 +92,7 @@ func (l *Loop) resetUpstream(s *side) {
 	}
 	unix.Close(s.fd)
 	l.conns[s.fd] = nil
-	*s = side{fd: -1, peer: s.peer, x: s.x, secure: s.secure, in: s.in[:0], pend: s.pend, out: s.out, dirty: s.dirty, upstream: s.upstream, key: s.key}
+	*s = side{fd: -1, peer: s.peer, x: s.x, secure: s.secure, in: s.in[:0], pend: s.pend, out: s.out, dirty: s.dirty, upstream: s.upstream, key: s.key, head: s.head}
 }
 
 // badGateway answers the caller of upstream side s's exchange, which
