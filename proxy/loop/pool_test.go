@@ -172,49 +172,55 @@ func TestPoolMaxIdle(t *testing.T) {
 // pipelined request the loop had read; the upstream never sees it.
 // Without Config.Handoff the caller gets 501.
 func TestHandoffVerdict(t *testing.T) {
-	k := newKeptServer(t, "k", nil)
 	handler := handlerFunc(func(_ *Caller, h *h1.Head) Verdict {
 		return Verdict{Handoff: string(h.Target) == "/hand"}
 	})
 	sent := "POST /hand HTTP/1.1\r\nHost: x\r\nX-Odd:  kept  \r\nContent-Length: 5\r\n\r\nhelloGET /next HTTP/1.1\r\nHost: x\r\n\r\n"
-	handed := make(chan string, 1)
-	f := start(t, Config{Handler: handler, Handoff: func(c net.Conn, _ any) {
-		defer c.Close()
-		b := make([]byte, len(sent))
-		_, err := io.ReadFull(c, b)
-		if err != nil {
-			handed <- err.Error()
-			return
-		}
-		handed <- string(b)
-		io.WriteString(c, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-	}}, k.addr, false)
-	c := f.caller()
-	if status, body := c.get("/first"); status != 200 || body != "k 1 /first" {
-		t.Fatalf("first: %d %q", status, body)
-	}
-	io.WriteString(c.c, sent)
-	select {
-	case got := <-handed:
-		if got != sent {
-			t.Errorf("handed off %q, want %q", got, sent)
-		}
-	case <-time.After(waitFor):
-		t.Fatal("not handed off")
-	}
-	if resp, _ := readResponse(t, c.br, "POST"); resp.StatusCode != 204 {
-		t.Errorf("the hand-off's answer: %d", resp.StatusCode)
-	}
-	select {
-	case p := <-k.got:
-		if p != "/first" {
-			t.Errorf("the upstream got %s", p)
-		}
-	default:
+	for _, tlsCallers := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "tls"}[tlsCallers], func(t *testing.T) {
+			k := newKeptServer(t, "k", nil)
+			handed := make(chan string, 1)
+			f := start(t, Config{Handler: handler, Handoff: func(c net.Conn, _ any) {
+				defer c.Close()
+				b := make([]byte, len(sent))
+				_, err := io.ReadFull(c, b)
+				if err != nil {
+					handed <- err.Error()
+					return
+				}
+				handed <- string(b)
+				io.WriteString(c, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+			}}, k.addr, tlsCallers)
+			c := f.caller()
+			if status, body := c.get("/first"); status != 200 || body != "k 1 /first" {
+				t.Fatalf("first: %d %q", status, body)
+			}
+			io.WriteString(c.c, sent)
+			select {
+			case got := <-handed:
+				if got != sent {
+					t.Errorf("handed off %q, want %q", got, sent)
+				}
+			case <-time.After(waitFor):
+				t.Fatal("not handed off")
+			}
+			if resp, _ := readResponse(t, c.br, "POST"); resp.StatusCode != 204 {
+				t.Errorf("the hand-off's answer: %d", resp.StatusCode)
+			}
+			if p := <-k.got; p != "/first" {
+				t.Errorf("the upstream got %s", p)
+			}
+			select {
+			case p := <-k.got:
+				t.Errorf("the upstream got %s too", p)
+			default:
+			}
+		})
 	}
 
+	k := newKeptServer(t, "k", nil)
 	g := start(t, Config{Handler: handler}, k.addr, false)
-	c = g.caller()
+	c := g.caller()
 	io.WriteString(c.c, sent)
 	if resp, _ := readResponse(t, c.br, "POST"); resp.StatusCode != http.StatusNotImplemented {
 		t.Errorf("no Config.Handoff: %d, want 501", resp.StatusCode)
