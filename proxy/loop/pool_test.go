@@ -362,17 +362,6 @@ func TestUpstreamNotAfter(t *testing.T) {
 	}
 }
 
-// TestNoDial: with no Config.Dial, a request whose Verdict names no
-// Upstream gets BadGateway.
-func TestNoDial(t *testing.T) {
-	f := start(t, Config{Handler: handlerFunc(func(*Caller, *h1.Head) Verdict { return Verdict{} })}, "", false)
-	c := f.caller()
-	if status, _ := c.get("/x"); status != http.StatusBadGateway {
-		t.Errorf("%d, want 502", status)
-	}
-	expectEOF(t, c.br)
-}
-
 // TestShutdownClosesPool: Shutdown closes idle pooled connections at
 // once and returns; so does Close.
 func TestShutdownClosesPool(t *testing.T) {

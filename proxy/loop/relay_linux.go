@@ -169,9 +169,10 @@ func (l *Loop) request(s *side, h *h1.Head) {
 	x.awaiting, x.isHEAD, x.close, x.status = true, h.IsHEAD(), h.Close, 0
 	s.discard = false
 	var v Verdict
+	var key string // v.Upstream's
 	if l.cfg.Handler != nil {
 		var ok bool
-		if v, ok = l.decide(s, h); !ok {
+		if v, key, ok = l.decide(s, h); !ok {
 			return
 		}
 	}
@@ -212,7 +213,6 @@ func (l *Loop) request(s *side, h *h1.Head) {
 		x.timeoutAt = l.cfg.Now().Add(v.Timeout)
 		l.timed()
 	}
-	key := keyOf(v.Upstream)
 	if up.adopted && up.key != key {
 		l.resetUpstream(up) // not expected: a clean exchange's connection went back to the pool
 	}
@@ -284,9 +284,10 @@ func idempotent(method []byte) bool {
 	return false
 }
 
-// decide asks the Handler about h. A Handler that panics fails only
-// this connection: the pair is closed, the panic logged; ok is false.
-func (l *Loop) decide(s *side, h *h1.Head) (v Verdict, ok bool) {
+// decide asks the Handler about h, and the Upstream it names for its
+// key. A Handler (or Upstream.Key) that panics fails only this
+// connection: the pair is closed, the panic logged; ok is false.
+func (l *Loop) decide(s *side, h *h1.Head) (v Verdict, key string, ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			if l.cfg.Log != nil {
@@ -296,7 +297,8 @@ func (l *Loop) decide(s *side, h *h1.Head) (v Verdict, ok bool) {
 			l.closePair(s, fmt.Errorf("loop: handler panicked: %v", p))
 		}
 	}()
-	return l.cfg.Handler.Request(&s.caller, h), true
+	v = l.cfg.Handler.Request(&s.caller, h)
+	return v, keyOf(v.Upstream), true
 }
 
 // response checks the response head h that upstream side s read and

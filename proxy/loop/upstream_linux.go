@@ -182,7 +182,7 @@ func (l *Loop) connect(ctx context.Context, u Upstream) dialed {
 	var err error
 	switch {
 	case u != nil:
-		c, cfg, d.notAfter, err = u.Dial(ctx)
+		c, cfg, d.notAfter, err = l.upstreamDial(ctx, u)
 	case l.cfg.Dial != nil:
 		c, err = l.cfg.Dial(ctx)
 		cfg = l.cfg.UpstreamTLS
@@ -229,6 +229,20 @@ func (l *Loop) connect(ctx context.Context, u Upstream) dialed {
 	return d
 }
 
+// upstreamDial is u.Dial; one that panics fails the dial, not the
+// process (it runs on a goroutine of its own).
+func (l *Loop) upstreamDial(ctx context.Context, u Upstream) (c net.Conn, cfg *tls.Config, notAfter time.Time, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c, err = nil, fmt.Errorf("loop: Upstream.Dial panicked: %v", p)
+			if l.cfg.Log != nil {
+				l.cfg.Log.Error("loop: Upstream.Dial panicked", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
+			}
+		}
+	}()
+	return u.Dial(ctx)
+}
+
 // unreachable handles s, an upstream side that could not be dialed: an
 // exchange that is a Retrier, with no byte of its request sent, may
 // name another upstream (taken from the pool, or dialed); else the
@@ -240,8 +254,8 @@ func (l *Loop) unreachable(s *side) {
 		return // the exchange ended while it was dialed (its request failed)
 	}
 	if r, ok := x.ex.(Retrier); ok && !x.wrote {
-		if next := l.retry(r, s.upstream, err); next != nil && !s.dead {
-			s.upstream, s.key = next, next.Key()
+		if next, key := l.retry(r, s.upstream, err); next != nil && !s.dead {
+			s.upstream, s.key = next, key
 			if !l.takeIdle(s) {
 				l.dial(s)
 			} else {
@@ -256,9 +270,9 @@ func (l *Loop) unreachable(s *side) {
 	l.answerFailed(s, orAnswer(x.unreachable, l.cfg.BadGateway), http.StatusBadGateway, errors.Join(ErrUnreachable, err))
 }
 
-// retry asks r where up's request goes next; a Retrier that panics
-// gives up (logged).
-func (l *Loop) retry(r Retrier, up Upstream, err error) (next Upstream) {
+// retry asks r where up's request goes next, and that Upstream's key;
+// a Retrier (or Upstream.Key) that panics gives up (logged).
+func (l *Loop) retry(r Retrier, up Upstream, err error) (next Upstream, key string) {
 	defer func() {
 		if p := recover(); p != nil {
 			next = nil
@@ -267,7 +281,8 @@ func (l *Loop) retry(r Retrier, up Upstream, err error) (next Upstream) {
 			}
 		}
 	}()
-	return r.Unreachable(up, err)
+	next = r.Unreachable(up, err)
+	return next, keyOf(next)
 }
 
 // discardStaged drops what waits to be sent on s.
