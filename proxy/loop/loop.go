@@ -149,7 +149,8 @@ type Verdict struct {
 	// request handed off).
 	Exchange Exchange
 	// Upstream, if not nil, is where this request goes; nil: Config.Dial
-	// and Config.UpstreamTLS (key "").
+	// and Config.UpstreamTLS, whose key is "" (so an Upstream's Key must
+	// not be "": the pool would mix their connections).
 	Upstream Upstream
 	// Handoff: the loop does not carry this request; the caller's
 	// connection goes to Config.Handoff, its reads returning this
