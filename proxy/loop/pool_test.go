@@ -393,13 +393,7 @@ func TestShutdownClosesPool(t *testing.T) {
 // dropped, the connection closed, and the next request dials anew.
 func TestPoolEarlyAnswer(t *testing.T) {
 	k := newKeptServer(t, "k", nil)
-	var seen atomic.Int32
-	addr := rawUpstream(t, func(c net.Conn) {
-		if seen.Add(1) > 1 {
-			proxyTo(c, k.addr)
-			return
-		}
-		defer c.Close()
+	addr := firstThen(t, k, func(c net.Conn) {
 		b := make([]byte, 4096)
 		c.Read(b) // the head and part of the body
 		io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n")
@@ -415,6 +409,20 @@ func TestPoolEarlyAnswer(t *testing.T) {
 	if status, body := c.get("/next"); status != 200 || body != "k 1 /next" {
 		t.Fatalf("next: %d %q, want a new connection", status, body)
 	}
+}
+
+// firstThen is an upstream that serves its first connection with
+// first (and closes it), and relays the others to k.
+func firstThen(t *testing.T, k *keptServer, first func(c net.Conn)) string {
+	var seen atomic.Int32
+	return rawUpstream(t, func(c net.Conn) {
+		if seen.Add(1) > 1 {
+			proxyTo(c, k.addr)
+			return
+		}
+		defer c.Close()
+		first(c)
+	})
 }
 
 // proxyTo relays c to addr both ways until either ends.
@@ -518,13 +526,7 @@ func TestSaysClose(t *testing.T) {
 // goes on a new one, its answer never read from those bytes.
 func TestBytesAfterAnswerPipelined(t *testing.T) {
 	k := newKeptServer(t, "k", nil)
-	var seen atomic.Int32
-	addr := rawUpstream(t, func(c net.Conn) {
-		if seen.Add(1) > 1 {
-			proxyTo(c, k.addr)
-			return
-		}
-		defer c.Close()
+	addr := firstThen(t, k, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		if _, err := http.ReadRequest(br); err != nil {
 			return
