@@ -25,12 +25,13 @@ test:
 	# The bench tools' own tests (not benchmarks: those stay in make bench).
 	$(GO) test $(GOFLAGS_T) -timeout 5m ./bench/floor/ ./bench/meshbench/
 
-## e2e-event-loop: the e2e suite again with every sidecar's inbound on the
-## event loop (--inbound-event-loop), the check before that path becomes the
-## default. Not part of test (it doubles the e2e time); TestInboundEventLoop
-## and proxy/loop's own tests are.
+## e2e-event-loop: the e2e suite again with every sidecar's inbound and
+## outbound on event loops (--inbound-event-loop --outbound-event-loop), the
+## check before those paths become the default. Not part of test (it doubles
+## the e2e time); TestInboundEventLoop, TestOutboundEventLoop and proxy/loop's
+## own tests are.
 e2e-event-loop:
-	SIGIL_E2E_PROXY_FLAGS=--inbound-event-loop $(GO) test $(GOFLAGS_T) -timeout 40m ./e2e/
+	SIGIL_E2E_PROXY_FLAGS="--inbound-event-loop --outbound-event-loop" $(GO) test $(GOFLAGS_T) -timeout 40m ./e2e/
 
 ## image: the container image the Kubernetes manifests run (deploy/Dockerfile:
 ## all four binaries), tagged $(IMAGE). Not published anywhere: push it where

@@ -37,13 +37,20 @@ type trafficMesh struct {
 
 func startTrafficMesh(t *testing.T, backends ...*backend) *trafficMesh {
 	t.Helper()
+	return startTrafficMeshWeb(t, nil, backends...)
+}
+
+// startTrafficMeshWeb is startTrafficMesh with more flags for web's
+// sidecar.
+func startTrafficMeshWeb(t *testing.T, webFlags []string, backends ...*backend) *trafficMesh {
+	t.Helper()
 	ids := startIdentities(t)
 	tm := &trafficMesh{ids: ids, backends: map[string]*backend{}}
 	for _, b := range backends {
 		tm.addBackend(t, b)
 	}
 	_, webApp := harness.StartApp(t, "web")
-	tm.web = harness.StartProxy(t, ids.web, "web", webApp, ids.policyDir, "--label", "app=web")
+	tm.web = harness.StartProxy(t, ids.web, "web", webApp, ids.policyDir, append([]string{"--label", "app=web"}, webFlags...)...)
 	proxyURL, _ := url.Parse("http://" + tm.web.Outbound)
 	tm.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL), MaxIdleConnsPerHost: 64}}
 	names := make([]string, 0, len(backends))

@@ -96,6 +96,12 @@ type Config struct {
 	// next request is an Upgrade (WebSocket), CONNECT or HTTP/1.0 goes
 	// back to the goroutine path.
 	InboundEventLoop bool
+	// OutboundEventLoop serves the app's HTTP/1.1 requests on an event
+	// loop (--outbound-event-loop; Linux only), with a pool of its own
+	// of mTLS connections to other sidecars. A request whose route needs
+	// what the loop does not carry (outboundloop.go) goes, with the rest
+	// of its connection, to the goroutine path.
+	OutboundEventLoop bool
 }
 
 // DefaultStatsInterval is how often a sidecar reports its golden metrics

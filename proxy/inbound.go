@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/policy"
 	"github.com/sigil-mesh/sigil/protocol"
@@ -75,11 +74,7 @@ func newInbound(p *Proxy) (*inbound, error) {
 		if in.loop, err = in.newLoop(dialApp); err != nil {
 			return nil, fmt.Errorf("proxy: --inbound-event-loop: %w", err)
 		}
-		p.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "sigil_event_loop_connections",
-			Help:        "Connections a listener's event loop serves (--inbound-event-loop), as of its last batch of events.",
-			ConstLabels: prometheus.Labels{"listener": "inbound"},
-		}, func() float64 { return float64(in.loop.Conns()) }))
+		p.loopGauge("inbound", in.loop)
 	}
 	return in, nil
 }

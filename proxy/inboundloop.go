@@ -34,12 +34,16 @@ func (in *inbound) newLoop(dialApp func(context.Context) (net.Conn, error)) (*lo
 	cfg := in.p.cfg
 	bad := h1.AppendResponse(nil, http.StatusBadGateway, http.Header{"Content-Type": {"text/plain; charset=utf-8"},
 		"X-Content-Type-Options": {"nosniff"}, "Connection": {"close"}}, []byte("sigil: app unreachable\n"), false)
+	handoffs := in.p.loopHandoffs("inbound")
 	return loop.New(loop.Config{
 		Dial:    dialApp,
 		Handler: &inboundLoop{in: in},
 		// WebSocket upgrades, CONNECT and HTTP/1.0 go back to the
 		// goroutine path, for the rest of their connection.
-		Handoff: func(c net.Conn, _ any) { in.fast.Serve(withConnAbort(context.Background(), c), c) },
+		Handoff: func(c net.Conn, _ any) {
+			handoffs.Inc()
+			in.fast.Serve(withConnAbort(context.Background(), c), c)
+		},
 		// The listener's read idle timeout (idleListener), as on every
 		// connection the goroutine path serves.
 		HandoffWrap: func(c net.Conn) net.Conn { return idleListener{idle: cfg.IdleTimeout}.wrap(c) },

@@ -19,6 +19,7 @@ import (
 	"github.com/sigil-mesh/sigil/proxy/h1"
 	"github.com/sigil-mesh/sigil/proxy/h2conn"
 	"github.com/sigil-mesh/sigil/proxy/hop"
+	"github.com/sigil-mesh/sigil/proxy/loop"
 	"github.com/sigil-mesh/sigil/proxy/upstream"
 	"github.com/sigil-mesh/sigil/traffic"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -35,6 +36,7 @@ type outbound struct {
 	p        *Proxy
 	h2       *h2conn.Server // h2c from the app (gRPC)
 	fast     *h1.Server     // HTTP/1.x from the app
+	loop     *loop.Loop     // HTTP/1.1 from the app on an event loop (nil: fast serves it)
 	state    atomic.Pointer[meshState]
 	clusters *upstream.Clusters
 	upstream *upstream.Conns // connections to other sidecars, capped per destination
@@ -342,6 +344,18 @@ func (o *outbound) serveApp(rc *routedConn) {
 	}
 	if string(head) == "PRI " {
 		o.h2.Serve(ctx, rc)
+		return
+	}
+	if o.loop != nil {
+		// What the sniff read goes first; the loop serves the rest.
+		buffered, _ := rc.r.Peek(rc.r.Buffered())
+		var value any
+		if !rc.service.IsZero() {
+			value = routedDest{rc.service, rc.port, rc.pin}
+		}
+		if err := o.loop.Take(loop.PlainWith(rc.Conn, buffered), value); err != nil {
+			o.p.log.Debug("outbound connection not taken by the event loop", "peer", rc.RemoteAddr().String(), "error", err)
+		}
 		return
 	}
 	o.fast.Serve(upstream.WithRequestCtx(withConnAbort(ctx, rc)), rc)

@@ -210,6 +210,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	out := newOutbound(p)
+	if c.OutboundEventLoop {
+		if err := out.startLoop(); err != nil {
+			inLn.Close()
+			outLn.Close()
+			return fmt.Errorf("proxy: --outbound-event-loop: %w", err)
+		}
+	}
 	p.shownOut.Store(out)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -266,6 +273,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	errs := errors.Join(in.h2.Shutdown(shutdownCtx), out.h2.Shutdown(shutdownCtx), in.fast.Shutdown(shutdownCtx), out.fast.Shutdown(shutdownCtx))
 	if in.loop != nil {
 		errs = errors.Join(errs, in.loop.Shutdown(shutdownCtx))
+	}
+	if out.loop != nil {
+		errs = errors.Join(errs, out.loop.Shutdown(shutdownCtx))
 	}
 	cancel()
 	wg.Wait()

@@ -61,7 +61,7 @@ func main() {
 	duration := flag.Duration("duration", 30*time.Second, "measured time per fixed-rate run")
 	short := flag.Duration("short", 10*time.Second, "measured time of the other runs")
 	warmup := flag.Duration("warmup", 5*time.Second, "warm-up before each fixed-rate run")
-	only := flag.String("setups", "sigil,sigil-loop,floor,floor-loop,nginx,haproxy,ghostunnel", "peers to measure against direct (comma-separated); fewer for a quick look; floor is bench/floor, the sidecar's transport without its features; floor-loop is the same on proxy/loop's epoll loop (bench/floor -path loop); sigil-h2 adds a Sigil pair with h2UpgradePolicy UPGRADE (HTTP/1.1 between the sidecars over HTTP/2); sigil-loop a Sigil pair whose callee runs --inbound-event-loop")
+	only := flag.String("setups", "sigil,sigil-loop,floor,floor-loop,nginx,haproxy,ghostunnel", "peers to measure against direct (comma-separated); fewer for a quick look; floor is bench/floor, the sidecar's transport without its features; floor-loop is the same on proxy/loop's epoll loop (bench/floor -path loop); sigil-h2 adds a Sigil pair with h2UpgradePolicy UPGRADE (HTTP/1.1 between the sidecars over HTTP/2); sigil-loop a Sigil pair whose sidecars both run --inbound-event-loop and --outbound-event-loop")
 	dataOnly := flag.Bool("data-plane-only", false, "skip the identity, policy and agent-memory scenarios")
 	scaleOnly := flag.Bool("scaling-only", false, "run only the scaling curve (Sigil, nginx and, when -setups names it, sigil-h2 against direct; -setups still filters)")
 	scaleDur := flag.Duration("scaling-duration", 4*time.Second, "measured time of each point of the scaling curve, per setup")
@@ -199,7 +199,7 @@ func (e *env) run(ctx context.Context, rep *report, t timings, fail func(string,
 		{"sigil", func(ctx context.Context) (*setup, error) { return e.sigilPair(ctx, "api", e.backend) }},
 		{"sigil-h2", e.sigilH2Pair},
 		{"sigil-loop", func(ctx context.Context) (*setup, error) {
-			s, err := e.sigilPair(ctx, "apiloop", e.backend, "--inbound-event-loop")
+			s, err := e.sigilPair(ctx, "apiloop", e.backend, "--inbound-event-loop", "--outbound-event-loop")
 			if s != nil {
 				s.name = "sigil-loop"
 			}

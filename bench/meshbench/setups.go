@@ -158,20 +158,20 @@ func runCmd(name string, args ...string) (string, error) {
 
 var proxyRunning = regexp.MustCompile(`"inbound":"([^"]+)","outbound":"([^"]+)","admin":"([^"]+)"`)
 
-// sigilPair starts the callee's sidecar in front of backend (with
-// calleeFlags besides its own) and the caller's sidecar, which finds it
-// through discovery.
-func (e *env) sigilPair(ctx context.Context, name, backend string, calleeFlags ...string) (*setup, error) {
+// sigilPair starts the callee's sidecar in front of backend and the
+// caller's sidecar, which finds it through discovery, both with flags
+// besides their own.
+func (e *env) sigilPair(ctx context.Context, name, backend string, flags ...string) (*setup, error) {
 	api, err := e.start(name+"-server", append([]string{e.bin + "/sigil-proxy", "run", "--socket", e.agentSocket, "--service", name, "--app", backend,
-		"--policy", e.policyDir, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-grace", "0s", "--audit-spool-dir", e.dir + "/" + name + "-server.spool"}, calleeFlags...)...)
+		"--policy", e.policyDir, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-grace", "0s", "--audit-spool-dir", e.dir + "/" + name + "-server.spool"}, flags...)...)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := api.waitLog(`"sigil-proxy running"`, 60*time.Second); err != nil {
 		return nil, err
 	}
-	web, err := e.start(name+"-client", e.bin+"/sigil-proxy", "run", "--socket", e.agentSocket, "--service", name+"-caller", "--app", "127.0.0.1:1",
-		"--policy", e.policyDir, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-grace", "0s", "--audit-spool-dir", e.dir+"/"+name+"-client.spool")
+	web, err := e.start(name+"-client", append([]string{e.bin + "/sigil-proxy", "run", "--socket", e.agentSocket, "--service", name + "-caller", "--app", "127.0.0.1:1",
+		"--policy", e.policyDir, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-grace", "0s", "--audit-spool-dir", e.dir + "/" + name + "-client.spool"}, flags...)...)
 	if err != nil {
 		return nil, err
 	}

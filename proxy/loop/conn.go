@@ -16,6 +16,9 @@ type Conn struct {
 	TLS *tls.Conn
 	raw net.Conn
 	bc  *bufConn // under TLS
+	// buffered is what was read from raw before Take (PlainWith): the
+	// loop reads it first.
+	buffered []byte
 }
 
 // Server is the server side of TLS over c with cfg, in a form the loop
@@ -28,6 +31,13 @@ func Server(c net.Conn, cfg *tls.Config) *Conn {
 
 // Plain is a plaintext connection for Take.
 func Plain(c net.Conn) *Conn { return &Conn{raw: c} }
+
+// PlainWith is a plaintext connection for Take of which buffered was
+// read already (a protocol sniff's bufio.Reader's bytes): the loop reads
+// them first, then the socket. buffered is copied.
+func PlainWith(c net.Conn, buffered []byte) *Conn {
+	return &Conn{raw: c, buffered: append([]byte(nil), buffered...)}
+}
 
 // bufConn is the net.Conn under a loop-owned tls.Conn. Until the loop
 // takes the connection it reads and writes the socket through Go's

@@ -40,6 +40,9 @@ func (l *Loop) handoff(s *side) {
 		if up.adopted {
 			unix.Close(up.fd)
 			l.conns[up.fd] = nil
+			if up.owner != nil {
+				up.owner.Close()
+			}
 		}
 	}
 	prefix := append([]byte(nil), s.in[s.off:]...)

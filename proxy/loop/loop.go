@@ -94,6 +94,11 @@ type Config struct {
 	// DialTimeout bounds Dial (or Upstream.Dial) and the upstream's TLS
 	// handshake; zero: 5 s.
 	DialTimeout time.Duration
+	// ResendBodyLimit is the largest request body, in bytes, the loop
+	// keeps a copy of so that a Resender's request can be sent again
+	// (Envoy's per-request buffer limit); a larger one is sent once.
+	// Zero: 1 MiB; negative: only requests without a body go again.
+	ResendBodyLimit int64
 	// MaxIdlePerUpstream bounds the idle upstream connections the loop
 	// keeps per Upstream key (one pool for the whole loop, used last in,
 	// first out); past it the longest idle is closed. Zero: 64;
@@ -202,6 +207,22 @@ type Retrier interface {
 	// goroutine; must not block. up is nil for Config.Dial's upstream.
 	// It is asked only while no byte of the request was sent.
 	Unreachable(up Upstream, err error) Upstream
+}
+
+// Resender is an Exchange that may send its request again, elsewhere,
+// on the status of the answer it got: a route's retries of answers
+// (Envoy's retriable status codes). Only a request without a body is
+// sent again only once it was relayed whole, and only if its body, if
+// any, was at most Config.ResendBodyLimit (the loop keeps a copy of what
+// it sent).
+type Resender interface {
+	// Answered is told the status of the final answer to the request,
+	// once its head is read and before any of it goes to the caller, or
+	// 0 when the upstream hung up before the answer began. It
+	// returns the Upstream to send the request to instead (the answer is
+	// dropped, and the connection it came on closed), or nil to relay
+	// the answer. Called on the loop's goroutine; must not block.
+	Answered(status int) Upstream
 }
 
 // Exchange is one request's end, as a Handler hears of it.

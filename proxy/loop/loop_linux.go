@@ -149,6 +149,7 @@ func (l *Loop) Take(c *Conn, value any) error {
 		return err
 	}
 	down.fd = fd
+	down.in = c.buffered
 	if down.bc != nil {
 		down.bc.nc, down.bc.out = nil, &down.out // from now on the loop's buffers
 	}

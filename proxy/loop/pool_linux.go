@@ -180,6 +180,9 @@ func (l *Loop) unpool(p *side) {
 func (l *Loop) closeIdle(p *side) {
 	unix.Close(p.fd)
 	l.conns[p.fd] = nil
+	if p.owner != nil {
+		p.owner.Close()
+	}
 	*p = side{}
 	if len(l.spares) < cap(l.spares) {
 		l.spares = append(l.spares, p)

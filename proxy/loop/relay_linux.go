@@ -233,6 +233,10 @@ func (l *Loop) request(s *side, h *h1.Head) {
 	if up.served > 0 && !h.Chunked && h.ContentLength <= 0 && idempotent(h.Method) {
 		x.replay = append(x.replay, (*dst)[mark:]...)
 	}
+	x.again, x.againBody, x.next = x.again[:0], 0, nil
+	if _, ok := v.Exchange.(Resender); ok && (!h.Chunked && h.ContentLength <= 0 || l.resendBodyLimit() > 0 && h.ContentLength <= l.resendBodyLimit()) {
+		x.again = append(x.again, (*dst)[mark:]...) // and the body, as it is relayed (body)
+	}
 	l.markDirty(up)
 	if !connected {
 		l.dial(up)
@@ -311,6 +315,11 @@ func (l *Loop) response(s *side, h *h1.Head) error {
 	case h.Status == 101:
 		return h1.ErrUnsupported // the Upgrade was refused with the request: the upstream's fault
 	case h.Status >= 200:
+		if len(x.again) > 0 && s.peer.state == stHead { // the request relayed whole
+			if x.next, x.nextK = l.answered(x.ex.(Resender), h.Status); x.next != nil {
+				return errResend
+			}
+		}
 		x.status = h.Status
 		x.answerMark = len(*stageBuf(s.peer))
 	}
@@ -323,8 +332,28 @@ func (l *Loop) response(s *side, h *h1.Head) error {
 // body passes b, a part of the body s is reading, on to s's peer, or
 // drops it.
 func (l *Loop) body(s *side, b []byte) {
-	if !s.discard {
-		l.stage(s.peer, b)
+	if s.discard {
+		return
+	}
+	l.stage(s.peer, b)
+	if x := s.x; s.isDown && len(x.again) > 0 {
+		if x.againBody += int64(len(b)); x.againBody > l.resendBodyLimit() {
+			x.again = x.again[:0] // too large to keep: sent once
+		} else {
+			x.again = append(x.again, b...)
+		}
+	}
+}
+
+// resendBodyLimit is Config.ResendBodyLimit with its default.
+func (l *Loop) resendBodyLimit() int64 {
+	switch n := l.cfg.ResendBodyLimit; {
+	case n == 0:
+		return 1 << 20
+	case n < 0:
+		return 0
+	default:
+		return n
 	}
 }
 

@@ -112,8 +112,8 @@ func (l *Loop) adopt() (closing bool) {
 			if s.isDown {
 				l.live++ // closeAll closes it
 				l.setConn(s)
-			} else if s.dialed.fd >= 0 {
-				unix.Close(s.dialed.fd)
+			} else {
+				s.dialed.drop()
 			}
 		}
 		return true
@@ -126,21 +126,22 @@ func (l *Loop) adopt() (closing bool) {
 			l.setConn(s)
 			s.lastRead = now
 			s.deadline, s.heading = l.headerDeadline(now), true // the first head, from the connection's start
-			if s.tc != nil {
+			switch {
+			case s.tc != nil:
 				l.decrypt(s)
+			case len(s.in) > 0:
+				l.relay(s) // read before Take (PlainWith)
 			}
 		default: // a dialed upstream
 			s.dialing = false
 			switch {
 			case s.peer.dead:
-				if s.dialed.fd >= 0 {
-					unix.Close(s.dialed.fd)
-				}
+				s.dialed.drop()
 			case s.dialed.err != nil:
 				l.unreachable(s)
 			default:
 				d := s.dialed
-				s.fd, s.tc, s.bc, s.notAfter = d.fd, d.tc, d.bc, d.notAfter
+				s.fd, s.tc, s.bc, s.notAfter, s.owner = d.fd, d.tc, d.bc, d.notAfter, d.owner
 				wasSecure := s.secure
 				s.secure = s.tc != nil
 				restage(s, wasSecure) // whether it speaks TLS is known only now

@@ -47,7 +47,8 @@ type side struct {
 	// with its connection, which moves to and from the pool (a pointer:
 	// a side is copied then, and a Head is most of its size).
 	head *h1.Head
-	// owner is the caller's net.Conn, closed with the side; caller is
+	// owner is the caller's net.Conn (for an upstream side, the one its
+	// dial returned), closed with the side; caller is
 	// what a Handler sees of it.
 	owner  net.Conn
 	caller Caller
@@ -80,11 +81,25 @@ type side struct {
 
 // dialed is what a dial of an upstream made.
 type dialed struct {
-	fd       int
+	fd int
+	// owner is the net.Conn the dial returned, whose socket fd now is:
+	// it is closed with the connection, so its wrappers learn of it (a
+	// cap on connections per destination frees its slot).
+	owner    net.Conn
 	tc       *tls.Conn
 	bc       *bufConn
 	notAfter time.Time
 	err      error
+}
+
+// drop closes a dial's connection the loop will not use.
+func (d *dialed) drop() {
+	if d.fd >= 0 {
+		unix.Close(d.fd)
+	}
+	if d.owner != nil {
+		d.owner.Close()
+	}
 }
 
 // exchange is what the two sides of a pair share: the request in flight.
@@ -112,6 +127,13 @@ type exchange struct {
 	timeoutAt     time.Time
 	timeoutAnswer []byte
 	unreachable   []byte
+	// again is the request's head as sent, while the exchange is a
+	// Resender and the request has no body (empty otherwise); next is
+	// the Upstream a Resender named for it, until it is sent there.
+	again     []byte
+	againBody int64 // body bytes in again
+	next      Upstream
+	nextK     string
 }
 
 // done tells the exchange's Handler that it ended.

@@ -37,11 +37,28 @@ func (l *Loop) hangUp(s *side) {
 		l.resetUpstream(s)
 		l.stage(s, again)
 		l.dial(s)
+	case (x.status == 0 || x.answerMark >= 0) && l.resendAfterReset(s):
 	case x.status == 0 || x.answerMark >= 0:
 		l.badGateway(s, ErrHungUp)
 	default:
 		l.closePair(s, ErrHungUp)
 	}
+}
+
+// resendAfterReset asks the Resender of s's exchange, if any, whether a
+// request whose upstream hung up before its answer began (status 0)
+// goes again elsewhere, and sends it if so; it reports whether it did.
+func (l *Loop) resendAfterReset(s *side) bool {
+	x := s.x
+	r, ok := x.ex.(Resender)
+	if !ok || len(x.again) == 0 || s.peer.state != stHead {
+		return false
+	}
+	if x.next, x.nextK = l.answered(r, 0); x.next == nil {
+		return false
+	}
+	l.resend(s)
+	return true
 }
 
 // failResponse handles an upstream that broke HTTP/1.1's framing
@@ -52,6 +69,8 @@ func (l *Loop) hangUp(s *side) {
 func (l *Loop) failResponse(s *side, err error) {
 	x := s.x
 	switch {
+	case errors.Is(err, errResend):
+		l.resend(s)
 	case errors.Is(err, errBytesAfterResponse):
 		l.protocolError(h1.ReasonBytesAfterResponse)
 		l.resetUpstream(s)
@@ -92,6 +111,9 @@ func (l *Loop) resetUpstream(s *side) {
 	}
 	unix.Close(s.fd)
 	l.conns[s.fd] = nil
+	if s.owner != nil {
+		s.owner.Close()
+	}
 	*s = side{fd: -1, peer: s.peer, x: s.x, secure: s.secure, in: s.in[:0], pend: s.pend, out: s.out, dirty: s.dirty, upstream: s.upstream, key: s.key, head: s.head}
 }
 
@@ -164,8 +186,8 @@ func (l *Loop) dial(s *side) {
 			l.cfg.Log.Warn("loop: upstream unreachable", "error", d.err)
 		}
 		s.dialed = d
-		if !l.queue(s) && d.fd >= 0 {
-			unix.Close(d.fd)
+		if !l.queue(s) {
+			d.drop()
 		}
 	}()
 }
@@ -222,10 +244,11 @@ func (l *Loop) connect(ctx context.Context, u Upstream) dialed {
 	}
 	if err := l.register(fd); err != nil {
 		unix.Close(fd)
+		c.Close()
 		d.err = err
 		return d
 	}
-	d.fd = fd
+	d.fd, d.owner = fd, c
 	return d
 }
 
@@ -283,6 +306,48 @@ func (l *Loop) retry(r Retrier, up Upstream, err error) (next Upstream, key stri
 	}()
 	next = r.Unreachable(up, err)
 	return next, keyOf(next)
+}
+
+// errResend: a Resender named another upstream for the answer's
+// request (response); not a failure of the upstream.
+var errResend = errors.New("loop: the request goes again elsewhere")
+
+// answered asks r where the request answered with status goes next,
+// and that Upstream's key; a Resender (or Upstream.Key) that panics
+// keeps the answer (logged).
+func (l *Loop) answered(r Resender, status int) (next Upstream, key string) {
+	defer func() {
+		if p := recover(); p != nil {
+			next = nil
+			if l.cfg.Log != nil {
+				l.cfg.Log.Error("loop: Resender panicked", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
+			}
+		}
+	}()
+	next = r.Answered(status)
+	return next, keyOf(next)
+}
+
+// resend sends the request of upstream side s's exchange again, to the
+// Upstream its Resender named: the answer that came is dropped with its
+// connection (its body unread), and the request's head goes on a pooled
+// connection of the new upstream or a new one.
+func (l *Loop) resend(s *side) {
+	x := s.x
+	next, key := x.next, x.nextK
+	x.next, x.nextK = nil, ""
+	if x.answerMark >= 0 {
+		*stageBuf(s.peer) = (*stageBuf(s.peer))[:x.answerMark] // a broken answer's head, never sent
+	}
+	x.status, x.answerMark, x.wrote = 0, -1, false
+	l.resetUpstream(s)
+	s.upstream, s.key = next, key
+	l.stage(s, x.again)
+	if l.takeIdle(s) {
+		l.markDirty(s)
+	} else {
+		l.dial(s)
+	}
 }
 
 // discardStaged drops what waits to be sent on s.

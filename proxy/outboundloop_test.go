@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	agentv1 "github.com/sigil-mesh/sigil/api/agent/v1"
+	"github.com/sigil-mesh/sigil/proxy/h1"
+	"github.com/sigil-mesh/sigil/proxy/loop"
+	"github.com/sigil-mesh/sigil/traffic"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// outboundLoopVS has a route of every kind the outbound's loop decides
+// on: ones it carries, ones it answers itself, ones it hands off.
+const outboundLoopVS = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [api]
+  http:
+  - match: [{uri: {prefix: /fault}}]
+    fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+    route: [{destination: {host: api}}]
+  - match: [{uri: {prefix: /mirror}}]
+    mirror: {host: api}
+    route: [{destination: {host: api}}]
+  - match: [{uri: {prefix: /cors}}]
+    corsPolicy: {allowOrigins: [{exact: "https://a.example"}]}
+    route: [{destination: {host: api}}]
+  - match: [{uri: {prefix: /resp-headers}}]
+    headers: {response: {set: {x-a: b}}}
+    route: [{destination: {host: api}}]
+  - match: [{uri: {prefix: /per-try}}]
+    retries: {attempts: 2, perTryTimeout: 1s}
+    route: [{destination: {host: api}}]
+  - match: [{uri: {prefix: /retry-5xx}}]
+    retries: {attempts: 2, retryOn: 5xx}
+    route: [{destination: {host: api}}]
+  - match: [{uri: {exact: /teapot}}]
+    directResponse: {status: 418, body: {string: "short and stout"}}
+  - match: [{uri: {prefix: /timeout}}]
+    timeout: 2s
+    route: [{destination: {host: api}}]
+  - route: [{destination: {host: api}, headers: {request: {set: {x-routed: "yes"}}}}]
+`
+
+// TestOutboundLoopVerdicts: the outbound's loop carries routes it can
+// (the endpoint's upstream and the route's timeout named in the
+// verdict, the request's head rewritten), answers the ones the sidecar
+// answers itself, and hands off every route feature it lacks, and gRPC
+// and hosts outside the mesh.
+func TestOutboundLoopVerdicts(t *testing.T) {
+	self := spiffeid.RequireFromString("spiffe://example.org/ns/default/sa/web")
+	names, err := meshNames(self, "", DefaultClusterDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := traffic.Parse([]byte(outboundLoopVS), "vs.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names, metrics: testMetrics(), id: &identity{id: self}, access: &jsonLines{}}
+	o := testOutbound(p)
+	o.setState(traffic.Compile(1, rs), 1, 1, []*agentv1.Endpoint{{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/default/sa/api"}})
+	h := &outboundLoop{o: o, ups: map[upstreamKey]*loopUpstream{}, fails: map[failAnswer][]byte{}}
+	verdict := func(raw string) loop.Verdict {
+		t.Helper()
+		var head h1.Head
+		if err := h1.ParseHead([]byte(raw), true, &head); err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		return h.Request(&loop.Caller{}, &head)
+	}
+	for _, path := range []string{"/fault", "/mirror", "/cors", "/resp-headers", "/per-try"} {
+		if v := verdict("GET " + path + " HTTP/1.1\r\nHost: api\r\n\r\n"); !v.Handoff {
+			t.Errorf("%s: not handed off: %+v", path, v)
+		}
+	}
+	for _, raw := range []string{
+		"POST /x HTTP/1.1\r\nHost: api\r\nContent-Type: application/grpc\r\nContent-Length: 5\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", // outside the mesh
+	} {
+		if v := verdict(raw); !v.Handoff {
+			t.Errorf("%q: not handed off: %+v", raw, v)
+		}
+	}
+	if v := verdict("GET /teapot HTTP/1.1\r\nHost: api\r\n\r\n"); v.Handoff || !strings.HasPrefix(string(v.Answer), "HTTP/1.1 418 ") || !strings.HasSuffix(string(v.Answer), "short and stout") {
+		t.Errorf("direct response: %+v", v)
+	}
+	if v := verdict("GET /a/..;/admin HTTP/1.1\r\nHost: api\r\n\r\n"); v.Handoff || !strings.HasPrefix(string(v.Answer), "HTTP/1.1 400 ") {
+		t.Errorf("a target the normalization refuses: %q", v.Answer)
+	}
+	for _, raw := range []string{
+		"GET /timeout HTTP/1.1\r\nHost: api\r\n\r\n",
+		"GET /retry-5xx HTTP/1.1\r\nHost: api\r\n\r\n",
+		"POST /retry-5xx HTTP/1.1\r\nHost: api\r\nContent-Length: 3\r\n\r\n", // the loop keeps the body to send again
+		"POST /plain HTTP/1.1\r\nHost: api\r\nContent-Length: 3\r\n\r\n",
+	} {
+		v := verdict(raw)
+		if v.Handoff || v.Answer != nil || v.Upstream == nil || v.Exchange == nil {
+			t.Fatalf("%q: not carried: %+v", raw, v)
+		}
+		if !strings.Contains(v.Upstream.Key(), "10.0.0.1:15006") || !strings.Contains(v.Upstream.Key(), "spiffe://example.org/ns/default/sa/api") {
+			t.Errorf("%q: upstream %q", raw, v.Upstream.Key())
+		}
+		if want := map[bool]time.Duration{true: 2 * time.Second}[strings.Contains(raw, "/timeout")]; v.Timeout != want {
+			t.Errorf("%q: timeout %s, want %s", raw, v.Timeout, want)
+		}
+		if strings.Contains(raw, "/plain") && !strings.Contains(string(v.Head), "X-Routed: yes\r\n") {
+			t.Errorf("%q: the route's request headers are not in %q", raw, v.Head)
+		}
+		if strings.Contains(string(v.Head), "User-Agent") {
+			t.Errorf("%q: a User-Agent the app did not send: %q", raw, v.Head)
+		}
+		v.Exchange.Done(200, nil)
+	}
+	// One upstream per endpoint, not one per request.
+	a := verdict("GET /x HTTP/1.1\r\nHost: api\r\n\r\n")
+	b := verdict("GET /y HTTP/1.1\r\nHost: api\r\n\r\n")
+	if a.Upstream != b.Upstream {
+		t.Errorf("two upstreams for one endpoint")
+	}
+	a.Exchange.Done(200, nil)
+	b.Exchange.Done(200, nil)
+}
