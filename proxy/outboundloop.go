@@ -288,8 +288,8 @@ func (c *outboundCall) route(head *h1.Head) loop.Verdict {
 	h := c.h
 	h.head = h1.AppendRequestHead(h.head[:0], r, head)
 	return loop.Verdict{Head: h.head, Upstream: h.upstreamFor(c.ep, cl.SNI), Timeout: m.Timeout,
-		TimeoutAnswer: c.errorAnswer(http.StatusGatewayTimeout, "sigil: upstream request timeout"),
-		Unreachable:   c.errorAnswer(http.StatusServiceUnavailable, "sigil: upstream "+dest.Service+" failed: no connection could be made"),
+		TimeoutAnswer: c.errorAnswer(http.StatusGatewayTimeout, ""),
+		Unreachable:   c.errorAnswer(http.StatusServiceUnavailable, dest.Service),
 		Exchange:      c}
 }
 
@@ -442,16 +442,22 @@ func (c *outboundCall) answered() loop.Verdict {
 }
 
 // errorAnswer is the whole answer hop.WriteError gives c's request (not
-// gRPC's, which the loop hands off), kept: a request's verdict names
-// its failure answers before it is sent, and they must not cost it.
-func (c *outboundCall) errorAnswer(code int, msg string) []byte {
+// gRPC's, which the loop hands off) when it fails with code for
+// service: 504 when the route's timeout passes, 503 when no endpoint
+// could be reached. It is kept: a request's verdict names its failure
+// answers before it is sent, and they must not cost it.
+func (c *outboundCall) errorAnswer(code int, service string) []byte {
 	h := c.h
-	k := failAnswer{msg, c.r.Method == http.MethodHead}
+	k := failAnswer{code, service, c.r.Method == http.MethodHead}
 	if b, ok := h.fails[k]; ok {
 		return b
 	}
 	if len(h.fails) >= maxLoopUpstreams {
 		clear(h.fails)
+	}
+	msg := "sigil: upstream request timeout"
+	if code != http.StatusGatewayTimeout {
+		msg = "sigil: upstream " + service + " failed: no connection could be made"
 	}
 	var a answerWriter
 	hop.WriteError(&a, c.r, code, msg)
@@ -460,9 +466,11 @@ func (c *outboundCall) errorAnswer(code int, msg string) []byte {
 	return b
 }
 
-// failAnswer keys outboundLoop.fails: a message (its status fixed by
-// it) and whether the request was a HEAD (no body in the answer).
+// failAnswer keys outboundLoop.fails: the status, the service (of the
+// 503's message) and whether the request was a HEAD (no body in the
+// answer).
 type failAnswer struct {
-	msg    string
-	isHEAD bool
+	code    int
+	service string
+	isHEAD  bool
 }

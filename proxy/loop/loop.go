@@ -1,8 +1,13 @@
 // Package loop relays HTTP/1.1 between callers and upstreams (Config.Dial's,
 // or one a Handler names per request: Verdict.Upstream) on an event
 // loop, an upstream connection serving one caller's exchange at a time
-// and otherwise idle in the loop's pool. After its handshake a connection's socket leaves Go's
-// poller for an epoll set that one goroutine serves. For every ready
+// and otherwise idle in the loop's pool. A Handler decides each request
+// from its head: forwarded (its head rewritten, its upstream named, a
+// timeout), answered, or handed back to goroutines; an Exchange that is
+// a Retrier or a Resender sends its request elsewhere when its upstream
+// cannot be reached, hangs up, or answers a status it names. After its
+// handshake a connection's socket leaves Go's poller for an epoll set
+// that one goroutine serves. For every ready
 // socket it does one read(2) into the connection's buffer; crypto/tls
 // decrypts from that buffer (a tls.Conn over a buffer-backed net.Conn
 // that answers os.ErrDeadlineExceeded when it has no more bytes, which
