@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -261,6 +262,10 @@ func (c *outboundCall) route(head *h1.Head) loop.Verdict {
 	if answered || answerLocally(&c.rec, r, m) {
 		return c.answered()
 	}
+	if c.splitHandedOff(st, m, uint32(port)) {
+		c.span = nil
+		return handoff
+	}
 	dest := m.Pick()
 	c.rec.subset = dest.Subset
 	if dest.Outside != "" || hasResponseOps(dest.Headers) {
@@ -291,6 +296,40 @@ func (c *outboundCall) route(head *h1.Head) loop.Verdict {
 		TimeoutAnswer: c.errorAnswer(http.StatusGatewayTimeout, "sigil: upstream request timeout"),
 		Unreachable:   c.errorAnswer(http.StatusServiceUnavailable, "sigil: upstream "+dest.Service+" failed: no connection could be made"),
 		Exchange:      c}
+}
+
+// splitHandedOff reports whether route m splits its requests between
+// destinations of which one needs the goroutine path (a host outside
+// the mesh, response header changes, a cluster the loop does not dial
+// as it is: HTTP/2, a pool's limits, a cookie to mint). Such a route's
+// requests are all handed off, before the loop's own pick: the
+// goroutine path picks again, and handing off only the requests whose
+// pick fell on such a destination would give it the square of its
+// weight. The checks after the pick (route) stay, for a one-way route.
+func (c *outboundCall) splitHandedOff(st *meshState, m traffic.Matched, port uint32) bool {
+	total := 0
+	for _, d := range m.Dests {
+		total += d.Weight
+	}
+	if len(m.Dests) < 2 || total == 0 { // one destination: Pick's only one
+		return false
+	}
+	for _, d := range m.Dests {
+		if d.Weight == 0 {
+			continue // never picked
+		}
+		if d.Outside != "" || hasResponseOps(d.Headers) {
+			return true
+		}
+		cl := c.o.clusterAt(st, naming.Service{Name: d.Service, Namespace: d.Namespace}, d.Subset, cmp.Or(d.Port, port))
+		if cl == nil || len(cl.Eps) == 0 {
+			continue // answered 503 on either path
+		}
+		if _, cookie := cl.Hash.Key(c.r); cl.KindOf(c.r) != upstream.ViaH1 || cl.Pool.Limit() > 0 || cl.Pool.PerConn > 0 || cookie != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // loopCarries reports whether the loop carries requests of route m

@@ -53,19 +53,7 @@ spec:
 // answers itself, and hands off every route feature it lacks, and gRPC
 // and hosts outside the mesh.
 func TestOutboundLoopVerdicts(t *testing.T) {
-	self := spiffeid.RequireFromString("spiffe://example.org/ns/default/sa/web")
-	names, err := meshNames(self, "", DefaultClusterDomain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := traffic.Parse([]byte(outboundLoopVS), "vs.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names, metrics: testMetrics(), id: &identity{id: self}, access: &jsonLines{}}
-	o := testOutbound(p)
-	o.setState(traffic.Compile(1, rs), 1, 1, []*agentv1.Endpoint{{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/default/sa/api"}})
-	h := &outboundLoop{o: o, ups: map[upstreamKey]*loopUpstream{}, fails: map[failAnswer][]byte{}}
+	h := testOutboundLoop(t, outboundLoopVS)
 	verdict := func(raw string) loop.Verdict {
 		t.Helper()
 		var head h1.Head
@@ -125,4 +113,57 @@ func TestOutboundLoopVerdicts(t *testing.T) {
 	}
 	a.Exchange.Done(200, nil)
 	b.Exchange.Done(200, nil)
+}
+
+// TestOutboundLoopSplitHandedOffWhole: a route that splits its traffic
+// between a destination the loop carries and one it does not (response
+// header changes, here) is handed off for every request. The goroutine
+// path picks the destination again: had the loop handed off only the
+// requests whose own pick fell on the second, that one would get the
+// square of its weight (a quarter of a 50/50 split), the first the rest.
+func TestOutboundLoopSplitHandedOffWhole(t *testing.T) {
+	const vs = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [api]
+  http:
+  - route:
+    - {destination: {host: api}, weight: 50}
+    - {destination: {host: api}, weight: 50, headers: {response: {set: {x-b: "yes"}}}}
+`
+	h := testOutboundLoop(t, vs)
+	carried := 0
+	for range 64 {
+		var head h1.Head
+		if err := h1.ParseHead([]byte("GET /x HTTP/1.1\r\nHost: api\r\n\r\n"), true, &head); err != nil {
+			t.Fatal(err)
+		}
+		if v := h.Request(&loop.Caller{}, &head); !v.Handoff {
+			carried++
+			v.Exchange.Done(200, nil)
+		}
+	}
+	if carried > 0 {
+		t.Fatalf("%d of 64 requests of a split route carried on the loop: the goroutine path's pick of the rest skews the weights", carried)
+	}
+}
+
+// testOutboundLoop is an outbound loop's Handler over the routes of vs,
+// with one endpoint of service api.
+func testOutboundLoop(t *testing.T, vs string) *outboundLoop {
+	t.Helper()
+	self := spiffeid.RequireFromString("spiffe://example.org/ns/default/sa/web")
+	names, err := meshNames(self, "", DefaultClusterDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := traffic.Parse([]byte(vs), "vs.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names, metrics: testMetrics(), id: &identity{id: self}, access: &jsonLines{}}
+	o := testOutbound(p)
+	o.setState(traffic.Compile(1, rs), 1, 1, []*agentv1.Endpoint{{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/default/sa/api"}})
+	return &outboundLoop{o: o, ups: map[upstreamKey]*loopUpstream{}, fails: map[failAnswer][]byte{}}
 }
