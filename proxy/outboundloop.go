@@ -214,6 +214,8 @@ func (h *outboundLoop) Request(caller *loop.Caller, head *h1.Head) loop.Verdict 
 		// As the goroutine path's server: refused before any handler.
 		return loop.Verdict{Answer: []byte(h1.ErrorAnswer(err)), Close: true}
 	}
+	// As net/http's server sets it: consistentHash's useSourceIp reads it.
+	r.RemoteAddr = caller.RemoteAddr
 	if d, ok := caller.Value.(routedDest); ok {
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, d))
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -150,8 +151,8 @@ spec:
 }
 
 // testOutboundLoop is an outbound loop's Handler over the routes of vs,
-// with one endpoint of service api.
-func testOutboundLoop(t *testing.T, vs string) *outboundLoop {
+// with eps, or else one endpoint of service api.
+func testOutboundLoop(t *testing.T, vs string, eps ...*agentv1.Endpoint) *outboundLoop {
 	t.Helper()
 	self := spiffeid.RequireFromString("spiffe://example.org/ns/default/sa/web")
 	names, err := meshNames(self, "", DefaultClusterDomain)
@@ -164,6 +165,45 @@ func testOutboundLoop(t *testing.T, vs string) *outboundLoop {
 	}
 	p := &Proxy{cfg: &checked{}, log: slog.New(slog.DiscardHandler), names: names, metrics: testMetrics(), id: &identity{id: self}, access: &jsonLines{}}
 	o := testOutbound(p)
-	o.setState(traffic.Compile(1, rs), 1, 1, []*agentv1.Endpoint{{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/default/sa/api"}})
+	if len(eps) == 0 {
+		eps = []*agentv1.Endpoint{{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/default/sa/api"}}
+	}
+	o.setState(traffic.Compile(1, rs), 1, 1, eps)
 	return &outboundLoop{o: o, ups: map[upstreamKey]*loopUpstream{}, fails: map[failAnswer][]byte{}}
+}
+
+// TestOutboundLoopSourceIPHash: a DestinationRule's consistentHash by
+// useSourceIp sends every request of one caller to one endpoint on the
+// loop too: the request the loop routes has the caller's address, as
+// the goroutine path's has (without it every key was "", and the
+// balancer spread the requests).
+func TestOutboundLoopSourceIPHash(t *testing.T) {
+	const dr = `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api}
+spec:
+  host: api
+  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}
+`
+	var eps []*agentv1.Endpoint
+	for i := range 4 {
+		eps = append(eps, &agentv1.Endpoint{Service: "api", Address: fmt.Sprintf("10.0.0.%d:15006", i+1), SpiffeId: "spiffe://example.org/ns/default/sa/api"})
+	}
+	h := testOutboundLoop(t, dr, eps...)
+	seen := map[string]bool{}
+	for i := range 32 {
+		var head h1.Head
+		if err := h1.ParseHead([]byte("GET /x HTTP/1.1\r\nHost: api\r\n\r\n"), true, &head); err != nil {
+			t.Fatal(err)
+		}
+		v := h.Request(&loop.Caller{RemoteAddr: fmt.Sprintf("10.1.0.7:%d", 40000+i)}, &head)
+		if v.Upstream == nil {
+			t.Fatalf("not carried: %+v", v)
+		}
+		seen[v.Upstream.Key()] = true
+		v.Exchange.Done(200, nil)
+	}
+	if len(seen) != 1 {
+		t.Fatalf("one caller's requests went to %d endpoints: %v", len(seen), seen)
+	}
 }

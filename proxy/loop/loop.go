@@ -242,6 +242,9 @@ type Caller struct {
 	tls *tls.ConnectionState
 	// Value is what the caller of Take attached to the connection.
 	Value any
+	// RemoteAddr is the caller's address, as its connection's
+	// RemoteAddr gave it when taken (net/http's Request.RemoteAddr).
+	RemoteAddr string
 }
 
 // TLS is the connection's TLS state; nil on a plaintext connection.
