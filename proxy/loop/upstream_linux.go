@@ -37,7 +37,10 @@ func (l *Loop) hangUp(s *side) {
 		l.resetUpstream(s)
 		l.stage(s, again)
 		l.dial(s)
-	case (x.status == 0 || x.answerMark >= 0) && l.resendAfterReset(s):
+	case x.status == 0 && l.resendAfterReset(s):
+		// Only before a final answer's head came: one that came was the
+		// Resender's to judge (it was told its status), and the request
+		// ran there; a hang-up within its body does not send it again.
 	case x.status == 0 || x.answerMark >= 0:
 		l.badGateway(s, ErrHungUp)
 	default:
