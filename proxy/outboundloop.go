@@ -399,8 +399,12 @@ func (c *outboundCall) Answered(status int) loop.Upstream {
 	if !covered || c.attempt >= c.attempts {
 		return nil
 	}
+	ep := c.ep
 	c.endAttempt(status, false)
 	if !c.mayRetry(true) {
+		if status > 0 {
+			c.rec.peer = ep.ID // the answer relayed is ep's (Done's answeredBy sees no attempt)
+		}
 		return nil
 	}
 	c.pick()

@@ -207,3 +207,30 @@ spec:
 		t.Fatalf("one caller's requests went to %d endpoints: %v", len(seen), seen)
 	}
 }
+
+// TestOutboundLoopRetryBudgetKeepsPeer: an answer a route would retry,
+// relayed because the retry budget is spent, is recorded as the
+// endpoint's that gave it (its identity, in the record's destination),
+// as any relayed answer is.
+func TestOutboundLoopRetryBudgetKeepsPeer(t *testing.T) {
+	h := testOutboundLoop(t, outboundLoopVS)
+	var head h1.Head
+	if err := h1.ParseHead([]byte("GET /retry-5xx HTTP/1.1\r\nHost: api\r\n\r\n"), true, &head); err != nil {
+		t.Fatal(err)
+	}
+	v := h.Request(&loop.Caller{}, &head)
+	c, ok := v.Exchange.(*outboundCall)
+	if !ok {
+		t.Fatalf("not carried: %+v", v)
+	}
+	for c.cl.Pool.CanRetry() {
+		defer c.cl.Pool.StartRetry()()
+	}
+	if next := c.Answered(503); next != nil {
+		t.Fatalf("retried past the budget: %v", next.Key())
+	}
+	c.Done(503, nil)
+	if got, want := c.rec.peer.String(), "spiffe://example.org/ns/default/sa/api"; got != want {
+		t.Fatalf("the relayed answer's peer %q, want %q", got, want)
+	}
+}
