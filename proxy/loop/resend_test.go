@@ -135,3 +135,38 @@ func TestResender(t *testing.T) {
 		t.Fatalf("unnamed status: %d %q", status, body)
 	}
 }
+
+// TestResendCopyLetGo: the copy of a request's body kept to send it
+// again is let go with its exchange: a caller's connection that sent
+// one large body does not hold a MiB for the rest of its life (an app
+// with many such idle connections would hold that many).
+func TestResendCopyLetGo(t *testing.T) {
+	var healthy atomic.Int32
+	good := &testUpstream{key: "good", addr: statusServer(t, "good", 200, &healthy)}
+	var lp atomic.Pointer[Loop]
+	kept := make(chan int, 4) // cap of the copy when the next request comes
+	f := start(t, Config{Handler: handlerFunc(func(_ *Caller, h *h1.Head) Verdict {
+		for _, s := range lp.Load().conns {
+			if s != nil && s.isDown && s.x.awaiting {
+				kept <- cap(s.x.again)
+			}
+		}
+		return Verdict{Upstream: good, Exchange: &resender{status: -1, done: make(chan int, 1)}}
+	})}, "", false)
+	lp.Store(f.l)
+	c := f.caller()
+	body := strings.Repeat("x", 512<<10)
+	if _, err := io.WriteString(c.c, fmt.Sprintf("POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(body), body)); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := readResponse(t, c.br, "POST"); resp.StatusCode != 200 {
+		t.Fatal(resp.StatusCode)
+	}
+	<-kept // the first request's
+	if status, _ := c.get("/next"); status != 200 {
+		t.Fatal(status)
+	}
+	if n := <-kept; n > 64<<10 {
+		t.Fatalf("the connection still holds %d bytes of its last request's copy", n)
+	}
+}

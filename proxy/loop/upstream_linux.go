@@ -168,6 +168,12 @@ func (l *Loop) answerFailed(s *side, answer []byte, status int, err error) {
 // endExchange tells x's Handler the exchange ended. A Done that panics
 // is logged: it must not end the loop, and with it every connection.
 func (l *Loop) endExchange(x *exchange, err error) {
+	// The request's copy (Resender) is over with it: a large one is let
+	// go, or an idle connection would hold it for its life.
+	x.again, x.next = x.again[:0], nil
+	if cap(x.again) > maxKeptCopy {
+		x.again = nil
+	}
 	defer func() {
 		if p := recover(); p != nil && l.cfg.Log != nil {
 			l.cfg.Log.Error("loop: exchange's Done panicked", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
@@ -175,6 +181,10 @@ func (l *Loop) endExchange(x *exchange, err error) {
 	}()
 	x.done(err)
 }
+
+// maxKeptCopy is the most of a request's copy (exchange.again) a
+// caller's connection keeps between its exchanges, for its next one.
+const maxKeptCopy = 16 << 10
 
 // dial connects s, a pair's upstream side, to s.upstream on a
 // goroutine of its own, and queues it for the loop to adopt.
