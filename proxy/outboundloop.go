@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sigil-mesh/sigil/internal/ascii"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/protocol"
 	"github.com/sigil-mesh/sigil/proxy/h1"
@@ -392,10 +393,12 @@ func (c *outboundCall) Unreachable(_ loop.Upstream, err error) loop.Upstream {
 // Answered is told the status of an answer (0: the peer hung up before
 // it began) to a request the loop can send again: one the route's
 // retryOn retries (a status, a reset) goes to another endpoint while
-// attempts and the budget last, as the goroutine path's tries do.
-func (c *outboundCall) Answered(status int) loop.Upstream {
+// attempts and the budget last, as the goroutine path's tries do (an
+// answer with x-envoy-ratelimited only under envoy-ratelimited:
+// RetryOn.Response).
+func (c *outboundCall) Answered(status int, head *h1.Head) loop.Upstream {
 	covered := status == 0 && c.rt.RetryOn.Failure(traffic.FailReset) ||
-		status > 0 && c.rt.RetryOn.Status(status, -1)
+		status > 0 && c.rt.RetryOn.Response(status, -1, rateLimited(head))
 	if !covered || c.attempt >= c.attempts {
 		return nil
 	}
@@ -510,4 +513,22 @@ func (c *outboundCall) errorAnswer(code int, msg string) []byte {
 type failAnswer struct {
 	msg    string
 	isHEAD bool
+}
+
+// limitedHeader is an answer's header as RetryOn.Response reads it when
+// the answer carries x-envoy-ratelimited.
+var limitedHeader = http.Header{"X-Envoy-Ratelimited": nil}
+
+// rateLimited is limitedHeader when head, an answer's, has an
+// x-envoy-ratelimited field; nil otherwise.
+func rateLimited(head *h1.Head) http.Header {
+	if head == nil {
+		return nil
+	}
+	for i := range head.Len() {
+		if name, _ := head.Field(i); ascii.EqualFold(name, "x-envoy-ratelimited") {
+			return limitedHeader
+		}
+	}
+	return nil
 }

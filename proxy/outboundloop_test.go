@@ -40,6 +40,9 @@ spec:
   - match: [{uri: {prefix: /retry-5xx}}]
     retries: {attempts: 2, retryOn: 5xx}
     route: [{destination: {host: api}}]
+  - match: [{uri: {prefix: /retry-limited}}]
+    retries: {attempts: 2, retryOn: envoy-ratelimited}
+    route: [{destination: {host: api}}]
   - match: [{uri: {exact: /teapot}}]
     directResponse: {status: 418, body: {string: "short and stout"}}
   - match: [{uri: {prefix: /timeout}}]
@@ -226,11 +229,46 @@ func TestOutboundLoopRetryBudgetKeepsPeer(t *testing.T) {
 	for c.cl.Pool.CanRetry() {
 		defer c.cl.Pool.StartRetry()()
 	}
-	if next := c.Answered(503); next != nil {
+	if next := c.Answered(503, nil); next != nil {
 		t.Fatalf("retried past the budget: %v", next.Key())
 	}
 	c.Done(503, nil)
 	if got, want := c.rec.peer.String(), "spiffe://example.org/ns/default/sa/api"; got != want {
 		t.Fatalf("the relayed answer's peer %q, want %q", got, want)
+	}
+}
+
+// TestOutboundLoopRateLimitedAnswers: an answer carrying
+// x-envoy-ratelimited is retried under envoy-ratelimited only, whatever
+// its status, as the goroutine path's tries decide (RetryOn.Response):
+// 5xx does not retry a rate-limited 503 (it would add load where an
+// upstream asked for less), envoy-ratelimited retries a limited 429.
+func TestOutboundLoopRateLimitedAnswers(t *testing.T) {
+	h := testOutboundLoop(t, outboundLoopVS)
+	for _, tc := range []struct {
+		path   string
+		status int
+		want   bool
+	}{
+		{"/retry-5xx", 503, false},
+		{"/retry-limited", 429, true},
+	} {
+		var head h1.Head
+		if err := h1.ParseHead([]byte("GET "+tc.path+" HTTP/1.1\r\nHost: api\r\n\r\n"), true, &head); err != nil {
+			t.Fatal(err)
+		}
+		v := h.Request(&loop.Caller{}, &head)
+		c, ok := v.Exchange.(*outboundCall)
+		if !ok {
+			t.Fatalf("%s: not carried: %+v", tc.path, v)
+		}
+		var answer h1.Head
+		if err := h1.ParseHead([]byte(fmt.Sprintf("HTTP/1.1 %d X\r\nX-Envoy-Ratelimited: true\r\nContent-Length: 0\r\n\r\n", tc.status)), false, &answer); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Answered(tc.status, &answer) != nil; got != tc.want {
+			t.Errorf("%s: a rate-limited %d retried: %v, want %v", tc.path, tc.status, got, tc.want)
+		}
+		c.Done(200, nil)
 	}
 }

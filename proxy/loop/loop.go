@@ -217,12 +217,13 @@ type Retrier interface {
 // it sent).
 type Resender interface {
 	// Answered is told the status of the final answer to the request,
-	// once its head is read and before any of it goes to the caller, or
-	// 0 when the upstream hung up before the answer began. It
+	// and its head (valid during the call only), once that is read and
+	// before any of it goes to the caller; or 0 and nil when the
+	// upstream hung up before the answer began. It
 	// returns the Upstream to send the request to instead (the answer is
 	// dropped, and the connection it came on closed), or nil to relay
 	// the answer. Called on the loop's goroutine; must not block.
-	Answered(status int) Upstream
+	Answered(status int, head *h1.Head) Upstream
 }
 
 // Exchange is one request's end, as a Handler hears of it.

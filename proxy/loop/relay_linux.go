@@ -316,7 +316,7 @@ func (l *Loop) response(s *side, h *h1.Head) error {
 		return h1.ErrUnsupported // the Upgrade was refused with the request: the upstream's fault
 	case h.Status >= 200:
 		if len(x.again) > 0 && s.peer.state == stHead { // the request relayed whole
-			if x.next, x.nextK = l.answered(x.ex.(Resender), h.Status); x.next != nil {
+			if x.next, x.nextK = l.answered(x.ex.(Resender), h.Status, h); x.next != nil {
 				return errResend
 			}
 		}

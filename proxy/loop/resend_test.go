@@ -45,7 +45,7 @@ type resender struct {
 	done   chan int
 }
 
-func (r *resender) Answered(status int) Upstream {
+func (r *resender) Answered(status int, _ *h1.Head) Upstream {
 	r.asked = append(r.asked, status)
 	if status == r.status && r.next != nil {
 		next := r.next

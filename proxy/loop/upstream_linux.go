@@ -57,7 +57,7 @@ func (l *Loop) resendAfterReset(s *side) bool {
 	if !ok || len(x.again) == 0 || s.peer.state != stHead {
 		return false
 	}
-	if x.next, x.nextK = l.answered(r, 0); x.next == nil {
+	if x.next, x.nextK = l.answered(r, 0, nil); x.next == nil {
 		return false
 	}
 	l.resend(s)
@@ -328,7 +328,7 @@ var errResend = errors.New("loop: the request goes again elsewhere")
 // answered asks r where the request answered with status goes next,
 // and that Upstream's key; a Resender (or Upstream.Key) that panics
 // keeps the answer (logged).
-func (l *Loop) answered(r Resender, status int) (next Upstream, key string) {
+func (l *Loop) answered(r Resender, status int, head *h1.Head) (next Upstream, key string) {
 	defer func() {
 		if p := recover(); p != nil {
 			next = nil
@@ -337,7 +337,7 @@ func (l *Loop) answered(r Resender, status int) (next Upstream, key string) {
 			}
 		}
 	}()
-	next = r.Answered(status)
+	next = r.Answered(status, head)
 	return next, keyOf(next)
 }
 
