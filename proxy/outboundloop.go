@@ -440,6 +440,11 @@ func (c *outboundCall) Done(status int, err error) {
 	case errors.Is(err, loop.ErrTimeout):
 		c.endAttempt(0, false)
 		c.rec.setFlag(flagTimeout)
+	case errors.Is(err, loop.ErrBadRequest):
+		// The app's body broke before the answer began: the loop
+		// answered it; the endpoint neither answered nor failed.
+		c.endAttempt(0, false)
+		c.rec.setFlag(flagBadRequest)
 	case errors.Is(err, loop.ErrUnreachable):
 		c.endAttempt(0, true) // no-op after Unreachable
 		c.rec.setFlag(flagUpstreamFail)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -217,15 +218,7 @@ spec:
 // as any relayed answer is.
 func TestOutboundLoopRetryBudgetKeepsPeer(t *testing.T) {
 	h := testOutboundLoop(t, outboundLoopVS)
-	var head h1.Head
-	if err := h1.ParseHead([]byte("GET /retry-5xx HTTP/1.1\r\nHost: api\r\n\r\n"), true, &head); err != nil {
-		t.Fatal(err)
-	}
-	v := h.Request(&loop.Caller{}, &head)
-	c, ok := v.Exchange.(*outboundCall)
-	if !ok {
-		t.Fatalf("not carried: %+v", v)
-	}
+	c := carried(t, h, "GET /retry-5xx HTTP/1.1\r\nHost: api\r\n\r\n")
 	for c.cl.Pool.CanRetry() {
 		defer c.cl.Pool.StartRetry()()
 	}
@@ -253,15 +246,7 @@ func TestOutboundLoopRateLimitedAnswers(t *testing.T) {
 		{"/retry-5xx", 503, false},
 		{"/retry-limited", 429, true},
 	} {
-		var head h1.Head
-		if err := h1.ParseHead([]byte("GET "+tc.path+" HTTP/1.1\r\nHost: api\r\n\r\n"), true, &head); err != nil {
-			t.Fatal(err)
-		}
-		v := h.Request(&loop.Caller{}, &head)
-		c, ok := v.Exchange.(*outboundCall)
-		if !ok {
-			t.Fatalf("%s: not carried: %+v", tc.path, v)
-		}
+		c := carried(t, h, "GET "+tc.path+" HTTP/1.1\r\nHost: api\r\n\r\n")
 		var answer h1.Head
 		if err := h1.ParseHead([]byte(fmt.Sprintf("HTTP/1.1 %d X\r\nX-Envoy-Ratelimited: true\r\nContent-Length: 0\r\n\r\n", tc.status)), false, &answer); err != nil {
 			t.Fatal(err)
@@ -271,4 +256,32 @@ func TestOutboundLoopRateLimitedAnswers(t *testing.T) {
 		}
 		c.Done(200, nil)
 	}
+}
+
+// TestOutboundLoopBrokenRequestBody: a request whose body breaks
+// HTTP/1.1 before the answer began (the loop answers it 400) is
+// recorded as the caller's protocol error, not as an answer of the
+// endpoint cut off (UR, a failure in golden metrics, with its identity).
+func TestOutboundLoopBrokenRequestBody(t *testing.T) {
+	h := testOutboundLoop(t, outboundLoopVS)
+	c := carried(t, h, "POST /x HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n")
+	c.Done(400, errors.Join(loop.ErrBadRequest, h1.ErrFraming))
+	if c.rec.flags != flagBadRequest || !c.rec.peer.IsZero() {
+		t.Fatalf("flags %q, peer %q; want %q and none", c.rec.flags, c.rec.peer, flagBadRequest)
+	}
+}
+
+// carried is h's call for the request head raw, which it must carry.
+func carried(t *testing.T, h *outboundLoop, raw string) *outboundCall {
+	t.Helper()
+	var head h1.Head
+	if err := h1.ParseHead([]byte(raw), true, &head); err != nil {
+		t.Fatal(err)
+	}
+	v := h.Request(&loop.Caller{}, &head)
+	c, ok := v.Exchange.(*outboundCall)
+	if !ok {
+		t.Fatalf("%q: not carried: %+v", raw, v)
+	}
+	return c
 }

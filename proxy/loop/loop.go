@@ -265,6 +265,10 @@ var (
 	ErrIdle = errors.New("loop: caller idle past the read idle timeout")
 	// ErrClosed: the loop was shut down or closed.
 	ErrClosed = errors.New("loop: closed")
+	// ErrBadRequest: the caller's request broke HTTP/1.1 within its
+	// body before the answer began; the caller got the loop's error
+	// answer (400, and the like), not the upstream's.
+	ErrBadRequest = errors.New("loop: the caller's request body broke HTTP/1.1")
 	// ErrTimeout: the exchange outlasted its Verdict.Timeout.
 	ErrTimeout = errors.New("loop: exchange outlasted its timeout")
 )

@@ -463,6 +463,7 @@ func (l *Loop) failRequest(s *side, err error) {
 	default:
 		l.resetUpstream(s.peer)
 		x.awaiting = false
+		err = errors.Join(ErrBadRequest, err) // the caller's fault: an Exchange tells it from an upstream's
 	}
 	answer := h1.ErrorAnswer(err)
 	x.status = statusOf([]byte(answer))

@@ -4,6 +4,7 @@ package loop
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -168,5 +169,29 @@ func TestResendCopyLetGo(t *testing.T) {
 	}
 	if n := <-kept; n > 64<<10 {
 		t.Fatalf("the connection still holds %d bytes of its last request's copy", n)
+	}
+}
+
+// errExchange records the error its exchange ended with.
+type errExchange struct{ done chan error }
+
+func (e errExchange) Done(_ int, err error) { e.done <- err }
+
+// TestBadRequestBodyErr: a request whose body breaks before the answer
+// began ends its exchange with ErrBadRequest (the caller's fault, which
+// an Exchange must not count against the upstream).
+func TestBadRequestBodyErr(t *testing.T) {
+	var n atomic.Int32
+	up := &testUpstream{key: "s", addr: statusServer(t, "s", 200, &n)}
+	ex := errExchange{done: make(chan error, 1)}
+	f := start(t, Config{Handler: handlerFunc(func(*Caller, *h1.Head) Verdict {
+		return Verdict{Upstream: up, Exchange: ex}
+	})}, "", false)
+	c := f.caller()
+	if _, err := io.WriteString(c.c, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-ex.done; !errors.Is(err, ErrBadRequest) || !errors.Is(err, h1.ErrFraming) {
+		t.Fatalf("Done(%v), want ErrBadRequest and the framing error", err)
 	}
 }
