@@ -203,9 +203,13 @@ type outboundCall struct {
 	began    time.Time
 	tried    []*upstream.Endpoint
 	attempts int // retries allowed after the first try
-	attempt  int
-	release  func() // the cluster pool's slot
-	retry    func() // the retry in flight's count in the budget (nil: none)
+	// once: the request's body is chunked, which the goroutine path
+	// never keeps to send again (readReplayable): not resent on its
+	// answer (a failed connection, before any byte, still is).
+	once    bool
+	attempt int
+	release func() // the cluster pool's slot
+	retry   func() // the retry in flight's count in the budget (nil: none)
 }
 
 // Request routes one request head; see the section comment.
@@ -291,7 +295,7 @@ func (c *outboundCall) route(head *h1.Head) loop.Verdict {
 	// AppendRequestHead would write the empty field it sets.
 	hop.StripRequestHeaders(r.Header)
 	c.release, _ = cl.Pool.Acquire(r.Context()) // no limit: never waits, never fails
-	c.rt, c.cl, c.hashKey, c.attempts = m.Route, cl, hashKey, m.Attempts
+	c.rt, c.cl, c.hashKey, c.attempts, c.once = m.Route, cl, hashKey, m.Attempts, head.Chunked
 	c.pick()
 	h := c.h
 	h.head = h1.AppendRequestHead(h.head[:0], r, head)
@@ -399,7 +403,7 @@ func (c *outboundCall) Unreachable(_ loop.Upstream, err error) loop.Upstream {
 func (c *outboundCall) Answered(status int, head *h1.Head) loop.Upstream {
 	covered := status == 0 && c.rt.RetryOn.Failure(traffic.FailReset) ||
 		status > 0 && c.rt.RetryOn.Response(status, -1, rateLimited(head))
-	if !covered || c.attempt >= c.attempts {
+	if !covered || c.once || c.attempt >= c.attempts {
 		return nil
 	}
 	ep := c.ep

@@ -285,3 +285,20 @@ func carried(t *testing.T, h *outboundLoop, raw string) *outboundCall {
 	}
 	return c
 }
+
+// TestOutboundLoopChunkedNotResent: a request with a chunked body is
+// not sent again on its answer, as on the goroutine path, which keeps
+// only a body of known length (readReplayable) and sends any other once.
+func TestOutboundLoopChunkedNotResent(t *testing.T) {
+	h := testOutboundLoop(t, outboundLoopVS)
+	c := carried(t, h, "POST /retry-5xx HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n")
+	if next := c.Answered(503, nil); next != nil {
+		t.Fatalf("a chunked request sent again to %s", next.Key())
+	}
+	c.Done(503, nil)
+	c = carried(t, h, "POST /retry-5xx HTTP/1.1\r\nHost: api\r\nContent-Length: 3\r\n\r\n")
+	if next := c.Answered(503, nil); next == nil {
+		t.Fatal("a request with a 3-byte body not sent again")
+	}
+	c.Done(200, nil)
+}
