@@ -207,6 +207,7 @@ func (l *Loop) request(s *side, h *h1.Head) {
 	// the caller's Connection field is not forwarded (hop-by-hop), a
 	// Handler's head may carry one.
 	x.upClose = v.Head != nil && saysClose(v.Head)
+	x.expect = h.Expect100 && (h.Chunked || h.ContentLength > 0)
 	x.wrote, x.timeoutAt = false, time.Time{}
 	x.timeoutAnswer, x.unreachable = copyAnswer(x.timeoutAnswer, v.TimeoutAnswer), copyAnswer(x.unreachable, v.Unreachable)
 	if v.Timeout > 0 {
@@ -322,9 +323,19 @@ func (l *Loop) response(s *side, h *h1.Head) error {
 		}
 		x.status = h.Status
 		x.answerMark = len(*stageBuf(s.peer))
+		// The caller waits for 100 Continue, none came, and its body is
+		// not all here: it may never send it, so its connection ends
+		// after this answer (as proxy/h1's server ends it), not read on
+		// with its next request taken for that body.
+		x.close = x.close || x.expect && s.peer.state != stHead
+	case h.Status == 100:
+		x.expect = false
 	}
 	dst := stageBuf(s.peer)
 	*dst = h.AppendForward(*dst)
+	if h.Status >= 200 && x.close {
+		*dst = append((*dst)[:len(*dst)-2], "Connection: close\r\n\r\n"...)
+	}
 	l.markDirty(s.peer)
 	return nil
 }

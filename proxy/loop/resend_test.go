@@ -21,18 +21,13 @@ import (
 // counts what it saw.
 func statusServer(t *testing.T, name string, status int, requests *atomic.Int32) string {
 	return rawUpstream(t, func(c net.Conn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
+		eachRequest(c, func(req *http.Request) bool {
 			got, _ := io.ReadAll(req.Body)
 			requests.Add(1)
 			body := name + " " + req.URL.Path + " " + string(got)
 			fmt.Fprintf(c, "HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s", status, len(body), body)
-		}
+			return true
+		})
 	})
 }
 
