@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sigil-mesh/sigil/internal/ascii"
 	"github.com/sigil-mesh/sigil/naming"
 	"github.com/sigil-mesh/sigil/protocol"
 	"github.com/sigil-mesh/sigil/proxy/h1"
@@ -201,9 +203,13 @@ type outboundCall struct {
 	began    time.Time
 	tried    []*upstream.Endpoint
 	attempts int // retries allowed after the first try
-	attempt  int
-	release  func() // the cluster pool's slot
-	retry    func() // the retry in flight's count in the budget (nil: none)
+	// once: the request's body is chunked, which the goroutine path
+	// never keeps to send again (readReplayable): not resent on its
+	// answer (a failed connection, before any byte, still is).
+	once    bool
+	attempt int
+	release func() // the cluster pool's slot
+	retry   func() // the retry in flight's count in the budget (nil: none)
 }
 
 // Request routes one request head; see the section comment.
@@ -213,6 +219,8 @@ func (h *outboundLoop) Request(caller *loop.Caller, head *h1.Head) loop.Verdict 
 		// As the goroutine path's server: refused before any handler.
 		return loop.Verdict{Answer: []byte(h1.ErrorAnswer(err)), Close: true}
 	}
+	// As net/http's server sets it: consistentHash's useSourceIp reads it.
+	r.RemoteAddr = caller.RemoteAddr
 	if d, ok := caller.Value.(routedDest); ok {
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, d))
 	}
@@ -261,6 +269,10 @@ func (c *outboundCall) route(head *h1.Head) loop.Verdict {
 	if answered || answerLocally(&c.rec, r, m) {
 		return c.answered()
 	}
+	if c.splitHandedOff(st, m, uint32(port)) {
+		c.span = nil
+		return handoff
+	}
 	dest := m.Pick()
 	c.rec.subset = dest.Subset
 	if dest.Outside != "" || hasResponseOps(dest.Headers) {
@@ -283,7 +295,7 @@ func (c *outboundCall) route(head *h1.Head) loop.Verdict {
 	// AppendRequestHead would write the empty field it sets.
 	hop.StripRequestHeaders(r.Header)
 	c.release, _ = cl.Pool.Acquire(r.Context()) // no limit: never waits, never fails
-	c.rt, c.cl, c.hashKey, c.attempts = m.Route, cl, hashKey, m.Attempts
+	c.rt, c.cl, c.hashKey, c.attempts, c.once = m.Route, cl, hashKey, m.Attempts, head.Chunked
 	c.pick()
 	h := c.h
 	h.head = h1.AppendRequestHead(h.head[:0], r, head)
@@ -291,6 +303,40 @@ func (c *outboundCall) route(head *h1.Head) loop.Verdict {
 		TimeoutAnswer: c.errorAnswer(http.StatusGatewayTimeout, ""),
 		Unreachable:   c.errorAnswer(http.StatusServiceUnavailable, dest.Service),
 		Exchange:      c}
+}
+
+// splitHandedOff reports whether route m splits its requests between
+// destinations of which one needs the goroutine path (a host outside
+// the mesh, response header changes, a cluster the loop does not dial
+// as it is: HTTP/2, a pool's limits, a cookie to mint). Such a route's
+// requests are all handed off, before the loop's own pick: the
+// goroutine path picks again, and handing off only the requests whose
+// pick fell on such a destination would give it the square of its
+// weight. The checks after the pick (route) stay, for a one-way route.
+func (c *outboundCall) splitHandedOff(st *meshState, m traffic.Matched, port uint32) bool {
+	total := 0
+	for _, d := range m.Dests {
+		total += d.Weight
+	}
+	if len(m.Dests) < 2 || total == 0 { // one destination: Pick's only one
+		return false
+	}
+	for _, d := range m.Dests {
+		if d.Weight == 0 {
+			continue // never picked
+		}
+		if d.Outside != "" || hasResponseOps(d.Headers) {
+			return true
+		}
+		cl := c.o.clusterAt(st, naming.Service{Name: d.Service, Namespace: d.Namespace}, d.Subset, cmp.Or(d.Port, port))
+		if cl == nil || len(cl.Eps) == 0 {
+			continue // answered 503 on either path
+		}
+		if _, cookie := cl.Hash.Key(c.r); cl.KindOf(c.r) != upstream.ViaH1 || cl.Pool.Limit() > 0 || cl.Pool.PerConn > 0 || cookie != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // loopCarries reports whether the loop carries requests of route m
@@ -351,15 +397,21 @@ func (c *outboundCall) Unreachable(_ loop.Upstream, err error) loop.Upstream {
 // Answered is told the status of an answer (0: the peer hung up before
 // it began) to a request the loop can send again: one the route's
 // retryOn retries (a status, a reset) goes to another endpoint while
-// attempts and the budget last, as the goroutine path's tries do.
-func (c *outboundCall) Answered(status int) loop.Upstream {
+// attempts and the budget last, as the goroutine path's tries do (an
+// answer with x-envoy-ratelimited only under envoy-ratelimited:
+// RetryOn.Response).
+func (c *outboundCall) Answered(status int, head *h1.Head) loop.Upstream {
 	covered := status == 0 && c.rt.RetryOn.Failure(traffic.FailReset) ||
-		status > 0 && c.rt.RetryOn.Status(status, -1)
-	if !covered || c.attempt >= c.attempts {
+		status > 0 && c.rt.RetryOn.Response(status, -1, rateLimited(head))
+	if !covered || c.once || c.attempt >= c.attempts {
 		return nil
 	}
+	ep := c.ep
 	c.endAttempt(status, false)
 	if !c.mayRetry(true) {
+		if status > 0 {
+			c.rec.peer = ep.ID // the answer relayed is ep's (Done's answeredBy sees no attempt)
+		}
 		return nil
 	}
 	c.pick()
@@ -392,6 +444,11 @@ func (c *outboundCall) Done(status int, err error) {
 	case errors.Is(err, loop.ErrTimeout):
 		c.endAttempt(0, false)
 		c.rec.setFlag(flagTimeout)
+	case errors.Is(err, loop.ErrBadRequest):
+		// The app's body broke before the answer began: the loop
+		// answered it; the endpoint neither answered nor failed.
+		c.endAttempt(0, false)
+		c.rec.setFlag(flagBadRequest)
 	case errors.Is(err, loop.ErrUnreachable):
 		c.endAttempt(0, true) // no-op after Unreachable
 		c.rec.setFlag(flagUpstreamFail)
@@ -473,4 +530,22 @@ type failAnswer struct {
 	code    int
 	service string
 	isHEAD  bool
+}
+
+// limitedHeader is an answer's header as RetryOn.Response reads it when
+// the answer carries x-envoy-ratelimited.
+var limitedHeader = http.Header{"X-Envoy-Ratelimited": nil}
+
+// rateLimited is limitedHeader when head, an answer's, has an
+// x-envoy-ratelimited field; nil otherwise.
+func rateLimited(head *h1.Head) http.Header {
+	if head == nil {
+		return nil
+	}
+	for i := range head.Len() {
+		if name, _ := head.Field(i); ascii.EqualFold(name, "x-envoy-ratelimited") {
+			return limitedHeader
+		}
+	}
+	return nil
 }

@@ -222,12 +222,13 @@ type Retrier interface {
 // it sent).
 type Resender interface {
 	// Answered is told the status of the final answer to the request,
-	// once its head is read and before any of it goes to the caller, or
-	// 0 when the upstream hung up before the answer began. It
+	// and its head (valid during the call only), once that is read and
+	// before any of it goes to the caller; or 0 and nil when the
+	// upstream hung up before the answer began. It
 	// returns the Upstream to send the request to instead (the answer is
 	// dropped, and the connection it came on closed), or nil to relay
 	// the answer. Called on the loop's goroutine; must not block.
-	Answered(status int) Upstream
+	Answered(status int, head *h1.Head) Upstream
 }
 
 // Exchange is one request's end, as a Handler hears of it.
@@ -247,6 +248,9 @@ type Caller struct {
 	tls *tls.ConnectionState
 	// Value is what the caller of Take attached to the connection.
 	Value any
+	// RemoteAddr is the caller's address, as its connection's
+	// RemoteAddr gave it when taken (net/http's Request.RemoteAddr).
+	RemoteAddr string
 }
 
 // TLS is the connection's TLS state; nil on a plaintext connection.
@@ -266,6 +270,10 @@ var (
 	ErrIdle = errors.New("loop: caller idle past the read idle timeout")
 	// ErrClosed: the loop was shut down or closed.
 	ErrClosed = errors.New("loop: closed")
+	// ErrBadRequest: the caller's request broke HTTP/1.1 within its
+	// body before the answer began; the caller got the loop's error
+	// answer (400, and the like), not the upstream's.
+	ErrBadRequest = errors.New("loop: the caller's request body broke HTTP/1.1")
 	// ErrTimeout: the exchange outlasted its Verdict.Timeout.
 	ErrTimeout = errors.New("loop: exchange outlasted its timeout")
 )

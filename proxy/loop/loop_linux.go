@@ -135,6 +135,9 @@ func (l *Loop) Take(c *Conn, value any) error {
 	down := &side{isDown: true, x: &exchange{answerMark: -1}, owner: c.raw, caller: Caller{Value: value}, secure: c.TLS != nil}
 	up := &side{peer: down, x: down.x, fd: -1, secure: l.cfg.UpstreamTLS != nil}
 	down.peer = up
+	if a := c.raw.RemoteAddr(); a != nil {
+		down.caller.RemoteAddr = a.String()
+	}
 	if c.TLS != nil {
 		cs := c.TLS.ConnectionState()
 		down.caller.tls = &cs

@@ -40,13 +40,7 @@ func newKeptServer(t *testing.T, name string, hold func(conn int)) *keptServer {
 		n := len(k.conns)
 		k.mu.Unlock()
 		defer func() { k.closed <- n }()
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
+		eachRequest(c, func(req *http.Request) bool {
 			io.Copy(io.Discard, req.Body)
 			k.got <- req.URL.Path
 			if k.hold != nil {
@@ -54,9 +48,23 @@ func newKeptServer(t *testing.T, name string, hold func(conn int)) *keptServer {
 			}
 			body := fmt.Sprintf("%s %d %s", k.name, n, req.URL.Path)
 			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-		}
+			return true
+		})
 	})
 	return k
+}
+
+// eachRequest reads the requests on c and has serve answer each, until
+// one cannot be read or serve returns false; then it closes c.
+func eachRequest(c net.Conn, serve func(req *http.Request) bool) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil || !serve(req) {
+			return
+		}
+	}
 }
 
 // accepted is how many connections k has seen.

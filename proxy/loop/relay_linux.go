@@ -207,6 +207,7 @@ func (l *Loop) request(s *side, h *h1.Head) {
 	// the caller's Connection field is not forwarded (hop-by-hop), a
 	// Handler's head may carry one.
 	x.upClose = v.Head != nil && saysClose(v.Head)
+	x.expect = h.Expect100 && (h.Chunked || h.ContentLength > 0)
 	x.wrote, x.timeoutAt = false, time.Time{}
 	x.timeoutAnswer, x.unreachable = copyAnswer(x.timeoutAnswer, v.TimeoutAnswer), copyAnswer(x.unreachable, v.Unreachable)
 	if v.Timeout > 0 {
@@ -316,15 +317,25 @@ func (l *Loop) response(s *side, h *h1.Head) error {
 		return h1.ErrUnsupported // the Upgrade was refused with the request: the upstream's fault
 	case h.Status >= 200:
 		if len(x.again) > 0 && s.peer.state == stHead { // the request relayed whole
-			if x.next, x.nextK = l.answered(x.ex.(Resender), h.Status); x.next != nil {
+			if x.next, x.nextK = l.answered(x.ex.(Resender), h.Status, h); x.next != nil {
 				return errResend
 			}
 		}
 		x.status = h.Status
 		x.answerMark = len(*stageBuf(s.peer))
+		// The caller waits for 100 Continue, none came, and its body is
+		// not all here: it may never send it, so its connection ends
+		// after this answer (as proxy/h1's server ends it), not read on
+		// with its next request taken for that body.
+		x.close = x.close || x.expect && s.peer.state != stHead
+	case h.Status == 100:
+		x.expect = false
 	}
 	dst := stageBuf(s.peer)
 	*dst = h.AppendForward(*dst)
+	if h.Status >= 200 && x.close {
+		*dst = append((*dst)[:len(*dst)-2], "Connection: close\r\n\r\n"...)
+	}
 	l.markDirty(s.peer)
 	return nil
 }
@@ -463,6 +474,7 @@ func (l *Loop) failRequest(s *side, err error) {
 	default:
 		l.resetUpstream(s.peer)
 		x.awaiting = false
+		err = errors.Join(ErrBadRequest, err) // the caller's fault: an Exchange tells it from an upstream's
 	}
 	answer := h1.ErrorAnswer(err)
 	x.status = statusOf([]byte(answer))

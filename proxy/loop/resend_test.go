@@ -4,6 +4,7 @@ package loop
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,18 +21,13 @@ import (
 // counts what it saw.
 func statusServer(t *testing.T, name string, status int, requests *atomic.Int32) string {
 	return rawUpstream(t, func(c net.Conn) {
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
+		eachRequest(c, func(req *http.Request) bool {
 			got, _ := io.ReadAll(req.Body)
 			requests.Add(1)
 			body := name + " " + req.URL.Path + " " + string(got)
 			fmt.Fprintf(c, "HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s", status, len(body), body)
-		}
+			return true
+		})
 	})
 }
 
@@ -45,7 +41,7 @@ type resender struct {
 	done   chan int
 }
 
-func (r *resender) Answered(status int) Upstream {
+func (r *resender) Answered(status int, _ *h1.Head) Upstream {
 	r.asked = append(r.asked, status)
 	if status == r.status && r.next != nil {
 		next := r.next
@@ -133,5 +129,64 @@ func TestResender(t *testing.T) {
 	f = start(t, Config{Handler: resendTo(good, 500)}, "", false)
 	if status, body := f.caller().get("/kept"); status != 503 || body != "bad /kept " {
 		t.Fatalf("unnamed status: %d %q", status, body)
+	}
+}
+
+// TestResendCopyLetGo: the copy of a request's body kept to send it
+// again is let go with its exchange: a caller's connection that sent
+// one large body does not hold a MiB for the rest of its life (an app
+// with many such idle connections would hold that many).
+func TestResendCopyLetGo(t *testing.T) {
+	var healthy atomic.Int32
+	good := &testUpstream{key: "good", addr: statusServer(t, "good", 200, &healthy)}
+	var lp atomic.Pointer[Loop]
+	kept := make(chan int, 4) // cap of the copy when the next request comes
+	f := start(t, Config{Handler: handlerFunc(func(_ *Caller, h *h1.Head) Verdict {
+		for _, s := range lp.Load().conns {
+			if s != nil && s.isDown && s.x.awaiting {
+				kept <- cap(s.x.again)
+			}
+		}
+		return Verdict{Upstream: good, Exchange: &resender{status: -1, done: make(chan int, 1)}}
+	})}, "", false)
+	lp.Store(f.l)
+	c := f.caller()
+	body := strings.Repeat("x", 512<<10)
+	if _, err := io.WriteString(c.c, fmt.Sprintf("POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(body), body)); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := readResponse(t, c.br, "POST"); resp.StatusCode != 200 {
+		t.Fatal(resp.StatusCode)
+	}
+	<-kept // the first request's
+	if status, _ := c.get("/next"); status != 200 {
+		t.Fatal(status)
+	}
+	if n := <-kept; n > 64<<10 {
+		t.Fatalf("the connection still holds %d bytes of its last request's copy", n)
+	}
+}
+
+// errExchange records the error its exchange ended with.
+type errExchange struct{ done chan error }
+
+func (e errExchange) Done(_ int, err error) { e.done <- err }
+
+// TestBadRequestBodyErr: a request whose body breaks before the answer
+// began ends its exchange with ErrBadRequest (the caller's fault, which
+// an Exchange must not count against the upstream).
+func TestBadRequestBodyErr(t *testing.T) {
+	var n atomic.Int32
+	up := &testUpstream{key: "s", addr: statusServer(t, "s", 200, &n)}
+	ex := errExchange{done: make(chan error, 1)}
+	f := start(t, Config{Handler: handlerFunc(func(*Caller, *h1.Head) Verdict {
+		return Verdict{Upstream: up, Exchange: ex}
+	})}, "", false)
+	c := f.caller()
+	if _, err := io.WriteString(c.c, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-ex.done; !errors.Is(err, ErrBadRequest) || !errors.Is(err, h1.ErrFraming) {
+		t.Fatalf("Done(%v), want ErrBadRequest and the framing error", err)
 	}
 }

@@ -107,6 +107,7 @@ type exchange struct {
 	awaiting bool // a request was relayed and its final response is not complete
 	isHEAD   bool
 	close    bool // end the pair once this exchange completes
+	expect   bool // the request waits for 100 Continue, and none reached the caller yet
 	upClose  bool // the head sent upstream or its answer said Connection: close: the upstream's connection is not reused
 	status   int  // the final response's status, once its head is read
 	// answerMark is where the final answer's head begins in what is

@@ -37,7 +37,10 @@ func (l *Loop) hangUp(s *side) {
 		l.resetUpstream(s)
 		l.stage(s, again)
 		l.dial(s)
-	case (x.status == 0 || x.answerMark >= 0) && l.resendAfterReset(s):
+	case x.status == 0 && l.resendAfterReset(s):
+		// Only before a final answer's head came: one that came was the
+		// Resender's to judge (it was told its status), and the request
+		// ran there; a hang-up within its body does not send it again.
 	case x.status == 0 || x.answerMark >= 0:
 		l.badGateway(s, ErrHungUp)
 	default:
@@ -54,7 +57,7 @@ func (l *Loop) resendAfterReset(s *side) bool {
 	if !ok || len(x.again) == 0 || s.peer.state != stHead {
 		return false
 	}
-	if x.next, x.nextK = l.answered(r, 0); x.next == nil {
+	if x.next, x.nextK = l.answered(r, 0, nil); x.next == nil {
 		return false
 	}
 	l.resend(s)
@@ -165,6 +168,12 @@ func (l *Loop) answerFailed(s *side, answer []byte, status int, err error) {
 // endExchange tells x's Handler the exchange ended. A Done that panics
 // is logged: it must not end the loop, and with it every connection.
 func (l *Loop) endExchange(x *exchange, err error) {
+	// The request's copy (Resender) is over with it: a large one is let
+	// go, or an idle connection would hold it for its life.
+	x.again, x.next = x.again[:0], nil
+	if cap(x.again) > maxKeptCopy {
+		x.again = nil
+	}
 	defer func() {
 		if p := recover(); p != nil && l.cfg.Log != nil {
 			l.cfg.Log.Error("loop: exchange's Done panicked", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
@@ -172,6 +181,10 @@ func (l *Loop) endExchange(x *exchange, err error) {
 	}()
 	x.done(err)
 }
+
+// maxKeptCopy is the most of a request's copy (exchange.again) a
+// caller's connection keeps between its exchanges, for its next one.
+const maxKeptCopy = 16 << 10
 
 // dial connects s, a pair's upstream side, to s.upstream on a
 // goroutine of its own, and queues it for the loop to adopt.
@@ -315,7 +328,7 @@ var errResend = errors.New("loop: the request goes again elsewhere")
 // answered asks r where the request answered with status goes next,
 // and that Upstream's key; a Resender (or Upstream.Key) that panics
 // keeps the answer (logged).
-func (l *Loop) answered(r Resender, status int) (next Upstream, key string) {
+func (l *Loop) answered(r Resender, status int, head *h1.Head) (next Upstream, key string) {
 	defer func() {
 		if p := recover(); p != nil {
 			next = nil
@@ -324,7 +337,7 @@ func (l *Loop) answered(r Resender, status int) (next Upstream, key string) {
 			}
 		}
 	}()
-	next = r.Answered(status)
+	next = r.Answered(status, head)
 	return next, keyOf(next)
 }
 

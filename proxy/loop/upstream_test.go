@@ -197,3 +197,21 @@ func TestPlainWithBuffered(t *testing.T) {
 		t.Fatalf("second answer %q", body)
 	}
 }
+
+// TestCallerRemoteAddr: a Handler finds the caller's address in
+// Caller.RemoteAddr (a consistent hash by source IP reads it).
+func TestCallerRemoteAddr(t *testing.T) {
+	got := make(chan string, 1)
+	k := newKeptServer(t, "k", nil)
+	f := start(t, Config{Handler: handlerFunc(func(c *Caller, _ *h1.Head) Verdict {
+		got <- c.RemoteAddr
+		return Verdict{}
+	})}, k.addr, false)
+	c := f.caller()
+	if status, _ := c.get("/a"); status != 200 {
+		t.Fatal(status)
+	}
+	if addr := <-got; addr != c.c.LocalAddr().String() {
+		t.Fatalf("Caller.RemoteAddr %q, want %q", addr, c.c.LocalAddr())
+	}
+}
