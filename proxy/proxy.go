@@ -270,13 +270,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	outLn.Close()
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 15*time.Second)
 	defer stop()
-	errs := errors.Join(in.h2.Shutdown(shutdownCtx), out.h2.Shutdown(shutdownCtx), in.fast.Shutdown(shutdownCtx), out.fast.Shutdown(shutdownCtx))
+	// The event loops first: a connection one hands back to the
+	// goroutine path while it drains is then still drained by that
+	// path's server.
+	var errs error
 	if in.loop != nil {
 		errs = errors.Join(errs, in.loop.Shutdown(shutdownCtx))
 	}
 	if out.loop != nil {
 		errs = errors.Join(errs, out.loop.Shutdown(shutdownCtx))
 	}
+	errs = errors.Join(errs, in.h2.Shutdown(shutdownCtx), out.h2.Shutdown(shutdownCtx), in.fast.Shutdown(shutdownCtx), out.fast.Shutdown(shutdownCtx))
 	cancel()
 	wg.Wait()
 	p.access.Flush()
