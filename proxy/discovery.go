@@ -116,7 +116,12 @@ func (o *outbound) buildCluster(st *meshState, service naming.Service, subset st
 		eps = in
 	}
 	policy := st.table.PolicyAt(service.String(), subset, port)
-	o.upstream.SetMax(eps, upstream.MaxConnectionsOf(policy))
+	if o.upstream.SetMax(eps, upstream.MaxConnectionsOf(policy)) && o.loop != nil {
+		// The loop's idle connections would hold the lowered cap's
+		// slots, which the goroutine path (where the loop hands such a
+		// cluster's requests) needs.
+		o.loop.CloseIdle()
+	}
 	o.upstream.SetDial(eps, upstream.DialPolicyOf(policy))
 	pl, rr := o.clusters.PoolFor(service.String()+"|"+subset+"|"+strconv.FormatUint(uint64(port), 10), policy)
 	return upstream.NewCluster(o.p.names.FQDN(service), subset, eps, policy, pl, rr, o.clock)

@@ -5,8 +5,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,7 +81,7 @@ func (p *Proxy) loopHandoffs(listener string) prometheus.Counter {
 // timeout, the minimum request body rate).
 func (o *outbound) newLoop() (*loop.Loop, error) {
 	cfg := o.p.cfg
-	h := &outboundLoop{o: o, ups: map[upstreamKey]*loopUpstream{}, fails: map[failAnswer][]byte{}}
+	h := &outboundLoop{o: o, ups: map[upstreamKey]*loopUpstream{}}
 	handoffs := o.p.loopHandoffs("outbound")
 	return loop.New(loop.Config{
 		Handler: h,
@@ -119,9 +122,9 @@ type outboundLoop struct {
 	// request does not allocate one; cleared when it grows past
 	// maxLoopUpstreams (endpoints come and go with discovery).
 	ups map[upstreamKey]*loopUpstream
-	// fails holds the answers to requests that failed (errorAnswer),
-	// bounded as ups.
-	fails map[failAnswer][]byte
+	// timeouts holds the answers to requests past the route's timeout
+	// (timeoutAnswer): to a GET, say, and to a HEAD.
+	timeouts [2][]byte
 }
 
 // maxLoopUpstreams bounds outboundLoop.ups.
@@ -195,6 +198,7 @@ type outboundCall struct {
 	proto   string
 	span    trace.Span
 	rt      *traffic.Route
+	dest    string // the destination's service name, for answers
 	cl      *upstream.Cluster
 	hashKey string
 	// ep is the endpoint of the attempt in flight (nil: none), began
@@ -294,14 +298,20 @@ func (c *outboundCall) route(head *h1.Head) loop.Verdict {
 	// Not hop.NoDefaultUserAgent: no Go transport writes this head, and
 	// AppendRequestHead would write the empty field it sets.
 	hop.StripRequestHeaders(r.Header)
+	if head.Chunked && len(r.Trailer) > 0 {
+		// The trailer section goes on as it came, so its declaration
+		// (which the parse moved to r.Trailer) does too, as the
+		// goroutine path's client writes it: a receiver keeps only
+		// declared fields.
+		r.Header["Trailer"] = []string{strings.Join(slices.Sorted(maps.Keys(r.Trailer)), ", ")}
+	}
 	c.release, _ = cl.Pool.Acquire(r.Context()) // no limit: never waits, never fails
-	c.rt, c.cl, c.hashKey, c.attempts, c.once = m.Route, cl, hashKey, m.Attempts, head.Chunked
+	c.rt, c.cl, c.hashKey, c.attempts, c.once, c.dest = m.Route, cl, hashKey, m.Attempts, head.Chunked, dest.Service
 	c.pick()
 	h := c.h
 	h.head = h1.AppendRequestHead(h.head[:0], r, head)
 	return loop.Verdict{Head: h.head, Upstream: h.upstreamFor(c.ep, cl.SNI), Timeout: m.Timeout,
-		TimeoutAnswer: c.errorAnswer(http.StatusGatewayTimeout, ""),
-		Unreachable:   c.errorAnswer(http.StatusServiceUnavailable, dest.Service),
+		TimeoutAnswer: c.timeoutAnswer(),
 		Exchange:      c}
 }
 
@@ -498,38 +508,30 @@ func (c *outboundCall) answered() loop.Verdict {
 	return loop.Verdict{Answer: c.answer.bytes(c.r)}
 }
 
-// errorAnswer is the whole answer hop.WriteError gives c's request (not
-// gRPC's, which the loop hands off) when it fails with code for
-// service: 504 when the route's timeout passes, 503 when no endpoint
-// could be reached. It is kept: a request's verdict names its failure
-// answers before it is sent, and they must not cost it.
-func (c *outboundCall) errorAnswer(code int, service string) []byte {
-	h := c.h
-	k := failAnswer{code, service, c.r.Method == http.MethodHead}
-	if b, ok := h.fails[k]; ok {
-		return b
-	}
-	if len(h.fails) >= maxLoopUpstreams {
-		clear(h.fails)
-	}
-	msg := "sigil: upstream request timeout"
-	if code != http.StatusGatewayTimeout {
-		msg = "sigil: upstream " + service + " failed: no connection could be made"
-	}
+// UnreachableAnswer is the goroutine path's answer (sendFailed) when no
+// endpoint could be reached: 503 naming the service and the reason (a
+// refused connection, a handshake that proved another identity).
+func (c *outboundCall) UnreachableAnswer(err error) []byte {
 	var a answerWriter
-	hop.WriteError(&a, c.r, code, msg)
-	b := a.bytes(c.r)
-	h.fails[k] = b
-	return b
+	hop.WriteError(&a, c.r, http.StatusServiceUnavailable, "sigil: upstream "+c.dest+" failed: "+reasonOf(err))
+	return a.bytes(c.r)
 }
 
-// failAnswer keys outboundLoop.fails: the status, the service (of the
-// 503's message) and whether the request was a HEAD (no body in the
-// answer).
-type failAnswer struct {
-	code    int
-	service string
-	isHEAD  bool
+// timeoutAnswer is the goroutine path's answer when the route's timeout
+// passes (sendFailed: 504), for c's request: kept, one for HEAD and one
+// for the rest, since a request's verdict names it before it is sent.
+func (c *outboundCall) timeoutAnswer() []byte {
+	isHEAD := 0
+	if c.r.Method == http.MethodHead {
+		isHEAD = 1
+	}
+	h := c.h
+	if h.timeouts[isHEAD] == nil {
+		var a answerWriter
+		hop.WriteError(&a, c.r, http.StatusGatewayTimeout, "sigil: upstream request timeout")
+		h.timeouts[isHEAD] = a.bytes(c.r)
+	}
+	return h.timeouts[isHEAD]
 }
 
 // limitedHeader is an answer's header as RetryOn.Response reads it when

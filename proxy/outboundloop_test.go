@@ -110,6 +110,13 @@ func TestOutboundLoopVerdicts(t *testing.T) {
 		}
 		v.Exchange.Done(200, nil)
 	}
+	// A chunked request's trailer section goes on as it came: so does
+	// its declaration, which the parse takes out of the header.
+	if v := verdict("POST /plain HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"); !strings.Contains(string(v.Head), "Trailer: X-Sum\r\n") {
+		t.Errorf("the Trailer declaration is not forwarded: %q", v.Head)
+	} else {
+		v.Exchange.Done(200, nil)
+	}
 	// One upstream per endpoint, not one per request.
 	a := verdict("GET /x HTTP/1.1\r\nHost: api\r\n\r\n")
 	b := verdict("GET /y HTTP/1.1\r\nHost: api\r\n\r\n")
@@ -173,7 +180,7 @@ func testOutboundLoop(t *testing.T, vs string, eps ...*agentv1.Endpoint) *outbou
 		eps = []*agentv1.Endpoint{{Service: "api", Address: "10.0.0.1:15006", SpiffeId: "spiffe://example.org/ns/default/sa/api"}}
 	}
 	o.setState(traffic.Compile(1, rs), 1, 1, eps)
-	return &outboundLoop{o: o, ups: map[upstreamKey]*loopUpstream{}, fails: map[failAnswer][]byte{}}
+	return &outboundLoop{o: o, ups: map[upstreamKey]*loopUpstream{}}
 }
 
 // TestOutboundLoopSourceIPHash: a DestinationRule's consistentHash by

@@ -214,6 +214,16 @@ type Retrier interface {
 	Unreachable(up Upstream, err error) Upstream
 }
 
+// UnreachableAnswerer is an Exchange that words the caller's answer
+// when its upstream cannot be reached (after any Retrier gave up), from
+// why: a failed handshake's reason, say.
+type UnreachableAnswerer interface {
+	// UnreachableAnswer is the whole answer (status line, fields, blank
+	// line, framed body) for err; nil: Verdict.Unreachable. Called on
+	// the loop's goroutine; must not block.
+	UnreachableAnswer(err error) []byte
+}
+
 // Resender is an Exchange that may send its request again, elsewhere,
 // on the status of the answer it got: a route's retries of answers
 // (Envoy's retriable status codes). Only a request without a body is

@@ -26,8 +26,10 @@ const maxQueued = 1 << 20
 
 // Loop relays the connections handed to it (Take) on one goroutine.
 type Loop struct {
-	cfg      Config
-	tick     atomic.Bool // set by ticks: sweep for connections past their deadline
+	cfg  Config
+	tick atomic.Bool // set by ticks: sweep for connections past their deadline
+	// idleGone is set by CloseIdle: close every idle pooled connection.
+	idleGone atomic.Bool
 	epfd     int
 	wakefd   int // an eventfd in the epoll set: Take and dials write it
 	rc       syscall.RawConn
@@ -243,6 +245,15 @@ func (l *Loop) wake() {
 		unix.Write(l.wakefd, []byte{1, 0, 0, 0, 0, 0, 0, 0}) // EAGAIN: already awake
 	}
 	l.mu.Unlock()
+}
+
+// CloseIdle closes every idle connection of the loop's pool, soon (on
+// the loop's goroutine): what an upstream's connections are for has
+// changed (a cap on them, say, that they would hold slots of), and the
+// next requests dial anew. Safe from any goroutine.
+func (l *Loop) CloseIdle() {
+	l.idleGone.Store(true)
+	l.wake()
 }
 
 // Conns is how many callers' connections the loop serves, as of its

@@ -31,3 +31,6 @@ func (*Loop) Shutdown(context.Context) error { return nil }
 
 // Close does nothing.
 func (*Loop) Close() error { return nil }
+
+// CloseIdle does nothing: there is no pool.
+func (*Loop) CloseIdle() {}

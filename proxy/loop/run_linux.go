@@ -25,6 +25,9 @@ func (l *Loop) run() {
 				var b [8]byte
 				unix.Read(l.wakefd, b[:])
 				tick = l.tick.Swap(false)
+				if l.idleGone.Swap(false) {
+					l.sweepIdle(l.now, true)
+				}
 			}
 		}
 		if l.npending.Load() > 0 {

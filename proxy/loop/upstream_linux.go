@@ -303,7 +303,27 @@ func (l *Loop) unreachable(s *side) {
 			return
 		}
 	}
-	l.answerFailed(s, orAnswer(x.unreachable, l.cfg.BadGateway), http.StatusBadGateway, errors.Join(ErrUnreachable, err))
+	answer := orAnswer(x.unreachable, l.cfg.BadGateway)
+	if a, ok := x.ex.(UnreachableAnswerer); ok {
+		if b := l.unreachableAnswer(a, err); b != nil {
+			answer = b
+		}
+	}
+	l.answerFailed(s, answer, http.StatusBadGateway, errors.Join(ErrUnreachable, err))
+}
+
+// unreachableAnswer is a's answer for err; nil (the Verdict's) if a
+// panics (logged).
+func (l *Loop) unreachableAnswer(a UnreachableAnswerer, err error) (answer []byte) {
+	defer func() {
+		if p := recover(); p != nil {
+			answer = nil
+			if l.cfg.Log != nil {
+				l.cfg.Log.Error("loop: UnreachableAnswer panicked", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
+			}
+		}
+	}()
+	return a.UnreachableAnswer(err)
 }
 
 // retry asks r where up's request goes next, and that Upstream's key;

@@ -215,3 +215,21 @@ func TestCallerRemoteAddr(t *testing.T) {
 		t.Fatalf("Caller.RemoteAddr %q, want %q", addr, c.c.LocalAddr())
 	}
 }
+
+// TestCloseIdle: CloseIdle closes the pool's idle connections at once,
+// and the next request dials anew.
+func TestCloseIdle(t *testing.T) {
+	k := newKeptServer(t, "k", nil)
+	f := start(t, Config{}, k.addr, false)
+	c := f.caller()
+	if status, _ := c.get("/1"); status != 200 {
+		t.Fatal(status)
+	}
+	f.l.CloseIdle()
+	if n := k.awaitClosed(t); n != 1 {
+		t.Fatalf("connection %d closed, want 1", n)
+	}
+	if status, body := c.get("/2"); status != 200 || body != "k 2 /2" {
+		t.Fatalf("after CloseIdle: %d %q", status, body)
+	}
+}

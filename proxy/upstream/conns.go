@@ -72,9 +72,12 @@ func (u *Conns) limiter(addr string) *connLimiter {
 // SetMax applies a DestinationRule's maxConnections (0: the default) to
 // eps. An outbound built without Conns (some tests route without
 // ever dialing) has nothing to set.
-func (u *Conns) SetMax(eps []*Endpoint, n int) {
+// It reports whether it lowered an endpoint's cap: connections kept
+// idle elsewhere (an event loop's pool) may then hold slots that are
+// wanted.
+func (u *Conns) SetMax(eps []*Endpoint, n int) (lowered bool) {
 	if u == nil {
-		return
+		return false
 	}
 	if n <= 0 {
 		n = defaultMaxUpstreamConns
@@ -82,9 +85,11 @@ func (u *Conns) SetMax(eps []*Endpoint, n int) {
 	for _, e := range eps {
 		l := u.limiter(e.Addr)
 		l.mu.Lock()
+		lowered = lowered || n < l.max
 		l.max = n
 		l.mu.Unlock()
 	}
+	return lowered
 }
 
 // DialPolicy is how the outbound dials one destination sidecar: its
