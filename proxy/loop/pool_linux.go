@@ -59,10 +59,13 @@ func (l *Loop) takeIdle(up *side) bool {
 		idle[len(idle)-1] = nil
 		idle = idle[:len(idle)-1]
 		// As proxy/h1.Client: not past its idle timeout or notAfter
-		// (the sweep may be late), nor once the upstream sent anything
-		// since the last batch's events (a read that finds nothing: the
-		// goroutine path's peek).
-		if l.now.Sub(p.idleSince) > l.cfg.UpstreamIdleTimeout || !p.notAfter.IsZero() && !l.now.Before(p.notAfter) || !l.idleRead(p) {
+		// (the sweep may be late). Bytes the upstream sent while it was
+		// idle were seen before any request of this batch could take it
+		// (run handles the pool's events first); a read here, finding
+		// nothing, was a system call per request (bench/README.md,
+		// session 29). Bytes sent after this batch's epoll_wait are
+		// read as the next request's answer, as Envoy's codec would.
+		if l.now.Sub(p.idleSince) > l.cfg.UpstreamIdleTimeout || !p.notAfter.IsZero() && !l.now.Before(p.notAfter) {
 			l.closeIdle(p)
 			continue
 		}

@@ -43,6 +43,15 @@ func (l *Loop) run() {
 			l.closeAll()
 			return
 		}
+		// The pool's idle connections first: one that hung up or sent
+		// anything is closed before a request of this batch may take it.
+		for _, ev := range l.events[:n] {
+			if fd := int(ev.Fd); fd != l.wakefd && fd < len(l.conns) {
+				if s := l.conns[fd]; s != nil && s.pooled {
+					l.idleEvent(s)
+				}
+			}
+		}
 		for _, ev := range l.events[:n] {
 			if int(ev.Fd) == l.wakefd {
 				if tick {
@@ -58,8 +67,7 @@ func (l *Loop) run() {
 				continue
 			}
 			if s.pooled {
-				l.idleEvent(s)
-				continue
+				continue // handled above
 			}
 			if ev.Events&unix.EPOLLOUT != 0 {
 				l.writeOut(s)
