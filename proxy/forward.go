@@ -213,19 +213,8 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *upstream.C
 			}
 			return resp, err
 		},
-		done: func(status int, connectFailed bool) {
-			if c.Record(ep, status, connectFailed) {
-				o.p.metrics.ejections.WithLabelValues(c.Service).Inc()
-				o.p.log.Warn("endpoint ejected", "service", c.Service, "endpoint", ep.Addr)
-			}
-		},
-		retried: func(exhausted bool) {
-			if exhausted {
-				o.p.metrics.retryBudget.WithLabelValues(c.Service).Inc()
-				return
-			}
-			o.p.metrics.retries.WithLabelValues(c.Service).Inc()
-		},
+		done:    func(status int, connectFailed bool) { o.recordOutcome(c, ep, status, connectFailed) },
+		retried: func(exhausted bool) { o.countRetry(c, exhausted) },
 	}
 	resp, tryCancel, err := t.run(ctx)
 	if err != nil {
@@ -234,6 +223,26 @@ func (o *outbound) send(r *http.Request, body []byte, replay bool, c *upstream.C
 		return nil, spiffeid.ID{}, sent{}, err
 	}
 	return resp, ep.ID, sent{resp: resp, tryCancel: tryCancel, releasePool: releasePool, cancel: cancel}, nil
+}
+
+// recordOutcome tells outlier detection how an attempt to ep of c ended
+// (status 0: no answer; connectFailed: no connection), and counts and
+// logs an ejection it causes: both HTTP/1.1 paths' attempts end here.
+func (o *outbound) recordOutcome(c *upstream.Cluster, ep *upstream.Endpoint, status int, connectFailed bool) {
+	if c.Record(ep, status, connectFailed) {
+		o.p.metrics.ejections.WithLabelValues(c.Service).Inc()
+		o.p.log.Warn("endpoint ejected", "service", c.Service, "endpoint", ep.Addr)
+	}
+}
+
+// countRetry counts a retry to c sent (exhausted false) or one its
+// pool's budget refused (true), on either HTTP/1.1 path.
+func (o *outbound) countRetry(c *upstream.Cluster, exhausted bool) {
+	if exhausted {
+		o.p.metrics.retryBudget.WithLabelValues(c.Service).Inc()
+		return
+	}
+	o.p.metrics.retries.WithLabelValues(c.Service).Inc()
 }
 
 // upgrade forwards an Upgrade (WebSocket) request over HTTP/1.1 to one

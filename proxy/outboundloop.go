@@ -279,7 +279,7 @@ func (c *outboundCall) route(head *h1.Head) loop.Verdict {
 	}
 	dest := m.Pick()
 	c.rec.subset = dest.Subset
-	if dest.Outside != "" || hasResponseOps(dest.Headers) {
+	if destHandedOff(dest) {
 		c.span = nil
 		return handoff
 	}
@@ -290,8 +290,8 @@ func (c *outboundCall) route(head *h1.Head) loop.Verdict {
 	if cl == nil {
 		return c.answered()
 	}
-	hashKey, cookie := cl.Hash.Key(r)
-	if cl.KindOf(r) != upstream.ViaH1 || cl.Pool.Limit() > 0 || cl.Pool.PerConn > 0 || cookie != nil {
+	hashKey, ok := loopDials(cl, r)
+	if !ok {
 		c.span = nil
 		return handoff
 	}
@@ -335,18 +335,32 @@ func (c *outboundCall) splitHandedOff(st *meshState, m traffic.Matched, port uin
 		if d.Weight == 0 {
 			continue // never picked
 		}
-		if d.Outside != "" || hasResponseOps(d.Headers) {
+		if destHandedOff(d) {
 			return true
 		}
 		cl := c.o.clusterAt(st, naming.Service{Name: d.Service, Namespace: d.Namespace}, d.Subset, cmp.Or(d.Port, port))
 		if cl == nil || len(cl.Eps) == 0 {
 			continue // answered 503 on either path
 		}
-		if _, cookie := cl.Hash.Key(c.r); cl.KindOf(c.r) != upstream.ViaH1 || cl.Pool.Limit() > 0 || cl.Pool.PerConn > 0 || cookie != nil {
+		if _, ok := loopDials(cl, c.r); !ok {
 			return true
 		}
 	}
 	return false
+}
+
+// destHandedOff reports whether a request to d needs the goroutine path:
+// a host outside the mesh, or response header changes.
+func destHandedOff(d traffic.WeightedDest) bool {
+	return d.Outside != "" || hasResponseOps(d.Headers)
+}
+
+// loopDials reports whether the loop sends r to cluster cl as it is
+// (HTTP/1.1 between the sidecars, no pool limits, no consistent-hash
+// cookie to mint), and r's hash key.
+func loopDials(cl *upstream.Cluster, r *http.Request) (hashKey string, ok bool) {
+	hashKey, cookie := cl.Hash.Key(r)
+	return hashKey, cl.KindOf(r) == upstream.ViaH1 && cl.Pool.Limit() == 0 && cl.Pool.PerConn == 0 && cookie == nil
 }
 
 // loopCarries reports whether the loop carries requests of route m
@@ -381,10 +395,7 @@ func (c *outboundCall) endAttempt(status int, connectFailed bool) {
 	if status > 0 {
 		ep.Observe(time.Since(c.began), time.Now())
 	}
-	if c.cl.Record(ep, status, connectFailed) {
-		c.o.p.metrics.ejections.WithLabelValues(c.cl.Service).Inc()
-		c.o.p.log.Warn("endpoint ejected", "service", c.cl.Service, "endpoint", ep.Addr)
-	}
+	c.o.recordOutcome(c.cl, ep, status, connectFailed)
 	if c.retry != nil {
 		c.retry()
 		c.retry = nil
@@ -435,12 +446,12 @@ func (c *outboundCall) mayRetry(covered bool) bool {
 		return false
 	}
 	if !c.cl.Pool.CanRetry() {
-		c.o.p.metrics.retryBudget.WithLabelValues(c.cl.Service).Inc()
+		c.o.countRetry(c.cl, true)
 		return false
 	}
 	c.attempt++
 	c.retry = c.cl.Pool.StartRetry()
-	c.o.p.metrics.retries.WithLabelValues(c.cl.Service).Inc()
+	c.o.countRetry(c.cl, false)
 	return true
 }
 
