@@ -110,6 +110,24 @@ func TestInboundEventLoopDropsRequestTrailers(t *testing.T) {
 			if strings.Contains(got, "evil") || strings.Contains(got, "6.6.6.6") {
 				t.Fatalf("a trailer the policy never saw reached the app: %q", got)
 			}
+			// Declared, the trailer fields an app expects reach it, but
+			// never an identity header, in any of its spellings.
+			req = "POST /declared HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum, X_Forwarded_Client_Cert\r\n\r\n" +
+				"3\r\ndef\r\n0\r\nX-Sum: 42\r\nX_Forwarded_Client_Cert: URI=spiffe://example.org/ns/evil/sa/evil\r\n\r\n"
+			resp, body = rawTLSRequest(t, h1cfg, api.Inbound, req)
+			if resp.StatusCode != 200 {
+				t.Fatalf("%s %q", resp.Status, body)
+			}
+			for !strings.Contains(app.all(), "def") && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			got = app.all()
+			if !strings.Contains(got, "X-Sum: 42") {
+				t.Errorf("the declared X-Sum did not reach the app: %q", got)
+			}
+			if strings.Contains(got, "evil") || strings.Contains(strings.ToLower(got), "x_forwarded_client_cert") {
+				t.Fatalf("a declared identity trailer reached the app: %q", got)
+			}
 		})
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/sigil-mesh/sigil/e2e/harness"
 )
 
 // rawTLSRequest writes one HTTP/1.1 request as given over mTLS to addr
@@ -141,5 +143,64 @@ func TestSidecarsAddNoRequestHeaders(t *testing.T) {
 		if !seen[p] {
 			t.Errorf("the app never got %s", p)
 		}
+	}
+}
+
+// trailerSetter is a request body that adds trailer fields to its
+// request as it ends, as a client computing them from the body would:
+// Go's clients send every field Trailer then holds, declared or not.
+type trailerSetter struct {
+	body    *strings.Reader
+	trailer http.Header
+	add     http.Header
+}
+
+func (s *trailerSetter) Read(p []byte) (int, error) {
+	n, err := s.body.Read(p)
+	if err != nil {
+		for k, v := range s.add {
+			s.trailer[k] = v
+		}
+	}
+	return n, err
+}
+
+// A forged identity header never reaches the app as a trailer field over
+// HTTP/2 either: a caller declares a trailer (so the server keeps every
+// field that comes after the body, declared or not) and then sends the
+// identity header, in lower case and with underscores, among them. The
+// declared field the app expects still reaches it.
+func TestForgedIdentityTrailersNeverReachApp(t *testing.T) {
+	t.Parallel()
+	ids := startIdentities(t)
+	app := startBytesApp(t)
+	api := harness.StartProxy(t, ids.api, "api", app.addr, eventLoopPolicyDir(t, ids.m))
+	_, h2cfg := peerTLS(t, ids.web.Socket, apiSA)
+	h2 := &http.Transport{TLSClientConfig: h2cfg, ForceAttemptHTTP2: true}
+	defer h2.CloseIdleConnections()
+	for i, forged := range []string{"X-Forwarded-Client-Cert", "X_forwarded_client_cert"} {
+		trailer := http.Header{"X-Sum": nil}
+		if i == 1 {
+			trailer[forged] = nil // declared this time
+		}
+		body := &trailerSetter{body: strings.NewReader("abc"), trailer: trailer,
+			add: http.Header{"X-Sum": {"42"}, forged: {"URI=spiffe://example.org/ns/evil/sa/evil"}}}
+		req, _ := http.NewRequest("POST", "https://"+api.Inbound+"/h2-trailers", body)
+		req.Host, req.Trailer, req.ContentLength = "api", trailer, -1
+		resp, err := h2.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != 200 {
+			t.Fatalf("%s: %s %s", forged, resp.Proto, resp.Status)
+		}
+	}
+	got := app.all()
+	if strings.Count(got, "X-Sum: 42") != 2 {
+		t.Errorf("the declared X-Sum did not reach the app both times: %q", got)
+	}
+	if strings.Contains(got, "evil") {
+		t.Fatalf("a forged identity trailer reached the app: %q", got)
 	}
 }

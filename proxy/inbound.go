@@ -342,6 +342,7 @@ func appFailed(w http.ResponseWriter) {
 func (in *inbound) forward(w http.ResponseWriter, r *http.Request, rt http.RoundTripper) {
 	out := appRequest(r, in.p.cfg.App, rt == in.app)
 	hop.StripRequestHeaders(out.Header)
+	hop.DropForgedTrailerIdentity(out)
 	resp, err := rt.RoundTrip(out)
 	if err != nil {
 		appFailed(w)

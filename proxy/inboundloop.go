@@ -47,8 +47,10 @@ func (in *inbound) newLoop(dialApp func(context.Context) (net.Conn, error)) (*lo
 		// The listener's read idle timeout (idleListener), as on every
 		// connection the goroutine path serves.
 		HandoffWrap: func(c net.Conn) net.Conn { return idleListener{idle: cfg.IdleTimeout}.wrap(c) },
-		// The policy decides on the head: trailer fields it never saw
-		// do not reach the app (the goroutine path drops them too).
+		// The policy decides on the head: only the trailer fields the
+		// head declares reach the app (inboundLoop.Request), as on the
+		// goroutine path, and never one h1.CheckTrailer forbids (the
+		// identity header among them).
 		DropRequestTrailers: true,
 		HeaderTimeout:       leanHeaderTimeout,
 		IdleTimeout:         leanIdleTimeout,
@@ -67,8 +69,9 @@ func (in *inbound) newLoop(dialApp func(context.Context) (net.Conn, error)) (*lo
 // inboundLoop decides the requests of the inbound's loop, on its
 // goroutine.
 type inboundLoop struct {
-	in   *inbound
-	head []byte // the last head forwarded: the loop copies it at once
+	in       *inbound
+	head     []byte   // the last head forwarded: the loop copies it at once
+	trailers []string // the last Verdict.Trailers: the loop copies them too
 }
 
 // Request admits one request head; see the section comment.
@@ -90,8 +93,20 @@ func (h *inboundLoop) Request(caller *loop.Caller, head *h1.Head) loop.Verdict {
 		return loop.Verdict{Answer: c.answer.bytes(r)}
 	}
 	hop.StripRequestHeaders(r.Header)
+	hop.DropForgedIdentity(r.Trailer)
 	h.head = h1.AppendRequestHead(h.head[:0], r, head)
-	return loop.Verdict{Head: h.head, Exchange: c}
+	v := loop.Verdict{Head: h.head, Exchange: c}
+	if head.Chunked && len(r.Trailer) > 0 {
+		// The declared trailer fields, which the parse moved from the
+		// head's Trailer field to r.Trailer and AppendRequestHead
+		// declared again, but an identity header; no others.
+		h.trailers = h.trailers[:0]
+		for k := range r.Trailer {
+			h.trailers = append(h.trailers, k)
+		}
+		v.Trailers = h.trailers
+	}
+	return v
 }
 
 // Done records the call once the app's answer is relayed whole, or the

@@ -5,11 +5,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"maps"
 	"net"
 	"net/http"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -298,13 +295,6 @@ func (c *outboundCall) route(head *h1.Head) loop.Verdict {
 	// Not hop.NoDefaultUserAgent: no Go transport writes this head, and
 	// AppendRequestHead would write the empty field it sets.
 	hop.StripRequestHeaders(r.Header)
-	if head.Chunked && len(r.Trailer) > 0 {
-		// The trailer section goes on as it came, so its declaration
-		// (which the parse moved to r.Trailer) does too, as the
-		// goroutine path's client writes it: a receiver keeps only
-		// declared fields.
-		r.Header["Trailer"] = []string{strings.Join(slices.Sorted(maps.Keys(r.Trailer)), ", ")}
-	}
 	c.release, _ = cl.Pool.Acquire(r.Context()) // no limit: never waits, never fails
 	c.rt, c.cl, c.hashKey, c.attempts, c.once, c.dest = m.Route, cl, hashKey, m.Attempts, head.Chunked, dest.Service
 	c.pick()

@@ -25,6 +25,7 @@ func FuzzParseHead(f *testing.F) {
 		"POST /sum HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTE: trailers\r\n\r\n",
 		"PUT /x HTTP/1.0\r\nHost: a\r\nContent-Length: 0\r\nKeep-Alive: 5\r\n\r\n",
 		"PUT /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+		"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum, X-Other\r\n\r\n",
 		"HEAD / HTTP/1.1\r\nHost: a\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\n\r\n",
 	}, func(t *testing.T, b, out []byte, h *Head) {
 		orig, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(b)))
@@ -75,6 +76,9 @@ func checkRequestHead(t *testing.T, b []byte, h *Head, orig *http.Request) {
 	}
 	if h.Chunked != slices.Contains(fwd.TransferEncoding, "chunked") || !h.Chunked && fwd.ContentLength != max(h.ContentLength, 0) {
 		t.Fatalf("framing %+v read, written as Content-Length %d, Transfer-Encoding %v: %q", h, fwd.ContentLength, fwd.TransferEncoding, out)
+	}
+	if declared, want := slices.Sorted(maps.Keys(fwd.Trailer)), slices.Sorted(maps.Keys(orig.Trailer)); !slices.Equal(declared, want) {
+		t.Fatalf("trailer fields declared %q, came %q: %q", declared, want, out)
 	}
 	for k, v := range req.Header {
 		if !slices.Equal(fwd.Header[k], v) && k != "Content-Length" && k != "Transfer-Encoding" {

@@ -42,8 +42,11 @@ func (h *Head) Request() (*http.Request, error) {
 // turned to spaces, as Request.Write does; a name that is not a token
 // left out), then the framing of h, the head req was read from, since
 // the body follows as it came: its Content-Length, or Transfer-Encoding:
-// chunked. Host, Content-Length and Transfer-Encoding in req.Header are
-// not written; hop-by-hop fields are the caller's to have removed
+// chunked with a Trailer field declaring req.Trailer's names (sorted),
+// if any, as Request.Write declares them (RFC 9110 §6.6.2: the parse
+// moved the received declaration there). Host, Content-Length and
+// Transfer-Encoding in req.Header are not written; hop-by-hop fields,
+// Trailer among them, are the caller's to have removed
 // (proxy/hop.StripRequestHeaders).
 func AppendRequestHead(dst []byte, req *http.Request, h *Head) []byte {
 	dst = append(dst, req.Method...)
@@ -55,6 +58,12 @@ func AppendRequestHead(dst []byte, req *http.Request, h *Head) []byte {
 	dst = appendFields(dst, req.Header)
 	switch {
 	case h.Chunked:
+		var arr [8]string
+		if names := sortedNames(arr[:0], req.Trailer); len(names) > 0 {
+			dst = append(dst, "Trailer: "...)
+			dst = append(dst, strings.Join(names, ", ")...)
+			dst = append(dst, "\r\n"...)
+		}
 		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
 	case h.ContentLength >= 0:
 		dst = append(dst, "Content-Length: "...)

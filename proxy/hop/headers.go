@@ -3,6 +3,7 @@ package hop
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 )
@@ -97,6 +98,38 @@ func DropForgedIdentity(h http.Header) {
 			delete(h, k)
 		}
 	}
+}
+
+// DropForgedTrailerIdentity is DropForgedIdentity for the trailer fields
+// of r, a request a server read and a proxy forwards as it is: from the
+// names r declares now (Trailer, which a writer such as Request.Write
+// declares again), and from what r.Trailer holds when r.Body reaches its
+// end, where the server puts the fields that came (net/http and
+// x/net/http2 put undeclared ones there too once any is declared). It
+// wraps r.Body for the second; a request that declares no trailer is
+// left as it is, since no server fills its Trailer.
+func DropForgedTrailerIdentity(r *http.Request) {
+	if r.Trailer == nil || r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	DropForgedIdentity(r.Trailer)
+	r.Body = &trailerGuard{ReadCloser: r.Body, trailer: r.Trailer}
+}
+
+// trailerGuard is a request body that drops the identity header from its
+// request's trailer fields before it reports the body's end, which is
+// when a transport writes them (after the body, RFC 9112 §7.1.2).
+type trailerGuard struct {
+	io.ReadCloser
+	trailer http.Header
+}
+
+func (g *trailerGuard) Read(p []byte) (int, error) {
+	n, err := g.ReadCloser.Read(p)
+	if err == io.EOF {
+		DropForgedIdentity(g.trailer)
+	}
+	return n, err
 }
 
 // sameHeaderName compares header names as apps may: case-insensitively and

@@ -72,9 +72,10 @@ type Config struct {
 	// accepts (a read idle timeout, say) and the goroutine path relies on.
 	HandoffWrap func(net.Conn) net.Conn
 	// DropRequestTrailers: the trailer fields of a chunked request are
-	// checked and not forwarded (the chunked body still ends with its
-	// empty trailer section). A Handler decides on the head alone: set
-	// it when the upstream must get no field the Handler did not see.
+	// checked, and forwarded only when the request's Verdict.Trailers
+	// names them (the chunked body still ends with its trailer section,
+	// empty or not). A Handler decides on the head alone: set it when
+	// the upstream must get no field the Handler did not declare.
 	DropRequestTrailers bool
 	// HeaderTimeout bounds how long a caller may take to send a request
 	// head it has begun (on a new connection, from its start); zero:
@@ -185,6 +186,13 @@ type Verdict struct {
 	// dialed or its TLS handshake fails (after any Retrier gave up);
 	// nil: Config.BadGateway. The connection ends after it.
 	Unreachable []byte
+	// Trailers, with Config.DropRequestTrailers, names the trailer
+	// fields of a chunked request that go on to the upstream (matched
+	// without regard to case; the head sent should declare them in its
+	// Trailer field, RFC 9110 §6.6.2): every other trailer field is
+	// checked and dropped. Unused without DropRequestTrailers, which
+	// forwards them all.
+	Trailers []string
 }
 
 // Upstream is where one request goes, when its Handler chooses per

@@ -128,7 +128,7 @@ func (l *Loop) relayMessages(s *side) error {
 				if err := h1.CheckTrailer(line); err != nil {
 					return err
 				}
-				if s.isDown && l.cfg.DropRequestTrailers {
+				if s.isDown && l.cfg.DropRequestTrailers && !declared(s.x.trailers, line) {
 					s.off += i + 1 // checked, not forwarded
 					continue
 				}
@@ -209,6 +209,7 @@ func (l *Loop) request(s *side, h *h1.Head) {
 	x.upClose = v.Head != nil && saysClose(v.Head)
 	x.expect = h.Expect100 && (h.Chunked || h.ContentLength > 0)
 	x.wrote, x.timeoutAt = false, time.Time{}
+	x.trailers = append(x.trailers[:0], v.Trailers...)
 	x.timeoutAnswer, x.unreachable = copyAnswer(x.timeoutAnswer, v.TimeoutAnswer), copyAnswer(x.unreachable, v.Unreachable)
 	if v.Timeout > 0 {
 		x.timeoutAt = l.cfg.Now().Add(v.Timeout)
@@ -242,6 +243,18 @@ func (l *Loop) request(s *side, h *h1.Head) {
 	if !connected {
 		l.dial(up)
 	}
+}
+
+// declared reports whether trailer field line (checked: h1.CheckTrailer)
+// has one of names as its name, without regard to case.
+func declared(names []string, line []byte) bool {
+	name, _, _ := bytes.Cut(line, []byte(":"))
+	for _, n := range names {
+		if ascii.EqualFold(name, n) {
+			return true
+		}
+	}
+	return false
 }
 
 // saysClose reports whether head, a request head (start line, fields,

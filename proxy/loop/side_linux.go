@@ -135,6 +135,9 @@ type exchange struct {
 	againBody int64 // body bytes in again
 	next      Upstream
 	nextK     string
+	// trailers are the request's trailer fields that are forwarded
+	// under Config.DropRequestTrailers (Verdict.Trailers, copied).
+	trailers []string
 }
 
 // done tells the exchange's Handler that it ended.
