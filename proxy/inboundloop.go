@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"time"
@@ -120,6 +121,9 @@ func (c *inboundCall) Done(status int, err error) {
 		// answered 502), or the sidecar stopped.
 		c.rec.setFlag(flagDownstreamEnd)
 		c.noAnswer = true
+	case errors.Is(err, loop.ErrCallerHungUp):
+		// The caller left within the answer: the app is not to blame.
+		c.rec.setFlag(flagDownstreamEnd)
 	case status == http.StatusBadRequest:
 		// The caller's body broke its framing before the app answered.
 		c.rec.setFlag(flagBadRequest)
@@ -129,7 +133,7 @@ func (c *inboundCall) Done(status int, err error) {
 		c.rec.setFlag(flagUpstreamFail)
 		c.in.p.log.Warn("app unreachable", "app", c.in.p.cfg.App, "error", err)
 	default:
-		// The app's answer broke off, or the caller hung up within it.
+		// The app's answer broke off.
 		c.rec.setFlag(flagUpstreamReset)
 	}
 	c.in.finish(c)

@@ -182,6 +182,14 @@ func (u *loopUpstream) Dial(ctx context.Context) (net.Conn, *tls.Config, time.Ti
 	return c, cfg, own, nil
 }
 
+// The loop's optional Exchange interfaces an outboundCall serves.
+var _ interface {
+	loop.Retrier
+	loop.Resender
+	loop.Backoffer
+	loop.UnreachableAnswerer
+} = (*outboundCall)(nil)
+
 // outboundCall is one request on the outbound's loop, from its head to
 // its record.
 type outboundCall struct {
@@ -429,6 +437,11 @@ func (c *outboundCall) Answered(status int, head *h1.Head) loop.Upstream {
 	return c.h.upstreamFor(c.ep, c.cl.SNI)
 }
 
+// Backoff is the wait before the retry Unreachable or Answered just
+// named: the goroutine path's (retryBackoff, Envoy's), after the first
+// try for the first retry.
+func (c *outboundCall) Backoff() time.Duration { return retryBackoff(c.attempt - 1) }
+
 // mayRetry reports whether one more attempt may go (retryOn covers the
 // failure, attempts are left, the budget allows it), counting it.
 func (c *outboundCall) mayRetry(covered bool) bool {
@@ -465,6 +478,11 @@ func (c *outboundCall) Done(status int, err error) {
 		c.rec.setFlag(flagUpstreamFail)
 	case status == 0:
 		c.endAttempt(0, false)
+		c.rec.setFlag(flagDownstreamEnd)
+	case errors.Is(err, loop.ErrCallerHungUp):
+		// The app left within the answer: the endpoint answered.
+		c.answeredBy()
+		c.endAttempt(status, false)
 		c.rec.setFlag(flagDownstreamEnd)
 	case status == http.StatusServiceUnavailable:
 		// The loop's own answer (Config.BadGateway): the peer sidecar

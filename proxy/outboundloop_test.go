@@ -309,3 +309,32 @@ func TestOutboundLoopChunkedNotResent(t *testing.T) {
 	}
 	c.Done(200, nil)
 }
+
+// TestOutboundLoopRetryBackoff: the loop waits before each retry as the
+// goroutine path's tries do (retryBackoff: from 25 ms, the upper half
+// jittered, doubling).
+func TestOutboundLoopRetryBackoff(t *testing.T) {
+	h := testOutboundLoop(t, outboundLoopVS)
+	c := carried(t, h, "GET /retry-5xx HTTP/1.1\r\nHost: api\r\n\r\n")
+	for i, want := range []time.Duration{retryBackoffBase, 2 * retryBackoffBase} {
+		if next := c.Answered(503, nil); next == nil {
+			t.Fatalf("retry %d not sent", i+1)
+		}
+		if d := c.Backoff(); d < want/2 || d > want {
+			t.Errorf("retry %d waits %v, want %v to %v", i+1, d, want/2, want)
+		}
+	}
+	c.Done(200, nil)
+}
+
+// TestOutboundLoopCallerLeftWithinAnswer: an app that hangs up within
+// the answer is recorded as the caller's end (DC) with the endpoint's
+// status and identity, not as a reset of the endpoint (UR, a failure).
+func TestOutboundLoopCallerLeftWithinAnswer(t *testing.T) {
+	h := testOutboundLoop(t, outboundLoopVS)
+	c := carried(t, h, "GET /x HTTP/1.1\r\nHost: api\r\n\r\n")
+	c.Done(200, loop.ErrCallerHungUp)
+	if c.rec.flags != flagDownstreamEnd || c.rec.code != 200 || c.rec.peer.IsZero() {
+		t.Fatalf("flags %q, code %d, peer %q; want %q, 200 and the endpoint's", c.rec.flags, c.rec.code, c.rec.peer, flagDownstreamEnd)
+	}
+}

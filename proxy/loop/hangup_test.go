@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sigil-mesh/sigil/proxy/h1"
 )
 
 // TestUpstreamCloseAfterAnswer: an upstream that closes its connection
@@ -156,5 +159,41 @@ func TestResendOnKeptConnectionClose(t *testing.T) {
 			t.Errorf("%.20q: the upstream read it %d times, want %d", tc.second, n, want)
 		}
 		c.Close()
+	}
+}
+
+// TestHangUpBlame: an exchange cut within its answer tells its Exchange
+// who hung up: ErrCallerHungUp when the caller left (the upstream
+// answered; it is not to blame), plain ErrHungUp when the upstream did.
+func TestHangUpBlame(t *testing.T) {
+	for _, callerLeaves := range []bool{true, false} {
+		t.Run(fmt.Sprintf("caller-leaves=%v", callerLeaves), func(t *testing.T) {
+			release := make(chan struct{})
+			addr := rawUpstream(t, func(c net.Conn) {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\npart of it")
+				if callerLeaves {
+					<-release // the answer stays unfinished until the test ends
+				}
+			})
+			t.Cleanup(func() { close(release) })
+			x := newExchange()
+			f := start(t, Config{Handler: handlerFunc(func(*Caller, *h1.Head) Verdict { return Verdict{Exchange: x} })}, addr, false)
+			c := f.dial()
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			if _, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil {
+				t.Fatal(err)
+			}
+			if callerLeaves {
+				c.Close()
+			}
+			d := x.await(t)
+			if d.status != 200 || !errors.Is(d.err, ErrHungUp) || errors.Is(d.err, ErrCallerHungUp) != callerLeaves {
+				t.Errorf("Done(%d, %v), want 200 and ErrHungUp, ErrCallerHungUp %v", d.status, d.err, callerLeaves)
+			}
+		})
 	}
 }

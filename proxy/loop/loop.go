@@ -37,6 +37,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"time"
@@ -249,6 +250,18 @@ type Resender interface {
 	Answered(status int, head *h1.Head) Upstream
 }
 
+// Backoffer is a Retrier or Resender that has the loop wait before each
+// new attempt it names, as Envoy's retry back-off does between tries.
+type Backoffer interface {
+	// Backoff is how long to wait before sending the attempt that
+	// Unreachable or Answered just named (zero or less: at once). The
+	// loop sends it at its first sweep past the wait, every 10 ms while
+	// one waits: up to that much later. A Verdict.Timeout runs on
+	// meanwhile. Called on the loop's goroutine right after them; must
+	// not block.
+	Backoff() time.Duration
+}
+
 // Exchange is one request's end, as a Handler hears of it.
 type Exchange interface {
 	// Done is called once, on the loop's goroutine, when the answer to
@@ -279,6 +292,10 @@ var (
 	// ErrHungUp: the caller or the upstream closed or reset its
 	// connection before the answer was whole.
 	ErrHungUp = errors.New("loop: connection closed before the answer was whole")
+	// ErrCallerHungUp: the caller closed or reset its connection, or
+	// stopped taking the answer, before that was whole (it wraps
+	// ErrHungUp): the upstream is not to blame.
+	ErrCallerHungUp = fmt.Errorf("%w (the caller's)", ErrHungUp)
 	// ErrUnreachable: the upstream could not be dialed or its TLS
 	// handshake failed.
 	ErrUnreachable = errors.New("loop: upstream unreachable")

@@ -208,7 +208,7 @@ func (l *Loop) request(s *side, h *h1.Head) {
 	// Handler's head may carry one.
 	x.upClose = v.Head != nil && saysClose(v.Head)
 	x.expect = h.Expect100 && (h.Chunked || h.ContentLength > 0)
-	x.wrote, x.timeoutAt = false, time.Time{}
+	x.wrote, x.timeoutAt, x.againAt = false, time.Time{}, time.Time{}
 	x.trailers = append(x.trailers[:0], v.Trailers...)
 	x.timeoutAnswer, x.unreachable = copyAnswer(x.timeoutAnswer, v.TimeoutAnswer), copyAnswer(x.unreachable, v.Unreachable)
 	if v.Timeout > 0 {

@@ -249,14 +249,24 @@ func (l *Loop) ticks() {
 	}
 }
 
-// sweep closes the pairs whose caller-facing side is past its deadline,
-// silent past the read idle timeout, or sending a body too slowly; ends
-// the exchanges past their Verdict.Timeout; and closes the idle
-// upstream connections past theirs.
+// sweep sends the attempts whose Backoffer's wait is over; closes the
+// pairs whose caller-facing side is past its deadline, silent past the
+// read idle timeout, or sending a body too slowly; ends the exchanges
+// past their Verdict.Timeout; and closes the idle upstream connections
+// past theirs.
 func (l *Loop) sweep(now time.Time) {
 	l.sweepIdle(now, false)
 	timed := false
 	for _, s := range l.conns {
+		switch {
+		case s == nil || s.dead || !s.isDown:
+		case s.x.awaiting && !s.x.againAt.IsZero():
+			if !now.Before(s.x.againAt) {
+				l.attempt(s.peer)
+			} else {
+				timed = true
+			}
+		}
 		switch {
 		case s == nil || s.dead || !s.isDown:
 		case s.x.awaiting && !s.x.timeoutAt.IsZero():
@@ -285,7 +295,7 @@ func (l *Loop) sweep(now time.Time) {
 }
 
 // timed has the sweep run every fastTick from now, for an exchange with
-// a Verdict.Timeout.
+// a Verdict.Timeout or a Backoffer's wait.
 func (l *Loop) timed() {
 	if !l.fast && l.tickBase > fastTick {
 		l.fast = true

@@ -135,6 +135,10 @@ type exchange struct {
 	againBody int64 // body bytes in again
 	next      Upstream
 	nextK     string
+	// againAt is when the next attempt at the request goes (a
+	// Backoffer's wait; zero: none waits); its upstream side has no
+	// connection meanwhile.
+	againAt time.Time
 	// trailers are the request's trailer fields that are forwarded
 	// under Config.DropRequestTrailers (Verdict.Trailers, copied).
 	trailers []string
@@ -276,7 +280,7 @@ func (l *Loop) flush() {
 		}
 		if s.tc != nil && len(s.pend) > 0 {
 			if _, err := s.tc.Write(s.pend); err != nil {
-				l.closePair(s, ErrHungUp)
+				l.closePair(s, hungUp(s))
 				continue
 			}
 			s.pend = s.pend[:0]
@@ -295,7 +299,7 @@ func (l *Loop) writeOut(s *side) {
 		if err == unix.EAGAIN || err == unix.EINTR {
 			n = 0
 		} else if err != nil {
-			l.closePair(s, ErrHungUp)
+			l.closePair(s, hungUp(s))
 			return
 		}
 		s.out = s.out[:copy(s.out, s.out[n:])]
@@ -311,6 +315,15 @@ func (l *Loop) writeOut(s *side) {
 	if len(s.out) == 0 && s.closing {
 		l.closePair(s, nil)
 	}
+}
+
+// hungUp is the error of an exchange whose side s's peer hung up:
+// ErrCallerHungUp for the caller's side.
+func hungUp(s *side) error {
+	if s.isDown {
+		return ErrCallerHungUp
+	}
+	return ErrHungUp
 }
 
 // setPoll sets which events the loop waits for on s.

@@ -25,7 +25,9 @@ import (
 // cuts it, and the pair ends.
 func (l *Loop) hangUp(s *side) {
 	switch x := s.x; {
-	case s.isDown || s.peer.dead:
+	case s.isDown:
+		l.closePair(s, ErrCallerHungUp)
+	case s.peer.dead:
 		l.closePair(s, ErrHungUp)
 	case !x.awaiting:
 		l.resetUpstream(s)
@@ -292,11 +294,7 @@ func (l *Loop) unreachable(s *side) {
 	if r, ok := x.ex.(Retrier); ok && !x.wrote {
 		if next, key := l.retry(r, s.upstream, err); next != nil && !s.dead {
 			s.upstream, s.key = next, key
-			if !l.takeIdle(s) {
-				l.dial(s)
-			} else {
-				l.markDirty(s)
-			}
+			l.attemptAfterBackoff(s)
 			return
 		}
 		if s.dead {
@@ -376,11 +374,48 @@ func (l *Loop) resend(s *side) {
 	l.resetUpstream(s)
 	s.upstream, s.key = next, key
 	l.stage(s, x.again)
+	l.attemptAfterBackoff(s)
+}
+
+// attemptAfterBackoff sends what is staged on upstream side s, a new
+// attempt at its exchange's request, once the exchange's Backoffer (if
+// any) says: now (attempt), or at the first sweep past the wait
+// (exchange.againAt; the caller's bytes go on being staged meanwhile).
+func (l *Loop) attemptAfterBackoff(s *side) {
+	x := s.x
+	if b, ok := x.ex.(Backoffer); ok {
+		if d := l.backoff(b); d > 0 {
+			x.againAt = l.cfg.Now().Add(d)
+			l.timed()
+			return
+		}
+	}
+	l.attempt(s)
+}
+
+// attempt sends what is staged on upstream side s, which has no
+// connection, on a pooled connection of its upstream or a new one.
+func (l *Loop) attempt(s *side) {
+	s.x.againAt = time.Time{}
 	if l.takeIdle(s) {
 		l.markDirty(s)
 	} else {
 		l.dial(s)
 	}
+}
+
+// backoff is b's wait before the next attempt; none if b panics
+// (logged).
+func (l *Loop) backoff(b Backoffer) (d time.Duration) {
+	defer func() {
+		if p := recover(); p != nil {
+			d = 0
+			if l.cfg.Log != nil {
+				l.cfg.Log.Error("loop: Backoffer panicked", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
+			}
+		}
+	}()
+	return b.Backoff()
 }
 
 // discardStaged drops what waits to be sent on s.
