@@ -50,14 +50,14 @@ func (c *AdminClient) do(ctx context.Context, method, path string, in, out any) 
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
 			return fmt.Errorf("%w (admin socket %s)", ErrServerNotRunning, c.socket)
 		}
-		return fmt.Errorf("adminv1: %w", err)
+		return c.transportError(ctx, method, path, err)
 	}
 	defer resp.Body.Close()
 	// Listings of a configuration at --max-config-bytes (64 MiB) carry
 	// per-resource fields besides.
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 	if err != nil {
-		return fmt.Errorf("adminv1: %w", err)
+		return c.transportError(ctx, method, path, err)
 	}
 	if resp.StatusCode >= 300 {
 		var apiErr APIError
@@ -79,6 +79,16 @@ func (c *AdminClient) do(ctx context.Context, method, path string, in, out any) 
 		}
 		return nil
 	}
+}
+
+// transportError words a failed exchange on the admin socket: a server
+// that took the connection but did not answer within the client's bound
+// (stopped, or starved of CPU) is named with its socket and the bound.
+func (c *AdminClient) transportError(ctx context.Context, method, path string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return fmt.Errorf("adminv1: the server on admin socket %s did not answer %s %s within %s: %w", c.socket, method, path, c.http.Timeout, err)
+	}
+	return fmt.Errorf("adminv1: admin socket %s: %w", c.socket, err)
 }
 
 // Bundle returns the trust bundle as PEM ("pem") or SPIFFE JSON ("spiffe").

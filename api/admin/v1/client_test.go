@@ -1,6 +1,7 @@
 package adminv1
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // serve answers every request on a Unix socket with status and body, as
@@ -80,6 +82,46 @@ func TestClientErrors(t *testing.T) {
 			t.Fatalf("error %v, want ErrServerNotRunning", err)
 		}
 	})
+}
+
+// TestClientTimeoutNamesSocket: a server that takes the connection and
+// never answers (stopped, or starved of CPU) ends the call at the client's
+// bound with an error naming the admin socket and the bound, never a hang.
+func TestClientTimeoutNamesSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		// Accepts and holds the connection, reading nothing.
+		if conn, err := lis.Accept(); err == nil {
+			accepted <- conn
+		}
+	}()
+	c := NewAdminClient(sock)
+	c.http.Timeout = 200 * time.Millisecond
+	errc := make(chan error, 1)
+	go func() { _, err := c.Bundle(t.Context(), "pem"); errc <- err }()
+	select {
+	case err = <-errc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Bundle did not return within 10s of a 200ms bound")
+	}
+	select {
+	case conn := <-accepted:
+		conn.Close()
+	default:
+		t.Fatal("the client never connected")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("error %v, want one wrapping context.DeadlineExceeded", err)
+	}
+	if msg := err.Error(); !strings.HasPrefix(msg, "adminv1: ") || !strings.Contains(msg, "admin socket "+sock) || !strings.Contains(msg, "within 200ms") {
+		t.Fatalf("error %q, want the package prefix, the admin socket %s and the bound 200ms", msg, sock)
+	}
 }
 
 func TestKindOf(t *testing.T) {
