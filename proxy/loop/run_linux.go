@@ -258,18 +258,17 @@ func (l *Loop) sweep(now time.Time) {
 	l.sweepIdle(now, false)
 	timed := false
 	for _, s := range l.conns {
-		switch {
-		case s == nil || s.dead || !s.isDown:
-		case s.x.awaiting && !s.x.againAt.IsZero():
+		if s == nil || s.dead || !s.isDown {
+			continue
+		}
+		if s.x.awaiting && !s.x.againAt.IsZero() {
 			if !now.Before(s.x.againAt) {
 				l.attempt(s.peer)
 			} else {
 				timed = true
 			}
 		}
-		switch {
-		case s == nil || s.dead || !s.isDown:
-		case s.x.awaiting && !s.x.timeoutAt.IsZero():
+		if s.x.awaiting && !s.x.timeoutAt.IsZero() {
 			if !now.Before(s.x.timeoutAt) {
 				l.timeout(s)
 			} else {
@@ -277,7 +276,7 @@ func (l *Loop) sweep(now time.Time) {
 			}
 		}
 		switch {
-		case s == nil || s.dead || !s.isDown:
+		case s.dead: // the timeout ended the pair
 		case !s.deadline.IsZero() && now.After(s.deadline):
 			l.closePair(s, os.ErrDeadlineExceeded)
 		case l.cfg.ReadIdleTimeout > 0 && now.Sub(s.lastRead) > l.cfg.ReadIdleTimeout:
