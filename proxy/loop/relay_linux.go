@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"time"
 
 	"github.com/sigil-mesh/sigil/internal/ascii"
@@ -306,17 +305,20 @@ func idempotent(method []byte) bool {
 // key. A Handler (or Upstream.Key) that panics fails only this
 // connection: the pair is closed, the panic logged; ok is false.
 func (l *Loop) decide(s *side, h *h1.Head) (v Verdict, key string, ok bool) {
-	defer func() {
-		if p := recover(); p != nil {
-			if l.cfg.Log != nil {
-				l.cfg.Log.Error("loop: handler panicked: connection closed", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
-			}
-			s.x.awaiting = false
-			l.closePair(s, fmt.Errorf("loop: handler panicked: %v", p))
-		}
-	}()
-	v = l.cfg.Handler.Request(&s.caller, h)
-	return v, keyOf(v.Upstream), true
+	type verdictKey struct {
+		v   Verdict
+		key string
+	}
+	vk, err := guard(l, "Handler.Request", func() verdictKey {
+		v := l.cfg.Handler.Request(&s.caller, h)
+		return verdictKey{v, keyOf(v.Upstream)}
+	})
+	if err != nil {
+		s.x.awaiting = false
+		l.closePair(s, err)
+		return Verdict{}, "", false
+	}
+	return vk.v, vk.key, true
 }
 
 // response checks the response head h that upstream side s read and

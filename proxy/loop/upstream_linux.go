@@ -7,10 +7,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
-	"runtime/debug"
 	"time"
 
 	"github.com/sigil-mesh/sigil/proxy/h1"
@@ -176,12 +174,7 @@ func (l *Loop) endExchange(x *exchange, err error) {
 	if cap(x.again) > maxKeptCopy {
 		x.again = nil
 	}
-	defer func() {
-		if p := recover(); p != nil && l.cfg.Log != nil {
-			l.cfg.Log.Error("loop: exchange's Done panicked", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
-		}
-	}()
-	x.done(err)
+	guard(l, "Exchange.Done", func() struct{} { x.done(err); return struct{}{} })
 }
 
 // maxKeptCopy is the most of a request's copy (exchange.again) a
@@ -269,16 +262,21 @@ func (l *Loop) connect(ctx context.Context, u Upstream) dialed {
 
 // upstreamDial is u.Dial; one that panics fails the dial, not the
 // process (it runs on a goroutine of its own).
-func (l *Loop) upstreamDial(ctx context.Context, u Upstream) (c net.Conn, cfg *tls.Config, notAfter time.Time, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			c, err = nil, fmt.Errorf("loop: Upstream.Dial panicked: %v", p)
-			if l.cfg.Log != nil {
-				l.cfg.Log.Error("loop: Upstream.Dial panicked", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
-			}
-		}
-	}()
-	return u.Dial(ctx)
+func (l *Loop) upstreamDial(ctx context.Context, u Upstream) (net.Conn, *tls.Config, time.Time, error) {
+	type dialedConn struct {
+		c        net.Conn
+		cfg      *tls.Config
+		notAfter time.Time
+		err      error
+	}
+	d, err := guard(l, "Upstream.Dial", func() (d dialedConn) {
+		d.c, d.cfg, d.notAfter, d.err = u.Dial(ctx)
+		return d
+	})
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	return d.c, d.cfg, d.notAfter, d.err
 }
 
 // unreachable handles s, an upstream side that could not be dialed: an
@@ -312,31 +310,16 @@ func (l *Loop) unreachable(s *side) {
 
 // unreachableAnswer is a's answer for err; nil (the Verdict's) if a
 // panics (logged).
-func (l *Loop) unreachableAnswer(a UnreachableAnswerer, err error) (answer []byte) {
-	defer func() {
-		if p := recover(); p != nil {
-			answer = nil
-			if l.cfg.Log != nil {
-				l.cfg.Log.Error("loop: UnreachableAnswer panicked", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
-			}
-		}
-	}()
-	return a.UnreachableAnswer(err)
+func (l *Loop) unreachableAnswer(a UnreachableAnswerer, err error) []byte {
+	answer, _ := guard(l, "UnreachableAnswerer.UnreachableAnswer", func() []byte { return a.UnreachableAnswer(err) })
+	return answer
 }
 
 // retry asks r where up's request goes next, and that Upstream's key;
 // a Retrier (or Upstream.Key) that panics gives up (logged).
 func (l *Loop) retry(r Retrier, up Upstream, err error) (next Upstream, key string) {
-	defer func() {
-		if p := recover(); p != nil {
-			next = nil
-			if l.cfg.Log != nil {
-				l.cfg.Log.Error("loop: Retrier panicked", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
-			}
-		}
-	}()
-	next = r.Unreachable(up, err)
-	return next, keyOf(next)
+	n, _ := guard(l, "Retrier.Unreachable", func() upstreamKey { return withKey(r.Unreachable(up, err)) })
+	return n.up, n.key
 }
 
 // errResend: a Resender named another upstream for the answer's
@@ -347,16 +330,8 @@ var errResend = errors.New("loop: the request goes again elsewhere")
 // and that Upstream's key; a Resender (or Upstream.Key) that panics
 // keeps the answer (logged).
 func (l *Loop) answered(r Resender, status int, head *h1.Head) (next Upstream, key string) {
-	defer func() {
-		if p := recover(); p != nil {
-			next = nil
-			if l.cfg.Log != nil {
-				l.cfg.Log.Error("loop: Resender panicked", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
-			}
-		}
-	}()
-	next = r.Answered(status, head)
-	return next, keyOf(next)
+	n, _ := guard(l, "Resender.Answered", func() upstreamKey { return withKey(r.Answered(status, head)) })
+	return n.up, n.key
 }
 
 // resend sends the request of upstream side s's exchange again, to the
@@ -406,16 +381,9 @@ func (l *Loop) attempt(s *side) {
 
 // backoff is b's wait before the next attempt; none if b panics
 // (logged).
-func (l *Loop) backoff(b Backoffer) (d time.Duration) {
-	defer func() {
-		if p := recover(); p != nil {
-			d = 0
-			if l.cfg.Log != nil {
-				l.cfg.Log.Error("loop: Backoffer panicked", "error", fmt.Sprintf("panic: %v\n%s", p, debug.Stack()))
-			}
-		}
-	}()
-	return b.Backoff()
+func (l *Loop) backoff(b Backoffer) time.Duration {
+	d, _ := guard(l, "Backoffer.Backoff", b.Backoff)
+	return d
 }
 
 // discardStaged drops what waits to be sent on s.
