@@ -29,11 +29,18 @@ allow if {
 // returns it, for --policy.
 func eventLoopPolicyDir(t *testing.T, m *harness.Mesh) string {
 	t.Helper()
-	dir := filepath.Join(m.Dir, "loop-policy")
+	return policyDir(t, m, "loop-policy", eventLoopPolicy)
+}
+
+// policyDir writes src as authz.rego into m's directory name and
+// returns it, for --policy.
+func policyDir(t *testing.T, m *harness.Mesh, name, src string) string {
+	t.Helper()
+	dir := filepath.Join(m.Dir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(eventLoopPolicy), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return dir

@@ -224,3 +224,38 @@ allow if {
 		}
 	}
 }
+
+// TestSettled: Settled is true with no policy loaded, false for an input
+// the cache has no decision for until Decide made one, and always false
+// for a policy whose decisions are not cached (time.now_ns: not pure).
+func TestSettled(t *testing.T) {
+	ctx := context.Background()
+	e, err := New(ctx, "", quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Settled(input("GET")) {
+		t.Error("no policy loaded: not settled, want settled (denied at once)")
+	}
+	if err := e.Load(ctx, Source{Modules: map[string]string{"authz.rego": webToAPI}, Revision: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if e.Settled(input("GET")) {
+		t.Error("settled before any decision")
+	}
+	e.Decide(ctx, input("GET"))
+	if !e.Settled(input("GET")) {
+		t.Error("not settled after the same input was decided")
+	}
+	if e.Settled(input("POST")) {
+		t.Error("settled for an input the policy reads differently")
+	}
+	impure := "package sigil.authz\n\nallow if time.now_ns() > 0\n"
+	if err := e.Load(ctx, Source{Modules: map[string]string{"authz.rego": impure}, Revision: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	e.Decide(ctx, input("GET"))
+	if e.Settled(input("GET")) {
+		t.Error("settled under a policy whose decisions are not cached")
+	}
+}

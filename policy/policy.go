@@ -392,10 +392,29 @@ func (e *Engine) CacheSize() (bytes, entries int) {
 	return c.cache.size()
 }
 
-// Decide evaluates the policy for in. Anything but allow == true denies.
-func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
-	d := Decision{ID: newID(), Mode: e.mode}
+// Settled reports whether Decide would decide in without evaluating the
+// policy: its decision is in the cache of the policy in force, or no
+// policy is loaded. A caller that must not block (an event loop) asks
+// Decide at once when it is, and on a goroutine of its own when not.
+// It is a hint: a reload, or the cache starting over, in between makes
+// Decide evaluate after all.
+func (e *Engine) Settled(in *Input) bool {
 	c := e.cur.Load()
+	if c == nil {
+		return true
+	}
+	if c.plan == nil {
+		return false
+	}
+	e.prepare(c, in)
+	_, ok := c.cache.get(c.plan.key(in))
+	return ok
+}
+
+// prepare makes in ready to be decided by c (nil: no policy loaded) and
+// logged: the path's parts, and the query and headers where they will
+// be read.
+func (e *Engine) prepare(c *compiled, in *Input) {
 	in.Request.fill()
 	if e.decisions != nil && in.Request.parsedQuery() == nil {
 		// Logged as the policy sees it: {}, not null.
@@ -407,6 +426,13 @@ func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
 		// cannot leave a policy that reads headers without them.
 		in.Request.Headers = in.Request.HeadersFrom()
 	}
+}
+
+// Decide evaluates the policy for in. Anything but allow == true denies.
+func (e *Engine) Decide(ctx context.Context, in *Input) Decision {
+	d := Decision{ID: newID(), Mode: e.mode}
+	c := e.cur.Load()
+	e.prepare(c, in)
 	if c == nil {
 		d.Err = ErrNoPolicy
 	} else {

@@ -237,10 +237,17 @@ func (in *inbound) identify(c *inboundCall) bool {
 
 // admit takes a request through every step before it is forwarded to
 // the app: the Connection options, the forged identity, the trace, the
-// target's normalization and the policy decision. It reports whether to
-// forward c.r (then with XFCC set); when not, it has answered on c.rec.
-// Either way finish records the call.
+// target's normalization (prepare) and the policy decision (authorize).
+// It reports whether to forward c.r (then with XFCC set); when not, it
+// has answered on c.rec. Either way finish records the call.
 func (in *inbound) admit(c *inboundCall) bool {
+	return in.prepare(c) && in.authorize(c)
+}
+
+// prepare is admit's steps before the policy decision, which it makes
+// the input of (c.input); it reports whether the request goes on to
+// the decision, having answered on c.rec if not.
+func (in *inbound) prepare(c *inboundCall) bool {
 	r, rec := c.r, &c.rec
 	c.proto = hop.ProtocolOf(r)
 	// First, before the sidecar adds the caller's identity and trace
@@ -272,6 +279,21 @@ func (in *inbound) admit(c *inboundCall) bool {
 		Request:     policy.Request{Method: r.Method, Path: r.RequestURI, URLPath: target.Path, RawQuery: target.Query, Host: r.Host, HeadersFrom: func() map[string]string { return headerMap(r.Header) }, Protocol: c.proto},
 		Connection:  policy.Connection{TLSVersion: tls13},
 	}
+	return true
+}
+
+// settled reports whether the policy decision on c.input is at hand
+// (policy.Engine.Settled), the dry-run policy's too: made without
+// evaluating a policy.
+func (in *inbound) settled(c *inboundCall) bool {
+	return in.p.policy.Settled(&c.input) && (in.p.dryRun == nil || !in.p.dryRun.Loaded() || in.p.dryRun.Settled(&c.input))
+}
+
+// authorize is admit's policy decision on c.input, and what follows
+// from it: the denial's answer on c.rec, or the caller's identity in
+// XFCC. It reports whether the request is allowed.
+func (in *inbound) authorize(c *inboundCall) bool {
+	r, rec, input := c.r, &c.rec, &c.input
 	d := in.p.policy.Decide(r.Context(), input)
 	in.p.countDecision(d)
 	c.decision = d.ID
@@ -279,7 +301,7 @@ func (in *inbound) admit(c *inboundCall) bool {
 	if !d.Allow {
 		rec.setFlag(flagUnauthorized)
 		in.p.metrics.stats.Deny(telemetry.Denial{At: c.start, SourcePrincipal: c.peer.id, DestinationPrincipal: in.p.id.id.String(),
-			DestinationNamespace: in.p.names.Namespace(), DestinationService: in.p.cfg.Service, Method: r.Method, Path: target.Path, DecisionID: d.ID})
+			DestinationNamespace: in.p.names.Namespace(), DestinationService: in.p.cfg.Service, Method: r.Method, Path: input.Request.URLPath, DecisionID: d.ID})
 		if errors.Is(d.Err, policy.ErrNotRecorded) {
 			// Fail closed on the audit record (--audit-failure-mode-allow=false):
 			// the policy may have allowed it, so not 403.

@@ -22,7 +22,10 @@ import (
 // and its audit record; inbound.finish: metrics, the access log, taps,
 // the span's end), on an *http.Request read from the head; what the app
 // gets is the head the request then has, with the body as it came.
-// A connection whose next request the loop does not carry (a WebSocket
+// A decision the policy has to evaluate (not in its cache) is made on a
+// goroutine of its own (loop.Verdict.Decide), so a slow policy holds up
+// only its own request, as on the goroutine path; a cached one, on the
+// loop's goroutine. A connection whose next request the loop does not carry (a WebSocket
 // upgrade, CONNECT, HTTP/1.0) goes back to the goroutine path's server
 // for the rest of its life (loop.Config.Handoff); gRPC never comes this
 // way (it negotiates h2).
@@ -68,7 +71,8 @@ func (in *inbound) newLoop(dialApp func(context.Context) (net.Conn, error)) (*lo
 }
 
 // inboundLoop decides the requests of the inbound's loop, on its
-// goroutine.
+// goroutine; those the policy evaluates (its decision not cached), on
+// one of their own (loop.Verdict.Decide).
 type inboundLoop struct {
 	in       *inbound
 	head     []byte   // the last head forwarded: the loop copies it at once
@@ -89,23 +93,44 @@ func (h *inboundLoop) Request(caller *loop.Caller, head *h1.Head) loop.Verdict {
 	if !in.identify(c) {
 		return loop.Verdict{Answer: c.answer.bytes(r)}
 	}
-	if !in.admit(c) {
+	if !in.prepare(c) {
+		in.finish(c)
+		return loop.Verdict{Answer: c.answer.bytes(r)}
+	}
+	if in.settled(c) {
+		return h.authorized(c, head, &h.head, &h.trailers)
+	}
+	// The policy is evaluated: off the loop's goroutine, which serves
+	// every other connection meanwhile.
+	return loop.Verdict{Decide: func() loop.Verdict {
+		var buf []byte
+		var trailers []string
+		return h.authorized(c, head, &buf, &trailers)
+	}}
+}
+
+// authorized is the Verdict on c, whose head is head, once the policy
+// decided it (inbound.authorize): refused, or forwarded with its head
+// (built in buf) and the trailer fields it declared (in trailers).
+func (h *inboundLoop) authorized(c *inboundCall, head *h1.Head, buf *[]byte, trailers *[]string) loop.Verdict {
+	in, r := h.in, c.r
+	if !in.authorize(c) {
 		in.finish(c)
 		return loop.Verdict{Answer: c.answer.bytes(r)}
 	}
 	hop.StripRequestHeaders(r.Header)
 	hop.DropForgedIdentity(r.Trailer)
-	h.head = h1.AppendRequestHead(h.head[:0], r, head)
-	v := loop.Verdict{Head: h.head, Exchange: c}
+	*buf = h1.AppendRequestHead((*buf)[:0], r, head)
+	v := loop.Verdict{Head: *buf, Exchange: c}
 	if head.Chunked && len(r.Trailer) > 0 {
 		// The declared trailer fields, which the parse moved from the
 		// head's Trailer field to r.Trailer and AppendRequestHead
 		// declared again, but an identity header; no others.
-		h.trailers = h.trailers[:0]
+		*trailers = (*trailers)[:0]
 		for k := range r.Trailer {
-			h.trailers = append(h.trailers, k)
+			*trailers = append(*trailers, k)
 		}
-		v.Trailers = h.trailers
+		v.Trailers = *trailers
 	}
 	return v
 }

@@ -187,6 +187,19 @@ type Verdict struct {
 	// dialed or its TLS handshake fails (after any Retrier gave up);
 	// nil: Config.BadGateway. The connection ends after it.
 	Unreachable []byte
+	// Decide, if not nil, defers the decision to a goroutine of its
+	// own, for work a Handler may not do on the loop's goroutine (a
+	// policy evaluation that may be slow): the loop calls it once and
+	// goes on with the Verdict it returns as if Request had returned
+	// that; every other field of this Verdict, and Decide in the one
+	// returned, is ignored. Meanwhile nothing more of the caller's
+	// connection is read, and the Head Request was given stays as it
+	// is: Decide may read it (not keep it). The returned Verdict's
+	// memory is the loop's: Decide must not reuse it. If the caller's
+	// connection ends meanwhile (a hang-up, Close), the returned
+	// Verdict's Exchange is told Done with status 0 and why. A Decide
+	// that panics ends the connection, as a Request that does.
+	Decide func() Verdict
 	// Trailers, with Config.DropRequestTrailers, names the trailer
 	// fields of a chunked request that go on to the upstream (matched
 	// without regard to case; the head sent should declare them in its
@@ -264,7 +277,8 @@ type Backoffer interface {
 
 // Exchange is one request's end, as a Handler hears of it.
 type Exchange interface {
-	// Done is called once, on the loop's goroutine, when the answer to
+	// Done is called once, on the loop's goroutine (or, for a
+	// Verdict.Decide that returns after Close, on Decide's), when the answer to
 	// the request has been queued whole for the caller (err nil), or
 	// the exchange ended without one (err says why: the caller or the
 	// upstream hung up, a malformed answer, the upstream unreachable).

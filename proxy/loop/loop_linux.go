@@ -41,15 +41,18 @@ type Loop struct {
 	nlive    atomic.Int64 // live as of the last batch, for Conns
 	now      time.Time    // the clock read once per batch of events
 	mu       sync.Mutex
-	pending  []*side       // sides to adopt: new callers, dialed upstreams
-	draining bool          // under mu: Shutdown or Close began
-	closing  bool          // under mu: Close began
-	wakeGone bool          // under mu: wakefd is closed (its number may be anything's now)
-	drained  chan struct{} // closed once draining and no pair is left
-	npending atomic.Int32
-	stopped  chan struct{}   // closed when run returns, every connection closed
-	ctx      context.Context // dials' parent: canceled when the loop stops
-	cancel   context.CancelFunc
+	pending  []*side // sides to adopt: new callers, dialed upstreams
+	// decisions are Verdict.Decide's results for the loop to go on
+	// with (under mu).
+	decisions []*decision
+	draining  bool          // under mu: Shutdown or Close began
+	closing   bool          // under mu: Close began
+	wakeGone  bool          // under mu: wakefd is closed (its number may be anything's now)
+	drained   chan struct{} // closed once draining and no pair is left
+	npending  atomic.Int32
+	stopped   chan struct{}   // closed when run returns, every connection closed
+	ctx       context.Context // dials' parent: canceled when the loop stops
+	cancel    context.CancelFunc
 	// idle is the pool: idle upstream connections by key, the most
 	// recently used last; spares, pool sides given back, for reuse.
 	idle   map[string][]*side

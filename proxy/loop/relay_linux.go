@@ -45,10 +45,11 @@ func (l *Loop) relay(s *side) {
 
 // hold stops reading s while too much of it waits: pipelined requests
 // behind the exchange in flight, or a peer that does not take what it is
-// sent; and reads it again when neither is so.
+// sent; or while its request's Verdict.Decide runs; and reads it again
+// when none is so.
 func (l *Loop) hold(s *side) {
 	p := s.peer
-	l.setPoll(s, len(s.in)-s.off > maxQueued || len(p.out)+len(p.pend) > maxQueued || s.closing, s.pollOut)
+	l.setPoll(s, len(s.in)-s.off > maxQueued || len(p.out)+len(p.pend) > maxQueued || s.closing || s.isDown && s.x.deciding != nil, s.pollOut)
 }
 
 func (l *Loop) relayMessages(s *side) error {
@@ -81,7 +82,9 @@ func (l *Loop) relayMessages(s *side) error {
 				return err
 			}
 			if s.isDown {
-				l.request(s, h)
+				if l.request(s, h, i+4) {
+					return nil // its Verdict.Decide runs: the head stays unread until it returns (decided)
+				}
 			} else if err := l.response(s, h); err != nil {
 				return err
 			}
@@ -155,26 +158,43 @@ func (l *Loop) relayMessages(s *side) error {
 	return nil
 }
 
-// request decides the request head h that caller-facing side s read:
-// forwarded to the upstream (dialed on the first), or answered.
-func (l *Loop) request(s *side, h *h1.Head) {
-	x, up := s.x, s.peer
+// request decides the request head h (headLen bytes at s.off) that
+// caller-facing side s read: forwarded to the upstream (dialed on the
+// first), or answered; or, when its Verdict says Decide, it reports
+// true and decided goes on once that returns.
+func (l *Loop) request(s *side, h *h1.Head, headLen int) (deciding bool) {
+	x := s.x
 	if !s.notAfter.IsZero() && !l.now.Before(s.notAfter) {
 		// As proxy/h1's server: no request past the caller's
 		// certificate's expiry; it reconnects with its renewed one.
 		l.closePair(s, errPeerExpired)
-		return
+		return false
 	}
 	x.awaiting, x.isHEAD, x.close, x.status = true, h.IsHEAD(), h.Close, 0
+	// None of the last exchange's times may fire while this one is
+	// decided (the sweep looks at every awaiting exchange).
+	x.timeoutAt, x.againAt = time.Time{}, time.Time{}
 	s.discard = false
 	var v Verdict
 	var key string // v.Upstream's
 	if l.cfg.Handler != nil {
 		var ok bool
 		if v, key, ok = l.decide(s, h); !ok {
-			return
+			return false
 		}
 	}
+	if v.Decide != nil {
+		l.deferDecision(s, headLen, v.Decide)
+		return true
+	}
+	l.proceed(s, h, v, key)
+	return false
+}
+
+// proceed acts on v, the Verdict on request head h that caller-facing
+// side s read, whose Upstream's key is key.
+func (l *Loop) proceed(s *side, h *h1.Head, v Verdict, key string) {
+	x, up := s.x, s.peer
 	if v.Handoff {
 		x.awaiting = false
 		if l.cfg.Handoff != nil {
@@ -207,7 +227,7 @@ func (l *Loop) request(s *side, h *h1.Head) {
 	// Handler's head may carry one.
 	x.upClose = v.Head != nil && saysClose(v.Head)
 	x.expect = h.Expect100 && (h.Chunked || h.ContentLength > 0)
-	x.wrote, x.timeoutAt, x.againAt = false, time.Time{}, time.Time{}
+	x.wrote = false
 	x.trailers = append(x.trailers[:0], v.Trailers...)
 	x.timeoutAnswer, x.unreachable = copyAnswer(x.timeoutAnswer, v.TimeoutAnswer), copyAnswer(x.unreachable, v.Unreachable)
 	if v.Timeout > 0 {

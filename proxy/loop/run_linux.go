@@ -78,6 +78,10 @@ func (l *Loop) run() {
 				// Reported even when not asked for: the socket is gone
 				// both ways (or failed), and a held side would spin.
 				l.hangUp(s)
+			case ev.Events&unix.EPOLLRDHUP != 0 && s.paused:
+				// Asked for while a Decide runs (setPoll): the caller
+				// sends no more, and so cannot go on.
+				l.hangUp(s)
 			case ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !s.paused:
 				l.readIn(s)
 			}
@@ -117,6 +121,10 @@ func (l *Loop) adopt() (closing bool) {
 	l.pending = nil
 	l.npending.Store(0)
 	draining, closing := l.draining, l.closing
+	var ds []*decision
+	if !closing { // else closeAll abandons them
+		ds, l.decisions = l.decisions, nil
+	}
 	l.mu.Unlock()
 	if closing {
 		for _, s := range p {
@@ -166,6 +174,9 @@ func (l *Loop) adopt() (closing bool) {
 				}
 			}
 		}
+	}
+	for _, d := range ds {
+		l.decided(d)
 	}
 	if draining {
 		l.drainSeen = true
@@ -231,7 +242,12 @@ func (l *Loop) closeAll() {
 	l.mu.Lock()
 	l.wakeGone = true
 	unix.Close(l.wakefd)
+	ds := l.decisions // posted since the last adopt; later ones post abandons
+	l.decisions = nil
 	l.mu.Unlock()
+	for _, d := range ds {
+		l.abandon(d, ErrClosed)
+	}
 }
 
 // ticks asks the loop to sweep at each of l.ticker's ticks, through its

@@ -142,6 +142,9 @@ type exchange struct {
 	// trailers are the request's trailer fields that are forwarded
 	// under Config.DropRequestTrailers (Verdict.Trailers, copied).
 	trailers []string
+	// deciding is the request's Verdict.Decide while it runs (nil:
+	// none does).
+	deciding *decision
 }
 
 // done tells the exchange's Handler that it ended.
@@ -333,8 +336,11 @@ func (l *Loop) setPoll(s *side, paused, pollOut bool) {
 	}
 	s.paused, s.pollOut = paused, pollOut
 	ev := unix.EpollEvent{Fd: int32(s.fd)}
-	if !paused {
+	switch {
+	case !paused:
 		ev.Events |= unix.EPOLLIN | unix.EPOLLRDHUP
+	case s.isDown && s.x.deciding != nil:
+		ev.Events |= unix.EPOLLRDHUP // a caller that leaves while Decide runs is let go at once
 	}
 	if pollOut {
 		ev.Events |= unix.EPOLLOUT
@@ -349,6 +355,10 @@ func (l *Loop) setPoll(s *side, paused, pollOut bool) {
 func (l *Loop) closePair(s *side, err error) {
 	if s.x.ex != nil {
 		l.endExchange(s.x, cmp.Or(err, ErrHungUp))
+	}
+	if d := s.x.deciding; d != nil {
+		s.x.deciding = nil
+		d.gone = cmp.Or(err, ErrHungUp) // told when Decide returns
 	}
 	for _, c := range []*side{s, s.peer} {
 		if c.dead {
