@@ -28,14 +28,14 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 		ok = ok && fits
 	}
 	raw := func(m json.RawMessage) {
-		if bytes.ContainsAny(m, "<>&") || bytes.Contains(m, []byte("\u2028")) || bytes.Contains(m, []byte("\u2029")) {
-			ok = false // json.Marshal escapes these inside a raw message too
+		if jsonenc.MarshalsAsIs(m) {
+			// Already compact (policy's appendInput writes the input so):
+			// no json.Compact pass on the hot path (see MarshalsAsIs).
+			b = append(b, m...)
 			return
 		}
-		if jsonenc.IsCompact(m) {
-			// Already compact (policy's appendInput writes the input so):
-			// no json.Compact pass on the hot path (see IsCompact).
-			b = append(b, m...)
+		if bytes.ContainsAny(m, "<>&") || bytes.Contains(m, []byte("\u2028")) || bytes.Contains(m, []byte("\u2029")) {
+			ok = false // json.Marshal escapes these inside a raw message too
 			return
 		}
 		buf := bytes.NewBuffer(b)

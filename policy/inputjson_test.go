@@ -51,14 +51,14 @@ func TestAppendInputIsMarshal(t *testing.T) {
 	twoKeys.Request.Headers = map[string]string{"z": "1", "a": "2"}
 	for _, in := range []*Input{&full, {}, input("POST"), twoKeys} {
 		want, _ := json.Marshal(in)
-		got, ok := appendInput(nil, in)
+		got, ok := appendInput(nil, in, nil)
 		if !ok || !bytes.Equal(got, want) {
 			t.Errorf("appendInput %s (%v)\njson.Marshal %s", got, ok, want)
 		}
 	}
 	odd := input("GET")
 	odd.Request.Headers["x"] = "<script>"
-	if _, ok := appendInput(nil, odd); ok {
+	if _, ok := appendInput(nil, odd, nil); ok {
 		t.Error("a value json.Marshal escapes was encoded as it is")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -85,6 +86,7 @@ var DefaultMask = []string{
 type Mask struct {
 	paths   []string   // as given, normalized to pointers, sorted
 	headers []string   // header names among them (the common case: no JSON round trip)
+	hptrs   []string   // headers' paths, as pointers (erased)
 	other   [][]string // the other paths, split after /input
 	all     [][]string // every path, split after /input
 }
@@ -121,6 +123,7 @@ func ParseMask(paths []string) (*Mask, error) {
 		m.all = append(m.all, segs)
 		if len(segs) == 3 && segs[0] == "request" && segs[1] == "headers" {
 			m.headers = append(m.headers, segs[2])
+			m.hptrs = append(m.hptrs, ptr)
 		} else {
 			m.other = append(m.other, segs)
 		}
@@ -146,29 +149,23 @@ func (m *Mask) Apply(in *Input) (json.RawMessage, []string, error) {
 // paths outside the request headers, be newly allocated; the errors are
 // Apply's.
 func (m *Mask) AppendApply(dst []byte, in *Input) (json.RawMessage, []string, error) {
-	cp := *in
 	var erased []string
-	if len(m.headers) > 0 && len(in.Request.Headers) > 0 {
-		var h map[string]string
-		for _, name := range m.headers {
-			if _, ok := in.Request.Headers[name]; !ok {
-				continue
-			}
-			if h == nil {
-				h = make(map[string]string, len(in.Request.Headers))
-				for k, v := range in.Request.Headers {
-					h[k] = v
-				}
-			}
-			delete(h, name)
-			erased = append(erased, "/input/request/headers/"+strings.ReplaceAll(strings.ReplaceAll(name, "~", "~0"), "/", "~1"))
-		}
-		if h != nil {
-			cp.Request.Headers = h
+	for i, name := range m.headers {
+		if _, ok := in.Request.Headers[name]; ok {
+			erased = append(erased, m.hptrs[i])
 		}
 	}
-	b, ok := appendInput(dst[:0], &cp)
+	// The masked headers are left out as the input is written, not
+	// deleted from a copy of its headers.
+	b, ok := appendInput(dst[:0], in, m.headers)
 	if !ok {
+		cp := *in
+		if len(erased) > 0 {
+			cp.Request.Headers = maps.Clone(in.Request.Headers)
+			for _, name := range m.headers {
+				delete(cp.Request.Headers, name)
+			}
+		}
 		var err error
 		if b, err = json.Marshal(&cp); err != nil {
 			return nil, nil, fmt.Errorf("policy: encoding input: %w", err)

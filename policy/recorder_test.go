@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -70,6 +72,31 @@ func TestMaskErasesConfiguredInputPaths(t *testing.T) {
 			}
 			if len(m.other) == 0 && &b2[0] != &dst[0] {
 				t.Error("AppendApply did not write into the buffer it was given")
+			}
+			// The input json.Marshal writes with the masked headers
+			// deleted, byte for byte, also when a value makes the
+			// encoder fall back to json.Marshal.
+			for _, odd := range []bool{false, true} {
+				src := in()
+				if odd {
+					src.Request.Headers["x"] = "<b>"
+				}
+				got, _, err := m.Apply(src)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cp := *src
+				cp.Request.Headers = maps.Clone(src.Request.Headers)
+				for _, h := range m.headers {
+					delete(cp.Request.Headers, h)
+				}
+				want, _ := json.Marshal(&cp)
+				if len(m.other) == 0 && !bytes.Equal(got, want) {
+					t.Errorf("Apply (escaped value %v) gave %s, want %s", odd, got, want)
+				}
+				if strings.Contains(string(got), "t0k3n") && slices.Contains(m.headers, "authorization") {
+					t.Errorf("Apply (escaped value %v) kept a masked header: %s", odd, got)
+				}
 			}
 		})
 	}

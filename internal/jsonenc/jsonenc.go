@@ -55,13 +55,26 @@ func AppendSortedKeys[V any](dst []string, m map[string]V) []string {
 // written as {} (callers that must write null check first). On the hot
 // path: a decision's headers and labels.
 func AppendStringMap(b []byte, m map[string]string) ([]byte, bool) {
+	return AppendStringMapExcept(b, m, nil)
+}
+
+// AppendStringMapExcept is AppendStringMap of m without the keys in
+// except, as if they were deleted from a copy of m: the audit record
+// leaves the masked headers out this way, where copying the map cost a
+// tenth of BenchmarkAuditRecord.
+func AppendStringMapExcept(b []byte, m map[string]string, except []string) ([]byte, bool) {
 	start := len(b)
 	var keys [16]string // a small map's keys, off the heap
 	b = append(b, '{')
-	for i, k := range AppendSortedKeys(keys[:0], m) {
-		if i > 0 {
+	n := 0
+	for _, k := range AppendSortedKeys(keys[:0], m) {
+		if slices.Contains(except, k) {
+			continue
+		}
+		if n > 0 {
 			b = append(b, ',')
 		}
+		n++
 		var ok bool
 		if b, ok = AppendString(b, k); !ok {
 			return b[:start], false
@@ -88,7 +101,21 @@ const maxCompactDepth = 64
 // BenchmarkAuditRecord (figures in bench/README.md, "Figures once quoted
 // in the code"); this check reads each byte once. FuzzIsCompact holds it to encoding/json.
 func IsCompact(m []byte) bool {
-	i, ok := compactValue(m, 0, 0)
+	i, ok := compactValue(m, 0, 0, false)
+	return ok && i == len(m)
+}
+
+// MarshalsAsIs reports whether json.Marshal writes m, a json.RawMessage,
+// exactly as it is: m is compact (IsCompact) and holds none of what
+// Marshal escapes in a raw message ('<', '>', '&', U+2028, U+2029: its
+// HTML escaping). When it reports false the caller checks those and
+// compacts m itself. On the hot path (the input document of every
+// decision recorded) one pass replaces IsCompact and three searches for
+// those characters, BenchmarkAuditRecord's largest step after the
+// hash (figures in bench/README.md, "Cost of audit export");
+// FuzzIsCompact holds it to Marshal.
+func MarshalsAsIs(m []byte) bool {
+	i, ok := compactValue(m, 0, 0, true)
 	return ok && i == len(m)
 }
 
@@ -97,7 +124,7 @@ func IsCompact(m []byte) bool {
 // m[:n]), and false when m does not start with one. A reader of a line
 // in a fixed shape finds the end of an embedded raw value with it, in
 // the same pass that checks it.
-func CompactPrefix(m []byte) (n int, ok bool) { return compactValue(m, 0, 0) }
+func CompactPrefix(m []byte) (n int, ok bool) { return compactValue(m, 0, 0, false) }
 
 // PlainPrefix returns the length of the longest prefix of m that
 // AppendString writes as it is between quotes: a JSON string whose
@@ -111,8 +138,10 @@ func PlainPrefix(m []byte) int {
 	return len(m)
 }
 
-// compactValue checks the value at m[i:] and returns the index after it.
-func compactValue(m []byte, i, depth int) (int, bool) {
+// compactValue checks the value at m[i:] and returns the index after it;
+// with asIs, also that its strings hold nothing Marshal's HTML escaping
+// changes (MarshalsAsIs).
+func compactValue(m []byte, i, depth int, asIs bool) (int, bool) {
 	if i >= len(m) || depth > maxCompactDepth {
 		return i, false
 	}
@@ -124,10 +153,10 @@ func compactValue(m []byte, i, depth int) (int, bool) {
 		}
 		for {
 			var ok bool
-			if i, ok = compactString(m, i); !ok || i >= len(m) || m[i] != ':' {
+			if i, ok = compactString(m, i, asIs); !ok || i >= len(m) || m[i] != ':' {
 				return i, false
 			}
-			if i, ok = compactValue(m, i+1, depth+1); !ok || i >= len(m) {
+			if i, ok = compactValue(m, i+1, depth+1, asIs); !ok || i >= len(m) {
 				return i, false
 			}
 			switch m[i] {
@@ -146,7 +175,7 @@ func compactValue(m []byte, i, depth int) (int, bool) {
 		}
 		for {
 			var ok bool
-			if i, ok = compactValue(m, i, depth+1); !ok || i >= len(m) {
+			if i, ok = compactValue(m, i, depth+1, asIs); !ok || i >= len(m) {
 				return i, false
 			}
 			switch m[i] {
@@ -159,7 +188,7 @@ func compactValue(m []byte, i, depth int) (int, bool) {
 			}
 		}
 	case c == '"':
-		return compactString(m, i)
+		return compactString(m, i, asIs)
 	case c == '-' || c >= '0' && c <= '9':
 		return compactNumber(m, i)
 	default:
@@ -172,17 +201,30 @@ func compactValue(m []byte, i, depth int) (int, bool) {
 	}
 }
 
-// compactString checks the string at m[i:] (RFC 8259 section 7).
-func compactString(m []byte, i int) (int, bool) {
+// compactString checks the string at m[i:] (RFC 8259 section 7); with
+// asIs, also that it holds none of '<', '>', '&', U+2028 and U+2029.
+func compactString(m []byte, i int, asIs bool) (int, bool) {
 	if i >= len(m) || m[i] != '"' {
 		return i, false
 	}
 	for i++; i < len(m); i++ {
+		// Most of a string is plain: one table load per byte (as
+		// AppendString) before the cases below.
+		for i < len(m) && plain[m[i]] {
+			i++
+		}
+		if i >= len(m) {
+			break
+		}
 		switch c := m[i]; {
 		case c == '"':
 			return i + 1, true
 		case c < 0x20:
 			return i, false
+		case asIs && (c == '<' || c == '>' || c == '&'):
+			return i, false
+		case asIs && c == 0xe2 && len(m)-i > 2 && m[i+1] == 0x80 && (m[i+2] == 0xa8 || m[i+2] == 0xa9):
+			return i, false // U+2028, U+2029 in UTF-8
 		case c == '\\':
 			i++
 			if i >= len(m) {

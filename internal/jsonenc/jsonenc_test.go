@@ -3,6 +3,7 @@ package jsonenc
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"testing"
 )
 
@@ -26,7 +27,8 @@ func FuzzAppendString(f *testing.F) {
 // when json.Valid does and json.Compact leaves the document as it is.
 func FuzzIsCompact(f *testing.F) {
 	for _, s := range []string{`{"a":[1,-2.5e+3,true,false,null,"x\u00e9\n"]}`, `{}`, `[]`, `""`, `0`, `-0.1E5`, `{"a": 1}`, `01`, `1.`,
-		`"\ud800"`, `"\x"`, "\"\x01\"", `[1,]`, `{"a":1,}`, `nul`, `{"a"}`, `[[[[]]]]`, `"é"`, " 1", "1 "} {
+		`"\ud800"`, `"\x"`, "\"\x01\"", `[1,]`, `{"a":1,}`, `nul`, `{"a"}`, `[[[[]]]]`, `"é"`, " 1", "1 ",
+		`"a<b"`, `{"x":"&"}`, "\"\u2028\"", "\"\xe2\x80\xa8\"", "\"\xe2\x80\xa9x\"", "\"\xe2\x80\"", `"\u003c"`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, m []byte) {
@@ -34,6 +36,11 @@ func FuzzIsCompact(f *testing.F) {
 		want := json.Valid(m) && json.Compact(&buf, m) == nil && bytes.Equal(buf.Bytes(), m)
 		if got := IsCompact(m); got != want && (got || depth(m) <= maxCompactDepth) {
 			t.Fatalf("IsCompact(%q) = %v, encoding/json says %v", m, got, want)
+		}
+		out, err := json.Marshal(json.RawMessage(m))
+		asIs := err == nil && bytes.Equal(out, m)
+		if got := MarshalsAsIs(m); got != asIs && (got || depth(m) <= maxCompactDepth) {
+			t.Fatalf("MarshalsAsIs(%q) = %v, json.Marshal gives %q", m, got, out)
 		}
 	})
 }
@@ -80,6 +87,16 @@ func TestAppendStringMapIsMarshal(t *testing.T) {
 		}
 		if string(got) != "prefix"+string(want) {
 			t.Errorf("%v: %s, want %s", m, got[len("prefix"):], want)
+		}
+		// Without some keys: as Marshal writes the map they are deleted from.
+		except := []string{"a", "host", "absent"}
+		cut := maps.Clone(m)
+		for _, k := range except {
+			delete(cut, k)
+		}
+		want, _ = json.Marshal(cut)
+		if got, ok := AppendStringMapExcept(nil, m, except); !ok || string(got) != string(want) {
+			t.Errorf("%v without %v: %s (%v), want %s", m, except, got, ok, want)
 		}
 	}
 }
